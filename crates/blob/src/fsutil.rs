@@ -1,0 +1,155 @@
+//! Durable filesystem steps: write, fsync, rename, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use wharf_oci::Digest;
+
+use crate::{BlobError, BlobStat};
+
+pub(crate) fn create_dir_all(path: &Path) -> Result<(), BlobError> {
+    fs::create_dir_all(path).map_err(|e| BlobError::io(path, e))
+}
+
+pub(crate) fn fsync_dir(path: &Path) -> Result<(), BlobError> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| BlobError::io(path, e))
+}
+
+/// Makes sure `target`'s parent exists durably before a rename lands in it.
+fn ensure_parent(target: &Path) -> Result<(), BlobError> {
+    let parent = target.parent().expect("blob paths have parents");
+    if !parent.exists() {
+        create_dir_all(parent)?;
+        // The new directory entries must survive a crash too.
+        let mut dir = parent;
+        while let Some(up) = dir.parent() {
+            fsync_dir(up)?;
+            if up.file_name().is_some_and(|n| n == "blobs") {
+                break;
+            }
+            dir = up;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a fully written, fsynced file to `target`. When `target` already
+/// exists (same content, since names are digests) the source is dropped and
+/// the target's modification time refreshed, which garbage collection reads
+/// as "recently written".
+pub(crate) fn publish_file(source: &Path, target: &Path) -> Result<(), BlobError> {
+    ensure_parent(target)?;
+    if target.exists() {
+        touch(target)?;
+        let _ = fs::remove_file(source);
+        return Ok(());
+    }
+    fs::rename(source, target).map_err(|e| BlobError::io(target, e))?;
+    fsync_dir(target.parent().expect("blob paths have parents"))
+}
+
+pub(crate) fn publish_bytes(tmp: &Path, target: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+    let write = || -> io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(tmp);
+        return Err(BlobError::io(tmp, e));
+    }
+    publish_file(tmp, target)
+}
+
+/// Starts writing `len` bytes at `offset` of `file` to disk without waiting
+/// for it and without a journal commit, unlike `fdatasync`, which would
+/// stall the writer on every call.
+#[allow(unsafe_code)]
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (offset, len) = (offset as libc::off64_t, len as libc::off64_t);
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is valid for the duration of the borrow of `file`.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(crate) fn touch(path: &Path) -> Result<(), BlobError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()))
+        .map_err(|e| BlobError::io(path, e))
+}
+
+/// Lists `blobs/<algorithm>/<xx>/<hex>`, skipping anything that is not a
+/// well-formed digest path (it cannot have been written by this crate).
+pub(crate) fn walk_blobs(root: &Path) -> Result<Vec<(Digest, BlobStat)>, BlobError> {
+    let mut out = Vec::new();
+    for algorithm in read_dir_names(root)? {
+        let algorithm_dir = root.join(&algorithm);
+        for prefix in read_dir_names(&algorithm_dir)? {
+            let prefix_dir = algorithm_dir.join(&prefix);
+            for hex in read_dir_names(&prefix_dir)? {
+                let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                let path = prefix_dir.join(&hex);
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                let modified = meta.modified().map_err(|e| BlobError::io(&path, e))?;
+                out.push((
+                    digest,
+                    BlobStat {
+                        size: meta.len(),
+                        modified,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, BlobError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(BlobError::io(dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| BlobError::io(dir, e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Upload sessions whose data has not changed for `max_idle`.
+pub(crate) fn idle_upload_ids(dir: &Path, max_idle: Duration) -> Result<Vec<String>, BlobError> {
+    let now = SystemTime::now();
+    let mut ids = Vec::new();
+    for id in read_dir_names(dir)? {
+        let data = dir.join(&id).join("data");
+        let modified = fs::metadata(&data)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if now.duration_since(modified).unwrap_or_default() > max_idle {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}

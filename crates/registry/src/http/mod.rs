@@ -1,0 +1,440 @@
+//! The `/v2/` routes of the OCI Distribution Spec v1.1.
+
+mod errors;
+mod path;
+mod range;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+use wharf_oci::manifest::referrers_index;
+use wharf_oci::{Digest, RepositoryName};
+
+pub use errors::error_body;
+use path::Endpoint;
+use range::ByteRange;
+
+use crate::{BlobInfo, Registry, RegistryError, UploadStatus};
+
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
+const API_VERSION: &str = "Docker-Distribution-Api-Version";
+const CONTENT_DIGEST: &str = "Docker-Content-Digest";
+const UPLOAD_UUID: &str = "Docker-Upload-UUID";
+
+type HandlerResult = Result<Response, RegistryError>;
+
+/// The registry's routes, to be merged into the server's router.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2/", any(ping))
+        .route("/v2/{*path}", any(dispatch))
+        .with_state(registry)
+}
+
+async fn ping(method: Method) -> Response {
+    match method {
+        Method::GET | Method::HEAD => with_api_version(axum::Json(json!({})).into_response()),
+        _ => method_not_allowed(),
+    }
+}
+
+fn with_api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+fn method_not_allowed() -> Response {
+    let body = error_body(
+        "UNSUPPORTED",
+        "the operation is unsupported",
+        serde_json::Value::Null,
+    );
+    with_api_version((StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    digest: Option<String>,
+    mount: Option<String>,
+    from: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    artifact_type: Option<String>,
+}
+
+async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let endpoint = match path::parse(request.uri().path()) {
+        Some(Ok(endpoint)) => endpoint,
+        Some(Err(err)) => return with_api_version(err.into_response()),
+        None => return with_api_version(StatusCode::NOT_FOUND.into_response()),
+    };
+    let params = Query::<Params>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let handlers = Handlers {
+        registry: &registry,
+    };
+    let method = request.method().clone();
+    let result = match (method, endpoint) {
+        (Method::GET, Endpoint::Catalog) => handlers.catalog(&params).await,
+        (Method::GET, Endpoint::Tags(repo)) => handlers.tags(&repo, &params).await,
+        (Method::GET | Method::HEAD, Endpoint::Manifest(repo, reference)) => {
+            let head = request.method() == Method::HEAD;
+            handlers.get_manifest(&repo, &reference, head).await
+        }
+        (Method::PUT, Endpoint::Manifest(repo, reference)) => {
+            handlers.put_manifest(&repo, &reference, request).await
+        }
+        (Method::DELETE, Endpoint::Manifest(repo, reference)) => registry
+            .delete_manifest(&repo, &reference)
+            .await
+            .map(|()| accepted()),
+        (Method::HEAD, Endpoint::Blob(repo, digest)) => handlers.head_blob(&repo, &digest).await,
+        (Method::GET, Endpoint::Blob(repo, digest)) => {
+            handlers.get_blob(&repo, &digest, request.headers()).await
+        }
+        (Method::DELETE, Endpoint::Blob(repo, digest)) => registry
+            .delete_blob(&repo, &digest)
+            .await
+            .map(|()| accepted()),
+        (Method::POST, Endpoint::Uploads(repo)) => {
+            handlers.post_upload(&repo, &params, request).await
+        }
+        (Method::GET, Endpoint::Upload(repo, id)) => handlers.upload_status(&repo, &id).await,
+        (Method::PATCH, Endpoint::Upload(repo, id)) => {
+            handlers.patch_upload(&repo, &id, request).await
+        }
+        (Method::PUT, Endpoint::Upload(repo, id)) => {
+            handlers.put_upload(&repo, &id, &params, request).await
+        }
+        (Method::DELETE, Endpoint::Upload(repo, id)) => registry
+            .cancel_upload(&repo, &id)
+            .await
+            .map(|()| StatusCode::NO_CONTENT.into_response()),
+        (Method::GET, Endpoint::Referrers(repo, digest)) => {
+            handlers.referrers(&repo, &digest, &params).await
+        }
+        _ => return method_not_allowed(),
+    };
+    with_api_version(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+fn parse_digest(value: Option<&str>) -> Result<Digest, RegistryError> {
+    let value = value
+        .ok_or_else(|| RegistryError::DigestInvalid("the digest parameter is required".into()))?;
+    Ok(value.parse()?)
+}
+
+fn upload_location(repo: &RepositoryName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn blob_created(repo: &RepositoryName, info: &BlobInfo) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{repo}/blobs/{}", info.digest),
+        )
+        .header(CONTENT_DIGEST, info.digest.as_str())
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn upload_progress(repo: &RepositoryName, status: &UploadStatus, code: StatusCode) -> Response {
+    // The spec's inclusive range; an empty session reports 0-0 as distribution does.
+    let end = status.size.saturating_sub(1);
+    Response::builder()
+        .status(code)
+        .header(header::LOCATION, upload_location(repo, &status.id))
+        .header(header::RANGE, format!("0-{end}"))
+        .header(UPLOAD_UUID, &status.id)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+/// The offset a chunk starts at, after checking its `Content-Range` against
+/// its `Content-Length`.
+fn chunk_offset(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    let Some(value) = header_str(headers, header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let (start, end) = range::parse_content_range(value).ok_or_else(|| {
+        RegistryError::BlobUploadInvalid(format!("malformed Content-Range {value:?}"))
+    })?;
+    if let Some(length) = content_length(headers)
+        && length != end - start + 1
+    {
+        return Err(RegistryError::SizeInvalid(format!(
+            "Content-Range {start}-{end} does not match Content-Length {length}"
+        )));
+    }
+    Ok(Some(start))
+}
+
+fn page_params(params: &Params) -> Result<(usize, Option<&str>), RegistryError> {
+    let n = match &params.n {
+        None => DEFAULT_PAGE,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| RegistryError::PaginationInvalid(format!("n={n:?} is not a number")))?
+            .min(MAX_PAGE),
+    };
+    Ok((n, params.last.as_deref()))
+}
+
+fn next_link(path: &str, n: usize, last: Option<&String>) -> Option<HeaderValue> {
+    let last = last?;
+    let encoded = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
+    HeaderValue::from_str(&format!("<{path}?n={n}&last={encoded}>; rel=\"next\"")).ok()
+}
+
+struct Handlers<'a> {
+    registry: &'a Registry,
+}
+
+impl Handlers<'_> {
+    async fn catalog(&self, params: &Params) -> HandlerResult {
+        let (n, last) = page_params(params)?;
+        let page = self.registry.catalog(n, last).await?;
+        let mut response = axum::Json(json!({ "repositories": page.items })).into_response();
+        if page.more
+            && let Some(link) = next_link("/v2/_catalog", n, page.items.last())
+        {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        Ok(response)
+    }
+
+    async fn tags(&self, repo: &RepositoryName, params: &Params) -> HandlerResult {
+        let (n, last) = page_params(params)?;
+        let page = self.registry.list_tags(repo, n, last).await?;
+        let mut response = axum::Json(json!({ "name": repo, "tags": page.items })).into_response();
+        if page.more
+            && let Some(link) = next_link(&format!("/v2/{repo}/tags/list"), n, page.items.last())
+        {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        Ok(response)
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &wharf_oci::Reference,
+        head: bool,
+    ) -> HandlerResult {
+        let manifest = self.registry.get_manifest(repo, reference, !head).await?;
+        let body = manifest.bytes.map(Body::from).unwrap_or_else(Body::empty);
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, &manifest.media_type)
+            .header(header::CONTENT_LENGTH, manifest.size)
+            .header(CONTENT_DIGEST, manifest.digest.as_str())
+            .header(header::ETAG, format!("\"{}\"", manifest.digest))
+            .body(body)
+            .expect("valid response"))
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &wharf_oci::Reference,
+        request: Request,
+    ) -> HandlerResult {
+        let limit = self.registry.config().max_manifest_bytes;
+        if content_length(request.headers()).is_some_and(|len| len > limit) {
+            return Err(RegistryError::TooLarge { limit });
+        }
+        let content_type = header_str(request.headers(), header::CONTENT_TYPE).map(str::to_string);
+        let body = axum::body::to_bytes(request.into_body(), limit as usize)
+            .await
+            .map_err(|_| RegistryError::TooLarge { limit })?;
+        let pushed = self
+            .registry
+            .put_manifest(repo, reference, content_type.as_deref(), body)
+            .await?;
+        let mut response = Response::builder()
+            .status(StatusCode::CREATED)
+            .header(
+                header::LOCATION,
+                format!("/v2/{repo}/manifests/{}", pushed.digest),
+            )
+            .header(CONTENT_DIGEST, pushed.digest.as_str())
+            .header(header::CONTENT_LENGTH, 0);
+        if let Some(subject) = &pushed.subject {
+            response = response.header("OCI-Subject", subject.as_str());
+        }
+        Ok(response.body(Body::empty()).expect("valid response"))
+    }
+
+    async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> HandlerResult {
+        let info = self.registry.stat_blob(repo, digest).await?;
+        Ok(blob_headers(StatusCode::OK, &info, info.size)
+            .body(Body::empty())
+            .expect("valid response"))
+    }
+
+    async fn get_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        headers: &HeaderMap,
+    ) -> HandlerResult {
+        let range_header = header_str(headers, header::RANGE);
+        let choose = |size: u64| -> Result<Option<Range<u64>>, RegistryError> {
+            match range::parse_range(range_header, size) {
+                ByteRange::Whole => Ok(None),
+                ByteRange::Part(range) => Ok(Some(range)),
+                ByteRange::Unsatisfiable => Err(RegistryError::RangeNotSatisfiable { size }),
+            }
+        };
+        let (info, range, body) = self.registry.get_blob(repo, digest, choose).await?;
+        let response = match &range {
+            None => blob_headers(StatusCode::OK, &info, info.size),
+            Some(range) => {
+                blob_headers(StatusCode::PARTIAL_CONTENT, &info, range.end - range.start).header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{}", range.start, range.end - 1, info.size),
+                )
+            }
+        };
+        Ok(response
+            .body(Body::from_stream(body))
+            .expect("valid response"))
+    }
+
+    async fn post_upload(
+        &self,
+        repo: &RepositoryName,
+        params: &Params,
+        request: Request,
+    ) -> HandlerResult {
+        if let Some(mount) = &params.mount {
+            let digest = parse_digest(Some(mount))?;
+            let from = params
+                .from
+                .as_deref()
+                .map(str::parse::<RepositoryName>)
+                .transpose()?;
+            if let Some(info) = self
+                .registry
+                .mount_blob(repo, &digest, from.as_ref())
+                .await?
+            {
+                return Ok(blob_created(repo, &info));
+            }
+        } else if params.digest.is_some() {
+            let digest = parse_digest(params.digest.as_deref())?;
+            self.check_blob_length(request.headers())?;
+            let body = request.into_body().into_data_stream();
+            let info = self.registry.push_blob(repo, &digest, body).await?;
+            return Ok(blob_created(repo, &info));
+        }
+        let status = self.registry.start_upload(repo).await?;
+        Ok(upload_progress(repo, &status, StatusCode::ACCEPTED))
+    }
+
+    fn check_blob_length(&self, headers: &HeaderMap) -> Result<(), RegistryError> {
+        let limit = self.registry.config().max_blob_bytes;
+        match content_length(headers) {
+            Some(len) if len > limit => Err(RegistryError::TooLarge { limit }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upload_status(&self, repo: &RepositoryName, id: &str) -> HandlerResult {
+        let status = self.registry.upload_status(repo, id).await?;
+        Ok(upload_progress(repo, &status, StatusCode::NO_CONTENT))
+    }
+
+    async fn patch_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        request: Request,
+    ) -> HandlerResult {
+        let offset = chunk_offset(request.headers())?;
+        self.check_blob_length(request.headers())?;
+        let body = request.into_body().into_data_stream();
+        let status = self.registry.append_upload(repo, id, body, offset).await?;
+        Ok(upload_progress(repo, &status, StatusCode::ACCEPTED))
+    }
+
+    async fn put_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        params: &Params,
+        request: Request,
+    ) -> HandlerResult {
+        let digest = parse_digest(params.digest.as_deref())?;
+        let offset = chunk_offset(request.headers())?;
+        self.check_blob_length(request.headers())?;
+        let body = request.into_body().into_data_stream();
+        let info = self
+            .registry
+            .complete_upload(repo, id, &digest, body, offset)
+            .await?;
+        Ok(blob_created(repo, &info))
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        params: &Params,
+    ) -> HandlerResult {
+        let filter = params.artifact_type.as_deref();
+        let manifests = self.registry.referrers(repo, subject, filter).await?;
+        let mut response = axum::Json(referrers_index(manifests)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(wharf_oci::manifest::OCI_INDEX),
+        );
+        if filter.is_some() {
+            headers.insert(
+                "OCI-Filters-Applied",
+                HeaderValue::from_static("artifactType"),
+            );
+        }
+        Ok(response)
+    }
+}
+
+fn blob_headers(status: StatusCode, info: &BlobInfo, length: u64) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, length)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(CONTENT_DIGEST, info.digest.as_str())
+        .header(header::ETAG, format!("\"{}\"", info.digest))
+}

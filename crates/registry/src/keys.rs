@@ -1,0 +1,141 @@
+//! Where registry metadata lives in the `Store`, and the records kept there.
+//!
+//! ```text
+//! /registry/repos/<repo>                          RepoRecord     (repos with manifests)
+//! /registry/tags/<repo>:<tag>                     TagRecord
+//! /registry/manifests/<repo>@<digest>             ManifestRecord
+//! /registry/links/<digest>/<repo>                 LinkRecord     (blob usable in repo)
+//! /registry/blobs/<digest>                        BlobRecord     (GC marks)
+//! /registry/referrers/<repo>@<subject>/<digest>   Descriptor
+//! ```
+//!
+//! `:` and `@` cannot occur in repository names, so a prefix such as
+//! `/registry/tags/a:` never matches the tags of `a/b`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use wharf_oci::{Digest, RepositoryName, Tag};
+
+use crate::RegistryError;
+
+pub(crate) const REPOS: &str = "/registry/repos/";
+pub(crate) const MANIFESTS: &str = "/registry/manifests/";
+pub(crate) const LINKS: &str = "/registry/links/";
+pub(crate) const BLOBS: &str = "/registry/blobs/";
+
+pub(crate) fn repo(repo: &RepositoryName) -> String {
+    format!("{REPOS}{repo}")
+}
+
+pub(crate) fn tag(repo: &RepositoryName, tag: &Tag) -> String {
+    format!("/registry/tags/{repo}:{tag}")
+}
+
+pub(crate) fn tags_of(repo: &RepositoryName) -> String {
+    format!("/registry/tags/{repo}:")
+}
+
+pub(crate) fn manifest(repo: &RepositoryName, digest: &Digest) -> String {
+    format!("{MANIFESTS}{repo}@{digest}")
+}
+
+pub(crate) fn manifests_of(repo: &RepositoryName) -> String {
+    format!("{MANIFESTS}{repo}@")
+}
+
+pub(crate) fn link(digest: &Digest, repo: &RepositoryName) -> String {
+    format!("{LINKS}{digest}/{repo}")
+}
+
+pub(crate) fn links_of(digest: &Digest) -> String {
+    format!("{LINKS}{digest}/")
+}
+
+pub(crate) fn blob(digest: &Digest) -> String {
+    format!("{BLOBS}{digest}")
+}
+
+pub(crate) fn referrer(repo: &RepositoryName, subject: &Digest, digest: &Digest) -> String {
+    format!("/registry/referrers/{repo}@{subject}/{digest}")
+}
+
+pub(crate) fn referrers_of(repo: &RepositoryName, subject: &Digest) -> String {
+    format!("/registry/referrers/{repo}@{subject}/")
+}
+
+/// Splits `/registry/manifests/<repo>@<digest>`.
+pub(crate) fn parse_manifest_key(key: &str) -> Option<(RepositoryName, Digest)> {
+    let (repo, digest) = key.strip_prefix(MANIFESTS)?.split_once('@')?;
+    Some((repo.parse().ok()?, digest.parse().ok()?))
+}
+
+/// Splits `/registry/links/<digest>/<repo>`.
+pub(crate) fn parse_link_key(key: &str) -> Option<(Digest, RepositoryName)> {
+    let (digest, repo) = key.strip_prefix(LINKS)?.split_once('/')?;
+    Some((digest.parse().ok()?, repo.parse().ok()?))
+}
+
+/// A repository that holds at least one manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RepoRecord {
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A tag and the manifest it points to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TagRecord {
+    pub digest: Digest,
+    pub updated_at: u64,
+}
+
+/// A manifest stored in a repository; its bytes are the blob `digest`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ManifestRecord {
+    pub media_type: String,
+    pub size: u64,
+    /// Config and layers: blobs that must stay linked while the manifest exists.
+    pub blobs: Vec<Digest>,
+    /// Child manifests of an index.
+    pub children: Vec<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    pub pushed_at: u64,
+}
+
+/// A blob made usable in one repository (uploaded or mounted there).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LinkRecord {
+    pub size: u64,
+    /// Last upload, mount, existence check or reference by a pushed manifest;
+    /// garbage collection spares links marked within its grace period.
+    pub marked_at: u64,
+}
+
+/// Registry-wide state of one stored blob, used to fence garbage collection
+/// against concurrent writers of the same content.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct BlobRecord {
+    pub size: u64,
+    pub marked_at: u64,
+    /// Set while garbage collection deletes the file; writers wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_since: Option<u64>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Internal(format!("corrupt record at {key}: {e}")))
+}

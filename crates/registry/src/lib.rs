@@ -1,0 +1,76 @@
+//! The OCI Distribution v1.1 registry: the [`Registry`] service over the
+//! `Store` (metadata) and `BlobStore` (content), online garbage collection,
+//! and the `/v2/` HTTP routes in [`http`].
+//!
+//! Layering: `http` parses requests and renders OCI errors; the service
+//! methods never see HTTP; storage sits below both.
+
+mod blobs;
+mod cache;
+mod error;
+mod gc;
+pub mod http;
+mod keys;
+mod manifests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_blob::BlobStore;
+use wharf_store::Store;
+
+pub use blobs::{BlobInfo, UploadStatus};
+pub use error::RegistryError;
+pub use gc::{GcOptions, GcReport};
+pub use manifests::{ManifestContent, Page, PushedManifest};
+
+/// Limits and timings of the registry.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: u64,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_bytes: u64,
+    /// Blobs and links marked more recently than this are never collected.
+    pub gc_grace: Duration,
+    /// Upload sessions idle longer than this are deleted.
+    pub upload_ttl: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 64 << 30,
+            gc_grace: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The registry service.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    config: RegistryConfig,
+    manifest_cache: cache::ManifestCache,
+    gc_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// A registry keeping metadata in `store` and content in `blobs`.
+    pub fn new(store: Arc<dyn Store>, blobs: BlobStore, config: RegistryConfig) -> Registry {
+        Registry {
+            store,
+            blobs,
+            config,
+            manifest_cache: cache::ManifestCache::new(64 << 20),
+            gc_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+}
