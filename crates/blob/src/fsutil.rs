@@ -143,10 +143,13 @@ pub(crate) fn idle_upload_ids(dir: &Path, max_idle: Duration) -> Result<Vec<Stri
     let now = SystemTime::now();
     let mut ids = Vec::new();
     for id in read_dir_names(dir)? {
-        let data = dir.join(&id).join("data");
-        let modified = fs::metadata(&data)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let session = dir.join(&id);
+        // A session being created may not have its data file yet: fall back
+        // to the directory's own time rather than calling it idle.
+        let modified = fs::metadata(session.join("data"))
+            .or_else(|_| fs::metadata(&session))
+            .and_then(|m| m.modified());
+        let Ok(modified) = modified else { continue };
         if now.duration_since(modified).unwrap_or_default() > max_idle {
             ids.push(id);
         }

@@ -10,12 +10,12 @@ use wharf_blob::{AppendOptions, BlobBody, CANONICAL_ALGORITHM, Upload};
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName};
 use wharf_store::{KeyValue, ListOptions, StoreExt};
 
-use crate::keys::{self, BlobRecord, LinkRecord, now_secs};
+use crate::keys::{self, BlobRecord, LinkRecord, now_millis};
 use crate::{Registry, RegistryError};
 
 /// How long writers wait for a garbage-collection deletion of the same
 /// content to finish before assuming the collector died mid-way.
-const DELETION_FENCE_SECS: u64 = 60;
+const DELETION_FENCE_MILLIS: u64 = 60_000;
 const MAX_ATTEMPTS: usize = 200;
 
 /// A blob as the registry reports it.
@@ -61,17 +61,21 @@ impl Registry {
         digest: &Digest,
     ) -> Result<BlobInfo, RegistryError> {
         let (kv, record) = self.link(repo, digest).await?;
-        let now = now_secs();
-        if now.saturating_sub(record.marked_at) > self.config.gc_grace.as_secs() / 2 {
+        let now = now_millis();
+        if now.saturating_sub(record.marked_at) > self.config.gc_grace.as_millis() as u64 / 2 {
             let fresh = LinkRecord {
                 size: record.size,
                 marked_at: now,
             };
-            // Losing this race is fine: whoever won also refreshed or removed it.
-            let _ = self
+            let refreshed = self
                 .store
                 .put_if(&kv.key, keys::encode(&fresh), kv.mod_revision)
                 .await?;
+            // Lost a race: either another request refreshed the link (fine) or
+            // garbage collection removed it, and then the blob is not here.
+            if refreshed.is_none() {
+                self.link(repo, digest).await?;
+            }
         }
         Ok(BlobInfo {
             digest: digest.clone(),
@@ -292,7 +296,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let record = LinkRecord {
             size,
-            marked_at: now_secs(),
+            marked_at: now_millis(),
         };
         self.store
             .put(&keys::link(digest, repo), keys::encode(&record))
@@ -312,7 +316,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let key = keys::blob(digest);
         for _ in 0..MAX_ATTEMPTS {
-            let now = now_secs();
+            let now = now_millis();
             let current = self.store.get(&key).await?;
             let (revision, record) = match &current {
                 Some(kv) => (
@@ -323,14 +327,14 @@ impl Registry {
             };
             if let Some(record) = &record {
                 match record.deleting_since {
-                    Some(since) if now.saturating_sub(since) < DELETION_FENCE_SECS => {
+                    Some(since) if now.saturating_sub(since) < DELETION_FENCE_MILLIS => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                     Some(_) => {}
                     // A fresh mark already keeps the collector away; skip the write.
                     None if now.saturating_sub(record.marked_at)
-                        < self.config.gc_grace.as_secs() / 4 =>
+                        < self.config.gc_grace.as_millis() as u64 / 4 =>
                     {
                         return Ok(());
                     }

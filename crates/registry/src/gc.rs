@@ -16,7 +16,7 @@ use serde::Serialize;
 use wharf_oci::{Digest, RepositoryName};
 use wharf_store::{ListOptions, StoreExt};
 
-use crate::keys::{self, BlobRecord, LinkRecord, ManifestRecord, now_secs};
+use crate::keys::{self, BlobRecord, LinkRecord, ManifestRecord, now_millis};
 use crate::{Registry, RegistryError};
 
 const PAGE: usize = 1000;
@@ -53,7 +53,7 @@ impl Registry {
     pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport, RegistryError> {
         let _running = self.gc_lock.lock().await;
         let started = Instant::now();
-        let cutoff = now_secs().saturating_sub(options.grace.as_secs());
+        let cutoff = now_millis().saturating_sub(options.grace.as_millis() as u64);
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
@@ -127,12 +127,12 @@ impl Registry {
         dry_run: bool,
         report: &mut GcReport,
     ) -> Result<(), RegistryError> {
-        let now = now_secs();
+        let now = now_millis();
         for (digest, stat) in self.blobs.list().await? {
             let modified = stat
                 .modified
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+                .map_or(0, |d| d.as_millis() as u64);
             if linked.contains(&digest) || manifests.contains(&digest) || modified > cutoff {
                 continue;
             }

@@ -124,10 +124,11 @@ pub(crate) struct BlobRecord {
     pub deleting_since: Option<u64>,
 }
 
-pub(crate) fn now_secs() -> u64 {
+/// Unix time in milliseconds: the unit of every timestamp in registry records.
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

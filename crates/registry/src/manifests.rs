@@ -7,7 +7,7 @@ use wharf_oci::manifest::Descriptor;
 use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName};
 use wharf_store::{KeyValue, ListOptions, StoreExt, Txn};
 
-use crate::keys::{self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, now_secs};
+use crate::keys::{self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, now_millis};
 use crate::{Registry, RegistryError};
 
 /// Optimistic transactions retry this often before reporting contention.
@@ -174,7 +174,7 @@ impl Registry {
         manifest: &ParsedManifest,
         size: u64,
     ) -> Result<Txn, RegistryError> {
-        let now = now_secs();
+        let now = now_millis();
         let mut txn = Txn::new();
         let mut seen = HashSet::new();
         for blob in manifest.required_blobs().filter(|b| seen.insert(&b.digest)) {
@@ -334,7 +334,7 @@ impl Registry {
         if others.items.len() > 1 {
             if let Some(repo_kv) = repo_kv {
                 let mut repo_record: RepoRecord = keys::decode(&repo_key, &repo_kv.value)?;
-                repo_record.updated_at = now_secs();
+                repo_record.updated_at = now_millis();
                 txn = txn.put(repo_key, keys::encode(&repo_record));
             }
         } else {
