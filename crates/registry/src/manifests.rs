@@ -144,13 +144,16 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(DigestAlgorithm::Sha256, &body),
         };
-        // The content goes first; it stays invisible until the metadata commit.
-        self.mark_blob_for_write(&digest, body.len() as u64).await?;
+        let size = body.len() as u64;
+        // Check references before writing anything, so a refused manifest
+        // leaves nothing behind.
+        let mut txn = self
+            .manifest_txn(repo, reference, &digest, &manifest, size)
+            .await?;
+        // The content goes next; it stays invisible until the metadata commit.
+        self.mark_blob_for_write(&digest, size).await?;
         self.blobs.put_bytes(&digest, body.to_vec()).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let txn = self
-                .manifest_txn(repo, reference, &digest, &manifest, body.len() as u64)
-                .await?;
             if self.store.txn(txn).await?.succeeded {
                 self.manifest_cache.insert(digest.clone(), body);
                 return Ok(PushedManifest {
@@ -158,6 +161,10 @@ impl Registry {
                     subject: manifest.subject.map(|s| s.digest),
                 });
             }
+            // Something it depends on changed meanwhile: check again.
+            txn = self
+                .manifest_txn(repo, reference, &digest, &manifest, size)
+                .await?;
         }
         Err(RegistryError::Contention(keys::manifest(repo, &digest)))
     }

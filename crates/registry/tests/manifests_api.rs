@@ -97,13 +97,23 @@ async fn manifests_referencing_missing_blobs_are_refused() {
     )
     .await
     .expect_error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
-    // Nothing was stored: no tag, no repository.
+    // Nothing was stored: no tag, no repository, no manifest content.
     reg.get("/v2/p/app/tags/list")
         .await
         .expect_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN");
     assert_eq!(
         reg.get("/v2/_catalog").await.json()["repositories"],
         json!([])
+    );
+    let refused = sha256(&serde_json::to_vec(&manifest).unwrap());
+    assert!(
+        !reg.blob_files().iter().any(|f| f.ends_with(refused.hex())),
+        "refused manifest content was stored"
+    );
+    assert_eq!(
+        reg.blob_files().len(),
+        3,
+        "only the pushed blobs are stored"
     );
 }
 

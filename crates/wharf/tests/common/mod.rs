@@ -1,0 +1,19 @@
+//! Helpers shared by the end-to-end tests: the `wharf server` process, image
+//! fixtures generated in code, checks for external tools and a private
+//! `dockerd`.
+//!
+//! Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+pub mod command;
+pub mod docker;
+pub mod image;
+pub mod prereq;
+pub mod server;
+pub mod skopeo;
+
+#[allow(unused_imports)]
+pub use image::{Blob, Image, ImageIndex, Layer, OciLayout};
+#[allow(unused_imports)]
+pub use prereq::{require, require_root, require_tool};
+pub use server::TestServer;
