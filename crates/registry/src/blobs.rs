@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use wharf_blob::{AppendOptions, BlobBody, CANONICAL_ALGORITHM, Upload};
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName};
-use wharf_store::{KeyValue, ListOptions, StoreExt};
+use wharf_store::{KeyValue, ListOptions, StoreExt, Txn};
 
 use crate::keys::{self, BlobRecord, LinkRecord, now_millis};
 use crate::{Registry, RegistryError};
@@ -16,7 +16,8 @@ use crate::{Registry, RegistryError};
 /// How long writers wait for a garbage-collection deletion of the same
 /// content to finish before assuming the collector died mid-way.
 const DELETION_FENCE_MILLIS: u64 = 60_000;
-const MAX_ATTEMPTS: usize = 200;
+/// Optimistic writes retry this often (with growing pauses) before giving up.
+pub(crate) const MAX_ATTEMPTS: usize = 64;
 
 /// A blob as the registry reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,9 +114,17 @@ impl Registry {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<(), RegistryError> {
-        let (kv, _) = self.link(repo, digest).await?;
-        self.store.delete_if(&kv.key, kv.mod_revision).await?;
-        Ok(())
+        for attempt in 0..MAX_ATTEMPTS {
+            let (kv, record) = self.link(repo, digest).await?;
+            if self
+                .remove_link(repo, digest, record.size, kv.mod_revision)
+                .await?
+            {
+                return Ok(());
+            }
+            backoff(attempt).await;
+        }
+        Err(RegistryError::Contention(keys::link(digest, repo)))
     }
 
     /// Opens an upload session in `repo`.
@@ -222,31 +231,34 @@ impl Registry {
         Ok(())
     }
 
-    /// Makes a blob that `from` (or, without `from`, any repository) holds
-    /// usable in `repo` without uploading it again. `None` when the blob is
-    /// not available to mount; the caller then starts a normal upload.
+    /// Repositories that hold `digest`, at most `limit` of them.
+    pub async fn repositories_holding(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<RepositoryName>, RegistryError> {
+        let options = ListOptions {
+            start_after: None,
+            limit: Some(limit),
+        };
+        let page = self.store.list(&keys::links_of(digest), options).await?;
+        Ok(page
+            .items
+            .iter()
+            .filter_map(|kv| keys::parse_link_key(&kv.key).map(|(_, repo)| repo))
+            .collect())
+    }
+
+    /// Makes a blob that `from` holds usable in `repo` without uploading it
+    /// again. `None` when `from` lacks it; the caller then starts a normal
+    /// upload.
     pub async fn mount_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
-        from: Option<&RepositoryName>,
+        from: &RepositoryName,
     ) -> Result<Option<BlobInfo>, RegistryError> {
-        let source = match from {
-            Some(from) => self.store.get(&keys::link(digest, from)).await?,
-            None => {
-                let page = self
-                    .store
-                    .list(
-                        &keys::links_of(digest),
-                        ListOptions {
-                            start_after: None,
-                            limit: Some(1),
-                        },
-                    )
-                    .await?;
-                page.items.into_iter().next()
-            }
-        };
+        let source = self.store.get(&keys::link(digest, from)).await?;
         let Some(source) = source else {
             return Ok(None);
         };
@@ -278,6 +290,14 @@ impl Registry {
         digest: &Digest,
     ) -> Result<BlobInfo, RegistryError> {
         let finished = upload.finish(digest).await?;
+        if let Err(err) = self
+            .check_quota(repo.project(), digest, finished.size())
+            .await
+        {
+            drop(finished);
+            upload.discard().await?;
+            return Err(err);
+        }
         // Fence garbage collection before the content becomes visible.
         self.mark_blob_for_write(digest, finished.size()).await?;
         let size = finished.publish().await?;
@@ -288,20 +308,50 @@ impl Registry {
         })
     }
 
+    /// Links a blob into `repo` (or refreshes the link's mark), charging
+    /// the project for content it did not store yet.
     pub(crate) async fn put_link(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         size: u64,
     ) -> Result<(), RegistryError> {
-        let record = LinkRecord {
+        let key = keys::link(digest, repo);
+        let record = keys::encode(&LinkRecord {
             size,
             marked_at: now_millis(),
-        };
-        self.store
-            .put(&keys::link(digest, repo), keys::encode(&record))
-            .await?;
-        Ok(())
+        });
+        for attempt in 0..MAX_ATTEMPTS {
+            let txn = match self.store.get(&key).await? {
+                Some(kv) => Txn::new()
+                    .when_revision(&key, kv.mod_revision)
+                    .put(&key, record.clone()),
+                None => {
+                    let txn = Txn::new().when_revision(&key, 0).put(&key, record.clone());
+                    self.account(txn, repo.project(), digest, size, 1).await?
+                }
+            };
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(());
+            }
+            backoff(attempt).await;
+        }
+        Err(RegistryError::Contention(key))
+    }
+
+    /// Removes a link read at `revision`, releasing its charge; `false`
+    /// when the link changed meanwhile.
+    pub(crate) async fn remove_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+        revision: u64,
+    ) -> Result<bool, RegistryError> {
+        let key = keys::link(digest, repo);
+        let txn = Txn::new().when_revision(&key, revision).delete(&key);
+        let txn = self.account(txn, repo.project(), digest, size, -1).await?;
+        Ok(self.store.txn(txn).await?.succeeded)
     }
 
     /// Records that `digest` is being written, so that a concurrent garbage
@@ -356,6 +406,15 @@ impl Registry {
             }
         }
         Err(RegistryError::Contention(key))
+    }
+}
+
+/// A short, growing, jittered pause between optimistic retries, so that
+/// writers contending on one key (a project's usage) spread out.
+pub(crate) async fn backoff(attempt: usize) {
+    if attempt > 0 {
+        let ceiling = 1u64 << attempt.min(6);
+        tokio::time::sleep(Duration::from_millis(rand::random_range(1..=ceiling))).await;
     }
 }
 

@@ -59,6 +59,31 @@ pub enum RegistryError {
     /// The `n` or `last` pagination parameter is malformed.
     #[error("invalid pagination: {0}")]
     PaginationInvalid(String),
+    /// Storing the content would take the project over its quota.
+    #[error(
+        "quota exceeded for project {project}: {usage} of {quota} bytes used, {needed} more needed"
+    )]
+    QuotaExceeded {
+        /// The project.
+        project: String,
+        /// Its quota in bytes.
+        quota: u64,
+        /// Bytes it stores now.
+        usage: u64,
+        /// Bytes the refused write needed.
+        needed: u64,
+    },
+    /// The caller did not authenticate (or the token is unusable).
+    #[error("authentication required: {message}")]
+    Unauthorized {
+        /// What was wrong.
+        message: String,
+        /// The `WWW-Authenticate` challenge to send.
+        challenge: String,
+    },
+    /// The caller may not do this.
+    #[error("requested access to the resource is denied: {0}")]
+    Denied(String),
     /// Concurrent writers kept conflicting; the client may retry.
     #[error("too much contention on {0}, retry")]
     Contention(String),

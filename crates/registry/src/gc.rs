@@ -106,9 +106,13 @@ impl Registry {
                 continue;
             };
             let record: LinkRecord = keys::decode(&kv.key, &kv.value)?;
-            let keep = record.marked_at > cutoff || referenced.contains(&(repo, digest.clone()));
-            let removed =
-                !keep && (dry_run || self.store.delete_if(&kv.key, kv.mod_revision).await?);
+            let keep =
+                record.marked_at > cutoff || referenced.contains(&(repo.clone(), digest.clone()));
+            let removed = !keep
+                && (dry_run
+                    || self
+                        .remove_link(&repo, &digest, record.size, kv.mod_revision)
+                        .await?);
             if removed {
                 report.links_removed += 1;
             } else {

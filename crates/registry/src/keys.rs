@@ -7,6 +7,8 @@
 //! /registry/links/<digest>/<repo>                 LinkRecord     (blob usable in repo)
 //! /registry/blobs/<digest>                        BlobRecord     (GC marks)
 //! /registry/referrers/<repo>@<subject>/<digest>   Descriptor
+//! /registry/usage/<project>                       UsageRecord    (bytes stored)
+//! /registry/stored/<project>/<digest>             StoredRecord   (refs in project)
 //! ```
 //!
 //! `:` and `@` cannot occur in repository names, so a prefix such as
@@ -54,6 +56,14 @@ pub(crate) fn links_of(digest: &Digest) -> String {
 
 pub(crate) fn blob(digest: &Digest) -> String {
     format!("{BLOBS}{digest}")
+}
+
+pub(crate) fn usage(project: &str) -> String {
+    format!("/registry/usage/{project}")
+}
+
+pub(crate) fn stored(project: &str, digest: &Digest) -> String {
+    format!("/registry/stored/{project}/{digest}")
 }
 
 pub(crate) fn referrer(repo: &RepositoryName, subject: &Digest, digest: &Digest) -> String {
@@ -122,6 +132,20 @@ pub(crate) struct BlobRecord {
     /// Set while garbage collection deletes the file; writers wait for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleting_since: Option<u64>,
+}
+
+/// Bytes a project stores: each distinct blob and manifest counted once,
+/// however many of its repositories use it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct UsageRecord {
+    pub bytes: u64,
+}
+
+/// How many links and manifest records of one project use one digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredRecord {
+    pub size: u64,
+    pub refs: u64,
 }
 
 /// Unix time in milliseconds: the unit of every timestamp in registry records.

@@ -12,6 +12,7 @@ mod gc;
 pub mod http;
 mod keys;
 mod manifests;
+mod quota;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use blobs::{BlobInfo, UploadStatus};
 pub use error::RegistryError;
 pub use gc::{GcOptions, GcReport};
 pub use manifests::{ManifestContent, Page, PushedManifest};
+pub use quota::{QuotaSource, Unlimited};
 
 /// Limits and timings of the registry.
 #[derive(Clone, Debug)]
@@ -55,10 +57,12 @@ pub struct Registry {
     config: RegistryConfig,
     manifest_cache: cache::ManifestCache,
     gc_lock: tokio::sync::Mutex<()>,
+    quotas: Arc<dyn QuotaSource>,
 }
 
 impl Registry {
-    /// A registry keeping metadata in `store` and content in `blobs`.
+    /// A registry keeping metadata in `store` and content in `blobs`, with
+    /// no quotas.
     pub fn new(store: Arc<dyn Store>, blobs: BlobStore, config: RegistryConfig) -> Registry {
         Registry {
             store,
@@ -66,7 +70,14 @@ impl Registry {
             config,
             manifest_cache: cache::ManifestCache::new(64 << 20),
             gc_lock: tokio::sync::Mutex::new(()),
+            quotas: Arc::new(Unlimited),
         }
+    }
+
+    /// Enforces the quotas `quotas` reports.
+    pub fn with_quotas(mut self, quotas: Arc<dyn QuotaSource>) -> Registry {
+        self.quotas = quotas;
+        self
     }
 
     /// The limits in force.

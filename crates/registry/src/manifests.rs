@@ -7,11 +7,9 @@ use wharf_oci::manifest::Descriptor;
 use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName};
 use wharf_store::{KeyValue, ListOptions, StoreExt, Txn};
 
+use crate::blobs::{MAX_ATTEMPTS, backoff};
 use crate::keys::{self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, now_millis};
 use crate::{Registry, RegistryError};
-
-/// Optimistic transactions retry this often before reporting contention.
-const MAX_ATTEMPTS: usize = 16;
 
 /// A manifest as served.
 #[derive(Clone, Debug)]
@@ -153,7 +151,7 @@ impl Registry {
         // The content goes next; it stays invisible until the metadata commit.
         self.mark_blob_for_write(&digest, size).await?;
         self.blobs.put_bytes(&digest, body.to_vec()).await?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             if self.store.txn(txn).await?.succeeded {
                 self.manifest_cache.insert(digest.clone(), body);
                 return Ok(PushedManifest {
@@ -162,6 +160,7 @@ impl Registry {
                 });
             }
             // Something it depends on changed meanwhile: check again.
+            backoff(attempt).await;
             txn = self
                 .manifest_txn(repo, reference, &digest, &manifest, size)
                 .await?;
@@ -218,6 +217,15 @@ impl Registry {
             txn = txn.when_revision(kv.key, kv.mod_revision);
         }
 
+        // A new manifest in the repository costs its bytes once per project.
+        let manifest_key = keys::manifest(repo, digest);
+        txn = match self.store.get(&manifest_key).await? {
+            Some(kv) => txn.when_revision(&manifest_key, kv.mod_revision),
+            None => {
+                let txn = txn.when_revision(&manifest_key, 0);
+                self.account(txn, repo.project(), digest, size, 1).await?
+            }
+        };
         let repo_key = keys::repo(repo);
         let created_at = match self.store.get(&repo_key).await? {
             Some(kv) => keys::decode::<RepoRecord>(&repo_key, &kv.value)?.created_at,
@@ -279,7 +287,8 @@ impl Registry {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<(), RegistryError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let txn = match reference {
                 Reference::Tag(tag) => {
                     let key = keys::tag(repo, tag);
@@ -311,6 +320,9 @@ impl Registry {
         let mut txn = Txn::new()
             .when_revision(&kv.key, kv.mod_revision)
             .delete(kv.key);
+        txn = self
+            .account(txn, repo.project(), digest, record.size, -1)
+            .await?;
         for tag in self.store.list_all(&keys::tags_of(repo), 1000).await? {
             if keys::decode::<TagRecord>(&tag.key, &tag.value)?.digest == *digest {
                 txn = txn
@@ -361,6 +373,20 @@ impl Registry {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
         self.page(&keys::tags_of(repo), n, last).await
+    }
+
+    /// Whether any repository of `project` holds a manifest.
+    pub async fn project_has_repositories(&self, project: &str) -> Result<bool, RegistryError> {
+        let one = ListOptions {
+            start_after: None,
+            limit: Some(1),
+        };
+        let exact = self.store.get(&format!("{}{project}", keys::REPOS)).await?;
+        let nested = self
+            .store
+            .list(&format!("{}{project}/", keys::REPOS), one)
+            .await?;
+        Ok(exact.is_some() || !nested.items.is_empty())
     }
 
     /// Repositories in lexical order, `n` at a time after `last`.

@@ -1,5 +1,6 @@
-//! Assembles a Wharf server from its parts: opens the state store and the
-//! blob directory, builds the HTTP router (registry at `/v2/`, admin API at
+//! Assembles a Wharf server from its parts: opens the state store, the blob
+//! directory and the token key, creates the first administrator, builds the
+//! HTTP router (registry at `/v2/`, token server at `/service/token`, API at
 //! `/api/v1/`), binds the listener and runs background jobs.
 //!
 //! ```no_run
@@ -12,6 +13,9 @@
 //! ```
 
 mod api;
+mod registry_auth;
+mod time;
+mod token_endpoint;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,22 +24,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::routing::get;
 use tokio::net::TcpListener;
+use wharf_audit::{AuditLog, AuditOptions};
+use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
+use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
+
+pub use api::{Access, RouteInfo, route_table};
 
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Directory holding the state file and blobs.
+    /// Directory holding the state file, blobs and the token key.
     pub data_dir: PathBuf,
     /// Registry limits and garbage-collection grace.
     pub registry: RegistryConfig,
+    /// Token lifetimes, service name, login throttling.
+    pub identity: IdentityConfig,
     /// How often garbage collection runs; `None` disables the schedule.
     pub gc_interval: Option<Duration>,
+    /// Password of the `admin` account created on first start; generated
+    /// (and returned by [`Server::bind`]) when `None`.
+    pub admin_password: Option<String>,
+    /// The URL clients reach this server at (for token realms); by default
+    /// taken from each request's `Host`.
+    pub public_url: Option<String>,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
 }
 
 impl ServerConfig {
@@ -45,7 +65,11 @@ impl ServerConfig {
             listen,
             data_dir,
             registry: RegistryConfig::default(),
+            identity: IdentityConfig::default(),
             gc_interval: Some(Duration::from_secs(6 * 3600)),
+            admin_password: None,
+            public_url: None,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -67,6 +91,9 @@ pub enum ServerError {
     /// The blob directory failed to open.
     #[error("blob store: {0}")]
     Blobs(#[from] wharf_blob::BlobError),
+    /// Identities or the token key failed.
+    #[error("identities: {0}")]
+    Auth(#[from] wharf_auth::AuthError),
     /// The listener failed.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -77,19 +104,50 @@ pub enum ServerError {
     },
 }
 
-/// A server bound to its address, ready to run.
-pub struct Server {
-    listener: TcpListener,
-    router: Router,
-    registry: Arc<Registry>,
-    gc_interval: Option<Duration>,
+/// The client's address, when the listener recorded it.
+pub(crate) struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let connect = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>();
+        Ok(ClientAddr(connect.map(|c| c.0.ip())))
+    }
 }
 
-impl Server {
-    /// Opens state and blobs under the data directory and binds the listener.
-    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+/// The services one server runs, shared by its handlers.
+pub(crate) struct AppState {
+    pub identity: Arc<Identity>,
+    pub registry: Arc<Registry>,
+    pub audit: AuditLog,
+}
+
+/// A server's services and router, before it listens. Tests drive the
+/// router in-process.
+pub struct App {
+    /// The whole HTTP surface.
+    pub router: Router,
+    /// The registry service.
+    pub registry: Arc<Registry>,
+    /// The identity service.
+    pub identity: Arc<Identity>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The generated `admin` password, on the first start only.
+    pub generated_admin_password: Option<String>,
+}
+
+impl App {
+    /// Opens everything under the data directory and builds the router.
+    pub async fn open(config: &ServerConfig) -> Result<App, ServerError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
@@ -97,9 +155,66 @@ impl Server {
             &data_dir.join("state.redb"),
             RedbStoreOptions::default(),
         )?);
+        let keys = TokenKeys::load_or_create(&data_dir.join("token.key"))?;
+        let identity = Arc::new(Identity::new(store.clone(), keys, config.identity.clone()));
+        let generated_admin_password = identity
+            .bootstrap_admin(config.admin_password.clone())
+            .await?;
+        let audit = AuditLog::start(
+            store.clone(),
+            AuditOptions {
+                retention: config.audit_retention,
+                ..AuditOptions::default()
+            },
+        );
         let blobs = BlobStore::open(data_dir.join("registry"))?;
-        let registry = Arc::new(Registry::new(store, blobs, config.registry.clone()));
-        let router = app(registry.clone());
+        let registry = Arc::new(
+            Registry::new(store, blobs, config.registry.clone())
+                .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
+        );
+        let gate = Gate {
+            authorizer: Arc::new(registry_auth::TokenAuthorizer {
+                identity: identity.clone(),
+                audit: audit.clone(),
+                public_url: config.public_url.clone(),
+            }),
+            events: Arc::new(registry_auth::AuditSink(audit.clone())),
+        };
+        let state = Arc::new(AppState {
+            identity: identity.clone(),
+            registry: registry.clone(),
+            audit: audit.clone(),
+        });
+        let token_routes = Router::new()
+            .route(
+                "/service/token",
+                get(token_endpoint::get_token).post(token_endpoint::post_token),
+            )
+            .with_state(state.clone());
+        let router = wharf_registry::http::router(registry.clone(), gate)
+            .merge(token_routes)
+            .merge(api::router(state));
+        Ok(App {
+            router,
+            registry,
+            identity,
+            audit,
+            generated_admin_password,
+        })
+    }
+}
+
+/// A server bound to its address, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    app: App,
+    gc_interval: Option<Duration>,
+}
+
+impl Server {
+    /// Opens state and blobs under the data directory and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let app = App::open(&config).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -109,8 +224,7 @@ impl Server {
                 })?;
         Ok(Server {
             listener,
-            router,
-            registry,
+            app,
             gc_interval: config.gc_interval,
         })
     }
@@ -122,7 +236,13 @@ impl Server {
             .expect("bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then drains open connections.
+    /// The `admin` password generated on this first start, to be shown once.
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.app.generated_admin_password.as_deref()
+    }
+
+    /// Serves until `shutdown` completes, then drains open connections and
+    /// flushes the audit log.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -130,20 +250,23 @@ impl Server {
         let addr = self.local_addr();
         if let Some(interval) = self.gc_interval {
             tokio::spawn(collect_garbage_periodically(
-                self.registry.clone(),
+                self.app.registry.clone(),
                 interval,
             ));
         }
-        axum::serve(self.listener, self.router)
+        let service = self
+            .app
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|source| ServerError::Listen { addr, source })
+            .map_err(|source| ServerError::Listen { addr, source });
+        if let Err(err) = self.app.audit.flush().await {
+            tracing::warn!(error = %err, "audit events lost at shutdown");
+        }
+        served
     }
-}
-
-/// The full HTTP surface over one registry.
-pub fn app(registry: Arc<Registry>) -> Router {
-    wharf_registry::http::router(registry.clone()).merge(api::router(registry))
 }
 
 async fn collect_garbage_periodically(registry: Arc<Registry>, interval: Duration) {

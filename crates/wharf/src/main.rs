@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use wharf_auth::IdentityConfig;
 use wharf_registry::RegistryConfig;
 use wharf_server::{Server, ServerConfig};
 
@@ -54,6 +55,18 @@ struct ServerArgs {
     /// Largest manifest accepted.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     max_manifest_size: u64,
+    /// URL clients reach this server at, for token realms (default: from each request's Host).
+    #[arg(long, env = "WHARF_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Registry service name in tokens and challenges.
+    #[arg(long, default_value = "wharf")]
+    service: String,
+    /// Lifetime of registry and API access tokens.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    token_ttl: Duration,
+    /// How long audit events are kept.
+    #[arg(long, default_value = "90d", value_parser = units::parse_duration)]
+    audit_retention: Duration,
 }
 
 #[derive(Args)]
@@ -103,6 +116,18 @@ impl ServerArgs {
             gc_grace: self.gc_grace,
             upload_ttl: self.upload_ttl,
         };
+        config.identity = IdentityConfig {
+            service: self.service.clone(),
+            registry_token_ttl: self.token_ttl,
+            api_token_ttl: self.token_ttl.max(Duration::from_secs(60)),
+            ..IdentityConfig::default()
+        };
+        config.public_url = self.public_url.clone();
+        config.audit_retention = self.audit_retention;
+        // Read here, not logged anywhere: only the hash is stored.
+        config.admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
         config
     }
 }
@@ -115,6 +140,10 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         )
     })?;
     println!("listening on http://{}", server.local_addr());
+    if let Some(password) = server.generated_admin_password() {
+        // Shown once, on the first start; it is stored only as a hash.
+        println!("admin password: {password}");
+    }
     server.run(shutdown_signal()).await?;
     Ok(())
 }

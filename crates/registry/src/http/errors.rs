@@ -27,6 +27,8 @@ impl RegistryError {
             E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+            E::QuotaExceeded { .. } | E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            E::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             E::Contention(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
@@ -39,6 +41,12 @@ impl RegistryError {
             }
             RegistryError::RangeNotSatisfiable { size } => json!({ "size": size }),
             RegistryError::TooLarge { limit } => json!({ "limit": limit }),
+            RegistryError::QuotaExceeded {
+                project,
+                quota,
+                usage,
+                needed,
+            } => json!({ "project": project, "quota": quota, "usage": usage, "needed": needed }),
             _ => Value::Null,
         }
     }
@@ -75,6 +83,11 @@ impl IntoResponse for RegistryError {
             }
             RegistryError::Contention(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            RegistryError::Unauthorized { challenge, .. } => {
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! The `/v2/` routes of the OCI Distribution Spec v1.1.
 
+mod access;
 mod errors;
 mod path;
 mod range;
@@ -9,15 +10,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_oci::manifest::referrers_index;
-use wharf_oci::{Digest, RepositoryName};
+use wharf_oci::{Digest, Reference, RepositoryName};
 
+pub use access::{
+    Authorizer, Caller, EventKind, EventSink, Gate, Need, NoEvents, OpenAccess, RegistryEvent,
+};
 pub use errors::error_body;
 use path::Endpoint;
 use range::ByteRange;
@@ -33,18 +39,38 @@ const UPLOAD_UUID: &str = "Docker-Upload-UUID";
 type HandlerResult = Result<Response, RegistryError>;
 
 /// The registry's routes, to be merged into the server's router.
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(registry: Arc<Registry>, gate: Gate) -> Router {
     Router::new()
         .route("/v2/", any(ping))
         .route("/v2/{*path}", any(dispatch))
-        .with_state(registry)
+        .with_state(Arc::new(Shared { registry, gate }))
 }
 
-async fn ping(method: Method) -> Response {
-    match method {
-        Method::GET | Method::HEAD => with_api_version(axum::Json(json!({})).into_response()),
-        _ => method_not_allowed(),
+struct Shared {
+    registry: Arc<Registry>,
+    gate: Gate,
+}
+
+fn source_of(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+async fn ping(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed();
     }
+    let admitted = shared
+        .gate
+        .authorizer
+        .admit(request.headers(), source_of(&request), &Need::Login)
+        .await;
+    with_api_version(match admitted {
+        Ok(_) => axum::Json(json!({})).into_response(),
+        Err(err) => err.into_response(),
+    })
 }
 
 fn with_api_version(mut response: Response) -> Response {
@@ -74,60 +100,123 @@ struct Params {
     artifact_type: Option<String>,
 }
 
-async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+/// A recognised registry operation.
+enum Op {
+    Catalog,
+    Tags(RepositoryName),
+    GetManifest(RepositoryName, Reference, bool),
+    PutManifest(RepositoryName, Reference),
+    DeleteManifest(RepositoryName, Reference),
+    HeadBlob(RepositoryName, Digest),
+    GetBlob(RepositoryName, Digest),
+    DeleteBlob(RepositoryName, Digest),
+    StartUpload(RepositoryName),
+    UploadStatus(RepositoryName, String),
+    PatchUpload(RepositoryName, String),
+    PutUpload(RepositoryName, String),
+    CancelUpload(RepositoryName, String),
+    Referrers(RepositoryName, Digest),
+}
+
+impl Op {
+    fn classify(method: &Method, endpoint: Endpoint) -> Option<Op> {
+        use Endpoint as E;
+        Some(match (method.clone(), endpoint) {
+            (Method::GET, E::Catalog) => Op::Catalog,
+            (Method::GET, E::Tags(repo)) => Op::Tags(repo),
+            (Method::GET, E::Manifest(repo, r)) => Op::GetManifest(repo, r, false),
+            (Method::HEAD, E::Manifest(repo, r)) => Op::GetManifest(repo, r, true),
+            (Method::PUT, E::Manifest(repo, r)) => Op::PutManifest(repo, r),
+            (Method::DELETE, E::Manifest(repo, r)) => Op::DeleteManifest(repo, r),
+            (Method::HEAD, E::Blob(repo, d)) => Op::HeadBlob(repo, d),
+            (Method::GET, E::Blob(repo, d)) => Op::GetBlob(repo, d),
+            (Method::DELETE, E::Blob(repo, d)) => Op::DeleteBlob(repo, d),
+            (Method::POST, E::Uploads(repo)) => Op::StartUpload(repo),
+            (Method::GET, E::Upload(repo, id)) => Op::UploadStatus(repo, id),
+            (Method::PATCH, E::Upload(repo, id)) => Op::PatchUpload(repo, id),
+            (Method::PUT, E::Upload(repo, id)) => Op::PutUpload(repo, id),
+            (Method::DELETE, E::Upload(repo, id)) => Op::CancelUpload(repo, id),
+            (Method::GET, E::Referrers(repo, d)) => Op::Referrers(repo, d),
+            _ => return None,
+        })
+    }
+
+    fn need(&self) -> Need {
+        match self {
+            Op::Catalog => Need::Catalog,
+            Op::Tags(repo)
+            | Op::GetManifest(repo, ..)
+            | Op::HeadBlob(repo, _)
+            | Op::GetBlob(repo, _)
+            | Op::Referrers(repo, _) => Need::Pull(repo.clone()),
+            Op::PutManifest(repo, _)
+            | Op::StartUpload(repo)
+            | Op::UploadStatus(repo, _)
+            | Op::PatchUpload(repo, _)
+            | Op::PutUpload(repo, _)
+            | Op::CancelUpload(repo, _) => Need::Push(repo.clone()),
+            Op::DeleteManifest(repo, _) | Op::DeleteBlob(repo, _) => Need::Delete(repo.clone()),
+        }
+    }
+
+    /// The event a success of this operation is reported as.
+    fn event(&self) -> Option<(EventKind, &RepositoryName, String)> {
+        match self {
+            Op::GetManifest(repo, reference, false) => {
+                Some((EventKind::Pull, repo, reference.to_string()))
+            }
+            Op::PutManifest(repo, reference) => {
+                Some((EventKind::Push, repo, reference.to_string()))
+            }
+            Op::DeleteManifest(repo, reference) => {
+                Some((EventKind::Delete, repo, reference.to_string()))
+            }
+            Op::DeleteBlob(repo, digest) => Some((EventKind::Delete, repo, digest.to_string())),
+            _ => None,
+        }
+    }
+}
+
+async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let endpoint = match path::parse(request.uri().path()) {
         Some(Ok(endpoint)) => endpoint,
         Some(Err(err)) => return with_api_version(err.into_response()),
         None => return with_api_version(StatusCode::NOT_FOUND.into_response()),
     };
-    let params = Query::<Params>::try_from_uri(request.uri())
-        .map(|q| q.0)
-        .unwrap_or_default();
+    let Some(op) = Op::classify(request.method(), endpoint) else {
+        return method_not_allowed();
+    };
+    let source = source_of(&request);
+    // Refusals are the authorizer's to audit: it knows who was refused.
+    let caller = match shared
+        .gate
+        .authorizer
+        .admit(request.headers(), source, &op.need())
+        .await
+    {
+        Ok(caller) => caller,
+        Err(err) => return with_api_version(err.into_response()),
+    };
     let handlers = Handlers {
-        registry: &registry,
+        registry: &shared.registry,
+        gate: &shared.gate,
+        caller: &caller,
     };
-    let method = request.method().clone();
-    let result = match (method, endpoint) {
-        (Method::GET, Endpoint::Catalog) => handlers.catalog(&params).await,
-        (Method::GET, Endpoint::Tags(repo)) => handlers.tags(&repo, &params).await,
-        (Method::GET | Method::HEAD, Endpoint::Manifest(repo, reference)) => {
-            let head = request.method() == Method::HEAD;
-            handlers.get_manifest(&repo, &reference, head).await
-        }
-        (Method::PUT, Endpoint::Manifest(repo, reference)) => {
-            handlers.put_manifest(&repo, &reference, request).await
-        }
-        (Method::DELETE, Endpoint::Manifest(repo, reference)) => registry
-            .delete_manifest(&repo, &reference)
-            .await
-            .map(|()| accepted()),
-        (Method::HEAD, Endpoint::Blob(repo, digest)) => handlers.head_blob(&repo, &digest).await,
-        (Method::GET, Endpoint::Blob(repo, digest)) => {
-            handlers.get_blob(&repo, &digest, request.headers()).await
-        }
-        (Method::DELETE, Endpoint::Blob(repo, digest)) => registry
-            .delete_blob(&repo, &digest)
-            .await
-            .map(|()| accepted()),
-        (Method::POST, Endpoint::Uploads(repo)) => {
-            handlers.post_upload(&repo, &params, request).await
-        }
-        (Method::GET, Endpoint::Upload(repo, id)) => handlers.upload_status(&repo, &id).await,
-        (Method::PATCH, Endpoint::Upload(repo, id)) => {
-            handlers.patch_upload(&repo, &id, request).await
-        }
-        (Method::PUT, Endpoint::Upload(repo, id)) => {
-            handlers.put_upload(&repo, &id, &params, request).await
-        }
-        (Method::DELETE, Endpoint::Upload(repo, id)) => registry
-            .cancel_upload(&repo, &id)
-            .await
-            .map(|()| StatusCode::NO_CONTENT.into_response()),
-        (Method::GET, Endpoint::Referrers(repo, digest)) => {
-            handlers.referrers(&repo, &digest, &params).await
-        }
-        _ => return method_not_allowed(),
-    };
+    let event = op
+        .event()
+        .map(|(kind, repo, reference)| (kind, repo.clone(), reference));
+    let result = handlers.handle(op, request).await;
+    if let (Ok(response), Some((kind, repository, reference))) = (&result, event) {
+        let digest = header_str(response.headers(), CONTENT_DIGEST).and_then(|d| d.parse().ok());
+        shared.gate.events.record(RegistryEvent {
+            kind,
+            repository,
+            reference,
+            digest,
+            actor: caller.name.clone(),
+            source: caller.source,
+        });
+    }
     with_api_version(result.unwrap_or_else(IntoResponse::into_response))
 }
 
@@ -217,19 +306,98 @@ fn next_link(path: &str, n: usize, last: Option<&String>) -> Option<HeaderValue>
 
 struct Handlers<'a> {
     registry: &'a Registry,
+    gate: &'a Gate,
+    caller: &'a Caller,
 }
 
 impl Handlers<'_> {
+    async fn handle(&self, op: Op, request: Request) -> HandlerResult {
+        let params = Query::<Params>::try_from_uri(request.uri())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let registry = self.registry;
+        match op {
+            Op::Catalog => self.catalog(&params).await,
+            Op::Tags(repo) => self.tags(&repo, &params).await,
+            Op::GetManifest(repo, reference, head) => {
+                self.get_manifest(&repo, &reference, head).await
+            }
+            Op::PutManifest(repo, reference) => self.put_manifest(&repo, &reference, request).await,
+            Op::DeleteManifest(repo, reference) => registry
+                .delete_manifest(&repo, &reference)
+                .await
+                .map(|()| accepted()),
+            Op::HeadBlob(repo, digest) => self.head_blob(&repo, &digest).await,
+            Op::GetBlob(repo, digest) => self.get_blob(&repo, &digest, request.headers()).await,
+            Op::DeleteBlob(repo, digest) => registry
+                .delete_blob(&repo, &digest)
+                .await
+                .map(|()| accepted()),
+            Op::StartUpload(repo) => self.post_upload(&repo, &params, request).await,
+            Op::UploadStatus(repo, id) => self.upload_status(&repo, &id).await,
+            Op::PatchUpload(repo, id) => self.patch_upload(&repo, &id, request).await,
+            Op::PutUpload(repo, id) => self.put_upload(&repo, &id, &params, request).await,
+            Op::CancelUpload(repo, id) => registry
+                .cancel_upload(&repo, &id)
+                .await
+                .map(|()| StatusCode::NO_CONTENT.into_response()),
+            Op::Referrers(repo, digest) => self.referrers(&repo, &digest, &params).await,
+        }
+    }
+
+    /// Repositories the caller may pull, `n` at a time after `last`.
     async fn catalog(&self, params: &Params) -> HandlerResult {
         let (n, last) = page_params(params)?;
-        let page = self.registry.catalog(n, last).await?;
-        let mut response = axum::Json(json!({ "repositories": page.items })).into_response();
-        if page.more
-            && let Some(link) = next_link("/v2/_catalog", n, page.items.last())
-        {
+        let mut visible = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        let mut more = false;
+        'pages: while n > 0 {
+            let page = self.registry.catalog(n, cursor.as_deref()).await?;
+            for name in page.items {
+                if visible.len() == n {
+                    more = true;
+                    break 'pages;
+                }
+                cursor = Some(name.clone());
+                if self.may_pull(&name).await {
+                    visible.push(name);
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+        let mut response = axum::Json(json!({ "repositories": visible })).into_response();
+        if more && let Some(link) = next_link("/v2/_catalog", n, visible.last()) {
             response.headers_mut().insert(header::LINK, link);
         }
         Ok(response)
+    }
+
+    async fn may_pull(&self, name: &str) -> bool {
+        match name.parse::<RepositoryName>() {
+            Ok(repo) => self.gate.authorizer.may_pull(self.caller, &repo).await,
+            Err(_) => false,
+        }
+    }
+
+    /// The repository to mount `digest` from: `from` if the caller may read
+    /// it, or without `from` any readable repository holding the blob.
+    async fn mount_source(
+        &self,
+        digest: &Digest,
+        from: Option<RepositoryName>,
+    ) -> Result<Option<RepositoryName>, RegistryError> {
+        let candidates = match from {
+            Some(from) => vec![from],
+            None => self.registry.repositories_holding(digest, 100).await?,
+        };
+        for candidate in candidates {
+            if self.gate.authorizer.may_pull(self.caller, &candidate).await {
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
     }
 
     async fn tags(&self, repo: &RepositoryName, params: &Params) -> HandlerResult {
@@ -343,10 +511,8 @@ impl Handlers<'_> {
                 .as_deref()
                 .map(str::parse::<RepositoryName>)
                 .transpose()?;
-            if let Some(info) = self
-                .registry
-                .mount_blob(repo, &digest, from.as_ref())
-                .await?
+            if let Some(source) = self.mount_source(&digest, from).await?
+                && let Some(info) = self.registry.mount_blob(repo, &digest, &source).await?
             {
                 return Ok(blob_created(repo, &info));
             }

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 use wharf_blob::BlobStore;
 use wharf_oci::{Digest, DigestAlgorithm};
+use wharf_registry::http::Gate;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_store::{RedbStore, RedbStoreOptions};
 
@@ -80,13 +81,33 @@ impl TestRegistry {
     }
 
     pub fn with_config(config: RegistryConfig) -> TestRegistry {
+        Self::build(config, Arc::new(wharf_registry::Unlimited), Gate::open())
+    }
+
+    pub fn with_quotas(quotas: Arc<dyn wharf_registry::QuotaSource>) -> TestRegistry {
+        Self::build(RegistryConfig::default(), quotas, Gate::open())
+    }
+
+    pub fn with_gate(gate: Gate) -> TestRegistry {
+        Self::build(
+            RegistryConfig::default(),
+            Arc::new(wharf_registry::Unlimited),
+            gate,
+        )
+    }
+
+    fn build(
+        config: RegistryConfig,
+        quotas: Arc<dyn wharf_registry::QuotaSource>,
+        gate: Gate,
+    ) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
             RedbStore::open(&dir.path().join("state.redb"), RedbStoreOptions::default()).unwrap(),
         );
         let blobs = BlobStore::open(dir.path().join("registry")).unwrap();
-        let registry = Arc::new(Registry::new(store, blobs, config));
-        let router = wharf_registry::http::router(registry.clone());
+        let registry = Arc::new(Registry::new(store, blobs, config).with_quotas(quotas));
+        let router = wharf_registry::http::router(registry.clone(), gate);
         TestRegistry {
             dir,
             registry,

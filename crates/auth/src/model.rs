@@ -1,0 +1,405 @@
+//! Who may do what: roles, actions and the records kept in the `Store`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::AuthError;
+
+/// Something a caller may do in a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Read images.
+    Pull,
+    /// Write images.
+    Push,
+    /// Delete images and tags.
+    Delete,
+    /// Manage members, robots and project settings.
+    Admin,
+}
+
+impl Action {
+    /// Every action, in a stable order.
+    pub const ALL: [Action; 4] = [Action::Pull, Action::Push, Action::Delete, Action::Admin];
+
+    /// The action's name in scopes and tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pull => "pull",
+            Action::Push => "push",
+            Action::Delete => "delete",
+            Action::Admin => "admin",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl FromStr for Action {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pull" => Ok(Action::Pull),
+            "push" => Ok(Action::Push),
+            "delete" => Ok(Action::Delete),
+            "admin" => Ok(Action::Admin),
+            other => Err(AuthError::Invalid(format!(
+                "unknown action {other:?}: use pull, push, delete or admin"
+            ))),
+        }
+    }
+}
+
+/// A set of actions.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Actions(u8);
+
+impl Actions {
+    /// No action at all.
+    pub const NONE: Actions = Actions(0);
+
+    /// Every action.
+    pub fn all() -> Actions {
+        Action::ALL.into_iter().collect()
+    }
+
+    /// Whether `action` is in the set.
+    pub fn contains(self, action: Action) -> bool {
+        self.0 & action.bit() != 0
+    }
+
+    /// Whether every action of `other` is in the set.
+    pub fn covers(self, other: Actions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Actions in both sets.
+    pub fn intersect(self, other: Actions) -> Actions {
+        Actions(self.0 & other.0)
+    }
+
+    /// Actions in either set.
+    pub fn union(self, other: Actions) -> Actions {
+        Actions(self.0 | other.0)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The actions in a stable order.
+    pub fn iter(self) -> impl Iterator<Item = Action> {
+        Action::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+
+    /// Parses a comma-separated list such as `pull,push` (`*` means all).
+    pub fn parse_list(text: &str) -> Result<Actions, AuthError> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .try_fold(Actions::NONE, |set, item| {
+                Ok(set.union(match item {
+                    "*" => Actions::all(),
+                    name => Actions::from(name.parse::<Action>()?),
+                }))
+            })
+    }
+}
+
+impl From<Action> for Actions {
+    fn from(action: Action) -> Actions {
+        Actions(action.bit())
+    }
+}
+
+impl FromIterator<Action> for Actions {
+    fn from_iter<I: IntoIterator<Item = Action>>(iter: I) -> Actions {
+        iter.into_iter()
+            .fold(Actions::NONE, |set, a| set.union(a.into()))
+    }
+}
+
+impl fmt::Debug for Actions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl fmt::Display for Actions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Action::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl Serialize for Actions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Actions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Action>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// A member's role in a project, as Harbor defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Pull, push, delete, and manage members and settings.
+    ProjectAdmin,
+    /// Pull, push, delete.
+    Maintainer,
+    /// Pull, push.
+    Developer,
+    /// Pull.
+    Guest,
+}
+
+impl Role {
+    /// What the role allows.
+    pub fn actions(self) -> Actions {
+        match self {
+            Role::ProjectAdmin => Actions::all(),
+            Role::Maintainer => [Action::Pull, Action::Push, Action::Delete]
+                .into_iter()
+                .collect(),
+            Role::Developer => [Action::Pull, Action::Push].into_iter().collect(),
+            Role::Guest => Action::Pull.into(),
+        }
+    }
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ProjectAdmin => "projectAdmin",
+            Role::Maintainer => "maintainer",
+            Role::Developer => "developer",
+            Role::Guest => "guest",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "projectadmin" | "admin" => Ok(Role::ProjectAdmin),
+            "maintainer" => Ok(Role::Maintainer),
+            "developer" => Ok(Role::Developer),
+            "guest" => Ok(Role::Guest),
+            _ => Err(AuthError::Invalid(format!(
+                "unknown role {s:?}: use projectAdmin, maintainer, developer or guest"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A local user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub admin: bool,
+    pub disabled: bool,
+    /// Bumped on password change and disabling; tokens carry the epoch they
+    /// were issued in and die when it moves.
+    pub epoch: u64,
+    pub created_at: u64,
+}
+
+/// A project: the namespace of the repositories under `<name>/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Name, the first path component of its repositories.
+    pub name: String,
+    /// Any logged-in user may pull (and anonymous users, if allowed).
+    pub public: bool,
+    /// Storage quota in bytes, if limited.
+    pub quota_bytes: Option<u64>,
+    /// Creation time, unix milliseconds.
+    pub created_at: u64,
+}
+
+/// A user's membership in a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The project.
+    pub project: String,
+    /// The user.
+    pub user: String,
+    /// The role.
+    pub role: Role,
+}
+
+/// What a robot account may do in one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobotPermission {
+    /// The project.
+    pub project: String,
+    /// Allowed actions.
+    pub actions: Actions,
+}
+
+/// A robot account as stored (its secret only as a hash).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct RobotRecord {
+    pub name: String,
+    pub secret_hash: String,
+    pub permissions: Vec<RobotPermission>,
+    /// Expiry, unix milliseconds; `None` never expires.
+    pub expires_at: Option<u64>,
+    pub disabled: bool,
+    pub epoch: u64,
+    pub created_by: String,
+    pub created_at: u64,
+}
+
+/// A robot account as shown to people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Robot {
+    /// Full name, `robot$<project>+<name>`.
+    pub name: String,
+    /// Per-project permissions.
+    pub permissions: Vec<RobotPermission>,
+    /// Expiry, unix milliseconds.
+    pub expires_at: Option<u64>,
+    /// Whether it was disabled.
+    pub disabled: bool,
+    /// Who created it.
+    pub created_by: String,
+    /// Creation time, unix milliseconds.
+    pub created_at: u64,
+}
+
+impl From<&RobotRecord> for Robot {
+    fn from(record: &RobotRecord) -> Robot {
+        Robot {
+            name: record.name.clone(),
+            permissions: record.permissions.clone(),
+            expires_at: record.expires_at,
+            disabled: record.disabled,
+            created_by: record.created_by.clone(),
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// A user as shown to people (never with the password hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// System administrator.
+    pub admin: bool,
+    /// Disabled users cannot log in and their tokens stop working.
+    pub disabled: bool,
+    /// Creation time, unix milliseconds.
+    pub created_at: u64,
+}
+
+impl From<&UserRecord> for User {
+    fn from(record: &UserRecord) -> User {
+        User {
+            name: record.name.clone(),
+            admin: record.admin,
+            disabled: record.disabled,
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// System-wide settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Anonymous callers may pull from public projects.
+    #[serde(default)]
+    pub anonymous_pull: bool,
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// No credentials.
+    Anonymous,
+    /// A local user.
+    User {
+        /// Login name.
+        name: String,
+        /// System administrator.
+        admin: bool,
+    },
+    /// A robot account.
+    Robot {
+        /// Full robot name.
+        name: String,
+        /// What it may do where.
+        permissions: Vec<RobotPermission>,
+    },
+}
+
+impl Principal {
+    /// The name shown in audit records (`anonymous` for no one).
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::User { name, .. } | Principal::Robot { name, .. } => name,
+        }
+    }
+
+    /// Whether this is a system administrator.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::User { admin: true, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_what_harbor_grants() {
+        assert_eq!(Role::Guest.actions(), Action::Pull.into());
+        assert!(
+            Role::Developer
+                .actions()
+                .covers(Actions::parse_list("pull,push").unwrap())
+        );
+        assert!(!Role::Developer.actions().contains(Action::Delete));
+        assert!(Role::Maintainer.actions().contains(Action::Delete));
+        assert!(!Role::Maintainer.actions().contains(Action::Admin));
+        assert_eq!(Role::ProjectAdmin.actions(), Actions::all());
+        assert_eq!("project-admin".parse::<Role>().unwrap(), Role::ProjectAdmin);
+        assert!("owner".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn action_lists_parse_and_print() {
+        let set = Actions::parse_list("push, pull").unwrap();
+        assert_eq!(set.to_string(), "pull,push");
+        assert_eq!(Actions::parse_list("*").unwrap(), Actions::all());
+        assert!(Actions::parse_list("pull,fly").is_err());
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#"["pull","push"]"#);
+        assert_eq!(serde_json::from_str::<Actions>(&json).unwrap(), set);
+        assert_eq!(set.intersect(Action::Pull.into()), Action::Pull.into());
+    }
+}

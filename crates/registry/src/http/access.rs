@@ -1,0 +1,139 @@
+//! Who may call the registry: the hooks through which the server plugs in
+//! authentication, authorization and auditing. The registry decides what
+//! each request needs; the [`Authorizer`] decides whether the caller has it.
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderMap;
+use wharf_oci::{Digest, RepositoryName};
+
+use crate::RegistryError;
+
+/// What a request needs from its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Only to be authenticated (`/v2/` ping, which clients use to log in).
+    Login,
+    /// To list repositories.
+    Catalog,
+    /// To read a repository.
+    Pull(RepositoryName),
+    /// To write a repository.
+    Push(RepositoryName),
+    /// To delete from a repository.
+    Delete(RepositoryName),
+}
+
+/// An admitted caller.
+#[derive(Clone)]
+pub struct Caller {
+    /// The name audit records show.
+    pub name: String,
+    /// The client's address, when known.
+    pub source: Option<IpAddr>,
+    /// Whatever the authorizer needs to answer [`Authorizer::may_pull`] later.
+    pub context: Arc<dyn Any + Send + Sync>,
+}
+
+/// Decides who may do what.
+#[async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    /// Admits the request if its credentials grant `need`; otherwise
+    /// `RegistryError::Unauthorized` (with the challenge to send) or
+    /// `RegistryError::Denied`.
+    async fn admit(
+        &self,
+        headers: &HeaderMap,
+        source: Option<IpAddr>,
+        need: &Need,
+    ) -> Result<Caller, RegistryError>;
+
+    /// Whether an admitted caller may read `repo` (catalog filtering, mounts).
+    async fn may_pull(&self, caller: &Caller, repo: &RepositoryName) -> bool;
+}
+
+/// Admits everyone: for embedding and for protocol tests only.
+pub struct OpenAccess;
+
+#[async_trait]
+impl Authorizer for OpenAccess {
+    async fn admit(
+        &self,
+        _: &HeaderMap,
+        source: Option<IpAddr>,
+        _: &Need,
+    ) -> Result<Caller, RegistryError> {
+        Ok(Caller {
+            name: "anonymous".into(),
+            source,
+            context: Arc::new(()),
+        })
+    }
+
+    async fn may_pull(&self, _: &Caller, _: &RepositoryName) -> bool {
+        true
+    }
+}
+
+/// What happened, for the audit log and replication triggers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A manifest was pushed.
+    Push,
+    /// A manifest was pulled (GET, not HEAD).
+    Pull,
+    /// A manifest, tag or blob was deleted.
+    Delete,
+}
+
+/// One registry operation that succeeded.
+#[derive(Clone, Debug)]
+pub struct RegistryEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// Where.
+    pub repository: RepositoryName,
+    /// The tag or digest the client named.
+    pub reference: String,
+    /// The manifest or blob digest, when known.
+    pub digest: Option<Digest>,
+    /// Who.
+    pub actor: String,
+    /// From where.
+    pub source: Option<IpAddr>,
+}
+
+/// Receives registry events. Must not block: called on the request path.
+pub trait EventSink: Send + Sync + 'static {
+    /// Takes one event.
+    fn record(&self, event: RegistryEvent);
+}
+
+/// Drops every event.
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn record(&self, _: RegistryEvent) {}
+}
+
+/// The hooks a registry router runs with.
+#[derive(Clone)]
+pub struct Gate {
+    /// Authentication and authorization.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Event consumer.
+    pub events: Arc<dyn EventSink>,
+}
+
+impl Gate {
+    /// No access control, no events.
+    pub fn open() -> Gate {
+        Gate {
+            authorizer: Arc::new(OpenAccess),
+            events: Arc::new(NoEvents),
+        }
+    }
+}

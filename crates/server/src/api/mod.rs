@@ -1,0 +1,416 @@
+//! `/api/v1/`: the administration API, protected by bearer tokens from
+//! `POST /api/v1/login`.
+//!
+//! Every route is declared once in [`route_table`] together with who may call
+//! it; the router is built from that table, so no route can be added without
+//! an access rule, and a test walks the table to prove it.
+
+mod projects;
+mod session;
+mod system;
+mod users;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Json, Router};
+use http::{HeaderValue, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use wharf_audit::{AuditError, AuditEvent, Outcome};
+use wharf_auth::{AuthError, Principal};
+use wharf_registry::RegistryError;
+
+use crate::AppState;
+use crate::registry_auth::bearer;
+
+/// Who may call a route. Finer, per-project checks happen in the handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, logged in or not (login, token refresh, health).
+    Public,
+    /// Any authenticated user or robot.
+    Authenticated,
+    /// System administrators only.
+    Admin,
+}
+
+/// One row of the route table.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template (axum syntax, `{param}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+type Handler = MethodRouter<Arc<AppState>>;
+
+/// Every API route with its access rule and handler.
+fn routes() -> Vec<(RouteInfo, Handler)> {
+    use Access::*;
+    use axum::routing::{delete, get, patch, post, put};
+    let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
+        (
+            RouteInfo {
+                method,
+                path,
+                access,
+            },
+            handler,
+        )
+    };
+    vec![
+        row(Method::GET, "/healthz", Public, get(|| async { "ok" })),
+        row(Method::POST, "/api/v1/login", Public, post(session::login)),
+        row(
+            Method::POST,
+            "/api/v1/token",
+            Public,
+            post(session::refresh),
+        ),
+        row(Method::GET, "/api/v1/me", Authenticated, get(session::me)),
+        row(Method::GET, "/api/v1/users", Admin, get(users::list)),
+        row(Method::POST, "/api/v1/users", Admin, post(users::create)),
+        row(
+            Method::GET,
+            "/api/v1/users/{name}",
+            Authenticated,
+            get(users::show),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/users/{name}",
+            Admin,
+            delete(users::remove),
+        ),
+        row(
+            Method::PUT,
+            "/api/v1/users/{name}/password",
+            Authenticated,
+            put(users::set_password),
+        ),
+        row(
+            Method::PUT,
+            "/api/v1/users/{name}/disabled",
+            Admin,
+            put(users::set_disabled),
+        ),
+        row(
+            Method::GET,
+            "/api/v1/projects",
+            Authenticated,
+            get(projects::list),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/projects",
+            Authenticated,
+            post(projects::create),
+        ),
+        row(
+            Method::GET,
+            "/api/v1/projects/{project}",
+            Authenticated,
+            get(projects::show),
+        ),
+        row(
+            Method::PATCH,
+            "/api/v1/projects/{project}",
+            Authenticated,
+            patch(projects::update),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/projects/{project}",
+            Authenticated,
+            delete(projects::remove),
+        ),
+        row(
+            Method::GET,
+            "/api/v1/projects/{project}/members",
+            Authenticated,
+            get(projects::list_members),
+        ),
+        row(
+            Method::PUT,
+            "/api/v1/projects/{project}/members/{user}",
+            Authenticated,
+            put(projects::set_member),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/projects/{project}/members/{user}",
+            Authenticated,
+            delete(projects::remove_member),
+        ),
+        row(
+            Method::GET,
+            "/api/v1/projects/{project}/robots",
+            Authenticated,
+            get(projects::list_robots),
+        ),
+        row(
+            Method::POST,
+            "/api/v1/projects/{project}/robots",
+            Authenticated,
+            post(projects::create_robot),
+        ),
+        row(
+            Method::DELETE,
+            "/api/v1/projects/{project}/robots/{robot}",
+            Authenticated,
+            delete(projects::remove_robot),
+        ),
+        row(
+            Method::GET,
+            "/api/v1/settings",
+            Admin,
+            get(system::settings),
+        ),
+        row(
+            Method::PUT,
+            "/api/v1/settings",
+            Admin,
+            put(system::set_settings),
+        ),
+        row(Method::POST, "/api/v1/gc", Admin, post(system::gc)),
+        row(
+            Method::GET,
+            "/api/v1/audit",
+            Authenticated,
+            get(system::audit),
+        ),
+    ]
+}
+
+/// The route table: what exists and who may call it.
+pub fn route_table() -> Vec<RouteInfo> {
+    routes().into_iter().map(|(info, _)| info).collect()
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    for (info, handler) in routes() {
+        let access = info.access;
+        let handler =
+            handler.route_layer(middleware::from_fn(move |request: Request, next: Next| {
+                require(access, request, next)
+            }));
+        router = router.route(info.path, handler);
+    }
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+/// The authenticated caller of an API request.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiCaller {
+    pub principal: Principal,
+    pub source: Option<IpAddr>,
+}
+
+/// Resolves the bearer token (if any) into an [`ApiCaller`]. A present but
+/// unusable token is refused outright, whatever the route.
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let principal = match bearer(request.headers()) {
+        None => Principal::Anonymous,
+        Some(token) => match state.identity.verify_api_token(token).await {
+            Ok(principal) => principal,
+            Err(err) => {
+                state.audit.record(
+                    AuditEvent::new("unknown", "token.rejected", "api", Outcome::Failed)
+                        .with_source(source)
+                        .with_detail(err.to_string()),
+                );
+                return ApiError::from(err).into_response();
+            }
+        },
+    };
+    request
+        .extensions_mut()
+        .insert(ApiCaller { principal, source });
+    next.run(request).await
+}
+
+async fn require(access: Access, request: Request, next: Next) -> Response {
+    let principal = request
+        .extensions()
+        .get::<ApiCaller>()
+        .map(|c| c.principal.clone())
+        .unwrap_or(Principal::Anonymous);
+    let refusal = match access {
+        Access::Public => None,
+        _ if principal == Principal::Anonymous => Some(ApiError::from(AuthError::Unauthenticated(
+            "log in first (wharf login)".into(),
+        ))),
+        Access::Admin if !principal.is_admin() => Some(ApiError::from(AuthError::Denied(
+            "system administrators only".into(),
+        ))),
+        _ => None,
+    };
+    match refusal {
+        Some(err) => err.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// An API error: `{"error": {"code", "message"}}` with a fitting status.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> ApiError {
+        let (status, code) = match &err {
+            AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            AuthError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            AuthError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            AuthError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            AuthError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
+            AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        };
+        let retry_after = match err {
+            AuthError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
+        ApiError {
+            status,
+            code,
+            message: err.to_string(),
+            retry_after,
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> ApiError {
+        let (status, _) = err.status_and_code();
+        ApiError::new(status, "REGISTRY", err.to_string())
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(err: AuditError) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            err.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(message = %self.message, "api request failed");
+        }
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wharf-api\""),
+            );
+        }
+        if let Some(secs) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose problems are reported as API errors.
+pub(crate) struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(
+        status,
+        "INVALID",
+        format!("request body: {}", rejection.body_text()),
+    )
+}
+
+impl AppState {
+    /// Records an administrative action.
+    pub(crate) fn audit_action(
+        &self,
+        caller: &ApiCaller,
+        action: &str,
+        resource: String,
+        result: &Result<impl Sized, ApiError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => Outcome::Success,
+            Err(err)
+                if err.status == StatusCode::FORBIDDEN
+                    || err.status == StatusCode::UNAUTHORIZED =>
+            {
+                Outcome::Denied
+            }
+            Err(_) => Outcome::Failed,
+        };
+        let mut event = AuditEvent::new(caller.principal.name(), action, resource, outcome)
+            .with_source(caller.source);
+        if let Err(err) = result {
+            event = event.with_detail(err.message.clone());
+        }
+        self.audit.record(event);
+    }
+}

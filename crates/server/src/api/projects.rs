@@ -1,0 +1,352 @@
+//! Projects, their members and their robot accounts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wharf_auth::{Action, Actions, AuthError, Member, Project, Robot, RobotPermission, Role};
+
+use super::{ApiCaller, ApiError, ApiResult, Body};
+use crate::AppState;
+
+/// A project with its storage usage.
+#[derive(Serialize)]
+pub(crate) struct ProjectView {
+    #[serde(flatten)]
+    project: Project,
+    usage_bytes: u64,
+}
+
+impl AppState {
+    async fn project_view(&self, project: Project) -> ApiResult<ProjectView> {
+        let usage_bytes = self.registry.usage(&project.name).await?;
+        Ok(ProjectView {
+            project,
+            usage_bytes,
+        })
+    }
+}
+
+/// `GET /api/v1/projects`: the projects the caller can see.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+) -> ApiResult<Json<Vec<ProjectView>>> {
+    let mut views = Vec::new();
+    for project in state.identity.list_projects(&caller.principal).await? {
+        views.push(state.project_view(project).await?);
+    }
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateProject {
+    name: String,
+    #[serde(default)]
+    public: bool,
+    quota_bytes: Option<u64>,
+}
+
+/// `POST /api/v1/projects`: any user may create one and becomes its admin.
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Body(request): Body<CreateProject>,
+) -> ApiResult<(StatusCode, Json<Project>)> {
+    let result = state
+        .identity
+        .create_project(
+            &caller.principal,
+            &request.name,
+            request.public,
+            request.quota_bytes,
+        )
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "project.create",
+        format!("project/{}", request.name),
+        &result,
+    );
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// `GET /api/v1/projects/{project}`
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<ProjectView>> {
+    state
+        .identity
+        .require(&caller.principal, &project, Action::Pull)
+        .await?;
+    let project = state.identity.project(&project).await?;
+    Ok(Json(state.project_view(project).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UpdateProject {
+    public: Option<bool>,
+    /// `null` removes the quota; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    quota_bytes: Option<Option<u64>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /api/v1/projects/{project}`: project admins change visibility;
+/// only system administrators change quotas.
+pub(crate) async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+    Body(request): Body<UpdateProject>,
+) -> ApiResult<Json<Project>> {
+    let result = async {
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Admin)
+            .await?;
+        if request.quota_bytes.is_some() && !caller.principal.is_admin() {
+            return Err(AuthError::Denied(
+                "only system administrators change quotas".into(),
+            ));
+        }
+        state
+            .identity
+            .update_project(&project, request.public, request.quota_bytes)
+            .await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "project.update",
+        format!("project/{project}"),
+        &result,
+    );
+    Ok(Json(result?))
+}
+
+/// `DELETE /api/v1/projects/{project}`: only when it holds no repositories.
+pub(crate) async fn remove(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+) -> ApiResult<StatusCode> {
+    let result = async {
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Admin)
+            .await?;
+        if state.registry.project_has_repositories(&project).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                format!("project {project} still has repositories; delete them first"),
+            ));
+        }
+        state
+            .identity
+            .delete_project(&project)
+            .await
+            .map_err(ApiError::from)
+    }
+    .await;
+    state.audit_action(
+        &caller,
+        "project.delete",
+        format!("project/{project}"),
+        &result,
+    );
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/projects/{project}/members`
+pub(crate) async fn list_members(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<Member>>> {
+    state
+        .identity
+        .require(&caller.principal, &project, Action::Pull)
+        .await?;
+    Ok(Json(state.identity.list_members(&project).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetMember {
+    role: String,
+}
+
+/// `PUT /api/v1/projects/{project}/members/{user}`: project admins decide roles.
+pub(crate) async fn set_member(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, user)): Path<(String, String)>,
+    Body(request): Body<SetMember>,
+) -> ApiResult<Json<Member>> {
+    let result = async {
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Admin)
+            .await?;
+        let role: Role = request.role.parse()?;
+        state.identity.set_member(&project, &user, role).await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "member.set",
+        format!("project/{project}/member/{user}"),
+        &result,
+    );
+    Ok(Json(result?))
+}
+
+/// `DELETE /api/v1/projects/{project}/members/{user}`
+pub(crate) async fn remove_member(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let result = async {
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Admin)
+            .await?;
+        state.identity.remove_member(&project, &user).await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "member.remove",
+        format!("project/{project}/member/{user}"),
+        &result,
+    );
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/projects/{project}/robots`
+pub(crate) async fn list_robots(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<Robot>>> {
+    state
+        .identity
+        .require(&caller.principal, &project, Action::Admin)
+        .await?;
+    Ok(Json(state.identity.list_robots(&project).await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateRobot {
+    name: String,
+    /// Actions in this project, e.g. `"pull,push"`.
+    actions: String,
+    /// Seconds until it expires; absent never expires.
+    expires_in_secs: Option<u64>,
+    /// More projects and actions, e.g. `{"other": "pull"}`.
+    #[serde(default)]
+    also: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/projects/{project}/robots`: returns the secret, once.
+pub(crate) async fn create_robot(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(project): Path<String>,
+    Body(request): Body<CreateRobot>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let result = async {
+        let mut permissions = vec![RobotPermission {
+            project: project.clone(),
+            actions: Actions::parse_list(&request.actions)?,
+        }];
+        for (other, actions) in &request.also {
+            permissions.push(RobotPermission {
+                project: other.clone(),
+                actions: Actions::parse_list(actions)?,
+            });
+        }
+        // Creating a robot hands out access: the creator must administer every project it reaches.
+        for permission in &permissions {
+            state
+                .identity
+                .require(&caller.principal, &permission.project, Action::Admin)
+                .await?;
+        }
+        let expires_in = request.expires_in_secs.map(Duration::from_secs);
+        state
+            .identity
+            .create_robot(
+                &caller.principal,
+                &project,
+                &request.name,
+                permissions,
+                expires_in,
+            )
+            .await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "robot.create",
+        format!("project/{project}/robot/{}", request.name),
+        &result,
+    );
+    let (robot, secret) = result?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "robot": robot, "secret": secret })),
+    ))
+}
+
+/// `DELETE /api/v1/projects/{project}/robots/{robot}` (short or full name).
+pub(crate) async fn remove_robot(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, robot)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let full = if wharf_auth::is_robot_name(&robot) {
+        robot.clone()
+    } else {
+        format!("robot${project}+{robot}")
+    };
+    let result = async {
+        if !full.starts_with(&format!("robot${project}+")) {
+            return Err(AuthError::NotFound(format!(
+                "robot {full} in project {project}"
+            )));
+        }
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Admin)
+            .await?;
+        state.identity.delete_robot(&full).await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "robot.delete",
+        format!("project/{project}/robot/{robot}"),
+        &result,
+    );
+    result.map(|()| StatusCode::NO_CONTENT)
+}

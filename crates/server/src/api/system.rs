@@ -1,0 +1,118 @@
+//! System settings, garbage collection and the audit log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use wharf_audit::{AuditEvent, AuditQuery, Outcome};
+use wharf_auth::{Action, AuthError, Settings};
+use wharf_registry::{GcOptions, GcReport};
+
+use super::{ApiCaller, ApiError, ApiResult, Body};
+use crate::AppState;
+
+/// `GET /api/v1/settings`
+pub(crate) async fn settings(State(state): State<Arc<AppState>>) -> ApiResult<Json<Settings>> {
+    Ok(Json(state.identity.settings().await?))
+}
+
+/// `PUT /api/v1/settings`
+pub(crate) async fn set_settings(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Body(settings): Body<Settings>,
+) -> ApiResult<Json<Settings>> {
+    let result = state
+        .identity
+        .set_settings(&settings)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "settings.update", "settings".into(), &result);
+    result.map(|()| Json(settings))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct GcRequest {
+    #[serde(default)]
+    dry_run: bool,
+    /// Overrides the configured grace period.
+    grace_seconds: Option<u64>,
+}
+
+/// `POST /api/v1/gc`
+pub(crate) async fn gc(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<GcReport>> {
+    // An empty body means defaults.
+    let request: GcRequest = match body.is_empty() {
+        true => GcRequest::default(),
+        false => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "INVALID",
+                format!("request body: {e}"),
+            )
+        })?,
+    };
+    let options = GcOptions {
+        grace: request
+            .grace_seconds
+            .map_or(state.registry.config().gc_grace, Duration::from_secs),
+        dry_run: request.dry_run,
+    };
+    let result = state
+        .registry
+        .collect_garbage(options)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "gc.run", "registry".into(), &result);
+    Ok(Json(result?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuditParams {
+    actor: Option<String>,
+    action: Option<String>,
+    project: Option<String>,
+    resource: Option<String>,
+    outcome: Option<Outcome>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit`: administrators see everything; project admins see
+/// their project's events when they name it.
+pub(crate) async fn audit(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    if !caller.principal.is_admin() {
+        let Some(project) = &params.project else {
+            return Err(AuthError::Denied(
+                "administrators only, or name a project you administer".into(),
+            )
+            .into());
+        };
+        state
+            .identity
+            .require(&caller.principal, project, Action::Admin)
+            .await?;
+    }
+    let query = AuditQuery {
+        actor: params.actor,
+        action: params.action,
+        resource_prefix: params.resource,
+        project: params.project,
+        outcome: params.outcome,
+        since_ms: params.since_ms,
+        until_ms: params.until_ms,
+        limit: params.limit.unwrap_or(wharf_audit::DEFAULT_QUERY_LIMIT),
+    };
+    Ok(Json(state.audit.query(&query).await?))
+}

@@ -1,0 +1,138 @@
+//! Local users.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use wharf_auth::{AuthError, Principal, User};
+
+use super::{ApiCaller, ApiError, ApiResult, Body};
+use crate::AppState;
+
+/// `GET /api/v1/users`
+pub(crate) async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(state.identity.list_users().await?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+/// `POST /api/v1/users`
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Body(request): Body<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let result = state
+        .identity
+        .create_user(&request.name, &request.password, request.admin)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "user.create",
+        format!("user/{}", request.name),
+        &result,
+    );
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+fn is_self(caller: &ApiCaller, name: &str) -> bool {
+    matches!(&caller.principal, Principal::User { name: own, .. } if own == name)
+}
+
+/// `GET /api/v1/users/{name}`: administrators, or the user themself.
+pub(crate) async fn show(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<User>> {
+    if !caller.principal.is_admin() && !is_self(&caller, &name) {
+        return Err(AuthError::Denied("only administrators see other users".into()).into());
+    }
+    Ok(Json(state.identity.user(&name).await?))
+}
+
+/// `DELETE /api/v1/users/{name}`
+pub(crate) async fn remove(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let result = state
+        .identity
+        .delete_user(&name)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "user.delete", format!("user/{name}"), &result);
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetPassword {
+    password: String,
+    /// Required when users change their own password.
+    current_password: Option<String>,
+}
+
+/// `PUT /api/v1/users/{name}/password`: administrators for anyone; users for
+/// themselves, proving the current password. Existing tokens stop working.
+pub(crate) async fn set_password(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Body(request): Body<SetPassword>,
+) -> ApiResult<StatusCode> {
+    let result = async {
+        if !caller.principal.is_admin() {
+            if !is_self(&caller, &name) {
+                return Err(AuthError::Denied(
+                    "only administrators change other users' passwords".into(),
+                ));
+            }
+            let current = request.current_password.as_deref().unwrap_or_default();
+            state
+                .identity
+                .authenticate(&name, current, caller.source)
+                .await?;
+        }
+        state.identity.set_password(&name, &request.password).await
+    }
+    .await
+    .map_err(ApiError::from);
+    state.audit_action(&caller, "user.password", format!("user/{name}"), &result);
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetDisabled {
+    disabled: bool,
+}
+
+/// `PUT /api/v1/users/{name}/disabled`: disabling cuts off the user's tokens.
+pub(crate) async fn set_disabled(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Body(request): Body<SetDisabled>,
+) -> ApiResult<Json<User>> {
+    let result = state
+        .identity
+        .set_disabled(&name, request.disabled)
+        .await
+        .map_err(ApiError::from);
+    let action = if request.disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    state.audit_action(&caller, action, format!("user/{name}"), &result);
+    Ok(Json(result?))
+}

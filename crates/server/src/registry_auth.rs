@@ -1,0 +1,215 @@
+//! The registry's side of the Docker token scheme: bearer tokens checked
+//! against the access they grant, challenges that tell clients where to get
+//! a token, and registry events recorded in the audit log.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderMap;
+use wharf_audit::{AuditEvent, AuditLog, Outcome};
+use wharf_auth::{AccessEntry, Action, AuthError, Identity, Principal};
+use wharf_oci::RepositoryName;
+use wharf_registry::http::{Authorizer, Caller, EventKind, EventSink, Need, RegistryEvent};
+use wharf_registry::{QuotaSource, RegistryError};
+
+/// Admits registry requests that carry a token granting what they need.
+pub(crate) struct TokenAuthorizer {
+    pub identity: Arc<Identity>,
+    pub audit: AuditLog,
+    /// Base URL clients reach the server at; derived from `Host` when unset.
+    pub public_url: Option<String>,
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The base URL of this server as the client addressed it.
+pub(crate) fn base_url(public_url: Option<&str>, headers: &HeaderMap) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+fn scope_of(need: &Need) -> Option<String> {
+    match need {
+        Need::Login => None,
+        Need::Catalog => Some("registry:catalog:*".into()),
+        Need::Pull(repo) => Some(format!("repository:{repo}:pull")),
+        Need::Push(repo) => Some(format!("repository:{repo}:pull,push")),
+        Need::Delete(repo) => Some(format!("repository:{repo}:delete")),
+    }
+}
+
+/// Whether the token names the resource at all, and whether it grants the need.
+fn lookup(access: &[AccessEntry], need: &Need) -> (bool, bool) {
+    let (kind, name, action) = match need {
+        Need::Login => return (true, true),
+        Need::Catalog => ("registry", "catalog", "*"),
+        Need::Pull(repo) => ("repository", repo.as_str(), Action::Pull.as_str()),
+        Need::Push(repo) => ("repository", repo.as_str(), Action::Push.as_str()),
+        Need::Delete(repo) => ("repository", repo.as_str(), Action::Delete.as_str()),
+    };
+    let entries: Vec<&AccessEntry> = access
+        .iter()
+        .filter(|e| e.kind == kind && e.name == name)
+        .collect();
+    let granted = entries
+        .iter()
+        .any(|e| e.actions.iter().any(|a| a == action || a == "*"));
+    (!entries.is_empty(), granted)
+}
+
+impl TokenAuthorizer {
+    fn challenge(
+        &self,
+        headers: &HeaderMap,
+        need: &Need,
+        error: Option<&str>,
+        message: String,
+    ) -> RegistryError {
+        let realm = format!(
+            "{}/service/token",
+            base_url(self.public_url.as_deref(), headers)
+        );
+        let mut challenge = format!(
+            "Bearer realm=\"{realm}\",service=\"{}\"",
+            self.identity.config().service
+        );
+        if let Some(scope) = scope_of(need) {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            challenge.push_str(&format!(",error=\"{error}\""));
+        }
+        RegistryError::Unauthorized { message, challenge }
+    }
+}
+
+#[async_trait]
+impl Authorizer for TokenAuthorizer {
+    async fn admit(
+        &self,
+        headers: &HeaderMap,
+        source: Option<IpAddr>,
+        need: &Need,
+    ) -> Result<Caller, RegistryError> {
+        let Some(token) = bearer(headers) else {
+            return Err(self.challenge(headers, need, None, "authentication required".into()));
+        };
+        let (claims, principal) = match self.identity.verify_registry_token(token).await {
+            Ok(verified) => verified,
+            Err(AuthError::Unauthenticated(why)) => {
+                self.audit.record(
+                    AuditEvent::new("unknown", "token.rejected", "registry", Outcome::Failed)
+                        .with_source(source)
+                        .with_detail(why.clone()),
+                );
+                return Err(self.challenge(headers, need, Some("invalid_token"), why));
+            }
+            Err(other) => return Err(RegistryError::Internal(other.to_string())),
+        };
+        match lookup(&claims.access, need) {
+            (_, true) => Ok(Caller {
+                name: principal.name().to_string(),
+                source,
+                context: Arc::new(principal),
+            }),
+            // The client did not ask for this resource: tell it which scope to ask for.
+            (false, false) => Err(self.challenge(
+                headers,
+                need,
+                Some("insufficient_scope"),
+                "token does not cover this resource".into(),
+            )),
+            // It asked, and the token server decided.
+            (true, false) => {
+                let (resource, action) = match need {
+                    Need::Pull(repo) => (repo.to_string(), "pull"),
+                    Need::Push(repo) => (repo.to_string(), "push"),
+                    Need::Delete(repo) => (repo.to_string(), "delete"),
+                    Need::Catalog | Need::Login => ("catalog".to_string(), "list"),
+                };
+                self.audit.record(
+                    AuditEvent::new(
+                        principal.name(),
+                        "access.denied",
+                        resource.clone(),
+                        Outcome::Denied,
+                    )
+                    .with_source(source)
+                    .with_detail(action),
+                );
+                Err(RegistryError::Denied(format!(
+                    "{} may not {action} {resource}",
+                    principal.name()
+                )))
+            }
+        }
+    }
+
+    async fn may_pull(&self, caller: &Caller, repo: &RepositoryName) -> bool {
+        let Some(principal) = caller.context.downcast_ref::<Principal>() else {
+            return false;
+        };
+        self.identity
+            .actions_on(principal, repo.project())
+            .await
+            .is_ok_and(|actions| actions.contains(Action::Pull))
+    }
+}
+
+/// Registry events go to the audit log.
+pub(crate) struct AuditSink(pub AuditLog);
+
+impl EventSink for AuditSink {
+    fn record(&self, event: RegistryEvent) {
+        let action = match event.kind {
+            EventKind::Push => "artifact.push",
+            EventKind::Pull => "artifact.pull",
+            EventKind::Delete => "artifact.delete",
+        };
+        let separator = if event.reference.contains(':') {
+            '@'
+        } else {
+            ':'
+        };
+        let resource = format!("{}{separator}{}", event.repository, event.reference);
+        let mut audit = AuditEvent::new(event.actor, action, resource, Outcome::Success)
+            .with_source(event.source);
+        if let Some(digest) = event.digest {
+            audit = audit.with_detail(digest.to_string());
+        }
+        self.0.record(audit);
+    }
+}
+
+/// Project quotas come from the identity service.
+pub(crate) struct ProjectQuotas(pub Arc<Identity>);
+
+#[async_trait]
+impl QuotaSource for ProjectQuotas {
+    async fn quota(&self, project: &str) -> Option<u64> {
+        self.0.project_quota(project).await.ok().flatten()
+    }
+}
