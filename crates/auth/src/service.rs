@@ -35,6 +35,7 @@ const LEEWAY_SECS: u64 = 30;
 /// Longest user name or password looked at; longer credentials are refused unread.
 const MAX_CREDENTIAL: usize = 1024;
 const TOKEN_CACHE_ENTRIES: usize = 50_000;
+const SUBJECT_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Lifetimes and names.
 #[derive(Clone, Debug)]
@@ -124,7 +125,12 @@ pub struct Identity {
     // Signature checks are the expensive part of a request's authorization;
     // a token verified once is trusted until it expires (revocation is still
     // checked on every use, against the subject's epoch).
-    verified: Mutex<HashMap<String, Claims>>,
+    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    // Whom a token subject is right now, for a moment: reading the account on
+    // every request would put a store read on the registry's hottest path.
+    // Local account changes clear it at once; other replicas see them within
+    // SUBJECT_CACHE_TTL.
+    subjects: Mutex<HashMap<String, (std::time::Instant, u64, Principal)>>,
 }
 
 fn now_millis() -> u64 {
@@ -151,6 +157,7 @@ impl Identity {
             config,
             limiter,
             verified: Mutex::new(HashMap::new()),
+            subjects: Mutex::new(HashMap::new()),
         }
     }
 
@@ -269,6 +276,7 @@ impl Identity {
                 .await?
                 .is_some()
             {
+                self.accounts_changed();
                 return Ok(User::from(&record));
             }
         }
@@ -328,6 +336,7 @@ impl Identity {
             txn = txn.delete(member_key(&member.project, &member.user));
         }
         if self.store.txn(txn).await?.succeeded {
+            self.accounts_changed();
             Ok(())
         } else {
             Err(AuthError::Conflict(format!(
@@ -512,7 +521,7 @@ impl Identity {
     pub async fn verify_registry_token(
         &self,
         token: &str,
-    ) -> Result<(Claims, Principal), AuthError> {
+    ) -> Result<(Arc<Claims>, Principal), AuthError> {
         self.verify(token, TokenKind::Registry, &self.config.service)
             .await
     }
@@ -535,7 +544,7 @@ impl Identity {
         token: &str,
         kind: TokenKind,
         audience: &str,
-    ) -> Result<(Claims, Principal), AuthError> {
+    ) -> Result<(Arc<Claims>, Principal), AuthError> {
         let cached = self
             .verified
             .lock()
@@ -545,7 +554,7 @@ impl Identity {
         let claims = match cached {
             Some(claims) => claims,
             None => {
-                let claims = self.keys.verify(token)?;
+                let claims = Arc::new(self.keys.verify(token)?);
                 let mut cache = self.verified.lock().expect("token cache");
                 if cache.len() >= TOKEN_CACHE_ENTRIES {
                     let now = now_secs();
@@ -576,31 +585,65 @@ impl Identity {
         Ok((claims, principal))
     }
 
-    /// Resolves a token's subject now, so that disabled, deleted, expired or
-    /// re-keyed accounts lose their tokens at once.
+    /// Resolves a token's subject, so that disabled, deleted, expired or
+    /// re-keyed accounts lose their tokens (at once on this server).
     async fn principal_of(&self, claims: &Claims) -> Result<Principal, AuthError> {
         let revoked = || AuthError::Unauthenticated("token revoked".into());
         if claims.sub.is_empty() {
             return Ok(Principal::Anonymous);
         }
-        if is_robot_name(&claims.sub) {
-            let (record, _) = self
-                .robot_record(&claims.sub)
-                .await
-                .map_err(|_| revoked())?;
-            if record.epoch != claims.epoch {
-                return Err(revoked());
+        let cached = self
+            .subjects
+            .lock()
+            .expect("subject cache")
+            .get(&claims.sub)
+            .cloned();
+        let (epoch, principal) = match cached {
+            Some((at, epoch, principal)) if at.elapsed() < SUBJECT_CACHE_TTL => (epoch, principal),
+            _ => {
+                let (epoch, principal) = self
+                    .load_subject(&claims.sub)
+                    .await
+                    .map_err(|_| revoked())?;
+                let entry = (std::time::Instant::now(), epoch, principal.clone());
+                self.subjects
+                    .lock()
+                    .expect("subject cache")
+                    .insert(claims.sub.clone(), entry);
+                (epoch, principal)
             }
-            return robot_principal(&record);
-        }
-        let (record, _) = self.user_record(&claims.sub).await.map_err(|_| revoked())?;
-        if record.disabled || record.epoch != claims.epoch {
+        };
+        if epoch != claims.epoch {
             return Err(revoked());
         }
-        Ok(Principal::User {
-            name: record.name,
-            admin: record.admin,
-        })
+        Ok(principal)
+    }
+
+    /// The subject's current epoch and principal; fails for deleted,
+    /// disabled or expired accounts.
+    async fn load_subject(&self, name: &str) -> Result<(u64, Principal), AuthError> {
+        if is_robot_name(name) {
+            let (record, _) = self.robot_record(name).await?;
+            return Ok((record.epoch, robot_principal(&record)?));
+        }
+        let (record, _) = self.user_record(name).await?;
+        if record.disabled {
+            return Err(AuthError::Unauthenticated(format!(
+                "account {name} is disabled"
+            )));
+        }
+        Ok((
+            record.epoch,
+            Principal::User {
+                name: record.name,
+                admin: record.admin,
+            },
+        ))
+    }
+
+    /// Forgets cached subjects after an account change on this server.
+    fn accounts_changed(&self) {
+        self.subjects.lock().expect("subject cache").clear();
     }
 
     // ----- projects -----
@@ -840,6 +883,7 @@ impl Identity {
         self.store
             .delete_if(&format!("{ROBOTS}{name}"), revision)
             .await?;
+        self.accounts_changed();
         Ok(())
     }
 
@@ -907,14 +951,26 @@ impl Identity {
         })
     }
 
-    /// Checks that `principal` may do `action` in `project`.
+    /// Checks that `principal` may do `action` in `project`. Only system
+    /// administrators learn that a project does not exist; others cannot
+    /// tell a missing project from one they may not see.
     pub async fn require(
         &self,
         principal: &Principal,
         project: &str,
         action: Action,
     ) -> Result<(), AuthError> {
-        if self.actions_on(principal, project).await?.contains(action) {
+        let record = self
+            .read::<Project>(&format!("{PROJECTS}{project}"))
+            .await?;
+        let allowed = match &record {
+            Some((project, _)) => self.actions_in(principal, project).await?,
+            None if principal.is_admin() => {
+                return Err(AuthError::NotFound(format!("project {project}")));
+            }
+            None => Actions::NONE,
+        };
+        if allowed.contains(action) {
             Ok(())
         } else {
             Err(AuthError::Denied(format!(

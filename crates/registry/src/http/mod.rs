@@ -351,7 +351,10 @@ impl Handlers<'_> {
         let mut visible = Vec::new();
         let mut cursor = last.map(str::to_string);
         let mut more = false;
-        'pages: while n > 0 {
+        'pages: loop {
+            if n == 0 {
+                break;
+            }
             let page = self.registry.catalog(n, cursor.as_deref()).await?;
             for name in page.items {
                 if visible.len() == n {

@@ -14,7 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -23,13 +25,15 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use wharf_audit::{AuditError, AuditEvent, Outcome};
-use wharf_auth::{AuthError, Principal};
+use wharf_auth::{Action, AuthError, Principal};
 use wharf_registry::RegistryError;
 
 use crate::AppState;
 use crate::registry_auth::bearer;
 
-/// Who may call a route. Finer, per-project checks happen in the handler.
+/// Who may call a route. Checked before the request body is even read;
+/// handlers add only finer rules (quota changes, robots reaching several
+/// projects, proving the current password).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Anyone, logged in or not (login, token refresh, health).
@@ -38,6 +42,10 @@ pub enum Access {
     Authenticated,
     /// System administrators only.
     Admin,
+    /// Callers allowed this action in the project named by `{project}`.
+    Project(Action),
+    /// The user named by `{name}` themself, or an administrator.
+    SelfOrAdmin,
 }
 
 /// One row of the route table.
@@ -54,140 +62,41 @@ pub struct RouteInfo {
 type Handler = MethodRouter<Arc<AppState>>;
 
 /// Every API route with its access rule and handler.
+// One row per route reads as a table; rustfmt would break each row apart.
+#[rustfmt::skip]
 fn routes() -> Vec<(RouteInfo, Handler)> {
-    use Access::*;
     use axum::routing::{delete, get, patch, post, put};
+    use Access::*;
+    use Action::{Admin as Manage, Pull};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
-        (
-            RouteInfo {
-                method,
-                path,
-                access,
-            },
-            handler,
-        )
+        (RouteInfo { method, path, access }, handler)
     };
     vec![
-        row(Method::GET, "/healthz", Public, get(|| async { "ok" })),
-        row(Method::POST, "/api/v1/login", Public, post(session::login)),
-        row(
-            Method::POST,
-            "/api/v1/token",
-            Public,
-            post(session::refresh),
-        ),
-        row(Method::GET, "/api/v1/me", Authenticated, get(session::me)),
-        row(Method::GET, "/api/v1/users", Admin, get(users::list)),
-        row(Method::POST, "/api/v1/users", Admin, post(users::create)),
-        row(
-            Method::GET,
-            "/api/v1/users/{name}",
-            Authenticated,
-            get(users::show),
-        ),
-        row(
-            Method::DELETE,
-            "/api/v1/users/{name}",
-            Admin,
-            delete(users::remove),
-        ),
-        row(
-            Method::PUT,
-            "/api/v1/users/{name}/password",
-            Authenticated,
-            put(users::set_password),
-        ),
-        row(
-            Method::PUT,
-            "/api/v1/users/{name}/disabled",
-            Admin,
-            put(users::set_disabled),
-        ),
-        row(
-            Method::GET,
-            "/api/v1/projects",
-            Authenticated,
-            get(projects::list),
-        ),
-        row(
-            Method::POST,
-            "/api/v1/projects",
-            Authenticated,
-            post(projects::create),
-        ),
-        row(
-            Method::GET,
-            "/api/v1/projects/{project}",
-            Authenticated,
-            get(projects::show),
-        ),
-        row(
-            Method::PATCH,
-            "/api/v1/projects/{project}",
-            Authenticated,
-            patch(projects::update),
-        ),
-        row(
-            Method::DELETE,
-            "/api/v1/projects/{project}",
-            Authenticated,
-            delete(projects::remove),
-        ),
-        row(
-            Method::GET,
-            "/api/v1/projects/{project}/members",
-            Authenticated,
-            get(projects::list_members),
-        ),
-        row(
-            Method::PUT,
-            "/api/v1/projects/{project}/members/{user}",
-            Authenticated,
-            put(projects::set_member),
-        ),
-        row(
-            Method::DELETE,
-            "/api/v1/projects/{project}/members/{user}",
-            Authenticated,
-            delete(projects::remove_member),
-        ),
-        row(
-            Method::GET,
-            "/api/v1/projects/{project}/robots",
-            Authenticated,
-            get(projects::list_robots),
-        ),
-        row(
-            Method::POST,
-            "/api/v1/projects/{project}/robots",
-            Authenticated,
-            post(projects::create_robot),
-        ),
-        row(
-            Method::DELETE,
-            "/api/v1/projects/{project}/robots/{robot}",
-            Authenticated,
-            delete(projects::remove_robot),
-        ),
-        row(
-            Method::GET,
-            "/api/v1/settings",
-            Admin,
-            get(system::settings),
-        ),
-        row(
-            Method::PUT,
-            "/api/v1/settings",
-            Admin,
-            put(system::set_settings),
-        ),
-        row(Method::POST, "/api/v1/gc", Admin, post(system::gc)),
-        row(
-            Method::GET,
-            "/api/v1/audit",
-            Authenticated,
-            get(system::audit),
-        ),
+        row(Method::GET,    "/healthz",                                  Public,          get(|| async { "ok" })),
+        row(Method::POST,   "/api/v1/login",                             Public,          post(session::login)),
+        row(Method::POST,   "/api/v1/token",                             Public,          post(session::refresh)),
+        row(Method::GET,    "/api/v1/me",                                Authenticated,   get(session::me)),
+        row(Method::GET,    "/api/v1/users",                             Admin,           get(users::list)),
+        row(Method::POST,   "/api/v1/users",                             Admin,           post(users::create)),
+        row(Method::GET,    "/api/v1/users/{name}",                      SelfOrAdmin,     get(users::show)),
+        row(Method::DELETE, "/api/v1/users/{name}",                      Admin,           delete(users::remove)),
+        row(Method::PUT,    "/api/v1/users/{name}/password",             SelfOrAdmin,     put(users::set_password)),
+        row(Method::PUT,    "/api/v1/users/{name}/disabled",             Admin,           put(users::set_disabled)),
+        row(Method::GET,    "/api/v1/projects",                          Authenticated,   get(projects::list)),
+        row(Method::POST,   "/api/v1/projects",                          Authenticated,   post(projects::create)),
+        row(Method::GET,    "/api/v1/projects/{project}",                Project(Pull),   get(projects::show)),
+        row(Method::PATCH,  "/api/v1/projects/{project}",                Project(Manage), patch(projects::update)),
+        row(Method::DELETE, "/api/v1/projects/{project}",                Project(Manage), delete(projects::remove)),
+        row(Method::GET,    "/api/v1/projects/{project}/members",        Project(Pull),   get(projects::list_members)),
+        row(Method::PUT,    "/api/v1/projects/{project}/members/{user}", Project(Manage), put(projects::set_member)),
+        row(Method::DELETE, "/api/v1/projects/{project}/members/{user}", Project(Manage), delete(projects::remove_member)),
+        row(Method::GET,    "/api/v1/projects/{project}/robots",         Project(Manage), get(projects::list_robots)),
+        row(Method::POST,   "/api/v1/projects/{project}/robots",         Project(Manage), post(projects::create_robot)),
+        row(Method::DELETE, "/api/v1/projects/{project}/robots/{robot}", Project(Manage), delete(projects::remove_robot)),
+        row(Method::GET,    "/api/v1/settings",                          Admin,           get(system::settings)),
+        row(Method::PUT,    "/api/v1/settings",                          Admin,           put(system::set_settings)),
+        row(Method::POST,   "/api/v1/gc",                                Admin,           post(system::gc)),
+        row(Method::GET,    "/api/v1/audit",                             Authenticated,   get(system::audit)),
     ]
 }
 
@@ -200,11 +109,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new();
     for (info, handler) in routes() {
         let access = info.access;
-        let handler =
-            handler.route_layer(middleware::from_fn(move |request: Request, next: Next| {
-                require(access, request, next)
-            }));
-        router = router.route(info.path, handler);
+        let check =
+            move |state: State<Arc<AppState>>,
+                  params: Path<HashMap<String, String>>,
+                  request: Request,
+                  next: Next| { require(access, state, params, request, next) };
+        router = router.route(
+            info.path,
+            handler.route_layer(middleware::from_fn_with_state(state.clone(), check)),
+        );
     }
     router
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -249,25 +162,47 @@ async fn authenticate(
     next.run(request).await
 }
 
-async fn require(access: Access, request: Request, next: Next) -> Response {
+async fn require(
+    access: Access,
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let principal = request
         .extensions()
         .get::<ApiCaller>()
         .map(|c| c.principal.clone())
         .unwrap_or(Principal::Anonymous);
-    let refusal = match access {
-        Access::Public => None,
-        _ if principal == Principal::Anonymous => Some(ApiError::from(AuthError::Unauthenticated(
+    let allowed = match access {
+        Access::Public => Ok(()),
+        _ if principal == Principal::Anonymous => Err(AuthError::Unauthenticated(
             "log in first (wharf login)".into(),
-        ))),
-        Access::Admin if !principal.is_admin() => Some(ApiError::from(AuthError::Denied(
-            "system administrators only".into(),
-        ))),
-        _ => None,
+        )),
+        Access::Authenticated => Ok(()),
+        Access::Admin if principal.is_admin() => Ok(()),
+        Access::Admin => Err(AuthError::Denied("system administrators only".into())),
+        Access::Project(action) => {
+            let project = params
+                .get("project")
+                .map(String::as_str)
+                .unwrap_or_default();
+            state.identity.require(&principal, project, action).await
+        }
+        Access::SelfOrAdmin => {
+            let own = matches!(&principal, Principal::User { name, .. } if params.get("name") == Some(name));
+            if own || principal.is_admin() {
+                Ok(())
+            } else {
+                Err(AuthError::Denied(
+                    "only administrators act on other users".into(),
+                ))
+            }
+        }
     };
-    match refusal {
-        Some(err) => err.into_response(),
-        None => next.run(request).await,
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(err) => ApiError::from(err).into_response(),
     }
 }
 

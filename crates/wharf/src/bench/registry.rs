@@ -60,10 +60,10 @@ pub async fn run(args: RegistryBenchArgs) -> Result<()> {
     let blobs = BlobSet::generate(&work.join("blobs"), args.size, args.rounds)?;
 
     let mut wharf = start_wharf(&work.join("wharf")).await?;
-    let wharf_figures = measure("wharf", &wharf.url, &blobs, &args).await;
+    let wharf_figures = measure("wharf", &wharf, &blobs, &args).await;
     wharf.stop().await;
     let mut reference = start_reference(&args.reference, &work.join("reference")).await?;
-    let reference_figures = measure("docker-registry", &reference.url, &blobs, &args).await;
+    let reference_figures = measure("docker-registry", &reference, &blobs, &args).await;
     reference.stop().await;
     let (ours, theirs) = (wharf_figures?, reference_figures?);
 
@@ -144,26 +144,36 @@ impl BlobSet {
 
 async fn measure(
     name: &str,
-    url: &str,
+    registry: &Running,
     blobs: &BlobSet,
     args: &RegistryBenchArgs,
 ) -> Result<Figures> {
+    let url = registry.url.as_str();
+    let auth = registry.authorization.as_deref();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(auth) = auth {
+        headers.insert(reqwest::header::AUTHORIZATION, auth.parse()?);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4)
+        .default_headers(headers)
         .build()?;
     let repo = "bench/blob";
     let mut puts = Vec::new();
     for (digest, path) in &blobs.blobs {
-        let elapsed = push_monolithic(&client, url, repo, digest, path).await?;
+        let elapsed = push_monolithic(&client, registry, repo, digest, path).await?;
         puts.push(rate(blobs.size, elapsed));
     }
     let mut gets = Vec::new();
     for (digest, _) in &blobs.blobs {
-        let (received, elapsed) = curl(&[
-            "-o",
-            "/dev/null",
-            &format!("{url}/v2/{repo}/blobs/{digest}"),
-        ])
+        let (received, elapsed) = curl(
+            auth,
+            &[
+                "-o",
+                "/dev/null",
+                &format!("{url}/v2/{repo}/blobs/{digest}"),
+            ],
+        )
         .await?;
         ensure!(
             received == blobs.size,
@@ -172,7 +182,7 @@ async fn measure(
         gets.push(rate(blobs.size, elapsed));
     }
     let manifest_url = push_manifest(&client, url, repo, &blobs.blobs[0].0, blobs.size).await?;
-    let manifest_rps = wrk(&manifest_url, args.connections, args.duration).await?;
+    let manifest_rps = wrk(&manifest_url, auth, args.connections, args.duration).await?;
     let figures = Figures {
         put_mbps: median(&mut puts),
         get_mbps: median(&mut gets),
@@ -202,27 +212,30 @@ fn median(values: &mut [f64]) -> f64 {
 /// returns the time both took.
 async fn push_monolithic(
     client: &reqwest::Client,
-    url: &str,
+    registry: &Running,
     repo: &str,
     digest: &Digest,
     path: &Path,
 ) -> Result<Duration> {
     let started = Instant::now();
-    let location = start_upload(client, url, repo).await?;
+    let location = start_upload(client, &registry.url, repo).await?;
     let opened = started.elapsed();
     let target = with_digest(&location, digest);
     let file = path.to_string_lossy();
-    let (_, elapsed) = curl(&[
-        "-X",
-        "PUT",
-        "-T",
-        &file,
-        "-H",
-        "Content-Type: application/octet-stream",
-        "-o",
-        "/dev/null",
-        &target,
-    ])
+    let (_, elapsed) = curl(
+        registry.authorization.as_deref(),
+        &[
+            "-X",
+            "PUT",
+            "-T",
+            &file,
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-o",
+            "/dev/null",
+            &target,
+        ],
+    )
     .await?;
     Ok(opened + elapsed)
 }
@@ -257,9 +270,15 @@ async fn start_upload(client: &reqwest::Client, url: &str, repo: &str) -> Result
 
 /// Runs curl, failing on HTTP errors; returns bytes downloaded and curl's own
 /// measure of the transfer time (process start-up excluded).
-async fn curl(args: &[&str]) -> Result<(u64, Duration)> {
+async fn curl(authorization: Option<&str>, args: &[&str]) -> Result<(u64, Duration)> {
     let output = Command::new("curl")
         .args(["-sS", "--fail", "-w", "%{size_download} %{time_total}"])
+        .args(
+            authorization
+                .map(|auth| format!("Authorization: {auth}"))
+                .iter()
+                .flat_map(|h| ["-H", h.as_str()]),
+        )
         .args(args)
         .output()
         .await
@@ -337,8 +356,19 @@ async fn push_manifest(
 }
 
 /// Runs `wrk` against `url` and returns its requests per second.
-async fn wrk(url: &str, connections: usize, duration: Duration) -> Result<f64> {
+async fn wrk(
+    url: &str,
+    authorization: Option<&str>,
+    connections: usize,
+    duration: Duration,
+) -> Result<f64> {
     let output = Command::new("wrk")
+        .args(
+            authorization
+                .map(|auth| format!("Authorization: {auth}"))
+                .iter()
+                .flat_map(|h| ["-H", h.as_str()]),
+        )
         .args([
             "-t2",
             &format!("-c{connections}"),
@@ -363,6 +393,8 @@ async fn wrk(url: &str, connections: usize, duration: Duration) -> Result<f64> {
 
 struct Running {
     url: String,
+    /// `Authorization` header value the registry wants, if any.
+    authorization: Option<String>,
     child: Child,
 }
 
@@ -372,8 +404,12 @@ impl Running {
     }
 }
 
+/// Starts `wharf server` with authentication on, as deployed: the bench
+/// logs in, creates its project and carries a registry token on every
+/// request (a long-lived one, so that the measurement never re-logs in).
 async fn start_wharf(dir: &Path) -> Result<Running> {
     let exe = std::env::current_exe()?;
+    let password = format!("bench-{:016x}", rand::random::<u64>());
     let mut child = Command::new(exe)
         .args([
             "server",
@@ -381,10 +417,13 @@ async fn start_wharf(dir: &Path) -> Result<Running> {
             "127.0.0.1:0",
             "--gc-interval",
             "0",
+            "--token-ttl",
+            "2h",
             "--data-dir",
         ])
         .arg(dir)
         .env("RUST_LOG", "warn")
+        .env("WHARF_ADMIN_PASSWORD", &password)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -398,7 +437,49 @@ async fn start_wharf(dir: &Path) -> Result<Running> {
         .strip_prefix("listening on ")
         .ok_or_else(|| anyhow!("unexpected first line from wharf: {line}"))?
         .to_string();
-    Ok(Running { url, child })
+    let token = bench_token(&url, &password).await?;
+    Ok(Running {
+        url,
+        authorization: Some(format!("Bearer {token}")),
+        child,
+    })
+}
+
+/// Creates the `bench` project and returns a registry token for it.
+async fn bench_token(url: &str, password: &str) -> Result<String> {
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{url}/api/v1/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let api_token = login["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("login returned no token"))?;
+    client
+        .post(format!("{url}/api/v1/projects"))
+        .bearer_auth(api_token)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let token: serde_json::Value = client
+        .get(format!(
+            "{url}/service/token?service=wharf&scope=repository:bench/blob:pull,push"
+        ))
+        .basic_auth("admin", Some(password))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    token["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no registry token"))
 }
 
 async fn start_reference(binary: &Path, dir: &Path) -> Result<Running> {
@@ -431,7 +512,11 @@ async fn start_reference(binary: &Path, dir: &Path) -> Result<Running> {
     let client = reqwest::Client::new();
     for _ in 0..100 {
         if client.get(format!("{url}/v2/")).send().await.is_ok() {
-            return Ok(Running { url, child });
+            return Ok(Running {
+                url,
+                authorization: None,
+                child,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,0 +1,224 @@
+//! An in-process server over a temporary directory, and request helpers.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wharf_server::{App, ServerConfig};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub app: App,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Reply {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        config.admin_password = Some(ADMIN_PASSWORD.into());
+        config.gc_interval = None;
+        adjust(&mut config);
+        let app = App::open(&config).await.unwrap();
+        TestApp { dir, app }
+    }
+
+    pub fn router(&self) -> Router {
+        self.app.router.clone()
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "registry.test");
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        let response = self
+            .router()
+            .oneshot(request.body(Body::from(body.into())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An API access token for `user`.
+    pub async fn api_login(&self, user: &str, password: &str) -> String {
+        let reply = self
+            .send(
+                Method::POST,
+                "/api/v1/login",
+                &[("content-type", "application/json".into())],
+                serde_json::to_vec(&json!({"username": user, "password": password})).unwrap(),
+            )
+            .await
+            .expect(StatusCode::OK);
+        reply.json()["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.api_login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// A JSON API call with a bearer token.
+    pub async fn api(&self, token: &str, method: Method, uri: &str, body: Value) -> Reply {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        };
+        self.send(
+            method,
+            uri,
+            &[
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/json".into()),
+            ],
+            bytes,
+        )
+        .await
+    }
+
+    pub async fn create_user(&self, admin: &str, name: &str, password: &str) {
+        self.api(
+            admin,
+            Method::POST,
+            "/api/v1/users",
+            json!({"name": name, "password": password}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
+    pub async fn create_project(&self, token: &str, name: &str, public: bool) {
+        self.api(
+            token,
+            Method::POST,
+            "/api/v1/projects",
+            json!({"name": name, "public": public}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
+    pub async fn add_member(&self, token: &str, project: &str, user: &str, role: &str) {
+        self.api(
+            token,
+            Method::PUT,
+            &format!("/api/v1/projects/{project}/members/{user}"),
+            json!({"role": role}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    }
+
+    /// A registry token for `scope`, asked with Basic credentials (or none).
+    pub async fn registry_token(&self, credentials: Option<(&str, &str)>, scope: &str) -> Reply {
+        let mut headers = Vec::new();
+        if let Some((user, password)) = credentials {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            headers.push(("authorization", format!("Basic {encoded}")));
+        }
+        self.send(
+            Method::GET,
+            &format!("/service/token?service=wharf&scope={scope}"),
+            &headers,
+            Bytes::new(),
+        )
+        .await
+    }
+
+    pub async fn token_for(&self, user: &str, password: &str, scope: &str) -> String {
+        let reply = self
+            .registry_token(Some((user, password)), scope)
+            .await
+            .expect(StatusCode::OK);
+        reply.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// A registry request with a bearer token.
+    pub async fn v2(
+        &self,
+        token: &str,
+        method: Method,
+        uri: &str,
+        extra: &[(&str, String)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut headers = vec![("authorization", format!("Bearer {token}"))];
+        headers.extend(extra.iter().cloned());
+        self.send(method, uri, &headers, body).await
+    }
+
+    pub async fn flush_audit(&self) {
+        self.app.audit.flush().await.unwrap();
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    wharf_oci::Digest::of(wharf_oci::DigestAlgorithm::Sha256, data).to_string()
+}
+
+pub const SHORT: Duration = Duration::from_millis(50);

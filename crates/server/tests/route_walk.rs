@@ -1,0 +1,157 @@
+//! Walks every API route and a sample of every registry route and proves
+//! that none answers an anonymous, unauthorized or badly-authenticated caller.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use wharf_server::{Access, route_table};
+
+/// Fills a route template with names that exist in the test's world.
+fn concrete(path: &str) -> String {
+    path.replace("{project}", "walk")
+        .replace("{user}", "plain")
+        .replace("{robot}", "ci")
+        .replace("{name}", "admin")
+}
+
+/// Routes a user with no role anywhere may legitimately use.
+fn open_to_any_user(method: &Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("GET", "/api/v1/me") | ("GET", "/api/v1/projects") | ("POST", "/api/v1/projects")
+    )
+}
+
+#[tokio::test]
+async fn no_api_route_serves_anonymous_or_unauthorized_callers() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "plain", "plain-password").await;
+    app.create_project(&admin, "walk", false).await;
+    let plain = app.api_login("plain", "plain-password").await;
+    let mut forged = plain.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+
+    let table = route_table();
+    assert!(table.len() >= 20, "the table lists every route");
+    for route in table {
+        let uri = concrete(route.path);
+        let what = format!("{} {}", route.method, route.path);
+        if route.access == Access::Public {
+            continue;
+        }
+        let anonymous = app
+            .send(route.method.clone(), &uri, &[], Bytes::new())
+            .await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{what} answered anonymously"
+        );
+        assert_eq!(anonymous.json()["error"]["code"], "UNAUTHORIZED", "{what}");
+
+        let tampered = app
+            .api(&forged, route.method.clone(), &uri, serde_json::json!({}))
+            .await;
+        assert_eq!(
+            tampered.status,
+            StatusCode::UNAUTHORIZED,
+            "{what} accepted a tampered token"
+        );
+
+        let as_plain = app
+            .api(&plain, route.method.clone(), &uri, serde_json::json!({}))
+            .await;
+        if open_to_any_user(&route.method, route.path) {
+            assert_ne!(as_plain.status, StatusCode::FORBIDDEN, "{what}");
+        } else {
+            assert_eq!(
+                as_plain.status,
+                StatusCode::FORBIDDEN,
+                "{what} answered a user with no role: {}",
+                String::from_utf8_lossy(&as_plain.body)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_registry_route_serves_callers_without_a_fitting_token() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "plain", "plain-password").await;
+    app.create_project(&admin, "walk", false).await;
+    let digest = sha256(b"x");
+    let endpoints = [
+        (Method::GET, "/v2/".to_string()),
+        (Method::GET, "/v2/_catalog".to_string()),
+        (Method::GET, "/v2/walk/app/tags/list".to_string()),
+        (Method::GET, "/v2/walk/app/manifests/v1".to_string()),
+        (Method::HEAD, "/v2/walk/app/manifests/v1".to_string()),
+        (Method::PUT, "/v2/walk/app/manifests/v1".to_string()),
+        (Method::DELETE, "/v2/walk/app/manifests/v1".to_string()),
+        (Method::GET, format!("/v2/walk/app/blobs/{digest}")),
+        (Method::HEAD, format!("/v2/walk/app/blobs/{digest}")),
+        (Method::DELETE, format!("/v2/walk/app/blobs/{digest}")),
+        (Method::POST, "/v2/walk/app/blobs/uploads/".to_string()),
+        (
+            Method::GET,
+            "/v2/walk/app/blobs/uploads/00000000-0000-0000-0000-000000000000".to_string(),
+        ),
+        (
+            Method::PATCH,
+            "/v2/walk/app/blobs/uploads/00000000-0000-0000-0000-000000000000".to_string(),
+        ),
+        (
+            Method::PUT,
+            "/v2/walk/app/blobs/uploads/00000000-0000-0000-0000-000000000000".to_string(),
+        ),
+        (
+            Method::DELETE,
+            "/v2/walk/app/blobs/uploads/00000000-0000-0000-0000-000000000000".to_string(),
+        ),
+        (Method::GET, format!("/v2/walk/app/referrers/{digest}")),
+    ];
+    // A token the plain user got for everything in `walk`: granted nothing.
+    let plain = app
+        .token_for(
+            "plain",
+            "plain-password",
+            "repository:walk/app:pull,push,delete",
+        )
+        .await;
+    for (method, uri) in endpoints {
+        let anonymous = app.send(method.clone(), &uri, &[], Bytes::new()).await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri} answered anonymously"
+        );
+        let challenge = anonymous.header("www-authenticate");
+        assert!(
+            challenge.starts_with(
+                "Bearer realm=\"http://registry.test/service/token\",service=\"wharf\""
+            ),
+            "{challenge}"
+        );
+
+        let refused = app
+            .v2(&plain, method.clone(), &uri, &[], Bytes::new())
+            .await;
+        if uri == "/v2/" {
+            assert_eq!(refused.status, StatusCode::OK, "any valid token may ping");
+        } else if uri == "/v2/_catalog" {
+            // Not asked for in the token: the client is told which scope to ask.
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        } else {
+            assert_eq!(
+                refused.status,
+                StatusCode::FORBIDDEN,
+                "{method} {uri} served a user without access"
+            );
+        }
+    }
+}
