@@ -84,6 +84,15 @@ pub enum RegistryError {
     /// The caller may not do this.
     #[error("requested access to the resource is denied: {0}")]
     Denied(String),
+    /// The caller may do this, but the token does not say so: the client
+    /// should fetch a token for the scope in `challenge` and retry.
+    #[error("token does not grant this: {message}")]
+    InsufficientScope {
+        /// What was missing.
+        message: String,
+        /// The `WWW-Authenticate` challenge naming the scope to ask for.
+        challenge: String,
+    },
     /// Concurrent writers kept conflicting; the client may retry.
     #[error("too much contention on {0}, retry")]
     Contention(String),

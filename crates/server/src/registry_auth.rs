@@ -80,14 +80,20 @@ fn lookup(access: &[AccessEntry], need: &Need) -> (bool, bool) {
     (!entries.is_empty(), granted)
 }
 
+/// The resource and action a need is about, for messages and audit records.
+fn describe(need: &Need) -> (String, Option<Action>) {
+    match need {
+        Need::Pull(repo) => (repo.to_string(), Some(Action::Pull)),
+        Need::Push(repo) => (repo.to_string(), Some(Action::Push)),
+        Need::Delete(repo) => (repo.to_string(), Some(Action::Delete)),
+        Need::Catalog | Need::Login => ("catalog".to_string(), None),
+    }
+}
+
 impl TokenAuthorizer {
-    fn challenge(
-        &self,
-        headers: &HeaderMap,
-        need: &Need,
-        error: Option<&str>,
-        message: String,
-    ) -> RegistryError {
+    /// The `WWW-Authenticate` value telling the client where to get a token
+    /// for `need`.
+    fn challenge(&self, headers: &HeaderMap, need: &Need, error: Option<&str>) -> String {
         let realm = format!(
             "{}/service/token",
             base_url(self.public_url.as_deref(), headers)
@@ -102,7 +108,45 @@ impl TokenAuthorizer {
         if let Some(error) = error {
             challenge.push_str(&format!(",error=\"{error}\""));
         }
-        RegistryError::Unauthorized { message, challenge }
+        challenge
+    }
+
+    fn unauthorized(
+        &self,
+        headers: &HeaderMap,
+        need: &Need,
+        error: Option<&str>,
+        message: String,
+    ) -> RegistryError {
+        RegistryError::Unauthorized {
+            message,
+            challenge: self.challenge(headers, need, error),
+        }
+    }
+
+    /// Whether `principal` may do what `need` asks, right now.
+    async fn allowed(&self, principal: &Principal, need: &Need) -> Result<bool, RegistryError> {
+        let internal = |e: AuthError| RegistryError::Internal(e.to_string());
+        Ok(match need {
+            Need::Login => true,
+            Need::Catalog => {
+                *principal != Principal::Anonymous
+                    || self
+                        .identity
+                        .settings()
+                        .await
+                        .map_err(internal)?
+                        .anonymous_pull
+            }
+            Need::Pull(repo) | Need::Push(repo) | Need::Delete(repo) => {
+                let action = describe(need).1.expect("repository needs have an action");
+                self.identity
+                    .actions_on(principal, repo.project())
+                    .await
+                    .map_err(internal)?
+                    .contains(action)
+            }
+        })
     }
 }
 
@@ -115,7 +159,7 @@ impl Authorizer for TokenAuthorizer {
         need: &Need,
     ) -> Result<Caller, RegistryError> {
         let Some(token) = bearer(headers) else {
-            return Err(self.challenge(headers, need, None, "authentication required".into()));
+            return Err(self.unauthorized(headers, need, None, "no token given".into()));
         };
         let (claims, principal) = match self.identity.verify_registry_token(token).await {
             Ok(verified) => verified,
@@ -125,47 +169,53 @@ impl Authorizer for TokenAuthorizer {
                         .with_source(source)
                         .with_detail(why.clone()),
                 );
-                return Err(self.challenge(headers, need, Some("invalid_token"), why));
+                return Err(self.unauthorized(headers, need, Some("invalid_token"), why));
             }
             Err(other) => return Err(RegistryError::Internal(other.to_string())),
         };
-        match lookup(&claims.access, need) {
-            (_, true) => Ok(Caller {
+        let (mentioned, granted) = lookup(&claims.access, need);
+        if granted {
+            return Ok(Caller {
                 name: principal.name().to_string(),
                 source,
                 context: Arc::new(principal),
-            }),
+            });
+        }
+        let (resource, action) = describe(need);
+        let action = action.map_or("list", Action::as_str);
+        if !mentioned {
             // The client did not ask for this resource: tell it which scope to ask for.
-            (false, false) => Err(self.challenge(
+            return Err(self.unauthorized(
                 headers,
                 need,
                 Some("insufficient_scope"),
-                "token does not cover this resource".into(),
-            )),
-            // It asked, and the token server decided.
-            (true, false) => {
-                let (resource, action) = match need {
-                    Need::Pull(repo) => (repo.to_string(), "pull"),
-                    Need::Push(repo) => (repo.to_string(), "push"),
-                    Need::Delete(repo) => (repo.to_string(), "delete"),
-                    Need::Catalog | Need::Login => ("catalog".to_string(), "list"),
-                };
-                self.audit.record(
-                    AuditEvent::new(
-                        principal.name(),
-                        "access.denied",
-                        resource.clone(),
-                        Outcome::Denied,
-                    )
-                    .with_source(source)
-                    .with_detail(action),
-                );
-                Err(RegistryError::Denied(format!(
-                    "{} may not {action} {resource}",
-                    principal.name()
-                )))
-            }
+                format!("the token does not cover {resource}"),
+            ));
         }
+        if self.allowed(&principal, need).await? {
+            // The client asked for less than it needs now (a pull token used
+            // to push): point it at the wider scope, as RFC 6750 does.
+            return Err(RegistryError::InsufficientScope {
+                message: format!(
+                    "the token does not grant {action} on {resource}; ask for a new one"
+                ),
+                challenge: self.challenge(headers, need, Some("insufficient_scope")),
+            });
+        }
+        self.audit.record(
+            AuditEvent::new(
+                principal.name(),
+                "access.denied",
+                resource.clone(),
+                Outcome::Denied,
+            )
+            .with_source(source)
+            .with_detail(action),
+        );
+        Err(RegistryError::Denied(format!(
+            "{} may not {action} {resource}",
+            principal.name()
+        )))
     }
 
     async fn may_pull(&self, caller: &Caller, repo: &RepositoryName) -> bool {

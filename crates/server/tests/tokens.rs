@@ -18,11 +18,17 @@ async fn world() -> (TestApp, String) {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "team", false).await;
-    for (user, role) in [("dev", "developer"), ("guest", "guest"), ("keeper", "maintainer")] {
-        app.create_user(&admin, user, &format!("{user}-password")).await;
+    for (user, role) in [
+        ("dev", "developer"),
+        ("guest", "guest"),
+        ("keeper", "maintainer"),
+    ] {
+        app.create_user(&admin, user, &format!("{user}-password"))
+            .await;
         app.add_member(&admin, "team", user, role).await;
     }
-    app.create_user(&admin, "outsider", "outsider-password").await;
+    app.create_user(&admin, "outsider", "outsider-password")
+        .await;
     (app, admin)
 }
 
@@ -31,11 +37,26 @@ async fn tokens_grant_the_intersection_of_asked_and_allowed() {
     let (app, _) = world().await;
     let scope = "repository:team/app:pull,push,delete";
     let granted = |token: &str| claims(token)["access"][0]["actions"].clone();
-    assert_eq!(granted(&app.token_for("dev", "dev-password", scope).await), json!(["pull", "push"]));
-    assert_eq!(granted(&app.token_for("guest", "guest-password", scope).await), json!(["pull"]));
-    assert_eq!(granted(&app.token_for("keeper", "keeper-password", scope).await), json!(["pull", "push", "delete"]));
-    assert_eq!(granted(&app.token_for("outsider", "outsider-password", scope).await), json!([]));
-    assert_eq!(granted(&app.token_for("admin", ADMIN_PASSWORD, scope).await), json!(["pull", "push", "delete"]));
+    assert_eq!(
+        granted(&app.token_for("dev", "dev-password", scope).await),
+        json!(["pull", "push"])
+    );
+    assert_eq!(
+        granted(&app.token_for("guest", "guest-password", scope).await),
+        json!(["pull"])
+    );
+    assert_eq!(
+        granted(&app.token_for("keeper", "keeper-password", scope).await),
+        json!(["pull", "push", "delete"])
+    );
+    assert_eq!(
+        granted(&app.token_for("outsider", "outsider-password", scope).await),
+        json!([])
+    );
+    assert_eq!(
+        granted(&app.token_for("admin", ADMIN_PASSWORD, scope).await),
+        json!(["pull", "push", "delete"])
+    );
     // Anonymous callers get a token, granting nothing while anonymous pulls are off.
     let anonymous = app.registry_token(None, scope).await.expect(StatusCode::OK);
     let token = anonymous.json()["token"].as_str().unwrap().to_string();
@@ -61,20 +82,45 @@ async fn tokens_grant_the_intersection_of_asked_and_allowed() {
 async fn bad_credentials_and_requests_are_refused() {
     let (app, _) = world().await;
     let scope = "repository:team/app:pull";
-    let reply = app.registry_token(Some(("dev", "wrong-password")), scope).await.expect(StatusCode::UNAUTHORIZED);
+    let reply = app
+        .registry_token(Some(("dev", "wrong-password")), scope)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
     assert_eq!(reply.json()["errors"][0]["code"], "UNAUTHORIZED");
-    app.registry_token(Some(("nobody", "whatever-pass")), scope).await.expect(StatusCode::UNAUTHORIZED);
+    app.registry_token(Some(("nobody", "whatever-pass")), scope)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
     // Another service's token is not issued here.
-    app.send(Method::GET, &format!("/service/token?service=other&scope={scope}"), &[], Bytes::new())
+    app.send(
+        Method::GET,
+        &format!("/service/token?service=other&scope={scope}"),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::BAD_REQUEST);
+    app.send(
+        Method::GET,
+        "/service/token?service=wharf&scope=repository:../etc:pull",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::BAD_REQUEST);
+    for header in [
+        "Basic !!!notbase64",
+        "Basic Zm9v",
+        "Digest abc",
+        &format!("Basic {}", "A".repeat(5000)),
+    ] {
+        app.send(
+            Method::GET,
+            "/service/token?service=wharf",
+            &[("authorization", header.to_string())],
+            Bytes::new(),
+        )
         .await
-        .expect(StatusCode::BAD_REQUEST);
-    app.send(Method::GET, "/service/token?service=wharf&scope=repository:../etc:pull", &[], Bytes::new())
-        .await
-        .expect(StatusCode::BAD_REQUEST);
-    for header in ["Basic !!!notbase64", "Basic Zm9v", "Digest abc", &format!("Basic {}", "A".repeat(5000))] {
-        app.send(Method::GET, "/service/token?service=wharf", &[("authorization", header.to_string())], Bytes::new())
-            .await
-            .expect(StatusCode::UNAUTHORIZED);
+        .expect(StatusCode::UNAUTHORIZED);
     }
 }
 
@@ -83,12 +129,19 @@ async fn failed_logins_are_throttled_per_account() {
     let (app, _) = world().await;
     let scope = "repository:team/app:pull";
     for _ in 0..5 {
-        app.registry_token(Some(("guest", "wrong-password")), scope).await.expect(StatusCode::UNAUTHORIZED);
+        app.registry_token(Some(("guest", "wrong-password")), scope)
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
     }
-    let limited = app.registry_token(Some(("guest", "guest-password")), scope).await.expect(StatusCode::TOO_MANY_REQUESTS);
+    let limited = app
+        .registry_token(Some(("guest", "guest-password")), scope)
+        .await
+        .expect(StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.header("retry-after").parse::<u64>().unwrap() >= 1);
     // Other accounts are unaffected.
-    app.registry_token(Some(("dev", "dev-password")), scope).await.expect(StatusCode::OK);
+    app.registry_token(Some(("dev", "dev-password")), scope)
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -96,23 +149,46 @@ async fn oauth_password_and_refresh_grants() {
     let (app, _) = world().await;
     let form = "grant_type=password&service=wharf&client_id=docker&access_type=offline&username=dev&password=dev-password&scope=repository:team/app:pull";
     let reply = app
-        .send(Method::POST, "/service/token", &[("content-type", "application/x-www-form-urlencoded".into())], form)
+        .send(
+            Method::POST,
+            "/service/token",
+            &[("content-type", "application/x-www-form-urlencoded".into())],
+            form,
+        )
         .await
         .expect(StatusCode::OK);
     let refresh = reply.json()["refresh_token"].as_str().unwrap().to_string();
-    assert_eq!(claims(reply.json()["access_token"].as_str().unwrap())["sub"], "dev");
-    let form = format!("grant_type=refresh_token&service=wharf&client_id=docker&refresh_token={refresh}&scope=repository:team/app:push");
+    assert_eq!(
+        claims(reply.json()["access_token"].as_str().unwrap())["sub"],
+        "dev"
+    );
+    let form = format!(
+        "grant_type=refresh_token&service=wharf&client_id=docker&refresh_token={refresh}&scope=repository:team/app:push"
+    );
     let reply = app
-        .send(Method::POST, "/service/token", &[("content-type", "application/x-www-form-urlencoded".into())], form)
+        .send(
+            Method::POST,
+            "/service/token",
+            &[("content-type", "application/x-www-form-urlencoded".into())],
+            form,
+        )
         .await
         .expect(StatusCode::OK);
-    assert_eq!(claims(reply.json()["access_token"].as_str().unwrap())["access"][0]["actions"], json!(["push"]));
+    assert_eq!(
+        claims(reply.json()["access_token"].as_str().unwrap())["access"][0]["actions"],
+        json!(["push"])
+    );
     // A registry token is not a refresh token.
     let access = reply.json()["access_token"].as_str().unwrap().to_string();
     let form = format!("grant_type=refresh_token&service=wharf&refresh_token={access}");
-    app.send(Method::POST, "/service/token", &[("content-type", "application/x-www-form-urlencoded".into())], form)
-        .await
-        .expect(StatusCode::UNAUTHORIZED);
+    app.send(
+        Method::POST,
+        "/service/token",
+        &[("content-type", "application/x-www-form-urlencoded".into())],
+        form,
+    )
+    .await
+    .expect(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -123,15 +199,40 @@ async fn registry_enforces_roles_and_rejects_bad_tokens() {
     let push = |token: String| {
         let (app, data, digest) = (&app, data.clone(), digest.clone());
         async move {
-            app.v2(&token, Method::POST, &format!("/v2/team/app/blobs/uploads/?digest={digest}"), &[], data).await.status
+            app.v2(
+                &token,
+                Method::POST,
+                &format!("/v2/team/app/blobs/uploads/?digest={digest}"),
+                &[],
+                data,
+            )
+            .await
+            .status
         }
     };
     let scope = "repository:team/app:pull,push";
-    assert_eq!(push(app.token_for("dev", "dev-password", scope).await).await, StatusCode::CREATED);
-    assert_eq!(push(app.token_for("guest", "guest-password", scope).await).await, StatusCode::FORBIDDEN);
-    assert_eq!(push(app.token_for("outsider", "outsider-password", scope).await).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        push(app.token_for("dev", "dev-password", scope).await).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push(app.token_for("guest", "guest-password", scope).await).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        push(app.token_for("outsider", "outsider-password", scope).await).await,
+        StatusCode::FORBIDDEN
+    );
     let guest = app.token_for("guest", "guest-password", scope).await;
-    app.v2(&guest, Method::GET, &format!("/v2/team/app/blobs/{digest}"), &[], Bytes::new()).await.expect(StatusCode::OK);
+    app.v2(
+        &guest,
+        Method::GET,
+        &format!("/v2/team/app/blobs/{digest}"),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::OK);
 
     // Tampered: change the claims, keep the signature.
     let mut parts: Vec<String> = guest.split('.').map(str::to_string).collect();
@@ -140,15 +241,26 @@ async fn registry_enforces_roles_and_rejects_bad_tokens() {
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
     let reply = push(parts.join(".")).await;
     assert_eq!(reply, StatusCode::UNAUTHORIZED);
-    let reply = app.v2(&parts.join("."), Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
-    assert!(reply.header("www-authenticate").contains("error=\"invalid_token\""));
+    let reply = app
+        .v2(&parts.join("."), Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    assert!(
+        reply
+            .header("www-authenticate")
+            .contains("error=\"invalid_token\"")
+    );
 
     // An API token is not a registry token.
     let api = app.api_login("dev", "dev-password").await;
-    app.v2(&api, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
+    app.v2(&api, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
     // And a registry token is not an API token.
     let dev = app.token_for("dev", "dev-password", scope).await;
-    app.api(&dev, Method::GET, "/api/v1/me", Value::Null).await.expect(StatusCode::UNAUTHORIZED);
+    app.api(&dev, Method::GET, "/api/v1/me", Value::Null)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -157,37 +269,90 @@ async fn disabling_or_repasswording_a_user_revokes_their_tokens() {
     let scope = "repository:team/app:pull";
     let token = app.token_for("dev", "dev-password", scope).await;
     let api = app.api_login("dev", "dev-password").await;
-    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::OK);
-    app.api(&admin, Method::PUT, "/api/v1/users/dev/disabled", json!({"disabled": true})).await.expect(StatusCode::OK);
-    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
-    app.api(&api, Method::GET, "/api/v1/me", Value::Null).await.expect(StatusCode::UNAUTHORIZED);
-    app.registry_token(Some(("dev", "dev-password")), scope).await.expect(StatusCode::UNAUTHORIZED);
-    app.api(&admin, Method::PUT, "/api/v1/users/dev/disabled", json!({"disabled": false})).await.expect(StatusCode::OK);
+    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/users/dev/disabled",
+        json!({"disabled": true}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    app.api(&api, Method::GET, "/api/v1/me", Value::Null)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    app.registry_token(Some(("dev", "dev-password")), scope)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/users/dev/disabled",
+        json!({"disabled": false}),
+    )
+    .await
+    .expect(StatusCode::OK);
     // Re-enabled: old tokens stay dead (new epoch), new logins work.
-    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
+    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
     let fresh = app.token_for("dev", "dev-password", scope).await;
-    app.v2(&fresh, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::OK);
+    app.v2(&fresh, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
 
     // Changing one's own password needs the current one, and kills old tokens.
     let api = app.api_login("dev", "dev-password").await;
-    app.api(&api, Method::PUT, "/api/v1/users/dev/password", json!({"password": "new-dev-password", "current_password": "wrong"}))
+    app.api(
+        &api,
+        Method::PUT,
+        "/api/v1/users/dev/password",
+        json!({"password": "new-dev-password", "current_password": "wrong"}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    app.api(
+        &api,
+        Method::PUT,
+        "/api/v1/users/dev/password",
+        json!({"password": "new-dev-password", "current_password": "dev-password"}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    app.v2(&fresh, Method::GET, "/v2/", &[], Bytes::new())
         .await
         .expect(StatusCode::UNAUTHORIZED);
-    app.api(&api, Method::PUT, "/api/v1/users/dev/password", json!({"password": "new-dev-password", "current_password": "dev-password"}))
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    app.v2(&fresh, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
     app.token_for("dev", "new-dev-password", scope).await;
 }
 
 #[tokio::test]
 async fn expired_tokens_are_refused() {
-    let app = TestApp::with(|config| config.identity.registry_token_ttl = std::time::Duration::from_secs(1)).await;
-    let token = app.token_for("admin", ADMIN_PASSWORD, "repository:x/y:pull").await;
-    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::OK);
+    let app = TestApp::with(|config| {
+        config.identity.registry_token_ttl = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let token = app
+        .token_for("admin", ADMIN_PASSWORD, "repository:x/y:pull")
+        .await;
+    app.v2(&token, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let reply = app.v2(&token, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
-    assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("expired"));
+    let reply = app
+        .v2(&token, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    assert!(
+        reply.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
 }
 
 #[tokio::test]
@@ -199,14 +364,23 @@ async fn tokens_of_another_server_are_refused() {
             .send(
                 Method::GET,
                 "/service/token?service=other&scope=repository:x/y:pull",
-                &[("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"))))],
+                &[(
+                    "authorization",
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("admin:{ADMIN_PASSWORD}"))
+                    ),
+                )],
                 Bytes::new(),
             )
             .await
             .expect(StatusCode::OK);
         reply.json()["token"].as_str().unwrap().to_string()
     };
-    a.v2(&from_b, Method::GET, "/v2/", &[], Bytes::new()).await.expect(StatusCode::UNAUTHORIZED);
+    a.v2(&from_b, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -218,12 +392,65 @@ async fn anonymous_pulls_of_public_projects_when_allowed() {
     let anonymous = |scope: &'static str| {
         let app = &app;
         async move {
-            let token = app.registry_token(None, scope).await.json()["token"].as_str().unwrap().to_string();
+            let token = app.registry_token(None, scope).await.json()["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
             claims(&token)["access"][0]["actions"].clone()
         }
     };
     assert_eq!(anonymous("repository:open/app:pull").await, json!([]));
-    app.api(&admin, Method::PUT, "/api/v1/settings", json!({"anonymous_pull": true})).await.expect(StatusCode::OK);
-    assert_eq!(anonymous("repository:open/app:pull,push").await, json!(["pull"]));
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/settings",
+        json!({"anonymous_pull": true}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        anonymous("repository:open/app:pull,push").await,
+        json!(["pull"])
+    );
     assert_eq!(anonymous("repository:closed/app:pull").await, json!([]));
+}
+
+#[tokio::test]
+async fn a_too_narrow_token_points_to_the_wider_scope_only_when_it_would_be_granted() {
+    let (app, _) = world().await;
+    let data = b"blob".to_vec();
+    let uri = format!("/v2/team/app/blobs/uploads/?digest={}", sha256(&data));
+    // dev may push, but asked only for pull: told where to get a push token.
+    let pull_only = app
+        .token_for("dev", "dev-password", "repository:team/app:pull")
+        .await;
+    let reply = app
+        .v2(&pull_only, Method::POST, &uri, &[], data.clone())
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    let challenge = reply.header("www-authenticate");
+    assert!(
+        challenge.contains("scope=\"repository:team/app:pull,push\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let wider = app
+        .token_for("dev", "dev-password", "repository:team/app:pull,push")
+        .await;
+    app.v2(&wider, Method::POST, &uri, &[], data.clone())
+        .await
+        .expect(StatusCode::CREATED);
+    // guest may not push: a plain denial, no challenge to chase.
+    let guest = app
+        .token_for("guest", "guest-password", "repository:team/app:pull,push")
+        .await;
+    let reply = app
+        .v2(&guest, Method::POST, &uri, &[], data)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    assert!(reply.headers.get("www-authenticate").is_none());
+    assert_eq!(reply.json()["errors"][0]["code"], "DENIED");
 }

@@ -1,7 +1,9 @@
 //! Crash consistency of the real binary: SIGKILL in the middle of a large
 //! blob upload leaves no trace of the blob and the push can be redone; and
 //! every manifest the registry acknowledged (201) survives a SIGKILL that
-//! lands in the middle of a storm of manifest pushes.
+//! lands in the middle of a storm of manifest pushes. Registry requests
+//! authenticate as `admin` with registry tokens; the project `crash` is
+//! created first.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::TestServer;
 use common::image::{OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256};
+use common::registry::RegistryRequest;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
@@ -78,15 +81,9 @@ fn chunked_body(data: Bytes, pause: Option<(Arc<Notify>, oneshot::Receiver<()>)>
     reqwest::Body::wrap_stream(stream)
 }
 
-fn put_blob(
-    server: &TestServer,
-    url: Url,
-    data: &Bytes,
-    body: reqwest::Body,
-) -> reqwest::RequestBuilder {
+fn put_blob(server: &TestServer, url: Url, data: &Bytes, body: reqwest::Body) -> RegistryRequest {
     server
-        .client()
-        .put(url)
+        .request_url(Method::PUT, url)
         .header("Content-Type", "application/octet-stream")
         .header("Content-Length", data.len())
         .body(body)
@@ -161,6 +158,11 @@ fn header(response: &reqwest::Response, name: &str) -> String {
 async fn sigkill_during_blob_upload_leaves_no_blob_and_push_can_be_redone() {
     let started = Instant::now();
     let mut server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("crash", false, None)
+        .await;
     let data = Bytes::from(common::image::random_bytes(BLOB_SIZE));
     let digest = sha256(&data);
     eprintln!(
@@ -285,8 +287,7 @@ async fn push_blob(server: &TestServer, repo: &str, bytes: Vec<u8>) -> Digest {
     let digest = sha256(&bytes);
     let location = start_upload(server, repo).await;
     let response = server
-        .client()
-        .put(upload_url(server, &location, &digest))
+        .request_url(Method::PUT, upload_url(server, &location, &digest))
         .header("Content-Type", "application/octet-stream")
         .body(bytes)
         .send()
@@ -313,6 +314,11 @@ async fn acknowledged_manifests_survive_sigkill() {
     const KILL_AFTER_ACKS: usize = 20;
     let repo = "crash/storm";
     let mut server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("crash", false, None)
+        .await;
 
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",

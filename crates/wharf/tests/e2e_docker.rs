@@ -1,13 +1,15 @@
 //! End to end with the Docker engine: an image generated in code is loaded
 //! into a private `dockerd`, pushed to the registry with `docker push`,
 //! removed, and pulled back with `docker pull`; digests and the image ID must
-//! survive the round trip.
+//! survive the round trip. The engine logs in as `admin` with `docker login`
+//! (token authentication).
 
 mod common;
 
-use common::command::stdout_text;
+use common::command::{all_output, stdout_text};
 use common::docker::DockerDaemon;
 use common::image::DOCKER_MANIFEST;
+use common::server::admin_credentials;
 use common::skopeo::Skopeo;
 use common::{Image, OciLayout, TestServer, require_root, require_tool};
 use reqwest::{Method, StatusCode};
@@ -43,6 +45,11 @@ async fn docker_push_rmi_pull_round_trip() {
         return;
     }
     let server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("proj", false, None)
+        .await;
     let image = Image::sample();
     let dir = tempfile::tempdir().expect("temporary directory");
     let layout = OciLayout::create(dir.path());
@@ -65,6 +72,12 @@ async fn docker_push_rmi_pull_round_trip() {
         "docker's image ID is the digest of our config"
     );
 
+    let login = daemon.login(&server.host(), &admin_credentials()).await;
+    assert!(
+        login.status.success(),
+        "docker login as admin failed: {}",
+        all_output(&login)
+    );
     let push = stdout_text(&daemon.run(&["push", &name]).await);
     let pushed_digest = digest_after(&push, "v1: digest: ").to_string();
 

@@ -1,7 +1,8 @@
 //! End to end with skopeo, a real client of the OCI Distribution spec: push
 //! images generated in code from an OCI layout, inspect them, pull them back
 //! and compare digests, push a multi-platform index and a Docker schema 2
-//! manifest, and delete.
+//! manifest, and delete. skopeo logs in as `admin` (token authentication);
+//! the project `proj` is created first, as pushes need an existing project.
 
 mod common;
 
@@ -82,6 +83,11 @@ async fn push_inspect_and_pull_keep_every_digest() {
         return;
     }
     let server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("proj", false, None)
+        .await;
     let skopeo = Skopeo::new(&server);
     let image = Image::sample();
     let (dir, layout) = layout_with(&image);
@@ -148,6 +154,11 @@ async fn multi_platform_index_round_trip() {
         return;
     }
     let server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("proj", false, None)
+        .await;
     let skopeo = Skopeo::new(&server);
     let index = ImageIndex::multi_arch();
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -203,6 +214,11 @@ async fn delete_removes_the_manifest_and_every_tag_on_it() {
         return;
     }
     let server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("proj", false, None)
+        .await;
     let skopeo = Skopeo::new(&server);
     let image = Image::sample();
     let (dir, layout) = layout_with(&image);
@@ -274,6 +290,11 @@ async fn docker_schema2_push_keeps_config_and_layers() {
         return;
     }
     let server = TestServer::start();
+    server
+        .admin()
+        .await
+        .create_project("proj", false, None)
+        .await;
     let skopeo = Skopeo::new(&server);
     let image = Image::sample();
     let (dir, layout) = layout_with(&image);

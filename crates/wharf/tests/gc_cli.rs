@@ -1,11 +1,13 @@
-//! `wharf gc` against a running server, and the server's own GC schedule.
+//! `wharf gc` against a running server (as a logged-in administrator), and
+//! the server's own GC schedule.
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::server::ADMIN_PASSWORD;
 use reqwest::{Method, StatusCode};
 use sha2::Digest as _;
 
@@ -16,6 +18,12 @@ fn sha256(data: &[u8]) -> String {
 /// Pushes a config and a layer blob and a manifest tagged `v1`; deletes the
 /// manifest again and returns the layer digest, now garbage.
 async fn push_and_delete(server: &TestServer, repo: &str) -> String {
+    let project = repo.split('/').next().unwrap();
+    server
+        .admin()
+        .await
+        .create_project(project, false, None)
+        .await;
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let layer: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
     for blob in [&config, &layer] {
@@ -67,8 +75,37 @@ fn blob_file_exists(server: &TestServer, digest: &str) -> bool {
         .exists()
 }
 
-fn wharf_gc(server: &TestServer, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
+/// A `wharf` client command with its own configuration directory.
+fn wharf(home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("WHARF_SERVER");
+    command
+}
+
+/// Logs the client in as `admin`, as an operator would before running gc.
+fn login_as_admin(server: &TestServer, home: &std::path::Path) {
+    use std::io::Write;
+    let mut child = wharf(home)
+        .args(["login", &server.url(), "-u", "admin", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{ADMIN_PASSWORD}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "wharf login failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn wharf_gc(server: &TestServer, home: &std::path::Path, args: &[&str]) -> String {
+    let output = wharf(home)
         .args(["gc", "--server", &server.url()])
         .args(args)
         .output()
@@ -85,9 +122,24 @@ fn wharf_gc(server: &TestServer, args: &[&str]) -> String {
 async fn gc_command_reports_then_removes() {
     let server = TestServer::start_with(&["--gc-grace", "0"]);
     let layer = push_and_delete(&server, "gc/app").await;
+    let home = tempfile::tempdir().unwrap();
 
-    let dry: serde_json::Value =
-        serde_json::from_str(&wharf_gc(&server, &["--dry-run", "-o", "json"])).unwrap();
+    // Without a login the command is refused with a hint.
+    let refused = wharf(home.path())
+        .args(["gc", "--server", &server.url()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("wharf login"), "{stderr}");
+
+    login_as_admin(&server, home.path());
+    let dry: serde_json::Value = serde_json::from_str(&wharf_gc(
+        &server,
+        home.path(),
+        &["--dry-run", "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["blobs_removed"], 3, "config, layer and manifest: {dry}");
     assert!(
@@ -95,7 +147,7 @@ async fn gc_command_reports_then_removes() {
         "a dry run removes nothing"
     );
 
-    let report = wharf_gc(&server, &[]);
+    let report = wharf_gc(&server, home.path(), &[]);
     assert!(report.starts_with("removed 3 blobs"), "{report}");
     assert!(!blob_file_exists(&server, &layer));
     let response = server
@@ -104,12 +156,13 @@ async fn gc_command_reports_then_removes() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert!(wharf_gc(&server, &[]).starts_with("removed 0 blobs"));
+    assert!(wharf_gc(&server, home.path(), &[]).starts_with("removed 0 blobs"));
 }
 
 #[test]
 fn gc_command_explains_an_unreachable_server() {
-    let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let home = tempfile::tempdir().unwrap();
+    let output = wharf(home.path())
         .args(["gc", "--server", "http://127.0.0.1:9"])
         .output()
         .unwrap();

@@ -27,7 +27,9 @@ impl RegistryError {
             E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
             E::PaginationInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
-            E::QuotaExceeded { .. } | E::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            E::QuotaExceeded { .. } | E::Denied(_) | E::InsufficientScope { .. } => {
+                (StatusCode::FORBIDDEN, "DENIED")
+            }
             E::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             E::Contention(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -84,7 +86,8 @@ impl IntoResponse for RegistryError {
             RegistryError::Contention(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            RegistryError::Unauthorized { challenge, .. } => {
+            RegistryError::Unauthorized { challenge, .. }
+            | RegistryError::InsufficientScope { challenge, .. } => {
                 if let Ok(value) = HeaderValue::from_str(&challenge) {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use wharf_auth::User;
+use wharf_auth::{AuthError, User};
 
 use super::{ApiCaller, ApiError, ApiResult, Body};
 use crate::AppState;
@@ -90,7 +90,15 @@ pub(crate) async fn set_password(
             state
                 .identity
                 .authenticate(&name, current, caller.source)
-                .await?;
+                .await
+                // A wrong current password is a refusal, not a dead session:
+                // clients must not refresh their token and try again.
+                .map_err(|err| match err {
+                    AuthError::Unauthenticated(_) => {
+                        AuthError::Denied("the current password is wrong".into())
+                    }
+                    other => other,
+                })?;
         }
         state.identity.set_password(&name, &request.password).await
     }

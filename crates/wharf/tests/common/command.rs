@@ -23,6 +23,40 @@ pub async fn output(command: &mut Command) -> Output {
     }
 }
 
+/// Runs `command` with `input` on its stdin (e.g. a password for
+/// `--password-stdin`) and returns its output, whatever its exit status.
+pub async fn output_with_stdin(command: &mut Command, input: &[u8]) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let line = describe(command);
+    command
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = async {
+        let mut child = command.spawn()?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input).await?;
+        drop(stdin);
+        child.wait_with_output().await
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => panic!("cannot run `{line}`: {err}"),
+        Err(_) => panic!("`{line}` did not finish within {COMMAND_TIMEOUT:?}"),
+    }
+}
+
+/// Everything a command printed, stdout then stderr, for messages and
+/// searching.
+pub fn all_output(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs `command` and panics unless it exits with status 0.
 pub async fn checked(command: &mut Command) -> Output {
     let line = describe(command);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::command::{checked, output};
+use super::command::{checked, output, output_with_stdin};
 use super::prereq::find_executable;
+use super::registry::Credentials;
 use super::server::log_tail;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,6 +103,24 @@ impl DockerDaemon {
     /// Runs `docker args...` and panics unless it succeeds.
     pub async fn run(&self, args: &[&str]) -> Output {
         checked(self.docker().args(args)).await
+    }
+
+    /// `docker login --username USER --password-stdin REGISTRY`, whatever
+    /// its outcome. The credentials land in this daemon's private client
+    /// config, replacing earlier ones for `registry`.
+    pub async fn login(&self, registry: &str, credentials: &Credentials) -> Output {
+        output_with_stdin(
+            self.docker()
+                .args(["login", "--username", &credentials.user, "--password-stdin"])
+                .arg(registry),
+            credentials.password.as_bytes(),
+        )
+        .await
+    }
+
+    /// `docker logout REGISTRY`; panics if it fails.
+    pub async fn logout(&self, registry: &str) {
+        self.run(&["logout", registry]).await;
     }
 
     /// The end of the daemon's log.

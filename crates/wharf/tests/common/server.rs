@@ -1,5 +1,7 @@
 //! A `wharf server` child process on an ephemeral loopback port, with its data
-//! in a temporary directory that outlives restarts.
+//! in a temporary directory that outlives restarts. The server starts with a
+//! known `admin` password; registry requests of the tests authenticate as
+//! `admin` unless they ask for another client.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -9,49 +11,107 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use reqwest::{Method, Url};
+
+use super::api::ApiClient;
+use super::registry::{Credentials, RegistryClient, RegistryRequest, plain_http_client};
+
 /// How long the server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_PREFIX: &str = "listening on http://";
 
+/// The password of the `admin` account of every test server.
+pub const ADMIN_PASSWORD: &str = "e2e-admin-Secret-7f3a";
+
+/// The system administrator's credentials.
+pub fn admin_credentials() -> Credentials {
+    Credentials::new("admin", ADMIN_PASSWORD)
+}
+
+/// How to start a [`TestServer`]: extra arguments, environment, and files
+/// placed in the data directory before the first start.
+#[derive(Default)]
+pub struct ServerOptions {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+impl ServerOptions {
+    /// Extra `wharf server` arguments (e.g. `--gc-grace 0`).
+    pub fn args(mut self, args: &[&str]) -> ServerOptions {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable of the server (e.g. `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> ServerOptions {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// A file at `name` in the data directory, written before the first
+    /// start (e.g. another server's `token.key`).
+    pub fn data_file(mut self, name: &str, bytes: Vec<u8>) -> ServerOptions {
+        self.files.push((name.to_string(), bytes));
+        self
+    }
+
+    /// Starts the server.
+    pub fn start(self) -> TestServer {
+        TestServer::start_with_options(self)
+    }
+}
+
 /// A running `wharf server`. Killed (SIGKILL) on drop, also when the test
 /// panics, in which case the end of its log is printed to help diagnose.
 ///
-/// All registry access of the tests goes through [`TestServer::request`] or
-/// the `skopeo`/`docker` wrappers, so credentials can be added in one place
-/// once the registry requires them.
+/// Registry requests go through [`TestServer::request`], which answers the
+/// registry's token challenges with the `admin` credentials.
 pub struct TestServer {
     root: tempfile::TempDir,
-    extra_args: Vec<String>,
+    options: ServerOptions,
     child: Option<Child>,
     addr: SocketAddr,
     http: reqwest::Client,
+    registry: RegistryClient,
 }
 
 impl TestServer {
     /// Starts a server on a fresh data directory. Blocks until the server
     /// reports its address (well under a second).
     pub fn start() -> TestServer {
-        TestServer::start_with(&[])
+        TestServer::start_with_options(ServerOptions::default())
     }
 
     /// Starts a server with extra `wharf server` arguments (e.g. `--gc-grace 0`).
     pub fn start_with(extra_args: &[&str]) -> TestServer {
+        ServerOptions::default().args(extra_args).start()
+    }
+
+    /// Options for [`ServerOptions::start`].
+    pub fn options() -> ServerOptions {
+        ServerOptions::default()
+    }
+
+    fn start_with_options(options: ServerOptions) -> TestServer {
         let root = tempfile::Builder::new()
             .prefix("wharf-e2e-")
             .tempdir()
             .expect("creating a temporary directory for the server");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("building the HTTP client");
         let mut server = TestServer {
             root,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            options,
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http,
+            http: plain_http_client(),
+            registry: RegistryClient::new(Some(admin_credentials())),
         };
+        std::fs::create_dir_all(server.data_dir()).expect("creating the data directory");
+        for (name, bytes) in &server.options.files {
+            std::fs::write(server.data_dir().join(name), bytes)
+                .unwrap_or_else(|e| panic!("writing {name} into the data directory: {e}"));
+        }
         server.spawn();
         server
     }
@@ -71,14 +131,57 @@ impl TestServer {
         self.root.path().join("data")
     }
 
-    /// The HTTP client the tests use against this server.
+    /// A plain HTTP client without credentials, for requests that must
+    /// control their `Authorization` themselves.
     pub fn client(&self) -> &reqwest::Client {
         &self.http
     }
 
-    /// A request to `path` (starting with `/`) on this server.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url()))
+    /// `http://127.0.0.1:PORT/service/token`, the token realm.
+    pub fn realm(&self) -> String {
+        format!("{}/service/token", self.url())
+    }
+
+    /// A registry request to `path` (starting with `/`) as `admin`.
+    pub fn request(&self, method: Method, path: &str) -> RegistryRequest {
+        self.request_url(method, super::registry::url(&self.url(), path))
+    }
+
+    /// A registry request to `url` as `admin`.
+    pub fn request_url(&self, method: Method, url: Url) -> RegistryRequest {
+        self.registry.request(method, url)
+    }
+
+    /// The registry client of `admin` that [`TestServer::request`] uses.
+    pub fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// A registry client acting as `credentials`, or anonymous with `None`.
+    pub fn registry_as(&self, credentials: Option<&Credentials>) -> RegistryClient {
+        RegistryClient::new(credentials.cloned())
+    }
+
+    /// An API session as `admin`.
+    pub async fn admin(&self) -> ApiClient {
+        self.api_as(&admin_credentials()).await
+    }
+
+    /// An API session as `credentials`; panics if the login fails.
+    pub async fn api_as(&self, credentials: &Credentials) -> ApiClient {
+        ApiClient::login(&self.url(), credentials)
+            .await
+            .unwrap_or_else(|(status, body)| {
+                panic!(
+                    "API login as {} failed ({status}): {body}",
+                    credentials.user
+                )
+            })
+    }
+
+    /// The server's stderr (every run), for searching.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
@@ -94,6 +197,8 @@ impl TestServer {
     /// directory. The port changes.
     pub fn restart(&mut self) {
         self.kill();
+        // Tokens held by the old client name the old port's realm; start afresh.
+        self.registry = RegistryClient::new(Some(admin_credentials()));
         self.spawn();
     }
 
@@ -117,18 +222,20 @@ impl TestServer {
             .args(["--listen", "127.0.0.1:0"])
             // Tests run collections themselves unless they ask for a schedule.
             .args(
-                (!self.extra_args.iter().any(|a| a == "--gc-interval"))
+                (!self.options.args.iter().any(|a| a == "--gc-interval"))
                     .then_some(["--gc-interval", "0"])
                     .into_iter()
                     .flatten(),
             )
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(&self.extra_args)
+            .args(&self.options.args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -1,5 +1,5 @@
 //! `skopeo` driven against a [`TestServer`], with the registry flags (plain
-//! HTTP on loopback; credentials later) added in one place.
+//! HTTP on loopback, credentials) added in one place.
 
 use std::process::Output;
 
@@ -8,17 +8,34 @@ use tokio::process::Command;
 
 use super::TestServer;
 use super::command::{checked, output};
+use super::registry::Credentials;
+use super::server::admin_credentials;
 
-/// Skopeo pointed at one registry.
+/// Skopeo pointed at one registry, as one user or anonymously.
 pub struct Skopeo {
     host: String,
+    credentials: Option<Credentials>,
 }
 
 impl Skopeo {
-    /// Skopeo for the registry of `server`.
+    /// Skopeo for the registry of `server`, logged in as `admin`.
     pub fn new(server: &TestServer) -> Skopeo {
+        Skopeo::as_user(server, &admin_credentials())
+    }
+
+    /// Skopeo logging in as `credentials`.
+    pub fn as_user(server: &TestServer, credentials: &Credentials) -> Skopeo {
         Skopeo {
             host: server.host(),
+            credentials: Some(credentials.clone()),
+        }
+    }
+
+    /// Skopeo without credentials.
+    pub fn anonymous(server: &TestServer) -> Skopeo {
+        Skopeo {
+            host: server.host(),
+            credentials: None,
         }
     }
 
@@ -29,13 +46,12 @@ impl Skopeo {
 
     /// `skopeo copy [extra] src dst`; panics if it fails.
     pub async fn copy(&self, src: &str, dst: &str, extra: &[&str]) -> Output {
-        checked(
-            self.command("copy")
-                .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
-                .args(extra)
-                .args([src, dst]),
-        )
-        .await
+        checked(&mut self.copy_command(src, dst, extra)).await
+    }
+
+    /// `skopeo copy [extra] src dst`, whatever its outcome.
+    pub async fn try_copy(&self, src: &str, dst: &str, extra: &[&str]) -> Output {
+        output(&mut self.copy_command(src, dst, extra)).await
     }
 
     /// `skopeo inspect --raw`: the manifest bytes the registry serves.
@@ -58,12 +74,10 @@ impl Skopeo {
 
     /// `skopeo list-tags`, the tags as listed.
     pub async fn list_tags(&self, repo: &str) -> Vec<String> {
-        let output = checked(
-            self.command("list-tags")
-                .arg("--tls-verify=false")
-                .arg(self.image(repo)),
-        )
-        .await;
+        let mut command = self.command("list-tags");
+        command.arg("--tls-verify=false");
+        self.add_creds(&mut command, "");
+        let output = checked(command.arg(self.image(repo))).await;
         let listing: Value =
             serde_json::from_slice(&output.stdout).expect("skopeo list-tags prints JSON");
         listing["Tags"]
@@ -76,18 +90,43 @@ impl Skopeo {
 
     /// `skopeo delete`; panics if it fails.
     pub async fn delete(&self, name: &str) {
-        checked(
-            self.command("delete")
-                .arg("--tls-verify=false")
-                .arg(self.image(name)),
-        )
-        .await;
+        let mut command = self.command("delete");
+        command.arg("--tls-verify=false");
+        self.add_creds(&mut command, "");
+        checked(command.arg(self.image(name))).await;
+    }
+
+    fn copy_command(&self, src: &str, dst: &str, extra: &[&str]) -> Command {
+        let mut command = self.command("copy");
+        command.args(["--src-tls-verify=false", "--dest-tls-verify=false"]);
+        // Credentials only for the ends that are this registry.
+        if src.starts_with("docker://") {
+            self.add_creds(&mut command, "src-");
+        }
+        if dst.starts_with("docker://") {
+            self.add_creds(&mut command, "dest-");
+        }
+        command.args(extra).args([src, dst]);
+        command
     }
 
     fn inspect_command(&self, name: &str) -> Command {
         let mut command = self.command("inspect");
-        command.arg("--tls-verify=false").arg(self.image(name));
+        command.arg("--tls-verify=false");
+        self.add_creds(&mut command, "");
+        command.arg(self.image(name));
         command
+    }
+
+    /// `--{prefix}creds USER:PW`, or `--{prefix}no-creds` so that no auth
+    /// file of the machine is consulted.
+    fn add_creds(&self, command: &mut Command, prefix: &str) {
+        match &self.credentials {
+            Some(credentials) => command
+                .arg(format!("--{prefix}creds"))
+                .arg(credentials.colon_pair()),
+            None => command.arg(format!("--{prefix}no-creds")),
+        };
     }
 
     fn command(&self, verb: &str) -> Command {

@@ -1,0 +1,205 @@
+//! `wharf robot ...`: robot accounts, for CI and other machines.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+use wharf_auth::{Robot, RobotPermission};
+
+use super::ServerOption;
+use crate::client::unix_now;
+use crate::output::{self, OutputOption, Table, rfc3339, yes_no};
+use crate::units;
+
+/// `wharf robot`: the server option and a subcommand.
+#[derive(Args)]
+pub struct RobotArgs {
+    #[command(flatten)]
+    server: ServerOption,
+    #[command(subcommand)]
+    command: RobotCommand,
+}
+
+/// Managing robot accounts (project admins).
+#[derive(Subcommand)]
+pub enum RobotCommand {
+    /// Create a robot account and print its secret, once.
+    Create {
+        /// The project the robot belongs to.
+        project: String,
+        /// Short name; the robot's full name is robot$PROJECT+NAME.
+        name: String,
+        /// What it may do in PROJECT: pull, push, delete, admin, comma-separated.
+        #[arg(long, value_name = "pull,push")]
+        actions: String,
+        /// Lifetime, e.g. 30d [default: never expires].
+        #[arg(long, value_parser = units::parse_duration)]
+        expires: Option<Duration>,
+        /// Access to another project you administer, e.g. other-project=pull
+        /// (repeatable).
+        #[arg(long, value_name = "PROJECT=ACTIONS", value_parser = parse_also)]
+        also: Vec<(String, String)>,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// List a project's robot accounts.
+    List {
+        /// Project name.
+        project: String,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// Delete a robot account; its secret stops working.
+    Delete {
+        /// Project name.
+        project: String,
+        /// Short or full robot name.
+        name: String,
+    },
+}
+
+fn parse_also(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((project, actions)) if !project.is_empty() && !actions.is_empty() => {
+            Ok((project.to_string(), actions.to_string()))
+        }
+        _ => Err(format!(
+            "invalid --also {text:?}: expected PROJECT=ACTIONS, e.g. other-project=pull"
+        )),
+    }
+}
+
+/// The answer to creating a robot: the account and its secret.
+#[derive(Deserialize)]
+struct CreatedRobot {
+    robot: Robot,
+    secret: String,
+}
+
+/// Runs a `wharf robot` subcommand.
+pub async fn run(args: RobotArgs) -> Result<()> {
+    let mut client = args.server.client()?;
+    match args.command {
+        RobotCommand::Create {
+            project,
+            name,
+            actions,
+            expires,
+            also,
+            output,
+        } => {
+            let also: BTreeMap<String, String> = also.into_iter().collect();
+            let body = json!({
+                "name": name,
+                "actions": actions,
+                "expires_in_secs": expires.map(|d| d.as_secs()),
+                "also": also,
+            });
+            let answer = client
+                .post(&["projects", &project, "robots"], &body)
+                .await
+                .with_context(|| format!("creating robot {name} in project {project}"))?;
+            output::print(output.format, answer, |created: CreatedRobot| {
+                format!(
+                    "created robot {} ({}; expires {})\n\
+                     secret: {}\n\
+                     save the secret now: it cannot be shown again\n",
+                    created.robot.name,
+                    permissions_text(&created.robot.permissions),
+                    expiry_text(created.robot.expires_at),
+                    created.secret
+                )
+            })
+        }
+        RobotCommand::List { project, output } => {
+            let answer = client
+                .get(&["projects", &project, "robots"])
+                .await
+                .with_context(|| format!("listing the robots of project {project}"))?;
+            output::print(output.format, answer, robot_table)
+        }
+        RobotCommand::Delete { project, name } => {
+            client
+                .delete(&["projects", &project, "robots", &name])
+                .await
+                .with_context(|| format!("deleting robot {name} of project {project}"))?;
+            println!("deleted robot {name} of project {project}");
+            Ok(())
+        }
+    }
+}
+
+fn robot_table(robots: Vec<Robot>) -> String {
+    let mut table = Table::new(&[
+        "NAME",
+        "PERMISSIONS",
+        "EXPIRES",
+        "DISABLED",
+        "CREATED BY",
+        "CREATED",
+    ]);
+    for robot in robots {
+        table.row([
+            robot.name,
+            permissions_text(&robot.permissions),
+            expiry_text(robot.expires_at),
+            yes_no(robot.disabled),
+            robot.created_by,
+            rfc3339(robot.created_at),
+        ]);
+    }
+    table.render()
+}
+
+/// `app:pull,push other:pull`
+fn permissions_text(permissions: &[RobotPermission]) -> String {
+    permissions
+        .iter()
+        .map(|p| format!("{}:{}", p.project, p.actions))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn expiry_text(expires_at_ms: Option<u64>) -> String {
+    match expires_at_ms {
+        None => "never".to_string(),
+        Some(ms) if ms / 1000 <= unix_now() => format!("{} (expired)", rfc3339(ms)),
+        Some(ms) => rfc3339(ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_auth::Actions;
+
+    #[test]
+    fn also_takes_project_and_actions() {
+        assert_eq!(
+            parse_also("other=pull,push"),
+            Ok(("other".into(), "pull,push".into()))
+        );
+        assert!(parse_also("other").is_err());
+        assert!(parse_also("=pull").is_err());
+    }
+
+    #[test]
+    fn permissions_read_as_project_and_actions() {
+        let permissions = [
+            RobotPermission {
+                project: "app".into(),
+                actions: Actions::parse_list("push,pull").unwrap(),
+            },
+            RobotPermission {
+                project: "base".into(),
+                actions: Actions::parse_list("pull").unwrap(),
+            },
+        ];
+        assert_eq!(permissions_text(&permissions), "app:pull,push base:pull");
+        assert_eq!(expiry_text(None), "never");
+        assert_eq!(expiry_text(Some(1000)), "1970-01-01T00:00:01Z (expired)");
+    }
+}

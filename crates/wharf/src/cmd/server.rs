@@ -1,0 +1,104 @@
+//! `wharf server`: runs the registry and the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use wharf_auth::IdentityConfig;
+use wharf_registry::RegistryConfig;
+use wharf_server::{Server, ServerConfig};
+
+use crate::units;
+
+/// Options of `wharf server`.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7700", env = "WHARF_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for state and blobs.
+    #[arg(long, default_value = "/var/lib/wharf", env = "WHARF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// How often garbage collection runs (0 disables it).
+    #[arg(long, default_value = "6h", value_parser = units::parse_duration)]
+    gc_interval: Duration,
+    /// Content marked more recently than this is never collected.
+    #[arg(long, default_value = "1h", value_parser = units::parse_duration)]
+    gc_grace: Duration,
+    /// Upload sessions idle this long are deleted.
+    #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
+    upload_ttl: Duration,
+    /// Largest blob accepted.
+    #[arg(long, default_value = "64GiB", value_parser = units::parse_size)]
+    max_blob_size: u64,
+    /// Largest manifest accepted.
+    #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
+    max_manifest_size: u64,
+    /// URL clients reach this server at, for token realms (default: from each request's Host).
+    #[arg(long, env = "WHARF_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Registry service name in tokens and challenges.
+    #[arg(long, default_value = "wharf")]
+    service: String,
+    /// Lifetime of registry and API access tokens.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    token_ttl: Duration,
+    /// How long audit events are kept.
+    #[arg(long, default_value = "90d", value_parser = units::parse_duration)]
+    audit_retention: Duration,
+}
+
+impl ServerArgs {
+    fn config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
+        config.gc_interval = (!self.gc_interval.is_zero()).then_some(self.gc_interval);
+        config.registry = RegistryConfig {
+            max_manifest_bytes: self.max_manifest_size,
+            max_blob_bytes: self.max_blob_size,
+            gc_grace: self.gc_grace,
+            upload_ttl: self.upload_ttl,
+        };
+        config.identity = IdentityConfig {
+            service: self.service.clone(),
+            registry_token_ttl: self.token_ttl,
+            api_token_ttl: self.token_ttl.max(Duration::from_secs(60)),
+            ..IdentityConfig::default()
+        };
+        config.public_url = self.public_url.clone();
+        config.audit_retention = self.audit_retention;
+        // Read here, not logged anywhere: only the hash is stored.
+        config.admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+        config
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let server = Server::bind(args.config()).await.with_context(|| {
+        format!(
+            "starting the server with data in {}",
+            args.data_dir.display()
+        )
+    })?;
+    println!("listening on http://{}", server.local_addr());
+    if let Some(password) = server.generated_admin_password() {
+        // Shown once, on the first start; it is stored only as a hash.
+        println!("admin password: {password}");
+    }
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
