@@ -124,6 +124,17 @@ impl AppState {
         }
     }
 
+    /// Records a refused token request that never reached a password check
+    /// (those are recorded as logins), and passes the error on.
+    fn refused(&self, source: Option<std::net::IpAddr>, err: AuthError) -> AuthError {
+        self.audit.record(
+            AuditEvent::new("unknown", "token.refused", "registry", Outcome::Failed)
+                .with_source(source)
+                .with_detail(err.to_string()),
+        );
+        err
+    }
+
     async fn login(
         &self,
         user: &str,
@@ -158,14 +169,18 @@ pub(crate) async fn get_token(
     Query(params): Query<Params>,
 ) -> Response {
     let result = async {
-        state.check_service(param(&params, "service"))?;
+        let refused = |err| state.refused(source, err);
+        state
+            .check_service(param(&params, "service"))
+            .map_err(refused)?;
         let scopes = scopes(
             params
                 .iter()
                 .filter(|(k, _)| k == "scope")
                 .map(|(_, v)| v.clone()),
-        )?;
-        let principal = match basic_credentials(&headers)? {
+        )
+        .map_err(refused)?;
+        let principal = match basic_credentials(&headers).map_err(refused)? {
             Some((user, password)) => state.login(&user, &password, source).await?,
             None => Principal::Anonymous,
         };
@@ -203,8 +218,12 @@ pub(crate) async fn post_token(
     Form(form): Form<Params>,
 ) -> Response {
     let result = async {
-        state.check_service(param(&form, "service"))?;
-        let scopes = scopes(param(&form, "scope").map(str::to_string).into_iter())?;
+        let refused = |err| state.refused(source, err);
+        state
+            .check_service(param(&form, "service"))
+            .map_err(refused)?;
+        let scopes =
+            scopes(param(&form, "scope").map(str::to_string).into_iter()).map_err(refused)?;
         let (principal, refresh) = match param(&form, "grant_type") {
             Some("password") => {
                 let user = param(&form, "username").unwrap_or_default();
@@ -220,13 +239,17 @@ pub(crate) async fn post_token(
             }
             Some("refresh_token") => {
                 let refresh = param(&form, "refresh_token").unwrap_or_default();
-                let principal = state.identity.verify_refresh_token(refresh).await?;
+                let principal = state
+                    .identity
+                    .verify_refresh_token(refresh)
+                    .await
+                    .map_err(refused)?;
                 (principal, Some(refresh.to_string()))
             }
             other => {
-                return Err(AuthError::Invalid(format!(
+                return Err(refused(AuthError::Invalid(format!(
                     "unsupported grant_type {other:?}: use password or refresh_token"
-                )));
+                ))));
             }
         };
         let token = state.registry_token(&principal, &scopes).await?;

@@ -122,6 +122,24 @@ async fn bad_credentials_and_requests_are_refused() {
         .await
         .expect(StatusCode::UNAUTHORIZED);
     }
+    // Each refusal is in the audit log: wrong passwords as failed logins,
+    // the others as refused token requests.
+    app.flush_audit().await;
+    let query = |action: &str| wharf_audit::AuditQuery {
+        action: Some(action.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let refused = app.app.audit.query(&query("token.refused")).await.unwrap();
+    assert_eq!(refused.len(), 6, "{refused:?}");
+    let logins = app.app.audit.query(&query("login")).await.unwrap();
+    assert!(
+        logins
+            .iter()
+            .filter(|e| e.outcome == wharf_audit::Outcome::Failed)
+            .count()
+            >= 2
+    );
 }
 
 #[tokio::test]

@@ -114,5 +114,10 @@ pub(crate) async fn audit(
         until_ms: params.until_ms,
         limit: params.limit.unwrap_or(wharf_audit::DEFAULT_QUERY_LIMIT),
     };
+    // Read-your-writes: events recorded just before are still being batched.
+    // A failed earlier batch is the writer's to report, not this query's.
+    if let Err(err) = state.audit.flush().await {
+        tracing::warn!(error = %err, "audit events were lost before this query");
+    }
     Ok(Json(state.audit.query(&query).await?))
 }

@@ -1,0 +1,223 @@
+//! The client commands against a real server: login, users, projects,
+//! members, robots, audit, logout.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::TestServer;
+use common::server::ADMIN_PASSWORD;
+use serde_json::Value;
+
+/// Runs `wharf ARGS` with its own home directory, feeding `stdin`.
+fn wharf(home: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("WHARF_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[track_caller]
+fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn an_operator_session() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+
+    fails(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        "wrong-password\n",
+    ));
+    let out = ok(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    ));
+    assert!(
+        out.contains(&format!("logged in to {url} as admin")),
+        "{out}"
+    );
+    let config = home.join(".config/wharf/config.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        !std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(ADMIN_PASSWORD),
+        "the password is not stored"
+    );
+
+    ok(wharf(
+        home,
+        &["user", "create", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+    ok(wharf(
+        home,
+        &["project", "create", "shop", "--quota", "1GiB"],
+        "",
+    ));
+    let projects = json(&ok(wharf(home, &["project", "list", "-o", "json"], "")));
+    let shop = projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "shop")
+        .expect("shop listed");
+    assert_eq!(shop["quota_bytes"], 1u64 << 30);
+    let table = ok(wharf(home, &["project", "list"], ""));
+    assert!(table.lines().next().unwrap().contains("NAME"), "{table}");
+    assert!(table.contains("shop"));
+
+    ok(wharf(
+        home,
+        &[
+            "project",
+            "member",
+            "add",
+            "shop",
+            "alice",
+            "--role",
+            "developer",
+        ],
+        "",
+    ));
+    let members = json(&ok(wharf(
+        home,
+        &["project", "member", "list", "shop", "-o", "json"],
+        "",
+    )));
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user"] == "alice" && m["role"] == "developer"),
+        "{members}"
+    );
+    fails(wharf(
+        home,
+        &[
+            "project", "member", "add", "shop", "alice", "--role", "owner",
+        ],
+        "",
+    ));
+
+    let created = json(&ok(wharf(
+        home,
+        &[
+            "robot",
+            "create",
+            "shop",
+            "ci",
+            "--actions",
+            "pull",
+            "--expires",
+            "30d",
+            "-o",
+            "json",
+        ],
+        "",
+    )));
+    let secret = created["secret"]
+        .as_str()
+        .expect("the secret is shown once")
+        .to_string();
+    let robots = ok(wharf(home, &["robot", "list", "shop", "-o", "json"], ""));
+    assert!(
+        robots.contains("robot$shop+ci") && !robots.contains(&secret),
+        "{robots}"
+    );
+
+    let events = json(&ok(wharf(
+        home,
+        &["audit", "--project", "shop", "-o", "json"],
+        "",
+    )));
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"member.set") && actions.contains(&"robot.create"),
+        "{actions:?}"
+    );
+
+    // A developer may not administer users; the error says why.
+    let alice_home = tempfile::tempdir().unwrap();
+    ok(wharf(
+        alice_home.path(),
+        &["login", &url, "-u", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+    let denied = fails(wharf(alice_home.path(), &["user", "list"], ""));
+    assert!(denied.contains("denied"), "{denied}");
+    let own = json(&ok(wharf(
+        alice_home.path(),
+        &["project", "list", "-o", "json"],
+        "",
+    )));
+    assert_eq!(
+        own.as_array().unwrap().len(),
+        1,
+        "alice sees only her project: {own}"
+    );
+
+    ok(wharf(
+        home,
+        &["project", "member", "remove", "shop", "alice"],
+        "",
+    ));
+    ok(wharf(home, &["robot", "delete", "shop", "ci"], ""));
+    ok(wharf(home, &["user", "delete", "alice"], ""));
+    ok(wharf(home, &["logout"], ""));
+    assert!(!config.exists());
+    let hint = fails(wharf(home, &["project", "list"], ""));
+    assert!(hint.contains("not logged in"), "{hint}");
+}
