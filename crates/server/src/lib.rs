@@ -29,9 +29,11 @@ use tokio::net::TcpListener;
 use wharf_audit::{AuditLog, AuditOptions};
 use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
+use wharf_control::ControlPlane;
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
+use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
 pub use api::{Access, RouteInfo, route_table};
 
@@ -56,6 +58,43 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long audit events are kept.
     pub audit_retention: Duration,
+    /// Where state lives.
+    pub store: StoreLocation,
+    /// Scheduler settings.
+    pub scheduler: wharf_scheduler::SchedulerConfig,
+}
+
+/// The state store a server uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `state.redb` in the data directory (one server).
+    Embedded,
+    /// An etcd cluster (several servers).
+    Etcd(Vec<String>),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+
+    /// `embedded`, or `etcd://host:port[,host:port...]`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "embedded" {
+            return Ok(StoreLocation::Embedded);
+        }
+        let hosts = text.strip_prefix("etcd://").ok_or_else(|| {
+            format!("invalid store {text:?}: use embedded or etcd://host:port[,host:port...]")
+        })?;
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("http://{h}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("invalid store {text:?}: no etcd endpoint"));
+        }
+        Ok(StoreLocation::Etcd(endpoints))
+    }
 }
 
 impl ServerConfig {
@@ -70,6 +109,8 @@ impl ServerConfig {
             admin_password: None,
             public_url: None,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            store: StoreLocation::Embedded,
+            scheduler: wharf_scheduler::SchedulerConfig::default(),
         }
     }
 }
@@ -126,6 +167,7 @@ pub(crate) struct AppState {
     pub identity: Arc<Identity>,
     pub registry: Arc<Registry>,
     pub audit: AuditLog,
+    pub control: ControlPlane,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -139,6 +181,8 @@ pub struct App {
     pub identity: Arc<Identity>,
     /// The audit log.
     pub audit: AuditLog,
+    /// The control plane (cluster objects).
+    pub control: ControlPlane,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
 }
@@ -151,10 +195,15 @@ impl App {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(
-            &data_dir.join("state.redb"),
-            RedbStoreOptions::default(),
-        )?);
+        let store: Arc<dyn Store> = match &config.store {
+            StoreLocation::Embedded => Arc::new(RedbStore::open(
+                &data_dir.join("state.redb"),
+                RedbStoreOptions::default(),
+            )?),
+            StoreLocation::Etcd(endpoints) => {
+                Arc::new(EtcdStore::connect(endpoints, EtcdStoreOptions::default()).await?)
+            }
+        };
         let keys = TokenKeys::load_or_create(&data_dir.join("token.key"))?;
         let identity = Arc::new(Identity::new(store.clone(), keys, config.identity.clone()));
         let generated_admin_password = identity
@@ -169,7 +218,7 @@ impl App {
         );
         let blobs = BlobStore::open(data_dir.join("registry"))?;
         let registry = Arc::new(
-            Registry::new(store, blobs, config.registry.clone())
+            Registry::new(store.clone(), blobs, config.registry.clone())
                 .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
         );
         let gate = Gate {
@@ -180,10 +229,12 @@ impl App {
             }),
             events: Arc::new(registry_auth::AuditSink(audit.clone())),
         };
+        let control = ControlPlane::new(store.clone(), config.scheduler);
         let state = Arc::new(AppState {
             identity: identity.clone(),
             registry: registry.clone(),
             audit: audit.clone(),
+            control: control.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -199,6 +250,7 @@ impl App {
             registry,
             identity,
             audit,
+            control,
             generated_admin_password,
         })
     }
@@ -254,6 +306,8 @@ impl Server {
                 interval,
             ));
         }
+        // Controllers run only while this server leads (one leader per etcd).
+        let _controllers = self.app.control.start(format!("{}:{addr}", hostname()));
         let service = self
             .app
             .router
@@ -267,6 +321,13 @@ impl Server {
         }
         served
     }
+}
+
+/// This machine's name, to tell servers apart in the leader key.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "wharf".into())
 }
 
 async fn collect_garbage_periodically(registry: Arc<Registry>, interval: Duration) {

@@ -14,13 +14,20 @@ fn concrete(path: &str) -> String {
         .replace("{user}", "plain")
         .replace("{robot}", "ci")
         .replace("{name}", "admin")
+        .replace("{node}", "n1")
 }
 
 /// Routes a user with no role anywhere may legitimately use.
 fn open_to_any_user(method: &Method, path: &str) -> bool {
     matches!(
         (method.as_str(), path),
-        ("GET", "/api/v1/me") | ("GET", "/api/v1/projects") | ("POST", "/api/v1/projects")
+        ("GET", "/api/v1/me")
+            | ("GET", "/api/v1/projects")
+            | ("POST", "/api/v1/projects")
+            | ("GET", "/api/v1/nodes")
+            | ("GET", "/api/v1/nodes/{node}")
+            // Apply checks the project of each object in the body.
+            | ("POST", "/api/v1/apply")
     )
 }
 

@@ -5,6 +5,8 @@
 //! it; the router is built from that table, so no route can be added without
 //! an access rule, and a test walks the table to prove it.
 
+mod cluster;
+mod openapi;
 mod projects;
 mod session;
 mod system;
@@ -67,7 +69,7 @@ type Handler = MethodRouter<Arc<AppState>>;
 fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
-    use Action::{Admin as Manage, Pull};
+    use Action::{Admin as Manage, Delete, Pull, Push};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -97,6 +99,25 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PUT,    "/api/v1/settings",                          Admin,           put(system::set_settings)),
         row(Method::POST,   "/api/v1/gc",                                Admin,           post(system::gc)),
         row(Method::GET,    "/api/v1/audit",                             Authenticated,   get(system::audit)),
+        row(Method::GET,    "/api/v1/openapi.json",                      Public,          get(openapi::document)),
+        row(Method::GET,    "/api/v1/nodes",                             Authenticated,   get(cluster::list_nodes)),
+        row(Method::POST,   "/api/v1/nodes",                             Admin,           post(cluster::register_node)),
+        row(Method::GET,    "/api/v1/nodes/{node}",                      Authenticated,   get(cluster::get_node)),
+        row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
+        row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
+        row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
+        row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
+        row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_deployment)),
+        row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}", Project(Push), put(cluster::update_deployment)),
+        row(Method::DELETE, "/api/v1/projects/{project}/deployments/{name}", Project(Delete), delete(cluster::delete_deployment)),
+        row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}/scale", Project(Push), put(cluster::scale_deployment)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_pod)),
+        row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
+        row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
     ]
 }
 

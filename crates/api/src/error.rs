@@ -1,0 +1,32 @@
+/// What is wrong with an object or manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The text is not valid YAML/JSON, or not of the expected shape.
+    #[error("{0}")]
+    Parse(String),
+    /// A field has an invalid value; `field` is a path like `spec.replicas`.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Path of the field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The `apiVersion`/`kind` pair is not one Wharf accepts.
+    #[error("unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment")]
+    UnsupportedKind {
+        /// The manifest's kind.
+        kind: String,
+        /// The manifest's apiVersion.
+        api_version: String,
+    },
+}
+
+impl ApiError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

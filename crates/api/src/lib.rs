@@ -1,0 +1,46 @@
+//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event` — with
+//! Kubernetes-like metadata, validation, label selectors, resource
+//! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is.
+//! No IO and no HTTP: the control plane stores these, the API serves them.
+//!
+//! ```
+//! let yaml = r#"
+//! apiVersion: apps/v1
+//! kind: Deployment
+//! metadata: {name: web, namespace: shop}
+//! spec:
+//!   replicas: 2
+//!   selector: {matchLabels: {app: web}}
+//!   template:
+//!     metadata: {labels: {app: web}}
+//!     spec: {containers: [{name: web, image: "shop/web:1"}]}
+//! "#;
+//! let parsed = wharf_api::parse_manifests(yaml).unwrap();
+//! assert_eq!(parsed.len(), 1);
+//! ```
+
+mod error;
+mod event;
+mod manifest;
+mod meta;
+mod node;
+mod quantity;
+mod workload;
+
+pub use error::ApiError;
+pub use event::{Event, EventType, ObjectReference};
+pub use manifest::{Manifest, ParsedManifest, parse_manifests};
+pub use meta::{
+    LabelSelector, ObjectMeta, OwnerReference, SelectorRequirement, check_name,
+    parse_label_selector,
+};
+pub use node::{
+    LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeImage, NodeSpec,
+    NodeStatus, Taint, TaintEffect,
+};
+pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use workload::{
+    Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
+    DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,
+    Protocol, ResourceList, ResourceRequirements, Resources, Toleration, TolerationOperator,
+};

@@ -1,0 +1,141 @@
+//! Nodes: the machines containers run on.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::meta::ObjectMeta;
+use crate::workload::Resources;
+
+/// Label naming a node's service pool.
+pub const LABEL_POOL: &str = "wharf.io/pool";
+/// Label naming a node's data centre.
+pub const LABEL_IDC: &str = "wharf.io/idc";
+/// Label saying where a node comes from: `physical`, `vm` or `cloud`.
+pub const LABEL_CLUSTER_KIND: &str = "wharf.io/cluster-kind";
+/// Label ranking a node's hardware; higher is newer or bigger.
+pub const LABEL_MACHINE_CLASS: &str = "wharf.io/machine-class";
+
+/// A machine registered by its agent. Cluster-wide: nodes have no project.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Always `wharf.io/v1`.
+    #[serde(default = "wharf_v1")]
+    pub api_version: String,
+    /// Always `Node`.
+    #[serde(default = "node_kind")]
+    pub kind: String,
+    /// Name (the agent's `--name`) and labels.
+    pub metadata: ObjectMeta,
+    /// What the operator decides.
+    #[serde(default)]
+    pub spec: NodeSpec,
+    /// What the agent reports.
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+fn wharf_v1() -> String {
+    "wharf.io/v1".into()
+}
+
+fn node_kind() -> String {
+    "Node".into()
+}
+
+/// The desired state of a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Address the node is reached at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Taints keep pods away unless they tolerate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+    /// Cordoned: no new pods are placed here.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// What an hour of this machine costs, for cost accounting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_hour: Option<f64>,
+}
+
+/// A taint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Taint {
+    /// Key.
+    pub key: String,
+    /// Value.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// What it does to pods that do not tolerate it.
+    pub effect: TaintEffect,
+}
+
+/// Taint effects, as Kubernetes defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods are not placed.
+    NoSchedule,
+    /// New pods avoid the node if they can.
+    PreferNoSchedule,
+    /// New pods are not placed; running ones are evicted.
+    NoExecute,
+}
+
+/// The observed state of a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// What the machine has.
+    #[serde(default)]
+    pub capacity: Resources,
+    /// Sum of the requests of the pods bound to the node.
+    #[serde(default)]
+    pub allocated: Resources,
+    /// Whether the agent's heartbeat is current.
+    #[serde(default)]
+    pub ready: bool,
+    /// Last heartbeat, unix milliseconds.
+    #[serde(default)]
+    pub last_heartbeat: u64,
+    /// Live CPU utilisation 0..=1, when the agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_load: Option<f32>,
+    /// Images present on the node, for image-locality scheduling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<NodeImage>,
+    /// Operating system, architecture, kernel, agent version.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub info: std::collections::BTreeMap<String, String>,
+}
+
+/// An image present on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeImage {
+    /// Image reference.
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+impl Node {
+    /// A node called `name` with `capacity`.
+    pub fn new(name: &str, capacity: Resources) -> Node {
+        Node {
+            api_version: wharf_v1(),
+            kind: node_kind(),
+            metadata: ObjectMeta {
+                name: name.to_string(),
+                ..ObjectMeta::default()
+            },
+            spec: NodeSpec::default(),
+            status: NodeStatus {
+                capacity,
+                ..NodeStatus::default()
+            },
+        }
+    }
+}

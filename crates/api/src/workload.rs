@@ -1,0 +1,764 @@
+//! Deployments and pods: the Kubernetes `apps/v1` shapes Wharf accepts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
+use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+
+/// Amounts of schedulable resources, as numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// CPU in millicores.
+    #[serde(default)]
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Number of pods.
+    #[serde(default)]
+    pub pods: u32,
+}
+
+/// A Deployment: keeps `replicas` pods of its template running.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// `apps/v1`.
+    #[serde(default = "apps_v1")]
+    pub api_version: String,
+    /// `Deployment`.
+    #[serde(default = "deployment_kind")]
+    pub kind: String,
+    /// Name, project, labels, annotations.
+    pub metadata: ObjectMeta,
+    /// What should run.
+    pub spec: DeploymentSpec,
+    /// What runs.
+    #[serde(default)]
+    pub status: DeploymentStatus,
+}
+
+fn apps_v1() -> String {
+    "apps/v1".into()
+}
+
+fn deployment_kind() -> String {
+    "Deployment".into()
+}
+
+/// The desired state of a deployment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentSpec {
+    /// How many pods; 1 when absent.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Which pods belong to the deployment; must match the template's labels.
+    pub selector: LabelSelector,
+    /// The pods to run.
+    pub template: PodTemplate,
+    /// How pods are replaced when the template changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<DeploymentStrategy>,
+    /// Seconds a new pod must be ready before it counts as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<u32>,
+    /// Old revisions kept for rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<u32>,
+    /// Seconds a rollout may take before it is reported as stuck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Rollout strategy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStrategy {
+    /// `RollingUpdate` (default) or `Recreate`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Limits of a rolling update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+/// Limits of a rolling update: a count or a percentage each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdate {
+    /// Pods above `replicas` during the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrPercent>,
+    /// Pods below `replicas` during the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrPercent>,
+}
+
+/// `3` or `"25%"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum IntOrPercent {
+    /// A count.
+    Int(u32),
+    /// A percentage such as `25%`.
+    Percent(String),
+}
+
+/// The template pods are made from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    /// Labels and annotations of the pods.
+    #[serde(default)]
+    pub metadata: PodTemplateMeta,
+    /// The pods' spec.
+    pub spec: PodSpec,
+}
+
+/// Template metadata: labels and annotations only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateMeta {
+    /// Labels of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Observed state of a deployment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatus {
+    /// Generation of the spec the controller acted on last.
+    #[serde(default)]
+    pub observed_generation: u64,
+    /// Pods that exist.
+    #[serde(default)]
+    pub replicas: u32,
+    /// Pods of the current template.
+    #[serde(default)]
+    pub updated_replicas: u32,
+    /// Pods bound to a node.
+    #[serde(default)]
+    pub scheduled_replicas: u32,
+    /// Pods running and ready.
+    #[serde(default)]
+    pub ready_replicas: u32,
+}
+
+/// A pod: one or more containers placed together on a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    /// `v1`.
+    #[serde(default = "core_v1")]
+    pub api_version: String,
+    /// `Pod`.
+    #[serde(default = "pod_kind")]
+    pub kind: String,
+    /// Name, project, labels, owner.
+    pub metadata: ObjectMeta,
+    /// What to run, and where (`nodeName` once bound).
+    pub spec: PodSpec,
+    /// What happened.
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+fn core_v1() -> String {
+    "v1".into()
+}
+
+fn pod_kind() -> String {
+    "Pod".into()
+}
+
+/// What a pod runs and where it may run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    /// The containers.
+    pub containers: Vec<Container>,
+    /// Labels a node must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pod tolerates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The node it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `Always` (default), `OnFailure` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<u64>,
+    /// A name ending in `-critical` marks the pod critical (it prefers newer machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// A container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Name, unique in the pod.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    /// Requests and limits.
+    #[serde(default)]
+    pub resources: ResourceRequirements,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `Always`, `IfNotPresent` or `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+}
+
+/// An environment variable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvVar {
+    /// Name.
+    pub name: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A port a container listens on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// Optional name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The port inside the container.
+    pub container_port: u16,
+    /// A port on the node forwarded to it (at most one pod per node may claim it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// `TCP` (default), `UDP` or `SCTP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocols of ports.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// SCTP.
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+/// Requests (what scheduling reserves) and limits (what cgroups enforce).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceRequirements {
+    /// Reserved amounts.
+    #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
+    pub requests: ResourceList,
+    /// Enforced maximums.
+    #[serde(default, skip_serializing_if = "ResourceList::is_empty")]
+    pub limits: ResourceList,
+}
+
+/// CPU and memory as Kubernetes quantities (`500m`, `128Mi`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceList {
+    /// CPU, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `256Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+impl ResourceList {
+    fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+
+    /// The amounts as numbers (absent = 0).
+    pub fn amounts(&self, field: &str) -> Result<(u64, u64), ApiError> {
+        let cpu = match &self.cpu {
+            Some(cpu) => parse_cpu_millis(&format!("{field}.cpu"), cpu)?,
+            None => 0,
+        };
+        let memory = match &self.memory {
+            Some(memory) => parse_memory_bytes(&format!("{field}.memory"), memory)?,
+            None => 0,
+        };
+        Ok((cpu, memory))
+    }
+}
+
+/// A toleration of taints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Toleration {
+    /// Taint key; empty with `Exists` tolerates every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (default) or `Exists`.
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    /// Value for `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Effect tolerated; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<crate::TaintEffect>,
+    /// How long a `NoExecute` taint is tolerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<u64>,
+}
+
+/// Toleration operators.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    /// Key and value must match.
+    #[default]
+    Equal,
+    /// Key must match (any value).
+    Exists,
+}
+
+/// The lifecycle phase of a pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PodPhase {
+    /// Not running yet (unscheduled, or pulling images).
+    #[default]
+    Pending,
+    /// Bound to a node and started.
+    Running,
+    /// All containers exited successfully and will not restart.
+    Succeeded,
+    /// A container failed and will not restart.
+    Failed,
+    /// The node stopped reporting.
+    Unknown,
+}
+
+/// The observed state of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// Phase.
+    #[serde(default)]
+    pub phase: PodPhase,
+    /// Machine-readable reason (`Unschedulable`, `ImagePullBackOff`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable explanation ("0/5 nodes are available: ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The pod's IP address.
+    #[serde(default, rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// The node's address.
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    /// When the node started it, unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+    /// Per-container state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+}
+
+/// One container's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    /// Container name.
+    pub name: String,
+    /// Image.
+    #[serde(default)]
+    pub image: String,
+    /// Ready to serve.
+    #[serde(default)]
+    pub ready: bool,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Current state.
+    #[serde(default)]
+    pub state: ContainerState,
+}
+
+/// Waiting, running or terminated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerState {
+    /// Not started yet.
+    Waiting {
+        /// Why (`ContainerCreating`, `ImagePullBackOff`, ...).
+        reason: String,
+    },
+    /// Running since.
+    Running {
+        /// Start time, unix milliseconds.
+        started_at: u64,
+    },
+    /// Exited.
+    Terminated {
+        /// Exit code.
+        exit_code: i32,
+        /// Why (`Completed`, `Error`, `OOMKilled`).
+        reason: String,
+    },
+}
+
+impl Default for ContainerState {
+    fn default() -> Self {
+        ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+        }
+    }
+}
+
+impl PodSpec {
+    /// What scheduling reserves for the pod: the sum of its containers'
+    /// requests (a limit stands in for a missing request, as in Kubernetes).
+    pub fn requests(&self) -> Result<Resources, ApiError> {
+        let mut total = Resources {
+            pods: 1,
+            ..Resources::default()
+        };
+        for (i, container) in self.containers.iter().enumerate() {
+            let field = format!("spec.containers[{i}].resources");
+            let (req_cpu, req_mem) = container
+                .resources
+                .requests
+                .amounts(&format!("{field}.requests"))?;
+            let (lim_cpu, lim_mem) = container
+                .resources
+                .limits
+                .amounts(&format!("{field}.limits"))?;
+            let cpu = if container.resources.requests.cpu.is_some() {
+                req_cpu
+            } else {
+                lim_cpu
+            };
+            let memory = if container.resources.requests.memory.is_some() {
+                req_mem
+            } else {
+                lim_mem
+            };
+            total.cpu_millis = total.cpu_millis.saturating_add(cpu);
+            total.memory_bytes = total.memory_bytes.saturating_add(memory);
+        }
+        Ok(total)
+    }
+
+    /// Host ports the pod claims, per protocol.
+    pub fn host_ports(&self) -> Vec<(Protocol, u16)> {
+        self.containers
+            .iter()
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| p.host_port.map(|host| (p.protocol, host)))
+            .collect()
+    }
+
+    /// Whether the pod asked for the newer machines.
+    pub fn is_critical(&self, annotations: &BTreeMap<String, String>) -> bool {
+        annotations
+            .get("wharf.io/critical")
+            .is_some_and(|v| v == "true")
+            || self
+                .priority_class_name
+                .as_deref()
+                .is_some_and(|p| p.ends_with("-critical"))
+    }
+
+    /// Checks containers, resources, ports and tolerations.
+    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+        if self.containers.is_empty() {
+            return Err(ApiError::invalid(
+                format!("{field}.containers"),
+                "at least one container is required",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut host_ports = BTreeSet::new();
+        for (i, container) in self.containers.iter().enumerate() {
+            let at = format!("{field}.containers[{i}]");
+            check_name(&format!("{at}.name"), &container.name)?;
+            if !names.insert(&container.name) {
+                return Err(ApiError::invalid(
+                    format!("{at}.name"),
+                    format!("duplicate container name {}", container.name),
+                ));
+            }
+            check_image(&format!("{at}.image"), &container.image)?;
+            let (req_cpu, req_mem) = container
+                .resources
+                .requests
+                .amounts(&format!("{at}.resources.requests"))?;
+            let (lim_cpu, lim_mem) = container
+                .resources
+                .limits
+                .amounts(&format!("{at}.resources.limits"))?;
+            if container.resources.limits.cpu.is_some() && req_cpu > lim_cpu {
+                return Err(ApiError::invalid(
+                    format!("{at}.resources.requests.cpu"),
+                    "must not exceed the limit",
+                ));
+            }
+            if container.resources.limits.memory.is_some() && req_mem > lim_mem {
+                return Err(ApiError::invalid(
+                    format!("{at}.resources.requests.memory"),
+                    "must not exceed the limit",
+                ));
+            }
+            for (j, port) in container.ports.iter().enumerate() {
+                let at = format!("{at}.ports[{j}]");
+                if port.container_port == 0 {
+                    return Err(ApiError::invalid(
+                        format!("{at}.containerPort"),
+                        "must be 1-65535",
+                    ));
+                }
+                if let Some(host) = port.host_port {
+                    if host == 0 {
+                        return Err(ApiError::invalid(
+                            format!("{at}.hostPort"),
+                            "must be 1-65535",
+                        ));
+                    }
+                    if !host_ports.insert((port.protocol, host)) {
+                        return Err(ApiError::invalid(
+                            format!("{at}.hostPort"),
+                            format!("host port {host} claimed twice"),
+                        ));
+                    }
+                }
+            }
+            for (j, env) in container.env.iter().enumerate() {
+                if env.name.is_empty() || env.name.contains('=') {
+                    return Err(ApiError::invalid(
+                        format!("{at}.env[{j}].name"),
+                        "must be non-empty without '='",
+                    ));
+                }
+            }
+        }
+        if let Some(policy) = &self.restart_policy
+            && !["Always", "OnFailure", "Never"].contains(&policy.as_str())
+        {
+            return Err(ApiError::invalid(
+                format!("{field}.restartPolicy"),
+                "use Always, OnFailure or Never",
+            ));
+        }
+        for (i, toleration) in self.tolerations.iter().enumerate() {
+            if toleration.operator == TolerationOperator::Exists && toleration.value.is_some() {
+                return Err(ApiError::invalid(
+                    format!("{field}.tolerations[{i}].value"),
+                    "must be empty with Exists",
+                ));
+            }
+            if toleration.key.is_none() && toleration.operator == TolerationOperator::Equal {
+                return Err(ApiError::invalid(
+                    format!("{field}.tolerations[{i}].key"),
+                    "required with Equal",
+                ));
+            }
+        }
+        crate::meta::check_labels(&format!("{field}.nodeSelector"), &self.node_selector)
+    }
+}
+
+/// An image reference must be non-empty and free of whitespace and control characters.
+fn check_image(field: &str, image: &str) -> Result<(), ApiError> {
+    let valid = !image.is_empty()
+        && image.len() <= 512
+        && !image.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("invalid image reference {image:?}"),
+        ))
+    }
+}
+
+/// Most replicas one deployment may ask for.
+const MAX_REPLICAS: u32 = 100_000;
+
+impl Deployment {
+    /// Checks the whole object; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        check_name("metadata.name", &self.metadata.name)?;
+        check_labels("metadata.labels", &self.metadata.labels)?;
+        if self.spec.replicas > MAX_REPLICAS {
+            return Err(ApiError::invalid(
+                "spec.replicas",
+                format!("at most {MAX_REPLICAS}"),
+            ));
+        }
+        if self.spec.selector.is_empty() {
+            return Err(ApiError::invalid("spec.selector", "a selector is required"));
+        }
+        check_labels(
+            "spec.template.metadata.labels",
+            &self.spec.template.metadata.labels,
+        )?;
+        if !self
+            .spec
+            .selector
+            .matches(&self.spec.template.metadata.labels)
+        {
+            return Err(ApiError::invalid(
+                "spec.template.metadata.labels",
+                "must match spec.selector, or the deployment would not own its pods",
+            ));
+        }
+        if let Some(kind) = self.spec.strategy.as_ref().and_then(|s| s.kind.as_deref())
+            && kind != "RollingUpdate"
+            && kind != "Recreate"
+        {
+            return Err(ApiError::invalid(
+                "spec.strategy.type",
+                "use RollingUpdate or Recreate",
+            ));
+        }
+        self.spec.template.spec.validate("spec.template.spec")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment() -> Deployment {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        Deployment {
+            metadata: ObjectMeta {
+                name: "web".into(),
+                ..Default::default()
+            },
+            spec: DeploymentSpec {
+                replicas: 3,
+                selector: LabelSelector {
+                    match_labels: labels.clone(),
+                    ..Default::default()
+                },
+                template: PodTemplate {
+                    metadata: PodTemplateMeta {
+                        labels,
+                        ..Default::default()
+                    },
+                    spec: PodSpec {
+                        containers: vec![Container {
+                            name: "web".into(),
+                            image: "shop/web:1".into(),
+                            resources: ResourceRequirements {
+                                requests: ResourceList {
+                                    cpu: Some("250m".into()),
+                                    memory: None,
+                                },
+                                limits: ResourceList {
+                                    cpu: Some("1".into()),
+                                    memory: Some("256Mi".into()),
+                                },
+                            },
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_sum_and_fall_back_to_limits() {
+        let requests = deployment().spec.template.spec.requests().unwrap();
+        assert_eq!(
+            requests,
+            Resources {
+                cpu_millis: 250,
+                memory_bytes: 256 << 20,
+                pods: 1
+            }
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(deployment().validate().is_ok());
+        let mut d = deployment();
+        d.spec.template.metadata.labels.clear();
+        assert!(
+            matches!(d.validate(), Err(ApiError::Invalid { field, .. }) if field == "spec.template.metadata.labels")
+        );
+        let mut d = deployment();
+        d.spec.template.spec.containers[0].resources.requests.cpu = Some("2".into());
+        assert!(
+            matches!(d.validate(), Err(ApiError::Invalid { field, .. }) if field.ends_with("requests.cpu"))
+        );
+        let mut d = deployment();
+        d.spec.template.spec.containers[0].image = "bad image".into();
+        assert!(d.validate().is_err());
+        let mut d = deployment();
+        d.spec
+            .template
+            .spec
+            .containers
+            .push(d.spec.template.spec.containers[0].clone());
+        assert!(d.validate().is_err(), "duplicate container names");
+        let mut d = deployment();
+        d.metadata.name = "Web".into();
+        assert!(d.validate().is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The control plane as the API sees it: objects plus the controllers that
+//! act on them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_api::{Deployment, Pod};
+use wharf_scheduler::SchedulerConfig;
+use wharf_store::Store;
+
+use crate::ControlError;
+use crate::deployments::DeploymentController;
+use crate::leader::run_as_leader;
+use crate::nodes::NodeLifecycle;
+use crate::objects::Objects;
+use crate::scheduling::SchedulingLoop;
+
+/// Lifetime of the leader lease: a dead leader is replaced within it.
+const LEADER_TTL: Duration = Duration::from_secs(10);
+
+/// Cluster objects and their controllers.
+#[derive(Clone)]
+pub struct ControlPlane {
+    objects: Objects,
+    scheduler_config: SchedulerConfig,
+}
+
+/// Controllers running in the background; they stop when this is dropped.
+pub struct Running {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ControlPlane {
+    /// A control plane over `store`.
+    pub fn new(store: Arc<dyn Store>, scheduler_config: SchedulerConfig) -> ControlPlane {
+        ControlPlane {
+            objects: Objects::new(store),
+            scheduler_config,
+        }
+    }
+
+    /// Typed object access.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// Runs the deployment controller, the scheduler and node lifecycle
+    /// while this server leads (`identity` names it in the leader key).
+    pub fn start(&self, identity: String) -> Running {
+        let objects = self.objects.clone();
+        let config = self.scheduler_config;
+        let task = tokio::spawn(async move {
+            let store = objects.store().clone();
+            run_as_leader(store.as_ref(), &identity, LEADER_TTL, || {
+                let objects = objects.clone();
+                async move {
+                    let deployments =
+                        tokio::spawn(DeploymentController::new(objects.clone()).run());
+                    let scheduler =
+                        tokio::spawn(SchedulingLoop::new(objects.clone(), config).run());
+                    let nodes = tokio::spawn(NodeLifecycle::new(objects).run());
+                    let _stop = (Abort(deployments), Abort(scheduler), Abort(nodes));
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await;
+        });
+        Running { task }
+    }
+
+    /// Creates a deployment, or updates its spec, labels and annotations
+    /// (bumping its generation when the spec changed). Returns it and
+    /// whether it was created.
+    pub async fn apply_deployment(
+        &self,
+        mut deployment: Deployment,
+    ) -> Result<(Deployment, bool), ControlError> {
+        deployment.validate()?;
+        let project = deployment.metadata.project.clone();
+        let name = deployment.metadata.name.clone();
+        if self
+            .objects
+            .get::<Deployment>(project.as_deref(), &name)
+            .await?
+            .is_none()
+        {
+            deployment.status = Default::default();
+            match self.objects.create(deployment.clone()).await {
+                Ok(created) => return Ok((created, true)),
+                Err(ControlError::Conflict(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let updated = self
+            .objects
+            .modify::<Deployment>(project.as_deref(), &name, |current| {
+                let spec_changed = current.spec != deployment.spec;
+                let meta_changed = current.metadata.labels != deployment.metadata.labels
+                    || current.metadata.annotations != deployment.metadata.annotations;
+                if spec_changed {
+                    current.spec = deployment.spec.clone();
+                    current.metadata.generation += 1;
+                }
+                current.metadata.labels = deployment.metadata.labels.clone();
+                current.metadata.annotations = deployment.metadata.annotations.clone();
+                spec_changed || meta_changed
+            })
+            .await?;
+        Ok((updated, false))
+    }
+
+    /// Sets a deployment's replica count.
+    pub async fn scale(
+        &self,
+        project: &str,
+        name: &str,
+        replicas: u32,
+    ) -> Result<Deployment, ControlError> {
+        self.objects
+            .modify::<Deployment>(Some(project), name, |d| {
+                let changed = d.spec.replicas != replicas;
+                if changed {
+                    d.spec.replicas = replicas;
+                    d.metadata.generation += 1;
+                }
+                changed
+            })
+            .await
+    }
+
+    /// Deletes a deployment; the controller then deletes its pods.
+    pub async fn delete_deployment(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Deployment, ControlError> {
+        self.objects
+            .delete::<Deployment>(Some(project), name, None)
+            .await
+    }
+
+    /// Deletes a pod (its deployment, if any, makes a new one).
+    pub async fn delete_pod(&self, project: &str, name: &str) -> Result<Pod, ControlError> {
+        self.objects.delete_pod(project, name).await
+    }
+}
+
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,35 @@
+//! The control plane: cluster objects kept in the `Store` with optimistic
+//! concurrency, and the controllers that act on them — the deployment
+//! controller (replicas into pods), the scheduling loop (pending pods onto
+//! nodes, bound by compare-and-swap with each node's allocation), node
+//! lifecycle (heartbeat leases into readiness), events, and leader election
+//! so that several servers on one etcd run one set of controllers.
+//!
+//! Controllers are reconcile loops driven by watches, idempotent and safe
+//! to restart: all their state is rebuilt from the store.
+
+mod cluster;
+mod deployments;
+mod error;
+mod events;
+mod leader;
+mod nodes;
+mod objects;
+mod pods;
+mod queue;
+mod scheduling;
+
+pub use cluster::{ControlPlane, Running};
+pub use deployments::{
+    DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
+};
+pub use error::ControlError;
+pub use events::EventRecorder;
+pub use leader::{current_leader, run_as_leader};
+pub use nodes::{HEARTBEATS, NodeLifecycle};
+pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};
+pub use pods::{
+    ALLOCATIONS, Allocation, BINDINGS, BindOutcome, allocation_key, binding_key, bindings_of,
+};
+pub use queue::WorkQueue;
+pub use scheduling::{SchedulingLoop, node_info, pod_info};

@@ -1,0 +1,347 @@
+//! Typed cluster objects in the `Store`.
+//!
+//! ```text
+//! /cluster/nodes/<name>                     Node
+//! /cluster/deployments/<project>/<name>     Deployment
+//! /cluster/pods/<project>/<name>            Pod
+//! /cluster/events/<project>/<name>          Event (bound to a lease: expires)
+//! /cluster/bindings/<node>/<project>/<pod>  which pods a node runs (agents watch this)
+//! /cluster/allocations/<node>               Allocation (requests of the pods bound there)
+//! /cluster/heartbeats/<node>                bound to the node agent's lease
+//! ```
+//!
+//! An object's `resourceVersion` is the store revision of its last write;
+//! updates name it and fail if the object changed since.
+
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wharf_api::{Deployment, Event, LabelSelector, Node, ObjectMeta, Pod};
+use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
+
+use crate::ControlError;
+
+/// A kind of cluster object stored under its own prefix.
+pub trait Object: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The kind's name, as in `kind:`.
+    const KIND: &'static str;
+    /// Store prefix of the kind.
+    const PREFIX: &'static str;
+    /// Whether objects of this kind live in a project.
+    const NAMESPACED: bool;
+    /// The metadata.
+    fn metadata(&self) -> &ObjectMeta;
+    /// The metadata, to change.
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! object_kind {
+    ($type:ty, $kind:literal, $prefix:literal, $namespaced:literal) => {
+        impl Object for $type {
+            const KIND: &'static str = $kind;
+            const PREFIX: &'static str = $prefix;
+            const NAMESPACED: bool = $namespaced;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+object_kind!(Node, "Node", "/cluster/nodes/", false);
+object_kind!(Deployment, "Deployment", "/cluster/deployments/", true);
+object_kind!(Pod, "Pod", "/cluster/pods/", true);
+object_kind!(Event, "Event", "/cluster/events/", true);
+
+/// The store key of object `name` (in `project`, for namespaced kinds).
+pub fn key_of<T: Object>(project: Option<&str>, name: &str) -> String {
+    match (T::NAMESPACED, project) {
+        (true, Some(project)) => format!("{}{project}/{name}", T::PREFIX),
+        _ => format!("{}{name}", T::PREFIX),
+    }
+}
+
+/// The key prefix listing a kind, in one project or everywhere.
+pub fn prefix_of<T: Object>(project: Option<&str>) -> String {
+    match (T::NAMESPACED, project) {
+        (true, Some(project)) => format!("{}{project}/", T::PREFIX),
+        _ => T::PREFIX.to_string(),
+    }
+}
+
+fn display_name<T: Object>(project: Option<&str>, name: &str) -> String {
+    match (T::NAMESPACED, project) {
+        (true, Some(project)) => format!("{project}/{name}"),
+        _ => name.to_string(),
+    }
+}
+
+/// Decodes a stored object and stamps its resource version.
+pub fn decode<T: Object>(kv: &KeyValue) -> Result<T, ControlError> {
+    let mut object: T = serde_json::from_slice(&kv.value)
+        .map_err(|e| ControlError::Internal(format!("corrupt {} at {}: {e}", T::KIND, kv.key)))?;
+    object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
+    Ok(object)
+}
+
+/// Encodes an object for storage (without its resource version, which the
+/// store's revision supplies).
+pub fn encode<T: Object>(object: &T) -> Vec<u8> {
+    let mut object = object.clone();
+    object.metadata_mut().resource_version = None;
+    serde_json::to_vec(&object).expect("objects serialize")
+}
+
+/// The revision an object was read at, from its resource version.
+pub fn revision_of<T: Object>(object: &T) -> Result<Option<Revision>, ControlError> {
+    match &object.metadata().resource_version {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| ControlError::Conflict(format!("invalid resourceVersion {text:?}"))),
+    }
+}
+
+/// A change seen by [`Objects::watch`].
+#[derive(Clone, Debug)]
+pub enum Change<T> {
+    /// Created.
+    Added(T),
+    /// Changed.
+    Modified(T),
+    /// Deleted; only the key's project and name are known.
+    Deleted {
+        /// Project of the deleted object.
+        project: Option<String>,
+        /// Name of the deleted object.
+        name: String,
+        /// Revision of the deletion.
+        revision: Revision,
+    },
+}
+
+/// Typed access to cluster objects.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn Store>,
+}
+
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Objects {
+    /// Objects kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Objects {
+        Objects { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// One object, if it exists.
+    pub async fn get<T: Object>(
+        &self,
+        project: Option<&str>,
+        name: &str,
+    ) -> Result<Option<T>, ControlError> {
+        match self.store.get(&key_of::<T>(project, name)).await? {
+            Some(kv) => Ok(Some(decode(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One object, or `NotFound`.
+    pub async fn require<T: Object>(
+        &self,
+        project: Option<&str>,
+        name: &str,
+    ) -> Result<T, ControlError> {
+        self.get(project, name)
+            .await?
+            .ok_or_else(|| ControlError::NotFound {
+                kind: T::KIND,
+                name: display_name::<T>(project, name),
+            })
+    }
+
+    /// Objects of a kind (in one project, or all), optionally filtered by
+    /// labels, with the revision the listing reflects (to watch from).
+    pub async fn list<T: Object>(
+        &self,
+        project: Option<&str>,
+        selector: Option<&LabelSelector>,
+    ) -> Result<(Vec<T>, Revision), ControlError> {
+        let prefix = prefix_of::<T>(project);
+        let mut objects = Vec::new();
+        let mut start_after = None;
+        let mut revision = 0;
+        loop {
+            let options = wharf_store::ListOptions {
+                start_after: start_after.take(),
+                limit: Some(1000),
+            };
+            let page = self.store.list(&prefix, options).await?;
+            // The first page's revision: later pages may be newer, which a
+            // watch from here replays harmlessly.
+            if revision == 0 {
+                revision = page.revision;
+            }
+            for kv in &page.items {
+                let object: T = decode(kv)?;
+                if selector.is_none_or(|s| s.matches(&object.metadata().labels)) {
+                    objects.push(object);
+                }
+            }
+            if !page.more {
+                return Ok((objects, revision));
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
+    /// Stores a new object: assigns uid, creation time, generation 1.
+    pub async fn create<T: Object>(&self, mut object: T) -> Result<T, ControlError> {
+        let meta = object.metadata_mut();
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.created_at = now_millis();
+        meta.generation = 1;
+        let project = meta.project.clone();
+        let name = meta.name.clone();
+        let key = key_of::<T>(project.as_deref(), &name);
+        match self.store.create(&key, encode(&object)).await? {
+            Some(revision) => {
+                object.metadata_mut().resource_version = Some(revision.to_string());
+                Ok(object)
+            }
+            None => Err(ControlError::Conflict(format!(
+                "{} {} already exists",
+                T::KIND,
+                display_name::<T>(project.as_deref(), &name)
+            ))),
+        }
+    }
+
+    /// Replaces an object if it is still at the revision in its
+    /// `resourceVersion` (which must be set).
+    pub async fn update<T: Object>(&self, mut object: T) -> Result<T, ControlError> {
+        let revision = revision_of(&object)?.ok_or_else(|| {
+            ControlError::Conflict("an update must name the resourceVersion it was read at".into())
+        })?;
+        let meta = object.metadata();
+        let key = key_of::<T>(meta.project.as_deref(), &meta.name);
+        match self.store.put_if(&key, encode(&object), revision).await? {
+            Some(revision) => {
+                object.metadata_mut().resource_version = Some(revision.to_string());
+                Ok(object)
+            }
+            None => Err(ControlError::Conflict(format!(
+                "{} {} changed since resourceVersion {revision}; read it again",
+                T::KIND,
+                meta.name
+            ))),
+        }
+    }
+
+    /// Reads, changes and writes back an object, retrying on conflicts.
+    /// `change` returns `false` to leave the object as it is.
+    pub async fn modify<T: Object>(
+        &self,
+        project: Option<&str>,
+        name: &str,
+        mut change: impl FnMut(&mut T) -> bool,
+    ) -> Result<T, ControlError> {
+        for _ in 0..32 {
+            let mut object: T = self.require(project, name).await?;
+            if !change(&mut object) {
+                return Ok(object);
+            }
+            match self.update(object).await {
+                Err(ControlError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(ControlError::Conflict(format!(
+            "{} {name} keeps changing",
+            T::KIND
+        )))
+    }
+
+    /// Deletes an object (if at `expected` revision, when given).
+    pub async fn delete<T: Object>(
+        &self,
+        project: Option<&str>,
+        name: &str,
+        expected: Option<Revision>,
+    ) -> Result<T, ControlError> {
+        let key = key_of::<T>(project, name);
+        let current: T = self.require(project, name).await?;
+        let revision = expected.unwrap_or(revision_of(&current)?.unwrap_or(0));
+        if self
+            .store
+            .txn(Txn::new().when_revision(&key, revision).delete(&key))
+            .await?
+            .succeeded
+        {
+            Ok(current)
+        } else {
+            Err(ControlError::Conflict(format!(
+                "{} {name} changed; read it again",
+                T::KIND
+            )))
+        }
+    }
+
+    /// Changes to a kind (in one project, or all) from revision `from`
+    /// (0: from now on).
+    pub async fn watch<T: Object>(
+        &self,
+        project: Option<&str>,
+        from: Revision,
+    ) -> Result<impl Stream<Item = Result<Change<T>, ControlError>> + Send + use<T>, ControlError>
+    {
+        let prefix = prefix_of::<T>(project);
+        let stream = self.store.watch(&prefix, from).await?;
+        Ok(stream.map(move |event| {
+            let event = event?;
+            match event.kind {
+                EventKind::Put => {
+                    let object = decode::<T>(&event.kv)?;
+                    Ok(if event.kv.create_revision == event.kv.mod_revision {
+                        Change::Added(object)
+                    } else {
+                        Change::Modified(object)
+                    })
+                }
+                EventKind::Delete => {
+                    let rest = event
+                        .kv
+                        .key
+                        .strip_prefix(T::PREFIX)
+                        .unwrap_or(&event.kv.key);
+                    let (project, name) = match (T::NAMESPACED, rest.split_once('/')) {
+                        (true, Some((project, name))) => {
+                            (Some(project.to_string()), name.to_string())
+                        }
+                        _ => (None, rest.to_string()),
+                    };
+                    Ok(Change::Deleted {
+                        project,
+                        name,
+                        revision: event.kv.mod_revision,
+                    })
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,436 @@
+//! The scheduling loop: places pending pods with the pure scheduler core
+//! and binds them by compare-and-swap.
+//!
+//! One snapshot of the cluster lives here, patched from watch events, with
+//! every bound pod assumed on its node. Pending pods are taken in batches:
+//! each is placed against the snapshot (and assumed at once, so the next
+//! pod of the batch sees it), then the batch's binds go to the store in
+//! parallel, one transaction per node. A bind that loses its
+//! compare-and-swap is forgotten and the pod tried again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use wharf_api::{EventType, Node, ObjectReference, Pod, PodPhase};
+use wharf_scheduler::{
+    HostPort, NodeInfo, PodInfo, Resources, Scheduler, SchedulerConfig, Snapshot, Taint,
+    TaintEffect, Toleration, TolerationOperator,
+};
+
+use crate::ControlError;
+use crate::deployments::deployment_of;
+use crate::events::EventRecorder;
+use crate::objects::{Change, Objects};
+use crate::pods::BindOutcome;
+use crate::queue::WorkQueue;
+
+/// Pods placed per round before their binds go out together.
+const BATCH: usize = 1024;
+/// Pause before retrying pods whose bind lost a race.
+const BIND_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How often unschedulable pods are tried again without a cluster change.
+const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(10);
+
+type PodKey = (String, String);
+
+/// The scheduler's view of the cluster.
+struct State {
+    snapshot: Snapshot,
+    /// Bound (or being bound) pods and where: to forget them on deletion.
+    placed: HashMap<PodKey, (String, PodInfo)>,
+    /// Latest version of each pending pod.
+    pending: HashMap<PodKey, Pod>,
+    /// Pending pods that fit nowhere at their last try.
+    unschedulable: HashSet<PodKey>,
+}
+
+/// Places pending pods on nodes.
+pub struct SchedulingLoop {
+    objects: Objects,
+    scheduler: Scheduler,
+    events: EventRecorder,
+    state: Mutex<State>,
+    queue: WorkQueue<PodKey>,
+}
+
+fn key_of(pod: &Pod) -> PodKey {
+    (
+        pod.metadata.project.clone().unwrap_or_default(),
+        pod.metadata.name.clone(),
+    )
+}
+
+/// Pods that hold their node's resources: bound and not finished.
+fn occupies(pod: &Pod) -> bool {
+    pod.spec.node_name.is_some()
+}
+
+impl SchedulingLoop {
+    /// A loop over `objects` with scheduler settings `config`.
+    pub fn new(objects: Objects, config: SchedulerConfig) -> Arc<SchedulingLoop> {
+        Arc::new(SchedulingLoop {
+            events: EventRecorder::new(objects.clone(), "scheduler"),
+            objects,
+            scheduler: Scheduler::new(config),
+            state: Mutex::new(State {
+                snapshot: Snapshot::new(),
+                placed: HashMap::new(),
+                pending: HashMap::new(),
+                unschedulable: HashSet::new(),
+            }),
+            queue: WorkQueue::new(),
+        })
+    }
+
+    /// Runs until dropped.
+    pub async fn run(self: Arc<Self>) {
+        let retry = tokio::spawn(self.clone().retry_unschedulable());
+        let _stop_retry = AbortOnDrop(retry.abort_handle());
+        loop {
+            let follower = tokio::spawn(self.clone().follow_cluster());
+            let worker = tokio::spawn(self.clone().schedule_forever());
+            let _stop = (
+                AbortOnDrop(follower.abort_handle()),
+                AbortOnDrop(worker.abort_handle()),
+            );
+            match follower.await {
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "scheduler lost its watch; rebuilding")
+                }
+                Ok(Ok(())) => tracing::warn!("scheduler watch ended; rebuilding"),
+                Err(_) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Loads the cluster, then applies every change to the snapshot.
+    async fn follow_cluster(self: Arc<Self>) -> Result<(), ControlError> {
+        let (nodes, node_revision) = self.objects.list::<Node>(None, None).await?;
+        let (pods, pod_revision) = self.objects.list::<Pod>(None, None).await?;
+        {
+            let mut state = self.state.lock().expect("scheduler state");
+            state.snapshot = Snapshot::from_nodes(nodes.iter().map(node_info));
+            state.placed.clear();
+            state.pending.clear();
+            state.unschedulable.clear();
+            for pod in pods {
+                self.observe_pod(&mut state, pod);
+            }
+        }
+        let mut node_changes = Box::pin(self.objects.watch::<Node>(None, node_revision + 1).await?);
+        let mut pod_changes = Box::pin(self.objects.watch::<Pod>(None, pod_revision + 1).await?);
+        loop {
+            tokio::select! {
+                change = node_changes.next() => match change {
+                    Some(change) => self.observe_node_change(change?),
+                    None => return Ok(()),
+                },
+                change = pod_changes.next() => match change {
+                    Some(change) => self.observe_pod_change(change?),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    fn observe_node_change(&self, change: Change<Node>) {
+        let mut state = self.state.lock().expect("scheduler state");
+        match change {
+            Change::Added(node) | Change::Modified(node) => {
+                state.snapshot.upsert_node(node_info(&node));
+            }
+            Change::Deleted { name, .. } => {
+                state.snapshot.remove_node(&name);
+                state.placed.retain(|_, (node, _)| *node != name);
+            }
+        }
+        self.requeue_unschedulable(&mut state);
+    }
+
+    fn observe_pod_change(&self, change: Change<Pod>) {
+        let mut state = self.state.lock().expect("scheduler state");
+        match change {
+            Change::Added(pod) | Change::Modified(pod) => self.observe_pod(&mut state, pod),
+            Change::Deleted { project, name, .. } => {
+                let key = (project.unwrap_or_default(), name);
+                state.pending.remove(&key);
+                state.unschedulable.remove(&key);
+                if let Some((node, info)) = state.placed.remove(&key) {
+                    if let Some(id) = state.snapshot.node_id(&node) {
+                        let _ = state.snapshot.forget(id, &info);
+                    }
+                    // Room was freed: pods waiting for it may fit now.
+                    self.requeue_unschedulable(&mut state);
+                }
+            }
+        }
+    }
+
+    /// Records a pod: bound ones count on their node, pending ones queue.
+    fn observe_pod(&self, state: &mut State, pod: Pod) {
+        let key = key_of(&pod);
+        if occupies(&pod) {
+            state.pending.remove(&key);
+            state.unschedulable.remove(&key);
+            let node = pod.spec.node_name.clone().unwrap_or_default();
+            match state.placed.get(&key) {
+                Some((assumed_on, _)) if *assumed_on == node => return,
+                // Another scheduler bound it elsewhere: count it where it is.
+                Some(_) => {
+                    if let Some((assumed_on, info)) = state.placed.remove(&key)
+                        && let Some(id) = state.snapshot.node_id(&assumed_on)
+                    {
+                        let _ = state.snapshot.forget(id, &info);
+                    }
+                }
+                None => {}
+            }
+            if let (Some(info), Some(id)) = (pod_info(&pod), state.snapshot.node_id(&node))
+                && state.snapshot.assume(id, &info).is_ok()
+            {
+                state.placed.insert(key, (node, info));
+            }
+        } else if pod.status.phase == PodPhase::Pending {
+            let waiting = state.unschedulable.contains(&key);
+            state.pending.insert(key.clone(), pod);
+            if !waiting {
+                self.queue.add(key);
+            }
+        }
+    }
+
+    fn requeue_unschedulable(&self, state: &mut State) {
+        for key in state.unschedulable.drain() {
+            self.queue.add(key);
+        }
+    }
+
+    async fn retry_unschedulable(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(RETRY_UNSCHEDULABLE);
+        loop {
+            ticker.tick().await;
+            let mut state = self.state.lock().expect("scheduler state");
+            self.requeue_unschedulable(&mut state);
+        }
+    }
+
+    async fn schedule_forever(self: Arc<Self>) -> Result<(), ControlError> {
+        loop {
+            let keys = self.queue.take(BATCH).await;
+            self.schedule_batch(keys).await;
+        }
+    }
+
+    /// Places a batch against the snapshot, then binds it.
+    async fn schedule_batch(&self, keys: Vec<PodKey>) {
+        let mut by_node: BTreeMap<String, Vec<(Pod, PodInfo)>> = BTreeMap::new();
+        let mut refused = Vec::new();
+        {
+            let mut state = self.state.lock().expect("scheduler state");
+            for key in keys {
+                let Some(pod) = state.pending.get(&key).cloned() else {
+                    continue;
+                };
+                let Some(info) = pod_info(&pod) else {
+                    refused.push((pod, "the pod's resources cannot be read".to_string()));
+                    continue;
+                };
+                match self.scheduler.schedule(&mut state.snapshot, &info) {
+                    Ok(placement) => {
+                        let assumed = state.snapshot.assume(placement.node, &info);
+                        if assumed.is_ok() {
+                            state
+                                .placed
+                                .insert(key.clone(), (placement.node_name.clone(), info.clone()));
+                            by_node
+                                .entry(placement.node_name)
+                                .or_default()
+                                .push((pod, info));
+                        }
+                    }
+                    Err(unschedulable) => {
+                        state.unschedulable.insert(key);
+                        refused.push((pod, unschedulable.message));
+                    }
+                }
+            }
+        }
+        let binds = by_node
+            .into_iter()
+            .map(|(node, pods)| self.bind(node, pods));
+        join_all(binds).await;
+        join_all(
+            refused
+                .into_iter()
+                .map(|(pod, message)| self.report_unschedulable(pod, message)),
+        )
+        .await;
+    }
+
+    async fn bind(&self, node: String, pods: Vec<(Pod, PodInfo)>) {
+        let objects: Vec<Pod> = pods.iter().map(|(pod, _)| pod.clone()).collect();
+        let outcome = self.objects.bind(&node, &objects).await;
+        if matches!(outcome, Ok(BindOutcome::Bound)) {
+            return;
+        }
+        if let Err(err) = &outcome {
+            tracing::warn!(error = %err, node, "bind failed");
+        }
+        // Lost a race (or the node filled up elsewhere): take the
+        // assumption back and try these pods again once the watch has
+        // caught the snapshot up, not at once, which would spin.
+        let mut retry = Vec::new();
+        {
+            let mut state = self.state.lock().expect("scheduler state");
+            for (pod, info) in pods {
+                let key = key_of(&pod);
+                if state
+                    .placed
+                    .get(&key)
+                    .is_some_and(|(assumed_on, _)| *assumed_on == node)
+                {
+                    state.placed.remove(&key);
+                    if let Some(id) = state.snapshot.node_id(&node) {
+                        let _ = state.snapshot.forget(id, &info);
+                    }
+                }
+                retry.push(key);
+            }
+        }
+        tokio::time::sleep(BIND_RETRY_DELAY).await;
+        for key in retry {
+            self.queue.add(key);
+        }
+    }
+
+    /// Says why a pod waits, on the pod and as an event.
+    async fn report_unschedulable(&self, pod: Pod, message: String) {
+        let (project, name) = key_of(&pod);
+        let changed = pod.status.reason.as_deref() != Some("Unschedulable")
+            || pod.status.message.as_deref() != Some(&message);
+        if changed {
+            let result = self
+                .objects
+                .modify::<Pod>(Some(&project), &name, |p| {
+                    if p.spec.node_name.is_some() {
+                        return false;
+                    }
+                    p.status.reason = Some("Unschedulable".into());
+                    p.status.message = Some(message.clone());
+                    true
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::debug!(error = %err, project, name, "could not record why a pod waits");
+            }
+        }
+        let reference = ObjectReference {
+            kind: "Pod".into(),
+            project: Some(project),
+            name,
+            uid: pod.metadata.uid.clone(),
+        };
+        self.events
+            .record(&reference, EventType::Warning, "FailedScheduling", &message)
+            .await;
+    }
+
+    /// Pods waiting for a node right now (for tests and status).
+    pub fn pending(&self) -> usize {
+        self.state.lock().expect("scheduler state").pending.len()
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the scheduler core needs of a node.
+pub fn node_info(node: &Node) -> NodeInfo {
+    let capacity = node.status.capacity;
+    let mut info = NodeInfo::new(
+        node.metadata.name.clone(),
+        Resources::new(capacity.cpu_millis, capacity.memory_bytes, capacity.pods),
+    );
+    info.ready = node.status.ready;
+    info.schedulable = !node.spec.unschedulable;
+    info.labels = node.metadata.labels.clone();
+    info.taints = node
+        .spec
+        .taints
+        .iter()
+        .map(|t| Taint::new(t.key.clone(), t.value.clone(), taint_effect(t.effect)))
+        .collect();
+    info.images = node
+        .status
+        .images
+        .iter()
+        .map(|i| (i.name.clone(), i.size_bytes))
+        .collect();
+    info.load = node.status.cpu_load;
+    info
+}
+
+fn taint_effect(effect: wharf_api::TaintEffect) -> TaintEffect {
+    match effect {
+        wharf_api::TaintEffect::NoSchedule => TaintEffect::NoSchedule,
+        wharf_api::TaintEffect::PreferNoSchedule => TaintEffect::PreferNoSchedule,
+        wharf_api::TaintEffect::NoExecute => TaintEffect::NoExecute,
+    }
+}
+
+/// What the scheduler core needs of a pod; `None` if its resources are unreadable.
+pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
+    let requests = pod.spec.requests().ok()?;
+    let mut info = PodInfo::new(requests.cpu_millis, requests.memory_bytes);
+    info.node_selector = pod.spec.node_selector.clone();
+    info.tolerations = pod
+        .spec
+        .tolerations
+        .iter()
+        .map(|t| Toleration {
+            key: t.key.clone(),
+            operator: match t.operator {
+                wharf_api::TolerationOperator::Equal => TolerationOperator::Equal,
+                wharf_api::TolerationOperator::Exists => TolerationOperator::Exists,
+            },
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.map(taint_effect),
+        })
+        .collect();
+    info.host_ports = pod
+        .spec
+        .host_ports()
+        .into_iter()
+        .map(|(protocol, port)| HostPort {
+            protocol: match protocol {
+                wharf_api::Protocol::Tcp => wharf_scheduler::Protocol::Tcp,
+                wharf_api::Protocol::Udp => wharf_scheduler::Protocol::Udp,
+                wharf_api::Protocol::Sctp => wharf_scheduler::Protocol::Sctp,
+            },
+            port,
+        })
+        .collect();
+    info.images = pod
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.image.clone())
+        .collect();
+    info.owner = deployment_of(pod).map(|d| {
+        format!(
+            "{}/{d}",
+            pod.metadata.project.as_deref().unwrap_or_default()
+        )
+    });
+    info.critical = pod.spec.is_critical(&pod.metadata.annotations);
+    Some(info)
+}

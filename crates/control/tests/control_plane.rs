@@ -1,0 +1,393 @@
+//! The control plane over a real (redb) store: deployments become pods,
+//! pods land on nodes within their capacity, nodes' readiness follows
+//! their heartbeats.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wharf_api::{Deployment, Manifest, Node, Pod, Resources, parse_manifests};
+use wharf_control::{ControlPlane, Objects};
+use wharf_scheduler::SchedulerConfig;
+use wharf_store::{RedbStore, RedbStoreOptions, Store};
+
+fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(RedbStore::open(&dir.path().join("state.redb"), RedbStoreOptions::default()).unwrap())
+}
+
+fn deployment(
+    name: &str,
+    replicas: u32,
+    cpu: &str,
+    memory: &str,
+    pool: Option<&str>,
+) -> Deployment {
+    let selector = pool
+        .map(|p| format!("\n      nodeSelector: {{wharf.io/pool: {p}}}"))
+        .unwrap_or_default();
+    let yaml = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:{selector}
+      containers:
+        - name: main
+          image: shop/{name}:1
+          resources: {{requests: {{cpu: "{cpu}", memory: "{memory}"}}}}
+"#
+    );
+    let Manifest::Deployment(d) = parse_manifests(&yaml).unwrap().remove(0).manifest;
+    *d
+}
+
+async fn add_node(
+    objects: &Objects,
+    name: &str,
+    cpu_millis: u64,
+    memory_bytes: u64,
+    labels: &[(&str, &str)],
+) {
+    let mut node = Node::new(
+        name,
+        Resources {
+            cpu_millis,
+            memory_bytes,
+            pods: 110,
+        },
+    );
+    node.metadata.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<BTreeMap<_, _>>();
+    objects.register_node(node).await.unwrap();
+    objects
+        .heartbeat(name, None, Duration::from_secs(30))
+        .await
+        .unwrap();
+}
+
+/// Waits until every node is ready (their heartbeats were seen).
+async fn wait_nodes_ready(objects: &Objects, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        if nodes.len() == count && nodes.iter().all(|n| n.status.ready) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nodes never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `check` holds on the project's pods.
+async fn wait_for_pods(objects: &Objects, what: &str, check: impl Fn(&[Pod]) -> bool) -> Vec<Pod> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        if check(&pods) {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:#?}",
+            pods.iter()
+                .map(|p| (&p.metadata.name, &p.spec.node_name, &p.status.message))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn per_node(pods: &[Pod]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for pod in pods {
+        *counts
+            .entry(pod.spec.node_name.clone().unwrap_or_default())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_spread_scale_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
+    let objects = plane.objects().clone();
+    add_node(&objects, "n1", 4000, 8 << 30, &[]).await;
+    add_node(&objects, "n2", 4000, 8 << 30, &[]).await;
+    let _running = plane.start("test".into());
+    wait_nodes_ready(&objects, 2).await;
+
+    plane
+        .apply_deployment(deployment("web", 3, "500m", "256Mi", None))
+        .await
+        .unwrap();
+    let pods = wait_for_pods(&objects, "3 bound pods", |p| {
+        p.len() == 3 && p.iter().all(|p| p.spec.node_name.is_some())
+    })
+    .await;
+    let counts = per_node(&pods);
+    assert_eq!(counts.len(), 2, "replicas use both nodes: {counts:?}");
+    assert!(counts.values().all(|&n| (1..=2).contains(&n)));
+
+    plane.scale("shop", "web", 5).await.unwrap();
+    let pods = wait_for_pods(&objects, "5 bound pods", |p| {
+        p.len() == 5 && p.iter().all(|p| p.spec.node_name.is_some())
+    })
+    .await;
+    let counts = per_node(&pods);
+    assert!(counts.values().all(|&n| n == 2 || n == 3), "{counts:?}");
+    let (alloc1, _) = objects.allocation("n1").await.unwrap();
+    let (alloc2, _) = objects.allocation("n2").await.unwrap();
+    assert_eq!(alloc1.requests.pods + alloc2.requests.pods, 5);
+    assert_eq!(
+        alloc1.requests.cpu_millis + alloc2.requests.cpu_millis,
+        2500
+    );
+
+    plane.scale("shop", "web", 2).await.unwrap();
+    wait_for_pods(&objects, "2 pods", |p| p.len() == 2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d: Deployment = objects.require(Some("shop"), "web").await.unwrap();
+        if d.status.replicas == 2 && d.status.scheduled_replicas == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never settled: {:?}",
+            d.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    plane.delete_deployment("shop", "web").await.unwrap();
+    wait_for_pods(&objects, "no pods", |p| p.is_empty()).await;
+    let (alloc1, _) = objects.allocation("n1").await.unwrap();
+    let (alloc2, _) = objects.allocation("n2").await.unwrap();
+    assert_eq!(
+        alloc1.requests.pods + alloc2.requests.pods,
+        0,
+        "allocations return to zero"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_that_fit_nowhere_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
+    let objects = plane.objects().clone();
+    add_node(
+        &objects,
+        "small",
+        1000,
+        1 << 30,
+        &[("wharf.io/pool", "web")],
+    )
+    .await;
+    add_node(&objects, "db1", 8000, 16 << 30, &[("wharf.io/pool", "db")]).await;
+    add_node(&objects, "db2", 8000, 16 << 30, &[("wharf.io/pool", "db")]).await;
+    let _running = plane.start("test".into());
+    wait_nodes_ready(&objects, 3).await;
+
+    plane
+        .apply_deployment(deployment("big", 1, "500m", "4Gi", Some("web")))
+        .await
+        .unwrap();
+    let pods = wait_for_pods(&objects, "an explanation", |p| {
+        p.len() == 1 && p[0].status.message.is_some()
+    })
+    .await;
+    assert_eq!(pods[0].status.reason.as_deref(), Some("Unschedulable"));
+    assert_eq!(
+        pods[0].status.message.as_deref(),
+        Some("0/3 nodes are available: 2 not in pool web, 1 insufficient memory.")
+    );
+    let (events, _) = objects
+        .list::<wharf_api::Event>(Some("shop"), None)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.reason == "FailedScheduling"),
+        "{events:?}"
+    );
+
+    // A node that fits arrives: the pod is placed without any other change.
+    add_node(
+        &objects,
+        "large",
+        8000,
+        16 << 30,
+        &[("wharf.io/pool", "web")],
+    )
+    .await;
+    let pods = wait_for_pods(&objects, "the pod bound", |p| {
+        p.len() == 1 && p[0].spec.node_name.is_some()
+    })
+    .await;
+    assert_eq!(pods[0].spec.node_name.as_deref(), Some("large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_overbook_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let objects = Objects::new(store.clone());
+    for i in 0..3 {
+        add_node(&objects, &format!("n{i}"), 2000, 4 << 30, &[]).await;
+    }
+    let lifecycle = tokio::spawn(wharf_control::NodeLifecycle::new(objects.clone()).run());
+    wait_nodes_ready(&objects, 3).await;
+    // Two scheduling loops on one store, as two leaders during a split brain.
+    let loops = [
+        tokio::spawn(
+            wharf_control::SchedulingLoop::new(objects.clone(), SchedulerConfig::default()).run(),
+        ),
+        tokio::spawn(
+            wharf_control::SchedulingLoop::new(objects.clone(), SchedulerConfig::default()).run(),
+        ),
+    ];
+    // 20 pods of 500m: only 12 fit (3 nodes x 4).
+    let d = deployment("race", 20, "500m", "64Mi", None);
+    let d = objects.create(d).await.unwrap();
+    let hash = wharf_control::template_hash(&d);
+    for _ in 0..20 {
+        objects
+            .create(wharf_control::pod_for(&d, &hash))
+            .await
+            .unwrap();
+    }
+    let pods = wait_for_pods(&objects, "12 bound", |p| {
+        p.iter().filter(|p| p.spec.node_name.is_some()).count() == 12
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pods_after, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+    assert_eq!(
+        pods_after
+            .iter()
+            .filter(|p| p.spec.node_name.is_some())
+            .count(),
+        12,
+        "no more than fit"
+    );
+    for (node, count) in per_node(&pods) {
+        if !node.is_empty() {
+            assert!(count <= 4, "{node} holds {count} pods of 500m with 2000m");
+            let (allocation, _) = objects.allocation(&node).await.unwrap();
+            assert!(allocation.requests.cpu_millis <= 2000);
+        }
+    }
+    for task in loops {
+        task.abort();
+    }
+    lifecycle.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_go_not_ready_when_heartbeats_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
+    let objects = plane.objects().clone();
+    let node = Node::new(
+        "flaky",
+        Resources {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            pods: 10,
+        },
+    );
+    objects.register_node(node).await.unwrap();
+    let lease = objects
+        .heartbeat("flaky", None, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let _running = plane.start("test".into());
+    let wait_ready = |want: bool| {
+        let objects = objects.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let node: Node = objects.require(None, "flaky").await.unwrap();
+                if node.status.ready == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "node never became ready={want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_ready(true).await;
+    // Renewing keeps the same lease alive.
+    assert_eq!(
+        objects
+            .heartbeat("flaky", Some(lease), Duration::from_secs(1))
+            .await
+            .unwrap(),
+        lease
+    );
+    // Silence: the lease expires and the node goes not ready.
+    wait_ready(false).await;
+    let (events, _) = objects
+        .list::<wharf_api::Event>(Some("default"), None)
+        .await
+        .unwrap();
+    assert!(events.iter().any(|e| e.reason == "NodeNotReady"));
+    // A heartbeat after expiry takes a new lease and brings it back.
+    let renewed = objects
+        .heartbeat("flaky", Some(lease), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_ne!(renewed, lease);
+    wait_ready(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let leading = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut candidates = Vec::new();
+    for name in ["a", "b"] {
+        let (store, leading) = (store.clone(), leading.clone());
+        candidates.push(tokio::spawn(async move {
+            wharf_control::run_as_leader(store.as_ref(), name, Duration::from_secs(1), move || {
+                let leading = leading.clone();
+                async move {
+                    leading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                }
+            })
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        leading.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "exactly one leads"
+    );
+    let first = wharf_control::current_leader(store.as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    // The leader dies: the other takes over once its lease lapses.
+    let index = if first == "a" { 0 } else { 1 };
+    candidates.remove(index).abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = wharf_control::current_leader(store.as_ref()).await.unwrap();
+        if now.as_deref().is_some_and(|l| l != first) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leading.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -1,0 +1,274 @@
+//! Hard constraints. A node that fails gets one reason: the first failing
+//! filter in this order: readiness, cordon, node selector (pool first),
+//! taints, pod slots, cpu, memory, host ports.
+//!
+//! These functions are the reference definition, written plainly over the
+//! node's own fields. The scheduler's hot loop caches their label and taint
+//! verdicts per distinct (selector, tolerations) and checks the rest inline.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::{HostPort, NodeInfo, POOL_LABEL, PodInfo, Resources, Toleration, taint};
+
+/// Why a node cannot take a pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilterReason {
+    /// The node's agent does not report it healthy.
+    NotReady,
+    /// The node is cordoned.
+    Unschedulable,
+    /// The pod selects pool `.0` (`wharf.io/pool`) and the node is not in it.
+    NotInPool(String),
+    /// A node selector label other than the pool is missing or different.
+    NodeSelectorMismatch,
+    /// A `NoSchedule` or `NoExecute` taint with this key is not tolerated.
+    UntoleratedTaint(String),
+    /// No pod slot left.
+    InsufficientPods,
+    /// Not enough unrequested cpu.
+    InsufficientCpu,
+    /// Not enough unrequested memory.
+    InsufficientMemory,
+    /// A host port the pod binds is already in use.
+    HostPortConflict(HostPort),
+}
+
+impl fmt::Display for FilterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FilterReason::NotReady => f.write_str("not ready"),
+            FilterReason::Unschedulable => f.write_str("cordoned"),
+            FilterReason::NotInPool(pool) => write!(f, "not in pool {pool}"),
+            FilterReason::NodeSelectorMismatch => f.write_str("not matching node selector"),
+            FilterReason::UntoleratedTaint(key) => write!(f, "untolerated taint {key}"),
+            FilterReason::InsufficientPods => f.write_str("too many pods"),
+            FilterReason::InsufficientCpu => f.write_str("insufficient cpu"),
+            FilterReason::InsufficientMemory => f.write_str("insufficient memory"),
+            FilterReason::HostPortConflict(port) => write!(f, "host port {port} in use"),
+        }
+    }
+}
+
+/// A failure of the filters that depend only on the node's labels, taints
+/// and state, borrowed so the cache can classify thousands of nodes without
+/// allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StaticFailure<'a> {
+    NotReady,
+    Unschedulable,
+    NotInPool(&'a str),
+    NodeSelectorMismatch,
+    UntoleratedTaint(&'a str),
+}
+
+impl StaticFailure<'_> {
+    /// Whether `reason` is the owned form of this failure.
+    pub(crate) fn is(self, reason: &FilterReason) -> bool {
+        match (self, reason) {
+            (StaticFailure::NotReady, FilterReason::NotReady)
+            | (StaticFailure::Unschedulable, FilterReason::Unschedulable)
+            | (StaticFailure::NodeSelectorMismatch, FilterReason::NodeSelectorMismatch) => true,
+            (StaticFailure::NotInPool(a), FilterReason::NotInPool(b))
+            | (StaticFailure::UntoleratedTaint(a), FilterReason::UntoleratedTaint(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The owned form.
+    pub(crate) fn to_reason(self) -> FilterReason {
+        match self {
+            StaticFailure::NotReady => FilterReason::NotReady,
+            StaticFailure::Unschedulable => FilterReason::Unschedulable,
+            StaticFailure::NotInPool(pool) => FilterReason::NotInPool(pool.to_owned()),
+            StaticFailure::NodeSelectorMismatch => FilterReason::NodeSelectorMismatch,
+            StaticFailure::UntoleratedTaint(key) => FilterReason::UntoleratedTaint(key.to_owned()),
+        }
+    }
+}
+
+/// The first failing label/taint/state filter, if any.
+pub(crate) fn static_failure<'a>(
+    node: &'a NodeInfo,
+    selector: &'a BTreeMap<String, String>,
+    tolerations: &[Toleration],
+) -> Option<StaticFailure<'a>> {
+    if !node.ready {
+        return Some(StaticFailure::NotReady);
+    }
+    if !node.schedulable {
+        return Some(StaticFailure::Unschedulable);
+    }
+    if let Some(failure) = selector_failure(&node.labels, selector) {
+        return Some(failure);
+    }
+    untolerated_taint(node, tolerations).map(StaticFailure::UntoleratedTaint)
+}
+
+/// Pool first, because "not in pool web" tells an operator more than a
+/// generic selector mismatch when both apply.
+fn selector_failure<'a>(
+    labels: &BTreeMap<String, String>,
+    selector: &'a BTreeMap<String, String>,
+) -> Option<StaticFailure<'a>> {
+    if let Some(pool) = selector.get(POOL_LABEL)
+        && labels.get(POOL_LABEL) != Some(pool)
+    {
+        return Some(StaticFailure::NotInPool(pool));
+    }
+    let mismatch = selector
+        .iter()
+        .any(|(key, value)| labels.get(key) != Some(value));
+    mismatch.then_some(StaticFailure::NodeSelectorMismatch)
+}
+
+/// Key of the first untolerated taint that keeps pods off the node.
+fn untolerated_taint<'a>(node: &'a NodeInfo, tolerations: &[Toleration]) -> Option<&'a str> {
+    node.taints
+        .iter()
+        .find(|t| t.effect.blocks_scheduling() && !taint::tolerated(tolerations, t))
+        .map(|t| t.key.as_str())
+}
+
+/// How many `PreferNoSchedule` taints on the node the pod does not tolerate.
+pub(crate) fn untolerated_preferences(node: &NodeInfo, tolerations: &[Toleration]) -> u32 {
+    let count = node
+        .taints
+        .iter()
+        .filter(|t| !t.effect.blocks_scheduling() && !taint::tolerated(tolerations, t))
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// The first failing resource or host-port filter, given what is still
+/// free on the node and which host ports are taken.
+pub(crate) fn dynamic_failure(
+    free: Resources,
+    port_in_use: impl Fn(HostPort) -> bool,
+    pod: &PodInfo,
+) -> Option<FilterReason> {
+    let wanted = pod.requests;
+    if wanted.pods > free.pods {
+        return Some(FilterReason::InsufficientPods);
+    }
+    if wanted.cpu_millis > free.cpu_millis {
+        return Some(FilterReason::InsufficientCpu);
+    }
+    if wanted.memory_bytes > free.memory_bytes {
+        return Some(FilterReason::InsufficientMemory);
+    }
+    pod.host_ports
+        .iter()
+        .find(|&&port| port_in_use(port))
+        .map(|&port| FilterReason::HostPortConflict(port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Taint, TaintEffect};
+
+    fn selector(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pool_mismatch_wins_over_other_selector_keys() {
+        let node = NodeInfo::new("n", Resources::ZERO)
+            .with_label(POOL_LABEL, "db")
+            .with_label("disk", "hdd");
+        let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "web")]);
+        assert_eq!(
+            static_failure(&node, &wanted, &[]),
+            Some(StaticFailure::NotInPool("web"))
+        );
+        let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "db")]);
+        assert_eq!(
+            static_failure(&node, &wanted, &[]),
+            Some(StaticFailure::NodeSelectorMismatch)
+        );
+    }
+
+    #[test]
+    fn first_blocking_taint_is_named_and_preferences_counted() {
+        let node = NodeInfo::new("n", Resources::ZERO)
+            .with_taint(Taint::new("soft", "", TaintEffect::PreferNoSchedule))
+            .with_taint(Taint::new("a", "", TaintEffect::NoExecute))
+            .with_taint(Taint::new("b", "", TaintEffect::NoSchedule));
+        let none = BTreeMap::new();
+        assert_eq!(
+            static_failure(&node, &none, &[]),
+            Some(StaticFailure::UntoleratedTaint("a"))
+        );
+        let tolerate_a = [Toleration::exists("a")];
+        assert_eq!(
+            static_failure(&node, &none, &tolerate_a),
+            Some(StaticFailure::UntoleratedTaint("b"))
+        );
+        assert_eq!(untolerated_preferences(&node, &[]), 1);
+        assert_eq!(
+            untolerated_preferences(&node, &[Toleration::exists("soft")]),
+            0
+        );
+    }
+
+    #[test]
+    fn readiness_comes_before_cordon_and_selector() {
+        let mut node = NodeInfo::new("n", Resources::ZERO);
+        node.ready = false;
+        node.schedulable = false;
+        let wanted = selector(&[(POOL_LABEL, "web")]);
+        assert_eq!(
+            static_failure(&node, &wanted, &[]),
+            Some(StaticFailure::NotReady)
+        );
+        node.ready = true;
+        assert_eq!(
+            static_failure(&node, &wanted, &[]),
+            Some(StaticFailure::Unschedulable)
+        );
+    }
+
+    #[test]
+    fn resources_are_checked_pods_cpu_memory_then_ports() {
+        let pod = PodInfo::new(100, 100).with_host_port(HostPort::tcp(80));
+        let taken = |p: HostPort| p == HostPort::tcp(80);
+        assert_eq!(
+            dynamic_failure(Resources::new(0, 0, 0), taken, &pod),
+            Some(FilterReason::InsufficientPods)
+        );
+        assert_eq!(
+            dynamic_failure(Resources::new(99, 0, 1), taken, &pod),
+            Some(FilterReason::InsufficientCpu)
+        );
+        assert_eq!(
+            dynamic_failure(Resources::new(100, 99, 1), taken, &pod),
+            Some(FilterReason::InsufficientMemory)
+        );
+        assert_eq!(
+            dynamic_failure(Resources::new(100, 100, 1), taken, &pod),
+            Some(FilterReason::HostPortConflict(HostPort::tcp(80)))
+        );
+        assert_eq!(
+            dynamic_failure(Resources::new(100, 100, 1), |_| false, &pod),
+            None
+        );
+    }
+
+    #[test]
+    fn static_failure_round_trips_to_reason() {
+        for failure in [
+            StaticFailure::NotReady,
+            StaticFailure::Unschedulable,
+            StaticFailure::NotInPool("web"),
+            StaticFailure::NodeSelectorMismatch,
+            StaticFailure::UntoleratedTaint("k"),
+        ] {
+            assert!(failure.is(&failure.to_reason()));
+        }
+        assert!(!StaticFailure::NotInPool("web").is(&FilterReason::NotInPool("db".into())));
+    }
+}

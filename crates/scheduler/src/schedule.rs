@@ -1,0 +1,436 @@
+//! Placing one pod: filter every node, score the ones that pass, take the
+//! best; or explain why none passed.
+
+use std::fmt;
+
+use crate::filter::{self, FilterReason};
+use crate::mask::{self, MaskEntry, PASSES, VACANT};
+use crate::snapshot::{Candidate, HotNode, Scratch, Slot};
+use crate::{NodeId, PodInfo, SchedulerConfig, Snapshot, Strategy, score};
+
+/// Where a pod should go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// The chosen node.
+    pub node: NodeId,
+    /// Its name.
+    pub node_name: String,
+    /// Weighted mean of the scores, `0.0..=100.0`.
+    pub score: f32,
+    /// How many nodes passed the filters (and were scored).
+    pub feasible_nodes: usize,
+}
+
+/// How many nodes failed with one reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReasonCount {
+    /// The first filter these nodes failed.
+    pub reason: FilterReason,
+    /// How many nodes.
+    pub nodes: usize,
+}
+
+/// No node can take the pod, and why: every node is counted under the
+/// first filter it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unschedulable {
+    /// Nodes in the snapshot; the counts in `reasons` add up to it.
+    pub total_nodes: usize,
+    /// Failures by count, most common first, then by text.
+    pub reasons: Vec<ReasonCount>,
+    /// E.g. `0/5 nodes are available: 3 insufficient memory, 2 not in pool web.`
+    pub message: String,
+}
+
+impl Unschedulable {
+    /// An explanation from per-reason counts (in any order).
+    pub fn new(total_nodes: usize, reasons: Vec<ReasonCount>) -> Self {
+        let mut keyed: Vec<(String, ReasonCount)> = reasons
+            .into_iter()
+            .map(|count| (count.reason.to_string(), count))
+            .collect();
+        keyed.sort_by(|(a_text, a), (b_text, b)| {
+            b.nodes.cmp(&a.nodes).then_with(|| a_text.cmp(b_text))
+        });
+        let listed: Vec<String> = keyed
+            .iter()
+            .map(|(text, count)| format!("{} {text}", count.nodes))
+            .collect();
+        let message = if listed.is_empty() {
+            format!("0/{total_nodes} nodes are available.")
+        } else {
+            format!(
+                "0/{total_nodes} nodes are available: {}.",
+                listed.join(", ")
+            )
+        };
+        Unschedulable {
+            total_nodes,
+            reasons: keyed.into_iter().map(|(_, count)| count).collect(),
+            message,
+        }
+    }
+
+    /// How many nodes failed with `reason`.
+    pub fn count(&self, reason: &FilterReason) -> usize {
+        self.reasons
+            .iter()
+            .find(|count| &count.reason == reason)
+            .map_or(0, |count| count.nodes)
+    }
+}
+
+impl fmt::Display for Unschedulable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Unschedulable {}
+
+/// Decides where pods go. Holds only configuration.
+///
+/// The decision is a pure function of the snapshot's nodes and assumed pods
+/// and the pod: no IO, no clock, no randomness. It takes the snapshot
+/// mutably only to memoise per-selector verdicts and reuse scratch memory.
+///
+/// ```
+/// use wharf_scheduler::{NodeInfo, PodInfo, Resources, Scheduler, Snapshot};
+/// let mut snapshot = Snapshot::from_nodes([
+///     NodeInfo::new("small", Resources::new(1000, 1 << 30, 10)),
+///     NodeInfo::new("large", Resources::new(8000, 16 << 30, 10)),
+/// ]);
+/// let scheduler = Scheduler::default();
+/// let pod = PodInfo::new(2000, 1 << 30);
+/// let placement = scheduler.schedule(&mut snapshot, &pod).unwrap();
+/// assert_eq!(placement.node_name, "large");
+/// snapshot.assume(placement.node, &pod).unwrap();
+///
+/// let huge = PodInfo::new(64_000, 1 << 30);
+/// let refused = scheduler.schedule(&mut snapshot, &huge).unwrap_err();
+/// assert_eq!(refused.message, "0/2 nodes are available: 2 insufficient cpu.");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+}
+
+impl Scheduler {
+    /// A scheduler with these settings.
+    pub fn new(config: SchedulerConfig) -> Self {
+        Scheduler { config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    /// The best node for `pod`, or why there is none.
+    pub fn schedule(
+        &self,
+        snapshot: &mut Snapshot,
+        pod: &PodInfo,
+    ) -> Result<Placement, Unschedulable> {
+        self.schedule_from(snapshot, pod, 0)
+    }
+
+    /// Like [`schedule`](Scheduler::schedule), visiting nodes from slot
+    /// `start` (wrapping). Only matters with
+    /// [`max_nodes_to_score`](SchedulerConfig::max_nodes_to_score): pass a
+    /// rotating offset so successive pods look at different nodes first.
+    pub fn schedule_from(
+        &self,
+        snapshot: &mut Snapshot,
+        pod: &PodInfo,
+        start: usize,
+    ) -> Result<Placement, Unschedulable> {
+        let mask = snapshot.prepare(pod);
+        let plan = PodPlan::new(&self.config, pod);
+        let limit = self
+            .config
+            .max_nodes_to_score
+            .map_or(usize::MAX, |limit| (limit as usize).max(1));
+        collect_candidates(snapshot, mask, &plan, pod, start, limit);
+        let outcome = match pick_best(&snapshot.scratch.candidates, &snapshot.hot, &plan) {
+            Some((slot, score)) => Ok(Placement {
+                node: snapshot.id_of(slot),
+                node_name: node_name(snapshot, slot),
+                score,
+                feasible_nodes: snapshot.scratch.candidates.len(),
+            }),
+            None => Err(explain(snapshot, snapshot.masks.get(mask), pod)),
+        };
+        snapshot.finish();
+        outcome
+    }
+}
+
+/// What the hot loop needs about the pod and the weights, worked out once
+/// per pod.
+struct PodPlan {
+    cpu: u64,
+    memory: u64,
+    pods: u32,
+    score_cpu: u64,
+    score_memory: u64,
+    most_allocated: bool,
+    critical: bool,
+    has_ports: bool,
+    allocation: f32,
+    balanced: f32,
+    image_locality: f32,
+    load: f32,
+    machine_class: f32,
+    node_spread: f32,
+    idc_spread: f32,
+    preferences: f32,
+    total_weight: f32,
+}
+
+impl PodPlan {
+    fn new(config: &SchedulerConfig, pod: &PodInfo) -> Self {
+        let weights = config.weights;
+        let (score_cpu, score_memory) = score::scoring_requests(pod.requests);
+        let all = [
+            weights.allocation,
+            weights.balanced,
+            weights.image_locality,
+            weights.load,
+            weights.machine_class,
+            weights.node_spread,
+            weights.idc_spread,
+            weights.prefer_no_schedule,
+        ];
+        PodPlan {
+            cpu: pod.requests.cpu_millis,
+            memory: pod.requests.memory_bytes,
+            pods: pod.requests.pods,
+            score_cpu,
+            score_memory,
+            most_allocated: config.strategy == Strategy::MostAllocated,
+            critical: pod.critical,
+            has_ports: !pod.host_ports.is_empty(),
+            allocation: weights.allocation as f32,
+            balanced: weights.balanced as f32,
+            image_locality: weights.image_locality as f32,
+            load: weights.load as f32,
+            machine_class: weights.machine_class as f32,
+            node_spread: weights.node_spread as f32,
+            idc_spread: weights.idc_spread as f32,
+            preferences: weights.prefer_no_schedule as f32,
+            total_weight: all.iter().map(|&w| w as f32).sum(),
+        }
+    }
+
+    /// Whether the node has room for the pod.
+    #[inline]
+    fn fits(&self, node: &HotNode) -> bool {
+        node.free_pods >= self.pods && node.free_cpu >= self.cpu && node.free_memory >= self.memory
+    }
+
+    /// Weighted sum of the scores that need no normalisation over the
+    /// candidates.
+    #[inline]
+    fn base_score(&self, node: &HotNode, image_score: f32) -> f32 {
+        let free_cpu = score::free_fraction(node.free_cpu, self.score_cpu, node.inverse_cpu);
+        let free_memory =
+            score::free_fraction(node.free_memory, self.score_memory, node.inverse_memory);
+        let allocation = if self.most_allocated {
+            score::most_allocated(free_cpu, free_memory)
+        } else {
+            score::least_allocated(free_cpu, free_memory)
+        };
+        let class = if self.critical {
+            node.class_score
+        } else {
+            score::MAX_SCORE - node.class_score
+        };
+        self.allocation * allocation
+            + self.balanced * score::balanced(free_cpu, free_memory)
+            + self.image_locality * image_score
+            + self.load * node.load_score
+            + self.machine_class * class
+    }
+}
+
+/// Walks the nodes that pass the cached static filters, from `start`
+/// around to it again, and records every one that also has room. Stops
+/// after `limit` candidates.
+fn collect_candidates(
+    snapshot: &mut Snapshot,
+    mask: usize,
+    plan: &PodPlan,
+    pod: &PodInfo,
+    start: usize,
+    limit: usize,
+) {
+    let Snapshot {
+        slots,
+        hot,
+        masks,
+        scratch,
+        ..
+    } = snapshot;
+    let entry = masks.get(mask);
+    let Scratch {
+        node_replicas,
+        idc_replicas,
+        image_scores,
+        candidates,
+        ..
+    } = scratch;
+    candidates.clear();
+    let slot_count = hot.len();
+    let start = start.checked_rem(slot_count).unwrap_or(0);
+    let mut visit = |slot: usize| {
+        let node = &hot[slot];
+        if !plan.fits(node) || (plan.has_ports && slots[slot].port_conflict(pod)) {
+            return true;
+        }
+        candidates.push(Candidate {
+            slot: slot as u32,
+            base: plan.base_score(node, image_scores[slot]),
+            node_replicas: node_replicas[slot],
+            idc_replicas: idc_replicas[node.idc as usize],
+            preferences: u32::from(entry.preferences(slot)),
+        });
+        candidates.len() < limit
+    };
+    if mask::for_each_set_bit(entry.bits(), start, slot_count, &mut visit) {
+        mask::for_each_set_bit(entry.bits(), 0, start, &mut visit);
+    }
+}
+
+/// The best candidate's slot and score: highest score, then smallest name.
+fn pick_best(candidates: &[Candidate], hot: &[HotNode], plan: &PodPlan) -> Option<(usize, f32)> {
+    let max = |count: fn(&Candidate) -> u32| candidates.iter().map(count).max().unwrap_or(0);
+    let on_node = score::Spread::new(max(|c| c.node_replicas));
+    let in_idc = score::Spread::new(max(|c| c.idc_replicas));
+    let preferences = score::Spread::new(max(|c| c.preferences));
+    let mut best: Option<(f32, usize)> = None;
+    for candidate in candidates {
+        let total = candidate.base
+            + plan.node_spread * on_node.score(candidate.node_replicas)
+            + plan.idc_spread * in_idc.score(candidate.idc_replicas)
+            + plan.preferences * preferences.score(candidate.preferences);
+        let slot = candidate.slot as usize;
+        // Names are compared (through their ranks) only on exact ties.
+        let better = match best {
+            None => true,
+            Some((score, best_slot)) => {
+                total > score || (total == score && hot[slot].rank < hot[best_slot].rank)
+            }
+        };
+        if better {
+            best = Some((total, slot));
+        }
+    }
+    let (total, slot) = best?;
+    let score = if plan.total_weight > 0.0 {
+        total / plan.total_weight
+    } else {
+        0.0
+    };
+    Some((slot, score))
+}
+
+/// Counts, over every node, the first filter it fails: the cached code for
+/// the static filters, a fresh check of resources and ports for the rest.
+fn explain(snapshot: &Snapshot, entry: &MaskEntry, pod: &PodInfo) -> Unschedulable {
+    let mut static_counts = vec![0usize; entry.reason_count()];
+    let mut dynamic: Vec<ReasonCount> = Vec::new();
+    for (slot, &code) in entry.codes().iter().enumerate() {
+        match code {
+            VACANT => {}
+            PASSES => {
+                if let Some(reason) = dynamic_failure(&snapshot.slots[slot], pod) {
+                    bump(&mut dynamic, reason);
+                }
+            }
+            code => {
+                if let Some(count) = static_counts.get_mut(code as usize - 1) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    let static_reasons = static_counts
+        .into_iter()
+        .enumerate()
+        .filter(|&(_, nodes)| nodes > 0)
+        .filter_map(|(i, nodes)| {
+            let reason = entry.reason(i as u32 + 1)?.clone();
+            Some(ReasonCount { reason, nodes })
+        });
+    let reasons = static_reasons.chain(dynamic).collect();
+    Unschedulable::new(snapshot.len(), reasons)
+}
+
+fn dynamic_failure(slot: &Slot, pod: &PodInfo) -> Option<FilterReason> {
+    let node = slot.node.as_ref()?;
+    filter::dynamic_failure(node.free(), |port| node.port_in_use(port), pod)
+}
+
+fn bump(counts: &mut Vec<ReasonCount>, reason: FilterReason) {
+    match counts.iter_mut().find(|count| count.reason == reason) {
+        Some(count) => count.nodes += 1,
+        None => counts.push(ReasonCount { reason, nodes: 1 }),
+    }
+}
+
+fn node_name(snapshot: &Snapshot, slot: usize) -> String {
+    snapshot.slots[slot]
+        .node
+        .as_ref()
+        .map(|node| node.info.name.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_sorts_by_count_then_text() {
+        let refused = Unschedulable::new(
+            5,
+            vec![
+                ReasonCount {
+                    reason: FilterReason::NotInPool("web".into()),
+                    nodes: 2,
+                },
+                ReasonCount {
+                    reason: FilterReason::InsufficientMemory,
+                    nodes: 3,
+                },
+            ],
+        );
+        assert_eq!(
+            refused.message,
+            "0/5 nodes are available: 3 insufficient memory, 2 not in pool web."
+        );
+        let tied = Unschedulable::new(
+            2,
+            vec![
+                ReasonCount {
+                    reason: FilterReason::NotReady,
+                    nodes: 1,
+                },
+                ReasonCount {
+                    reason: FilterReason::Unschedulable,
+                    nodes: 1,
+                },
+            ],
+        );
+        assert_eq!(
+            tied.message,
+            "0/2 nodes are available: 1 cordoned, 1 not ready."
+        );
+        assert_eq!(tied.count(&FilterReason::NotReady), 1);
+        assert_eq!(
+            Unschedulable::new(0, vec![]).message,
+            "0/0 nodes are available."
+        );
+    }
+}

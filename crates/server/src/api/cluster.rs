@@ -1,0 +1,540 @@
+//! Cluster objects over HTTP: nodes, deployments, pods, events — lists with
+//! label selectors, watches as newline-delimited JSON streams from a
+//! resource version, optimistic updates, and `apply` of Kubernetes YAML.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wharf_api::{
+    Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Taint, parse_label_selector,
+};
+use wharf_auth::Action;
+use wharf_control::{Change, ControlError, Object};
+
+use super::{ApiCaller, ApiError, ApiResult, Body as JsonBody};
+use crate::AppState;
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> ApiError {
+        match &err {
+            ControlError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
+            }
+            ControlError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+            }
+            ControlError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "INVALID", err.to_string())
+            }
+            ControlError::Store(_) | ControlError::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                err.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<wharf_api::ApiError> for ApiError {
+    fn from(err: wharf_api::ApiError) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "INVALID", err.to_string())
+    }
+}
+
+/// `?labelSelector=...&watch=true&resourceVersion=N&nodeName=...`
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListParams {
+    label_selector: Option<String>,
+    #[serde(default)]
+    watch: bool,
+    resource_version: Option<u64>,
+    node_name: Option<String>,
+}
+
+impl ListParams {
+    fn selector(&self) -> ApiResult<Option<LabelSelector>> {
+        Ok(match &self.label_selector {
+            Some(text) => Some(parse_label_selector(text)?),
+            None => None,
+        })
+    }
+}
+
+/// Lists objects of a kind, or streams their changes when `watch=true`.
+async fn list_or_watch<T: Object>(
+    state: &AppState,
+    project: Option<&str>,
+    params: &ListParams,
+    keep: impl Fn(&T) -> bool + Send + Sync + 'static,
+) -> ApiResult<Response> {
+    let selector = params.selector()?;
+    let objects = state.control.objects();
+    if !params.watch {
+        let (items, revision) = objects.list::<T>(project, selector.as_ref()).await?;
+        let items: Vec<T> = items.into_iter().filter(|o| keep(o)).collect();
+        return Ok(Json(json!({
+            "apiVersion": "v1",
+            "kind": format!("{}List", T::KIND),
+            "metadata": { "resourceVersion": revision.to_string() },
+            "items": items,
+        }))
+        .into_response());
+    }
+    // As in Kubernetes, a watch from resourceVersion N starts after N.
+    let from = params.resource_version.map_or(0, |r| r + 1);
+    let changes = objects.watch::<T>(project, from).await?;
+    let lines = changes.filter_map(move |change| {
+        let line = match change {
+            Ok(Change::Added(object)) if matches(&selector, &keep, &object) => Some(line("ADDED", &object)),
+            Ok(Change::Modified(object)) if matches(&selector, &keep, &object) => Some(line("MODIFIED", &object)),
+            Ok(Change::Deleted { project, name, revision }) => Some(line(
+                "DELETED",
+                &json!({"kind": T::KIND, "metadata": {"name": name, "project": project, "resourceVersion": revision.to_string()}}),
+            )),
+            Ok(_) => None,
+            Err(err) => Some(line("ERROR", &json!({ "message": err.to_string() }))),
+        };
+        std::future::ready(line.map(Ok::<Bytes, std::io::Error>))
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .expect("valid response"))
+}
+
+fn matches<T: Object>(
+    selector: &Option<LabelSelector>,
+    keep: &impl Fn(&T) -> bool,
+    object: &T,
+) -> bool {
+    selector
+        .as_ref()
+        .is_none_or(|s| s.matches(&object.metadata().labels))
+        && keep(object)
+}
+
+fn line(kind: &str, object: &impl Serialize) -> Bytes {
+    let mut text = serde_json::to_string(&json!({ "type": kind, "object": object }))
+        .expect("events serialize");
+    text.push('\n');
+    Bytes::from(text)
+}
+
+// ----- nodes -----
+
+/// `GET /api/v1/nodes`
+pub(crate) async fn list_nodes(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Response> {
+    list_or_watch::<Node>(&state, None, &params, |_| true).await
+}
+
+/// `GET /api/v1/nodes/{node}`
+pub(crate) async fn get_node(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+) -> ApiResult<Json<Node>> {
+    Ok(Json(state.control.objects().require(None, &node).await?))
+}
+
+/// `POST /api/v1/nodes`: an agent registers (or re-registers) its node.
+pub(crate) async fn register_node(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    JsonBody(node): JsonBody<Node>,
+) -> ApiResult<Json<Node>> {
+    let name = node.metadata.name.clone();
+    let result = state
+        .control
+        .objects()
+        .register_node(node)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "node.register", format!("node/{name}"), &result);
+    Ok(Json(result?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct HeartbeatRequest {
+    lease: Option<u64>,
+    #[serde(default = "default_heartbeat_ttl")]
+    ttl_seconds: u64,
+}
+
+fn default_heartbeat_ttl() -> u64 {
+    40
+}
+
+/// `PUT /api/v1/nodes/{node}/heartbeat`: renews the node's liveness lease.
+pub(crate) async fn heartbeat(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+    JsonBody(request): JsonBody<HeartbeatRequest>,
+) -> ApiResult<Json<Value>> {
+    let ttl = Duration::from_secs(request.ttl_seconds.clamp(2, 600));
+    let lease = state
+        .control
+        .objects()
+        .heartbeat(&node, request.lease, ttl)
+        .await?;
+    Ok(Json(json!({ "lease": lease })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NodePatch {
+    unschedulable: Option<bool>,
+    taints: Option<Vec<Taint>>,
+    cost_per_hour: Option<f64>,
+}
+
+/// `PATCH /api/v1/nodes/{node}`: cordon, taints, cost.
+pub(crate) async fn patch_node(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<NodePatch>,
+) -> ApiResult<Json<Node>> {
+    let result = state
+        .control
+        .objects()
+        .modify::<Node>(None, &name, |node| {
+            if let Some(unschedulable) = patch.unschedulable {
+                node.spec.unschedulable = unschedulable;
+            }
+            if let Some(taints) = &patch.taints {
+                node.spec.taints = taints.clone();
+            }
+            if patch.cost_per_hour.is_some() {
+                node.spec.cost_per_hour = patch.cost_per_hour;
+            }
+            true
+        })
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "node.update", format!("node/{name}"), &result);
+    Ok(Json(result?))
+}
+
+/// `DELETE /api/v1/nodes/{node}`
+pub(crate) async fn delete_node(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let result = state
+        .control
+        .objects()
+        .delete::<Node>(None, &name, None)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(&caller, "node.delete", format!("node/{name}"), &result);
+    result.map(|_| StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/pods?nodeName=...`: pods across projects, for agents.
+pub(crate) async fn list_all_pods(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Response> {
+    let node = params.node_name.clone();
+    list_or_watch::<Pod>(&state, None, &params, move |pod| {
+        node.as_deref()
+            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+    })
+    .await
+}
+
+// ----- deployments -----
+
+/// `GET /api/v1/projects/{project}/deployments`
+pub(crate) async fn list_deployments(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Response> {
+    list_or_watch::<Deployment>(&state, Some(&project), &params, |_| true).await
+}
+
+/// `GET /api/v1/projects/{project}/deployments/{name}`
+pub(crate) async fn get_deployment(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<Json<Deployment>> {
+    Ok(Json(
+        state
+            .control
+            .objects()
+            .require(Some(&project), &name)
+            .await?,
+    ))
+}
+
+/// `PUT /api/v1/projects/{project}/deployments/{name}`: replaces the
+/// deployment if it is still at the body's `resourceVersion`.
+pub(crate) async fn update_deployment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+    JsonBody(mut deployment): JsonBody<Deployment>,
+) -> ApiResult<Json<Deployment>> {
+    let result = async {
+        if deployment.metadata.name != name {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID",
+                "metadata.name differs from the URL",
+            ));
+        }
+        deployment.metadata.project = Some(project.clone());
+        deployment.validate()?;
+        let objects = state.control.objects();
+        let current: Deployment = objects.require(Some(&project), &name).await?;
+        let mut next = current.clone();
+        if next.spec != deployment.spec {
+            next.metadata.generation += 1;
+        }
+        next.spec = deployment.spec;
+        next.metadata.labels = deployment.metadata.labels;
+        next.metadata.annotations = deployment.metadata.annotations;
+        next.metadata.resource_version = deployment.metadata.resource_version;
+        Ok(objects.update(next).await?)
+    }
+    .await;
+    state.audit_action(
+        &caller,
+        "deployment.update",
+        format!("{project}/deployment/{name}"),
+        &result,
+    );
+    Ok(Json(result?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ScaleRequest {
+    replicas: u32,
+}
+
+/// `PUT /api/v1/projects/{project}/deployments/{name}/scale`
+pub(crate) async fn scale_deployment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+    JsonBody(request): JsonBody<ScaleRequest>,
+) -> ApiResult<Json<Deployment>> {
+    let result = state
+        .control
+        .scale(&project, &name, request.replicas)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "deployment.scale",
+        format!("{project}/deployment/{name}"),
+        &result,
+    );
+    Ok(Json(result?))
+}
+
+/// `DELETE /api/v1/projects/{project}/deployments/{name}`: its pods go too.
+pub(crate) async fn delete_deployment(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let result = state
+        .control
+        .delete_deployment(&project, &name)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "deployment.delete",
+        format!("{project}/deployment/{name}"),
+        &result,
+    );
+    result.map(|_| StatusCode::NO_CONTENT)
+}
+
+// ----- pods and events -----
+
+/// `GET /api/v1/projects/{project}/pods`
+pub(crate) async fn list_pods(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Response> {
+    let node = params.node_name.clone();
+    list_or_watch::<Pod>(&state, Some(&project), &params, move |pod| {
+        node.as_deref()
+            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+    })
+    .await
+}
+
+/// `GET /api/v1/projects/{project}/pods/{name}`
+pub(crate) async fn get_pod(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<Json<Pod>> {
+    Ok(Json(
+        state
+            .control
+            .objects()
+            .require(Some(&project), &name)
+            .await?,
+    ))
+}
+
+/// `DELETE /api/v1/projects/{project}/pods/{name}`
+pub(crate) async fn delete_pod(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let result = state
+        .control
+        .delete_pod(&project, &name)
+        .await
+        .map_err(ApiError::from);
+    state.audit_action(
+        &caller,
+        "pod.delete",
+        format!("{project}/pod/{name}"),
+        &result,
+    );
+    result.map(|_| StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/projects/{project}/pods/{name}/status`: the node's agent
+/// reports what runs. Only the agent of the pod's node should call it.
+pub(crate) async fn set_pod_status(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+    JsonBody(status): JsonBody<PodStatus>,
+) -> ApiResult<Json<Pod>> {
+    let pod = state
+        .control
+        .objects()
+        .modify::<Pod>(Some(&project), &name, |pod| {
+            let changed = pod.status != status;
+            pod.status = status.clone();
+            changed
+        })
+        .await?;
+    Ok(Json(pod))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EventParams {
+    /// Only events about this object.
+    object: Option<String>,
+}
+
+/// `GET /api/v1/projects/{project}/events[?object=NAME]`, oldest first.
+pub(crate) async fn list_events(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Json<Vec<Event>>> {
+    let (mut events, _) = state
+        .control
+        .objects()
+        .list::<Event>(Some(&project), None)
+        .await?;
+    events.retain(|e| {
+        params
+            .object
+            .as_deref()
+            .is_none_or(|o| e.involved_object.name == o)
+    });
+    events.sort_by_key(|e| e.last_timestamp);
+    Ok(Json(events))
+}
+
+// ----- apply -----
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ApplyParams {
+    /// Project for objects whose manifest names none.
+    project: Option<String>,
+}
+
+/// `POST /api/v1/apply[?project=P]` with YAML or JSON documents: creates
+/// or updates each object. Everything is parsed and authorized before
+/// anything changes; unknown fields come back as warnings.
+pub(crate) async fn apply(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Query(params): Query<ApplyParams>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID",
+            "the manifest is not UTF-8 text",
+        )
+    })?;
+    let parsed = wharf_api::parse_manifests(text)?;
+    let mut work = Vec::new();
+    for document in parsed {
+        let Manifest::Deployment(mut deployment) = document.manifest;
+        let project = deployment
+            .metadata
+            .project
+            .clone()
+            .or_else(|| params.project.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID",
+                    format!(
+                        "deployment {} names no project: set metadata.namespace or pass -p",
+                        deployment.metadata.name
+                    ),
+                )
+            })?;
+        state
+            .identity
+            .require(&caller.principal, &project, Action::Push)
+            .await?;
+        deployment.metadata.project = Some(project);
+        work.push((deployment, document.unknown_fields));
+    }
+    let mut results = Vec::new();
+    for (deployment, unknown_fields) in work {
+        let project = deployment.metadata.project.clone().unwrap_or_default();
+        let name = deployment.metadata.name.clone();
+        let result = state
+            .control
+            .apply_deployment(*deployment)
+            .await
+            .map_err(ApiError::from);
+        state.audit_action(
+            &caller,
+            "deployment.apply",
+            format!("{project}/deployment/{name}"),
+            &result,
+        );
+        let (applied, created) = result?;
+        results.push(json!({
+            "kind": "Deployment",
+            "project": project,
+            "name": name,
+            "action": if created { "created" } else { "configured" },
+            "generation": applied.metadata.generation,
+            "warnings": unknown_fields.iter().map(|f| format!("unknown field {f} ignored")).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "results": results })))
+}

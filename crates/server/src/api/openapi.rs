@@ -1,0 +1,124 @@
+//! `GET /api/v1/openapi.json`: the API described as OpenAPI 3, built from
+//! the route table (so it lists exactly what is served) and from the
+//! object types' JSON schemas.
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+use wharf_api::{Deployment, Event, Node, Pod};
+
+use super::{Access, route_table};
+
+/// The OpenAPI document.
+pub(crate) async fn document() -> Json<Value> {
+    Json(build())
+}
+
+fn build() -> Value {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut schemas = Map::new();
+    for (name, schema) in [
+        ("Node", generator.subschema_for::<Node>()),
+        ("Deployment", generator.subschema_for::<Deployment>()),
+        ("Pod", generator.subschema_for::<Pod>()),
+        ("Event", generator.subschema_for::<Event>()),
+    ] {
+        schemas.insert(name.into(), schema.to_value());
+    }
+    for (name, schema) in generator.take_definitions(true) {
+        schemas.entry(name).or_insert(schema);
+    }
+    let mut paths = Map::new();
+    for route in route_table() {
+        let parameters: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let security = match route.access {
+            Access::Public => json!([]),
+            _ => json!([{ "bearer": [] }]),
+        };
+        let operation = json!({
+            "summary": summary(route.access),
+            "parameters": parameters,
+            "security": security,
+            "responses": responses(route.path),
+        });
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[route.method.as_str().to_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Wharf API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Cluster objects (Node, Deployment, Pod, Event) and administration. \
+                Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
+                JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+        },
+        "paths": paths,
+    })
+}
+
+fn summary(access: Access) -> String {
+    match access {
+        Access::Public => "open to anyone".into(),
+        Access::Authenticated => "any logged-in caller".into(),
+        Access::Admin => "system administrators".into(),
+        Access::Project(action) => format!("callers allowed to {} in the project", action.as_str()),
+        Access::SelfOrAdmin => "the user themself, or administrators".into(),
+    }
+}
+
+/// A response body schema where the path serves one of the object kinds.
+fn responses(path: &str) -> Value {
+    let kind = ["nodes", "deployments", "pods", "events"]
+        .into_iter()
+        .find(|k| path.contains(&format!("/{k}")))
+        .map(|k| match k {
+            "nodes" => "Node",
+            "deployments" => "Deployment",
+            "pods" => "Pod",
+            _ => "Event",
+        });
+    let content = match kind {
+        Some(kind) => {
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{kind}")}}})
+        }
+        None => json!({"application/json": {"schema": {"type": "object"}}}),
+    };
+    json!({
+        "200": {"description": "success", "content": content},
+        "401": {"description": "not logged in"},
+        "403": {"description": "not allowed"},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_every_route_and_kind() {
+        let doc = build();
+        for route in route_table() {
+            let method = route.method.as_str().to_lowercase();
+            assert!(
+                doc["paths"][route.path][&method].is_object(),
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+        for kind in ["Node", "Deployment", "Pod", "Event"] {
+            assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
+        }
+    }
+}
