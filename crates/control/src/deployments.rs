@@ -154,9 +154,14 @@ impl DeploymentController {
         let Some(deployment) = self.objects.get::<Deployment>(Some(project), name).await? else {
             return self.delete_orphans(project, name).await;
         };
+        // Its pods' names start with its own: read only that key range.
         let (pods, _) = self
             .objects
-            .list::<Pod>(Some(project), Some(&deployment.spec.selector))
+            .list_named::<Pod>(
+                Some(project),
+                &format!("{name}-"),
+                Some(&deployment.spec.selector),
+            )
             .await?;
         let uid = &deployment.metadata.uid;
         let owned: Vec<Pod> = pods
@@ -273,7 +278,10 @@ impl DeploymentController {
 
     /// Deletes the pods of a deployment that no longer exists.
     async fn delete_orphans(&self, project: &str, name: &str) -> Result<(), ControlError> {
-        let (pods, _) = self.objects.list::<Pod>(Some(project), None).await?;
+        let (pods, _) = self
+            .objects
+            .list_named::<Pod>(Some(project), &format!("{name}-"), None)
+            .await?;
         let orphans: Vec<Pod> = pods
             .into_iter()
             .filter(|p| deployment_of(p).as_deref() == Some(name))

@@ -182,7 +182,18 @@ impl Objects {
         project: Option<&str>,
         selector: Option<&LabelSelector>,
     ) -> Result<(Vec<T>, Revision), ControlError> {
-        let prefix = prefix_of::<T>(project);
+        self.list_named::<T>(project, "", selector).await
+    }
+
+    /// Like [`list`](Objects::list), only objects whose names start with
+    /// `name_prefix`: a key range, so it reads only those.
+    pub async fn list_named<T: Object>(
+        &self,
+        project: Option<&str>,
+        name_prefix: &str,
+        selector: Option<&LabelSelector>,
+    ) -> Result<(Vec<T>, Revision), ControlError> {
+        let prefix = format!("{}{name_prefix}", prefix_of::<T>(project));
         let mut objects = Vec::new();
         let mut start_after = None;
         let mut revision = 0;

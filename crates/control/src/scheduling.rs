@@ -29,6 +29,8 @@ use crate::queue::WorkQueue;
 
 /// Pods placed per round before their binds go out together.
 const BATCH: usize = 1024;
+/// Pods bound per transaction.
+const PODS_PER_BIND: usize = 40;
 /// Pause before retrying pods whose bind lost a race.
 const BIND_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// How often unschedulable pods are tried again without a cluster change.
@@ -271,7 +273,19 @@ impl SchedulingLoop {
         .await;
     }
 
-    async fn bind(&self, node: String, pods: Vec<(Pod, PodInfo)>) {
+    /// Binds one node's share of a batch, in transactions small enough for
+    /// etcd (three operations per pod, at most 128 per transaction). The
+    /// chunks go one after another: they all rewrite the node's allocation.
+    async fn bind(&self, node: String, mut pods: Vec<(Pod, PodInfo)>) {
+        while !pods.is_empty() {
+            let rest = pods.split_off(pods.len().min(PODS_PER_BIND));
+            self.bind_chunk(&node, pods).await;
+            pods = rest;
+        }
+    }
+
+    async fn bind_chunk(&self, node: &str, pods: Vec<(Pod, PodInfo)>) {
+        let node = node.to_string();
         let objects: Vec<Pod> = pods.iter().map(|(pod, _)| pod.clone()).collect();
         let outcome = self.objects.bind(&node, &objects).await;
         if matches!(outcome, Ok(BindOutcome::Bound)) {

@@ -1,6 +1,7 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
 mod registry;
+mod scheduler;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -10,11 +11,14 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Blob PUT/GET throughput and manifest GET rate, beside Debian's docker-registry.
     Registry(registry::RegistryBenchArgs),
+    /// Scheduling throughput over simulated nodes, through the real control plane.
+    Scheduler(scheduler::SchedulerBenchArgs),
 }
 
 /// Runs one benchmark.
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Registry(args) => registry::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }

@@ -1,0 +1,352 @@
+//! How an agent talks to the control plane: over HTTP for real agents,
+//! in-process for `wharf up` and benchmarks. Both behave the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use wharf_api::{Node, Pod, PodStatus};
+use wharf_control::{Change, Objects};
+
+use crate::AgentError;
+
+/// A change to a pod an agent follows.
+#[derive(Clone, Debug)]
+pub enum PodChange {
+    /// Created or changed.
+    Upsert(Pod),
+    /// Deleted.
+    Deleted {
+        /// Project.
+        project: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Stream of pod changes.
+pub type PodChanges = BoxStream<'static, Result<PodChange, AgentError>>;
+
+/// The control-plane operations an agent needs.
+#[async_trait]
+pub trait NodeApi: Send + Sync + 'static {
+    /// Registers (or refreshes) a node.
+    async fn register(&self, node: Node) -> Result<Node, AgentError>;
+    /// Renews a node's heartbeat lease (or takes a new one); returns it.
+    async fn heartbeat(
+        &self,
+        node: &str,
+        lease: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, AgentError>;
+    /// Pods bound to `node` (every pod with `None`) and the revision to watch from.
+    async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError>;
+    /// Changes to those pods after `revision`.
+    async fn watch_pods(&self, node: Option<&str>, revision: u64)
+    -> Result<PodChanges, AgentError>;
+    /// Reports a pod's status.
+    async fn set_pod_status(
+        &self,
+        project: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), AgentError>;
+}
+
+/// The control plane in the same process.
+pub struct LocalNodeApi {
+    objects: Objects,
+}
+
+impl LocalNodeApi {
+    /// Direct access through `objects`.
+    pub fn new(objects: Objects) -> LocalNodeApi {
+        LocalNodeApi { objects }
+    }
+}
+
+fn on_node(pod: &Pod, node: Option<&str>) -> bool {
+    node.is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+}
+
+#[async_trait]
+impl NodeApi for LocalNodeApi {
+    async fn register(&self, node: Node) -> Result<Node, AgentError> {
+        Ok(self.objects.register_node(node).await?)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        lease: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, AgentError> {
+        Ok(self.objects.heartbeat(node, lease, ttl).await?)
+    }
+
+    async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+        let (pods, revision) = self.objects.list::<Pod>(None, None).await?;
+        Ok((
+            pods.into_iter().filter(|p| on_node(p, node)).collect(),
+            revision,
+        ))
+    }
+
+    async fn watch_pods(
+        &self,
+        node: Option<&str>,
+        revision: u64,
+    ) -> Result<PodChanges, AgentError> {
+        let node = node.map(str::to_string);
+        let changes = self.objects.watch::<Pod>(None, revision + 1).await?;
+        Ok(changes
+            .filter_map(move |change| {
+                let change = match change {
+                    Ok(Change::Added(pod) | Change::Modified(pod)) => {
+                        on_node(&pod, node.as_deref()).then_some(Ok(PodChange::Upsert(pod)))
+                    }
+                    Ok(Change::Deleted { project, name, .. }) => Some(Ok(PodChange::Deleted {
+                        project: project.unwrap_or_default(),
+                        name,
+                    })),
+                    Err(err) => Some(Err(AgentError::from(err))),
+                };
+                std::future::ready(change)
+            })
+            .boxed())
+    }
+
+    async fn set_pod_status(
+        &self,
+        project: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), AgentError> {
+        self.objects
+            .modify::<Pod>(Some(project), name, |pod| {
+                let changed = pod.status != *status;
+                pod.status = status.clone();
+                changed
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Supplies bearer tokens for the API, refreshing them when refused.
+#[async_trait]
+pub trait TokenSource: Send + Sync + 'static {
+    /// The current access token.
+    async fn token(&self) -> Result<String, AgentError>;
+    /// A new access token after the current one was refused.
+    async fn refresh(&self) -> Result<String, AgentError>;
+}
+
+/// The control plane over its HTTP API.
+pub struct HttpNodeApi {
+    base: String,
+    http: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    items: Vec<T>,
+    metadata: ListMeta,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    resource_version: String,
+}
+
+#[derive(Deserialize)]
+struct WatchLine {
+    #[serde(rename = "type")]
+    kind: String,
+    object: serde_json::Value,
+}
+
+impl HttpNodeApi {
+    /// An API client for the server at `base` (e.g. `http://10.0.0.1:7700`).
+    pub fn new(base: &str, tokens: Arc<dyn TokenSource>) -> Result<HttpNodeApi, AgentError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| AgentError::Api(format!("http client: {e}")))?;
+        Ok(HttpNodeApi {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            tokens,
+        })
+    }
+
+    /// Sends a request built by `build`, refreshing the token once on 401.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AgentError> {
+        let token = self.tokens.token().await?;
+        let response = build(&self.http)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        let response = if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let token = self.tokens.refresh().await?;
+            build(&self.http)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(transport)?
+        } else {
+            response
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("no detail")
+            .to_string();
+        Err(AgentError::Api(format!("{status}: {message}")))
+    }
+
+    fn pods_url(&self, node: Option<&str>) -> String {
+        match node {
+            Some(node) => format!("{}/api/v1/pods?nodeName={node}", self.base),
+            None => format!("{}/api/v1/pods?", self.base),
+        }
+    }
+}
+
+fn transport(err: reqwest::Error) -> AgentError {
+    AgentError::Unreachable(err.to_string())
+}
+
+#[async_trait]
+impl NodeApi for HttpNodeApi {
+    async fn register(&self, node: Node) -> Result<Node, AgentError> {
+        let url = format!("{}/api/v1/nodes", self.base);
+        let response = self.send(|http| http.post(&url).json(&node)).await?;
+        response.json().await.map_err(transport)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        lease: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/heartbeat", self.base);
+        let body = json!({ "lease": lease, "ttlSeconds": ttl.as_secs() });
+        let response = self.send(|http| http.put(&url).json(&body)).await?;
+        let answer: serde_json::Value = response.json().await.map_err(transport)?;
+        answer["lease"]
+            .as_u64()
+            .ok_or_else(|| AgentError::Api("heartbeat answer has no lease".into()))
+    }
+
+    async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+        let url = self.pods_url(node);
+        let list: List<Pod> = self
+            .send(|http| http.get(&url))
+            .await?
+            .json()
+            .await
+            .map_err(transport)?;
+        let revision = list.metadata.resource_version.parse().unwrap_or(0);
+        Ok((list.items, revision))
+    }
+
+    async fn watch_pods(
+        &self,
+        node: Option<&str>,
+        revision: u64,
+    ) -> Result<PodChanges, AgentError> {
+        let url = format!(
+            "{}&watch=true&resourceVersion={revision}",
+            self.pods_url(node)
+        );
+        let response = self.send(|http| http.get(&url)).await?;
+        let bytes = response.bytes_stream().map_err(transport);
+        let lines = ndjson_lines(bytes);
+        Ok(lines
+            .filter_map(|line| {
+                std::future::ready(match line {
+                    Err(err) => Some(Err(err)),
+                    Ok(line) => parse_watch_line(&line).transpose(),
+                })
+            })
+            .boxed())
+    }
+
+    async fn set_pod_status(
+        &self,
+        project: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), AgentError> {
+        let url = format!("{}/api/v1/projects/{project}/pods/{name}/status", self.base);
+        self.send(|http| http.put(&url).json(status)).await?;
+        Ok(())
+    }
+}
+
+fn parse_watch_line(line: &str) -> Result<Option<PodChange>, AgentError> {
+    let event: WatchLine =
+        serde_json::from_str(line).map_err(|e| AgentError::Api(format!("watch event: {e}")))?;
+    match event.kind.as_str() {
+        "ADDED" | "MODIFIED" => {
+            let pod: Pod = serde_json::from_value(event.object)
+                .map_err(|e| AgentError::Api(format!("pod: {e}")))?;
+            Ok(Some(PodChange::Upsert(pod)))
+        }
+        "DELETED" => Ok(Some(PodChange::Deleted {
+            project: event.object["metadata"]["project"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            name: event.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })),
+        "ERROR" => Err(AgentError::Api(format!(
+            "watch: {}",
+            event.object["message"]
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// Splits a byte stream into lines.
+fn ndjson_lines(
+    bytes: impl futures_util::Stream<Item = Result<bytes::Bytes, AgentError>> + Send + 'static,
+) -> BoxStream<'static, Result<String, AgentError>> {
+    futures_util::stream::unfold(
+        (Box::pin(bytes), Vec::<u8>::new()),
+        |(mut bytes, mut buffer)| async move {
+            loop {
+                if let Some(at) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=at).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    return Some((Ok(text), (bytes, buffer)));
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+                    Some(Err(err)) => return Some((Err(err), (bytes, buffer))),
+                    None => return None,
+                }
+            }
+        },
+    )
+    .boxed()
+}

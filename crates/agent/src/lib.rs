@@ -1,0 +1,21 @@
+//! The node agent: registers its machine (capacity read from the kernel,
+//! labels for pool, IDC, cluster kind and machine class, cost), renews its
+//! heartbeat lease, takes the pods bound to its node and reports their
+//! status. A [`Simulation`] does the same for many hollow nodes at once.
+//!
+//! The agent talks to the control plane through [`NodeApi`]: over HTTP for
+//! real agents, in-process for `wharf up` and benchmarks. What it does with
+//! a pod is the [`Runtime`]'s business.
+
+mod agent;
+mod api;
+mod error;
+pub mod machine;
+mod runtime;
+mod simulate;
+
+pub use agent::{Agent, AgentConfig};
+pub use api::{HttpNodeApi, LocalNodeApi, NodeApi, PodChange, PodChanges, TokenSource};
+pub use error::AgentError;
+pub use runtime::{NoRuntime, Runtime, SimulatedRuntime};
+pub use simulate::{Simulation, SimulationConfig};

@@ -1,0 +1,95 @@
+//! What this machine offers, read from the kernel.
+
+use std::collections::BTreeMap;
+
+use wharf_api::Resources;
+
+/// Pods per node unless told otherwise (Kubernetes' default).
+pub const DEFAULT_MAX_PODS: u32 = 110;
+
+/// CPU (all online cores), memory (`MemTotal`) and pod slots.
+pub fn capacity(max_pods: u32) -> Resources {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    Resources {
+        cpu_millis: cores * 1000,
+        memory_bytes: mem_total().unwrap_or(0),
+        pods: max_pods,
+    }
+}
+
+fn mem_total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Operating system, architecture, kernel and agent version.
+pub fn info() -> BTreeMap<String, String> {
+    let mut info = BTreeMap::new();
+    info.insert("os".into(), std::env::consts::OS.into());
+    info.insert("arch".into(), std::env::consts::ARCH.into());
+    if let Ok(kernel) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        info.insert("kernel".into(), kernel.trim().into());
+    }
+    info.insert("agentVersion".into(), env!("CARGO_PKG_VERSION").into());
+    info
+}
+
+/// Fraction of CPU time busy since the previous call (from `/proc/stat`).
+pub struct CpuLoad {
+    last: Option<(u64, u64)>,
+}
+
+impl CpuLoad {
+    /// A meter with no previous sample.
+    pub fn new() -> CpuLoad {
+        CpuLoad { last: None }
+    }
+
+    /// Utilisation in `0.0..=1.0` since the last sample (`None` the first time).
+    pub fn sample(&mut self) -> Option<f32> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+        let total: u64 = fields.iter().take(8).sum();
+        let load = self.last.and_then(|(last_idle, last_total)| {
+            let dt = total.checked_sub(last_total)?;
+            let di = idle.checked_sub(last_idle)?;
+            (dt > 0).then(|| 1.0 - di as f32 / dt as f32)
+        });
+        self.last = Some((idle, total));
+        load
+    }
+}
+
+impl Default for CpuLoad {
+    fn default() -> Self {
+        CpuLoad::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_machine() {
+        let capacity = capacity(110);
+        assert!(capacity.cpu_millis >= 1000);
+        assert!(capacity.memory_bytes > 64 << 20);
+        assert_eq!(capacity.pods, 110);
+        assert!(info().contains_key("kernel"));
+        let mut load = CpuLoad::new();
+        assert!(load.sample().is_none());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(load.sample().is_some_and(|l| (0.0..=1.0).contains(&l)));
+    }
+}

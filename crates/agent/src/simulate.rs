@@ -1,0 +1,222 @@
+//! Hollow nodes for scale work: many nodes registered and kept alive by one
+//! process, reporting the pods bound to them as running, without containers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use wharf_api::{
+    LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeSpec, NodeStatus,
+    ObjectMeta, Resources,
+};
+
+use crate::AgentError;
+use crate::api::{NodeApi, PodChange};
+use crate::runtime::{Runtime, SimulatedRuntime};
+
+/// Registrations and heartbeats in flight at once.
+const PARALLEL: usize = 64;
+
+/// The shape of a simulated fleet.
+#[derive(Clone, Debug)]
+pub struct SimulationConfig {
+    /// Node names are `<prefix>-00001`, ...
+    pub prefix: String,
+    /// How many nodes.
+    pub nodes: usize,
+    /// What each node offers.
+    pub capacity: Resources,
+    /// Pools assigned round-robin (`wharf.io/pool`).
+    pub pools: Vec<String>,
+    /// Data centres assigned round-robin (`wharf.io/idc`).
+    pub idcs: Vec<String>,
+    /// Heartbeat lease lifetime.
+    pub heartbeat_ttl: Duration,
+    /// Whether bound pods are reported as running (status writes).
+    pub report_running: bool,
+}
+
+impl SimulationConfig {
+    /// `nodes` nodes of 16 cores, 64 GiB and 110 pods, in pools `a`/`b`
+    /// and IDCs `idc1`/`idc2`.
+    pub fn new(nodes: usize) -> SimulationConfig {
+        SimulationConfig {
+            prefix: "sim".into(),
+            nodes,
+            capacity: Resources {
+                cpu_millis: 16_000,
+                memory_bytes: 64 << 30,
+                pods: 110,
+            },
+            pools: vec!["a".into(), "b".into()],
+            idcs: vec!["idc1".into(), "idc2".into()],
+            heartbeat_ttl: Duration::from_secs(120),
+            report_running: true,
+        }
+    }
+
+    /// Name of node `i` (from 0).
+    pub fn node_name(&self, i: usize) -> String {
+        format!("{}-{:05}", self.prefix, i + 1)
+    }
+
+    fn node(&self, i: usize) -> Node {
+        let mut labels = BTreeMap::new();
+        if !self.pools.is_empty() {
+            labels.insert(
+                LABEL_POOL.to_string(),
+                self.pools[i % self.pools.len()].clone(),
+            );
+        }
+        if !self.idcs.is_empty() {
+            labels.insert(
+                LABEL_IDC.to_string(),
+                self.idcs[i % self.idcs.len()].clone(),
+            );
+        }
+        labels.insert(LABEL_CLUSTER_KIND.to_string(), "vm".into());
+        labels.insert(LABEL_MACHINE_CLASS.to_string(), (1 + i % 3).to_string());
+        Node {
+            api_version: "wharf.io/v1".into(),
+            kind: "Node".into(),
+            metadata: ObjectMeta {
+                name: self.node_name(i),
+                labels,
+                ..ObjectMeta::default()
+            },
+            spec: NodeSpec::default(),
+            status: NodeStatus {
+                capacity: self.capacity,
+                ..NodeStatus::default()
+            },
+        }
+    }
+}
+
+/// A simulated fleet.
+pub struct Simulation {
+    api: Arc<dyn NodeApi>,
+    config: SimulationConfig,
+}
+
+impl Simulation {
+    /// A fleet registered through `api`.
+    pub fn new(api: Arc<dyn NodeApi>, config: SimulationConfig) -> Simulation {
+        Simulation { api, config }
+    }
+
+    /// Registers every node and starts its heartbeat; returns the leases.
+    pub async fn register(&self) -> Result<Vec<u64>, AgentError> {
+        let mut leases = Vec::with_capacity(self.config.nodes);
+        let indexes: Vec<usize> = (0..self.config.nodes).collect();
+        for chunk in indexes.chunks(PARALLEL) {
+            let started = join_all(chunk.iter().map(|&i| async move {
+                let node = self.api.register(self.config.node(i)).await?;
+                self.api
+                    .heartbeat(&node.metadata.name, None, self.config.heartbeat_ttl)
+                    .await
+            }))
+            .await;
+            for lease in started {
+                leases.push(lease?);
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Registers the fleet, then keeps it alive (and reports its pods as
+    /// running) until the task is dropped.
+    pub async fn run(self) -> Result<(), AgentError> {
+        let leases = self.register().await?;
+        tracing::info!(nodes = self.config.nodes, "simulated nodes registered");
+        let this = Arc::new(self);
+        let beats = tokio::spawn(this.clone().heartbeats(leases));
+        let _stop = Abort(beats.abort_handle());
+        if !this.config.report_running {
+            std::future::pending::<()>().await;
+        }
+        loop {
+            if let Err(err) = this.report_pods().await {
+                tracing::warn!(error = %err, "simulated nodes lost their pod watch");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>, mut leases: Vec<u64>) {
+        loop {
+            tokio::time::sleep(self.config.heartbeat_ttl / 3).await;
+            for (chunk_index, chunk) in leases.chunks_mut(PARALLEL).enumerate() {
+                let renewed = join_all(chunk.iter().enumerate().map(|(j, &lease)| {
+                    let name = self.config.node_name(chunk_index * PARALLEL + j);
+                    let api = self.api.clone();
+                    let ttl = self.config.heartbeat_ttl;
+                    async move { api.heartbeat(&name, Some(lease), ttl).await }
+                }))
+                .await;
+                for (slot, result) in chunk.iter_mut().zip(renewed) {
+                    match result {
+                        Ok(lease) => *slot = lease,
+                        Err(err) => tracing::warn!(error = %err, "simulated heartbeat failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows every pod and reports the fleet's as running.
+    async fn report_pods(&self) -> Result<(), AgentError> {
+        let ours: HashSet<String> = (0..self.config.nodes)
+            .map(|i| self.config.node_name(i))
+            .collect();
+        let runtime = SimulatedRuntime;
+        let (pods, revision) = self.api.list_pods(None).await?;
+        for pod in pods {
+            self.report(&runtime, &ours, &pod).await;
+        }
+        let mut changes = self.api.watch_pods(None, revision).await?;
+        while let Some(change) = changes.next().await {
+            if let PodChange::Upsert(pod) = change? {
+                self.report(&runtime, &ours, &pod).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        runtime: &SimulatedRuntime,
+        ours: &HashSet<String>,
+        pod: &wharf_api::Pod,
+    ) {
+        if !pod
+            .spec
+            .node_name
+            .as_ref()
+            .is_some_and(|n| ours.contains(n))
+        {
+            return;
+        }
+        let status = runtime.sync(pod).await;
+        if status != pod.status {
+            let project = pod.metadata.project.clone().unwrap_or_default();
+            if let Err(err) = self
+                .api
+                .set_pod_status(&project, &pod.metadata.name, &status)
+                .await
+            {
+                tracing::debug!(error = %err, "simulated status report failed");
+            }
+        }
+    }
+}
+
+struct Abort(tokio::task::AbortHandle);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,144 @@
+//! Agents over the in-process API: registration with the machine's
+//! capacity, heartbeats into readiness, pods handed to the runtime and
+//! their status reported; simulated fleets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wharf_agent::{Agent, AgentConfig, LocalNodeApi, NoRuntime, Simulation, SimulationConfig};
+use wharf_api::{Manifest, Node, Pod, PodPhase};
+use wharf_control::{ControlPlane, Objects};
+use wharf_scheduler::SchedulerConfig;
+use wharf_store::{RedbStore, Store};
+
+fn plane(dir: &tempfile::TempDir) -> ControlPlane {
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(&dir.path().join("state.redb"), Default::default()).unwrap());
+    ControlPlane::new(store, SchedulerConfig::default())
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn apply(plane: &ControlPlane, replicas: u32) {
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: shop}}\nspec:\n  replicas: {replicas}\n  \
+         selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      \
+         containers: [{{name: web, image: shop/web:1, resources: {{requests: {{cpu: 100m}}}}}}]\n"
+    );
+    let Manifest::Deployment(d) = wharf_api::parse_manifests(&yaml)
+        .unwrap()
+        .remove(0)
+        .manifest;
+    plane.apply_deployment(*d).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_registers_beats_and_reports_its_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let mut config = AgentConfig::new("worker-1");
+    config.labels.insert("wharf.io/pool".into(), "web".into());
+    config.cost_per_hour = Some(0.25);
+    config.heartbeat_ttl = Duration::from_secs(3);
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let runtime = Arc::new(NoRuntime {
+        node: "worker-1".into(),
+    });
+    let agent = tokio::spawn(Agent::new(api, runtime, config).run());
+
+    let node: Node = eventually("the node ready", async || {
+        objects
+            .get::<Node>(None, "worker-1")
+            .await
+            .unwrap()
+            .filter(|n| n.status.ready)
+    })
+    .await;
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(
+        node.status.capacity.cpu_millis,
+        cores * 1000,
+        "capacity read from the machine"
+    );
+    assert!(node.status.capacity.memory_bytes > 0);
+    assert_eq!(node.metadata.labels["wharf.io/pool"], "web");
+    assert_eq!(node.spec.cost_per_hour, Some(0.25));
+    assert!(node.status.info.contains_key("kernel"));
+
+    apply(&plane, 2).await;
+    let pods: Vec<Pod> = eventually("pods accepted", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        (pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p.status.reason.as_deref() == Some("NoRuntime")))
+        .then_some(pods)
+    })
+    .await;
+    assert!(
+        pods.iter()
+            .all(|p| p.spec.node_name.as_deref() == Some("worker-1"))
+    );
+    assert!(
+        pods.iter().all(|p| p.status.phase == PodPhase::Pending),
+        "no runtime: not running"
+    );
+
+    // The agent stops: its lease lapses and the node goes not ready.
+    agent.abort();
+    eventually("the node not ready", async || {
+        objects
+            .get::<Node>(None, "worker-1")
+            .await
+            .unwrap()
+            .filter(|n| !n.status.ready)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_fleet_runs_what_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let fleet = tokio::spawn(Simulation::new(api, SimulationConfig::new(20)).run());
+    eventually("20 ready nodes", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        (nodes.iter().filter(|n| n.status.ready).count() == 20).then_some(())
+    })
+    .await;
+    apply(&plane, 30).await;
+    let pods: Vec<Pod> = eventually("30 running pods", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        (pods.len() == 30 && pods.iter().all(|p| p.status.phase == PodPhase::Running))
+            .then_some(pods)
+    })
+    .await;
+    let nodes: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.spec.node_name.as_deref())
+        .collect();
+    assert!(
+        nodes.len() >= 15,
+        "30 replicas spread over the 20 nodes: {}",
+        nodes.len()
+    );
+    assert!(
+        pods.iter()
+            .all(|p| p.status.container_statuses.iter().all(|c| c.ready))
+    );
+    fleet.abort();
+}

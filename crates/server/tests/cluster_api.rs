@@ -1,0 +1,447 @@
+//! The cluster API: nodes, apply of Kubernetes YAML, deployments, pods,
+//! events, watches, optimistic concurrency, and who may do what.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SEED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: 127.0.0.1:7700/shop/web:1.0
+          ports: [{containerPort: 80}]
+          resources:
+            requests: {cpu: 250m, memory: 64Mi}
+          livenessProbe: {httpGet: {path: /, port: 80}}
+"#;
+
+async fn apply(app: &TestApp, token: &str, yaml: &str) -> Reply {
+    app.send(
+        Method::POST,
+        "/api/v1/apply",
+        &[
+            ("authorization", format!("Bearer {token}")),
+            ("content-type", "application/yaml".into()),
+        ],
+        yaml.to_string(),
+    )
+    .await
+}
+
+async fn register_node(app: &TestApp, admin: &str, name: &str) {
+    let node = json!({
+        "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
+        "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
+    });
+    app.api(admin, Method::POST, "/api/v1/nodes", node)
+        .await
+        .expect(StatusCode::OK);
+    app.api(
+        admin,
+        Method::PUT,
+        &format!("/api/v1/nodes/{name}/heartbeat"),
+        json!({"ttlSeconds": 60}),
+    )
+    .await
+    .expect(StatusCode::OK);
+}
+
+async fn pods(app: &TestApp, token: &str) -> Vec<Value> {
+    let list = app
+        .api(
+            token,
+            Method::GET,
+            "/api/v1/projects/shop/pods",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK);
+    list.json()["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_schedules_and_scales_through_the_api() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    register_node(&app, &admin, "n1").await;
+    register_node(&app, &admin, "n2").await;
+    let _controllers = app.app.control.start("test".into());
+    // Both nodes' heartbeats seen before the deployment arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = app
+            .api(&admin, Method::GET, "/api/v1/nodes", Value::Null)
+            .await
+            .json();
+        if nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"]["ready"] == true)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes never ready: {nodes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let reply = apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    let result = &reply.json()["results"][0];
+    assert_eq!(result["action"], "created");
+    assert_eq!(
+        result["warnings"],
+        json!(["unknown field spec.template.spec.containers.0.livenessProbe ignored"])
+    );
+    let again = apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    assert_eq!(again.json()["results"][0]["action"], "configured");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pods = pods(&app, &admin).await;
+        let nodes: std::collections::BTreeSet<&str> = pods
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .collect();
+        if pods.len() == 3 && pods.iter().all(|p| p["spec"]["nodeName"].is_string()) {
+            assert_eq!(nodes.len(), 2, "spread over both nodes");
+            break;
+        }
+        assert!(Instant::now() < deadline, "pods never bound: {pods:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Label selectors filter lists.
+    let selected = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/pods?labelSelector=app%3Dweb",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(selected.json()["items"].as_array().unwrap().len(), 3);
+    let none = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/pods?labelSelector=app%3Dother",
+            Value::Null,
+        )
+        .await;
+    assert!(none.json()["items"].as_array().unwrap().is_empty());
+    app.api(
+        &admin,
+        Method::GET,
+        "/api/v1/projects/shop/pods?labelSelector=bad%20key",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::BAD_REQUEST);
+
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/projects/shop/deployments/web/scale",
+        json!({"replicas": 1}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pods(&app, &admin).await.len() != 1 {
+        assert!(Instant::now() < deadline, "never scaled down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/events?object=web",
+            Value::Null,
+        )
+        .await
+        .json();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "ScalingReplicaSet"),
+        "{events}"
+    );
+
+    app.api(
+        &admin,
+        Method::DELETE,
+        "/api/v1/projects/shop/deployments/web",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pods(&app, &admin).await.is_empty() {
+        assert!(Instant::now() < deadline, "pods outlived their deployment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn updates_are_optimistic() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    let current = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/deployments/web",
+            Value::Null,
+        )
+        .await
+        .json();
+    let mut first = current.clone();
+    first["spec"]["replicas"] = json!(4);
+    let updated = app
+        .api(
+            &admin,
+            Method::PUT,
+            "/api/v1/projects/shop/deployments/web",
+            first,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(updated.json()["metadata"]["generation"], 2);
+    // A second writer with the old resourceVersion loses.
+    let mut stale = current;
+    stale["spec"]["replicas"] = json!(9);
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/projects/shop/deployments/web",
+        stale,
+    )
+    .await
+    .expect(StatusCode::CONFLICT);
+    let now = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/deployments/web",
+            Value::Null,
+        )
+        .await
+        .json();
+    assert_eq!(now["spec"]["replicas"], 4);
+}
+
+#[tokio::test]
+async fn bad_manifests_change_nothing() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let broken_second = format!(
+        "{SEED}\n---\n{}",
+        SEED.replace("name: web\n", "name: api\n")
+            .replace("{app: web}\n  template", "{app: other}\n  template")
+    );
+    let reply = apply(&app, &admin, &broken_second)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("document 2"),
+        "{}",
+        reply.json()
+    );
+    for bad in [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+        "{{{",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: Bad}\nspec: {}\n",
+    ] {
+        apply(&app, &admin, bad)
+            .await
+            .expect(StatusCode::BAD_REQUEST);
+    }
+    // No project anywhere: refused with a hint.
+    let no_project = SEED.replace("  namespace: shop\n", "");
+    let reply = apply(&app, &admin, &no_project)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("project")
+    );
+    let list = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/deployments",
+            Value::Null,
+        )
+        .await
+        .json();
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "nothing was created: {list}"
+    );
+}
+
+#[tokio::test]
+async fn project_roles_govern_cluster_objects() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    for (user, role) in [("dev", "developer"), ("guest", "guest")] {
+        app.create_user(&admin, user, &format!("{user}-password"))
+            .await;
+        app.add_member(&admin, "shop", user, role).await;
+    }
+    app.create_user(&admin, "outsider", "outsider-password")
+        .await;
+    let dev = app.api_login("dev", "dev-password").await;
+    let guest = app.api_login("guest", "guest-password").await;
+    let outsider = app.api_login("outsider", "outsider-password").await;
+
+    apply(&app, &guest, SEED)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    apply(&app, &outsider, SEED)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    apply(&app, &dev, SEED).await.expect(StatusCode::OK);
+    app.api(
+        &guest,
+        Method::GET,
+        "/api/v1/projects/shop/deployments/web",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.api(
+        &outsider,
+        Method::GET,
+        "/api/v1/projects/shop/deployments",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    app.api(
+        &guest,
+        Method::PUT,
+        "/api/v1/projects/shop/deployments/web/scale",
+        json!({"replicas": 9}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    // Developers push but do not delete; nodes are the administrators'.
+    app.api(
+        &dev,
+        Method::DELETE,
+        "/api/v1/projects/shop/deployments/web",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    app.api(
+        &dev,
+        Method::POST,
+        "/api/v1/nodes",
+        json!({"metadata": {"name": "rogue"}}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    app.api(&dev, Method::GET, "/api/v1/nodes", Value::Null)
+        .await
+        .expect(StatusCode::OK);
+    // The OpenAPI document is public.
+    let doc = app
+        .send(Method::GET, "/api/v1/openapi.json", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert!(doc["paths"]["/api/v1/apply"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn watches_stream_changes_after_a_resource_version() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let list = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/deployments",
+            Value::Null,
+        )
+        .await
+        .json();
+    let version = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = http::Request::builder()
+        .uri(format!(
+            "/api/v1/projects/shop/deployments?watch=true&resourceVersion={version}"
+        ))
+        .header("authorization", format!("Bearer {admin}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.router().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut body = response.into_body();
+    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    app.api(
+        &admin,
+        Method::DELETE,
+        "/api/v1/projects/shop/deployments/web",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text.lines().count() < 2 {
+        assert!(Instant::now() < deadline, "watch delivered {text:?}");
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "web");
+    assert_eq!(events[1]["type"], "DELETED");
+}
