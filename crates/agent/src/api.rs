@@ -18,7 +18,7 @@ use crate::AgentError;
 #[derive(Clone, Debug)]
 pub enum PodChange {
     /// Created or changed.
-    Upsert(Pod),
+    Upsert(Box<Pod>),
     /// Deleted.
     Deleted {
         /// Project.
@@ -107,7 +107,7 @@ impl NodeApi for LocalNodeApi {
             .filter_map(move |change| {
                 let change = match change {
                     Ok(Change::Added(pod) | Change::Modified(pod)) => {
-                        on_node(&pod, node.as_deref()).then_some(Ok(PodChange::Upsert(pod)))
+                        on_node(&pod, node.as_deref()).then(|| Ok(PodChange::Upsert(Box::new(pod))))
                     }
                     Ok(Change::Deleted { project, name, .. }) => Some(Ok(PodChange::Deleted {
                         project: project.unwrap_or_default(),
@@ -307,7 +307,7 @@ fn parse_watch_line(line: &str) -> Result<Option<PodChange>, AgentError> {
         "ADDED" | "MODIFIED" => {
             let pod: Pod = serde_json::from_value(event.object)
                 .map_err(|e| AgentError::Api(format!("pod: {e}")))?;
-            Ok(Some(PodChange::Upsert(pod)))
+            Ok(Some(PodChange::Upsert(Box::new(pod))))
         }
         "DELETED" => Ok(Some(PodChange::Deleted {
             project: event.object["metadata"]["project"]
