@@ -10,7 +10,10 @@ mod units;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use cmd::{audit, gc, login, project, robot, server, settings, user};
+use cmd::{
+    apply, audit, delete, describe, gc, get, login, node, project, robot, scale, server, settings,
+    user,
+};
 
 /// Wharf: a private image registry and container platform in one binary.
 ///
@@ -43,6 +46,18 @@ enum Command {
     Settings(settings::SettingsArgs),
     /// Run garbage collection on the server now.
     Gc(gc::GcArgs),
+    /// Create or update the objects of a Kubernetes manifest.
+    Apply(apply::ApplyArgs),
+    /// List nodes, deployments or pods, or show one; -w follows changes.
+    Get(get::GetArgs),
+    /// Show a node, deployment or pod in detail, with its events.
+    Describe(describe::DescribeArgs),
+    /// Delete deployments, pods or nodes, or the objects of a manifest.
+    Delete(delete::DeleteArgs),
+    /// Change the number of replicas of a deployment.
+    Scale(scale::ScaleArgs),
+    /// Cordon, uncordon or taint nodes.
+    Node(node::NodeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +94,12 @@ fn run(cli: Cli) -> Result<()> {
             Command::Audit(args) => audit::run(args).await,
             Command::Settings(args) => settings::run(args).await,
             Command::Gc(args) => gc::run(args).await,
+            Command::Apply(args) => apply::run(args).await,
+            Command::Get(args) => get::run(args).await,
+            Command::Describe(args) => describe::run(args).await,
+            Command::Delete(args) => delete::run(args).await,
+            Command::Scale(args) => scale::run(args).await,
+            Command::Node(args) => node::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }
     })

@@ -57,6 +57,7 @@ pub fn print<T: DeserializeOwned>(
 pub struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
+    min_widths: Vec<usize>,
 }
 
 impl Table {
@@ -65,6 +66,14 @@ impl Table {
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),
+            min_widths: vec![0; headers.len()],
+        }
+    }
+
+    /// Keeps `column` at least `width` wide, for cells streamed later.
+    pub fn min_width(&mut self, column: usize, width: usize) {
+        if let Some(min) = self.min_widths.get_mut(column) {
+            *min = width;
         }
     }
 
@@ -75,11 +84,37 @@ impl Table {
 
     /// The table as text, one line per row, ending in a newline.
     pub fn render(&self) -> String {
+        self.render_streaming().0
+    }
+
+    /// The table as text, and a [`RowStream`] that prints rows added later
+    /// (as a watch reports changes) in the same columns.
+    pub fn render_streaming(&self) -> (String, RowStream) {
         let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
-        render_rows(
-            std::iter::once(&header).chain(&self.rows),
-            self.headers.len(),
-        )
+        let rows = || std::iter::once(&header).chain(&self.rows);
+        let mut widths = column_widths(rows(), self.headers.len());
+        for (width, min) in widths.iter_mut().zip(&self.min_widths) {
+            *width = (*width).max(*min);
+        }
+        let text = rows().map(|row| render_line(&widths, row)).collect();
+        (text, RowStream { widths })
+    }
+}
+
+/// Prints rows one at a time under a table already printed, aligned to its
+/// columns; a wider cell widens its column from then on.
+#[derive(Clone, Debug)]
+pub struct RowStream {
+    widths: Vec<usize>,
+}
+
+impl RowStream {
+    /// One row as a line ending in a newline.
+    pub fn render(&mut self, row: &[String]) -> String {
+        for (width, cell) in self.widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+        render_line(&self.widths, row)
     }
 }
 
@@ -96,26 +131,37 @@ fn render_rows<'a>(
     rows: impl IntoIterator<Item = &'a Vec<String>> + Clone,
     columns: usize,
 ) -> String {
+    let widths = column_widths(rows.clone(), columns);
+    rows.into_iter()
+        .map(|row| render_line(&widths, row))
+        .collect()
+}
+
+fn column_widths<'a>(
+    rows: impl IntoIterator<Item = &'a Vec<String>>,
+    columns: usize,
+) -> Vec<usize> {
     let mut widths = vec![0; columns];
-    for row in rows.clone() {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let mut text = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (column, width) in widths.iter().enumerate() {
-            let cell = row.get(column).map_or("", String::as_str);
-            line.push_str(cell);
-            let padding = width.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', padding + 2));
-        }
-        // The last column's padding would only be trailing blanks.
-        text.push_str(line.trim_end());
-        text.push('\n');
+    widths
+}
+
+fn render_line(widths: &[usize], row: &[String]) -> String {
+    let mut line = String::new();
+    for (column, width) in widths.iter().enumerate() {
+        let cell = row.get(column).map_or("", String::as_str);
+        line.push_str(cell);
+        let padding = width.saturating_sub(cell.chars().count());
+        line.extend(std::iter::repeat_n(' ', padding + 2));
     }
-    text
+    // The last column's padding would only be trailing blanks.
+    let mut line = line.trim_end().to_string();
+    line.push('\n');
+    line
 }
 
 /// `1.5 GiB`, `512 B`: binary units, at most one decimal.
@@ -133,6 +179,48 @@ pub fn human_size(bytes: u64) -> String {
     let text = format!("{value:.1}");
     let text = text.strip_suffix(".0").unwrap_or(&text);
     format!("{text} {}", UNITS[unit])
+}
+
+/// How long ago `unix_ms` was, kubectl style: `45s`, `3m`, `2h`, `4d`;
+/// `<unknown>` when the time is not known (0).
+///
+/// ```text
+/// age(now_ms, now_ms - 90_000) == "1m"
+/// ```
+pub fn age(now_ms: u64, unix_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "<unknown>".to_string();
+    }
+    // A clock behind the server's reads as "just now", not as a huge age.
+    let secs = now_ms.saturating_sub(unix_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+/// Millicores as cores, as `kubectl top` reads: `1.5`, `4`, `0.25`.
+pub fn cores(millis: u64) -> String {
+    let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Memory in Kubernetes' binary units with one decimal: `2.0Gi`,
+/// `192.0Mi`; `0` for nothing.
+pub fn memory(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
 }
 
 /// Unix milliseconds as RFC 3339 in UTC, to the second: `2025-01-02T03:04:05Z`.
@@ -216,6 +304,63 @@ mod tests {
             let bytes = crate::units::parse_size(text).unwrap();
             assert_eq!(human_size(bytes).replace(' ', ""), text);
         }
+    }
+
+    #[test]
+    fn streamed_rows_keep_the_columns_and_widen_them() {
+        let mut table = Table::new(&["NAME", "STATUS", "AGE"]);
+        table.row(["web-1".into(), "Running".into(), "5s".into()]);
+        let (text, mut stream) = table.render_streaming();
+        assert_eq!(text, "NAME   STATUS   AGE\nweb-1  Running  5s\n");
+        assert_eq!(
+            stream.render(&["web-2".into(), "Pending".into(), "0s".into()]),
+            "web-2  Pending  0s\n"
+        );
+        assert_eq!(
+            stream.render(&["a-longer-name".into(), "Running".into(), "1s".into()]),
+            "a-longer-name  Running  1s\n"
+        );
+        assert_eq!(
+            stream.render(&["web-1".into(), "Running".into(), "9s".into()]),
+            "web-1          Running  9s\n",
+            "the column stays as wide"
+        );
+        let mut table = Table::new(&["EVENT", "NAME"]);
+        table.min_width(0, "MODIFIED".len());
+        table.row(["ADDED".into(), "web-1".into()]);
+        let (text, mut stream) = table.render_streaming();
+        assert_eq!(text, "EVENT     NAME\nADDED     web-1\n");
+        assert_eq!(
+            stream.render(&["MODIFIED".into(), "web-1".into()]),
+            "MODIFIED  web-1\n"
+        );
+    }
+
+    #[test]
+    fn ages_are_short() {
+        let now = 1_000_000_000_000;
+        assert_eq!(age(now, now), "0s");
+        assert_eq!(age(now, now - 59_999), "59s");
+        assert_eq!(age(now, now - 60_000), "1m");
+        assert_eq!(age(now, now - 3 * 3_600_000 - 1), "3h");
+        assert_eq!(age(now, now - 4 * 86_400_000), "4d");
+        assert_eq!(age(now, now + 5_000), "0s", "a clock behind the server");
+        assert_eq!(age(now, 0), "<unknown>");
+    }
+
+    #[test]
+    fn cpu_and_memory_read_like_kubectl() {
+        assert_eq!(cores(0), "0");
+        assert_eq!(cores(250), "0.25");
+        assert_eq!(cores(1500), "1.5");
+        assert_eq!(cores(4000), "4");
+        assert_eq!(cores(1), "0.001");
+        assert_eq!(memory(0), "0");
+        assert_eq!(memory(512), "512");
+        assert_eq!(memory(2 << 30), "2.0Gi");
+        assert_eq!(memory(8 << 30), "8.0Gi");
+        assert_eq!(memory(192 << 20), "192.0Mi");
+        assert_eq!(memory(1536 << 20), "1.5Gi");
     }
 
     #[test]

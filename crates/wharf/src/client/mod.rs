@@ -2,7 +2,8 @@
 //!
 //! It adds the bearer token, refreshes the access token once when it has
 //! expired or is refused, saves the new one, and turns the server's
-//! `{"error": {"code", "message"}}` bodies into [`ApiError`]s.
+//! `{"error": {"code", "message"}}` bodies into [`ApiError`]s. Watches
+//! come back as [`JsonLines`].
 
 pub mod config;
 
@@ -21,6 +22,10 @@ const EXPIRY_MARGIN_SECS: u64 = 10;
 
 /// No API call of the CLI should take longer; GC on a large store is the slowest.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long one streamed answer (a watch) may last; the caller resumes it
+/// from where it got to when the stream ends.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// A client for one server, with the login stored for it (if any).
 pub struct ApiClient {
@@ -77,7 +82,7 @@ impl ApiClient {
 
     /// `GET /api/v1/<path>`.
     pub async fn get(&mut self, path: &[&str]) -> Result<Value> {
-        self.call(Method::GET, path, &[], None).await
+        self.call(Method::GET, path, &[], Payload::Empty).await
     }
 
     /// `GET /api/v1/<path>?<query>`.
@@ -86,17 +91,58 @@ impl ApiClient {
         path: &[&str],
         query: &[(&str, String)],
     ) -> Result<Value> {
-        self.call(Method::GET, path, query, None).await
+        self.call(Method::GET, path, query, Payload::Empty).await
     }
 
     /// `POST /api/v1/<path>` with a JSON body.
     pub async fn post(&mut self, path: &[&str], body: &Value) -> Result<Value> {
-        self.call(Method::POST, path, &[], Some(body)).await
+        self.call(Method::POST, path, &[], Payload::Json(body))
+            .await
+    }
+
+    /// `POST /api/v1/<path>?<query>` with a text body of `content_type`
+    /// (a YAML manifest for `apply`).
+    pub async fn post_text(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, String)],
+        content_type: &'static str,
+        text: &str,
+    ) -> Result<Value> {
+        let body = Payload::Text { content_type, text };
+        self.call(Method::POST, path, query, body).await
+    }
+
+    /// `GET /api/v1/<path>?<query>` answered with newline-delimited JSON
+    /// (`watch=true`), read as it arrives.
+    pub async fn get_lines(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<JsonLines> {
+        let request = Request {
+            method: Method::GET,
+            path,
+            query,
+            body: Payload::Empty,
+            timeout: STREAM_TIMEOUT,
+        };
+        let response = self
+            .respond(&request, Unauthorized::RefreshAndRetry)
+            .await?;
+        if !response.status().is_success() {
+            return Err(ApiError::read(response).await.into());
+        }
+        Ok(JsonLines {
+            response,
+            buffer: Vec::new(),
+            ended: false,
+        })
     }
 
     /// `PUT /api/v1/<path>` with a JSON body.
     pub async fn put(&mut self, path: &[&str], body: &Value) -> Result<Value> {
-        self.call(Method::PUT, path, &[], Some(body)).await
+        self.call(Method::PUT, path, &[], Payload::Json(body)).await
     }
 
     /// `PUT /api/v1/<path>` with a body that carries a password of its own.
@@ -104,18 +150,19 @@ impl ApiClient {
     /// A 401 answer may then mean that password was wrong; such a request is
     /// not retried, so a wrong password is not tried twice.
     pub async fn put_with_password(&mut self, path: &[&str], body: &Value) -> Result<Value> {
-        self.call_with(Method::PUT, path, &[], Some(body), Unauthorized::Report)
-            .await
+        let request = Request::new(Method::PUT, path, &[], Payload::Json(body));
+        self.call_with(&request, Unauthorized::Report).await
     }
 
     /// `PATCH /api/v1/<path>` with a JSON body.
     pub async fn patch(&mut self, path: &[&str], body: &Value) -> Result<Value> {
-        self.call(Method::PATCH, path, &[], Some(body)).await
+        self.call(Method::PATCH, path, &[], Payload::Json(body))
+            .await
     }
 
     /// `DELETE /api/v1/<path>`.
     pub async fn delete(&mut self, path: &[&str]) -> Result<Value> {
-        self.call(Method::DELETE, path, &[], None).await
+        self.call(Method::DELETE, path, &[], Payload::Empty).await
     }
 
     /// `POST /api/v1/login`: stores and returns the new session.
@@ -128,9 +175,8 @@ impl ApiClient {
             user: String,
         }
         let body = json!({ "username": user, "password": password });
-        let response = self
-            .send(Method::POST, &["login"], &[], Some(&body), None)
-            .await?;
+        let request = Request::new(Method::POST, &["login"], &[], Payload::Json(&body));
+        let response = self.send(&request, None).await?;
         let answer: LoginResponse = serde_json::from_value(decode(response).await?)
             .context("the server's login answer is not what wharf expects")?;
         let session = StoredSession {
@@ -151,20 +197,29 @@ impl ApiClient {
         method: Method,
         path: &[&str],
         query: &[(&str, String)],
-        body: Option<&Value>,
+        body: Payload<'_>,
     ) -> Result<Value> {
-        self.call_with(method, path, query, body, Unauthorized::RefreshAndRetry)
+        let request = Request::new(method, path, query, body);
+        self.call_with(&request, Unauthorized::RefreshAndRetry)
             .await
     }
 
     async fn call_with(
         &mut self,
-        method: Method,
-        path: &[&str],
-        query: &[(&str, String)],
-        body: Option<&Value>,
+        request: &Request<'_>,
         on_unauthorized: Unauthorized,
     ) -> Result<Value> {
+        let response = self.respond(request, on_unauthorized).await?;
+        decode(response).await
+    }
+
+    /// Sends a request with the access token, refreshing it at most once;
+    /// a refusal of the login becomes an error, any other answer is returned.
+    async fn respond(
+        &mut self,
+        request: &Request<'_>,
+        on_unauthorized: Unauthorized,
+    ) -> Result<reqwest::Response> {
         let mut refreshed = false;
         if self
             .session
@@ -174,7 +229,7 @@ impl ApiClient {
             self.refresh().await?;
             refreshed = true;
         }
-        let mut response = self.send_with_token(&method, path, query, body).await?;
+        let mut response = self.send_with_token(request).await?;
         if response.status() == StatusCode::UNAUTHORIZED
             && self.session.is_some()
             && !refreshed
@@ -182,7 +237,7 @@ impl ApiClient {
         {
             // Tokens also die early: password changes, disabled users, key rotation.
             self.refresh().await?;
-            response = self.send_with_token(&method, path, query, body).await?;
+            response = self.send_with_token(request).await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
             let refusal = ApiError::read(response).await;
@@ -194,18 +249,12 @@ impl ApiClient {
                 Some(_) => refusal.into(),
             });
         }
-        decode(response).await
+        Ok(response)
     }
 
-    async fn send_with_token(
-        &self,
-        method: &Method,
-        path: &[&str],
-        query: &[(&str, String)],
-        body: Option<&Value>,
-    ) -> Result<reqwest::Response> {
+    async fn send_with_token(&self, request: &Request<'_>) -> Result<reqwest::Response> {
         let token = self.session.as_ref().map(|s| s.access_token.as_str());
-        self.send(method.clone(), path, query, body, token).await
+        self.send(request, token).await
     }
 
     /// `POST /api/v1/token`: trades the refresh token for a new access token
@@ -220,9 +269,8 @@ impl ApiClient {
             return Ok(());
         };
         let body = json!({ "refresh_token": session.refresh_token });
-        let response = self
-            .send(Method::POST, &["token"], &[], Some(&body), None)
-            .await?;
+        let request = Request::new(Method::POST, &["token"], &[], Payload::Json(&body));
+        let response = self.send(&request, None).await?;
         let status = response.status();
         if matches!(
             status,
@@ -257,29 +305,119 @@ impl ApiClient {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &[&str],
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        token: Option<&str>,
-    ) -> Result<reqwest::Response> {
-        let url = api_url(&self.server, path, query);
-        let mut request = self.http.request(method, url.clone());
+    async fn send(&self, request: &Request<'_>, token: Option<&str>) -> Result<reqwest::Response> {
+        let url = api_url(&self.server, request.path, request.query);
+        let mut builder = self
+            .http
+            .request(request.method.clone(), url)
+            .timeout(request.timeout);
         if let Some(token) = token {
-            request = request.bearer_auth(token);
+            builder = builder.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send().await.map_err(|err| {
+        builder = match request.body {
+            Payload::Empty => builder,
+            Payload::Json(body) => builder.json(body),
+            Payload::Text { content_type, text } => builder
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(text.to_string()),
+        };
+        builder.send().await.map_err(|err| {
             anyhow!(
                 "cannot reach {}: is the server running? ({})",
                 self.server(),
                 root_cause(&err)
             )
         })
+    }
+}
+
+/// One request to the API, as sent (and sent again after a token refresh).
+struct Request<'a> {
+    method: Method,
+    path: &'a [&'a str],
+    query: &'a [(&'a str, String)],
+    body: Payload<'a>,
+    timeout: Duration,
+}
+
+impl<'a> Request<'a> {
+    /// A request that must be answered within [`REQUEST_TIMEOUT`].
+    fn new(
+        method: Method,
+        path: &'a [&'a str],
+        query: &'a [(&'a str, String)],
+        body: Payload<'a>,
+    ) -> Request<'a> {
+        Request {
+            method,
+            path,
+            query,
+            body,
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// The body of a request.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// None.
+    Empty,
+    /// JSON.
+    Json(&'a Value),
+    /// Text of a given media type, sent as is.
+    Text {
+        content_type: &'static str,
+        text: &'a str,
+    },
+}
+
+/// A streamed answer of one JSON value per line, such as a watch.
+pub struct JsonLines {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    ended: bool,
+}
+
+impl JsonLines {
+    /// The next value; `None` once the stream has ended, or its time ran
+    /// out (a watch can then be resumed from the last resource version seen).
+    pub async fn next(&mut self) -> Result<Option<Value>> {
+        loop {
+            if let Some(line) = take_line(&mut self.buffer, self.ended) {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .context("the server's stream holds a line that is not JSON");
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => self.ended = true,
+                Err(err) if err.is_timeout() => self.ended = true,
+                Err(err) => {
+                    return Err(anyhow!("reading the server's stream: {}", root_cause(&err)));
+                }
+            }
+        }
+    }
+}
+
+/// Removes and returns the first line of `buffer` (without its newline);
+/// at the end of the stream, a last line without one.
+fn take_line(buffer: &mut Vec<u8>, ended: bool) -> Option<Vec<u8>> {
+    match buffer.iter().position(|&b| b == b'\n') {
+        Some(at) => {
+            let mut line: Vec<u8> = buffer.drain(..=at).collect();
+            line.pop();
+            Some(line)
+        }
+        None if ended && !buffer.is_empty() => Some(std::mem::take(buffer)),
+        None => None,
     }
 }
 
@@ -482,6 +620,16 @@ mod tests {
             api_url(&prefixed, &["audit"], &[("action", "artifact.*".into())]).as_str(),
             "http://h/wharf/api/v1/audit?action=artifact.*"
         );
+    }
+
+    #[test]
+    fn lines_are_split_at_newlines_and_the_end() {
+        let mut buffer = b"{\"a\":1}\n{\"b\"".to_vec();
+        assert_eq!(take_line(&mut buffer, false).unwrap(), b"{\"a\":1}");
+        assert_eq!(take_line(&mut buffer, false), None, "a partial line waits");
+        buffer.extend_from_slice(b":2}");
+        assert_eq!(take_line(&mut buffer, true).unwrap(), b"{\"b\":2}");
+        assert_eq!(take_line(&mut buffer, true), None);
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! The `wharf` subcommands other than `bench`: one module per command group.
 //!
 //! Client commands talk HTTP to a running server through
-//! [`crate::client::ApiClient`] and print through [`crate::output`].
+//! [`crate::client::ApiClient`] and print through [`crate::output`]. The
+//! kubectl-like ones (`apply`, `get`, `describe`, `delete`, `scale`,
+//! `node`) share [`objects`]: kinds, projects and shared formatting.
 
+pub mod apply;
 pub mod audit;
+pub mod delete;
+pub mod describe;
 pub mod gc;
+pub mod get;
 pub mod login;
+pub mod node;
+pub mod objects;
 pub mod project;
 pub mod robot;
+pub mod scale;
 pub mod server;
 pub mod settings;
 pub mod user;

@@ -1,0 +1,188 @@
+//! `wharf delete KIND NAME...` and `wharf delete -f FILE`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use wharf_api::{Manifest, parse_manifests};
+
+use super::ServerOption;
+use super::objects::{Kind, ObjectName, ProjectOption, is_not_found, manifest_name, read_manifest};
+use crate::client::ApiClient;
+
+/// Options of `wharf delete`.
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    server: ServerOption,
+    /// What to delete: deployment (deploy), pod (po) or node (no).
+    #[arg(value_parser = Kind::parse, conflicts_with = "file")]
+    kind: Option<Kind>,
+    /// Names of the objects.
+    names: Vec<String>,
+    /// Delete the objects of this manifest; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: Option<String>,
+    #[command(flatten)]
+    project: ProjectOption,
+    /// Succeed when an object does not exist.
+    #[arg(long)]
+    ignore_not_found: bool,
+}
+
+/// One object to delete.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    kind: Kind,
+    /// Empty for nodes.
+    project: String,
+    name: String,
+}
+
+/// Deletes each object named; a deployment's pods go with it.
+pub async fn run(args: DeleteArgs) -> Result<()> {
+    let targets = match (&args.file, args.kind) {
+        (Some(file), _) => {
+            let text = read_manifest(file).await?;
+            manifest_targets(&text, args.project.project.as_deref())
+                .with_context(|| format!("reading {}", manifest_name(file)))?
+        }
+        (None, Some(kind)) => {
+            if args.names.is_empty() {
+                bail!(
+                    "give the names of the {} to delete, or -f FILE",
+                    kind.plural()
+                );
+            }
+            let project = args.project.for_kind(kind)?;
+            args.names
+                .iter()
+                .map(|name| Target {
+                    kind,
+                    project: project.to_string(),
+                    name: name.clone(),
+                })
+                .collect()
+        }
+        (None, None) => bail!("give what to delete: KIND NAME... or -f FILE"),
+    };
+    let mut client = args.server.client()?;
+    if let [target] = targets.as_slice() {
+        return delete(&mut client, target, args.ignore_not_found).await;
+    }
+    // As kubectl does, one failure does not stop the others.
+    let mut failed = 0;
+    for target in &targets {
+        if let Err(err) = delete(&mut client, target, args.ignore_not_found).await {
+            eprintln!("error: {err:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} objects were not deleted", targets.len());
+    }
+    Ok(())
+}
+
+/// The objects of a manifest, parsed here: each in its own project
+/// (`metadata.namespace`) or else in `project`.
+fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
+    let parsed = parse_manifests(text)?;
+    parsed
+        .into_iter()
+        .map(|document| {
+            let Manifest::Deployment(deployment) = document.manifest;
+            let name = deployment.metadata.name;
+            let project = deployment
+                .metadata
+                .project
+                .or_else(|| project.map(str::to_string))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
+                    )
+                })?;
+            Ok(Target {
+                kind: Kind::Deployment,
+                project,
+                name,
+            })
+        })
+        .collect()
+}
+
+async fn delete(client: &mut ApiClient, target: &Target, ignore_not_found: bool) -> Result<()> {
+    let object = ObjectName(target.kind, &target.name);
+    let place = if target.kind.in_project() {
+        format!(" in project {}", target.project)
+    } else {
+        String::new()
+    };
+    match client
+        .delete(&target.kind.object_path(&target.project, &target.name))
+        .await
+    {
+        Ok(_) => {
+            println!("{object} deleted");
+            Ok(())
+        }
+        Err(err) if is_not_found(&err) => {
+            if ignore_not_found {
+                return Ok(());
+            }
+            Err(anyhow!(
+                "deleting {object}{place}: {err:#} (--ignore-not-found accepts that)"
+            ))
+        }
+        Err(err) => Err(err).with_context(|| format!("deleting {object}{place}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: shop/web:1}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: back}
+spec:
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: api, image: back/api:1}]}
+";
+
+    #[test]
+    fn manifests_name_their_objects_and_projects() {
+        let targets = manifest_targets(MANIFEST, Some("shop")).unwrap();
+        assert_eq!(
+            targets,
+            [
+                Target {
+                    kind: Kind::Deployment,
+                    project: "shop".into(),
+                    name: "web".into()
+                },
+                Target {
+                    kind: Kind::Deployment,
+                    project: "back".into(),
+                    name: "api".into()
+                },
+            ]
+        );
+        let err = manifest_targets(MANIFEST, None).unwrap_err().to_string();
+        assert!(err.contains("deployment web names no project"), "{err}");
+        let err = manifest_targets("kind: Service\napiVersion: v1\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported kind Service"), "{err}");
+    }
+}

@@ -1,0 +1,765 @@
+//! `wharf describe`: one node, deployment or pod in full, with its events,
+//! as `kubectl describe` shows them.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::Value;
+use wharf_api::{
+    Container, ContainerState, ContainerStatus, Deployment, Event, EventType, Node, ObjectMeta,
+    Pod, PodSpec, ResourceList, Resources, Toleration, TolerationOperator,
+};
+
+use super::ServerOption;
+use super::get::{phase_name, pod_status};
+use super::objects::{
+    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, effect_name, node_status, none,
+    selector_text, sum_requests, taint_text,
+};
+use crate::client::unix_now;
+use crate::output::{Table, age, cores, memory, rfc3339};
+
+/// Options of `wharf describe`.
+#[derive(Args)]
+pub struct DescribeArgs {
+    #[command(flatten)]
+    server: ServerOption,
+    /// What to describe: node (no), deployment (deploy) or pod (po).
+    #[arg(value_parser = Kind::parse)]
+    kind: Kind,
+    /// Its name.
+    name: String,
+    #[command(flatten)]
+    project: ProjectOption,
+}
+
+/// The project node events are recorded in.
+const NODE_EVENTS_PROJECT: &str = "default";
+
+/// Prints the object and its events.
+pub async fn run(args: DescribeArgs) -> Result<()> {
+    let (kind, name) = (args.kind, args.name.as_str());
+    let project = args.project.for_kind(kind)?;
+    let mut client = args.server.client()?;
+    let answer = client
+        .get(&kind.object_path(project, name))
+        .await
+        .with_context(|| {
+            let place = if project.is_empty() {
+                String::new()
+            } else {
+                format!(" in project {project}")
+            };
+            format!("describing {}{place}", ObjectName(kind, name))
+        })?;
+    let now_ms = unix_now().saturating_mul(1000);
+    let mut description = match kind {
+        Kind::Node => {
+            let node: Node = typed(answer)?;
+            let pods = bound_pods(&mut client, Some(name)).await?;
+            describe_node(&node, pods.as_deref(), now_ms)
+        }
+        Kind::Deployment => describe_deployment(&typed(answer)?, now_ms),
+        Kind::Pod => describe_pod(&typed(answer)?, now_ms),
+    };
+    let events_project = if kind.in_project() {
+        project
+    } else {
+        NODE_EVENTS_PROJECT
+    };
+    let events = client
+        .get_with_query(
+            &["projects", events_project, "events"],
+            &[("object", name.to_string())],
+        )
+        .await
+        .and_then(|answer| {
+            serde_json::from_value::<Vec<Event>>(answer)
+                .context("the server's events are not what wharf expects")
+        });
+    match events {
+        Ok(events) => {
+            let events: Vec<Event> = events
+                .into_iter()
+                .filter(|e| e.involved_object.kind == kind.api_kind())
+                .collect();
+            description.events(&events, now_ms);
+        }
+        // The object is shown all the same; say why its events are not.
+        Err(err) => {
+            let source = if kind.in_project() {
+                String::new()
+            } else {
+                format!("node events are kept in project {NODE_EVENTS_PROJECT}: ")
+            };
+            description.field(0, "Events", format!("<unavailable: {source}{err:#}>"));
+        }
+    }
+    print!("{}", description.render());
+    Ok(())
+}
+
+fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T> {
+    serde_json::from_value(answer)
+        .context("the server's answer is not what wharf expects; try wharf get -o yaml")
+}
+
+/// The text of a description: `Key:  value` lines whose values line up
+/// with the others at the same depth, headings, and indented tables.
+#[derive(Default)]
+struct Description {
+    lines: Vec<Line>,
+}
+
+enum Line {
+    Field {
+        indent: usize,
+        key: String,
+        value: String,
+    },
+    Heading {
+        indent: usize,
+        title: String,
+    },
+    Text {
+        indent: usize,
+        text: String,
+    },
+}
+
+impl Description {
+    /// `key:  value`; a value of several lines continues under its first.
+    fn field(&mut self, indent: usize, key: &str, value: impl Into<String>) {
+        self.lines.push(Line::Field {
+            indent,
+            key: key.to_string(),
+            value: value.into(),
+        });
+    }
+
+    /// `title:` alone, for what follows indented.
+    fn heading(&mut self, indent: usize, title: &str) {
+        self.lines.push(Line::Heading {
+            indent,
+            title: title.to_string(),
+        });
+    }
+
+    /// Lines as they are (a rendered table), indented.
+    fn text(&mut self, indent: usize, text: &str) {
+        for line in text.lines() {
+            self.lines.push(Line::Text {
+                indent,
+                text: line.to_string(),
+            });
+        }
+    }
+
+    /// The events as a table, or `<none>`.
+    fn events(&mut self, events: &[Event], now_ms: u64) {
+        if events.is_empty() {
+            self.field(0, "Events", none());
+            return;
+        }
+        self.heading(0, "Events");
+        self.text(2, &events_table(events, now_ms));
+    }
+
+    fn render(&self) -> String {
+        // Values line up per depth across the whole description, as
+        // kubectl's do.
+        let mut widths: BTreeMap<usize, usize> = BTreeMap::new();
+        for line in &self.lines {
+            if let Line::Field { indent, key, .. } = line {
+                let width = widths.entry(*indent).or_default();
+                *width = (*width).max(key.chars().count() + 1);
+            }
+        }
+        let mut text = String::new();
+        for line in &self.lines {
+            let rendered = match line {
+                Line::Field { indent, key, value } => {
+                    let width = widths[indent];
+                    let pad = " ".repeat(*indent);
+                    let mut values = value.lines();
+                    let first = values.next().unwrap_or_default();
+                    let mut out = format!("{pad}{:<width$}  {first}", format!("{key}:"));
+                    for more in values {
+                        out.push_str(&format!("\n{pad}{:width$}  {more}", ""));
+                    }
+                    out
+                }
+                Line::Heading { indent, title } => format!("{}{title}:", " ".repeat(*indent)),
+                Line::Text { indent, text } => format!("{}{text}", " ".repeat(*indent)),
+            };
+            for line in rendered.lines() {
+                text.push_str(line.trim_end());
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+/// `TYPE REASON AGE COUNT MESSAGE`, oldest first; AGE is of the last time.
+fn events_table(events: &[Event], now_ms: u64) -> String {
+    let mut table = Table::new(&["TYPE", "REASON", "AGE", "COUNT", "MESSAGE"]);
+    for event in events {
+        let event_type = match event.event_type {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        table.row([
+            event_type.to_string(),
+            event.reason.clone(),
+            age(now_ms, event.last_timestamp),
+            event.count.max(1).to_string(),
+            event.message.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `2025-01-02T03:04:05Z (5m ago)`, `<unknown>` for 0.
+fn time_and_age(unix_ms: u64, now_ms: u64) -> String {
+    if unix_ms == 0 {
+        return "<unknown>".to_string();
+    }
+    format!("{} ({} ago)", rfc3339(unix_ms), age(now_ms, unix_ms))
+}
+
+/// One `key=value` per line, `<none>` when empty.
+fn map_lines(map: &BTreeMap<String, String>) -> String {
+    if map.is_empty() {
+        return none();
+    }
+    map.iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Name, project, labels, annotations, creation, owner.
+fn metadata_fields(description: &mut Description, meta: &ObjectMeta, now_ms: u64) {
+    description.field(0, "Name", meta.name.clone());
+    if let Some(project) = &meta.project {
+        description.field(0, "Project", project.clone());
+    }
+    description.field(0, "Labels", map_lines(&meta.labels));
+    description.field(0, "Annotations", map_lines(&meta.annotations));
+    description.field(0, "Created", time_and_age(meta.created_at, now_ms));
+    if let Some(owner) = meta.owner_references.first() {
+        description.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
+    }
+}
+
+fn describe_node(node: &Node, pods: Option<&[Pod]>, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &node.metadata, now_ms);
+    let (spec, status) = (&node.spec, &node.status);
+    description.field(0, "Address", spec.address.clone().unwrap_or_else(none));
+    description.field(0, "Status", node_status(node));
+    description.field(0, "Unschedulable", spec.unschedulable.to_string());
+    let taints: Vec<String> = spec.taints.iter().map(taint_text).collect();
+    description.field(
+        0,
+        "Taints",
+        if taints.is_empty() {
+            none()
+        } else {
+            taints.join("\n")
+        },
+    );
+    description.field(
+        0,
+        "Cost/h",
+        spec.cost_per_hour
+            .map_or_else(none, |cost| cost.to_string()),
+    );
+    description.field(
+        0,
+        "Last Heartbeat",
+        time_and_age(status.last_heartbeat, now_ms),
+    );
+    if let Some(load) = status.cpu_load {
+        description.field(0, "CPU Load", format!("{:.0}%", load * 100.0));
+    }
+    description.heading(0, "Capacity");
+    resource_fields(&mut description, &status.capacity, None);
+    let sums = pods.map(sum_requests);
+    match allocated_on(node, sums.as_ref()) {
+        Some(allocated) => {
+            description.heading(0, "Allocated");
+            resource_fields(&mut description, &allocated, Some(&status.capacity));
+        }
+        None => description.field(
+            0,
+            "Allocated",
+            "<unknown: listing the node's pods needs an administrator>",
+        ),
+    }
+    if !status.info.is_empty() {
+        description.heading(0, "System Info");
+        for (key, value) in &status.info {
+            description.field(2, key, value.clone());
+        }
+    }
+    if !status.images.is_empty() {
+        description.field(0, "Images", format!("{} present", status.images.len()));
+    }
+    if let Some(pods) = pods {
+        if pods.is_empty() {
+            description.field(0, "Pods", none());
+        } else {
+            description.heading(0, "Pods");
+            description.text(2, &node_pods_table(pods));
+        }
+    }
+    description
+}
+
+/// cpu, memory and pods; with `of`, each as a share of it.
+fn resource_fields(description: &mut Description, amounts: &Resources, of: Option<&Resources>) {
+    let share = |used: u64, total: u64| match of {
+        Some(_) if total > 0 => format!(" ({}%)", used.saturating_mul(100) / total),
+        _ => String::new(),
+    };
+    let capacity = of.copied().unwrap_or_default();
+    description.field(
+        2,
+        "cpu",
+        format!(
+            "{}{}",
+            cores(amounts.cpu_millis),
+            share(amounts.cpu_millis, capacity.cpu_millis)
+        ),
+    );
+    description.field(
+        2,
+        "memory",
+        format!(
+            "{}{}",
+            memory(amounts.memory_bytes),
+            share(amounts.memory_bytes, capacity.memory_bytes)
+        ),
+    );
+    description.field(
+        2,
+        "pods",
+        format!(
+            "{}{}",
+            amounts.pods,
+            share(u64::from(amounts.pods), u64::from(capacity.pods))
+        ),
+    );
+}
+
+/// The pods on a node: `PROJECT NAME STATUS CPU MEMORY`.
+fn node_pods_table(pods: &[Pod]) -> String {
+    let mut table = Table::new(&["PROJECT", "NAME", "STATUS", "CPU", "MEMORY"]);
+    for pod in pods {
+        let requests = pod.spec.requests().unwrap_or_default();
+        table.row([
+            pod.metadata.project.clone().unwrap_or_else(none),
+            pod.metadata.name.clone(),
+            pod_status(pod),
+            cores(requests.cpu_millis),
+            memory(requests.memory_bytes),
+        ]);
+    }
+    table.render()
+}
+
+fn describe_deployment(deployment: &Deployment, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &deployment.metadata, now_ms);
+    let (spec, status) = (&deployment.spec, &deployment.status);
+    description.field(
+        0,
+        "Generation",
+        format!(
+            "{} (observed {})",
+            deployment.metadata.generation, status.observed_generation
+        ),
+    );
+    description.field(0, "Selector", selector_text(&spec.selector));
+    description.field(
+        0,
+        "Replicas",
+        format!(
+            "{} desired | {} updated | {} scheduled | {} ready | {} total",
+            spec.replicas,
+            status.updated_replicas,
+            status.scheduled_replicas,
+            status.ready_replicas,
+            status.replicas
+        ),
+    );
+    description.field(0, "Strategy", strategy_text(deployment));
+    if let Some(seconds) = spec.min_ready_seconds {
+        description.field(0, "Min Ready Seconds", seconds.to_string());
+    }
+    description.heading(0, "Pod Template");
+    let template = &spec.template;
+    description.field(2, "Labels", map_lines(&template.metadata.labels));
+    if !template.metadata.annotations.is_empty() {
+        description.field(2, "Annotations", map_lines(&template.metadata.annotations));
+    }
+    pod_spec_fields(&mut description, 2, &template.spec, &[]);
+    description
+}
+
+/// `RollingUpdate (max surge 1, max unavailable 25%)`, `Recreate`.
+fn strategy_text(deployment: &Deployment) -> String {
+    let strategy = deployment.spec.strategy.as_ref();
+    let kind = strategy
+        .and_then(|s| s.kind.clone())
+        .unwrap_or_else(|| "RollingUpdate".to_string());
+    let Some(rolling) = strategy.and_then(|s| s.rolling_update.as_ref()) else {
+        return kind;
+    };
+    // A count or a percentage; their JSON reads the same as their YAML.
+    let amount = |value: &Option<_>| {
+        serde_json::to_value(value)
+            .ok()
+            .map(|v| match v {
+                Value::String(text) => text,
+                Value::Null => "default".to_string(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "{kind} (max surge {}, max unavailable {})",
+        amount(&rolling.max_surge),
+        amount(&rolling.max_unavailable)
+    )
+}
+
+fn describe_pod(pod: &Pod, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &pod.metadata, now_ms);
+    let status = &pod.status;
+    description.field(
+        0,
+        "Node",
+        match (&pod.spec.node_name, &status.host_ip) {
+            (Some(node), Some(ip)) => format!("{node}/{ip}"),
+            (Some(node), None) => node.clone(),
+            (None, _) => none(),
+        },
+    );
+    description.field(
+        0,
+        "Start Time",
+        status
+            .start_time
+            .map_or_else(none, |at| time_and_age(at, now_ms)),
+    );
+    description.field(0, "Status", phase_name(status.phase));
+    if let Some(reason) = &status.reason {
+        description.field(0, "Reason", reason.clone());
+    }
+    if let Some(message) = &status.message {
+        description.field(0, "Message", message.clone());
+    }
+    description.field(0, "IP", status.pod_ip.clone().unwrap_or_else(none));
+    pod_spec_fields(&mut description, 0, &pod.spec, &status.container_statuses);
+    description
+}
+
+/// Containers (with their states when known), node selector, tolerations.
+fn pod_spec_fields(
+    description: &mut Description,
+    indent: usize,
+    spec: &PodSpec,
+    statuses: &[ContainerStatus],
+) {
+    description.heading(indent, "Containers");
+    for container in &spec.containers {
+        let status = statuses.iter().find(|s| s.name == container.name);
+        container_fields(description, indent + 2, container, status);
+    }
+    description.field(indent, "Node-Selectors", map_lines(&spec.node_selector));
+    let tolerations: Vec<String> = spec.tolerations.iter().map(toleration_text).collect();
+    description.field(
+        indent,
+        "Tolerations",
+        if tolerations.is_empty() {
+            none()
+        } else {
+            tolerations.join("\n")
+        },
+    );
+    if let Some(policy) = &spec.restart_policy {
+        description.field(indent, "Restart Policy", policy.clone());
+    }
+    if let Some(class) = &spec.priority_class_name {
+        description.field(indent, "Priority Class", class.clone());
+    }
+}
+
+fn container_fields(
+    description: &mut Description,
+    indent: usize,
+    container: &Container,
+    status: Option<&ContainerStatus>,
+) {
+    description.heading(indent, &container.name);
+    let at = indent + 2;
+    description.field(at, "Image", container.image.clone());
+    if !container.command.is_empty() {
+        description.field(at, "Command", container.command.join("\n"));
+    }
+    if !container.args.is_empty() {
+        description.field(at, "Args", container.args.join("\n"));
+    }
+    let ports: Vec<String> = container
+        .ports
+        .iter()
+        .map(|port| {
+            let protocol = serde_json::to_value(port.protocol)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            match port.host_port {
+                Some(host) => format!("{}/{protocol} (host {host})", port.container_port),
+                None => format!("{}/{protocol}", port.container_port),
+            }
+        })
+        .collect();
+    description.field(
+        at,
+        "Ports",
+        if ports.is_empty() {
+            none()
+        } else {
+            ports.join(", ")
+        },
+    );
+    if let Some(status) = status {
+        description.field(at, "State", state_text(&status.state));
+        description.field(at, "Ready", status.ready.to_string());
+        description.field(at, "Restart Count", status.restart_count.to_string());
+    }
+    description.field(
+        at,
+        "Requests",
+        resource_list_text(&container.resources.requests),
+    );
+    description.field(
+        at,
+        "Limits",
+        resource_list_text(&container.resources.limits),
+    );
+    if !container.env.is_empty() {
+        let env: Vec<String> = container
+            .env
+            .iter()
+            .map(|var| format!("{}={}", var.name, var.value))
+            .collect();
+        description.field(at, "Environment", env.join("\n"));
+    }
+    if let Some(dir) = &container.working_dir {
+        description.field(at, "Working Dir", dir.clone());
+    }
+}
+
+/// `cpu=250m, memory=64Mi`, `<none>`.
+fn resource_list_text(list: &ResourceList) -> String {
+    let parts: Vec<String> = [("cpu", &list.cpu), ("memory", &list.memory)]
+        .into_iter()
+        .filter_map(|(name, amount)| Some(format!("{name}={}", amount.as_ref()?)))
+        .collect();
+    if parts.is_empty() {
+        none()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn state_text(state: &ContainerState) -> String {
+    match state {
+        ContainerState::Waiting { reason } => format!("Waiting ({reason})"),
+        ContainerState::Running { started_at } => {
+            format!("Running (since {})", rfc3339(*started_at))
+        }
+        ContainerState::Terminated { exit_code, reason } => {
+            format!("Terminated ({reason}, exit code {exit_code})")
+        }
+    }
+}
+
+/// kubectl's form: `dedicated=web:NoSchedule`, `gpu:NoExecute op=Exists
+/// for 300s`, `op=Exists` for everything.
+fn toleration_text(toleration: &Toleration) -> String {
+    let mut text = toleration.key.clone().unwrap_or_default();
+    if let Some(value) = &toleration.value {
+        text.push('=');
+        text.push_str(value);
+    }
+    if let Some(effect) = toleration.effect {
+        text.push(':');
+        text.push_str(effect_name(effect));
+    }
+    if toleration.operator == TolerationOperator::Exists {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str("op=Exists");
+    }
+    if let Some(seconds) = toleration.toleration_seconds {
+        text.push_str(&format!(" for {seconds}s"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wharf_api::ObjectReference;
+
+    use super::*;
+
+    const NOW: u64 = 1_750_000_000_000;
+
+    #[test]
+    fn descriptions_align_values_per_depth() {
+        let mut description = Description::default();
+        description.field(0, "Name", "web");
+        description.field(0, "Labels", "app=web\ntier=front");
+        description.heading(0, "Containers");
+        description.heading(2, "web");
+        description.field(4, "Image", "shop/web:1");
+        description.field(4, "Restart Count", "0");
+        description.text(2, "A  B\n1  2\n");
+        assert_eq!(
+            description.render(),
+            "Name:    web\n\
+             Labels:  app=web\n\
+             \x20        tier=front\n\
+             Containers:\n\
+             \x20 web:\n\
+             \x20   Image:          shop/web:1\n\
+             \x20   Restart Count:  0\n\
+             \x20 A  B\n\
+             \x20 1  2\n"
+        );
+    }
+
+    #[test]
+    fn events_read_as_a_table() {
+        let event = Event {
+            involved_object: ObjectReference {
+                kind: "Pod".into(),
+                name: "web-1".into(),
+                ..Default::default()
+            },
+            reason: "FailedScheduling".into(),
+            message: "0/1 nodes are available".into(),
+            event_type: EventType::Warning,
+            count: 3,
+            last_timestamp: NOW - 120_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            events_table(&[event], NOW),
+            "TYPE     REASON            AGE  COUNT  MESSAGE\n\
+             Warning  FailedScheduling  2m   3      0/1 nodes are available\n"
+        );
+    }
+
+    #[test]
+    fn pods_are_described_with_their_containers() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "web-1", "project": "shop", "createdAt": NOW - 60_000,
+                "labels": {"app": "web"},
+                "ownerReferences": [{"kind": "Deployment", "name": "web", "uid": "u"}],
+            },
+            "spec": {
+                "nodeName": "n1",
+                "nodeSelector": {"wharf.io/pool": "web"},
+                "tolerations": [
+                    {"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"},
+                    {"operator": "Exists"},
+                ],
+                "containers": [{
+                    "name": "web", "image": "shop/web:1",
+                    "ports": [{"containerPort": 80}],
+                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi"},
+                                  "limits": {"memory": "128Mi"}},
+                }],
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.1.0.7",
+                "containerStatuses": [{"name": "web", "ready": true, "restartCount": 1,
+                    "state": {"terminated": {"exit_code": 137, "reason": "OOMKilled"}}}],
+            },
+        }))
+        .unwrap();
+        let text = describe_pod(&pod, NOW).render();
+        for expected in [
+            "Name:            web-1\n",
+            "Project:         shop\n",
+            "Controlled By:   Deployment/web\n",
+            "Node:            n1\n",
+            "Status:          Running\n",
+            "IP:              10.1.0.7\n",
+            "  web:\n",
+            "    Ports:          80/TCP\n",
+            "    State:          Terminated (OOMKilled, exit code 137)\n",
+            "    Requests:       cpu=250m, memory=64Mi\n",
+            "    Limits:         memory=128Mi\n",
+            "Node-Selectors:  wharf.io/pool=web\n",
+            "Tolerations:     dedicated=web:NoSchedule\n                 op=Exists\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn nodes_are_described_with_their_allocation() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "createdAt": NOW - 3_600_000},
+            "spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]},
+            "status": {"ready": true,
+                       "capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "project": "shop"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "i",
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}]},
+        }))
+        .unwrap();
+        let text = describe_node(&node, Some(&[pod]), NOW).render();
+        for expected in [
+            "Taints:          gpu:NoSchedule\n",
+            "Allocated:\n  cpu:     1 (25%)\n  memory:  2.0Gi (25%)\n  pods:    1 (0%)\n",
+            "  PROJECT  NAME   STATUS   CPU  MEMORY\n  shop     web-1  Pending  1    2.0Gi\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+        let text = describe_node(&node, None, NOW).render();
+        assert!(
+            text.contains(
+                "Allocated:       <unknown: listing the node's pods needs an administrator>\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tolerations_read_like_kubectl() {
+        let toleration: Toleration = serde_json::from_value(
+            json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+        )
+        .unwrap();
+        assert_eq!(
+            toleration_text(&toleration),
+            "gpu:NoExecute op=Exists for 300s"
+        );
+    }
+}
