@@ -434,7 +434,7 @@ pub struct ContainerStatus {
 
 /// Waiting, running or terminated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ContainerState {
     /// Not started yet.
     Waiting {

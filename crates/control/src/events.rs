@@ -9,6 +9,10 @@ use wharf_store::{LeaseId, Txn};
 use crate::ControlError;
 use crate::objects::{Objects, decode, encode, key_of, now_millis, revision_of};
 
+/// Where events about cluster-wide objects (nodes) are kept: a name no
+/// project can have (`_` is not allowed in project names).
+pub const CLUSTER_EVENTS: &str = "_cluster";
+
 /// Events live this long after their last occurrence (at most).
 const EVENT_TTL: Duration = Duration::from_secs(3600);
 /// A lease is shared by the events created within this window.
@@ -68,7 +72,10 @@ impl EventRecorder {
         reason: &str,
         message: &str,
     ) -> Result<(), ControlError> {
-        let project = involved.project.clone().unwrap_or_else(|| "default".into());
+        let project = involved
+            .project
+            .clone()
+            .unwrap_or_else(|| CLUSTER_EVENTS.into());
         let name = format!(
             "{}.{:016x}",
             involved.name,

@@ -24,7 +24,7 @@ pub use deployments::{
     DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
 pub use error::ControlError;
-pub use events::EventRecorder;
+pub use events::{CLUSTER_EVENTS, EventRecorder};
 pub use leader::{current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};

@@ -334,11 +334,22 @@ async fn nodes_go_not_ready_when_heartbeats_stop() {
     );
     // Silence: the lease expires and the node goes not ready.
     wait_ready(false).await;
-    let (events, _) = objects
-        .list::<wharf_api::Event>(Some("default"), None)
-        .await
-        .unwrap();
-    assert!(events.iter().any(|e| e.reason == "NodeNotReady"));
+    // The event follows the status change.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (events, _) = objects
+            .list::<wharf_api::Event>(Some(wharf_control::CLUSTER_EVENTS), None)
+            .await
+            .unwrap();
+        if events.iter().any(|e| e.reason == "NodeNotReady") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NodeNotReady event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A heartbeat after expiry takes a new lease and brings it back.
     let renewed = objects
         .heartbeat("flaky", Some(lease), Duration::from_secs(30))

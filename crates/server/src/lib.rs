@@ -168,6 +168,9 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub audit: AuditLog,
     pub control: ControlPlane,
+    /// Becomes `true` when the server shuts down: watch streams end then,
+    /// so that graceful shutdown does not wait on them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -185,6 +188,8 @@ pub struct App {
     pub control: ControlPlane,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
+    /// Tells long-lived responses (watches) to end.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -230,11 +235,13 @@ impl App {
             events: Arc::new(registry_auth::AuditSink(audit.clone())),
         };
         let control = ControlPlane::new(store.clone(), config.scheduler);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
             registry: registry.clone(),
             audit: audit.clone(),
             control: control.clone(),
+            stopping,
         });
         let token_routes = Router::new()
             .route(
@@ -252,6 +259,7 @@ impl App {
             audit,
             control,
             generated_admin_password,
+            stop,
         })
     }
 }
@@ -308,12 +316,16 @@ impl Server {
         }
         // Controllers run only while this server leads (one leader per etcd).
         let _controllers = self.app.control.start(format!("{}:{addr}", hostname()));
+        let stop = self.app.stop.clone();
         let service = self
             .app
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await
             .map_err(|source| ServerError::Listen { addr, source });
         if let Err(err) = self.app.audit.flush().await {

@@ -26,6 +26,7 @@ fn open_to_any_user(method: &Method, path: &str) -> bool {
             | ("POST", "/api/v1/projects")
             | ("GET", "/api/v1/nodes")
             | ("GET", "/api/v1/nodes/{node}")
+            | ("GET", "/api/v1/events")
             // Apply checks the project of each object in the body.
             | ("POST", "/api/v1/apply")
     )

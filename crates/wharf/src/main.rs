@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    apply, audit, delete, describe, gc, get, login, node, project, robot, scale, server, settings,
-    user,
+    agent, apply, audit, delete, describe, gc, get, login, node, project, robot, scale, server,
+    settings, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the server (registry at /v2/, API at /api/v1/).
     Server(server::ServerArgs),
+    /// Run the node agent on this machine (or a simulated fleet).
+    Agent(agent::AgentArgs),
     /// Log in to a server and store the session.
     Login(login::LoginArgs),
     /// Forget the stored session.
@@ -86,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout => login::logout(),
             Command::User(args) => user::run(args).await,

@@ -105,6 +105,10 @@ async fn list_or_watch<T: Object>(
         };
         std::future::ready(line.map(Ok::<Bytes, std::io::Error>))
     });
+    let mut stopping = state.stopping.clone();
+    let lines = lines.take_until(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
     Ok(Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(lines))
@@ -165,6 +169,7 @@ pub(crate) async fn register_node(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct HeartbeatRequest {
     lease: Option<u64>,
     #[serde(default = "default_heartbeat_ttl")]
@@ -191,6 +196,7 @@ pub(crate) async fn heartbeat(
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct NodePatch {
     unschedulable: Option<bool>,
     taints: Option<Vec<Taint>>,
@@ -440,16 +446,33 @@ pub(crate) struct EventParams {
     object: Option<String>,
 }
 
+/// `GET /api/v1/events[?object=NAME]`: events about cluster-wide objects
+/// (nodes), oldest first.
+pub(crate) async fn list_cluster_events(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Json<Vec<Event>>> {
+    events_of(&state, wharf_control::CLUSTER_EVENTS, params).await
+}
+
 /// `GET /api/v1/projects/{project}/events[?object=NAME]`, oldest first.
 pub(crate) async fn list_events(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
     Query(params): Query<EventParams>,
 ) -> ApiResult<Json<Vec<Event>>> {
+    events_of(&state, &project, params).await
+}
+
+async fn events_of(
+    state: &AppState,
+    project: &str,
+    params: EventParams,
+) -> ApiResult<Json<Vec<Event>>> {
     let (mut events, _) = state
         .control
         .objects()
-        .list::<Event>(Some(&project), None)
+        .list::<Event>(Some(project), None)
         .await?;
     events.retain(|e| {
         params

@@ -118,6 +118,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
+        row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
     ]
 }
 

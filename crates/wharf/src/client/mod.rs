@@ -257,6 +257,34 @@ impl ApiClient {
         self.send(request, token).await
     }
 
+    /// The access token to send now, refreshed first when it is about to
+    /// expire (for long-running clients such as the node agent).
+    pub async fn access_token(&mut self) -> Result<String> {
+        let expiring = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.expires_within(unix_now(), EXPIRY_MARGIN_SECS));
+        if expiring {
+            self.refresh().await?;
+        }
+        self.session
+            .as_ref()
+            .map(|s| s.access_token.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "not logged in to {}: run wharf login {} -u USER",
+                    self.server(),
+                    self.server()
+                )
+            })
+    }
+
+    /// A new access token after the server refused the current one.
+    pub async fn refreshed_token(&mut self) -> Result<String> {
+        self.refresh().await?;
+        self.access_token().await
+    }
+
     /// `POST /api/v1/token`: trades the refresh token for a new access token
     /// and stores it.
     async fn refresh(&mut self) -> Result<()> {

@@ -34,9 +34,6 @@ pub struct DescribeArgs {
     project: ProjectOption,
 }
 
-/// The project node events are recorded in.
-const NODE_EVENTS_PROJECT: &str = "default";
-
 /// Prints the object and its events.
 pub async fn run(args: DescribeArgs) -> Result<()> {
     let (kind, name) = (args.kind, args.name.as_str());
@@ -63,16 +60,14 @@ pub async fn run(args: DescribeArgs) -> Result<()> {
         Kind::Deployment => describe_deployment(&typed(answer)?, now_ms),
         Kind::Pod => describe_pod(&typed(answer)?, now_ms),
     };
-    let events_project = if kind.in_project() {
-        project
+    // Events of cluster-wide objects (nodes) have an endpoint of their own.
+    let events_path: Vec<&str> = if kind.in_project() {
+        vec!["projects", project, "events"]
     } else {
-        NODE_EVENTS_PROJECT
+        vec!["events"]
     };
     let events = client
-        .get_with_query(
-            &["projects", events_project, "events"],
-            &[("object", name.to_string())],
-        )
+        .get_with_query(&events_path, &[("object", name.to_string())])
         .await
         .and_then(|answer| {
             serde_json::from_value::<Vec<Event>>(answer)
@@ -88,12 +83,7 @@ pub async fn run(args: DescribeArgs) -> Result<()> {
         }
         // The object is shown all the same; say why its events are not.
         Err(err) => {
-            let source = if kind.in_project() {
-                String::new()
-            } else {
-                format!("node events are kept in project {NODE_EVENTS_PROJECT}: ")
-            };
-            description.field(0, "Events", format!("<unavailable: {source}{err:#}>"));
+            description.field(0, "Events", format!("<unavailable: {err:#}>"));
         }
     }
     print!("{}", description.render());
@@ -695,7 +685,7 @@ mod tests {
             "status": {
                 "phase": "Running", "podIP": "10.1.0.7",
                 "containerStatuses": [{"name": "web", "ready": true, "restartCount": 1,
-                    "state": {"terminated": {"exit_code": 137, "reason": "OOMKilled"}}}],
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}],
             },
         }))
         .unwrap();

@@ -627,7 +627,7 @@ mod tests {
                 "phase": "Running", "podIP": "10.1.0.7",
                 "containerStatuses": [
                     {"name": "web", "ready": true, "restartCount": 2,
-                     "state": {"running": {"started_at": 1}}},
+                     "state": {"running": {"startedAt": 1}}},
                     {"name": "log", "ready": false, "restartCount": 1,
                      "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
                 ],

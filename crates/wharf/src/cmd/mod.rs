@@ -5,6 +5,7 @@
 //! kubectl-like ones (`apply`, `get`, `describe`, `delete`, `scale`,
 //! `node`) share [`objects`]: kinds, projects and shared formatting.
 
+pub mod agent;
 pub mod apply;
 pub mod audit;
 pub mod delete;
