@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use wharf_auth::IdentityConfig;
 use wharf_registry::RegistryConfig;
-use wharf_server::{Server, ServerConfig};
+use wharf_server::{Server, ServerConfig, StoreLocation};
 
 use crate::units;
 
@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// How long audit events are kept.
     #[arg(long, default_value = "90d", value_parser = units::parse_duration)]
     audit_retention: Duration,
+    /// Where state lives: `embedded` (a file in the data directory) or
+    /// `etcd://host:port[,host:port...]` for several servers.
+    #[arg(long, default_value = "embedded", env = "WHARF_STORE")]
+    store: StoreLocation,
 }
 
 impl ServerArgs {
@@ -68,6 +72,7 @@ impl ServerArgs {
         };
         config.public_url = self.public_url.clone();
         config.audit_retention = self.audit_retention;
+        config.store = self.store.clone();
         // Read here, not logged anywhere: only the hash is stored.
         config.admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
             .ok()
