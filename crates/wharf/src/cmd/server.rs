@@ -52,6 +52,10 @@ pub struct ServerArgs {
     /// `etcd://host:port[,host:port...]` for several servers.
     #[arg(long, default_value = "embedded", env = "WHARF_STORE")]
     store: StoreLocation,
+    /// How the scheduler places pods: `spread` (least allocated first) or
+    /// `pack` (bin packing: fill nodes before using more).
+    #[arg(long, default_value = "spread", value_parser = ["spread", "pack"])]
+    scheduler_strategy: String,
 }
 
 impl ServerArgs {
@@ -73,6 +77,10 @@ impl ServerArgs {
         config.public_url = self.public_url.clone();
         config.audit_retention = self.audit_retention;
         config.store = self.store.clone();
+        config.scheduler.strategy = match self.scheduler_strategy.as_str() {
+            "pack" => wharf_scheduler::Strategy::MostAllocated,
+            _ => wharf_scheduler::Strategy::LeastAllocated,
+        };
         // Read here, not logged anywhere: only the hash is stored.
         config.admin_password = std::env::var("WHARF_ADMIN_PASSWORD")
             .ok()
