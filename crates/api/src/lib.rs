@@ -1,4 +1,4 @@
-//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event` — with
+//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
 //! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is.
 //! No IO and no HTTP: the control plane stores these, the API serves them.
@@ -21,6 +21,7 @@
 
 mod error;
 mod event;
+mod ippool;
 mod manifest;
 mod meta;
 mod node;
@@ -29,6 +30,10 @@ mod workload;
 
 pub use error::ApiError;
 pub use event::{Event, EventType, ObjectReference};
+pub use ippool::{
+    ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpPool, IpPoolSpec, IpRange, MAX_POOL_ADDRESSES,
+    PoolAddresses, Subnet, parse_ip_pools,
+};
 pub use manifest::{Manifest, ParsedManifest, parse_manifests};
 pub use meta::{
     LabelSelector, ObjectMeta, OwnerReference, SelectorRequirement, check_name,

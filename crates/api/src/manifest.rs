@@ -55,6 +55,12 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ApiError> {
                     unknown_fields,
                 }
             }
+            ("wharf.io/v1", "IpPool") => {
+                return Err(ApiError::Parse(format!(
+                    "document {}: IP pools are imported with `wharf ippool import`",
+                    index + 1
+                )));
+            }
             _ => {
                 return Err(ApiError::UnsupportedKind {
                     kind: meta.kind,
@@ -71,7 +77,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ApiError> {
 }
 
 /// Deserializes `value`, collecting the paths of fields it ignored.
-fn read<T: serde::de::DeserializeOwned>(
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
     value: serde_norway::Value,
     index: usize,
 ) -> Result<(T, Vec<String>), ApiError> {

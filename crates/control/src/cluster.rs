@@ -10,6 +10,7 @@ use wharf_store::Store;
 
 use crate::ControlError;
 use crate::deployments::DeploymentController;
+use crate::ipam::IpReconciler;
 use crate::leader::run_as_leader;
 use crate::nodes::NodeLifecycle;
 use crate::objects::Objects;
@@ -17,6 +18,9 @@ use crate::scheduling::SchedulingLoop;
 
 /// Lifetime of the leader lease: a dead leader is replaced within it.
 const LEADER_TTL: Duration = Duration::from_secs(10);
+/// How often addresses of vanished pods are looked for; one is freed after
+/// two passes, long enough for its agent to finish tearing the pod down.
+const IP_RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
 /// Cluster objects and their controllers.
 #[derive(Clone)]
@@ -64,8 +68,15 @@ impl ControlPlane {
                         tokio::spawn(DeploymentController::new(objects.clone()).run());
                     let scheduler =
                         tokio::spawn(SchedulingLoop::new(objects.clone(), config).run());
-                    let nodes = tokio::spawn(NodeLifecycle::new(objects).run());
-                    let _stop = (Abort(deployments), Abort(scheduler), Abort(nodes));
+                    let nodes = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
+                    let addresses =
+                        tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
+                    let _stop = (
+                        Abort(deployments),
+                        Abort(scheduler),
+                        Abort(nodes),
+                        Abort(addresses),
+                    );
                     std::future::pending::<()>().await;
                 }
             })

@@ -2,7 +2,8 @@
 //! concurrency, and the controllers that act on them — the deployment
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
-//! lifecycle (heartbeat leases into readiness), events, and leader election
+//! lifecycle (heartbeat leases into readiness), IP pools with addresses
+//! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
 //! Controllers are reconcile loops driven by watches, idempotent and safe
@@ -12,6 +13,7 @@ mod cluster;
 mod deployments;
 mod error;
 mod events;
+mod ipam;
 mod leader;
 mod nodes;
 mod objects;
@@ -25,6 +27,7 @@ pub use deployments::{
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
+pub use ipam::{IP_ALLOCATIONS, IpClaim, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, gc, get, login, node, project, robot, scale, server,
-    settings, user,
+    agent, apply, audit, delete, describe, gc, get, ippool, login, node, project, robot, scale,
+    server, settings, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -60,6 +60,8 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// Cordon, uncordon or taint nodes.
     Node(node::NodeArgs),
+    /// Import, list, show or delete IP pools.
+    Ippool(ippool::IpPoolArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -103,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Delete(args) => delete::run(args).await,
             Command::Scale(args) => scale::run(args).await,
             Command::Node(args) => node::run(args).await,
+            Command::Ippool(args) => ippool::run(args).await,
             Command::Bench(command) => bench::run(command).await,
         }
     })

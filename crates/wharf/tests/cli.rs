@@ -221,3 +221,61 @@ fn an_operator_session() {
     let hint = fails(wharf(home, &["project", "list"], ""));
     assert!(hint.contains("not logged in"), "{hint}");
 }
+
+#[test]
+fn ip_pools_from_yaml() {
+    let server = TestServer::start();
+    let url = server.url();
+    let home_dir = tempfile::tempdir().unwrap();
+    let home = home_dir.path();
+    ok(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    ));
+    let pool = "apiVersion: wharf.io/v1
+kind: IpPool
+metadata: {name: web-pool}
+spec:
+  cidr: 10.77.0.0/24
+  gateway: 10.77.0.1
+  ranges: [{start: 10.77.0.10, end: 10.77.0.50}]
+  exclude: [10.77.0.11]
+";
+    let file = home.join("pool.yaml");
+    std::fs::write(&file, pool).unwrap();
+    let file = file.to_str().unwrap();
+    let out = ok(wharf(home, &["ippool", "import", file], ""));
+    assert_eq!(out.trim(), "ippool/web-pool created");
+    let out = ok(wharf(home, &["ippool", "import", "-"], pool));
+    assert_eq!(out.trim(), "ippool/web-pool configured");
+    let table = ok(wharf(home, &["ippool", "list"], ""));
+    assert!(
+        table.contains("web-pool") && table.contains("10.77.0.0/24") && table.contains("0/40"),
+        "{table}"
+    );
+    let shown = json(&ok(wharf(
+        home,
+        &["ippool", "show", "web-pool", "-o", "json"],
+        "",
+    )));
+    assert_eq!(shown["summary"]["size"], 40);
+    assert_eq!(shown["pool"]["spec"]["exclude"][0], "10.77.0.11");
+    let text = ok(wharf(home, &["ippool", "show", "web-pool"], ""));
+    assert!(text.contains("10.77.0.10-10.77.0.50"), "{text}");
+
+    // A bad pool is refused with the field at fault, and nothing changes.
+    let bad = pool.replace("10.77.0.50", "10.78.0.50");
+    let err = fails(wharf(home, &["ippool", "import", "-"], &bad));
+    assert!(err.contains("spec.ranges[0].end"), "{err}");
+    let shown = json(&ok(wharf(
+        home,
+        &["ippool", "show", "web-pool", "-o", "json"],
+        "",
+    )));
+    assert_eq!(shown["pool"]["spec"]["ranges"][0]["end"], "10.77.0.50");
+
+    ok(wharf(home, &["ippool", "delete", "web-pool"], ""));
+    let err = fails(wharf(home, &["ippool", "show", "web-pool"], ""));
+    assert!(err.contains("not found"), "{err}");
+}

@@ -6,6 +6,7 @@
 //! an access rule, and a test walks the table to prove it.
 
 mod cluster;
+mod ippools;
 mod openapi;
 mod projects;
 mod session;
@@ -117,6 +118,12 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_pod)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
+        row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),
+        row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),
+        row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
+        row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
+        row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
     ]

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use serde_json::{Map, Value, json};
-use wharf_api::{Deployment, Event, Node, Pod};
+use wharf_api::{Deployment, Event, IpPool, Node, Pod};
 
 use super::{Access, route_table};
 
@@ -21,6 +21,7 @@ fn build() -> Value {
         ("Deployment", generator.subschema_for::<Deployment>()),
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
+        ("IpPool", generator.subschema_for::<IpPool>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -55,7 +56,7 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool) and administration. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
         },
@@ -79,13 +80,15 @@ fn summary(access: Access) -> String {
 
 /// A response body schema where the path serves one of the object kinds.
 fn responses(path: &str) -> Value {
-    let kind = ["nodes", "deployments", "pods", "events"]
+    // A pod's address claim is not a pod.
+    let kind = ["nodes", "deployments", "pods", "events", "ippools"]
         .into_iter()
-        .find(|k| path.contains(&format!("/{k}")))
+        .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
         .map(|k| match k {
             "nodes" => "Node",
             "deployments" => "Deployment",
             "pods" => "Pod",
+            "ippools" => "IpPool",
             _ => "Event",
         });
     let content = match kind {
@@ -117,7 +120,7 @@ mod tests {
                 route.path
             );
         }
-        for kind in ["Node", "Deployment", "Pod", "Event"] {
+        for kind in ["Node", "Deployment", "Pod", "Event", "IpPool"] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }
     }

@@ -1,0 +1,397 @@
+//! IP address management: pools, and the addresses pods claim from them.
+//!
+//! ```text
+//! /cluster/ippools/<pool>            IpPool
+//! /cluster/ipalloc/<pool>/<ip>       IpClaim: who holds the address
+//! /cluster/podips/<project>/<pod>    the same IpClaim, found by pod
+//! ```
+//!
+//! A claim creates both keys in one transaction guarded by "absent", so two
+//! claims of one address can never both succeed, whatever the number of
+//! servers; it also guards the pool's revision, so a claim made against a
+//! pool that changed meanwhile is retried against the new one. The address
+//! keys outlive their pool: a pool deleted and imported again still sees
+//! the addresses in use.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, ApiError, IpPool, Pod};
+use wharf_store::{KeyValue, Revision, StoreExt, Txn};
+
+use crate::ControlError;
+use crate::objects::{Objects, key_of, now_millis, revision_of};
+
+/// Key prefix of the address claims, per pool.
+pub const IP_ALLOCATIONS: &str = "/cluster/ipalloc/";
+/// Key prefix of the address claims, per pod.
+pub const POD_IPS: &str = "/cluster/podips/";
+
+/// Claims retried at most this often before giving up (each retry means
+/// another claim won an address first).
+const CLAIM_ATTEMPTS: usize = 64;
+
+/// An address held by a pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpClaim {
+    /// The pool.
+    pub pool: String,
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The pool's gateway.
+    pub gateway: Ipv4Addr,
+    /// The pod's project.
+    pub project: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's uid: a new pod of the same name does not inherit the claim.
+    pub pod_uid: String,
+    /// The node the pod was bound to.
+    pub node: String,
+    /// When, unix milliseconds.
+    pub claimed_at: u64,
+}
+
+/// Key of `ip`'s claim in `pool`.
+pub fn ip_allocation_key(pool: &str, ip: Ipv4Addr) -> String {
+    format!("{IP_ALLOCATIONS}{pool}/{ip}")
+}
+
+/// Key of the claim held by pod `project/name`.
+pub fn pod_ip_key(project: &str, name: &str) -> String {
+    format!("{POD_IPS}{project}/{name}")
+}
+
+fn decode_claim(kv: &KeyValue) -> Result<IpClaim, ControlError> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| ControlError::Internal(format!("corrupt IP claim at {}: {e}", kv.key)))
+}
+
+/// What a pod asks for: a pool, an address, or both.
+fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>), ControlError> {
+    let annotations = &pod.metadata.annotations;
+    let pool = annotations.get(ANNOTATION_IP_POOL).cloned();
+    let fixed = match annotations.get(ANNOTATION_FIXED_IP) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<Ipv4Addr>().map_err(|_| {
+            ControlError::Invalid(ApiError::Invalid {
+                field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
+                message: format!("{text:?} is not an IPv4 address"),
+            })
+        })?),
+    };
+    Ok((pool, fixed))
+}
+
+impl Objects {
+    /// Creates pools, or replaces their spec. A pool may not lose addresses
+    /// that pods hold (the error names them); nothing changes unless every
+    /// pool can be stored. Returns, per pool, whether it was created.
+    pub async fn import_ip_pools(&self, pools: Vec<IpPool>) -> Result<Vec<bool>, ControlError> {
+        for pool in &pools {
+            pool.validate()?;
+            if let Some(current) = self.get::<IpPool>(None, &pool.metadata.name).await? {
+                if current.spec != pool.spec {
+                    self.check_keeps_claims(pool).await?;
+                }
+            }
+        }
+        let mut created = Vec::new();
+        for mut pool in pools {
+            let name = pool.metadata.name.clone();
+            match self.get::<IpPool>(None, &name).await? {
+                None => {
+                    pool.metadata.resource_version = None;
+                    self.create(pool).await?;
+                    created.push(true);
+                }
+                Some(current) => {
+                    let mut updated = current.clone();
+                    updated.spec = pool.spec;
+                    updated.metadata.labels = pool.metadata.labels;
+                    updated.metadata.annotations = pool.metadata.annotations;
+                    if updated != current {
+                        updated.metadata.generation += 1;
+                        self.update(updated).await?;
+                    }
+                    created.push(false);
+                }
+            }
+        }
+        Ok(created)
+    }
+
+    /// Fails when the new spec of `pool` no longer offers an address in use.
+    async fn check_keeps_claims(&self, pool: &IpPool) -> Result<(), ControlError> {
+        let addresses = pool.addresses()?;
+        let stranded: Vec<String> = self
+            .pool_claims(&pool.metadata.name)
+            .await?
+            .into_iter()
+            .filter(|c| !addresses.offers(c.ip))
+            .map(|c| format!("{} ({}/{})", c.ip, c.project, c.pod))
+            .collect();
+        if stranded.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Conflict(format!(
+                "pool {} would no longer offer addresses in use: {}; delete those pods first",
+                pool.metadata.name,
+                stranded.join(", ")
+            )))
+        }
+    }
+
+    /// Deletes a pool that no pod holds an address of.
+    pub async fn delete_ip_pool(&self, name: &str) -> Result<IpPool, ControlError> {
+        let pool: IpPool = self.require(None, name).await?;
+        let claims = self.pool_claims(name).await?;
+        if !claims.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "pool {name} has {} addresses in use (first: {} by {}/{}); delete those pods first",
+                claims.len(),
+                claims[0].ip,
+                claims[0].project,
+                claims[0].pod
+            )));
+        }
+        self.delete::<IpPool>(None, name, revision_of(&pool)?).await
+    }
+
+    /// The addresses of `pool` held now, in key order.
+    pub async fn pool_claims(&self, pool: &str) -> Result<Vec<IpClaim>, ControlError> {
+        let prefix = format!("{IP_ALLOCATIONS}{pool}/");
+        self.store()
+            .list_all(&prefix, 1000)
+            .await?
+            .iter()
+            .map(decode_claim)
+            .collect()
+    }
+
+    /// The address pod `project/name` holds, if any.
+    pub async fn pod_claim(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<IpClaim>, ControlError> {
+        match self.store().get(&pod_ip_key(project, name)).await? {
+            Some(kv) => decode_claim(&kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims the address a bound pod asks for by annotation, or returns
+    /// the one it holds already. `None`: the pod asks for no pool (its node
+    /// gives it a node-local address).
+    pub async fn claim_pod_ip(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<IpClaim>, ControlError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let pod: Pod = self.require(Some(project), name).await?;
+            let (pool_name, fixed) = requested(&pod)?;
+            if pool_name.is_none() && fixed.is_none() {
+                return Ok(None);
+            }
+            let node = pod.spec.node_name.clone().ok_or_else(|| {
+                ControlError::Conflict(format!("pod {project}/{name} is not bound to a node"))
+            })?;
+            let index_key = pod_ip_key(project, name);
+            if let Some(kv) = self.store().get(&index_key).await? {
+                let held = decode_claim(&kv)?;
+                if held.pod_uid == pod.metadata.uid {
+                    return Ok(Some(held));
+                }
+                // Left by an earlier pod of the same name.
+                self.release_claim(&kv, &held).await?;
+                continue;
+            }
+            let pool_name = match pool_name {
+                Some(pool) => pool,
+                None => self.pool_containing(fixed.expect("checked above")).await?,
+            };
+            let pool: IpPool = self.require(None, &pool_name).await?;
+            let pool_revision = revision_of(&pool)?.unwrap_or(0);
+            let addresses = pool.addresses()?;
+            let in_use: BTreeSet<Ipv4Addr> = self
+                .pool_claims(&pool_name)
+                .await?
+                .into_iter()
+                .map(|c| c.ip)
+                .collect();
+            let ip = match fixed {
+                Some(ip) => {
+                    if !addresses.offers(ip) {
+                        return Err(ControlError::Invalid(ApiError::Invalid {
+                            field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
+                            message: format!("pool {pool_name} does not offer {ip}"),
+                        }));
+                    }
+                    if in_use.contains(&ip) {
+                        let holder = self.store().get(&ip_allocation_key(&pool_name, ip)).await?;
+                        let holder = holder.map(|kv| decode_claim(&kv)).transpose()?;
+                        let by = holder.map_or("another pod".to_string(), |h| {
+                            format!("pod {}/{}", h.project, h.pod)
+                        });
+                        return Err(ControlError::Conflict(format!(
+                            "{ip} of pool {pool_name} is held by {by}"
+                        )));
+                    }
+                    ip
+                }
+                None => {
+                    let free: Vec<Ipv4Addr> =
+                        addresses.iter().filter(|a| !in_use.contains(a)).collect();
+                    if free.is_empty() {
+                        return Err(ControlError::Conflict(format!(
+                            "pool {pool_name} has no free address ({} of {} in use)",
+                            in_use.len(),
+                            addresses.size()
+                        )));
+                    }
+                    // Concurrent claimers start at different places, so
+                    // they rarely race for one address.
+                    free[rand::random_range(0..free.len())]
+                }
+            };
+            let claim = IpClaim {
+                pool: pool_name.clone(),
+                ip,
+                prefix_len: addresses.subnet.prefix_len,
+                gateway: addresses.gateway,
+                project: project.to_string(),
+                pod: name.to_string(),
+                pod_uid: pod.metadata.uid.clone(),
+                node,
+                claimed_at: now_millis(),
+            };
+            let value = serde_json::to_vec(&claim).expect("claims serialize");
+            let allocation_key = ip_allocation_key(&pool_name, ip);
+            let txn = Txn::new()
+                .when_revision(key_of::<IpPool>(None, &pool_name), pool_revision)
+                .when_exists(key_of::<Pod>(Some(project), name))
+                .when_revision(&allocation_key, 0)
+                .when_revision(&index_key, 0)
+                .put(allocation_key, value.clone())
+                .put(index_key, value);
+            if self.store().txn(txn).await?.succeeded {
+                return Ok(Some(claim));
+            }
+        }
+        Err(ControlError::Conflict(format!(
+            "claiming an address for pod {project}/{name} kept losing races; try again"
+        )))
+    }
+
+    async fn pool_containing(&self, ip: Ipv4Addr) -> Result<String, ControlError> {
+        let (pools, _) = self.list::<IpPool>(None, None).await?;
+        pools
+            .into_iter()
+            .find(|p| p.addresses().is_ok_and(|a| a.offers(ip)))
+            .map(|p| p.metadata.name)
+            .ok_or_else(|| {
+                ControlError::Invalid(ApiError::Invalid {
+                    field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
+                    message: format!("no IP pool offers {ip}"),
+                })
+            })
+    }
+
+    /// Gives back the address pod `project/name` holds (only if held by the
+    /// pod with `uid`, when given). Returns the claim released.
+    pub async fn release_pod_ip(
+        &self,
+        project: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<Option<IpClaim>, ControlError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(kv) = self.store().get(&pod_ip_key(project, name)).await? else {
+                return Ok(None);
+            };
+            let claim = decode_claim(&kv)?;
+            if uid.is_some_and(|uid| uid != claim.pod_uid) {
+                return Ok(None);
+            }
+            if self.release_claim(&kv, &claim).await? {
+                return Ok(Some(claim));
+            }
+        }
+        Err(ControlError::Conflict(format!(
+            "the address of pod {project}/{name} keeps changing"
+        )))
+    }
+
+    /// Deletes a claim's two keys if the pod's key is still at the revision read.
+    async fn release_claim(&self, kv: &KeyValue, claim: &IpClaim) -> Result<bool, ControlError> {
+        let txn = Txn::new()
+            .when_revision(&kv.key, kv.mod_revision)
+            .delete(&kv.key)
+            .delete(ip_allocation_key(&claim.pool, claim.ip));
+        Ok(self.store().txn(txn).await?.succeeded)
+    }
+}
+
+/// Frees the addresses of pods that no longer exist, in case their agents
+/// never gave them back (node gone, agent killed). A claim is freed only
+/// when two passes in a row find it orphaned, so an agent still tearing
+/// the pod down keeps its address meanwhile.
+pub struct IpReconciler {
+    objects: Objects,
+    every: Duration,
+    suspects: HashMap<String, Revision>,
+}
+
+impl IpReconciler {
+    /// A reconciler passing every `every`.
+    pub fn new(objects: Objects, every: Duration) -> IpReconciler {
+        IpReconciler {
+            objects,
+            every,
+            suspects: HashMap::new(),
+        }
+    }
+
+    /// Runs passes until the task is dropped.
+    pub async fn run(mut self) {
+        loop {
+            match self.pass().await {
+                Ok(0) => {}
+                Ok(freed) => tracing::info!(freed, "freed addresses of pods that are gone"),
+                Err(err) => tracing::warn!(error = %err, "IP reconciliation failed"),
+            }
+            tokio::time::sleep(self.every).await;
+        }
+    }
+
+    /// One pass: returns how many claims it freed.
+    pub async fn pass(&mut self) -> Result<usize, ControlError> {
+        let claims = self.objects.store().list_all(POD_IPS, 1000).await?;
+        let mut suspects = HashMap::new();
+        let mut freed = 0;
+        for kv in &claims {
+            let claim = decode_claim(kv)?;
+            let pod: Option<Pod> = self.objects.get(Some(&claim.project), &claim.pod).await?;
+            if pod.is_some_and(|p| p.metadata.uid == claim.pod_uid) {
+                continue;
+            }
+            if self.suspects.get(&kv.key) == Some(&kv.mod_revision) {
+                if self.objects.release_claim(kv, &claim).await? {
+                    tracing::info!(pool = claim.pool, ip = %claim.ip, pod = format!("{}/{}", claim.project, claim.pod), "freed an orphaned address");
+                    freed += 1;
+                }
+            } else {
+                suspects.insert(kv.key.clone(), kv.mod_revision);
+            }
+        }
+        self.suspects = suspects;
+        Ok(freed)
+    }
+}
