@@ -1,12 +1,13 @@
 //! The agent loop: register the node, keep its heartbeat, and hand the pods
 //! bound to it to the runtime, reporting their status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod};
+use tokio::sync::watch;
+use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     /// The heartbeat lease; the node goes not ready this long after the
     /// agent stops.
     pub heartbeat_ttl: Duration,
+    /// Where the agent serves container logs (`http://host:port`).
+    pub endpoint: Option<String>,
 }
 
 impl AgentConfig {
@@ -44,6 +47,7 @@ impl AgentConfig {
             cost_per_hour: None,
             max_pods: machine::DEFAULT_MAX_PODS,
             heartbeat_ttl: Duration::from_secs(40),
+            endpoint: None,
         }
     }
 
@@ -66,6 +70,7 @@ impl AgentConfig {
                 capacity: machine::capacity(self.max_pods),
                 cpu_load,
                 info: machine::info(),
+                endpoint: self.endpoint.clone(),
                 ..NodeStatus::default()
             },
         }
@@ -95,8 +100,9 @@ impl Agent {
         this.register_until_done().await;
         let heartbeat = tokio::spawn(this.clone().heartbeats());
         let _stop = AbortOnDrop(heartbeat.abort_handle());
+        let mut workers = Workers::default();
         loop {
-            if let Err(err) = this.follow_pods().await {
+            if let Err(err) = this.follow_pods(&mut workers).await {
                 tracing::warn!(error = %err, node = this.config.name, "pod watch failed; starting over");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -147,41 +153,165 @@ impl Agent {
         }
     }
 
-    /// Lists the node's pods, then follows their changes.
-    async fn follow_pods(&self) -> Result<(), AgentError> {
+    /// Lists the node's pods, then follows their changes, one worker per
+    /// pod. Pods the runtime holds that are no longer bound here (deleted
+    /// while the agent was down) are removed.
+    async fn follow_pods(self: &Arc<Self>, workers: &mut Workers) -> Result<(), AgentError> {
         let node = self.config.name.as_str();
         let (pods, revision) = self.api.list_pods(Some(node)).await?;
-        let mut known: HashMap<(String, String), ()> = HashMap::new();
+        let bound: HashSet<PodKey> = pods.iter().map(key).collect();
         for pod in pods {
-            known.insert(key(&pod), ());
-            self.sync(&pod).await;
+            workers.update(self, pod);
+        }
+        for gone in workers
+            .keys()
+            .filter(|k| !bound.contains(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            workers.remove(&gone);
+        }
+        for (project, name) in self.runtime.pods().await {
+            let held = (project, name);
+            if !bound.contains(&held) && !workers.contains(&held) {
+                tracing::info!(
+                    project = held.0,
+                    pod = held.1,
+                    "removing a pod no longer bound here"
+                );
+                workers.remove_orphan(self, held);
+            }
         }
         let mut changes = self.api.watch_pods(Some(node), revision).await?;
         while let Some(change) = changes.next().await {
             match change? {
-                PodChange::Upsert(pod) => {
-                    known.insert(key(&pod), ());
-                    self.sync(&pod).await;
-                }
-                PodChange::Deleted { project, name } => {
-                    if known.remove(&(project.clone(), name.clone())).is_some() {
-                        self.runtime.remove(&project, &name).await;
-                    }
-                }
+                PodChange::Upsert(pod) => workers.update(self, *pod),
+                PodChange::Deleted { project, name } => workers.remove(&(project, name)),
             }
         }
         Ok(())
     }
+}
 
-    /// Hands the pod to the runtime and reports its status when it changed.
-    async fn sync(&self, pod: &Pod) {
-        let status = self.runtime.sync(pod).await;
-        if status == pod.status {
+type PodKey = (String, String);
+
+/// One task per pod: it syncs the pod with the runtime whenever the pod
+/// changes or the runtime asks to look again, and reports the status; a
+/// slow pod (an image pull) never holds up the others.
+#[derive(Default)]
+struct Workers {
+    pods: HashMap<PodKey, watch::Sender<Option<Pod>>>,
+}
+
+impl Workers {
+    fn keys(&self) -> impl Iterator<Item = &PodKey> {
+        self.pods.keys()
+    }
+
+    fn contains(&self, key: &PodKey) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    /// Hands the pod's latest version to its worker, starting one if needed.
+    fn update(&mut self, agent: &Arc<Agent>, pod: Pod) {
+        let key = key(&pod);
+        if let Some(sender) = self.pods.get(&key)
+            && sender.send(Some(pod.clone())).is_ok()
+        {
             return;
         }
-        let (project, name) = key(pod);
-        if let Err(err) = self.api.set_pod_status(&project, &name, &status).await {
-            tracing::warn!(error = %err, project, name, "reporting pod status failed");
+        let (sender, receiver) = watch::channel(Some(pod));
+        self.pods.insert(key, sender);
+        tokio::spawn(pod_worker(agent.clone(), receiver));
+    }
+
+    /// Tells the pod's worker to remove it.
+    fn remove(&mut self, key: &PodKey) {
+        if let Some(sender) = self.pods.remove(key) {
+            let _ = sender.send(None);
+        }
+    }
+
+    /// Removes a pod the runtime holds but no worker knows.
+    fn remove_orphan(&mut self, agent: &Arc<Agent>, key: PodKey) {
+        let runtime = agent.runtime.clone();
+        tokio::spawn(async move { runtime.remove(&key.0, &key.1, None).await });
+    }
+}
+
+/// Runs the runtime on one pod until the pod is deleted, then removes it.
+async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>) {
+    let Some(first) = desired.borrow().clone() else {
+        return;
+    };
+    let (project, name) = key(&first);
+    let (status_tx, status_rx) = watch::channel(first.status.clone());
+    let reporter = tokio::spawn(report_status(
+        agent.api.clone(),
+        project.clone(),
+        name.clone(),
+        status_rx,
+    ));
+    let _stop_reporter = AbortOnDrop(reporter.abort_handle());
+    loop {
+        let Some(pod) = desired.borrow_and_update().clone() else {
+            agent
+                .runtime
+                .remove(&project, &name, Some(&first.metadata.uid))
+                .await;
+            return;
+        };
+        let progress = |status: PodStatus| {
+            status_tx.send_if_modified(|current| replace_if_changed(current, status));
+        };
+        let synced = agent.runtime.sync(&pod, &progress).await;
+        status_tx.send_if_modified(|current| replace_if_changed(current, synced.status));
+        let again = synced.again_in.unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    // The agent dropped the worker's channel: it is restarting
+                    // its watch, and a new worker takes over.
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(again) => {}
+        }
+    }
+}
+
+fn replace_if_changed(current: &mut PodStatus, next: PodStatus) -> bool {
+    let changed = *current != next;
+    *current = next;
+    changed
+}
+
+/// Sends each new status of a pod to the server; a burst of changes is
+/// sent as its latest.
+async fn report_status(
+    api: Arc<dyn NodeApi>,
+    project: String,
+    name: String,
+    mut statuses: watch::Receiver<PodStatus>,
+) {
+    while statuses.changed().await.is_ok() {
+        let status = statuses.borrow_and_update().clone();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match api.set_pod_status(&project, &name, &status).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, project, name, "reporting pod status failed");
+                    if err.is_not_found() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            if statuses.has_changed().unwrap_or(false) {
+                break;
+            }
         }
     }
 }

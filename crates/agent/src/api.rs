@@ -10,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::{Node, Pod, PodStatus};
-use wharf_control::{Change, Objects};
+use wharf_control::{Change, IpClaim, Objects};
 
 use crate::AgentError;
 
@@ -55,6 +55,19 @@ pub trait NodeApi: Send + Sync + 'static {
         name: &str,
         status: &PodStatus,
     ) -> Result<(), AgentError>;
+    /// Claims the pool address a bound pod asks for (or returns the one it
+    /// holds); `None` when it asks for no pool.
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError>;
+    /// Gives back the address held by pod `project/name` with `uid`.
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError>;
+    /// Whether the server lets the holder of `token` read pod `project/name`
+    /// (for the agent's log endpoint).
+    async fn may_read_pod(
+        &self,
+        token: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<bool, AgentError>;
 }
 
 /// The control plane in the same process.
@@ -134,6 +147,27 @@ impl NodeApi for LocalNodeApi {
             })
             .await?;
         Ok(())
+    }
+
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
+        Ok(self.objects.claim_pod_ip(project, name).await?)
+    }
+
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        self.objects
+            .release_pod_ip(project, name, Some(uid))
+            .await?;
+        Ok(())
+    }
+
+    /// In-process there is no identity service to ask: nobody may.
+    async fn may_read_pod(
+        &self,
+        _token: &str,
+        _project: &str,
+        _name: &str,
+    ) -> Result<bool, AgentError> {
+        Ok(false)
     }
 }
 
@@ -216,6 +250,9 @@ impl HttpNodeApi {
             .as_str()
             .unwrap_or("no detail")
             .to_string();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(AgentError::NotFound(message));
+        }
         Err(AgentError::Api(format!("{status}: {message}")))
     }
 
@@ -297,6 +334,39 @@ impl NodeApi for HttpNodeApi {
         let url = format!("{}/api/v1/projects/{project}/pods/{name}/status", self.base);
         self.send(|http| http.put(&url).json(status)).await?;
         Ok(())
+    }
+
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
+        let url = format!("{}/api/v1/projects/{project}/pods/{name}/ip", self.base);
+        let response = self.send(|http| http.put(&url)).await?;
+        response.json().await.map_err(transport)
+    }
+
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        // A uid is a UUID: nothing in it needs escaping.
+        let url = format!(
+            "{}/api/v1/projects/{project}/pods/{name}/ip?uid={uid}",
+            self.base
+        );
+        self.send(|http| http.delete(&url)).await?;
+        Ok(())
+    }
+
+    async fn may_read_pod(
+        &self,
+        token: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<bool, AgentError> {
+        let url = format!("{}/api/v1/projects/{project}/pods/{name}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        Ok(response.status().is_success())
     }
 }
 

@@ -7,7 +7,24 @@ pub enum AgentError {
     /// The server refused or failed the request.
     #[error("server: {0}")]
     Api(String),
+    /// The node cannot run containers as configured.
+    #[error("{0}")]
+    Setup(String),
+    /// The object asked about does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The in-process control plane failed.
     #[error("control plane: {0}")]
     Control(#[from] wharf_control::ControlError),
+}
+
+impl AgentError {
+    /// Whether the object asked about does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            AgentError::NotFound(_)
+                | AgentError::Control(wharf_control::ControlError::NotFound { .. })
+        )
+    }
 }

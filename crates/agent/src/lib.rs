@@ -9,7 +9,9 @@
 
 mod agent;
 mod api;
+pub mod containers;
 mod error;
+mod logs;
 pub mod machine;
 mod runtime;
 mod simulate;
@@ -17,5 +19,6 @@ mod simulate;
 pub use agent::{Agent, AgentConfig};
 pub use api::{HttpNodeApi, LocalNodeApi, NodeApi, PodChange, PodChanges, TokenSource};
 pub use error::AgentError;
-pub use runtime::{NoRuntime, Runtime, SimulatedRuntime};
+pub use logs::serve_logs;
+pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
 pub use simulate::{Simulation, SimulationConfig};

@@ -1,15 +1,37 @@
 //! What a node does with the pods bound to it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use wharf_api::{ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
+
+/// Where a runtime reports status while a step is under way (an image
+/// pull's progress, say). The agent sends the latest to the server.
+pub type Progress<'a> = &'a (dyn Fn(PodStatus) + Send + Sync);
+
+/// The outcome of one [`Runtime::sync`] step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Synced {
+    /// The pod's status now.
+    pub status: PodStatus,
+    /// Look again after this long even if nothing changes (a container may
+    /// exit, a back-off ends); `None`: only when the pod changes.
+    pub again_in: Option<Duration>,
+}
 
 /// Runs (or pretends to run) pods.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Makes the node run `pod` as specified; returns its status.
-    async fn sync(&self, pod: &Pod) -> PodStatus;
-    /// Stops and removes a pod that is no longer bound here.
-    async fn remove(&self, project: &str, name: &str);
+    /// Brings the node closer to running `pod` as specified, and says how
+    /// it stands. Called again whenever the pod changes and when asked to.
+    async fn sync(&self, pod: &Pod, progress: Progress<'_>) -> Synced;
+    /// Stops and removes a pod that is no longer bound here: its
+    /// containers, mounts, network and address. With `uid`, only if the
+    /// pod held is that one (a new pod of the same name may have replaced it).
+    async fn remove(&self, project: &str, name: &str, uid: Option<&str>);
+    /// The pods this node holds anything of (after an agent restart, those
+    /// no longer bound here are removed).
+    async fn pods(&self) -> Vec<(String, String)>;
 }
 
 /// Accepts pods without running containers: what a node agent without a
@@ -21,28 +43,35 @@ pub struct NoRuntime {
 
 #[async_trait]
 impl Runtime for NoRuntime {
-    async fn sync(&self, pod: &Pod) -> PodStatus {
-        PodStatus {
-            phase: PodPhase::Pending,
-            reason: Some("NoRuntime".into()),
-            message: Some(format!(
-                "node {} has the pod but runs no containers",
-                self.node
-            )),
-            ..pod.status.clone()
+    async fn sync(&self, pod: &Pod, _progress: Progress<'_>) -> Synced {
+        Synced {
+            status: PodStatus {
+                phase: PodPhase::Pending,
+                reason: Some("NoRuntime".into()),
+                message: Some(format!(
+                    "node {} has the pod but runs no containers",
+                    self.node
+                )),
+                ..pod.status.clone()
+            },
+            again_in: None,
         }
     }
 
-    async fn remove(&self, _project: &str, _name: &str) {}
+    async fn remove(&self, _project: &str, _name: &str, _uid: Option<&str>) {}
+
+    async fn pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Reports every pod as running at once, without containers: hollow nodes
 /// for scale work.
 pub struct SimulatedRuntime;
 
-#[async_trait]
-impl Runtime for SimulatedRuntime {
-    async fn sync(&self, pod: &Pod) -> PodStatus {
+impl SimulatedRuntime {
+    /// The status of `pod` as if all its containers had started.
+    pub fn running(pod: &Pod) -> PodStatus {
         let started = pod.status.start_time.unwrap_or_else(now_millis);
         PodStatus {
             phase: PodPhase::Running,
@@ -66,8 +95,22 @@ impl Runtime for SimulatedRuntime {
             ..pod.status.clone()
         }
     }
+}
 
-    async fn remove(&self, _project: &str, _name: &str) {}
+#[async_trait]
+impl Runtime for SimulatedRuntime {
+    async fn sync(&self, pod: &Pod, _progress: Progress<'_>) -> Synced {
+        Synced {
+            status: SimulatedRuntime::running(pod),
+            again_in: None,
+        }
+    }
+
+    async fn remove(&self, _project: &str, _name: &str, _uid: Option<&str>) {}
+
+    async fn pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 pub(crate) fn now_millis() -> u64 {

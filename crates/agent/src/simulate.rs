@@ -14,7 +14,7 @@ use wharf_api::{
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
-use crate::runtime::{Runtime, SimulatedRuntime};
+use crate::runtime::SimulatedRuntime;
 
 /// Registrations and heartbeats in flight at once.
 const PARALLEL: usize = 64;
@@ -171,26 +171,20 @@ impl Simulation {
         let ours: HashSet<String> = (0..self.config.nodes)
             .map(|i| self.config.node_name(i))
             .collect();
-        let runtime = SimulatedRuntime;
         let (pods, revision) = self.api.list_pods(None).await?;
         for pod in pods {
-            self.report(&runtime, &ours, &pod).await;
+            self.report(&ours, &pod).await;
         }
         let mut changes = self.api.watch_pods(None, revision).await?;
         while let Some(change) = changes.next().await {
             if let PodChange::Upsert(pod) = change? {
-                self.report(&runtime, &ours, &pod).await;
+                self.report(&ours, &pod).await;
             }
         }
         Ok(())
     }
 
-    async fn report(
-        &self,
-        runtime: &SimulatedRuntime,
-        ours: &HashSet<String>,
-        pod: &wharf_api::Pod,
-    ) {
+    async fn report(&self, ours: &HashSet<String>, pod: &wharf_api::Pod) {
         if !pod
             .spec
             .node_name
@@ -199,7 +193,7 @@ impl Simulation {
         {
             return;
         }
-        let status = runtime.sync(pod).await;
+        let status = SimulatedRuntime::running(pod);
         if status != pod.status {
             let project = pod.metadata.project.clone().unwrap_or_default();
             if let Err(err) = self

@@ -109,6 +109,9 @@ pub struct NodeStatus {
     /// Operating system, architecture, kernel, agent version.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub info: std::collections::BTreeMap<String, String>,
+    /// Where the agent serves container logs, e.g. `http://10.0.0.5:7701`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// An image present on a node.

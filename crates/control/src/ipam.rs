@@ -95,10 +95,10 @@ impl Objects {
     pub async fn import_ip_pools(&self, pools: Vec<IpPool>) -> Result<Vec<bool>, ControlError> {
         for pool in &pools {
             pool.validate()?;
-            if let Some(current) = self.get::<IpPool>(None, &pool.metadata.name).await? {
-                if current.spec != pool.spec {
-                    self.check_keeps_claims(pool).await?;
-                }
+            if let Some(current) = self.get::<IpPool>(None, &pool.metadata.name).await?
+                && current.spec != pool.spec
+            {
+                self.check_keeps_claims(pool).await?;
             }
         }
         let mut created = Vec::new();

@@ -15,6 +15,7 @@ fn concrete(path: &str) -> String {
         .replace("{robot}", "ci")
         .replace("{name}", "admin")
         .replace("{node}", "n1")
+        .replace("{pool}", "p1")
 }
 
 /// Routes a user with no role anywhere may legitimately use.
@@ -27,6 +28,9 @@ fn open_to_any_user(method: &Method, path: &str) -> bool {
             | ("GET", "/api/v1/nodes")
             | ("GET", "/api/v1/nodes/{node}")
             | ("GET", "/api/v1/events")
+            // Pools are cluster-wide facts, like nodes.
+            | ("GET", "/api/v1/ippools")
+            | ("GET", "/api/v1/ippools/{pool}")
             // Apply checks the project of each object in the body.
             | ("POST", "/api/v1/apply")
     )

@@ -65,10 +65,17 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Supervise one container (started by the agent, not by people).
+    #[command(hide = true)]
+    Shim(wharf_runc::ShimArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    // Before any thread exists: the shim changes its signal mask.
+    if let Command::Shim(args) = cli.command {
+        std::process::exit(wharf_runc::shim_main(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -107,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

@@ -91,6 +91,9 @@ fn start_agent(home: &Path, name: &str, labels: &str) -> AgentProcess {
             "6s",
             "--cost-per-hour",
             "0.5",
+            // Scheduling only: the containers are e2e_containers' business.
+            "--runtime",
+            "none",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

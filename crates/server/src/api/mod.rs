@@ -7,6 +7,7 @@
 
 mod cluster;
 mod ippools;
+mod logs;
 mod openapi;
 mod projects;
 mod session;
@@ -118,6 +119,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_pod)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),
         row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),

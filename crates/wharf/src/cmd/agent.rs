@@ -2,6 +2,8 @@
 //! fleet (`--simulate N`), against a server, as the logged-in user.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +11,14 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use clap::Args;
 use tokio::sync::Mutex;
+use wharf_agent::containers::NodeSetup;
 use wharf_agent::{
-    Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, Simulation, SimulationConfig,
-    TokenSource,
+    Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
+    SimulationConfig, TokenSource,
 };
+use wharf_image::RegistryCredentials;
+use wharf_net::BridgeConfig;
+use wharf_runc::ShimCommand;
 
 use crate::client::ApiClient;
 use crate::units;
@@ -45,6 +51,101 @@ pub struct AgentArgs {
     /// running without containers.
     #[arg(long)]
     simulate: Option<usize>,
+    #[command(flatten)]
+    node: NodeOptions,
+}
+
+/// How the agent runs containers (all but `--runtime` need root).
+#[derive(Args, Clone, Debug)]
+pub struct NodeOptions {
+    /// `runc` runs containers; `none` only reports pods as pending.
+    #[arg(long, default_value = "runc", value_parser = ["runc", "none"])]
+    pub runtime: String,
+    /// Pod records, container files and the image cache.
+    #[arg(
+        long = "node-dir",
+        default_value = "/var/lib/wharf/node",
+        env = "WHARF_NODE_DIR"
+    )]
+    pub node_dir: PathBuf,
+    /// The runc binary.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// runc's state directory [default: /run/wharf/NAME/runc].
+    #[arg(long)]
+    pub runc_root: Option<PathBuf>,
+    /// The node bridge pods attach to.
+    #[arg(long, default_value = "wharf0")]
+    pub bridge: String,
+    /// Prefix of the pods' network namespace names (unique per agent on a machine).
+    #[arg(long, default_value = "wharf-")]
+    pub netns_prefix: String,
+    /// Put the bridge in this network namespace instead of the agent's own
+    /// (lets one machine play several hosts).
+    #[arg(long)]
+    pub host_netns: Option<String>,
+    /// Node-local range for pods that ask for no IP pool; its first address
+    /// is the gateway, on the bridge.
+    #[arg(long, default_value = "10.88.0.0/24")]
+    pub pod_cidr: String,
+    /// Registry user for pulls (a robot account); its password comes from
+    /// WHARF_REGISTRY_PASSWORD.
+    #[arg(long, env = "WHARF_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// Registries reached over plain HTTP besides loopback ones (the
+    /// server's own is added when it is plain HTTP).
+    #[arg(long, value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+    /// Where to serve container logs (the server proxies `wharf logs` here).
+    #[arg(long = "logs-listen", default_value = "127.0.0.1:7701")]
+    pub logs_listen: SocketAddr,
+}
+
+impl NodeOptions {
+    /// The runtime setup for node `name` talking to `server`.
+    pub fn setup(&self, name: &str, server: &str, host_ip: Option<String>) -> Result<NodeSetup> {
+        let credentials = match &self.registry_user {
+            Some(user) => {
+                let password = std::env::var("WHARF_REGISTRY_PASSWORD").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--registry-user {user} needs its password in WHARF_REGISTRY_PASSWORD"
+                    )
+                })?;
+                Some(RegistryCredentials::new(user.clone(), password))
+            }
+            None => None,
+        };
+        let url = crate::client::parse_server_url(server)?;
+        let server_host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+            _ => None,
+        };
+        let mut plain_http = self.insecure_registry.clone();
+        if url.scheme() == "http" {
+            plain_http.extend(server_host.clone());
+        }
+        Ok(NodeSetup {
+            node: name.to_string(),
+            data_dir: self.node_dir.clone(),
+            runc: self.runc.clone(),
+            runc_root: self
+                .runc_root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("/run/wharf/{name}/runc"))),
+            shim: ShimCommand::current_exe(&["shim"]).context("locating the wharf binary")?,
+            bridge: BridgeConfig {
+                bridge: self.bridge.clone(),
+                netns_prefix: self.netns_prefix.clone(),
+                mtu: None,
+                host_netns: self.host_netns.clone(),
+            },
+            local_cidr: self.pod_cidr.clone(),
+            host_ip,
+            credentials,
+            default_registry: server_host,
+            plain_http,
+        })
+    }
 }
 
 /// Parses `k=v` labels.
@@ -119,10 +220,18 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.address = args.address.clone();
                 config.max_pods = args.max_pods;
                 config.heartbeat_ttl = args.heartbeat_ttl;
+                let api: Arc<dyn NodeApi> = api;
+                let (runtime, logs) = node_runtime(
+                    &args.node,
+                    &args.name,
+                    &server,
+                    args.address.clone(),
+                    api.clone(),
+                )
+                .await?;
+                config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
+                let _serving = logs.map(|(task, _)| AbortOnDrop(task));
                 eprintln!("agent for node {} serving {server}", args.name);
-                let runtime = Arc::new(NoRuntime {
-                    node: args.name.clone(),
-                });
                 Agent::new(api, runtime, config).run().await;
                 Ok(())
             }
@@ -132,6 +241,59 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         result = work => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The runtime `options` ask for, and for runc the log endpoint's task and
+/// URL.
+pub async fn node_runtime(
+    options: &NodeOptions,
+    name: &str,
+    server: &str,
+    host_ip: Option<String>,
+    api: Arc<dyn NodeApi>,
+) -> Result<(
+    Arc<dyn Runtime>,
+    Option<(tokio::task::JoinHandle<()>, String)>,
+)> {
+    if options.runtime == "none" {
+        return Ok((
+            Arc::new(NoRuntime {
+                node: name.to_string(),
+            }),
+            None,
+        ));
+    }
+    let runtime = options
+        .setup(name, server, host_ip.clone())?
+        .open(api.clone())
+        .await
+        .context("setting up the container runtime")?;
+    let listener = tokio::net::TcpListener::bind(options.logs_listen)
+        .await
+        .with_context(|| format!("listening for log requests on {}", options.logs_listen))?;
+    let bound = listener.local_addr()?;
+    let host = if bound.ip().is_unspecified() {
+        host_ip.unwrap_or_else(|| "127.0.0.1".into())
+    } else {
+        bound.ip().to_string()
+    };
+    let endpoint = format!("http://{host}:{}", bound.port());
+    let serving = runtime.clone();
+    let task = tokio::spawn(async move {
+        if let Err(err) = wharf_agent::serve_logs(listener, api, serving).await {
+            tracing::error!(error = %err, "the log endpoint stopped");
+        }
+    });
+    Ok((runtime, Some((task, endpoint))))
 }
 
 #[cfg(test)]

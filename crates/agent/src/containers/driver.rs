@@ -1,0 +1,130 @@
+//! The node's side effects behind traits: getting images and running
+//! containers. The real implementations ([`crate::containers::ImageStorePuller`],
+//! [`crate::containers::RuncDriver`]) need root; the pod logic is tested
+//! against fakes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wharf_api::Container;
+use wharf_runc::spec::ProcessDefaults;
+
+/// An image ready to run: its unpacked layers and process defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// The manifest digest it resolved to.
+    pub digest: String,
+    /// Layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Entrypoint, command, environment, working directory, user.
+    pub process: ProcessDefaults,
+}
+
+/// When a pull may be answered from the node's cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Ask the registry every time (new layers only are downloaded).
+    Always,
+    /// Use the cached image when there is one.
+    IfNotPresent,
+    /// Only the cache.
+    Never,
+}
+
+impl PullPolicy {
+    /// The container's `imagePullPolicy`, or Kubernetes' default: `Always`
+    /// for `:latest` or untagged references, else `IfNotPresent`.
+    pub fn of(container: &Container) -> PullPolicy {
+        match container.image_pull_policy.as_deref() {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some(_) => PullPolicy::IfNotPresent,
+            None => {
+                let image = container.image.as_str();
+                let name = image.rsplit('/').next().unwrap_or(image);
+                let pinned = image.contains('@');
+                let tag = name.split_once(':').map(|(_, tag)| tag);
+                if !pinned && tag.is_none_or(|t| t == "latest") {
+                    PullPolicy::Always
+                } else {
+                    PullPolicy::IfNotPresent
+                }
+            }
+        }
+    }
+}
+
+/// Pulls images into the node's layer cache.
+#[async_trait]
+pub trait ImagePuller: Send + Sync + 'static {
+    /// Pulls `image`, calling `progress` with a line like
+    /// `pulling 127.0.0.1:7700/shop/web:1: 3.1/12.0 MiB`.
+    async fn pull(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Image, String>;
+}
+
+/// What starting one container needs.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Runtime id, unique on the node.
+    pub id: String,
+    /// The container's own directory (bundle, rootfs, log, exit file).
+    pub dir: PathBuf,
+    /// The image.
+    pub image: Image,
+    /// The container as the pod specifies it.
+    pub container: Container,
+    /// Host name inside (the pod's name).
+    pub hostname: String,
+    /// The pod's network namespace.
+    pub netns: Option<PathBuf>,
+    /// The pod's address.
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+/// How a started container stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its process runs.
+    Running,
+    /// It exited.
+    Exited(Exit),
+}
+
+/// How a container ended.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exit {
+    /// Exit code (128 + signal when killed by one).
+    pub code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, `ContainerStatusUnknown`, ...
+    pub reason: String,
+    /// Detail, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When, unix milliseconds.
+    pub finished_at: u64,
+}
+
+/// Runs containers.
+#[async_trait]
+pub trait ContainerDriver: Send + Sync + 'static {
+    /// Starts a fresh run of the container (a new writable layer); returns
+    /// once its process runs.
+    async fn start(&self, launch: &Launch) -> Result<(), String>;
+    /// How the container started in `dir` as `id` stands.
+    async fn liveness(&self, id: &str, dir: &Path) -> Liveness;
+    /// Stops it: SIGTERM, `grace` to exit, then SIGKILL.
+    async fn stop(&self, id: &str, dir: &Path, grace: Duration) -> Result<(), String>;
+    /// Removes what is left of it: runtime state, mounts, cgroups, files.
+    async fn remove(&self, id: &str, dir: &Path) -> Result<(), String>;
+    /// The log file of the container in `dir`.
+    fn log_path(&self, dir: &Path) -> PathBuf {
+        dir.join("log")
+    }
+}

@@ -1,0 +1,461 @@
+//! The pod logic against fakes: addresses, networks, pulls, starts,
+//! exits, restarts with back-off, removal, adoption after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use wharf_api::{ANNOTATION_IP_POOL, Container, ObjectMeta, PodSpec};
+use wharf_control::Objects;
+use wharf_net::testing::MemoryDriver;
+use wharf_store::RedbStore;
+
+use super::*;
+use crate::api::LocalNodeApi;
+
+/// Images that exist, or fail to pull.
+#[derive(Default)]
+struct FakeImages {
+    broken: Mutex<Option<String>>,
+    pulls: Mutex<usize>,
+}
+
+#[async_trait]
+impl ImagePuller for FakeImages {
+    async fn pull(
+        &self,
+        image: &str,
+        _policy: PullPolicy,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Image, String> {
+        *self.pulls.lock().unwrap() += 1;
+        if let Some(reason) = self.broken.lock().unwrap().clone() {
+            return Err(reason);
+        }
+        progress(format!("pulling {image}: 1.0/1.0 MiB"));
+        Ok(Image {
+            digest: "sha256:0".into(),
+            layers: vec![PathBuf::from("/layers/0")],
+            process: Default::default(),
+        })
+    }
+}
+
+/// Containers that run until told to exit.
+#[derive(Default)]
+struct FakeContainers {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+struct FakeState {
+    running: BTreeMap<String, Launch>,
+    exited: BTreeMap<String, Exit>,
+    starts: Vec<String>,
+    stopped: Vec<(String, Duration)>,
+    removed: Vec<String>,
+    refuse: Option<String>,
+}
+
+impl FakeContainers {
+    fn exit(&self, id: &str, code: i32) {
+        let mut state = self.state.lock().unwrap();
+        state.running.remove(id).expect("running");
+        state.exited.insert(
+            id.to_string(),
+            Exit {
+                code,
+                reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                message: None,
+                finished_at: now_millis(),
+            },
+        );
+    }
+}
+
+#[async_trait]
+impl ContainerDriver for FakeContainers {
+    async fn start(&self, launch: &Launch) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(reason) = &state.refuse {
+            return Err(reason.clone());
+        }
+        state.exited.remove(&launch.id);
+        state.starts.push(launch.id.clone());
+        state.running.insert(launch.id.clone(), launch.clone());
+        Ok(())
+    }
+
+    async fn liveness(&self, id: &str, _dir: &Path) -> Liveness {
+        let state = self.state.lock().unwrap();
+        match state.exited.get(id) {
+            Some(exit) => Liveness::Exited(exit.clone()),
+            None => Liveness::Running,
+        }
+    }
+
+    async fn stop(&self, id: &str, _dir: &Path, grace: Duration) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        state.running.remove(id);
+        state.stopped.push((id.to_string(), grace));
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str, _dir: &Path) -> Result<(), String> {
+        self.state.lock().unwrap().removed.push(id.to_string());
+        Ok(())
+    }
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    objects: Objects,
+    images: Arc<FakeImages>,
+    containers: Arc<FakeContainers>,
+    network: Arc<MemoryDriver>,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("state.redb"), Default::default()).unwrap();
+        Node {
+            data: dir.path().join("node"),
+            _dir: dir,
+            objects: Objects::new(Arc::new(store)),
+            images: Arc::default(),
+            containers: Arc::default(),
+            network: Arc::new(MemoryDriver::new("test-")),
+        }
+    }
+
+    fn runtime(&self) -> ContainerRuntime {
+        let mut config = ContainerRuntimeConfig::new("node-1", self.data.clone());
+        config.backoff = Duration::from_millis(50);
+        config.host_ip = Some("192.0.2.1".into());
+        ContainerRuntime::open(
+            config,
+            Arc::new(LocalNodeApi::new(self.objects.clone())),
+            self.images.clone(),
+            self.containers.clone(),
+            self.network.clone(),
+        )
+    }
+
+    async fn pod(&self, name: &str, restart_policy: Option<&str>, pool: Option<&str>) -> Pod {
+        let mut annotations = BTreeMap::new();
+        if let Some(pool) = pool {
+            annotations.insert(ANNOTATION_IP_POOL.to_string(), pool.to_string());
+        }
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: name.into(),
+                project: Some("shop".into()),
+                annotations,
+                ..ObjectMeta::default()
+            },
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    image: "127.0.0.1:7700/shop/web:1".into(),
+                    ..Container::default()
+                }],
+                node_name: Some("node-1".into()),
+                restart_policy: restart_policy.map(str::to_string),
+                termination_grace_period_seconds: Some(7),
+                ..PodSpec::default()
+            },
+            ..Pod::default()
+        };
+        self.objects.create(pod).await.unwrap()
+    }
+}
+
+async fn sync(runtime: &ContainerRuntime, pod: &Pod) -> Synced {
+    runtime.sync(pod, &|_| {}).await
+}
+
+/// Syncs until the status satisfies `done`, as the agent's pod worker would.
+async fn sync_until(
+    runtime: &ContainerRuntime,
+    pod: &Pod,
+    done: impl Fn(&PodStatus) -> bool,
+) -> PodStatus {
+    for _ in 0..100 {
+        let synced = sync(runtime, pod).await;
+        if done(&synced.status) {
+            return synced.status;
+        }
+        tokio::time::sleep(
+            synced
+                .again_in
+                .unwrap_or(Duration::from_millis(10))
+                .min(Duration::from_millis(20)),
+        )
+        .await;
+    }
+    panic!("status never got there");
+}
+
+#[tokio::test]
+async fn a_pod_runs_on_a_node_local_address() {
+    let node = Node::new();
+    let runtime = node.runtime();
+    let pod = node.pod("web-1", None, None).await;
+    let seen = Mutex::new(Vec::new());
+    let synced = runtime
+        .sync(&pod, &|status: PodStatus| seen.lock().unwrap().push(status))
+        .await;
+    let status = synced.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    assert_eq!(status.pod_ip.as_deref(), Some("10.88.0.2"));
+    assert_eq!(status.host_ip.as_deref(), Some("192.0.2.1"));
+    assert!(status.container_statuses[0].ready);
+    assert!(matches!(
+        status.container_statuses[0].state,
+        ContainerState::Running { .. }
+    ));
+    assert_eq!(
+        synced.again_in,
+        Some(Duration::from_millis(500)),
+        "exits are watched for"
+    );
+    {
+        let progress = seen.lock().unwrap();
+        assert!(
+            progress[0]
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("pulling 127.0.0.1:7700/shop/web:1"),
+            "pull progress is reported: {progress:?}"
+        );
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        assert_eq!(launch.hostname, "web-1");
+        assert_eq!(launch.ip.unwrap().to_string(), "10.88.0.2");
+        let network = node.network.pods().remove(0);
+        assert_eq!(launch.netns.as_ref(), Some(&network.netns_path));
+        assert_eq!(network.gateway.to_string(), "10.88.0.1");
+    }
+
+    // Nothing changes: nothing is started again.
+    let again = sync(&runtime, &pod).await;
+    assert_eq!(again.status, status);
+    assert_eq!(node.containers.state.lock().unwrap().starts.len(), 1);
+    assert_eq!(*node.images.pulls.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn exited_containers_restart_with_back_off() {
+    let node = Node::new();
+    let runtime = node.runtime();
+    let pod = node.pod("web-1", None, None).await;
+    sync(&runtime, &pod).await;
+    let id = node.containers.state.lock().unwrap().starts[0].clone();
+
+    node.containers.exit(&id, 3);
+    let synced = sync(&runtime, &pod).await;
+    let container = &synced.status.container_statuses[0];
+    assert_eq!(
+        container.state,
+        ContainerState::Waiting {
+            reason: "CrashLoopBackOff".into()
+        }
+    );
+    assert_eq!(
+        synced.status.phase,
+        PodPhase::Running,
+        "restarting pods are running"
+    );
+    assert!(synced.again_in.unwrap() <= Duration::from_millis(50));
+    let status = sync_until(&runtime, &pod, |s| s.container_statuses[0].ready).await;
+    assert_eq!(status.container_statuses[0].restart_count, 1);
+
+    // The next exit waits twice as long.
+    node.containers.exit(&id, 1);
+    let synced = sync(&runtime, &pod).await;
+    assert!(
+        synced.again_in.unwrap() > Duration::from_millis(50),
+        "{:?}",
+        synced.again_in
+    );
+    let status = sync_until(&runtime, &pod, |s| s.container_statuses[0].ready).await;
+    assert_eq!(status.container_statuses[0].restart_count, 2);
+    assert_eq!(node.containers.state.lock().unwrap().starts.len(), 3);
+}
+
+#[tokio::test]
+async fn restart_policies_end_pods() {
+    let node = Node::new();
+    let runtime = node.runtime();
+    for (name, policy, code, phase) in [
+        ("done", "Never", 0, PodPhase::Succeeded),
+        ("broken", "Never", 2, PodPhase::Failed),
+        ("job", "OnFailure", 0, PodPhase::Succeeded),
+    ] {
+        let pod = node.pod(name, Some(policy), None).await;
+        sync(&runtime, &pod).await;
+        let id = node
+            .containers
+            .state
+            .lock()
+            .unwrap()
+            .starts
+            .last()
+            .unwrap()
+            .clone();
+        node.containers.exit(&id, code);
+        let synced = sync(&runtime, &pod).await;
+        assert_eq!(synced.status.phase, phase, "{name}");
+        assert_eq!(synced.again_in, None, "{name}: nothing more to do");
+        let ContainerState::Terminated { exit_code, .. } =
+            &synced.status.container_statuses[0].state
+        else {
+            panic!("{name}: {:?}", synced.status);
+        };
+        assert_eq!(*exit_code, code);
+    }
+    // OnFailure restarts a failure.
+    let pod = node.pod("retry", Some("OnFailure"), None).await;
+    sync(&runtime, &pod).await;
+    let id = node
+        .containers
+        .state
+        .lock()
+        .unwrap()
+        .starts
+        .last()
+        .unwrap()
+        .clone();
+    node.containers.exit(&id, 1);
+    let status = sync_until(&runtime, &pod, |s| s.container_statuses[0].ready).await;
+    assert_eq!(status.container_statuses[0].restart_count, 1);
+}
+
+#[tokio::test]
+async fn failed_pulls_and_starts_are_reported_and_retried() {
+    let node = Node::new();
+    let runtime = node.runtime();
+    *node.images.broken.lock().unwrap() = Some("manifest unknown".into());
+    let pod = node.pod("web-1", None, None).await;
+    let synced = sync(&runtime, &pod).await;
+    assert_eq!(synced.status.phase, PodPhase::Pending);
+    assert_eq!(synced.status.reason.as_deref(), Some("ErrImagePull"));
+    assert!(
+        synced
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("manifest unknown")
+    );
+    let synced = sync(&runtime, &pod).await;
+    assert_eq!(synced.status.reason.as_deref(), Some("ImagePullBackOff"));
+
+    *node.images.broken.lock().unwrap() = None;
+    node.containers.state.lock().unwrap().refuse = Some("exec: \"/bin/nope\": no such file".into());
+    let status = sync_until(&runtime, &pod, |s| {
+        s.reason.as_deref() == Some("CreateContainerError")
+    })
+    .await;
+    assert!(status.message.unwrap().contains("/bin/nope"));
+    node.containers.state.lock().unwrap().refuse = None;
+    let status = sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    assert_eq!(
+        status.container_statuses[0].restart_count, 0,
+        "a failed start is no restart"
+    );
+}
+
+#[tokio::test]
+async fn removal_stops_and_cleans_everything() {
+    let node = Node::new();
+    node.objects
+        .import_ip_pools(
+            wharf_api::parse_ip_pools(
+                "apiVersion: wharf.io/v1\nkind: IpPool\nmetadata: {name: web-pool}\nspec: {cidr: 10.77.0.0/24, gateway: 10.77.0.1, ranges: [{start: 10.77.0.10, end: 10.77.0.12}]}\n",
+            )
+            .unwrap()
+            .0,
+        )
+        .await
+        .unwrap();
+    let runtime = node.runtime();
+    let pooled = node.pod("web-1", None, Some("web-pool")).await;
+    let local = node.pod("web-2", None, None).await;
+    let status = sync(&runtime, &pooled).await.status;
+    let ip: Ipv4Addr = status.pod_ip.unwrap().parse().unwrap();
+    assert!((10..=12).contains(&ip.octets()[3]), "{ip}");
+    assert_eq!(node.objects.pool_claims("web-pool").await.unwrap().len(), 1);
+    sync(&runtime, &local).await;
+    assert_eq!(runtime.pods().await.len(), 2);
+
+    // A stale uid does not remove the pod.
+    runtime.remove("shop", "web-1", Some("someone-else")).await;
+    assert_eq!(runtime.pods().await.len(), 2);
+    runtime
+        .remove("shop", "web-1", Some(&pooled.metadata.uid))
+        .await;
+    runtime.remove("shop", "web-2", None).await;
+    assert!(runtime.pods().await.is_empty());
+    {
+        let state = node.containers.state.lock().unwrap();
+        assert_eq!(state.stopped.len(), 2);
+        assert!(
+            state
+                .stopped
+                .iter()
+                .all(|(_, grace)| *grace == Duration::from_secs(7))
+        );
+        assert_eq!(state.removed.len(), 2);
+    }
+    assert!(node.network.pods().is_empty());
+    assert!(
+        node.objects
+            .pool_claims("web-pool")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!node.data.join("pods/shop_web-1").exists());
+    assert_eq!(
+        std::fs::read_dir(node.data.join("addresses"))
+            .unwrap()
+            .count(),
+        0,
+        "the local address is back"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_pods() {
+    let node = Node::new();
+    let pod = node.pod("web-1", None, None).await;
+    let before = {
+        let runtime = node.runtime();
+        sync(&runtime, &pod).await.status
+    };
+    let runtime = node.runtime();
+    assert_eq!(
+        runtime.pods().await,
+        [("shop".to_string(), "web-1".to_string())]
+    );
+    let after = sync(&runtime, &pod).await.status;
+    assert_eq!(after, before, "same address, same start, still running");
+    assert_eq!(
+        node.containers.state.lock().unwrap().starts.len(),
+        1,
+        "not started again"
+    );
+
+    // A new pod under the old name replaces it.
+    node.objects.delete_pod("shop", "web-1").await.unwrap();
+    let replacement = node.pod("web-1", None, None).await;
+    sync(&runtime, &replacement).await;
+    let (removed, starts) = {
+        let state = node.containers.state.lock().unwrap();
+        (state.removed.len(), state.starts.len())
+    };
+    assert_eq!((removed, starts), (1, 2));
+}

@@ -1,0 +1,210 @@
+//! Docker token authentication: credentials, `WWW-Authenticate` challenges
+//! and the token cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Basic credentials for a registry's token server, e.g. a robot account
+/// `robot$shop+puller` and its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// The account name.
+    pub username: String,
+    /// The password or robot secret.
+    pub password: String,
+}
+
+impl RegistryCredentials {
+    /// Credentials for `username` with `password`.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> RegistryCredentials {
+        RegistryCredentials {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+// Secrets never reach logs, even through a stray `{:?}`.
+impl fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// Get a token from `realm` for `service` and `scope`.
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+        error: Option<String>,
+    },
+    /// Send Basic credentials with each request.
+    Basic,
+}
+
+impl Challenge {
+    /// Parses one header value: `Scheme key="value",key=value,...`.
+    pub(crate) fn parse(header: &str) -> Option<Challenge> {
+        let header = header.trim();
+        let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = parse_params(params)?;
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Challenge::Bearer {
+            realm: get("realm")?,
+            service: get("service"),
+            scope: get("scope"),
+            error: get("error"),
+        })
+    }
+}
+
+/// `key=value` pairs separated by commas; values may be quoted, and quoted
+/// values may contain commas (`scope="repository:a:pull,push"`) and escapes.
+fn parse_params(text: &str) -> Option<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(params);
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        chars.next()?; // '='
+        let value = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut value = String::new();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => value.push(chars.next()?),
+                    c => value.push(c),
+                }
+            }
+            value
+        } else {
+            std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect()
+        };
+        params.push((key.trim().to_string(), value.trim().to_string()));
+    }
+}
+
+/// Key of a cached token: registry, repository and the account asking, so
+/// that different credentials never share a token.
+pub(crate) type TokenKey = (String, String, String);
+
+/// Bearer tokens by (registry, repository, user), each until shortly before
+/// it expires.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
+}
+
+/// Tokens without `expires_in` live 60 seconds (distribution token spec).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+/// Upper bound on the safety margin before expiry.
+const MAX_MARGIN: Duration = Duration::from_secs(30);
+
+impl TokenCache {
+    pub(crate) fn get(&self, key: &TokenKey) -> Option<String> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match tokens.get(key) {
+            Some((token, until)) if Instant::now() < *until => Some(token.clone()),
+            Some(_) => {
+                tokens.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `token` until a tenth of its lifetime (at most 30 s) before it
+    /// expires, so that a request never leaves with a token about to lapse.
+    pub(crate) fn put(&self, key: TokenKey, token: String, expires_in: Option<u64>) {
+        let lifetime = expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let margin = (lifetime / 10).min(MAX_MARGIN);
+        let until = Instant::now() + lifetime.saturating_sub(margin);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(key, (token, until));
+    }
+
+    pub(crate) fn forget(&self, key: &TokenKey) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenge_with_commas_in_scope() {
+        let header = r#"Bearer realm="http://127.0.0.1:7700/service/token",service="wharf",scope="repository:shop/web:pull,push",error="insufficient_scope""#;
+        assert_eq!(
+            Challenge::parse(header),
+            Some(Challenge::Bearer {
+                realm: "http://127.0.0.1:7700/service/token".into(),
+                service: Some("wharf".into()),
+                scope: Some("repository:shop/web:pull,push".into()),
+                error: Some("insufficient_scope".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn parses_unquoted_values_escapes_and_basic() {
+        let header = r#"bearer realm=http://r/t, service="a\"b""#;
+        let Some(Challenge::Bearer { realm, service, .. }) = Challenge::parse(header) else {
+            panic!("not parsed");
+        };
+        assert_eq!(realm, "http://r/t");
+        assert_eq!(service.as_deref(), Some("a\"b"));
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
+        assert_eq!(Challenge::parse("Bearer service=\"x\""), None);
+        assert_eq!(Challenge::parse("Bearer realm=\"unterminated"), None);
+        assert_eq!(Challenge::parse("Negotiate abc"), None);
+    }
+
+    #[test]
+    fn tokens_expire_before_their_lifetime() {
+        let cache = TokenCache::default();
+        let key = ("r".to_string(), "a".to_string(), "u".to_string());
+        cache.put(key.clone(), "t".into(), Some(100));
+        assert_eq!(cache.get(&key).as_deref(), Some("t"));
+        cache.put(key.clone(), "t".into(), Some(0));
+        assert_eq!(cache.get(&key), None);
+        cache.put(key.clone(), "t".into(), None);
+        cache.forget(&key);
+        assert_eq!(cache.get(&key), None);
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let debug = format!("{:?}", RegistryCredentials::new("robot$p+x", "s3cret"));
+        assert!(!debug.contains("s3cret") && debug.contains("robot$p+x"));
+    }
+}

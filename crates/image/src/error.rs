@@ -1,0 +1,192 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wharf_oci::Digest;
+
+/// Everything that can go wrong pulling, unpacking or caching an image.
+///
+/// Cloneable (sources are shared) because one layer download serves every
+/// pull waiting for it, and each of them gets the outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageError {
+    /// The image reference does not parse.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The text given.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done, e.g. "create directory".
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The registry could not be reached or the transfer broke off.
+    #[error("{image}: request to {url} failed: {source}")]
+    Http {
+        /// The image being pulled.
+        image: String,
+        /// The URL requested.
+        url: String,
+        /// The client error.
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// The registry or its token server refused the credentials or the access.
+    #[error("{image}: not authorized: {message}")]
+    Unauthorized {
+        /// The image being pulled.
+        image: String,
+        /// What the registry or token server said.
+        message: String,
+    },
+    /// The registry does not have the manifest or blob.
+    #[error("{image}: {what} not found in the registry")]
+    NotFound {
+        /// The image being pulled.
+        image: String,
+        /// The manifest or blob.
+        what: String,
+    },
+    /// The registry answered with an unexpected status.
+    #[error("{image}: {url} answered {status}: {message}")]
+    Registry {
+        /// The image being pulled.
+        image: String,
+        /// The URL requested.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's error message, if any.
+        message: String,
+    },
+    /// The manifest is malformed, of an unsupported kind, or too large.
+    #[error("{image}: invalid manifest: {reason}")]
+    InvalidManifest {
+        /// The image being pulled.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The image config is malformed or does not match the manifest.
+    #[error("{image}: invalid image config: {reason}")]
+    InvalidConfig {
+        /// The image being pulled.
+        image: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An index has no manifest for this node's platform.
+    #[error("{image}: no manifest for platform {platform} (the index offers: {available})")]
+    NoMatchingPlatform {
+        /// The image being pulled.
+        image: String,
+        /// This node's platform.
+        platform: String,
+        /// The platforms the index lists, comma-separated.
+        available: String,
+    },
+    /// Content does not hash to the digest it was asked for by.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The content, e.g. "layer sha256:.. of 127.0.0.1:7700/shop/web:1.0".
+        what: String,
+        /// The digest the manifest or config names.
+        expected: Digest,
+        /// The digest of what was received.
+        actual: Digest,
+    },
+    /// Content is not of the size its descriptor states.
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// The content.
+        what: String,
+        /// The size the descriptor states.
+        expected: u64,
+        /// The size received (at least; transfers stop once over).
+        actual: u64,
+    },
+    /// A layer or blob has a media type this store cannot unpack.
+    #[error("{what}: unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The layer or blob.
+        what: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// A tar entry would write outside its layer or is otherwise refused.
+    #[error("layer {layer}: refusing tar entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The layer.
+        layer: String,
+        /// The entry's path as written in the archive.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A layer exceeds the configured unpacking limits.
+    #[error("layer {layer}: {limit} exceeded")]
+    LayerTooLarge {
+        /// The layer.
+        layer: String,
+        /// Which limit, with its value.
+        limit: String,
+    },
+    /// The layer's archive or compression stream is malformed.
+    #[error("layer {layer}: malformed archive: {source}")]
+    MalformedLayer {
+        /// The layer.
+        layer: String,
+        /// The decoding error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The layer needs privileges this process lacks (whiteouts, opaque
+    /// directories).
+    #[error("layer {layer}: {what} at {path} needs root")]
+    NeedsRoot {
+        /// The layer.
+        layer: String,
+        /// What could not be created.
+        what: &'static str,
+        /// Where, inside the layer.
+        path: PathBuf,
+    },
+    /// A record in the cache's index is unreadable.
+    #[error("image cache record {path}: {reason}")]
+    CorruptRecord {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A worker task died (a bug or a panic).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ImageError {
+    /// An [`ImageError::Io`] for `action` on `path`.
+    pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> ImageError {
+        ImageError::Io {
+            action,
+            path: path.to_path_buf(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// `map_err` shorthand: `.map_err(io_err("open", &path))`.
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+    move |source| ImageError::io(action, path, source)
+}

@@ -1,0 +1,358 @@
+//! Getting layers onto the node: one download per layer however many pulls
+//! want it (single flight), verified, unpacked into `tmp/` and renamed into
+//! place; and the table that keeps garbage collection off layers in use.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use tokio::sync::{Semaphore, mpsc, watch};
+use wharf_oci::{Digest, DigestAlgorithm, StreamHasher};
+
+use crate::client::Session;
+use crate::error::io_err;
+use crate::fsutil::{remove_tree, sync_parent};
+use crate::layout::{LayerRecord, Layout};
+use crate::{
+    Compression, ImageError, LayerProgress, LayerState, UnpackLimits, UnpackOptions, blocking,
+    unpack_layer,
+};
+
+/// Chunks buffered between the network and the file writer.
+const CHUNK_QUEUE: usize = 32;
+
+/// A layer download in progress (or already finished), shared by every
+/// pull that needs it.
+#[derive(Clone)]
+pub(crate) struct Flight {
+    pub progress: watch::Receiver<LayerProgress>,
+    pub done: Shared<BoxFuture<'static, Result<(), ImageError>>>,
+}
+
+impl Flight {
+    fn ready(layer: &LayerRecord) -> Flight {
+        let (_, progress) = watch::channel(LayerProgress {
+            digest: layer.digest.clone(),
+            state: LayerState::Ready,
+            done_bytes: layer.size,
+            total_bytes: layer.size,
+        });
+        Flight {
+            progress,
+            done: futures_util::future::ready(Ok(())).boxed().shared(),
+        }
+    }
+}
+
+/// Which layers are on disk, being fetched, or needed by a pull in progress.
+#[derive(Default)]
+pub(crate) struct LayerTable {
+    pub present: HashSet<Digest>,
+    pub flights: HashMap<Digest, Flight>,
+    /// Layers a pull in progress will record; GC leaves them alone.
+    pub pins: HashMap<Digest, usize>,
+}
+
+/// What layer fetches share: paths, limits, the download slots and the table.
+pub(crate) struct LayerFetcher {
+    pub layout: Layout,
+    pub limits: UnpackLimits,
+    pub downloads: Semaphore,
+    pub table: Mutex<LayerTable>,
+    /// Layer downloads started, for observability and tests.
+    pub downloads_started: std::sync::atomic::AtomicU64,
+}
+
+impl LayerFetcher {
+    pub(crate) fn table(&self) -> MutexGuard<'_, LayerTable> {
+        // The table holds no invariant a panicking holder could break halfway.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The flight for `layer`: an existing one, a finished one if the layer
+    /// is on disk, or a new download started in its own task (so that a
+    /// cancelled pull does not cancel it for the others waiting).
+    pub(crate) fn join(self: &Arc<Self>, session: &Arc<Session>, layer: &LayerRecord) -> Flight {
+        let mut table = self.table();
+        if let Some(flight) = table.flights.get(&layer.digest) {
+            return flight.clone();
+        }
+        if table.present.contains(&layer.digest) {
+            return Flight::ready(layer);
+        }
+        let (tx, progress) = watch::channel(LayerProgress {
+            digest: layer.digest.clone(),
+            state: LayerState::Waiting,
+            done_bytes: 0,
+            total_bytes: layer.size,
+        });
+        let task = tokio::spawn(self.clone().fetch(session.clone(), layer.clone(), tx));
+        let done = async move {
+            task.await
+                .unwrap_or_else(|e| Err(ImageError::Internal(format!("layer task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        let flight = Flight { progress, done };
+        table.flights.insert(layer.digest.clone(), flight.clone());
+        flight
+    }
+
+    async fn fetch(
+        self: Arc<Self>,
+        session: Arc<Session>,
+        layer: LayerRecord,
+        progress: watch::Sender<LayerProgress>,
+    ) -> Result<(), ImageError> {
+        let result = self.download_and_install(&session, &layer, &progress).await;
+        let mut table = self.table();
+        table.flights.remove(&layer.digest);
+        if result.is_ok() {
+            table.present.insert(layer.digest.clone());
+            progress.send_modify(|p| {
+                p.state = LayerState::Ready;
+                p.done_bytes = p.total_bytes;
+            });
+        }
+        result
+    }
+
+    async fn download_and_install(
+        &self,
+        session: &Session,
+        layer: &LayerRecord,
+        progress: &watch::Sender<LayerProgress>,
+    ) -> Result<(), ImageError> {
+        let _slot = self
+            .downloads
+            .acquire()
+            .await
+            .map_err(|_| ImageError::Internal("download slots closed".into()))?;
+        progress.send_modify(|p| p.state = LayerState::Downloading);
+        self.downloads_started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let blob = self.layout.tmp_path("blob");
+        let started = std::time::Instant::now();
+        let result = async {
+            download(session, layer, &blob, progress).await?;
+            progress.send_modify(|p| p.state = LayerState::Unpacking);
+            let (layout, limits, layer, blob) = (
+                self.layout.clone(),
+                self.limits,
+                layer.clone(),
+                blob.clone(),
+            );
+            blocking(move || install_layer(&layout, &blob, &layer, limits, false)).await
+        }
+        .await;
+        if let Err(e) = tokio::fs::remove_file(&blob).await
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %blob.display(), error = %e, "could not remove a downloaded blob");
+        }
+        match &result {
+            Ok(_) => {
+                tracing::debug!(layer = %layer.digest, bytes = layer.size, elapsed = ?started.elapsed(), "layer installed")
+            }
+            Err(e) => tracing::warn!(layer = %layer.digest, error = %e, "layer failed"),
+        }
+        result.map(drop)
+    }
+}
+
+/// Streams the layer blob to `dest`, hashing on a blocking thread as it
+/// arrives; checks size and digest.
+async fn download(
+    session: &Session,
+    layer: &LayerRecord,
+    dest: &Path,
+    progress: &watch::Sender<LayerProgress>,
+) -> Result<(), ImageError> {
+    let what = format!("layer {} of {}", layer.digest, session.image());
+    let size_mismatch = |actual| ImageError::SizeMismatch {
+        what: what.clone(),
+        expected: layer.size,
+        actual,
+    };
+    let (mut response, url) = session.blob(&layer.digest).await?;
+    if let Some(length) = response.content_length()
+        && length != layer.size
+    {
+        return Err(size_mismatch(length));
+    }
+    let (chunks, queue) = mpsc::channel::<Bytes>(CHUNK_QUEUE);
+    let writer = {
+        let (dest, algorithm) = (dest.to_path_buf(), layer.digest.algorithm());
+        tokio::task::spawn_blocking(move || write_hashed(queue, &dest, algorithm))
+    };
+    let streamed = async {
+        let mut received = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| session.http_error(&url, e))?
+        {
+            received += chunk.len() as u64;
+            if received > layer.size {
+                return Err(size_mismatch(received));
+            }
+            progress.send_modify(|p| p.done_bytes = received);
+            if chunks.send(chunk).await.is_err() {
+                break; // The writer failed; its error is reported below.
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(chunks);
+    let written = writer
+        .await
+        .map_err(|e| ImageError::Internal(format!("blob writer failed: {e}")))?;
+    streamed?;
+    let (actual, size) = written?;
+    if size != layer.size {
+        return Err(size_mismatch(size));
+    }
+    if actual != layer.digest {
+        return Err(ImageError::DigestMismatch {
+            what,
+            expected: layer.digest.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn write_hashed(
+    mut queue: mpsc::Receiver<Bytes>,
+    dest: &Path,
+    algorithm: DigestAlgorithm,
+) -> Result<(Digest, u64), ImageError> {
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(io_err("create", dest))?;
+    let mut file = BufWriter::with_capacity(256 << 10, file);
+    let mut hasher = StreamHasher::new(algorithm);
+    let mut size = 0u64;
+    while let Some(chunk) = queue.blocking_recv() {
+        hasher.update(&chunk);
+        file.write_all(&chunk).map_err(io_err("write", dest))?;
+        size += chunk.len() as u64;
+    }
+    file.flush().map_err(io_err("write", dest))?;
+    Ok((hasher.finish(), size))
+}
+
+/// Unpacks the blob at `blob` into the cache unless the layer is there
+/// already; blocking. With `verify`, the blob's digest and size are checked
+/// in the same pass (for blobs that were not hashed on the way in).
+pub(crate) fn install_layer(
+    layout: &Layout,
+    blob: &Path,
+    layer: &LayerRecord,
+    limits: UnpackLimits,
+    verify: bool,
+) -> Result<PathBuf, ImageError> {
+    let target = layout.layer_dir(&layer.digest);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    let label = layer.digest.to_string();
+    let compression = Compression::of_media_type(&layer.media_type).ok_or_else(|| {
+        ImageError::UnsupportedMediaType {
+            what: format!("layer {label}"),
+            media_type: layer.media_type.clone(),
+        }
+    })?;
+    let file = File::open(blob).map_err(io_err("open", blob))?;
+    let mut reader = HashingReader {
+        inner: file,
+        hasher: verify.then(|| StreamHasher::new(layer.digest.algorithm())),
+        size: 0,
+    };
+    let staging = layout.tmp_path("unpack");
+    let options = UnpackOptions {
+        label: label.clone(),
+        compression,
+        diff_id: Some(layer.diff_id.clone()),
+        limits,
+    };
+    unpack_layer(&mut reader, &staging, &options)?;
+    let checked = check_blob(reader, blob, layer);
+    let published = checked.and_then(|()| publish(&staging, &target));
+    if published.is_err()
+        && let Err(e) = remove_tree(&staging)
+    {
+        tracing::warn!(path = %staging.display(), error = %e, "could not remove an unpacked layer");
+    }
+    published.map(|()| target)
+}
+
+/// With verification on, reads what the decompressor left and compares.
+fn check_blob(
+    mut reader: HashingReader,
+    blob: &Path,
+    layer: &LayerRecord,
+) -> Result<(), ImageError> {
+    if reader.hasher.is_none() {
+        return Ok(());
+    }
+    io::copy(&mut reader, &mut io::sink()).map_err(io_err("read", blob))?;
+    let what = format!("layer {}", layer.digest);
+    if reader.size != layer.size {
+        return Err(ImageError::SizeMismatch {
+            what,
+            expected: layer.size,
+            actual: reader.size,
+        });
+    }
+    let actual = reader.hasher.take().map(StreamHasher::finish);
+    match actual {
+        Some(actual) if actual != layer.digest => Err(ImageError::DigestMismatch {
+            what,
+            expected: layer.digest.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the unpacked tree durable, then visible under its final name.
+fn publish(staging: &Path, target: &Path) -> Result<(), ImageError> {
+    // One syncfs instead of an fsync per file: a crash after the rename must
+    // not leave a visible layer with empty files.
+    let dir = File::open(staging).map_err(io_err("open", staging))?;
+    nix::unistd::syncfs(&dir)
+        .map_err(|e| ImageError::io("sync filesystem of", staging, e.into()))?;
+    match fs::rename(staging, target) {
+        Ok(()) => sync_parent(target),
+        // Another process published the same content first.
+        Err(_) if target.is_dir() => remove_tree(staging).map_err(io_err("remove", staging)),
+        Err(e) => Err(ImageError::io("rename into place", target, e)),
+    }
+}
+
+/// Counts and optionally hashes what is read through it.
+struct HashingReader {
+    inner: File,
+    hasher: Option<StreamHasher>,
+    size: u64,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
+    }
+}

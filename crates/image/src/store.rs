@@ -1,0 +1,496 @@
+//! `ImageStore`: the node's content-addressed image cache.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wharf_oci::{Descriptor, Digest};
+
+use crate::client::{RegistryClient, Session};
+use crate::error::io_err;
+use crate::fsutil::remove_tree;
+use crate::layers::{Flight, LayerFetcher, LayerTable, install_layer};
+use crate::layout::{ImageRecord, LayerRecord, Layout};
+use crate::resolve::{fetch_config, layer_records, resolve};
+use crate::{
+    ImageConfig, ImageError, ImageRef, LayerProgress, Platform, PullProgress, RegistryCredentials,
+    UnpackLimits, blocking,
+};
+
+/// How often a pull reports progress while layers download.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Settings of an [`ImageStore`].
+#[derive(Clone, Debug)]
+pub struct ImageStoreOptions {
+    /// The platform index entries are chosen for; this machine's by default.
+    pub platform: Platform,
+    /// Registries (`host[:port]` or `host`) reached over plain HTTP besides
+    /// loopback ones, which always are. Others use HTTPS, which needs a
+    /// TLS-enabled build of reqwest (the workspace's has none yet).
+    pub plain_http: Vec<String>,
+    /// Bounds on each layer's unpacked size and entry count.
+    pub limits: UnpackLimits,
+    /// Layers downloaded and unpacked at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+    /// Time allowed to connect to a registry.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ImageStoreOptions {
+    fn default() -> Self {
+        ImageStoreOptions {
+            platform: Platform::host(),
+            plain_http: Vec::new(),
+            limits: UnpackLimits::default(),
+            max_concurrent_downloads: 3,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether a pull may be answered from the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Use the cached image if the reference has been pulled before; no
+    /// network at all then (Kubernetes' `IfNotPresent`).
+    #[default]
+    IfNotPresent,
+    /// Ask the registry what the reference names now; download only what
+    /// is not cached (Kubernetes' `Always`).
+    Always,
+}
+
+/// A pulled image, ready for a container runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulledImage {
+    /// The reference it was pulled by.
+    pub reference: ImageRef,
+    /// The digest the reference resolved to: the index's for multi-arch
+    /// images, else the image manifest's. Pinning `repo@manifest_digest`
+    /// pulls the same image again.
+    pub manifest_digest: Digest,
+    /// The config's digest: the image ID.
+    pub config_digest: Digest,
+    /// Entrypoint, command, environment and the rest.
+    pub config: ImageConfig,
+    /// The unpacked layer directories, bottom first: overlayfs wants them
+    /// reversed in `lowerdir`.
+    pub layers: Vec<PathBuf>,
+    /// Bytes a pull downloads: the compressed layers and the config.
+    pub size_bytes: u64,
+}
+
+/// A cached image as the node reports it for image-locality scheduling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedImage {
+    /// The digest its references resolved to.
+    pub manifest_digest: Digest,
+    /// The references it was pulled by, sorted.
+    pub references: Vec<ImageRef>,
+    /// Bytes a pull downloads.
+    pub size_bytes: u64,
+}
+
+/// What [`ImageStore::remove_unused`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Manifest digests of the image records removed.
+    pub removed_images: Vec<Digest>,
+    /// Layers removed from disk.
+    pub removed_layers: Vec<Digest>,
+}
+
+/// The node's image cache: pulls images from Wharf registries and keeps
+/// their layers unpacked, shared by every image that uses them.
+///
+/// Cheap to clone; clones share the cache, the download slots and the
+/// token cache. Use one store per directory.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), wharf_image::ImageError> {
+/// use wharf_image::{ImageRef, ImageStore, ImageStoreOptions, PullPolicy, RegistryCredentials};
+/// let store = ImageStore::open("/var/lib/wharf/images", ImageStoreOptions::default()).await?;
+/// let image = ImageRef::parse("127.0.0.1:7700/shop/web:1.0")?;
+/// let robot = RegistryCredentials::new("robot$shop+puller", "secret");
+/// let pulled = store
+///     .pull(&image, Some(&robot), PullPolicy::IfNotPresent, &|p| println!("{}/{}", p.done_bytes, p.total_bytes))
+///     .await?;
+/// println!("{} layers, entrypoint {:?}", pulled.layers.len(), pulled.config.entrypoint);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ImageStore {
+    layout: Layout,
+    client: Arc<RegistryClient>,
+    fetcher: Arc<LayerFetcher>,
+    platform: Platform,
+}
+
+impl ImageStore {
+    /// Opens (creating) the cache under `root` and discards what an
+    /// interrupted run left in its `tmp/`.
+    pub async fn open(
+        root: impl Into<PathBuf>,
+        options: ImageStoreOptions,
+    ) -> Result<ImageStore, ImageError> {
+        let layout = Layout::new(root.into());
+        let present = {
+            let layout = layout.clone();
+            blocking(move || {
+                layout.prepare()?;
+                layout.present_layers()
+            })
+            .await?
+        };
+        let fetcher = LayerFetcher {
+            layout: layout.clone(),
+            limits: options.limits,
+            downloads: Semaphore::new(options.max_concurrent_downloads.max(1)),
+            table: std::sync::Mutex::new(LayerTable {
+                present,
+                ..LayerTable::default()
+            }),
+            downloads_started: AtomicU64::new(0),
+        };
+        Ok(ImageStore {
+            client: Arc::new(RegistryClient::new(
+                options.plain_http,
+                options.connect_timeout,
+            )?),
+            fetcher: Arc::new(fetcher),
+            platform: options.platform,
+            layout,
+        })
+    }
+
+    /// The cache's directory.
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    /// Where the layer with compressed digest `digest` is (or would be) unpacked.
+    pub fn layer_dir(&self, digest: &Digest) -> PathBuf {
+        self.layout.layer_dir(digest)
+    }
+
+    /// How many layer downloads this store has started; concurrent pulls
+    /// of one layer share a single download.
+    pub fn layer_downloads(&self) -> u64 {
+        self.fetcher.downloads_started.load(Ordering::Relaxed)
+    }
+
+    /// Pulls `image` (unless `policy` lets the cache answer), reporting
+    /// progress as layers download, and returns it unpacked.
+    ///
+    /// Every manifest, config and layer is verified against its digest and
+    /// size, and each uncompressed layer against the config's `diff_id`.
+    /// Layers already cached are reused; layers another pull is fetching
+    /// are waited for, not fetched again.
+    #[tracing::instrument(skip(self, credentials, progress), fields(image = %image))]
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        credentials: Option<&RegistryCredentials>,
+        policy: PullPolicy,
+        progress: &(dyn Fn(PullProgress) + Sync),
+    ) -> Result<PulledImage, ImageError> {
+        if policy == PullPolicy::IfNotPresent
+            && let Some(pulled) = self.cached(image).await
+        {
+            progress(finished_progress(image, pulled.size_bytes));
+            return Ok(pulled);
+        }
+        let session = Arc::new(Session::new(self.client.clone(), image, credentials));
+        let resolved = resolve(&session, image, &self.platform).await?;
+        if let Some(pulled) = self.reuse(image, &resolved.manifest_digest).await? {
+            progress(finished_progress(image, pulled.size_bytes));
+            return Ok(pulled);
+        }
+        let (config_digest, config) = fetch_config(&session, &resolved.manifest).await?;
+        let layers = layer_records(&session.image(), &resolved.manifest, &config)?;
+        let digests: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
+        let _pins = Pins::new(self.fetcher.clone(), digests);
+        let flights: Vec<Flight> = layers
+            .iter()
+            .map(|l| self.fetcher.join(&session, l))
+            .collect();
+        await_layers(image, &flights, progress).await?;
+        let config_size = resolved.manifest.config.as_ref().map_or(0, |c| c.size);
+        let record = ImageRecord {
+            manifest_digest: resolved.manifest_digest,
+            image_manifest_digest: resolved.image_manifest_digest,
+            config_digest,
+            config,
+            size_bytes: config_size + layers.iter().map(|l| l.size).sum::<u64>(),
+            layers,
+        };
+        self.save(image, record).await
+    }
+
+    /// The cached image for `image`, without network: by its digest if it
+    /// pins one, else by what the reference resolved to when last pulled.
+    /// `None` if it was never pulled or a layer has since been removed.
+    pub async fn cached(&self, image: &ImageRef) -> Option<PulledImage> {
+        let layout = self.layout.clone();
+        let image = image.clone();
+        let found = blocking(move || {
+            let digest = match image.digest() {
+                Some(digest) => digest.clone(),
+                None => match layout.read_ref(&image)? {
+                    Some(record) => record.manifest_digest,
+                    None => return Ok(None),
+                },
+            };
+            Ok(layout
+                .read_image(&digest)?
+                .filter(|record| layout.is_complete(record))
+                .map(|record| layout.pulled(&record, &image)))
+        })
+        .await;
+        found.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "image cache lookup failed");
+            None
+        })
+    }
+
+    /// Every complete cached image with its references and size.
+    pub async fn list(&self) -> Result<Vec<CachedImage>, ImageError> {
+        let layout = self.layout.clone();
+        blocking(move || {
+            let mut images: BTreeMap<Digest, CachedImage> = layout
+                .all_images()?
+                .into_iter()
+                .filter(|record| layout.is_complete(record))
+                .map(|record| {
+                    let image = CachedImage {
+                        manifest_digest: record.manifest_digest.clone(),
+                        references: Vec::new(),
+                        size_bytes: record.size_bytes,
+                    };
+                    (record.manifest_digest, image)
+                })
+                .collect();
+            for reference in layout.all_refs()? {
+                if let Some(image) = images.get_mut(&reference.manifest_digest) {
+                    image.references.push(reference.reference);
+                }
+            }
+            let mut images: Vec<CachedImage> = images.into_values().collect();
+            for image in &mut images {
+                image.references.sort_by_key(ToString::to_string);
+            }
+            Ok(images)
+        })
+        .await
+    }
+
+    /// Garbage collection: forgets every image whose manifest digest is not
+    /// in `keep` (and the references to it), then deletes every layer no
+    /// kept image uses, except layers a pull in progress needs.
+    pub async fn remove_unused(&self, keep: &HashSet<Digest>) -> Result<GcReport, ImageError> {
+        let keep = keep.clone();
+        let layout = self.layout.clone();
+        let fetcher = self.fetcher.clone();
+        blocking(move || collect_garbage(&layout, &fetcher, &keep)).await
+    }
+
+    /// Adds a layer from a local blob file (e.g. an image archive loaded
+    /// without a registry): its digest and size are verified against
+    /// `descriptor` and its uncompressed content against `diff_id` while it
+    /// is unpacked. Returns the layer directory. A layer no cached image
+    /// uses goes at the next [`remove_unused`](Self::remove_unused).
+    pub async fn import_layer(
+        &self,
+        blob: &Path,
+        descriptor: &Descriptor,
+        diff_id: &Digest,
+    ) -> Result<PathBuf, ImageError> {
+        let layer = LayerRecord {
+            digest: descriptor.digest.clone(),
+            media_type: descriptor.media_type.clone(),
+            size: descriptor.size,
+            diff_id: diff_id.clone(),
+        };
+        let (layout, limits, blob) = (self.layout.clone(), self.fetcher.limits, blob.to_path_buf());
+        let digest = layer.digest.clone();
+        let _pins = Pins::new(self.fetcher.clone(), vec![digest.clone()]);
+        let dir = blocking(move || install_layer(&layout, &blob, &layer, limits, true)).await?;
+        self.fetcher.table().present.insert(digest);
+        Ok(dir)
+    }
+
+    /// An `Always` pull whose reference still resolves to a cached image:
+    /// record the reference and reuse it.
+    async fn reuse(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+    ) -> Result<Option<PulledImage>, ImageError> {
+        let (layout, image, digest) = (self.layout.clone(), image.clone(), digest.clone());
+        blocking(move || {
+            let Some(record) = layout
+                .read_image(&digest)?
+                .filter(|r| layout.is_complete(r))
+            else {
+                return Ok(None);
+            };
+            layout.write_ref(&image, &digest)?;
+            Ok(Some(layout.pulled(&record, &image)))
+        })
+        .await
+    }
+
+    async fn save(&self, image: &ImageRef, record: ImageRecord) -> Result<PulledImage, ImageError> {
+        let (layout, image) = (self.layout.clone(), image.clone());
+        blocking(move || {
+            layout.write_image(&record)?;
+            layout.write_ref(&image, &record.manifest_digest)?;
+            Ok(layout.pulled(&record, &image))
+        })
+        .await
+    }
+}
+
+/// Waits for every layer, reporting progress every [`PROGRESS_INTERVAL`]
+/// when it changed, and once more at the end.
+async fn await_layers(
+    image: &ImageRef,
+    flights: &[Flight],
+    progress: &(dyn Fn(PullProgress) + Sync),
+) -> Result<(), ImageError> {
+    let all = futures_util::future::try_join_all(flights.iter().map(|f| f.done.clone()));
+    tokio::pin!(all);
+    let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last: Option<PullProgress> = None;
+    loop {
+        tokio::select! {
+            result = &mut all => {
+                result?;
+                progress(snapshot(image, flights));
+                return Ok(());
+            }
+            _ = ticker.tick() => {
+                let now = snapshot(image, flights);
+                if last.as_ref() != Some(&now) {
+                    progress(now.clone());
+                    last = Some(now);
+                }
+            }
+        }
+    }
+}
+
+fn snapshot(image: &ImageRef, flights: &[Flight]) -> PullProgress {
+    let layers: Vec<LayerProgress> = flights
+        .iter()
+        .map(|f| f.progress.borrow().clone())
+        .collect();
+    PullProgress {
+        image: image.clone(),
+        done_bytes: layers.iter().map(|l| l.done_bytes).sum(),
+        total_bytes: layers.iter().map(|l| l.total_bytes).sum(),
+        layers,
+    }
+}
+
+/// Progress of a pull the cache answered: nothing left to do.
+fn finished_progress(image: &ImageRef, size: u64) -> PullProgress {
+    PullProgress {
+        image: image.clone(),
+        layers: Vec::new(),
+        done_bytes: size,
+        total_bytes: size,
+    }
+}
+
+/// Keeps layers safe from garbage collection while a pull needs them.
+struct Pins {
+    fetcher: Arc<LayerFetcher>,
+    digests: Vec<Digest>,
+}
+
+impl Pins {
+    fn new(fetcher: Arc<LayerFetcher>, digests: Vec<Digest>) -> Pins {
+        {
+            let mut table = fetcher.table();
+            for digest in &digests {
+                *table.pins.entry(digest.clone()).or_default() += 1;
+            }
+        }
+        Pins { fetcher, digests }
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let mut table = self.fetcher.table();
+        for digest in &self.digests {
+            if let Some(count) = table.pins.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    table.pins.remove(digest);
+                }
+            }
+        }
+    }
+}
+
+fn collect_garbage(
+    layout: &Layout,
+    fetcher: &LayerFetcher,
+    keep: &HashSet<Digest>,
+) -> Result<GcReport, ImageError> {
+    let mut report = GcReport::default();
+    let mut used = HashSet::new();
+    for record in layout.all_images()? {
+        if keep.contains(&record.manifest_digest) {
+            used.extend(record.layers.into_iter().map(|l| l.digest));
+        } else {
+            layout.remove_image(&record.manifest_digest)?;
+            report.removed_images.push(record.manifest_digest);
+        }
+    }
+    for reference in layout.all_refs()? {
+        if !keep.contains(&reference.manifest_digest) {
+            layout.remove_ref(&reference.reference)?;
+        }
+    }
+    // Under the table lock, doomed layers move to tmp/ (a rename), so no
+    // pull can find one present and then lose it; deletion happens after.
+    let mut trash = Vec::new();
+    {
+        let mut table = fetcher.table();
+        let doomed: Vec<Digest> = table
+            .present
+            .iter()
+            .filter(|d| {
+                !used.contains(*d)
+                    && !table.pins.contains_key(*d)
+                    && !table.flights.contains_key(*d)
+            })
+            .cloned()
+            .collect();
+        for digest in doomed {
+            let dir = layout.layer_dir(&digest);
+            let to = layout.tmp_path("trash");
+            match std::fs::rename(&dir, &to) {
+                Ok(()) => trash.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ImageError::io("move to trash", &dir, e)),
+            }
+            table.present.remove(&digest);
+            report.removed_layers.push(digest);
+        }
+    }
+    for dir in trash {
+        remove_tree(&dir).map_err(io_err("remove", &dir))?;
+    }
+    report.removed_images.sort();
+    report.removed_layers.sort();
+    Ok(report)
+}

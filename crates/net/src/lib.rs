@@ -1,0 +1,31 @@
+//! Node networking for pods, "the way pipework did it": a network namespace
+//! per pod, a veth pair with `eth0` (the pod's fixed address, a default
+//! route via its pool's gateway) inside and the other end on a node bridge
+//! (`wharf0`) that carries the gateway address of every pool in use on the
+//! node. The node reaches pod addresses directly; pods on one node reach
+//! each other over the bridge.
+//!
+//! The control plane chooses each pod's address; this crate only plumbs it.
+//! [`NetworkDriver`] is what the agent uses: [`BridgeDriver`] for real
+//! (iproute2's `ip` as a child process, never `setns` in our own
+//! multi-threaded process), [`testing::MemoryDriver`] for logic tests.
+//! [`testing`] also has [`testing::HostNamespace`], which lets one machine
+//! play several hosts.
+//!
+//! Requires root (`CAP_NET_ADMIN` and `CAP_SYS_ADMIN` for `ip netns`) and
+//! iproute2. No iptables rules and no sysctls are touched.
+
+mod bridge;
+mod driver;
+mod error;
+mod ip;
+mod spec;
+pub mod testing;
+
+pub use bridge::{BridgeConfig, BridgeDriver};
+pub use driver::NetworkDriver;
+pub use error::NetError;
+pub use spec::{
+    Ipv4Cidr, MAX_IFNAME_LEN, MAX_POD_ID_LEN, NETNS_DIR, POD_INTERFACE, PodNetwork, PodNetworkSpec,
+    host_veth_name, validate_pod_id,
+};

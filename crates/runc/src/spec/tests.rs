@@ -1,0 +1,321 @@
+use std::fs;
+
+use wharf_api::{EnvVar, ResourceList, ResourceRequirements};
+
+use super::*;
+
+fn image() -> ProcessDefaults {
+    ProcessDefaults {
+        entrypoint: vec!["/entry".into(), "-x".into()],
+        cmd: vec!["serve".into(), "--port=80".into()],
+        env: vec![
+            "PATH=/image/bin".into(),
+            "LANG=C".into(),
+            "MODE=image".into(),
+        ],
+        working_dir: Some("/srv".into()),
+        user: None,
+    }
+}
+
+fn container() -> Container {
+    Container {
+        name: "web".into(),
+        image: "shop/web:1".into(),
+        ..Default::default()
+    }
+}
+
+fn options() -> SpecOptions {
+    SpecOptions::new("/nonexistent/rootfs", "web-1", "/wharf/web-1")
+}
+
+fn build_ok(image: &ProcessDefaults, container: &Container) -> Spec {
+    build(image, container, &options()).unwrap()
+}
+
+#[test]
+fn args_follow_kubernetes_rules() {
+    let image = image();
+    // Neither set: entrypoint + cmd.
+    assert_eq!(
+        build_ok(&image, &container()).process.args,
+        ["/entry", "-x", "serve", "--port=80"]
+    );
+    // args only: entrypoint + args.
+    let mut c = container();
+    c.args = vec!["check".into()];
+    assert_eq!(build_ok(&image, &c).process.args, ["/entry", "-x", "check"]);
+    // command only: replaces entrypoint and drops the image's cmd.
+    let mut c = container();
+    c.command = vec!["/bin/sh".into()];
+    assert_eq!(build_ok(&image, &c).process.args, ["/bin/sh"]);
+    // both.
+    c.args = vec!["-c".into(), "echo hi".into()];
+    assert_eq!(
+        build_ok(&image, &c).process.args,
+        ["/bin/sh", "-c", "echo hi"]
+    );
+    // cmd alone is enough.
+    let only_cmd = ProcessDefaults {
+        entrypoint: vec![],
+        ..image
+    };
+    assert_eq!(
+        build_ok(&only_cmd, &container()).process.args,
+        ["serve", "--port=80"]
+    );
+}
+
+#[test]
+fn empty_command_is_an_error() {
+    let err = build(&ProcessDefaults::default(), &container(), &options()).unwrap_err();
+    assert!(matches!(err, RuncError::Spec { ref container, .. } if container == "web"));
+    assert!(err.to_string().contains("no command"), "{err}");
+    // args without an entrypoint make the first arg the program.
+    let mut c = container();
+    c.args = vec!["/bin/true".into()];
+    assert_eq!(
+        build_ok(&ProcessDefaults::default(), &c).process.args,
+        ["/bin/true"]
+    );
+    c.args = vec!["".into()];
+    assert!(build(&ProcessDefaults::default(), &c, &options()).is_err());
+}
+
+#[test]
+fn env_merges_with_container_winning() {
+    let mut c = container();
+    c.env = vec![
+        EnvVar {
+            name: "MODE".into(),
+            value: "pod".into(),
+        },
+        EnvVar {
+            name: "EXTRA".into(),
+            value: "a=b".into(),
+        },
+    ];
+    let mut opts = options();
+    opts.extra_env = vec!["MODE=extra".into(), "SERVICE_HOST=10.0.0.1".into()];
+    let env = build(&image(), &c, &opts).unwrap().process.env;
+    assert_eq!(
+        env,
+        [
+            "HOSTNAME=web-1",
+            "PATH=/image/bin",
+            "LANG=C",
+            "MODE=pod",
+            "SERVICE_HOST=10.0.0.1",
+            "EXTRA=a=b",
+            "HOME=/",
+        ]
+    );
+
+    // PATH is provided when nobody sets it, and a container may set HOME.
+    let mut c = container();
+    c.env = vec![EnvVar {
+        name: "HOME".into(),
+        value: "/data".into(),
+    }];
+    let bare = ProcessDefaults {
+        cmd: vec!["x".into()],
+        ..Default::default()
+    };
+    let env = build_ok(&bare, &c).process.env;
+    assert!(env.contains(&format!("PATH={DEFAULT_PATH}")), "{env:?}");
+    assert!(env.contains(&"HOME=/data".to_string()), "{env:?}");
+
+    c.env = vec![EnvVar {
+        name: "A=B".into(),
+        value: String::new(),
+    }];
+    assert!(build(&bare, &c, &options()).is_err());
+}
+
+#[test]
+fn working_dir_precedence() {
+    assert_eq!(build_ok(&image(), &container()).process.cwd, "/srv");
+    let mut c = container();
+    c.working_dir = Some("/app".into());
+    assert_eq!(build_ok(&image(), &c).process.cwd, "/app");
+    let no_dir = ProcessDefaults {
+        working_dir: None,
+        ..image()
+    };
+    assert_eq!(build_ok(&no_dir, &container()).process.cwd, "/");
+    c.working_dir = Some("relative".into());
+    assert!(build(&image(), &c, &options()).is_err());
+}
+
+#[test]
+fn user_from_rootfs_files() {
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("etc")).unwrap();
+    fs::write(
+        rootfs.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.path().join("etc/group"),
+        "app:x:1000:\nextra:x:2000:app\n",
+    )
+    .unwrap();
+    let mut opts = options();
+    opts.rootfs = rootfs.path().to_path_buf();
+    let mut image = image();
+
+    image.user = Some("app".into());
+    let spec = build(&image, &container(), &opts).unwrap();
+    assert_eq!(
+        spec.process.user,
+        User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![1000, 2000]
+        }
+    );
+    assert!(spec.process.env.contains(&"HOME=/home/app".to_string()));
+
+    image.user = Some("1000:2000".into());
+    let user = build(&image, &container(), &opts).unwrap().process.user;
+    assert_eq!((user.uid, user.gid), (1000, 2000));
+
+    image.user = Some("nobody".into());
+    let err = build(&image, &container(), &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("user \"nobody\" not found"),
+        "{err}"
+    );
+
+    // Numbers work without any files.
+    image.user = Some("33:33".into());
+    let user = build(&image, &container(), &options())
+        .unwrap()
+        .process
+        .user;
+    assert_eq!((user.uid, user.gid), (33, 33));
+}
+
+#[test]
+fn resource_limits() {
+    let mut c = container();
+    c.resources = ResourceRequirements {
+        requests: ResourceList {
+            cpu: Some("250m".into()),
+            memory: Some("32Mi".into()),
+        },
+        limits: ResourceList {
+            cpu: Some("1500m".into()),
+            memory: Some("64Mi".into()),
+        },
+    };
+    let resources = build_ok(&image(), &c).linux.resources;
+    assert_eq!(resources.memory.unwrap().limit, Some(64 << 20));
+    let cpu = resources.cpu.unwrap();
+    assert_eq!(cpu.quota, Some(150_000));
+    assert_eq!(cpu.period, Some(100_000));
+    assert_eq!(cpu.shares, Some(256));
+    assert_eq!(
+        resources.pids,
+        Some(Pids {
+            limit: DEFAULT_PIDS_LIMIT
+        })
+    );
+    assert_eq!(
+        resources.devices,
+        [DeviceRule {
+            allow: false,
+            access: "rwm".into()
+        }]
+    );
+
+    // A tiny limit still gets the kernel's minimum quota; the request
+    // defaults to the limit.
+    c.resources.requests = ResourceList::default();
+    c.resources.limits.cpu = Some("1m".into());
+    let cpu = build_ok(&image(), &c).linux.resources.cpu.unwrap();
+    assert_eq!((cpu.quota, cpu.shares), (Some(1000), Some(2)));
+
+    // Nothing set: no memory or cpu section at all.
+    let resources = build_ok(&image(), &container()).linux.resources;
+    assert_eq!((resources.memory, resources.cpu), (None, None));
+
+    c.resources.limits.memory = Some("lots".into());
+    let err = build(&image(), &c, &options()).unwrap_err();
+    assert!(err.to_string().contains("resources.limits.memory"), "{err}");
+}
+
+#[test]
+fn namespaces_mounts_and_security_defaults() {
+    let spec = build_ok(&image(), &container());
+    let kinds: Vec<_> = spec
+        .linux
+        .namespaces
+        .iter()
+        .map(|n| n.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["pid", "ipc", "uts", "mount", "network"]);
+    assert_eq!(spec.namespace("network").unwrap().path, None);
+
+    let mut opts = options();
+    opts.netns = Some("/var/run/netns/pod-1".into());
+    opts.read_only_rootfs = true;
+    let spec = build(&image(), &container(), &opts).unwrap();
+    assert_eq!(
+        spec.namespace("network").unwrap().path.as_deref(),
+        Some(Path::new("/var/run/netns/pod-1"))
+    );
+    assert!(spec.root.readonly);
+    assert_eq!(spec.hostname, "web-1");
+    assert_eq!(spec.linux.cgroups_path, "/wharf/web-1");
+
+    let destinations: Vec<_> = spec.mounts.iter().map(|m| m.destination.as_str()).collect();
+    assert_eq!(
+        destinations,
+        [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup"
+        ]
+    );
+    assert!(spec.mounts[5].options.contains(&"ro".to_string()));
+
+    let caps = &spec.process.capabilities;
+    assert!(caps.bounding.contains(&"CAP_NET_BIND_SERVICE".to_string()));
+    assert!(!caps.bounding.contains(&"CAP_SYS_ADMIN".to_string()));
+    assert_eq!(caps.bounding, caps.effective);
+    assert!(caps.ambient.is_empty() && caps.inheritable.is_empty());
+    assert!(!spec.process.terminal);
+    assert!(spec.linux.masked_paths.contains(&"/proc/kcore".to_string()));
+    assert!(spec.linux.readonly_paths.contains(&"/proc/sys".to_string()));
+}
+
+#[test]
+fn serializes_to_oci_field_names() {
+    let mut spec = build_ok(&image(), &container());
+    spec.add_bind_mount(Path::new("/b/hosts"), "/etc/hosts", false);
+    let json = serde_json::to_value(&spec).unwrap();
+    assert_eq!(json["ociVersion"], "1.0.2");
+    assert_eq!(json["process"]["noNewPrivileges"], false);
+    assert_eq!(json["process"]["user"]["uid"], 0);
+    assert!(json["process"]["user"].get("additionalGids").is_none());
+    assert_eq!(json["linux"]["cgroupsPath"], "/wharf/web-1");
+    assert_eq!(
+        json["linux"]["namespaces"][0],
+        serde_json::json!({"type": "pid"})
+    );
+    assert!(json["process"].get("rlimits").is_none());
+    assert!(json["linux"]["maskedPaths"].is_array());
+    assert_eq!(
+        json["mounts"][7],
+        serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": "/b/hosts", "options": ["rbind", "rprivate"]})
+    );
+    let back: Spec = serde_json::from_value(json).unwrap();
+    assert_eq!(back, spec);
+}
