@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod cmd;
+mod demo;
 mod output;
 mod password;
 mod units;
@@ -11,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, gc, get, ippool, login, node, project, robot, scale,
-    server, settings, user,
+    agent, apply, audit, delete, describe, gc, get, ippool, login, logs, node, project, robot,
+    scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the server (registry at /v2/, API at /api/v1/).
     Server(server::ServerArgs),
+    /// Run the server and a node agent on this machine, with a demo.
+    Up(up::UpArgs),
     /// Run the node agent on this machine (or a simulated fleet).
     Agent(agent::AgentArgs),
     /// Log in to a server and store the session.
@@ -60,11 +63,23 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// Cordon, uncordon or taint nodes.
     Node(node::NodeArgs),
+    /// Print a container's log (-f follows it).
+    Logs(logs::LogsArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Write the demo image (busybox httpd) as an OCI image layout.
+    #[command(hide = true)]
+    DemoImage {
+        /// The layout directory to create.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Its tag in the layout.
+        #[arg(long, default_value = "1")]
+        tag: String,
+    },
     /// Supervise one container (started by the agent, not by people).
     #[command(hide = true)]
     Shim(wharf_runc::ShimArgs),
@@ -97,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Up(args) => up::run(args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout => login::logout(),
@@ -113,7 +129,14 @@ fn run(cli: Cli) -> Result<()> {
             Command::Scale(args) => scale::run(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
+            Command::Logs(args) => logs::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::DemoImage { output, tag } => {
+                let image = demo::build(std::path::Path::new(demo::BUSYBOX))?;
+                image.write_layout(&output, &tag)?;
+                println!("{}", image.manifest.digest);
+                Ok(())
+            }
             Command::Shim(_) => unreachable!("handled before the runtime starts"),
         }
     })

@@ -98,6 +98,9 @@ struct PodSlot {
     backoff: HashMap<String, Backoff>,
     /// Containers waiting, with why (`ErrImagePull`, ...) and the detail.
     waiting: HashMap<String, (String, String)>,
+    /// The last failure to pull or start each container, shown while it
+    /// backs off.
+    failures: HashMap<String, (&'static str, String)>,
     /// Pod-level trouble (address, network), with the detail.
     trouble: Option<(String, String)>,
     /// Whether this agent run has seen the pod's namespace.
@@ -321,23 +324,33 @@ impl ContainerRuntime {
                 let now = Instant::now();
                 if backoff.not_before > now {
                     let wait = backoff.not_before - now;
-                    let reason = if slot.waiting.contains_key(&container.name) {
-                        slot.waiting[&container.name].0.clone()
-                    } else {
-                        "CrashLoopBackOff".to_string()
+                    soonest(wait);
+                    // Shown to a tenth of a second.
+                    let wait = Duration::from_millis(wait.as_millis().div_ceil(100) as u64 * 100);
+                    let failure = slot.failures.get(&container.name);
+                    let (reason, detail) = match failure {
+                        Some(("ErrImagePull" | "ImagePullBackOff", error)) => (
+                            "ImagePullBackOff",
+                            format!(
+                                "back-off {wait:?} pulling image {}: {error}",
+                                container.image
+                            ),
+                        ),
+                        Some((reason, error)) => {
+                            (*reason, format!("back-off {wait:?} after: {error}"))
+                        }
+                        None => (
+                            "CrashLoopBackOff",
+                            format!(
+                                "back-off {wait:?} restarting failed container {}",
+                                container.name
+                            ),
+                        ),
                     };
-                    let reason = if reason == "ErrImagePull" {
-                        "ImagePullBackOff".to_string()
-                    } else {
-                        reason
-                    };
-                    let detail = format!(
-                        "back-off {:.0?} restarting container {}",
-                        wait, container.name
-                    );
+                    let reason = reason.to_string();
                     slot.waiting
                         .insert(container.name.clone(), (reason, detail));
-                    soonest(wait);
+
                     continue;
                 }
             }
@@ -400,6 +413,7 @@ impl ContainerRuntime {
                     record.start_time.get_or_insert(now);
                     self.save(record);
                     slot.waiting.remove(&container.name);
+                    slot.failures.remove(&container.name);
                     soonest(self.config.poll);
                 }
                 Err(message) => {
@@ -420,7 +434,15 @@ impl ContainerRuntime {
     }
 
     /// Notes a container that could not start and backs off.
-    fn fail_start(&self, slot: &mut PodSlot, container: &str, reason: &str, message: String) {
+    fn fail_start(
+        &self,
+        slot: &mut PodSlot,
+        container: &str,
+        reason: &'static str,
+        message: String,
+    ) {
+        slot.failures
+            .insert(container.to_string(), (reason, message.clone()));
         slot.waiting
             .insert(container.to_string(), (reason.to_string(), message));
         let backoff = slot

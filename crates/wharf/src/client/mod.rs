@@ -140,6 +140,29 @@ impl ApiClient {
         })
     }
 
+    /// `GET /api/v1/<path>?<query>` answered with a stream of bytes (a
+    /// container's log), returned as it arrives.
+    pub async fn get_stream(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<reqwest::Response> {
+        let request = Request {
+            method: Method::GET,
+            path,
+            query,
+            body: Payload::Empty,
+            timeout: STREAM_TIMEOUT,
+        };
+        let response = self
+            .respond(&request, Unauthorized::RefreshAndRetry)
+            .await?;
+        if !response.status().is_success() {
+            return Err(ApiError::read(response).await.into());
+        }
+        Ok(response)
+    }
+
     /// `PUT /api/v1/<path>` with a JSON body.
     pub async fn put(&mut self, path: &[&str], body: &Value) -> Result<Value> {
         self.call(Method::PUT, path, &[], Payload::Json(body)).await

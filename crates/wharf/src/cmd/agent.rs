@@ -61,13 +61,10 @@ pub struct NodeOptions {
     /// `runc` runs containers; `none` only reports pods as pending.
     #[arg(long, default_value = "runc", value_parser = ["runc", "none"])]
     pub runtime: String,
-    /// Pod records, container files and the image cache.
-    #[arg(
-        long = "node-dir",
-        default_value = "/var/lib/wharf/node",
-        env = "WHARF_NODE_DIR"
-    )]
-    pub node_dir: PathBuf,
+    /// Pod records, container files and the image cache [default:
+    /// /var/lib/wharf/node; with `wharf up`, DATA_DIR/node].
+    #[arg(long = "node-dir", env = "WHARF_NODE_DIR")]
+    pub node_dir: Option<PathBuf>,
     /// The runc binary.
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
@@ -126,7 +123,10 @@ impl NodeOptions {
         }
         Ok(NodeSetup {
             node: name.to_string(),
-            data_dir: self.node_dir.clone(),
+            data_dir: self
+                .node_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/wharf/node")),
             runc: self.runc.clone(),
             runc_root: self
                 .runc_root
@@ -161,7 +161,7 @@ fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 /// Access tokens from the stored login, refreshed as needed.
-struct StoredLogin(Mutex<ApiClient>);
+pub struct StoredLogin(pub Mutex<ApiClient>);
 
 #[async_trait]
 impl TokenSource for StoredLogin {
@@ -227,6 +227,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     &server,
                     args.address.clone(),
                     api.clone(),
+                    None,
                 )
                 .await?;
                 config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
@@ -252,18 +253,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The runtime `options` ask for, and for runc the log endpoint's task and
-/// URL.
+/// A node's runtime, and for runc the log endpoint's task and URL.
+pub type NodeRuntime = (
+    Arc<dyn Runtime>,
+    Option<(tokio::task::JoinHandle<()>, String)>,
+);
+
+/// The runtime `options` ask for; `credentials`, when given, replace the
+/// registry login of `--registry-user`.
 pub async fn node_runtime(
     options: &NodeOptions,
     name: &str,
     server: &str,
     host_ip: Option<String>,
     api: Arc<dyn NodeApi>,
-) -> Result<(
-    Arc<dyn Runtime>,
-    Option<(tokio::task::JoinHandle<()>, String)>,
-)> {
+    credentials: Option<RegistryCredentials>,
+) -> Result<NodeRuntime> {
     if options.runtime == "none" {
         return Ok((
             Arc::new(NoRuntime {
@@ -272,8 +277,11 @@ pub async fn node_runtime(
             None,
         ));
     }
-    let runtime = options
-        .setup(name, server, host_ip.clone())?
+    let mut setup = options.setup(name, server, host_ip.clone())?;
+    if credentials.is_some() {
+        setup.credentials = credentials;
+    }
+    let runtime = setup
         .open(api.clone())
         .await
         .context("setting up the container runtime")?;

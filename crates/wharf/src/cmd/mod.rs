@@ -14,6 +14,7 @@ pub mod gc;
 pub mod get;
 pub mod ippool;
 pub mod login;
+pub mod logs;
 pub mod node;
 pub mod objects;
 pub mod project;
@@ -21,6 +22,7 @@ pub mod robot;
 pub mod scale;
 pub mod server;
 pub mod settings;
+pub mod up;
 pub mod user;
 
 use anyhow::Result;

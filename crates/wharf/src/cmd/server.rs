@@ -17,10 +17,10 @@ use crate::units;
 pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7700", env = "WHARF_LISTEN")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Directory for state and blobs.
     #[arg(long, default_value = "/var/lib/wharf", env = "WHARF_DATA_DIR")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// How often garbage collection runs (0 disables it).
     #[arg(long, default_value = "6h", value_parser = units::parse_duration)]
     gc_interval: Duration,
@@ -59,7 +59,8 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn config(&self) -> ServerConfig {
+    /// The server configuration these options describe.
+    pub fn config(&self) -> ServerConfig {
         let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
         config.gc_interval = (!self.gc_interval.is_zero()).then_some(self.gc_interval);
         config.registry = RegistryConfig {
@@ -106,7 +107,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
     tokio::select! {

@@ -133,6 +133,21 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// A layer from tar bytes as given (which may be hostile).
+    pub fn from_tar(tar: &[u8]) -> Layer {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(tar).expect("compressing the layer");
+        Layer {
+            blob: Blob::new(
+                OCI_LAYER_GZIP,
+                gzip.finish().expect("compressing the layer"),
+            ),
+            diff_id: sha256(tar),
+        }
+    }
+}
+
 fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(kind);

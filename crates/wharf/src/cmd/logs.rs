@@ -1,0 +1,53 @@
+//! `wharf logs POD [-c CONTAINER] [-f] [--tail N]`: a container's output,
+//! streamed by the server from the agent of the pod's node.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+
+use super::ServerOption;
+use super::objects::{Kind, ProjectOption};
+
+/// Options of `wharf logs`.
+#[derive(Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    server: ServerOption,
+    #[command(flatten)]
+    project: ProjectOption,
+    /// The pod.
+    pod: String,
+    /// The container (needed when the pod has several).
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// Keep printing what the container writes.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+}
+
+/// Prints the log as it arrives.
+pub async fn run(args: LogsArgs) -> Result<()> {
+    let project = args.project.for_kind(Kind::Pod)?.to_string();
+    let mut query = vec![("follow", args.follow.to_string())];
+    if let Some(container) = &args.container {
+        query.push(("container", container.clone()));
+    }
+    if let Some(tail) = args.tail {
+        query.push(("tailLines", tail.to_string()));
+    }
+    let mut client = args.server.client()?;
+    let mut response = client
+        .get_stream(&["projects", &project, "pods", &args.pod, "log"], &query)
+        .await
+        .with_context(|| format!("reading the log of pod {project}/{}", args.pod))?;
+    // Chunks are small and arrive slowly: plain blocking writes are fine.
+    let mut stdout = std::io::stdout().lock();
+    while let Some(chunk) = response.chunk().await.context("the log stream broke off")? {
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! `wharf up`: the whole platform on one machine — the server and a node
+//! agent running containers — with the CLI logged in as admin and, unless
+//! `--no-demo`, a demo image, IP pool and deployment.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+use tokio::sync::Mutex;
+use wharf_agent::{Agent, AgentConfig, HttpNodeApi, NodeApi};
+use wharf_image::RegistryCredentials;
+use wharf_server::Server;
+
+use super::agent::{AbortOnDrop, NodeOptions, StoredLogin, node_runtime};
+use super::server::{ServerArgs, shutdown_signal};
+use crate::client::ApiClient;
+use crate::demo;
+
+/// Options of `wharf up`.
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    node: NodeOptions,
+    /// Name of this machine's node [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Start without the demo image, pool and deployment.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+/// The file `wharf up` keeps a generated admin password in (mode 0600), so
+/// later starts can show it again.
+const PASSWORD_FILE: &str = "admin-password";
+
+/// The demo's pool: its own subnet, apart from the node-local range.
+const DEMO_POOL: &str = "apiVersion: wharf.io/v1
+kind: IpPool
+metadata: {name: demo-pool}
+spec:
+  cidr: 10.89.0.0/24
+  gateway: 10.89.0.1
+  ranges: [{start: 10.89.0.10, end: 10.89.0.99}]
+";
+
+const DEMO_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+  namespace: demo
+  annotations: {wharf.io/ip-pool: demo-pool}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      containers:
+        - name: web
+          image: demo/hello:1
+          ports: [{containerPort: 80}]
+          resources:
+            requests: {cpu: 50m, memory: 16Mi}
+            limits: {memory: 64Mi}
+";
+
+/// This machine's host name as a node name (a DNS label).
+fn host_node_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let label: String = raw
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-').to_string();
+    if label.is_empty() {
+        "local".into()
+    } else {
+        label
+    }
+}
+
+fn save_password(path: &Path, password: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("saving the admin password in {}", path.display()))?;
+    std::io::Write::write_all(&mut file, password.as_bytes())?;
+    Ok(())
+}
+
+/// Runs server and agent until SIGINT or SIGTERM.
+pub async fn run(args: UpArgs) -> Result<()> {
+    let data_dir = args.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let password_file = data_dir.join(PASSWORD_FILE);
+    let mut config = args.server.config();
+    if config.admin_password.is_none() {
+        config.admin_password = std::fs::read_to_string(&password_file)
+            .ok()
+            .map(|p| p.trim().to_string());
+    }
+    let server = Server::bind(config)
+        .await
+        .with_context(|| format!("starting the server with data in {}", data_dir.display()))?;
+    let url = format!("http://{}", server.local_addr());
+    let password = match server.generated_admin_password() {
+        Some(generated) => {
+            save_password(&password_file, generated)?;
+            Some(generated.to_string())
+        }
+        None => std::env::var("WHARF_ADMIN_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .or_else(|| std::fs::read_to_string(&password_file).ok())
+            .map(|p| p.trim().to_string()),
+    };
+    println!("listening on {url}");
+    let Some(password) = password else {
+        anyhow::bail!(
+            "the admin password of this data directory is unknown to wharf up: set WHARF_ADMIN_PASSWORD"
+        );
+    };
+    println!("admin user: admin");
+    println!(
+        "admin password: {password} (kept in {}, mode 0600)",
+        password_file.display()
+    );
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = server_stopped.await;
+    }));
+
+    let mut client = ApiClient::anonymous(&url)?;
+    client
+        .login("admin", &password)
+        .await
+        .context("logging the CLI in as admin")?;
+    println!("the wharf CLI is logged in to {url} as admin");
+    let name = args.name.clone().unwrap_or_else(host_node_name);
+    let api: Arc<dyn NodeApi> = Arc::new(HttpNodeApi::new(
+        &url,
+        Arc::new(StoredLogin(Mutex::new(client))),
+    )?);
+    let mut node = args.node.clone();
+    node.node_dir = Some(
+        node.node_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("node")),
+    );
+    // One machine, one operator: the node pulls as admin. Agents on other
+    // machines pull with a robot account (--registry-user).
+    let node_options = node.clone();
+    let (runtime, logs) =
+        node_runtime_as_admin(&node_options, &name, &url, &password, api.clone()).await?;
+    let mut agent_config = AgentConfig::new(&name);
+    agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
+    let _serving_logs = logs.map(|(task, _)| AbortOnDrop(task));
+    let agent = AbortOnDrop(tokio::spawn(Agent::new(api, runtime, agent_config).run()));
+    println!("node {name} runs containers with {}", node_options.runtime);
+
+    if !args.no_demo {
+        match start_demo(&url, &password).await {
+            Ok(()) => println!(
+                "demo: deployment demo/hello (2 pods on pool demo-pool): wharf get pods -p demo, then curl http://POD_IP/cgi-bin/hostname"
+            ),
+            Err(err) => eprintln!("warning: the demo did not start: {err:#}"),
+        }
+    }
+    shutdown_signal().await;
+    drop(agent);
+    let _ = stop_server.send(());
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .ok();
+    println!("stopped; containers keep running and are adopted at the next start");
+    Ok(())
+}
+
+/// [`node_runtime`] with the admin's registry credentials.
+async fn node_runtime_as_admin(
+    options: &NodeOptions,
+    name: &str,
+    url: &str,
+    password: &str,
+    api: Arc<dyn NodeApi>,
+) -> Result<super::agent::NodeRuntime> {
+    let credentials = RegistryCredentials::new("admin", password);
+    node_runtime(options, name, url, None, api, Some(credentials)).await
+}
+
+/// Pushes the demo image, imports its pool and applies its deployment.
+async fn start_demo(url: &str, password: &str) -> Result<()> {
+    let mut client = ApiClient::for_stored_login(Some(url))?;
+    if client.get(&["projects", "demo"]).await.is_err() {
+        client
+            .post(&["projects"], &json!({"name": "demo", "public": false}))
+            .await
+            .context("creating project demo")?;
+    }
+    let image = tokio::task::spawn_blocking(|| demo::build(Path::new(demo::BUSYBOX)))
+        .await
+        .context("building the demo image")??;
+    image
+        .push(url, "demo/hello", "1", "admin", password)
+        .await
+        .context("pushing the demo image")?;
+    client
+        .post_text(&["ippools"], &[], "application/yaml", DEMO_POOL)
+        .await
+        .context("importing the demo pool")?;
+    client
+        .post_text(&["apply"], &[], "application/yaml", DEMO_DEPLOYMENT)
+        .await
+        .context("applying the demo deployment")?;
+    Ok(())
+}

@@ -1,0 +1,764 @@
+//! Containers for real (root, runc, network namespaces): an image pushed
+//! with skopeo runs as a Deployment on fixed pool addresses that answer
+//! HTTP from the host; containers restart when they exit, survive an agent
+//! restart and are adopted; deletion leaves no container, mount, namespace,
+//! cgroup or address behind; a hostile layer is refused; two agents in
+//! their own network namespaces (two "hosts") both run pods.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::ADMIN_PASSWORD;
+use common::skopeo::Skopeo;
+use common::{
+    Credentials, Image, Layer, OciLayout, TestServer, require, require_root, require_tool,
+};
+use serde_json::Value;
+
+fn prerequisites(test: &str) -> bool {
+    require_root(test)
+        && require_tool("runc", "apt-get install runc")
+        && require_tool("ip", "apt-get install iproute2")
+        && require_tool("skopeo", "apt-get install skopeo")
+        && require_tool("curl", "apt-get install curl")
+        && require(
+            Path::new("/bin/busybox").exists(),
+            "/bin/busybox not installed: apt-get install busybox-static",
+        )
+}
+
+fn wharf(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("WHARF_SERVER")
+        .env_remove("WHARF_PROJECT");
+    command
+}
+
+#[track_caller]
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn run_with_stdin(mut command: Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An operator's CLI session with the test server.
+struct Cli {
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    fn login(server: &TestServer) -> Cli {
+        let home = tempfile::tempdir().unwrap();
+        let mut login = wharf(home.path());
+        login.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
+        ok(run_with_stdin(login, &format!("{ADMIN_PASSWORD}\n")));
+        Cli { home }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        ok(wharf(self.home.path()).args(args).output().unwrap())
+    }
+
+    fn run_with(&self, args: &[&str], stdin: &str) -> String {
+        let mut command = wharf(self.home.path());
+        command.args(args);
+        ok(run_with_stdin(command, stdin))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.run(&all)).unwrap()
+    }
+
+    fn pods(&self, project: &str) -> Vec<Value> {
+        let list = self.json(&["get", "pods", "-p", project]);
+        list["items"]
+            .as_array()
+            .or(list.as_array())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// What a test node is called and which machine resources it may use, so
+/// tests running at once never share a bridge, namespace, range or runc root.
+struct NodeSpec {
+    name: &'static str,
+    bridge: &'static str,
+    netns_prefix: &'static str,
+    pod_cidr: &'static str,
+    host_netns: Option<&'static str>,
+    address: Option<&'static str>,
+}
+
+/// A `wharf agent` running containers, and everything it may leave on the
+/// machine, removed on drop even when the test fails.
+struct Node {
+    spec: NodeSpec,
+    dir: tempfile::TempDir,
+    runc_root: PathBuf,
+    child: Option<Child>,
+    home: PathBuf,
+    robot: Credentials,
+}
+
+impl Node {
+    fn start(cli: &Cli, spec: NodeSpec, robot: &Credentials) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let runc_root = PathBuf::from(format!("/run/wharf-e2e/{}", spec.name));
+        let mut node = Node {
+            spec,
+            dir,
+            runc_root,
+            child: None,
+            home: cli.home.path().to_path_buf(),
+            robot: robot.clone(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn node_dir(&self) -> PathBuf {
+        self.dir.path().join("node")
+    }
+
+    fn spawn(&mut self) {
+        let node_dir = self.node_dir();
+        let mut command = wharf(&self.home);
+        command
+            .args(["agent", "--name", self.spec.name, "--heartbeat-ttl", "6s"])
+            .args(["--runtime", "runc", "--logs-listen", "127.0.0.1:0"])
+            .arg("--node-dir")
+            .arg(&node_dir)
+            .arg("--runc-root")
+            .arg(&self.runc_root)
+            .args(["--bridge", self.spec.bridge])
+            .args(["--netns-prefix", self.spec.netns_prefix])
+            .args(["--pod-cidr", self.spec.pod_cidr])
+            .args(["--registry-user", &self.robot.user])
+            .env("WHARF_REGISTRY_PASSWORD", &self.robot.password)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("agent.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        if let Some(host) = self.spec.host_netns {
+            command.args(["--host-netns", host]);
+        }
+        if let Some(address) = self.spec.address {
+            command.args(["--address", address]);
+        }
+        self.child = Some(command.spawn().unwrap());
+    }
+
+    /// Kills the agent as a crash would (SIGKILL); its containers stay.
+    fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Containers runc knows under this node's root: id -> pid.
+    fn containers(&self) -> Vec<(String, u64)> {
+        let output = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(["list", "--format", "json"])
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        list.as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|c| {
+                        (
+                            c["id"].as_str().unwrap_or_default().to_string(),
+                            c["pid"].as_u64().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pod namespaces of this node.
+    fn namespaces(&self) -> Vec<String> {
+        let output = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(self.spec.netns_prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Mounts under this node's directory.
+    fn mounts(&self) -> Vec<String> {
+        let node_dir = self.node_dir().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&node_dir))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn curl(&self, ip: &str, path: &str) -> Option<String> {
+        let url = format!("http://{ip}{path}");
+        let mut command = match self.spec.host_netns {
+            Some(host) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", host, "curl"]);
+                c
+            }
+            None => Command::new("curl"),
+        };
+        let output = command.args(["-sf", "-m", "3", &url]).output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.crash();
+        for (id, _) in self.containers() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.runc_root)
+                .args(["delete", "--force", &id])
+                .output();
+        }
+        for mount in self.mounts() {
+            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for namespace in self.namespaces() {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &namespace])
+                .output();
+        }
+        let mut link = Command::new("ip");
+        if let Some(host) = self.spec.host_netns {
+            link.args(["-n", host]);
+        }
+        let _ = link.args(["link", "delete", self.spec.bridge]).output();
+        let _ = std::fs::remove_dir_all(&self.runc_root);
+        if std::thread::panicking() {
+            eprintln!("--- agent {} log ---\n{}", self.spec.name, self.log());
+        }
+    }
+}
+
+/// Project `shop` with the demo image as `shop/web:1.0`, pushed with
+/// skopeo; returns a pull-only robot for the nodes.
+async fn push_demo_image(server: &TestServer, cli: &Cli) -> Credentials {
+    let api = server.admin().await;
+    api.create_project("shop", false, None).await;
+    let robot = api.create_robot("shop", "node", "pull").await;
+    let layout = tempfile::tempdir().unwrap();
+    cli.run(&[
+        "demo-image",
+        "--output",
+        layout.path().to_str().unwrap(),
+        "--tag",
+        "1.0",
+    ]);
+    let skopeo = Skopeo::new(server);
+    skopeo
+        .copy(
+            &format!("oci:{}:1.0", layout.path().display()),
+            &skopeo.image("shop/web:1.0"),
+            &[],
+        )
+        .await;
+    robot
+}
+
+fn pool_yaml(name: &str, net: &str) -> String {
+    format!(
+        "apiVersion: wharf.io/v1\nkind: IpPool\nmetadata: {{name: {name}}}\nspec:\n  cidr: {net}.0/24\n  gateway: {net}.1\n  ranges: [{{start: {net}.10, end: {net}.50}}]\n  exclude: [{net}.11]\n"
+    )
+}
+
+/// The seed's Deployment: 3 replicas of an HTTP server on port 80, each on
+/// an address of `pool`.
+fn seed_deployment(name: &str, image: &str, pool: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: shop
+  labels: {{app: {name}}}
+  annotations: {{wharf.io/ip-pool: {pool}}}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: "25%"}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+        - name: web
+          image: {image}
+          command: ["/bin/sh", "-c"]
+          args: ["trap 'exit 0' TERM; httpd -f -v -p 80 -h /www & wait"]
+          env:
+            - {{name: MODE, value: prod}}
+          ports:
+            - containerPort: 80
+          resources:
+            requests: {{cpu: 100m, memory: 32Mi}}
+            limits: {{cpu: "1", memory: 64Mi}}
+"#
+    )
+}
+
+fn running_pods(cli: &Cli, prefix: &str, count: usize) -> Option<Vec<Value>> {
+    let pods: Vec<Value> = cli
+        .pods("shop")
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    let ready = pods.len() == count
+        && pods.iter().all(|p| {
+            p["status"]["phase"] == "Running"
+                && p["status"]["podIP"].is_string()
+                && p["status"]["containerStatuses"][0]["ready"] == true
+        });
+    ready.then_some(pods)
+}
+
+fn name_of(pod: &Value) -> String {
+    pod["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+fn ip_of(pod: &Value) -> Ipv4Addr {
+    pod["status"]["podIP"].as_str().unwrap().parse().unwrap()
+}
+
+/// The short id naming a pod's namespace and containers (from its uid).
+fn pod_id(pod: &Value) -> String {
+    pod["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cleans_up() {
+    if !prerequisites("running containers") {
+        return;
+    }
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    let pool = pool_yaml("web-pool", "10.71.0");
+    assert_eq!(
+        cli.run_with(&["ippool", "import", "-"], &pool).trim(),
+        "ippool/web-pool created"
+    );
+    let mut node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "e2e-node-1",
+            bridge: "wte1",
+            netns_prefix: "wte1-",
+            pod_cidr: "10.72.0.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    wait_for("the node ready", Duration::from_secs(20), || {
+        let nodes = cli.json(&["get", "nodes"]);
+        let items = nodes["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
+            .then_some(())
+    });
+
+    let image = format!("{}/shop/web:1.0", server.host());
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &seed_deployment("web", &image, "web-pool", 3),
+    );
+    let pods = wait_for("3 web pods running", Duration::from_secs(60), || {
+        running_pods(&cli, "web-", 3)
+    });
+    let ips: BTreeSet<Ipv4Addr> = pods.iter().map(ip_of).collect();
+    assert_eq!(ips.len(), 3, "distinct addresses: {ips:?}");
+    for ip in &ips {
+        let [a, b, c, d] = ip.octets();
+        assert_eq!((a, b, c), (10, 71, 0), "{ip} is in the pool");
+        assert!(
+            (10..=50).contains(&d) && d != 11,
+            "{ip} is in the range, not excluded"
+        );
+    }
+    // Each answers HTTP from the host, as itself.
+    for pod in &pods {
+        let ip = ip_of(pod).to_string();
+        let answer = wait_for("the pod to answer", Duration::from_secs(10), || {
+            node.curl(&ip, "/cgi-bin/hostname")
+        });
+        assert_eq!(answer, name_of(pod));
+        assert!(
+            node.curl(&ip, "/")
+                .unwrap()
+                .contains("Hello from a Wharf pod")
+        );
+    }
+    // The claims are the pool's view of the same.
+    let shown = cli.json(&["ippool", "show", "web-pool"]);
+    assert_eq!(shown["summary"]["used"], 3);
+    // Limits reached the container's cgroup.
+    let id = format!("{}-web", pod_id(&pods[0]));
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/wharf/{id}/memory.limit_in_bytes"
+    ))
+    .unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    // The log holds the requests (httpd -v writes them to stderr).
+    let log = cli.run(&["logs", "-p", "shop", &name_of(&pods[0])]);
+    assert!(log.contains("response:200"), "log: {log}");
+
+    // A container that exits is restarted, and says why it ended.
+    let crasher = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: crasher, namespace: shop}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: crasher}}\n  template:\n    metadata: {labels: {app: crasher}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n        - name: main\n          image: IMAGE\n          command: [/bin/sh, -c, 'echo run; sleep 1; exit 3']\n"
+        .replace("IMAGE", &image);
+    cli.run_with(&["apply", "-f", "-"], &crasher);
+    let restarted = wait_for("the crasher restarted", Duration::from_secs(60), || {
+        cli.pods("shop")
+            .into_iter()
+            .find(|p| name_of(p).starts_with("crasher-"))
+            .filter(|p| p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(2))
+    });
+    let local: Ipv4Addr = ip_of(&restarted);
+    assert_eq!(
+        &local.octets()[..3],
+        &[10, 72, 0],
+        "no pool: the node-local range"
+    );
+    let log = cli.run(&["logs", "-p", "shop", &name_of(&restarted)]);
+    assert!(log.matches("run").count() >= 2, "each run logs: {log}");
+    let described = cli.run(&["describe", "pod", "-p", "shop", &name_of(&restarted)]);
+    assert!(
+        described.contains("CrashLoopBackOff")
+            || described.contains("exit code 3")
+            || described.contains("Running"),
+        "{described}"
+    );
+
+    // The agent dies; the containers do not. Started again, it adopts them.
+    let before: BTreeSet<(String, u64)> = node.containers().into_iter().collect();
+    assert!(before.len() >= 3, "{before:?}");
+    node.crash();
+    let first_ip = ip_of(&pods[0]).to_string();
+    assert_eq!(
+        node.curl(&first_ip, "/cgi-bin/hostname").as_deref(),
+        Some(name_of(&pods[0]).as_str()),
+        "serving while the agent is down"
+    );
+    node.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let adopted = wait_for("the pods adopted", Duration::from_secs(30), || {
+        running_pods(&cli, "web-", 3)
+    });
+    for pod in &adopted {
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+        assert!(ips.contains(&ip_of(pod)), "same address after adoption");
+    }
+    let web_before: BTreeSet<_> = before
+        .iter()
+        .filter(|(id, _)| id.ends_with("-web"))
+        .cloned()
+        .collect();
+    let web_after: BTreeSet<_> = node
+        .containers()
+        .into_iter()
+        .filter(|(id, _)| id.ends_with("-web"))
+        .collect();
+    assert_eq!(web_after, web_before, "the same processes, not new ones");
+
+    // Deleting removes containers, mounts, namespaces, cgroups and addresses.
+    cli.run(&["delete", "deployment", "web", "crasher", "-p", "shop"]);
+    wait_for("everything gone", Duration::from_secs(60), || {
+        let gone = cli.pods("shop").is_empty()
+            && node.containers().is_empty()
+            && node.namespaces().is_empty()
+            && node.mounts().is_empty();
+        gone.then_some(())
+    });
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/wharf/{id}")).exists());
+    let shown = cli.json(&["ippool", "show", "web-pool"]);
+    assert_eq!(shown["summary"]["used"], 0, "{shown}");
+    let pods_dir = node.node_dir().join("pods");
+    assert_eq!(std::fs::read_dir(&pods_dir).unwrap().count(), 0);
+    let addresses = node.node_dir().join("addresses");
+    assert_eq!(std::fs::read_dir(&addresses).unwrap().count(), 0);
+    for ip in &ips {
+        assert!(
+            node.curl(&ip.to_string(), "/").is_none(),
+            "{ip} no longer answers"
+        );
+    }
+}
+
+/// A tar whose one entry climbs out of the layer with `..`.
+fn traversal_tar() -> Vec<u8> {
+    let mut header = tar::Header::new_old();
+    let name = b"../../../../../../tmp/wharf-e2e-escaped";
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    let body = b"escaped\n";
+    header.set_size(body.len() as u64);
+    header.set_cksum();
+    let mut tar = Vec::new();
+    tar.extend_from_slice(header.as_bytes());
+    tar.extend_from_slice(body);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
+    tar.extend_from_slice(&[0; 1024]);
+    tar
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_climbs_out_is_refused() {
+    if !prerequisites("refusing a malicious layer") {
+        return;
+    }
+    let escaped = Path::new("/tmp/wharf-e2e-escaped");
+    let _ = std::fs::remove_file(escaped);
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let api = server.admin().await;
+    api.create_project("shop", false, None).await;
+    let robot = api.create_robot("shop", "node", "pull").await;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let image = Image::new(arch, &[Layer::from_tar(&traversal_tar())]);
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create(layout_dir.path());
+    layout.add_image(&image, "evil");
+    let skopeo = Skopeo::new(&server);
+    skopeo
+        .copy(&layout.reference("evil"), &skopeo.image("shop/evil:1"), &[])
+        .await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "e2e-node-2",
+            bridge: "wte2",
+            netns_prefix: "wte2-",
+            pod_cidr: "10.73.0.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: evil, namespace: shop}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: evil}}\n  template:\n    metadata: {labels: {app: evil}}\n    spec:\n      containers: [{name: main, image: IMAGE}]\n"
+        .replace("IMAGE", &format!("{}/shop/evil:1", server.host()));
+    cli.run_with(&["apply", "-f", "-"], &deployment);
+    let pod = wait_for("the pull refused", Duration::from_secs(30), || {
+        cli.pods("shop").into_iter().find(|p| {
+            matches!(
+                p["status"]["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+    });
+    let message = pod["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("wharf-e2e-escaped") || message.contains(".."),
+        "the error names the entry: {message}"
+    );
+    assert!(!escaped.exists(), "nothing was written outside the layer");
+    assert!(node.containers().is_empty(), "nothing runs");
+    let layers = node.node_dir().join("images/layers");
+    let cached = std::fs::read_dir(&layers)
+        .map(|d| {
+            d.flatten()
+                .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten())
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(cached, 0, "no layer was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_in_their_own_network_namespaces_both_run_pods() {
+    if !prerequisites("two hosts on one machine") {
+        return;
+    }
+    let host_a = wharf_net::testing::HostNamespace::create(
+        "wte3a",
+        "10.240.1.1/24".parse().unwrap(),
+        "10.240.1.2/24".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let host_b = wharf_net::testing::HostNamespace::create(
+        "wte3b",
+        "10.240.2.1/24".parse().unwrap(),
+        "10.240.2.2/24".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    cli.run_with(
+        &["ippool", "import", "-"],
+        &pool_yaml("multi-pool", "10.74.0"),
+    );
+    let nodes: Vec<Node> = [
+        ("e2e-host-a", "wte3a", "wte3a-", "10.240.1.2"),
+        ("e2e-host-b", "wte3b", "wte3b-", "10.240.2.2"),
+    ]
+    .into_iter()
+    .map(|(name, host, prefix, address)| {
+        Node::start(
+            &cli,
+            NodeSpec {
+                name,
+                bridge: "wt0",
+                netns_prefix: prefix,
+                pod_cidr: "10.75.0.0/24",
+                host_netns: Some(host),
+                address: Some(address),
+            },
+            &robot,
+        )
+    })
+    .collect();
+    wait_for("both nodes ready", Duration::from_secs(20), || {
+        let list = cli.json(&["get", "nodes"]);
+        let ready = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|n| n["status"]["ready"] == true)
+                .count()
+        });
+        (ready == 2).then_some(())
+    });
+    let image = format!("{}/shop/web:1.0", server.host());
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &seed_deployment("spread", &image, "multi-pool", 4),
+    );
+    let pods = wait_for("4 pods running", Duration::from_secs(60), || {
+        running_pods(&cli, "spread-", 4)
+    });
+    let on: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    assert_eq!(on.len(), 2, "both nodes run pods: {on:?}");
+    for pod in &pods {
+        let node = nodes
+            .iter()
+            .find(|n| Some(n.spec.name) == pod["spec"]["nodeName"].as_str())
+            .unwrap();
+        assert_eq!(
+            pod["status"]["hostIP"].as_str(),
+            node.spec.address,
+            "the node's own address"
+        );
+        let ip = ip_of(pod).to_string();
+        let answer = wait_for(
+            "the pod to answer in its host",
+            Duration::from_secs(10),
+            || node.curl(&ip, "/cgi-bin/hostname"),
+        );
+        assert_eq!(answer, name_of(pod));
+        // The pods live in the host namespaces, not in the root one.
+        assert!(
+            Command::new("ip")
+                .args(["route", "get", &ip])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).contains("wt0"))
+                .unwrap_or(true)
+        );
+    }
+    cli.run(&["delete", "deployment", "spread", "-p", "shop"]);
+    wait_for("both nodes clean", Duration::from_secs(60), || {
+        nodes
+            .iter()
+            .all(|n| {
+                n.containers().is_empty() && n.namespaces().is_empty() && n.mounts().is_empty()
+            })
+            .then_some(())
+    });
+    drop(nodes);
+    host_a.delete().await.unwrap();
+    host_b.delete().await.unwrap();
+}
