@@ -290,7 +290,9 @@ impl Objects {
         )))
     }
 
-    /// Deletes an object (if at `expected` revision, when given).
+    /// Deletes an object: only if still at `expected` revision, when given;
+    /// otherwise whatever version is there (a concurrent status update by a
+    /// controller does not make the delete fail), returning the one deleted.
     pub async fn delete<T: Object>(
         &self,
         project: Option<&str>,
@@ -298,21 +300,25 @@ impl Objects {
         expected: Option<Revision>,
     ) -> Result<T, ControlError> {
         let key = key_of::<T>(project, name);
-        let current: T = self.require(project, name).await?;
-        let revision = expected.unwrap_or(revision_of(&current)?.unwrap_or(0));
-        if self
-            .store
-            .txn(Txn::new().when_revision(&key, revision).delete(&key))
-            .await?
-            .succeeded
-        {
-            Ok(current)
-        } else {
-            Err(ControlError::Conflict(format!(
-                "{} {name} changed; read it again",
-                T::KIND
-            )))
+        for _ in 0..32 {
+            let current: T = self.require(project, name).await?;
+            let revision = expected.unwrap_or(revision_of(&current)?.unwrap_or(0));
+            if self
+                .store
+                .txn(Txn::new().when_revision(&key, revision).delete(&key))
+                .await?
+                .succeeded
+            {
+                return Ok(current);
+            }
+            if expected.is_some() {
+                break;
+            }
         }
+        Err(ControlError::Conflict(format!(
+            "{} {name} changed; read it again",
+            T::KIND
+        )))
     }
 
     /// Changes to a kind (in one project, or all) from revision `from`

@@ -1,5 +1,6 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
+mod pods;
 mod registry;
 mod scheduler;
 
@@ -13,6 +14,8 @@ pub enum BenchCommand {
     Registry(registry::RegistryBenchArgs),
     /// Scheduling throughput over simulated nodes, through the real control plane.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// Pod start latency (apply -> Running) with real containers, as root.
+    Pods(pods::PodsBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -20,5 +23,6 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Pods(args) => pods::run(args).await,
     }
 }
