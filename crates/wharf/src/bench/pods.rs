@@ -51,10 +51,29 @@ impl Up {
         let home = tempfile::tempdir()?;
         let password = format!("bench-{:016x}", rand::random::<u64>());
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["up", "--no-demo", "--listen", "127.0.0.1:0", "--gc-interval", "0"])
+            .args([
+                "up",
+                "--no-demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--gc-interval",
+                "0",
+            ])
             .args(["--token-ttl", "2h", "--logs-listen", "127.0.0.1:0"])
-            .args(["--name", "bench-node", "--bridge", "wbench0", "--netns-prefix", "wbench-"])
-            .args(["--pod-cidr", "10.76.0.0/24", "--runc-root", "/run/wharf-bench/runc"])
+            .args([
+                "--name",
+                "bench-node",
+                "--bridge",
+                "wbench0",
+                "--netns-prefix",
+                "wbench-",
+            ])
+            .args([
+                "--pod-cidr",
+                "10.76.0.0/24",
+                "--runc-root",
+                "/run/wharf-bench/runc",
+            ])
             .arg("--data-dir")
             .arg(dir)
             .env("HOME", home.path())
@@ -96,8 +115,12 @@ impl Up {
             http,
             _home: home,
         };
-        up.call(reqwest::Method::POST, "projects", Some(json!({"name": "bench"})))
-            .await?;
+        up.call(
+            reqwest::Method::POST,
+            "projects",
+            Some(json!({"name": "bench"})),
+        )
+        .await?;
         let image = tokio::task::spawn_blocking(|| demo::build(Path::new(demo::BUSYBOX))).await??;
         image
             .push(&up.url, "bench/web", "1", "admin", &password)
@@ -107,7 +130,12 @@ impl Up {
         Ok(up)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut request = self
             .http
             .request(method, format!("{}/api/v1/{path}", self.url))
@@ -199,9 +227,14 @@ async fn watch_running(
                 };
                 let pod = &event["object"];
                 if pod["status"]["phase"] == "Running" {
-                    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let name = pod["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     if seen.insert(name.clone()) {
-                        let app = pod["metadata"]["labels"]["app"].as_str().unwrap_or_default();
+                        let app = pod["metadata"]["labels"]["app"]
+                            .as_str()
+                            .unwrap_or_default();
                         let _ = sender.send((format!("{app}/{name}"), now));
                     }
                 }
@@ -233,10 +266,15 @@ async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {
     // Warm the node's image cache: the SLO excludes pulls.
     up.post_yaml("apply", &deployment("warm", 1)).await?;
     wait(up, "warm", 1, Duration::from_secs(60)).await?;
-    up.call(reqwest::Method::DELETE, "projects/bench/deployments/warm", None)
-        .await?;
-    let revision = up.call(reqwest::Method::GET, "projects/bench/pods", None).await?["metadata"]
-        ["resourceVersion"]
+    up.call(
+        reqwest::Method::DELETE,
+        "projects/bench/deployments/warm",
+        None,
+    )
+    .await?;
+    let revision = up
+        .call(reqwest::Method::GET, "projects/bench/pods", None)
+        .await?["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("0")
         .to_string();
@@ -246,7 +284,8 @@ async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {
     match args.mode.as_str() {
         "burst" => {
             let applied = Instant::now();
-            up.post_yaml("apply", &deployment("burst", args.pods)).await?;
+            up.post_yaml("apply", &deployment("burst", args.pods))
+                .await?;
             while latencies.len() < args.pods {
                 let (_, at) = tokio::time::timeout(Duration::from_secs(120), seen.recv())
                     .await
@@ -322,8 +361,16 @@ async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {
     );
     println!(
         "  Kubernetes SLO p99 <= 5000 ms: {}; Wharf target p99 <= 1000 ms: {}",
-        if p99 <= Duration::from_secs(5) { "met" } else { "MISSED" },
-        if p99 <= Duration::from_secs(1) { "met" } else { "MISSED" }
+        if p99 <= Duration::from_secs(5) {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if p99 <= Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     Ok(())
 }
@@ -346,7 +393,9 @@ async fn teardown(up: &mut Up) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let list = up.call(reqwest::Method::GET, "projects/bench/pods", None).await?;
+        let list = up
+            .call(reqwest::Method::GET, "projects/bench/pods", None)
+            .await?;
         if list["items"].as_array().is_none_or(Vec::is_empty) {
             break;
         }
