@@ -90,6 +90,7 @@ impl SimulatedRuntime {
                     state: ContainerState::Running {
                         started_at: started,
                     },
+                    last_state: None,
                 })
                 .collect(),
             ..pod.status.clone()

@@ -430,6 +430,10 @@ pub struct ContainerStatus {
     /// Current state.
     #[serde(default)]
     pub state: ContainerState,
+    /// How the previous run ended, once the container has restarted or
+    /// waits to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<ContainerState>,
 }
 
 /// Waiting, running or terminated.

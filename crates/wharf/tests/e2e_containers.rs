@@ -504,11 +504,37 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
     );
     let log = cli.run(&["logs", "-p", "shop", &name_of(&restarted)]);
     assert!(log.matches("run").count() >= 2, "each run logs: {log}");
+    // `logs -f` keeps streaming what later runs write.
+    let crasher_name = name_of(&restarted);
+    let before_runs = log.matches("run").count();
+    let mut follow = wharf(cli.home.path())
+        .args(["logs", "-f", "-p", "shop", &crasher_name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let restarts = restarted["status"]["containerStatuses"][0]["restartCount"]
+        .as_u64()
+        .unwrap();
+    wait_for("another restart", Duration::from_secs(60), || {
+        cli.pods("shop")
+            .into_iter()
+            .find(|p| name_of(p) == crasher_name)
+            .filter(|p| {
+                p["status"]["containerStatuses"][0]["restartCount"].as_u64() > Some(restarts + 1)
+            })
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = follow.kill();
+    let followed = follow.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        followed.matches("run").count() > before_runs,
+        "the followed log grew: {followed}"
+    );
     let described = cli.run(&["describe", "pod", "-p", "shop", &name_of(&restarted)]);
     assert!(
-        described.contains("CrashLoopBackOff")
-            || described.contains("exit code 3")
-            || described.contains("Running"),
+        described.contains("Last State:") && described.contains("Terminated (Error, exit code 3)"),
         "{described}"
     );
 

@@ -552,12 +552,20 @@ impl ContainerRuntime {
                     }
                 }
             }
+            let last_state = entry
+                .and_then(|e| e.last_exit.as_ref())
+                .map(|exit| ContainerState::Terminated {
+                    exit_code: exit.code,
+                    reason: exit.reason.clone(),
+                })
+                .filter(|last| *last != state);
             statuses.push(ContainerStatus {
                 name: container.name.clone(),
                 image: container.image.clone(),
                 ready: entry.is_some_and(|e| e.running),
                 restart_count: entry.map_or(0, |e| e.restart_count),
                 state,
+                last_state,
             });
         }
         let total = pod.spec.containers.len();

@@ -268,6 +268,14 @@ async fn exited_containers_restart_with_back_off() {
         PodPhase::Running,
         "restarting pods are running"
     );
+    assert_eq!(
+        container.last_state,
+        Some(ContainerState::Terminated {
+            exit_code: 3,
+            reason: "Error".into()
+        }),
+        "the exit code shows while it backs off"
+    );
     assert!(synced.again_in.unwrap() <= Duration::from_millis(50));
     let status = sync_until(&runtime, &pod, |s| s.container_statuses[0].ready).await;
     assert_eq!(status.container_statuses[0].restart_count, 1);

@@ -530,6 +530,9 @@ fn container_fields(
     );
     if let Some(status) = status {
         description.field(at, "State", state_text(&status.state));
+        if let Some(last) = &status.last_state {
+            description.field(at, "Last State", state_text(last));
+        }
         description.field(at, "Ready", status.ready.to_string());
         description.field(at, "Restart Count", status.restart_count.to_string());
     }
