@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 
 use crate::AgentError;
@@ -99,7 +100,7 @@ impl Agent {
         let this = Arc::new(self);
         this.register_until_done().await;
         let heartbeat = tokio::spawn(this.clone().heartbeats());
-        let _stop = AbortOnDrop(heartbeat.abort_handle());
+        let _stop = AbortOnDropHandle::new(heartbeat);
         let mut workers = Workers::default();
         loop {
             if let Err(err) = this.follow_pods(&mut workers).await {
@@ -252,7 +253,7 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
         name.clone(),
         status_rx,
     ));
-    let _stop_reporter = AbortOnDrop(reporter.abort_handle());
+    let _stop_reporter = AbortOnDropHandle::new(reporter);
     loop {
         let Some(pod) = desired.borrow_and_update().clone() else {
             agent
@@ -321,12 +322,4 @@ fn key(pod: &Pod) -> (String, String) {
         pod.metadata.project.clone().unwrap_or_default(),
         pod.metadata.name.clone(),
     )
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

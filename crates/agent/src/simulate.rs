@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
+use tokio_util::task::AbortOnDropHandle;
 use wharf_api::{
     LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeSpec, NodeStatus,
     ObjectMeta, Resources,
@@ -133,7 +134,7 @@ impl Simulation {
         tracing::info!(nodes = self.config.nodes, "simulated nodes registered");
         let this = Arc::new(self);
         let beats = tokio::spawn(this.clone().heartbeats(leases));
-        let _stop = Abort(beats.abort_handle());
+        let _stop = AbortOnDropHandle::new(beats);
         if !this.config.report_running {
             std::future::pending::<()>().await;
         }
@@ -204,13 +205,5 @@ impl Simulation {
                 tracing::debug!(error = %err, "simulated status report failed");
             }
         }
-    }
-}
-
-struct Abort(tokio::task::AbortHandle);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

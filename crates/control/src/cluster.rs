@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use wharf_api::{Deployment, Pod};
 use wharf_scheduler::SchedulerConfig;
@@ -31,13 +32,7 @@ pub struct ControlPlane {
 
 /// Controllers running in the background; they stop when this is dropped.
 pub struct Running {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl ControlPlane {
@@ -72,17 +67,19 @@ impl ControlPlane {
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
-                        Abort(deployments),
-                        Abort(scheduler),
-                        Abort(nodes),
-                        Abort(addresses),
+                        AbortOnDropHandle::new(deployments),
+                        AbortOnDropHandle::new(scheduler),
+                        AbortOnDropHandle::new(nodes),
+                        AbortOnDropHandle::new(addresses),
                     );
                     std::future::pending::<()>().await;
                 }
             })
             .await;
         });
-        Running { task }
+        Running {
+            _task: AbortOnDropHandle::new(task),
+        }
     }
 
     /// Creates a deployment, or updates its spec, labels and annotations
@@ -159,13 +156,5 @@ impl ControlPlane {
     /// Deletes a pod (its deployment, if any, makes a new one).
     pub async fn delete_pod(&self, project: &str, name: &str) -> Result<Pod, ControlError> {
         self.objects.delete_pod(project, name).await
-    }
-}
-
-struct Abort(tokio::task::JoinHandle<()>);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

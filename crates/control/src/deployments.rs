@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -51,7 +52,7 @@ impl DeploymentController {
             tokio::spawn(self.clone().watch_pods()),
             tokio::spawn(self.clone().resync()),
         ];
-        let _abort = AbortOnDrop(watchers.into_iter().map(|h| h.abort_handle()).collect());
+        let _abort = watchers.map(AbortOnDropHandle::new);
         loop {
             let keys = self.queue.take(64).await;
             let results = join_all(
@@ -287,17 +288,6 @@ impl DeploymentController {
             .filter(|p| deployment_of(p).as_deref() == Some(name))
             .collect();
         self.delete_pods(project, &orphans).await
-    }
-}
-
-/// Aborts the watcher tasks when the controller's run loop ends.
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for handle in &self.0 {
-            handle.abort();
-        }
     }
 }
 

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
@@ -90,14 +91,10 @@ impl SchedulingLoop {
     /// Runs until dropped.
     pub async fn run(self: Arc<Self>) {
         let retry = tokio::spawn(self.clone().retry_unschedulable());
-        let _stop_retry = AbortOnDrop(retry.abort_handle());
+        let _stop_retry = AbortOnDropHandle::new(retry);
         loop {
-            let follower = tokio::spawn(self.clone().follow_cluster());
-            let worker = tokio::spawn(self.clone().schedule_forever());
-            let _stop = (
-                AbortOnDrop(follower.abort_handle()),
-                AbortOnDrop(worker.abort_handle()),
-            );
+            let follower = AbortOnDropHandle::new(tokio::spawn(self.clone().follow_cluster()));
+            let _worker = AbortOnDropHandle::new(tokio::spawn(self.clone().schedule_forever()));
             match follower.await {
                 Ok(Err(err)) => {
                     tracing::warn!(error = %err, "scheduler lost its watch; rebuilding")
@@ -356,14 +353,6 @@ impl SchedulingLoop {
     /// Pods waiting for a node right now (for tests and status).
     pub fn pending(&self) -> usize {
         self.state.lock().expect("scheduler state").pending.len()
-    }
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

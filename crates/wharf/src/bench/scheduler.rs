@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::task::AbortOnDropHandle;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
@@ -47,7 +48,7 @@ pub async fn run(args: SchedulerBenchArgs) -> Result<()> {
     fleet.prefix = format!("bench{:04x}", rand::random::<u16>());
     Simulation::new(api, fleet.clone()).register().await?;
     let lifecycle = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
-    let _stop_lifecycle = Abort(lifecycle.abort_handle());
+    let _stop_lifecycle = AbortOnDropHandle::new(lifecycle);
     wait_until("nodes ready", Duration::from_secs(600), || async {
         let (nodes, _) = objects.list::<Node>(None, None).await?;
         Ok(nodes
@@ -59,7 +60,7 @@ pub async fn run(args: SchedulerBenchArgs) -> Result<()> {
     .await?;
     let project = format!("bench{:04x}", rand::random::<u16>());
     let controller = tokio::spawn(DeploymentController::new(objects.clone()).run());
-    let _stop_controller = Abort(controller.abort_handle());
+    let _stop_controller = AbortOnDropHandle::new(controller);
     for deployment in deployments(&project, args.pods) {
         objects.create(deployment).await?;
     }
@@ -80,7 +81,7 @@ pub async fn run(args: SchedulerBenchArgs) -> Result<()> {
     let started = Instant::now();
     let scheduler =
         tokio::spawn(SchedulingLoop::new(objects.clone(), SchedulerConfig::default()).run());
-    let _stop_scheduler = Abort(scheduler.abort_handle());
+    let _stop_scheduler = AbortOnDropHandle::new(scheduler);
     let mut bound = std::collections::HashSet::new();
     while bound.len() < args.pods {
         let change = tokio::time::timeout(Duration::from_secs(120), changes.next())
@@ -220,13 +221,5 @@ where
         }
         ensure!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-struct Abort(tokio::task::AbortHandle);
-
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

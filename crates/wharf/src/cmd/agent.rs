@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
@@ -231,7 +232,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 )
                 .await?;
                 config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
-                let _serving = logs.map(|(task, _)| AbortOnDrop(task));
+                let _serving = logs.map(|(task, _)| AbortOnDropHandle::new(task));
                 eprintln!("agent for node {} serving {server}", args.name);
                 Agent::new(api, runtime, config).run().await;
                 Ok(())
@@ -241,15 +242,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     tokio::select! {
         result = work => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
-    }
-}
-
-/// Aborts a task when dropped.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

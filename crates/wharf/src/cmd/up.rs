@@ -11,11 +11,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 use tokio::sync::Mutex;
+use tokio_util::task::AbortOnDropHandle;
 use wharf_agent::{Agent, AgentConfig, HttpNodeApi, NodeApi};
 use wharf_image::RegistryCredentials;
 use wharf_server::Server;
 
-use super::agent::{AbortOnDrop, NodeOptions, StoredLogin, node_runtime};
+use super::agent::{NodeOptions, StoredLogin, node_runtime};
 use super::server::{ServerArgs, shutdown_signal};
 use crate::client::ApiClient;
 use crate::demo;
@@ -170,8 +171,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
         node_runtime_as_admin(&node_options, &name, &url, &password, api.clone()).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
-    let _serving_logs = logs.map(|(task, _)| AbortOnDrop(task));
-    let agent = AbortOnDrop(tokio::spawn(Agent::new(api, runtime, agent_config).run()));
+    let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
+    let agent = AbortOnDropHandle::new(tokio::spawn(Agent::new(api, runtime, agent_config).run()));
     println!("node {name} runs containers with {}", node_options.runtime);
 
     if !args.no_demo {
