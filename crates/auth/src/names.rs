@@ -37,6 +37,23 @@ pub fn check_project_name(name: &str) -> Result<(), AuthError> {
     }
 }
 
+/// Names no project may take: audit resources of system objects start with
+/// them (`user/alice`, `node/n1`, `ippool/web`, `project/shop/...`), and a
+/// project's audit view is every resource under `<project>/`, so a project
+/// with one of these names would see those events.
+pub const RESERVED_PROJECT_NAMES: &[&str] = &["user", "node", "ippool", "project"];
+
+/// Checks a name for a new project: valid, and not reserved.
+pub fn check_new_project_name(name: &str) -> Result<(), AuthError> {
+    check_project_name(name)?;
+    if RESERVED_PROJECT_NAMES.contains(&name) {
+        return Err(AuthError::Invalid(format!(
+            "project name {name:?} is reserved for system objects"
+        )));
+    }
+    Ok(())
+}
+
 /// The full name of robot `short` in `project`: `robot$<project>+<short>`.
 pub fn robot_name(project: &str, short: &str) -> Result<String, AuthError> {
     check_project_name(project)?;

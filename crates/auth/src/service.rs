@@ -16,7 +16,7 @@ use crate::model::{
     Action, Actions, Member, Principal, Project, Robot, RobotPermission, RobotRecord, Role,
     Settings, User, UserRecord,
 };
-use crate::names::{check_project_name, check_user_name, is_robot_name, robot_name};
+use crate::names::{check_new_project_name, check_user_name, is_robot_name, robot_name};
 use crate::password;
 use crate::ratelimit::{LoginLimiter, LoginLimits};
 use crate::token::{AccessEntry, Claims, TokenKeys, TokenKind};
@@ -662,7 +662,7 @@ impl Identity {
         else {
             return Err(AuthError::Denied("only users create projects".into()));
         };
-        check_project_name(name)?;
+        check_new_project_name(name)?;
         let project = Project {
             name: name.to_string(),
             public,

@@ -76,6 +76,14 @@ async fn roles_decide_actions_and_visibility() {
         id.create_user("owner", "other-password", false).await,
         Err(AuthError::Conflict(_))
     ));
+    // A project named like a kind of system object would see its audit events.
+    for reserved in ["user", "node", "ippool", "project"] {
+        assert!(matches!(
+            id.create_project(&user("owner"), reserved, false, None)
+                .await,
+            Err(AuthError::Invalid(_))
+        ));
+    }
     id.create_project(&user("owner"), "private", false, None)
         .await
         .unwrap();
