@@ -375,22 +375,16 @@ impl Registry {
                 ),
                 None => (0, None),
             };
-            if let Some(record) = &record {
-                match record.deleting_since {
-                    Some(since) if now.saturating_sub(since) < DELETION_FENCE_MILLIS => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Some(_) => {}
-                    // A fresh mark already keeps the collector away; skip the write.
-                    None if now.saturating_sub(record.marked_at)
-                        < self.config.gc_grace.as_millis() as u64 / 4 =>
-                    {
-                        return Ok(());
-                    }
-                    None => {}
-                }
+            // A collection is deleting the content: let it finish first.
+            if let Some(since) = record.as_ref().and_then(|r| r.deleting_since)
+                && now.saturating_sub(since) < DELETION_FENCE_MILLIS
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+            // Always write, even over a fresh mark: a collection run with a
+            // shorter grace than the server's may be sweeping now, and only a
+            // new revision makes its fence fail.
             let fresh = BlobRecord {
                 size,
                 marked_at: now,
