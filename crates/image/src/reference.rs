@@ -33,6 +33,21 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// Parses a reference whose registry host may be left out (`shop/web:1`),
+    /// in which case it is `default_registry` (`host[:port]`), if given.
+    pub fn parse_with_default_registry(
+        text: &str,
+        default_registry: Option<&str>,
+    ) -> Result<ImageRef, ImageError> {
+        let names_host = text
+            .split_once('/')
+            .is_some_and(|(first, _)| looks_like_host(first));
+        match default_registry {
+            Some(registry) if !names_host => ImageRef::parse(&format!("{registry}/{text}")),
+            _ => ImageRef::parse(text),
+        }
+    }
+
     /// Parses a reference; a missing tag and digest means tag `latest`.
     pub fn parse(text: &str) -> Result<ImageRef, ImageError> {
         let invalid = |reason: &str| ImageError::InvalidReference {
@@ -191,6 +206,26 @@ impl<'de> Deserialize<'de> for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_without_a_host_go_to_the_default_registry() {
+        let parse = |text: &str| {
+            ImageRef::parse_with_default_registry(text, Some("10.0.0.1:7700"))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(parse("shop/web:1"), "10.0.0.1:7700/shop/web:1");
+        assert_eq!(
+            parse("127.0.0.1:7700/shop/web:1"),
+            "127.0.0.1:7700/shop/web:1"
+        );
+        assert_eq!(
+            parse("registry.example.com/a/b"),
+            "registry.example.com/a/b:latest"
+        );
+        assert_eq!(parse("localhost/a"), "localhost/a:latest");
+        assert!(ImageRef::parse_with_default_registry("shop/web:1", None).is_err());
+    }
 
     const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

@@ -13,8 +13,6 @@ use wharf_runc::spec::ProcessDefaults;
 /// An image ready to run: its unpacked layers and process defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
-    /// The manifest digest it resolved to.
-    pub digest: String,
     /// Layer directories, bottom first.
     pub layers: Vec<PathBuf>,
     /// Entrypoint, command, environment, working directory, user.

@@ -31,17 +31,6 @@ impl ImageStorePuller {
             default_registry,
         }
     }
-
-    /// `image` with the default registry in front when it names none.
-    fn qualified(&self, image: &str) -> String {
-        let first = image.split('/').next().unwrap_or_default();
-        let names_host = image.contains('/')
-            && (first.contains('.') || first.contains(':') || first == "localhost");
-        match (&self.default_registry, names_host) {
-            (Some(registry), false) => format!("{registry}/{image}"),
-            _ => image.to_string(),
-        }
-    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -56,8 +45,10 @@ impl ImagePuller for ImageStorePuller {
         policy: PullPolicy,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Image, String> {
-        let qualified = self.qualified(image);
-        let reference = ImageRef::parse(&qualified).map_err(|e| e.to_string())?;
+        let reference =
+            ImageRef::parse_with_default_registry(image, self.default_registry.as_deref())
+                .map_err(|e| e.to_string())?;
+        let qualified = reference.to_string();
         let pulled = match policy {
             PullPolicy::Never => self.store.cached(&reference).await.ok_or_else(|| {
                 format!("image {qualified} is not on the node and imagePullPolicy is Never")
@@ -82,7 +73,6 @@ impl ImagePuller for ImageStorePuller {
         };
         let config = pulled.config;
         Ok(Image {
-            digest: pulled.manifest_digest.to_string(),
             layers: pulled.layers,
             process: ProcessDefaults {
                 entrypoint: config.entrypoint,
@@ -92,33 +82,5 @@ impl ImagePuller for ImageStorePuller {
                 user: config.user,
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_without_a_host_go_to_the_default_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = runtime
-            .block_on(ImageStore::open(dir.path(), Default::default()))
-            .unwrap();
-        let puller = ImageStorePuller::new(Arc::new(store), None, Some("10.0.0.1:7700".into()));
-        assert_eq!(puller.qualified("shop/web:1"), "10.0.0.1:7700/shop/web:1");
-        assert_eq!(
-            puller.qualified("127.0.0.1:7700/shop/web:1"),
-            "127.0.0.1:7700/shop/web:1"
-        );
-        assert_eq!(
-            puller.qualified("registry.example.com/a/b"),
-            "registry.example.com/a/b"
-        );
-        assert_eq!(puller.qualified("localhost/a"), "localhost/a");
     }
 }

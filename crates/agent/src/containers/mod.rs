@@ -18,7 +18,7 @@ mod setup;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,11 +173,9 @@ impl ContainerRuntime {
 
     /// The log file of a container of a pod on this node, if it has one.
     pub fn log_path(&self, project: &str, name: &str, container: &str) -> Option<PathBuf> {
-        let dir = self
-            .pod_dir(project, name)
-            .join("containers")
-            .join(container);
-        let path = self.containers.log_path(&dir);
+        let path = self
+            .containers
+            .log_path(&self.container_dir(project, name, container));
         path.exists().then_some(path)
     }
 
@@ -257,10 +255,7 @@ impl ContainerRuntime {
         let mut again: Option<Duration> = None;
         let mut soonest = |d: Duration| again = Some(again.map_or(d, |a| a.min(d)));
         for container in &pod.spec.containers {
-            let dir = self
-                .pod_dir(&project, &pod.metadata.name)
-                .join("containers")
-                .join(&container.name);
+            let dir = self.container_dir(&project, &pod.metadata.name, &container.name);
             let record = slot.record.as_mut().expect("record made by sync");
             let entry = record
                 .containers
@@ -288,18 +283,8 @@ impl ContainerRuntime {
                             .map(|s| Duration::from_millis(exit.finished_at.saturating_sub(s)));
                         entry.running = false;
                         entry.last_exit = Some(exit);
-                        let backoff =
-                            slot.backoff
-                                .entry(container.name.clone())
-                                .or_insert(Backoff {
-                                    delay: self.config.backoff,
-                                    not_before: Instant::now(),
-                                });
-                        if ran.is_some_and(|r| r >= BACKOFF_RESET_AFTER) {
-                            backoff.delay = self.config.backoff;
-                        }
-                        backoff.not_before = Instant::now() + backoff.delay;
-                        backoff.delay = (backoff.delay * 2).min(self.config.max_backoff);
+                        let reset = ran.is_some_and(|r| r >= BACKOFF_RESET_AFTER);
+                        self.back_off(slot, &container.name, reset);
                         let record = slot.record.as_ref().expect("record made by sync");
                         self.save(record);
                     }
@@ -310,15 +295,12 @@ impl ContainerRuntime {
                 .containers
                 .get_mut(&container.name)
                 .expect("made above");
-            if let Some(exit) = &entry.last_exit {
-                let restart = match policy {
-                    "Never" => false,
-                    "OnFailure" => exit.code != 0,
-                    _ => true,
-                };
-                if !restart {
-                    continue;
-                }
+            if entry
+                .last_exit
+                .as_ref()
+                .is_some_and(|exit| !restarts(policy, exit))
+            {
+                continue;
             }
             if let Some(backoff) = slot.backoff.get(&container.name) {
                 let now = Instant::now();
@@ -445,6 +427,12 @@ impl ContainerRuntime {
             .insert(container.to_string(), (reason, message.clone()));
         slot.waiting
             .insert(container.to_string(), (reason.to_string(), message));
+        self.back_off(slot, container, false);
+    }
+
+    /// Holds a container off for its current delay and doubles the next one
+    /// (from the first delay again when `reset`).
+    fn back_off(&self, slot: &mut PodSlot, container: &str, reset: bool) {
         let backoff = slot
             .backoff
             .entry(container.to_string())
@@ -452,6 +440,9 @@ impl ContainerRuntime {
                 delay: self.config.backoff,
                 not_before: Instant::now(),
             });
+        if reset {
+            backoff.delay = self.config.backoff;
+        }
         backoff.not_before = Instant::now() + backoff.delay;
         backoff.delay = (backoff.delay * 2).min(self.config.max_backoff);
     }
@@ -461,7 +452,7 @@ impl ContainerRuntime {
         let pod_dir = self.pod_dir(&record.project, &record.name);
         let grace = Duration::from_secs(record.grace_seconds);
         let stops = record.containers.iter().map(|(name, container)| {
-            let dir = pod_dir.join("containers").join(name);
+            let dir = self.container_dir(&record.project, &record.name, name);
             async move {
                 if let Err(err) = self.containers.stop(&container.id, &dir, grace).await {
                     tracing::warn!(
@@ -538,17 +529,12 @@ impl ContainerRuntime {
                 if entry.running || entry.last_exit.is_some() {
                     started += 1;
                 }
-                if let (false, Some(exit)) = (entry.running, &entry.last_exit) {
-                    let restarts = match policy {
-                        "Never" => false,
-                        "OnFailure" => exit.code != 0,
-                        _ => true,
-                    };
-                    if !restarts {
-                        finished += 1;
-                        if exit.code != 0 {
-                            failed += 1;
-                        }
+                if let (false, Some(exit)) = (entry.running, &entry.last_exit)
+                    && !restarts(policy, exit)
+                {
+                    finished += 1;
+                    if exit.code != 0 {
+                        failed += 1;
                     }
                 }
             }
@@ -729,16 +715,20 @@ impl ContainerRuntime {
         }
     }
 
-    /// The directory of a pod's container, for tests and logs.
-    pub fn container_dir(&self, project: &str, name: &str, container: &str) -> PathBuf {
+    fn container_dir(&self, project: &str, name: &str, container: &str) -> PathBuf {
         self.pod_dir(project, name)
             .join("containers")
             .join(container)
     }
+}
 
-    /// The node's data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.config.data_dir
+/// Whether a container that ended as `exit` runs again under `policy`
+/// (`Always`, the default, `OnFailure` or `Never`).
+fn restarts(policy: &str, exit: &Exit) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit.code != 0,
+        _ => true,
     }
 }
 

@@ -170,7 +170,7 @@ impl ContainerDriver for RuncDriver {
             .create_and_start(
                 &bundle,
                 &launch.id,
-                &launch.dir.join("log"),
+                &self.log_path(&launch.dir),
                 &exit_file(&launch.dir),
                 &self.shim,
             )

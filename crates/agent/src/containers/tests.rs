@@ -2,6 +2,7 @@
 //! exits, restarts with back-off, removal, adoption after a restart.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use wharf_api::{ANNOTATION_IP_POOL, Container, ObjectMeta, PodSpec};
@@ -33,7 +34,6 @@ impl ImagePuller for FakeImages {
         }
         progress(format!("pulling {image}: 1.0/1.0 MiB"));
         Ok(Image {
-            digest: "sha256:0".into(),
             layers: vec![PathBuf::from("/layers/0")],
             process: Default::default(),
         })
