@@ -13,7 +13,7 @@
 //! keys outlive their pool: a pool deleted and imported again still sees
 //! the addresses in use.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -93,18 +93,18 @@ impl Objects {
     /// that pods hold (the error names them); nothing changes unless every
     /// pool can be stored. Returns, per pool, whether it was created.
     pub async fn import_ip_pools(&self, pools: Vec<IpPool>) -> Result<Vec<bool>, ControlError> {
+        let mut current = Vec::with_capacity(pools.len());
         for pool in &pools {
             pool.validate()?;
-            if let Some(current) = self.get::<IpPool>(None, &pool.metadata.name).await?
-                && current.spec != pool.spec
-            {
+            let stored = self.get::<IpPool>(None, &pool.metadata.name).await?;
+            if stored.as_ref().is_some_and(|s| s.spec != pool.spec) {
                 self.check_keeps_claims(pool).await?;
             }
+            current.push(stored);
         }
         let mut created = Vec::new();
-        for mut pool in pools {
-            let name = pool.metadata.name.clone();
-            match self.get::<IpPool>(None, &name).await? {
+        for (mut pool, stored) in pools.into_iter().zip(current) {
+            match stored {
                 None => {
                     pool.metadata.resource_version = None;
                     self.create(pool).await?;
@@ -220,11 +220,11 @@ impl Objects {
             let pool: IpPool = self.require(None, &pool_name).await?;
             let pool_revision = revision_of(&pool)?.unwrap_or(0);
             let addresses = pool.addresses()?;
-            let in_use: BTreeSet<Ipv4Addr> = self
+            let in_use: BTreeMap<Ipv4Addr, IpClaim> = self
                 .pool_claims(&pool_name)
                 .await?
                 .into_iter()
-                .map(|c| c.ip)
+                .map(|c| (c.ip, c))
                 .collect();
             let ip = match fixed {
                 Some(ip) => {
@@ -234,21 +234,19 @@ impl Objects {
                             message: format!("pool {pool_name} does not offer {ip}"),
                         }));
                     }
-                    if in_use.contains(&ip) {
-                        let holder = self.store().get(&ip_allocation_key(&pool_name, ip)).await?;
-                        let holder = holder.map(|kv| decode_claim(&kv)).transpose()?;
-                        let by = holder.map_or("another pod".to_string(), |h| {
-                            format!("pod {}/{}", h.project, h.pod)
-                        });
+                    if let Some(holder) = in_use.get(&ip) {
                         return Err(ControlError::Conflict(format!(
-                            "{ip} of pool {pool_name} is held by {by}"
+                            "{ip} of pool {pool_name} is held by pod {}/{}",
+                            holder.project, holder.pod
                         )));
                     }
                     ip
                 }
                 None => {
-                    let free: Vec<Ipv4Addr> =
-                        addresses.iter().filter(|a| !in_use.contains(a)).collect();
+                    let free: Vec<Ipv4Addr> = addresses
+                        .iter()
+                        .filter(|a| !in_use.contains_key(a))
+                        .collect();
                     if free.is_empty() {
                         return Err(ControlError::Conflict(format!(
                             "pool {pool_name} has no free address ({} of {} in use)",
