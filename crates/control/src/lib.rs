@@ -31,8 +31,6 @@ pub use ipam::{IP_ALLOCATIONS, IpClaim, IpReconciler, POD_IPS, ip_allocation_key
 pub use leader::{current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};
-pub use pods::{
-    ALLOCATIONS, Allocation, BINDINGS, BindOutcome, allocation_key, binding_key, bindings_of,
-};
+pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
 pub use scheduling::{SchedulingLoop, node_info, pod_info};

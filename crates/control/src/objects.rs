@@ -5,7 +5,6 @@
 //! /cluster/deployments/<project>/<name>     Deployment
 //! /cluster/pods/<project>/<name>            Pod
 //! /cluster/events/<project>/<name>          Event (bound to a lease: expires)
-//! /cluster/bindings/<node>/<project>/<pod>  which pods a node runs (agents watch this)
 //! /cluster/allocations/<node>               Allocation (requests of the pods bound there)
 //! /cluster/heartbeats/<node>                bound to the node agent's lease
 //! /cluster/ippools/<pool>                   IpPool (claims: see `ipam`)

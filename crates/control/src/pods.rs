@@ -14,8 +14,6 @@ use wharf_store::{Revision, Txn};
 use crate::ControlError;
 use crate::objects::{Object, Objects, encode, key_of, revision_of};
 
-/// Key prefix of the pods bound to each node.
-pub const BINDINGS: &str = "/cluster/bindings/";
 /// Key prefix of each node's allocation.
 pub const ALLOCATIONS: &str = "/cluster/allocations/";
 
@@ -28,16 +26,6 @@ pub struct Allocation {
     /// Host ports claimed.
     #[serde(default)]
     pub host_ports: Vec<(Protocol, u16)>,
-}
-
-/// Key of the binding of pod `project/name` to `node`.
-pub fn binding_key(node: &str, project: &str, name: &str) -> String {
-    format!("{BINDINGS}{node}/{project}/{name}")
-}
-
-/// Prefix of every binding of `node`.
-pub fn bindings_of(node: &str) -> String {
-    format!("{BINDINGS}{node}/")
 }
 
 /// Key of `node`'s allocation.
@@ -103,13 +91,7 @@ impl Objects {
             bound.status.phase = PodPhase::Pending;
             let key = key_of::<Pod>(Some(project_of(pod)), &pod.metadata.name);
             let revision = revision_of(pod)?.unwrap_or(0);
-            txn = txn
-                .when_revision(&key, revision)
-                .put(key, encode(&bound))
-                .put(
-                    binding_key(node, project_of(pod), &pod.metadata.name),
-                    Vec::new(),
-                );
+            txn = txn.when_revision(&key, revision).put(key, encode(&bound));
         }
         let capacity = node_object.status.capacity;
         let fits = allocation.requests.cpu_millis <= capacity.cpu_millis
@@ -157,8 +139,7 @@ impl Objects {
                     .put(
                         allocation_key(node),
                         serde_json::to_vec(&allocation).expect("allocation serializes"),
-                    )
-                    .delete(binding_key(node, project, name));
+                    );
             }
             if self.store().txn(txn).await?.succeeded {
                 return Ok(pod);

@@ -271,7 +271,7 @@ impl SchedulingLoop {
     }
 
     /// Binds one node's share of a batch, in transactions small enough for
-    /// etcd (three operations per pod, at most 128 per transaction). The
+    /// etcd (two operations per pod, at most 128 per transaction). The
     /// chunks go one after another: they all rewrite the node's allocation.
     async fn bind(&self, node: String, mut pods: Vec<(Pod, PodInfo)>) {
         while !pods.is_empty() {
