@@ -182,16 +182,18 @@ impl DeploymentController {
                 .create_pods(&deployment, &hash, wanted - current.len())
                 .await?;
         }
-        let mut surplus = current.clone();
-        if surplus.len() > wanted {
+        // What stays of the current pods once the surplus is deleted.
+        let mut survivors = current;
+        if survivors.len() > wanted {
             // Unscheduled pods go first, then the newest.
-            surplus.sort_by_key(|p| {
+            survivors.sort_by_key(|p| {
                 (
                     p.spec.node_name.is_some(),
                     std::cmp::Reverse(p.metadata.created_at),
                 )
             });
-            deleted.extend(surplus.drain(..current.len() - wanted));
+            let surplus = survivors.len() - wanted;
+            deleted.extend(survivors.drain(..surplus));
         }
         deleted.extend(old);
         self.delete_pods(project, &deleted).await?;
@@ -211,10 +213,6 @@ impl DeploymentController {
                 )
                 .await;
         }
-        let survivors: Vec<&Pod> = current
-            .iter()
-            .filter(|p| !deleted.iter().any(|d| d.metadata.name == p.metadata.name))
-            .collect();
         let status = DeploymentStatus {
             observed_generation: deployment.metadata.generation,
             replicas: (survivors.len() + created) as u32,
