@@ -105,8 +105,9 @@ impl NodeLifecycle {
 
     async fn follow_heartbeats(&self) -> Result<(), ControlError> {
         let store = self.objects.store().clone();
-        let beats = wharf_store::StoreExt::list_all(store.as_ref(), HEARTBEATS, 1000).await?;
-        let revision = store.current_revision().await?;
+        // The listing's own revision: a beat written after it is in the watch.
+        let (beats, revision) =
+            wharf_store::StoreExt::list_all_from(store.as_ref(), HEARTBEATS, 1000).await?;
         let alive: std::collections::HashSet<String> = beats
             .iter()
             .filter_map(|kv| kv.key.strip_prefix(HEARTBEATS).map(str::to_string))

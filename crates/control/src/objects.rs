@@ -195,31 +195,15 @@ impl Objects {
         selector: Option<&LabelSelector>,
     ) -> Result<(Vec<T>, Revision), ControlError> {
         let prefix = format!("{}{name_prefix}", prefix_of::<T>(project));
+        let (items, revision) = self.store.list_all_from(&prefix, 1000).await?;
         let mut objects = Vec::new();
-        let mut start_after = None;
-        let mut revision = 0;
-        loop {
-            let options = wharf_store::ListOptions {
-                start_after: start_after.take(),
-                limit: Some(1000),
-            };
-            let page = self.store.list(&prefix, options).await?;
-            // The first page's revision: later pages may be newer, which a
-            // watch from here replays harmlessly.
-            if revision == 0 {
-                revision = page.revision;
+        for kv in &items {
+            let object: T = decode(kv)?;
+            if selector.is_none_or(|s| s.matches(&object.metadata().labels)) {
+                objects.push(object);
             }
-            for kv in &page.items {
-                let object: T = decode(kv)?;
-                if selector.is_none_or(|s| s.matches(&object.metadata().labels)) {
-                    objects.push(object);
-                }
-            }
-            if !page.more {
-                return Ok((objects, revision));
-            }
-            start_after = page.items.last().map(|kv| kv.key.clone());
         }
+        Ok((objects, revision))
     }
 
     /// Stores a new object: assigns uid, creation time, generation 1.

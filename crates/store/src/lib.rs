@@ -293,10 +293,22 @@ pub trait StoreExt: Store {
     ///
     /// Each page is read at its own revision, so the result is not a snapshot.
     async fn list_all(&self, prefix: &str, page_size: usize) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self.list_all_from(prefix, page_size).await?.0)
+    }
+
+    /// [`list_all`](StoreExt::list_all), with the revision of the first
+    /// page: a watch from the revision after it misses no change (later
+    /// pages may already show some, which the watch then replays).
+    async fn list_all_from(
+        &self,
+        prefix: &str,
+        page_size: usize,
+    ) -> Result<(Vec<KeyValue>, Revision), StoreError> {
         // A zero page size would never make progress.
         let page_size = page_size.max(1);
         let mut out = Vec::new();
         let mut start_after = None;
+        let mut revision = None;
         loop {
             let page = self
                 .list(
@@ -307,10 +319,11 @@ pub trait StoreExt: Store {
                     },
                 )
                 .await?;
+            let revision = *revision.get_or_insert(page.revision);
             let more = page.more;
             out.extend(page.items);
             if !more {
-                return Ok(out);
+                return Ok((out, revision));
             }
             start_after = out.last().map(|kv| kv.key.clone());
         }
