@@ -38,12 +38,16 @@ impl fmt::Debug for RegistryCredentials {
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     /// Get a token from `realm` for `service` and `scope`.
     Bearer {
+        /// The token service's URL.
         realm: String,
+        /// The registry's service name.
         service: Option<String>,
+        /// The access asked for.
         scope: Option<String>,
+        /// Why the token presented was refused (`insufficient_scope`).
         error: Option<String>,
     },
     /// Send Basic credentials with each request.
@@ -52,7 +56,7 @@ pub(crate) enum Challenge {
 
 impl Challenge {
     /// Parses one header value: `Scheme key="value",key=value,...`.
-    pub(crate) fn parse(header: &str) -> Option<Challenge> {
+    pub fn parse(header: &str) -> Option<Challenge> {
         let header = header.trim();
         let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
         if scheme.eq_ignore_ascii_case("basic") {

@@ -33,7 +33,7 @@ mod resolve;
 mod store;
 mod unpack;
 
-pub use auth::RegistryCredentials;
+pub use auth::{Challenge, RegistryCredentials};
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
 pub use reference::ImageRef;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use wharf_image::Challenge;
 use wharf_oci::{Digest, DigestAlgorithm};
 
 /// Where Debian's `busybox-static` puts the binary.
@@ -62,15 +63,6 @@ pub struct DemoImage {
     pub config: Blob,
     /// The OCI image manifest.
     pub manifest: Blob,
-}
-
-/// The OCI architecture name of this machine.
-fn architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// A header owned by root, dated at the epoch (reproducible layers).
@@ -156,7 +148,7 @@ pub fn build(busybox: &Path) -> Result<DemoImage> {
         gzip.finish()?,
     );
     let config = json!({
-        "architecture": architecture(),
+        "architecture": wharf_image::Platform::host().architecture,
         "os": "linux",
         "config": {
             "Env": ["PATH=/bin"],
@@ -291,15 +283,11 @@ async fn registry_token(
         .headers()
         .get("www-authenticate")
         .and_then(|h| h.to_str().ok())
-        .context("the registry sent no authentication challenge")?
-        .to_string();
-    let param = |name: &str| -> Option<String> {
-        let start = header.find(&format!("{name}=\""))? + name.len() + 2;
-        let end = header[start..].find('"')? + start;
-        Some(header[start..end].to_string())
+        .context("the registry sent no authentication challenge")?;
+    let Some(Challenge::Bearer { realm, service, .. }) = Challenge::parse(header) else {
+        bail!("the registry does not use token authentication: {header}");
     };
-    let realm = param("realm").context("the challenge names no realm")?;
-    let service = param("service").unwrap_or_default();
+    let service = service.unwrap_or_default();
     let url = reqwest::Url::parse_with_params(
         &realm,
         &[

@@ -4,8 +4,13 @@ mod pods;
 mod registry;
 mod scheduler;
 
-use anyhow::Result;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
 use clap::Subcommand;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
 
 /// Benchmarks.
 #[derive(Subcommand)]
@@ -25,4 +30,41 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
     }
+}
+
+/// Starts this binary as `command` (a server), with its output piped, and
+/// waits for its `listening on URL` line; returns the child, the URL and the
+/// rest of its output.
+async fn spawn_listening(
+    mut command: Command,
+    timeout: Duration,
+) -> Result<(Child, String, tokio::io::Lines<BufReader<ChildStdout>>)> {
+    let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(timeout, lines.next_line())
+        .await
+        .with_context(|| format!("wharf did not start in {timeout:?}"))??
+        .ok_or_else(|| anyhow!("wharf exited before listening"))?;
+    let url = line
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow!("unexpected first line from wharf: {line}"))?
+        .to_string();
+    Ok((child, url, lines))
+}
+
+/// Logs in to the API at `url` as admin; returns the access token.
+async fn admin_token(http: &reqwest::Client, url: &str, password: &str) -> Result<String> {
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/v1/login"))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    login["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("login returned no token"))
 }

@@ -10,13 +10,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::demo;
@@ -50,7 +48,8 @@ impl Up {
     async fn start(dir: &Path) -> Result<Up> {
         let home = tempfile::tempdir()?;
         let password = format!("bench-{:016x}", rand::random::<u64>());
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args([
                 "up",
                 "--no-demo",
@@ -79,35 +78,13 @@ impl Up {
             .env("HOME", home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env("RUST_LOG", "warn")
-            .env("WHARF_ADMIN_PASSWORD", &password)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .context("wharf up did not start in 60 s")??
-            .ok_or_else(|| anyhow!("wharf up exited before listening"))?;
-        let url = line
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("unexpected first line from wharf up: {line}"))?
-            .to_string();
+            .env("WHARF_ADMIN_PASSWORD", &password);
+        let (child, url, mut lines) =
+            super::spawn_listening(command, Duration::from_secs(60)).await?;
         // Keep reading its output so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{url}/api/v1/login"))
-            .json(&json!({"username": "admin", "password": password}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = login["access_token"]
-            .as_str()
-            .context("login answer without access_token")?
-            .to_string();
+        let token = super::admin_token(&http, &url, &password).await?;
         let up = Up {
             child,
             url,
@@ -130,20 +107,19 @@ impl Up {
         Ok(up)
     }
 
-    async fn call(
+    /// `METHOD /api/v1/<path>` as admin, the body set by `with_body`; the
+    /// answer's JSON (`null` when it has none), or the error it names.
+    async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<Value>,
+        with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<Value> {
-        let mut request = self
+        let request = self
             .http
             .request(method, format!("{}/api/v1/{path}", self.url))
             .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
+        let response = with_body(request).send().await?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
@@ -152,21 +128,26 @@ impl Up {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        self.send(method, path, |request| match &body {
+            Some(body) => request.json(body),
+            None => request,
+        })
+        .await
+    }
+
     async fn post_yaml(&self, path: &str, yaml: &str) -> Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}/api/v1/{path}", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/yaml")
-            .body(yaml.to_string())
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("{path}: {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.send(reqwest::Method::POST, path, |request| {
+            request
+                .header("content-type", "application/yaml")
+                .body(yaml.to_string())
+        })
+        .await
     }
 
     /// Pods of project `bench`, by deployment label, that are running.

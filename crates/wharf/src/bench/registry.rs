@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use wharf_oci::{Digest, DigestAlgorithm};
 
@@ -410,7 +409,8 @@ impl Running {
 async fn start_wharf(dir: &Path) -> Result<Running> {
     let exe = std::env::current_exe()?;
     let password = format!("bench-{:016x}", rand::random::<u64>());
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args([
             "server",
             "--listen",
@@ -423,20 +423,8 @@ async fn start_wharf(dir: &Path) -> Result<Running> {
         ])
         .arg(dir)
         .env("RUST_LOG", "warn")
-        .env("WHARF_ADMIN_PASSWORD", &password)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .context("wharf did not start in 30 s")??
-        .ok_or_else(|| anyhow!("wharf exited before listening"))?;
-    let url = line
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow!("unexpected first line from wharf: {line}"))?
-        .to_string();
+        .env("WHARF_ADMIN_PASSWORD", &password);
+    let (child, url, _) = super::spawn_listening(command, Duration::from_secs(30)).await?;
     let token = bench_token(&url, &password).await?;
     Ok(Running {
         url,
@@ -448,20 +436,10 @@ async fn start_wharf(dir: &Path) -> Result<Running> {
 /// Creates the `bench` project and returns a registry token for it.
 async fn bench_token(url: &str, password: &str) -> Result<String> {
     let client = reqwest::Client::new();
-    let login: serde_json::Value = client
-        .post(format!("{url}/api/v1/login"))
-        .json(&serde_json::json!({"username": "admin", "password": password}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let api_token = login["access_token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("login returned no token"))?;
+    let api_token = super::admin_token(&client, url, password).await?;
     client
         .post(format!("{url}/api/v1/projects"))
-        .bearer_auth(api_token)
+        .bearer_auth(&api_token)
         .json(&serde_json::json!({"name": "bench"}))
         .send()
         .await?

@@ -116,6 +116,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             .ok()
             .map(|p| p.trim().to_string());
     }
+    let known_password = config.admin_password.clone();
     let server = Server::bind(config)
         .await
         .with_context(|| format!("starting the server with data in {}", data_dir.display()))?;
@@ -125,11 +126,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             save_password(&password_file, generated)?;
             Some(generated.to_string())
         }
-        None => std::env::var("WHARF_ADMIN_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .or_else(|| std::fs::read_to_string(&password_file).ok())
-            .map(|p| p.trim().to_string()),
+        None => known_password,
     };
     println!("listening on {url}");
     let Some(password) = password else {
@@ -158,22 +155,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &url,
         Arc::new(StoredLogin(Mutex::new(client))),
     )?);
-    let mut node = args.node.clone();
-    node.node_dir = Some(
-        node.node_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("node")),
-    );
+    let mut node = args.node;
+    node.node_dir.get_or_insert_with(|| data_dir.join("node"));
     // One machine, one operator: the node pulls as admin. Agents on other
     // machines pull with a robot account (--registry-user).
-    let node_options = node.clone();
-    let (runtime, logs) =
-        node_runtime_as_admin(&node_options, &name, &url, &password, api.clone()).await?;
+    let admin = RegistryCredentials::new("admin", &password);
+    let (runtime, logs) = node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
     let agent = AbortOnDropHandle::new(tokio::spawn(Agent::new(api, runtime, agent_config).run()));
-    println!("node {name} runs containers with {}", node_options.runtime);
+    println!("node {name} runs containers with {}", node.runtime);
 
     if !args.no_demo {
         match start_demo(&url, &password).await {
@@ -191,18 +183,6 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .ok();
     println!("stopped; containers keep running and are adopted at the next start");
     Ok(())
-}
-
-/// [`node_runtime`] with the admin's registry credentials.
-async fn node_runtime_as_admin(
-    options: &NodeOptions,
-    name: &str,
-    url: &str,
-    password: &str,
-    api: Arc<dyn NodeApi>,
-) -> Result<super::agent::NodeRuntime> {
-    let credentials = RegistryCredentials::new("admin", password);
-    node_runtime(options, name, url, None, api, Some(credentials)).await
 }
 
 /// Pushes the demo image, imports its pool and applies its deployment.
