@@ -3,7 +3,8 @@
 //! HTTP from the host; containers restart when they exit, survive an agent
 //! restart and are adopted; deletion leaves no container, mount, namespace,
 //! cgroup or address behind; a hostile layer is refused; two agents in
-//! their own network namespaces (two "hosts") both run pods.
+//! their own network namespaces (two "hosts") both run pods; `wharf up`
+//! brings the demo up on one machine.
 
 mod common;
 
@@ -626,12 +627,8 @@ async fn a_layer_that_climbs_out_is_refused() {
     let api = server.admin().await;
     api.create_project("shop", false, None).await;
     let robot = api.create_robot("shop", "node", "pull").await;
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let image = Image::new(arch, &[Layer::from_tar(&traversal_tar())]);
+    let arch = wharf_image::Platform::host().architecture;
+    let image = Image::new(&arch, &[Layer::from_tar(&traversal_tar())]);
     let layout_dir = tempfile::tempdir().unwrap();
     let layout = OciLayout::create(layout_dir.path());
     layout.add_image(&image, "evil");
@@ -787,4 +784,124 @@ async fn two_agents_in_their_own_network_namespaces_both_run_pods() {
     drop(nodes);
     host_a.delete().await.unwrap();
     host_b.delete().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wharf_up_runs_the_demo_on_one_machine() {
+    if !prerequisites("wharf up") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let data = dir.path().join("data");
+    // Its own bridge, namespaces and runc root: other tests run at once.
+    let spec = NodeSpec {
+        name: "e2e-up",
+        bridge: "wte4",
+        netns_prefix: "wte4-",
+        pod_cidr: "10.78.0.0/24",
+        host_netns: None,
+        address: None,
+    };
+    let runc_root = PathBuf::from("/run/wharf-e2e/e2e-up");
+    let mut up = wharf(&home);
+    up.args([
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--logs-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(&data)
+    .args(["--name", spec.name, "--bridge", spec.bridge])
+    .args([
+        "--netns-prefix",
+        spec.netns_prefix,
+        "--pod-cidr",
+        spec.pod_cidr,
+    ])
+    .arg("--runc-root")
+    .arg(&runc_root)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut child = up.spawn().unwrap();
+    // Removes the demo's containers, mounts and namespaces even on failure.
+    let node = Node {
+        spec,
+        dir: tempfile::tempdir().unwrap(),
+        runc_root,
+        child: None,
+        home: home.clone(),
+        robot: Credentials::new("unused", "unused"),
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    while !printed.iter().any(|l: &String| l.starts_with("demo:")) {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("wharf up stopped printing: {printed:?}"));
+        printed.push(line);
+    }
+    assert!(
+        printed[0].starts_with("listening on http://127.0.0.1:"),
+        "{printed:?}"
+    );
+    assert!(
+        printed.iter().any(|l| l == "admin user: admin"),
+        "{printed:?}"
+    );
+    let password = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("admin password: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the admin password is printed");
+    let kept = std::fs::read_to_string(data.join("admin-password")).unwrap();
+    assert_eq!(kept.trim(), password);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("admin-password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The CLI is logged in, and the demo's two pods answer on the demo pool.
+    let logged_in = |args: &[&str]| ok(wharf(&home).args(args).output().unwrap());
+    let pods = wait_for("the demo pods running", Duration::from_secs(60), || {
+        let list: Value =
+            serde_json::from_str(&logged_in(&["get", "pods", "-p", "demo", "-o", "json"])).ok()?;
+        let items = list["items"].as_array()?.clone();
+        let running = items.len() == 2
+            && items
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string());
+        running.then_some(items)
+    });
+    for pod in &pods {
+        let ip = ip_of(pod);
+        assert_eq!(&ip.octets()[..3], &[10, 89, 0], "{ip} is on demo-pool");
+        let answer = wait_for("the demo pod to answer", Duration::from_secs(10), || {
+            node.curl(&ip.to_string(), "/cgi-bin/hostname")
+        });
+        assert_eq!(answer, name_of(pod));
+    }
+    logged_in(&["delete", "deployment", "hello", "-p", "demo"]);
+    wait_for("the demo gone", Duration::from_secs(60), || {
+        (node.containers().is_empty() && node.namespaces().is_empty()).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
 }
