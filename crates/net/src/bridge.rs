@@ -191,18 +191,24 @@ pub(crate) async fn list_pod_namespaces(prefix: &str) -> Result<Vec<String>, Net
     };
     let mut pods = Vec::new();
     while let Some(entry) = dir.next_entry().await.map_err(io_err)? {
-        let name = entry.file_name();
-        let Some(pod_id) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
-            continue;
-        };
-        // Another prefix may extend ours ("wharf-" vs "wharf-test-"); only
-        // well-formed pod ids can be ours.
-        if validate_pod_id(pod_id).is_ok() {
+        if let Some(pod_id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| pod_id_of(prefix, n))
+        {
             pods.push(pod_id.to_owned());
         }
     }
     pods.sort();
     Ok(pods)
+}
+
+/// The pod id in namespace name `name`, if it is one of `prefix`'s.
+pub(crate) fn pod_id_of<'a>(prefix: &str, name: &'a str) -> Option<&'a str> {
+    let pod_id = name.strip_prefix(prefix)?;
+    // Another prefix may extend ours ("wharf-" vs "wharf-test-"); only
+    // well-formed pod ids can be ours.
+    validate_pod_id(pod_id).is_ok().then_some(pod_id)
 }
 
 impl Inner {

@@ -244,11 +244,8 @@ impl Drop for NodeCleanup {
             .flatten()
             .flatten()
             .filter_map(|entry| {
-                entry
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix(prefix)
-                    .map(str::to_owned)
+                let name = entry.file_name();
+                crate::bridge::pod_id_of(prefix, name.to_str()?).map(str::to_owned)
             })
             .collect();
         for pod_id in pods {

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use futures_util::TryStreamExt;
@@ -26,14 +26,10 @@ fn http() -> &'static reqwest::Client {
     })
 }
 
-#[derive(serde::Deserialize)]
-pub(crate) struct LogParams {}
-
 /// Proxies the log request to the pod's node.
 pub(crate) async fn pod_log(
     State(state): State<Arc<AppState>>,
     Path((project, name)): Path<(String, String)>,
-    Query(_params): Query<LogParams>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {

@@ -10,7 +10,9 @@ use super::{Access, route_table};
 
 /// The OpenAPI document.
 pub(crate) async fn document() -> Json<Value> {
-    Json(build())
+    // The routes and schemas are fixed at build time: build it once.
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(build).clone())
 }
 
 fn build() -> Value {
