@@ -53,6 +53,10 @@ pub(crate) fn publish_file(source: &Path, target: &Path) -> Result<(), BlobError
 }
 
 pub(crate) fn publish_bytes(tmp: &Path, target: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+    // Content already there (a manifest pushed again): refresh it, no write.
+    if target.exists() {
+        return touch(target);
+    }
     let write = || -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
         file.write_all(bytes)?;
