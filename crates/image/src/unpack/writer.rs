@@ -135,11 +135,14 @@ impl<'a> LayerWriter<'a> {
 
     /// Applies the directories' final metadata and returns the statistics.
     pub(crate) fn finish(mut self) -> Result<UnpackStats, ImageError> {
-        let pending = std::mem::take(&mut self.pending_dirs);
+        let mut pending: Vec<_> = std::mem::take(&mut self.pending_dirs).into_iter().collect();
+        // Children before their parents: a parent's final mode may deny access.
+        pending.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+        // A later entry may have replaced a directory or one of its parents
+        // with a symlink; re-check every parent, once, against the final tree
+        // (nothing below changes its shape).
+        self.known_dirs.clear();
         for (rel, meta) in pending {
-            // A later entry may have replaced the directory or one of its
-            // parents with a symlink; path-based calls must not follow it.
-            self.known_dirs.clear();
             if self.walk_parents(&rel, &rel, false).is_err() {
                 continue;
             }
