@@ -52,13 +52,25 @@ impl ControlPlane {
     /// Runs the deployment controller, the scheduler and node lifecycle
     /// while this server leads (`identity` names it in the leader key).
     pub fn start(&self, identity: String) -> Running {
+        self.start_with(identity, std::future::pending::<()>)
+    }
+
+    /// [`start`](ControlPlane::start), also running the future `extra`
+    /// makes (other controllers, such as replication) while leading.
+    pub fn start_with<F, Fut>(&self, identity: String, extra: F) -> Running
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
         let task = tokio::spawn(async move {
             let store = objects.store().clone();
             run_as_leader(store.as_ref(), &identity, LEADER_TTL, || {
                 let objects = objects.clone();
+                let extra = tokio::spawn(extra());
                 async move {
+                    let _extra = AbortOnDropHandle::new(extra);
                     let deployments =
                         tokio::spawn(DeploymentController::new(objects.clone()).run());
                     let scheduler =

@@ -41,6 +41,9 @@ pub enum RegistryError {
     /// No manifest under that tag or digest.
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
+    /// A `Wharf-Origin` header or an instance id is malformed.
+    #[error("invalid origin {0}")]
+    OriginInvalid(String),
     /// The repository name breaks the grammar.
     #[error("invalid repository name: {0}")]
     NameInvalid(String),

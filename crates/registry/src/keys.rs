@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! /registry/repos/<repo>                          RepoRecord     (repos with manifests)
-//! /registry/tags/<repo>:<tag>                     TagRecord
+//! /registry/tags/<repo>:<tag>                     TagRecord      (digest, origin)
 //! /registry/manifests/<repo>@<digest>             ManifestRecord
 //! /registry/links/<digest>/<repo>                 LinkRecord     (blob usable in repo)
 //! /registry/blobs/<digest>                        BlobRecord     (GC marks)
@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use wharf_oci::{Digest, RepositoryName, Tag};
 
-use crate::RegistryError;
+use crate::{Origin, RegistryError};
 
 pub(crate) const REPOS: &str = "/registry/repos/";
 pub(crate) const MANIFESTS: &str = "/registry/manifests/";
@@ -93,11 +93,40 @@ pub(crate) struct RepoRecord {
     pub updated_at: u64,
 }
 
-/// A tag and the manifest it points to.
+/// A tag and the manifest it points to, with the origin of the write that
+/// pointed it there.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TagRecord {
     pub digest: Digest,
     pub updated_at: u64,
+    /// Instance that first accepted the write; absent in records written
+    /// before origins were kept, which count as local writes.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// When that instance accepted it (unix millis); absent means `updated_at`.
+    #[serde(default)]
+    pub origin_at: Option<u64>,
+}
+
+impl TagRecord {
+    /// A record pointing at `digest`, written now, on behalf of `origin`.
+    pub fn new(digest: Digest, origin: &Origin, now: u64) -> TagRecord {
+        TagRecord {
+            digest,
+            updated_at: now,
+            origin: Some(origin.instance.clone()),
+            origin_at: Some(origin.at),
+        }
+    }
+
+    /// The origin of the write that set this tag; `local` (this registry's
+    /// instance id) at `updated_at` for records that predate origins.
+    pub fn effective_origin(&self, local: &str) -> Origin {
+        Origin {
+            instance: self.origin.clone().unwrap_or_else(|| local.to_string()),
+            at: self.origin_at.unwrap_or(self.updated_at),
+        }
+    }
 }
 
 /// A manifest stored in a repository; its bytes are the blob `digest`.

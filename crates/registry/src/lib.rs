@@ -12,6 +12,7 @@ mod gc;
 pub mod http;
 mod keys;
 mod manifests;
+mod origin;
 mod quota;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use wharf_store::Store;
 pub use blobs::{BlobInfo, UploadStatus};
 pub use error::RegistryError;
 pub use gc::{GcOptions, GcReport};
-pub use manifests::{ManifestContent, Page, PushedManifest};
+pub use manifests::{DeleteOutcome, ManifestContent, Page, PushedManifest, TagOutcome};
+pub use origin::Origin;
 pub use quota::{QuotaSource, Unlimited};
 
 /// Limits and timings of the registry.
@@ -37,6 +39,11 @@ pub struct RegistryConfig {
     pub gc_grace: Duration,
     /// Upload sessions idle longer than this are deleted.
     pub upload_ttl: Duration,
+    /// This registry instance's id, recorded as the [`Origin`] of the tag
+    /// writes it accepts from clients; must match
+    /// `[a-z0-9][a-z0-9-]{0,63}` ([`Origin::check_instance`]). Replicating
+    /// registries need distinct ids.
+    pub instance: String,
 }
 
 impl Default for RegistryConfig {
@@ -46,6 +53,7 @@ impl Default for RegistryConfig {
             max_blob_bytes: 64 << 30,
             gc_grace: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
+            instance: "local".to_string(),
         }
     }
 }

@@ -4,12 +4,12 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use wharf_oci::manifest::Descriptor;
-use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName};
+use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName, Tag};
 use wharf_store::{KeyValue, ListOptions, StoreExt, Txn};
 
 use crate::blobs::{MAX_ATTEMPTS, backoff};
 use crate::keys::{self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, now_millis};
-use crate::{Registry, RegistryError};
+use crate::{Origin, Registry, RegistryError};
 
 /// A manifest as served.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct ManifestContent {
     pub size: u64,
     /// The bytes, exactly as pushed (absent for HEAD).
     pub bytes: Option<Bytes>,
+    /// Looked up by tag: the origin of the write that set the tag.
+    pub origin: Option<Origin>,
 }
 
 /// The outcome of a manifest push.
@@ -31,6 +33,88 @@ pub struct PushedManifest {
     pub digest: Digest,
     /// Its subject, echoed in the `OCI-Subject` header.
     pub subject: Option<Digest>,
+    /// What became of the tag it was pushed under.
+    pub tag: TagOutcome,
+    /// The origin of this write: the one given, or this instance at the
+    /// time it assigned (for a tag it moved: the origin now recorded).
+    pub origin: Origin,
+}
+
+/// What a manifest push did to the tag it named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagOutcome {
+    /// Pushed by digest: no tag involved.
+    NoTag,
+    /// The tag is new.
+    Stored,
+    /// The tag already pointed at this digest; it keeps its recorded origin.
+    Unchanged,
+    /// The tag moved from another manifest. A local push always moves it; a
+    /// push with an origin moved it because it won the conflict with the
+    /// write that set it ([`Origin::wins_over`]).
+    Replaced {
+        /// The manifest the tag pointed at before.
+        previous: Digest,
+        /// The origin of the write that had set it there.
+        previous_origin: Origin,
+    },
+    /// A replicated push lost the conflict: the manifest is stored by digest
+    /// but the tag still points where it did.
+    Kept {
+        /// The manifest the tag still points at.
+        current: Digest,
+        /// The origin of the write that set it there, which won.
+        current_origin: Origin,
+    },
+}
+
+impl TagOutcome {
+    /// Whether the tag now points at the pushed manifest (stored, replaced
+    /// or unchanged); false for pushes by digest and lost conflicts.
+    pub fn moved(&self) -> bool {
+        matches!(
+            self,
+            TagOutcome::Stored | TagOutcome::Unchanged | TagOutcome::Replaced { .. }
+        )
+    }
+
+    /// The value of the `Wharf-Tag` response header:
+    /// `none`, `stored`, `unchanged`, `replaced` or `kept`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TagOutcome::NoTag => "none",
+            TagOutcome::Stored => "stored",
+            TagOutcome::Unchanged => "unchanged",
+            TagOutcome::Replaced { .. } => "replaced",
+            TagOutcome::Kept { .. } => "kept",
+        }
+    }
+}
+
+/// What a delete did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The tag, or the manifest and its tags, were deleted.
+    Deleted,
+    /// A replicated tag delete lost the conflict with the write that set the
+    /// tag; the tag stays.
+    Kept {
+        /// The manifest the tag still points at.
+        current: Digest,
+        /// The origin of the write that set it there, which won.
+        current_origin: Origin,
+    },
+}
+
+impl DeleteOutcome {
+    /// The value of the `Wharf-Tag` response header to a tag delete:
+    /// `deleted` or `kept`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeleteOutcome::Deleted => "deleted",
+            DeleteOutcome::Kept { .. } => "kept",
+        }
+    }
 }
 
 /// One page of a listing.
@@ -58,23 +142,66 @@ impl Registry {
         }
     }
 
+    /// The digest a reference names and, for a tag, the origin that set it.
     async fn resolve(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
-    ) -> Result<Digest, RegistryError> {
+    ) -> Result<(Digest, Option<Origin>), RegistryError> {
         match reference {
-            Reference::Digest(digest) => Ok(digest.clone()),
+            Reference::Digest(digest) => Ok((digest.clone(), None)),
             Reference::Tag(tag) => {
-                let key = keys::tag(repo, tag);
-                let kv = self
-                    .store
-                    .get(&key)
+                let (digest, origin) = self
+                    .tag_origin(repo, tag)
                     .await?
                     .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
-                Ok(keys::decode::<TagRecord>(&key, &kv.value)?.digest)
+                Ok((digest, Some(origin)))
             }
         }
+    }
+
+    /// This instance as the origin of a write accepted at `at`.
+    fn local_origin(&self, at: u64) -> Origin {
+        Origin {
+            instance: self.config.instance.clone(),
+            at,
+        }
+    }
+
+    /// The manifest `tag` points at and the origin of the write that set it
+    /// (this instance at the tag's last update for tags written before
+    /// origins were kept); `None` if there is no such tag.
+    pub async fn tag_origin(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, Origin)>, RegistryError> {
+        let key = keys::tag(repo, tag);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let record: TagRecord = keys::decode(&key, &kv.value)?;
+        let origin = record.effective_origin(&self.config.instance);
+        Ok(Some((record.digest, origin)))
+    }
+
+    /// Every tag of `repo` in lexical order with its manifest and origin, read
+    /// in one listing; empty for an unknown repository.
+    pub async fn tags_with_origin(
+        &self,
+        repo: &RepositoryName,
+    ) -> Result<Vec<(Tag, Digest, Origin)>, RegistryError> {
+        let prefix = keys::tags_of(repo);
+        let mut out = Vec::new();
+        for kv in self.store.list_all(&prefix, 1000).await? {
+            let tag: Tag = kv.key[prefix.len()..]
+                .parse()
+                .map_err(|e| RegistryError::Internal(format!("corrupt tag key {}: {e}", kv.key)))?;
+            let record: TagRecord = keys::decode(&kv.key, &kv.value)?;
+            let origin = record.effective_origin(&self.config.instance);
+            out.push((tag, record.digest, origin));
+        }
+        Ok(out)
     }
 
     /// Looks a manifest up by tag or digest; with `with_bytes` also loads its content.
@@ -84,7 +211,7 @@ impl Registry {
         reference: &Reference,
         with_bytes: bool,
     ) -> Result<ManifestContent, RegistryError> {
-        let digest = self.resolve(repo, reference).await?;
+        let (digest, origin) = self.resolve(repo, reference).await?;
         let (_, record) = self
             .manifest_record(repo, &digest)
             .await?
@@ -98,6 +225,7 @@ impl Registry {
             media_type: record.media_type,
             size: record.size,
             bytes,
+            origin,
         })
     }
 
@@ -116,7 +244,8 @@ impl Registry {
 
     /// Stores a manifest under `reference` after checking that it is well
     /// formed, that a digest reference matches the content, and that every
-    /// blob and child manifest it needs is already in `repo`.
+    /// blob and child manifest it needs is already in `repo`. A local push:
+    /// see [`Registry::put_manifest_from`] with no origin.
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
@@ -124,6 +253,33 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<PushedManifest, RegistryError> {
+        self.put_manifest_from(repo, reference, content_type, body, None)
+            .await
+    }
+
+    /// Stores a manifest as [`Registry::put_manifest`] does, on behalf of the
+    /// write's `origin`: `None` for a push accepted here, the peer's
+    /// `Wharf-Origin` for a replicated one.
+    ///
+    /// A local push records this instance as the tag's origin, at the later
+    /// of now and one millisecond after the origin it replaces, so it beats
+    /// what it replaced even on a clock that lags, and always moves the tag.
+    /// A push with an origin moves an existing tag only if it wins over the
+    /// tag's origin ([`Origin::wins_over`]); otherwise the manifest is still
+    /// stored by digest and the tag is [`TagOutcome::Kept`]. The decision
+    /// commits in the same transaction as the manifest, guarded by the
+    /// revision of the tag it read.
+    pub async fn put_manifest_from(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        origin: Option<&Origin>,
+    ) -> Result<PushedManifest, RegistryError> {
+        if let Some(origin) = origin {
+            origin.check_incoming(now_millis())?;
+        }
         if body.len() as u64 > self.config.max_manifest_bytes {
             return Err(RegistryError::TooLarge {
                 limit: self.config.max_manifest_bytes,
@@ -145,8 +301,8 @@ impl Registry {
         let size = body.len() as u64;
         // Check references before writing anything, so a refused manifest
         // leaves nothing behind.
-        let mut txn = self
-            .manifest_txn(repo, reference, &digest, &manifest, size)
+        let (mut txn, mut tag, mut write_origin) = self
+            .manifest_txn(repo, reference, &digest, &manifest, size, origin)
             .await?;
         // The content goes next; it stays invisible until the metadata commit.
         self.mark_blob_for_write(&digest, size).await?;
@@ -157,12 +313,14 @@ impl Registry {
                 return Ok(PushedManifest {
                     digest,
                     subject: manifest.subject.map(|s| s.digest),
+                    tag,
+                    origin: write_origin,
                 });
             }
             // Something it depends on changed meanwhile: check again.
             backoff(attempt).await;
-            txn = self
-                .manifest_txn(repo, reference, &digest, &manifest, size)
+            (txn, tag, write_origin) = self
+                .manifest_txn(repo, reference, &digest, &manifest, size, origin)
                 .await?;
         }
         Err(RegistryError::Contention(keys::manifest(repo, &digest)))
@@ -171,7 +329,9 @@ impl Registry {
     /// Builds the transaction that stores a manifest, guarded by the
     /// revisions of everything it depends on. Rewriting the blob links moves
     /// their revisions, which fences off a garbage collection that decided to
-    /// drop one of them before it saw this manifest.
+    /// drop one of them before it saw this manifest. Also decides what
+    /// becomes of the tag, guarded by the tag's revision, and returns that
+    /// with the origin of the write.
     async fn manifest_txn(
         &self,
         repo: &RepositoryName,
@@ -179,7 +339,8 @@ impl Registry {
         digest: &Digest,
         manifest: &ParsedManifest,
         size: u64,
-    ) -> Result<Txn, RegistryError> {
+        origin: Option<&Origin>,
+    ) -> Result<(Txn, TagOutcome, Origin), RegistryError> {
         let now = now_millis();
         let mut txn = Txn::new();
         let mut seen = HashSet::new();
@@ -255,13 +416,46 @@ impl Registry {
                     updated_at: now,
                 }),
             );
-        if let Reference::Tag(tag) = reference {
-            let tag_record = TagRecord {
-                digest: digest.clone(),
-                updated_at: now,
-            };
-            txn = txn.put(keys::tag(repo, tag), keys::encode(&tag_record));
-        }
+        let mut write_origin = origin.cloned().unwrap_or_else(|| self.local_origin(now));
+        let outcome = match reference {
+            Reference::Digest(_) => TagOutcome::NoTag,
+            Reference::Tag(tag) => {
+                let key = keys::tag(repo, tag);
+                match self.store.get(&key).await? {
+                    None => {
+                        let record = TagRecord::new(digest.clone(), &write_origin, now);
+                        txn = txn.when_revision(&key, 0).put(key, keys::encode(&record));
+                        TagOutcome::Stored
+                    }
+                    Some(kv) => {
+                        let current: TagRecord = keys::decode(&key, &kv.value)?;
+                        let current_origin = current.effective_origin(&self.config.instance);
+                        txn = txn.when_revision(&key, kv.mod_revision);
+                        if current.digest == *digest {
+                            TagOutcome::Unchanged
+                        } else {
+                            if origin.is_none() {
+                                write_origin.at =
+                                    write_origin.at.max(current_origin.at.saturating_add(1));
+                            }
+                            if origin.is_none() || write_origin.wins_over(&current_origin) {
+                                let record = TagRecord::new(digest.clone(), &write_origin, now);
+                                txn = txn.put(key, keys::encode(&record));
+                                TagOutcome::Replaced {
+                                    previous: current.digest,
+                                    previous_origin: current_origin,
+                                }
+                            } else {
+                                TagOutcome::Kept {
+                                    current: current.digest,
+                                    current_origin,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
         if let Some(subject) = &manifest.subject {
             let descriptor = Descriptor {
                 media_type: manifest.media_type.clone(),
@@ -278,17 +472,52 @@ impl Registry {
                 serde_json::to_vec(&descriptor).expect("descriptor serializes"),
             );
         }
-        Ok(txn)
+        Ok((txn, outcome, write_origin))
     }
 
-    /// Deletes a tag, or a manifest with every tag pointing at it.
+    /// Deletes a tag, or a manifest with every tag pointing at it. A local
+    /// delete: see [`Registry::delete_manifest_from`] with no origin.
     pub async fn delete_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<(), RegistryError> {
+        self.delete_manifest_from(repo, reference, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes as [`Registry::delete_manifest`] does, on behalf of the
+    /// write's `origin` (`None`: accepted here). A tag delete with an origin
+    /// happens only if that origin wins over or equals the origin of the
+    /// write that set the tag; otherwise the tag is [`DeleteOutcome::Kept`].
+    /// Deletes by digest ignore the origin: content is not in conflict.
+    pub async fn delete_manifest_from(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        origin: Option<&Origin>,
+    ) -> Result<DeleteOutcome, RegistryError> {
+        Ok(self.delete_with_origin(repo, reference, origin).await?.0)
+    }
+
+    /// [`Registry::delete_manifest_from`], also returning the origin of the
+    /// delete: the given one, or this instance at the later of now and one
+    /// millisecond after the deleted tag's origin.
+    pub(crate) async fn delete_with_origin(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        origin: Option<&Origin>,
+    ) -> Result<(DeleteOutcome, Origin), RegistryError> {
+        if let Some(origin) = origin {
+            origin.check_incoming(now_millis())?;
+        }
         for attempt in 0..MAX_ATTEMPTS {
             backoff(attempt).await;
+            let mut write_origin = origin
+                .cloned()
+                .unwrap_or_else(|| self.local_origin(now_millis()));
             let txn = match reference {
                 Reference::Tag(tag) => {
                     let key = keys::tag(repo, tag);
@@ -297,12 +526,32 @@ impl Registry {
                         .get(&key)
                         .await?
                         .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
+                    let current: TagRecord = keys::decode(&key, &kv.value)?;
+                    let current_origin = current.effective_origin(&self.config.instance);
+                    match origin {
+                        None => {
+                            write_origin.at =
+                                write_origin.at.max(current_origin.at.saturating_add(1));
+                        }
+                        Some(incoming)
+                            if *incoming != current_origin
+                                && !incoming.wins_over(&current_origin) =>
+                        {
+                            // Decided on what was read: nothing to write.
+                            let kept = DeleteOutcome::Kept {
+                                current: current.digest,
+                                current_origin,
+                            };
+                            return Ok((kept, write_origin));
+                        }
+                        Some(_) => {}
+                    }
                     Txn::new().when_revision(&key, kv.mod_revision).delete(key)
                 }
                 Reference::Digest(digest) => self.manifest_delete_txn(repo, digest).await?,
             };
             if self.store.txn(txn).await?.succeeded {
-                return Ok(());
+                return Ok((DeleteOutcome::Deleted, write_origin));
             }
         }
         Err(RegistryError::Contention(format!("{repo}@{reference}")))

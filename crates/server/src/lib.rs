@@ -26,12 +26,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_util::task::AbortOnDropHandle;
+use wharf_audit::{AuditEvent, Outcome};
 use wharf_audit::{AuditLog, AuditOptions};
 use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
 use wharf_control::ControlPlane;
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
+use wharf_replication::{Replication, ReplicationOptions, SecretBox};
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
@@ -62,6 +65,11 @@ pub struct ServerConfig {
     pub store: StoreLocation,
     /// Scheduler settings.
     pub scheduler: wharf_scheduler::SchedulerConfig,
+    /// This registry's instance id (`[a-z0-9-]`), fixed at the first
+    /// start; generated when `None`. Replicated writes carry it as their origin.
+    pub instance: Option<String>,
+    /// Replication timings.
+    pub replication: ReplicationOptions,
 }
 
 /// The state store a server uses.
@@ -111,6 +119,8 @@ impl ServerConfig {
             audit_retention: Duration::from_secs(90 * 24 * 3600),
             store: StoreLocation::Embedded,
             scheduler: wharf_scheduler::SchedulerConfig::default(),
+            instance: None,
+            replication: ReplicationOptions::default(),
         }
     }
 }
@@ -135,6 +145,12 @@ pub enum ServerError {
     /// Identities or the token key failed.
     #[error("identities: {0}")]
     Auth(#[from] wharf_auth::AuthError),
+    /// A setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Replication could not start.
+    #[error("replication: {0}")]
+    Replication(#[from] wharf_replication::ReplicationError),
     /// The listener failed.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -168,6 +184,7 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub audit: AuditLog,
     pub control: ControlPlane,
+    pub replication: Replication,
     /// Becomes `true` when the server shuts down: watch streams end then,
     /// so that graceful shutdown does not wait on them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -186,6 +203,8 @@ pub struct App {
     pub audit: AuditLog,
     /// The control plane (cluster objects).
     pub control: ControlPlane,
+    /// Replication to and from other registries.
+    pub replication: Replication,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
     /// Tells long-lived responses (watches) to end.
@@ -222,17 +241,43 @@ impl App {
             },
         );
         let blobs = BlobStore::open(data_dir.join("registry"))?;
+        let registry_config = RegistryConfig {
+            instance: instance_id(store.as_ref(), config.instance.as_deref()).await?,
+            ..config.registry.clone()
+        };
         let registry = Arc::new(
-            Registry::new(store.clone(), blobs, config.registry.clone())
+            Registry::new(store.clone(), blobs, registry_config)
                 .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
         );
+        let secrets = SecretBox::load_or_create(&data_dir.join("replication.key"))?;
+        let conflicts = audit.clone();
+        let replication = Replication::new(
+            store.clone(),
+            registry.clone(),
+            secrets,
+            config.replication.clone(),
+        )
+        .with_conflict_hook(Arc::new(move |why: &str| {
+            conflicts.record(
+                AuditEvent::new(
+                    "replication",
+                    "replication.conflict",
+                    "registry",
+                    Outcome::Success,
+                )
+                .with_detail(why.to_string()),
+            );
+        }));
         let gate = Gate {
             authorizer: Arc::new(registry_auth::TokenAuthorizer {
                 identity: identity.clone(),
                 audit: audit.clone(),
                 public_url: config.public_url.clone(),
             }),
-            events: Arc::new(registry_auth::AuditSink(audit.clone())),
+            events: Arc::new(registry_auth::EventFanOut(vec![
+                Arc::new(registry_auth::AuditSink(audit.clone())),
+                replication.event_sink(),
+            ])),
         };
         let control = ControlPlane::new(store.clone(), config.scheduler);
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -241,6 +286,7 @@ impl App {
             registry: registry.clone(),
             audit: audit.clone(),
             control: control.clone(),
+            replication: replication.clone(),
             stopping,
         });
         let token_routes = Router::new()
@@ -258,6 +304,7 @@ impl App {
             identity,
             audit,
             control,
+            replication,
             generated_admin_password,
             stop,
         })
@@ -314,8 +361,20 @@ impl Server {
                 interval,
             ));
         }
-        // Controllers run only while this server leads (one leader per etcd).
-        let _controllers = self.app.control.start(format!("{}:{addr}", hostname()));
+        // Every server turns its registry events into replication jobs;
+        // controllers and the replication executor run only while this
+        // server leads (one leader per etcd).
+        let intake = self.app.replication.clone();
+        let _intake =
+            AbortOnDropHandle::new(tokio::spawn(async move { intake.run_intake().await }));
+        let replication = self.app.replication.clone();
+        let _controllers =
+            self.app
+                .control
+                .start_with(format!("{}:{addr}", hostname()), move || {
+                    let replication = replication.clone();
+                    async move { replication.run().await }
+                });
         let stop = self.app.stop.clone();
         let service = self
             .app
@@ -333,6 +392,38 @@ impl Server {
         }
         served
     }
+}
+
+/// Key of this registry's instance id.
+const INSTANCE_KEY: &str = "/system/instance";
+
+/// The instance id stored at the first start: `wanted`, or a generated one.
+/// Later starts keep the stored id (origins recorded elsewhere name it).
+async fn instance_id(store: &dyn Store, wanted: Option<&str>) -> Result<String, ServerError> {
+    use wharf_store::StoreExt;
+    let invalid =
+        |e: wharf_registry::RegistryError| ServerError::Config(format!("instance id: {e}"));
+    if let Some(kv) = store.get(INSTANCE_KEY).await? {
+        let stored = String::from_utf8_lossy(&kv.value).into_owned();
+        if wanted.is_some_and(|w| w != stored) {
+            tracing::warn!(stored = %stored, "keeping the instance id chosen at the first start");
+        }
+        return Ok(stored);
+    }
+    let id = match wanted {
+        Some(id) => id.to_string(),
+        None => format!("w{:010x}", rand::random::<u64>() >> 24),
+    };
+    wharf_registry::Origin::check_instance(&id).map_err(invalid)?;
+    if store
+        .create(INSTANCE_KEY, id.clone().into_bytes())
+        .await?
+        .is_none()
+    {
+        // Another server of the same cluster stored one first.
+        return Box::pin(instance_id(store, None)).await;
+    }
+    Ok(id)
 }
 
 /// This machine's name, to tell servers apart in the leader key.

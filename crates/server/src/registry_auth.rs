@@ -245,12 +245,40 @@ impl EventSink for AuditSink {
             ':'
         };
         let resource = format!("{}{separator}{}", event.repository, event.reference);
-        let mut audit = AuditEvent::new(event.actor, action, resource, Outcome::Success)
-            .with_source(event.source);
+        let mut audit = AuditEvent::new(
+            event.actor.clone(),
+            action,
+            resource.clone(),
+            Outcome::Success,
+        )
+        .with_source(event.source);
         if let Some(digest) = event.digest {
             audit = audit.with_detail(digest.to_string());
         }
         self.0.record(audit);
+        // A replicated write met a tag set by another write and the conflict
+        // rule decided it: record the decision next to the write.
+        if let Some(conflict) = event.conflict {
+            self.0.record(
+                AuditEvent::new(event.actor, "artifact.conflict", resource, Outcome::Success)
+                    .with_source(event.source)
+                    .with_detail(conflict),
+            );
+        }
+    }
+}
+
+/// Hands each registry event to several sinks (audit, replication).
+pub(crate) struct EventFanOut(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for EventFanOut {
+    fn record(&self, event: RegistryEvent) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.record(event.clone());
+            }
+            last.record(event);
+        }
     }
 }
 

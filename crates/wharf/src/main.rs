@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, gc, get, ippool, login, logs, node, project, robot,
-    scale, server, settings, up, user,
+    agent, apply, audit, delete, describe, gc, get, ippool, login, logs, node, project,
+    replication, robot, scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -32,7 +32,7 @@ enum Command {
     /// Run the server (registry at /v2/, API at /api/v1/).
     Server(server::ServerArgs),
     /// Run the server and a node agent on this machine, with a demo.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run the node agent on this machine (or a simulated fleet).
     Agent(agent::AgentArgs),
     /// Log in to a server and store the session.
@@ -67,6 +67,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
+    /// Copy images to and from other registries: endpoints, policies, jobs.
+    Replication(replication::ReplicationArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -112,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
-            Command::Up(args) => up::run(args).await,
+            Command::Up(args) => up::run(*args).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout => login::logout(),
@@ -129,6 +131,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Scale(args) => scale::run(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
+            Command::Replication(args) => replication::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::DemoImage { output, tag } => {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::HeaderMap;
 use wharf_oci::{Digest, RepositoryName};
 
-use crate::RegistryError;
+use crate::{Origin, RegistryError};
 
 /// What a request needs from its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,19 @@ pub struct RegistryEvent {
     pub actor: String,
     /// From where.
     pub source: Option<IpAddr>,
+    /// Manifest pushes and deletes: the origin of the write, from its
+    /// `Wharf-Origin` header or this instance for a local write. `None` for
+    /// pulls and blob deletes.
+    pub origin: Option<Origin>,
+    /// A replicated write that lost a conflict (the tag was kept), or one
+    /// that won it (the tag moved): a sentence naming the tag, both digests
+    /// and both origins.
+    pub conflict: Option<String>,
+    /// Whether the tag the client named now points at the pushed manifest
+    /// (stored, replaced or unchanged) or was deleted. False for a write
+    /// that lost a conflict, and for operations by digest, pulls and blob
+    /// deletes.
+    pub tag_moved: bool,
 }
 
 /// Receives registry events. Must not block: called on the request path.

@@ -22,6 +22,7 @@ impl RegistryError {
             E::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             E::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             E::ManifestUnknown(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            E::OriginInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             E::NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             E::NameUnknown(_) => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
@@ -43,6 +44,7 @@ impl RegistryError {
             }
             RegistryError::RangeNotSatisfiable { size } => json!({ "size": size }),
             RegistryError::TooLarge { limit } => json!({ "limit": limit }),
+            RegistryError::OriginInvalid(_) => json!({ "header": crate::Origin::HEADER }),
             RegistryError::QuotaExceeded {
                 project,
                 quota,

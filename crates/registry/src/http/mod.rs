@@ -28,13 +28,18 @@ pub use errors::error_body;
 use path::Endpoint;
 use range::ByteRange;
 
-use crate::{BlobInfo, Registry, RegistryError, UploadStatus};
+use crate::{BlobInfo, DeleteOutcome, Origin, Registry, RegistryError, TagOutcome, UploadStatus};
 
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 const API_VERSION: &str = "Docker-Distribution-Api-Version";
+/// Names this registry instance on `/v2/` (replication peers read it).
+const INSTANCE: &str = "Wharf-Instance";
 const CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const UPLOAD_UUID: &str = "Docker-Upload-UUID";
+/// What a manifest PUT or tag DELETE did to the tag: see [`TagOutcome::as_str`]
+/// and [`DeleteOutcome::as_str`].
+const WHARF_TAG: &str = "Wharf-Tag";
 
 type HandlerResult = Result<Response, RegistryError>;
 
@@ -67,10 +72,16 @@ async fn ping(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         .authorizer
         .admit(request.headers(), source_of(&request), &Need::Login)
         .await;
-    with_api_version(match admitted {
+    let mut response = with_api_version(match admitted {
         Ok(_) => axum::Json(json!({})).into_response(),
-        Err(err) => err.into_response(),
-    })
+        Err(err) => return with_api_version(err.into_response()),
+    });
+    // Replication peers learn whom they talk to, to keep writes from
+    // travelling back to where they came from.
+    if let Ok(instance) = HeaderValue::from_str(&shared.registry.config().instance) {
+        response.headers_mut().insert(INSTANCE, instance);
+    }
+    response
 }
 
 fn with_api_version(mut response: Response) -> Response {
@@ -205,9 +216,14 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     let event = op
         .event()
         .map(|(kind, repo, reference)| (kind, repo.clone(), reference));
-    let result = handlers.handle(op, request).await;
-    if let (Ok(response), Some((kind, repository, reference))) = (&result, event) {
+    let mut result = handlers.handle(op, request).await;
+    if let (Ok(response), Some((kind, repository, reference))) = (&mut result, event) {
         let digest = header_str(response.headers(), CONTENT_DIGEST).and_then(|d| d.parse().ok());
+        let note = response.extensions_mut().remove::<WriteNote>();
+        let (origin, conflict, tag_moved) = match note {
+            Some(note) => (Some(note.origin), note.conflict, note.tag_moved),
+            None => (None, None, false),
+        };
         shared.gate.events.record(RegistryEvent {
             kind,
             repository,
@@ -215,6 +231,9 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             digest,
             actor: caller.name.clone(),
             source: caller.source,
+            origin,
+            conflict,
+            tag_moved,
         });
     }
     with_api_version(result.unwrap_or_else(IntoResponse::into_response))
@@ -222,6 +241,63 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
 
 fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
+}
+
+/// What a manifest write did, handed from its handler to the event it is
+/// reported as (in the response's extensions, never on the wire).
+#[derive(Clone)]
+struct WriteNote {
+    origin: Origin,
+    conflict: Option<String>,
+    tag_moved: bool,
+}
+
+/// The `Wharf-Origin` header of a replicated write, if any.
+fn request_origin(headers: &HeaderMap) -> Result<Option<Origin>, RegistryError> {
+    let mut values = headers.get_all(Origin::HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(RegistryError::OriginInvalid(
+            "header given more than once".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| RegistryError::OriginInvalid("header value is not visible ascii".into()))?;
+    Origin::parse_header(value).map(Some)
+}
+
+/// The sentence an event carries when a replicated push met a tag set by
+/// another write: it lost (tag kept) or won (tag replaced).
+fn push_conflict(
+    repo: &RepositoryName,
+    reference: &Reference,
+    digest: &Digest,
+    incoming: Option<&Origin>,
+    outcome: &TagOutcome,
+) -> Option<String> {
+    let (Reference::Tag(tag), Some(incoming)) = (reference, incoming) else {
+        return None;
+    };
+    match outcome {
+        TagOutcome::Kept {
+            current,
+            current_origin,
+        } => Some(format!(
+            "tag {repo}:{tag} kept {current} (origin {current_origin}); \
+             incoming {digest} from {incoming} lost"
+        )),
+        TagOutcome::Replaced {
+            previous,
+            previous_origin,
+        } => Some(format!(
+            "tag {repo}:{tag} replaced {previous} (origin {previous_origin}); \
+             incoming {digest} from {incoming} won"
+        )),
+        _ => None,
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
@@ -323,10 +399,10 @@ impl Handlers<'_> {
                 self.get_manifest(&repo, &reference, head).await
             }
             Op::PutManifest(repo, reference) => self.put_manifest(&repo, &reference, request).await,
-            Op::DeleteManifest(repo, reference) => registry
-                .delete_manifest(&repo, &reference)
-                .await
-                .map(|()| accepted()),
+            Op::DeleteManifest(repo, reference) => {
+                self.delete_manifest(&repo, &reference, request.headers())
+                    .await
+            }
             Op::HeadBlob(repo, digest) => self.head_blob(&repo, &digest).await,
             Op::GetBlob(repo, digest) => self.get_blob(&repo, &digest, request.headers()).await,
             Op::DeleteBlob(repo, digest) => registry
@@ -418,38 +494,50 @@ impl Handlers<'_> {
     async fn get_manifest(
         &self,
         repo: &RepositoryName,
-        reference: &wharf_oci::Reference,
+        reference: &Reference,
         head: bool,
     ) -> HandlerResult {
         let manifest = self.registry.get_manifest(repo, reference, !head).await?;
         let body = manifest.bytes.map(Body::from).unwrap_or_else(Body::empty);
-        Ok(Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, &manifest.media_type)
             .header(header::CONTENT_LENGTH, manifest.size)
             .header(CONTENT_DIGEST, manifest.digest.as_str())
-            .header(header::ETAG, format!("\"{}\"", manifest.digest))
-            .body(body)
-            .expect("valid response"))
+            .header(header::ETAG, format!("\"{}\"", manifest.digest));
+        // By tag: who set it, so a peer can compare origins with a HEAD.
+        if let Some(origin) = &manifest.origin
+            && let Ok(value) = HeaderValue::from_str(&origin.to_header())
+        {
+            response = response.header(Origin::HEADER, value);
+        }
+        Ok(response.body(body).expect("valid response"))
     }
 
     async fn put_manifest(
         &self,
         repo: &RepositoryName,
-        reference: &wharf_oci::Reference,
+        reference: &Reference,
         request: Request,
     ) -> HandlerResult {
         let limit = self.registry.config().max_manifest_bytes;
         if content_length(request.headers()).is_some_and(|len| len > limit) {
             return Err(RegistryError::TooLarge { limit });
         }
+        let origin = request_origin(request.headers())?;
         let content_type = header_str(request.headers(), header::CONTENT_TYPE).map(str::to_string);
         let body = axum::body::to_bytes(request.into_body(), limit as usize)
             .await
             .map_err(|_| RegistryError::TooLarge { limit })?;
         let pushed = self
             .registry
-            .put_manifest(repo, reference, content_type.as_deref(), body)
+            .put_manifest_from(
+                repo,
+                reference,
+                content_type.as_deref(),
+                body,
+                origin.as_ref(),
+            )
             .await?;
         let mut response = Response::builder()
             .status(StatusCode::CREATED)
@@ -458,11 +546,66 @@ impl Handlers<'_> {
                 format!("/v2/{repo}/manifests/{}", pushed.digest),
             )
             .header(CONTENT_DIGEST, pushed.digest.as_str())
+            .header(WHARF_TAG, pushed.tag.as_str())
             .header(header::CONTENT_LENGTH, 0);
         if let Some(subject) = &pushed.subject {
             response = response.header("OCI-Subject", subject.as_str());
         }
-        Ok(response.body(Body::empty()).expect("valid response"))
+        let note = WriteNote {
+            conflict: push_conflict(
+                repo,
+                reference,
+                &pushed.digest,
+                origin.as_ref(),
+                &pushed.tag,
+            ),
+            tag_moved: pushed.tag.moved(),
+            origin: pushed.origin,
+        };
+        Ok(response
+            .extension(note)
+            .body(Body::empty())
+            .expect("valid response"))
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        headers: &HeaderMap,
+    ) -> HandlerResult {
+        let incoming = request_origin(headers)?;
+        let (outcome, origin) = self
+            .registry
+            .delete_with_origin(repo, reference, incoming.as_ref())
+            .await?;
+        let mut response = Response::builder().status(StatusCode::ACCEPTED);
+        let mut note = WriteNote {
+            origin,
+            conflict: None,
+            tag_moved: false,
+        };
+        if let Reference::Tag(tag) = reference {
+            // Kept is still 202: the request was valid, the rule kept the tag.
+            response = response.header(WHARF_TAG, outcome.as_str());
+            match &outcome {
+                DeleteOutcome::Deleted => note.tag_moved = true,
+                DeleteOutcome::Kept {
+                    current,
+                    current_origin,
+                } => {
+                    note.conflict = Some(format!(
+                        "tag {repo}:{tag} kept {current} (origin {current_origin}); \
+                         incoming delete from {} lost",
+                        note.origin
+                    ));
+                }
+            }
+        }
+        Ok(response
+            .extension(note)
+            .body(Body::empty())
+            .expect("valid response"))
     }
 
     async fn head_blob(&self, repo: &RepositoryName, digest: &Digest) -> HandlerResult {

@@ -20,6 +20,8 @@ use wharf_store::{RedbStore, RedbStoreOptions};
 pub struct TestRegistry {
     pub dir: tempfile::TempDir,
     pub registry: Arc<Registry>,
+    /// The metadata store under the registry, for tests that look below it.
+    pub store: Arc<RedbStore>,
     router: Router,
 }
 
@@ -96,6 +98,10 @@ impl TestRegistry {
         )
     }
 
+    pub fn with_config_and_gate(config: RegistryConfig, gate: Gate) -> TestRegistry {
+        Self::build(config, Arc::new(wharf_registry::Unlimited), gate)
+    }
+
     fn build(
         config: RegistryConfig,
         quotas: Arc<dyn wharf_registry::QuotaSource>,
@@ -106,11 +112,12 @@ impl TestRegistry {
             RedbStore::open(&dir.path().join("state.redb"), RedbStoreOptions::default()).unwrap(),
         );
         let blobs = BlobStore::open(dir.path().join("registry")).unwrap();
-        let registry = Arc::new(Registry::new(store, blobs, config).with_quotas(quotas));
+        let registry = Arc::new(Registry::new(store.clone(), blobs, config).with_quotas(quotas));
         let router = wharf_registry::http::router(registry.clone(), gate);
         TestRegistry {
             dir,
             registry,
+            store,
             router,
         }
     }

@@ -10,6 +10,7 @@ mod ippools;
 mod logs;
 mod openapi;
 mod projects;
+mod replication;
 mod session;
 mod system;
 mod users;
@@ -128,6 +129,20 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
+        row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),
+        row(Method::POST,   "/api/v1/replication/endpoints",             Admin,           post(replication::add_endpoint)),
+        row(Method::DELETE, "/api/v1/replication/endpoints/{name}",      Admin,           delete(replication::delete_endpoint)),
+        row(Method::POST,   "/api/v1/replication/endpoints/{name}/check", Admin,          post(replication::check_endpoint)),
+        row(Method::GET,    "/api/v1/replication/policies",              Admin,           get(replication::list_policies)),
+        row(Method::POST,   "/api/v1/replication/policies",              Admin,           post(replication::add_policy)),
+        row(Method::GET,    "/api/v1/replication/policies/{name}",       Admin,           get(replication::show_policy)),
+        row(Method::PUT,    "/api/v1/replication/policies/{name}",       Admin,           put(replication::replace_policy)),
+        row(Method::DELETE, "/api/v1/replication/policies/{name}",       Admin,           delete(replication::delete_policy)),
+        row(Method::POST,   "/api/v1/replication/policies/{name}/run",   Admin,           post(replication::run_policy)),
+        row(Method::GET,    "/api/v1/replication/jobs",                  Admin,           get(replication::list_jobs)),
+        row(Method::GET,    "/api/v1/replication/jobs/{id}",             Admin,           get(replication::show_job)),
+        row(Method::POST,   "/api/v1/replication/jobs/{id}/cancel",      Admin,           post(replication::cancel_job)),
+        row(Method::POST,   "/api/v1/replication/reconcile",             Admin,           post(replication::reconcile)),
     ]
 }
 

@@ -2,6 +2,7 @@
 
 mod pods;
 mod registry;
+mod replication;
 mod scheduler;
 
 use std::process::Stdio;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     Scheduler(scheduler::SchedulerBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
+    /// Replication lag, copy throughput beside the raw loopback speed, and
+    /// bandwidth limits, between two servers.
+    Replication(replication::ReplicationBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -29,6 +33,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
+        BenchCommand::Replication(args) => replication::run(args).await,
     }
 }
 

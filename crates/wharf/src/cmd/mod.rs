@@ -18,6 +18,7 @@ pub mod logs;
 pub mod node;
 pub mod objects;
 pub mod project;
+pub mod replication;
 pub mod robot;
 pub mod scale;
 pub mod server;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use wharf_auth::IdentityConfig;
 use wharf_registry::RegistryConfig;
+use wharf_replication::{RemoteOptions, ReplicationOptions};
 use wharf_server::{Server, ServerConfig, StoreLocation};
 
 use crate::units;
@@ -56,6 +57,26 @@ pub struct ServerArgs {
     /// `pack` (bin packing: fill nodes before using more).
     #[arg(long, default_value = "spread", value_parser = ["spread", "pack"])]
     scheduler_strategy: String,
+    /// This registry's instance id for replication (`[a-z0-9-]`, e.g. the
+    /// IDC name); fixed at the first start, generated if not given.
+    #[arg(long, env = "WHARF_INSTANCE")]
+    instance: Option<String>,
+    /// How often every replication policy is compared with its
+    /// destination and the differences copied.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    replication_reconcile: Duration,
+    /// Tries per replication task before it fails.
+    #[arg(long, default_value_t = 6)]
+    replication_attempts: u32,
+    /// First pause between tries of a replication task (doubling, at most a minute).
+    #[arg(long, default_value = "1s", value_parser = units::parse_duration)]
+    replication_retry: Duration,
+    /// A replication copy fails after an endpoint is silent this long.
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    replication_timeout: Duration,
+    /// Bytes per upload request of large blobs (a resumed copy repeats at most one).
+    #[arg(long, default_value = "64MiB", value_parser = units::parse_size)]
+    replication_chunk: u64,
 }
 
 impl ServerArgs {
@@ -68,6 +89,7 @@ impl ServerArgs {
             max_blob_bytes: self.max_blob_size,
             gc_grace: self.gc_grace,
             upload_ttl: self.upload_ttl,
+            ..RegistryConfig::default()
         };
         config.identity = IdentityConfig {
             service: self.service.clone(),
@@ -81,6 +103,18 @@ impl ServerArgs {
         config.scheduler.strategy = match self.scheduler_strategy.as_str() {
             "pack" => wharf_scheduler::Strategy::MostAllocated,
             _ => wharf_scheduler::Strategy::LeastAllocated,
+        };
+        config.instance = self.instance.clone();
+        config.replication = ReplicationOptions {
+            reconcile_interval: self.replication_reconcile.max(Duration::from_secs(1)),
+            max_attempts: self.replication_attempts.max(1),
+            retry_base: self.replication_retry,
+            chunk_size: self.replication_chunk.max(1 << 20),
+            remote: RemoteOptions {
+                connect_timeout: self.replication_timeout.min(Duration::from_secs(10)),
+                read_timeout: self.replication_timeout,
+            },
+            ..ReplicationOptions::default()
         };
         // Read here, not logged anywhere: only the hash is stored.
         config.admin_password = std::env::var("WHARF_ADMIN_PASSWORD")

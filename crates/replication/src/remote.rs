@@ -1,0 +1,910 @@
+//! Another registry over the OCI Distribution API, with Docker token (or
+//! Basic) authentication: Wharf peers and any other registry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::{RequestBuilder, Response, StatusCode, Url, header};
+use serde::Deserialize;
+use wharf_image::{Challenge, RegistryCredentials};
+use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
+use wharf_registry::Origin;
+
+use crate::ReplicationError;
+use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
+use crate::model::EndpointKind;
+
+/// Header a Wharf registry names its instance with on `/v2/`.
+pub const INSTANCE_HEADER: &str = "wharf-instance";
+/// Header carrying a write's origin between Wharf registries.
+pub const ORIGIN_HEADER: &str = "wharf-origin";
+/// Header a Wharf registry reports a tag write's outcome with.
+pub const TAG_OUTCOME_HEADER: &str = "wharf-tag";
+
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+const MAX_SMALL_BODY: usize = 1 << 20;
+const PAGE: usize = 1000;
+
+/// Timeouts of the HTTP client.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteOptions {
+    /// To establish a connection.
+    pub connect_timeout: Duration,
+    /// Between two reads; a cut link fails a copy after this long.
+    pub read_timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A registry reached over HTTP.
+pub struct RemoteRegistry {
+    name: String,
+    kind: EndpointKind,
+    base: Url,
+    http: reqwest::Client,
+    credentials: Option<RegistryCredentials>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Catalog {
+    #[serde(default)]
+    repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+fn manifest_accept() -> String {
+    [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+    ]
+    .join(", ")
+}
+
+impl RemoteRegistry {
+    /// A client for the registry at `url` (`http://host:port`).
+    pub fn new(
+        name: &str,
+        kind: EndpointKind,
+        url: &str,
+        credentials: Option<RegistryCredentials>,
+        options: RemoteOptions,
+    ) -> Result<RemoteRegistry, ReplicationError> {
+        let base = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                ReplicationError::Invalid(format!(
+                    "endpoint {name}: url {url:?} is not http(s)://host[:port]"
+                ))
+            })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(concat!("wharf-replication/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ReplicationError::Internal(format!("http client: {e}")))?;
+        Ok(RemoteRegistry {
+            name: name.to_string(),
+            kind,
+            base,
+            http,
+            credentials,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base
+            .join(path)
+            .expect("registry paths are valid URL paths")
+    }
+
+    /// A session handle (`Location`) as an absolute URL on this registry.
+    fn session_url(&self, session: &str) -> Result<Url, ReplicationError> {
+        let url = self
+            .base
+            .join(session)
+            .map_err(|_| self.permanent(format!("unusable upload location {session:?}")))?;
+        // A peer must not point our credentials at another host.
+        if url.origin() != self.base.origin() {
+            return Err(self.permanent(format!("upload location {session:?} leaves the registry")));
+        }
+        Ok(url)
+    }
+
+    fn retryable(&self, message: String) -> ReplicationError {
+        ReplicationError::Remote {
+            endpoint: self.name.clone(),
+            message,
+            permanent: false,
+        }
+    }
+
+    fn permanent(&self, message: String) -> ReplicationError {
+        ReplicationError::Remote {
+            endpoint: self.name.clone(),
+            message,
+            permanent: true,
+        }
+    }
+
+    fn transport(&self, what: &str, e: reqwest::Error) -> ReplicationError {
+        // The source error chain says why (refused, timed out, reset).
+        let mut message = format!("{what}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            message.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        self.retryable(message)
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(scope)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn authorize(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
+        match (self.cached_token(scope), &self.credentials) {
+            (Some(token), _) if token != BASIC => request.bearer_auth(token),
+            (Some(_), Some(c)) => request.basic_auth(&c.username, Some(&c.password)),
+            _ => request,
+        }
+    }
+
+    /// Answers a challenge: fetches a token for it (or switches to Basic)
+    /// and caches it under our own scope key.
+    async fn answer(&self, response: &Response, scope: &str) -> Result<(), ReplicationError> {
+        let challenge = response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(Challenge::parse)
+            .ok_or_else(|| {
+                self.permanent(format!("{} without a usable challenge", response.status()))
+            })?;
+        let (token, lifetime) = match challenge {
+            Challenge::Basic => {
+                if self.credentials.is_none() {
+                    return Err(
+                        self.permanent("asks for credentials and the endpoint has none".into())
+                    );
+                }
+                (BASIC.to_string(), Duration::from_secs(3600))
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+                ..
+            } => {
+                self.token(
+                    &realm,
+                    service.as_deref(),
+                    asked.as_deref().unwrap_or(scope),
+                )
+                .await?
+            }
+        };
+        let until =
+            Instant::now() + lifetime.saturating_sub((lifetime / 10).min(Duration::from_secs(30)));
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(scope.to_string(), (token, until));
+        Ok(())
+    }
+
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, Duration), ReplicationError> {
+        let mut url = Url::parse(realm)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| self.permanent(format!("unusable token realm {realm:?}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            for part in scope.split(' ') {
+                query.append_pair("scope", part);
+            }
+        }
+        let mut request = self.http.get(url);
+        if let Some(c) = &self.credentials {
+            request = request.basic_auth(&c.username, Some(&c.password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport("token", e))?;
+        let status = response.status();
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            let who = self
+                .credentials
+                .as_ref()
+                .map_or("anonymous access".into(), |c| c.username.clone());
+            return Err(self.permanent(format!(
+                "token server refused {who}: {}",
+                error_text(response).await
+            )));
+        }
+        if !status.is_success() {
+            return Err(self.retryable(format!("token server answered {status}")));
+        }
+        let body = read_limited(response, MAX_SMALL_BODY)
+            .await
+            .map_err(|e| self.transport("token", e))?
+            .ok_or_else(|| self.permanent("token response too large".into()))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| self.permanent(format!("token server sent no token: {e}")))?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.permanent("token server sent no token".into()))?;
+        Ok((token, Duration::from_secs(parsed.expires_in.unwrap_or(60))))
+    }
+
+    /// Sends a request that can be repeated, answering one challenge.
+    async fn send(
+        &self,
+        scope: &str,
+        what: &str,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ReplicationError> {
+        let response = self
+            .authorize(make(), scope)
+            .send()
+            .await
+            .map_err(|e| self.transport(what, e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        self.answer(&response, scope).await?;
+        self.authorize(make(), scope)
+            .send()
+            .await
+            .map_err(|e| self.transport(what, e))
+    }
+
+    /// Sends a request whose body is a stream (cannot be repeated): the
+    /// token must already be cached; a 401 forgets it and fails retryably.
+    async fn send_stream(
+        &self,
+        scope: &str,
+        what: &str,
+        request: RequestBuilder,
+    ) -> Result<Response, ReplicationError> {
+        let response = self
+            .authorize(request, scope)
+            .send()
+            .await
+            .map_err(|e| self.transport(what, e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(scope);
+            return Err(self.retryable(format!("{what}: token expired during the transfer")));
+        }
+        Ok(response)
+    }
+
+    /// Turns an unexpected answer into an error: client errors are
+    /// permanent except 408/429, server errors retryable.
+    async fn failure(&self, what: &str, response: Response) -> ReplicationError {
+        let status = response.status();
+        let text = error_text(response).await;
+        let message = format!("{what}: {status}: {text}");
+        if status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS
+        {
+            self.permanent(message)
+        } else {
+            self.retryable(message)
+        }
+    }
+
+    /// Follows `Link: <...>; rel="next"` pages of a listing.
+    async fn paged<T: for<'de> Deserialize<'de>>(
+        &self,
+        scope: &str,
+        first: Url,
+        what: &str,
+    ) -> Result<Option<Vec<T>>, ReplicationError> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(url) = next.take() {
+            let response = self
+                .send(scope, what, || self.http.get(url.clone()))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !response.status().is_success() {
+                return Err(self.failure(what, response).await);
+            }
+            next = next_link(&response).and_then(|link| self.session_url(&link).ok());
+            let body = read_limited(response, 16 << 20)
+                .await
+                .map_err(|e| self.transport(what, e))?
+                .ok_or_else(|| self.permanent(format!("{what}: listing too large")))?;
+            out.push(
+                serde_json::from_slice(&body)
+                    .map_err(|e| self.permanent(format!("{what}: {e}")))?,
+            );
+        }
+        Ok(Some(out))
+    }
+
+    /// `HEAD` or `GET` of a manifest; `None` when the registry has none.
+    async fn manifest_response(
+        &self,
+        method: reqwest::Method,
+        repo: &RepositoryName,
+        reference: &str,
+    ) -> Result<Option<Response>, ReplicationError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let what = format!("manifest {repo}:{reference}");
+        let response = self
+            .send(&pull_scope(repo), &what, || {
+                self.http
+                    .request(method.clone(), url.clone())
+                    .header(header::ACCEPT, manifest_accept())
+            })
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(self.failure(&what, response).await);
+        }
+        Ok(Some(response))
+    }
+
+    async fn head_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &str,
+    ) -> Result<Option<TagState>, ReplicationError> {
+        let what = format!("manifest {repo}:{reference}");
+        let Some(response) = self
+            .manifest_response(reqwest::Method::HEAD, repo, reference)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let digest = header_str(&response, "docker-content-digest")
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| self.permanent(format!("{what}: no Docker-Content-Digest")))?;
+        let origin =
+            header_str(&response, ORIGIN_HEADER).and_then(|o| Origin::parse_header(&o).ok());
+        Ok(Some(TagState { digest, origin }))
+    }
+}
+
+/// Marks a cached "token" that means: send Basic credentials.
+const BASIC: &str = "\u{0}basic";
+
+fn pull_scope(repo: &RepositoryName) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &RepositoryName) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+fn header_str(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)?
+        .to_str()
+        .ok()
+        .map(str::to_string)
+}
+
+/// The target of `Link: <url>; rel="next"`.
+fn next_link(response: &Response) -> Option<String> {
+    let link = header_str(response, "link")?;
+    let (target, params) = link.split_once(';')?;
+    params.contains("rel=\"next\"").then(|| {
+        target
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    })
+}
+
+async fn read_limited(
+    mut response: Response,
+    limit: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// `CODE: message` of an OCI error body, else the status text.
+async fn error_text(response: Response) -> String {
+    let status = response.status();
+    let body = read_limited(response, 64 << 10).await.ok().flatten();
+    body.as_deref()
+        .and_then(|b| {
+            let value: serde_json::Value = serde_json::from_slice(b).ok()?;
+            let error = value.get("errors")?.get(0)?;
+            Some(format!(
+                "{}: {}",
+                error.get("code")?.as_str().unwrap_or(""),
+                error.get("message").and_then(|m| m.as_str()).unwrap_or("")
+            ))
+        })
+        .unwrap_or_else(|| status.to_string())
+}
+
+#[async_trait]
+impl RegistryAccess for RemoteRegistry {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn instance(&self) -> Result<Option<String>, ReplicationError> {
+        if self.kind != EndpointKind::Wharf {
+            return Ok(None);
+        }
+        let url = self.url("/v2/");
+        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
+        if !response.status().is_success() {
+            return Err(self.failure("ping", response).await);
+        }
+        Ok(header_str(&response, INSTANCE_HEADER))
+    }
+
+    async fn repositories(&self) -> Result<Vec<RepositoryName>, ReplicationError> {
+        let mut url = self.url("/v2/_catalog");
+        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
+        let pages: Vec<Catalog> = self
+            .paged("registry:catalog:*", url, "catalog")
+            .await?
+            .unwrap_or_default();
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.repositories)
+            .filter_map(|r| r.parse().ok())
+            .collect())
+    }
+
+    async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError> {
+        let mut url = self.url(&format!("/v2/{repo}/tags/list"));
+        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
+        let pages: Vec<TagList> = self
+            .paged(&pull_scope(repo), url, &format!("tags of {repo}"))
+            .await?
+            .unwrap_or_default();
+        let tags: Vec<Tag> = pages
+            .into_iter()
+            .flat_map(|p| p.tags.unwrap_or_default())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // One HEAD per tag, a few at a time.
+        let states: Vec<_> = futures_util::stream::iter(tags)
+            .map(|tag| async move {
+                let state = self.head_manifest(repo, tag.as_str()).await?;
+                Ok::<_, ReplicationError>(state.map(|s| (tag, s)))
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(states.into_iter().flatten().collect())
+    }
+
+    async fn tag(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<TagState>, ReplicationError> {
+        self.head_manifest(repo, tag.as_str()).await
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &str,
+    ) -> Result<Option<Manifest>, ReplicationError> {
+        let what = format!("manifest {repo}:{reference}");
+        let Some(response) = self
+            .manifest_response(reqwest::Method::GET, repo, reference)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let media_type = header_str(&response, "content-type")
+            .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        // The digest asked for, else the one the registry claims; never trusted unchecked.
+        let claimed = reference
+            .parse::<Digest>()
+            .ok()
+            .or_else(|| header_str(&response, "docker-content-digest")?.parse().ok());
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| self.transport(&what, e))?
+            .ok_or_else(|| {
+                self.permanent(format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes"))
+            })?;
+        let digest = match claimed {
+            Some(claimed) if Digest::of(claimed.algorithm(), &bytes) != claimed => {
+                return Err(self.permanent(format!("{what}: content does not match {claimed}")));
+            }
+            Some(claimed) => claimed,
+            None => Digest::of(DigestAlgorithm::Sha256, &bytes),
+        };
+        Ok(Some(Manifest {
+            digest,
+            media_type,
+            bytes,
+        }))
+    }
+
+    async fn has_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, ReplicationError> {
+        Ok(self.head_manifest(repo, digest.as_str()).await?.is_some())
+    }
+
+    async fn blob_size(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, ReplicationError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let what = format!("blob {digest} in {repo}");
+        let response = self
+            .send(&pull_scope(repo), &what, || self.http.head(url.clone()))
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(response.content_length()),
+            _ => Err(self.failure(&what, response).await),
+        }
+    }
+
+    async fn read_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<ByteStream, ReplicationError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let what = format!("blob {digest} in {repo}");
+        let response = self
+            .send(&pull_scope(repo), &what, || {
+                let request = self.http.get(url.clone());
+                if offset > 0 {
+                    request.header(header::RANGE, format!("bytes={offset}-"))
+                } else {
+                    request
+                }
+            })
+            .await?;
+        let expected = if offset > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if response.status() != expected {
+            return Err(self.failure(&what, response).await);
+        }
+        let name = self.name.clone();
+        Ok(response
+            .bytes_stream()
+            .map_err(move |e| ReplicationError::Remote {
+                endpoint: name.clone(),
+                message: format!("reading {what}: {e}"),
+                permanent: false,
+            })
+            .boxed())
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, ReplicationError> {
+        let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.as_str());
+        let scope = format!("{} repository:{from}:pull", push_scope(repo));
+        let what = format!("mount of {digest} into {repo}");
+        let response = self
+            .send(&scope, &what, || self.http.post(url.clone()))
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // Not mounted: the registry opened a session we do not need.
+                if let Some(location) = header_str(&response, "location")
+                    && let Ok(session) = self.session_url(&location)
+                {
+                    let _ = self
+                        .send(&push_scope(repo), &what, || {
+                            self.http.delete(session.clone())
+                        })
+                        .await;
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn start_upload(&self, repo: &RepositoryName) -> Result<String, ReplicationError> {
+        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
+        let what = format!("upload to {repo}");
+        let response = self
+            .send(&push_scope(repo), &what, || self.http.post(url.clone()))
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(self.failure(&what, response).await);
+        }
+        header_str(&response, "location")
+            .ok_or_else(|| self.permanent(format!("{what}: no Location")))
+    }
+
+    async fn upload_offset(
+        &self,
+        repo: &RepositoryName,
+        session: &str,
+    ) -> Result<Option<u64>, ReplicationError> {
+        let url = self.session_url(session)?;
+        let what = format!("upload status in {repo}");
+        let response = self
+            .send(&push_scope(repo), &what, || self.http.get(url.clone()))
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(Some(range_end(&response).unwrap_or(0))),
+            _ => Err(self.failure(&what, response).await),
+        }
+    }
+
+    async fn append_upload(
+        &self,
+        repo: &RepositoryName,
+        session: &str,
+        offset: u64,
+        len: u64,
+        body: ByteStream,
+    ) -> Result<String, ReplicationError> {
+        let url = self.session_url(session)?;
+        let what = format!("upload of {len} bytes at {offset} to {repo}");
+        let request = self
+            .http
+            .patch(url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, len)
+            .header(
+                header::CONTENT_RANGE,
+                format!("{offset}-{}", offset + len - 1),
+            )
+            .body(reqwest::Body::wrap_stream(body));
+        let response = self.send_stream(&push_scope(repo), &what, request).await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(self.failure(&what, response).await);
+        }
+        header_str(&response, "location")
+            .ok_or_else(|| self.permanent(format!("{what}: no Location")))
+    }
+
+    async fn finish_upload(
+        &self,
+        repo: &RepositoryName,
+        session: &str,
+        digest: &Digest,
+    ) -> Result<(), ReplicationError> {
+        let mut url = self.session_url(session)?;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let what = format!("blob {digest} in {repo}");
+        let response = self
+            .send(&push_scope(repo), &what, || {
+                self.http.put(url.clone()).header(header::CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(self.failure(&what, response).await);
+        }
+        Ok(())
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &str,
+        manifest: &Manifest,
+        origin: Option<&Origin>,
+    ) -> Result<TagWrite, ReplicationError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let what = format!("manifest {repo}:{reference}");
+        let response = self
+            .send(&push_scope(repo), &what, || {
+                let request = self
+                    .http
+                    .put(url.clone())
+                    .header(header::CONTENT_TYPE, &manifest.media_type)
+                    .body(manifest.bytes.clone());
+                match origin {
+                    Some(origin) if self.kind == EndpointKind::Wharf => {
+                        request.header(ORIGIN_HEADER, origin.to_header())
+                    }
+                    _ => request,
+                }
+            })
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(self.failure(&what, response).await);
+        }
+        Ok(match header_str(&response, TAG_OUTCOME_HEADER).as_deref() {
+            Some("kept") => TagWrite::Kept(format!(
+                "{} kept its own newer artifact under {repo}:{reference}",
+                self.name
+            )),
+            _ => TagWrite::Moved,
+        })
+    }
+
+    async fn delete(
+        &self,
+        repo: &RepositoryName,
+        reference: &str,
+        origin: Option<&Origin>,
+    ) -> Result<TagDelete, ReplicationError> {
+        let tag = reference;
+        // The distribution registry deletes manifests by digest only (and
+        // with them every tag pointing there); Wharf deletes single tags.
+        let is_digest = reference.parse::<Digest>().is_ok();
+        let reference = match self.kind {
+            EndpointKind::Registry if !is_digest => {
+                match self.head_manifest(repo, reference).await? {
+                    Some(state) => state.digest.to_string(),
+                    None => return Ok(TagDelete::Absent),
+                }
+            }
+            _ => reference.to_string(),
+        };
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        let what = format!("delete of {repo}:{tag}");
+        let scope = format!("repository:{repo}:delete");
+        let response = self
+            .send(&scope, &what, || {
+                let request = self.http.delete(url.clone());
+                match origin {
+                    Some(origin) if self.kind == EndpointKind::Wharf => {
+                        request.header(ORIGIN_HEADER, origin.to_header())
+                    }
+                    _ => request,
+                }
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(TagDelete::Absent),
+            StatusCode::ACCEPTED | StatusCode::OK => {
+                Ok(match header_str(&response, TAG_OUTCOME_HEADER).as_deref() {
+                    Some("kept") => {
+                        TagDelete::Kept(format!("{} kept its newer {repo}:{tag}", self.name))
+                    }
+                    _ => TagDelete::Deleted,
+                })
+            }
+            _ => Err(self.failure(&what, response).await),
+        }
+    }
+}
+
+/// The number of bytes a session holds, from `Range: 0-<last>`.
+fn range_end(response: &Response) -> Option<u64> {
+    let range = header_str(response, "range")?;
+    let (_, last) = range.trim().trim_start_matches("bytes=").split_once('-')?;
+    last.parse::<u64>().ok().map(|last| last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_http_with_a_host() {
+        let ok = RemoteRegistry::new(
+            "b",
+            EndpointKind::Wharf,
+            "http://10.0.0.2:7700",
+            None,
+            RemoteOptions::default(),
+        );
+        assert!(ok.is_ok());
+        for bad in ["ftp://x", "10.0.0.2:7700", "http://", "file:///etc"] {
+            assert!(
+                RemoteRegistry::new(
+                    "b",
+                    EndpointKind::Wharf,
+                    bad,
+                    None,
+                    RemoteOptions::default()
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn upload_locations_stay_on_the_registry() {
+        let remote = RemoteRegistry::new(
+            "b",
+            EndpointKind::Registry,
+            "http://10.0.0.2:5000",
+            None,
+            RemoteOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            remote
+                .session_url("/v2/a/blobs/uploads/123?_state=x")
+                .is_ok()
+        );
+        assert!(
+            remote
+                .session_url("http://10.0.0.2:5000/v2/a/blobs/uploads/1")
+                .is_ok()
+        );
+        assert!(
+            remote
+                .session_url("http://evil.example/v2/a/blobs/uploads/1")
+                .is_err()
+        );
+        assert!(remote.session_url("//evil.example/x").is_err());
+    }
+}

@@ -1,0 +1,750 @@
+//! The replication service: endpoint and policy definitions, job creation
+//! and queries. [`crate::executor`] runs the jobs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use wharf_image::RegistryCredentials;
+use wharf_oci::{RepositoryName, Tag};
+use wharf_registry::Registry;
+use wharf_registry::http::{EventSink, RegistryEvent};
+use wharf_store::{Store, StoreExt, Txn};
+
+use crate::ReplicationError;
+use crate::access::{RegistryAccess, TagState};
+use crate::glob::Glob;
+use crate::keys::{self, now_millis};
+use crate::limit::RateLimit;
+use crate::local::LocalRegistry;
+use crate::model::{
+    Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, Policy, Progress,
+    State, Task, TaskKind, TriggerKind, check_name,
+};
+use crate::remote::{RemoteOptions, RemoteRegistry};
+use crate::secret::SecretBox;
+
+/// Timings and sizes of replication.
+#[derive(Clone, Debug)]
+pub struct ReplicationOptions {
+    /// How often every policy is compared with its destination and the
+    /// differences copied (repairs what events missed).
+    pub reconcile_interval: Duration,
+    /// Tries per task before it fails.
+    pub max_attempts: u32,
+    /// First pause between tries; doubles up to `retry_cap`.
+    pub retry_base: Duration,
+    /// Longest pause between tries.
+    pub retry_cap: Duration,
+    /// Bytes per upload request of large blobs; a resumed copy repeats at
+    /// most one chunk.
+    pub chunk_size: u64,
+    /// Tasks running at once over all policies.
+    pub workers: usize,
+    /// HTTP timeouts towards endpoints.
+    pub remote: RemoteOptions,
+    /// Finished jobs are kept this long.
+    pub job_retention: Duration,
+}
+
+impl Default for ReplicationOptions {
+    fn default() -> Self {
+        ReplicationOptions {
+            reconcile_interval: Duration::from_secs(300),
+            max_attempts: 6,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+            chunk_size: 64 << 20,
+            workers: 16,
+            remote: RemoteOptions::default(),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A job with its counts, as listings show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummary {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Its tasks by state.
+    pub progress: Progress,
+}
+
+/// Something to create a task for.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskSpec {
+    pub kind: TaskKind,
+    pub repository: RepositoryName,
+    pub reference: String,
+    pub destination: RepositoryName,
+    pub origin: Option<String>,
+}
+
+/// Bytes sent and bytes planned of a running task.
+pub(crate) type LiveProgress = (Arc<AtomicU64>, Arc<AtomicU64>);
+
+/// Called with a sentence for each replication conflict.
+pub(crate) type ConflictHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A connected endpoint: the client and, for Wharf peers, its instance id
+/// once learned.
+pub(crate) struct Connection {
+    pub endpoint: Endpoint,
+    pub client: Arc<RemoteRegistry>,
+    pub instance: tokio::sync::OnceCell<Option<String>>,
+}
+
+/// Replication between this registry and others. Cheap to clone.
+#[derive(Clone)]
+pub struct Replication {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub local: Arc<LocalRegistry>,
+    pub secrets: SecretBox,
+    pub options: ReplicationOptions,
+    pub events: mpsc::Sender<RegistryEvent>,
+    pub event_queue: tokio::sync::Mutex<mpsc::Receiver<RegistryEvent>>,
+    /// Wakes the executor: a job was created or cancelled.
+    pub wake: Notify,
+    /// Jobs this process is running, and how to stop them.
+    pub running: Mutex<HashMap<String, CancellationToken>>,
+    /// Bytes sent and planned per running task, for live progress.
+    pub live: Mutex<HashMap<(String, u32), LiveProgress>>,
+    pub limits: Mutex<HashMap<String, Arc<RateLimit>>>,
+    pub slots: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    pub connections: Mutex<HashMap<String, Arc<Connection>>>,
+    /// Destination repositories written lately per endpoint: where a blob
+    /// may already be, to mount instead of upload.
+    pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
+    pub workers: Arc<Semaphore>,
+    pub sequence: AtomicU64,
+    pub on_conflict: Option<ConflictHook>,
+}
+
+/// Registry events go to the replication queue; never blocks.
+struct EventQueue(mpsc::Sender<RegistryEvent>);
+
+impl EventSink for EventQueue {
+    fn record(&self, event: RegistryEvent) {
+        if matches!(event.kind, wharf_registry::http::EventKind::Pull) {
+            return;
+        }
+        if self.0.try_send(event).is_err() {
+            // The reconcile pass repairs what a full queue dropped.
+            tracing::warn!("replication event queue full; the next reconcile pass catches up");
+        }
+    }
+}
+
+fn not_found(kind: &'static str, name: &str) -> ReplicationError {
+    ReplicationError::NotFound {
+        kind,
+        name: name.to_string(),
+    }
+}
+
+impl Replication {
+    /// Replication for the registry `registry`, keeping its state in `store`
+    /// and endpoint secrets sealed with `secrets`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        secrets: SecretBox,
+        options: ReplicationOptions,
+    ) -> Replication {
+        let (events, queue) = mpsc::channel(16 * 1024);
+        Replication {
+            inner: Arc::new(Inner {
+                store,
+                local: Arc::new(LocalRegistry::new(registry.clone())),
+                registry,
+                secrets,
+                workers: Arc::new(Semaphore::new(options.workers.max(1))),
+                options,
+                events,
+                event_queue: tokio::sync::Mutex::new(queue),
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                limits: Mutex::new(HashMap::new()),
+                slots: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
+                recent: Mutex::new(HashMap::new()),
+                sequence: AtomicU64::new(0),
+                on_conflict: None,
+            }),
+        }
+    }
+
+    /// Calls `hook` with a sentence for every conflict a copy meets (the
+    /// server records them in the audit log). Set before sharing.
+    pub fn with_conflict_hook(mut self, hook: ConflictHook) -> Replication {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.on_conflict = Some(hook);
+        }
+        self
+    }
+
+    /// The sink to give the registry's HTTP layer: pushes and deletes
+    /// become event-triggered jobs.
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        Arc::new(EventQueue(self.inner.events.clone()))
+    }
+
+    /// This registry's instance id.
+    pub fn instance(&self) -> &str {
+        &self.inner.registry.config().instance
+    }
+
+    // ---- endpoints ----
+
+    /// Adds an endpoint; its password is sealed before it is stored.
+    pub async fn add_endpoint(&self, spec: EndpointSpec) -> Result<Endpoint, ReplicationError> {
+        check_name("endpoint", &spec.name)?;
+        let url = spec.url.trim_end_matches('/').to_string();
+        // Validates the URL the same way copies will use it.
+        RemoteRegistry::new(&spec.name, spec.kind, &url, None, self.inner.options.remote)?;
+        if spec.password.is_some() && spec.username.is_none() {
+            return Err(ReplicationError::Invalid(format!(
+                "endpoint {}: a password needs a username",
+                spec.name
+            )));
+        }
+        let endpoint = Endpoint {
+            sealed_password: spec
+                .password
+                .as_deref()
+                .map(|p| self.inner.secrets.seal(&spec.name, p)),
+            name: spec.name,
+            url,
+            kind: spec.kind,
+            username: spec.username,
+            created_at: now_millis(),
+        };
+        let key = keys::endpoint(&endpoint.name);
+        if self
+            .inner
+            .store
+            .create(&key, keys::encode(&endpoint))
+            .await?
+            .is_none()
+        {
+            return Err(ReplicationError::Conflict(format!(
+                "endpoint {} exists",
+                endpoint.name
+            )));
+        }
+        Ok(endpoint.redacted())
+    }
+
+    /// Every endpoint, secrets redacted.
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>, ReplicationError> {
+        let items = self.inner.store.list_all(keys::ENDPOINTS, 500).await?;
+        items
+            .iter()
+            .map(|kv| keys::decode::<Endpoint>(&kv.key, &kv.value).map(|e| e.redacted()))
+            .collect()
+    }
+
+    pub(crate) async fn endpoint(&self, name: &str) -> Result<Endpoint, ReplicationError> {
+        Ok(self
+            .record(&keys::endpoint(name), "endpoint", name)
+            .await?
+            .1)
+    }
+
+    /// A stored record and its key-value, or `NotFound` naming `kind` and `name`.
+    pub(crate) async fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(wharf_store::KeyValue, T), ReplicationError> {
+        let kv = self
+            .inner
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| not_found(kind, name))?;
+        let value = keys::decode(key, &kv.value)?;
+        Ok((kv, value))
+    }
+
+    /// Deletes an endpoint no policy uses.
+    pub async fn delete_endpoint(&self, name: &str) -> Result<(), ReplicationError> {
+        check_name("endpoint", name)?;
+        if let Some(policy) = self.policies().await?.iter().find(|p| p.endpoint == name) {
+            return Err(ReplicationError::Conflict(format!(
+                "endpoint {name} is used by policy {}",
+                policy.name
+            )));
+        }
+        let key = keys::endpoint(name);
+        let (kv, _) = self.record::<Endpoint>(&key, "endpoint", name).await?;
+        self.inner.store.delete_if(&key, kv.mod_revision).await?;
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Ok(())
+    }
+
+    /// Checks that an endpoint answers and accepts its credentials;
+    /// returns its Wharf instance id, if it is a Wharf.
+    pub async fn check_endpoint(&self, name: &str) -> Result<Option<String>, ReplicationError> {
+        let connection = self.connect(name).await?;
+        connection.client.instance().await
+    }
+
+    /// The client for an endpoint, built once per definition.
+    pub(crate) async fn connect(&self, name: &str) -> Result<Arc<Connection>, ReplicationError> {
+        let endpoint = self.endpoint(name).await?;
+        {
+            let connections = self
+                .inner
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = connections.get(name)
+                && c.endpoint == endpoint
+            {
+                return Ok(c.clone());
+            }
+        }
+        let credentials = match (&endpoint.username, &endpoint.sealed_password) {
+            (Some(user), Some(sealed)) => Some(RegistryCredentials::new(
+                user.clone(),
+                self.inner.secrets.open(&endpoint.name, sealed)?,
+            )),
+            _ => None,
+        };
+        let client = Arc::new(RemoteRegistry::new(
+            &endpoint.name,
+            endpoint.kind,
+            &endpoint.url,
+            credentials,
+            self.inner.options.remote,
+        )?);
+        let connection = Arc::new(Connection {
+            endpoint,
+            client,
+            instance: tokio::sync::OnceCell::new(),
+        });
+        self.inner
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    /// The endpoint's instance id, asked once per connection.
+    pub(crate) async fn instance_of(
+        &self,
+        connection: &Connection,
+    ) -> Result<Option<String>, ReplicationError> {
+        if connection.endpoint.kind != EndpointKind::Wharf {
+            return Ok(None);
+        }
+        connection
+            .instance
+            .get_or_try_init(|| connection.client.instance())
+            .await
+            .cloned()
+    }
+
+    // ---- policies ----
+
+    /// Creates a policy, or replaces the one of the same name if `replace`.
+    pub async fn put_policy(
+        &self,
+        policy: Policy,
+        replace: bool,
+    ) -> Result<Policy, ReplicationError> {
+        policy.validate()?;
+        self.endpoint(&policy.endpoint).await?;
+        let key = keys::policy(&policy.name);
+        let stored = if replace {
+            Some(self.inner.store.put(&key, keys::encode(&policy)).await?)
+        } else {
+            self.inner.store.create(&key, keys::encode(&policy)).await?
+        };
+        if stored.is_none() {
+            return Err(ReplicationError::Conflict(format!(
+                "policy {} exists",
+                policy.name
+            )));
+        }
+        // A changed limit or concurrency takes effect for the next task.
+        self.inner
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&policy.name);
+        Ok(policy)
+    }
+
+    /// Every policy.
+    pub async fn policies(&self) -> Result<Vec<Policy>, ReplicationError> {
+        let items = self.inner.store.list_all(keys::POLICIES, 500).await?;
+        items
+            .iter()
+            .map(|kv| keys::decode(&kv.key, &kv.value))
+            .collect()
+    }
+
+    /// One policy.
+    pub async fn policy(&self, name: &str) -> Result<Policy, ReplicationError> {
+        check_name("policy", name)?;
+        Ok(self.record(&keys::policy(name), "policy", name).await?.1)
+    }
+
+    /// Deletes a policy; its unfinished jobs are cancelled.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ReplicationError> {
+        self.policy(name).await?;
+        for summary in self.jobs(Some(name), usize::MAX).await? {
+            if !summary.job.state.is_final() {
+                self.cancel_job(&summary.job.id).await?;
+            }
+        }
+        self.inner.store.delete(&keys::policy(name)).await?;
+        Ok(())
+    }
+
+    /// The policy's shared pacer, if it has a limit.
+    pub(crate) fn limit_of(&self, policy: &Policy) -> Option<Arc<RateLimit>> {
+        let rate = policy.bandwidth_limit?;
+        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = limits
+            .entry(policy.name.clone())
+            .or_insert_with(|| Arc::new(RateLimit::new(rate)));
+        if limit.rate() != rate {
+            *limit = Arc::new(RateLimit::new(rate));
+        }
+        Some(limit.clone())
+    }
+
+    /// The policy's concurrency slots.
+    pub(crate) fn slots_of(&self, policy: &Policy) -> Arc<Semaphore> {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = slots.entry(policy.name.clone()).or_insert_with(|| {
+            (
+                policy.concurrency,
+                Arc::new(Semaphore::new(policy.concurrency as usize)),
+            )
+        });
+        if entry.0 != policy.concurrency {
+            *entry = (
+                policy.concurrency,
+                Arc::new(Semaphore::new(policy.concurrency as usize)),
+            );
+        }
+        entry.1.clone()
+    }
+
+    /// The two sides of a policy's copies: (source, destination).
+    pub(crate) fn sides(
+        &self,
+        policy: &Policy,
+        connection: &Connection,
+    ) -> (Arc<dyn RegistryAccess>, Arc<dyn RegistryAccess>) {
+        let local: Arc<dyn RegistryAccess> = self.inner.local.clone();
+        let remote: Arc<dyn RegistryAccess> = connection.client.clone();
+        match policy.direction {
+            Direction::Push => (local, remote),
+            Direction::Pull => (remote, local),
+        }
+    }
+
+    // ---- jobs ----
+
+    /// Runs a policy now over everything its filters match.
+    pub async fn run_policy(&self, name: &str) -> Result<Job, ReplicationError> {
+        let policy = self.policy(name).await?;
+        if !policy.enabled {
+            return Err(ReplicationError::Conflict(format!(
+                "policy {name} is disabled"
+            )));
+        }
+        self.plan_and_create(&policy, TriggerKind::Manual)
+            .await?
+            .ok_or_else(|| ReplicationError::Internal("a manual run always creates a job".into()))
+    }
+
+    /// Plans a run (everything for manual and cron runs, only differences
+    /// for reconcile passes) and creates its job; `None` when a reconcile
+    /// pass finds nothing to do.
+    pub(crate) async fn plan_and_create(
+        &self,
+        policy: &Policy,
+        trigger: TriggerKind,
+    ) -> Result<Option<Job>, ReplicationError> {
+        let connection = self.connect(&policy.endpoint).await?;
+        let (source, destination) = self.sides(policy, &connection);
+        let destination_instance = match policy.direction {
+            Direction::Push => self.instance_of(&connection).await?,
+            Direction::Pull => Some(self.instance().to_string()),
+        };
+        let only_differences = trigger == TriggerKind::Reconcile;
+        let mut specs = Vec::new();
+        for repo in source.repositories().await? {
+            if !repository_matches(&policy.filters, &repo) {
+                continue;
+            }
+            let destination_repo = policy.destination_of(&repo);
+            let existing: HashMap<String, TagState> = if only_differences {
+                destination
+                    .tags(&destination_repo)
+                    .await?
+                    .into_iter()
+                    .map(|(t, s)| (t.to_string(), s))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            for (tag, state) in source.tags(&repo).await? {
+                if !tag_matches(&policy.filters, &tag) {
+                    continue;
+                }
+                if only_differences
+                    && !differs(
+                        &state,
+                        existing.get(tag.as_str()),
+                        destination_instance.as_deref(),
+                    )
+                {
+                    continue;
+                }
+                if let Some(label) = &policy.filters.label
+                    && !crate::labels::has_label(source.as_ref(), &repo, &state.digest, label)
+                        .await?
+                {
+                    continue;
+                }
+                specs.push(TaskSpec {
+                    kind: TaskKind::Copy,
+                    repository: repo.clone(),
+                    reference: tag.to_string(),
+                    destination: destination_repo.clone(),
+                    origin: state.origin.as_ref().map(|o| o.to_header()),
+                });
+            }
+        }
+        if specs.is_empty() && only_differences {
+            return Ok(None);
+        }
+        Ok(Some(self.create_job(policy, trigger, specs).await?))
+    }
+
+    /// Writes a job and its tasks, then marks it active for the executor.
+    pub(crate) async fn create_job(
+        &self,
+        policy: &Policy,
+        trigger: TriggerKind,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Job, ReplicationError> {
+        let now = now_millis();
+        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        let id = format!("{now:013}-{sequence:06}-{:04x}", rand::random::<u16>());
+        let job = Job {
+            id: id.clone(),
+            policy: policy.name.clone(),
+            trigger,
+            state: if specs.is_empty() {
+                State::Succeeded
+            } else {
+                State::Pending
+            },
+            created_at: now,
+            finished_at: specs.is_empty().then_some(now),
+            tasks: specs.len() as u32,
+            error: None,
+            cancel_requested: false,
+        };
+        // etcd refuses transactions over 128 operations: tasks go in batches.
+        let tasks: Vec<(String, Vec<u8>)> = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let task = Task {
+                    job: id.clone(),
+                    index: index as u32,
+                    kind: spec.kind,
+                    repository: spec.repository.to_string(),
+                    reference: spec.reference,
+                    destination: spec.destination.to_string(),
+                    origin: spec.origin,
+                    state: State::Pending,
+                    attempts: 0,
+                    bytes_total: 0,
+                    bytes_done: 0,
+                    digest: None,
+                    message: None,
+                    resume: None,
+                    updated_at: now,
+                };
+                (keys::task(&id, index as u32), keys::encode(&task))
+            })
+            .collect();
+        let mut batches = tasks.chunks(100).peekable();
+        let mut first = Txn::new().put(keys::job(&id), keys::encode(&job));
+        if !job.state.is_final() && batches.peek().is_none_or(|b| b.len() < 100) {
+            // Small jobs (every event-triggered one) commit in one transaction.
+            for (key, value) in batches.next().unwrap_or_default() {
+                first = first.put(key.clone(), value.clone());
+            }
+            first = first.put(keys::active(&id), Vec::new());
+            self.inner.store.txn(first).await?;
+        } else {
+            for batch in batches {
+                let mut txn = Txn::new();
+                for (key, value) in batch {
+                    txn = txn.put(key.clone(), value.clone());
+                }
+                self.inner.store.txn(txn).await?;
+            }
+            if !job.state.is_final() {
+                first = first.put(keys::active(&id), Vec::new());
+            }
+            self.inner.store.txn(first).await?;
+        }
+        self.inner.wake.notify_one();
+        Ok(job)
+    }
+
+    /// Jobs, newest first, optionally of one policy.
+    pub async fn jobs(
+        &self,
+        policy: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JobSummary>, ReplicationError> {
+        let items = self.inner.store.list_all(keys::JOBS, 500).await?;
+        let mut out = Vec::new();
+        for kv in items.iter().rev() {
+            let job: Job = keys::decode(&kv.key, &kv.value)?;
+            if policy.is_some_and(|p| p != job.policy) {
+                continue;
+            }
+            let tasks = self.tasks(&job.id).await?;
+            out.push(JobSummary {
+                progress: Progress::of(&tasks),
+                job,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A job with its tasks; running tasks show their live byte counts.
+    pub async fn job(&self, id: &str) -> Result<JobDetail, ReplicationError> {
+        let job = self.load_job(id).await?;
+        let task_list = self.tasks(id).await?;
+        Ok(JobDetail { job, task_list })
+    }
+
+    pub(crate) async fn load_job(&self, id: &str) -> Result<Job, ReplicationError> {
+        Ok(self.record(&keys::job(id), "job", id).await?.1)
+    }
+
+    pub(crate) async fn tasks(&self, id: &str) -> Result<Vec<Task>, ReplicationError> {
+        let items = self.inner.store.list_all(&keys::tasks_of(id), 500).await?;
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        items
+            .iter()
+            .map(|kv| {
+                let mut task: Task = keys::decode(&kv.key, &kv.value)?;
+                if let Some((sent, total)) = live.get(&(task.job.clone(), task.index)) {
+                    task.bytes_done = task.bytes_done.max(sent.load(Ordering::Relaxed));
+                    task.bytes_total = task.bytes_total.max(total.load(Ordering::Relaxed));
+                }
+                Ok(task)
+            })
+            .collect()
+    }
+
+    /// Stops a job: running copies end, pending tasks never start; the job
+    /// ends `cancelled` once they have.
+    pub async fn cancel_job(&self, id: &str) -> Result<Job, ReplicationError> {
+        let key = keys::job(id);
+        loop {
+            let (kv, mut job) = self.record::<Job>(&key, "job", id).await?;
+            if job.state.is_final() || job.cancel_requested {
+                return Ok(job);
+            }
+            job.cancel_requested = true;
+            if self
+                .inner
+                .store
+                .put_if(&key, keys::encode(&job), kv.mod_revision)
+                .await?
+                .is_some()
+            {
+                if let Some(token) = self
+                    .inner
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(id)
+                {
+                    token.cancel();
+                }
+                self.inner.wake.notify_one();
+                return Ok(job);
+            }
+        }
+    }
+}
+
+pub(crate) fn repository_matches(filters: &Filters, repo: &RepositoryName) -> bool {
+    if !filters.projects.is_empty() && !filters.projects.iter().any(|p| p == repo.project()) {
+        return false;
+    }
+    filters
+        .repository
+        .as_deref()
+        .is_none_or(|g| Glob::parse(g).is_ok_and(|g| g.matches(repo.as_str())))
+}
+
+pub(crate) fn tag_matches(filters: &Filters, tag: &Tag) -> bool {
+    filters
+        .tag
+        .as_deref()
+        .is_none_or(|g| Glob::parse(g).is_ok_and(|g| g.matches(tag.as_str())))
+}
+
+/// Whether a reconcile pass should copy a tag: the destination lacks it or
+/// holds another digest, unless the tag came from the destination or the
+/// destination's write wins the origin rule (then the copy would lose, and
+/// the destination's own reconcile brings its version here).
+pub(crate) fn differs(
+    source: &TagState,
+    destination: Option<&TagState>,
+    destination_instance: Option<&str>,
+) -> bool {
+    if let (Some(origin), Some(instance)) = (&source.origin, destination_instance)
+        && origin.instance == instance
+    {
+        return false;
+    }
+    match destination {
+        None => true,
+        Some(d) if d.digest == source.digest => false,
+        Some(d) => match (&source.origin, &d.origin) {
+            (Some(mine), Some(theirs)) => mine.wins_over(theirs),
+            _ => true,
+        },
+    }
+}

@@ -1,0 +1,639 @@
+//! Replication between real servers on loopback: each test starts several
+//! Wharf servers (one per "IDC"), configures endpoints and policies through
+//! the API, pushes over HTTP and watches the artifacts arrive.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use wharf_image::RegistryCredentials;
+use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
+use wharf_registry::Origin;
+use wharf_replication::{
+    EndpointKind, Manifest, RegistryAccess, RemoteOptions, RemoteRegistry, ReplicationOptions,
+    TagState,
+};
+use wharf_server::{Server, ServerConfig};
+
+const PASSWORD: &str = "admin-password-1";
+
+/// One running server and an admin session on it.
+struct Peer {
+    url: String,
+    instance: String,
+    http: reqwest::Client,
+    token: String,
+    registry: RemoteRegistry,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    async fn start(instance: &str) -> Peer {
+        Peer::start_with(instance, |_| {}).await
+    }
+
+    async fn start_with(instance: &str, adjust: impl FnOnce(&mut ReplicationOptions)) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        config.admin_password = Some(PASSWORD.into());
+        config.gc_interval = None;
+        config.instance = Some(instance.into());
+        config.replication = ReplicationOptions {
+            reconcile_interval: Duration::from_secs(3600),
+            retry_base: Duration::from_millis(100),
+            max_attempts: 3,
+            ..ReplicationOptions::default()
+        };
+        adjust(&mut config.replication);
+        let server = Server::bind(config).await.unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{url}/api/v1/login"))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap().to_string();
+        let registry = RemoteRegistry::new(
+            instance,
+            EndpointKind::Wharf,
+            &url,
+            Some(RegistryCredentials::new("admin", PASSWORD)),
+            RemoteOptions::default(),
+        )
+        .unwrap();
+        let peer = Peer {
+            url,
+            instance: instance.into(),
+            http,
+            token,
+            registry,
+            _stop: stop,
+            _dir: dir,
+        };
+        peer.api(
+            "POST",
+            "/api/v1/projects",
+            json!({"name": "shop", "public": false}),
+        )
+        .await;
+        peer
+    }
+
+    /// An API call that must succeed; its JSON answer.
+    async fn api(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, value) = self.try_api(method, path, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    async fn try_api(&self, method: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Makes `other` an endpoint of this server.
+    async fn add_endpoint(&self, other: &Peer) {
+        self.api(
+            "POST",
+            "/api/v1/replication/endpoints",
+            json!({"name": other.instance, "url": other.url, "username": "admin", "password": PASSWORD}),
+        )
+        .await;
+    }
+
+    async fn add_policy(&self, name: &str, endpoint: &str, extra: Value) {
+        let mut policy = json!({"name": name, "endpoint": endpoint, "triggers": {"onEvent": true}});
+        if let (Some(policy), Some(extra)) = (policy.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                policy.insert(k.clone(), v.clone());
+            }
+        }
+        self.api("POST", "/api/v1/replication/policies", policy)
+            .await;
+    }
+
+    /// Pushes a one-layer image with `layer_size` bytes seeded by `seed`.
+    async fn push(&self, repo: &str, tag: &str, seed: u8, layer_size: usize) -> Digest {
+        push_image(&self.registry, repo, tag, seed, layer_size).await
+    }
+
+    async fn tag(&self, repo: &str, tag: &str) -> Option<TagState> {
+        let repo: RepositoryName = repo.parse().unwrap();
+        let tag: Tag = tag.parse().unwrap();
+        self.registry.tag(&repo, &tag).await.unwrap()
+    }
+
+    /// Waits until `repo:tag` points at `digest` (or is absent, for `None`).
+    async fn wait_for(&self, repo: &str, tag: &str, digest: Option<&Digest>) -> Option<TagState> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self.tag(repo, tag).await;
+            if state.as_ref().map(|s| &s.digest) == digest {
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {repo}:{tag} is {state:?}, expected {digest:?}; jobs: {}",
+                self.instance,
+                self.api("GET", "/api/v1/replication/jobs", Value::Null)
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn jobs(&self, policy: &str) -> Vec<Value> {
+        let jobs = self
+            .api(
+                "GET",
+                &format!("/api/v1/replication/jobs?policy={policy}"),
+                Value::Null,
+            )
+            .await;
+        jobs["items"].as_array().unwrap().clone()
+    }
+
+    /// Waits until no job is pending or running.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let jobs = self
+                .api("GET", "/api/v1/replication/jobs", Value::Null)
+                .await;
+            let busy = jobs["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| matches!(j["state"].as_str(), Some("pending" | "running")));
+            if !busy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: jobs still running: {jobs}",
+                self.instance
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn audit_actions(&self, action: &str) -> Vec<Value> {
+        let audit = self
+            .api(
+                "GET",
+                &format!("/api/v1/audit?action={action}"),
+                Value::Null,
+            )
+            .await;
+        audit.as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn stream_of(bytes: Bytes) -> wharf_replication::ByteStream {
+    futures_util::stream::once(async move { Ok(bytes) }).boxed()
+}
+
+async fn upload(registry: &dyn RegistryAccess, repo: &RepositoryName, content: Bytes) -> Digest {
+    let digest = Digest::of(DigestAlgorithm::Sha256, &content);
+    let session = registry.start_upload(repo).await.unwrap();
+    let len = content.len() as u64;
+    let session = registry
+        .append_upload(repo, &session, 0, len, stream_of(content))
+        .await
+        .unwrap();
+    registry
+        .finish_upload(repo, &session, &digest)
+        .await
+        .unwrap();
+    digest
+}
+
+/// Pushes a config and one layer of `layer_size` bytes, then the manifest.
+async fn push_image(
+    registry: &dyn RegistryAccess,
+    repo: &str,
+    tag: &str,
+    seed: u8,
+    layer_size: usize,
+) -> Digest {
+    let repo: RepositoryName = repo.parse().unwrap();
+    let layer: Vec<u8> = (0..layer_size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let layer = Bytes::from(layer);
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Labels":{{"seed":"{seed}"}}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+    ));
+    let layer_digest = upload(registry, &repo, layer.clone()).await;
+    let config_digest = upload(registry, &repo, config.clone()).await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    let manifest = Manifest {
+        digest: Digest::of(DigestAlgorithm::Sha256, &bytes),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        bytes,
+    };
+    registry
+        .put_manifest(&repo, tag, &manifest, None)
+        .await
+        .unwrap();
+    manifest.digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_feeds_two_slaves_and_deletions_follow_the_policy() {
+    let (master, b, c) = tokio::join!(
+        Peer::start("idc-a"),
+        Peer::start("idc-b"),
+        Peer::start("idc-c")
+    );
+    master.add_endpoint(&b).await;
+    master.add_endpoint(&c).await;
+    master
+        .add_policy("to-b", "idc-b", json!({"replicateDeletion": true}))
+        .await;
+    master
+        .add_policy("to-c", "idc-c", json!({"replicateDeletion": false}))
+        .await;
+
+    let digest = master.push("shop/web", "1.0", 1, 64 << 10).await;
+    let at_b = b.wait_for("shop/web", "1.0", Some(&digest)).await.unwrap();
+    let at_c = c.wait_for("shop/web", "1.0", Some(&digest)).await.unwrap();
+    // The slaves record where the artifact came from.
+    assert_eq!(at_b.origin.as_ref().unwrap().instance, "idc-a");
+    assert_eq!(at_c.origin.unwrap().instance, "idc-a");
+
+    let repo: RepositoryName = "shop/web".parse().unwrap();
+    master.registry.delete(&repo, "1.0", None).await.unwrap();
+    b.wait_for("shop/web", "1.0", None).await;
+    master.settle().await;
+    assert_eq!(
+        c.tag("shop/web", "1.0").await.unwrap().digest,
+        digest,
+        "to-c keeps deletions local"
+    );
+
+    let jobs = master.jobs("to-b").await;
+    assert_eq!(jobs.len(), 2, "one copy and one delete: {jobs:?}");
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "succeeded" && j["trigger"] == "event")
+    );
+    let detail = master
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/replication/jobs/{}",
+                jobs[1]["id"].as_str().unwrap()
+            ),
+            Value::Null,
+        )
+        .await;
+    let task = &detail["taskList"][0];
+    assert_eq!(task["kind"], "copy");
+    assert_eq!(task["state"], "succeeded");
+    assert!(task["bytesDone"].as_u64().unwrap() >= 64 << 10, "{task}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hierarchy_forwards_each_arrival_to_the_next_hop() {
+    let (main, sub, branch) = tokio::join!(
+        Peer::start("main"),
+        Peer::start("sub"),
+        Peer::start("branch")
+    );
+    main.add_endpoint(&sub).await;
+    sub.add_endpoint(&branch).await;
+    main.add_policy("to-sub", "sub", json!({})).await;
+    sub.add_policy("to-branch", "branch", json!({"destNamespace": "mirror"}))
+        .await;
+    branch
+        .api("POST", "/api/v1/projects", json!({"name": "mirror"}))
+        .await;
+
+    let digest = main.push("shop/api", "v1", 7, 4096).await;
+    let arrived = branch
+        .wait_for("mirror/api", "v1", Some(&digest))
+        .await
+        .unwrap();
+    assert_eq!(arrived.origin.unwrap().instance, "main");
+    assert!(
+        branch.tag("shop/api", "v1").await.is_none(),
+        "the namespace was mapped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dual_master_converges_without_loops_and_resolves_conflicts() {
+    let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
+    a.add_endpoint(&b).await;
+    b.add_endpoint(&a).await;
+    a.add_policy("to-b", "idc-b", json!({"replicateDeletion": true}))
+        .await;
+    b.add_policy("to-a", "idc-a", json!({"replicateDeletion": true}))
+        .await;
+
+    let from_a = a.push("shop/x", "1", 1, 1000).await;
+    let from_b = b.push("shop/y", "1", 2, 1000).await;
+    b.wait_for("shop/x", "1", Some(&from_a)).await;
+    a.wait_for("shop/y", "1", Some(&from_b)).await;
+    a.settle().await;
+    b.settle().await;
+    // Each artifact crossed once: no job sends it back where it came from.
+    assert_eq!(a.jobs("to-b").await.len(), 1);
+    assert_eq!(b.jobs("to-a").await.len(), 1);
+
+    // A partition: both sides write the same tag; the later write wins on both.
+    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
+        let mut p = peer
+            .api(
+                "GET",
+                &format!("/api/v1/replication/policies/{policy}"),
+                Value::Null,
+            )
+            .await;
+        p["enabled"] = json!(false);
+        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
+            .await;
+    }
+    let older = a.push("shop/z", "1", 3, 1000).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newer = b.push("shop/z", "1", 4, 1000).await;
+    assert_ne!(older, newer);
+    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
+        let mut p = peer
+            .api(
+                "GET",
+                &format!("/api/v1/replication/policies/{policy}"),
+                Value::Null,
+            )
+            .await;
+        p["enabled"] = json!(true);
+        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
+            .await;
+    }
+    let from_a_pass = a
+        .api("POST", "/api/v1/replication/reconcile", Value::Null)
+        .await;
+    let from_b_pass = b
+        .api("POST", "/api/v1/replication/reconcile", Value::Null)
+        .await;
+    assert_eq!(
+        from_a_pass["items"].as_array().unwrap().len(),
+        0,
+        "a's older write is not sent"
+    );
+    assert_eq!(
+        from_b_pass["items"].as_array().unwrap().len(),
+        1,
+        "b's newer write is sent"
+    );
+    let at_a = a.wait_for("shop/z", "1", Some(&newer)).await.unwrap();
+    assert_eq!(at_a.origin.unwrap().instance, "idc-b");
+    assert_eq!(b.tag("shop/z", "1").await.unwrap().digest, newer);
+    // The overwritten side records the decision.
+    let conflicts = a.audit_actions("artifact.conflict").await;
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    // A second pass finds nothing to do on either side.
+    a.settle().await;
+    b.settle().await;
+    for peer in [&a, &b] {
+        let pass = peer
+            .api("POST", "/api/v1/replication/reconcile", Value::Null)
+            .await;
+        assert_eq!(
+            pass["items"].as_array().unwrap().len(),
+            0,
+            "{}: {pass}",
+            peer.instance
+        );
+    }
+    // A deletion replicates and does not come back.
+    let repo: RepositoryName = "shop/x".parse().unwrap();
+    a.registry.delete(&repo, "1", None).await.unwrap();
+    b.wait_for("shop/x", "1", None).await;
+    b.settle().await;
+    assert!(b.jobs("to-a").await.iter().all(|j| j["policy"] == "to-a"));
+    assert_eq!(a.tag("shop/x", "1").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_write_older_than_the_destination_tag_is_kept_out() {
+    let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
+    let repo: RepositoryName = "shop/w".parse().unwrap();
+    let newer = b.push("shop/w", "1", 9, 100).await;
+    let older = push_image(&b.registry, "shop/w", "scratch", 8, 100).await;
+    let manifest = b
+        .registry
+        .manifest(&repo, older.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = Origin::new("idc-a", 1).unwrap();
+    let write = b
+        .registry
+        .put_manifest(&repo, "1", &manifest, Some(&stale))
+        .await
+        .unwrap();
+    assert!(
+        matches!(write, wharf_replication::TagWrite::Kept(_)),
+        "{write:?}"
+    );
+    assert_eq!(b.tag("shop/w", "1").await.unwrap().digest, newer);
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bandwidth_limit_chunks_and_cancel_stop_a_running_copy() {
+    let (a, b) = tokio::join!(
+        Peer::start_with("idc-a", |o| o.chunk_size = 1 << 20),
+        Peer::start("idc-b")
+    );
+    a.add_endpoint(&b).await;
+    // 1 MiB/s: a 6 MiB layer takes about six seconds.
+    a.add_policy(
+        "slow",
+        "idc-b",
+        json!({"triggers": {"onEvent": false}, "bandwidthLimit": 1 << 20}),
+    )
+    .await;
+    let digest = a.push("shop/big", "1", 5, 6 << 20).await;
+    let job = a
+        .api("POST", "/api/v1/replication/policies/slow/run", Value::Null)
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/replication/jobs/{id}");
+    // Wait for at least one saved chunk: the resume point is in the task.
+    let started = Instant::now();
+    let detail = loop {
+        let detail = a.api("GET", &path, Value::Null).await;
+        if detail["taskList"][0]["resume"]["offset"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1 << 20
+        {
+            break detail;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no progress: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = detail["taskList"][0]["bytesDone"].as_u64().unwrap();
+    assert!(
+        (done as f64) < 1.5 * (1 << 20) as f64 * (elapsed + 0.3),
+        "{done} bytes in {elapsed}s"
+    );
+    a.api("POST", &format!("{path}/cancel"), Value::Null).await;
+    a.settle().await;
+    let cancelled = a.api("GET", &path, Value::Null).await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["taskList"][0]["state"], "cancelled");
+    let sent = cancelled["taskList"][0]["bytesDone"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = a.api("GET", &path, Value::Null).await;
+    assert_eq!(
+        later["taskList"][0]["bytesDone"].as_u64().unwrap(),
+        sent,
+        "the copy stopped"
+    );
+    assert!(b.tag("shop/big", "1").await.is_none());
+
+    // Unlimited, a new run finishes and the destination verified the digest.
+    let mut policy = a
+        .api("GET", "/api/v1/replication/policies/slow", Value::Null)
+        .await;
+    policy.as_object_mut().unwrap().remove("bandwidthLimit");
+    a.api("PUT", "/api/v1/replication/policies/slow", policy)
+        .await;
+    a.api("POST", "/api/v1/replication/policies/slow/run", Value::Null)
+        .await;
+    b.wait_for("shop/big", "1", Some(&digest)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn definitions_are_checked_and_secrets_never_shown() {
+    let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
+    a.add_endpoint(&b).await;
+    let endpoints = a
+        .api("GET", "/api/v1/replication/endpoints", Value::Null)
+        .await;
+    let text = endpoints.to_string();
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert_eq!(endpoints["items"][0]["sealedPassword"], "<sealed>");
+    let check = a
+        .api(
+            "POST",
+            "/api/v1/replication/endpoints/idc-b/check",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(check["instance"], "idc-b");
+
+    let bad = [
+        json!({"name": "p", "endpoint": "nope"}),
+        json!({"name": "p", "endpoint": "idc-b", "filters": {"tag": "{a"}}),
+        json!({"name": "p", "endpoint": "idc-b", "triggers": {"cron": "not cron"}}),
+        json!({"name": "p", "endpoint": "idc-b", "bogus": true}),
+        json!({"name": "P/..", "endpoint": "idc-b"}),
+    ];
+    for policy in bad {
+        let (status, body) = a
+            .try_api("POST", "/api/v1/replication/policies", policy.clone())
+            .await;
+        assert!(status.is_client_error(), "{policy}: {status} {body}");
+    }
+    assert_eq!(
+        a.api("GET", "/api/v1/replication/policies", Value::Null)
+            .await["items"],
+        json!([])
+    );
+    let (status, _) = a
+        .try_api(
+            "POST",
+            "/api/v1/replication/endpoints",
+            json!({"name": "x", "url": "ftp://host"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    a.add_policy("p", "idc-b", json!({})).await;
+    let (status, body) = a
+        .try_api("DELETE", "/api/v1/replication/endpoints/idc-b", Value::Null)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    // Non-admins are refused.
+    let (status, _) = a
+        .http
+        .get(format!("{}/api/v1/replication/policies", a.url))
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cron_runs_copy_only_what_the_filters_match() {
+    let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
+    a.add_endpoint(&b).await;
+    let wanted = a.push("shop/tools", "1.2", 5, 100).await;
+    a.push("shop/tools", "1.3", 6, 100).await;
+    a.push("shop/tools", "dev", 5, 100).await;
+    a.push("shop/other", "1.2", 5, 100).await;
+    a.add_policy(
+        "nightly",
+        "idc-b",
+        json!({
+            "triggers": {"cron": "* * * * * *"},
+            "filters": {"repository": "shop/tool*", "tag": "1.*", "label": "seed=5"},
+        }),
+    )
+    .await;
+    b.wait_for("shop/tools", "1.2", Some(&wanted)).await;
+    a.settle().await;
+    let jobs = a.jobs("nightly").await;
+    assert!(jobs.iter().all(|j| j["trigger"] == "cron"), "{jobs:?}");
+    assert!(
+        b.tag("shop/tools", "1.3").await.is_none(),
+        "label seed=6 does not match"
+    );
+    assert!(
+        b.tag("shop/tools", "dev").await.is_none(),
+        "tag glob 1.* does not match"
+    );
+    assert!(
+        b.tag("shop/other", "1.2").await.is_none(),
+        "repository glob does not match"
+    );
+}
