@@ -22,7 +22,7 @@ use crate::model::{
     Direction, EndpointKind, Job, Policy, Progress, ResumePoint, State, Task, TaskKind, TriggerKind,
 };
 use crate::schedule::Schedule;
-use crate::service::{Replication, TaskSpec, repository_matches, tag_matches};
+use crate::service::{Replication, Report, TaskSpec, repository_matches, tag_matches};
 
 /// How a task ended.
 struct Outcome {
@@ -156,6 +156,19 @@ impl Replication {
                 .put(&key, keys::encode(&job))
                 .delete(keys::active(id));
             if self.inner.store.txn(txn).await?.succeeded {
+                self.report(Report::JobFinished {
+                    summary: format!(
+                        "{} succeeded, {} skipped, {} failed, {} cancelled, {} bytes",
+                        progress.succeeded,
+                        progress.skipped,
+                        progress.failed,
+                        progress.cancelled,
+                        progress.bytes_done
+                    ),
+                    job: job.id,
+                    policy: job.policy,
+                    state: job.state,
+                });
                 return Ok(());
             }
         }
@@ -394,7 +407,7 @@ impl Replication {
                     self.conflict(&why);
                     return Ok(Outcome::skipped(format!("conflict: {why}")));
                 }
-                _ if !wharf_peer && !policy.override_existing => {
+                _ if !policy.override_existing => {
                     return Ok(Outcome::skipped(format!(
                         "{} holds another artifact under {destination_repo}:{tag} and override is off",
                         destination.name()
@@ -454,8 +467,12 @@ impl Replication {
 
     fn conflict(&self, why: &str) {
         tracing::warn!(conflict = %why, "replication conflict");
-        if let Some(hook) = &self.inner.on_conflict {
-            hook(why);
+        self.report(Report::Conflict(why.to_string()));
+    }
+
+    fn report(&self, report: Report) {
+        if let Some(hook) = &self.inner.reports {
+            hook(report);
         }
     }
 
@@ -611,13 +628,8 @@ impl Replication {
         let Ok(policies) = self.policies().await else {
             return created;
         };
-        let busy: Vec<String> = match self.jobs(None, 200).await {
-            Ok(jobs) => jobs
-                .into_iter()
-                .filter(|j| !j.job.state.is_final())
-                .map(|j| j.job.policy)
-                .collect(),
-            Err(_) => return created,
+        let Ok(busy) = self.busy_policies().await else {
+            return created;
         };
         for policy in policies
             .iter()
@@ -632,6 +644,19 @@ impl Replication {
             }
         }
         created
+    }
+
+    /// Policies with an unfinished job (from the active markers, not a
+    /// scan of every job).
+    async fn busy_policies(&self) -> Result<Vec<String>, ReplicationError> {
+        let mut busy = Vec::new();
+        for kv in self.inner.store.list_all(keys::ACTIVE, 1000).await? {
+            let id = &kv.key[keys::ACTIVE.len()..];
+            if let Ok(job) = self.load_job(id).await {
+                busy.push(job.policy);
+            }
+        }
+        Ok(busy)
     }
 
     /// Deletes finished jobs older than the retention.

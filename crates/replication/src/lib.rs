@@ -62,4 +62,4 @@ pub use remote::{
 };
 pub use schedule::Schedule;
 pub use secret::SecretBox;
-pub use service::{JobSummary, Replication, ReplicationOptions};
+pub use service::{JobSummary, Replication, ReplicationOptions, Report, ReportHook};

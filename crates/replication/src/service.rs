@@ -89,8 +89,26 @@ pub(crate) struct TaskSpec {
 /// Bytes sent and bytes planned of a running task.
 pub(crate) type LiveProgress = (Arc<AtomicU64>, Arc<AtomicU64>);
 
-/// Called with a sentence for each replication conflict.
-pub(crate) type ConflictHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// Receives what replication reports for the audit log.
+pub type ReportHook = Arc<dyn Fn(Report) + Send + Sync>;
+
+/// Something replication did that belongs in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// Two writes met under one tag; the sentence says which won.
+    Conflict(String),
+    /// A job ended.
+    JobFinished {
+        /// The job id.
+        job: String,
+        /// Its policy.
+        policy: String,
+        /// Its final state.
+        state: State,
+        /// Its task counts, as a sentence.
+        summary: String,
+    },
+}
 
 /// A connected endpoint: the client and, for Wharf peers, its instance id
 /// once learned.
@@ -128,7 +146,7 @@ pub(crate) struct Inner {
     pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
     pub workers: Arc<Semaphore>,
     pub sequence: AtomicU64,
-    pub on_conflict: Option<ConflictHook>,
+    pub reports: Option<ReportHook>,
 }
 
 /// Registry events go to the replication queue; never blocks.
@@ -181,16 +199,16 @@ impl Replication {
                 connections: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
                 sequence: AtomicU64::new(0),
-                on_conflict: None,
+                reports: None,
             }),
         }
     }
 
-    /// Calls `hook` with a sentence for every conflict a copy meets (the
-    /// server records them in the audit log). Set before sharing.
-    pub fn with_conflict_hook(mut self, hook: ConflictHook) -> Replication {
+    /// Calls `hook` with every conflict a copy meets and every job that
+    /// ends (the server records them in the audit log). Set before sharing.
+    pub fn with_reports(mut self, hook: ReportHook) -> Replication {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.on_conflict = Some(hook);
+            inner.reports = Some(hook);
         }
         self
     }
@@ -522,6 +540,7 @@ impl Replication {
                         &state,
                         existing.get(tag.as_str()),
                         destination_instance.as_deref(),
+                        policy.override_existing,
                     )
                 {
                     continue;
@@ -726,13 +745,15 @@ pub(crate) fn tag_matches(filters: &Filters, tag: &Tag) -> bool {
 }
 
 /// Whether a reconcile pass should copy a tag: the destination lacks it or
-/// holds another digest, unless the tag came from the destination or the
+/// holds another digest, unless the tag came from the destination, the
 /// destination's write wins the origin rule (then the copy would lose, and
-/// the destination's own reconcile brings its version here).
+/// the destination's own reconcile brings its version here), or the policy
+/// does not override.
 pub(crate) fn differs(
     source: &TagState,
     destination: Option<&TagState>,
     destination_instance: Option<&str>,
+    override_existing: bool,
 ) -> bool {
     if let (Some(origin), Some(instance)) = (&source.origin, destination_instance)
         && origin.instance == instance
@@ -741,10 +762,58 @@ pub(crate) fn differs(
     }
     match destination {
         None => true,
-        Some(d) if d.digest == source.digest => false,
+        Some(d) if d.digest == source.digest || !override_existing => false,
         Some(d) => match (&source.origin, &d.origin) {
             (Some(mine), Some(theirs)) => mine.wins_over(theirs),
             _ => true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_registry::Origin;
+
+    fn state(digest: &str, origin: Option<(&str, u64)>) -> TagState {
+        TagState {
+            digest: wharf_oci::Digest::of(wharf_oci::DigestAlgorithm::Sha256, digest.as_bytes()),
+            origin: origin.map(|(i, at)| Origin::new(i, at).unwrap()),
+        }
+    }
+
+    #[test]
+    fn reconcile_copies_only_what_would_win() {
+        let mine = state("x", Some(("a", 10)));
+        assert!(differs(&mine, None, Some("b"), true));
+        assert!(!differs(
+            &mine,
+            Some(&state("x", Some(("b", 99)))),
+            Some("b"),
+            true
+        ));
+        assert!(
+            !differs(&state("x", Some(("b", 5))), None, Some("b"), true),
+            "came from b"
+        );
+        assert!(differs(
+            &mine,
+            Some(&state("y", Some(("b", 9)))),
+            Some("b"),
+            true
+        ));
+        assert!(!differs(
+            &mine,
+            Some(&state("y", Some(("b", 11)))),
+            Some("b"),
+            true
+        ));
+        assert!(
+            !differs(&mine, Some(&state("y", Some(("b", 9)))), Some("b"), false),
+            "no override"
+        );
+        // A registry without origins: digests decide, override permitting.
+        assert!(differs(&mine, Some(&state("y", None)), None, true));
+        assert!(!differs(&mine, Some(&state("y", None)), None, false));
     }
 }

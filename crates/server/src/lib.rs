@@ -34,7 +34,9 @@ use wharf_blob::BlobStore;
 use wharf_control::ControlPlane;
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
-use wharf_replication::{Replication, ReplicationOptions, SecretBox};
+use wharf_replication::{
+    Replication, ReplicationOptions, Report, SecretBox, State as ReplicationState,
+};
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
@@ -250,23 +252,15 @@ impl App {
                 .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
         );
         let secrets = SecretBox::load_or_create(&data_dir.join("replication.key"))?;
-        let conflicts = audit.clone();
+        let reports = audit.clone();
         let replication = Replication::new(
             store.clone(),
             registry.clone(),
             secrets,
             config.replication.clone(),
         )
-        .with_conflict_hook(Arc::new(move |why: &str| {
-            conflicts.record(
-                AuditEvent::new(
-                    "replication",
-                    "replication.conflict",
-                    "registry",
-                    Outcome::Success,
-                )
-                .with_detail(why.to_string()),
-            );
+        .with_reports(Arc::new(move |report| {
+            reports.record(audit_event_of(report))
         }));
         let gate = Gate {
             authorizer: Arc::new(registry_auth::TokenAuthorizer {
@@ -391,6 +385,37 @@ impl Server {
             tracing::warn!(error = %err, "audit events lost at shutdown");
         }
         served
+    }
+}
+
+/// The audit record of what replication reports.
+fn audit_event_of(report: Report) -> AuditEvent {
+    match report {
+        Report::Conflict(why) => AuditEvent::new(
+            "replication",
+            "replication.conflict",
+            "registry",
+            Outcome::Success,
+        )
+        .with_detail(why),
+        Report::JobFinished {
+            job,
+            policy,
+            state,
+            summary,
+        } => {
+            let outcome = match state {
+                ReplicationState::Succeeded | ReplicationState::Skipped => Outcome::Success,
+                _ => Outcome::Failed,
+            };
+            AuditEvent::new(
+                "replication",
+                "replication.job",
+                format!("{policy}/{job}"),
+                outcome,
+            )
+            .with_detail(format!("{state:?}: {summary}").to_lowercase())
+        }
     }
 }
 

@@ -320,6 +320,15 @@ async fn master_feeds_two_slaves_and_deletions_follow_the_policy() {
         .await;
     let task = &detail["taskList"][0];
     assert_eq!(task["kind"], "copy");
+    // Finished jobs are in the audit log (recorded right after the job's final state).
+    let started = Instant::now();
+    while master.audit_actions("replication.job").await.len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no replication.job audit records"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(task["state"], "succeeded");
     assert!(task["bytesDone"].as_u64().unwrap() >= 64 << 10, "{task}");
 }
@@ -635,5 +644,85 @@ async fn cron_runs_copy_only_what_the_filters_match() {
     assert!(
         b.tag("shop/other", "1.2").await.is_none(),
         "repository glob does not match"
+    );
+}
+
+/// Pushes two images by digest and an index naming them under `tag`.
+async fn push_index(registry: &dyn RegistryAccess, repo_name: &str, tag: &str) -> Digest {
+    let repo: RepositoryName = repo_name.parse().unwrap();
+    let mut children = Vec::new();
+    for (seed, arch) in [(21u8, "amd64"), (22, "arm64")] {
+        let digest = push_image(registry, repo_name, "scratch", seed, 2048).await;
+        let child = registry
+            .manifest(&repo, digest.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        registry
+            .put_manifest(&repo, digest.as_str(), &child, None)
+            .await
+            .unwrap();
+        children.push(json!({
+            "mediaType": child.media_type,
+            "digest": child.digest,
+            "size": child.bytes.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    registry.delete(&repo, "scratch", None).await.unwrap();
+    let bytes = Bytes::from(
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": children,
+        }))
+        .unwrap(),
+    );
+    let index = Manifest {
+        digest: Digest::of(DigestAlgorithm::Sha256, &bytes),
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        bytes,
+    };
+    registry
+        .put_manifest(&repo, tag, &index, None)
+        .await
+        .unwrap();
+    index.digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_arrives_with_its_children_and_shared_blobs_are_not_sent_twice() {
+    let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
+    a.add_endpoint(&b).await;
+    a.add_policy("to-b", "idc-b", json!({})).await;
+    let index = push_index(&a.registry, "shop/multi", "1").await;
+    b.wait_for("shop/multi", "1", Some(&index)).await;
+    let repo: RepositoryName = "shop/multi".parse().unwrap();
+    let copied = b.registry.manifest(&repo, "1").await.unwrap().unwrap();
+    let parsed = wharf_oci::ParsedManifest::parse(Some(&copied.media_type), &copied.bytes).unwrap();
+    for child in parsed.child_manifests() {
+        assert!(b.registry.has_manifest(&repo, &child.digest).await.unwrap());
+    }
+    // The same content under another name: its blobs are mounted or found,
+    // so the task moves only manifests.
+    a.settle().await;
+    let again = push_image(&a.registry, "shop/multi", "2", 21, 2048).await;
+    b.wait_for("shop/multi", "2", Some(&again)).await;
+    a.settle().await;
+    let jobs = a.jobs("to-b").await;
+    let newest = a
+        .api(
+            "GET",
+            &format!(
+                "/api/v1/replication/jobs/{}",
+                jobs[0]["id"].as_str().unwrap()
+            ),
+            Value::Null,
+        )
+        .await;
+    let sent = newest["taskList"][0]["bytesDone"].as_u64().unwrap();
+    assert!(
+        sent < 2048,
+        "blobs the destination had were sent again: {newest}"
     );
 }
