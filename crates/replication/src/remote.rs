@@ -104,6 +104,12 @@ impl RemoteRegistry {
                     "endpoint {name}: url {url:?} is not http(s)://host[:port]"
                 ))
             })?;
+        if base.scheme() == "https" {
+            // reqwest is built without TLS (no certificate store is configured yet).
+            return Err(ReplicationError::Invalid(format!(
+                "endpoint {name}: https is not supported yet; use http:// (inside the IDC network or behind a TLS-terminating proxy)"
+            )));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
@@ -865,7 +871,13 @@ mod tests {
             RemoteOptions::default(),
         );
         assert!(ok.is_ok());
-        for bad in ["ftp://x", "10.0.0.2:7700", "http://", "file:///etc"] {
+        for bad in [
+            "ftp://x",
+            "10.0.0.2:7700",
+            "http://",
+            "file:///etc",
+            "https://r.example",
+        ] {
             assert!(
                 RemoteRegistry::new(
                     "b",
