@@ -152,6 +152,12 @@ pub trait RegistryAccess: Send + Sync {
         origin: Option<&Origin>,
     ) -> Result<TagWrite, ReplicationError>;
 
+    /// Creates `project` (private) if this registry has projects and lacks
+    /// it, as Harbor does for replication destinations. Registries without
+    /// projects, and accounts that may not create them, do nothing here:
+    /// the push then says what is missing.
+    async fn ensure_project(&self, project: &str) -> Result<(), ReplicationError>;
+
     /// Deletes a tag, or a manifest with its tags, carrying `origin` to
     /// Wharf peers (which keep a tag newer than the deletion).
     async fn delete(

@@ -372,6 +372,9 @@ impl Replication {
             );
         }
         let tag: wharf_oci::Tag = task.reference.parse().map_err(|_| invalid("tag"))?;
+        // Before any lookup there: a registry denies reads of a missing project.
+        self.ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
+            .await?;
         let Some(state) = source.tag(&source_repo, &tag).await? else {
             return Ok(Outcome::skipped("the tag is gone at the source"));
         };
@@ -463,6 +466,32 @@ impl Replication {
                 })
             }
         }
+    }
+
+    /// Creates the destination project once per endpoint and process.
+    pub(crate) async fn ensure_project(
+        &self,
+        endpoint: &str,
+        destination: &dyn crate::access::RegistryAccess,
+        repo: &RepositoryName,
+    ) -> Result<(), ReplicationError> {
+        let key = (endpoint.to_string(), repo.project().to_string());
+        if self
+            .inner
+            .projects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        destination.ensure_project(repo.project()).await?;
+        self.inner
+            .projects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+        Ok(())
     }
 
     fn conflict(&self, why: &str) {

@@ -52,7 +52,7 @@ pub use access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagW
 pub use error::ReplicationError;
 pub use glob::Glob;
 pub use limit::RateLimit;
-pub use local::LocalRegistry;
+pub use local::{LocalRegistry, ProjectCreator};
 pub use model::{
     Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, Policy, Progress,
     ResumePoint, State, Task, TaskKind, TriggerKind, Triggers,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
 use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome};
@@ -11,15 +12,22 @@ use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome}
 use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
 
+/// Creates a project in this server (the server knows identities; this
+/// crate does not).
+pub type ProjectCreator =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// The local registry as one side of a copy.
 pub struct LocalRegistry {
     registry: Arc<Registry>,
+    projects: Option<ProjectCreator>,
 }
 
 impl LocalRegistry {
-    /// Wraps the server's registry.
-    pub fn new(registry: Arc<Registry>) -> LocalRegistry {
-        LocalRegistry { registry }
+    /// Wraps the server's registry; `projects` creates missing projects
+    /// that pulled artifacts go to.
+    pub fn new(registry: Arc<Registry>, projects: Option<ProjectCreator>) -> LocalRegistry {
+        LocalRegistry { registry, projects }
     }
 }
 
@@ -231,6 +239,15 @@ impl RegistryAccess for LocalRegistry {
             )),
             _ => TagWrite::Moved,
         })
+    }
+
+    async fn ensure_project(&self, project: &str) -> Result<(), ReplicationError> {
+        match &self.projects {
+            Some(create) => create(project.to_string()).await.map_err(|e| {
+                ReplicationError::Internal(format!("creating project {project}: {e}"))
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn delete(

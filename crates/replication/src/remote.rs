@@ -297,7 +297,7 @@ impl RemoteRegistry {
             .send()
             .await
             .map_err(|e| self.transport(what, e))?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        if !needs_new_token(&response) {
             return Ok(response);
         }
         self.answer(&response, scope).await?;
@@ -421,6 +421,23 @@ impl RemoteRegistry {
         let origin =
             header_str(&response, ORIGIN_HEADER).and_then(|o| Origin::parse_header(&o).ok());
         Ok(Some(TagState { digest, origin }))
+    }
+}
+
+/// Whether a fresh token may help: a 401, or a 403 whose challenge says
+/// the token's scope is insufficient (the token predates a permission,
+/// such as a project created since).
+fn needs_new_token(response: &Response) -> bool {
+    match response.status() {
+        StatusCode::UNAUTHORIZED => true,
+        StatusCode::FORBIDDEN => response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(Challenge::parse)
+            .any(|c| matches!(c, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope")),
+        _ => false,
     }
 }
 
@@ -800,6 +817,58 @@ impl RegistryAccess for RemoteRegistry {
             )),
             _ => TagWrite::Moved,
         })
+    }
+
+    async fn ensure_project(&self, project: &str) -> Result<(), ReplicationError> {
+        let Some(credentials) = self
+            .credentials
+            .as_ref()
+            .filter(|_| self.kind == EndpointKind::Wharf)
+        else {
+            return Ok(());
+        };
+        let login = self
+            .http
+            .post(self.url("/api/v1/login"))
+            .json(&serde_json::json!({"username": credentials.username, "password": credentials.password}))
+            .send()
+            .await
+            .map_err(|e| self.transport("api login", e))?;
+        if !login.status().is_success() {
+            // Robots have no API session: the push will say if the project is missing.
+            return Ok(());
+        }
+        let token: serde_json::Value = login
+            .json()
+            .await
+            .map_err(|e| self.transport("api login", e))?;
+        let Some(token) = token["access_token"].as_str() else {
+            return Ok(());
+        };
+        let existing = self
+            .http
+            .get(self.url(&format!("/api/v1/projects/{project}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| self.transport("project lookup", e))?;
+        if existing.status() != StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let created = self
+            .http
+            .post(self.url("/api/v1/projects"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": project, "public": false}))
+            .send()
+            .await
+            .map_err(|e| self.transport("project creation", e))?;
+        match created.status() {
+            s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
+            _ => Err(self
+                .failure(&format!("creating project {project}"), created)
+                .await),
+        }
     }
 
     async fn delete(

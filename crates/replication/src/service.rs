@@ -145,6 +145,8 @@ pub(crate) struct Inner {
     /// may already be, to mount instead of upload.
     pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
     pub workers: Arc<Semaphore>,
+    /// Destination projects known to exist, per endpoint.
+    pub projects: Mutex<std::collections::HashSet<(String, String)>>,
     pub sequence: AtomicU64,
     pub reports: Option<ReportHook>,
 }
@@ -184,7 +186,7 @@ impl Replication {
         Replication {
             inner: Arc::new(Inner {
                 store,
-                local: Arc::new(LocalRegistry::new(registry.clone())),
+                local: Arc::new(LocalRegistry::new(registry.clone(), None)),
                 registry,
                 secrets,
                 workers: Arc::new(Semaphore::new(options.workers.max(1))),
@@ -198,6 +200,7 @@ impl Replication {
                 slots: Mutex::new(HashMap::new()),
                 connections: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
+                projects: Mutex::new(std::collections::HashSet::new()),
                 sequence: AtomicU64::new(0),
                 reports: None,
             }),
@@ -209,6 +212,15 @@ impl Replication {
     pub fn with_reports(mut self, hook: ReportHook) -> Replication {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.reports = Some(hook);
+        }
+        self
+    }
+
+    /// Creates missing destination projects of pull policies with
+    /// `creator`. Set before sharing.
+    pub fn with_project_creator(mut self, creator: crate::local::ProjectCreator) -> Replication {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.local = Arc::new(LocalRegistry::new(inner.registry.clone(), Some(creator)));
         }
         self
     }
@@ -521,6 +533,10 @@ impl Replication {
                 continue;
             }
             let destination_repo = policy.destination_of(&repo);
+            if only_differences {
+                self.ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
+                    .await?;
+            }
             let existing: HashMap<String, TagState> = if only_differences {
                 destination
                     .tags(&destination_repo)

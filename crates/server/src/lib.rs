@@ -261,7 +261,8 @@ impl App {
         )
         .with_reports(Arc::new(move |report| {
             reports.record(audit_event_of(report))
-        }));
+        }))
+        .with_project_creator(project_creator(identity.clone()));
         let gate = Gate {
             authorizer: Arc::new(registry_auth::TokenAuthorizer {
                 identity: identity.clone(),
@@ -386,6 +387,30 @@ impl Server {
         }
         served
     }
+}
+
+/// Creates projects that pull replication brings artifacts into: private,
+/// owned by `admin`, as Harbor does for replication destinations.
+fn project_creator(identity: Arc<Identity>) -> wharf_replication::ProjectCreator {
+    Arc::new(move |name: String| {
+        let identity = identity.clone();
+        Box::pin(async move {
+            let admin = wharf_auth::Principal::User {
+                name: "admin".into(),
+                admin: true,
+            };
+            match identity.project(&name).await {
+                Ok(_) => Ok(()),
+                Err(wharf_auth::AuthError::NotFound(_)) => {
+                    match identity.create_project(&admin, &name, false, None).await {
+                        Ok(_) | Err(wharf_auth::AuthError::Conflict(_)) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
 }
 
 /// The audit record of what replication reports.
