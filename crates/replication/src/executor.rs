@@ -692,12 +692,21 @@ impl Replication {
     async fn prune(&self) -> Result<(), ReplicationError> {
         let cutoff =
             now_millis().saturating_sub(self.inner.options.job_retention.as_millis() as u64);
-        for kv in self.inner.store.list_all(keys::JOBS, 500).await? {
+        let older = self
+            .inner
+            .store
+            .list(
+                keys::JOBS,
+                wharf_store::ListOptions {
+                    start_after: Some(keys::jobs_before(cutoff)),
+                    limit: Some(1000),
+                },
+            )
+            .await?;
+        // At most a thousand per pass; the next pass takes the rest.
+        for kv in older.items {
             let job: Job = keys::decode(&kv.key, &kv.value)?;
-            if job.created_at >= cutoff {
-                break;
-            }
-            if !job.state.is_final() {
+            if job.created_at >= cutoff || !job.state.is_final() {
                 continue;
             }
             for batch in self

@@ -3,7 +3,7 @@
 //! ```text
 //! /replication/endpoints/<name>          Endpoint (password sealed)
 //! /replication/policies/<name>           Policy
-//! /replication/jobs/<id>                 Job        (ids sort by creation time)
+//! /replication/jobs/<inverted ms>-<id>   Job        (newest first)
 //! /replication/tasks/<id>/<index>        Task
 //! /replication/active/<id>               marker of an unfinished job
 //! ```
@@ -30,8 +30,24 @@ pub(crate) fn policy(name: &str) -> String {
     format!("{POLICIES}{name}")
 }
 
+/// Subtracting creation times from this sorts the newest job first.
+const NEWEST_FIRST: u64 = 9_999_999_999_999;
+
+/// A job's key: its creation time (the first 13 digits of its id)
+/// inverted in front, so that listings read the latest jobs first.
 pub(crate) fn job(id: &str) -> String {
-    format!("{JOBS}{id}")
+    let millis: u64 = id.get(..13).and_then(|m| m.parse().ok()).unwrap_or(0);
+    format!("{JOBS}{:013}-{id}", NEWEST_FIRST.saturating_sub(millis))
+}
+
+/// The key after which jobs created before `millis` are listed.
+pub(crate) fn jobs_before(millis: u64) -> String {
+    format!("{JOBS}{:013}", NEWEST_FIRST.saturating_sub(millis))
+}
+
+/// Whether `id` has the shape of a job id (digits, hex and dashes).
+pub(crate) fn is_job_id(id: &str) -> bool {
+    (13..=40).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 pub(crate) fn tasks_of(job: &str) -> String {
@@ -60,4 +76,21 @@ pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_jobs_sort_first_and_ids_are_checked() {
+        let older = job("1795317499803-000001-90c9");
+        let newer = job("1795317499900-000000-0001");
+        assert!(newer < older);
+        assert!(older > jobs_before(1795317499900));
+        assert!(newer > jobs_before(1795317499901) && newer < jobs_before(1795317499899));
+        assert!(is_job_id("1795317499803-000001-90c9"));
+        assert!(!is_job_id("../../endpoints/x"));
+        assert!(!is_job_id("12"));
+    }
 }

@@ -664,23 +664,39 @@ impl Replication {
         policy: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobSummary>, ReplicationError> {
-        let items = self.inner.store.list_all(keys::JOBS, 500).await?;
         let mut out = Vec::new();
-        for kv in items.iter().rev() {
-            let job: Job = keys::decode(&kv.key, &kv.value)?;
-            if policy.is_some_and(|p| p != job.policy) {
-                continue;
+        let mut start_after = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list(
+                    keys::JOBS,
+                    wharf_store::ListOptions {
+                        start_after: start_after.take(),
+                        limit: Some(200),
+                    },
+                )
+                .await?;
+            for kv in &page.items {
+                let job: Job = keys::decode(&kv.key, &kv.value)?;
+                if policy.is_some_and(|p| p != job.policy) {
+                    continue;
+                }
+                let tasks = self.tasks(&job.id).await?;
+                out.push(JobSummary {
+                    progress: Progress::of(&tasks),
+                    job,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
-            let tasks = self.tasks(&job.id).await?;
-            out.push(JobSummary {
-                progress: Progress::of(&tasks),
-                job,
-            });
-            if out.len() >= limit {
-                break;
+            if !page.more {
+                return Ok(out);
             }
+            start_after = page.items.last().map(|kv| kv.key.clone());
         }
-        Ok(out)
     }
 
     /// A job with its tasks; running tasks show their live byte counts.
@@ -691,6 +707,9 @@ impl Replication {
     }
 
     pub(crate) async fn load_job(&self, id: &str) -> Result<Job, ReplicationError> {
+        if !keys::is_job_id(id) {
+            return Err(not_found("job", id));
+        }
         Ok(self.record(&keys::job(id), "job", id).await?.1)
     }
 
@@ -713,6 +732,7 @@ impl Replication {
     /// Stops a job: running copies end, pending tasks never start; the job
     /// ends `cancelled` once they have.
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ReplicationError> {
+        self.load_job(id).await?;
         let key = keys::job(id);
         loop {
             let (kv, mut job) = self.record::<Job>(&key, "job", id).await?;

@@ -729,3 +729,27 @@ async fn an_index_arrives_with_its_children_and_shared_blobs_are_not_sent_twice(
         "blobs the destination had were sent again: {newest}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn finished_jobs_past_their_retention_are_pruned() {
+    let (a, b) = tokio::join!(
+        Peer::start_with("idc-a", |o| {
+            o.job_retention = Duration::ZERO;
+            o.reconcile_interval = Duration::from_millis(300);
+        }),
+        Peer::start("idc-b")
+    );
+    a.add_endpoint(&b).await;
+    a.add_policy("to-b", "idc-b", json!({})).await;
+    let digest = a.push("shop/short", "1", 3, 100).await;
+    b.wait_for("shop/short", "1", Some(&digest)).await;
+    let started = Instant::now();
+    while !a.jobs("to-b").await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the job was never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.tag("shop/short", "1").await.unwrap().digest, digest);
+}
