@@ -66,6 +66,9 @@ pub trait RegistryAccess: Send + Sync {
     /// Every repository (the catalog).
     async fn repositories(&self) -> Result<Vec<RepositoryName>, ReplicationError>;
 
+    /// The names of `repo`'s tags; empty if `repo` is unknown.
+    async fn tag_names(&self, repo: &RepositoryName) -> Result<Vec<Tag>, ReplicationError>;
+
     /// Every tag of `repo` with what it points at; empty if `repo` is unknown.
     async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError>;
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -22,7 +22,7 @@ use crate::model::{
     Direction, EndpointKind, Job, Policy, Progress, ResumePoint, State, Task, TaskKind, TriggerKind,
 };
 use crate::schedule::Schedule;
-use crate::service::{Replication, Report, TaskSpec, repository_matches, tag_matches};
+use crate::service::{LiveProgress, Matcher, Replication, Report, TaskSpec};
 
 /// How a task ended.
 struct Outcome {
@@ -146,14 +146,14 @@ impl Replication {
     async fn finish_job(&self, id: &str) -> Result<(), ReplicationError> {
         let tasks = self.tasks(id).await?;
         let progress = Progress::of(&tasks);
-        let key = keys::job(id);
         loop {
-            let (kv, mut job) = self.record::<Job>(&key, "job", id).await?;
+            let (kv, mut job) = self.job_record(id).await?;
             job.state = progress.final_state().unwrap_or(State::Failed);
+            job.error = first_failure(&tasks);
             job.finished_at = Some(now_millis());
             let txn = Txn::new()
-                .when_revision(&key, kv.mod_revision)
-                .put(&key, keys::encode(&job))
+                .when_revision(&kv.key, kv.mod_revision)
+                .put(&kv.key, keys::encode(&job))
                 .delete(keys::active(id));
             if self.inner.store.txn(txn).await?.succeeded {
                 self.report(Report::JobFinished {
@@ -177,9 +177,8 @@ impl Replication {
     /// Moves a pending job to running (compare-and-swap, so a concurrent
     /// cancel request is never overwritten); returns the job.
     async fn mark_running(&self, id: &str) -> Result<Job, ReplicationError> {
-        let key = keys::job(id);
         loop {
-            let (kv, mut job) = self.record::<Job>(&key, "job", id).await?;
+            let (kv, mut job) = self.job_record(id).await?;
             if job.state != State::Pending {
                 return Ok(job);
             }
@@ -187,7 +186,7 @@ impl Replication {
             if self
                 .inner
                 .store
-                .put_if(&key, keys::encode(&job), kv.mod_revision)
+                .put_if(&kv.key, keys::encode(&job), kv.mod_revision)
                 .await?
                 .is_some()
             {
@@ -206,6 +205,7 @@ impl Replication {
         let record = Arc::new(TaskRecord {
             replication: self.clone(),
             task: tokio::sync::Mutex::new(task),
+            live: Arc::new(LiveProgress::default()),
         });
         let Some(policy) = policy else {
             return record
@@ -229,14 +229,12 @@ impl Replication {
             let task = record.task.lock().await;
             (task.job.clone(), task.index)
         };
-        let sent = Arc::new(AtomicU64::new(0));
-        let total = Arc::new(AtomicU64::new(0));
         self.inner
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((job.clone(), index), (sent.clone(), total.clone()));
-        let result = self.try_task(&record, &policy, &token, &sent, &total).await;
+            .insert((job.clone(), index), record.live.clone());
+        let result = self.try_task(&record, &policy, &token).await;
         self.inner
             .live
             .lock()
@@ -250,8 +248,6 @@ impl Replication {
         record: &Arc<TaskRecord>,
         policy: &Policy,
         token: &CancellationToken,
-        sent: &Arc<AtomicU64>,
-        total: &Arc<AtomicU64>,
     ) -> Result<(), ReplicationError> {
         loop {
             let snapshot = {
@@ -261,20 +257,12 @@ impl Replication {
                 task.clone()
             };
             record.save().await?;
-            sent.store(0, std::sync::atomic::Ordering::Relaxed);
+            record.live.sent.store(0, Ordering::Relaxed);
             let attempt = tokio::select! {
-                result = self.execute(&snapshot, policy, record.clone(), sent.clone(), total.clone()) => result,
+                result = self.execute(&snapshot, policy, record.clone()) => result,
                 _ = token.cancelled() => Err(ReplicationError::Cancelled),
             };
-            {
-                let mut task = record.task.lock().await;
-                task.bytes_done = task
-                    .bytes_done
-                    .max(sent.load(std::sync::atomic::Ordering::Relaxed));
-                task.bytes_total = task
-                    .bytes_total
-                    .max(total.load(std::sync::atomic::Ordering::Relaxed));
-            }
+            record.live.copy_into(&mut *record.task.lock().await);
             match attempt {
                 Ok(outcome) => {
                     return record
@@ -324,8 +312,6 @@ impl Replication {
         task: &Task,
         policy: &Policy,
         record: Arc<TaskRecord>,
-        sent: Arc<AtomicU64>,
-        total: Arc<AtomicU64>,
     ) -> Result<Outcome, ReplicationError> {
         let connection = self.connect(&policy.endpoint).await?;
         let (source, destination) = self.sides(policy, &connection);
@@ -398,14 +384,10 @@ impl Replication {
             match (&origin, &current.origin) {
                 (Some(mine), Some(theirs)) if wharf_peer && !mine.wins_over(theirs) => {
                     let why = format!(
-                        "{} keeps {destination_repo}:{tag} at {} (origin {} at {}) over {} (origin {} at {})",
+                        "{} keeps {destination_repo}:{tag} at {} (origin {theirs}) over {} (origin {mine})",
                         destination.name(),
                         current.digest,
-                        theirs.instance,
-                        theirs.at,
                         state.digest,
-                        mine.instance,
-                        mine.at
                     );
                     self.conflict(&why);
                     return Ok(Outcome::skipped(format!("conflict: {why}")));
@@ -428,8 +410,8 @@ impl Replication {
             destination: destination.as_ref(),
             limit: self.limit_of(policy),
             chunk_size: self.inner.options.chunk_size,
-            sent,
-            total,
+            sent: record.live.sent.clone(),
+            total: record.live.total.clone(),
             checkpoint: record.as_ref(),
             mount_candidates: self.recent_repositories(&policy.endpoint),
         };
@@ -567,11 +549,12 @@ impl Replication {
             if kind == TaskKind::Delete && !policy.replicate_deletion {
                 continue;
             }
-            if !repository_matches(&policy.filters, &event.repository) {
+            let matcher = Matcher::new(&policy.filters);
+            if !matcher.repository(&event.repository) {
                 continue;
             }
             if let Reference::Tag(tag) = &reference
-                && !tag_matches(&policy.filters, tag)
+                && !matcher.tag(tag)
             {
                 continue;
             }
@@ -609,29 +592,51 @@ impl Replication {
     }
 
     /// Starts cron-triggered runs; schedules count from this server's start.
+    /// Each expression is parsed when it is first seen or changes.
     async fn cron(&self) {
-        let mut last: HashMap<String, SystemTime> = HashMap::new();
+        // Per policy: the expression and when it next fires.
+        let mut due: HashMap<String, (String, Schedule, SystemTime)> = HashMap::new();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Ok(policies) = self.policies().await else {
                 continue;
             };
             let now = SystemTime::now();
+            due.retain(|name, _| policies.iter().any(|p| &p.name == name));
             for policy in policies.iter().filter(|p| p.enabled) {
-                let Some(schedule) = policy
-                    .triggers
-                    .cron
-                    .as_deref()
-                    .and_then(|c| Schedule::parse(c).ok())
-                else {
+                let Some(expression) = policy.triggers.cron.as_deref() else {
+                    due.remove(&policy.name);
                     continue;
                 };
-                let since = *last.entry(policy.name.clone()).or_insert(now);
-                if schedule.next_after(since).is_some_and(|next| next <= now) {
-                    last.insert(policy.name.clone(), now);
-                    if let Err(err) = self.plan_and_create(policy, TriggerKind::Cron).await {
-                        tracing::warn!(policy = %policy.name, error = %err, "scheduled replication could not start");
+                if due
+                    .get(&policy.name)
+                    .is_none_or(|(e, _, _)| e != expression)
+                {
+                    let Ok(schedule) = Schedule::parse(expression) else {
+                        continue;
+                    };
+                    let Some(next) = schedule.next_after(now) else {
+                        continue;
+                    };
+                    due.insert(
+                        policy.name.clone(),
+                        (expression.to_string(), schedule, next),
+                    );
+                }
+                let Some((_, schedule, next)) = due.get_mut(&policy.name) else {
+                    continue;
+                };
+                if *next > now {
+                    continue;
+                }
+                match schedule.next_after(now) {
+                    Some(later) => *next = later,
+                    None => {
+                        due.remove(&policy.name);
                     }
+                }
+                if let Err(err) = self.plan_and_create(policy, TriggerKind::Cron).await {
+                    tracing::warn!(policy = %policy.name, error = %err, "scheduled replication could not start");
                 }
             }
         }
@@ -657,9 +662,10 @@ impl Replication {
         let Ok(policies) = self.policies().await else {
             return created;
         };
-        let Ok(busy) = self.busy_policies().await else {
+        let Ok(active) = self.active_jobs().await else {
             return created;
         };
+        let busy: Vec<String> = active.into_iter().map(|job| job.policy).collect();
         for policy in policies
             .iter()
             .filter(|p| p.enabled && !busy.contains(&p.name))
@@ -673,19 +679,6 @@ impl Replication {
             }
         }
         created
-    }
-
-    /// Policies with an unfinished job (from the active markers, not a
-    /// scan of every job).
-    async fn busy_policies(&self) -> Result<Vec<String>, ReplicationError> {
-        let mut busy = Vec::new();
-        for kv in self.inner.store.list_all(keys::ACTIVE, 1000).await? {
-            let id = &kv.key[keys::ACTIVE.len()..];
-            if let Ok(job) = self.load_job(id).await {
-                busy.push(job.policy);
-            }
-        }
-        Ok(busy)
     }
 
     /// Deletes finished jobs older than the retention.
@@ -728,10 +721,22 @@ impl Replication {
     }
 }
 
+/// `repository:reference: error` of the first failed task.
+fn first_failure(tasks: &[Task]) -> Option<String> {
+    let task = tasks.iter().find(|t| t.state == State::Failed)?;
+    Some(format!(
+        "{}:{}: {}",
+        task.repository,
+        task.reference,
+        task.message.as_deref().unwrap_or("failed")
+    ))
+}
+
 /// A task being worked on, and where it is saved.
 struct TaskRecord {
     replication: Replication,
     task: tokio::sync::Mutex<Task>,
+    live: Arc<LiveProgress>,
 }
 
 impl TaskRecord {

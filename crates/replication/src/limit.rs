@@ -28,11 +28,6 @@ impl RateLimit {
         }
     }
 
-    /// The configured rate.
-    pub fn rate(&self) -> u64 {
-        self.bytes_per_second
-    }
-
     /// Waits until `bytes` may go.
     pub async fn acquire(&self, bytes: usize) {
         let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);

@@ -74,6 +74,11 @@ impl RegistryAccess for LocalRegistry {
         }
     }
 
+    async fn tag_names(&self, repo: &RepositoryName) -> Result<Vec<Tag>, ReplicationError> {
+        let tags = self.registry.tags_with_origin(repo).await?;
+        Ok(tags.into_iter().map(|(tag, _, _)| tag).collect())
+    }
+
     async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError> {
         Ok(self
             .registry
@@ -234,8 +239,7 @@ impl RegistryAccess for LocalRegistry {
                 current,
                 current_origin,
             } => TagWrite::Kept(format!(
-                "local kept {repo}:{reference} at {current} (origin {} at {})",
-                current_origin.instance, current_origin.at
+                "local kept {repo}:{reference} at {current} (origin {current_origin})"
             )),
             _ => TagWrite::Moved,
         })
@@ -267,8 +271,7 @@ impl RegistryAccess for LocalRegistry {
                 current,
                 current_origin,
             }) => Ok(TagDelete::Kept(format!(
-                "local kept {repo}:{reference} at {current} (origin {} at {})",
-                current_origin.instance, current_origin.at
+                "local kept {repo}:{reference} at {current} (origin {current_origin})"
             ))),
             Some(_) => Ok(TagDelete::Deleted),
         }

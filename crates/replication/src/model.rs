@@ -297,7 +297,7 @@ pub struct Job {
     pub finished_at: Option<u64>,
     /// How many tasks it has.
     pub tasks: u32,
-    /// Why it failed to plan, if it did.
+    /// Why a failed job failed: the first failed task and its error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// A user asked to stop it; it ends `cancelled` once its running

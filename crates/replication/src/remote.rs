@@ -537,18 +537,22 @@ impl RegistryAccess for RemoteRegistry {
             .collect())
     }
 
-    async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError> {
+    async fn tag_names(&self, repo: &RepositoryName) -> Result<Vec<Tag>, ReplicationError> {
         let mut url = self.url(&format!("/v2/{repo}/tags/list"));
         url.query_pairs_mut().append_pair("n", &PAGE.to_string());
         let pages: Vec<TagList> = self
             .paged(&pull_scope(repo), url, &format!("tags of {repo}"))
             .await?
             .unwrap_or_default();
-        let tags: Vec<Tag> = pages
+        Ok(pages
             .into_iter()
             .flat_map(|p| p.tags.unwrap_or_default())
             .filter_map(|t| t.parse().ok())
-            .collect();
+            .collect())
+    }
+
+    async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError> {
+        let tags = self.tag_names(repo).await?;
         // One HEAD per tag, a few at a time.
         let states: Vec<_> = futures_util::stream::iter(tags)
             .map(|tag| async move {

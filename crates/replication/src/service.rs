@@ -86,8 +86,13 @@ pub(crate) struct TaskSpec {
     pub origin: Option<String>,
 }
 
-/// Bytes sent and bytes planned of a running task.
-pub(crate) type LiveProgress = (Arc<AtomicU64>, Arc<AtomicU64>);
+/// Bytes sent and bytes planned of a running task, counted by its copy as
+/// it goes and read by job queries between saves.
+#[derive(Default)]
+pub(crate) struct LiveProgress {
+    pub sent: Arc<AtomicU64>,
+    pub total: Arc<AtomicU64>,
+}
 
 /// Receives what replication reports for the audit log.
 pub type ReportHook = Arc<dyn Fn(Report) + Send + Sync>;
@@ -108,6 +113,14 @@ pub enum Report {
         /// Its task counts, as a sentence.
         summary: String,
     },
+}
+
+impl LiveProgress {
+    /// Raises the task's byte counts to what the copy has counted.
+    pub(crate) fn copy_into(&self, task: &mut Task) {
+        task.bytes_done = task.bytes_done.max(self.sent.load(Ordering::Relaxed));
+        task.bytes_total = task.bytes_total.max(self.total.load(Ordering::Relaxed));
+    }
 }
 
 /// A connected endpoint: the client and, for Wharf peers, its instance id
@@ -137,9 +150,9 @@ pub(crate) struct Inner {
     /// Jobs this process is running, and how to stop them.
     pub running: Mutex<HashMap<String, CancellationToken>>,
     /// Bytes sent and planned per running task, for live progress.
-    pub live: Mutex<HashMap<(String, u32), LiveProgress>>,
-    pub limits: Mutex<HashMap<String, Arc<RateLimit>>>,
-    pub slots: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    pub live: Mutex<HashMap<(String, u32), Arc<LiveProgress>>>,
+    pub limits: Mutex<HashMap<String, (u64, Arc<RateLimit>)>>,
+    pub slots: Mutex<HashMap<String, (u64, Arc<Semaphore>)>>,
     pub connections: Mutex<HashMap<String, Arc<Connection>>>,
     /// Destination repositories written lately per endpoint: where a blob
     /// may already be, to mount instead of upload.
@@ -164,6 +177,31 @@ impl EventSink for EventQueue {
             tracing::warn!("replication event queue full; the next reconcile pass catches up");
         }
     }
+}
+
+/// The object a policy's tasks share (pacer, slots), made anew when the
+/// setting it was made for changes.
+fn shared_per_policy<T>(
+    map: &Mutex<HashMap<String, (u64, Arc<T>)>>,
+    policy: &Policy,
+    setting: u64,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    match map.get(&policy.name) {
+        Some((made_for, shared)) if *made_for == setting => shared.clone(),
+        _ => {
+            let shared = Arc::new(make());
+            map.insert(policy.name.clone(), (setting, shared.clone()));
+            shared
+        }
+    }
+}
+
+fn puts(txn: Txn, items: &[(String, Vec<u8>)]) -> Txn {
+    items
+        .iter()
+        .fold(txn, |txn, (key, value)| txn.put(key.clone(), value.clone()))
 }
 
 fn not_found(kind: &'static str, name: &str) -> ReplicationError {
@@ -416,12 +454,6 @@ impl Replication {
                 policy.name
             )));
         }
-        // A changed limit or concurrency takes effect for the next task.
-        self.inner
-            .limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&policy.name);
         Ok(policy)
     }
 
@@ -443,44 +475,31 @@ impl Replication {
     /// Deletes a policy; its unfinished jobs are cancelled.
     pub async fn delete_policy(&self, name: &str) -> Result<(), ReplicationError> {
         self.policy(name).await?;
-        for summary in self.jobs(Some(name), usize::MAX).await? {
-            if !summary.job.state.is_final() {
-                self.cancel_job(&summary.job.id).await?;
+        for job in self.active_jobs().await? {
+            if job.policy == name {
+                self.cancel_job(&job.id).await?;
             }
         }
         self.inner.store.delete(&keys::policy(name)).await?;
         Ok(())
     }
 
-    /// The policy's shared pacer, if it has a limit.
+    /// The policy's shared pacer, if it has a limit. A changed limit takes
+    /// effect for the next task.
     pub(crate) fn limit_of(&self, policy: &Policy) -> Option<Arc<RateLimit>> {
         let rate = policy.bandwidth_limit?;
-        let mut limits = self.inner.limits.lock().unwrap_or_else(|p| p.into_inner());
-        let limit = limits
-            .entry(policy.name.clone())
-            .or_insert_with(|| Arc::new(RateLimit::new(rate)));
-        if limit.rate() != rate {
-            *limit = Arc::new(RateLimit::new(rate));
-        }
-        Some(limit.clone())
+        Some(shared_per_policy(&self.inner.limits, policy, rate, || {
+            RateLimit::new(rate)
+        }))
     }
 
-    /// The policy's concurrency slots.
+    /// The policy's concurrency slots; a changed concurrency takes effect
+    /// for the next task.
     pub(crate) fn slots_of(&self, policy: &Policy) -> Arc<Semaphore> {
-        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = slots.entry(policy.name.clone()).or_insert_with(|| {
-            (
-                policy.concurrency,
-                Arc::new(Semaphore::new(policy.concurrency as usize)),
-            )
-        });
-        if entry.0 != policy.concurrency {
-            *entry = (
-                policy.concurrency,
-                Arc::new(Semaphore::new(policy.concurrency as usize)),
-            );
-        }
-        entry.1.clone()
+        let slots = policy.concurrency;
+        shared_per_policy(&self.inner.slots, policy, u64::from(slots), || {
+            Semaphore::new(slots as usize)
+        })
     }
 
     /// The two sides of a policy's copies: (source, destination).
@@ -527,17 +546,17 @@ impl Replication {
             Direction::Pull => Some(self.instance().to_string()),
         };
         let only_differences = trigger == TriggerKind::Reconcile;
+        let matcher = Matcher::new(&policy.filters);
         let mut specs = Vec::new();
         for repo in source.repositories().await? {
-            if !repository_matches(&policy.filters, &repo) {
+            if !matcher.repository(&repo) {
                 continue;
             }
             let destination_repo = policy.destination_of(&repo);
-            if only_differences {
+            let existing: HashMap<String, TagState> = if only_differences {
+                // Before the lookup: a registry denies reads of a missing project.
                 self.ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
                     .await?;
-            }
-            let existing: HashMap<String, TagState> = if only_differences {
                 destination
                     .tags(&destination_repo)
                     .await?
@@ -547,32 +566,45 @@ impl Replication {
             } else {
                 HashMap::new()
             };
-            for (tag, state) in source.tags(&repo).await? {
-                if !tag_matches(&policy.filters, &tag) {
+            // What each tag points at (a HEAD per tag at a remote) only when
+            // a difference or a label must be judged: tasks read their tag
+            // again when they run.
+            let tags: Vec<(Tag, Option<TagState>)> =
+                if only_differences || policy.filters.label.is_some() {
+                    let tags = source.tags(&repo).await?;
+                    tags.into_iter().map(|(t, s)| (t, Some(s))).collect()
+                } else {
+                    let names = source.tag_names(&repo).await?;
+                    names.into_iter().map(|t| (t, None)).collect()
+                };
+            for (tag, state) in tags {
+                if !matcher.tag(&tag) {
                     continue;
                 }
-                if only_differences
-                    && !differs(
-                        &state,
-                        existing.get(tag.as_str()),
-                        destination_instance.as_deref(),
-                        policy.override_existing,
-                    )
-                {
-                    continue;
-                }
-                if let Some(label) = &policy.filters.label
-                    && !crate::labels::has_label(source.as_ref(), &repo, &state.digest, label)
-                        .await?
-                {
-                    continue;
+                if let Some(state) = &state {
+                    if only_differences
+                        && !differs(
+                            state,
+                            existing.get(tag.as_str()),
+                            destination_instance.as_deref(),
+                            policy.override_existing,
+                        )
+                    {
+                        continue;
+                    }
+                    if let Some(label) = &policy.filters.label
+                        && !crate::labels::has_label(source.as_ref(), &repo, &state.digest, label)
+                            .await?
+                    {
+                        continue;
+                    }
                 }
                 specs.push(TaskSpec {
                     kind: TaskKind::Copy,
                     repository: repo.clone(),
                     reference: tag.to_string(),
                     destination: destination_repo.clone(),
-                    origin: state.origin.as_ref().map(|o| o.to_header()),
+                    origin: state.and_then(|s| s.origin).map(|o| o.to_header()),
                 });
             }
         }
@@ -632,28 +664,18 @@ impl Replication {
                 (keys::task(&id, index as u32), keys::encode(&task))
             })
             .collect();
-        let mut batches = tasks.chunks(100).peekable();
-        let mut first = Txn::new().put(keys::job(&id), keys::encode(&job));
-        if !job.state.is_final() && batches.peek().is_none_or(|b| b.len() < 100) {
-            // Small jobs (every event-triggered one) commit in one transaction.
-            for (key, value) in batches.next().unwrap_or_default() {
-                first = first.put(key.clone(), value.clone());
-            }
-            first = first.put(keys::active(&id), Vec::new());
-            self.inner.store.txn(first).await?;
-        } else {
-            for batch in batches {
-                let mut txn = Txn::new();
-                for (key, value) in batch {
-                    txn = txn.put(key.clone(), value.clone());
-                }
-                self.inner.store.txn(txn).await?;
-            }
-            if !job.state.is_final() {
-                first = first.put(keys::active(&id), Vec::new());
-            }
-            self.inner.store.txn(first).await?;
+        // The job and its active marker go with the last batch, so the
+        // executor never sees a job whose tasks are not all written.
+        let mut batches: Vec<&[(String, Vec<u8>)]> = tasks.chunks(100).collect();
+        let last = batches.pop().unwrap_or_default();
+        for batch in batches {
+            self.inner.store.txn(puts(Txn::new(), batch)).await?;
         }
+        let mut txn = puts(Txn::new(), last).put(keys::job(&id), keys::encode(&job));
+        if !job.state.is_final() {
+            txn = txn.put(keys::active(&id), Vec::new());
+        }
+        self.inner.store.txn(txn).await?;
         self.inner.wake.notify_one();
         Ok(job)
     }
@@ -707,10 +729,31 @@ impl Replication {
     }
 
     pub(crate) async fn load_job(&self, id: &str) -> Result<Job, ReplicationError> {
+        Ok(self.job_record(id).await?.1)
+    }
+
+    /// A job and its key-value; ids not shaped like job ids are not found.
+    pub(crate) async fn job_record(
+        &self,
+        id: &str,
+    ) -> Result<(wharf_store::KeyValue, Job), ReplicationError> {
         if !keys::is_job_id(id) {
             return Err(not_found("job", id));
         }
-        Ok(self.record(&keys::job(id), "job", id).await?.1)
+        self.record(&keys::job(id), "job", id).await
+    }
+
+    /// The jobs not finished yet (read from their active markers).
+    pub(crate) async fn active_jobs(&self) -> Result<Vec<Job>, ReplicationError> {
+        let mut jobs = Vec::new();
+        for kv in self.inner.store.list_all(keys::ACTIVE, 1000).await? {
+            match self.load_job(&kv.key[keys::ACTIVE.len()..]).await {
+                Ok(job) => jobs.push(job),
+                Err(ReplicationError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(jobs)
     }
 
     pub(crate) async fn tasks(&self, id: &str) -> Result<Vec<Task>, ReplicationError> {
@@ -720,9 +763,8 @@ impl Replication {
             .iter()
             .map(|kv| {
                 let mut task: Task = keys::decode(&kv.key, &kv.value)?;
-                if let Some((sent, total)) = live.get(&(task.job.clone(), task.index)) {
-                    task.bytes_done = task.bytes_done.max(sent.load(Ordering::Relaxed));
-                    task.bytes_total = task.bytes_total.max(total.load(Ordering::Relaxed));
+                if let Some(progress) = live.get(&(task.job.clone(), task.index)) {
+                    progress.copy_into(&mut task);
                 }
                 Ok(task)
             })
@@ -732,10 +774,8 @@ impl Replication {
     /// Stops a job: running copies end, pending tasks never start; the job
     /// ends `cancelled` once they have.
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ReplicationError> {
-        self.load_job(id).await?;
-        let key = keys::job(id);
         loop {
-            let (kv, mut job) = self.record::<Job>(&key, "job", id).await?;
+            let (kv, mut job) = self.job_record(id).await?;
             if job.state.is_final() || job.cancel_requested {
                 return Ok(job);
             }
@@ -743,7 +783,7 @@ impl Replication {
             if self
                 .inner
                 .store
-                .put_if(&key, keys::encode(&job), kv.mod_revision)
+                .put_if(&kv.key, keys::encode(&job), kv.mod_revision)
                 .await?
                 .is_some()
             {
@@ -763,21 +803,38 @@ impl Replication {
     }
 }
 
-pub(crate) fn repository_matches(filters: &Filters, repo: &RepositoryName) -> bool {
-    if !filters.projects.is_empty() && !filters.projects.iter().any(|p| p == repo.project()) {
-        return false;
-    }
-    filters
-        .repository
-        .as_deref()
-        .is_none_or(|g| Glob::parse(g).is_ok_and(|g| g.matches(repo.as_str())))
+/// A policy's filters with their patterns parsed once, for matching many
+/// names. Patterns were checked with the policy; one that no longer parses
+/// matches nothing.
+pub(crate) struct Matcher<'a> {
+    filters: &'a Filters,
+    repository: Option<Result<Glob, String>>,
+    tag: Option<Result<Glob, String>>,
 }
 
-pub(crate) fn tag_matches(filters: &Filters, tag: &Tag) -> bool {
-    filters
-        .tag
-        .as_deref()
-        .is_none_or(|g| Glob::parse(g).is_ok_and(|g| g.matches(tag.as_str())))
+impl<'a> Matcher<'a> {
+    pub(crate) fn new(filters: &'a Filters) -> Matcher<'a> {
+        Matcher {
+            filters,
+            repository: filters.repository.as_deref().map(Glob::parse),
+            tag: filters.tag.as_deref().map(Glob::parse),
+        }
+    }
+
+    pub(crate) fn repository(&self, repo: &RepositoryName) -> bool {
+        let projects = &self.filters.projects;
+        (projects.is_empty() || projects.iter().any(|p| p == repo.project()))
+            && matches_glob(&self.repository, repo.as_str())
+    }
+
+    pub(crate) fn tag(&self, tag: &Tag) -> bool {
+        matches_glob(&self.tag, tag.as_str())
+    }
+}
+
+fn matches_glob(glob: &Option<Result<Glob, String>>, text: &str) -> bool {
+    glob.as_ref()
+        .is_none_or(|g| g.as_ref().is_ok_and(|g| g.matches(text)))
 }
 
 /// Whether a reconcile pass should copy a tag: the destination lacks it or

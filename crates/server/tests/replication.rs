@@ -753,3 +753,37 @@ async fn finished_jobs_past_their_retention_are_pruned() {
     }
     assert_eq!(b.tag("shop/short", "1").await.unwrap().digest, digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_job_names_its_first_failure() {
+    let a = Peer::start("idc-a").await;
+    // Nothing listens on port 1: every try is refused.
+    a.api(
+        "POST",
+        "/api/v1/replication/endpoints",
+        json!({"name": "gone", "url": "http://127.0.0.1:1", "kind": "registry"}),
+    )
+    .await;
+    a.add_policy("to-gone", "gone", json!({"triggers": {"onEvent": false}}))
+        .await;
+    a.push("shop/x", "1", 1, 100).await;
+    let job = a
+        .api(
+            "POST",
+            "/api/v1/replication/policies/to-gone/run",
+            Value::Null,
+        )
+        .await;
+    a.settle().await;
+    let detail = a
+        .api(
+            "GET",
+            &format!("/api/v1/replication/jobs/{}", job["id"].as_str().unwrap()),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(detail["state"], "failed", "{detail}");
+    assert_eq!(detail["taskList"][0]["attempts"], 3, "{detail}");
+    let error = detail["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("shop/x:1: gone:"), "{detail}");
+}

@@ -3,44 +3,19 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::TestServer;
+use common::cli::{ok, run_with_stdin};
 use common::server::ADMIN_PASSWORD;
 use serde_json::Value;
 
 /// Runs `wharf ARGS` with its own home directory, feeding `stdin`.
 fn wharf(home: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("WHARF_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    let mut command = common::cli::wharf(home);
+    command.args(args);
+    run_with_stdin(command, stdin)
 }
 
 #[track_caller]

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::cli::{ok, run_with_stdin, wharf};
 use common::server::ADMIN_PASSWORD;
 use serde_json::Value;
 
@@ -33,41 +33,6 @@ spec:
           resources:
             requests: {cpu: 100m, memory: 32Mi}
 "#;
-
-fn wharf(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    command
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("WHARF_SERVER");
-    command
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn with_stdin(mut command: Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// A background `wharf agent`, killed on drop.
 struct AgentProcess(Child);
@@ -148,7 +113,7 @@ fn two_agents_run_a_deployment_that_scales() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    ok(with_stdin(
+    ok(run_with_stdin(
         {
             let mut c = wharf(home);
             c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
@@ -267,7 +232,7 @@ fn a_simulated_fleet_registers_and_runs_pods() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    ok(with_stdin(
+    ok(run_with_stdin(
         {
             let mut c = wharf(home);
             c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);

@@ -11,9 +11,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{ok, run_with_stdin, wharf};
 use common::server::ADMIN_PASSWORD;
 use common::skopeo::Skopeo;
 use common::{
@@ -31,44 +32,6 @@ fn prerequisites(test: &str) -> bool {
             Path::new("/bin/busybox").exists(),
             "/bin/busybox not installed: apt-get install busybox-static",
         )
-}
-
-fn wharf(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    command
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("WHARF_SERVER")
-        .env_remove("WHARF_PROJECT");
-    command
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn run_with_stdin(mut command: Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {

@@ -10,12 +10,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::cli::{ok, run_with_stdin, wharf};
 use common::image::{Blob, sha256};
 use common::registry::RegistryClient;
 use common::server::{ADMIN_PASSWORD, admin_credentials, log_tail};
@@ -156,23 +157,9 @@ impl Idc {
     }
 
     fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
-            .env("HOME", self.home())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("WHARF_SERVER")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut command = wharf(&self.home());
+        command.args(args);
+        run_with_stdin(command, input)
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -279,17 +266,6 @@ fn jobs_of(value: &Value) -> Vec<Value> {
         .or_else(|| value["items"].as_array())
         .cloned()
         .unwrap_or_default()
-}
-
-#[track_caller]
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 async fn digest_at(registry: &RegistryClient, base: &str, repo: &str, tag: &str) -> Option<String> {

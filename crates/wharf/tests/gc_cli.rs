@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use common::cli::wharf;
 use common::server::ADMIN_PASSWORD;
 use reqwest::{Method, StatusCode};
 use sha2::Digest as _;
@@ -73,16 +74,6 @@ fn blob_file_exists(server: &TestServer, digest: &str) -> bool {
         .join(&hex[..2])
         .join(hex)
         .exists()
-}
-
-/// A `wharf` client command with its own configuration directory.
-fn wharf(home: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    command
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("WHARF_SERVER");
-    command
 }
 
 /// Logs the client in as `admin`, as an operator would before running gc.

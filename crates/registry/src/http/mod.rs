@@ -72,16 +72,19 @@ async fn ping(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         .authorizer
         .admit(request.headers(), source_of(&request), &Need::Login)
         .await;
-    let mut response = with_api_version(match admitted {
-        Ok(_) => axum::Json(json!({})).into_response(),
-        Err(err) => return with_api_version(err.into_response()),
-    });
-    // Replication peers learn whom they talk to, to keep writes from
-    // travelling back to where they came from.
-    if let Ok(instance) = HeaderValue::from_str(&shared.registry.config().instance) {
-        response.headers_mut().insert(INSTANCE, instance);
-    }
-    response
+    let response = match admitted {
+        Ok(_) => {
+            let mut response = axum::Json(json!({})).into_response();
+            // Replication peers learn whom they talk to, to keep writes
+            // from travelling back to where they came from.
+            if let Ok(instance) = HeaderValue::from_str(&shared.registry.config().instance) {
+                response.headers_mut().insert(INSTANCE, instance);
+            }
+            response
+        }
+        Err(err) => err.into_response(),
+    };
+    with_api_version(response)
 }
 
 fn with_api_version(mut response: Response) -> Response {

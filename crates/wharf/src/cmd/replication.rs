@@ -543,7 +543,7 @@ struct TaskView {
     message: Option<String>,
 }
 
-/// Whether nothing more will happen to something in `state`.
+/// Whether more will happen to something in `state` (pending or running).
 fn is_active(state: &str) -> bool {
     matches!(state, "pending" | "running")
 }
