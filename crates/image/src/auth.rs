@@ -113,14 +113,123 @@ fn parse_params(text: &str) -> Option<Vec<(String, String)>> {
     }
 }
 
-/// Key of a cached token: registry, repository and the account asking, so
-/// that different credentials never share a token.
-pub(crate) type TokenKey = (String, String, String);
+/// Why a token server gave no token.
+#[derive(Debug)]
+pub enum TokenFailure {
+    /// The realm is not an http(s) URL.
+    UnusableRealm,
+    /// 401 or 403: the credentials (or anonymous access) were refused; the
+    /// server's message.
+    Refused(String),
+    /// Another error status, and the server's message.
+    Status(u16, String),
+    /// The answer held no token.
+    NoToken(String),
+    /// The request failed on the way.
+    Transport(reqwest::Error),
+}
 
-/// Bearer tokens by (registry, repository, user), each until shortly before
-/// it expires.
+/// Asks the token server at `realm` for `scope` (space-separated scopes
+/// become one `scope` parameter each), with Basic `credentials` when there
+/// are any (anonymously otherwise). Returns the token and its `expires_in`.
+pub async fn request_token(
+    http: &reqwest::Client,
+    realm: &str,
+    service: Option<&str>,
+    scope: &str,
+    credentials: Option<&RegistryCredentials>,
+) -> Result<(String, Option<u64>), TokenFailure> {
+    let mut url = reqwest::Url::parse(realm)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or(TokenFailure::UnusableRealm)?;
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(service) = service {
+            query.append_pair("service", service);
+        }
+        for part in scope.split(' ').filter(|p| !p.is_empty()) {
+            query.append_pair("scope", part);
+        }
+    }
+    let mut request = http.get(url);
+    if let Some(c) = credentials {
+        request = request.basic_auth(&c.username, Some(&c.password));
+    }
+    let response = request.send().await.map_err(TokenFailure::Transport)?;
+    let status = response.status();
+    if matches!(
+        status,
+        reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+    ) {
+        return Err(TokenFailure::Refused(error_message(response).await));
+    }
+    if !status.is_success() {
+        return Err(TokenFailure::Status(
+            status.as_u16(),
+            error_message(response).await,
+        ));
+    }
+    let body = read_limited(response, MAX_TOKEN_BODY)
+        .await
+        .map_err(TokenFailure::Transport)?
+        .ok_or_else(|| TokenFailure::NoToken("the answer is too large".into()))?;
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|e| TokenFailure::NoToken(e.to_string()))?;
+    let token = parsed
+        .token
+        .or(parsed.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| TokenFailure::NoToken("no token in the answer".into()))?;
+    Ok((token, parsed.expires_in))
+}
+
+/// Largest token response read.
+const MAX_TOKEN_BODY: usize = 64 << 10;
+
+/// The body, or `None` once it exceeds `limit` bytes.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
+/// `CODE: message` of an OCI error body, else the status text.
+pub async fn error_message(response: reqwest::Response) -> String {
+    let status = response.status();
+    let body = read_limited(response, MAX_TOKEN_BODY).await.ok().flatten();
+    let first = body.as_deref().and_then(|b| {
+        let value: serde_json::Value = serde_json::from_slice(b).ok()?;
+        let error = value.get("errors")?.get(0)?;
+        let code = error.get("code").and_then(|c| c.as_str()).unwrap_or("");
+        let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
+        Some(format!("{code}: {message}"))
+    });
+    first.unwrap_or_else(|| status.to_string())
+}
+
+/// Key of a cached token: registry, what it grants (a repository or a
+/// scope) and the account asking, so that different credentials never
+/// share a token.
+pub type TokenKey = (String, String, String);
+
+/// Bearer tokens by [`TokenKey`], each until shortly before it expires.
 #[derive(Default)]
-pub(crate) struct TokenCache {
+pub struct TokenCache {
     tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
 }
 
@@ -130,7 +239,8 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_MARGIN: Duration = Duration::from_secs(30);
 
 impl TokenCache {
-    pub(crate) fn get(&self, key: &TokenKey) -> Option<String> {
+    /// The token under `key`, unless it is about to expire.
+    pub fn get(&self, key: &TokenKey) -> Option<String> {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         match tokens.get(key) {
             Some((token, until)) if Instant::now() < *until => Some(token.clone()),
@@ -144,7 +254,7 @@ impl TokenCache {
 
     /// Keeps `token` until a tenth of its lifetime (at most 30 s) before it
     /// expires, so that a request never leaves with a token about to lapse.
-    pub(crate) fn put(&self, key: TokenKey, token: String, expires_in: Option<u64>) {
+    pub fn put(&self, key: TokenKey, token: String, expires_in: Option<u64>) {
         let lifetime = expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
         let margin = (lifetime / 10).min(MAX_MARGIN);
         let until = Instant::now() + lifetime.saturating_sub(margin);
@@ -152,7 +262,8 @@ impl TokenCache {
         tokens.insert(key, (token, until));
     }
 
-    pub(crate) fn forget(&self, key: &TokenKey) {
+    /// Drops the token under `key` (the registry refused it).
+    pub fn forget(&self, key: &TokenKey) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.remove(key);
     }

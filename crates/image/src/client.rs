@@ -4,20 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use reqwest::{Response, StatusCode, header};
-use serde::Deserialize;
 use wharf_oci::Digest;
 use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 
-use crate::auth::{Challenge, TokenCache, TokenKey};
+use crate::auth::{
+    Challenge, TokenCache, TokenFailure, TokenKey, error_message, read_limited, request_token,
+};
 use crate::reference::split_port;
 use crate::{ImageError, ImageRef, RegistryCredentials};
 
 /// Largest manifest accepted (the distribution registry's limit too).
 pub(crate) const MAX_MANIFEST_BYTES: usize = 4 << 20;
-/// Largest error or token response read.
-const MAX_SMALL_BODY: usize = 64 << 10;
 
 /// HTTP client, token cache and transport policy shared by all pulls.
 pub(crate) struct RegistryClient {
@@ -75,13 +74,6 @@ enum Auth {
     Anonymous,
     Bearer(String),
     Basic,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
-    expires_in: Option<u64>,
 }
 
 impl Session {
@@ -272,53 +264,40 @@ impl Session {
             image: self.image(),
             message,
         };
-        let mut url = reqwest::Url::parse(realm)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| unauthorized(format!("unusable token realm {realm:?}")))?;
+        let failure = match request_token(
+            &self.client.http,
+            realm,
+            service,
+            scope,
+            self.credentials.as_ref(),
+        )
+        .await
         {
-            let mut query = url.query_pairs_mut();
-            if let Some(service) = service {
-                query.append_pair("service", service);
+            Ok(token) => return Ok(token),
+            Err(failure) => failure,
+        };
+        Err(match failure {
+            TokenFailure::UnusableRealm => unauthorized(format!("unusable token realm {realm:?}")),
+            TokenFailure::Refused(detail) => {
+                let who = self
+                    .credentials
+                    .as_ref()
+                    .map_or("anonymous access".to_string(), |c| {
+                        format!("the credentials of {}", c.username)
+                    });
+                unauthorized(format!("token server {realm} refused {who}: {detail}"))
             }
-            query.append_pair("scope", scope);
-        }
-        let mut request = self.client.http.get(url.clone());
-        if let Some(c) = &self.credentials {
-            request = request.basic_auth(&c.username, Some(&c.password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| self.http_error(realm, source))?;
-        let status = response.status();
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            let who = self
-                .credentials
-                .as_ref()
-                .map_or("anonymous access".to_string(), |c| {
-                    format!("the credentials of {}", c.username)
-                });
-            let detail = error_message(response).await;
-            return Err(unauthorized(format!(
-                "token server {realm} refused {who}: {detail}"
-            )));
-        }
-        if !status.is_success() {
-            return Err(self.status_error(response, realm, "token").await);
-        }
-        let body = read_limited(response, MAX_SMALL_BODY)
-            .await
-            .map_err(|source| self.http_error(realm, source))?
-            .unwrap_or_default();
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| unauthorized(format!("token server {realm} sent no token: {e}")))?;
-        let token = parsed
-            .token
-            .or(parsed.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized(format!("token server {realm} sent no token")))?;
-        Ok((token, parsed.expires_in))
+            TokenFailure::Status(status, message) => ImageError::Registry {
+                image: self.image(),
+                url: realm.to_string(),
+                status,
+                message,
+            },
+            TokenFailure::NoToken(why) => {
+                unauthorized(format!("token server {realm} sent no token: {why}"))
+            }
+            TokenFailure::Transport(source) => self.http_error(realm, source),
+        })
     }
 
     async fn status_error(&self, response: Response, url: &str, what: &str) -> ImageError {
@@ -360,35 +339,6 @@ fn challenge_of(response: &Response) -> Option<Challenge> {
     let insufficient_scope =
         matches!(&challenge, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope");
     (status == StatusCode::UNAUTHORIZED || insufficient_scope).then_some(challenge)
-}
-
-/// The body, or `None` once it exceeds `limit` bytes.
-pub(crate) async fn read_limited(
-    mut response: Response,
-    limit: usize,
-) -> Result<Option<Bytes>, reqwest::Error> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body.freeze()))
-}
-
-/// `CODE: message` from an OCI error body, else the status text.
-async fn error_message(response: Response) -> String {
-    let status = response.status();
-    let body = read_limited(response, MAX_SMALL_BODY).await.ok().flatten();
-    let first = body.as_deref().and_then(|b| {
-        let value: serde_json::Value = serde_json::from_slice(b).ok()?;
-        let error = value.get("errors")?.get(0)?;
-        let code = error.get("code").and_then(|c| c.as_str()).unwrap_or("");
-        let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
-        Some(format!("{code}: {message}"))
-    });
-    first.unwrap_or_else(|| status.to_string())
 }
 
 #[cfg(test)]

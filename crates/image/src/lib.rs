@@ -33,7 +33,10 @@ mod resolve;
 mod store;
 mod unpack;
 
-pub use auth::{Challenge, RegistryCredentials};
+pub use auth::{
+    Challenge, RegistryCredentials, TokenCache, TokenFailure, TokenKey, error_message,
+    read_limited, request_token,
+};
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
 pub use reference::ImageRef;

@@ -1,16 +1,16 @@
 //! Another registry over the OCI Distribution API, with Docker token (or
 //! Basic) authentication: Wharf peers and any other registry.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::{RequestBuilder, Response, StatusCode, Url, header};
 use serde::Deserialize;
-use wharf_image::{Challenge, RegistryCredentials};
+use wharf_image::{
+    Challenge, RegistryCredentials, TokenCache, TokenFailure, TokenKey, error_message,
+    read_limited, request_token,
+};
 use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
 use wharf_registry::Origin;
@@ -27,7 +27,6 @@ pub const ORIGIN_HEADER: &str = "wharf-origin";
 pub const TAG_OUTCOME_HEADER: &str = "wharf-tag";
 
 const MAX_MANIFEST_BYTES: usize = 4 << 20;
-const MAX_SMALL_BODY: usize = 1 << 20;
 const PAGE: usize = 1000;
 
 /// Timeouts of the HTTP client.
@@ -55,14 +54,7 @@ pub struct RemoteRegistry {
     base: Url,
     http: reqwest::Client,
     credentials: Option<RegistryCredentials>,
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    token: Option<String>,
-    access_token: Option<String>,
-    expires_in: Option<u64>,
+    tokens: TokenCache,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +114,7 @@ impl RemoteRegistry {
             base,
             http,
             credentials,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: TokenCache::default(),
         })
     }
 
@@ -172,16 +164,18 @@ impl RemoteRegistry {
         self.retryable(message)
     }
 
-    fn cached_token(&self, scope: &str) -> Option<String> {
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens
-            .get(scope)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(t, _)| t.clone())
+    /// Tokens are cached per scope and account.
+    fn token_key(&self, scope: &str) -> TokenKey {
+        let user = self.credentials.as_ref().map(|c| c.username.clone());
+        (
+            self.name.clone(),
+            scope.to_string(),
+            user.unwrap_or_default(),
+        )
     }
 
     fn authorize(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
-        match (self.cached_token(scope), &self.credentials) {
+        match (self.tokens.get(&self.token_key(scope)), &self.credentials) {
             (Some(token), _) if token != BASIC => request.bearer_auth(token),
             (Some(_), Some(c)) => request.basic_auth(&c.username, Some(&c.password)),
             _ => request,
@@ -200,14 +194,14 @@ impl RemoteRegistry {
             .ok_or_else(|| {
                 self.permanent(format!("{} without a usable challenge", response.status()))
             })?;
-        let (token, lifetime) = match challenge {
+        let (token, expires_in) = match challenge {
             Challenge::Basic => {
                 if self.credentials.is_none() {
                     return Err(
                         self.permanent("asks for credentials and the endpoint has none".into())
                     );
                 }
-                (BASIC.to_string(), Duration::from_secs(3600))
+                (BASIC.to_string(), Some(3600))
             }
             Challenge::Bearer {
                 realm,
@@ -223,10 +217,7 @@ impl RemoteRegistry {
                 .await?
             }
         };
-        let until =
-            Instant::now() + lifetime.saturating_sub((lifetime / 10).min(Duration::from_secs(30)));
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.insert(scope.to_string(), (token, until));
+        self.tokens.put(self.token_key(scope), token, expires_in);
         Ok(())
     }
 
@@ -235,54 +226,32 @@ impl RemoteRegistry {
         realm: &str,
         service: Option<&str>,
         scope: &str,
-    ) -> Result<(String, Duration), ReplicationError> {
-        let mut url = Url::parse(realm)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| self.permanent(format!("unusable token realm {realm:?}")))?;
-        {
-            let mut query = url.query_pairs_mut();
-            if let Some(service) = service {
-                query.append_pair("service", service);
+    ) -> Result<(String, Option<u64>), ReplicationError> {
+        let failure =
+            match request_token(&self.http, realm, service, scope, self.credentials.as_ref()).await
+            {
+                Ok(token) => return Ok(token),
+                Err(failure) => failure,
+            };
+        Err(match failure {
+            TokenFailure::UnusableRealm => {
+                self.permanent(format!("unusable token realm {realm:?}"))
             }
-            for part in scope.split(' ') {
-                query.append_pair("scope", part);
+            TokenFailure::Refused(detail) => {
+                let who = self
+                    .credentials
+                    .as_ref()
+                    .map_or("anonymous access".into(), |c| c.username.clone());
+                self.permanent(format!("token server refused {who}: {detail}"))
             }
-        }
-        let mut request = self.http.get(url);
-        if let Some(c) = &self.credentials {
-            request = request.basic_auth(&c.username, Some(&c.password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport("token", e))?;
-        let status = response.status();
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            let who = self
-                .credentials
-                .as_ref()
-                .map_or("anonymous access".into(), |c| c.username.clone());
-            return Err(self.permanent(format!(
-                "token server refused {who}: {}",
-                error_text(response).await
-            )));
-        }
-        if !status.is_success() {
-            return Err(self.retryable(format!("token server answered {status}")));
-        }
-        let body = read_limited(response, MAX_SMALL_BODY)
-            .await
-            .map_err(|e| self.transport("token", e))?
-            .ok_or_else(|| self.permanent("token response too large".into()))?;
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| self.permanent(format!("token server sent no token: {e}")))?;
-        let token = parsed
-            .token
-            .or(parsed.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| self.permanent("token server sent no token".into()))?;
-        Ok((token, Duration::from_secs(parsed.expires_in.unwrap_or(60))))
+            TokenFailure::Status(status, _) => {
+                self.retryable(format!("token server answered {status}"))
+            }
+            TokenFailure::NoToken(why) => {
+                self.permanent(format!("token server sent no token: {why}"))
+            }
+            TokenFailure::Transport(e) => self.transport("token", e),
+        })
     }
 
     /// Sends a request that can be repeated, answering one challenge.
@@ -321,10 +290,7 @@ impl RemoteRegistry {
             .await
             .map_err(|e| self.transport(what, e))?;
         if response.status() == StatusCode::UNAUTHORIZED {
-            self.tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(scope);
+            self.tokens.forget(&self.token_key(scope));
             return Err(self.retryable(format!("{what}: token expired during the transfer")));
         }
         Ok(response)
@@ -334,7 +300,7 @@ impl RemoteRegistry {
     /// permanent except 408/429, server errors retryable.
     async fn failure(&self, what: &str, response: Response) -> ReplicationError {
         let status = response.status();
-        let text = error_text(response).await;
+        let text = error_message(response).await;
         let message = format!("{what}: {status}: {text}");
         if status.is_client_error()
             && status != StatusCode::REQUEST_TIMEOUT
@@ -472,37 +438,6 @@ fn next_link(response: &Response) -> Option<String> {
             .trim_end_matches('>')
             .to_string()
     })
-}
-
-async fn read_limited(
-    mut response: Response,
-    limit: usize,
-) -> Result<Option<Bytes>, reqwest::Error> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body.freeze()))
-}
-
-/// `CODE: message` of an OCI error body, else the status text.
-async fn error_text(response: Response) -> String {
-    let status = response.status();
-    let body = read_limited(response, 64 << 10).await.ok().flatten();
-    body.as_deref()
-        .and_then(|b| {
-            let value: serde_json::Value = serde_json::from_slice(b).ok()?;
-            let error = value.get("errors")?.get(0)?;
-            Some(format!(
-                "{}: {}",
-                error.get("code")?.as_str().unwrap_or(""),
-                error.get("message").and_then(|m| m.as_str()).unwrap_or("")
-            ))
-        })
-        .unwrap_or_else(|| status.to_string())
 }
 
 #[async_trait]

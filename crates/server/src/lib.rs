@@ -399,14 +399,8 @@ fn project_creator(identity: Arc<Identity>) -> wharf_replication::ProjectCreator
                 name: "admin".into(),
                 admin: true,
             };
-            match identity.project(&name).await {
-                Ok(_) => Ok(()),
-                Err(wharf_auth::AuthError::NotFound(_)) => {
-                    match identity.create_project(&admin, &name, false, None).await {
-                        Ok(_) | Err(wharf_auth::AuthError::Conflict(_)) => Ok(()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
+            match identity.create_project(&admin, &name, false, None).await {
+                Ok(_) | Err(wharf_auth::AuthError::Conflict(_)) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
         })
