@@ -265,7 +265,12 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
         let progress = |status: PodStatus| {
             status_tx.send_if_modified(|current| replace_if_changed(current, status));
         };
-        let synced = agent.runtime.sync(&pod, &progress).await;
+        // A step may take long (a big pull); deleting the pod cancels it
+        // rather than waiting for it, and the removal below cleans up.
+        let synced = tokio::select! {
+            synced = agent.runtime.sync(&pod, &progress) => synced,
+            () = deleted(desired.clone()) => continue,
+        };
         status_tx.send_if_modified(|current| replace_if_changed(current, synced.status));
         let again = synced.again_in.unwrap_or(Duration::from_secs(3600));
         tokio::select! {
@@ -277,6 +282,19 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
                 }
             }
             _ = tokio::time::sleep(again) => {}
+        }
+    }
+}
+
+/// Resolves once the pod's worker is told to remove it; never if its
+/// channel closes (a new worker takes over then).
+async fn deleted(mut desired: watch::Receiver<Option<Pod>>) {
+    loop {
+        if desired.borrow_and_update().is_none() {
+            return;
+        }
+        if desired.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }

@@ -142,3 +142,54 @@ async fn a_simulated_fleet_runs_what_it_is_given() {
     );
     fleet.abort();
 }
+
+/// A runtime whose every step hangs (a pull that never ends), and which
+/// records the pods it is asked to remove.
+#[derive(Default)]
+struct HangingRuntime {
+    entered: std::sync::Mutex<Vec<String>>,
+    removed: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl wharf_agent::Runtime for HangingRuntime {
+    async fn sync(&self, pod: &Pod, _progress: wharf_agent::Progress<'_>) -> wharf_agent::Synced {
+        self.entered.lock().unwrap().push(pod.metadata.name.clone());
+        std::future::pending().await
+    }
+
+    async fn remove(&self, _project: &str, name: &str, _uid: Option<&str>) {
+        self.removed.lock().unwrap().push(name.to_string());
+    }
+
+    async fn pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pod_cancels_a_step_in_progress_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let runtime = Arc::new(HangingRuntime::default());
+    let agent = tokio::spawn(Agent::new(api, runtime.clone(), AgentConfig::new("worker-1")).run());
+    apply(&plane, 1).await;
+    let name = eventually("the step under way", async || {
+        runtime.entered.lock().unwrap().first().cloned()
+    })
+    .await;
+    plane.delete_pod("shop", &name).await.unwrap();
+    eventually("the pod removed", async || {
+        runtime
+            .removed
+            .lock()
+            .unwrap()
+            .contains(&name)
+            .then_some(())
+    })
+    .await;
+    agent.abort();
+}

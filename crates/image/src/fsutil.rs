@@ -1,4 +1,5 @@
-//! Small filesystem helpers: atomic file replacement and tree removal.
+//! Small filesystem helpers: private directories, atomic file replacement
+//! and tree removal.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
@@ -32,6 +33,20 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), ImageError> {
     File::open(parent)
         .and_then(|dir| dir.sync_all())
         .map_err(io_err("sync directory", parent))
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or narrows an
+/// existing one to it, so that installs from before a directory became
+/// private are fixed at start. For state that holds image content or
+/// secrets: setuid binaries and device nodes from images must not be
+/// reachable by other users of the machine.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, Permissions::from_mode(0o700))
 }
 
 /// Removes a directory tree (or file); absent is fine. Unpacked layers may

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use wharf_oci::{Digest, DigestAlgorithm};
 
 use crate::error::io_err;
-use crate::fsutil::{remove_tree, write_atomic};
+use crate::fsutil::{private_dir, remove_tree, write_atomic};
 use crate::{ImageConfig, ImageError, ImageRef, PulledImage};
 
 /// A layer of a cached image, as its manifest and config describe it.
@@ -76,6 +76,9 @@ impl Layout {
 
     /// Creates the directories and empties `tmp/` of what a crash left.
     pub(crate) fn prepare(&self) -> Result<(), ImageError> {
+        // Layers may hold setuid binaries and device nodes: nobody but root
+        // may reach them (and an existing cache is narrowed to that).
+        private_dir(&self.root).map_err(io_err("create private directory", &self.root))?;
         remove_tree(&self.tmp).map_err(io_err("empty", &self.tmp))?;
         for algorithm in ALGORITHMS {
             for dir in [

@@ -39,6 +39,7 @@ pub use auth::{
 };
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
+pub use fsutil::private_dir;
 pub use reference::ImageRef;
 pub use store::{CachedImage, GcReport, ImageStore, ImageStoreOptions, PullPolicy, PulledImage};
 pub use unpack::{Compression, UnpackLimits, UnpackOptions, UnpackStats, unpack_layer};

@@ -124,7 +124,11 @@ impl Runc {
         for stale in [exit_file, pid_file.as_path()] {
             fsutil::remove_if_exists(stale).map_err(|e| RuncError::io(stale, e))?;
         }
-        tokio::fs::create_dir_all(&self.root)
+        // runc's state names every container's bundle: root's business only.
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
             .await
             .map_err(|e| RuncError::io(&self.root, e))?;
         let args = ShimArgs {

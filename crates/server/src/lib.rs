@@ -19,7 +19,8 @@ mod token_endpoint;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,10 +218,12 @@ impl App {
     /// Opens everything under the data directory and builds the router.
     pub async fn open(config: &ServerConfig) -> Result<App, ServerError> {
         let data_dir = &config.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
+        let data_dir_error = |source| ServerError::DataDir {
             path: data_dir.display().to_string(),
             source,
-        })?;
+        };
+        // Password hashes, keys, the audit log and private projects' blobs.
+        wharf_image::private_dir(data_dir).map_err(data_dir_error)?;
         let store: Arc<dyn Store> = match &config.store {
             StoreLocation::Embedded => Arc::new(RedbStore::open(
                 &data_dir.join("state.redb"),
@@ -290,6 +293,9 @@ impl App {
                 get(token_endpoint::get_token).post(token_endpoint::post_token),
             )
             .with_state(state.clone());
+        // The store, keys and blobs were created (or existed) with the
+        // process umask: narrow them now, also on installs from before.
+        make_entries_private(data_dir).map_err(data_dir_error)?;
         let router = wharf_registry::http::router(registry.clone(), gate)
             .merge(token_routes)
             .merge(api::router(state));
@@ -387,6 +393,20 @@ impl Server {
         }
         served
     }
+}
+
+/// Gives every file directly in `dir` mode 0600 and every directory 0700
+/// (deeper entries are out of reach once these are).
+fn make_entries_private(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.permissions().mode() & 0o777 != wanted {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(wanted))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates projects that pull replication brings artifacts into: private,

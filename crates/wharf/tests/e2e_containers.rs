@@ -868,3 +868,325 @@ async fn wharf_up_runs_the_demo_on_one_machine() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A tar from `(path, entry type, mode, body)`; devices are 1:5 (`/dev/zero`).
+fn tar_of(entries: &[(&str, tar::EntryType, u32, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, mode, body) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(*kind);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(body.len() as u64);
+        if matches!(kind, tar::EntryType::Char) {
+            header.set_device_major(1).unwrap();
+            header.set_device_minor(5).unwrap();
+        }
+        if matches!(kind, tar::EntryType::Symlink) {
+            builder
+                .append_link(&mut header, path, std::str::from_utf8(body).unwrap())
+                .unwrap();
+        } else {
+            builder.append_data(&mut header, path, *body).unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Pushes a one-layer image made of `tar` as `shop/NAME:1`.
+async fn push_tar_image(server: &TestServer, name: &str, tar: &[u8]) -> String {
+    let arch = wharf_image::Platform::host().architecture;
+    let image = Image::new(&arch, &[Layer::from_tar(tar)]);
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create(layout_dir.path());
+    layout.add_image(&image, name);
+    let skopeo = Skopeo::new(server);
+    let reference = format!("shop/{name}:1");
+    skopeo
+        .copy(&layout.reference(name), &skopeo.image(&reference), &[])
+        .await;
+    format!("{}/{reference}", server.host())
+}
+
+fn one_container_deployment(name: &str, image: &str, command: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{{name: main, image: '{image}', command: {command}}}]\n"
+    )
+}
+
+/// Runs `argv` as user and group nobody, without supplementary groups.
+fn as_nobody(argv: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+/// Every setuid or setgid file and every device node under `dir`, as root
+/// sees it (mounted container roots included).
+fn dangerous_files(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_char_device()
+                || kind.is_block_device()
+                || (kind.is_file() && meta.permissions().mode() & 0o6000 != 0)
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setuid_binaries_and_device_nodes_of_images_are_out_of_reach_of_host_users() {
+    if !prerequisites("setuid and device files in images")
+        || !require_tool("setpriv", "apt-get install util-linux")
+    {
+        return;
+    }
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let layer = tar_of(&[
+        ("bin", tar::EntryType::Directory, 0o755, b""),
+        ("bin/busybox", tar::EntryType::Regular, 0o755, &busybox),
+        // A setuid-root shell: euid 0 for whoever may run it.
+        ("bin/rootshell", tar::EntryType::Regular, 0o4755, &busybox),
+        ("evil", tar::EntryType::Directory, 0o777, b""),
+        ("evil/zero", tar::EntryType::Char, 0o666, b""),
+        ("tmp", tar::EntryType::Directory, 0o1777, b""),
+    ]);
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let api = server.admin().await;
+    api.create_project("shop", false, None).await;
+    let robot = api.create_robot("shop", "node", "pull").await;
+    let image = push_tar_image(&server, "suid", &layer).await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "e2e-node-4",
+            bridge: "wte4",
+            netns_prefix: "wte4-",
+            pod_cidr: "10.76.0.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    // Only Wharf's own modes may stand between other users and its state:
+    // the test's temporary directory is opened up.
+    std::fs::set_permissions(
+        node.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The container writes a setuid copy and a device node of its own into
+    // its upper directory.
+    let command = "[/bin/busybox, sh, -c, 'cp /bin/rootshell /tmp/copy && chmod 4755 /tmp/copy; /bin/busybox mknod -m 666 /tmp/zero c 1 5; touch /tmp/ready; exec /bin/busybox sleep 3600']";
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &one_container_deployment("suid", &image, command),
+    );
+    wait_for("the pod running", Duration::from_secs(60), || {
+        running_pods(&cli, "suid-", 1)
+    });
+    let node_dir = node.node_dir();
+    wait_for("the container's files", Duration::from_secs(20), || {
+        dangerous_files(&node_dir)
+            .iter()
+            .any(|p| p.ends_with("upper/tmp/copy"))
+            .then_some(())
+    });
+    for dir in [
+        node_dir.clone(),
+        node_dir.join("images"),
+        node_dir.join("pods"),
+        node.runc_root.clone(),
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700,
+            "{} is root's alone",
+            dir.display()
+        );
+    }
+    let found = dangerous_files(&node_dir);
+    let shown = format!("{found:#?}");
+    for expected in [
+        "images/layers",        // the layer cache's copy
+        "rootfs/bin/rootshell", // the mounted container root
+        "upper/tmp/copy",       // what the container wrote
+        "rootfs/evil/zero",
+    ] {
+        assert!(
+            found.iter().any(|p| p.to_string_lossy().contains(expected)),
+            "{expected} among {shown}"
+        );
+    }
+    // The check itself works: nobody may run programs where it can reach them.
+    assert!(as_nobody(&["/bin/busybox", "true"]).status.success());
+    for path in &found {
+        let path = path.to_str().unwrap();
+        let run = as_nobody(&[path, "id", "-u"]);
+        assert!(
+            !run.status.success() && !String::from_utf8_lossy(&run.stdout).contains('0'),
+            "nobody ran {path}: {run:?}"
+        );
+        let read = as_nobody(&["/bin/busybox", "head", "-c", "1", path]);
+        let error = String::from_utf8_lossy(&read.stderr);
+        assert!(
+            !read.status.success() && error.contains("Permission denied"),
+            "nobody opened {path}: {read:?}"
+        );
+    }
+    cli.run(&["delete", "deployment", "suid", "-p", "shop"]);
+    wait_for("the pod gone", Duration::from_secs(60), || {
+        (node.containers().is_empty() && node.mounts().is_empty()).then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_or_huge_etc_passwd_fails_the_pod_quickly_and_leaves_nothing() {
+    if !prerequisites("hostile /etc/passwd") {
+        return;
+    }
+    let huge = "user:x:1000:1000::/home/user:/bin/sh\n".repeat((5 << 20) / 36);
+    let images = [
+        (
+            "fifo",
+            tar_of(&[
+                ("etc", tar::EntryType::Directory, 0o755, b""),
+                ("etc/passwd", tar::EntryType::Fifo, 0o644, b""),
+            ]),
+        ),
+        (
+            "linked",
+            tar_of(&[
+                ("etc", tar::EntryType::Directory, 0o755, b""),
+                ("etc/pipe", tar::EntryType::Fifo, 0o644, b""),
+                ("etc/passwd", tar::EntryType::Symlink, 0o777, b"/etc/pipe"),
+            ]),
+        ),
+        (
+            "huge",
+            tar_of(&[
+                ("etc", tar::EntryType::Directory, 0o755, b""),
+                (
+                    "etc/passwd",
+                    tar::EntryType::Regular,
+                    0o644,
+                    huge.as_bytes(),
+                ),
+            ]),
+        ),
+    ];
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let api = server.admin().await;
+    api.create_project("shop", false, None).await;
+    let robot = api.create_robot("shop", "node", "pull").await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "e2e-node-5",
+            bridge: "wte5",
+            netns_prefix: "wte5-",
+            pod_cidr: "10.77.0.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    let started = Instant::now();
+    for (name, tar) in &images {
+        let image = push_tar_image(&server, name, tar).await;
+        cli.run_with(
+            &["apply", "-f", "-"],
+            &one_container_deployment(name, &image, "[/bin/app]"),
+        );
+    }
+    for (name, _) in &images {
+        let pod = wait_for("the container refused", Duration::from_secs(30), || {
+            cli.pods("shop").into_iter().find(|p| {
+                name_of(p).starts_with(&format!("{name}-"))
+                    && p["status"]["reason"] == "CreateContainerError"
+            })
+        });
+        let message = pod["status"]["message"].as_str().unwrap_or_default();
+        let why = if *name == "huge" {
+            "larger than 4 MiB"
+        } else {
+            "not a regular file (a FIFO)"
+        };
+        assert!(
+            message.contains("/etc/passwd") && message.contains(why),
+            "{name}: {message}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "refused quickly: {:?}",
+        started.elapsed()
+    );
+    // Nothing in the agent waits on a FIFO: opening one for writing without
+    // a reader fails at once (ENXIO).
+    let fifos: Vec<PathBuf> = {
+        use std::os::unix::fs::FileTypeExt;
+        let layers = node.node_dir().join("images/layers/sha256");
+        std::fs::read_dir(&layers)
+            .unwrap()
+            .flatten()
+            .flat_map(|layer| ["etc/passwd", "etc/pipe"].map(|name| layer.path().join(name)))
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_fifo()))
+            .collect()
+    };
+    assert_eq!(fifos.len(), 2, "{fifos:?}");
+    for fifo in &fifos {
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo);
+        assert_eq!(
+            opened.map(drop).map_err(|e| e.raw_os_error()),
+            Err(Some(nix::errno::Errno::ENXIO as i32)),
+            "no reader on {}",
+            fifo.display()
+        );
+    }
+    cli.run(&[
+        "delete",
+        "deployment",
+        "fifo",
+        "linked",
+        "huge",
+        "-p",
+        "shop",
+    ]);
+    wait_for("everything gone", Duration::from_secs(30), || {
+        let gone = cli.pods("shop").is_empty()
+            && node.containers().is_empty()
+            && node.namespaces().is_empty()
+            && node.mounts().is_empty()
+            && std::fs::read_dir(node.node_dir().join("pods"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(false);
+        gone.then_some(())
+    });
+}

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wharf_image::{ImageStore, ImageStoreOptions, RegistryCredentials};
+use wharf_image::{ImageStore, ImageStoreOptions, RegistryCredentials, private_dir};
 use wharf_net::{BridgeConfig, BridgeDriver};
 use wharf_runc::{Runc, ShimCommand};
 
@@ -63,6 +63,17 @@ impl NodeSetup {
                     program.to_string_lossy()
                 )));
             }
+        }
+        // Images may carry setuid binaries and device nodes; every copy of
+        // them (layer cache, container roots and upper directories) sits
+        // below these, which no other user may enter (the cache makes its
+        // own directory private too).
+        for dir in [
+            self.data_dir.clone(),
+            self.data_dir.join("pods"),
+            self.runc_root.clone(),
+        ] {
+            private_dir(&dir).map_err(|e| setup(format!("{}: {e}", dir.display())))?;
         }
         let subnet = wharf_api::Subnet::parse(&self.local_cidr)
             .map_err(|e| setup(format!("--pod-cidr: {e}")))?;

@@ -1,9 +1,8 @@
 //! `USER` strings (`uid`, `uid:gid`, `name`, `name:group`) resolved against
 //! the image's own `/etc/passwd` and `/etc/group`, the way Docker does.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 /// A user resolved to numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +94,7 @@ pub(crate) fn resolve(rootfs: &Path, user: Option<&str>) -> Result<ResolvedUser,
 }
 
 fn read_db(rootfs: &Path, path: &str) -> Result<Option<String>, String> {
-    match read_in_rootfs(rootfs, path) {
+    match read_in_rootfs(rootfs, path, MAX_DB_BYTES) {
         Ok(bytes) => Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned())),
         Err(e) => Err(format!("reading /{path} of the image: {e}")),
     }
@@ -137,61 +136,74 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// Reads `path` as seen from inside `rootfs`: symlinks are followed as the
-/// container would follow them, so an image's absolute link such as
-/// `/etc/passwd -> /host/passwd` cannot make us read the host's files.
-pub(crate) fn read_in_rootfs(rootfs: &Path, path: &str) -> io::Result<Option<Vec<u8>>> {
-    const MAX_LINKS: usize = 40;
-    let mut pending: Vec<OsString> = components(Path::new(path));
-    pending.reverse();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate: PathBuf = rootfs
-            .join(resolved.iter().collect::<PathBuf>())
-            .join(&part);
-        let meta = match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(io::Error::other("too many symbolic links"));
-            }
-            let target = std::fs::read_link(&candidate)?;
-            if target.is_absolute() {
-                resolved.clear();
-            }
-            let mut parts = components(&target);
-            parts.reverse();
-            pending.extend(parts);
-        } else {
-            resolved.push(part);
-        }
+/// Largest `/etc/passwd` or `/etc/group` read from an image: real ones are
+/// kilobytes; a hostile one may be gigabytes.
+pub(crate) const MAX_DB_BYTES: u64 = 4 << 20;
+
+/// Reads `path` as seen from inside `rootfs`, without ever blocking or
+/// leaving it: the kernel resolves every component, symlinks included, with
+/// `rootfs` as `/` (`openat2` with `RESOLVE_IN_ROOT`), so an image's link
+/// such as `/etc/passwd -> /host/passwd` or `../../..` cannot reach the
+/// host. The file is opened non-blocking (a FIFO must not hang the agent)
+/// and must be a regular file of at most `limit` bytes. `None` when absent.
+pub(crate) fn read_in_rootfs(rootfs: &Path, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let root = match std::fs::File::open(rootfs) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let relative = path.trim_start_matches('/');
+    let file = match openat2(&root, relative, how) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(None),
+        Err(errno) => return Err(errno.into()),
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a regular file (a {})", kind_of(&meta.file_type())),
+        ));
     }
-    let full = rootfs.join(resolved.iter().collect::<PathBuf>());
-    match std::fs::read(&full) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    if meta.len() > limit {
+        return Err(too_large(limit));
     }
+    // The size may grow between the check and the read (an upper layer being
+    // written): read one byte past the limit to notice.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    io::Read::read_to_end(&mut io::Read::take(file, limit + 1), &mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(Some(bytes))
 }
 
-/// Normal and `..` components; the root and `.` mean nothing inside a rootfs.
-fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(name) => Some(name.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
+fn too_large(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("larger than {} MiB", limit >> 20),
+    )
+}
+
+fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
 }
 
 #[cfg(test)]
@@ -286,5 +298,42 @@ mod tests {
         fs::remove_file(root.join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("passwd", root.join("etc/passwd")).unwrap();
         assert!(resolve(root, Some("app")).is_err());
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let dir = rootfs();
+        let root = dir.path();
+        let passwd = root.join("etc/passwd");
+        fs::remove_file(&passwd).unwrap();
+        nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        // Opening a FIFO for reading would wait for a writer for ever.
+        let err = resolve(root, Some("app")).unwrap_err();
+        assert!(err.contains("/etc/passwd") && err.contains("FIFO"), "{err}");
+        // The same through a link, and a directory in its place.
+        fs::rename(&passwd, root.join("etc/pipe")).unwrap();
+        std::os::unix::fs::symlink("/etc/pipe", &passwd).unwrap();
+        let err = resolve(root, Some("1000")).unwrap_err();
+        assert!(err.contains("FIFO"), "{err}");
+        fs::remove_file(&passwd).unwrap();
+        fs::create_dir(&passwd).unwrap();
+        let err = resolve(root, None).unwrap_err();
+        assert!(err.contains("directory"), "{err}");
+    }
+
+    #[test]
+    fn oversized_databases_are_refused() {
+        let dir = rootfs();
+        let group = dir.path().join("etc/group");
+        let file = fs::File::create(&group).unwrap();
+        // Sparse: no disk needed for a file past the limit.
+        file.set_len(MAX_DB_BYTES + 1).unwrap();
+        let err = resolve(dir.path(), Some("app")).unwrap_err();
+        assert!(
+            err.contains("/etc/group") && err.contains("larger than 4 MiB"),
+            "{err}"
+        );
+        file.set_len(MAX_DB_BYTES).unwrap();
+        assert_eq!(resolve(dir.path(), Some("5:6")).unwrap().uid, 5);
     }
 }
