@@ -13,6 +13,7 @@
 //! ```
 
 mod api;
+mod listener;
 mod registry_auth;
 mod time;
 mod token_endpoint;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use listener::LingeringListener;
 use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
 use wharf_audit::{AuditEvent, Outcome};
@@ -377,11 +379,22 @@ impl Server {
                     async move { replication.run().await }
                 });
         let stop = self.app.stop.clone();
-        let service = self
-            .app
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
+        // Each connection's requests carry the client's address, for audit.
+        let router = self.app.router.clone();
+        let connections = tower::service_fn(
+            move |incoming: axum::serve::IncomingStream<'_, LingeringListener>| {
+                let client = axum::extract::ConnectInfo(*incoming.remote_addr());
+                let service = tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut request: axum::extract::Request| {
+                        request.extensions_mut().insert(client);
+                        request
+                    },
+                );
+                std::future::ready(Ok::<_, std::convert::Infallible>(service))
+            },
+        );
+        let served = axum::serve(LingeringListener(self.listener), connections)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stop.send(true);

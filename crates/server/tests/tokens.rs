@@ -472,3 +472,40 @@ async fn a_too_narrow_token_points_to_the_wider_scope_only_when_it_would_be_gran
     assert!(reply.headers.get("www-authenticate").is_none());
     assert_eq!(reply.json()["errors"][0]["code"], "DENIED");
 }
+
+#[tokio::test]
+async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_it() {
+    let (app, _) = world().await;
+    let push = app
+        .token_for("dev", "dev-password", "repository:team/app:pull,push")
+        .await;
+    let started = app
+        .v2(&push, Method::POST, "/v2/team/app/blobs/uploads/", &[], Vec::new())
+        .await
+        .expect(StatusCode::ACCEPTED);
+    let location = started.header("location");
+    let pull = app
+        .token_for("dev", "dev-password", "repository:team/app:pull")
+        .await;
+    // As the OCI conformance suite does with the pull token it holds.
+    let status = app
+        .v2(&pull, Method::GET, &location, &[], Vec::new())
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert_eq!(status.header("range"), "0-0");
+    let refused = app
+        .v2(&pull, Method::PATCH, &location, &[], b"more".to_vec())
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    assert!(
+        refused.header("www-authenticate").contains("insufficient_scope"),
+        "told to fetch a push token"
+    );
+    // Another repository's pull token reads nothing of it.
+    let elsewhere = app
+        .token_for("dev", "dev-password", "repository:team/other:pull")
+        .await;
+    app.v2(&elsewhere, Method::GET, &location, &[], Vec::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+}

@@ -163,9 +163,12 @@ impl Op {
             | Op::HeadBlob(repo, _)
             | Op::GetBlob(repo, _)
             | Op::Referrers(repo, _) => Need::Pull(repo.clone()),
+            // Reading where an upload stands changes nothing, and only its
+            // creator knows the session's random id; clients (the OCI
+            // conformance suite among them) ask with the pull token they hold.
+            Op::UploadStatus(repo, _) => Need::Pull(repo.clone()),
             Op::PutManifest(repo, _)
             | Op::StartUpload(repo)
-            | Op::UploadStatus(repo, _)
             | Op::PatchUpload(repo, _)
             | Op::PutUpload(repo, _)
             | Op::CancelUpload(repo, _) => Need::Push(repo.clone()),
