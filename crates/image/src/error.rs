@@ -139,6 +139,32 @@ pub enum ImageError {
         /// Which limit, with its value.
         limit: String,
     },
+    /// An image unpacks to more than the configured limit.
+    #[error("{image}: {limit} exceeded")]
+    ImageTooLarge {
+        /// The image.
+        image: String,
+        /// Which limit, with its value.
+        limit: String,
+    },
+    /// Pulling or unpacking a layer stopped because nobody needs it any more.
+    #[error("layer {layer}: pull cancelled: no pod needs the image any more")]
+    Cancelled {
+        /// The layer.
+        layer: String,
+    },
+    /// The disk holding the image cache is too full to go on.
+    #[error(
+        "not enough disk for images under {path}: {available} bytes free, and the node keeps {reserve} bytes in reserve"
+    )]
+    DiskReserve {
+        /// Where the cache is.
+        path: PathBuf,
+        /// Bytes free there.
+        available: u64,
+        /// Bytes the node keeps free.
+        reserve: u64,
+    },
     /// The layer's archive or compression stream is malformed.
     #[error("layer {layer}: malformed archive: {source}")]
     MalformedLayer {

@@ -19,19 +19,40 @@ use crate::error::io_err;
 use crate::fsutil::{remove_tree, sync_parent};
 use crate::layout::{LayerRecord, Layout};
 use crate::{
-    Compression, ImageError, LayerProgress, LayerState, UnpackLimits, UnpackOptions, blocking,
-    unpack_layer,
+    Compression, DiskReserve, ImageError, LayerProgress, LayerState, UnpackLimits, UnpackOptions,
+    UnpackWatch, blocking, unpack_layer,
 };
 
 /// Chunks buffered between the network and the file writer.
 const CHUNK_QUEUE: usize = 32;
 
 /// A layer download in progress (or already finished), shared by every
-/// pull that needs it.
-#[derive(Clone)]
+/// pull that needs it; each pull holds its own [`Flight`] handle, and when
+/// the last handle of an unfinished download is dropped (every pod that
+/// needed it was deleted), the download and unpack stop and what they
+/// wrote is removed.
 pub(crate) struct Flight {
     pub progress: watch::Receiver<LayerProgress>,
     pub done: Shared<BoxFuture<'static, Result<(), ImageError>>>,
+    /// Bytes unpacked so far; cancels the work.
+    pub control: Arc<FlightControl>,
+    /// Set for handles counted in the table (not for layers already there).
+    ticket: Option<(Arc<LayerFetcher>, Digest)>,
+}
+
+/// What the waiters of a download share to watch and stop it.
+#[derive(Default)]
+pub(crate) struct FlightControl {
+    pub unpack: Arc<UnpackWatch>,
+    /// Wakes a download waiting on the network when it is cancelled.
+    cancelled: tokio::sync::Notify,
+}
+
+impl FlightControl {
+    fn cancel(&self) {
+        self.unpack.cancel();
+        self.cancelled.notify_one();
+    }
 }
 
 impl Flight {
@@ -41,27 +62,80 @@ impl Flight {
             state: LayerState::Ready,
             done_bytes: layer.size,
             total_bytes: layer.size,
+            unpacked_bytes: 0,
         });
         Flight {
             progress,
             done: futures_util::future::ready(Ok(())).boxed().shared(),
+            control: Arc::default(),
+            ticket: None,
         }
     }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let Some((fetcher, digest)) = self.ticket.take() else {
+            return;
+        };
+        let mut table = fetcher.table();
+        if let Some(entry) = table.flights.get_mut(&digest) {
+            entry.waiters = entry.waiters.saturating_sub(1);
+            if entry.waiters == 0 {
+                tracing::info!(layer = %digest, "no pull needs the layer any more: cancelling it");
+                entry.control.cancel();
+            }
+        }
+    }
+}
+
+/// A download in the table, with how many pulls wait for it.
+pub(crate) struct FlightEntry {
+    progress: watch::Receiver<LayerProgress>,
+    done: Shared<BoxFuture<'static, Result<(), ImageError>>>,
+    control: Arc<FlightControl>,
+    waiters: usize,
 }
 
 /// Which layers are on disk, being fetched, or needed by a pull in progress.
 #[derive(Default)]
 pub(crate) struct LayerTable {
     pub present: HashSet<Digest>,
-    pub flights: HashMap<Digest, Flight>,
+    pub flights: HashMap<Digest, FlightEntry>,
     /// Layers a pull in progress will record; GC leaves them alone.
     pub pins: HashMap<Digest, usize>,
+}
+
+/// How much a layer may take on disk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DiskLimits {
+    /// Entry and absolute size bounds.
+    pub unpack: UnpackLimits,
+    /// A layer unpacks to at most this many times its compressed size...
+    pub max_expansion: u64,
+    /// ...or this many bytes, whichever is more.
+    pub expansion_floor: u64,
+    /// Bytes kept free on the cache's disk.
+    pub reserve: u64,
+}
+
+impl DiskLimits {
+    /// The bounds for one layer of compressed size `size`.
+    pub(crate) fn for_layer(&self, size: u64) -> UnpackLimits {
+        let relative = size
+            .saturating_mul(self.max_expansion)
+            .max(self.expansion_floor);
+        UnpackLimits {
+            max_bytes: self.unpack.max_bytes.min(relative),
+            ..self.unpack
+        }
+    }
 }
 
 /// What layer fetches share: paths, limits, the download slots and the table.
 pub(crate) struct LayerFetcher {
     pub layout: Layout,
-    pub limits: UnpackLimits,
+    pub limits: DiskLimits,
     pub downloads: Semaphore,
     pub table: Mutex<LayerTable>,
     /// Layer downloads started, for observability and tests.
@@ -74,13 +148,28 @@ impl LayerFetcher {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The disk reserve to keep under the cache.
+    pub(crate) fn reserve(&self) -> DiskReserve {
+        DiskReserve {
+            path: self.layout.root.clone(),
+            bytes: self.limits.reserve,
+        }
+    }
+
     /// The flight for `layer`: an existing one, a finished one if the layer
     /// is on disk, or a new download started in its own task (so that a
     /// cancelled pull does not cancel it for the others waiting).
     pub(crate) fn join(self: &Arc<Self>, session: &Arc<Session>, layer: &LayerRecord) -> Flight {
         let mut table = self.table();
-        if let Some(flight) = table.flights.get(&layer.digest) {
-            return flight.clone();
+        let ticket = Some((self.clone(), layer.digest.clone()));
+        if let Some(entry) = table.flights.get_mut(&layer.digest) {
+            entry.waiters += 1;
+            return Flight {
+                progress: entry.progress.clone(),
+                done: entry.done.clone(),
+                control: entry.control.clone(),
+                ticket,
+            };
         }
         if table.present.contains(&layer.digest) {
             return Flight::ready(layer);
@@ -90,17 +179,38 @@ impl LayerFetcher {
             state: LayerState::Waiting,
             done_bytes: 0,
             total_bytes: layer.size,
+            unpacked_bytes: 0,
         });
-        let task = tokio::spawn(self.clone().fetch(session.clone(), layer.clone(), tx));
+        let control = Arc::new(FlightControl {
+            unpack: Arc::new(UnpackWatch::with_reserve(Some(self.reserve()))),
+            cancelled: tokio::sync::Notify::new(),
+        });
+        let task =
+            tokio::spawn(
+                self.clone()
+                    .fetch(session.clone(), layer.clone(), tx, control.clone()),
+            );
         let done = async move {
             task.await
                 .unwrap_or_else(|e| Err(ImageError::Internal(format!("layer task failed: {e}"))))
         }
         .boxed()
         .shared();
-        let flight = Flight { progress, done };
-        table.flights.insert(layer.digest.clone(), flight.clone());
-        flight
+        table.flights.insert(
+            layer.digest.clone(),
+            FlightEntry {
+                progress: progress.clone(),
+                done: done.clone(),
+                control: control.clone(),
+                waiters: 1,
+            },
+        );
+        Flight {
+            progress,
+            done,
+            control,
+            ticket,
+        }
     }
 
     async fn fetch(
@@ -108,8 +218,11 @@ impl LayerFetcher {
         session: Arc<Session>,
         layer: LayerRecord,
         progress: watch::Sender<LayerProgress>,
+        control: Arc<FlightControl>,
     ) -> Result<(), ImageError> {
-        let result = self.download_and_install(&session, &layer, &progress).await;
+        let result = self
+            .download_and_install(&session, &layer, &progress, &control)
+            .await;
         let mut table = self.table();
         table.flights.remove(&layer.digest);
         if result.is_ok() {
@@ -127,27 +240,51 @@ impl LayerFetcher {
         session: &Session,
         layer: &LayerRecord,
         progress: &watch::Sender<LayerProgress>,
+        control: &FlightControl,
     ) -> Result<(), ImageError> {
-        let _slot = self
-            .downloads
-            .acquire()
-            .await
-            .map_err(|_| ImageError::Internal("download slots closed".into()))?;
+        let cancelled = || ImageError::Cancelled {
+            layer: layer.digest.to_string(),
+        };
+        let _slot = tokio::select! {
+            slot = self.downloads.acquire() => {
+                slot.map_err(|_| ImageError::Internal("download slots closed".into()))?
+            }
+            () = control.cancelled.notified() => return Err(cancelled()),
+        };
+        if control.unpack.is_cancelled() {
+            return Err(cancelled());
+        }
+        // The compressed blob goes to the same disk first.
+        let reserve = self.reserve();
+        if let Some(available) = reserve.available()
+            && available < reserve.bytes.saturating_add(layer.size)
+        {
+            return Err(ImageError::DiskReserve {
+                path: reserve.path,
+                available,
+                reserve: reserve.bytes,
+            });
+        }
         progress.send_modify(|p| p.state = LayerState::Downloading);
         self.downloads_started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let blob = self.layout.tmp_path("blob");
         let started = std::time::Instant::now();
         let result = async {
-            download(session, layer, &blob, progress).await?;
+            tokio::select! {
+                downloaded = download(session, layer, &blob, progress) => downloaded?,
+                () = control.cancelled.notified() => return Err(cancelled()),
+            }
             progress.send_modify(|p| p.state = LayerState::Unpacking);
             let (layout, limits, layer, blob) = (
                 self.layout.clone(),
-                self.limits,
+                self.limits.for_layer(layer.size),
                 layer.clone(),
                 blob.clone(),
             );
-            blocking(move || install_layer(&layout, &blob, &layer, limits, false)).await
+            let watch = control.unpack.clone();
+            blocking(move || install_layer(&layout, &blob, &layer, limits, false, Some(watch)))
+                .await
         }
         .await;
         if let Err(e) = tokio::fs::remove_file(&blob).await
@@ -259,6 +396,7 @@ pub(crate) fn install_layer(
     layer: &LayerRecord,
     limits: UnpackLimits,
     verify: bool,
+    watch: Option<Arc<UnpackWatch>>,
 ) -> Result<PathBuf, ImageError> {
     let target = layout.layer_dir(&layer.digest);
     if target.is_dir() {
@@ -283,6 +421,7 @@ pub(crate) fn install_layer(
         compression,
         diff_id: Some(layer.diff_id.clone()),
         limits,
+        watch,
     };
     unpack_layer(&mut reader, &staging, &options)?;
     let checked = check_blob(reader, blob, layer);

@@ -174,6 +174,27 @@ impl Layout {
         read_all(&self.refs)
     }
 
+    /// Records that the image was just used (its record's mtime), for
+    /// garbage collection by age. Best effort: a failure only makes the
+    /// image look older.
+    pub(crate) fn touch_image(&self, digest: &Digest) {
+        let path = self.image_path(digest);
+        let touched = fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(path = %path.display(), error = %e, "could not mark an image used");
+        }
+    }
+
+    /// When the image was last pulled or used.
+    pub(crate) fn image_used_at(&self, digest: &Digest) -> Option<std::time::SystemTime> {
+        fs::metadata(self.image_path(digest))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     pub(crate) fn remove_image(&self, digest: &Digest) -> Result<(), ImageError> {
         remove_file(&self.image_path(digest))
     }

@@ -41,8 +41,12 @@ pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
 pub use fsutil::private_dir;
 pub use reference::ImageRef;
-pub use store::{CachedImage, GcReport, ImageStore, ImageStoreOptions, PullPolicy, PulledImage};
-pub use unpack::{Compression, UnpackLimits, UnpackOptions, UnpackStats, unpack_layer};
+pub use store::{
+    CachedImage, GcReport, ImageGcPolicy, ImageStore, ImageStoreOptions, PullPolicy, PulledImage,
+};
+pub use unpack::{
+    Compression, DiskReserve, UnpackLimits, UnpackOptions, UnpackStats, UnpackWatch, unpack_layer,
+};
 
 use wharf_oci::Digest;
 
@@ -71,6 +75,8 @@ pub struct LayerProgress {
     pub done_bytes: u64,
     /// Compressed size.
     pub total_bytes: u64,
+    /// Uncompressed bytes unpacked so far (while [`LayerState::Unpacking`]).
+    pub unpacked_bytes: u64,
 }
 
 /// The phase of one layer in a pull.

@@ -12,12 +12,12 @@ use wharf_oci::{Descriptor, Digest};
 use crate::client::{RegistryClient, Session};
 use crate::error::io_err;
 use crate::fsutil::remove_tree;
-use crate::layers::{Flight, LayerFetcher, LayerTable, install_layer};
+use crate::layers::{DiskLimits, Flight, LayerFetcher, LayerTable, install_layer};
 use crate::layout::{ImageRecord, LayerRecord, Layout};
 use crate::resolve::{fetch_config, layer_records, resolve};
 use crate::{
-    ImageConfig, ImageError, ImageRef, LayerProgress, Platform, PullProgress, RegistryCredentials,
-    UnpackLimits, blocking,
+    ImageConfig, ImageError, ImageRef, LayerProgress, LayerState, Platform, PullProgress,
+    RegistryCredentials, UnpackLimits, UnpackWatch, blocking,
 };
 
 /// How often a pull reports progress while layers download.
@@ -32,8 +32,19 @@ pub struct ImageStoreOptions {
     /// loopback ones, which always are. Others use HTTPS, which needs a
     /// TLS-enabled build of reqwest (the workspace's has none yet).
     pub plain_http: Vec<String>,
-    /// Bounds on each layer's unpacked size and entry count.
+    /// Absolute bounds on each layer's unpacked size and entry count.
     pub limits: UnpackLimits,
+    /// A layer may unpack to at most this many times its compressed size
+    /// (tar and decompression bombs)...
+    pub max_expansion: u64,
+    /// ...or to this many bytes, whichever is more: small layers of text
+    /// legitimately expand a lot.
+    pub expansion_floor: u64,
+    /// Most bytes one pull unpacks, over all its layers.
+    pub max_image_bytes: u64,
+    /// Bytes kept free on the cache's disk: a pull that would go below it
+    /// fails, and an unpack stops when it gets there.
+    pub reserve_bytes: u64,
     /// Layers downloaded and unpacked at once, across all pulls.
     pub max_concurrent_downloads: usize,
     /// Time allowed to connect to a registry.
@@ -46,6 +57,10 @@ impl Default for ImageStoreOptions {
             platform: Platform::host(),
             plain_http: Vec::new(),
             limits: UnpackLimits::default(),
+            max_expansion: 20,
+            expansion_floor: 1 << 30,
+            max_image_bytes: 64 << 30,
+            reserve_bytes: 1 << 30,
             max_concurrent_downloads: 3,
             connect_timeout: Duration::from_secs(10),
         }
@@ -128,6 +143,7 @@ pub struct ImageStore {
     client: Arc<RegistryClient>,
     fetcher: Arc<LayerFetcher>,
     platform: Platform,
+    max_image_bytes: u64,
 }
 
 impl ImageStore {
@@ -148,7 +164,12 @@ impl ImageStore {
         };
         let fetcher = LayerFetcher {
             layout: layout.clone(),
-            limits: options.limits,
+            limits: DiskLimits {
+                unpack: options.limits,
+                max_expansion: options.max_expansion,
+                expansion_floor: options.expansion_floor,
+                reserve: options.reserve_bytes,
+            },
             downloads: Semaphore::new(options.max_concurrent_downloads.max(1)),
             table: std::sync::Mutex::new(LayerTable {
                 present,
@@ -163,6 +184,7 @@ impl ImageStore {
             )?),
             fetcher: Arc::new(fetcher),
             platform: options.platform,
+            max_image_bytes: options.max_image_bytes,
             layout,
         })
     }
@@ -218,7 +240,7 @@ impl ImageStore {
             .iter()
             .map(|l| self.fetcher.join(&session, l))
             .collect();
-        await_layers(image, &flights, progress).await?;
+        await_layers(image, &flights, self.max_image_bytes, progress).await?;
         let config_size = resolved.manifest.config.as_ref().map_or(0, |c| c.size);
         let record = ImageRecord {
             manifest_digest: resolved.manifest_digest,
@@ -245,10 +267,14 @@ impl ImageStore {
                     None => return Ok(None),
                 },
             };
-            Ok(layout
+            let found = layout
                 .read_image(&digest)?
                 .filter(|record| layout.is_complete(record))
-                .map(|record| layout.pulled(&record, &image)))
+                .map(|record| layout.pulled(&record, &image));
+            if found.is_some() {
+                layout.touch_image(&digest);
+            }
+            Ok(found)
         })
         .await;
         found.unwrap_or_else(|e| {
@@ -295,7 +321,34 @@ impl ImageStore {
         let keep = keep.clone();
         let layout = self.layout.clone();
         let fetcher = self.fetcher.clone();
-        blocking(move || collect_garbage(&layout, &fetcher, &keep)).await
+        blocking(move || {
+            let doomed: HashSet<Digest> = layout
+                .all_images()?
+                .into_iter()
+                .map(|r| r.manifest_digest)
+                .filter(|d| !keep.contains(d))
+                .collect();
+            remove_images(&layout, &fetcher, &doomed, &HashSet::new())
+        })
+        .await
+    }
+
+    /// Garbage collection as kubelet's image GC does it: images no running
+    /// container uses are removed, least recently used first, while the
+    /// cache's disk is above `policy.high_percent` full, until it is below
+    /// `policy.low_percent`; images unused for `policy.max_unused_age` go
+    /// whatever the disk. Images used within `policy.min_age` stay.
+    ///
+    /// `in_use` lists the layer directories of each mounted container root;
+    /// those layers are never removed, nor the images made of exactly them.
+    pub async fn collect_garbage(
+        &self,
+        policy: &ImageGcPolicy,
+        in_use: &[Vec<PathBuf>],
+    ) -> Result<GcReport, ImageError> {
+        let (layout, fetcher, policy) = (self.layout.clone(), self.fetcher.clone(), *policy);
+        let in_use = in_use.to_vec();
+        blocking(move || collect_by_policy(&layout, &fetcher, &policy, &in_use)).await
     }
 
     /// Adds a layer from a local blob file (e.g. an image archive loaded
@@ -315,10 +368,14 @@ impl ImageStore {
             size: descriptor.size,
             diff_id: diff_id.clone(),
         };
-        let (layout, limits, blob) = (self.layout.clone(), self.fetcher.limits, blob.to_path_buf());
+        let limits = self.fetcher.limits.for_layer(layer.size);
+        let (layout, blob) = (self.layout.clone(), blob.to_path_buf());
+        let watch = Arc::new(UnpackWatch::with_reserve(Some(self.fetcher.reserve())));
         let digest = layer.digest.clone();
         let _pins = Pins::new(self.fetcher.clone(), vec![digest.clone()]);
-        let dir = blocking(move || install_layer(&layout, &blob, &layer, limits, true)).await?;
+        let dir =
+            blocking(move || install_layer(&layout, &blob, &layer, limits, true, Some(watch)))
+                .await?;
         self.fetcher.table().present.insert(digest);
         Ok(dir)
     }
@@ -339,6 +396,7 @@ impl ImageStore {
                 return Ok(None);
             };
             layout.write_ref(&image, &digest)?;
+            layout.touch_image(&digest);
             Ok(Some(layout.pulled(&record, &image)))
         })
         .await
@@ -356,10 +414,13 @@ impl ImageStore {
 }
 
 /// Waits for every layer, reporting progress every [`PROGRESS_INTERVAL`]
-/// when it changed, and once more at the end.
+/// when it changed, and once more at the end. Fails (dropping, and so
+/// cancelling, what only this pull waits for) once the layers together
+/// unpack to more than `max_bytes`.
 async fn await_layers(
     image: &ImageRef,
     flights: &[Flight],
+    max_bytes: u64,
     progress: &(dyn Fn(PullProgress) + Sync),
 ) -> Result<(), ImageError> {
     let all = futures_util::future::try_join_all(flights.iter().map(|f| f.done.clone()));
@@ -376,6 +437,13 @@ async fn await_layers(
             }
             _ = ticker.tick() => {
                 let now = snapshot(image, flights);
+                let unpacked: u64 = now.layers.iter().map(|l| l.unpacked_bytes).sum();
+                if unpacked > max_bytes {
+                    return Err(ImageError::ImageTooLarge {
+                        image: image.to_string(),
+                        limit: format!("unpacked size limit of {max_bytes} bytes per image"),
+                    });
+                }
                 if last.as_ref() != Some(&now) {
                     progress(now.clone());
                     last = Some(now);
@@ -388,7 +456,13 @@ async fn await_layers(
 fn snapshot(image: &ImageRef, flights: &[Flight]) -> PullProgress {
     let layers: Vec<LayerProgress> = flights
         .iter()
-        .map(|f| f.progress.borrow().clone())
+        .map(|f| {
+            let mut layer = f.progress.borrow().clone();
+            if layer.state == LayerState::Unpacking {
+                layer.unpacked_bytes = f.control.unpack.written();
+            }
+            layer
+        })
         .collect();
     PullProgress {
         image: image.clone(),
@@ -440,23 +514,123 @@ impl Drop for Pins {
     }
 }
 
-fn collect_garbage(
+/// When [`ImageStore::collect_garbage`] removes images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageGcPolicy {
+    /// Disk use (percent of the cache's filesystem) that starts a collection.
+    pub high_percent: u8,
+    /// Disk use a collection brings it under.
+    pub low_percent: u8,
+    /// Images used more recently than this are kept.
+    pub min_age: Duration,
+    /// Unused images older than this are removed whatever the disk; `None`
+    /// keeps them while there is room.
+    pub max_unused_age: Option<Duration>,
+}
+
+impl Default for ImageGcPolicy {
+    /// Kubelet's defaults: 85% / 80%, two minutes, no maximum age.
+    fn default() -> Self {
+        ImageGcPolicy {
+            high_percent: 85,
+            low_percent: 80,
+            min_age: Duration::from_secs(120),
+            max_unused_age: None,
+        }
+    }
+}
+
+/// Percent of the filesystem under `path` in use, as `df` counts it.
+fn disk_used_percent(path: &Path) -> Option<f64> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    let used = stat.blocks().saturating_sub(stat.blocks_free()) as f64;
+    let usable = used + stat.blocks_available() as f64;
+    (usable > 0.0).then(|| used * 100.0 / usable)
+}
+
+fn collect_by_policy(
     layout: &Layout,
     fetcher: &LayerFetcher,
-    keep: &HashSet<Digest>,
+    policy: &ImageGcPolicy,
+    in_use: &[Vec<PathBuf>],
+) -> Result<GcReport, ImageError> {
+    let now = std::time::SystemTime::now();
+    let mounted: Vec<HashSet<&PathBuf>> = in_use.iter().map(|l| l.iter().collect()).collect();
+    let protected: HashSet<PathBuf> = in_use.iter().flatten().cloned().collect();
+    let mut candidates: Vec<(Duration, Digest)> = layout
+        .all_images()?
+        .into_iter()
+        .filter(|record| {
+            let dirs: HashSet<PathBuf> = record
+                .layers
+                .iter()
+                .map(|l| layout.layer_dir(&l.digest))
+                .collect();
+            !mounted
+                .iter()
+                .any(|m| m.len() == dirs.len() && m.iter().all(|d| dirs.contains(*d)))
+        })
+        .filter_map(|record| {
+            let used = layout.image_used_at(&record.manifest_digest)?;
+            let age = now.duration_since(used).unwrap_or_default();
+            (age >= policy.min_age).then_some((age, record.manifest_digest))
+        })
+        .collect();
+    // Oldest use first.
+    candidates.sort_by_key(|(age, _)| std::cmp::Reverse(*age));
+    let mut report = GcReport::default();
+    if let Some(max_age) = policy.max_unused_age {
+        let expired: HashSet<Digest> = candidates
+            .iter()
+            .filter(|(age, _)| *age > max_age)
+            .map(|(_, d)| d.clone())
+            .collect();
+        candidates.retain(|(_, d)| !expired.contains(d));
+        report.merge(remove_images(layout, fetcher, &expired, &protected)?);
+    }
+    let over = |limit: u8| disk_used_percent(&layout.root).is_some_and(|p| p >= f64::from(limit));
+    if over(policy.high_percent) {
+        for (_, digest) in candidates {
+            if !over(policy.low_percent) {
+                break;
+            }
+            let one = HashSet::from([digest]);
+            report.merge(remove_images(layout, fetcher, &one, &protected)?);
+        }
+    }
+    Ok(report)
+}
+
+impl GcReport {
+    fn merge(&mut self, other: GcReport) {
+        self.removed_images.extend(other.removed_images);
+        self.removed_layers.extend(other.removed_layers);
+        self.removed_images.sort();
+        self.removed_layers.sort();
+    }
+}
+
+/// Forgets the images in `doomed` and the references to them, then deletes
+/// every layer no remaining image uses, except `protected` layer
+/// directories and layers a pull in progress needs.
+fn remove_images(
+    layout: &Layout,
+    fetcher: &LayerFetcher,
+    doomed: &HashSet<Digest>,
+    protected: &HashSet<PathBuf>,
 ) -> Result<GcReport, ImageError> {
     let mut report = GcReport::default();
     let mut used = HashSet::new();
     for record in layout.all_images()? {
-        if keep.contains(&record.manifest_digest) {
-            used.extend(record.layers.into_iter().map(|l| l.digest));
-        } else {
+        if doomed.contains(&record.manifest_digest) {
             layout.remove_image(&record.manifest_digest)?;
             report.removed_images.push(record.manifest_digest);
+        } else {
+            used.extend(record.layers.into_iter().map(|l| l.digest));
         }
     }
     for reference in layout.all_refs()? {
-        if !keep.contains(&reference.manifest_digest) {
+        if doomed.contains(&reference.manifest_digest) {
             layout.remove_ref(&reference.reference)?;
         }
     }
@@ -472,6 +646,7 @@ fn collect_garbage(
                 !used.contains(*d)
                     && !table.pins.contains_key(*d)
                     && !table.flights.contains_key(*d)
+                    && !protected.contains(&layout.layer_dir(d))
             })
             .cloned()
             .collect();

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Mutex;
 
-use common::{Blob, Layer, blob, names, sha256};
+use common::{Blob, Layer, assert_cache_clean, blob, names, sha256};
 use registry::{FakeRegistry, Image, OCI_MANIFEST, Wharf, index_of, manifest_for};
 use wharf_image::{
     Compression, ImageError, ImageRef, ImageStore, ImageStoreOptions, LayerState, Platform,
@@ -63,17 +63,6 @@ async fn open_store(dir: &Path) -> ImageStore {
 
 fn reference(registry: &str, rest: &str) -> ImageRef {
     ImageRef::parse(&format!("{registry}/{rest}")).unwrap()
-}
-
-fn assert_cache_clean(store: &ImageStore) {
-    assert!(
-        names(&store.root().join("layers/sha256")).is_empty(),
-        "a layer was cached"
-    );
-    assert!(
-        names(&store.root().join("tmp")).is_empty(),
-        "tmp/ was not cleaned"
-    );
 }
 
 /// Blob GETs for `digest` in any repository.

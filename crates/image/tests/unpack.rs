@@ -10,24 +10,13 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{Layer, blob, import, names, require_root, sha256};
+use common::{Layer, assert_cache_clean, blob, import, names, require_root, sha256};
 use wharf_image::{Compression, ImageError, ImageStore, ImageStoreOptions, UnpackLimits};
 
 async fn store(dir: &Path) -> ImageStore {
     ImageStore::open(dir.join("cache"), ImageStoreOptions::default())
         .await
         .unwrap()
-}
-
-fn assert_cache_clean(store: &ImageStore) {
-    assert!(
-        names(&store.root().join("layers/sha256")).is_empty(),
-        "a layer was left"
-    );
-    assert!(
-        names(&store.root().join("tmp")).is_empty(),
-        "tmp/ was not cleaned"
-    );
 }
 
 fn sample_layer() -> Vec<u8> {

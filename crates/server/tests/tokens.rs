@@ -480,7 +480,13 @@ async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_i
         .token_for("dev", "dev-password", "repository:team/app:pull,push")
         .await;
     let started = app
-        .v2(&push, Method::POST, "/v2/team/app/blobs/uploads/", &[], Vec::new())
+        .v2(
+            &push,
+            Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            &[],
+            Vec::new(),
+        )
         .await
         .expect(StatusCode::ACCEPTED);
     let location = started.header("location");
@@ -498,7 +504,9 @@ async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_i
         .await
         .expect(StatusCode::FORBIDDEN);
     assert!(
-        refused.header("www-authenticate").contains("insufficient_scope"),
+        refused
+            .header("www-authenticate")
+            .contains("insufficient_scope"),
         "told to fetch a push token"
     );
     // Another repository's pull token reads nothing of it.

@@ -100,6 +100,8 @@ struct NodeSpec {
 /// machine, removed on drop even when the test fails.
 struct Node {
     spec: NodeSpec,
+    /// More `wharf agent` arguments.
+    args: Vec<String>,
     dir: tempfile::TempDir,
     runc_root: PathBuf,
     child: Option<Child>,
@@ -109,10 +111,15 @@ struct Node {
 
 impl Node {
     fn start(cli: &Cli, spec: NodeSpec, robot: &Credentials) -> Node {
+        Node::start_with(cli, spec, robot, &[])
+    }
+
+    fn start_with(cli: &Cli, spec: NodeSpec, robot: &Credentials, args: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let runc_root = PathBuf::from(format!("/run/wharf-e2e/{}", spec.name));
         let mut node = Node {
             spec,
+            args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             runc_root,
             child: None,
@@ -141,6 +148,7 @@ impl Node {
             .args(["--netns-prefix", self.spec.netns_prefix])
             .args(["--pod-cidr", self.spec.pod_cidr])
             .args(["--registry-user", &self.robot.user])
+            .args(&self.args)
             .env("WHARF_REGISTRY_PASSWORD", &self.robot.password)
             .stdout(Stdio::null())
             .stderr(
@@ -557,6 +565,31 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
     }
 }
 
+/// An operator's CLI, project `shop` and a pull-only robot for its nodes.
+async fn shop_with_puller(server: &TestServer) -> (Cli, Credentials) {
+    let cli = Cli::login(server);
+    let api = server.admin().await;
+    api.create_project("shop", false, None).await;
+    let robot = api.create_robot("shop", "node", "pull").await;
+    (cli, robot)
+}
+
+/// The message of the first pod of project `shop` whose image pull failed.
+fn refused_pull(cli: &Cli, timeout: Duration) -> String {
+    let pod = wait_for("the pull refused", timeout, || {
+        cli.pods("shop").into_iter().find(|p| {
+            matches!(
+                p["status"]["reason"].as_str(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+        })
+    });
+    pod["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A tar whose one entry climbs out of the layer with `..`.
 fn traversal_tar() -> Vec<u8> {
     let mut header = tar::Header::new_old();
@@ -586,10 +619,7 @@ async fn a_layer_that_climbs_out_is_refused() {
     let escaped = Path::new("/tmp/wharf-e2e-escaped");
     let _ = std::fs::remove_file(escaped);
     let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let api = server.admin().await;
-    api.create_project("shop", false, None).await;
-    let robot = api.create_robot("shop", "node", "pull").await;
+    let (cli, robot) = shop_with_puller(&server).await;
     let arch = wharf_image::Platform::host().architecture;
     let image = Image::new(&arch, &[Layer::from_tar(&traversal_tar())]);
     let layout_dir = tempfile::tempdir().unwrap();
@@ -614,15 +644,7 @@ async fn a_layer_that_climbs_out_is_refused() {
     let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: evil, namespace: shop}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: evil}}\n  template:\n    metadata: {labels: {app: evil}}\n    spec:\n      containers: [{name: main, image: IMAGE}]\n"
         .replace("IMAGE", &format!("{}/shop/evil:1", server.host()));
     cli.run_with(&["apply", "-f", "-"], &deployment);
-    let pod = wait_for("the pull refused", Duration::from_secs(30), || {
-        cli.pods("shop").into_iter().find(|p| {
-            matches!(
-                p["status"]["reason"].as_str(),
-                Some("ErrImagePull" | "ImagePullBackOff")
-            )
-        })
-    });
-    let message = pod["status"]["message"].as_str().unwrap_or_default();
+    let message = refused_pull(&cli, Duration::from_secs(30));
     assert!(
         message.contains("wharf-e2e-escaped") || message.contains(".."),
         "the error names the entry: {message}"
@@ -793,6 +815,7 @@ async fn wharf_up_runs_the_demo_on_one_machine() {
     // Removes the demo's containers, mounts and namespaces even on failure.
     let node = Node {
         spec,
+        args: Vec::new(),
         dir: tempfile::tempdir().unwrap(),
         runc_root,
         child: None,
@@ -971,12 +994,11 @@ async fn setuid_binaries_and_device_nodes_of_images_are_out_of_reach_of_host_use
         ("tmp", tar::EntryType::Directory, 0o1777, b""),
     ]);
     let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let api = server.admin().await;
-    api.create_project("shop", false, None).await;
-    let robot = api.create_robot("shop", "node", "pull").await;
+    let (cli, robot) = shop_with_puller(&server).await;
     let image = push_tar_image(&server, "suid", &layer).await;
-    let node = Node::start(
+    // Image garbage collection as eager as it gets: every second, as if
+    // the disk were full, with no minimum age.
+    let node = Node::start_with(
         &cli,
         NodeSpec {
             name: "e2e-node-4",
@@ -987,6 +1009,16 @@ async fn setuid_binaries_and_device_nodes_of_images_are_out_of_reach_of_host_use
             address: None,
         },
         &robot,
+        &[
+            "--image-gc-high",
+            "1",
+            "--image-gc-low",
+            "0",
+            "--image-gc-min-age",
+            "0s",
+            "--image-gc-interval",
+            "1s",
+        ],
     );
     // Only Wharf's own modes may stand between other users and its state:
     // the test's temporary directory is opened up.
@@ -1055,10 +1087,21 @@ async fn setuid_binaries_and_device_nodes_of_images_are_out_of_reach_of_host_use
             "nobody opened {path}: {read:?}"
         );
     }
+    // Garbage collection spares the image of a running container...
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running_pods(&cli, "suid-", 1).map(|p| p.len()), Some(1));
+    let layers = node.node_dir().join("images/layers/sha256");
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 1);
     cli.run(&["delete", "deployment", "suid", "-p", "shop"]);
     wait_for("the pod gone", Duration::from_secs(60), || {
         (node.containers().is_empty() && node.mounts().is_empty()).then_some(())
     });
+    // ...and removes it once nothing runs it.
+    wait_for(
+        "the unused image collected",
+        Duration::from_secs(20),
+        || (std::fs::read_dir(&layers).unwrap().count() == 0).then_some(()),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1097,10 +1140,7 @@ async fn special_or_huge_etc_passwd_fails_the_pod_quickly_and_leaves_nothing() {
         ),
     ];
     let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let api = server.admin().await;
-    api.create_project("shop", false, None).await;
-    let robot = api.create_robot("shop", "node", "pull").await;
+    let (cli, robot) = shop_with_puller(&server).await;
     let node = Node::start(
         &cli,
         NodeSpec {
@@ -1189,4 +1229,100 @@ async fn special_or_huge_etc_passwd_fails_the_pod_quickly_and_leaves_nothing() {
                 .unwrap_or(false);
         gone.then_some(())
     });
+}
+
+/// Whether the node's image cache holds no layer and nothing in progress.
+fn images_dir_is_clean(node: &Node) -> bool {
+    let images = node.node_dir().join("images");
+    let empty = |dir: &str| {
+        std::fs::read_dir(images.join(dir))
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)
+    };
+    empty("tmp") && empty("layers/sha256")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_bombs_are_refused_and_deleting_a_pod_stops_its_pull() {
+    if !prerequisites("decompression bombs") {
+        return;
+    }
+    let server = TestServer::start();
+    let (cli, robot) = shop_with_puller(&server).await;
+    let arch = wharf_image::Platform::host().architecture;
+    // 8 GiB of zeros in a few MiB.
+    let image = Image::new(&arch, &[Layer::zeros(8)]);
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = OciLayout::create(layout_dir.path());
+    layout.add_image(&image, "bomb");
+    let skopeo = Skopeo::new(&server);
+    skopeo
+        .copy(&layout.reference("bomb"), &skopeo.image("shop/bomb:1"), &[])
+        .await;
+    let reference = format!("{}/shop/bomb:1", server.host());
+    let spec = || NodeSpec {
+        name: "e2e-node-6",
+        bridge: "wte6",
+        netns_prefix: "wte6-",
+        pod_cidr: "10.78.0.0/24",
+        host_netns: None,
+        address: None,
+    };
+
+    // Limits as shipped, but a smaller floor: the layer may unpack to 256 MiB.
+    let node = Node::start_with(&cli, spec(), &robot, &["--min-layer-limit", "256MiB"]);
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &one_container_deployment("bomb", &reference, "[/zeros]"),
+    );
+    let message = refused_pull(&cli, Duration::from_secs(60));
+    assert!(
+        message.contains(&format!("size limit of {} bytes exceeded", 256u64 << 20)),
+        "{message}"
+    );
+    assert!(images_dir_is_clean(&node), "nothing of the bomb was kept");
+    cli.run(&["delete", "deployment", "bomb", "-p", "shop"]);
+    wait_for("the pod gone", Duration::from_secs(30), || {
+        cli.pods("shop").is_empty().then_some(())
+    });
+    drop(node);
+
+    // No limit in the way: the unpack runs until the pod is deleted, and
+    // then stops and leaves nothing.
+    let node = Node::start_with(
+        &cli,
+        spec(),
+        &robot,
+        &[
+            "--max-layer-expansion",
+            "1000000",
+            "--image-disk-reserve",
+            "1GiB",
+        ],
+    );
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &one_container_deployment("slow", &reference, "[/zeros]"),
+    );
+    wait_for("the layer unpacking", Duration::from_secs(60), || {
+        cli.pods("shop").into_iter().find(|p| {
+            p["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unpacking:") && !m.contains("unpacking: 0.0 MiB"))
+        })
+    });
+    cli.run(&["delete", "deployment", "slow", "-p", "shop"]);
+    let deleted = Instant::now();
+    wait_for(
+        "the pull stopped and cleaned",
+        Duration::from_secs(20),
+        || (images_dir_is_clean(&node) && cli.pods("shop").is_empty()).then_some(()),
+    );
+    eprintln!(
+        "the unpack stopped {:?} after the deletion",
+        deleted.elapsed()
+    );
+    // And stays stopped: nothing comes back.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(images_dir_is_clean(&node));
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use wharf_image::{ImageRef, ImageStore, PullProgress, RegistryCredentials};
+use wharf_image::{
+    ImageRef, ImageStore, LayerProgress, LayerState, PullProgress, RegistryCredentials,
+};
 use wharf_runc::spec::ProcessDefaults;
 
 use super::driver::{Image, ImagePuller, PullPolicy};
@@ -37,6 +39,27 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// `pulling REF: 3.1/12.0 MiB`, then `, unpacking: 250.0 MiB written` once
+/// layers are being unpacked (a big layer may take a while after its
+/// download).
+fn progress_line(reference: &str, progress: &PullProgress) -> String {
+    let mut line = format!(
+        "pulling {reference}: {:.1}/{:.1} MiB",
+        mib(progress.done_bytes),
+        mib(progress.total_bytes)
+    );
+    let unpacking: Vec<&LayerProgress> = progress
+        .layers
+        .iter()
+        .filter(|l| l.state == LayerState::Unpacking)
+        .collect();
+    if !unpacking.is_empty() {
+        let written: u64 = unpacking.iter().map(|l| l.unpacked_bytes).sum();
+        line.push_str(&format!(", unpacking: {:.1} MiB written", mib(written)));
+    }
+    line
+}
+
 #[async_trait]
 impl ImagePuller for ImageStorePuller {
     async fn pull(
@@ -58,13 +81,7 @@ impl ImagePuller for ImageStorePuller {
                     PullPolicy::Always => wharf_image::PullPolicy::Always,
                     _ => wharf_image::PullPolicy::IfNotPresent,
                 };
-                let report = |p: PullProgress| {
-                    progress(format!(
-                        "pulling {qualified}: {:.1}/{:.1} MiB",
-                        mib(p.done_bytes),
-                        mib(p.total_bytes)
-                    ))
-                };
+                let report = |p: PullProgress| progress(progress_line(&qualified, &p));
                 self.store
                     .pull(&reference, self.credentials.as_ref(), policy, &report)
                     .await

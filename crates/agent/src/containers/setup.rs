@@ -3,10 +3,12 @@
 //! is here.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Weak;
+use std::time::Duration;
 
-use wharf_image::{ImageStore, ImageStoreOptions, RegistryCredentials, private_dir};
+use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredentials, private_dir};
 use wharf_net::{BridgeConfig, BridgeDriver};
 use wharf_runc::{Runc, ShimCommand};
 
@@ -39,6 +41,13 @@ pub struct NodeSetup {
     pub default_registry: Option<String>,
     /// Registries reached over plain HTTP besides loopback ones.
     pub plain_http: Vec<String>,
+    /// Unpacking limits, disk reserve (from the image cache's defaults,
+    /// changed by the agent's flags).
+    pub images: ImageStoreOptions,
+    /// When unused images are removed from the cache.
+    pub image_gc: ImageGcPolicy,
+    /// How often the image garbage collection looks at the disk.
+    pub image_gc_interval: Duration,
 }
 
 impl NodeSetup {
@@ -82,11 +91,18 @@ impl NodeSetup {
             self.data_dir.join("images"),
             ImageStoreOptions {
                 plain_http: self.plain_http.clone(),
-                ..ImageStoreOptions::default()
+                ..self.images.clone()
             },
         )
         .await
         .map_err(|e| setup(format!("opening the image cache: {e}")))?;
+        let images = Arc::new(images);
+        tokio::spawn(collect_images(
+            Arc::downgrade(&images),
+            self.data_dir.join("pods"),
+            self.image_gc,
+            self.image_gc_interval,
+        ));
         let network =
             BridgeDriver::new(self.bridge.clone()).map_err(|e| setup(format!("bridge: {e}")))?;
         let mut config = ContainerRuntimeConfig::new(&self.node, self.data_dir.clone());
@@ -94,7 +110,7 @@ impl NodeSetup {
         config.local_gateway = gateway;
         config.host_ip = self.host_ip.clone();
         let puller = ImageStorePuller::new(
-            Arc::new(images),
+            images,
             self.credentials.clone(),
             self.default_registry.clone(),
         );
@@ -106,5 +122,99 @@ impl NodeSetup {
             Arc::new(driver),
             Arc::new(network),
         )))
+    }
+}
+
+/// Runs the image cache's garbage collection every `interval` while the
+/// cache is in use, sparing the images of mounted container roots.
+async fn collect_images(
+    images: Weak<ImageStore>,
+    pods_dir: PathBuf,
+    policy: ImageGcPolicy,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(images) = images.upgrade() else {
+            return;
+        };
+        let dir = pods_dir.clone();
+        let in_use = tokio::task::spawn_blocking(move || mounted_layers(&dir))
+            .await
+            .unwrap_or_default();
+        match images.collect_garbage(&policy, &in_use).await {
+            Ok(report) if !report.removed_images.is_empty() => tracing::info!(
+                images = report.removed_images.len(),
+                layers = report.removed_layers.len(),
+                "removed unused images"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "image garbage collection failed"),
+        }
+    }
+}
+
+/// The lower directories of every overlay mounted under `pods_dir` (the
+/// container roots), bottom layer first, from `/proc/self/mountinfo`.
+pub fn mounted_layers(pods_dir: &Path) -> Vec<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    overlay_layers(&text, pods_dir)
+}
+
+/// [`mounted_layers`] from the text of a mountinfo file.
+fn overlay_layers(text: &str, pods_dir: &Path) -> Vec<Vec<PathBuf>> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let mount_point = unescape(fields.get(4)?);
+            let after = line.split_once(" - overlay ")?.1;
+            if !Path::new(&mount_point).starts_with(pods_dir) {
+                return None;
+            }
+            let options = after.split(' ').nth(1)?;
+            let lower = options
+                .split(',')
+                .find_map(|o| o.strip_prefix("lowerdir="))?;
+            let mut layers: Vec<PathBuf> = lower.split(':').map(|l| unescape(l).into()).collect();
+            layers.reverse();
+            Some(layers)
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_lower_directories_are_read_from_mountinfo() {
+        let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+98 22 0:52 / /var/lib/wharf/node/pods/shop_web-1/containers/web/rootfs rw,nodev,relatime - overlay overlay rw,lowerdir=/var/lib/wharf/node/images/layers/sha256/bb:/var/lib/wharf/node/images/layers/sha256/aa,upperdir=/u,workdir=/w
+99 22 0:53 / /elsewhere rw - overlay overlay rw,lowerdir=/x,upperdir=/u,workdir=/w
+100 22 0:54 / /var/lib/wharf/node/pods/my\\040pod/rootfs rw - overlay overlay rw,lowerdir=/l\\040a,upperdir=/u,workdir=/w
+";
+        let layers = overlay_layers(text, Path::new("/var/lib/wharf/node/pods"));
+        assert_eq!(
+            layers,
+            vec![
+                vec![
+                    PathBuf::from("/var/lib/wharf/node/images/layers/sha256/aa"),
+                    PathBuf::from("/var/lib/wharf/node/images/layers/sha256/bb"),
+                ],
+                vec![PathBuf::from("/l a")],
+            ]
+        );
     }
 }

@@ -21,7 +21,8 @@ use wharf_oci::{Digest, DigestAlgorithm};
 
 use crate::ImageError;
 use crate::error::io_err;
-use stream::{GuardedStream, StreamState};
+pub use stream::{DiskReserve, UnpackWatch};
+use stream::{GuardedStream, StreamLimit, StreamState};
 use writer::LayerWriter;
 
 /// Largest header plus extensions (long names, PAX records) of one entry;
@@ -114,6 +115,8 @@ pub struct UnpackOptions {
     pub diff_id: Option<Digest>,
     /// Size and entry bounds.
     pub limits: UnpackLimits,
+    /// Progress, cancellation and the disk reserve, watched from elsewhere.
+    pub watch: Option<Arc<UnpackWatch>>,
 }
 
 /// Unpacks the layer `blob` into `dest`, which must not exist yet; blocking.
@@ -166,6 +169,7 @@ fn unpack_into(
         state.clone(),
         options.limits.max_bytes,
         MAX_ENTRY_METADATA,
+        options.watch.clone(),
     );
     let mut archive = tar::Archive::new(stream);
     let mut writer = LayerWriter::new(dest, label, options.limits);
@@ -175,6 +179,18 @@ fn unpack_into(
     let digest = outcome.and_then(|()| archive.into_inner().finish().map_err(&malformed));
     // A tripped limit explains whatever error the readers made of it.
     let digest = match (digest, state.tripped()) {
+        (Err(_), Some(StreamLimit::Cancelled)) => {
+            return Err(ImageError::Cancelled {
+                layer: label.to_string(),
+            });
+        }
+        (Err(_), Some(StreamLimit::DiskReserve { available, reserve })) => {
+            return Err(ImageError::DiskReserve {
+                path: dest.to_path_buf(),
+                available,
+                reserve,
+            });
+        }
         (Err(_), Some(limit)) => {
             return Err(ImageError::LayerTooLarge {
                 layer: label.to_string(),

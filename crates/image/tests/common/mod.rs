@@ -243,3 +243,15 @@ pub fn names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Asserts the cache holds no layer and nothing in progress.
+pub fn assert_cache_clean(store: &wharf_image::ImageStore) {
+    assert!(
+        names(&store.root().join("layers/sha256")).is_empty(),
+        "a layer was left"
+    );
+    assert!(
+        names(&store.root().join("tmp")).is_empty(),
+        "tmp/ was not cleaned"
+    );
+}

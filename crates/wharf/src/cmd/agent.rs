@@ -17,7 +17,7 @@ use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
 };
-use wharf_image::RegistryCredentials;
+use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
 use wharf_net::BridgeConfig;
 use wharf_runc::ShimCommand;
 
@@ -97,6 +97,34 @@ pub struct NodeOptions {
     /// Where to serve container logs (the server proxies `wharf logs` here).
     #[arg(long = "logs-listen", default_value = "127.0.0.1:7701")]
     pub logs_listen: SocketAddr,
+    /// A layer may unpack to this many times its compressed size (or to
+    /// --min-layer-limit, whichever is more): decompression bombs fail.
+    #[arg(long, default_value_t = 20)]
+    pub max_layer_expansion: u64,
+    /// Size every layer may unpack to, whatever its compressed size.
+    #[arg(long, default_value = "1GiB", value_parser = units::parse_size)]
+    pub min_layer_limit: u64,
+    /// Most an image may unpack to, all its layers together.
+    #[arg(long, default_value = "64GiB", value_parser = units::parse_size)]
+    pub max_image_size: u64,
+    /// Disk space kept free under the image cache: pulls fail below it.
+    #[arg(long, default_value = "1GiB", value_parser = units::parse_size)]
+    pub image_disk_reserve: u64,
+    /// Disk use (percent) at which unused images are removed...
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub image_gc_high: u8,
+    /// ...until it is below this.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low: u8,
+    /// Images used more recently than this are never removed.
+    #[arg(long, default_value = "2m", value_parser = units::parse_duration)]
+    pub image_gc_min_age: Duration,
+    /// Remove images unused for this long whatever the disk [default: never].
+    #[arg(long, value_parser = units::parse_duration)]
+    pub image_gc_max_age: Option<Duration>,
+    /// How often the image garbage collection runs.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    pub image_gc_interval: Duration,
 }
 
 impl NodeOptions {
@@ -145,6 +173,20 @@ impl NodeOptions {
             credentials,
             default_registry: server_host,
             plain_http,
+            images: ImageStoreOptions {
+                max_expansion: self.max_layer_expansion,
+                expansion_floor: self.min_layer_limit,
+                max_image_bytes: self.max_image_size,
+                reserve_bytes: self.image_disk_reserve,
+                ..ImageStoreOptions::default()
+            },
+            image_gc: ImageGcPolicy {
+                high_percent: self.image_gc_high,
+                low_percent: self.image_gc_low.min(self.image_gc_high),
+                min_age: self.image_gc_min_age,
+                max_unused_age: self.image_gc_max_age,
+            },
+            image_gc_interval: self.image_gc_interval.max(Duration::from_secs(1)),
         })
     }
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use wharf_oci::{Digest, DigestAlgorithm};
+use wharf_oci::{Digest, DigestAlgorithm, StreamHasher};
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -144,6 +144,37 @@ impl Layer {
                 gzip.finish().expect("compressing the layer"),
             ),
             diff_id: sha256(tar),
+        }
+    }
+}
+
+impl Layer {
+    /// A decompression bomb with correct digests: one file of `gib` GiB of
+    /// zeros, gzipped as the same small member repeated (a few MiB of blob).
+    pub fn zeros(gib: u64) -> Layer {
+        let gzip = |part: &[u8], level| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+            encoder.write_all(part).expect("compressing");
+            encoder.finish().expect("compressing")
+        };
+        let chunk = vec![0u8; 64 << 20];
+        let member = gzip(&chunk, flate2::Compression::best());
+        let mut header = tar_header(tar::EntryType::Regular, 0o644, gib << 30);
+        header.set_path("zeros").expect("a short path");
+        header.set_cksum();
+        let trailer = [0u8; 1024];
+        let mut diff_id = StreamHasher::new(DigestAlgorithm::Sha256);
+        diff_id.update(header.as_bytes());
+        let mut bytes = gzip(header.as_bytes(), flate2::Compression::fast());
+        for _ in 0..gib * 16 {
+            diff_id.update(&chunk);
+            bytes.extend_from_slice(&member);
+        }
+        diff_id.update(&trailer);
+        bytes.extend_from_slice(&gzip(&trailer, flate2::Compression::fast()));
+        Layer {
+            blob: Blob::new(OCI_LAYER_GZIP, bytes),
+            diff_id: diff_id.finish(),
         }
     }
 }
