@@ -395,8 +395,11 @@ fn project_creator(identity: Arc<Identity>) -> wharf_replication::ProjectCreator
     Arc::new(move |name: String| {
         let identity = identity.clone();
         Box::pin(async move {
+            // Only the creator's name is recorded (as the project's admin
+            // member); no token is issued, so no account uid is needed.
             let admin = wharf_auth::Principal::User {
                 name: "admin".into(),
+                uid: String::new(),
                 admin: true,
             };
             match identity.create_project(&admin, &name, false, None).await {

@@ -21,6 +21,24 @@ pub(crate) struct TokenAuthorizer {
     pub public_url: Option<String>,
 }
 
+/// The audit record of a refused token (`area`: `registry` or `api`): under
+/// the account it names when this server signed it (an expired or revoked
+/// token), `unknown` when it is forged or garbage and names no one.
+pub(crate) fn token_rejected(
+    identity: &Identity,
+    token: &str,
+    area: &str,
+    source: Option<IpAddr>,
+    why: String,
+) -> AuditEvent {
+    let actor = identity
+        .signed_subject(token)
+        .unwrap_or_else(|| "unknown".into());
+    AuditEvent::new(actor, "token.rejected", area, Outcome::Failed)
+        .with_source(source)
+        .with_detail(why)
+}
+
 /// The bearer token of a request, if any.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -164,11 +182,13 @@ impl Authorizer for TokenAuthorizer {
         let (claims, principal) = match self.identity.verify_registry_token(token).await {
             Ok(verified) => verified,
             Err(AuthError::Unauthenticated(why)) => {
-                self.audit.record(
-                    AuditEvent::new("unknown", "token.rejected", "registry", Outcome::Failed)
-                        .with_source(source)
-                        .with_detail(why.clone()),
-                );
+                self.audit.record(token_rejected(
+                    &self.identity,
+                    token,
+                    "registry",
+                    source,
+                    why.clone(),
+                ));
                 return Err(self.unauthorized(headers, need, Some("invalid_token"), why));
             }
             Err(other) => return Err(RegistryError::Internal(other.to_string())),
