@@ -10,7 +10,9 @@ use http::HeaderMap;
 use wharf_audit::{AuditEvent, AuditLog, Outcome};
 use wharf_auth::{AccessEntry, Action, AuthError, Identity, Principal};
 use wharf_oci::RepositoryName;
-use wharf_registry::http::{Authorizer, Caller, EventKind, EventSink, Need, RegistryEvent};
+use wharf_registry::http::{
+    Authorizer, Caller, EventKind, EventSink, Need, Refusal, RegistryEvent,
+};
 use wharf_registry::{QuotaSource, RegistryError};
 
 /// Admits registry requests that carry a token granting what they need.
@@ -286,6 +288,19 @@ impl EventSink for AuditSink {
             );
         }
     }
+
+    fn refused(&self, refusal: Refusal) {
+        self.0.record(
+            AuditEvent::new(
+                refusal.actor,
+                refusal.action,
+                refusal.resource,
+                Outcome::Denied,
+            )
+            .with_source(refusal.source)
+            .with_detail(refusal.reason),
+        );
+    }
 }
 
 /// Hands each registry event to several sinks (audit, replication).
@@ -298,6 +313,15 @@ impl EventSink for EventFanOut {
                 sink.record(event.clone());
             }
             last.record(event);
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.refused(refusal.clone());
+            }
+            last.refused(refusal);
         }
     }
 }

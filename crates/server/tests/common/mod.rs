@@ -167,6 +167,18 @@ impl TestApp {
         .expect(StatusCode::CREATED);
     }
 
+    /// Creates private project `name` limited to `quota` bytes.
+    pub async fn create_project_with_quota(&self, token: &str, name: &str, quota: u64) {
+        self.api(
+            token,
+            Method::POST,
+            "/api/v1/projects",
+            json!({"name": name, "quota_bytes": quota}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
     pub async fn add_member(&self, token: &str, project: &str, user: &str, role: &str) {
         self.api(
             token,
