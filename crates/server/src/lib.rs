@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub identity: IdentityConfig,
     /// How often garbage collection runs; `None` disables the schedule.
     pub gc_interval: Option<Duration>,
+    /// Whether scheduled collections also delete untagged manifests.
+    pub gc_delete_untagged: bool,
     /// Password of the `admin` account created on first start; generated
     /// (and returned by [`Server::bind`]) when `None`.
     pub admin_password: Option<String>,
@@ -116,6 +118,7 @@ impl ServerConfig {
             registry: RegistryConfig::default(),
             identity: IdentityConfig::default(),
             gc_interval: Some(Duration::from_secs(6 * 3600)),
+            gc_delete_untagged: false,
             admin_password: None,
             public_url: None,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
@@ -311,6 +314,7 @@ pub struct Server {
     listener: TcpListener,
     app: App,
     gc_interval: Option<Duration>,
+    gc_delete_untagged: bool,
 }
 
 impl Server {
@@ -328,6 +332,7 @@ impl Server {
             listener,
             app,
             gc_interval: config.gc_interval,
+            gc_delete_untagged: config.gc_delete_untagged,
         })
     }
 
@@ -354,6 +359,7 @@ impl Server {
             tokio::spawn(collect_garbage_periodically(
                 self.app.registry.clone(),
                 interval,
+                self.gc_delete_untagged,
             ));
         }
         // Every server turns its registry events into replication jobs;
@@ -480,14 +486,18 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "wharf".into())
 }
 
-async fn collect_garbage_periodically(registry: Arc<Registry>, interval: Duration) {
+async fn collect_garbage_periodically(
+    registry: Arc<Registry>,
+    interval: Duration,
+    delete_untagged: bool,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let options = GcOptions {
-            grace: registry.config().gc_grace,
-            dry_run: false,
+            delete_untagged,
+            ..GcOptions::with_grace(registry.config().gc_grace)
         };
         if let Err(err) = registry.collect_garbage(options).await {
             tracing::warn!(error = %err, "scheduled garbage collection failed");

@@ -1,12 +1,13 @@
 //! Storage as project admins see it: quota and mount refusals in the audit
-//! log under the refused account.
+//! log under the refused account, usage that drops as soon as an artifact is
+//! deleted, and collections of untagged artifacts through the API.
 
 mod common;
 
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use wharf_audit::{AuditEvent, Outcome};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -49,6 +50,43 @@ async fn put_manifest(
         body.to_vec(),
     )
     .await
+}
+
+/// Pushes config, layer and manifest as `repo:tag`; returns the manifest
+/// digest and the bytes the three hold.
+async fn push_image(
+    app: &TestApp,
+    token: &str,
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+) -> (String, u64) {
+    let config = format!(r#"{{"layer":"{}"}}"#, sha256(layer)).into_bytes();
+    for blob in [&config[..], layer] {
+        push_blob(app, token, repo, blob)
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let manifest = manifest_of(&config, layer);
+    put_manifest(app, token, repo, tag, &manifest)
+        .await
+        .expect(StatusCode::CREATED);
+    let bytes = (config.len() + layer.len() + manifest.len()) as u64;
+    (sha256(&manifest), bytes)
+}
+
+async fn usage(app: &TestApp, admin: &str, project: &str) -> u64 {
+    app.api(
+        admin,
+        Method::GET,
+        &format!("/api/v1/projects/{project}"),
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::OK)
+    .json()["usage_bytes"]
+        .as_u64()
+        .unwrap()
 }
 
 /// The denied events of `action`.
@@ -191,4 +229,84 @@ async fn a_refused_cross_repository_mount_is_audited() {
     .await
     .expect(StatusCode::CREATED);
     assert_eq!(denied(&app, "blob.mount").await.len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_manifest_lowers_usage_at_once_and_gc_collects_untagged_ones() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let token = app
+        .token_for(
+            "admin",
+            ADMIN_PASSWORD,
+            "repository:shop/app:pull,push,delete",
+        )
+        .await;
+    let (first, first_bytes) = push_image(&app, &token, "shop/app", "v1", &[5u8; 20_000]).await;
+    let (_, second_bytes) = push_image(&app, &token, "shop/app", "v2", &[6u8; 30_000]).await;
+    assert_eq!(
+        usage(&app, &admin, "shop").await,
+        first_bytes + second_bytes
+    );
+
+    // Deleting an artifact: its bytes leave the usage now, not at the next GC.
+    app.v2(
+        &token,
+        Method::DELETE,
+        &format!("/v2/shop/app/manifests/{first}"),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    assert_eq!(usage(&app, &admin, "shop").await, second_bytes);
+
+    // Deleting a tag leaves an untagged manifest, still counted...
+    app.v2(
+        &token,
+        Method::DELETE,
+        "/v2/shop/app/manifests/v2",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    assert_eq!(usage(&app, &admin, "shop").await, second_bytes);
+    // ...until a collection that deletes untagged manifests.
+    let gc = |body: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move { app.api(&admin, Method::POST, "/api/v1/gc", body).await }
+    };
+    let report = gc(json!({"grace_seconds": 0}))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(report["manifests_removed"], 0, "{report}");
+    assert_eq!(usage(&app, &admin, "shop").await, second_bytes);
+
+    // Bad requests are refused and change nothing.
+    for bad in [
+        json!({"delete_untagged": "yes"}),
+        json!({"deleteUntagged": true}),
+        json!({"uploads_older_than_seconds": -1}),
+    ] {
+        let reply = gc(bad.clone()).await.expect(StatusCode::BAD_REQUEST);
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.starts_with("request body:"), "{bad}: {message}");
+    }
+    assert_eq!(usage(&app, &admin, "shop").await, second_bytes);
+
+    let report = gc(json!({"grace_seconds": 0, "delete_untagged": true}))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(report["manifests_removed"], 1, "{report}");
+    assert_eq!(usage(&app, &admin, "shop").await, 0);
+    app.api(&admin, Method::DELETE, "/api/v1/projects/shop", Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
 }
