@@ -217,6 +217,11 @@ impl fmt::Display for Role {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct UserRecord {
     pub name: String,
+    /// The account's identity, never reused: tokens are bound to it, so that
+    /// a new account under a deleted one's name does not inherit its tokens.
+    /// Empty in records written before uids existed (see [`effective_uid`]).
+    #[serde(default)]
+    pub uid: String,
     pub password_hash: String,
     pub admin: bool,
     pub disabled: bool,
@@ -263,6 +268,9 @@ pub struct RobotPermission {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct RobotRecord {
     pub name: String,
+    /// As [`UserRecord::uid`].
+    #[serde(default)]
+    pub uid: String,
     pub secret_hash: String,
     pub permissions: Vec<RobotPermission>,
     /// Expiry, unix milliseconds; `None` never expires.
@@ -278,6 +286,10 @@ pub(crate) struct RobotRecord {
 pub struct Robot {
     /// Full name, `robot$<project>+<name>`.
     pub name: String,
+    /// The account's identity: a robot created again under the same name
+    /// has another one.
+    #[serde(default)]
+    pub uid: String,
     /// Per-project permissions.
     pub permissions: Vec<RobotPermission>,
     /// Expiry, unix milliseconds.
@@ -294,6 +306,7 @@ impl From<&RobotRecord> for Robot {
     fn from(record: &RobotRecord) -> Robot {
         Robot {
             name: record.name.clone(),
+            uid: effective_uid(&record.uid, record.created_at),
             permissions: record.permissions.clone(),
             expires_at: record.expires_at,
             disabled: record.disabled,
@@ -308,6 +321,10 @@ impl From<&RobotRecord> for Robot {
 pub struct User {
     /// Login name.
     pub name: String,
+    /// The account's identity: a user created again under the same name has
+    /// another one.
+    #[serde(default)]
+    pub uid: String,
     /// System administrator.
     pub admin: bool,
     /// Disabled users cannot log in and their tokens stop working.
@@ -320,6 +337,7 @@ impl From<&UserRecord> for User {
     fn from(record: &UserRecord) -> User {
         User {
             name: record.name.clone(),
+            uid: effective_uid(&record.uid, record.created_at),
             admin: record.admin,
             disabled: record.disabled,
             created_at: record.created_at,
@@ -344,6 +362,8 @@ pub enum Principal {
     User {
         /// Login name.
         name: String,
+        /// The account's identity ([`User::uid`]).
+        uid: String,
         /// System administrator.
         admin: bool,
     },
@@ -351,6 +371,8 @@ pub enum Principal {
     Robot {
         /// Full robot name.
         name: String,
+        /// The account's identity ([`Robot::uid`]).
+        uid: String,
         /// What it may do where.
         permissions: Vec<RobotPermission>,
     },
@@ -368,6 +390,33 @@ impl Principal {
     /// Whether this is a system administrator.
     pub fn is_admin(&self) -> bool {
         matches!(self, Principal::User { admin: true, .. })
+    }
+
+    /// The account's identity (empty for anonymous callers).
+    pub fn uid(&self) -> &str {
+        match self {
+            Principal::Anonymous => "",
+            Principal::User { uid, .. } | Principal::Robot { uid, .. } => uid,
+        }
+    }
+}
+
+/// A fresh account identity: 128 random bits, so that replicas need no
+/// coordination and a uid is never handed out twice in practice.
+pub(crate) fn new_uid() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The uid of an account record: the stored one, or for records created
+/// before uids existed one derived from the creation time. That one is
+/// stable for the record's life and differs from every generated uid (it
+/// has a prefix), and any account created since has a generated uid, so it
+/// still tells the account apart from later ones of the same name.
+pub(crate) fn effective_uid(stored: &str, created_at: u64) -> String {
+    if stored.is_empty() {
+        format!("legacy-{created_at}")
+    } else {
+        stored.to_string()
     }
 }
 

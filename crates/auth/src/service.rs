@@ -14,7 +14,7 @@ use wharf_store::{Store, StoreExt, Txn};
 use crate::AuthError;
 use crate::model::{
     Action, Actions, Member, Principal, Project, Robot, RobotPermission, RobotRecord, Role,
-    Settings, User, UserRecord,
+    Settings, User, UserRecord, effective_uid, new_uid,
 };
 use crate::names::{check_new_project_name, check_user_name, is_robot_name, robot_name};
 use crate::password;
@@ -130,7 +130,34 @@ pub struct Identity {
     // every request would put a store read on the registry's hottest path.
     // Local account changes clear it at once; other replicas see them within
     // SUBJECT_CACHE_TTL.
-    subjects: Mutex<HashMap<String, (std::time::Instant, u64, Principal)>>,
+    subjects: Mutex<HashMap<String, (std::time::Instant, Subject)>>,
+}
+
+/// What a token's subject is right now: enough to tell whether a token
+/// still belongs to it.
+#[derive(Clone, Debug)]
+struct Subject {
+    principal: Principal,
+    epoch: u64,
+    /// Whether the account record predates uids (its uid is derived).
+    legacy: bool,
+    /// Creation time, unix seconds.
+    created_secs: u64,
+}
+
+impl Subject {
+    /// Whether `claims` were issued to this very account, in its current
+    /// epoch. Tokens from before uids existed carry none; they are taken
+    /// only for accounts from that time too, and only if issued no earlier
+    /// than the account was created (so never one of a deleted predecessor).
+    fn issued(&self, claims: &Claims) -> bool {
+        let same_account = if claims.uid.is_empty() {
+            self.legacy && claims.iat >= self.created_secs
+        } else {
+            claims.uid == self.principal.uid()
+        };
+        same_account && claims.epoch == self.epoch
+    }
 }
 
 fn now_millis() -> u64 {
@@ -224,6 +251,7 @@ impl Identity {
         let hash = hash_blocking(password.to_string()).await?;
         let record = UserRecord {
             name: name.to_string(),
+            uid: new_uid(),
             password_hash: hash,
             admin,
             disabled: false,
@@ -262,27 +290,42 @@ impl Identity {
             .ok_or_else(|| AuthError::NotFound(format!("user {name}")))
     }
 
+    /// Changes the account record at `key` (`what` names it in errors) by
+    /// compare-and-swap, retrying on races, and forgets cached subjects.
+    async fn update_account<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &str,
+        change: impl Fn(&mut T),
+    ) -> Result<T, AuthError> {
+        for _ in 0..16 {
+            let (mut record, revision) = self
+                .read::<T>(key)
+                .await?
+                .ok_or_else(|| AuthError::NotFound(what.to_string()))?;
+            change(&mut record);
+            if self
+                .store
+                .put_if(key, encode(&record), revision)
+                .await?
+                .is_some()
+            {
+                self.accounts_changed();
+                return Ok(record);
+            }
+        }
+        Err(AuthError::Internal(format!("{what} keeps changing; retry")))
+    }
+
     async fn update_user(
         &self,
         name: &str,
         change: impl Fn(&mut UserRecord),
     ) -> Result<User, AuthError> {
-        for _ in 0..16 {
-            let (mut record, revision) = self.user_record(name).await?;
-            change(&mut record);
-            if self
-                .store
-                .put_if(&format!("{USERS}{name}"), encode(&record), revision)
-                .await?
-                .is_some()
-            {
-                self.accounts_changed();
-                return Ok(User::from(&record));
-            }
-        }
-        Err(AuthError::Internal(format!(
-            "user {name} keeps changing; retry"
-        )))
+        let record = self
+            .update_account(&format!("{USERS}{name}"), &format!("user {name}"), change)
+            .await?;
+        Ok(User::from(&record))
     }
 
     /// Sets a new password; existing tokens stop working.
@@ -389,10 +432,7 @@ impl Identity {
         );
         let matches = verify_blocking(password.to_string(), hash).await?;
         match record {
-            Some(record) if matches && !record.disabled => Ok(Principal::User {
-                name: record.name,
-                admin: record.admin,
-            }),
+            Some(record) if matches && !record.disabled => Ok(user_principal(&record)),
             Some(record) if matches && record.disabled => Err(AuthError::Unauthenticated(format!(
                 "account {} is disabled",
                 record.name
@@ -446,15 +486,33 @@ impl Identity {
             access: Vec::new(),
             kind,
             epoch,
+            uid: principal.uid().to_string(),
         }
     }
 
+    /// The epoch to put in a token for `principal`. Fails when the account
+    /// went away, or was replaced by another of the same name, after
+    /// `principal` was authenticated: the token would otherwise bind the
+    /// new account to credentials checked against the old one.
     async fn epoch_of(&self, principal: &Principal) -> Result<u64, AuthError> {
-        Ok(match principal {
-            Principal::Anonymous => 0,
-            Principal::User { name, .. } => self.user_record(name).await?.0.epoch,
-            Principal::Robot { name, .. } => self.robot_record(name).await?.0.epoch,
-        })
+        let (uid, epoch) = match principal {
+            Principal::Anonymous => return Ok(0),
+            Principal::User { name, .. } => {
+                let (record, _) = self.user_record(name).await?;
+                (effective_uid(&record.uid, record.created_at), record.epoch)
+            }
+            Principal::Robot { name, .. } => {
+                let (record, _) = self.robot_record(name).await?;
+                (effective_uid(&record.uid, record.created_at), record.epoch)
+            }
+        };
+        if uid != principal.uid() {
+            return Err(AuthError::Unauthenticated(format!(
+                "account {} was replaced; log in again",
+                principal.name()
+            )));
+        }
+        Ok(epoch)
     }
 
     fn issue(&self, claims: Claims, ttl: Duration) -> IssuedToken {
@@ -539,34 +597,38 @@ impl Identity {
             .1)
     }
 
-    async fn verify(
-        &self,
-        token: &str,
-        kind: TokenKind,
-        audience: &str,
-    ) -> Result<(Arc<Claims>, Principal), AuthError> {
+    /// The claims of a token this server signed, whatever they say: the
+    /// signature is checked once, then the token is remembered.
+    fn signed_claims(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         let cached = self
             .verified
             .lock()
             .expect("token cache")
             .get(token)
             .cloned();
-        let claims = match cached {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(self.keys.verify(token)?);
-                let mut cache = self.verified.lock().expect("token cache");
-                if cache.len() >= TOKEN_CACHE_ENTRIES {
-                    let now = now_secs();
-                    cache.retain(|_, c| c.exp > now);
-                    if cache.len() >= TOKEN_CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                }
-                cache.insert(token.to_string(), claims.clone());
-                claims
+        if let Some(claims) = cached {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.keys.verify(token)?);
+        let mut cache = self.verified.lock().expect("token cache");
+        if cache.len() >= TOKEN_CACHE_ENTRIES {
+            let now = now_secs();
+            cache.retain(|_, c| c.exp > now);
+            if cache.len() >= TOKEN_CACHE_ENTRIES {
+                cache.clear();
             }
-        };
+        }
+        cache.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        audience: &str,
+    ) -> Result<(Arc<Claims>, Principal), AuthError> {
+        let claims = self.signed_claims(token)?;
         let refuse = |why: &str| Err(AuthError::Unauthenticated(why.to_string()));
         let now = now_secs();
         if claims.kind != kind || claims.iss != ISSUER {
@@ -586,7 +648,8 @@ impl Identity {
     }
 
     /// Resolves a token's subject, so that disabled, deleted, expired or
-    /// re-keyed accounts lose their tokens (at once on this server).
+    /// re-keyed accounts lose their tokens (at once on this server), and a
+    /// deleted account's tokens stay dead when its name is taken again.
     async fn principal_of(&self, claims: &Claims) -> Result<Principal, AuthError> {
         let revoked = || AuthError::Unauthenticated("token revoked".into());
         if claims.sub.is_empty() {
@@ -598,33 +661,38 @@ impl Identity {
             .expect("subject cache")
             .get(&claims.sub)
             .cloned();
-        let (epoch, principal) = match cached {
-            Some((at, epoch, principal)) if at.elapsed() < SUBJECT_CACHE_TTL => (epoch, principal),
+        let subject = match cached {
+            Some((at, subject)) if at.elapsed() < SUBJECT_CACHE_TTL => subject,
             _ => {
-                let (epoch, principal) = self
+                let subject = self
                     .load_subject(&claims.sub)
                     .await
                     .map_err(|_| revoked())?;
-                let entry = (std::time::Instant::now(), epoch, principal.clone());
+                let entry = (std::time::Instant::now(), subject.clone());
                 self.subjects
                     .lock()
                     .expect("subject cache")
                     .insert(claims.sub.clone(), entry);
-                (epoch, principal)
+                subject
             }
         };
-        if epoch != claims.epoch {
+        if !subject.issued(claims) {
             return Err(revoked());
         }
-        Ok(principal)
+        Ok(subject.principal)
     }
 
-    /// The subject's current epoch and principal; fails for deleted,
-    /// disabled or expired accounts.
-    async fn load_subject(&self, name: &str) -> Result<(u64, Principal), AuthError> {
+    /// The subject as it is now; fails for deleted, disabled or expired
+    /// accounts.
+    async fn load_subject(&self, name: &str) -> Result<Subject, AuthError> {
         if is_robot_name(name) {
             let (record, _) = self.robot_record(name).await?;
-            return Ok((record.epoch, robot_principal(&record)?));
+            return Ok(Subject {
+                principal: robot_principal(&record)?,
+                epoch: record.epoch,
+                legacy: record.uid.is_empty(),
+                created_secs: record.created_at / 1000,
+            });
         }
         let (record, _) = self.user_record(name).await?;
         if record.disabled {
@@ -632,13 +700,20 @@ impl Identity {
                 "account {name} is disabled"
             )));
         }
-        Ok((
-            record.epoch,
-            Principal::User {
-                name: record.name,
-                admin: record.admin,
-            },
-        ))
+        Ok(Subject {
+            principal: user_principal(&record),
+            epoch: record.epoch,
+            legacy: record.uid.is_empty(),
+            created_secs: record.created_at / 1000,
+        })
+    }
+
+    /// The account a token names, if the token is one this server signed,
+    /// whether or not it is still valid: refusals of expired and revoked
+    /// tokens are audited under it. A forged token names no one.
+    pub fn signed_subject(&self, token: &str) -> Option<String> {
+        let claims = self.signed_claims(token).ok()?;
+        (!claims.sub.is_empty()).then(|| claims.sub.clone())
     }
 
     /// Forgets cached subjects after an account change on this server.
@@ -839,6 +914,7 @@ impl Identity {
         };
         let record = RobotRecord {
             name: name.clone(),
+            uid: new_uid(),
             secret_hash: hash_blocking(secret.clone()).await?,
             permissions,
             expires_at: expires_in.map(|d| now_millis() + d.as_millis() as u64),
@@ -875,6 +951,25 @@ impl Identity {
             .list::<RobotRecord>(&format!("{ROBOTS}robot${project}+"))
             .await?;
         Ok(records.iter().map(Robot::from).collect())
+    }
+
+    /// Disables or re-enables a robot. Disabling cuts off its tokens at once
+    /// on this server (within a second on others), and they stay dead after
+    /// it is enabled again: the robot logs in anew.
+    pub async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<Robot, AuthError> {
+        let record = self
+            .update_account(
+                &format!("{ROBOTS}{name}"),
+                &format!("robot {name}"),
+                |record: &mut RobotRecord| {
+                    if record.disabled != disabled {
+                        record.disabled = disabled;
+                        record.epoch += 1;
+                    }
+                },
+            )
+            .await?;
+        Ok(Robot::from(&record))
     }
 
     /// Deletes a robot; its tokens stop working.
@@ -1027,6 +1122,14 @@ fn member_key(project: &str, user: &str) -> String {
     format!("{MEMBERS}{project}/{user}")
 }
 
+fn user_principal(record: &UserRecord) -> Principal {
+    Principal::User {
+        name: record.name.clone(),
+        uid: effective_uid(&record.uid, record.created_at),
+        admin: record.admin,
+    }
+}
+
 fn robot_principal(record: &RobotRecord) -> Result<Principal, AuthError> {
     if record.disabled {
         return Err(AuthError::Unauthenticated(format!(
@@ -1042,6 +1145,7 @@ fn robot_principal(record: &RobotRecord) -> Result<Principal, AuthError> {
     }
     Ok(Principal::Robot {
         name: record.name.clone(),
+        uid: effective_uid(&record.uid, record.created_at),
         permissions: record.permissions.clone(),
     })
 }

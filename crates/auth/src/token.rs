@@ -68,6 +68,11 @@ pub struct Claims {
     /// The subject's credential epoch at issue; a later epoch revokes it.
     #[serde(default)]
     pub epoch: u64,
+    /// The subject account's uid: the token is valid only for that account,
+    /// not for another one later created under the same name. Absent in
+    /// anonymous tokens and in tokens issued before uids existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
@@ -214,6 +219,7 @@ mod tests {
             }],
             kind: TokenKind::Registry,
             epoch: 0,
+            uid: "0123".into(),
         }
     }
 

@@ -2,23 +2,37 @@
 
 use std::sync::Arc;
 
-use wharf_auth::{Action, AuthError, Identity, IdentityConfig, Principal, Role, Scope, TokenKeys};
-use wharf_store::{RedbStore, RedbStoreOptions};
+use wharf_auth::{
+    Action, Actions, AuthError, Claims, Identity, IdentityConfig, Principal, RobotPermission, Role,
+    Scope, TokenKeys, TokenKind,
+};
+use wharf_store::{RedbStore, RedbStoreOptions, Store, StoreExt};
+
+const KEY: [u8; 32] = [1; 32];
 
 fn identity(dir: &tempfile::TempDir) -> Identity {
+    identity_and_store(dir).0
+}
+
+/// The identity service and the store under it, for tests that write
+/// records as older versions did.
+fn identity_and_store(dir: &tempfile::TempDir) -> (Identity, Arc<RedbStore>) {
     let store = Arc::new(
         RedbStore::open(&dir.path().join("state.redb"), RedbStoreOptions::default()).unwrap(),
     );
-    Identity::new(
-        store,
-        TokenKeys::from_secret([1; 32]),
+    let id = Identity::new(
+        store.clone(),
+        TokenKeys::from_secret(KEY),
         IdentityConfig::default(),
-    )
+    );
+    (id, store)
 }
 
+/// A user as policy sees it; which account (uid) does not matter to policy.
 fn user(name: &str) -> Principal {
     Principal::User {
         name: name.into(),
+        uid: String::new(),
         admin: false,
     }
 }
@@ -181,4 +195,252 @@ async fn wrong_passwords_are_throttled_and_unknown_users_look_alike() {
         id.authenticate("alice", &"x".repeat(5000), None).await,
         Err(AuthError::RateLimited { .. } | AuthError::Unauthenticated(_))
     ));
+}
+
+/// Creates an administrator and, as them, `project`; returns the administrator.
+async fn admin_with_project(id: &Identity, project: &str) -> Principal {
+    id.create_user("admin", "admin-password", true)
+        .await
+        .unwrap();
+    let admin = id
+        .authenticate("admin", "admin-password", None)
+        .await
+        .unwrap();
+    id.create_project(&admin, project, false, None)
+        .await
+        .unwrap();
+    admin
+}
+
+/// A registry, an API and a refresh token of `principal`.
+async fn all_tokens(id: &Identity, principal: &Principal) -> [String; 3] {
+    [
+        id.issue_registry_token(principal, Vec::new())
+            .await
+            .unwrap()
+            .token,
+        id.issue_api_token(principal).await.unwrap().token,
+        id.issue_refresh_token(principal).await.unwrap().token,
+    ]
+}
+
+/// Whether each of `tokens` (from [`all_tokens`]) is accepted, and as whom.
+async fn accepted_as(id: &Identity, tokens: &[String; 3]) -> [Option<Principal>; 3] {
+    [
+        id.verify_registry_token(&tokens[0])
+            .await
+            .ok()
+            .map(|(_, principal)| principal),
+        id.verify_api_token(&tokens[1]).await.ok(),
+        id.verify_refresh_token(&tokens[2]).await.ok(),
+    ]
+}
+
+#[tokio::test]
+async fn tokens_of_a_deleted_account_stay_dead_when_its_name_is_taken_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    let admin = admin_with_project(&id, "p").await;
+
+    // A user: deleted, then created again without any membership.
+    id.create_user("carol", "carol-password", false)
+        .await
+        .unwrap();
+    let carol = id
+        .authenticate("carol", "carol-password", None)
+        .await
+        .unwrap();
+    let old_tokens = all_tokens(&id, &carol).await;
+    let alive = accepted_as(&id, &old_tokens).await;
+    assert!(
+        alive.iter().all(|p| p.as_ref() == Some(&carol)),
+        "{alive:?}"
+    );
+    id.delete_user("carol").await.unwrap();
+    let again = id
+        .create_user("carol", "carol-password", false)
+        .await
+        .unwrap();
+    assert_ne!(again.uid, carol.uid(), "a new account, a new uid");
+    assert_eq!(accepted_as(&id, &old_tokens).await, [None, None, None]);
+    // The new account's own tokens work.
+    let new_carol = id
+        .authenticate("carol", "carol-password", None)
+        .await
+        .unwrap();
+    assert_eq!(new_carol.uid(), again.uid);
+    let new_tokens = all_tokens(&id, &new_carol).await;
+    assert!(
+        accepted_as(&id, &new_tokens)
+            .await
+            .iter()
+            .all(|p| p.as_ref() == Some(&new_carol))
+    );
+    // Credentials checked against the old account give no token for the new one.
+    assert!(matches!(
+        id.issue_api_token(&carol).await,
+        Err(AuthError::Unauthenticated(_))
+    ));
+
+    // A push robot deleted, then a pull-only robot of the same name.
+    let push = vec![RobotPermission {
+        project: "p".into(),
+        actions: Actions::parse_list("pull,push").unwrap(),
+    }];
+    let (robot, secret) = id
+        .create_robot(&admin, "p", "ci", push, None)
+        .await
+        .unwrap();
+    let pusher = id.authenticate(&robot.name, &secret, None).await.unwrap();
+    let old_tokens = all_tokens(&id, &pusher).await;
+    id.delete_robot(&robot.name).await.unwrap();
+    let pull = vec![RobotPermission {
+        project: "p".into(),
+        actions: Action::Pull.into(),
+    }];
+    let (again, _) = id
+        .create_robot(&admin, "p", "ci", pull, None)
+        .await
+        .unwrap();
+    assert_eq!(again.name, robot.name);
+    assert_ne!(again.uid, robot.uid);
+    assert_eq!(accepted_as(&id, &old_tokens).await, [None, None, None]);
+}
+
+/// API token claims for `sub` as versions without uids issued them, at
+/// `iat` (unix seconds), valid for a long time.
+fn api_claims_without_uid(sub: &str, iat: u64) -> Claims {
+    Claims {
+        iss: "wharf".into(),
+        sub: sub.into(),
+        aud: "wharf-api".into(),
+        exp: iat + 10_000_000_000,
+        nbf: iat,
+        iat,
+        jti: format!("t{iat}"),
+        access: Vec::new(),
+        kind: TokenKind::Api,
+        epoch: 0,
+        uid: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn accounts_stored_before_uids_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, store) = identity_and_store(&dir);
+    // A user record as versions without uids wrote it, created at t=100 s.
+    id.create_user("dave", "dave-password", false)
+        .await
+        .unwrap();
+    let key = "/auth/users/dave";
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&store.get(key).await.unwrap().unwrap().value).unwrap();
+    record.as_object_mut().unwrap().remove("uid");
+    record["created_at"] = 100_000.into();
+    store
+        .put(key, serde_json::to_vec(&record).unwrap())
+        .await
+        .unwrap();
+
+    let dave = id
+        .authenticate("dave", "dave-password", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        dave.uid(),
+        "legacy-100000",
+        "derived from the creation time"
+    );
+    assert_eq!(id.user("dave").await.unwrap().uid, "legacy-100000");
+    let tokens = all_tokens(&id, &dave).await;
+    assert!(
+        accepted_as(&id, &tokens)
+            .await
+            .iter()
+            .all(|p| p.as_ref() == Some(&dave))
+    );
+
+    // Tokens issued before the upgrade carry no uid: taken if issued after
+    // the account was created, refused if older (a deleted namesake's).
+    let keys = TokenKeys::from_secret(KEY);
+    let old_token = |iat: u64| keys.sign(&api_claims_without_uid("dave", iat));
+    assert_eq!(
+        id.verify_api_token(&old_token(100)).await.unwrap(),
+        dave,
+        "issued in the second the account was created"
+    );
+    assert!(id.verify_api_token(&old_token(99)).await.is_err());
+    // A token without uid is never taken for an account that has one.
+    id.delete_user("dave").await.unwrap();
+    id.create_user("dave", "dave-password", false)
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(id.verify_api_token(&old_token(now + 5)).await.is_err());
+}
+
+#[tokio::test]
+async fn disabling_a_robot_cuts_off_its_tokens_until_it_logs_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    let admin = admin_with_project(&id, "p").await;
+    let permissions = vec![RobotPermission {
+        project: "p".into(),
+        actions: Action::Pull.into(),
+    }];
+    let (robot, secret) = id
+        .create_robot(&admin, "p", "ci", permissions, None)
+        .await
+        .unwrap();
+    let principal = id.authenticate(&robot.name, &secret, None).await.unwrap();
+    let tokens = all_tokens(&id, &principal).await;
+    // Used once, so the subject is cached: disabling must not wait for it.
+    assert!(accepted_as(&id, &tokens).await.iter().all(Option::is_some));
+
+    let disabled = id.set_robot_disabled(&robot.name, true).await.unwrap();
+    assert!(disabled.disabled);
+    assert!(id.robot(&robot.name).await.unwrap().disabled);
+    assert_eq!(accepted_as(&id, &tokens).await, [None, None, None]);
+    assert!(matches!(
+        id.authenticate(&robot.name, &secret, None).await,
+        Err(AuthError::Unauthenticated(_))
+    ));
+
+    id.set_robot_disabled(&robot.name, false).await.unwrap();
+    assert_eq!(
+        accepted_as(&id, &tokens).await,
+        [None, None, None],
+        "tokens from before the disabling stay dead"
+    );
+    let principal = id.authenticate(&robot.name, &secret, None).await.unwrap();
+    let fresh = all_tokens(&id, &principal).await;
+    assert!(accepted_as(&id, &fresh).await.iter().all(Option::is_some));
+    assert!(matches!(
+        id.set_robot_disabled("robot$p+nobody", true).await,
+        Err(AuthError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn only_tokens_signed_here_name_their_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    id.create_user("erin", "erin-password", false)
+        .await
+        .unwrap();
+    let erin = id
+        .authenticate("erin", "erin-password", None)
+        .await
+        .unwrap();
+    let token = id.issue_api_token(&erin).await.unwrap().token;
+    id.delete_user("erin").await.unwrap();
+    assert!(id.verify_api_token(&token).await.is_err());
+    assert_eq!(id.signed_subject(&token).as_deref(), Some("erin"));
+    let foreign = TokenKeys::from_secret([2; 32]).sign(&api_claims_without_uid("admin", 0));
+    assert_eq!(id.signed_subject(&foreign), None);
+    assert_eq!(id.signed_subject("not a token"), None);
 }

@@ -142,21 +142,33 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, BlobError> {
     Ok(names)
 }
 
-/// Upload sessions whose data has not changed for `max_idle`.
-pub(crate) fn idle_upload_ids(dir: &Path, max_idle: Duration) -> Result<Vec<String>, BlobError> {
+/// An upload session as found on disk.
+pub(crate) struct SessionOnDisk {
+    pub id: String,
+    /// Length of its data so far.
+    pub bytes: u64,
+    /// Time since its data last changed.
+    pub idle: Duration,
+}
+
+/// Every upload session under `dir` with its size and idle time.
+pub(crate) fn upload_sessions(dir: &Path) -> Result<Vec<SessionOnDisk>, BlobError> {
     let now = SystemTime::now();
-    let mut ids = Vec::new();
+    let mut sessions = Vec::new();
     for id in read_dir_names(dir)? {
         let session = dir.join(&id);
         // A session being created may not have its data file yet: fall back
         // to the directory's own time rather than calling it idle.
-        let modified = fs::metadata(session.join("data"))
-            .or_else(|_| fs::metadata(&session))
-            .and_then(|m| m.modified());
+        let (bytes, modified) = match fs::metadata(session.join("data")) {
+            Ok(meta) => (meta.len(), meta.modified()),
+            Err(_) => (0, fs::metadata(&session).and_then(|m| m.modified())),
+        };
         let Ok(modified) = modified else { continue };
-        if now.duration_since(modified).unwrap_or_default() > max_idle {
-            ids.push(id);
-        }
+        sessions.push(SessionOnDisk {
+            id,
+            bytes,
+            idle: now.duration_since(modified).unwrap_or_default(),
+        });
     }
-    Ok(ids)
+    Ok(sessions)
 }

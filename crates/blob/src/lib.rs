@@ -31,6 +31,20 @@ pub use error::BlobError;
 pub use read::BlobBody;
 pub use upload::{AppendOptions, FinishedUpload, Upload};
 
+/// What [`BlobStore::sweep_uploads`] removed (or, dry, would remove) and
+/// what it left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadSweep {
+    /// Sessions deleted.
+    pub removed: u64,
+    /// Bytes they held.
+    pub removed_bytes: u64,
+    /// Sessions left: in progress, or not idle long enough.
+    pub left: u64,
+    /// Bytes they hold.
+    pub left_bytes: u64,
+}
+
 /// Size and age of a stored blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobStat {
@@ -186,23 +200,49 @@ impl BlobStore {
         upload.discard().await
     }
 
-    /// Deletes upload sessions idle for longer than `max_idle`; returns how many.
-    pub async fn remove_stale_uploads(&self, max_idle: Duration) -> Result<usize, BlobError> {
+    /// Deletes upload sessions idle for longer than `max_idle` (with
+    /// `dry_run`, only counts them) and reports what they held and what the
+    /// sessions left behind hold: leftovers of interrupted pushes stay on
+    /// disk until then.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: wharf_blob::BlobStore) -> Result<(), wharf_blob::BlobError> {
+    /// let sweep = store.sweep_uploads(std::time::Duration::from_secs(3600), false).await?;
+    /// println!("{} sessions ({} bytes) left", sweep.left, sweep.left_bytes);
+    /// # Ok(()) }
+    /// ```
+    pub async fn sweep_uploads(
+        &self,
+        max_idle: Duration,
+        dry_run: bool,
+    ) -> Result<UploadSweep, BlobError> {
         let dir = self.inner.root.join("uploads");
-        let ids = tokio::task::spawn_blocking(move || fsutil::idle_upload_ids(&dir, max_idle))
+        let sessions = tokio::task::spawn_blocking(move || fsutil::upload_sessions(&dir))
             .await
             .map_err(BlobError::join)??;
-        let mut removed = 0;
-        for id in ids {
-            let Ok(upload) = self.upload(&id).await else {
-                continue;
-            };
-            // A session that is receiving data right now is not stale.
-            if upload.discard_if_idle().await? {
-                removed += 1;
+        let mut sweep = UploadSweep::default();
+        for session in sessions {
+            let removed =
+                session.idle > max_idle && (dry_run || self.discard_if_idle(&session.id).await?);
+            if removed {
+                sweep.removed += 1;
+                sweep.removed_bytes += session.bytes;
+            } else {
+                sweep.left += 1;
+                sweep.left_bytes += session.bytes;
             }
         }
-        Ok(removed)
+        Ok(sweep)
+    }
+
+    /// Deletes session `id` unless a request is writing to it right now
+    /// (then it is not stale); `true` if deleted.
+    async fn discard_if_idle(&self, id: &str) -> Result<bool, BlobError> {
+        match self.upload(id).await {
+            Ok(upload) => upload.discard_if_idle().await,
+            // Gone meanwhile, or not a session this store wrote.
+            Err(_) => Ok(false),
+        }
     }
 }
 

@@ -208,6 +208,8 @@ async fn stale_sessions_are_removed_but_fresh_ones_kept() {
     let fresh = store.start_upload("a").await.unwrap();
     let old_data = dir.path().join("uploads").join(old.id()).join("data");
     let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    // 1000 bytes received, then nothing for an hour (a client killed mid-push).
+    std::fs::write(&old_data, vec![7u8; 1000]).unwrap();
     std::fs::File::options()
         .write(true)
         .open(&old_data)
@@ -215,15 +217,29 @@ async fn stale_sessions_are_removed_but_fresh_ones_kept() {
         .set_modified(long_ago)
         .unwrap();
 
+    // A dry run counts; nothing goes.
+    let ten_minutes = Duration::from_secs(600);
+    let dry = store.sweep_uploads(ten_minutes, true).await.unwrap();
+    let expected = wharf_blob::UploadSweep {
+        removed: 1,
+        removed_bytes: 1000,
+        left: 1,
+        left_bytes: 0,
+    };
+    assert_eq!(dry, expected);
+    assert!(old_data.exists());
     assert_eq!(
-        store
-            .remove_stale_uploads(Duration::from_secs(600))
-            .await
-            .unwrap(),
-        1
+        store.sweep_uploads(ten_minutes, false).await.unwrap(),
+        expected
     );
     assert!(!old_data.exists());
     assert!(store.upload(fresh.id()).await.is_ok());
+    // Idle for a shorter time than asked: reported as left, kept.
+    let swept = store.sweep_uploads(ten_minutes, false).await.unwrap();
+    assert_eq!((swept.removed, swept.left), (0, 1));
+    let swept = store.sweep_uploads(Duration::ZERO, false).await.unwrap();
+    assert_eq!((swept.removed, swept.left), (1, 0));
+    assert!(store.upload(fresh.id()).await.is_err());
 }
 
 #[tokio::test]

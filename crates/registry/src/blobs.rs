@@ -65,8 +65,8 @@ impl Registry {
         let now = now_millis();
         if now.saturating_sub(record.marked_at) > self.config.gc_grace.as_millis() as u64 / 2 {
             let fresh = LinkRecord {
-                size: record.size,
                 marked_at: now,
+                ..record.clone()
             };
             let refreshed = self
                 .store
@@ -117,7 +117,7 @@ impl Registry {
         for attempt in 0..MAX_ATTEMPTS {
             let (kv, record) = self.link(repo, digest).await?;
             if self
-                .remove_link(repo, digest, record.size, kv.mod_revision)
+                .remove_link(repo, digest, &record, kv.mod_revision)
                 .await?
             {
                 return Ok(());
@@ -309,7 +309,8 @@ impl Registry {
     }
 
     /// Links a blob into `repo` (or refreshes the link's mark), charging
-    /// the project for content it did not store yet.
+    /// the project for content it did not store yet, and again for a link
+    /// whose charge a manifest delete released.
     pub(crate) async fn put_link(
         &self,
         repo: &RepositoryName,
@@ -317,20 +318,22 @@ impl Registry {
         size: u64,
     ) -> Result<(), RegistryError> {
         let key = keys::link(digest, repo);
-        let record = keys::encode(&LinkRecord {
-            size,
-            marked_at: now_millis(),
-        });
+        let record = keys::encode(&LinkRecord::fresh(size));
         for attempt in 0..MAX_ATTEMPTS {
-            let txn = match self.store.get(&key).await? {
-                Some(kv) => Txn::new()
-                    .when_revision(&key, kv.mod_revision)
-                    .put(&key, record.clone()),
-                None => {
-                    let txn = Txn::new().when_revision(&key, 0).put(&key, record.clone());
-                    self.account(txn, repo.project(), digest, size, 1).await?
-                }
+            let current = self.store.get(&key).await?;
+            let (revision, charged) = match &current {
+                Some(kv) => (
+                    kv.mod_revision,
+                    !keys::decode::<LinkRecord>(&key, &kv.value)?.uncharged,
+                ),
+                None => (0, false),
             };
+            let mut txn = Txn::new()
+                .when_revision(&key, revision)
+                .put(&key, record.clone());
+            if !charged {
+                txn = self.account(txn, repo.project(), digest, size, 1).await?;
+            }
             if self.store.txn(txn).await?.succeeded {
                 return Ok(());
             }
@@ -339,18 +342,22 @@ impl Registry {
         Err(RegistryError::Contention(key))
     }
 
-    /// Removes a link read at `revision`, releasing its charge; `false`
-    /// when the link changed meanwhile.
+    /// Removes `link`, read at `revision`, releasing its charge if it still
+    /// has one; `false` when the link changed meanwhile.
     pub(crate) async fn remove_link(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
-        size: u64,
+        link: &LinkRecord,
         revision: u64,
     ) -> Result<bool, RegistryError> {
         let key = keys::link(digest, repo);
-        let txn = Txn::new().when_revision(&key, revision).delete(&key);
-        let txn = self.account(txn, repo.project(), digest, size, -1).await?;
+        let mut txn = Txn::new().when_revision(&key, revision).delete(&key);
+        if !link.uncharged {
+            txn = self
+                .account(txn, repo.project(), digest, link.size, -1)
+                .await?;
+        }
         Ok(self.store.txn(txn).await?.succeeded)
     }
 

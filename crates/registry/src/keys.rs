@@ -22,6 +22,7 @@ use wharf_oci::{Digest, RepositoryName, Tag};
 use crate::{Origin, RegistryError};
 
 pub(crate) const REPOS: &str = "/registry/repos/";
+pub(crate) const TAGS: &str = "/registry/tags/";
 pub(crate) const MANIFESTS: &str = "/registry/manifests/";
 pub(crate) const LINKS: &str = "/registry/links/";
 pub(crate) const BLOBS: &str = "/registry/blobs/";
@@ -31,11 +32,11 @@ pub(crate) fn repo(repo: &RepositoryName) -> String {
 }
 
 pub(crate) fn tag(repo: &RepositoryName, tag: &Tag) -> String {
-    format!("/registry/tags/{repo}:{tag}")
+    format!("{TAGS}{repo}:{tag}")
 }
 
 pub(crate) fn tags_of(repo: &RepositoryName) -> String {
-    format!("/registry/tags/{repo}:")
+    format!("{TAGS}{repo}:")
 }
 
 pub(crate) fn manifest(repo: &RepositoryName, digest: &Digest) -> String {
@@ -78,6 +79,12 @@ pub(crate) fn referrers_of(repo: &RepositoryName, subject: &Digest) -> String {
 pub(crate) fn parse_manifest_key(key: &str) -> Option<(RepositoryName, Digest)> {
     let (repo, digest) = key.strip_prefix(MANIFESTS)?.split_once('@')?;
     Some((repo.parse().ok()?, digest.parse().ok()?))
+}
+
+/// The repository of `/registry/tags/<repo>:<tag>`.
+pub(crate) fn parse_tag_key(key: &str) -> Option<RepositoryName> {
+    let (repo, _) = key.strip_prefix(TAGS)?.split_once(':')?;
+    repo.parse().ok()
 }
 
 /// Splits `/registry/links/<digest>/<repo>`.
@@ -150,6 +157,22 @@ pub(crate) struct LinkRecord {
     /// Last upload, mount, existence check or reference by a pushed manifest;
     /// garbage collection spares links marked within its grace period.
     pub marked_at: u64,
+    /// The project is not charged for it: the last manifest of the
+    /// repository that used it was deleted (see `quota.rs`). Absent in
+    /// records written before, which are all charged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncharged: bool,
+}
+
+impl LinkRecord {
+    /// A charged link marked now.
+    pub fn fresh(size: u64) -> LinkRecord {
+        LinkRecord {
+            size,
+            marked_at: now_millis(),
+            uncharged: false,
+        }
+    }
 }
 
 /// Registry-wide state of one stored blob, used to fence garbage collection

@@ -344,6 +344,8 @@ impl Registry {
         let now = now_millis();
         let mut txn = Txn::new();
         let mut seen = HashSet::new();
+        // References this push adds to the project's accounting.
+        let mut charges = Vec::new();
         for blob in manifest.required_blobs().filter(|b| seen.insert(&b.digest)) {
             let key = keys::link(&blob.digest, repo);
             let kv = self
@@ -358,9 +360,14 @@ impl Registry {
                     blob.digest, blob.size, link.size
                 )));
             }
+            // A link whose charge a delete released is used again: charge it.
+            if link.uncharged {
+                charges.push((blob.digest.clone(), link.size, 1));
+            }
             let fresh = LinkRecord {
                 size: link.size,
                 marked_at: now,
+                uncharged: false,
             };
             txn = txn
                 .when_revision(&key, kv.mod_revision)
@@ -375,18 +382,24 @@ impl Registry {
                 .manifest_record(repo, &child.digest)
                 .await?
                 .ok_or_else(|| RegistryError::ManifestBlobUnknown(child.digest.clone()))?;
-            txn = txn.when_revision(kv.key, kv.mod_revision);
+            // Rewritten unchanged, so that its revision moves: a collection
+            // of untagged manifests that decided to delete the child before
+            // it saw this index then fails its compare-and-swap.
+            txn = txn
+                .when_revision(&kv.key, kv.mod_revision)
+                .put(kv.key, kv.value);
         }
 
         // A new manifest in the repository costs its bytes once per project.
         let manifest_key = keys::manifest(repo, digest);
-        txn = match self.store.get(&manifest_key).await? {
-            Some(kv) => txn.when_revision(&manifest_key, kv.mod_revision),
+        match self.store.get(&manifest_key).await? {
+            Some(kv) => txn = txn.when_revision(&manifest_key, kv.mod_revision),
             None => {
-                let txn = txn.when_revision(&manifest_key, 0);
-                self.account(txn, repo.project(), digest, size, 1).await?
+                txn = txn.when_revision(&manifest_key, 0);
+                charges.push((digest.clone(), size, 1));
             }
-        };
+        }
+        txn = self.account_all(txn, repo.project(), &charges).await?;
         let repo_key = keys::repo(repo);
         let created_at = match self.store.get(&repo_key).await? {
             Some(kv) => keys::decode::<RepoRecord>(&repo_key, &kv.value)?.created_at,
@@ -518,7 +531,7 @@ impl Registry {
             let mut write_origin = origin
                 .cloned()
                 .unwrap_or_else(|| self.local_origin(now_millis()));
-            let txn = match reference {
+            let (txn, deleted) = match reference {
                 Reference::Tag(tag) => {
                     let key = keys::tag(repo, tag);
                     let kv = self
@@ -546,29 +559,54 @@ impl Registry {
                         }
                         Some(_) => {}
                     }
-                    Txn::new().when_revision(&key, kv.mod_revision).delete(key)
+                    let txn = Txn::new().when_revision(&key, kv.mod_revision).delete(key);
+                    (txn, None)
                 }
-                Reference::Digest(digest) => self.manifest_delete_txn(repo, digest).await?,
+                Reference::Digest(digest) => {
+                    let (kv, record) = self
+                        .manifest_record(repo, digest)
+                        .await?
+                        .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
+                    let txn = self.manifest_delete_txn(repo, digest, &kv, &record).await?;
+                    (txn, Some(record))
+                }
             };
             if self.store.txn(txn).await?.succeeded {
+                if let Some(record) = deleted {
+                    self.release_after_delete(repo, &record).await;
+                }
                 return Ok((DeleteOutcome::Deleted, write_origin));
             }
         }
         Err(RegistryError::Contention(format!("{repo}@{reference}")))
     }
 
-    async fn manifest_delete_txn(
+    /// Releases the charges of the links only the deleted manifest `record`
+    /// used. The delete has happened; a failure here only delays the
+    /// release until garbage collection removes the links.
+    pub(crate) async fn release_after_delete(
+        &self,
+        repo: &RepositoryName,
+        record: &ManifestRecord,
+    ) {
+        if let Err(err) = self.release_unused_links(repo, &record.blobs).await {
+            tracing::warn!(%repo, error = %err, "quota of a deleted manifest is released only by the next garbage collection");
+        }
+    }
+
+    /// The transaction deleting the manifest record `kv` (holding
+    /// `record`) of `repo`, with its tags, its referrer entry and its own
+    /// charge, guarded by the record's revision.
+    pub(crate) async fn manifest_delete_txn(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
+        kv: &KeyValue,
+        record: &ManifestRecord,
     ) -> Result<Txn, RegistryError> {
-        let (kv, record) = self
-            .manifest_record(repo, digest)
-            .await?
-            .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
         let mut txn = Txn::new()
             .when_revision(&kv.key, kv.mod_revision)
-            .delete(kv.key);
+            .delete(&kv.key);
         txn = self
             .account(txn, repo.project(), digest, record.size, -1)
             .await?;

@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
+use wharf_oci::Digest;
 use wharf_registry::GcOptions;
 
 fn gc(grace: Duration) -> GcOptions {
-    GcOptions {
-        grace,
-        dry_run: false,
-    }
+    GcOptions::with_grace(grace)
 }
 
 #[tokio::test]
@@ -34,8 +32,8 @@ async fn removes_content_of_deleted_manifests_only() {
     let dry = reg
         .registry
         .collect_garbage(GcOptions {
-            grace: NO_GRACE,
             dry_run: true,
+            ..GcOptions::with_grace(NO_GRACE)
         })
         .await
         .unwrap();
@@ -142,20 +140,27 @@ async fn index_children_keep_their_blobs() {
         .expect(StatusCode::OK);
 }
 
+/// Opens an upload session in `repo`; returns its location.
+async fn start_upload(reg: &TestRegistry, repo: &str) -> String {
+    let reply = reg
+        .send(
+            http::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+    reply.header("location").to_string()
+}
+
 #[tokio::test]
 async fn stale_uploads_are_cleaned() {
     let reg = TestRegistry::with_config(wharf_registry::RegistryConfig {
         upload_ttl: Duration::ZERO,
         ..Default::default()
     });
-    reg.send(
-        http::Method::POST,
-        "/v2/p/a/blobs/uploads/",
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await
-    .expect(StatusCode::ACCEPTED);
+    start_upload(&reg, "p/a").await;
     assert_eq!(reg.upload_dirs(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let report = reg
@@ -292,4 +297,236 @@ async fn concurrent_pushes_survive_collections() {
             .await
             .expect(StatusCode::OK);
     }
+}
+
+fn untagged(grace: Duration) -> GcOptions {
+    GcOptions {
+        delete_untagged: true,
+        ..GcOptions::with_grace(grace)
+    }
+}
+
+fn size_of(manifest: &serde_json::Value) -> usize {
+    serde_json::to_vec(manifest).unwrap().len()
+}
+
+/// Pushes an image (config and one layer) by digest only: untagged.
+async fn push_untagged_image(reg: &TestRegistry, repo: &str, layer: &[u8]) -> (Digest, Value) {
+    let config = format!(r#"{{"untagged":"{}"}}"#, sha256(layer));
+    let manifest = reg.image_manifest(repo, config.as_bytes(), &[layer]).await;
+    let digest = sha256(&serde_json::to_vec(&manifest).unwrap());
+    reg.push_manifest(repo, digest.as_str(), OCI_MANIFEST, &manifest)
+        .await;
+    (digest, manifest)
+}
+
+/// Pushes, by digest, an artifact (a signature, say) whose subject is
+/// `subject` (which need not exist).
+async fn push_referrer(reg: &TestRegistry, repo: &str, subject: &Digest, payload: &str) -> Digest {
+    let config = reg.push_blob(repo, b"{}").await;
+    let layer = reg.push_blob(repo, payload.as_bytes()).await;
+    let artifact = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 100},
+    });
+    let digest = sha256(&serde_json::to_vec(&artifact).unwrap());
+    reg.push_manifest(repo, digest.as_str(), OCI_MANIFEST, &artifact)
+        .await
+}
+
+/// An index of `children` (digest and manifest).
+fn index_of(children: &[&(Digest, Value)]) -> Value {
+    let manifests: Vec<Value> = children
+        .iter()
+        .map(|(digest, manifest)| json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size_of(manifest)}))
+        .collect();
+    json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+}
+
+/// Asserts that a HEAD of each of `digests` in `repo` answers `status`.
+async fn assert_manifests<'a>(
+    reg: &TestRegistry,
+    repo: &str,
+    digests: impl IntoIterator<Item = &'a Digest>,
+    status: StatusCode,
+) {
+    for digest in digests {
+        let reply = reg.head(&format!("/v2/{repo}/manifests/{digest}")).await;
+        assert_eq!(reply.status, status, "{digest}");
+    }
+}
+
+async fn manifest_revision(reg: &TestRegistry, repo: &str, digest: &Digest) -> u64 {
+    use wharf_store::Store;
+    let key = format!("/registry/manifests/{repo}@{digest}");
+    reg.store.get(&key).await.unwrap().unwrap().mod_revision
+}
+
+#[tokio::test]
+async fn delete_untagged_removes_what_no_tag_reaches() {
+    let reg = TestRegistry::new();
+    let repo = "p/app";
+    // Tagged: an image and an index of two untagged platform images.
+    let (tagged, _) = reg.push_image(repo, "v1", b"tagged layer").await;
+    let amd64 = push_untagged_image(&reg, repo, b"amd64 layer").await;
+    let arm64 = push_untagged_image(&reg, repo, b"arm64 layer").await;
+    let before = manifest_revision(&reg, repo, &amd64.0).await;
+    let index = reg
+        .push_manifest(repo, "multi", OCI_INDEX, &index_of(&[&amd64, &arm64]))
+        .await;
+    assert_ne!(
+        manifest_revision(&reg, repo, &amd64.0).await,
+        before,
+        "an index push rewrites its children, fencing a collection that chose to delete them"
+    );
+    // Referrers of kept manifests: of the tagged image, of a platform image.
+    let signature = push_referrer(&reg, repo, &tagged, "sig of v1").await;
+    let child_signature = push_referrer(&reg, repo, &amd64.0, "sig of amd64").await;
+
+    // Untagged: an image whose tag was deleted, with a signature and a
+    // signature of that signature; an untagged index and its child; a
+    // referrer of a subject that never was here.
+    let (old, old_manifest) = reg.push_image(repo, "old", b"old layer").await;
+    reg.delete(&format!("/v2/{repo}/manifests/old"))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    let old_signature = push_referrer(&reg, repo, &old, "sig of old").await;
+    let nested_signature = push_referrer(&reg, repo, &old_signature, "sig of sig").await;
+    let lone = push_untagged_image(&reg, repo, b"lone child layer").await;
+    let lone_index = index_of(&[&lone]);
+    let lone_index_digest = sha256(&serde_json::to_vec(&lone_index).unwrap());
+    reg.push_manifest(repo, lone_index_digest.as_str(), OCI_INDEX, &lone_index)
+        .await;
+    let orphan = push_referrer(&reg, repo, &sha256(b"never pushed"), "orphan").await;
+    let kept = [
+        &tagged,
+        &index,
+        &amd64.0,
+        &arm64.0,
+        &signature,
+        &child_signature,
+    ];
+    let doomed = [
+        &old,
+        &old_signature,
+        &nested_signature,
+        &lone.0,
+        &lone_index_digest,
+        &orphan,
+    ];
+
+    // Without the option, and within the grace period, nothing goes.
+    let report = reg.registry.collect_garbage(gc(NO_GRACE)).await.unwrap();
+    assert_eq!(report.manifests_removed, 0);
+    let report = reg
+        .registry
+        .collect_garbage(untagged(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(report.manifests_removed, 0, "all pushed just now");
+    let dry = reg
+        .registry
+        .collect_garbage(GcOptions {
+            dry_run: true,
+            ..untagged(NO_GRACE)
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry.manifests_removed, doomed.len() as u64, "{dry:?}");
+    assert_manifests(
+        &reg,
+        repo,
+        doomed.iter().chain(kept.iter()).copied(),
+        StatusCode::OK,
+    )
+    .await;
+
+    let report = reg
+        .registry
+        .collect_garbage(untagged(NO_GRACE))
+        .await
+        .unwrap();
+    assert_eq!(report.manifests_removed, doomed.len() as u64, "{report:?}");
+    assert_manifests(&reg, repo, doomed, StatusCode::NOT_FOUND).await;
+    assert_manifests(&reg, repo, kept, StatusCode::OK).await;
+    // The content only the deleted manifests used went in the same run.
+    let old_layer = old_manifest["layers"][0]["digest"].as_str().unwrap();
+    reg.get(&format!("/v2/{repo}/blobs/{old_layer}"))
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let referrers = |subject: &Digest| {
+        let reg = &reg;
+        let uri = format!("/v2/{repo}/referrers/{subject}");
+        async move {
+            let index = reg.get(&uri).await.expect(StatusCode::OK).json();
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["digest"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(referrers(&tagged).await, [signature.to_string()]);
+    assert_eq!(referrers(&amd64.0).await, [child_signature.to_string()]);
+    assert!(referrers(&old).await.is_empty());
+    let again = reg
+        .registry
+        .collect_garbage(untagged(NO_GRACE))
+        .await
+        .unwrap();
+    assert_eq!(again.manifests_removed, 0);
+}
+
+#[tokio::test]
+async fn upload_leftovers_are_reported_and_cleared_on_request() {
+    let reg = TestRegistry::new();
+    // A push killed after its first chunk: the session stays behind.
+    let location = start_upload(&reg, "p/a").await;
+    reg.send(http::Method::PATCH, &location, &[], random_bytes(4_096))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    let report = reg.registry.collect_garbage(gc(NO_GRACE)).await.unwrap();
+    assert_eq!(
+        (
+            report.uploads_removed,
+            report.uploads_left,
+            report.upload_bytes_left
+        ),
+        (0, 1, 4_096),
+        "kept until the upload TTL, but reported: {report:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let clear = GcOptions {
+        uploads_older_than: Some(Duration::from_millis(10)),
+        ..gc(NO_GRACE)
+    };
+    let dry = reg
+        .registry
+        .collect_garbage(GcOptions {
+            dry_run: true,
+            ..clear
+        })
+        .await
+        .unwrap();
+    assert_eq!((dry.uploads_removed, dry.upload_bytes_freed), (1, 4_096));
+    assert_eq!(reg.upload_dirs(), 1, "a dry run removes nothing");
+    let report = reg.registry.collect_garbage(clear).await.unwrap();
+    assert_eq!(
+        (
+            report.uploads_removed,
+            report.upload_bytes_freed,
+            report.uploads_left
+        ),
+        (1, 4_096, 0),
+        "{report:?}"
+    );
+    assert_eq!(reg.upload_dirs(), 0);
+    reg.get(&location)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
 }

@@ -55,10 +55,7 @@ async fn usage_counts_shared_content_once_and_follows_deletes() {
         .await
         .expect(StatusCode::ACCEPTED);
     reg.registry
-        .collect_garbage(GcOptions {
-            grace: Duration::ZERO,
-            dry_run: false,
-        })
+        .collect_garbage(GcOptions::with_grace(Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(reg.registry.usage("p").await.unwrap(), expected_a);
@@ -68,10 +65,7 @@ async fn usage_counts_shared_content_once_and_follows_deletes() {
         .await
         .expect(StatusCode::ACCEPTED);
     reg.registry
-        .collect_garbage(GcOptions {
-            grace: Duration::ZERO,
-            dry_run: false,
-        })
+        .collect_garbage(GcOptions::with_grace(Duration::ZERO))
         .await
         .unwrap();
     assert_eq!(reg.registry.usage("p").await.unwrap(), 0);
@@ -199,4 +193,84 @@ async fn concurrent_pushes_keep_usage_exact() {
         expected += task.await.unwrap();
     }
     assert_eq!(reg.registry.usage("p").await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn deleting_a_manifest_releases_its_charge_at_once() {
+    let reg = TestRegistry::new();
+    let shared = random_bytes(5_000);
+    let own = random_bytes(7_000);
+    let (first, manifest_first) = reg.push_image("p/app", "v1", &shared).await;
+    let config_first = manifest_first["config"]["size"].as_u64().unwrap();
+    // A second image in the same repository sharing the layer.
+    let second_manifest = reg
+        .image_manifest("p/app", b"{\"second\":1}", &[&shared, &own])
+        .await;
+    let second = reg
+        .push_manifest("p/app", "v2", OCI_MANIFEST, &second_manifest)
+        .await;
+    let first_only = config_first + manifest_len(&manifest_first);
+    let second_only = 12 + own.len() as u64 + manifest_len(&second_manifest);
+    let total = shared.len() as u64 + first_only + second_only;
+    assert_eq!(reg.registry.usage("p").await.unwrap(), total);
+
+    // No garbage collection: what only the deleted manifest used is released
+    // at once; the shared layer stays charged for the other image.
+    reg.delete(&format!("/v2/p/app/manifests/{first}"))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(reg.registry.usage("p").await.unwrap(), total - first_only);
+    reg.delete(&format!("/v2/p/app/manifests/{second}"))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(reg.registry.usage("p").await.unwrap(), 0);
+
+    // The blobs stay usable for a push in flight, which charges them again.
+    let layer = sha256(&shared);
+    reg.head(&format!("/v2/p/app/blobs/{layer}"))
+        .await
+        .expect(StatusCode::OK);
+    reg.push_manifest("p/app", "v1", OCI_MANIFEST, &manifest_first)
+        .await;
+    let first_total = shared.len() as u64 + first_only;
+    assert_eq!(reg.registry.usage("p").await.unwrap(), first_total);
+    // Uploading a released blob again charges it again, once.
+    reg.delete(&format!("/v2/p/app/manifests/{first}"))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    reg.push_blob("p/app", &own).await;
+    reg.push_blob("p/app", &own).await;
+    assert_eq!(reg.registry.usage("p").await.unwrap(), own.len() as u64);
+
+    // Collection removes the released links without releasing them twice.
+    let report = reg
+        .registry
+        .collect_garbage(GcOptions::with_grace(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(report.links_removed >= 3, "{report:?}");
+    assert_eq!(reg.registry.usage("p").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_released_blob_counts_against_the_quota_when_used_again() {
+    let reg = with_quota("q", 10_000);
+    let layer = random_bytes(6_000);
+    let (digest, manifest) = reg.push_image("q/app", "v1", &layer).await;
+    reg.delete(&format!("/v2/q/app/manifests/{digest}"))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(reg.registry.usage("q").await.unwrap(), 0);
+    // The freed room is taken by other content...
+    reg.push_blob("q/other", &random_bytes(6_000)).await;
+    // ...so the old manifest no longer fits, though its blobs are still here.
+    reg.send(
+        Method::PUT,
+        "/v2/q/app/manifests/v1",
+        &[("content-type", OCI_MANIFEST)],
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "DENIED");
+    assert_eq!(reg.registry.usage("q").await.unwrap(), 6_000);
 }

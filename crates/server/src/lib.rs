@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub identity: IdentityConfig,
     /// How often garbage collection runs; `None` disables the schedule.
     pub gc_interval: Option<Duration>,
+    /// Whether scheduled collections also delete untagged manifests.
+    pub gc_delete_untagged: bool,
     /// Password of the `admin` account created on first start; generated
     /// (and returned by [`Server::bind`]) when `None`.
     pub admin_password: Option<String>,
@@ -119,6 +121,7 @@ impl ServerConfig {
             registry: RegistryConfig::default(),
             identity: IdentityConfig::default(),
             gc_interval: Some(Duration::from_secs(6 * 3600)),
+            gc_delete_untagged: false,
             admin_password: None,
             public_url: None,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
@@ -319,6 +322,7 @@ pub struct Server {
     listener: TcpListener,
     app: App,
     gc_interval: Option<Duration>,
+    gc_delete_untagged: bool,
 }
 
 impl Server {
@@ -336,6 +340,7 @@ impl Server {
             listener,
             app,
             gc_interval: config.gc_interval,
+            gc_delete_untagged: config.gc_delete_untagged,
         })
     }
 
@@ -362,6 +367,7 @@ impl Server {
             tokio::spawn(collect_garbage_periodically(
                 self.app.registry.clone(),
                 interval,
+                self.gc_delete_untagged,
             ));
         }
         // Every server turns its registry events into replication jobs;
@@ -428,8 +434,11 @@ fn project_creator(identity: Arc<Identity>) -> wharf_replication::ProjectCreator
     Arc::new(move |name: String| {
         let identity = identity.clone();
         Box::pin(async move {
+            // Only the creator's name is recorded (as the project's admin
+            // member); no token is issued, so no account uid is needed.
             let admin = wharf_auth::Principal::User {
                 name: "admin".into(),
+                uid: String::new(),
                 admin: true,
             };
             match identity.create_project(&admin, &name, false, None).await {
@@ -510,14 +519,18 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "wharf".into())
 }
 
-async fn collect_garbage_periodically(registry: Arc<Registry>, interval: Duration) {
+async fn collect_garbage_periodically(
+    registry: Arc<Registry>,
+    interval: Duration,
+    delete_untagged: bool,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         let options = GcOptions {
-            grace: registry.config().gc_grace,
-            dry_run: false,
+            delete_untagged,
+            ..GcOptions::with_grace(registry.config().gc_grace)
         };
         if let Err(err) = registry.collect_garbage(options).await {
             tracing::warn!(error = %err, "scheduled garbage collection failed");

@@ -10,7 +10,9 @@ use http::HeaderMap;
 use wharf_audit::{AuditEvent, AuditLog, Outcome};
 use wharf_auth::{AccessEntry, Action, AuthError, Identity, Principal};
 use wharf_oci::RepositoryName;
-use wharf_registry::http::{Authorizer, Caller, EventKind, EventSink, Need, RegistryEvent};
+use wharf_registry::http::{
+    Authorizer, Caller, EventKind, EventSink, Need, Refusal, RegistryEvent,
+};
 use wharf_registry::{QuotaSource, RegistryError};
 
 /// Admits registry requests that carry a token granting what they need.
@@ -19,6 +21,24 @@ pub(crate) struct TokenAuthorizer {
     pub audit: AuditLog,
     /// Base URL clients reach the server at; derived from `Host` when unset.
     pub public_url: Option<String>,
+}
+
+/// The audit record of a refused token (`area`: `registry` or `api`): under
+/// the account it names when this server signed it (an expired or revoked
+/// token), `unknown` when it is forged or garbage and names no one.
+pub(crate) fn token_rejected(
+    identity: &Identity,
+    token: &str,
+    area: &str,
+    source: Option<IpAddr>,
+    why: String,
+) -> AuditEvent {
+    let actor = identity
+        .signed_subject(token)
+        .unwrap_or_else(|| "unknown".into());
+    AuditEvent::new(actor, "token.rejected", area, Outcome::Failed)
+        .with_source(source)
+        .with_detail(why)
 }
 
 /// The bearer token of a request, if any.
@@ -164,11 +184,13 @@ impl Authorizer for TokenAuthorizer {
         let (claims, principal) = match self.identity.verify_registry_token(token).await {
             Ok(verified) => verified,
             Err(AuthError::Unauthenticated(why)) => {
-                self.audit.record(
-                    AuditEvent::new("unknown", "token.rejected", "registry", Outcome::Failed)
-                        .with_source(source)
-                        .with_detail(why.clone()),
-                );
+                self.audit.record(token_rejected(
+                    &self.identity,
+                    token,
+                    "registry",
+                    source,
+                    why.clone(),
+                ));
                 return Err(self.unauthorized(headers, need, Some("invalid_token"), why));
             }
             Err(other) => return Err(RegistryError::Internal(other.to_string())),
@@ -266,6 +288,19 @@ impl EventSink for AuditSink {
             );
         }
     }
+
+    fn refused(&self, refusal: Refusal) {
+        self.0.record(
+            AuditEvent::new(
+                refusal.actor,
+                refusal.action,
+                refusal.resource,
+                Outcome::Denied,
+            )
+            .with_source(refusal.source)
+            .with_detail(refusal.reason),
+        );
+    }
 }
 
 /// Hands each registry event to several sinks (audit, replication).
@@ -278,6 +313,15 @@ impl EventSink for EventFanOut {
                 sink.record(event.clone());
             }
             last.record(event);
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.refused(refusal.clone());
+            }
+            last.refused(refusal);
         }
     }
 }

@@ -127,8 +127,20 @@ impl AppState {
     /// Records a refused token request that never reached a password check
     /// (those are recorded as logins), and passes the error on.
     fn refused(&self, source: Option<std::net::IpAddr>, err: AuthError) -> AuthError {
+        self.refused_as("unknown", source, err)
+    }
+
+    /// As [`AppState::refused`], for a request whose actor is known: a
+    /// refresh token this server signed names its account even when it is
+    /// no longer valid.
+    fn refused_as(
+        &self,
+        actor: &str,
+        source: Option<std::net::IpAddr>,
+        err: AuthError,
+    ) -> AuthError {
         self.audit.record(
-            AuditEvent::new("unknown", "token.refused", "registry", Outcome::Failed)
+            AuditEvent::new(actor, "token.refused", "registry", Outcome::Failed)
                 .with_source(source)
                 .with_detail(err.to_string()),
         );
@@ -239,11 +251,15 @@ pub(crate) async fn post_token(
             }
             Some("refresh_token") => {
                 let refresh = param(&form, "refresh_token").unwrap_or_default();
-                let principal = state
-                    .identity
-                    .verify_refresh_token(refresh)
-                    .await
-                    .map_err(refused)?;
+                let principal =
+                    state
+                        .identity
+                        .verify_refresh_token(refresh)
+                        .await
+                        .map_err(|err| {
+                            let actor = state.identity.signed_subject(refresh);
+                            state.refused_as(actor.as_deref().unwrap_or("unknown"), source, err)
+                        })?;
                 (principal, Some(refresh.to_string()))
             }
             other => {

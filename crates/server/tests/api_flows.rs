@@ -356,14 +356,7 @@ async fn robots_are_scoped_expire_and_show_their_secret_once() {
 async fn quota_is_enforced_on_push() {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
-    app.api(
-        &admin,
-        Method::POST,
-        "/api/v1/projects",
-        json!({"name": "small", "quota_bytes": 1000}),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    app.create_project_with_quota(&admin, "small", 1000).await;
     let token = app
         .token_for("admin", ADMIN_PASSWORD, "repository:small/app:pull,push")
         .await;

@@ -517,3 +517,334 @@ async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_i
         .await
         .expect(StatusCode::UNAUTHORIZED);
 }
+
+fn basic(user: &str, password: &str) -> (&'static str, String) {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    ("authorization", format!("Basic {encoded}"))
+}
+
+/// Tokens of one login: a registry token for `scope` with a refresh token
+/// (as docker asks with `offline_token`), and an API access and refresh token.
+struct LoginTokens {
+    registry: String,
+    registry_refresh: String,
+    api: String,
+    api_refresh: String,
+}
+
+async fn log_in(app: &TestApp, user: &str, password: &str, scope: &str) -> LoginTokens {
+    let reply = app
+        .send(
+            Method::GET,
+            &format!("/service/token?service=wharf&scope={scope}&offline_token=true"),
+            &[basic(user, password)],
+            Bytes::new(),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let api = app.api_login_reply(user, password).await;
+    let text = |value: &Value| value.as_str().unwrap().to_string();
+    LoginTokens {
+        registry: text(&reply["token"]),
+        registry_refresh: text(&reply["refresh_token"]),
+        api: text(&api["access_token"]),
+        api_refresh: text(&api["refresh_token"]),
+    }
+}
+
+impl LoginTokens {
+    /// Asserts that none of the tokens works any more: not on the registry
+    /// (an upload and a manifest push), not on the API, not for refreshing.
+    async fn assert_all_refused(&self, app: &TestApp, repo: &str) {
+        let upload = app
+            .v2(
+                &self.registry,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(upload.status, StatusCode::UNAUTHORIZED, "upload");
+        let manifest = app
+            .v2(
+                &self.registry,
+                Method::PUT,
+                &format!("/v2/{repo}/manifests/v1"),
+                &[(
+                    "content-type",
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        assert_eq!(manifest.status, StatusCode::UNAUTHORIZED, "manifest push");
+        app.api(&self.api, Method::GET, "/api/v1/me", Value::Null)
+            .await
+            .expect(StatusCode::UNAUTHORIZED);
+        app.token_form(&format!(
+            "grant_type=refresh_token&service=wharf&refresh_token={}&scope=repository:{repo}:pull",
+            self.registry_refresh
+        ))
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+        app.send(
+            Method::POST,
+            "/api/v1/token",
+            &[("content-type", "application/json".into())],
+            serde_json::to_vec(&json!({"refresh_token": self.api_refresh})).unwrap(),
+        )
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_robots_tokens_stay_dead_when_a_robot_of_its_name_is_created() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "team", false).await;
+    let (name, secret) = app.create_robot(&admin, "team", "ci", "pull,push").await;
+    let tokens = log_in(&app, &name, &secret, "repository:team/app:pull,push").await;
+    app.v2(
+        &tokens.registry,
+        Method::POST,
+        "/v2/team/app/blobs/uploads/",
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+
+    app.api(
+        &admin,
+        Method::DELETE,
+        "/api/v1/projects/team/robots/ci",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    // A pull-only robot of the same name: the push robot's tokens must not
+    // become its tokens, nor keep their push grant.
+    let (again, again_secret) = app.create_robot(&admin, "team", "ci", "pull").await;
+    assert_eq!(again, name);
+    tokens.assert_all_refused(&app, "team/app").await;
+
+    // The new robot works with its own credentials, and only pulls.
+    let fresh = log_in(&app, &again, &again_secret, "repository:team/app:pull,push").await;
+    assert_eq!(
+        claims(&fresh.registry)["access"][0]["actions"],
+        json!(["pull"])
+    );
+    app.api(&fresh.api, Method::GET, "/api/v1/me", Value::Null)
+        .await
+        .expect(StatusCode::OK);
+
+    // Nothing was pushed in anyone's name, and the refusals name the robot.
+    assert!(app.audit_events("artifact.push").await.is_empty());
+    let rejected = app.audit_events("token.rejected").await;
+    for area in ["registry", "api"] {
+        assert!(
+            rejected
+                .iter()
+                .any(|e| e.actor == name && e.resource == area),
+            "{area}: {rejected:?}"
+        );
+    }
+    assert!(rejected.iter().all(|e| e.actor == name), "{rejected:?}");
+    let refused = app.audit_events("token.refused").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].actor, name);
+}
+
+#[tokio::test]
+async fn a_deleted_users_tokens_stay_dead_when_the_user_is_created_again() {
+    let (app, admin) = world().await;
+    let tokens = log_in(&app, "dev", "dev-password", "repository:team/app:pull,push").await;
+    app.v2(&tokens.registry, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
+    app.api(&admin, Method::DELETE, "/api/v1/users/dev", Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // Created again, with the same password and without any membership.
+    app.create_user(&admin, "dev", "dev-password").await;
+    tokens.assert_all_refused(&app, "team/app").await;
+    let fresh = log_in(&app, "dev", "dev-password", "repository:team/app:pull,push").await;
+    assert_eq!(claims(&fresh.registry)["access"][0]["actions"], json!([]));
+    assert_ne!(claims(&fresh.api)["uid"], claims(&tokens.api)["uid"]);
+    app.api(&fresh.api, Method::GET, "/api/v1/me", Value::Null)
+        .await
+        .expect(StatusCode::OK);
+    let rejected = app.audit_events("token.rejected").await;
+    assert!(!rejected.is_empty());
+    assert!(rejected.iter().all(|e| e.actor == "dev"), "{rejected:?}");
+}
+
+#[tokio::test]
+async fn disabling_a_robot_refuses_its_issued_tokens_at_once() {
+    let (app, admin) = world().await;
+    let (name, secret) = app.create_robot(&admin, "team", "ci", "pull").await;
+    let tokens = log_in(&app, &name, &secret, "repository:team/app:pull").await;
+    // Used right before: the server has the robot in its subject cache.
+    app.v2(&tokens.registry, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
+    let disable = |disabled: bool| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            app.api(
+                &admin,
+                Method::PUT,
+                "/api/v1/projects/team/robots/ci/disabled",
+                json!({ "disabled": disabled }),
+            )
+            .await
+            .expect(StatusCode::OK)
+            .json()
+        }
+    };
+    let robot = disable(true).await;
+    assert_eq!(robot["disabled"], true);
+    assert_eq!(robot["name"], name.as_str());
+    tokens.assert_all_refused(&app, "team/app").await;
+    app.registry_token(Some((&name, &secret)), "repository:team/app:pull")
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let listed = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/team/robots",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(listed[0]["disabled"], true);
+
+    // Enabled again: it logs in anew; the old tokens stay dead.
+    assert_eq!(disable(false).await["disabled"], false);
+    tokens.assert_all_refused(&app, "team/app").await;
+    let fresh = log_in(&app, &name, &secret, "repository:team/app:pull").await;
+    app.v2(&fresh.registry, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
+
+    // Both changes are audited under the admin who made them.
+    for action in ["robot.disable", "robot.enable"] {
+        let events = app.audit_events(action).await;
+        assert_eq!(events.len(), 1, "{action}: {events:?}");
+        assert_eq!(events[0].actor, "admin");
+        assert_eq!(events[0].resource, "project/team/robot/ci");
+        assert_eq!(events[0].outcome, wharf_audit::Outcome::Success);
+    }
+
+    // Bad requests change nothing and say what was wrong.
+    let dev = app.api_login("dev", "dev-password").await;
+    for (token, uri, body, status) in [
+        (
+            &admin,
+            "/api/v1/projects/team/robots/nobody/disabled",
+            json!({"disabled": true}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &admin,
+            "/api/v1/projects/team/robots/robot$other+ci/disabled",
+            json!({"disabled": true}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &admin,
+            "/api/v1/projects/team/robots/ci/disabled",
+            json!({"disabled": "yes"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &dev,
+            "/api/v1/projects/team/robots/ci/disabled",
+            json!({"disabled": true}),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let reply = app.api(token, Method::PUT, uri, body).await.expect(status);
+        assert!(
+            !reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .is_empty(),
+            "{uri}"
+        );
+    }
+    app.v2(&fresh.registry, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refused_tokens_are_audited_under_the_account_they_name() {
+    let app = TestApp::with(|config| {
+        config.identity.registry_token_ttl = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "ann", "ann-password").await;
+    app.create_user(&admin, "bob", "bob-password").await;
+    let expiring = app
+        .token_for("ann", "ann-password", "repository:x/y:pull")
+        .await;
+    let revoked = app
+        .token_for("bob", "bob-password", "repository:x/y:pull")
+        .await;
+    let bob_api = app.api_login("bob", "bob-password").await;
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/users/bob/disabled",
+        json!({"disabled": true}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.v2(&revoked, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    app.api(&bob_api, Method::GET, "/api/v1/me", Value::Null)
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.v2(&expiring, Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    // A forged token names no one: its claims cannot be trusted.
+    let mut parts: Vec<String> = revoked.split('.').map(str::to_string).collect();
+    let mut forged = claims(&revoked);
+    forged["sub"] = json!("admin");
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+    app.v2(&parts.join("."), Method::GET, "/v2/", &[], Bytes::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+
+    let rejected = app.audit_events("token.rejected").await;
+    let summary: Vec<(&str, &str, &str)> = rejected
+        .iter()
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.resource.as_str(),
+                e.detail.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("bob", "registry", "token revoked"),
+            ("bob", "api", "authentication required: token revoked"),
+            ("ann", "registry", "token expired"),
+            ("unknown", "registry", "invalid token: signature mismatch"),
+        ]
+    );
+}

@@ -190,6 +190,16 @@ fn an_operator_session() {
         "",
     ));
     ok(wharf(home, &["robot", "delete", "shop", "ci"], ""));
+    let out = ok(wharf(home, &["user", "disable", "alice"], ""));
+    assert_eq!(out, "disabled user alice\n");
+    let user = json(&ok(wharf(
+        home,
+        &["user", "enable", "alice", "-o", "json"],
+        "",
+    )));
+    assert_eq!(user["disabled"], false, "{user}");
+    let err = fails(wharf(home, &["user", "disable", "nobody"], ""));
+    assert!(err.contains("disabling user nobody"), "{err}");
     ok(wharf(home, &["user", "delete", "alice"], ""));
     ok(wharf(home, &["logout"], ""));
     assert!(!config.exists());

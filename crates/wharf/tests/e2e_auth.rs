@@ -2,7 +2,8 @@
 //! docker, podman, the oras Python SDK) and raw token-scheme requests:
 //! project roles decide who pushes and pulls, the catalog shows only what
 //! the caller may pull, anonymous pulls need a public project and the
-//! setting, robot accounts pull but never push and die with their deletion,
+//! setting, robot accounts pull but never push, die with their deletion and
+//! lose their tokens at once when `wharf robot disable` disables them,
 //! tampered, foreign and expired tokens are refused, disabling a user cuts
 //! off their tokens at once, quotas refuse layers beyond them, wrong
 //! passwords are throttled, and the audit log records who did what while the
@@ -649,6 +650,103 @@ async fn robot_account_pulls_never_pushes_and_dies_with_its_deletion() {
     );
     let inspect = skopeo.try_inspect_raw("proj/app:v1").await;
     assert!(!inspect.status.success(), "skopeo as a deleted robot");
+}
+
+/// `wharf ARGS` with `home` as its home directory; its standard output, or
+/// its standard error when it failed.
+fn wharf_cli(home: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut command = common::cli::wharf(home);
+    command.args(args);
+    let output = common::cli::run_with_stdin(command, stdin);
+    let text = if output.status.success() {
+        &output.stdout
+    } else {
+        &output.stderr
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(text).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robot_disable_and_enable_from_the_cli_act_on_issued_tokens_at_once() {
+    let server = TestServer::start();
+    let admin = server.admin().await;
+    admin.create_project("proj", false, None).await;
+    push_as_admin(&server, "proj/app", "v1", &Image::sample()).await;
+    let robot = admin.create_robot("proj", "ci", "pull").await;
+    let manifest = "/v2/proj/app/manifests/v1";
+    let scope = ["repository:proj/app:pull"];
+    let token = token_response(&server, Some(&robot), &scope).await.token();
+    let response = with_token(&server, Method::GET, manifest, Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::OK, "before disabling");
+
+    let home = tempfile::tempdir().unwrap();
+    let (logged_in, out) = wharf_cli(
+        home.path(),
+        &["login", &server.url(), "-u", "admin", "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+    assert!(logged_in, "{out}");
+    let (done, out) = wharf_cli(home.path(), &["robot", "disable", "proj", "ci"], "");
+    assert!(done, "{out}");
+    assert_eq!(out, "disabled robot robot$proj+ci\n");
+    // No waiting: the very next request with the token it holds is refused.
+    let response = with_token(&server, Method::GET, manifest, Some(&token)).await;
+    assert_invalid_token(&response, "the token of a disabled robot");
+    let refused = token_response(&server, Some(&robot), &scope).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    let (listed, table) = wharf_cli(home.path(), &["robot", "list", "proj"], "");
+    assert!(listed, "{table}");
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("robot$proj+ci"))
+        .unwrap_or_else(|| panic!("no row for the robot:\n{table}"));
+    assert!(row.contains(" yes "), "DISABLED shows yes: {row}");
+
+    let (done, out) = wharf_cli(
+        home.path(),
+        &["robot", "enable", "proj", "robot$proj+ci", "-o", "json"],
+        "",
+    );
+    assert!(done, "{out}");
+    let enabled: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(enabled["disabled"], false, "{enabled}");
+    let response = with_token(&server, Method::GET, manifest, Some(&token)).await;
+    assert_invalid_token(&response, "a token from before the robot was disabled");
+    let fresh = token_response(&server, Some(&robot), &scope).await.token();
+    let response = with_token(&server, Method::GET, manifest, Some(&fresh)).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a new token after enabling"
+    );
+
+    // Bad names are refused with a message naming them, and change nothing.
+    let (done, err) = wharf_cli(home.path(), &["robot", "disable", "proj", "nobody"], "");
+    assert!(!done);
+    assert!(err.contains("robot robot$proj+nobody not found"), "{err}");
+    let (done, err) = wharf_cli(
+        home.path(),
+        &["robot", "disable", "proj", "robot$other+ci"],
+        "",
+    );
+    assert!(!done);
+    assert!(err.contains("in project proj"), "{err}");
+    let response = with_token(&server, Method::GET, manifest, Some(&fresh)).await;
+    assert_eq!(response.status(), StatusCode::OK, "still enabled");
+
+    let events = admin.audit(&[("actor", "admin")]).await;
+    let actions: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("robot."))
+        .collect();
+    assert!(
+        actions.contains(&"robot.disable") && actions.contains(&"robot.enable"),
+        "{actions:?}"
+    );
 }
 
 /// `token` with its payload (claims) replaced by `edit(claims)`, keeping

@@ -119,10 +119,32 @@ pub struct RegistryEvent {
     pub tag_moved: bool,
 }
 
+/// A write refused after its caller was admitted: over the project's quota
+/// or a size limit, or a cross-repository mount from a repository the
+/// caller may not read.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// What was attempted: `artifact.push` (a manifest), `blob.upload` or
+    /// `blob.mount`.
+    pub action: &'static str,
+    /// What it was attempted on: `repo:tag`, `repo@digest`, or the repository.
+    pub resource: String,
+    /// Who.
+    pub actor: String,
+    /// From where.
+    pub source: Option<IpAddr>,
+    /// Why, in words.
+    pub reason: String,
+}
+
 /// Receives registry events. Must not block: called on the request path.
 pub trait EventSink: Send + Sync + 'static {
     /// Takes one event.
     fn record(&self, event: RegistryEvent);
+
+    /// Takes one refusal. Sinks that follow changes only (replication)
+    /// keep the default, which ignores it.
+    fn refused(&self, _refusal: Refusal) {}
 }
 
 /// Drops every event.

@@ -22,7 +22,8 @@ use wharf_oci::manifest::referrers_index;
 use wharf_oci::{Digest, Reference, RepositoryName};
 
 pub use access::{
-    Authorizer, Caller, EventKind, EventSink, Gate, Need, NoEvents, OpenAccess, RegistryEvent,
+    Authorizer, Caller, EventKind, EventSink, Gate, Need, NoEvents, OpenAccess, Refusal,
+    RegistryEvent,
 };
 pub use errors::error_body;
 use path::Endpoint;
@@ -173,6 +174,30 @@ impl Op {
             | Op::PutUpload(repo, _)
             | Op::CancelUpload(repo, _) => Need::Push(repo.clone()),
             Op::DeleteManifest(repo, _) | Op::DeleteBlob(repo, _) => Need::Delete(repo.clone()),
+        }
+    }
+
+    /// The write this operation attempts, as an audited refusal names it:
+    /// the action and the resource.
+    fn attempt(&self, params: &Params) -> Option<(&'static str, String)> {
+        let blob = |repo: &RepositoryName, digest: Option<&String>| match digest {
+            Some(digest) => format!("{repo}@{digest}"),
+            None => repo.to_string(),
+        };
+        match self {
+            Op::PutManifest(repo, Reference::Tag(tag)) => {
+                Some(("artifact.push", format!("{repo}:{tag}")))
+            }
+            Op::PutManifest(repo, Reference::Digest(digest)) => {
+                Some(("artifact.push", format!("{repo}@{digest}")))
+            }
+            Op::StartUpload(repo) if params.mount.is_some() => {
+                Some(("blob.mount", blob(repo, params.mount.as_ref())))
+            }
+            Op::StartUpload(repo) | Op::PatchUpload(repo, _) | Op::PutUpload(repo, _) => {
+                Some(("blob.upload", blob(repo, params.digest.as_ref())))
+            }
+            _ => None,
         }
     }
 
@@ -393,14 +418,40 @@ struct Handlers<'a> {
 }
 
 impl Handlers<'_> {
+    /// Runs `op`; writes refused by policy (a quota, a size limit) reach
+    /// the event sink as refusals, naming the caller.
     async fn handle(&self, op: Op, request: Request) -> HandlerResult {
         let params = Query::<Params>::try_from_uri(request.uri())
             .map(|q| q.0)
             .unwrap_or_default();
+        let attempt = op.attempt(&params);
+        let result = self.run(op, &params, request).await;
+        if let (Err(err), Some((action, resource))) = (&result, attempt)
+            && matches!(
+                err,
+                RegistryError::QuotaExceeded { .. } | RegistryError::TooLarge { .. }
+            )
+        {
+            self.refused(action, resource, err.to_string());
+        }
+        result
+    }
+
+    fn refused(&self, action: &'static str, resource: String, reason: String) {
+        self.gate.events.refused(Refusal {
+            action,
+            resource,
+            actor: self.caller.name.clone(),
+            source: self.caller.source,
+            reason,
+        });
+    }
+
+    async fn run(&self, op: Op, params: &Params, request: Request) -> HandlerResult {
         let registry = self.registry;
         match op {
-            Op::Catalog => self.catalog(&params).await,
-            Op::Tags(repo) => self.tags(&repo, &params).await,
+            Op::Catalog => self.catalog(params).await,
+            Op::Tags(repo) => self.tags(&repo, params).await,
             Op::GetManifest(repo, reference, head) => {
                 self.get_manifest(&repo, &reference, head).await
             }
@@ -415,15 +466,15 @@ impl Handlers<'_> {
                 .delete_blob(&repo, &digest)
                 .await
                 .map(|()| accepted()),
-            Op::StartUpload(repo) => self.post_upload(&repo, &params, request).await,
+            Op::StartUpload(repo) => self.post_upload(&repo, params, request).await,
             Op::UploadStatus(repo, id) => self.upload_status(&repo, &id).await,
             Op::PatchUpload(repo, id) => self.patch_upload(&repo, &id, request).await,
-            Op::PutUpload(repo, id) => self.put_upload(&repo, &id, &params, request).await,
+            Op::PutUpload(repo, id) => self.put_upload(&repo, &id, params, request).await,
             Op::CancelUpload(repo, id) => registry
                 .cancel_upload(&repo, &id)
                 .await
                 .map(|()| StatusCode::NO_CONTENT.into_response()),
-            Op::Referrers(repo, digest) => self.referrers(&repo, &digest, &params).await,
+            Op::Referrers(repo, digest) => self.referrers(&repo, &digest, params).await,
         }
     }
 
@@ -466,18 +517,31 @@ impl Handlers<'_> {
         }
     }
 
-    /// The repository to mount `digest` from: `from` if the caller may read
-    /// it, or without `from` any readable repository holding the blob.
+    /// The repository to mount `digest` into `repo` from: `from` if the
+    /// caller may read it, or without `from` any readable repository holding
+    /// the blob. A `from` the caller may not read is a refusal: the client
+    /// gets an upload session, as the spec says, and the audit log a record.
     async fn mount_source(
         &self,
+        repo: &RepositoryName,
         digest: &Digest,
         from: Option<RepositoryName>,
     ) -> Result<Option<RepositoryName>, RegistryError> {
-        let candidates = match from {
-            Some(from) => vec![from],
-            None => self.registry.repositories_holding(digest, 100).await?,
-        };
-        for candidate in candidates {
+        if let Some(from) = from {
+            if self.gate.authorizer.may_pull(self.caller, &from).await {
+                return Ok(Some(from));
+            }
+            self.refused(
+                "blob.mount",
+                format!("{from}@{digest}"),
+                format!(
+                    "{} may not pull {from}; started an upload to {repo} instead of mounting",
+                    self.caller.name
+                ),
+            );
+            return Ok(None);
+        }
+        for candidate in self.registry.repositories_holding(digest, 100).await? {
             if self.gate.authorizer.may_pull(self.caller, &candidate).await {
                 return Ok(Some(candidate));
             }
@@ -663,7 +727,7 @@ impl Handlers<'_> {
                 .as_deref()
                 .map(str::parse::<RepositoryName>)
                 .transpose()?;
-            if let Some(source) = self.mount_source(&digest, from).await?
+            if let Some(source) = self.mount_source(repo, &digest, from).await?
                 && let Some(info) = self.registry.mount_blob(repo, &digest, &source).await?
             {
                 return Ok(blob_created(repo, &info));

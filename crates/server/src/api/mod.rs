@@ -34,7 +34,7 @@ use wharf_auth::{Action, AuthError, Principal};
 use wharf_registry::RegistryError;
 
 use crate::AppState;
-use crate::registry_auth::bearer;
+use crate::registry_auth::{bearer, token_rejected};
 
 /// Who may call a route. Checked before the request body is even read;
 /// handlers add only finer rules (quota changes, robots reaching several
@@ -98,6 +98,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/robots",         Project(Manage), get(projects::list_robots)),
         row(Method::POST,   "/api/v1/projects/{project}/robots",         Project(Manage), post(projects::create_robot)),
         row(Method::DELETE, "/api/v1/projects/{project}/robots/{robot}", Project(Manage), delete(projects::remove_robot)),
+        row(Method::PUT,    "/api/v1/projects/{project}/robots/{robot}/disabled", Project(Manage), put(projects::set_robot_disabled)),
         row(Method::GET,    "/api/v1/settings",                          Admin,           get(system::settings)),
         row(Method::PUT,    "/api/v1/settings",                          Admin,           put(system::set_settings)),
         row(Method::POST,   "/api/v1/gc",                                Admin,           post(system::gc)),
@@ -193,11 +194,13 @@ async fn authenticate(
         Some(token) => match state.identity.verify_api_token(token).await {
             Ok(principal) => principal,
             Err(err) => {
-                state.audit.record(
-                    AuditEvent::new("unknown", "token.rejected", "api", Outcome::Failed)
-                        .with_source(source)
-                        .with_detail(err.to_string()),
-                );
+                state.audit.record(token_rejected(
+                    &state.identity,
+                    token,
+                    "api",
+                    source,
+                    err.to_string(),
+                ));
                 return ApiError::from(err).into_response();
             }
         },

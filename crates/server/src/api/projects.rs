@@ -284,23 +284,31 @@ pub(crate) async fn create_robot(
     ))
 }
 
+/// The full name of `robot` (short or full) if it belongs to `project`:
+/// project admins act only on their own project's robots.
+fn robot_of(project: &str, robot: &str) -> Result<String, AuthError> {
+    let full = if wharf_auth::is_robot_name(robot) {
+        robot.to_string()
+    } else {
+        format!("robot${project}+{robot}")
+    };
+    if full.starts_with(&format!("robot${project}+")) {
+        Ok(full)
+    } else {
+        Err(AuthError::NotFound(format!(
+            "robot {full} in project {project}"
+        )))
+    }
+}
+
 /// `DELETE /api/v1/projects/{project}/robots/{robot}` (short or full name).
 pub(crate) async fn remove_robot(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path((project, robot)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let full = if wharf_auth::is_robot_name(&robot) {
-        robot.clone()
-    } else {
-        format!("robot${project}+{robot}")
-    };
     let result = async {
-        if !full.starts_with(&format!("robot${project}+")) {
-            return Err(AuthError::NotFound(format!(
-                "robot {full} in project {project}"
-            )));
-        }
+        let full = robot_of(&project, &robot)?;
         state.identity.delete_robot(&full).await
     }
     .await
@@ -312,4 +320,41 @@ pub(crate) async fn remove_robot(
         &result,
     );
     result.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetRobotDisabled {
+    disabled: bool,
+}
+
+/// `PUT /api/v1/projects/{project}/robots/{robot}/disabled`: disabling cuts
+/// off the robot's tokens at once; enabling lets it log in again (its old
+/// tokens stay dead).
+pub(crate) async fn set_robot_disabled(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, robot)): Path<(String, String)>,
+    Body(request): Body<SetRobotDisabled>,
+) -> ApiResult<Json<Robot>> {
+    let result = async {
+        let full = robot_of(&project, &robot)?;
+        state
+            .identity
+            .set_robot_disabled(&full, request.disabled)
+            .await
+    }
+    .await
+    .map_err(ApiError::from);
+    let action = if request.disabled {
+        "robot.disable"
+    } else {
+        "robot.enable"
+    };
+    state.audit_action(
+        &caller,
+        action,
+        format!("project/{project}/robot/{robot}"),
+        &result,
+    );
+    Ok(Json(result?))
 }

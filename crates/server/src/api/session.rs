@@ -11,6 +11,7 @@ use wharf_auth::Principal;
 
 use super::{ApiCaller, ApiResult, Body};
 use crate::AppState;
+use crate::registry_auth::token_rejected;
 
 #[derive(Deserialize)]
 pub(crate) struct LoginRequest {
@@ -55,12 +56,19 @@ pub(crate) struct RefreshRequest {
 /// `POST /api/v1/token`: a refresh token for a new access token.
 pub(crate) async fn refresh(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Body(request): Body<RefreshRequest>,
 ) -> ApiResult<Json<Value>> {
-    let principal = state
-        .identity
-        .verify_refresh_token(&request.refresh_token)
-        .await?;
+    let token = &request.refresh_token;
+    let principal = match state.identity.verify_refresh_token(token).await {
+        Ok(principal) => principal,
+        Err(err) => {
+            let why = err.to_string();
+            let event = token_rejected(&state.identity, token, "api", caller.source, why);
+            state.audit.record(event);
+            return Err(err.into());
+        }
+    };
     let access = state.identity.issue_api_token(&principal).await?;
     Ok(Json(
         json!({ "access_token": access.token, "expires_in": access.expires_in }),

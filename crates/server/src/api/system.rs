@@ -34,11 +34,17 @@ pub(crate) async fn set_settings(
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct GcRequest {
     #[serde(default)]
     dry_run: bool,
     /// Overrides the configured grace period.
     grace_seconds: Option<u64>,
+    /// Also delete manifests no tag reaches.
+    #[serde(default)]
+    delete_untagged: bool,
+    /// Delete upload sessions idle this long (default: the upload TTL).
+    uploads_older_than_seconds: Option<u64>,
 }
 
 /// `POST /api/v1/gc`
@@ -63,6 +69,8 @@ pub(crate) async fn gc(
             .grace_seconds
             .map_or(state.registry.config().gc_grace, Duration::from_secs),
         dry_run: request.dry_run,
+        delete_untagged: request.delete_untagged,
+        uploads_older_than: request.uploads_older_than_seconds.map(Duration::from_secs),
     };
     let result = state
         .registry

@@ -105,16 +105,21 @@ impl TestApp {
 
     /// An API access token for `user`.
     pub async fn api_login(&self, user: &str, password: &str) -> String {
-        let reply = self
-            .send(
-                Method::POST,
-                "/api/v1/login",
-                &[("content-type", "application/json".into())],
-                serde_json::to_vec(&json!({"username": user, "password": password})).unwrap(),
-            )
-            .await
-            .expect(StatusCode::OK);
-        reply.json()["access_token"].as_str().unwrap().to_string()
+        let reply = self.api_login_reply(user, password).await;
+        reply["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The whole answer to an API login (access and refresh token).
+    pub async fn api_login_reply(&self, user: &str, password: &str) -> Value {
+        self.send(
+            Method::POST,
+            "/api/v1/login",
+            &[("content-type", "application/json".into())],
+            serde_json::to_vec(&json!({"username": user, "password": password})).unwrap(),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json()
     }
 
     pub async fn admin_token(&self) -> String {
@@ -157,6 +162,18 @@ impl TestApp {
             Method::POST,
             "/api/v1/projects",
             json!({"name": name, "public": public}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    }
+
+    /// Creates private project `name` limited to `quota` bytes.
+    pub async fn create_project_with_quota(&self, token: &str, name: &str, quota: u64) {
+        self.api(
+            token,
+            Method::POST,
+            "/api/v1/projects",
+            json!({"name": name, "quota_bytes": quota}),
         )
         .await
         .expect(StatusCode::CREATED);
@@ -214,6 +231,55 @@ impl TestApp {
 
     pub async fn flush_audit(&self) {
         self.app.audit.flush().await.unwrap();
+    }
+
+    /// Every audit event recorded so far with `action`, oldest first.
+    pub async fn audit_events(&self, action: &str) -> Vec<wharf_audit::AuditEvent> {
+        self.flush_audit().await;
+        let query = wharf_audit::AuditQuery {
+            action: Some(action.into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut events = self.app.audit.query(&query).await.unwrap();
+        events.sort_by_key(|e| e.at_ms);
+        events
+    }
+
+    /// Creates robot `name` in `project` with `actions`; returns its full
+    /// name and secret.
+    pub async fn create_robot(
+        &self,
+        token: &str,
+        project: &str,
+        name: &str,
+        actions: &str,
+    ) -> (String, String) {
+        let reply = self
+            .api(
+                token,
+                Method::POST,
+                &format!("/api/v1/projects/{project}/robots"),
+                json!({"name": name, "actions": actions}),
+            )
+            .await
+            .expect(StatusCode::CREATED)
+            .json();
+        (
+            reply["robot"]["name"].as_str().unwrap().to_string(),
+            reply["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A form POST to the token endpoint.
+    pub async fn token_form(&self, form: &str) -> Reply {
+        self.send(
+            Method::POST,
+            "/service/token",
+            &[("content-type", "application/x-www-form-urlencoded".into())],
+            form.to_string(),
+        )
+        .await
     }
 }
 

@@ -26,9 +26,11 @@ pub mod settings;
 pub mod up;
 pub mod user;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 
 use crate::client::ApiClient;
+use crate::output::{self, OutputOption};
 
 /// The `--server` option of client commands.
 #[derive(clap::Args, Clone, Debug)]
@@ -43,4 +45,29 @@ impl ServerOption {
     pub fn client(&self) -> Result<ApiClient> {
         ApiClient::for_stored_login(self.server.as_deref())
     }
+}
+
+/// Disables or enables the account at `path` (its `disabled` resource),
+/// whose kind and name `what` gives for messages (`user alice`), and prints
+/// the answer: `name` says what a table shows of it.
+pub(crate) async fn set_disabled<T: DeserializeOwned>(
+    client: &mut ApiClient,
+    path: &[&str],
+    what: &str,
+    disabled: bool,
+    output: OutputOption,
+    name: impl FnOnce(T) -> String,
+) -> Result<()> {
+    let (doing, done) = if disabled {
+        ("disabling", "disabled")
+    } else {
+        ("enabling", "enabled")
+    };
+    let answer = client
+        .put(path, &serde_json::json!({ "disabled": disabled }))
+        .await
+        .with_context(|| format!("{doing} {what}"))?;
+    output::print(output.format, answer, |account: T| {
+        format!("{done} {}\n", name(account))
+    })
 }

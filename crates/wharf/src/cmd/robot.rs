@@ -10,7 +10,7 @@ use serde_json::json;
 use wharf_auth::{Robot, RobotPermission};
 
 use super::ServerOption;
-use crate::client::unix_now;
+use crate::client::{ApiClient, unix_now};
 use crate::output::{self, OutputOption, Table, rfc3339, yes_no};
 use crate::units;
 
@@ -58,6 +58,25 @@ pub enum RobotCommand {
         project: String,
         /// Short or full robot name.
         name: String,
+    },
+    /// Disable a robot account: no more logins, and the tokens it holds
+    /// stop working at once.
+    Disable {
+        /// Project name.
+        project: String,
+        /// Short or full robot name.
+        name: String,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// Enable a disabled robot account again; it logs in anew with its secret.
+    Enable {
+        /// Project name.
+        project: String,
+        /// Short or full robot name.
+        name: String,
+        #[command(flatten)]
+        output: OutputOption,
     },
 }
 
@@ -129,7 +148,32 @@ pub async fn run(args: RobotArgs) -> Result<()> {
             println!("deleted robot {name} of project {project}");
             Ok(())
         }
+        RobotCommand::Disable {
+            project,
+            name,
+            output,
+        } => set_disabled(&mut client, &project, &name, true, output).await,
+        RobotCommand::Enable {
+            project,
+            name,
+            output,
+        } => set_disabled(&mut client, &project, &name, false, output).await,
     }
+}
+
+async fn set_disabled(
+    client: &mut ApiClient,
+    project: &str,
+    name: &str,
+    disabled: bool,
+    output: OutputOption,
+) -> Result<()> {
+    let path = ["projects", project, "robots", name, "disabled"];
+    let what = format!("robot {name} of project {project}");
+    super::set_disabled(client, &path, &what, disabled, output, |robot: Robot| {
+        format!("robot {}", robot.name)
+    })
+    .await
 }
 
 fn robot_table(robots: Vec<Robot>) -> String {

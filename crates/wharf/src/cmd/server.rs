@@ -28,6 +28,10 @@ pub struct ServerArgs {
     /// Content marked more recently than this is never collected.
     #[arg(long, default_value = "1h", value_parser = units::parse_duration)]
     gc_grace: Duration,
+    /// Scheduled collections also delete untagged manifests (as Harbor's
+    /// "delete untagged artifacts"); see `wharf gc --delete-untagged`.
+    #[arg(long)]
+    gc_delete_untagged: bool,
     /// Upload sessions idle this long are deleted.
     #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
     upload_ttl: Duration,
@@ -84,6 +88,7 @@ impl ServerArgs {
     pub fn config(&self) -> ServerConfig {
         let mut config = ServerConfig::new(self.listen, self.data_dir.clone());
         config.gc_interval = (!self.gc_interval.is_zero()).then_some(self.gc_interval);
+        config.gc_delete_untagged = self.gc_delete_untagged;
         config.registry = RegistryConfig {
             max_manifest_bytes: self.max_manifest_size,
             max_blob_bytes: self.max_blob_size,

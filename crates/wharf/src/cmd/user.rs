@@ -217,19 +217,14 @@ async fn set_disabled(
     disabled: bool,
     output: OutputOption,
 ) -> Result<()> {
-    let (doing, done) = if disabled {
-        ("disabling", "disabled")
-    } else {
-        ("enabling", "enabled")
-    };
-    let answer = client
-        .put(
-            &["users", name, "disabled"],
-            &json!({ "disabled": disabled }),
-        )
-        .await
-        .with_context(|| format!("{doing} user {name}"))?;
-    output::print(output.format, answer, |user: User| {
-        format!("{done} user {}\n", user.name)
-    })
+    let path = ["users", name, "disabled"];
+    super::set_disabled(
+        client,
+        &path,
+        &format!("user {name}"),
+        disabled,
+        output,
+        |user: User| format!("user {}", user.name),
+    )
+    .await
 }
