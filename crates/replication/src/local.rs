@@ -241,6 +241,9 @@ impl RegistryAccess for LocalRegistry {
             } => TagWrite::Kept(format!(
                 "local kept {repo}:{reference} at {current} (origin {current_origin})"
             )),
+            TagOutcome::KeptDeleted { deleted_origin } => TagWrite::Kept(format!(
+                "local keeps {repo}:{reference} deleted (delete from {deleted_origin})"
+            )),
             _ => TagWrite::Moved,
         })
     }
@@ -266,7 +269,7 @@ impl RegistryAccess for LocalRegistry {
                 .delete_manifest_from(repo, &reference, origin)
                 .await,
         )? {
-            None => Ok(TagDelete::Absent),
+            None | Some(DeleteOutcome::Absent) => Ok(TagDelete::Absent),
             Some(DeleteOutcome::Kept {
                 current,
                 current_origin,

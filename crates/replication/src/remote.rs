@@ -754,6 +754,10 @@ impl RegistryAccess for RemoteRegistry {
                 "{} kept its own newer artifact under {repo}:{reference}",
                 self.name
             )),
+            Some("kept-deleted") => TagWrite::Kept(format!(
+                "{} keeps {repo}:{reference} deleted (its delete is newer)",
+                self.name
+            )),
             _ => TagWrite::Moved,
         })
     }
@@ -850,6 +854,7 @@ impl RegistryAccess for RemoteRegistry {
                     Some("kept") => {
                         TagDelete::Kept(format!("{} kept its newer {repo}:{tag}", self.name))
                     }
+                    Some("absent") => TagDelete::Absent,
                     _ => TagDelete::Deleted,
                 })
             }

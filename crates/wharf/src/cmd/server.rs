@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// Largest manifest accepted.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     max_manifest_size: u64,
+    /// How long deleted tags are remembered (tombstones). Replication
+    /// converges on deletes made during partitions shorter than this.
+    #[arg(long, default_value = "30d", value_parser = units::parse_duration)]
+    tombstone_retention: Duration,
     /// URL clients reach this server at, for token realms (default: from each request's Host).
     #[arg(long, env = "WHARF_PUBLIC_URL")]
     public_url: Option<String>,
@@ -89,6 +93,7 @@ impl ServerArgs {
             max_blob_bytes: self.max_blob_size,
             gc_grace: self.gc_grace,
             upload_ttl: self.upload_ttl,
+            tombstone_retention: self.tombstone_retention,
             ..RegistryConfig::default()
         };
         config.identity = IdentityConfig {
