@@ -651,6 +651,11 @@ impl Replication {
             if let Err(err) = self.prune().await {
                 tracing::warn!(error = %err, "pruning replication jobs failed");
             }
+            // Tombstones belong to the registry, but only replication needs
+            // them, and this loop runs on one server at a time.
+            if let Err(err) = self.inner.registry.prune_tombstones().await {
+                tracing::warn!(error = %err, "pruning tombstones of deleted tags failed");
+            }
         }
     }
 

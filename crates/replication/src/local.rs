@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
-use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome};
+use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome, Tombstone};
 
 use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
@@ -95,6 +95,18 @@ impl RegistryAccess for LocalRegistry {
                 )
             })
             .collect())
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, ReplicationError> {
+        let mut out = Vec::new();
+        loop {
+            let last = out.last().map(Tombstone::cursor);
+            let page = self.registry.tombstones(1000, last.as_deref()).await?;
+            out.extend(page.items);
+            if !page.more {
+                return Ok(out);
+            }
+        }
     }
 
     async fn tag(

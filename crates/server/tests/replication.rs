@@ -136,6 +136,30 @@ impl Peer {
             .await;
     }
 
+    /// Turns a policy on or off (off: as if the link were cut, for events
+    /// and reconcile passes alike).
+    async fn enable(&self, policy: &str, enabled: bool) {
+        let path = format!("/api/v1/replication/policies/{policy}");
+        let mut p = self.api("GET", &path, Value::Null).await;
+        p["enabled"] = json!(enabled);
+        self.api("PUT", &path, p).await;
+    }
+
+    /// Runs a reconcile pass now; the jobs it created.
+    async fn reconcile(&self) -> Vec<Value> {
+        let pass = self
+            .api("POST", "/api/v1/replication/reconcile", Value::Null)
+            .await;
+        pass["items"].as_array().unwrap().clone()
+    }
+
+    /// The tasks of a job.
+    async fn tasks_of(&self, job: &Value) -> Vec<Value> {
+        let path = format!("/api/v1/replication/jobs/{}", job["id"].as_str().unwrap());
+        let detail = self.api("GET", &path, Value::Null).await;
+        detail["taskList"].as_array().unwrap().clone()
+    }
+
     /// Pushes a one-layer image with `layer_size` bytes seeded by `seed`.
     async fn push(&self, repo: &str, tag: &str, seed: u8, layer_size: usize) -> Digest {
         push_image(&self.registry, repo, tag, seed, layer_size).await
@@ -364,8 +388,10 @@ async fn hierarchy_forwards_each_arrival_to_the_next_hop() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dual_master_converges_without_loops_and_resolves_conflicts() {
+/// Two servers with push policies to each other (deletions replicated),
+/// and one tag written on each side and replicated: `shop/x:1` from a,
+/// `shop/y:1` from b.
+async fn dual_master() -> (Peer, Peer) {
     let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
     a.add_endpoint(&b).await;
     b.add_endpoint(&a).await;
@@ -373,46 +399,31 @@ async fn dual_master_converges_without_loops_and_resolves_conflicts() {
         .await;
     b.add_policy("to-a", "idc-a", json!({"replicateDeletion": true}))
         .await;
-
     let from_a = a.push("shop/x", "1", 1, 1000).await;
     let from_b = b.push("shop/y", "1", 2, 1000).await;
     b.wait_for("shop/x", "1", Some(&from_a)).await;
     a.wait_for("shop/y", "1", Some(&from_b)).await;
     a.settle().await;
     b.settle().await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dual_master_converges_without_loops_and_resolves_conflicts() {
+    let (a, b) = dual_master().await;
     // Each artifact crossed once: no job sends it back where it came from.
     assert_eq!(a.jobs("to-b").await.len(), 1);
     assert_eq!(b.jobs("to-a").await.len(), 1);
 
     // A partition: both sides write the same tag; the later write wins on both.
-    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
-        let mut p = peer
-            .api(
-                "GET",
-                &format!("/api/v1/replication/policies/{policy}"),
-                Value::Null,
-            )
-            .await;
-        p["enabled"] = json!(false);
-        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
-            .await;
-    }
+    a.enable("to-b", false).await;
+    b.enable("to-a", false).await;
     let older = a.push("shop/z", "1", 3, 1000).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let newer = b.push("shop/z", "1", 4, 1000).await;
     assert_ne!(older, newer);
-    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
-        let mut p = peer
-            .api(
-                "GET",
-                &format!("/api/v1/replication/policies/{policy}"),
-                Value::Null,
-            )
-            .await;
-        p["enabled"] = json!(true);
-        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
-            .await;
-    }
+    a.enable("to-b", true).await;
+    b.enable("to-a", true).await;
     let from_a_pass = a
         .api("POST", "/api/v1/replication/reconcile", Value::Null)
         .await;
@@ -462,6 +473,85 @@ async fn dual_master_converges_without_loops_and_resolves_conflicts() {
         "the delete went back to a"
     );
     assert_eq!(a.tag("shop/x", "1").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dual_master_deletes_during_a_partition_converge_and_stay_deleted() {
+    // One tag first written on each side (shop/x on a, shop/y on b).
+    let (a, b) = dual_master().await;
+
+    // The partition: a deletes both tags, b writes another one.
+    a.enable("to-b", false).await;
+    b.enable("to-a", false).await;
+    let x: RepositoryName = "shop/x".parse().unwrap();
+    let y: RepositoryName = "shop/y".parse().unwrap();
+    a.registry.delete(&x, "1", None).await.unwrap();
+    a.registry.delete(&y, "1", None).await.unwrap();
+    let from_b_later = b.push("shop/v", "1", 3, 500).await;
+    a.enable("to-b", true).await;
+    b.enable("to-a", true).await;
+
+    // b's pass first, the order that used to undo a delete: b copies only
+    // its new tag; a's tombstones keep the deleted ones out.
+    let from_b_pass = b.reconcile().await;
+    assert_eq!(from_b_pass.len(), 1, "{from_b_pass:?}");
+    let copies = b.tasks_of(&from_b_pass[0]).await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        (&copies[0]["kind"], &copies[0]["repository"]),
+        (&json!("copy"), &json!("shop/v"))
+    );
+    // a's pass repeats both deletes at b, with a's delete origins.
+    let from_a_pass = a.reconcile().await;
+    assert_eq!(from_a_pass.len(), 1, "{from_a_pass:?}");
+    let deletes = a.tasks_of(&from_a_pass[0]).await;
+    let mut planned: Vec<(String, String)> = deletes
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["repository"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [
+            ("delete".to_string(), "shop/x".to_string()),
+            ("delete".to_string(), "shop/y".to_string())
+        ]
+    );
+    assert!(
+        deletes
+            .iter()
+            .all(|t| t["origin"].as_str().unwrap().starts_with("idc-a;")),
+        "{deletes:?}"
+    );
+
+    // Both sides agree: the deletes hold, the write made meanwhile arrived.
+    b.wait_for("shop/x", "1", None).await;
+    b.wait_for("shop/y", "1", None).await;
+    a.wait_for("shop/v", "1", Some(&from_b_later)).await;
+    a.settle().await;
+    b.settle().await;
+    for peer in [&a, &b] {
+        assert_eq!(peer.tag("shop/x", "1").await, None, "{}", peer.instance);
+        assert_eq!(peer.tag("shop/y", "1").await, None, "{}", peer.instance);
+        assert_eq!(
+            peer.tag("shop/v", "1").await.map(|s| s.digest),
+            Some(from_b_later.clone())
+        );
+        assert!(peer.reconcile().await.is_empty(), "{}", peer.instance);
+    }
+
+    // A newer write of a deleted tag wins over the tombstone everywhere.
+    let again = b.push("shop/x", "1", 4, 500).await;
+    a.wait_for("shop/x", "1", Some(&again)).await;
+    b.settle().await;
+    for peer in [&a, &b] {
+        assert!(peer.reconcile().await.is_empty(), "{}", peer.instance);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
