@@ -132,6 +132,17 @@ impl RemoteRegistry {
         })
     }
 
+    /// Asks `/v2/` with the endpoint's credentials, whatever its kind: an
+    /// error if it does not answer or refuses them; a Wharf's instance id.
+    pub async fn ping(&self) -> Result<Option<String>, ReplicationError> {
+        let url = self.url("/v2/");
+        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
+        if !response.status().is_success() {
+            return Err(self.failure("ping", response).await);
+        }
+        Ok(header_str(&response, INSTANCE_HEADER))
+    }
+
     fn url(&self, path: &str) -> Url {
         self.base
             .join(path)
@@ -476,12 +487,7 @@ impl RegistryAccess for RemoteRegistry {
         if self.kind != EndpointKind::Wharf {
             return Ok(None);
         }
-        let url = self.url("/v2/");
-        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
-        if !response.status().is_success() {
-            return Err(self.failure("ping", response).await);
-        }
-        Ok(header_str(&response, INSTANCE_HEADER))
+        self.ping().await
     }
 
     async fn repositories(&self) -> Result<Vec<RepositoryName>, ReplicationError> {

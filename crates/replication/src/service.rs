@@ -1,7 +1,7 @@
 //! The replication service: endpoint and policy definitions, job creation
 //! and queries. [`crate::executor`] runs the jobs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +48,10 @@ pub struct ReplicationOptions {
     pub remote: RemoteOptions,
     /// Finished jobs are kept this long.
     pub job_retention: Duration,
+    /// How often an endpoint that stopped answering is asked again; once it
+    /// answers, its policies are reconciled at once (not at the next pass)
+    /// and tasks waiting to retry try again.
+    pub probe_interval: Duration,
 }
 
 impl Default for ReplicationOptions {
@@ -61,6 +65,7 @@ impl Default for ReplicationOptions {
             workers: 16,
             remote: RemoteOptions::default(),
             job_retention: Duration::from_secs(7 * 24 * 3600),
+            probe_interval: Duration::from_secs(5),
         }
     }
 }
@@ -159,9 +164,16 @@ pub(crate) struct Inner {
     pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
     pub workers: Arc<Semaphore>,
     /// Destination projects known to exist, per endpoint.
-    pub projects: Mutex<std::collections::HashSet<(String, String)>>,
+    pub projects: Mutex<HashSet<(String, String)>>,
     pub sequence: AtomicU64,
     pub reports: Option<ReportHook>,
+    /// Endpoints that stopped answering, asked again every `probe_interval`.
+    pub unreachable: Mutex<HashSet<String>>,
+    /// Policies to reconcile as soon as their unfinished job ends (their
+    /// endpoint came back while the job was running).
+    pub deferred: Mutex<HashSet<String>>,
+    /// Wakes tasks waiting to retry: an endpoint answers again.
+    pub recovered: Notify,
 }
 
 /// Registry events go to the replication queue; never blocks.
@@ -238,9 +250,12 @@ impl Replication {
                 slots: Mutex::new(HashMap::new()),
                 connections: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
-                projects: Mutex::new(std::collections::HashSet::new()),
+                projects: Mutex::new(HashSet::new()),
                 sequence: AtomicU64::new(0),
                 reports: None,
+                unreachable: Mutex::new(HashSet::new()),
+                deferred: Mutex::new(HashSet::new()),
+                recovered: Notify::new(),
             }),
         }
     }

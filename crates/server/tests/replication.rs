@@ -2,6 +2,8 @@
 //! Wharf servers (one per "IDC"), configures endpoints and policies through
 //! the API, pushes over HTTP and watches the artifacts arrive.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -117,10 +119,15 @@ impl Peer {
 
     /// Makes `other` an endpoint of this server.
     async fn add_endpoint(&self, other: &Peer) {
+        self.add_endpoint_at(other, &other.url).await;
+    }
+
+    /// Makes `other`, reached at `url`, an endpoint of this server.
+    async fn add_endpoint_at(&self, other: &Peer, url: &str) {
         self.api(
             "POST",
             "/api/v1/replication/endpoints",
-            json!({"name": other.instance, "url": other.url, "username": "admin", "password": PASSWORD}),
+            json!({"name": other.instance, "url": url, "username": "admin", "password": PASSWORD}),
         )
         .await;
     }
@@ -235,6 +242,67 @@ impl Peer {
             )
             .await;
         audit.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A TCP relay in front of a server, standing for the network link to it:
+/// cut, it drops every connection through it and closes new ones at once.
+struct Link {
+    url: String,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(peer: &Peer) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let target = peer.url.trim_start_matches("http://").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepting = tokio::spawn({
+            let (cut, connections) = (cut.clone(), connections.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(relay.abort_handle());
+                }
+            }
+        });
+        Link {
+            url,
+            cut,
+            connections,
+            accepting,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
     }
 }
 
@@ -881,4 +949,95 @@ async fn a_failed_job_names_its_first_failure() {
     assert_eq!(detail["taskList"][0]["attempts"], 3, "{detail}");
     let error = detail["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("shop/x:1: gone:"), "{detail}");
+}
+
+/// a pushes to b through a link a test can cut; a asks an unreachable b
+/// again every 200 ms, and its periodic reconcile pass is an hour away (as
+/// every peer's here), so only the probe can repair in time.
+async fn behind_a_link(adjust: impl FnOnce(&mut ReplicationOptions)) -> (Peer, Peer, Link) {
+    let (a, b) = tokio::join!(
+        Peer::start_with("idc-a", |o| {
+            o.probe_interval = Duration::from_millis(200);
+            adjust(o);
+        }),
+        Peer::start("idc-b")
+    );
+    let link = Link::to(&b).await;
+    a.add_endpoint_at(&b, &link.url).await;
+    a.add_policy("to-b", "idc-b", json!({"replicateDeletion": true}))
+        .await;
+    (a, b, link)
+}
+
+/// How long after the link came back `repo:tag` was at `digest` on `peer`.
+async fn converged(
+    peer: &Peer,
+    repo: &str,
+    tag: &str,
+    digest: Option<&Digest>,
+    since: Instant,
+) -> Duration {
+    peer.wait_for(repo, tag, digest).await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_answering_again_is_reconciled_at_once() {
+    let (a, b, link) = behind_a_link(|_| {}).await;
+    let kept = a.push("shop/x", "1", 1, 500).await;
+    b.wait_for("shop/x", "1", Some(&kept)).await;
+    a.settle().await;
+
+    link.cut();
+    let written = a.push("shop/y", "1", 2, 500).await;
+    let x: RepositoryName = "shop/x".parse().unwrap();
+    a.registry.delete(&x, "1", None).await.unwrap();
+    // Both event jobs give up against the cut link (three tries).
+    a.settle().await;
+    let failed = a.jobs("to-b").await;
+    assert!(
+        failed[..2].iter().all(|j| j["state"] == "failed"),
+        "{failed:?}"
+    );
+
+    let restored = Instant::now();
+    link.restore();
+    let took = converged(&b, "shop/y", "1", Some(&written), restored).await;
+    let took = took.max(converged(&b, "shop/x", "1", None, restored).await);
+    eprintln!("converged {} ms after the link came back", took.as_millis());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let repaired = &a.jobs("to-b").await[0];
+    assert_eq!(repaired["trigger"], "reconcile", "{repaired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_and_a_deferred_reconcile_go_when_the_endpoint_answers_again() {
+    // A task that failed waits 20 s before its next try.
+    let (a, b, link) = behind_a_link(|o| o.retry_base = Duration::from_secs(20)).await;
+    link.cut();
+    let by_event = a.push("shop/y", "1", 2, 500).await;
+    // A write no event carries (the policy is off for it): only a
+    // reconcile pass copies it, and the policy is busy with the event job.
+    a.enable("to-b", false).await;
+    let by_reconcile = a.push("shop/z", "1", 3, 500).await;
+    a.enable("to-b", true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = a.jobs("to-b").await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["state"], "running", "{waiting:?}");
+
+    let restored = Instant::now();
+    link.restore();
+    let retried = converged(&b, "shop/y", "1", Some(&by_event), restored).await;
+    let reconciled = converged(&b, "shop/z", "1", Some(&by_reconcile), restored).await;
+    eprintln!(
+        "retry {} ms, deferred reconcile {} ms after the link came back",
+        retried.as_millis(),
+        reconciled.as_millis()
+    );
+    assert!(retried < Duration::from_secs(5), "retry took {retried:?}");
+    assert!(
+        reconciled < Duration::from_secs(5),
+        "reconcile took {reconciled:?}"
+    );
 }

@@ -69,6 +69,10 @@ pub struct ServerArgs {
     /// destination and the differences copied.
     #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
     replication_reconcile: Duration,
+    /// How often an unreachable replication endpoint is asked again; when it
+    /// answers, its policies are reconciled at once.
+    #[arg(long, default_value = "5s", value_parser = units::parse_duration)]
+    replication_probe: Duration,
     /// Tries per replication task before it fails.
     #[arg(long, default_value_t = 6)]
     replication_attempts: u32,
@@ -115,6 +119,7 @@ impl ServerArgs {
             max_attempts: self.replication_attempts.max(1),
             retry_base: self.replication_retry,
             chunk_size: self.replication_chunk.max(1 << 20),
+            probe_interval: self.replication_probe.max(Duration::from_millis(100)),
             remote: RemoteOptions {
                 connect_timeout: self.replication_timeout.min(Duration::from_secs(10)),
                 read_timeout: self.replication_timeout,
