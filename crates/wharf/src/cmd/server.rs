@@ -136,6 +136,7 @@ impl ServerArgs {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<()> {
+    let stop = shutdown_signal();
     let server = Server::bind(args.config()).await.with_context(|| {
         format!(
             "starting the server with data in {}",
@@ -147,17 +148,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         // Shown once, on the first start; it is stored only as a hash.
         println!("admin password: {password}");
     }
-    server.run(shutdown_signal()).await?;
+    server.run(stop).await?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first awaited: a signal during startup
+/// then ends the process cleanly too (giving leadership up) instead of
+/// killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
