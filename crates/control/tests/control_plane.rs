@@ -180,6 +180,28 @@ async fn replicas_spread_scale_and_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_deployment_deleted_while_no_controller_ran_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
+    let objects = plane.objects().clone();
+    add_node(&objects, "n1", 4000, 8 << 30, &[]).await;
+    let running = plane.start("test".into());
+    plane
+        .apply_deployment(deployment("web", 2, "100m", "64Mi", None))
+        .await
+        .unwrap();
+    wait_for_pods(&objects, "2 pods", |p| p.len() == 2).await;
+    // No leader: the deployment is deleted with nobody watching.
+    running.stop().await;
+    plane.delete_deployment("shop", "web").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(objects.list::<Pod>(None, None).await.unwrap().0.len(), 2);
+    // The next leader finds the orphans.
+    let _running = plane.start("test".into());
+    wait_for_pods(&objects, "no pods", |p| p.is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_that_fit_nowhere_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
