@@ -100,8 +100,14 @@ pub async fn run_as_leader<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let name = candidate.name.as_str();
-    while !stop.is_cancelled() {
-        match campaign(store, candidate, ttl).await {
+    loop {
+        // A store that does not answer must not hold a clean stop up; a
+        // lease granted by a campaign cut short lapses on its own.
+        let campaigned = tokio::select! {
+            result = campaign(store, candidate, ttl) => result,
+            () = stop.cancelled() => return,
+        };
+        match campaigned {
             Ok(Campaign::Leading(lease)) => {
                 tracing::info!(candidate = name, "leading the control plane");
                 let mut work = tokio::spawn(lead());
@@ -115,10 +121,13 @@ pub async fn run_as_leader<F, Fut>(
                     let _ = tokio::time::timeout(RELEASE_TIMEOUT, &mut work).await;
                     let revoked =
                         tokio::time::timeout(RELEASE_TIMEOUT, store.revoke_lease(lease)).await;
-                    if !matches!(revoked, Ok(Ok(()))) {
-                        tracing::warn!(candidate = name, "leader lease not released; it lapses");
+                    match revoked {
+                        Ok(Ok(())) => tracing::info!(candidate = name, "gave leadership up"),
+                        _ => tracing::warn!(
+                            candidate = name,
+                            "stopped leading; the leader lease could not be released and lapses"
+                        ),
                     }
-                    tracing::info!(candidate = name, "gave leadership up");
                     return;
                 }
                 tracing::warn!(candidate = name, "lost leadership");
