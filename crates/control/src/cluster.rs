@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use wharf_api::{Deployment, Pod};
@@ -12,7 +13,7 @@ use wharf_store::Store;
 use crate::ControlError;
 use crate::deployments::DeploymentController;
 use crate::ipam::IpReconciler;
-use crate::leader::run_as_leader;
+use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
 use crate::objects::Objects;
 use crate::scheduling::SchedulingLoop;
@@ -30,9 +31,22 @@ pub struct ControlPlane {
     scheduler_config: SchedulerConfig,
 }
 
-/// Controllers running in the background; they stop when this is dropped.
+/// Controllers running in the background; they stop when this is dropped
+/// (the leader lease, if held, then lapses after its TTL) or, releasing the
+/// lease at once, when [`Running::stop`] is awaited.
 pub struct Running {
-    _task: AbortOnDropHandle<()>,
+    task: AbortOnDropHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Running {
+    /// Stops the controllers and gives leadership up: the leader key goes
+    /// now, so another server takes over at once instead of after the
+    /// lease's TTL. For clean shutdowns.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl ControlPlane {
@@ -50,23 +64,25 @@ impl ControlPlane {
     }
 
     /// Runs the deployment controller, the scheduler and node lifecycle
-    /// while this server leads (`identity` names it in the leader key).
-    pub fn start(&self, identity: String) -> Running {
-        self.start_with(identity, std::future::pending::<()>)
+    /// while `candidate` leads.
+    pub fn start(&self, candidate: Candidate) -> Running {
+        self.start_with(candidate, std::future::pending::<()>)
     }
 
     /// [`start`](ControlPlane::start), also running the future `extra`
     /// makes (other controllers, such as replication) while leading.
-    pub fn start_with<F, Fut>(&self, identity: String, extra: F) -> Running
+    pub fn start_with<F, Fut>(&self, candidate: Candidate, extra: F) -> Running
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let store = objects.store().clone();
-            run_as_leader(store.as_ref(), &identity, LEADER_TTL, || {
+            run_as_leader(store.as_ref(), &candidate, LEADER_TTL, stopped, || {
                 let objects = objects.clone();
                 let extra = tokio::spawn(extra());
                 async move {
@@ -90,7 +106,8 @@ impl ControlPlane {
             .await;
         });
         Running {
-            _task: AbortOnDropHandle::new(task),
+            task: AbortOnDropHandle::new(task),
+            stop,
         }
     }
 

@@ -122,7 +122,16 @@ impl DeploymentController {
     async fn watch_pods(self: Arc<Self>) {
         loop {
             let result: Result<(), ControlError> = async {
-                let revision = self.objects.store().current_revision().await?;
+                // Owners of the pods there are: a deployment deleted while no
+                // controller ran (no leader yet, a restart) is seen by no
+                // watch, and its pods would otherwise stay for ever.
+                let (pods, revision) = self.objects.list::<Pod>(None, None).await?;
+                for pod in pods {
+                    if let Some(owner) = deployment_of(&pod) {
+                        self.queue
+                            .add((pod.metadata.project.unwrap_or_default(), owner));
+                    }
+                }
                 let mut changes = Box::pin(self.objects.watch::<Pod>(None, revision + 1).await?);
                 while let Some(change) = changes.next().await {
                     match change? {

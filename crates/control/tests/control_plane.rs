@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use wharf_api::{Deployment, Manifest, Node, Pod, Resources, parse_manifests};
-use wharf_control::{ControlPlane, Objects};
+use wharf_control::{Candidate, ControlPlane, Objects};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 
@@ -176,6 +177,28 @@ async fn replicas_spread_scale_and_go() {
         0,
         "allocations return to zero"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_deployment_deleted_while_no_controller_ran_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::new(store(&dir), SchedulerConfig::default());
+    let objects = plane.objects().clone();
+    add_node(&objects, "n1", 4000, 8 << 30, &[]).await;
+    let running = plane.start("test".into());
+    plane
+        .apply_deployment(deployment("web", 2, "100m", "64Mi", None))
+        .await
+        .unwrap();
+    wait_for_pods(&objects, "2 pods", |p| p.len() == 2).await;
+    // No leader: the deployment is deleted with nobody watching.
+    running.stop().await;
+    plane.delete_deployment("shop", "web").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(objects.list::<Pod>(None, None).await.unwrap().0.len(), 2);
+    // The next leader finds the orphans.
+    let _running = plane.start("test".into());
+    wait_for_pods(&objects, "no pods", |p| p.is_empty()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,20 +387,11 @@ async fn one_leader_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
     let leading = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut candidates = Vec::new();
-    for name in ["a", "b"] {
-        let (store, leading) = (store.clone(), leading.clone());
-        candidates.push(tokio::spawn(async move {
-            wharf_control::run_as_leader(store.as_ref(), name, Duration::from_secs(1), move || {
-                let leading = leading.clone();
-                async move {
-                    leading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    std::future::pending::<()>().await;
-                }
-            })
-            .await
-        }));
-    }
+    let ttl = Duration::from_secs(1);
+    let mut candidates: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| campaign(&store, Candidate::from(name), ttl, &leading).1)
+        .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         leading.load(std::sync::atomic::Ordering::SeqCst),
@@ -387,18 +401,120 @@ async fn one_leader_at_a_time() {
     let first = wharf_control::current_leader(store.as_ref())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .id;
     // The leader dies: the other takes over once its lease lapses.
     let index = if first == "a" { 0 } else { 1 };
     candidates.remove(index).abort();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = wharf_control::current_leader(store.as_ref()).await.unwrap();
-        if now.as_deref().is_some_and(|l| l != first) {
+        if now.is_some_and(|l| l.id != first) {
             break;
         }
         assert!(Instant::now() < deadline, "no takeover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(leading.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A candidate for the leader test: runs until `stop` is cancelled and
+/// counts how often it started leading in `leading`.
+fn campaign(
+    store: &Arc<dyn Store>,
+    candidate: Candidate,
+    ttl: Duration,
+    leading: &Arc<std::sync::atomic::AtomicUsize>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let (store, leading) = (store.clone(), leading.clone());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let task = tokio::spawn(async move {
+        wharf_control::run_as_leader(store.as_ref(), &candidate, ttl, stopped, move || {
+            let leading = leading.clone();
+            async move {
+                leading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+    });
+    (stop, task)
+}
+
+/// Waits until the leader key names `candidate`; how long that took.
+async fn leader_becomes(
+    store: &Arc<dyn Store>,
+    candidate: &Candidate,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let leader = wharf_control::current_leader(store.as_ref()).await.unwrap();
+        if leader.as_ref() == Some(candidate) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{candidate:?} did not lead within {within:?}; leader: {leader:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_takes_its_own_lease_back_and_a_stopped_one_hands_over_at_once() {
+    // The server's real lease lifetime: the point is to beat it.
+    let ttl = Duration::from_secs(10);
+    let dir = tempfile::tempdir().unwrap();
+    let leading = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a_before = Candidate::new("id-a", "host:1");
+    let a_after = Candidate::new("id-a", "host:3");
+    let b_candidate = Candidate::new("id-b", "host:2");
+    {
+        let store = store(&dir);
+        let (_stop, crashed) = campaign(&store, a_before.clone(), ttl, &leading);
+        leader_becomes(&store, &a_before, Duration::from_secs(2)).await;
+        // A crash: nothing gives the lease up, and the store file closes.
+        crashed.abort();
+        let _ = crashed.await;
+    }
+    // The reopened store grants every persisted lease a full TTL again.
+    let store = store(&dir);
+    // Another server does not take a's lease before it lapses...
+    let (stop_b, b) = campaign(&store, b_candidate.clone(), ttl, &leading);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = wharf_control::current_leader(store.as_ref()).await.unwrap();
+    assert_eq!(leader, Some(a_before));
+    // ...but a's next process (same id, another address) takes it back at once.
+    let (stop_a, a) = campaign(&store, a_after.clone(), ttl, &leading);
+    let took_back = leader_becomes(&store, &a_after, ttl / 2).await;
+    assert!(
+        took_back < Duration::from_secs(1),
+        "took back in {took_back:?}"
+    );
+
+    // A clean stop releases the lease: b takes over at once.
+    let stopping = Instant::now();
+    stop_a.cancel();
+    a.await.unwrap();
+    leader_becomes(&store, &b_candidate, ttl / 2).await;
+    let handed_over = stopping.elapsed();
+    assert!(
+        handed_over < Duration::from_secs(1),
+        "handed over in {handed_over:?}"
+    );
+    eprintln!(
+        "lease TTL {ttl:?}: taken back after a restart in {} ms, handed over at a clean stop in {} ms",
+        took_back.as_millis(),
+        handed_over.as_millis()
+    );
+    assert_eq!(leading.load(std::sync::atomic::Ordering::SeqCst), 3);
+    stop_b.cancel();
+    b.await.unwrap();
+    assert_eq!(
+        wharf_control::current_leader(store.as_ref()).await.unwrap(),
+        None,
+        "the last one released it too"
+    );
 }

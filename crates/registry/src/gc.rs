@@ -221,7 +221,10 @@ impl Registry {
         kv: &KeyValue,
         record: &ManifestRecord,
     ) -> Result<bool, RegistryError> {
-        let mut txn = self.manifest_delete_txn(repo, digest, kv, record).await?;
+        // Untagged: no tag to delete, so no tombstone and no origin to keep.
+        let (mut txn, _) = self
+            .manifest_delete_txn(repo, digest, kv, record, None)
+            .await?;
         if let Some(subject) = &record.subject {
             // Its subject went before it (or never was here): it must stay away.
             txn = txn.when_revision(keys::manifest(repo, subject), 0);

@@ -3,6 +3,7 @@
 //! ```text
 //! /registry/repos/<repo>                          RepoRecord     (repos with manifests)
 //! /registry/tags/<repo>:<tag>                     TagRecord      (digest, origin)
+//! /registry/tombstones/<repo>:<tag>               TombstoneRecord (origin of the delete)
 //! /registry/manifests/<repo>@<digest>             ManifestRecord
 //! /registry/links/<digest>/<repo>                 LinkRecord     (blob usable in repo)
 //! /registry/blobs/<digest>                        BlobRecord     (GC marks)
@@ -13,6 +14,9 @@
 //!
 //! `:` and `@` cannot occur in repository names, so a prefix such as
 //! `/registry/tags/a:` never matches the tags of `a/b`.
+//!
+//! A tag and its tombstone are never both present: every transaction that
+//! writes one removes the other, guarded by both revisions.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +30,7 @@ pub(crate) const TAGS: &str = "/registry/tags/";
 pub(crate) const MANIFESTS: &str = "/registry/manifests/";
 pub(crate) const LINKS: &str = "/registry/links/";
 pub(crate) const BLOBS: &str = "/registry/blobs/";
+pub(crate) const TOMBSTONES: &str = "/registry/tombstones/";
 
 pub(crate) fn repo(repo: &RepositoryName) -> String {
     format!("{REPOS}{repo}")
@@ -37,6 +42,14 @@ pub(crate) fn tag(repo: &RepositoryName, tag: &Tag) -> String {
 
 pub(crate) fn tags_of(repo: &RepositoryName) -> String {
     format!("{TAGS}{repo}:")
+}
+
+pub(crate) fn tombstone(repo: &RepositoryName, tag: &Tag) -> String {
+    format!("{TOMBSTONES}{repo}:{tag}")
+}
+
+pub(crate) fn tombstones_of(repo: &RepositoryName) -> String {
+    format!("{TOMBSTONES}{repo}:")
 }
 
 pub(crate) fn manifest(repo: &RepositoryName, digest: &Digest) -> String {
@@ -93,6 +106,12 @@ pub(crate) fn parse_link_key(key: &str) -> Option<(Digest, RepositoryName)> {
     Some((digest.parse().ok()?, repo.parse().ok()?))
 }
 
+/// Splits `/registry/tombstones/<repo>:<tag>` (neither contains `:`).
+pub(crate) fn parse_tombstone_key(key: &str) -> Option<(RepositoryName, Tag)> {
+    let (repo, tag) = key.strip_prefix(TOMBSTONES)?.split_once(':')?;
+    Some((repo.parse().ok()?, tag.parse().ok()?))
+}
+
 /// A repository that holds at least one manifest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct RepoRecord {
@@ -134,6 +153,22 @@ impl TagRecord {
             at: self.origin_at.unwrap_or(self.updated_at),
         }
     }
+}
+
+/// A deleted tag: the origin of the delete, which a later write of the tag
+/// must win over (as it would over a tag), so that replication cannot bring
+/// back what a newer delete removed. Pruned after the registry's
+/// `tombstone_retention`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TombstoneRecord {
+    /// The instance that first accepted the delete, and when.
+    pub origin: Origin,
+    /// The manifest the tag pointed at here; absent when the delete arrived
+    /// for a tag this registry did not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// When this registry recorded it (unix millis): retention counts from here.
+    pub recorded_at: u64,
 }
 
 /// A manifest stored in a repository; its bytes are the blob `digest`.

@@ -14,6 +14,7 @@ mod keys;
 mod manifests;
 mod origin;
 mod quota;
+mod tombstones;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,10 @@ pub use gc::{GcOptions, GcReport};
 pub use manifests::{DeleteOutcome, ManifestContent, Page, PushedManifest, TagOutcome};
 pub use origin::Origin;
 pub use quota::{QuotaSource, Unlimited};
+pub use tombstones::{Tombstone, TombstonePage};
+
+/// How long tombstones of deleted tags are kept by default: 30 days.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Limits and timings of the registry.
 #[derive(Clone, Debug)]
@@ -44,6 +49,11 @@ pub struct RegistryConfig {
     /// `[a-z0-9][a-z0-9-]{0,63}` ([`Origin::check_instance`]). Replicating
     /// registries need distinct ids.
     pub instance: String,
+    /// How long a deleted tag's tombstone is kept ([`Registry::tombstones`]).
+    /// Replicating registries converge on deletes made during partitions
+    /// shorter than this; after a longer one an older copy of the tag may
+    /// come back.
+    pub tombstone_retention: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -54,6 +64,7 @@ impl Default for RegistryConfig {
             gc_grace: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
             instance: "local".to_string(),
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
         }
     }
 }

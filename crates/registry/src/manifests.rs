@@ -5,10 +5,12 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use wharf_oci::manifest::Descriptor;
 use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName, Tag};
-use wharf_store::{KeyValue, ListOptions, StoreExt, Txn};
+use wharf_store::{KeyValue, ListOptions, ListPage, StoreExt, Txn};
 
 use crate::blobs::{MAX_ATTEMPTS, backoff};
-use crate::keys::{self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, now_millis};
+use crate::keys::{
+    self, LinkRecord, ManifestRecord, RepoRecord, TagRecord, TombstoneRecord, now_millis,
+};
 use crate::{Origin, Registry, RegistryError};
 
 /// A manifest as served.
@@ -66,6 +68,12 @@ pub enum TagOutcome {
         /// The origin of the write that set it there, which won.
         current_origin: Origin,
     },
+    /// A replicated push lost to a newer delete of the tag: the manifest is
+    /// stored by digest and the tag stays deleted.
+    KeptDeleted {
+        /// The origin of the delete, which won.
+        deleted_origin: Origin,
+    },
 }
 
 impl TagOutcome {
@@ -79,7 +87,7 @@ impl TagOutcome {
     }
 
     /// The value of the `Wharf-Tag` response header:
-    /// `none`, `stored`, `unchanged`, `replaced` or `kept`.
+    /// `none`, `stored`, `unchanged`, `replaced`, `kept` or `kept-deleted`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TagOutcome::NoTag => "none",
@@ -87,6 +95,7 @@ impl TagOutcome {
             TagOutcome::Unchanged => "unchanged",
             TagOutcome::Replaced { .. } => "replaced",
             TagOutcome::Kept { .. } => "kept",
+            TagOutcome::KeptDeleted { .. } => "kept-deleted",
         }
     }
 }
@@ -104,15 +113,20 @@ pub enum DeleteOutcome {
         /// The origin of the write that set it there, which won.
         current_origin: Origin,
     },
+    /// A replicated tag delete found no tag: nothing was deleted, and the
+    /// delete is remembered (unless a newer one already was), so that an
+    /// older write of the tag arriving later stays out.
+    Absent,
 }
 
 impl DeleteOutcome {
     /// The value of the `Wharf-Tag` response header to a tag delete:
-    /// `deleted` or `kept`.
+    /// `deleted`, `kept` or `absent`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DeleteOutcome::Deleted => "deleted",
             DeleteOutcome::Kept { .. } => "kept",
+            DeleteOutcome::Absent => "absent",
         }
     }
 }
@@ -429,6 +443,7 @@ impl Registry {
                     updated_at: now,
                 }),
             );
+        let local = origin.is_none();
         let mut write_origin = origin.cloned().unwrap_or_else(|| self.local_origin(now));
         let outcome = match reference {
             Reference::Digest(_) => TagOutcome::NoTag,
@@ -436,9 +451,28 @@ impl Registry {
                 let key = keys::tag(repo, tag);
                 match self.store.get(&key).await? {
                     None => {
-                        let record = TagRecord::new(digest.clone(), &write_origin, now);
-                        txn = txn.when_revision(&key, 0).put(key, keys::encode(&record));
-                        TagOutcome::Stored
+                        let (tombstone_revision, deleted) = self.tombstone(repo, tag).await?;
+                        txn = txn
+                            .when_revision(&key, 0)
+                            .when_revision(keys::tombstone(repo, tag), tombstone_revision);
+                        match deleted {
+                            Some(deleted) if !local && !write_origin.wins_over(&deleted.origin) => {
+                                TagOutcome::KeptDeleted {
+                                    deleted_origin: deleted.origin,
+                                }
+                            }
+                            deleted => {
+                                if let Some(deleted) = deleted {
+                                    if local {
+                                        write_origin = write_origin.after(&deleted.origin);
+                                    }
+                                    txn = txn.delete(keys::tombstone(repo, tag));
+                                }
+                                let record = TagRecord::new(digest.clone(), &write_origin, now);
+                                txn = txn.put(key, keys::encode(&record));
+                                TagOutcome::Stored
+                            }
+                        }
                     }
                     Some(kv) => {
                         let current: TagRecord = keys::decode(&key, &kv.value)?;
@@ -447,11 +481,10 @@ impl Registry {
                         if current.digest == *digest {
                             TagOutcome::Unchanged
                         } else {
-                            if origin.is_none() {
-                                write_origin.at =
-                                    write_origin.at.max(current_origin.at.saturating_add(1));
+                            if local {
+                                write_origin = write_origin.after(&current_origin);
                             }
-                            if origin.is_none() || write_origin.wins_over(&current_origin) {
+                            if local || write_origin.wins_over(&current_origin) {
                                 let record = TagRecord::new(digest.clone(), &write_origin, now);
                                 txn = txn.put(key, keys::encode(&record));
                                 TagOutcome::Replaced {
@@ -504,7 +537,11 @@ impl Registry {
     /// write's `origin` (`None`: accepted here). A tag delete with an origin
     /// happens only if that origin wins over or equals the origin of the
     /// write that set the tag; otherwise the tag is [`DeleteOutcome::Kept`].
-    /// Deletes by digest ignore the origin: content is not in conflict.
+    /// With an origin, a tag that is not there is [`DeleteOutcome::Absent`]
+    /// (without one: [`RegistryError::ManifestUnknown`]). Deletes by digest
+    /// ignore the origin: content is not in conflict. Every deleted tag
+    /// leaves a tombstone with the delete's origin (see
+    /// [`Registry::tombstones`]).
     pub async fn delete_manifest_from(
         &self,
         repo: &RepositoryName,
@@ -516,7 +553,7 @@ impl Registry {
 
     /// [`Registry::delete_manifest_from`], also returning the origin of the
     /// delete: the given one, or this instance at the later of now and one
-    /// millisecond after the deleted tag's origin.
+    /// millisecond after the origins of the tags it deletes.
     pub(crate) async fn delete_with_origin(
         &self,
         repo: &RepositoryName,
@@ -528,54 +565,36 @@ impl Registry {
         }
         for attempt in 0..MAX_ATTEMPTS {
             backoff(attempt).await;
-            let mut write_origin = origin
-                .cloned()
-                .unwrap_or_else(|| self.local_origin(now_millis()));
-            let (txn, deleted) = match reference {
+            let (txn, outcome, delete_origin, deleted) = match reference {
                 Reference::Tag(tag) => {
-                    let key = keys::tag(repo, tag);
-                    let kv = self
-                        .store
-                        .get(&key)
-                        .await?
-                        .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
-                    let current: TagRecord = keys::decode(&key, &kv.value)?;
-                    let current_origin = current.effective_origin(&self.config.instance);
-                    match origin {
-                        None => {
-                            write_origin.at =
-                                write_origin.at.max(current_origin.at.saturating_add(1));
-                        }
-                        Some(incoming)
-                            if *incoming != current_origin
-                                && !incoming.wins_over(&current_origin) =>
-                        {
-                            // Decided on what was read: nothing to write.
-                            let kept = DeleteOutcome::Kept {
-                                current: current.digest,
-                                current_origin,
-                            };
-                            return Ok((kept, write_origin));
-                        }
-                        Some(_) => {}
-                    }
-                    let txn = Txn::new().when_revision(&key, kv.mod_revision).delete(key);
-                    (txn, None)
+                    let (txn, outcome, origin) = self.tag_delete_txn(repo, tag, origin).await?;
+                    (txn, outcome, origin, None)
                 }
                 Reference::Digest(digest) => {
                     let (kv, record) = self
                         .manifest_record(repo, digest)
                         .await?
                         .ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
-                    let txn = self.manifest_delete_txn(repo, digest, &kv, &record).await?;
-                    (txn, Some(record))
+                    let (txn, delete_origin) = self
+                        .manifest_delete_txn(repo, digest, &kv, &record, origin)
+                        .await?;
+                    (
+                        Some(txn),
+                        DeleteOutcome::Deleted,
+                        delete_origin,
+                        Some(record),
+                    )
                 }
+            };
+            // Decided on what was read: nothing to write.
+            let Some(txn) = txn else {
+                return Ok((outcome, delete_origin));
             };
             if self.store.txn(txn).await?.succeeded {
                 if let Some(record) = deleted {
                     self.release_after_delete(repo, &record).await;
                 }
-                return Ok((DeleteOutcome::Deleted, write_origin));
+                return Ok((outcome, delete_origin));
             }
         }
         Err(RegistryError::Contention(format!("{repo}@{reference}")))
@@ -594,28 +613,116 @@ impl Registry {
         }
     }
 
-    /// The transaction deleting the manifest record `kv` (holding
-    /// `record`) of `repo`, with its tags, its referrer entry and its own
-    /// charge, guarded by the record's revision.
+    /// Decides a tag delete on what it reads: the transaction to commit (if
+    /// any), guarded by the revisions of the tag and its tombstone, the
+    /// outcome, and the delete's origin.
+    async fn tag_delete_txn(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        origin: Option<&Origin>,
+    ) -> Result<(Option<Txn>, DeleteOutcome, Origin), RegistryError> {
+        let now = now_millis();
+        let key = keys::tag(repo, tag);
+        let tombstone_key = keys::tombstone(repo, tag);
+        let current = self.store.get(&key).await?;
+        let (tombstone_revision, deleted) = self.tombstone(repo, tag).await?;
+        let guarded = |tag_revision| {
+            Txn::new()
+                .when_revision(&key, tag_revision)
+                .when_revision(&tombstone_key, tombstone_revision)
+        };
+        let record = |origin: &Origin, digest| {
+            keys::encode(&TombstoneRecord {
+                origin: origin.clone(),
+                digest,
+                recorded_at: now,
+            })
+        };
+        let Some(kv) = current else {
+            let Some(incoming) = origin else {
+                return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag}")));
+            };
+            if deleted.is_some_and(|d| !incoming.wins_over(&d.origin)) {
+                return Ok((None, DeleteOutcome::Absent, incoming.clone()));
+            }
+            // Remembered, so that an older write arriving later stays out.
+            let txn = guarded(0).put(&tombstone_key, record(incoming, None));
+            return Ok((Some(txn), DeleteOutcome::Absent, incoming.clone()));
+        };
+        let current: TagRecord = keys::decode(&key, &kv.value)?;
+        let current_origin = current.effective_origin(&self.config.instance);
+        let delete_origin = match origin {
+            None => self.local_origin(now).after(&current_origin),
+            Some(incoming)
+                if *incoming == current_origin || incoming.wins_over(&current_origin) =>
+            {
+                incoming.clone()
+            }
+            Some(incoming) => {
+                let kept = DeleteOutcome::Kept {
+                    current: current.digest,
+                    current_origin,
+                };
+                return Ok((None, kept, incoming.clone()));
+            }
+        };
+        let txn = guarded(kv.mod_revision)
+            .delete(&key)
+            .put(&tombstone_key, record(&delete_origin, Some(current.digest)));
+        Ok((Some(txn), DeleteOutcome::Deleted, delete_origin))
+    }
+
+    /// The transaction deleting the manifest record `kv` (holding `record`)
+    /// of `repo` with its own charge, its referrer entry and every tag
+    /// pointing at it, each tag leaving a tombstone, guarded by the
+    /// revisions read; and the delete's origin: `origin`, or this instance
+    /// stamped after every deleted tag's origin.
     pub(crate) async fn manifest_delete_txn(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         kv: &KeyValue,
         record: &ManifestRecord,
-    ) -> Result<Txn, RegistryError> {
+        origin: Option<&Origin>,
+    ) -> Result<(Txn, Origin), RegistryError> {
+        let now = now_millis();
         let mut txn = Txn::new()
             .when_revision(&kv.key, kv.mod_revision)
             .delete(&kv.key);
         txn = self
             .account(txn, repo.project(), digest, record.size, -1)
             .await?;
+        let mut delete_origin = origin.cloned().unwrap_or_else(|| self.local_origin(now));
+        let mut deleted_tags = Vec::new();
         for tag in self.store.list_all(&keys::tags_of(repo), 1000).await? {
-            if keys::decode::<TagRecord>(&tag.key, &tag.value)?.digest == *digest {
-                txn = txn
-                    .when_revision(&tag.key, tag.mod_revision)
-                    .delete(tag.key);
+            let tag_record = keys::decode::<TagRecord>(&tag.key, &tag.value)?;
+            if tag_record.digest == *digest {
+                if origin.is_none() {
+                    delete_origin =
+                        delete_origin.after(&tag_record.effective_origin(&self.config.instance));
+                }
+                txn = txn.when_revision(&tag.key, tag.mod_revision);
+                deleted_tags.push(tag.key);
             }
+        }
+        let tombstones = self.tombstone_revisions(repo).await?;
+        let prefix = keys::tags_of(repo);
+        for tag_key in deleted_tags {
+            let tombstone_key =
+                format!("{}{}", keys::tombstones_of(repo), &tag_key[prefix.len()..]);
+            let tombstone = TombstoneRecord {
+                origin: delete_origin.clone(),
+                digest: Some(digest.clone()),
+                recorded_at: now,
+            };
+            txn = txn
+                .when_revision(
+                    &tombstone_key,
+                    tombstones.get(&tombstone_key).copied().unwrap_or(0),
+                )
+                .delete(tag_key)
+                .put(tombstone_key, keys::encode(&tombstone));
         }
         if let Some(subject) = &record.subject {
             txn = txn.delete(keys::referrers_of(repo, subject) + digest.as_str());
@@ -640,13 +747,13 @@ impl Registry {
         if others.items.len() > 1 {
             if let Some(repo_kv) = repo_kv {
                 let mut repo_record: RepoRecord = keys::decode(&repo_key, &repo_kv.value)?;
-                repo_record.updated_at = now_millis();
+                repo_record.updated_at = now;
                 txn = txn.put(repo_key, keys::encode(&repo_record));
             }
         } else {
             txn = txn.delete(repo_key);
         }
-        Ok(txn)
+        Ok((txn, delete_origin))
     }
 
     /// Tags of `repo` in lexical order, `n` at a time after `last`.
@@ -687,14 +794,7 @@ impl Registry {
         n: usize,
         last: Option<&str>,
     ) -> Result<Page, RegistryError> {
-        if n == 0 {
-            return Ok(Page::default());
-        }
-        let options = ListOptions {
-            start_after: last.map(|last| format!("{prefix}{last}")),
-            limit: Some(n),
-        };
-        let page = self.store.list(prefix, options).await?;
+        let page = self.list_after(prefix, n, last).await?;
         Ok(Page {
             items: page
                 .items
@@ -703,6 +803,23 @@ impl Registry {
                 .collect(),
             more: page.more,
         })
+    }
+
+    /// Up to `n` keys under `prefix` after `prefix` + `last`.
+    pub(crate) async fn list_after(
+        &self,
+        prefix: &str,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<ListPage, RegistryError> {
+        if n == 0 {
+            return Ok(ListPage::default());
+        }
+        let options = ListOptions {
+            start_after: last.map(|last| format!("{prefix}{last}")),
+            limit: Some(n),
+        };
+        Ok(self.store.list(prefix, options).await?)
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those

@@ -119,6 +119,14 @@ impl Origin {
     pub fn wins_over(&self, other: &Origin) -> bool {
         (self.at, self.instance.as_str()) > (other.at, other.instance.as_str())
     }
+
+    /// This origin, moved to one millisecond after `previous` unless it is
+    /// later already: a write or delete accepted here is stamped so that it
+    /// beats what it replaces even when this clock lags the writer's.
+    pub(crate) fn after(mut self, previous: &Origin) -> Origin {
+        self.at = self.at.max(previous.at.saturating_add(1));
+        self
+    }
 }
 
 impl fmt::Display for Origin {

@@ -98,6 +98,7 @@ async fn every_operation_is_checked() {
     for (method, uri) in [
         (Method::GET, "/v2/".to_string()),
         (Method::GET, "/v2/_catalog".to_string()),
+        (Method::GET, "/v2/_tombstones".to_string()),
         (Method::GET, "/v2/a/app/tags/list".to_string()),
         (Method::GET, "/v2/a/app/manifests/v1".to_string()),
         (Method::PUT, "/v2/a/app/manifests/v1".to_string()),
@@ -189,6 +190,64 @@ async fn catalog_lists_only_readable_repositories() {
         )
         .await;
     assert_eq!(page.json()["repositories"], serde_json::json!(["b/app"]));
+
+    // Deleted tags are listed under the same rule.
+    for repo in ["a/app", "b/app"] {
+        reg.send(
+            Method::DELETE,
+            &format!("/v2/{repo}/manifests/v1"),
+            &alice,
+            Bytes::new(),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+    }
+    let deleted = |user: &'static str, query: &'static str| {
+        let reg = &reg;
+        async move {
+            let reply = reg
+                .send(
+                    Method::GET,
+                    &format!("/v2/_tombstones{query}"),
+                    &[("x-user", user)],
+                    Bytes::new(),
+                )
+                .await
+                .expect(StatusCode::OK);
+            let link = reply.headers.get("link").cloned();
+            let listed: Vec<String> = reply.json()["tombstones"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}:{}",
+                        t["repository"].as_str().unwrap(),
+                        t["tag"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            (listed, link)
+        }
+    };
+    assert_eq!(deleted("alice", "").await.0, ["a/app:v1", "b/app:v1"]);
+    assert_eq!(deleted("bob", "").await.0, ["b/app:v1"]);
+    assert!(deleted("carol", "").await.0.is_empty());
+    let (first, link) = deleted("alice", "?n=1").await;
+    assert_eq!(first, ["a/app:v1"]);
+    assert_eq!(
+        link.unwrap().to_str().unwrap(),
+        "</v2/_tombstones?n=1&last=a%2Fapp%3Av1>; rel=\"next\""
+    );
+    assert_eq!(
+        deleted("alice", "?n=1&last=a/app:v1").await,
+        (vec!["b/app:v1".to_string()], None)
+    );
+    // Paging counts visible tombstones only.
+    assert_eq!(
+        deleted("bob", "?n=1").await,
+        (vec!["b/app:v1".to_string()], None)
+    );
 }
 
 #[tokio::test]

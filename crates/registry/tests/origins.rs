@@ -1,6 +1,8 @@
 //! Origins of tag writes for dual-master replication: the conflict rule
 //! (later origin time wins, equal times the greater instance id), the
-//! `Wharf-Origin` and `Wharf-Tag` headers, and the events that report them.
+//! `Wharf-Origin` and `Wharf-Tag` headers, and the events that report them;
+//! tombstones of deleted tags, which hold the same rule against later
+//! writes, and their pruning.
 
 mod common;
 
@@ -33,6 +35,11 @@ impl Recorder {
 
 /// A registry whose instance id is `dc-here`, recording its events.
 fn setup() -> (TestRegistry, Arc<Recorder>) {
+    setup_with(RegistryConfig::default())
+}
+
+/// [`setup`] with other settings.
+fn setup_with(config: RegistryConfig) -> (TestRegistry, Arc<Recorder>) {
     let events = Arc::new(Recorder::default());
     let gate = Gate {
         authorizer: Arc::new(OpenAccess),
@@ -40,7 +47,7 @@ fn setup() -> (TestRegistry, Arc<Recorder>) {
     };
     let config = RegistryConfig {
         instance: HERE.to_string(),
-        ..RegistryConfig::default()
+        ..config
     };
     (TestRegistry::with_config_and_gate(config, gate), events)
 }
@@ -819,6 +826,287 @@ async fn concurrent_replicated_pushes_converge_on_the_winner() {
         tag_origin(&reg, "p/app", "v1").await,
         (sha256(&bodies[15]), origin("dc-15", 107))
     );
+}
+
+async fn tombstone(reg: &TestRegistry, repo_name: &str, tag_name: &str) -> Option<Origin> {
+    reg.registry
+        .tombstone_origin(&repo(repo_name), &tag(tag_name))
+        .await
+        .unwrap()
+}
+
+async fn is_tagged(reg: &TestRegistry, repo_name: &str, tag_name: &str) -> bool {
+    reg.registry
+        .tag_origin(&repo(repo_name), &tag(tag_name))
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn delete_from(
+    reg: &TestRegistry,
+    repo_name: &str,
+    reference_text: &str,
+    from: Option<&Origin>,
+) -> DeleteOutcome {
+    reg.registry
+        .delete_manifest_from(&repo(repo_name), &reference(reference_text), from)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_write_older_than_a_delete_leaves_the_tag_deleted() {
+    let (reg, events) = setup();
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    let two = manifest_bytes(&reg, "p/app", "two").await;
+    push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-b", 1_000))).await;
+
+    // A replicated delete newer than the write removes the tag and leaves a
+    // tombstone with its origin.
+    let deleted_by = origin("dc-a", 2_000);
+    assert_eq!(
+        delete_from(&reg, "p/app", "v1", Some(&deleted_by)).await,
+        DeleteOutcome::Deleted
+    );
+    assert!(!is_tagged(&reg, "p/app", "v1").await);
+    assert_eq!(
+        tombstone(&reg, "p/app", "v1").await,
+        Some(deleted_by.clone())
+    );
+
+    // A write older than the delete (a late copy from the other side) is
+    // stored by digest, and the tag stays deleted.
+    events.take();
+    let reply = reg
+        .send(
+            Method::PUT,
+            "/v2/p/app/manifests/v1",
+            &[
+                ("content-type", OCI_MANIFEST),
+                ("wharf-origin", "dc-b; at=1500"),
+            ],
+            two.clone(),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(reply.header("wharf-tag"), "kept-deleted");
+    let event = events.take().pop().unwrap();
+    assert!(!event.tag_moved);
+    assert_eq!(
+        event.conflict.unwrap(),
+        format!(
+            "tag p/app:v1 stays deleted (delete from dc-a at 2000); incoming {} from dc-b at 1500 lost",
+            sha256(&two)
+        )
+    );
+    assert!(!is_tagged(&reg, "p/app", "v1").await);
+    reg.get(&format!("/v2/p/app/manifests/{}", sha256(&two)))
+        .await
+        .expect(StatusCode::OK);
+    // Equal times: the greater instance id wins, as for writes.
+    let pushed = push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-0", 2_000))).await;
+    assert_eq!(
+        pushed.tag,
+        TagOutcome::KeptDeleted {
+            deleted_origin: deleted_by.clone()
+        }
+    );
+    assert_eq!(tombstone(&reg, "p/app", "v1").await, Some(deleted_by));
+}
+
+#[tokio::test]
+async fn a_write_newer_than_a_delete_brings_the_tag_back() {
+    let (reg, _) = setup();
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    let two = manifest_bytes(&reg, "p/app", "two").await;
+    push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-b", 1_000))).await;
+    delete_from(&reg, "p/app", "v1", Some(&origin("dc-a", 2_000))).await;
+
+    // Equal times, greater instance id: the write wins.
+    let newer = origin("dc-b", 2_000);
+    let pushed = push_from(&reg, "p/app", "v1", &two, Some(&newer)).await;
+    assert_eq!(pushed.tag, TagOutcome::Stored);
+    assert_eq!(tag_origin(&reg, "p/app", "v1").await, (sha256(&two), newer));
+    assert_eq!(tombstone(&reg, "p/app", "v1").await, None, "never both");
+
+    // An older delete arriving now loses against the newer write.
+    let outcome = delete_from(&reg, "p/app", "v1", Some(&origin("dc-a", 1_999))).await;
+    assert!(matches!(outcome, DeleteOutcome::Kept { .. }), "{outcome:?}");
+    assert!(is_tagged(&reg, "p/app", "v1").await);
+    assert_eq!(tombstone(&reg, "p/app", "v1").await, None);
+}
+
+#[tokio::test]
+async fn local_writes_and_deletes_are_stamped_after_what_they_replace() {
+    let (reg, _) = setup();
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    let two = manifest_bytes(&reg, "p/app", "two").await;
+    // A peer whose clock runs a minute ahead of this one.
+    let ahead = origin("dc-b", now_millis() + 60_000);
+    push_from(&reg, "p/app", "v1", &one, Some(&ahead)).await;
+
+    // A local delete beats the write it removes, whatever the clocks say.
+    reg.registry
+        .delete_manifest(&repo("p/app"), &reference("v1"))
+        .await
+        .unwrap();
+    let deleted_by = tombstone(&reg, "p/app", "v1").await.unwrap();
+    assert_eq!(deleted_by.instance, HERE);
+    assert!(deleted_by.wins_over(&ahead));
+
+    // A tombstone from a peer ahead of this clock: a local push still wins
+    // and replaces it.
+    let ahead_delete = origin("dc-b", deleted_by.at + 60_000);
+    push_from(&reg, "p/app", "v2", &one, None).await;
+    delete_from(&reg, "p/app", "v2", Some(&ahead_delete)).await;
+    let pushed = push_from(&reg, "p/app", "v2", &two, None).await;
+    assert_eq!(pushed.tag, TagOutcome::Stored);
+    assert!(pushed.origin.wins_over(&ahead_delete));
+    assert_eq!(tag_origin(&reg, "p/app", "v2").await.1, pushed.origin);
+    assert_eq!(tombstone(&reg, "p/app", "v2").await, None);
+
+    // A local delete of a tag that is not there is an error and records nothing.
+    let err = reg
+        .registry
+        .delete_manifest(&repo("p/app"), &reference("never"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::ManifestUnknown(_)), "{err}");
+    assert_eq!(tombstone(&reg, "p/app", "never").await, None);
+}
+
+#[tokio::test]
+async fn a_replicated_delete_of_a_missing_tag_is_remembered() {
+    let (reg, _) = setup();
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    push_from(&reg, "p/app", "other", &one, None).await;
+
+    // The peer deleted a tag this registry never got: 202, Wharf-Tag: absent,
+    // and the delete is remembered.
+    let reply = reg
+        .send(
+            Method::DELETE,
+            "/v2/p/app/manifests/v1",
+            &[("wharf-origin", "dc-a; at=2000")],
+            Bytes::new(),
+        )
+        .await
+        .expect(StatusCode::ACCEPTED);
+    assert_eq!(reply.header("wharf-tag"), "absent");
+    assert_eq!(
+        tombstone(&reg, "p/app", "v1").await,
+        Some(origin("dc-a", 2_000))
+    );
+    // So a copy of the older write arriving later stays out.
+    let pushed = push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-b", 1_000))).await;
+    assert!(matches!(pushed.tag, TagOutcome::KeptDeleted { .. }));
+
+    // An older delete does not replace the newer tombstone; a newer one does.
+    assert_eq!(
+        delete_from(&reg, "p/app", "v1", Some(&origin("dc-c", 1_500))).await,
+        DeleteOutcome::Absent
+    );
+    assert_eq!(
+        tombstone(&reg, "p/app", "v1").await,
+        Some(origin("dc-a", 2_000))
+    );
+    delete_from(&reg, "p/app", "v1", Some(&origin("dc-c", 2_500))).await;
+    assert_eq!(
+        tombstone(&reg, "p/app", "v1").await,
+        Some(origin("dc-c", 2_500))
+    );
+
+    // Without an origin, a missing tag is the spec's 404, and nothing is recorded.
+    reg.delete("/v2/p/app/manifests/v9")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    assert_eq!(tombstone(&reg, "p/app", "v9").await, None);
+    // A malformed or far-future origin changes nothing either.
+    reg.send(
+        Method::DELETE,
+        "/v2/p/app/manifests/v9",
+        &[("wharf-origin", "dc-a; at=soon")],
+        Bytes::new(),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID");
+    let pinned = origin("dc-a", now_millis() + 3_600_000);
+    assert!(
+        reg.registry
+            .delete_manifest_from(&repo("p/app"), &reference("v9"), Some(&pinned))
+            .await
+            .is_err()
+    );
+    assert_eq!(tombstone(&reg, "p/app", "v9").await, None);
+}
+
+#[tokio::test]
+async fn deletes_by_digest_leave_tombstones_for_their_tags() {
+    let (reg, events) = setup();
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    let two = manifest_bytes(&reg, "p/app", "two").await;
+    let ahead = origin("dc-b", now_millis() + 60_000);
+    push_from(&reg, "p/app", "a", &one, Some(&ahead)).await;
+    push_from(&reg, "p/app", "b", &one, None).await;
+    push_from(&reg, "p/app", "c", &two, None).await;
+    events.take();
+
+    reg.delete(&format!("/v2/p/app/manifests/{}", sha256(&one)))
+        .await
+        .expect(StatusCode::ACCEPTED);
+    // The delete's origin: here, after every tag it removed.
+    let deleted_by = events.take().pop().unwrap().origin.unwrap();
+    assert_eq!(deleted_by.instance, HERE);
+    assert!(deleted_by.wins_over(&ahead));
+    for removed in ["a", "b"] {
+        assert!(!is_tagged(&reg, "p/app", removed).await);
+        assert_eq!(
+            tombstone(&reg, "p/app", removed).await,
+            Some(deleted_by.clone())
+        );
+    }
+    assert!(is_tagged(&reg, "p/app", "c").await);
+    assert_eq!(tombstone(&reg, "p/app", "c").await, None);
+
+    // A replicated delete by digest removes whatever tags point there, and
+    // their tombstones carry its origin.
+    let from_peer = origin("dc-c", 5);
+    delete_from(&reg, "p/app", sha256(&two).as_str(), Some(&from_peer)).await;
+    assert_eq!(tombstone(&reg, "p/app", "c").await, Some(from_peer));
+    let page = reg.registry.tombstones(10, None).await.unwrap();
+    let listed: Vec<String> = page.items.iter().map(|t| t.cursor()).collect();
+    assert_eq!(listed, ["p/app:a", "p/app:b", "p/app:c"]);
+    assert!(!page.more);
+}
+
+#[tokio::test]
+async fn tombstones_are_pruned_after_their_retention() {
+    let (reg, _) = setup_with(RegistryConfig {
+        tombstone_retention: std::time::Duration::from_millis(300),
+        ..RegistryConfig::default()
+    });
+    let one = manifest_bytes(&reg, "p/app", "one").await;
+    push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-b", 1_000))).await;
+    push_from(&reg, "p/app", "v2", &one, Some(&origin("dc-b", 1_000))).await;
+    delete_from(&reg, "p/app", "v1", Some(&origin("dc-a", 2_000))).await;
+    assert_eq!(
+        reg.registry.prune_tombstones().await.unwrap(),
+        0,
+        "too young"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // A younger one stays.
+    delete_from(&reg, "p/app", "v2", Some(&origin("dc-a", 2_000))).await;
+    assert_eq!(reg.registry.prune_tombstones().await.unwrap(), 1);
+    assert_eq!(tombstone(&reg, "p/app", "v1").await, None);
+    assert!(tombstone(&reg, "p/app", "v2").await.is_some());
+    // Once pruned, the delete no longer holds an older write off: what
+    // the retention bounds.
+    let pushed = push_from(&reg, "p/app", "v1", &one, Some(&origin("dc-b", 1_500))).await;
+    assert_eq!(pushed.tag, TagOutcome::Stored);
+    let pushed = push_from(&reg, "p/app", "v2", &one, Some(&origin("dc-b", 1_500))).await;
+    assert!(matches!(pushed.tag, TagOutcome::KeptDeleted { .. }));
 }
 
 fn now_millis() -> u64 {

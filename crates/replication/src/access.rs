@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use wharf_oci::{Digest, RepositoryName, Tag};
-use wharf_registry::Origin;
+use wharf_registry::{Origin, Tombstone};
 
 use crate::ReplicationError;
 
@@ -71,6 +71,10 @@ pub trait RegistryAccess: Send + Sync {
 
     /// Every tag of `repo` with what it points at; empty if `repo` is unknown.
     async fn tags(&self, repo: &RepositoryName) -> Result<Vec<(Tag, TagState)>, ReplicationError>;
+
+    /// Deleted tags of every repository with the origins of their deletes
+    /// (Wharf's tombstones); empty for registries that keep none.
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, ReplicationError>;
 
     /// What one tag points at, if it exists.
     async fn tag(

@@ -41,6 +41,18 @@ pub enum ReplicationError {
 }
 
 impl ReplicationError {
+    /// Whether the other registry did not answer usefully (unreachable,
+    /// timed out, server errors): worth asking again when it is back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ReplicationError::Remote {
+                permanent: false,
+                ..
+            }
+        )
+    }
+
     /// Whether a later try may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -45,15 +45,16 @@ impl Outcome {
 const RECENT_REPOSITORIES: usize = 3;
 
 impl Replication {
-    /// Runs the executor, cron triggers and reconcile passes until the
-    /// future is dropped. Run it in one server at a time (the
+    /// Runs the executor, cron triggers, reconcile passes and the probe of
+    /// unreachable endpoints until the future is dropped. Run it in one server at a time (the
     /// control-plane leader); [`run_intake`](Replication::run_intake) runs
     /// in every server.
     pub async fn run(&self) {
         tokio::join!(
             self.execute_jobs(),
             self.cron(),
-            self.reconcile_periodically()
+            self.reconcile_periodically(),
+            self.probe_endpoints()
         );
     }
 
@@ -156,6 +157,7 @@ impl Replication {
                 .put(&kv.key, keys::encode(&job))
                 .delete(keys::active(id));
             if self.inner.store.txn(txn).await?.succeeded {
+                self.reconcile_deferred(&job.policy).await;
                 self.report(Report::JobFinished {
                     summary: format!(
                         "{} succeeded, {} skipped, {} failed, {} cancelled, {} bytes",
@@ -278,6 +280,7 @@ impl Replication {
                     if err.is_retryable()
                         && snapshot.attempts < self.inner.options.max_attempts =>
                 {
+                    self.note_unreachable(&policy.endpoint, &err);
                     let pause = self.backoff(snapshot.attempts);
                     tracing::info!(task = %snapshot.reference, error = %err, ?pause, "replication task will retry");
                     record.task.lock().await.message = Some(format!(
@@ -288,10 +291,13 @@ impl Replication {
                     record.save().await?;
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
+                        // The endpoint answers again: no reason to wait longer.
+                        _ = self.inner.recovered.notified() => {}
                         _ = token.cancelled() => return record.finish(State::Cancelled, Some("cancelled".into()), None).await,
                     }
                 }
                 Err(err) => {
+                    self.note_unreachable(&policy.endpoint, &err);
                     return record
                         .finish(State::Failed, Some(err.to_string()), None)
                         .await;
@@ -636,6 +642,7 @@ impl Replication {
                     }
                 }
                 if let Err(err) = self.plan_and_create(policy, TriggerKind::Cron).await {
+                    self.note_unreachable(&policy.endpoint, &err);
                     tracing::warn!(policy = %policy.name, error = %err, "scheduled replication could not start");
                 }
             }
@@ -651,6 +658,11 @@ impl Replication {
             if let Err(err) = self.prune().await {
                 tracing::warn!(error = %err, "pruning replication jobs failed");
             }
+            // Tombstones belong to the registry, but only replication needs
+            // them, and this loop runs on one server at a time.
+            if let Err(err) = self.inner.registry.prune_tombstones().await {
+                tracing::warn!(error = %err, "pruning tombstones of deleted tags failed");
+            }
         }
     }
 
@@ -658,27 +670,7 @@ impl Replication {
     /// creates a job for the differences; policies with an unfinished job
     /// wait for the next pass. Returns the jobs created.
     pub async fn reconcile(&self) -> Vec<Job> {
-        let mut created = Vec::new();
-        let Ok(policies) = self.policies().await else {
-            return created;
-        };
-        let Ok(active) = self.active_jobs().await else {
-            return created;
-        };
-        let busy: Vec<String> = active.into_iter().map(|job| job.policy).collect();
-        for policy in policies
-            .iter()
-            .filter(|p| p.enabled && !busy.contains(&p.name))
-        {
-            match self.plan_and_create(policy, TriggerKind::Reconcile).await {
-                Ok(Some(job)) => created.push(job),
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::info!(policy = %policy.name, error = %err, "reconcile pass skipped a policy")
-                }
-            }
-        }
-        created
+        self.reconcile_where(|_| true, false).await
     }
 
     /// Deletes finished jobs older than the retention.

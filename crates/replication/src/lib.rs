@@ -43,6 +43,7 @@ mod labels;
 mod limit;
 mod local;
 mod model;
+mod probe;
 mod remote;
 mod schedule;
 mod secret;

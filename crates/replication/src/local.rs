@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use wharf_oci::{Digest, Reference, RepositoryName, Tag};
-use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome};
+use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome, Tombstone};
 
 use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
@@ -95,6 +95,18 @@ impl RegistryAccess for LocalRegistry {
                 )
             })
             .collect())
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, ReplicationError> {
+        let mut out = Vec::new();
+        loop {
+            let last = out.last().map(Tombstone::cursor);
+            let page = self.registry.tombstones(1000, last.as_deref()).await?;
+            out.extend(page.items);
+            if !page.more {
+                return Ok(out);
+            }
+        }
     }
 
     async fn tag(
@@ -241,6 +253,9 @@ impl RegistryAccess for LocalRegistry {
             } => TagWrite::Kept(format!(
                 "local kept {repo}:{reference} at {current} (origin {current_origin})"
             )),
+            TagOutcome::KeptDeleted { deleted_origin } => TagWrite::Kept(format!(
+                "local keeps {repo}:{reference} deleted (delete from {deleted_origin})"
+            )),
             _ => TagWrite::Moved,
         })
     }
@@ -266,7 +281,7 @@ impl RegistryAccess for LocalRegistry {
                 .delete_manifest_from(repo, &reference, origin)
                 .await,
         )? {
-            None => Ok(TagDelete::Absent),
+            None | Some(DeleteOutcome::Absent) => Ok(TagDelete::Absent),
             Some(DeleteOutcome::Kept {
                 current,
                 current_origin,

@@ -13,7 +13,7 @@ use wharf_image::{
 };
 use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
-use wharf_registry::Origin;
+use wharf_registry::{Origin, Tombstone};
 
 use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
@@ -61,6 +61,20 @@ pub struct RemoteRegistry {
 struct Catalog {
     #[serde(default)]
     repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct TombstoneList {
+    #[serde(default)]
+    tombstones: Vec<ListedTombstone>,
+}
+
+/// One entry of `/v2/_tombstones`; the origin in `Wharf-Origin` form.
+#[derive(Deserialize)]
+struct ListedTombstone {
+    repository: String,
+    tag: String,
+    origin: String,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +130,17 @@ impl RemoteRegistry {
             credentials,
             tokens: TokenCache::default(),
         })
+    }
+
+    /// Asks `/v2/` with the endpoint's credentials, whatever its kind: an
+    /// error if it does not answer or refuses them; a Wharf's instance id.
+    pub async fn ping(&self) -> Result<Option<String>, ReplicationError> {
+        let url = self.url("/v2/");
+        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
+        if !response.status().is_success() {
+            return Err(self.failure("ping", response).await);
+        }
+        Ok(header_str(&response, INSTANCE_HEADER))
     }
 
     fn url(&self, path: &str) -> Url {
@@ -344,6 +369,18 @@ impl RemoteRegistry {
         Ok(Some(out))
     }
 
+    /// Every page of the listing at `path`; none when it answers 404.
+    async fn listing<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        scope: &str,
+        what: &str,
+    ) -> Result<Vec<T>, ReplicationError> {
+        let mut url = self.url(path);
+        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
+        Ok(self.paged(scope, url, what).await?.unwrap_or_default())
+    }
+
     /// `HEAD` or `GET` of a manifest; `None` when the registry has none.
     async fn manifest_response(
         &self,
@@ -450,21 +487,13 @@ impl RegistryAccess for RemoteRegistry {
         if self.kind != EndpointKind::Wharf {
             return Ok(None);
         }
-        let url = self.url("/v2/");
-        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
-        if !response.status().is_success() {
-            return Err(self.failure("ping", response).await);
-        }
-        Ok(header_str(&response, INSTANCE_HEADER))
+        self.ping().await
     }
 
     async fn repositories(&self) -> Result<Vec<RepositoryName>, ReplicationError> {
-        let mut url = self.url("/v2/_catalog");
-        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
         let pages: Vec<Catalog> = self
-            .paged("registry:catalog:*", url, "catalog")
-            .await?
-            .unwrap_or_default();
+            .listing("/v2/_catalog", "registry:catalog:*", "catalog")
+            .await?;
         Ok(pages
             .into_iter()
             .flat_map(|p| p.repositories)
@@ -473,12 +502,10 @@ impl RegistryAccess for RemoteRegistry {
     }
 
     async fn tag_names(&self, repo: &RepositoryName) -> Result<Vec<Tag>, ReplicationError> {
-        let mut url = self.url(&format!("/v2/{repo}/tags/list"));
-        url.query_pairs_mut().append_pair("n", &PAGE.to_string());
+        let path = format!("/v2/{repo}/tags/list");
         let pages: Vec<TagList> = self
-            .paged(&pull_scope(repo), url, &format!("tags of {repo}"))
-            .await?
-            .unwrap_or_default();
+            .listing(&path, &pull_scope(repo), &format!("tags of {repo}"))
+            .await?;
         Ok(pages
             .into_iter()
             .flat_map(|p| p.tags.unwrap_or_default())
@@ -498,6 +525,27 @@ impl RegistryAccess for RemoteRegistry {
             .try_collect()
             .await?;
         Ok(states.into_iter().flatten().collect())
+    }
+
+    async fn tombstones(&self) -> Result<Vec<Tombstone>, ReplicationError> {
+        if self.kind != EndpointKind::Wharf {
+            return Ok(Vec::new());
+        }
+        // A Wharf without tombstones (older) answers 404: nothing deleted to know of.
+        let pages: Vec<TombstoneList> = self
+            .listing("/v2/_tombstones", "registry:catalog:*", "tombstones")
+            .await?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|p| p.tombstones)
+            .filter_map(|t| {
+                Some(Tombstone {
+                    repository: t.repository.parse().ok()?,
+                    tag: t.tag.parse().ok()?,
+                    origin: Origin::parse_header(&t.origin).ok()?,
+                })
+            })
+            .collect())
     }
 
     async fn tag(
@@ -754,6 +802,10 @@ impl RegistryAccess for RemoteRegistry {
                 "{} kept its own newer artifact under {repo}:{reference}",
                 self.name
             )),
+            Some("kept-deleted") => TagWrite::Kept(format!(
+                "{} keeps {repo}:{reference} deleted (its delete is newer)",
+                self.name
+            )),
             _ => TagWrite::Moved,
         })
     }
@@ -850,6 +902,7 @@ impl RegistryAccess for RemoteRegistry {
                     Some("kept") => {
                         TagDelete::Kept(format!("{} kept its newer {repo}:{tag}", self.name))
                     }
+                    Some("absent") => TagDelete::Absent,
                     _ => TagDelete::Deleted,
                 })
             }

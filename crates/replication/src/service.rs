@@ -1,7 +1,7 @@
 //! The replication service: endpoint and policy definitions, job creation
 //! and queries. [`crate::executor`] runs the jobs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,8 +10,8 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use wharf_image::RegistryCredentials;
 use wharf_oci::{RepositoryName, Tag};
-use wharf_registry::Registry;
 use wharf_registry::http::{EventSink, RegistryEvent};
+use wharf_registry::{Origin, Registry};
 use wharf_store::{Store, StoreExt, Txn};
 
 use crate::ReplicationError;
@@ -48,6 +48,10 @@ pub struct ReplicationOptions {
     pub remote: RemoteOptions,
     /// Finished jobs are kept this long.
     pub job_retention: Duration,
+    /// How often an endpoint that stopped answering is asked again; once it
+    /// answers, its policies are reconciled at once (not at the next pass)
+    /// and tasks waiting to retry try again.
+    pub probe_interval: Duration,
 }
 
 impl Default for ReplicationOptions {
@@ -61,6 +65,7 @@ impl Default for ReplicationOptions {
             workers: 16,
             remote: RemoteOptions::default(),
             job_retention: Duration::from_secs(7 * 24 * 3600),
+            probe_interval: Duration::from_secs(5),
         }
     }
 }
@@ -159,9 +164,16 @@ pub(crate) struct Inner {
     pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
     pub workers: Arc<Semaphore>,
     /// Destination projects known to exist, per endpoint.
-    pub projects: Mutex<std::collections::HashSet<(String, String)>>,
+    pub projects: Mutex<HashSet<(String, String)>>,
     pub sequence: AtomicU64,
     pub reports: Option<ReportHook>,
+    /// Endpoints that stopped answering, asked again every `probe_interval`.
+    pub unreachable: Mutex<HashSet<String>>,
+    /// Policies to reconcile as soon as their unfinished job ends (their
+    /// endpoint came back while the job was running).
+    pub deferred: Mutex<HashSet<String>>,
+    /// Wakes tasks waiting to retry: an endpoint answers again.
+    pub recovered: Notify,
 }
 
 /// Registry events go to the replication queue; never blocks.
@@ -238,9 +250,12 @@ impl Replication {
                 slots: Mutex::new(HashMap::new()),
                 connections: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
-                projects: Mutex::new(std::collections::HashSet::new()),
+                projects: Mutex::new(HashSet::new()),
                 sequence: AtomicU64::new(0),
                 reports: None,
+                unreachable: Mutex::new(HashSet::new()),
+                deferred: Mutex::new(HashSet::new()),
+                recovered: Notify::new(),
             }),
         }
     }
@@ -533,7 +548,11 @@ impl Replication {
 
     /// Plans a run (everything for manual and cron runs, only differences
     /// for reconcile passes) and creates its job; `None` when a reconcile
-    /// pass finds nothing to do.
+    /// pass finds nothing to do. A reconcile pass also weighs deletes: it
+    /// copies no tag the destination deleted later than the tag was
+    /// written, and (if the policy replicates deletions) deletes at the
+    /// destination every tag the source deleted later than the
+    /// destination's copy was written.
     pub(crate) async fn plan_and_create(
         &self,
         policy: &Policy,
@@ -546,9 +565,21 @@ impl Replication {
             Direction::Pull => Some(self.instance().to_string()),
         };
         let only_differences = trigger == TriggerKind::Reconcile;
+        let deletes = if only_differences {
+            Deletes::read(policy, source.as_ref(), destination.as_ref()).await?
+        } else {
+            Deletes::default()
+        };
         let matcher = Matcher::new(&policy.filters);
+        let mut repositories = source.repositories().await?;
+        // A repository whose last manifest went leaves the catalog; its deleted tags count.
+        for repo in deletes.at_source.keys() {
+            if !repositories.contains(repo) {
+                repositories.push(repo.clone());
+            }
+        }
         let mut specs = Vec::new();
-        for repo in source.repositories().await? {
+        for repo in repositories {
             if !matcher.repository(&repo) {
                 continue;
             }
@@ -586,6 +617,7 @@ impl Replication {
                         && !differs(
                             state,
                             existing.get(tag.as_str()),
+                            deletes.at_destination(&destination_repo, &tag),
                             destination_instance.as_deref(),
                             policy.override_existing,
                         )
@@ -606,6 +638,21 @@ impl Replication {
                     destination: destination_repo.clone(),
                     origin: state.and_then(|s| s.origin).map(|o| o.to_header()),
                 });
+            }
+            for (tag, deleted_by) in deletes.at_source.get(&repo).into_iter().flatten() {
+                if matcher.tag(tag)
+                    && existing
+                        .get(tag.as_str())
+                        .is_some_and(|current| delete_wins(deleted_by, current))
+                {
+                    specs.push(TaskSpec {
+                        kind: TaskKind::Delete,
+                        repository: repo.clone(),
+                        reference: tag.to_string(),
+                        destination: destination_repo.clone(),
+                        origin: Some(deleted_by.to_header()),
+                    });
+                }
             }
         }
         if specs.is_empty() && only_differences {
@@ -837,14 +884,67 @@ fn matches_glob(glob: &Option<Result<Glob, String>>, text: &str) -> bool {
         .is_none_or(|g| g.as_ref().is_ok_and(|g| g.matches(text)))
 }
 
+/// The deleted tags a reconcile pass weighs: the source's (to repeat at
+/// the destination, when the policy replicates deletions) and the
+/// destination's (which older copies must not undo).
+#[derive(Default)]
+pub(crate) struct Deletes {
+    /// Per source repository: deleted tags and the origins of the deletes.
+    pub at_source: HashMap<RepositoryName, Vec<(Tag, Origin)>>,
+    /// Per destination `<repository>:<tag>`: the origin of its delete.
+    pub at_destination: HashMap<String, Origin>,
+}
+
+impl Deletes {
+    /// Reads both sides' tombstones (registries without origins keep none).
+    async fn read(
+        policy: &Policy,
+        source: &dyn RegistryAccess,
+        destination: &dyn RegistryAccess,
+    ) -> Result<Deletes, ReplicationError> {
+        let mut deletes = Deletes::default();
+        if policy.replicate_deletion {
+            for tombstone in source.tombstones().await? {
+                deletes
+                    .at_source
+                    .entry(tombstone.repository)
+                    .or_default()
+                    .push((tombstone.tag, tombstone.origin));
+            }
+        }
+        for tombstone in destination.tombstones().await? {
+            let key = tombstone.cursor();
+            deletes.at_destination.insert(key, tombstone.origin);
+        }
+        Ok(deletes)
+    }
+
+    /// The origin of the delete of `repo:tag` at the destination, if kept.
+    fn at_destination(&self, repo: &RepositoryName, tag: &Tag) -> Option<&Origin> {
+        self.at_destination.get(&format!("{repo}:{tag}"))
+    }
+}
+
+/// Whether a reconcile pass should repeat a delete at a destination that
+/// still holds the tag: the delete wins the origin rule over the write that
+/// set the tag there. A registry without origins is never sent deletes by
+/// reconcile passes (only by delete events), as before tombstones existed.
+pub(crate) fn delete_wins(deleted_by: &Origin, destination: &TagState) -> bool {
+    destination
+        .origin
+        .as_ref()
+        .is_some_and(|current| deleted_by.wins_over(current))
+}
+
 /// Whether a reconcile pass should copy a tag: the destination lacks it or
 /// holds another digest, unless the tag came from the destination, the
-/// destination's write wins the origin rule (then the copy would lose, and
-/// the destination's own reconcile brings its version here), or the policy
-/// does not override.
+/// destination's write or delete wins the origin rule (then the copy would
+/// lose, and the destination's own reconcile brings its version, or its
+/// delete, here), or the policy does not override.
 pub(crate) fn differs(
     source: &TagState,
     destination: Option<&TagState>,
+    deleted_at_destination: Option<&Origin>,
     destination_instance: Option<&str>,
     override_existing: bool,
 ) -> bool {
@@ -854,7 +954,11 @@ pub(crate) fn differs(
         return false;
     }
     match destination {
-        None => true,
+        None => match (&source.origin, deleted_at_destination) {
+            (Some(mine), Some(deleted_by)) => mine.wins_over(deleted_by),
+            // Without origins (a plain registry as the source), digests decide.
+            _ => true,
+        },
         Some(d) if d.digest == source.digest || !override_existing => false,
         Some(d) => match (&source.origin, &d.origin) {
             (Some(mine), Some(theirs)) => mine.wins_over(theirs),
@@ -866,7 +970,6 @@ pub(crate) fn differs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wharf_registry::Origin;
 
     fn state(digest: &str, origin: Option<(&str, u64)>) -> TagState {
         TagState {
@@ -878,35 +981,79 @@ mod tests {
     #[test]
     fn reconcile_copies_only_what_would_win() {
         let mine = state("x", Some(("a", 10)));
-        assert!(differs(&mine, None, Some("b"), true));
+        assert!(differs(&mine, None, None, Some("b"), true));
         assert!(!differs(
             &mine,
             Some(&state("x", Some(("b", 99)))),
+            None,
             Some("b"),
             true
         ));
         assert!(
-            !differs(&state("x", Some(("b", 5))), None, Some("b"), true),
+            !differs(&state("x", Some(("b", 5))), None, None, Some("b"), true),
             "came from b"
         );
         assert!(differs(
             &mine,
             Some(&state("y", Some(("b", 9)))),
+            None,
             Some("b"),
             true
         ));
         assert!(!differs(
             &mine,
             Some(&state("y", Some(("b", 11)))),
+            None,
             Some("b"),
             true
         ));
         assert!(
-            !differs(&mine, Some(&state("y", Some(("b", 9)))), Some("b"), false),
+            !differs(
+                &mine,
+                Some(&state("y", Some(("b", 9)))),
+                None,
+                Some("b"),
+                false
+            ),
             "no override"
         );
         // A registry without origins: digests decide, override permitting.
-        assert!(differs(&mine, Some(&state("y", None)), None, true));
-        assert!(!differs(&mine, Some(&state("y", None)), None, false));
+        assert!(differs(&mine, Some(&state("y", None)), None, None, true));
+        assert!(!differs(&mine, Some(&state("y", None)), None, None, false));
+    }
+
+    #[test]
+    fn reconcile_weighs_deletes_by_the_same_rule() {
+        let write = state("x", Some(("b", 10)));
+        // The destination deleted the tag after this write: no copy.
+        let later = Origin::new("a", 11).unwrap();
+        assert!(!differs(&write, None, Some(&later), Some("a"), true));
+        // It deleted an older write: the newer one goes.
+        let earlier = Origin::new("a", 9).unwrap();
+        assert!(differs(&write, None, Some(&earlier), Some("a"), true));
+        // Equal times: the greater instance id decides, both ways.
+        let tie = Origin::new("a", 10).unwrap();
+        assert!(differs(&write, None, Some(&tie), Some("a"), true));
+        assert!(!differs(
+            &state("x", Some(("a", 10))),
+            None,
+            Some(&Origin::new("b", 10).unwrap()),
+            Some("c"),
+            true
+        ));
+        // A source without origins (a plain registry): digests decide, as before.
+        assert!(differs(
+            &state("x", None),
+            None,
+            Some(&later),
+            Some("a"),
+            true
+        ));
+
+        // A source's delete goes where it beats the destination's write...
+        assert!(delete_wins(&later, &write));
+        assert!(!delete_wins(&earlier, &write), "a newer write stays");
+        // ...and never to a registry without origins.
+        assert!(!delete_wins(&later, &state("x", None)));
     }
 }

@@ -34,7 +34,7 @@ use wharf_audit::{AuditEvent, Outcome};
 use wharf_audit::{AuditLog, AuditOptions};
 use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
-use wharf_control::ControlPlane;
+use wharf_control::{Candidate, ControlPlane};
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
 use wharf_replication::{
@@ -215,8 +215,15 @@ pub struct App {
     pub replication: Replication,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
+    /// This server's own id (`server.id` in the data directory): the same
+    /// across restarts, different for every data directory. It campaigns
+    /// for leadership under it.
+    pub server_id: String,
     /// Tells long-lived responses (watches) to end.
     stop: tokio::sync::watch::Sender<bool>,
+    /// `server.id`, locked while the server runs: one process per data
+    /// directory, so one process per server id.
+    _lock: std::fs::File,
 }
 
 impl App {
@@ -229,6 +236,7 @@ impl App {
         };
         // Password hashes, keys, the audit log and private projects' blobs.
         wharf_image::private_dir(data_dir).map_err(data_dir_error)?;
+        let (server_id, lock) = server_id(data_dir)?;
         let store: Arc<dyn Store> = match &config.store {
             StoreLocation::Embedded => Arc::new(RedbStore::open(
                 &data_dir.join("state.redb"),
@@ -312,7 +320,9 @@ impl App {
             control,
             replication,
             generated_admin_password,
+            server_id,
             stop,
+            _lock: lock,
         })
     }
 }
@@ -377,13 +387,12 @@ impl Server {
         let _intake =
             AbortOnDropHandle::new(tokio::spawn(async move { intake.run_intake().await }));
         let replication = self.app.replication.clone();
-        let _controllers =
-            self.app
-                .control
-                .start_with(format!("{}:{addr}", hostname()), move || {
-                    let replication = replication.clone();
-                    async move { replication.run().await }
-                });
+        let candidate =
+            Candidate::new(self.app.server_id.clone(), format!("{}:{addr}", hostname()));
+        let controllers = self.app.control.start_with(candidate, move || {
+            let replication = replication.clone();
+            async move { replication.run().await }
+        });
         let stop = self.app.stop.clone();
         // Each connection's requests carry the client's address, for audit.
         let router = self.app.router.clone();
@@ -403,6 +412,9 @@ impl Server {
         let served = axum::serve(LingeringListener(self.listener), connections)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                // Leadership goes first, so another server takes over while
+                // this one drains its connections.
+                controllers.stop().await;
                 let _ = stop.send(true);
             })
             .await
@@ -510,6 +522,53 @@ async fn instance_id(store: &dyn Store, wanted: Option<&str>) -> Result<String, 
         return Box::pin(instance_id(store, None)).await;
     }
     Ok(id)
+}
+
+/// The file holding this server's id in its data directory.
+const SERVER_ID_FILE: &str = "server.id";
+
+/// This server's id, created at the first start (32 hex digits), and its
+/// file, locked for as long as it is held: a second process on the same
+/// data directory is refused, so no two running servers share an id.
+fn server_id(data_dir: &std::path::Path) -> Result<(String, std::fs::File), ServerError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(SERVER_ID_FILE);
+    let failed = |source: std::io::Error| ServerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(failed)?;
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => failed(std::io::Error::other(
+            "in use by another running wharf server (one data directory per server)",
+        )),
+        std::fs::TryLockError::Error(e) => failed(e),
+    })?;
+    let mut id = String::new();
+    file.read_to_string(&mut id).map_err(failed)?;
+    let id = id.trim().to_string();
+    if id.is_empty() {
+        let id = format!("{:032x}", rand::random::<u128>());
+        file.rewind().map_err(failed)?;
+        file.write_all(id.as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        return Ok((id, file));
+    }
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ServerError::Config(format!(
+            "{} does not hold a server id (32 hex digits); remove it to get a new one",
+            path.display()
+        )));
+    }
+    Ok((id, file))
 }
 
 /// This machine's name, to tell servers apart in the leader key.

@@ -2,6 +2,8 @@
 //! Wharf servers (one per "IDC"), configures endpoints and policies through
 //! the API, pushes over HTTP and watches the artifacts arrive.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -117,10 +119,15 @@ impl Peer {
 
     /// Makes `other` an endpoint of this server.
     async fn add_endpoint(&self, other: &Peer) {
+        self.add_endpoint_at(other, &other.url).await;
+    }
+
+    /// Makes `other`, reached at `url`, an endpoint of this server.
+    async fn add_endpoint_at(&self, other: &Peer, url: &str) {
         self.api(
             "POST",
             "/api/v1/replication/endpoints",
-            json!({"name": other.instance, "url": other.url, "username": "admin", "password": PASSWORD}),
+            json!({"name": other.instance, "url": url, "username": "admin", "password": PASSWORD}),
         )
         .await;
     }
@@ -134,6 +141,30 @@ impl Peer {
         }
         self.api("POST", "/api/v1/replication/policies", policy)
             .await;
+    }
+
+    /// Turns a policy on or off (off: as if the link were cut, for events
+    /// and reconcile passes alike).
+    async fn enable(&self, policy: &str, enabled: bool) {
+        let path = format!("/api/v1/replication/policies/{policy}");
+        let mut p = self.api("GET", &path, Value::Null).await;
+        p["enabled"] = json!(enabled);
+        self.api("PUT", &path, p).await;
+    }
+
+    /// Runs a reconcile pass now; the jobs it created.
+    async fn reconcile(&self) -> Vec<Value> {
+        let pass = self
+            .api("POST", "/api/v1/replication/reconcile", Value::Null)
+            .await;
+        pass["items"].as_array().unwrap().clone()
+    }
+
+    /// The tasks of a job.
+    async fn tasks_of(&self, job: &Value) -> Vec<Value> {
+        let path = format!("/api/v1/replication/jobs/{}", job["id"].as_str().unwrap());
+        let detail = self.api("GET", &path, Value::Null).await;
+        detail["taskList"].as_array().unwrap().clone()
     }
 
     /// Pushes a one-layer image with `layer_size` bytes seeded by `seed`.
@@ -211,6 +242,67 @@ impl Peer {
             )
             .await;
         audit.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A TCP relay in front of a server, standing for the network link to it:
+/// cut, it drops every connection through it and closes new ones at once.
+struct Link {
+    url: String,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(peer: &Peer) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let target = peer.url.trim_start_matches("http://").to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepting = tokio::spawn({
+            let (cut, connections) = (cut.clone(), connections.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(relay.abort_handle());
+                }
+            }
+        });
+        Link {
+            url,
+            cut,
+            connections,
+            accepting,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
     }
 }
 
@@ -364,8 +456,10 @@ async fn hierarchy_forwards_each_arrival_to_the_next_hop() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dual_master_converges_without_loops_and_resolves_conflicts() {
+/// Two servers with push policies to each other (deletions replicated),
+/// and one tag written on each side and replicated: `shop/x:1` from a,
+/// `shop/y:1` from b.
+async fn dual_master() -> (Peer, Peer) {
     let (a, b) = tokio::join!(Peer::start("idc-a"), Peer::start("idc-b"));
     a.add_endpoint(&b).await;
     b.add_endpoint(&a).await;
@@ -373,46 +467,31 @@ async fn dual_master_converges_without_loops_and_resolves_conflicts() {
         .await;
     b.add_policy("to-a", "idc-a", json!({"replicateDeletion": true}))
         .await;
-
     let from_a = a.push("shop/x", "1", 1, 1000).await;
     let from_b = b.push("shop/y", "1", 2, 1000).await;
     b.wait_for("shop/x", "1", Some(&from_a)).await;
     a.wait_for("shop/y", "1", Some(&from_b)).await;
     a.settle().await;
     b.settle().await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dual_master_converges_without_loops_and_resolves_conflicts() {
+    let (a, b) = dual_master().await;
     // Each artifact crossed once: no job sends it back where it came from.
     assert_eq!(a.jobs("to-b").await.len(), 1);
     assert_eq!(b.jobs("to-a").await.len(), 1);
 
     // A partition: both sides write the same tag; the later write wins on both.
-    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
-        let mut p = peer
-            .api(
-                "GET",
-                &format!("/api/v1/replication/policies/{policy}"),
-                Value::Null,
-            )
-            .await;
-        p["enabled"] = json!(false);
-        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
-            .await;
-    }
+    a.enable("to-b", false).await;
+    b.enable("to-a", false).await;
     let older = a.push("shop/z", "1", 3, 1000).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let newer = b.push("shop/z", "1", 4, 1000).await;
     assert_ne!(older, newer);
-    for (peer, policy) in [(&a, "to-b"), (&b, "to-a")] {
-        let mut p = peer
-            .api(
-                "GET",
-                &format!("/api/v1/replication/policies/{policy}"),
-                Value::Null,
-            )
-            .await;
-        p["enabled"] = json!(true);
-        peer.api("PUT", &format!("/api/v1/replication/policies/{policy}"), p)
-            .await;
-    }
+    a.enable("to-b", true).await;
+    b.enable("to-a", true).await;
     let from_a_pass = a
         .api("POST", "/api/v1/replication/reconcile", Value::Null)
         .await;
@@ -462,6 +541,85 @@ async fn dual_master_converges_without_loops_and_resolves_conflicts() {
         "the delete went back to a"
     );
     assert_eq!(a.tag("shop/x", "1").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dual_master_deletes_during_a_partition_converge_and_stay_deleted() {
+    // One tag first written on each side (shop/x on a, shop/y on b).
+    let (a, b) = dual_master().await;
+
+    // The partition: a deletes both tags, b writes another one.
+    a.enable("to-b", false).await;
+    b.enable("to-a", false).await;
+    let x: RepositoryName = "shop/x".parse().unwrap();
+    let y: RepositoryName = "shop/y".parse().unwrap();
+    a.registry.delete(&x, "1", None).await.unwrap();
+    a.registry.delete(&y, "1", None).await.unwrap();
+    let from_b_later = b.push("shop/v", "1", 3, 500).await;
+    a.enable("to-b", true).await;
+    b.enable("to-a", true).await;
+
+    // b's pass first, the order that used to undo a delete: b copies only
+    // its new tag; a's tombstones keep the deleted ones out.
+    let from_b_pass = b.reconcile().await;
+    assert_eq!(from_b_pass.len(), 1, "{from_b_pass:?}");
+    let copies = b.tasks_of(&from_b_pass[0]).await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        (&copies[0]["kind"], &copies[0]["repository"]),
+        (&json!("copy"), &json!("shop/v"))
+    );
+    // a's pass repeats both deletes at b, with a's delete origins.
+    let from_a_pass = a.reconcile().await;
+    assert_eq!(from_a_pass.len(), 1, "{from_a_pass:?}");
+    let deletes = a.tasks_of(&from_a_pass[0]).await;
+    let mut planned: Vec<(String, String)> = deletes
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["repository"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [
+            ("delete".to_string(), "shop/x".to_string()),
+            ("delete".to_string(), "shop/y".to_string())
+        ]
+    );
+    assert!(
+        deletes
+            .iter()
+            .all(|t| t["origin"].as_str().unwrap().starts_with("idc-a;")),
+        "{deletes:?}"
+    );
+
+    // Both sides agree: the deletes hold, the write made meanwhile arrived.
+    b.wait_for("shop/x", "1", None).await;
+    b.wait_for("shop/y", "1", None).await;
+    a.wait_for("shop/v", "1", Some(&from_b_later)).await;
+    a.settle().await;
+    b.settle().await;
+    for peer in [&a, &b] {
+        assert_eq!(peer.tag("shop/x", "1").await, None, "{}", peer.instance);
+        assert_eq!(peer.tag("shop/y", "1").await, None, "{}", peer.instance);
+        assert_eq!(
+            peer.tag("shop/v", "1").await.map(|s| s.digest),
+            Some(from_b_later.clone())
+        );
+        assert!(peer.reconcile().await.is_empty(), "{}", peer.instance);
+    }
+
+    // A newer write of a deleted tag wins over the tombstone everywhere.
+    let again = b.push("shop/x", "1", 4, 500).await;
+    a.wait_for("shop/x", "1", Some(&again)).await;
+    b.settle().await;
+    for peer in [&a, &b] {
+        assert!(peer.reconcile().await.is_empty(), "{}", peer.instance);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -791,4 +949,95 @@ async fn a_failed_job_names_its_first_failure() {
     assert_eq!(detail["taskList"][0]["attempts"], 3, "{detail}");
     let error = detail["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("shop/x:1: gone:"), "{detail}");
+}
+
+/// a pushes to b through a link a test can cut; a asks an unreachable b
+/// again every 200 ms, and its periodic reconcile pass is an hour away (as
+/// every peer's here), so only the probe can repair in time.
+async fn behind_a_link(adjust: impl FnOnce(&mut ReplicationOptions)) -> (Peer, Peer, Link) {
+    let (a, b) = tokio::join!(
+        Peer::start_with("idc-a", |o| {
+            o.probe_interval = Duration::from_millis(200);
+            adjust(o);
+        }),
+        Peer::start("idc-b")
+    );
+    let link = Link::to(&b).await;
+    a.add_endpoint_at(&b, &link.url).await;
+    a.add_policy("to-b", "idc-b", json!({"replicateDeletion": true}))
+        .await;
+    (a, b, link)
+}
+
+/// How long after the link came back `repo:tag` was at `digest` on `peer`.
+async fn converged(
+    peer: &Peer,
+    repo: &str,
+    tag: &str,
+    digest: Option<&Digest>,
+    since: Instant,
+) -> Duration {
+    peer.wait_for(repo, tag, digest).await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_answering_again_is_reconciled_at_once() {
+    let (a, b, link) = behind_a_link(|_| {}).await;
+    let kept = a.push("shop/x", "1", 1, 500).await;
+    b.wait_for("shop/x", "1", Some(&kept)).await;
+    a.settle().await;
+
+    link.cut();
+    let written = a.push("shop/y", "1", 2, 500).await;
+    let x: RepositoryName = "shop/x".parse().unwrap();
+    a.registry.delete(&x, "1", None).await.unwrap();
+    // Both event jobs give up against the cut link (three tries).
+    a.settle().await;
+    let failed = a.jobs("to-b").await;
+    assert!(
+        failed[..2].iter().all(|j| j["state"] == "failed"),
+        "{failed:?}"
+    );
+
+    let restored = Instant::now();
+    link.restore();
+    let took = converged(&b, "shop/y", "1", Some(&written), restored).await;
+    let took = took.max(converged(&b, "shop/x", "1", None, restored).await);
+    eprintln!("converged {} ms after the link came back", took.as_millis());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let repaired = &a.jobs("to-b").await[0];
+    assert_eq!(repaired["trigger"], "reconcile", "{repaired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_and_a_deferred_reconcile_go_when_the_endpoint_answers_again() {
+    // A task that failed waits 20 s before its next try.
+    let (a, b, link) = behind_a_link(|o| o.retry_base = Duration::from_secs(20)).await;
+    link.cut();
+    let by_event = a.push("shop/y", "1", 2, 500).await;
+    // A write no event carries (the policy is off for it): only a
+    // reconcile pass copies it, and the policy is busy with the event job.
+    a.enable("to-b", false).await;
+    let by_reconcile = a.push("shop/z", "1", 3, 500).await;
+    a.enable("to-b", true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = a.jobs("to-b").await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["state"], "running", "{waiting:?}");
+
+    let restored = Instant::now();
+    link.restore();
+    let retried = converged(&b, "shop/y", "1", Some(&by_event), restored).await;
+    let reconciled = converged(&b, "shop/z", "1", Some(&by_reconcile), restored).await;
+    eprintln!(
+        "retry {} ms, deferred reconcile {} ms after the link came back",
+        retried.as_millis(),
+        reconciled.as_millis()
+    );
+    assert!(retried < Duration::from_secs(5), "retry took {retried:?}");
+    assert!(
+        reconciled < Duration::from_secs(5),
+        "reconcile took {reconciled:?}"
+    );
 }

@@ -1,5 +1,7 @@
 //! The whole server on etcd (`--store etcd://...`): registry metadata,
-//! identities and cluster objects live there and survive a restart.
+//! identities and cluster objects live there and survive a restart; with
+//! two servers on one etcd, leadership moves at once when the leader is
+//! restarted after a crash or stopped cleanly.
 
 mod common;
 
@@ -8,7 +10,6 @@ use std::time::{Duration, Instant};
 use common::etcd::Etcd;
 use common::{Image, TestServer, require_tool};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_runs_on_etcd_and_keeps_its_state() {
@@ -33,54 +34,10 @@ async fn the_server_runs_on_etcd_and_keeps_its_state() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // Cluster objects on etcd, with the controllers leading through it.
+    admin.add_node("n1").await;
     admin
-        .expect(
-            Method::POST,
-            "/api/v1/nodes",
-            Some(json!({"metadata": {"name": "n1"}, "status": {"capacity": {"cpuMillis": 2000, "memoryBytes": 4u64 << 30, "pods": 10}}})),
-            StatusCode::OK,
-        )
+        .schedule("shop", "web", 2, Duration::from_secs(30))
         .await;
-    admin
-        .expect(
-            Method::PUT,
-            "/api/v1/nodes/n1/heartbeat",
-            Some(json!({"ttlSeconds": 60})),
-            StatusCode::OK,
-        )
-        .await;
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
-                              "spec": {"containers": [{"name": "web", "image": "shop/app:v1"}]}}},
-    });
-    // JSON is YAML: apply takes it as it is.
-    let (status, body) = admin
-        .call(Method::POST, "/api/v1/apply", Some(deployment))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let pods = admin
-            .expect(
-                Method::GET,
-                "/api/v1/projects/shop/pods",
-                None,
-                StatusCode::OK,
-            )
-            .await;
-        let items = pods["items"].as_array().unwrap();
-        if items.len() == 2 && items.iter().all(|p| p["spec"]["nodeName"] == "n1") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pods never bound on etcd: {pods}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     // Restart: everything comes back from etcd.
     server.restart();
@@ -100,4 +57,45 @@ async fn the_server_runs_on_etcd_and_keeps_its_state() {
         )
         .await;
     assert_eq!(deployment["spec"]["replicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_at_once_after_a_crash_restart_and_a_clean_stop() {
+    if !require_tool("etcd", "apt-get install etcd-server") {
+        return;
+    }
+    // The leader lease lives 10 s; waiting it out took 10 to 13 s.
+    let at_once = Duration::from_secs(3);
+    let etcd = Etcd::start();
+    let store = etcd.store_arg();
+    let mut a = TestServer::start_with(&["--store", &store]);
+    a.admin().await.start_cluster("shop", "n1").await;
+    // b campaigns too: from now on a's lease is all that keeps it out.
+    let b = TestServer::start_with(&["--store", &store]);
+
+    // kill -9 and restart a: its new process takes its own lease back.
+    let crashed = Instant::now();
+    a.restart();
+    let admin = a.admin().await;
+    admin.schedule("shop", "after-crash", 1, at_once).await;
+    let restarted = crashed.elapsed();
+    assert!(
+        a.log_text()
+            .contains("took back the leader lease of this server's previous process"),
+        "{}",
+        a.log_tail(30)
+    );
+
+    // SIGTERM a: it gives the lease up, and b leads at once.
+    let stopping = Instant::now();
+    a.terminate();
+    let admin = b.admin().await;
+    admin.schedule("shop", "after-stop", 1, at_once).await;
+    let handed_over = stopping.elapsed();
+    eprintln!(
+        "scheduling again {} ms after kill -9 (restart included), {} ms after SIGTERM of the leader",
+        restarted.as_millis(),
+        handed_over.as_millis()
+    );
+    assert!(b.log_text().contains("leading the control plane"));
 }

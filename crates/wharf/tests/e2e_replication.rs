@@ -3,7 +3,8 @@
 //! address, like an IDC; IDCs are linked by veth pairs that a test cuts and
 //! restores. Covered: one master feeding two slaves (with deletions as the
 //! policy says), main -> sub -> branch, dual-master through a partition
-//! (nothing lost, no loop, conflicts resolved the same way on both sides),
+//! (nothing lost, no loop, conflicts resolved the same way on both sides;
+//! deletes made during the cut neither undone nor left behind),
 //! `kill -9` of the source in the middle of a 1 GiB copy, and push and
 //! pull replication with Debian's docker-registry.
 
@@ -193,6 +194,23 @@ impl Idc {
             .push_image(&self.url(), repo, tag, image)
             .await;
         assert_eq!(status, StatusCode::CREATED, "push to {}: {body}", self.name);
+    }
+
+    /// Deletes the tag `repo:tag` as a client would.
+    async fn delete(&self, repo: &str, tag: &str) {
+        let url = common::registry::url(&self.url(), &format!("/v2/{repo}/manifests/{tag}"));
+        let response = self
+            .registry
+            .request(Method::DELETE, url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::ACCEPTED,
+            "delete at {}",
+            self.name
+        );
     }
 
     /// The digest `repo:tag` points at, if it exists.
@@ -397,14 +415,7 @@ async fn master_feeds_two_slaves_over_their_links() {
     c.wait_for("shop/web", "1.0", Some(&digest), Duration::from_secs(20))
         .await;
 
-    let url = common::registry::url(&master.url(), "/v2/shop/web/manifests/1.0");
-    let response = master
-        .registry
-        .request(Method::DELETE, url)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    master.delete("shop/web", "1.0").await;
     b.wait_for("shop/web", "1.0", None, Duration::from_secs(20))
         .await;
     master.settle().await;
@@ -467,6 +478,40 @@ async fn main_sub_branch_each_hop_triggered_by_the_arrival() {
     );
 }
 
+/// Two IDCs `a` and `b` (namespaces `<prefix>a`, `<prefix>b`, management
+/// nets `net` and `net + 1`) linked by one veth pair, with policies `peer`
+/// to each other on events, deletions replicated, and one tag written on
+/// each side and replicated: `shop/x:1` from a (returned), `shop/y:1`
+/// from b.
+async fn dual_master(prefix: &str, net: u8, args: &[&str]) -> (Idc, Idc, Link, Image) {
+    let a = Idc::start(prefix, "a", net, args).await;
+    let b = Idc::start(prefix, "b", net + 1, args).await;
+    let link = Link::connect(&a, &b, net);
+    a.add_endpoint(&b, &format!("10.78.{net}.2"));
+    b.add_endpoint(&a, &format!("10.78.{net}.1"));
+    for (idc, peer) in [(&a, "b"), (&b, "a")] {
+        ok(idc.cli(&[
+            "replication",
+            "policy",
+            "add",
+            "peer",
+            "--endpoint",
+            peer,
+            "--on-event",
+            "--replicate-deletion",
+        ]));
+    }
+    let (x, y) = (small_image("x"), small_image("y"));
+    a.push("shop/x", "1", &x).await;
+    b.push("shop/y", "1", &y).await;
+    let within = Duration::from_secs(20);
+    b.wait_for("shop/x", "1", Some(x.manifest.digest.as_str()), within)
+        .await;
+    a.wait_for("shop/y", "1", Some(y.manifest.digest.as_str()), within)
+        .await;
+    (a, b, link, x)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_master_survives_a_partition_without_loss_or_loops() {
     if !prerequisites("dual_master_survives_a_partition_without_loss_or_loops") {
@@ -482,49 +527,7 @@ async fn dual_master_survives_a_partition_without_loss_or_loops() {
         "--replication-timeout",
         "3s",
     ];
-    let a = Idc::start("wrpd", "a", 51, &args).await;
-    let b = Idc::start("wrpd", "b", 52, &args).await;
-    let link = Link::connect(&a, &b, 51);
-    a.add_endpoint(&b, "10.78.51.2");
-    b.add_endpoint(&a, "10.78.51.1");
-    ok(a.cli(&[
-        "replication",
-        "policy",
-        "add",
-        "peer",
-        "--endpoint",
-        "b",
-        "--on-event",
-        "--replicate-deletion",
-    ]));
-    ok(b.cli(&[
-        "replication",
-        "policy",
-        "add",
-        "peer",
-        "--endpoint",
-        "a",
-        "--on-event",
-        "--replicate-deletion",
-    ]));
-
-    let (x, y) = (small_image("x"), small_image("y"));
-    a.push("shop/x", "1", &x).await;
-    b.push("shop/y", "1", &y).await;
-    b.wait_for(
-        "shop/x",
-        "1",
-        Some(x.manifest.digest.as_str()),
-        Duration::from_secs(20),
-    )
-    .await;
-    a.wait_for(
-        "shop/y",
-        "1",
-        Some(y.manifest.digest.as_str()),
-        Duration::from_secs(20),
-    )
-    .await;
+    let (a, b, link, x) = dual_master("wrpd", 51, &args).await;
 
     link.cut();
     let (p, q) = (small_image("p"), small_image("q"));
@@ -592,6 +595,93 @@ async fn dual_master_survives_a_partition_without_loss_or_loops() {
     assert_eq!(
         a.digest("shop/x", "1").await.as_deref(),
         Some(x.manifest.digest.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_master_delete_during_a_cut_is_not_undone() {
+    if !prerequisites("dual_master_delete_during_a_cut_is_not_undone") {
+        return;
+    }
+    // The periodic reconcile pass keeps its default (5 minutes): only the
+    // tombstones and the probe of the healed link can make this converge
+    // within the test's deadline.
+    let args = [
+        "--replication-attempts",
+        "2",
+        "--replication-retry",
+        "200ms",
+        "--replication-timeout",
+        "3s",
+        "--replication-probe",
+        "500ms",
+    ];
+    let (a, b, link, _) = dual_master("wrpx", 81, &args).await;
+
+    link.cut();
+    // a deletes a tag it first wrote (x) and one b first wrote (y); both
+    // sides write something new.
+    a.delete("shop/x", "1").await;
+    a.delete("shop/y", "1").await;
+    let (from_a, from_b) = (small_image("u"), small_image("v"));
+    a.push("shop/u", "1", &from_a).await;
+    b.push("shop/v", "1", &from_b).await;
+    // The event jobs give up against the cut link.
+    a.settle().await;
+    b.settle().await;
+    assert!(b.digest("shop/x", "1").await.is_some(), "the link is cut");
+
+    let restored = Instant::now();
+    link.restore();
+    let within = Duration::from_secs(30);
+    b.wait_for("shop/x", "1", None, within).await;
+    b.wait_for("shop/y", "1", None, within).await;
+    b.wait_for("shop/u", "1", Some(from_a.manifest.digest.as_str()), within)
+        .await;
+    a.wait_for("shop/v", "1", Some(from_b.manifest.digest.as_str()), within)
+        .await;
+    eprintln!(
+        "both sides agree {} ms after the link came back",
+        restored.elapsed().as_millis()
+    );
+
+    // Later passes (probe-triggered and manual) change nothing: the deletes
+    // are not undone, nothing else is lost.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.settle().await;
+    b.settle().await;
+    for idc in [&a, &b] {
+        ok(idc.cli(&["replication", "reconcile"]));
+    }
+    a.settle().await;
+    b.settle().await;
+    for (repo, expected) in [
+        ("shop/x", None),
+        ("shop/y", None),
+        ("shop/u", Some(from_a.manifest.digest.to_string())),
+        ("shop/v", Some(from_b.manifest.digest.to_string())),
+    ] {
+        for idc in [&a, &b] {
+            assert_eq!(
+                idc.digest(repo, "1").await,
+                expected,
+                "idc {}: {repo}:1",
+                idc.name
+            );
+        }
+    }
+    // Each delete crossed once, from a, carrying a's delete origin.
+    let deletes: Vec<Value> = a
+        .tasks("peer")
+        .into_iter()
+        .filter(|t| t["kind"] == "delete" && t["state"] == "succeeded")
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:?}");
+    assert!(
+        deletes.iter().all(|t| t["origin"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("idc-a;"))),
+        "{deletes:?}"
     );
 }
 

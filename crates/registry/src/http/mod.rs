@@ -118,6 +118,7 @@ struct Params {
 /// A recognised registry operation.
 enum Op {
     Catalog,
+    Tombstones,
     Tags(RepositoryName),
     GetManifest(RepositoryName, Reference, bool),
     PutManifest(RepositoryName, Reference),
@@ -138,6 +139,7 @@ impl Op {
         use Endpoint as E;
         Some(match (method.clone(), endpoint) {
             (Method::GET, E::Catalog) => Op::Catalog,
+            (Method::GET, E::Tombstones) => Op::Tombstones,
             (Method::GET, E::Tags(repo)) => Op::Tags(repo),
             (Method::GET, E::Manifest(repo, r)) => Op::GetManifest(repo, r, false),
             (Method::HEAD, E::Manifest(repo, r)) => Op::GetManifest(repo, r, true),
@@ -158,7 +160,7 @@ impl Op {
 
     fn need(&self) -> Need {
         match self {
-            Op::Catalog => Need::Catalog,
+            Op::Catalog | Op::Tombstones => Need::Catalog,
             Op::Tags(repo)
             | Op::GetManifest(repo, ..)
             | Op::HeadBlob(repo, _)
@@ -327,6 +329,10 @@ fn push_conflict(
             "tag {repo}:{tag} replaced {previous} (origin {previous_origin}); \
              incoming {digest} from {incoming} won"
         )),
+        TagOutcome::KeptDeleted { deleted_origin } => Some(format!(
+            "tag {repo}:{tag} stays deleted (delete from {deleted_origin}); \
+             incoming {digest} from {incoming} lost"
+        )),
         _ => None,
     }
 }
@@ -411,6 +417,25 @@ fn next_link(path: &str, n: usize, last: Option<&String>) -> Option<HeaderValue>
     HeaderValue::from_str(&format!("<{path}?n={n}&last={encoded}>; rel=\"next\"")).ok()
 }
 
+/// The listings across repositories, filtered by what the caller may pull.
+#[derive(Clone, Copy)]
+enum Listing {
+    /// `/v2/_catalog`: repositories.
+    Catalog,
+    /// `/v2/_tombstones`: deleted tags.
+    Tombstones,
+}
+
+/// One item of a [`Listing`].
+struct Listed {
+    /// Where the listing continues after it.
+    cursor: String,
+    /// The repository it belongs to (`None`: shown to nobody).
+    repository: Option<RepositoryName>,
+    /// What the response shows of it.
+    json: serde_json::Value,
+}
+
 struct Handlers<'a> {
     registry: &'a Registry,
     gate: &'a Gate,
@@ -450,7 +475,8 @@ impl Handlers<'_> {
     async fn run(&self, op: Op, params: &Params, request: Request) -> HandlerResult {
         let registry = self.registry;
         match op {
-            Op::Catalog => self.catalog(params).await,
+            Op::Catalog => self.listing(Listing::Catalog, params).await,
+            Op::Tombstones => self.listing(Listing::Tombstones, params).await,
             Op::Tags(repo) => self.tags(&repo, params).await,
             Op::GetManifest(repo, reference, head) => {
                 self.get_manifest(&repo, &reference, head).await
@@ -478,43 +504,81 @@ impl Handlers<'_> {
         }
     }
 
-    /// Repositories the caller may pull, `n` at a time after `last`.
-    async fn catalog(&self, params: &Params) -> HandlerResult {
+    /// Items of `listing` in repositories the caller may pull, `n` at a
+    /// time after `last`: `{"repositories": [...]}` for the catalog,
+    /// `{"tombstones": [{"repository", "tag", "origin"}]}` (the origin in
+    /// `Wharf-Origin` form) for deleted tags, whose cursor is
+    /// `<repository>:<tag>`.
+    async fn listing(&self, listing: Listing, params: &Params) -> HandlerResult {
         let (n, last) = page_params(params)?;
-        let mut visible = Vec::new();
+        let mut visible: Vec<Listed> = Vec::new();
         let mut cursor = last.map(str::to_string);
         let mut more = false;
         'pages: loop {
             if n == 0 {
                 break;
             }
-            let page = self.registry.catalog(n, cursor.as_deref()).await?;
-            for name in page.items {
+            let (items, page_more) = self.read_listing(listing, n, cursor.as_deref()).await?;
+            for item in items {
                 if visible.len() == n {
                     more = true;
                     break 'pages;
                 }
-                cursor = Some(name.clone());
-                if self.may_pull(&name).await {
-                    visible.push(name);
+                cursor = Some(item.cursor.clone());
+                if let Some(repo) = &item.repository
+                    && self.gate.authorizer.may_pull(self.caller, repo).await
+                {
+                    visible.push(item);
                 }
             }
-            if !page.more {
+            if !page_more {
                 break;
             }
         }
-        let mut response = axum::Json(json!({ "repositories": visible })).into_response();
-        if more && let Some(link) = next_link("/v2/_catalog", n, visible.last()) {
+        let last_cursor = visible.last().map(|item| item.cursor.clone());
+        let items: Vec<serde_json::Value> = visible.into_iter().map(|item| item.json).collect();
+        let (path, field) = match listing {
+            Listing::Catalog => ("/v2/_catalog", "repositories"),
+            Listing::Tombstones => ("/v2/_tombstones", "tombstones"),
+        };
+        let mut response = axum::Json(json!({ field: items })).into_response();
+        if more && let Some(link) = next_link(path, n, last_cursor.as_ref()) {
             response.headers_mut().insert(header::LINK, link);
         }
         Ok(response)
     }
 
-    async fn may_pull(&self, name: &str) -> bool {
-        match name.parse::<RepositoryName>() {
-            Ok(repo) => self.gate.authorizer.may_pull(self.caller, &repo).await,
-            Err(_) => false,
-        }
+    /// One page of a listing, unfiltered, and whether more follow.
+    async fn read_listing(
+        &self,
+        listing: Listing,
+        n: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Listed>, bool), RegistryError> {
+        Ok(match listing {
+            Listing::Catalog => {
+                let page = self.registry.catalog(n, cursor).await?;
+                let items = page.items.into_iter().map(|name| Listed {
+                    repository: name.parse().ok(),
+                    json: json!(name),
+                    cursor: name,
+                });
+                (items.collect(), page.more)
+            }
+            Listing::Tombstones => {
+                let page = self.registry.tombstones(n, cursor).await?;
+                let items = page.items.into_iter().map(|t| Listed {
+                    cursor: t.cursor(),
+                    json: json!({
+                        "repository": t.repository,
+                        "tag": t.tag.as_str(),
+                        "origin": t.origin.to_header(),
+                    }),
+                    repository: Some(t.repository),
+                });
+                (items.collect(), page.more)
+            }
+        })
     }
 
     /// The repository to mount `digest` into `repo` from: `from` if the
@@ -660,6 +724,7 @@ impl Handlers<'_> {
             response = response.header(WHARF_TAG, outcome.as_str());
             match &outcome {
                 DeleteOutcome::Deleted => note.tag_moved = true,
+                DeleteOutcome::Absent => {}
                 DeleteOutcome::Kept {
                     current,
                     current_origin,

@@ -10,6 +10,8 @@ use crate::RegistryError;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Catalog,
+    /// Wharf's listing of deleted tags (`/v2/_tombstones`).
+    Tombstones,
     Tags(RepositoryName),
     Manifest(RepositoryName, Reference),
     Blob(RepositoryName, Digest),
@@ -21,8 +23,11 @@ pub(crate) enum Endpoint {
 /// `None` when the path is not a registry endpoint at all (404).
 pub(crate) fn parse(path: &str) -> Option<Result<Endpoint, RegistryError>> {
     let rest = path.strip_prefix("/v2/")?;
-    if rest == "_catalog" {
-        return Some(Ok(Endpoint::Catalog));
+    // Repository names start with a letter or digit, so neither can be one.
+    match rest {
+        "_catalog" => return Some(Ok(Endpoint::Catalog)),
+        "_tombstones" => return Some(Ok(Endpoint::Tombstones)),
+        _ => {}
     }
     // Names never need escaping, so only the last segment (a digest whose ':'
     // some clients escape, a tag, an upload id) is percent-decoded.
@@ -96,6 +101,7 @@ mod tests {
     #[test]
     fn recognises_every_endpoint() {
         assert_eq!(ok("/v2/_catalog"), Endpoint::Catalog);
+        assert_eq!(ok("/v2/_tombstones"), Endpoint::Tombstones);
         assert_eq!(ok("/v2/a/b/tags/list"), Endpoint::Tags(name("a/b")));
         assert_eq!(ok("/v2/a/blobs/uploads/"), Endpoint::Uploads(name("a")));
         assert_eq!(ok("/v2/a/blobs/uploads"), Endpoint::Uploads(name("a")));

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Largest manifest accepted.
     #[arg(long, default_value = "4MiB", value_parser = units::parse_size)]
     max_manifest_size: u64,
+    /// How long deleted tags are remembered (tombstones). Replication
+    /// converges on deletes made during partitions shorter than this.
+    #[arg(long, default_value = "30d", value_parser = units::parse_duration)]
+    tombstone_retention: Duration,
     /// URL clients reach this server at, for token realms (default: from each request's Host).
     #[arg(long, env = "WHARF_PUBLIC_URL")]
     public_url: Option<String>,
@@ -69,6 +73,10 @@ pub struct ServerArgs {
     /// destination and the differences copied.
     #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
     replication_reconcile: Duration,
+    /// How often an unreachable replication endpoint is asked again; when it
+    /// answers, its policies are reconciled at once.
+    #[arg(long, default_value = "5s", value_parser = units::parse_duration)]
+    replication_probe: Duration,
     /// Tries per replication task before it fails.
     #[arg(long, default_value_t = 6)]
     replication_attempts: u32,
@@ -94,6 +102,7 @@ impl ServerArgs {
             max_blob_bytes: self.max_blob_size,
             gc_grace: self.gc_grace,
             upload_ttl: self.upload_ttl,
+            tombstone_retention: self.tombstone_retention,
             ..RegistryConfig::default()
         };
         config.identity = IdentityConfig {
@@ -115,6 +124,7 @@ impl ServerArgs {
             max_attempts: self.replication_attempts.max(1),
             retry_base: self.replication_retry,
             chunk_size: self.replication_chunk.max(1 << 20),
+            probe_interval: self.replication_probe.max(Duration::from_millis(100)),
             remote: RemoteOptions {
                 connect_timeout: self.replication_timeout.min(Duration::from_secs(10)),
                 read_timeout: self.replication_timeout,
@@ -131,6 +141,7 @@ impl ServerArgs {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServerArgs) -> Result<()> {
+    let stop = shutdown_signal();
     let server = Server::bind(args.config()).await.with_context(|| {
         format!(
             "starting the server with data in {}",
@@ -142,17 +153,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         // Shown once, on the first start; it is stored only as a hash.
         println!("admin password: {password}");
     }
-    server.run(shutdown_signal()).await?;
+    server.run(stop).await?;
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first awaited: a signal during startup
+/// then ends the process cleanly too (giving leadership up) instead of
+/// killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -106,6 +106,7 @@ fn save_password(path: &Path, password: &str) -> Result<()> {
 
 /// Runs server and agent until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> Result<()> {
+    let stop = shutdown_signal();
     let data_dir = args.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -175,7 +176,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
             Err(err) => eprintln!("warning: the demo did not start: {err:#}"),
         }
     }
-    shutdown_signal().await;
+    stop.await;
     drop(agent);
     let _ = stop_server.send(());
     tokio::time::timeout(Duration::from_secs(10), serving)

@@ -1,6 +1,9 @@
 //! The `/api/v1/` administration API, logged in as one user: users,
-//! projects, members, robots, settings and the audit log. Every helper
-//! panics with the server's answer when the call does not succeed.
+//! projects, members, robots, settings and the audit log, and the cluster
+//! objects a scheduling check needs. Every helper panics with the server's
+//! answer when the call does not succeed.
+
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -91,6 +94,92 @@ impl ApiClient {
             self.credentials.user
         );
         value
+    }
+
+    /// Registers node `name` (2 CPUs, 4 GiB, 10 pods) with a heartbeat
+    /// valid for a minute.
+    pub async fn add_node(&self, name: &str) {
+        let node = json!({"metadata": {"name": name}, "status": {"capacity": {"cpuMillis": 2000, "memoryBytes": 4u64 << 30, "pods": 10}}});
+        self.expect(Method::POST, "/api/v1/nodes", Some(node), StatusCode::OK)
+            .await;
+        self.expect(
+            Method::PUT,
+            &format!("/api/v1/nodes/{name}/heartbeat"),
+            Some(json!({"ttlSeconds": 60})),
+            StatusCode::OK,
+        )
+        .await;
+    }
+
+    /// Creates project `project` and node `node`, then schedules the
+    /// one-pod deployment `first` there: the controllers lead.
+    pub async fn start_cluster(&self, project: &str, node: &str) {
+        self.create_project(project, false, None).await;
+        self.add_node(node).await;
+        self.schedule(project, "first", 1, Duration::from_secs(30))
+            .await;
+    }
+
+    /// Applies a deployment ([`ApiClient::apply_deployment`]) and waits
+    /// until its pods are bound ([`ApiClient::wait_bound`]); how long that
+    /// took.
+    pub async fn schedule(
+        &self,
+        project: &str,
+        name: &str,
+        replicas: u32,
+        within: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        self.apply_deployment(project, name, replicas).await;
+        self.wait_bound(project, name, replicas as usize, within)
+            .await;
+        started.elapsed()
+    }
+
+    /// Applies Deployment `name` in project `project`: `replicas` pods of
+    /// `shop/app:v1` (never pulled unless an agent runs them).
+    pub async fn apply_deployment(&self, project: &str, name: &str, replicas: u32) {
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": project},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "app", "image": "shop/app:v1"}]}}},
+        });
+        // JSON is YAML: apply takes it as it is.
+        self.expect(
+            Method::POST,
+            "/api/v1/apply",
+            Some(deployment),
+            StatusCode::OK,
+        )
+        .await;
+    }
+
+    /// Waits until deployment `project/name` has `replicas` pods, all bound
+    /// to a node (the controllers and the scheduler ran); how long it took.
+    pub async fn wait_bound(
+        &self,
+        project: &str,
+        name: &str,
+        replicas: usize,
+        within: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        let path = format!("/api/v1/projects/{project}/pods?labelSelector=app%3D{name}");
+        loop {
+            let pods = self.expect(Method::GET, &path, None, StatusCode::OK).await;
+            let items = pods["items"].as_array().cloned().unwrap_or_default();
+            if items.len() == replicas && items.iter().all(|p| p["spec"]["nodeName"].is_string()) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "pods of {project}/{name} not bound within {within:?}: {pods}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Creates a user; returns their credentials.

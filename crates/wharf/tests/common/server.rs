@@ -193,6 +193,29 @@ impl TestServer {
         }
     }
 
+    /// Stops the server with SIGTERM, as an operator or systemd would, and
+    /// waits for it to exit; panics unless it exits cleanly within 15 s.
+    pub fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .expect("sending SIGTERM to the server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                assert!(status.success(), "the server exited with {status}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server if it runs and starts it again on the same data
     /// directory. The port changes.
     pub fn restart(&mut self) {
