@@ -234,12 +234,16 @@ impl RemoteRegistry {
                 scope: asked,
                 ..
             } => {
-                self.token(
-                    &realm,
-                    service.as_deref(),
-                    asked.as_deref().unwrap_or(scope),
-                )
-                .await?
+                // The token is cached for `scope` and used for what it
+                // says (a status read now, the pushes after it), so ask
+                // for that: the challenge names only what this one request
+                // needs (pull, for an upload's status).
+                let wanted = if scope.is_empty() {
+                    asked.as_deref().unwrap_or_default()
+                } else {
+                    scope
+                };
+                self.token(&realm, service.as_deref(), wanted).await?
             }
         };
         self.tokens.put(self.token_key(scope), token, expires_in);
