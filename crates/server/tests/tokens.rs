@@ -786,16 +786,13 @@ async fn disabling_a_robot_refuses_its_issued_tokens_at_once() {
 
 #[tokio::test]
 async fn refused_tokens_are_audited_under_the_account_they_name() {
-    let app = TestApp::with(|config| {
-        config.identity.registry_token_ttl = std::time::Duration::from_secs(1)
-    })
-    .await;
+    // Long enough that bob's token is revoked, not expired, when used on a
+    // loaded machine; ann's is waited out below.
+    let ttl = std::time::Duration::from_secs(3);
+    let app = TestApp::with(|config| config.identity.registry_token_ttl = ttl).await;
     let admin = app.admin_token().await;
     app.create_user(&admin, "ann", "ann-password").await;
     app.create_user(&admin, "bob", "bob-password").await;
-    let expiring = app
-        .token_for("ann", "ann-password", "repository:x/y:pull")
-        .await;
     let revoked = app
         .token_for("bob", "bob-password", "repository:x/y:pull")
         .await;
@@ -814,7 +811,11 @@ async fn refused_tokens_are_audited_under_the_account_they_name() {
     app.api(&bob_api, Method::GET, "/api/v1/me", Value::Null)
         .await
         .expect(StatusCode::UNAUTHORIZED);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expiring = app
+        .token_for("ann", "ann-password", "repository:x/y:pull")
+        .await;
+    // Expiry is checked in whole seconds.
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(1100)).await;
     app.v2(&expiring, Method::GET, "/v2/", &[], Bytes::new())
         .await
         .expect(StatusCode::UNAUTHORIZED);
