@@ -1,5 +1,6 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
+mod glob;
 mod pods;
 mod registry;
 mod replication;
@@ -25,6 +26,9 @@ pub enum BenchCommand {
     /// Replication lag, copy throughput beside the raw loopback speed, and
     /// bandwidth limits, between two servers.
     Replication(replication::ReplicationBenchArgs),
+    /// Replication filter patterns, adversarial ones included, against
+    /// the longest names; fails over a per-match time bound.
+    Glob(glob::GlobBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -34,6 +38,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
+        BenchCommand::Glob(args) => glob::run(args).await,
     }
 }
 
