@@ -13,7 +13,7 @@ use crate::client::{RegistryClient, Session};
 use crate::error::io_err;
 use crate::fsutil::remove_tree;
 use crate::layers::{DiskLimits, Flight, LayerFetcher, LayerTable, install_layer};
-use crate::layout::{ImageRecord, LayerRecord, Layout};
+use crate::layout::{ImageRecord, LayerRecord, Layout, RefRecord};
 use crate::resolve::{fetch_config, layer_records, resolve};
 use crate::{
     ImageConfig, ImageError, ImageRef, LayerProgress, LayerState, Platform, PullProgress,
@@ -322,13 +322,14 @@ impl ImageStore {
         let layout = self.layout.clone();
         let fetcher = self.fetcher.clone();
         blocking(move || {
-            let doomed: HashSet<Digest> = layout
-                .all_images()?
-                .into_iter()
-                .map(|r| r.manifest_digest)
+            let mut cache = CacheRecords::read(&layout)?;
+            let doomed: HashSet<Digest> = cache
+                .images
+                .iter()
+                .map(|r| r.manifest_digest.clone())
                 .filter(|d| !keep.contains(d))
                 .collect();
-            remove_images(&layout, &fetcher, &doomed, &HashSet::new())
+            remove_images(&layout, &fetcher, &mut cache, &doomed, &HashSet::new())
         })
         .await
     }
@@ -557,9 +558,10 @@ fn collect_by_policy(
     let now = std::time::SystemTime::now();
     let mounted: Vec<HashSet<&PathBuf>> = in_use.iter().map(|l| l.iter().collect()).collect();
     let protected: HashSet<PathBuf> = in_use.iter().flatten().cloned().collect();
-    let mut candidates: Vec<(Duration, Digest)> = layout
-        .all_images()?
-        .into_iter()
+    let mut cache = CacheRecords::read(layout)?;
+    let mut candidates: Vec<(Duration, Digest)> = cache
+        .images
+        .iter()
         .filter(|record| {
             let dirs: HashSet<PathBuf> = record
                 .layers
@@ -573,7 +575,7 @@ fn collect_by_policy(
         .filter_map(|record| {
             let used = layout.image_used_at(&record.manifest_digest)?;
             let age = now.duration_since(used).unwrap_or_default();
-            (age >= policy.min_age).then_some((age, record.manifest_digest))
+            (age >= policy.min_age).then(|| (age, record.manifest_digest.clone()))
         })
         .collect();
     // Oldest use first.
@@ -586,7 +588,9 @@ fn collect_by_policy(
             .map(|(_, d)| d.clone())
             .collect();
         candidates.retain(|(_, d)| !expired.contains(d));
-        report.merge(remove_images(layout, fetcher, &expired, &protected)?);
+        report.merge(remove_images(
+            layout, fetcher, &mut cache, &expired, &protected,
+        )?);
     }
     let over = |limit: u8| disk_used_percent(&layout.root).is_some_and(|p| p >= f64::from(limit));
     if over(policy.high_percent) {
@@ -595,7 +599,9 @@ fn collect_by_policy(
                 break;
             }
             let one = HashSet::from([digest]);
-            report.merge(remove_images(layout, fetcher, &one, &protected)?);
+            report.merge(remove_images(
+                layout, fetcher, &mut cache, &one, &protected,
+            )?);
         }
     }
     Ok(report)
@@ -610,30 +616,59 @@ impl GcReport {
     }
 }
 
+/// The image and reference records of the cache, read once per collection.
+struct CacheRecords {
+    images: Vec<ImageRecord>,
+    refs: Vec<RefRecord>,
+}
+
+impl CacheRecords {
+    fn read(layout: &Layout) -> Result<CacheRecords, ImageError> {
+        Ok(CacheRecords {
+            images: layout.all_images()?,
+            refs: layout.all_refs()?,
+        })
+    }
+}
+
 /// Forgets the images in `doomed` and the references to them, then deletes
 /// every layer no remaining image uses, except `protected` layer
 /// directories and layers a pull in progress needs.
+///
+/// `cache` is what the caller read of the records; it is kept current, so
+/// that removing images one at a time reads them only once.
 fn remove_images(
     layout: &Layout,
     fetcher: &LayerFetcher,
+    cache: &mut CacheRecords,
     doomed: &HashSet<Digest>,
     protected: &HashSet<PathBuf>,
 ) -> Result<GcReport, ImageError> {
     let mut report = GcReport::default();
-    let mut used = HashSet::new();
-    for record in layout.all_images()? {
-        if doomed.contains(&record.manifest_digest) {
-            layout.remove_image(&record.manifest_digest)?;
-            report.removed_images.push(record.manifest_digest);
-        } else {
-            used.extend(record.layers.into_iter().map(|l| l.digest));
-        }
+    for record in cache
+        .images
+        .iter()
+        .filter(|r| doomed.contains(&r.manifest_digest))
+    {
+        layout.remove_image(&record.manifest_digest)?;
+        report.removed_images.push(record.manifest_digest.clone());
     }
-    for reference in layout.all_refs()? {
-        if doomed.contains(&reference.manifest_digest) {
-            layout.remove_ref(&reference.reference)?;
-        }
+    cache
+        .images
+        .retain(|r| !doomed.contains(&r.manifest_digest));
+    for reference in cache
+        .refs
+        .iter()
+        .filter(|r| doomed.contains(&r.manifest_digest))
+    {
+        layout.remove_ref(&reference.reference)?;
     }
+    cache.refs.retain(|r| !doomed.contains(&r.manifest_digest));
+    let used: HashSet<&Digest> = cache
+        .images
+        .iter()
+        .flat_map(|r| r.layers.iter().map(|l| &l.digest))
+        .collect();
     // Under the table lock, doomed layers move to tmp/ (a rename), so no
     // pull can find one present and then lose it; deletion happens after.
     let mut trash = Vec::new();

@@ -130,6 +130,16 @@ pub struct NodeOptions {
 impl NodeOptions {
     /// The runtime setup for node `name` talking to `server`.
     pub fn setup(&self, name: &str, server: &str, host_ip: Option<String>) -> Result<NodeSetup> {
+        if self.image_gc_low > self.image_gc_high {
+            bail!(
+                "--image-gc-low {} is above --image-gc-high {}: collection would never stop",
+                self.image_gc_low,
+                self.image_gc_high
+            );
+        }
+        if self.image_gc_interval.is_zero() {
+            bail!("--image-gc-interval must be longer than 0");
+        }
         let credentials = match &self.registry_user {
             Some(user) => {
                 let password = std::env::var("WHARF_REGISTRY_PASSWORD").map_err(|_| {
@@ -182,11 +192,11 @@ impl NodeOptions {
             },
             image_gc: ImageGcPolicy {
                 high_percent: self.image_gc_high,
-                low_percent: self.image_gc_low.min(self.image_gc_high),
+                low_percent: self.image_gc_low,
                 min_age: self.image_gc_min_age,
                 max_unused_age: self.image_gc_max_age,
             },
-            image_gc_interval: self.image_gc_interval.max(Duration::from_secs(1)),
+            image_gc_interval: self.image_gc_interval,
         })
     }
 }
