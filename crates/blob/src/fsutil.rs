@@ -1,7 +1,7 @@
 //! Durable filesystem steps: write, fsync, rename, fsync the directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +14,7 @@ pub(crate) fn create_dir_all(path: &Path) -> Result<(), BlobError> {
 }
 
 pub(crate) fn fsync_dir(path: &Path) -> Result<(), BlobError> {
-    File::open(path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| BlobError::io(path, e))
+    wharf_fs::sync_dir(path).map_err(|e| BlobError::io(path, e))
 }
 
 /// Makes sure `target`'s parent exists durably before a rename lands in it.
@@ -52,21 +50,18 @@ pub(crate) fn publish_file(source: &Path, target: &Path) -> Result<(), BlobError
     fsync_dir(target.parent().expect("blob paths have parents"))
 }
 
-pub(crate) fn publish_bytes(tmp: &Path, target: &Path, bytes: &[u8]) -> Result<(), BlobError> {
+/// Writes `bytes` as the blob at `target` (through a temporary file in
+/// `tmp_dir`, on the same filesystem).
+pub(crate) fn publish_bytes(tmp_dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), BlobError> {
     // Content already there (a manifest pushed again): refresh it, no write.
     if target.exists() {
         return touch(target);
     }
-    let write = || -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(tmp);
-        return Err(BlobError::io(tmp, e));
-    }
-    publish_file(tmp, target)
+    ensure_parent(target)?;
+    wharf_fs::AtomicWrite::new(target)
+        .temp_dir(tmp_dir)
+        .write(bytes)
+        .map_err(|e| BlobError::io(target, e))
 }
 
 /// Starts writing `len` bytes at `offset` of `file` to disk without waiting

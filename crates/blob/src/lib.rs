@@ -139,12 +139,8 @@ impl BlobStore {
             });
         }
         let target = self.blob_path(digest);
-        let tmp = self
-            .inner
-            .root
-            .join("tmp")
-            .join(uuid::Uuid::new_v4().to_string());
-        tokio::task::spawn_blocking(move || fsutil::publish_bytes(&tmp, &target, &bytes))
+        let tmp_dir = self.inner.root.join("tmp");
+        tokio::task::spawn_blocking(move || fsutil::publish_bytes(&tmp_dir, &target, &bytes))
             .await
             .map_err(BlobError::join)?
     }

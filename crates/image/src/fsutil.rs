@@ -1,8 +1,8 @@
-//! Small filesystem helpers: private directories, atomic file replacement
+//! Small filesystem helpers: atomic file replacement (through `wharf-fs`)
 //! and tree removal.
 
-use std::fs::{self, File, Permissions};
-use std::io::{self, Write};
+use std::fs::{self, Permissions};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -10,43 +10,17 @@ use crate::ImageError;
 use crate::error::io_err;
 
 /// Writes `bytes` to `path` so that readers see the old or the new content,
-/// never a mix: a temporary file in `tmp_dir` (same filesystem), fsynced,
-/// renamed over `path`, then the directory fsynced.
+/// never a mix, through a temporary file in `tmp_dir` (same filesystem).
 pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let tmp = tmp_dir.join(format!("write-{}", uuid::Uuid::new_v4()));
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-        sync_parent(path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    wharf_fs::AtomicWrite::new(path)
+        .temp_dir(tmp_dir)
+        .write(bytes)
+        .map_err(io_err("write", path))
 }
 
 /// Fsyncs the directory holding `path`, making a rename in it durable.
 pub(crate) fn sync_parent(path: &Path) -> Result<(), ImageError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_err("sync directory", parent))
-}
-
-/// Creates `dir` (and missing parents) with mode 0700, or narrows an
-/// existing one to it, so that installs from before a directory became
-/// private are fixed at start. For state that holds image content or
-/// secrets: setuid binaries and device nodes from images must not be
-/// reachable by other users of the machine.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    fs::set_permissions(dir, Permissions::from_mode(0o700))
+    wharf_fs::sync_parent(path).map_err(io_err("sync directory of", path))
 }
 
 /// Removes a directory tree (or file); absent is fine. Unpacked layers may

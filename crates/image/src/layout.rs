@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use wharf_oci::{Digest, DigestAlgorithm};
 
 use crate::error::io_err;
-use crate::fsutil::{private_dir, remove_tree, write_atomic};
+use crate::fsutil::{remove_tree, write_atomic};
 use crate::{ImageConfig, ImageError, ImageRef, PulledImage};
+use wharf_fs::private_dir;
 
 /// A layer of a cached image, as its manifest and config describe it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,7 +39,6 @@ pub use auth::{
 };
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
-pub use fsutil::private_dir;
 pub use reference::ImageRef;
 pub use store::{
     CachedImage, GcReport, ImageGcPolicy, ImageStore, ImageStoreOptions, PullPolicy, PulledImage,

@@ -10,8 +10,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{Layer, assert_cache_clean, blob, import, names, require_root, sha256};
+use common::{Layer, assert_cache_clean, blob, import, names, sha256};
 use wharf_image::{Compression, ImageError, ImageStore, ImageStoreOptions, UnpackLimits};
+use wharf_testkit::prereq::require_root;
 
 async fn store(dir: &Path) -> ImageStore {
     ImageStore::open(dir.join("cache"), ImageStoreOptions::default())

@@ -20,6 +20,7 @@ mod driver;
 mod error;
 mod ip;
 mod spec;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use bridge::{BridgeConfig, BridgeDriver};

@@ -1,5 +1,5 @@
-//! Helpers for tests here and in other crates (the agent's end-to-end tests):
-//! prerequisite checks, running commands inside a namespace, a stand-in
+//! Helpers for tests here and in other crates (the agent's end-to-end tests),
+//! behind the `testing` feature: running commands inside a namespace, a stand-in
 //! "host" namespace so one machine can play several nodes, cleanup guards,
 //! and an in-memory [`NetworkDriver`] for logic that needs no real network.
 //!
@@ -18,57 +18,6 @@ use crate::spec::{NETNS_DIR, short_ifname, validate_netns_name};
 use crate::{
     BridgeConfig, Ipv4Cidr, NetError, NetworkDriver, PodNetwork, PodNetworkSpec, host_veth_name, ip,
 };
-
-/// Whether a test that needs root and the given programs can run.
-///
-/// Returns `true` if they are all there. Otherwise, under `CI=true` it
-/// panics (CI must not silently skip the real tests); elsewhere it prints
-/// why `test` is skipped and returns `false`.
-///
-/// ```no_run
-/// if !wharf_net::testing::prerequisites("two_pods_on_one_bridge", &["ip", "busybox"]) {
-///     return;
-/// }
-/// ```
-pub fn prerequisites(test: &str, programs: &[&str]) -> bool {
-    let mut missing = Vec::new();
-    if !is_root() {
-        missing.push("root privileges".to_owned());
-    }
-    for program in programs {
-        let found = std::process::Command::new(program)
-            .arg("--help")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            missing.push(format!("program `{program}`"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!("{test} needs {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message} (CI=true: not skipping)");
-    }
-    eprintln!("skipping {message}");
-    false
-}
-
-/// The effective uid from `/proc/self/status`: avoids `unsafe` `geteuid`.
-fn is_root() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
-}
 
 /// A command that runs `program` inside the named network namespace
 /// (`ip netns exec <netns> <program>`). It is killed when dropped, so a

@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use common::{Httpd, fetch, ip, link_exists, spec, unique};
-use wharf_net::testing::{NodeCleanup, prerequisites};
+use wharf_net::testing::NodeCleanup;
 use wharf_net::{BridgeConfig, BridgeDriver, NetError, NetworkDriver, host_veth_name};
+use wharf_testkit::prereq::require_root_and as prerequisites;
 
 /// A config with a bridge and prefix of its own for test `tag`.
 fn config(tag: &str) -> BridgeConfig {

@@ -10,8 +10,9 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{Httpd, fetch, ip, spec, unique};
-use wharf_net::testing::{HostNamespace, NodeCleanup, prerequisites};
+use wharf_net::testing::{HostNamespace, NodeCleanup};
 use wharf_net::{BridgeConfig, BridgeDriver, Ipv4Cidr, NetworkDriver};
+use wharf_testkit::prereq::require_root_and as prerequisites;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_reachable_from_their_host_only() {

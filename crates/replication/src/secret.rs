@@ -3,8 +3,6 @@
 //! so a sealed password cannot be moved to another endpoint.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -55,25 +53,15 @@ impl SecretBox {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; KEY_LEN] = rand::random();
-                let tmp = path.with_extension("tmp");
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                file.write_all(&key).map_err(io)?;
-                file.sync_all().map_err(io)?;
                 // Another server starting at once may win; both then read its key.
-                std::fs::hard_link(&tmp, path).or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        Ok(())
-                    } else {
-                        Err(io(e))
-                    }
-                })?;
-                let _ = std::fs::remove_file(&tmp);
+                wharf_fs::AtomicWrite::new(path)
+                    .mode(0o600)
+                    .no_replace()
+                    .write(&key)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => Ok(()),
+                        _ => Err(io(e)),
+                    })?;
                 SecretBox::load_or_create(path)
             }
             Err(e) => Err(io(e)),

@@ -1,39 +1,10 @@
-//! Small durable file writes.
+//! Small file helpers; atomic writes are `wharf_fs::write_atomic`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::Path;
 
-/// Writes `bytes` to `path` so that readers see the old file or the whole
-/// new one, never a part: temp file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = tmp_path(path);
-    let write = || -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// `dir/.name.tmp`: hidden, and in the same directory so the rename is atomic.
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()))
-}
+pub(crate) use wharf_fs::write_atomic;
 
 /// Removes a file; a missing file is fine.
 pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {

@@ -36,12 +36,9 @@ fn main() {
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let tools = match Tools::find() {
         Ok(tools) => tools,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            eprintln!("runc tests cannot run under CI: {reason}");
-            std::process::exit(1);
-        }
         Err(reason) => {
-            println!("skipping runc tests: {reason}");
+            // Fails under CI; elsewhere says why the tests are skipped.
+            wharf_testkit::prereq::require(false, &format!("the runc tests: {reason}"));
             return;
         }
     };

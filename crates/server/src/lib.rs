@@ -235,7 +235,7 @@ impl App {
             source,
         };
         // Password hashes, keys, the audit log and private projects' blobs.
-        wharf_image::private_dir(data_dir).map_err(data_dir_error)?;
+        wharf_fs::private_dir(data_dir).map_err(data_dir_error)?;
         let (server_id, lock) = server_id(data_dir)?;
         let store: Arc<dyn Store> = match &config.store {
             StoreLocation::Embedded => Arc::new(RedbStore::open(

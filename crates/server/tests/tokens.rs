@@ -495,12 +495,12 @@ async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_i
         .await;
     // As the OCI conformance suite does with the pull token it holds.
     let status = app
-        .v2(&pull, Method::GET, &location, &[], Vec::new())
+        .v2(&pull, Method::GET, location, &[], Vec::new())
         .await
         .expect(StatusCode::NO_CONTENT);
     assert_eq!(status.header("range"), "0-0");
     let refused = app
-        .v2(&pull, Method::PATCH, &location, &[], b"more".to_vec())
+        .v2(&pull, Method::PATCH, location, &[], b"more".to_vec())
         .await
         .expect(StatusCode::FORBIDDEN);
     assert!(
@@ -513,7 +513,7 @@ async fn where_an_upload_stands_is_read_with_a_pull_token_but_only_push_writes_i
     let elsewhere = app
         .token_for("dev", "dev-password", "repository:team/other:pull")
         .await;
-    app.v2(&elsewhere, Method::GET, &location, &[], Vec::new())
+    app.v2(&elsewhere, Method::GET, location, &[], Vec::new())
         .await
         .expect(StatusCode::UNAUTHORIZED);
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod redb_store;
 

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cli::{ok, run_with_stdin, wharf};
-use common::server::ADMIN_PASSWORD;
+use common::server::{ADMIN_PASSWORD, StdoutLines};
 use common::skopeo::Skopeo;
 use common::{
     Credentials, Image, Layer, OciLayout, TestServer, require, require_root, require_tool,
@@ -822,23 +822,11 @@ async fn wharf_up_runs_the_demo_on_one_machine() {
         home: home.clone(),
         robot: Credentials::new("unused", "unused"),
     };
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = StdoutLines::of(&mut child);
     let mut printed = Vec::new();
     while !printed.iter().any(|l: &String| l.starts_with("demo:")) {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
+        let line = lines
+            .next(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("wharf up stopped printing: {printed:?}"));
         printed.push(line);
     }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use common::cli::{ok, run_with_stdin, wharf};
 use common::image::{Blob, sha256};
 use common::registry::RegistryClient;
-use common::server::{ADMIN_PASSWORD, admin_credentials, log_tail};
+use common::server::{ADMIN_PASSWORD, admin_credentials, log_tail, spawn_listening};
 use common::{Image, Layer, require_root, require_tool};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -92,7 +92,8 @@ impl Idc {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", self.ns.name()])
             .arg(env!("CARGO_BIN_EXE_wharf"))
             .arg("server")
@@ -107,25 +108,10 @@ impl Idc {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+            .stderr(log);
+        let log_path = self.log_path();
+        let (child, _, _) = spawn_listening(&mut command, || log_tail(&log_path, 40));
         self.child = Some(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("idc {} did not start ({e}):\n{}", self.name, self.log(40)));
-        assert!(line.starts_with("listening on"), "{line}");
     }
 
     /// SIGKILL, as a crash would.

@@ -78,15 +78,12 @@ impl PodRecord {
         pods_dir.join(format!("{project}_{name}"))
     }
 
-    /// Writes the record atomically (temp file, fsync, rename).
+    /// Writes the record atomically and durably.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("pod.json");
-        let temp = dir.join(".pod.json.tmp");
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).expect("records serialize"))?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)
+        let bytes = serde_json::to_vec_pretty(self).expect("records serialize");
+        wharf_fs::AtomicWrite::new(&dir.join("pod.json"))
+            .create_parents()
+            .write(&bytes)
     }
 
     /// Every record under `pods_dir`; unreadable ones are reported and skipped.

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::Weak;
 use std::time::Duration;
 
-use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredentials, private_dir};
+use wharf_fs::private_dir;
+use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredentials};
 use wharf_net::{BridgeConfig, BridgeDriver};
 use wharf_runc::{Runc, ShimCommand};
 

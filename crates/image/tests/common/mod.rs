@@ -15,20 +15,6 @@ pub const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// Whether this test can run: true as root. Otherwise it is skipped with a
-/// message, except under `CI=true`, where a skipped privileged test would
-/// hide a missing setup, so it fails.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test} needs root (CI=true: not skipping)");
-    }
-    println!("skipping {test}: needs root");
-    false
-}
-
 pub fn sha256(bytes: &[u8]) -> Digest {
     Digest::of(DigestAlgorithm::Sha256, bytes)
 }

@@ -8,14 +8,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
+use http::{Method, Request, StatusCode};
 use wharf_blob::BlobStore;
 use wharf_oci::{Digest, DigestAlgorithm};
 use wharf_registry::http::Gate;
 use wharf_registry::{Registry, RegistryConfig};
 use wharf_store::{RedbStore, RedbStoreOptions};
+pub use wharf_testkit::http::Reply;
 
 pub struct TestRegistry {
     pub dir: tempfile::TempDir,
@@ -23,58 +22,6 @@ pub struct TestRegistry {
     /// The metadata store under the registry, for tests that look below it.
     pub store: Arc<RedbStore>,
     router: Router,
-}
-
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
-            .to_str()
-            .unwrap()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-
-    /// The first OCI error code of an error body.
-    pub fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    #[track_caller]
-    pub fn expect(self, status: StatusCode) -> Reply {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected status; body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn expect_error(self, status: StatusCode, code: &str) -> Reply {
-        let reply = self.expect(status);
-        assert_eq!(
-            reply.error_code(),
-            code,
-            "body: {}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        reply
-    }
 }
 
 impl TestRegistry {
@@ -134,15 +81,7 @@ impl TestRegistry {
             request = request.header(*name, *value);
         }
         let request = request.body(Body::from(body.into())).unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        wharf_testkit::http::send(&self.router, request).await
     }
 
     pub async fn get(&self, uri: &str) -> Reply {

@@ -8,50 +8,16 @@ use axum::Router;
 use axum::body::Body;
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use wharf_server::{App, ServerConfig};
+pub use wharf_testkit::http::Reply;
 
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub app: App,
-}
-
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
-            .to_str()
-            .unwrap()
-            .to_string()
-    }
-
-    #[track_caller]
-    pub fn expect(self, status: StatusCode) -> Reply {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self
-    }
 }
 
 impl TestApp {
@@ -88,19 +54,11 @@ impl TestApp {
         for (name, value) in headers {
             request = request.header(*name, value.as_str());
         }
-        let response = self
-            .router()
-            .oneshot(request.body(Body::from(body.into())).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        wharf_testkit::http::send(
+            &self.router(),
+            request.body(Body::from(body.into())).unwrap(),
+        )
+        .await
     }
 
     /// An API access token for `user`.

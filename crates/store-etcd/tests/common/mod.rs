@@ -213,13 +213,10 @@ fn etcd_binary() -> Option<PathBuf> {
                 .find(|path| path.is_file())
         }),
     };
-    if found.is_none() {
-        let message = "etcd not installed: apt-get install etcd-server";
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{message}");
-        }
-        eprintln!("skipping: {message}");
-    }
+    wharf_testkit::prereq::require(
+        found.is_some(),
+        "etcd not installed: apt-get install etcd-server",
+    );
     found
 }
 

@@ -7,9 +7,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{DirBuilder, Permissions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::DirBuilder;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
@@ -109,19 +109,12 @@ impl CredentialsFile {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
-        let mut file = tempfile::Builder::new()
-            .prefix(".config.json.")
-            .permissions(Permissions::from_mode(0o600))
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         let mut text = serde_json::to_vec_pretty(session)?;
         text.push(b'\n');
-        file.write_all(&text)
-            .and_then(|()| file.as_file().sync_all())
-            .with_context(|| format!("writing {}", file.path().display()))?;
-        file.persist(&self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
-        Ok(())
+        wharf_fs::AtomicWrite::new(&self.path)
+            .mode(0o600)
+            .write(&text)
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 
     /// Deletes the file; `false` when there was none.
@@ -147,6 +140,7 @@ fn config_path(xdg_config_home: Option<OsString>, home: Option<OsString>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn session() -> StoredSession {
         StoredSession {

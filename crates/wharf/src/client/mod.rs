@@ -120,21 +120,8 @@ impl ApiClient {
         path: &[&str],
         query: &[(&str, String)],
     ) -> Result<JsonLines> {
-        let request = Request {
-            method: Method::GET,
-            path,
-            query,
-            body: Payload::Empty,
-            timeout: STREAM_TIMEOUT,
-        };
-        let response = self
-            .respond(&request, Unauthorized::RefreshAndRetry)
-            .await?;
-        if !response.status().is_success() {
-            return Err(ApiError::read(response).await.into());
-        }
         Ok(JsonLines {
-            response,
+            response: self.get_stream(path, query).await?,
             buffer: Vec::new(),
             ended: false,
         })

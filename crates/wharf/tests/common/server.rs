@@ -20,6 +20,56 @@ use super::registry::{Credentials, RegistryClient, RegistryRequest, plain_http_c
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_PREFIX: &str = "listening on http://";
 
+/// Starts `command` (a `wharf server` or `wharf up`) with stdout piped and
+/// waits for its first line, `listening on http://ADDR`. Returns the child,
+/// that address and the rest of its stdout; `log` gives what to show when
+/// the start fails.
+pub fn spawn_listening(
+    command: &mut Command,
+    log: impl FnOnce() -> String,
+) -> (Child, SocketAddr, StdoutLines) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the wharf binary");
+    let lines = StdoutLines::of(&mut child);
+    let line = match lines.next(START_TIMEOUT) {
+        Ok(line) => line,
+        Err(err) => panic!("wharf did not report its address ({err}); log:\n{}", log()),
+    };
+    let addr = line
+        .strip_prefix(READY_PREFIX)
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first stdout line from wharf: {line:?}"));
+    (child, addr, lines)
+}
+
+/// The lines a child prints on stdout, read by a thread so that waiting for
+/// one can time out. The thread reads to the end, so that the child never
+/// writes into a closed pipe, however few lines the test wants.
+pub struct StdoutLines(mpsc::Receiver<String>);
+
+impl StdoutLines {
+    /// Takes `child`'s piped stdout.
+    pub fn of(child: &mut Child) -> StdoutLines {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // A test that stopped listening still drains the pipe.
+                let _ = tx.send(line);
+            }
+        });
+        StdoutLines(rx)
+    }
+
+    /// The next line, waiting at most `timeout`.
+    pub fn next(&self, timeout: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.0.recv_timeout(timeout)
+    }
+}
+
 /// The password of the `admin` account of every test server.
 pub const ADMIN_PASSWORD: &str = "e2e-admin-Secret-7f3a";
 
@@ -240,7 +290,8 @@ impl TestServer {
             .append(true)
             .open(self.log_path())
             .expect("opening the server log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        command
             .arg("server")
             .args(["--listen", "127.0.0.1:0"])
             // Tests run collections themselves unless they ask for a schedule.
@@ -259,33 +310,11 @@ impl TestServer {
             )
             .env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("starting the wharf binary");
-        let stdout = child.stdout.take().expect("piped stdout");
+            .stderr(log);
+        let log_path = self.log_path();
+        let (child, addr, _) = spawn_listening(&mut command, || log_tail(&log_path, 40));
         self.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so that a later write never hits a closed pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(err) => panic!(
-                "wharf server did not report its address ({err}); log:\n{}",
-                self.log_tail(40)
-            ),
-        };
-        self.addr = line
-            .strip_prefix(READY_PREFIX)
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first stdout line from wharf server: {line:?}"));
+        self.addr = addr;
     }
 }
 
