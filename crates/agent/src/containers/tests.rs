@@ -5,13 +5,64 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use wharf_api::{ANNOTATION_IP_POOL, Container, ObjectMeta, PodSpec};
+use wharf_api::{ANNOTATION_IP_POOL, Container, IpClaim, ObjectMeta, PodSpec};
 use wharf_control::Objects;
 use wharf_net::testing::MemoryDriver;
 use wharf_store::RedbStore;
 
 use super::*;
-use crate::api::LocalNodeApi;
+use crate::{AgentError, PodChanges};
+
+/// The control plane as the pod logic uses it: pool addresses, claimed and
+/// released in a real control plane. Registration, heartbeats and pod
+/// watches are the `Agent`'s business, never the runtime's.
+struct PoolAddresses(Objects);
+
+fn control_error(err: wharf_control::ControlError) -> AgentError {
+    AgentError::Api(err.to_string())
+}
+
+#[async_trait]
+impl NodeApi for PoolAddresses {
+    async fn register(&self, _node: wharf_api::Node) -> Result<wharf_api::Node, AgentError> {
+        unreachable!("the runtime registers no node")
+    }
+
+    async fn heartbeat(&self, _: &str, _: Option<u64>, _: Duration) -> Result<u64, AgentError> {
+        unreachable!("the runtime sends no heartbeat")
+    }
+
+    async fn list_pods(&self, _node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+        unreachable!("the runtime lists no pods")
+    }
+
+    async fn watch_pods(&self, _: Option<&str>, _: u64) -> Result<PodChanges, AgentError> {
+        unreachable!("the runtime watches no pods")
+    }
+
+    async fn set_pod_status(&self, _: &str, _: &str, _: &PodStatus) -> Result<(), AgentError> {
+        unreachable!("the runtime reports no status itself")
+    }
+
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
+        self.0
+            .claim_pod_ip(project, name)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        self.0
+            .release_pod_ip(project, name, Some(uid))
+            .await
+            .map_err(control_error)?;
+        Ok(())
+    }
+
+    async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
+        unreachable!("the runtime serves no logs")
+    }
+}
 
 /// Images that exist, or fail to pull.
 #[derive(Default)]
@@ -135,7 +186,7 @@ impl Node {
         config.host_ip = Some("192.0.2.1".into());
         ContainerRuntime::open(
             config,
-            Arc::new(LocalNodeApi::new(self.objects.clone())),
+            Arc::new(PoolAddresses(self.objects.clone())),
             self.images.clone(),
             self.containers.clone(),
             self.network.clone(),
