@@ -1,5 +1,6 @@
-//! How an agent talks to the control plane: over HTTP for real agents,
-//! in-process for `wharf up` and benchmarks. Both behave the same.
+//! How an agent talks to the control plane: [`NodeApi`], over HTTP here
+//! ([`HttpNodeApi`]); the in-process implementation for benchmarks lives
+//! with the binary, which links the control plane (the agent does not).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use wharf_api::{Node, Pod, PodStatus};
-use wharf_control::{Change, IpClaim, Objects};
+use wharf_api::{IpClaim, Node, Pod, PodStatus};
 
 use crate::AgentError;
 
@@ -68,107 +68,6 @@ pub trait NodeApi: Send + Sync + 'static {
         project: &str,
         name: &str,
     ) -> Result<bool, AgentError>;
-}
-
-/// The control plane in the same process.
-pub struct LocalNodeApi {
-    objects: Objects,
-}
-
-impl LocalNodeApi {
-    /// Direct access through `objects`.
-    pub fn new(objects: Objects) -> LocalNodeApi {
-        LocalNodeApi { objects }
-    }
-}
-
-fn on_node(pod: &Pod, node: Option<&str>) -> bool {
-    node.is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
-}
-
-#[async_trait]
-impl NodeApi for LocalNodeApi {
-    async fn register(&self, node: Node) -> Result<Node, AgentError> {
-        Ok(self.objects.register_node(node).await?)
-    }
-
-    async fn heartbeat(
-        &self,
-        node: &str,
-        lease: Option<u64>,
-        ttl: Duration,
-    ) -> Result<u64, AgentError> {
-        Ok(self.objects.heartbeat(node, lease, ttl).await?)
-    }
-
-    async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
-        let (pods, revision) = self.objects.list::<Pod>(None, None).await?;
-        Ok((
-            pods.into_iter().filter(|p| on_node(p, node)).collect(),
-            revision,
-        ))
-    }
-
-    async fn watch_pods(
-        &self,
-        node: Option<&str>,
-        revision: u64,
-    ) -> Result<PodChanges, AgentError> {
-        let node = node.map(str::to_string);
-        let changes = self.objects.watch::<Pod>(None, revision + 1).await?;
-        Ok(changes
-            .filter_map(move |change| {
-                let change = match change {
-                    Ok(Change::Added(pod) | Change::Modified(pod)) => {
-                        on_node(&pod, node.as_deref()).then(|| Ok(PodChange::Upsert(Box::new(pod))))
-                    }
-                    Ok(Change::Deleted { project, name, .. }) => Some(Ok(PodChange::Deleted {
-                        project: project.unwrap_or_default(),
-                        name,
-                    })),
-                    Err(err) => Some(Err(AgentError::from(err))),
-                };
-                std::future::ready(change)
-            })
-            .boxed())
-    }
-
-    async fn set_pod_status(
-        &self,
-        project: &str,
-        name: &str,
-        status: &PodStatus,
-    ) -> Result<(), AgentError> {
-        self.objects
-            .modify::<Pod>(Some(project), name, |pod| {
-                let changed = pod.status != *status;
-                pod.status = status.clone();
-                changed
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
-        Ok(self.objects.claim_pod_ip(project, name).await?)
-    }
-
-    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
-        self.objects
-            .release_pod_ip(project, name, Some(uid))
-            .await?;
-        Ok(())
-    }
-
-    /// In-process there is no identity service to ask: nobody may.
-    async fn may_read_pod(
-        &self,
-        _token: &str,
-        _project: &str,
-        _name: &str,
-    ) -> Result<bool, AgentError> {
-        Ok(false)
-    }
 }
 
 /// Supplies bearer tokens for the API, refreshing them when refused.

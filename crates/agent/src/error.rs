@@ -13,18 +13,11 @@ pub enum AgentError {
     /// The object asked about does not exist (any more).
     #[error("not found: {0}")]
     NotFound(String),
-    /// The in-process control plane failed.
-    #[error("control plane: {0}")]
-    Control(#[from] wharf_control::ControlError),
 }
 
 impl AgentError {
     /// Whether the object asked about does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            AgentError::NotFound(_)
-                | AgentError::Control(wharf_control::ControlError::NotFound { .. })
-        )
+        matches!(self, AgentError::NotFound(_))
     }
 }

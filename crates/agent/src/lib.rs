@@ -4,8 +4,8 @@
 //! status. A [`Simulation`] does the same for many hollow nodes at once.
 //!
 //! The agent talks to the control plane through [`NodeApi`]: over HTTP for
-//! real agents, in-process for `wharf up` and benchmarks. What it does with
-//! a pod is the [`Runtime`]'s business.
+//! real agents (the binary has an in-process one for benchmarks). What it
+//! does with a pod is the [`Runtime`]'s business.
 
 mod agent;
 mod api;
@@ -17,7 +17,7 @@ mod runtime;
 mod simulate;
 
 pub use agent::{Agent, AgentConfig};
-pub use api::{HttpNodeApi, LocalNodeApi, NodeApi, PodChange, PodChanges, TokenSource};
+pub use api::{HttpNodeApi, NodeApi, PodChange, PodChanges, TokenSource};
 pub use error::AgentError;
 pub use logs::serve_logs;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};

@@ -129,6 +129,31 @@ fn mask(prefix_len: u8) -> u32 {
         .unwrap_or(0)
 }
 
+/// An address held by a pod: what the control plane records and what an
+/// agent gets back when it claims its pod's address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpClaim {
+    /// The pool.
+    pub pool: String,
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The pool's gateway.
+    pub gateway: Ipv4Addr,
+    /// The pod's project.
+    pub project: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The pod's uid: a new pod of the same name does not inherit the claim.
+    pub pod_uid: String,
+    /// The node the pod was bound to.
+    pub node: String,
+    /// When, unix milliseconds.
+    pub claimed_at: u64,
+}
+
 /// A validated pool, ready to hand out addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolAddresses {

@@ -31,8 +31,8 @@ mod workload;
 pub use error::ApiError;
 pub use event::{Event, EventType, ObjectReference};
 pub use ippool::{
-    ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpPool, IpPoolSpec, IpRange, MAX_POOL_ADDRESSES,
-    PoolAddresses, Subnet, parse_ip_pools,
+    ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
+    MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
 };
 pub use manifest::{Manifest, ParsedManifest, parse_manifests};
 pub use meta::{

@@ -17,8 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, ApiError, IpPool, Pod};
+use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, ApiError, IpClaim, IpPool, Pod};
 use wharf_store::{KeyValue, Revision, StoreExt, Txn};
 
 use crate::ControlError;
@@ -32,30 +31,6 @@ pub const POD_IPS: &str = "/cluster/podips/";
 /// Claims retried at most this often before giving up (each retry means
 /// another claim won an address first).
 const CLAIM_ATTEMPTS: usize = 64;
-
-/// An address held by a pod.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IpClaim {
-    /// The pool.
-    pub pool: String,
-    /// The address.
-    pub ip: Ipv4Addr,
-    /// The subnet's prefix length.
-    pub prefix_len: u8,
-    /// The pool's gateway.
-    pub gateway: Ipv4Addr,
-    /// The pod's project.
-    pub project: String,
-    /// The pod's name.
-    pub pod: String,
-    /// The pod's uid: a new pod of the same name does not inherit the claim.
-    pub pod_uid: String,
-    /// The node the pod was bound to.
-    pub node: String,
-    /// When, unix milliseconds.
-    pub claimed_at: u64,
-}
 
 /// Key of `ip`'s claim in `pool`.
 pub fn ip_allocation_key(pool: &str, ip: Ipv4Addr) -> String {

@@ -27,7 +27,7 @@ pub use deployments::{
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
-pub use ipam::{IP_ALLOCATIONS, IpClaim, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
+pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};

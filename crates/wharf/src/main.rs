@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod cmd;
 mod demo;
+mod local_node;
 mod output;
 mod password;
 mod units;

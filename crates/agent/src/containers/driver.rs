@@ -53,6 +53,34 @@ impl PullPolicy {
     }
 }
 
+/// A pull or container operation that failed, under the Kubernetes reason
+/// a container waiting after it shows; displays as the detail alone.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContainerError {
+    /// `ErrImagePull`: the image could not be pulled (or is not on the
+    /// node and may not be).
+    #[error("{0}")]
+    ImagePull(String),
+    /// `CreateContainerError`: the container could not be made or started.
+    #[error("{0}")]
+    Create(String),
+    /// `KillContainerError`: a container could not be stopped, or what is
+    /// left of it removed.
+    #[error("{0}")]
+    Kill(String),
+}
+
+impl ContainerError {
+    /// The reason, as a container's waiting state names it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ContainerError::ImagePull(_) => "ErrImagePull",
+            ContainerError::Create(_) => "CreateContainerError",
+            ContainerError::Kill(_) => "KillContainerError",
+        }
+    }
+}
+
 /// Pulls images into the node's layer cache.
 #[async_trait]
 pub trait ImagePuller: Send + Sync + 'static {
@@ -63,7 +91,7 @@ pub trait ImagePuller: Send + Sync + 'static {
         image: &str,
         policy: PullPolicy,
         progress: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<Image, String>;
+    ) -> Result<Image, ContainerError>;
 }
 
 /// What starting one container needs.
@@ -114,13 +142,13 @@ pub struct Exit {
 pub trait ContainerDriver: Send + Sync + 'static {
     /// Starts a fresh run of the container (a new writable layer); returns
     /// once its process runs.
-    async fn start(&self, launch: &Launch) -> Result<(), String>;
+    async fn start(&self, launch: &Launch) -> Result<(), ContainerError>;
     /// How the container started in `dir` as `id` stands.
     async fn liveness(&self, id: &str, dir: &Path) -> Liveness;
     /// Stops it: SIGTERM, `grace` to exit, then SIGKILL.
-    async fn stop(&self, id: &str, dir: &Path, grace: Duration) -> Result<(), String>;
+    async fn stop(&self, id: &str, dir: &Path, grace: Duration) -> Result<(), ContainerError>;
     /// Removes what is left of it: runtime state, mounts, cgroups, files.
-    async fn remove(&self, id: &str, dir: &Path) -> Result<(), String>;
+    async fn remove(&self, id: &str, dir: &Path) -> Result<(), ContainerError>;
     /// The log file of the container in `dir`.
     fn log_path(&self, dir: &Path) -> PathBuf {
         dir.join("log")

@@ -8,7 +8,7 @@ use wharf_image::{
 };
 use wharf_runc::spec::ProcessDefaults;
 
-use super::driver::{Image, ImagePuller, PullPolicy};
+use super::driver::{ContainerError, Image, ImagePuller, PullPolicy};
 
 /// Pulls with the node's registry credentials (a robot account's, usually)
 /// into the shared layer cache.
@@ -67,14 +67,17 @@ impl ImagePuller for ImageStorePuller {
         image: &str,
         policy: PullPolicy,
         progress: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<Image, String> {
+    ) -> Result<Image, ContainerError> {
+        let failed = ContainerError::ImagePull;
         let reference =
             ImageRef::parse_with_default_registry(image, self.default_registry.as_deref())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(e.to_string()))?;
         let qualified = reference.to_string();
         let pulled = match policy {
             PullPolicy::Never => self.store.cached(&reference).await.ok_or_else(|| {
-                format!("image {qualified} is not on the node and imagePullPolicy is Never")
+                failed(format!(
+                    "image {qualified} is not on the node and imagePullPolicy is Never"
+                ))
             })?,
             PullPolicy::IfNotPresent | PullPolicy::Always => {
                 let policy = match policy {
@@ -85,7 +88,7 @@ impl ImagePuller for ImageStorePuller {
                 self.store
                     .pull(&reference, self.credentials.as_ref(), policy, &report)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| failed(e.to_string()))?
             }
         };
         let config = pulled.config;

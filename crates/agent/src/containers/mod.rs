@@ -18,16 +18,18 @@ mod setup;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use wharf_api::{ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
+use wharf_api::{Container, ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
 use wharf_net::{NetworkDriver, PodNetworkSpec};
 
-pub use driver::{ContainerDriver, Exit, Image, ImagePuller, Launch, Liveness, PullPolicy};
+pub use driver::{
+    ContainerDriver, ContainerError, Exit, Image, ImagePuller, Launch, Liveness, PullPolicy,
+};
 pub use images::ImageStorePuller;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
 pub use runc_driver::RuncDriver;
@@ -90,21 +92,56 @@ struct Backoff {
     not_before: Instant,
 }
 
+/// Pod-level trouble (no address, no network): the reason the pod shows
+/// and the detail.
+type Trouble = (&'static str, String);
+
 /// What the node holds of one pod, with what is only worth keeping in memory.
-#[derive(Default)]
 struct PodSlot {
-    record: Option<PodRecord>,
+    record: PodRecord,
     images: HashMap<String, Image>,
     backoff: HashMap<String, Backoff>,
     /// Containers waiting, with why (`ErrImagePull`, ...) and the detail.
-    waiting: HashMap<String, (String, String)>,
+    waiting: HashMap<String, (&'static str, String)>,
     /// The last failure to pull or start each container, shown while it
     /// backs off.
-    failures: HashMap<String, (&'static str, String)>,
-    /// Pod-level trouble (address, network), with the detail.
-    trouble: Option<(String, String)>,
+    failures: HashMap<String, ContainerError>,
+    trouble: Option<Trouble>,
     /// Whether this agent run has seen the pod's namespace.
     network_checked: bool,
+    /// Set once the pod's directory is removed, and held while its record
+    /// is written: a write left running by a cancelled step cannot bring
+    /// the directory back.
+    removed: Arc<std::sync::Mutex<bool>>,
+}
+
+impl PodSlot {
+    fn new(record: PodRecord) -> PodSlot {
+        PodSlot {
+            record,
+            images: HashMap::new(),
+            backoff: HashMap::new(),
+            waiting: HashMap::new(),
+            failures: HashMap::new(),
+            trouble: None,
+            network_checked: false,
+            removed: Arc::default(),
+        }
+    }
+}
+
+/// One pod's place in the runtime: empty until the node holds something of
+/// it. Its lock serializes the steps taken for the pod.
+type PodCell = Arc<tokio::sync::Mutex<Option<PodSlot>>>;
+
+/// Where a container stands at the start of a step.
+enum Stand {
+    /// Its process runs.
+    Running,
+    /// It ended and its restart policy keeps it ended.
+    Finished,
+    /// It has not run yet, or ended and runs again.
+    Startable,
 }
 
 /// Runs pods' containers on this node.
@@ -115,13 +152,13 @@ pub struct ContainerRuntime {
     containers: Arc<dyn ContainerDriver>,
     network: Arc<dyn NetworkDriver>,
     local: LocalAddresses,
-    pods: std::sync::Mutex<HashMap<PodKey, Arc<tokio::sync::Mutex<PodSlot>>>>,
+    pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
 }
 
 impl ContainerRuntime {
     /// A runtime over these parts, adopting the pods recorded in the data
     /// directory by an earlier run.
-    pub fn open(
+    pub async fn open(
         config: ContainerRuntimeConfig,
         api: Arc<dyn NodeApi>,
         images: Arc<dyn ImagePuller>,
@@ -133,19 +170,20 @@ impl ContainerRuntime {
             config.local_subnet,
             config.local_gateway,
         );
+        let pods_dir = config.data_dir.join("pods");
+        let records = off_worker(move || Ok(PodRecord::load_all(&pods_dir)))
+            .await
+            .expect("reading the pod records panicked");
         let mut pods = HashMap::new();
-        for record in PodRecord::load_all(&config.data_dir.join("pods")) {
+        for record in records {
             tracing::info!(
                 project = record.project,
                 pod = record.name,
                 "adopting a pod"
             );
             let key = (record.project.clone(), record.name.clone());
-            let slot = PodSlot {
-                record: Some(record),
-                ..PodSlot::default()
-            };
-            pods.insert(key, Arc::new(tokio::sync::Mutex::new(slot)));
+            let slot = PodSlot::new(record);
+            pods.insert(key, Arc::new(tokio::sync::Mutex::new(Some(slot))));
         }
         ContainerRuntime {
             config,
@@ -158,7 +196,7 @@ impl ContainerRuntime {
         }
     }
 
-    fn slot(&self, key: &PodKey) -> Arc<tokio::sync::Mutex<PodSlot>> {
+    fn cell(&self, key: &PodKey) -> PodCell {
         self.pods
             .lock()
             .expect("pod map lock")
@@ -179,16 +217,29 @@ impl ContainerRuntime {
         path.exists().then_some(path)
     }
 
-    fn save(&self, record: &PodRecord) {
+    /// Writes the pod's record, on a blocking thread (the write fsyncs).
+    async fn save(&self, slot: &PodSlot) {
+        let record = slot.record.clone();
         let dir = self.pod_dir(&record.project, &record.name);
-        if let Err(err) = record.save(&dir) {
-            tracing::error!(error = %err, pod = record.name, "saving the pod record failed");
+        let removed = slot.removed.clone();
+        let saved = off_worker(move || {
+            let removed = removed.lock().expect("pod directory lock");
+            if *removed {
+                return Ok(());
+            }
+            record.save(&dir)
+        })
+        .await;
+        if let Err(err) = saved {
+            tracing::error!(error = %err, pod = slot.record.name, "saving the pod record failed");
         }
     }
 
-    async fn claim_address(&self, pod: &Pod, project: &str) -> Result<Address, String> {
-        let name = &pod.metadata.name;
-        match self.api.claim_ip(project, name).await {
+    /// Claims an address for the pod: from the pool it names, through the
+    /// control plane, else from the node-local range.
+    async fn claim_address(&self, pod: &Pod) -> Result<Address, String> {
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        match self.api.claim_ip(project, &pod.metadata.name).await {
             Ok(Some(claim)) => Ok(Address {
                 ip: claim.ip,
                 prefix_len: claim.prefix_len,
@@ -196,237 +247,289 @@ impl ContainerRuntime {
                 pool: Some(claim.pool),
             }),
             Ok(None) => {
-                let local = &self.local;
+                let local = self.local.clone();
                 let uid = pod.metadata.uid.clone();
-                local.claim(&uid).map_err(|e| e.to_string())
+                off_worker(move || local.claim(&uid))
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Err(err) => Err(err.to_string()),
         }
     }
 
-    /// Takes the pod one step further; the slot is locked by the caller.
+    /// Takes the pod one step further: its address, its network, then each
+    /// container. Says when to look again.
     async fn advance(
         &self,
         pod: &Pod,
         slot: &mut PodSlot,
         progress: Progress<'_>,
     ) -> Option<Duration> {
-        let project = pod.metadata.project.clone().unwrap_or_default();
-        let record = slot.record.as_mut().expect("record made by sync");
         slot.trouble = None;
-        if record.address.is_none() {
-            match self.claim_address(pod, &project).await {
-                Ok(address) => {
-                    record.address = Some(address);
-                    self.save(record);
-                }
-                Err(message) => {
-                    slot.trouble = Some(("IPAllocationFailed".into(), message));
-                    return Some(RETRY);
-                }
-            }
-        }
-        let address = record.address.clone().expect("claimed above");
-        // Once per agent run, check the namespace survived (a reboot loses it).
-        let netns_gone = match &record.netns {
-            None => true,
-            Some(path) => !slot.network_checked && !path.exists(),
+        let address = match self.address(pod, slot).await {
+            Ok(address) => address,
+            Err(trouble) => return self.troubled(slot, trouble),
         };
-        slot.network_checked = true;
-        if netns_gone {
-            let spec = PodNetworkSpec {
-                pod_id: record.pod_id.clone(),
-                ip: address.ip,
-                prefix_len: address.prefix_len,
-                gateway: address.gateway,
-            };
-            match self.network.setup(&spec).await {
-                Ok(network) => {
-                    record.netns = Some(network.netns_path);
-                    self.save(record);
-                }
-                Err(err) => {
-                    slot.trouble = Some(("NetworkSetupFailed".into(), err.to_string()));
-                    return Some(RETRY);
-                }
-            }
+        if let Err(trouble) = self.network(slot, &address).await {
+            return self.troubled(slot, trouble);
         }
-        let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
         let mut again: Option<Duration> = None;
-        let mut soonest = |d: Duration| again = Some(again.map_or(d, |a| a.min(d)));
         for container in &pod.spec.containers {
-            let dir = self.container_dir(&project, &pod.metadata.name, &container.name);
-            let record = slot.record.as_mut().expect("record made by sync");
-            let entry = record
-                .containers
-                .entry(container.name.clone())
-                .or_insert_with(|| ContainerRecord {
-                    id: format!("{}-{}", record.pod_id, container.name),
-                    ..ContainerRecord::default()
-                });
-            if entry.running {
-                match self.containers.liveness(&entry.id, &dir).await {
-                    Liveness::Running => {
-                        soonest(self.config.poll);
-                        continue;
-                    }
-                    Liveness::Exited(exit) => {
-                        tracing::info!(
-                            pod = pod.metadata.name,
-                            container = container.name,
-                            code = exit.code,
-                            reason = exit.reason,
-                            "container exited"
-                        );
-                        let ran = entry
-                            .started_at
-                            .map(|s| Duration::from_millis(exit.finished_at.saturating_sub(s)));
-                        entry.running = false;
-                        entry.last_exit = Some(exit);
-                        let reset = ran.is_some_and(|r| r >= BACKOFF_RESET_AFTER);
-                        self.back_off(slot, &container.name, reset);
-                        let record = slot.record.as_ref().expect("record made by sync");
-                        self.save(record);
-                    }
-                }
-            }
-            let record = slot.record.as_mut().expect("record made by sync");
-            let entry = record
-                .containers
-                .get_mut(&container.name)
-                .expect("made above");
-            if entry
-                .last_exit
-                .as_ref()
-                .is_some_and(|exit| !restarts(policy, exit))
-            {
-                continue;
-            }
-            if let Some(backoff) = slot.backoff.get(&container.name) {
-                let now = Instant::now();
-                if backoff.not_before > now {
-                    let wait = backoff.not_before - now;
-                    soonest(wait);
-                    // Shown to a tenth of a second.
-                    let wait = Duration::from_millis(wait.as_millis().div_ceil(100) as u64 * 100);
-                    let failure = slot.failures.get(&container.name);
-                    let (reason, detail) = match failure {
-                        Some(("ErrImagePull" | "ImagePullBackOff", error)) => (
-                            "ImagePullBackOff",
-                            format!(
-                                "back-off {wait:?} pulling image {}: {error}",
-                                container.image
-                            ),
-                        ),
-                        Some((reason, error)) => {
-                            (*reason, format!("back-off {wait:?} after: {error}"))
-                        }
-                        None => (
-                            "CrashLoopBackOff",
-                            format!(
-                                "back-off {wait:?} restarting failed container {}",
-                                container.name
-                            ),
-                        ),
-                    };
-                    let reason = reason.to_string();
-                    slot.waiting
-                        .insert(container.name.clone(), (reason, detail));
-
-                    continue;
-                }
-            }
-            // Pull (the cache answers quickly once the image is here).
-            let image = match slot.images.get(&container.name) {
-                Some(image) => image.clone(),
-                None => {
-                    let report = |line: String| {
-                        let mut status = pod.status.clone();
-                        status.phase = PodPhase::Pending;
-                        status.reason = Some("ContainerCreating".into());
-                        status.message = Some(line);
-                        progress(status);
-                    };
-                    match self
-                        .images
-                        .pull(&container.image, PullPolicy::of(container), &report)
-                        .await
-                    {
-                        Ok(image) => {
-                            slot.images.insert(container.name.clone(), image.clone());
-                            image
-                        }
-                        Err(message) => {
-                            tracing::warn!(
-                                pod = pod.metadata.name,
-                                image = container.image,
-                                error = message,
-                                "image pull failed"
-                            );
-                            self.fail_start(slot, &container.name, "ErrImagePull", message);
-                            soonest(self.config.backoff);
-                            continue;
-                        }
-                    }
-                }
-            };
-            let record = slot.record.as_mut().expect("record made by sync");
-            let entry = record
-                .containers
-                .get_mut(&container.name)
-                .expect("made above");
-            let launch = Launch {
-                id: entry.id.clone(),
-                dir: dir.clone(),
-                image,
-                container: container.clone(),
-                hostname: pod.metadata.name.clone(),
-                netns: record.netns.clone(),
-                ip: Some(address.ip),
-            };
-            match self.containers.start(&launch).await {
-                Ok(()) => {
-                    let now = now_millis();
-                    if entry.last_exit.is_some() {
-                        entry.restart_count += 1;
-                    }
-                    entry.running = true;
-                    entry.started_at = Some(now);
-                    record.start_time.get_or_insert(now);
-                    self.save(record);
-                    slot.waiting.remove(&container.name);
-                    slot.failures.remove(&container.name);
-                    soonest(self.config.poll);
-                }
-                Err(message) => {
-                    tracing::warn!(
-                        pod = pod.metadata.name,
-                        container = container.name,
-                        error = message,
-                        "starting the container failed"
-                    );
-                    // The image may have been removed from the cache meanwhile.
-                    slot.images.remove(&container.name);
-                    self.fail_start(slot, &container.name, "CreateContainerError", message);
-                    soonest(self.config.backoff);
-                }
-            }
+            let next = self
+                .step_container(pod, slot, container, address.ip, progress)
+                .await;
+            again = again.into_iter().chain(next).min();
         }
         again
     }
 
-    /// Notes a container that could not start and backs off.
-    fn fail_start(
+    /// Notes pod-level trouble; the step is tried again soon.
+    fn troubled(&self, slot: &mut PodSlot, trouble: Trouble) -> Option<Duration> {
+        slot.trouble = Some(trouble);
+        Some(RETRY)
+    }
+
+    /// The pod's address: the recorded one, or a new claim, recorded.
+    async fn address(&self, pod: &Pod, slot: &mut PodSlot) -> Result<Address, Trouble> {
+        if let Some(address) = &slot.record.address {
+            return Ok(address.clone());
+        }
+        let address = self
+            .claim_address(pod)
+            .await
+            .map_err(|message| ("IPAllocationFailed", message))?;
+        slot.record.address = Some(address.clone());
+        self.save(slot).await;
+        Ok(address)
+    }
+
+    /// Sets up the pod's network namespace unless it is there: looked at
+    /// once per agent run, since a reboot loses it.
+    async fn network(&self, slot: &mut PodSlot, address: &Address) -> Result<(), Trouble> {
+        let netns_gone = match &slot.record.netns {
+            None => true,
+            Some(path) => !slot.network_checked && !path.exists(),
+        };
+        slot.network_checked = true;
+        if !netns_gone {
+            return Ok(());
+        }
+        let spec = PodNetworkSpec {
+            pod_id: slot.record.pod_id.clone(),
+            ip: address.ip,
+            prefix_len: address.prefix_len,
+            gateway: address.gateway,
+        };
+        let network = self
+            .network
+            .setup(&spec)
+            .await
+            .map_err(|err| ("NetworkSetupFailed", err.to_string()))?;
+        slot.record.netns = Some(network.netns_path);
+        self.save(slot).await;
+        Ok(())
+    }
+
+    /// Takes one container a step further: notices its exit, waits out its
+    /// back-off, pulls its image and starts it. Says when to look again
+    /// (`None`: it has finished for good).
+    async fn step_container(
         &self,
+        pod: &Pod,
         slot: &mut PodSlot,
-        container: &str,
-        reason: &'static str,
-        message: String,
-    ) {
-        slot.failures
-            .insert(container.to_string(), (reason, message.clone()));
+        container: &Container,
+        ip: Ipv4Addr,
+        progress: Progress<'_>,
+    ) -> Option<Duration> {
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        let dir = self.container_dir(project, &pod.metadata.name, &container.name);
+        match self.look_at(pod, slot, container, &dir).await {
+            Stand::Running => return Some(self.config.poll),
+            Stand::Finished => return None,
+            Stand::Startable => {}
+        }
+        if let Some(wait) = self.held_off(slot, container) {
+            return Some(wait);
+        }
+        let image = match self.image(pod, slot, container, progress).await {
+            Ok(image) => image,
+            Err(err) => {
+                tracing::warn!(
+                    pod = pod.metadata.name,
+                    image = container.image,
+                    error = %err,
+                    "image pull failed"
+                );
+                self.fail_start(slot, &container.name, err);
+                return Some(self.config.backoff);
+            }
+        };
+        Some(self.start(pod, slot, container, dir, image, ip).await)
+    }
+
+    /// Whether the container still runs, and if it ended, whether it runs
+    /// again; an exit seen now is recorded and starts its back-off.
+    async fn look_at(
+        &self,
+        pod: &Pod,
+        slot: &mut PodSlot,
+        container: &Container,
+        dir: &Path,
+    ) -> Stand {
+        let entry = container_record(&mut slot.record, &container.name);
+        let mut exited_after = None;
+        if entry.running {
+            match self.containers.liveness(&entry.id, dir).await {
+                Liveness::Running => return Stand::Running,
+                Liveness::Exited(exit) => {
+                    tracing::info!(
+                        pod = pod.metadata.name,
+                        container = container.name,
+                        code = exit.code,
+                        reason = exit.reason,
+                        "container exited"
+                    );
+                    exited_after = Some(
+                        entry
+                            .started_at
+                            .map(|s| Duration::from_millis(exit.finished_at.saturating_sub(s))),
+                    );
+                    entry.running = false;
+                    entry.last_exit = Some(exit);
+                }
+            }
+        }
+        let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
+        let finished = entry
+            .last_exit
+            .as_ref()
+            .is_some_and(|exit| !restarts(policy, exit));
+        if let Some(ran) = exited_after {
+            let reset = ran.is_some_and(|r| r >= BACKOFF_RESET_AFTER);
+            self.back_off(slot, &container.name, reset);
+            self.save(slot).await;
+        }
+        if finished {
+            Stand::Finished
+        } else {
+            Stand::Startable
+        }
+    }
+
+    /// While the container's back-off lasts: how long is left, with why it
+    /// waits noted for its status.
+    fn held_off(&self, slot: &mut PodSlot, container: &Container) -> Option<Duration> {
+        let backoff = slot.backoff.get(&container.name)?;
+        let now = Instant::now();
+        if backoff.not_before <= now {
+            return None;
+        }
+        let wait = backoff.not_before - now;
+        // Shown to a tenth of a second.
+        let shown = Duration::from_millis(wait.as_millis().div_ceil(100) as u64 * 100);
+        let waiting = match slot.failures.get(&container.name) {
+            Some(error @ ContainerError::ImagePull(_)) => (
+                "ImagePullBackOff",
+                format!(
+                    "back-off {shown:?} pulling image {}: {error}",
+                    container.image
+                ),
+            ),
+            Some(error) => (error.reason(), format!("back-off {shown:?} after: {error}")),
+            None => (
+                "CrashLoopBackOff",
+                format!(
+                    "back-off {shown:?} restarting failed container {}",
+                    container.name
+                ),
+            ),
+        };
+        slot.waiting.insert(container.name.clone(), waiting);
+        Some(wait)
+    }
+
+    /// The container's image: pulled once per agent run (the cache answers
+    /// quickly once the image is here), with progress reported.
+    async fn image(
+        &self,
+        pod: &Pod,
+        slot: &mut PodSlot,
+        container: &Container,
+        progress: Progress<'_>,
+    ) -> Result<Image, ContainerError> {
+        if let Some(image) = slot.images.get(&container.name) {
+            return Ok(image.clone());
+        }
+        let report = |line: String| {
+            let mut status = pod.status.clone();
+            status.phase = PodPhase::Pending;
+            status.reason = Some("ContainerCreating".into());
+            status.message = Some(line);
+            progress(status);
+        };
+        let image = self
+            .images
+            .pull(&container.image, PullPolicy::of(container), &report)
+            .await?;
+        slot.images.insert(container.name.clone(), image.clone());
+        Ok(image)
+    }
+
+    /// Starts a run of the container; says when to look at it again.
+    async fn start(
+        &self,
+        pod: &Pod,
+        slot: &mut PodSlot,
+        container: &Container,
+        dir: PathBuf,
+        image: Image,
+        ip: Ipv4Addr,
+    ) -> Duration {
+        let record = &mut slot.record;
+        let launch = Launch {
+            id: container_record(record, &container.name).id.clone(),
+            dir,
+            image,
+            container: container.clone(),
+            hostname: pod.metadata.name.clone(),
+            netns: record.netns.clone(),
+            ip: Some(ip),
+        };
+        match self.containers.start(&launch).await {
+            Ok(()) => {
+                let now = now_millis();
+                let entry = container_record(record, &container.name);
+                if entry.last_exit.is_some() {
+                    entry.restart_count += 1;
+                }
+                entry.running = true;
+                entry.started_at = Some(now);
+                record.start_time.get_or_insert(now);
+                self.save(slot).await;
+                slot.waiting.remove(&container.name);
+                slot.failures.remove(&container.name);
+                self.config.poll
+            }
+            Err(err) => {
+                tracing::warn!(
+                    pod = pod.metadata.name,
+                    container = container.name,
+                    error = %err,
+                    "starting the container failed"
+                );
+                // The image may have been removed from the cache meanwhile.
+                slot.images.remove(&container.name);
+                self.fail_start(slot, &container.name, err);
+                self.config.backoff
+            }
+        }
+    }
+
+    /// Notes a container that could not start and backs off.
+    fn fail_start(&self, slot: &mut PodSlot, container: &str, error: ContainerError) {
         slot.waiting
-            .insert(container.to_string(), (reason.to_string(), message));
+            .insert(container.to_string(), (error.reason(), error.to_string()));
+        slot.failures.insert(container.to_string(), error);
         self.back_off(slot, container, false);
     }
 
@@ -448,7 +551,8 @@ impl ContainerRuntime {
     }
 
     /// Tears down what the node holds of a pod.
-    async fn teardown(&self, record: &PodRecord) {
+    async fn teardown(&self, slot: &PodSlot) {
+        let record = &slot.record;
         let pod_dir = self.pod_dir(&record.project, &record.name);
         let grace = Duration::from_secs(record.grace_seconds);
         let stops = record.containers.iter().map(|(name, container)| {
@@ -457,14 +561,14 @@ impl ContainerRuntime {
                 if let Err(err) = self.containers.stop(&container.id, &dir, grace).await {
                     tracing::warn!(
                         container = container.id,
-                        error = err,
+                        error = %err,
                         "stopping the container failed"
                     );
                 }
                 if let Err(err) = self.containers.remove(&container.id, &dir).await {
                     tracing::warn!(
                         container = container.id,
-                        error = err,
+                        error = %err,
                         "removing the container failed"
                     );
                 }
@@ -474,24 +578,39 @@ impl ContainerRuntime {
         if let Err(err) = self.network.teardown(&record.pod_id).await {
             tracing::warn!(pod = record.name, error = %err, "removing the pod network failed");
         }
-        if let Some(address) = &record.address {
-            match &address.pool {
-                None => self.local.release(address.ip, &record.uid),
-                Some(_) => {
-                    if let Err(err) = self
-                        .api
-                        .release_ip(&record.project, &record.name, &record.uid)
-                        .await
-                    {
-                        // The control plane's reconciler frees it later.
-                        tracing::warn!(pod = record.name, error = %err, "releasing the address failed");
-                    }
-                }
+        if let Some(Address { pool: Some(_), .. }) = &record.address {
+            if let Err(err) = self
+                .api
+                .release_ip(&record.project, &record.name, &record.uid)
+                .await
+            {
+                // The control plane's reconciler frees it later.
+                tracing::warn!(pod = record.name, error = %err, "releasing the address failed");
             }
+        } else {
+            let (local, uid) = (self.local.clone(), record.uid.clone());
+            let ip = record.address.as_ref().map(|address| address.ip);
+            // Releasing never fails: an address not held is no one's.
+            let _ = off_worker(move || {
+                match ip {
+                    Some(ip) => local.release(ip, &uid),
+                    None => local.release_any(&uid),
+                }
+                Ok(())
+            })
+            .await;
         }
-        if let Err(err) = std::fs::remove_dir_all(&pod_dir)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
+        let (dir, gone) = (pod_dir.clone(), slot.removed.clone());
+        let removed = off_worker(move || {
+            let mut gone = gone.lock().expect("pod directory lock");
+            *gone = true;
+            match std::fs::remove_dir_all(&dir) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                removed => removed,
+            }
+        })
+        .await;
+        if let Err(err) = removed {
             tracing::warn!(dir = %pod_dir.display(), error = %err, "removing the pod directory failed");
         }
         tracing::info!(project = record.project, pod = record.name, "pod removed");
@@ -499,7 +618,7 @@ impl ContainerRuntime {
 
     /// The pod's status from what the node holds.
     fn status(&self, pod: &Pod, slot: &PodSlot) -> PodStatus {
-        let record = slot.record.as_ref().expect("record made by sync");
+        let record = &slot.record;
         let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
         let mut statuses = Vec::new();
         let (mut started, mut finished, mut failed) = (0, 0, 0);
@@ -511,7 +630,7 @@ impl ContainerRuntime {
                     started_at: e.started_at.unwrap_or_default(),
                 },
                 (_, Some((reason, _))) => ContainerState::Waiting {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 },
                 (
                     Some(ContainerRecord {
@@ -567,7 +686,7 @@ impl ContainerRuntime {
             PodPhase::Pending
         };
         let (reason, message) = match (&slot.trouble, phase) {
-            (Some((reason, message)), _) => (Some(reason.clone()), Some(message.clone())),
+            (Some((reason, message)), _) => (Some(reason.to_string()), Some(message.clone())),
             (None, PodPhase::Pending | PodPhase::Running) => {
                 let first = pod
                     .spec
@@ -576,7 +695,7 @@ impl ContainerRuntime {
                     .find_map(|c| slot.waiting.get(&c.name).map(|w| (&c.name, w)));
                 match first {
                     Some((name, (reason, message))) => (
-                        Some(reason.clone()),
+                        Some(reason.to_string()),
                         Some(format!("container {name}: {message}")),
                     ),
                     None if phase == PodPhase::Pending => (Some("ContainerCreating".into()), None),
@@ -623,15 +742,15 @@ impl Runtime for ContainerRuntime {
     async fn sync(&self, pod: &Pod, progress: Progress<'_>) -> Synced {
         let project = pod.metadata.project.clone().unwrap_or_default();
         let key = (project.clone(), pod.metadata.name.clone());
-        let slot = self.slot(&key);
-        let mut slot = slot.lock().await;
-        if let Some(record) = &slot.record
-            && record.uid != pod.metadata.uid
+        let cell = self.cell(&key);
+        let mut held = cell.lock().await;
+        if let Some(old) = held
+            .as_ref()
+            .filter(|slot| slot.record.uid != pod.metadata.uid)
         {
             // A new pod of the same name: the old one goes first.
-            let old = record.clone();
-            self.teardown(&old).await;
-            *slot = PodSlot::default();
+            self.teardown(old).await;
+            *held = None;
         }
         if pod.spec.node_name.as_deref() != Some(self.config.node.as_str()) {
             return Synced {
@@ -639,49 +758,54 @@ impl Runtime for ContainerRuntime {
                 again_in: None,
             };
         }
-        if slot.record.is_none() {
-            let record = PodRecord {
-                project,
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-                pod_id: pod_id(pod),
-                grace_seconds: pod.spec.termination_grace_period_seconds.unwrap_or(30),
-                address: None,
-                netns: None,
-                start_time: None,
-                containers: Default::default(),
-            };
-            self.save(&record);
-            slot.record = Some(record);
-        }
-        let again_in = self.advance(pod, &mut slot, progress).await;
+        let slot = match held.take() {
+            Some(slot) => slot,
+            None => {
+                let record = PodRecord {
+                    project,
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                    pod_id: pod_id(pod),
+                    grace_seconds: pod.spec.termination_grace_period_seconds.unwrap_or(30),
+                    address: None,
+                    netns: None,
+                    start_time: None,
+                    containers: Default::default(),
+                };
+                let slot = PodSlot::new(record);
+                self.save(&slot).await;
+                slot
+            }
+        };
+        let slot = held.insert(slot);
+        let again_in = self.advance(pod, slot, progress).await;
         Synced {
-            status: self.status(pod, &slot),
+            status: self.status(pod, slot),
             again_in,
         }
     }
 
     async fn remove(&self, project: &str, name: &str, uid: Option<&str>) {
         let key = (project.to_string(), name.to_string());
-        let slot = self.slot(&key);
-        let mut guard = slot.lock().await;
-        let Some(record) = guard.record.clone() else {
+        let cell = self.cell(&key);
+        let mut held = cell.lock().await;
+        let Some(slot) = held.as_ref() else {
             return;
         };
-        if uid.is_some_and(|uid| uid != record.uid) {
+        if uid.is_some_and(|uid| uid != slot.record.uid) {
             return;
         }
-        self.teardown(&record).await;
-        *guard = PodSlot::default();
-        drop(guard);
+        self.teardown(slot).await;
+        *held = None;
+        drop(held);
         let mut pods = self.pods.lock().expect("pod map lock");
-        if pods.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+        if pods.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             pods.remove(&key);
         }
     }
 
     async fn pods(&self) -> Vec<(String, String)> {
-        let slots: Vec<(PodKey, Arc<tokio::sync::Mutex<PodSlot>>)> = self
+        let cells: Vec<(PodKey, PodCell)> = self
             .pods
             .lock()
             .expect("pod map lock")
@@ -689,8 +813,8 @@ impl Runtime for ContainerRuntime {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut held = Vec::new();
-        for (key, slot) in slots {
-            if slot.lock().await.record.is_some() {
+        for (key, cell) in cells {
+            if cell.lock().await.is_some() {
                 held.push(key);
             }
         }
@@ -702,14 +826,13 @@ impl ContainerRuntime {
     /// The names of the containers the node holds of a pod.
     pub async fn containers_of(&self, project: &str, name: &str) -> Vec<String> {
         let key = (project.to_string(), name.to_string());
-        let slot = self.pods.lock().expect("pod map lock").get(&key).cloned();
-        match slot {
-            Some(slot) => slot
+        let cell = self.pods.lock().expect("pod map lock").get(&key).cloned();
+        match cell {
+            Some(cell) => cell
                 .lock()
                 .await
-                .record
                 .as_ref()
-                .map(|r| r.containers.keys().cloned().collect())
+                .map(|slot| slot.record.containers.keys().cloned().collect())
                 .unwrap_or_default(),
             None => Vec::new(),
         }
@@ -720,6 +843,28 @@ impl ContainerRuntime {
             .join("containers")
             .join(container)
     }
+}
+
+/// The record of container `name` of the pod, made (with its runtime id,
+/// named after the pod's) when first asked for.
+fn container_record<'r>(record: &'r mut PodRecord, name: &str) -> &'r mut ContainerRecord {
+    let pod_id = &record.pod_id;
+    record
+        .containers
+        .entry(name.to_string())
+        .or_insert_with(|| ContainerRecord {
+            id: format!("{pod_id}-{name}"),
+            ..ContainerRecord::default()
+        })
+}
+
+/// Runs file work on a blocking thread, off the async workers.
+async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err)))
 }
 
 /// Whether a container that ended as `exit` runs again under `policy`

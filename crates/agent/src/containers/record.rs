@@ -113,6 +113,7 @@ impl PodRecord {
 
 /// Addresses from the node-local range for pods that ask for no pool: one
 /// file per address claimed, created exclusively, naming the pod's uid.
+#[derive(Clone, Debug)]
 pub struct LocalAddresses {
     dir: PathBuf,
     subnet: wharf_api::Subnet,
@@ -172,6 +173,19 @@ impl LocalAddresses {
         }
     }
 
+    /// Gives back any address the pod with `uid` holds: the claim of a step
+    /// cancelled before it recorded the address leaves one unrecorded.
+    pub fn release_any(&self, uid: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for path in entries.flatten().map(|entry| entry.path()) {
+            if std::fs::read_to_string(&path).is_ok_and(|held| held == uid) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
     fn address(&self, ip: Ipv4Addr) -> Address {
         Address {
             ip,
@@ -208,6 +222,9 @@ mod tests {
         assert!(local.claim("f").is_err(), "only the holder releases");
         local.release(a.ip, "uid-a");
         assert_eq!(local.claim("f").unwrap().ip, a.ip);
+        // An address whose claim went unrecorded comes back by its holder.
+        local.release_any("c");
+        assert_eq!(local.claim("g").unwrap().ip.to_string(), "10.88.0.4");
     }
 
     #[test]

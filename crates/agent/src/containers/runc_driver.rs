@@ -19,7 +19,7 @@ use nix::mount::{MntFlags, MsFlags};
 use wharf_runc::spec::SpecOptions;
 use wharf_runc::{Bundle, ExitStatus, Runc, ShimCommand};
 
-use super::driver::{ContainerDriver, Exit, Launch, Liveness};
+use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
 
 /// Runs containers with runc through shims.
 pub struct RuncDriver {
@@ -147,10 +147,13 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl ContainerDriver for RuncDriver {
-    async fn start(&self, launch: &Launch) -> Result<(), String> {
+    async fn start(&self, launch: &Launch) -> Result<(), ContainerError> {
+        let failed = ContainerError::Create;
         let dir = launch.dir.clone();
         let layers = launch.image.layers.clone();
-        let rootfs = blocking(move || mount_rootfs(&dir, &layers)).await?;
+        let rootfs = blocking(move || mount_rootfs(&dir, &layers))
+            .await
+            .map_err(failed)?;
         let mut options =
             SpecOptions::new(&rootfs, &launch.hostname, format!("/wharf/{}", launch.id));
         options.netns = launch.netns.clone();
@@ -162,7 +165,7 @@ impl ContainerDriver for RuncDriver {
             &options,
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
         // A run left over from before (its shim killed with the machine).
         let _ = self.runc.delete(&launch.id).await;
         let started = self
@@ -175,11 +178,11 @@ impl ContainerDriver for RuncDriver {
                 &self.shim,
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         let pid_file = launch.dir.join("shim.pid");
         tokio::fs::write(&pid_file, started.shim_pid.to_string())
             .await
-            .map_err(|e| format!("{}: {e}", pid_file.display()))?;
+            .map_err(|e| failed(format!("{}: {e}", pid_file.display())))?;
         Ok(())
     }
 
@@ -208,16 +211,20 @@ impl ContainerDriver for RuncDriver {
         }
     }
 
-    async fn stop(&self, id: &str, dir: &Path, grace: Duration) -> Result<(), String> {
+    async fn stop(&self, id: &str, dir: &Path, grace: Duration) -> Result<(), ContainerError> {
         self.runc
             .stop(id, &exit_file(dir), grace)
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ContainerError::Kill(e.to_string()))
     }
 
-    async fn remove(&self, id: &str, dir: &Path) -> Result<(), String> {
-        self.runc.delete(id).await.map_err(|e| e.to_string())?;
+    async fn remove(&self, id: &str, dir: &Path) -> Result<(), ContainerError> {
+        let failed = ContainerError::Kill;
+        self.runc
+            .delete(id)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let dir = dir.to_path_buf();
         blocking(move || {
             unmount(&dir.join("rootfs"))?;
@@ -228,5 +235,6 @@ impl ContainerDriver for RuncDriver {
             }
         })
         .await
+        .map_err(failed)
     }
 }

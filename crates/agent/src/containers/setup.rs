@@ -116,13 +116,16 @@ impl NodeSetup {
             self.default_registry.clone(),
         );
         let driver = RuncDriver::new(Runc::new(&self.runc, &self.runc_root), self.shim.clone());
-        Ok(Arc::new(ContainerRuntime::open(
-            config,
-            api,
-            Arc::new(puller),
-            Arc::new(driver),
-            Arc::new(network),
-        )))
+        Ok(Arc::new(
+            ContainerRuntime::open(
+                config,
+                api,
+                Arc::new(puller),
+                Arc::new(driver),
+                Arc::new(network),
+            )
+            .await,
+        ))
     }
 }
 

@@ -5,13 +5,64 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use wharf_api::{ANNOTATION_IP_POOL, Container, ObjectMeta, PodSpec};
+use wharf_api::{ANNOTATION_IP_POOL, Container, IpClaim, ObjectMeta, PodSpec};
 use wharf_control::Objects;
 use wharf_net::testing::MemoryDriver;
 use wharf_store::RedbStore;
 
 use super::*;
-use crate::api::LocalNodeApi;
+use crate::{AgentError, PodChanges};
+
+/// The control plane as the pod logic uses it: pool addresses, claimed and
+/// released in a real control plane. Registration, heartbeats and pod
+/// watches are the `Agent`'s business, never the runtime's.
+struct PoolAddresses(Objects);
+
+fn control_error(err: wharf_control::ControlError) -> AgentError {
+    AgentError::Api(err.to_string())
+}
+
+#[async_trait]
+impl NodeApi for PoolAddresses {
+    async fn register(&self, _node: wharf_api::Node) -> Result<wharf_api::Node, AgentError> {
+        unreachable!("the runtime registers no node")
+    }
+
+    async fn heartbeat(&self, _: &str, _: Option<u64>, _: Duration) -> Result<u64, AgentError> {
+        unreachable!("the runtime sends no heartbeat")
+    }
+
+    async fn list_pods(&self, _node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+        unreachable!("the runtime lists no pods")
+    }
+
+    async fn watch_pods(&self, _: Option<&str>, _: u64) -> Result<PodChanges, AgentError> {
+        unreachable!("the runtime watches no pods")
+    }
+
+    async fn set_pod_status(&self, _: &str, _: &str, _: &PodStatus) -> Result<(), AgentError> {
+        unreachable!("the runtime reports no status itself")
+    }
+
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
+        self.0
+            .claim_pod_ip(project, name)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        self.0
+            .release_pod_ip(project, name, Some(uid))
+            .await
+            .map_err(control_error)?;
+        Ok(())
+    }
+
+    async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
+        unreachable!("the runtime serves no logs")
+    }
+}
 
 /// Images that exist, or fail to pull.
 #[derive(Default)]
@@ -27,10 +78,10 @@ impl ImagePuller for FakeImages {
         image: &str,
         _policy: PullPolicy,
         progress: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<Image, String> {
+    ) -> Result<Image, ContainerError> {
         *self.pulls.lock().unwrap() += 1;
         if let Some(reason) = self.broken.lock().unwrap().clone() {
-            return Err(reason);
+            return Err(ContainerError::ImagePull(reason));
         }
         progress(format!("pulling {image}: 1.0/1.0 MiB"));
         Ok(Image {
@@ -74,10 +125,10 @@ impl FakeContainers {
 
 #[async_trait]
 impl ContainerDriver for FakeContainers {
-    async fn start(&self, launch: &Launch) -> Result<(), String> {
+    async fn start(&self, launch: &Launch) -> Result<(), ContainerError> {
         let mut state = self.state.lock().unwrap();
         if let Some(reason) = &state.refuse {
-            return Err(reason.clone());
+            return Err(ContainerError::Create(reason.clone()));
         }
         state.exited.remove(&launch.id);
         state.starts.push(launch.id.clone());
@@ -93,14 +144,14 @@ impl ContainerDriver for FakeContainers {
         }
     }
 
-    async fn stop(&self, id: &str, _dir: &Path, grace: Duration) -> Result<(), String> {
+    async fn stop(&self, id: &str, _dir: &Path, grace: Duration) -> Result<(), ContainerError> {
         let mut state = self.state.lock().unwrap();
         state.running.remove(id);
         state.stopped.push((id.to_string(), grace));
         Ok(())
     }
 
-    async fn remove(&self, id: &str, _dir: &Path) -> Result<(), String> {
+    async fn remove(&self, id: &str, _dir: &Path) -> Result<(), ContainerError> {
         self.state.lock().unwrap().removed.push(id.to_string());
         Ok(())
     }
@@ -129,17 +180,18 @@ impl Node {
         }
     }
 
-    fn runtime(&self) -> ContainerRuntime {
+    async fn runtime(&self) -> ContainerRuntime {
         let mut config = ContainerRuntimeConfig::new("node-1", self.data.clone());
         config.backoff = Duration::from_millis(50);
         config.host_ip = Some("192.0.2.1".into());
         ContainerRuntime::open(
             config,
-            Arc::new(LocalNodeApi::new(self.objects.clone())),
+            Arc::new(PoolAddresses(self.objects.clone())),
             self.images.clone(),
             self.containers.clone(),
             self.network.clone(),
         )
+        .await
     }
 
     async fn pod(&self, name: &str, restart_policy: Option<&str>, pool: Option<&str>) -> Pod {
@@ -200,7 +252,7 @@ async fn sync_until(
 #[tokio::test]
 async fn a_pod_runs_on_a_node_local_address() {
     let node = Node::new();
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     let pod = node.pod("web-1", None, None).await;
     let seen = Mutex::new(Vec::new());
     let synced = runtime
@@ -249,7 +301,7 @@ async fn a_pod_runs_on_a_node_local_address() {
 #[tokio::test]
 async fn exited_containers_restart_with_back_off() {
     let node = Node::new();
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     let pod = node.pod("web-1", None, None).await;
     sync(&runtime, &pod).await;
     let id = node.containers.state.lock().unwrap().starts[0].clone();
@@ -296,7 +348,7 @@ async fn exited_containers_restart_with_back_off() {
 #[tokio::test]
 async fn restart_policies_end_pods() {
     let node = Node::new();
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     for (name, policy, code, phase) in [
         ("done", "Never", 0, PodPhase::Succeeded),
         ("broken", "Never", 2, PodPhase::Failed),
@@ -344,7 +396,7 @@ async fn restart_policies_end_pods() {
 #[tokio::test]
 async fn failed_pulls_and_starts_are_reported_and_retried() {
     let node = Node::new();
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     *node.images.broken.lock().unwrap() = Some("manifest unknown".into());
     let pod = node.pod("web-1", None, None).await;
     let synced = sync(&runtime, &pod).await;
@@ -389,7 +441,7 @@ async fn removal_stops_and_cleans_everything() {
         )
         .await
         .unwrap();
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     let pooled = node.pod("web-1", None, Some("web-pool")).await;
     let local = node.pod("web-2", None, None).await;
     let status = sync(&runtime, &pooled).await.status;
@@ -441,10 +493,10 @@ async fn a_restarted_agent_adopts_its_pods() {
     let node = Node::new();
     let pod = node.pod("web-1", None, None).await;
     let before = {
-        let runtime = node.runtime();
+        let runtime = node.runtime().await;
         sync(&runtime, &pod).await.status
     };
-    let runtime = node.runtime();
+    let runtime = node.runtime().await;
     assert_eq!(
         runtime.pods().await,
         [("shop".to_string(), "web-1".to_string())]

@@ -10,8 +10,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_api::IpPool;
-use wharf_control::IpClaim;
+use wharf_api::{IpClaim, IpPool};
 
 use super::{ApiCaller, ApiError, ApiResult};
 use crate::AppState;

@@ -17,11 +17,13 @@ use tokio_util::task::AbortOnDropHandle;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use futures_util::StreamExt;
-use wharf_agent::{LocalNodeApi, Simulation, SimulationConfig};
+use wharf_agent::{Simulation, SimulationConfig};
 use wharf_api::{Deployment, Manifest, Node, Pod};
 use wharf_control::{Change, DeploymentController, NodeLifecycle, Objects, SchedulingLoop};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::Store;
+
+use crate::local_node::LocalNodeApi;
 
 #[derive(Args)]
 pub struct SchedulerBenchArgs {

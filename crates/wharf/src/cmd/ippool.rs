@@ -4,8 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use wharf_api::IpPool;
-use wharf_control::IpClaim;
+use wharf_api::{IpClaim, IpPool};
 
 use super::ServerOption;
 use super::objects::{manifest_name, read_manifest};

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wharf_agent::{Agent, AgentConfig, LocalNodeApi, NoRuntime, Simulation, SimulationConfig};
+use wharf_agent::{Agent, AgentConfig, NoRuntime, Simulation, SimulationConfig};
 use wharf_api::{Manifest, Node, Pod, PodPhase};
 use wharf_control::{ControlPlane, Objects};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::{RedbStore, Store};
+
+use super::LocalNodeApi;
 
 fn plane(dir: &tempfile::TempDir) -> ControlPlane {
     let store: Arc<dyn Store> =

@@ -1,0 +1,143 @@
+//! The agent's [`NodeApi`] straight on the control plane's [`Objects`], in
+//! one process: simulated fleets in `wharf bench scheduler`, and the tests
+//! that run agents against a real control plane. The agent and the control
+//! plane meet only here and over HTTP, so `wharf-agent` links no control
+//! plane and no store.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
+use wharf_api::{IpClaim, Node, Pod, PodStatus};
+use wharf_control::{Change, ControlError, Objects};
+
+/// The control plane in the same process.
+pub struct LocalNodeApi {
+    objects: Objects,
+}
+
+impl LocalNodeApi {
+    /// Direct access through `objects`.
+    pub fn new(objects: Objects) -> LocalNodeApi {
+        LocalNodeApi { objects }
+    }
+}
+
+fn on_node(pod: &Pod, node: Option<&str>) -> bool {
+    node.is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+}
+
+/// The agent's view of a control-plane failure: absent objects stay
+/// recognisable (the agent stops reporting for a deleted pod); the rest is
+/// the server's trouble, as over HTTP.
+fn agent_error(err: ControlError) -> AgentError {
+    match err {
+        ControlError::NotFound { .. } => AgentError::NotFound(err.to_string()),
+        other => AgentError::Api(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl NodeApi for LocalNodeApi {
+    async fn register(&self, node: Node) -> Result<Node, AgentError> {
+        self.objects.register_node(node).await.map_err(agent_error)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        lease: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, AgentError> {
+        self.objects
+            .heartbeat(node, lease, ttl)
+            .await
+            .map_err(agent_error)
+    }
+
+    async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+        let (pods, revision) = self
+            .objects
+            .list::<Pod>(None, None)
+            .await
+            .map_err(agent_error)?;
+        Ok((
+            pods.into_iter().filter(|p| on_node(p, node)).collect(),
+            revision,
+        ))
+    }
+
+    async fn watch_pods(
+        &self,
+        node: Option<&str>,
+        revision: u64,
+    ) -> Result<PodChanges, AgentError> {
+        let node = node.map(str::to_string);
+        let changes = self
+            .objects
+            .watch::<Pod>(None, revision + 1)
+            .await
+            .map_err(agent_error)?;
+        Ok(changes
+            .filter_map(move |change| {
+                let change = match change {
+                    Ok(Change::Added(pod) | Change::Modified(pod)) => {
+                        on_node(&pod, node.as_deref()).then(|| Ok(PodChange::Upsert(Box::new(pod))))
+                    }
+                    Ok(Change::Deleted { project, name, .. }) => Some(Ok(PodChange::Deleted {
+                        project: project.unwrap_or_default(),
+                        name,
+                    })),
+                    Err(err) => Some(Err(agent_error(err))),
+                };
+                std::future::ready(change)
+            })
+            .boxed())
+    }
+
+    async fn set_pod_status(
+        &self,
+        project: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), AgentError> {
+        self.objects
+            .modify::<Pod>(Some(project), name, |pod| {
+                let changed = pod.status != *status;
+                pod.status = status.clone();
+                changed
+            })
+            .await
+            .map_err(agent_error)?;
+        Ok(())
+    }
+
+    async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
+        self.objects
+            .claim_pod_ip(project, name)
+            .await
+            .map_err(agent_error)
+    }
+
+    async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        self.objects
+            .release_pod_ip(project, name, Some(uid))
+            .await
+            .map_err(agent_error)?;
+        Ok(())
+    }
+
+    /// In-process there is no identity service to ask: nobody may.
+    async fn may_read_pod(
+        &self,
+        _token: &str,
+        _project: &str,
+        _name: &str,
+    ) -> Result<bool, AgentError> {
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests;
