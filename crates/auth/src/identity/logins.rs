@@ -1,0 +1,89 @@
+//! Logins: a user's password or a robot's secret checked, with failed
+//! attempts throttled.
+
+use std::net::IpAddr;
+
+use super::Identity;
+use super::records::{ROBOTS, USERS};
+use super::robots::robot_principal;
+use super::users::user_principal;
+use crate::AuthError;
+use crate::model::{Principal, RobotRecord, UserRecord};
+use crate::names::is_robot_name;
+use crate::password::{self, verify_blocking};
+
+/// Longest user name or password looked at; longer credentials are refused unread.
+const MAX_CREDENTIAL: usize = 1024;
+
+impl Identity {
+    /// Checks a user's password or a robot's secret. Failures are throttled
+    /// per account and per `source` address.
+    pub async fn authenticate(
+        &self,
+        name: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        let refused = || AuthError::Unauthenticated("invalid username or password".into());
+        if name.is_empty() || name.len() > MAX_CREDENTIAL || secret.len() > MAX_CREDENTIAL {
+            return Err(refused());
+        }
+        if let Some(wait) = self.limiter.check(name, source) {
+            return Err(AuthError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let outcome = if is_robot_name(name) {
+            self.authenticate_robot(name, secret).await
+        } else {
+            self.authenticate_user(name, secret).await
+        };
+        match &outcome {
+            Ok(_) => self.limiter.succeeded(name),
+            Err(AuthError::Unauthenticated(_)) => self.limiter.failed(name, source),
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    async fn authenticate_user(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+        let record = self
+            .read::<UserRecord>(&format!("{USERS}{name}"))
+            .await?
+            .map(|(r, _)| r);
+        // Unknown names cost the same time as wrong passwords.
+        let hash = record.as_ref().map_or_else(
+            || password::decoy_hash().to_string(),
+            |r| r.password_hash.clone(),
+        );
+        let matches = verify_blocking(password.to_string(), hash).await?;
+        match record {
+            Some(record) if matches && !record.disabled => Ok(user_principal(&record)),
+            Some(record) if matches && record.disabled => Err(AuthError::Unauthenticated(format!(
+                "account {} is disabled",
+                record.name
+            ))),
+            _ => Err(AuthError::Unauthenticated(
+                "invalid username or password".into(),
+            )),
+        }
+    }
+
+    async fn authenticate_robot(&self, name: &str, secret: &str) -> Result<Principal, AuthError> {
+        let record = self
+            .read::<RobotRecord>(&format!("{ROBOTS}{name}"))
+            .await?
+            .map(|(r, _)| r);
+        let hash = record.as_ref().map_or_else(
+            || password::decoy_hash().to_string(),
+            |r| r.secret_hash.clone(),
+        );
+        let matches = verify_blocking(secret.to_string(), hash).await?;
+        match record {
+            Some(record) if matches => robot_principal(&record),
+            _ => Err(AuthError::Unauthenticated(
+                "invalid username or password".into(),
+            )),
+        }
+    }
+}
