@@ -51,12 +51,8 @@ impl Identity {
             .read::<UserRecord>(&format!("{USERS}{name}"))
             .await?
             .map(|(r, _)| r);
-        // Unknown names cost the same time as wrong passwords.
-        let hash = record.as_ref().map_or_else(
-            || password::decoy_hash().to_string(),
-            |r| r.password_hash.clone(),
-        );
-        let matches = verify_blocking(password.to_string(), hash).await?;
+        let stored = record.as_ref().map(|r| r.password_hash.as_str());
+        let matches = secret_matches(password, stored).await?;
         match record {
             Some(record) if matches && !record.disabled => Ok(user_principal(&record)),
             Some(record) if matches && record.disabled => Err(AuthError::Unauthenticated(format!(
@@ -74,11 +70,8 @@ impl Identity {
             .read::<RobotRecord>(&format!("{ROBOTS}{name}"))
             .await?
             .map(|(r, _)| r);
-        let hash = record.as_ref().map_or_else(
-            || password::decoy_hash().to_string(),
-            |r| r.secret_hash.clone(),
-        );
-        let matches = verify_blocking(secret.to_string(), hash).await?;
+        let stored = record.as_ref().map(|r| r.secret_hash.as_str());
+        let matches = secret_matches(secret, stored).await?;
         match record {
             Some(record) if matches => robot_principal(&record),
             _ => Err(AuthError::Unauthenticated(
@@ -86,4 +79,12 @@ impl Identity {
             )),
         }
     }
+}
+
+/// Whether `secret` matches the `stored` hash. Without an account to check
+/// against, a decoy hash is checked all the same: unknown names cost the
+/// same time as wrong secrets.
+async fn secret_matches(secret: &str, stored: Option<&str>) -> Result<bool, AuthError> {
+    let hash = stored.map_or_else(|| password::decoy_hash().to_string(), str::to_string);
+    verify_blocking(secret.to_string(), hash).await
 }

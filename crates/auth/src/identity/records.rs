@@ -56,7 +56,9 @@ impl Identity {
     }
 
     /// Changes the record at `key` (`what` names it in errors) by
-    /// compare-and-swap, retrying on races.
+    /// compare-and-swap, retrying on races. A changed account (user or
+    /// robot) must be followed by `accounts_changed`, so that a new epoch or
+    /// disabling takes effect at once on this server.
     pub(super) async fn update_record<T: Serialize + DeserializeOwned>(
         &self,
         key: &str,
@@ -79,19 +81,5 @@ impl Identity {
             }
         }
         Err(AuthError::Internal(format!("{what} keeps changing; retry")))
-    }
-
-    /// [`update_record`](Identity::update_record) for an account (user or
-    /// robot): cached token subjects are forgotten, so the change (a new
-    /// epoch, disabling) takes effect at once on this server.
-    pub(super) async fn update_account<T: Serialize + DeserializeOwned>(
-        &self,
-        key: &str,
-        what: &str,
-        change: impl Fn(&mut T),
-    ) -> Result<T, AuthError> {
-        let record = self.update_record(key, what, change).await?;
-        self.accounts_changed();
-        Ok(record)
     }
 }

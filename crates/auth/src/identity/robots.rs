@@ -82,7 +82,7 @@ impl Identity {
     /// it is enabled again: the robot logs in anew.
     pub async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<Robot, AuthError> {
         let record = self
-            .update_account(
+            .update_record(
                 &format!("{ROBOTS}{name}"),
                 &format!("robot {name}"),
                 |record: &mut RobotRecord| {
@@ -93,6 +93,7 @@ impl Identity {
                 },
             )
             .await?;
+        self.accounts_changed();
         Ok(Robot::from(&record))
     }
 

@@ -91,8 +91,9 @@ impl Identity {
         change: impl Fn(&mut UserRecord),
     ) -> Result<User, AuthError> {
         let record = self
-            .update_account(&format!("{USERS}{name}"), &format!("user {name}"), change)
+            .update_record(&format!("{USERS}{name}"), &format!("user {name}"), change)
             .await?;
+        self.accounts_changed();
         Ok(User::from(&record))
     }
 
