@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use serde::de::DeserializeOwned;
+
 use super::Identity;
 use super::records::{ROBOTS, USERS};
 use super::robots::robot_principal;
@@ -47,44 +49,50 @@ impl Identity {
     }
 
     async fn authenticate_user(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
+        let key = format!("{USERS}{name}");
         let record = self
-            .read::<UserRecord>(&format!("{USERS}{name}"))
-            .await?
-            .map(|(r, _)| r);
-        let stored = record.as_ref().map(|r| r.password_hash.as_str());
-        let matches = secret_matches(password, stored).await?;
+            .matching_record(&key, password, |r: &UserRecord| &r.password_hash)
+            .await?;
         match record {
-            Some(record) if matches && !record.disabled => Ok(user_principal(&record)),
-            Some(record) if matches && record.disabled => Err(AuthError::Unauthenticated(format!(
+            Some(record) if !record.disabled => Ok(user_principal(&record)),
+            Some(record) => Err(AuthError::Unauthenticated(format!(
                 "account {} is disabled",
                 record.name
             ))),
-            _ => Err(AuthError::Unauthenticated(
+            None => Err(AuthError::Unauthenticated(
                 "invalid username or password".into(),
             )),
         }
     }
 
     async fn authenticate_robot(&self, name: &str, secret: &str) -> Result<Principal, AuthError> {
+        let key = format!("{ROBOTS}{name}");
         let record = self
-            .read::<RobotRecord>(&format!("{ROBOTS}{name}"))
-            .await?
-            .map(|(r, _)| r);
-        let stored = record.as_ref().map(|r| r.secret_hash.as_str());
-        let matches = secret_matches(secret, stored).await?;
+            .matching_record(&key, secret, |r: &RobotRecord| &r.secret_hash)
+            .await?;
         match record {
-            Some(record) if matches => robot_principal(&record),
-            _ => Err(AuthError::Unauthenticated(
+            Some(record) => robot_principal(&record),
+            None => Err(AuthError::Unauthenticated(
                 "invalid username or password".into(),
             )),
         }
     }
-}
 
-/// Whether `secret` matches the `stored` hash. Without an account to check
-/// against, a decoy hash is checked all the same: unknown names cost the
-/// same time as wrong secrets.
-async fn secret_matches(secret: &str, stored: Option<&str>) -> Result<bool, AuthError> {
-    let hash = stored.map_or_else(|| password::decoy_hash().to_string(), str::to_string);
-    verify_blocking(secret.to_string(), hash).await
+    /// The account record at `key` if `secret` matches the hash `hash_of`
+    /// finds in it. Without a record a decoy hash is checked all the same:
+    /// unknown names cost the same time as wrong secrets.
+    async fn matching_record<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        secret: &str,
+        hash_of: fn(&T) -> &str,
+    ) -> Result<Option<T>, AuthError> {
+        let record = self.read::<T>(key).await?.map(|(r, _)| r);
+        let hash = record.as_ref().map_or_else(
+            || password::decoy_hash().to_string(),
+            |r| hash_of(r).to_string(),
+        );
+        let matches = verify_blocking(secret.to_string(), hash).await?;
+        Ok(record.filter(|_| matches))
+    }
 }
