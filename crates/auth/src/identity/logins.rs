@@ -26,7 +26,6 @@ impl Identity {
         secret: &str,
         source: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
-        let refused = || AuthError::Unauthenticated("invalid username or password".into());
         if name.is_empty() || name.len() > MAX_CREDENTIAL || secret.len() > MAX_CREDENTIAL {
             return Err(refused());
         }
@@ -59,9 +58,7 @@ impl Identity {
                 "account {} is disabled",
                 record.name
             ))),
-            None => Err(AuthError::Unauthenticated(
-                "invalid username or password".into(),
-            )),
+            None => Err(refused()),
         }
     }
 
@@ -70,12 +67,7 @@ impl Identity {
         let record = self
             .matching_record(&key, secret, |r: &RobotRecord| &r.secret_hash)
             .await?;
-        match record {
-            Some(record) => robot_principal(&record),
-            None => Err(AuthError::Unauthenticated(
-                "invalid username or password".into(),
-            )),
-        }
+        record.map_or_else(|| Err(refused()), |r| robot_principal(&r))
     }
 
     /// The account record at `key` if `secret` matches the hash `hash_of`
@@ -95,4 +87,10 @@ impl Identity {
         let matches = verify_blocking(secret.to_string(), hash).await?;
         Ok(record.filter(|_| matches))
     }
+}
+
+/// The refusal of a wrong name or secret: the same for both, so that it
+/// does not tell which names exist.
+fn refused() -> AuthError {
+    AuthError::Unauthenticated("invalid username or password".into())
 }
