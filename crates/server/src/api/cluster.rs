@@ -221,12 +221,8 @@ pub(crate) async fn list_all_pods(
     State(state): State<Arc<AppState>>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let node = params.node_name.clone();
-    list_or_watch::<Pod>(&state, None, &params, move |pod| {
-        node.as_deref()
-            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
-    })
-    .await
+    let keep = on_node(&params);
+    list_or_watch::<Pod>(&state, None, &params, keep).await
 }
 
 // ----- deployments -----
@@ -240,18 +236,14 @@ pub(crate) async fn list_deployments(
     list_or_watch::<Deployment>(&state, Some(&project), &params, |_| true).await
 }
 
-/// `GET /api/v1/projects/{project}/deployments/{name}`
-pub(crate) async fn get_deployment(
+/// `GET /api/v1/projects/{project}/deployments/{name}` and
+/// `.../pods/{name}`: one object of a project.
+pub(crate) async fn get_in_project<T: Object>(
     State(state): State<Arc<AppState>>,
     Path((project, name)): Path<(String, String)>,
-) -> ApiResult<Json<Deployment>> {
-    Ok(Json(
-        state
-            .control
-            .objects()
-            .require(Some(&project), &name)
-            .await?,
-    ))
+) -> ApiResult<Json<T>> {
+    let objects = state.control.objects();
+    Ok(Json(objects.require(Some(&project), &name).await?))
 }
 
 /// `PUT /api/v1/projects/{project}/deployments/{name}`: replaces the
@@ -329,26 +321,17 @@ pub(crate) async fn list_pods(
     Path(project): Path<String>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let node = params.node_name.clone();
-    list_or_watch::<Pod>(&state, Some(&project), &params, move |pod| {
-        node.as_deref()
-            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
-    })
-    .await
+    let keep = on_node(&params);
+    list_or_watch::<Pod>(&state, Some(&project), &params, keep).await
 }
 
-/// `GET /api/v1/projects/{project}/pods/{name}`
-pub(crate) async fn get_pod(
-    State(state): State<Arc<AppState>>,
-    Path((project, name)): Path<(String, String)>,
-) -> ApiResult<Json<Pod>> {
-    Ok(Json(
-        state
-            .control
-            .objects()
-            .require(Some(&project), &name)
-            .await?,
-    ))
+/// Pods on the node `?nodeName=` names, or all pods without it.
+fn on_node(params: &ListParams) -> impl Fn(&Pod) -> bool + Send + Sync + 'static {
+    let node = params.node_name.clone();
+    move |pod| {
+        node.as_deref()
+            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+    }
 }
 
 /// `DELETE /api/v1/projects/{project}/pods/{name}`

@@ -72,6 +72,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
+    use wharf_api::{Deployment, Pod};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -112,12 +113,12 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
-        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_deployment)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_in_project::<Deployment>)),
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}", Project(Push), put(cluster::update_deployment)),
         row(Method::DELETE, "/api/v1/projects/{project}/deployments/{name}", Project(Delete), delete(cluster::delete_deployment)),
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}/scale", Project(Push), put(cluster::scale_deployment)),
         row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
-        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_pod)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
