@@ -7,19 +7,19 @@
 //! project decides what they may do ([`Identity::actions_on`]).
 
 mod error;
+mod identity;
 mod model;
 mod names;
 mod password;
 mod ratelimit;
-mod service;
 mod token;
 
 pub use error::AuthError;
+pub use identity::{API_AUDIENCE, Identity, IdentityConfig, IssuedToken, Scope};
 pub use model::{
     Action, Actions, Member, Principal, Project, Robot, RobotPermission, Role, Settings, User,
 };
 pub use names::{check_project_name, check_user_name, is_robot_name};
 pub use password::{MAX_PASSWORD, MIN_PASSWORD};
 pub use ratelimit::LoginLimits;
-pub use service::{API_AUDIENCE, Identity, IdentityConfig, IssuedToken, Scope};
 pub use token::{AccessEntry, Claims, MAX_TOKEN_BYTES, TokenKeys, TokenKind};

@@ -59,6 +59,20 @@ pub(crate) fn decoy_hash() -> &'static str {
         .get_or_init(|| hash(&format!("{:032x}", rand::random::<u128>())).expect("hashing a decoy"))
 }
 
+/// [`hash`] on a blocking thread, off the async workers.
+pub(crate) async fn hash_blocking(secret: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || hash(&secret))
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?
+}
+
+/// [`verify`] on a blocking thread, off the async workers.
+pub(crate) async fn verify_blocking(secret: String, hash: String) -> Result<bool, AuthError> {
+    tokio::task::spawn_blocking(move || verify(&secret, &hash))
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

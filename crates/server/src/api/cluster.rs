@@ -17,37 +17,10 @@ use wharf_api::{
     Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Taint, parse_label_selector,
 };
 use wharf_auth::Action;
-use wharf_control::{Change, ControlError, Object};
+use wharf_control::{Change, Object};
 
-use super::{ApiCaller, ApiError, ApiResult, Body as JsonBody};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
-
-impl From<ControlError> for ApiError {
-    fn from(err: ControlError) -> ApiError {
-        match &err {
-            ControlError::NotFound { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", err.to_string())
-            }
-            ControlError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
-            }
-            ControlError::Invalid(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "INVALID", err.to_string())
-            }
-            ControlError::Store(_) | ControlError::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                err.to_string(),
-            ),
-        }
-    }
-}
-
-impl From<wharf_api::ApiError> for ApiError {
-    fn from(err: wharf_api::ApiError) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID", err.to_string())
-    }
-}
 
 /// `?labelSelector=...&watch=true&resourceVersion=N&nodeName=...`
 #[derive(Debug, Default, Deserialize)]
@@ -157,15 +130,13 @@ pub(crate) async fn register_node(
     Extension(caller): Extension<ApiCaller>,
     JsonBody(node): JsonBody<Node>,
 ) -> ApiResult<Json<Node>> {
-    let name = node.metadata.name.clone();
-    let result = state
-        .control
-        .objects()
-        .register_node(node)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "node.register", format!("node/{name}"), &result);
-    Ok(Json(result?))
+    let resource = format!("node/{}", node.metadata.name);
+    let objects = state.control.objects();
+    let work = objects.register_node(node);
+    let node = state
+        .audited(&caller, "node.register", resource, work)
+        .await?;
+    Ok(Json(node))
 }
 
 #[derive(Deserialize)]
@@ -210,25 +181,24 @@ pub(crate) async fn patch_node(
     Path(name): Path<String>,
     JsonBody(patch): JsonBody<NodePatch>,
 ) -> ApiResult<Json<Node>> {
-    let result = state
-        .control
-        .objects()
-        .modify::<Node>(None, &name, |node| {
-            if let Some(unschedulable) = patch.unschedulable {
-                node.spec.unschedulable = unschedulable;
-            }
-            if let Some(taints) = &patch.taints {
-                node.spec.taints = taints.clone();
-            }
-            if patch.cost_per_hour.is_some() {
-                node.spec.cost_per_hour = patch.cost_per_hour;
-            }
-            true
-        })
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "node.update", format!("node/{name}"), &result);
-    Ok(Json(result?))
+    let objects = state.control.objects();
+    let work = objects.modify::<Node>(None, &name, |node| {
+        if let Some(unschedulable) = patch.unschedulable {
+            node.spec.unschedulable = unschedulable;
+        }
+        if let Some(taints) = &patch.taints {
+            node.spec.taints = taints.clone();
+        }
+        if patch.cost_per_hour.is_some() {
+            node.spec.cost_per_hour = patch.cost_per_hour;
+        }
+        true
+    });
+    let resource = format!("node/{name}");
+    let node = state
+        .audited(&caller, "node.update", resource, work)
+        .await?;
+    Ok(Json(node))
 }
 
 /// `DELETE /api/v1/nodes/{node}`
@@ -237,14 +207,13 @@ pub(crate) async fn delete_node(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .control
-        .objects()
-        .delete::<Node>(None, &name, None)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "node.delete", format!("node/{name}"), &result);
-    result.map(|_| StatusCode::NO_CONTENT)
+    let objects = state.control.objects();
+    let work = objects.delete::<Node>(None, &name, None);
+    let resource = format!("node/{name}");
+    state
+        .audited(&caller, "node.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/pods?nodeName=...`: pods across projects, for agents.
@@ -252,12 +221,8 @@ pub(crate) async fn list_all_pods(
     State(state): State<Arc<AppState>>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let node = params.node_name.clone();
-    list_or_watch::<Pod>(&state, None, &params, move |pod| {
-        node.as_deref()
-            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
-    })
-    .await
+    let keep = on_node(&params);
+    list_or_watch::<Pod>(&state, None, &params, keep).await
 }
 
 // ----- deployments -----
@@ -271,18 +236,14 @@ pub(crate) async fn list_deployments(
     list_or_watch::<Deployment>(&state, Some(&project), &params, |_| true).await
 }
 
-/// `GET /api/v1/projects/{project}/deployments/{name}`
-pub(crate) async fn get_deployment(
+/// `GET /api/v1/projects/{project}/deployments/{name}` and
+/// `.../pods/{name}`: one object of a project.
+pub(crate) async fn get_in_project<T: Object>(
     State(state): State<Arc<AppState>>,
     Path((project, name)): Path<(String, String)>,
-) -> ApiResult<Json<Deployment>> {
-    Ok(Json(
-        state
-            .control
-            .objects()
-            .require(Some(&project), &name)
-            .await?,
-    ))
+) -> ApiResult<Json<T>> {
+    let objects = state.control.objects();
+    Ok(Json(objects.require(Some(&project), &name).await?))
 }
 
 /// `PUT /api/v1/projects/{project}/deployments/{name}`: replaces the
@@ -293,13 +254,9 @@ pub(crate) async fn update_deployment(
     Path((project, name)): Path<(String, String)>,
     JsonBody(mut deployment): JsonBody<Deployment>,
 ) -> ApiResult<Json<Deployment>> {
-    let result = async {
+    let work = async {
         if deployment.metadata.name != name {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID",
-                "metadata.name differs from the URL",
-            ));
+            return Err(ApiErrorReply::invalid("metadata.name differs from the URL"));
         }
         deployment.metadata.project = Some(project.clone());
         deployment.validate()?;
@@ -314,15 +271,12 @@ pub(crate) async fn update_deployment(
         next.metadata.annotations = deployment.metadata.annotations;
         next.metadata.resource_version = deployment.metadata.resource_version;
         Ok(objects.update(next).await?)
-    }
-    .await;
-    state.audit_action(
-        &caller,
-        "deployment.update",
-        format!("{project}/deployment/{name}"),
-        &result,
-    );
-    Ok(Json(result?))
+    };
+    let resource = format!("{project}/deployment/{name}");
+    let updated = state
+        .audited(&caller, "deployment.update", resource, work)
+        .await?;
+    Ok(Json(updated))
 }
 
 #[derive(Deserialize)]
@@ -337,18 +291,12 @@ pub(crate) async fn scale_deployment(
     Path((project, name)): Path<(String, String)>,
     JsonBody(request): JsonBody<ScaleRequest>,
 ) -> ApiResult<Json<Deployment>> {
-    let result = state
-        .control
-        .scale(&project, &name, request.replicas)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "deployment.scale",
-        format!("{project}/deployment/{name}"),
-        &result,
-    );
-    Ok(Json(result?))
+    let work = state.control.scale(&project, &name, request.replicas);
+    let resource = format!("{project}/deployment/{name}");
+    let scaled = state
+        .audited(&caller, "deployment.scale", resource, work)
+        .await?;
+    Ok(Json(scaled))
 }
 
 /// `DELETE /api/v1/projects/{project}/deployments/{name}`: its pods go too.
@@ -357,18 +305,12 @@ pub(crate) async fn delete_deployment(
     Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .control
-        .delete_deployment(&project, &name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "deployment.delete",
-        format!("{project}/deployment/{name}"),
-        &result,
-    );
-    result.map(|_| StatusCode::NO_CONTENT)
+    let work = state.control.delete_deployment(&project, &name);
+    let resource = format!("{project}/deployment/{name}");
+    state
+        .audited(&caller, "deployment.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- pods and events -----
@@ -379,26 +321,17 @@ pub(crate) async fn list_pods(
     Path(project): Path<String>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let node = params.node_name.clone();
-    list_or_watch::<Pod>(&state, Some(&project), &params, move |pod| {
-        node.as_deref()
-            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
-    })
-    .await
+    let keep = on_node(&params);
+    list_or_watch::<Pod>(&state, Some(&project), &params, keep).await
 }
 
-/// `GET /api/v1/projects/{project}/pods/{name}`
-pub(crate) async fn get_pod(
-    State(state): State<Arc<AppState>>,
-    Path((project, name)): Path<(String, String)>,
-) -> ApiResult<Json<Pod>> {
-    Ok(Json(
-        state
-            .control
-            .objects()
-            .require(Some(&project), &name)
-            .await?,
-    ))
+/// Pods on the node `?nodeName=` names, or all pods without it.
+fn on_node(params: &ListParams) -> impl Fn(&Pod) -> bool + Send + Sync + 'static {
+    let node = params.node_name.clone();
+    move |pod| {
+        node.as_deref()
+            .is_none_or(|n| pod.spec.node_name.as_deref() == Some(n))
+    }
 }
 
 /// `DELETE /api/v1/projects/{project}/pods/{name}`
@@ -407,18 +340,10 @@ pub(crate) async fn delete_pod(
     Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .control
-        .delete_pod(&project, &name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "pod.delete",
-        format!("{project}/pod/{name}"),
-        &result,
-    );
-    result.map(|_| StatusCode::NO_CONTENT)
+    let work = state.control.delete_pod(&project, &name);
+    let resource = format!("{project}/pod/{name}");
+    state.audited(&caller, "pod.delete", resource, work).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/status`: the node's agent
@@ -501,13 +426,8 @@ pub(crate) async fn apply(
     Query(params): Query<ApplyParams>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            "the manifest is not UTF-8 text",
-        )
-    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiErrorReply::invalid("the manifest is not UTF-8 text"))?;
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
     for document in parsed {
@@ -518,14 +438,10 @@ pub(crate) async fn apply(
             .clone()
             .or_else(|| params.project.clone())
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID",
-                    format!(
-                        "deployment {} names no project: set metadata.namespace or pass -p",
-                        deployment.metadata.name
-                    ),
-                )
+                ApiErrorReply::invalid(format!(
+                    "deployment {} names no project: set metadata.namespace or pass -p",
+                    deployment.metadata.name
+                ))
             })?;
         state
             .identity
@@ -538,18 +454,11 @@ pub(crate) async fn apply(
     for (deployment, unknown_fields) in work {
         let project = deployment.metadata.project.clone().unwrap_or_default();
         let name = deployment.metadata.name.clone();
-        let result = state
-            .control
-            .apply_deployment(*deployment)
-            .await
-            .map_err(ApiError::from);
-        state.audit_action(
-            &caller,
-            "deployment.apply",
-            format!("{project}/deployment/{name}"),
-            &result,
-        );
-        let (applied, created) = result?;
+        let work = state.control.apply_deployment(*deployment);
+        let resource = format!("{project}/deployment/{name}");
+        let (applied, created) = state
+            .audited(&caller, "deployment.apply", resource, work)
+            .await?;
         results.push(json!({
             "kind": "Deployment",
             "project": project,

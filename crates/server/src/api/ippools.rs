@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wharf_api::{IpClaim, IpPool};
 
-use super::{ApiCaller, ApiError, ApiResult};
+use super::{ApiCaller, ApiErrorReply, ApiResult};
 use crate::AppState;
 
 fn summary(pool: &IpPool, used: usize) -> Value {
@@ -61,30 +61,19 @@ pub(crate) async fn import(
     Extension(caller): Extension<ApiCaller>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            "the pool file is not UTF-8 text",
-        )
-    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiErrorReply::invalid("the pool file is not UTF-8 text"))?;
     let (pools, warnings) = wharf_api::parse_ip_pools(text)?;
     let names: Vec<String> = pools.iter().map(|p| p.metadata.name.clone()).collect();
-    let result = state
-        .control
-        .objects()
-        .import_ip_pools(pools)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "ippool.import",
-        format!("ippool/{}", names.join(",")),
-        &result,
-    );
+    let objects = state.control.objects();
+    let work = objects.import_ip_pools(pools);
+    let resource = format!("ippool/{}", names.join(","));
+    let created = state
+        .audited(&caller, "ippool.import", resource, work)
+        .await?;
     let results: Vec<Value> = names
         .iter()
-        .zip(result?)
+        .zip(created)
         .map(|(name, created)| {
             json!({
                 "kind": "IpPool",
@@ -102,14 +91,13 @@ pub(crate) async fn remove(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .control
-        .objects()
-        .delete_ip_pool(&name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "ippool.delete", format!("ippool/{name}"), &result);
-    result.map(|_| StatusCode::NO_CONTENT)
+    let objects = state.control.objects();
+    let work = objects.delete_ip_pool(&name);
+    let resource = format!("ippool/{name}");
+    state
+        .audited(&caller, "ippool.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/ip`: the pod's agent claims

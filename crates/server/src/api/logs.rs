@@ -13,7 +13,7 @@ use axum::response::Response;
 use futures_util::TryStreamExt;
 use wharf_api::{Node, Pod};
 
-use super::{ApiError, ApiResult};
+use super::{ApiErrorReply, ApiResult};
 use crate::AppState;
 
 fn http() -> &'static reqwest::Client {
@@ -35,8 +35,9 @@ pub(crate) async fn pod_log(
 ) -> ApiResult<Response> {
     let objects = state.control.objects();
     let pod: Pod = objects.require(Some(&project), &name).await?;
-    let unavailable =
-        |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message);
+    let unavailable = |message: String| {
+        ApiErrorReply::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+    };
     let node_name = pod
         .spec
         .node_name
@@ -57,7 +58,7 @@ pub(crate) async fn pod_log(
         request = request.header(header::AUTHORIZATION, authorization.clone());
     }
     let response = request.send().await.map_err(|e| {
-        ApiError::new(
+        ApiErrorReply::new(
             StatusCode::BAD_GATEWAY,
             "NODE_UNREACHABLE",
             format!("node {node_name} at {endpoint}: {e}"),
@@ -67,7 +68,7 @@ pub(crate) async fn pod_log(
     if !status.is_success() {
         let message = response.text().await.unwrap_or_default();
         let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Err(ApiError::new(
+        return Err(ApiErrorReply::new(
             status,
             "NODE_REFUSED",
             format!("node {node_name}: {message}"),

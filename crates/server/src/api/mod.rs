@@ -5,7 +5,9 @@
 //! it; the router is built from that table, so no route can be added without
 //! an access rule, and a test walks the table to prove it.
 
+mod audit;
 mod cluster;
+mod error;
 mod ippools;
 mod logs;
 mod openapi;
@@ -15,23 +17,20 @@ mod session;
 mod system;
 mod users;
 
+pub(crate) use error::{ApiErrorReply, ApiResult};
+
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-use axum::extract::rejection::JsonRejection;
-use std::collections::HashMap;
 
 use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Json, Router};
-use http::{HeaderValue, Method, StatusCode, header};
+use http::Method;
 use serde::de::DeserializeOwned;
-use serde_json::json;
-use wharf_audit::{AuditError, AuditEvent, Outcome};
 use wharf_auth::{Action, AuthError, Principal};
-use wharf_registry::RegistryError;
 
 use crate::AppState;
 use crate::registry_auth::{bearer, token_rejected};
@@ -73,6 +72,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
+    use wharf_api::{Deployment, Pod};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -113,12 +113,12 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
-        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_deployment)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_in_project::<Deployment>)),
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}", Project(Push), put(cluster::update_deployment)),
         row(Method::DELETE, "/api/v1/projects/{project}/deployments/{name}", Project(Delete), delete(cluster::delete_deployment)),
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}/scale", Project(Push), put(cluster::scale_deployment)),
         row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
-        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_pod)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
@@ -201,7 +201,7 @@ async fn authenticate(
                     source,
                     err.to_string(),
                 ));
-                return ApiError::from(err).into_response();
+                return ApiErrorReply::from(err).into_response();
             }
         },
     };
@@ -251,150 +251,18 @@ async fn require(
     };
     match allowed {
         Ok(()) => next.run(request).await,
-        Err(err) => ApiError::from(err).into_response(),
+        Err(err) => ApiErrorReply::from(err).into_response(),
     }
 }
-
-/// An API error: `{"error": {"code", "message"}}` with a fitting status.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub(crate) fn new(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> ApiError {
-        let (status, code) = match &err {
-            AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            AuthError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
-            AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
-            AuthError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            AuthError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-            AuthError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
-            AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
-        };
-        let retry_after = match err {
-            AuthError::RateLimited { retry_after_secs } => Some(retry_after_secs),
-            _ => None,
-        };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-            retry_after,
-        }
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(err: RegistryError) -> ApiError {
-        let (status, _) = err.status_and_code();
-        ApiError::new(status, "REGISTRY", err.to_string())
-    }
-}
-
-impl From<AuditError> for ApiError {
-    fn from(err: AuditError) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            err.to_string(),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(message = %self.message, "api request failed");
-        }
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        let mut response = (self.status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"wharf-api\""),
-            );
-        }
-        if let Some(secs) = self.retry_after
-            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
-        {
-            headers.insert(header::RETRY_AFTER, value);
-        }
-        response
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON body whose problems are reported as API errors.
 pub(crate) struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
+    type Rejection = ApiErrorReply;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    let status = match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(
-        status,
-        "INVALID",
-        format!("request body: {}", rejection.body_text()),
-    )
-}
-
-impl AppState {
-    /// Records an administrative action.
-    pub(crate) fn audit_action(
-        &self,
-        caller: &ApiCaller,
-        action: &str,
-        resource: String,
-        result: &Result<impl Sized, ApiError>,
-    ) {
-        let outcome = match result {
-            Ok(_) => Outcome::Success,
-            Err(err)
-                if err.status == StatusCode::FORBIDDEN
-                    || err.status == StatusCode::UNAUTHORIZED =>
-            {
-                Outcome::Denied
-            }
-            Err(_) => Outcome::Failed,
-        };
-        let mut event = AuditEvent::new(caller.principal.name(), action, resource, outcome)
-            .with_source(caller.source);
-        if let Err(err) = result {
-            event = event.with_detail(err.message.clone());
-        }
-        self.audit.record(event);
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Body(value))
     }
 }

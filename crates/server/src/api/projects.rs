@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_auth::{Action, Actions, AuthError, Member, Project, Robot, RobotPermission, Role};
 
-use super::{ApiCaller, ApiError, ApiResult, Body};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
 
 /// A project with its storage usage.
@@ -57,23 +57,17 @@ pub(crate) async fn create(
     Extension(caller): Extension<ApiCaller>,
     Body(request): Body<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
-    let result = state
-        .identity
-        .create_project(
-            &caller.principal,
-            &request.name,
-            request.public,
-            request.quota_bytes,
-        )
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "project.create",
-        format!("project/{}", request.name),
-        &result,
+    let work = state.identity.create_project(
+        &caller.principal,
+        &request.name,
+        request.public,
+        request.quota_bytes,
     );
-    Ok((StatusCode::CREATED, Json(result?)))
+    let resource = format!("project/{}", request.name);
+    let project = state
+        .audited(&caller, "project.create", resource, work)
+        .await?;
+    Ok((StatusCode::CREATED, Json(project)))
 }
 
 /// `GET /api/v1/projects/{project}`
@@ -107,7 +101,7 @@ pub(crate) async fn update(
     Path(project): Path<String>,
     Body(request): Body<UpdateProject>,
 ) -> ApiResult<Json<Project>> {
-    let result = async {
+    let work = async {
         if request.quota_bytes.is_some() && !caller.principal.is_admin() {
             return Err(AuthError::Denied(
                 "only system administrators change quotas".into(),
@@ -117,16 +111,12 @@ pub(crate) async fn update(
             .identity
             .update_project(&project, request.public, request.quota_bytes)
             .await
-    }
-    .await
-    .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "project.update",
-        format!("project/{project}"),
-        &result,
-    );
-    Ok(Json(result?))
+    };
+    let resource = format!("project/{project}");
+    let updated = state
+        .audited(&caller, "project.update", resource, work)
+        .await?;
+    Ok(Json(updated))
 }
 
 /// `DELETE /api/v1/projects/{project}`: only when it holds no repositories.
@@ -135,28 +125,21 @@ pub(crate) async fn remove(
     Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
+    let work = async {
         if state.registry.project_has_repositories(&project).await? {
-            return Err(ApiError::new(
+            return Err(ApiErrorReply::new(
                 StatusCode::CONFLICT,
                 "CONFLICT",
                 format!("project {project} still has repositories; delete them first"),
             ));
         }
-        state
-            .identity
-            .delete_project(&project)
-            .await
-            .map_err(ApiError::from)
-    }
-    .await;
-    state.audit_action(
-        &caller,
-        "project.delete",
-        format!("project/{project}"),
-        &result,
-    );
-    result.map(|()| StatusCode::NO_CONTENT)
+        Ok(state.identity.delete_project(&project).await?)
+    };
+    let resource = format!("project/{project}");
+    state
+        .audited(&caller, "project.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/projects/{project}/members`
@@ -179,19 +162,13 @@ pub(crate) async fn set_member(
     Path((project, user)): Path<(String, String)>,
     Body(request): Body<SetMember>,
 ) -> ApiResult<Json<Member>> {
-    let result = async {
+    let work = async {
         let role: Role = request.role.parse()?;
         state.identity.set_member(&project, &user, role).await
-    }
-    .await
-    .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "member.set",
-        format!("project/{project}/member/{user}"),
-        &result,
-    );
-    Ok(Json(result?))
+    };
+    let resource = format!("project/{project}/member/{user}");
+    let member = state.audited(&caller, "member.set", resource, work).await?;
+    Ok(Json(member))
 }
 
 /// `DELETE /api/v1/projects/{project}/members/{user}`
@@ -200,16 +177,12 @@ pub(crate) async fn remove_member(
     Extension(caller): Extension<ApiCaller>,
     Path((project, user)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = async { state.identity.remove_member(&project, &user).await }
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "member.remove",
-        format!("project/{project}/member/{user}"),
-        &result,
-    );
-    result.map(|()| StatusCode::NO_CONTENT)
+    let work = state.identity.remove_member(&project, &user);
+    let resource = format!("project/{project}/member/{user}");
+    state
+        .audited(&caller, "member.remove", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/v1/projects/{project}/robots`
@@ -239,7 +212,7 @@ pub(crate) async fn create_robot(
     Path(project): Path<String>,
     Body(request): Body<CreateRobot>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let result = async {
+    let work = async {
         let mut permissions = vec![RobotPermission {
             project: project.clone(),
             actions: Actions::parse_list(&request.actions)?,
@@ -268,16 +241,11 @@ pub(crate) async fn create_robot(
                 expires_in,
             )
             .await
-    }
-    .await
-    .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "robot.create",
-        format!("project/{project}/robot/{}", request.name),
-        &result,
-    );
-    let (robot, secret) = result?;
+    };
+    let resource = format!("project/{project}/robot/{}", request.name);
+    let (robot, secret) = state
+        .audited(&caller, "robot.create", resource, work)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "robot": robot, "secret": secret })),
@@ -307,19 +275,15 @@ pub(crate) async fn remove_robot(
     Extension(caller): Extension<ApiCaller>,
     Path((project, robot)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
+    let work = async {
         let full = robot_of(&project, &robot)?;
         state.identity.delete_robot(&full).await
-    }
-    .await
-    .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "robot.delete",
-        format!("project/{project}/robot/{robot}"),
-        &result,
-    );
-    result.map(|()| StatusCode::NO_CONTENT)
+    };
+    let resource = format!("project/{project}/robot/{robot}");
+    state
+        .audited(&caller, "robot.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -336,25 +300,19 @@ pub(crate) async fn set_robot_disabled(
     Path((project, robot)): Path<(String, String)>,
     Body(request): Body<SetRobotDisabled>,
 ) -> ApiResult<Json<Robot>> {
-    let result = async {
-        let full = robot_of(&project, &robot)?;
-        state
-            .identity
-            .set_robot_disabled(&full, request.disabled)
-            .await
-    }
-    .await
-    .map_err(ApiError::from);
     let action = if request.disabled {
         "robot.disable"
     } else {
         "robot.enable"
     };
-    state.audit_action(
-        &caller,
-        action,
-        format!("project/{project}/robot/{robot}"),
-        &result,
-    );
-    Ok(Json(result?))
+    let work = async {
+        let full = robot_of(&project, &robot)?;
+        state
+            .identity
+            .set_robot_disabled(&full, request.disabled)
+            .await
+    };
+    let resource = format!("project/{project}/robot/{robot}");
+    let updated = state.audited(&caller, action, resource, work).await?;
+    Ok(Json(updated))
 }

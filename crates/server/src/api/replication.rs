@@ -8,23 +8,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_replication::{EndpointSpec, JobDetail, Policy, ReplicationError};
+use wharf_replication::{EndpointSpec, JobDetail, Policy};
 
-use super::{ApiCaller, ApiError, ApiResult, Body};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
-
-impl From<ReplicationError> for ApiError {
-    fn from(err: ReplicationError) -> ApiError {
-        let (status, code) = match &err {
-            ReplicationError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
-            ReplicationError::NotFound { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ReplicationError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-            ReplicationError::Remote { .. } => (StatusCode::BAD_GATEWAY, "ENDPOINT"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
-        };
-        ApiError::new(status, code, err.to_string())
-    }
-}
 
 /// `GET /api/v1/replication/endpoints`.
 pub(crate) async fn list_endpoints(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
@@ -40,13 +27,11 @@ pub(crate) async fn add_endpoint(
     Body(spec): Body<EndpointSpec>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let name = spec.name.clone();
-    let result = state
-        .replication
-        .add_endpoint(spec)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.endpoint.create", name, &result);
-    Ok((StatusCode::CREATED, Json(json!(result?))))
+    let work = state.replication.add_endpoint(spec);
+    let endpoint = state
+        .audited(&caller, "replication.endpoint.create", name, work)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(endpoint))))
 }
 
 /// `DELETE /api/v1/replication/endpoints/{name}`.
@@ -55,13 +40,11 @@ pub(crate) async fn delete_endpoint(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .replication
-        .delete_endpoint(&name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.endpoint.delete", name, &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    let work = state.replication.delete_endpoint(&name);
+    state
+        .audited(&caller, "replication.endpoint.delete", name.clone(), work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/v1/replication/endpoints/{name}/check`: reaches the endpoint
@@ -95,13 +78,11 @@ pub(crate) async fn add_policy(
     Body(policy): Body<Policy>,
 ) -> ApiResult<(StatusCode, Json<Policy>)> {
     let name = policy.name.clone();
-    let result = state
-        .replication
-        .put_policy(policy, false)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.policy.create", name, &result);
-    Ok((StatusCode::CREATED, Json(result?)))
+    let work = state.replication.put_policy(policy, false);
+    let created = state
+        .audited(&caller, "replication.policy.create", name, work)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// `PUT /api/v1/replication/policies/{name}`: replaces the policy.
@@ -112,19 +93,16 @@ pub(crate) async fn replace_policy(
     Body(policy): Body<Policy>,
 ) -> ApiResult<Json<Policy>> {
     if policy.name != name {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID",
-            format!("the body names policy {}, the path {name}", policy.name),
-        ));
+        return Err(ApiErrorReply::invalid(format!(
+            "the body names policy {}, the path {name}",
+            policy.name
+        )));
     }
-    let result = state
-        .replication
-        .put_policy(policy, true)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.policy.update", name, &result);
-    Ok(Json(result?))
+    let work = state.replication.put_policy(policy, true);
+    let replaced = state
+        .audited(&caller, "replication.policy.update", name, work)
+        .await?;
+    Ok(Json(replaced))
 }
 
 /// `DELETE /api/v1/replication/policies/{name}`: unfinished jobs are cancelled.
@@ -133,13 +111,11 @@ pub(crate) async fn delete_policy(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .replication
-        .delete_policy(&name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.policy.delete", name, &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    let work = state.replication.delete_policy(&name);
+    state
+        .audited(&caller, "replication.policy.delete", name.clone(), work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/v1/replication/policies/{name}/run`: a manual run of
@@ -149,13 +125,11 @@ pub(crate) async fn run_policy(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let result = state
-        .replication
-        .run_policy(&name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.run", name, &result);
-    Ok((StatusCode::CREATED, Json(json!(result?))))
+    let work = state.replication.run_policy(&name);
+    let job = state
+        .audited(&caller, "replication.run", name.clone(), work)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(job))))
 }
 
 #[derive(Deserialize)]
@@ -191,13 +165,11 @@ pub(crate) async fn cancel_job(
     Extension(caller): Extension<ApiCaller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let result = state
-        .replication
-        .cancel_job(&id)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "replication.cancel", id, &result);
-    Ok(Json(json!(result?)))
+    let work = state.replication.cancel_job(&id);
+    let job = state
+        .audited(&caller, "replication.cancel", id.clone(), work)
+        .await?;
+    Ok(Json(json!(job)))
 }
 
 /// `POST /api/v1/replication/reconcile`: a reconcile pass now; the jobs it
@@ -206,8 +178,10 @@ pub(crate) async fn reconcile(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
 ) -> ApiResult<Json<Value>> {
-    let jobs = state.replication.reconcile().await;
-    let result: Result<(), ApiError> = Ok(());
-    state.audit_action(&caller, "replication.reconcile", "all".into(), &result);
+    // A pass cannot fail; it is audited all the same.
+    let work = async { Ok::<_, ApiErrorReply>(state.replication.reconcile().await) };
+    let jobs = state
+        .audited(&caller, "replication.reconcile", "all".into(), work)
+        .await?;
     Ok(Json(json!({ "items": jobs })))
 }

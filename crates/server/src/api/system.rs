@@ -10,7 +10,7 @@ use wharf_audit::{AuditEvent, AuditQuery, Outcome};
 use wharf_auth::{Action, AuthError, Settings};
 use wharf_registry::{GcOptions, GcReport};
 
-use super::{ApiCaller, ApiError, ApiResult, Body};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
 
 /// `GET /api/v1/settings`
@@ -24,13 +24,11 @@ pub(crate) async fn set_settings(
     Extension(caller): Extension<ApiCaller>,
     Body(settings): Body<Settings>,
 ) -> ApiResult<Json<Settings>> {
-    let result = state
-        .identity
-        .set_settings(&settings)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "settings.update", "settings".into(), &result);
-    result.map(|()| Json(settings))
+    let work = state.identity.set_settings(&settings);
+    state
+        .audited(&caller, "settings.update", "settings".into(), work)
+        .await?;
+    Ok(Json(settings))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,13 +54,8 @@ pub(crate) async fn gc(
     // An empty body means defaults.
     let request: GcRequest = match body.is_empty() {
         true => GcRequest::default(),
-        false => serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "INVALID",
-                format!("request body: {e}"),
-            )
-        })?,
+        false => serde_json::from_slice(&body)
+            .map_err(|e| ApiErrorReply::invalid(format!("request body: {e}")))?,
     };
     let options = GcOptions {
         grace: request
@@ -72,13 +65,11 @@ pub(crate) async fn gc(
         delete_untagged: request.delete_untagged,
         uploads_older_than: request.uploads_older_than_seconds.map(Duration::from_secs),
     };
-    let result = state
-        .registry
-        .collect_garbage(options)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "gc.run", "registry".into(), &result);
-    Ok(Json(result?))
+    let work = state.registry.collect_garbage(options);
+    let report = state
+        .audited(&caller, "gc.run", "registry".into(), work)
+        .await?;
+    Ok(Json(report))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use wharf_auth::{AuthError, User};
 
-use super::{ApiCaller, ApiError, ApiResult, Body};
+use super::{ApiCaller, ApiResult, Body};
 use crate::AppState;
 
 /// `GET /api/v1/users`
@@ -30,18 +30,14 @@ pub(crate) async fn create(
     Extension(caller): Extension<ApiCaller>,
     Body(request): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let result = state
+    let work = state
         .identity
-        .create_user(&request.name, &request.password, request.admin)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(
-        &caller,
-        "user.create",
-        format!("user/{}", request.name),
-        &result,
-    );
-    Ok((StatusCode::CREATED, Json(result?)))
+        .create_user(&request.name, &request.password, request.admin);
+    let resource = format!("user/{}", request.name);
+    let user = state
+        .audited(&caller, "user.create", resource, work)
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// `GET /api/v1/users/{name}`: administrators, or the user themself.
@@ -58,13 +54,12 @@ pub(crate) async fn remove(
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let result = state
-        .identity
-        .delete_user(&name)
-        .await
-        .map_err(ApiError::from);
-    state.audit_action(&caller, "user.delete", format!("user/{name}"), &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    let work = state.identity.delete_user(&name);
+    let resource = format!("user/{name}");
+    state
+        .audited(&caller, "user.delete", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -82,7 +77,7 @@ pub(crate) async fn set_password(
     Path(name): Path<String>,
     Body(request): Body<SetPassword>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
+    let work = async {
         // The route admits only administrators and the user themself; the
         // user must prove the current password too.
         if !caller.principal.is_admin() {
@@ -101,11 +96,12 @@ pub(crate) async fn set_password(
                 })?;
         }
         state.identity.set_password(&name, &request.password).await
-    }
-    .await
-    .map_err(ApiError::from);
-    state.audit_action(&caller, "user.password", format!("user/{name}"), &result);
-    result.map(|()| StatusCode::NO_CONTENT)
+    };
+    let resource = format!("user/{name}");
+    state
+        .audited(&caller, "user.password", resource, work)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]
@@ -120,16 +116,14 @@ pub(crate) async fn set_disabled(
     Path(name): Path<String>,
     Body(request): Body<SetDisabled>,
 ) -> ApiResult<Json<User>> {
-    let result = state
-        .identity
-        .set_disabled(&name, request.disabled)
-        .await
-        .map_err(ApiError::from);
     let action = if request.disabled {
         "user.disable"
     } else {
         "user.enable"
     };
-    state.audit_action(&caller, action, format!("user/{name}"), &result);
-    Ok(Json(result?))
+    let work = state.identity.set_disabled(&name, request.disabled);
+    let user = state
+        .audited(&caller, action, format!("user/{name}"), work)
+        .await?;
+    Ok(Json(user))
 }
