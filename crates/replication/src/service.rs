@@ -21,8 +21,8 @@ use crate::keys::{self, now_millis};
 use crate::limit::RateLimit;
 use crate::local::LocalRegistry;
 use crate::model::{
-    Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, Policy, Progress,
-    State, Task, TaskKind, TriggerKind, check_name,
+    Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, JobSummary, Policy,
+    Progress, State, Task, TaskKind, TriggerKind, check_name,
 };
 use crate::remote::{RemoteOptions, RemoteRegistry};
 use crate::secret::SecretBox;
@@ -68,17 +68,6 @@ impl Default for ReplicationOptions {
             probe_interval: Duration::from_secs(5),
         }
     }
-}
-
-/// A job with its counts, as listings show it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobSummary {
-    /// The job.
-    #[serde(flatten)]
-    pub job: Job,
-    /// Its tasks by state.
-    pub progress: Progress,
 }
 
 /// Something to create a task for.
@@ -455,7 +444,7 @@ impl Replication {
         policy: Policy,
         replace: bool,
     ) -> Result<Policy, ReplicationError> {
-        policy.validate()?;
+        crate::model::validate(&policy)?;
         self.endpoint(&policy.endpoint).await?;
         let key = keys::policy(&policy.name);
         let stored = if replace {
