@@ -34,16 +34,19 @@
 //! ```
 
 mod access;
+mod connections;
 mod copy;
 mod error;
 mod executor;
 mod glob;
+mod intake;
 mod keys;
 mod labels;
 mod limit;
 mod local;
 mod model;
 mod probe;
+mod queue;
 mod remote;
 mod schedule;
 mod secret;

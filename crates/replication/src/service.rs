@@ -1,29 +1,31 @@
-//! The replication service: endpoint and policy definitions, job creation
-//! and queries. [`crate::executor`] runs the jobs.
+//! The replication service: the facade the server uses over its parts
+//! (the job queue, the executor, connections to endpoints, the event
+//! intake and the probe), endpoint and policy definitions, and planning
+//! runs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-use wharf_image::RegistryCredentials;
 use wharf_oci::{RepositoryName, Tag};
-use wharf_registry::http::{EventSink, RegistryEvent};
+use wharf_registry::http::EventSink;
 use wharf_registry::{Origin, Registry};
-use wharf_store::{Store, StoreExt, Txn};
+use wharf_store::{Store, StoreExt};
 
 use crate::ReplicationError;
 use crate::access::{RegistryAccess, TagState};
+use crate::connections::{Connection, Connections};
+use crate::executor::Executor;
 use crate::glob::Glob;
+use crate::intake::EventIntake;
 use crate::keys::{self, now_millis};
-use crate::limit::RateLimit;
 use crate::local::LocalRegistry;
 use crate::model::{
-    Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, JobSummary, Policy,
-    Progress, State, Task, TaskKind, TriggerKind, check_name,
+    Direction, Endpoint, EndpointSpec, Filters, Job, JobDetail, JobSummary, Policy, State,
+    TaskKind, TriggerKind, check_name,
 };
+use crate::probe::Probe;
+use crate::queue::{JobQueue, TaskSpec};
 use crate::remote::{RemoteOptions, RemoteRegistry};
 use crate::secret::SecretBox;
 
@@ -70,24 +72,6 @@ impl Default for ReplicationOptions {
     }
 }
 
-/// Something to create a task for.
-#[derive(Clone, Debug)]
-pub(crate) struct TaskSpec {
-    pub kind: TaskKind,
-    pub repository: RepositoryName,
-    pub reference: String,
-    pub destination: RepositoryName,
-    pub origin: Option<String>,
-}
-
-/// Bytes sent and bytes planned of a running task, counted by its copy as
-/// it goes and read by job queries between saves.
-#[derive(Default)]
-pub(crate) struct LiveProgress {
-    pub sent: Arc<AtomicU64>,
-    pub total: Arc<AtomicU64>,
-}
-
 /// Receives what replication reports for the audit log.
 pub type ReportHook = Arc<dyn Fn(Report) + Send + Sync>;
 
@@ -109,107 +93,30 @@ pub enum Report {
     },
 }
 
-impl LiveProgress {
-    /// Raises the task's byte counts to what the copy has counted.
-    pub(crate) fn copy_into(&self, task: &mut Task) {
-        task.bytes_done = task.bytes_done.max(self.sent.load(Ordering::Relaxed));
-        task.bytes_total = task.bytes_total.max(self.total.load(Ordering::Relaxed));
-    }
-}
-
-/// A connected endpoint: the client and, for Wharf peers, its instance id
-/// once learned.
-pub(crate) struct Connection {
-    pub endpoint: Endpoint,
-    pub client: Arc<RemoteRegistry>,
-    pub instance: tokio::sync::OnceCell<Option<String>>,
-}
-
 /// Replication between this registry and others. Cheap to clone.
 #[derive(Clone)]
 pub struct Replication {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// What the parts share, and the parts, each owning its own state.
 pub(crate) struct Inner {
+    /// Endpoint and policy definitions (the parts keep their own handles).
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub local: Arc<LocalRegistry>,
-    pub secrets: SecretBox,
     pub options: ReplicationOptions,
-    pub events: mpsc::Sender<RegistryEvent>,
-    pub event_queue: tokio::sync::Mutex<mpsc::Receiver<RegistryEvent>>,
-    /// Wakes the executor: a job was created or cancelled.
-    pub wake: Notify,
-    /// Jobs this process is running, and how to stop them.
-    pub running: Mutex<HashMap<String, CancellationToken>>,
-    /// Bytes sent and planned per running task, for live progress.
-    pub live: Mutex<HashMap<(String, u32), Arc<LiveProgress>>>,
-    pub limits: Mutex<HashMap<String, (u64, Arc<RateLimit>)>>,
-    pub slots: Mutex<HashMap<String, (u64, Arc<Semaphore>)>>,
-    pub connections: Mutex<HashMap<String, Arc<Connection>>>,
-    /// Destination repositories written lately per endpoint: where a blob
-    /// may already be, to mount instead of upload.
-    pub recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
-    pub workers: Arc<Semaphore>,
-    /// Destination projects known to exist, per endpoint.
-    pub projects: Mutex<HashSet<(String, String)>>,
-    pub sequence: AtomicU64,
     pub reports: Option<ReportHook>,
-    /// Endpoints that stopped answering, asked again every `probe_interval`.
-    pub unreachable: Mutex<HashSet<String>>,
-    /// Policies to reconcile as soon as their unfinished job ends (their
-    /// endpoint came back while the job was running).
-    pub deferred: Mutex<HashSet<String>>,
-    /// Wakes tasks waiting to retry: an endpoint answers again.
-    pub recovered: Notify,
-}
-
-/// Registry events go to the replication queue; never blocks.
-struct EventQueue(mpsc::Sender<RegistryEvent>);
-
-impl EventSink for EventQueue {
-    fn record(&self, event: RegistryEvent) {
-        if matches!(event.kind, wharf_registry::http::EventKind::Pull) {
-            return;
-        }
-        if self.0.try_send(event).is_err() {
-            // The reconcile pass repairs what a full queue dropped.
-            tracing::warn!("replication event queue full; the next reconcile pass catches up");
-        }
-    }
-}
-
-/// The object a policy's tasks share (pacer, slots), made anew when the
-/// setting it was made for changes.
-fn shared_per_policy<T>(
-    map: &Mutex<HashMap<String, (u64, Arc<T>)>>,
-    policy: &Policy,
-    setting: u64,
-    make: impl FnOnce() -> T,
-) -> Arc<T> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    match map.get(&policy.name) {
-        Some((made_for, shared)) if *made_for == setting => shared.clone(),
-        _ => {
-            let shared = Arc::new(make());
-            map.insert(policy.name.clone(), (setting, shared.clone()));
-            shared
-        }
-    }
-}
-
-fn puts(txn: Txn, items: &[(String, Vec<u8>)]) -> Txn {
-    items
-        .iter()
-        .fold(txn, |txn, (key, value)| txn.put(key.clone(), value.clone()))
-}
-
-fn not_found(kind: &'static str, name: &str) -> ReplicationError {
-    ReplicationError::NotFound {
-        kind,
-        name: name.to_string(),
-    }
+    /// Jobs and tasks in the store, live progress, the executor's wake-up.
+    pub queue: JobQueue,
+    /// Jobs running here, task slots, pacers, mount candidates.
+    pub executor: Executor,
+    /// Endpoint clients, credentials, destination projects.
+    pub connections: Connections,
+    /// Registry events waiting to be matched against policies.
+    pub intake: EventIntake,
+    /// Endpoints that stopped answering; reconciles waiting for a job.
+    pub probe: Probe,
 }
 
 impl Replication {
@@ -221,30 +128,18 @@ impl Replication {
         secrets: SecretBox,
         options: ReplicationOptions,
     ) -> Replication {
-        let (events, queue) = mpsc::channel(16 * 1024);
         Replication {
             inner: Arc::new(Inner {
-                store,
                 local: Arc::new(LocalRegistry::new(registry.clone(), None)),
                 registry,
-                secrets,
-                workers: Arc::new(Semaphore::new(options.workers.max(1))),
+                queue: JobQueue::new(store.clone()),
+                executor: Executor::new(options.workers),
+                connections: Connections::new(store.clone(), secrets, options.remote),
+                intake: EventIntake::new(16 * 1024),
+                probe: Probe::default(),
+                store,
                 options,
-                events,
-                event_queue: tokio::sync::Mutex::new(queue),
-                wake: Notify::new(),
-                running: Mutex::new(HashMap::new()),
-                live: Mutex::new(HashMap::new()),
-                limits: Mutex::new(HashMap::new()),
-                slots: Mutex::new(HashMap::new()),
-                connections: Mutex::new(HashMap::new()),
-                recent: Mutex::new(HashMap::new()),
-                projects: Mutex::new(HashSet::new()),
-                sequence: AtomicU64::new(0),
                 reports: None,
-                unreachable: Mutex::new(HashSet::new()),
-                deferred: Mutex::new(HashSet::new()),
-                recovered: Notify::new(),
             }),
         }
     }
@@ -270,7 +165,7 @@ impl Replication {
     /// The sink to give the registry's HTTP layer: pushes and deletes
     /// become event-triggered jobs.
     pub fn event_sink(&self) -> Arc<dyn EventSink> {
-        Arc::new(EventQueue(self.inner.events.clone()))
+        self.inner.intake.sink()
     }
 
     /// This registry's instance id.
@@ -296,7 +191,7 @@ impl Replication {
             sealed_password: spec
                 .password
                 .as_deref()
-                .map(|p| self.inner.secrets.seal(&spec.name, p)),
+                .map(|p| self.inner.connections.seal(&spec.name, p)),
             name: spec.name,
             url,
             kind: spec.kind,
@@ -328,30 +223,6 @@ impl Replication {
             .collect()
     }
 
-    pub(crate) async fn endpoint(&self, name: &str) -> Result<Endpoint, ReplicationError> {
-        Ok(self
-            .record(&keys::endpoint(name), "endpoint", name)
-            .await?
-            .1)
-    }
-
-    /// A stored record and its key-value, or `NotFound` naming `kind` and `name`.
-    pub(crate) async fn record<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-        kind: &'static str,
-        name: &str,
-    ) -> Result<(wharf_store::KeyValue, T), ReplicationError> {
-        let kv = self
-            .inner
-            .store
-            .get(key)
-            .await?
-            .ok_or_else(|| not_found(kind, name))?;
-        let value = keys::decode(key, &kv.value)?;
-        Ok((kv, value))
-    }
-
     /// Deletes an endpoint no policy uses.
     pub async fn delete_endpoint(&self, name: &str) -> Result<(), ReplicationError> {
         check_name("endpoint", name)?;
@@ -362,78 +233,18 @@ impl Replication {
             )));
         }
         let key = keys::endpoint(name);
-        let (kv, _) = self.record::<Endpoint>(&key, "endpoint", name).await?;
+        let (kv, _) =
+            keys::read::<Endpoint>(self.inner.store.as_ref(), &key, "endpoint", name).await?;
         self.inner.store.delete_if(&key, kv.mod_revision).await?;
-        self.inner
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.inner.connections.forget(name);
         Ok(())
     }
 
     /// Checks that an endpoint answers and accepts its credentials;
     /// returns its Wharf instance id, if it is a Wharf.
     pub async fn check_endpoint(&self, name: &str) -> Result<Option<String>, ReplicationError> {
-        let connection = self.connect(name).await?;
+        let connection = self.inner.connections.connect(name).await?;
         connection.client.instance().await
-    }
-
-    /// The client for an endpoint, built once per definition.
-    pub(crate) async fn connect(&self, name: &str) -> Result<Arc<Connection>, ReplicationError> {
-        let endpoint = self.endpoint(name).await?;
-        {
-            let connections = self
-                .inner
-                .connections
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = connections.get(name)
-                && c.endpoint == endpoint
-            {
-                return Ok(c.clone());
-            }
-        }
-        let credentials = match (&endpoint.username, &endpoint.sealed_password) {
-            (Some(user), Some(sealed)) => Some(RegistryCredentials::new(
-                user.clone(),
-                self.inner.secrets.open(&endpoint.name, sealed)?,
-            )),
-            _ => None,
-        };
-        let client = Arc::new(RemoteRegistry::new(
-            &endpoint.name,
-            endpoint.kind,
-            &endpoint.url,
-            credentials,
-            self.inner.options.remote,
-        )?);
-        let connection = Arc::new(Connection {
-            endpoint,
-            client,
-            instance: tokio::sync::OnceCell::new(),
-        });
-        self.inner
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), connection.clone());
-        Ok(connection)
-    }
-
-    /// The endpoint's instance id, asked once per connection.
-    pub(crate) async fn instance_of(
-        &self,
-        connection: &Connection,
-    ) -> Result<Option<String>, ReplicationError> {
-        if connection.endpoint.kind != EndpointKind::Wharf {
-            return Ok(None);
-        }
-        connection
-            .instance
-            .get_or_try_init(|| connection.client.instance())
-            .await
-            .cloned()
     }
 
     // ---- policies ----
@@ -445,7 +256,7 @@ impl Replication {
         replace: bool,
     ) -> Result<Policy, ReplicationError> {
         crate::model::validate(&policy)?;
-        self.endpoint(&policy.endpoint).await?;
+        self.inner.connections.endpoint(&policy.endpoint).await?;
         let key = keys::policy(&policy.name);
         let stored = if replace {
             Some(self.inner.store.put(&key, keys::encode(&policy)).await?)
@@ -473,37 +284,22 @@ impl Replication {
     /// One policy.
     pub async fn policy(&self, name: &str) -> Result<Policy, ReplicationError> {
         check_name("policy", name)?;
-        Ok(self.record(&keys::policy(name), "policy", name).await?.1)
+        let key = keys::policy(name);
+        Ok(keys::read(self.inner.store.as_ref(), &key, "policy", name)
+            .await?
+            .1)
     }
 
     /// Deletes a policy; its unfinished jobs are cancelled.
     pub async fn delete_policy(&self, name: &str) -> Result<(), ReplicationError> {
         self.policy(name).await?;
-        for job in self.active_jobs().await? {
+        for job in self.inner.queue.active().await? {
             if job.policy == name {
                 self.cancel_job(&job.id).await?;
             }
         }
         self.inner.store.delete(&keys::policy(name)).await?;
         Ok(())
-    }
-
-    /// The policy's shared pacer, if it has a limit. A changed limit takes
-    /// effect for the next task.
-    pub(crate) fn limit_of(&self, policy: &Policy) -> Option<Arc<RateLimit>> {
-        let rate = policy.bandwidth_limit?;
-        Some(shared_per_policy(&self.inner.limits, policy, rate, || {
-            RateLimit::new(rate)
-        }))
-    }
-
-    /// The policy's concurrency slots; a changed concurrency takes effect
-    /// for the next task.
-    pub(crate) fn slots_of(&self, policy: &Policy) -> Arc<Semaphore> {
-        let slots = policy.concurrency;
-        shared_per_policy(&self.inner.slots, policy, u64::from(slots), || {
-            Semaphore::new(slots as usize)
-        })
     }
 
     /// The two sides of a policy's copies: (source, destination).
@@ -547,10 +343,10 @@ impl Replication {
         policy: &Policy,
         trigger: TriggerKind,
     ) -> Result<Option<Job>, ReplicationError> {
-        let connection = self.connect(&policy.endpoint).await?;
+        let connection = self.inner.connections.connect(&policy.endpoint).await?;
         let (source, destination) = self.sides(policy, &connection);
         let destination_instance = match policy.direction {
-            Direction::Push => self.instance_of(&connection).await?,
+            Direction::Push => Connections::instance_of(&connection).await?,
             Direction::Pull => Some(self.instance().to_string()),
         };
         let only_differences = trigger == TriggerKind::Reconcile;
@@ -575,7 +371,9 @@ impl Replication {
             let destination_repo = policy.destination_of(&repo);
             let existing: HashMap<String, TagState> = if only_differences {
                 // Before the lookup: a registry denies reads of a missing project.
-                self.ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
+                self.inner
+                    .connections
+                    .ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
                     .await?;
                 destination
                     .tags(&destination_repo)
@@ -647,73 +445,7 @@ impl Replication {
         if specs.is_empty() && only_differences {
             return Ok(None);
         }
-        Ok(Some(self.create_job(policy, trigger, specs).await?))
-    }
-
-    /// Writes a job and its tasks, then marks it active for the executor.
-    pub(crate) async fn create_job(
-        &self,
-        policy: &Policy,
-        trigger: TriggerKind,
-        specs: Vec<TaskSpec>,
-    ) -> Result<Job, ReplicationError> {
-        let now = now_millis();
-        let sequence = self.inner.sequence.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-        let id = format!("{now:013}-{sequence:06}-{:04x}", rand::random::<u16>());
-        let job = Job {
-            id: id.clone(),
-            policy: policy.name.clone(),
-            trigger,
-            state: if specs.is_empty() {
-                State::Succeeded
-            } else {
-                State::Pending
-            },
-            created_at: now,
-            finished_at: specs.is_empty().then_some(now),
-            tasks: specs.len() as u32,
-            error: None,
-            cancel_requested: false,
-        };
-        // etcd refuses transactions over 128 operations: tasks go in batches.
-        let tasks: Vec<(String, Vec<u8>)> = specs
-            .into_iter()
-            .enumerate()
-            .map(|(index, spec)| {
-                let task = Task {
-                    job: id.clone(),
-                    index: index as u32,
-                    kind: spec.kind,
-                    repository: spec.repository.to_string(),
-                    reference: spec.reference,
-                    destination: spec.destination.to_string(),
-                    origin: spec.origin,
-                    state: State::Pending,
-                    attempts: 0,
-                    bytes_total: 0,
-                    bytes_done: 0,
-                    digest: None,
-                    message: None,
-                    resume: None,
-                    updated_at: now,
-                };
-                (keys::task(&id, index as u32), keys::encode(&task))
-            })
-            .collect();
-        // The job and its active marker go with the last batch, so the
-        // executor never sees a job whose tasks are not all written.
-        let mut batches: Vec<&[(String, Vec<u8>)]> = tasks.chunks(100).collect();
-        let last = batches.pop().unwrap_or_default();
-        for batch in batches {
-            self.inner.store.txn(puts(Txn::new(), batch)).await?;
-        }
-        let mut txn = puts(Txn::new(), last).put(keys::job(&id), keys::encode(&job));
-        if !job.state.is_final() {
-            txn = txn.put(keys::active(&id), Vec::new());
-        }
-        self.inner.store.txn(txn).await?;
-        self.inner.wake.notify_one();
-        Ok(job)
+        Ok(Some(self.inner.queue.create(policy, trigger, specs).await?))
     }
 
     /// Jobs, newest first, optionally of one policy.
@@ -722,120 +454,23 @@ impl Replication {
         policy: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JobSummary>, ReplicationError> {
-        let mut out = Vec::new();
-        let mut start_after = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list(
-                    keys::JOBS,
-                    wharf_store::ListOptions {
-                        start_after: start_after.take(),
-                        limit: Some(200),
-                    },
-                )
-                .await?;
-            for kv in &page.items {
-                let job: Job = keys::decode(&kv.key, &kv.value)?;
-                if policy.is_some_and(|p| p != job.policy) {
-                    continue;
-                }
-                let tasks = self.tasks(&job.id).await?;
-                out.push(JobSummary {
-                    progress: Progress::of(&tasks),
-                    job,
-                });
-                if out.len() >= limit {
-                    return Ok(out);
-                }
-            }
-            if !page.more {
-                return Ok(out);
-            }
-            start_after = page.items.last().map(|kv| kv.key.clone());
-        }
+        self.inner.queue.list(policy, limit).await
     }
 
     /// A job with its tasks; running tasks show their live byte counts.
     pub async fn job(&self, id: &str) -> Result<JobDetail, ReplicationError> {
-        let job = self.load_job(id).await?;
-        let task_list = self.tasks(id).await?;
-        Ok(JobDetail { job, task_list })
-    }
-
-    pub(crate) async fn load_job(&self, id: &str) -> Result<Job, ReplicationError> {
-        Ok(self.job_record(id).await?.1)
-    }
-
-    /// A job and its key-value; ids not shaped like job ids are not found.
-    pub(crate) async fn job_record(
-        &self,
-        id: &str,
-    ) -> Result<(wharf_store::KeyValue, Job), ReplicationError> {
-        if !keys::is_job_id(id) {
-            return Err(not_found("job", id));
-        }
-        self.record(&keys::job(id), "job", id).await
-    }
-
-    /// The jobs not finished yet (read from their active markers).
-    pub(crate) async fn active_jobs(&self) -> Result<Vec<Job>, ReplicationError> {
-        let mut jobs = Vec::new();
-        for kv in self.inner.store.list_all(keys::ACTIVE, 1000).await? {
-            match self.load_job(&kv.key[keys::ACTIVE.len()..]).await {
-                Ok(job) => jobs.push(job),
-                Err(ReplicationError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(jobs)
-    }
-
-    pub(crate) async fn tasks(&self, id: &str) -> Result<Vec<Task>, ReplicationError> {
-        let items = self.inner.store.list_all(&keys::tasks_of(id), 500).await?;
-        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
-        items
-            .iter()
-            .map(|kv| {
-                let mut task: Task = keys::decode(&kv.key, &kv.value)?;
-                if let Some(progress) = live.get(&(task.job.clone(), task.index)) {
-                    progress.copy_into(&mut task);
-                }
-                Ok(task)
-            })
-            .collect()
+        self.inner.queue.detail(id).await
     }
 
     /// Stops a job: running copies end, pending tasks never start; the job
     /// ends `cancelled` once they have.
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ReplicationError> {
-        loop {
-            let (kv, mut job) = self.job_record(id).await?;
-            if job.state.is_final() || job.cancel_requested {
-                return Ok(job);
-            }
-            job.cancel_requested = true;
-            if self
-                .inner
-                .store
-                .put_if(&kv.key, keys::encode(&job), kv.mod_revision)
-                .await?
-                .is_some()
-            {
-                if let Some(token) = self
-                    .inner
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(id)
-                {
-                    token.cancel();
-                }
-                self.inner.wake.notify_one();
-                return Ok(job);
-            }
+        let (job, requested) = self.inner.queue.request_cancel(id).await?;
+        if requested {
+            self.inner.executor.cancel(id);
+            self.inner.queue.wake();
         }
+        Ok(job)
     }
 }
 
