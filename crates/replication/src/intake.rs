@@ -13,8 +13,9 @@ use wharf_registry::http::{EventKind, EventSink, RegistryEvent};
 use crate::ReplicationError;
 use crate::connections::Connections;
 use crate::model::{Direction, TaskKind, TriggerKind};
+use crate::plan::Matcher;
 use crate::queue::TaskSpec;
-use crate::service::{Matcher, Replication};
+use crate::service::Replication;
 
 /// Events waiting to be matched against policies.
 pub(crate) struct EventIntake {

@@ -45,6 +45,7 @@ mod labels;
 mod limit;
 mod local;
 mod model;
+mod plan;
 mod probe;
 mod queue;
 mod remote;
