@@ -476,44 +476,33 @@ mod tests {
         assert_eq!(skipped.final_state(), Some(State::Skipped));
     }
 
+    /// Each value displays as serde writes it.
+    fn displayed_as_on_the_wire<T: Serialize + std::fmt::Display>(values: &[T]) {
+        for value in values {
+            let wire = serde_json::to_value(value).unwrap();
+            assert_eq!(Some(value.to_string().as_str()), wire.as_str());
+        }
+    }
+
     #[test]
     fn display_names_are_the_wire_names() {
-        fn wire<T: Serialize>(value: T) -> String {
-            serde_json::to_value(value)
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-        for kind in [EndpointKind::Wharf, EndpointKind::Registry] {
-            assert_eq!(kind.to_string(), wire(kind));
-        }
-        for direction in [Direction::Push, Direction::Pull] {
-            assert_eq!(direction.to_string(), wire(direction));
-        }
-        let triggers = [
+        displayed_as_on_the_wire(&[EndpointKind::Wharf, EndpointKind::Registry]);
+        displayed_as_on_the_wire(&[Direction::Push, Direction::Pull]);
+        displayed_as_on_the_wire(&[
             TriggerKind::Event,
             TriggerKind::Manual,
             TriggerKind::Cron,
             TriggerKind::Reconcile,
-        ];
-        for trigger in triggers {
-            assert_eq!(trigger.to_string(), wire(trigger));
-        }
-        let states = [
+        ]);
+        displayed_as_on_the_wire(&[
             State::Pending,
             State::Running,
             State::Succeeded,
             State::Skipped,
             State::Failed,
             State::Cancelled,
-        ];
-        for state in states {
-            assert_eq!(state.to_string(), wire(state));
-        }
-        for kind in [TaskKind::Copy, TaskKind::Delete] {
-            assert_eq!(kind.to_string(), wire(kind));
-        }
+        ]);
+        displayed_as_on_the_wire(&[TaskKind::Copy, TaskKind::Delete]);
     }
 
     #[test]
