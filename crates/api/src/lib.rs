@@ -1,7 +1,9 @@
 //! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
-//! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is.
-//! No IO and no HTTP: the control plane stores these, the API serves them.
+//! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is;
+//! and replication's endpoints, policies, jobs and tasks ([`replication`]).
+//! No IO and no HTTP: the control plane and replication store these, the
+//! API serves them, the CLI reads them.
 //!
 //! ```
 //! let yaml = r#"
@@ -26,6 +28,7 @@ mod manifest;
 mod meta;
 mod node;
 mod quantity;
+pub mod replication;
 mod workload;
 
 pub use error::ApiError;

@@ -244,6 +244,16 @@ pub struct Project {
     pub created_at: u64,
 }
 
+/// A project with the storage its repositories use, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectWithUsage {
+    /// The project.
+    #[serde(flatten)]
+    pub project: Project,
+    /// Bytes stored in its repositories.
+    pub usage_bytes: u64,
+}
+
 /// A user's membership in a project.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

@@ -1,28 +1,148 @@
-//! Running replication: the executor that works the persistent job queue,
-//! the event intake, cron schedules and the reconcile pass.
+//! Running replication on the leader: the executor that works the
+//! persistent job queue (per-policy and global concurrency, pacing,
+//! retries), cron schedules and the reconcile pass.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wharf_oci::{Reference, RepositoryName};
+use wharf_oci::RepositoryName;
 use wharf_registry::Origin;
-use wharf_registry::http::{EventKind, RegistryEvent};
-use wharf_store::{StoreExt, Txn};
 
 use crate::ReplicationError;
 use crate::access::{TagDelete, TagWrite};
+use crate::connections::Connections;
 use crate::copy::{Checkpoint, Copier};
 use crate::keys::{self, now_millis};
+use crate::limit::RateLimit;
 use crate::model::{
-    Direction, EndpointKind, Job, Policy, Progress, ResumePoint, State, Task, TaskKind, TriggerKind,
+    Direction, EndpointKind, Job, Policy, ResumePoint, State, Task, TaskKind, TriggerKind,
 };
+use crate::queue::LiveProgress;
 use crate::schedule::Schedule;
-use crate::service::{LiveProgress, Matcher, Replication, Report, TaskSpec};
+use crate::service::{Replication, Report};
+
+/// What this process's executor holds: the jobs it runs, the slots and
+/// pacers tasks share, and where copies went lately.
+pub(crate) struct Executor {
+    /// Tasks running at once over all policies.
+    workers: Arc<Semaphore>,
+    /// Jobs this process is running, and how to stop them.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Per policy: its pacer and the limit it was made for.
+    limits: Mutex<HashMap<String, (u64, Arc<RateLimit>)>>,
+    /// Per policy: its concurrency slots and the count they were made for.
+    slots: Mutex<HashMap<String, (u64, Arc<Semaphore>)>>,
+    /// Destination repositories written lately per endpoint: where a blob
+    /// may already be, to mount instead of upload.
+    recent: Mutex<HashMap<String, VecDeque<RepositoryName>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The object a policy's tasks share (pacer, slots), made anew when the
+/// setting it was made for changes.
+fn shared_per_policy<T>(
+    map: &Mutex<HashMap<String, (u64, Arc<T>)>>,
+    policy: &Policy,
+    setting: u64,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut map = lock(map);
+    match map.get(&policy.name) {
+        Some((made_for, shared)) if *made_for == setting => shared.clone(),
+        _ => {
+            let shared = Arc::new(make());
+            map.insert(policy.name.clone(), (setting, shared.clone()));
+            shared
+        }
+    }
+}
+
+impl Executor {
+    /// An executor running at most `workers` tasks at once.
+    pub(crate) fn new(workers: usize) -> Executor {
+        Executor {
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            running: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes job `id` as running here and returns its cancellation token;
+    /// `None` if it already runs.
+    fn start(&self, id: &str) -> Option<CancellationToken> {
+        let mut running = lock(&self.running);
+        if running.contains_key(id) {
+            return None;
+        }
+        let token = CancellationToken::new();
+        running.insert(id.to_string(), token.clone());
+        Some(token)
+    }
+
+    fn finished(&self, id: &str) {
+        lock(&self.running).remove(id);
+    }
+
+    /// Stops job `id` if it runs here.
+    pub(crate) fn cancel(&self, id: &str) {
+        if let Some(token) = lock(&self.running).get(id) {
+            token.cancel();
+        }
+    }
+
+    /// The policy's shared pacer, if it has a limit. A changed limit takes
+    /// effect for the next task.
+    fn limit_of(&self, policy: &Policy) -> Option<Arc<RateLimit>> {
+        let rate = policy.bandwidth_limit?;
+        Some(shared_per_policy(&self.limits, policy, rate, || {
+            RateLimit::new(rate)
+        }))
+    }
+
+    /// The policy's concurrency slots; a changed concurrency takes effect
+    /// for the next task.
+    fn slots_of(&self, policy: &Policy) -> Arc<Semaphore> {
+        let slots = policy.concurrency;
+        shared_per_policy(&self.slots, policy, u64::from(slots), || {
+            Semaphore::new(slots as usize)
+        })
+    }
+
+    /// Waits for one of the global worker slots.
+    async fn worker(&self) -> Result<OwnedSemaphorePermit, ReplicationError> {
+        self.workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ReplicationError::Cancelled)
+    }
+
+    fn recent_repositories(&self, endpoint: &str) -> Vec<RepositoryName> {
+        lock(&self.recent)
+            .get(endpoint)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn remember_repository(&self, endpoint: &str, repo: &RepositoryName) {
+        let mut recent = lock(&self.recent);
+        let list = recent.entry(endpoint.to_string()).or_default();
+        list.retain(|r| r != repo);
+        list.push_front(repo.clone());
+        list.truncate(RECENT_REPOSITORIES);
+    }
+}
 
 /// How a task ended.
 struct Outcome {
@@ -58,38 +178,22 @@ impl Replication {
         );
     }
 
-    /// Turns this server's registry events into event-triggered jobs, until
-    /// the future is dropped.
-    pub async fn run_intake(&self) {
-        let mut queue = self.inner.event_queue.lock().await;
-        while let Some(event) = queue.recv().await {
-            if let Err(err) = self.on_event(&event).await {
-                tracing::warn!(error = %err, repository = %event.repository, "replication trigger failed; reconcile will catch up");
-            }
-        }
-    }
-
     /// Starts every active job not yet running here; wakes on new jobs.
     async fn execute_jobs(&self) {
         let mut runners = JoinSet::new();
         loop {
-            match self.inner.store.list_all(keys::ACTIVE, 1000).await {
+            match self.inner.queue.active_ids().await {
                 Ok(active) => {
-                    for kv in active {
-                        let id = kv.key[keys::ACTIVE.len()..].to_string();
-                        let mut running =
-                            self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
-                        if running.contains_key(&id) {
+                    for id in active {
+                        let Some(token) = self.inner.executor.start(&id) else {
                             continue;
-                        }
-                        let token = CancellationToken::new();
-                        running.insert(id.clone(), token.clone());
+                        };
                         let this = self.clone();
                         runners.spawn(async move {
                             if let Err(err) = this.run_job(&id, token).await {
                                 tracing::warn!(job = %id, error = %err, "replication job interrupted");
                             }
-                            this.inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            this.inner.executor.finished(&id);
                         });
                     }
                 }
@@ -97,14 +201,14 @@ impl Replication {
             }
             while runners.try_join_next().is_some() {}
             tokio::select! {
-                _ = self.inner.wake.notified() => {}
+                _ = self.inner.queue.woken() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
 
     async fn run_job(&self, id: &str, token: CancellationToken) -> Result<(), ReplicationError> {
-        let job = self.mark_running(id).await?;
+        let job = self.inner.queue.mark_running(id).await?;
         let policy = match self.policy(&job.policy).await {
             Ok(policy) => Some(policy),
             Err(ReplicationError::NotFound { .. }) => None,
@@ -114,7 +218,7 @@ impl Replication {
             token.cancel();
         }
         let mut workers = JoinSet::new();
-        for task in self.tasks(id).await? {
+        for task in self.inner.queue.tasks(id).await? {
             if task.state.is_final() {
                 continue;
             }
@@ -134,7 +238,7 @@ impl Replication {
             tokio::select! {
                 _ = workers.join_next() => {}
                 _ = check.tick() => {
-                    if let Ok(current) = self.load_job(id).await && current.cancel_requested {
+                    if let Ok(current) = self.inner.queue.load(id).await && current.cancel_requested {
                         token.cancel();
                     }
                 }
@@ -143,58 +247,25 @@ impl Replication {
         self.finish_job(id).await
     }
 
-    /// Records the job's final state and removes its active marker.
+    /// Records the job's final state, then reconciles its policy if its
+    /// endpoint came back meanwhile, and reports the end.
     async fn finish_job(&self, id: &str) -> Result<(), ReplicationError> {
-        let tasks = self.tasks(id).await?;
-        let progress = Progress::of(&tasks);
-        loop {
-            let (kv, mut job) = self.job_record(id).await?;
-            job.state = progress.final_state().unwrap_or(State::Failed);
-            job.error = first_failure(&tasks);
-            job.finished_at = Some(now_millis());
-            let txn = Txn::new()
-                .when_revision(&kv.key, kv.mod_revision)
-                .put(&kv.key, keys::encode(&job))
-                .delete(keys::active(id));
-            if self.inner.store.txn(txn).await?.succeeded {
-                self.reconcile_deferred(&job.policy).await;
-                self.report(Report::JobFinished {
-                    summary: format!(
-                        "{} succeeded, {} skipped, {} failed, {} cancelled, {} bytes",
-                        progress.succeeded,
-                        progress.skipped,
-                        progress.failed,
-                        progress.cancelled,
-                        progress.bytes_done
-                    ),
-                    job: job.id,
-                    policy: job.policy,
-                    state: job.state,
-                });
-                return Ok(());
-            }
-        }
-    }
-
-    /// Moves a pending job to running (compare-and-swap, so a concurrent
-    /// cancel request is never overwritten); returns the job.
-    async fn mark_running(&self, id: &str) -> Result<Job, ReplicationError> {
-        loop {
-            let (kv, mut job) = self.job_record(id).await?;
-            if job.state != State::Pending {
-                return Ok(job);
-            }
-            job.state = State::Running;
-            if self
-                .inner
-                .store
-                .put_if(&kv.key, keys::encode(&job), kv.mod_revision)
-                .await?
-                .is_some()
-            {
-                return Ok(job);
-            }
-        }
+        let (job, progress) = self.inner.queue.finish(id).await?;
+        self.reconcile_deferred(&job.policy).await;
+        self.report(Report::JobFinished {
+            summary: format!(
+                "{} succeeded, {} skipped, {} failed, {} cancelled, {} bytes",
+                progress.succeeded,
+                progress.skipped,
+                progress.failed,
+                progress.cancelled,
+                progress.bytes_done
+            ),
+            job: job.id,
+            policy: job.policy,
+            state: job.state,
+        });
+        Ok(())
     }
 
     /// Runs one task to its end: tries with back-off, records every step.
@@ -218,30 +289,22 @@ impl Replication {
                 )
                 .await;
         };
-        let slots = self.slots_of(&policy);
+        let slots = self.inner.executor.slots_of(&policy);
         let _slot = tokio::select! {
             permit = slots.acquire_owned() => permit.map_err(|_| ReplicationError::Cancelled)?,
             _ = token.cancelled() => return record.finish(State::Cancelled, None, None).await,
         };
         let _worker = tokio::select! {
-            permit = self.inner.workers.clone().acquire_owned() => permit.map_err(|_| ReplicationError::Cancelled)?,
+            permit = self.inner.executor.worker() => permit?,
             _ = token.cancelled() => return record.finish(State::Cancelled, None, None).await,
         };
         let (job, index) = {
             let task = record.task.lock().await;
             (task.job.clone(), task.index)
         };
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((job.clone(), index), record.live.clone());
+        self.inner.queue.track(&job, index, record.live.clone());
         let result = self.try_task(&record, &policy, &token).await;
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(job, index));
+        self.inner.queue.untrack(&job, index);
         result
     }
 
@@ -280,7 +343,7 @@ impl Replication {
                     if err.is_retryable()
                         && snapshot.attempts < self.inner.options.max_attempts =>
                 {
-                    self.note_unreachable(&policy.endpoint, &err);
+                    self.inner.probe.note(&policy.endpoint, &err);
                     let pause = self.backoff(snapshot.attempts);
                     tracing::info!(task = %snapshot.reference, error = %err, ?pause, "replication task will retry");
                     record.task.lock().await.message = Some(format!(
@@ -292,12 +355,12 @@ impl Replication {
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         // The endpoint answers again: no reason to wait longer.
-                        _ = self.inner.recovered.notified() => {}
+                        _ = self.inner.probe.recovered() => {}
                         _ = token.cancelled() => return record.finish(State::Cancelled, Some("cancelled".into()), None).await,
                     }
                 }
                 Err(err) => {
-                    self.note_unreachable(&policy.endpoint, &err);
+                    self.inner.probe.note(&policy.endpoint, &err);
                     return record
                         .finish(State::Failed, Some(err.to_string()), None)
                         .await;
@@ -319,10 +382,10 @@ impl Replication {
         policy: &Policy,
         record: Arc<TaskRecord>,
     ) -> Result<Outcome, ReplicationError> {
-        let connection = self.connect(&policy.endpoint).await?;
+        let connection = self.inner.connections.connect(&policy.endpoint).await?;
         let (source, destination) = self.sides(policy, &connection);
         let destination_instance = match policy.direction {
-            Direction::Push => self.instance_of(&connection).await?,
+            Direction::Push => Connections::instance_of(&connection).await?,
             Direction::Pull => Some(self.instance().to_string()),
         };
         let invalid =
@@ -365,7 +428,9 @@ impl Replication {
         }
         let tag: wharf_oci::Tag = task.reference.parse().map_err(|_| invalid("tag"))?;
         // Before any lookup there: a registry denies reads of a missing project.
-        self.ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
+        self.inner
+            .connections
+            .ensure_project(&policy.endpoint, destination.as_ref(), &destination_repo)
             .await?;
         let Some(state) = source.tag(&source_repo, &tag).await? else {
             return Ok(Outcome::skipped("the tag is gone at the source"));
@@ -414,12 +479,12 @@ impl Replication {
         let copier = Copier {
             source: source.as_ref(),
             destination: destination.as_ref(),
-            limit: self.limit_of(policy),
+            limit: self.inner.executor.limit_of(policy),
             chunk_size: self.inner.options.chunk_size,
             sent: record.live.sent.clone(),
             total: record.live.total.clone(),
             checkpoint: record.as_ref(),
-            mount_candidates: self.recent_repositories(&policy.endpoint),
+            mount_candidates: self.inner.executor.recent_repositories(&policy.endpoint),
         };
         let write = copier
             .copy(
@@ -431,7 +496,9 @@ impl Replication {
                 resume,
             )
             .await?;
-        self.remember_repository(&policy.endpoint, &destination_repo);
+        self.inner
+            .executor
+            .remember_repository(&policy.endpoint, &destination_repo);
         match write {
             TagWrite::Kept(why) => {
                 self.conflict(&why);
@@ -456,32 +523,6 @@ impl Replication {
         }
     }
 
-    /// Creates the destination project once per endpoint and process.
-    pub(crate) async fn ensure_project(
-        &self,
-        endpoint: &str,
-        destination: &dyn crate::access::RegistryAccess,
-        repo: &RepositoryName,
-    ) -> Result<(), ReplicationError> {
-        let key = (endpoint.to_string(), repo.project().to_string());
-        if self
-            .inner
-            .projects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
-            return Ok(());
-        }
-        destination.ensure_project(repo.project()).await?;
-        self.inner
-            .projects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
-        Ok(())
-    }
-
     fn conflict(&self, why: &str) {
         tracing::warn!(conflict = %why, "replication conflict");
         self.report(Report::Conflict(why.to_string()));
@@ -491,110 +532,6 @@ impl Replication {
         if let Some(hook) = &self.inner.reports {
             hook(report);
         }
-    }
-
-    fn recent_repositories(&self, endpoint: &str) -> Vec<RepositoryName> {
-        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent
-            .get(endpoint)
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn remember_repository(&self, endpoint: &str, repo: &RepositoryName) {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let list = recent.entry(endpoint.to_string()).or_default();
-        list.retain(|r| r != repo);
-        list.push_front(repo.clone());
-        list.truncate(RECENT_REPOSITORIES);
-    }
-
-    fn arrived(
-        &self,
-        repo: &RepositoryName,
-        tag: &wharf_oci::Tag,
-        digest: &wharf_oci::Digest,
-        origin: Option<Origin>,
-    ) {
-        let event = RegistryEvent {
-            kind: EventKind::Push,
-            repository: repo.clone(),
-            reference: tag.to_string(),
-            digest: Some(digest.clone()),
-            actor: "replication".into(),
-            source: None,
-            origin,
-            conflict: None,
-            tag_moved: true,
-        };
-        let _ = self.inner.events.try_send(event);
-    }
-
-    async fn on_event(&self, event: &RegistryEvent) -> Result<(), ReplicationError> {
-        let kind = match event.kind {
-            EventKind::Push if event.tag_moved => TaskKind::Copy,
-            EventKind::Delete => TaskKind::Delete,
-            _ => return Ok(()),
-        };
-        // Manifests pushed by digest come with the tag that names them.
-        let reference: Reference = match event.reference.parse() {
-            Ok(r) => r,
-            Err(_) => return Ok(()),
-        };
-        if kind == TaskKind::Copy && !matches!(reference, Reference::Tag(_)) {
-            return Ok(());
-        }
-        // Blob deletes (the only writes without an origin) are not artifacts.
-        if kind == TaskKind::Delete && event.origin.is_none() {
-            return Ok(());
-        }
-        for policy in self.policies().await? {
-            if !policy.enabled || !policy.triggers.on_event || policy.direction != Direction::Push {
-                continue;
-            }
-            if kind == TaskKind::Delete && !policy.replicate_deletion {
-                continue;
-            }
-            let matcher = Matcher::new(&policy.filters);
-            if !matcher.repository(&event.repository) {
-                continue;
-            }
-            if let Reference::Tag(tag) = &reference
-                && !matcher.tag(tag)
-            {
-                continue;
-            }
-            if kind == TaskKind::Copy
-                && let (Some(label), Some(digest)) = (&policy.filters.label, &event.digest)
-                && !crate::labels::has_label(
-                    self.inner.local.as_ref(),
-                    &event.repository,
-                    digest,
-                    label,
-                )
-                .await?
-            {
-                continue;
-            }
-            // Loop guard: what came from the endpoint does not go back.
-            if let Some(origin) = &event.origin
-                && let Ok(connection) = self.connect(&policy.endpoint).await
-                && let Ok(Some(instance)) = self.instance_of(&connection).await
-                && origin.instance == instance
-            {
-                continue;
-            }
-            let spec = TaskSpec {
-                kind,
-                repository: event.repository.clone(),
-                reference: event.reference.clone(),
-                destination: policy.destination_of(&event.repository),
-                origin: event.origin.as_ref().map(Origin::to_header),
-            };
-            self.create_job(&policy, TriggerKind::Event, vec![spec])
-                .await?;
-        }
-        Ok(())
     }
 
     /// Starts cron-triggered runs; schedules count from this server's start.
@@ -642,7 +579,7 @@ impl Replication {
                     }
                 }
                 if let Err(err) = self.plan_and_create(policy, TriggerKind::Cron).await {
-                    self.note_unreachable(&policy.endpoint, &err);
+                    self.inner.probe.note(&policy.endpoint, &err);
                     tracing::warn!(policy = %policy.name, error = %err, "scheduled replication could not start");
                 }
             }
@@ -677,51 +614,8 @@ impl Replication {
     async fn prune(&self) -> Result<(), ReplicationError> {
         let cutoff =
             now_millis().saturating_sub(self.inner.options.job_retention.as_millis() as u64);
-        let older = self
-            .inner
-            .store
-            .list(
-                keys::JOBS,
-                wharf_store::ListOptions {
-                    start_after: Some(keys::jobs_before(cutoff)),
-                    limit: Some(1000),
-                },
-            )
-            .await?;
-        // At most a thousand per pass; the next pass takes the rest.
-        for kv in older.items {
-            let job: Job = keys::decode(&kv.key, &kv.value)?;
-            if job.created_at >= cutoff || !job.state.is_final() {
-                continue;
-            }
-            for batch in self
-                .inner
-                .store
-                .list_all(&keys::tasks_of(&job.id), 100)
-                .await?
-                .chunks(100)
-            {
-                let mut txn = Txn::new();
-                for task in batch {
-                    txn = txn.delete(task.key.clone());
-                }
-                self.inner.store.txn(txn).await?;
-            }
-            self.inner.store.delete_if(&kv.key, kv.mod_revision).await?;
-        }
-        Ok(())
+        self.inner.queue.prune(cutoff).await
     }
-}
-
-/// `repository:reference: error` of the first failed task.
-fn first_failure(tasks: &[Task]) -> Option<String> {
-    let task = tasks.iter().find(|t| t.state == State::Failed)?;
-    Some(format!(
-        "{}:{}: {}",
-        task.repository,
-        task.reference,
-        task.message.as_deref().unwrap_or("failed")
-    ))
 }
 
 /// A task being worked on, and where it is saved.
@@ -738,12 +632,7 @@ impl TaskRecord {
             task.updated_at = now_millis();
             task.clone()
         };
-        self.replication
-            .inner
-            .store
-            .put(&keys::task(&task.job, task.index), keys::encode(&task))
-            .await?;
-        Ok(())
+        self.replication.inner.queue.save_task(&task).await
     }
 
     async fn finish(

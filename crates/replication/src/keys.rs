@@ -14,6 +14,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use wharf_store::{KeyValue, Store};
 
 use crate::ReplicationError;
 
@@ -69,6 +70,25 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ReplicationError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ReplicationError::Internal(format!("corrupt record at {key}: {e}")))
+}
+
+/// A stored record and its key-value, or `NotFound` naming `kind` and `name`.
+pub(crate) async fn read<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+    kind: &'static str,
+    name: &str,
+) -> Result<(KeyValue, T), ReplicationError> {
+    let kv = store.get(key).await?.ok_or_else(|| not_found(kind, name))?;
+    let value = decode(key, &kv.value)?;
+    Ok((kv, value))
+}
+
+pub(crate) fn not_found(kind: &'static str, name: &str) -> ReplicationError {
+    ReplicationError::NotFound {
+        kind,
+        name: name.to_string(),
+    }
 }
 
 /// Unix time in milliseconds.

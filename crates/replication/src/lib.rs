@@ -34,16 +34,20 @@
 //! ```
 
 mod access;
+mod connections;
 mod copy;
 mod error;
 mod executor;
 mod glob;
+mod intake;
 mod keys;
 mod labels;
 mod limit;
 mod local;
 mod model;
+mod plan;
 mod probe;
+mod queue;
 mod remote;
 mod schedule;
 mod secret;
@@ -55,12 +59,12 @@ pub use glob::Glob;
 pub use limit::RateLimit;
 pub use local::{LocalRegistry, ProjectCreator};
 pub use model::{
-    Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, Policy, Progress,
-    ResumePoint, State, Task, TaskKind, TriggerKind, Triggers,
+    Direction, Endpoint, EndpointCheck, EndpointKind, EndpointSpec, Filters, Job, JobDetail,
+    JobSummary, Policy, Progress, ResumePoint, State, Task, TaskKind, TriggerKind, Triggers,
 };
 pub use remote::{
     INSTANCE_HEADER, ORIGIN_HEADER, RemoteOptions, RemoteRegistry, TAG_OUTCOME_HEADER,
 };
 pub use schedule::Schedule;
 pub use secret::SecretBox;
-pub use service::{JobSummary, Replication, ReplicationOptions, Report, ReportHook};
+pub use service::{Replication, ReplicationOptions, Report, ReportHook};

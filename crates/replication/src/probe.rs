@@ -3,25 +3,64 @@
 //! instead of at the next periodic pass, and tasks waiting to retry try
 //! again now.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::ReplicationError;
 use crate::model::{Job, Policy, TriggerKind};
 use crate::service::Replication;
 
-impl Replication {
+/// Which endpoints stopped answering, and which policies wait for their
+/// job to end to be reconciled.
+#[derive(Default)]
+pub(crate) struct Probe {
+    /// Endpoints that stopped answering, asked again every `probe_interval`.
+    unreachable: Mutex<HashSet<String>>,
+    /// Policies to reconcile as soon as their unfinished job ends (their
+    /// endpoint came back while the job was running).
+    deferred: Mutex<HashSet<String>>,
+    /// Wakes tasks waiting to retry: an endpoint answers again.
+    recovered: Notify,
+}
+
+impl Probe {
     /// Remembers `endpoint` as unreachable when `err` says it did not
     /// answer usefully; the probe loop asks it again.
-    pub(crate) fn note_unreachable(&self, endpoint: &str, err: &ReplicationError) {
+    pub(crate) fn note(&self, endpoint: &str, err: &ReplicationError) {
         if err.is_unreachable() {
-            self.inner
-                .unreachable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(endpoint.to_string());
+            lock(&self.unreachable).insert(endpoint.to_string());
         }
     }
 
+    fn unreachable(&self) -> Vec<String> {
+        lock(&self.unreachable).iter().cloned().collect()
+    }
+
+    /// `endpoint` answers again: tasks waiting to retry go now.
+    fn answered(&self, endpoint: &str) {
+        lock(&self.unreachable).remove(endpoint);
+        self.recovered.notify_waiters();
+    }
+
+    /// Resolves when an unreachable endpoint answers again.
+    pub(crate) fn recovered(&self) -> Notified<'_> {
+        self.recovered.notified()
+    }
+
+    fn deferred(&self) -> MutexGuard<'_, HashSet<String>> {
+        lock(&self.deferred)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replication {
     /// Asks every unreachable endpoint again each `probe_interval`; one
     /// that answers (even with a refusal: it is reachable) has its
     /// policies reconciled at once. Runs until the future is dropped.
@@ -35,16 +74,8 @@ impl Replication {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let down: Vec<String> = self
-                .inner
-                .unreachable
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
-            for name in down {
-                let answered = match self.connect(&name).await {
+            for name in self.inner.probe.unreachable() {
+                let answered = match self.inner.connections.connect(&name).await {
                     Ok(connection) => match connection.client.ping().await {
                         Ok(_) => true,
                         Err(err) => !err.is_unreachable(),
@@ -56,13 +87,8 @@ impl Replication {
                 if !answered {
                     continue;
                 }
-                self.inner
-                    .unreachable
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
                 tracing::info!(endpoint = %name, "replication endpoint answers again; reconciling its policies now");
-                self.inner.recovered.notify_waiters();
+                self.inner.probe.answered(&name);
                 self.reconcile_where(|p| p.endpoint == name, true).await;
             }
         }
@@ -77,7 +103,8 @@ impl Replication {
         defer_busy: bool,
     ) -> Vec<Job> {
         let mut created = Vec::new();
-        let (Ok(policies), Ok(active)) = (self.policies().await, self.active_jobs().await) else {
+        let (Ok(policies), Ok(active)) = (self.policies().await, self.inner.queue.active().await)
+        else {
             return created;
         };
         for policy in policies.iter().filter(|p| p.enabled && select(p)) {
@@ -85,10 +112,12 @@ impl Replication {
                 if !defer_busy {
                     continue;
                 }
-                self.deferred().insert(policy.name.clone());
+                self.inner.probe.deferred().insert(policy.name.clone());
                 // The job may have ended between the look and the note: then
                 // nobody else takes the note back.
-                if self.busy(&policy.name).await || !self.deferred().remove(&policy.name) {
+                if self.busy(&policy.name).await
+                    || !self.inner.probe.deferred().remove(&policy.name)
+                {
                     continue;
                 }
             }
@@ -96,7 +125,7 @@ impl Replication {
                 Ok(Some(job)) => created.push(job),
                 Ok(None) => {}
                 Err(err) => {
-                    self.note_unreachable(&policy.endpoint, &err);
+                    self.inner.probe.note(&policy.endpoint, &err);
                     tracing::info!(policy = %policy.name, error = %err, "reconcile pass skipped a policy");
                 }
             }
@@ -107,22 +136,17 @@ impl Replication {
     /// Runs the reconcile a policy's endpoint asked for while its job was
     /// running, now that a job of the policy ended.
     pub(crate) async fn reconcile_deferred(&self, policy: &str) {
-        if self.deferred().remove(policy) {
+        if self.inner.probe.deferred().remove(policy) {
             self.reconcile_where(|p| p.name == policy, true).await;
         }
-    }
-
-    fn deferred(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.inner
-            .deferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the policy has an unfinished job (an unreadable queue counts
     /// as busy: the next pass looks again).
     async fn busy(&self, policy: &str) -> bool {
-        self.active_jobs()
+        self.inner
+            .queue
+            .active()
             .await
             .map_or(true, |jobs| jobs.iter().any(|job| job.policy == policy))
     }

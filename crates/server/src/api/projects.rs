@@ -6,25 +6,19 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_auth::{Action, Actions, AuthError, Member, Project, Robot, RobotPermission, Role};
+use wharf_auth::{
+    Action, Actions, AuthError, Member, Project, ProjectWithUsage, Robot, RobotPermission, Role,
+};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
 
-/// A project with its storage usage.
-#[derive(Serialize)]
-pub(crate) struct ProjectView {
-    #[serde(flatten)]
-    project: Project,
-    usage_bytes: u64,
-}
-
 impl AppState {
-    async fn project_view(&self, project: Project) -> ApiResult<ProjectView> {
+    async fn project_view(&self, project: Project) -> ApiResult<ProjectWithUsage> {
         let usage_bytes = self.registry.usage(&project.name).await?;
-        Ok(ProjectView {
+        Ok(ProjectWithUsage {
             project,
             usage_bytes,
         })
@@ -35,7 +29,7 @@ impl AppState {
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
-) -> ApiResult<Json<Vec<ProjectView>>> {
+) -> ApiResult<Json<Vec<ProjectWithUsage>>> {
     let mut views = Vec::new();
     for project in state.identity.list_projects(&caller.principal).await? {
         views.push(state.project_view(project).await?);
@@ -74,7 +68,7 @@ pub(crate) async fn create(
 pub(crate) async fn show(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
-) -> ApiResult<Json<ProjectView>> {
+) -> ApiResult<Json<ProjectWithUsage>> {
     let project = state.identity.project(&project).await?;
     Ok(Json(state.project_view(project).await?))
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_replication::{EndpointSpec, JobDetail, Policy};
+use wharf_replication::{EndpointCheck, EndpointSpec, JobDetail, Policy};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
@@ -52,9 +52,12 @@ pub(crate) async fn delete_endpoint(
 pub(crate) async fn check_endpoint(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointCheck>> {
     let instance = state.replication.check_endpoint(&name).await?;
-    Ok(Json(json!({ "reachable": true, "instance": instance })))
+    Ok(Json(EndpointCheck {
+        reachable: true,
+        instance,
+    }))
 }
 
 /// `GET /api/v1/replication/policies`.

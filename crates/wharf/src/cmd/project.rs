@@ -2,9 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Args, Subcommand};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_auth::{Member, Project, Role};
+use wharf_auth::{Member, Project, ProjectWithUsage, Role};
 
 use super::ServerOption;
 use crate::output::{self, OutputOption, Table, human_size, render_fields, rfc3339, yes_no};
@@ -116,14 +115,6 @@ fn parse_quota(text: &str) -> Result<QuotaChange, String> {
 fn parse_role(text: &str) -> Result<Role, String> {
     text.parse()
         .map_err(|err: wharf_auth::AuthError| err.to_string())
-}
-
-/// A project as the API shows it, with its usage.
-#[derive(Deserialize)]
-struct ProjectView {
-    #[serde(flatten)]
-    project: Project,
-    usage_bytes: u64,
 }
 
 /// Runs a `wharf project` subcommand.
@@ -247,7 +238,7 @@ async fn run_member(client: &mut crate::client::ApiClient, command: MemberComman
     }
 }
 
-fn project_table(projects: Vec<ProjectView>) -> String {
+fn project_table(projects: Vec<ProjectWithUsage>) -> String {
     let mut table = Table::new(&["NAME", "PUBLIC", "USAGE", "QUOTA", "CREATED"]);
     for view in projects {
         table.row([
@@ -261,7 +252,7 @@ fn project_table(projects: Vec<ProjectView>) -> String {
     table.render()
 }
 
-fn project_details(view: ProjectView) -> String {
+fn project_details(view: ProjectWithUsage) -> String {
     render_fields(&[
         ("name", view.project.name),
         ("public", yes_no(view.project.public)),
@@ -296,7 +287,7 @@ mod tests {
 
     #[test]
     fn project_tables_show_usage_and_quota() {
-        let view = ProjectView {
+        let view = ProjectWithUsage {
             project: Project {
                 name: "team".into(),
                 public: true,

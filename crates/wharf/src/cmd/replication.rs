@@ -2,9 +2,9 @@
 //! (endpoints) by policies, and following the jobs that carry them out.
 //! Everything here is for system administrators.
 //!
-//! The CLI reads the server's answers with small local structs (tolerant of
-//! missing and new fields) and sends JSON it builds itself, so it does not
-//! depend on the replication crate.
+//! The CLI reads the server's answers as the types the server writes them
+//! from (`wharf_api::replication`); policies given as options go as JSON
+//! that leaves out what was not given, so the server's defaults apply.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -13,6 +13,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use wharf_api::replication::{
+    self as wire, Endpoint, EndpointCheck, EndpointSpec, Filters, Job, Policy, Progress, State,
+    Task, Triggers,
+};
 
 use super::ServerOption;
 use super::objects::{manifest_name, read_manifest};
@@ -238,11 +242,11 @@ pub enum EndpointKind {
     Registry,
 }
 
-impl EndpointKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndpointKind::Wharf => "wharf",
-            EndpointKind::Registry => "registry",
+impl From<EndpointKind> for wire::EndpointKind {
+    fn from(kind: EndpointKind) -> Self {
+        match kind {
+            EndpointKind::Wharf => wire::EndpointKind::Wharf,
+            EndpointKind::Registry => wire::EndpointKind::Registry,
         }
     }
 }
@@ -256,11 +260,11 @@ pub enum Direction {
     Pull,
 }
 
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::Push => "push",
-            Direction::Pull => "pull",
+impl From<Direction> for wire::Direction {
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Push => wire::Direction::Push,
+            Direction::Pull => wire::Direction::Pull,
         }
     }
 }
@@ -299,14 +303,13 @@ fn endpoint_body(
     username: Option<&str>,
     password: Option<&str>,
 ) -> Value {
-    let mut body = json!({ "name": name, "url": url, "kind": kind.as_str() });
-    if let Some(username) = username {
-        body["username"] = username.into();
-    }
-    if let Some(password) = password {
-        body["password"] = password.into();
-    }
-    body
+    json!(EndpointSpec {
+        name: name.to_string(),
+        url: url.to_string(),
+        kind: kind.into(),
+        username: username.map(str::to_string),
+        password: password.map(str::to_string),
+    })
 }
 
 impl PolicyFlags {
@@ -344,7 +347,7 @@ impl PolicyFlags {
         let mut body = json!({
             "name": name,
             "endpoint": endpoint,
-            "direction": direction.as_str(),
+            "direction": wire::Direction::from(direction),
             "filters": filters,
             "triggers": triggers,
             "replicateDeletion": self.replicate_deletion,
@@ -391,161 +394,46 @@ where
     Option::<Vec<T>>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default, bound(deserialize = "T: Deserialize<'de> + Default"))]
+/// A list answer: `{"items": [...]}`, where the list may also be `null`
+/// or left out.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 struct Items<T> {
-    #[serde(deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     items: Vec<T>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct EndpointView {
-    name: String,
-    url: String,
-    kind: String,
-    username: Option<String>,
-    sealed_password: Option<String>,
-    created_at: u64,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CheckView {
-    reachable: bool,
-    instance: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FiltersView {
-    #[serde(deserialize_with = "null_as_empty")]
-    projects: Vec<String>,
-    repository: Option<String>,
-    tag: Option<String>,
-    label: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct TriggersView {
-    on_event: bool,
-    cron: Option<String>,
-}
-
+/// A job as answers carry it: alone (run, cancel, reconcile), with its
+/// counts (a `JobSummary` in job lists) or with its tasks (a `JobDetail`).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct PolicyView {
-    name: String,
-    endpoint: String,
-    direction: String,
-    filters: FiltersView,
-    dest_namespace: Option<String>,
-    triggers: TriggersView,
-    replicate_deletion: bool,
-    override_existing: bool,
-    bandwidth_limit: Option<u64>,
-    concurrency: u32,
-    enabled: bool,
+#[serde(rename_all = "camelCase")]
+struct JobAnswer {
+    #[serde(flatten)]
+    job: Job,
+    #[serde(default)]
+    progress: Option<Progress>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    task_list: Vec<Task>,
 }
 
-impl Default for PolicyView {
-    /// The server's defaults, for fields an answer leaves out.
-    fn default() -> Self {
-        PolicyView {
-            name: String::new(),
-            endpoint: String::new(),
-            direction: "push".into(),
-            filters: FiltersView::default(),
-            dest_namespace: None,
-            triggers: TriggersView::default(),
-            replicate_deletion: false,
-            override_existing: true,
-            bandwidth_limit: None,
-            concurrency: 2,
-            enabled: true,
-        }
-    }
-}
-
-#[derive(Deserialize, Default, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", default)]
-struct ProgressView {
-    succeeded: u64,
-    skipped: u64,
-    failed: u64,
-    cancelled: u64,
-    remaining: u64,
-    bytes_done: u64,
-}
-
-impl ProgressView {
-    /// Counts `tasks` by state, as the server does for job lists.
-    fn of(tasks: &[TaskView]) -> ProgressView {
-        let mut progress = ProgressView::default();
-        for task in tasks {
-            progress.bytes_done += task.bytes_done;
-            match task.state.as_str() {
-                "succeeded" => progress.succeeded += 1,
-                "skipped" => progress.skipped += 1,
-                "failed" => progress.failed += 1,
-                "cancelled" => progress.cancelled += 1,
-                _ => progress.remaining += 1,
-            }
-        }
-        progress
-    }
-}
-
-/// A job: a list item (with `progress`) or a job in detail (with `taskList`).
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct JobView {
-    id: String,
-    policy: String,
-    trigger: String,
-    state: String,
-    created_at: u64,
-    finished_at: Option<u64>,
-    tasks: u64,
-    error: Option<String>,
-    progress: Option<ProgressView>,
-    #[serde(deserialize_with = "null_as_empty")]
-    task_list: Vec<TaskView>,
-}
-
-impl JobView {
+impl JobAnswer {
     /// The server's counts, or counts of the tasks shown.
-    fn progress(&self) -> ProgressView {
+    fn progress(&self) -> Progress {
         self.progress
             .clone()
-            .unwrap_or_else(|| ProgressView::of(&self.task_list))
+            .unwrap_or_else(|| Progress::of(&self.task_list))
     }
 
     /// Tasks in all: the job's count, or the tasks listed if more.
-    fn task_count(&self) -> u64 {
-        self.tasks.max(self.task_list.len() as u64)
+    fn task_count(&self) -> usize {
+        (self.job.tasks as usize).max(self.task_list.len())
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct TaskView {
-    index: u64,
-    kind: String,
-    repository: String,
-    reference: String,
-    destination: String,
-    state: String,
-    attempts: u64,
-    bytes_total: u64,
-    bytes_done: u64,
-    message: Option<String>,
-}
-
-/// Whether more will happen to something in `state` (pending or running).
-fn is_active(state: &str) -> bool {
-    matches!(state, "pending" | "running")
+/// Whether the `state` of an answer (a job's or a task's) is pending or
+/// running.
+fn state_active(value: &Value) -> bool {
+    State::deserialize(&value["state"]).is_ok_and(|state| !state.is_final())
 }
 
 // ---- running the commands ----
@@ -576,14 +464,12 @@ pub async fn run(args: ReplicationArgs) -> Result<()> {
                 .post(&["replication", "jobs", &id, "cancel"], &json!({}))
                 .await
                 .with_context(|| format!("cancelling replication job {id}"))?;
-            output::print(output.format, answer, |job: JobView| {
-                match job.state.as_str() {
-                    "cancelled" => format!(
-                        "cancelled job {}: running copies stop, pending tasks will not start\n",
-                        job.id
-                    ),
-                    state => format!("job {} had already ended: {state}\n", job.id),
-                }
+            output::print(output.format, answer, |job: Job| match job.state {
+                State::Cancelled => format!(
+                    "cancelled job {}: running copies stop, pending tasks will not start\n",
+                    job.id
+                ),
+                state => format!("job {} had already ended: {state}\n", job.id),
             })
         }
         ReplicationCommand::Reconcile { output } => {
@@ -591,7 +477,7 @@ pub async fn run(args: ReplicationArgs) -> Result<()> {
                 .post(&["replication", "reconcile"], &json!({}))
                 .await
                 .context("running a replication reconcile pass")?;
-            output::print(output.format, answer, |jobs: Items<JobView>| {
+            output::print(output.format, answer, |jobs: Items<JobAnswer>| {
                 if jobs.items.is_empty() {
                     "nothing to repair: the reconcile pass created no job\n".to_string()
                 } else {
@@ -624,7 +510,7 @@ async fn endpoint(client: &mut ApiClient, command: EndpointCommand) -> Result<()
                 .post(&["replication", "endpoints"], &body)
                 .await
                 .with_context(|| format!("adding endpoint {name}"))?;
-            output::print(output.format, answer, |endpoint: EndpointView| {
+            output::print(output.format, answer, |endpoint: Endpoint| {
                 let account = endpoint
                     .username
                     .map(|user| format!(" as {user}"))
@@ -640,7 +526,7 @@ async fn endpoint(client: &mut ApiClient, command: EndpointCommand) -> Result<()
                 .get(&["replication", "endpoints"])
                 .await
                 .context("listing replication endpoints")?;
-            output::print(output.format, answer, |list: Items<EndpointView>| {
+            output::print(output.format, answer, |list: Items<Endpoint>| {
                 endpoints_table(list.items, unix_now() * 1000)
             })
         }
@@ -660,7 +546,7 @@ async fn endpoint(client: &mut ApiClient, command: EndpointCommand) -> Result<()
             if output.format != OutputFormat::Table {
                 return output::print(output.format, answer, |_: Value| String::new());
             }
-            let check: CheckView = serde_json::from_value(answer)
+            let check: EndpointCheck = serde_json::from_value(answer)
                 .context("the server's answer is not what wharf expects; try -o json")?;
             if !check.reachable {
                 bail!(
@@ -709,7 +595,7 @@ async fn policy(client: &mut ApiClient, command: PolicyCommand) -> Result<()> {
                     .with_context(|| format!("adding policy {name}"))?
             };
             let verb = if replace { "replaced" } else { "added" };
-            output::print(output.format, answer, |policy: PolicyView| {
+            output::print(output.format, answer, |policy: Policy| {
                 format!(
                     "{verb} policy {}: {}\n",
                     policy.name,
@@ -722,7 +608,7 @@ async fn policy(client: &mut ApiClient, command: PolicyCommand) -> Result<()> {
                 .get(&["replication", "policies"])
                 .await
                 .context("listing replication policies")?;
-            output::print(output.format, answer, |list: Items<PolicyView>| {
+            output::print(output.format, answer, |list: Items<Policy>| {
                 policies_table(list.items)
             })
         }
@@ -731,9 +617,7 @@ async fn policy(client: &mut ApiClient, command: PolicyCommand) -> Result<()> {
                 .get(&["replication", "policies", &name])
                 .await
                 .with_context(|| format!("reading policy {name}"))?;
-            output::print(output.format, answer, |policy: PolicyView| {
-                policy_text(&policy)
-            })
+            output::print(output.format, answer, |policy: Policy| policy_text(&policy))
         }
         PolicyCommand::Delete { name } => {
             client
@@ -757,10 +641,10 @@ async fn run_policy(
         .post(&["replication", "policies", policy, "run"], &json!({}))
         .await
         .with_context(|| format!("running policy {policy}"))?;
-    let job: JobView = serde_json::from_value(answer.clone())
+    let job: Job = serde_json::from_value(answer.clone())
         .context("the server's answer is not what wharf expects; try -o json")?;
     if !wait {
-        return output::print(format, answer, |job: JobView| format!("{}\n", job.id));
+        return output::print(format, answer, |job: Job| format!("{}\n", job.id));
     }
     if format == OutputFormat::Table {
         // First, so a script can read it while the job runs.
@@ -780,7 +664,7 @@ async fn run_policy(
                      follow it with wharf replication jobs {id} --watch)"
                 )
             })?;
-        let job: JobView = serde_json::from_value(answer.clone())
+        let job: JobAnswer = serde_json::from_value(answer.clone())
             .context("the server's answer is not what wharf expects; try -o json")?;
         let line = progress_line(&job);
         if line != last_line {
@@ -791,7 +675,7 @@ async fn run_policy(
             }
             last_line = line;
         }
-        if !is_active(&job.state) {
+        if job.job.state.is_final() {
             if terminal {
                 eprintln!();
             }
@@ -806,12 +690,12 @@ async fn run_policy(
 }
 
 /// `job 0190f1: running, 3/10 tasks done, 1 failed, 12 MiB copied`
-fn progress_line(job: &JobView) -> String {
+fn progress_line(job: &JobAnswer) -> String {
     let progress = job.progress();
     let mut line = format!(
         "job {}: {}, {}/{} tasks done",
-        job.id,
-        job.state,
+        job.job.id,
+        job.job.state,
         progress.succeeded + progress.skipped,
         job.task_count()
     );
@@ -827,17 +711,18 @@ fn progress_line(job: &JobView) -> String {
 
 /// Success for a job that succeeded or had nothing to do; an error that
 /// says where to look otherwise.
-fn wait_outcome(job: &JobView) -> Result<()> {
-    let id = &job.id;
+fn wait_outcome(job: &JobAnswer) -> Result<()> {
+    let id = &job.job.id;
     let why = job
+        .job
         .error
         .as_deref()
         .map(|error| format!(": {error}"))
         .unwrap_or_default();
-    match job.state.as_str() {
-        "succeeded" | "skipped" => Ok(()),
-        "cancelled" => bail!("job {id} was cancelled{why}"),
-        "failed" => {
+    match job.job.state {
+        State::Succeeded | State::Skipped => Ok(()),
+        State::Cancelled => bail!("job {id} was cancelled{why}"),
+        State::Failed => {
             let failed = job.progress().failed;
             if failed > 0 && why.is_empty() {
                 bail!(
@@ -904,9 +789,9 @@ async fn jobs(
         }
         let now = unix_now() * 1000;
         if query.id.is_some() {
-            output::print(format, answer, |job: JobView| job_text(&job, now))?;
+            output::print(format, answer, |job: JobAnswer| job_text(&job, now))?;
         } else {
-            output::print(format, answer, |list: Items<JobView>| {
+            output::print(format, answer, |list: Items<JobAnswer>| {
                 jobs_table(list.items, now)
             })?;
         }
@@ -921,7 +806,6 @@ async fn jobs(
 
 /// Whether a job in detail, or one of its tasks, is pending or running.
 fn job_active(job: &Value) -> bool {
-    let state_active = |value: &Value| value["state"].as_str().is_some_and(is_active);
     state_active(job)
         || job["taskList"]
             .as_array()
@@ -937,12 +821,12 @@ fn list_active(list: &Value) -> bool {
 
 // ---- what people read ----
 
-fn endpoints_table(endpoints: Vec<EndpointView>, now_ms: u64) -> String {
+fn endpoints_table(endpoints: Vec<Endpoint>, now_ms: u64) -> String {
     let mut table = Table::new(&["NAME", "KIND", "URL", "USERNAME", "PASSWORD", "AGE"]);
     for endpoint in endpoints {
         table.row([
             endpoint.name,
-            endpoint.kind,
+            endpoint.kind.to_string(),
             endpoint.url,
             endpoint.username.unwrap_or_else(|| "-".into()),
             if endpoint.sealed_password.is_some() {
@@ -958,7 +842,7 @@ fn endpoints_table(endpoints: Vec<EndpointView>, now_ms: u64) -> String {
 }
 
 /// `projects=shop,base repository=shop/** tag=v*`, or `everything`.
-fn filters_text(filters: &FiltersView) -> String {
+fn filters_text(filters: &Filters) -> String {
     let mut parts = Vec::new();
     if !filters.projects.is_empty() {
         parts.push(format!("projects={}", filters.projects.join(",")));
@@ -980,7 +864,7 @@ fn filters_text(filters: &FiltersView) -> String {
 }
 
 /// `on event, cron 0 3 * * *`, or `manual` when only runs by hand.
-fn triggers_text(triggers: &TriggersView) -> String {
+fn triggers_text(triggers: &Triggers) -> String {
     let mut parts = Vec::new();
     if triggers.on_event {
         parts.push("on event".to_string());
@@ -1003,8 +887,8 @@ fn bandwidth_text(limit: Option<u64>) -> String {
 }
 
 /// `push to idc-b, projects=shop, on event`
-fn policy_summary(policy: &PolicyView) -> String {
-    let way = if policy.direction == "pull" {
+fn policy_summary(policy: &Policy) -> String {
+    let way = if policy.direction == wire::Direction::Pull {
         "pull from"
     } else {
         "push to"
@@ -1021,7 +905,7 @@ fn policy_summary(policy: &PolicyView) -> String {
     text
 }
 
-fn policies_table(policies: Vec<PolicyView>) -> String {
+fn policies_table(policies: Vec<Policy>) -> String {
     let mut table = Table::new(&[
         "NAME",
         "ENDPOINT",
@@ -1035,7 +919,7 @@ fn policies_table(policies: Vec<PolicyView>) -> String {
         table.row([
             policy.name.clone(),
             policy.endpoint.clone(),
-            policy.direction.clone(),
+            policy.direction.to_string(),
             filters_text(&policy.filters),
             triggers_text(&policy.triggers),
             bandwidth_text(policy.bandwidth_limit),
@@ -1045,13 +929,13 @@ fn policies_table(policies: Vec<PolicyView>) -> String {
     table.render()
 }
 
-fn policy_text(policy: &PolicyView) -> String {
+fn policy_text(policy: &Policy) -> String {
     let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
     let filters = &policy.filters;
     render_fields(&[
         ("Name", policy.name.clone()),
         ("Endpoint", policy.endpoint.clone()),
-        ("Direction", policy.direction.clone()),
+        ("Direction", policy.direction.to_string()),
         (
             "Projects",
             if filters.projects.is_empty() {
@@ -1074,7 +958,7 @@ fn policy_text(policy: &PolicyView) -> String {
 }
 
 /// `8/10` (succeeded and skipped of all), then failures and cancellations.
-fn tasks_cell(job: &JobView) -> String {
+fn tasks_cell(job: &JobAnswer) -> String {
     let progress = job.progress();
     let mut cell = format!(
         "{}/{}",
@@ -1090,16 +974,17 @@ fn tasks_cell(job: &JobView) -> String {
     cell
 }
 
-fn jobs_table(jobs: Vec<JobView>, now_ms: u64) -> String {
+fn jobs_table(jobs: Vec<JobAnswer>, now_ms: u64) -> String {
     let mut table = Table::new(&["ID", "POLICY", "TRIGGER", "STATE", "TASKS", "BYTES", "AGE"]);
-    for job in jobs {
+    for answer in jobs {
+        let job = &answer.job;
         table.row([
             job.id.clone(),
             job.policy.clone(),
-            job.trigger.clone(),
-            job.state.clone(),
-            tasks_cell(&job),
-            human_size(job.progress().bytes_done),
+            job.trigger.to_string(),
+            job.state.to_string(),
+            tasks_cell(&answer),
+            human_size(answer.progress().bytes_done),
             age(now_ms, job.created_at),
         ]);
     }
@@ -1139,8 +1024,9 @@ fn truncate(text: &str, width: usize) -> String {
     cut
 }
 
-fn job_text(job: &JobView, now_ms: u64) -> String {
-    let progress = job.progress();
+fn job_text(answer: &JobAnswer, now_ms: u64) -> String {
+    let job = &answer.job;
+    let progress = answer.progress();
     let mut counts = vec![
         format!("{} succeeded", progress.succeeded),
         format!("{} skipped", progress.skipped),
@@ -1155,8 +1041,8 @@ fn job_text(job: &JobView, now_ms: u64) -> String {
     let mut fields = vec![
         ("Job", job.id.clone()),
         ("Policy", job.policy.clone()),
-        ("Trigger", job.trigger.clone()),
-        ("State", job.state.clone()),
+        ("Trigger", job.trigger.to_string()),
+        ("State", job.state.to_string()),
         (
             "Created",
             format!(
@@ -1171,21 +1057,21 @@ fn job_text(job: &JobView, now_ms: u64) -> String {
     }
     fields.push((
         "Tasks",
-        format!("{} ({})", job.task_count(), counts.join(", ")),
+        format!("{} ({})", answer.task_count(), counts.join(", ")),
     ));
     fields.push(("Copied", human_size(progress.bytes_done)));
     if let Some(error) = &job.error {
         fields.push(("Error", error.clone()));
     }
     let mut text = render_fields(&fields);
-    if !job.task_list.is_empty() {
+    if !answer.task_list.is_empty() {
         text.push('\n');
-        text.push_str(&tasks_table(&job.task_list));
+        text.push_str(&tasks_table(&answer.task_list));
     }
     text
 }
 
-fn tasks_table(tasks: &[TaskView]) -> String {
+fn tasks_table(tasks: &[Task]) -> String {
     let mut table = Table::new(&[
         "#",
         "KIND",
@@ -1199,10 +1085,10 @@ fn tasks_table(tasks: &[TaskView]) -> String {
     for task in tasks {
         table.row([
             task.index.to_string(),
-            task.kind.clone(),
+            task.kind.to_string(),
             reference_text(&task.repository, &task.reference),
             task.destination.clone(),
-            task.state.clone(),
+            task.state.to_string(),
             bytes_progress(task.bytes_done, task.bytes_total),
             task.attempts.to_string(),
             task.message
@@ -1404,7 +1290,7 @@ mod tests {
         assert!(policy_from_text("items: []\n", "p.yaml").is_err());
     }
 
-    fn detail() -> JobView {
+    fn detail() -> JobAnswer {
         serde_json::from_value(json!({
             "id": "0190a",
             "policy": "shop-to-b",
@@ -1459,19 +1345,21 @@ mod tests {
 
     #[test]
     fn answers_may_leave_out_or_null_fields() {
-        let job: JobView =
-            serde_json::from_value(json!({"id": "1", "state": "cancelled", "taskList": null}))
-                .unwrap();
+        let job: JobAnswer = serde_json::from_value(json!({
+            "id": "1", "policy": "p", "trigger": "manual", "state": "cancelled",
+            "createdAt": 0, "tasks": 0, "taskList": null,
+        }))
+        .unwrap();
         assert!(job.task_list.is_empty());
-        let list: Items<JobView> = serde_json::from_value(json!({"items": null})).unwrap();
+        let list: Items<JobAnswer> = serde_json::from_value(json!({"items": null})).unwrap();
         assert!(list.items.is_empty());
-        let list: Items<JobView> = serde_json::from_value(json!({})).unwrap();
+        let list: Items<JobAnswer> = serde_json::from_value(json!({})).unwrap();
         assert!(list.items.is_empty());
     }
 
     #[test]
     fn job_lists_count_tasks() {
-        let list: Items<JobView> = serde_json::from_value(json!({"items": [
+        let list: Items<JobAnswer> = serde_json::from_value(json!({"items": [
             {"id": "2", "policy": "p", "trigger": "event", "state": "failed",
              "createdAt": 1000, "tasks": 10, "error": null,
              "progress": {"succeeded": 7, "skipped": 1, "failed": 2, "cancelled": 0,
@@ -1506,22 +1394,34 @@ mod tests {
 
     #[test]
     fn waiting_fails_unless_the_job_succeeded() {
-        let ended = |state: &str, error: Option<&str>| JobView {
-            id: "9".into(),
-            state: state.into(),
-            error: error.map(Into::into),
-            ..JobView::default()
+        let ended = |state: State, error: Option<&str>| JobAnswer {
+            job: Job {
+                id: "9".into(),
+                policy: String::new(),
+                trigger: wire::TriggerKind::Manual,
+                state,
+                created_at: 0,
+                finished_at: None,
+                tasks: 0,
+                error: error.map(Into::into),
+                cancel_requested: false,
+            },
+            progress: None,
+            task_list: Vec::new(),
         };
-        assert!(wait_outcome(&ended("succeeded", None)).is_ok());
-        assert!(wait_outcome(&ended("skipped", None)).is_ok());
-        let err = wait_outcome(&ended("failed", Some("endpoint idc-b refused the login")))
-            .unwrap_err()
-            .to_string();
+        assert!(wait_outcome(&ended(State::Succeeded, None)).is_ok());
+        assert!(wait_outcome(&ended(State::Skipped, None)).is_ok());
+        let err = wait_outcome(&ended(
+            State::Failed,
+            Some("endpoint idc-b refused the login"),
+        ))
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "job 9 failed: endpoint idc-b refused the login; see wharf replication jobs 9"
         );
-        let err = wait_outcome(&ended("cancelled", None))
+        let err = wait_outcome(&ended(State::Cancelled, None))
             .unwrap_err()
             .to_string();
         assert_eq!(err, "job 9 was cancelled");
@@ -1540,7 +1440,7 @@ mod tests {
 
     #[test]
     fn policies_read_in_one_line() {
-        let policy: PolicyView = serde_json::from_value(json!({
+        let policy: Policy = serde_json::from_value(json!({
             "name": "shop-to-b", "endpoint": "idc-b", "direction": "push",
             "filters": {"projects": ["shop"], "tag": "v*"},
             "triggers": {"onEvent": true, "cron": "0 3 * * *"},
@@ -1566,7 +1466,7 @@ mod tests {
 
     #[test]
     fn endpoints_never_show_the_secret() {
-        let list: Items<EndpointView> = serde_json::from_value(json!({"items": [
+        let list: Items<Endpoint> = serde_json::from_value(json!({"items": [
             {"name": "idc-b", "url": "http://b:7700", "kind": "wharf",
              "username": "robot$shop+sync", "sealedPassword": "<sealed>", "createdAt": 0},
             {"name": "hub", "url": "http://hub", "kind": "registry", "createdAt": 0},
