@@ -58,9 +58,7 @@ pub use model::{
     Direction, Endpoint, EndpointKind, EndpointSpec, Filters, Job, JobDetail, Policy, Progress,
     ResumePoint, State, Task, TaskKind, TriggerKind, Triggers,
 };
-pub use remote::{
-    INSTANCE_HEADER, ORIGIN_HEADER, RemoteOptions, RemoteRegistry, TAG_OUTCOME_HEADER,
-};
+pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
 pub use secret::SecretBox;
 pub use service::{JobSummary, Replication, ReplicationOptions, Report, ReportHook};

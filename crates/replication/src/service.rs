@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use wharf_image::RegistryCredentials;
+use wharf_distribution::RegistryCredentials;
 use wharf_oci::{RepositoryName, Tag};
 use wharf_registry::http::{EventSink, RegistryEvent};
 use wharf_registry::{Origin, Registry};
