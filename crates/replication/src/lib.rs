@@ -62,3 +62,5 @@ pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
 pub use secret::SecretBox;
 pub use service::{JobSummary, Replication, ReplicationOptions, Report, ReportHook};
+/// The credentials a [`RemoteRegistry`] authenticates with.
+pub use wharf_distribution::RegistryCredentials;
