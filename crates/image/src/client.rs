@@ -8,7 +8,7 @@ use bytes::Bytes;
 use reqwest::{Method, Response, StatusCode, Url};
 use wharf_distribution::{
     Client, MAX_MANIFEST_BYTES, SendError, TokenCache, TokenFailure, TokenScope, error_message,
-    read_limited,
+    header_str, read_limited,
 };
 use wharf_oci::Digest;
 
@@ -112,11 +112,7 @@ impl Session {
             .manifest(Method::GET, self.repository(), reference)
             .await;
         let response = self.success(response, &url, &what).await?;
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let content_type = header_str(&response, "content-type");
         match read_limited(response, MAX_MANIFEST_BYTES).await {
             Ok(Some(body)) => Ok((content_type, body)),
             Ok(None) => Err(ImageError::InvalidManifest {
