@@ -1,27 +1,24 @@
-//! The registry side of a pull: OCI Distribution requests for one
-//! repository, answering Docker token (and Basic) challenges on the way.
+//! The registry side of a pull: the distribution client for one image's
+//! repository, and what its answers mean for a pull.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::{Response, StatusCode, header};
-use wharf_oci::Digest;
-use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
-
-use crate::auth::{
-    Challenge, TokenCache, TokenFailure, TokenKey, error_message, read_limited, request_token,
+use reqwest::{Method, Response, StatusCode, Url};
+use wharf_distribution::{
+    Client, MAX_MANIFEST_BYTES, SendError, TokenCache, TokenFailure, TokenScope, error_message,
+    header_str, read_limited,
 };
+use wharf_oci::Digest;
+
 use crate::reference::split_port;
 use crate::{ImageError, ImageRef, RegistryCredentials};
-
-/// Largest manifest accepted (the distribution registry's limit too).
-pub(crate) const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// HTTP client, token cache and transport policy shared by all pulls.
 pub(crate) struct RegistryClient {
     http: reqwest::Client,
-    tokens: TokenCache,
+    tokens: Arc<TokenCache>,
     plain_http: Vec<String>,
 }
 
@@ -40,7 +37,7 @@ impl RegistryClient {
             .map_err(|e| ImageError::Internal(format!("cannot build the http client: {e}")))?;
         Ok(RegistryClient {
             http,
-            tokens: TokenCache::default(),
+            tokens: Arc::default(),
             plain_http,
         })
     }
@@ -64,36 +61,34 @@ impl RegistryClient {
 
 /// Requests for one image's repository with one set of credentials.
 pub(crate) struct Session {
-    client: Arc<RegistryClient>,
+    registry: Client,
     image: ImageRef,
-    base: String,
-    credentials: Option<RegistryCredentials>,
-}
-
-enum Auth {
-    Anonymous,
-    Bearer(String),
-    Basic,
 }
 
 impl Session {
     pub(crate) fn new(
-        client: Arc<RegistryClient>,
+        client: &RegistryClient,
         image: &ImageRef,
         credentials: Option<&RegistryCredentials>,
-    ) -> Session {
+    ) -> Result<Session, ImageError> {
         let base = format!(
-            "{}://{}/v2/{}",
+            "{}://{}/",
             client.scheme(image.registry()),
-            image.registry(),
-            image.repository()
+            image.registry()
         );
-        Session {
-            client,
+        let base = Url::parse(&base).map_err(|e| ImageError::InvalidReference {
+            reference: image.to_string(),
+            reason: format!("registry {}: {e}", image.registry()),
+        })?;
+        // Tokens are asked for the scope the registry names, as docker does.
+        let registry = Client::new(image.registry(), base, client.http.clone())
+            .with_credentials(credentials.cloned())
+            .with_tokens(client.tokens.clone())
+            .asking(TokenScope::Challenged);
+        Ok(Session {
+            registry,
             image: image.clone(),
-            base,
-            credentials: credentials.cloned(),
-        }
+        })
     }
 
     /// The image this session pulls, for messages.
@@ -101,41 +96,44 @@ impl Session {
         self.image.to_string()
     }
 
+    fn repository(&self) -> &str {
+        self.image.repository().as_str()
+    }
+
     /// `GET /v2/<repo>/manifests/<reference>`: the content type and body.
     pub(crate) async fn manifest(
         &self,
         reference: &str,
     ) -> Result<(Option<String>, Bytes), ImageError> {
-        let accept = [
-            OCI_MANIFEST,
-            OCI_INDEX,
-            DOCKER_MANIFEST,
-            DOCKER_MANIFEST_LIST,
-        ]
-        .join(", ");
         let what = format!("manifest {reference}");
-        let url = format!("{}/manifests/{reference}", self.base);
-        let response = self.get(&url, Some(&accept), &what).await?;
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let url = self.registry.manifest_url(self.repository(), reference);
+        let response = self
+            .registry
+            .manifest(Method::GET, self.repository(), reference)
+            .await;
+        let response = self.success(response, &url, &what).await?;
+        let content_type = header_str(&response, "content-type");
         match read_limited(response, MAX_MANIFEST_BYTES).await {
             Ok(Some(body)) => Ok((content_type, body)),
             Ok(None) => Err(ImageError::InvalidManifest {
                 image: self.image(),
                 reason: format!("{what} is larger than {MAX_MANIFEST_BYTES} bytes"),
             }),
-            Err(source) => Err(self.http_error(&url, source)),
+            Err(source) => Err(self.http_error(url.as_str(), source)),
         }
     }
 
     /// `GET /v2/<repo>/blobs/<digest>`, the response ready to stream.
     pub(crate) async fn blob(&self, digest: &Digest) -> Result<(Response, String), ImageError> {
-        let url = format!("{}/blobs/{digest}", self.base);
-        let response = self.get(&url, None, &format!("blob {digest}")).await?;
-        Ok((response, url))
+        let url = self.registry.blob_url(self.repository(), digest);
+        let response = self
+            .registry
+            .blob(Method::GET, self.repository(), digest, 0)
+            .await;
+        let response = self
+            .success(response, &url, &format!("blob {digest}"))
+            .await?;
+        Ok((response, url.to_string()))
     }
 
     /// A small blob (the config) read whole, at most `limit` bytes.
@@ -164,124 +162,49 @@ impl Session {
         }
     }
 
-    fn token_key(&self) -> TokenKey {
-        let user = self
-            .credentials
-            .as_ref()
-            .map_or(String::new(), |c| c.username.clone());
-        (
-            self.image.registry().to_string(),
-            self.image.repository().to_string(),
-            user,
-        )
-    }
-
-    /// A successful response to `GET url`, authenticating as challenged: a
-    /// cached token first, then at most one fresh token (or Basic) retry.
-    async fn get(
+    /// A successful answer, or what went wrong as an [`ImageError`].
+    async fn success(
         &self,
-        url: &str,
-        accept: Option<&str>,
+        sent: Result<Response, SendError>,
+        url: &Url,
         what: &str,
     ) -> Result<Response, ImageError> {
-        let key = self.token_key();
-        let mut auth = self
-            .client
-            .tokens
-            .get(&key)
-            .map_or(Auth::Anonymous, Auth::Bearer);
-        let mut answered = false;
-        loop {
-            let response = self.send(url, accept, &auth).await?;
-            if response.status().is_success() {
-                return Ok(response);
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) => Err(self.status_error(response, url.as_str(), what).await),
+            Err(SendError::NoChallenge(response)) => {
+                Err(self.status_error(*response, url.as_str(), what).await)
             }
-            match challenge_of(&response) {
-                Some(challenge) if !answered => {
-                    self.client.tokens.forget(&key);
-                    auth = self.answer(challenge, &key).await?;
-                    answered = true;
-                }
-                _ => return Err(self.status_error(response, url, what).await),
-            }
+            Err(error) => Err(self.send_error(error)),
         }
     }
 
-    async fn send(
-        &self,
-        url: &str,
-        accept: Option<&str>,
-        auth: &Auth,
-    ) -> Result<Response, ImageError> {
-        let mut request = self.client.http.get(url);
-        if let Some(accept) = accept {
-            request = request.header(header::ACCEPT, accept);
-        }
-        request = match (auth, &self.credentials) {
-            (Auth::Bearer(token), _) => request.bearer_auth(token),
-            (Auth::Basic, Some(c)) => request.basic_auth(&c.username, Some(&c.password)),
-            _ => request,
-        };
-        request
-            .send()
-            .await
-            .map_err(|source| self.http_error(url, source))
-    }
-
-    async fn answer(&self, challenge: Challenge, key: &TokenKey) -> Result<Auth, ImageError> {
-        match challenge {
-            Challenge::Basic if self.credentials.is_some() => Ok(Auth::Basic),
-            Challenge::Basic => Err(ImageError::Unauthorized {
-                image: self.image(),
-                message: "the registry asks for Basic credentials and none were given".into(),
-            }),
-            Challenge::Bearer {
-                realm,
-                service,
-                scope,
-                ..
-            } => {
-                let scope =
-                    scope.unwrap_or_else(|| format!("repository:{}:pull", self.image.repository()));
-                let (token, expires_in) = self.token(&realm, service.as_deref(), &scope).await?;
-                self.client
-                    .tokens
-                    .put(key.clone(), token.clone(), expires_in);
-                Ok(Auth::Bearer(token))
-            }
-        }
-    }
-
-    /// Asks the token server at `realm` for `scope`, with Basic credentials
-    /// when there are any (anonymously otherwise, for public projects).
-    async fn token(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-    ) -> Result<(String, Option<u64>), ImageError> {
+    fn send_error(&self, error: SendError) -> ImageError {
         let unauthorized = |message: String| ImageError::Unauthorized {
             image: self.image(),
             message,
         };
-        let failure = match request_token(
-            &self.client.http,
-            realm,
-            service,
-            scope,
-            self.credentials.as_ref(),
-        )
-        .await
-        {
-            Ok(token) => return Ok(token),
-            Err(failure) => failure,
+        match error {
+            SendError::Transport { url, source } => self.http_error(url.as_str(), source),
+            SendError::Token { realm, failure } => self.token_error(&realm, failure),
+            SendError::BasicWithoutCredentials => {
+                unauthorized("the registry asks for Basic credentials and none were given".into())
+            }
+            other => unauthorized(other.to_string()),
+        }
+    }
+
+    fn token_error(&self, realm: &str, failure: TokenFailure) -> ImageError {
+        let unauthorized = |message: String| ImageError::Unauthorized {
+            image: self.image(),
+            message,
         };
-        Err(match failure {
+        match failure {
             TokenFailure::UnusableRealm => unauthorized(format!("unusable token realm {realm:?}")),
             TokenFailure::Refused(detail) => {
                 let who = self
-                    .credentials
-                    .as_ref()
+                    .registry
+                    .credentials()
                     .map_or("anonymous access".to_string(), |c| {
                         format!("the credentials of {}", c.username)
                     });
@@ -297,7 +220,7 @@ impl Session {
                 unauthorized(format!("token server {realm} sent no token: {why}"))
             }
             TokenFailure::Transport(source) => self.http_error(realm, source),
-        })
+        }
     }
 
     async fn status_error(&self, response: Response, url: &str, what: &str) -> ImageError {
@@ -320,25 +243,6 @@ impl Session {
             },
         }
     }
-}
-
-/// The challenge to answer: any on a 401; on a 403 only a Bearer challenge
-/// saying the token's scope is insufficient (a token for more may help).
-fn challenge_of(response: &Response) -> Option<Challenge> {
-    let status = response.status();
-    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
-        return None;
-    }
-    let challenge = response
-        .headers()
-        .get_all(header::WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(Challenge::parse)
-        .next()?;
-    let insufficient_scope =
-        matches!(&challenge, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope");
-    (status == StatusCode::UNAUTHORIZED || insufficient_scope).then_some(challenge)
 }
 
 #[cfg(test)]

@@ -12,16 +12,17 @@
 //!                       ─ layout.rs:  image record + reference record (atomic JSON)
 //! ```
 //!
-//! `client.rs` speaks HTTP: plain HTTP to loopback registries and to those
-//! listed in [`ImageStoreOptions::plain_http`]; HTTPS needs a TLS-enabled
-//! reqwest, which the workspace does not enable yet.
+//! `client.rs` speaks HTTP through `wharf-distribution` (token auth, the
+//! distribution endpoints) and says what its answers mean for a pull: plain
+//! HTTP to loopback registries and to those listed in
+//! [`ImageStoreOptions::plain_http`]; HTTPS needs a TLS-enabled reqwest,
+//! which the workspace does not enable yet.
 //!
 //! **Invariants:** a layer directory is visible only once completely
 //! unpacked and verified; no archive entry writes outside its layer
 //! directory; blocking work (hashing, decompression, unpacking, file IO)
 //! runs on blocking threads, never on the async runtime's workers.
 
-mod auth;
 mod client;
 mod config;
 mod error;
@@ -33,10 +34,6 @@ mod resolve;
 mod store;
 mod unpack;
 
-pub use auth::{
-    Challenge, RegistryCredentials, TokenCache, TokenFailure, TokenKey, error_message,
-    read_limited, request_token,
-};
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
 pub use reference::ImageRef;
@@ -46,6 +43,8 @@ pub use store::{
 pub use unpack::{
     Compression, DiskReserve, UnpackLimits, UnpackOptions, UnpackStats, UnpackWatch, unpack_layer,
 };
+/// Credentials for a pull: the distribution client's.
+pub use wharf_distribution::RegistryCredentials;
 
 use wharf_oci::Digest;
 

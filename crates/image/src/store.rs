@@ -226,7 +226,7 @@ impl ImageStore {
             progress(finished_progress(image, pulled.size_bytes));
             return Ok(pulled);
         }
-        let session = Arc::new(Session::new(self.client.clone(), image, credentials));
+        let session = Arc::new(Session::new(&self.client, image, credentials)?);
         let resolved = resolve(&session, image, &self.platform).await?;
         if let Some(pulled) = self.reuse(image, &resolved.manifest_digest).await? {
             progress(finished_progress(image, pulled.size_bytes));

@@ -14,6 +14,7 @@ mod digest;
 mod error;
 pub mod manifest;
 mod name;
+pub mod wire;
 
 pub use digest::{Digest, DigestAlgorithm, StreamHasher};
 pub use error::Error;

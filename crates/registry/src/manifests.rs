@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use wharf_oci::manifest::Descriptor;
+use wharf_oci::wire::{delete_outcome, tag_outcome};
 use wharf_oci::{Digest, DigestAlgorithm, ParsedManifest, Reference, RepositoryName, Tag};
 use wharf_store::{KeyValue, ListOptions, ListPage, StoreExt, Txn};
 
@@ -90,12 +91,12 @@ impl TagOutcome {
     /// `none`, `stored`, `unchanged`, `replaced`, `kept` or `kept-deleted`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            TagOutcome::NoTag => "none",
-            TagOutcome::Stored => "stored",
-            TagOutcome::Unchanged => "unchanged",
-            TagOutcome::Replaced { .. } => "replaced",
-            TagOutcome::Kept { .. } => "kept",
-            TagOutcome::KeptDeleted { .. } => "kept-deleted",
+            TagOutcome::NoTag => tag_outcome::NONE,
+            TagOutcome::Stored => tag_outcome::STORED,
+            TagOutcome::Unchanged => tag_outcome::UNCHANGED,
+            TagOutcome::Replaced { .. } => tag_outcome::REPLACED,
+            TagOutcome::Kept { .. } => tag_outcome::KEPT,
+            TagOutcome::KeptDeleted { .. } => tag_outcome::KEPT_DELETED,
         }
     }
 }
@@ -124,9 +125,9 @@ impl DeleteOutcome {
     /// `deleted`, `kept` or `absent`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            DeleteOutcome::Deleted => "deleted",
-            DeleteOutcome::Kept { .. } => "kept",
-            DeleteOutcome::Absent => "absent",
+            DeleteOutcome::Deleted => delete_outcome::DELETED,
+            DeleteOutcome::Kept { .. } => delete_outcome::KEPT,
+            DeleteOutcome::Absent => delete_outcome::ABSENT,
         }
     }
 }

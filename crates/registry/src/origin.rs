@@ -34,7 +34,7 @@ const MAX_CLOCK_AHEAD_MILLIS: u64 = 10 * 60_000;
 
 impl Origin {
     /// The name of the HTTP header that carries an origin.
-    pub const HEADER: &'static str = "Wharf-Origin";
+    pub const HEADER: &'static str = wharf_oci::wire::ORIGIN_HEADER;
 
     /// An origin after checking the instance id's grammar.
     pub fn new(instance: impl Into<String>, at: u64) -> Result<Origin, RegistryError> {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use wharf_image::RegistryCredentials;
+use wharf_distribution::RegistryCredentials;
 use wharf_oci::RepositoryName;
 use wharf_store::Store;
 

@@ -62,9 +62,9 @@ pub use model::{
     Direction, Endpoint, EndpointCheck, EndpointKind, EndpointSpec, Filters, Job, JobDetail,
     JobSummary, Policy, Progress, ResumePoint, State, Task, TaskKind, TriggerKind, Triggers,
 };
-pub use remote::{
-    INSTANCE_HEADER, ORIGIN_HEADER, RemoteOptions, RemoteRegistry, TAG_OUTCOME_HEADER,
-};
+pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
 pub use secret::SecretBox;
 pub use service::{Replication, ReplicationOptions, Report, ReportHook};
+/// The credentials a [`RemoteRegistry`] authenticates with.
+pub use wharf_distribution::RegistryCredentials;

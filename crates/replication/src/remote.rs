@@ -1,17 +1,21 @@
 //! Another registry over the OCI Distribution API, with Docker token (or
-//! Basic) authentication: Wharf peers and any other registry.
+//! Basic) authentication: Wharf peers and any other registry. The wire
+//! (token auth, endpoints) is `wharf-distribution`'s; this module says what
+//! the answers mean for a copy: absent, done, or an error that is worth a
+//! retry or not.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
-use reqwest::{RequestBuilder, Response, StatusCode, Url, header};
+use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
-use wharf_image::{
-    Challenge, RegistryCredentials, TokenCache, TokenFailure, TokenKey, error_message,
-    read_limited, request_token,
+use wharf_distribution::{
+    Client, MAX_MANIFEST_BYTES, RegistryCredentials, SendError, TokenFailure, content_digest,
+    error_message, header_str, location, media_type, next_link, pull_scope, range_end,
+    read_limited,
 };
-use wharf_oci::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use wharf_oci::wire::{INSTANCE_HEADER, ORIGIN_HEADER, TAG_HEADER, delete_outcome, tag_outcome};
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
 use wharf_registry::{Origin, Tombstone};
 
@@ -19,14 +23,6 @@ use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
 use crate::model::EndpointKind;
 
-/// Header a Wharf registry names its instance with on `/v2/`.
-pub const INSTANCE_HEADER: &str = "wharf-instance";
-/// Header carrying a write's origin between Wharf registries.
-pub const ORIGIN_HEADER: &str = "wharf-origin";
-/// Header a Wharf registry reports a tag write's outcome with.
-pub const TAG_OUTCOME_HEADER: &str = "wharf-tag";
-
-const MAX_MANIFEST_BYTES: usize = 4 << 20;
 const PAGE: usize = 1000;
 
 /// Timeouts of the HTTP client.
@@ -51,10 +47,7 @@ impl Default for RemoteOptions {
 pub struct RemoteRegistry {
     name: String,
     kind: EndpointKind,
-    base: Url,
-    http: reqwest::Client,
-    credentials: Option<RegistryCredentials>,
-    tokens: TokenCache,
+    registry: Client,
 }
 
 #[derive(Deserialize)]
@@ -81,16 +74,6 @@ struct ListedTombstone {
 struct TagList {
     #[serde(default)]
     tags: Option<Vec<String>>,
-}
-
-fn manifest_accept() -> String {
-    [
-        OCI_MANIFEST,
-        OCI_INDEX,
-        DOCKER_MANIFEST,
-        DOCKER_MANIFEST_LIST,
-    ]
-    .join(", ")
 }
 
 impl RemoteRegistry {
@@ -122,44 +105,35 @@ impl RemoteRegistry {
             .user_agent(concat!("wharf-replication/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ReplicationError::Internal(format!("http client: {e}")))?;
+        // Tokens are asked for the scope they are cached and used for
+        // (pull,push for a copy), not a challenge's narrower one.
+        let registry = Client::new(name, base, http).with_credentials(credentials);
         Ok(RemoteRegistry {
             name: name.to_string(),
             kind,
-            base,
-            http,
-            credentials,
-            tokens: TokenCache::default(),
+            registry,
         })
     }
 
     /// Asks `/v2/` with the endpoint's credentials, whatever its kind: an
     /// error if it does not answer or refuses them; a Wharf's instance id.
     pub async fn ping(&self) -> Result<Option<String>, ReplicationError> {
-        let url = self.url("/v2/");
-        let response = self.send("", "ping", || self.http.get(url.clone())).await?;
+        let response = self
+            .registry
+            .ping()
+            .await
+            .map_err(|e| self.send_error("ping", e))?;
         if !response.status().is_success() {
             return Err(self.failure("ping", response).await);
         }
         Ok(header_str(&response, INSTANCE_HEADER))
     }
 
-    fn url(&self, path: &str) -> Url {
-        self.base
-            .join(path)
-            .expect("registry paths are valid URL paths")
-    }
-
     /// A session handle (`Location`) as an absolute URL on this registry.
     fn session_url(&self, session: &str) -> Result<Url, ReplicationError> {
-        let url = self
-            .base
-            .join(session)
-            .map_err(|_| self.permanent(format!("unusable upload location {session:?}")))?;
-        // A peer must not point our credentials at another host.
-        if url.origin() != self.base.origin() {
-            return Err(self.permanent(format!("upload location {session:?} leaves the registry")));
-        }
-        Ok(url)
+        self.registry
+            .location(session)
+            .map_err(|e| self.permanent(e.to_string()))
     }
 
     fn retryable(&self, message: String) -> ReplicationError {
@@ -189,87 +163,35 @@ impl RemoteRegistry {
         self.retryable(message)
     }
 
-    /// Tokens are cached per scope and account.
-    fn token_key(&self, scope: &str) -> TokenKey {
-        let user = self.credentials.as_ref().map(|c| c.username.clone());
-        (
-            self.name.clone(),
-            scope.to_string(),
-            user.unwrap_or_default(),
-        )
-    }
-
-    fn authorize(&self, request: RequestBuilder, scope: &str) -> RequestBuilder {
-        match (self.tokens.get(&self.token_key(scope)), &self.credentials) {
-            (Some(token), _) if token != BASIC => request.bearer_auth(token),
-            (Some(_), Some(c)) => request.basic_auth(&c.username, Some(&c.password)),
-            _ => request,
+    /// A request that got no answer worth reading, as a replication error.
+    fn send_error(&self, what: &str, error: SendError) -> ReplicationError {
+        match error {
+            SendError::Transport { source, .. } => self.transport(what, source),
+            SendError::Token { realm, failure } => self.token_error(&realm, failure),
+            SendError::BasicWithoutCredentials => {
+                self.permanent("asks for credentials and the endpoint has none".into())
+            }
+            SendError::NoChallenge(response) => {
+                self.permanent(format!("{} without a usable challenge", response.status()))
+            }
+            SendError::TokenExpired => {
+                self.retryable(format!("{what}: token expired during the transfer"))
+            }
+            location @ (SendError::UnusableLocation(_) | SendError::ForeignLocation(_)) => {
+                self.permanent(location.to_string())
+            }
         }
     }
 
-    /// Answers a challenge: fetches a token for it (or switches to Basic)
-    /// and caches it under our own scope key.
-    async fn answer(&self, response: &Response, scope: &str) -> Result<(), ReplicationError> {
-        let challenge = response
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(Challenge::parse)
-            .ok_or_else(|| {
-                self.permanent(format!("{} without a usable challenge", response.status()))
-            })?;
-        let (token, expires_in) = match challenge {
-            Challenge::Basic => {
-                if self.credentials.is_none() {
-                    return Err(
-                        self.permanent("asks for credentials and the endpoint has none".into())
-                    );
-                }
-                (BASIC.to_string(), Some(3600))
-            }
-            Challenge::Bearer {
-                realm,
-                service,
-                scope: asked,
-                ..
-            } => {
-                // The token is cached for `scope` and used for what it
-                // says (a status read now, the pushes after it), so ask
-                // for that: the challenge names only what this one request
-                // needs (pull, for an upload's status).
-                let wanted = if scope.is_empty() {
-                    asked.as_deref().unwrap_or_default()
-                } else {
-                    scope
-                };
-                self.token(&realm, service.as_deref(), wanted).await?
-            }
-        };
-        self.tokens.put(self.token_key(scope), token, expires_in);
-        Ok(())
-    }
-
-    async fn token(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-    ) -> Result<(String, Option<u64>), ReplicationError> {
-        let failure =
-            match request_token(&self.http, realm, service, scope, self.credentials.as_ref()).await
-            {
-                Ok(token) => return Ok(token),
-                Err(failure) => failure,
-            };
-        Err(match failure {
+    fn token_error(&self, realm: &str, failure: TokenFailure) -> ReplicationError {
+        match failure {
             TokenFailure::UnusableRealm => {
                 self.permanent(format!("unusable token realm {realm:?}"))
             }
             TokenFailure::Refused(detail) => {
                 let who = self
-                    .credentials
-                    .as_ref()
+                    .registry
+                    .credentials()
                     .map_or("anonymous access".into(), |c| c.username.clone());
                 self.permanent(format!("token server refused {who}: {detail}"))
             }
@@ -280,49 +202,7 @@ impl RemoteRegistry {
                 self.permanent(format!("token server sent no token: {why}"))
             }
             TokenFailure::Transport(e) => self.transport("token", e),
-        })
-    }
-
-    /// Sends a request that can be repeated, answering one challenge.
-    async fn send(
-        &self,
-        scope: &str,
-        what: &str,
-        make: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, ReplicationError> {
-        let response = self
-            .authorize(make(), scope)
-            .send()
-            .await
-            .map_err(|e| self.transport(what, e))?;
-        if !needs_new_token(&response) {
-            return Ok(response);
         }
-        self.answer(&response, scope).await?;
-        self.authorize(make(), scope)
-            .send()
-            .await
-            .map_err(|e| self.transport(what, e))
-    }
-
-    /// Sends a request whose body is a stream (cannot be repeated): the
-    /// token must already be cached; a 401 forgets it and fails retryably.
-    async fn send_stream(
-        &self,
-        scope: &str,
-        what: &str,
-        request: RequestBuilder,
-    ) -> Result<Response, ReplicationError> {
-        let response = self
-            .authorize(request, scope)
-            .send()
-            .await
-            .map_err(|e| self.transport(what, e))?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            self.tokens.forget(&self.token_key(scope));
-            return Err(self.retryable(format!("{what}: token expired during the transfer")));
-        }
-        Ok(response)
     }
 
     /// Turns an unexpected answer into an error: client errors are
@@ -352,8 +232,10 @@ impl RemoteRegistry {
         let mut next = Some(first);
         while let Some(url) = next.take() {
             let response = self
-                .send(scope, what, || self.http.get(url.clone()))
-                .await?;
+                .registry
+                .send(scope, |http| http.get(url.clone()))
+                .await
+                .map_err(|e| self.send_error(what, e))?;
             if response.status() == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
@@ -380,7 +262,7 @@ impl RemoteRegistry {
         scope: &str,
         what: &str,
     ) -> Result<Vec<T>, ReplicationError> {
-        let mut url = self.url(path);
+        let mut url = self.registry.url(path);
         url.query_pairs_mut().append_pair("n", &PAGE.to_string());
         Ok(self.paged(scope, url, what).await?.unwrap_or_default())
     }
@@ -388,19 +270,16 @@ impl RemoteRegistry {
     /// `HEAD` or `GET` of a manifest; `None` when the registry has none.
     async fn manifest_response(
         &self,
-        method: reqwest::Method,
+        method: Method,
         repo: &RepositoryName,
         reference: &str,
     ) -> Result<Option<Response>, ReplicationError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(&pull_scope(repo), &what, || {
-                self.http
-                    .request(method.clone(), url.clone())
-                    .header(header::ACCEPT, manifest_accept())
-            })
-            .await?;
+            .registry
+            .manifest(method, repo.as_str(), reference)
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -417,68 +296,24 @@ impl RemoteRegistry {
     ) -> Result<Option<TagState>, ReplicationError> {
         let what = format!("manifest {repo}:{reference}");
         let Some(response) = self
-            .manifest_response(reqwest::Method::HEAD, repo, reference)
+            .manifest_response(Method::HEAD, repo, reference)
             .await?
         else {
             return Ok(None);
         };
-        let digest = header_str(&response, "docker-content-digest")
-            .and_then(|d| d.parse().ok())
+        let digest = content_digest(&response)
             .ok_or_else(|| self.permanent(format!("{what}: no Docker-Content-Digest")))?;
         let origin =
             header_str(&response, ORIGIN_HEADER).and_then(|o| Origin::parse_header(&o).ok());
         Ok(Some(TagState { digest, origin }))
     }
-}
 
-/// Whether a fresh token may help: a 401, or a 403 whose challenge says
-/// the token's scope is insufficient (the token predates a permission,
-/// such as a project created since).
-fn needs_new_token(response: &Response) -> bool {
-    match response.status() {
-        StatusCode::UNAUTHORIZED => true,
-        StatusCode::FORBIDDEN => response
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(Challenge::parse)
-            .any(|c| matches!(c, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope")),
-        _ => false,
+    /// The origin header to send with a write: only Wharfs keep origins.
+    fn origin_header(&self, origin: Option<&Origin>) -> Option<String> {
+        origin
+            .filter(|_| self.kind == EndpointKind::Wharf)
+            .map(Origin::to_header)
     }
-}
-
-/// Marks a cached "token" that means: send Basic credentials.
-const BASIC: &str = "\u{0}basic";
-
-fn pull_scope(repo: &RepositoryName) -> String {
-    format!("repository:{repo}:pull")
-}
-
-fn push_scope(repo: &RepositoryName) -> String {
-    format!("repository:{repo}:pull,push")
-}
-
-fn header_str(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)?
-        .to_str()
-        .ok()
-        .map(str::to_string)
-}
-
-/// The target of `Link: <url>; rel="next"`.
-fn next_link(response: &Response) -> Option<String> {
-    let link = header_str(response, "link")?;
-    let (target, params) = link.split_once(';')?;
-    params.contains("rel=\"next\"").then(|| {
-        target
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string()
-    })
 }
 
 #[async_trait]
@@ -508,7 +343,11 @@ impl RegistryAccess for RemoteRegistry {
     async fn tag_names(&self, repo: &RepositoryName) -> Result<Vec<Tag>, ReplicationError> {
         let path = format!("/v2/{repo}/tags/list");
         let pages: Vec<TagList> = self
-            .listing(&path, &pull_scope(repo), &format!("tags of {repo}"))
+            .listing(
+                &path,
+                &pull_scope(repo.as_str()),
+                &format!("tags of {repo}"),
+            )
             .await?;
         Ok(pages
             .into_iter()
@@ -566,20 +405,15 @@ impl RegistryAccess for RemoteRegistry {
         reference: &str,
     ) -> Result<Option<Manifest>, ReplicationError> {
         let what = format!("manifest {repo}:{reference}");
-        let Some(response) = self
-            .manifest_response(reqwest::Method::GET, repo, reference)
-            .await?
-        else {
+        let Some(response) = self.manifest_response(Method::GET, repo, reference).await? else {
             return Ok(None);
         };
-        let media_type = header_str(&response, "content-type")
-            .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
+        let media_type = media_type(&response).unwrap_or_default();
         // The digest asked for, else the one the registry claims; never trusted unchecked.
         let claimed = reference
             .parse::<Digest>()
             .ok()
-            .or_else(|| header_str(&response, "docker-content-digest")?.parse().ok());
+            .or_else(|| content_digest(&response));
         let bytes = read_limited(response, MAX_MANIFEST_BYTES)
             .await
             .map_err(|e| self.transport(&what, e))?
@@ -613,11 +447,12 @@ impl RegistryAccess for RemoteRegistry {
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<u64>, ReplicationError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(&pull_scope(repo), &what, || self.http.head(url.clone()))
-            .await?;
+            .registry
+            .blob(Method::HEAD, repo.as_str(), digest, 0)
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(response.content_length()),
@@ -631,18 +466,12 @@ impl RegistryAccess for RemoteRegistry {
         digest: &Digest,
         offset: u64,
     ) -> Result<ByteStream, ReplicationError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(&pull_scope(repo), &what, || {
-                let request = self.http.get(url.clone());
-                if offset > 0 {
-                    request.header(header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    request
-                }
-            })
-            .await?;
+            .registry
+            .blob(Method::GET, repo.as_str(), digest, offset)
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         let expected = if offset > 0 {
             StatusCode::PARTIAL_CONTENT
         } else {
@@ -668,27 +497,20 @@ impl RegistryAccess for RemoteRegistry {
         digest: &Digest,
         from: &RepositoryName,
     ) -> Result<bool, ReplicationError> {
-        let mut url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
-        url.query_pairs_mut()
-            .append_pair("mount", digest.as_str())
-            .append_pair("from", from.as_str());
-        let scope = format!("{} repository:{from}:pull", push_scope(repo));
         let what = format!("mount of {digest} into {repo}");
         let response = self
-            .send(&scope, &what, || self.http.post(url.clone()))
-            .await?;
+            .registry
+            .mount_blob(repo.as_str(), digest, from.as_str())
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         match response.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
                 // Not mounted: the registry opened a session we do not need.
-                if let Some(location) = header_str(&response, "location")
+                if let Some(location) = location(&response)
                     && let Ok(session) = self.session_url(&location)
                 {
-                    let _ = self
-                        .send(&push_scope(repo), &what, || {
-                            self.http.delete(session.clone())
-                        })
-                        .await;
+                    let _ = self.registry.cancel_upload(repo.as_str(), &session).await;
                 }
                 Ok(false)
             }
@@ -697,16 +519,16 @@ impl RegistryAccess for RemoteRegistry {
     }
 
     async fn start_upload(&self, repo: &RepositoryName) -> Result<String, ReplicationError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let what = format!("upload to {repo}");
         let response = self
-            .send(&push_scope(repo), &what, || self.http.post(url.clone()))
-            .await?;
+            .registry
+            .start_upload(repo.as_str())
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(self.failure(&what, response).await);
         }
-        header_str(&response, "location")
-            .ok_or_else(|| self.permanent(format!("{what}: no Location")))
+        location(&response).ok_or_else(|| self.permanent(format!("{what}: no Location")))
     }
 
     async fn upload_offset(
@@ -717,8 +539,10 @@ impl RegistryAccess for RemoteRegistry {
         let url = self.session_url(session)?;
         let what = format!("upload status in {repo}");
         let response = self
-            .send(&push_scope(repo), &what, || self.http.get(url.clone()))
-            .await?;
+            .registry
+            .upload_status(repo.as_str(), &url)
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(Some(range_end(&response).unwrap_or(0))),
@@ -736,22 +560,21 @@ impl RegistryAccess for RemoteRegistry {
     ) -> Result<String, ReplicationError> {
         let url = self.session_url(session)?;
         let what = format!("upload of {len} bytes at {offset} to {repo}");
-        let request = self
-            .http
-            .patch(url)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, len)
-            .header(
-                header::CONTENT_RANGE,
-                format!("{offset}-{}", offset + len - 1),
+        let response = self
+            .registry
+            .append_upload(
+                repo.as_str(),
+                url,
+                offset,
+                len,
+                reqwest::Body::wrap_stream(body),
             )
-            .body(reqwest::Body::wrap_stream(body));
-        let response = self.send_stream(&push_scope(repo), &what, request).await?;
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(self.failure(&what, response).await);
         }
-        header_str(&response, "location")
-            .ok_or_else(|| self.permanent(format!("{what}: no Location")))
+        location(&response).ok_or_else(|| self.permanent(format!("{what}: no Location")))
     }
 
     async fn finish_upload(
@@ -760,14 +583,13 @@ impl RegistryAccess for RemoteRegistry {
         session: &str,
         digest: &Digest,
     ) -> Result<(), ReplicationError> {
-        let mut url = self.session_url(session)?;
-        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let url = self.session_url(session)?;
         let what = format!("blob {digest} in {repo}");
         let response = self
-            .send(&push_scope(repo), &what, || {
-                self.http.put(url.clone()).header(header::CONTENT_LENGTH, 0)
-            })
-            .await?;
+            .registry
+            .finish_upload(repo.as_str(), &url, digest, None)
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         if response.status() != StatusCode::CREATED {
             return Err(self.failure(&what, response).await);
         }
@@ -781,32 +603,27 @@ impl RegistryAccess for RemoteRegistry {
         manifest: &Manifest,
         origin: Option<&Origin>,
     ) -> Result<TagWrite, ReplicationError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let what = format!("manifest {repo}:{reference}");
         let response = self
-            .send(&push_scope(repo), &what, || {
-                let request = self
-                    .http
-                    .put(url.clone())
-                    .header(header::CONTENT_TYPE, &manifest.media_type)
-                    .body(manifest.bytes.clone());
-                match origin {
-                    Some(origin) if self.kind == EndpointKind::Wharf => {
-                        request.header(ORIGIN_HEADER, origin.to_header())
-                    }
-                    _ => request,
-                }
-            })
-            .await?;
+            .registry
+            .put_manifest(
+                repo.as_str(),
+                reference,
+                &manifest.media_type,
+                manifest.bytes.clone(),
+                self.origin_header(origin),
+            )
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         if response.status() != StatusCode::CREATED {
             return Err(self.failure(&what, response).await);
         }
-        Ok(match header_str(&response, TAG_OUTCOME_HEADER).as_deref() {
-            Some("kept") => TagWrite::Kept(format!(
+        Ok(match header_str(&response, TAG_HEADER).as_deref() {
+            Some(tag_outcome::KEPT) => TagWrite::Kept(format!(
                 "{} kept its own newer artifact under {repo}:{reference}",
                 self.name
             )),
-            Some("kept-deleted") => TagWrite::Kept(format!(
+            Some(tag_outcome::KEPT_DELETED) => TagWrite::Kept(format!(
                 "{} keeps {repo}:{reference} deleted (its delete is newer)",
                 self.name
             )),
@@ -816,15 +633,15 @@ impl RegistryAccess for RemoteRegistry {
 
     async fn ensure_project(&self, project: &str) -> Result<(), ReplicationError> {
         let Some(credentials) = self
-            .credentials
-            .as_ref()
+            .registry
+            .credentials()
             .filter(|_| self.kind == EndpointKind::Wharf)
         else {
             return Ok(());
         };
-        let login = self
-            .http
-            .post(self.url("/api/v1/login"))
+        let http = self.registry.http();
+        let login = http
+            .post(self.registry.url("/api/v1/login"))
             .json(&serde_json::json!({"username": credentials.username, "password": credentials.password}))
             .send()
             .await
@@ -840,9 +657,8 @@ impl RegistryAccess for RemoteRegistry {
         let Some(token) = token["access_token"].as_str() else {
             return Ok(());
         };
-        let existing = self
-            .http
-            .get(self.url(&format!("/api/v1/projects/{project}")))
+        let existing = http
+            .get(self.registry.url(&format!("/api/v1/projects/{project}")))
             .bearer_auth(token)
             .send()
             .await
@@ -850,9 +666,8 @@ impl RegistryAccess for RemoteRegistry {
         if existing.status() != StatusCode::NOT_FOUND {
             return Ok(());
         }
-        let created = self
-            .http
-            .post(self.url("/api/v1/projects"))
+        let created = http
+            .post(self.registry.url("/api/v1/projects"))
             .bearer_auth(token)
             .json(&serde_json::json!({"name": project, "public": false}))
             .send()
@@ -885,41 +700,26 @@ impl RegistryAccess for RemoteRegistry {
             }
             _ => reference.to_string(),
         };
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let what = format!("delete of {repo}:{tag}");
-        let scope = format!("repository:{repo}:delete");
         let response = self
-            .send(&scope, &what, || {
-                let request = self.http.delete(url.clone());
-                match origin {
-                    Some(origin) if self.kind == EndpointKind::Wharf => {
-                        request.header(ORIGIN_HEADER, origin.to_header())
-                    }
-                    _ => request,
-                }
-            })
-            .await?;
+            .registry
+            .delete_manifest(repo.as_str(), &reference, self.origin_header(origin))
+            .await
+            .map_err(|e| self.send_error(&what, e))?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(TagDelete::Absent),
             StatusCode::ACCEPTED | StatusCode::OK => {
-                Ok(match header_str(&response, TAG_OUTCOME_HEADER).as_deref() {
-                    Some("kept") => {
+                Ok(match header_str(&response, TAG_HEADER).as_deref() {
+                    Some(delete_outcome::KEPT) => {
                         TagDelete::Kept(format!("{} kept its newer {repo}:{tag}", self.name))
                     }
-                    Some("absent") => TagDelete::Absent,
+                    Some(delete_outcome::ABSENT) => TagDelete::Absent,
                     _ => TagDelete::Deleted,
                 })
             }
             _ => Err(self.failure(&what, response).await),
         }
     }
-}
-
-/// The number of bytes a session holds, from `Range: 0-<last>`.
-fn range_end(response: &Response) -> Option<u64> {
-    let range = header_str(response, "range")?;
-    let (_, last) = range.trim().trim_start_matches("bytes=").split_once('-')?;
-    last.parse::<u64>().ok().map(|last| last + 1)
 }
 
 #[cfg(test)]

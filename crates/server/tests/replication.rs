@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use wharf_image::RegistryCredentials;
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
 use wharf_registry::Origin;
 use wharf_replication::{
-    EndpointKind, Manifest, RegistryAccess, RemoteOptions, RemoteRegistry, ReplicationOptions,
-    TagState,
+    EndpointKind, Manifest, RegistryAccess, RegistryCredentials, RemoteOptions, RemoteRegistry,
+    ReplicationOptions, TagState,
 };
 use wharf_server::{Server, ServerConfig};
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use wharf_image::Challenge;
+use wharf_distribution::{Client, RegistryCredentials, location};
 use wharf_oci::{Digest, DigestAlgorithm};
 
 /// Where Debian's `busybox-static` puts the binary.
@@ -210,54 +210,43 @@ impl DemoImage {
         user: &str,
         password: &str,
     ) -> Result<()> {
-        let http = reqwest::Client::new();
-        let base = registry.trim_end_matches('/');
-        let token = registry_token(&http, base, repo, user, password).await?;
+        let base = reqwest::Url::parse(registry)
+            .with_context(|| format!("the registry address {registry:?} is not a URL"))?;
+        let registry = Client::new(registry, base, reqwest::Client::new())
+            .with_credentials(Some(RegistryCredentials::new(user, password)));
         for blob in [&self.layer, &self.config] {
-            let exists = http
-                .head(format!("{base}/v2/{repo}/blobs/{}", blob.digest))
-                .bearer_auth(&token)
-                .send()
+            let exists = registry
+                .blob(reqwest::Method::HEAD, repo, &blob.digest, 0)
                 .await?;
             if exists.status().is_success() {
                 continue;
             }
-            let started = http
-                .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-                .bearer_auth(&token)
-                .send()
-                .await?;
+            let started = registry.start_upload(repo).await?;
             if !started.status().is_success() {
                 bail!("starting an upload to {repo}: {}", started.status());
             }
-            let location = started
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .context("the registry gave no upload location")?;
-            let location = if location.starts_with('/') {
-                format!("{base}{location}")
-            } else {
-                location.to_string()
-            };
-            let separator = if location.contains('?') { '&' } else { '?' };
-            let finished = http
-                .put(format!("{location}{separator}digest={}", blob.digest))
-                .bearer_auth(&token)
-                .header("content-type", "application/octet-stream")
-                .body(blob.bytes.clone())
-                .send()
+            let location = location(&started).context("the registry gave no upload location")?;
+            let session = registry.location(&location)?;
+            let finished = registry
+                .finish_upload(
+                    repo,
+                    &session,
+                    &blob.digest,
+                    Some(blob.bytes.clone().into()),
+                )
                 .await?;
             if !finished.status().is_success() {
                 bail!("uploading {} to {repo}: {}", blob.digest, finished.status());
             }
         }
-        let pushed = http
-            .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-            .bearer_auth(&token)
-            .header("content-type", self.manifest.media_type)
-            .body(self.manifest.bytes.clone())
-            .send()
+        let pushed = registry
+            .put_manifest(
+                repo,
+                tag,
+                self.manifest.media_type,
+                self.manifest.bytes.clone().into(),
+                None,
+            )
             .await?;
         if !pushed.status().is_success() {
             let status = pushed.status();
@@ -268,47 +257,6 @@ impl DemoImage {
         }
         Ok(())
     }
-}
-
-/// A push token for `repo`, from the realm the registry's challenge names.
-async fn registry_token(
-    http: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    user: &str,
-    password: &str,
-) -> Result<String> {
-    let challenge = http.get(format!("{base}/v2/")).send().await?;
-    let header = challenge
-        .headers()
-        .get("www-authenticate")
-        .and_then(|h| h.to_str().ok())
-        .context("the registry sent no authentication challenge")?;
-    let Some(Challenge::Bearer { realm, service, .. }) = Challenge::parse(header) else {
-        bail!("the registry does not use token authentication: {header}");
-    };
-    let service = service.unwrap_or_default();
-    let url = reqwest::Url::parse_with_params(
-        &realm,
-        &[
-            ("service", service),
-            ("scope", format!("repository:{repo}:pull,push")),
-        ],
-    )
-    .with_context(|| format!("the challenge's realm {realm:?} is not a URL"))?;
-    let answer: Value = http
-        .get(url)
-        .basic_auth(user, Some(password))
-        .send()
-        .await?
-        .error_for_status()
-        .context("logging in to the registry")?
-        .json()
-        .await?;
-    answer["token"]
-        .as_str()
-        .map(str::to_string)
-        .context("the token service answered without a token")
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_oci::manifest::referrers_index;
+use wharf_oci::wire::{INSTANCE_HEADER, TAG_HEADER};
 use wharf_oci::{Digest, Reference, RepositoryName};
 
 pub use access::{
@@ -34,13 +35,8 @@ use crate::{BlobInfo, DeleteOutcome, Origin, Registry, RegistryError, TagOutcome
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
 const API_VERSION: &str = "Docker-Distribution-Api-Version";
-/// Names this registry instance on `/v2/` (replication peers read it).
-const INSTANCE: &str = "Wharf-Instance";
 const CONTENT_DIGEST: &str = "Docker-Content-Digest";
 const UPLOAD_UUID: &str = "Docker-Upload-UUID";
-/// What a manifest PUT or tag DELETE did to the tag: see [`TagOutcome::as_str`]
-/// and [`DeleteOutcome::as_str`].
-const WHARF_TAG: &str = "Wharf-Tag";
 
 type HandlerResult = Result<Response, RegistryError>;
 
@@ -79,7 +75,7 @@ async fn ping(State(shared): State<Arc<Shared>>, request: Request) -> Response {
             // Replication peers learn whom they talk to, to keep writes
             // from travelling back to where they came from.
             if let Ok(instance) = HeaderValue::from_str(&shared.registry.config().instance) {
-                response.headers_mut().insert(INSTANCE, instance);
+                response.headers_mut().insert(INSTANCE_HEADER, instance);
             }
             response
         }
@@ -680,7 +676,7 @@ impl Handlers<'_> {
                 format!("/v2/{repo}/manifests/{}", pushed.digest),
             )
             .header(CONTENT_DIGEST, pushed.digest.as_str())
-            .header(WHARF_TAG, pushed.tag.as_str())
+            .header(TAG_HEADER, pushed.tag.as_str())
             .header(header::CONTENT_LENGTH, 0);
         if let Some(subject) = &pushed.subject {
             response = response.header("OCI-Subject", subject.as_str());
@@ -721,7 +717,7 @@ impl Handlers<'_> {
         };
         if let Reference::Tag(tag) = reference {
             // Kept is still 202: the request was valid, the rule kept the tag.
-            response = response.header(WHARF_TAG, outcome.as_str());
+            response = response.header(TAG_HEADER, outcome.as_str());
             match &outcome {
                 DeleteOutcome::Deleted => note.tag_moved = true,
                 DeleteOutcome::Absent => {}

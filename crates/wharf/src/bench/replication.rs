@@ -14,9 +14,10 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use wharf_image::RegistryCredentials;
 use wharf_oci::{Digest, DigestAlgorithm, RepositoryName, Tag};
-use wharf_replication::{EndpointKind, Manifest, RegistryAccess, RemoteOptions, RemoteRegistry};
+use wharf_replication::{
+    EndpointKind, Manifest, RegistryAccess, RegistryCredentials, RemoteOptions, RemoteRegistry,
+};
 
 use super::{admin_token, spawn_listening};
 use crate::units;

@@ -6,6 +6,11 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::response::{error_message, read_limited};
+
+/// Largest token response read.
+const MAX_TOKEN_BODY: usize = 64 << 10;
+
 /// Basic credentials for a registry's token server, e.g. a robot account
 /// `robot$shop+puller` and its secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -79,6 +84,37 @@ impl Challenge {
             error: get("error"),
         })
     }
+
+    /// The first challenge in `response`'s `WWW-Authenticate` headers that parses.
+    pub fn of(response: &reqwest::Response) -> Option<Challenge> {
+        Challenge::all(response).next()
+    }
+
+    fn all(response: &reqwest::Response) -> impl Iterator<Item = Challenge> + '_ {
+        response
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(Challenge::parse)
+    }
+
+    fn is_insufficient_scope(&self) -> bool {
+        matches!(self, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope")
+    }
+}
+
+/// Whether a fresh token may help: a 401, or a 403 whose challenge says the
+/// token's scope is insufficient (the token predates a permission, such as
+/// a project created since, or was asked for less than this request needs).
+pub fn needs_new_token(response: &reqwest::Response) -> bool {
+    match response.status() {
+        reqwest::StatusCode::UNAUTHORIZED => true,
+        reqwest::StatusCode::FORBIDDEN => {
+            Challenge::all(response).any(|c| c.is_insufficient_scope())
+        }
+        _ => false,
+    }
 }
 
 /// `key=value` pairs separated by commas; values may be quoted, and quoted
@@ -127,6 +163,18 @@ pub enum TokenFailure {
     NoToken(String),
     /// The request failed on the way.
     Transport(reqwest::Error),
+}
+
+impl fmt::Display for TokenFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenFailure::UnusableRealm => write!(f, "is not an http(s) URL"),
+            TokenFailure::Refused(detail) => write!(f, "refused the credentials: {detail}"),
+            TokenFailure::Status(status, message) => write!(f, "answered {status}: {message}"),
+            TokenFailure::NoToken(why) => write!(f, "sent no token: {why}"),
+            TokenFailure::Transport(e) => write!(f, "could not be reached: {e}"),
+        }
+    }
 }
 
 /// Asks the token server at `realm` for `scope` (space-separated scopes
@@ -190,41 +238,8 @@ pub async fn request_token(
     Ok((token, parsed.expires_in))
 }
 
-/// Largest token response read.
-const MAX_TOKEN_BODY: usize = 64 << 10;
-
-/// The body, or `None` once it exceeds `limit` bytes.
-pub async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Option<bytes::Bytes>, reqwest::Error> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body.freeze()))
-}
-
-/// `CODE: message` of an OCI error body, else the status text.
-pub async fn error_message(response: reqwest::Response) -> String {
-    let status = response.status();
-    let body = read_limited(response, MAX_TOKEN_BODY).await.ok().flatten();
-    let first = body.as_deref().and_then(|b| {
-        let value: serde_json::Value = serde_json::from_slice(b).ok()?;
-        let error = value.get("errors")?.get(0)?;
-        let code = error.get("code").and_then(|c| c.as_str()).unwrap_or("");
-        let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
-        Some(format!("{code}: {message}"))
-    });
-    first.unwrap_or_else(|| status.to_string())
-}
-
-/// Key of a cached token: registry, what it grants (a repository or a
-/// scope) and the account asking, so that different credentials never
-/// share a token.
+/// Key of a cached token: registry, the scope it is used for and the
+/// account asking, so that different credentials never share a token.
 pub type TokenKey = (String, String, String);
 
 /// Bearer tokens by [`TokenKey`], each until shortly before it expires.
