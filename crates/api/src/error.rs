@@ -1,6 +1,6 @@
 /// What is wrong with an object or manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub enum ObjectError {
     /// The text is not valid YAML/JSON, or not of the expected shape.
     #[error("{0}")]
     Parse(String),
@@ -22,9 +22,9 @@ pub enum ApiError {
     },
 }
 
-impl ApiError {
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid {
+impl ObjectError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ObjectError {
+        ObjectError::Invalid {
             field: field.into(),
             message: message.into(),
         }

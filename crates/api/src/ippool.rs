@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ApiError;
+use crate::ObjectError;
 use crate::meta::{ObjectMeta, check_labels, check_name};
 
 /// Annotation (on a Deployment or its template) naming the pool its pods
@@ -196,15 +196,15 @@ impl PoolAddresses {
 
 impl IpPool {
     /// Checks the pool and returns its addresses.
-    pub fn addresses(&self) -> Result<PoolAddresses, ApiError> {
+    pub fn addresses(&self) -> Result<PoolAddresses, ObjectError> {
         let spec = &self.spec;
-        let subnet = Subnet::parse(&spec.cidr).map_err(|m| ApiError::invalid("spec.cidr", m))?;
-        let inside = |field: &str, text: &str| -> Result<u32, ApiError> {
+        let subnet = Subnet::parse(&spec.cidr).map_err(|m| ObjectError::invalid("spec.cidr", m))?;
+        let inside = |field: &str, text: &str| -> Result<u32, ObjectError> {
             let address: Ipv4Addr = text.parse().map_err(|_| {
-                ApiError::invalid(field, format!("{text:?} is not an IPv4 address"))
+                ObjectError::invalid(field, format!("{text:?} is not an IPv4 address"))
             })?;
             if !subnet.contains(address) {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     field,
                     format!("{address} is outside {subnet}"),
                 ));
@@ -217,7 +217,7 @@ impl IpPool {
             let start = inside(&format!("spec.ranges[{i}].start"), &range.start)?;
             let end = inside(&format!("spec.ranges[{i}].end"), &range.end)?;
             if start > end {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("spec.ranges[{i}]"),
                     format!("start {} is after end {}", range.start, range.end),
                 ));
@@ -226,7 +226,7 @@ impl IpPool {
                 .iter()
                 .position(|&(s, e): &(u32, u32)| start <= e && s <= end)
             {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("spec.ranges[{i}]"),
                     format!("overlaps spec.ranges[{j}]"),
                 ));
@@ -243,7 +243,7 @@ impl IpPool {
         }
         let total: u64 = ranges.iter().map(|&(s, e)| u64::from(e - s) + 1).sum();
         if total > MAX_POOL_ADDRESSES {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "spec.ranges",
                 format!("{total} addresses; a pool holds at most {MAX_POOL_ADDRESSES}"),
             ));
@@ -255,7 +255,7 @@ impl IpPool {
             exclude,
         };
         if pool.iter().next().is_none() {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "spec.ranges",
                 "the pool hands out no address",
             ));
@@ -264,11 +264,11 @@ impl IpPool {
     }
 
     /// Checks name, labels and addresses.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), ObjectError> {
         check_name("metadata.name", &self.metadata.name)?;
         check_labels("metadata.labels", &self.metadata.labels)?;
         if self.metadata.project.is_some() {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "metadata.namespace",
                 "IP pools are cluster-wide and have no project",
             ));
@@ -279,19 +279,19 @@ impl IpPool {
 
 /// Reads the `IpPool` documents of a YAML (or JSON) file, validated,
 /// with the fields that were not understood (`pool NAME: spec.x`).
-pub fn parse_ip_pools(text: &str) -> Result<(Vec<IpPool>, Vec<String>), ApiError> {
+pub fn parse_ip_pools(text: &str) -> Result<(Vec<IpPool>, Vec<String>), ObjectError> {
     let mut pools = Vec::new();
     let mut unknown = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let at =
-            |e: &dyn std::fmt::Display| ApiError::Parse(format!("document {}: {e}", index + 1));
+            |e: &dyn std::fmt::Display| ObjectError::Parse(format!("document {}: {e}", index + 1));
         let value = serde_norway::Value::deserialize(document).map_err(|e| at(&e))?;
         if value.is_null() {
             continue;
         }
         let (pool, fields): (IpPool, Vec<String>) = crate::manifest::read(value, index)?;
         if pool.api_version != "wharf.io/v1" || pool.kind != "IpPool" {
-            return Err(ApiError::UnsupportedKind {
+            return Err(ObjectError::UnsupportedKind {
                 kind: pool.kind,
                 api_version: pool.api_version,
             });
@@ -311,7 +311,7 @@ pub fn parse_ip_pools(text: &str) -> Result<(Vec<IpPool>, Vec<String>), ApiError
         pools.push(pool);
     }
     if pools.is_empty() {
-        return Err(ApiError::Parse("no IP pools in the file".into()));
+        return Err(ObjectError::Parse("no IP pools in the file".into()));
     }
     Ok((pools, unknown))
 }
@@ -401,7 +401,7 @@ mod tests {
             parse_ip_pools(
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {cidr: x, gateway: y}\n"
             ),
-            Err(ApiError::UnsupportedKind { .. })
+            Err(ObjectError::UnsupportedKind { .. })
         ));
     }
 
@@ -455,7 +455,7 @@ mod tests {
         ];
         for (bad, field) in cases {
             match bad.validate() {
-                Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad:?}"),
+                Err(ObjectError::Invalid { field: f, .. }) => assert_eq!(f, field, "{bad:?}"),
                 other => panic!("{bad:?}: {other:?}"),
             }
         }

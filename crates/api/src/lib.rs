@@ -31,7 +31,7 @@ mod quantity;
 pub mod replication;
 mod workload;
 
-pub use error::ApiError;
+pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::{ApiError, Deployment};
+use crate::{Deployment, ObjectError};
 
 /// An object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,35 +34,35 @@ struct TypeMeta {
 /// Parses every document in `text` (YAML; JSON is YAML too). Empty
 /// documents are skipped. Each object is validated; the first problem is
 /// returned with the document number and field.
-pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ApiError> {
+pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
     let mut parsed = Vec::new();
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_norway::Value::deserialize(document)
-            .map_err(|e| ApiError::Parse(format!("document {}: {e}", index + 1)))?;
+            .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
         if value.is_null() {
             continue;
         }
         let meta: TypeMeta = serde_norway::from_value(value.clone())
-            .map_err(|e| ApiError::Parse(format!("document {}: {e}", index + 1)))?;
+            .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
         let manifest = match (meta.api_version.as_str(), meta.kind.as_str()) {
             ("apps/v1", "Deployment") => {
                 let (deployment, unknown_fields) = read::<Deployment>(value, index)?;
                 deployment
                     .validate()
-                    .map_err(|e| ApiError::Parse(format!("document {}: {e}", index + 1)))?;
+                    .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
                 ParsedManifest {
                     manifest: Manifest::Deployment(Box::new(deployment)),
                     unknown_fields,
                 }
             }
             ("wharf.io/v1", "IpPool") => {
-                return Err(ApiError::Parse(format!(
+                return Err(ObjectError::Parse(format!(
                     "document {}: IP pools are imported with `wharf ippool import`",
                     index + 1
                 )));
             }
             _ => {
-                return Err(ApiError::UnsupportedKind {
+                return Err(ObjectError::UnsupportedKind {
                     kind: meta.kind,
                     api_version: meta.api_version,
                 });
@@ -71,7 +71,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ApiError> {
         parsed.push(manifest);
     }
     if parsed.is_empty() {
-        return Err(ApiError::Parse("no objects in the manifest".into()));
+        return Err(ObjectError::Parse("no objects in the manifest".into()));
     }
     Ok(parsed)
 }
@@ -80,7 +80,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ApiError> {
 pub(crate) fn read<T: serde::de::DeserializeOwned>(
     value: serde_norway::Value,
     index: usize,
-) -> Result<(T, Vec<String>), ApiError> {
+) -> Result<(T, Vec<String>), ObjectError> {
     let mut unknown = Vec::new();
     let object = serde_ignored::deserialize(value, |path| {
         let path = path.to_string();
@@ -89,7 +89,7 @@ pub(crate) fn read<T: serde::de::DeserializeOwned>(
             unknown.push(path);
         }
     })
-    .map_err(|e| ApiError::Parse(format!("document {}: {e}", index + 1)))?;
+    .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
     Ok((object, unknown))
 }
 
@@ -157,7 +157,7 @@ status: {}
     fn refuses_other_kinds_and_bad_objects() {
         assert!(matches!(
             parse_manifests("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
-            Err(ApiError::UnsupportedKind { .. })
+            Err(ObjectError::UnsupportedKind { .. })
         ));
         assert!(parse_manifests("").is_err());
         assert!(parse_manifests("{not: [yaml").is_err());

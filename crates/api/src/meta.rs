@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ApiError;
+use crate::ObjectError;
 
 /// Metadata every object carries, Kubernetes style.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -58,7 +58,7 @@ pub struct OwnerReference {
 
 /// Checks a DNS-1123 label: 1-63 lowercase letters, digits and `-`,
 /// starting and ending with a letter or digit.
-pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+pub fn check_name(field: &str, name: &str) -> Result<(), ObjectError> {
     let bytes = name.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let valid = !bytes.is_empty()
@@ -69,7 +69,7 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(ObjectError::invalid(
             field,
             format!(
                 "{name:?} is not a valid name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
@@ -91,7 +91,7 @@ fn is_label_segment(text: &str, max: usize) -> bool {
 }
 
 /// Checks a label key (`[prefix/]name`) and value, Kubernetes rules.
-pub(crate) fn check_label(field: &str, key: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_label(field: &str, key: &str, value: &str) -> Result<(), ObjectError> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -102,13 +102,13 @@ pub(crate) fn check_label(field: &str, key: &str, value: &str) -> Result<(), Api
                 .all(|part| is_label_segment(part, 63) && !part.contains('_'))
     });
     if !prefix_ok || !is_label_segment(name, 63) {
-        return Err(ApiError::invalid(
+        return Err(ObjectError::invalid(
             field,
             format!("invalid label key {key:?}"),
         ));
     }
     if !(value.is_empty() || is_label_segment(value, 63)) {
-        return Err(ApiError::invalid(
+        return Err(ObjectError::invalid(
             field,
             format!("invalid label value {value:?} for {key}"),
         ));
@@ -117,7 +117,10 @@ pub(crate) fn check_label(field: &str, key: &str, value: &str) -> Result<(), Api
 }
 
 /// Checks every label of a map.
-pub(crate) fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn check_labels(
+    field: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ObjectError> {
     labels
         .iter()
         .try_for_each(|(k, v)| check_label(field, k, v))
@@ -185,8 +188,8 @@ impl LabelSelector {
 
 /// Parses the query form of a selector: `app=web,tier!=db,env in (a,b),
 /// region notin (x),gpu,!legacy`.
-pub fn parse_label_selector(text: &str) -> Result<LabelSelector, ApiError> {
-    let invalid = |why: &str| ApiError::invalid("labelSelector", format!("{why} in {text:?}"));
+pub fn parse_label_selector(text: &str) -> Result<LabelSelector, ObjectError> {
+    let invalid = |why: &str| ObjectError::invalid("labelSelector", format!("{why} in {text:?}"));
     let mut selector = LabelSelector::default();
     for term in split_terms(text) {
         let term = term.trim();

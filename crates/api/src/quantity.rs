@@ -1,6 +1,6 @@
 //! Kubernetes resource quantities: `500m` or `1.5` CPUs, `128Mi` or `1G` of memory.
 
-use crate::ApiError;
+use crate::ObjectError;
 
 /// Splits `1.5Gi` into the number and the suffix.
 fn split_quantity(text: &str) -> (&str, &str) {
@@ -11,8 +11,8 @@ fn split_quantity(text: &str) -> (&str, &str) {
 }
 
 /// Multiplies a decimal number by `scale`, exactly enough for quantities.
-fn scaled(number: &str, scale: u128, field: &str, text: &str) -> Result<u64, ApiError> {
-    let invalid = || ApiError::invalid(field, format!("invalid quantity {text:?}"));
+fn scaled(number: &str, scale: u128, field: &str, text: &str) -> Result<u64, ObjectError> {
+    let invalid = || ObjectError::invalid(field, format!("invalid quantity {text:?}"));
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() && fraction.is_empty() || fraction.len() > 9 {
         return Err(invalid());
@@ -36,12 +36,12 @@ fn scaled(number: &str, scale: u128, field: &str, text: &str) -> Result<u64, Api
 }
 
 /// CPU in millicores: `250m` → 250, `2` → 2000, `0.5` → 500.
-pub fn parse_cpu_millis(field: &str, text: &str) -> Result<u64, ApiError> {
+pub fn parse_cpu_millis(field: &str, text: &str) -> Result<u64, ObjectError> {
     let (number, suffix) = split_quantity(text.trim());
     match suffix {
         "m" => scaled(number, 1, field, text),
         "" => scaled(number, 1000, field, text),
-        _ => Err(ApiError::invalid(
+        _ => Err(ObjectError::invalid(
             field,
             format!("invalid cpu quantity {text:?}: use e.g. 500m or 2"),
         )),
@@ -49,7 +49,7 @@ pub fn parse_cpu_millis(field: &str, text: &str) -> Result<u64, ApiError> {
 }
 
 /// Memory in bytes: `128Mi`, `1Gi`, `1G`, `500k`, `1048576`.
-pub fn parse_memory_bytes(field: &str, text: &str) -> Result<u64, ApiError> {
+pub fn parse_memory_bytes(field: &str, text: &str) -> Result<u64, ObjectError> {
     let (number, suffix) = split_quantity(text.trim());
     let scale: u128 = match suffix {
         "" => 1,
@@ -64,7 +64,7 @@ pub fn parse_memory_bytes(field: &str, text: &str) -> Result<u64, ApiError> {
         "Ti" => 1 << 40,
         "Pi" => 1 << 50,
         _ => {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 field,
                 format!("invalid memory quantity {text:?}: use e.g. 128Mi, 1Gi or 1G"),
             ));

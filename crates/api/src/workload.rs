@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ApiError;
+use crate::ObjectError;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 
@@ -325,7 +325,7 @@ impl ResourceList {
     }
 
     /// The amounts as numbers (absent = 0).
-    pub fn amounts(&self, field: &str) -> Result<(u64, u64), ApiError> {
+    pub fn amounts(&self, field: &str) -> Result<(u64, u64), ObjectError> {
         let cpu = match &self.cpu {
             Some(cpu) => parse_cpu_millis(&format!("{field}.cpu"), cpu)?,
             None => 0,
@@ -470,7 +470,7 @@ impl Default for ContainerState {
 impl PodSpec {
     /// What scheduling reserves for the pod: the sum of its containers'
     /// requests (a limit stands in for a missing request, as in Kubernetes).
-    pub fn requests(&self) -> Result<Resources, ApiError> {
+    pub fn requests(&self) -> Result<Resources, ObjectError> {
         let mut total = Resources {
             pods: 1,
             ..Resources::default()
@@ -522,9 +522,9 @@ impl PodSpec {
     }
 
     /// Checks containers, resources, ports and tolerations.
-    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+    pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         if self.containers.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 format!("{field}.containers"),
                 "at least one container is required",
             ));
@@ -535,7 +535,7 @@ impl PodSpec {
             let at = format!("{field}.containers[{i}]");
             check_name(&format!("{at}.name"), &container.name)?;
             if !names.insert(&container.name) {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("{at}.name"),
                     format!("duplicate container name {}", container.name),
                 ));
@@ -550,13 +550,13 @@ impl PodSpec {
                 .limits
                 .amounts(&format!("{at}.resources.limits"))?;
             if container.resources.limits.cpu.is_some() && req_cpu > lim_cpu {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("{at}.resources.requests.cpu"),
                     "must not exceed the limit",
                 ));
             }
             if container.resources.limits.memory.is_some() && req_mem > lim_mem {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("{at}.resources.requests.memory"),
                     "must not exceed the limit",
                 ));
@@ -564,20 +564,20 @@ impl PodSpec {
             for (j, port) in container.ports.iter().enumerate() {
                 let at = format!("{at}.ports[{j}]");
                 if port.container_port == 0 {
-                    return Err(ApiError::invalid(
+                    return Err(ObjectError::invalid(
                         format!("{at}.containerPort"),
                         "must be 1-65535",
                     ));
                 }
                 if let Some(host) = port.host_port {
                     if host == 0 {
-                        return Err(ApiError::invalid(
+                        return Err(ObjectError::invalid(
                             format!("{at}.hostPort"),
                             "must be 1-65535",
                         ));
                     }
                     if !host_ports.insert((port.protocol, host)) {
-                        return Err(ApiError::invalid(
+                        return Err(ObjectError::invalid(
                             format!("{at}.hostPort"),
                             format!("host port {host} claimed twice"),
                         ));
@@ -586,7 +586,7 @@ impl PodSpec {
             }
             for (j, env) in container.env.iter().enumerate() {
                 if env.name.is_empty() || env.name.contains('=') {
-                    return Err(ApiError::invalid(
+                    return Err(ObjectError::invalid(
                         format!("{at}.env[{j}].name"),
                         "must be non-empty without '='",
                     ));
@@ -596,20 +596,20 @@ impl PodSpec {
         if let Some(policy) = &self.restart_policy
             && !["Always", "OnFailure", "Never"].contains(&policy.as_str())
         {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 format!("{field}.restartPolicy"),
                 "use Always, OnFailure or Never",
             ));
         }
         for (i, toleration) in self.tolerations.iter().enumerate() {
             if toleration.operator == TolerationOperator::Exists && toleration.value.is_some() {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("{field}.tolerations[{i}].value"),
                     "must be empty with Exists",
                 ));
             }
             if toleration.key.is_none() && toleration.operator == TolerationOperator::Equal {
-                return Err(ApiError::invalid(
+                return Err(ObjectError::invalid(
                     format!("{field}.tolerations[{i}].key"),
                     "required with Equal",
                 ));
@@ -620,14 +620,14 @@ impl PodSpec {
 }
 
 /// An image reference must be non-empty and free of whitespace and control characters.
-fn check_image(field: &str, image: &str) -> Result<(), ApiError> {
+fn check_image(field: &str, image: &str) -> Result<(), ObjectError> {
     let valid = !image.is_empty()
         && image.len() <= 512
         && !image.chars().any(|c| c.is_whitespace() || c.is_control());
     if valid {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(ObjectError::invalid(
             field,
             format!("invalid image reference {image:?}"),
         ))
@@ -639,17 +639,20 @@ const MAX_REPLICAS: u32 = 100_000;
 
 impl Deployment {
     /// Checks the whole object; the error names the offending field.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), ObjectError> {
         check_name("metadata.name", &self.metadata.name)?;
         check_labels("metadata.labels", &self.metadata.labels)?;
         if self.spec.replicas > MAX_REPLICAS {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "spec.replicas",
                 format!("at most {MAX_REPLICAS}"),
             ));
         }
         if self.spec.selector.is_empty() {
-            return Err(ApiError::invalid("spec.selector", "a selector is required"));
+            return Err(ObjectError::invalid(
+                "spec.selector",
+                "a selector is required",
+            ));
         }
         check_labels(
             "spec.template.metadata.labels",
@@ -660,7 +663,7 @@ impl Deployment {
             .selector
             .matches(&self.spec.template.metadata.labels)
         {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "spec.template.metadata.labels",
                 "must match spec.selector, or the deployment would not own its pods",
             ));
@@ -669,7 +672,7 @@ impl Deployment {
             && kind != "RollingUpdate"
             && kind != "Recreate"
         {
-            return Err(ApiError::invalid(
+            return Err(ObjectError::invalid(
                 "spec.strategy.type",
                 "use RollingUpdate or Recreate",
             ));
@@ -744,12 +747,12 @@ mod tests {
         let mut d = deployment();
         d.spec.template.metadata.labels.clear();
         assert!(
-            matches!(d.validate(), Err(ApiError::Invalid { field, .. }) if field == "spec.template.metadata.labels")
+            matches!(d.validate(), Err(ObjectError::Invalid { field, .. }) if field == "spec.template.metadata.labels")
         );
         let mut d = deployment();
         d.spec.template.spec.containers[0].resources.requests.cpu = Some("2".into());
         assert!(
-            matches!(d.validate(), Err(ApiError::Invalid { field, .. }) if field.ends_with("requests.cpu"))
+            matches!(d.validate(), Err(ObjectError::Invalid { field, .. }) if field.ends_with("requests.cpu"))
         );
         let mut d = deployment();
         d.spec.template.spec.containers[0].image = "bad image".into();

@@ -14,7 +14,7 @@ pub enum ControlError {
     Conflict(String),
     /// The object is not valid.
     #[error("invalid object: {0}")]
-    Invalid(#[from] wharf_api::ApiError),
+    Invalid(#[from] wharf_api::ObjectError),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] wharf_store::StoreError),

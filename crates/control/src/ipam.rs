@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, ApiError, IpClaim, IpPool, Pod};
+use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, ObjectError, Pod};
 use wharf_store::{KeyValue, Revision, StoreExt, Txn};
 
 use crate::ControlError;
@@ -54,7 +54,7 @@ fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>), ControlErr
     let fixed = match annotations.get(ANNOTATION_FIXED_IP) {
         None => None,
         Some(text) => Some(text.trim().parse::<Ipv4Addr>().map_err(|_| {
-            ControlError::Invalid(ApiError::Invalid {
+            ControlError::Invalid(ObjectError::Invalid {
                 field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
                 message: format!("{text:?} is not an IPv4 address"),
             })
@@ -204,7 +204,7 @@ impl Objects {
             let ip = match fixed {
                 Some(ip) => {
                     if !addresses.offers(ip) {
-                        return Err(ControlError::Invalid(ApiError::Invalid {
+                        return Err(ControlError::Invalid(ObjectError::Invalid {
                             field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
                             message: format!("pool {pool_name} does not offer {ip}"),
                         }));
@@ -270,7 +270,7 @@ impl Objects {
             .find(|p| p.addresses().is_ok_and(|a| a.offers(ip)))
             .map(|p| p.metadata.name)
             .ok_or_else(|| {
-                ControlError::Invalid(ApiError::Invalid {
+                ControlError::Invalid(ObjectError::Invalid {
                     field: format!("metadata.annotations[{ANNOTATION_FIXED_IP}]"),
                     message: format!("no IP pool offers {ip}"),
                 })

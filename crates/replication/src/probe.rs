@@ -25,6 +25,10 @@ pub(crate) struct Probe {
     deferred: Mutex<HashSet<String>>,
     /// Wakes tasks waiting to retry: an endpoint answers again.
     recovered: Notify,
+    /// Held through a reconcile pass, from reading the active jobs to
+    /// creating new ones: the periodic, probe and deferred passes would
+    /// otherwise each see no job of a policy and both plan the same copy.
+    one_pass_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Probe {
@@ -103,6 +107,7 @@ impl Replication {
         defer_busy: bool,
     ) -> Vec<Job> {
         let mut created = Vec::new();
+        let _pass = self.inner.probe.one_pass_at_a_time.lock().await;
         let (Ok(policies), Ok(active)) = (self.policies().await, self.inner.queue.active().await)
         else {
             return created;

@@ -208,6 +208,20 @@ impl Peer {
         jobs["items"].as_array().unwrap().clone()
     }
 
+    /// Waits until `policy` has at least `count` jobs (events become jobs
+    /// asynchronously), then until none is pending or running.
+    async fn settle_jobs(&self, policy: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.jobs(policy).await.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{policy}: fewer than {count} jobs"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.settle().await;
+    }
+
     /// Waits until no job is pending or running.
     async fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -992,7 +1006,7 @@ async fn an_endpoint_answering_again_is_reconciled_at_once() {
     let x: RepositoryName = "shop/x".parse().unwrap();
     a.registry.delete(&x, "1", None).await.unwrap();
     // Both event jobs give up against the cut link (three tries).
-    a.settle().await;
+    a.settle_jobs("to-b", 3).await;
     let failed = a.jobs("to-b").await;
     assert!(
         failed[..2].iter().all(|j| j["state"] == "failed"),

@@ -2,16 +2,21 @@
 
 use std::time::Duration;
 
-/// Parses `<number><unit>` with unit ms, s, m, h or d; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// Splits `<digits><unit>` into the number and the unit (possibly empty);
+/// `None` without leading digits or when the number overflows.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 6h, 30d"))?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// Parses `<number><unit>` with unit ms, s, m, h or d; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 6h, 30d"))?;
     let millis = match unit {
         "ms" => 1,
         "" | "s" => 1000,
@@ -31,13 +36,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// or the decimal KB, MB, GB, TB (powers of 1000); a bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected e.g. 512MiB or 10GiB"))?;
+    let (number, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 512MiB or 10GiB"))?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" => 1 << 10,

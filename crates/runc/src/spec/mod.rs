@@ -309,8 +309,9 @@ fn resources(container: &Container, pids_limit: i64) -> Result<Resources, RuncEr
     let name = container.name.as_str();
     let limits = &container.resources.limits;
     let requests = &container.resources.requests;
-    let quantity =
-        |r: Result<u64, wharf_api::ApiError>| r.map_err(|e| RuncError::spec(name, e.to_string()));
+    let quantity = |r: Result<u64, wharf_api::ObjectError>| {
+        r.map_err(|e| RuncError::spec(name, e.to_string()))
+    };
 
     let memory_limit = match &limits.memory {
         Some(text) => quantity(parse_memory_bytes("resources.limits.memory", text))?,

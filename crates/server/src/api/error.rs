@@ -101,8 +101,8 @@ impl From<ControlError> for ApiErrorReply {
 }
 
 /// Objects that fail validation (manifests, label selectors, IP pools).
-impl From<wharf_api::ApiError> for ApiErrorReply {
-    fn from(err: wharf_api::ApiError) -> ApiErrorReply {
+impl From<wharf_api::ObjectError> for ApiErrorReply {
+    fn from(err: wharf_api::ObjectError) -> ApiErrorReply {
         ApiErrorReply::invalid(err.to_string())
     }
 }

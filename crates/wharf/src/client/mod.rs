@@ -2,7 +2,7 @@
 //!
 //! It adds the bearer token, refreshes the access token once when it has
 //! expired or is refused, saves the new one, and turns the server's
-//! `{"error": {"code", "message"}}` bodies into [`ApiError`]s. Watches
+//! `{"error": {"code", "message"}}` bodies into [`ApiRefusal`]s. Watches
 //! come back as [`JsonLines`].
 
 pub mod config;
@@ -145,7 +145,7 @@ impl ApiClient {
             .respond(&request, Unauthorized::RefreshAndRetry)
             .await?;
         if !response.status().is_success() {
-            return Err(ApiError::read(response).await.into());
+            return Err(ApiRefusal::read(response).await.into());
         }
         Ok(response)
     }
@@ -250,7 +250,7 @@ impl ApiClient {
             response = self.send_with_token(request).await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
-            let refusal = ApiError::read(response).await;
+            let refusal = ApiRefusal::read(response).await;
             return Err(match self.session {
                 None => self.login_needed(&refusal),
                 // The token was just refreshed, or the request carries
@@ -314,7 +314,7 @@ impl ApiClient {
             status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
         ) {
-            let refusal = ApiError::read(response).await;
+            let refusal = ApiRefusal::read(response).await;
             return Err(self.login_needed(&refusal));
         }
         let answer: RefreshResponse = serde_json::from_value(decode(response).await?)
@@ -328,7 +328,7 @@ impl ApiClient {
     }
 
     /// The error for a refused login: none stored for this server, or expired.
-    fn login_needed(&self, refusal: &ApiError) -> anyhow::Error {
+    fn login_needed(&self, refusal: &ApiRefusal) -> anyhow::Error {
         let server = self.server();
         match &self.session {
             None => anyhow!(
@@ -470,7 +470,7 @@ enum Unauthorized {
 
 /// An error answer from the server.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiRefusal {
     /// HTTP status.
     pub status: StatusCode,
     /// The server's `error.code`, e.g. `DENIED`; empty if the body had none.
@@ -479,15 +479,15 @@ pub struct ApiError {
     pub message: String,
 }
 
-impl ApiError {
+impl ApiRefusal {
     /// Reads the error body of `response`.
-    async fn read(response: reqwest::Response) -> ApiError {
+    async fn read(response: reqwest::Response) -> ApiRefusal {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        ApiError::from_body(status, &text)
+        ApiRefusal::from_body(status, &text)
     }
 
-    fn from_body(status: StatusCode, body: &str) -> ApiError {
+    fn from_body(status: StatusCode, body: &str) -> ApiRefusal {
         #[derive(Deserialize)]
         struct Envelope {
             error: Detail,
@@ -498,7 +498,7 @@ impl ApiError {
             message: String,
         }
         match serde_json::from_str::<Envelope>(body) {
-            Ok(Envelope { error }) => ApiError {
+            Ok(Envelope { error }) => ApiRefusal {
                 status,
                 code: error.code,
                 message: error.message,
@@ -513,7 +513,7 @@ impl ApiError {
                 } else {
                     text.chars().take(200).collect()
                 };
-                ApiError {
+                ApiRefusal {
                     status,
                     code: String::new(),
                     message,
@@ -523,7 +523,7 @@ impl ApiError {
     }
 }
 
-impl fmt::Display for ApiError {
+impl fmt::Display for ApiRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.status {
             status if status.is_server_error() => write!(
@@ -541,12 +541,12 @@ impl fmt::Display for ApiError {
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for ApiRefusal {}
 
 /// The JSON body of a successful answer (`null` when empty), or the error.
 async fn decode(response: reqwest::Response) -> Result<Value> {
     if !response.status().is_success() {
-        return Err(ApiError::read(response).await.into());
+        return Err(ApiRefusal::read(response).await.into());
     }
     let body = response
         .bytes()
@@ -672,13 +672,13 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let err = ApiError::from_body(
+        let err = ApiRefusal::from_body(
             StatusCode::FORBIDDEN,
             r#"{"error":{"code":"DENIED","message":"access denied: system administrators only"}}"#,
         );
         assert_eq!(err.code, "DENIED");
         assert_eq!(err.to_string(), "access denied: system administrators only");
-        let err = ApiError::from_body(StatusCode::BAD_GATEWAY, "");
+        let err = ApiRefusal::from_body(StatusCode::BAD_GATEWAY, "");
         assert_eq!(
             err.to_string(),
             "the server failed (502 Bad Gateway): bad gateway; its log may say more"

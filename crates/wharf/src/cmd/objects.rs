@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow};
 use reqwest::StatusCode;
 use wharf_api::{LabelSelector, Node, Pod, Resources, Taint, TaintEffect};
 
-use crate::client::{ApiClient, ApiError};
+use crate::client::{ApiClient, ApiRefusal};
 
 /// A kind of cluster object, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub fn manifest_name(file: &str) -> &str {
 pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
-            .downcast_ref::<ApiError>()
+            .downcast_ref::<ApiRefusal>()
             .is_some_and(|api| api.status == StatusCode::NOT_FOUND && !api.code.is_empty())
     })
 }
@@ -154,7 +154,7 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
 pub fn is_forbidden(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
-            .downcast_ref::<ApiError>()
+            .downcast_ref::<ApiRefusal>()
             .is_some_and(|api| api.status == StatusCode::FORBIDDEN)
     })
 }
