@@ -12,6 +12,20 @@ pub enum ObjectError {
         /// What is wrong with it.
         message: String,
     },
+    /// Fields that change security, identity or data and that Wharf does
+    /// not honour yet: refused rather than ignored.
+    #[error(
+        "document {document}: {} not supported by Wharf: {} security, identity or data, so the manifest is refused rather than run without {}; see docs/workloads.md for what is supported",
+        fields.join(", "),
+        if fields.len() == 1 { "it changes" } else { "they change" },
+        if fields.len() == 1 { "it" } else { "them" }
+    )]
+    Unsupported {
+        /// Which document of the manifest (from 1).
+        document: usize,
+        /// Paths of the fields, e.g. `spec.template.spec.hostPID`.
+        fields: Vec<String>,
+    },
     /// The `apiVersion`/`kind` pair is not one Wharf accepts.
     #[error("unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment")]
     UnsupportedKind {

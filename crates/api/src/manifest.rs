@@ -76,21 +76,151 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
     Ok(parsed)
 }
 
-/// Deserializes `value`, collecting the paths of fields it ignored.
+/// Fields Wharf does not honour yet that change security, identity or data
+/// wherever they appear (pod or container level): a manifest setting one is
+/// refused with the field named, never run without it. Other unknown fields
+/// (probes, `dnsPolicy`, `schedulerName`, ...) are reported as ignored.
+/// docs/workloads.md lists what is honoured, field by field.
+const REFUSED_FIELDS: &[&str] = &[
+    // Who the process is and what it may do.
+    "securityContext",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "hostUsers",
+    "shareProcessNamespace",
+    "runtimeClassName",
+    "serviceAccountName",
+    "serviceAccount",
+    "automountServiceAccountToken",
+    "imagePullSecrets",
+    "hostname",
+    "subdomain",
+    "setHostnameAsFQDN",
+    "hostAliases",
+    // What it runs besides the containers Wharf knows.
+    "initContainers",
+    "ephemeralContainers",
+    // Its data and configuration.
+    "volumes",
+    "volumeMounts",
+    "volumeDevices",
+    "envFrom",
+    "valueFrom",
+    // Resources beyond cpu and memory (ephemeral-storage, devices, claims).
+    "resources",
+    "resourceClaims",
+    "overhead",
+];
+
+/// Output-only metadata a manifest exported from a cluster carries
+/// (`kubectl create --dry-run -o yaml` writes `creationTimestamp: null`):
+/// the server sets its own, so these are dropped without a word.
+const OUTPUT_ONLY: &[&str] = &[
+    "status",
+    "metadata.creationTimestamp",
+    "spec.template.metadata.creationTimestamp",
+];
+
+/// Deserializes `value`, collecting the paths of fields it ignored; fails
+/// naming every ignored field that would change security, identity or
+/// data ([`REFUSED_FIELDS`]) unless it is set to its default.
 pub(crate) fn read<T: serde::de::DeserializeOwned>(
     value: serde_norway::Value,
     index: usize,
 ) -> Result<(T, Vec<String>), ObjectError> {
     let mut unknown = Vec::new();
-    let object = serde_ignored::deserialize(value, |path| {
+    let mut refused = Vec::new();
+    let object = serde_ignored::deserialize(value.clone(), |path| {
         let path = path.to_string();
-        // `status` is output only; a manifest copied from a cluster has one.
-        if !path.starts_with("status") {
+        if OUTPUT_ONLY
+            .iter()
+            .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}.")))
+        {
+            return;
+        }
+        let set = refused_settings(&path, &value);
+        if set.is_empty() {
             unknown.push(path);
+        } else {
+            refused.extend(set);
         }
     })
     .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
+    if !refused.is_empty() {
+        return Err(ObjectError::Unsupported {
+            document: index + 1,
+            fields: refused,
+        });
+    }
     Ok((object, unknown))
+}
+
+/// The settings that make the ignored field at `path` (dotted, sequence
+/// indices as numbers) one to refuse: none unless it is a
+/// [`REFUSED_FIELDS`] one; else each part of its value that is not the
+/// default (`securityContext.runAsUser`, not the whole `securityContext`).
+fn refused_settings(path: &str, document: &serde_norway::Value) -> Vec<String> {
+    let segments: Vec<&str> = path.split('.').collect();
+    if !segments.iter().any(|s| REFUSED_FIELDS.contains(s)) {
+        return Vec::new();
+    }
+    let key = segments.last().copied().unwrap_or_default();
+    let mut set = Vec::new();
+    if let Some(value) = lookup(document, &segments) {
+        non_defaults(path, key, value, &mut set);
+    }
+    set
+}
+
+/// Pushes `path` (or, in a mapping, the paths of its entries) where
+/// `value` is not the default.
+fn non_defaults(path: &str, key: &str, value: &serde_norway::Value, out: &mut Vec<String>) {
+    match value {
+        serde_norway::Value::Mapping(map) => {
+            for (k, v) in map {
+                let k = k.as_str().unwrap_or_default();
+                non_defaults(&format!("{path}.{k}"), k, v, out);
+            }
+        }
+        _ if is_default(key, Some(value)) => {}
+        _ => out.push(path.to_string()),
+    }
+}
+
+/// The value at `segments` in `document`, if any.
+fn lookup<'v>(
+    document: &'v serde_norway::Value,
+    segments: &[&str],
+) -> Option<&'v serde_norway::Value> {
+    segments
+        .iter()
+        .try_fold(document, |value, segment| match value {
+            serde_norway::Value::Sequence(items) => items.get(segment.parse::<usize>().ok()?),
+            serde_norway::Value::Mapping(map) => map.get(*segment),
+            _ => None,
+        })
+}
+
+/// Whether `value`, set for field `key`, asks for nothing beyond
+/// Kubernetes' default: null, false, empty, the `default` service account,
+/// or a mapping of such. `allowPrivilegeEscalation: false` is a restriction,
+/// not the default, so it counts as set.
+fn is_default(key: &str, value: Option<&serde_norway::Value>) -> bool {
+    use serde_norway::Value;
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(false)) => key != "allowPrivilegeEscalation",
+        Some(Value::String(text)) => {
+            text.is_empty()
+                || (matches!(key, "serviceAccountName" | "serviceAccount") && text == "default")
+        }
+        Some(Value::Sequence(items)) => items.is_empty(),
+        Some(Value::Mapping(map)) => map
+            .iter()
+            .all(|(k, v)| is_default(k.as_str().unwrap_or_default(), Some(v))),
+        Some(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +280,160 @@ status: {}
         assert_eq!(
             parsed[0].unknown_fields,
             vec!["spec.template.spec.containers.0.livenessProbe"]
+        );
+    }
+
+    #[test]
+    fn takes_kubernetes_forms_of_quantities_and_exported_metadata() {
+        let text = SEED
+            .replace(
+                "limits: {cpu: \"1\", memory: 128Mi}",
+                "limits: {cpu: 2, memory: 1073741824}",
+            )
+            .replace(
+                "requests: {cpu: 250m, memory: 64Mi}",
+                "requests: {cpu: 0.5, memory: 64Mi}",
+            )
+            .replace("  name: web\n", "  name: web\n  creationTimestamp: null\n")
+            .replace(
+                "    metadata:\n      labels",
+                "    metadata:\n      creationTimestamp: null\n      labels",
+            );
+        let parsed = parse_manifests(&text).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let resources = &deployment.spec.template.spec.containers[0].resources;
+        assert_eq!(resources.limits.amounts("limits").unwrap(), (2000, 1 << 30));
+        assert_eq!(
+            resources.requests.amounts("requests").unwrap(),
+            (500, 64 << 20)
+        );
+        assert_eq!(
+            parsed[0].unknown_fields,
+            vec!["spec.template.spec.containers.0.livenessProbe"]
+        );
+        let negative = SEED.replace("limits: {cpu: \"1\"", "limits: {cpu: -1");
+        let err = parse_manifests(&negative).unwrap_err().to_string();
+        assert!(err.contains("limits.cpu"), "{err}");
+    }
+
+    /// `field: value` added to the pod spec (`pod`) or the container.
+    fn with(pod: bool, field: &str) -> String {
+        let (anchor, indent) = if pod {
+            ("      nodeSelector:", "      ")
+        } else {
+            ("          command:", "          ")
+        };
+        SEED.replace(anchor, &format!("{indent}{field}\n{anchor}"))
+    }
+
+    #[test]
+    fn refuses_fields_that_change_security_identity_or_data() {
+        let cases = [
+            (true, "hostPID: true", "spec.template.spec.hostPID"),
+            (true, "hostNetwork: true", "spec.template.spec.hostNetwork"),
+            (
+                true,
+                "securityContext: {runAsUser: 1000}",
+                "spec.template.spec.securityContext.runAsUser",
+            ),
+            (
+                true,
+                "volumes: [{name: v, emptyDir: {}}]",
+                "spec.template.spec.volumes",
+            ),
+            (
+                true,
+                "serviceAccountName: builder",
+                "spec.template.spec.serviceAccountName",
+            ),
+            (
+                true,
+                "imagePullSecrets: [{name: pull}]",
+                "spec.template.spec.imagePullSecrets",
+            ),
+            (
+                true,
+                "initContainers: [{name: i, image: busybox}]",
+                "spec.template.spec.initContainers",
+            ),
+            (
+                false,
+                "securityContext: {readOnlyRootFilesystem: true}",
+                "containers.0.securityContext.readOnlyRootFilesystem",
+            ),
+            (
+                false,
+                "securityContext: {allowPrivilegeEscalation: false}",
+                "containers.0.securityContext.allowPrivilegeEscalation",
+            ),
+            (
+                false,
+                "securityContext: {capabilities: {drop: [ALL]}}",
+                "containers.0.securityContext.capabilities",
+            ),
+            (
+                false,
+                "volumeMounts: [{name: v, mountPath: /data}]",
+                "containers.0.volumeMounts",
+            ),
+            (
+                false,
+                "envFrom: [{configMapRef: {name: c}}]",
+                "containers.0.envFrom",
+            ),
+        ];
+        for (pod, field, path) in cases {
+            let err = parse_manifests(&with(pod, field)).unwrap_err();
+            let ObjectError::Unsupported { fields, .. } = &err else {
+                panic!("{field}: {err}");
+            };
+            assert!(
+                fields.iter().any(|f| f.contains(path)),
+                "{field}: {fields:?}"
+            );
+            assert!(err.to_string().contains("not supported by Wharf"), "{err}");
+        }
+        let env = SEED.replace(
+            "- {name: MODE, value: prod}",
+            "- {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
+        );
+        let err = parse_manifests(&env).unwrap_err().to_string();
+        assert!(err.contains("containers.0.env.0.valueFrom"), "{err}");
+        let limits = SEED.replace(
+            "limits: {cpu: \"1\"",
+            "limits: {ephemeral-storage: 1Gi, cpu: \"1\"",
+        );
+        let err = parse_manifests(&limits).unwrap_err().to_string();
+        assert!(err.contains("resources.limits.ephemeral-storage"), "{err}");
+        let two = with(true, "hostIPC: true\n      hostPID: true");
+        let err = parse_manifests(&two).unwrap_err().to_string();
+        assert!(err.contains("hostIPC") && err.contains("hostPID"), "{err}");
+    }
+
+    #[test]
+    fn defaults_of_refused_fields_are_accepted() {
+        // What `kubectl get -o yaml` writes for a plain pod template.
+        for (pod, field) in [
+            (true, "securityContext: {}"),
+            (true, "hostNetwork: false"),
+            (true, "serviceAccountName: default"),
+            (true, "volumes: []"),
+            (false, "securityContext: {privileged: false}"),
+            (false, "volumeMounts: []"),
+        ] {
+            let parsed =
+                parse_manifests(&with(pod, field)).unwrap_or_else(|e| panic!("{field}: {e}"));
+            assert!(
+                !parsed[0].unknown_fields.is_empty(),
+                "{field} is still reported"
+            );
+        }
+        // Not refused, only reported: it changes nothing a process can do.
+        let parsed = parse_manifests(&with(true, "dnsPolicy: ClusterFirst")).unwrap();
+        assert!(
+            parsed[0]
+                .unknown_fields
+                .contains(&"spec.template.spec.dnsPolicy".to_string())
         );
     }
 

@@ -1,6 +1,30 @@
 //! Kubernetes resource quantities: `500m` or `1.5` CPUs, `128Mi` or `1G` of memory.
 
+use serde::{Deserialize, Deserializer};
+
 use crate::ObjectError;
+
+/// Reads a quantity written as text (`500m`, `1Gi`) or, as Kubernetes
+/// also accepts, as a bare number (`cpu: 2`, `cpu: 0.5`,
+/// `memory: 1073741824`); it is kept as text either way.
+pub(crate) fn text_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Whole(u64),
+        Fraction(f64),
+    }
+    Ok(
+        Option::<Written>::deserialize(deserializer)?.map(|written| match written {
+            Written::Text(text) => text,
+            Written::Whole(number) => number.to_string(),
+            Written::Fraction(number) => number.to_string(),
+        }),
+    )
+}
 
 /// Splits `1.5Gi` into the number and the suffix.
 fn split_quantity(text: &str) -> (&str, &str) {

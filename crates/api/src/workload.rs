@@ -311,11 +311,19 @@ pub struct ResourceRequirements {
 /// CPU and memory as Kubernetes quantities (`500m`, `128Mi`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceList {
-    /// CPU, e.g. `500m` or `2`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CPU, e.g. `500m` or `2` (a number is taken as its text).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::quantity::text_or_number"
+    )]
     pub cpu: Option<String>,
-    /// Memory, e.g. `256Mi`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Memory, e.g. `256Mi` or `1073741824`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::quantity::text_or_number"
+    )]
     pub memory: Option<String>,
 }
 

@@ -285,6 +285,27 @@ async fn bad_manifests_change_nothing() {
             .await
             .expect(StatusCode::BAD_REQUEST);
     }
+    // A field that changes security, identity or data and that Wharf does
+    // not honour, in the second document: refused naming it, and the
+    // first document is not created either.
+    let host_pid = format!(
+        "{SEED}\n---\n{}",
+        SEED.replace("name: web\n", "name: api\n").replace(
+            "      containers:",
+            "      hostPID: true\n      containers:"
+        )
+    );
+    let reply = apply(&app, &admin, &host_pid)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("document 2: spec.template.spec.hostPID not supported"),
+        "{message}"
+    );
     // No project anywhere: refused with a hint.
     let no_project = SEED.replace("  namespace: shop\n", "");
     let reply = apply(&app, &admin, &no_project)
