@@ -145,14 +145,16 @@ impl HttpNodeApi {
         }
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("no detail")
-            .to_string();
+        // The server's message already says what kind of failure it was
+        // ("conflict: ..."); the status line only stands in for a missing one.
+        let message = match body["error"]["message"].as_str() {
+            Some(message) => message.to_string(),
+            None => format!("{status}"),
+        };
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(AgentError::NotFound(message));
         }
-        Err(AgentError::Api(format!("{status}: {message}")))
+        Err(AgentError::Api(message))
     }
 
     fn pods_url(&self, node: Option<&str>) -> String {

@@ -48,7 +48,7 @@ fn decode_claim(kv: &KeyValue) -> Result<IpClaim, ControlError> {
 }
 
 /// What a pod asks for: a pool, an address, or both.
-fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>), ControlError> {
+pub(crate) fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>), ControlError> {
     let annotations = &pod.metadata.annotations;
     let pool = annotations.get(ANNOTATION_IP_POOL).cloned();
     let fixed = match annotations.get(ANNOTATION_FIXED_IP) {
@@ -63,7 +63,44 @@ fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>), ControlErr
     Ok((pool, fixed))
 }
 
+/// The pool a pod takes its address from, by annotation: the pool it
+/// names, else the one offering the fixed address it names (`None` for a
+/// node-local address), and that fixed address.
+pub(crate) async fn requested_pool(
+    objects: &Objects,
+    pod: &Pod,
+) -> Result<Option<(String, Option<Ipv4Addr>)>, ControlError> {
+    match requested(pod)? {
+        (Some(pool), fixed) => Ok(Some((pool, fixed))),
+        (None, Some(ip)) => Ok(Some((objects.pool_containing(ip).await?, Some(ip)))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A pool as the scheduler needs it: how many addresses it offers and which
+/// pod holds each address held now.
+#[derive(Clone, Debug, Default)]
+pub struct PoolUse {
+    /// Addresses the pool offers.
+    pub size: u64,
+    /// Address -> holding pod (project, name).
+    pub holders: BTreeMap<Ipv4Addr, (String, String)>,
+}
+
 impl Objects {
+    /// Size and holders of pool `name`; `NotFound` when there is no such pool.
+    pub async fn pool_use(&self, name: &str) -> Result<PoolUse, ControlError> {
+        let pool: IpPool = self.require(None, name).await?;
+        let size = pool.addresses()?.size();
+        let holders = self
+            .pool_claims(name)
+            .await?
+            .into_iter()
+            .map(|c| (c.ip, (c.project, c.pod)))
+            .collect();
+        Ok(PoolUse { size, holders })
+    }
+
     /// Creates pools, or replaces their spec. A pool may not lose addresses
     /// that pods hold (the error names them); nothing changes unless every
     /// pool can be stored. Returns, per pool, whether it was created.

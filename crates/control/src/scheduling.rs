@@ -7,8 +7,14 @@
 //! pod of the batch sees it), then the batch's binds go to the store in
 //! parallel, one transaction per node. A bind that loses its
 //! compare-and-swap is forgotten and the pod tried again.
+//!
+//! A pod that takes its address from a pool is placed only while the pool
+//! has an address for it (not held, and not promised to a pod bound
+//! before it that has yet to claim one); otherwise it stays Pending with
+//! the reason, instead of failing on its node after binding.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
@@ -24,6 +30,7 @@ use wharf_scheduler::{
 use crate::ControlError;
 use crate::deployments::deployment_of;
 use crate::events::EventRecorder;
+use crate::ipam::{PoolUse, requested, requested_pool};
 use crate::objects::{Change, Objects};
 use crate::pods::BindOutcome;
 use crate::queue::WorkQueue;
@@ -48,6 +55,9 @@ struct State {
     pending: HashMap<PodKey, Pod>,
     /// Pending pods that fit nowhere at their last try.
     unschedulable: HashSet<PodKey>,
+    /// The pool each known pod names by annotation: bound ones are
+    /// promised an address of it until they claim one.
+    wants_pool: HashMap<PodKey, String>,
 }
 
 /// Places pending pods on nodes.
@@ -83,6 +93,7 @@ impl SchedulingLoop {
                 placed: HashMap::new(),
                 pending: HashMap::new(),
                 unschedulable: HashSet::new(),
+                wants_pool: HashMap::new(),
             }),
             queue: WorkQueue::new(),
         })
@@ -156,6 +167,7 @@ impl SchedulingLoop {
             Change::Added(pod) | Change::Modified(pod) => self.observe_pod(&mut state, pod),
             Change::Deleted { project, name, .. } => {
                 let key = (project.unwrap_or_default(), name);
+                state.wants_pool.remove(&key);
                 state.pending.remove(&key);
                 state.unschedulable.remove(&key);
                 if let Some((node, info)) = state.placed.remove(&key) {
@@ -172,6 +184,10 @@ impl SchedulingLoop {
     /// Records a pod: bound ones count on their node, pending ones queue.
     fn observe_pod(&self, state: &mut State, pod: Pod) {
         let key = key_of(&pod);
+        match requested(&pod) {
+            Ok((Some(pool), _)) => state.wants_pool.insert(key.clone(), pool),
+            _ => state.wants_pool.remove(&key),
+        };
         if occupies(&pod) {
             state.pending.remove(&key);
             state.unschedulable.remove(&key);
@@ -228,8 +244,10 @@ impl SchedulingLoop {
     async fn schedule_batch(&self, keys: Vec<PodKey>) {
         let mut by_node: BTreeMap<String, Vec<(Pod, PodInfo)>> = BTreeMap::new();
         let mut refused = Vec::new();
+        let (addresses, pools) = self.addresses_asked(&keys).await;
         {
             let mut state = self.state.lock().expect("scheduler state");
+            let mut room = AddressRoom::new(pools, &state);
             for key in keys {
                 let Some(pod) = state.pending.get(&key).cloned() else {
                     continue;
@@ -238,10 +256,17 @@ impl SchedulingLoop {
                     refused.push((pod, "the pod's resources cannot be read".to_string()));
                     continue;
                 };
+                let address = addresses.get(&key);
+                if let Err(message) = room.check(address, &key) {
+                    state.unschedulable.insert(key);
+                    refused.push((pod, message));
+                    continue;
+                }
                 match self.scheduler.schedule(&mut state.snapshot, &info) {
                     Ok(placement) => {
                         let assumed = state.snapshot.assume(placement.node, &info);
                         if assumed.is_ok() {
+                            room.take(address, &key);
                             state
                                 .placed
                                 .insert(key.clone(), (placement.node_name.clone(), info.clone()));
@@ -268,6 +293,45 @@ impl SchedulingLoop {
                 .map(|(pod, message)| self.report_unschedulable(pod, message)),
         )
         .await;
+    }
+
+    /// The pool (and fixed address) each pod of the batch takes its address
+    /// from, and the use of those pools, read from the store. Failures are
+    /// kept as messages: such a pod waits with the reason.
+    async fn addresses_asked(
+        &self,
+        keys: &[PodKey],
+    ) -> (
+        HashMap<PodKey, Asked>,
+        HashMap<String, Result<PoolUse, String>>,
+    ) {
+        let pods: Vec<(PodKey, Pod)> = {
+            let state = self.state.lock().expect("scheduler state");
+            keys.iter()
+                .filter_map(|key| Some((key.clone(), state.pending.get(key)?.clone())))
+                .filter(|(_, pod)| !matches!(requested(pod), Ok((None, None))))
+                .collect()
+        };
+        let mut asked = HashMap::new();
+        let mut pools = HashMap::new();
+        for (key, pod) in pods {
+            let request = match requested_pool(&self.objects, &pod).await {
+                Ok(Some(request)) => Ok(request),
+                Ok(None) => continue,
+                Err(err) => Err(err.to_string()),
+            };
+            if let Ok((pool, _)) = &request
+                && !pools.contains_key(pool)
+            {
+                let found = self.objects.pool_use(pool).await.map_err(|err| match err {
+                    ControlError::NotFound { .. } => format!("IP pool {pool} does not exist"),
+                    other => format!("IP pool {pool}: {other}"),
+                });
+                pools.insert(pool.clone(), found);
+            }
+            asked.insert(key, request);
+        }
+        (asked, pools)
     }
 
     /// Binds one node's share of a batch, in transactions small enough for
@@ -436,4 +500,68 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     });
     info.critical = pod.spec.is_critical(&pod.metadata.annotations);
     Some(info)
+}
+
+/// What a pod asks of a pool: its name and maybe a fixed address, or why
+/// that cannot be read.
+type Asked = Result<(String, Option<Ipv4Addr>), String>;
+
+/// The addresses pools can still give to the pods of one batch: the pool's
+/// size less the addresses held and those promised to bound pods that have
+/// yet to claim theirs; each pod placed takes one.
+struct AddressRoom {
+    pools: HashMap<String, Result<PoolUse, String>>,
+    /// Per pool, the pods holding or promised an address of it.
+    takers: HashMap<String, HashSet<PodKey>>,
+}
+
+impl AddressRoom {
+    fn new(pools: HashMap<String, Result<PoolUse, String>>, state: &State) -> AddressRoom {
+        let mut takers: HashMap<String, HashSet<PodKey>> = HashMap::new();
+        for (pool, found) in &pools {
+            let holders = found.iter().flat_map(|use_| use_.holders.values().cloned());
+            let promised = state
+                .placed
+                .keys()
+                .filter(|key| state.wants_pool.get(*key) == Some(pool))
+                .cloned();
+            takers.insert(pool.clone(), holders.chain(promised).collect());
+        }
+        AddressRoom { pools, takers }
+    }
+
+    /// Why the pod cannot get an address now, if it cannot.
+    fn check(&self, asked: Option<&Asked>, key: &PodKey) -> Result<(), String> {
+        let Some(asked) = asked else {
+            return Ok(());
+        };
+        let (pool, fixed) = asked.as_ref().map_err(Clone::clone)?;
+        let found = self.pools[pool].as_ref().map_err(Clone::clone)?;
+        let takers = &self.takers[pool];
+        if let Some(ip) = fixed
+            && let Some(holder) = found.holders.get(ip)
+            && holder != key
+        {
+            return Err(format!(
+                "{ip} of pool {pool} is held by pod {}/{}",
+                holder.0, holder.1
+            ));
+        }
+        if !takers.contains(key) && takers.len() as u64 >= found.size {
+            return Err(format!(
+                "pool {pool} has no free address: all {} are held or promised to bound pods",
+                found.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts the pod as promised an address of its pool.
+    fn take(&mut self, asked: Option<&Asked>, key: &PodKey) {
+        if let Some(Ok((pool, _))) = asked
+            && let Some(takers) = self.takers.get_mut(pool)
+        {
+            takers.insert(key.clone());
+        }
+    }
 }

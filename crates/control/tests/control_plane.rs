@@ -518,3 +518,104 @@ async fn a_restarted_server_takes_its_own_lease_back_and_a_stopped_one_hands_ove
         "the last one released it too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_wait_for_a_pool_address_instead_of_failing_after_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    let objects = Objects::new(store.clone());
+    for i in 0..2 {
+        add_node(&objects, &format!("n{i}"), 8000, 16 << 30, &[]).await;
+    }
+    let lifecycle = tokio::spawn(wharf_control::NodeLifecycle::new(objects.clone()).run());
+    wait_nodes_ready(&objects, 2).await;
+    let pools = wharf_api::parse_ip_pools(
+        "apiVersion: wharf.io/v1
+kind: IpPool
+metadata: {name: small}
+spec:
+  cidr: 10.78.0.0/24
+  gateway: 10.78.0.1
+  ranges: [{start: 10.78.0.10, end: 10.78.0.12}]
+",
+    )
+    .unwrap()
+    .0;
+    objects.import_ip_pools(pools).await.unwrap();
+    let scheduling = tokio::spawn(
+        wharf_control::SchedulingLoop::new(objects.clone(), SchedulerConfig::default()).run(),
+    );
+    let mut d = deployment("web", 5, "100m", "16Mi", None);
+    d.spec
+        .template
+        .metadata
+        .annotations
+        .insert(wharf_api::ANNOTATION_IP_POOL.into(), "small".into());
+    let d = objects.create(d).await.unwrap();
+    let hash = wharf_control::template_hash(&d);
+    for _ in 0..5 {
+        objects
+            .create(wharf_control::pod_for(&d, &hash))
+            .await
+            .unwrap();
+    }
+    let bound = |pods: &[Pod]| pods.iter().filter(|p| p.spec.node_name.is_some()).count();
+    let waiting = |pods: &[Pod]| {
+        pods.iter()
+            .filter(|p| {
+                p.spec.node_name.is_none()
+                    && p.status.reason.as_deref() == Some("Unschedulable")
+                    && p.status.message.as_deref().is_some_and(|m| {
+                        m.contains("pool small has no free address: all 3 are held or promised")
+                    })
+            })
+            .count()
+    };
+    wait_for_pods(&objects, "3 bound, 2 waiting for an address", |p| {
+        bound(p) == 3 && waiting(p) == 2
+    })
+    .await;
+
+    // One bound pod claims its address (as its agent would): still full.
+    let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+    let mut on_nodes = pods.iter().filter(|p| p.spec.node_name.is_some());
+    let claimer = on_nodes.next().unwrap().metadata.name.clone();
+    let unclaimed = on_nodes.next().unwrap().metadata.name.clone();
+    let claim = objects
+        .claim_pod_ip("shop", &claimer)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+    assert_eq!(bound(&pods), 3, "no address was freed");
+
+    // A bound pod that never claimed goes: its promised address is free.
+    objects.delete_pod("shop", &unclaimed).await.unwrap();
+    wait_for_pods(&objects, "a waiting pod bound in its place", |p| {
+        bound(p) == 3 && p.len() == 4
+    })
+    .await;
+
+    // An address held by another pod is not given to a pod that fixes it.
+    let mut fixed = wharf_control::pod_for(&d, &hash);
+    fixed
+        .metadata
+        .annotations
+        .insert(wharf_api::ANNOTATION_FIXED_IP.into(), claim.ip.to_string());
+    let fixed = objects.create(fixed).await.unwrap();
+    let held_by = format!("{} of pool small is held by pod shop/{claimer}", claim.ip);
+    wait_for_pods(&objects, "the fixed-address pod waiting", |p| {
+        p.iter().any(|p| {
+            p.metadata.name == fixed.metadata.name
+                && p.spec.node_name.is_none()
+                && p.status
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(&held_by))
+        })
+    })
+    .await;
+    scheduling.abort();
+    lifecycle.abort();
+}

@@ -54,7 +54,9 @@ where
 }
 
 /// The same as [`run`] without waiting, for `Drop` implementations that
-/// cannot await. Errors are returned for logging; callers usually ignore them.
+/// cannot await (the test helpers'). Errors are returned for logging;
+/// callers usually ignore them.
+#[cfg(feature = "testing")]
 pub(crate) fn run_blocking(program: &str, args: &[&str]) -> Result<(), NetError> {
     let command = command_line(program, args);
     let output = std::process::Command::new(program)
