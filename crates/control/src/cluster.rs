@@ -182,6 +182,29 @@ impl ControlPlane {
             .await
     }
 
+    /// Deletes every deployment and pod of `project`, as deleting a
+    /// Kubernetes namespace deletes what is in it. Deployments go first,
+    /// so that their controller does not replace the pods; a pod a
+    /// controller still makes afterwards is an orphan it deletes itself.
+    /// Returns how many objects were deleted.
+    pub async fn delete_project_workloads(&self, project: &str) -> Result<usize, ControlError> {
+        let gone = |result: Result<(), ControlError>| match result {
+            Ok(()) | Err(ControlError::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        };
+        let (deployments, _) = self.objects.list::<Deployment>(Some(project), None).await?;
+        let (pods, _) = self.objects.list::<Pod>(Some(project), None).await?;
+        let count = deployments.len() + pods.len();
+        for deployment in deployments {
+            let name = &deployment.metadata.name;
+            gone(self.delete_deployment(project, name).await.map(drop))?;
+        }
+        for pod in pods {
+            gone(self.delete_pod(project, &pod.metadata.name).await.map(drop))?;
+        }
+        Ok(count)
+    }
+
     /// Deletes a pod (its deployment, if any, makes a new one).
     pub async fn delete_pod(&self, project: &str, name: &str) -> Result<Pod, ControlError> {
         self.objects.delete_pod(project, name).await

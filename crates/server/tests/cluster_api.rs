@@ -466,3 +466,48 @@ async fn watches_stream_changes_after_a_resource_version() {
     assert_eq!(events[0]["object"]["metadata"]["name"], "web");
     assert_eq!(events[1]["type"], "DELETED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_project_deletes_its_workloads() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let _controllers = app.app.control.start("test".into());
+    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pods(&app, &admin).await.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the deployment never made its pods"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.api(&admin, Method::DELETE, "/api/v1/projects/shop", Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+
+    // A project of the same name starts empty: nothing of the old one runs on.
+    app.create_project(&admin, "shop", false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let deployments = app
+            .api(
+                &admin,
+                Method::GET,
+                "/api/v1/projects/shop/deployments",
+                Value::Null,
+            )
+            .await
+            .expect(StatusCode::OK)
+            .json();
+        let pods = pods(&app, &admin).await;
+        if deployments["items"].as_array().unwrap().is_empty() && pods.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {deployments} {pods:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

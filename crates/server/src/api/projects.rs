@@ -113,7 +113,8 @@ pub(crate) async fn update(
     Ok(Json(updated))
 }
 
-/// `DELETE /api/v1/projects/{project}`: only when it holds no repositories.
+/// `DELETE /api/v1/projects/{project}`: only when it holds no repositories;
+/// its deployments and pods are deleted with it.
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
@@ -127,6 +128,8 @@ pub(crate) async fn remove(
                 format!("project {project} still has repositories; delete them first"),
             ));
         }
+        // Workloads first: a failure leaves the project, to be deleted again.
+        state.control.delete_project_workloads(&project).await?;
         Ok(state.identity.delete_project(&project).await?)
     };
     let resource = format!("project/{project}");

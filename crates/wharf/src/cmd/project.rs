@@ -46,7 +46,7 @@ pub enum ProjectCommand {
         #[command(flatten)]
         output: OutputOption,
     },
-    /// Delete a project; it must hold no repositories.
+    /// Delete a project with its deployments and pods; it must hold no repositories.
     Delete {
         /// Project name.
         name: String,
