@@ -12,6 +12,7 @@ use wharf_store::Store;
 
 use crate::ControlError;
 use crate::deployments::DeploymentController;
+use crate::events::EventRecorder;
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
@@ -29,6 +30,8 @@ const IP_RECONCILE_EVERY: Duration = Duration::from_secs(30);
 pub struct ControlPlane {
     objects: Objects,
     scheduler_config: SchedulerConfig,
+    /// Events implied by the pod statuses nodes report.
+    node_events: Arc<EventRecorder>,
 }
 
 /// Controllers running in the background; they stop when this is dropped
@@ -52,10 +55,30 @@ impl Running {
 impl ControlPlane {
     /// A control plane over `store`.
     pub fn new(store: Arc<dyn Store>, scheduler_config: SchedulerConfig) -> ControlPlane {
+        let objects = Objects::new(store);
         ControlPlane {
-            objects: Objects::new(store),
+            node_events: Arc::new(EventRecorder::new(objects.clone(), "node")),
+            objects,
             scheduler_config,
         }
+    }
+
+    /// Stores the status a node reports for a pod, with the events it
+    /// implies (pull failures, back-offs, starts).
+    pub async fn report_pod_status(
+        &self,
+        project: &str,
+        name: &str,
+        status: &wharf_api::PodStatus,
+    ) -> Result<Pod, ControlError> {
+        crate::pod_status::report_pod_status(
+            &self.objects,
+            &self.node_events,
+            project,
+            name,
+            status,
+        )
+        .await
     }
 
     /// Typed object access.

@@ -355,12 +355,7 @@ pub(crate) async fn set_pod_status(
 ) -> ApiResult<Json<Pod>> {
     let pod = state
         .control
-        .objects()
-        .modify::<Pod>(Some(&project), &name, |pod| {
-            let changed = pod.status != status;
-            pod.status = status.clone();
-            changed
-        })
+        .report_pod_status(&project, &name, &status)
         .await?;
     Ok(Json(pod))
 }

@@ -10,17 +10,22 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
 use wharf_api::{IpClaim, Node, Pod, PodStatus};
-use wharf_control::{Change, ControlError, Objects};
+use wharf_control::{Change, ControlError, EventRecorder, Objects};
 
 /// The control plane in the same process.
 pub struct LocalNodeApi {
     objects: Objects,
+    /// Events implied by the pod statuses reported, as the server records them.
+    events: EventRecorder,
 }
 
 impl LocalNodeApi {
     /// Direct access through `objects`.
     pub fn new(objects: Objects) -> LocalNodeApi {
-        LocalNodeApi { objects }
+        LocalNodeApi {
+            events: EventRecorder::new(objects.clone(), "node"),
+            objects,
+        }
     }
 }
 
@@ -102,12 +107,7 @@ impl NodeApi for LocalNodeApi {
         name: &str,
         status: &PodStatus,
     ) -> Result<(), AgentError> {
-        self.objects
-            .modify::<Pod>(Some(project), name, |pod| {
-                let changed = pod.status != *status;
-                pod.status = status.clone();
-                changed
-            })
+        wharf_control::report_pod_status(&self.objects, &self.events, project, name, status)
             .await
             .map_err(agent_error)?;
         Ok(())

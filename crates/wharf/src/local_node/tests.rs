@@ -195,3 +195,71 @@ async fn deleting_a_pod_cancels_a_step_in_progress_and_removes_it() {
     .await;
     agent.abort();
 }
+
+#[tokio::test]
+async fn reported_pull_failures_and_starts_become_pod_events() {
+    use wharf_agent::NodeApi;
+    use wharf_api::{ContainerState, ContainerStatus, Event, PodStatus};
+
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    apply(&plane, 1).await;
+    let _running = plane.start("test".into());
+    let pod = eventually("the deployment's pod", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        pods.into_iter().next()
+    })
+    .await;
+    let api = LocalNodeApi::new(objects.clone());
+    let report = |state: ContainerState, message: &str| PodStatus {
+        message: Some(message.to_string()),
+        container_statuses: vec![ContainerStatus {
+            name: "web".into(),
+            image: "shop/web:1".into(),
+            ready: false,
+            restart_count: 0,
+            state,
+            last_state: None,
+        }],
+        ..PodStatus::default()
+    };
+    let waiting = |reason: &str| ContainerState::Waiting {
+        reason: reason.into(),
+    };
+    let name = &pod.metadata.name;
+    for status in [
+        report(waiting("ErrImagePull"), "manifest unknown"),
+        report(waiting("ErrImagePull"), "manifest unknown"),
+        report(waiting("ImagePullBackOff"), "back-off"),
+        report(ContainerState::Running { started_at: 1 }, ""),
+    ] {
+        api.set_pod_status("shop", name, &status).await.unwrap();
+    }
+    let (events, _) = objects.list::<Event>(Some("shop"), None).await.unwrap();
+    let about_pod: Vec<(String, String, u32)> = events
+        .into_iter()
+        .filter(|e| &e.involved_object.name == name)
+        .map(|e| (e.reason, e.message, e.count))
+        .collect();
+    assert!(
+        about_pod.contains(&(
+            "Failed".into(),
+            "Failed to pull image \"shop/web:1\": manifest unknown".into(),
+            1
+        )),
+        "{about_pod:?}"
+    );
+    assert!(
+        about_pod.contains(&(
+            "BackOff".into(),
+            "Back-off pulling image \"shop/web:1\"".into(),
+            1
+        )),
+        "{about_pod:?}"
+    );
+    assert!(
+        about_pod.contains(&("Started".into(), "Started container web".into(), 1)),
+        "{about_pod:?}"
+    );
+}
