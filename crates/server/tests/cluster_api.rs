@@ -306,6 +306,59 @@ async fn bad_manifests_change_nothing() {
         message.contains("document 2: spec.template.spec.hostPID not supported"),
         "{message}"
     );
+    // `?project=` contradicting metadata.namespace of the second
+    // document: refused naming both projects, and nothing is created.
+    app.create_project(&admin, "other", false).await;
+    let reply = app
+        .send(
+            Method::POST,
+            "/api/v1/apply?project=other",
+            &[
+                ("authorization", format!("Bearer {admin}")),
+                ("content-type", "application/yaml".into()),
+            ],
+            format!(
+                "{}\n---\n{SEED}",
+                SEED.replace("  namespace: shop\n", "")
+                    .replace("name: web\n", "name: api\n")
+            ),
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("deployment web is in project shop")
+            && message.contains("project other was asked for")
+            && message.contains("-p shop"),
+        "{message}"
+    );
+    for project in ["shop", "other"] {
+        let list = app
+            .api(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/projects/{project}/deployments"),
+                Value::Null,
+            )
+            .await
+            .json();
+        assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+    }
+    // The same project both ways is fine.
+    app.send(
+        Method::POST,
+        "/api/v1/apply?project=other",
+        &[
+            ("authorization", format!("Bearer {admin}")),
+            ("content-type", "application/yaml".into()),
+        ],
+        SEED.replace("namespace: shop", "namespace: other"),
+    )
+    .await
+    .expect(StatusCode::OK);
     // No project anywhere: refused with a hint.
     let no_project = SEED.replace("  namespace: shop\n", "");
     let reply = apply(&app, &admin, &no_project)
