@@ -264,3 +264,106 @@ spec:
     let err = fails(wharf(home, &["ippool", "show", "web-pool"], ""));
     assert!(err.contains("not found"), "{err}");
 }
+
+/// A deployment `name` in `project`, on no node (nothing needs to run).
+fn deployment(name: &str, project: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {project}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: {name}, image: example/{name}:1}}]
+"
+    )
+}
+
+/// The names of the deployments `get deployments ARGS -o json` lists.
+fn deployment_names(home: &Path, args: &[&str]) -> Vec<String> {
+    let mut command = vec!["get", "deployments", "-o", "json"];
+    command.extend_from_slice(args);
+    let list = json(&ok(wharf(home, &command, "")));
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_login_default_project_stands_in_for_p() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    let password = format!("{ADMIN_PASSWORD}\n");
+    ok(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &password,
+    ));
+    for project in ["shop", "lab"] {
+        ok(wharf(home, &["project", "create", project], ""));
+    }
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment("web", "shop"),
+    ));
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment("api", "lab"),
+    ));
+
+    // Neither -p nor a default: the error says how to set one.
+    let hint = fails(wharf(home, &["get", "deployments"], ""));
+    assert!(
+        hint.contains("-p PROJECT") && hint.contains("wharf project use PROJECT"),
+        "{hint}"
+    );
+    let unknown = fails(wharf(home, &["project", "use", "nothere"], ""));
+    assert!(unknown.contains("using project nothere"), "{unknown}");
+
+    let out = ok(wharf(home, &["project", "use", "shop"], ""));
+    assert_eq!(out, "default project: shop\n");
+    assert_eq!(deployment_names(home, &[]), ["web"]);
+    assert_eq!(deployment_names(home, &["-p", "lab"]), ["api"], "-p wins");
+    ok(wharf(home, &["describe", "deployment", "web"], ""));
+
+    // login --project sets it; logging in again without it keeps it.
+    let out = ok(wharf(
+        home,
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "--project",
+            "lab",
+            "--password-stdin",
+        ],
+        &password,
+    ));
+    assert!(out.contains("(default project lab)"), "{out}");
+    ok(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &password,
+    ));
+    assert_eq!(deployment_names(home, &[]), ["api"]);
+    ok(wharf(
+        home,
+        &["scale", "deployment", "api", "--replicas", "0"],
+        "",
+    ));
+    ok(wharf(home, &["delete", "deployment", "api"], ""));
+    assert!(deployment_names(home, &[]).is_empty());
+}

@@ -39,6 +39,7 @@ struct Target {
 
 /// Deletes each object named; a deployment's pods go with it.
 pub async fn run(args: DeleteArgs) -> Result<()> {
+    let mut client = args.server.client()?;
     let targets = match (&args.file, args.kind) {
         (Some(file), _) => {
             let text = read_manifest(file).await?;
@@ -52,19 +53,18 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
                     kind.plural()
                 );
             }
-            let project = args.project.for_kind(kind)?;
+            let project = args.project.for_kind(kind, client.default_project())?;
             args.names
                 .iter()
                 .map(|name| Target {
                     kind,
-                    project: project.to_string(),
+                    project: project.clone(),
                     name: name.clone(),
                 })
                 .collect()
         }
         (None, None) => bail!("give what to delete: KIND NAME... or -f FILE"),
     };
-    let mut client = args.server.client()?;
     if let [target] = targets.as_slice() {
         return delete(&mut client, target, args.ignore_not_found).await;
     }

@@ -67,8 +67,8 @@ pub async fn run(args: GetArgs) -> Result<()> {
         bail!("give a NAME or -l SELECTOR, not both");
     }
     let kind = args.kind;
-    let project = args.project.for_kind(kind)?;
     let mut client = args.server.client()?;
+    let project = &args.project.for_kind(kind, client.default_project())?;
     let (answer, objects, resource_version) = match &args.name {
         Some(name) => {
             let answer = client
