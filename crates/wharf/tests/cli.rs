@@ -367,3 +367,93 @@ fn the_login_default_project_stands_in_for_p() {
     ok(wharf(home, &["delete", "deployment", "api"], ""));
     assert!(deployment_names(home, &[]).is_empty());
 }
+
+/// The projects of the objects `get KIND -A -o json` lists, sorted.
+fn projects_listed(home: &Path, kind: &str) -> Vec<String> {
+    let list = json(&ok(wharf(home, &["get", kind, "-A", "-o", "json"], "")));
+    let mut projects: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|o| o["metadata"]["project"].as_str().unwrap().to_string())
+        .collect();
+    projects.sort();
+    projects
+}
+
+#[test]
+fn all_projects_lists_what_the_caller_can_read() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    ok(wharf(
+        home,
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    ));
+    ok(wharf(
+        home,
+        &["user", "create", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+    for project in ["shop", "lab"] {
+        ok(wharf(home, &["project", "create", project], ""));
+    }
+    ok(wharf(
+        home,
+        &[
+            "project",
+            "member",
+            "add",
+            "shop",
+            "alice",
+            "--role",
+            "developer",
+        ],
+        "",
+    ));
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment("web", "shop"),
+    ));
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment("api", "lab"),
+    ));
+    let alice_home = tempfile::tempdir().unwrap();
+    let alice = alice_home.path();
+    ok(wharf(
+        alice,
+        &["login", &url, "-u", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+
+    assert_eq!(projects_listed(home, "deployments"), ["lab", "shop"]);
+    assert_eq!(projects_listed(alice, "deployments"), ["shop"]);
+    let table = ok(wharf(alice, &["get", "deployments", "-A"], ""));
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().starts_with("PROJECT"),
+        "a PROJECT column first: {table}"
+    );
+    assert!(lines.next().unwrap().starts_with("shop"), "{table}");
+    assert!(!table.contains("api"), "{table}");
+
+    // The pods (pending: there is no node) come with their deployments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while projects_listed(home, "pods") != ["lab", "shop"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pods in both projects"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(projects_listed(alice, "pods"), ["shop"]);
+
+    let err = fails(wharf(home, &["get", "nodes", "-A"], ""));
+    assert!(err.contains("nodes belong to no project"), "{err}");
+    fails(wharf(home, &["get", "pods", "-A", "-p", "shop"], ""));
+}
