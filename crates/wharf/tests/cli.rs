@@ -265,12 +265,13 @@ spec:
     assert!(err.contains("not found"), "{err}");
 }
 
-/// A deployment `name` in `project`, on no node (nothing needs to run).
+/// A deployment `name` in `project`, labelled `app: NAME` as its pods are,
+/// on no node (nothing needs to run).
 fn deployment(name: &str, project: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: {name}, namespace: {project}}}
+metadata: {{name: {name}, namespace: {project}, labels: {{app: {name}}}}}
 spec:
   replicas: 1
   selector: {{matchLabels: {{app: {name}}}}}
@@ -456,4 +457,85 @@ fn all_projects_lists_what_the_caller_can_read() {
     let err = fails(wharf(home, &["get", "nodes", "-A"], ""));
     assert!(err.contains("nodes belong to no project"), "{err}");
     fails(wharf(home, &["get", "pods", "-A", "-p", "shop"], ""));
+}
+
+#[test]
+fn selectors_choose_what_get_and_delete_touch() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    ok(wharf(
+        home,
+        &[
+            "login",
+            &url,
+            "-u",
+            "admin",
+            "--project",
+            "shop",
+            "--password-stdin",
+        ],
+        &format!("{ADMIN_PASSWORD}\n"),
+    ));
+    ok(wharf(home, &["project", "create", "shop"], ""));
+    for name in ["web", "api", "db"] {
+        ok(wharf(
+            home,
+            &["apply", "-f", "-"],
+            &deployment(name, "shop"),
+        ));
+    }
+    assert_eq!(
+        deployment_names(home, &["-l", "app in (web,api)"]),
+        ["api", "web"]
+    );
+    assert_eq!(deployment_names(home, &["-l", "app!=web"]), ["api", "db"]);
+    assert!(deployment_names(home, &["-l", "!app"]).is_empty());
+    assert_eq!(
+        projects_listed(home, "deployments"),
+        ["shop", "shop", "shop"]
+    );
+    let list = json(&ok(wharf(
+        home,
+        &["get", "deployments", "-A", "-l", "app=db", "-o", "json"],
+        "",
+    )));
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    fails(wharf(home, &["get", "deployments", "-l", "app in"], ""));
+
+    let out = ok(wharf(
+        home,
+        &["delete", "deployments", "-l", "app in (web,db)"],
+        "",
+    ));
+    assert!(
+        out.contains("deployment.apps/web deleted") && out.contains("deployment.apps/db deleted"),
+        "{out}"
+    );
+    assert_eq!(deployment_names(home, &[]), ["api"]);
+    let none = wharf(home, &["delete", "pods", "-l", "app=nothing"], "");
+    assert!(none.status.success());
+    let said = String::from_utf8(none.stderr).unwrap();
+    assert!(
+        said.contains("no pods match app=nothing in project shop"),
+        "{said}"
+    );
+    fails(wharf(
+        home,
+        &["delete", "pods", "api-1", "-l", "app=api"],
+        "",
+    ));
+
+    // The api deployment's pod (pending: there is no node) goes by label.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while projects_listed(home, "pods").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no pod of api");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = ok(wharf(home, &["delete", "pods", "-l", "app=api"], ""));
+    assert!(
+        out.starts_with("pod/api-") && out.contains(" deleted"),
+        "{out}"
+    );
 }

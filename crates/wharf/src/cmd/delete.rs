@@ -5,7 +5,10 @@ use clap::Args;
 use wharf_api::{Manifest, parse_manifests};
 
 use super::ServerOption;
-use super::objects::{Kind, ObjectName, ProjectOption, is_not_found, manifest_name, read_manifest};
+use super::objects::{
+    Kind, ObjectName, ProjectOption, is_not_found, list_objects, manifest_name, place,
+    read_manifest,
+};
 use crate::client::ApiClient;
 
 /// Options of `wharf delete`.
@@ -23,6 +26,10 @@ pub struct DeleteArgs {
     file: Option<String>,
     #[command(flatten)]
     project: ProjectOption,
+    /// Delete the objects of KIND whose labels match, e.g.
+    /// app=web,tier!=db,env in (a,b),!legacy.
+    #[arg(short = 'l', long, conflicts_with_all = ["names", "file"])]
+    selector: Option<String>,
     /// Succeed when an object does not exist.
     #[arg(long)]
     ignore_not_found: bool,
@@ -46,10 +53,20 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
             manifest_targets(&text, args.project.project.as_deref())
                 .with_context(|| format!("reading {}", manifest_name(file)))?
         }
+        (None, Some(kind)) if args.selector.is_some() => {
+            let project = args.project.for_kind(kind, client.default_project())?;
+            let matching = selected(&mut client, kind, &project, &args.selector).await?;
+            if matching.is_empty() {
+                let selector = args.selector.as_deref().unwrap_or_default();
+                eprintln!("no {} match {selector}{}", kind.plural(), place(&project));
+                return Ok(());
+            }
+            matching
+        }
         (None, Some(kind)) => {
             if args.names.is_empty() {
                 bail!(
-                    "give the names of the {} to delete, or -f FILE",
+                    "give the names of the {} to delete, -l SELECTOR, or -f FILE",
                     kind.plural()
                 );
             }
@@ -82,6 +99,33 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
+/// The objects of `kind` in `project` whose labels match `selector`.
+async fn selected(
+    client: &mut ApiClient,
+    kind: Kind,
+    project: &str,
+    selector: &Option<String>,
+) -> Result<Vec<Target>> {
+    let answer = list_objects(client, kind, project, selector).await?;
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let name = item["metadata"]["name"].as_str().ok_or_else(|| {
+                anyhow!(
+                    "the server's {} list has an object without a name",
+                    kind.resource()
+                )
+            })?;
+            Ok(Target {
+                kind,
+                project: project.to_string(),
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The objects of a manifest, parsed here: each in its own project
 /// (`metadata.namespace`) or else in `project`.
 fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
@@ -111,11 +155,7 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
 
 async fn delete(client: &mut ApiClient, target: &Target, ignore_not_found: bool) -> Result<()> {
     let object = ObjectName(target.kind, &target.name);
-    let place = if target.kind.in_project() {
-        format!(" in project {}", target.project)
-    } else {
-        String::new()
-    };
+    let place = place(&target.project);
     match client
         .delete(&target.kind.object_path(&target.project, &target.name))
         .await

@@ -15,8 +15,8 @@ use wharf_api::{
 
 use super::ServerOption;
 use super::objects::{
-    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, node_status, none,
-    selector_text, sum_requests, taint_text,
+    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, list_objects,
+    node_status, none, place, selector_text, sum_requests, taint_text,
 };
 use crate::client::{ApiClient, unix_now};
 use crate::output::{self, OutputFormat, RowStream, Table, age, cores, memory};
@@ -86,7 +86,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
             (answer.clone(), vec![answer], version)
         }
         None => {
-            let answer = list(&mut client, kind, project, &args.selector).await?;
+            let answer = list_objects(&mut client, kind, project, &args.selector).await?;
             let objects = answer["items"].as_array().cloned().unwrap_or_default();
             let version = resource_version(&answer);
             (answer, objects, version)
@@ -127,23 +127,6 @@ pub async fn run(args: GetArgs) -> Result<()> {
     watch.follow(&mut client, &mut printer, from, objects).await
 }
 
-/// `GET` of the collection of `kind` in `project`, filtered by `selector`.
-async fn list(
-    client: &mut ApiClient,
-    kind: Kind,
-    project: &str,
-    selector: &Option<String>,
-) -> Result<Value> {
-    let query: Vec<(&str, String)> = selector
-        .iter()
-        .map(|selector| ("labelSelector", selector.clone()))
-        .collect();
-    client
-        .get_with_query(&kind.collection_path(project), &query)
-        .await
-        .with_context(|| format!("listing {}{}", kind.plural(), place(project)))
-}
-
 /// `get -A`: the objects of every project the caller can read, one list
 /// per project through the per-project routes, so that their access rule
 /// is the only one. (`GET /api/v1/pods` spans projects but is the agents'
@@ -162,7 +145,7 @@ async fn list_all_projects(client: &mut ApiClient, args: &GetArgs) -> Result<()>
     .context("the server's project list is not what wharf expects")?;
     let mut objects = Vec::new();
     for project in &projects {
-        let answer = list(client, kind, &project.name, &args.selector).await?;
+        let answer = list_objects(client, kind, &project.name, &args.selector).await?;
         objects.extend(answer["items"].as_array().cloned().unwrap_or_default());
     }
     let answer = json!({
@@ -183,15 +166,6 @@ async fn list_all_projects(client: &mut ApiClient, args: &GetArgs) -> Result<()>
             }
             Ok(())
         }
-    }
-}
-
-/// ` in project P`, or nothing for cluster-wide kinds.
-fn place(project: &str) -> String {
-    if project.is_empty() {
-        String::new()
-    } else {
-        format!(" in project {project}")
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 
 use anyhow::{Context, Result, anyhow};
 use reqwest::StatusCode;
+use serde_json::Value;
 use wharf_api::{LabelSelector, Node, Pod, Resources, Taint, TaintEffect};
 
 use crate::client::{ApiClient, ApiRefusal};
@@ -119,6 +120,33 @@ impl ProjectOption {
             )
         })?;
         Ok(project.to_string())
+    }
+}
+
+/// `GET` of the collection of `kind` in `project`, filtered by `selector`.
+/// (A label selector in its query form, e.g. `app=web,tier!=db`.)
+pub async fn list_objects(
+    client: &mut ApiClient,
+    kind: Kind,
+    project: &str,
+    selector: &Option<String>,
+) -> Result<Value> {
+    let query: Vec<(&str, String)> = selector
+        .iter()
+        .map(|selector| ("labelSelector", selector.clone()))
+        .collect();
+    client
+        .get_with_query(&kind.collection_path(project), &query)
+        .await
+        .with_context(|| format!("listing {}{}", kind.plural(), place(project)))
+}
+
+/// ` in project P`, or nothing for cluster-wide kinds.
+pub fn place(project: &str) -> String {
+    if project.is_empty() {
+        String::new()
+    } else {
+        format!(" in project {project}")
     }
 }
 
