@@ -48,6 +48,14 @@ async fn apply(app: &TestApp, token: &str, yaml: &str) -> Reply {
     .await
 }
 
+/// The message of a refusal.
+fn error_message(reply: &Reply) -> String {
+    reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a refusal: {}", reply.json()))
+        .to_string()
+}
+
 async fn register_node(app: &TestApp, admin: &str, name: &str) {
     let node = json!({
         "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
@@ -298,10 +306,7 @@ async fn bad_manifests_change_nothing() {
     let reply = apply(&app, &admin, &host_pid)
         .await
         .expect(StatusCode::BAD_REQUEST);
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = error_message(&reply);
     assert!(
         message.contains("document 2: spec.template.spec.hostPID not supported"),
         "{message}"
@@ -325,10 +330,7 @@ async fn bad_manifests_change_nothing() {
         )
         .await
         .expect(StatusCode::BAD_REQUEST);
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = error_message(&reply);
     assert!(
         message.contains("deployment web is in project shop")
             && message.contains("project other was asked for")

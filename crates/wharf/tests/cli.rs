@@ -265,6 +265,22 @@ spec:
     assert!(err.contains("not found"), "{err}");
 }
 
+/// Logs `home` in as admin, with `extra` options of `wharf login`.
+fn log_in_as_admin(home: &Path, url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["login", url, "-u", "admin", "--password-stdin"];
+    args.extend_from_slice(extra);
+    ok(wharf(home, &args, &format!("{ADMIN_PASSWORD}\n")))
+}
+
+/// Applies `deployment(name, project)`.
+fn apply(home: &Path, name: &str, project: &str) {
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment(name, project),
+    ));
+}
+
 /// A deployment `name` in `project`, labelled `app: NAME` as its pods are,
 /// on no node (nothing needs to run).
 fn deployment(name: &str, project: &str) -> String {
@@ -283,19 +299,25 @@ spec:
     )
 }
 
+/// `field` of the metadata of each object `wharf ARGS` (a JSON list)
+/// prints, sorted.
+fn listed(home: &Path, args: &[&str], field: &str) -> Vec<String> {
+    let list = json(&ok(wharf(home, args, "")));
+    let mut values: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|o| o["metadata"][field].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    values
+}
+
 /// The names of the deployments `get deployments ARGS -o json` lists.
 fn deployment_names(home: &Path, args: &[&str]) -> Vec<String> {
     let mut command = vec!["get", "deployments", "-o", "json"];
     command.extend_from_slice(args);
-    let list = json(&ok(wharf(home, &command, "")));
-    let mut names: Vec<String> = list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names
+    listed(home, &command, "name")
 }
 
 #[test]
@@ -304,25 +326,12 @@ fn the_login_default_project_stands_in_for_p() {
     let url = server.url();
     let admin_home = tempfile::tempdir().unwrap();
     let home = admin_home.path();
-    let password = format!("{ADMIN_PASSWORD}\n");
-    ok(wharf(
-        home,
-        &["login", &url, "-u", "admin", "--password-stdin"],
-        &password,
-    ));
+    log_in_as_admin(home, &url, &[]);
     for project in ["shop", "lab"] {
         ok(wharf(home, &["project", "create", project], ""));
     }
-    ok(wharf(
-        home,
-        &["apply", "-f", "-"],
-        &deployment("web", "shop"),
-    ));
-    ok(wharf(
-        home,
-        &["apply", "-f", "-"],
-        &deployment("api", "lab"),
-    ));
+    apply(home, "web", "shop");
+    apply(home, "api", "lab");
 
     // Neither -p nor a default: the error says how to set one.
     let hint = fails(wharf(home, &["get", "deployments"], ""));
@@ -340,25 +349,9 @@ fn the_login_default_project_stands_in_for_p() {
     ok(wharf(home, &["describe", "deployment", "web"], ""));
 
     // login --project sets it; logging in again without it keeps it.
-    let out = ok(wharf(
-        home,
-        &[
-            "login",
-            &url,
-            "-u",
-            "admin",
-            "--project",
-            "lab",
-            "--password-stdin",
-        ],
-        &password,
-    ));
+    let out = log_in_as_admin(home, &url, &["--project", "lab"]);
     assert!(out.contains("(default project lab)"), "{out}");
-    ok(wharf(
-        home,
-        &["login", &url, "-u", "admin", "--password-stdin"],
-        &password,
-    ));
+    log_in_as_admin(home, &url, &[]);
     assert_eq!(deployment_names(home, &[]), ["api"]);
     ok(wharf(
         home,
@@ -371,15 +364,7 @@ fn the_login_default_project_stands_in_for_p() {
 
 /// The projects of the objects `get KIND -A -o json` lists, sorted.
 fn projects_listed(home: &Path, kind: &str) -> Vec<String> {
-    let list = json(&ok(wharf(home, &["get", kind, "-A", "-o", "json"], "")));
-    let mut projects: Vec<String> = list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|o| o["metadata"]["project"].as_str().unwrap().to_string())
-        .collect();
-    projects.sort();
-    projects
+    listed(home, &["get", kind, "-A", "-o", "json"], "project")
 }
 
 #[test]
@@ -388,11 +373,7 @@ fn all_projects_lists_what_the_caller_can_read() {
     let url = server.url();
     let admin_home = tempfile::tempdir().unwrap();
     let home = admin_home.path();
-    ok(wharf(
-        home,
-        &["login", &url, "-u", "admin", "--password-stdin"],
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
+    log_in_as_admin(home, &url, &[]);
     ok(wharf(
         home,
         &["user", "create", "alice", "--password-stdin"],
@@ -401,29 +382,14 @@ fn all_projects_lists_what_the_caller_can_read() {
     for project in ["shop", "lab"] {
         ok(wharf(home, &["project", "create", project], ""));
     }
+    let alice_in_shop = "project member add shop alice --role developer";
     ok(wharf(
         home,
-        &[
-            "project",
-            "member",
-            "add",
-            "shop",
-            "alice",
-            "--role",
-            "developer",
-        ],
+        &alice_in_shop.split(' ').collect::<Vec<_>>(),
         "",
     ));
-    ok(wharf(
-        home,
-        &["apply", "-f", "-"],
-        &deployment("web", "shop"),
-    ));
-    ok(wharf(
-        home,
-        &["apply", "-f", "-"],
-        &deployment("api", "lab"),
-    ));
+    apply(home, "web", "shop");
+    apply(home, "api", "lab");
     let alice_home = tempfile::tempdir().unwrap();
     let alice = alice_home.path();
     ok(wharf(
@@ -465,26 +431,10 @@ fn selectors_choose_what_get_and_delete_touch() {
     let url = server.url();
     let admin_home = tempfile::tempdir().unwrap();
     let home = admin_home.path();
-    ok(wharf(
-        home,
-        &[
-            "login",
-            &url,
-            "-u",
-            "admin",
-            "--project",
-            "shop",
-            "--password-stdin",
-        ],
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
+    log_in_as_admin(home, &url, &["--project", "shop"]);
     ok(wharf(home, &["project", "create", "shop"], ""));
     for name in ["web", "api", "db"] {
-        ok(wharf(
-            home,
-            &["apply", "-f", "-"],
-            &deployment(name, "shop"),
-        ));
+        apply(home, name, "shop");
     }
     assert_eq!(
         deployment_names(home, &["-l", "app in (web,api)"]),
