@@ -127,7 +127,8 @@ async fn selected(
 }
 
 /// The objects of a manifest, parsed here: each in its own project
-/// (`metadata.namespace`) or else in `project`.
+/// (`metadata.namespace`) or else in `project`; a `project` contradicting
+/// a manifest's is refused, as `apply` refuses it.
 fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
     let parsed = parse_manifests(text)?;
     parsed
@@ -135,15 +136,17 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
         .map(|document| {
             let Manifest::Deployment(deployment) = document.manifest;
             let name = deployment.metadata.name;
-            let project = deployment
-                .metadata
-                .project
-                .or_else(|| project.map(str::to_string))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
-                    )
-                })?;
+            let project = match (deployment.metadata.project, project) {
+                (Some(own), Some(asked)) if own != asked => bail!(
+                    "deployment {name} is in project {own} (metadata.namespace) but project \
+                     {asked} was asked for: pass -p {own} or drop -p"
+                ),
+                (Some(own), _) => own,
+                (None, Some(asked)) => asked.to_string(),
+                (None, None) => bail!(
+                    "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
+                ),
+            };
             Ok(Target {
                 kind: Kind::Deployment,
                 project,
@@ -202,13 +205,20 @@ spec:
 
     #[test]
     fn manifests_name_their_objects_and_projects() {
-        let targets = manifest_targets(MANIFEST, Some("shop")).unwrap();
+        let err = manifest_targets(MANIFEST, Some("shop"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deployment api is in project back (metadata.namespace) but project shop"),
+            "{err}"
+        );
+        let targets = manifest_targets(MANIFEST, Some("back")).unwrap();
         assert_eq!(
             targets,
             [
                 Target {
                     kind: Kind::Deployment,
-                    project: "shop".into(),
+                    project: "back".into(),
                     name: "web".into()
                 },
                 Target {
