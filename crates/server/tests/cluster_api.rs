@@ -48,6 +48,14 @@ async fn apply(app: &TestApp, token: &str, yaml: &str) -> Reply {
     .await
 }
 
+/// The message of a refusal.
+fn error_message(reply: &Reply) -> String {
+    reply.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a refusal: {}", reply.json()))
+        .to_string()
+}
+
 async fn register_node(app: &TestApp, admin: &str, name: &str) {
     let node = json!({
         "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
@@ -298,14 +306,61 @@ async fn bad_manifests_change_nothing() {
     let reply = apply(&app, &admin, &host_pid)
         .await
         .expect(StatusCode::BAD_REQUEST);
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = error_message(&reply);
     assert!(
         message.contains("document 2: spec.template.spec.hostPID not supported"),
         "{message}"
     );
+    // `?project=` contradicting metadata.namespace of the second
+    // document: refused naming both projects, and nothing is created.
+    app.create_project(&admin, "other", false).await;
+    let reply = app
+        .send(
+            Method::POST,
+            "/api/v1/apply?project=other",
+            &[
+                ("authorization", format!("Bearer {admin}")),
+                ("content-type", "application/yaml".into()),
+            ],
+            format!(
+                "{}\n---\n{SEED}",
+                SEED.replace("  namespace: shop\n", "")
+                    .replace("name: web\n", "name: api\n")
+            ),
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let message = error_message(&reply);
+    assert!(
+        message.contains("deployment web is in project shop")
+            && message.contains("project other was asked for")
+            && message.contains("-p shop"),
+        "{message}"
+    );
+    for project in ["shop", "other"] {
+        let list = app
+            .api(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/projects/{project}/deployments"),
+                Value::Null,
+            )
+            .await
+            .json();
+        assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+    }
+    // The same project both ways is fine.
+    app.send(
+        Method::POST,
+        "/api/v1/apply?project=other",
+        &[
+            ("authorization", format!("Bearer {admin}")),
+            ("content-type", "application/yaml".into()),
+        ],
+        SEED.replace("namespace: shop", "namespace: other"),
+    )
+    .await
+    .expect(StatusCode::OK);
     // No project anywhere: refused with a hint.
     let no_project = SEED.replace("  namespace: shop\n", "");
     let reply = apply(&app, &admin, &no_project)

@@ -264,3 +264,228 @@ spec:
     let err = fails(wharf(home, &["ippool", "show", "web-pool"], ""));
     assert!(err.contains("not found"), "{err}");
 }
+
+/// Logs `home` in as admin, with `extra` options of `wharf login`.
+fn log_in_as_admin(home: &Path, url: &str, extra: &[&str]) -> String {
+    let mut args = vec!["login", url, "-u", "admin", "--password-stdin"];
+    args.extend_from_slice(extra);
+    ok(wharf(home, &args, &format!("{ADMIN_PASSWORD}\n")))
+}
+
+/// Applies `deployment(name, project)`.
+fn apply(home: &Path, name: &str, project: &str) {
+    ok(wharf(
+        home,
+        &["apply", "-f", "-"],
+        &deployment(name, project),
+    ));
+}
+
+/// A deployment `name` in `project`, labelled `app: NAME` as its pods are,
+/// on no node (nothing needs to run).
+fn deployment(name: &str, project: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {project}, labels: {{app: {name}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: {name}, image: example/{name}:1}}]
+"
+    )
+}
+
+/// `field` of the metadata of each object `wharf ARGS` (a JSON list)
+/// prints, sorted.
+fn listed(home: &Path, args: &[&str], field: &str) -> Vec<String> {
+    let list = json(&ok(wharf(home, args, "")));
+    let mut values: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|o| o["metadata"][field].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    values
+}
+
+/// The names of the deployments `get deployments ARGS -o json` lists.
+fn deployment_names(home: &Path, args: &[&str]) -> Vec<String> {
+    let mut command = vec!["get", "deployments", "-o", "json"];
+    command.extend_from_slice(args);
+    listed(home, &command, "name")
+}
+
+#[test]
+fn the_login_default_project_stands_in_for_p() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    log_in_as_admin(home, &url, &[]);
+    for project in ["shop", "lab"] {
+        ok(wharf(home, &["project", "create", project], ""));
+    }
+    apply(home, "web", "shop");
+    apply(home, "api", "lab");
+
+    // Neither -p nor a default: the error says how to set one.
+    let hint = fails(wharf(home, &["get", "deployments"], ""));
+    assert!(
+        hint.contains("-p PROJECT") && hint.contains("wharf project use PROJECT"),
+        "{hint}"
+    );
+    let unknown = fails(wharf(home, &["project", "use", "nothere"], ""));
+    assert!(unknown.contains("using project nothere"), "{unknown}");
+
+    let out = ok(wharf(home, &["project", "use", "shop"], ""));
+    assert_eq!(out, "default project: shop\n");
+    assert_eq!(deployment_names(home, &[]), ["web"]);
+    assert_eq!(deployment_names(home, &["-p", "lab"]), ["api"], "-p wins");
+    ok(wharf(home, &["describe", "deployment", "web"], ""));
+
+    // login --project sets it; logging in again without it keeps it.
+    let out = log_in_as_admin(home, &url, &["--project", "lab"]);
+    assert!(out.contains("(default project lab)"), "{out}");
+    log_in_as_admin(home, &url, &[]);
+    assert_eq!(deployment_names(home, &[]), ["api"]);
+    ok(wharf(
+        home,
+        &["scale", "deployment", "api", "--replicas", "0"],
+        "",
+    ));
+    ok(wharf(home, &["delete", "deployment", "api"], ""));
+    assert!(deployment_names(home, &[]).is_empty());
+}
+
+/// The projects of the objects `get KIND -A -o json` lists, sorted.
+fn projects_listed(home: &Path, kind: &str) -> Vec<String> {
+    listed(home, &["get", kind, "-A", "-o", "json"], "project")
+}
+
+#[test]
+fn all_projects_lists_what_the_caller_can_read() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    log_in_as_admin(home, &url, &[]);
+    ok(wharf(
+        home,
+        &["user", "create", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+    for project in ["shop", "lab"] {
+        ok(wharf(home, &["project", "create", project], ""));
+    }
+    let alice_in_shop = "project member add shop alice --role developer";
+    ok(wharf(
+        home,
+        &alice_in_shop.split(' ').collect::<Vec<_>>(),
+        "",
+    ));
+    apply(home, "web", "shop");
+    apply(home, "api", "lab");
+    let alice_home = tempfile::tempdir().unwrap();
+    let alice = alice_home.path();
+    ok(wharf(
+        alice,
+        &["login", &url, "-u", "alice", "--password-stdin"],
+        "alice-password\n",
+    ));
+
+    assert_eq!(projects_listed(home, "deployments"), ["lab", "shop"]);
+    assert_eq!(projects_listed(alice, "deployments"), ["shop"]);
+    let table = ok(wharf(alice, &["get", "deployments", "-A"], ""));
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().starts_with("PROJECT"),
+        "a PROJECT column first: {table}"
+    );
+    assert!(lines.next().unwrap().starts_with("shop"), "{table}");
+    assert!(!table.contains("api"), "{table}");
+
+    // The pods (pending: there is no node) come with their deployments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while projects_listed(home, "pods") != ["lab", "shop"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pods in both projects"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(projects_listed(alice, "pods"), ["shop"]);
+
+    let err = fails(wharf(home, &["get", "nodes", "-A"], ""));
+    assert!(err.contains("nodes belong to no project"), "{err}");
+    fails(wharf(home, &["get", "pods", "-A", "-p", "shop"], ""));
+}
+
+#[test]
+fn selectors_choose_what_get_and_delete_touch() {
+    let server = TestServer::start();
+    let url = server.url();
+    let admin_home = tempfile::tempdir().unwrap();
+    let home = admin_home.path();
+    log_in_as_admin(home, &url, &["--project", "shop"]);
+    ok(wharf(home, &["project", "create", "shop"], ""));
+    for name in ["web", "api", "db"] {
+        apply(home, name, "shop");
+    }
+    assert_eq!(
+        deployment_names(home, &["-l", "app in (web,api)"]),
+        ["api", "web"]
+    );
+    assert_eq!(deployment_names(home, &["-l", "app!=web"]), ["api", "db"]);
+    assert!(deployment_names(home, &["-l", "!app"]).is_empty());
+    assert_eq!(
+        projects_listed(home, "deployments"),
+        ["shop", "shop", "shop"]
+    );
+    let list = json(&ok(wharf(
+        home,
+        &["get", "deployments", "-A", "-l", "app=db", "-o", "json"],
+        "",
+    )));
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    fails(wharf(home, &["get", "deployments", "-l", "app in"], ""));
+
+    let out = ok(wharf(
+        home,
+        &["delete", "deployments", "-l", "app in (web,db)"],
+        "",
+    ));
+    assert!(
+        out.contains("deployment.apps/web deleted") && out.contains("deployment.apps/db deleted"),
+        "{out}"
+    );
+    assert_eq!(deployment_names(home, &[]), ["api"]);
+    let none = wharf(home, &["delete", "pods", "-l", "app=nothing"], "");
+    assert!(none.status.success());
+    let said = String::from_utf8(none.stderr).unwrap();
+    assert!(
+        said.contains("no pods match app=nothing in project shop"),
+        "{said}"
+    );
+    fails(wharf(
+        home,
+        &["delete", "pods", "api-1", "-l", "app=api"],
+        "",
+    ));
+
+    // The api deployment's pod (pending: there is no node) goes by label.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while projects_listed(home, "pods").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no pod of api");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = ok(wharf(home, &["delete", "pods", "-l", "app=api"], ""));
+    assert!(
+        out.starts_with("pod/api-") && out.contains(" deleted"),
+        "{out}"
+    );
+}

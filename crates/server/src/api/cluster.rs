@@ -412,9 +412,28 @@ pub(crate) struct ApplyParams {
     project: Option<String>,
 }
 
+/// The project a manifest's object goes to: its `metadata.namespace`, else
+/// the request's `?project=`. Both given and different is refused, as
+/// kubectl refuses a `--namespace` that contradicts the manifest: silently
+/// preferring one would put the object where the user did not look.
+fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> ApiResult<String> {
+    match (manifest, requested) {
+        (Some(manifest), Some(requested)) if manifest != requested => {
+            Err(ApiErrorReply::invalid(format!(
+                "deployment {name} is in project {manifest} (metadata.namespace) but \
+                 project {requested} was asked for: pass -p {manifest} or drop -p"
+            )))
+        }
+        (Some(project), _) | (None, Some(project)) => Ok(project.to_string()),
+        (None, None) => Err(ApiErrorReply::invalid(format!(
+            "deployment {name} names no project: set metadata.namespace or pass -p"
+        ))),
+    }
+}
+
 /// `POST /api/v1/apply[?project=P]` with YAML or JSON documents: creates
-/// or updates each object. Everything is parsed and authorized before
-/// anything changes; unknown fields come back as warnings.
+/// or updates each object. Everything is parsed, placed in its project and
+/// authorized before anything changes; unknown fields come back as warnings.
 pub(crate) async fn apply(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
@@ -427,17 +446,11 @@ pub(crate) async fn apply(
     let mut work = Vec::new();
     for document in parsed {
         let Manifest::Deployment(mut deployment) = document.manifest;
-        let project = deployment
-            .metadata
-            .project
-            .clone()
-            .or_else(|| params.project.clone())
-            .ok_or_else(|| {
-                ApiErrorReply::invalid(format!(
-                    "deployment {} names no project: set metadata.namespace or pass -p",
-                    deployment.metadata.name
-                ))
-            })?;
+        let project = project_of(
+            &deployment.metadata.name,
+            deployment.metadata.project.as_deref(),
+            params.project.as_deref(),
+        )?;
         state
             .identity
             .require(&caller.principal, &project, Action::Push)

@@ -28,6 +28,11 @@ pub struct StoredSession {
     pub refresh_token: String,
     /// When the access token expires, in unix seconds.
     pub expires_at: u64,
+    /// Project of deployments and pods when a command has no `-p`, as a
+    /// kubeconfig context's namespace (`wharf login --project`,
+    /// `wharf project use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_project: Option<String>,
 }
 
 impl StoredSession {
@@ -46,6 +51,7 @@ impl fmt::Debug for StoredSession {
             .field("access_token", &"<redacted>")
             .field("refresh_token", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field("default_project", &self.default_project)
             .finish()
     }
 }
@@ -149,6 +155,7 @@ mod tests {
             access_token: "access-secret".into(),
             refresh_token: "refresh-secret".into(),
             expires_at: 1_700_000_000,
+            default_project: None,
         }
     }
 

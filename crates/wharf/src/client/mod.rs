@@ -80,6 +80,21 @@ impl ApiClient {
         self.session.as_ref().map(|session| session.user.as_str())
     }
 
+    /// The stored login's default project, when the login applies to this
+    /// server.
+    pub fn default_project(&self) -> Option<&str> {
+        self.session.as_ref()?.default_project.as_deref()
+    }
+
+    /// Stores `project` as the login's default project.
+    pub fn set_default_project(&mut self, project: &str) -> Result<()> {
+        let Some(session) = &mut self.session else {
+            bail!("not logged in to {}: run wharf login", self.server());
+        };
+        session.default_project = Some(project.to_string());
+        self.credentials.save(session)
+    }
+
     /// `GET /api/v1/<path>`.
     pub async fn get(&mut self, path: &[&str]) -> Result<Value> {
         self.call(Method::GET, path, &[], Payload::Empty).await
@@ -175,8 +190,14 @@ impl ApiClient {
         self.call(Method::DELETE, path, &[], Payload::Empty).await
     }
 
-    /// `POST /api/v1/login`: stores and returns the new session.
-    pub async fn login(&mut self, user: &str, password: &str) -> Result<StoredSession> {
+    /// `POST /api/v1/login`: stores and returns the new session, with
+    /// `default_project` for commands without `-p`.
+    pub async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        default_project: Option<String>,
+    ) -> Result<StoredSession> {
         #[derive(Deserialize)]
         struct LoginResponse {
             access_token: String,
@@ -195,6 +216,7 @@ impl ApiClient {
             access_token: answer.access_token,
             refresh_token: answer.refresh_token,
             expires_at: unix_now().saturating_add(answer.expires_in),
+            default_project,
         };
         self.credentials.save(&session)?;
         self.session = Some(session.clone());

@@ -17,7 +17,8 @@ pub struct ApplyArgs {
     /// standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     file: String,
-    // For the objects whose manifest names no project (metadata.namespace).
+    // For the objects whose manifest names no project (metadata.namespace);
+    // the server refuses one that contradicts a manifest's namespace.
     #[command(flatten)]
     project: ProjectOption,
 }

@@ -5,7 +5,10 @@ use clap::Args;
 use wharf_api::{Manifest, parse_manifests};
 
 use super::ServerOption;
-use super::objects::{Kind, ObjectName, ProjectOption, is_not_found, manifest_name, read_manifest};
+use super::objects::{
+    Kind, ObjectName, ProjectOption, is_not_found, list_objects, manifest_name, place,
+    read_manifest,
+};
 use crate::client::ApiClient;
 
 /// Options of `wharf delete`.
@@ -23,6 +26,10 @@ pub struct DeleteArgs {
     file: Option<String>,
     #[command(flatten)]
     project: ProjectOption,
+    /// Delete the objects of KIND whose labels match, e.g.
+    /// app=web,tier!=db,env in (a,b),!legacy.
+    #[arg(short = 'l', long, conflicts_with_all = ["names", "file"])]
+    selector: Option<String>,
     /// Succeed when an object does not exist.
     #[arg(long)]
     ignore_not_found: bool,
@@ -39,32 +46,42 @@ struct Target {
 
 /// Deletes each object named; a deployment's pods go with it.
 pub async fn run(args: DeleteArgs) -> Result<()> {
+    let mut client = args.server.client()?;
     let targets = match (&args.file, args.kind) {
         (Some(file), _) => {
             let text = read_manifest(file).await?;
             manifest_targets(&text, args.project.project.as_deref())
                 .with_context(|| format!("reading {}", manifest_name(file)))?
         }
+        (None, Some(kind)) if args.selector.is_some() => {
+            let project = args.project.for_kind(kind, client.default_project())?;
+            let matching = selected(&mut client, kind, &project, &args.selector).await?;
+            if matching.is_empty() {
+                let selector = args.selector.as_deref().unwrap_or_default();
+                eprintln!("no {} match {selector}{}", kind.plural(), place(&project));
+                return Ok(());
+            }
+            matching
+        }
         (None, Some(kind)) => {
             if args.names.is_empty() {
                 bail!(
-                    "give the names of the {} to delete, or -f FILE",
+                    "give the names of the {} to delete, -l SELECTOR, or -f FILE",
                     kind.plural()
                 );
             }
-            let project = args.project.for_kind(kind)?;
+            let project = args.project.for_kind(kind, client.default_project())?;
             args.names
                 .iter()
                 .map(|name| Target {
                     kind,
-                    project: project.to_string(),
+                    project: project.clone(),
                     name: name.clone(),
                 })
                 .collect()
         }
         (None, None) => bail!("give what to delete: KIND NAME... or -f FILE"),
     };
-    let mut client = args.server.client()?;
     if let [target] = targets.as_slice() {
         return delete(&mut client, target, args.ignore_not_found).await;
     }
@@ -82,8 +99,36 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
     Ok(())
 }
 
+/// The objects of `kind` in `project` whose labels match `selector`.
+async fn selected(
+    client: &mut ApiClient,
+    kind: Kind,
+    project: &str,
+    selector: &Option<String>,
+) -> Result<Vec<Target>> {
+    let answer = list_objects(client, kind, project, selector).await?;
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let name = item["metadata"]["name"].as_str().ok_or_else(|| {
+                anyhow!(
+                    "the server's {} list has an object without a name",
+                    kind.resource()
+                )
+            })?;
+            Ok(Target {
+                kind,
+                project: project.to_string(),
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The objects of a manifest, parsed here: each in its own project
-/// (`metadata.namespace`) or else in `project`.
+/// (`metadata.namespace`) or else in `project`; a `project` contradicting
+/// a manifest's is refused, as `apply` refuses it.
 fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
     let parsed = parse_manifests(text)?;
     parsed
@@ -91,15 +136,17 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
         .map(|document| {
             let Manifest::Deployment(deployment) = document.manifest;
             let name = deployment.metadata.name;
-            let project = deployment
-                .metadata
-                .project
-                .or_else(|| project.map(str::to_string))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
-                    )
-                })?;
+            let project = match (deployment.metadata.project, project) {
+                (Some(own), Some(asked)) if own != asked => bail!(
+                    "deployment {name} is in project {own} (metadata.namespace) but project \
+                     {asked} was asked for: pass -p {own} or drop -p"
+                ),
+                (Some(own), _) => own,
+                (None, Some(asked)) => asked.to_string(),
+                (None, None) => bail!(
+                    "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
+                ),
+            };
             Ok(Target {
                 kind: Kind::Deployment,
                 project,
@@ -111,11 +158,7 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
 
 async fn delete(client: &mut ApiClient, target: &Target, ignore_not_found: bool) -> Result<()> {
     let object = ObjectName(target.kind, &target.name);
-    let place = if target.kind.in_project() {
-        format!(" in project {}", target.project)
-    } else {
-        String::new()
-    };
+    let place = place(&target.project);
     match client
         .delete(&target.kind.object_path(&target.project, &target.name))
         .await
@@ -162,13 +205,20 @@ spec:
 
     #[test]
     fn manifests_name_their_objects_and_projects() {
-        let targets = manifest_targets(MANIFEST, Some("shop")).unwrap();
+        let err = manifest_targets(MANIFEST, Some("shop"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deployment api is in project back (metadata.namespace) but project shop"),
+            "{err}"
+        );
+        let targets = manifest_targets(MANIFEST, Some("back")).unwrap();
         assert_eq!(
             targets,
             [
                 Target {
                     kind: Kind::Deployment,
-                    project: "shop".into(),
+                    project: "back".into(),
                     name: "web".into()
                 },
                 Target {

@@ -37,8 +37,8 @@ pub struct DescribeArgs {
 /// Prints the object and its events.
 pub async fn run(args: DescribeArgs) -> Result<()> {
     let (kind, name) = (args.kind, args.name.as_str());
-    let project = args.project.for_kind(kind)?;
     let mut client = args.server.client()?;
+    let project = &args.project.for_kind(kind, client.default_project())?;
     let answer = client
         .get(&kind.object_path(project, name))
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use wharf_api::{
     ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL,
     Node, Pod, PodPhase, Resources,
@@ -15,8 +15,8 @@ use wharf_api::{
 
 use super::ServerOption;
 use super::objects::{
-    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, node_status, none,
-    selector_text, sum_requests, taint_text,
+    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, list_objects,
+    node_status, none, place, selector_text, sum_requests, taint_text,
 };
 use crate::client::{ApiClient, unix_now};
 use crate::output::{self, OutputFormat, RowStream, Table, age, cores, memory};
@@ -33,6 +33,10 @@ pub struct GetArgs {
     name: Option<String>,
     #[command(flatten)]
     project: ProjectOption,
+    /// List deployments or pods of every project you can read, with a
+    /// PROJECT column.
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "project", "watch"])]
+    all_projects: bool,
     /// Only objects whose labels match, e.g. app=web,tier!=db,env in (a,b).
     #[arg(short = 'l', long)]
     selector: Option<String>,
@@ -67,8 +71,11 @@ pub async fn run(args: GetArgs) -> Result<()> {
         bail!("give a NAME or -l SELECTOR, not both");
     }
     let kind = args.kind;
-    let project = args.project.for_kind(kind)?;
     let mut client = args.server.client()?;
+    if args.all_projects {
+        return list_all_projects(&mut client, &args).await;
+    }
+    let project = &args.project.for_kind(kind, client.default_project())?;
     let (answer, objects, resource_version) = match &args.name {
         Some(name) => {
             let answer = client
@@ -79,15 +86,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
             (answer.clone(), vec![answer], version)
         }
         None => {
-            let query: Vec<(&str, String)> = args
-                .selector
-                .iter()
-                .map(|selector| ("labelSelector", selector.clone()))
-                .collect();
-            let answer = client
-                .get_with_query(&kind.collection_path(project), &query)
-                .await
-                .with_context(|| format!("listing {}{}", kind.plural(), place(project)))?;
+            let answer = list_objects(&mut client, kind, project, &args.selector).await?;
             let objects = answer["items"].as_array().cloned().unwrap_or_default();
             let version = resource_version(&answer);
             (answer, objects, version)
@@ -103,7 +102,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
             Printer::Yaml
         }
         ListFormat::Table | ListFormat::Wide => {
-            let mut rows = RowMaker::new(kind, args.output == ListFormat::Wide);
+            let mut rows = RowMaker::new(kind, args.output == ListFormat::Wide, false);
             let (text, stream) = rows.table(&mut client, &objects, args.watch).await?;
             if objects.is_empty() && !args.watch {
                 eprintln!("no {} found{}", kind.plural(), place(project));
@@ -128,12 +127,45 @@ pub async fn run(args: GetArgs) -> Result<()> {
     watch.follow(&mut client, &mut printer, from, objects).await
 }
 
-/// ` in project P`, or nothing for cluster-wide kinds.
-fn place(project: &str) -> String {
-    if project.is_empty() {
-        String::new()
-    } else {
-        format!(" in project {project}")
+/// `get -A`: the objects of every project the caller can read, one list
+/// per project through the per-project routes, so that their access rule
+/// is the only one. (`GET /api/v1/pods` spans projects but is the agents'
+/// route, for administrators only.)
+async fn list_all_projects(client: &mut ApiClient, args: &GetArgs) -> Result<()> {
+    let kind = args.kind;
+    if !kind.in_project() {
+        bail!("{} belong to no project: drop -A", kind.plural());
+    }
+    let projects: Vec<wharf_auth::Project> = serde_json::from_value(
+        client
+            .get(&["projects"])
+            .await
+            .context("listing projects")?,
+    )
+    .context("the server's project list is not what wharf expects")?;
+    let mut objects = Vec::new();
+    for project in &projects {
+        let answer = list_objects(client, kind, &project.name, &args.selector).await?;
+        objects.extend(answer["items"].as_array().cloned().unwrap_or_default());
+    }
+    let answer = json!({
+        "apiVersion": "v1",
+        "kind": if kind == Kind::Pod { "PodList" } else { "DeploymentList" },
+        "items": objects,
+    });
+    match args.output {
+        ListFormat::Json => output::print(OutputFormat::Json, answer, |_: Value| String::new()),
+        ListFormat::Yaml => output::print(OutputFormat::Yaml, answer, |_: Value| String::new()),
+        ListFormat::Table | ListFormat::Wide => {
+            let mut rows = RowMaker::new(kind, args.output == ListFormat::Wide, true);
+            let (text, _) = rows.table(client, &objects, false).await?;
+            if objects.is_empty() {
+                eprintln!("no {} found in any project you can read", kind.plural());
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -262,14 +294,17 @@ struct RowMaker {
     wide: bool,
     /// Whether the caller may list the pods bound to nodes (administrators).
     may_list_pods: bool,
+    /// Whether rows start with the object's project (`get -A`).
+    project_column: bool,
 }
 
 impl RowMaker {
-    fn new(kind: Kind, wide: bool) -> RowMaker {
+    fn new(kind: Kind, wide: bool, project_column: bool) -> RowMaker {
         RowMaker {
             kind,
             wide,
             may_list_pods: true,
+            project_column,
         }
     }
 
@@ -285,14 +320,22 @@ impl RowMaker {
         if watch {
             headers.push("EVENT");
         }
+        if self.project_column {
+            headers.push("PROJECT");
+        }
         headers.extend(headers_of(self.kind, self.wide));
         let mut table = Table::new(&headers);
         if watch {
             table.min_width(0, "MODIFIED".len());
         }
-        for row in self.rows(client, objects).await? {
+        for (row, object) in self.rows(client, objects).await?.into_iter().zip(objects) {
             let event = watch.then(|| "ADDED".to_string());
-            table.row(event.into_iter().chain(row));
+            let project = self.project_column.then(|| {
+                object["metadata"]["project"]
+                    .as_str()
+                    .map_or_else(none, str::to_string)
+            });
+            table.row(event.into_iter().chain(project).chain(row));
         }
         Ok(table.render_streaming())
     }

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::client::ApiClient;
 use crate::client::config::CredentialsFile;
+use crate::client::{ApiClient, parse_server_url};
 use crate::password;
 
 /// Options of `wharf login`.
@@ -19,6 +19,10 @@ pub struct LoginArgs {
     /// asking on the terminal.
     #[arg(long)]
     password_stdin: bool,
+    /// Project of deployments and pods for commands without -p (change it
+    /// later with wharf project use).
+    #[arg(short = 'p', long)]
+    project: Option<String>,
 }
 
 /// Logs in and stores the tokens (never the password).
@@ -33,12 +37,29 @@ pub async fn login(args: LoginArgs) -> Result<()> {
             client.server()
         ))?
     };
+    let project = args
+        .project
+        .or_else(|| earlier_default_project(client.server(), &args.user));
     let session = client
-        .login(&args.user, &password)
+        .login(&args.user, &password, project)
         .await
         .with_context(|| format!("logging in to {} as {}", client.server(), args.user))?;
-    println!("logged in to {} as {}", session.server, session.user);
+    match &session.default_project {
+        Some(project) => println!(
+            "logged in to {} as {} (default project {project})",
+            session.server, session.user
+        ),
+        None => println!("logged in to {} as {}", session.server, session.user),
+    }
     Ok(())
+}
+
+/// The default project of the stored login when it is for the same server
+/// and user: logging in again (an expired session) keeps it.
+fn earlier_default_project(server: &str, user: &str) -> Option<String> {
+    let earlier = CredentialsFile::locate().ok()?.load().ok()??;
+    let same_server = parse_server_url(&earlier.server).ok()? == parse_server_url(server).ok()?;
+    (same_server && earlier.user == user).then_some(earlier.default_project?)
 }
 
 /// Deletes the stored login.

@@ -30,7 +30,8 @@ pub struct LogsArgs {
 
 /// Prints the log as it arrives.
 pub async fn run(args: LogsArgs) -> Result<()> {
-    let project = args.project.for_kind(Kind::Pod)?.to_string();
+    let mut client = args.server.client()?;
+    let project = args.project.for_kind(Kind::Pod, client.default_project())?;
     let mut query = vec![("follow", args.follow.to_string())];
     if let Some(container) = &args.container {
         query.push(("container", container.clone()));
@@ -38,7 +39,6 @@ pub async fn run(args: LogsArgs) -> Result<()> {
     if let Some(tail) = args.tail {
         query.push(("tailLines", tail.to_string()));
     }
-    let mut client = args.server.client()?;
     let mut response = client
         .get_stream(&["projects", &project, "pods", &args.pod, "log"], &query)
         .await

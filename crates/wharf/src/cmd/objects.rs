@@ -6,6 +6,7 @@ use std::fmt;
 
 use anyhow::{Context, Result, anyhow};
 use reqwest::StatusCode;
+use serde_json::Value;
 use wharf_api::{LabelSelector, Node, Pod, Resources, Taint, TaintEffect};
 
 use crate::client::{ApiClient, ApiRefusal};
@@ -105,17 +106,47 @@ pub struct ProjectOption {
 }
 
 impl ProjectOption {
-    /// The project objects of `kind` are in; an empty string for nodes.
-    pub fn for_kind(&self, kind: Kind) -> Result<&str> {
+    /// The project objects of `kind` are in: `-p`, else the login's default
+    /// project (`default`); an empty string for nodes.
+    pub fn for_kind(&self, kind: Kind, default: Option<&str>) -> Result<String> {
         if !kind.in_project() {
-            return Ok("");
+            return Ok(String::new());
         }
-        self.project.as_deref().ok_or_else(|| {
+        let project = self.project.as_deref().or(default).ok_or_else(|| {
             anyhow!(
-                "{} belong to a project: give -p PROJECT or set WHARF_PROJECT",
+                "{} belong to a project: give -p PROJECT, set WHARF_PROJECT, \
+                 or set a default with wharf project use PROJECT",
                 kind.plural()
             )
-        })
+        })?;
+        Ok(project.to_string())
+    }
+}
+
+/// `GET` of the collection of `kind` in `project`, filtered by `selector`.
+/// (A label selector in its query form, e.g. `app=web,tier!=db`.)
+pub async fn list_objects(
+    client: &mut ApiClient,
+    kind: Kind,
+    project: &str,
+    selector: &Option<String>,
+) -> Result<Value> {
+    let query: Vec<(&str, String)> = selector
+        .iter()
+        .map(|selector| ("labelSelector", selector.clone()))
+        .collect();
+    client
+        .get_with_query(&kind.collection_path(project), &query)
+        .await
+        .with_context(|| format!("listing {}{}", kind.plural(), place(project)))
+}
+
+/// ` in project P`, or nothing for cluster-wide kinds.
+pub fn place(project: &str) -> String {
+    if project.is_empty() {
+        String::new()
+    } else {
+        format!(" in project {project}")
     }
 }
 
@@ -312,9 +343,20 @@ mod tests {
     #[test]
     fn projects_are_needed_for_deployments_and_pods_only() {
         let option = ProjectOption { project: None };
-        assert_eq!(option.for_kind(Kind::Node).unwrap(), "");
-        let err = option.for_kind(Kind::Pod).unwrap_err().to_string();
+        assert_eq!(option.for_kind(Kind::Node, None).unwrap(), "");
+        let err = option.for_kind(Kind::Pod, None).unwrap_err().to_string();
         assert!(err.contains("-p PROJECT"), "{err}");
+        assert!(err.contains("wharf project use PROJECT"), "{err}");
+    }
+
+    #[test]
+    fn the_login_default_project_stands_in_for_p() {
+        let none = ProjectOption { project: None };
+        assert_eq!(none.for_kind(Kind::Pod, Some("shop")).unwrap(), "shop");
+        let given = ProjectOption {
+            project: Some("lab".into()),
+        };
+        assert_eq!(given.for_kind(Kind::Pod, Some("shop")).unwrap(), "lab");
     }
 
     #[test]

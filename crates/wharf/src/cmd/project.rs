@@ -46,6 +46,12 @@ pub enum ProjectCommand {
         #[command(flatten)]
         output: OutputOption,
     },
+    /// Make a project the default of get, describe, delete, scale and logs
+    /// without -p (kept with the login, as a kubeconfig context's namespace).
+    Use {
+        /// Project name.
+        name: String,
+    },
     /// Delete a project with its deployments and pods; it must hold no repositories.
     Delete {
         /// Project name.
@@ -149,6 +155,16 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("showing project {name}"))?;
             output::print(output.format, answer, project_details)
+        }
+        ProjectCommand::Use { name } => {
+            // A typo would otherwise surface only at the next get.
+            client
+                .get(&["projects", &name])
+                .await
+                .with_context(|| format!("using project {name}"))?;
+            client.set_default_project(&name)?;
+            println!("default project: {name}");
+            Ok(())
         }
         ProjectCommand::Delete { name } => {
             client

@@ -32,11 +32,11 @@ pub async fn run(args: ScaleArgs) -> Result<()> {
             args.kind.plural()
         );
     }
-    let project = args.project.for_kind(args.kind)?;
-    let object = ObjectName(args.kind, &args.name);
-    let mut path = args.kind.object_path(project, &args.name);
-    path.push("scale");
     let mut client = args.server.client()?;
+    let project = args.project.for_kind(args.kind, client.default_project())?;
+    let object = ObjectName(args.kind, &args.name);
+    let mut path = args.kind.object_path(&project, &args.name);
+    path.push("scale");
     client
         .put(&path, &json!({ "replicas": args.replicas }))
         .await

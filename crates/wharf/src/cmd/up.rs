@@ -147,7 +147,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let mut client = ApiClient::anonymous(&url)?;
     client
-        .login("admin", &password)
+        .login("admin", &password, None)
         .await
         .context("logging the CLI in as admin")?;
     println!("the wharf CLI is logged in to {url} as admin");

@@ -197,7 +197,9 @@ async fn set_password(client: &mut ApiClient, name: &str, from_stdin: bool) -> R
     println!("changed the password of {name}");
     if changing_own {
         // The change ended every session of this user, this one included.
-        client.login(name, &new).await.with_context(|| {
+        let default_project = client.default_project().map(str::to_string);
+        let relogin = client.login(name, &new, default_project).await;
+        relogin.with_context(|| {
             format!(
                 "logging in again as {name}: run wharf login {} -u {name}",
                 client.server()
