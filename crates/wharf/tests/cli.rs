@@ -264,3 +264,21 @@ spec:
     let err = fails(wharf(home, &["ippool", "show", "web-pool"], ""));
     assert!(err.contains("not found"), "{err}");
 }
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let server = TestServer::options().env("RUST_LOG", "debug").start();
+    let home = tempfile::tempdir().unwrap();
+    let login = wharf(
+        home.path(),
+        &["login", &server.url(), "-u", "admin", "--password-stdin"],
+        ADMIN_PASSWORD,
+    );
+    ok(login);
+    let log = server.log_text();
+    assert!(log.contains("DEBUG"), "the server logged: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log that is not a terminal: {log:?}"
+    );
+}
