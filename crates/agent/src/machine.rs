@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use wharf_api::{LABEL_ARCH, LABEL_HOSTNAME, LABEL_OS, Resources};
+use wharf_image::Platform;
 
 /// Pods per node unless told otherwise (Kubernetes' default).
 pub const DEFAULT_MAX_PODS: u32 = 110;
@@ -31,24 +32,9 @@ pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_HOSTNAME.to_string(), name.to_string()),
         (LABEL_OS.to_string(), std::env::consts::OS.to_string()),
-        (
-            LABEL_ARCH.to_string(),
-            go_arch(std::env::consts::ARCH).to_string(),
-        ),
+        // Go's names (amd64, arm64), as in image indexes.
+        (LABEL_ARCH.to_string(), Platform::host().architecture),
     ])
-}
-
-/// Go's name for a Rust target architecture, which Kubernetes labels and
-/// image indexes use.
-fn go_arch(rust_arch: &str) -> &str {
-    match rust_arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
 }
 
 /// Operating system, architecture, kernel and agent version.
@@ -126,8 +112,5 @@ mod tests {
         assert_eq!(labels[LABEL_HOSTNAME], "node-1");
         assert_eq!(labels[LABEL_OS], "linux");
         assert!(["amd64", "arm64"].contains(&labels[LABEL_ARCH].as_str()));
-        assert_eq!(go_arch("x86_64"), "amd64");
-        assert_eq!(go_arch("aarch64"), "arm64");
-        assert_eq!(go_arch("riscv64"), "riscv64");
     }
 }
