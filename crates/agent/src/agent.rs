@@ -53,13 +53,18 @@ impl AgentConfig {
     }
 
     /// The node object this agent registers, with what the machine has now.
+    /// Kubernetes' standard labels (hostname, os, arch) are the agent's:
+    /// they replace any of `labels` of the same key (the CLI refuses such
+    /// labels before they get here).
     pub fn node(&self, cpu_load: Option<f32>) -> Node {
+        let mut labels = self.labels.clone();
+        labels.extend(machine::standard_labels(&self.name));
         Node {
             api_version: "wharf.io/v1".into(),
             kind: "Node".into(),
             metadata: ObjectMeta {
                 name: self.name.clone(),
-                labels: self.labels.clone(),
+                labels,
                 ..ObjectMeta::default()
             },
             spec: NodeSpec {
@@ -340,4 +345,24 @@ fn key(pod: &Pod) -> (String, String) {
         pod.metadata.project.clone().unwrap_or_default(),
         pod.metadata.name.clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_api::{LABEL_ARCH, LABEL_HOSTNAME, LABEL_OS, LABEL_POOL};
+
+    use super::*;
+
+    #[test]
+    fn the_node_carries_the_standard_labels_beside_the_operators() {
+        let mut config = AgentConfig::new("worker-1");
+        config.labels.insert(LABEL_POOL.into(), "web".into());
+        // Set in code, past the CLI's refusal: the agent's value stands.
+        config.labels.insert(LABEL_OS.into(), "windows".into());
+        let labels = config.node(None).metadata.labels;
+        assert_eq!(labels[LABEL_POOL], "web");
+        assert_eq!(labels[LABEL_HOSTNAME], "worker-1");
+        assert_eq!(labels[LABEL_OS], "linux");
+        assert!(["amd64", "arm64"].contains(&labels[LABEL_ARCH].as_str()));
+    }
 }

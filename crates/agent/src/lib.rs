@@ -1,5 +1,6 @@
 //! The node agent: registers its machine (capacity read from the kernel,
-//! labels for pool, IDC, cluster kind and machine class, cost), renews its
+//! labels for pool, IDC, cluster kind and machine class, cost, and
+//! Kubernetes' standard hostname, os and arch labels), renews its
 //! heartbeat lease, takes the pods bound to its node and reports their
 //! status. A [`Simulation`] does the same for many hollow nodes at once.
 //!

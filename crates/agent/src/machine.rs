@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use wharf_api::Resources;
+use wharf_api::{LABEL_ARCH, LABEL_HOSTNAME, LABEL_OS, Resources};
+use wharf_image::Platform;
 
 /// Pods per node unless told otherwise (Kubernetes' default).
 pub const DEFAULT_MAX_PODS: u32 = 110;
@@ -22,6 +23,18 @@ fn mem_total() -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Kubernetes' standard labels for node `name` on this machine
+/// (`kubernetes.io/hostname`, `os`, `arch`), so that manifests selecting
+/// on them work unchanged.
+pub fn standard_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_HOSTNAME.to_string(), name.to_string()),
+        (LABEL_OS.to_string(), std::env::consts::OS.to_string()),
+        // Go's names (amd64, arm64), as in image indexes.
+        (LABEL_ARCH.to_string(), Platform::host().architecture),
+    ])
 }
 
 /// Operating system, architecture, kernel and agent version.
@@ -91,5 +104,13 @@ mod tests {
         assert!(load.sample().is_none());
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(load.sample().is_some_and(|l| (0.0..=1.0).contains(&l)));
+    }
+
+    #[test]
+    fn standard_labels_name_the_node_as_kubernetes_does() {
+        let labels = standard_labels("node-1");
+        assert_eq!(labels[LABEL_HOSTNAME], "node-1");
+        assert_eq!(labels[LABEL_OS], "linux");
+        assert!(["amd64", "arm64"].contains(&labels[LABEL_ARCH].as_str()));
     }
 }

@@ -15,6 +15,7 @@ use wharf_api::{
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
+use crate::machine;
 use crate::runtime::SimulatedRuntime;
 
 /// Registrations and heartbeats in flight at once.
@@ -79,6 +80,7 @@ impl SimulationConfig {
         }
         labels.insert(LABEL_CLUSTER_KIND.to_string(), "vm".into());
         labels.insert(LABEL_MACHINE_CLASS.to_string(), (1 + i % 3).to_string());
+        labels.extend(machine::standard_labels(&self.node_name(i)));
         Node {
             api_version: "wharf.io/v1".into(),
             kind: "Node".into(),

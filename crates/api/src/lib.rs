@@ -43,8 +43,8 @@ pub use meta::{
     parse_label_selector,
 };
 pub use node::{
-    LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeImage, NodeSpec,
-    NodeStatus, Taint, TaintEffect,
+    LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS,
+    LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
 pub use workload::{

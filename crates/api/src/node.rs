@@ -15,6 +15,17 @@ pub const LABEL_CLUSTER_KIND: &str = "wharf.io/cluster-kind";
 /// Label ranking a node's hardware; higher is newer or bigger.
 pub const LABEL_MACHINE_CLASS: &str = "wharf.io/machine-class";
 
+/// Kubernetes' well-known label with the node's name.
+pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
+/// Kubernetes' well-known label with the node's operating system (`linux`).
+pub const LABEL_OS: &str = "kubernetes.io/os";
+/// Kubernetes' well-known label with the node's architecture, as Go names
+/// it (`amd64`, `arm64`).
+pub const LABEL_ARCH: &str = "kubernetes.io/arch";
+/// The labels the agent sets on its node itself, as the kubelet does; an
+/// operator's labels may not set them.
+pub const STANDARD_NODE_LABELS: [&str; 3] = [LABEL_HOSTNAME, LABEL_OS, LABEL_ARCH];
+
 /// A machine registered by its agent. Cluster-wide: nodes have no project.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

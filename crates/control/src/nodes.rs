@@ -24,31 +24,53 @@ fn heartbeat_key(node: &str) -> String {
     format!("{HEARTBEATS}{node}")
 }
 
+/// What a node registration changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRegistration {
+    /// The node is new, or its labels, address, capacity, endpoint or cost
+    /// changed: a fact operators want in the audit log.
+    Registered,
+    /// Only the agent's periodic status (load, images, info) was refreshed.
+    Refreshed,
+}
+
 impl Objects {
     /// Creates a node or refreshes what its agent reports (labels,
     /// address, capacity, status), keeping what operators set (taints,
-    /// cordon, cost).
-    pub async fn register_node(&self, reported: Node) -> Result<Node, ControlError> {
+    /// cordon, cost), and says whether this was a real registration or a
+    /// routine status refresh.
+    pub async fn register_node(
+        &self,
+        reported: Node,
+    ) -> Result<(Node, NodeRegistration), ControlError> {
         wharf_api::check_name("metadata.name", &reported.metadata.name)?;
         let name = reported.metadata.name.clone();
         if self.get::<Node>(None, &name).await?.is_none() {
             match self.create(reported.clone()).await {
                 Err(ControlError::Conflict(_)) => {}
-                other => return other,
+                other => return other.map(|node| (node, NodeRegistration::Registered)),
             }
         }
-        self.modify::<Node>(None, &name, |node| {
-            node.metadata.labels = reported.metadata.labels.clone();
-            node.spec.address = reported.spec.address.clone();
-            if reported.spec.cost_per_hour.is_some() {
-                node.spec.cost_per_hour = reported.spec.cost_per_hour;
-            }
-            let ready = node.status.ready;
-            node.status = reported.status.clone();
-            node.status.ready = ready;
-            true
-        })
-        .await
+        let mut registration = NodeRegistration::Refreshed;
+        let node = self
+            .modify::<Node>(None, &name, |node| {
+                registration = if identity_changes(node, &reported) {
+                    NodeRegistration::Registered
+                } else {
+                    NodeRegistration::Refreshed
+                };
+                node.metadata.labels = reported.metadata.labels.clone();
+                node.spec.address = reported.spec.address.clone();
+                if reported.spec.cost_per_hour.is_some() {
+                    node.spec.cost_per_hour = reported.spec.cost_per_hour;
+                }
+                let ready = node.status.ready;
+                node.status = reported.status.clone();
+                node.status.ready = ready;
+                true
+            })
+            .await?;
+        Ok((node, registration))
     }
 
     /// Starts or renews `node`'s heartbeat. With the lease of a previous
@@ -76,6 +98,18 @@ impl Objects {
             .await?;
         Ok(lease)
     }
+}
+
+/// Whether `reported` changes what the node is (rather than how busy it is).
+fn identity_changes(stored: &Node, reported: &Node) -> bool {
+    stored.metadata.labels != reported.metadata.labels
+        || stored.spec.address != reported.spec.address
+        || stored.status.capacity != reported.status.capacity
+        || stored.status.endpoint != reported.status.endpoint
+        || reported
+            .spec
+            .cost_per_hour
+            .is_some_and(|cost| stored.spec.cost_per_hour != Some(cost))
 }
 
 /// Keeps nodes' `ready` in step with their heartbeats.

@@ -325,6 +325,12 @@ impl App {
             _lock: lock,
         })
     }
+
+    /// Marks the server as shutting down: `/readyz` answers 503 from now
+    /// on and watch streams end.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// A server bound to its address, ready to run.
@@ -412,10 +418,11 @@ impl Server {
         let served = axum::serve(LingeringListener(self.listener), connections)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                // Leadership goes first, so another server takes over while
-                // this one drains its connections.
-                controllers.stop().await;
+                // `/readyz` turns 503 and watches end at once; leadership
+                // goes next, so another server takes over while this one
+                // drains its connections.
                 let _ = stop.send(true);
+                controllers.stop().await;
             })
             .await
             .map_err(|source| ServerError::Listen { addr, source });

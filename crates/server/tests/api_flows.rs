@@ -537,3 +537,18 @@ async fn malformed_and_oversize_api_bodies_are_refused() {
         "password hashes never leave the server"
     );
 }
+
+#[tokio::test]
+async fn live_and_ready_probes_answer_anonymously() {
+    let app = TestApp::new().await;
+    for path in ["/livez", "/readyz", "/healthz"] {
+        let reply = app.send(Method::GET, path, &[], Bytes::new()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+    // Once shutdown begins the server is alive but no longer ready.
+    app.app.begin_shutdown();
+    let ready = app.send(Method::GET, "/readyz", &[], Bytes::new()).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let live = app.send(Method::GET, "/livez", &[], Bytes::new()).await;
+    assert_eq!(live.status, StatusCode::OK);
+}

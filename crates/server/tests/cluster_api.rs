@@ -566,3 +566,29 @@ async fn deleting_a_project_deletes_its_workloads() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_refreshes_are_not_audited_as_registrations() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    let post = |cpu_load: f32, pool: &'static str| {
+        let node = json!({
+            "metadata": {"name": "n1", "labels": {"wharf.io/pool": pool}},
+            "status": {
+                "capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110},
+                "cpuLoad": cpu_load,
+            },
+        });
+        app.api(&admin, Method::POST, "/api/v1/nodes", node)
+    };
+    post(0.1, "web").await.expect(StatusCode::OK);
+    // The agent's periodic status reports: only the load moves.
+    post(0.2, "web").await.expect(StatusCode::OK);
+    let refreshed = post(0.3, "web").await.expect(StatusCode::OK).json();
+    assert!((refreshed["status"]["cpuLoad"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    assert_eq!(app.audit_events("node.register").await.len(), 1);
+
+    // A changed label is a registration again.
+    post(0.3, "batch").await.expect(StatusCode::OK);
+    assert_eq!(app.audit_events("node.register").await.len(), 2);
+}

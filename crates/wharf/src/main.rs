@@ -9,6 +9,8 @@ mod output;
 mod password;
 mod units;
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
@@ -99,6 +101,9 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for people: logs sent to a file or journald
+        // stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if let Err(err) = run(cli) {
         // One line with the whole chain: "creating user bob: access denied: ...".

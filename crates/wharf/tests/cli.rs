@@ -4,11 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
 use common::TestServer;
 use common::cli::{ok, run_with_stdin};
-use common::server::ADMIN_PASSWORD;
+use common::server::{ADMIN_PASSWORD, spawn_listening};
 use serde_json::Value;
 
 /// Runs `wharf ARGS` with its own home directory, feeding `stdin`.
@@ -488,4 +489,67 @@ fn selectors_choose_what_get_and_delete_touch() {
         out.starts_with("pod/api-") && out.contains(" deleted"),
         "{out}"
     );
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_codes() {
+    let server = TestServer::options().env("RUST_LOG", "debug").start();
+    let home = tempfile::tempdir().unwrap();
+    let login = wharf(
+        home.path(),
+        &["login", &server.url(), "-u", "admin", "--password-stdin"],
+        ADMIN_PASSWORD,
+    );
+    ok(login);
+    let log = server.log_text();
+    assert!(log.contains("DEBUG"), "the server logged: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a log that is not a terminal: {log:?}"
+    );
+}
+
+#[test]
+fn the_generated_admin_password_is_printed_on_the_first_start_only() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    // Starts `wharf server` on `data`; returns it, its URL and what it
+    // printed right after its address, if anything.
+    let start = || {
+        let mut command = common::cli::wharf(root.path());
+        command
+            .env_remove("WHARF_ADMIN_PASSWORD")
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stderr(Stdio::null());
+        let (child, addr, lines) = spawn_listening(&mut command, String::new);
+        let next = lines.next(Duration::from_secs(2)).ok();
+        (KillOnDrop(child), format!("http://{addr}"), next)
+    };
+    let (first_run, _, first) = start();
+    let password = first
+        .as_deref()
+        .and_then(|line| line.strip_prefix("admin password: "))
+        .unwrap_or_else(|| panic!("no password on the first start: {first:?}"))
+        .to_string();
+    drop(first_run);
+    let (_second_run, url, second) = start();
+    assert_eq!(second, None, "printed again on a restart");
+    // The password printed once is still the one.
+    let home = tempfile::tempdir().unwrap();
+    ok(wharf(
+        home.path(),
+        &["login", &url, "-u", "admin", "--password-stdin"],
+        &password,
+    ));
+}
+
+/// A child process killed when the test is done with it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

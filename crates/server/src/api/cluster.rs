@@ -17,7 +17,7 @@ use wharf_api::{
     Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Taint, parse_label_selector,
 };
 use wharf_auth::Action;
-use wharf_control::{Change, Object};
+use wharf_control::{Change, NodeRegistration, Object};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
@@ -125,18 +125,25 @@ pub(crate) async fn get_node(
 }
 
 /// `POST /api/v1/nodes`: an agent registers (or re-registers) its node.
+/// Agents post their node again every few seconds to report its status;
+/// only a registration that changes what the node is gets audited, so the
+/// audit log is not flooded with status refreshes.
 pub(crate) async fn register_node(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     JsonBody(node): JsonBody<Node>,
 ) -> ApiResult<Json<Node>> {
     let resource = format!("node/{}", node.metadata.name);
-    let objects = state.control.objects();
-    let work = objects.register_node(node);
-    let node = state
-        .audited(&caller, "node.register", resource, work)
-        .await?;
-    Ok(Json(node))
+    match state.control.objects().register_node(node).await {
+        Ok((node, NodeRegistration::Refreshed)) => Ok(Json(node)),
+        result => {
+            let work = std::future::ready(result.map(|(node, _)| node));
+            let node = state
+                .audited(&caller, "node.register", resource, work)
+                .await?;
+            Ok(Json(node))
+        }
+    }
 }
 
 #[derive(Deserialize)]

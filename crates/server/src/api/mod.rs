@@ -8,6 +8,7 @@
 mod audit;
 mod cluster;
 mod error;
+mod health;
 mod ippools;
 mod logs;
 mod openapi;
@@ -77,7 +78,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         (RouteInfo { method, path, access }, handler)
     };
     vec![
-        row(Method::GET,    "/healthz",                                  Public,          get(|| async { "ok" })),
+        row(Method::GET,    "/healthz",                                  Public,          get(health::livez)),
+        row(Method::GET,    "/livez",                                    Public,          get(health::livez)),
+        row(Method::GET,    "/readyz",                                   Public,          get(health::readyz)),
         row(Method::POST,   "/api/v1/login",                             Public,          post(session::login)),
         row(Method::POST,   "/api/v1/token",                             Public,          post(session::refresh)),
         row(Method::GET,    "/api/v1/me",                                Authenticated,   get(session::me)),

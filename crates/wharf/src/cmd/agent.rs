@@ -17,6 +17,7 @@ use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
 };
+use wharf_api::STANDARD_NODE_LABELS;
 use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
 use wharf_net::BridgeConfig;
 use wharf_runc::ShimCommand;
@@ -201,14 +202,23 @@ impl NodeOptions {
     }
 }
 
-/// Parses `k=v` labels.
+/// Parses `k=v` labels. Kubernetes' standard node labels are refused: the
+/// agent sets them from the machine, and a value that silently lost to
+/// the agent's would make selectors written against it match the wrong
+/// nodes.
 fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     for item in items.iter().filter(|i| !i.is_empty()) {
         let Some((key, value)) = item.split_once('=') else {
             bail!("invalid label {item:?}: use key=value");
         };
-        labels.insert(key.trim().to_string(), value.trim().to_string());
+        let key = key.trim();
+        if STANDARD_NODE_LABELS.contains(&key) {
+            bail!(
+                "label {key} is set by the agent (node name, os, arch): leave it out of --labels"
+            );
+        }
+        labels.insert(key.to_string(), value.trim().to_string());
     }
     Ok(labels)
 }
@@ -359,5 +369,12 @@ mod tests {
         assert_eq!(parsed["wharf.io/pool"], "web");
         assert_eq!(parsed["a"], "b");
         assert!(parse_labels(&["novalue".into()]).is_err());
+        let clash = parse_labels(&["kubernetes.io/arch=s390x".into()]).unwrap_err();
+        assert!(
+            clash
+                .to_string()
+                .contains("kubernetes.io/arch is set by the agent"),
+            "{clash}"
+        );
     }
 }

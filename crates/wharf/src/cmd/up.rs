@@ -104,6 +104,25 @@ fn save_password(path: &Path, password: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `wharf up` says about the admin password: the password itself only
+/// on the start that generated it (as `wharf server` does); on later starts
+/// where it is read back from its file, only where it is kept; nothing when
+/// the operator chose it.
+fn password_notice(
+    generated: Option<&str>,
+    chosen_by_operator: bool,
+    file: &Path,
+) -> Option<String> {
+    match generated {
+        Some(password) => Some(format!(
+            "admin password: {password} (kept in {}, mode 0600)",
+            file.display()
+        )),
+        None if chosen_by_operator => None,
+        None => Some(format!("admin password: kept in {}", file.display())),
+    }
+}
+
 /// Runs server and agent until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> Result<()> {
     let stop = shutdown_signal();
@@ -112,6 +131,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let password_file = data_dir.join(PASSWORD_FILE);
     let mut config = args.server.config();
+    let chosen_by_operator = config.admin_password.is_some();
     if config.admin_password.is_none() {
         config.admin_password = std::fs::read_to_string(&password_file)
             .ok()
@@ -122,24 +142,20 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .await
         .with_context(|| format!("starting the server with data in {}", data_dir.display()))?;
     let url = format!("http://{}", server.local_addr());
-    let password = match server.generated_admin_password() {
-        Some(generated) => {
-            save_password(&password_file, generated)?;
-            Some(generated.to_string())
-        }
-        None => known_password,
-    };
+    let generated = server.generated_admin_password().map(str::to_string);
+    if let Some(generated) = &generated {
+        save_password(&password_file, generated)?;
+    }
     println!("listening on {url}");
-    let Some(password) = password else {
+    let Some(password) = generated.clone().or(known_password) else {
         anyhow::bail!(
             "the admin password of this data directory is unknown to wharf up: set WHARF_ADMIN_PASSWORD"
         );
     };
     println!("admin user: admin");
-    println!(
-        "admin password: {password} (kept in {}, mode 0600)",
-        password_file.display()
-    );
+    if let Some(line) = password_notice(generated.as_deref(), chosen_by_operator, &password_file) {
+        println!("{line}");
+    }
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {
         let _ = server_stopped.await;
@@ -211,4 +227,22 @@ async fn start_demo(url: &str, password: &str) -> Result<()> {
         .await
         .context("applying the demo deployment")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_printed_only_when_generated() {
+        let file = Path::new("/data/admin-password");
+        let first = password_notice(Some("s3cret"), false, file).unwrap();
+        assert_eq!(
+            first,
+            "admin password: s3cret (kept in /data/admin-password, mode 0600)"
+        );
+        let restart = password_notice(None, false, file).unwrap();
+        assert_eq!(restart, "admin password: kept in /data/admin-password");
+        assert_eq!(password_notice(None, true, file), None);
+    }
 }

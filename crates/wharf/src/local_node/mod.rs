@@ -46,7 +46,11 @@ fn agent_error(err: ControlError) -> AgentError {
 #[async_trait]
 impl NodeApi for LocalNodeApi {
     async fn register(&self, node: Node) -> Result<Node, AgentError> {
-        self.objects.register_node(node).await.map_err(agent_error)
+        self.objects
+            .register_node(node)
+            .await
+            .map(|(node, _)| node)
+            .map_err(agent_error)
     }
 
     async fn heartbeat(
