@@ -82,11 +82,16 @@ impl<'a> AtomicWrite<'a> {
             if self.replace {
                 fs::rename(&temp, self.path)
             } else {
-                // A hard link fails on an existing target, unlike rename.
-                fs::hard_link(&temp, self.path)
+                // A hard link fails on an existing target, unlike rename;
+                // the temporary name goes either way.
+                let linked = fs::hard_link(&temp, self.path);
+                fs::remove_file(&temp)?;
+                linked
             }
         });
-        let _ = fs::remove_file(&temp);
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
         result?;
         sync_dir(dir)
     }
