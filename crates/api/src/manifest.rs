@@ -393,6 +393,9 @@ status: {}
             );
             assert!(err.to_string().contains("not supported by Wharf"), "{err}");
         }
+        let pinned = with(true, "nodeName: n1");
+        let err = parse_manifests(&pinned).unwrap_err().to_string();
+        assert!(err.contains("spec.template.spec.nodeName"), "{err}");
         let env = SEED.replace(
             "- {name: MODE, value: prod}",
             "- {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",

@@ -685,6 +685,14 @@ impl Deployment {
                 "use RollingUpdate or Recreate",
             ));
         }
+        // A pod made with a node already named would skip the scheduler and
+        // the node's capacity booking: refused rather than run unchecked.
+        if self.spec.template.spec.node_name.is_some() {
+            return Err(ObjectError::invalid(
+                "spec.template.spec.nodeName",
+                "not supported in a template: pods are placed by the scheduler (use nodeSelector to choose nodes)",
+            ));
+        }
         self.spec.template.spec.validate("spec.template.spec")
     }
 }
