@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, gc, get, ippool, login, logs, node, project,
+    agent, apply, audit, delete, describe, gc, get, image, ippool, login, logs, node, project,
     replication, robot, scale, server, settings, up, user,
 };
 
@@ -70,6 +70,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
+    /// List, inspect or delete images in the registry.
+    Image(image::ImageArgs),
     /// Copy images to and from other registries: endpoints, policies, jobs.
     Replication(replication::ReplicationArgs),
     /// Benchmarks.
@@ -137,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Scale(args) => scale::run(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Bench(command) => bench::run(command).await,

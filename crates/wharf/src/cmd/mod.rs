@@ -12,6 +12,7 @@ pub mod delete;
 pub mod describe;
 pub mod gc;
 pub mod get;
+pub mod image;
 pub mod ippool;
 pub mod login;
 pub mod logs;

@@ -52,10 +52,14 @@ pub enum ProjectCommand {
         /// Project name.
         name: String,
     },
-    /// Delete a project with its deployments and pods; it must hold no repositories.
+    /// Delete a project with its deployments and pods; refused while it
+    /// holds repositories, unless --force, which deletes them too.
     Delete {
         /// Project name.
         name: String,
+        /// Also delete every repository and image of the project.
+        #[arg(long)]
+        force: bool,
     },
     /// Change a project's visibility or quota.
     Update {
@@ -166,9 +170,10 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             println!("default project: {name}");
             Ok(())
         }
-        ProjectCommand::Delete { name } => {
+        ProjectCommand::Delete { name, force } => {
+            let query = [("force", force.to_string())];
             client
-                .delete(&["projects", &name])
+                .delete_with_query(&["projects", &name], &query)
                 .await
                 .with_context(|| format!("deleting project {name}"))?;
             println!("deleted project {name}");
