@@ -46,8 +46,9 @@ pub enum ProjectCommand {
         #[command(flatten)]
         output: OutputOption,
     },
-    /// Make a project the default of get, describe, delete, scale and logs
-    /// without -p (kept with the login, as a kubeconfig context's namespace).
+    /// Make a project the default of get, describe, delete, scale, logs,
+    /// image list, and apply of manifests without a namespace, when no -p
+    /// is given (kept with the login, as a kubeconfig context's namespace).
     Use {
         /// Project name.
         name: String,
