@@ -10,6 +10,7 @@ pub mod apply;
 pub mod audit;
 pub mod delete;
 pub mod describe;
+pub mod down;
 pub mod gc;
 pub mod get;
 pub mod image;
