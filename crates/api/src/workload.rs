@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ObjectError;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
 
 /// Amounts of schedulable resources, as numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -209,6 +210,9 @@ pub struct PodSpec {
     /// A name ending in `-critical` marks the pod critical (it prefers newer machines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Storage the containers mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 /// A container.
@@ -240,6 +244,9 @@ pub struct Container {
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// The pod's volumes this container mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// An environment variable.
@@ -537,11 +544,13 @@ impl PodSpec {
                 "at least one container is required",
             ));
         }
+        validate_volumes(field, &self.volumes)?;
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
         for (i, container) in self.containers.iter().enumerate() {
             let at = format!("{field}.containers[{i}]");
             check_name(&format!("{at}.name"), &container.name)?;
+            validate_mounts(&at, &container.volume_mounts, &self.volumes)?;
             if !names.insert(&container.name) {
                 return Err(ObjectError::invalid(
                     format!("{at}.name"),
