@@ -76,7 +76,7 @@ async fn volumes_are_shared_bounded_read_only_and_removed_with_the_pod() {
     let server = TestServer::start();
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
-    let node = Node::start(
+    let mut node = Node::start(
         &cli,
         NodeSpec {
             name: "e2e-vol-1",
@@ -105,12 +105,31 @@ async fn volumes_are_shared_bounded_read_only_and_removed_with_the_pod() {
         "{error}"
     );
     let outside = allowed_dir.join("outside");
+    // A prefix must be a plain absolute path.
+    for bad in ["srv/data", "/srv/../etc"] {
+        let set = wharf(cli.home.path())
+            .args(["settings", "set", "--host-path-prefixes", bad])
+            .output()
+            .unwrap();
+        let error = String::from_utf8_lossy(&set.stderr);
+        assert!(
+            !set.status.success() && error.contains("host_path_prefixes"),
+            "{bad}: {error}"
+        );
+    }
+    let data = allowed_dir.join("data");
     cli.run(&[
         "settings",
         "set",
         "--host-path-prefixes",
-        allowed_dir.join("data").to_str().unwrap(),
+        &format!("/nonexistent/elsewhere,{}", data.display()),
     ]);
+    let settings = cli.json(&["settings", "show"]);
+    assert_eq!(
+        settings["host_path_prefixes"][1].as_str(),
+        data.to_str(),
+        "{settings}"
+    );
     let mut apply = wharf(cli.home.path());
     apply.args(["apply", "-f", "-"]);
     let refused = run_with_stdin(apply, &volumes_deployment(&image, &outside));
@@ -181,12 +200,35 @@ async fn volumes_are_shared_bounded_read_only_and_removed_with_the_pod() {
         "dd if=/dev/zero of=/scratch/big bs=1M count=16",
     );
     assert!(!full.status.success(), "wrote 16 MiB into 8: {full:?}");
+    assert!(stdout_of(&node, &writer, "rm /scratch/big").is_some());
     // The hostPath was made (DirectoryOrCreate) and is the node's directory.
     assert!(stdout_of(&node, &writer, "echo node > /host/from-pod").is_some());
     let host_file = allowed_dir.join("data/from-pod");
     assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "node\n");
     let pod_dirs = node.node_dir().join("pods");
     assert_eq!(std::fs::read_dir(&pod_dirs).unwrap().count(), 1);
+
+    // A restarted agent adopts the pod and keeps its volumes as they are:
+    // the tmpfs with its data, mounted once.
+    assert!(stdout_of(&node, &writer, "echo kept > /scratch/keep").is_some());
+    let volume_mounts = |node: &Node| {
+        node.mounts()
+            .iter()
+            .filter(|m| m.contains("/volumes/"))
+            .count()
+    };
+    let before = volume_mounts(&node);
+    node.crash();
+    node.spawn();
+    wait_for("the agent back", Duration::from_secs(30), || {
+        node.log().contains("adopting a pod").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        stdout_of(&node, &writer, "cat /scratch/keep").as_deref(),
+        Some("kept")
+    );
+    assert_eq!(volume_mounts(&node), before, "{:?}", node.mounts());
 
     // Deleting the pod leaves no mount and no directory, and the node's
     // own files in the hostPath stay.
