@@ -237,21 +237,40 @@ fn open_sub_path(root: &Path, sub_path: &str) -> Result<OwnedFd, String> {
         Err(Errno::ENOENT) => {}
         Err(e) => return Err(io(&named, e)),
     }
+    // Made directories get the volume's own mode, as kubelet gives them,
+    // so a subPath of an emptyDir is writable by any user.
+    let mode = std::fs::metadata(root)
+        .map_err(|e| io(root, e))?
+        .permissions()
+        .mode();
+    let mode = Mode::from_bits_truncate(mode & 0o7777);
     let mut dir = volume;
     for component in sub_path.split('/').filter(|c| !c.is_empty()) {
         dir = match openat2(&dir, component, how(OFlag::O_DIRECTORY)) {
-            Err(Errno::ENOENT) => {
-                match nix::sys::stat::mkdirat(&dir, component, Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(io(&named, e)),
-                }
-                openat2(&dir, component, how(OFlag::O_DIRECTORY))
-            }
-            other => other,
-        }
-        .map_err(|e| io(&named, e))?;
+            Err(Errno::ENOENT) => make_dir(&dir, component, mode).map_err(|e| io(&named, e))?,
+            other => other.map_err(|e| io(&named, e))?,
+        };
     }
     Ok(dir)
+}
+
+/// Makes directory `name` in `dir` with `mode` (whatever the umask) and
+/// opens it, resolving inside `dir` only: the chmod goes through the
+/// opened directory, never through a link a container put in its place.
+fn make_dir(dir: &OwnedFd, name: &str, mode: Mode) -> Result<OwnedFd, Errno> {
+    let made = match nix::sys::stat::mkdirat(dir, name, mode) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(e) => return Err(e),
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let opened = openat2(dir, name, how)?;
+    if made {
+        nix::sys::stat::fchmod(&opened, mode)?;
+    }
+    Ok(opened)
 }
 
 /// The binds of a container's mounts for runc. Each subPath is resolved
@@ -317,10 +336,17 @@ mod tests {
         assert!(open_sub_path(&root, "escape/secret").is_err());
         assert!(open_sub_path(&root, "escape/new").is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
-        // Missing directories are made.
+        // Missing directories are made, with the volume's mode.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
         let fd = open_sub_path(&root, "logs/web").unwrap();
         assert_eq!(path_of(&fd), root.join("logs/web"));
-        assert!(root.join("logs/web").is_dir());
+        for made in ["logs", "logs/web"] {
+            let mode = std::fs::metadata(root.join(made))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o777, "{made}");
+        }
     }
 
     #[test]
