@@ -1,6 +1,8 @@
-//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool` — with
+//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool`,
+//! `ConfigMap`, `Secret` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
-//! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is;
+//! quantities, and reading of Kubernetes `apps/v1` Deployment and `v1`
+//! ConfigMap and Secret YAML as is;
 //! and replication's endpoints, policies, jobs and tasks ([`replication`]).
 //! No IO and no HTTP: the control plane and replication store these, the
 //! API serves them, the CLI reads them.
@@ -21,6 +23,7 @@
 //! assert_eq!(parsed.len(), 1);
 //! ```
 
+mod config;
 mod error;
 mod event;
 mod ippool;
@@ -31,6 +34,7 @@ mod quantity;
 pub mod replication;
 mod workload;
 
+pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
 pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference};
 pub use ippool::{

@@ -4,13 +4,46 @@
 
 use serde::Deserialize;
 
-use crate::{Deployment, ObjectError};
+use crate::{ConfigMap, Deployment, ObjectError, ObjectMeta, Secret};
 
 /// An object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manifest {
     /// An `apps/v1` Deployment.
     Deployment(Box<Deployment>),
+    /// A `v1` ConfigMap.
+    ConfigMap(Box<ConfigMap>),
+    /// A `v1` Secret (`stringData` already merged into `data`).
+    Secret(Box<Secret>),
+}
+
+impl Manifest {
+    /// The object's kind, as in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Deployment(_) => "Deployment",
+            Manifest::ConfigMap(_) => "ConfigMap",
+            Manifest::Secret(_) => "Secret",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Manifest::Deployment(d) => &d.metadata,
+            Manifest::ConfigMap(c) => &c.metadata,
+            Manifest::Secret(s) => &s.metadata,
+        }
+    }
+
+    /// The object's metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Manifest::Deployment(d) => &mut d.metadata,
+            Manifest::ConfigMap(c) => &mut c.metadata,
+            Manifest::Secret(s) => &mut s.metadata,
+        }
+    }
 }
 
 /// A manifest document and the fields in it that were not understood.
@@ -44,14 +77,31 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
         }
         let meta: TypeMeta = serde_norway::from_value(value.clone())
             .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
+        let in_document =
+            |e: ObjectError| ObjectError::Parse(format!("document {}: {e}", index + 1));
         let manifest = match (meta.api_version.as_str(), meta.kind.as_str()) {
             ("apps/v1", "Deployment") => {
                 let (deployment, unknown_fields) = read::<Deployment>(value, index)?;
-                deployment
-                    .validate()
-                    .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
+                deployment.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::Deployment(Box::new(deployment)),
+                    unknown_fields,
+                }
+            }
+            ("v1", "ConfigMap") => {
+                let (config_map, unknown_fields) = read::<ConfigMap>(value, index)?;
+                config_map.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::ConfigMap(Box::new(config_map)),
+                    unknown_fields,
+                }
+            }
+            ("v1", "Secret") => {
+                let (mut secret, unknown_fields) = read::<Secret>(value, index)?;
+                secret.normalize();
+                secret.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::Secret(Box::new(secret)),
                     unknown_fields,
                 }
             }
@@ -271,7 +321,9 @@ status: {}
     fn reads_a_kubernetes_deployment_as_is() {
         let parsed = parse_manifests(SEED).unwrap();
         assert_eq!(parsed.len(), 1);
-        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
         assert_eq!(deployment.metadata.project.as_deref(), Some("shop"));
         assert_eq!(deployment.spec.replicas, 3);
         let container = &deployment.spec.template.spec.containers[0];
@@ -300,7 +352,9 @@ status: {}
                 "    metadata:\n      creationTimestamp: null\n      labels",
             );
         let parsed = parse_manifests(&text).unwrap();
-        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
         let resources = &deployment.spec.template.spec.containers[0].resources;
         assert_eq!(resources.limits.amounts("limits").unwrap(), (2000, 1 << 30));
         assert_eq!(

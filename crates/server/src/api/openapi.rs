@@ -4,7 +4,7 @@
 
 use axum::Json;
 use serde_json::{Map, Value, json};
-use wharf_api::{Deployment, Event, IpPool, Node, Pod};
+use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, Pod, Secret};
 
 use super::{Access, route_table};
 
@@ -24,6 +24,8 @@ fn build() -> Value {
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
+        ("ConfigMap", generator.subschema_for::<ConfigMap>()),
+        ("Secret", generator.subschema_for::<Secret>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -58,7 +60,8 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret) and administration. \
+                Secret values are withheld (key names and sizes only) unless showSecrets=true is asked by a maintainer or above. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
         },
@@ -83,16 +86,26 @@ fn summary(access: Access) -> String {
 /// A response body schema where the path serves one of the object kinds.
 fn responses(path: &str) -> Value {
     // A pod's address claim is not a pod.
-    let kind = ["nodes", "deployments", "pods", "events", "ippools"]
-        .into_iter()
-        .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
-        .map(|k| match k {
-            "nodes" => "Node",
-            "deployments" => "Deployment",
-            "pods" => "Pod",
-            "ippools" => "IpPool",
-            _ => "Event",
-        });
+    let kind = [
+        "nodes",
+        "deployments",
+        "pods",
+        "events",
+        "ippools",
+        "configmaps",
+        "secrets",
+    ]
+    .into_iter()
+    .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
+    .map(|k| match k {
+        "nodes" => "Node",
+        "deployments" => "Deployment",
+        "pods" => "Pod",
+        "ippools" => "IpPool",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        _ => "Event",
+    });
     let content = match kind {
         Some(kind) => {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{kind}")}}})
@@ -122,7 +135,15 @@ mod tests {
                 route.path
             );
         }
-        for kind in ["Node", "Deployment", "Pod", "Event", "IpPool"] {
+        for kind in [
+            "Node",
+            "Deployment",
+            "Pod",
+            "Event",
+            "IpPool",
+            "ConfigMap",
+            "Secret",
+        ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }
     }

@@ -153,8 +153,9 @@ fn deployments(project: &str, pods: usize) -> Vec<Deployment> {
         );
         let parsed = wharf_api::parse_manifests(&yaml).expect("bench manifests are valid");
         if let Some(doc) = parsed.into_iter().next() {
-            let Manifest::Deployment(deployment) = doc.manifest;
-            out.push(*deployment);
+            if let Manifest::Deployment(deployment) = doc.manifest {
+                out.push(*deployment);
+            }
         }
         i += 1;
     }
