@@ -24,8 +24,10 @@
 //! ```
 
 mod config;
+mod env;
 mod error;
 mod event;
+mod fieldref;
 mod ippool;
 mod manifest;
 mod meta;
@@ -35,8 +37,13 @@ pub mod replication;
 mod workload;
 
 pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
+pub use env::{
+    ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,
+    ResourceFieldSelector, is_env_name,
+};
 pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference};
+pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,

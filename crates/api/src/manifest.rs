@@ -155,8 +155,6 @@ const REFUSED_FIELDS: &[&str] = &[
     "volumes",
     "volumeMounts",
     "volumeDevices",
-    "envFrom",
-    "valueFrom",
     // Resources beyond cpu and memory (ephemeral-storage, devices, claims).
     "resources",
     "resourceClaims",
@@ -430,11 +428,6 @@ status: {}
                 "volumeMounts: [{name: v, mountPath: /data}]",
                 "containers.0.volumeMounts",
             ),
-            (
-                false,
-                "envFrom: [{configMapRef: {name: c}}]",
-                "containers.0.envFrom",
-            ),
         ];
         for (pod, field, path) in cases {
             let err = parse_manifests(&with(pod, field)).unwrap_err();
@@ -454,8 +447,8 @@ status: {}
             "- {name: MODE, value: prod}",
             "- {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
         );
-        let err = parse_manifests(&env).unwrap_err().to_string();
-        assert!(err.contains("containers.0.env.0.valueFrom"), "{err}");
+        let parsed = parse_manifests(&env).unwrap();
+        assert!(parsed[0].unknown_fields.iter().all(|f| !f.contains("env")));
         let limits = SEED.replace(
             "limits: {cpu: \"1\"",
             "limits: {ephemeral-storage: 1Gi, cpu: \"1\"",
@@ -465,6 +458,58 @@ status: {}
         let two = with(true, "hostIPC: true\n      hostPID: true");
         let err = parse_manifests(&two).unwrap_err().to_string();
         assert!(err.contains("hostIPC") && err.contains("hostPID"), "{err}");
+    }
+
+    #[test]
+    fn env_sources_are_read_and_checked() {
+        let env = "- {name: MODE, value: prod}";
+        let sources = "- {name: A, valueFrom: {configMapKeyRef: {name: app, key: mode, optional: true}}}\n            \
+                       - {name: B, valueFrom: {secretKeyRef: {name: db, key: password}}}\n            \
+                       - {name: C, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n            \
+                       - {name: D, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n          \
+                       envFrom: [{prefix: APP_, configMapRef: {name: app}}, {secretRef: {name: db, optional: true}}]";
+        let parsed = parse_manifests(&SEED.replace(env, sources)).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
+        let spec = &deployment.spec.template.spec;
+        let container = &spec.containers[0];
+        assert_eq!(container.env.len(), 4);
+        assert_eq!(container.env_from[0].prefix.as_deref(), Some("APP_"));
+        let refs: Vec<String> = spec.config_refs().iter().map(|r| r.to_string()).collect();
+        assert_eq!(refs, ["configmap \"app\"", "secret \"db\""]);
+        for (bad, field) in [
+            (
+                "- {name: A, valueFrom: {fieldRef: {fieldPath: status.phase}}}",
+                "env[0].valueFrom.fieldRef.fieldPath",
+            ),
+            (
+                "- {name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
+                "env[0].valueFrom",
+            ),
+            ("- {name: A, valueFrom: {}}", "env[0].valueFrom"),
+            (
+                "- {name: A, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1Mi}}}",
+                "resourceFieldRef.divisor",
+            ),
+            (
+                "- {name: A, valueFrom: {resourceFieldRef: {containerName: other, resource: limits.cpu}}}",
+                "resourceFieldRef.containerName",
+            ),
+            (
+                "- {name: A, valueFrom: {configMapKeyRef: {name: app, key: \"a/b\"}}}",
+                "configMapKeyRef.key",
+            ),
+            (
+                "[]\n          envFrom: [{configMapRef: {name: a}, secretRef: {name: b}}]",
+                "envFrom[0]",
+            ),
+        ] {
+            let err = parse_manifests(&SEED.replace(env, bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
     }
 
     #[test]

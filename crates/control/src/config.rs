@@ -5,7 +5,7 @@
 //! open there.
 
 use serde::{Deserialize, Serialize};
-use wharf_api::{ConfigMap, LabelSelector, ObjectMeta, Secret};
+use wharf_api::{ConfigMap, ConfigRef, LabelSelector, ObjectMeta, Pod, Secret};
 use wharf_seal::SecretBox;
 
 use crate::ControlError;
@@ -206,6 +206,20 @@ impl ConfigObjects {
             ..Secret::default()
         })
     }
+}
+
+/// Whether a pod bound to `node` in `project` uses `wanted`: what lets a
+/// node read a ConfigMap or Secret, and nothing else.
+pub async fn used_on_node(
+    objects: &Objects,
+    node: &str,
+    project: &str,
+    wanted: &ConfigRef,
+) -> Result<bool, ControlError> {
+    let (pods, _) = objects.list::<Pod>(Some(project), None).await?;
+    Ok(pods.iter().any(|pod| {
+        pod.spec.node_name.as_deref() == Some(node) && pod.spec.config_refs().contains(wanted)
+    }))
 }
 
 fn base64_text(bytes: &[u8]) -> String {

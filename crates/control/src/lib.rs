@@ -25,7 +25,7 @@ mod queue;
 mod scheduling;
 
 pub use cluster::{ControlPlane, Running};
-pub use config::{ConfigObjects, SealedSecret};
+pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };

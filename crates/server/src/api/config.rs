@@ -3,6 +3,12 @@
 //! use Secrets in pods); deleting takes `delete`. A Secret's values come
 //! back only with `?showSecrets=true`, which takes `delete` too (maintainers
 //! and above): everyone else sees key names and sizes.
+//!
+//! A node's agent reads the ConfigMaps and Secrets (with values) of the
+//! pods bound to it through `/api/v1/nodes/{node}/...`, and only those.
+//! Agents log in as administrators today, so this check is what keeps one
+//! node's agent to its own pods' objects; it becomes a hard boundary once
+//! nodes have credentials of their own.
 
 use std::sync::Arc;
 
@@ -11,9 +17,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wharf_api::ConfigRef;
 use wharf_api::{ConfigMap, Secret};
 use wharf_auth::{Action, AuthError};
-use wharf_control::ControlError;
+use wharf_control::{ControlError, used_on_node};
 
 use super::cluster::ListParams;
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
@@ -178,4 +185,46 @@ pub(crate) async fn delete_secret(
         .audited(&caller, "secret.delete", resource, work)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses unless a pod bound to `node` in `project` uses `wanted`.
+async fn require_used_on_node(
+    state: &AppState,
+    node: &str,
+    project: &str,
+    wanted: &ConfigRef,
+) -> ApiResult<()> {
+    if used_on_node(state.control.objects(), node, project, wanted).await? {
+        return Ok(());
+    }
+    Err(AuthError::Denied(format!(
+        "no pod bound to node {node} in project {project} uses {wanted}"
+    ))
+    .into())
+}
+
+/// `GET /api/v1/nodes/{node}/configmaps/{project}/{name}`: for the agent
+/// of a node running a pod that uses it.
+pub(crate) async fn node_config_map(
+    State(state): State<Arc<AppState>>,
+    Path((node, project, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<ConfigMap>> {
+    require_used_on_node(&state, &node, &project, &ConfigRef::ConfigMap(name.clone())).await?;
+    let objects = state.control.objects();
+    Ok(Json(objects.require(Some(&project), &name).await?))
+}
+
+/// `GET /api/v1/nodes/{node}/secrets/{project}/{name}`: with its values,
+/// for the agent of a node running a pod that uses it.
+pub(crate) async fn node_secret(
+    State(state): State<Arc<AppState>>,
+    Path((node, project, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<Secret>> {
+    require_used_on_node(&state, &node, &project, &ConfigRef::Secret(name.clone())).await?;
+    let secret = state.config.secret(Some(&project), &name).await?;
+    let secret = secret.ok_or_else(|| ControlError::NotFound {
+        kind: "Secret",
+        name: format!("{project}/{name}"),
+    })?;
+    Ok(Json(secret))
 }

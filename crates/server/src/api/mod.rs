@@ -114,6 +114,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
+        row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
+        row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),

@@ -86,14 +86,15 @@ fn summary(access: Access) -> String {
 /// A response body schema where the path serves one of the object kinds.
 fn responses(path: &str) -> Value {
     // A pod's address claim is not a pod.
+    // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
-        "nodes",
+        "configmaps",
+        "secrets",
         "deployments",
         "pods",
         "events",
         "ippools",
-        "configmaps",
-        "secrets",
+        "nodes",
     ]
     .into_iter()
     .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
