@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(all.keys().collect::<Vec<_>>(), ["app.conf", "logo.bin"]);
         let config_map = config_map_of(ObjectMeta::default(), all).unwrap_err();
         assert!(config_map.to_string().contains("metadata.name"));
-        let twice = read_entries(&["app.conf=x".into()], &[conf.clone()]).unwrap_err();
+        let twice = read_entries(&["app.conf=x".into()], &[conf]).unwrap_err();
         assert!(twice.to_string().contains("twice"), "{twice}");
         assert!(read_entries(&["novalue".into()], &[]).is_err());
         assert!(read_entries(&["a/b=1".into()], &[]).is_err());
