@@ -5,31 +5,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
 use common::TestServer;
-use common::cli::{ok, run_with_stdin};
+use common::cli::{fails, ok, run as wharf};
 use common::server::ADMIN_PASSWORD;
 use serde_json::Value;
 
 /// The value no listing, description or store file may show.
 const SECRET_VALUE: &str = "s3cret-v4lue-9f2c";
-
-fn wharf(home: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut command = common::cli::wharf(home);
-    command.args(args);
-    run_with_stdin(command, stdin)
-}
-
-#[track_caller]
-fn fails(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -41,6 +24,14 @@ fn log_in(home: &Path, url: &str, user: &str, password: &str) {
         &["login", url, "-u", user, "--password-stdin"],
         &format!("{password}\n"),
     ));
+}
+
+/// The administrator logged in (in the home returned), with project `shop`.
+fn admin_with_shop(url: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    log_in(home.path(), url, "admin", ADMIN_PASSWORD);
+    ok(wharf(home.path(), &["project", "create", "shop"], ""));
+    home
 }
 
 /// A user `name` with `role` in project `shop`, logged in in their own home.
@@ -65,10 +56,8 @@ fn member(admin: &Path, url: &str, name: &str, role: &str) -> tempfile::TempDir 
 fn config_maps_from_literals_files_and_manifests() {
     let server = TestServer::start();
     let url = server.url();
-    let admin_home = tempfile::tempdir().unwrap();
+    let admin_home = admin_with_shop(&url);
     let home = admin_home.path();
-    log_in(home, &url, "admin", ADMIN_PASSWORD);
-    ok(wharf(home, &["project", "create", "shop"], ""));
     let file = home.join("app.conf");
     std::fs::write(&file, "listen=80\n").unwrap();
     let from_file = format!("--from-file={}", file.display());
@@ -151,10 +140,8 @@ fn config_maps_from_literals_files_and_manifests() {
 fn secret_values_are_shown_only_to_maintainers_who_ask() {
     let server = TestServer::start();
     let url = server.url();
-    let admin_home = tempfile::tempdir().unwrap();
+    let admin_home = admin_with_shop(&url);
     let admin = admin_home.path();
-    log_in(admin, &url, "admin", ADMIN_PASSWORD);
-    ok(wharf(admin, &["project", "create", "shop"], ""));
     let developer = member(admin, &url, "dev", "developer");
     let maintainer = member(admin, &url, "maint", "maintainer");
     let guest = member(admin, &url, "guest", "guest");
