@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use wharf_api::{IpClaim, Node, Pod, PodStatus};
+use wharf_api::{ConfigMap, IpClaim, Node, Pod, PodStatus, Secret};
 
 use crate::AgentError;
 
@@ -68,6 +68,22 @@ pub trait NodeApi: Send + Sync + 'static {
         project: &str,
         name: &str,
     ) -> Result<bool, AgentError>;
+    /// ConfigMap `project/name`, which a pod bound to `node` uses (the
+    /// server refuses others); `None` when it does not exist.
+    async fn config_map(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, AgentError>;
+    /// Secret `project/name` with its values, which a pod bound to `node`
+    /// uses (the server refuses others); `None` when it does not exist.
+    async fn secret(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, AgentError>;
 }
 
 /// Supplies bearer tokens for the API, refreshing them when refused.
@@ -268,6 +284,42 @@ impl NodeApi for HttpNodeApi {
             .await
             .map_err(transport)?;
         Ok(response.status().is_success())
+    }
+
+    async fn config_map(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, AgentError> {
+        self.config_object(node, "configmaps", project, name).await
+    }
+
+    async fn secret(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, AgentError> {
+        self.config_object(node, "secrets", project, name).await
+    }
+}
+
+impl HttpNodeApi {
+    /// `GET /api/v1/nodes/{node}/{kind}/{project}/{name}`; a 404 is `None`.
+    async fn config_object<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &str,
+        kind: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<T>, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/{kind}/{project}/{name}", self.base);
+        match self.send(|http| http.get(&url)).await {
+            Ok(response) => Ok(Some(response.json().await.map_err(transport)?)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! brings the demo up on one machine.
 
 mod common;
+#[path = "e2e_containers/config.rs"]
+mod config;
 #[path = "e2e_containers/volumes.rs"]
 mod volumes;
 

@@ -62,6 +62,25 @@ impl NodeApi for PoolAddresses {
     async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
         unreachable!("the runtime serves no logs")
     }
+
+    async fn config_map(
+        &self,
+        _node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<wharf_api::ConfigMap>, AgentError> {
+        self.0.get(Some(project), name).await.map_err(control_error)
+    }
+
+    async fn secret(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<wharf_api::Secret>, AgentError> {
+        // No Secrets here: the env tests resolve them from ConfigObjects.
+        Ok(None)
+    }
 }
 
 /// Images that exist, or fail to pull.

@@ -1,0 +1,135 @@
+//! ConfigMaps and Secrets over the API as a node's agent reads them: only
+//! the objects the pods bound to that node use, Secrets with their values.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use wharf_api::{Container, EnvFromSource, ObjectMeta, ObjectRef, Pod, PodSpec};
+
+const OBJECTS: &str = "
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app, namespace: shop}
+data: {mode: prod}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unused, namespace: shop}
+data: {k: v}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db, namespace: shop}
+stringData: {password: hunter2}
+";
+
+/// A pod bound to `node` that takes its environment from `sources`
+/// (`configmap:NAME` or `secret:NAME`).
+fn pod(name: &str, node: &str, sources: &[&str]) -> Pod {
+    let env_from = sources
+        .iter()
+        .map(|source| {
+            let (kind, name) = source.split_once(':').unwrap();
+            let object = Some(ObjectRef {
+                name: name.into(),
+                optional: None,
+            });
+            match kind {
+                "configmap" => EnvFromSource {
+                    config_map_ref: object,
+                    ..EnvFromSource::default()
+                },
+                _ => EnvFromSource {
+                    secret_ref: object,
+                    ..EnvFromSource::default()
+                },
+            }
+        })
+        .collect();
+    Pod {
+        metadata: ObjectMeta {
+            name: name.into(),
+            project: Some("shop".into()),
+            ..ObjectMeta::default()
+        },
+        spec: PodSpec {
+            containers: vec![Container {
+                name: "main".into(),
+                image: "shop/web:1".into(),
+                env_from,
+                ..Container::default()
+            }],
+            node_name: Some(node.into()),
+            ..PodSpec::default()
+        },
+        ..Pod::default()
+    }
+}
+
+#[tokio::test]
+async fn a_node_reads_only_what_its_pods_use() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    app.send(
+        Method::POST,
+        "/api/v1/apply",
+        &[
+            ("authorization", format!("Bearer {admin}")),
+            ("content-type", "application/yaml".into()),
+        ],
+        OBJECTS.to_string(),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let objects = app.app.control.objects();
+    let uses = ["configmap:app", "secret:db", "configmap:later"];
+    objects.create(pod("web-1", "n1", &uses)).await.unwrap();
+    objects.create(pod("other-1", "n2", &[])).await.unwrap();
+
+    let get = |path: String| {
+        let (app, admin) = (&app, &admin);
+        async move { app.api(admin, Method::GET, &path, Value::Null).await }
+    };
+    let config_map = get("/api/v1/nodes/n1/configmaps/shop/app".into())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(config_map.json()["data"]["mode"], "prod");
+    let secret = get("/api/v1/nodes/n1/secrets/shop/db".into())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(secret.json()["data"]["password"], "aHVudGVyMg==");
+    // Used but not there yet: the pod waits for it.
+    get("/api/v1/nodes/n1/configmaps/shop/later".into())
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    // Another node, an object no pod on the node uses, another project.
+    for path in [
+        "/api/v1/nodes/n2/configmaps/shop/app",
+        "/api/v1/nodes/n2/secrets/shop/db",
+        "/api/v1/nodes/n1/configmaps/shop/unused",
+        "/api/v1/nodes/n1/secrets/other/db",
+    ] {
+        let reply = get(path.into()).await.expect(StatusCode::FORBIDDEN);
+        assert!(
+            reply.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no pod bound to node"),
+            "{path}: {}",
+            reply.json()
+        );
+    }
+
+    // Everyone else reads a Secret without its values.
+    let listed = get("/api/v1/projects/shop/secrets".into())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        listed.json()["items"][0]["dataSizes"],
+        json!({"password": 7})
+    );
+    assert!(!listed.text().contains("aHVudGVyMg"), "{}", listed.text());
+}
