@@ -123,6 +123,23 @@ async fn a_node_reads_only_what_its_pods_use() {
         );
     }
 
+    // What the node says happened to the pod is listed with its events.
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/projects/shop/pods/web-1/events",
+        json!({"type": "Warning", "reason": "InvalidEnvironmentVariableNames", "message": "Keys [1st] skipped"}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let events = get("/api/v1/projects/shop/events?object=web-1".into())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        events.json()[0]["reason"],
+        "InvalidEnvironmentVariableNames"
+    );
+
     // Everyone else reads a Secret without its values.
     let listed = get("/api/v1/projects/shop/secrets".into())
         .await
