@@ -150,3 +150,38 @@ async fn a_node_reads_only_what_its_pods_use() {
     );
     assert!(!listed.text().contains("aHVudGVyMg"), "{}", listed.text());
 }
+
+#[tokio::test]
+async fn deleting_a_project_deletes_its_config_maps_and_secrets() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    app.send(
+        Method::POST,
+        "/api/v1/apply",
+        &[
+            ("authorization", format!("Bearer {admin}")),
+            ("content-type", "application/yaml".into()),
+        ],
+        OBJECTS.to_string(),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.api(&admin, Method::DELETE, "/api/v1/projects/shop", Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // A new project of the same name inherits nothing.
+    app.create_project(&admin, "shop", false).await;
+    for kind in ["configmaps", "secrets"] {
+        let list = app
+            .api(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/projects/shop/{kind}"),
+                Value::Null,
+            )
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(list.json()["items"], json!([]), "{kind}");
+    }
+}
