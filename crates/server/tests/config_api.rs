@@ -68,8 +68,8 @@ fn pod(name: &str, node: &str, sources: &[&str]) -> Pod {
     }
 }
 
-#[tokio::test]
-async fn a_node_reads_only_what_its_pods_use() {
+/// A server with project `shop` holding [`OBJECTS`], and an admin token.
+async fn shop_with_objects() -> (TestApp, String) {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
@@ -84,6 +84,12 @@ async fn a_node_reads_only_what_its_pods_use() {
     )
     .await
     .expect(StatusCode::OK);
+    (app, admin)
+}
+
+#[tokio::test]
+async fn a_node_reads_only_what_its_pods_use() {
+    let (app, admin) = shop_with_objects().await;
     let objects = app.app.control.objects();
     let uses = ["configmap:app", "secret:db", "configmap:later"];
     objects.create(pod("web-1", "n1", &uses)).await.unwrap();
@@ -153,20 +159,7 @@ async fn a_node_reads_only_what_its_pods_use() {
 
 #[tokio::test]
 async fn deleting_a_project_deletes_its_config_maps_and_secrets() {
-    let app = TestApp::new().await;
-    let admin = app.admin_token().await;
-    app.create_project(&admin, "shop", false).await;
-    app.send(
-        Method::POST,
-        "/api/v1/apply",
-        &[
-            ("authorization", format!("Bearer {admin}")),
-            ("content-type", "application/yaml".into()),
-        ],
-        OBJECTS.to_string(),
-    )
-    .await
-    .expect(StatusCode::OK);
+    let (app, admin) = shop_with_objects().await;
     app.api(&admin, Method::DELETE, "/api/v1/projects/shop", Value::Null)
         .await
         .expect(StatusCode::NO_CONTENT);
