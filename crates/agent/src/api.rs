@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use wharf_api::{ConfigMap, IpClaim, Node, Pod, PodStatus, Secret};
+use wharf_api::{ConfigMap, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
 
 use crate::AgentError;
 
@@ -54,6 +54,14 @@ pub trait NodeApi: Send + Sync + 'static {
         project: &str,
         name: &str,
         status: &PodStatus,
+    ) -> Result<(), AgentError>;
+    /// Records an event about pod `project/name` (besides those its
+    /// status changes imply).
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
     ) -> Result<(), AgentError>;
     /// Claims the pool address a bound pod asks for (or returns the one it
     /// holds); `None` when it asks for no pool.
@@ -250,6 +258,17 @@ impl NodeApi for HttpNodeApi {
     ) -> Result<(), AgentError> {
         let url = format!("{}/api/v1/projects/{project}/pods/{name}/status", self.base);
         self.send(|http| http.put(&url).json(status)).await?;
+        Ok(())
+    }
+
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
+    ) -> Result<(), AgentError> {
+        let url = format!("{}/api/v1/projects/{project}/pods/{name}/events", self.base);
+        self.send(|http| http.post(&url).json(event)).await?;
         Ok(())
     }
 

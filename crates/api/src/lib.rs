@@ -44,7 +44,7 @@ pub use env::{
     ResourceFieldSelector, is_env_name,
 };
 pub use error::ObjectError;
-pub use event::{Event, EventType, ObjectReference};
+pub use event::{Event, EventType, ObjectReference, PodEventReport};
 pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,

@@ -161,6 +161,37 @@ impl ConfigObjects {
         Ok(self.opened(deleted)?.withheld())
     }
 
+    /// Deletes every ConfigMap and Secret of `project` (a project being
+    /// deleted: a new project of the same name must not inherit them).
+    /// Returns how many were deleted.
+    pub async fn delete_project(&self, project: &str) -> Result<usize, ControlError> {
+        // One already gone counts for nothing; other failures stop the deletion.
+        let gone = |result: Result<(), ControlError>| match result {
+            Ok(()) => Ok(1),
+            Err(ControlError::NotFound { .. }) => Ok(0),
+            Err(err) => Err(err),
+        };
+        let (config_maps, _) = self.objects.list::<ConfigMap>(Some(project), None).await?;
+        let (secrets, _) = self
+            .objects
+            .list::<SealedSecret>(Some(project), None)
+            .await?;
+        let mut count = 0;
+        for config_map in config_maps {
+            let name = &config_map.metadata.name;
+            let deleted = self.objects.delete::<ConfigMap>(Some(project), name, None);
+            count += gone(deleted.await.map(drop))?;
+        }
+        for secret in secrets {
+            let name = &secret.metadata.name;
+            let deleted = self
+                .objects
+                .delete::<SealedSecret>(Some(project), name, None);
+            count += gone(deleted.await.map(drop))?;
+        }
+        Ok(count)
+    }
+
     fn sealed(&self, secret: &Secret) -> SealedSecret {
         let meta = &secret.metadata;
         let data: std::collections::BTreeMap<&String, String> = secret

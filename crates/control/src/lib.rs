@@ -35,7 +35,7 @@ pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};
-pub use pod_status::{StatusEvent, report_pod_status, status_events};
+pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
 pub use scheduling::{SchedulingLoop, node_info, pod_info};

@@ -68,8 +68,8 @@ fn pod(name: &str, node: &str, sources: &[&str]) -> Pod {
     }
 }
 
-#[tokio::test]
-async fn a_node_reads_only_what_its_pods_use() {
+/// A server with project `shop` holding [`OBJECTS`], and an admin token.
+async fn shop_with_objects() -> (TestApp, String) {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
@@ -84,6 +84,12 @@ async fn a_node_reads_only_what_its_pods_use() {
     )
     .await
     .expect(StatusCode::OK);
+    (app, admin)
+}
+
+#[tokio::test]
+async fn a_node_reads_only_what_its_pods_use() {
+    let (app, admin) = shop_with_objects().await;
     let objects = app.app.control.objects();
     let uses = ["configmap:app", "secret:db", "configmap:later"];
     objects.create(pod("web-1", "n1", &uses)).await.unwrap();
@@ -123,6 +129,23 @@ async fn a_node_reads_only_what_its_pods_use() {
         );
     }
 
+    // What the node says happened to the pod is listed with its events.
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/projects/shop/pods/web-1/events",
+        json!({"type": "Warning", "reason": "InvalidEnvironmentVariableNames", "message": "Keys [1st] skipped"}),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let events = get("/api/v1/projects/shop/events?object=web-1".into())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        events.json()[0]["reason"],
+        "InvalidEnvironmentVariableNames"
+    );
+
     // Everyone else reads a Secret without its values.
     let listed = get("/api/v1/projects/shop/secrets".into())
         .await
@@ -132,4 +155,26 @@ async fn a_node_reads_only_what_its_pods_use() {
         json!({"password": 7})
     );
     assert!(!listed.text().contains("aHVudGVyMg"), "{}", listed.text());
+}
+
+#[tokio::test]
+async fn deleting_a_project_deletes_its_config_maps_and_secrets() {
+    let (app, admin) = shop_with_objects().await;
+    app.api(&admin, Method::DELETE, "/api/v1/projects/shop", Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // A new project of the same name inherits nothing.
+    app.create_project(&admin, "shop", false).await;
+    for kind in ["configmaps", "secrets"] {
+        let list = app
+            .api(
+                &admin,
+                Method::GET,
+                &format!("/api/v1/projects/shop/{kind}"),
+                Value::Null,
+            )
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(list.json()["items"], json!([]), "{kind}");
+    }
 }

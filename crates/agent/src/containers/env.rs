@@ -99,8 +99,8 @@ impl ConfigObjects {
 pub struct ResolvedContainer {
     /// The container with `env` resolved and `envFrom` folded in.
     pub container: Container,
-    /// `envFrom` keys that are no valid variable names, by source, as
-    /// `configmap "x": a b`.
+    /// What was skipped of `envFrom` for names that are no valid variable
+    /// names, one message per source (kubelet's event text).
     pub skipped: Vec<String>,
 }
 
@@ -139,7 +139,16 @@ pub fn resolve(
             }
         }
         if !invalid.is_empty() {
-            skipped.push(format!("{wanted}: {}", invalid.join(" ")));
+            let (kind, name) = match &wanted {
+                ConfigRef::ConfigMap(name) => ("configMap", name),
+                ConfigRef::Secret(name) => ("secret", name),
+            };
+            let project = pod.metadata.project.as_deref().unwrap_or_default();
+            skipped.push(format!(
+                "Keys [{}] from the EnvFrom {kind} {project}/{name} were skipped since they are \
+                 considered invalid environment variable names.",
+                invalid.join(", ")
+            ));
         }
     }
     for var in &container.env {
@@ -437,7 +446,13 @@ mod tests {
         assert!(resolved.container.env_from.is_empty());
         assert_eq!(resolved.container.command, ["echo", "hi web-1 in prod"]);
         assert_eq!(resolved.container.args, ["web-1", "$(POD_NAME)"]);
-        assert_eq!(resolved.skipped, ["configmap \"app\": 1st bad key!"]);
+        assert_eq!(
+            resolved.skipped,
+            [
+                "Keys [1st, bad key!] from the EnvFrom configMap shop/app were skipped since they \
+              are considered invalid environment variable names."
+            ]
+        );
     }
 
     #[test]

@@ -425,12 +425,21 @@ impl ContainerRuntime {
         pod.status.pod_ip = Some(ip.to_string());
         pod.status.host_ip = self.config.host_ip.clone();
         let resolved = resolve(&pod, container, self.config.allocatable, &objects)?;
-        for skipped in &resolved.skipped {
-            tracing::warn!(
-                pod = pod.metadata.name,
-                container = container.name,
-                "envFrom keys skipped: they are not valid environment variable names: {skipped}"
-            );
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        for skipped in resolved.skipped {
+            let event = wharf_api::PodEventReport {
+                event_type: wharf_api::EventType::Warning,
+                reason: "InvalidEnvironmentVariableNames".into(),
+                message: skipped,
+            };
+            // The container starts all the same: a lost event is only logged.
+            if let Err(err) = self
+                .api
+                .pod_event(project, &pod.metadata.name, &event)
+                .await
+            {
+                tracing::warn!(pod = pod.metadata.name, error = %err, "{}", event.message);
+            }
         }
         Ok(resolved.container)
     }

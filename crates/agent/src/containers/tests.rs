@@ -44,6 +44,15 @@ impl NodeApi for PoolAddresses {
         unreachable!("the runtime reports no status itself")
     }
 
+    async fn pod_event(
+        &self,
+        _: &str,
+        _: &str,
+        _: &wharf_api::PodEventReport,
+    ) -> Result<(), AgentError> {
+        Ok(())
+    }
+
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
         self.0
             .claim_pod_ip(project, name)

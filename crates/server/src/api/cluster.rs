@@ -367,6 +367,20 @@ pub(crate) async fn set_pod_status(
     Ok(Json(pod))
 }
 
+/// `POST /api/v1/projects/{project}/pods/{name}/events`: the node's agent
+/// reports an event about the pod.
+pub(crate) async fn record_pod_event(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+    JsonBody(event): JsonBody<wharf_api::PodEventReport>,
+) -> ApiResult<StatusCode> {
+    state
+        .control
+        .record_pod_event(&project, &name, &event)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct EventParams {
     /// Only events about this object.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
-use wharf_api::{ConfigMap, ConfigRef, IpClaim, Node, Pod, PodStatus, Secret};
+use wharf_api::{ConfigMap, ConfigRef, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
 use wharf_control::{Change, ControlError, EventRecorder, Objects, used_on_node};
 
 /// The control plane in the same process.
@@ -115,6 +115,17 @@ impl NodeApi for LocalNodeApi {
             .await
             .map_err(agent_error)?;
         Ok(())
+    }
+
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
+    ) -> Result<(), AgentError> {
+        wharf_control::record_pod_event(&self.objects, &self.events, project, name, event)
+            .await
+            .map_err(agent_error)
     }
 
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {

@@ -15,7 +15,7 @@ fn manifests(image: &str) -> String {
         r#"apiVersion: v1
 kind: ConfigMap
 metadata: {{name: app, namespace: shop}}
-data: {{mode: prod, GREETING: hello}}
+data: {{mode: prod, GREETING: hello, 1st: skipped}}
 ---
 apiVersion: v1
 kind: Secret
@@ -38,6 +38,7 @@ spec:
           resources: {{limits: {{memory: 64Mi}}}}
           envFrom:
             - {{prefix: CM_, configMapRef: {{name: app}}}}
+            - {{configMapRef: {{name: app}}}}
           env:
             - {{name: FROM_CM, valueFrom: {{configMapKeyRef: {{name: app, key: mode}}}}}}
             - {{name: FROM_SECRET, valueFrom: {{secretKeyRef: {{name: db, key: password}}}}}}
@@ -131,6 +132,8 @@ async fn env_comes_from_config_maps_secrets_and_the_pod() {
         "MEMORY_MI=64".to_string(),
         "CM_GREETING=hello".to_string(),
         "CM_mode=prod".to_string(),
+        "CM_1st=skipped".to_string(),
+        "GREETING=hello".to_string(),
         format!("SAID=prod for {name}"),
         format!("ARGS {name}"),
     ] {
@@ -139,15 +142,18 @@ async fn env_comes_from_config_maps_secrets_and_the_pod() {
             "{line} missing from:\n{log}"
         );
     }
-    assert!(
-        !log.contains("NOT_THERE") && !log.contains("skipped"),
-        "{log}"
-    );
+    assert!(!log.contains("NOT_THERE"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("1st=")), "{log}");
     assert!(ip.starts_with("10.82.1."), "{ip}");
     // The value reaches the container only: not the pod, its description
     // or events, nor the agent's log.
     let described = cli.run(&["describe", "pod", &name, "-p", "shop"]);
     let pod = cli.run(&["get", "pod", &name, "-p", "shop", "-o", "yaml"]);
+    assert!(
+        described.contains("InvalidEnvironmentVariableNames")
+            && described.contains("Keys [1st] from the EnvFrom configMap shop/app were skipped"),
+        "{described}"
+    );
     for text in [&described, &pod, &node.log()] {
         assert!(!text.contains(SECRET_VALUE), "{text}");
     }
