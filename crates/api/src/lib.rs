@@ -29,6 +29,7 @@ mod meta;
 mod node;
 mod quantity;
 pub mod replication;
+mod security;
 mod workload;
 
 pub use error::ObjectError;
@@ -47,6 +48,10 @@ pub use node::{
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use security::{
+    ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
+    PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
+};
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
     DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ObjectError;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::security::{self, EffectiveSecurity, PodSecurityContext, SecurityContext};
 
 /// Amounts of schedulable resources, as numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -209,6 +210,19 @@ pub struct PodSpec {
     /// A name ending in `-critical` marks the pod critical (it prefers newer machines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Users, groups and seccomp of every container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Shares the node's PID namespace (needs the project's `allowPrivileged`).
+    #[serde(default, rename = "hostPID", skip_serializing_if = "is_false")]
+    pub host_pid: bool,
+    /// Shares the node's IPC namespace (needs the project's `allowPrivileged`).
+    #[serde(default, rename = "hostIPC", skip_serializing_if = "is_false")]
+    pub host_ipc: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// A container.
@@ -240,6 +254,9 @@ pub struct Container {
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// User, capabilities, read-only root, seccomp; overrides the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// An environment variable.
@@ -529,8 +546,67 @@ impl PodSpec {
                 .is_some_and(|p| p.ends_with("-critical"))
     }
 
-    /// Checks containers, resources, ports and tolerations.
+    /// What `container` of this pod runs with: its `securityContext` over
+    /// the pod's, and the pod's host namespaces.
+    pub fn security_of(&self, container: &Container) -> EffectiveSecurity {
+        security::effective(
+            &self.security_context.clone().unwrap_or_default(),
+            &container.security_context.clone().unwrap_or_default(),
+            self.host_pid,
+            self.host_ipc,
+        )
+    }
+
+    /// Paths of the settings (under `field`, the pod spec's path) that need
+    /// the project's `allowPrivileged`: host namespaces, `privileged`,
+    /// capabilities beyond the default set, seccomp `Unconfined`.
+    pub fn privileged_settings(&self, field: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.host_pid {
+            found.push(format!("{field}.hostPID"));
+        }
+        if self.host_ipc {
+            found.push(format!("{field}.hostIPC"));
+        }
+        found.extend(security::privileged_settings(
+            field,
+            &self.security_context.clone().unwrap_or_default(),
+            &self.container_contexts(field),
+        ));
+        found
+    }
+
+    /// Each container's path and `securityContext` (the default when unset).
+    fn container_contexts(&self, field: &str) -> Vec<(String, &SecurityContext)> {
+        static NONE: SecurityContext = SecurityContext {
+            run_as_user: None,
+            run_as_group: None,
+            run_as_non_root: None,
+            read_only_root_filesystem: None,
+            allow_privilege_escalation: None,
+            capabilities: None,
+            privileged: None,
+            seccomp_profile: None,
+        };
+        self.containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    format!("{field}.containers[{i}]"),
+                    c.security_context.as_ref().unwrap_or(&NONE),
+                )
+            })
+            .collect()
+    }
+
+    /// Checks containers, resources, ports, tolerations and security contexts.
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
+        security::validate(
+            field,
+            &self.security_context.clone().unwrap_or_default(),
+            &self.container_contexts(field),
+        )?;
         if self.containers.is_empty() {
             return Err(ObjectError::invalid(
                 format!("{field}.containers"),
