@@ -267,6 +267,9 @@ pub(crate) async fn update_deployment(
         }
         deployment.metadata.project = Some(project.clone());
         deployment.validate()?;
+        check_privileges(&state, &project, &deployment)
+            .await
+            .map_err(ApiErrorReply::invalid)?;
         let objects = state.control.objects();
         let current: Deployment = objects.require(Some(&project), &name).await?;
         let mut next = current.clone();
@@ -438,6 +441,39 @@ fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> Ap
     }
 }
 
+/// Refuses a deployment whose pods would be privileged (host namespaces,
+/// `privileged`, added capabilities, seccomp `Unconfined`) unless its
+/// project allows it; the message names every such field.
+async fn check_privileges(
+    state: &AppState,
+    project: &str,
+    deployment: &Deployment,
+) -> Result<(), String> {
+    let found = deployment
+        .spec
+        .template
+        .spec
+        .privileged_settings("spec.template.spec");
+    if found.is_empty() {
+        return Ok(());
+    }
+    let allowed = state
+        .identity
+        .project(project)
+        .await
+        .map_err(|e| e.to_string())?
+        .allow_privileged;
+    if allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "{} not allowed in project {project}: privileged workloads need the project setting \
+         allowPrivileged, which a system administrator sets with \
+         `wharf project update {project} --allow-privileged=true`",
+        found.join(", ")
+    ))
+}
+
 /// `POST /api/v1/apply[?project=P]` with YAML or JSON documents: creates
 /// or updates each object. Everything is parsed, placed in its project and
 /// authorized before anything changes; unknown fields come back as warnings.
@@ -451,7 +487,7 @@ pub(crate) async fn apply(
         .map_err(|_| ApiErrorReply::invalid("the manifest is not UTF-8 text"))?;
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
-    for document in parsed {
+    for (index, document) in parsed.into_iter().enumerate() {
         let Manifest::Deployment(mut deployment) = document.manifest;
         let project = project_of(
             &deployment.metadata.name,
@@ -462,6 +498,9 @@ pub(crate) async fn apply(
             .identity
             .require(&caller.principal, &project, Action::Push)
             .await?;
+        check_privileges(&state, &project, &deployment)
+            .await
+            .map_err(|m| ApiErrorReply::invalid(format!("document {}: {m}", index + 1)))?;
         deployment.metadata.project = Some(project);
         work.push((deployment, document.unknown_fields));
     }
