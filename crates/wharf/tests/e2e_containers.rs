@@ -7,6 +7,8 @@
 //! brings the demo up on one machine.
 
 mod common;
+#[path = "e2e_containers/sec.rs"]
+mod sec;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
