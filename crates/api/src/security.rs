@@ -330,7 +330,7 @@ pub(crate) fn effective(
 pub(crate) fn validate(
     field: &str,
     pod: &PodSecurityContext,
-    containers: &[(String, &SecurityContext)],
+    containers: &[(String, SecurityContext)],
 ) -> Result<(), ObjectError> {
     if let Some(profile) = &pod.seccomp_profile {
         profile.validate(&format!("{field}.securityContext.seccompProfile"))?;
@@ -357,7 +357,7 @@ pub(crate) fn validate(
 pub(crate) fn privileged_settings(
     field: &str,
     pod: &PodSecurityContext,
-    containers: &[(String, &SecurityContext)],
+    containers: &[(String, SecurityContext)],
 ) -> Vec<String> {
     let unconfined = |p: &Option<SeccompProfile>| {
         p.as_ref()
@@ -503,7 +503,7 @@ mod tests {
             capabilities: Some(changes(&["NET_BIND_SERVICE", "SYS_ADMIN"], &["ALL"])),
             ..SecurityContext::default()
         };
-        let found = privileged_settings("s", &pod, &[("s.containers[0]".into(), &container)]);
+        let found = privileged_settings("s", &pod, &[("s.containers[0]".into(), container)]);
         assert_eq!(
             found,
             [
@@ -517,7 +517,7 @@ mod tests {
             ..SecurityContext::default()
         };
         assert!(
-            privileged_settings("s", &PodSecurityContext::default(), &[("c".into(), &plain)])
+            privileged_settings("s", &PodSecurityContext::default(), &[("c".into(), plain)])
                 .is_empty()
         );
     }

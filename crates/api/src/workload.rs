@@ -577,24 +577,14 @@ impl PodSpec {
     }
 
     /// Each container's path and `securityContext` (the default when unset).
-    fn container_contexts(&self, field: &str) -> Vec<(String, &SecurityContext)> {
-        static NONE: SecurityContext = SecurityContext {
-            run_as_user: None,
-            run_as_group: None,
-            run_as_non_root: None,
-            read_only_root_filesystem: None,
-            allow_privilege_escalation: None,
-            capabilities: None,
-            privileged: None,
-            seccomp_profile: None,
-        };
+    fn container_contexts(&self, field: &str) -> Vec<(String, SecurityContext)> {
         self.containers
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 (
                     format!("{field}.containers[{i}]"),
-                    c.security_context.as_ref().unwrap_or(&NONE),
+                    c.security_context.clone().unwrap_or_default(),
                 )
             })
             .collect()

@@ -56,6 +56,20 @@ fn error_message(reply: &Reply) -> String {
         .to_string()
 }
 
+/// The deployments of `project`.
+async fn deployments(app: &TestApp, token: &str, project: &str) -> Vec<Value> {
+    let list = app
+        .api(
+            token,
+            Method::GET,
+            &format!("/api/v1/projects/{project}/deployments"),
+            Value::Null,
+        )
+        .await
+        .json();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 async fn register_node(app: &TestApp, admin: &str, name: &str) {
     let node = json!({
         "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
@@ -338,16 +352,8 @@ async fn bad_manifests_change_nothing() {
         "{message}"
     );
     for project in ["shop", "other"] {
-        let list = app
-            .api(
-                &admin,
-                Method::GET,
-                &format!("/api/v1/projects/{project}/deployments"),
-                Value::Null,
-            )
-            .await
-            .json();
-        assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+        let list = deployments(&app, &admin, project).await;
+        assert!(list.is_empty(), "{list:?}");
     }
     // The same project both ways is fine.
     app.send(
@@ -372,19 +378,8 @@ async fn bad_manifests_change_nothing() {
             .unwrap()
             .contains("project")
     );
-    let list = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/projects/shop/deployments",
-            Value::Null,
-        )
-        .await
-        .json();
-    assert!(
-        list["items"].as_array().unwrap().is_empty(),
-        "nothing was created: {list}"
-    );
+    let list = deployments(&app, &admin, "shop").await;
+    assert!(list.is_empty(), "nothing was created: {list:?}");
 }
 
 #[tokio::test]
@@ -624,20 +619,8 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
         !message.contains("(KILL)"),
         "KILL is in the default set: {message}"
     );
-    let listed = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/projects/shop/deployments",
-            Value::Null,
-        )
-        .await
-        .json();
-    assert_eq!(
-        listed["items"].as_array().map(Vec::len),
-        Some(0),
-        "{listed}"
-    );
+    let listed = deployments(&app, &admin, "shop").await;
+    assert!(listed.is_empty(), "nothing was created: {listed:?}");
 
     // Only a system administrator allows it, not the project's admin.
     let allow = json!({"allow_privileged": true});

@@ -152,18 +152,7 @@ fn working_dir_precedence() {
 
 #[test]
 fn user_from_rootfs_files() {
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("etc")).unwrap();
-    fs::write(
-        rootfs.path().join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        rootfs.path().join("etc/group"),
-        "app:x:1000:\nextra:x:2000:app\n",
-    )
-    .unwrap();
+    let rootfs = rootfs_with_app();
     let mut opts = options();
     opts.rootfs = rootfs.path().to_path_buf();
     let mut image = image();

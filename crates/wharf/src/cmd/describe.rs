@@ -566,7 +566,7 @@ fn container_fields(
 /// The effective security context, a line per concern: who, root
 /// filesystem and privilege, capabilities, seccomp and host namespaces.
 fn security_text(security: &EffectiveSecurity) -> String {
-    let id = |value: Option<u32>| value.map_or_else(|| "image's".to_string(), |v| v.to_string());
+    let id = |value: Option<u32>| value.map_or_else(|| "(image)".to_string(), |v| v.to_string());
     let mut who = format!(
         "user {}, group {}",
         id(security.run_as_user),
@@ -783,7 +783,7 @@ mod tests {
             "    Limits:         memory=128Mi\n",
             "Node-Selectors:  wharf.io/pool=web\n",
             "Tolerations:     dedicated=web:NoSchedule\n                 op=Exists\n",
-            "    Security:       user image's, group image's\n                    writable root, privilege escalation allowed\n                    capabilities default\n                    seccomp RuntimeDefault\n",
+            "    Security:       user (image), group (image)\n                    writable root, privilege escalation allowed\n                    capabilities default\n                    seccomp RuntimeDefault\n",
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }
