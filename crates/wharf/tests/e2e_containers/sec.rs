@@ -22,6 +22,31 @@ fn busybox_layer() -> Vec<u8> {
     ])
 }
 
+/// A server with project `shop` holding the busybox image (returned), and
+/// node `e2e-sec-N` (N is 1 or 2) pulling from it.
+async fn busybox_on_a_node(n: u8) -> (TestServer, Cli, Node, String) {
+    let (name, bridge, netns_prefix, pod_cidr) = match n {
+        1 => ("e2e-sec-1", "wts1", "wts1-", "10.81.1.0/24"),
+        _ => ("e2e-sec-2", "wts2", "wts2-", "10.81.2.0/24"),
+    };
+    let server = TestServer::start();
+    let (cli, robot) = shop_with_puller(&server).await;
+    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name,
+            bridge,
+            netns_prefix,
+            pod_cidr,
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    (server, cli, node, image)
+}
+
 /// A one-replica Deployment running `script` with busybox's shell; `pod`
 /// and `container` are extra lines of the pod spec and of the container.
 fn deployment(name: &str, image: &str, pod: &str, container: &str, script: &str) -> String {
@@ -92,21 +117,7 @@ async fn security_contexts_hold_inside_the_container() {
     if !prerequisites("securityContext inside containers") {
         return;
     }
-    let server = TestServer::start();
-    let (cli, robot) = shop_with_puller(&server).await;
-    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
-    let _node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "e2e-sec-1",
-            bridge: "wts1",
-            netns_prefix: "wts1-",
-            pod_cidr: "10.81.1.0/24",
-            host_netns: None,
-            address: None,
-        },
-        &robot,
-    );
+    let (_server, cli, _node, image) = busybox_on_a_node(1).await;
 
     let locked = deployment(
         "locked",
@@ -177,21 +188,7 @@ async fn host_pid_needs_allow_privileged_then_sees_the_nodes_processes() {
     if !prerequisites("hostPID and allowPrivileged") {
         return;
     }
-    let server = TestServer::start();
-    let (cli, robot) = shop_with_puller(&server).await;
-    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
-    let _node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "e2e-sec-2",
-            bridge: "wts2",
-            netns_prefix: "wts2-",
-            pod_cidr: "10.81.2.0/24",
-            host_netns: None,
-            address: None,
-        },
-        &robot,
-    );
+    let (_server, cli, _node, image) = busybox_on_a_node(2).await;
     let manifest = deployment(
         "hostpid",
         &image,
