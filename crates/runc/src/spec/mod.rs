@@ -178,7 +178,13 @@ pub fn build(
             format!("working directory {cwd:?} is not absolute"),
         ));
     }
-    let caps = security.capabilities.clone();
+    let caps = if security.privileged {
+        // As Docker: "every capability" is every one the agent may pass on;
+        // runc fails to start a process asking for more.
+        within_bounding_set(&security.capabilities, own_bounding_set())
+    } else {
+        security.capabilities.clone()
+    };
     let seccomp = match security.seccomp {
         _ if security.privileged => None,
         SeccompProfileType::Unconfined => None,
@@ -243,6 +249,32 @@ pub fn build(
             seccomp,
         },
     })
+}
+
+/// This process's capability bounding set (`CapBnd`), or every capability
+/// when it cannot be read.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// The capabilities of `caps` whose bit is set in `bounding`
+/// ([`wharf_api::ALL_CAPABILITIES`] is in number order).
+fn within_bounding_set(caps: &[String], bounding: u64) -> Vec<String> {
+    caps.iter()
+        .filter(|cap| {
+            wharf_api::ALL_CAPABILITIES
+                .iter()
+                .position(|c| c == cap)
+                .is_some_and(|bit| bit < 64 && bounding & (1 << bit) != 0)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The image's user, or `runAsUser` (with the image's groups for that uid)

@@ -579,6 +579,21 @@ fn unconfined_and_privileged() {
 }
 
 #[test]
+fn privileged_gets_what_the_agent_may_pass_on() {
+    let all: Vec<String> = wharf_api::ALL_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    // A bounding set without CAP_SYS_RESOURCE (24), as in some sandboxes.
+    let held = within_bounding_set(&all, 0x1ff_feff_ffff);
+    assert_eq!(held.len(), all.len() - 1);
+    assert!(!held.contains(&"CAP_SYS_RESOURCE".to_string()));
+    assert!(held.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+    assert_eq!(within_bounding_set(&all, u64::MAX), all);
+    assert!(within_bounding_set(&all, 0).is_empty());
+}
+
+#[test]
 fn host_pid_and_ipc_share_the_nodes_namespaces() {
     let kinds = |security| {
         build(&image(), &container(), &secured(security))

@@ -2,7 +2,8 @@
 //! read-only root, capabilities, no_new_privs and the seccomp filter as the
 //! kernel reports them; `runAsNonRoot` over a root image never starts;
 //! `hostPID` is refused until a system administrator allows privileged
-//! workloads in the project, then the container sees the node's PID 1.
+//! workloads in the project, then the container sees the node's PID 1, and
+//! a privileged container holds every capability without a filter.
 
 use std::time::Duration;
 
@@ -241,4 +242,27 @@ exec $B sleep 3600",
     assert!(!log.contains("self=1\n"), "{log}");
     // Unconfined: the user namespace the default filter refuses is made.
     assert!(log.contains("unshare=0"), "{log}");
+
+    // Privileged, now allowed: every capability, no filter, writable /sys.
+    let privileged = deployment(
+        "privileged",
+        &image,
+        "",
+        "          securityContext: {privileged: true}\n",
+        "B=/bin/busybox
+$B grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status
+$B grep ' /sys ' /proc/self/mounts
+echo done
+exec $B sleep 3600",
+    );
+    cli.run_with(&["apply", "-f", "-"], &privileged);
+    let log = log_with(&cli, "privileged", "done");
+    // Every capability the agent holds (this process's set: the agent is
+    // its child), as with Docker.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let own_bounding = status_field(&own, "CapBnd");
+    assert_eq!(status_field(&log, "CapBnd"), own_bounding, "{log}");
+    assert_eq!(status_field(&log, "CapEff"), own_bounding, "{log}");
+    assert_eq!(status_field(&log, "Seccomp"), "0", "{log}");
+    assert!(log.contains("sysfs /sys sysfs rw,"), "{log}");
 }
