@@ -29,7 +29,9 @@ mod meta;
 mod node;
 mod quantity;
 pub mod replication;
+pub mod repository;
 mod security;
+mod volume;
 mod workload;
 
 pub use error::ObjectError;
@@ -51,6 +53,10 @@ pub use quantity::{parse_cpu_millis, parse_memory_bytes};
 pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
+};
+pub use volume::{
+    DEFAULT_MEMORY_VOLUME_BYTES, EmptyDirVolume, HOST_PATH_TYPES, HostPathVolume, Volume,
+    VolumeMount, is_plain_absolute, is_under,
 };
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,

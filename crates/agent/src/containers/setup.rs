@@ -13,6 +13,7 @@ use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredenti
 use wharf_net::{BridgeConfig, BridgeDriver};
 use wharf_runc::{Runc, ShimCommand};
 
+use super::mounts::unescape;
 use super::{ContainerRuntime, ContainerRuntimeConfig, ImageStorePuller, RuncDriver};
 use crate::AgentError;
 use crate::api::NodeApi;
@@ -186,15 +187,6 @@ fn overlay_layers(text: &str, pods_dir: &Path) -> Vec<Vec<PathBuf>> {
             Some(layers)
         })
         .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]

@@ -98,6 +98,19 @@ pub struct SpecOptions {
     /// they are unreachable from the pod's network namespace); `None`
     /// writes an empty one.
     pub resolv_conf: Option<PathBuf>,
+    /// The pod's volumes as this container mounts them, in order.
+    pub volumes: Vec<VolumeBind>,
+}
+
+/// A host path bound into the container: a pod volume, or a part of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeBind {
+    /// The host path (a directory or file the agent prepared).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 impl SpecOptions {
@@ -123,6 +136,7 @@ impl SpecOptions {
             },
             pids_limit: DEFAULT_PIDS_LIMIT,
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            volumes: Vec::new(),
         }
     }
 }
@@ -205,7 +219,7 @@ pub fn build(
             READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
         )
     };
-    Ok(Spec {
+    let mut spec = Spec {
         oci_version: "1.0.2".into(),
         process: Process {
             terminal: false,
@@ -248,7 +262,11 @@ pub fn build(
             readonly_paths,
             seccomp,
         },
-    })
+    };
+    for volume in &options.volumes {
+        spec.add_bind_mount(&volume.source, &volume.destination, volume.read_only);
+    }
+    Ok(spec)
 }
 
 /// This process's capability bounding set (`CapBnd`), or every capability

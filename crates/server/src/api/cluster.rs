@@ -417,9 +417,15 @@ async fn events_of(
 // ----- apply -----
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct ApplyParams {
-    /// Project for objects whose manifest names none.
+    /// Project for objects whose manifest names none; one that names
+    /// another is refused.
     project: Option<String>,
+    /// The client's default project (its login's, as a kubeconfig
+    /// context's namespace): for objects whose manifest names none, when
+    /// no `project` is given; a manifest naming another is not refused.
+    default_project: Option<String>,
 }
 
 /// The project a manifest's object goes to: its `metadata.namespace`, else
@@ -436,7 +442,8 @@ fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> Ap
         }
         (Some(project), _) | (None, Some(project)) => Ok(project.to_string()),
         (None, None) => Err(ApiErrorReply::invalid(format!(
-            "deployment {name} names no project: set metadata.namespace or pass -p"
+            "deployment {name} names no project: set metadata.namespace, pass -p, \
+             or set a default with `wharf project use`"
         ))),
     }
 }
@@ -487,13 +494,28 @@ pub(crate) async fn apply(
         .map_err(|_| ApiErrorReply::invalid("the manifest is not UTF-8 text"))?;
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
+    let mut host_path_prefixes = None;
     for (index, document) in parsed.into_iter().enumerate() {
         let Manifest::Deployment(mut deployment) = document.manifest;
+        let pod = &deployment.spec.template.spec;
+        if pod.volumes.iter().any(|v| v.host_path.is_some()) {
+            if host_path_prefixes.is_none() {
+                host_path_prefixes = Some(state.identity.settings().await?.host_path_prefixes);
+            }
+            pod.check_host_paths(
+                "spec.template.spec",
+                host_path_prefixes.as_deref().unwrap_or_default(),
+            )?;
+        }
         let project = project_of(
             &deployment.metadata.name,
             deployment.metadata.project.as_deref(),
             params.project.as_deref(),
-        )?;
+        )
+        .or_else(|refusal| match &params.default_project {
+            Some(default) if params.project.is_none() => Ok(default.clone()),
+            _ => Err(refusal),
+        })?;
         state
             .identity
             .require(&caller.principal, &project, Action::Push)
