@@ -9,6 +9,8 @@
 mod common;
 #[path = "e2e_containers/config.rs"]
 mod config;
+#[path = "e2e_containers/sec.rs"]
+mod sec;
 #[path = "e2e_containers/volumes.rs"]
 mod volumes;
 
