@@ -29,6 +29,7 @@ mod meta;
 mod node;
 mod quantity;
 pub mod replication;
+mod time;
 mod workload;
 
 pub use error::ObjectError;
@@ -47,6 +48,7 @@ pub use node::{
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use time::{parse_rfc3339, rfc3339};
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
     DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,

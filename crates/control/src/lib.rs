@@ -2,8 +2,9 @@
 //! concurrency, and the controllers that act on them — the deployment
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
-//! lifecycle (heartbeat leases into readiness), IP pools with addresses
-//! claimed by compare-and-swap, events, and leader election
+//! lifecycle (heartbeat leases into readiness), graceful pod deletion
+//! confirmed by nodes, garbage collection by owner references, IP pools
+//! with addresses claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
 //! Controllers are reconcile loops driven by watches, idempotent and safe
@@ -13,6 +14,7 @@ mod cluster;
 mod deployments;
 mod error;
 mod events;
+mod garbage;
 mod ipam;
 mod leader;
 mod nodes;
@@ -21,6 +23,7 @@ mod pod_status;
 mod pods;
 mod queue;
 mod scheduling;
+mod termination;
 
 pub use cluster::{ControlPlane, Running};
 pub use deployments::{
@@ -28,6 +31,7 @@ pub use deployments::{
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
+pub use garbage::{GarbageCollector, Sweep};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};
@@ -36,3 +40,4 @@ pub use pod_status::{StatusEvent, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
 pub use scheduling::{SchedulingLoop, node_info, pod_info};
+pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};

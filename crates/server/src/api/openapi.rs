@@ -82,10 +82,12 @@ fn summary(access: Access) -> String {
 
 /// A response body schema where the path serves one of the object kinds.
 fn responses(path: &str) -> Value {
-    // A pod's address claim is not a pod.
+    // A pod's address claim, or its node's confirmation, is not a pod.
     let kind = ["nodes", "deployments", "pods", "events", "ippools"]
         .into_iter()
-        .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
+        .find(|k| {
+            path.contains(&format!("/{k}")) && !path.ends_with("/ip") && !path.ends_with("/stopped")
+        })
         .map(|k| match k {
             "nodes" => "Node",
             "deployments" => "Deployment",
