@@ -127,3 +127,115 @@ fn is_abandoned(pod: &Pod, ready: &HashMap<&str, bool>, now: u64) -> bool {
         Some(Some(false)) => now >= deadline,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_objects::{deployment, node, objects, pod};
+
+    fn collector(objects: &Objects) -> Arc<GarbageCollector> {
+        GarbageCollector::new(objects.clone(), Duration::from_secs(3600))
+    }
+
+    #[tokio::test]
+    async fn pods_whose_deployment_is_gone_are_deleted_gracefully() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "n1", true).await;
+        let kept = deployment(&objects, "api").await;
+        let gone = deployment(&objects, "web").await;
+        let live = pod(&objects, &kept, Some("n1")).await;
+        let running = pod(&objects, &gone, Some("n1")).await;
+        let pending = pod(&objects, &gone, None).await;
+        // Deleted with no controller watching (straight in the store), then
+        // made again under the same name: a new uid, which owns nothing.
+        objects
+            .delete::<Deployment>(Some("shop"), "web", None)
+            .await
+            .unwrap();
+        deployment(&objects, "web").await;
+
+        let sweep = collector(&objects).sweep().await.unwrap();
+        let mut orphans = sweep.orphans.clone();
+        orphans.sort();
+        let mut expected = vec![
+            format!("shop/{}", running.metadata.name),
+            format!("shop/{}", pending.metadata.name),
+        ];
+        expected.sort();
+        assert_eq!(orphans, expected);
+        assert!(sweep.abandoned.is_empty());
+        // The bound one waits for its node; the unbound one is gone.
+        let running: Pod = objects
+            .require(Some("shop"), &running.metadata.name)
+            .await
+            .unwrap();
+        assert_eq!(running.metadata.deletion_grace_period_seconds, Some(7));
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &pending.metadata.name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let live: Pod = objects
+            .require(Some("shop"), &live.metadata.name)
+            .await
+            .unwrap();
+        assert!(!live.metadata.is_terminating());
+        // Nothing more to do on the next pass.
+        assert_eq!(collector(&objects).sweep().await.unwrap(), Sweep::default());
+    }
+
+    #[tokio::test]
+    async fn terminating_pods_of_lost_nodes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "ready", true).await;
+        node(&objects, "lost", false).await;
+        node(&objects, "removed", true).await;
+        let owner = deployment(&objects, "web").await;
+        let on_ready = pod(&objects, &owner, Some("ready")).await;
+        let on_lost = pod(&objects, &owner, Some("lost")).await;
+        let on_removed = pod(&objects, &owner, Some("removed")).await;
+        for pod in [&on_ready, &on_lost, &on_removed] {
+            objects
+                .request_pod_deletion("shop", &pod.metadata.name, PodDeletion::Graceful(Some(0)))
+                .await
+                .unwrap();
+        }
+        objects.delete::<Node>(None, "removed", None).await.unwrap();
+
+        let sweep = collector(&objects).sweep().await.unwrap();
+        let mut abandoned = sweep.abandoned.clone();
+        abandoned.sort();
+        let mut expected = vec![
+            format!("shop/{}", on_lost.metadata.name),
+            format!("shop/{}", on_removed.metadata.name),
+        ];
+        expected.sort();
+        assert_eq!(abandoned, expected);
+        // A ready node's agent confirms its own pods.
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &on_ready.metadata.name)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(objects.allocation("lost").await.unwrap().0.requests.pods, 0);
+    }
+
+    #[test]
+    fn a_not_ready_node_keeps_its_pods_until_their_deadline() {
+        let mut pod = Pod::default();
+        pod.spec.node_name = Some("n1".into());
+        pod.metadata.deletion_timestamp = Some(10_000);
+        let not_ready = HashMap::from([("n1", false)]);
+        assert!(!is_abandoned(&pod, &not_ready, 9_999));
+        assert!(is_abandoned(&pod, &not_ready, 10_000));
+        assert!(!is_abandoned(&pod, &HashMap::from([("n1", true)]), 99_999));
+        pod.metadata.deletion_timestamp = None;
+        assert!(!is_abandoned(&pod, &not_ready, 99_999));
+    }
+}

@@ -24,6 +24,8 @@ mod pods;
 mod queue;
 mod scheduling;
 mod termination;
+#[cfg(test)]
+mod test_objects;
 
 pub use cluster::{ControlPlane, Running};
 pub use deployments::{

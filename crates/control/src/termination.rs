@@ -133,3 +133,160 @@ impl Objects {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_objects::{deployment, node, objects, pod};
+
+    fn deadline_in(pod: &Pod) -> i64 {
+        pod.metadata.deletion_timestamp.unwrap() as i64 - now_millis() as i64
+    }
+
+    #[tokio::test]
+    async fn a_pod_no_node_holds_goes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        let owner = deployment(&objects, "web").await;
+        let pod = pod(&objects, &owner, None).await;
+        let name = &pod.metadata.name;
+        let outcome = objects
+            .request_pod_deletion("shop", name, PodDeletion::Graceful(None))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, DeletionOutcome::Removed(_)),
+            "{outcome:?}"
+        );
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bound_pod_terminates_until_its_node_confirms() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "n1", true).await;
+        let owner = deployment(&objects, "web").await;
+        let pod = pod(&objects, &owner, Some("n1")).await;
+        let name = pod.metadata.name.clone();
+
+        // The pod's own grace (7 s) when the request names none.
+        let outcome = objects
+            .request_pod_deletion("shop", &name, PodDeletion::Graceful(None))
+            .await
+            .unwrap();
+        let DeletionOutcome::Terminating(terminating) = outcome else {
+            panic!("a bound pod went without its node: {outcome:?}");
+        };
+        assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(7));
+        assert!((5_000..=7_000).contains(&deadline_in(&terminating)));
+        // Still there, still booked on its node.
+        let stored: Pod = objects.require(Some("shop"), &name).await.unwrap();
+        assert!(stored.metadata.is_terminating());
+        assert_eq!(objects.allocation("n1").await.unwrap().0.requests.pods, 1);
+
+        // A longer grace asked later changes nothing; a shorter one brings the deadline in.
+        let outcome = objects
+            .request_pod_deletion("shop", &name, PodDeletion::Graceful(Some(60)))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.pod().metadata.deletion_grace_period_seconds,
+            Some(7)
+        );
+        let outcome = objects
+            .request_pod_deletion("shop", &name, PodDeletion::Graceful(Some(1)))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.pod().metadata.deletion_grace_period_seconds,
+            Some(1)
+        );
+        assert!(deadline_in(outcome.pod()) <= 1_000);
+
+        // Another pod's confirmation (an older one of the same name) removes nothing.
+        objects
+            .confirm_pod_stopped("shop", &name, "another-uid")
+            .await
+            .unwrap();
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &name)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // The node's confirmation removes it and frees its booking.
+        objects
+            .confirm_pod_stopped("shop", &name, &pod.metadata.uid)
+            .await
+            .unwrap();
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(objects.allocation("n1").await.unwrap().0.requests.pods, 0);
+        // Confirming again (a retry) is fine.
+        objects
+            .confirm_pod_stopped("shop", &name, &pod.metadata.uid)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_remove_a_live_pod_and_force_removes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "n1", true).await;
+        let owner = deployment(&objects, "web").await;
+        let pod = pod(&objects, &owner, Some("n1")).await;
+        let name = pod.metadata.name.clone();
+        let err = objects
+            .confirm_pod_stopped("shop", &name, &pod.metadata.uid)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is not being deleted"), "{err}");
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &name)
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        let outcome = objects
+            .request_pod_deletion("shop", &name, PodDeletion::Force)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, DeletionOutcome::Removed(_)),
+            "{outcome:?}"
+        );
+        assert!(
+            objects
+                .get::<Pod>(Some("shop"), &name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(objects.allocation("n1").await.unwrap().0.requests.pods, 0);
+    }
+
+    #[test]
+    fn the_grace_period_comes_from_the_request_then_the_pod_then_30() {
+        let mut pod = Pod::default();
+        assert_eq!(grace_seconds(&pod, None), DEFAULT_GRACE_SECONDS);
+        pod.spec.termination_grace_period_seconds = Some(5);
+        assert_eq!(grace_seconds(&pod, None), 5);
+        assert_eq!(grace_seconds(&pod, Some(0)), 0);
+    }
+}
