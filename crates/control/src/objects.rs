@@ -206,12 +206,15 @@ impl Objects {
         Ok((objects, revision))
     }
 
-    /// Stores a new object: assigns uid, creation time, generation 1.
+    /// Stores a new object: assigns uid, creation time, generation 1; a
+    /// new object is not being deleted, whatever its manifest said.
     pub async fn create<T: Object>(&self, mut object: T) -> Result<T, ControlError> {
         let meta = object.metadata_mut();
         meta.uid = uuid::Uuid::new_v4().to_string();
         meta.created_at = now_millis();
         meta.generation = 1;
+        meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
         let project = meta.project.clone();
         let name = meta.name.clone();
         let key = key_of::<T>(project.as_deref(), &name);

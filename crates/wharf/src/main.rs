@@ -61,6 +61,11 @@ enum Command {
     /// Show a node, deployment or pod in detail, with its events.
     Describe(describe::DescribeArgs),
     /// Delete deployments, pods or nodes, or the objects of a manifest.
+    ///
+    /// A pod stays Terminating until its node has stopped it (SIGTERM, then
+    /// SIGKILL after the grace period) and freed its address; a deleted
+    /// deployment's pods go the same way. The command waits until the
+    /// objects are gone unless --wait=false.
     Delete(delete::DeleteArgs),
     /// Change the number of replicas of a deployment.
     Scale(scale::ScaleArgs),

@@ -7,6 +7,7 @@
 //! brings the demo up on one machine.
 
 mod common;
+mod deletion;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
