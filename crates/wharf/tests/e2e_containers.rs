@@ -7,6 +7,7 @@
 //! brings the demo up on one machine.
 
 mod common;
+#[path = "e2e_containers/deletion.rs"]
 mod deletion;
 
 use std::collections::BTreeSet;

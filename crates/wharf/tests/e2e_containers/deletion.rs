@@ -81,6 +81,7 @@ fn pod_named(cli: &Cli, name: &str) -> Option<Value> {
 fn watch_termination(cli: &Cli, node: &Node, name: &str, ip: Ipv4Addr, grace: u64) -> Instant {
     let ip = ip.to_string();
     let mut answered_while_terminating = false;
+    let mut seen_terminating = false;
     let deadline = Instant::now() + Duration::from_secs(grace + 60);
     loop {
         assert!(Instant::now() < deadline, "pod {name} never went");
@@ -98,6 +99,12 @@ fn watch_termination(cli: &Cli, node: &Node, name: &str, ip: Ipv4Addr, grace: u6
             return gone;
         };
         let meta = &pod["metadata"];
+        if !seen_terminating && meta["deletionTimestamp"].is_null() {
+            // The deletion is still on its way.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        seen_terminating = true;
         let stamp = meta["deletionTimestamp"].as_str().unwrap_or_default();
         assert!(
             stamp.len() == 20 && stamp.ends_with('Z'),
@@ -144,7 +151,7 @@ async fn pods_ignoring_sigterm_terminate_for_their_grace_and_release_their_addre
 
     // A pod, with a grace period of its own: `delete` waits until it is gone.
     let started = Instant::now();
-    let mut delete = wharf(cli.home.path())
+    let delete = wharf(cli.home.path())
         .args(["delete", "pod", &name, "-p", "shop", "--grace-period", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
