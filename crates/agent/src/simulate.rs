@@ -208,14 +208,13 @@ impl Simulation {
             return;
         }
         let status = SimulatedRuntime::running(pod);
-        if status != pod.status {
-            if let Err(err) = self
+        if status != pod.status
+            && let Err(err) = self
                 .api
                 .set_pod_status(&project, &pod.metadata.name, &status)
                 .await
-            {
-                tracing::debug!(error = %err, "simulated status report failed");
-            }
+        {
+            tracing::debug!(error = %err, "simulated status report failed");
         }
     }
 }

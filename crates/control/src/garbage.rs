@@ -84,7 +84,7 @@ impl GarbageCollector {
                 self.objects
                     .delete_pod_if(project, name, same)
                     .await
-                    .map(|deleted| deleted.is_some().then(|| &mut sweep.abandoned))
+                    .map(|deleted| deleted.is_some().then_some(&mut sweep.abandoned))
             } else if !pod.metadata.is_terminating() && is_orphan(pod, &owners) {
                 self.objects
                     .request_pod_deletion(project, name, PodDeletion::Graceful(None))
