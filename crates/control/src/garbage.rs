@@ -131,7 +131,7 @@ fn is_abandoned(pod: &Pod, ready: &HashMap<&str, bool>, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_objects::{deployment, node, objects, pod};
+    use crate::test_objects::{deployment, node, objects, pod, pod_exists};
 
     fn collector(objects: &Objects) -> Arc<GarbageCollector> {
         GarbageCollector::new(objects.clone(), Duration::from_secs(3600))
@@ -171,13 +171,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(running.metadata.deletion_grace_period_seconds, Some(7));
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &pending.metadata.name)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!pod_exists(&objects, &pending.metadata.name).await);
         let live: Pod = objects
             .require(Some("shop"), &live.metadata.name)
             .await
@@ -216,13 +210,7 @@ mod tests {
         expected.sort();
         assert_eq!(abandoned, expected);
         // A ready node's agent confirms its own pods.
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &on_ready.metadata.name)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(pod_exists(&objects, &on_ready.metadata.name).await);
         assert_eq!(objects.allocation("lost").await.unwrap().0.requests.pods, 0);
     }
 

@@ -137,7 +137,7 @@ impl Objects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_objects::{deployment, node, objects, pod};
+    use crate::test_objects::{deployment, node, objects, pod, pod_exists};
 
     fn deadline_in(pod: &Pod) -> i64 {
         pod.metadata.deletion_timestamp.unwrap() as i64 - now_millis() as i64
@@ -158,13 +158,7 @@ mod tests {
             matches!(outcome, DeletionOutcome::Removed(_)),
             "{outcome:?}"
         );
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), name)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!pod_exists(&objects, name).await);
     }
 
     #[tokio::test]
@@ -215,25 +209,13 @@ mod tests {
             .confirm_pod_stopped("shop", &name, "another-uid")
             .await
             .unwrap();
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &name)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(pod_exists(&objects, &name).await);
         // The node's confirmation removes it and frees its booking.
         objects
             .confirm_pod_stopped("shop", &name, &pod.metadata.uid)
             .await
             .unwrap();
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &name)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!pod_exists(&objects, &name).await);
         assert_eq!(objects.allocation("n1").await.unwrap().0.requests.pods, 0);
         // Confirming again (a retry) is fine.
         objects
@@ -255,13 +237,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("is not being deleted"), "{err}");
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &name)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(pod_exists(&objects, &name).await);
 
         let outcome = objects
             .request_pod_deletion("shop", &name, PodDeletion::Force)
@@ -271,13 +247,7 @@ mod tests {
             matches!(outcome, DeletionOutcome::Removed(_)),
             "{outcome:?}"
         );
-        assert!(
-            objects
-                .get::<Pod>(Some("shop"), &name)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!pod_exists(&objects, &name).await);
         assert_eq!(objects.allocation("n1").await.unwrap().0.requests.pods, 0);
     }
 

@@ -50,3 +50,12 @@ pub(crate) async fn pod(objects: &Objects, owner: &Deployment, node: Option<&str
     }
     objects.require(Some("shop"), &name).await.unwrap()
 }
+
+/// Whether pod `shop/name` is stored.
+pub(crate) async fn pod_exists(objects: &Objects, name: &str) -> bool {
+    objects
+        .get::<Pod>(Some("shop"), name)
+        .await
+        .unwrap()
+        .is_some()
+}

@@ -70,6 +70,19 @@ fn wait_node_ready(cli: &Cli) {
     });
 }
 
+/// The one running pod whose name starts with `prefix`, once it answers
+/// HTTP: its name and address.
+fn one_answering_pod(cli: &Cli, node: &Node, prefix: &str) -> (String, Ipv4Addr) {
+    let pods = wait_for("the pod running", Duration::from_secs(60), || {
+        running_pods(cli, prefix, 1)
+    });
+    let (name, ip) = (name_of(&pods[0]), ip_of(&pods[0]));
+    wait_for("the pod to answer", Duration::from_secs(10), || {
+        node.curl(&ip.to_string(), "/")
+    });
+    (name, ip)
+}
+
 fn pod_named(cli: &Cli, name: &str) -> Option<Value> {
     cli.pods("shop").into_iter().find(|p| name_of(p) == name)
 }
@@ -141,26 +154,25 @@ async fn pods_ignoring_sigterm_terminate_for_their_grace_and_release_their_addre
     let image = format!("{}/shop/web:1.0", server.host());
     let manifest = stubborn_deployment("stubborn", &image, "del-pool", 1, 8);
     cli.run_with(&["apply", "-f", "-"], &manifest);
-    let pods = wait_for("the pod running", Duration::from_secs(60), || {
-        running_pods(&cli, "stubborn-", 1)
-    });
-    let (name, ip) = (name_of(&pods[0]), ip_of(&pods[0]));
-    wait_for("the pod to answer", Duration::from_secs(10), || {
-        node.curl(&ip.to_string(), "/")
-    });
+    let (name, ip) = one_answering_pod(&cli, &node, "stubborn-");
 
     // A pod, with a grace period of its own: `delete` waits until it is gone.
     let started = Instant::now();
-    let delete = wharf(cli.home.path())
+    let mut delete = wharf(cli.home.path())
         .args(["delete", "pod", &name, "-p", "shop", "--grace-period", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    wait_for("the pod Terminating", Duration::from_secs(10), || {
+        pod_named(&cli, &name).filter(|p| p["metadata"]["deletionTimestamp"].is_string())
+    });
+    assert!(delete.try_wait().unwrap().is_none(), "delete did not wait");
     let gone = watch_termination(&cli, &node, &name, ip, 4);
     let deleted = delete.wait_with_output().unwrap();
     let returned = Instant::now();
     assert!(deleted.status.success(), "{deleted:?}");
+    assert!(pod_named(&cli, &name).is_none());
     assert!(
         String::from_utf8_lossy(&deleted.stdout).contains(&format!("pod/{name} deleted")),
         "{deleted:?}"
@@ -177,13 +189,7 @@ async fn pods_ignoring_sigterm_terminate_for_their_grace_and_release_their_addre
 
     // The Deployment made a replacement at once; deleting the Deployment
     // stops it with its own grace period (8 s), through the same path.
-    let pods = wait_for("the replacement running", Duration::from_secs(60), || {
-        running_pods(&cli, "stubborn-", 1)
-    });
-    let (name, ip) = (name_of(&pods[0]), ip_of(&pods[0]));
-    wait_for("the replacement to answer", Duration::from_secs(10), || {
-        node.curl(&ip.to_string(), "/")
-    });
+    let (name, ip) = one_answering_pod(&cli, &node, "stubborn-");
     let started = Instant::now();
     cli.run(&["delete", "deployment", "stubborn", "-p", "shop"]);
     let gone = watch_termination(&cli, &node, &name, ip, 8);
