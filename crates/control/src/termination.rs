@@ -139,6 +139,15 @@ mod tests {
     use super::*;
     use crate::test_objects::{deployment, node, objects, pod, pod_exists};
 
+    /// Objects with a pod of Deployment `web` bound to node `n1`.
+    async fn bound_pod(dir: &tempfile::TempDir) -> (Objects, Pod) {
+        let objects = objects(dir);
+        node(&objects, "n1", true).await;
+        let owner = deployment(&objects, "web").await;
+        let pod = pod(&objects, &owner, Some("n1")).await;
+        (objects, pod)
+    }
+
     fn deadline_in(pod: &Pod) -> i64 {
         pod.metadata.deletion_timestamp.unwrap() as i64 - now_millis() as i64
     }
@@ -164,10 +173,7 @@ mod tests {
     #[tokio::test]
     async fn a_bound_pod_terminates_until_its_node_confirms() {
         let dir = tempfile::tempdir().unwrap();
-        let objects = objects(&dir);
-        node(&objects, "n1", true).await;
-        let owner = deployment(&objects, "web").await;
-        let pod = pod(&objects, &owner, Some("n1")).await;
+        let (objects, pod) = bound_pod(&dir).await;
         let name = pod.metadata.name.clone();
 
         // The pod's own grace (7 s) when the request names none.
@@ -227,10 +233,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_cannot_remove_a_live_pod_and_force_removes_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let objects = objects(&dir);
-        node(&objects, "n1", true).await;
-        let owner = deployment(&objects, "web").await;
-        let pod = pod(&objects, &owner, Some("n1")).await;
+        let (objects, pod) = bound_pod(&dir).await;
         let name = pod.metadata.name.clone();
         let err = objects
             .confirm_pod_stopped("shop", &name, &pod.metadata.uid)

@@ -47,6 +47,18 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
+/// Waits until a node is ready and serves its log endpoint.
+fn wait_node_ready(cli: &Cli) {
+    wait_for("the node ready", Duration::from_secs(20), || {
+        let nodes = cli.json(&["get", "nodes"]);
+        let items = nodes["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
+            .then_some(())
+    });
+}
+
 /// An operator's CLI session with the test server.
 struct Cli {
     home: tempfile::TempDir,
@@ -406,14 +418,7 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
         },
         &robot,
     );
-    wait_for("the node ready", Duration::from_secs(20), || {
-        let nodes = cli.json(&["get", "nodes"]);
-        let items = nodes["items"].as_array().cloned().unwrap_or_default();
-        items
-            .iter()
-            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
-            .then_some(())
-    });
+    wait_node_ready(&cli);
 
     let image = format!("{}/shop/web:1.0", server.host());
     cli.run_with(

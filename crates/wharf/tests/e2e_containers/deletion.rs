@@ -16,7 +16,7 @@ use super::common::cli::{ok, run_with_stdin, wharf};
 use super::common::server::ADMIN_PASSWORD;
 use super::{
     Cli, Node, NodeSpec, ip_of, name_of, pool_yaml, prerequisites, push_demo_image, running_pods,
-    wait_for,
+    wait_for, wait_node_ready,
 };
 
 /// A Deployment whose only process ignores SIGTERM and serves HTTP on port
@@ -59,15 +59,17 @@ fn node_spec(n: u8) -> NodeSpec {
     }
 }
 
-fn wait_node_ready(cli: &Cli) {
-    wait_for("the node ready", Duration::from_secs(30), || {
-        let nodes = cli.json(&["get", "nodes"]);
-        let items = nodes["items"].as_array().cloned().unwrap_or_default();
-        items
-            .iter()
-            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
-            .then_some(())
-    });
+/// A server with the demo image and pool `del-pool` (10.84.N.0/24), and
+/// node `e2e-del-N`, ready.
+async fn server_and_node(n: u8) -> (TestServer, Cli, Node) {
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    let pool = pool_yaml("del-pool", &format!("10.84.{n}"));
+    cli.run_with(&["ippool", "import", "-"], &pool);
+    let node = Node::start(&cli, node_spec(n), &robot);
+    wait_node_ready(&cli);
+    (server, cli, node)
 }
 
 /// The one running pod whose name starts with `prefix`, once it answers
@@ -142,15 +144,7 @@ async fn pods_ignoring_sigterm_terminate_for_their_grace_and_release_their_addre
     if !prerequisites("graceful deletion") {
         return;
     }
-    let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
-    cli.run_with(
-        &["ippool", "import", "-"],
-        &pool_yaml("del-pool", "10.84.1"),
-    );
-    let node = Node::start(&cli, node_spec(1), &robot);
-    wait_node_ready(&cli);
+    let (server, cli, node) = server_and_node(1).await;
     let image = format!("{}/shop/web:1.0", server.host());
     let manifest = stubborn_deployment("stubborn", &image, "del-pool", 1, 8);
     cli.run_with(&["apply", "-f", "-"], &manifest);
@@ -255,15 +249,7 @@ async fn a_deployment_deleted_as_the_server_dies_loses_every_pod_after_the_resta
     if !prerequisites("deletion across a server restart") {
         return;
     }
-    let mut server = TestServer::start();
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
-    cli.run_with(
-        &["ippool", "import", "-"],
-        &pool_yaml("del-pool", "10.84.2"),
-    );
-    let mut node = Node::start(&cli, node_spec(2), &robot);
-    wait_node_ready(&cli);
+    let (mut server, cli, mut node) = server_and_node(2).await;
     let image = format!("{}/shop/web:1.0", server.host());
     let manifest = stubborn_deployment("restarted", &image, "del-pool", 3, 2);
     cli.run_with(&["apply", "-f", "-"], &manifest);
