@@ -201,6 +201,10 @@ impl Agent {
 
 type PodKey = (String, String);
 
+/// The grace period of a deletion that names none, and of a pod that
+/// names none (Kubernetes' default).
+const DEFAULT_GRACE_SECONDS: u64 = 30;
+
 /// One task per pod: it syncs the pod with the runtime whenever the pod
 /// changes or the runtime asks to look again, and reports the status; a
 /// slow pod (an image pull) never holds up the others.
@@ -267,14 +271,23 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
                 .await;
             return;
         };
+        if pod.metadata.is_terminating() {
+            // Stopping is not cut short; only confirming is, by the object's end.
+            stop_gracefully(&agent, &pod).await;
+            tokio::select! {
+                () = confirm_stopped(&agent, &pod) => {}
+                () = deleted(desired.clone()) => {}
+            }
+            return;
+        }
         let progress = |status: PodStatus| {
             status_tx.send_if_modified(|current| replace_if_changed(current, status));
         };
         // A step may take long (a big pull); deleting the pod cancels it
-        // rather than waiting for it, and the removal below cleans up.
+        // rather than waiting for it, and the removal above cleans up.
         let synced = tokio::select! {
             synced = agent.runtime.sync(&pod, &progress) => synced,
-            () = deleted(desired.clone()) => continue,
+            () = leaving(desired.clone()) => continue,
         };
         status_tx.send_if_modified(|current| replace_if_changed(current, synced.status));
         let again = synced.again_in.unwrap_or(Duration::from_secs(3600));
@@ -293,14 +306,71 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
 
 /// Resolves once the pod's worker is told to remove it; never if its
 /// channel closes (a new worker takes over then).
-async fn deleted(mut desired: watch::Receiver<Option<Pod>>) {
+async fn deleted(desired: watch::Receiver<Option<Pod>>) {
+    until(desired, |pod| pod.is_none()).await
+}
+
+/// Resolves once the pod's deletion is asked, or it is gone.
+async fn leaving(desired: watch::Receiver<Option<Pod>>) {
+    until(desired, |pod| {
+        pod.as_ref().is_none_or(|p| p.metadata.is_terminating())
+    })
+    .await
+}
+
+/// Resolves once the pod the worker is given passes `done`; never if its
+/// channel closes.
+async fn until(mut desired: watch::Receiver<Option<Pod>>, done: impl Fn(&Option<Pod>) -> bool) {
     loop {
-        if desired.borrow_and_update().is_none() {
+        if done(&desired.borrow_and_update()) {
             return;
         }
         if desired.changed().await.is_err() {
             return std::future::pending().await;
         }
+    }
+}
+
+/// Stops a Terminating pod: SIGTERM, SIGKILL once the deletion's grace
+/// period is over, containers, network and address released.
+async fn stop_gracefully(agent: &Agent, pod: &Pod) {
+    let (project, name) = key(pod);
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or(pod.spec.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    tracing::info!(project, pod = name, grace, "stopping a pod being deleted");
+    agent
+        .runtime
+        .terminate(
+            &project,
+            &name,
+            &pod.metadata.uid,
+            Duration::from_secs(grace),
+        )
+        .await;
+}
+
+/// Tells the server the pod stopped, until it hears it: only then does
+/// the object go (and the address and the node's booking with it).
+async fn confirm_stopped(agent: &Agent, pod: &Pod) {
+    let (project, name) = key(pod);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match agent
+            .api
+            .pod_stopped(&project, &name, &pod.metadata.uid)
+            .await
+        {
+            Ok(()) => return,
+            Err(err) if err.is_not_found() => return,
+            Err(err) => {
+                tracing::warn!(error = %err, project, pod = name, "confirming a stopped pod failed");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -68,6 +68,9 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError>;
     /// Gives back the address held by pod `project/name` with `uid`.
     async fn release_ip(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError>;
+    /// Confirms that Terminating pod `project/name` with `uid` stopped and
+    /// released what it held, so that its object goes.
+    async fn pod_stopped(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError>;
     /// Whether the server lets the holder of `token` read pod `project/name`
     /// (for the agent's log endpoint).
     async fn may_read_pod(
@@ -285,6 +288,15 @@ impl NodeApi for HttpNodeApi {
             self.base
         );
         self.send(|http| http.delete(&url)).await?;
+        Ok(())
+    }
+
+    async fn pod_stopped(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        let url = format!(
+            "{}/api/v1/projects/{project}/pods/{name}/stopped?uid={uid}",
+            self.base
+        );
+        self.send(|http| http.put(&url)).await?;
         Ok(())
     }
 

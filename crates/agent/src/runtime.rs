@@ -29,6 +29,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// containers, mounts, network and address. With `uid`, only if the
     /// pod held is that one (a new pod of the same name may have replaced it).
     async fn remove(&self, project: &str, name: &str, uid: Option<&str>);
+    /// Stops pod `project/name` with `uid`, whose deletion was asked,
+    /// giving its containers `grace` between SIGTERM and SIGKILL, then
+    /// removes it as [`remove`](Runtime::remove) does. By default, a runtime
+    /// without containers to signal just removes it.
+    async fn terminate(&self, project: &str, name: &str, uid: &str, grace: Duration) {
+        let _ = grace;
+        self.remove(project, name, Some(uid)).await;
+    }
     /// The pods this node holds anything of (after an agent restart, those
     /// no longer bound here are removed).
     async fn pods(&self) -> Vec<(String, String)>;

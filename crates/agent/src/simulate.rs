@@ -1,5 +1,6 @@
 //! Hollow nodes for scale work: many nodes registered and kept alive by one
-//! process, reporting the pods bound to them as running, without containers.
+//! process, reporting the pods bound to them as running, without containers,
+//! and confirming at once those being deleted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -169,7 +170,8 @@ impl Simulation {
         }
     }
 
-    /// Follows every pod and reports the fleet's as running.
+    /// Follows every pod and reports the fleet's as running, or as stopped
+    /// once their deletion is asked.
     async fn report_pods(&self) -> Result<(), AgentError> {
         let ours: HashSet<String> = (0..self.config.nodes)
             .map(|i| self.config.node_name(i))
@@ -196,16 +198,23 @@ impl Simulation {
         {
             return;
         }
+        let project = pod.metadata.project.clone().unwrap_or_default();
+        if pod.metadata.is_terminating() {
+            // Nothing runs: stopped at once.
+            let (name, uid) = (&pod.metadata.name, &pod.metadata.uid);
+            if let Err(err) = self.api.pod_stopped(&project, name, uid).await {
+                tracing::debug!(error = %err, "simulated stop confirmation failed");
+            }
+            return;
+        }
         let status = SimulatedRuntime::running(pod);
-        if status != pod.status {
-            let project = pod.metadata.project.clone().unwrap_or_default();
-            if let Err(err) = self
+        if status != pod.status
+            && let Err(err) = self
                 .api
                 .set_pod_status(&project, &pod.metadata.name, &status)
                 .await
-            {
-                tracing::debug!(error = %err, "simulated status report failed");
-            }
+        {
+            tracing::debug!(error = %err, "simulated status report failed");
         }
     }
 }

@@ -36,6 +36,7 @@ mod quantity;
 pub mod replication;
 pub mod repository;
 mod security;
+mod time;
 mod volume;
 mod workload;
 
@@ -65,6 +66,7 @@ pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
 };
+pub use time::{parse_rfc3339, rfc3339};
 pub use volume::{
     DEFAULT_MEMORY_VOLUME_BYTES, EmptyDirVolume, HOST_PATH_TYPES, HostPathVolume, Volume,
     VolumeMount, is_plain_absolute, is_under,

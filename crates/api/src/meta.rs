@@ -29,9 +29,31 @@ pub struct ObjectMeta {
     /// an update naming it fails if the object changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
-    /// Creation time, unix milliseconds.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Creation time, unix milliseconds; `creationTimestamp` (RFC 3339) on
+    /// the wire, as Kubernetes writes it. Stores of older versions hold
+    /// `createdAt` in milliseconds, which still reads.
+    #[serde(
+        rename = "creationTimestamp",
+        alias = "createdAt",
+        default,
+        with = "crate::time::millis",
+        skip_serializing_if = "is_zero"
+    )]
+    #[schemars(with = "Option<String>")]
     pub created_at: u64,
+    /// When deletion was asked (unix milliseconds; `deletionTimestamp`,
+    /// RFC 3339, on the wire): the object stays, `Terminating`, until
+    /// whoever holds it confirms it is gone (a pod's node agent).
+    #[serde(
+        default,
+        with = "crate::time::optional_millis",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub deletion_timestamp: Option<u64>,
+    /// Seconds the holder was given to stop gracefully once deletion was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<u64>,
     /// Incremented on every change of the spec.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u64,
@@ -42,6 +64,13 @@ pub struct ObjectMeta {
 
 fn is_zero(value: &u64) -> bool {
     *value == 0
+}
+
+impl ObjectMeta {
+    /// Whether deletion was asked and the object only waits to be confirmed gone.
+    pub fn is_terminating(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
 }
 
 /// A reference from an object to its owner.
@@ -284,6 +313,44 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn metadata_uses_kubernetes_names_and_reads_older_stores() {
+        let meta = ObjectMeta {
+            name: "web".into(),
+            created_at: 951_782_400_123,
+            deletion_timestamp: Some(951_782_460_000),
+            deletion_grace_period_seconds: Some(30),
+            ..ObjectMeta::default()
+        };
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["creationTimestamp"], "2000-02-29T00:00:00Z");
+        assert_eq!(json["deletionTimestamp"], "2000-02-29T00:01:00Z");
+        assert_eq!(json["deletionGracePeriodSeconds"], 30);
+        assert!(json.get("createdAt").is_none(), "{json}");
+        let back: ObjectMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(back.created_at, 951_782_400_000);
+        assert_eq!(back.deletion_timestamp, Some(951_782_460_000));
+        assert!(back.is_terminating());
+
+        // What earlier versions stored: milliseconds under `createdAt`.
+        let old: ObjectMeta =
+            serde_json::from_str(r#"{"name":"web","createdAt":951782400123}"#).unwrap();
+        assert_eq!(old.created_at, 951_782_400_123);
+        assert!(!old.is_terminating());
+        // kubectl writes `creationTimestamp: null` in objects it makes.
+        let new: ObjectMeta =
+            serde_norway::from_str("name: web\ncreationTimestamp: null\n").unwrap();
+        assert_eq!(new.created_at, 0);
+        let new: ObjectMeta =
+            serde_norway::from_str("name: web\ncreationTimestamp: \"2000-02-29T00:00:00Z\"\n")
+                .unwrap();
+        assert_eq!(new.created_at, 951_782_400_000);
+        assert!(
+            serde_json::from_str::<ObjectMeta>(r#"{"name":"w","creationTimestamp":"soon"}"#)
+                .is_err()
+        );
     }
 
     #[test]

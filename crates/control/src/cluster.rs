@@ -13,17 +13,22 @@ use wharf_store::Store;
 use crate::ControlError;
 use crate::deployments::DeploymentController;
 use crate::events::EventRecorder;
+use crate::garbage::GarbageCollector;
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
 use crate::objects::Objects;
 use crate::scheduling::SchedulingLoop;
+use crate::termination::{DeletionOutcome, PodDeletion};
 
 /// Lifetime of the leader lease: a dead leader is replaced within it.
 const LEADER_TTL: Duration = Duration::from_secs(10);
 /// How often addresses of vanished pods are looked for; one is freed after
 /// two passes, long enough for its agent to finish tearing the pod down.
 const IP_RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// How often pods whose owner is gone, or whose node is lost, are looked
+/// for (the first pass is at once, when leadership starts).
+const GARBAGE_SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// Cluster objects and their controllers.
 #[derive(Clone)]
@@ -126,10 +131,14 @@ impl ControlPlane {
                     let scheduler =
                         tokio::spawn(SchedulingLoop::new(objects.clone(), config).run());
                     let nodes = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
+                    let garbage = tokio::spawn(
+                        GarbageCollector::new(objects.clone(), GARBAGE_SWEEP_EVERY).run(),
+                    );
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
                         AbortOnDropHandle::new(deployments),
+                        AbortOnDropHandle::new(garbage),
                         AbortOnDropHandle::new(scheduler),
                         AbortOnDropHandle::new(nodes),
                         AbortOnDropHandle::new(addresses),
@@ -205,7 +214,8 @@ impl ControlPlane {
             .await
     }
 
-    /// Deletes a deployment; the controller then deletes its pods.
+    /// Deletes a deployment; the controller (or, if none runs now, the
+    /// garbage collector when one does) then deletes its pods gracefully.
     pub async fn delete_deployment(
         &self,
         project: &str,
@@ -220,6 +230,7 @@ impl ControlPlane {
     /// Kubernetes namespace deletes what is in it. Deployments go first,
     /// so that their controller does not replace the pods; a pod a
     /// controller still makes afterwards is an orphan it deletes itself.
+    /// Pods are deleted gracefully: they stop on their nodes afterwards.
     /// Returns how many objects were deleted.
     pub async fn delete_project_workloads(&self, project: &str) -> Result<usize, ControlError> {
         let gone = |result: Result<(), ControlError>| match result {
@@ -234,13 +245,31 @@ impl ControlPlane {
             gone(self.delete_deployment(project, name).await.map(drop))?;
         }
         for pod in pods {
-            gone(self.delete_pod(project, &pod.metadata.name).await.map(drop))?;
+            let graceful = PodDeletion::Graceful(None);
+            let deleted = self.delete_pod(project, &pod.metadata.name, graceful).await;
+            gone(deleted.map(drop))?;
         }
         Ok(count)
     }
 
-    /// Deletes a pod (its deployment, if any, makes a new one).
-    pub async fn delete_pod(&self, project: &str, name: &str) -> Result<Pod, ControlError> {
-        self.objects.delete_pod(project, name).await
+    /// Deletes a pod as `how` says (its deployment, if any, makes a new
+    /// one at once: a Terminating pod is no replica).
+    pub async fn delete_pod(
+        &self,
+        project: &str,
+        name: &str,
+        how: PodDeletion,
+    ) -> Result<DeletionOutcome, ControlError> {
+        self.objects.request_pod_deletion(project, name, how).await
+    }
+
+    /// A node's confirmation that it stopped a Terminating pod: the object goes.
+    pub async fn confirm_pod_stopped(
+        &self,
+        project: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<(), ControlError> {
+        self.objects.confirm_pod_stopped(project, name, uid).await
     }
 }

@@ -17,11 +17,14 @@ use crate::ControlError;
 use crate::events::EventRecorder;
 use crate::objects::{Change, Objects};
 use crate::queue::WorkQueue;
+use crate::termination::PodDeletion;
 
 /// Label carrying the hash of the template a pod was made from.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// How often every deployment is reconciled even without changes.
 const RESYNC: Duration = Duration::from_secs(30);
+/// Surplus and orphaned pods stop within their own grace period.
+const GRACEFUL: PodDeletion = PodDeletion::Graceful(None);
 /// Pod writes in flight at once per reconciliation.
 const PARALLEL_WRITES: usize = 256;
 
@@ -174,9 +177,11 @@ impl DeploymentController {
             )
             .await?;
         let uid = &deployment.metadata.uid;
+        // A Terminating pod is on its way out: no replica, and not deleted again.
         let owned: Vec<Pod> = pods
             .into_iter()
             .filter(|p| p.metadata.owner_references.iter().any(|o| &o.uid == uid))
+            .filter(|p| !p.metadata.is_terminating())
             .collect();
         let hash = template_hash(&deployment);
         let (current, old): (Vec<Pod>, Vec<Pod>) = owned
@@ -268,11 +273,10 @@ impl DeploymentController {
 
     async fn delete_pods(&self, project: &str, pods: &[Pod]) -> Result<(), ControlError> {
         for chunk in pods.chunks(PARALLEL_WRITES) {
-            for result in join_all(
-                chunk
-                    .iter()
-                    .map(|p| self.objects.delete_pod(project, &p.metadata.name)),
-            )
+            for result in join_all(chunk.iter().map(|p| {
+                self.objects
+                    .request_pod_deletion(project, &p.metadata.name, GRACEFUL)
+            }))
             .await
             {
                 match result {
@@ -284,7 +288,8 @@ impl DeploymentController {
         Ok(())
     }
 
-    /// Deletes the pods of a deployment that no longer exists.
+    /// Deletes the pods of a deployment that no longer exists (at once on
+    /// its deletion; the garbage collector catches what this misses).
     async fn delete_orphans(&self, project: &str, name: &str) -> Result<(), ControlError> {
         let (pods, _) = self
             .objects
@@ -293,6 +298,7 @@ impl DeploymentController {
         let orphans: Vec<Pod> = pods
             .into_iter()
             .filter(|p| deployment_of(p).as_deref() == Some(name))
+            .filter(|p| !p.metadata.is_terminating())
             .collect();
         self.delete_pods(project, &orphans).await
     }

@@ -3,7 +3,8 @@
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
 //! lifecycle (heartbeat leases into readiness), ConfigMaps and Secrets
-//! (Secret data sealed at rest), IP pools with addresses
+//! (Secret data sealed at rest), graceful pod deletion confirmed by nodes,
+//! garbage collection by owner references, IP pools with addresses
 //! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
@@ -15,6 +16,7 @@ mod config;
 mod deployments;
 mod error;
 mod events;
+mod garbage;
 mod ipam;
 mod leader;
 mod nodes;
@@ -23,6 +25,9 @@ mod pod_status;
 mod pods;
 mod queue;
 mod scheduling;
+mod termination;
+#[cfg(test)]
+mod test_objects;
 
 pub use cluster::{ControlPlane, Running};
 pub use config::{ConfigObjects, SealedSecret, used_on_node};
@@ -31,6 +36,7 @@ pub use deployments::{
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
+pub use garbage::{GarbageCollector, Sweep};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};
@@ -39,3 +45,4 @@ pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_ev
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
 pub use scheduling::{SchedulingLoop, node_info, pod_info};
+pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};

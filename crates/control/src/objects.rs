@@ -209,12 +209,15 @@ impl Objects {
         Ok((objects, revision))
     }
 
-    /// Stores a new object: assigns uid, creation time, generation 1.
+    /// Stores a new object: assigns uid, creation time, generation 1; a
+    /// new object is not being deleted, whatever its manifest said.
     pub async fn create<T: Object>(&self, mut object: T) -> Result<T, ControlError> {
         let meta = object.metadata_mut();
         meta.uid = uuid::Uuid::new_v4().to_string();
         meta.created_at = now_millis();
         meta.generation = 1;
+        meta.deletion_timestamp = None;
+        meta.deletion_grace_period_seconds = None;
         let project = meta.project.clone();
         let name = meta.name.clone();
         let key = key_of::<T>(project.as_deref(), &name);
@@ -348,5 +351,48 @@ impl Objects {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_objects::objects;
+
+    #[tokio::test]
+    async fn objects_stored_by_earlier_versions_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        // As the previous version wrote a pod: `createdAt` in milliseconds.
+        let old = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","project":"shop",
+            "uid":"0b7c","createdAt":1735787045123,"generation":1},
+            "spec":{"containers":[{"name":"web","image":"shop/web:1"}]}}"#;
+        let key = key_of::<Pod>(Some("shop"), "web-1");
+        objects
+            .store()
+            .txn(Txn::new().put(&key, old.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        let pod: Pod = objects.require(Some("shop"), "web-1").await.unwrap();
+        assert_eq!(pod.metadata.created_at, 1_735_787_045_123);
+        assert!(!pod.metadata.is_terminating());
+        let (listed, _) = objects.list::<Pod>(None, None).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        // Written back, it takes the new names.
+        let updated = objects
+            .modify::<Pod>(Some("shop"), "web-1", |pod| {
+                pod.metadata.labels.insert("app".into(), "web".into());
+                true
+            })
+            .await
+            .unwrap();
+        let stored = objects.store().get(&key).await.unwrap().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+        assert_eq!(
+            json["metadata"]["creationTimestamp"],
+            "2025-01-02T03:04:05Z"
+        );
+        assert!(json["metadata"].get("createdAt").is_none());
+        assert_eq!(updated.metadata.uid, "0b7c");
     }
 }

@@ -110,10 +110,29 @@ impl Objects {
         })
     }
 
-    /// Deletes a pod; a bound pod's requests return to its node.
+    /// Removes a pod object at once, whatever runs of it; a bound pod's
+    /// requests return to its node. Graceful deletion
+    /// ([`request_pod_deletion`](Objects::request_pod_deletion)) ends here
+    /// once the node confirms; `--force` comes here directly.
     pub async fn delete_pod(&self, project: &str, name: &str) -> Result<Pod, ControlError> {
+        self.delete_pod_if(project, name, |_| true)
+            .await?
+            .ok_or_else(|| ControlError::Conflict(format!("pod {project}/{name} was replaced")))
+    }
+
+    /// [`delete_pod`](Objects::delete_pod) if the pod, as read, passes
+    /// `check`; `None` (nothing deleted) if it does not.
+    pub(crate) async fn delete_pod_if(
+        &self,
+        project: &str,
+        name: &str,
+        check: impl Fn(&Pod) -> bool,
+    ) -> Result<Option<Pod>, ControlError> {
         for _ in 0..32 {
             let pod: Pod = self.require(Some(project), name).await?;
+            if !check(&pod) {
+                return Ok(None);
+            }
             let key = key_of::<Pod>(Some(project), name);
             let revision = revision_of(&pod)?.unwrap_or(0);
             let mut txn = Txn::new().when_revision(&key, revision).delete(&key);
@@ -142,7 +161,7 @@ impl Objects {
                     );
             }
             if self.store().txn(txn).await?.succeeded {
-                return Ok(pod);
+                return Ok(Some(pod));
             }
         }
         Err(ControlError::Conflict(format!(

@@ -75,6 +75,26 @@ async fn add_node(
         .unwrap();
 }
 
+/// Stands in for the nodes' agents: confirms every Terminating pod as
+/// stopped (there are no containers to stop), as an agent does once its
+/// containers are gone. Stops when dropped.
+fn confirm_terminating_pods(objects: &Objects) -> tokio_util::task::AbortOnDropHandle<()> {
+    let objects = objects.clone();
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        loop {
+            let (pods, _) = objects.list::<Pod>(None, None).await.unwrap();
+            for pod in pods.iter().filter(|p| p.metadata.is_terminating()) {
+                let project = pod.metadata.project.as_deref().unwrap_or_default();
+                objects
+                    .confirm_pod_stopped(project, &pod.metadata.name, &pod.metadata.uid)
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }))
+}
+
 /// Waits until every node is ready (their heartbeats were seen).
 async fn wait_nodes_ready(objects: &Objects, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -125,6 +145,7 @@ async fn replicas_spread_scale_and_go() {
     add_node(&objects, "n1", 4000, 8 << 30, &[]).await;
     add_node(&objects, "n2", 4000, 8 << 30, &[]).await;
     let _running = plane.start("test".into());
+    let _agents = confirm_terminating_pods(&objects);
     wait_nodes_ready(&objects, 2).await;
 
     plane
@@ -198,8 +219,13 @@ async fn pods_of_a_deployment_deleted_while_no_controller_ran_go() {
     plane.delete_deployment("shop", "web").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(objects.list::<Pod>(None, None).await.unwrap().0.len(), 2);
-    // The next leader finds the orphans.
+    // The next leader finds the orphans; they stop on their node first.
     let _running = plane.start("test".into());
+    wait_for_pods(&objects, "2 Terminating pods", |p| {
+        p.len() == 2 && p.iter().all(|p| p.metadata.is_terminating())
+    })
+    .await;
+    let _agents = confirm_terminating_pods(&objects);
     wait_for_pods(&objects, "no pods", |p| p.is_empty()).await;
 }
 

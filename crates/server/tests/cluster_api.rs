@@ -101,6 +101,25 @@ async fn pods(app: &TestApp, token: &str) -> Vec<Value> {
     list.json()["items"].as_array().unwrap().clone()
 }
 
+/// Plays the nodes' agents, which these tests do not run: confirms every
+/// Terminating pod as stopped, as an agent does once its containers are
+/// gone; the object goes only then.
+async fn confirm_terminating_pods(app: &TestApp, token: &str) {
+    for pod in pods(app, token).await {
+        let meta = &pod["metadata"];
+        if meta["deletionTimestamp"].is_string() {
+            let (name, uid) = (
+                meta["name"].as_str().unwrap(),
+                meta["uid"].as_str().unwrap(),
+            );
+            let path = format!("/api/v1/projects/shop/pods/{name}/stopped?uid={uid}");
+            app.api(token, Method::PUT, &path, Value::Null)
+                .await
+                .expect(StatusCode::NO_CONTENT);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_schedules_and_scales_through_the_api() {
     let app = TestApp::new().await;
@@ -192,6 +211,7 @@ async fn apply_schedules_and_scales_through_the_api() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while pods(&app, &admin).await.len() != 1 {
         assert!(Instant::now() < deadline, "never scaled down");
+        confirm_terminating_pods(&app, &admin).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let events = app
@@ -212,6 +232,41 @@ async fn apply_schedules_and_scales_through_the_api() {
         "{events}"
     );
 
+    // A bound pod's deletion leaves it Terminating with the grace asked;
+    // its node may not confirm a live pod; force removes it at once.
+    let pod = pods(&app, &admin).await.remove(0);
+    let (name, uid) = (
+        pod["metadata"]["name"].as_str().unwrap().to_string(),
+        pod["metadata"]["uid"].as_str().unwrap().to_string(),
+    );
+    let stopped = format!("/api/v1/projects/shop/pods/{name}/stopped?uid={uid}");
+    app.api(&admin, Method::PUT, &stopped, Value::Null)
+        .await
+        .expect(StatusCode::CONFLICT);
+    let path = format!("/api/v1/projects/shop/pods/{name}");
+    let graceful = format!("{path}?gracePeriodSeconds=5");
+    let terminating = app
+        .api(&admin, Method::DELETE, &graceful, Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 5);
+    assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+    app.api(&admin, Method::GET, &path, Value::Null)
+        .await
+        .expect(StatusCode::OK);
+    let forced_with_grace = format!("{path}?force=true&gracePeriodSeconds=3");
+    app.api(&admin, Method::DELETE, &forced_with_grace, Value::Null)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let forced = format!("{path}?force=true&gracePeriodSeconds=0");
+    app.api(&admin, Method::DELETE, &forced, Value::Null)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.api(&admin, Method::GET, &path, Value::Null)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+
     app.api(
         &admin,
         Method::DELETE,
@@ -223,6 +278,7 @@ async fn apply_schedules_and_scales_through_the_api() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !pods(&app, &admin).await.is_empty() {
         assert!(Instant::now() < deadline, "pods outlived their deployment");
+        confirm_terminating_pods(&app, &admin).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -69,6 +69,11 @@ enum Command {
     Describe(describe::DescribeArgs),
     /// Delete deployments, pods, nodes, configmaps or secrets, or the
     /// objects of a manifest.
+    ///
+    /// A pod stays Terminating until its node has stopped it (SIGTERM, then
+    /// SIGKILL after the grace period) and freed its address; a deleted
+    /// deployment's pods go the same way. The command waits until the
+    /// objects are gone unless --wait=false.
     Delete(delete::DeleteArgs),
     /// Change the number of replicas of a deployment.
     Scale(scale::ScaleArgs),

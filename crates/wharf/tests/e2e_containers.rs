@@ -9,6 +9,8 @@
 mod common;
 #[path = "e2e_containers/config.rs"]
 mod config;
+#[path = "e2e_containers/deletion.rs"]
+mod deletion;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/volumes.rs"]
@@ -49,6 +51,18 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Waits until a node is ready and serves its log endpoint.
+fn wait_node_ready(cli: &Cli) {
+    wait_for("the node ready", Duration::from_secs(20), || {
+        let nodes = cli.json(&["get", "nodes"]);
+        let items = nodes["items"].as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
+            .then_some(())
+    });
 }
 
 /// An operator's CLI session with the test server.
@@ -410,14 +424,7 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
         },
         &robot,
     );
-    wait_for("the node ready", Duration::from_secs(20), || {
-        let nodes = cli.json(&["get", "nodes"]);
-        let items = nodes["items"].as_array().cloned().unwrap_or_default();
-        items
-            .iter()
-            .any(|n| n["status"]["ready"] == true && n["status"]["endpoint"].is_string())
-            .then_some(())
-    });
+    wait_node_ready(&cli);
 
     let image = format!("{}/shop/web:1.0", server.host());
     cli.run_with(

@@ -8,6 +8,7 @@
 //! ```text
 //! sync(pod): address -> network -> per container: pull -> start | watch exit -> restart?
 //! remove(pod): stop (SIGTERM, grace, SIGKILL) -> remove containers -> network -> address
+//! terminate(pod, grace): remove with the grace of the deletion; the agent then confirms
 //! ```
 
 mod driver;
@@ -629,11 +630,12 @@ impl ContainerRuntime {
         backoff.delay = (backoff.delay * 2).min(self.config.max_backoff);
     }
 
-    /// Tears down what the node holds of a pod.
-    async fn teardown(&self, slot: &PodSlot) {
+    /// Tears down what the node holds of a pod, giving its containers
+    /// `grace` (else the pod's own grace period) to stop.
+    async fn teardown(&self, slot: &PodSlot, grace: Option<Duration>) {
         let record = &slot.record;
         let pod_dir = self.pod_dir(&record.project, &record.name);
-        let grace = Duration::from_secs(record.grace_seconds);
+        let grace = grace.unwrap_or(Duration::from_secs(record.grace_seconds));
         let stops = record.containers.iter().map(|(name, container)| {
             let dir = self.container_dir(&record.project, &record.name, name);
             async move {
@@ -827,7 +829,7 @@ impl Runtime for ContainerRuntime {
             .filter(|slot| slot.record.uid != pod.metadata.uid)
         {
             // A new pod of the same name: the old one goes first.
-            self.teardown(old).await;
+            self.teardown(old, None).await;
             *held = None;
         }
         if pod.spec.node_name.as_deref() != Some(self.config.node.as_str()) {
@@ -864,22 +866,12 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn remove(&self, project: &str, name: &str, uid: Option<&str>) {
-        let key = (project.to_string(), name.to_string());
-        let cell = self.cell(&key);
-        let mut held = cell.lock().await;
-        let Some(slot) = held.as_ref() else {
-            return;
-        };
-        if uid.is_some_and(|uid| uid != slot.record.uid) {
-            return;
-        }
-        self.teardown(slot).await;
-        *held = None;
-        drop(held);
-        let mut pods = self.pods.lock().expect("pod map lock");
-        if pods.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            pods.remove(&key);
-        }
+        self.remove_within(project, name, uid, None).await;
+    }
+
+    async fn terminate(&self, project: &str, name: &str, uid: &str, grace: Duration) {
+        self.remove_within(project, name, Some(uid), Some(grace))
+            .await;
     }
 
     async fn pods(&self) -> Vec<(String, String)> {
@@ -901,6 +893,33 @@ impl Runtime for ContainerRuntime {
 }
 
 impl ContainerRuntime {
+    /// Removes a pod (only the one with `uid`, when given), its containers
+    /// given `grace` to stop (else the pod's own grace period).
+    async fn remove_within(
+        &self,
+        project: &str,
+        name: &str,
+        uid: Option<&str>,
+        grace: Option<Duration>,
+    ) {
+        let key = (project.to_string(), name.to_string());
+        let cell = self.cell(&key);
+        let mut held = cell.lock().await;
+        let Some(slot) = held.as_ref() else {
+            return;
+        };
+        if uid.is_some_and(|uid| uid != slot.record.uid) {
+            return;
+        }
+        self.teardown(slot, grace).await;
+        *held = None;
+        drop(held);
+        let mut pods = self.pods.lock().expect("pod map lock");
+        if pods.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            pods.remove(&key);
+        }
+    }
+
     /// The names of the containers the node holds of a pod.
     pub async fn containers_of(&self, project: &str, name: &str) -> Vec<String> {
         let key = (project.to_string(), name.to_string());

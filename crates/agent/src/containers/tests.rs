@@ -68,6 +68,10 @@ impl NodeApi for PoolAddresses {
         Ok(())
     }
 
+    async fn pod_stopped(&self, _: &str, _: &str, _: &str) -> Result<(), AgentError> {
+        unreachable!("the agent confirms, not the runtime")
+    }
+
     async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
         unreachable!("the runtime serves no logs")
     }

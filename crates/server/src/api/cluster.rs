@@ -17,7 +17,7 @@ use wharf_api::{
     Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Taint, parse_label_selector,
 };
 use wharf_auth::Action;
-use wharf_control::{Change, NodeRegistration, Object};
+use wharf_control::{Change, DeletionOutcome, NodeRegistration, Object, PodDeletion};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
@@ -344,15 +344,60 @@ fn on_node(params: &ListParams) -> impl Fn(&Pod) -> bool + Send + Sync + 'static
     }
 }
 
-/// `DELETE /api/v1/projects/{project}/pods/{name}`
+/// `?gracePeriodSeconds=N&force=true` of a pod deletion.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeletePodParams {
+    grace_period_seconds: Option<u64>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /api/v1/projects/{project}/pods/{name}[?gracePeriodSeconds=N][&force=true]`:
+/// a bound pod turns Terminating (200, the pod) until its node confirms it
+/// stopped; an unbound one, or with `force=true&gracePeriodSeconds=0`, is
+/// removed at once (204).
 pub(crate) async fn delete_pod(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let work = state.control.delete_pod(&project, &name);
+    Query(params): Query<DeletePodParams>,
+) -> ApiResult<Response> {
+    let how = match (params.force, params.grace_period_seconds) {
+        (true, Some(0)) => PodDeletion::Force,
+        (true, _) => {
+            return Err(ApiErrorReply::invalid(
+                "force=true deletes at once: it needs gracePeriodSeconds=0",
+            ));
+        }
+        (false, grace) => PodDeletion::Graceful(grace),
+    };
+    let work = state.control.delete_pod(&project, &name, how);
     let resource = format!("{project}/pod/{name}");
-    state.audited(&caller, "pod.delete", resource, work).await?;
+    match state.audited(&caller, "pod.delete", resource, work).await? {
+        DeletionOutcome::Terminating(pod) => Ok(Json(pod).into_response()),
+        DeletionOutcome::Removed(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// `?uid=U` of a node's confirmation.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StoppedParams {
+    uid: String,
+}
+
+/// `PUT /api/v1/projects/{project}/pods/{name}/stopped?uid=U`: the pod's
+/// agent confirms a Terminating pod's containers stopped and its address
+/// is free; the object goes. Only the agent of the pod's node should call it.
+pub(crate) async fn pod_stopped(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+    Query(params): Query<StoppedParams>,
+) -> ApiResult<StatusCode> {
+    state
+        .control
+        .confirm_pod_stopped(&project, &name, &params.uid)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

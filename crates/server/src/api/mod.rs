@@ -134,6 +134,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Admin,       post(cluster::record_pod_event)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/stopped", Admin,      put(cluster::pod_stopped)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),

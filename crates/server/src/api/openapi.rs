@@ -124,7 +124,7 @@ fn responses(path: &str) -> Value {
             "404": {"description": "no such repository or artifact"},
         });
     }
-    // A pod's address claim is not a pod.
+    // A pod's address claim, or its node's confirmation, is not a pod.
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
         "configmaps",
@@ -136,7 +136,9 @@ fn responses(path: &str) -> Value {
         "nodes",
     ]
     .into_iter()
-    .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
+    .find(|k| {
+        path.contains(&format!("/{k}")) && !path.ends_with("/ip") && !path.ends_with("/stopped")
+    })
     .map(|k| match k {
         "nodes" => "Node",
         "deployments" => "Deployment",

@@ -187,10 +187,10 @@ impl ApiClient {
 
     /// `DELETE /api/v1/<path>`.
     pub async fn delete(&mut self, path: &[&str]) -> Result<Value> {
-        self.call(Method::DELETE, path, &[], Payload::Empty).await
+        self.delete_with_query(path, &[]).await
     }
 
-    /// `DELETE /api/v1/<path>?<query>`.
+    /// `DELETE /api/v1/<path>?<query>` (a pod's `gracePeriodSeconds`).
     pub async fn delete_with_query(
         &mut self,
         path: &[&str],

@@ -1,7 +1,12 @@
-//! `wharf delete KIND NAME...` and `wharf delete -f FILE`.
+//! `wharf delete KIND NAME...` and `wharf delete -f FILE`: a pod turns
+//! Terminating until its node confirms it stopped, and the command waits
+//! for the objects to be gone (`--wait=false` does not), as kubectl does.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Args;
+use clap::{ArgAction, Args};
+use tokio::time::Instant;
 use wharf_api::parse_manifests;
 
 use super::ServerOption;
@@ -10,6 +15,10 @@ use super::objects::{
     read_manifest,
 };
 use crate::client::ApiClient;
+use crate::units;
+
+/// How often `--wait` looks whether the objects are gone.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 /// Options of `wharf delete`.
 #[derive(Args)]
@@ -34,6 +43,63 @@ pub struct DeleteArgs {
     /// Succeed when an object does not exist.
     #[arg(long)]
     ignore_not_found: bool,
+    /// Seconds a pod gets to stop between SIGTERM and SIGKILL (default:
+    /// its terminationGracePeriodSeconds, else 30). 0 means 1, except
+    /// with --force. Pods of a deleted deployment use their own.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value_t = -1)]
+    grace_period: i64,
+    /// Remove pods at once, without waiting for their nodes to confirm
+    /// that the containers stopped (implies --grace-period=0): they may
+    /// keep running on the node until its agent notices.
+    #[arg(long)]
+    force: bool,
+    /// Wait until the objects are gone (--wait=false: return once deletion
+    /// is asked; a pod then stays Terminating until its node stops it).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = ArgAction::Set, value_name = "BOOL")]
+    wait: bool,
+    /// How long --wait waits before giving up, e.g. 90s, 5m.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    timeout: Duration,
+}
+
+/// How pods are deleted, from `--grace-period` and `--force`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PodDeletion {
+    /// Graceful, within these seconds (`None`: the pod's own).
+    Graceful(Option<u64>),
+    /// Removed at once.
+    Force,
+}
+
+impl PodDeletion {
+    /// kubectl's rules: `--force` means grace 0 and removal at once; a
+    /// grace of 0 without it is 1 s; a negative one is the pod's own.
+    fn from_flags(grace_period: i64, force: bool) -> Result<PodDeletion> {
+        match (force, grace_period) {
+            (true, ..=0) => Ok(PodDeletion::Force),
+            (true, _) => bail!(
+                "--force removes pods at once: it takes no --grace-period (or --grace-period=0)"
+            ),
+            (false, ..0) => Ok(PodDeletion::Graceful(None)),
+            (false, 0) => Ok(PodDeletion::Graceful(Some(1))),
+            (false, seconds) => Ok(PodDeletion::Graceful(Some(seconds as u64))),
+        }
+    }
+
+    /// The query of a pod's `DELETE`.
+    fn query(self) -> Vec<(&'static str, String)> {
+        match self {
+            PodDeletion::Graceful(None) => vec![],
+            PodDeletion::Graceful(Some(seconds)) => {
+                vec![("gracePeriodSeconds", seconds.to_string())]
+            }
+            PodDeletion::Force => vec![
+                ("gracePeriodSeconds", "0".to_string()),
+                ("force", "true".to_string()),
+            ],
+        }
+    }
 }
 
 /// One object to delete.
@@ -45,8 +111,10 @@ struct Target {
     name: String,
 }
 
-/// Deletes each object named; a deployment's pods go with it.
+/// Deletes each object named (a deployment's pods go with it), then
+/// waits for them to be gone unless told not to.
 pub async fn run(args: DeleteArgs) -> Result<()> {
+    let how = PodDeletion::from_flags(args.grace_period, args.force)?;
     let mut client = args.server.client()?;
     let targets = match (&args.file, args.kind) {
         (Some(file), _) => {
@@ -83,13 +151,35 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
         }
         (None, None) => bail!("give what to delete: KIND NAME... or -f FILE"),
     };
-    if let [target] = targets.as_slice() {
-        return delete(&mut client, target, args.ignore_not_found).await;
+    if how == PodDeletion::Force && targets.iter().any(|t| t.kind == Kind::Pod) {
+        eprintln!(
+            "warning: deleting at once, without waiting for the nodes to confirm that the \
+             containers stopped: they may keep running there until the node's agent notices"
+        );
     }
-    // As kubectl does, one failure does not stop the others.
+    let deadline = Instant::now() + args.timeout;
+    if let [target] = targets.as_slice() {
+        if delete(&mut client, target, how, args.ignore_not_found).await? && args.wait {
+            wait_gone(&mut client, target, deadline).await?;
+        }
+        return Ok(());
+    }
+    // As kubectl does, one failure does not stop the others; all are
+    // asked first, then waited for together.
     let mut failed = 0;
+    let mut asked = Vec::new();
     for target in &targets {
-        if let Err(err) = delete(&mut client, target, args.ignore_not_found).await {
+        match delete(&mut client, target, how, args.ignore_not_found).await {
+            Ok(true) => asked.push(target),
+            Ok(false) => {}
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                failed += 1;
+            }
+        }
+    }
+    for target in asked.into_iter().filter(|_| args.wait) {
+        if let Err(err) = wait_gone(&mut client, target, deadline).await {
             eprintln!("error: {err:#}");
             failed += 1;
         }
@@ -98,6 +188,24 @@ pub async fn run(args: DeleteArgs) -> Result<()> {
         bail!("{failed} of {} objects were not deleted", targets.len());
     }
     Ok(())
+}
+
+/// Waits until `target` no longer exists, or `deadline` passes.
+async fn wait_gone(client: &mut ApiClient, target: &Target, deadline: Instant) -> Result<()> {
+    let object = ObjectName(target.kind, &target.name);
+    let path = target.kind.object_path(&target.project, &target.name);
+    loop {
+        match client.get(&path).await {
+            Err(err) if is_not_found(&err) => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("waiting for {object} to go")),
+            Ok(_) if Instant::now() >= deadline => bail!(
+                "{object}{} still exists after --timeout (a pod stays Terminating until its \
+                 node confirms it stopped; `wharf describe` says more)",
+                place(&target.project)
+            ),
+            Ok(_) => tokio::time::sleep(WAIT_POLL).await,
+        }
+    }
 }
 
 /// The objects of `kind` in `project` whose labels match `selector`.
@@ -159,20 +267,28 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
         .collect()
 }
 
-async fn delete(client: &mut ApiClient, target: &Target, ignore_not_found: bool) -> Result<()> {
+/// Asks for `target`'s deletion; `false` if it did not exist (and that was fine).
+async fn delete(
+    client: &mut ApiClient,
+    target: &Target,
+    how: PodDeletion,
+    ignore_not_found: bool,
+) -> Result<bool> {
     let object = ObjectName(target.kind, &target.name);
     let place = place(&target.project);
-    match client
-        .delete(&target.kind.object_path(&target.project, &target.name))
-        .await
-    {
+    let query = match target.kind {
+        Kind::Pod => how.query(),
+        Kind::Deployment | Kind::Node | Kind::ConfigMap | Kind::Secret => vec![],
+    };
+    let path = target.kind.object_path(&target.project, &target.name);
+    match client.delete_with_query(&path, &query).await {
         Ok(_) => {
             println!("{object} deleted");
-            Ok(())
+            Ok(true)
         }
         Err(err) if is_not_found(&err) => {
             if ignore_not_found {
-                return Ok(());
+                return Ok(false);
             }
             Err(anyhow!(
                 "deleting {object}{place}: {err:#} (--ignore-not-found accepts that)"
@@ -205,6 +321,36 @@ spec:
     metadata: {labels: {app: api}}
     spec: {containers: [{name: api, image: back/api:1}]}
 ";
+
+    #[test]
+    fn grace_and_force_follow_kubectl() {
+        use PodDeletion::{Force, Graceful};
+        assert_eq!(PodDeletion::from_flags(-1, false).unwrap(), Graceful(None));
+        assert_eq!(
+            PodDeletion::from_flags(0, false).unwrap(),
+            Graceful(Some(1))
+        );
+        assert_eq!(
+            PodDeletion::from_flags(5, false).unwrap(),
+            Graceful(Some(5))
+        );
+        assert_eq!(PodDeletion::from_flags(0, true).unwrap(), Force);
+        assert_eq!(PodDeletion::from_flags(-1, true).unwrap(), Force);
+        let err = PodDeletion::from_flags(5, true).unwrap_err().to_string();
+        assert!(err.contains("--force removes pods at once"), "{err}");
+        assert!(Graceful(None).query().is_empty());
+        assert_eq!(
+            Graceful(Some(5)).query(),
+            [("gracePeriodSeconds", "5".to_string())]
+        );
+        assert_eq!(
+            Force.query(),
+            [
+                ("gracePeriodSeconds", "0".to_string()),
+                ("force", "true".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn manifests_name_their_objects_and_projects() {

@@ -488,7 +488,7 @@ fn describe_pod(pod: &Pod, now_ms: u64) -> Description {
             .start_time
             .map_or_else(none, |at| time_and_age(at, now_ms)),
     );
-    description.field(0, "Status", phase_name(status.phase));
+    description.field(0, "Status", pod_phase_text(pod, now_ms));
     if let Some(reason) = &status.reason {
         description.field(0, "Reason", reason.clone());
     }
@@ -501,6 +501,18 @@ fn describe_pod(pod: &Pod, now_ms: u64) -> Description {
 }
 
 /// Containers (with their states when known), node selector, tolerations.
+/// The phase, or `Terminating (lasts 25s)` as kubectl says it once
+/// deletion was asked (`deletionTimestamp` is the deadline).
+fn pod_phase_text(pod: &Pod, now_ms: u64) -> String {
+    match pod.metadata.deletion_timestamp {
+        Some(deadline) => format!(
+            "Terminating (lasts {}s)",
+            deadline.saturating_sub(now_ms).div_ceil(1000)
+        ),
+        None => phase_name(pod.status.phase).to_string(),
+    }
+}
+
 fn pod_spec_fields(
     description: &mut Description,
     indent: usize,
@@ -860,6 +872,13 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }
+        let mut terminating = pod.clone();
+        terminating.metadata.deletion_timestamp = Some(NOW + 24_500);
+        let text = describe_pod(&terminating, NOW).render();
+        assert!(
+            text.contains("Status:          Terminating (lasts 25s)\n"),
+            "{text}"
+        );
     }
 
     #[test]

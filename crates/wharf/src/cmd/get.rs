@@ -561,9 +561,13 @@ fn pod_row(pod: &Pod, wide: bool, now_ms: u64) -> Vec<String> {
     row
 }
 
-/// What kubectl's STATUS column says: the pod's reason (`Unschedulable`),
-/// else why a container waits (`ImagePullBackOff`), else the phase.
+/// What kubectl's STATUS column says: `Terminating` once deletion was
+/// asked, else the pod's reason (`Unschedulable`), else why a container
+/// waits (`ImagePullBackOff`), else the phase.
 pub fn pod_status(pod: &Pod) -> String {
+    if pod.metadata.is_terminating() {
+        return "Terminating".into();
+    }
     if let Some(reason) = pod.status.reason.as_deref().filter(|r| !r.is_empty()) {
         return reason.to_string();
     }
@@ -747,6 +751,16 @@ mod tests {
         let mut plain = running.clone();
         plain.status.container_statuses.clear();
         assert_eq!(pod_status(&plain), "Running");
+        // Deletion asked: Terminating whatever the containers do, as kubectl shows it.
+        let terminating: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-def", "creationTimestamp": "2025-01-02T03:04:05Z",
+                         "deletionTimestamp": "2025-01-02T03:05:05Z",
+                         "deletionGracePeriodSeconds": 30},
+            "spec": running.spec,
+            "status": running.status,
+        }))
+        .unwrap();
+        assert_eq!(pod_status(&terminating), "Terminating");
     }
 
     #[test]

@@ -143,6 +143,13 @@ impl NodeApi for LocalNodeApi {
         Ok(())
     }
 
+    async fn pod_stopped(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError> {
+        self.objects
+            .confirm_pod_stopped(project, name, uid)
+            .await
+            .map_err(agent_error)
+    }
+
     /// In-process there is no identity service to ask: nobody may.
     async fn may_read_pod(
         &self,

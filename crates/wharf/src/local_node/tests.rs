@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wharf_agent::{Agent, AgentConfig, NoRuntime, Simulation, SimulationConfig};
 use wharf_api::{Manifest, Node, Pod, PodPhase};
-use wharf_control::{ControlPlane, Objects};
+use wharf_control::{ControlPlane, DeletionOutcome, Objects, PodDeletion};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::{RedbStore, Store};
 
@@ -173,7 +173,7 @@ impl wharf_agent::Runtime for HangingRuntime {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_pod_cancels_a_step_in_progress_and_removes_it() {
+async fn deleting_a_pod_cancels_a_step_in_progress_removes_it_and_confirms() {
     let dir = tempfile::tempdir().unwrap();
     let plane = plane(&dir);
     let objects: Objects = plane.objects().clone();
@@ -186,7 +186,15 @@ async fn deleting_a_pod_cancels_a_step_in_progress_and_removes_it() {
         runtime.entered.lock().unwrap().first().cloned()
     })
     .await;
-    plane.delete_pod("shop", &name).await.unwrap();
+    let deleted = plane
+        .delete_pod("shop", &name, PodDeletion::Graceful(None))
+        .await
+        .unwrap();
+    // Bound: it waits for its node, Terminating with the default grace.
+    let DeletionOutcome::Terminating(pod) = deleted else {
+        panic!("a bound pod was removed without its node: {deleted:?}");
+    };
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(30));
     eventually("the pod removed", async || {
         runtime
             .removed
@@ -194,6 +202,11 @@ async fn deleting_a_pod_cancels_a_step_in_progress_and_removes_it() {
             .unwrap()
             .contains(&name)
             .then_some(())
+    })
+    .await;
+    eventually("the object gone once the node confirmed", async || {
+        let pod = objects.get::<Pod>(Some("shop"), &name).await.unwrap();
+        pod.is_none().then_some(())
     })
     .await;
     agent.abort();
