@@ -7,6 +7,9 @@
 //! brings the demo up on one machine.
 
 mod common;
+// A crate root finds its modules beside it: the path names the folder.
+#[path = "e2e_containers/exec.rs"]
+mod exec;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

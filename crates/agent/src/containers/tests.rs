@@ -59,7 +59,13 @@ impl NodeApi for PoolAddresses {
         Ok(())
     }
 
-    async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
+    async fn may_access_pod(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: crate::api::PodAccess,
+    ) -> Result<bool, AgentError> {
         unreachable!("the runtime serves no logs")
     }
 }

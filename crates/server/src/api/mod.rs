@@ -11,7 +11,9 @@ mod error;
 mod health;
 mod ippools;
 mod logs;
+mod node_proxy;
 mod openapi;
+mod pod_streams;
 mod projects;
 mod replication;
 mod session;
@@ -125,6 +127,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
+        // exec and port-forward act inside the workload: developers and up.
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), post(pod_streams::exec)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/portforward", Project(Push), post(pod_streams::port_forward)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),
         row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),

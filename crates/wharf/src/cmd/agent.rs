@@ -351,8 +351,8 @@ pub async fn node_runtime(
     let endpoint = format!("http://{host}:{}", bound.port());
     let serving = runtime.clone();
     let task = tokio::spawn(async move {
-        if let Err(err) = wharf_agent::serve_logs(listener, api, serving).await {
-            tracing::error!(error = %err, "the log endpoint stopped");
+        if let Err(err) = wharf_agent::serve_endpoint(listener, api, serving).await {
+            tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });
     Ok((runtime, Some((task, endpoint))))

@@ -1,5 +1,6 @@
-//! `wharf logs POD [-c CONTAINER] [-f] [--tail N]`: a container's output,
-//! streamed by the server from the agent of the pod's node.
+//! `wharf logs POD [-c CONTAINER] [-f] [--tail N] [--previous]`: a
+//! container's output, streamed by the server from the agent of the pod's
+//! node; with `--previous`, only what its run before the last restart wrote.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -26,6 +27,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
+    /// The output of the container's previous run (before its last restart).
+    #[arg(long, conflicts_with = "follow")]
+    previous: bool,
 }
 
 /// Prints the log as it arrives.
@@ -35,6 +39,9 @@ pub async fn run(args: LogsArgs) -> Result<()> {
     let mut query = vec![("follow", args.follow.to_string())];
     if let Some(container) = &args.container {
         query.push(("container", container.clone()));
+    }
+    if args.previous {
+        query.push(("previous", "true".into()));
     }
     if let Some(tail) = args.tail {
         query.push(("tailLines", tail.to_string()));
