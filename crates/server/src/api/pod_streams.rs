@@ -57,6 +57,7 @@ pub(crate) async fn exec(
     RawQuery(query): RawQuery,
     request: Request,
 ) -> ApiResult<Response> {
+    let detail = format!("command {}", asked.command);
     let target = Upstream {
         project,
         name,
@@ -64,11 +65,8 @@ pub(crate) async fn exec(
         query: query.unwrap_or_default(),
         protocol: EXEC_PROTOCOL,
     };
-    let resource = format!("{}/pod/{}", target.project, target.name);
-    let command = format!("command {}", asked.command);
-    let work = target.open(&state, request);
-    state
-        .audited_request(&caller, "pod.exec", resource, command, work)
+    target
+        .open_audited(&state, &caller, "pod.exec", detail, request)
         .await
 }
 
@@ -92,11 +90,9 @@ pub(crate) async fn port_forward(
         query: format!("port={}", asked.port),
         protocol: PORT_FORWARD_PROTOCOL,
     };
-    let resource = format!("{}/pod/{}", target.project, target.name);
-    let port = format!("port {}", asked.port);
-    let work = target.open(&state, request);
-    state
-        .audited_request(&caller, "pod.portforward", resource, port, work)
+    let detail = format!("port {}", asked.port);
+    target
+        .open_audited(&state, &caller, "pod.portforward", detail, request)
         .await
 }
 
@@ -110,6 +106,22 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// [`Upstream::open`], audited as `action` on the pod with `detail`.
+    async fn open_audited(
+        self,
+        state: &Arc<AppState>,
+        caller: &ApiCaller,
+        action: &str,
+        detail: String,
+        request: Request,
+    ) -> ApiResult<Response> {
+        let resource = format!("{}/pod/{}", self.project, self.name);
+        let work = self.open(state, request);
+        state
+            .audited_request(caller, action, resource, detail, work)
+            .await
+    }
+
     /// Upgrades the agent's connection first, so its refusal (not running,
     /// not allowed, port closed) reaches the client as an HTTP error; then
     /// the client's, and joins the two.

@@ -11,18 +11,13 @@ use tokio::sync::mpsc;
 use wharf_agent::EXEC_PROTOCOL;
 use wharf_agent::exec::Frame;
 
-use super::ServerOption;
-use super::objects::{Kind, ProjectOption};
+use super::objects::PodTarget;
 
 /// Options of `wharf exec`.
 #[derive(Args)]
 pub struct ExecArgs {
     #[command(flatten)]
-    server: ServerOption,
-    #[command(flatten)]
-    project: ProjectOption,
-    /// The pod.
-    pod: String,
+    target: PodTarget,
     /// The container (needed when the pod has several).
     #[arg(short = 'c', long)]
     container: Option<String>,
@@ -39,8 +34,7 @@ pub struct ExecArgs {
 
 /// Runs the command; the process exits with the command's exit code.
 pub async fn run(args: ExecArgs) -> Result<()> {
-    let mut client = args.server.client()?;
-    let project = args.project.for_kind(Kind::Pod, client.default_project())?;
+    let (mut client, project) = args.target.connect()?;
     let mut query = vec![
         ("command", serde_json::to_string(&args.command)?),
         ("stdin", args.stdin.to_string()),
@@ -56,12 +50,12 @@ pub async fn run(args: ExecArgs) -> Result<()> {
     }
     let conn = client
         .upgrade(
-            &["projects", &project, "pods", &args.pod, "exec"],
+            &["projects", &project, "pods", &args.target.pod, "exec"],
             &query,
             EXEC_PROTOCOL,
         )
         .await
-        .with_context(|| format!("exec in pod {project}/{}", args.pod))?;
+        .with_context(|| format!("exec in pod {project}/{}", args.target.pod))?;
     // Keys go to the remote terminal as typed, Ctrl-C included.
     let raw = if args.tty && args.stdin && std::io::stdin().is_terminal() {
         Some(RawMode::enter()?)

@@ -6,18 +6,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::io::Write;
 
-use super::ServerOption;
-use super::objects::{Kind, ProjectOption};
+use super::objects::PodTarget;
 
 /// Options of `wharf logs`.
 #[derive(Args)]
 pub struct LogsArgs {
     #[command(flatten)]
-    server: ServerOption,
-    #[command(flatten)]
-    project: ProjectOption,
-    /// The pod.
-    pod: String,
+    target: PodTarget,
     /// The container (needed when the pod has several).
     #[arg(short = 'c', long)]
     container: Option<String>,
@@ -34,8 +29,7 @@ pub struct LogsArgs {
 
 /// Prints the log as it arrives.
 pub async fn run(args: LogsArgs) -> Result<()> {
-    let mut client = args.server.client()?;
-    let project = args.project.for_kind(Kind::Pod, client.default_project())?;
+    let (mut client, project) = args.target.connect()?;
     let mut query = vec![("follow", args.follow.to_string())];
     if let Some(container) = &args.container {
         query.push(("container", container.clone()));
@@ -47,9 +41,12 @@ pub async fn run(args: LogsArgs) -> Result<()> {
         query.push(("tailLines", tail.to_string()));
     }
     let mut response = client
-        .get_stream(&["projects", &project, "pods", &args.pod, "log"], &query)
+        .get_stream(
+            &["projects", &project, "pods", &args.target.pod, "log"],
+            &query,
+        )
         .await
-        .with_context(|| format!("reading the log of pod {project}/{}", args.pod))?;
+        .with_context(|| format!("reading the log of pod {project}/{}", args.target.pod))?;
     // Chunks are small and arrive slowly: plain blocking writes are fine.
     let mut stdout = std::io::stdout().lock();
     while let Some(chunk) = response.chunk().await.context("the log stream broke off")? {

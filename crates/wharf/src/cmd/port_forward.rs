@@ -11,19 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use wharf_agent::PORT_FORWARD_PROTOCOL;
 
-use super::ServerOption;
-use super::objects::{Kind, ProjectOption};
+use super::objects::PodTarget;
 use crate::client::ApiClient;
 
 /// Options of `wharf port-forward`.
 #[derive(Args)]
 pub struct PortForwardArgs {
     #[command(flatten)]
-    server: ServerOption,
-    #[command(flatten)]
-    project: ProjectOption,
-    /// The pod.
-    pod: String,
+    target: PodTarget,
     /// `LOCAL:REMOTE`, or `REMOTE` alone for a free local port.
     #[arg(required = true, value_name = "[LOCAL:]REMOTE", value_parser = parse_ports)]
     ports: Vec<(u16, u16)>,
@@ -48,14 +43,19 @@ fn parse_ports(text: &str) -> Result<(u16, u16)> {
 
 /// Forwards until interrupted.
 pub async fn run(args: PortForwardArgs) -> Result<()> {
-    let mut client = args.server.client()?;
-    let project = args.project.for_kind(Kind::Pod, client.default_project())?;
-    let path = ["projects", project.as_str(), "pods", &args.pod, "exec"];
+    let (mut client, project) = args.target.connect()?;
+    let path = [
+        "projects",
+        project.as_str(),
+        "pods",
+        &args.target.pod,
+        "exec",
+    ];
     // Refusals (no such pod, no right) now rather than at the first connection.
     client
         .get(&path)
         .await
-        .with_context(|| format!("port-forward to pod {project}/{}", args.pod))?;
+        .with_context(|| format!("port-forward to pod {project}/{}", args.target.pod))?;
     let client = Arc::new(Mutex::new(client));
     let mut forwarders = tokio::task::JoinSet::new();
     for (local, remote) in args.ports {
@@ -67,7 +67,7 @@ pub async fn run(args: PortForwardArgs) -> Result<()> {
         let target = Target {
             client: client.clone(),
             project: project.clone(),
-            pod: args.pod.clone(),
+            pod: args.target.pod.clone(),
             remote,
         };
         forwarders.spawn(target.serve(listener));

@@ -7,6 +7,9 @@ use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reqwest::Method;
+
+use super::common::api::ApiClient;
 use super::common::cli::{ok, run_with_stdin, wharf};
 use super::common::{Credentials, TestServer};
 use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for};
@@ -117,10 +120,8 @@ async fn exec_port_forward_and_previous_logs_reach_into_running_pods() {
     port_forward(&cli, &pod);
 
     // Guests may read the pod and its logs, not act inside it.
-    let guest = login_as(
-        &server,
-        &api.create_member("shop", "visitor", "guest").await,
-    );
+    let guest_credentials = api.create_member("shop", "visitor", "guest").await;
+    let guest = login_as(&server, &guest_credentials);
     guest.run(&["logs", "-p", "shop", &pod]);
     let refused = exec(&guest, &pod, &["id"]);
     assert!(!refused.status.success());
@@ -134,6 +135,33 @@ async fn exec_port_forward_and_previous_logs_reach_into_running_pods() {
         .output()
         .unwrap();
     assert!(!refused.status.success(), "{refused:?}");
+    // The agent does not take the server's word through the request: it
+    // asks the server itself, with the caller's token.
+    let guest_api = ApiClient::login(&server.url(), &guest_credentials)
+        .await
+        .unwrap();
+    let nodes = cli.json(&["get", "nodes"]);
+    let endpoint = nodes["items"][0]["status"]["endpoint"].as_str().unwrap();
+    for (token, expected) in [(guest_api.token(), 403), (api.token(), 101)] {
+        let url = format!("{endpoint}/v1/pods/shop/{pod}/exec?command=%5B%22true%22%5D");
+        let status = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .header("connection", "upgrade")
+            .header("upgrade", "wharf-exec.v1")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), expected, "{url}");
+    }
+    // Nor may a pull-only robot (the node's).
+    let robot_api = ApiClient::login(&server.url(), &robot).await.unwrap();
+    let exec_right = format!("/api/v1/projects/shop/pods/{pod}/exec");
+    let (status, _) = robot_api.call(Method::GET, &exec_right, None).await;
+    assert_eq!(status.as_u16(), 403);
+    let (status, _) = api.call(Method::GET, &exec_right, None).await;
+    assert_eq!(status.as_u16(), 204);
 
     previous_logs(&cli, &image, &pod);
 }
