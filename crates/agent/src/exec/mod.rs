@@ -218,3 +218,6 @@ fn exit_code(status: ExitStatus) -> i32 {
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255)
 }
+
+#[cfg(test)]
+mod tests;

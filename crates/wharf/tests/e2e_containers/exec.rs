@@ -104,6 +104,13 @@ async fn exec_port_forward_and_previous_logs_reach_into_running_pods() {
     assert_eq!(own, main);
     let missing = exec(&cli, &pod, &["/no/such/program"]);
     assert_ne!(missing.status.code(), Some(0));
+    let no_container = wharf(cli.home.path())
+        .args(["exec", "-p", "shop", &pod, "-c", "nope", "--", "true"])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&no_container.stderr);
+    assert_eq!(no_container.status.code(), Some(1), "{message}");
+    assert!(message.contains("container nope of pod"), "{message}");
 
     // Audited with the command, never with what was typed.
     let api = server.admin().await;
@@ -241,13 +248,13 @@ fn wait_child(child: &mut Child) -> std::process::ExitStatus {
     })
 }
 
-/// `port-forward` to the pod's HTTP server answers on loopback, on a port
-/// it picked and printed.
-fn port_forward(cli: &Cli, pod: &str) {
+/// Starts `wharf port-forward POD REMOTE`; the child (its stderr piped)
+/// and the local port it printed.
+fn start_forward(cli: &Cli, pod: &str, remote: u16) -> (Child, String) {
     let mut child = wharf(cli.home.path())
-        .args(["port-forward", "-p", "shop", pod, "80"])
+        .args(["port-forward", "-p", "shop", pod, &remote.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -256,28 +263,44 @@ fn port_forward(cli: &Cli, pod: &str) {
         .unwrap();
     let local = first
         .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.strip_suffix(" -> 80\n"))
-        .unwrap_or_else(|| panic!("{first:?}"));
+        .and_then(|rest| rest.strip_suffix(&format!(" -> {remote}\n")))
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_string();
+    (child, local)
+}
+
+fn curl(local: &str, path: &str) -> Output {
+    std::process::Command::new("curl")
+        .args(["-sf", "-m", "5", &format!("http://127.0.0.1:{local}{path}")])
+        .output()
+        .unwrap()
+}
+
+/// `port-forward` to the pod's HTTP server answers on loopback, on a port
+/// it picked and printed; a closed port fails only its connections.
+fn port_forward(cli: &Cli, pod: &str) {
+    let (mut child, local) = start_forward(cli, pod, 80);
     for _ in 0..2 {
-        let page = std::process::Command::new("curl")
-            .args(["-sf", "-m", "5", &format!("http://127.0.0.1:{local}/")])
-            .output()
-            .unwrap();
+        let page = curl(&local, "/");
         let page = String::from_utf8_lossy(&page.stdout);
         assert!(page.contains("Hello from a Wharf pod"), "{page}");
     }
-    let answer = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            "-m",
-            "5",
-            &format!("http://127.0.0.1:{local}/cgi-bin/hostname"),
-        ])
-        .output()
-        .unwrap();
+    let answer = curl(&local, "/cgi-bin/hostname");
     assert_eq!(String::from_utf8_lossy(&answer.stdout).trim(), pod);
     let _ = child.kill();
     let _ = child.wait();
+
+    // A closed port: the connection is closed, the CLI says why and goes on.
+    let (mut child, local) = start_forward(cli, pod, 81);
+    assert!(!curl(&local, "/").status.success());
+    assert_eq!(child.try_wait().unwrap(), None, "port-forward gave up");
+    let _ = child.kill();
+    let mut errors = String::new();
+    let mut stderr = child.stderr.take().unwrap();
+    stderr.read_to_string(&mut errors).unwrap();
+    let _ = child.wait();
+    assert!(errors.contains("error: port 81:"), "{errors}");
+    assert!(errors.contains("refused"), "{errors}");
 }
 
 /// `logs --previous` shows the run before the last restart, alone; a
