@@ -29,6 +29,7 @@ mod meta;
 mod node;
 mod quantity;
 pub mod replication;
+pub mod repository;
 mod workload;
 
 pub use error::ObjectError;

@@ -6,6 +6,7 @@
 //! methods never see HTTP; storage sits below both.
 
 mod blobs;
+mod browse;
 mod cache;
 mod error;
 mod gc;

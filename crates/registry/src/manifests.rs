@@ -158,7 +158,7 @@ impl Registry {
     }
 
     /// The digest a reference names and, for a tag, the origin that set it.
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
@@ -244,7 +244,7 @@ impl Registry {
         })
     }
 
-    async fn manifest_bytes(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
+    pub(crate) async fn manifest_bytes(&self, digest: &Digest) -> Result<Bytes, RegistryError> {
         if let Some(bytes) = self.manifest_cache.get(digest) {
             return Ok(bytes);
         }
@@ -555,7 +555,7 @@ impl Registry {
     /// [`Registry::delete_manifest_from`], also returning the origin of the
     /// delete: the given one, or this instance at the later of now and one
     /// millisecond after the origins of the tags it deletes.
-    pub(crate) async fn delete_with_origin(
+    pub async fn delete_with_origin(
         &self,
         repo: &RepositoryName,
         reference: &Reference,

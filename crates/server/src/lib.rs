@@ -193,6 +193,9 @@ pub(crate) struct AppState {
     pub audit: AuditLog,
     pub control: ControlPlane,
     pub replication: Replication,
+    /// Where registry writes are announced (audit log, replication): the
+    /// API's deletes go there as `/v2/` deletes do.
+    pub registry_events: Arc<dyn wharf_registry::http::EventSink>,
     /// Becomes `true` when the server shuts down: watch streams end then,
     /// so that graceful shutdown does not wait on them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -279,16 +282,18 @@ impl App {
             reports.record(audit_event_of(report))
         }))
         .with_project_creator(project_creator(identity.clone()));
+        let registry_events: Arc<dyn wharf_registry::http::EventSink> =
+            Arc::new(registry_auth::EventFanOut(vec![
+                Arc::new(registry_auth::AuditSink(audit.clone())),
+                replication.event_sink(),
+            ]));
         let gate = Gate {
             authorizer: Arc::new(registry_auth::TokenAuthorizer {
                 identity: identity.clone(),
                 audit: audit.clone(),
                 public_url: config.public_url.clone(),
             }),
-            events: Arc::new(registry_auth::EventFanOut(vec![
-                Arc::new(registry_auth::AuditSink(audit.clone())),
-                replication.event_sink(),
-            ])),
+            events: registry_events.clone(),
         };
         let control = ControlPlane::new(store.clone(), config.scheduler);
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -298,6 +303,7 @@ impl App {
             audit: audit.clone(),
             control: control.clone(),
             replication: replication.clone(),
+            registry_events,
             stopping,
         });
         let token_routes = Router::new()

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, exec, gc, get, ippool, login, logs, node, port_forward,
-    project, replication, robot, scale, server, settings, up, user,
+    agent, apply, audit, delete, describe, down, exec, gc, get, image, ippool, login, logs, node,
+    port_forward, project, replication, robot, scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -36,6 +36,9 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the server and a node agent on this machine, with a demo.
     Up(Box<up::UpArgs>),
+    /// Stop what `wharf up` started and remove its containers, mounts,
+    /// namespaces and bridge (--purge: and its data).
+    Down(down::DownArgs),
     /// Run the node agent on this machine (or a simulated fleet).
     Agent(agent::AgentArgs),
     /// Log in to a server and store the session.
@@ -74,6 +77,8 @@ enum Command {
     PortForward(port_forward::PortForwardArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
+    /// List, inspect or delete images in the registry.
+    Image(image::ImageArgs),
     /// Copy images to and from other registries: endpoints, policies, jobs.
     Replication(replication::ReplicationArgs),
     /// Benchmarks.
@@ -125,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
         match cli.command {
             Command::Server(args) => server::run(args).await,
             Command::Up(args) => up::run(*args).await,
+            Command::Down(args) => down::run(args),
             Command::Agent(args) => agent::run(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout => login::logout(),
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Scale(args) => scale::run(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Exec(args) => exec::run(args).await,

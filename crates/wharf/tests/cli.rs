@@ -346,6 +346,19 @@ fn the_login_default_project_stands_in_for_p() {
     let out = ok(wharf(home, &["project", "use", "shop"], ""));
     assert_eq!(out, "default project: shop\n");
     assert_eq!(deployment_names(home, &[]), ["web"]);
+    // apply: the default fills in for a manifest without a namespace, and
+    // does not contradict one that has its own (kubectl's context namespace).
+    let no_namespace = deployment("cart", "shop").replace(", namespace: shop", "");
+    ok(wharf(home, &["apply", "-f", "-"], &no_namespace));
+    assert_eq!(deployment_names(home, &[]), ["cart", "web"]);
+    apply(home, "jobs", "lab");
+    assert_eq!(deployment_names(home, &["-p", "lab"]), ["api", "jobs"]);
+    ok(wharf(home, &["delete", "deployment", "cart"], ""));
+    ok(wharf(
+        home,
+        &["delete", "deployment", "jobs", "-p", "lab"],
+        "",
+    ));
     assert_eq!(deployment_names(home, &["-p", "lab"]), ["api"], "-p wins");
     ok(wharf(home, &["describe", "deployment", "web"], ""));
 

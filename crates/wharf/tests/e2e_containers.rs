@@ -875,12 +875,52 @@ async fn wharf_up_runs_the_demo_on_one_machine() {
         });
         assert_eq!(answer, name_of(pod));
     }
-    logged_in(&["delete", "deployment", "hello", "-p", "demo"]);
-    wait_for("the demo gone", Duration::from_secs(60), || {
-        (node.containers().is_empty() && node.namespaces().is_empty()).then_some(())
-    });
-    let _ = child.kill();
-    let _ = child.wait();
+
+    // `wharf down` stops it all with the demo running and keeps the data;
+    // `--purge` deletes the data too.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(data.join("up.json")).unwrap()).unwrap();
+    assert_eq!(state["pid"], child.id());
+    assert_eq!(state["bridge"], node.spec.bridge);
+    let down = |extra: &[&str]| {
+        let mut command = wharf(&home);
+        command.arg("down").arg("--data-dir").arg(&data).args(extra);
+        ok(command.output().unwrap())
+    };
+    let said = down(&[]);
+    assert!(said.contains("stopped wharf up"), "{said}");
+    assert!(said.contains("removed 2 containers"), "{said}");
+    assert!(
+        said.contains(&format!("deleted bridge {}", node.spec.bridge)),
+        "{said}"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "wharf up ended with {status}");
+    assert!(node.containers().is_empty(), "{:?}", node.containers());
+    assert!(node.namespaces().is_empty(), "{:?}", node.namespaces());
+    let data_mounts = |dir: &Path| {
+        let dir = dir.display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir))
+            .collect::<Vec<_>>()
+    };
+    assert!(data_mounts(&data).is_empty(), "{:?}", data_mounts(&data));
+    let bridge = Command::new("ip")
+        .args(["link", "show", node.spec.bridge])
+        .output()
+        .unwrap();
+    assert!(!bridge.status.success(), "the bridge is gone");
+    assert!(data.join("admin-password").exists(), "the data is kept");
+    let said = down(&["--purge"]);
+    assert!(!said.contains("stopped wharf up"), "{said}");
+    assert!(
+        said.contains(&format!("deleted {}", data.display())),
+        "{said}"
+    );
+    assert!(!data.exists());
 }
 
 /// A tar from `(path, entry type, mode, body)`; devices are 1:5 (`/dev/zero`).

@@ -33,7 +33,7 @@ pub use driver::{
 pub use images::ImageStorePuller;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
 pub use runc_driver::RuncDriver;
-pub use setup::NodeSetup;
+pub use setup::{NodeSetup, mount_points_under};
 
 use crate::api::NodeApi;
 use crate::runtime::{Progress, Runtime, Synced, now_millis};

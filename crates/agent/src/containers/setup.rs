@@ -167,6 +167,20 @@ pub fn mounted_layers(pods_dir: &Path) -> Vec<Vec<PathBuf>> {
     overlay_layers(&text, pods_dir)
 }
 
+/// Every mount point at or under `dir`, deepest first (the order to
+/// unmount them in), from `/proc/self/mountinfo`.
+pub fn mount_points_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|line| Some(PathBuf::from(unescape(line.split(' ').nth(4)?))))
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    points.dedup();
+    points
+}
+
 /// [`mounted_layers`] from the text of a mountinfo file.
 fn overlay_layers(text: &str, pods_dir: &Path) -> Vec<Vec<PathBuf>> {
     text.lines()

@@ -414,9 +414,15 @@ async fn events_of(
 // ----- apply -----
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct ApplyParams {
-    /// Project for objects whose manifest names none.
+    /// Project for objects whose manifest names none; one that names
+    /// another is refused.
     project: Option<String>,
+    /// The client's default project (its login's, as a kubeconfig
+    /// context's namespace): for objects whose manifest names none, when
+    /// no `project` is given; a manifest naming another is not refused.
+    default_project: Option<String>,
 }
 
 /// The project a manifest's object goes to: its `metadata.namespace`, else
@@ -433,7 +439,8 @@ fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> Ap
         }
         (Some(project), _) | (None, Some(project)) => Ok(project.to_string()),
         (None, None) => Err(ApiErrorReply::invalid(format!(
-            "deployment {name} names no project: set metadata.namespace or pass -p"
+            "deployment {name} names no project: set metadata.namespace, pass -p, \
+             or set a default with `wharf project use`"
         ))),
     }
 }
@@ -457,7 +464,11 @@ pub(crate) async fn apply(
             &deployment.metadata.name,
             deployment.metadata.project.as_deref(),
             params.project.as_deref(),
-        )?;
+        )
+        .or_else(|refusal| match &params.default_project {
+            Some(default) if params.project.is_none() => Ok(default.clone()),
+            _ => Err(refusal),
+        })?;
         state
             .identity
             .require(&caller.principal, &project, Action::Push)

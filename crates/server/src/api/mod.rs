@@ -16,6 +16,7 @@ mod openapi;
 mod pod_streams;
 mod projects;
 mod replication;
+mod repositories;
 mod session;
 mod system;
 mod users;
@@ -97,6 +98,11 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}",                Project(Pull),   get(projects::show)),
         row(Method::PATCH,  "/api/v1/projects/{project}",                Project(Manage), patch(projects::update)),
         row(Method::DELETE, "/api/v1/projects/{project}",                Project(Manage), delete(projects::remove)),
+        row(Method::GET,    "/api/v1/projects/{project}/repositories",   Project(Pull),   get(repositories::list)),
+        row(Method::DELETE, "/api/v1/projects/{project}/repositories/{repository}", Project(Delete), delete(repositories::delete_repository)),
+        row(Method::GET,    "/api/v1/projects/{project}/repositories/{repository}/artifacts", Project(Pull), get(repositories::artifacts)),
+        row(Method::GET,    "/api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}", Project(Pull), get(repositories::inspect)),
+        row(Method::DELETE, "/api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}", Project(Delete), delete(repositories::delete_artifact)),
         row(Method::GET,    "/api/v1/projects/{project}/members",        Project(Pull),   get(projects::list_members)),
         row(Method::PUT,    "/api/v1/projects/{project}/members/{user}", Project(Manage), put(projects::set_member)),
         row(Method::DELETE, "/api/v1/projects/{project}/members/{user}", Project(Manage), delete(projects::remove_member)),

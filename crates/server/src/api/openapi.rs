@@ -5,6 +5,7 @@
 use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
+use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{Deployment, Event, IpPool, Node, Pod};
 
 use super::{Access, route_table};
@@ -25,6 +26,18 @@ fn build() -> Value {
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
+        (
+            "RepositorySummary",
+            generator.subschema_for::<RepositorySummary>(),
+        ),
+        (
+            "ArtifactSummary",
+            generator.subschema_for::<ArtifactSummary>(),
+        ),
+        (
+            "ArtifactDetail",
+            generator.subschema_for::<ArtifactDetail>(),
+        ),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -81,6 +94,19 @@ fn summary(access: Access) -> String {
     }
 }
 
+/// The registry content a repository path serves: (schema, is a list).
+fn registry_content(path: &str) -> Option<(&'static str, bool)> {
+    if path.ends_with("/repositories") {
+        Some(("RepositorySummary", true))
+    } else if path.ends_with("/artifacts") {
+        Some(("ArtifactSummary", true))
+    } else if path.ends_with("/artifacts/{reference}") {
+        Some(("ArtifactDetail", false))
+    } else {
+        None
+    }
+}
+
 /// What a route answers: a log as text, an exec probe's 204, the switch
 /// of an exec or port-forward stream, else JSON (an object kind's schema
 /// where the path serves one).
@@ -105,6 +131,19 @@ fn responses(method: &Method, path: &str) -> Value {
             status: answer,
             "401": {"description": "not logged in"},
             "403": {"description": "not allowed"},
+        });
+    }
+    if let Some((schema, list)) = registry_content(path) {
+        let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
+        let schema = match list {
+            true => json!({"type": "array", "items": reference}),
+            false => reference,
+        };
+        return json!({
+            "200": {"description": "success", "content": {"application/json": {"schema": schema}}},
+            "401": {"description": "not logged in"},
+            "403": {"description": "not allowed"},
+            "404": {"description": "no such repository or artifact"},
         });
     }
     // A pod's address claim is not a pod.
@@ -155,8 +194,22 @@ mod tests {
             log["get"]["responses"]["200"]["content"]["text/plain"].is_object(),
             "{log}"
         );
-        for kind in ["Node", "Deployment", "Pod", "Event", "IpPool"] {
+        for kind in [
+            "Node",
+            "Deployment",
+            "Pod",
+            "Event",
+            "IpPool",
+            "ArtifactDetail",
+        ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }
+        let artifacts =
+            &doc["paths"]["/api/v1/projects/{project}/repositories/{repository}/artifacts"];
+        assert_eq!(
+            artifacts["get"]["responses"]["200"]["content"]["application/json"]["schema"]["items"]
+                ["$ref"],
+            "#/components/schemas/ArtifactSummary"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -113,20 +113,43 @@ pub(crate) async fn update(
     Ok(Json(updated))
 }
 
-/// `DELETE /api/v1/projects/{project}`: only when it holds no repositories;
-/// its deployments and pods are deleted with it.
+/// `DELETE /api/v1/projects/{project}`: refused while it holds
+/// repositories unless `?force=true`, which deletes them first (as
+/// registry deletes, replicated and audited); its deployments and pods are
+/// deleted with it.
 pub(crate) async fn remove(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
+    Query(options): Query<RemoveOptions>,
 ) -> ApiResult<StatusCode> {
     let work = async {
-        if state.registry.project_has_repositories(&project).await? {
+        let repositories = state.registry.repositories_of(&project).await?;
+        if !repositories.is_empty() && !options.force {
+            let names: Vec<&str> = repositories.iter().map(|r| r.name.as_str()).collect();
             return Err(ApiErrorReply::new(
                 StatusCode::CONFLICT,
                 "CONFLICT",
-                format!("project {project} still has repositories; delete them first"),
+                format!(
+                    "project {project} still has {} repositories ({}); empty it with \
+                     `wharf image delete REPOSITORY` for each, or delete it with \
+                     everything in it: `wharf project delete {project} --force`",
+                    names.len(),
+                    names.join(", ")
+                ),
             ));
+        }
+        for repository in &repositories {
+            let repo = repository.name.parse().map_err(|e| {
+                ApiErrorReply::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    format!("stored repository name {}: {e}", repository.name),
+                )
+            })?;
+            for (digest, origin) in state.registry.delete_repository(&repo).await? {
+                state.announce_delete(&caller, &repo, digest.to_string(), origin, false);
+            }
         }
         // Workloads first: a failure leaves the project, to be deleted again.
         state.control.delete_project_workloads(&project).await?;
@@ -137,6 +160,13 @@ pub(crate) async fn remove(
         .audited(&caller, "project.delete", resource, work)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Options of a project delete.
+#[derive(Deserialize)]
+pub(crate) struct RemoveOptions {
+    #[serde(default)]
+    force: bool,
 }
 
 /// `GET /api/v1/projects/{project}/members`

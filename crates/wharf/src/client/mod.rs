@@ -217,6 +217,15 @@ impl ApiClient {
         self.call(Method::DELETE, path, &[], Payload::Empty).await
     }
 
+    /// `DELETE /api/v1/<path>?<query>`.
+    pub async fn delete_with_query(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value> {
+        self.call(Method::DELETE, path, query, Payload::Empty).await
+    }
+
     /// `POST /api/v1/login`: stores and returns the new session, with
     /// `default_project` for commands without `-p`.
     pub async fn login(

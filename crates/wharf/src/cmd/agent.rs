@@ -131,6 +131,14 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// runc's state directory for node `name`: `--runc-root`, else
+    /// `/run/wharf/NAME/runc`.
+    pub fn runc_root_of(&self, name: &str) -> PathBuf {
+        self.runc_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/run/wharf/{name}/runc")))
+    }
+
     /// The runtime setup for node `name` talking to `server`.
     pub fn setup(&self, name: &str, server: &str, host_ip: Option<String>) -> Result<NodeSetup> {
         if self.image_gc_low > self.image_gc_high {
@@ -170,10 +178,7 @@ impl NodeOptions {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/var/lib/wharf/node")),
             runc: self.runc.clone(),
-            runc_root: self
-                .runc_root
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("/run/wharf/{name}/runc"))),
+            runc_root: self.runc_root_of(name),
             shim: ShimCommand::current_exe(&["shim"]).context("locating the wharf binary")?,
             bridge: BridgeConfig {
                 bridge: self.bridge.clone(),

@@ -45,13 +45,15 @@ struct Applied {
 /// object, and only then changes anything.
 pub async fn run(args: ApplyArgs) -> Result<()> {
     let text = read_manifest(&args.file).await?;
-    let query: Vec<(&str, String)> = args
-        .project
-        .project
-        .iter()
-        .map(|project| ("project", project.clone()))
-        .collect();
     let mut client = args.server.client()?;
+    // An explicit -p must agree with the manifest; the login's default
+    // project only fills in for manifests that name none, as kubectl's
+    // context namespace does.
+    let query: Vec<(&str, String)> = match (&args.project.project, client.default_project()) {
+        (Some(project), _) => vec![("project", project.clone())],
+        (None, Some(default)) => vec![("defaultProject", default.to_string())],
+        (None, None) => Vec::new(),
+    };
     let answer = client
         .post_text(&["apply"], &query, "application/yaml", &text)
         .await

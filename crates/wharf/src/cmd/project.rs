@@ -46,16 +46,21 @@ pub enum ProjectCommand {
         #[command(flatten)]
         output: OutputOption,
     },
-    /// Make a project the default of get, describe, delete, scale and logs
-    /// without -p (kept with the login, as a kubeconfig context's namespace).
+    /// Make a project the default of get, describe, delete, scale, logs,
+    /// image list, and apply of manifests without a namespace, when no -p
+    /// is given (kept with the login, as a kubeconfig context's namespace).
     Use {
         /// Project name.
         name: String,
     },
-    /// Delete a project with its deployments and pods; it must hold no repositories.
+    /// Delete a project with its deployments and pods; refused while it
+    /// holds repositories, unless --force, which deletes them too.
     Delete {
         /// Project name.
         name: String,
+        /// Also delete every repository and image of the project.
+        #[arg(long)]
+        force: bool,
     },
     /// Change a project's visibility or quota.
     Update {
@@ -166,9 +171,10 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             println!("default project: {name}");
             Ok(())
         }
-        ProjectCommand::Delete { name } => {
+        ProjectCommand::Delete { name, force } => {
+            let query = [("force", force.to_string())];
             client
-                .delete(&["projects", &name])
+                .delete_with_query(&["projects", &name], &query)
                 .await
                 .with_context(|| format!("deleting project {name}"))?;
             println!("deleted project {name}");

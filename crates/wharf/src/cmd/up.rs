@@ -17,6 +17,7 @@ use wharf_image::RegistryCredentials;
 use wharf_server::Server;
 
 use super::agent::{NodeOptions, StoredLogin, node_runtime};
+use super::down::UpState;
 use super::server::{ServerArgs, shutdown_signal};
 use crate::client::ApiClient;
 use crate::demo;
@@ -72,7 +73,7 @@ spec:
 ";
 
 /// This machine's host name as a node name (a DNS label).
-fn host_node_name() -> String {
+pub(crate) fn host_node_name() -> String {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let label: String = raw
         .trim()
@@ -174,6 +175,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     )?);
     let mut node = args.node;
     node.node_dir.get_or_insert_with(|| data_dir.join("node"));
+    // For `wharf down`: this process, and where its containers, mounts,
+    // namespaces and bridge are.
+    UpState::of(&node, &name, &data_dir).save(&data_dir)?;
     // One machine, one operator: the node pulls as admin. Agents on other
     // machines pull with a robot account (--registry-user).
     let admin = RegistryCredentials::new("admin", &password);
@@ -198,7 +202,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), serving)
         .await
         .ok();
-    println!("stopped; containers keep running and are adopted at the next start");
+    println!(
+        "stopped; containers keep running and are adopted at the next start \
+         (wharf down removes them)"
+    );
     Ok(())
 }
 

@@ -1,0 +1,365 @@
+//! `wharf image list|inspect|delete`: what the registry holds, read and
+//! removed through the API (the same rights as `docker pull` and a
+//! registry delete).
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
+
+use super::ServerOption;
+use crate::client::{ApiClient, unix_now};
+use crate::output::{self, OutputOption, Table, age, human_size, render_fields, rfc3339};
+
+/// `wharf image`: the server option and a subcommand.
+#[derive(Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    server: ServerOption,
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+/// Reading and deleting images in the registry.
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// List the repositories of a project, or the artifacts (tags,
+    /// digests, sizes, push times, platforms) of one repository.
+    List {
+        /// `PROJECT` or `PROJECT/REPOSITORY` [default: the login's default project].
+        target: Option<String>,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// Show an image: digest, tags, size, platforms, config, layers, referrers.
+    Inspect {
+        /// `[HOST/]PROJECT/REPOSITORY:TAG` or `...@DIGEST`.
+        reference: String,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// Delete a tag (`REPO:TAG`), an artifact with all its tags
+    /// (`REPO@DIGEST`), or a whole repository (`REPO`). Storage is freed by
+    /// the next garbage collection.
+    Delete {
+        /// `[HOST/]PROJECT/REPOSITORY[:TAG|@DIGEST]`.
+        reference: String,
+    },
+}
+
+/// An image reference split as the API paths want it.
+#[derive(Debug, PartialEq, Eq)]
+struct ImageRef {
+    project: String,
+    /// The repository inside the project (`team/web` of `shop/team/web`).
+    repository: String,
+    /// Tag or digest.
+    reference: Option<String>,
+}
+
+impl ImageRef {
+    fn parse(text: &str) -> Result<ImageRef> {
+        // A registry host comes first when the first part looks like one.
+        let text = match text.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                rest
+            }
+            _ => text,
+        };
+        let (name, reference) = match text.split_once('@') {
+            Some((name, digest)) => (name, Some(digest.to_string())),
+            None => match text.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => (name, Some(tag.to_string())),
+                _ => (text, None),
+            },
+        };
+        let Some((project, repository)) = name.split_once('/') else {
+            bail!("{text:?} names no repository: write PROJECT/REPOSITORY");
+        };
+        if project.is_empty() || repository.is_empty() {
+            bail!("{text:?} is not PROJECT/REPOSITORY");
+        }
+        if reference.as_deref() == Some("") {
+            bail!("{text:?} has an empty tag or digest");
+        }
+        Ok(ImageRef {
+            project: project.to_string(),
+            repository: repository.to_string(),
+            reference,
+        })
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.project, self.repository)
+    }
+
+    fn display(&self) -> String {
+        match &self.reference {
+            Some(r) if r.contains(':') => format!("{}@{r}", self.name()),
+            Some(tag) => format!("{}:{tag}", self.name()),
+            None => self.name(),
+        }
+    }
+}
+
+/// Runs a `wharf image` subcommand.
+pub async fn run(args: ImageArgs) -> Result<()> {
+    let mut client = args.server.client()?;
+    match args.command {
+        ImageCommand::List { target, output } => list(&mut client, target, output).await,
+        ImageCommand::Inspect { reference, output } => {
+            let image = ImageRef::parse(&reference)?;
+            let Some(tag_or_digest) = &image.reference else {
+                bail!("name the image's tag or digest: {}:TAG", image.name());
+            };
+            let answer = client
+                .get(&[
+                    "projects",
+                    &image.project,
+                    "repositories",
+                    &image.repository,
+                    "artifacts",
+                    tag_or_digest,
+                ])
+                .await
+                .with_context(|| format!("reading image {}", image.display()))?;
+            output::print(output.format, answer, detail_text)
+        }
+        ImageCommand::Delete { reference } => {
+            let image = ImageRef::parse(&reference)?;
+            let mut path = vec![
+                "projects",
+                image.project.as_str(),
+                "repositories",
+                image.repository.as_str(),
+            ];
+            if let Some(reference) = &image.reference {
+                path.extend(["artifacts", reference.as_str()]);
+            }
+            let answer = client
+                .delete(&path)
+                .await
+                .with_context(|| format!("deleting {}", image.display()))?;
+            match &image.reference {
+                Some(_) => println!("deleted {}", image.display()),
+                None => println!(
+                    "deleted repository {} ({} artifacts)",
+                    image.name(),
+                    answer["deletedManifests"].as_u64().unwrap_or(0)
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn list(client: &mut ApiClient, target: Option<String>, output: OutputOption) -> Result<()> {
+    let target = match target.or_else(|| client.default_project().map(str::to_string)) {
+        Some(target) => target,
+        None => bail!(
+            "name a project (wharf image list PROJECT), or set a default with `wharf project use`"
+        ),
+    };
+    match target.split_once('/') {
+        None => {
+            let answer = client
+                .get(&["projects", &target, "repositories"])
+                .await
+                .with_context(|| format!("listing the repositories of project {target}"))?;
+            output::print(output.format, answer, repository_table)
+        }
+        Some(_) => {
+            let image = ImageRef::parse(&target)?;
+            if image.reference.is_some() {
+                bail!("list takes a repository, not a tag: {}", image.name());
+            }
+            let answer = client
+                .get(&[
+                    "projects",
+                    &image.project,
+                    "repositories",
+                    &image.repository,
+                    "artifacts",
+                ])
+                .await
+                .with_context(|| format!("listing repository {}", image.name()))?;
+            output::print(output.format, answer, artifact_table)
+        }
+    }
+}
+
+/// The first 12 hex digits of a digest, as docker shows image ids.
+fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+fn dash_if_empty(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(",")
+    }
+}
+
+fn repository_table(repositories: Vec<RepositorySummary>) -> String {
+    let now = unix_now() * 1000;
+    let mut table = Table::new(&["REPOSITORY", "ARTIFACTS", "TAGS", "SIZE", "UPDATED"]);
+    for repo in repositories {
+        table.row([
+            repo.name,
+            repo.artifact_count.to_string(),
+            repo.tag_count.to_string(),
+            human_size(repo.size_bytes),
+            age(now, repo.updated_at),
+        ]);
+    }
+    table.render()
+}
+
+fn artifact_table(artifacts: Vec<ArtifactSummary>) -> String {
+    let now = unix_now() * 1000;
+    let mut table = Table::new(&["DIGEST", "TAGS", "SIZE", "PLATFORMS", "PUSHED", "REFERRERS"]);
+    for artifact in artifacts {
+        table.row([
+            short_digest(&artifact.digest),
+            dash_if_empty(&artifact.tags),
+            human_size(artifact.size_bytes),
+            dash_if_empty(&artifact.platforms),
+            age(now, artifact.pushed_at),
+            artifact.referrer_count.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+fn detail_text(detail: ArtifactDetail) -> String {
+    let summary = &detail.summary;
+    let config = |key: &str| -> String {
+        match detail.image_config.as_ref().and_then(|c| c.get(key)) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        }
+    };
+    let mut text = render_fields(&[
+        ("Repository", detail.repository.clone()),
+        ("Digest", summary.digest.clone()),
+        ("Media type", summary.media_type.clone()),
+        (
+            "Artifact type",
+            summary.artifact_type.clone().unwrap_or_default(),
+        ),
+        ("Tags", summary.tags.join(", ")),
+        ("Size", human_size(summary.size_bytes)),
+        ("Pushed", rfc3339(summary.pushed_at)),
+        ("Platforms", summary.platforms.join(", ")),
+        ("Created", detail.created.clone().unwrap_or_default()),
+        ("Entrypoint", config("Entrypoint")),
+        ("Cmd", config("Cmd")),
+        ("User", config("User")),
+        ("Working dir", config("WorkingDir")),
+    ]);
+    let mut section = |title: &str, headers: &[&'static str], rows: Vec<Vec<String>>| {
+        if rows.is_empty() {
+            return;
+        }
+        let mut table = Table::new(headers);
+        for row in rows {
+            table.row(row);
+        }
+        text.push_str(&format!("{title}:\n"));
+        for line in table.render().lines() {
+            text.push_str(&format!("  {line}\n"));
+        }
+    };
+    section(
+        "Layers",
+        &["DIGEST", "SIZE", "MEDIA TYPE"],
+        detail
+            .layers
+            .iter()
+            .map(|l| vec![l.digest.clone(), human_size(l.size), l.media_type.clone()])
+            .collect(),
+    );
+    section(
+        "Manifests",
+        &["DIGEST", "PLATFORM", "SIZE"],
+        detail
+            .manifests
+            .iter()
+            .map(|m| {
+                vec![
+                    m.digest.clone(),
+                    m.platform.clone().unwrap_or_default(),
+                    human_size(m.size),
+                ]
+            })
+            .collect(),
+    );
+    section(
+        "Referrers",
+        &["DIGEST", "ARTIFACT TYPE", "SIZE"],
+        detail
+            .referrers
+            .iter()
+            .map(|r| {
+                vec![
+                    r.digest.clone(),
+                    r.artifact_type.clone().unwrap_or_default(),
+                    human_size(r.size),
+                ]
+            })
+            .collect(),
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> (String, String, Option<String>) {
+        let image = ImageRef::parse(text).unwrap();
+        (image.project, image.repository, image.reference)
+    }
+
+    #[test]
+    fn references_split_into_project_repository_and_tag_or_digest() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            parsed("shop/web:1"),
+            ("shop".into(), "web".into(), Some("1".into()))
+        );
+        assert_eq!(
+            parsed("127.0.0.1:5000/shop/team/web:1"),
+            ("shop".into(), "team/web".into(), Some("1".into()))
+        );
+        assert_eq!(
+            parsed(&format!("registry.example/shop/web@{digest}")),
+            ("shop".into(), "web".into(), Some(digest.clone()))
+        );
+        assert_eq!(parsed("shop/web"), ("shop".into(), "web".into(), None));
+        assert!(ImageRef::parse("web:1").is_err());
+        assert!(ImageRef::parse("shop/web:").is_err());
+        assert_eq!(
+            ImageRef::parse(&format!("shop/web@{digest}"))
+                .unwrap()
+                .display(),
+            format!("shop/web@{digest}")
+        );
+    }
+
+    #[test]
+    fn digests_are_shortened_as_docker_does() {
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        assert_eq!(short_digest(&digest), "sha256:0123456789ab");
+    }
+}
