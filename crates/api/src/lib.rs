@@ -30,6 +30,7 @@ mod node;
 mod quantity;
 pub mod replication;
 pub mod repository;
+mod volume;
 mod workload;
 
 pub use error::ObjectError;
@@ -48,6 +49,10 @@ pub use node::{
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use volume::{
+    DEFAULT_MEMORY_VOLUME_BYTES, EmptyDirVolume, HOST_PATH_TYPES, HostPathVolume, Volume,
+    VolumeMount, is_plain_absolute, is_under,
+};
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
     DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,

@@ -101,7 +101,10 @@ const REFUSED_FIELDS: &[&str] = &[
     // What it runs besides the containers Wharf knows.
     "initContainers",
     "ephemeralContainers",
-    // Its data and configuration.
+    // Its data and configuration. `volumes` and `volumeMounts` are read
+    // (crate::volume); listed here so that a volume type or mount field
+    // Wharf does not declare (`configMap`, `persistentVolumeClaim`,
+    // `subPathExpr`, ...) is refused by path instead of ignored.
     "volumes",
     "volumeMounts",
     "volumeDevices",
@@ -338,8 +341,23 @@ status: {}
             ),
             (
                 true,
-                "volumes: [{name: v, emptyDir: {}}]",
-                "spec.template.spec.volumes",
+                "volumes: [{name: v, persistentVolumeClaim: {claimName: c}}]",
+                "spec.template.spec.volumes.0.persistentVolumeClaim.claimName",
+            ),
+            (
+                true,
+                "volumes: [{name: v, configMap: {name: c}}]",
+                "spec.template.spec.volumes.0.configMap.name",
+            ),
+            (
+                true,
+                "volumes: [{name: v, secret: {secretName: s}}]",
+                "spec.template.spec.volumes.0.secret.secretName",
+            ),
+            (
+                true,
+                "volumes: [{name: v, downwardAPI: {items: [{path: n}]}}]",
+                "spec.template.spec.volumes.0.downwardAPI.items",
             ),
             (
                 true,
@@ -373,8 +391,13 @@ status: {}
             ),
             (
                 false,
-                "volumeMounts: [{name: v, mountPath: /data}]",
-                "containers.0.volumeMounts",
+                "volumeMounts: [{name: v, mountPath: /data, subPathExpr: $(POD)}]",
+                "containers.0.volumeMounts.0.subPathExpr",
+            ),
+            (
+                false,
+                "volumeDevices: [{name: v, devicePath: /dev/xvda}]",
+                "containers.0.volumeDevices",
             ),
             (
                 false,
@@ -420,9 +443,7 @@ status: {}
             (true, "securityContext: {}"),
             (true, "hostNetwork: false"),
             (true, "serviceAccountName: default"),
-            (true, "volumes: []"),
             (false, "securityContext: {privileged: false}"),
-            (false, "volumeMounts: []"),
         ] {
             let parsed =
                 parse_manifests(&with(pod, field)).unwrap_or_else(|e| panic!("{field}: {e}"));
@@ -431,12 +452,52 @@ status: {}
                 "{field} is still reported"
             );
         }
+        // Read now, so no longer unknown.
+        for (pod, field) in [(true, "volumes: []"), (false, "volumeMounts: []")] {
+            let parsed =
+                parse_manifests(&with(pod, field)).unwrap_or_else(|e| panic!("{field}: {e}"));
+            let unknown = &parsed[0].unknown_fields;
+            assert!(!unknown.iter().any(|f| f.contains("olume")), "{unknown:?}");
+        }
         // Not refused, only reported: it changes nothing a process can do.
         let parsed = parse_manifests(&with(true, "dnsPolicy: ClusterFirst")).unwrap();
         assert!(
             parsed[0]
                 .unknown_fields
                 .contains(&"spec.template.spec.dnsPolicy".to_string())
+        );
+    }
+
+    #[test]
+    fn reads_volumes_and_mounts_and_checks_them() {
+        let text = with(
+            true,
+            "volumes: [{name: cache, emptyDir: {medium: Memory, sizeLimit: 32Mi}}, {name: logs, hostPath: {path: /srv/logs, type: DirectoryOrCreate}}]",
+        )
+        .replace(
+            "          command:",
+            "          volumeMounts: [{name: cache, mountPath: /cache}, {name: logs, mountPath: /logs, subPath: web, readOnly: true}]\n          command:",
+        );
+        let parsed = parse_manifests(&text).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let spec = &deployment.spec.template.spec;
+        assert_eq!(spec.volumes.len(), 2);
+        assert_eq!(
+            spec.volumes[0]
+                .empty_dir
+                .as_ref()
+                .unwrap()
+                .memory_bytes("f"),
+            Ok(32 << 20)
+        );
+        let mounts = &spec.containers[0].volume_mounts;
+        assert!(mounts[1].read_only);
+        assert_eq!(mounts[1].sub_path.as_deref(), Some("web"));
+        let missing = text.replace("{name: cache, mountPath", "{name: cash, mountPath");
+        let err = parse_manifests(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.template.spec.containers[0].volumeMounts[0].name"),
+            "{err}"
         );
     }
 

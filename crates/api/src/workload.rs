@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ObjectError;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
 
 /// Amounts of schedulable resources, as numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -209,6 +210,9 @@ pub struct PodSpec {
     /// A name ending in `-critical` marks the pod critical (it prefers newer machines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Storage the containers mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 /// A container.
@@ -240,6 +244,9 @@ pub struct Container {
     /// `Always`, `IfNotPresent` or `Never`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// The pod's volumes this container mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 /// An environment variable.
@@ -529,6 +536,31 @@ impl PodSpec {
                 .is_some_and(|p| p.ends_with("-critical"))
     }
 
+    /// Refuses a `hostPath` volume outside every one of `prefixes` (the
+    /// administrator's setting), naming the field.
+    pub fn check_host_paths(&self, field: &str, prefixes: &[String]) -> Result<(), ObjectError> {
+        for (i, volume) in self.volumes.iter().enumerate() {
+            let Some(host) = &volume.host_path else {
+                continue;
+            };
+            if !prefixes.iter().any(|p| crate::is_under(&host.path, p)) {
+                let allowed = match prefixes.is_empty() {
+                    true => "none".to_string(),
+                    false => prefixes.join(", "),
+                };
+                return Err(ObjectError::invalid(
+                    format!("{field}.volumes[{i}].hostPath.path"),
+                    format!(
+                        "{} is not under a node path allowed for hostPath volumes (allowed: {allowed}; \
+                         an administrator allows more with `wharf settings set --host-path-prefixes`)",
+                        host.path
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks containers, resources, ports and tolerations.
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         if self.containers.is_empty() {
@@ -537,11 +569,13 @@ impl PodSpec {
                 "at least one container is required",
             ));
         }
+        validate_volumes(field, &self.volumes)?;
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
         for (i, container) in self.containers.iter().enumerate() {
             let at = format!("{field}.containers[{i}]");
             check_name(&format!("{at}.name"), &container.name)?;
+            validate_mounts(&at, &container.volume_mounts, &self.volumes)?;
             if !names.insert(&container.name) {
                 return Err(ObjectError::invalid(
                     format!("{at}.name"),
@@ -783,5 +817,33 @@ mod tests {
         let mut d = deployment();
         d.metadata.name = "Web".into();
         assert!(d.validate().is_err());
+    }
+
+    #[test]
+    fn host_paths_must_lie_under_an_allowed_prefix() {
+        let mut spec = deployment().spec.template.spec;
+        let allowed = vec!["/srv/data".to_string()];
+        assert!(spec.check_host_paths("spec", &[]).is_ok(), "no hostPath");
+        spec.volumes.push(Volume {
+            name: "cache".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        });
+        spec.volumes.push(Volume {
+            name: "logs".into(),
+            host_path: Some(crate::HostPathVolume {
+                path: "/srv/data/logs".into(),
+                kind: None,
+            }),
+            ..Default::default()
+        });
+        assert!(spec.check_host_paths("spec", &allowed).is_ok());
+        let err = spec.check_host_paths("spec", &[]).unwrap_err();
+        assert!(
+            matches!(&err, ObjectError::Invalid { field, message } if field == "spec.volumes[1].hostPath.path" && message.contains("allowed: none")),
+            "{err}"
+        );
+        spec.volumes[1].host_path.as_mut().unwrap().path = "/srv/database".into();
+        assert!(spec.check_host_paths("spec", &allowed).is_err());
     }
 }

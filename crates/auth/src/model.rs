@@ -361,6 +361,10 @@ pub struct Settings {
     /// Anonymous callers may pull from public projects.
     #[serde(default)]
     pub anonymous_pull: bool,
+    /// Node directories under which pods may mount `hostPath` volumes
+    /// (absolute, without symlinks); none: every hostPath is refused.
+    #[serde(default)]
+    pub host_path_prefixes: Vec<String>,
 }
 
 /// The authenticated caller of a request.

@@ -10,6 +10,8 @@ mod common;
 // A crate root finds its modules beside it: the path names the folder.
 #[path = "e2e_containers/exec.rs"]
 mod exec;
+#[path = "e2e_containers/volumes.rs"]
+mod volumes;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -111,6 +111,8 @@ pub struct Launch {
     pub netns: Option<PathBuf>,
     /// The pod's address.
     pub ip: Option<std::net::Ipv4Addr>,
+    /// The container's mounts of the pod's volumes (already prepared).
+    pub volumes: Vec<super::VolumeSource>,
 }
 
 /// How a started container stands.

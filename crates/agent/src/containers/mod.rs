@@ -12,9 +12,11 @@
 
 mod driver;
 mod images;
+mod mounts;
 mod record;
 mod runc_driver;
 mod setup;
+mod volumes;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -31,9 +33,11 @@ pub use driver::{
     ContainerDriver, ContainerError, Exit, Image, ImagePuller, Launch, Liveness, PullPolicy,
 };
 pub use images::ImageStorePuller;
+pub use mounts::mounted_under;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
 pub use runc_driver::RuncDriver;
-pub use setup::{NodeSetup, mount_points_under};
+pub use setup::NodeSetup;
+pub use volumes::VolumeSource;
 
 use crate::api::NodeApi;
 use crate::runtime::{Progress, Runtime, Synced, now_millis};
@@ -109,6 +113,8 @@ struct PodSlot {
     trouble: Option<Trouble>,
     /// Whether this agent run has seen the pod's namespace.
     network_checked: bool,
+    /// Whether this agent run has prepared the pod's volumes.
+    volumes_ready: bool,
     /// Set once the pod's directory is removed, and held while its record
     /// is written: a write left running by a cancelled step cannot bring
     /// the directory back.
@@ -125,6 +131,7 @@ impl PodSlot {
             failures: HashMap::new(),
             trouble: None,
             network_checked: false,
+            volumes_ready: false,
             removed: Arc::default(),
         }
     }
@@ -273,6 +280,9 @@ impl ContainerRuntime {
         if let Err(trouble) = self.network(slot, &address).await {
             return self.troubled(slot, trouble);
         }
+        if let Err(trouble) = self.volumes(pod, slot).await {
+            return self.troubled(slot, trouble);
+        }
         let mut again: Option<Duration> = None;
         for container in &pod.spec.containers {
             let next = self
@@ -327,6 +337,21 @@ impl ContainerRuntime {
             .map_err(|err| ("NetworkSetupFailed", err.to_string()))?;
         slot.record.netns = Some(network.netns_path);
         self.save(slot).await;
+        Ok(())
+    }
+
+    /// Makes the pod's volumes ready, once per agent run (a reboot loses
+    /// its tmpfs volumes and binds; those still mounted are kept).
+    async fn volumes(&self, pod: &Pod, slot: &mut PodSlot) -> Result<(), Trouble> {
+        if slot.volumes_ready || pod.spec.volumes.is_empty() {
+            return Ok(());
+        }
+        let dir = self.pod_dir(&slot.record.project, &slot.record.name);
+        let volumes = pod.spec.volumes.clone();
+        off_worker(move || volumes::prepare(&dir, &volumes).map_err(std::io::Error::other))
+            .await
+            .map_err(|err| ("FailedMount", err.to_string()))?;
+        slot.volumes_ready = true;
         Ok(())
     }
 
@@ -494,6 +519,7 @@ impl ContainerRuntime {
             hostname: pod.metadata.name.clone(),
             netns: record.netns.clone(),
             ip: Some(ip),
+            volumes: volumes::sources(&self.pod_dir(&record.project, &record.name), container),
         };
         match self.containers.start(&launch).await {
             Ok(()) => {
@@ -601,13 +627,12 @@ impl ContainerRuntime {
             .await;
         }
         let (dir, gone) = (pod_dir.clone(), slot.removed.clone());
+        // Volumes (tmpfs, hostPath binds) are unmounted before anything is
+        // deleted, so a hostPath's files are never deleted through its bind.
         let removed = off_worker(move || {
             let mut gone = gone.lock().expect("pod directory lock");
             *gone = true;
-            match std::fs::remove_dir_all(&dir) {
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                removed => removed,
-            }
+            mounts::remove_unmounted(&dir).map_err(std::io::Error::other)
         })
         .await;
         if let Err(err) = removed {

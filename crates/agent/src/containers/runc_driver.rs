@@ -6,6 +6,7 @@
 //! <container dir>/rootfs   overlay mount point
 //!                 upper/   this run's writes      work/  overlayfs' scratch
 //!                 bundle/  config.json, hosts, hostname, resolv.conf
+//!                 volumes/ binds of this run's subPath mounts
 //!                 log      stdout and stderr of every run, appended
 //!                 log.runs where each run's output begins in it
 //!                 exit.json  written by the shim when the run ends
@@ -16,11 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use wharf_runc::spec::SpecOptions;
 use wharf_runc::{Bundle, ExitStatus, Runc, ShimCommand};
 
 use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
+use super::mounts::{remove_unmounted, unmount};
+use super::volumes;
 
 /// Runs containers with runc through shims.
 pub struct RuncDriver {
@@ -52,14 +55,6 @@ fn exit_of(status: ExitStatus) -> Exit {
         reason,
         message: status.message,
         finished_at: status.finished_at,
-    }
-}
-
-/// Unmounts `target` if something is mounted there.
-fn unmount(target: &Path) -> Result<(), String> {
-    match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(err) => Err(format!("unmounting {}: {err}", target.display())),
     }
 }
 
@@ -152,11 +147,16 @@ impl ContainerDriver for RuncDriver {
         let failed = ContainerError::Create;
         let dir = launch.dir.clone();
         let layers = launch.image.layers.clone();
-        let rootfs = blocking(move || mount_rootfs(&dir, &layers))
-            .await
-            .map_err(failed)?;
+        let sources = launch.volumes.clone();
+        let (rootfs, binds) = blocking(move || {
+            let rootfs = mount_rootfs(&dir, &layers)?;
+            Ok((rootfs, volumes::binds(&dir, &sources)?))
+        })
+        .await
+        .map_err(failed)?;
         let mut options =
             SpecOptions::new(&rootfs, &launch.hostname, format!("/wharf/{}", launch.id));
+        options.volumes = binds;
         options.netns = launch.netns.clone();
         options.pod_ip = launch.ip.map(std::net::IpAddr::V4);
         let bundle = Bundle::create(
@@ -235,15 +235,10 @@ impl ContainerDriver for RuncDriver {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let dir = dir.to_path_buf();
-        blocking(move || {
-            unmount(&dir.join("rootfs"))?;
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!("{}: {e}", dir.display())),
-            }
-        })
-        .await
-        .map_err(failed)
+        // Its root and the binds of its subPaths go before the files: a
+        // bind left mounted would have its volume's files deleted.
+        blocking(move || remove_unmounted(&dir))
+            .await
+            .map_err(failed)
     }
 }

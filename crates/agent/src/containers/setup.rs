@@ -13,6 +13,7 @@ use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredenti
 use wharf_net::{BridgeConfig, BridgeDriver};
 use wharf_runc::{Runc, ShimCommand};
 
+use super::mounts::unescape;
 use super::{ContainerRuntime, ContainerRuntimeConfig, ImageStorePuller, RuncDriver};
 use crate::AgentError;
 use crate::api::NodeApi;
@@ -167,20 +168,6 @@ pub fn mounted_layers(pods_dir: &Path) -> Vec<Vec<PathBuf>> {
     overlay_layers(&text, pods_dir)
 }
 
-/// Every mount point at or under `dir`, deepest first (the order to
-/// unmount them in), from `/proc/self/mountinfo`.
-pub fn mount_points_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| Some(PathBuf::from(unescape(line.split(' ').nth(4)?))))
-        .filter(|point| point.starts_with(dir))
-        .collect();
-    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
-    points.dedup();
-    points
-}
-
 /// [`mounted_layers`] from the text of a mountinfo file.
 fn overlay_layers(text: &str, pods_dir: &Path) -> Vec<Vec<PathBuf>> {
     text.lines()
@@ -200,15 +187,6 @@ fn overlay_layers(text: &str, pods_dir: &Path) -> Vec<Vec<PathBuf>> {
             Some(layers)
         })
         .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]

@@ -525,3 +525,54 @@ async fn a_restarted_agent_adopts_its_pods() {
     };
     assert_eq!((removed, starts), (1, 2));
 }
+
+#[tokio::test]
+async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let mut pod = node.pod("vol-1", None, None).await;
+    pod.spec.volumes = vec![wharf_api::Volume {
+        name: "host".into(),
+        host_path: Some(wharf_api::HostPathVolume {
+            path: "/nonexistent/wharf-test".into(),
+            kind: Some("Directory".into()),
+        }),
+        ..Default::default()
+    }];
+    // A volume that cannot be made holds every container back.
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Pending);
+    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("volume host") && message.contains("/nonexistent/wharf-test"),
+        "{message}"
+    );
+    assert!(node.containers.state.lock().unwrap().starts.is_empty());
+
+    pod.spec.volumes = vec![wharf_api::Volume {
+        name: "cache".into(),
+        empty_dir: Some(Default::default()),
+        ..Default::default()
+    }];
+    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
+        name: "cache".into(),
+        mount_path: "/cache".into(),
+        read_only: true,
+        ..Default::default()
+    }];
+    let runtime = node.runtime().await;
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    let volume = {
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        assert_eq!(launch.volumes.len(), 1);
+        assert_eq!(launch.volumes[0].destination, "/cache");
+        assert!(launch.volumes[0].read_only);
+        launch.volumes[0].root.clone()
+    };
+    assert!(volume.is_dir(), "{}", volume.display());
+    runtime.remove("shop", "vol-1", None).await;
+    assert!(!volume.exists(), "the emptyDir goes with the pod");
+}

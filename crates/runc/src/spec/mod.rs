@@ -107,6 +107,19 @@ pub struct SpecOptions {
     /// they are unreachable from the pod's network namespace); `None`
     /// writes an empty one.
     pub resolv_conf: Option<PathBuf>,
+    /// The pod's volumes as this container mounts them, in order.
+    pub volumes: Vec<VolumeBind>,
+}
+
+/// A host path bound into the container: a pod volume, or a part of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeBind {
+    /// The host path (a directory or file the agent prepared).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 impl SpecOptions {
@@ -127,6 +140,7 @@ impl SpecOptions {
             read_only_rootfs: false,
             pids_limit: DEFAULT_PIDS_LIMIT,
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            volumes: Vec::new(),
         }
     }
 }
@@ -177,7 +191,7 @@ pub fn build(
         ));
     }
     let caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    Ok(Spec {
+    let mut spec = Spec {
         oci_version: "1.0.2".into(),
         process: Process {
             terminal: false,
@@ -219,7 +233,11 @@ pub fn build(
             masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
             readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
         },
-    })
+    };
+    for volume in &options.volumes {
+        spec.add_bind_mount(&volume.source, &volume.destination, volume.read_only);
+    }
+    Ok(spec)
 }
 
 /// Kubernetes' rule: `command` replaces the entrypoint and drops the image's

@@ -319,3 +319,32 @@ fn serializes_to_oci_field_names() {
     let back: Spec = serde_json::from_value(json).unwrap();
     assert_eq!(back, spec);
 }
+
+#[test]
+fn volumes_are_bound_after_the_default_mounts() {
+    let mut options = options();
+    options.volumes = vec![
+        VolumeBind {
+            source: "/node/pods/shop_web/volumes/cache".into(),
+            destination: "/cache".into(),
+            read_only: false,
+        },
+        VolumeBind {
+            source: "/srv/logs".into(),
+            destination: "/logs".into(),
+            read_only: true,
+        },
+    ];
+    let spec = build(&image(), &container(), &options).unwrap();
+    let defaults = build_ok(&image(), &container()).mounts.len();
+    assert_eq!(spec.mounts.len(), defaults + 2);
+    let cache = &spec.mounts[defaults];
+    assert_eq!(
+        (cache.destination.as_str(), cache.source.as_str()),
+        ("/cache", "/node/pods/shop_web/volumes/cache")
+    );
+    assert_eq!(cache.kind, "bind");
+    assert!(!cache.options.contains(&"ro".to_string()));
+    let logs = &spec.mounts[defaults + 1];
+    assert!(logs.options.contains(&"ro".to_string()), "{logs:?}");
+}

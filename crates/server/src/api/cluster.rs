@@ -458,8 +458,19 @@ pub(crate) async fn apply(
         .map_err(|_| ApiErrorReply::invalid("the manifest is not UTF-8 text"))?;
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
+    let mut host_path_prefixes = None;
     for document in parsed {
         let Manifest::Deployment(mut deployment) = document.manifest;
+        let pod = &deployment.spec.template.spec;
+        if pod.volumes.iter().any(|v| v.host_path.is_some()) {
+            if host_path_prefixes.is_none() {
+                host_path_prefixes = Some(state.identity.settings().await?.host_path_prefixes);
+            }
+            pod.check_host_paths(
+                "spec.template.spec",
+                host_path_prefixes.as_deref().unwrap_or_default(),
+            )?;
+        }
         let project = project_of(
             &deployment.metadata.name,
             deployment.metadata.project.as_deref(),

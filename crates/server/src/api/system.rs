@@ -24,6 +24,15 @@ pub(crate) async fn set_settings(
     Extension(caller): Extension<ApiCaller>,
     Body(settings): Body<Settings>,
 ) -> ApiResult<Json<Settings>> {
+    if let Some(bad) = settings
+        .host_path_prefixes
+        .iter()
+        .find(|p| !wharf_api::is_plain_absolute(p))
+    {
+        return Err(ApiErrorReply::invalid(format!(
+            "host_path_prefixes: {bad:?} must be an absolute path without '.' or '..' components"
+        )));
+    }
     let work = state.identity.set_settings(&settings);
     state
         .audited(&caller, "settings.update", "settings".into(), work)

@@ -207,7 +207,7 @@ fn remove_containers(state: &UpState) -> usize {
 
 /// Unmounts everything mounted under `dir`, deepest first; how many.
 fn unmount_under(dir: &Path) -> Result<usize> {
-    let points = wharf_agent::containers::mount_points_under(dir);
+    let points = wharf_agent::containers::mounted_under(dir);
     for point in &points {
         let unmounted = Command::new("umount")
             .arg(point)

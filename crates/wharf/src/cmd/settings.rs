@@ -29,6 +29,10 @@ pub enum SettingsCommand {
         /// Whether anonymous callers may pull from public projects.
         #[arg(long, value_name = "true|false", action = ArgAction::Set)]
         anonymous_pull: Option<bool>,
+        /// Node directories under which pods may mount hostPath volumes,
+        /// comma-separated (absolute, without symlinks); "" allows none.
+        #[arg(long, value_name = "PATH,...", value_delimiter = ',')]
+        host_path_prefixes: Option<Vec<String>>,
         #[command(flatten)]
         output: OutputOption,
     },
@@ -47,18 +51,28 @@ pub async fn run(args: SettingsArgs) -> Result<()> {
         }
         SettingsCommand::Set {
             anonymous_pull,
+            host_path_prefixes,
             output,
         } => {
-            let Some(anonymous_pull) = anonymous_pull else {
-                bail!("nothing to change: give --anonymous-pull true|false");
-            };
+            if anonymous_pull.is_none() && host_path_prefixes.is_none() {
+                bail!(
+                    "nothing to change: give --anonymous-pull true|false or --host-path-prefixes PATH,..."
+                );
+            }
             // PUT replaces all settings: start from the server's, so settings
             // this client does not know about keep their values.
             let mut settings = client
                 .get(&["settings"])
                 .await
                 .context("reading the settings")?;
-            settings["anonymous_pull"] = anonymous_pull.into();
+            if let Some(anonymous_pull) = anonymous_pull {
+                settings["anonymous_pull"] = anonymous_pull.into();
+            }
+            if let Some(prefixes) = host_path_prefixes {
+                let prefixes: Vec<String> =
+                    prefixes.into_iter().filter(|p| !p.is_empty()).collect();
+                settings["host_path_prefixes"] = prefixes.into();
+            }
             let answer = client
                 .put(&["settings"], &settings)
                 .await
@@ -69,5 +83,12 @@ pub async fn run(args: SettingsArgs) -> Result<()> {
 }
 
 fn settings_text(settings: Settings) -> String {
-    render_fields(&[("anonymous pull", yes_no(settings.anonymous_pull))])
+    let prefixes = match settings.host_path_prefixes.is_empty() {
+        true => "none (hostPath volumes are refused)".to_string(),
+        false => settings.host_path_prefixes.join(", "),
+    };
+    render_fields(&[
+        ("anonymous pull", yes_no(settings.anonymous_pull)),
+        ("host path prefixes", prefixes),
+    ])
 }
