@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use wharf_api::{IpClaim, Node, Pod, PodStatus};
+use wharf_api::{ConfigMap, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
 
 use crate::AgentError;
 
@@ -55,6 +55,14 @@ pub trait NodeApi: Send + Sync + 'static {
         name: &str,
         status: &PodStatus,
     ) -> Result<(), AgentError>;
+    /// Records an event about pod `project/name` (besides those its
+    /// status changes imply).
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
+    ) -> Result<(), AgentError>;
     /// Claims the pool address a bound pod asks for (or returns the one it
     /// holds); `None` when it asks for no pool.
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError>;
@@ -69,6 +77,22 @@ pub trait NodeApi: Send + Sync + 'static {
         name: &str,
         access: PodAccess,
     ) -> Result<bool, AgentError>;
+    /// ConfigMap `project/name`, which a pod bound to `node` uses (the
+    /// server refuses others); `None` when it does not exist.
+    async fn config_map(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, AgentError>;
+    /// Secret `project/name` with its values, which a pod bound to `node`
+    /// uses (the server refuses others); `None` when it does not exist.
+    async fn secret(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, AgentError>;
 }
 
 /// What a caller of the agent's endpoint wants with a pod.
@@ -248,6 +272,17 @@ impl NodeApi for HttpNodeApi {
         Ok(())
     }
 
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
+    ) -> Result<(), AgentError> {
+        let url = format!("{}/api/v1/projects/{project}/pods/{name}/events", self.base);
+        self.send(|http| http.post(&url).json(event)).await?;
+        Ok(())
+    }
+
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
         let url = format!("{}/api/v1/projects/{project}/pods/{name}/ip", self.base);
         let response = self.send(|http| http.put(&url)).await?;
@@ -285,6 +320,42 @@ impl NodeApi for HttpNodeApi {
             .await
             .map_err(transport)?;
         Ok(response.status().is_success())
+    }
+
+    async fn config_map(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, AgentError> {
+        self.config_object(node, "configmaps", project, name).await
+    }
+
+    async fn secret(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, AgentError> {
+        self.config_object(node, "secrets", project, name).await
+    }
+}
+
+impl HttpNodeApi {
+    /// `GET /api/v1/nodes/{node}/{kind}/{project}/{name}`; a 404 is `None`.
+    async fn config_object<T: serde::de::DeserializeOwned>(
+        &self,
+        node: &str,
+        kind: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<T>, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/{kind}/{project}/{name}", self.base);
+        match self.send(|http| http.get(&url)).await {
+            Ok(response) => Ok(Some(response.json().await.map_err(transport)?)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 

@@ -27,7 +27,9 @@ pub enum ObjectError {
         fields: Vec<String>,
     },
     /// The `apiVersion`/`kind` pair is not one Wharf accepts.
-    #[error("unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment")]
+    #[error(
+        "unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment, v1 ConfigMap and v1 Secret"
+    )]
     UnsupportedKind {
         /// The manifest's kind.
         kind: String,

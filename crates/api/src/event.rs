@@ -47,6 +47,20 @@ fn event_kind() -> String {
     "Event".into()
 }
 
+/// An event a node reports about one of its pods (what kubelet records
+/// besides status changes, such as skipped `envFrom` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodEventReport {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Machine-readable reason, e.g. `InvalidEnvironmentVariableNames`.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
 /// Normal or warning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum EventType {

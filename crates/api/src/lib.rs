@@ -1,6 +1,8 @@
-//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool` — with
+//! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool`,
+//! `ConfigMap`, `Secret` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
-//! quantities, and reading of Kubernetes `apps/v1` Deployment YAML as is;
+//! quantities, and reading of Kubernetes `apps/v1` Deployment and `v1`
+//! ConfigMap and Secret YAML as is;
 //! and replication's endpoints, policies, jobs and tasks ([`replication`]).
 //! No IO and no HTTP: the control plane and replication store these, the
 //! API serves them, the CLI reads them.
@@ -21,8 +23,11 @@
 //! assert_eq!(parsed.len(), 1);
 //! ```
 
+mod config;
+mod env;
 mod error;
 mod event;
+mod fieldref;
 mod ippool;
 mod manifest;
 mod meta;
@@ -33,8 +38,14 @@ pub mod repository;
 mod volume;
 mod workload;
 
+pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
+pub use env::{
+    ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,
+    ResourceFieldSelector, is_env_name,
+};
 pub use error::ObjectError;
-pub use event::{Event, EventType, ObjectReference};
+pub use event::{Event, EventType, ObjectReference, PodEventReport};
+pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,

@@ -4,13 +4,46 @@
 
 use serde::Deserialize;
 
-use crate::{Deployment, ObjectError};
+use crate::{ConfigMap, Deployment, ObjectError, ObjectMeta, Secret};
 
 /// An object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Manifest {
     /// An `apps/v1` Deployment.
     Deployment(Box<Deployment>),
+    /// A `v1` ConfigMap.
+    ConfigMap(Box<ConfigMap>),
+    /// A `v1` Secret (`stringData` already merged into `data`).
+    Secret(Box<Secret>),
+}
+
+impl Manifest {
+    /// The object's kind, as in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Deployment(_) => "Deployment",
+            Manifest::ConfigMap(_) => "ConfigMap",
+            Manifest::Secret(_) => "Secret",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Manifest::Deployment(d) => &d.metadata,
+            Manifest::ConfigMap(c) => &c.metadata,
+            Manifest::Secret(s) => &s.metadata,
+        }
+    }
+
+    /// The object's metadata, to change.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Manifest::Deployment(d) => &mut d.metadata,
+            Manifest::ConfigMap(c) => &mut c.metadata,
+            Manifest::Secret(s) => &mut s.metadata,
+        }
+    }
 }
 
 /// A manifest document and the fields in it that were not understood.
@@ -44,14 +77,31 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
         }
         let meta: TypeMeta = serde_norway::from_value(value.clone())
             .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
+        let in_document =
+            |e: ObjectError| ObjectError::Parse(format!("document {}: {e}", index + 1));
         let manifest = match (meta.api_version.as_str(), meta.kind.as_str()) {
             ("apps/v1", "Deployment") => {
                 let (deployment, unknown_fields) = read::<Deployment>(value, index)?;
-                deployment
-                    .validate()
-                    .map_err(|e| ObjectError::Parse(format!("document {}: {e}", index + 1)))?;
+                deployment.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::Deployment(Box::new(deployment)),
+                    unknown_fields,
+                }
+            }
+            ("v1", "ConfigMap") => {
+                let (config_map, unknown_fields) = read::<ConfigMap>(value, index)?;
+                config_map.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::ConfigMap(Box::new(config_map)),
+                    unknown_fields,
+                }
+            }
+            ("v1", "Secret") => {
+                let (mut secret, unknown_fields) = read::<Secret>(value, index)?;
+                secret.normalize();
+                secret.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::Secret(Box::new(secret)),
                     unknown_fields,
                 }
             }
@@ -108,8 +158,6 @@ const REFUSED_FIELDS: &[&str] = &[
     "volumes",
     "volumeMounts",
     "volumeDevices",
-    "envFrom",
-    "valueFrom",
     // Resources beyond cpu and memory (ephemeral-storage, devices, claims).
     "resources",
     "resourceClaims",
@@ -274,7 +322,9 @@ status: {}
     fn reads_a_kubernetes_deployment_as_is() {
         let parsed = parse_manifests(SEED).unwrap();
         assert_eq!(parsed.len(), 1);
-        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
         assert_eq!(deployment.metadata.project.as_deref(), Some("shop"));
         assert_eq!(deployment.spec.replicas, 3);
         let container = &deployment.spec.template.spec.containers[0];
@@ -303,7 +353,9 @@ status: {}
                 "    metadata:\n      creationTimestamp: null\n      labels",
             );
         let parsed = parse_manifests(&text).unwrap();
-        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
         let resources = &deployment.spec.template.spec.containers[0].resources;
         assert_eq!(resources.limits.amounts("limits").unwrap(), (2000, 1 << 30));
         assert_eq!(
@@ -399,11 +451,6 @@ status: {}
                 "volumeDevices: [{name: v, devicePath: /dev/xvda}]",
                 "containers.0.volumeDevices",
             ),
-            (
-                false,
-                "envFrom: [{configMapRef: {name: c}}]",
-                "containers.0.envFrom",
-            ),
         ];
         for (pod, field, path) in cases {
             let err = parse_manifests(&with(pod, field)).unwrap_err();
@@ -423,8 +470,8 @@ status: {}
             "- {name: MODE, value: prod}",
             "- {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
         );
-        let err = parse_manifests(&env).unwrap_err().to_string();
-        assert!(err.contains("containers.0.env.0.valueFrom"), "{err}");
+        let parsed = parse_manifests(&env).unwrap();
+        assert!(parsed[0].unknown_fields.iter().all(|f| !f.contains("env")));
         let limits = SEED.replace(
             "limits: {cpu: \"1\"",
             "limits: {ephemeral-storage: 1Gi, cpu: \"1\"",
@@ -434,6 +481,58 @@ status: {}
         let two = with(true, "hostIPC: true\n      hostPID: true");
         let err = parse_manifests(&two).unwrap_err().to_string();
         assert!(err.contains("hostIPC") && err.contains("hostPID"), "{err}");
+    }
+
+    #[test]
+    fn env_sources_are_read_and_checked() {
+        let env = "- {name: MODE, value: prod}";
+        let sources = "- {name: A, valueFrom: {configMapKeyRef: {name: app, key: mode, optional: true}}}\n            \
+                       - {name: B, valueFrom: {secretKeyRef: {name: db, key: password}}}\n            \
+                       - {name: C, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n            \
+                       - {name: D, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n          \
+                       envFrom: [{prefix: APP_, configMapRef: {name: app}}, {secretRef: {name: db, optional: true}}]";
+        let parsed = parse_manifests(&SEED.replace(env, sources)).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
+        let spec = &deployment.spec.template.spec;
+        let container = &spec.containers[0];
+        assert_eq!(container.env.len(), 4);
+        assert_eq!(container.env_from[0].prefix.as_deref(), Some("APP_"));
+        let refs: Vec<String> = spec.config_refs().iter().map(|r| r.to_string()).collect();
+        assert_eq!(refs, ["configmap \"app\"", "secret \"db\""]);
+        for (bad, field) in [
+            (
+                "- {name: A, valueFrom: {fieldRef: {fieldPath: status.phase}}}",
+                "env[0].valueFrom.fieldRef.fieldPath",
+            ),
+            (
+                "- {name: A, value: x, valueFrom: {fieldRef: {fieldPath: metadata.name}}}",
+                "env[0].valueFrom",
+            ),
+            ("- {name: A, valueFrom: {}}", "env[0].valueFrom"),
+            (
+                "- {name: A, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1Mi}}}",
+                "resourceFieldRef.divisor",
+            ),
+            (
+                "- {name: A, valueFrom: {resourceFieldRef: {containerName: other, resource: limits.cpu}}}",
+                "resourceFieldRef.containerName",
+            ),
+            (
+                "- {name: A, valueFrom: {configMapKeyRef: {name: app, key: \"a/b\"}}}",
+                "configMapKeyRef.key",
+            ),
+            (
+                "[]\n          envFrom: [{configMapRef: {name: a}, secretRef: {name: b}}]",
+                "envFrom[0]",
+            ),
+        ] {
+            let err = parse_manifests(&SEED.replace(env, bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -479,7 +578,9 @@ status: {}
             "          volumeMounts: [{name: cache, mountPath: /cache}, {name: logs, mountPath: /logs, subPath: web, readOnly: true}]\n          command:",
         );
         let parsed = parse_manifests(&text).unwrap();
-        let Manifest::Deployment(deployment) = &parsed[0].manifest;
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment: {:?}", parsed[0].manifest);
+        };
         let spec = &deployment.spec.template.spec;
         assert_eq!(spec.volumes.len(), 2);
         assert_eq!(

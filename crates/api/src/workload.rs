@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
+use crate::env::{EnvFromSource, EnvVarSource};
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
@@ -232,6 +233,9 @@ pub struct Container {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Every key of ConfigMaps and Secrets as variables (`env` wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
     /// Ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
@@ -249,14 +253,18 @@ pub struct Container {
     pub volume_mounts: Vec<VolumeMount>,
 }
 
-/// An environment variable.
+/// An environment variable: a value, or where to take it from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     /// Name.
     pub name: String,
-    /// Value.
+    /// Value; `$(VAR)` names an earlier variable.
     #[serde(default)]
     pub value: String,
+    /// Where the value comes from, instead of `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
 }
 
 /// A port a container listens on.
@@ -626,14 +634,7 @@ impl PodSpec {
                     }
                 }
             }
-            for (j, env) in container.env.iter().enumerate() {
-                if env.name.is_empty() || env.name.contains('=') {
-                    return Err(ObjectError::invalid(
-                        format!("{at}.env[{j}].name"),
-                        "must be non-empty without '='",
-                    ));
-                }
-            }
+            crate::env::check_env(&at, container, self)?;
         }
         if let Some(policy) = &self.restart_policy
             && !["Always", "OnFailure", "Never"].contains(&policy.as_str())

@@ -81,6 +81,17 @@ impl ControlPlane {
         .await
     }
 
+    /// Records an event a node reports about pod `project/name`.
+    pub async fn record_pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &wharf_api::PodEventReport,
+    ) -> Result<(), ControlError> {
+        crate::pod_status::record_pod_event(&self.objects, &self.node_events, project, name, event)
+            .await
+    }
+
     /// Typed object access.
     pub fn objects(&self) -> &Objects {
         &self.objects

@@ -2,7 +2,8 @@
 //! concurrency, and the controllers that act on them — the deployment
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
-//! lifecycle (heartbeat leases into readiness), IP pools with addresses
+//! lifecycle (heartbeat leases into readiness), ConfigMaps and Secrets
+//! (Secret data sealed at rest), IP pools with addresses
 //! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
@@ -10,6 +11,7 @@
 //! to restart: all their state is rebuilt from the store.
 
 mod cluster;
+mod config;
 mod deployments;
 mod error;
 mod events;
@@ -23,6 +25,7 @@ mod queue;
 mod scheduling;
 
 pub use cluster::{ControlPlane, Running};
+pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
@@ -32,7 +35,7 @@ pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};
-pub use pod_status::{StatusEvent, report_pod_status, status_events};
+pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
 pub use scheduling::{SchedulingLoop, node_info, pod_info};

@@ -8,6 +8,8 @@
 //! /cluster/allocations/<node>               Allocation (requests of the pods bound there)
 //! /cluster/heartbeats/<node>                bound to the node agent's lease
 //! /cluster/ippools/<pool>                   IpPool (claims: see `ipam`)
+//! /cluster/configmaps/<project>/<name>      ConfigMap
+//! /cluster/secrets/<project>/<name>         Secret, data sealed (see `config`)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wharf_api::{Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, Pod};
+use wharf_api::{ConfigMap, Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, Pod};
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
 use crate::ControlError;
@@ -58,6 +60,7 @@ object_kind!(Deployment, "Deployment", "/cluster/deployments/", true);
 object_kind!(Pod, "Pod", "/cluster/pods/", true);
 object_kind!(Event, "Event", "/cluster/events/", true);
 object_kind!(IpPool, "IpPool", "/cluster/ippools/", false);
+object_kind!(ConfigMap, "ConfigMap", "/cluster/configmaps/", true);
 
 /// The store key of object `name` (in `project`, for namespaced kinds).
 pub fn key_of<T: Object>(project: Option<&str>, name: &str) -> String {

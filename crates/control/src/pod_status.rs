@@ -3,7 +3,9 @@
 //! `Started` for each start, the pod-level reason of a failure to set the
 //! pod up. `describe pod` lists them.
 
-use wharf_api::{ContainerState, ContainerStatus, EventType, ObjectReference, Pod, PodStatus};
+use wharf_api::{
+    ContainerState, ContainerStatus, EventType, ObjectReference, Pod, PodEventReport, PodStatus,
+};
 
 use crate::ControlError;
 use crate::events::EventRecorder;
@@ -42,6 +44,27 @@ pub async fn report_pod_status(
         }
     }
     Ok(pod)
+}
+
+/// Records `event`, which a node reports about pod `project/name`.
+pub async fn record_pod_event(
+    objects: &Objects,
+    events: &EventRecorder,
+    project: &str,
+    name: &str,
+    event: &PodEventReport,
+) -> Result<(), ControlError> {
+    let pod: Pod = objects.require(Some(project), name).await?;
+    let involved = ObjectReference {
+        kind: "Pod".into(),
+        project: Some(project.to_string()),
+        name: name.to_string(),
+        uid: pod.metadata.uid,
+    };
+    events
+        .record(&involved, event.event_type, &event.reason, &event.message)
+        .await;
+    Ok(())
 }
 
 /// The events going from `old` to `new` implies (pure, for tests).

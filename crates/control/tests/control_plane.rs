@@ -43,7 +43,9 @@ spec:
           resources: {{requests: {{cpu: "{cpu}", memory: "{memory}"}}}}
 "#
     );
-    let Manifest::Deployment(d) = parse_manifests(&yaml).unwrap().remove(0).manifest;
+    let Manifest::Deployment(d) = parse_manifests(&yaml).unwrap().remove(0).manifest else {
+        panic!("a deployment");
+    };
     *d
 }
 

@@ -14,7 +14,7 @@ use crate::access::RegistryAccess;
 use crate::keys;
 use crate::model::{Endpoint, EndpointKind};
 use crate::remote::{RemoteOptions, RemoteRegistry};
-use crate::secret::SecretBox;
+use wharf_seal::SecretBox;
 
 /// A connected endpoint: the client and, for Wharf peers, its instance id
 /// once learned.
@@ -85,7 +85,12 @@ impl Connections {
         let credentials = match (&endpoint.username, &endpoint.sealed_password) {
             (Some(user), Some(sealed)) => Some(RegistryCredentials::new(
                 user.clone(),
-                self.secrets.open(&endpoint.name, sealed)?,
+                self.secrets.open(&endpoint.name, sealed).map_err(|_| {
+                    ReplicationError::Internal(format!(
+                        "the stored password of endpoint {} cannot be decrypted with this server's replication key",
+                        endpoint.name
+                    ))
+                })?,
             )),
             _ => None,
         };

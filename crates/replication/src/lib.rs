@@ -50,7 +50,6 @@ mod probe;
 mod queue;
 mod remote;
 mod schedule;
-mod secret;
 mod service;
 
 pub use access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
@@ -64,7 +63,7 @@ pub use model::{
 };
 pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
-pub use secret::SecretBox;
 pub use service::{Replication, ReplicationOptions, Report, ReportHook};
 /// The credentials a [`RemoteRegistry`] authenticates with.
 pub use wharf_distribution::RegistryCredentials;
+pub use wharf_seal::SecretBox;

@@ -23,7 +23,7 @@ use crate::model::{
 use crate::probe::Probe;
 use crate::queue::JobQueue;
 use crate::remote::{RemoteOptions, RemoteRegistry};
-use crate::secret::SecretBox;
+use wharf_seal::SecretBox;
 
 /// Timings and sizes of replication.
 #[derive(Clone, Debug)]

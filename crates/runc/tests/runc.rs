@@ -263,6 +263,7 @@ async fn echo_env_args_user(f: &Fixture) {
     container.env = vec![EnvVar {
         name: "GREETING".into(),
         value: "hello".into(),
+        value_from: None,
     }];
 
     let (_, status, log) = f

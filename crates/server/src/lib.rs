@@ -34,7 +34,7 @@ use wharf_audit::{AuditEvent, Outcome};
 use wharf_audit::{AuditLog, AuditOptions};
 use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
-use wharf_control::{Candidate, ControlPlane};
+use wharf_control::{Candidate, ConfigObjects, ControlPlane};
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
 use wharf_replication::{
@@ -156,6 +156,9 @@ pub enum ServerError {
     /// A setting is unusable.
     #[error("configuration: {0}")]
     Config(String),
+    /// The key Secrets are sealed with is unusable.
+    #[error("secrets: {0}")]
+    Seal(#[from] wharf_seal::SealError),
     /// Replication could not start.
     #[error("replication: {0}")]
     Replication(#[from] wharf_replication::ReplicationError),
@@ -192,6 +195,8 @@ pub(crate) struct AppState {
     pub registry: Arc<Registry>,
     pub audit: AuditLog,
     pub control: ControlPlane,
+    /// ConfigMaps and Secrets (Secret data sealed at rest).
+    pub config: ConfigObjects,
     pub replication: Replication,
     /// Where registry writes are announced (audit log, replication): the
     /// API's deletes go there as `/v2/` deletes do.
@@ -296,12 +301,17 @@ impl App {
             events: registry_events.clone(),
         };
         let control = ControlPlane::new(store.clone(), config.scheduler);
+        let config_objects = ConfigObjects::new(
+            control.objects().clone(),
+            SecretBox::load_or_create(&data_dir.join("secrets.key"))?,
+        );
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
             registry: registry.clone(),
             audit: audit.clone(),
             control: control.clone(),
+            config: config_objects,
             replication: replication.clone(),
             registry_events,
             stopping,

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, delete, describe, down, exec, gc, get, image, ippool, login, logs, node,
-    port_forward, project, replication, robot, scale, server, settings, up, user,
+    agent, apply, audit, create, delete, describe, down, exec, gc, get, image, ippool, login, logs,
+    node, port_forward, project, replication, robot, scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -59,11 +59,16 @@ enum Command {
     Gc(gc::GcArgs),
     /// Create or update the objects of a Kubernetes manifest.
     Apply(apply::ApplyArgs),
-    /// List nodes, deployments or pods, or show one; -w follows changes.
+    /// Create a configmap or secret from literals and files.
+    Create(create::CreateArgs),
+    /// List nodes, deployments, pods, configmaps or secrets, or show one;
+    /// -w follows changes.
     Get(get::GetArgs),
-    /// Show a node, deployment or pod in detail, with its events.
+    /// Show a node, deployment, pod, configmap or secret in detail, with
+    /// its events.
     Describe(describe::DescribeArgs),
-    /// Delete deployments, pods or nodes, or the objects of a manifest.
+    /// Delete deployments, pods, nodes, configmaps or secrets, or the
+    /// objects of a manifest.
     Delete(delete::DeleteArgs),
     /// Change the number of replicas of a deployment.
     Scale(scale::ScaleArgs),
@@ -141,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Settings(args) => settings::run(args).await,
             Command::Gc(args) => gc::run(args).await,
             Command::Apply(args) => apply::run(args).await,
+            Command::Create(args) => create::run(args).await,
             Command::Get(args) => get::run(args).await,
             Command::Describe(args) => describe::run(args).await,
             Command::Delete(args) => delete::run(args).await,

@@ -4,30 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
-use common::cli::{ok, run_with_stdin};
+use common::cli::{fails, ok, run as wharf};
 use common::server::{ADMIN_PASSWORD, spawn_listening};
 use serde_json::Value;
-
-/// Runs `wharf ARGS` with its own home directory, feeding `stdin`.
-fn wharf(home: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut command = common::cli::wharf(home);
-    command.args(args);
-    run_with_stdin(command, stdin)
-}
-
-#[track_caller]
-fn fails(output: Output) -> String {
-    assert!(
-        !output.status.success(),
-        "unexpectedly succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr).unwrap()
-}
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

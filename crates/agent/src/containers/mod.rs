@@ -11,6 +11,7 @@
 //! ```
 
 mod driver;
+mod env;
 mod images;
 mod mounts;
 mod record;
@@ -32,6 +33,7 @@ use wharf_net::{NetworkDriver, PodNetworkSpec};
 pub use driver::{
     ContainerDriver, ContainerError, Exit, Image, ImagePuller, Launch, Liveness, PullPolicy,
 };
+pub use env::{ConfigObjects, ResolvedContainer, expand, resolve};
 pub use images::ImageStorePuller;
 pub use mounts::mounted_under;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
@@ -67,6 +69,9 @@ pub struct ContainerRuntimeConfig {
     pub max_backoff: Duration,
     /// How often running containers are looked at for an exit.
     pub poll: Duration,
+    /// What the node offers pods: stands in for a container's missing
+    /// limits in `resourceFieldRef` values, as in Kubernetes.
+    pub allocatable: wharf_api::Resources,
 }
 
 impl ContainerRuntimeConfig {
@@ -83,6 +88,7 @@ impl ContainerRuntimeConfig {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             poll: Duration::from_millis(500),
+            allocatable: crate::machine::capacity(0),
         }
     }
 }
@@ -376,6 +382,16 @@ impl ContainerRuntime {
         if let Some(wait) = self.held_off(slot, container) {
             return Some(wait);
         }
+        let container = &match self.container_config(pod, container, ip).await {
+            Ok(resolved) => resolved,
+            Err(message) => {
+                // Tried again soon, so the container starts once what it
+                // needs appears, as kubelet retries.
+                let waiting = ("CreateContainerConfigError", message);
+                slot.waiting.insert(container.name.clone(), waiting);
+                return Some(RETRY);
+            }
+        };
         let image = match self.image(pod, slot, container, progress).await {
             Ok(image) => image,
             Err(err) => {
@@ -390,6 +406,42 @@ impl ContainerRuntime {
             }
         };
         Some(self.start(pod, slot, container, dir, image, ip).await)
+    }
+
+    /// The container as it runs: its environment resolved from the
+    /// ConfigMaps and Secrets it uses, the pod's fields (with this node's
+    /// view of its addresses) and resource amounts. `Err` names what is
+    /// missing, never a value.
+    async fn container_config(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        ip: Ipv4Addr,
+    ) -> Result<Container, String> {
+        let objects = ConfigObjects::fetch(self.api.as_ref(), &self.config.node, pod)
+            .await
+            .map_err(|err| format!("reading the configmaps and secrets of the pod: {err}"))?;
+        let mut pod = pod.clone();
+        pod.status.pod_ip = Some(ip.to_string());
+        pod.status.host_ip = self.config.host_ip.clone();
+        let resolved = resolve(&pod, container, self.config.allocatable, &objects)?;
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        for skipped in resolved.skipped {
+            let event = wharf_api::PodEventReport {
+                event_type: wharf_api::EventType::Warning,
+                reason: "InvalidEnvironmentVariableNames".into(),
+                message: skipped,
+            };
+            // The container starts all the same: a lost event is only logged.
+            if let Err(err) = self
+                .api
+                .pod_event(project, &pod.metadata.name, &event)
+                .await
+            {
+                tracing::warn!(pod = pod.metadata.name, error = %err, "{}", event.message);
+            }
+        }
+        Ok(resolved.container)
     }
 
     /// Whether the container still runs, and if it ended, whether it runs

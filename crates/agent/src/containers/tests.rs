@@ -44,6 +44,15 @@ impl NodeApi for PoolAddresses {
         unreachable!("the runtime reports no status itself")
     }
 
+    async fn pod_event(
+        &self,
+        _: &str,
+        _: &str,
+        _: &wharf_api::PodEventReport,
+    ) -> Result<(), AgentError> {
+        Ok(())
+    }
+
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
         self.0
             .claim_pod_ip(project, name)
@@ -67,6 +76,25 @@ impl NodeApi for PoolAddresses {
         _: crate::api::PodAccess,
     ) -> Result<bool, AgentError> {
         unreachable!("the runtime serves no logs")
+    }
+
+    async fn config_map(
+        &self,
+        _node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<wharf_api::ConfigMap>, AgentError> {
+        self.0.get(Some(project), name).await.map_err(control_error)
+    }
+
+    async fn secret(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<wharf_api::Secret>, AgentError> {
+        // No Secrets here: the env tests resolve them from ConfigObjects.
+        Ok(None)
     }
 }
 

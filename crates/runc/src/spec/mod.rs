@@ -277,9 +277,18 @@ fn process_env(
     for entry in image.env.iter().chain(&options.extra_env) {
         set_env(&mut env, entry.clone());
     }
+    if !container.env_from.is_empty() {
+        return Err("envFrom must be resolved into env by the node first".into());
+    }
     for var in &container.env {
         if var.name.is_empty() || var.name.contains('=') {
             return Err(format!("invalid environment variable name {:?}", var.name));
+        }
+        if var.value_from.is_some() {
+            return Err(format!(
+                "the value of {} must be resolved by the node first",
+                var.name
+            ));
         }
         set_env(&mut env, format!("{}={}", var.name, var.value));
     }

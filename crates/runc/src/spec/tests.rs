@@ -90,10 +90,12 @@ fn env_merges_with_container_winning() {
         EnvVar {
             name: "MODE".into(),
             value: "pod".into(),
+            value_from: None,
         },
         EnvVar {
             name: "EXTRA".into(),
             value: "a=b".into(),
+            value_from: None,
         },
     ];
     let mut opts = options();
@@ -117,6 +119,7 @@ fn env_merges_with_container_winning() {
     c.env = vec![EnvVar {
         name: "HOME".into(),
         value: "/data".into(),
+        value_from: None,
     }];
     let bare = ProcessDefaults {
         cmd: vec!["x".into()],
@@ -129,6 +132,7 @@ fn env_merges_with_container_winning() {
     c.env = vec![EnvVar {
         name: "A=B".into(),
         value: String::new(),
+        value_from: None,
     }];
     assert!(build(&bare, &c, &options()).is_err());
 }

@@ -34,7 +34,7 @@ pub(crate) struct ListParams {
 }
 
 impl ListParams {
-    fn selector(&self) -> ApiResult<Option<LabelSelector>> {
+    pub(crate) fn selector(&self) -> ApiResult<Option<LabelSelector>> {
         Ok(match &self.label_selector {
             Some(text) => Some(parse_label_selector(text)?),
             None => None,
@@ -367,6 +367,20 @@ pub(crate) async fn set_pod_status(
     Ok(Json(pod))
 }
 
+/// `POST /api/v1/projects/{project}/pods/{name}/events`: the node's agent
+/// reports an event about the pod.
+pub(crate) async fn record_pod_event(
+    State(state): State<Arc<AppState>>,
+    Path((project, name)): Path<(String, String)>,
+    JsonBody(event): JsonBody<wharf_api::PodEventReport>,
+) -> ApiResult<StatusCode> {
+    state
+        .control
+        .record_pod_event(&project, &name, &event)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct EventParams {
     /// Only events about this object.
@@ -429,17 +443,23 @@ pub(crate) struct ApplyParams {
 /// the request's `?project=`. Both given and different is refused, as
 /// kubectl refuses a `--namespace` that contradicts the manifest: silently
 /// preferring one would put the object where the user did not look.
-fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> ApiResult<String> {
+fn project_of(
+    kind: &str,
+    name: &str,
+    manifest: Option<&str>,
+    requested: Option<&str>,
+) -> ApiResult<String> {
+    let kind = kind.to_lowercase();
     match (manifest, requested) {
         (Some(manifest), Some(requested)) if manifest != requested => {
             Err(ApiErrorReply::invalid(format!(
-                "deployment {name} is in project {manifest} (metadata.namespace) but \
+                "{kind} {name} is in project {manifest} (metadata.namespace) but \
                  project {requested} was asked for: pass -p {manifest} or drop -p"
             )))
         }
         (Some(project), _) | (None, Some(project)) => Ok(project.to_string()),
         (None, None) => Err(ApiErrorReply::invalid(format!(
-            "deployment {name} names no project: set metadata.namespace, pass -p, \
+            "{kind} {name} names no project: set metadata.namespace, pass -p, \
              or set a default with `wharf project use`"
         ))),
     }
@@ -447,7 +467,8 @@ fn project_of(name: &str, manifest: Option<&str>, requested: Option<&str>) -> Ap
 
 /// `POST /api/v1/apply[?project=P]` with YAML or JSON documents: creates
 /// or updates each object. Everything is parsed, placed in its project and
-/// authorized before anything changes; unknown fields come back as warnings.
+/// authorized (`push`) before anything changes; unknown fields come back as
+/// warnings.
 pub(crate) async fn apply(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
@@ -459,21 +480,25 @@ pub(crate) async fn apply(
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
     let mut host_path_prefixes = None;
-    for document in parsed {
-        let Manifest::Deployment(mut deployment) = document.manifest;
-        let pod = &deployment.spec.template.spec;
-        if pod.volumes.iter().any(|v| v.host_path.is_some()) {
-            if host_path_prefixes.is_none() {
-                host_path_prefixes = Some(state.identity.settings().await?.host_path_prefixes);
+    for mut document in parsed {
+        if let Manifest::Deployment(deployment) = &document.manifest {
+            let pod = &deployment.spec.template.spec;
+            if pod.volumes.iter().any(|v| v.host_path.is_some()) {
+                if host_path_prefixes.is_none() {
+                    host_path_prefixes = Some(state.identity.settings().await?.host_path_prefixes);
+                }
+                pod.check_host_paths(
+                    "spec.template.spec",
+                    host_path_prefixes.as_deref().unwrap_or_default(),
+                )?;
             }
-            pod.check_host_paths(
-                "spec.template.spec",
-                host_path_prefixes.as_deref().unwrap_or_default(),
-            )?;
         }
+        let kind = document.manifest.kind();
+        let meta = document.manifest.metadata_mut();
         let project = project_of(
-            &deployment.metadata.name,
-            deployment.metadata.project.as_deref(),
+            kind,
+            &meta.name,
+            meta.project.as_deref(),
             params.project.as_deref(),
         )
         .or_else(|refusal| match &params.default_project {
@@ -484,26 +509,54 @@ pub(crate) async fn apply(
             .identity
             .require(&caller.principal, &project, Action::Push)
             .await?;
-        deployment.metadata.project = Some(project);
-        work.push((deployment, document.unknown_fields));
+        meta.project = Some(project);
+        work.push(document);
     }
     let mut results = Vec::new();
-    for (deployment, unknown_fields) in work {
-        let project = deployment.metadata.project.clone().unwrap_or_default();
-        let name = deployment.metadata.name.clone();
-        let work = state.control.apply_deployment(*deployment);
-        let resource = format!("{project}/deployment/{name}");
-        let (applied, created) = state
-            .audited(&caller, "deployment.apply", resource, work)
-            .await?;
+    for document in work {
+        let kind = document.manifest.kind();
+        let (project, name, created, generation) =
+            apply_one(&state, &caller, document.manifest).await?;
         results.push(json!({
-            "kind": "Deployment",
+            "kind": kind,
             "project": project,
             "name": name,
             "action": if created { "created" } else { "configured" },
-            "generation": applied.metadata.generation,
-            "warnings": unknown_fields.iter().map(|f| format!("unknown field {f} ignored")).collect::<Vec<_>>(),
+            "generation": generation,
+            "warnings": document.unknown_fields.iter().map(|f| format!("unknown field {f} ignored")).collect::<Vec<_>>(),
         }));
     }
     Ok(Json(json!({ "results": results })))
+}
+
+/// Applies one object, audited: its project, name, whether it was created
+/// and its generation.
+async fn apply_one(
+    state: &AppState,
+    caller: &ApiCaller,
+    manifest: Manifest,
+) -> ApiResult<(String, String, bool, u64)> {
+    let kind = manifest.kind();
+    let meta = manifest.metadata().clone();
+    let project = meta.project.clone().unwrap_or_default();
+    let resource = format!("{project}/{}/{}", kind.to_lowercase(), meta.name);
+    let action = format!("{}.apply", kind.to_lowercase());
+    let (generation, created) = match manifest {
+        Manifest::Deployment(deployment) => {
+            let work = state.control.apply_deployment(*deployment);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::ConfigMap(config_map) => {
+            let work = state.config.apply_config_map(*config_map);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::Secret(secret) => {
+            let work = state.config.apply_secret(*secret);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+    };
+    Ok((project, meta.name, created, generation))
 }

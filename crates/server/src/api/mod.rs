@@ -7,6 +7,7 @@
 
 mod audit;
 mod cluster;
+mod config;
 mod error;
 mod health;
 mod ippools;
@@ -76,7 +77,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use wharf_api::{Deployment, Pod};
+    use wharf_api::{ConfigMap, Deployment, Pod};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -121,6 +122,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
+        row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
+        row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
@@ -132,6 +135,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Admin,       post(cluster::record_pod_event)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
         // exec and port-forward act inside the workload: developers and up.
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
@@ -143,6 +147,14 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
+        row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(config::list_config_maps)),
+        row(Method::POST,   "/api/v1/projects/{project}/configmaps",     Project(Push),   post(config::create_config_map)),
+        row(Method::GET,    "/api/v1/projects/{project}/configmaps/{name}", Project(Pull), get(cluster::get_in_project::<ConfigMap>)),
+        row(Method::DELETE, "/api/v1/projects/{project}/configmaps/{name}", Project(Delete), delete(config::delete_config_map)),
+        row(Method::GET,    "/api/v1/projects/{project}/secrets",        Project(Pull),   get(config::list_secrets)),
+        row(Method::POST,   "/api/v1/projects/{project}/secrets",        Project(Push),   post(config::create_secret)),
+        row(Method::GET,    "/api/v1/projects/{project}/secrets/{name}", Project(Pull),   get(config::get_secret)),
+        row(Method::DELETE, "/api/v1/projects/{project}/secrets/{name}", Project(Delete), delete(config::delete_secret)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),

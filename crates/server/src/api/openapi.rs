@@ -6,7 +6,7 @@ use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
-use wharf_api::{Deployment, Event, IpPool, Node, Pod};
+use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, Pod, Secret};
 
 use super::{Access, route_table};
 
@@ -38,6 +38,8 @@ fn build() -> Value {
             "ArtifactDetail",
             generator.subschema_for::<ArtifactDetail>(),
         ),
+        ("ConfigMap", generator.subschema_for::<ConfigMap>()),
+        ("Secret", generator.subschema_for::<Secret>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -72,7 +74,8 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret) and administration. \
+                Secret values are withheld (key names and sizes only) unless showSecrets=true is asked by a maintainer or above. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
         },
@@ -147,16 +150,27 @@ fn responses(method: &Method, path: &str) -> Value {
         });
     }
     // A pod's address claim is not a pod.
-    let kind = ["nodes", "deployments", "pods", "events", "ippools"]
-        .into_iter()
-        .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
-        .map(|k| match k {
-            "nodes" => "Node",
-            "deployments" => "Deployment",
-            "pods" => "Pod",
-            "ippools" => "IpPool",
-            _ => "Event",
-        });
+    // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
+    let kind = [
+        "configmaps",
+        "secrets",
+        "deployments",
+        "pods",
+        "events",
+        "ippools",
+        "nodes",
+    ]
+    .into_iter()
+    .find(|k| path.contains(&format!("/{k}")) && !path.ends_with("/ip"))
+    .map(|k| match k {
+        "nodes" => "Node",
+        "deployments" => "Deployment",
+        "pods" => "Pod",
+        "ippools" => "IpPool",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        _ => "Event",
+    });
     let content = match kind {
         Some(kind) => {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{kind}")}}})
@@ -201,6 +215,8 @@ mod tests {
             "Event",
             "IpPool",
             "ArtifactDetail",
+            "ConfigMap",
+            "Secret",
         ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }

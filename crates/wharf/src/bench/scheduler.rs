@@ -152,8 +152,9 @@ fn deployments(project: &str, pods: usize) -> Vec<Deployment> {
              containers: [{{name: main, image: bench/app:1, resources: {{requests: {{cpu: {cpu}m, memory: {memory}Mi}}}}}}]\n"
         );
         let parsed = wharf_api::parse_manifests(&yaml).expect("bench manifests are valid");
-        if let Some(doc) = parsed.into_iter().next() {
-            let Manifest::Deployment(deployment) = doc.manifest;
+        if let Some(doc) = parsed.into_iter().next()
+            && let Manifest::Deployment(deployment) = doc.manifest
+        {
             out.push(*deployment);
         }
         i += 1;

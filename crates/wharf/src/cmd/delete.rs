@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use wharf_api::{Manifest, parse_manifests};
+use wharf_api::parse_manifests;
 
 use super::ServerOption;
 use super::objects::{
@@ -16,7 +16,8 @@ use crate::client::ApiClient;
 pub struct DeleteArgs {
     #[command(flatten)]
     server: ServerOption,
-    /// What to delete: deployment (deploy), pod (po) or node (no).
+    /// What to delete: deployment (deploy), pod (po), node (no), configmap
+    /// (cm) or secret.
     #[arg(value_parser = Kind::parse, conflicts_with = "file")]
     kind: Option<Kind>,
     /// Names of the objects.
@@ -134,21 +135,23 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
     parsed
         .into_iter()
         .map(|document| {
-            let Manifest::Deployment(deployment) = document.manifest;
-            let name = deployment.metadata.name;
-            let project = match (deployment.metadata.project, project) {
+            let kind = Kind::of_manifest(&document.manifest);
+            let what = kind.api_kind().to_lowercase();
+            let meta = document.manifest.metadata();
+            let name = meta.name.clone();
+            let project = match (meta.project.clone(), project) {
                 (Some(own), Some(asked)) if own != asked => bail!(
-                    "deployment {name} is in project {own} (metadata.namespace) but project \
+                    "{what} {name} is in project {own} (metadata.namespace) but project \
                      {asked} was asked for: pass -p {own} or drop -p"
                 ),
                 (Some(own), _) => own,
                 (None, Some(asked)) => asked.to_string(),
                 (None, None) => bail!(
-                    "deployment {name} names no project: set metadata.namespace or pass -p PROJECT"
+                    "{what} {name} names no project: set metadata.namespace or pass -p PROJECT"
                 ),
             };
             Ok(Target {
-                kind: Kind::Deployment,
+                kind,
                 project,
                 name,
             })

@@ -1,4 +1,5 @@
-//! `wharf describe`: one node, deployment or pod in full, with its events,
+//! `wharf describe`: one node, deployment, pod, configmap or secret (key
+//! names and sizes, never values) in full, with its events,
 //! as `kubectl describe` shows them.
 
 use std::collections::BTreeMap;
@@ -7,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::Value;
 use wharf_api::{
-    Container, ContainerState, ContainerStatus, Deployment, Event, EventType, Node, ObjectMeta,
-    Pod, PodSpec, ResourceList, Resources, Toleration, TolerationOperator,
+    ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Event, EventType, Node,
+    ObjectMeta, Pod, PodSpec, ResourceList, Resources, Secret, Toleration, TolerationOperator,
 };
 
 use super::ServerOption;
@@ -25,7 +26,8 @@ use crate::output::{Table, age, cores, memory, rfc3339};
 pub struct DescribeArgs {
     #[command(flatten)]
     server: ServerOption,
-    /// What to describe: node (no), deployment (deploy) or pod (po).
+    /// What to describe: node (no), deployment (deploy), pod (po),
+    /// configmap (cm) or secret.
     #[arg(value_parser = Kind::parse)]
     kind: Kind,
     /// Its name.
@@ -59,6 +61,8 @@ pub async fn run(args: DescribeArgs) -> Result<()> {
         }
         Kind::Deployment => describe_deployment(&typed(answer)?, now_ms),
         Kind::Pod => describe_pod(&typed(answer)?, now_ms),
+        Kind::ConfigMap => describe_config_map(&typed(answer)?, now_ms),
+        Kind::Secret => describe_secret(&typed(answer)?, now_ms),
     };
     // Events of cluster-wide objects (nodes) have an endpoint of their own.
     let events_path: Vec<&str> = if kind.in_project() {
@@ -242,6 +246,42 @@ fn metadata_fields(description: &mut Description, meta: &ObjectMeta, now_ms: u64
     if let Some(owner) = meta.owner_references.first() {
         description.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
     }
+}
+
+/// A ConfigMap's keys with their text values (binary ones by size), as
+/// `kubectl describe` shows them.
+fn describe_config_map(config_map: &ConfigMap, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &config_map.metadata, now_ms);
+    if config_map.is_immutable() {
+        description.field(0, "Immutable", "true");
+    }
+    description.heading(0, "Data");
+    for (key, value) in &config_map.data {
+        description.heading(0, key);
+        description.text(0, "----");
+        description.text(0, value);
+    }
+    description.heading(0, "BinaryData");
+    for (key, value) in &config_map.binary_data {
+        description.field(2, key, format!("{} bytes", value.len()));
+    }
+    description
+}
+
+/// A Secret's keys and sizes: the server sends no values here.
+fn describe_secret(secret: &Secret, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &secret.metadata, now_ms);
+    description.field(0, "Type", secret.secret_type.clone());
+    if secret.is_immutable() {
+        description.field(0, "Immutable", "true");
+    }
+    description.heading(0, "Data");
+    for (key, size) in &secret.data_sizes {
+        description.field(2, key, format!("{size} bytes"));
+    }
+    description
 }
 
 fn describe_node(node: &Node, pods: Option<&[Pod]>, now_ms: u64) -> Description {

@@ -9,8 +9,8 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use wharf_api::{
-    ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL,
-    Node, Pod, PodPhase, Resources,
+    ConfigMap, ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS,
+    LABEL_POOL, Node, Pod, PodPhase, Resources, Secret,
 };
 
 use super::ServerOption;
@@ -26,7 +26,8 @@ use crate::output::{self, OutputFormat, RowStream, Table, age, cores, memory};
 pub struct GetArgs {
     #[command(flatten)]
     server: ServerOption,
-    /// What to list: nodes (no), deployments (deploy) or pods (po).
+    /// What to list: nodes (no), deployments (deploy), pods (po),
+    /// configmaps (cm) or secrets.
     #[arg(value_parser = Kind::parse)]
     kind: Kind,
     /// Only this object.
@@ -46,6 +47,10 @@ pub struct GetArgs {
     /// After the list, print every change as it happens, until Ctrl-C.
     #[arg(short = 'w', long)]
     watch: bool,
+    /// With `get secret NAME -o yaml|json`: include the values (base64),
+    /// which takes the maintainer role or above in the project.
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 /// How `wharf get` prints.
@@ -71,6 +76,10 @@ pub async fn run(args: GetArgs) -> Result<()> {
         bail!("give a NAME or -l SELECTOR, not both");
     }
     let kind = args.kind;
+    check_show_secrets(&args)?;
+    if args.watch && matches!(kind, Kind::ConfigMap | Kind::Secret) {
+        bail!("-w is not supported for {}", kind.plural());
+    }
     let mut client = args.server.client()?;
     if args.all_projects {
         return list_all_projects(&mut client, &args).await;
@@ -78,8 +87,13 @@ pub async fn run(args: GetArgs) -> Result<()> {
     let project = &args.project.for_kind(kind, client.default_project())?;
     let (answer, objects, resource_version) = match &args.name {
         Some(name) => {
+            let query: Vec<(&str, String)> = args
+                .show_secrets
+                .then(|| ("showSecrets", "true".to_string()))
+                .into_iter()
+                .collect();
             let answer = client
-                .get(&kind.object_path(project, name))
+                .get_with_query(&kind.object_path(project, name), &query)
                 .await
                 .with_context(|| format!("getting {}{}", ObjectName(kind, name), place(project)))?;
             let version = resource_version(&answer);
@@ -127,6 +141,16 @@ pub async fn run(args: GetArgs) -> Result<()> {
     watch.follow(&mut client, &mut printer, from, objects).await
 }
 
+/// `--show-secrets` goes only with one Secret printed as YAML or JSON, so
+/// values never land in a table or a list by accident.
+fn check_show_secrets(args: &GetArgs) -> Result<()> {
+    let as_data = matches!(args.output, ListFormat::Yaml | ListFormat::Json);
+    if args.show_secrets && !(args.kind == Kind::Secret && args.name.is_some() && as_data) {
+        bail!("--show-secrets goes with get secret NAME -o yaml (or -o json)");
+    }
+    Ok(())
+}
+
 /// `get -A`: the objects of every project the caller can read, one list
 /// per project through the per-project routes, so that their access rule
 /// is the only one. (`GET /api/v1/pods` spans projects but is the agents'
@@ -150,7 +174,7 @@ async fn list_all_projects(client: &mut ApiClient, args: &GetArgs) -> Result<()>
     }
     let answer = json!({
         "apiVersion": "v1",
-        "kind": if kind == Kind::Pod { "PodList" } else { "DeploymentList" },
+        "kind": format!("{}List", kind.api_kind()),
         "items": objects,
     });
     match args.output {
@@ -376,6 +400,14 @@ impl RowMaker {
                 .iter()
                 .map(|pod| pod_row(pod, wide, now_ms))
                 .collect(),
+            Kind::ConfigMap => typed::<ConfigMap>(objects)?
+                .iter()
+                .map(|config_map| config_map_row(config_map, now_ms))
+                .collect(),
+            Kind::Secret => typed::<Secret>(objects)?
+                .iter()
+                .map(|secret| secret_row(secret, now_ms))
+                .collect(),
         })
     }
 }
@@ -405,11 +437,36 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
             vec!["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"],
             &["IP", "MESSAGE"],
         ),
+        Kind::ConfigMap => (vec!["NAME", "DATA", "AGE"], &["KEYS"]),
+        Kind::Secret => (vec!["NAME", "TYPE", "DATA", "AGE"], &["KEYS"]),
     };
     if wide {
         headers.extend(more);
     }
     headers
+}
+
+/// `NAME DATA AGE`: how many keys, as kubectl shows.
+fn config_map_row(config_map: &ConfigMap, now_ms: u64) -> Vec<String> {
+    let keys: Vec<&str> = config_map.entries().map(|(key, _)| key).collect();
+    vec![
+        config_map.metadata.name.clone(),
+        keys.len().to_string(),
+        age(now_ms, config_map.metadata.created_at),
+        keys.join(","),
+    ]
+}
+
+/// `NAME TYPE DATA AGE`: the server sends key names and sizes, never values.
+fn secret_row(secret: &Secret, now_ms: u64) -> Vec<String> {
+    let keys: Vec<&str> = secret.data_sizes.keys().map(String::as_str).collect();
+    vec![
+        secret.metadata.name.clone(),
+        secret.secret_type.clone(),
+        keys.len().to_string(),
+        age(now_ms, secret.metadata.created_at),
+        keys.join(","),
+    ]
 }
 
 /// `used/capacity`, or `-/capacity` when the use is not known.

@@ -2,12 +2,13 @@
 //!
 //! Client commands talk HTTP to a running server through
 //! [`crate::client::ApiClient`] and print through [`crate::output`]. The
-//! kubectl-like ones (`apply`, `get`, `describe`, `delete`, `scale`,
+//! kubectl-like ones (`apply`, `create`, `get`, `describe`, `delete`, `scale`,
 //! `node`) share [`objects`]: kinds, projects and shared formatting.
 
 pub mod agent;
 pub mod apply;
 pub mod audit;
+pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod down;

@@ -20,12 +20,17 @@ pub enum Kind {
     Deployment,
     /// Pods; in a project.
     Pod,
+    /// ConfigMaps; in a project.
+    ConfigMap,
+    /// Secrets; in a project.
+    Secret,
 }
 
 impl Kind {
     /// Reads the plural, singular or short name, as kubectl takes them:
     /// `nodes`, `node`, `no`; `deployments`, `deployment`, `deploy`;
-    /// `pods`, `pod`, `po`.
+    /// `pods`, `pod`, `po`; `configmaps`, `configmap`, `cm`; `secrets`,
+    /// `secret`.
     pub fn parse(text: &str) -> Result<Kind, String> {
         match text.to_ascii_lowercase().as_str() {
             "nodes" | "node" | "no" => Ok(Kind::Node),
@@ -33,36 +38,55 @@ impl Kind {
                 Ok(Kind::Deployment)
             }
             "pods" | "pod" | "po" => Ok(Kind::Pod),
+            "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
+            "secrets" | "secret" => Ok(Kind::Secret),
             _ => Err(format!(
-                "unknown resource type {text:?}: use nodes (no), deployments (deploy) or pods (po)"
+                "unknown resource type {text:?}: use nodes (no), deployments (deploy), pods (po), \
+                 configmaps (cm) or secrets"
             )),
         }
     }
 
-    /// The name printed before `/NAME`: `node`, `deployment.apps`, `pod`.
+    /// The name printed before `/NAME`: `node`, `deployment.apps`, `pod`,
+    /// `configmap`, `secret`.
     pub fn resource(self) -> &'static str {
         match self {
             Kind::Node => "node",
             Kind::Deployment => "deployment.apps",
             Kind::Pod => "pod",
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
         }
     }
 
-    /// The plural, for lists: `nodes`, `deployments`, `pods`.
+    /// The plural, for lists and API paths: `nodes`, `deployments`, ...
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Node => "nodes",
             Kind::Deployment => "deployments",
             Kind::Pod => "pods",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
-    /// The API's `kind`: `Node`, `Deployment`, `Pod`.
+    /// The API's `kind`: `Node`, `Deployment`, `Pod`, `ConfigMap`, `Secret`.
     pub fn api_kind(self) -> &'static str {
         match self {
             Kind::Node => "Node",
             Kind::Deployment => "Deployment",
             Kind::Pod => "Pod",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+        }
+    }
+
+    /// The kind of a manifest's object.
+    pub fn of_manifest(manifest: &wharf_api::Manifest) -> Kind {
+        match manifest {
+            wharf_api::Manifest::Deployment(_) => Kind::Deployment,
+            wharf_api::Manifest::ConfigMap(_) => Kind::ConfigMap,
+            wharf_api::Manifest::Secret(_) => Kind::Secret,
         }
     }
 
@@ -75,8 +99,7 @@ impl Kind {
     pub fn collection_path(self, project: &str) -> Vec<&str> {
         match self {
             Kind::Node => vec!["nodes"],
-            Kind::Deployment => vec!["projects", project, "deployments"],
-            Kind::Pod => vec!["projects", project, "pods"],
+            kind => vec!["projects", project, kind.plural()],
         }
     }
 
@@ -100,7 +123,8 @@ impl fmt::Display for ObjectName<'_> {
 /// The `-p` option: the project of deployments and pods.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProjectOption {
-    /// Project (Kubernetes' namespace) of deployments and pods.
+    /// Project (Kubernetes' namespace) of deployments, pods, configmaps
+    /// and secrets.
     #[arg(short = 'p', long, env = "WHARF_PROJECT")]
     pub project: Option<String>,
 }

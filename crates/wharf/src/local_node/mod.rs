@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
-use wharf_api::{IpClaim, Node, Pod, PodStatus};
-use wharf_control::{Change, ControlError, EventRecorder, Objects};
+use wharf_api::{ConfigMap, ConfigRef, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
+use wharf_control::{Change, ControlError, EventRecorder, Objects, used_on_node};
 
 /// The control plane in the same process.
 pub struct LocalNodeApi {
@@ -117,6 +117,17 @@ impl NodeApi for LocalNodeApi {
         Ok(())
     }
 
+    async fn pod_event(
+        &self,
+        project: &str,
+        name: &str,
+        event: &PodEventReport,
+    ) -> Result<(), AgentError> {
+        wharf_control::record_pod_event(&self.objects, &self.events, project, name, event)
+            .await
+            .map_err(agent_error)
+    }
+
     async fn claim_ip(&self, project: &str, name: &str) -> Result<Option<IpClaim>, AgentError> {
         self.objects
             .claim_pod_ip(project, name)
@@ -141,6 +152,40 @@ impl NodeApi for LocalNodeApi {
         _access: wharf_agent::PodAccess,
     ) -> Result<bool, AgentError> {
         Ok(false)
+    }
+
+    /// As the server answers it: only a ConfigMap a pod on `node` uses.
+    async fn config_map(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ConfigMap>, AgentError> {
+        let wanted = ConfigRef::ConfigMap(name.to_string());
+        if !used_on_node(&self.objects, node, project, &wanted)
+            .await
+            .map_err(agent_error)?
+        {
+            return Err(AgentError::Api(format!(
+                "no pod on node {node} uses {wanted}"
+            )));
+        }
+        self.objects
+            .get(Some(project), name)
+            .await
+            .map_err(agent_error)
+    }
+
+    /// In-process there is no server key to open Secrets with.
+    async fn secret(
+        &self,
+        _node: &str,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, AgentError> {
+        Err(AgentError::Api(format!(
+            "secret {project}/{name}: Secrets are served only by a server, which holds their key"
+        )))
     }
 }
 

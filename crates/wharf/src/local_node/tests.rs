@@ -39,7 +39,10 @@ async fn apply(plane: &ControlPlane, replicas: u32) {
     let Manifest::Deployment(d) = wharf_api::parse_manifests(&yaml)
         .unwrap()
         .remove(0)
-        .manifest;
+        .manifest
+    else {
+        panic!("a deployment");
+    };
     plane.apply_deployment(*d).await.unwrap();
 }
 

@@ -18,6 +18,24 @@ pub fn wharf(home: &Path) -> Command {
     command
 }
 
+/// Runs `wharf ARGS` with its own home directory, feeding `stdin`.
+pub fn run(home: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut command = wharf(home);
+    command.args(args);
+    run_with_stdin(command, stdin)
+}
+
+/// The standard error of a run that must have failed.
+#[track_caller]
+pub fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
 /// Runs `command` to its end with `input` on its standard input.
 pub fn run_with_stdin(mut command: Command, input: &str) -> Output {
     let mut child = command
