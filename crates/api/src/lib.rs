@@ -35,6 +35,7 @@ mod node;
 mod quantity;
 pub mod replication;
 pub mod repository;
+mod security;
 mod volume;
 mod workload;
 
@@ -60,6 +61,10 @@ pub use node::{
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use security::{
+    ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
+    PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
+};
 pub use volume::{
     DEFAULT_MEMORY_VOLUME_BYTES, EmptyDirVolume, HOST_PATH_TYPES, HostPathVolume, Volume,
     VolumeMount, is_plain_absolute, is_under,

@@ -132,11 +132,12 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
 /// (probes, `dnsPolicy`, `schedulerName`, ...) are reported as ignored.
 /// docs/workloads.md lists what is honoured, field by field.
 const REFUSED_FIELDS: &[&str] = &[
-    // Who the process is and what it may do.
+    // Who the process is and what it may do. `securityContext`'s settings
+    // Wharf honours are typed, so only the others (seLinuxOptions, sysctls,
+    // ...) reach this list; `hostPID` and `hostIPC` are typed too and
+    // checked against the project's `allowPrivileged` at apply.
     "securityContext",
     "hostNetwork",
-    "hostPID",
-    "hostIPC",
     "hostUsers",
     "shareProcessNamespace",
     "runtimeClassName",
@@ -183,7 +184,8 @@ pub(crate) fn read<T: serde::de::DeserializeOwned>(
     let mut unknown = Vec::new();
     let mut refused = Vec::new();
     let object = serde_ignored::deserialize(value.clone(), |path| {
-        let path = path.to_string();
+        // serde_ignored writes `?` for a step into an `Option`; YAML has no such step.
+        let path = path.to_string().replace(".?.", ".");
         if OUTPUT_ONLY
             .iter()
             .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}.")))
@@ -384,12 +386,16 @@ status: {}
     #[test]
     fn refuses_fields_that_change_security_identity_or_data() {
         let cases = [
-            (true, "hostPID: true", "spec.template.spec.hostPID"),
             (true, "hostNetwork: true", "spec.template.spec.hostNetwork"),
             (
                 true,
-                "securityContext: {runAsUser: 1000}",
-                "spec.template.spec.securityContext.runAsUser",
+                "securityContext: {seLinuxOptions: {level: \"s0:c1\"}}",
+                "spec.template.spec.securityContext.seLinuxOptions.level",
+            ),
+            (
+                true,
+                "securityContext: {runAsUser: 1000, sysctls: [{name: a, value: b}]}",
+                "spec.template.spec.securityContext.sysctls",
             ),
             (
                 true,
@@ -428,18 +434,18 @@ status: {}
             ),
             (
                 false,
-                "securityContext: {readOnlyRootFilesystem: true}",
-                "containers.0.securityContext.readOnlyRootFilesystem",
+                "securityContext: {procMount: Unmasked}",
+                "containers.0.securityContext.procMount",
             ),
             (
                 false,
-                "securityContext: {allowPrivilegeEscalation: false}",
-                "containers.0.securityContext.allowPrivilegeEscalation",
+                "securityContext: {appArmorProfile: {type: Unconfined}}",
+                "containers.0.securityContext.appArmorProfile.type",
             ),
             (
                 false,
-                "securityContext: {capabilities: {drop: [ALL]}}",
-                "containers.0.securityContext.capabilities",
+                "securityContext: {windowsOptions: {runAsUserName: u}}",
+                "containers.0.securityContext.windowsOptions.runAsUserName",
             ),
             (
                 false,
@@ -478,9 +484,12 @@ status: {}
         );
         let err = parse_manifests(&limits).unwrap_err().to_string();
         assert!(err.contains("resources.limits.ephemeral-storage"), "{err}");
-        let two = with(true, "hostIPC: true\n      hostPID: true");
+        let two = with(true, "hostNetwork: true\n      shareProcessNamespace: true");
         let err = parse_manifests(&two).unwrap_err().to_string();
-        assert!(err.contains("hostIPC") && err.contains("hostPID"), "{err}");
+        assert!(
+            err.contains("hostNetwork") && err.contains("shareProcessNamespace"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -539,10 +548,10 @@ status: {}
     fn defaults_of_refused_fields_are_accepted() {
         // What `kubectl get -o yaml` writes for a plain pod template.
         for (pod, field) in [
-            (true, "securityContext: {}"),
+            (true, "securityContext: {sysctls: []}"),
             (true, "hostNetwork: false"),
             (true, "serviceAccountName: default"),
-            (false, "securityContext: {privileged: false}"),
+            (false, "securityContext: {seLinuxOptions: {}}"),
         ] {
             let parsed =
                 parse_manifests(&with(pod, field)).unwrap_or_else(|e| panic!("{field}: {e}"));
@@ -564,6 +573,47 @@ status: {}
             parsed[0]
                 .unknown_fields
                 .contains(&"spec.template.spec.dnsPolicy".to_string())
+        );
+    }
+
+    #[test]
+    fn security_contexts_are_read_as_typed_fields() {
+        let text = with(
+            true,
+            "hostPID: true\n      securityContext: {runAsUser: 1000, fsGroup: 2000, supplementalGroups: [4000], seccompProfile: {type: RuntimeDefault}}",
+        )
+        .replace(
+            "          command:",
+            "          securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}\n          command:",
+        );
+        let parsed = parse_manifests(&text).unwrap();
+        assert!(
+            !parsed[0]
+                .unknown_fields
+                .iter()
+                .any(|f| f.contains("securityContext") || f.contains("hostPID")),
+            "{:?}",
+            parsed[0].unknown_fields
+        );
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment: {:?}", parsed[0].manifest);
+        };
+        let spec = &deployment.spec.template.spec;
+        let effective = spec.security_of(&spec.containers[0]);
+        assert_eq!(effective.run_as_user, Some(1000));
+        assert_eq!(effective.supplemental_groups, [4000, 2000]);
+        assert!(effective.read_only_root_filesystem && effective.no_new_privileges());
+        assert_eq!(effective.capabilities, ["CAP_NET_BIND_SERVICE"]);
+        assert!(effective.host_pid);
+        assert_eq!(
+            spec.privileged_settings("spec.template.spec"),
+            ["spec.template.spec.hostPID"]
+        );
+        let unknown_cap = text.replace("add: [NET_BIND_SERVICE]", "add: [NET_BIND]");
+        let err = parse_manifests(&unknown_cap).unwrap_err().to_string();
+        assert!(
+            err.contains("containers[0].securityContext.capabilities.add[0]"),
+            "{err}"
         );
     }
 

@@ -9,6 +9,7 @@ use crate::ObjectError;
 use crate::env::{EnvFromSource, EnvVarSource};
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::security::{self, EffectiveSecurity, PodSecurityContext, SecurityContext};
 use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
 
 /// Amounts of schedulable resources, as numbers.
@@ -214,6 +215,19 @@ pub struct PodSpec {
     /// Storage the containers mount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// Users, groups and seccomp of every container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Shares the node's PID namespace (needs the project's `allowPrivileged`).
+    #[serde(default, rename = "hostPID", skip_serializing_if = "is_false")]
+    pub host_pid: bool,
+    /// Shares the node's IPC namespace (needs the project's `allowPrivileged`).
+    #[serde(default, rename = "hostIPC", skip_serializing_if = "is_false")]
+    pub host_ipc: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 /// A container.
@@ -251,6 +265,9 @@ pub struct Container {
     /// The pod's volumes this container mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// User, capabilities, read-only root, seccomp; overrides the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// An environment variable: a value, or where to take it from.
@@ -544,6 +561,50 @@ impl PodSpec {
                 .is_some_and(|p| p.ends_with("-critical"))
     }
 
+    /// What `container` of this pod runs with: its `securityContext` over
+    /// the pod's, and the pod's host namespaces.
+    pub fn security_of(&self, container: &Container) -> EffectiveSecurity {
+        security::effective(
+            &self.security_context.clone().unwrap_or_default(),
+            &container.security_context.clone().unwrap_or_default(),
+            self.host_pid,
+            self.host_ipc,
+        )
+    }
+
+    /// Paths of the settings (under `field`, the pod spec's path) that need
+    /// the project's `allowPrivileged`: host namespaces, `privileged`,
+    /// capabilities beyond the default set, seccomp `Unconfined`.
+    pub fn privileged_settings(&self, field: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.host_pid {
+            found.push(format!("{field}.hostPID"));
+        }
+        if self.host_ipc {
+            found.push(format!("{field}.hostIPC"));
+        }
+        found.extend(security::privileged_settings(
+            field,
+            &self.security_context.clone().unwrap_or_default(),
+            &self.container_contexts(field),
+        ));
+        found
+    }
+
+    /// Each container's path and `securityContext` (the default when unset).
+    fn container_contexts(&self, field: &str) -> Vec<(String, SecurityContext)> {
+        self.containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    format!("{field}.containers[{i}]"),
+                    c.security_context.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// Refuses a `hostPath` volume outside every one of `prefixes` (the
     /// administrator's setting), naming the field.
     pub fn check_host_paths(&self, field: &str, prefixes: &[String]) -> Result<(), ObjectError> {
@@ -569,8 +630,13 @@ impl PodSpec {
         Ok(())
     }
 
-    /// Checks containers, resources, ports and tolerations.
+    /// Checks containers, resources, ports, tolerations, volumes and security contexts.
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
+        security::validate(
+            field,
+            &self.security_context.clone().unwrap_or_default(),
+            &self.container_contexts(field),
+        )?;
         if self.containers.is_empty() {
             return Err(ObjectError::invalid(
                 format!("{field}.containers"),

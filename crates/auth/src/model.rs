@@ -240,6 +240,11 @@ pub struct Project {
     pub public: bool,
     /// Storage quota in bytes, if limited.
     pub quota_bytes: Option<u64>,
+    /// Whether its workloads may be privileged: `privileged`, host
+    /// namespaces, capabilities beyond the default set, seccomp
+    /// `Unconfined`. Only system administrators change it.
+    #[serde(default)]
+    pub allow_privileged: bool,
     /// Creation time, unix milliseconds.
     pub created_at: u64,
 }

@@ -13,6 +13,13 @@ pub enum RuncError {
         /// What is wrong.
         message: String,
     },
+    /// `runAsNonRoot` is set and the container's user is root: it must
+    /// not start (Kubernetes' `CreateContainerConfigError`).
+    #[error("container {container}: container has runAsNonRoot and image will run as root")]
+    RunsAsRoot {
+        /// The container's name.
+        container: String,
+    },
     /// A container id runc would refuse or misread as a flag.
     #[error("invalid container id {0:?}: use letters, digits, '_', '+', '-', '.'")]
     InvalidId(String),

@@ -56,6 +56,20 @@ fn error_message(reply: &Reply) -> String {
         .to_string()
 }
 
+/// The deployments of `project`.
+async fn deployments(app: &TestApp, token: &str, project: &str) -> Vec<Value> {
+    let list = app
+        .api(
+            token,
+            Method::GET,
+            &format!("/api/v1/projects/{project}/deployments"),
+            Value::Null,
+        )
+        .await
+        .json();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
 async fn register_node(app: &TestApp, admin: &str, name: &str) {
     let node = json!({
         "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
@@ -293,9 +307,9 @@ async fn bad_manifests_change_nothing() {
             .await
             .expect(StatusCode::BAD_REQUEST);
     }
-    // A field that changes security, identity or data and that Wharf does
-    // not honour, in the second document: refused naming it, and the
-    // first document is not created either.
+    // A privileged setting in the second document, in a project that does
+    // not allow privileged workloads: refused naming it, and the first
+    // document is not created either.
     let host_pid = format!(
         "{SEED}\n---\n{}",
         SEED.replace("name: web\n", "name: api\n").replace(
@@ -308,7 +322,7 @@ async fn bad_manifests_change_nothing() {
         .expect(StatusCode::BAD_REQUEST);
     let message = error_message(&reply);
     assert!(
-        message.contains("document 2: spec.template.spec.hostPID not supported"),
+        message.contains("document 2: spec.template.spec.hostPID not allowed in project shop"),
         "{message}"
     );
     // `?project=` contradicting metadata.namespace of the second
@@ -338,16 +352,8 @@ async fn bad_manifests_change_nothing() {
         "{message}"
     );
     for project in ["shop", "other"] {
-        let list = app
-            .api(
-                &admin,
-                Method::GET,
-                &format!("/api/v1/projects/{project}/deployments"),
-                Value::Null,
-            )
-            .await
-            .json();
-        assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+        let list = deployments(&app, &admin, project).await;
+        assert!(list.is_empty(), "{list:?}");
     }
     // The same project both ways is fine.
     app.send(
@@ -372,19 +378,8 @@ async fn bad_manifests_change_nothing() {
             .unwrap()
             .contains("project")
     );
-    let list = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/projects/shop/deployments",
-            Value::Null,
-        )
-        .await
-        .json();
-    assert!(
-        list["items"].as_array().unwrap().is_empty(),
-        "nothing was created: {list}"
-    );
+    let list = deployments(&app, &admin, "shop").await;
+    assert!(list.is_empty(), "nothing was created: {list:?}");
 }
 
 #[tokio::test]
@@ -591,4 +586,93 @@ async fn status_refreshes_are_not_audited_as_registrations() {
     // A changed label is a registration again.
     post(0.3, "batch").await.expect(StatusCode::OK);
     assert_eq!(app.audit_events("node.register").await.len(), 2);
+}
+
+#[tokio::test]
+async fn privileged_settings_need_the_projects_allow_privileged() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    app.create_user(&admin, "owner", "owner-password").await;
+    app.add_member(&admin, "shop", "owner", "projectAdmin")
+        .await;
+    let owner = app.api_login("owner", "owner-password").await;
+    let privileged = SEED
+        .replace("      containers:", "      hostIPC: true\n      containers:")
+        .replace(
+            "          ports:",
+            "          securityContext: {privileged: true, capabilities: {add: [NET_ADMIN, KILL]}}\n          ports:",
+        );
+    let reply = apply(&app, &admin, &privileged)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    let message = error_message(&reply);
+    for field in [
+        "spec.template.spec.hostIPC",
+        "spec.template.spec.containers[0].securityContext.privileged",
+        "spec.template.spec.containers[0].securityContext.capabilities.add (NET_ADMIN)",
+        "--allow-privileged=true",
+    ] {
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    assert!(
+        !message.contains("(KILL)"),
+        "KILL is in the default set: {message}"
+    );
+    let listed = deployments(&app, &admin, "shop").await;
+    assert!(listed.is_empty(), "nothing was created: {listed:?}");
+
+    // Only a system administrator allows it, not the project's admin.
+    let allow = json!({"allow_privileged": true});
+    app.api(
+        &owner,
+        Method::PATCH,
+        "/api/v1/projects/shop",
+        allow.clone(),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    let project = app
+        .api(&admin, Method::PATCH, "/api/v1/projects/shop", allow)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(project["allow_privileged"], true);
+    let shown = app
+        .api(&owner, Method::GET, "/api/v1/projects/shop", Value::Null)
+        .await
+        .json();
+    assert_eq!(shown["allow_privileged"], true);
+    apply(&app, &owner, &privileged)
+        .await
+        .expect(StatusCode::OK);
+
+    // Updating a deployment in place is checked the same way.
+    app.create_project(&admin, "plain", false).await;
+    let plain = SEED.replace("namespace: shop", "namespace: plain");
+    apply(&app, &admin, &plain).await.expect(StatusCode::OK);
+    let mut current = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/plain/deployments/web",
+            Value::Null,
+        )
+        .await
+        .json();
+    current["spec"]["template"]["spec"]["hostPID"] = json!(true);
+    let reply = app
+        .api(
+            &admin,
+            Method::PUT,
+            "/api/v1/projects/plain/deployments/web",
+            current,
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        error_message(&reply).contains("spec.template.spec.hostPID not allowed in project plain"),
+        "{}",
+        error_message(&reply)
+    );
 }

@@ -12,6 +12,8 @@ mod common;
 mod config;
 #[path = "e2e_containers/exec.rs"]
 mod exec;
+#[path = "e2e_containers/sec.rs"]
+mod sec;
 #[path = "e2e_containers/volumes.rs"]
 mod volumes;
 

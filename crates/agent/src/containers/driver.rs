@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wharf_api::Container;
+use wharf_api::{Container, EffectiveSecurity};
 use wharf_runc::spec::ProcessDefaults;
 
 /// An image ready to run: its unpacked layers and process defaults.
@@ -64,6 +64,10 @@ pub enum ContainerError {
     /// `CreateContainerError`: the container could not be made or started.
     #[error("{0}")]
     Create(String),
+    /// `CreateContainerConfigError`: the pod's settings forbid starting
+    /// the container as it is (`runAsNonRoot` with a root user).
+    #[error("{0}")]
+    Config(String),
     /// `KillContainerError`: a container could not be stopped, or what is
     /// left of it removed.
     #[error("{0}")]
@@ -76,6 +80,7 @@ impl ContainerError {
         match self {
             ContainerError::ImagePull(_) => "ErrImagePull",
             ContainerError::Create(_) => "CreateContainerError",
+            ContainerError::Config(_) => "CreateContainerConfigError",
             ContainerError::Kill(_) => "KillContainerError",
         }
     }
@@ -105,6 +110,8 @@ pub struct Launch {
     pub image: Image,
     /// The container as the pod specifies it.
     pub container: Container,
+    /// Its security context over the pod's, and the pod's host namespaces.
+    pub security: EffectiveSecurity,
     /// Host name inside (the pod's name).
     pub hostname: String,
     /// The pod's network namespace.

@@ -568,6 +568,7 @@ impl ContainerRuntime {
             dir,
             image,
             container: container.clone(),
+            security: pod.spec.security_of(container),
             hostname: pod.metadata.name.clone(),
             netns: record.netns.clone(),
             ip: Some(ip),

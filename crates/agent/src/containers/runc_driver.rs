@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nix::mount::MsFlags;
 use wharf_runc::spec::SpecOptions;
-use wharf_runc::{Bundle, ExitStatus, Runc, ShimCommand};
+use wharf_runc::{Bundle, ExitStatus, Runc, RuncError, ShimCommand};
 
 use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
 use super::mounts::{remove_unmounted, unmount};
@@ -159,6 +159,7 @@ impl ContainerDriver for RuncDriver {
         options.volumes = binds;
         options.netns = launch.netns.clone();
         options.pod_ip = launch.ip.map(std::net::IpAddr::V4);
+        options.security = launch.security.clone();
         let bundle = Bundle::create(
             launch.dir.join("bundle"),
             &launch.image.process,
@@ -166,7 +167,10 @@ impl ContainerDriver for RuncDriver {
             &options,
         )
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| match e {
+            RuncError::RunsAsRoot { .. } => ContainerError::Config(e.to_string()),
+            e => failed(e.to_string()),
+        })?;
         // A run left over from before (its shim killed with the machine).
         let _ = self.runc.delete(&launch.id).await;
         let log = self.log_path(&launch.dir);

@@ -28,6 +28,7 @@ impl Identity {
             name: name.to_string(),
             public,
             quota_bytes,
+            allow_privileged: false,
             created_at: now_millis(),
         };
         let member = Member {
@@ -81,12 +82,13 @@ impl Identity {
         Ok(visible)
     }
 
-    /// Changes visibility and quota.
+    /// Changes visibility, quota and whether privileged workloads are allowed.
     pub async fn update_project(
         &self,
         name: &str,
         public: Option<bool>,
         quota_bytes: Option<Option<u64>>,
+        allow_privileged: Option<bool>,
     ) -> Result<Project, AuthError> {
         self.update_record(
             &format!("{PROJECTS}{name}"),
@@ -97,6 +99,9 @@ impl Identity {
                 }
                 if let Some(quota) = quota_bytes {
                     project.quota_bytes = quota;
+                }
+                if let Some(allow) = allow_privileged {
+                    project.allow_privileged = allow;
                 }
             },
         )

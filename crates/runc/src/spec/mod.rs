@@ -1,21 +1,27 @@
 //! The OCI runtime spec (`config.json`) for a container: the image's process
-//! defaults, overridden by the pod's container, under Wharf's defaults for
-//! namespaces, mounts, capabilities and cgroup limits (those of `runc spec`
-//! and Docker).
+//! defaults, overridden by the pod's container and its effective security
+//! context, under Wharf's defaults for namespaces, mounts, capabilities,
+//! seccomp and cgroup limits (those of `runc spec`, Docker and containerd).
 
+mod seccomp;
 mod types;
 pub(crate) mod user;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use wharf_api::{Container, parse_cpu_millis, parse_memory_bytes};
+use wharf_api::{
+    Container, EffectiveSecurity, SeccompProfileType, parse_cpu_millis, parse_memory_bytes,
+};
 
 use crate::RuncError;
+pub use seccomp::runtime_default as runtime_default_seccomp;
 pub use types::{
     Capabilities, Cpu, DeviceRule, Linux, Memory, Mount, Namespace, Pids, Process, Resources,
-    Rlimit, Root, Spec, User,
+    Rlimit, Root, Seccomp, SeccompArg, Spec, SyscallRule, User,
 };
+/// containerd's default capability set (see [`wharf_api::DEFAULT_CAPABILITIES`]).
+pub use wharf_api::DEFAULT_CAPABILITIES;
 
 /// `PATH` when neither the image nor the container sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -26,25 +32,6 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
 /// CFS period for CPU limits, in microseconds (Kubernetes' value).
 pub const CPU_PERIOD_US: u64 = 100_000;
-
-/// Docker's default capability set: what ordinary images expect root to be
-/// able to do, without administration of the host.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -99,8 +86,12 @@ pub struct SpecOptions {
     /// `NAME=value` pairs added over the image's environment and under the
     /// container's own.
     pub extra_env: Vec<String>,
-    /// Mounts the root filesystem read-only.
+    /// Mounts the root filesystem read-only (also when the security
+    /// context asks for it).
     pub read_only_rootfs: bool,
+    /// User, groups, capabilities, seccomp, privilege and host namespaces,
+    /// as the pod's and container's security contexts resolve.
+    pub security: EffectiveSecurity,
     /// Maximum number of tasks.
     pub pids_limit: i64,
     /// The `resolv.conf` to copy (its loopback name servers removed, as
@@ -124,7 +115,8 @@ pub struct VolumeBind {
 
 impl SpecOptions {
     /// Options with Wharf's defaults: new network namespace, writable root,
-    /// [`DEFAULT_PIDS_LIMIT`], the host's `/etc/resolv.conf`.
+    /// the default capabilities and seccomp profile, [`DEFAULT_PIDS_LIMIT`],
+    /// the host's `/etc/resolv.conf`.
     pub fn new(
         rootfs: impl Into<PathBuf>,
         hostname: impl Into<String>,
@@ -138,6 +130,10 @@ impl SpecOptions {
             cgroups_path: cgroups_path.into(),
             extra_env: Vec::new(),
             read_only_rootfs: false,
+            security: EffectiveSecurity {
+                capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+                ..EffectiveSecurity::default()
+            },
             pids_limit: DEFAULT_PIDS_LIMIT,
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
             volumes: Vec::new(),
@@ -174,8 +170,14 @@ pub fn build(
 ) -> Result<Spec, RuncError> {
     let name = container.name.as_str();
     let args = process_args(image, container).map_err(|m| RuncError::spec(name, m))?;
-    let user = user::resolve(&options.rootfs, image.user.as_deref())
+    let security = &options.security;
+    let user = process_user(&options.rootfs, image.user.as_deref(), security)
         .map_err(|m| RuncError::spec(name, m))?;
+    if security.run_as_non_root && user.uid == 0 {
+        return Err(RuncError::RunsAsRoot {
+            container: name.to_string(),
+        });
+    }
     let env = process_env(image, container, options, user.home.as_deref())
         .map_err(|m| RuncError::spec(name, m))?;
     let cwd = container
@@ -190,7 +192,33 @@ pub fn build(
             format!("working directory {cwd:?} is not absolute"),
         ));
     }
-    let caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let caps = if security.privileged {
+        // As Docker: "every capability" is every one the agent may pass on;
+        // runc fails to start a process asking for more.
+        within_bounding_set(&security.capabilities, own_bounding_set())
+    } else {
+        security.capabilities.clone()
+    };
+    let seccomp = match security.seccomp {
+        _ if security.privileged => None,
+        SeccompProfileType::Unconfined => None,
+        // Refused at apply; never reaches a node.
+        SeccompProfileType::Localhost => {
+            return Err(RuncError::spec(
+                name,
+                "Localhost seccomp profiles are not supported",
+            ));
+        }
+        SeccompProfileType::RuntimeDefault => Some(seccomp::runtime_default(&caps)),
+    };
+    let (masked_paths, readonly_paths) = if security.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        )
+    };
     let mut spec = Spec {
         oci_version: "1.0.2".into(),
         process: Process {
@@ -217,27 +245,77 @@ pub fn build(
             // lack, and the agent's service unit is where limits belong.
             rlimits: Vec::new(),
             // Kubernetes' allowPrivilegeEscalation defaults to true: setuid
-            // binaries inside images keep working.
-            no_new_privileges: false,
+            // binaries inside images keep working unless it is set false.
+            no_new_privileges: security.no_new_privileges(),
         },
         root: Root {
             path: options.rootfs.clone(),
-            readonly: options.read_only_rootfs,
+            readonly: options.read_only_rootfs || security.read_only_root_filesystem,
         },
         hostname: options.hostname.clone(),
-        mounts: default_mounts(),
+        mounts: default_mounts(security.privileged),
         linux: Linux {
-            namespaces: namespaces(options.netns.as_deref()),
-            resources: resources(container, options.pids_limit)?,
+            namespaces: namespaces(options.netns.as_deref(), security),
+            resources: resources(container, options.pids_limit, security.privileged)?,
             cgroups_path: options.cgroups_path.clone(),
-            masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
-            readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+            masked_paths,
+            readonly_paths,
+            seccomp,
         },
     };
     for volume in &options.volumes {
         spec.add_bind_mount(&volume.source, &volume.destination, volume.read_only);
     }
     Ok(spec)
+}
+
+/// This process's capability bounding set (`CapBnd`), or every capability
+/// when it cannot be read.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// The capabilities of `caps` whose bit is set in `bounding`
+/// ([`wharf_api::ALL_CAPABILITIES`] is in number order).
+fn within_bounding_set(caps: &[String], bounding: u64) -> Vec<String> {
+    caps.iter()
+        .filter(|cap| {
+            wharf_api::ALL_CAPABILITIES
+                .iter()
+                .position(|c| c == cap)
+                .is_some_and(|bit| bit < 64 && bounding & (1 << bit) != 0)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The image's user, or `runAsUser` (with the image's groups for that uid)
+/// and `runAsGroup`; then `supplementalGroups` and `fsGroup` as extra groups.
+fn process_user(
+    rootfs: &Path,
+    image_user: Option<&str>,
+    security: &EffectiveSecurity,
+) -> Result<user::ResolvedUser, String> {
+    let uid = security.run_as_user.map(|uid| uid.to_string());
+    let mut user = user::resolve(rootfs, uid.as_deref().or(image_user))?;
+    if let Some(gid) = security.run_as_group {
+        // The primary group the image's files gave is replaced, not kept as an extra one.
+        let replaced = user.gid;
+        user.additional_gids.retain(|&g| g != replaced);
+        user.gid = gid;
+    }
+    for &gid in &security.supplemental_groups {
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(user)
 }
 
 /// Kubernetes' rule: `command` replaces the entrypoint and drops the image's
@@ -313,26 +391,38 @@ fn set_env(env: &mut Vec<String>, entry: String) {
     }
 }
 
-fn namespaces(netns: Option<&Path>) -> Vec<Namespace> {
+/// New pid, ipc, uts and mount namespaces (no pid or ipc one when the pod
+/// shares the node's), and the pod's network namespace.
+fn namespaces(netns: Option<&Path>, security: &EffectiveSecurity) -> Vec<Namespace> {
     let new = |kind: &str| Namespace {
         kind: kind.into(),
         path: None,
     };
-    vec![
-        new("pid"),
-        new("ipc"),
+    let mut namespaces = Vec::new();
+    if !security.host_pid {
+        namespaces.push(new("pid"));
+    }
+    if !security.host_ipc {
+        namespaces.push(new("ipc"));
+    }
+    namespaces.extend([
         new("uts"),
         new("mount"),
         Namespace {
             kind: "network".into(),
             path: netns.map(Path::to_path_buf),
         },
-    ]
+    ]);
+    namespaces
 }
 
 /// Limits become cgroup settings; requests only weigh CPU (`cpu.shares`),
 /// as in Kubernetes.
-fn resources(container: &Container, pids_limit: i64) -> Result<Resources, RuncError> {
+fn resources(
+    container: &Container,
+    pids_limit: i64,
+    privileged: bool,
+) -> Result<Resources, RuncError> {
     let name = container.name.as_str();
     let limits = &container.resources.limits;
     let requests = &container.resources.requests;
@@ -369,9 +459,10 @@ fn resources(container: &Container, pids_limit: i64) -> Result<Resources, RuncEr
         period: (cpu_limit > 0).then_some(CPU_PERIOD_US),
     });
     Ok(Resources {
-        // Deny all; runc appends its allow-list of the standard devices.
+        // Deny all (runc appends its allow-list of the standard devices),
+        // or, privileged, allow all.
         devices: vec![DeviceRule {
-            allow: false,
+            allow: privileged,
             access: "rwm".into(),
         }],
         memory,
@@ -389,8 +480,19 @@ fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount
     }
 }
 
-/// The mounts of `runc spec`, which are those of Docker.
-fn default_mounts() -> Vec<Mount> {
+/// The mounts of `runc spec`, which are those of Docker; privileged, `/sys`
+/// and the cgroup tree are writable, as Docker's `--privileged` makes them.
+fn default_mounts(privileged: bool) -> Vec<Mount> {
+    let sys = if privileged {
+        &["nosuid", "noexec", "nodev"][..]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"][..]
+    };
+    let cgroup = if privileged {
+        &["nosuid", "noexec", "nodev", "relatime"][..]
+    } else {
+        &["nosuid", "noexec", "nodev", "relatime", "ro"][..]
+    };
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -424,18 +526,8 @@ fn default_mounts() -> Vec<Mount> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
-        ),
+        mount("/sys", "sysfs", "sysfs", sys),
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup),
     ]
 }
 

@@ -1,6 +1,8 @@
 use std::fs;
 
-use wharf_api::{EnvVar, ResourceList, ResourceRequirements};
+use wharf_api::{
+    EffectiveSecurity, EnvVar, ResourceList, ResourceRequirements, SeccompProfileType,
+};
 
 use super::*;
 
@@ -154,18 +156,7 @@ fn working_dir_precedence() {
 
 #[test]
 fn user_from_rootfs_files() {
-    let rootfs = tempfile::tempdir().unwrap();
-    fs::create_dir(rootfs.path().join("etc")).unwrap();
-    fs::write(
-        rootfs.path().join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        rootfs.path().join("etc/group"),
-        "app:x:1000:\nextra:x:2000:app\n",
-    )
-    .unwrap();
+    let rootfs = rootfs_with_app();
     let mut opts = options();
     opts.rootfs = rootfs.path().to_path_buf();
     let mut image = image();
@@ -322,6 +313,311 @@ fn serializes_to_oci_field_names() {
     );
     let back: Spec = serde_json::from_value(json).unwrap();
     assert_eq!(back, spec);
+}
+
+/// A rootfs whose files know `app` (1000) in groups 1000 and 2000.
+fn rootfs_with_app() -> tempfile::TempDir {
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(rootfs.path().join("etc")).unwrap();
+    fs::write(
+        rootfs.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.path().join("etc/group"),
+        "app:x:1000:\nextra:x:2000:app\n",
+    )
+    .unwrap();
+    rootfs
+}
+
+fn secured(security: EffectiveSecurity) -> SpecOptions {
+    SpecOptions {
+        security,
+        ..options()
+    }
+}
+
+fn default_security() -> EffectiveSecurity {
+    options().security
+}
+
+#[test]
+fn run_as_user_group_and_extra_groups() {
+    let rootfs = rootfs_with_app();
+    let mut opts = secured(EffectiveSecurity {
+        run_as_user: Some(1000),
+        supplemental_groups: vec![4000, 2000, 5000],
+        ..default_security()
+    });
+    opts.rootfs = rootfs.path().to_path_buf();
+    // The image says root; runAsUser wins, with the image's groups for 1000.
+    let mut image = image();
+    image.user = Some("0".into());
+    let spec = build(&image, &container(), &opts).unwrap();
+    assert_eq!(
+        spec.process.user,
+        User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![1000, 2000, 4000, 5000]
+        }
+    );
+    assert!(spec.process.env.contains(&"HOME=/home/app".to_string()));
+    // runAsGroup replaces the primary group.
+    opts.security.run_as_group = Some(3000);
+    let user = build(&image, &container(), &opts).unwrap().process.user;
+    assert_eq!((user.uid, user.gid), (1000, 3000));
+    assert_eq!(user.additional_gids, [2000, 4000, 5000]);
+    // A uid the image does not know: no files needed.
+    let opts = secured(EffectiveSecurity {
+        run_as_user: Some(1234),
+        run_as_group: Some(3000),
+        supplemental_groups: vec![4000],
+        ..default_security()
+    });
+    let user = build(&image, &container(), &opts).unwrap().process.user;
+    assert_eq!(
+        user,
+        User {
+            uid: 1234,
+            gid: 3000,
+            additional_gids: vec![4000]
+        }
+    );
+}
+
+#[test]
+fn run_as_non_root_refuses_a_root_user() {
+    let non_root = |run_as_user| {
+        secured(EffectiveSecurity {
+            run_as_user,
+            run_as_non_root: true,
+            ..default_security()
+        })
+    };
+    // The image's user is root (unset).
+    let err = build(&image(), &container(), &non_root(None)).unwrap_err();
+    assert!(matches!(err, RuncError::RunsAsRoot { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("container has runAsNonRoot and image will run as root"),
+        "{err}"
+    );
+    // runAsUser 0 is root too.
+    let mut image = image();
+    image.user = Some("1000".into());
+    assert!(build(&image, &container(), &non_root(Some(0))).is_err());
+    // A non-root image user, or runAsUser over a root image, starts.
+    assert!(build(&image, &container(), &non_root(None)).is_ok());
+    assert!(build(&self::image(), &container(), &non_root(Some(1000))).is_ok());
+}
+
+#[test]
+fn read_only_root_no_new_privs_and_capabilities() {
+    let spec = build_ok(&image(), &container());
+    assert!(!spec.root.readonly);
+    assert!(
+        !spec.process.no_new_privileges,
+        "Wharf's default allows escalation"
+    );
+    let opts = secured(EffectiveSecurity {
+        read_only_root_filesystem: true,
+        allow_privilege_escalation: Some(false),
+        capabilities: vec!["CAP_NET_BIND_SERVICE".into()],
+        ..default_security()
+    });
+    let spec = build(&image(), &container(), &opts).unwrap();
+    assert!(spec.root.readonly);
+    assert!(spec.process.no_new_privileges);
+    let caps = &spec.process.capabilities;
+    for set in [&caps.bounding, &caps.effective, &caps.permitted] {
+        assert_eq!(set, &["CAP_NET_BIND_SERVICE"]);
+    }
+    assert!(caps.inheritable.is_empty() && caps.ambient.is_empty());
+    let allowed = secured(EffectiveSecurity {
+        allow_privilege_escalation: Some(true),
+        ..default_security()
+    });
+    assert!(
+        !build(&image(), &container(), &allowed)
+            .unwrap()
+            .process
+            .no_new_privileges
+    );
+}
+
+/// The names the `SCMP_ACT_ERRNO` rules without conditions give `errno`.
+fn blocked(seccomp: &Seccomp, errno: u32) -> Vec<String> {
+    seccomp
+        .syscalls
+        .iter()
+        .filter(|r| r.errno_ret == Some(errno) && r.args.is_empty())
+        .flat_map(|r| r.names.clone())
+        .collect()
+}
+
+#[test]
+fn runtime_default_seccomp_blocks_the_ways_out() {
+    let spec = build_ok(&image(), &container());
+    let seccomp = spec.linux.seccomp.expect("a filter by default");
+    assert_eq!(seccomp.default_action, "SCMP_ACT_ALLOW");
+    if std::env::consts::ARCH == "x86_64" {
+        assert_eq!(
+            seccomp.architectures,
+            ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        );
+    }
+    let eperm = blocked(&seccomp, 1);
+    for name in [
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "open_by_handle_at",
+        "name_to_handle_at",
+        "reboot",
+        "swapon",
+        "swapoff",
+        "pivot_root",
+        "userfaultfd",
+        "acct",
+        "settimeofday",
+        "clock_settime",
+        "iopl",
+        "ioperm",
+        "quotactl",
+        "lookup_dcookie",
+    ] {
+        assert!(eperm.contains(&name.to_string()), "{name} is not blocked");
+    }
+    assert_eq!(blocked(&seccomp, 38), ["clone3"]);
+    // clone with any namespace flag: one masked rule per flag.
+    let clone: Vec<_> = seccomp
+        .syscalls
+        .iter()
+        .filter(|r| r.names == ["clone"])
+        .collect();
+    assert_eq!(clone.len(), 7);
+    let new_user = clone
+        .iter()
+        .find(|r| r.args[0].value == 0x1000_0000)
+        .unwrap();
+    assert_eq!(new_user.args[0].value_two, 0x1000_0000);
+    assert_eq!(new_user.args[0].op, "SCMP_CMP_MASKED_EQ");
+    assert_eq!(new_user.errno_ret, Some(1));
+    let json = serde_json::to_value(new_user).unwrap();
+    assert_eq!(json["errnoRet"], 1);
+    assert_eq!(json["args"][0]["valueTwo"], 0x1000_0000);
+}
+
+#[test]
+fn granted_capabilities_lift_their_syscalls() {
+    let mut caps = default_security().capabilities;
+    caps.push("CAP_SYS_ADMIN".into());
+    caps.push("CAP_SYS_PTRACE".into());
+    let seccomp = runtime_default_seccomp(&caps);
+    let eperm = blocked(&seccomp, 1);
+    for lifted in ["mount", "unshare", "setns", "ptrace", "process_vm_readv"] {
+        assert!(!eperm.contains(&lifted.to_string()), "{lifted}");
+    }
+    assert!(eperm.contains(&"kexec_load".to_string()));
+    assert!(eperm.contains(&"keyctl".to_string()));
+    assert!(seccomp.syscalls.iter().all(|r| r.names != ["clone"]));
+    assert!(blocked(&seccomp, 38).is_empty());
+}
+
+#[test]
+fn unconfined_and_privileged() {
+    let unconfined = secured(EffectiveSecurity {
+        seccomp: SeccompProfileType::Unconfined,
+        ..default_security()
+    });
+    let spec = build(&image(), &container(), &unconfined).unwrap();
+    assert!(spec.linux.seccomp.is_none());
+    assert!(
+        !spec.linux.masked_paths.is_empty(),
+        "only seccomp is lifted"
+    );
+
+    let privileged = secured(EffectiveSecurity {
+        privileged: true,
+        capabilities: wharf_api::ALL_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        seccomp: SeccompProfileType::Unconfined,
+        ..default_security()
+    });
+    let spec = build(&image(), &container(), &privileged).unwrap();
+    assert!(spec.linux.seccomp.is_none());
+    assert!(spec.linux.masked_paths.is_empty() && spec.linux.readonly_paths.is_empty());
+    let sys = spec
+        .mounts
+        .iter()
+        .find(|m| m.destination == "/sys")
+        .unwrap();
+    assert!(!sys.options.contains(&"ro".to_string()));
+    assert!(
+        spec.process
+            .capabilities
+            .bounding
+            .contains(&"CAP_SYS_ADMIN".to_string())
+    );
+    assert!(spec.linux.resources.devices[0].allow);
+    assert!(!build_ok(&image(), &container()).linux.resources.devices[0].allow);
+}
+
+#[test]
+fn privileged_gets_what_the_agent_may_pass_on() {
+    let all: Vec<String> = wharf_api::ALL_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    // A bounding set without CAP_SYS_RESOURCE (24), as in some sandboxes.
+    let held = within_bounding_set(&all, 0x1ff_feff_ffff);
+    assert_eq!(held.len(), all.len() - 1);
+    assert!(!held.contains(&"CAP_SYS_RESOURCE".to_string()));
+    assert!(held.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+    assert_eq!(within_bounding_set(&all, u64::MAX), all);
+    assert!(within_bounding_set(&all, 0).is_empty());
+}
+
+#[test]
+fn host_pid_and_ipc_share_the_nodes_namespaces() {
+    let kinds = |security| {
+        build(&image(), &container(), &secured(security))
+            .unwrap()
+            .linux
+            .namespaces
+            .into_iter()
+            .map(|n| n.kind)
+            .collect::<Vec<_>>()
+    };
+    let host_pid = EffectiveSecurity {
+        host_pid: true,
+        ..default_security()
+    };
+    assert_eq!(kinds(host_pid), ["ipc", "uts", "mount", "network"]);
+    let host_ipc = EffectiveSecurity {
+        host_ipc: true,
+        ..default_security()
+    };
+    assert_eq!(kinds(host_ipc), ["pid", "uts", "mount", "network"]);
 }
 
 #[test]

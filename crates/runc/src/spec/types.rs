@@ -129,6 +129,9 @@ pub struct Linux {
     /// Paths made read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readonly_paths: Vec<String>,
+    /// The syscall filter; none when unconfined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<Seccomp>,
 }
 
 /// A namespace: new when `path` is `None`, else joined.
@@ -194,4 +197,49 @@ pub struct Cpu {
 pub struct Pids {
     /// Maximum number of tasks.
     pub limit: i64,
+}
+
+/// A seccomp filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seccomp {
+    /// What a syscall no rule names gets (`SCMP_ACT_ALLOW`).
+    pub default_action: String,
+    /// Architectures the filter covers (`SCMP_ARCH_X86_64`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub architectures: Vec<String>,
+    /// Rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syscalls: Vec<SyscallRule>,
+}
+
+/// What the named syscalls get.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyscallRule {
+    /// Syscall names.
+    pub names: Vec<String>,
+    /// `SCMP_ACT_ERRNO`, ...
+    pub action: String,
+    /// The errno of `SCMP_ACT_ERRNO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno_ret: Option<u32>,
+    /// Conditions on the arguments, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<SeccompArg>,
+}
+
+/// A condition on one syscall argument.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompArg {
+    /// Which argument (from 0).
+    pub index: u32,
+    /// The operand (the mask, for `SCMP_CMP_MASKED_EQ`).
+    pub value: u64,
+    /// The second operand (the masked value to equal).
+    #[serde(default)]
+    pub value_two: u64,
+    /// `SCMP_CMP_MASKED_EQ`, `SCMP_CMP_EQ`, ...
+    pub op: String,
 }

@@ -267,6 +267,9 @@ pub(crate) async fn update_deployment(
         }
         deployment.metadata.project = Some(project.clone());
         deployment.validate()?;
+        check_privileges(&state, &project, &deployment)
+            .await
+            .map_err(ApiErrorReply::invalid)?;
         let objects = state.control.objects();
         let current: Deployment = objects.require(Some(&project), &name).await?;
         let mut next = current.clone();
@@ -465,6 +468,39 @@ fn project_of(
     }
 }
 
+/// Refuses a deployment whose pods would be privileged (host namespaces,
+/// `privileged`, added capabilities, seccomp `Unconfined`) unless its
+/// project allows it; the message names every such field.
+async fn check_privileges(
+    state: &AppState,
+    project: &str,
+    deployment: &Deployment,
+) -> Result<(), String> {
+    let found = deployment
+        .spec
+        .template
+        .spec
+        .privileged_settings("spec.template.spec");
+    if found.is_empty() {
+        return Ok(());
+    }
+    let allowed = state
+        .identity
+        .project(project)
+        .await
+        .map_err(|e| e.to_string())?
+        .allow_privileged;
+    if allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "{} not allowed in project {project}: privileged workloads need the project setting \
+         allowPrivileged, which a system administrator sets with \
+         `wharf project update {project} --allow-privileged=true`",
+        found.join(", ")
+    ))
+}
+
 /// `POST /api/v1/apply[?project=P]` with YAML or JSON documents: creates
 /// or updates each object. Everything is parsed, placed in its project and
 /// authorized (`push`) before anything changes; unknown fields come back as
@@ -480,7 +516,7 @@ pub(crate) async fn apply(
     let parsed = wharf_api::parse_manifests(text)?;
     let mut work = Vec::new();
     let mut host_path_prefixes = None;
-    for mut document in parsed {
+    for (index, mut document) in parsed.into_iter().enumerate() {
         if let Manifest::Deployment(deployment) = &document.manifest {
             let pod = &deployment.spec.template.spec;
             if pod.volumes.iter().any(|v| v.host_path.is_some()) {
@@ -494,7 +530,7 @@ pub(crate) async fn apply(
             }
         }
         let kind = document.manifest.kind();
-        let meta = document.manifest.metadata_mut();
+        let meta = document.manifest.metadata();
         let project = project_of(
             kind,
             &meta.name,
@@ -509,7 +545,12 @@ pub(crate) async fn apply(
             .identity
             .require(&caller.principal, &project, Action::Push)
             .await?;
-        meta.project = Some(project);
+        if let Manifest::Deployment(deployment) = &document.manifest {
+            check_privileges(&state, &project, deployment)
+                .await
+                .map_err(|m| ApiErrorReply::invalid(format!("document {}: {m}", index + 1)))?;
+        }
+        document.manifest.metadata_mut().project = Some(project);
         work.push(document);
     }
     let mut results = Vec::new();

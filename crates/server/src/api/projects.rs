@@ -79,6 +79,7 @@ pub(crate) struct UpdateProject {
     /// `null` removes the quota; absent leaves it.
     #[serde(default, deserialize_with = "present")]
     quota_bytes: Option<Option<u64>>,
+    allow_privileged: Option<bool>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(
@@ -88,7 +89,7 @@ fn present<'de, D: serde::Deserializer<'de>>(
 }
 
 /// `PATCH /api/v1/projects/{project}`: project admins change visibility;
-/// only system administrators change quotas.
+/// only system administrators change quotas and `allow_privileged`.
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
@@ -101,9 +102,19 @@ pub(crate) async fn update(
                 "only system administrators change quotas".into(),
             ));
         }
+        if request.allow_privileged.is_some() && !caller.principal.is_admin() {
+            return Err(AuthError::Denied(
+                "only system administrators allow privileged workloads".into(),
+            ));
+        }
         state
             .identity
-            .update_project(&project, request.public, request.quota_bytes)
+            .update_project(
+                &project,
+                request.public,
+                request.quota_bytes,
+                request.allow_privileged,
+            )
             .await
     };
     let resource = format!("project/{project}");

@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::Value;
 use wharf_api::{
-    ConfigMap, Container, ContainerState, ContainerStatus, Deployment, Event, EventType, Node,
-    ObjectMeta, Pod, PodSpec, ResourceList, Resources, Secret, Toleration, TolerationOperator,
+    ConfigMap, Container, ContainerState, ContainerStatus, DEFAULT_CAPABILITIES, Deployment,
+    EffectiveSecurity, Event, EventType, Node, ObjectMeta, Pod, PodSpec, ResourceList, Resources,
+    SeccompProfileType, Secret, Toleration, TolerationOperator,
 };
 
 use super::ServerOption;
@@ -509,7 +510,8 @@ fn pod_spec_fields(
     description.heading(indent, "Containers");
     for container in &spec.containers {
         let status = statuses.iter().find(|s| s.name == container.name);
-        container_fields(description, indent + 2, container, status);
+        let security = spec.security_of(container);
+        container_fields(description, indent + 2, container, &security, status);
     }
     description.field(indent, "Node-Selectors", map_lines(&spec.node_selector));
     let tolerations: Vec<String> = spec.tolerations.iter().map(toleration_text).collect();
@@ -534,6 +536,7 @@ fn container_fields(
     description: &mut Description,
     indent: usize,
     container: &Container,
+    security: &EffectiveSecurity,
     status: Option<&ContainerStatus>,
 ) {
     description.heading(indent, &container.name);
@@ -597,6 +600,79 @@ fn container_fields(
     if let Some(dir) = &container.working_dir {
         description.field(at, "Working Dir", dir.clone());
     }
+    description.field(at, "Security", security_text(security));
+}
+
+/// The effective security context, a line per concern: who, root
+/// filesystem and privilege, capabilities, seccomp and host namespaces.
+fn security_text(security: &EffectiveSecurity) -> String {
+    let id = |value: Option<u32>| value.map_or_else(|| "(image)".to_string(), |v| v.to_string());
+    let mut who = format!(
+        "user {}, group {}",
+        id(security.run_as_user),
+        id(security.run_as_group)
+    );
+    if !security.supplemental_groups.is_empty() {
+        let groups: Vec<String> = security
+            .supplemental_groups
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        who.push_str(&format!(", extra groups {}", groups.join(",")));
+    }
+    if let Some(fs_group) = security.fs_group {
+        who.push_str(&format!(", fsGroup {fs_group}"));
+    }
+    if security.run_as_non_root {
+        who.push_str(", runAsNonRoot");
+    }
+    let root = if security.read_only_root_filesystem {
+        "read-only root"
+    } else {
+        "writable root"
+    };
+    let privilege = if security.privileged {
+        "privileged"
+    } else if security.no_new_privileges() {
+        "no privilege escalation"
+    } else {
+        "privilege escalation allowed"
+    };
+    let default_caps = security.capabilities.len() == DEFAULT_CAPABILITIES.len()
+        && DEFAULT_CAPABILITIES
+            .iter()
+            .all(|c| security.capabilities.iter().any(|h| h == c));
+    let caps = if default_caps {
+        "default".to_string()
+    } else if security.capabilities.is_empty() {
+        none()
+    } else {
+        let names: Vec<&str> = security
+            .capabilities
+            .iter()
+            .map(|c| c.trim_start_matches("CAP_"))
+            .collect();
+        names.join(",")
+    };
+    let seccomp = match security.seccomp {
+        SeccompProfileType::RuntimeDefault => "RuntimeDefault",
+        SeccompProfileType::Unconfined => "Unconfined",
+        SeccompProfileType::Localhost => "Localhost",
+    };
+    let mut lines = vec![
+        who,
+        format!("{root}, {privilege}"),
+        format!("capabilities {caps}"),
+        format!("seccomp {seccomp}"),
+    ];
+    let hosts: Vec<&str> = [("pid", security.host_pid), ("ipc", security.host_ipc)]
+        .into_iter()
+        .filter_map(|(name, shared)| shared.then_some(name))
+        .collect();
+    if !hosts.is_empty() {
+        lines.push(format!("host namespaces {}", hosts.join(",")));
+    }
+    lines.join("\n")
 }
 
 /// `cpu=250m, memory=64Mi`, `<none>`.
@@ -747,6 +823,40 @@ mod tests {
             "    Limits:         memory=128Mi\n",
             "Node-Selectors:  wharf.io/pool=web\n",
             "Tolerations:     dedicated=web:NoSchedule\n                 op=Exists\n",
+            "    Security:       user (image), group (image)\n                    writable root, privilege escalation allowed\n                    capabilities default\n                    seccomp RuntimeDefault\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_effective_security_context_is_described_per_container() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "project": "shop"},
+            "spec": {
+                "hostPID": true,
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 3000,
+                    "supplementalGroups": [4000], "fsGroup": 2000, "runAsNonRoot": true},
+                "containers": [{
+                    "name": "web", "image": "shop/web:1",
+                    "securityContext": {"runAsUser": 1001, "readOnlyRootFilesystem": true,
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}},
+                }, {
+                    "name": "debug", "image": "shop/debug:1",
+                    "securityContext": {"privileged": true},
+                }],
+            },
+        }))
+        .unwrap();
+        let text = describe_pod(&pod, NOW).render();
+        for expected in [
+            "user 1001, group 3000, extra groups 4000,2000, fsGroup 2000, runAsNonRoot\n",
+            "read-only root, no privilege escalation\n",
+            "capabilities NET_BIND_SERVICE\n",
+            "host namespaces pid\n",
+            "writable root, privileged\n",
+            "seccomp Unconfined\n",
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }

@@ -62,7 +62,7 @@ pub enum ProjectCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Change a project's visibility or quota.
+    /// Change a project's visibility, quota or privileged setting.
     Update {
         /// Project name.
         name: String,
@@ -72,6 +72,10 @@ pub enum ProjectCommand {
         /// Storage quota, e.g. 10GiB, or `none` to remove it (system administrators only).
         #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
         quota: Option<QuotaChange>,
+        /// Let its workloads be privileged: `privileged`, `hostPID`, `hostIPC`,
+        /// added capabilities, seccomp `Unconfined` (system administrators only).
+        #[arg(long, value_name = "true|false", action = ArgAction::Set)]
+        allow_privileged: Option<bool>,
         #[command(flatten)]
         output: OutputOption,
     },
@@ -184,9 +188,13 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             name,
             public,
             quota,
+            allow_privileged,
             output,
         } => {
             let mut body = json!({});
+            if let Some(allow) = allow_privileged {
+                body["allow_privileged"] = allow.into();
+            }
             if let Some(public) = public {
                 body["public"] = public.into();
             }
@@ -195,7 +203,9 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
                 body["quota_bytes"] = quota.map_or(Value::Null, Value::from);
             }
             if body.as_object().is_some_and(|fields| fields.is_empty()) {
-                bail!("nothing to change: give --public true|false and/or --quota SIZE|none");
+                bail!(
+                    "nothing to change: give --public true|false, --quota SIZE|none and/or --allow-privileged true|false"
+                );
             }
             let answer = client
                 .patch(&["projects", &name], &body)
@@ -203,10 +213,11 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
                 .with_context(|| format!("updating project {name}"))?;
             output::print(output.format, answer, |project: Project| {
                 format!(
-                    "updated project {}: public {}, quota {}\n",
+                    "updated project {}: public {}, quota {}, allow privileged {}\n",
                     project.name,
                     yes_no(project.public),
-                    quota_text(project.quota_bytes)
+                    quota_text(project.quota_bytes),
+                    yes_no(project.allow_privileged)
                 )
             })
         }
@@ -280,6 +291,7 @@ fn project_details(view: ProjectWithUsage) -> String {
         ("public", yes_no(view.project.public)),
         ("usage", human_size(view.usage_bytes)),
         ("quota", quota_text(view.project.quota_bytes)),
+        ("allow privileged", yes_no(view.project.allow_privileged)),
         ("created", rfc3339(view.project.created_at)),
     ])
 }
@@ -314,6 +326,7 @@ mod tests {
                 name: "team".into(),
                 public: true,
                 quota_bytes: Some(10 << 30),
+                allow_privileged: false,
                 created_at: 0,
             },
             usage_bytes: 1536 << 20,
