@@ -71,13 +71,14 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Confirms that Terminating pod `project/name` with `uid` stopped and
     /// released what it held, so that its object goes.
     async fn pod_stopped(&self, project: &str, name: &str, uid: &str) -> Result<(), AgentError>;
-    /// Whether the server lets the holder of `token` read pod `project/name`
-    /// (for the agent's log endpoint).
-    async fn may_read_pod(
+    /// Whether the server lets the holder of `token` do `access` to pod
+    /// `project/name` (for the agent's own endpoint).
+    async fn may_access_pod(
         &self,
         token: &str,
         project: &str,
         name: &str,
+        access: PodAccess,
     ) -> Result<bool, AgentError>;
     /// ConfigMap `project/name`, which a pod bound to `node` uses (the
     /// server refuses others); `None` when it does not exist.
@@ -95,6 +96,16 @@ pub trait NodeApi: Send + Sync + 'static {
         project: &str,
         name: &str,
     ) -> Result<Option<Secret>, AgentError>;
+}
+
+/// What a caller of the agent's endpoint wants with a pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodAccess {
+    /// Read its logs: whoever may see the pod.
+    Read,
+    /// Run commands in it or reach its ports (`exec`, `port-forward`): a
+    /// stronger right, since it acts inside the workload.
+    Exec,
 }
 
 /// Supplies bearer tokens for the API, refreshing them when refused.
@@ -300,13 +311,19 @@ impl NodeApi for HttpNodeApi {
         Ok(())
     }
 
-    async fn may_read_pod(
+    async fn may_access_pod(
         &self,
         token: &str,
         project: &str,
         name: &str,
+        access: PodAccess,
     ) -> Result<bool, AgentError> {
-        let url = format!("{}/api/v1/projects/{project}/pods/{name}", self.base);
+        // Each right has a route the server guards with it: asking that
+        // route with the caller's token is asking the server's own rules.
+        let url = match access {
+            PodAccess::Read => format!("{}/api/v1/projects/{project}/pods/{name}", self.base),
+            PodAccess::Exec => format!("{}/api/v1/projects/{project}/pods/{name}/exec", self.base),
+        };
         let response = self
             .http
             .get(&url)

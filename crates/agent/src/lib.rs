@@ -11,15 +11,18 @@
 mod agent;
 mod api;
 pub mod containers;
+mod endpoint;
 mod error;
+pub mod exec;
 mod logs;
 pub mod machine;
 mod runtime;
 mod simulate;
+mod streams;
 
 pub use agent::{Agent, AgentConfig};
-pub use api::{HttpNodeApi, NodeApi, PodChange, PodChanges, TokenSource};
+pub use api::{HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, TokenSource};
+pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
-pub use logs::serve_logs;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
 pub use simulate::{Simulation, SimulationConfig};

@@ -1,9 +1,15 @@
 //! Reading a container's log file: whole, the last lines, or following it
 //! as it grows (`wharf logs POD [-f] [--tail N]`).
+//!
+//! Every run of a container appends to the same log, so `wharf logs` shows
+//! them all. Beside it, `<log>.runs` lists the offset where each run began
+//! ([`mark_run_start`], before each start), which is how the previous run
+//! alone is found ([`previous_run`], `wharf logs --previous`).
 
 use std::future::Future;
 use std::io::SeekFrom;
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,7 +46,58 @@ pub fn read(path: impl Into<PathBuf>, follow: bool, tail: Option<usize>) -> LogS
     } else {
         None
     };
-    reader(path.into(), tail, stop)
+    reader(path.into(), 0..u64::MAX, tail, stop)
+}
+
+/// Reads the bytes of the log at `path` within `range` (one run's output,
+/// from [`previous_run`]), or the last `tail` lines of them.
+pub fn read_range(path: impl Into<PathBuf>, range: Range<u64>, tail: Option<usize>) -> LogStream {
+    reader(path.into(), range, tail, None)
+}
+
+/// The file beside the log that lists where each run began.
+fn runs_path(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".runs");
+    log.with_file_name(name)
+}
+
+/// Records that a new run of the container starts writing to the log at
+/// `log`: its current length is where the run's output will begin.
+pub fn mark_run_start(log: &Path) -> Result<(), RuncError> {
+    use std::io::Write;
+    let start = match std::fs::metadata(log) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(RuncError::io(log, e)),
+    };
+    let runs = runs_path(log);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&runs)
+        .and_then(|mut file| writeln!(file, "{start}"))
+        .map_err(|e| RuncError::io(&runs, e))
+}
+
+/// Where the output of the run before the current one lies in the log at
+/// `log`; `None` when the container has run only once.
+pub async fn previous_run(log: &Path) -> Result<Option<Range<u64>>, RuncError> {
+    let runs = runs_path(log);
+    let text = match tokio::fs::read_to_string(&runs).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuncError::io(&runs, e)),
+    };
+    // A line cut short by a crash is not a run that started.
+    let starts: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    Ok(match starts.as_slice() {
+        [.., previous, current] => Some(*previous..(*current).max(*previous)),
+        _ => None,
+    })
 }
 
 /// Like [`read`] with `follow`, but ends once `stop` completes and what was
@@ -50,13 +107,15 @@ pub fn read_until(
     tail: Option<usize>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> LogStream {
-    reader(path.into(), tail, Some(Box::pin(stop)))
+    reader(path.into(), 0..u64::MAX, tail, Some(Box::pin(stop)))
 }
 
 struct Reader {
     path: PathBuf,
     file: Option<tokio::fs::File>,
     offset: u64,
+    /// Where reading stops, for one run's output.
+    end: u64,
     buf: Vec<u8>,
     tail: Option<usize>,
     /// `None`: read to the end once. Taken when it fires.
@@ -66,13 +125,15 @@ struct Reader {
 
 fn reader(
     path: PathBuf,
+    range: Range<u64>,
     tail: Option<usize>,
     stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> LogStream {
     let state = Reader {
         path,
         file: None,
-        offset: 0,
+        offset: range.start,
+        end: range.end,
         buf: vec![0; CHUNK],
         tail,
         stop,
@@ -99,9 +160,10 @@ impl Reader {
                 .await
                 .map_err(|e| RuncError::io(&self.path, e))?;
             if let Some(lines) = self.tail.take() {
-                self.offset = tail_offset(&mut file, lines)
+                let tail = tail_offset(&mut file, lines, self.end)
                     .await
                     .map_err(|e| RuncError::io(&self.path, e))?;
+                self.offset = self.offset.max(tail);
             }
             self.file = Some(file);
         }
@@ -111,7 +173,8 @@ impl Reader {
                 .metadata()
                 .await
                 .map_err(|e| RuncError::io(&self.path, e))?
-                .len();
+                .len()
+                .min(self.end);
             // Truncated (rotated in place): start over.
             if len < self.offset {
                 self.offset = 0;
@@ -120,8 +183,9 @@ impl Reader {
                 file.seek(SeekFrom::Start(self.offset))
                     .await
                     .map_err(|e| RuncError::io(&self.path, e))?;
+                let want = self.buf.len().min((len - self.offset) as usize);
                 let n = file
-                    .read(&mut self.buf)
+                    .read(&mut self.buf[..want])
                     .await
                     .map_err(|e| RuncError::io(&self.path, e))?;
                 if n > 0 {
@@ -141,9 +205,9 @@ impl Reader {
     }
 }
 
-/// The offset where the last `lines` lines of the file start.
-async fn tail_offset(file: &mut tokio::fs::File, lines: usize) -> std::io::Result<u64> {
-    let len = file.metadata().await?.len();
+/// The offset where the last `lines` lines before `end` start.
+async fn tail_offset(file: &mut tokio::fs::File, lines: usize, end: u64) -> std::io::Result<u64> {
+    let len = file.metadata().await?.len().min(end);
     if lines == 0 {
         return Ok(len);
     }
@@ -222,6 +286,39 @@ mod tests {
         let missing = read(dir.path().join("missing"), false, None);
         let items: Vec<_> = missing.collect().await;
         assert!(matches!(items.as_slice(), [Err(RuncError::Io { .. })]));
+    }
+
+    #[tokio::test]
+    async fn previous_run_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let run = |output: &str| {
+            mark_run_start(&path).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            file.write_all(output.as_bytes()).unwrap();
+        };
+        run("first 1\nfirst 2\n");
+        assert_eq!(previous_run(&path).await.unwrap(), None);
+        run("second 1\nsecond 2\nsecond 3\n");
+        run("third\n");
+        let previous = previous_run(&path).await.unwrap().unwrap();
+        assert_eq!(
+            collect(read_range(&path, previous.clone(), None)).await,
+            "second 1\nsecond 2\nsecond 3\n"
+        );
+        assert_eq!(
+            collect(read_range(&path, previous, Some(1))).await,
+            "second 3\n"
+        );
+        // The whole log still holds every run.
+        assert_eq!(
+            collect(read(&path, false, None)).await,
+            "first 1\nfirst 2\nsecond 1\nsecond 2\nsecond 3\nthird\n"
+        );
     }
 
     #[tokio::test]

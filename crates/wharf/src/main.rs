@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, create, delete, describe, down, gc, get, image, ippool, login, logs, node,
-    project, replication, robot, scale, server, settings, up, user,
+    agent, apply, audit, create, delete, describe, down, exec, gc, get, image, ippool, login, logs,
+    node, port_forward, project, replication, robot, scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -79,8 +79,12 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// Cordon, uncordon or taint nodes.
     Node(node::NodeArgs),
-    /// Print a container's log (-f follows it).
+    /// Print a container's log (-f follows it, --previous shows the run before).
     Logs(logs::LogsArgs),
+    /// Run a command in a container (-it for an interactive shell).
+    Exec(exec::ExecArgs),
+    /// Forward local ports to a pod's ports.
+    PortForward(port_forward::PortForwardArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
     /// List, inspect or delete images in the registry.
@@ -157,6 +161,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Logs(args) => logs::run(args).await,
+            Command::Exec(args) => exec::run(args).await,
+            Command::PortForward(args) => port_forward::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::DemoImage { output, tag } => {
                 let image = demo::build(std::path::Path::new(demo::BUSYBOX))?;

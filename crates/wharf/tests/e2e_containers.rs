@@ -7,10 +7,13 @@
 //! brings the demo up on one machine.
 
 mod common;
+// A crate root finds its modules beside it: the path names the folder.
 #[path = "e2e_containers/config.rs"]
 mod config;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
+#[path = "e2e_containers/exec.rs"]
+mod exec;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/volumes.rs"]

@@ -162,4 +162,8 @@ pub trait ContainerDriver: Send + Sync + 'static {
     fn log_path(&self, dir: &Path) -> PathBuf {
         dir.join("log")
     }
+    /// The runc the containers run under (for `exec`), if they do.
+    fn runc(&self) -> Option<&wharf_runc::Runc> {
+        None
+    }
 }

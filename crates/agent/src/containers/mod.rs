@@ -922,17 +922,48 @@ impl ContainerRuntime {
 
     /// The names of the containers the node holds of a pod.
     pub async fn containers_of(&self, project: &str, name: &str) -> Vec<String> {
+        self.with_record(project, name, |record| {
+            Some(record.containers.keys().cloned().collect())
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// The runtime id of a running container of a pod on this node.
+    pub async fn running_container_id(
+        &self,
+        project: &str,
+        name: &str,
+        container: &str,
+    ) -> Option<String> {
+        self.with_record(project, name, |record| {
+            let held = record.containers.get(container)?;
+            held.running.then(|| held.id.clone())
+        })
+        .await
+    }
+
+    /// The address of a pod on this node.
+    pub async fn pod_ip(&self, project: &str, name: &str) -> Option<Ipv4Addr> {
+        self.with_record(project, name, |record| Some(record.address.as_ref()?.ip))
+            .await
+    }
+
+    /// The runc the containers run under, when they run under runc.
+    pub fn runc(&self) -> Option<&wharf_runc::Runc> {
+        self.containers.runc()
+    }
+
+    async fn with_record<T>(
+        &self,
+        project: &str,
+        name: &str,
+        read: impl FnOnce(&PodRecord) -> Option<T>,
+    ) -> Option<T> {
         let key = (project.to_string(), name.to_string());
-        let cell = self.pods.lock().expect("pod map lock").get(&key).cloned();
-        match cell {
-            Some(cell) => cell
-                .lock()
-                .await
-                .as_ref()
-                .map(|slot| slot.record.containers.keys().cloned().collect())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        }
+        let cell = self.pods.lock().expect("pod map lock").get(&key).cloned()?;
+        let slot = cell.lock().await;
+        read(&slot.as_ref()?.record)
     }
 
     fn container_dir(&self, project: &str, name: &str, container: &str) -> PathBuf {

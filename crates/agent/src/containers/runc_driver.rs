@@ -8,6 +8,7 @@
 //!                 bundle/  config.json, hosts, hostname, resolv.conf
 //!                 volumes/ binds of this run's subPath mounts
 //!                 log      stdout and stderr of every run, appended
+//!                 log.runs where each run's output begins in it
 //!                 exit.json  written by the shim when the run ends
 //!                 shim.pid
 //! ```
@@ -172,6 +173,10 @@ impl ContainerDriver for RuncDriver {
         })?;
         // A run left over from before (its shim killed with the machine).
         let _ = self.runc.delete(&launch.id).await;
+        let log = self.log_path(&launch.dir);
+        blocking(move || wharf_runc::logs::mark_run_start(&log).map_err(|e| e.to_string()))
+            .await
+            .map_err(failed)?;
         let started = self
             .runc
             .create_and_start(
@@ -188,6 +193,10 @@ impl ContainerDriver for RuncDriver {
             .await
             .map_err(|e| failed(format!("{}: {e}", pid_file.display())))?;
         Ok(())
+    }
+
+    fn runc(&self) -> Option<&Runc> {
+        Some(&self.runc)
     }
 
     async fn liveness(&self, id: &str, dir: &Path) -> Liveness {

@@ -72,7 +72,13 @@ impl NodeApi for PoolAddresses {
         unreachable!("the agent confirms, not the runtime")
     }
 
-    async fn may_read_pod(&self, _: &str, _: &str, _: &str) -> Result<bool, AgentError> {
+    async fn may_access_pod(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: crate::api::PodAccess,
+    ) -> Result<bool, AgentError> {
         unreachable!("the runtime serves no logs")
     }
 

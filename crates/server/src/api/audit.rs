@@ -25,6 +25,26 @@ impl AppState {
         self.audit.record(event(caller, action, resource, &result));
         result
     }
+
+    /// Runs `work` like [`AppState::audited`], with `request` (what was
+    /// asked, e.g. the command of an exec) leading the detail.
+    pub(crate) async fn audited_request<T, E: Into<ApiErrorReply>>(
+        &self,
+        caller: &ApiCaller,
+        action: &str,
+        resource: String,
+        request: String,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> ApiResult<T> {
+        let result = work.await.map_err(Into::into);
+        let detail = match &result {
+            Ok(_) => request,
+            Err(err) => format!("{request}: {}", err.message),
+        };
+        let event = event(caller, action, resource, &result).with_detail(detail);
+        self.audit.record(event);
+        result
+    }
 }
 
 fn event<T>(

@@ -12,7 +12,9 @@ mod error;
 mod health;
 mod ippools;
 mod logs;
+mod node_proxy;
 mod openapi;
+mod pod_streams;
 mod projects;
 mod replication;
 mod repositories;
@@ -136,6 +138,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Admin,       post(cluster::record_pod_event)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/stopped", Admin,      put(cluster::pod_stopped)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
+        // exec and port-forward act inside the workload: developers and up.
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), post(pod_streams::exec)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/portforward", Project(Push), post(pod_streams::port_forward)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),
         row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),

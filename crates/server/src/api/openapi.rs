@@ -3,6 +3,7 @@
 //! object types' JSON schemas.
 
 use axum::Json;
+use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, Pod, Secret};
@@ -61,7 +62,7 @@ fn build() -> Value {
             "summary": summary(route.access),
             "parameters": parameters,
             "security": security,
-            "responses": responses(route.path),
+            "responses": responses(&route.method, route.path),
         });
         let entry = paths
             .entry(route.path.to_string())
@@ -109,8 +110,32 @@ fn registry_content(path: &str) -> Option<(&'static str, bool)> {
     }
 }
 
-/// A response body schema where the path serves one of the object kinds.
-fn responses(path: &str) -> Value {
+/// What a route answers: a log as text, an exec probe's 204, the switch
+/// of an exec or port-forward stream, else JSON (an object kind's schema
+/// where the path serves one).
+fn responses(method: &Method, path: &str) -> Value {
+    let success = match (method.as_str(), path.rsplit('/').next()) {
+        (_, Some("log")) => Some((
+            "200",
+            json!({"description": "the log", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+        )),
+        ("GET", Some("exec")) => Some((
+            "204",
+            json!({"description": "the caller may exec into the pod"}),
+        )),
+        ("POST", Some("exec" | "portforward")) => Some((
+            "101",
+            json!({"description": "switched to the protocol the Upgrade header asked for (docs/exec.md)"}),
+        )),
+        _ => None,
+    };
+    if let Some((status, answer)) = success {
+        return json!({
+            status: answer,
+            "401": {"description": "not logged in"},
+            "403": {"description": "not allowed"},
+        });
+    }
     if let Some((schema, list)) = registry_content(path) {
         let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
         let schema = match list {
@@ -177,6 +202,14 @@ mod tests {
                 route.path
             );
         }
+        let exec = &doc["paths"]["/api/v1/projects/{project}/pods/{name}/exec"];
+        assert!(exec["post"]["responses"]["101"].is_object(), "{exec}");
+        assert!(exec["get"]["responses"]["204"].is_object(), "{exec}");
+        let log = &doc["paths"]["/api/v1/projects/{project}/pods/{name}/log"];
+        assert!(
+            log["get"]["responses"]["200"]["content"]["text/plain"].is_object(),
+            "{log}"
+        );
         for kind in [
             "Node",
             "Deployment",

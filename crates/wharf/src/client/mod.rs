@@ -165,6 +165,33 @@ impl ApiClient {
         Ok(response)
     }
 
+    /// `POST /api/v1/<path>?<query>` upgraded to `protocol` (`exec`,
+    /// `port-forward`): the raw connection after `101 Switching Protocols`.
+    pub async fn upgrade(
+        &mut self,
+        path: &[&str],
+        query: &[(&str, String)],
+        protocol: &'static str,
+    ) -> Result<reqwest::Upgraded> {
+        let request = Request {
+            method: Method::POST,
+            path,
+            query,
+            body: Payload::Upgrade(protocol),
+            timeout: STREAM_TIMEOUT,
+        };
+        let response = self
+            .respond(&request, Unauthorized::RefreshAndRetry)
+            .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ApiRefusal::read(response).await.into());
+        }
+        response
+            .upgrade()
+            .await
+            .context("the server did not switch protocols")
+    }
+
     /// `PUT /api/v1/<path>` with a JSON body.
     pub async fn put(&mut self, path: &[&str], body: &Value) -> Result<Value> {
         self.call(Method::PUT, path, &[], Payload::Json(body)).await
@@ -389,6 +416,9 @@ impl ApiClient {
             Payload::Text { content_type, text } => builder
                 .header(reqwest::header::CONTENT_TYPE, content_type)
                 .body(text.to_string()),
+            Payload::Upgrade(protocol) => builder
+                .header(reqwest::header::CONNECTION, "upgrade")
+                .header(reqwest::header::UPGRADE, protocol),
         };
         builder.send().await.map_err(|err| {
             anyhow!(
@@ -439,6 +469,8 @@ enum Payload<'a> {
         content_type: &'static str,
         text: &'a str,
     },
+    /// None, with a request to switch to this protocol.
+    Upgrade(&'static str),
 }
 
 /// A streamed answer of one JSON value per line, such as a watch.

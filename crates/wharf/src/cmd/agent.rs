@@ -95,7 +95,9 @@ pub struct NodeOptions {
     /// server's own is added when it is plain HTTP).
     #[arg(long, value_delimiter = ',')]
     pub insecure_registry: Vec<String>,
-    /// Where to serve container logs (the server proxies `wharf logs` here).
+    /// Where to serve the agent's endpoint: container logs, exec and
+    /// port-forward (the server proxies `wharf logs`, `exec` and
+    /// `port-forward` here).
     #[arg(long = "logs-listen", default_value = "127.0.0.1:7701")]
     pub logs_listen: SocketAddr,
     /// A layer may unpack to this many times its compressed size (or to
@@ -356,8 +358,8 @@ pub async fn node_runtime(
     let endpoint = format!("http://{host}:{}", bound.port());
     let serving = runtime.clone();
     let task = tokio::spawn(async move {
-        if let Err(err) = wharf_agent::serve_logs(listener, api, serving).await {
-            tracing::error!(error = %err, "the log endpoint stopped");
+        if let Err(err) = wharf_agent::serve_endpoint(listener, api, serving).await {
+            tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });
     Ok((runtime, Some((task, endpoint))))

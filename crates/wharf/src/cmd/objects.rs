@@ -147,6 +147,27 @@ impl ProjectOption {
     }
 }
 
+/// The pod `logs`, `exec` and `port-forward` act on, with the options that
+/// say where it is.
+#[derive(clap::Args)]
+pub struct PodTarget {
+    #[command(flatten)]
+    server: super::ServerOption,
+    #[command(flatten)]
+    project: ProjectOption,
+    /// The pod.
+    pub pod: String,
+}
+
+impl PodTarget {
+    /// A client for the server, and the pod's project.
+    pub fn connect(&self) -> Result<(ApiClient, String)> {
+        let client = self.server.client()?;
+        let project = self.project.for_kind(Kind::Pod, client.default_project())?;
+        Ok((client, project))
+    }
+}
+
 /// `GET` of the collection of `kind` in `project`, filtered by `selector`.
 /// (A label selector in its query form, e.g. `app=web,tier!=db`.)
 pub async fn list_objects(

@@ -151,11 +151,12 @@ impl NodeApi for LocalNodeApi {
     }
 
     /// In-process there is no identity service to ask: nobody may.
-    async fn may_read_pod(
+    async fn may_access_pod(
         &self,
         _token: &str,
         _project: &str,
         _name: &str,
+        _access: wharf_agent::PodAccess,
     ) -> Result<bool, AgentError> {
         Ok(false)
     }
