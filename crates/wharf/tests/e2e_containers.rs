@@ -473,6 +473,17 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
     // The log holds the requests (httpd -v writes them to stderr).
     let log = cli.run(&["logs", "-p", "shop", &name_of(&pods[0])]);
     assert!(log.contains("response:200"), "log: {log}");
+    // `-l` prints the logs of every selected pod, each line labelled.
+    let logs = cli.run(&["logs", "-p", "shop", "-l", "app=web"]);
+    for pod in &pods {
+        let label = format!("[pod/{}] ", name_of(pod));
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&label) && l.contains("response:200")),
+            "{label} in: {logs}"
+        );
+    }
+    assert!(logs.lines().all(|l| l.starts_with("[pod/web-")), "{logs}");
 
     // A container that exits is restarted, and says why it ended.
     let crasher = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: crasher, namespace: shop}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: crasher}}\n  template:\n    metadata: {labels: {app: crasher}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n        - name: main\n          image: IMAGE\n          command: [/bin/sh, -c, 'echo run; sleep 1; exit 3']\n"
