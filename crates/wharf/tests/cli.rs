@@ -344,6 +344,19 @@ fn the_login_default_project_stands_in_for_p() {
     ));
     assert_eq!(deployment_names(home, &["-p", "lab"]), ["api"], "-p wins");
     ok(wharf(home, &["describe", "deployment", "web"], ""));
+    // -l describes what the selector matches, kubectl-style.
+    let described = ok(wharf(
+        home,
+        &["describe", "deployments", "-l", "app=web"],
+        "",
+    ));
+    assert!(described.contains("web"), "{described}");
+    let none = fails(wharf(
+        home,
+        &["describe", "deployments", "-l", "app=nothing"],
+        "",
+    ));
+    assert!(none.contains("no deployments match app=nothing"), "{none}");
 
     // login --project sets it; logging in again without it keeps it.
     let out = log_in_as_admin(home, &url, &["--project", "lab"]);

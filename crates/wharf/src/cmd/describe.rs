@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
 use wharf_api::{
@@ -16,10 +16,10 @@ use wharf_api::{
 use super::ServerOption;
 use super::get::{phase_name, pod_status};
 use super::objects::{
-    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, effect_name, node_status, none,
-    selector_text, sum_requests, taint_text,
+    Kind, ObjectName, ProjectOption, allocated_on, bound_pods, effect_name, list_objects,
+    node_status, none, place, selector_text, sum_requests, taint_text,
 };
-use crate::client::unix_now;
+use crate::client::{ApiClient, unix_now};
 use crate::output::{Table, age, cores, memory, rfc3339};
 
 /// Options of `wharf describe`.
@@ -31,17 +31,53 @@ pub struct DescribeArgs {
     /// configmap (cm) or secret.
     #[arg(value_parser = Kind::parse)]
     kind: Kind,
-    /// Its name.
-    name: String,
+    /// Its name (or -l to describe every object the selector matches).
+    #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+    name: Option<String>,
+    /// Describe the objects whose labels match, e.g. `app=web`.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
     #[command(flatten)]
     project: ProjectOption,
 }
 
-/// Prints the object and its events.
+/// Prints the object (or each selected one) and its events.
 pub async fn run(args: DescribeArgs) -> Result<()> {
-    let (kind, name) = (args.kind, args.name.as_str());
+    let kind = args.kind;
     let mut client = args.server.client()?;
     let project = &args.project.for_kind(kind, client.default_project())?;
+    let names = match &args.name {
+        Some(name) => vec![name.clone()],
+        None => {
+            let list = list_objects(&mut client, kind, project, &args.selector).await?;
+            let names: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            if names.is_empty() {
+                bail!(
+                    "no {} match {}{}",
+                    kind.plural(),
+                    args.selector.as_deref().unwrap_or_default(),
+                    place(project)
+                );
+            }
+            names
+        }
+    };
+    for (index, name) in names.iter().enumerate() {
+        if index > 0 {
+            println!();
+        }
+        describe_one(&mut client, kind, project, name).await?;
+    }
+    Ok(())
+}
+
+/// Prints one object and its events.
+async fn describe_one(client: &mut ApiClient, kind: Kind, project: &str, name: &str) -> Result<()> {
     let answer = client
         .get(&kind.object_path(project, name))
         .await
@@ -57,7 +93,7 @@ pub async fn run(args: DescribeArgs) -> Result<()> {
     let mut description = match kind {
         Kind::Node => {
             let node: Node = typed(answer)?;
-            let pods = bound_pods(&mut client, Some(name)).await?;
+            let pods = bound_pods(client, Some(name)).await?;
             describe_node(&node, pods.as_deref(), now_ms)
         }
         Kind::Deployment => describe_deployment(&typed(answer)?, now_ms),
