@@ -882,13 +882,15 @@ impl Runtime for ContainerRuntime {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut held = Vec::new();
-        for (key, cell) in cells {
-            if cell.lock().await.is_some() {
-                held.push(key);
-            }
-        }
-        held
+        // A locked cell is in use: a step (maybe a pull of many minutes) or
+        // a removal holds it, so the pod is held. Waiting for the lock here
+        // would stall the agent's pod watch behind that step, and with it
+        // the deletion that is to cancel it.
+        cells
+            .into_iter()
+            .filter(|(_, cell)| cell.try_lock().map_or(true, |slot| slot.is_some()))
+            .map(|(key, _)| key)
+            .collect()
     }
 }
 

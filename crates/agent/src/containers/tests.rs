@@ -107,6 +107,8 @@ impl NodeApi for PoolAddresses {
 struct FakeImages {
     broken: Mutex<Option<String>>,
     pulls: Mutex<usize>,
+    /// Held by a test to keep pulls waiting, as a big pull does.
+    stall: tokio::sync::Mutex<()>,
 }
 
 #[async_trait]
@@ -118,6 +120,7 @@ impl ImagePuller for FakeImages {
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Image, ContainerError> {
         *self.pulls.lock().unwrap() += 1;
+        drop(self.stall.lock().await);
         if let Some(reason) = self.broken.lock().unwrap().clone() {
             return Err(ContainerError::ImagePull(reason));
         }
@@ -285,6 +288,29 @@ async fn sync_until(
         .await;
     }
     panic!("status never got there");
+}
+
+#[tokio::test]
+async fn listing_the_pods_held_does_not_wait_for_a_long_step() {
+    let node = Node::new();
+    let runtime = Arc::new(node.runtime().await);
+    let pod = node.pod("web-1", None, None).await;
+    let stalled = node.images.stall.lock().await;
+    let syncing = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.sync(&pod, &|_| {}).await }
+    });
+    while *node.images.pulls.lock().unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The agent lists what it holds when its pod watch starts over; a pull
+    // that takes minutes must not hold that up (nor the deletions after it).
+    let held = tokio::time::timeout(Duration::from_secs(5), runtime.pods())
+        .await
+        .expect("pods() answers while a pull is in progress");
+    assert_eq!(held, [("shop".to_string(), "web-1".to_string())]);
+    drop(stalled);
+    assert_eq!(syncing.await.unwrap().status.phase, PodPhase::Running);
 }
 
 #[tokio::test]
