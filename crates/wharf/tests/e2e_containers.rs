@@ -9,6 +9,8 @@
 mod common;
 #[path = "e2e_containers/config.rs"]
 mod config;
+#[path = "e2e_containers/config_volumes.rs"]
+mod config_volumes;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
 #[path = "e2e_containers/sec.rs"]
