@@ -43,7 +43,8 @@ mod workload;
 
 pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
 pub use config_volume::{
-    ConfigMapVolume, DEFAULT_FILE_MODE, KeyToPath, ProjectedFile, Projection, SecretVolume,
+    ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
+    ProjectedFile, Projection, SecretVolume,
 };
 pub use env::{
     ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,

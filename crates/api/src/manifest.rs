@@ -154,7 +154,7 @@ const REFUSED_FIELDS: &[&str] = &[
     "ephemeralContainers",
     // Its data and configuration. `volumes` and `volumeMounts` are read
     // (crate::volume); listed here so that a volume type or mount field
-    // Wharf does not declare (`downwardAPI`, `persistentVolumeClaim`,
+    // Wharf does not declare (`projected`, `persistentVolumeClaim`,
     // `subPathExpr`, ...) is refused by path instead of ignored.
     "volumes",
     "volumeMounts",
@@ -409,8 +409,8 @@ status: {}
             ),
             (
                 true,
-                "volumes: [{name: v, downwardAPI: {items: [{path: n}]}}]",
-                "spec.template.spec.volumes.0.downwardAPI.items",
+                "volumes: [{name: v, projected: {defaultMode: 256}}]",
+                "spec.template.spec.volumes.0.projected.defaultMode",
             ),
             (
                 true,

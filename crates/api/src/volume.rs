@@ -1,7 +1,7 @@
 //! Pod volumes and the containers' mounts of them: the Kubernetes shapes
-//! Wharf honours (`emptyDir`, `hostPath`, `configMap`, `secret`) and their
-//! validation. Volume types not declared here (`downwardAPI`,
-//! `persistentVolumeClaim`, ...) are refused by the manifest reader,
+//! Wharf honours (`emptyDir`, `hostPath`, `configMap`, `secret`,
+//! `downwardAPI`) and their validation. Volume types not declared here
+//! (`persistentVolumeClaim`, `projected`, ...) are refused by the manifest reader,
 //! naming their path.
 
 use std::collections::BTreeSet;
@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
-use crate::config_volume::{ConfigMapVolume, SecretVolume};
+use crate::config_volume::{ConfigMapVolume, DownwardApiVolume, SecretVolume};
 use crate::meta::check_name;
 use crate::quantity::parse_memory_bytes;
 
@@ -37,6 +37,13 @@ pub struct Volume {
     /// The keys of a Secret as files on a tmpfs, kept up to date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretVolume>,
+    /// Fields of the pod as files, kept up to date.
+    #[serde(
+        default,
+        rename = "downwardAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub downward_api: Option<DownwardApiVolume>,
 }
 
 /// `emptyDir`: on the node's disk, or a tmpfs with `medium: Memory`.
@@ -171,12 +178,13 @@ impl Volume {
     /// Checks the volume at `field` (e.g. `spec.volumes[0]`).
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         check_name(&format!("{field}.name"), &self.name)?;
-        const SOURCES: &str = "emptyDir, hostPath, configMap or secret";
+        const SOURCES: &str = "emptyDir, hostPath, configMap, secret or downwardAPI";
         let sources = [
             self.empty_dir.is_some(),
             self.host_path.is_some(),
             self.config_map.is_some(),
             self.secret.is_some(),
+            self.downward_api.is_some(),
         ];
         match sources.iter().filter(|set| **set).count() {
             0 => {
@@ -205,13 +213,16 @@ impl Volume {
         if let Some(secret) = &self.secret {
             secret.validate(&format!("{field}.secret"))?;
         }
+        if let Some(downward) = &self.downward_api {
+            downward.validate(&format!("{field}.downwardAPI"))?;
+        }
         Ok(())
     }
 
-    /// Whether the agent writes the volume's files (configMap, secret):
-    /// containers mount it read-only.
+    /// Whether the agent writes the volume's files (configMap, secret,
+    /// downwardAPI): containers mount it read-only.
     pub fn is_projected(&self) -> bool {
-        self.config_map.is_some() || self.secret.is_some()
+        self.config_map.is_some() || self.secret.is_some() || self.downward_api.is_some()
     }
 }
 

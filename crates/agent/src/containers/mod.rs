@@ -358,7 +358,7 @@ impl ContainerRuntime {
 
     /// Makes the pod's volumes ready, once per agent run (a reboot loses
     /// its tmpfs volumes and binds; those still mounted are kept), then
-    /// keeps its configMap and secret volumes up to date.
+    /// keeps its configMap, secret and downwardAPI volumes up to date.
     async fn volumes(&self, pod: &Pod, slot: &mut PodSlot) -> Result<(), Trouble> {
         if pod.spec.volumes.is_empty() {
             return Ok(());
@@ -388,8 +388,9 @@ impl ContainerRuntime {
         }
     }
 
-    /// Writes the pod's configMap and secret volumes from the objects as
-    /// the control plane has them now, at most every [`CONFIG_REFRESH`].
+    /// Writes the pod's configMap, secret and downwardAPI volumes from the
+    /// objects as the control plane has them now and the pod as this node
+    /// has it, at most every [`CONFIG_REFRESH`].
     async fn project(&self, pod: &Pod, slot: &mut PodSlot) -> Result<(), String> {
         if !pod.spec.volumes.iter().any(|v| v.is_projected())
             || slot
@@ -401,7 +402,7 @@ impl ContainerRuntime {
         let objects = ConfigObjects::fetch(self.api.as_ref(), &self.config.node, pod)
             .await
             .map_err(|err| format!("reading the configmaps and secrets of the pod: {err}"))?;
-        let projections = volumes::projections(&pod.spec.volumes, &objects)?;
+        let projections = volumes::projections(pod, &objects, self.config.allocatable)?;
         let dir = self.pod_dir(&slot.record.project, &slot.record.name);
         let changed = off_worker(move || {
             let mut changed = Vec::new();

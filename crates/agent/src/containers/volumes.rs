@@ -3,13 +3,14 @@
 //! ```text
 //! <pod dir>/volumes/<name>        emptyDir: a directory (0777), or a tmpfs (medium: Memory)
 //!                                 hostPath: a bind mount of the checked node path
-//!                                 configMap, secret: files kept by [`atomic_writer`]
+//!                                 configMap, secret, downwardAPI: files kept by
+//!                                 [`atomic_writer`]
 //!                                 (a secret's on a tmpfs, never on disk)
 //! <container dir>/volumes/<i>     mount i's subPath, bound from inside its volume
 //! ```
 //!
-//! configMap and secret volumes are mounted read-only and their files are
-//! rewritten when the object changes; a subPath mount of one binds the
+//! configMap, secret and downwardAPI volumes are mounted read-only and
+//! their files are rewritten when the object or the pod changes; a subPath mount of one binds the
 //! file of that moment and so does not follow updates (as in Kubernetes).
 //!
 //! Paths that a container or a node user may change are never followed by
@@ -29,7 +30,9 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
-use wharf_api::{ConfigRef, Container, EmptyDirVolume, HostPathVolume, ProjectedFile, Volume};
+use wharf_api::{
+    ConfigRef, Container, EmptyDirVolume, HostPathVolume, Pod, ProjectedFile, Resources, Volume,
+};
 use wharf_runc::spec::VolumeBind;
 
 use super::env::ConfigObjects;
@@ -54,7 +57,8 @@ fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The mounts of `container` of the pod's `volumes`, in its order; the
-/// files of configMap and secret volumes are the agent's, so read-only.
+/// files of configMap, secret and downwardAPI volumes are the agent's, so
+/// read-only.
 pub(super) fn sources(
     pod_dir: &Path,
     container: &Container,
@@ -99,29 +103,34 @@ pub(super) fn prepare(pod_dir: &Path, volumes: &[Volume]) -> Result<(), String> 
 /// largest size (1 MiB) during a swap, and room for file overhead.
 const SECRET_VOLUME_BYTES: u64 = 4 << 20;
 
-/// The files of each configMap and secret volume of the pod (by volume
-/// name), from `objects`. `Err` says what is missing.
+/// The files of each configMap, secret and downwardAPI volume of `pod`,
+/// from `objects` and the pod itself (`allocatable` standing in for
+/// missing limits). `Err` says what is missing.
 pub(super) fn projections(
-    volumes: &[Volume],
+    pod: &Pod,
     objects: &ConfigObjects,
+    allocatable: Resources,
 ) -> Result<Vec<(Volume, Vec<ProjectedFile>)>, String> {
     let mut out = Vec::new();
-    for volume in volumes {
-        let (wanted, projection) = match (&volume.config_map, &volume.secret) {
-            (Some(c), _) => (ConfigRef::ConfigMap(c.name.clone()), c.projection()),
-            (None, Some(s)) => (ConfigRef::Secret(s.secret_name.clone()), s.projection()),
-            (None, None) => continue,
+    for volume in &pod.spec.volumes {
+        let files = if let Some(downward) = &volume.downward_api {
+            downward.files(pod, allocatable)
+        } else {
+            let (wanted, projection) = match (&volume.config_map, &volume.secret) {
+                (Some(c), _) => (ConfigRef::ConfigMap(c.name.clone()), c.projection()),
+                (None, Some(s)) => (ConfigRef::Secret(s.secret_name.clone()), s.projection()),
+                (None, None) => continue,
+            };
+            projection.files(&wanted.to_string(), objects.entries(&wanted))
         };
-        let files = projection
-            .files(&wanted.to_string(), objects.entries(&wanted))
-            .map_err(|e| format!("volume {}: {e}", volume.name))?;
+        let files = files.map_err(|e| format!("volume {}: {e}", volume.name))?;
         out.push((volume.clone(), files));
     }
     Ok(out)
 }
 
-/// Writes a configMap or secret volume's files (a secret's on a tmpfs
-/// mounted first); says whether they changed.
+/// Writes a configMap, secret or downwardAPI volume's files (a secret's
+/// on a tmpfs mounted first); says whether they changed.
 pub(super) fn project(
     pod_dir: &Path,
     volume: &Volume,

@@ -1,7 +1,8 @@
-//! configMap and secret volumes in real containers: a ConfigMap key as a
-//! file at an item's path with its mode, read-only; a Secret on a tmpfs;
-//! and a ConfigMap changed with `wharf apply` showing in the mounted file
-//! within a minute, through the `..data` swap.
+//! configMap, secret and downwardAPI volumes in real containers: a
+//! ConfigMap key as a file at an item's path with its mode, read-only; a
+//! Secret on a tmpfs; the pod's labels and name as files; and a ConfigMap
+//! changed with `wharf apply` showing in the mounted file within a minute,
+//! through the `..data` swap.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ fn config_map(mode: &str) -> String {
 fn manifests(image: &str) -> String {
     let script = "echo SECRET=$(cat /etc/db/password); grep ' /etc/db ' /proc/mounts; \
                   ls -lL /etc/app/conf/mode.txt; ls /etc/app; \
+                  cat /etc/podinfo/labels; echo NAME=$(cat /etc/podinfo/name); \
                   touch /etc/app/x 2>/dev/null || echo READONLY; \
                   while true; do echo MODE=$(cat /etc/app/conf/mode.txt); sleep 1; done";
     format!(
@@ -42,6 +44,11 @@ spec:
       volumes:
         - {{name: conf, configMap: {{name: app, items: [{{key: mode, path: conf/mode.txt, mode: 0400}}]}}}}
         - {{name: creds, secret: {{secretName: db}}}}
+        - name: podinfo
+          downwardAPI:
+            items:
+              - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+              - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
       containers:
         - name: main
           image: {image}
@@ -49,6 +56,7 @@ spec:
           volumeMounts:
             - {{name: conf, mountPath: /etc/app}}
             - {{name: creds, mountPath: /etc/db}}
+            - {{name: podinfo, mountPath: /etc/podinfo}}
 "#,
         config_map = config_map("prod"),
     )
@@ -111,6 +119,8 @@ async fn config_map_and_secret_volumes_hold_the_objects_and_follow_changes() {
     assert!(log.lines().any(|l| l == "conf"), "{log}");
     assert!(!log.contains("other"), "{log}");
     assert!(log.lines().any(|l| l == "READONLY"), "{log}");
+    assert!(log.lines().any(|l| l == "app=\"cmvol\""), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("NAME=cmvol-")), "{log}");
     assert!(!node.log().contains(SECRET_VALUE));
 
     cli.run_with(&["apply", "-f", "-"], &config_map("staging"));
