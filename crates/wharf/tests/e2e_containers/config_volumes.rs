@@ -4,8 +4,9 @@
 //! changed with `wharf apply` showing in the mounted file within a minute,
 //! through the `..data` swap.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::config::running_with;
 use super::{Cli, Node, NodeSpec, TestServer, prerequisites, push_demo_image, wait_for};
 
 const SECRET_VALUE: &str = "e2e-vol-s3cret-42";
@@ -62,22 +63,6 @@ spec:
     )
 }
 
-/// The log of the running `cmvol-` pod once it holds `line`.
-fn log_with(cli: &Cli, line: &str, timeout: Duration) -> String {
-    wait_for(&format!("cmvol printing {line}"), timeout, || {
-        let pods = cli.pods("shop");
-        let pod = pods.iter().find(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("cmvol-"))
-                && p["status"]["phase"] == "Running"
-        })?;
-        let name = pod["metadata"]["name"].as_str()?;
-        let log = cli.run(&["logs", "-p", "shop", name]);
-        log.lines().any(|l| l == line).then_some(log)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_map_and_secret_volumes_hold_the_objects_and_follow_changes() {
     if !prerequisites("configMap and secret volumes") {
@@ -101,7 +86,7 @@ async fn config_map_and_secret_volumes_hold_the_objects_and_follow_changes() {
     let image = format!("{}/shop/web:1.0", server.host());
 
     cli.run_with(&["apply", "-f", "-"], &manifests(&image));
-    let log = log_with(&cli, "MODE=prod", Duration::from_secs(90));
+    let (_, _, log) = running_with(&cli, "cmvol-", "MODE=prod");
     assert!(
         log.lines().any(|l| l == format!("SECRET={SECRET_VALUE}")),
         "{log}"
@@ -123,8 +108,14 @@ async fn config_map_and_secret_volumes_hold_the_objects_and_follow_changes() {
     assert!(log.lines().any(|l| l.starts_with("NAME=cmvol-")), "{log}");
     assert!(!node.log().contains(SECRET_VALUE));
 
+    let changed = Instant::now();
     cli.run_with(&["apply", "-f", "-"], &config_map("staging"));
-    log_with(&cli, "MODE=staging", Duration::from_secs(60));
+    running_with(&cli, "cmvol-", "MODE=staging");
+    assert!(
+        changed.elapsed() < Duration::from_secs(60),
+        "the change took {:?}",
+        changed.elapsed()
+    );
 
     cli.run(&["delete", "deployment", "cmvol", "-p", "shop"]);
     wait_for("the pods gone", Duration::from_secs(60), || {
