@@ -602,3 +602,59 @@ async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
     runtime.remove("shop", "vol-1", None).await;
     assert!(!volume.exists(), "the emptyDir goes with the pod");
 }
+
+#[tokio::test]
+async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let mut pod = node.pod("conf-1", None, None).await;
+    pod.spec.volumes = vec![wharf_api::Volume {
+        name: "conf".into(),
+        config_map: Some(wharf_api::ConfigMapVolume {
+            name: "app".into(),
+            items: vec![wharf_api::KeyToPath {
+                key: "mode".into(),
+                path: "etc/mode".into(),
+                mode: Some(0o400),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
+        name: "conf".into(),
+        mount_path: "/etc/app".into(),
+        ..Default::default()
+    }];
+    // A missing ConfigMap holds the pod, naming it.
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Pending);
+    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("volume conf") && message.contains("configmap \"app\" not found"),
+        "{message}"
+    );
+    assert!(node.containers.state.lock().unwrap().starts.is_empty());
+
+    let mut config_map = wharf_api::ConfigMap::default();
+    config_map.metadata.name = "app".into();
+    config_map.metadata.project = Some("shop".into());
+    config_map.data.insert("mode".into(), "prod".into());
+    node.objects.create(config_map).await.unwrap();
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    let source = {
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        launch.volumes[0].clone()
+    };
+    assert!(source.read_only, "the agent's files are mounted read-only");
+    let file = source.root.join("etc/mode");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "prod");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o400);
+    runtime.remove("shop", "conf-1", None).await;
+    assert!(!source.root.exists(), "the volume goes with the pod");
+}
