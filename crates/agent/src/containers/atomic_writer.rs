@@ -25,9 +25,14 @@ fn io(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
-/// Makes `dir` hold exactly `files`. Returns whether anything changed
-/// (nothing does when the current version already holds them).
-pub(super) fn write(dir: &Path, files: &[ProjectedFile]) -> Result<bool, String> {
+/// Makes `dir` hold exactly `files`, their group `group` when set (the
+/// pod's fsGroup). Returns whether anything changed (nothing does when the
+/// current version already holds them).
+pub(super) fn write(
+    dir: &Path,
+    files: &[ProjectedFile],
+    group: Option<u32>,
+) -> Result<bool, String> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let current = std::fs::read_link(dir.join(DATA)).ok();
     if let Some(version) = &current
@@ -35,7 +40,7 @@ pub(super) fn write(dir: &Path, files: &[ProjectedFile]) -> Result<bool, String>
     {
         return Ok(false);
     }
-    let version = write_version(dir, files)?;
+    let version = write_version(dir, files, group)?;
     let next = dir.join(DATA_NEXT);
     let _ = std::fs::remove_file(&next);
     std::os::unix::fs::symlink(&version, &next).map_err(|e| io(&next, e))?;
@@ -51,7 +56,11 @@ pub(super) fn write(dir: &Path, files: &[ProjectedFile]) -> Result<bool, String>
 }
 
 /// Writes `files` in a new `..<timestamp>` directory; returns its name.
-fn write_version(dir: &Path, files: &[ProjectedFile]) -> Result<PathBuf, String> {
+fn write_version(
+    dir: &Path,
+    files: &[ProjectedFile],
+    group: Option<u32>,
+) -> Result<PathBuf, String> {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -66,6 +75,9 @@ fn write_version(dir: &Path, files: &[ProjectedFile]) -> Result<PathBuf, String>
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
         std::fs::write(&path, &file.data).map_err(|e| io(&path, e))?;
+        if group.is_some() {
+            std::os::unix::fs::lchown(&path, None, group).map_err(|e| io(&path, e))?;
+        }
         set_mode(&path, file.mode)?;
     }
     Ok(name)
@@ -156,7 +168,7 @@ mod tests {
             file("mode", "prod", 0o644),
             file("etc/app.ini", "x=1", 0o400),
         ];
-        assert!(write(&dir, &files).unwrap());
+        assert!(write(&dir, &files, None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("mode")).unwrap(), "prod");
         assert_eq!(
             std::fs::read_to_string(dir.join("etc/app.ini")).unwrap(),
@@ -173,7 +185,7 @@ mod tests {
         assert_eq!(mode & 0o7777, 0o400);
         // The same files again change nothing.
         let before = versions(&dir);
-        assert!(!write(&dir, &files).unwrap());
+        assert!(!write(&dir, &files, None).unwrap());
         assert_eq!(versions(&dir), before);
     }
 
@@ -181,12 +193,12 @@ mod tests {
     fn a_change_swaps_data_and_removes_the_old_version() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("conf");
-        write(&dir, &[file("a", "1", 0o644), file("b", "2", 0o644)]).unwrap();
+        write(&dir, &[file("a", "1", 0o644), file("b", "2", 0o644)], None).unwrap();
         let first = versions(&dir);
         assert_eq!(first.len(), 1);
         // A changed mode alone is a change too.
-        assert!(write(&dir, &[file("a", "1", 0o600), file("b", "2", 0o644)]).unwrap());
-        assert!(write(&dir, &[file("a", "3", 0o600)]).unwrap());
+        assert!(write(&dir, &[file("a", "1", 0o600), file("b", "2", 0o644)], None).unwrap());
+        assert!(write(&dir, &[file("a", "3", 0o600)], None).unwrap());
         let last = versions(&dir);
         assert_eq!(last.len(), 1);
         assert_ne!(last, first);
@@ -201,11 +213,21 @@ mod tests {
     }
 
     #[test]
+    fn files_take_the_pods_fs_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("conf");
+        write(&dir, &[file("a", "1", 0o440)], Some(4321)).unwrap();
+        let meta = std::fs::metadata(dir.join("a")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4321);
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o440);
+    }
+
+    #[test]
     fn an_empty_payload_is_an_empty_volume() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("opt");
-        assert!(write(&dir, &[]).unwrap());
-        assert!(!write(&dir, &[]).unwrap());
+        assert!(write(&dir, &[], None).unwrap());
+        assert!(!write(&dir, &[], None).unwrap());
         let visible: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()

@@ -404,10 +404,11 @@ impl ContainerRuntime {
             .map_err(|err| format!("reading the configmaps and secrets of the pod: {err}"))?;
         let projections = volumes::projections(pod, &objects, self.config.allocatable)?;
         let dir = self.pod_dir(&slot.record.project, &slot.record.name);
+        let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
         let changed = off_worker(move || {
             let mut changed = Vec::new();
             for (volume, files) in &projections {
-                if volumes::project(&dir, volume, files).map_err(std::io::Error::other)? {
+                if volumes::project(&dir, volume, files, fs_group).map_err(std::io::Error::other)? {
                     changed.push(volume.name.clone());
                 }
             }

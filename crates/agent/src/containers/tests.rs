@@ -626,6 +626,10 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
         mount_path: "/etc/app".into(),
         ..Default::default()
     }];
+    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
+        fs_group: Some(4321),
+        ..Default::default()
+    });
     // A missing ConfigMap holds the pod, naming it.
     let status = sync(&runtime, &pod).await.status;
     assert_eq!(status.phase, PodPhase::Pending);
@@ -652,9 +656,11 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
     assert!(source.read_only, "the agent's files are mounted read-only");
     let file = source.root.join("etc/mode");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "prod");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o400);
+    // The fsGroup owns the file and may read it.
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4321);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    assert_eq!(mode & 0o777, 0o440);
     runtime.remove("shop", "conf-1", None).await;
     assert!(!source.root.exists(), "the volume goes with the pod");
 }

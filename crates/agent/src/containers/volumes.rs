@@ -130,11 +130,13 @@ pub(super) fn projections(
 }
 
 /// Writes a configMap, secret or downwardAPI volume's files (a secret's
-/// on a tmpfs mounted first); says whether they changed.
+/// on a tmpfs mounted first), owned by group `fs_group` when set; says
+/// whether they changed.
 pub(super) fn project(
     pod_dir: &Path,
     volume: &Volume,
     files: &[ProjectedFile],
+    fs_group: Option<u32>,
 ) -> Result<bool, String> {
     let dir = volume_dir(pod_dir, &volume.name);
     let on_tmpfs = || -> Result<(), String> {
@@ -155,7 +157,16 @@ pub(super) fn project(
     if volume.secret.is_some() {
         on_tmpfs().map_err(|e| format!("volume {}: {e}", volume.name))?;
     }
-    atomic_writer::write(&dir, files).map_err(|e| format!("volume {}: {e}", volume.name))
+    // With an fsGroup the files belong to it and its members may read
+    // them, as kubelet sets a volume's ownership.
+    let files: Vec<ProjectedFile> = files
+        .iter()
+        .map(|file| ProjectedFile {
+            mode: file.mode | if fs_group.is_some() { 0o040 } else { 0 },
+            ..file.clone()
+        })
+        .collect();
+    atomic_writer::write(&dir, &files, fs_group).map_err(|e| format!("volume {}: {e}", volume.name))
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> String {
