@@ -552,6 +552,16 @@ async fn a_restarted_agent_adopts_its_pods() {
     assert_eq!((removed, starts), (1, 2));
 }
 
+/// Syncs `pod`, which a volume must hold `Pending` (`FailedMount`) with
+/// no container started; returns the status message.
+async fn held_by_a_volume(node: &Node, runtime: &ContainerRuntime, pod: &Pod) -> String {
+    let status = sync(runtime, pod).await.status;
+    assert_eq!(status.phase, PodPhase::Pending);
+    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
+    assert!(node.containers.state.lock().unwrap().starts.is_empty());
+    status.message.unwrap_or_default()
+}
+
 #[tokio::test]
 async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
     let node = Node::new();
@@ -566,15 +576,11 @@ async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
         ..Default::default()
     }];
     // A volume that cannot be made holds every container back.
-    let status = sync(&runtime, &pod).await.status;
-    assert_eq!(status.phase, PodPhase::Pending);
-    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
-    let message = status.message.unwrap_or_default();
+    let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(
         message.contains("volume host") && message.contains("/nonexistent/wharf-test"),
         "{message}"
     );
-    assert!(node.containers.state.lock().unwrap().starts.is_empty());
 
     pod.spec.volumes = vec![wharf_api::Volume {
         name: "cache".into(),
@@ -631,15 +637,11 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
         ..Default::default()
     });
     // A missing ConfigMap holds the pod, naming it.
-    let status = sync(&runtime, &pod).await.status;
-    assert_eq!(status.phase, PodPhase::Pending);
-    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
-    let message = status.message.unwrap_or_default();
+    let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(
         message.contains("volume conf") && message.contains("configmap \"app\" not found"),
         "{message}"
     );
-    assert!(node.containers.state.lock().unwrap().starts.is_empty());
 
     let mut config_map = wharf_api::ConfigMap::default();
     config_map.metadata.name = "app".into();
