@@ -121,9 +121,17 @@ impl std::fmt::Display for ConfigRef {
 
 impl PodSpec {
     /// The ConfigMaps and Secrets the pod's containers use, which the node
-    /// running it may read (volumes add theirs here).
+    /// running it may read: those of their env and of the pod's volumes.
     pub fn config_refs(&self) -> BTreeSet<ConfigRef> {
         let mut refs = BTreeSet::new();
+        for volume in &self.volumes {
+            if let Some(config_map) = &volume.config_map {
+                refs.insert(ConfigRef::ConfigMap(config_map.name.clone()));
+            }
+            if let Some(secret) = &volume.secret {
+                refs.insert(ConfigRef::Secret(secret.secret_name.clone()));
+            }
+        }
         for container in &self.containers {
             for source in container.env.iter().filter_map(|e| e.value_from.as_ref()) {
                 if let Some(key) = &source.config_map_key_ref {

@@ -24,6 +24,7 @@
 //! ```
 
 mod config;
+mod config_volume;
 mod env;
 mod error;
 mod event;
@@ -41,6 +42,10 @@ mod volume;
 mod workload;
 
 pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
+pub use config_volume::{
+    ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
+    ProjectedFile, Projection, SecretVolume,
+};
 pub use env::{
     ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,
     ResourceFieldSelector, is_env_name,

@@ -154,7 +154,7 @@ const REFUSED_FIELDS: &[&str] = &[
     "ephemeralContainers",
     // Its data and configuration. `volumes` and `volumeMounts` are read
     // (crate::volume); listed here so that a volume type or mount field
-    // Wharf does not declare (`configMap`, `persistentVolumeClaim`,
+    // Wharf does not declare (`projected`, `persistentVolumeClaim`,
     // `subPathExpr`, ...) is refused by path instead of ignored.
     "volumes",
     "volumeMounts",
@@ -404,18 +404,13 @@ status: {}
             ),
             (
                 true,
-                "volumes: [{name: v, configMap: {name: c}}]",
-                "spec.template.spec.volumes.0.configMap.name",
+                "volumes: [{name: v, configMap: {name: c, items: [{key: k, path: p, x: 1}]}}]",
+                "spec.template.spec.volumes.0.configMap.items.0.x",
             ),
             (
                 true,
-                "volumes: [{name: v, secret: {secretName: s}}]",
-                "spec.template.spec.volumes.0.secret.secretName",
-            ),
-            (
-                true,
-                "volumes: [{name: v, downwardAPI: {items: [{path: n}]}}]",
-                "spec.template.spec.volumes.0.downwardAPI.items",
+                "volumes: [{name: v, projected: {defaultMode: 256}}]",
+                "spec.template.spec.volumes.0.projected.defaultMode",
             ),
             (
                 true,
@@ -490,6 +485,30 @@ status: {}
             err.contains("hostNetwork") && err.contains("shareProcessNamespace"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn config_volumes_are_read_and_their_objects_readable_by_the_node() {
+        let volumes = "volumes: [{name: conf, configMap: {name: app, defaultMode: 0400, \
+                       items: [{key: mode, path: conf/mode, mode: 0600}]}}, \
+                       {name: creds, secret: {secretName: db, optional: true}}]";
+        let parsed = parse_manifests(&with(true, volumes)).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
+        let spec = &deployment.spec.template.spec;
+        let conf = spec.volumes[0].config_map.as_ref().unwrap();
+        assert_eq!(conf.default_mode, Some(0o400));
+        assert_eq!(conf.items[0].mode, Some(0o600));
+        assert!(spec.volumes.iter().all(|v| v.is_projected()));
+        let refs: Vec<String> = spec.config_refs().iter().map(|r| r.to_string()).collect();
+        assert_eq!(refs, ["configmap \"app\"", "secret \"db\""]);
+        let escape = with(
+            true,
+            "volumes: [{name: c, configMap: {name: app, items: [{key: k, path: ../k}]}}]",
+        );
+        let err = parse_manifests(&escape).unwrap_err().to_string();
+        assert!(err.contains("configMap.items[0].path"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Pod volumes and the containers' mounts of them: the Kubernetes shapes
-//! Wharf honours (`emptyDir`, `hostPath`) and their validation. Volume
-//! types not declared here (`configMap`, `secret`, `persistentVolumeClaim`,
-//! ...) are refused by the manifest reader, naming their path.
+//! Wharf honours (`emptyDir`, `hostPath`, `configMap`, `secret`,
+//! `downwardAPI`) and their validation. Volume types not declared here
+//! (`persistentVolumeClaim`, `projected`, ...) are refused by the manifest reader,
+//! naming their path.
 
 use std::collections::BTreeSet;
 
@@ -9,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
+use crate::config_volume::{ConfigMapVolume, DownwardApiVolume, SecretVolume};
 use crate::meta::check_name;
 use crate::quantity::parse_memory_bytes;
 
@@ -29,6 +31,19 @@ pub struct Volume {
     /// A file or directory of the node, under a prefix the administrator allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathVolume>,
+    /// The keys of a ConfigMap as files, kept up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolume>,
+    /// The keys of a Secret as files on a tmpfs, kept up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolume>,
+    /// Fields of the pod as files, kept up to date.
+    #[serde(
+        default,
+        rename = "downwardAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub downward_api: Option<DownwardApiVolume>,
 }
 
 /// `emptyDir`: on the node's disk, or a tmpfs with `medium: Memory`.
@@ -131,7 +146,7 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
     path.starts_with(&prefix)
 }
 
-fn check_relative(field: &str, path: &str) -> Result<(), ObjectError> {
+pub(crate) fn check_relative(field: &str, path: &str) -> Result<(), ObjectError> {
     let plain = !path.is_empty()
         && !path.starts_with('/')
         && path
@@ -163,18 +178,51 @@ impl Volume {
     /// Checks the volume at `field` (e.g. `spec.volumes[0]`).
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         check_name(&format!("{field}.name"), &self.name)?;
-        match (&self.empty_dir, &self.host_path) {
-            (Some(empty), None) => empty.validate(&format!("{field}.emptyDir")),
-            (None, Some(host)) => host.validate(&format!("{field}.hostPath")),
-            (None, None) => Err(ObjectError::invalid(
-                field,
-                "a volume needs a source: emptyDir or hostPath (other types are not supported)",
-            )),
-            (Some(_), Some(_)) => Err(ObjectError::invalid(
-                field,
-                "a volume has one source: emptyDir or hostPath",
-            )),
+        const SOURCES: &str = "emptyDir, hostPath, configMap, secret or downwardAPI";
+        let sources = [
+            self.empty_dir.is_some(),
+            self.host_path.is_some(),
+            self.config_map.is_some(),
+            self.secret.is_some(),
+            self.downward_api.is_some(),
+        ];
+        match sources.iter().filter(|set| **set).count() {
+            0 => {
+                return Err(ObjectError::invalid(
+                    field,
+                    format!("a volume needs a source: {SOURCES} (other types are not supported)"),
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(ObjectError::invalid(
+                    field,
+                    format!("a volume has one source: {SOURCES}"),
+                ));
+            }
         }
+        if let Some(empty) = &self.empty_dir {
+            empty.validate(&format!("{field}.emptyDir"))?;
+        }
+        if let Some(host) = &self.host_path {
+            host.validate(&format!("{field}.hostPath"))?;
+        }
+        if let Some(config_map) = &self.config_map {
+            config_map.validate(&format!("{field}.configMap"))?;
+        }
+        if let Some(secret) = &self.secret {
+            secret.validate(&format!("{field}.secret"))?;
+        }
+        if let Some(downward) = &self.downward_api {
+            downward.validate(&format!("{field}.downwardAPI"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the agent writes the volume's files (configMap, secret,
+    /// downwardAPI): containers mount it read-only.
+    pub fn is_projected(&self) -> bool {
+        self.config_map.is_some() || self.secret.is_some() || self.downward_api.is_some()
     }
 }
 

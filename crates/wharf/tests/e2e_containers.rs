@@ -10,6 +10,8 @@ mod common;
 // A crate root finds its modules beside it: the path names the folder.
 #[path = "e2e_containers/config.rs"]
 mod config;
+#[path = "e2e_containers/config_volumes.rs"]
+mod config_volumes;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
 #[path = "e2e_containers/exec.rs"]

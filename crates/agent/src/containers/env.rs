@@ -68,7 +68,7 @@ impl ConfigObjects {
     }
 
     /// Every key and value of the ConfigMap or Secret `wanted`.
-    fn entries(&self, wanted: &ConfigRef) -> Option<Vec<(String, Vec<u8>)>> {
+    pub(super) fn entries(&self, wanted: &ConfigRef) -> Option<Vec<(String, Vec<u8>)>> {
         let owned = |(k, v): (&str, &[u8])| (k.to_string(), v.to_vec());
         match wanted {
             ConfigRef::ConfigMap(name) => self

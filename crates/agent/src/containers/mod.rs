@@ -11,6 +11,7 @@
 //! terminate(pod, grace): remove with the grace of the deletion; the agent then confirms
 //! ```
 
+mod atomic_writer;
 mod driver;
 mod env;
 mod images;
@@ -49,6 +50,10 @@ use crate::runtime::{Progress, Runtime, Synced, now_millis};
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// How soon a step that failed for want of the control plane is retried.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often the objects of a running pod's configMap and secret volumes
+/// are read again for changes (kubelet's sync period is a minute, plus
+/// its cache's time to live).
+const CONFIG_REFRESH: Duration = Duration::from_secs(10);
 
 /// Settings of a [`ContainerRuntime`].
 #[derive(Clone, Debug)]
@@ -122,6 +127,9 @@ struct PodSlot {
     network_checked: bool,
     /// Whether this agent run has prepared the pod's volumes.
     volumes_ready: bool,
+    /// When the files of its configMap and secret volumes were last
+    /// written from the objects (`None`: not yet in this agent run).
+    projected_at: Option<Instant>,
     /// Set once the pod's directory is removed, and held while its record
     /// is written: a write left running by a cancelled step cannot bring
     /// the directory back.
@@ -139,6 +147,7 @@ impl PodSlot {
             trouble: None,
             network_checked: false,
             volumes_ready: false,
+            projected_at: None,
             removed: Arc::default(),
         }
     }
@@ -348,17 +357,69 @@ impl ContainerRuntime {
     }
 
     /// Makes the pod's volumes ready, once per agent run (a reboot loses
-    /// its tmpfs volumes and binds; those still mounted are kept).
+    /// its tmpfs volumes and binds; those still mounted are kept), then
+    /// keeps its configMap, secret and downwardAPI volumes up to date.
     async fn volumes(&self, pod: &Pod, slot: &mut PodSlot) -> Result<(), Trouble> {
-        if slot.volumes_ready || pod.spec.volumes.is_empty() {
+        if pod.spec.volumes.is_empty() {
             return Ok(());
         }
-        let dir = self.pod_dir(&slot.record.project, &slot.record.name);
-        let volumes = pod.spec.volumes.clone();
-        off_worker(move || volumes::prepare(&dir, &volumes).map_err(std::io::Error::other))
+        if !slot.volumes_ready {
+            let dir = self.pod_dir(&slot.record.project, &slot.record.name);
+            let volumes = pod.spec.volumes.clone();
+            off_worker(move || volumes::prepare(&dir, &volumes).map_err(std::io::Error::other))
+                .await
+                .map_err(|err| ("FailedMount", err.to_string()))?;
+            slot.volumes_ready = true;
+        }
+        match self.project(pod, slot).await {
+            Ok(()) => Ok(()),
+            // Until the files are there the pod is held, as kubelet holds it.
+            Err(message) if slot.projected_at.is_none() => Err(("FailedMount", message)),
+            // Later the last good files stay, as in Kubernetes.
+            Err(message) => {
+                tracing::warn!(
+                    pod = pod.metadata.name,
+                    error = message,
+                    "volume update failed"
+                );
+                slot.projected_at = Some(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the pod's configMap, secret and downwardAPI volumes from the
+    /// objects as the control plane has them now and the pod as this node
+    /// has it, at most every [`CONFIG_REFRESH`].
+    async fn project(&self, pod: &Pod, slot: &mut PodSlot) -> Result<(), String> {
+        if !pod.spec.volumes.iter().any(|v| v.is_projected())
+            || slot
+                .projected_at
+                .is_some_and(|at| at.elapsed() < CONFIG_REFRESH)
+        {
+            return Ok(());
+        }
+        let objects = ConfigObjects::fetch(self.api.as_ref(), &self.config.node, pod)
             .await
-            .map_err(|err| ("FailedMount", err.to_string()))?;
-        slot.volumes_ready = true;
+            .map_err(|err| format!("reading the configmaps and secrets of the pod: {err}"))?;
+        let projections = volumes::projections(pod, &objects, self.config.allocatable)?;
+        let dir = self.pod_dir(&slot.record.project, &slot.record.name);
+        let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
+        let changed = off_worker(move || {
+            let mut changed = Vec::new();
+            for (volume, files) in &projections {
+                if volumes::project(&dir, volume, files, fs_group).map_err(std::io::Error::other)? {
+                    changed.push(volume.name.clone());
+                }
+            }
+            Ok(changed)
+        })
+        .await
+        .map_err(|err| err.to_string())?;
+        if slot.projected_at.is_some() && !changed.is_empty() {
+            tracing::info!(pod = pod.metadata.name, volumes = ?changed, "volume files updated");
+        }
+        slot.projected_at = Some(Instant::now());
         Ok(())
     }
 
@@ -573,7 +634,11 @@ impl ContainerRuntime {
             hostname: pod.metadata.name.clone(),
             netns: record.netns.clone(),
             ip: Some(ip),
-            volumes: volumes::sources(&self.pod_dir(&record.project, &record.name), container),
+            volumes: volumes::sources(
+                &self.pod_dir(&record.project, &record.name),
+                container,
+                &pod.spec.volumes,
+            ),
         };
         match self.containers.start(&launch).await {
             Ok(()) => {

@@ -584,6 +584,16 @@ async fn a_restarted_agent_adopts_its_pods() {
     assert_eq!((removed, starts), (1, 2));
 }
 
+/// Syncs `pod`, which a volume must hold `Pending` (`FailedMount`) with
+/// no container started; returns the status message.
+async fn held_by_a_volume(node: &Node, runtime: &ContainerRuntime, pod: &Pod) -> String {
+    let status = sync(runtime, pod).await.status;
+    assert_eq!(status.phase, PodPhase::Pending);
+    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
+    assert!(node.containers.state.lock().unwrap().starts.is_empty());
+    status.message.unwrap_or_default()
+}
+
 #[tokio::test]
 async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
     let node = Node::new();
@@ -598,15 +608,11 @@ async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
         ..Default::default()
     }];
     // A volume that cannot be made holds every container back.
-    let status = sync(&runtime, &pod).await.status;
-    assert_eq!(status.phase, PodPhase::Pending);
-    assert_eq!(status.reason.as_deref(), Some("FailedMount"));
-    let message = status.message.unwrap_or_default();
+    let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(
         message.contains("volume host") && message.contains("/nonexistent/wharf-test"),
         "{message}"
     );
-    assert!(node.containers.state.lock().unwrap().starts.is_empty());
 
     pod.spec.volumes = vec![wharf_api::Volume {
         name: "cache".into(),
@@ -633,4 +639,62 @@ async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
     assert!(volume.is_dir(), "{}", volume.display());
     runtime.remove("shop", "vol-1", None).await;
     assert!(!volume.exists(), "the emptyDir goes with the pod");
+}
+
+#[tokio::test]
+async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let mut pod = node.pod("conf-1", None, None).await;
+    pod.spec.volumes = vec![wharf_api::Volume {
+        name: "conf".into(),
+        config_map: Some(wharf_api::ConfigMapVolume {
+            name: "app".into(),
+            items: vec![wharf_api::KeyToPath {
+                key: "mode".into(),
+                path: "etc/mode".into(),
+                mode: Some(0o400),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
+        name: "conf".into(),
+        mount_path: "/etc/app".into(),
+        ..Default::default()
+    }];
+    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
+        fs_group: Some(4321),
+        ..Default::default()
+    });
+    // A missing ConfigMap holds the pod, naming it.
+    let message = held_by_a_volume(&node, &runtime, &pod).await;
+    assert!(
+        message.contains("volume conf") && message.contains("configmap \"app\" not found"),
+        "{message}"
+    );
+
+    let mut config_map = wharf_api::ConfigMap::default();
+    config_map.metadata.name = "app".into();
+    config_map.metadata.project = Some("shop".into());
+    config_map.data.insert("mode".into(), "prod".into());
+    node.objects.create(config_map).await.unwrap();
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    let source = {
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        launch.volumes[0].clone()
+    };
+    assert!(source.read_only, "the agent's files are mounted read-only");
+    let file = source.root.join("etc/mode");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "prod");
+    // The fsGroup owns the file and may read it.
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4321);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    assert_eq!(mode & 0o777, 0o440);
+    runtime.remove("shop", "conf-1", None).await;
+    assert!(!source.root.exists(), "the volume goes with the pod");
 }

@@ -3,8 +3,15 @@
 //! ```text
 //! <pod dir>/volumes/<name>        emptyDir: a directory (0777), or a tmpfs (medium: Memory)
 //!                                 hostPath: a bind mount of the checked node path
+//!                                 configMap, secret, downwardAPI: files kept by
+//!                                 [`atomic_writer`]
+//!                                 (a secret's on a tmpfs, never on disk)
 //! <container dir>/volumes/<i>     mount i's subPath, bound from inside its volume
 //! ```
+//!
+//! configMap, secret and downwardAPI volumes are mounted read-only and
+//! their files are rewritten when the object or the pod changes; a subPath mount of one binds the
+//! file of that moment and so does not follow updates (as in Kubernetes).
 //!
 //! Paths that a container or a node user may change are never followed by
 //! name: a hostPath is opened without following any symlink and a subPath
@@ -23,10 +30,13 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
-use wharf_api::{Container, EmptyDirVolume, HostPathVolume, Volume};
+use wharf_api::{
+    ConfigRef, Container, EmptyDirVolume, HostPathVolume, Pod, ProjectedFile, Resources, Volume,
+};
 use wharf_runc::spec::VolumeBind;
 
-use super::mounts;
+use super::env::ConfigObjects;
+use super::{atomic_writer, mounts};
 
 /// A container's mount of a pod volume, as its launch carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,16 +56,27 @@ fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
     pod_dir.join("volumes").join(name)
 }
 
-/// The mounts of `container`, in its order.
-pub(super) fn sources(pod_dir: &Path, container: &Container) -> Vec<VolumeSource> {
+/// The mounts of `container` of the pod's `volumes`, in its order; the
+/// files of configMap, secret and downwardAPI volumes are the agent's, so
+/// read-only.
+pub(super) fn sources(
+    pod_dir: &Path,
+    container: &Container,
+    volumes: &[Volume],
+) -> Vec<VolumeSource> {
     container
         .volume_mounts
         .iter()
-        .map(|mount| VolumeSource {
-            root: volume_dir(pod_dir, &mount.name),
-            sub_path: mount.sub_path.clone(),
-            destination: mount.mount_path.clone(),
-            read_only: mount.read_only,
+        .map(|mount| {
+            let projected = volumes
+                .iter()
+                .any(|v| v.name == mount.name && v.is_projected());
+            VolumeSource {
+                root: volume_dir(pod_dir, &mount.name),
+                sub_path: mount.sub_path.clone(),
+                destination: mount.mount_path.clone(),
+                read_only: mount.read_only || projected,
+            }
         })
         .collect()
 }
@@ -68,12 +89,84 @@ pub(super) fn prepare(pod_dir: &Path, volumes: &[Volume]) -> Result<(), String> 
         let prepared = match (&volume.empty_dir, &volume.host_path) {
             (Some(empty), _) => prepare_empty_dir(&dir, empty),
             (None, Some(host)) => prepare_host_path(&dir, host),
+            // Written by `project`, with the objects' data.
+            (None, None) if volume.is_projected() => Ok(()),
             // Validation lets no other volume through.
             (None, None) => Err("the volume has no source Wharf supports".into()),
         };
         prepared.map_err(|e| format!("volume {}: {e}", volume.name))?;
     }
     Ok(())
+}
+
+/// Size of a secret volume's tmpfs: two versions of a Secret of the
+/// largest size (1 MiB) during a swap, and room for file overhead.
+const SECRET_VOLUME_BYTES: u64 = 4 << 20;
+
+/// The files of each configMap, secret and downwardAPI volume of `pod`,
+/// from `objects` and the pod itself (`allocatable` standing in for
+/// missing limits). `Err` says what is missing.
+pub(super) fn projections(
+    pod: &Pod,
+    objects: &ConfigObjects,
+    allocatable: Resources,
+) -> Result<Vec<(Volume, Vec<ProjectedFile>)>, String> {
+    let mut out = Vec::new();
+    for volume in &pod.spec.volumes {
+        let files = if let Some(downward) = &volume.downward_api {
+            downward.files(pod, allocatable)
+        } else {
+            let (wanted, projection) = match (&volume.config_map, &volume.secret) {
+                (Some(c), _) => (ConfigRef::ConfigMap(c.name.clone()), c.projection()),
+                (None, Some(s)) => (ConfigRef::Secret(s.secret_name.clone()), s.projection()),
+                (None, None) => continue,
+            };
+            projection.files(&wanted.to_string(), objects.entries(&wanted))
+        };
+        let files = files.map_err(|e| format!("volume {}: {e}", volume.name))?;
+        out.push((volume.clone(), files));
+    }
+    Ok(out)
+}
+
+/// Writes a configMap, secret or downwardAPI volume's files (a secret's
+/// on a tmpfs mounted first), owned by group `fs_group` when set; says
+/// whether they changed.
+pub(super) fn project(
+    pod_dir: &Path,
+    volume: &Volume,
+    files: &[ProjectedFile],
+    fs_group: Option<u32>,
+) -> Result<bool, String> {
+    let dir = volume_dir(pod_dir, &volume.name);
+    let on_tmpfs = || -> Result<(), String> {
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        if mounts::is_mount_point(&dir) {
+            return Ok(());
+        }
+        let options = format!("size={SECRET_VOLUME_BYTES},mode=0755");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options.as_str()),
+        )
+        .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))
+    };
+    if volume.secret.is_some() {
+        on_tmpfs().map_err(|e| format!("volume {}: {e}", volume.name))?;
+    }
+    // With an fsGroup the files belong to it and its members may read
+    // them, as kubelet sets a volume's ownership.
+    let files: Vec<ProjectedFile> = files
+        .iter()
+        .map(|file| ProjectedFile {
+            mode: file.mode | if fs_group.is_some() { 0o040 } else { 0 },
+            ..file.clone()
+        })
+        .collect();
+    atomic_writer::write(&dir, &files, fs_group).map_err(|e| format!("volume {}: {e}", volume.name))
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> String {

@@ -83,7 +83,7 @@ fn pod_named(cli: &Cli, prefix: &str) -> Option<Value> {
 }
 
 /// The running pod `prefix-...` once its log holds `line`: its name, IP and log.
-fn running_with(cli: &Cli, prefix: &str, line: &str) -> (String, String, String) {
+pub(super) fn running_with(cli: &Cli, prefix: &str, line: &str) -> (String, String, String) {
     wait_for(
         &format!("{prefix} printing {line}"),
         Duration::from_secs(90),
