@@ -366,9 +366,12 @@ impl ContainerRuntime {
         if !slot.volumes_ready {
             let dir = self.pod_dir(&slot.record.project, &slot.record.name);
             let volumes = pod.spec.volumes.clone();
-            off_worker(move || volumes::prepare(&dir, &volumes).map_err(std::io::Error::other))
-                .await
-                .map_err(|err| ("FailedMount", err.to_string()))?;
+            let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
+            off_worker(move || {
+                volumes::prepare(&dir, &volumes, fs_group).map_err(std::io::Error::other)
+            })
+            .await
+            .map_err(|err| ("FailedMount", err.to_string()))?;
             slot.volumes_ready = true;
         }
         match self.project(pod, slot).await {

@@ -83,11 +83,17 @@ pub(super) fn sources(
 
 /// Makes every volume of the pod ready. Idempotent: a volume already
 /// mounted (by this agent run or an earlier one) is kept with its data.
-pub(super) fn prepare(pod_dir: &Path, volumes: &[Volume]) -> Result<(), String> {
+/// With the pod's `fs_group`, emptyDir volumes belong to that group and
+/// keep it for what is made in them, as kubelet sets a volume's ownership.
+pub(super) fn prepare(
+    pod_dir: &Path,
+    volumes: &[Volume],
+    fs_group: Option<u32>,
+) -> Result<(), String> {
     for volume in volumes {
         let dir = volume_dir(pod_dir, &volume.name);
         let prepared = match (&volume.empty_dir, &volume.host_path) {
-            (Some(empty), _) => prepare_empty_dir(&dir, empty),
+            (Some(empty), _) => prepare_empty_dir(&dir, empty, fs_group),
             (None, Some(host)) => prepare_host_path(&dir, host),
             // Written by `project`, with the objects' data.
             (None, None) if volume.is_projected() => Ok(()),
@@ -175,7 +181,13 @@ fn io(path: &Path, e: impl std::fmt::Display) -> String {
 
 /// A directory everyone in the pod may write (as in Kubernetes, whatever
 /// user the containers run as); in memory, a tmpfs of the volume's size.
-fn prepare_empty_dir(dir: &Path, empty: &EmptyDirVolume) -> Result<(), String> {
+/// With `fs_group` it belongs to that group, and setgid makes what is
+/// created in it belong to the group too.
+fn prepare_empty_dir(
+    dir: &Path,
+    empty: &EmptyDirVolume,
+    fs_group: Option<u32>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     if empty.in_memory() && !mounts::is_mount_point(dir) {
         let bytes = empty.memory_bytes("sizeLimit").map_err(|e| e.to_string())?;
@@ -189,7 +201,14 @@ fn prepare_empty_dir(dir: &Path, empty: &EmptyDirVolume) -> Result<(), String> {
         )
         .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))?;
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| io(dir, e))
+    let mode = match fs_group {
+        Some(gid) => {
+            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|e| io(dir, e))?;
+            0o2777
+        }
+        None => 0o777,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| io(dir, e))
 }
 
 /// Binds the node path, checked against its `type`, at `dir`.
@@ -402,6 +421,24 @@ mod tests {
 
     fn path_of(fd: &OwnedFd) -> PathBuf {
         std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
+    }
+
+    #[test]
+    fn an_empty_dir_belongs_to_the_pods_fs_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let empty: EmptyDirVolume = serde_json::from_str("{}").unwrap();
+        let plain = dir.path().join("plain");
+        prepare_empty_dir(&plain, &empty, None).unwrap();
+        assert_eq!(std::fs::metadata(&plain).unwrap().mode() & 0o7777, 0o777);
+        let shared = dir.path().join("shared");
+        prepare_empty_dir(&shared, &empty, Some(4321)).unwrap();
+        let meta = std::fs::metadata(&shared).unwrap();
+        assert_eq!(meta.gid(), 4321);
+        assert_eq!(meta.mode() & 0o7777, 0o2777, "group-writable and setgid");
+        // What is made inside takes the group.
+        std::fs::write(shared.join("file"), "x").unwrap();
+        assert_eq!(std::fs::metadata(shared.join("file")).unwrap().gid(), 4321);
     }
 
     #[test]
