@@ -93,6 +93,40 @@ impl Registry {
         &self,
         project: &str,
     ) -> Result<Vec<RepositorySummary>, RegistryError> {
+        let mut out = Vec::new();
+        for (repo, record) in self.repository_records(project).await? {
+            let contents = self.contents(&repo).await?;
+            let nested = contents.nested();
+            let artifacts: Vec<&Digest> = contents
+                .manifests
+                .keys()
+                .filter(|digest| !nested.contains(digest))
+                .collect();
+            out.push(RepositorySummary {
+                name: repo.to_string(),
+                artifact_count: artifacts.len(),
+                tag_count: contents.tags.values().map(Vec::len).sum(),
+                size_bytes: contents.size_of(contents.manifests.keys()),
+                updated_at: record.updated_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The names of the repositories of `project`, in lexical order,
+    /// without reading what they hold.
+    pub async fn repository_names_of(
+        &self,
+        project: &str,
+    ) -> Result<Vec<RepositoryName>, RegistryError> {
+        let records = self.repository_records(project).await?;
+        Ok(records.into_iter().map(|(repo, _)| repo).collect())
+    }
+
+    async fn repository_records(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(RepositoryName, RepoRecord)>, RegistryError> {
         let mut records = Vec::new();
         if let Some(kv) = self.store.get(&format!("{}{project}", keys::REPOS)).await? {
             records.push(kv);
@@ -111,21 +145,7 @@ impl Registry {
             else {
                 continue;
             };
-            let record: RepoRecord = keys::decode(&kv.key, &kv.value)?;
-            let contents = self.contents(&repo).await?;
-            let nested = contents.nested();
-            let artifacts: Vec<&Digest> = contents
-                .manifests
-                .keys()
-                .filter(|digest| !nested.contains(digest))
-                .collect();
-            out.push(RepositorySummary {
-                name: repo.to_string(),
-                artifact_count: artifacts.len(),
-                tag_count: contents.tags.values().map(Vec::len).sum(),
-                size_bytes: contents.size_of(contents.manifests.keys()),
-                updated_at: record.updated_at,
-            });
+            out.push((repo, keys::decode(&kv.key, &kv.value)?));
         }
         Ok(out)
     }

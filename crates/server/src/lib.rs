@@ -15,7 +15,6 @@
 mod api;
 mod listener;
 mod registry_auth;
-mod time;
 mod token_endpoint;
 
 use std::future::Future;

@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use wharf_audit::{AuditEvent, Outcome};
 use wharf_auth::{AuthError, IssuedToken, Principal, Scope};
 
-use crate::time::rfc3339;
 use crate::{AppState, ClientAddr};
 
 /// Largest `Authorization` header read; longer ones are refused unread.
@@ -212,7 +211,7 @@ pub(crate) async fn get_token(
                 "token": token.token,
                 "access_token": token.token,
                 "expires_in": token.expires_in,
-                "issued_at": rfc3339(token.issued_at),
+                "issued_at": wharf_api::rfc3339(token.issued_at.saturating_mul(1000)),
             });
             if let Some(refresh) = refresh {
                 body["refresh_token"] = Value::String(refresh);
@@ -281,7 +280,7 @@ pub(crate) async fn post_token(
             let mut body = json!({
                 "access_token": token.token,
                 "expires_in": token.expires_in,
-                "issued_at": rfc3339(token.issued_at),
+                "issued_at": wharf_api::rfc3339(token.issued_at.saturating_mul(1000)),
                 "scope": scope,
             });
             if let Some(refresh) = refresh {

@@ -135,9 +135,9 @@ pub(crate) async fn remove(
     Query(options): Query<RemoveOptions>,
 ) -> ApiResult<StatusCode> {
     let work = async {
-        let repositories = state.registry.repositories_of(&project).await?;
+        let repositories = state.registry.repository_names_of(&project).await?;
         if !repositories.is_empty() && !options.force {
-            let names: Vec<&str> = repositories.iter().map(|r| r.name.as_str()).collect();
+            let names: Vec<&str> = repositories.iter().map(|r| r.as_str()).collect();
             return Err(ApiErrorReply::new(
                 StatusCode::CONFLICT,
                 "CONFLICT",
@@ -150,16 +150,9 @@ pub(crate) async fn remove(
                 ),
             ));
         }
-        for repository in &repositories {
-            let repo = repository.name.parse().map_err(|e| {
-                ApiErrorReply::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL",
-                    format!("stored repository name {}: {e}", repository.name),
-                )
-            })?;
-            for (digest, origin) in state.registry.delete_repository(&repo).await? {
-                state.announce_delete(&caller, &repo, digest.to_string(), origin, false);
+        for repo in &repositories {
+            for (digest, origin) in state.registry.delete_repository(repo).await? {
+                state.announce_delete(&caller, repo, digest.to_string(), origin, false);
             }
         }
         // Workloads first: a failure leaves the project, to be deleted again.
