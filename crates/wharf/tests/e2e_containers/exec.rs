@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
@@ -292,13 +292,34 @@ fn port_forward(cli: &Cli, pod: &str) {
 
     // A closed port: the connection is closed, the CLI says why and goes on.
     let (mut child, local) = start_forward(cli, pod, 81);
+    // Read the CLI's errors as they come: killing it before its message
+    // is whole would cut the message.
+    let mut stderr = child.stderr.take().unwrap();
+    let said = Arc::new(Mutex::new(String::new()));
+    let reader = std::thread::spawn({
+        let said = said.clone();
+        move || {
+            let mut buffer = [0u8; 1024];
+            while let Ok(n) = stderr.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        }
+    });
     assert!(!curl(&local, "/").status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !said.lock().unwrap().contains('\n') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(child.try_wait().unwrap(), None, "port-forward gave up");
     let _ = child.kill();
-    let mut errors = String::new();
-    let mut stderr = child.stderr.take().unwrap();
-    stderr.read_to_string(&mut errors).unwrap();
     let _ = child.wait();
+    reader.join().unwrap();
+    let errors = said.lock().unwrap().clone();
     assert!(errors.contains("error: port 81:"), "{errors}");
     assert!(errors.contains("refused"), "{errors}");
 }
