@@ -18,6 +18,8 @@ mod deletion;
 mod exec;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
+#[path = "e2e_containers/show.rs"]
+mod show;
 #[path = "e2e_containers/volumes.rs"]
 mod volumes;
 

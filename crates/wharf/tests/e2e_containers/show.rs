@@ -1,0 +1,234 @@
+//! The issue's first showcase as a user would check it: one Deployment of
+//! two containers with a ConfigMap volume, a Secret and the pod's own
+//! fields in env, an emptyDir they share and a locked-down security
+//! context, every property checked from inside the running containers with
+//! `wharf exec` (not from logs); a changed ConfigMap reaches the mounted
+//! file within a minute; a root image under `runAsNonRoot` is refused with
+//! the reason in `get pod` and `describe pod`.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use super::common::cli::wharf;
+use super::{
+    Cli, Node, NodeSpec, TestServer, name_of, prerequisites, push_demo_image, running_pods,
+    wait_for,
+};
+
+const SECRET_VALUE: &str = "wtw-s3cret-5e1";
+
+fn config_map(greeting: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: greeting, namespace: shop}}\n\
+         data: {{greeting.txt: {greeting}}}\n"
+    )
+}
+
+/// The ConfigMap, the Secret, the locked-down Deployment `show` (containers
+/// `app` and `sidecar`) and Deployment `rootimg`, which asks for a non-root
+/// user of an image whose user is root.
+fn manifests(image: &str) -> String {
+    let locked = "securityContext:
+            readOnlyRootFilesystem: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}";
+    format!(
+        r#"{config_map}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db, namespace: shop}}
+stringData: {{password: {SECRET_VALUE}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: show, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: show}}}}
+  template:
+    metadata: {{labels: {{app: show}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+      volumes:
+        - {{name: conf, configMap: {{name: greeting}}}}
+        - {{name: shared, emptyDir: {{}}}}
+      containers:
+        - name: app
+          image: {image}
+          command: [/bin/sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+          {locked}
+          env:
+            - {{name: DB_PASSWORD, valueFrom: {{secretKeyRef: {{name: db, key: password}}}}}}
+            - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+            - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+            - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+          volumeMounts:
+            - {{name: conf, mountPath: /etc/greeting}}
+            - {{name: shared, mountPath: /shared}}
+        - name: sidecar
+          image: {image}
+          command: [/bin/sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+          {locked}
+          volumeMounts:
+            - {{name: shared, mountPath: /data}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: rootimg, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: rootimg}}}}
+  template:
+    metadata: {{labels: {{app: rootimg}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      securityContext: {{runAsNonRoot: true}}
+      containers:
+        - {{name: main, image: {image}}}
+"#,
+        config_map = config_map("hello"),
+    )
+}
+
+/// `wharf exec` of `command` in `container` of `pod`.
+fn exec(cli: &Cli, pod: &str, container: &str, command: &[&str]) -> Output {
+    wharf(cli.home.path())
+        .args(["exec", "-p", "shop", pod, "-c", container, "--"])
+        .args(command)
+        .output()
+        .unwrap()
+}
+
+/// The standard output of a command that must succeed.
+fn exec_ok(cli: &Cli, pod: &str, container: &str, command: &[&str]) -> String {
+    let output = exec(cli, pod, container, command);
+    assert!(output.status.success(), "{command:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The value of `Name:` in `/proc/self/status` as `container` sees it.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deployment_shows_config_secrets_volumes_and_security_through_exec() {
+    if !prerequisites("the config and security showcase") {
+        return;
+    }
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "wtw-1",
+            bridge: "wtwbr1",
+            netns_prefix: "wtw1-",
+            pod_cidr: "10.89.1.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    let image = format!("{}/shop/web:1.0", server.host());
+    cli.run_with(&["apply", "-f", "-"], &manifests(&image));
+    let pods = wait_for("the show pod running", Duration::from_secs(90), || {
+        running_pods(&cli, "show-", 1)
+    });
+    let pod = name_of(&pods[0]);
+
+    for container in ["app", "sidecar"] {
+        let id = exec_ok(&cli, &pod, container, &["id"]);
+        assert!(id.starts_with("uid=1000 gid=3000"), "{container}: {id}");
+        // The root is read-only although the user could not write to `/`
+        // anyway: the error is the file system's, not the permission's.
+        let refused = exec(&cli, &pod, container, &["touch", "/probe"]);
+        assert!(!refused.status.success(), "{container}: {refused:?}");
+        let error = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            error.contains("Read-only file system"),
+            "{container}: {error}"
+        );
+        let status = exec_ok(&cli, &pod, container, &["cat", "/proc/self/status"]);
+        assert_eq!(status_field(&status, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(&status, "CapBnd"), "0000000000000000");
+        assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    }
+
+    // The emptyDir is writable and shared: what `app` writes, `sidecar`
+    // reads at its own mount path.
+    exec_ok(
+        &cli,
+        &pod,
+        "app",
+        &["sh", "-c", "echo from-app > /shared/note"],
+    );
+    assert_eq!(
+        exec_ok(&cli, &pod, "sidecar", &["cat", "/data/note"]),
+        "from-app\n"
+    );
+
+    assert_eq!(
+        exec_ok(&cli, &pod, "app", &["cat", "/etc/greeting/greeting.txt"]),
+        "hello"
+    );
+    let described = cli.json(&["get", "pod", &pod, "-p", "shop"]);
+    let pod_ip = described["status"]["podIP"].as_str().unwrap();
+    assert!(pod_ip.starts_with("10.89.1."), "{described}");
+    let env = exec_ok(&cli, &pod, "app", &["env"]);
+    for line in [
+        format!("DB_PASSWORD={SECRET_VALUE}"),
+        format!("POD_NAME={pod}"),
+        format!("POD_IP={pod_ip}"),
+        "NODE_NAME=wtw-1".to_string(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == line),
+            "{line} missing from:\n{env}"
+        );
+    }
+
+    let changed = Instant::now();
+    cli.run_with(&["apply", "-f", "-"], &config_map("bonjour"));
+    wait_for(
+        "the changed ConfigMap in the file",
+        Duration::from_secs(60),
+        || {
+            let file = exec(&cli, &pod, "app", &["cat", "/etc/greeting/greeting.txt"]);
+            (file.stdout == b"bonjour").then_some(())
+        },
+    );
+    assert!(changed.elapsed() < Duration::from_secs(60));
+
+    // A root image under runAsNonRoot never starts, and says why.
+    let refused = wait_for("the root image refused", Duration::from_secs(60), || {
+        cli.pods("shop").into_iter().find(|p| {
+            name_of(p).starts_with("rootimg-")
+                && p["status"]["reason"] == "CreateContainerConfigError"
+        })
+    });
+    let reason = "container has runAsNonRoot and image will run as root";
+    let message = refused["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(reason), "{refused}");
+    let described = cli.run(&["describe", "pod", "-p", "shop", &name_of(&refused)]);
+    assert!(
+        described.contains("CreateContainerConfigError"),
+        "{described}"
+    );
+    assert!(described.contains(reason), "{described}");
+    assert!(refused["status"]["containerStatuses"][0]["state"]["running"].is_null());
+
+    for deployment in ["show", "rootimg"] {
+        cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
+    }
+    wait_for("the pods gone", Duration::from_secs(60), || {
+        (node.containers().is_empty() && cli.pods("shop").is_empty()).then_some(())
+    });
+}
