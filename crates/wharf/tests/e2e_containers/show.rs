@@ -4,7 +4,8 @@
 //! context, every property checked from inside the running containers with
 //! `wharf exec` (not from logs); a changed ConfigMap reaches the mounted
 //! file within a minute; a root image under `runAsNonRoot` is refused with
-//! the reason in `get pod` and `describe pod`.
+//! the reason in `get pod` and `describe pod`. And `describe pod` lists
+//! the events of an image that cannot be pulled and of a crash loop.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -226,6 +227,113 @@ async fn one_deployment_shows_config_secrets_volumes_and_security_through_exec()
     assert!(refused["status"]["containerStatuses"][0]["state"]["running"].is_null());
 
     for deployment in ["show", "rootimg"] {
+        cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
+    }
+    wait_for("the pods gone", Duration::from_secs(60), || {
+        (node.containers().is_empty() && cli.pods("shop").is_empty()).then_some(())
+    });
+}
+
+/// A one-container Deployment of `image` running `command` with its shell.
+fn failing_deployment(name: &str, image: &str, command: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - {{name: main, image: '{image}', command: [/bin/sh, -c, '{command}']}}
+"#
+    )
+}
+
+/// `describe pod` of the first pod named `prefix-...` once it holds every
+/// one of `lines`.
+fn described_with(cli: &Cli, prefix: &str, lines: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut described = String::new();
+    loop {
+        let pod = cli
+            .pods("shop")
+            .into_iter()
+            .find(|p| name_of(p).starts_with(&format!("{prefix}-")));
+        if let Some(pod) = pod {
+            described = cli.run(&["describe", "pod", "-p", "shop", &name_of(&pod)]);
+            if lines.iter().all(|l| described.contains(l)) {
+                return described;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{lines:?} never in:\n{described}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_lists_pull_back_off_and_crash_loop_events() {
+    if !prerequisites("pod events of failures") {
+        return;
+    }
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    let node = Node::start(
+        &cli,
+        NodeSpec {
+            name: "wtw-2",
+            bridge: "wtwbr2",
+            netns_prefix: "wtw2-",
+            pod_cidr: "10.89.2.0/24",
+            host_netns: None,
+            address: None,
+        },
+        &robot,
+    );
+    let missing = format!("{}/shop/missing:1.0", server.host());
+    let image = format!("{}/shop/web:1.0", server.host());
+    cli.run_with(
+        &["apply", "-f", "-"],
+        &format!(
+            "{}---\n{}",
+            failing_deployment("nopull", &missing, "true"),
+            failing_deployment("crashy", &image, "exit 3"),
+        ),
+    );
+
+    let pulled = format!("Failed to pull image \"{missing}\"");
+    let backed_off = format!("Back-off pulling image \"{missing}\"");
+    let described = described_with(&cli, "nopull", &["Events:", &pulled, &backed_off]);
+    for line in [pulled, backed_off] {
+        let event = described.lines().find(|l| l.contains(&line)).unwrap();
+        assert!(event.trim_start().starts_with("Warning"), "{described}");
+    }
+    assert!(described.contains("BackOff"), "{described}");
+
+    let described = described_with(
+        &cli,
+        "crashy",
+        &[
+            "Started container main",
+            "Back-off restarting failed container main",
+        ],
+    );
+    let event = described
+        .lines()
+        .find(|l| l.contains("Back-off restarting failed container main"))
+        .unwrap();
+    assert!(
+        event.split_whitespace().take(2).eq(["Warning", "BackOff"]),
+        "{described}"
+    );
+
+    for deployment in ["nopull", "crashy"] {
         cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
     }
     wait_for("the pods gone", Duration::from_secs(60), || {
