@@ -159,3 +159,89 @@ fn exported_manifests_apply_and_read_back_as_kubernetes_objects() {
     );
     assert!(!secret.contains("czNjcmV0"), "{secret}");
 }
+
+/// Deployment `name` labelled `app: NAME`, with no replicas.
+fn labelled(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}\n\
+         spec:\n  replicas: 0\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n\
+         \x20   metadata: {{labels: {{app: {name}}}}}\n    spec:\n\
+         \x20     containers: [{{name: main, image: '127.0.0.1:1/shop/{name}:1'}}]\n---\n"
+    )
+}
+
+#[test]
+fn scale_takes_a_selector_as_kubectl_does() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    ok(wharf(
+        home,
+        &["login", &server.url(), "-u", "admin", "--password-stdin"],
+        &format!("{ADMIN_PASSWORD}\n"),
+    ));
+    ok(wharf(home, &["project", "create", "shop"], ""));
+    let manifest: String = ["web", "api", "db"].map(labelled).concat();
+    ok(wharf(home, &["apply", "-f", "-"], &manifest));
+
+    let scaled = ok(wharf(
+        home,
+        &[
+            "scale",
+            "deployment",
+            "-p",
+            "shop",
+            "-l",
+            "app in (web,api)",
+            "--replicas",
+            "2",
+        ],
+        "",
+    ));
+    assert_eq!(
+        scaled,
+        "deployment.apps/api scaled\ndeployment.apps/web scaled\n"
+    );
+    for (name, replicas) in [("web", 2), ("api", 2), ("db", 0)] {
+        let deployment = json(&ok(wharf(
+            home,
+            &["get", "deployment", name, "-p", "shop", "-o", "json"],
+            "",
+        )));
+        assert_eq!(deployment["spec"]["replicas"], replicas, "{name}");
+    }
+    let err = fails(wharf(
+        home,
+        &[
+            "scale",
+            "deployment",
+            "-p",
+            "shop",
+            "-l",
+            "app=nothing",
+            "--replicas",
+            "1",
+        ],
+        "",
+    ));
+    assert!(
+        err.contains("no deployments in project shop match app=nothing"),
+        "{err}"
+    );
+    // A name and a selector together are refused, as by kubectl.
+    fails(wharf(
+        home,
+        &[
+            "scale",
+            "deployment",
+            "db",
+            "-l",
+            "app=db",
+            "-p",
+            "shop",
+            "--replicas",
+            "1",
+        ],
+        "",
+    ));
+}
