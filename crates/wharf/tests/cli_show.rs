@@ -66,19 +66,25 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-#[test]
-fn exported_manifests_apply_and_read_back_as_kubernetes_objects() {
+/// A server, and the administrator's CLI home with `projects` created.
+fn admin_with(projects: &[&str]) -> (TestServer, tempfile::TempDir) {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
-    let home = home.path();
     ok(wharf(
-        home,
+        home.path(),
         &["login", &server.url(), "-u", "admin", "--password-stdin"],
         &format!("{ADMIN_PASSWORD}\n"),
     ));
-    for project in ["shop", "other"] {
-        ok(wharf(home, &["project", "create", project], ""));
+    for project in projects {
+        ok(wharf(home.path(), &["project", "create", project], ""));
     }
+    (server, home)
+}
+
+#[test]
+fn exported_manifests_apply_and_read_back_as_kubernetes_objects() {
+    let (_server, home) = admin_with(&["shop", "other"]);
+    let home = home.path();
 
     // `-p` naming another project than the manifest's namespace: refused
     // as kubectl does, and nothing of the manifest is created anywhere.
@@ -172,32 +178,16 @@ fn labelled(name: &str) -> String {
 
 #[test]
 fn scale_takes_a_selector_as_kubectl_does() {
-    let server = TestServer::start();
-    let home = tempfile::tempdir().unwrap();
+    let (_server, home) = admin_with(&["shop"]);
     let home = home.path();
-    ok(wharf(
-        home,
-        &["login", &server.url(), "-u", "admin", "--password-stdin"],
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
-    ok(wharf(home, &["project", "create", "shop"], ""));
     let manifest: String = ["web", "api", "db"].map(labelled).concat();
     ok(wharf(home, &["apply", "-f", "-"], &manifest));
 
-    let scaled = ok(wharf(
-        home,
-        &[
-            "scale",
-            "deployment",
-            "-p",
-            "shop",
-            "-l",
-            "app in (web,api)",
-            "--replicas",
-            "2",
-        ],
-        "",
-    ));
+    let scale = |selector: &str| {
+        let args = ["scale", "deployment", "-p", "shop", "-l", selector];
+        wharf(home, &[&args[..], &["--replicas", "2"]].concat(), "")
+    };
+    let scaled = ok(scale("app in (web,api)"));
     assert_eq!(
         scaled,
         "deployment.apps/api scaled\ndeployment.apps/web scaled\n"
@@ -210,20 +200,7 @@ fn scale_takes_a_selector_as_kubectl_does() {
         )));
         assert_eq!(deployment["spec"]["replicas"], replicas, "{name}");
     }
-    let err = fails(wharf(
-        home,
-        &[
-            "scale",
-            "deployment",
-            "-p",
-            "shop",
-            "-l",
-            "app=nothing",
-            "--replicas",
-            "1",
-        ],
-        "",
-    ));
+    let err = fails(scale("app=nothing"));
     assert!(
         err.contains("no deployments in project shop match app=nothing"),
         "{err}"

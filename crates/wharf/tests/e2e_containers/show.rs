@@ -25,32 +25,27 @@ fn config_map(greeting: &str) -> String {
     )
 }
 
-/// The ConfigMap, the Secret, the locked-down Deployment `show` (containers
-/// `app` and `sidecar`) and Deployment `rootimg`, which asks for a non-root
-/// user of an image whose user is root.
+/// A one-replica Deployment `name` (pods labelled `app: NAME`) whose pod
+/// spec is `pod`, written at the pod spec's indentation.
+fn deployment(name: &str, pod: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    \
+         metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
+         terminationGracePeriodSeconds: 1\n{pod}---\n"
+    )
+}
+
+/// The locked-down Deployment `show` (containers `app` and `sidecar`) and
+/// Deployment `rootimg`, which asks for a non-root user of an image whose
+/// user is root.
 fn manifests(image: &str) -> String {
     let locked = "securityContext:
             readOnlyRootFilesystem: true
             allowPrivilegeEscalation: false
             capabilities: {drop: [ALL]}";
-    format!(
-        r#"{config_map}---
-apiVersion: v1
-kind: Secret
-metadata: {{name: db, namespace: shop}}
-stringData: {{password: {SECRET_VALUE}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: show, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: show}}}}
-  template:
-    metadata: {{labels: {{app: show}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+    let show = format!(
+        r#"      securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
       volumes:
         - {{name: conf, configMap: {{name: greeting}}}}
         - {{name: shared, emptyDir: {{}}}}
@@ -73,23 +68,44 @@ spec:
           {locked}
           volumeMounts:
             - {{name: shared, mountPath: /data}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: rootimg, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: rootimg}}}}
-  template:
-    metadata: {{labels: {{app: rootimg}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      securityContext: {{runAsNonRoot: true}}
-      containers:
-        - {{name: main, image: {image}}}
-"#,
-        config_map = config_map("hello"),
-    )
+"#
+    );
+    let root_image = format!(
+        "      securityContext: {{runAsNonRoot: true}}\n      containers: [{{name: main, image: '{image}'}}]\n"
+    );
+    deployment("show", &show) + &deployment("rootimg", &root_image)
+}
+
+/// A server with project `shop` holding the demo image, and node `wtw-N`
+/// (N is 1 or 2) running its containers.
+async fn demo_on_a_node(n: u8) -> (TestServer, Cli, Node) {
+    let (name, bridge, netns_prefix, pod_cidr) = match n {
+        1 => ("wtw-1", "wtwbr1", "wtw1-", "10.89.1.0/24"),
+        _ => ("wtw-2", "wtwbr2", "wtw2-", "10.89.2.0/24"),
+    };
+    let server = TestServer::start();
+    let cli = Cli::login(&server);
+    let robot = push_demo_image(&server, &cli).await;
+    let spec = NodeSpec {
+        name,
+        bridge,
+        netns_prefix,
+        pod_cidr,
+        host_netns: None,
+        address: None,
+    };
+    let node = Node::start(&cli, spec, &robot);
+    (server, cli, node)
+}
+
+/// Deletes `deployments` and waits until their pods and containers are gone.
+fn delete_all(cli: &Cli, node: &Node, deployments: &[&str]) {
+    for deployment in deployments {
+        cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
+    }
+    wait_for("the pods gone", Duration::from_secs(60), || {
+        (node.containers().is_empty() && cli.pods("shop").is_empty()).then_some(())
+    });
 }
 
 /// `wharf exec` of `command` in `container` of `pod`.
@@ -123,23 +139,21 @@ async fn one_deployment_shows_config_secrets_volumes_and_security_through_exec()
     if !prerequisites("the config and security showcase") {
         return;
     }
-    let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
-    let node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "wtw-1",
-            bridge: "wtwbr1",
-            netns_prefix: "wtw1-",
-            pod_cidr: "10.89.1.0/24",
-            host_netns: None,
-            address: None,
-        },
-        &robot,
-    );
+    let (server, cli, node) = demo_on_a_node(1).await;
     let image = format!("{}/shop/web:1.0", server.host());
-    cli.run_with(&["apply", "-f", "-"], &manifests(&image));
+    let literal = format!("password={SECRET_VALUE}");
+    cli.run(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "-p",
+        "shop",
+        "--from-literal",
+        &literal,
+    ]);
+    let objects = config_map("hello") + "---\n" + &manifests(&image);
+    cli.run_with(&["apply", "-f", "-"], &objects);
     let pods = wait_for("the show pod running", Duration::from_secs(90), || {
         running_pods(&cli, "show-", 1)
     });
@@ -226,30 +240,15 @@ async fn one_deployment_shows_config_secrets_volumes_and_security_through_exec()
     assert!(described.contains(reason), "{described}");
     assert!(refused["status"]["containerStatuses"][0]["state"]["running"].is_null());
 
-    for deployment in ["show", "rootimg"] {
-        cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
-    }
-    wait_for("the pods gone", Duration::from_secs(60), || {
-        (node.containers().is_empty() && cli.pods("shop").is_empty()).then_some(())
-    });
+    delete_all(&cli, &node, &["show", "rootimg"]);
 }
 
 /// A one-container Deployment of `image` running `command` with its shell.
 fn failing_deployment(name: &str, image: &str, command: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - {{name: main, image: '{image}', command: [/bin/sh, -c, '{command}']}}
-"#
-    )
+    let pod = format!(
+        "      containers:\n        - {{name: main, image: '{image}', command: [/bin/sh, -c, '{command}']}}\n"
+    );
+    deployment(name, &pod)
 }
 
 /// `describe pod` of the first pod named `prefix-...` once it holds every
@@ -281,30 +280,13 @@ async fn describe_pod_lists_pull_back_off_and_crash_loop_events() {
     if !prerequisites("pod events of failures") {
         return;
     }
-    let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
-    let node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "wtw-2",
-            bridge: "wtwbr2",
-            netns_prefix: "wtw2-",
-            pod_cidr: "10.89.2.0/24",
-            host_netns: None,
-            address: None,
-        },
-        &robot,
-    );
+    let (server, cli, node) = demo_on_a_node(2).await;
     let missing = format!("{}/shop/missing:1.0", server.host());
     let image = format!("{}/shop/web:1.0", server.host());
     cli.run_with(
         &["apply", "-f", "-"],
-        &format!(
-            "{}---\n{}",
-            failing_deployment("nopull", &missing, "true"),
-            failing_deployment("crashy", &image, "exit 3"),
-        ),
+        &(failing_deployment("nopull", &missing, "true")
+            + &failing_deployment("crashy", &image, "exit 3")),
     );
 
     let pulled = format!("Failed to pull image \"{missing}\"");
@@ -333,10 +315,5 @@ async fn describe_pod_lists_pull_back_off_and_crash_loop_events() {
         "{described}"
     );
 
-    for deployment in ["nopull", "crashy"] {
-        cli.run(&["delete", "deployment", deployment, "-p", "shop"]);
-    }
-    wait_for("the pods gone", Duration::from_secs(60), || {
-        (node.containers().is_empty() && cli.pods("shop").is_empty()).then_some(())
-    });
+    delete_all(&cli, &node, &["nopull", "crashy"]);
 }
