@@ -621,6 +621,42 @@ fn host_pid_and_ipc_share_the_nodes_namespaces() {
 }
 
 #[test]
+fn host_network_shares_the_nodes_network_and_host_name() {
+    let host = EffectiveSecurity {
+        host_network: true,
+        ..default_security()
+    };
+    let mut options = secured(host);
+    let spec = build(&image(), &container(), &options).unwrap();
+    let kinds: Vec<_> = spec
+        .linux
+        .namespaces
+        .iter()
+        .map(|n| n.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["pid", "ipc", "mount"]);
+    assert_eq!(spec.hostname, "");
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        spec.process
+            .env
+            .contains(&format!("HOSTNAME={}", node.trim())),
+        "{:?}",
+        spec.process.env
+    );
+
+    // A node living in a named namespace (a simulated host): that one.
+    options.netns = Some("/var/run/netns/host-a".into());
+    let spec = build(&image(), &container(), &options).unwrap();
+    let network = spec.linux.namespaces.last().unwrap();
+    assert_eq!(network.kind, "network");
+    assert_eq!(
+        network.path.as_deref(),
+        Some(Path::new("/var/run/netns/host-a"))
+    );
+}
+
+#[test]
 fn volumes_are_bound_after_the_default_mounts() {
     let mut options = options();
     options.volumes = vec![
