@@ -230,14 +230,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn host_network_copies_the_nodes_names_and_resolver() {
-        let dir = tempfile::tempdir().unwrap();
-        let host_resolv = dir.path().join("host-resolv.conf");
-        fs::write(&host_resolv, "nameserver 127.0.0.53\n").unwrap();
-        let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
-        options.security.host_network = true;
-        options.resolv_conf = Some(host_resolv);
+    /// An image running `/bin/true`, and a container `web` of it.
+    fn true_image_and_container() -> (ProcessDefaults, Container) {
         let image = ProcessDefaults {
             cmd: vec!["/bin/true".into()],
             ..Default::default()
@@ -246,6 +240,18 @@ mod tests {
             name: "web".into(),
             ..Default::default()
         };
+        (image, container)
+    }
+
+    #[test]
+    fn host_network_copies_the_nodes_names_and_resolver() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_resolv = dir.path().join("host-resolv.conf");
+        fs::write(&host_resolv, "nameserver 127.0.0.53\n").unwrap();
+        let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
+        options.security.host_network = true;
+        options.resolv_conf = Some(host_resolv);
+        let (image, container) = true_image_and_container();
         let bundle =
             Bundle::create_blocking(dir.path().join("bundle"), &image, &container, &options)
                 .unwrap();
@@ -265,14 +271,7 @@ mod tests {
         let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
         options.pod_ip = Some("10.88.0.7".parse().unwrap());
         options.resolv_conf = Some(host_resolv);
-        let image = ProcessDefaults {
-            cmd: vec!["/bin/true".into()],
-            ..Default::default()
-        };
-        let container = Container {
-            name: "web".into(),
-            ..Default::default()
-        };
+        let (image, container) = true_image_and_container();
         let bundle = Bundle::create(dir.path().join("bundle"), &image, &container, &options)
             .await
             .unwrap();

@@ -732,6 +732,15 @@ async fn host_network_pods_take_the_nodes_address_and_no_network() {
     );
 }
 
+/// The node's runtime forwarding host ports through `forwards`.
+async fn forwarding(
+    node: &Node,
+    forwards: &Arc<wharf_net::testing::MemoryHostPorts>,
+) -> ContainerRuntime {
+    let runtime = node.runtime().await;
+    runtime.with_host_ports(forwards.clone()).await.unwrap()
+}
+
 #[tokio::test]
 async fn host_ports_are_forwarded_while_the_pod_lives_and_after_a_restart() {
     let node = Node::new();
@@ -744,12 +753,7 @@ async fn host_ports_are_forwarded_while_the_pod_lives_and_after_a_restart() {
     }];
     let other = node.pod("web-2", None, None).await;
     {
-        let runtime = node
-            .runtime()
-            .await
-            .with_host_ports(forwards.clone())
-            .await
-            .unwrap();
+        let runtime = forwarding(&node, &forwards).await;
         let status = sync(&runtime, &pod).await.status;
         assert_eq!(status.phase, PodPhase::Running, "{status:?}");
         let applied = forwards.applied();
@@ -763,12 +767,7 @@ async fn host_ports_are_forwarded_while_the_pod_lives_and_after_a_restart() {
 
     // A restarted agent writes the forwards of the pods it adopts.
     forwards.apply(&BTreeMap::new()).await.unwrap();
-    let runtime = node
-        .runtime()
-        .await
-        .with_host_ports(forwards.clone())
-        .await
-        .unwrap();
+    let runtime = forwarding(&node, &forwards).await;
     assert_eq!(forwards.applied().len(), 1);
     runtime.remove("shop", "web-1", None).await;
     assert!(forwards.applied().is_empty());

@@ -242,16 +242,22 @@ fn resource_limits() {
     assert!(err.to_string().contains("resources.limits.memory"), "{err}");
 }
 
-#[test]
-fn namespaces_mounts_and_security_defaults() {
-    let spec = build_ok(&image(), &container());
-    let kinds: Vec<_> = spec
-        .linux
+/// The kinds of the spec's namespaces, in order.
+fn namespace_kinds(spec: &Spec) -> Vec<&str> {
+    spec.linux
         .namespaces
         .iter()
         .map(|n| n.kind.as_str())
-        .collect();
-    assert_eq!(kinds, ["pid", "ipc", "uts", "mount", "network"]);
+        .collect()
+}
+
+#[test]
+fn namespaces_mounts_and_security_defaults() {
+    let spec = build_ok(&image(), &container());
+    assert_eq!(
+        namespace_kinds(&spec),
+        ["pid", "ipc", "uts", "mount", "network"]
+    );
     assert_eq!(spec.namespace("network").unwrap().path, None);
 
     let mut opts = options();
@@ -628,13 +634,7 @@ fn host_network_shares_the_nodes_network_and_host_name() {
     };
     let mut options = secured(host);
     let spec = build(&image(), &container(), &options).unwrap();
-    let kinds: Vec<_> = spec
-        .linux
-        .namespaces
-        .iter()
-        .map(|n| n.kind.as_str())
-        .collect();
-    assert_eq!(kinds, ["pid", "ipc", "mount"]);
+    assert_eq!(namespace_kinds(&spec), ["pid", "ipc", "mount"]);
     assert_eq!(spec.hostname, "");
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert!(
@@ -648,8 +648,7 @@ fn host_network_shares_the_nodes_network_and_host_name() {
     // A node living in a named namespace (a simulated host): that one.
     options.netns = Some("/var/run/netns/host-a".into());
     let spec = build(&image(), &container(), &options).unwrap();
-    let network = spec.linux.namespaces.last().unwrap();
-    assert_eq!(network.kind, "network");
+    let network = spec.namespace("network").unwrap();
     assert_eq!(
         network.path.as_deref(),
         Some(Path::new("/var/run/netns/host-a"))

@@ -9,8 +9,8 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::common::cli::{run_with_stdin, wharf};
-use super::sec::{busybox_layer, deployment, log_with};
+use super::common::TestServer;
+use super::sec::{busybox_layer, deployment, log_with, refused_apply};
 use super::{
     Cli, Node, NodeSpec, name_of, pod_id, prerequisites, push_tar_image, require_tool,
     shop_with_puller, wait_for,
@@ -62,6 +62,29 @@ fn ruleset() -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A server with project `shop` holding the busybox image (returned), and
+/// node `wth-N` (bridge `wthbrN`, pods in 10.88.N.0/24) at `address`
+/// pulling from it.
+async fn busybox_on(name: &'static str, address: &'static str) -> (TestServer, Cli, Node, String) {
+    let (bridge, netns_prefix, pod_cidr) = match name {
+        "wth-1" => ("wthbr1", "wth1-", "10.88.1.0/24"),
+        _ => ("wthbr2", "wth2-", "10.88.2.0/24"),
+    };
+    let server = TestServer::start();
+    let (cli, robot) = shop_with_puller(&server).await;
+    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
+    let spec = NodeSpec {
+        name,
+        bridge,
+        netns_prefix,
+        pod_cidr,
+        host_netns: None,
+        address: Some(address),
+    };
+    let node = Node::start(&cli, spec, &robot);
+    (server, cli, node, image)
+}
+
 /// The running pod named `prefix-...` of project `shop`.
 fn running_pod(cli: &Cli, prefix: &str) -> serde_json::Value {
     wait_for(
@@ -94,21 +117,7 @@ async fn host_network_needs_allow_privileged_then_shares_the_nodes_network() {
     );
     plumbing.links.push("wthd1");
 
-    let server = super::common::TestServer::start();
-    let (cli, robot) = shop_with_puller(&server).await;
-    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
-    let _node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "wth-1",
-            bridge: "wthbr1",
-            netns_prefix: "wth1-",
-            pod_cidr: "10.88.1.0/24",
-            host_netns: None,
-            address: Some("192.0.2.71"),
-        },
-        &robot,
-    );
+    let (_server, cli, _node, image) = busybox_on("wth-1", "192.0.2.71").await;
     let manifest = deployment(
         "onhost",
         &image,
@@ -120,11 +129,7 @@ echo host=$($B hostname)
 echo done
 exec $B sleep 3600",
     );
-    let mut apply = wharf(cli.home.path());
-    apply.args(["apply", "-f", "-"]);
-    let refused = run_with_stdin(apply, &manifest);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    let stderr = refused_apply(&cli, &manifest);
     assert!(
         stderr.contains("spec.template.spec.hostNetwork") && stderr.contains("allow-privileged"),
         "{stderr}"
@@ -272,21 +277,7 @@ async fn host_ports_forward_tcp_and_udp_until_the_pod_is_deleted() {
     }
     let mut plumbing = Plumbing::default();
     client_namespace(&mut plumbing);
-    let server = super::common::TestServer::start();
-    let (cli, robot) = shop_with_puller(&server).await;
-    let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
-    let _node = Node::start(
-        &cli,
-        NodeSpec {
-            name: "wth-2",
-            bridge: "wthbr2",
-            netns_prefix: "wth2-",
-            pod_cidr: "10.88.2.0/24",
-            host_netns: None,
-            address: Some(NODE_ADDRESS),
-        },
-        &robot,
-    );
+    let (_server, cli, _node, image) = busybox_on("wth-2", NODE_ADDRESS).await;
     let manifest = deployment(
         "forwarded",
         &image,

@@ -82,6 +82,16 @@ spec:
     )
 }
 
+/// `wharf apply` of `manifest`, which must fail: its error output.
+pub(super) fn refused_apply(cli: &Cli, manifest: &str) -> String {
+    let mut apply = wharf(cli.home.path());
+    apply.args(["apply", "-f", "-"]);
+    let refused = run_with_stdin(apply, manifest);
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{stderr}");
+    stderr
+}
+
 /// The log of the first pod named `prefix-...` once it holds `marker`.
 pub(super) fn log_with(cli: &Cli, prefix: &str, marker: &str) -> String {
     wait_for(
@@ -207,11 +217,7 @@ $B unshare -U $B true 2>&1; echo unshare=$?
 echo done
 exec $B sleep 3600",
     );
-    let mut apply = wharf(cli.home.path());
-    apply.args(["apply", "-f", "-"]);
-    let refused = run_with_stdin(apply, &manifest);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    let stderr = refused_apply(&cli, &manifest);
     for field in [
         "spec.template.spec.hostPID",
         "spec.template.spec.securityContext.seccompProfile.type",
