@@ -3,7 +3,8 @@
 //! interfaces and reports the node's address; a pod's `hostPort`s answer,
 //! TCP and UDP, on the node's address from the node itself and from
 //! another network namespace, and stop answering, with no nftables rule
-//! left, once the pod is deleted.
+//! left, once the pod is deleted; an agent playing a host in a namespace
+//! of its own keeps both inside that namespace.
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
@@ -63,12 +64,17 @@ fn ruleset() -> String {
 }
 
 /// A server with project `shop` holding the busybox image (returned), and
-/// node `wth-N` (bridge `wthbrN`, pods in 10.88.N.0/24) at `address`
-/// pulling from it.
-async fn busybox_on(name: &'static str, address: &'static str) -> (TestServer, Cli, Node, String) {
+/// node `wth-N` (bridge `wthbrN`, pods in 10.88.N.0/24) at `address`,
+/// living in `host_netns` when given, pulling from it.
+async fn busybox_on(
+    name: &'static str,
+    address: &'static str,
+    host_netns: Option<&'static str>,
+) -> (TestServer, Cli, Node, String) {
     let (bridge, netns_prefix, pod_cidr) = match name {
         "wth-1" => ("wthbr1", "wth1-", "10.88.1.0/24"),
-        _ => ("wthbr2", "wth2-", "10.88.2.0/24"),
+        "wth-2" => ("wthbr2", "wth2-", "10.88.2.0/24"),
+        _ => ("wthbr3", "wth3-", "10.88.3.0/24"),
     };
     let server = TestServer::start();
     let (cli, robot) = shop_with_puller(&server).await;
@@ -78,7 +84,7 @@ async fn busybox_on(name: &'static str, address: &'static str) -> (TestServer, C
         bridge,
         netns_prefix,
         pod_cidr,
-        host_netns: None,
+        host_netns,
         address: Some(address),
     };
     let node = Node::start(&cli, spec, &robot);
@@ -117,7 +123,7 @@ async fn host_network_needs_allow_privileged_then_shares_the_nodes_network() {
     );
     plumbing.links.push("wthd1");
 
-    let (_server, cli, _node, image) = busybox_on("wth-1", "192.0.2.71").await;
+    let (_server, cli, _node, image) = busybox_on("wth-1", "192.0.2.71", None).await;
     let manifest = deployment(
         "onhost",
         &image,
@@ -277,7 +283,7 @@ async fn host_ports_forward_tcp_and_udp_until_the_pod_is_deleted() {
     }
     let mut plumbing = Plumbing::default();
     client_namespace(&mut plumbing);
-    let (_server, cli, _node, image) = busybox_on("wth-2", NODE_ADDRESS).await;
+    let (_server, cli, _node, image) = busybox_on("wth-2", NODE_ADDRESS, None).await;
     let manifest = deployment(
         "forwarded",
         &image,
@@ -343,4 +349,73 @@ exec $B httpd -f -p 80 -h /tmp/www",
     let rules = ruleset();
     assert!(!rules.contains("wharf-hostports-wth-2"), "{rules}");
     assert!(!rules.contains(&pod_ip), "{rules}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_host_forwards_its_host_ports_and_shares_its_network() {
+    if !prerequisites("hostPort and hostNetwork on a simulated host")
+        || !require_tool("nft", "apt-get install nftables")
+    {
+        return;
+    }
+    // The node lives in namespace wthh3, reached at 10.88.253.2.
+    let _host = wharf_net::testing::HostNamespace::create(
+        "wthh3",
+        "10.88.253.1/30".parse().unwrap(),
+        "10.88.253.2/30".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let (_server, cli, _node, image) = busybox_on("wth-3", "10.88.253.2", Some("wthh3")).await;
+    cli.run(&["project", "update", "shop", "--allow-privileged=true"]);
+    let on_host = deployment(
+        "simhost",
+        &image,
+        "      hostNetwork: true\n",
+        "",
+        "B=/bin/busybox
+$B cat /proc/net/fib_trie
+echo done
+exec $B sleep 3600",
+    );
+    let forwarded = deployment(
+        "simfwd",
+        &image,
+        "",
+        "          ports: [{containerPort: 80, hostPort: 18075}]\n",
+        "B=/bin/busybox
+$B mkdir -p /tmp/www && echo hello-from-simulated-host > /tmp/www/index.html
+exec $B httpd -f -p 80 -h /tmp/www",
+    );
+    cli.run_with(&["apply", "-f", "-"], &format!("{on_host}---\n{forwarded}"));
+
+    let log = log_with(&cli, "simhost", "done");
+    assert!(
+        log.contains("|-- 10.88.253.2\n"),
+        "the host's address: {log}"
+    );
+    assert!(
+        !log.contains("|-- 10.88.253.1\n"),
+        "not the machine's: {log}"
+    );
+    let pod = running_pod(&cli, "simhost");
+    assert_eq!(pod["status"]["podIP"], "10.88.253.2", "{pod}");
+
+    running_pod(&cli, "simfwd");
+    let answer = wait_for(
+        "the simulated host's hostPort",
+        Duration::from_secs(20),
+        || curl(None, "10.88.253.2:18075"),
+    );
+    assert_eq!(answer, "hello-from-simulated-host");
+    let inside = Command::new("ip")
+        .args(["netns", "exec", "wthh3", "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    let inside = String::from_utf8_lossy(&inside.stdout);
+    assert!(inside.contains("wharf-hostports-wth-3"), "{inside}");
+    assert!(
+        !ruleset().contains("wharf-hostports-wth-3"),
+        "the machine's own rules are untouched"
+    );
 }
