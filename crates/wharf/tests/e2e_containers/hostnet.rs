@@ -91,6 +91,19 @@ async fn busybox_on(
     (server, cli, node, image)
 }
 
+/// A Deployment of one `hostNetwork` pod (`container`: more lines of its
+/// container) that logs `file` and its host name, then `done`.
+fn on_node_network(name: &str, image: &str, container: &str, file: &str) -> String {
+    let script = format!(
+        "B=/bin/busybox
+$B cat {file}
+echo host=$($B hostname)
+echo done
+exec $B sleep 3600"
+    );
+    deployment(name, image, "      hostNetwork: true\n", container, &script)
+}
+
 /// The running pod named `prefix-...` of project `shop`.
 fn running_pod(cli: &Cli, prefix: &str) -> serde_json::Value {
     wait_for(
@@ -124,16 +137,11 @@ async fn host_network_needs_allow_privileged_then_shares_the_nodes_network() {
     plumbing.links.push("wthd1");
 
     let (_server, cli, _node, image) = busybox_on("wth-1", "192.0.2.71", None).await;
-    let manifest = deployment(
+    let manifest = on_node_network(
         "onhost",
         &image,
-        "      hostNetwork: true\n",
         "          ports: [{containerPort: 18070}]\n",
-        "B=/bin/busybox
-$B cat /proc/net/dev
-echo host=$($B hostname)
-echo done
-exec $B sleep 3600",
+        "/proc/net/dev",
     );
     let stderr = refused_apply(&cli, &manifest);
     assert!(
@@ -368,16 +376,7 @@ async fn a_simulated_host_forwards_its_host_ports_and_shares_its_network() {
     .unwrap();
     let (_server, cli, _node, image) = busybox_on("wth-3", "10.88.253.2", Some("wthh3")).await;
     cli.run(&["project", "update", "shop", "--allow-privileged=true"]);
-    let on_host = deployment(
-        "simhost",
-        &image,
-        "      hostNetwork: true\n",
-        "",
-        "B=/bin/busybox
-$B cat /proc/net/fib_trie
-echo done
-exec $B sleep 3600",
-    );
+    let on_host = on_node_network("simhost", &image, "", "/proc/net/fib_trie");
     let forwarded = deployment(
         "simfwd",
         &image,
