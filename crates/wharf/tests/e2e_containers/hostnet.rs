@@ -328,6 +328,12 @@ exec $B httpd -f -p 80 -h /tmp/www",
         curl(Some(CLIENT_NETNS), &all_port).as_deref(),
         Some("hello-from-pod")
     );
+    // The pod reaching its own host port: the answer comes back through
+    // the node only because the request was masqueraded.
+    assert_eq!(
+        curl(Some(&netns), &all_port).as_deref(),
+        Some("hello-from-pod")
+    );
     // hostIP: only that address forwards the port; the bridge's gateway
     // address (the node's too) does not.
     let on_host_ip = format!("{NODE_ADDRESS}:18072");
