@@ -134,10 +134,9 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
 const REFUSED_FIELDS: &[&str] = &[
     // Who the process is and what it may do. `securityContext`'s settings
     // Wharf honours are typed, so only the others (seLinuxOptions, sysctls,
-    // ...) reach this list; `hostPID` and `hostIPC` are typed too and
-    // checked against the project's `allowPrivileged` at apply.
+    // ...) reach this list; `hostPID`, `hostIPC` and `hostNetwork` are
+    // typed too and checked against the project's `allowPrivileged` at apply.
     "securityContext",
-    "hostNetwork",
     "hostUsers",
     "shareProcessNamespace",
     "runtimeClassName",
@@ -386,7 +385,11 @@ status: {}
     #[test]
     fn refuses_fields_that_change_security_identity_or_data() {
         let cases = [
-            (true, "hostNetwork: true", "spec.template.spec.hostNetwork"),
+            (
+                true,
+                "hostAliases: [{ip: 10.0.0.1, hostnames: [db]}]",
+                "spec.template.spec.hostAliases",
+            ),
             (
                 true,
                 "securityContext: {seLinuxOptions: {level: \"s0:c1\"}}",
@@ -479,10 +482,13 @@ status: {}
         );
         let err = parse_manifests(&limits).unwrap_err().to_string();
         assert!(err.contains("resources.limits.ephemeral-storage"), "{err}");
-        let two = with(true, "hostNetwork: true\n      shareProcessNamespace: true");
+        let two = with(
+            true,
+            "runtimeClassName: kata\n      shareProcessNamespace: true",
+        );
         let err = parse_manifests(&two).unwrap_err().to_string();
         assert!(
-            err.contains("hostNetwork") && err.contains("shareProcessNamespace"),
+            err.contains("runtimeClassName") && err.contains("shareProcessNamespace"),
             "{err}"
         );
     }
@@ -568,7 +574,7 @@ status: {}
         // What `kubectl get -o yaml` writes for a plain pod template.
         for (pod, field) in [
             (true, "securityContext: {sysctls: []}"),
-            (true, "hostNetwork: false"),
+            (true, "shareProcessNamespace: false"),
             (true, "serviceAccountName: default"),
             (false, "securityContext: {seLinuxOptions: {}}"),
         ] {

@@ -193,6 +193,9 @@ pub struct EffectiveSecurity {
     pub host_pid: bool,
     /// Shares the node's IPC namespace.
     pub host_ipc: bool,
+    /// Shares the node's network (and, as in Kubernetes, UTS) namespace.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 impl EffectiveSecurity {
@@ -323,6 +326,7 @@ pub(crate) fn effective(
         seccomp,
         host_pid,
         host_ipc,
+        host_network: false,
     }
 }
 

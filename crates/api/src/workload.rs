@@ -224,6 +224,10 @@ pub struct PodSpec {
     /// Shares the node's IPC namespace (needs the project's `allowPrivileged`).
     #[serde(default, rename = "hostIPC", skip_serializing_if = "is_false")]
     pub host_ipc: bool,
+    /// Shares the node's network namespace: no pod address, the node's
+    /// instead (needs the project's `allowPrivileged`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host_network: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -296,6 +300,10 @@ pub struct ContainerPort {
     /// A port on the node forwarded to it (at most one pod per node may claim it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// The node address the host port is forwarded on (all of the node's
+    /// addresses when unset).
+    #[serde(default, rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::Ipv4Addr>,
     /// `TCP` (default), `UDP` or `SCTP`.
     #[serde(default)]
     pub protocol: Protocol,
@@ -541,13 +549,24 @@ impl PodSpec {
         Ok(total)
     }
 
-    /// Host ports the pod claims, per protocol.
+    /// Host ports the pod claims, per protocol. A pod on the node's network
+    /// claims every port it declares, as in Kubernetes (its `hostPort`
+    /// defaults to the `containerPort` and must equal it).
     pub fn host_ports(&self) -> Vec<(Protocol, u16)> {
         self.containers
             .iter()
             .flat_map(|c| c.ports.iter())
-            .filter_map(|p| p.host_port.map(|host| (p.protocol, host)))
+            .filter_map(|p| self.host_port_of(p).map(|host| (p.protocol, host)))
             .collect()
+    }
+
+    /// The host port `port` claims: its `hostPort`, or on the node's
+    /// network its `containerPort`.
+    fn host_port_of(&self, port: &ContainerPort) -> Option<u16> {
+        match self.host_network {
+            true => Some(port.host_port.unwrap_or(port.container_port)),
+            false => port.host_port,
+        }
     }
 
     /// Whether the pod asked for the newer machines.
@@ -564,12 +583,15 @@ impl PodSpec {
     /// What `container` of this pod runs with: its `securityContext` over
     /// the pod's, and the pod's host namespaces.
     pub fn security_of(&self, container: &Container) -> EffectiveSecurity {
-        security::effective(
-            &self.security_context.clone().unwrap_or_default(),
-            &container.security_context.clone().unwrap_or_default(),
-            self.host_pid,
-            self.host_ipc,
-        )
+        EffectiveSecurity {
+            host_network: self.host_network,
+            ..security::effective(
+                &self.security_context.clone().unwrap_or_default(),
+                &container.security_context.clone().unwrap_or_default(),
+                self.host_pid,
+                self.host_ipc,
+            )
+        }
     }
 
     /// Paths of the settings (under `field`, the pod spec's path) that need
@@ -582,6 +604,9 @@ impl PodSpec {
         }
         if self.host_ipc {
             found.push(format!("{field}.hostIPC"));
+        }
+        if self.host_network {
+            found.push(format!("{field}.hostNetwork"));
         }
         found.extend(security::privileged_settings(
             field,
@@ -685,7 +710,23 @@ impl PodSpec {
                         "must be 1-65535",
                     ));
                 }
-                if let Some(host) = port.host_port {
+                if self.host_network
+                    && port
+                        .host_port
+                        .is_some_and(|host| host != port.container_port)
+                {
+                    return Err(ObjectError::invalid(
+                        format!("{at}.hostPort"),
+                        "must equal containerPort with hostNetwork (the pod listens on the node itself)",
+                    ));
+                }
+                if port.host_ip.is_some() && (self.host_network || port.host_port.is_none()) {
+                    return Err(ObjectError::invalid(
+                        format!("{at}.hostIP"),
+                        "needs a hostPort to forward, and a pod without hostNetwork",
+                    ));
+                }
+                if let Some(host) = self.host_port_of(port) {
                     if host == 0 {
                         return Err(ObjectError::invalid(
                             format!("{at}.hostPort"),
@@ -794,7 +835,34 @@ impl Deployment {
                 "not supported in a template: pods are placed by the scheduler (use nodeSelector to choose nodes)",
             ));
         }
+        self.check_host_network_addresses()?;
         self.spec.template.spec.validate("spec.template.spec")
+    }
+
+    /// A pod on the node's network has no address of its own: asking for
+    /// one from a pool would be a setting silently dropped.
+    fn check_host_network_addresses(&self) -> Result<(), ObjectError> {
+        if !self.spec.template.spec.host_network {
+            return Ok(());
+        }
+        let annotations = [
+            ("metadata", &self.metadata.annotations),
+            (
+                "spec.template.metadata",
+                &self.spec.template.metadata.annotations,
+            ),
+        ];
+        for (at, annotations) in annotations {
+            for key in [crate::ANNOTATION_IP_POOL, crate::ANNOTATION_FIXED_IP] {
+                if annotations.contains_key(key) {
+                    return Err(ObjectError::invalid(
+                        format!("{at}.annotations[{key}]"),
+                        "a pod with hostNetwork uses the node's address and takes none from a pool",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -912,5 +980,82 @@ mod tests {
         );
         spec.volumes[1].host_path.as_mut().unwrap().path = "/srv/database".into();
         assert!(spec.check_host_paths("spec", &allowed).is_err());
+    }
+
+    fn invalid_field(d: &Deployment) -> String {
+        match d.validate() {
+            Err(ObjectError::Invalid { field, .. }) => field,
+            other => panic!("refused with a field: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_network_claims_container_ports_and_needs_privileges() {
+        let mut d = deployment();
+        let spec = &mut d.spec.template.spec;
+        spec.containers[0].ports = vec![
+            ContainerPort {
+                container_port: 8080,
+                ..Default::default()
+            },
+            ContainerPort {
+                container_port: 53,
+                host_port: Some(53),
+                protocol: Protocol::Udp,
+                ..Default::default()
+            },
+        ];
+        assert_eq!(spec.host_ports(), [(Protocol::Udp, 53)]);
+        assert!(spec.privileged_settings("s").is_empty());
+        spec.host_network = true;
+        assert_eq!(
+            spec.host_ports(),
+            [(Protocol::Tcp, 8080), (Protocol::Udp, 53)]
+        );
+        assert_eq!(spec.privileged_settings("s"), ["s.hostNetwork"]);
+        assert!(spec.security_of(&spec.containers[0]).host_network);
+        assert!(d.validate().is_ok());
+
+        let mut other_port = d.clone();
+        other_port.spec.template.spec.containers[0].ports[1].host_port = Some(5353);
+        assert_eq!(
+            invalid_field(&other_port),
+            "spec.template.spec.containers[0].ports[1].hostPort"
+        );
+        let mut host_ip = d.clone();
+        host_ip.spec.template.spec.containers[0].ports[1].host_ip = Some([10, 0, 0, 1].into());
+        assert_eq!(
+            invalid_field(&host_ip),
+            "spec.template.spec.containers[0].ports[1].hostIP"
+        );
+        for (template, key) in [
+            (false, crate::ANNOTATION_IP_POOL),
+            (true, crate::ANNOTATION_FIXED_IP),
+        ] {
+            let mut pooled = d.clone();
+            let annotations = match template {
+                true => &mut pooled.spec.template.metadata.annotations,
+                false => &mut pooled.metadata.annotations,
+            };
+            annotations.insert(key.to_string(), "web".to_string());
+            let field = invalid_field(&pooled);
+            assert!(field.ends_with(&format!("annotations[{key}]")), "{field}");
+        }
+    }
+
+    #[test]
+    fn host_ip_needs_a_host_port() {
+        let mut d = deployment();
+        d.spec.template.spec.containers[0].ports = vec![ContainerPort {
+            container_port: 80,
+            host_ip: Some([10, 0, 0, 1].into()),
+            ..Default::default()
+        }];
+        assert_eq!(
+            invalid_field(&d),
+            "spec.template.spec.containers[0].ports[0].hostIP"
+        );
+        d.spec.template.spec.containers[0].ports[0].host_port = Some(8080);
+        assert!(d.validate().is_ok());
     }
 }

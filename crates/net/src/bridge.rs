@@ -376,6 +376,20 @@ impl Inner {
         host_end.push("up");
         pod_end.push("up");
         self.ip_host(&host_end).await?;
+        // Hairpin: a pod reaching its own hostPort is translated back to
+        // itself by the node, and where bridged traffic passes netfilter
+        // (br_netfilter) the answer must leave by the port it came in.
+        self.ip_host(&[
+            "link",
+            "set",
+            "dev",
+            veth.as_str(),
+            "type",
+            "bridge_slave",
+            "hairpin",
+            "on",
+        ])
+        .await?;
         self.ip_pod(&netns, &["link", "set", "dev", "lo", "up"])
             .await?;
         self.ip_pod(&netns, &pod_end).await?;

@@ -25,14 +25,44 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_with_input(program, args, None).await
+}
+
+/// [`run`] with `input` written to the program's stdin (`nft -f -`).
+pub(crate) async fn run_with_input<I, S>(
+    program: &str,
+    args: I,
+    input: Option<&str>,
+) -> Result<String, NetError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let command = command_line(program, &args);
     tracing::debug!(%command, "running");
-    let output = Command::new(program)
+    let stdin = match input {
+        Some(_) => std::process::Stdio::piped(),
+        None => std::process::Stdio::null(),
+    };
+    let spawned = Command::new(program)
         .args(&args)
-        .stdin(std::process::Stdio::null())
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
+        .spawn();
+    let mut child = spawned.map_err(|source| NetError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let output = async {
+        if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(text.as_bytes()).await?;
+        }
+        child.wait_with_output().await
+    };
     let output = match tokio::time::timeout(COMMAND_TIMEOUT, output).await {
         Err(_) => {
             return Err(NetError::Timeout {

@@ -12,12 +12,16 @@
 //! [`testing`] also has [`testing::HostNamespace`], which lets one machine
 //! play several hosts.
 //!
-//! Requires root (`CAP_NET_ADMIN` and `CAP_SYS_ADMIN` for `ip netns`) and
-//! iproute2. No iptables rules and no sysctls are touched.
+//! Pods' `hostPort`s are forwarded by [`NftHostPorts`]: nftables DNAT in a
+//! table of the node's own ([`hostport`] explains why it is rewritten whole).
+//!
+//! Requires root (`CAP_NET_ADMIN` and `CAP_SYS_ADMIN` for `ip netns`),
+//! iproute2, and nftables' `nft` for host ports. No sysctls are touched.
 
 mod bridge;
 mod driver;
 mod error;
+pub mod hostport;
 mod ip;
 mod spec;
 #[cfg(feature = "testing")]
@@ -26,6 +30,7 @@ pub mod testing;
 pub use bridge::{BridgeConfig, BridgeDriver};
 pub use driver::NetworkDriver;
 pub use error::NetError;
+pub use hostport::{HostPortDriver, HostPortForward, NftHostPorts, PortProtocol};
 pub use spec::{
     Ipv4Cidr, MAX_IFNAME_LEN, MAX_POD_ID_LEN, NETNS_DIR, POD_INTERFACE, PodNetwork, PodNetworkSpec,
     host_veth_name, validate_pod_id,

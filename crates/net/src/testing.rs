@@ -356,3 +356,35 @@ impl NetworkDriver for MemoryDriver {
         Ok(self.state().pods.keys().cloned().collect())
     }
 }
+
+/// An in-memory [`crate::HostPortDriver`]: keeps the last forwards applied.
+#[derive(Debug, Default)]
+pub struct MemoryHostPorts {
+    applied: Mutex<BTreeMap<String, Vec<crate::HostPortForward>>>,
+}
+
+impl MemoryHostPorts {
+    /// The forwards in force, by pod id (pods without any left out).
+    pub fn applied(&self) -> BTreeMap<String, Vec<crate::HostPortForward>> {
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl crate::HostPortDriver for MemoryHostPorts {
+    async fn apply(
+        &self,
+        forwards: &BTreeMap<String, Vec<crate::HostPortForward>>,
+    ) -> Result<(), NetError> {
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        *applied = forwards
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(pod, list)| (pod.clone(), list.clone()))
+            .collect();
+        Ok(())
+    }
+}

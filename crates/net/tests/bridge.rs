@@ -62,11 +62,13 @@ async fn two_pods_and_two_pools_on_one_bridge() {
     let bridge_addrs = ip(&["-4", "addr", "show", "dev", &config.bridge]).await;
     assert!(bridge_addrs.contains("inet 10.77.0.1/24"), "{bridge_addrs}");
     assert!(bridge_addrs.contains("inet 10.78.0.1/24"), "{bridge_addrs}");
-    let veth = ip(&["link", "show", "dev", &net_c.host_veth]).await;
+    let veth = ip(&["-d", "link", "show", "dev", &net_c.host_veth]).await;
     assert!(
         veth.contains(&format!("master {}", config.bridge)),
         "{veth}"
     );
+    // So a pod reaching its own hostPort gets the answer.
+    assert!(veth.contains("hairpin on"), "{veth}");
 
     let _httpd_a = Httpd::start(&net_a.netns_name, "pod a").await;
     let _httpd_b = Httpd::start(&net_b.netns_name, "pod b").await;

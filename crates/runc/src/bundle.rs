@@ -58,20 +58,30 @@ impl Bundle {
         };
         let mut spec = spec::build(image, container, options)?;
         fs::create_dir_all(&bundle.dir).map_err(|e| RuncError::io(&bundle.dir, e))?;
+        let host_network = options.security.host_network;
         let resolv = match &options.resolv_conf {
-            Some(path) => match fsutil::read_if_exists(path) {
-                Ok(bytes) => resolv_conf(&String::from_utf8_lossy(&bytes.unwrap_or_default())),
-                Err(e) => return Err(RuncError::io(path, e)),
-            },
+            Some(path) => {
+                let host = read_text(path)?;
+                // On the node's network the node's own resolver is reachable.
+                match host_network {
+                    true => host,
+                    false => resolv_conf(&host),
+                }
+            }
             None => String::new(),
         };
+        let hosts = match host_network {
+            // As kubelet: a pod on the node's network sees the node's names.
+            true => read_text(Path::new(NODE_HOSTS))?,
+            false => hosts(&options.hostname, options.pod_ip),
+        };
         let files = [
+            (HOSTS, "/etc/hosts", hosts),
             (
-                HOSTS,
-                "/etc/hosts",
-                hosts(&options.hostname, options.pod_ip),
+                HOSTNAME,
+                "/etc/hostname",
+                format!("{}\n", options.seen_hostname()),
             ),
-            (HOSTNAME, "/etc/hostname", format!("{}\n", options.hostname)),
             (RESOLV_CONF, "/etc/resolv.conf", resolv),
         ];
         for (name, destination, content) in files {
@@ -153,6 +163,15 @@ pub(crate) fn pid_file(bundle_dir: &Path) -> PathBuf {
     bundle_dir.join(PID_FILE)
 }
 
+/// The node's `/etc/hosts`, copied for pods on the node's network.
+const NODE_HOSTS: &str = "/etc/hosts";
+
+/// A host file's text; empty when it does not exist.
+fn read_text(path: &Path) -> Result<String, RuncError> {
+    let bytes = fsutil::read_if_exists(path).map_err(|e| RuncError::io(path, e))?;
+    Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+}
+
 fn absolute(path: PathBuf) -> Result<PathBuf, RuncError> {
     std::path::absolute(&path).map_err(|e| RuncError::io(&path, e))
 }
@@ -211,14 +230,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn create_writes_files_and_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let host_resolv = dir.path().join("host-resolv.conf");
-        fs::write(&host_resolv, "nameserver 127.0.0.1\nnameserver 9.9.9.9\n").unwrap();
-        let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
-        options.pod_ip = Some("10.88.0.7".parse().unwrap());
-        options.resolv_conf = Some(host_resolv);
+    /// An image running `/bin/true`, and a container `web` of it.
+    fn true_image_and_container() -> (ProcessDefaults, Container) {
         let image = ProcessDefaults {
             cmd: vec!["/bin/true".into()],
             ..Default::default()
@@ -227,6 +240,38 @@ mod tests {
             name: "web".into(),
             ..Default::default()
         };
+        (image, container)
+    }
+
+    #[test]
+    fn host_network_copies_the_nodes_names_and_resolver() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_resolv = dir.path().join("host-resolv.conf");
+        fs::write(&host_resolv, "nameserver 127.0.0.53\n").unwrap();
+        let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
+        options.security.host_network = true;
+        options.resolv_conf = Some(host_resolv);
+        let (image, container) = true_image_and_container();
+        let bundle =
+            Bundle::create_blocking(dir.path().join("bundle"), &image, &container, &options)
+                .unwrap();
+        let b = bundle.dir();
+        let read = |name: &str| fs::read_to_string(b.join(name)).unwrap();
+        assert_eq!(read("resolv.conf"), "nameserver 127.0.0.53\n");
+        assert_eq!(read("hosts"), fs::read_to_string(NODE_HOSTS).unwrap());
+        let node = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(read("hostname").trim(), node.trim());
+    }
+
+    #[tokio::test]
+    async fn create_writes_files_and_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_resolv = dir.path().join("host-resolv.conf");
+        fs::write(&host_resolv, "nameserver 127.0.0.1\nnameserver 9.9.9.9\n").unwrap();
+        let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
+        options.pod_ip = Some("10.88.0.7".parse().unwrap());
+        options.resolv_conf = Some(host_resolv);
+        let (image, container) = true_image_and_container();
         let bundle = Bundle::create(dir.path().join("bundle"), &image, &container, &options)
             .await
             .unwrap();

@@ -654,7 +654,10 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
         .await;
     let owner = app.api_login("owner", "owner-password").await;
     let privileged = SEED
-        .replace("      containers:", "      hostIPC: true\n      containers:")
+        .replace(
+            "      containers:",
+            "      hostIPC: true\n      hostNetwork: true\n      containers:",
+        )
         .replace(
             "          ports:",
             "          securityContext: {privileged: true, capabilities: {add: [NET_ADMIN, KILL]}}\n          ports:",
@@ -665,6 +668,7 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
     let message = error_message(&reply);
     for field in [
         "spec.template.spec.hostIPC",
+        "spec.template.spec.hostNetwork",
         "spec.template.spec.containers[0].securityContext.privileged",
         "spec.template.spec.containers[0].securityContext.capabilities.add (NET_ADMIN)",
         "--allow-privileged=true",

@@ -14,6 +14,7 @@
 mod atomic_writer;
 mod driver;
 mod env;
+mod host_ports;
 mod images;
 mod mounts;
 mod record;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use wharf_api::{Container, ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
-use wharf_net::{NetworkDriver, PodNetworkSpec};
+use wharf_net::{HostPortDriver, NetError, NetworkDriver, PodNetworkSpec};
 
 pub use driver::{
     ContainerDriver, ContainerError, Exit, Image, ImagePuller, Launch, Liveness, PullPolicy,
@@ -43,6 +44,7 @@ pub use runc_driver::RuncDriver;
 pub use setup::NodeSetup;
 pub use volumes::VolumeSource;
 
+use self::host_ports::{HostPorts, forwards_of};
 use crate::api::NodeApi;
 use crate::runtime::{Progress, Runtime, Synced, now_millis};
 
@@ -62,8 +64,12 @@ pub struct ContainerRuntimeConfig {
     pub node: String,
     /// Where pod records and container directories live.
     pub data_dir: PathBuf,
-    /// The node's address, reported as the pods' `hostIP`.
+    /// The node's address, reported as the pods' `hostIP` (and the
+    /// `podIP` of pods on the node's network).
     pub host_ip: Option<String>,
+    /// The named network namespace the node lives in (a simulated host),
+    /// which pods on the node's network join; `None`: the agent's own.
+    pub node_netns: Option<PathBuf>,
     /// The node-local range for pods that ask for no pool.
     pub local_subnet: wharf_api::Subnet,
     /// Its gateway (on the node bridge).
@@ -89,6 +95,7 @@ impl ContainerRuntimeConfig {
             node: node.to_string(),
             data_dir,
             host_ip: None,
+            node_netns: None,
             local_subnet: wharf_api::Subnet::parse("10.88.0.0/24").expect("valid"),
             local_gateway: Ipv4Addr::new(10, 88, 0, 1),
             backoff: Duration::from_secs(1),
@@ -174,6 +181,7 @@ pub struct ContainerRuntime {
     images: Arc<dyn ImagePuller>,
     containers: Arc<dyn ContainerDriver>,
     network: Arc<dyn NetworkDriver>,
+    host_ports: HostPorts,
     local: LocalAddresses,
     pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
 }
@@ -214,9 +222,29 @@ impl ContainerRuntime {
             images,
             containers,
             network,
+            host_ports: HostPorts::none(),
             local,
             pods: std::sync::Mutex::new(pods),
         }
+    }
+
+    /// Forwards pods' `hostPort`s through `driver` (without, pods asking
+    /// for one are refused), first rewriting the node's forwards from the
+    /// adopted pods' records: those of pods no longer here are removed.
+    pub async fn with_host_ports(
+        mut self,
+        driver: Arc<dyn HostPortDriver>,
+    ) -> Result<ContainerRuntime, NetError> {
+        let mut adopted = std::collections::BTreeMap::new();
+        for cell in self.pods.get_mut().expect("pod map lock").values_mut() {
+            if let Some(slot) = cell.try_lock().ok().as_deref().and_then(Option::as_ref)
+                && !slot.record.host_ports.is_empty()
+            {
+                adopted.insert(slot.record.pod_id.clone(), slot.record.host_ports.clone());
+            }
+        }
+        self.host_ports = HostPorts::open(driver, adopted).await?;
+        Ok(self)
     }
 
     fn cell(&self, key: &PodKey) -> PodCell {
@@ -289,24 +317,64 @@ impl ContainerRuntime {
         progress: Progress<'_>,
     ) -> Option<Duration> {
         slot.trouble = None;
-        let address = match self.address(pod, slot).await {
-            Ok(address) => address,
+        let ip = match self.plumb(pod, slot).await {
+            Ok(ip) => ip,
             Err(trouble) => return self.troubled(slot, trouble),
         };
-        if let Err(trouble) = self.network(slot, &address).await {
-            return self.troubled(slot, trouble);
-        }
         if let Err(trouble) = self.volumes(pod, slot).await {
             return self.troubled(slot, trouble);
         }
         let mut again: Option<Duration> = None;
         for container in &pod.spec.containers {
             let next = self
-                .step_container(pod, slot, container, address.ip, progress)
+                .step_container(pod, slot, container, ip, progress)
                 .await;
             again = again.into_iter().chain(next).min();
         }
         again
+    }
+
+    /// The pod's address, network and host ports, before any container
+    /// starts; a pod on the node's network has only the node's address.
+    async fn plumb(&self, pod: &Pod, slot: &mut PodSlot) -> Result<Ipv4Addr, Trouble> {
+        if pod.spec.host_network {
+            if !slot.record.host_network {
+                slot.record.host_network = true;
+                slot.record.netns = self.config.node_netns.clone();
+                self.save(slot).await;
+            }
+            return Ok(self.node_ip());
+        }
+        let address = self.address(pod, slot).await?;
+        self.network(slot, &address).await?;
+        let forwards = forwards_of(&pod.spec, &address);
+        if slot.record.host_ports != forwards {
+            self.host_ports
+                .set(&slot.record.pod_id, &forwards)
+                .await
+                .map_err(|message| ("HostPortSetupFailed", message))?;
+            slot.record.host_ports = forwards;
+            self.save(slot).await;
+        }
+        Ok(address.ip)
+    }
+
+    /// The node's address: `host_ip`, else the node-local range's gateway
+    /// (an address of the node its pods reach too).
+    fn node_ip(&self) -> Ipv4Addr {
+        self.config
+            .host_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(self.config.local_gateway)
+    }
+
+    /// The pod's address as reported: its own, or the node's.
+    fn ip_of(&self, record: &PodRecord) -> Option<Ipv4Addr> {
+        match record.host_network {
+            true => Some(self.node_ip()),
+            false => record.address.as_ref().map(|a| a.ip),
+        }
     }
 
     /// Notes pod-level trouble; the step is tried again soon.
@@ -724,6 +792,14 @@ impl ContainerRuntime {
             }
         });
         join_all(stops).await;
+        if let Err(message) = self.host_ports.remove(&record.pod_id).await {
+            // The next change (or agent start) writes the set without it.
+            tracing::warn!(
+                pod = record.name,
+                error = message,
+                "removing the host ports failed"
+            );
+        }
         if let Err(err) = self.network.teardown(&record.pod_id).await {
             tracing::warn!(pod = record.name, error = %err, "removing the pod network failed");
         }
@@ -856,7 +932,7 @@ impl ContainerRuntime {
             phase,
             reason,
             message,
-            pod_ip: record.address.as_ref().map(|a| a.ip.to_string()),
+            pod_ip: self.ip_of(record).map(|ip| ip.to_string()),
             host_ip: self.config.host_ip.clone(),
             start_time: record.start_time,
             container_statuses: statuses,
@@ -919,6 +995,8 @@ impl Runtime for ContainerRuntime {
                     netns: None,
                     start_time: None,
                     containers: Default::default(),
+                    host_network: false,
+                    host_ports: Vec::new(),
                 };
                 let slot = PodSlot::new(record);
                 self.save(&slot).await;
@@ -1015,7 +1093,7 @@ impl ContainerRuntime {
 
     /// The address of a pod on this node.
     pub async fn pod_ip(&self, project: &str, name: &str) -> Option<Ipv4Addr> {
-        self.with_record(project, name, |record| Some(record.address.as_ref()?.ip))
+        self.with_record(project, name, |record| self.ip_of(record))
             .await
     }
 

@@ -69,6 +69,13 @@ pub struct PodRecord {
     /// Its containers by name.
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// Whether it runs on the node's network (no address or namespace of
+    /// its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Its `hostPort`s as forwarded on the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<wharf_net::HostPortForward>,
 }
 
 impl PodRecord {
@@ -240,6 +247,8 @@ mod tests {
             netns: None,
             start_time: Some(1),
             containers: BTreeMap::from([("web".into(), ContainerRecord::default())]),
+            host_network: false,
+            host_ports: Vec::new(),
         };
         let pod_dir = PodRecord::dir(dir.path(), "shop", "web-1");
         record.save(&pod_dir).unwrap();

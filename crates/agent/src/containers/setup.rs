@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wharf_fs::private_dir;
 use wharf_image::{ImageGcPolicy, ImageStore, ImageStoreOptions, RegistryCredentials};
-use wharf_net::{BridgeConfig, BridgeDriver};
+use wharf_net::{BridgeConfig, BridgeDriver, NETNS_DIR, NftHostPorts};
 use wharf_runc::{Runc, ShimCommand};
 
 use super::mounts::unescape;
@@ -63,12 +63,7 @@ impl NodeSetup {
             ));
         }
         for (program, package) in [(self.runc.as_os_str(), "runc"), ("ip".as_ref(), "iproute2")] {
-            let found = tokio::process::Command::new(program)
-                .arg("-V")
-                .output()
-                .await
-                .is_ok();
-            if !found {
+            if !found(program).await {
                 return Err(setup(format!(
                     "{} not found: install it (apt-get install {package})",
                     program.to_string_lossy()
@@ -111,23 +106,47 @@ impl NodeSetup {
         config.local_subnet = subnet;
         config.local_gateway = gateway;
         config.host_ip = self.host_ip.clone();
+        config.node_netns = self
+            .bridge
+            .host_netns
+            .as_ref()
+            .map(|ns| Path::new(NETNS_DIR).join(ns));
         let puller = ImageStorePuller::new(
             images,
             self.credentials.clone(),
             self.default_registry.clone(),
         );
         let driver = RuncDriver::new(Runc::new(&self.runc, &self.runc_root), self.shim.clone());
-        Ok(Arc::new(
-            ContainerRuntime::open(
-                config,
-                api,
-                Arc::new(puller),
-                Arc::new(driver),
-                Arc::new(network),
-            )
-            .await,
-        ))
+        let runtime = ContainerRuntime::open(
+            config,
+            api,
+            Arc::new(puller),
+            Arc::new(driver),
+            Arc::new(network),
+        )
+        .await;
+        if !found("nft".as_ref()).await {
+            tracing::warn!(
+                "nft not found (apt-get install nftables): pods asking for a hostPort are refused"
+            );
+            return Ok(Arc::new(runtime));
+        }
+        let forwards = NftHostPorts::new(&self.node, self.bridge.host_netns.clone());
+        let runtime = runtime
+            .with_host_ports(Arc::new(forwards))
+            .await
+            .map_err(|e| setup(format!("host port forwards: {e}")))?;
+        Ok(Arc::new(runtime))
     }
+}
+
+/// Whether `program` runs (it is asked for its version).
+async fn found(program: &std::ffi::OsStr) -> bool {
+    tokio::process::Command::new(program)
+        .arg("-V")
+        .output()
+        .await
+        .is_ok()
 }
 
 /// Runs the image cache's garbage collection every `interval` while the

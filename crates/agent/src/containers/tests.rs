@@ -698,3 +698,83 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
     runtime.remove("shop", "conf-1", None).await;
     assert!(!source.root.exists(), "the volume goes with the pod");
 }
+
+#[tokio::test]
+async fn host_network_pods_take_the_nodes_address_and_no_network() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let mut pod = node.pod("web-1", None, None).await;
+    pod.spec.host_network = true;
+    pod.spec.containers[0].ports = vec![wharf_api::ContainerPort {
+        container_port: 8080,
+        ..Default::default()
+    }];
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    assert_eq!(status.pod_ip.as_deref(), Some("192.0.2.1"));
+    assert!(node.network.pods().is_empty(), "no namespace, no veth");
+    assert_eq!(
+        std::fs::read_dir(node.data.join("addresses"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "no local address claimed"
+    );
+    {
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        assert_eq!(launch.netns, None, "the agent's own namespace");
+        assert!(launch.security.host_network);
+    }
+    assert_eq!(
+        runtime.pod_ip("shop", "web-1").await,
+        Some(Ipv4Addr::new(192, 0, 2, 1))
+    );
+}
+
+/// The node's runtime forwarding host ports through `forwards`.
+async fn forwarding(
+    node: &Node,
+    forwards: &Arc<wharf_net::testing::MemoryHostPorts>,
+) -> ContainerRuntime {
+    let runtime = node.runtime().await;
+    runtime.with_host_ports(forwards.clone()).await.unwrap()
+}
+
+#[tokio::test]
+async fn host_ports_are_forwarded_while_the_pod_lives_and_after_a_restart() {
+    let node = Node::new();
+    let forwards = Arc::new(wharf_net::testing::MemoryHostPorts::default());
+    let mut pod = node.pod("web-1", None, None).await;
+    pod.spec.containers[0].ports = vec![wharf_api::ContainerPort {
+        container_port: 80,
+        host_port: Some(8080),
+        ..Default::default()
+    }];
+    let other = node.pod("web-2", None, None).await;
+    {
+        let runtime = forwarding(&node, &forwards).await;
+        let status = sync(&runtime, &pod).await.status;
+        assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+        let applied = forwards.applied();
+        let list = applied.values().next().expect("the pod's forwards");
+        assert_eq!(list[0].host_port, 8080);
+        assert_eq!(list[0].container_port, 80);
+        assert_eq!(Some(list[0].pod_ip.to_string()), status.pod_ip);
+        sync(&runtime, &other).await;
+        assert_eq!(forwards.applied().len(), 1, "no host port, no forward");
+    }
+
+    // A restarted agent writes the forwards of the pods it adopts.
+    forwards.apply(&BTreeMap::new()).await.unwrap();
+    let runtime = forwarding(&node, &forwards).await;
+    assert_eq!(forwards.applied().len(), 1);
+    runtime.remove("shop", "web-1", None).await;
+    assert!(forwards.applied().is_empty());
+
+    // Without forwarding the pod is held back, saying why.
+    let bare = node.runtime().await;
+    let status = sync(&bare, &pod).await.status;
+    assert_eq!(status.reason.as_deref(), Some("HostPortSetupFailed"));
+    assert_eq!(status.phase, PodPhase::Pending, "{status:?}");
+}

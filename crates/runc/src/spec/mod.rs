@@ -79,7 +79,7 @@ pub struct SpecOptions {
     /// The pod's address, written to `/etc/hosts` with the host name.
     pub pod_ip: Option<IpAddr>,
     /// Network namespace to join, such as `/var/run/netns/x`; `None` gives a
-    /// new namespace with only loopback.
+    /// new namespace with only loopback (the agent's own with `hostNetwork`).
     pub netns: Option<PathBuf>,
     /// cgroup path, e.g. `/wharf/<pod-uid>/<container>`.
     pub cgroups_path: String,
@@ -137,6 +137,19 @@ impl SpecOptions {
             pids_limit: DEFAULT_PIDS_LIMIT,
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
             volumes: Vec::new(),
+        }
+    }
+}
+
+impl SpecOptions {
+    /// The host name the container's processes see: the pod's, or on the
+    /// node's network (whose UTS namespace it shares) the node's own.
+    pub fn seen_hostname(&self) -> String {
+        match self.security.host_network {
+            true => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_string())
+                .unwrap_or_default(),
+            false => self.hostname.clone(),
         }
     }
 }
@@ -252,7 +265,11 @@ pub fn build(
             path: options.rootfs.clone(),
             readonly: options.read_only_rootfs || security.read_only_root_filesystem,
         },
-        hostname: options.hostname.clone(),
+        // runc sets a host name only in a UTS namespace of the container's own.
+        hostname: match security.host_network {
+            true => String::new(),
+            false => options.hostname.clone(),
+        },
         mounts: default_mounts(security.privileged),
         linux: Linux {
             namespaces: namespaces(options.netns.as_deref(), security),
@@ -351,7 +368,7 @@ fn process_env(
     options: &SpecOptions,
     home: Option<&str>,
 ) -> Result<Vec<String>, String> {
-    let mut env = vec![format!("HOSTNAME={}", options.hostname)];
+    let mut env = vec![format!("HOSTNAME={}", options.seen_hostname())];
     for entry in image.env.iter().chain(&options.extra_env) {
         set_env(&mut env, entry.clone());
     }
@@ -392,7 +409,9 @@ fn set_env(env: &mut Vec<String>, entry: String) {
 }
 
 /// New pid, ipc, uts and mount namespaces (no pid or ipc one when the pod
-/// shares the node's), and the pod's network namespace.
+/// shares the node's), and the pod's network namespace. A pod on the
+/// node's network shares the node's UTS namespace too, as in Kubernetes,
+/// and joins `netns` only when the node itself lives in a named one.
 fn namespaces(netns: Option<&Path>, security: &EffectiveSecurity) -> Vec<Namespace> {
     let new = |kind: &str| Namespace {
         kind: kind.into(),
@@ -405,14 +424,16 @@ fn namespaces(netns: Option<&Path>, security: &EffectiveSecurity) -> Vec<Namespa
     if !security.host_ipc {
         namespaces.push(new("ipc"));
     }
-    namespaces.extend([
-        new("uts"),
-        new("mount"),
-        Namespace {
+    if !security.host_network {
+        namespaces.push(new("uts"));
+    }
+    namespaces.push(new("mount"));
+    if !security.host_network || netns.is_some() {
+        namespaces.push(Namespace {
             kind: "network".into(),
             path: netns.map(Path::to_path_buf),
-        },
-    ]);
+        });
+    }
     namespaces
 }
 

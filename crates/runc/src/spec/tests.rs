@@ -242,16 +242,22 @@ fn resource_limits() {
     assert!(err.to_string().contains("resources.limits.memory"), "{err}");
 }
 
-#[test]
-fn namespaces_mounts_and_security_defaults() {
-    let spec = build_ok(&image(), &container());
-    let kinds: Vec<_> = spec
-        .linux
+/// The kinds of the spec's namespaces, in order.
+fn namespace_kinds(spec: &Spec) -> Vec<&str> {
+    spec.linux
         .namespaces
         .iter()
         .map(|n| n.kind.as_str())
-        .collect();
-    assert_eq!(kinds, ["pid", "ipc", "uts", "mount", "network"]);
+        .collect()
+}
+
+#[test]
+fn namespaces_mounts_and_security_defaults() {
+    let spec = build_ok(&image(), &container());
+    assert_eq!(
+        namespace_kinds(&spec),
+        ["pid", "ipc", "uts", "mount", "network"]
+    );
     assert_eq!(spec.namespace("network").unwrap().path, None);
 
     let mut opts = options();
@@ -618,6 +624,35 @@ fn host_pid_and_ipc_share_the_nodes_namespaces() {
         ..default_security()
     };
     assert_eq!(kinds(host_ipc), ["pid", "uts", "mount", "network"]);
+}
+
+#[test]
+fn host_network_shares_the_nodes_network_and_host_name() {
+    let host = EffectiveSecurity {
+        host_network: true,
+        ..default_security()
+    };
+    let mut options = secured(host);
+    let spec = build(&image(), &container(), &options).unwrap();
+    assert_eq!(namespace_kinds(&spec), ["pid", "ipc", "mount"]);
+    assert_eq!(spec.hostname, "");
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(
+        spec.process
+            .env
+            .contains(&format!("HOSTNAME={}", node.trim())),
+        "{:?}",
+        spec.process.env
+    );
+
+    // A node living in a named namespace (a simulated host): that one.
+    options.netns = Some("/var/run/netns/host-a".into());
+    let spec = build(&image(), &container(), &options).unwrap();
+    let network = spec.namespace("network").unwrap();
+    assert_eq!(
+        network.path.as_deref(),
+        Some(Path::new("/var/run/netns/host-a"))
+    );
 }
 
 #[test]

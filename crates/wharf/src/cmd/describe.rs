@@ -604,9 +604,12 @@ fn container_fields(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            match port.host_port {
-                Some(host) => format!("{}/{protocol} (host {host})", port.container_port),
-                None => format!("{}/{protocol}", port.container_port),
+            match (port.host_ip, port.host_port) {
+                (Some(ip), Some(host)) => {
+                    format!("{}/{protocol} (host {ip}:{host})", port.container_port)
+                }
+                (None, Some(host)) => format!("{}/{protocol} (host {host})", port.container_port),
+                (_, None) => format!("{}/{protocol}", port.container_port),
             }
         })
         .collect();
@@ -713,10 +716,14 @@ fn security_text(security: &EffectiveSecurity) -> String {
         format!("capabilities {caps}"),
         format!("seccomp {seccomp}"),
     ];
-    let hosts: Vec<&str> = [("pid", security.host_pid), ("ipc", security.host_ipc)]
-        .into_iter()
-        .filter_map(|(name, shared)| shared.then_some(name))
-        .collect();
+    let hosts: Vec<&str> = [
+        ("pid", security.host_pid),
+        ("ipc", security.host_ipc),
+        ("network", security.host_network),
+    ]
+    .into_iter()
+    .filter_map(|(name, shared)| shared.then_some(name))
+    .collect();
     if !hosts.is_empty() {
         lines.push(format!("host namespaces {}", hosts.join(",")));
     }
@@ -873,6 +880,25 @@ mod tests {
             "Tolerations:     dedicated=web:NoSchedule\n                 op=Exists\n",
             "    Security:       user (image), group (image)\n                    writable root, privilege escalation allowed\n                    capabilities default\n                    seccomp RuntimeDefault\n",
         ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn host_network_and_host_ports_are_described() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "project": "shop"},
+            "spec": {
+                "hostNetwork": true,
+                "containers": [{
+                    "name": "web", "image": "shop/web:1",
+                    "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": "192.0.2.7"}],
+                }],
+            },
+        }))
+        .unwrap();
+        let text = describe_pod(&pod, NOW).render();
+        for expected in ["host namespaces network\n", "80/TCP (host 192.0.2.7:8080)"] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }
     }

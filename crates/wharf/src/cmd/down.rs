@@ -36,6 +36,9 @@ pub struct UpState {
     pub bridge: String,
     /// Prefix of the pods' network namespace names.
     pub netns_prefix: String,
+    /// The node's name, which names its host port forwards' table.
+    #[serde(default)]
+    pub node: String,
 }
 
 impl UpState {
@@ -52,6 +55,7 @@ impl UpState {
             runc: options.runc.clone(),
             bridge: options.bridge.clone(),
             netns_prefix: options.netns_prefix.clone(),
+            node: name.to_string(),
         }
     }
 
@@ -93,6 +97,12 @@ pub fn run(args: DownArgs) -> Result<()> {
     done.push(format!(
         "removed {containers} containers, {mounts} mounts, {namespaces} network namespaces"
     ));
+    if !state.node.is_empty() && remove_host_ports(&state.node) {
+        done.push(format!(
+            "removed the host port forwards of node {}",
+            state.node
+        ));
+    }
     if ip(&["link", "show", &state.bridge]) {
         if !ip(&["link", "delete", &state.bridge]) {
             bail!("deleting bridge {}", state.bridge);
@@ -226,6 +236,14 @@ fn unmount_under(dir: &Path) -> Result<usize> {
     Ok(points.len())
 }
 
+/// Deletes node `node`'s nftables table of host port forwards; whether
+/// there was one.
+fn remove_host_ports(node: &str) -> bool {
+    let table = wharf_net::hostport::table_name(node);
+    succeeds("nft", &["list", "table", "ip", &table])
+        && succeeds("nft", &["delete", "table", "ip", &table])
+}
+
 /// Deletes the network namespaces named with `prefix`; how many.
 fn remove_namespaces(prefix: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
@@ -241,7 +259,12 @@ fn remove_namespaces(prefix: &str) -> usize {
 
 /// Runs `ip ARGS`; whether it succeeded.
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
+    succeeds("ip", args)
+}
+
+/// Runs `program ARGS` quietly; whether it succeeded.
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -267,5 +290,22 @@ mod tests {
         assert_eq!(state.bridge, "wharf0");
         assert_eq!(state.netns_prefix, "wharf-");
         assert!(state.runc_root.starts_with("/run/wharf"));
+        assert_eq!(state.node, super::super::up::host_node_name());
+    }
+
+    #[test]
+    fn the_nodes_host_port_table_is_removed() {
+        if !succeeds("nft", &["list", "tables"]) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nft needs root and nftables"
+            );
+            return;
+        }
+        let table = wharf_net::hostport::table_name("wth-down");
+        assert!(succeeds("nft", &["add", "table", "ip", &table]));
+        assert!(remove_host_ports("wth-down"));
+        assert!(!succeeds("nft", &["list", "table", "ip", &table]));
+        assert!(!remove_host_ports("wth-down"), "nothing left to remove");
     }
 }

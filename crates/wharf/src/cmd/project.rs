@@ -73,7 +73,8 @@ pub enum ProjectCommand {
         #[arg(long, value_name = "SIZE|none", value_parser = parse_quota)]
         quota: Option<QuotaChange>,
         /// Let its workloads be privileged: `privileged`, `hostPID`, `hostIPC`,
-        /// added capabilities, seccomp `Unconfined` (system administrators only).
+        /// `hostNetwork`, added capabilities, seccomp `Unconfined` (system
+        /// administrators only).
         #[arg(long, value_name = "true|false", action = ArgAction::Set)]
         allow_privileged: Option<bool>,
         #[command(flatten)]

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// An image of busybox alone, user root (no `USER`), with a writable `/tmp`.
-fn busybox_layer() -> Vec<u8> {
+pub(super) fn busybox_layer() -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox").unwrap();
     tar_of(&[
         ("bin", tar::EntryType::Directory, 0o755, b""),
@@ -50,7 +50,13 @@ async fn busybox_on_a_node(n: u8) -> (TestServer, Cli, Node, String) {
 
 /// A one-replica Deployment running `script` with busybox's shell; `pod`
 /// and `container` are extra lines of the pod spec and of the container.
-fn deployment(name: &str, image: &str, pod: &str, container: &str, script: &str) -> String {
+pub(super) fn deployment(
+    name: &str,
+    image: &str,
+    pod: &str,
+    container: &str,
+    script: &str,
+) -> String {
     let script: String = script
         .lines()
         .map(|l| format!("              {l}\n"))
@@ -76,8 +82,18 @@ spec:
     )
 }
 
+/// `wharf apply` of `manifest`, which must fail: its error output.
+pub(super) fn refused_apply(cli: &Cli, manifest: &str) -> String {
+    let mut apply = wharf(cli.home.path());
+    apply.args(["apply", "-f", "-"]);
+    let refused = run_with_stdin(apply, manifest);
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{stderr}");
+    stderr
+}
+
 /// The log of the first pod named `prefix-...` once it holds `marker`.
-fn log_with(cli: &Cli, prefix: &str, marker: &str) -> String {
+pub(super) fn log_with(cli: &Cli, prefix: &str, marker: &str) -> String {
     wait_for(
         &format!("{prefix}'s log to show {marker}"),
         Duration::from_secs(60),
@@ -201,11 +217,7 @@ $B unshare -U $B true 2>&1; echo unshare=$?
 echo done
 exec $B sleep 3600",
     );
-    let mut apply = wharf(cli.home.path());
-    apply.args(["apply", "-f", "-"]);
-    let refused = run_with_stdin(apply, &manifest);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "{stderr}");
+    let stderr = refused_apply(&cli, &manifest);
     for field in [
         "spec.template.spec.hostPID",
         "spec.template.spec.securityContext.seccompProfile.type",
