@@ -643,6 +643,11 @@ async fn apply_one(
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
             (applied.metadata.generation, created)
         }
+        Manifest::PersistentVolumeClaim(claim) => {
+            let work = state.control.objects().apply_claim(*claim);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
     };
     Ok((project, meta.name, created, generation))
 }
