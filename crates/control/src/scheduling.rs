@@ -503,7 +503,7 @@ impl SchedulingLoop {
                     .is_some_and(|(assumed_on, _)| *assumed_on == node)
                 {
                     state.placed.remove(&key);
-                    if let Some(id) = state.snapshot.node_id(&node) {
+                    if let Some(id) = state.snapshot.node_id(node) {
                         let _ = state.snapshot.forget(id, &info);
                     }
                 }

@@ -593,6 +593,21 @@ async fn a_restarted_agent_adopts_its_pods() {
 
 /// Syncs `pod`, which a volume must hold `Pending` (`FailedMount`) with
 /// no container started; returns the status message.
+/// Gives the pod `volume` alone, mounted at `path` in its first container,
+/// with `fs_group` as the pod's fsGroup.
+fn mount_one_volume(pod: &mut Pod, volume: wharf_api::Volume, path: &str, fs_group: u32) {
+    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
+        name: volume.name.clone(),
+        mount_path: path.into(),
+        ..Default::default()
+    }];
+    pod.spec.volumes = vec![volume];
+    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
+        fs_group: Some(fs_group),
+        ..Default::default()
+    });
+}
+
 async fn held_by_a_volume(node: &Node, runtime: &ContainerRuntime, pod: &Pod) -> String {
     let status = sync(runtime, pod).await.status;
     assert_eq!(status.phase, PodPhase::Pending);
@@ -653,23 +668,15 @@ async fn claim_volumes_bind_the_claims_directory_which_outlives_the_pod() {
     let node = Node::new();
     let runtime = node.runtime().await;
     let mut pod = node.pod("db-1", None, None).await;
-    pod.spec.volumes = vec![wharf_api::Volume {
+    let claim_volume = wharf_api::Volume {
         name: "data".into(),
         persistent_volume_claim: Some(wharf_api::ClaimVolume {
             claim_name: "data".into(),
             read_only: true,
         }),
         ..Default::default()
-    }];
-    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
-        name: "data".into(),
-        mount_path: "/data".into(),
-        ..Default::default()
-    }];
-    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
-        fs_group: Some(4321),
-        ..Default::default()
-    });
+    };
+    mount_one_volume(&mut pod, claim_volume, "/data", 4321);
     // A claim not bound to this node holds the pod, naming it.
     let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(
@@ -730,7 +737,7 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
     let node = Node::new();
     let runtime = node.runtime().await;
     let mut pod = node.pod("conf-1", None, None).await;
-    pod.spec.volumes = vec![wharf_api::Volume {
+    let conf_volume = wharf_api::Volume {
         name: "conf".into(),
         config_map: Some(wharf_api::ConfigMapVolume {
             name: "app".into(),
@@ -742,16 +749,8 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
             ..Default::default()
         }),
         ..Default::default()
-    }];
-    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
-        name: "conf".into(),
-        mount_path: "/etc/app".into(),
-        ..Default::default()
-    }];
-    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
-        fs_group: Some(4321),
-        ..Default::default()
-    });
+    };
+    mount_one_volume(&mut pod, conf_volume, "/etc/app", 4321);
     // A missing ConfigMap holds the pod, naming it.
     let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use wharf_api::PersistentVolumeClaim;
 use wharf_control::ClaimDeletion;
 
-use super::cluster::ListParams;
-use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
+use super::cluster::{ListParams, create_in_project};
+use super::{ApiCaller, ApiResult, Body as JsonBody};
 use crate::AppState;
 
 fn list_of(items: Vec<PersistentVolumeClaim>) -> Json<Value> {
@@ -50,21 +50,14 @@ pub(crate) async fn create(
     Path(project): Path<String>,
     JsonBody(mut claim): JsonBody<PersistentVolumeClaim>,
 ) -> ApiResult<(StatusCode, Json<PersistentVolumeClaim>)> {
-    claim.metadata.project = Some(project.clone());
     claim.normalize();
-    let resource = format!("{project}/persistentvolumeclaim/{}", claim.metadata.name);
-    let work = async {
-        claim.validate()?;
-        Ok::<_, ApiErrorReply>(state.control.objects().create(claim).await?)
-    };
-    let created = state
-        .audited(&caller, "persistentvolumeclaim.create", resource, work)
-        .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    let kind = "persistentvolumeclaim";
+    create_in_project(&state, &caller, &project, kind, claim, |c| c.validate()).await
 }
 
 /// `DELETE /api/v1/projects/{project}/persistentvolumeclaims/{name}`:
-/// `200` with the claim, Terminating, while pods use it; `204` once gone.
+/// `202` with the claim, Terminating, while pods use it; `200` with the
+/// claim deleted when no pod did.
 pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,

@@ -253,6 +253,28 @@ pub(crate) async fn get_in_project<T: Object>(
     Ok(Json(objects.require(Some(&project), &name).await?))
 }
 
+/// Creates `object` in `project` once `check` accepts it, audited as
+/// `<kind>.create` on `<project>/<kind>/<name>`; an existing one is a
+/// conflict (as `kubectl create`).
+pub(crate) async fn create_in_project<T: Object>(
+    state: &AppState,
+    caller: &ApiCaller,
+    project: &str,
+    kind: &str,
+    mut object: T,
+    check: impl FnOnce(&T) -> Result<(), wharf_api::ObjectError>,
+) -> ApiResult<(StatusCode, Json<T>)> {
+    object.metadata_mut().project = Some(project.to_string());
+    let resource = format!("{project}/{kind}/{}", object.metadata().name);
+    let work = async {
+        check(&object)?;
+        Ok::<_, ApiErrorReply>(state.control.objects().create(object).await?)
+    };
+    let action = format!("{kind}.create");
+    let created = state.audited(caller, &action, resource, work).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
 /// `PUT /api/v1/projects/{project}/deployments/{name}`: replaces the
 /// deployment if it is still at the body's `resourceVersion`.
 pub(crate) async fn update_deployment(

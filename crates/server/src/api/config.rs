@@ -22,7 +22,7 @@ use wharf_api::{ConfigMap, Secret};
 use wharf_auth::{Action, AuthError};
 use wharf_control::{ControlError, used_on_node};
 
-use super::cluster::ListParams;
+use super::cluster::{ListParams, create_in_project};
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
 
@@ -61,18 +61,17 @@ pub(crate) async fn create_config_map(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
-    JsonBody(mut config_map): JsonBody<ConfigMap>,
+    JsonBody(config_map): JsonBody<ConfigMap>,
 ) -> ApiResult<(StatusCode, Json<ConfigMap>)> {
-    config_map.metadata.project = Some(project.clone());
-    let resource = format!("{project}/configmap/{}", config_map.metadata.name);
-    let work = async {
-        config_map.validate()?;
-        Ok::<_, ApiErrorReply>(state.control.objects().create(config_map).await?)
-    };
-    let created = state
-        .audited(&caller, "configmap.create", resource, work)
-        .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    create_in_project(
+        &state,
+        &caller,
+        &project,
+        "configmap",
+        config_map,
+        ConfigMap::validate,
+    )
+    .await
 }
 
 /// `DELETE /api/v1/projects/{project}/configmaps/{name}`

@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::common::TestServer;
-use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for};
+use super::{
+    Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for,
+    wait_nodes_ready,
+};
 
 const CLAIM: &str = "apiVersion: v1
 kind: PersistentVolumeClaim
@@ -79,31 +82,11 @@ async fn a_claim_keeps_its_data_on_its_node_for_the_next_pod() {
         ("wtp-b", "wtpbr1", "wtpb-", "10.87.2.0/24"),
     ]
     .into_iter()
-    .map(|(name, bridge, netns_prefix, pod_cidr)| {
-        Node::start(
-            &cli,
-            NodeSpec {
-                name,
-                bridge,
-                netns_prefix,
-                pod_cidr,
-                host_netns: None,
-                address: None,
-            },
-            &robot,
-        )
+    .map(|(name, bridge, prefix, cidr)| {
+        Node::start(&cli, NodeSpec::local(name, bridge, prefix, cidr), &robot)
     })
     .collect();
-    wait_for("both nodes ready", Duration::from_secs(30), || {
-        let list = cli.json(&["get", "nodes"]);
-        let ready = list["items"].as_array().map_or(0, |items| {
-            items
-                .iter()
-                .filter(|n| n["status"]["ready"] == true)
-                .count()
-        });
-        (ready == 2).then_some(())
-    });
+    wait_nodes_ready(&cli, 2, Duration::from_secs(30));
     let image = format!("{}/shop/web:1.0", server.host());
 
     cli.run_with(&["apply", "-f", "-"], CLAIM);
