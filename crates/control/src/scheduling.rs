@@ -762,3 +762,74 @@ impl AddressRoom {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> PodKey {
+        ("shop".into(), name.into())
+    }
+
+    fn asked(name: &str, node: Option<&str>, one_pod_only: bool) -> AskedClaim {
+        AskedClaim {
+            name: name.into(),
+            node: node.map(str::to_string),
+            one_pod_only,
+        }
+    }
+
+    #[test]
+    fn claims_confine_pods_to_their_node_within_a_batch() {
+        let mut room = ClaimRoom::default();
+        room.asked
+            .insert(key("a"), Ok(vec![asked("data", None, false)]));
+        room.asked
+            .insert(key("b"), Ok(vec![asked("data", None, false)]));
+        room.asked
+            .insert(key("c"), Ok(vec![asked("logs", Some("n2"), false)]));
+        room.asked.insert(
+            key("d"),
+            Ok(vec![
+                asked("logs", Some("n2"), false),
+                asked("old", Some("n1"), false),
+            ]),
+        );
+        room.asked.insert(
+            key("e"),
+            Err("persistentvolumeclaim \"x\" not found".into()),
+        );
+        assert_eq!(room.required_node(&key("none")), Ok(None));
+        assert_eq!(room.required_node(&key("a")), Ok(None), "unbound: anywhere");
+        room.take(&key("a"), "n3");
+        assert_eq!(
+            room.required_node(&key("b")),
+            Ok(Some(("data".into(), "n3".into()))),
+            "where the batch's first pod of the claim went"
+        );
+        assert_eq!(
+            room.required_node(&key("c")),
+            Ok(Some(("logs".into(), "n2".into())))
+        );
+        let split = room.required_node(&key("d")).unwrap_err();
+        assert!(split.contains("different nodes"), "{split}");
+        let missing = room.required_node(&key("e")).unwrap_err();
+        assert!(missing.contains("not found"), "{missing}");
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_takes_one_pod_of_a_batch() {
+        let mut room = ClaimRoom::default();
+        for name in ["a", "b"] {
+            room.asked
+                .insert(key(name), Ok(vec![asked("solo", None, true)]));
+        }
+        assert_eq!(room.required_node(&key("a")), Ok(None));
+        room.take(&key("a"), "n1");
+        let held = room.required_node(&key("b")).unwrap_err();
+        assert!(
+            held.contains("\"solo\"") && held.contains("ReadWriteOncePod"),
+            "{held}"
+        );
+    }
+}
