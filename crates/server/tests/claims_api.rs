@@ -17,19 +17,6 @@ spec:
   resources: {requests: {storage: 1Gi}}
 ";
 
-async fn apply(app: &TestApp, token: &str, yaml: &str) -> Reply {
-    app.send(
-        Method::POST,
-        "/api/v1/apply",
-        &[
-            ("authorization", format!("Bearer {token}")),
-            ("content-type", "application/yaml".into()),
-        ],
-        yaml.to_string(),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn claims_are_read_by_guests_written_by_developers_and_audited() {
     let app = TestApp::new().await;
@@ -42,10 +29,12 @@ async fn claims_are_read_by_guests_written_by_developers_and_audited() {
     let guest = app.api_login("gus", "a-long-password").await;
     let developer = app.api_login("dev", "a-long-password").await;
 
-    apply(&app, &guest, CLAIM)
+    app.apply_yaml(&guest, CLAIM)
         .await
         .expect(StatusCode::FORBIDDEN);
-    apply(&app, &developer, CLAIM).await.expect(StatusCode::OK);
+    app.apply_yaml(&developer, CLAIM)
+        .await
+        .expect(StatusCode::OK);
     let list = app
         .api(
             &guest,
@@ -60,7 +49,8 @@ async fn claims_are_read_by_guests_written_by_developers_and_audited() {
     assert!(claim["status"]["nodeName"].is_null(), "{claim}");
     // A spec cannot change once made.
     let bigger = CLAIM.replace("1Gi", "2Gi");
-    let refused = apply(&app, &developer, &bigger)
+    let refused = app
+        .apply_yaml(&developer, &bigger)
         .await
         .expect(StatusCode::BAD_REQUEST);
     assert!(
@@ -90,8 +80,8 @@ async fn a_claim_in_use_terminates_and_nodes_see_only_their_claims() {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
-    apply(&app, &admin, CLAIM).await.expect(StatusCode::OK);
-    apply(&app, &admin, &CLAIM.replace("name: data", "name: spare"))
+    app.apply_yaml(&admin, CLAIM).await.expect(StatusCode::OK);
+    app.apply_yaml(&admin, &CLAIM.replace("name: data", "name: spare"))
         .await
         .expect(StatusCode::OK);
     let objects = app.app.control.objects();

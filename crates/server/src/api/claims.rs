@@ -9,38 +9,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 use wharf_api::PersistentVolumeClaim;
 use wharf_control::ClaimDeletion;
 
-use super::cluster::{ListParams, create_in_project};
+use super::cluster::{create_in_project, list_of};
 use super::{ApiCaller, ApiResult, Body as JsonBody};
 use crate::AppState;
-
-fn list_of(items: Vec<PersistentVolumeClaim>) -> Json<Value> {
-    Json(json!({
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaimList",
-        "items": items,
-    }))
-}
-
-/// `GET /api/v1/projects/{project}/persistentvolumeclaims`
-pub(crate) async fn list(
-    State(state): State<Arc<AppState>>,
-    Path(project): Path<String>,
-    Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    let selector = params.selector()?;
-    let objects = state.control.objects();
-    let (items, _) = objects
-        .list::<PersistentVolumeClaim>(Some(&project), selector.as_ref())
-        .await?;
-    Ok(list_of(items))
-}
 
 /// `POST /api/v1/projects/{project}/persistentvolumeclaims`: creates; an
 /// existing one is a conflict (as `kubectl create`).

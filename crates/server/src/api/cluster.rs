@@ -253,6 +253,24 @@ pub(crate) async fn get_in_project<T: Object>(
     Ok(Json(objects.require(Some(&project), &name).await?))
 }
 
+/// A `v1` list of objects of `T`'s kind, as Kubernetes answers a list.
+pub(crate) fn list_of<T: Object>(items: Vec<T>) -> Json<Value> {
+    Json(json!({ "apiVersion": "v1", "kind": format!("{}List", T::KIND), "items": items }))
+}
+
+/// `GET /api/v1/projects/{project}/configmaps` and
+/// `.../persistentvolumeclaims`: the objects of `T`'s kind in a project.
+pub(crate) async fn list_in_project<T: Object>(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    let selector = params.selector()?;
+    let objects = state.control.objects();
+    let (items, _) = objects.list::<T>(Some(&project), selector.as_ref()).await?;
+    Ok(list_of(items))
+}
+
 /// Creates `object` in `project` once `check` accepts it, audited as
 /// `<kind>.create` on `<project>/<kind>/<name>`; an existing one is a
 /// conflict (as `kubectl create`).

@@ -37,24 +37,6 @@ pub(crate) struct ShowParams {
     show_secrets: bool,
 }
 
-fn list_of(kind: &str, items: Value) -> Json<Value> {
-    Json(json!({ "apiVersion": "v1", "kind": format!("{kind}List"), "items": items }))
-}
-
-/// `GET /api/v1/projects/{project}/configmaps`
-pub(crate) async fn list_config_maps(
-    State(state): State<Arc<AppState>>,
-    Path(project): Path<String>,
-    Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    let selector = params.selector()?;
-    let objects = state.control.objects();
-    let (items, _) = objects
-        .list::<ConfigMap>(Some(&project), selector.as_ref())
-        .await?;
-    Ok(list_of("ConfigMap", json!(items)))
-}
-
 /// `POST /api/v1/projects/{project}/configmaps`: creates; an existing one
 /// is a conflict (as `kubectl create`).
 pub(crate) async fn create_config_map(
@@ -101,7 +83,9 @@ pub(crate) async fn list_secrets(
         .secrets(Some(&project), selector.as_ref())
         .await?;
     let items: Vec<Secret> = secrets.into_iter().map(Secret::withheld).collect();
-    Ok(list_of("Secret", json!(items)))
+    Ok(Json(
+        json!({ "apiVersion": "v1", "kind": "SecretList", "items": items }),
+    ))
 }
 
 /// `GET /api/v1/projects/{project}/secrets/{name}[?showSecrets=true]`:
