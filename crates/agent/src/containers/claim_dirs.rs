@@ -39,6 +39,13 @@ impl ClaimDirs {
     /// root-only, as the agent's other state.
     pub(super) fn make(&self, project: &str, uid: &str) -> Result<PathBuf, String> {
         use std::os::unix::fs::DirBuilderExt;
+        // Both come from the control plane; still, each must stay one
+        // path component under the root.
+        for part in [project, uid] {
+            if part.is_empty() || part.contains('/') || part == "." || part == ".." {
+                return Err(format!("{part:?} cannot name a claim directory"));
+            }
+        }
         let dir = self.dir(project, uid);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -115,6 +122,9 @@ mod tests {
         let kept = dirs.make("shop", "uid-1").unwrap();
         std::fs::write(kept.join("data.txt"), "hello").unwrap();
         assert_eq!(dirs.make("shop", "uid-1").unwrap(), kept, "made once");
+        for (project, uid) in [("shop", ".."), ("..", "x"), ("shop", "a/b"), ("shop", "")] {
+            assert!(dirs.make(project, uid).is_err(), "{project}/{uid}");
+        }
         assert_eq!(
             std::fs::read_to_string(kept.join("data.txt")).unwrap(),
             "hello"
