@@ -766,6 +766,45 @@ mod tests {
     }
 
     #[test]
+    fn claim_rows_show_phase_node_capacity_and_modes() {
+        let claim = |extra: serde_json::Value| -> PersistentVolumeClaim {
+            let mut value = json!({
+                "metadata": {"name": "data", "createdAt": NOW - 60_000},
+                "spec": {"accessModes": ["ReadWriteOncePod"],
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            });
+            for (key, field) in extra.as_object().unwrap() {
+                value[key.as_str()] = field.clone();
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let pending = claim(json!({}));
+        let bound = claim(json!({"status": {"phase": "Bound", "nodeName": "n1",
+                                            "capacity": {"storage": "1Gi"}}}));
+        let mut deleting = bound.clone();
+        deleting.metadata.deletion_timestamp = Some(NOW);
+        let rows = [&pending, &bound, &deleting]
+            .into_iter()
+            .map(|c| claim_row(c, NOW))
+            .collect();
+        let text = render(Kind::PersistentVolumeClaim, false, rows);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][..3], ["NAME", "STATUS", "NODE"], "{text}");
+        assert_eq!(
+            lines[1],
+            ["data", "Pending", "<none>", "RWOP", "local", "1m"]
+        );
+        assert_eq!(
+            lines[2],
+            ["data", "Bound", "n1", "1Gi", "RWOP", "local", "1m"]
+        );
+        assert_eq!(lines[3][1], "Terminating");
+    }
+
+    #[test]
     fn pod_rows_say_why_a_pod_waits() {
         let pending: Pod = serde_json::from_value(json!({
             "metadata": {"name": "web-abc", "createdAt": NOW - 5_000},
