@@ -35,7 +35,7 @@ const REQUIRED_SECRET_KEYS: &[(&str, &[&str])] = &[
 
 /// A ConfigMap: configuration data for pods, as text (`data`) or bytes
 /// (`binaryData`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMap {
     /// `v1`.
@@ -64,7 +64,7 @@ pub struct ConfigMap {
 
 /// A Secret: data for pods kept sealed at rest and never shown unless asked
 /// for by someone allowed to read it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Secret {
     /// `v1`.
@@ -113,6 +113,36 @@ impl std::fmt::Debug for Secret {
 
 fn core_v1() -> String {
     "v1".into()
+}
+
+// By hand, not derived: an object built in code (a Secret opened from the
+// store, a test's) says what it is, as one read from YAML does.
+impl Default for ConfigMap {
+    fn default() -> ConfigMap {
+        ConfigMap {
+            api_version: core_v1(),
+            kind: config_map_kind(),
+            metadata: ObjectMeta::default(),
+            data: BTreeMap::new(),
+            binary_data: BTreeMap::new(),
+            immutable: None,
+        }
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Secret {
+        Secret {
+            api_version: core_v1(),
+            kind: secret_kind(),
+            metadata: ObjectMeta::default(),
+            secret_type: String::new(),
+            data: BTreeMap::new(),
+            string_data: BTreeMap::new(),
+            data_sizes: BTreeMap::new(),
+            immutable: None,
+        }
+    }
 }
 
 fn config_map_kind() -> String {

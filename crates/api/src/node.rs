@@ -108,7 +108,8 @@ pub struct NodeStatus {
     /// Whether the agent's heartbeat is current.
     #[serde(default)]
     pub ready: bool,
-    /// Last heartbeat, unix milliseconds.
+    /// Last sign of life, unix milliseconds: the agent's last status
+    /// report, or the node's last return to ready.
     #[serde(default)]
     pub last_heartbeat: u64,
     /// Live CPU utilisation 0..=1, when the agent reports it.

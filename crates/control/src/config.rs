@@ -330,6 +330,11 @@ mod tests {
         let read = config.secret(Some("shop"), "db").await.unwrap().unwrap();
         assert_eq!(read.data["password"], b"pl41n-s3cret-v4lue");
         assert_eq!(read.secret_type, "Opaque");
+        // Opened from its sealed form, it still says what it is.
+        assert_eq!(
+            (read.api_version.as_str(), read.kind.as_str()),
+            ("v1", "Secret")
+        );
         // Sealed data copied onto another Secret does not open there.
         config.apply_secret(secret("other", "x")).await.unwrap();
         let key = crate::key_of::<SealedSecret>(Some("shop"), "db");

@@ -38,12 +38,15 @@ impl Objects {
     /// Creates a node or refreshes what its agent reports (labels,
     /// address, capacity, status), keeping what operators set (taints,
     /// cordon, cost), and says whether this was a real registration or a
-    /// routine status refresh.
+    /// routine status refresh. A report is the agent's sign of life, as a
+    /// kubelet's status update is: it stamps the node's last heartbeat
+    /// (lease renewals cost no write, so they cannot).
     pub async fn register_node(
         &self,
-        reported: Node,
+        mut reported: Node,
     ) -> Result<(Node, NodeRegistration), ControlError> {
         wharf_api::check_name("metadata.name", &reported.metadata.name)?;
+        reported.status.last_heartbeat = now_millis();
         let name = reported.metadata.name.clone();
         if self.get::<Node>(None, &name).await?.is_none() {
             match self.create(reported.clone()).await {

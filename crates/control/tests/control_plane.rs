@@ -410,6 +410,41 @@ async fn nodes_go_not_ready_when_heartbeats_stop() {
     wait_ready(true).await;
 }
 
+#[tokio::test]
+async fn status_reports_stamp_the_last_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Objects::new(store(&dir));
+    let report = || {
+        Node::new(
+            "busy",
+            Resources {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                pods: 10,
+            },
+        )
+    };
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (first, _) = objects.register_node(report()).await.unwrap();
+    assert!(first.status.last_heartbeat >= before, "{first:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A periodic report carries no time of its own (the agent sends 0):
+    // the server's clock stamps it, never the report.
+    let (refreshed, _) = objects.register_node(report()).await.unwrap();
+    assert!(
+        refreshed.status.last_heartbeat > first.status.last_heartbeat,
+        "{refreshed:?}"
+    );
+    let stored: Node = objects.require(None, "busy").await.unwrap();
+    assert_eq!(
+        stored.status.last_heartbeat,
+        refreshed.status.last_heartbeat
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time() {
     let dir = tempfile::tempdir().unwrap();

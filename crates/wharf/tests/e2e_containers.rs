@@ -20,6 +20,8 @@ mod exec;
 mod pvc;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
+#[path = "e2e_containers/show.rs"]
+mod show;
 #[path = "e2e_containers/volumes.rs"]
 mod volumes;
 

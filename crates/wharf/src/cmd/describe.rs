@@ -978,7 +978,7 @@ mod tests {
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": "n1", "createdAt": NOW - 3_600_000},
             "spec": {"taints": [{"key": "gpu", "effect": "NoSchedule"}]},
-            "status": {"ready": true,
+            "status": {"ready": true, "lastHeartbeat": NOW - 12_000,
                        "capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
         }))
         .unwrap();
@@ -991,6 +991,7 @@ mod tests {
         let text = describe_node(&node, Some(&[pod]), NOW).render();
         for expected in [
             "Taints:          gpu:NoSchedule\n",
+            "Last Heartbeat:  2025-06-15T15:06:28Z (12s ago)\n",
             "Allocated:\n  cpu:     1 (25%)\n  memory:  2.0Gi (25%)\n  pods:    1 (0%)\n",
             "  PROJECT  NAME   STATUS   CPU  MEMORY\n  shop     web-1  Pending  1    2.0Gi\n",
         ] {

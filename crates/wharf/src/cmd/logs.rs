@@ -7,10 +7,10 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
-use super::objects::{Kind, ProjectOption, list_objects};
+use super::objects::{Kind, ProjectOption, names_matching};
 use crate::client::ApiClient;
 
 /// Options of `wharf logs`.
@@ -50,21 +50,8 @@ pub async fn run(args: LogsArgs) -> Result<()> {
     let pods = match (&args.pod, &args.selector) {
         (Some(pod), _) => vec![pod.clone()],
         (None, selector) => {
-            let list = list_objects(&mut client, Kind::Pod, &project, selector).await?;
-            let mut names: Vec<String> = list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_string))
-                .collect();
-            names.sort();
-            if names.is_empty() {
-                bail!(
-                    "no pods in project {project} match {}",
-                    selector.as_deref().unwrap_or_default()
-                );
-            }
-            names
+            let selector = selector.as_deref().unwrap_or_default();
+            names_matching(&mut client, Kind::Pod, &project, selector).await?
         }
     };
     let prefix = args.prefix || args.selector.is_some();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use reqwest::StatusCode;
 use serde_json::Value;
 use wharf_api::{LabelSelector, Node, Pod, Resources, Taint, TaintEffect};
@@ -194,6 +194,28 @@ pub async fn list_objects(
         .get_with_query(&kind.collection_path(project), &query)
         .await
         .with_context(|| format!("listing {}{}", kind.plural(), place(project)))
+}
+
+/// The names, sorted, of the objects of `kind` in `project` whose labels
+/// match `selector`; an error when none do.
+pub async fn names_matching(
+    client: &mut ApiClient,
+    kind: Kind,
+    project: &str,
+    selector: &str,
+) -> Result<Vec<String>> {
+    let list = list_objects(client, kind, project, &Some(selector.to_string())).await?;
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!("no {}{} match {selector}", kind.plural(), place(project));
+    }
+    Ok(names)
 }
 
 /// ` in project P`, or nothing for cluster-wide kinds.
