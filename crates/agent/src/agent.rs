@@ -154,6 +154,7 @@ impl Agent {
                 if let Err(err) = self.api.register(self.config.node(load.sample())).await {
                     tracing::warn!(error = %err, node = self.config.name, "status report failed");
                 }
+                self.runtime.release_volumes().await;
             }
             tokio::time::sleep(self.config.heartbeat_ttl / 3).await;
         }

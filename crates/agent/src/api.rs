@@ -10,7 +10,9 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use wharf_api::{ConfigMap, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
+use wharf_api::{
+    ConfigMap, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus, Secret,
+};
 
 use crate::AgentError;
 
@@ -96,6 +98,8 @@ pub trait NodeApi: Send + Sync + 'static {
         project: &str,
         name: &str,
     ) -> Result<Option<Secret>, AgentError>;
+    /// The PersistentVolumeClaims bound to `node`, and no others.
+    async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError>;
 }
 
 /// What a caller of the agent's endpoint wants with a pod.
@@ -350,6 +354,15 @@ impl NodeApi for HttpNodeApi {
         name: &str,
     ) -> Result<Option<Secret>, AgentError> {
         self.config_object(node, "secrets", project, name).await
+    }
+
+    async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/persistentvolumeclaims", self.base);
+        let response = self.send(|http| http.get(&url)).await?;
+        let list: serde_json::Value = response.json().await.map_err(transport)?;
+        serde_json::from_value(list["items"].clone()).map_err(|e| {
+            AgentError::Api(format!("the claim list is not what the agent expects: {e}"))
+        })
     }
 }
 

@@ -40,6 +40,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pods this node holds anything of (after an agent restart, those
     /// no longer bound here are removed).
     async fn pods(&self) -> Vec<(String, String)>;
+    /// Removes what the node keeps beyond its pods (claim directories)
+    /// once the control plane no longer binds it here. Called now and
+    /// then; a runtime that keeps nothing does nothing.
+    async fn release_volumes(&self) {}
 }
 
 /// Accepts pods without running containers: what a node agent without a

@@ -1,8 +1,8 @@
 //! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool`,
-//! `ConfigMap`, `Secret` — with
+//! `ConfigMap`, `Secret`, `PersistentVolumeClaim` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
 //! quantities, and reading of Kubernetes `apps/v1` Deployment and `v1`
-//! ConfigMap and Secret YAML as is;
+//! ConfigMap, Secret and PersistentVolumeClaim YAML as is;
 //! and replication's endpoints, policies, jobs and tasks ([`replication`]).
 //! No IO and no HTTP: the control plane and replication store these, the
 //! API serves them, the CLI reads them.
@@ -23,6 +23,7 @@
 //! assert_eq!(parsed.len(), 1);
 //! ```
 
+mod claim;
 mod config;
 mod config_volume;
 mod env;
@@ -41,6 +42,10 @@ mod time;
 mod volume;
 mod workload;
 
+pub use claim::{
+    ANNOTATION_SELECTED_NODE, ClaimResources, ClaimSpec, ClaimStatus, ClaimVolume,
+    LOCAL_STORAGE_CLASS, PersistentVolumeClaim, READ_WRITE_ONCE, READ_WRITE_ONCE_POD,
+};
 pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_config_key};
 pub use config_volume::{
     ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,

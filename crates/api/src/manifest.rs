@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::{ConfigMap, Deployment, ObjectError, ObjectMeta, Secret};
+use crate::{ConfigMap, Deployment, ObjectError, ObjectMeta, PersistentVolumeClaim, Secret};
 
 /// An object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,6 +15,8 @@ pub enum Manifest {
     ConfigMap(Box<ConfigMap>),
     /// A `v1` Secret (`stringData` already merged into `data`).
     Secret(Box<Secret>),
+    /// A `v1` PersistentVolumeClaim (status dropped: the cluster sets it).
+    PersistentVolumeClaim(Box<PersistentVolumeClaim>),
 }
 
 impl Manifest {
@@ -24,6 +26,7 @@ impl Manifest {
             Manifest::Deployment(_) => "Deployment",
             Manifest::ConfigMap(_) => "ConfigMap",
             Manifest::Secret(_) => "Secret",
+            Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
         }
     }
 
@@ -33,6 +36,7 @@ impl Manifest {
             Manifest::Deployment(d) => &d.metadata,
             Manifest::ConfigMap(c) => &c.metadata,
             Manifest::Secret(s) => &s.metadata,
+            Manifest::PersistentVolumeClaim(c) => &c.metadata,
         }
     }
 
@@ -42,6 +46,7 @@ impl Manifest {
             Manifest::Deployment(d) => &mut d.metadata,
             Manifest::ConfigMap(c) => &mut c.metadata,
             Manifest::Secret(s) => &mut s.metadata,
+            Manifest::PersistentVolumeClaim(c) => &mut c.metadata,
         }
     }
 }
@@ -105,6 +110,15 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                     unknown_fields,
                 }
             }
+            ("v1", "PersistentVolumeClaim") => {
+                let (mut claim, unknown_fields) = read::<PersistentVolumeClaim>(value, index)?;
+                claim.normalize();
+                claim.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::PersistentVolumeClaim(Box::new(claim)),
+                    unknown_fields,
+                }
+            }
             ("wharf.io/v1", "IpPool") => {
                 return Err(ObjectError::Parse(format!(
                     "document {}: IP pools are imported with `wharf ippool import`",
@@ -153,8 +167,7 @@ const REFUSED_FIELDS: &[&str] = &[
     "ephemeralContainers",
     // Its data and configuration. `volumes` and `volumeMounts` are read
     // (crate::volume); listed here so that a volume type or mount field
-    // Wharf does not declare (`projected`, `persistentVolumeClaim`,
-    // `subPathExpr`, ...) is refused by path instead of ignored.
+    // Wharf does not declare (`projected`, `nfs`, `subPathExpr`, ...) is refused by path instead of ignored.
     "volumes",
     "volumeMounts",
     "volumeDevices",
@@ -402,8 +415,8 @@ status: {}
             ),
             (
                 true,
-                "volumes: [{name: v, persistentVolumeClaim: {claimName: c}}]",
-                "spec.template.spec.volumes.0.persistentVolumeClaim.claimName",
+                "volumes: [{name: v, persistentVolumeClaim: {claimName: c, fsType: ext4}}]",
+                "spec.template.spec.volumes.0.persistentVolumeClaim.fsType",
             ),
             (
                 true,
@@ -467,6 +480,18 @@ status: {}
             );
             assert!(err.to_string().contains("not supported by Wharf"), "{err}");
         }
+        let claim = with(
+            true,
+            "volumes: [{name: v, persistentVolumeClaim: {claimName: c, readOnly: true}}]",
+        );
+        let parsed = parse_manifests(&claim).unwrap();
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
+        let spec = &deployment.spec.template.spec;
+        let volume = spec.volumes[0].persistent_volume_claim.as_ref().unwrap();
+        assert_eq!((volume.claim_name.as_str(), volume.read_only), ("c", true));
+        assert_eq!(spec.claim_names(), ["c"]);
         let pinned = with(true, "nodeName: n1");
         let err = parse_manifests(&pinned).unwrap_err().to_string();
         assert!(err.contains("spec.template.spec.nodeName"), "{err}");

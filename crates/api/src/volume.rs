@@ -1,8 +1,8 @@
 //! Pod volumes and the containers' mounts of them: the Kubernetes shapes
 //! Wharf honours (`emptyDir`, `hostPath`, `configMap`, `secret`,
-//! `downwardAPI`) and their validation. Volume types not declared here
-//! (`persistentVolumeClaim`, `projected`, ...) are refused by the manifest reader,
-//! naming their path.
+//! `downwardAPI`, `persistentVolumeClaim`) and their validation. Volume
+//! types not declared here (`projected`, `nfs`, ...) are refused by the
+//! manifest reader, naming their path.
 
 use std::collections::BTreeSet;
 
@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
+use crate::claim::ClaimVolume;
 use crate::config_volume::{ConfigMapVolume, DownwardApiVolume, SecretVolume};
 use crate::meta::check_name;
 use crate::quantity::parse_memory_bytes;
@@ -44,6 +45,10 @@ pub struct Volume {
         skip_serializing_if = "Option::is_none"
     )]
     pub downward_api: Option<DownwardApiVolume>,
+    /// A claim's directory on the node the claim is bound to; its data
+    /// outlives the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimVolume>,
 }
 
 /// `emptyDir`: on the node's disk, or a tmpfs with `medium: Memory`.
@@ -178,13 +183,15 @@ impl Volume {
     /// Checks the volume at `field` (e.g. `spec.volumes[0]`).
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         check_name(&format!("{field}.name"), &self.name)?;
-        const SOURCES: &str = "emptyDir, hostPath, configMap, secret or downwardAPI";
+        const SOURCES: &str =
+            "emptyDir, hostPath, configMap, secret, downwardAPI or persistentVolumeClaim";
         let sources = [
             self.empty_dir.is_some(),
             self.host_path.is_some(),
             self.config_map.is_some(),
             self.secret.is_some(),
             self.downward_api.is_some(),
+            self.persistent_volume_claim.is_some(),
         ];
         match sources.iter().filter(|set| **set).count() {
             0 => {
@@ -215,6 +222,9 @@ impl Volume {
         }
         if let Some(downward) = &self.downward_api {
             downward.validate(&format!("{field}.downwardAPI"))?;
+        }
+        if let Some(claim) = &self.persistent_volume_claim {
+            claim.validate(&format!("{field}.persistentVolumeClaim"))?;
         }
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! docs/workloads.md is the one table of what Wharf does with each field
-//! of a Deployment, ConfigMap and Secret: every field the types read
-//! (so every field Wharf honours, accepts or checks) must be in it, or a
-//! user reading the table could not tell what happens to it.
+//! of a Deployment, ConfigMap, Secret and PersistentVolumeClaim: every
+//! field the types read (so every field Wharf honours, accepts or checks)
+//! must be in it, or a user reading the table could not tell what happens
+//! to it.
 
 use std::collections::BTreeSet;
 
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
-use wharf_api::{ConfigMap, Deployment, Secret};
+use wharf_api::{ConfigMap, Deployment, PersistentVolumeClaim, Secret};
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -84,8 +85,11 @@ fn every_field_wharf_reads_is_in_the_table() {
         "type",
         "immutable",
     ]));
+    fields.extend(fields_of::<PersistentVolumeClaim>(&["spec", "status"]));
     // The walk reaches the deepest fields, through references.
     for deep in [
+        "claimName",
+        "storageClassName",
         "runAsNonRoot",
         "subPath",
         "divisor",

@@ -8,7 +8,8 @@
 //! deadline (`deletionTimestamp`) passed, as Kubernetes' pod GC does for
 //! pods of lost nodes. Their containers, if the node comes back, are
 //! removed by its agent, which removes whatever it holds that is no longer
-//! bound to it.
+//! bound to it. Last, it deletes the Terminating PersistentVolumeClaims no
+//! pod uses any longer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Sweep {
     pub orphans: Vec<String>,
     /// Terminating pods removed because their node is gone or lost.
     pub abandoned: Vec<String>,
+    /// Terminating claims deleted because no pod uses them any longer.
+    pub claims: Vec<String>,
 }
 
 /// Sweeps pods whose owners are gone, and those lost nodes hold.
@@ -49,7 +52,8 @@ impl GarbageCollector {
                     tracing::info!(
                         orphans = ?sweep.orphans,
                         abandoned = ?sweep.abandoned,
-                        "garbage collection deleted pods"
+                        claims = ?sweep.claims,
+                        "garbage collection deleted objects"
                     );
                 }
                 Ok(_) => {}
@@ -99,6 +103,7 @@ impl GarbageCollector {
                 Err(err) => return Err(err),
             }
         }
+        sweep.claims = self.objects.release_claims().await?;
         Ok(sweep)
     }
 }

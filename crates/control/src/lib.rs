@@ -3,7 +3,8 @@
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
 //! lifecycle (heartbeat leases into readiness), ConfigMaps and Secrets
-//! (Secret data sealed at rest), graceful pod deletion confirmed by nodes,
+//! (Secret data sealed at rest), PersistentVolumeClaims bound to the node
+//! of their first pod, graceful pod deletion confirmed by nodes,
 //! garbage collection by owner references, IP pools with addresses
 //! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
@@ -11,6 +12,7 @@
 //! Controllers are reconcile loops driven by watches, idempotent and safe
 //! to restart: all their state is rebuilt from the store.
 
+mod claims;
 mod cluster;
 mod config;
 mod deployments;
@@ -29,6 +31,7 @@ mod termination;
 #[cfg(test)]
 mod test_objects;
 
+pub use claims::{ClaimDeletion, uses_claim};
 pub use cluster::{ControlPlane, Running};
 pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{

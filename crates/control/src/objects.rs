@@ -10,6 +10,7 @@
 //! /cluster/ippools/<pool>                   IpPool (claims: see `ipam`)
 //! /cluster/configmaps/<project>/<name>      ConfigMap
 //! /cluster/secrets/<project>/<name>         Secret, data sealed (see `config`)
+//! /cluster/claims/<project>/<name>          PersistentVolumeClaim (see `claims`)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -20,7 +21,10 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wharf_api::{ConfigMap, Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, Pod};
+use wharf_api::{
+    ConfigMap, Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, PersistentVolumeClaim,
+    Pod,
+};
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
 use crate::ControlError;
@@ -61,6 +65,12 @@ object_kind!(Pod, "Pod", "/cluster/pods/", true);
 object_kind!(Event, "Event", "/cluster/events/", true);
 object_kind!(IpPool, "IpPool", "/cluster/ippools/", false);
 object_kind!(ConfigMap, "ConfigMap", "/cluster/configmaps/", true);
+object_kind!(
+    PersistentVolumeClaim,
+    "PersistentVolumeClaim",
+    "/cluster/claims/",
+    true
+);
 
 /// The store key of object `name` (in `project`, for namespaced kinds).
 pub fn key_of<T: Object>(project: Option<&str>, name: &str) -> String {

@@ -8,6 +8,13 @@
 //! parallel, one transaction per node. A bind that loses its
 //! compare-and-swap is forgotten and the pod tried again.
 //!
+//! A pod using PersistentVolumeClaims may go only to the node its claims
+//! are bound to (a node restriction the scheduler core filters on); a pod
+//! whose claims are unbound binds them, by compare-and-swap, to the node it
+//! is placed on just before its own bind (`WaitForFirstConsumer`). A
+//! missing claim, or a `ReadWriteOncePod` claim another pod holds, keeps
+//! the pod Pending with the reason.
+//!
 //! A pod that takes its address from a pool is placed only while the pool
 //! has an address for it (not held, and not promised to a pod bound
 //! before it that has yet to claim one); otherwise it stays Pending with
@@ -21,13 +28,14 @@ use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use wharf_api::{EventType, Node, ObjectReference, Pod, PodPhase};
+use wharf_api::{EventType, Node, ObjectReference, PersistentVolumeClaim, Pod, PodPhase};
 use wharf_scheduler::{
     HostPort, NodeInfo, PodInfo, Resources, Scheduler, SchedulerConfig, Snapshot, Taint,
     TaintEffect, Toleration, TolerationOperator,
 };
 
 use crate::ControlError;
+use crate::claims::uses_claim;
 use crate::deployments::deployment_of;
 use crate::events::EventRecorder;
 use crate::ipam::{PoolUse, requested, requested_pool};
@@ -245,6 +253,7 @@ impl SchedulingLoop {
         let mut by_node: BTreeMap<String, Vec<(Pod, PodInfo)>> = BTreeMap::new();
         let mut refused = Vec::new();
         let (addresses, pools) = self.addresses_asked(&keys).await;
+        let mut claims = self.claims_asked(&keys).await;
         {
             let mut state = self.state.lock().expect("scheduler state");
             let mut room = AddressRoom::new(pools, &state);
@@ -252,21 +261,29 @@ impl SchedulingLoop {
                 let Some(pod) = state.pending.get(&key).cloned() else {
                     continue;
                 };
-                let Some(info) = pod_info(&pod) else {
+                let Some(mut info) = pod_info(&pod) else {
                     refused.push((pod, "the pod's resources cannot be read".to_string()));
                     continue;
                 };
                 let address = addresses.get(&key);
-                if let Err(message) = room.check(address, &key) {
-                    state.unschedulable.insert(key);
-                    refused.push((pod, message));
-                    continue;
-                }
+                let checked = room
+                    .check(address, &key)
+                    .and_then(|()| claims.required_node(&key));
+                let required = match checked {
+                    Ok(required) => required,
+                    Err(message) => {
+                        state.unschedulable.insert(key);
+                        refused.push((pod, message));
+                        continue;
+                    }
+                };
+                info.required_node = required.as_ref().map(|(_, node)| node.clone());
                 match self.scheduler.schedule(&mut state.snapshot, &info) {
                     Ok(placement) => {
                         let assumed = state.snapshot.assume(placement.node, &info);
                         if assumed.is_ok() {
                             room.take(address, &key);
+                            claims.take(&key, &placement.node_name);
                             state
                                 .placed
                                 .insert(key.clone(), (placement.node_name.clone(), info.clone()));
@@ -277,8 +294,21 @@ impl SchedulingLoop {
                         }
                     }
                     Err(unschedulable) => {
+                        let message = match required {
+                            Some((claim, node)) if state.snapshot.node_id(&node).is_none() => {
+                                format!(
+                                    "persistentvolumeclaim {claim:?} is bound to node {node}, \
+                                     which is not in the cluster"
+                                )
+                            }
+                            Some((claim, node)) => format!(
+                                "persistentvolumeclaim {claim:?} is bound to node {node}: {}",
+                                unschedulable.message
+                            ),
+                            None => unschedulable.message,
+                        };
                         state.unschedulable.insert(key);
-                        refused.push((pod, unschedulable.message));
+                        refused.push((pod, message));
                     }
                 }
             }
@@ -334,6 +364,97 @@ impl SchedulingLoop {
         (asked, pools)
     }
 
+    /// The claims each pod of the batch uses, read from the store, with
+    /// the pods holding its `ReadWriteOncePod` claims.
+    async fn claims_asked(&self, keys: &[PodKey]) -> ClaimRoom {
+        let pods: Vec<(PodKey, Pod)> = {
+            let state = self.state.lock().expect("scheduler state");
+            keys.iter()
+                .filter_map(|key| Some((key.clone(), state.pending.get(key)?.clone())))
+                .filter(|(_, pod)| !pod.spec.claim_names().is_empty())
+                .collect()
+        };
+        let mut room = ClaimRoom::default();
+        for (key, pod) in pods {
+            let asked = self.read_claims(&key.0, &pod).await;
+            room.asked.insert(key, asked);
+        }
+        room
+    }
+
+    /// The claims `pod` (of `project`) uses, or why it cannot have them.
+    async fn read_claims(&self, project: &str, pod: &Pod) -> Result<Vec<AskedClaim>, String> {
+        let mut claims = Vec::new();
+        for name in pod.spec.claim_names() {
+            let found = self
+                .objects
+                .get::<PersistentVolumeClaim>(Some(project), name)
+                .await
+                .map_err(|err| format!("persistentvolumeclaim {name:?}: {err}"))?;
+            let claim = found.ok_or_else(|| format!("persistentvolumeclaim {name:?} not found"))?;
+            if claim.metadata.is_terminating() {
+                return Err(format!("persistentvolumeclaim {name:?} is being deleted"));
+            }
+            if claim.one_pod_only() {
+                let users = self
+                    .objects
+                    .claim_users(project, name)
+                    .await
+                    .map_err(|err| format!("persistentvolumeclaim {name:?}: {err}"))?;
+                if let Some(holder) = users.iter().find(|p| {
+                    p.metadata.uid != pod.metadata.uid
+                        && p.spec.node_name.is_some()
+                        && uses_claim(p, name)
+                }) {
+                    return Err(format!(
+                        "persistentvolumeclaim {name:?} is ReadWriteOncePod and pod {} uses it",
+                        holder.metadata.name
+                    ));
+                }
+            }
+            claims.push(AskedClaim {
+                name: name.to_string(),
+                node: claim.bound_node().map(str::to_string),
+                one_pod_only: claim.one_pod_only(),
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Binds the unbound claims of each pod to `node` (compare-and-swap on
+    /// each claim); returns the pods whose claims are all on `node` now,
+    /// and those that lost a claim to another node (or could not bind it).
+    async fn bind_claims(
+        &self,
+        node: &str,
+        pods: Vec<(Pod, PodInfo)>,
+    ) -> (Vec<(Pod, PodInfo)>, Vec<(Pod, PodInfo)>) {
+        let (mut ready, mut lost) = (Vec::new(), Vec::new());
+        for (pod, info) in pods {
+            let project = pod.metadata.project.clone().unwrap_or_default();
+            let mut all_here = true;
+            for name in pod.spec.claim_names() {
+                match self.objects.bind_claim(&project, name, node).await {
+                    Ok(bound) if bound == node => {}
+                    Ok(bound) => {
+                        tracing::info!(project, claim = name, node, bound, "claim bound elsewhere");
+                        all_here = false;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, project, claim = name, "claim not bound");
+                        all_here = false;
+                    }
+                }
+            }
+            if all_here {
+                ready.push((pod, info));
+            } else {
+                lost.push((pod, info));
+            }
+        }
+        (ready, lost)
+    }
+
     /// Binds one node's share of a batch, in transactions small enough for
     /// etcd (two operations per pod, at most 128 per transaction). The
     /// chunks go one after another: they all rewrite the node's allocation.
@@ -347,6 +468,13 @@ impl SchedulingLoop {
 
     async fn bind_chunk(&self, node: &str, pods: Vec<(Pod, PodInfo)>) {
         let node = node.to_string();
+        let (pods, lost) = self.bind_claims(&node, pods).await;
+        if !lost.is_empty() {
+            self.retry_binds(&node, lost).await;
+        }
+        if pods.is_empty() {
+            return;
+        }
         let objects: Vec<Pod> = pods.iter().map(|(pod, _)| pod.clone()).collect();
         let outcome = self.objects.bind(&node, &objects).await;
         if matches!(outcome, Ok(BindOutcome::Bound)) {
@@ -355,6 +483,12 @@ impl SchedulingLoop {
         if let Err(err) = &outcome {
             tracing::warn!(error = %err, node, "bind failed");
         }
+        self.retry_binds(&node, pods).await;
+    }
+
+    /// Takes back the assumption of pods whose bind to `node` did not
+    /// happen and queues them again.
+    async fn retry_binds(&self, node: &str, pods: Vec<(Pod, PodInfo)>) {
         // Lost a race (or the node filled up elsewhere): take the
         // assumption back and try these pods again once the watch has
         // caught the snapshot up, not at once, which would spin.
@@ -369,7 +503,7 @@ impl SchedulingLoop {
                     .is_some_and(|(assumed_on, _)| *assumed_on == node)
                 {
                     state.placed.remove(&key);
-                    if let Some(id) = state.snapshot.node_id(&node) {
+                    if let Some(id) = state.snapshot.node_id(node) {
                         let _ = state.snapshot.forget(id, &info);
                     }
                 }
@@ -502,6 +636,69 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     Some(info)
 }
 
+/// A claim a pending pod uses, as read before its batch is placed.
+struct AskedClaim {
+    name: String,
+    /// The node it is bound to, if it is.
+    node: Option<String>,
+    one_pod_only: bool,
+}
+
+/// The claims of one batch: where each pod's claims confine it, and the
+/// claims pods placed earlier in the batch took (bound to their node, or
+/// held as `ReadWriteOncePod`) before their binds reach the store.
+#[derive(Default)]
+struct ClaimRoom {
+    asked: HashMap<PodKey, Result<Vec<AskedClaim>, String>>,
+    /// `(project, claim)` to the node a pod of this batch was placed on.
+    placed: HashMap<(String, String), String>,
+}
+
+impl ClaimRoom {
+    /// The claim that confines the pod and its node, if one does; `Err`
+    /// says why the pod cannot be placed now.
+    fn required_node(&self, key: &PodKey) -> Result<Option<(String, String)>, String> {
+        let Some(asked) = self.asked.get(key) else {
+            return Ok(None);
+        };
+        let mut required: Option<(String, String)> = None;
+        for claim in asked.as_ref().map_err(Clone::clone)? {
+            let placed = self.placed.get(&(key.0.clone(), claim.name.clone()));
+            if claim.one_pod_only && placed.is_some() {
+                return Err(format!(
+                    "persistentvolumeclaim {:?} is ReadWriteOncePod and another pod takes it",
+                    claim.name
+                ));
+            }
+            let Some(node) = claim.node.as_ref().or(placed) else {
+                continue;
+            };
+            match &required {
+                Some((other, at)) if at != node => {
+                    return Err(format!(
+                        "persistentvolumeclaims {other:?} and {:?} are bound to different nodes \
+                         ({at} and {node})",
+                        claim.name
+                    ));
+                }
+                Some(_) => {}
+                None => required = Some((claim.name.clone(), node.clone())),
+            }
+        }
+        Ok(required)
+    }
+
+    /// Counts the pod's claims as taken on `node`.
+    fn take(&mut self, key: &PodKey, node: &str) {
+        if let Some(Ok(claims)) = self.asked.get(key) {
+            for claim in claims {
+                self.placed
+                    .insert((key.0.clone(), claim.name.clone()), node.to_string());
+            }
+        }
+    }
+}
+
 /// What a pod asks of a pool: its name and maybe a fixed address, or why
 /// that cannot be read.
 type Asked = Result<(String, Option<Ipv4Addr>), String>;
@@ -563,5 +760,76 @@ impl AddressRoom {
         {
             takers.insert(key.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> PodKey {
+        ("shop".into(), name.into())
+    }
+
+    fn asked(name: &str, node: Option<&str>, one_pod_only: bool) -> AskedClaim {
+        AskedClaim {
+            name: name.into(),
+            node: node.map(str::to_string),
+            one_pod_only,
+        }
+    }
+
+    #[test]
+    fn claims_confine_pods_to_their_node_within_a_batch() {
+        let mut room = ClaimRoom::default();
+        room.asked
+            .insert(key("a"), Ok(vec![asked("data", None, false)]));
+        room.asked
+            .insert(key("b"), Ok(vec![asked("data", None, false)]));
+        room.asked
+            .insert(key("c"), Ok(vec![asked("logs", Some("n2"), false)]));
+        room.asked.insert(
+            key("d"),
+            Ok(vec![
+                asked("logs", Some("n2"), false),
+                asked("old", Some("n1"), false),
+            ]),
+        );
+        room.asked.insert(
+            key("e"),
+            Err("persistentvolumeclaim \"x\" not found".into()),
+        );
+        assert_eq!(room.required_node(&key("none")), Ok(None));
+        assert_eq!(room.required_node(&key("a")), Ok(None), "unbound: anywhere");
+        room.take(&key("a"), "n3");
+        assert_eq!(
+            room.required_node(&key("b")),
+            Ok(Some(("data".into(), "n3".into()))),
+            "where the batch's first pod of the claim went"
+        );
+        assert_eq!(
+            room.required_node(&key("c")),
+            Ok(Some(("logs".into(), "n2".into())))
+        );
+        let split = room.required_node(&key("d")).unwrap_err();
+        assert!(split.contains("different nodes"), "{split}");
+        let missing = room.required_node(&key("e")).unwrap_err();
+        assert!(missing.contains("not found"), "{missing}");
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_takes_one_pod_of_a_batch() {
+        let mut room = ClaimRoom::default();
+        for name in ["a", "b"] {
+            room.asked
+                .insert(key(name), Ok(vec![asked("solo", None, true)]));
+        }
+        assert_eq!(room.required_node(&key("a")), Ok(None));
+        room.take(&key("a"), "n1");
+        let held = room.required_node(&key("b")).unwrap_err();
+        assert!(
+            held.contains("\"solo\"") && held.contains("ReadWriteOncePod"),
+            "{held}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Hard constraints. A node that fails gets one reason: the first failing
-//! filter in this order: readiness, cordon, node selector (pool first),
-//! taints, pod slots, cpu, memory, host ports.
+//! filter in this order: required node (volume affinity), readiness,
+//! cordon, node selector (pool first), taints, pod slots, cpu, memory,
+//! host ports.
 //!
 //! These functions are the reference definition, written plainly over the
 //! node's own fields. The scheduler's hot loop caches their label and taint
@@ -14,6 +15,8 @@ use crate::{HostPort, NodeInfo, POOL_LABEL, PodInfo, Resources, Toleration, tain
 /// Why a node cannot take a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FilterReason {
+    /// The pod's volumes live on another node.
+    VolumeNodeConflict,
     /// The node's agent does not report it healthy.
     NotReady,
     /// The node is cordoned.
@@ -37,6 +40,7 @@ pub enum FilterReason {
 impl fmt::Display for FilterReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            FilterReason::VolumeNodeConflict => f.write_str("volume node affinity conflict"),
             FilterReason::NotReady => f.write_str("not ready"),
             FilterReason::Unschedulable => f.write_str("cordoned"),
             FilterReason::NotInPool(pool) => write!(f, "not in pool {pool}"),
@@ -55,6 +59,7 @@ impl fmt::Display for FilterReason {
 /// allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum StaticFailure<'a> {
+    VolumeNodeConflict,
     NotReady,
     Unschedulable,
     NotInPool(&'a str),
@@ -66,7 +71,8 @@ impl StaticFailure<'_> {
     /// Whether `reason` is the owned form of this failure.
     pub(crate) fn is(self, reason: &FilterReason) -> bool {
         match (self, reason) {
-            (StaticFailure::NotReady, FilterReason::NotReady)
+            (StaticFailure::VolumeNodeConflict, FilterReason::VolumeNodeConflict)
+            | (StaticFailure::NotReady, FilterReason::NotReady)
             | (StaticFailure::Unschedulable, FilterReason::Unschedulable)
             | (StaticFailure::NodeSelectorMismatch, FilterReason::NodeSelectorMismatch) => true,
             (StaticFailure::NotInPool(a), FilterReason::NotInPool(b))
@@ -78,6 +84,7 @@ impl StaticFailure<'_> {
     /// The owned form.
     pub(crate) fn to_reason(self) -> FilterReason {
         match self {
+            StaticFailure::VolumeNodeConflict => FilterReason::VolumeNodeConflict,
             StaticFailure::NotReady => FilterReason::NotReady,
             StaticFailure::Unschedulable => FilterReason::Unschedulable,
             StaticFailure::NotInPool(pool) => FilterReason::NotInPool(pool.to_owned()),
@@ -87,12 +94,18 @@ impl StaticFailure<'_> {
     }
 }
 
-/// The first failing label/taint/state filter, if any.
+/// The first failing required-node/label/taint/state filter, if any. The
+/// required node comes first so that the node a pod must go to is
+/// explained by its own state (not ready, full, ...).
 pub(crate) fn static_failure<'a>(
     node: &'a NodeInfo,
+    required_node: Option<&str>,
     selector: &'a BTreeMap<String, String>,
     tolerations: &[Toleration],
 ) -> Option<StaticFailure<'a>> {
+    if required_node.is_some_and(|name| name != node.name) {
+        return Some(StaticFailure::VolumeNodeConflict);
+    }
     if !node.ready {
         return Some(StaticFailure::NotReady);
     }
@@ -182,12 +195,12 @@ mod tests {
             .with_label("disk", "hdd");
         let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "web")]);
         assert_eq!(
-            static_failure(&node, &wanted, &[]),
+            static_failure(&node, None, &wanted, &[]),
             Some(StaticFailure::NotInPool("web"))
         );
         let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "db")]);
         assert_eq!(
-            static_failure(&node, &wanted, &[]),
+            static_failure(&node, None, &wanted, &[]),
             Some(StaticFailure::NodeSelectorMismatch)
         );
     }
@@ -200,12 +213,12 @@ mod tests {
             .with_taint(Taint::new("b", "", TaintEffect::NoSchedule));
         let none = BTreeMap::new();
         assert_eq!(
-            static_failure(&node, &none, &[]),
+            static_failure(&node, None, &none, &[]),
             Some(StaticFailure::UntoleratedTaint("a"))
         );
         let tolerate_a = [Toleration::exists("a")];
         assert_eq!(
-            static_failure(&node, &none, &tolerate_a),
+            static_failure(&node, None, &none, &tolerate_a),
             Some(StaticFailure::UntoleratedTaint("b"))
         );
         assert_eq!(untolerated_preferences(&node, &[]), 1);
@@ -222,14 +235,31 @@ mod tests {
         node.schedulable = false;
         let wanted = selector(&[(POOL_LABEL, "web")]);
         assert_eq!(
-            static_failure(&node, &wanted, &[]),
+            static_failure(&node, None, &wanted, &[]),
             Some(StaticFailure::NotReady)
         );
         node.ready = true;
         assert_eq!(
-            static_failure(&node, &wanted, &[]),
+            static_failure(&node, None, &wanted, &[]),
             Some(StaticFailure::Unschedulable)
         );
+    }
+
+    #[test]
+    fn a_required_node_comes_before_every_other_filter() {
+        let mut node = NodeInfo::new("n", Resources::ZERO);
+        node.ready = false;
+        let none = BTreeMap::new();
+        assert_eq!(
+            static_failure(&node, Some("m"), &none, &[]),
+            Some(StaticFailure::VolumeNodeConflict)
+        );
+        assert_eq!(
+            static_failure(&node, Some("n"), &none, &[]),
+            Some(StaticFailure::NotReady)
+        );
+        node.ready = true;
+        assert_eq!(static_failure(&node, Some("n"), &none, &[]), None);
     }
 
     #[test]
@@ -261,6 +291,7 @@ mod tests {
     #[test]
     fn static_failure_round_trips_to_reason() {
         for failure in [
+            StaticFailure::VolumeNodeConflict,
             StaticFailure::NotReady,
             StaticFailure::Unschedulable,
             StaticFailure::NotInPool("web"),

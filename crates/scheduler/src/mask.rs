@@ -1,5 +1,5 @@
-//! Cache of the filters that depend only on a node's state, labels and
-//! taints, per distinct (node selector, tolerations).
+//! Cache of the filters that depend only on a node's name, state, labels
+//! and taints, per distinct (required node, node selector, tolerations).
 //!
 //! Pods of one deployment share their selector and tolerations, so a batch
 //! of thousands of pods needs only a handful of entries. With an entry, the
@@ -22,10 +22,12 @@ pub(crate) const PASSES: u32 = 0;
 /// entry is about 31 KiB.
 const CAPACITY: usize = 128;
 
-/// Static verdicts of every node for one (selector, tolerations).
+/// Static verdicts of every node for one (required node, selector,
+/// tolerations).
 #[derive(Clone, Debug)]
 pub(crate) struct MaskEntry {
     hash: u64,
+    required_node: Option<String>,
     selector: BTreeMap<String, String>,
     tolerations: Vec<Toleration>,
     /// Distinct failures seen; code `c > 0` means `reasons[c - 1]`.
@@ -43,6 +45,7 @@ impl MaskEntry {
     fn new(hash: u64, pod: &PodInfo) -> Self {
         MaskEntry {
             hash,
+            required_node: pod.required_node.clone(),
             selector: pod.node_selector.clone(),
             tolerations: pod.tolerations.clone(),
             reasons: Vec::new(),
@@ -55,6 +58,7 @@ impl MaskEntry {
 
     fn matches(&self, hash: u64, pod: &PodInfo) -> bool {
         self.hash == hash
+            && self.required_node == pod.required_node
             && self.selector == pod.node_selector
             && self.tolerations == pod.tolerations
     }
@@ -95,7 +99,12 @@ impl MaskEntry {
         let (code, preferences) = match node {
             None => (VACANT, 0),
             Some(node) => {
-                let failure = filter::static_failure(node, &self.selector, &self.tolerations);
+                let failure = filter::static_failure(
+                    node,
+                    self.required_node.as_deref(),
+                    &self.selector,
+                    &self.tolerations,
+                );
                 let preferences = filter::untolerated_preferences(node, &self.tolerations);
                 (
                     failure.map_or(PASSES, |f| code_for(&mut self.reasons, f)),
@@ -128,7 +137,8 @@ fn code_for(reasons: &mut Vec<FilterReason>, failure: StaticFailure<'_>) -> u32 
     index as u32 + 1
 }
 
-/// The entries, looked up by a hash of (selector, tolerations).
+/// The entries, looked up by a hash of (required node, selector,
+/// tolerations).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MaskCache {
     entries: Vec<MaskEntry>,
@@ -222,6 +232,7 @@ fn build<'n>(
 
 fn key_hash(pod: &PodInfo) -> u64 {
     let mut hasher = DefaultHasher::new();
+    pod.required_node.hash(&mut hasher);
     pod.node_selector.hash(&mut hasher);
     pod.tolerations.hash(&mut hasher);
     hasher.finish()

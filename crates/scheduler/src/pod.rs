@@ -31,6 +31,9 @@ pub struct PodInfo {
     pub owner: Option<String>,
     /// Core service: prefers newer machine classes, where others prefer older.
     pub critical: bool,
+    /// The one node the pod may go to, if any: where its volumes' data
+    /// lives (a claim bound to that node).
+    pub required_node: Option<String>,
 }
 
 impl PodInfo {
@@ -69,6 +72,12 @@ impl PodInfo {
     /// The same pod belonging to `owner`.
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// The same pod allowed only on node `name`.
+    pub fn with_required_node(mut self, name: impl Into<String>) -> Self {
+        self.required_node = Some(name.into());
         self
     }
 

@@ -37,6 +37,36 @@ fn not_ready_nodes_are_skipped() {
 }
 
 #[test]
+fn a_required_node_is_the_only_one_and_explains_itself() {
+    let mut snapshot = Snapshot::from_nodes([node("a"), node("b"), node("c")]);
+    let scheduler = Scheduler::default();
+    let bound = pod().with_required_node("b");
+    for _ in 0..3 {
+        let placement = scheduler.schedule(&mut snapshot, &bound).unwrap();
+        assert_eq!(placement.node_name, "b", "even when others score higher");
+        assert_eq!(placement.feasible_nodes, 1);
+        snapshot.assume(placement.node, &bound).unwrap();
+    }
+    // Full now: the required node is counted under its own reason.
+    let big = PodInfo::new(2000, GIB).with_required_node("b");
+    let refused = scheduler.schedule(&mut snapshot, &big).unwrap_err();
+    assert_eq!(
+        refused.message,
+        "0/3 nodes are available: 2 volume node affinity conflict, 1 insufficient cpu."
+    );
+    let mut sick = node("b");
+    sick.ready = false;
+    snapshot.upsert_node(sick);
+    let refused = scheduler.schedule(&mut snapshot, &bound).unwrap_err();
+    assert_eq!(refused.count(&FilterReason::NotReady), 1);
+    assert_eq!(refused.count(&FilterReason::VolumeNodeConflict), 2);
+    let gone = pod().with_required_node("z");
+    let refused = scheduler.schedule(&mut snapshot, &gone).unwrap_err();
+    assert_eq!(refused.count(&FilterReason::VolumeNodeConflict), 3);
+    assert!(scheduler.schedule(&mut snapshot, &pod()).is_ok());
+}
+
+#[test]
 fn cordoned_nodes_are_skipped() {
     let mut cordoned = node("a");
     cordoned.schedulable = false;

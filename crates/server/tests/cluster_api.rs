@@ -35,19 +35,6 @@ spec:
           livenessProbe: {httpGet: {path: /, port: 80}}
 "#;
 
-async fn apply(app: &TestApp, token: &str, yaml: &str) -> Reply {
-    app.send(
-        Method::POST,
-        "/api/v1/apply",
-        &[
-            ("authorization", format!("Bearer {token}")),
-            ("content-type", "application/yaml".into()),
-        ],
-        yaml.to_string(),
-    )
-    .await
-}
-
 /// The message of a refusal.
 fn error_message(reply: &Reply) -> String {
     reply.json()["error"]["message"]
@@ -147,14 +134,14 @@ async fn apply_schedules_and_scales_through_the_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let reply = apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    let reply = app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     let result = &reply.json()["results"][0];
     assert_eq!(result["action"], "created");
     assert_eq!(
         result["warnings"],
         json!(["unknown field spec.template.spec.containers.0.livenessProbe ignored"])
     );
-    let again = apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    let again = app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     assert_eq!(again.json()["results"][0]["action"], "configured");
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -288,7 +275,7 @@ async fn updates_are_optimistic() {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
-    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     let current = app
         .api(
             &admin,
@@ -343,7 +330,8 @@ async fn bad_manifests_change_nothing() {
         SEED.replace("name: web\n", "name: api\n")
             .replace("{app: web}\n  template", "{app: other}\n  template")
     );
-    let reply = apply(&app, &admin, &broken_second)
+    let reply = app
+        .apply_yaml(&admin, &broken_second)
         .await
         .expect(StatusCode::BAD_REQUEST);
     assert!(
@@ -359,7 +347,7 @@ async fn bad_manifests_change_nothing() {
         "{{{",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: Bad}\nspec: {}\n",
     ] {
-        apply(&app, &admin, bad)
+        app.apply_yaml(&admin, bad)
             .await
             .expect(StatusCode::BAD_REQUEST);
     }
@@ -373,7 +361,8 @@ async fn bad_manifests_change_nothing() {
             "      hostPID: true\n      containers:"
         )
     );
-    let reply = apply(&app, &admin, &host_pid)
+    let reply = app
+        .apply_yaml(&admin, &host_pid)
         .await
         .expect(StatusCode::BAD_REQUEST);
     let message = error_message(&reply);
@@ -425,7 +414,8 @@ async fn bad_manifests_change_nothing() {
     .expect(StatusCode::OK);
     // No project anywhere: refused with a hint.
     let no_project = SEED.replace("  namespace: shop\n", "");
-    let reply = apply(&app, &admin, &no_project)
+    let reply = app
+        .apply_yaml(&admin, &no_project)
         .await
         .expect(StatusCode::BAD_REQUEST);
     assert!(
@@ -454,13 +444,13 @@ async fn project_roles_govern_cluster_objects() {
     let guest = app.api_login("guest", "guest-password").await;
     let outsider = app.api_login("outsider", "outsider-password").await;
 
-    apply(&app, &guest, SEED)
+    app.apply_yaml(&guest, SEED)
         .await
         .expect(StatusCode::FORBIDDEN);
-    apply(&app, &outsider, SEED)
+    app.apply_yaml(&outsider, SEED)
         .await
         .expect(StatusCode::FORBIDDEN);
-    apply(&app, &dev, SEED).await.expect(StatusCode::OK);
+    app.apply_yaml(&dev, SEED).await.expect(StatusCode::OK);
     app.api(
         &guest,
         Method::GET,
@@ -542,7 +532,7 @@ async fn watches_stream_changes_after_a_resource_version() {
     let response = app.router().oneshot(request).await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let mut body = response.into_body();
-    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     app.api(
         &admin,
         Method::DELETE,
@@ -579,7 +569,7 @@ async fn deleting_a_project_deletes_its_workloads() {
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
     let _controllers = app.app.control.start("test".into());
-    apply(&app, &admin, SEED).await.expect(StatusCode::OK);
+    app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(20);
     while pods(&app, &admin).await.len() < 3 {
         assert!(
@@ -662,7 +652,8 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
             "          ports:",
             "          securityContext: {privileged: true, capabilities: {add: [NET_ADMIN, KILL]}}\n          ports:",
         );
-    let reply = apply(&app, &admin, &privileged)
+    let reply = app
+        .apply_yaml(&admin, &privileged)
         .await
         .expect(StatusCode::BAD_REQUEST);
     let message = error_message(&reply);
@@ -703,14 +694,14 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
         .await
         .json();
     assert_eq!(shown["allow_privileged"], true);
-    apply(&app, &owner, &privileged)
+    app.apply_yaml(&owner, &privileged)
         .await
         .expect(StatusCode::OK);
 
     // Updating a deployment in place is checked the same way.
     app.create_project(&admin, "plain", false).await;
     let plain = SEED.replace("namespace: shop", "namespace: plain");
-    apply(&app, &admin, &plain).await.expect(StatusCode::OK);
+    app.apply_yaml(&admin, &plain).await.expect(StatusCode::OK);
     let mut current = app
         .api(
             &admin,

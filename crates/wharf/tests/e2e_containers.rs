@@ -18,6 +18,8 @@ mod deletion;
 mod exec;
 #[path = "e2e_containers/hostnet.rs"]
 mod hostnet;
+#[path = "e2e_containers/pvc.rs"]
+mod pvc;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/show.rs"]
@@ -74,6 +76,20 @@ fn wait_node_ready(cli: &Cli) {
     });
 }
 
+/// Waits until `count` nodes are ready.
+fn wait_nodes_ready(cli: &Cli, count: usize, timeout: Duration) {
+    wait_for(&format!("{count} nodes ready"), timeout, || {
+        let list = cli.json(&["get", "nodes"]);
+        let ready = list["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|n| n["status"]["ready"] == true)
+                .count()
+        });
+        (ready == count).then_some(())
+    });
+}
+
 /// An operator's CLI session with the test server.
 struct Cli {
     home: tempfile::TempDir,
@@ -123,6 +139,25 @@ struct NodeSpec {
     pod_cidr: &'static str,
     host_netns: Option<&'static str>,
     address: Option<&'static str>,
+}
+
+impl NodeSpec {
+    /// A node in the machine's own network namespace.
+    fn local(
+        name: &'static str,
+        bridge: &'static str,
+        netns_prefix: &'static str,
+        pod_cidr: &'static str,
+    ) -> NodeSpec {
+        NodeSpec {
+            name,
+            bridge,
+            netns_prefix,
+            pod_cidr,
+            host_netns: None,
+            address: None,
+        }
+    }
 }
 
 /// A `wharf agent` running containers, and everything it may leave on the
@@ -741,16 +776,7 @@ async fn two_agents_in_their_own_network_namespaces_both_run_pods() {
         )
     })
     .collect();
-    wait_for("both nodes ready", Duration::from_secs(20), || {
-        let list = cli.json(&["get", "nodes"]);
-        let ready = list["items"].as_array().map_or(0, |items| {
-            items
-                .iter()
-                .filter(|n| n["status"]["ready"] == true)
-                .count()
-        });
-        (ready == 2).then_some(())
-    });
+    wait_nodes_ready(&cli, 2, Duration::from_secs(20));
     let image = format!("{}/shop/web:1.0", server.host());
     cli.run_with(
         &["apply", "-f", "-"],

@@ -12,6 +12,7 @@
 //! ```
 
 mod atomic_writer;
+mod claim_dirs;
 mod driver;
 mod env;
 mod host_ports;
@@ -22,7 +23,7 @@ mod runc_driver;
 mod setup;
 mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,6 +135,8 @@ struct PodSlot {
     network_checked: bool,
     /// Whether this agent run has prepared the pod's volumes.
     volumes_ready: bool,
+    /// The claims (project, uid) whose directories its volumes bind.
+    claims: HashSet<(String, String)>,
     /// When the files of its configMap and secret volumes were last
     /// written from the objects (`None`: not yet in this agent run).
     projected_at: Option<Instant>,
@@ -154,6 +157,7 @@ impl PodSlot {
             trouble: None,
             network_checked: false,
             volumes_ready: false,
+            claims: HashSet::new(),
             projected_at: None,
             removed: Arc::default(),
         }
@@ -183,6 +187,7 @@ pub struct ContainerRuntime {
     network: Arc<dyn NetworkDriver>,
     host_ports: HostPorts,
     local: LocalAddresses,
+    claim_dirs: claim_dirs::ClaimDirs,
     pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
 }
 
@@ -217,6 +222,7 @@ impl ContainerRuntime {
             pods.insert(key, Arc::new(tokio::sync::Mutex::new(Some(slot))));
         }
         ContainerRuntime {
+            claim_dirs: claim_dirs::ClaimDirs::new(&config.data_dir),
             config,
             api,
             images,
@@ -432,11 +438,12 @@ impl ContainerRuntime {
             return Ok(());
         }
         if !slot.volumes_ready {
+            let claims = self.claim_dirs_of(pod, slot).await?;
             let dir = self.pod_dir(&slot.record.project, &slot.record.name);
             let volumes = pod.spec.volumes.clone();
             let fs_group = pod.spec.security_context.as_ref().and_then(|s| s.fs_group);
             off_worker(move || {
-                volumes::prepare(&dir, &volumes, fs_group).map_err(std::io::Error::other)
+                volumes::prepare(&dir, &volumes, fs_group, &claims).map_err(std::io::Error::other)
             })
             .await
             .map_err(|err| ("FailedMount", err.to_string()))?;
@@ -456,6 +463,92 @@ impl ContainerRuntime {
                 slot.projected_at = Some(Instant::now());
                 Ok(())
             }
+        }
+    }
+
+    /// The directory of each claim the pod names, made on first use; the
+    /// claims must be bound to this node (the control plane lists them).
+    async fn claim_dirs_of(
+        &self,
+        pod: &Pod,
+        slot: &mut PodSlot,
+    ) -> Result<HashMap<String, PathBuf>, Trouble> {
+        let names = pod.spec.claim_names();
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let project = slot.record.project.clone();
+        let bound = self.api.claims(&self.config.node).await.map_err(|err| {
+            (
+                "FailedMount",
+                format!("reading the claims bound to this node: {err}"),
+            )
+        })?;
+        let mut wanted = Vec::new();
+        for name in names {
+            let claim = bound
+                .iter()
+                .find(|c| {
+                    c.metadata.project.as_deref() == Some(&project) && c.metadata.name == name
+                })
+                .ok_or_else(|| {
+                    (
+                        "FailedMount",
+                        format!(
+                            "persistentvolumeclaim {name:?} is not bound to node {}",
+                            self.config.node
+                        ),
+                    )
+                })?;
+            wanted.push((name.to_string(), claim.metadata.uid.clone()));
+        }
+        slot.claims = wanted
+            .iter()
+            .map(|(_, uid)| (project.clone(), uid.clone()))
+            .collect();
+        let dirs = self.claim_dirs.clone();
+        off_worker(move || {
+            wanted
+                .into_iter()
+                .map(|(name, uid)| Ok((name, dirs.make(&project, &uid)?)))
+                .collect::<Result<_, String>>()
+                .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|err| ("FailedMount", err.to_string()))
+    }
+
+    /// Removes the directories of claims no longer bound to this node that
+    /// no pod held here uses.
+    async fn release_claims(&self) {
+        let bound = match self.api.claims(&self.config.node).await {
+            Ok(bound) => bound,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not list this node's claims");
+                return;
+            }
+        };
+        let bound: HashSet<(String, String)> = bound
+            .into_iter()
+            .map(|c| (c.metadata.project.unwrap_or_default(), c.metadata.uid))
+            .collect();
+        let cells: Vec<PodCell> = self
+            .pods
+            .lock()
+            .expect("pod map lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut in_use = HashSet::new();
+        for cell in cells {
+            if let Some(slot) = cell.lock().await.as_ref() {
+                in_use.extend(slot.claims.iter().cloned());
+            }
+        }
+        let dirs = self.claim_dirs.clone();
+        let removed = off_worker(move || Ok(dirs.release(&bound, &in_use))).await;
+        for dir in removed.unwrap_or_default() {
+            tracing::info!(dir = %dir.display(), "removed the directory of a released claim");
         }
     }
 
@@ -1018,6 +1111,10 @@ impl Runtime for ContainerRuntime {
     async fn terminate(&self, project: &str, name: &str, uid: &str, grace: Duration) {
         self.remove_within(project, name, Some(uid), Some(grace))
             .await;
+    }
+
+    async fn release_volumes(&self) {
+        self.release_claims().await;
     }
 
     async fn pods(&self) -> Vec<(String, String)> {

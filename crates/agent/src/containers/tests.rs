@@ -100,6 +100,13 @@ impl NodeApi for PoolAddresses {
         // No Secrets here: the env tests resolve them from ConfigObjects.
         Ok(None)
     }
+
+    async fn claims(
+        &self,
+        node: &str,
+    ) -> Result<Vec<wharf_api::PersistentVolumeClaim>, AgentError> {
+        self.0.claims_on_node(node).await.map_err(control_error)
+    }
 }
 
 /// Images that exist, or fail to pull.
@@ -586,6 +593,21 @@ async fn a_restarted_agent_adopts_its_pods() {
 
 /// Syncs `pod`, which a volume must hold `Pending` (`FailedMount`) with
 /// no container started; returns the status message.
+/// Gives the pod `volume` alone, mounted at `path` in its first container,
+/// with `fs_group` as the pod's fsGroup.
+fn mount_one_volume(pod: &mut Pod, volume: wharf_api::Volume, path: &str, fs_group: u32) {
+    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
+        name: volume.name.clone(),
+        mount_path: path.into(),
+        ..Default::default()
+    }];
+    pod.spec.volumes = vec![volume];
+    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
+        fs_group: Some(fs_group),
+        ..Default::default()
+    });
+}
+
 async fn held_by_a_volume(node: &Node, runtime: &ContainerRuntime, pod: &Pod) -> String {
     let status = sync(runtime, pod).await.status;
     assert_eq!(status.phase, PodPhase::Pending);
@@ -642,11 +664,80 @@ async fn volumes_are_made_before_the_containers_and_removed_with_the_pod() {
 }
 
 #[tokio::test]
+async fn claim_volumes_bind_the_claims_directory_which_outlives_the_pod() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let mut pod = node.pod("db-1", None, None).await;
+    let claim_volume = wharf_api::Volume {
+        name: "data".into(),
+        persistent_volume_claim: Some(wharf_api::ClaimVolume {
+            claim_name: "data".into(),
+            read_only: true,
+        }),
+        ..Default::default()
+    };
+    mount_one_volume(&mut pod, claim_volume, "/data", 4321);
+    // A claim not bound to this node holds the pod, naming it.
+    let message = held_by_a_volume(&node, &runtime, &pod).await;
+    assert!(
+        message.contains("\"data\"") && message.contains("node-1"),
+        "{message}"
+    );
+    let mut claim = wharf_api::PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: "data".into(),
+            project: Some("shop".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    claim.spec.resources.requests = BTreeMap::from([("storage".into(), "1Gi".into())]);
+    let claim = node.objects.create(claim).await.unwrap();
+    node.objects
+        .bind_claim("shop", "data", "node-1")
+        .await
+        .unwrap();
+    let claim_dir = node.data.join("claims/shop").join(&claim.metadata.uid);
+
+    let runtime = node.runtime().await;
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    let volume = {
+        let state = node.containers.state.lock().unwrap();
+        let launch = state.running.values().next().unwrap();
+        assert!(launch.volumes[0].read_only, "readOnly on the claim volume");
+        launch.volumes[0].root.clone()
+    };
+    std::fs::write(volume.join("kept.txt"), "hello").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(claim_dir.join("kept.txt")).unwrap(),
+        "hello",
+        "the volume is the claim's directory"
+    );
+    let meta = std::fs::metadata(&claim_dir).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4321);
+    runtime.remove("shop", "db-1", None).await;
+    assert!(!volume.exists());
+    runtime.release_volumes().await;
+    assert!(
+        claim_dir.join("kept.txt").exists(),
+        "the data stays while the claim is bound here"
+    );
+    // A restarted agent keeps it too; once the claim is gone, so is the data.
+    let runtime = node.runtime().await;
+    runtime.release_volumes().await;
+    assert!(claim_dir.join("kept.txt").exists());
+    node.objects.delete_claim("shop", "data").await.unwrap();
+    runtime.release_volumes().await;
+    assert!(!claim_dir.exists());
+}
+
+#[tokio::test]
 async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
     let node = Node::new();
     let runtime = node.runtime().await;
     let mut pod = node.pod("conf-1", None, None).await;
-    pod.spec.volumes = vec![wharf_api::Volume {
+    let conf_volume = wharf_api::Volume {
         name: "conf".into(),
         config_map: Some(wharf_api::ConfigMapVolume {
             name: "app".into(),
@@ -658,16 +749,8 @@ async fn config_map_volumes_wait_for_their_object_and_mount_read_only() {
             ..Default::default()
         }),
         ..Default::default()
-    }];
-    pod.spec.containers[0].volume_mounts = vec![wharf_api::VolumeMount {
-        name: "conf".into(),
-        mount_path: "/etc/app".into(),
-        ..Default::default()
-    }];
-    pod.spec.security_context = Some(wharf_api::PodSecurityContext {
-        fs_group: Some(4321),
-        ..Default::default()
-    });
+    };
+    mount_one_volume(&mut pod, conf_volume, "/etc/app", 4321);
     // A missing ConfigMap holds the pod, naming it.
     let message = held_by_a_volume(&node, &runtime, &pod).await;
     assert!(

@@ -3,6 +3,8 @@
 //! ```text
 //! <pod dir>/volumes/<name>        emptyDir: a directory (0777), or a tmpfs (medium: Memory)
 //!                                 hostPath: a bind mount of the checked node path
+//!                                 persistentVolumeClaim: a bind mount of the
+//!                                 claim's directory ([`claim_dirs`](super::claim_dirs))
 //!                                 configMap, secret, downwardAPI: files kept by
 //!                                 [`atomic_writer`]
 //!                                 (a secret's on a tmpfs, never on disk)
@@ -21,6 +23,7 @@
 //! agent-owned mount points. Everything here blocks: callers run it off
 //! the async workers.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -58,7 +61,8 @@ fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
 
 /// The mounts of `container` of the pod's `volumes`, in its order; the
 /// files of configMap, secret and downwardAPI volumes are the agent's, so
-/// read-only.
+/// read-only, and a claim volume marked `readOnly` is read-only in every
+/// container.
 pub(super) fn sources(
     pod_dir: &Path,
     container: &Container,
@@ -68,14 +72,18 @@ pub(super) fn sources(
         .volume_mounts
         .iter()
         .map(|mount| {
-            let projected = volumes
-                .iter()
-                .any(|v| v.name == mount.name && v.is_projected());
+            let read_only_volume = volumes.iter().any(|v| {
+                v.name == mount.name
+                    && (v.is_projected()
+                        || v.persistent_volume_claim
+                            .as_ref()
+                            .is_some_and(|c| c.read_only))
+            });
             VolumeSource {
                 root: volume_dir(pod_dir, &mount.name),
                 sub_path: mount.sub_path.clone(),
                 destination: mount.mount_path.clone(),
-                read_only: mount.read_only || projected,
+                read_only: mount.read_only || read_only_volume,
             }
         })
         .collect()
@@ -83,18 +91,30 @@ pub(super) fn sources(
 
 /// Makes every volume of the pod ready. Idempotent: a volume already
 /// mounted (by this agent run or an earlier one) is kept with its data.
-/// With the pod's `fs_group`, emptyDir volumes belong to that group and
-/// keep it for what is made in them, as kubelet sets a volume's ownership.
+/// With the pod's `fs_group`, emptyDir and claim volumes belong to that
+/// group and keep it for what is made in them, as kubelet sets a volume's
+/// ownership. `claims` holds the directory of each claim the pod names.
 pub(super) fn prepare(
     pod_dir: &Path,
     volumes: &[Volume],
     fs_group: Option<u32>,
+    claims: &HashMap<String, PathBuf>,
 ) -> Result<(), String> {
     for volume in volumes {
         let dir = volume_dir(pod_dir, &volume.name);
         let prepared = match (&volume.empty_dir, &volume.host_path) {
             (Some(empty), _) => prepare_empty_dir(&dir, empty, fs_group),
             (None, Some(host)) => prepare_host_path(&dir, host),
+            (None, None) if volume.persistent_volume_claim.is_some() => {
+                let claim = volume.persistent_volume_claim.as_ref();
+                let name = claim.map(|c| c.claim_name.as_str()).unwrap_or_default();
+                match claims.get(name) {
+                    Some(claim_dir) => prepare_claim(&dir, claim_dir, fs_group),
+                    None => Err(format!(
+                        "persistentvolumeclaim {name:?} has no directory here"
+                    )),
+                }
+            }
             // Written by `project`, with the objects' data.
             (None, None) if volume.is_projected() => Ok(()),
             // Validation lets no other volume through.
@@ -201,6 +221,12 @@ fn prepare_empty_dir(
         )
         .map_err(|e| format!("mounting a tmpfs at {}: {e}", dir.display()))?;
     }
+    share_with_pod(dir, fs_group)
+}
+
+/// Lets everyone in the pod write `dir`; with `fs_group` it belongs to
+/// that group, and setgid makes what is created in it belong to the group.
+fn share_with_pod(dir: &Path, fs_group: Option<u32>) -> Result<(), String> {
     let mode = match fs_group {
         Some(gid) => {
             std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|e| io(dir, e))?;
@@ -209,6 +235,22 @@ fn prepare_empty_dir(
         None => 0o777,
     };
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| io(dir, e))
+}
+
+/// Binds the claim's directory (made by the agent, so its path is the
+/// agent's) at `dir`, shared with the pod as an emptyDir is.
+fn prepare_claim(dir: &Path, claim_dir: &Path, fs_group: Option<u32>) -> Result<(), String> {
+    share_with_pod(claim_dir, fs_group)?;
+    if mounts::is_mount_point(dir) {
+        return Ok(());
+    }
+    let opened = nix::fcntl::open(
+        claim_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(claim_dir, e))?;
+    bind_fd(&opened, dir)
 }
 
 /// Binds the node path, checked against its `type`, at `dir`.

@@ -287,7 +287,12 @@ impl Snapshot {
         pod: &PodInfo,
     ) -> Result<Option<FilterReason>, SnapshotError> {
         let state = self.state(id)?;
-        let failure = filter::static_failure(&state.info, &pod.node_selector, &pod.tolerations);
+        let failure = filter::static_failure(
+            &state.info,
+            pod.required_node.as_deref(),
+            &pod.node_selector,
+            &pod.tolerations,
+        );
         if let Some(failure) = failure {
             return Ok(Some(failure.to_reason()));
         }

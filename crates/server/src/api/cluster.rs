@@ -253,6 +253,46 @@ pub(crate) async fn get_in_project<T: Object>(
     Ok(Json(objects.require(Some(&project), &name).await?))
 }
 
+/// A `v1` list of objects of `T`'s kind, as Kubernetes answers a list.
+pub(crate) fn list_of<T: Object>(items: Vec<T>) -> Json<Value> {
+    Json(json!({ "apiVersion": "v1", "kind": format!("{}List", T::KIND), "items": items }))
+}
+
+/// `GET /api/v1/projects/{project}/configmaps` and
+/// `.../persistentvolumeclaims`: the objects of `T`'s kind in a project.
+pub(crate) async fn list_in_project<T: Object>(
+    State(state): State<Arc<AppState>>,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Value>> {
+    let selector = params.selector()?;
+    let objects = state.control.objects();
+    let (items, _) = objects.list::<T>(Some(&project), selector.as_ref()).await?;
+    Ok(list_of(items))
+}
+
+/// Creates `object` in `project` once `check` accepts it, audited as
+/// `<kind>.create` on `<project>/<kind>/<name>`; an existing one is a
+/// conflict (as `kubectl create`).
+pub(crate) async fn create_in_project<T: Object>(
+    state: &AppState,
+    caller: &ApiCaller,
+    project: &str,
+    kind: &str,
+    mut object: T,
+    check: impl FnOnce(&T) -> Result<(), wharf_api::ObjectError>,
+) -> ApiResult<(StatusCode, Json<T>)> {
+    object.metadata_mut().project = Some(project.to_string());
+    let resource = format!("{project}/{kind}/{}", object.metadata().name);
+    let work = async {
+        check(&object)?;
+        Ok::<_, ApiErrorReply>(state.control.objects().create(object).await?)
+    };
+    let action = format!("{kind}.create");
+    let created = state.audited(caller, &action, resource, work).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
 /// `PUT /api/v1/projects/{project}/deployments/{name}`: replaces the
 /// deployment if it is still at the body's `resourceVersion`.
 pub(crate) async fn update_deployment(
@@ -640,6 +680,11 @@ async fn apply_one(
         }
         Manifest::Secret(secret) => {
             let work = state.config.apply_secret(*secret);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::PersistentVolumeClaim(claim) => {
+            let work = state.control.objects().apply_claim(*claim);
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
             (applied.metadata.generation, created)
         }

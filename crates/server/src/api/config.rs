@@ -22,7 +22,7 @@ use wharf_api::{ConfigMap, Secret};
 use wharf_auth::{Action, AuthError};
 use wharf_control::{ControlError, used_on_node};
 
-use super::cluster::ListParams;
+use super::cluster::{ListParams, create_in_project};
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
 
@@ -37,42 +37,23 @@ pub(crate) struct ShowParams {
     show_secrets: bool,
 }
 
-fn list_of(kind: &str, items: Value) -> Json<Value> {
-    Json(json!({ "apiVersion": "v1", "kind": format!("{kind}List"), "items": items }))
-}
-
-/// `GET /api/v1/projects/{project}/configmaps`
-pub(crate) async fn list_config_maps(
-    State(state): State<Arc<AppState>>,
-    Path(project): Path<String>,
-    Query(params): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
-    let selector = params.selector()?;
-    let objects = state.control.objects();
-    let (items, _) = objects
-        .list::<ConfigMap>(Some(&project), selector.as_ref())
-        .await?;
-    Ok(list_of("ConfigMap", json!(items)))
-}
-
 /// `POST /api/v1/projects/{project}/configmaps`: creates; an existing one
 /// is a conflict (as `kubectl create`).
 pub(crate) async fn create_config_map(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
-    JsonBody(mut config_map): JsonBody<ConfigMap>,
+    JsonBody(config_map): JsonBody<ConfigMap>,
 ) -> ApiResult<(StatusCode, Json<ConfigMap>)> {
-    config_map.metadata.project = Some(project.clone());
-    let resource = format!("{project}/configmap/{}", config_map.metadata.name);
-    let work = async {
-        config_map.validate()?;
-        Ok::<_, ApiErrorReply>(state.control.objects().create(config_map).await?)
-    };
-    let created = state
-        .audited(&caller, "configmap.create", resource, work)
-        .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    create_in_project(
+        &state,
+        &caller,
+        &project,
+        "configmap",
+        config_map,
+        ConfigMap::validate,
+    )
+    .await
 }
 
 /// `DELETE /api/v1/projects/{project}/configmaps/{name}`
@@ -102,7 +83,9 @@ pub(crate) async fn list_secrets(
         .secrets(Some(&project), selector.as_ref())
         .await?;
     let items: Vec<Secret> = secrets.into_iter().map(Secret::withheld).collect();
-    Ok(list_of("Secret", json!(items)))
+    Ok(Json(
+        json!({ "apiVersion": "v1", "kind": "SecretList", "items": items }),
+    ))
 }
 
 /// `GET /api/v1/projects/{project}/secrets/{name}[?showSecrets=true]`:

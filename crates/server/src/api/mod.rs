@@ -6,6 +6,7 @@
 //! an access rule, and a test walks the table to prove it.
 
 mod audit;
+mod claims;
 mod cluster;
 mod config;
 mod error;
@@ -77,7 +78,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use wharf_api::{ConfigMap, Deployment, Pod};
+    use wharf_api::{ConfigMap, Deployment, PersistentVolumeClaim, Pod};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -124,6 +125,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
         row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
+        row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Admin,     get(claims::node_claims)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
@@ -148,7 +150,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
-        row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(config::list_config_maps)),
+        row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(cluster::list_in_project::<ConfigMap>)),
         row(Method::POST,   "/api/v1/projects/{project}/configmaps",     Project(Push),   post(config::create_config_map)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps/{name}", Project(Pull), get(cluster::get_in_project::<ConfigMap>)),
         row(Method::DELETE, "/api/v1/projects/{project}/configmaps/{name}", Project(Delete), delete(config::delete_config_map)),
@@ -156,6 +158,11 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/projects/{project}/secrets",        Project(Push),   post(config::create_secret)),
         row(Method::GET,    "/api/v1/projects/{project}/secrets/{name}", Project(Pull),   get(config::get_secret)),
         row(Method::DELETE, "/api/v1/projects/{project}/secrets/{name}", Project(Delete), delete(config::delete_secret)),
+        row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims", Project(Pull), get(cluster::list_in_project::<PersistentVolumeClaim>)),
+        row(Method::POST,   "/api/v1/projects/{project}/persistentvolumeclaims", Project(Push), post(claims::create)),
+        row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Pull), get(cluster::get_in_project::<PersistentVolumeClaim>)),
+        row(Method::DELETE, "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Delete), delete(claims::delete)),
+        row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}/users", Project(Pull), get(claims::users)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),

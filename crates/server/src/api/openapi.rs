@@ -6,7 +6,7 @@ use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
-use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, Pod, Secret};
+use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, PersistentVolumeClaim, Pod, Secret};
 
 use super::{Access, route_table};
 
@@ -40,6 +40,10 @@ fn build() -> Value {
         ),
         ("ConfigMap", generator.subschema_for::<ConfigMap>()),
         ("Secret", generator.subschema_for::<Secret>()),
+        (
+            "PersistentVolumeClaim",
+            generator.subschema_for::<PersistentVolumeClaim>(),
+        ),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -74,7 +78,7 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret, PersistentVolumeClaim) and administration. \
                 Secret values are withheld (key names and sizes only) unless showSecrets=true is asked by a maintainer or above. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
@@ -149,9 +153,11 @@ fn responses(method: &Method, path: &str) -> Value {
             "404": {"description": "no such repository or artifact"},
         });
     }
-    // A pod's address claim, or its node's confirmation, is not a pod.
+    // A pod's address claim, or its node's confirmation, is not a pod; a
+    // claim's users are not a claim.
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
+        "persistentvolumeclaims",
         "configmaps",
         "secrets",
         "deployments",
@@ -162,7 +168,10 @@ fn responses(method: &Method, path: &str) -> Value {
     ]
     .into_iter()
     .find(|k| {
-        path.contains(&format!("/{k}")) && !path.ends_with("/ip") && !path.ends_with("/stopped")
+        path.contains(&format!("/{k}"))
+            && !path.ends_with("/ip")
+            && !path.ends_with("/stopped")
+            && !path.ends_with("/users")
     })
     .map(|k| match k {
         "nodes" => "Node",
@@ -171,6 +180,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "ippools" => "IpPool",
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
         _ => "Event",
     });
     let content = match kind {
@@ -219,6 +229,7 @@ mod tests {
             "ArtifactDetail",
             "ConfigMap",
             "Secret",
+            "PersistentVolumeClaim",
         ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }

@@ -158,6 +158,11 @@ pub(crate) async fn remove(
         // Workloads first: a failure leaves the project, to be deleted again.
         state.control.delete_project_workloads(&project).await?;
         state.config.delete_project(&project).await?;
+        state
+            .control
+            .objects()
+            .delete_project_claims(&project)
+            .await?;
         Ok(state.identity.delete_project(&project).await?)
     };
     let resource = format!("project/{project}");

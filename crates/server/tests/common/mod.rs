@@ -103,6 +103,20 @@ impl TestApp {
         .await
     }
 
+    /// `POST /api/v1/apply` of a YAML manifest.
+    pub async fn apply_yaml(&self, token: &str, yaml: &str) -> Reply {
+        self.send(
+            Method::POST,
+            "/api/v1/apply",
+            &[
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/yaml".into()),
+            ],
+            yaml.to_string(),
+        )
+        .await
+    }
+
     pub async fn create_user(&self, admin: &str, name: &str, password: &str) {
         self.api(
             admin,

@@ -278,10 +278,20 @@ async fn delete(
     let place = place(&target.project);
     let query = match target.kind {
         Kind::Pod => how.query(),
-        Kind::Deployment | Kind::Node | Kind::ConfigMap | Kind::Secret => vec![],
+        Kind::Deployment
+        | Kind::Node
+        | Kind::ConfigMap
+        | Kind::Secret
+        | Kind::PersistentVolumeClaim => vec![],
     };
     let path = target.kind.object_path(&target.project, &target.name);
     match client.delete_with_query(&path, &query).await {
+        Ok(answer) if !answer["metadata"]["deletionTimestamp"].is_null() => {
+            println!(
+                "{object} deleted (Terminating: pods still use it; it goes once they are gone)"
+            );
+            Ok(true)
+        }
         Ok(_) => {
             println!("{object} deleted");
             Ok(true)

@@ -9,8 +9,9 @@ use clap::Args;
 use serde_json::Value;
 use wharf_api::{
     ConfigMap, Container, ContainerState, ContainerStatus, DEFAULT_CAPABILITIES, Deployment,
-    EffectiveSecurity, Event, EventType, Node, ObjectMeta, Pod, PodSpec, ResourceList, Resources,
-    SeccompProfileType, Secret, Toleration, TolerationOperator,
+    EffectiveSecurity, Event, EventType, LOCAL_STORAGE_CLASS, Node, ObjectMeta,
+    PersistentVolumeClaim, Pod, PodSpec, ResourceList, Resources, SeccompProfileType, Secret,
+    Toleration, TolerationOperator,
 };
 
 use super::ServerOption;
@@ -100,6 +101,15 @@ async fn describe_one(client: &mut ApiClient, kind: Kind, project: &str, name: &
         Kind::Pod => describe_pod(&typed(answer)?, now_ms),
         Kind::ConfigMap => describe_config_map(&typed(answer)?, now_ms),
         Kind::Secret => describe_secret(&typed(answer)?, now_ms),
+        Kind::PersistentVolumeClaim => {
+            let users = client
+                .get(&["projects", project, "persistentvolumeclaims", name, "users"])
+                .await
+                .with_context(|| format!("listing the pods using {}", ObjectName(kind, name)))?;
+            let users: Vec<String> = serde_json::from_value(users["pods"].clone())
+                .context("the server's answer is not what wharf expects")?;
+            describe_claim(&typed(answer)?, &users, now_ms)
+        }
     };
     // Events of cluster-wide objects (nodes) have an endpoint of their own.
     let events_path: Vec<&str> = if kind.in_project() {
@@ -317,6 +327,52 @@ fn describe_secret(secret: &Secret, now_ms: u64) -> Description {
     description.heading(0, "Data");
     for (key, size) in &secret.data_sizes {
         description.field(2, key, format!("{size} bytes"));
+    }
+    description
+}
+
+/// A claim: where it is bound, what it holds, which pods use it, and why
+/// a Terminating one stays.
+fn describe_claim(claim: &PersistentVolumeClaim, users: &[String], now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &claim.metadata, now_ms);
+    description.field(0, "StorageClass", LOCAL_STORAGE_CLASS);
+    description.field(0, "Status", claim.phase());
+    let node = claim.bound_node().map_or_else(
+        || "<none> (bound to the node of its first pod)".to_string(),
+        str::to_string,
+    );
+    description.field(0, "Node", node);
+    let storage =
+        |list: &BTreeMap<String, String>| list.get("storage").cloned().unwrap_or_default();
+    description.field(0, "Requested", storage(&claim.spec.resources.requests));
+    description.field(
+        0,
+        "Capacity",
+        format!(
+            "{} (recorded, not enforced: a directory on the node)",
+            storage(&claim.status.capacity)
+        ),
+    );
+    let modes = if claim.spec.access_modes.is_empty() {
+        "ReadWriteOnce".to_string()
+    } else {
+        claim.spec.access_modes.join(",")
+    };
+    description.field(0, "Access Modes", modes);
+    description.field(0, "VolumeMode", "Filesystem");
+    let used_by = if users.is_empty() {
+        none()
+    } else {
+        users.join(", ")
+    };
+    description.field(0, "Used By", used_by);
+    if claim.metadata.is_terminating() {
+        description.field(
+            0,
+            "Terminating",
+            "deleted while pods use it: it goes (with its data) once they are gone",
+        );
     }
     description
 }

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use wharf_api::{
     ConfigMap, ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS,
-    LABEL_POOL, Node, Pod, PodPhase, Resources, Secret,
+    LABEL_POOL, LOCAL_STORAGE_CLASS, Node, PersistentVolumeClaim, Pod, PodPhase, Resources, Secret,
 };
 
 use super::ServerOption;
@@ -77,7 +77,12 @@ pub async fn run(args: GetArgs) -> Result<()> {
     }
     let kind = args.kind;
     check_show_secrets(&args)?;
-    if args.watch && matches!(kind, Kind::ConfigMap | Kind::Secret) {
+    if args.watch
+        && matches!(
+            kind,
+            Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim
+        )
+    {
         bail!("-w is not supported for {}", kind.plural());
     }
     let mut client = args.server.client()?;
@@ -408,6 +413,10 @@ impl RowMaker {
                 .iter()
                 .map(|secret| secret_row(secret, now_ms))
                 .collect(),
+            Kind::PersistentVolumeClaim => typed::<PersistentVolumeClaim>(objects)?
+                .iter()
+                .map(|claim| claim_row(claim, now_ms))
+                .collect(),
         })
     }
 }
@@ -439,6 +448,18 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
         ),
         Kind::ConfigMap => (vec!["NAME", "DATA", "AGE"], &["KEYS"]),
         Kind::Secret => (vec!["NAME", "TYPE", "DATA", "AGE"], &["KEYS"]),
+        Kind::PersistentVolumeClaim => (
+            vec![
+                "NAME",
+                "STATUS",
+                "NODE",
+                "CAPACITY",
+                "ACCESS MODES",
+                "STORAGECLASS",
+                "AGE",
+            ],
+            &[],
+        ),
     };
     if wide {
         headers.extend(more);
@@ -466,6 +487,38 @@ fn secret_row(secret: &Secret, now_ms: u64) -> Vec<String> {
         keys.len().to_string(),
         age(now_ms, secret.metadata.created_at),
         keys.join(","),
+    ]
+}
+
+/// `NAME STATUS NODE CAPACITY ACCESS MODES STORAGECLASS AGE`, modes
+/// abbreviated as kubectl does (`RWO`, `RWOP`).
+fn claim_row(claim: &PersistentVolumeClaim, now_ms: u64) -> Vec<String> {
+    let modes: Vec<&str> = claim
+        .spec
+        .access_modes
+        .iter()
+        .map(|mode| match mode.as_str() {
+            "ReadWriteOncePod" => "RWOP",
+            _ => "RWO",
+        })
+        .collect();
+    vec![
+        claim.metadata.name.clone(),
+        claim.phase().to_string(),
+        claim.bound_node().map_or_else(none, str::to_string),
+        claim
+            .status
+            .capacity
+            .get("storage")
+            .cloned()
+            .unwrap_or_default(),
+        if modes.is_empty() {
+            "RWO".into()
+        } else {
+            modes.join(",")
+        },
+        LOCAL_STORAGE_CLASS.to_string(),
+        age(now_ms, claim.metadata.created_at),
     ]
 }
 
@@ -710,6 +763,45 @@ mod tests {
             "NAME  READY  UP-TO-DATE  SCHEDULED  AGE  IMAGES                 SELECTOR\n\
              web   1/3    3           2          3m   shop/web:1,shop/log:2  app=web\n"
         );
+    }
+
+    #[test]
+    fn claim_rows_show_phase_node_capacity_and_modes() {
+        let claim = |extra: serde_json::Value| -> PersistentVolumeClaim {
+            let mut value = json!({
+                "metadata": {"name": "data", "createdAt": NOW - 60_000},
+                "spec": {"accessModes": ["ReadWriteOncePod"],
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            });
+            for (key, field) in extra.as_object().unwrap() {
+                value[key.as_str()] = field.clone();
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let pending = claim(json!({}));
+        let bound = claim(json!({"status": {"phase": "Bound", "nodeName": "n1",
+                                            "capacity": {"storage": "1Gi"}}}));
+        let mut deleting = bound.clone();
+        deleting.metadata.deletion_timestamp = Some(NOW);
+        let rows = [&pending, &bound, &deleting]
+            .into_iter()
+            .map(|c| claim_row(c, NOW))
+            .collect();
+        let text = render(Kind::PersistentVolumeClaim, false, rows);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0][..3], ["NAME", "STATUS", "NODE"], "{text}");
+        assert_eq!(
+            lines[1],
+            ["data", "Pending", "<none>", "RWOP", "local", "1m"]
+        );
+        assert_eq!(
+            lines[2],
+            ["data", "Bound", "n1", "1Gi", "RWOP", "local", "1m"]
+        );
+        assert_eq!(lines[3][1], "Terminating");
     }
 
     #[test]

@@ -24,13 +24,15 @@ pub enum Kind {
     ConfigMap,
     /// Secrets; in a project.
     Secret,
+    /// PersistentVolumeClaims; in a project.
+    PersistentVolumeClaim,
 }
 
 impl Kind {
     /// Reads the plural, singular or short name, as kubectl takes them:
     /// `nodes`, `node`, `no`; `deployments`, `deployment`, `deploy`;
     /// `pods`, `pod`, `po`; `configmaps`, `configmap`, `cm`; `secrets`,
-    /// `secret`.
+    /// `secret`; `persistentvolumeclaims`, `persistentvolumeclaim`, `pvc`.
     pub fn parse(text: &str) -> Result<Kind, String> {
         match text.to_ascii_lowercase().as_str() {
             "nodes" | "node" | "no" => Ok(Kind::Node),
@@ -40,15 +42,18 @@ impl Kind {
             "pods" | "pod" | "po" => Ok(Kind::Pod),
             "configmaps" | "configmap" | "cm" => Ok(Kind::ConfigMap),
             "secrets" | "secret" => Ok(Kind::Secret),
+            "persistentvolumeclaims" | "persistentvolumeclaim" | "pvc" => {
+                Ok(Kind::PersistentVolumeClaim)
+            }
             _ => Err(format!(
                 "unknown resource type {text:?}: use nodes (no), deployments (deploy), pods (po), \
-                 configmaps (cm) or secrets"
+                 configmaps (cm), secrets or persistentvolumeclaims (pvc)"
             )),
         }
     }
 
     /// The name printed before `/NAME`: `node`, `deployment.apps`, `pod`,
-    /// `configmap`, `secret`.
+    /// `configmap`, `secret`, `persistentvolumeclaim`.
     pub fn resource(self) -> &'static str {
         match self {
             Kind::Node => "node",
@@ -56,6 +61,7 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::ConfigMap => "configmap",
             Kind::Secret => "secret",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaim",
         }
     }
 
@@ -67,10 +73,12 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaims",
         }
     }
 
-    /// The API's `kind`: `Node`, `Deployment`, `Pod`, `ConfigMap`, `Secret`.
+    /// The API's `kind`: `Node`, `Deployment`, `Pod`, `ConfigMap`,
+    /// `Secret`, `PersistentVolumeClaim`.
     pub fn api_kind(self) -> &'static str {
         match self {
             Kind::Node => "Node",
@@ -78,6 +86,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
         }
     }
 
@@ -87,6 +96,7 @@ impl Kind {
             wharf_api::Manifest::Deployment(_) => Kind::Deployment,
             wharf_api::Manifest::ConfigMap(_) => Kind::ConfigMap,
             wharf_api::Manifest::Secret(_) => Kind::Secret,
+            wharf_api::Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
         }
     }
 
@@ -391,6 +401,9 @@ mod tests {
             ("deploy", Kind::Deployment),
             ("po", Kind::Pod),
             ("pod", Kind::Pod),
+            ("pvc", Kind::PersistentVolumeClaim),
+            ("PersistentVolumeClaims", Kind::PersistentVolumeClaim),
+            ("persistentvolumeclaim", Kind::PersistentVolumeClaim),
         ] {
             assert_eq!(Kind::parse(text), Ok(kind), "{text}");
         }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
-use wharf_api::{ConfigMap, ConfigRef, IpClaim, Node, Pod, PodEventReport, PodStatus, Secret};
+use wharf_api::{
+    ConfigMap, ConfigRef, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus,
+    Secret,
+};
 use wharf_control::{Change, ControlError, EventRecorder, Objects, used_on_node};
 
 /// The control plane in the same process.
@@ -193,6 +196,11 @@ impl NodeApi for LocalNodeApi {
         Err(AgentError::Api(format!(
             "secret {project}/{name}: Secrets are served only by a server, which holds their key"
         )))
+    }
+
+    /// As the server answers it: only the claims bound to `node`.
+    async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError> {
+        self.objects.claims_on_node(node).await.map_err(agent_error)
     }
 }
 

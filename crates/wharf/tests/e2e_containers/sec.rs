@@ -33,18 +33,8 @@ async fn busybox_on_a_node(n: u8) -> (TestServer, Cli, Node, String) {
     let server = TestServer::start();
     let (cli, robot) = shop_with_puller(&server).await;
     let image = push_tar_image(&server, "busybox", &busybox_layer()).await;
-    let node = Node::start(
-        &cli,
-        NodeSpec {
-            name,
-            bridge,
-            netns_prefix,
-            pod_cidr,
-            host_netns: None,
-            address: None,
-        },
-        &robot,
-    );
+    let spec = NodeSpec::local(name, bridge, netns_prefix, pod_cidr);
+    let node = Node::start(&cli, spec, &robot);
     (server, cli, node, image)
 }
 

@@ -86,14 +86,7 @@ async fn demo_on_a_node(n: u8) -> (TestServer, Cli, Node) {
     let server = TestServer::start();
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
-    let spec = NodeSpec {
-        name,
-        bridge,
-        netns_prefix,
-        pod_cidr,
-        host_netns: None,
-        address: None,
-    };
+    let spec = NodeSpec::local(name, bridge, netns_prefix, pod_cidr);
     let node = Node::start(&cli, spec, &robot);
     (server, cli, node)
 }
