@@ -24,26 +24,10 @@ const FIXED_IP: &str = "10.93.1.20";
 
 /// One replica of the demo server at `FIXED_IP`.
 fn fixed_ip_deployment(image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: pinned, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: pinned}}}}
-  template:
-    metadata:
-      labels: {{app: pinned}}
-      annotations: {{wharf.io/fixed-ip: "{FIXED_IP}"}}
-    spec:
-      containers:
-        - name: web
-          image: {image}
-          command: ["/bin/sh", "-c"]
-          args: ["trap 'exit 0' TERM; httpd -f -v -p 80 -h /www & wait"]
-          resources: {{requests: {{cpu: 100m, memory: 32Mi}}}}
-"#
-    )
+    let pool = "wharf.io/ip-pool: wtf-pool";
+    let seed = seed_deployment("pinned", image, "wtf-pool", 1);
+    assert!(seed.contains(pool), "{seed}");
+    seed.replace(pool, &format!("wharf.io/fixed-ip: \"{FIXED_IP}\""))
 }
 
 /// Who answers at `FIXED_IP` from inside host namespace `host`.
