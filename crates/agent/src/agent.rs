@@ -6,14 +6,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
+use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
 use crate::runtime::Runtime;
+
+/// The heartbeat lease by default: short, so that a dead node's pods are
+/// replaced within seconds (Kubernetes takes 40 s to notice).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
+/// How often the lease is renewed by default: four tries per lease.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often the node's status (load, capacity) is re-reported.
 const STATUS_EVERY: Duration = Duration::from_secs(30);
@@ -32,8 +40,10 @@ pub struct AgentConfig {
     /// Pod slots.
     pub max_pods: u32,
     /// The heartbeat lease; the node goes not ready this long after the
-    /// agent stops.
+    /// agent stops (pool-addressed pods stop a margin before, see `fencing`).
     pub heartbeat_ttl: Duration,
+    /// How often the lease is renewed.
+    pub heartbeat_interval: Duration,
     /// Where the agent serves container logs (`http://host:port`).
     pub endpoint: Option<String>,
 }
@@ -47,7 +57,8 @@ impl AgentConfig {
             address: None,
             cost_per_hour: None,
             max_pods: machine::DEFAULT_MAX_PODS,
-            heartbeat_ttl: Duration::from_secs(40),
+            heartbeat_ttl: DEFAULT_LEASE_TTL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
         }
     }
@@ -88,6 +99,7 @@ pub struct Agent {
     api: Arc<dyn NodeApi>,
     runtime: Arc<dyn Runtime>,
     config: AgentConfig,
+    fence: Fence,
 }
 
 impl Agent {
@@ -96,6 +108,7 @@ impl Agent {
         Agent {
             api,
             runtime,
+            fence: Fence::new(config.heartbeat_ttl),
             config,
         }
     }
@@ -105,11 +118,22 @@ impl Agent {
         let this = Arc::new(self);
         this.register_until_done().await;
         let heartbeat = tokio::spawn(this.clone().heartbeats());
-        let _stop = AbortOnDropHandle::new(heartbeat);
+        let fence = tokio::spawn({
+            let this = this.clone();
+            async move { this.fence.watch().await }
+        });
+        let _stop = (
+            AbortOnDropHandle::new(heartbeat),
+            AbortOnDropHandle::new(fence),
+        );
         let mut workers = Workers::default();
         loop {
-            if let Err(err) = this.follow_pods(&mut workers).await {
-                tracing::warn!(error = %err, node = this.config.name, "pod watch failed; starting over");
+            match this.follow_pods(&mut workers).await {
+                // The fence went up or down: look again at once.
+                Ok(()) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, node = this.config.name, "pod watch failed; starting over")
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -132,19 +156,23 @@ impl Agent {
         }
     }
 
-    /// Renews the heartbeat lease at a third of its lifetime, and reports
+    /// Renews the heartbeat lease every `heartbeat_interval`, and reports
     /// the node's status now and then.
     async fn heartbeats(self: Arc<Self>) {
         let mut lease = None;
         let mut load = CpuLoad::new();
         let mut last_status = tokio::time::Instant::now();
         loop {
+            let sent = tokio::time::Instant::now();
             match self
                 .api
                 .heartbeat(&self.config.name, lease, self.config.heartbeat_ttl)
                 .await
             {
-                Ok(renewed) => lease = Some(renewed),
+                Ok(renewed) => {
+                    lease = Some(renewed);
+                    self.fence.renewed(sent);
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, node = self.config.name, "heartbeat failed")
                 }
@@ -156,47 +184,56 @@ impl Agent {
                 }
                 self.runtime.release_volumes().await;
             }
-            tokio::time::sleep(self.config.heartbeat_ttl / 3).await;
+            tokio::time::sleep(self.config.heartbeat_interval).await;
         }
     }
 
     /// Lists the node's pods, then follows their changes, one worker per
-    /// pod. Pods the runtime holds that are no longer bound here (deleted
-    /// while the agent was down) are removed.
+    /// pod, until the watch fails or the fence moves (`Ok`). Before any pod
+    /// starts, every pod the runtime holds that is no longer bound here
+    /// (evicted or deleted while the agent was down or cut off) is
+    /// removed: a replacement elsewhere may already hold its address.
     async fn follow_pods(self: &Arc<Self>, workers: &mut Workers) -> Result<(), AgentError> {
         let node = self.config.name.as_str();
+        let mut fence = self.fence.raised();
         let (pods, revision) = self.api.list_pods(Some(node)).await?;
         let bound: HashSet<PodKey> = pods.iter().map(key).collect();
-        for pod in pods {
-            workers.update(self, pod);
-        }
-        for gone in workers
+        let mut stale: HashSet<PodKey> = workers
             .keys()
             .filter(|k| !bound.contains(*k))
             .cloned()
-            .collect::<Vec<_>>()
-        {
-            workers.remove(&gone);
+            .collect();
+        for gone in &stale {
+            workers.remove(gone);
         }
-        for (project, name) in self.runtime.pods().await {
-            let held = (project, name);
-            if !bound.contains(&held) && !workers.contains(&held) {
-                tracing::info!(
-                    project = held.0,
-                    pod = held.1,
-                    "removing a pod no longer bound here"
-                );
-                workers.remove_orphan(self, held);
-            }
+        stale.extend(
+            self.runtime
+                .pods()
+                .await
+                .into_iter()
+                .filter(|held| !bound.contains(held)),
+        );
+        join_all(stale.iter().map(|(project, name)| {
+            tracing::info!(project, pod = name, "removing a pod no longer bound here");
+            self.runtime.remove(project, name, None)
+        }))
+        .await;
+        for pod in pods {
+            workers.update(self, pod);
         }
         let mut changes = self.api.watch_pods(Some(node), revision).await?;
-        while let Some(change) = changes.next().await {
-            match change? {
-                PodChange::Upsert(pod) => workers.update(self, *pod),
-                PodChange::Deleted { project, name } => workers.remove(&(project, name)),
+        loop {
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(change) => match change? {
+                        PodChange::Upsert(pod) => workers.update(self, *pod),
+                        PodChange::Deleted { project, name } => workers.remove(&(project, name)),
+                    },
+                    None => return Err(AgentError::Unreachable("the pod watch ended".into())),
+                },
+                _ = fence.changed() => return Ok(()),
             }
         }
-        Ok(())
     }
 }
 
@@ -219,10 +256,6 @@ impl Workers {
         self.pods.keys()
     }
 
-    fn contains(&self, key: &PodKey) -> bool {
-        self.pods.contains_key(key)
-    }
-
     /// Hands the pod's latest version to its worker, starting one if needed.
     fn update(&mut self, agent: &Arc<Agent>, pod: Pod) {
         let key = key(&pod);
@@ -242,12 +275,6 @@ impl Workers {
             let _ = sender.send(None);
         }
     }
-
-    /// Removes a pod the runtime holds but no worker knows.
-    fn remove_orphan(&mut self, agent: &Arc<Agent>, key: PodKey) {
-        let runtime = agent.runtime.clone();
-        tokio::spawn(async move { runtime.remove(&key.0, &key.1, None).await });
-    }
 }
 
 /// Runs the runtime on one pod until the pod is deleted, then removes it.
@@ -264,7 +291,17 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
         status_rx,
     ));
     let _stop_reporter = AbortOnDropHandle::new(reporter);
+    let fenced = holds_pool_address(&first);
     loop {
+        if fenced && *agent.fence.raised().borrow() {
+            // The agent looks again once its lease is back: a new worker
+            // then starts the pod if it is still bound here.
+            agent
+                .runtime
+                .remove(&project, &name, Some(&first.metadata.uid))
+                .await;
+            return;
+        }
         let Some(pod) = desired.borrow_and_update().clone() else {
             agent
                 .runtime
@@ -289,6 +326,7 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
         let synced = tokio::select! {
             synced = agent.runtime.sync(&pod, &progress) => synced,
             () = leaving(desired.clone()) => continue,
+            () = fence_raised(agent.fence.raised()), if fenced => continue,
         };
         status_tx.send_if_modified(|current| replace_if_changed(current, synced.status));
         let again = synced.again_in.unwrap_or(Duration::from_secs(3600));
@@ -301,6 +339,7 @@ async fn pod_worker(agent: Arc<Agent>, mut desired: watch::Receiver<Option<Pod>>
                 }
             }
             _ = tokio::time::sleep(again) => {}
+            () = fence_raised(agent.fence.raised()), if fenced => {}
         }
     }
 }

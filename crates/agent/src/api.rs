@@ -226,7 +226,7 @@ impl NodeApi for HttpNodeApi {
         ttl: Duration,
     ) -> Result<u64, AgentError> {
         let url = format!("{}/api/v1/nodes/{node}/heartbeat", self.base);
-        let body = json!({ "lease": lease, "ttlSeconds": ttl.as_secs() });
+        let body = json!({ "lease": lease, "ttlMillis": ttl.as_millis() as u64 });
         let response = self.send(|http| http.put(&url).json(&body)).await?;
         let answer: serde_json::Value = response.json().await.map_err(transport)?;
         answer["lease"]

@@ -14,13 +14,14 @@ pub mod containers;
 mod endpoint;
 mod error;
 pub mod exec;
+mod fencing;
 mod logs;
 pub mod machine;
 mod runtime;
 mod simulate;
 mod streams;
 
-pub use agent::{Agent, AgentConfig};
+pub use agent::{Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL};
 pub use api::{HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, TokenSource};
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;

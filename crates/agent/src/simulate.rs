@@ -37,6 +37,8 @@ pub struct SimulationConfig {
     pub idcs: Vec<String>,
     /// Heartbeat lease lifetime.
     pub heartbeat_ttl: Duration,
+    /// How often leases are renewed; `None`: a third of their lifetime.
+    pub heartbeat_interval: Option<Duration>,
     /// Whether bound pods are reported as running (status writes).
     pub report_running: bool,
 }
@@ -56,6 +58,7 @@ impl SimulationConfig {
             pools: vec!["a".into(), "b".into()],
             idcs: vec!["idc1".into(), "idc2".into()],
             heartbeat_ttl: Duration::from_secs(120),
+            heartbeat_interval: None,
             report_running: true,
         }
     }
@@ -151,7 +154,8 @@ impl Simulation {
 
     async fn heartbeats(self: Arc<Self>, mut leases: Vec<u64>) {
         loop {
-            tokio::time::sleep(self.config.heartbeat_ttl / 3).await;
+            let every = self.config.heartbeat_interval;
+            tokio::time::sleep(every.unwrap_or(self.config.heartbeat_ttl / 3)).await;
             for (chunk_index, chunk) in leases.chunks_mut(PARALLEL).enumerate() {
                 let renewed = join_all(chunk.iter().enumerate().map(|(j, &lease)| {
                     let name = self.config.node_name(chunk_index * PARALLEL + j);

@@ -74,6 +74,7 @@ pub struct NodeSpec {
 
 /// A taint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Taint {
     /// Key.
     pub key: String,
@@ -82,6 +83,11 @@ pub struct Taint {
     pub value: String,
     /// What it does to pods that do not tolerate it.
     pub effect: TaintEffect,
+    /// When the taint was put (unix milliseconds); `NoExecute` tolerations
+    /// with `tolerationSeconds` count from here. Set on the taints the
+    /// control plane puts on unreachable nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_added: Option<u64>,
 }
 
 /// Taint effects, as Kubernetes defines them.

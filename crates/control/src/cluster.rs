@@ -13,6 +13,7 @@ use wharf_store::Store;
 use crate::ControlError;
 use crate::deployments::DeploymentController;
 use crate::events::EventRecorder;
+use crate::eviction::{EvictionConfig, NodeEviction};
 use crate::garbage::GarbageCollector;
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
@@ -35,6 +36,7 @@ const GARBAGE_SWEEP_EVERY: Duration = Duration::from_secs(15);
 pub struct ControlPlane {
     objects: Objects,
     scheduler_config: SchedulerConfig,
+    eviction_config: EvictionConfig,
     /// Events implied by the pod statuses nodes report.
     node_events: Arc<EventRecorder>,
 }
@@ -65,7 +67,19 @@ impl ControlPlane {
             node_events: Arc::new(EventRecorder::new(objects.clone(), "node")),
             objects,
             scheduler_config,
+            eviction_config: EvictionConfig::default(),
         }
+    }
+
+    /// The failover settings.
+    pub fn failover(&self) -> &EvictionConfig {
+        &self.eviction_config
+    }
+
+    /// The same control plane with failover settings `config`.
+    pub fn with_eviction(mut self, config: EvictionConfig) -> ControlPlane {
+        self.eviction_config = config;
+        self
     }
 
     /// Stores the status a node reports for a pod, with the events it
@@ -102,8 +116,8 @@ impl ControlPlane {
         &self.objects
     }
 
-    /// Runs the deployment controller, the scheduler and node lifecycle
-    /// while `candidate` leads.
+    /// Runs the deployment controller, the scheduler, node lifecycle and
+    /// eviction while `candidate` leads.
     pub fn start(&self, candidate: Candidate) -> Running {
         self.start_with(candidate, std::future::pending::<()>)
     }
@@ -117,6 +131,7 @@ impl ControlPlane {
     {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
+        let eviction = self.eviction_config;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -131,6 +146,8 @@ impl ControlPlane {
                     let scheduler =
                         tokio::spawn(SchedulingLoop::new(objects.clone(), config).run());
                     let nodes = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
+                    let evictions =
+                        tokio::spawn(NodeEviction::new(objects.clone(), eviction).run());
                     let garbage = tokio::spawn(
                         GarbageCollector::new(objects.clone(), GARBAGE_SWEEP_EVERY).run(),
                     );
@@ -141,6 +158,7 @@ impl ControlPlane {
                         AbortOnDropHandle::new(garbage),
                         AbortOnDropHandle::new(scheduler),
                         AbortOnDropHandle::new(nodes),
+                        AbortOnDropHandle::new(evictions),
                         AbortOnDropHandle::new(addresses),
                     );
                     std::future::pending::<()>().await;

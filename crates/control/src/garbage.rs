@@ -84,11 +84,9 @@ impl GarbageCollector {
             let project = pod.metadata.project.as_deref().unwrap_or_default();
             let name = &pod.metadata.name;
             let result = if is_abandoned(pod, &ready, now) {
-                let same = |p: &Pod| p.metadata.uid == pod.metadata.uid;
-                self.objects
-                    .delete_pod_if(project, name, same)
+                self.remove_abandoned(pod, &ready)
                     .await
-                    .map(|deleted| deleted.is_some().then_some(&mut sweep.abandoned))
+                    .map(|deleted| deleted.then_some(&mut sweep.abandoned))
             } else if !pod.metadata.is_terminating() && is_orphan(pod, &owners) {
                 self.objects
                     .request_pod_deletion(project, name, PodDeletion::Graceful(None))
@@ -105,6 +103,30 @@ impl GarbageCollector {
         }
         sweep.claims = self.objects.release_claims().await?;
         Ok(sweep)
+    }
+}
+
+impl GarbageCollector {
+    /// Removes an abandoned pod: from a NotReady node as eviction does
+    /// (with its address, while the node's lease stays expired); from a
+    /// node that is gone, the object only (the address reconciler frees
+    /// the address later).
+    async fn remove_abandoned(
+        &self,
+        pod: &Pod,
+        ready: &HashMap<&str, bool>,
+    ) -> Result<bool, ControlError> {
+        let node = pod.spec.node_name.as_deref();
+        if node.and_then(|n| ready.get(n)) == Some(&false) {
+            return self.objects.evict_from_lost_node(pod).await;
+        }
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        let same = |p: &Pod| p.metadata.uid == pod.metadata.uid;
+        let deleted = self
+            .objects
+            .delete_pod_if(project, &pod.metadata.name, same)
+            .await?;
+        Ok(deleted.is_some())
     }
 }
 

@@ -341,12 +341,30 @@ impl Objects {
 
     /// Deletes a claim's two keys if the pod's key is still at the revision read.
     async fn release_claim(&self, kv: &KeyValue, claim: &IpClaim) -> Result<bool, ControlError> {
-        let txn = Txn::new()
-            .when_revision(&kv.key, kv.mod_revision)
-            .delete(&kv.key)
-            .delete(ip_allocation_key(&claim.pool, claim.ip));
+        let txn = with_claim_released(Txn::new(), kv, claim);
         Ok(self.store().txn(txn).await?.succeeded)
     }
+
+    /// The claim pod `project/name` holds, with its stored key and value.
+    pub(crate) async fn pod_claim_entry(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<(KeyValue, IpClaim)>, ControlError> {
+        let Some(kv) = self.store().get(&pod_ip_key(project, name)).await? else {
+            return Ok(None);
+        };
+        let claim = decode_claim(&kv)?;
+        Ok(Some((kv, claim)))
+    }
+}
+
+/// `txn` also deleting a claim's two keys, if the pod's key is still at
+/// the revision read.
+pub(crate) fn with_claim_released(txn: Txn, kv: &KeyValue, claim: &IpClaim) -> Txn {
+    txn.when_revision(&kv.key, kv.mod_revision)
+        .delete(&kv.key)
+        .delete(ip_allocation_key(&claim.pool, claim.ip))
 }
 
 /// Frees the addresses of pods that no longer exist, in case their agents

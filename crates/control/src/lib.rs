@@ -2,7 +2,8 @@
 //! concurrency, and the controllers that act on them — the deployment
 //! controller (replicas into pods), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
-//! lifecycle (heartbeat leases into readiness), ConfigMaps and Secrets
+//! lifecycle (heartbeat leases into readiness; pods of dead nodes evicted
+//! after their tolerations, rate-limited per zone), ConfigMaps and Secrets
 //! (Secret data sealed at rest), PersistentVolumeClaims bound to the node
 //! of their first pod, graceful pod deletion confirmed by nodes,
 //! garbage collection by owner references, IP pools with addresses
@@ -18,6 +19,7 @@ mod config;
 mod deployments;
 mod error;
 mod events;
+mod eviction;
 mod garbage;
 mod ipam;
 mod leader;
@@ -39,6 +41,10 @@ pub use deployments::{
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
+pub use eviction::{
+    EvictionConfig, NodeEviction, TAINT_NOT_READY, TAINT_UNREACHABLE, ZoneState, eviction_deadline,
+    zone_rate, zone_state,
+};
 pub use garbage::{GarbageCollector, Sweep};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};

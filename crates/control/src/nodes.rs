@@ -20,7 +20,7 @@ use crate::objects::{Objects, now_millis};
 /// Key prefix of the nodes' heartbeat keys.
 pub const HEARTBEATS: &str = "/cluster/heartbeats/";
 
-fn heartbeat_key(node: &str) -> String {
+pub(crate) fn heartbeat_key(node: &str) -> String {
     format!("{HEARTBEATS}{node}")
 }
 

@@ -133,33 +133,7 @@ impl Objects {
             if !check(&pod) {
                 return Ok(None);
             }
-            let key = key_of::<Pod>(Some(project), name);
-            let revision = revision_of(&pod)?.unwrap_or(0);
-            let mut txn = Txn::new().when_revision(&key, revision).delete(&key);
-            if let Some(node) = &pod.spec.node_name {
-                let (mut allocation, allocation_revision) = self.allocation(node).await?;
-                let requests = pod.spec.requests()?;
-                allocation.requests.cpu_millis = allocation
-                    .requests
-                    .cpu_millis
-                    .saturating_sub(requests.cpu_millis);
-                allocation.requests.memory_bytes = allocation
-                    .requests
-                    .memory_bytes
-                    .saturating_sub(requests.memory_bytes);
-                allocation.requests.pods = allocation.requests.pods.saturating_sub(requests.pods);
-                for port in pod.spec.host_ports() {
-                    if let Some(at) = allocation.host_ports.iter().position(|p| *p == port) {
-                        allocation.host_ports.swap_remove(at);
-                    }
-                }
-                txn = txn
-                    .when_revision(allocation_key(node), allocation_revision)
-                    .put(
-                        allocation_key(node),
-                        serde_json::to_vec(&allocation).expect("allocation serializes"),
-                    );
-            }
+            let txn = self.pod_deletion_txn(&pod).await?;
             if self.store().txn(txn).await?.succeeded {
                 return Ok(Some(pod));
             }
@@ -168,5 +142,38 @@ impl Objects {
             "{} {project}/{name} keeps changing",
             Pod::KIND
         )))
+    }
+
+    /// The transaction that removes `pod` as read (guarded on its
+    /// revision) and gives its requests back to its node.
+    pub(crate) async fn pod_deletion_txn(&self, pod: &Pod) -> Result<Txn, ControlError> {
+        let key = key_of::<Pod>(pod.metadata.project.as_deref(), &pod.metadata.name);
+        let revision = revision_of(pod)?.unwrap_or(0);
+        let mut txn = Txn::new().when_revision(&key, revision).delete(&key);
+        if let Some(node) = &pod.spec.node_name {
+            let (mut allocation, allocation_revision) = self.allocation(node).await?;
+            let requests = pod.spec.requests()?;
+            allocation.requests.cpu_millis = allocation
+                .requests
+                .cpu_millis
+                .saturating_sub(requests.cpu_millis);
+            allocation.requests.memory_bytes = allocation
+                .requests
+                .memory_bytes
+                .saturating_sub(requests.memory_bytes);
+            allocation.requests.pods = allocation.requests.pods.saturating_sub(requests.pods);
+            for port in pod.spec.host_ports() {
+                if let Some(at) = allocation.host_ports.iter().position(|p| *p == port) {
+                    allocation.host_ports.swap_remove(at);
+                }
+            }
+            txn = txn
+                .when_revision(allocation_key(node), allocation_revision)
+                .put(
+                    allocation_key(node),
+                    serde_json::to_vec(&allocation).expect("allocation serializes"),
+                );
+        }
+        Ok(txn)
     }
 }

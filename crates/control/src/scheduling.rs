@@ -564,12 +564,7 @@ pub fn node_info(node: &Node) -> NodeInfo {
     info.ready = node.status.ready;
     info.schedulable = !node.spec.unschedulable;
     info.labels = node.metadata.labels.clone();
-    info.taints = node
-        .spec
-        .taints
-        .iter()
-        .map(|t| Taint::new(t.key.clone(), t.value.clone(), taint_effect(t.effect)))
-        .collect();
+    info.taints = node.spec.taints.iter().map(scheduler_taint).collect();
     info.images = node
         .status
         .images
@@ -578,6 +573,28 @@ pub fn node_info(node: &Node) -> NodeInfo {
         .collect();
     info.load = node.status.cpu_load;
     info
+}
+
+/// A node's taint as the scheduler core matches it.
+pub(crate) fn scheduler_taint(taint: &wharf_api::Taint) -> Taint {
+    Taint::new(
+        taint.key.clone(),
+        taint.value.clone(),
+        taint_effect(taint.effect),
+    )
+}
+
+/// A pod's toleration as the scheduler core matches it.
+pub(crate) fn scheduler_toleration(toleration: &wharf_api::Toleration) -> Toleration {
+    Toleration {
+        key: toleration.key.clone(),
+        operator: match toleration.operator {
+            wharf_api::TolerationOperator::Equal => TolerationOperator::Equal,
+            wharf_api::TolerationOperator::Exists => TolerationOperator::Exists,
+        },
+        value: toleration.value.clone().unwrap_or_default(),
+        effect: toleration.effect.map(taint_effect),
+    }
 }
 
 fn taint_effect(effect: wharf_api::TaintEffect) -> TaintEffect {
@@ -597,15 +614,7 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         .spec
         .tolerations
         .iter()
-        .map(|t| Toleration {
-            key: t.key.clone(),
-            operator: match t.operator {
-                wharf_api::TolerationOperator::Equal => TolerationOperator::Equal,
-                wharf_api::TolerationOperator::Exists => TolerationOperator::Exists,
-            },
-            value: t.value.clone().unwrap_or_default(),
-            effect: t.effect.map(taint_effect),
-        })
+        .map(scheduler_toleration)
         .collect();
     info.host_ports = pod
         .spec

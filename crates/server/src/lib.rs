@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub instance: Option<String>,
     /// Replication timings.
     pub replication: ReplicationOptions,
+    /// Node lease and eviction of the pods of dead nodes.
+    pub failover: wharf_control::EvictionConfig,
 }
 
 /// The state store a server uses.
@@ -128,6 +130,7 @@ impl ServerConfig {
             scheduler: wharf_scheduler::SchedulerConfig::default(),
             instance: None,
             replication: ReplicationOptions::default(),
+            failover: wharf_control::EvictionConfig::default(),
         }
     }
 }
@@ -299,7 +302,8 @@ impl App {
             }),
             events: registry_events.clone(),
         };
-        let control = ControlPlane::new(store.clone(), config.scheduler);
+        let control =
+            ControlPlane::new(store.clone(), config.scheduler).with_eviction(config.failover);
         let config_objects = ConfigObjects::new(
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,

@@ -16,6 +16,8 @@ mod config_volumes;
 mod deletion;
 #[path = "e2e_containers/exec.rs"]
 mod exec;
+#[path = "e2e_containers/failover.rs"]
+mod failover;
 #[path = "e2e_containers/hostnet.rs"]
 mod hostnet;
 #[path = "e2e_containers/pvc.rs"]
@@ -201,8 +203,11 @@ impl Node {
     fn spawn(&mut self) {
         let node_dir = self.node_dir();
         let mut command = wharf(&self.home);
+        command.args(["agent", "--name", self.spec.name]);
+        if !self.args.iter().any(|a| a == "--lease-ttl") {
+            command.args(["--lease-ttl", "6s"]);
+        }
         command
-            .args(["agent", "--name", self.spec.name, "--heartbeat-ttl", "6s"])
             .args(["--runtime", "runc", "--logs-listen", "127.0.0.1:0"])
             .arg("--node-dir")
             .arg(&node_dir)

@@ -150,12 +150,10 @@ pub(crate) async fn register_node(
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HeartbeatRequest {
     lease: Option<u64>,
-    #[serde(default = "default_heartbeat_ttl")]
-    ttl_seconds: u64,
-}
-
-fn default_heartbeat_ttl() -> u64 {
-    40
+    /// The lease's lifetime; the server's default when neither is given.
+    ttl_millis: Option<u64>,
+    /// The same in whole seconds (older agents).
+    ttl_seconds: Option<u64>,
 }
 
 /// `PUT /api/v1/nodes/{node}/heartbeat`: renews the node's liveness lease.
@@ -164,7 +162,13 @@ pub(crate) async fn heartbeat(
     Path(node): Path<String>,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> ApiResult<Json<Value>> {
-    let ttl = Duration::from_secs(request.ttl_seconds.clamp(2, 600));
+    let asked = request
+        .ttl_millis
+        .or(request.ttl_seconds.map(|s| s.saturating_mul(1000)))
+        .map(Duration::from_millis);
+    let ttl = asked
+        .unwrap_or(state.control.failover().node_lease_ttl)
+        .clamp(Duration::from_secs(1), Duration::from_secs(600));
     let lease = state
         .control
         .objects()

@@ -1,5 +1,6 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
+mod failover;
 mod glob;
 mod pods;
 mod registry;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     Registry(registry::RegistryBenchArgs),
     /// Scheduling throughput over simulated nodes, through the real control plane.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// Failover over simulated nodes: one node dies (time to replacements
+    /// bound), then an IDC (the eviction rate applied).
+    Failover(failover::FailoverBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
     /// Replication lag, copy throughput beside the raw loopback speed, and
@@ -37,6 +41,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
+        BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
     }

@@ -212,7 +212,7 @@ async fn check_constraints(objects: &Objects, project: &str) -> Result<usize> {
     Ok(violations)
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
+pub(super) async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, wharf_control::ControlError>>,

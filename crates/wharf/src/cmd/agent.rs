@@ -46,9 +46,16 @@ pub struct AgentArgs {
     /// Pod slots.
     #[arg(long, default_value_t = wharf_agent::machine::DEFAULT_MAX_PODS)]
     max_pods: u32,
-    /// How long after the agent stops its node is declared not ready.
-    #[arg(long, default_value = "40s", value_parser = units::parse_duration)]
-    heartbeat_ttl: Duration,
+    /// How long after the agent stops its node is declared not ready (the
+    /// heartbeat lease); pods with pool addresses stop a quarter of it
+    /// earlier when the lease cannot be renewed [default: 2s; with
+    /// --simulate: 120s].
+    #[arg(long, alias = "heartbeat-ttl", value_parser = units::parse_duration)]
+    lease_ttl: Option<Duration>,
+    /// How often the lease is renewed [default: 500ms; with --simulate: a
+    /// third of the lease].
+    #[arg(long, value_parser = units::parse_duration)]
+    heartbeat_interval: Option<Duration>,
     /// Register this many hollow nodes instead, which report their pods as
     /// running without containers.
     #[arg(long)]
@@ -273,7 +280,10 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             Some(count) => {
                 let mut fleet = SimulationConfig::new(count);
                 fleet.prefix = args.name.clone();
-                fleet.heartbeat_ttl = args.heartbeat_ttl;
+                if let Some(ttl) = args.lease_ttl {
+                    fleet.heartbeat_ttl = ttl;
+                }
+                fleet.heartbeat_interval = args.heartbeat_interval;
                 eprintln!(
                     "simulating {count} nodes named {}-00001.. against {server}",
                     args.name
@@ -289,7 +299,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.cost_per_hour = args.cost_per_hour;
                 config.address = args.address.clone();
                 config.max_pods = args.max_pods;
-                config.heartbeat_ttl = args.heartbeat_ttl;
+                config.heartbeat_ttl = args.lease_ttl.unwrap_or(config.heartbeat_ttl);
+                config.heartbeat_interval =
+                    args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs) = node_runtime(
                     &args.node,

@@ -101,6 +101,7 @@ fn parse_taint_change(text: &str) -> Result<TaintChange, String> {
         key: key.to_string(),
         value: value.to_string(),
         effect,
+        time_added: None,
     }))
 }
 
@@ -261,6 +262,7 @@ mod tests {
             key: key.into(),
             value: value.into(),
             effect,
+            time_added: None,
         }
     }
 

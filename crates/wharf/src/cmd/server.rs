@@ -65,6 +65,26 @@ pub struct ServerArgs {
     /// `pack` (bin packing: fill nodes before using more).
     #[arg(long, default_value = "spread", value_parser = ["spread", "pack"])]
     scheduler_strategy: String,
+    /// Heartbeat lease of agents that name none (`wharf agent --lease-ttl`):
+    /// a silent node turns NotReady this long after its last renewal.
+    #[arg(long, default_value = "2s", value_parser = units::parse_duration)]
+    pub node_lease_ttl: Duration,
+    /// How long pods stay on an unreachable or not-ready node unless their
+    /// own tolerations say otherwise (Kubernetes: 300s).
+    #[arg(long, default_value = "1s", value_parser = units::parse_duration)]
+    default_toleration: Duration,
+    /// Nodes whose pods are evicted per second, per zone (`wharf.io/idc`).
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// The same in a zone with most of its nodes NotReady.
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Share of NotReady nodes above which a zone counts as unhealthy.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
+    /// An unhealthy zone of at most this many nodes is not evicted at all.
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
     /// This registry's instance id for replication (`[a-z0-9-]`, e.g. the
     /// IDC name); fixed at the first start, generated if not given.
     #[arg(long, env = "WHARF_INSTANCE")]
@@ -119,6 +139,14 @@ impl ServerArgs {
             _ => wharf_scheduler::Strategy::LeastAllocated,
         };
         config.instance = self.instance.clone();
+        config.failover = wharf_control::EvictionConfig {
+            node_lease_ttl: self.node_lease_ttl,
+            default_toleration: self.default_toleration,
+            eviction_rate: self.node_eviction_rate.max(0.0),
+            secondary_eviction_rate: self.secondary_node_eviction_rate.max(0.0),
+            unhealthy_zone_threshold: self.unhealthy_zone_threshold,
+            large_cluster_size: self.large_cluster_size_threshold,
+        };
         config.replication = ReplicationOptions {
             reconcile_interval: self.replication_reconcile.max(Duration::from_secs(1)),
             max_attempts: self.replication_attempts.max(1),

@@ -183,6 +183,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let admin = RegistryCredentials::new("admin", &password);
     let (runtime, logs) = node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
     let mut agent_config = AgentConfig::new(&name);
+    agent_config.heartbeat_ttl = args.server.node_lease_ttl;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
     let agent = AbortOnDropHandle::new(tokio::spawn(Agent::new(api, runtime, agent_config).run()));

@@ -279,3 +279,125 @@ async fn reported_pull_failures_and_starts_become_pod_events() {
         "{about_pod:?}"
     );
 }
+
+/// Reports pods running at once, as if it held `held` from before, and
+/// records what it is asked in order.
+struct RecordingRuntime {
+    held: Vec<(String, String)>,
+    steps: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl wharf_agent::Runtime for RecordingRuntime {
+    async fn sync(&self, pod: &Pod, _progress: wharf_agent::Progress<'_>) -> wharf_agent::Synced {
+        let step = format!("sync {}", pod.metadata.name);
+        self.steps.lock().unwrap().push(step);
+        wharf_agent::Synced {
+            status: wharf_agent::SimulatedRuntime::running(pod),
+            again_in: None,
+        }
+    }
+
+    async fn remove(&self, _project: &str, name: &str, _uid: Option<&str>) {
+        // Slow, as tearing down a container is: nothing may start meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.steps.lock().unwrap().push(format!("remove {name}"));
+    }
+
+    async fn pods(&self) -> Vec<(String, String)> {
+        self.held.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_back_removes_what_is_no_longer_its_own_before_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    // The node as it was before the agent restarted: a pod bound to it.
+    let config = AgentConfig::new("wtf-back");
+    objects.register_node(config.node(None)).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    objects.heartbeat("wtf-back", None, ttl).await.unwrap();
+    apply(&plane, 1).await;
+    eventually("the pod bound", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        pods.iter()
+            .any(|p| p.spec.node_name.is_some())
+            .then_some(())
+    })
+    .await;
+    // The agent comes back holding an evicted pod beside the one still bound.
+    let stale = ("shop".to_string(), "web-evicted".to_string());
+    let runtime = Arc::new(RecordingRuntime {
+        held: vec![stale],
+        steps: Default::default(),
+    });
+    let agent = tokio::spawn(Agent::new(api, runtime.clone(), config).run());
+    let steps = eventually("the bound pod started", async || {
+        let steps = runtime.steps.lock().unwrap().clone();
+        steps
+            .iter()
+            .any(|s| s.starts_with("sync "))
+            .then_some(steps)
+    })
+    .await;
+    assert_eq!(steps[0], "remove web-evicted", "{steps:?}");
+    assert!(steps[1].starts_with("sync web-"), "{steps:?}");
+    agent.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pods_of_a_dead_node_are_replaced_on_another_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let start = |name: &str| {
+        let runtime = Arc::new(wharf_agent::SimulatedRuntime);
+        let config = AgentConfig::new(name);
+        tokio::spawn(Agent::new(api.clone(), runtime, config).run())
+    };
+    let doomed = start("wtf-doomed");
+    let survivor = start("wtf-survivor");
+    eventually("both nodes ready", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        (nodes.iter().filter(|n| n.status.ready).count() == 2).then_some(())
+    })
+    .await;
+    apply(&plane, 4).await;
+    let on = |pods: &[Pod], node: &str| {
+        pods.iter()
+            .filter(|p| p.status.phase == PodPhase::Running)
+            .filter(|p| p.spec.node_name.as_deref() == Some(node))
+            .count()
+    };
+    eventually("pods running on both nodes", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        (pods.len() == 4 && on(&pods, "wtf-doomed") > 0 && on(&pods, "wtf-survivor") > 0)
+            .then_some(())
+    })
+    .await;
+
+    let killed = Instant::now();
+    doomed.abort();
+    eventually("all four running on the survivor", async || {
+        let (pods, _) = objects.list::<Pod>(Some("shop"), None).await.unwrap();
+        (pods.len() == 4 && on(&pods, "wtf-survivor") == 4).then_some(())
+    })
+    .await;
+    let took = killed.elapsed();
+    // 2 s lease + 1 s toleration + a few passes; the benchmark measures.
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    let node: Node = objects.require(None, "wtf-doomed").await.unwrap();
+    assert!(
+        node.spec
+            .taints
+            .iter()
+            .any(|t| t.key == wharf_control::TAINT_UNREACHABLE)
+    );
+    survivor.abort();
+}
