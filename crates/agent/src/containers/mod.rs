@@ -860,6 +860,7 @@ impl ContainerRuntime {
             host_ip: self.config.host_ip.clone(),
             start_time: record.start_time,
             container_statuses: statuses,
+            conditions: Vec::new(),
         }
     }
 }
