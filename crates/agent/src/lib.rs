@@ -16,6 +16,7 @@ mod error;
 pub mod exec;
 mod logs;
 pub mod machine;
+pub mod probes;
 mod runtime;
 mod simulate;
 mod streams;
