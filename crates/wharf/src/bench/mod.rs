@@ -2,6 +2,7 @@
 
 mod glob;
 mod pods;
+mod probes;
 mod registry;
 mod replication;
 mod scheduler;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     Scheduler(scheduler::SchedulerBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
+    /// Agent CPU with 100 pods probing every second (and exec probes), as root.
+    Probes(probes::ProbesBenchArgs),
     /// Replication lag, copy throughput beside the raw loopback speed, and
     /// bandwidth limits, between two servers.
     Replication(replication::ReplicationBenchArgs),
@@ -37,6 +40,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
+        BenchCommand::Probes(args) => probes::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
     }

@@ -12,26 +12,11 @@ use super::exec::exec;
 use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, wait_for};
 
 /// A one-replica deployment of the demo image running `script` (busybox
-/// sh) with `probes` (YAML lines at the container's indentation).
+/// sh) with port 80 named `http` and `probes` (YAML lines at the
+/// container's indentation).
 fn probed(name: &str, image: &str, script: &str, probes: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: main
-          image: {image}
-          command: ["/bin/sh", "-c", "{script}"]
-          ports: [{{name: http, containerPort: 80}}]
-{probes}"#
-    )
+    let container = format!("          ports: [{{name: http, containerPort: 80}}]\n{probes}");
+    super::sec::deployment(name, image, "", &container, script)
 }
 
 /// The one pod of deployment `name`, once it has an address.

@@ -50,7 +50,13 @@ async fn busybox_on_a_node(n: u8) -> (TestServer, Cli, Node, String) {
 
 /// A one-replica Deployment running `script` with busybox's shell; `pod`
 /// and `container` are extra lines of the pod spec and of the container.
-fn deployment(name: &str, image: &str, pod: &str, container: &str, script: &str) -> String {
+pub(super) fn deployment(
+    name: &str,
+    image: &str,
+    pod: &str,
+    container: &str,
+    script: &str,
+) -> String {
     let script: String = script
         .lines()
         .map(|l| format!("              {l}\n"))
