@@ -42,26 +42,34 @@ async fn measure(up: &Up, args: &ProbesBenchArgs) -> Result<()> {
     let pid = up.pid().context("wharf up has exited")?;
     let window = Duration::from_secs(args.seconds);
     println!(
-        "CPU of wharf up (server + controllers + agent), fraction of one core over {window:?}:"
+        "CPU of wharf up (server + controllers + agent) and of the children it reaped (runc), \
+         fraction of one core over {window:?}:"
     );
     let baseline = phase(up, pid, "plain", args.pods, "", window).await?;
-    println!(
-        "  {} pods, no probes:                            {baseline:.3}",
-        args.pods
-    );
+    println!("  {} pods, no probes: {baseline}", args.pods);
     let network = phase(up, pid, "net", args.pods, NETWORK_PROBES, window).await?;
     println!(
-        "  {} pods, httpGet + tcpSocket every 1 s ({} probes/s): {network:.3}  (probes: {:.3})",
+        "  {} pods, httpGet + tcpSocket every 1 s ({} probes/s): {network}; probes: {:.3}",
         args.pods,
         2 * args.pods,
-        network - baseline
+        network.own - baseline.own
     );
     let exec = phase(up, pid, "exec", args.exec_pods, EXEC_PROBES, window).await?;
-    println!(
-        "  {} pods, exec every 1 s:                       {exec:.3}  (agent process only; runc exec children not counted)",
-        args.exec_pods
-    );
+    println!("  {} pods, exec every 1 s: {exec}", args.exec_pods);
     Ok(())
+}
+
+/// CPU as fractions of one core: the process's own, its children's.
+#[derive(Clone, Copy)]
+struct Cores {
+    own: f64,
+    children: f64,
+}
+
+impl std::fmt::Display for Cores {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{:.3} (children {:.3})", self.own, self.children)
+    }
 }
 
 /// Runs `count` pods of deployment `name` with `probes`, measures the CPU
@@ -73,7 +81,7 @@ async fn phase(
     count: usize,
     probes: &str,
     window: Duration,
-) -> Result<f64> {
+) -> Result<Cores> {
     up.post_yaml("apply", &format!("{}{probes}", deployment(name, count)))
         .await?;
     wait(up, name, count, Duration::from_secs(300)).await?;
@@ -81,8 +89,12 @@ async fn phase(
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (before, at) = (cpu_ticks(pid)?, Instant::now());
     tokio::time::sleep(window).await;
-    let used = cpu_ticks(pid)? - before;
-    let cores = used as f64 / USER_HZ / at.elapsed().as_secs_f64();
+    let after = cpu_ticks(pid)?;
+    let per_second = USER_HZ * at.elapsed().as_secs_f64();
+    let cores = Cores {
+        own: (after.own - before.own) as f64 / per_second,
+        children: (after.children - before.children) as f64 / per_second,
+    };
     up.call(
         reqwest::Method::DELETE,
         &format!("projects/bench/deployments/{name}"),
@@ -99,14 +111,24 @@ async fn phase(
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ: 100 on Linux).
 const USER_HZ: f64 = 100.0;
 
-/// utime + stime of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+/// CPU of process `pid` in clock ticks: its own (utime + stime) and that of
+/// the children it reaped (cutime + cstime: `runc` runs, exec probes).
+fn cpu_ticks(pid: u32) -> Result<Ticks> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    // utime, stime, cutime, cstime are fields 14 to 17 of the whole line.
+    let field = |i: usize| -> Result<u64> { Ok(fields.get(i).context("short stat")?.parse()?) };
+    Ok(Ticks {
+        own: field(11)? + field(12)?,
+        children: field(13)? + field(14)?,
+    })
+}
+
+/// CPU ticks of a process and of its reaped children.
+#[derive(Clone, Copy)]
+struct Ticks {
+    own: u64,
+    children: u64,
 }
