@@ -155,6 +155,13 @@ impl Up {
         .await
     }
 
+    /// Deletes deployment `name` of project `bench` (its pods follow).
+    pub(super) async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let path = format!("projects/bench/deployments/{name}");
+        self.call(reqwest::Method::DELETE, &path, None).await?;
+        Ok(())
+    }
+
     /// Pods of project `bench`, by deployment label, that are running.
     pub(super) async fn running(&self) -> Result<HashMap<String, usize>> {
         let list = self
@@ -261,12 +268,7 @@ async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {
     // Warm the node's image cache: the SLO excludes pulls.
     up.post_yaml("apply", &deployment("warm", 1)).await?;
     wait(up, "warm", 1, Duration::from_secs(60)).await?;
-    up.call(
-        reqwest::Method::DELETE,
-        "projects/bench/deployments/warm",
-        None,
-    )
-    .await?;
+    up.delete_deployment("warm").await?;
     let revision = up
         .call(reqwest::Method::GET, "projects/bench/pods", None)
         .await?["metadata"]["resourceVersion"]
@@ -378,12 +380,7 @@ async fn teardown(up: &mut Up) -> Result<()> {
         .await?;
     for d in deployments["items"].as_array().into_iter().flatten() {
         if let Some(name) = d["metadata"]["name"].as_str() {
-            up.call(
-                reqwest::Method::DELETE,
-                &format!("projects/bench/deployments/{name}"),
-                None,
-            )
-            .await?;
+            up.delete_deployment(name).await?;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);

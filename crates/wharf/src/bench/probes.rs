@@ -95,12 +95,7 @@ async fn phase(
         own: (after.own - before.own) as f64 / per_second,
         children: (after.children - before.children) as f64 / per_second,
     };
-    up.call(
-        reqwest::Method::DELETE,
-        &format!("projects/bench/deployments/{name}"),
-        None,
-    )
-    .await?;
+    up.delete_deployment(name).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while up.running().await?.contains_key(name) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
