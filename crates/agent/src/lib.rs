@@ -17,6 +17,7 @@ pub mod exec;
 mod fencing;
 mod logs;
 pub mod machine;
+pub mod probes;
 mod runtime;
 mod simulate;
 mod streams;

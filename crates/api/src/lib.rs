@@ -34,6 +34,7 @@ mod ippool;
 mod manifest;
 mod meta;
 mod node;
+mod probe;
 mod quantity;
 pub mod replication;
 pub mod repository;
@@ -71,6 +72,9 @@ pub use node::{
     LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS,
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
+pub use probe::{
+    ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,
+};
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
 pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
@@ -83,6 +87,7 @@ pub use volume::{
 };
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
-    DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,
-    Protocol, ResourceList, ResourceRequirements, Resources, Toleration, TolerationOperator,
+    DeploymentStatus, EnvVar, Pod, PodCondition, PodPhase, PodSpec, PodStatus, PodTemplate,
+    PodTemplateMeta, Protocol, ResourceList, ResourceRequirements, Resources, Toleration,
+    TolerationOperator,
 };

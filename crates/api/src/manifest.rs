@@ -56,7 +56,7 @@ impl Manifest {
 pub struct ParsedManifest {
     /// The object.
     pub manifest: Manifest,
-    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.livenessProbe`.
+    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.lifecycle`.
     pub unknown_fields: Vec<String>,
 }
 
@@ -143,7 +143,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
 /// Fields Wharf does not honour yet that change security, identity or data
 /// wherever they appear (pod or container level): a manifest setting one is
 /// refused with the field named, never run without it. Other unknown fields
-/// (probes, `dnsPolicy`, `schedulerName`, ...) are reported as ignored.
+/// (`dnsPolicy`, `schedulerName`, `lifecycle`, ...) are reported as ignored.
 /// docs/workloads.md lists what is honoured, field by field.
 const REFUSED_FIELDS: &[&str] = &[
     // Who the process is and what it may do. `securityContext`'s settings
@@ -326,8 +326,7 @@ spec:
           resources:
             requests: {cpu: 250m, memory: 64Mi}
             limits: {cpu: "1", memory: 128Mi}
-          livenessProbe:
-            httpGet: {path: /, port: 80}
+          terminationMessagePath: /dev/termination-log
 status: {}
 ---
 "#;
@@ -346,7 +345,46 @@ status: {}
         assert_eq!(container.args, vec!["-f", "-p", "80"]);
         assert_eq!(
             parsed[0].unknown_fields,
-            vec!["spec.template.spec.containers.0.livenessProbe"]
+            vec!["spec.template.spec.containers.0.terminationMessagePath"]
+        );
+    }
+
+    #[test]
+    fn reads_probes_and_refuses_invalid_ones_by_field() {
+        let probes = "          livenessProbe:\n            httpGet: {path: /healthz, port: 80}\n            periodSeconds: 1\n          readinessProbe:\n            exec: {command: [cat, /tmp/ready]}\n";
+        let text = SEED.replace(
+            "          terminationMessagePath: /dev/termination-log\n",
+            probes,
+        );
+        let parsed = parse_manifests(&text).unwrap();
+        assert!(
+            parsed[0].unknown_fields.is_empty(),
+            "{:?}",
+            parsed[0].unknown_fields
+        );
+        let Manifest::Deployment(deployment) = &parsed[0].manifest else {
+            panic!("a deployment");
+        };
+        let container = &deployment.spec.template.spec.containers[0];
+        let liveness = container.liveness_probe.as_ref().unwrap();
+        assert_eq!(liveness.period_seconds, Some(1));
+        assert_eq!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command,
+            ["cat", "/tmp/ready"]
+        );
+        assert!(deployment.validate().is_ok());
+        let grpc = text.replace("httpGet: {path: /healthz, port: 80}", "grpc: {port: 9000}");
+        let err = parse_manifests(&grpc).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.template.spec.containers[0].livenessProbe.grpc: gRPC probes"),
+            "{err}"
         );
     }
 
@@ -378,7 +416,7 @@ status: {}
         );
         assert_eq!(
             parsed[0].unknown_fields,
-            vec!["spec.template.spec.containers.0.livenessProbe"]
+            vec!["spec.template.spec.containers.0.terminationMessagePath"]
         );
         let negative = SEED.replace("limits: {cpu: \"1\"", "limits: {cpu: -1");
         let err = parse_manifests(&negative).unwrap_err().to_string();

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::ObjectError;
 use crate::env::{EnvFromSource, EnvVarSource};
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
+use crate::probe::{Probe, ProbeKind};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
 use crate::security::{self, EffectiveSecurity, PodSecurityContext, SecurityContext};
 use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
@@ -272,6 +273,28 @@ pub struct Container {
     /// User, capabilities, read-only root, seccomp; overrides the pod's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Restarts the container when it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    /// Says whether the container is ready to serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    /// Holds the other probes off until the container has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+}
+
+impl Container {
+    /// The probes the container declares, with their kind.
+    pub fn probes(&self) -> impl Iterator<Item = (ProbeKind, &Probe)> {
+        [
+            (ProbeKind::Startup, &self.startup_probe),
+            (ProbeKind::Liveness, &self.liveness_probe),
+            (ProbeKind::Readiness, &self.readiness_probe),
+        ]
+        .into_iter()
+        .filter_map(|(kind, probe)| Some((kind, probe.as_ref()?)))
+    }
 }
 
 /// An environment variable: a value, or where to take it from.
@@ -458,6 +481,39 @@ pub struct PodStatus {
     /// Per-container state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_statuses: Vec<ContainerStatus>,
+    /// `PodScheduled`, `Initialized`, `ContainersReady` and `Ready`, as the
+    /// node reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodCondition>,
+}
+
+impl PodStatus {
+    /// Whether the pod's `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.kind == "Ready" && c.status == "True")
+    }
+}
+
+/// One condition of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCondition {
+    /// `PodScheduled`, `Initialized`, `ContainersReady` or `Ready`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// When the status last changed, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// Why it is `False` (`ContainersNotReady`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Detail (`containers with unready status: [web]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One container's state.
@@ -740,6 +796,9 @@ impl PodSpec {
                         ));
                     }
                 }
+            }
+            for (kind, probe) in container.probes() {
+                probe.validate(&format!("{at}.{}", kind.field()), kind, &container.ports)?;
             }
             crate::env::check_env(&at, container, self)?;
         }

@@ -13,11 +13,13 @@
 
 mod atomic_writer;
 mod claim_dirs;
+mod conditions;
 mod driver;
 mod env;
 mod host_ports;
 mod images;
 mod mounts;
+mod probing;
 mod record;
 mod runc_driver;
 mod setup;
@@ -140,6 +142,10 @@ struct PodSlot {
     /// When the files of its configMap and secret volumes were last
     /// written from the objects (`None`: not yet in this agent run).
     projected_at: Option<Instant>,
+    /// The probers of its running containers that have probes.
+    probers: HashMap<String, crate::probes::Prober>,
+    /// Each condition's status and when it last changed (unix ms).
+    conditions: conditions::Transitions,
     /// Set once the pod's directory is removed, and held while its record
     /// is written: a write left running by a cancelled step cannot bring
     /// the directory back.
@@ -159,6 +165,8 @@ impl PodSlot {
             volumes_ready: false,
             claims: HashSet::new(),
             projected_at: None,
+            probers: HashMap::new(),
+            conditions: Default::default(),
             removed: Arc::default(),
         }
     }
@@ -601,7 +609,7 @@ impl ContainerRuntime {
         let project = pod.metadata.project.as_deref().unwrap_or_default();
         let dir = self.container_dir(project, &pod.metadata.name, &container.name);
         match self.look_at(pod, slot, container, &dir).await {
-            Stand::Running => return Some(self.config.poll),
+            Stand::Running => return Some(self.watch_probes(pod, slot, container, &dir, ip).await),
             Stand::Finished => return None,
             Stand::Startable => {}
         }
@@ -699,6 +707,7 @@ impl ContainerRuntime {
                     );
                     entry.running = false;
                     entry.last_exit = Some(exit);
+                    slot.probers.remove(&container.name);
                 }
             }
         }
@@ -813,6 +822,7 @@ impl ContainerRuntime {
                 }
                 entry.running = true;
                 entry.started_at = Some(now);
+                slot.probers.remove(&container.name);
                 record.start_time.get_or_insert(now);
                 self.save(slot).await;
                 slot.waiting.remove(&container.name);
@@ -934,7 +944,7 @@ impl ContainerRuntime {
     }
 
     /// The pod's status from what the node holds.
-    fn status(&self, pod: &Pod, slot: &PodSlot) -> PodStatus {
+    fn status(&self, pod: &Pod, slot: &mut PodSlot) -> PodStatus {
         let record = &slot.record;
         let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
         let mut statuses = Vec::new();
@@ -981,10 +991,17 @@ impl ContainerRuntime {
                     reason: exit.reason.clone(),
                 })
                 .filter(|last| *last != state);
+            // Without startup and readiness probes a running container is
+            // ready; with them, once its prober says so.
+            let gated = container.startup_probe.is_some() || container.readiness_probe.is_some();
+            let passing = slot
+                .probers
+                .get(&container.name)
+                .is_some_and(|prober| prober.verdict().ready);
             statuses.push(ContainerStatus {
                 name: container.name.clone(),
                 image: container.image.clone(),
-                ready: entry.is_some_and(|e| e.running),
+                ready: entry.is_some_and(|e| e.running) && (!gated || passing),
                 restart_count: entry.map_or(0, |e| e.restart_count),
                 state,
                 last_state,
@@ -1028,6 +1045,12 @@ impl ContainerRuntime {
             pod_ip: self.ip_of(record).map(|ip| ip.to_string()),
             host_ip: self.config.host_ip.clone(),
             start_time: record.start_time,
+            conditions: conditions::pod_conditions(
+                &mut slot.conditions,
+                &pod.status.conditions,
+                &statuses,
+                now_millis(),
+            ),
             container_statuses: statuses,
         }
     }

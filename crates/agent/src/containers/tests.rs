@@ -194,7 +194,16 @@ impl ContainerDriver for FakeContainers {
 
     async fn stop(&self, id: &str, _dir: &Path, grace: Duration) -> Result<(), ContainerError> {
         let mut state = self.state.lock().unwrap();
-        state.running.remove(id);
+        if state.running.remove(id).is_some() {
+            // As runc reports a process that SIGKILL ended.
+            let exit = Exit {
+                code: 137,
+                reason: "Error".into(),
+                message: None,
+                finished_at: now_millis(),
+            };
+            state.exited.insert(id.to_string(), exit);
+        }
         state.stopped.push((id.to_string(), grace));
         Ok(())
     }
@@ -281,7 +290,17 @@ async fn sync_until(
     pod: &Pod,
     done: impl Fn(&PodStatus) -> bool,
 ) -> PodStatus {
-    for _ in 0..100 {
+    sync_tries(runtime, pod, 100, done).await
+}
+
+/// [`sync_until`], trying `tries` times.
+async fn sync_tries(
+    runtime: &ContainerRuntime,
+    pod: &Pod,
+    tries: usize,
+    done: impl Fn(&PodStatus) -> bool,
+) -> PodStatus {
+    for _ in 0..tries {
         let synced = sync(runtime, pod).await;
         if done(&synced.status) {
             return synced.status;
@@ -860,4 +879,83 @@ async fn host_ports_are_forwarded_while_the_pod_lives_and_after_a_restart() {
     let status = sync(&bare, &pod).await.status;
     assert_eq!(status.reason.as_deref(), Some("HostPortSetupFailed"));
     assert_eq!(status.phase, PodPhase::Pending, "{status:?}");
+}
+
+/// A pod whose container has `probe` as its `kind` probe (every second).
+async fn probed_pod(node: &Node, name: &str, field: &str, probe: &str) -> Pod {
+    let probe: wharf_api::Probe = serde_json::from_str(probe).unwrap();
+    let mut pod = node.pod(name, None, None).await;
+    let container = &mut pod.spec.containers[0];
+    match field {
+        "readinessProbe" => container.readiness_probe = Some(probe),
+        _ => container.liveness_probe = Some(probe),
+    }
+    pod
+}
+
+/// A loopback port nothing listens on (for now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn readiness_follows_the_probe_both_ways() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let port = free_port();
+    let probe = format!(
+        r#"{{"tcpSocket": {{"port": {port}, "host": "127.0.0.1"}}, "periodSeconds": 1, "failureThreshold": 1}}"#
+    );
+    let pod = probed_pod(&node, "web-1", "readinessProbe", &probe).await;
+    let running = sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    assert!(
+        !running.container_statuses[0].ready,
+        "not ready before a pass"
+    );
+    assert!(!running.is_ready());
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let ready = sync_tries(&runtime, &pod, 400, |s| s.container_statuses[0].ready).await;
+    assert!(ready.is_ready(), "{:?}", ready.conditions);
+
+    drop(listener);
+    let unready = sync_tries(&runtime, &pod, 400, |s| !s.container_statuses[0].ready).await;
+    let condition = unready
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Ready")
+        .unwrap();
+    assert_eq!(condition.reason.as_deref(), Some("ContainersNotReady"));
+    assert!(
+        node.containers.state.lock().unwrap().stopped.is_empty(),
+        "readiness never kills"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_liveness_probe_restarts_the_container() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let probe = format!(
+        r#"{{"tcpSocket": {{"port": {}, "host": "127.0.0.1"}}, "periodSeconds": 1, "failureThreshold": 2, "terminationGracePeriodSeconds": 2}}"#,
+        free_port()
+    );
+    let pod = probed_pod(&node, "web-1", "livenessProbe", &probe).await;
+    let status = sync_tries(&runtime, &pod, 400, |s| {
+        s.container_statuses[0].restart_count == 1 && s.container_statuses[0].ready
+    })
+    .await;
+    assert_eq!(
+        status.container_statuses[0].last_state,
+        Some(ContainerState::Terminated {
+            exit_code: 137,
+            reason: "Error".into()
+        })
+    );
+    let stopped = node.containers.state.lock().unwrap().stopped.clone();
+    assert_eq!(stopped[0].1, Duration::from_secs(2), "the probe's grace");
 }

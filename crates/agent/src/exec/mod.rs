@@ -19,6 +19,7 @@ mod tty;
 
 pub use frame::{Frame, MAX_PAYLOAD};
 
+use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -78,14 +79,11 @@ async fn relay(
     input: &mut (impl AsyncRead + Unpin),
     frames: mpsc::Sender<Frame>,
 ) -> std::io::Result<ExitStatus> {
-    let mut command = tokio::process::Command::new(runc.binary());
-    command.arg("--root").arg(runc.root()).arg("exec");
-    if exec.tty.is_some() {
-        command.arg("--tty");
-    }
-    // runc stops reading its own flags at the container id: the command's
-    // arguments are passed on as they are.
-    command.arg(&exec.id).args(&exec.command).kill_on_drop(true);
+    let tty: &[&OsStr] = match exec.tty {
+        Some(_) => &[OsStr::new("--tty")],
+        None => &[],
+    };
+    let mut command = runc_exec(runc, tty, &exec.id, &exec.command);
 
     let mut outputs = Vec::new();
     let (stdin, pty): (Option<Box<dyn AsyncWrite + Send + Unpin>>, _) = match exec.tty {
@@ -153,6 +151,23 @@ async fn relay(
     Ok(status)
 }
 
+/// `runc exec` with `flags` of `command` in container `id`, killed when
+/// dropped: the one way the agent runs a process in a container (`wharf
+/// exec`, exec probes).
+pub(crate) fn runc_exec(
+    runc: &Runc,
+    flags: &[&OsStr],
+    id: &str,
+    command: &[String],
+) -> tokio::process::Command {
+    let mut exec = tokio::process::Command::new(runc.binary());
+    exec.arg("--root").arg(runc.root()).arg("exec").args(flags);
+    // runc stops reading its own flags at the container id: the command's
+    // arguments are passed on as they are.
+    exec.arg(id).args(command).kill_on_drop(true);
+    exec
+}
+
 /// Passes the client's frames on until its side of the connection ends.
 async fn forward_input(
     input: &mut (impl AsyncRead + Unpin),
@@ -211,7 +226,7 @@ async fn write_frames(
 }
 
 /// The code a shell would report: 128 + n for a death by signal n.
-fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

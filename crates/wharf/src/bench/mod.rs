@@ -3,6 +3,7 @@
 mod failover;
 mod glob;
 mod pods;
+mod probes;
 mod registry;
 mod replication;
 mod scheduler;
@@ -27,6 +28,8 @@ pub enum BenchCommand {
     Failover(failover::FailoverBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
+    /// Agent CPU with 100 pods probing every second (and exec probes), as root.
+    Probes(probes::ProbesBenchArgs),
     /// Replication lag, copy throughput beside the raw loopback speed, and
     /// bandwidth limits, between two servers.
     Replication(replication::ReplicationBenchArgs),
@@ -42,6 +45,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
+        BenchCommand::Probes(args) => probes::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
     }

@@ -36,7 +36,7 @@ pub struct PodsBenchArgs {
 }
 
 /// A `wharf up` child on its own bridge, ranges and runc root.
-struct Up {
+pub(super) struct Up {
     child: Child,
     url: String,
     token: String,
@@ -45,7 +45,7 @@ struct Up {
 }
 
 impl Up {
-    async fn start(dir: &Path) -> Result<Up> {
+    pub(super) async fn start(dir: &Path) -> Result<Up> {
         let home = tempfile::tempdir()?;
         let password = format!("bench-{:016x}", rand::random::<u64>());
         let mut command = Command::new(std::env::current_exe()?);
@@ -107,6 +107,11 @@ impl Up {
         Ok(up)
     }
 
+    /// The process id of the `wharf up` child.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// `METHOD /api/v1/<path>` as admin, the body set by `with_body`; the
     /// answer's JSON (`null` when it has none), or the error it names.
     async fn send(
@@ -128,7 +133,7 @@ impl Up {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -141,7 +146,7 @@ impl Up {
         .await
     }
 
-    async fn post_yaml(&self, path: &str, yaml: &str) -> Result<Value> {
+    pub(super) async fn post_yaml(&self, path: &str, yaml: &str) -> Result<Value> {
         self.send(reqwest::Method::POST, path, |request| {
             request
                 .header("content-type", "application/yaml")
@@ -150,8 +155,15 @@ impl Up {
         .await
     }
 
+    /// Deletes deployment `name` of project `bench` (its pods follow).
+    pub(super) async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let path = format!("projects/bench/deployments/{name}");
+        self.call(reqwest::Method::DELETE, &path, None).await?;
+        Ok(())
+    }
+
     /// Pods of project `bench`, by deployment label, that are running.
-    async fn running(&self) -> Result<HashMap<String, usize>> {
+    pub(super) async fn running(&self) -> Result<HashMap<String, usize>> {
         let list = self
             .call(reqwest::Method::GET, "projects/bench/pods", None)
             .await?;
@@ -169,7 +181,7 @@ impl Up {
     }
 }
 
-fn deployment(name: &str, replicas: usize) -> String {
+pub(super) fn deployment(name: &str, replicas: usize) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: bench, annotations: {{wharf.io/ip-pool: bench-pool}}}}\n\
          spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      \
@@ -232,12 +244,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the benchmark and prints the figures.
 pub async fn run(args: PodsBenchArgs) -> Result<()> {
+    with_up("pod start benchmark", async |up| measure(up, &args).await).await
+}
+
+/// Runs `measure` against a `wharf up` of its own (as root: `benchmark`
+/// runs containers), torn down afterwards whatever happened.
+pub(super) async fn with_up(
+    benchmark: &str,
+    measure: impl AsyncFnOnce(&Up) -> Result<()>,
+) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
-        bail!("the pod start benchmark runs containers: run it as root");
+        bail!("the {benchmark} runs containers: run it as root");
     }
     let dir = tempfile::tempdir()?;
     let mut up = Up::start(dir.path()).await?;
-    let measured = measure(&up, &args).await;
+    let measured = measure(&up).await;
     // The containers must not outlive the benchmark, whatever happened.
     let torn_down = teardown(&mut up).await;
     measured.and(torn_down)
@@ -247,12 +268,7 @@ async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {
     // Warm the node's image cache: the SLO excludes pulls.
     up.post_yaml("apply", &deployment("warm", 1)).await?;
     wait(up, "warm", 1, Duration::from_secs(60)).await?;
-    up.call(
-        reqwest::Method::DELETE,
-        "projects/bench/deployments/warm",
-        None,
-    )
-    .await?;
+    up.delete_deployment("warm").await?;
     let revision = up
         .call(reqwest::Method::GET, "projects/bench/pods", None)
         .await?["metadata"]["resourceVersion"]
@@ -364,12 +380,7 @@ async fn teardown(up: &mut Up) -> Result<()> {
         .await?;
     for d in deployments["items"].as_array().into_iter().flatten() {
         if let Some(name) = d["metadata"]["name"].as_str() {
-            up.call(
-                reqwest::Method::DELETE,
-                &format!("projects/bench/deployments/{name}"),
-                None,
-            )
-            .await?;
+            up.delete_deployment(name).await?;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -410,7 +421,7 @@ async fn teardown(up: &mut Up) -> Result<()> {
     Ok(())
 }
 
-async fn wait(up: &Up, app: &str, count: usize, timeout: Duration) -> Result<()> {
+pub(super) async fn wait(up: &Up, app: &str, count: usize, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if up.running().await?.get(app).copied().unwrap_or(0) >= count {

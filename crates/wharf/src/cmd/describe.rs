@@ -589,7 +589,49 @@ fn describe_pod(pod: &Pod, now_ms: u64) -> Description {
     }
     description.field(0, "IP", status.pod_ip.clone().unwrap_or_else(none));
     pod_spec_fields(&mut description, 0, &pod.spec, &status.container_statuses);
+    if !status.conditions.is_empty() {
+        description.heading(0, "Conditions");
+        for condition in &status.conditions {
+            let mut text = condition.status.clone();
+            if let Some(at) = condition.last_transition_time.as_deref() {
+                text.push_str(&format!(" since {at}"));
+            }
+            if let Some(message) = &condition.message {
+                text.push_str(&format!(" ({message})"));
+            }
+            description.field(2, &condition.kind, text);
+        }
+    }
     description
+}
+
+/// A probe as kubectl shows it: `http-get http://:8080/healthz delay=0s
+/// timeout=1s period=10s #success=1 #failure=3`.
+fn probe_text(probe: &wharf_api::Probe) -> String {
+    let port = |port: &wharf_api::ProbePort| match port {
+        wharf_api::ProbePort::Number(n) => n.to_string(),
+        wharf_api::ProbePort::Name(name) => name.clone(),
+    };
+    let handler = if let Some(http) = &probe.http_get {
+        let host = http.host.clone().unwrap_or_default();
+        let path = http.path.as_deref().unwrap_or("/");
+        format!("http-get http://{host}:{}{path}", port(&http.port))
+    } else if let Some(tcp) = &probe.tcp_socket {
+        let host = tcp.host.clone().unwrap_or_default();
+        format!("tcp-socket {host}:{}", port(&tcp.port))
+    } else if let Some(exec) = &probe.exec {
+        format!("exec {:?}", exec.command)
+    } else {
+        "none".to_string()
+    };
+    format!(
+        "{handler} delay={}s timeout={}s period={}s #success={} #failure={}",
+        probe.initial_delay().as_secs(),
+        probe.timeout().as_secs(),
+        probe.period().as_secs(),
+        probe.success_threshold(),
+        probe.failure_threshold()
+    )
 }
 
 /// Containers (with their states when known), node selector, tolerations.
@@ -685,6 +727,9 @@ fn container_fields(
         }
         description.field(at, "Ready", status.ready.to_string());
         description.field(at, "Restart Count", status.restart_count.to_string());
+    }
+    for (kind, probe) in container.probes() {
+        description.field(at, kind.name(), probe_text(probe));
     }
     description.field(
         at,

@@ -35,7 +35,7 @@ fn identity(status: &str) -> Vec<&str> {
         .collect()
 }
 
-fn exec(cli: &Cli, pod: &str, command: &[&str]) -> Output {
+pub(super) fn exec(cli: &Cli, pod: &str, command: &[&str]) -> Output {
     wharf(cli.home.path())
         .args(["exec", "-p", "shop", pod, "--"])
         .args(command)
