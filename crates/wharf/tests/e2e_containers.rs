@@ -20,10 +20,10 @@ mod exec;
 mod failover;
 #[path = "e2e_containers/hostnet.rs"]
 mod hostnet;
-#[path = "e2e_containers/pvc.rs"]
-mod pvc;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
+#[path = "e2e_containers/pvc.rs"]
+mod pvc;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/show.rs"]
