@@ -36,6 +36,7 @@ mod node;
 mod quantity;
 pub mod replication;
 pub mod repository;
+pub mod rollout;
 mod security;
 mod time;
 mod volume;
@@ -67,6 +68,10 @@ pub use node::{
     LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use rollout::{
+    ANNOTATION_CHANGE_CAUSE, ANNOTATION_RESTARTED_AT, ANNOTATION_REVISION, DeploymentCondition,
+    DeploymentRevision, RolloutStrategy,
+};
 pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
@@ -78,6 +83,7 @@ pub use volume::{
 };
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
-    DeploymentStatus, EnvVar, Pod, PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta,
-    Protocol, ResourceList, ResourceRequirements, Resources, Toleration, TolerationOperator,
+    DeploymentStatus, DeploymentStrategy, EnvVar, IntOrPercent, Pod, PodPhase, PodSpec, PodStatus,
+    PodTemplate, PodTemplateMeta, Protocol, ResourceList, ResourceRequirements, Resources,
+    RollingUpdate, Toleration, TolerationOperator,
 };

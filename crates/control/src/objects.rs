@@ -20,7 +20,9 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wharf_api::{ConfigMap, Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, Pod};
+use wharf_api::{
+    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, LabelSelector, Node, ObjectMeta, Pod,
+};
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
 use crate::ControlError;
@@ -61,6 +63,12 @@ object_kind!(Pod, "Pod", "/cluster/pods/", true);
 object_kind!(Event, "Event", "/cluster/events/", true);
 object_kind!(IpPool, "IpPool", "/cluster/ippools/", false);
 object_kind!(ConfigMap, "ConfigMap", "/cluster/configmaps/", true);
+object_kind!(
+    DeploymentRevision,
+    "DeploymentRevision",
+    "/cluster/revisions/",
+    true
+);
 
 /// The store key of object `name` (in `project`, for namespaced kinds).
 pub fn key_of<T: Object>(project: Option<&str>, name: &str) -> String {
