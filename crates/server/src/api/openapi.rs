@@ -6,7 +6,7 @@ use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
-use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, Pod, Secret};
+use wharf_api::{ConfigMap, Deployment, DeploymentRevision, Event, IpPool, Node, Pod, Secret};
 
 use super::{Access, route_table};
 
@@ -23,6 +23,10 @@ fn build() -> Value {
     for (name, schema) in [
         ("Node", generator.subschema_for::<Node>()),
         ("Deployment", generator.subschema_for::<Deployment>()),
+        (
+            "DeploymentRevision",
+            generator.subschema_for::<DeploymentRevision>(),
+        ),
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
@@ -154,6 +158,7 @@ fn responses(method: &Method, path: &str) -> Value {
     let kind = [
         "configmaps",
         "secrets",
+        "revisions",
         "deployments",
         "pods",
         "events",
@@ -166,6 +171,7 @@ fn responses(method: &Method, path: &str) -> Value {
     })
     .map(|k| match k {
         "nodes" => "Node",
+        "revisions" => "DeploymentRevision",
         "deployments" => "Deployment",
         "pods" => "Pod",
         "ippools" => "IpPool",
@@ -213,6 +219,7 @@ mod tests {
         for kind in [
             "Node",
             "Deployment",
+            "DeploymentRevision",
             "Pod",
             "Event",
             "IpPool",
