@@ -136,7 +136,6 @@ impl Opened {
         })
     }
 
-
     async fn get(&mut self) -> Result<Deployment> {
         let path = Kind::Deployment.object_path(&self.project, &self.name);
         let answer = self.client.get(&path).await;
