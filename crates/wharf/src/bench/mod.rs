@@ -4,6 +4,7 @@ mod glob;
 mod pods;
 mod registry;
 mod replication;
+mod rollout;
 mod scheduler;
 
 use std::process::Stdio;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     Registry(registry::RegistryBenchArgs),
     /// Scheduling throughput over simulated nodes, through the real control plane.
     Scheduler(scheduler::SchedulerBenchArgs),
+    /// A rolling update of one deployment over simulated nodes: time to
+    /// complete, and the surge limit checked on the way.
+    Rollout(rollout::RolloutBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
     /// Replication lag, copy throughput beside the raw loopback speed, and
@@ -36,6 +40,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Rollout(args) => rollout::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,

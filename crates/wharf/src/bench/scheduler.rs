@@ -112,7 +112,7 @@ pub async fn run(args: SchedulerBenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn open_store(location: &str, dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+pub(super) async fn open_store(location: &str, dir: &std::path::Path) -> Result<Arc<dyn Store>> {
     if location == "embedded" {
         let store = wharf_store::RedbStore::open(&dir.join("state.redb"), Default::default())?;
         return Ok(Arc::new(store));
@@ -212,7 +212,7 @@ async fn check_constraints(objects: &Objects, project: &str) -> Result<usize> {
     Ok(violations)
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
+pub(super) async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, wharf_control::ControlError>>,
