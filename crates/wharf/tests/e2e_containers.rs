@@ -16,6 +16,8 @@ mod config_volumes;
 mod deletion;
 #[path = "e2e_containers/exec.rs"]
 mod exec;
+#[path = "e2e_containers/rollout.rs"]
+mod rollout;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/volumes.rs"]
