@@ -602,6 +602,14 @@ mod rollout_tests {
             }
         }
 
+        /// The deployment with `replicas` of shop/web:1 running and ready.
+        async fn running(&self, replicas: u32, change: impl FnOnce(&mut Deployment)) {
+            self.deployment(replicas, change).await;
+            self.reconcile().await;
+            self.run_pods("shop/web:1", true).await;
+            self.reconcile().await;
+        }
+
         fn advance(&self, seconds: u64) {
             self.now.fetch_add(seconds * 1000, Ordering::SeqCst);
         }
@@ -782,14 +790,11 @@ mod rollout_tests {
     #[tokio::test]
     async fn a_stuck_rollout_fails_at_the_deadline_and_old_pods_keep_serving() {
         let h = Harness::new().await;
-        h.deployment(3, |d| {
+        h.running(3, |d| {
             d.spec.strategy = rolling(1, 1);
             d.spec.progress_deadline_seconds = Some(30);
         })
         .await;
-        h.reconcile().await;
-        h.run_pods("shop/web:1", true).await;
-        h.reconcile().await;
         h.set_image("shop/web:broken").await;
         for _ in 0..3 {
             h.reconcile().await;
@@ -820,16 +825,13 @@ mod rollout_tests {
     #[tokio::test]
     async fn recreate_stops_every_old_pod_before_the_first_new_one() {
         let h = Harness::new().await;
-        h.deployment(2, |d| {
+        h.running(2, |d| {
             d.spec.strategy = Some(DeploymentStrategy {
                 kind: Some("Recreate".into()),
                 rolling_update: None,
             })
         })
         .await;
-        h.reconcile().await;
-        h.run_pods("shop/web:1", true).await;
-        h.reconcile().await;
         h.set_image("shop/web:2").await;
         h.reconcile().await;
         h.reconcile().await;
@@ -873,10 +875,7 @@ mod rollout_tests {
     #[tokio::test]
     async fn paused_deployments_hold_the_rollout_until_resumed() {
         let h = Harness::new().await;
-        h.deployment(2, |d| d.spec.strategy = rolling(1, 0)).await;
-        h.reconcile().await;
-        h.run_pods("shop/web:1", true).await;
-        h.reconcile().await;
+        h.running(2, |d| d.spec.strategy = rolling(1, 0)).await;
         h.change(|d| {
             d.spec.paused = true;
             d.spec.template.spec.containers[0].image = "shop/web:2".into();

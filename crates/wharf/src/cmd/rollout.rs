@@ -12,7 +12,7 @@ use wharf_api::{
 
 use super::ServerOption;
 use super::objects::{Kind, ProjectOption};
-use crate::client::ApiClient;
+use crate::client::{ApiClient, unix_now};
 use crate::output::Table;
 use crate::units;
 
@@ -209,7 +209,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         }
         RolloutCommand::Restart { target } => {
             let mut opened = target.open()?;
-            let now = rfc3339(now_millis());
+            let now = rfc3339(unix_now() * 1000);
             opened
                 .change("restarting", |d| {
                     let annotations = &mut d.spec.template.metadata.annotations;
@@ -370,12 +370,6 @@ fn sub_path<'a>(project: &'a str, name: &'a str, tail: &'a str) -> Vec<&'a str> 
     let mut path = Kind::Deployment.object_path(project, name);
     path.push(tail);
     path
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
