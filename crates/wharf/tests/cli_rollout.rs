@@ -100,6 +100,14 @@ fn rollouts_from_the_command_line() {
         "{out}"
     );
 
+    // Applying the same YAML again keeps the revision the controller set.
+    ok(run(home, &["apply", "-f", manifest.to_str().unwrap()], ""));
+    let d = deployment(home);
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+
     // set image starts a rollout and records the command as its cause.
     ok(run(
         home,
