@@ -54,6 +54,8 @@ pub struct DeploymentController {
     clock: Clock,
     /// Per deployment: pod uid -> when it was first seen ready.
     ready_since: Mutex<HashMap<Key, HashMap<String, u64>>>,
+    /// Per deployment: the earliest reconcile already scheduled.
+    wakeups: Mutex<HashMap<Key, tokio::time::Instant>>,
 }
 
 impl DeploymentController {
@@ -70,6 +72,7 @@ impl DeploymentController {
             queue: WorkQueue::new(),
             clock,
             ready_since: Mutex::default(),
+            wakeups: Mutex::default(),
         })
     }
 
@@ -91,11 +94,7 @@ impl DeploymentController {
             .await;
             for ((project, name), result) in keys.into_iter().zip(results) {
                 if let Ok(Some(after)) = result {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        this.queue.add((project, name));
-                    });
+                    self.clone().wake_after((project, name), after);
                 } else if let Err(err) = result {
                     tracing::debug!(error = %err, project, name, "deployment reconcile failed; retrying");
                     let this = self.clone();
@@ -106,6 +105,25 @@ impl DeploymentController {
                 }
             }
         }
+    }
+
+    /// Reconciles `key` again after `after`, unless a wake-up at least as
+    /// early is already pending (a rollout asks on every pass).
+    fn wake_after(self: Arc<Self>, key: Key, after: Duration) {
+        let at = tokio::time::Instant::now() + after;
+        {
+            let mut pending = self.wakeups.lock().expect("not poisoned");
+            let now = tokio::time::Instant::now();
+            pending.retain(|_, when| *when > now);
+            if pending.get(&key).is_some_and(|when| *when <= at) {
+                return;
+            }
+            pending.insert(key.clone(), at);
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            self.queue.add(key);
+        });
     }
 
     async fn resync(self: Arc<Self>) {
@@ -247,7 +265,7 @@ impl DeploymentController {
             old_terminating: terminating.iter().filter(|p| !is_new(p)).count(),
         };
         let wanted = deployment.spec.replicas as usize;
-        let strategy = effective_strategy(&deployment)?;
+        let strategy = effective_strategy(&deployment);
         let paused = deployment.spec.paused;
         let holding = paused && (!census.old.is_empty() || census.old_terminating > 0);
 
@@ -477,8 +495,9 @@ pub(crate) fn is_ready(pod: &Pod) -> bool {
 
 /// The strategy a deployment's template change follows. Pods with a fixed
 /// IP are replaced stop-first whatever the spec says: the old pod must have
-/// released the address before the new one can claim it.
-fn effective_strategy(deployment: &Deployment) -> Result<RolloutStrategy, ControlError> {
+/// released the address before the new one can claim it. A strategy stored
+/// before it was validated, and now invalid, rolls with the defaults.
+fn effective_strategy(deployment: &Deployment) -> RolloutStrategy {
     let fixed_ip = deployment
         .metadata
         .annotations
@@ -490,9 +509,16 @@ fn effective_strategy(deployment: &Deployment) -> Result<RolloutStrategy, Contro
             .annotations
             .contains_key(ANNOTATION_FIXED_IP);
     if fixed_ip {
-        return Ok(RolloutStrategy::Recreate);
+        return RolloutStrategy::Recreate;
     }
-    Ok(deployment.spec.rollout_strategy()?)
+    deployment.spec.rollout_strategy().unwrap_or_else(|err| {
+        tracing::warn!(error = %err, deployment = %deployment.metadata.name, "invalid strategy; using the defaults");
+        let defaults = wharf_api::DeploymentSpec {
+            replicas: deployment.spec.replicas,
+            ..Default::default()
+        };
+        defaults.rollout_strategy().expect("the default strategy is valid")
+    })
 }
 
 /// A stable hash of the pod template: pods of an older template are replaced.
@@ -870,6 +896,22 @@ mod rollout_tests {
         h.stop_terminating().await;
         h.reconcile().await;
         assert_eq!(h.count("shop/web:2").await.0, 1);
+    }
+
+    #[tokio::test]
+    async fn a_strategy_stored_before_validation_rolls_with_the_defaults() {
+        let h = Harness::new().await;
+        h.deployment(4, |d| {
+            d.spec.strategy = Some(DeploymentStrategy {
+                kind: None,
+                rolling_update: Some(RollingUpdate {
+                    max_surge: Some(IntOrPercent::Percent("lots".into())),
+                    max_unavailable: None,
+                }),
+            })
+        })
+        .await;
+        assert_eq!(h.reconcile().await.status.updated_replicas, 4);
     }
 
     #[tokio::test]

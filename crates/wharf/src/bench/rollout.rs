@@ -129,10 +129,12 @@ pub async fn run(args: RolloutBenchArgs) -> Result<()> {
 fn deployment(project: &str, args: &RolloutBenchArgs) -> Result<Deployment> {
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {project}}}\n\
-         spec:\n  replicas: {}\n  strategy: {{rollingUpdate: {{maxSurge: {:?}, maxUnavailable: {:?}}}}}\n  \
+         spec:\n  replicas: {}\n  strategy: {{rollingUpdate: {{maxSurge: {}, maxUnavailable: {}}}}}\n  \
          selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    \
          spec:\n      containers: [{{name: main, image: bench/web:1, resources: {{requests: {{cpu: 10m, memory: 8Mi}}}}}}]\n",
-        args.replicas, args.max_surge, args.max_unavailable
+        args.replicas,
+        yaml_value(&args.max_surge),
+        yaml_value(&args.max_unavailable)
     );
     let mut parsed = wharf_api::parse_manifests(&yaml)?;
     let Manifest::Deployment(deployment) = parsed.remove(0).manifest else {
@@ -140,6 +142,14 @@ fn deployment(project: &str, args: &RolloutBenchArgs) -> Result<Deployment> {
     };
     deployment.validate()?;
     Ok(*deployment)
+}
+
+/// A count as a YAML number, a percentage as a string (as Kubernetes wants).
+fn yaml_value(text: &str) -> String {
+    match text.parse::<u32>() {
+        Ok(count) => count.to_string(),
+        Err(_) => format!("{text:?}"),
+    }
 }
 
 /// Whether every replica is of the current template and available, and no
