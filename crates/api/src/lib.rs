@@ -38,6 +38,7 @@ mod probe;
 mod quantity;
 pub mod replication;
 pub mod repository;
+pub mod rollout;
 mod security;
 mod time;
 mod volume;
@@ -76,6 +77,10 @@ pub use probe::{
     ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,
 };
 pub use quantity::{parse_cpu_millis, parse_memory_bytes};
+pub use rollout::{
+    ANNOTATION_CHANGE_CAUSE, ANNOTATION_RESTARTED_AT, ANNOTATION_REVISION, DeploymentCondition,
+    DeploymentRevision, RolloutStrategy,
+};
 pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
@@ -87,7 +92,7 @@ pub use volume::{
 };
 pub use workload::{
     Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
-    DeploymentStatus, EnvVar, Pod, PodCondition, PodPhase, PodSpec, PodStatus, PodTemplate,
-    PodTemplateMeta, Protocol, ResourceList, ResourceRequirements, Resources, Toleration,
-    TolerationOperator,
+    DeploymentStatus, DeploymentStrategy, EnvVar, IntOrPercent, Pod, PodCondition, PodPhase,
+    PodSpec, PodStatus, PodTemplate, PodTemplateMeta, Protocol, ResourceList, ResourceRequirements,
+    Resources, RollingUpdate, Toleration, TolerationOperator,
 };

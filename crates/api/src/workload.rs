@@ -10,6 +10,7 @@ use crate::env::{EnvFromSource, EnvVarSource};
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::probe::{Probe, ProbeKind};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
+use crate::rollout::DeploymentCondition;
 use crate::security::{self, EffectiveSecurity, PodSecurityContext, SecurityContext};
 use crate::volume::{Volume, VolumeMount, validate_mounts, validate_volumes};
 
@@ -78,6 +79,10 @@ pub struct DeploymentSpec {
     /// Seconds a rollout may take before it is reported as stuck.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline_seconds: Option<u32>,
+    /// A paused deployment keeps its pods as they are when its template
+    /// changes (`wharf rollout pause`); scaling still applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn one() -> u32 {
@@ -160,6 +165,15 @@ pub struct DeploymentStatus {
     /// Pods running and ready.
     #[serde(default)]
     pub ready_replicas: u32,
+    /// Pods ready for at least `minReadySeconds`.
+    #[serde(default)]
+    pub available_replicas: u32,
+    /// Pods still needed for `replicas` available ones.
+    #[serde(default)]
+    pub unavailable_replicas: u32,
+    /// `Available` and `Progressing`, as Kubernetes reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<DeploymentCondition>,
 }
 
 /// A pod: one or more containers placed together on a node.
@@ -877,13 +891,11 @@ impl Deployment {
                 "must match spec.selector, or the deployment would not own its pods",
             ));
         }
-        if let Some(kind) = self.spec.strategy.as_ref().and_then(|s| s.kind.as_deref())
-            && kind != "RollingUpdate"
-            && kind != "Recreate"
-        {
+        self.spec.rollout_strategy()?;
+        if self.spec.progress_deadline_seconds == Some(0) {
             return Err(ObjectError::invalid(
-                "spec.strategy.type",
-                "use RollingUpdate or Recreate",
+                "spec.progressDeadlineSeconds",
+                "must be greater than 0",
             ));
         }
         // A pod made with a node already named would skip the scheduler and

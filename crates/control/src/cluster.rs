@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use wharf_api::{Deployment, Pod};
+use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::Store;
 
@@ -198,6 +198,7 @@ impl ControlPlane {
         let updated = self
             .objects
             .modify::<Deployment>(project.as_deref(), &name, |current| {
+                keep_revision_annotation(current, &mut deployment);
                 let spec_changed = current.spec != deployment.spec;
                 let meta_changed = current.metadata.labels != deployment.metadata.labels
                     || current.metadata.annotations != deployment.metadata.annotations;
@@ -211,6 +212,16 @@ impl ControlPlane {
             })
             .await?;
         Ok((updated, false))
+    }
+
+    /// Rolls a deployment back to revision `to` (0: the previous one).
+    pub async fn undo_deployment(
+        &self,
+        project: &str,
+        name: &str,
+        to: u64,
+    ) -> Result<Deployment, ControlError> {
+        crate::revisions::undo(&self.objects, project, name, to).await
     }
 
     /// Sets a deployment's replica count.
@@ -257,10 +268,21 @@ impl ControlPlane {
         };
         let (deployments, _) = self.objects.list::<Deployment>(Some(project), None).await?;
         let (pods, _) = self.objects.list::<Pod>(Some(project), None).await?;
-        let count = deployments.len() + pods.len();
+        let (revisions, _) = self
+            .objects
+            .list::<DeploymentRevision>(Some(project), None)
+            .await?;
+        let count = deployments.len() + pods.len() + revisions.len();
         for deployment in deployments {
             let name = &deployment.metadata.name;
             gone(self.delete_deployment(project, name).await.map(drop))?;
+        }
+        for revision in revisions {
+            let name = &revision.metadata.name;
+            let deleted = self
+                .objects
+                .delete::<DeploymentRevision>(Some(project), name, None);
+            gone(deleted.await.map(drop))?;
         }
         for pod in pods {
             let graceful = PodDeletion::Graceful(None);
@@ -289,5 +311,17 @@ impl ControlPlane {
         uid: &str,
     ) -> Result<(), ControlError> {
         self.objects.confirm_pod_stopped(project, name, uid).await
+    }
+}
+
+/// The revision number is the controller's: an applied YAML without it
+/// keeps the current one, so that re-applying the same YAML changes nothing.
+fn keep_revision_annotation(current: &Deployment, applied: &mut Deployment) {
+    if let Some(revision) = current.metadata.annotations.get(ANNOTATION_REVISION) {
+        applied
+            .metadata
+            .annotations
+            .entry(ANNOTATION_REVISION.into())
+            .or_insert_with(|| revision.clone());
     }
 }

@@ -8,14 +8,15 @@
 //! deadline (`deletionTimestamp`) passed, as Kubernetes' pod GC does for
 //! pods of lost nodes. Their containers, if the node comes back, are
 //! removed by its agent, which removes whatever it holds that is no longer
-//! bound to it. Last, it deletes the Terminating PersistentVolumeClaims no
-//! pod uses any longer.
+//! bound to it. Revisions of deleted deployments are deleted the same way.
+//! Last, it deletes the Terminating PersistentVolumeClaims no pod uses any
+//! longer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_api::{Deployment, Node, Pod};
+use wharf_api::{Deployment, DeploymentRevision, Node, ObjectMeta, Pod};
 
 use crate::ControlError;
 use crate::objects::{Objects, now_millis};
@@ -30,6 +31,8 @@ pub struct Sweep {
     pub abandoned: Vec<String>,
     /// Terminating claims deleted because no pod uses them any longer.
     pub claims: Vec<String>,
+    /// Deployment revisions whose deployment is gone, deleted.
+    pub revisions: Vec<String>,
 }
 
 /// Sweeps pods whose owners are gone, and those lost nodes hold.
@@ -87,7 +90,7 @@ impl GarbageCollector {
                 self.remove_abandoned(pod, &ready)
                     .await
                     .map(|deleted| deleted.then_some(&mut sweep.abandoned))
-            } else if !pod.metadata.is_terminating() && is_orphan(pod, &owners) {
+            } else if !pod.metadata.is_terminating() && is_orphan(&pod.metadata, &owners) {
                 self.objects
                     .request_pod_deletion(project, name, PodDeletion::Graceful(None))
                     .await
@@ -98,6 +101,24 @@ impl GarbageCollector {
             match result {
                 Ok(Some(list)) => list.push(format!("{project}/{name}")),
                 Ok(None) | Err(ControlError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        // Revisions listed after the deployments: one made since by a new
+        // deployment would look orphaned.
+        let (revisions, _) = self.objects.list::<DeploymentRevision>(None, None).await?;
+        for revision in revisions.iter().filter(|r| is_orphan(&r.metadata, &owners)) {
+            let project = revision.metadata.project.as_deref();
+            let name = &revision.metadata.name;
+            match self
+                .objects
+                .delete::<DeploymentRevision>(project, name, None)
+                .await
+            {
+                Ok(_) => sweep
+                    .revisions
+                    .push(format!("{}/{name}", project.unwrap_or_default())),
+                Err(ControlError::NotFound { .. }) => {}
                 Err(err) => return Err(err),
             }
         }
@@ -130,11 +151,11 @@ impl GarbageCollector {
     }
 }
 
-/// Whether every Deployment owning `pod` is gone (pods without owners, or
-/// owned by kinds Wharf does not have, are left alone).
-fn is_orphan(pod: &Pod, owners: &HashSet<&str>) -> bool {
-    let mut deployments = pod
-        .metadata
+/// Whether every Deployment owning an object (a pod, a revision) is gone
+/// (objects without owners, or owned by kinds Wharf does not have, are
+/// left alone).
+fn is_orphan(meta: &ObjectMeta, owners: &HashSet<&str>) -> bool {
+    let mut deployments = meta
         .owner_references
         .iter()
         .filter(|o| o.kind == "Deployment")
@@ -206,6 +227,30 @@ mod tests {
         assert!(!live.metadata.is_terminating());
         // Nothing more to do on the next pass.
         assert_eq!(collector(&objects).sweep().await.unwrap(), Sweep::default());
+    }
+
+    #[tokio::test]
+    async fn revisions_whose_deployment_is_gone_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        let kept = deployment(&objects, "api").await;
+        let gone = deployment(&objects, "web").await;
+        crate::revisions::record(&objects, &kept, "aaaa", &[])
+            .await
+            .unwrap();
+        crate::revisions::record(&objects, &gone, "bbbb", &[])
+            .await
+            .unwrap();
+        objects
+            .delete::<Deployment>(Some("shop"), "web", None)
+            .await
+            .unwrap();
+        let sweep = collector(&objects).sweep().await.unwrap();
+        assert_eq!(sweep.revisions, ["shop/web-bbbb"]);
+        let left = crate::revisions::revisions_of(&objects, &kept)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
     }
 
     #[tokio::test]

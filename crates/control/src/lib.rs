@@ -1,6 +1,7 @@
 //! The control plane: cluster objects kept in the `Store` with optimistic
 //! concurrency, and the controllers that act on them — the deployment
-//! controller (replicas into pods), the scheduling loop (pending pods onto
+//! controller (replicas into pods, rolling templates out and keeping
+//! revisions), the scheduling loop (pending pods onto
 //! nodes, bound by compare-and-swap with each node's allocation), node
 //! lifecycle (heartbeat leases into readiness; pods of dead nodes evicted
 //! after their tolerations, rate-limited per zone), ConfigMaps and Secrets
@@ -28,6 +29,9 @@ mod objects;
 mod pod_status;
 mod pods;
 mod queue;
+mod revisions;
+mod rollout;
+mod rollout_status;
 mod scheduling;
 mod termination;
 #[cfg(test)]
@@ -37,7 +41,7 @@ pub use claims::{ClaimDeletion, uses_claim};
 pub use cluster::{ControlPlane, Running};
 pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
-    DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
+    Clock, DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
@@ -53,5 +57,9 @@ pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, re
 pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;
+pub use revisions::{revisions_of, undo};
+pub use rollout_status::{
+    NEW_REPLICA_SET_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED, REPLICA_SET_UPDATED,
+};
 pub use scheduling::{SchedulingLoop, node_info, pod_info};
 pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};

@@ -22,8 +22,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, Event, IpPool, LabelSelector, Node, ObjectMeta, PersistentVolumeClaim,
-    Pod,
+    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, LabelSelector, Node, ObjectMeta,
+    PersistentVolumeClaim, Pod,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -69,6 +69,12 @@ object_kind!(
     PersistentVolumeClaim,
     "PersistentVolumeClaim",
     "/cluster/claims/",
+    true
+);
+object_kind!(
+    DeploymentRevision,
+    "DeploymentRevision",
+    "/cluster/revisions/",
     true
 );
 

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, apply, audit, create, delete, describe, down, exec, gc, get, image, ippool, login, logs,
-    node, port_forward, project, replication, robot, scale, server, settings, up, user,
+    node, port_forward, project, replication, robot, rollout, scale, server, settings, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -77,6 +77,11 @@ enum Command {
     Delete(delete::DeleteArgs),
     /// Change the number of replicas of a deployment.
     Scale(scale::ScaleArgs),
+    /// Follow, pause, resume, restart or undo a deployment's rollout, or
+    /// list its revisions.
+    Rollout(rollout::RolloutArgs),
+    /// Change a deployment's template (set image deployment/NAME C=IMAGE).
+    Set(rollout::SetArgs),
     /// Cordon, uncordon or taint nodes.
     Node(node::NodeArgs),
     /// Print a container's log (-f follows it, --previous shows the run before).
@@ -156,6 +161,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Describe(args) => describe::run(args).await,
             Command::Delete(args) => delete::run(args).await,
             Command::Scale(args) => scale::run(args).await,
+            Command::Rollout(args) => rollout::run(args).await,
+            Command::Set(args) => rollout::run_set(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
             Command::Image(args) => image::run(args).await,

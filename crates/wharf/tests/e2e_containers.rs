@@ -24,6 +24,8 @@ mod hostnet;
 mod probes;
 #[path = "e2e_containers/pvc.rs"]
 mod pvc;
+#[path = "e2e_containers/rollout.rs"]
+mod rollout;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
 #[path = "e2e_containers/show.rs"]

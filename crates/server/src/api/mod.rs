@@ -19,6 +19,7 @@ mod pod_streams;
 mod projects;
 mod replication;
 mod repositories;
+mod rollouts;
 mod session;
 mod system;
 mod users;
@@ -133,6 +134,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}", Project(Push), put(cluster::update_deployment)),
         row(Method::DELETE, "/api/v1/projects/{project}/deployments/{name}", Project(Delete), delete(cluster::delete_deployment)),
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}/scale", Project(Push), put(cluster::scale_deployment)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}/revisions", Project(Pull), get(rollouts::list_revisions)),
+        row(Method::POST,   "/api/v1/projects/{project}/deployments/{name}/rollback", Project(Push), post(rollouts::rollback)),
         row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),

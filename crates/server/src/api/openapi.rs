@@ -6,7 +6,10 @@ use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
-use wharf_api::{ConfigMap, Deployment, Event, IpPool, Node, PersistentVolumeClaim, Pod, Secret};
+use wharf_api::{
+    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, Node, PersistentVolumeClaim, Pod,
+    Secret,
+};
 
 use super::{Access, route_table};
 
@@ -23,6 +26,10 @@ fn build() -> Value {
     for (name, schema) in [
         ("Node", generator.subschema_for::<Node>()),
         ("Deployment", generator.subschema_for::<Deployment>()),
+        (
+            "DeploymentRevision",
+            generator.subschema_for::<DeploymentRevision>(),
+        ),
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
@@ -160,6 +167,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "persistentvolumeclaims",
         "configmaps",
         "secrets",
+        "revisions",
         "deployments",
         "pods",
         "events",
@@ -175,6 +183,7 @@ fn responses(method: &Method, path: &str) -> Value {
     })
     .map(|k| match k {
         "nodes" => "Node",
+        "revisions" => "DeploymentRevision",
         "deployments" => "Deployment",
         "pods" => "Pod",
         "ippools" => "IpPool",
@@ -223,6 +232,7 @@ mod tests {
         for kind in [
             "Node",
             "Deployment",
+            "DeploymentRevision",
             "Pod",
             "Event",
             "IpPool",

@@ -6,6 +6,7 @@ mod pods;
 mod probes;
 mod registry;
 mod replication;
+mod rollout;
 mod scheduler;
 
 use std::process::Stdio;
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     /// Failover over simulated nodes: one node dies (time to replacements
     /// bound), then an IDC (the eviction rate applied).
     Failover(failover::FailoverBenchArgs),
+    /// A rolling update of one deployment over simulated nodes: time to
+    /// complete, and the surge limit checked on the way.
+    Rollout(rollout::RolloutBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
     /// Agent CPU with 100 pods probing every second (and exec probes), as root.
@@ -43,6 +47,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Rollout(args) => rollout::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Probes(args) => probes::run(args).await,

@@ -112,7 +112,7 @@ pub async fn run(args: SchedulerBenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn open_store(location: &str, dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+pub(super) async fn open_store(location: &str, dir: &std::path::Path) -> Result<Arc<dyn Store>> {
     if location == "embedded" {
         let store = wharf_store::RedbStore::open(&dir.join("state.redb"), Default::default())?;
         return Ok(Arc::new(store));

@@ -439,7 +439,7 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
             &["ADDRESS", "CLASS", "TAINTS", "COST/H"],
         ),
         Kind::Deployment => (
-            vec!["NAME", "READY", "UP-TO-DATE", "SCHEDULED", "AGE"],
+            vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
             &["IMAGES", "SELECTOR"],
         ),
         Kind::Pod => (
@@ -576,7 +576,7 @@ fn deployment_row(deployment: &Deployment, wide: bool, now_ms: u64) -> Vec<Strin
         deployment.metadata.name.clone(),
         format!("{}/{}", status.ready_replicas, spec.replicas),
         status.updated_replicas.to_string(),
-        status.scheduled_replicas.to_string(),
+        status.available_replicas.to_string(),
         age(now_ms, deployment.metadata.created_at),
     ];
     if wide {
@@ -751,7 +751,7 @@ mod tests {
                     ]},
                 },
             },
-            "status": {"replicas": 3, "updatedReplicas": 3, "scheduledReplicas": 2, "readyReplicas": 1},
+            "status": {"replicas": 3, "updatedReplicas": 3, "scheduledReplicas": 2, "readyReplicas": 1, "availableReplicas": 1},
         }))
         .unwrap();
         assert_eq!(
@@ -760,8 +760,8 @@ mod tests {
                 true,
                 vec![deployment_row(&deployment, true, NOW)]
             ),
-            "NAME  READY  UP-TO-DATE  SCHEDULED  AGE  IMAGES                 SELECTOR\n\
-             web   1/3    3           2          3m   shop/web:1,shop/log:2  app=web\n"
+            "NAME  READY  UP-TO-DATE  AVAILABLE  AGE  IMAGES                 SELECTOR\n\
+             web   1/3    3           1          3m   shop/web:1,shop/log:2  app=web\n"
         );
     }
 

@@ -25,6 +25,7 @@ pub mod port_forward;
 pub mod project;
 pub mod replication;
 pub mod robot;
+pub mod rollout;
 pub mod scale;
 pub mod server;
 pub mod settings;
