@@ -32,7 +32,7 @@ spec:
           ports: [{containerPort: 80}]
           resources:
             requests: {cpu: 250m, memory: 64Mi}
-          livenessProbe: {httpGet: {path: /, port: 80}}
+          terminationMessagePath: /dev/termination-log
 "#;
 
 /// The message of a refusal.
@@ -139,7 +139,7 @@ async fn apply_schedules_and_scales_through_the_api() {
     assert_eq!(result["action"], "created");
     assert_eq!(
         result["warnings"],
-        json!(["unknown field spec.template.spec.containers.0.livenessProbe ignored"])
+        json!(["unknown field spec.template.spec.containers.0.terminationMessagePath ignored"])
     );
     let again = app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     assert_eq!(again.json()["results"][0]["action"], "configured");

@@ -511,17 +511,46 @@ fn describe_deployment(deployment: &Deployment, now_ms: u64) -> Description {
         0,
         "Replicas",
         format!(
-            "{} desired | {} updated | {} scheduled | {} ready | {} total",
+            "{} desired | {} updated | {} total | {} available | {} unavailable | {} ready | {} scheduled",
             spec.replicas,
             status.updated_replicas,
-            status.scheduled_replicas,
+            status.replicas,
+            status.available_replicas,
+            status.unavailable_replicas,
             status.ready_replicas,
-            status.replicas
+            status.scheduled_replicas,
         ),
     );
     description.field(0, "Strategy", strategy_text(deployment));
     if let Some(seconds) = spec.min_ready_seconds {
         description.field(0, "Min Ready Seconds", seconds.to_string());
+    }
+    if spec.paused {
+        description.field(0, "Paused", "true".to_string());
+    }
+    if let Some(revision) = deployment
+        .metadata
+        .annotations
+        .get(wharf_api::ANNOTATION_REVISION)
+    {
+        description.field(0, "Revision", revision.clone());
+    }
+    // As kubectl: each condition's status and reason, then what it says.
+    if !status.conditions.is_empty() {
+        description.heading(0, "Conditions");
+        for condition in &status.conditions {
+            description.field(
+                2,
+                &condition.kind,
+                format!(
+                    "{} {} since {} ({})",
+                    condition.status,
+                    condition.reason,
+                    wharf_api::rfc3339(condition.last_transition_time),
+                    condition.message
+                ),
+            );
+        }
     }
     description.heading(0, "Pod Template");
     let template = &spec.template;
@@ -980,6 +1009,43 @@ mod tests {
             "Node-Selectors:  wharf.io/pool=web\n",
             "Tolerations:     dedicated=web:NoSchedule\n                 op=Exists\n",
             "    Security:       user (image), group (image)\n                    writable root, privilege escalation allowed\n                    capabilities default\n                    seccomp RuntimeDefault\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn deployments_are_described_with_their_rollout() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {
+                "name": "web", "project": "shop", "createdAt": NOW - 60_000,
+                "annotations": {"deployment.kubernetes.io/revision": "3"},
+            },
+            "spec": {
+                "replicas": 3, "paused": true,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "web", "image": "shop/web:2"}]}},
+            },
+            "status": {
+                "replicas": 4, "updatedReplicas": 1, "readyReplicas": 3,
+                "availableReplicas": 3, "unavailableReplicas": 1, "scheduledReplicas": 4,
+                "conditions": [{
+                    "type": "Progressing", "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": "deployment \"web\" exceeded its progress deadline",
+                    "lastUpdateTime": "2025-06-15T15:06:40Z",
+                    "lastTransitionTime": "2025-06-15T15:06:40Z",
+                }],
+            },
+        }))
+        .unwrap();
+        let text = describe_deployment(&deployment, NOW).render();
+        for expected in [
+            "Replicas:     3 desired | 1 updated | 4 total | 3 available | 1 unavailable | 3 ready | 4 scheduled\n",
+            "Paused:       true\n",
+            "Revision:     3\n",
+            "Conditions:\n  Progressing:     False ProgressDeadlineExceeded since 2025-06-15T15:06:40Z (deployment \"web\" exceeded its progress deadline)\n",
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }
