@@ -26,6 +26,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the node's status (load, capacity) is re-reported.
 const STATUS_EVERY: Duration = Duration::from_secs(30);
 
+/// How often the running containers' usage is sampled by default.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What an agent says about its node.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -46,6 +49,9 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// Where the agent serves container logs (`http://host:port`).
     pub endpoint: Option<String>,
+    /// How often the running containers' CPU and memory are sampled and
+    /// reported.
+    pub usage_interval: Duration,
 }
 
 impl AgentConfig {
@@ -60,6 +66,7 @@ impl AgentConfig {
             heartbeat_ttl: DEFAULT_LEASE_TTL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
+            usage_interval: DEFAULT_USAGE_INTERVAL,
         }
     }
 
@@ -122,9 +129,11 @@ impl Agent {
             let this = this.clone();
             async move { this.fence.watch().await }
         });
+        let usage = tokio::spawn(this.clone().report_usage());
         let _stop = (
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
+            AbortOnDropHandle::new(usage),
         );
         let mut workers = Workers::default();
         loop {
@@ -185,6 +194,24 @@ impl Agent {
                 self.runtime.release_volumes().await;
             }
             tokio::time::sleep(self.config.heartbeat_interval).await;
+        }
+    }
+
+    /// Samples the running containers' usage every `usage_interval` and
+    /// reports it. The server keeps samples in memory only; a lost report
+    /// is not retried, the next one replaces it.
+    async fn report_usage(self: Arc<Self>) {
+        let mut every = tokio::time::interval(self.config.usage_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let pods = self.runtime.usage().await;
+            if pods.is_empty() {
+                continue;
+            }
+            if let Err(err) = self.api.report_usage(&self.config.name, &pods).await {
+                tracing::debug!(error = %err, node = self.config.name, "usage report failed");
+            }
         }
     }
 

@@ -11,7 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::{
-    ConfigMap, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus, Secret,
+    ConfigMap, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus, PodUsage,
+    Secret,
 };
 
 use crate::AgentError;
@@ -100,6 +101,8 @@ pub trait NodeApi: Send + Sync + 'static {
     ) -> Result<Option<Secret>, AgentError>;
     /// The PersistentVolumeClaims bound to `node`, and no others.
     async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError>;
+    /// Reports one sample of the usage of `node`'s running containers.
+    async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError>;
 }
 
 /// What a caller of the agent's endpoint wants with a pod.
@@ -303,6 +306,12 @@ impl NodeApi for HttpNodeApi {
             self.base
         );
         self.send(|http| http.delete(&url)).await?;
+        Ok(())
+    }
+
+    async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/usage", self.base);
+        self.send(|http| http.put(&url).json(pods)).await?;
         Ok(())
     }
 

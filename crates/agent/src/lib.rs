@@ -21,8 +21,11 @@ pub mod probes;
 mod runtime;
 mod simulate;
 mod streams;
+pub mod usage;
 
-pub use agent::{Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL};
+pub use agent::{
+    Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_USAGE_INTERVAL,
+};
 pub use api::{HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, TokenSource};
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;

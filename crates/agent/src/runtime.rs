@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wharf_api::{ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
+use wharf_api::{ContainerState, ContainerStatus, Pod, PodPhase, PodStatus, PodUsage};
 
 /// Where a runtime reports status while a step is under way (an image
 /// pull's progress, say). The agent sends the latest to the server.
@@ -44,6 +44,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// once the control plane no longer binds it here. Called now and
     /// then; a runtime that keeps nothing does nothing.
     async fn release_volumes(&self) {}
+    /// The CPU and memory counters of the running containers of the pods
+    /// held here; a runtime without containers measures none.
+    async fn usage(&self) -> Vec<PodUsage> {
+        Vec::new()
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a

@@ -41,6 +41,7 @@ pub mod repository;
 pub mod rollout;
 mod security;
 mod time;
+mod usage;
 mod volume;
 mod workload;
 
@@ -86,6 +87,7 @@ pub use security::{
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
 };
 pub use time::{parse_rfc3339, rfc3339};
+pub use usage::{ContainerMetrics, ContainerUsage, ContainerUsageSample, PodMetrics, PodUsage};
 pub use volume::{
     DEFAULT_MEMORY_VOLUME_BYTES, EmptyDirVolume, HOST_PATH_TYPES, HostPathVolume, Volume,
     VolumeMount, is_plain_absolute, is_under,

@@ -26,6 +26,7 @@ mod ipam;
 mod leader;
 mod nodes;
 mod objects;
+mod pod_metrics;
 mod pod_status;
 mod pods;
 mod queue;
@@ -54,6 +55,7 @@ pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};
 pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, revision_of};
+pub use pod_metrics::PodMetricsStore;
 pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
 pub use queue::WorkQueue;

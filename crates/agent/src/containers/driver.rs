@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wharf_api::{Container, EffectiveSecurity};
+use wharf_api::{Container, ContainerUsage, EffectiveSecurity};
 use wharf_runc::spec::ProcessDefaults;
 
 /// An image ready to run: its unpacked layers and process defaults.
@@ -161,6 +161,12 @@ pub trait ContainerDriver: Send + Sync + 'static {
     /// The log file of the container in `dir`.
     fn log_path(&self, dir: &Path) -> PathBuf {
         dir.join("log")
+    }
+    /// The CPU and memory counters of running container `id`; `None` when
+    /// the driver measures none or the container is gone.
+    async fn usage(&self, id: &str) -> Option<ContainerUsage> {
+        let _ = id;
+        None
     }
     /// The runc the containers run under (for `exec`), if they do.
     fn runc(&self) -> Option<&wharf_runc::Runc> {

@@ -22,6 +22,7 @@ mod mounts;
 mod probing;
 mod record;
 mod runc_driver;
+mod sampling;
 mod setup;
 mod volumes;
 
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use wharf_api::{Container, ContainerState, ContainerStatus, Pod, PodPhase, PodStatus};
+use wharf_api::{Container, ContainerState, ContainerStatus, Pod, PodPhase, PodStatus, PodUsage};
 use wharf_net::{HostPortDriver, NetError, NetworkDriver, PodNetworkSpec};
 
 pub use driver::{
@@ -1138,6 +1139,10 @@ impl Runtime for ContainerRuntime {
 
     async fn release_volumes(&self) {
         self.release_claims().await;
+    }
+
+    async fn usage(&self) -> Vec<PodUsage> {
+        self.sample_usage().await
     }
 
     async fn pods(&self) -> Vec<(String, String)> {

@@ -18,23 +18,30 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::mount::MsFlags;
+use wharf_api::ContainerUsage;
 use wharf_runc::spec::SpecOptions;
 use wharf_runc::{Bundle, ExitStatus, Runc, RuncError, ShimCommand};
 
 use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
 use super::mounts::{remove_unmounted, unmount};
 use super::volumes;
+use crate::usage::CgroupSampler;
 
 /// Runs containers with runc through shims.
 pub struct RuncDriver {
     runc: Runc,
     shim: ShimCommand,
+    sampler: CgroupSampler,
 }
 
 impl RuncDriver {
     /// A driver using `runc` and launching `shim` per container.
     pub fn new(runc: Runc, shim: ShimCommand) -> RuncDriver {
-        RuncDriver { runc, shim }
+        RuncDriver {
+            runc,
+            shim,
+            sampler: CgroupSampler::default(),
+        }
     }
 }
 
@@ -133,6 +140,11 @@ fn shim_alive(dir: &Path) -> bool {
         .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|arg| arg == b"--exit-file"))
 }
 
+/// Where runc puts container `id`'s cgroup (under each hierarchy's root).
+fn cgroups_path(id: &str) -> String {
+    format!("/wharf/{id}")
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
@@ -154,8 +166,7 @@ impl ContainerDriver for RuncDriver {
         })
         .await
         .map_err(failed)?;
-        let mut options =
-            SpecOptions::new(&rootfs, &launch.hostname, format!("/wharf/{}", launch.id));
+        let mut options = SpecOptions::new(&rootfs, &launch.hostname, cgroups_path(&launch.id));
         options.volumes = binds;
         options.netns = launch.netns.clone();
         options.pod_ip = launch.ip.map(std::net::IpAddr::V4);
@@ -197,6 +208,15 @@ impl ContainerDriver for RuncDriver {
 
     fn runc(&self) -> Option<&Runc> {
         Some(&self.runc)
+    }
+
+    async fn usage(&self, id: &str) -> Option<ContainerUsage> {
+        let path = cgroups_path(id);
+        let sampler = self.sampler.clone();
+        blocking(move || sampler.sample(&path).map_err(|e| e.to_string()))
+            .await
+            .inspect_err(|err| tracing::debug!(container = id, error = %err, "no usage sample"))
+            .ok()
     }
 
     async fn liveness(&self, id: &str, dir: &Path) -> Liveness {

@@ -107,6 +107,10 @@ impl NodeApi for PoolAddresses {
     ) -> Result<Vec<wharf_api::PersistentVolumeClaim>, AgentError> {
         self.0.claims_on_node(node).await.map_err(control_error)
     }
+
+    async fn report_usage(&self, _: &str, _: &[wharf_api::PodUsage]) -> Result<(), AgentError> {
+        unreachable!("the runtime reports no usage; the agent does")
+    }
 }
 
 /// Images that exist, or fail to pull.

@@ -11,15 +11,17 @@ use futures_util::StreamExt;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
 use wharf_api::{
     ConfigMap, ConfigRef, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus,
-    Secret,
+    PodUsage, Secret,
 };
-use wharf_control::{Change, ControlError, EventRecorder, Objects, used_on_node};
+use wharf_control::{Change, ControlError, EventRecorder, Objects, PodMetricsStore, used_on_node};
 
 /// The control plane in the same process.
 pub struct LocalNodeApi {
     objects: Objects,
     /// Events implied by the pod statuses reported, as the server records them.
     events: EventRecorder,
+    /// The usage the agents report.
+    metrics: PodMetricsStore,
 }
 
 impl LocalNodeApi {
@@ -28,6 +30,7 @@ impl LocalNodeApi {
         LocalNodeApi {
             events: EventRecorder::new(objects.clone(), "node"),
             objects,
+            metrics: PodMetricsStore::new(),
         }
     }
 }
@@ -201,6 +204,12 @@ impl NodeApi for LocalNodeApi {
     /// As the server answers it: only the claims bound to `node`.
     async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError> {
         self.objects.claims_on_node(node).await.map_err(agent_error)
+    }
+
+    async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError> {
+        let now = pods.iter().map(|p| p.timestamp_ms).max().unwrap_or(0);
+        self.metrics.record(node, pods.to_vec(), now);
+        Ok(())
     }
 }
 

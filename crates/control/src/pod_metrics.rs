@@ -1,0 +1,189 @@
+//! Pods' resource usage, as their nodes report it: the last two samples of
+//! each pod, kept in memory only. Samples come every few seconds from every
+//! node; writing them to the store would cost a commit each, and a server
+//! that restarts has fresh ones within one sampling interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wharf_api::{ContainerMetrics, PodMetrics, PodUsage};
+
+/// Samples older than this are forgotten (the pod is gone or its node
+/// stopped reporting): no metrics is better than stale ones.
+const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
+
+/// The latest samples of every pod reported, shared by the API and the
+/// autoscaler.
+#[derive(Clone, Default)]
+pub struct PodMetricsStore {
+    pods: Arc<Mutex<HashMap<(String, String), Samples>>>,
+}
+
+/// A pod's last two samples, from the same pod (uid).
+struct Samples {
+    /// The node that reported them: a pod's samples come from its node.
+    node: String,
+    previous: Option<PodUsage>,
+    latest: PodUsage,
+}
+
+impl PodMetricsStore {
+    /// An empty store.
+    pub fn new() -> PodMetricsStore {
+        PodMetricsStore::default()
+    }
+
+    /// Takes one report of `node`: each pod's sample becomes its latest.
+    /// `now` (unix ms) ages out pods nobody reports any more.
+    pub fn record(&self, node: &str, pods: Vec<PodUsage>, now: u64) {
+        let mut held = self.pods.lock().expect("pod metrics lock");
+        for usage in pods {
+            let key = (usage.project.clone(), usage.name.clone());
+            let previous = held
+                .remove(&key)
+                .filter(|s| s.latest.uid == usage.uid && s.latest.timestamp_ms < usage.timestamp_ms)
+                .map(|s| s.latest);
+            held.insert(
+                key,
+                Samples {
+                    node: node.to_string(),
+                    previous,
+                    latest: usage,
+                },
+            );
+        }
+        held.retain(|_, s| now.saturating_sub(s.latest.timestamp_ms) < STALE_AFTER_MS);
+    }
+
+    /// Pod `project/name`'s usage over its last two samples; `None` until
+    /// there are two (a CPU rate needs both).
+    pub fn pod(&self, project: &str, name: &str) -> Option<PodMetrics> {
+        let held = self.pods.lock().expect("pod metrics lock");
+        let samples = held.get(&(project.to_string(), name.to_string()))?;
+        rates(samples.previous.as_ref()?, &samples.latest)
+    }
+
+    /// The node that last reported pod `project/name`.
+    pub fn node_of(&self, project: &str, name: &str) -> Option<String> {
+        let held = self.pods.lock().expect("pod metrics lock");
+        held.get(&(project.to_string(), name.to_string()))
+            .map(|s| s.node.clone())
+    }
+
+    /// Forgets pod `project/name` (it was deleted).
+    pub fn forget(&self, project: &str, name: &str) {
+        let mut held = self.pods.lock().expect("pod metrics lock");
+        held.remove(&(project.to_string(), name.to_string()));
+    }
+}
+
+/// CPU in millicores over the window between two samples, memory at the
+/// later one. A container absent from the earlier sample (started since)
+/// has no rate yet and is left out.
+fn rates(earlier: &PodUsage, later: &PodUsage) -> Option<PodMetrics> {
+    let window_ms = later.timestamp_ms.checked_sub(earlier.timestamp_ms)?;
+    if window_ms == 0 {
+        return None;
+    }
+    let containers = later
+        .containers
+        .iter()
+        .filter_map(|now| {
+            let before = earlier.containers.iter().find(|c| c.name == now.name)?;
+            // A restarted container's counter starts again from zero.
+            let used_ns = now
+                .usage
+                .cpu_usage_ns
+                .checked_sub(before.usage.cpu_usage_ns)?;
+            Some(ContainerMetrics {
+                name: now.name.clone(),
+                // ns / (ms * 1e6) cores = ns / ms / 1000 millicores.
+                cpu_millicores: (used_ns / window_ms).div_ceil(1000),
+                memory_bytes: now.usage.memory_working_set_bytes,
+            })
+        })
+        .collect::<Vec<_>>();
+    (!containers.is_empty()).then(|| PodMetrics {
+        project: later.project.clone(),
+        name: later.name.clone(),
+        timestamp: later.timestamp_ms,
+        window_ms,
+        containers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_api::{ContainerUsage, ContainerUsageSample};
+
+    use super::*;
+
+    fn sample(uid: &str, at_ms: u64, cpu_ns: u64, memory: u64) -> PodUsage {
+        PodUsage {
+            project: "shop".into(),
+            name: "web-1".into(),
+            uid: uid.into(),
+            timestamp_ms: at_ms,
+            containers: vec![ContainerUsageSample {
+                name: "web".into(),
+                usage: ContainerUsage {
+                    cpu_usage_ns: cpu_ns,
+                    memory_working_set_bytes: memory,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn cpu_is_a_rate_over_two_samples() {
+        let store = PodMetricsStore::new();
+        store.record(
+            "n1",
+            vec![sample("u1", 10_000, 1_000_000_000, 1 << 20)],
+            10_000,
+        );
+        assert_eq!(store.pod("shop", "web-1"), None, "one sample gives no rate");
+        // Half a core for 10 s: 5 s of CPU.
+        store.record(
+            "n1",
+            vec![sample("u1", 20_000, 6_000_000_000, 3 << 20)],
+            20_000,
+        );
+        let metrics = store.pod("shop", "web-1").unwrap();
+        assert_eq!(metrics.window_ms, 10_000);
+        assert_eq!(metrics.cpu_millicores(), 500);
+        assert_eq!(metrics.memory_bytes(), 3 << 20);
+        assert_eq!(store.node_of("shop", "web-1").as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn a_new_pod_of_the_same_name_starts_over() {
+        let store = PodMetricsStore::new();
+        store.record("n1", vec![sample("u1", 10_000, 9_000_000_000, 0)], 10_000);
+        store.record("n2", vec![sample("u2", 20_000, 1_000_000, 0)], 20_000);
+        assert_eq!(store.pod("shop", "web-1"), None);
+    }
+
+    #[test]
+    fn a_restarted_container_has_no_rate_until_its_next_sample() {
+        let store = PodMetricsStore::new();
+        store.record("n1", vec![sample("u1", 10_000, 9_000_000_000, 0)], 10_000);
+        store.record("n1", vec![sample("u1", 20_000, 1_000_000, 0)], 20_000);
+        assert_eq!(store.pod("shop", "web-1"), None);
+        store.record("n1", vec![sample("u1", 30_000, 101_000_000, 0)], 30_000);
+        assert_eq!(store.pod("shop", "web-1").unwrap().cpu_millicores(), 10);
+    }
+
+    #[test]
+    fn stale_and_forgotten_pods_have_no_metrics() {
+        let store = PodMetricsStore::new();
+        store.record("n1", vec![sample("u1", 0, 0, 0)], 0);
+        store.record("n1", vec![sample("u1", 1_000, 1_000, 0)], 1_000);
+        assert!(store.pod("shop", "web-1").is_some());
+        store.forget("shop", "web-1");
+        assert_eq!(store.pod("shop", "web-1"), None);
+        store.record("n1", vec![sample("u1", 0, 0, 0)], 0);
+        store.record("n1", Vec::new(), STALE_AFTER_MS);
+        assert_eq!(store.node_of("shop", "web-1"), None);
+    }
+}
