@@ -1,6 +1,7 @@
 //! Resource usage a node measures of its pods' containers: raw cumulative
 //! counters, as sampled; whoever reads two samples turns them into rates.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One container's counters at one instant.
@@ -44,7 +45,7 @@ pub struct PodUsage {
 
 /// A pod's usage as rates, from two samples (`GET .../pods/{name}/metrics`,
 /// what `wharf top pods` shows and the autoscaler reads).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMetrics {
     /// The pod's project.
@@ -53,6 +54,7 @@ pub struct PodMetrics {
     pub name: String,
     /// When the later sample was taken (RFC 3339).
     #[serde(with = "crate::time::millis")]
+    #[schemars(with = "String")]
     pub timestamp: u64,
     /// Milliseconds between the two samples the CPU rate is taken over.
     pub window_ms: u64,
@@ -61,7 +63,7 @@ pub struct PodMetrics {
 }
 
 /// One container's usage as rates.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerMetrics {
     /// The container's name in the pod.

@@ -19,6 +19,7 @@ use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
 use crate::objects::Objects;
+use crate::pod_metrics::PodMetricsStore;
 use crate::scheduling::SchedulingLoop;
 use crate::termination::{DeletionOutcome, PodDeletion};
 
@@ -39,6 +40,8 @@ pub struct ControlPlane {
     eviction_config: EvictionConfig,
     /// Events implied by the pod statuses nodes report.
     node_events: Arc<EventRecorder>,
+    /// Pods' resource usage as nodes report it (memory only).
+    pod_metrics: PodMetricsStore,
 }
 
 /// Controllers running in the background; they stop when this is dropped
@@ -68,7 +71,13 @@ impl ControlPlane {
             objects,
             scheduler_config,
             eviction_config: EvictionConfig::default(),
+            pod_metrics: PodMetricsStore::new(),
         }
+    }
+
+    /// Pods' resource usage as their nodes report it.
+    pub fn pod_metrics(&self) -> &PodMetricsStore {
+        &self.pod_metrics
     }
 
     /// The failover settings.

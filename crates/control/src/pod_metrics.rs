@@ -23,6 +23,9 @@ pub struct PodMetricsStore {
 struct Samples {
     /// The node that reported them: a pod's samples come from its node.
     node: String,
+    /// When the latest came, by this server's clock (a node's clock may
+    /// be off).
+    received_ms: u64,
     previous: Option<PodUsage>,
     latest: PodUsage,
 }
@@ -33,8 +36,8 @@ impl PodMetricsStore {
         PodMetricsStore::default()
     }
 
-    /// Takes one report of `node`: each pod's sample becomes its latest.
-    /// `now` (unix ms) ages out pods nobody reports any more.
+    /// Takes one report of `node`, received at `now` (unix ms): each pod's
+    /// sample becomes its latest; pods nobody reported for a while age out.
     pub fn record(&self, node: &str, pods: Vec<PodUsage>, now: u64) {
         let mut held = self.pods.lock().expect("pod metrics lock");
         for usage in pods {
@@ -47,12 +50,13 @@ impl PodMetricsStore {
                 key,
                 Samples {
                     node: node.to_string(),
+                    received_ms: now,
                     previous,
                     latest: usage,
                 },
             );
         }
-        held.retain(|_, s| now.saturating_sub(s.latest.timestamp_ms) < STALE_AFTER_MS);
+        held.retain(|_, s| now.saturating_sub(s.received_ms) < STALE_AFTER_MS);
     }
 
     /// Pod `project/name`'s usage over its last two samples; `None` until
@@ -61,6 +65,18 @@ impl PodMetricsStore {
         let held = self.pods.lock().expect("pod metrics lock");
         let samples = held.get(&(project.to_string(), name.to_string()))?;
         rates(samples.previous.as_ref()?, &samples.latest)
+    }
+
+    /// The usage of every pod of `project` that has two samples, by name.
+    pub fn in_project(&self, project: &str) -> Vec<PodMetrics> {
+        let held = self.pods.lock().expect("pod metrics lock");
+        let mut pods: Vec<PodMetrics> = held
+            .iter()
+            .filter(|((p, _), _)| p == project)
+            .filter_map(|(_, s)| rates(s.previous.as_ref()?, &s.latest))
+            .collect();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        pods
     }
 
     /// The node that last reported pod `project/name`.
@@ -154,6 +170,8 @@ mod tests {
         assert_eq!(metrics.cpu_millicores(), 500);
         assert_eq!(metrics.memory_bytes(), 3 << 20);
         assert_eq!(store.node_of("shop", "web-1").as_deref(), Some("n1"));
+        assert_eq!(store.in_project("shop"), vec![metrics]);
+        assert_eq!(store.in_project("other"), Vec::new());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, apply, audit, create, delete, describe, down, exec, gc, get, image, ippool, login, logs,
-    node, port_forward, project, replication, robot, rollout, scale, server, settings, up, user,
+    node, port_forward, project, replication, robot, rollout, scale, server, settings, top, up,
+    user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -84,6 +85,8 @@ enum Command {
     Set(rollout::SetArgs),
     /// Cordon, uncordon or taint nodes.
     Node(node::NodeArgs),
+    /// Show pods' CPU (millicores) and memory as their nodes measure them.
+    Top(top::TopArgs),
     /// Print a container's log (-f follows it, --previous shows the run before).
     Logs(logs::LogsArgs),
     /// Run a command in a container (-it for an interactive shell).
@@ -167,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Ippool(args) => ippool::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
+            Command::Top(args) => top::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::PortForward(args) => port_forward::run(args).await,

@@ -15,6 +15,7 @@ mod ippools;
 mod logs;
 mod node_proxy;
 mod openapi;
+mod pod_metrics;
 mod pod_streams;
 mod projects;
 mod replication;
@@ -127,6 +128,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
         row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Admin,     get(claims::node_claims)),
+        row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Admin,           put(pod_metrics::report_usage)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
@@ -143,6 +145,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Admin,       post(cluster::record_pod_event)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/stopped", Admin,      put(cluster::pod_stopped)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
+        row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/metrics", Project(Pull), get(pod_metrics::pod_metrics)),
+        row(Method::GET,    "/api/v1/projects/{project}/podmetrics",     Project(Pull),   get(pod_metrics::project_metrics)),
         // exec and port-forward act inside the workload: developers and up.
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), post(pod_streams::exec)),

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
     ConfigMap, Deployment, DeploymentRevision, Event, IpPool, Node, PersistentVolumeClaim, Pod,
-    Secret,
+    PodMetrics, Secret,
 };
 
 use super::{Access, route_table};
@@ -51,6 +51,7 @@ fn build() -> Value {
             "PersistentVolumeClaim",
             generator.subschema_for::<PersistentVolumeClaim>(),
         ),
+        ("PodMetrics", generator.subschema_for::<PodMetrics>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -121,6 +122,17 @@ fn registry_content(path: &str) -> Option<(&'static str, bool)> {
     }
 }
 
+/// The usage a metrics path serves: (schema, is a list).
+fn metrics_content(path: &str) -> Option<(&'static str, bool)> {
+    if path.ends_with("/pods/{name}/metrics") {
+        Some(("PodMetrics", false))
+    } else if path.ends_with("/podmetrics") {
+        Some(("PodMetrics", true))
+    } else {
+        None
+    }
+}
+
 /// What a route answers: a log as text, an exec probe's 204, the switch
 /// of an exec or port-forward stream, else JSON (an object kind's schema
 /// where the path serves one).
@@ -147,7 +159,7 @@ fn responses(method: &Method, path: &str) -> Value {
             "403": {"description": "not allowed"},
         });
     }
-    if let Some((schema, list)) = registry_content(path) {
+    if let Some((schema, list)) = registry_content(path).or_else(|| metrics_content(path)) {
         let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
         let schema = match list {
             true => json!({"type": "array", "items": reference}),
@@ -157,7 +169,7 @@ fn responses(method: &Method, path: &str) -> Value {
             "200": {"description": "success", "content": {"application/json": {"schema": schema}}},
             "401": {"description": "not logged in"},
             "403": {"description": "not allowed"},
-            "404": {"description": "no such repository or artifact"},
+            "404": {"description": "not found"},
         });
     }
     // A pod's address claim, or its node's confirmation, is not a pod; a
@@ -180,6 +192,7 @@ fn responses(method: &Method, path: &str) -> Value {
             && !path.ends_with("/ip")
             && !path.ends_with("/stopped")
             && !path.ends_with("/users")
+            && !path.ends_with("/usage")
     })
     .map(|k| match k {
         "nodes" => "Node",
@@ -240,9 +253,15 @@ mod tests {
             "ConfigMap",
             "Secret",
             "PersistentVolumeClaim",
+            "PodMetrics",
         ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }
+        let metrics = &doc["paths"]["/api/v1/projects/{project}/pods/{name}/metrics"];
+        assert_eq!(
+            metrics["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/PodMetrics"
+        );
         let artifacts =
             &doc["paths"]["/api/v1/projects/{project}/repositories/{repository}/artifacts"];
         assert_eq!(

@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// third of the lease].
     #[arg(long, value_parser = units::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// How often the running containers' CPU and memory are measured and
+    /// reported (what `wharf top pods` and autoscaling read).
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    usage_interval: Duration,
     /// Register this many hollow nodes instead, which report their pods as
     /// running without containers.
     #[arg(long)]
@@ -302,6 +306,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.heartbeat_ttl = args.lease_ttl.unwrap_or(config.heartbeat_ttl);
                 config.heartbeat_interval =
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
+                config.usage_interval = args.usage_interval;
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs) = node_runtime(
                     &args.node,

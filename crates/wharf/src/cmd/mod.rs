@@ -29,6 +29,7 @@ pub mod rollout;
 pub mod scale;
 pub mod server;
 pub mod settings;
+pub mod top;
 pub mod up;
 pub mod user;
 

@@ -1,0 +1,64 @@
+//! Pods' CPU and memory over the API: only administrators (node agents)
+//! report samples; project members read the rates from two samples.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn report(at_ms: u64, cpu_ns: u64) -> Value {
+    json!([{
+        "project": "shop",
+        "name": "web-1",
+        "uid": "u-1",
+        "timestampMs": at_ms,
+        "containers": [{"name": "web", "cpuUsageNs": cpu_ns, "memoryWorkingSetBytes": 12u64 << 20}],
+    }])
+}
+
+#[tokio::test]
+async fn nodes_report_usage_and_members_read_pod_metrics() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    app.create_user(&admin, "gus", "a-long-password").await;
+    app.add_member(&admin, "shop", "gus", "guest").await;
+    let guest = app.api_login("gus", "a-long-password").await;
+    let metrics = "/api/v1/projects/shop/pods/web-1/metrics";
+    let usage = "/api/v1/nodes/n1/usage";
+
+    app.api(&guest, Method::PUT, usage, report(1_000, 0))
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    app.api(&admin, Method::PUT, usage, report(1_000, 0))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // One sample gives no rate yet.
+    app.api(&guest, Method::GET, metrics, Value::Null)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    // A quarter of a core over 10 s.
+    app.api(&admin, Method::PUT, usage, report(11_000, 2_500_000_000))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let pod = app
+        .api(&guest, Method::GET, metrics, Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(pod["windowMs"], 10_000, "{pod}");
+    assert_eq!(pod["containers"][0]["cpuMillicores"], 250, "{pod}");
+    assert_eq!(pod["containers"][0]["memoryBytes"], 12u64 << 20, "{pod}");
+    let all = app
+        .api(
+            &guest,
+            Method::GET,
+            "/api/v1/projects/shop/podmetrics",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(all[0]["name"], "web-1", "{all}");
+}
