@@ -20,6 +20,8 @@ mod exec;
 mod failover;
 #[path = "e2e_containers/hostnet.rs"]
 mod hostnet;
+#[path = "e2e_containers/hpa.rs"]
+mod hpa;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/pvc.rs"]
