@@ -271,6 +271,17 @@ impl ContainerRuntime {
             .clone()
     }
 
+    /// Every pod's cell, taken out of the map so that none is locked under
+    /// the map's lock.
+    fn cells(&self) -> Vec<(PodKey, PodCell)> {
+        self.pods
+            .lock()
+            .expect("pod map lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     fn pod_dir(&self, project: &str, name: &str) -> PathBuf {
         PodRecord::dir(&self.config.data_dir.join("pods"), project, name)
     }
@@ -1146,13 +1157,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn pods(&self) -> Vec<(String, String)> {
-        let cells: Vec<(PodKey, PodCell)> = self
-            .pods
-            .lock()
-            .expect("pod map lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let cells = self.cells();
         // A locked cell is in use: a step (maybe a pull of many minutes) or
         // a removal holds it, so the pod is held. Waiting for the lock here
         // would stall the agent's pod watch behind that step, and with it

@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use wharf_api::{ContainerUsageSample, PodUsage};
 
-use super::{ContainerRuntime, PodCell, PodKey};
+use super::ContainerRuntime;
 use crate::runtime::now_millis;
 
 /// A pod's running containers: (name, runtime id).
@@ -20,14 +20,8 @@ impl ContainerRuntime {
     /// in the middle of a step (its cell locked) is skipped this time
     /// rather than waited for: a step may be a long pull.
     pub(super) async fn sample_usage(&self) -> Vec<PodUsage> {
-        let cells: Vec<(PodKey, PodCell)> = self
-            .pods
-            .lock()
-            .expect("pod map lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let running: Vec<Running> = cells
+        let running: Vec<Running> = self
+            .cells()
             .iter()
             .filter_map(|(_, cell)| {
                 let held = cell.try_lock().ok()?;
