@@ -23,6 +23,7 @@
 //! assert_eq!(parsed.len(), 1);
 //! ```
 
+mod autoscaling;
 mod claim;
 mod config;
 mod config_volume;
@@ -45,6 +46,11 @@ mod usage;
 mod volume;
 mod workload;
 
+pub use autoscaling::{
+    HorizontalPodAutoscaler, HpaBehavior, HpaSpec, HpaStatus, MetricSpec, MetricStatus,
+    MetricTarget, MetricValueStatus, ResolvedTarget, ResourceMetric, ResourceMetricStatus,
+    ScaleTargetRef, ScalingPolicy, ScalingRules,
+};
 pub use claim::{
     ANNOTATION_SELECTED_NODE, ClaimResources, ClaimSpec, ClaimStatus, ClaimVolume,
     LOCAL_STORAGE_CLASS, PersistentVolumeClaim, READ_WRITE_ONCE, READ_WRITE_ONCE_POD,
