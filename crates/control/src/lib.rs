@@ -22,6 +22,7 @@ mod error;
 mod events;
 mod eviction;
 mod garbage;
+pub mod hpa_replicas;
 mod ipam;
 mod leader;
 mod nodes;
