@@ -33,6 +33,7 @@ mod revisions;
 mod rollout;
 mod rollout_status;
 mod scheduling;
+mod services;
 mod termination;
 #[cfg(test)]
 mod test_objects;
@@ -62,4 +63,5 @@ pub use rollout_status::{
     NEW_REPLICA_SET_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED, REPLICA_SET_UPDATED,
 };
 pub use scheduling::{SchedulingLoop, node_info, pod_info};
+pub use services::{DEFAULT_SERVICE_RANGE, SERVICE_IPS, service_ip_key};
 pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};
