@@ -12,6 +12,7 @@ use wharf_store::Store;
 
 use crate::ControlError;
 use crate::deployments::DeploymentController;
+use crate::endpoints::EndpointsController;
 use crate::events::EventRecorder;
 use crate::eviction::{EvictionConfig, NodeEviction};
 use crate::garbage::GarbageCollector;
@@ -151,6 +152,7 @@ impl ControlPlane {
                     let garbage = tokio::spawn(
                         GarbageCollector::new(objects.clone(), GARBAGE_SWEEP_EVERY).run(),
                     );
+                    let endpoints = tokio::spawn(EndpointsController::new(objects.clone()).run());
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
@@ -160,6 +162,7 @@ impl ControlPlane {
                         AbortOnDropHandle::new(nodes),
                         AbortOnDropHandle::new(evictions),
                         AbortOnDropHandle::new(addresses),
+                        AbortOnDropHandle::new(endpoints),
                     );
                     std::future::pending::<()>().await;
                 }

@@ -18,6 +18,7 @@ mod claims;
 mod cluster;
 mod config;
 mod deployments;
+mod endpoints;
 mod error;
 mod events;
 mod eviction;
@@ -44,6 +45,7 @@ pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     Clock, DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
+pub use endpoints::EndpointsController;
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
 pub use eviction::{
