@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod};
+use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod, Service, Subnet};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::Store;
 
@@ -38,6 +38,8 @@ pub struct ControlPlane {
     objects: Objects,
     scheduler_config: SchedulerConfig,
     eviction_config: EvictionConfig,
+    /// Where services' cluster IPs are allocated.
+    service_range: Subnet,
     /// Events implied by the pod statuses nodes report.
     node_events: Arc<EventRecorder>,
 }
@@ -69,7 +71,28 @@ impl ControlPlane {
             objects,
             scheduler_config,
             eviction_config: EvictionConfig::default(),
+            service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
+                .expect("the default range parses"),
         }
+    }
+
+    /// The same control plane allocating cluster IPs from `range`.
+    pub fn with_service_range(mut self, range: Subnet) -> ControlPlane {
+        self.service_range = range;
+        self
+    }
+
+    /// Where services' cluster IPs are allocated.
+    pub fn service_range(&self) -> Subnet {
+        self.service_range
+    }
+
+    /// Creates a service with its cluster IP, or updates one (see
+    /// [`Objects::apply_service`]); `true` if it was created.
+    pub async fn apply_service(&self, service: Service) -> Result<(Service, bool), ControlError> {
+        self.objects
+            .apply_service(service, self.service_range)
+            .await
     }
 
     /// The failover settings.

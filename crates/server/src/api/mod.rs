@@ -79,7 +79,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use wharf_api::{ConfigMap, Deployment, PersistentVolumeClaim, Pod};
+    use wharf_api::{ConfigMap, Deployment, Endpoints, PersistentVolumeClaim, Pod, Service};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -166,6 +166,11 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Pull), get(cluster::get_in_project::<PersistentVolumeClaim>)),
         row(Method::DELETE, "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Delete), delete(claims::delete)),
         row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}/users", Project(Pull), get(claims::users)),
+        row(Method::GET,    "/api/v1/projects/{project}/services",       Project(Pull),   get(cluster::list_in_project::<Service>)),
+        row(Method::GET,    "/api/v1/projects/{project}/services/{name}", Project(Pull),  get(cluster::get_in_project::<Service>)),
+        row(Method::DELETE, "/api/v1/projects/{project}/services/{name}", Project(Delete), delete(cluster::delete_service)),
+        row(Method::GET,    "/api/v1/projects/{project}/endpoints",      Project(Pull),   get(cluster::list_in_project::<Endpoints>)),
+        row(Method::GET,    "/api/v1/projects/{project}/endpoints/{name}", Project(Pull), get(cluster::get_in_project::<Endpoints>)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),

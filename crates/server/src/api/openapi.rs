@@ -7,8 +7,8 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, Node, PersistentVolumeClaim, Pod,
-    Secret,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, Node,
+    PersistentVolumeClaim, Pod, Secret, Service,
 };
 
 use super::{Access, route_table};
@@ -51,6 +51,8 @@ fn build() -> Value {
             "PersistentVolumeClaim",
             generator.subschema_for::<PersistentVolumeClaim>(),
         ),
+        ("Service", generator.subschema_for::<Service>()),
+        ("Endpoints", generator.subschema_for::<Endpoints>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -165,6 +167,8 @@ fn responses(method: &Method, path: &str) -> Value {
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
         "persistentvolumeclaims",
+        "services",
+        "{project}/endpoints",
         "configmaps",
         "secrets",
         "revisions",
@@ -190,6 +194,8 @@ fn responses(method: &Method, path: &str) -> Value {
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "services" => "Service",
+        "{project}/endpoints" => "Endpoints",
         _ => "Event",
     });
     let content = match kind {
