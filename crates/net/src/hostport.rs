@@ -33,7 +33,7 @@ pub enum PortProtocol {
 
 impl PortProtocol {
     /// The protocol's name in nftables rules.
-    fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             PortProtocol::Tcp => "tcp",
             PortProtocol::Udp => "udp",
