@@ -13,7 +13,37 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::hostport::PortProtocol;
+use crate::NetError;
+use crate::hostport::{PortProtocol, run_script, safe_name};
+
+/// The service forwards of one node, in nftables table `ip <table>`.
+#[derive(Clone, Debug)]
+pub struct NftServices {
+    table: String,
+    host_netns: Option<String>,
+}
+
+impl NftServices {
+    /// The forwards of node `node`, in the agent's network namespace or in
+    /// `host_netns` (a simulated host).
+    pub fn new(node: &str, host_netns: Option<String>) -> NftServices {
+        NftServices {
+            table: format!("wharf-services-{}", safe_name(node)),
+            host_netns,
+        }
+    }
+
+    /// The table's name: `wharf-services-<node>`.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Makes the node's service rules exactly `forwards`, in one atomic
+    /// step; none (or none with endpoints) removes the table.
+    pub async fn apply(&self, forwards: &[ServiceForward]) -> Result<(), NetError> {
+        run_script(self.host_netns.as_deref(), &ruleset(&self.table, forwards)).await
+    }
+}
 
 /// One port of one service as a node forwards it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
