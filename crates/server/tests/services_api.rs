@@ -74,6 +74,18 @@ async fn services_get_an_address_and_are_authorized_as_deployments() {
     )
     .await
     .expect(StatusCode::NOT_FOUND);
+    // A node reads every service with its endpoints (administrators only).
+    let bundle = "/api/v1/nodes/n1/services";
+    app.api(&developer, Method::GET, bundle, Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    let bundle = app
+        .api(&admin, Method::GET, bundle, Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(bundle["services"][0]["spec"]["clusterIP"], ip.as_str());
+    assert!(bundle["endpoints"].is_array(), "{bundle}");
     let node_port = SERVICE.replace("  selector:", "  type: NodePort\n  selector:");
     let refused = app
         .apply_yaml(&developer, &node_port)

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
-    Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint,
+    Deployment, Endpoints, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint,
     parse_label_selector,
 };
 use wharf_auth::Action;
@@ -381,6 +381,20 @@ pub(crate) async fn delete_service(
         .audited(&caller, "service.delete", resource, work)
         .await?;
     Ok(Json(deleted))
+}
+
+/// `GET /api/v1/nodes/{node}/services`: every service and every
+/// endpoints object, for the node's service rules (every node forwards
+/// every service), with the revision they were read at.
+pub(crate) async fn node_services(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let objects = state.control.objects();
+    let (services, _) = objects.list::<Service>(None, None).await?;
+    let (endpoints, revision) = objects.list::<Endpoints>(None, None).await?;
+    Ok(Json(json!({
+        "services": services,
+        "endpoints": endpoints,
+        "resourceVersion": revision.to_string(),
+    })))
 }
 
 // ----- pods and events -----

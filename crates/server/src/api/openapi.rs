@@ -163,7 +163,7 @@ fn responses(method: &Method, path: &str) -> Value {
         });
     }
     // A pod's address claim, or its node's confirmation, is not a pod; a
-    // claim's users are not a claim.
+    // claim's users are not a claim; a node's services are a bundle.
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
         "persistentvolumeclaims",
@@ -184,6 +184,7 @@ fn responses(method: &Method, path: &str) -> Value {
             && !path.ends_with("/ip")
             && !path.ends_with("/stopped")
             && !path.ends_with("/users")
+            && !path.ends_with("/{node}/services")
     })
     .map(|k| match k {
         "nodes" => "Node",
