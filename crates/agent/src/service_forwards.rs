@@ -31,20 +31,10 @@ pub fn service_forwards(services: &[Service], endpoints: &[Endpoints]) -> Vec<Se
                 continue;
             };
             let mut targets: Vec<(Ipv4Addr, u16)> = backing
+                .map(|e| e.serving(port))
+                .unwrap_or_default()
                 .into_iter()
-                .flat_map(|e| &e.subsets)
-                .flat_map(|subset| {
-                    let served = subset
-                        .ports
-                        .iter()
-                        .find(|p| p.name == port.name && p.protocol == port.protocol);
-                    served.into_iter().flat_map(move |p| {
-                        subset
-                            .addresses
-                            .iter()
-                            .filter_map(move |a| Some((a.ip.parse().ok()?, p.port)))
-                    })
-                })
+                .filter_map(|(ip, port)| Some((ip.parse().ok()?, port)))
                 .collect();
             targets.sort();
             forwards.push(ServiceForward {

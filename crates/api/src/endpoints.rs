@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ObjectMeta, ObjectReference, Pod, PodPhase, Protocol, Service};
+use crate::{ObjectMeta, ObjectReference, Pod, PodPhase, Protocol, Service, ServicePort};
 
 /// The addresses behind one service, as its controller last saw them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -129,6 +129,27 @@ impl Endpoints {
         }
     }
 
+    /// The ready addresses serving service port `port` (same name and
+    /// protocol), each with the pod's port.
+    pub fn serving(&self, port: &ServicePort) -> Vec<(&str, u16)> {
+        let mut serving = Vec::new();
+        for subset in &self.subsets {
+            let served = subset
+                .ports
+                .iter()
+                .find(|p| p.name == port.name && p.protocol == port.protocol);
+            if let Some(served) = served {
+                serving.extend(
+                    subset
+                        .addresses
+                        .iter()
+                        .map(|a| (a.ip.as_str(), served.port)),
+                );
+            }
+        }
+        serving
+    }
+
     /// How many ready addresses there are, over all subsets.
     pub fn ready_count(&self) -> usize {
         self.subsets.iter().map(|s| s.addresses.len()).sum()
@@ -242,6 +263,9 @@ spec: {{containers: [{{name: web, image: web}}], nodeName: n1}}"
         assert_eq!(ips(&by_http[&None].addresses), ["10.0.0.5"]);
         assert_eq!(by_http[&None].ports.len(), 1);
         assert_eq!(by_http[&None].ports[0].port, 9000);
+        let http = endpoints.serving(&service().spec.ports[0]);
+        assert_eq!(http, [("10.0.0.2", 8080), ("10.0.0.4", 8081)]);
+        assert_eq!(endpoints.serving(&service().spec.ports[1]).len(), 3);
     }
 
     #[test]

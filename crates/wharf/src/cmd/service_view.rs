@@ -106,20 +106,10 @@ pub fn port_lines(port: &ServicePort, endpoints: Option<&Endpoints>) -> Vec<(Str
         ProbePort::Name(name) => name,
     };
     let serving: Vec<String> = endpoints
+        .map(|e| e.serving(port))
+        .unwrap_or_default()
         .into_iter()
-        .flat_map(|e| &e.subsets)
-        .flat_map(|subset| {
-            let served = subset
-                .ports
-                .iter()
-                .find(|p| p.name == port.name && p.protocol == port.protocol);
-            served.into_iter().flat_map(move |p| {
-                subset
-                    .addresses
-                    .iter()
-                    .map(move |a| format!("{}:{}", a.ip, p.port))
-            })
-        })
+        .map(|(ip, port)| format!("{ip}:{port}"))
         .collect();
     let proto = protocol(port.protocol);
     vec![
