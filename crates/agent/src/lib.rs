@@ -19,6 +19,7 @@ mod logs;
 pub mod machine;
 pub mod probes;
 mod runtime;
+pub mod service_forwards;
 mod simulate;
 mod streams;
 pub mod usage;

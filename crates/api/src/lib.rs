@@ -1,5 +1,5 @@
 //! Wharf's cluster objects — `Node`, `Deployment`, `Pod`, `Event`, `IpPool`,
-//! `ConfigMap`, `Secret`, `PersistentVolumeClaim` — with
+//! `ConfigMap`, `Secret`, `PersistentVolumeClaim`, `Service`, `Endpoints` — with
 //! Kubernetes-like metadata, validation, label selectors, resource
 //! quantities, and reading of Kubernetes `apps/v1` Deployment and `v1`
 //! ConfigMap, Secret and PersistentVolumeClaim YAML as is;
@@ -27,6 +27,7 @@ mod autoscaling;
 mod claim;
 mod config;
 mod config_volume;
+mod endpoints;
 mod env;
 mod error;
 mod event;
@@ -41,6 +42,7 @@ pub mod replication;
 pub mod repository;
 pub mod rollout;
 mod security;
+mod service;
 mod time;
 mod usage;
 mod volume;
@@ -60,6 +62,7 @@ pub use config_volume::{
     ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
     ProjectedFile, Projection, SecretVolume,
 };
+pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use env::{
     ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,
     ResourceFieldSelector, is_env_name,
@@ -92,6 +95,7 @@ pub use security::{
     ALL_CAPABILITIES, CapabilityChanges, DEFAULT_CAPABILITIES, EffectiveSecurity,
     PodSecurityContext, SeccompProfile, SeccompProfileType, SecurityContext, capability_name,
 };
+pub use service::{CLUSTER_IP_NONE, ClusterIpRequest, Service, ServicePort, ServiceSpec};
 pub use time::{parse_rfc3339, rfc3339};
 pub use usage::{ContainerMetrics, ContainerUsage, ContainerUsageSample, PodMetrics, PodUsage};
 pub use volume::{

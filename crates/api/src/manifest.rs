@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use crate::{ConfigMap, Deployment, ObjectError, ObjectMeta, PersistentVolumeClaim, Secret};
+use crate::{
+    ConfigMap, Deployment, ObjectError, ObjectMeta, PersistentVolumeClaim, Secret, Service,
+};
 
 /// An object read from a manifest.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +19,8 @@ pub enum Manifest {
     Secret(Box<Secret>),
     /// A `v1` PersistentVolumeClaim (status dropped: the cluster sets it).
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
+    /// A `v1` Service (`type: ClusterIP`).
+    Service(Box<Service>),
 }
 
 impl Manifest {
@@ -27,6 +31,7 @@ impl Manifest {
             Manifest::ConfigMap(_) => "ConfigMap",
             Manifest::Secret(_) => "Secret",
             Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
+            Manifest::Service(_) => "Service",
         }
     }
 
@@ -37,6 +42,7 @@ impl Manifest {
             Manifest::ConfigMap(c) => &c.metadata,
             Manifest::Secret(s) => &s.metadata,
             Manifest::PersistentVolumeClaim(c) => &c.metadata,
+            Manifest::Service(s) => &s.metadata,
         }
     }
 
@@ -47,6 +53,7 @@ impl Manifest {
             Manifest::ConfigMap(c) => &mut c.metadata,
             Manifest::Secret(s) => &mut s.metadata,
             Manifest::PersistentVolumeClaim(c) => &mut c.metadata,
+            Manifest::Service(s) => &mut s.metadata,
         }
     }
 }
@@ -116,6 +123,14 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                 claim.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::PersistentVolumeClaim(Box::new(claim)),
+                    unknown_fields,
+                }
+            }
+            ("v1", "Service") => {
+                let (service, unknown_fields) = read::<Service>(value, index)?;
+                service.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::Service(Box::new(service)),
                     unknown_fields,
                 }
             }
@@ -741,9 +756,21 @@ status: {}
     }
 
     #[test]
+    fn reads_a_service_and_checks_it() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+                    spec: {selector: {app: web}, ports: [{port: 80, targetPort: http}]}\n";
+        let parsed = parse_manifests(text).unwrap().remove(0);
+        assert_eq!(parsed.manifest.kind(), "Service");
+        assert_eq!(parsed.manifest.metadata().project.as_deref(), Some("shop"));
+        let node_port = text.replace("{selector", "{type: NodePort, selector");
+        let err = parse_manifests(&node_port).unwrap_err().to_string();
+        assert!(err.contains("document 1: spec.type"), "{err}");
+    }
+
+    #[test]
     fn refuses_other_kinds_and_bad_objects() {
         assert!(matches!(
-            parse_manifests("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
+            parse_manifests("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: x}\n"),
             Err(ObjectError::UnsupportedKind { .. })
         ));
         assert!(parse_manifests("").is_err());

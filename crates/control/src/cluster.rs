@@ -6,12 +6,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod};
+use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod, Service, Subnet};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::Store;
 
 use crate::ControlError;
 use crate::deployments::DeploymentController;
+use crate::endpoints::EndpointsController;
 use crate::events::EventRecorder;
 use crate::eviction::{EvictionConfig, NodeEviction};
 use crate::garbage::GarbageCollector;
@@ -38,6 +39,8 @@ pub struct ControlPlane {
     objects: Objects,
     scheduler_config: SchedulerConfig,
     eviction_config: EvictionConfig,
+    /// Where services' cluster IPs are allocated.
+    service_range: Subnet,
     /// Events implied by the pod statuses nodes report.
     node_events: Arc<EventRecorder>,
     /// Pods' resource usage as nodes report it (memory only).
@@ -72,12 +75,33 @@ impl ControlPlane {
             scheduler_config,
             eviction_config: EvictionConfig::default(),
             pod_metrics: PodMetricsStore::new(),
+            service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
+                .expect("the default range parses"),
         }
     }
 
     /// Pods' resource usage as their nodes report it.
     pub fn pod_metrics(&self) -> &PodMetricsStore {
         &self.pod_metrics
+    }
+
+    /// The same control plane allocating cluster IPs from `range`.
+    pub fn with_service_range(mut self, range: Subnet) -> ControlPlane {
+        self.service_range = range;
+        self
+    }
+
+    /// Where services' cluster IPs are allocated.
+    pub fn service_range(&self) -> Subnet {
+        self.service_range
+    }
+
+    /// Creates a service with its cluster IP, or updates one (see
+    /// [`Objects::apply_service`]); `true` if it was created.
+    pub async fn apply_service(&self, service: Service) -> Result<(Service, bool), ControlError> {
+        self.objects
+            .apply_service(service, self.service_range)
+            .await
     }
 
     /// The failover settings.
@@ -160,6 +184,7 @@ impl ControlPlane {
                     let garbage = tokio::spawn(
                         GarbageCollector::new(objects.clone(), GARBAGE_SWEEP_EVERY).run(),
                     );
+                    let endpoints = tokio::spawn(EndpointsController::new(objects.clone()).run());
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
@@ -169,6 +194,7 @@ impl ControlPlane {
                         AbortOnDropHandle::new(nodes),
                         AbortOnDropHandle::new(evictions),
                         AbortOnDropHandle::new(addresses),
+                        AbortOnDropHandle::new(endpoints),
                     );
                     std::future::pending::<()>().await;
                 }

@@ -18,6 +18,7 @@ mod claims;
 mod cluster;
 mod config;
 mod deployments;
+mod endpoints;
 mod error;
 mod events;
 mod eviction;
@@ -35,6 +36,7 @@ mod revisions;
 mod rollout;
 mod rollout_status;
 mod scheduling;
+mod services;
 mod termination;
 #[cfg(test)]
 mod test_objects;
@@ -45,6 +47,7 @@ pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     Clock, DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
+pub use endpoints::EndpointsController;
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
 pub use eviction::{
@@ -65,4 +68,5 @@ pub use rollout_status::{
     NEW_REPLICA_SET_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED, REPLICA_SET_UPDATED,
 };
 pub use scheduling::{SchedulingLoop, node_info, pod_info};
+pub use services::{DEFAULT_SERVICE_RANGE, SERVICE_IPS, service_ip_key};
 pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};

@@ -11,6 +11,8 @@
 //! /cluster/configmaps/<project>/<name>      ConfigMap
 //! /cluster/secrets/<project>/<name>         Secret, data sealed (see `config`)
 //! /cluster/claims/<project>/<name>          PersistentVolumeClaim (see `claims`)
+//! /cluster/services/<project>/<name>        Service (cluster IPs: see `services`)
+//! /cluster/endpoints/<project>/<name>       Endpoints of the service of that name
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -22,8 +24,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, LabelSelector, Node, ObjectMeta,
-    PersistentVolumeClaim, Pod,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, LabelSelector, Node,
+    ObjectMeta, PersistentVolumeClaim, Pod, Service,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -71,6 +73,8 @@ object_kind!(
     "/cluster/claims/",
     true
 );
+object_kind!(Service, "Service", "/cluster/services/", true);
+object_kind!(Endpoints, "Endpoints", "/cluster/endpoints/", true);
 object_kind!(
     DeploymentRevision,
     "DeploymentRevision",

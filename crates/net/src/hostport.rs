@@ -33,7 +33,7 @@ pub enum PortProtocol {
 
 impl PortProtocol {
     /// The protocol's name in nftables rules.
-    fn keyword(self) -> &'static str {
+    pub(crate) fn keyword(self) -> &'static str {
         match self {
             PortProtocol::Tcp => "tcp",
             PortProtocol::Udp => "udp",
@@ -126,32 +126,40 @@ impl HostPortDriver for NftHostPorts {
         &self,
         forwards: &BTreeMap<String, Vec<HostPortForward>>,
     ) -> Result<(), NetError> {
-        let script = ruleset(&self.table, forwards);
-        let mut args: Vec<&str> = Vec::new();
-        let program = match &self.host_netns {
-            Some(ns) => {
-                args.extend(["netns", "exec", ns.as_str(), "nft"]);
-                "ip"
-            }
-            None => "nft",
-        };
-        args.extend(["-f", "-"]);
-        ip::run_with_input(program, args, Some(&script)).await?;
-        Ok(())
+        run_script(self.host_netns.as_deref(), &ruleset(&self.table, forwards)).await
     }
+}
+
+/// Runs an `nft -f` script (one transaction) in the agent's network
+/// namespace or in `host_netns`.
+pub(crate) async fn run_script(host_netns: Option<&str>, script: &str) -> Result<(), NetError> {
+    let mut args: Vec<&str> = Vec::new();
+    let program = match host_netns {
+        Some(ns) => {
+            args.extend(["netns", "exec", ns, "nft"]);
+            "ip"
+        }
+        None => "nft",
+    };
+    args.extend(["-f", "-"]);
+    ip::run_with_input(program, args, Some(script)).await?;
+    Ok(())
 }
 
 /// The table of node `node`. Node names are DNS names; anything else an
 /// nftables name may not hold becomes `_`.
 pub fn table_name(node: &str) -> String {
-    let safe: String = node
-        .chars()
+    format!("wharf-hostports-{}", safe_name(node))
+}
+
+/// `node` with every character an nftables name may not hold as `_`.
+pub(crate) fn safe_name(node: &str) -> String {
+    node.chars()
         .map(|c| match c.is_ascii_alphanumeric() || c == '-' {
             true => c,
             false => '_',
         })
-        .collect();
-    format!("wharf-hostports-{safe}")
+        .collect()
 }
 
 /// The `nft -f` script that replaces table `table` with `forwards` (or

@@ -15,6 +15,9 @@
 //! Pods' `hostPort`s are forwarded by [`NftHostPorts`]: nftables DNAT in a
 //! table of the node's own ([`hostport`] explains why it is rewritten whole).
 //!
+//! Services' cluster IPs are forwarded to their ready endpoints by the
+//! rules [`services::ruleset`] writes (not yet installed by the agent).
+//!
 //! Requires root (`CAP_NET_ADMIN` and `CAP_SYS_ADMIN` for `ip netns`),
 //! iproute2, and nftables' `nft` for host ports. No sysctls are touched.
 
@@ -23,6 +26,7 @@ mod driver;
 mod error;
 pub mod hostport;
 mod ip;
+pub mod services;
 mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;

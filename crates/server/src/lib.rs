@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub replication: ReplicationOptions,
     /// Node lease and eviction of the pods of dead nodes.
     pub failover: wharf_control::EvictionConfig,
+    /// Where services' cluster IPs are allocated.
+    pub service_range: wharf_api::Subnet,
 }
 
 /// The state store a server uses.
@@ -131,6 +133,8 @@ impl ServerConfig {
             instance: None,
             replication: ReplicationOptions::default(),
             failover: wharf_control::EvictionConfig::default(),
+            service_range: wharf_api::Subnet::parse(wharf_control::DEFAULT_SERVICE_RANGE)
+                .expect("the default range parses"),
         }
     }
 }
@@ -302,8 +306,9 @@ impl App {
             }),
             events: registry_events.clone(),
         };
-        let control =
-            ControlPlane::new(store.clone(), config.scheduler).with_eviction(config.failover);
+        let control = ControlPlane::new(store.clone(), config.scheduler)
+            .with_eviction(config.failover)
+            .with_service_range(config.service_range);
         let config_objects = ConfigObjects::new(
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,

@@ -21,13 +21,7 @@ spec:
 async fn claims_are_read_by_guests_written_by_developers_and_audited() {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
-    app.create_project(&admin, "shop", false).await;
-    for (user, role) in [("gus", "guest"), ("dev", "developer")] {
-        app.create_user(&admin, user, "a-long-password").await;
-        app.add_member(&admin, "shop", user, role).await;
-    }
-    let guest = app.api_login("gus", "a-long-password").await;
-    let developer = app.api_login("dev", "a-long-password").await;
+    let (guest, developer) = app.shop_with_guest_and_developer(&admin).await;
 
     app.apply_yaml(&guest, CLAIM)
         .await

@@ -343,7 +343,7 @@ async fn bad_manifests_change_nothing() {
         reply.json()
     );
     for bad in [
-        "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n",
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n",
         "{{{",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: Bad}\nspec: {}\n",
     ] {

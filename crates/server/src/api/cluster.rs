@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
-    Deployment, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Taint, parse_label_selector,
+    Deployment, Endpoints, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint,
+    parse_label_selector,
 };
 use wharf_auth::Action;
 use wharf_control::{Change, DeletionOutcome, NodeRegistration, Object, PodDeletion};
@@ -367,6 +368,35 @@ pub(crate) async fn delete_deployment(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /api/v1/projects/{project}/services/{name}`: the service, its
+/// cluster IP and its endpoints go at once.
+pub(crate) async fn delete_service(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<Json<Service>> {
+    let work = state.control.objects().delete_service(&project, &name);
+    let resource = format!("{project}/service/{name}");
+    let deleted = state
+        .audited(&caller, "service.delete", resource, work)
+        .await?;
+    Ok(Json(deleted))
+}
+
+/// `GET /api/v1/nodes/{node}/services`: every service and every
+/// endpoints object, for the node's service rules (every node forwards
+/// every service), with the revision they were read at.
+pub(crate) async fn node_services(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+    let objects = state.control.objects();
+    let (services, _) = objects.list::<Service>(None, None).await?;
+    let (endpoints, revision) = objects.list::<Endpoints>(None, None).await?;
+    Ok(Json(json!({
+        "services": services,
+        "endpoints": endpoints,
+        "resourceVersion": revision.to_string(),
+    })))
+}
+
 // ----- pods and events -----
 
 /// `GET /api/v1/projects/{project}/pods`
@@ -689,6 +719,11 @@ async fn apply_one(
         }
         Manifest::PersistentVolumeClaim(claim) => {
             let work = state.control.objects().apply_claim(*claim);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::Service(service) => {
+            let work = state.control.apply_service(*service);
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
             (applied.metadata.generation, created)
         }

@@ -80,7 +80,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use wharf_api::{ConfigMap, Deployment, PersistentVolumeClaim, Pod};
+    use wharf_api::{ConfigMap, Deployment, Endpoints, PersistentVolumeClaim, Pod, Service};
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -129,6 +129,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
         row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Admin,     get(claims::node_claims)),
         row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Admin,           put(pod_metrics::report_usage)),
+        row(Method::GET,    "/api/v1/nodes/{node}/services",             Admin,           get(cluster::node_services)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
@@ -170,6 +171,11 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Pull), get(cluster::get_in_project::<PersistentVolumeClaim>)),
         row(Method::DELETE, "/api/v1/projects/{project}/persistentvolumeclaims/{name}", Project(Delete), delete(claims::delete)),
         row(Method::GET,    "/api/v1/projects/{project}/persistentvolumeclaims/{name}/users", Project(Pull), get(claims::users)),
+        row(Method::GET,    "/api/v1/projects/{project}/services",       Project(Pull),   get(cluster::list_in_project::<Service>)),
+        row(Method::GET,    "/api/v1/projects/{project}/services/{name}", Project(Pull),  get(cluster::get_in_project::<Service>)),
+        row(Method::DELETE, "/api/v1/projects/{project}/services/{name}", Project(Delete), delete(cluster::delete_service)),
+        row(Method::GET,    "/api/v1/projects/{project}/endpoints",      Project(Pull),   get(cluster::list_in_project::<Endpoints>)),
+        row(Method::GET,    "/api/v1/projects/{project}/endpoints/{name}", Project(Pull), get(cluster::get_in_project::<Endpoints>)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),

@@ -7,8 +7,8 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Event, IpPool, Node, PersistentVolumeClaim, Pod,
-    PodMetrics, Secret,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, Node,
+    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
 };
 
 use super::{Access, route_table};
@@ -52,6 +52,8 @@ fn build() -> Value {
             generator.subschema_for::<PersistentVolumeClaim>(),
         ),
         ("PodMetrics", generator.subschema_for::<PodMetrics>()),
+        ("Service", generator.subschema_for::<Service>()),
+        ("Endpoints", generator.subschema_for::<Endpoints>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -173,10 +175,12 @@ fn responses(method: &Method, path: &str) -> Value {
         });
     }
     // A pod's address claim, or its node's confirmation, is not a pod; a
-    // claim's users are not a claim.
+    // claim's users are not a claim; a node's services are a bundle.
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
         "persistentvolumeclaims",
+        "services",
+        "{project}/endpoints",
         "configmaps",
         "secrets",
         "revisions",
@@ -193,6 +197,7 @@ fn responses(method: &Method, path: &str) -> Value {
             && !path.ends_with("/stopped")
             && !path.ends_with("/users")
             && !path.ends_with("/usage")
+            && !path.ends_with("/{node}/services")
     })
     .map(|k| match k {
         "nodes" => "Node",
@@ -203,6 +208,8 @@ fn responses(method: &Method, path: &str) -> Value {
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "services" => "Service",
+        "{project}/endpoints" => "Endpoints",
         _ => "Event",
     });
     let content = match kind {

@@ -163,6 +163,11 @@ pub(crate) async fn remove(
             .objects()
             .delete_project_claims(&project)
             .await?;
+        state
+            .control
+            .objects()
+            .delete_project_services(&project)
+            .await?;
         Ok(state.identity.delete_project(&project).await?)
     };
     let resource = format!("project/{project}");

@@ -162,6 +162,18 @@ impl TestApp {
         .expect(StatusCode::OK);
     }
 
+    /// Project `shop` with a guest `gus` and a developer `dev`: their tokens.
+    pub async fn shop_with_guest_and_developer(&self, admin: &str) -> (String, String) {
+        self.create_project(admin, "shop", false).await;
+        for (user, role) in [("gus", "guest"), ("dev", "developer")] {
+            self.create_user(admin, user, "a-long-password").await;
+            self.add_member(admin, "shop", user, role).await;
+        }
+        let guest = self.api_login("gus", "a-long-password").await;
+        let developer = self.api_login("dev", "a-long-password").await;
+        (guest, developer)
+    }
+
     /// A registry token for `scope`, asked with Basic credentials (or none).
     pub async fn registry_token(&self, credentials: Option<(&str, &str)>, scope: &str) -> Reply {
         let mut headers = Vec::new();

@@ -282,7 +282,9 @@ async fn delete(
         | Kind::Node
         | Kind::ConfigMap
         | Kind::Secret
-        | Kind::PersistentVolumeClaim => vec![],
+        | Kind::PersistentVolumeClaim
+        | Kind::Service
+        | Kind::Endpoints => vec![],
     };
     let path = target.kind.object_path(&target.project, &target.name);
     match client.delete_with_query(&path, &query).await {
@@ -389,9 +391,13 @@ spec:
         );
         let err = manifest_targets(MANIFEST, None).unwrap_err().to_string();
         assert!(err.contains("deployment web names no project"), "{err}");
-        let err = manifest_targets("kind: Service\napiVersion: v1\n", None)
+        let err = manifest_targets("kind: Ingress\napiVersion: networking.k8s.io/v1\n", None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unsupported kind Service"), "{err}");
+        assert!(err.contains("unsupported kind Ingress"), "{err}");
+        let service = "kind: Service\napiVersion: v1\n\
+                       metadata: {name: web, namespace: back}\nspec: {ports: [{port: 80}]}\n";
+        let targets = manifest_targets(service, Some("back")).unwrap();
+        assert_eq!(targets[0].kind, Kind::Service);
     }
 }

@@ -13,6 +13,7 @@ use wharf_api::{
     PersistentVolumeClaim, Pod, PodSpec, ResourceList, Resources, SeccompProfileType, Secret,
     Toleration, TolerationOperator,
 };
+use wharf_api::{Endpoints, Service};
 
 use super::ServerOption;
 use super::get::{phase_name, pod_status};
@@ -20,6 +21,7 @@ use super::objects::{
     Kind, ObjectName, ProjectOption, allocated_on, bound_pods, effect_name, list_objects,
     node_status, none, place, selector_text, sum_requests, taint_text,
 };
+use super::service_view;
 use crate::client::{ApiClient, unix_now};
 use crate::output::{Table, age, cores, memory, rfc3339};
 
@@ -110,6 +112,16 @@ async fn describe_one(client: &mut ApiClient, kind: Kind, project: &str, name: &
                 .context("the server's answer is not what wharf expects")?;
             describe_claim(&typed(answer)?, &users, now_ms)
         }
+        Kind::Service => {
+            // A service without endpoints yet (just made) is still shown.
+            let endpoints = client
+                .get(&Kind::Endpoints.object_path(project, name))
+                .await
+                .ok()
+                .and_then(|answer| serde_json::from_value(answer).ok());
+            describe_service(&typed(answer)?, endpoints.as_ref(), now_ms)
+        }
+        Kind::Endpoints => describe_endpoints(&typed(answer)?, now_ms),
     };
     // Events of cluster-wide objects (nodes) have an endpoint of their own.
     let events_path: Vec<&str> = if kind.in_project() {
@@ -293,6 +305,43 @@ fn metadata_fields(description: &mut Description, meta: &ObjectMeta, now_ms: u64
     if let Some(owner) = meta.owner_references.first() {
         description.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
     }
+}
+
+/// A service's address and, per port, its target and ready endpoints.
+fn describe_service(service: &Service, endpoints: Option<&Endpoints>, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &service.metadata, now_ms);
+    description.field(0, "Selector", service_view::selector_text(service));
+    description.field(0, "Type", "ClusterIP");
+    let ip = service.spec.cluster_ip.clone().unwrap_or_else(none);
+    description.field(0, "IP", ip);
+    for port in &service.spec.ports {
+        for (key, value) in service_view::port_lines(port, endpoints) {
+            description.field(0, &key, value);
+        }
+    }
+    let affinity = service.spec.session_affinity.clone();
+    description.field(
+        0,
+        "Session Affinity",
+        affinity.unwrap_or_else(|| "None".into()),
+    );
+    description
+}
+
+/// The ready and not ready addresses of a service.
+fn describe_endpoints(endpoints: &Endpoints, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &endpoints.metadata, now_ms);
+    let ready = service_view::ready_endpoints(endpoints);
+    description.field(0, "Ready", service_view::endpoints_text(&ready));
+    let not_ready: Vec<String> = endpoints
+        .subsets
+        .iter()
+        .flat_map(|s| s.not_ready_addresses.iter().map(|a| a.ip.clone()))
+        .collect();
+    description.field(0, "NotReady", service_view::endpoints_text(&not_ready));
+    description
 }
 
 /// A ConfigMap's keys with their text values (binary ones by size), as

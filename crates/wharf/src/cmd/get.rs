@@ -12,12 +12,14 @@ use wharf_api::{
     ConfigMap, ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS,
     LABEL_POOL, LOCAL_STORAGE_CLASS, Node, PersistentVolumeClaim, Pod, PodPhase, Resources, Secret,
 };
+use wharf_api::{Endpoints, Service};
 
 use super::ServerOption;
 use super::objects::{
     Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, list_objects,
     node_status, none, place, selector_text, sum_requests, taint_text,
 };
+use super::service_view::{endpoints_row, service_row};
 use crate::client::{ApiClient, unix_now};
 use crate::output::{self, OutputFormat, RowStream, Table, age, cores, memory};
 
@@ -80,7 +82,11 @@ pub async fn run(args: GetArgs) -> Result<()> {
     if args.watch
         && matches!(
             kind,
-            Kind::ConfigMap | Kind::Secret | Kind::PersistentVolumeClaim
+            Kind::ConfigMap
+                | Kind::Secret
+                | Kind::PersistentVolumeClaim
+                | Kind::Service
+                | Kind::Endpoints
         )
     {
         bail!("-w is not supported for {}", kind.plural());
@@ -417,6 +423,14 @@ impl RowMaker {
                 .iter()
                 .map(|claim| claim_row(claim, now_ms))
                 .collect(),
+            Kind::Service => typed::<Service>(objects)?
+                .iter()
+                .map(|service| service_row(service, now_ms))
+                .collect(),
+            Kind::Endpoints => typed::<Endpoints>(objects)?
+                .iter()
+                .map(|endpoints| endpoints_row(endpoints, now_ms))
+                .collect(),
         })
     }
 }
@@ -460,6 +474,11 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
             ],
             &[],
         ),
+        Kind::Service => (
+            vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"],
+            &["SELECTOR"],
+        ),
+        Kind::Endpoints => (vec!["NAME", "ENDPOINTS", "AGE"], &[]),
     };
     if wide {
         headers.extend(more);

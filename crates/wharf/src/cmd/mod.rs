@@ -28,6 +28,7 @@ pub mod robot;
 pub mod rollout;
 pub mod scale;
 pub mod server;
+pub mod service_view;
 pub mod settings;
 pub mod top;
 pub mod up;

@@ -26,13 +26,18 @@ pub enum Kind {
     Secret,
     /// PersistentVolumeClaims; in a project.
     PersistentVolumeClaim,
+    /// Services; in a project.
+    Service,
+    /// The endpoints of services; in a project.
+    Endpoints,
 }
 
 impl Kind {
     /// Reads the plural, singular or short name, as kubectl takes them:
     /// `nodes`, `node`, `no`; `deployments`, `deployment`, `deploy`;
     /// `pods`, `pod`, `po`; `configmaps`, `configmap`, `cm`; `secrets`,
-    /// `secret`; `persistentvolumeclaims`, `persistentvolumeclaim`, `pvc`.
+    /// `secret`; `persistentvolumeclaims`, `persistentvolumeclaim`, `pvc`;
+    /// `services`, `service`, `svc`; `endpoints`, `ep`.
     pub fn parse(text: &str) -> Result<Kind, String> {
         match text.to_ascii_lowercase().as_str() {
             "nodes" | "node" | "no" => Ok(Kind::Node),
@@ -45,9 +50,12 @@ impl Kind {
             "persistentvolumeclaims" | "persistentvolumeclaim" | "pvc" => {
                 Ok(Kind::PersistentVolumeClaim)
             }
+            "services" | "service" | "svc" => Ok(Kind::Service),
+            "endpoints" | "ep" => Ok(Kind::Endpoints),
             _ => Err(format!(
                 "unknown resource type {text:?}: use nodes (no), deployments (deploy), pods (po), \
-                 configmaps (cm), secrets or persistentvolumeclaims (pvc)"
+                 configmaps (cm), secrets, persistentvolumeclaims (pvc), services (svc) or \
+                 endpoints (ep)"
             )),
         }
     }
@@ -62,6 +70,8 @@ impl Kind {
             Kind::ConfigMap => "configmap",
             Kind::Secret => "secret",
             Kind::PersistentVolumeClaim => "persistentvolumeclaim",
+            Kind::Service => "service",
+            Kind::Endpoints => "endpoints",
         }
     }
 
@@ -74,6 +84,8 @@ impl Kind {
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
+            Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
         }
     }
 
@@ -87,6 +99,8 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
         }
     }
 
@@ -97,6 +111,7 @@ impl Kind {
             wharf_api::Manifest::ConfigMap(_) => Kind::ConfigMap,
             wharf_api::Manifest::Secret(_) => Kind::Secret,
             wharf_api::Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            wharf_api::Manifest::Service(_) => Kind::Service,
         }
     }
 
@@ -404,10 +419,14 @@ mod tests {
             ("pvc", Kind::PersistentVolumeClaim),
             ("PersistentVolumeClaims", Kind::PersistentVolumeClaim),
             ("persistentvolumeclaim", Kind::PersistentVolumeClaim),
+            ("svc", Kind::Service),
+            ("Services", Kind::Service),
+            ("ep", Kind::Endpoints),
+            ("endpoints", Kind::Endpoints),
         ] {
             assert_eq!(Kind::parse(text), Ok(kind), "{text}");
         }
-        let err = Kind::parse("services").unwrap_err();
+        let err = Kind::parse("ingresses").unwrap_err();
         assert!(err.contains("deployments (deploy)"), "{err}");
         assert_eq!(
             ObjectName(Kind::Deployment, "web").to_string(),

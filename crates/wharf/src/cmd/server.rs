@@ -109,6 +109,10 @@ pub struct ServerArgs {
     /// Bytes per upload request of large blobs (a resumed copy repeats at most one).
     #[arg(long, default_value = "64MiB", value_parser = units::parse_size)]
     replication_chunk: u64,
+    /// The range services' cluster IPs are allocated from (a CIDR that
+    /// overlaps neither pod nor node addresses).
+    #[arg(long, default_value = wharf_control::DEFAULT_SERVICE_RANGE, value_parser = wharf_api::Subnet::parse)]
+    service_cidr: wharf_api::Subnet,
 }
 
 impl ServerArgs {
@@ -139,6 +143,7 @@ impl ServerArgs {
             _ => wharf_scheduler::Strategy::LeastAllocated,
         };
         config.instance = self.instance.clone();
+        config.service_range = self.service_cidr;
         config.failover = wharf_control::EvictionConfig {
             node_lease_ttl: self.node_lease_ttl,
             default_toleration: self.default_toleration,
