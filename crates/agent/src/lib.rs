@@ -20,6 +20,7 @@ pub mod machine;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
+pub mod service_view;
 mod simulate;
 mod streams;
 pub mod usage;

@@ -31,6 +31,7 @@ mod endpoints;
 mod env;
 mod error;
 mod event;
+mod falcon;
 mod fieldref;
 mod ippool;
 mod manifest;
@@ -69,6 +70,7 @@ pub use env::{
 };
 pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference, PodEventReport};
+pub use falcon::{CounterType, FalconSample, format_tags, parse_tags};
 pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
