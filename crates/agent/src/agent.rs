@@ -16,6 +16,8 @@ use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
 use crate::runtime::Runtime;
+use crate::service_sync::follow_services;
+use crate::service_view::ServiceView;
 
 /// The heartbeat lease by default: short, so that a dead node's pods are
 /// replaced within seconds (Kubernetes takes 40 s to notice).
@@ -107,6 +109,7 @@ pub struct Agent {
     runtime: Arc<dyn Runtime>,
     config: AgentConfig,
     fence: Fence,
+    services: watch::Sender<Arc<ServiceView>>,
 }
 
 impl Agent {
@@ -117,7 +120,15 @@ impl Agent {
             runtime,
             fence: Fence::new(config.heartbeat_ttl),
             config,
+            services: watch::channel(Arc::default()).0,
         }
+    }
+
+    /// The cluster's services and endpoints as this agent follows them
+    /// once it runs: empty until the first list, then a new value after
+    /// each change (for the node's service rules and its DNS server).
+    pub fn services(&self) -> watch::Receiver<Arc<ServiceView>> {
+        self.services.subscribe()
     }
 
     /// Registers the node, then serves it until the task is dropped.
@@ -130,10 +141,16 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        let services = tokio::spawn(follow_services(
+            this.api.clone(),
+            this.config.name.clone(),
+            this.services.clone(),
+        ));
         let _stop = (
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
+            AbortOnDropHandle::new(services),
         );
         let mut workers = Workers::default();
         loop {

@@ -20,6 +20,7 @@ pub mod machine;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
+mod service_sync;
 pub mod service_view;
 mod simulate;
 mod streams;
@@ -28,7 +29,10 @@ pub mod usage;
 pub use agent::{
     Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_USAGE_INTERVAL,
 };
-pub use api::{HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, TokenSource};
+pub use api::{
+    HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, ServiceChange, ServiceChanges,
+    TokenSource,
+};
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
