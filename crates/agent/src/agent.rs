@@ -16,6 +16,7 @@ use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
 use crate::runtime::Runtime;
+use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
 use crate::service_view::ServiceView;
 
@@ -110,6 +111,7 @@ pub struct Agent {
     config: AgentConfig,
     fence: Fence,
     services: watch::Sender<Arc<ServiceView>>,
+    service_rules: Option<Arc<dyn ServiceRules>>,
 }
 
 impl Agent {
@@ -121,7 +123,15 @@ impl Agent {
             fence: Fence::new(config.heartbeat_ttl),
             config,
             services: watch::channel(Arc::default()).0,
+            service_rules: None,
         }
+    }
+
+    /// Has `rules` forward the services to their ready endpoints on this
+    /// node while the agent runs (nodes that run containers).
+    pub fn with_service_rules(mut self, rules: Arc<dyn ServiceRules>) -> Agent {
+        self.service_rules = Some(rules);
+        self
     }
 
     /// The cluster's services and endpoints as this agent follows them
@@ -141,6 +151,14 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        // Subscribed before the watcher starts, so no view goes unseen.
+        let rules = this.service_rules.clone().map(|rules| {
+            AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
+                this.services(),
+                rules,
+                RULES_RETRY,
+            )))
+        });
         let services = tokio::spawn(follow_services(
             this.api.clone(),
             this.config.name.clone(),
@@ -151,6 +169,7 @@ impl Agent {
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
             AbortOnDropHandle::new(services),
+            rules,
         );
         let mut workers = Workers::default();
         loop {

@@ -20,6 +20,7 @@ pub mod machine;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
+mod service_rules;
 mod service_sync;
 pub mod service_view;
 mod simulate;
@@ -36,4 +37,5 @@ pub use api::{
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
+pub use service_rules::ServiceRules;
 pub use simulate::{Simulation, SimulationConfig};
