@@ -13,6 +13,7 @@
 //! /cluster/claims/<project>/<name>          PersistentVolumeClaim (see `claims`)
 //! /cluster/services/<project>/<name>        Service (cluster IPs: see `services`)
 //! /cluster/endpoints/<project>/<name>       Endpoints of the service of that name
+//! /cluster/hpas/<project>/<name>            HorizontalPodAutoscaler (see `autoscalers`)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -24,8 +25,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, LabelSelector, Node,
-    ObjectMeta, PersistentVolumeClaim, Pod, Service,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
+    LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod, Service,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -75,6 +76,12 @@ object_kind!(
 );
 object_kind!(Service, "Service", "/cluster/services/", true);
 object_kind!(Endpoints, "Endpoints", "/cluster/endpoints/", true);
+object_kind!(
+    HorizontalPodAutoscaler,
+    "HorizontalPodAutoscaler",
+    "/cluster/hpas/",
+    true
+);
 object_kind!(
     DeploymentRevision,
     "DeploymentRevision",
