@@ -150,12 +150,13 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
 
     let burn = exec(&cli, &pod, &["touch", "/tmp/burn"]);
     assert!(burn.status.success(), "{burn:?}");
-    // 100m requested, 50% wanted: above 55m (with the 10% tolerance) the
-    // target is ceil(usage / 50m), far above the maximum of 3.
+    // 100m requested, 50% wanted: the target is ceil(usage / 50m), the
+    // maximum of 3 from 101m on (a loaded machine may give the loop less
+    // than a core).
     wait_for(
         "the metric above its target",
-        Duration::from_secs(30),
-        || top(&cli, &pod).filter(|(cpu, _)| *cpu > 200),
+        Duration::from_secs(60),
+        || top(&cli, &pod).filter(|(cpu, _)| *cpu > 100),
     );
     let crossed = Instant::now();
     wait_for("three replicas", SYNC + Duration::from_secs(30), || {
