@@ -16,7 +16,7 @@ use super::{
 
 /// Held by each test that burns CPU: two burners at once on a small
 /// machine starve each other's measurements.
-static BURNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static BURNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Burns a CPU while /tmp/burn exists, else idles: `wharf exec` turns the
 /// load on and off.
@@ -41,9 +41,7 @@ async fn top_pods_shows_the_cpu_a_container_burns_and_its_memory() {
     if !prerequisites("pod metrics from cgroups") {
         return;
     }
-    let _burning = BURNING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _burning = BURNING.lock().await;
     let server = TestServer::start();
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
@@ -120,9 +118,7 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
     if !prerequisites("horizontal pod autoscaling") {
         return;
     }
-    let _burning = BURNING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _burning = BURNING.lock().await;
     let sync = format!("{}s", SYNC.as_secs());
     let server = TestServer::start_with(&["--hpa-sync-period", &sync]);
     let cli = Cli::login(&server);
