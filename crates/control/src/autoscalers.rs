@@ -5,7 +5,7 @@
 use wharf_api::{Deployment, HorizontalPodAutoscaler};
 
 use crate::ControlError;
-use crate::objects::Objects;
+use crate::objects::{Objects, take_applied_metadata};
 
 impl Objects {
     /// Creates an autoscaler, or updates its spec, labels and annotations
@@ -32,17 +32,17 @@ impl Objects {
         let updated = self
             .modify::<HorizontalPodAutoscaler>(project.as_deref(), &name, |current| {
                 let spec_changed = current.spec != hpa.spec;
-                let meta_changed = current.metadata.labels != hpa.metadata.labels
-                    || current.metadata.annotations != hpa.metadata.annotations
-                    || current.metadata.owner_references != hpa.metadata.owner_references;
                 if spec_changed {
                     current.spec = hpa.spec.clone();
                     current.metadata.generation += 1;
                 }
-                current.metadata.labels = hpa.metadata.labels.clone();
-                current.metadata.annotations = hpa.metadata.annotations.clone();
-                current.metadata.owner_references = hpa.metadata.owner_references.clone();
-                spec_changed || meta_changed
+                // `wharf autoscale` makes the deployment the owner.
+                let owners = &hpa.metadata.owner_references;
+                let owners_changed = current.metadata.owner_references != *owners;
+                current.metadata.owner_references = owners.clone();
+                take_applied_metadata(&mut current.metadata, &hpa.metadata)
+                    || spec_changed
+                    || owners_changed
             })
             .await?;
         Ok((updated, false))

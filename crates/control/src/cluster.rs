@@ -20,7 +20,7 @@ use crate::hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReporte
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
-use crate::objects::Objects;
+use crate::objects::{Objects, take_applied_metadata};
 use crate::pod_metrics::PodMetricsStore;
 use crate::scheduling::SchedulingLoop;
 use crate::termination::{DeletionOutcome, PodDeletion};
@@ -265,15 +265,11 @@ impl ControlPlane {
             .modify::<Deployment>(project.as_deref(), &name, |current| {
                 keep_revision_annotation(current, &mut deployment);
                 let spec_changed = current.spec != deployment.spec;
-                let meta_changed = current.metadata.labels != deployment.metadata.labels
-                    || current.metadata.annotations != deployment.metadata.annotations;
                 if spec_changed {
                     current.spec = deployment.spec.clone();
                     current.metadata.generation += 1;
                 }
-                current.metadata.labels = deployment.metadata.labels.clone();
-                current.metadata.annotations = deployment.metadata.annotations.clone();
-                spec_changed || meta_changed
+                take_applied_metadata(&mut current.metadata, &deployment.metadata) || spec_changed
             })
             .await?;
         Ok((updated, false))

@@ -139,6 +139,15 @@ pub fn revision_of<T: Object>(object: &T) -> Result<Option<Revision>, ControlErr
     }
 }
 
+/// Takes the labels and annotations of an applied manifest onto the stored
+/// object's metadata (the rest of it is the cluster's); whether they changed.
+pub(crate) fn take_applied_metadata(current: &mut ObjectMeta, applied: &ObjectMeta) -> bool {
+    let changed = current.labels != applied.labels || current.annotations != applied.annotations;
+    current.labels = applied.labels.clone();
+    current.annotations = applied.annotations.clone();
+    changed
+}
+
 /// A change seen by [`Objects::watch`].
 #[derive(Clone, Debug)]
 pub enum Change<T> {

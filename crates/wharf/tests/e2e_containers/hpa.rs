@@ -36,30 +36,60 @@ fn top(cli: &Cli, pod: &str) -> Option<(u64, u64)> {
     Some((cpu, memory))
 }
 
+/// A server, a node sampling usage every second, and the one running pod
+/// of the deployment `manifest` makes of the demo image. (Bind every field:
+/// the server and node stop when dropped.)
+struct Burner {
+    _server: TestServer,
+    cli: Cli,
+    _node: Node,
+    pod: String,
+}
+
+impl Burner {
+    async fn start(
+        server_args: &[&str],
+        node: NodeSpec,
+        deployment: &str,
+        manifest: impl Fn(&str) -> String,
+    ) -> Burner {
+        let server = TestServer::start_with(server_args);
+        let cli = Cli::login(&server);
+        let robot = push_demo_image(&server, &cli).await;
+        let node = Node::start_with(&cli, node, &robot, &["--usage-interval", "1s"]);
+        let image = format!("{}/shop/web:1.0", server.host());
+        cli.run_with(&["apply", "-f", "-"], &manifest(&image));
+        let prefix = format!("{deployment}-");
+        let pods = wait_for("the pod running", Duration::from_secs(90), || {
+            running_pods(&cli, &prefix, 1)
+        });
+        Burner {
+            pod: name_of(&pods[0]),
+            _server: server,
+            cli,
+            _node: node,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_pods_shows_the_cpu_a_container_burns_and_its_memory() {
     if !prerequisites("pod metrics from cgroups") {
         return;
     }
     let _burning = BURNING.lock().await;
-    let server = TestServer::start();
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
-    let _node = Node::start_with(
-        &cli,
+    let Burner {
+        _server,
+        cli,
+        _node,
+        pod,
+    } = Burner::start(
+        &[],
         NodeSpec::local("wta-top-1", "wtabr1", "wta1-", "10.94.1.0/24"),
-        &robot,
-        &["--usage-interval", "1s"],
-    );
-    let image = format!("{}/shop/web:1.0", server.host());
-    cli.run_with(
-        &["apply", "-f", "-"],
-        &one_container_deployment("burner", &image, BURNER),
-    );
-    let pods = wait_for("the burner running", Duration::from_secs(90), || {
-        running_pods(&cli, "burner-", 1)
-    });
-    let pod = name_of(&pods[0]);
+        "burner",
+        |image| one_container_deployment("burner", image, BURNER),
+    )
+    .await;
 
     let (idle, _) = wait_for("metrics of the idle pod", Duration::from_secs(30), || {
         top(&cli, &pod)
@@ -120,23 +150,20 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
     }
     let _burning = BURNING.lock().await;
     let sync = format!("{}s", SYNC.as_secs());
-    let server = TestServer::start_with(&["--hpa-sync-period", &sync]);
-    let cli = Cli::login(&server);
-    let robot = push_demo_image(&server, &cli).await;
     let usage_interval = Duration::from_secs(1);
-    let _node = Node::start_with(
-        &cli,
+    let Burner {
+        _server,
+        cli,
+        _node,
+        pod,
+    } = Burner::start(
+        &["--hpa-sync-period", &sync],
         NodeSpec::local("wha-hpa-1", "whabr1", "wha1-", "10.103.1.0/24"),
-        &robot,
-        &["--usage-interval", "1s"],
-    );
-    let image = format!("{}/shop/web:1.0", server.host());
-    cli.run_with(&["apply", "-f", "-"], &busy_deployment(&image));
+        "busy",
+        busy_deployment,
+    )
+    .await;
     cli.run_with(&["apply", "-f", "-"], &busy_hpa());
-    let pods = wait_for("the busy pod running", Duration::from_secs(90), || {
-        running_pods(&cli, "busy-", 1)
-    });
-    let pod = name_of(&pods[0]);
     // Idle, it stays at one replica (the minimum) sync after sync.
     wait_for("metrics of the idle pod", Duration::from_secs(30), || {
         top(&cli, &pod)
