@@ -37,8 +37,8 @@ fn top(cli: &Cli, pod: &str) -> Option<(u64, u64)> {
 }
 
 /// A server, a node sampling usage every second, and the one running pod
-/// of the deployment `manifest` makes of the demo image. (Bind every field:
-/// the server and node stop when dropped.)
+/// of the deployment `manifest` makes of the demo image; the server and
+/// node stop when it is dropped.
 struct Burner {
     _server: TestServer,
     cli: Cli,
@@ -78,35 +78,31 @@ async fn top_pods_shows_the_cpu_a_container_burns_and_its_memory() {
         return;
     }
     let _burning = BURNING.lock().await;
-    let Burner {
-        _server,
-        cli,
-        _node,
-        pod,
-    } = Burner::start(
+    let burner = Burner::start(
         &[],
         NodeSpec::local("wta-top-1", "wtabr1", "wta1-", "10.94.1.0/24"),
         "burner",
         |image| one_container_deployment("burner", image, BURNER),
     )
     .await;
+    let (cli, pod) = (&burner.cli, &burner.pod);
 
     let (idle, _) = wait_for("metrics of the idle pod", Duration::from_secs(30), || {
-        top(&cli, &pod)
+        top(cli, pod)
     });
     assert!(idle < 200, "idle at {idle}m");
-    let burn = exec(&cli, &pod, &["touch", "/tmp/burn"]);
+    let burn = exec(cli, pod, &["touch", "/tmp/burn"]);
     assert!(burn.status.success(), "{burn:?}");
     // One core flat out, shared with the test's own builds: well over 300m.
     let (busy, memory) = wait_for("the burning pod's CPU", Duration::from_secs(30), || {
-        top(&cli, &pod).filter(|(cpu, _)| *cpu >= 300)
+        top(cli, pod).filter(|(cpu, _)| *cpu >= 300)
     });
     assert!(busy <= 1100, "one shell loop uses at most a core: {busy}m");
     assert!(memory < 64, "a shell's working set: {memory}Mi");
-    let stop = exec(&cli, &pod, &["rm", "/tmp/burn"]);
+    let stop = exec(cli, pod, &["rm", "/tmp/burn"]);
     assert!(stop.status.success(), "{stop:?}");
     wait_for("the pod's CPU back down", Duration::from_secs(30), || {
-        top(&cli, &pod).filter(|(cpu, _)| *cpu < 100)
+        top(cli, pod).filter(|(cpu, _)| *cpu < 100)
     });
 }
 
@@ -151,27 +147,23 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
     let _burning = BURNING.lock().await;
     let sync = format!("{}s", SYNC.as_secs());
     let usage_interval = Duration::from_secs(1);
-    let Burner {
-        _server,
-        cli,
-        _node,
-        pod,
-    } = Burner::start(
+    let burner = Burner::start(
         &["--hpa-sync-period", &sync],
         NodeSpec::local("wha-hpa-1", "whabr1", "wha1-", "10.103.1.0/24"),
         "busy",
         busy_deployment,
     )
     .await;
+    let (cli, pod) = (&burner.cli, &burner.pod);
     cli.run_with(&["apply", "-f", "-"], &busy_hpa());
     // Idle, it stays at one replica (the minimum) sync after sync.
     wait_for("metrics of the idle pod", Duration::from_secs(30), || {
-        top(&cli, &pod)
+        top(cli, pod)
     });
     std::thread::sleep(SYNC * 2);
-    assert_eq!(replicas(&cli), 1);
+    assert_eq!(replicas(cli), 1);
 
-    let burn = exec(&cli, &pod, &["touch", "/tmp/burn"]);
+    let burn = exec(cli, pod, &["touch", "/tmp/burn"]);
     assert!(burn.status.success(), "{burn:?}");
     // 100m requested, 50% wanted: the target is ceil(usage / 50m), the
     // maximum of 3 from 101m on (a loaded machine may give the loop less
@@ -179,11 +171,11 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
     wait_for(
         "the metric above its target",
         Duration::from_secs(60),
-        || top(&cli, &pod).filter(|(cpu, _)| *cpu > 100),
+        || top(cli, pod).filter(|(cpu, _)| *cpu > 100),
     );
     let crossed = Instant::now();
     wait_for("three replicas", SYNC + Duration::from_secs(30), || {
-        (replicas(&cli) == 3).then_some(())
+        (replicas(cli) == 3).then_some(())
     });
     let took = crossed.elapsed();
     // One sync period, plus a sample and the test's own polling.
@@ -200,16 +192,16 @@ async fn a_cpu_burning_load_scales_the_deployment_up_and_back_down() {
         "{described}"
     );
     wait_for("the new replicas running", Duration::from_secs(60), || {
-        running_pods(&cli, "busy-", 3)
+        running_pods(cli, "busy-", 3)
     });
 
-    let stop = exec(&cli, &pod, &["rm", "/tmp/burn"]);
+    let stop = exec(cli, pod, &["rm", "/tmp/burn"]);
     assert!(stop.status.success(), "{stop:?}");
     let stopped = Instant::now();
     wait_for(
         "one replica again",
         DOWN_WINDOW + SYNC * 2 + Duration::from_secs(30),
-        || (replicas(&cli) == 1).then_some(()),
+        || (replicas(cli) == 1).then_some(()),
     );
     let took = stopped.elapsed();
     // The window holds the last high recommendation, made at most one sync
