@@ -5,7 +5,8 @@
 use serde::Deserialize;
 
 use crate::{
-    ConfigMap, Deployment, ObjectError, ObjectMeta, PersistentVolumeClaim, Secret, Service,
+    ConfigMap, Deployment, HorizontalPodAutoscaler, ObjectError, ObjectMeta, PersistentVolumeClaim,
+    Secret, Service,
 };
 
 /// An object read from a manifest.
@@ -21,6 +22,9 @@ pub enum Manifest {
     PersistentVolumeClaim(Box<PersistentVolumeClaim>),
     /// A `v1` Service (`type: ClusterIP`).
     Service(Box<Service>),
+    /// An `autoscaling/v2` HorizontalPodAutoscaler (status dropped: the
+    /// autoscaler sets it).
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
 }
 
 impl Manifest {
@@ -32,6 +36,7 @@ impl Manifest {
             Manifest::Secret(_) => "Secret",
             Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Manifest::Service(_) => "Service",
+            Manifest::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
         }
     }
 
@@ -43,6 +48,7 @@ impl Manifest {
             Manifest::Secret(s) => &s.metadata,
             Manifest::PersistentVolumeClaim(c) => &c.metadata,
             Manifest::Service(s) => &s.metadata,
+            Manifest::HorizontalPodAutoscaler(h) => &h.metadata,
         }
     }
 
@@ -54,6 +60,7 @@ impl Manifest {
             Manifest::Secret(s) => &mut s.metadata,
             Manifest::PersistentVolumeClaim(c) => &mut c.metadata,
             Manifest::Service(s) => &mut s.metadata,
+            Manifest::HorizontalPodAutoscaler(h) => &mut h.metadata,
         }
     }
 }
@@ -131,6 +138,15 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                 service.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::Service(Box::new(service)),
+                    unknown_fields,
+                }
+            }
+            ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+                let (mut hpa, unknown_fields) = read::<HorizontalPodAutoscaler>(value, index)?;
+                hpa.status = Default::default();
+                hpa.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::HorizontalPodAutoscaler(Box::new(hpa)),
                     unknown_fields,
                 }
             }
@@ -765,6 +781,26 @@ status: {}
         let node_port = text.replace("{selector", "{type: NodePort, selector");
         let err = parse_manifests(&node_port).unwrap_err().to_string();
         assert!(err.contains("document 1: spec.type"), "{err}");
+    }
+
+    #[test]
+    fn reads_a_horizontal_pod_autoscaler_and_checks_it() {
+        let text = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n\
+                    metadata: {name: web, namespace: shop}\n\
+                    spec: {scaleTargetRef: {kind: Deployment, name: web}, maxReplicas: 3}\n\
+                    status: {currentReplicas: 9}\n";
+        let parsed = parse_manifests(text).unwrap().remove(0);
+        let Manifest::HorizontalPodAutoscaler(hpa) = &parsed.manifest else {
+            panic!("not an HPA: {parsed:?}");
+        };
+        assert_eq!(hpa.status.current_replicas, 0, "status is the cluster's");
+        assert!(parsed.unknown_fields.is_empty(), "{parsed:?}");
+        let stateful = text.replace("kind: Deployment", "kind: StatefulSet");
+        let err = parse_manifests(&stateful).unwrap_err().to_string();
+        assert!(
+            err.contains("document 1: spec.scaleTargetRef.kind"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! docs/workloads.md is the one table of what Wharf does with each field
-//! of a Deployment, ConfigMap, Secret and PersistentVolumeClaim: every
+//! of a Deployment, ConfigMap, Secret, PersistentVolumeClaim and
+//! HorizontalPodAutoscaler: every
 //! field the types read (so every field Wharf honours, accepts or checks)
 //! must be in it, or a user reading the table could not tell what happens
 //! to it.
@@ -8,7 +9,7 @@ use std::collections::BTreeSet;
 
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
-use wharf_api::{ConfigMap, Deployment, PersistentVolumeClaim, Secret};
+use wharf_api::{ConfigMap, Deployment, HorizontalPodAutoscaler, PersistentVolumeClaim, Secret};
 
 const DOC: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -86,6 +87,7 @@ fn every_field_wharf_reads_is_in_the_table() {
         "immutable",
     ]));
     fields.extend(fields_of::<PersistentVolumeClaim>(&["spec", "status"]));
+    fields.extend(fields_of::<HorizontalPodAutoscaler>(&["spec", "status"]));
     // The walk reaches the deepest fields, through references.
     for deep in [
         "claimName",
@@ -95,6 +97,7 @@ fn every_field_wharf_reads_is_in_the_table() {
         "divisor",
         "defaultMode",
         "stringData",
+        "stabilizationWindowSeconds",
     ] {
         assert!(fields.contains(deep), "{deep} not found in {fields:?}");
     }

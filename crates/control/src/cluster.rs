@@ -16,10 +16,11 @@ use crate::endpoints::EndpointsController;
 use crate::events::EventRecorder;
 use crate::eviction::{EvictionConfig, NodeEviction};
 use crate::garbage::GarbageCollector;
+use crate::hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReporter};
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
-use crate::objects::Objects;
+use crate::objects::{Objects, take_applied_metadata};
 use crate::pod_metrics::PodMetricsStore;
 use crate::scheduling::SchedulingLoop;
 use crate::termination::{DeletionOutcome, PodDeletion};
@@ -45,6 +46,10 @@ pub struct ControlPlane {
     node_events: Arc<EventRecorder>,
     /// Pods' resource usage as nodes report it (memory only).
     pod_metrics: PodMetricsStore,
+    /// How often autoscalers are synced.
+    hpa_sync_period: Duration,
+    /// Where the autoscaler's scales are reported (the audit log).
+    scale_reports: Option<ScaleReporter>,
 }
 
 /// Controllers running in the background; they stop when this is dropped
@@ -75,6 +80,8 @@ impl ControlPlane {
             scheduler_config,
             eviction_config: EvictionConfig::default(),
             pod_metrics: PodMetricsStore::new(),
+            hpa_sync_period: DEFAULT_HPA_SYNC_PERIOD,
+            scale_reports: None,
             service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
         }
@@ -102,6 +109,18 @@ impl ControlPlane {
         self.objects
             .apply_service(service, self.service_range)
             .await
+    }
+
+    /// The same control plane syncing autoscalers every `period`.
+    pub fn with_hpa_sync_period(mut self, period: Duration) -> ControlPlane {
+        self.hpa_sync_period = period;
+        self
+    }
+
+    /// The same control plane reporting the autoscaler's scales to `reports`.
+    pub fn with_scale_reports(mut self, reports: ScaleReporter) -> ControlPlane {
+        self.scale_reports = Some(reports);
+        self
     }
 
     /// The failover settings.
@@ -165,12 +184,21 @@ impl ControlPlane {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
         let eviction = self.eviction_config;
+        let autoscaler = Arc::new(
+            HpaController::new(
+                objects.clone(),
+                self.pod_metrics.clone(),
+                self.hpa_sync_period,
+            )
+            .with_reports(self.scale_reports.clone()),
+        );
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let store = objects.store().clone();
             run_as_leader(store.as_ref(), &candidate, LEADER_TTL, stopped, || {
                 let objects = objects.clone();
+                let autoscaler = autoscaler.clone();
                 let extra = tokio::spawn(extra());
                 async move {
                     let _extra = AbortOnDropHandle::new(extra);
@@ -185,6 +213,7 @@ impl ControlPlane {
                         GarbageCollector::new(objects.clone(), GARBAGE_SWEEP_EVERY).run(),
                     );
                     let endpoints = tokio::spawn(EndpointsController::new(objects.clone()).run());
+                    let autoscaler = tokio::spawn(autoscaler.run());
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
@@ -195,6 +224,7 @@ impl ControlPlane {
                         AbortOnDropHandle::new(evictions),
                         AbortOnDropHandle::new(addresses),
                         AbortOnDropHandle::new(endpoints),
+                        AbortOnDropHandle::new(autoscaler),
                     );
                     std::future::pending::<()>().await;
                 }
@@ -235,15 +265,11 @@ impl ControlPlane {
             .modify::<Deployment>(project.as_deref(), &name, |current| {
                 keep_revision_annotation(current, &mut deployment);
                 let spec_changed = current.spec != deployment.spec;
-                let meta_changed = current.metadata.labels != deployment.metadata.labels
-                    || current.metadata.annotations != deployment.metadata.annotations;
                 if spec_changed {
                     current.spec = deployment.spec.clone();
                     current.metadata.generation += 1;
                 }
-                current.metadata.labels = deployment.metadata.labels.clone();
-                current.metadata.annotations = deployment.metadata.annotations.clone();
-                spec_changed || meta_changed
+                take_applied_metadata(&mut current.metadata, &deployment.metadata) || spec_changed
             })
             .await?;
         Ok((updated, false))
@@ -266,16 +292,7 @@ impl ControlPlane {
         name: &str,
         replicas: u32,
     ) -> Result<Deployment, ControlError> {
-        self.objects
-            .modify::<Deployment>(Some(project), name, |d| {
-                let changed = d.spec.replicas != replicas;
-                if changed {
-                    d.spec.replicas = replicas;
-                    d.metadata.generation += 1;
-                }
-                changed
-            })
-            .await
+        self.objects.scale_deployment(project, name, replicas).await
     }
 
     /// Deletes a deployment; the controller (or, if none runs now, the

@@ -8,7 +8,10 @@
 //! deadline (`deletionTimestamp`) passed, as Kubernetes' pod GC does for
 //! pods of lost nodes. Their containers, if the node comes back, are
 //! removed by its agent, which removes whatever it holds that is no longer
-//! bound to it. Revisions of deleted deployments are deleted the same way.
+//! bound to it. Revisions of deleted deployments are deleted the same way,
+//! and so are autoscalers a deployment owns (those `wharf autoscale` makes;
+//! an applied autoscaler without an owner stays, reporting its missing
+//! target, as in Kubernetes).
 //! Last, it deletes the Terminating PersistentVolumeClaims no pod uses any
 //! longer.
 
@@ -16,10 +19,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf_api::{Deployment, DeploymentRevision, Node, ObjectMeta, Pod};
+use wharf_api::{Deployment, DeploymentRevision, HorizontalPodAutoscaler, Node, ObjectMeta, Pod};
 
 use crate::ControlError;
-use crate::objects::{Objects, now_millis};
+use crate::objects::{Object, Objects, now_millis};
 use crate::termination::PodDeletion;
 
 /// What one sweep did.
@@ -33,6 +36,9 @@ pub struct Sweep {
     pub claims: Vec<String>,
     /// Deployment revisions whose deployment is gone, deleted.
     pub revisions: Vec<String>,
+    /// Autoscalers owned by a deployment that is gone (those `wharf
+    /// autoscale` made), deleted.
+    pub autoscalers: Vec<String>,
 }
 
 /// Sweeps pods whose owners are gone, and those lost nodes hold.
@@ -104,30 +110,38 @@ impl GarbageCollector {
                 Err(err) => return Err(err),
             }
         }
-        // Revisions listed after the deployments: one made since by a new
-        // deployment would look orphaned.
-        let (revisions, _) = self.objects.list::<DeploymentRevision>(None, None).await?;
-        for revision in revisions.iter().filter(|r| is_orphan(&r.metadata, &owners)) {
-            let project = revision.metadata.project.as_deref();
-            let name = &revision.metadata.name;
-            match self
-                .objects
-                .delete::<DeploymentRevision>(project, name, None)
-                .await
-            {
-                Ok(_) => sweep
-                    .revisions
-                    .push(format!("{}/{name}", project.unwrap_or_default())),
-                Err(ControlError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
-        }
+        // Listed after the deployments: a revision or autoscaler made since
+        // by a new deployment would look orphaned.
+        sweep.revisions = self.delete_orphans::<DeploymentRevision>(&owners).await?;
+        sweep.autoscalers = self
+            .delete_orphans::<HorizontalPodAutoscaler>(&owners)
+            .await?;
         sweep.claims = self.objects.release_claims().await?;
         Ok(sweep)
     }
 }
 
 impl GarbageCollector {
+    /// Deletes the objects of kind `T` whose owning deployments are gone;
+    /// returns them as `project/name`.
+    async fn delete_orphans<T: Object>(
+        &self,
+        owners: &HashSet<&str>,
+    ) -> Result<Vec<String>, ControlError> {
+        let (objects, _) = self.objects.list::<T>(None, None).await?;
+        let mut deleted = Vec::new();
+        for object in objects.iter().filter(|o| is_orphan(o.metadata(), owners)) {
+            let project = object.metadata().project.as_deref();
+            let name = &object.metadata().name;
+            match self.objects.delete::<T>(project, name, None).await {
+                Ok(_) => deleted.push(format!("{}/{name}", project.unwrap_or_default())),
+                Err(ControlError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Removes an abandoned pod: from a NotReady node as eviction does
     /// (with its address, while the node's lease stays expired); from a
     /// node that is gone, the object only (the address reconciler frees
@@ -179,7 +193,7 @@ fn is_abandoned(pod: &Pod, ready: &HashMap<&str, bool>, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_objects::{deployment, node, objects, pod, pod_exists};
+    use crate::test_objects::{deployment, hpa, node, objects, pod, pod_exists};
 
     fn collector(objects: &Objects) -> Arc<GarbageCollector> {
         GarbageCollector::new(objects.clone(), Duration::from_secs(3600))
@@ -230,7 +244,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn revisions_whose_deployment_is_gone_are_deleted() {
+    async fn revisions_and_autoscalers_whose_deployment_is_gone_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let objects = objects(&dir);
         let kept = deployment(&objects, "api").await;
@@ -245,8 +259,21 @@ mod tests {
             .delete::<Deployment>(Some("shop"), "web", None)
             .await
             .unwrap();
+        // An autoscaler owned by the deployment goes with it; one applied
+        // without an owner stays.
+        let mut owned = hpa("web", 3);
+        owned.metadata.owner_references = vec![wharf_api::OwnerReference {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: gone.metadata.uid.clone(),
+        }];
+        objects.create(owned).await.unwrap();
+        let mut applied = hpa("web", 3);
+        applied.metadata.name = "web-applied".into();
+        objects.create(applied).await.unwrap();
         let sweep = collector(&objects).sweep().await.unwrap();
         assert_eq!(sweep.revisions, ["shop/web-bbbb"]);
+        assert_eq!(sweep.autoscalers, ["shop/web"]);
         let left = crate::revisions::revisions_of(&objects, &kept)
             .await
             .unwrap();

@@ -7,13 +7,14 @@
 //! after their tolerations, rate-limited per zone), ConfigMaps and Secrets
 //! (Secret data sealed at rest), PersistentVolumeClaims bound to the node
 //! of their first pod, graceful pod deletion confirmed by nodes,
-//! garbage collection by owner references, IP pools with addresses
+//! garbage collection by owner references, horizontal pod autoscaling, IP pools with addresses
 //! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
 //! Controllers are reconcile loops driven by watches, idempotent and safe
 //! to restart: all their state is rebuilt from the store.
 
+mod autoscalers;
 mod claims;
 mod cluster;
 mod config;
@@ -23,6 +24,7 @@ mod error;
 mod events;
 mod eviction;
 mod garbage;
+mod hpa_controller;
 pub mod hpa_replicas;
 mod ipam;
 mod leader;
@@ -55,6 +57,7 @@ pub use eviction::{
     zone_rate, zone_state,
 };
 pub use garbage::{GarbageCollector, Sweep};
+pub use hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReport, ScaleReporter};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};

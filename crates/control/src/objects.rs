@@ -13,6 +13,7 @@
 //! /cluster/claims/<project>/<name>          PersistentVolumeClaim (see `claims`)
 //! /cluster/services/<project>/<name>        Service (cluster IPs: see `services`)
 //! /cluster/endpoints/<project>/<name>       Endpoints of the service of that name
+//! /cluster/hpas/<project>/<name>            HorizontalPodAutoscaler (see `autoscalers`)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -24,8 +25,8 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, LabelSelector, Node,
-    ObjectMeta, PersistentVolumeClaim, Pod, Service,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
+    LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod, Service,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -75,6 +76,12 @@ object_kind!(
 );
 object_kind!(Service, "Service", "/cluster/services/", true);
 object_kind!(Endpoints, "Endpoints", "/cluster/endpoints/", true);
+object_kind!(
+    HorizontalPodAutoscaler,
+    "HorizontalPodAutoscaler",
+    "/cluster/hpas/",
+    true
+);
 object_kind!(
     DeploymentRevision,
     "DeploymentRevision",
@@ -130,6 +137,15 @@ pub fn revision_of<T: Object>(object: &T) -> Result<Option<Revision>, ControlErr
             .map(Some)
             .map_err(|_| ControlError::Conflict(format!("invalid resourceVersion {text:?}"))),
     }
+}
+
+/// Takes the labels and annotations of an applied manifest onto the stored
+/// object's metadata (the rest of it is the cluster's); whether they changed.
+pub(crate) fn take_applied_metadata(current: &mut ObjectMeta, applied: &ObjectMeta) -> bool {
+    let changed = current.labels != applied.labels || current.annotations != applied.annotations;
+    current.labels = applied.labels.clone();
+    current.annotations = applied.annotations.clone();
+    changed
 }
 
 /// A change seen by [`Objects::watch`].

@@ -99,7 +99,7 @@ pub(crate) fn conditions(
 
 /// Condition `kind` as (status, reason, message), keeping the times of the
 /// previous one where nothing changed (`touch` renews the update time).
-fn condition(
+pub(crate) fn condition(
     previous: &[DeploymentCondition],
     kind: &str,
     (status, reason, message): (&str, &str, String),

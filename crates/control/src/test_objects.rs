@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use wharf_api::{Deployment, Manifest, Node, Pod, Resources, parse_manifests};
+use wharf_api::{
+    Deployment, HorizontalPodAutoscaler, Manifest, Node, Pod, Resources, parse_manifests,
+};
 use wharf_store::{RedbStore, RedbStoreOptions};
 
 use crate::deployments::pod_for;
@@ -61,4 +63,18 @@ pub(crate) async fn pod_exists(objects: &Objects, name: &str) -> bool {
         .await
         .unwrap()
         .is_some()
+}
+
+/// An autoscaler of deployment `shop/target` at 50% CPU, up to `max`.
+pub(crate) fn hpa(target: &str, max: u32) -> HorizontalPodAutoscaler {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": target, "project": "shop"},
+        "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": target},
+            "maxReplicas": max,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        },
+    }))
+    .unwrap()
 }

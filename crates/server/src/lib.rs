@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub failover: wharf_control::EvictionConfig,
     /// Where services' cluster IPs are allocated.
     pub service_range: wharf_api::Subnet,
+    /// How often autoscalers are synced.
+    pub hpa_sync_period: Duration,
 }
 
 /// The state store a server uses.
@@ -135,6 +137,7 @@ impl ServerConfig {
             failover: wharf_control::EvictionConfig::default(),
             service_range: wharf_api::Subnet::parse(wharf_control::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
+            hpa_sync_period: wharf_control::DEFAULT_HPA_SYNC_PERIOD,
         }
     }
 }
@@ -308,7 +311,9 @@ impl App {
         };
         let control = ControlPlane::new(store.clone(), config.scheduler)
             .with_eviction(config.failover)
-            .with_service_range(config.service_range);
+            .with_service_range(config.service_range)
+            .with_hpa_sync_period(config.hpa_sync_period)
+            .with_scale_reports(scale_auditor(audit.clone()));
         let config_objects = ConfigObjects::new(
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,
@@ -521,6 +526,19 @@ fn audit_event_of(report: Report) -> AuditEvent {
             .with_detail(format!("{state:?}: {summary}").to_lowercase())
         }
     }
+}
+
+/// Records the autoscaler's scales in the audit log, with its reason as
+/// the detail, as any other change to a deployment.
+fn scale_auditor(audit: AuditLog) -> wharf_control::ScaleReporter {
+    Arc::new(move |report: wharf_control::ScaleReport| {
+        let resource = format!("{}/deployment/{}", report.project, report.deployment);
+        let actor = format!("horizontal-pod-autoscaler/{}", report.hpa);
+        audit.record(
+            AuditEvent::new(actor, "deployment.scale", resource, Outcome::Success)
+                .with_detail(report.message),
+        );
+    })
 }
 
 /// Key of this registry's instance id.

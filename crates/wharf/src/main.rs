@@ -15,9 +15,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, create, delete, describe, down, exec, gc, get, image, ippool, login, logs,
-    node, port_forward, project, replication, robot, rollout, scale, server, settings, top, up,
-    user,
+    agent, apply, audit, autoscale, create, delete, describe, down, exec, gc, get, image, ippool,
+    login, logs, node, port_forward, project, replication, robot, rollout, scale, server, settings,
+    top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -78,6 +78,10 @@ enum Command {
     Delete(delete::DeleteArgs),
     /// Change the number of replicas of a deployment.
     Scale(scale::ScaleArgs),
+    /// Scale a deployment with its pods' CPU: creates or updates the
+    /// HorizontalPodAutoscaler named like it (which overrides a manual
+    /// scale at its next sync).
+    Autoscale(autoscale::AutoscaleArgs),
     /// Follow, pause, resume, restart or undo a deployment's rollout, or
     /// list its revisions.
     Rollout(rollout::RolloutArgs),
@@ -164,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Describe(args) => describe::run(args).await,
             Command::Delete(args) => delete::run(args).await,
             Command::Scale(args) => scale::run(args).await,
+            Command::Autoscale(args) => autoscale::run(args).await,
             Command::Rollout(args) => rollout::run(args).await,
             Command::Set(args) => rollout::run_set(args).await,
             Command::Node(args) => node::run(args).await,

@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
-    Deployment, Endpoints, Event, LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint,
-    parse_label_selector,
+    Deployment, Endpoints, Event, HorizontalPodAutoscaler, LabelSelector, Manifest, Node, Pod,
+    PodStatus, Service, Taint, parse_label_selector,
 };
 use wharf_auth::Action;
 use wharf_control::{Change, DeletionOutcome, NodeRegistration, Object, PodDeletion};
@@ -436,6 +436,25 @@ pub(crate) async fn node_services(
     .into_response())
 }
 
+/// `DELETE /api/v1/projects/{project}/horizontalpodautoscalers/{name}`:
+/// the deployment keeps the replicas it has.
+pub(crate) async fn delete_hpa(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path((project, name)): Path<(String, String)>,
+) -> ApiResult<Json<HorizontalPodAutoscaler>> {
+    let work =
+        state
+            .control
+            .objects()
+            .delete::<HorizontalPodAutoscaler>(Some(&project), &name, None);
+    let resource = format!("{project}/horizontalpodautoscaler/{name}");
+    let deleted = state
+        .audited(&caller, "horizontalpodautoscaler.delete", resource, work)
+        .await?;
+    Ok(Json(deleted))
+}
+
 // ----- pods and events -----
 
 /// `GET /api/v1/projects/{project}/pods`
@@ -763,6 +782,11 @@ async fn apply_one(
         }
         Manifest::Service(service) => {
             let work = state.control.apply_service(*service);
+            let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::HorizontalPodAutoscaler(hpa) => {
+            let work = state.control.objects().apply_hpa(*hpa);
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
             (applied.metadata.generation, created)
         }

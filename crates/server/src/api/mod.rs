@@ -80,7 +80,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use wharf_api::{ConfigMap, Deployment, Endpoints, PersistentVolumeClaim, Pod, Service};
+    use wharf_api::{
+        ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, PersistentVolumeClaim, Pod,
+        Service,
+    };
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
     };
@@ -176,6 +179,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/projects/{project}/services/{name}", Project(Delete), delete(cluster::delete_service)),
         row(Method::GET,    "/api/v1/projects/{project}/endpoints",      Project(Pull),   get(cluster::list_in_project::<Endpoints>)),
         row(Method::GET,    "/api/v1/projects/{project}/endpoints/{name}", Project(Pull), get(cluster::get_in_project::<Endpoints>)),
+        row(Method::GET,    "/api/v1/projects/{project}/horizontalpodautoscalers", Project(Pull), get(cluster::list_in_project::<HorizontalPodAutoscaler>)),
+        row(Method::GET,    "/api/v1/projects/{project}/horizontalpodautoscalers/{name}", Project(Pull), get(cluster::get_in_project::<HorizontalPodAutoscaler>)),
+        row(Method::DELETE, "/api/v1/projects/{project}/horizontalpodautoscalers/{name}", Project(Delete), delete(cluster::delete_hpa)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),

@@ -7,8 +7,8 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, IpPool, Node,
-    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
+    Node, PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
 };
 
 use super::{Access, route_table};
@@ -54,6 +54,10 @@ fn build() -> Value {
         ("PodMetrics", generator.subschema_for::<PodMetrics>()),
         ("Service", generator.subschema_for::<Service>()),
         ("Endpoints", generator.subschema_for::<Endpoints>()),
+        (
+            "HorizontalPodAutoscaler",
+            generator.subschema_for::<HorizontalPodAutoscaler>(),
+        ),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -178,6 +182,7 @@ fn responses(method: &Method, path: &str) -> Value {
     // claim's users are not a claim; a node's services are a bundle.
     // Most specific first: a node's route to a pod's ConfigMap serves a ConfigMap.
     let kind = [
+        "horizontalpodautoscalers",
         "persistentvolumeclaims",
         "services",
         "{project}/endpoints",
@@ -210,6 +215,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "persistentvolumeclaims" => "PersistentVolumeClaim",
         "services" => "Service",
         "{project}/endpoints" => "Endpoints",
+        "horizontalpodautoscalers" => "HorizontalPodAutoscaler",
         _ => "Event",
     });
     let content = match kind {

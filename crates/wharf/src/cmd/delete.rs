@@ -284,7 +284,8 @@ async fn delete(
         | Kind::Secret
         | Kind::PersistentVolumeClaim
         | Kind::Service
-        | Kind::Endpoints => vec![],
+        | Kind::Endpoints
+        | Kind::HorizontalPodAutoscaler => vec![],
     };
     let path = target.kind.object_path(&target.project, &target.name);
     match client.delete_with_query(&path, &query).await {

@@ -13,7 +13,7 @@ use wharf_api::{
     PersistentVolumeClaim, Pod, PodSpec, ResourceList, Resources, SeccompProfileType, Secret,
     Toleration, TolerationOperator,
 };
-use wharf_api::{Endpoints, Service};
+use wharf_api::{Endpoints, HorizontalPodAutoscaler, Service};
 
 use super::ServerOption;
 use super::get::{phase_name, pod_status};
@@ -21,7 +21,7 @@ use super::objects::{
     Kind, ObjectName, ProjectOption, allocated_on, bound_pods, effect_name, list_objects,
     node_status, none, place, selector_text, sum_requests, taint_text,
 };
-use super::service_view;
+use super::{hpa_view, service_view};
 use crate::client::{ApiClient, unix_now};
 use crate::output::{Table, age, cores, memory, rfc3339};
 
@@ -122,6 +122,7 @@ async fn describe_one(client: &mut ApiClient, kind: Kind, project: &str, name: &
             describe_service(&typed(answer)?, endpoints.as_ref(), now_ms)
         }
         Kind::Endpoints => describe_endpoints(&typed(answer)?, now_ms),
+        Kind::HorizontalPodAutoscaler => describe_hpa(&typed(answer)?, now_ms),
     };
     // Events of cluster-wide objects (nodes) have an endpoint of their own.
     let events_path: Vec<&str> = if kind.in_project() {
@@ -305,6 +306,51 @@ fn metadata_fields(description: &mut Description, meta: &ObjectMeta, now_ms: u64
     if let Some(owner) = meta.owner_references.first() {
         description.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
     }
+}
+
+/// As kubectl: each condition's status and reason, then what it says.
+fn condition_fields(description: &mut Description, conditions: &[wharf_api::DeploymentCondition]) {
+    if conditions.is_empty() {
+        return;
+    }
+    description.heading(0, "Conditions");
+    for condition in conditions {
+        description.field(
+            2,
+            &condition.kind,
+            format!(
+                "{} {} since {} ({})",
+                condition.status,
+                condition.reason,
+                wharf_api::rfc3339(condition.last_transition_time),
+                condition.message
+            ),
+        );
+    }
+}
+
+/// An autoscaler's target, bounds, metrics and conditions, as kubectl
+/// shows them.
+fn describe_hpa(hpa: &HorizontalPodAutoscaler, now_ms: u64) -> Description {
+    let mut description = Description::default();
+    metadata_fields(&mut description, &hpa.metadata, now_ms);
+    description.field(0, "Reference", hpa_view::reference(hpa));
+    description.heading(0, "Metrics");
+    for (name, value) in hpa_view::metric_lines(hpa) {
+        description.field(2, &name, value);
+    }
+    description.field(0, "Min replicas", hpa.spec.min().to_string());
+    description.field(0, "Max replicas", hpa.spec.max_replicas.to_string());
+    description.field(
+        0,
+        "Deployment pods",
+        format!(
+            "{} current / {} desired",
+            hpa.status.current_replicas, hpa.status.desired_replicas
+        ),
+    );
+    condition_fields(&mut description, &hpa.status.conditions);
+    description
 }
 
 /// A service's address and, per port, its target and ready endpoints.
@@ -584,23 +630,7 @@ fn describe_deployment(deployment: &Deployment, now_ms: u64) -> Description {
     {
         description.field(0, "Revision", revision.clone());
     }
-    // As kubectl: each condition's status and reason, then what it says.
-    if !status.conditions.is_empty() {
-        description.heading(0, "Conditions");
-        for condition in &status.conditions {
-            description.field(
-                2,
-                &condition.kind,
-                format!(
-                    "{} {} since {} ({})",
-                    condition.status,
-                    condition.reason,
-                    wharf_api::rfc3339(condition.last_transition_time),
-                    condition.message
-                ),
-            );
-        }
-    }
+    condition_fields(&mut description, &status.conditions);
     description.heading(0, "Pod Template");
     let template = &spec.template;
     description.field(2, "Labels", map_lines(&template.metadata.labels));

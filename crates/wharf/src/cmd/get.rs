@@ -12,9 +12,10 @@ use wharf_api::{
     ConfigMap, ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS,
     LABEL_POOL, LOCAL_STORAGE_CLASS, Node, PersistentVolumeClaim, Pod, PodPhase, Resources, Secret,
 };
-use wharf_api::{Endpoints, Service};
+use wharf_api::{Endpoints, HorizontalPodAutoscaler, Service};
 
 use super::ServerOption;
+use super::hpa_view::hpa_row;
 use super::objects::{
     Kind, ObjectName, ProjectOption, allocated_on, bound_pods, label_or_none, list_objects,
     node_status, none, place, selector_text, sum_requests, taint_text,
@@ -87,6 +88,7 @@ pub async fn run(args: GetArgs) -> Result<()> {
                 | Kind::PersistentVolumeClaim
                 | Kind::Service
                 | Kind::Endpoints
+                | Kind::HorizontalPodAutoscaler
         )
     {
         bail!("-w is not supported for {}", kind.plural());
@@ -431,6 +433,10 @@ impl RowMaker {
                 .iter()
                 .map(|endpoints| endpoints_row(endpoints, now_ms))
                 .collect(),
+            Kind::HorizontalPodAutoscaler => typed::<HorizontalPodAutoscaler>(objects)?
+                .iter()
+                .map(|hpa| hpa_row(hpa, now_ms))
+                .collect(),
         })
     }
 }
@@ -479,6 +485,18 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
             &["SELECTOR"],
         ),
         Kind::Endpoints => (vec!["NAME", "ENDPOINTS", "AGE"], &[]),
+        Kind::HorizontalPodAutoscaler => (
+            vec![
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS",
+                "AGE",
+            ],
+            &[],
+        ),
     };
     if wide {
         headers.extend(more);

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod apply;
 pub mod audit;
+pub mod autoscale;
 pub mod create;
 pub mod delete;
 pub mod describe;
@@ -15,6 +16,7 @@ pub mod down;
 pub mod exec;
 pub mod gc;
 pub mod get;
+pub mod hpa_view;
 pub mod image;
 pub mod ippool;
 pub mod login;

@@ -30,6 +30,8 @@ pub enum Kind {
     Service,
     /// The endpoints of services; in a project.
     Endpoints,
+    /// HorizontalPodAutoscalers; in a project.
+    HorizontalPodAutoscaler,
 }
 
 impl Kind {
@@ -37,7 +39,8 @@ impl Kind {
     /// `nodes`, `node`, `no`; `deployments`, `deployment`, `deploy`;
     /// `pods`, `pod`, `po`; `configmaps`, `configmap`, `cm`; `secrets`,
     /// `secret`; `persistentvolumeclaims`, `persistentvolumeclaim`, `pvc`;
-    /// `services`, `service`, `svc`; `endpoints`, `ep`.
+    /// `services`, `service`, `svc`; `endpoints`, `ep`;
+    /// `horizontalpodautoscalers`, `horizontalpodautoscaler`, `hpa`.
     pub fn parse(text: &str) -> Result<Kind, String> {
         match text.to_ascii_lowercase().as_str() {
             "nodes" | "node" | "no" => Ok(Kind::Node),
@@ -52,10 +55,13 @@ impl Kind {
             }
             "services" | "service" | "svc" => Ok(Kind::Service),
             "endpoints" | "ep" => Ok(Kind::Endpoints),
+            "horizontalpodautoscalers" | "horizontalpodautoscaler" | "hpa" => {
+                Ok(Kind::HorizontalPodAutoscaler)
+            }
             _ => Err(format!(
                 "unknown resource type {text:?}: use nodes (no), deployments (deploy), pods (po), \
-                 configmaps (cm), secrets, persistentvolumeclaims (pvc), services (svc) or \
-                 endpoints (ep)"
+                 configmaps (cm), secrets, persistentvolumeclaims (pvc), services (svc), \
+                 endpoints (ep) or horizontalpodautoscalers (hpa)"
             )),
         }
     }
@@ -72,6 +78,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "persistentvolumeclaim",
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscaler.autoscaling",
         }
     }
 
@@ -86,6 +93,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
         }
     }
 
@@ -101,6 +109,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
         }
     }
 
@@ -112,6 +121,7 @@ impl Kind {
             wharf_api::Manifest::Secret(_) => Kind::Secret,
             wharf_api::Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
             wharf_api::Manifest::Service(_) => Kind::Service,
+            wharf_api::Manifest::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
         }
     }
 
@@ -423,6 +433,7 @@ mod tests {
             ("Services", Kind::Service),
             ("ep", Kind::Endpoints),
             ("endpoints", Kind::Endpoints),
+            ("hpa", Kind::HorizontalPodAutoscaler),
         ] {
             assert_eq!(Kind::parse(text), Ok(kind), "{text}");
         }

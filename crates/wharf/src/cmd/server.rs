@@ -113,6 +113,10 @@ pub struct ServerArgs {
     /// overlaps neither pod nor node addresses).
     #[arg(long, default_value = wharf_control::DEFAULT_SERVICE_RANGE, value_parser = wharf_api::Subnet::parse)]
     service_cidr: wharf_api::Subnet,
+    /// How often each HorizontalPodAutoscaler reads its pods' usage and
+    /// scales its deployment (Kubernetes' default: 15 s).
+    #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
+    hpa_sync_period: Duration,
 }
 
 impl ServerArgs {
@@ -144,6 +148,7 @@ impl ServerArgs {
         };
         config.instance = self.instance.clone();
         config.service_range = self.service_cidr;
+        config.hpa_sync_period = self.hpa_sync_period;
         config.failover = wharf_control::EvictionConfig {
             node_lease_ttl: self.node_lease_ttl,
             default_toleration: self.default_toleration,
