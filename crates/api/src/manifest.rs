@@ -63,7 +63,7 @@ impl Manifest {
 pub struct ParsedManifest {
     /// The object.
     pub manifest: Manifest,
-    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.lifecycle`.
+    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.stdin`.
     pub unknown_fields: Vec<String>,
 }
 
@@ -158,7 +158,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
 /// Fields Wharf does not honour yet that change security, identity or data
 /// wherever they appear (pod or container level): a manifest setting one is
 /// refused with the field named, never run without it. Other unknown fields
-/// (`dnsPolicy`, `schedulerName`, `lifecycle`, ...) are reported as ignored.
+/// (`dnsPolicy`, `schedulerName`, `lifecycle.stopSignal`, ...) are reported as ignored.
 /// docs/workloads.md lists what is honoured, field by field.
 const REFUSED_FIELDS: &[&str] = &[
     // Who the process is and what it may do. `securityContext`'s settings

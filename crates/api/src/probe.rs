@@ -226,56 +226,15 @@ impl Probe {
             ));
         }
         if let Some(http) = &self.http_get {
-            let at = format!("{field}.httpGet");
-            check_port(&format!("{at}.port"), &http.port, ports)?;
-            if let Some(scheme) = http.scheme.as_deref().filter(|s| *s != "HTTP") {
-                let message = match scheme {
-                    "HTTPS" => "HTTPS probes are not supported; use HTTP",
-                    _ => "use HTTP",
-                };
-                return Err(ObjectError::invalid(format!("{at}.scheme"), message));
-            }
-            if let Some(path) = &http.path
-                && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
-            {
-                return Err(ObjectError::invalid(
-                    format!("{at}.path"),
-                    "must start with / and hold no spaces or control characters",
-                ));
-            }
-            check_host(&format!("{at}.host"), http.host.as_deref())?;
-            for (i, header) in http.http_headers.iter().enumerate() {
-                let valid_name = !header.name.is_empty()
-                    && header
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !valid_name {
-                    return Err(ObjectError::invalid(
-                        format!("{at}.httpHeaders[{i}].name"),
-                        "not a valid header name",
-                    ));
-                }
-                if header.value.chars().any(|c| c.is_control() && c != '\t') {
-                    return Err(ObjectError::invalid(
-                        format!("{at}.httpHeaders[{i}].value"),
-                        "must hold no control characters",
-                    ));
-                }
-            }
+            http.validate(&format!("{field}.httpGet"), ports)?;
         }
         if let Some(tcp) = &self.tcp_socket {
             let at = format!("{field}.tcpSocket");
             check_port(&format!("{at}.port"), &tcp.port, ports)?;
             check_host(&format!("{at}.host"), tcp.host.as_deref())?;
         }
-        if let Some(exec) = &self.exec
-            && exec.command.first().is_none_or(|c| c.is_empty())
-        {
-            return Err(ObjectError::invalid(
-                format!("{field}.exec.command"),
-                "a command is required",
-            ));
+        if let Some(exec) = &self.exec {
+            exec.validate(&format!("{field}.exec"))?;
         }
         for (name, value) in [
             ("periodSeconds", self.period_seconds),
@@ -300,6 +259,63 @@ impl Probe {
             return Err(ObjectError::invalid(
                 format!("{field}.terminationGracePeriodSeconds"),
                 "only liveness and startup probes stop the container",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HttpGetAction {
+    /// Checks the action at `at` (e.g. `...livenessProbe.httpGet`) of a
+    /// container with `ports`; the error names the offending field.
+    pub(crate) fn validate(&self, at: &str, ports: &[ContainerPort]) -> Result<(), ObjectError> {
+        check_port(&format!("{at}.port"), &self.port, ports)?;
+        if let Some(scheme) = self.scheme.as_deref().filter(|s| *s != "HTTP") {
+            let message = match scheme {
+                "HTTPS" => "HTTPS is not supported; use HTTP",
+                _ => "use HTTP",
+            };
+            return Err(ObjectError::invalid(format!("{at}.scheme"), message));
+        }
+        if let Some(path) = &self.path
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
+        {
+            return Err(ObjectError::invalid(
+                format!("{at}.path"),
+                "must start with / and hold no spaces or control characters",
+            ));
+        }
+        check_host(&format!("{at}.host"), self.host.as_deref())?;
+        for (i, header) in self.http_headers.iter().enumerate() {
+            let valid_name = !header.name.is_empty()
+                && header
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                return Err(ObjectError::invalid(
+                    format!("{at}.httpHeaders[{i}].name"),
+                    "not a valid header name",
+                ));
+            }
+            if header.value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(ObjectError::invalid(
+                    format!("{at}.httpHeaders[{i}].value"),
+                    "must hold no control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExecAction {
+    /// Checks the action at `at` (e.g. `...livenessProbe.exec`).
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ObjectError> {
+        if self.command.first().is_none_or(|c| c.is_empty()) {
+            return Err(ObjectError::invalid(
+                format!("{at}.command"),
+                "a command is required",
             ));
         }
         Ok(())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
 use crate::env::{EnvFromSource, EnvVarSource};
+use crate::lifecycle::Lifecycle;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::probe::{Probe, ProbeKind};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
@@ -296,6 +297,9 @@ pub struct Container {
     /// Holds the other probes off until the container has started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_probe: Option<Probe>,
+    /// Hooks run after the container starts and before it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 impl Container {
@@ -725,7 +729,14 @@ impl PodSpec {
         Ok(())
     }
 
-    /// Checks containers, resources, ports, tolerations, volumes and security contexts.
+    /// Seconds its containers get to stop: `terminationGracePeriodSeconds`,
+    /// else Kubernetes' default.
+    pub fn grace_seconds(&self) -> u64 {
+        self.termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS)
+    }
+
+    /// Checks containers, resources, ports, tolerations, volumes, hooks and security contexts.
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         security::validate(
             field,
@@ -814,6 +825,13 @@ impl PodSpec {
             for (kind, probe) in container.probes() {
                 probe.validate(&format!("{at}.{}", kind.field()), kind, &container.ports)?;
             }
+            if let Some(lifecycle) = &container.lifecycle {
+                lifecycle.validate(
+                    &format!("{at}.lifecycle"),
+                    &container.ports,
+                    self.grace_seconds(),
+                )?;
+            }
             crate::env::check_env(&at, container, self)?;
         }
         if let Some(policy) = &self.restart_policy
@@ -856,6 +874,9 @@ fn check_image(field: &str, image: &str) -> Result<(), ObjectError> {
         ))
     }
 }
+
+/// The grace period of a pod that names none (Kubernetes' default).
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 
 /// Most replicas one deployment may ask for.
 const MAX_REPLICAS: u32 = 100_000;

@@ -6,8 +6,8 @@
 //! runs.
 //!
 //! ```text
-//! sync(pod): address -> network -> per container: pull -> start | watch exit -> restart?
-//! remove(pod): stop (SIGTERM, grace, SIGKILL) -> remove containers -> network -> address
+//! sync(pod): address -> network -> per container: pull -> start -> postStart | watch exit -> restart?
+//! remove(pod): stop (preStop, SIGTERM, grace left, SIGKILL) -> remove containers -> network -> address
 //! terminate(pod, grace): remove with the grace of the deletion; the agent then confirms
 //! ```
 
@@ -16,6 +16,7 @@ mod claim_dirs;
 mod conditions;
 mod driver;
 mod env;
+mod hooks;
 mod host_ports;
 mod images;
 mod mounts;
@@ -836,9 +837,11 @@ impl ContainerRuntime {
                 entry.started_at = Some(now);
                 slot.probers.remove(&container.name);
                 record.start_time.get_or_insert(now);
+                slot.remember_pre_stop(container);
                 self.save(slot).await;
                 slot.waiting.remove(&container.name);
                 slot.failures.remove(&container.name);
+                self.post_start(slot, container, &launch.dir, ip).await;
                 self.config.poll
             }
             Err(err) => {
@@ -890,7 +893,7 @@ impl ContainerRuntime {
         let stops = record.containers.iter().map(|(name, container)| {
             let dir = self.container_dir(&record.project, &record.name, name);
             async move {
-                if let Err(err) = self.containers.stop(&container.id, &dir, grace).await {
+                if let Err(err) = self.stop_container(record, name, grace).await {
                     tracing::warn!(
                         container = container.id,
                         error = %err,
@@ -1118,7 +1121,7 @@ impl Runtime for ContainerRuntime {
                     name: pod.metadata.name.clone(),
                     uid: pod.metadata.uid.clone(),
                     pod_id: pod_id(pod),
-                    grace_seconds: pod.spec.termination_grace_period_seconds.unwrap_or(30),
+                    grace_seconds: pod.spec.grace_seconds(),
                     address: None,
                     netns: None,
                     start_time: None,
