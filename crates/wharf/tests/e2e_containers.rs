@@ -22,10 +22,14 @@ mod failover;
 mod hostnet;
 #[path = "e2e_containers/hpa.rs"]
 mod hpa;
+#[path = "e2e_containers/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/pvc.rs"]
 mod pvc;
+#[path = "e2e_containers/rolling_service.rs"]
+mod rolling_service;
 #[path = "e2e_containers/rollout.rs"]
 mod rollout;
 #[path = "e2e_containers/sec.rs"]
