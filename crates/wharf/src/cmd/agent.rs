@@ -20,6 +20,7 @@ use wharf_agent::{
 use wharf_api::STANDARD_NODE_LABELS;
 use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
 use wharf_net::BridgeConfig;
+use wharf_net::services::NftServices;
 use wharf_runc::ShimCommand;
 
 use crate::client::ApiClient;
@@ -320,7 +321,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
                 let _serving = logs.map(|(task, _)| AbortOnDropHandle::new(task));
                 eprintln!("agent for node {} serving {server}", args.name);
-                Agent::new(api, runtime, config).run().await;
+                let agent = Agent::new(api, runtime, config);
+                with_service_rules(agent, &args.node, &args.name)
+                    .await
+                    .run()
+                    .await;
                 Ok(())
             }
         }
@@ -329,6 +334,27 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         result = work => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// `agent`, forwarding services with nftables if it runs containers and
+/// `nft` is installed (without it, service addresses do not answer on
+/// this node: said once, at start).
+pub async fn with_service_rules(agent: Agent, options: &NodeOptions, name: &str) -> Agent {
+    if options.runtime == "none" {
+        return agent;
+    }
+    let nft = tokio::process::Command::new("nft")
+        .arg("-V")
+        .output()
+        .await
+        .is_ok();
+    if !nft {
+        tracing::warn!(
+            "nft not found (apt-get install nftables): service addresses do not answer on this node"
+        );
+        return agent;
+    }
+    agent.with_service_rules(Arc::new(NftServices::new(name, options.host_netns.clone())))
 }
 
 /// A node's runtime, and for runc the log endpoint's task and URL.

@@ -16,7 +16,7 @@ use wharf_agent::{Agent, AgentConfig, HttpNodeApi, NodeApi};
 use wharf_image::RegistryCredentials;
 use wharf_server::Server;
 
-use super::agent::{NodeOptions, StoredLogin, node_runtime};
+use super::agent::{NodeOptions, StoredLogin, node_runtime, with_service_rules};
 use super::down::UpState;
 use super::server::{ServerArgs, shutdown_signal};
 use crate::client::ApiClient;
@@ -186,7 +186,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     agent_config.heartbeat_ttl = args.server.node_lease_ttl;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
-    let agent = AbortOnDropHandle::new(tokio::spawn(Agent::new(api, runtime, agent_config).run()));
+    let agent = with_service_rules(Agent::new(api, runtime, agent_config), &node, &name).await;
+    let agent = AbortOnDropHandle::new(tokio::spawn(agent.run()));
     println!("node {name} runs containers with {}", node.runtime);
 
     if !args.no_demo {
