@@ -4,7 +4,9 @@
 //! looping requests (busybox `nc`) against the service as fast as it can, every answer
 //! or failure a line in a file read with `wharf exec`. v1 -> v2 by apply,
 //! then `rollout undo`: not one request fails, and the last answers come
-//! from the new version.
+//! from the new version. The server exits the moment it gets SIGTERM, as
+//! many do: without the `preStop`, about 1% of the requests were refused
+//! (17 of 1810 in one run), sent by rules not yet rid of a stopped pod.
 
 use std::time::Duration;
 
@@ -49,9 +51,8 @@ spec:
             - |
               mkdir -p /www
               echo "$VERSION $(hostname)" > /www/index.html
-              httpd -p 80 -h /www
               trap 'exit 0' TERM
-              while true; do sleep 1; done
+              httpd -f -p 80 -h /www & wait
 "#
     )
 }
