@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
-use crate::probe::{ExecAction, HttpGetAction, TcpSocketAction};
+use crate::probe::{ExecAction, HttpGetAction, TcpSocketAction, exactly_one};
 use crate::workload::ContainerPort;
 
 /// What the node runs when a container has started and before it stops.
@@ -131,17 +131,14 @@ impl LifecycleHandler {
                 "tcpSocket hooks are not supported (Kubernetes does not run them either); use exec, httpGet or sleep",
             ));
         }
-        let handlers = [
-            self.exec.is_some(),
-            self.http_get.is_some(),
-            self.sleep.is_some(),
-        ];
-        if handlers.iter().filter(|set| **set).count() != 1 {
-            return Err(ObjectError::invalid(
-                field,
-                "exactly one of exec, httpGet or sleep is required",
-            ));
-        }
+        exactly_one(
+            field,
+            &[
+                ("exec", self.exec.is_some()),
+                ("httpGet", self.http_get.is_some()),
+                ("sleep", self.sleep.is_some()),
+            ],
+        )?;
         if let Some(exec) = &self.exec {
             exec.validate(&format!("{field}.exec"))?;
         }

@@ -214,17 +214,14 @@ impl Probe {
                 "gRPC probes are not supported; use httpGet, tcpSocket or exec",
             ));
         }
-        let handlers = [
-            self.http_get.is_some(),
-            self.tcp_socket.is_some(),
-            self.exec.is_some(),
-        ];
-        if handlers.iter().filter(|set| **set).count() != 1 {
-            return Err(ObjectError::invalid(
-                field,
-                "exactly one of httpGet, tcpSocket or exec is required",
-            ));
-        }
+        exactly_one(
+            field,
+            &[
+                ("httpGet", self.http_get.is_some()),
+                ("tcpSocket", self.tcp_socket.is_some()),
+                ("exec", self.exec.is_some()),
+            ],
+        )?;
         if let Some(http) = &self.http_get {
             http.validate(&format!("{field}.httpGet"), ports)?;
         }
@@ -320,6 +317,20 @@ impl ExecAction {
         }
         Ok(())
     }
+}
+
+/// Refuses a probe or hook at `field` that sets other than exactly one of
+/// its `handlers` (name, whether set).
+pub(crate) fn exactly_one(field: &str, handlers: &[(&str, bool)]) -> Result<(), ObjectError> {
+    if handlers.iter().filter(|(_, set)| *set).count() == 1 {
+        return Ok(());
+    }
+    let names: Vec<&str> = handlers.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().expect("handlers");
+    Err(ObjectError::invalid(
+        field,
+        format!("exactly one of {} or {last} is required", rest.join(", ")),
+    ))
 }
 
 fn check_port(field: &str, port: &ProbePort, ports: &[ContainerPort]) -> Result<(), ObjectError> {

@@ -985,6 +985,15 @@ async fn hooked_pod(node: &Node, name: &str, lifecycle: &str) -> Pod {
     pod
 }
 
+/// A pod whose `hook` is an HTTP GET to a loopback port nothing listens on.
+async fn hook_to_nowhere(node: &Node, hook: &str) -> Pod {
+    let lifecycle = format!(
+        r#"{{"{hook}": {{"httpGet": {{"port": {}, "host": "127.0.0.1"}}}}}}"#,
+        free_port()
+    );
+    hooked_pod(node, "web-1", &lifecycle).await
+}
+
 /// The reasons of the events reported so far.
 fn reasons(node: &Node) -> Vec<String> {
     let events = node.events.lock().unwrap();
@@ -1042,11 +1051,7 @@ async fn pre_stop_runs_before_sigterm_within_the_grace_period() {
 async fn a_failed_pre_stop_is_reported_and_the_container_still_stops() {
     let node = Node::new();
     let runtime = node.runtime().await;
-    let lifecycle = format!(
-        r#"{{"preStop": {{"httpGet": {{"port": {}, "host": "127.0.0.1"}}}}}}"#,
-        free_port()
-    );
-    let pod = hooked_pod(&node, "web-1", &lifecycle).await;
+    let pod = hook_to_nowhere(&node, "preStop").await;
     sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
     runtime.remove("shop", "web-1", None).await;
     assert_eq!(reasons(&node), ["FailedPreStopHook"]);
@@ -1063,49 +1068,44 @@ async fn a_failed_pre_stop_is_reported_and_the_container_still_stops() {
     );
 }
 
-#[tokio::test]
-async fn a_pre_stop_that_uses_up_the_grace_leaves_the_minimum() {
+/// Terminates a running pod whose `preStop` sleeps 5 s with `grace`:
+/// how long that took, and the grace its container's stop got.
+async fn terminate_sleeper(grace: Duration) -> (Duration, Duration) {
     let node = Node::new();
     let runtime = node.runtime().await;
     let pod = hooked_pod(&node, "web-1", r#"{"preStop": {"sleep": {"seconds": 5}}}"#).await;
     sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
     let began = Instant::now();
     runtime
-        .terminate("shop", "web-1", &pod.metadata.uid, Duration::from_secs(1))
+        .terminate("shop", "web-1", &pod.metadata.uid, grace)
         .await;
-    assert!(began.elapsed() >= Duration::from_secs(1));
+    let stopped = node.containers.state.lock().unwrap().stopped.clone();
+    (began.elapsed(), stopped[0].1)
+}
+
+#[tokio::test]
+async fn a_pre_stop_that_uses_up_the_grace_leaves_the_minimum() {
+    let (took, stop_grace) = terminate_sleeper(Duration::from_secs(1)).await;
+    assert!(took >= Duration::from_secs(1));
     assert!(
-        began.elapsed() < Duration::from_secs(4),
+        took < Duration::from_secs(4),
         "the sleep is cut at the grace"
     );
-    let stopped = node.containers.state.lock().unwrap().stopped.clone();
-    assert_eq!(stopped[0].1, Duration::from_secs(2), "kubelet's minimum");
+    assert_eq!(stop_grace, Duration::from_secs(2), "kubelet's minimum");
 }
 
 #[tokio::test]
 async fn a_force_stop_runs_no_pre_stop() {
-    let node = Node::new();
-    let runtime = node.runtime().await;
-    let pod = hooked_pod(&node, "web-1", r#"{"preStop": {"sleep": {"seconds": 5}}}"#).await;
-    sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
-    let began = Instant::now();
-    runtime
-        .terminate("shop", "web-1", &pod.metadata.uid, Duration::ZERO)
-        .await;
-    assert!(began.elapsed() < Duration::from_secs(1));
-    let stopped = node.containers.state.lock().unwrap().stopped.clone();
-    assert_eq!(stopped[0].1, Duration::ZERO);
+    let (took, stop_grace) = terminate_sleeper(Duration::ZERO).await;
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(stop_grace, Duration::ZERO);
 }
 
 #[tokio::test]
 async fn a_failed_post_start_stops_the_container_which_restarts() {
     let node = Node::new();
     let runtime = node.runtime().await;
-    let lifecycle = format!(
-        r#"{{"postStart": {{"httpGet": {{"port": {}, "host": "127.0.0.1"}}}}}}"#,
-        free_port()
-    );
-    let pod = hooked_pod(&node, "web-1", &lifecycle).await;
+    let pod = hook_to_nowhere(&node, "postStart").await;
     sync(&runtime, &pod).await;
     assert_eq!(reasons(&node), ["FailedPostStartHook"]);
     assert_eq!(node.containers.state.lock().unwrap().stopped.len(), 1);

@@ -10,32 +10,20 @@ use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, wait_f
 
 /// A one-replica deployment whose container appends to `/trace/log` (a
 /// hostPath at `trace`) and has `hooks` (YAML at the container's
-/// indentation); it writes `term` when it gets SIGTERM.
+/// indentation); it writes `term` when it gets SIGTERM, which comes after
+/// a grace of 10 s.
 fn hooked(name: &str, image: &str, trace: &str, hooks: &str) -> String {
-    format!(
-        "apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      terminationGracePeriodSeconds: 10
-      volumes:
-        - {{name: trace, hostPath: {{path: '{trace}', type: DirectoryOrCreate}}}}
-      containers:
-        - name: main
-          image: '{image}'
-          volumeMounts: [{{name: trace, mountPath: /trace}}]
-{hooks}          command: [/bin/busybox, sh, -c]
-          args:
-            - |
-              trap 'echo term >> /trace/log; exit 0' TERM
-              echo started >> /trace/log
-              while true; do sleep 0.2; done
-"
+    let volumes = format!(
+        "      volumes:\n        - {{name: trace, hostPath: {{path: '{trace}', type: DirectoryOrCreate}}}}\n"
+    );
+    let container =
+        format!("          volumeMounts: [{{name: trace, mountPath: /trace}}]\n{hooks}");
+    let script = "trap 'echo term >> /trace/log; exit 0' TERM
+echo started >> /trace/log
+while true; do sleep 0.2; done";
+    super::sec::deployment(name, image, &volumes, &container, script).replace(
+        "terminationGracePeriodSeconds: 1\n",
+        "terminationGracePeriodSeconds: 10\n",
     )
 }
 

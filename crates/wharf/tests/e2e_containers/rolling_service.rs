@@ -69,34 +69,16 @@ spec:
 /// /tmp/results, `ok ANSWER` or `fail WHAT-CAME`. busybox `nc`, as the
 /// static busybox's `wget` segfaults on this machine.
 fn client(image: &str, host: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: loop
-          image: '{image}'
-          env: [{{name: HOST, value: '{host}'}}]
-          command: [/bin/busybox, sh, -c]
-          args:
-            - |
-              trap 'exit 0' TERM
-              while true; do
-                answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 "$HOST" 80 2>&1 | tail -n 1)
-                case "$answer" in
-                  v[0-9]*) echo "ok $answer" ;;
-                  *) echo "fail $answer" ;;
-                esac >> /tmp/results
-              done
-"#
-    )
+    let env = format!("          env: [{{name: HOST, value: '{host}'}}]\n");
+    let script = r#"trap 'exit 0' TERM
+while true; do
+  answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 "$HOST" 80 2>&1 | tail -n 1)
+  case "$answer" in
+    v[0-9]*) echo "ok $answer" ;;
+    *) echo "fail $answer" ;;
+  esac >> /tmp/results
+done"#;
+    super::sec::deployment("client", image, "", &env, script)
 }
 
 /// Every line the client wrote so far.
