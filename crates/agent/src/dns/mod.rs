@@ -54,9 +54,10 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// use wharf_agent::dns::{DnsServer, Upstreams, nameservers};
 /// use wharf_agent::service_view::ServiceView;
 ///
-/// let (_views, view) = tokio::sync::watch::channel(Arc::new(ServiceView::default()));
 /// let host = std::fs::read_to_string("/etc/resolv.conf")?;
-/// let server = DnsServer::new(view, Upstreams::new(nameservers(&host)), 53);
+/// let server = DnsServer::new(Upstreams::new(nameservers(&host)), 53);
+/// let (_views, view) = tokio::sync::watch::channel(Arc::new(ServiceView::default()));
+/// server.follow(view);
 /// server.listen("10.88.0.1".parse().unwrap()).await?;
 /// # Ok(())
 /// # }
@@ -67,12 +68,13 @@ pub struct DnsServer {
 }
 
 struct Inner {
-    table: watch::Receiver<Arc<NameTable>>,
+    tables: watch::Sender<Arc<NameTable>>,
     upstreams: Upstreams,
     port: u16,
     /// The serving tasks per address; dropped with the server.
     listeners: Mutex<HashMap<IpAddr, Listening>>,
-    _follow: AbortOnDropHandle<()>,
+    /// The task rebuilding the table from the views followed.
+    follow: std::sync::Mutex<Option<AbortOnDropHandle<()>>>,
 }
 
 struct Listening {
@@ -82,25 +84,28 @@ struct Listening {
 }
 
 impl DnsServer {
-    /// A server answering from `view` (following its changes) and
-    /// forwarding to `upstreams`, to listen on `port` (0: any free one,
-    /// for tests).
-    pub fn new(
-        view: watch::Receiver<Arc<ServiceView>>,
-        upstreams: Upstreams,
-        port: u16,
-    ) -> DnsServer {
-        let (tables, table) = watch::channel(Arc::new(NameTable::build(&view.borrow())));
-        let follow = AbortOnDropHandle::new(tokio::spawn(follow_views(view, tables)));
+    /// A server with no service names yet, forwarding to `upstreams`, to
+    /// listen on `port` (0: any free one, for tests).
+    pub fn new(upstreams: Upstreams, port: u16) -> DnsServer {
         DnsServer {
             inner: Arc::new(Inner {
-                table,
+                tables: watch::channel(Arc::new(NameTable::default())).0,
                 upstreams,
                 port,
                 listeners: Mutex::new(HashMap::new()),
-                _follow: follow,
+                follow: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// Answers service names from `view` from now on, following its
+    /// changes (instead of any view followed before).
+    pub fn follow(&self, view: watch::Receiver<Arc<ServiceView>>) {
+        self.inner
+            .tables
+            .send_replace(Arc::new(NameTable::build(&view.borrow())));
+        let task = tokio::spawn(follow_views(view, self.inner.tables.clone()));
+        *self.inner.follow.lock().expect("dns follow lock") = Some(AbortOnDropHandle::new(task));
     }
 
     /// Serves on `address` over UDP and TCP, if not already; returns the
@@ -131,7 +136,7 @@ impl DnsServer {
         F: FnOnce(Upstreams) -> Fut,
         Fut: Future<Output = Option<Vec<u8>>>,
     {
-        let table = self.inner.table.borrow().clone();
+        let table = self.inner.tables.borrow().clone();
         match reply(&table, query, limit) {
             Reply::Answer(bytes) => Some(bytes),
             Reply::Drop => None,
@@ -143,17 +148,16 @@ impl DnsServer {
     }
 }
 
-/// Rebuilds the name table whenever the view changes, until either side
-/// is gone.
+/// Rebuilds the name table whenever the view changes, until its sender
+/// is gone (the table is only read through the sender, which has no
+/// receivers: hence `send_replace`).
 async fn follow_views(
     mut view: watch::Receiver<Arc<ServiceView>>,
     tables: watch::Sender<Arc<NameTable>>,
 ) {
     while view.changed().await.is_ok() {
         let latest = view.borrow_and_update().clone();
-        if tables.send(Arc::new(NameTable::build(&latest))).is_err() {
-            return;
-        }
+        tables.send_replace(Arc::new(NameTable::build(&latest)));
     }
 }
 

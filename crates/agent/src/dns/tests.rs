@@ -108,14 +108,20 @@ async fn upstream(ip: Ipv4Addr) -> SocketAddr {
 
 #[tokio::test]
 async fn service_names_are_answered_over_udp_and_tcp_and_follow_the_view() {
-    let (views, view_rx) = watch::channel(view("10.96.0.10"));
-    let server = DnsServer::new(view_rx, Upstreams::new(vec![]), 0);
+    let server = DnsServer::new(Upstreams::new(vec![]), 0);
     let port = server.listen(LOOPBACK).await.unwrap();
     assert_eq!(
         server.listen(LOOPBACK).await.unwrap(),
         port,
         "listening twice is once"
     );
+    // Before any view, no service is known.
+    assert_eq!(
+        addresses(&ask_udp(port, "web.shop.svc.").await),
+        (ResponseCode::NXDomain, vec![])
+    );
+    let (views, view_rx) = watch::channel(view("10.96.0.10"));
+    server.follow(view_rx);
 
     let web = Ipv4Addr::new(10, 96, 0, 10);
     assert_eq!(
@@ -153,7 +159,8 @@ async fn other_names_are_forwarded_over_the_transport_asked() {
     ])
     .with_timeout(Duration::from_millis(300));
     let (_views, view_rx) = watch::channel(view("10.96.0.10"));
-    let server = DnsServer::new(view_rx, upstreams, 0);
+    let server = DnsServer::new(upstreams, 0);
+    server.follow(view_rx);
     let port = server.listen(LOOPBACK).await.unwrap();
 
     assert_eq!(
@@ -177,7 +184,8 @@ async fn no_upstream_answering_is_a_server_failure() {
     let upstreams =
         Upstreams::new(vec![dead.local_addr().unwrap()]).with_timeout(Duration::from_millis(100));
     let (_views, view_rx) = watch::channel(view("10.96.0.10"));
-    let server = DnsServer::new(view_rx, upstreams, 0);
+    let server = DnsServer::new(upstreams, 0);
+    server.follow(view_rx);
     let port = server.listen(LOOPBACK).await.unwrap();
     assert_eq!(
         addresses(&ask_udp(port, "example.com.").await),

@@ -94,6 +94,10 @@ pub struct NodeOptions {
     /// (lets one machine play several hosts).
     #[arg(long)]
     pub host_netns: Option<String>,
+    /// The resolv.conf whose name servers the pods' name server forwards
+    /// other names to, and which pods with `dnsPolicy: Default` get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Node-local range for pods that ask for no IP pool; its first address
     /// is the gateway, on the bridge.
     #[arg(long, default_value = "10.88.0.0/24")]
@@ -216,6 +220,7 @@ impl NodeOptions {
                 max_unused_age: self.image_gc_max_age,
             },
             image_gc_interval: self.image_gc_interval,
+            resolv_conf: self.resolv_conf.clone(),
         })
     }
 }
