@@ -16,6 +16,9 @@ use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
 use crate::runtime::Runtime;
+use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
+use crate::service_sync::follow_services;
+use crate::service_view::ServiceView;
 
 /// The heartbeat lease by default: short, so that a dead node's pods are
 /// replaced within seconds (Kubernetes takes 40 s to notice).
@@ -107,6 +110,8 @@ pub struct Agent {
     runtime: Arc<dyn Runtime>,
     config: AgentConfig,
     fence: Fence,
+    services: watch::Sender<Arc<ServiceView>>,
+    service_rules: Option<Arc<dyn ServiceRules>>,
 }
 
 impl Agent {
@@ -117,7 +122,23 @@ impl Agent {
             runtime,
             fence: Fence::new(config.heartbeat_ttl),
             config,
+            services: watch::channel(Arc::default()).0,
+            service_rules: None,
         }
+    }
+
+    /// Has `rules` forward the services to their ready endpoints on this
+    /// node while the agent runs (nodes that run containers).
+    pub fn with_service_rules(mut self, rules: Arc<dyn ServiceRules>) -> Agent {
+        self.service_rules = Some(rules);
+        self
+    }
+
+    /// The cluster's services and endpoints as this agent follows them
+    /// once it runs: empty until the first list, then a new value after
+    /// each change (for the node's service rules and its DNS server).
+    pub fn services(&self) -> watch::Receiver<Arc<ServiceView>> {
+        self.services.subscribe()
     }
 
     /// Registers the node, then serves it until the task is dropped.
@@ -130,10 +151,25 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        // Subscribed before the watcher starts, so no view goes unseen.
+        let rules = this.service_rules.clone().map(|rules| {
+            AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
+                this.services(),
+                rules,
+                RULES_RETRY,
+            )))
+        });
+        let services = tokio::spawn(follow_services(
+            this.api.clone(),
+            this.config.name.clone(),
+            this.services.clone(),
+        ));
         let _stop = (
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
+            AbortOnDropHandle::new(services),
+            rules,
         );
         let mut workers = Workers::default();
         loop {

@@ -11,11 +11,12 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::{
-    ConfigMap, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus, PodUsage,
-    Secret,
+    ConfigMap, Endpoints, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus,
+    PodUsage, Secret, Service,
 };
 
 use crate::AgentError;
+use crate::service_view::ServiceView;
 
 /// A change to a pod an agent follows.
 #[derive(Clone, Debug)]
@@ -33,6 +34,32 @@ pub enum PodChange {
 
 /// Stream of pod changes.
 pub type PodChanges = BoxStream<'static, Result<PodChange, AgentError>>;
+
+/// A change to the services and endpoints a node forwards.
+#[derive(Clone, Debug)]
+pub enum ServiceChange {
+    /// A service created or changed.
+    Service(Box<Service>),
+    /// A service's endpoints created or changed.
+    Endpoints(Box<Endpoints>),
+    /// A service deleted.
+    ServiceDeleted {
+        /// Project.
+        project: String,
+        /// Name.
+        name: String,
+    },
+    /// A service's endpoints deleted.
+    EndpointsDeleted {
+        /// Project.
+        project: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Stream of service and endpoints changes.
+pub type ServiceChanges = BoxStream<'static, Result<ServiceChange, AgentError>>;
 
 /// The control-plane operations an agent needs.
 #[async_trait]
@@ -103,6 +130,12 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError>;
     /// Reports one sample of the usage of `node`'s running containers.
     async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError>;
+    /// Every service and every endpoints object (each node forwards every
+    /// service), and the revision to watch them from.
+    async fn node_services(&self, node: &str) -> Result<(ServiceView, u64), AgentError>;
+    /// Changes to services and endpoints after `revision`.
+    async fn watch_services(&self, node: &str, revision: u64)
+    -> Result<ServiceChanges, AgentError>;
 }
 
 /// What a caller of the agent's endpoint wants with a pod.
@@ -140,6 +173,14 @@ struct List<T> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListMeta {
+    resource_version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeServices {
+    services: Vec<Service>,
+    endpoints: Vec<Endpoints>,
     resource_version: String,
 }
 
@@ -258,17 +299,7 @@ impl NodeApi for HttpNodeApi {
             "{}&watch=true&resourceVersion={revision}",
             self.pods_url(node)
         );
-        let response = self.send(|http| http.get(&url)).await?;
-        let bytes = response.bytes_stream().map_err(transport);
-        let lines = ndjson_lines(bytes);
-        Ok(lines
-            .filter_map(|line| {
-                std::future::ready(match line {
-                    Err(err) => Some(Err(err)),
-                    Ok(line) => parse_watch_line(&line).transpose(),
-                })
-            })
-            .boxed())
+        self.watch(&url, parse_watch_line).await
     }
 
     async fn set_pod_status(
@@ -373,9 +404,55 @@ impl NodeApi for HttpNodeApi {
             AgentError::Api(format!("the claim list is not what the agent expects: {e}"))
         })
     }
+
+    async fn node_services(&self, node: &str) -> Result<(ServiceView, u64), AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/services", self.base);
+        let list: NodeServices = self
+            .send(|http| http.get(&url))
+            .await?
+            .json()
+            .await
+            .map_err(transport)?;
+        let view = ServiceView {
+            services: list.services,
+            endpoints: list.endpoints,
+        };
+        Ok((view, list.resource_version.parse().unwrap_or(0)))
+    }
+
+    async fn watch_services(
+        &self,
+        node: &str,
+        revision: u64,
+    ) -> Result<ServiceChanges, AgentError> {
+        let url = format!(
+            "{}/api/v1/nodes/{node}/services?watch=true&resourceVersion={revision}",
+            self.base
+        );
+        self.watch(&url, parse_service_line).await
+    }
 }
 
 impl HttpNodeApi {
+    /// The changes a watch at `url` streams, each line read by `parse`
+    /// (`None`: a line of no interest).
+    async fn watch<C: Send + 'static>(
+        &self,
+        url: &str,
+        parse: fn(&str) -> Result<Option<C>, AgentError>,
+    ) -> Result<BoxStream<'static, Result<C, AgentError>>, AgentError> {
+        let response = self.send(|http| http.get(url)).await?;
+        let bytes = response.bytes_stream().map_err(transport);
+        Ok(ndjson_lines(bytes)
+            .filter_map(move |line| {
+                std::future::ready(match line {
+                    Err(err) => Some(Err(err)),
+                    Ok(line) => parse(&line).transpose(),
+                })
+            })
+            .boxed())
+    }
+
     /// `GET /api/v1/nodes/{node}/{kind}/{project}/{name}`; a 404 is `None`.
     async fn config_object<T: serde::de::DeserializeOwned>(
         &self,
@@ -394,30 +471,68 @@ impl HttpNodeApi {
 }
 
 fn parse_watch_line(line: &str) -> Result<Option<PodChange>, AgentError> {
-    let event: WatchLine =
-        serde_json::from_str(line).map_err(|e| AgentError::Api(format!("watch event: {e}")))?;
+    let event = watch_event(line)?;
     match event.kind.as_str() {
-        "ADDED" | "MODIFIED" => {
-            let pod: Pod = serde_json::from_value(event.object)
-                .map_err(|e| AgentError::Api(format!("pod: {e}")))?;
-            Ok(Some(PodChange::Upsert(Box::new(pod))))
+        "ADDED" | "MODIFIED" => Ok(Some(PodChange::Upsert(Box::new(decode(event.object)?)))),
+        "DELETED" => {
+            let (project, name) = deleted_key(&event.object);
+            Ok(Some(PodChange::Deleted { project, name }))
         }
-        "DELETED" => Ok(Some(PodChange::Deleted {
-            project: event.object["metadata"]["project"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            name: event.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        })),
-        "ERROR" => Err(AgentError::Api(format!(
-            "watch: {}",
-            event.object["message"]
-        ))),
         _ => Ok(None),
     }
+}
+
+/// A line of the node's service watch: a service or an endpoints object,
+/// told apart by the object's `kind`.
+fn parse_service_line(line: &str) -> Result<Option<ServiceChange>, AgentError> {
+    let event = watch_event(line)?;
+    let endpoints = event.object["kind"] == "Endpoints";
+    match event.kind.as_str() {
+        "ADDED" | "MODIFIED" if endpoints => Ok(Some(ServiceChange::Endpoints(Box::new(decode(
+            event.object,
+        )?)))),
+        "ADDED" | "MODIFIED" => Ok(Some(ServiceChange::Service(Box::new(decode(
+            event.object,
+        )?)))),
+        "DELETED" => {
+            let (project, name) = deleted_key(&event.object);
+            Ok(Some(if endpoints {
+                ServiceChange::EndpointsDeleted { project, name }
+            } else {
+                ServiceChange::ServiceDeleted { project, name }
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// One watch line; an `ERROR` line is the watch's failure.
+fn watch_event(line: &str) -> Result<WatchLine, AgentError> {
+    let event: WatchLine =
+        serde_json::from_str(line).map_err(|e| AgentError::Api(format!("watch event: {e}")))?;
+    if event.kind == "ERROR" {
+        return Err(AgentError::Api(format!(
+            "watch: {}",
+            event.object["message"]
+        )));
+    }
+    Ok(event)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(object: serde_json::Value) -> Result<T, AgentError> {
+    let kind = object["kind"].as_str().unwrap_or("object").to_string();
+    serde_json::from_value(object).map_err(|e| AgentError::Api(format!("{kind}: {e}")))
+}
+
+/// The project and name of a deleted object.
+fn deleted_key(object: &serde_json::Value) -> (String, String) {
+    let field = |name: &str| {
+        object["metadata"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("project"), field("name"))
 }
 
 /// Splits a byte stream into lines.

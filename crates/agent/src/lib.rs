@@ -21,6 +21,8 @@ pub mod machine;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
+mod service_rules;
+mod service_sync;
 pub mod service_view;
 mod simulate;
 mod streams;
@@ -29,8 +31,12 @@ pub mod usage;
 pub use agent::{
     Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_USAGE_INTERVAL,
 };
-pub use api::{HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, TokenSource};
+pub use api::{
+    HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, ServiceChange, ServiceChanges,
+    TokenSource,
+};
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
+pub use service_rules::ServiceRules;
 pub use simulate::{Simulation, SimulationConfig};

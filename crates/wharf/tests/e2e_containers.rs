@@ -32,6 +32,8 @@ mod pvc;
 mod rollout;
 #[path = "e2e_containers/sec.rs"]
 mod sec;
+#[path = "e2e_containers/services.rs"]
+mod services;
 #[path = "e2e_containers/show.rs"]
 mod show;
 #[path = "e2e_containers/volumes.rs"]

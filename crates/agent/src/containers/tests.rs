@@ -111,6 +111,16 @@ impl NodeApi for PoolAddresses {
     async fn report_usage(&self, _: &str, _: &[wharf_api::PodUsage]) -> Result<(), AgentError> {
         unreachable!("the runtime reports no usage; the agent does")
     }
+    async fn node_services(
+        &self,
+        _: &str,
+    ) -> Result<(crate::service_view::ServiceView, u64), AgentError> {
+        unreachable!("the runtime reads no services; the agent does")
+    }
+
+    async fn watch_services(&self, _: &str, _: u64) -> Result<crate::ServiceChanges, AgentError> {
+        unreachable!("the runtime reads no services; the agent does")
+    }
 }
 
 /// Images that exist, or fail to pull.

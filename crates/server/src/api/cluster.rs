@@ -65,8 +65,21 @@ async fn list_or_watch<T: Object>(
     }
     // As in Kubernetes, a watch from resourceVersion N starts after N.
     let from = params.resource_version.map_or(0, |r| r + 1);
-    let changes = objects.watch::<T>(project, from).await?;
-    let lines = changes.filter_map(move |change| {
+    let lines = watch_lines(state, project, from, selector, keep).await?;
+    Ok(ndjson(state, lines))
+}
+
+/// The watch lines of objects of a kind from revision `from` on, those
+/// added or modified only if they match `selector` and `keep`.
+async fn watch_lines<T: Object>(
+    state: &AppState,
+    project: Option<&str>,
+    from: u64,
+    selector: Option<LabelSelector>,
+    keep: impl Fn(&T) -> bool + Send + Sync + 'static,
+) -> ApiResult<WatchLines> {
+    let changes = state.control.objects().watch::<T>(project, from).await?;
+    Ok(changes.filter_map(move |change| {
         let line = match change {
             Ok(Change::Added(object)) if matches(&selector, &keep, &object) => Some(line("ADDED", &object)),
             Ok(Change::Modified(object)) if matches(&selector, &keep, &object) => Some(line("MODIFIED", &object)),
@@ -78,15 +91,23 @@ async fn list_or_watch<T: Object>(
             Err(err) => Some(line("ERROR", &json!({ "message": err.to_string() }))),
         };
         std::future::ready(line.map(Ok::<Bytes, std::io::Error>))
-    });
+    })
+    .boxed())
+}
+
+/// Watch lines as the response body streams them.
+type WatchLines = futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// A newline-delimited JSON response of `lines`, ended at shutdown.
+fn ndjson(state: &AppState, lines: WatchLines) -> Response {
     let mut stopping = state.stopping.clone();
     let lines = lines.take_until(async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     });
-    Ok(Response::builder()
+    Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(lines))
-        .expect("valid response"))
+        .expect("valid response")
 }
 
 fn matches<T: Object>(
@@ -385,16 +406,34 @@ pub(crate) async fn delete_service(
 
 /// `GET /api/v1/nodes/{node}/services`: every service and every
 /// endpoints object, for the node's service rules (every node forwards
-/// every service), with the revision they were read at.
-pub(crate) async fn node_services(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
+/// every service), with the revision to watch from; with
+/// `?watch=true&resourceVersion=N`, the changes of both kinds after N as
+/// watch lines (the object's `kind` tells them apart).
+pub(crate) async fn node_services(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Response> {
+    if params.watch {
+        let from = params.resource_version.map_or(0, |r| r + 1);
+        let services = watch_lines::<Service>(&state, None, from, None, |_| true).await?;
+        let endpoints = watch_lines::<Endpoints>(&state, None, from, None, |_| true).await?;
+        return Ok(ndjson(
+            &state,
+            futures_util::stream::select(services, endpoints).boxed(),
+        ));
+    }
     let objects = state.control.objects();
-    let (services, _) = objects.list::<Service>(None, None).await?;
-    let (endpoints, revision) = objects.list::<Endpoints>(None, None).await?;
+    // The services' revision, the earlier read: a watch from there replays
+    // endpoints changes the second read already saw (harmless) and misses
+    // none of the services.
+    let (services, revision) = objects.list::<Service>(None, None).await?;
+    let (endpoints, _) = objects.list::<Endpoints>(None, None).await?;
     Ok(Json(json!({
         "services": services,
         "endpoints": endpoints,
         "resourceVersion": revision.to_string(),
-    })))
+    }))
+    .into_response())
 }
 
 // ----- pods and events -----

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use clap::Args;
 use tokio::sync::Mutex;
 use wharf_agent::containers::NodeSetup;
+use wharf_agent::dns::DnsServer;
 use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
@@ -20,6 +21,7 @@ use wharf_agent::{
 use wharf_api::STANDARD_NODE_LABELS;
 use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
 use wharf_net::BridgeConfig;
+use wharf_net::services::NftServices;
 use wharf_runc::ShimCommand;
 
 use crate::client::ApiClient;
@@ -313,7 +315,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 config.usage_interval = args.usage_interval;
                 let api: Arc<dyn NodeApi> = api;
-                let (runtime, logs) = node_runtime(
+                let (runtime, logs, dns) = node_runtime(
                     &args.node,
                     &args.name,
                     &server,
@@ -325,7 +327,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
                 let _serving = logs.map(|(task, _)| AbortOnDropHandle::new(task));
                 eprintln!("agent for node {} serving {server}", args.name);
-                Agent::new(api, runtime, config).run().await;
+                let agent = Agent::new(api, runtime, config);
+                if let Some(dns) = &dns {
+                    dns.follow(agent.services());
+                }
+                with_service_rules(agent, &args.node, &args.name)
+                    .await
+                    .run()
+                    .await;
                 Ok(())
             }
         }
@@ -336,10 +345,33 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
 }
 
-/// A node's runtime, and for runc the log endpoint's task and URL.
+/// `agent`, forwarding services with nftables if it runs containers and
+/// `nft` is installed (without it, service addresses do not answer on
+/// this node: said once, at start).
+pub async fn with_service_rules(agent: Agent, options: &NodeOptions, name: &str) -> Agent {
+    if options.runtime == "none" {
+        return agent;
+    }
+    let nft = tokio::process::Command::new("nft")
+        .arg("-V")
+        .output()
+        .await
+        .is_ok();
+    if !nft {
+        tracing::warn!(
+            "nft not found (apt-get install nftables): service addresses do not answer on this node"
+        );
+        return agent;
+    }
+    agent.with_service_rules(Arc::new(NftServices::new(name, options.host_netns.clone())))
+}
+
+/// A node's runtime, for runc the log endpoint's task and URL, and the
+/// pods' name server (to follow the agent's services once it exists).
 pub type NodeRuntime = (
     Arc<dyn Runtime>,
     Option<(tokio::task::JoinHandle<()>, String)>,
+    Option<DnsServer>,
 );
 
 /// The runtime `options` ask for; `credentials`, when given, replace the
@@ -357,6 +389,7 @@ pub async fn node_runtime(
             Arc::new(NoRuntime {
                 node: name.to_string(),
             }),
+            None,
             None,
         ));
     }
@@ -378,13 +411,14 @@ pub async fn node_runtime(
         bound.ip().to_string()
     };
     let endpoint = format!("http://{host}:{}", bound.port());
+    let dns = runtime.dns().cloned();
     let serving = runtime.clone();
     let task = tokio::spawn(async move {
         if let Err(err) = wharf_agent::serve_endpoint(listener, api, serving).await {
             tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });
-    Ok((runtime, Some((task, endpoint))))
+    Ok((runtime, Some((task, endpoint)), dns))
 }
 
 #[cfg(test)]

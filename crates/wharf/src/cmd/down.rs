@@ -97,9 +97,15 @@ pub fn run(args: DownArgs) -> Result<()> {
     done.push(format!(
         "removed {containers} containers, {mounts} mounts, {namespaces} network namespaces"
     ));
-    if !state.node.is_empty() && remove_host_ports(&state.node) {
+    if !state.node.is_empty() && remove_table(&wharf_net::hostport::table_name(&state.node)) {
         done.push(format!(
             "removed the host port forwards of node {}",
+            state.node
+        ));
+    }
+    if !state.node.is_empty() && remove_table(&services_table(&state.node)) {
+        done.push(format!(
+            "removed the service forwards of node {}",
             state.node
         ));
     }
@@ -236,12 +242,18 @@ fn unmount_under(dir: &Path) -> Result<usize> {
     Ok(points.len())
 }
 
-/// Deletes node `node`'s nftables table of host port forwards; whether
-/// there was one.
-fn remove_host_ports(node: &str) -> bool {
-    let table = wharf_net::hostport::table_name(node);
-    succeeds("nft", &["list", "table", "ip", &table])
-        && succeeds("nft", &["delete", "table", "ip", &table])
+/// Deletes nftables table `ip <table>` (a node's host port or service
+/// forwards); whether there was one.
+fn remove_table(table: &str) -> bool {
+    succeeds("nft", &["list", "table", "ip", table])
+        && succeeds("nft", &["delete", "table", "ip", table])
+}
+
+/// The table of node `node`'s service forwards.
+fn services_table(node: &str) -> String {
+    wharf_net::services::NftServices::new(node, None)
+        .table()
+        .to_string()
 }
 
 /// Deletes the network namespaces named with `prefix`; how many.
@@ -294,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn the_nodes_host_port_table_is_removed() {
+    fn the_nodes_nftables_tables_are_removed() {
         if !succeeds("nft", &["list", "tables"]) {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -302,10 +314,14 @@ mod tests {
             );
             return;
         }
-        let table = wharf_net::hostport::table_name("wth-down");
-        assert!(succeeds("nft", &["add", "table", "ip", &table]));
-        assert!(remove_host_ports("wth-down"));
-        assert!(!succeeds("nft", &["list", "table", "ip", &table]));
-        assert!(!remove_host_ports("wth-down"), "nothing left to remove");
+        for table in [
+            wharf_net::hostport::table_name("wth-down"),
+            services_table("wsv-down"),
+        ] {
+            assert!(succeeds("nft", &["add", "table", "ip", &table]));
+            assert!(remove_table(&table));
+            assert!(!succeeds("nft", &["list", "table", "ip", &table]));
+            assert!(!remove_table(&table), "nothing left to remove");
+        }
     }
 }

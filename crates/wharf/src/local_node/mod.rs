@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges};
+use wharf_agent::service_view::ServiceView;
+use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges, ServiceChange, ServiceChanges};
 use wharf_api::{
-    ConfigMap, ConfigRef, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus,
-    PodUsage, Secret,
+    ConfigMap, ConfigRef, Endpoints, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport,
+    PodStatus, PodUsage, Secret, Service,
 };
 use wharf_control::{Change, ControlError, EventRecorder, Objects, PodMetricsStore, used_on_node};
 
@@ -210,6 +211,64 @@ impl NodeApi for LocalNodeApi {
         let now = pods.iter().map(|p| p.timestamp_ms).max().unwrap_or(0);
         self.metrics.record(node, pods.to_vec(), now);
         Ok(())
+    }
+
+    /// As the server answers it: every service and endpoints object, at
+    /// the revision of the first read (a watch from there misses nothing).
+    async fn node_services(&self, _node: &str) -> Result<(ServiceView, u64), AgentError> {
+        let (services, revision) = self
+            .objects
+            .list::<Service>(None, None)
+            .await
+            .map_err(agent_error)?;
+        let (endpoints, _) = self
+            .objects
+            .list::<Endpoints>(None, None)
+            .await
+            .map_err(agent_error)?;
+        Ok((
+            ServiceView {
+                services,
+                endpoints,
+            },
+            revision,
+        ))
+    }
+
+    async fn watch_services(
+        &self,
+        _node: &str,
+        revision: u64,
+    ) -> Result<ServiceChanges, AgentError> {
+        let services = self
+            .objects
+            .watch::<Service>(None, revision + 1)
+            .await
+            .map_err(agent_error)?
+            .map(|change| {
+                change.map_err(agent_error).map(|change| match change {
+                    Change::Added(s) | Change::Modified(s) => ServiceChange::Service(Box::new(s)),
+                    Change::Deleted { project, name, .. } => ServiceChange::ServiceDeleted {
+                        project: project.unwrap_or_default(),
+                        name,
+                    },
+                })
+            });
+        let endpoints = self
+            .objects
+            .watch::<Endpoints>(None, revision + 1)
+            .await
+            .map_err(agent_error)?
+            .map(|change| {
+                change.map_err(agent_error).map(|change| match change {
+                    Change::Added(e) | Change::Modified(e) => ServiceChange::Endpoints(Box::new(e)),
+                    Change::Deleted { project, name, .. } => ServiceChange::EndpointsDeleted {
+                        project: project.unwrap_or_default(),
+                        name,
+                    },
+                })
+            });
+        Ok(futures_util::stream::select(services, endpoints).boxed())
     }
 }
 

@@ -401,3 +401,63 @@ async fn the_pods_of_a_dead_node_are_replaced_on_another_within_seconds() {
     );
     survivor.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_follows_services_and_their_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let runtime = Arc::new(NoRuntime {
+        node: "worker-1".into(),
+    });
+    let agent = Agent::new(api, runtime, AgentConfig::new("worker-1"));
+    let mut views = agent.services();
+    assert!(views.borrow().services.is_empty());
+    let before: wharf_api::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "early", "project": "shop"},
+        "spec": {"selector": {"app": "early"}, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    let range = plane.service_range();
+    objects.apply_service(before, range).await.unwrap();
+    let _agent = tokio::spawn(agent.run());
+    let mut seen =
+        async |what: &str, check: &dyn Fn(&wharf_agent::service_view::ServiceView) -> bool| {
+            let deadline = Duration::from_secs(10);
+            let seen = tokio::time::timeout(deadline, views.wait_for(|v| check(v))).await;
+            assert!(seen.is_ok_and(|s| s.is_ok()), "the agent never saw {what}");
+        };
+    seen("the service listed", &|v| v.services.len() == 1).await;
+
+    let web: wharf_api::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "project": "shop"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    objects.apply_service(web, range).await.unwrap();
+    seen("a new service", &|v| {
+        v.services.iter().any(|s| s.metadata.name == "web")
+    })
+    .await;
+    let endpoints: wharf_api::Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "project": "shop"},
+        "subsets": [{"addresses": [{"ip": "10.95.0.2"}], "ports": [{"port": 80, "protocol": "TCP"}]}],
+    }))
+    .unwrap();
+    let mut endpoints = objects.create(endpoints).await.unwrap();
+    seen("the endpoints", &|v| v.endpoints.len() == 1).await;
+    // Readiness lost: the address moves to notReadyAddresses.
+    let subset = &mut endpoints.subsets[0];
+    subset.not_ready_addresses = std::mem::take(&mut subset.addresses);
+    objects.update(endpoints).await.unwrap();
+    seen("the address unready", &|v| {
+        v.endpoints[0].subsets[0].addresses.is_empty()
+    })
+    .await;
+    objects.delete_service("shop", "web").await.unwrap();
+    seen("the service deleted", &|v| {
+        v.services.len() == 1 && v.endpoints.is_empty()
+    })
+    .await;
+}
