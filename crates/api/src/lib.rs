@@ -27,6 +27,7 @@ mod autoscaling;
 mod claim;
 mod config;
 mod config_volume;
+mod dns;
 mod endpoints;
 mod env;
 mod error;
@@ -64,6 +65,7 @@ pub use config_volume::{
     ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
     ProjectedFile, Projection, SecretVolume,
 };
+pub use dns::{DnsPolicy, MAX_DNS_NAMESERVERS, MAX_DNS_SEARCHES, PodDnsConfig, PodDnsConfigOption};
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use env::{
     ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,

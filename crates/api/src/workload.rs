@@ -244,6 +244,13 @@ pub struct PodSpec {
     /// instead (needs the project's `allowPrivileged`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub host_network: bool,
+    /// `ClusterFirst` (default), `ClusterFirstWithHostNet`, `Default` or
+    /// `None` (see [`PodSpec::dns_policy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    /// The resolv.conf of `dnsPolicy: None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<crate::PodDnsConfig>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -750,6 +757,7 @@ impl PodSpec {
             ));
         }
         validate_volumes(field, &self.volumes)?;
+        self.dns_policy(field)?;
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
         for (i, container) in self.containers.iter().enumerate() {

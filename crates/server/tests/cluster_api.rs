@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const SEED: &str = r#"
 apiVersion: apps/v1
@@ -522,16 +520,8 @@ async fn watches_stream_changes_after_a_resource_version() {
         .as_str()
         .unwrap()
         .to_string();
-    let request = http::Request::builder()
-        .uri(format!(
-            "/api/v1/projects/shop/deployments?watch=true&resourceVersion={version}"
-        ))
-        .header("authorization", format!("Bearer {admin}"))
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = app.router().oneshot(request).await.unwrap();
-    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    let mut body = response.into_body();
+    let uri = format!("/api/v1/projects/shop/deployments?watch=true&resourceVersion={version}");
+    let mut body = app.watch(&admin, &uri).await;
     app.apply_yaml(&admin, SEED).await.expect(StatusCode::OK);
     app.api(
         &admin,
@@ -541,23 +531,7 @@ async fn watches_stream_changes_after_a_resource_version() {
     )
     .await
     .expect(StatusCode::NO_CONTENT);
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while text.lines().count() < 2 {
-        assert!(Instant::now() < deadline, "watch delivered {text:?}");
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&data));
-        }
-    }
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = watch_events(&mut body, 2).await;
     assert_eq!(events[0]["type"], "ADDED");
     assert_eq!(events[0]["object"]["metadata"]["name"], "web");
     assert_eq!(events[1]["type"], "DELETED");

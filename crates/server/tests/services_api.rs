@@ -132,9 +132,6 @@ async fn deleting_the_project_frees_its_service_addresses() {
 
 #[tokio::test]
 async fn a_node_watches_services_and_endpoints_after_its_list() {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
     app.create_project(&admin, "shop", false).await;
@@ -149,17 +146,8 @@ async fn a_node_watches_services_and_endpoints_after_its_list() {
         .expect(StatusCode::OK)
         .json();
     let version = bundle["resourceVersion"].as_str().unwrap();
-    let request = http::Request::builder()
-        .uri(format!(
-            "/api/v1/nodes/n1/services?watch=true&resourceVersion={version}"
-        ))
-        .header("authorization", format!("Bearer {admin}"))
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = app.router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    let mut body = response.into_body();
+    let uri = format!("/api/v1/nodes/n1/services?watch=true&resourceVersion={version}");
+    let mut body = app.watch(&admin, &uri).await;
     app.apply_yaml(&admin, SERVICE).await.expect(StatusCode::OK);
     app.api(
         &admin,
@@ -169,23 +157,10 @@ async fn a_node_watches_services_and_endpoints_after_its_list() {
     )
     .await
     .expect(StatusCode::OK);
-    // The service added, then the service and its endpoints deleted
-    // (the controller is not running: no endpoints were written).
-    let mut text = String::new();
-    while text.lines().count() < 2 {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-            .await
-            .unwrap_or_else(|_| panic!("the watch delivered only {text:?}"))
-            .unwrap()
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            text.push_str(&String::from_utf8_lossy(&data));
-        }
-    }
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // The service added, then deleted (the controller is not running: no
+    // endpoints were written).
+    let events = watch_events(&mut body, 2).await;
+    let text = format!("{events:?}");
     assert_eq!(events[0]["type"], "ADDED", "{text}");
     assert_eq!(events[0]["object"]["kind"], "Service");
     assert_eq!(events[0]["object"]["metadata"]["name"], "web");

@@ -14,6 +14,8 @@ mod config;
 mod config_volumes;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
+#[path = "e2e_containers/dns.rs"]
+mod dns;
 #[path = "e2e_containers/exec.rs"]
 mod exec;
 #[path = "e2e_containers/failover.rs"]

@@ -22,13 +22,14 @@ mod images;
 mod mounts;
 mod probing;
 mod record;
+mod resolv;
 mod runc_driver;
 mod sampling;
 mod setup;
 mod volumes;
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +51,9 @@ pub use setup::NodeSetup;
 pub use volumes::VolumeSource;
 
 use self::host_ports::{HostPorts, forwards_of};
+use self::resolv::resolv_conf_for;
 use crate::api::NodeApi;
+use crate::dns::DnsServer;
 use crate::runtime::{Progress, Runtime, Synced, now_millis};
 
 /// A container that ran this long has its restart back-off reset.
@@ -89,6 +92,9 @@ pub struct ContainerRuntimeConfig {
     /// What the node offers pods: stands in for a container's missing
     /// limits in `resourceFieldRef` values, as in Kubernetes.
     pub allocatable: wharf_api::Resources,
+    /// The node's resolver configuration: pods with `dnsPolicy: Default`
+    /// (or on the node's network) get a copy.
+    pub resolv_conf: PathBuf,
 }
 
 impl ContainerRuntimeConfig {
@@ -107,6 +113,7 @@ impl ContainerRuntimeConfig {
             max_backoff: Duration::from_secs(300),
             poll: Duration::from_millis(500),
             allocatable: crate::machine::capacity(0),
+            resolv_conf: PathBuf::from(resolv::NODE_RESOLV_CONF),
         }
     }
 }
@@ -196,6 +203,8 @@ pub struct ContainerRuntime {
     containers: Arc<dyn ContainerDriver>,
     network: Arc<dyn NetworkDriver>,
     host_ports: HostPorts,
+    /// The name server pods with `ClusterFirst` use, if the node runs one.
+    dns: Option<DnsServer>,
     local: LocalAddresses,
     claim_dirs: claim_dirs::ClaimDirs,
     pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
@@ -239,6 +248,7 @@ impl ContainerRuntime {
             containers,
             network,
             host_ports: HostPorts::none(),
+            dns: None,
             local,
             pods: std::sync::Mutex::new(pods),
         }
@@ -261,6 +271,18 @@ impl ContainerRuntime {
         }
         self.host_ports = HostPorts::open(driver, adopted).await?;
         Ok(self)
+    }
+
+    /// Points pods' resolv.conf at `dns`, served on their gateways.
+    pub fn with_dns(mut self, dns: DnsServer) -> ContainerRuntime {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// The pods' name server, if the node runs one (to give it the
+    /// services to answer for, [`DnsServer::follow`]).
+    pub fn dns(&self) -> Option<&DnsServer> {
+        self.dns.as_ref()
     }
 
     fn cell(&self, key: &PodKey) -> PodCell {
@@ -384,6 +406,24 @@ impl ContainerRuntime {
             self.save(slot).await;
         }
         Ok(address.ip)
+    }
+
+    /// Where the agent's name server answers the pod: its gateway, once
+    /// served there; `None` without a server or off the pod bridge.
+    async fn name_server(&self, record: &PodRecord) -> Option<IpAddr> {
+        let dns = self.dns.as_ref()?;
+        let gateway = IpAddr::V4(record.address.as_ref()?.gateway);
+        if record.host_network {
+            return None;
+        }
+        match dns.listen(gateway).await {
+            Ok(_) => Some(gateway),
+            Err(err) => {
+                tracing::warn!(%gateway, error = %err, pod = record.name,
+                    "cannot serve DNS on the pod's gateway: the pod gets the node's resolv.conf");
+                None
+            }
+        }
     }
 
     /// The node's address: `host_ip`, else the node-local range's gateway
@@ -824,6 +864,11 @@ impl ContainerRuntime {
                 &self.pod_dir(&record.project, &record.name),
                 container,
                 &pod.spec.volumes,
+            ),
+            resolv_conf: resolv_conf_for(
+                pod,
+                self.name_server(record).await,
+                &self.config.resolv_conf,
             ),
         };
         match self.containers.start(&launch).await {

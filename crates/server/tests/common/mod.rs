@@ -40,6 +40,21 @@ impl TestApp {
         self.app.router.clone()
     }
 
+    /// Opens watch `uri` (`...?watch=true&resourceVersion=N`) as `token`:
+    /// its newline-delimited JSON body, which streams until dropped.
+    pub async fn watch(&self, token: &str, uri: &str) -> Body {
+        use tower::ServiceExt;
+        let request = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.router().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+        response.into_body()
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -272,3 +287,23 @@ pub fn sha256(data: &[u8]) -> String {
 }
 
 pub const SHORT: Duration = Duration::from_millis(50);
+
+/// The next `count` events of a watch body, waiting up to 10 s for them.
+pub async fn watch_events(body: &mut Body, count: usize) -> Vec<Value> {
+    use http_body_util::BodyExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while text.lines().count() < count {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("the watch delivered only {text:?}"))
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

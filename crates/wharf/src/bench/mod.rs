@@ -8,6 +8,7 @@ mod registry;
 mod replication;
 mod rollout;
 mod scheduler;
+mod services;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     Pods(pods::PodsBenchArgs),
     /// Agent CPU with 100 pods probing every second (and exec probes), as root.
     Probes(probes::ProbesBenchArgs),
+    /// Service datapath: wrk from a pod to a cluster IP over 3 endpoints
+    /// and straight to one pod, same run, as root.
+    Services(services::ServicesBenchArgs),
     /// Replication lag, copy throughput beside the raw loopback speed, and
     /// bandwidth limits, between two servers.
     Replication(replication::ReplicationBenchArgs),
@@ -51,6 +55,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Probes(args) => probes::run(args).await,
+        BenchCommand::Services(args) => services::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
     }

@@ -240,36 +240,37 @@ impl NodeApi for LocalNodeApi {
         _node: &str,
         revision: u64,
     ) -> Result<ServiceChanges, AgentError> {
-        let services = self
-            .objects
-            .watch::<Service>(None, revision + 1)
-            .await
-            .map_err(agent_error)?
-            .map(|change| {
-                change.map_err(agent_error).map(|change| match change {
-                    Change::Added(s) | Change::Modified(s) => ServiceChange::Service(Box::new(s)),
-                    Change::Deleted { project, name, .. } => ServiceChange::ServiceDeleted {
-                        project: project.unwrap_or_default(),
-                        name,
-                    },
-                })
-            });
-        let endpoints = self
-            .objects
-            .watch::<Endpoints>(None, revision + 1)
-            .await
-            .map_err(agent_error)?
-            .map(|change| {
-                change.map_err(agent_error).map(|change| match change {
-                    Change::Added(e) | Change::Modified(e) => ServiceChange::Endpoints(Box::new(e)),
-                    Change::Deleted { project, name, .. } => ServiceChange::EndpointsDeleted {
-                        project: project.unwrap_or_default(),
-                        name,
-                    },
-                })
-            });
+        let services = self.objects.watch::<Service>(None, revision + 1).await;
+        let services = service_changes(
+            services.map_err(agent_error)?,
+            ServiceChange::Service,
+            |project, name| ServiceChange::ServiceDeleted { project, name },
+        );
+        let endpoints = self.objects.watch::<Endpoints>(None, revision + 1).await;
+        let endpoints = service_changes(
+            endpoints.map_err(agent_error)?,
+            ServiceChange::Endpoints,
+            |project, name| ServiceChange::EndpointsDeleted { project, name },
+        );
         Ok(futures_util::stream::select(services, endpoints).boxed())
     }
+}
+
+/// One kind's object changes as the agent's service changes: `upsert`
+/// for an added or modified object, `deleted` with its project and name.
+fn service_changes<T: Send + 'static>(
+    changes: impl futures_util::Stream<Item = Result<Change<T>, ControlError>> + Send + 'static,
+    upsert: fn(Box<T>) -> ServiceChange,
+    deleted: fn(String, String) -> ServiceChange,
+) -> ServiceChanges {
+    changes
+        .map(move |change| {
+            Ok(match change.map_err(agent_error)? {
+                Change::Added(object) | Change::Modified(object) => upsert(Box::new(object)),
+                Change::Deleted { project, name, .. } => deleted(project.unwrap_or_default(), name),
+            })
+        })
+        .boxed()
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ fn curl(netns: Option<&str>, addr: &str) -> Option<String> {
 
 /// Sends `text` over UDP to `addr` from the node, or from `netns`, and
 /// returns the answer.
-fn udp_echo(netns: Option<&str>, addr: &str, text: &str) -> Option<String> {
+pub(super) fn udp_echo(netns: Option<&str>, addr: &str, text: &str) -> Option<String> {
     let Some(ns) = netns else {
         let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
         socket.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -270,7 +270,7 @@ fn udp_echo(netns: Option<&str>, addr: &str, text: &str) -> Option<String> {
 /// A UDP echo server on `port` inside network namespace `netns`: busybox
 /// has no UDP server, so it stands beside the container in the pod's
 /// namespace, where the forward must bring the datagrams.
-fn udp_echo_server(netns: &str, port: u16) -> Child {
+pub(super) fn udp_echo_server(netns: &str, port: u16) -> Child {
     let script = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
          s.bind(('0.0.0.0',{port}))\nwhile True:\n  d,a=s.recvfrom(512)\n  s.sendto(b'echo '+d,a)"

@@ -1,7 +1,8 @@
 //! The zero-failure rolling update through a Service: three busybox httpd
 //! pods answering `VERSION POD` behind a Service (readiness probe, a
 //! `preStop` sleep as Kubernetes users give them), and a client pod
-//! looping requests (busybox `nc`) against the service as fast as it can, every answer
+//! looping requests (busybox `nc`) to the service name `web.shop.svc`
+//! (the node's name server answers it) as fast as it can, every answer
 //! or failure a line in a file read with `wharf exec`. v1 -> v2 by apply,
 //! then `rollout undo`: not one request fails, and the last answers come
 //! from the new version. The server exits the moment it gets SIGTERM, as
@@ -178,7 +179,8 @@ async fn a_rolling_update_behind_a_service_loses_no_request() {
     let service = cli.json(&["get", "svc", "web", "-p", "shop"]);
     let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert!(cluster_ip.starts_with("10.204."), "{service}");
-    cli.run_with(&["apply", "-f", "-"], &client(&image, &cluster_ip));
+    // By the service's name, through the node's name server.
+    cli.run_with(&["apply", "-f", "-"], &client(&image, "web.shop.svc"));
     let client = wait_for("the client running", Duration::from_secs(60), || {
         cli.pods("shop")
             .into_iter()

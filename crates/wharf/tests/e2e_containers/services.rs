@@ -2,16 +2,18 @@
 //! ready pods of a Deployment — from another pod, from the node, and from
 //! a pod reaching itself; a pod whose readiness probe fails leaves the
 //! service's endpoints and stops receiving requests, and comes back when
-//! it recovers; deleting the service removes its nftables rules.
+//! it recovers; a UDP port is forwarded too; deleting the service removes
+//! its nftables rules.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::common::cli::ok;
 use super::exec::exec;
+use super::hostnet::{udp_echo, udp_echo_server};
 use super::{
-    Cli, Node, NodeSpec, ip_of, name_of, prerequisites, push_demo_image, require_tool,
+    Cli, Node, NodeSpec, ip_of, name_of, pod_id, prerequisites, push_demo_image, require_tool,
     running_pods, wait_for,
 };
 
@@ -33,7 +35,9 @@ kind: Service
 metadata: {name: echo, namespace: shop}
 spec:
   selector: {app: echo}
-  ports: [{name: web, port: 80, targetPort: http}]
+  ports:
+    - {name: web, port: 80, targetPort: http}
+    - {name: dns, port: 53, protocol: UDP, targetPort: 9053}
 ";
 
 /// The nftables table of node `wsv-1`'s service rules.
@@ -73,6 +77,18 @@ fn endpoints(cli: &Cli) -> (BTreeSet<String>, BTreeSet<String>) {
     (ready, unready)
 }
 
+/// UDP echo servers beside the pods (busybox has none), stopped on drop.
+struct UdpServers(Vec<Child>);
+
+impl Drop for UdpServers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn nft_table() -> Option<String> {
     let output = Command::new("nft")
         .args(["list", "table", "ip", TABLE])
@@ -86,7 +102,10 @@ fn nft_table() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_balances_over_ready_pods_and_follows_readiness() {
-    if !prerequisites("services") || !require_tool("nft", "apt-get install nftables") {
+    if !prerequisites("services")
+        || !require_tool("nft", "apt-get install nftables")
+        || !require_tool("python3", "apt-get install python3")
+    {
         return;
     }
     let server = super::common::TestServer::start_with(&["--service-cidr", "10.201.0.0/16"]);
@@ -143,6 +162,22 @@ async fn a_service_balances_over_ready_pods_and_follows_readiness() {
     );
     let rules = nft_table().expect("the node's service table");
     assert!(rules.contains("shop/echo:80"), "{rules}");
+    // UDP: every pod echoes on the target port, every datagram is answered.
+    let _udp = UdpServers(
+        pods.iter()
+            .map(|p| udp_echo_server(&format!("wsv1-{}", pod_id(p)), 9053))
+            .collect(),
+    );
+    let udp = format!("{vip}:53");
+    wait_for(
+        "UDP through the cluster IP",
+        Duration::from_secs(10),
+        || {
+            (0..6)
+                .all(|_| udp_echo(None, &udp, "hi").as_deref() == Some("echo hi"))
+                .then_some(())
+        },
+    );
 
     // One pod unready: out of the endpoints within a couple of seconds,
     // and out of the rotation.
