@@ -302,10 +302,6 @@ impl Agent {
 
 type PodKey = (String, String);
 
-/// The grace period of a deletion that names none, and of a pod that
-/// names none (Kubernetes' default).
-const DEFAULT_GRACE_SECONDS: u64 = 30;
-
 /// One task per pod: it syncs the pod with the runtime whenever the pod
 /// changes or the runtime asks to look again, and reports the status; a
 /// slow pod (an image pull) never holds up the others.
@@ -441,8 +437,7 @@ async fn stop_gracefully(agent: &Agent, pod: &Pod) {
     let grace = pod
         .metadata
         .deletion_grace_period_seconds
-        .or(pod.spec.termination_grace_period_seconds)
-        .unwrap_or(DEFAULT_GRACE_SECONDS);
+        .unwrap_or_else(|| pod.spec.grace_seconds());
     tracing::info!(project, pod = name, grace, "stopping a pod being deleted");
     agent
         .runtime

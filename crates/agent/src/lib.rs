@@ -11,6 +11,7 @@
 mod agent;
 mod api;
 pub mod containers;
+pub mod dns;
 mod endpoint;
 mod error;
 pub mod exec;

@@ -27,6 +27,7 @@ mod autoscaling;
 mod claim;
 mod config;
 mod config_volume;
+mod dns;
 mod endpoints;
 mod env;
 mod error;
@@ -34,6 +35,7 @@ mod event;
 mod falcon;
 mod fieldref;
 mod ippool;
+mod lifecycle;
 mod manifest;
 mod meta;
 mod node;
@@ -63,6 +65,7 @@ pub use config_volume::{
     ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
     ProjectedFile, Projection, SecretVolume,
 };
+pub use dns::{DnsPolicy, MAX_DNS_NAMESERVERS, MAX_DNS_SEARCHES, PodDnsConfig, PodDnsConfigOption};
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 pub use env::{
     ConfigRef, EnvFromSource, EnvVarSource, KeySelector, ObjectFieldSelector, ObjectRef,
@@ -76,6 +79,7 @@ pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
 };
+pub use lifecycle::{HookKind, Lifecycle, LifecycleHandler, SleepAction};
 pub use manifest::{Manifest, ParsedManifest, parse_manifests};
 pub use meta::{
     LabelSelector, ObjectMeta, OwnerReference, SelectorRequirement, check_name,
@@ -105,8 +109,8 @@ pub use volume::{
     VolumeMount, is_plain_absolute, is_under,
 };
 pub use workload::{
-    Container, ContainerPort, ContainerState, ContainerStatus, Deployment, DeploymentSpec,
-    DeploymentStatus, DeploymentStrategy, EnvVar, IntOrPercent, Pod, PodCondition, PodPhase,
-    PodSpec, PodStatus, PodTemplate, PodTemplateMeta, Protocol, ResourceList, ResourceRequirements,
-    Resources, RollingUpdate, Toleration, TolerationOperator,
+    Container, ContainerPort, ContainerState, ContainerStatus, DEFAULT_GRACE_SECONDS, Deployment,
+    DeploymentSpec, DeploymentStatus, DeploymentStrategy, EnvVar, IntOrPercent, Pod, PodCondition,
+    PodPhase, PodSpec, PodStatus, PodTemplate, PodTemplateMeta, Protocol, ResourceList,
+    ResourceRequirements, Resources, RollingUpdate, Toleration, TolerationOperator,
 };

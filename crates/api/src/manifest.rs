@@ -70,7 +70,7 @@ impl Manifest {
 pub struct ParsedManifest {
     /// The object.
     pub manifest: Manifest,
-    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.lifecycle`.
+    /// Paths of unknown fields, e.g. `spec.template.spec.containers.0.stdin`.
     pub unknown_fields: Vec<String>,
 }
 
@@ -174,7 +174,7 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
 /// Fields Wharf does not honour yet that change security, identity or data
 /// wherever they appear (pod or container level): a manifest setting one is
 /// refused with the field named, never run without it. Other unknown fields
-/// (`dnsPolicy`, `schedulerName`, `lifecycle`, ...) are reported as ignored.
+/// (`schedulerName`, `lifecycle.stopSignal`, ...) are reported as ignored.
 /// docs/workloads.md lists what is honoured, field by field.
 const REFUSED_FIELDS: &[&str] = &[
     // Who the process is and what it may do. `securityContext`'s settings
@@ -687,11 +687,18 @@ status: {}
             assert!(!unknown.iter().any(|f| f.contains("olume")), "{unknown:?}");
         }
         // Not refused, only reported: it changes nothing a process can do.
-        let parsed = parse_manifests(&with(true, "dnsPolicy: ClusterFirst")).unwrap();
+        let parsed = parse_manifests(&with(true, "schedulerName: other")).unwrap();
         assert!(
             parsed[0]
                 .unknown_fields
-                .contains(&"spec.template.spec.dnsPolicy".to_string())
+                .contains(&"spec.template.spec.schedulerName".to_string())
+        );
+        // Read now: honoured, or refused by validation.
+        let parsed = parse_manifests(&with(true, "dnsPolicy: Default")).unwrap();
+        let unknown = &parsed[0].unknown_fields;
+        assert!(
+            !unknown.iter().any(|f| f.contains("dnsPolicy")),
+            "{unknown:?}"
         );
     }
 

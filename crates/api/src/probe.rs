@@ -214,68 +214,24 @@ impl Probe {
                 "gRPC probes are not supported; use httpGet, tcpSocket or exec",
             ));
         }
-        let handlers = [
-            self.http_get.is_some(),
-            self.tcp_socket.is_some(),
-            self.exec.is_some(),
-        ];
-        if handlers.iter().filter(|set| **set).count() != 1 {
-            return Err(ObjectError::invalid(
-                field,
-                "exactly one of httpGet, tcpSocket or exec is required",
-            ));
-        }
+        exactly_one(
+            field,
+            &[
+                ("httpGet", self.http_get.is_some()),
+                ("tcpSocket", self.tcp_socket.is_some()),
+                ("exec", self.exec.is_some()),
+            ],
+        )?;
         if let Some(http) = &self.http_get {
-            let at = format!("{field}.httpGet");
-            check_port(&format!("{at}.port"), &http.port, ports)?;
-            if let Some(scheme) = http.scheme.as_deref().filter(|s| *s != "HTTP") {
-                let message = match scheme {
-                    "HTTPS" => "HTTPS probes are not supported; use HTTP",
-                    _ => "use HTTP",
-                };
-                return Err(ObjectError::invalid(format!("{at}.scheme"), message));
-            }
-            if let Some(path) = &http.path
-                && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
-            {
-                return Err(ObjectError::invalid(
-                    format!("{at}.path"),
-                    "must start with / and hold no spaces or control characters",
-                ));
-            }
-            check_host(&format!("{at}.host"), http.host.as_deref())?;
-            for (i, header) in http.http_headers.iter().enumerate() {
-                let valid_name = !header.name.is_empty()
-                    && header
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !valid_name {
-                    return Err(ObjectError::invalid(
-                        format!("{at}.httpHeaders[{i}].name"),
-                        "not a valid header name",
-                    ));
-                }
-                if header.value.chars().any(|c| c.is_control() && c != '\t') {
-                    return Err(ObjectError::invalid(
-                        format!("{at}.httpHeaders[{i}].value"),
-                        "must hold no control characters",
-                    ));
-                }
-            }
+            http.validate(&format!("{field}.httpGet"), ports)?;
         }
         if let Some(tcp) = &self.tcp_socket {
             let at = format!("{field}.tcpSocket");
             check_port(&format!("{at}.port"), &tcp.port, ports)?;
             check_host(&format!("{at}.host"), tcp.host.as_deref())?;
         }
-        if let Some(exec) = &self.exec
-            && exec.command.first().is_none_or(|c| c.is_empty())
-        {
-            return Err(ObjectError::invalid(
-                format!("{field}.exec.command"),
-                "a command is required",
-            ));
+        if let Some(exec) = &self.exec {
+            exec.validate(&format!("{field}.exec"))?;
         }
         for (name, value) in [
             ("periodSeconds", self.period_seconds),
@@ -304,6 +260,77 @@ impl Probe {
         }
         Ok(())
     }
+}
+
+impl HttpGetAction {
+    /// Checks the action at `at` (e.g. `...livenessProbe.httpGet`) of a
+    /// container with `ports`; the error names the offending field.
+    pub(crate) fn validate(&self, at: &str, ports: &[ContainerPort]) -> Result<(), ObjectError> {
+        check_port(&format!("{at}.port"), &self.port, ports)?;
+        if let Some(scheme) = self.scheme.as_deref().filter(|s| *s != "HTTP") {
+            let message = match scheme {
+                "HTTPS" => "HTTPS is not supported; use HTTP",
+                _ => "use HTTP",
+            };
+            return Err(ObjectError::invalid(format!("{at}.scheme"), message));
+        }
+        if let Some(path) = &self.path
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
+        {
+            return Err(ObjectError::invalid(
+                format!("{at}.path"),
+                "must start with / and hold no spaces or control characters",
+            ));
+        }
+        check_host(&format!("{at}.host"), self.host.as_deref())?;
+        for (i, header) in self.http_headers.iter().enumerate() {
+            let valid_name = !header.name.is_empty()
+                && header
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid_name {
+                return Err(ObjectError::invalid(
+                    format!("{at}.httpHeaders[{i}].name"),
+                    "not a valid header name",
+                ));
+            }
+            if header.value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(ObjectError::invalid(
+                    format!("{at}.httpHeaders[{i}].value"),
+                    "must hold no control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExecAction {
+    /// Checks the action at `at` (e.g. `...livenessProbe.exec`).
+    pub(crate) fn validate(&self, at: &str) -> Result<(), ObjectError> {
+        if self.command.first().is_none_or(|c| c.is_empty()) {
+            return Err(ObjectError::invalid(
+                format!("{at}.command"),
+                "a command is required",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a probe or hook at `field` that sets other than exactly one of
+/// its `handlers` (name, whether set).
+pub(crate) fn exactly_one(field: &str, handlers: &[(&str, bool)]) -> Result<(), ObjectError> {
+    if handlers.iter().filter(|(_, set)| *set).count() == 1 {
+        return Ok(());
+    }
+    let names: Vec<&str> = handlers.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().expect("handlers");
+    Err(ObjectError::invalid(
+        field,
+        format!("exactly one of {} or {last} is required", rest.join(", ")),
+    ))
 }
 
 fn check_port(field: &str, port: &ProbePort, ports: &[ContainerPort]) -> Result<(), ObjectError> {

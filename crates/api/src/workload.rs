@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ObjectError;
 use crate::env::{EnvFromSource, EnvVarSource};
+use crate::lifecycle::Lifecycle;
 use crate::meta::{LabelSelector, ObjectMeta, check_labels, check_name};
 use crate::probe::{Probe, ProbeKind};
 use crate::quantity::{parse_cpu_millis, parse_memory_bytes};
@@ -243,6 +244,13 @@ pub struct PodSpec {
     /// instead (needs the project's `allowPrivileged`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub host_network: bool,
+    /// `ClusterFirst` (default), `ClusterFirstWithHostNet`, `Default` or
+    /// `None` (see [`PodSpec::dns_policy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    /// The resolv.conf of `dnsPolicy: None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<crate::PodDnsConfig>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -296,6 +304,9 @@ pub struct Container {
     /// Holds the other probes off until the container has started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_probe: Option<Probe>,
+    /// Hooks run after the container starts and before it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 impl Container {
@@ -725,7 +736,14 @@ impl PodSpec {
         Ok(())
     }
 
-    /// Checks containers, resources, ports, tolerations, volumes and security contexts.
+    /// Seconds its containers get to stop: `terminationGracePeriodSeconds`,
+    /// else Kubernetes' default.
+    pub fn grace_seconds(&self) -> u64 {
+        self.termination_grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS)
+    }
+
+    /// Checks containers, resources, ports, tolerations, volumes, hooks and security contexts.
     pub fn validate(&self, field: &str) -> Result<(), ObjectError> {
         security::validate(
             field,
@@ -739,6 +757,7 @@ impl PodSpec {
             ));
         }
         validate_volumes(field, &self.volumes)?;
+        self.dns_policy(field)?;
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
         for (i, container) in self.containers.iter().enumerate() {
@@ -814,6 +833,13 @@ impl PodSpec {
             for (kind, probe) in container.probes() {
                 probe.validate(&format!("{at}.{}", kind.field()), kind, &container.ports)?;
             }
+            if let Some(lifecycle) = &container.lifecycle {
+                lifecycle.validate(
+                    &format!("{at}.lifecycle"),
+                    &container.ports,
+                    self.grace_seconds(),
+                )?;
+            }
             crate::env::check_env(&at, container, self)?;
         }
         if let Some(policy) = &self.restart_policy
@@ -856,6 +882,9 @@ fn check_image(field: &str, image: &str) -> Result<(), ObjectError> {
         ))
     }
 }
+
+/// The grace period of a pod that names none (Kubernetes' default).
+pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 
 /// Most replicas one deployment may ask for.
 const MAX_REPLICAS: u32 = 100_000;

@@ -20,7 +20,7 @@ use crate::ControlError;
 use crate::objects::{Objects, now_millis};
 
 /// The grace period when neither the request nor the pod gives one.
-pub const DEFAULT_GRACE_SECONDS: u64 = 30;
+pub use wharf_api::DEFAULT_GRACE_SECONDS;
 
 /// How to delete a pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +52,7 @@ impl DeletionOutcome {
 
 /// The grace period a deletion gives `pod`.
 pub fn grace_seconds(pod: &Pod, asked: Option<u64>) -> u64 {
-    asked
-        .or(pod.spec.termination_grace_period_seconds)
-        .unwrap_or(DEFAULT_GRACE_SECONDS)
+    asked.unwrap_or_else(|| pod.spec.grace_seconds())
 }
 
 impl Objects {

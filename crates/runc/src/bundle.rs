@@ -11,7 +11,7 @@ use wharf_api::Container;
 
 use crate::RuncError;
 use crate::fsutil;
-use crate::spec::{self, ProcessDefaults, Spec, SpecOptions};
+use crate::spec::{self, ProcessDefaults, ResolvConf, Spec, SpecOptions};
 
 const CONFIG: &str = "config.json";
 const HOSTS: &str = "hosts";
@@ -60,7 +60,7 @@ impl Bundle {
         fs::create_dir_all(&bundle.dir).map_err(|e| RuncError::io(&bundle.dir, e))?;
         let host_network = options.security.host_network;
         let resolv = match &options.resolv_conf {
-            Some(path) => {
+            Some(ResolvConf::Node(path)) => {
                 let host = read_text(path)?;
                 // On the node's network the node's own resolver is reachable.
                 match host_network {
@@ -68,6 +68,7 @@ impl Bundle {
                     false => resolv_conf(&host),
                 }
             }
+            Some(ResolvConf::Text(text)) => text.clone(),
             None => String::new(),
         };
         let hosts = match host_network {
@@ -250,7 +251,7 @@ mod tests {
         fs::write(&host_resolv, "nameserver 127.0.0.53\n").unwrap();
         let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
         options.security.host_network = true;
-        options.resolv_conf = Some(host_resolv);
+        options.resolv_conf = Some(ResolvConf::Node(host_resolv));
         let (image, container) = true_image_and_container();
         let bundle =
             Bundle::create_blocking(dir.path().join("bundle"), &image, &container, &options)
@@ -270,7 +271,7 @@ mod tests {
         fs::write(&host_resolv, "nameserver 127.0.0.1\nnameserver 9.9.9.9\n").unwrap();
         let mut options = SpecOptions::new(dir.path().join("rootfs"), "web-1", "/wharf/web-1");
         options.pod_ip = Some("10.88.0.7".parse().unwrap());
-        options.resolv_conf = Some(host_resolv);
+        options.resolv_conf = Some(ResolvConf::Node(host_resolv));
         let (image, container) = true_image_and_container();
         let bundle = Bundle::create(dir.path().join("bundle"), &image, &container, &options)
             .await
@@ -308,11 +309,19 @@ mod tests {
         );
 
         // A missing host resolv.conf gives an empty one; the bundle can be rewritten.
-        options.resolv_conf = Some(dir.path().join("missing"));
+        options.resolv_conf = Some(ResolvConf::Node(dir.path().join("missing")));
         Bundle::create(b.to_path_buf(), &image, &container, &options)
             .await
             .unwrap();
         assert_eq!(fs::read_to_string(b.join("resolv.conf")).unwrap(), "");
+
+        // Given text is written as it is, loopback servers included.
+        let text = "nameserver 127.0.0.9\nsearch shop.svc svc\n";
+        options.resolv_conf = Some(ResolvConf::Text(text.into()));
+        Bundle::create(b.to_path_buf(), &image, &container, &options)
+            .await
+            .unwrap();
+        assert_eq!(fs::read_to_string(b.join("resolv.conf")).unwrap(), text);
 
         // Removal keeps directories it did not write into.
         fs::create_dir(b.join("rootfs")).unwrap();

@@ -14,6 +14,8 @@ mod config;
 mod config_volumes;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
+#[path = "e2e_containers/dns.rs"]
+mod dns;
 #[path = "e2e_containers/exec.rs"]
 mod exec;
 #[path = "e2e_containers/failover.rs"]
@@ -22,10 +24,14 @@ mod failover;
 mod hostnet;
 #[path = "e2e_containers/hpa.rs"]
 mod hpa;
+#[path = "e2e_containers/lifecycle.rs"]
+mod lifecycle;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/pvc.rs"]
 mod pvc;
+#[path = "e2e_containers/rolling_service.rs"]
+mod rolling_service;
 #[path = "e2e_containers/rollout.rs"]
 mod rollout;
 #[path = "e2e_containers/sec.rs"]

@@ -120,6 +120,8 @@ pub struct Launch {
     pub ip: Option<std::net::Ipv4Addr>,
     /// The container's mounts of the pod's volumes (already prepared).
     pub volumes: Vec<super::VolumeSource>,
+    /// What its `/etc/resolv.conf` says.
+    pub resolv_conf: wharf_runc::spec::ResolvConf,
 }
 
 /// How a started container stands.

@@ -6,8 +6,8 @@
 //! runs.
 //!
 //! ```text
-//! sync(pod): address -> network -> per container: pull -> start | watch exit -> restart?
-//! remove(pod): stop (SIGTERM, grace, SIGKILL) -> remove containers -> network -> address
+//! sync(pod): address -> network -> per container: pull -> start -> postStart | watch exit -> restart?
+//! remove(pod): stop (preStop, SIGTERM, grace left, SIGKILL) -> remove containers -> network -> address
 //! terminate(pod, grace): remove with the grace of the deletion; the agent then confirms
 //! ```
 
@@ -16,18 +16,20 @@ mod claim_dirs;
 mod conditions;
 mod driver;
 mod env;
+mod hooks;
 mod host_ports;
 mod images;
 mod mounts;
 mod probing;
 mod record;
+mod resolv;
 mod runc_driver;
 mod sampling;
 mod setup;
 mod volumes;
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +51,9 @@ pub use setup::NodeSetup;
 pub use volumes::VolumeSource;
 
 use self::host_ports::{HostPorts, forwards_of};
+use self::resolv::resolv_conf_for;
 use crate::api::NodeApi;
+use crate::dns::DnsServer;
 use crate::runtime::{Progress, Runtime, Synced, now_millis};
 
 /// A container that ran this long has its restart back-off reset.
@@ -88,6 +92,9 @@ pub struct ContainerRuntimeConfig {
     /// What the node offers pods: stands in for a container's missing
     /// limits in `resourceFieldRef` values, as in Kubernetes.
     pub allocatable: wharf_api::Resources,
+    /// The node's resolver configuration: pods with `dnsPolicy: Default`
+    /// (or on the node's network) get a copy.
+    pub resolv_conf: PathBuf,
 }
 
 impl ContainerRuntimeConfig {
@@ -106,6 +113,7 @@ impl ContainerRuntimeConfig {
             max_backoff: Duration::from_secs(300),
             poll: Duration::from_millis(500),
             allocatable: crate::machine::capacity(0),
+            resolv_conf: PathBuf::from(resolv::NODE_RESOLV_CONF),
         }
     }
 }
@@ -195,6 +203,8 @@ pub struct ContainerRuntime {
     containers: Arc<dyn ContainerDriver>,
     network: Arc<dyn NetworkDriver>,
     host_ports: HostPorts,
+    /// The name server pods with `ClusterFirst` use, if the node runs one.
+    dns: Option<DnsServer>,
     local: LocalAddresses,
     claim_dirs: claim_dirs::ClaimDirs,
     pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
@@ -238,6 +248,7 @@ impl ContainerRuntime {
             containers,
             network,
             host_ports: HostPorts::none(),
+            dns: None,
             local,
             pods: std::sync::Mutex::new(pods),
         }
@@ -260,6 +271,18 @@ impl ContainerRuntime {
         }
         self.host_ports = HostPorts::open(driver, adopted).await?;
         Ok(self)
+    }
+
+    /// Points pods' resolv.conf at `dns`, served on their gateways.
+    pub fn with_dns(mut self, dns: DnsServer) -> ContainerRuntime {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// The pods' name server, if the node runs one (to give it the
+    /// services to answer for, [`DnsServer::follow`]).
+    pub fn dns(&self) -> Option<&DnsServer> {
+        self.dns.as_ref()
     }
 
     fn cell(&self, key: &PodKey) -> PodCell {
@@ -383,6 +406,24 @@ impl ContainerRuntime {
             self.save(slot).await;
         }
         Ok(address.ip)
+    }
+
+    /// Where the agent's name server answers the pod: its gateway, once
+    /// served there; `None` without a server or off the pod bridge.
+    async fn name_server(&self, record: &PodRecord) -> Option<IpAddr> {
+        let dns = self.dns.as_ref()?;
+        let gateway = IpAddr::V4(record.address.as_ref()?.gateway);
+        if record.host_network {
+            return None;
+        }
+        match dns.listen(gateway).await {
+            Ok(_) => Some(gateway),
+            Err(err) => {
+                tracing::warn!(%gateway, error = %err, pod = record.name,
+                    "cannot serve DNS on the pod's gateway: the pod gets the node's resolv.conf");
+                None
+            }
+        }
     }
 
     /// The node's address: `host_ip`, else the node-local range's gateway
@@ -824,6 +865,11 @@ impl ContainerRuntime {
                 container,
                 &pod.spec.volumes,
             ),
+            resolv_conf: resolv_conf_for(
+                pod,
+                self.name_server(record).await,
+                &self.config.resolv_conf,
+            ),
         };
         match self.containers.start(&launch).await {
             Ok(()) => {
@@ -836,9 +882,11 @@ impl ContainerRuntime {
                 entry.started_at = Some(now);
                 slot.probers.remove(&container.name);
                 record.start_time.get_or_insert(now);
+                slot.remember_pre_stop(container);
                 self.save(slot).await;
                 slot.waiting.remove(&container.name);
                 slot.failures.remove(&container.name);
+                self.post_start(slot, container, &launch.dir, ip).await;
                 self.config.poll
             }
             Err(err) => {
@@ -890,7 +938,7 @@ impl ContainerRuntime {
         let stops = record.containers.iter().map(|(name, container)| {
             let dir = self.container_dir(&record.project, &record.name, name);
             async move {
-                if let Err(err) = self.containers.stop(&container.id, &dir, grace).await {
+                if let Err(err) = self.stop_container(record, name, grace).await {
                     tracing::warn!(
                         container = container.id,
                         error = %err,
@@ -1118,7 +1166,7 @@ impl Runtime for ContainerRuntime {
                     name: pod.metadata.name.clone(),
                     uid: pod.metadata.uid.clone(),
                     pod_id: pod_id(pod),
-                    grace_seconds: pod.spec.termination_grace_period_seconds.unwrap_or(30),
+                    grace_seconds: pod.spec.grace_seconds(),
                     address: None,
                     netns: None,
                     start_time: None,

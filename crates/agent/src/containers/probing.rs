@@ -1,6 +1,7 @@
 //! The runtime's side of probes: a [`Prober`] for each run of a container
 //! that has probes, its failures reported as `Unhealthy` events, and the
-//! container stopped (`Killing`) when its liveness or startup probe fails.
+//! container stopped (`Killing`, its `preStop` hook first) when its
+//! liveness or startup probe fails.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -37,8 +38,7 @@ impl ContainerRuntime {
         let verdict = slot.probers[&container.name].verdict();
         if let Some(kind) = verdict.kill {
             slot.probers.remove(&container.name);
-            self.kill_unhealthy(pod, slot, container, kind, &id, dir)
-                .await;
+            self.kill_unhealthy(pod, slot, container, kind, &id).await;
         }
         self.config.poll
     }
@@ -107,7 +107,6 @@ impl ContainerRuntime {
         container: &Container,
         kind: ProbeKind,
         id: &str,
-        dir: &Path,
     ) {
         let policy = pod.spec.restart_policy.as_deref().unwrap_or("Always");
         // A killed container exits non-zero: it runs again unless `Never`.
@@ -134,12 +133,12 @@ impl ContainerRuntime {
             tracing::warn!(pod = pod.metadata.name, error = %err, "reporting the kill failed");
         }
         let probe = container.probes().find(|(k, _)| *k == kind).map(|(_, p)| p);
-        let grace = probe
-            .and_then(|p| p.termination_grace_period_seconds)
-            .unwrap_or(slot.record.grace_seconds);
+        let grace = self.grace_of(
+            &slot.record,
+            probe.and_then(|p| p.termination_grace_period_seconds),
+        );
         if let Err(err) = self
-            .containers
-            .stop(id, dir, Duration::from_secs(grace))
+            .stop_container(&slot.record, &container.name, grace)
             .await
         {
             tracing::warn!(container = id, error = %err, "stopping the unhealthy container failed");

@@ -41,6 +41,9 @@ pub struct ContainerRecord {
     /// How the last run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<Exit>,
+    /// The `preStop` hook of the current run, its ports as numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<wharf_api::LifecycleHandler>,
 }
 
 /// One pod on this node.

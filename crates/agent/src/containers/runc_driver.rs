@@ -171,6 +171,7 @@ impl ContainerDriver for RuncDriver {
         options.netns = launch.netns.clone();
         options.pod_ip = launch.ip.map(std::net::IpAddr::V4);
         options.security = launch.security.clone();
+        options.resolv_conf = Some(launch.resolv_conf.clone());
         let bundle = Bundle::create(
             launch.dir.join("bundle"),
             &launch.image.process,

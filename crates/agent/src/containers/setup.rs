@@ -1,6 +1,6 @@
 //! Assembling a real [`ContainerRuntime`] for this machine: the image
-//! cache, the bridge driver and runc, after checking that what they need
-//! is here.
+//! cache, the bridge driver, runc and the pods' name server, after
+//! checking that what they need is here.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use super::mounts::unescape;
 use super::{ContainerRuntime, ContainerRuntimeConfig, ImageStorePuller, RuncDriver};
 use crate::AgentError;
 use crate::api::NodeApi;
+use crate::dns::{DNS_PORT, DnsServer, Upstreams, nameservers};
 
 /// What a node needs to run containers.
 #[derive(Clone, Debug)]
@@ -50,6 +51,9 @@ pub struct NodeSetup {
     pub image_gc: ImageGcPolicy,
     /// How often the image garbage collection looks at the disk.
     pub image_gc_interval: Duration,
+    /// The resolv.conf whose name servers the pods' name server forwards
+    /// to, and which pods with `dnsPolicy: Default` get.
+    pub resolv_conf: PathBuf,
 }
 
 impl NodeSetup {
@@ -106,6 +110,7 @@ impl NodeSetup {
         config.local_subnet = subnet;
         config.local_gateway = gateway;
         config.host_ip = self.host_ip.clone();
+        config.resolv_conf = self.resolv_conf.clone();
         config.node_netns = self
             .bridge
             .host_netns
@@ -117,7 +122,7 @@ impl NodeSetup {
             self.default_registry.clone(),
         );
         let driver = RuncDriver::new(Runc::new(&self.runc, &self.runc_root), self.shim.clone());
-        let runtime = ContainerRuntime::open(
+        let mut runtime = ContainerRuntime::open(
             config,
             api,
             Arc::new(puller),
@@ -125,6 +130,9 @@ impl NodeSetup {
             Arc::new(network),
         )
         .await;
+        if let Some(dns) = self.pod_dns().await {
+            runtime = runtime.with_dns(dns);
+        }
         if !found("nft".as_ref()).await {
             tracing::warn!(
                 "nft not found (apt-get install nftables): pods asking for a hostPort are refused"
@@ -137,6 +145,28 @@ impl NodeSetup {
             .await
             .map_err(|e| setup(format!("host port forwards: {e}")))?;
         Ok(Arc::new(runtime))
+    }
+
+    /// The pods' name server, forwarding to the resolvers `resolv_conf`
+    /// lists now. None for a simulated host
+    /// (`host_netns`): its sockets would have to be made inside that
+    /// namespace, which the agent process never enters; its pods keep the
+    /// node's resolv.conf.
+    async fn pod_dns(&self) -> Option<DnsServer> {
+        if self.bridge.host_netns.is_some() {
+            tracing::warn!(
+                "no pod DNS on a simulated host (--host-netns): pods get the node's resolv.conf"
+            );
+            return None;
+        }
+        let host = tokio::fs::read_to_string(&self.resolv_conf)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(path = %self.resolv_conf.display(), error = %err,
+                    "unreadable resolv.conf: pods' other names go to 127.0.0.1");
+                String::new()
+            });
+        Some(DnsServer::new(Upstreams::new(nameservers(&host)), DNS_PORT))
     }
 }
 

@@ -16,7 +16,8 @@ use crate::{AgentError, PodChanges};
 /// The control plane as the pod logic uses it: pool addresses, claimed and
 /// released in a real control plane. Registration, heartbeats and pod
 /// watches are the `Agent`'s business, never the runtime's.
-struct PoolAddresses(Objects);
+/// Events the runtime reported are kept in the second field.
+struct PoolAddresses(Objects, Arc<Mutex<Vec<wharf_api::PodEventReport>>>);
 
 fn control_error(err: wharf_control::ControlError) -> AgentError {
     AgentError::Api(err.to_string())
@@ -48,8 +49,9 @@ impl NodeApi for PoolAddresses {
         &self,
         _: &str,
         _: &str,
-        _: &wharf_api::PodEventReport,
+        event: &wharf_api::PodEventReport,
     ) -> Result<(), AgentError> {
+        self.1.lock().unwrap().push(event.clone());
         Ok(())
     }
 
@@ -235,6 +237,7 @@ struct Node {
     images: Arc<FakeImages>,
     containers: Arc<FakeContainers>,
     network: Arc<MemoryDriver>,
+    events: Arc<Mutex<Vec<wharf_api::PodEventReport>>>,
 }
 
 impl Node {
@@ -248,6 +251,7 @@ impl Node {
             images: Arc::default(),
             containers: Arc::default(),
             network: Arc::new(MemoryDriver::new("test-")),
+            events: Arc::default(),
         }
     }
 
@@ -257,7 +261,7 @@ impl Node {
         config.host_ip = Some("192.0.2.1".into());
         ContainerRuntime::open(
             config,
-            Arc::new(PoolAddresses(self.objects.clone())),
+            Arc::new(PoolAddresses(self.objects.clone(), self.events.clone())),
             self.images.clone(),
             self.containers.clone(),
             self.network.clone(),
@@ -972,4 +976,163 @@ async fn a_failed_liveness_probe_restarts_the_container() {
     );
     let stopped = node.containers.state.lock().unwrap().stopped.clone();
     assert_eq!(stopped[0].1, Duration::from_secs(2), "the probe's grace");
+}
+
+/// A pod whose container has `lifecycle` (JSON).
+async fn hooked_pod(node: &Node, name: &str, lifecycle: &str) -> Pod {
+    let mut pod = node.pod(name, None, None).await;
+    pod.spec.containers[0].lifecycle = Some(serde_json::from_str(lifecycle).unwrap());
+    pod
+}
+
+/// A pod whose `hook` is an HTTP GET to a loopback port nothing listens on.
+async fn hook_to_nowhere(node: &Node, hook: &str) -> Pod {
+    let lifecycle = format!(
+        r#"{{"{hook}": {{"httpGet": {{"port": {}, "host": "127.0.0.1"}}}}}}"#,
+        free_port()
+    );
+    hooked_pod(node, "web-1", &lifecycle).await
+}
+
+/// The reasons of the events reported so far.
+fn reasons(node: &Node) -> Vec<String> {
+    let events = node.events.lock().unwrap();
+    events.iter().map(|e| e.reason.clone()).collect()
+}
+
+#[tokio::test]
+async fn pre_stop_runs_before_sigterm_within_the_grace_period() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lifecycle = format!(
+        r#"{{"preStop": {{"httpGet": {{"path": "/drain", "port": {port}, "host": "127.0.0.1"}}}}}}"#
+    );
+    let pod = hooked_pod(&node, "web-1", &lifecycle).await;
+    sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    // The hook's request is answered only once the test saw that nothing
+    // was stopped yet.
+    let containers = node.containers.clone();
+    let drained = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 1024];
+        let n = tokio::io::AsyncReadExt::read(&mut conn, &mut request)
+            .await
+            .unwrap();
+        let stopped_before = containers.state.lock().unwrap().stopped.len();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::io::AsyncWriteExt::write_all(&mut conn, b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .unwrap();
+        (
+            String::from_utf8_lossy(&request[..n]).into_owned(),
+            stopped_before,
+        )
+    });
+    let uid = pod.metadata.uid.clone();
+    runtime
+        .terminate("shop", "web-1", &uid, Duration::from_secs(5))
+        .await;
+    let (request, stopped_before) = drained.await.unwrap();
+    assert!(request.starts_with("GET /drain HTTP/1.1"), "{request}");
+    assert_eq!(stopped_before, 0, "the hook runs before the stop");
+    let stopped = node.containers.state.lock().unwrap().stopped.clone();
+    assert_eq!(stopped.len(), 1);
+    // The hook's time comes out of the grace period.
+    assert!(
+        stopped[0].1 < Duration::from_secs(4) && stopped[0].1 >= Duration::from_secs(3),
+        "{stopped:?}"
+    );
+    assert!(reasons(&node).is_empty(), "{:?}", reasons(&node));
+}
+
+#[tokio::test]
+async fn a_failed_pre_stop_is_reported_and_the_container_still_stops() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let pod = hook_to_nowhere(&node, "preStop").await;
+    sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    runtime.remove("shop", "web-1", None).await;
+    assert_eq!(reasons(&node), ["FailedPreStopHook"]);
+    let message = node.events.lock().unwrap()[0].message.clone();
+    assert!(
+        message.contains("preStop hook of container web failed: dial tcp"),
+        "{message}"
+    );
+    let stopped = node.containers.state.lock().unwrap().stopped.clone();
+    assert_eq!(stopped.len(), 1);
+    assert!(
+        stopped[0].1 >= Duration::from_secs(6),
+        "the pod's own grace: {stopped:?}"
+    );
+}
+
+/// Terminates a running pod whose `preStop` sleeps 5 s with `grace`:
+/// how long that took, and the grace its container's stop got.
+async fn terminate_sleeper(grace: Duration) -> (Duration, Duration) {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let pod = hooked_pod(&node, "web-1", r#"{"preStop": {"sleep": {"seconds": 5}}}"#).await;
+    sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    let began = Instant::now();
+    runtime
+        .terminate("shop", "web-1", &pod.metadata.uid, grace)
+        .await;
+    let stopped = node.containers.state.lock().unwrap().stopped.clone();
+    (began.elapsed(), stopped[0].1)
+}
+
+#[tokio::test]
+async fn a_pre_stop_that_uses_up_the_grace_leaves_the_minimum() {
+    let (took, stop_grace) = terminate_sleeper(Duration::from_secs(1)).await;
+    assert!(took >= Duration::from_secs(1));
+    assert!(
+        took < Duration::from_secs(4),
+        "the sleep is cut at the grace"
+    );
+    assert_eq!(stop_grace, Duration::from_secs(2), "kubelet's minimum");
+}
+
+#[tokio::test]
+async fn a_force_stop_runs_no_pre_stop() {
+    let (took, stop_grace) = terminate_sleeper(Duration::ZERO).await;
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(stop_grace, Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_failed_post_start_stops_the_container_which_restarts() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let pod = hook_to_nowhere(&node, "postStart").await;
+    sync(&runtime, &pod).await;
+    assert_eq!(reasons(&node), ["FailedPostStartHook"]);
+    assert_eq!(node.containers.state.lock().unwrap().stopped.len(), 1);
+    let status = sync_until(&runtime, &pod, |s| {
+        s.container_statuses[0].restart_count >= 1
+    })
+    .await;
+    assert_eq!(status.container_statuses[0].restart_count, 1);
+}
+
+#[tokio::test]
+async fn a_passing_post_start_leaves_the_container_running() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.read(&mut [0u8; 1024]);
+        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    });
+    let lifecycle =
+        format!(r#"{{"postStart": {{"httpGet": {{"port": {port}, "host": "127.0.0.1"}}}}}}"#);
+    let pod = hooked_pod(&node, "web-1", &lifecycle).await;
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    assert!(reasons(&node).is_empty(), "{:?}", reasons(&node));
+    assert!(node.containers.state.lock().unwrap().stopped.is_empty());
 }

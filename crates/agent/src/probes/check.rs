@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wharf_api::{Container, Probe};
+use wharf_api::{
+    Container, ContainerPort, ExecAction, HttpGetAction, LifecycleHandler, Probe, TcpSocketAction,
+};
 use wharf_runc::Runc;
 
 /// Redirects an HTTP probe follows (Kubernetes' bound too).
@@ -58,42 +60,28 @@ impl Check {
         pod_ip: IpAddr,
         exec: Option<(&Runc, &str, PathBuf)>,
     ) -> Result<Check, String> {
-        let address = |port: &wharf_api::ProbePort, host: &Option<String>| {
-            let port = port
-                .resolve(&container.ports)
-                .ok_or_else(|| format!("port {port:?} is not one of the container's"))?;
-            let ip = match host {
-                Some(host) => host.parse().map_err(|_| format!("host {host:?}"))?,
-                None => pod_ip,
-            };
-            Ok::<_, String>(SocketAddr::new(ip, port))
+        let actions = Actions {
+            http_get: probe.http_get.as_ref(),
+            tcp_socket: probe.tcp_socket.as_ref(),
+            exec: probe.exec.as_ref(),
         };
-        if let Some(http) = &probe.http_get {
-            return Ok(Check::Http {
-                addr: address(&http.port, &http.host)?,
-                path: http.path.clone().unwrap_or_else(|| "/".into()),
-                headers: http
-                    .http_headers
-                    .iter()
-                    .map(|h| (h.name.clone(), h.value.clone()))
-                    .collect(),
-            });
-        }
-        if let Some(tcp) = &probe.tcp_socket {
-            return Ok(Check::Tcp {
-                addr: address(&tcp.port, &tcp.host)?,
-            });
-        }
-        if let Some(command) = &probe.exec {
-            let (runc, id, pid_file) = exec.ok_or("exec probes need containers run by runc")?;
-            return Ok(Check::Exec {
-                runc: runc.clone(),
-                id: id.to_string(),
-                command: command.command.clone(),
-                pid_file,
-            });
-        }
-        Err("the probe has no handler".into())
+        actions.check(&container.ports, pod_ip, exec)
+    }
+
+    /// The check a lifecycle hook's `exec` or `httpGet` makes, as a probe's
+    /// would (`None` for a hook with neither: a `sleep`).
+    pub fn of_hook(
+        hook: &LifecycleHandler,
+        ports: &[ContainerPort],
+        pod_ip: IpAddr,
+        exec: Option<(&Runc, &str, PathBuf)>,
+    ) -> Option<Result<Check, String>> {
+        let actions = Actions {
+            http_get: hook.http_get.as_ref(),
+            tcp_socket: None,
+            exec: hook.exec.as_ref(),
+        };
+        (hook.http_get.is_some() || hook.exec.is_some()).then(|| actions.check(ports, pod_ip, exec))
     }
 
     /// Runs the check within `timeout`: `Err` says why it failed, as the
@@ -128,6 +116,61 @@ impl Check {
                 pid_file,
             } => exec(runc, id, command, pid_file).await,
         }
+    }
+}
+
+/// The handlers a probe or a hook declares (validation leaves one).
+struct Actions<'a> {
+    http_get: Option<&'a HttpGetAction>,
+    tcp_socket: Option<&'a TcpSocketAction>,
+    exec: Option<&'a ExecAction>,
+}
+
+impl Actions<'_> {
+    /// The check of the declared handler, against a pod at `pod_ip` whose
+    /// container has `ports`.
+    fn check(
+        &self,
+        ports: &[ContainerPort],
+        pod_ip: IpAddr,
+        exec: Option<(&Runc, &str, PathBuf)>,
+    ) -> Result<Check, String> {
+        let address = |port: &wharf_api::ProbePort, host: &Option<String>| {
+            let port = port
+                .resolve(ports)
+                .ok_or_else(|| format!("port {port:?} is not one of the container's"))?;
+            let ip = match host {
+                Some(host) => host.parse().map_err(|_| format!("host {host:?}"))?,
+                None => pod_ip,
+            };
+            Ok::<_, String>(SocketAddr::new(ip, port))
+        };
+        if let Some(http) = self.http_get {
+            return Ok(Check::Http {
+                addr: address(&http.port, &http.host)?,
+                path: http.path.clone().unwrap_or_else(|| "/".into()),
+                headers: http
+                    .http_headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect(),
+            });
+        }
+        if let Some(tcp) = self.tcp_socket {
+            return Ok(Check::Tcp {
+                addr: address(&tcp.port, &tcp.host)?,
+            });
+        }
+        if let Some(command) = self.exec {
+            let (runc, id, pid_file) = exec.ok_or("exec needs containers run by runc")?;
+            return Ok(Check::Exec {
+                runc: runc.clone(),
+                id: id.to_string(),
+                command: command.command.clone(),
+                pid_file,
+            });
+        }
+        Err("no handler".into())
     }
 }
 

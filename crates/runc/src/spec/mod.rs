@@ -94,12 +94,22 @@ pub struct SpecOptions {
     pub security: EffectiveSecurity,
     /// Maximum number of tasks.
     pub pids_limit: i64,
-    /// The `resolv.conf` to copy (its loopback name servers removed, as
-    /// they are unreachable from the pod's network namespace); `None`
-    /// writes an empty one.
-    pub resolv_conf: Option<PathBuf>,
+    /// What `/etc/resolv.conf` says; `None` writes an empty one.
+    pub resolv_conf: Option<ResolvConf>,
     /// The pod's volumes as this container mounts them, in order.
     pub volumes: Vec<VolumeBind>,
+}
+
+/// Where a container's `/etc/resolv.conf` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResolvConf {
+    /// The node's file at this path, copied; off the node's network its
+    /// loopback name servers are left out, as they are unreachable from
+    /// the pod's network namespace.
+    Node(PathBuf),
+    /// This text, as it is (the node agent's name server, or the pod's
+    /// `dnsConfig`).
+    Text(String),
 }
 
 /// A host path bound into the container: a pod volume, or a part of one.
@@ -135,7 +145,7 @@ impl SpecOptions {
                 ..EffectiveSecurity::default()
             },
             pids_limit: DEFAULT_PIDS_LIMIT,
-            resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            resolv_conf: Some(ResolvConf::Node(PathBuf::from("/etc/resolv.conf"))),
             volumes: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use clap::Args;
 use tokio::sync::Mutex;
 use wharf_agent::containers::NodeSetup;
+use wharf_agent::dns::DnsServer;
 use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
@@ -95,6 +96,10 @@ pub struct NodeOptions {
     /// (lets one machine play several hosts).
     #[arg(long)]
     pub host_netns: Option<String>,
+    /// The resolv.conf whose name servers the pods' name server forwards
+    /// other names to, and which pods with `dnsPolicy: Default` get.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Node-local range for pods that ask for no IP pool; its first address
     /// is the gateway, on the bridge.
     #[arg(long, default_value = "10.88.0.0/24")]
@@ -217,6 +222,7 @@ impl NodeOptions {
                 max_unused_age: self.image_gc_max_age,
             },
             image_gc_interval: self.image_gc_interval,
+            resolv_conf: self.resolv_conf.clone(),
         })
     }
 }
@@ -309,7 +315,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 config.usage_interval = args.usage_interval;
                 let api: Arc<dyn NodeApi> = api;
-                let (runtime, logs) = node_runtime(
+                let (runtime, logs, dns) = node_runtime(
                     &args.node,
                     &args.name,
                     &server,
@@ -322,6 +328,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 let _serving = logs.map(|(task, _)| AbortOnDropHandle::new(task));
                 eprintln!("agent for node {} serving {server}", args.name);
                 let agent = Agent::new(api, runtime, config);
+                if let Some(dns) = &dns {
+                    dns.follow(agent.services());
+                }
                 with_service_rules(agent, &args.node, &args.name)
                     .await
                     .run()
@@ -357,10 +366,12 @@ pub async fn with_service_rules(agent: Agent, options: &NodeOptions, name: &str)
     agent.with_service_rules(Arc::new(NftServices::new(name, options.host_netns.clone())))
 }
 
-/// A node's runtime, and for runc the log endpoint's task and URL.
+/// A node's runtime, for runc the log endpoint's task and URL, and the
+/// pods' name server (to follow the agent's services once it exists).
 pub type NodeRuntime = (
     Arc<dyn Runtime>,
     Option<(tokio::task::JoinHandle<()>, String)>,
+    Option<DnsServer>,
 );
 
 /// The runtime `options` ask for; `credentials`, when given, replace the
@@ -378,6 +389,7 @@ pub async fn node_runtime(
             Arc::new(NoRuntime {
                 node: name.to_string(),
             }),
+            None,
             None,
         ));
     }
@@ -399,13 +411,14 @@ pub async fn node_runtime(
         bound.ip().to_string()
     };
     let endpoint = format!("http://{host}:{}", bound.port());
+    let dns = runtime.dns().cloned();
     let serving = runtime.clone();
     let task = tokio::spawn(async move {
         if let Err(err) = wharf_agent::serve_endpoint(listener, api, serving).await {
             tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });
-    Ok((runtime, Some((task, endpoint))))
+    Ok((runtime, Some((task, endpoint)), dns))
 }
 
 #[cfg(test)]

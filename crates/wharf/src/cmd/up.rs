@@ -181,12 +181,17 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // One machine, one operator: the node pulls as admin. Agents on other
     // machines pull with a robot account (--registry-user).
     let admin = RegistryCredentials::new("admin", &password);
-    let (runtime, logs) = node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
+    let (runtime, logs, dns) =
+        node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.heartbeat_ttl = args.server.node_lease_ttl;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
-    let agent = with_service_rules(Agent::new(api, runtime, agent_config), &node, &name).await;
+    let agent = Agent::new(api, runtime, agent_config);
+    if let Some(dns) = &dns {
+        dns.follow(agent.services());
+    }
+    let agent = with_service_rules(agent, &node, &name).await;
     let agent = AbortOnDropHandle::new(tokio::spawn(agent.run()));
     println!("node {name} runs containers with {}", node.runtime);
 
