@@ -33,20 +33,24 @@ impl Upstreams {
 
     /// The first answer to `query` over UDP; `None` if no server answered.
     pub async fn udp(&self, query: &[u8]) -> Option<Vec<u8>> {
-        for server in &self.servers {
-            match tokio::time::timeout(self.timeout, udp_exchange(*server, query)).await {
-                Ok(Ok(answer)) => return Some(answer),
-                Ok(Err(err)) => tracing::debug!(%server, error = %err, "upstream DNS failed"),
-                Err(_) => tracing::debug!(%server, "upstream DNS timed out"),
-            }
-        }
-        None
+        self.first_answer(|server| udp_exchange(server, query))
+            .await
     }
 
     /// The first answer to `query` over TCP; `None` if no server answered.
     pub async fn tcp(&self, query: &[u8]) -> Option<Vec<u8>> {
+        self.first_answer(|server| tcp_exchange(server, query))
+            .await
+    }
+
+    /// Asks each server in turn with `exchange`, each within the timeout.
+    async fn first_answer<F, Fut>(&self, exchange: F) -> Option<Vec<u8>>
+    where
+        F: Fn(SocketAddr) -> Fut,
+        Fut: Future<Output = std::io::Result<Vec<u8>>>,
+    {
         for server in &self.servers {
-            match tokio::time::timeout(self.timeout, tcp_exchange(*server, query)).await {
+            match tokio::time::timeout(self.timeout, exchange(*server)).await {
                 Ok(Ok(answer)) => return Some(answer),
                 Ok(Err(err)) => tracing::debug!(%server, error = %err, "upstream DNS failed"),
                 Err(_) => tracing::debug!(%server, "upstream DNS timed out"),

@@ -106,6 +106,16 @@ async fn upstream(ip: Ipv4Addr) -> SocketAddr {
     address
 }
 
+/// A server forwarding to `upstreams` and knowing service web.shop,
+/// listening on loopback; the view's sender keeps it current.
+async fn serving(upstreams: Upstreams) -> (DnsServer, watch::Sender<Arc<ServiceView>>, u16) {
+    let (views, view_rx) = watch::channel(view("10.96.0.10"));
+    let server = DnsServer::new(upstreams, 0);
+    server.follow(view_rx);
+    let port = server.listen(LOOPBACK).await.unwrap();
+    (server, views, port)
+}
+
 #[tokio::test]
 async fn service_names_are_answered_over_udp_and_tcp_and_follow_the_view() {
     let server = DnsServer::new(Upstreams::new(vec![]), 0);
@@ -158,10 +168,7 @@ async fn other_names_are_forwarded_over_the_transport_asked() {
         upstream(upstream_ip).await,
     ])
     .with_timeout(Duration::from_millis(300));
-    let (_views, view_rx) = watch::channel(view("10.96.0.10"));
-    let server = DnsServer::new(upstreams, 0);
-    server.follow(view_rx);
-    let port = server.listen(LOOPBACK).await.unwrap();
+    let (_server, _views, port) = serving(upstreams).await;
 
     assert_eq!(
         addresses(&ask_udp(port, "example.com.").await),
@@ -183,10 +190,7 @@ async fn no_upstream_answering_is_a_server_failure() {
     let dead = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let upstreams =
         Upstreams::new(vec![dead.local_addr().unwrap()]).with_timeout(Duration::from_millis(100));
-    let (_views, view_rx) = watch::channel(view("10.96.0.10"));
-    let server = DnsServer::new(upstreams, 0);
-    server.follow(view_rx);
-    let port = server.listen(LOOPBACK).await.unwrap();
+    let (_server, _views, port) = serving(upstreams).await;
     assert_eq!(
         addresses(&ask_udp(port, "example.com.").await),
         (ResponseCode::ServFail, vec![])
