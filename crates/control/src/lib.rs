@@ -22,6 +22,7 @@ mod endpoints;
 mod error;
 mod events;
 mod eviction;
+mod eviction_view;
 mod garbage;
 pub mod hpa_replicas;
 mod ipam;
@@ -51,8 +52,8 @@ pub use endpoints::EndpointsController;
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
 pub use eviction::{
-    EvictionConfig, NodeEviction, TAINT_NOT_READY, TAINT_UNREACHABLE, ZoneState, eviction_deadline,
-    zone_rate, zone_state,
+    EvictionConfig, NodeEviction, TAINT_NOT_READY, TAINT_UNREACHABLE, ZoneState, condition_taint,
+    eviction_deadline, zone_rate, zone_state,
 };
 pub use garbage::{GarbageCollector, Sweep};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
