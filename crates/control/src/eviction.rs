@@ -384,6 +384,10 @@ impl NodeEviction {
                 // Only a node that had no condition taint costs a token;
                 // lifting one, or swapping one for the other, does not.
                 let fresh = carried_conditions(node).is_empty();
+                if fresh && let Some(wait) = self.starting(node) {
+                    next_token = next_token.into_iter().chain([wait]).min();
+                    continue;
+                }
                 if fresh && !bucket.try_take(now) {
                     let wait = bucket.until_token();
                     next_token = next_token.into_iter().chain(wait).min();
@@ -399,6 +403,16 @@ impl NodeEviction {
             self.buckets.insert(zone, bucket);
         }
         Ok(next_token)
+    }
+
+    /// How long `node`, registered but without a lease yet, is still
+    /// starting rather than lost (one lease TTL from its creation, as
+    /// Kubernetes' node startup grace period): tainting it would spend the
+    /// token of its zone that a real failure needs.
+    fn starting(&self, node: &Node) -> Option<Duration> {
+        let grace_ends = node.metadata.created_at + self.config.node_lease_ttl.as_millis() as u64;
+        let now = now_millis();
+        (!node.status.ready && now < grace_ends).then(|| Duration::from_millis(grace_ends - now))
     }
 
     async fn record_tainted(
@@ -708,6 +722,7 @@ mod tests {
 
         let config = EvictionConfig {
             default_toleration: Duration::ZERO,
+            node_lease_ttl: Duration::ZERO,
             ..EvictionConfig::default()
         };
         let mut eviction = NodeEviction::new(objects.clone(), config);
@@ -772,6 +787,7 @@ mod tests {
         };
         let config = EvictionConfig {
             default_toleration: Duration::ZERO,
+            node_lease_ttl: Duration::ZERO,
             ..EvictionConfig::default()
         };
         let mut eviction = NodeEviction::new(objects.clone(), config);
@@ -802,6 +818,32 @@ mod tests {
         eviction.tick().await.unwrap();
         let healthy: Node = objects.require(None, "wfo-sick").await.unwrap();
         assert!(healthy.spec.taints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_starting_up_is_not_tainted_nor_spends_the_zones_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "wfo-up", true).await;
+        node(&objects, "wfo-new", false).await;
+        let mut eviction = NodeEviction::new(objects.clone(), EvictionConfig::default());
+        eviction.tick().await.unwrap();
+        let new: Node = objects.require(None, "wfo-new").await.unwrap();
+        assert!(new.spec.taints.is_empty(), "within its startup grace");
+        // Its agent beats; then another node dies: the token is still there.
+        set_ready(&objects, "wfo-new", true).await;
+        node(&objects, "wfo-dies", true).await;
+        objects
+            .modify::<Node>(None, "wfo-dies", |n| {
+                n.metadata.created_at -= 10_000;
+                n.status.ready = false;
+                true
+            })
+            .await
+            .unwrap();
+        eviction.tick().await.unwrap();
+        let dead: Node = objects.require(None, "wfo-dies").await.unwrap();
+        assert_eq!(carried_conditions(&dead), [TAINT_UNREACHABLE]);
     }
 
     #[test]
