@@ -674,6 +674,31 @@ mod tests {
         assert_eq!(rate(ZoneState::FullDisruption, 2500, true), 0.0);
     }
 
+    /// Pods leave at once; nodes have no startup grace.
+    fn at_once() -> EvictionConfig {
+        EvictionConfig {
+            default_toleration: Duration::ZERO,
+            node_lease_ttl: Duration::ZERO,
+            ..EvictionConfig::default()
+        }
+    }
+
+    /// Runs a pass, then reads node `name`.
+    async fn pass_then_node(eviction: &mut NodeEviction, objects: &Objects, name: &str) -> Node {
+        eviction.tick().await.unwrap();
+        objects.require(None, name).await.unwrap()
+    }
+
+    async fn tolerate_forever(objects: &Objects, pod: &Pod, key: &str) {
+        objects
+            .modify::<Pod>(Some("shop"), &pod.metadata.name, |p| {
+                p.spec.tolerations = vec![toleration(key, None)];
+                true
+            })
+            .await
+            .unwrap();
+    }
+
     async fn pool(objects: &Objects) {
         let yaml = "apiVersion: wharf.io/v1\nkind: IpPool\nmetadata: {name: fixed}\nspec: {cidr: 10.93.0.0/24, gateway: 10.93.0.1, ranges: [{start: 10.93.0.10, end: 10.93.0.20}]}\n";
         let pools = wharf_api::parse_ip_pools(yaml).unwrap().0;
@@ -711,27 +736,15 @@ mod tests {
             .unwrap();
         objects.claim_pod_ip("shop", &name).await.unwrap().unwrap();
         let patient = pod(&objects, &owner, Some("wtf-lost")).await;
-        objects
-            .modify::<Pod>(Some("shop"), &patient.metadata.name, |p| {
-                p.spec.tolerations = vec![toleration(TAINT_UNREACHABLE, None)];
-                true
-            })
-            .await
-            .unwrap();
+        tolerate_forever(&objects, &patient, TAINT_UNREACHABLE).await;
         let elsewhere = pod(&objects, &owner, Some("wtf-live")).await;
 
-        let config = EvictionConfig {
-            default_toleration: Duration::ZERO,
-            node_lease_ttl: Duration::ZERO,
-            ..EvictionConfig::default()
-        };
-        let mut eviction = NodeEviction::new(objects.clone(), config);
+        let mut eviction = NodeEviction::new(objects.clone(), at_once());
         eviction.tick().await.unwrap();
         assert!(pod_exists(&objects, &name).await, "both nodes are ready");
 
         set_ready(&objects, "wtf-lost", false).await;
-        eviction.tick().await.unwrap();
-        let lost: Node = objects.require(None, "wtf-lost").await.unwrap();
+        let lost = pass_then_node(&mut eviction, &objects, "wtf-lost").await;
         let taint = lost.spec.taints.iter().find(|t| t.key == TAINT_UNREACHABLE);
         assert_eq!(taint.unwrap().effect, TaintEffect::NoExecute);
         assert!(!pod_exists(&objects, &name).await);
@@ -745,8 +758,7 @@ mod tests {
 
         // Back to ready: the taint goes.
         set_ready(&objects, "wtf-lost", true).await;
-        eviction.tick().await.unwrap();
-        let back: Node = objects.require(None, "wtf-lost").await.unwrap();
+        let back = pass_then_node(&mut eviction, &objects, "wtf-lost").await;
         assert!(back.spec.taints.is_empty());
     }
 
@@ -760,22 +772,10 @@ mod tests {
         let owner = deployment(&objects, "web").await;
         let drained = pod(&objects, &owner, Some("wfo-sick")).await;
         let patient = pod(&objects, &owner, Some("wfo-sick")).await;
-        objects
-            .modify::<Pod>(Some("shop"), &patient.metadata.name, |p| {
-                p.spec.tolerations = vec![toleration(TAINT_NOT_READY, None)];
-                true
-            })
-            .await
-            .unwrap();
+        tolerate_forever(&objects, &patient, TAINT_NOT_READY).await;
         // Tolerating the other condition does not count.
         let other = pod(&objects, &owner, Some("wfo-sick")).await;
-        objects
-            .modify::<Pod>(Some("shop"), &other.metadata.name, |p| {
-                p.spec.tolerations = vec![toleration(TAINT_UNREACHABLE, None)];
-                true
-            })
-            .await
-            .unwrap();
+        tolerate_forever(&objects, &other, TAINT_UNREACHABLE).await;
         let set_reason = async |reason: Option<&str>| {
             objects
                 .modify::<Node>(None, "wfo-sick", |n| {
@@ -785,16 +785,10 @@ mod tests {
                 .await
                 .unwrap();
         };
-        let config = EvictionConfig {
-            default_toleration: Duration::ZERO,
-            node_lease_ttl: Duration::ZERO,
-            ..EvictionConfig::default()
-        };
-        let mut eviction = NodeEviction::new(objects.clone(), config);
+        let mut eviction = NodeEviction::new(objects.clone(), at_once());
 
         set_reason(Some("runc does not run")).await;
-        eviction.tick().await.unwrap();
-        let sick: Node = objects.require(None, "wfo-sick").await.unwrap();
+        let sick = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
         let keys: Vec<&str> = sick.spec.taints.iter().map(|t| t.key.as_str()).collect();
         assert_eq!(keys, [TAINT_NOT_READY]);
         assert_eq!(sick.spec.taints[0].effect, TaintEffect::NoExecute);
@@ -809,14 +803,12 @@ mod tests {
 
         // The lease lost too: unreachable replaces not-ready.
         set_ready(&objects, "wfo-sick", false).await;
-        eviction.tick().await.unwrap();
-        let lost: Node = objects.require(None, "wfo-sick").await.unwrap();
+        let lost = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
         assert_eq!(carried_conditions(&lost), [TAINT_UNREACHABLE]);
         // Healthy again: no condition taint.
         set_ready(&objects, "wfo-sick", true).await;
         set_reason(None).await;
-        eviction.tick().await.unwrap();
-        let healthy: Node = objects.require(None, "wfo-sick").await.unwrap();
+        let healthy = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
         assert!(healthy.spec.taints.is_empty());
     }
 
@@ -827,8 +819,7 @@ mod tests {
         node(&objects, "wfo-up", true).await;
         node(&objects, "wfo-new", false).await;
         let mut eviction = NodeEviction::new(objects.clone(), EvictionConfig::default());
-        eviction.tick().await.unwrap();
-        let new: Node = objects.require(None, "wfo-new").await.unwrap();
+        let new = pass_then_node(&mut eviction, &objects, "wfo-new").await;
         assert!(new.spec.taints.is_empty(), "within its startup grace");
         // Its agent beats; then another node dies: the token is still there.
         set_ready(&objects, "wfo-new", true).await;
@@ -841,8 +832,7 @@ mod tests {
             })
             .await
             .unwrap();
-        eviction.tick().await.unwrap();
-        let dead: Node = objects.require(None, "wfo-dies").await.unwrap();
+        let dead = pass_then_node(&mut eviction, &objects, "wfo-dies").await;
         assert_eq!(carried_conditions(&dead), [TAINT_UNREACHABLE]);
     }
 
