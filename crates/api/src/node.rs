@@ -130,6 +130,11 @@ pub struct NodeStatus {
     /// Where the agent serves container logs, e.g. `http://10.0.0.5:7701`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Why the agent says the node cannot run pods although it is alive
+    /// (Kubernetes' `Ready=False`, e.g. its container runtime fails); the
+    /// control plane then taints it `node.kubernetes.io/not-ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_reason: Option<String>,
 }
 
 /// An image present on a node.

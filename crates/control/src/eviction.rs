@@ -25,12 +25,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use wharf_api::{EventType, LABEL_IDC, Node, ObjectReference, Pod, Taint, TaintEffect, Toleration};
 use wharf_store::Txn;
 
 use crate::ControlError;
 use crate::events::EventRecorder;
+use crate::eviction_view::EvictionView;
 use crate::ipam::with_claim_released;
 use crate::nodes::heartbeat_key;
 use crate::objects::{Object, Objects, now_millis};
@@ -41,9 +43,6 @@ use crate::termination::PodDeletion;
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 /// The taint of a node whose agent reports it is not ready.
 pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
-
-/// How often nodes and pods are looked at.
-const TICK: Duration = Duration::from_millis(200);
 
 /// Failover settings (server flags).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,6 +105,11 @@ impl TokenBucket {
     pub(crate) fn set_rate(&mut self, rate: f64, now: Instant) {
         self.refill(now);
         self.rate = rate;
+    }
+
+    /// How long until the next token, from the last refill; `None` at rate 0.
+    pub(crate) fn until_token(&self) -> Option<Duration> {
+        (self.rate > 0.0).then(|| Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.rate))
     }
 
     /// Takes a token if there is one.
@@ -198,7 +202,37 @@ pub fn eviction_deadline(
 /// A node with the `NoExecute` taints in force and when each counts from.
 type TaintedNode<'a> = (&'a Node, Vec<(&'a Taint, u64)>);
 
-/// Taints unreachable nodes and evicts the pods whose tolerations ran out.
+/// The condition taint `node` should carry: unreachable while its lease is
+/// expired (Kubernetes' `Ready=Unknown`), not-ready while its agent, alive,
+/// says it cannot run pods (`Ready=False`), none while it is ready.
+pub fn condition_taint(node: &Node) -> Option<&'static str> {
+    if !node.status.ready {
+        Some(TAINT_UNREACHABLE)
+    } else if node.status.not_ready_reason.is_some() {
+        Some(TAINT_NOT_READY)
+    } else {
+        None
+    }
+}
+
+/// The condition taints `node` carries.
+fn carried_conditions(node: &Node) -> Vec<&str> {
+    let conditions = node.spec.taints.iter().filter(|t| is_node_condition(t));
+    conditions.map(|t| t.key.as_str()).collect()
+}
+
+/// Whether `node` carries exactly the condition taint it should.
+fn conditions_in_step(node: &Node) -> bool {
+    carried_conditions(node) == Vec::from_iter(condition_taint(node))
+}
+
+/// Taints nodes that are unreachable or not ready and evicts the pods whose
+/// tolerations ran out.
+///
+/// Driven by watches: a pass runs when a node's readiness or taints
+/// change, when a pod lands on a tainted node, and when the first
+/// toleration or rate-limit wait it found ends; never on a fixed tick,
+/// and it reads nothing from the store (its view is kept by the watches).
 pub struct NodeEviction {
     objects: Objects,
     config: EvictionConfig,
@@ -208,7 +242,14 @@ pub struct NodeEviction {
     rates: HashMap<String, (ZoneState, f64)>,
     /// When `NoExecute` taints without a `timeAdded` were first seen.
     first_seen: HashMap<(String, String), u64>,
+    view: EvictionView,
 }
+
+/// The longest a pass waits for: a safety net, as every wait a pass knows
+/// of is shorter.
+const IDLE_PASS: Duration = Duration::from_secs(10);
+/// How soon a pass follows an eviction that did not hold (the pod changed).
+const RETRY: Duration = Duration::from_millis(200);
 
 impl NodeEviction {
     /// A controller over `objects`.
@@ -220,24 +261,76 @@ impl NodeEviction {
             buckets: HashMap::new(),
             rates: HashMap::new(),
             first_seen: HashMap::new(),
+            view: EvictionView::default(),
         }
     }
 
     /// Runs until dropped.
     pub async fn run(mut self) {
         loop {
-            if let Err(err) = self.tick().await {
-                tracing::warn!(error = %err, "node eviction pass failed");
+            if let Err(err) = self.follow().await {
+                tracing::warn!(error = %err, "node eviction watch ended; restarting");
             }
-            tokio::time::sleep(TICK).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
-    /// One pass: taints and untaints nodes, then evicts what is due.
+    /// Loads the view, then passes on every relevant change or due wait.
+    async fn follow(&mut self) -> Result<(), ControlError> {
+        let (nodes_at, pods_at) = self.load().await?;
+        let mut nodes = Box::pin(self.objects.watch::<Node>(None, nodes_at + 1).await?);
+        let mut pods = Box::pin(self.objects.watch::<Pod>(None, pods_at + 1).await?);
+        loop {
+            let wait = self.pass().await?.unwrap_or(IDLE_PASS).min(IDLE_PASS);
+            let wake = Instant::now() + wait;
+            let mut relevant = false;
+            while !relevant {
+                relevant = tokio::select! {
+                    change = nodes.next() => match change {
+                        Some(change) => self.view.apply_node(change?),
+                        None => return Ok(()),
+                    },
+                    change = pods.next() => match change {
+                        Some(change) => self.view.apply_pod(change?),
+                        None => return Ok(()),
+                    },
+                    () = tokio::time::sleep_until(wake) => true,
+                };
+            }
+            // One pass for a burst: take in what else has arrived.
+            while let Some(Some(change)) = nodes.next().now_or_never() {
+                self.view.apply_node(change?);
+            }
+            while let Some(Some(change)) = pods.next().now_or_never() {
+                self.view.apply_pod(change?);
+            }
+        }
+    }
+
+    /// Replaces the view by a listing; returns the listings' revisions.
+    async fn load(&mut self) -> Result<(u64, u64), ControlError> {
+        let (nodes, nodes_at) = self.objects.list::<Node>(None, None).await?;
+        let (pods, pods_at) = self.objects.list::<Pod>(None, None).await?;
+        self.view = EvictionView::load(nodes, pods);
+        Ok((nodes_at, pods_at))
+    }
+
+    /// One pass over a fresh listing: taints and untaints nodes, then
+    /// evicts what is due.
     pub async fn tick(&mut self) -> Result<(), ControlError> {
-        let (mut nodes, _) = self.objects.list::<Node>(None, None).await?;
-        self.taint_nodes(&mut nodes).await?;
-        self.evict_pods(&nodes).await
+        self.load().await?;
+        self.pass().await.map(drop)
+    }
+
+    /// Taints and untaints nodes, then evicts what is due; returns how
+    /// soon something else falls due (a toleration, a rate-limit token).
+    async fn pass(&mut self) -> Result<Option<Duration>, ControlError> {
+        let mut nodes = std::mem::take(&mut self.view.nodes);
+        let tainted = self.taint_nodes(&mut nodes).await;
+        self.view.nodes = nodes;
+        let token = tainted?;
+        let toleration = self.evict_pods().await?;
+        Ok(token.into_iter().chain(toleration).min())
     }
 
     /// The applied rate (nodes per second) and state of each zone.
@@ -245,14 +338,23 @@ impl NodeEviction {
         self.rates.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
-    async fn taint_nodes(&mut self, nodes: &mut [Node]) -> Result<(), ControlError> {
+    /// Brings every node's condition taint in step; returns how soon the
+    /// next token comes if a node waits for one.
+    async fn taint_nodes(
+        &mut self,
+        nodes: &mut BTreeMap<String, Node>,
+    ) -> Result<Option<Duration>, ControlError> {
+        let mut nodes: Vec<&mut Node> = nodes.values_mut().collect();
         let mut zones: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, node) in nodes.iter().enumerate() {
             let zone = node.metadata.labels.get(LABEL_IDC).cloned();
             zones.entry(zone.unwrap_or_default()).or_default().push(i);
         }
         let state_of = |members: &[usize]| {
-            let ready = members.iter().filter(|i| nodes[**i].status.ready).count();
+            let ready = members
+                .iter()
+                .filter(|i| condition_taint(nodes[**i]).is_none())
+                .count();
             zone_state(
                 ready,
                 members.len() - ready,
@@ -262,6 +364,7 @@ impl NodeEviction {
         let states: Vec<ZoneState> = zones.values().map(|m| state_of(m)).collect();
         let all_down = states.iter().all(|s| *s == ZoneState::FullDisruption);
         let now = Instant::now();
+        let mut next_token: Option<Duration> = None;
         for ((zone, members), state) in zones.into_iter().zip(states) {
             let rate = zone_rate(state, members.len(), all_down, &self.config);
             if self.rates.get(&zone) != Some(&(state, rate)) {
@@ -274,63 +377,106 @@ impl NodeEviction {
                 .unwrap_or_else(|| TokenBucket::new(rate, now));
             bucket.set_rate(rate, now);
             for i in members {
-                let node = &mut nodes[i];
-                let tainted = node.spec.taints.iter().any(|t| t.key == TAINT_UNREACHABLE);
-                if node.status.ready == tainted {
-                    let lost = !node.status.ready;
-                    if lost && !bucket.try_take(now) {
-                        continue;
-                    }
-                    *node = self.set_unreachable(&node.metadata.name, lost).await?;
-                    if lost {
-                        let message = format!(
-                            "tainted {TAINT_UNREACHABLE}:NoExecute; zone {zone:?} is {state:?}, nodes tainted at {rate}/s"
-                        );
-                        self.events
-                            .record(
-                                &reference("Node", node),
-                                EventType::Warning,
-                                "NodeUnreachable",
-                                &message,
-                            )
-                            .await;
-                    }
+                let node = &mut *nodes[i];
+                if conditions_in_step(node) {
+                    continue;
+                }
+                // Only a node that had no condition taint costs a token;
+                // lifting one, or swapping one for the other, does not.
+                let fresh = carried_conditions(node).is_empty();
+                if fresh && let Some(wait) = self.starting(node) {
+                    next_token = next_token.into_iter().chain([wait]).min();
+                    continue;
+                }
+                if fresh && !bucket.try_take(now) {
+                    let wait = bucket.until_token();
+                    next_token = next_token.into_iter().chain(wait).min();
+                    continue;
+                }
+                *node = self.set_condition_taint(&node.metadata.name).await?;
+                if let Some(key) = condition_taint(node)
+                    && carried_conditions(node) == [key]
+                {
+                    self.record_tainted(node, key, &zone, state, rate).await;
                 }
             }
             self.buckets.insert(zone, bucket);
         }
-        Ok(())
+        Ok(next_token)
     }
 
-    /// Adds (`lost`) or removes the unreachable taint.
-    async fn set_unreachable(&self, name: &str, lost: bool) -> Result<Node, ControlError> {
+    /// How long `node`, registered but without a lease yet, is still
+    /// starting rather than lost (one lease TTL from its creation, as
+    /// Kubernetes' node startup grace period): tainting it would spend the
+    /// token of its zone that a real failure needs.
+    fn starting(&self, node: &Node) -> Option<Duration> {
+        let grace_ends = node.metadata.created_at + self.config.node_lease_ttl.as_millis() as u64;
+        let now = now_millis();
+        (!node.status.ready && now < grace_ends).then(|| Duration::from_millis(grace_ends - now))
+    }
+
+    async fn record_tainted(
+        &self,
+        node: &Node,
+        key: &str,
+        zone: &str,
+        state: ZoneState,
+        rate: f64,
+    ) {
+        let reason = if key == TAINT_UNREACHABLE {
+            "NodeUnreachable"
+        } else {
+            "NodeConditionNotReady"
+        };
+        let message = format!(
+            "tainted {key}:NoExecute; zone {zone:?} is {state:?}, nodes tainted at {rate}/s"
+        );
+        self.events
+            .record(
+                &reference("Node", node),
+                EventType::Warning,
+                reason,
+                &message,
+            )
+            .await;
+    }
+
+    /// Gives the node the condition taint its stored state calls for (and
+    /// no other).
+    async fn set_condition_taint(&self, name: &str) -> Result<Node, ControlError> {
         self.objects
             .modify::<Node>(None, name, |node| {
-                let had = node.spec.taints.len();
-                node.spec.taints.retain(|t| t.key != TAINT_UNREACHABLE);
-                if lost && !node.status.ready {
+                if conditions_in_step(node) {
+                    return false;
+                }
+                node.spec.taints.retain(|t| !is_node_condition(t));
+                if let Some(key) = condition_taint(node) {
                     node.spec.taints.push(Taint {
-                        key: TAINT_UNREACHABLE.into(),
+                        key: key.into(),
                         value: String::new(),
                         effect: TaintEffect::NoExecute,
                         time_added: Some(now_millis()),
                     });
                 }
-                node.spec.taints.len() != had
+                true
             })
             .await
     }
 
-    async fn evict_pods(&mut self, nodes: &[Node]) -> Result<(), ControlError> {
+    /// Evicts the pods of tainted nodes whose tolerations ran out; returns
+    /// how soon the next one runs out.
+    async fn evict_pods(&mut self) -> Result<Option<Duration>, ControlError> {
         let now = now_millis();
-        let mut taints: HashMap<&str, TaintedNode> = HashMap::new();
+        let mut taints: Vec<TaintedNode> = Vec::new();
         let mut seen = HashSet::new();
-        for node in nodes {
+        for node in self.view.nodes.values() {
             let name = node.metadata.name.as_str();
+            let condition = condition_taint(node);
+            let mut in_force = Vec::new();
             for taint in &node.spec.taints {
-                // A node back to ready is about to lose its condition taints.
+                // A condition the node no longer has is about to be lifted.
                 if taint.effect != TaintEffect::NoExecute
-                    || (node.status.ready && is_node_condition(taint))
+                    || (is_node_condition(taint) && condition != Some(taint.key.as_str()))
                 {
                     continue;
                 }
@@ -339,42 +485,43 @@ impl NodeEviction {
                     seen.insert(key.clone());
                     *self.first_seen.entry(key).or_insert(now)
                 });
-                let entry = taints.entry(name).or_insert_with(|| (node, Vec::new()));
-                entry.1.push((taint, since));
+                in_force.push((taint, since));
+            }
+            if !in_force.is_empty() {
+                taints.push((node, in_force));
             }
         }
         self.first_seen.retain(|k, _| seen.contains(k));
-        if taints.is_empty() {
-            return Ok(());
-        }
-        let (pods, _) = self.objects.list::<Pod>(None, None).await?;
-        for pod in pods {
-            let Some((node, node_taints)) =
-                pod.spec.node_name.as_deref().and_then(|n| taints.get(n))
-            else {
-                continue;
-            };
-            if node.status.ready && pod.metadata.is_terminating() {
-                continue;
-            }
-            let due = eviction_deadline(
-                &pod.spec.tolerations,
-                node_taints,
-                self.config.default_toleration,
-            );
-            if due.is_some_and(|due| due <= now) {
-                match self.evict(&pod, node).await {
-                    Ok(()) | Err(ControlError::NotFound { .. }) => {}
-                    Err(err) => return Err(err),
+        let mut next: Option<u64> = None;
+        for (node, node_taints) in &taints {
+            for pod in self.view.pods_on(&node.metadata.name) {
+                if node.status.ready && pod.metadata.is_terminating() {
+                    continue;
                 }
+                let due = eviction_deadline(
+                    &pod.spec.tolerations,
+                    node_taints,
+                    self.config.default_toleration,
+                );
+                let wait = match due {
+                    Some(due) if due > now => due - now,
+                    Some(_) => match self.evict(pod, node).await {
+                        Ok(true) | Err(ControlError::NotFound { .. }) => continue,
+                        Ok(false) => RETRY.as_millis() as u64,
+                        Err(err) => return Err(err),
+                    },
+                    None => continue,
+                };
+                next = next.into_iter().chain([wait]).min();
             }
         }
-        Ok(())
+        Ok(next.map(Duration::from_millis))
     }
 
     /// Evicts `pod` from `node`: gracefully from a live node; from a lost
     /// one, object and address at once while its lease stays expired.
-    async fn evict(&self, pod: &Pod, node: &Node) -> Result<(), ControlError> {
+    /// False if that did not hold (the pod changed, or the node is back).
+    async fn evict(&self, pod: &Pod, node: &Node) -> Result<bool, ControlError> {
         let project = pod.metadata.project.as_deref().unwrap_or_default();
         let name = &pod.metadata.name;
         if node.status.ready {
@@ -382,7 +529,7 @@ impl NodeEviction {
                 .request_pod_deletion(project, name, PodDeletion::Graceful(None))
                 .await?;
         } else if !self.objects.evict_from_lost_node(pod).await? {
-            return Ok(()); // changed or the node is back: looked at again next pass
+            return Ok(false);
         }
         let message = format!("evicted from node {}", node.metadata.name);
         self.events
@@ -393,7 +540,7 @@ impl NodeEviction {
                 &message,
             )
             .await;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -527,6 +674,31 @@ mod tests {
         assert_eq!(rate(ZoneState::FullDisruption, 2500, true), 0.0);
     }
 
+    /// Pods leave at once; nodes have no startup grace.
+    fn at_once() -> EvictionConfig {
+        EvictionConfig {
+            default_toleration: Duration::ZERO,
+            node_lease_ttl: Duration::ZERO,
+            ..EvictionConfig::default()
+        }
+    }
+
+    /// Runs a pass, then reads node `name`.
+    async fn pass_then_node(eviction: &mut NodeEviction, objects: &Objects, name: &str) -> Node {
+        eviction.tick().await.unwrap();
+        objects.require(None, name).await.unwrap()
+    }
+
+    async fn tolerate_forever(objects: &Objects, pod: &Pod, key: &str) {
+        objects
+            .modify::<Pod>(Some("shop"), &pod.metadata.name, |p| {
+                p.spec.tolerations = vec![toleration(key, None)];
+                true
+            })
+            .await
+            .unwrap();
+    }
+
     async fn pool(objects: &Objects) {
         let yaml = "apiVersion: wharf.io/v1\nkind: IpPool\nmetadata: {name: fixed}\nspec: {cidr: 10.93.0.0/24, gateway: 10.93.0.1, ranges: [{start: 10.93.0.10, end: 10.93.0.20}]}\n";
         let pools = wharf_api::parse_ip_pools(yaml).unwrap().0;
@@ -564,26 +736,15 @@ mod tests {
             .unwrap();
         objects.claim_pod_ip("shop", &name).await.unwrap().unwrap();
         let patient = pod(&objects, &owner, Some("wtf-lost")).await;
-        objects
-            .modify::<Pod>(Some("shop"), &patient.metadata.name, |p| {
-                p.spec.tolerations = vec![toleration(TAINT_UNREACHABLE, None)];
-                true
-            })
-            .await
-            .unwrap();
+        tolerate_forever(&objects, &patient, TAINT_UNREACHABLE).await;
         let elsewhere = pod(&objects, &owner, Some("wtf-live")).await;
 
-        let config = EvictionConfig {
-            default_toleration: Duration::ZERO,
-            ..EvictionConfig::default()
-        };
-        let mut eviction = NodeEviction::new(objects.clone(), config);
+        let mut eviction = NodeEviction::new(objects.clone(), at_once());
         eviction.tick().await.unwrap();
         assert!(pod_exists(&objects, &name).await, "both nodes are ready");
 
         set_ready(&objects, "wtf-lost", false).await;
-        eviction.tick().await.unwrap();
-        let lost: Node = objects.require(None, "wtf-lost").await.unwrap();
+        let lost = pass_then_node(&mut eviction, &objects, "wtf-lost").await;
         let taint = lost.spec.taints.iter().find(|t| t.key == TAINT_UNREACHABLE);
         assert_eq!(taint.unwrap().effect, TaintEffect::NoExecute);
         assert!(!pod_exists(&objects, &name).await);
@@ -597,9 +758,108 @@ mod tests {
 
         // Back to ready: the taint goes.
         set_ready(&objects, "wtf-lost", true).await;
-        eviction.tick().await.unwrap();
-        let back: Node = objects.require(None, "wtf-lost").await.unwrap();
+        let back = pass_then_node(&mut eviction, &objects, "wtf-lost").await;
         assert!(back.spec.taints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_alive_but_not_ready_is_tainted_not_ready_and_drained_gracefully() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "wfo-sick", true).await;
+        // A cluster wholly not ready is not evicted: another node is fine.
+        node(&objects, "wfo-fine", true).await;
+        let owner = deployment(&objects, "web").await;
+        let drained = pod(&objects, &owner, Some("wfo-sick")).await;
+        let patient = pod(&objects, &owner, Some("wfo-sick")).await;
+        tolerate_forever(&objects, &patient, TAINT_NOT_READY).await;
+        // Tolerating the other condition does not count.
+        let other = pod(&objects, &owner, Some("wfo-sick")).await;
+        tolerate_forever(&objects, &other, TAINT_UNREACHABLE).await;
+        let set_reason = async |reason: Option<&str>| {
+            objects
+                .modify::<Node>(None, "wfo-sick", |n| {
+                    n.status.not_ready_reason = reason.map(str::to_string);
+                    true
+                })
+                .await
+                .unwrap();
+        };
+        let mut eviction = NodeEviction::new(objects.clone(), at_once());
+
+        set_reason(Some("runc does not run")).await;
+        let sick = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
+        let keys: Vec<&str> = sick.spec.taints.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, [TAINT_NOT_READY]);
+        assert_eq!(sick.spec.taints[0].effect, TaintEffect::NoExecute);
+        // The agent lives: its pods are deleted gracefully, not removed.
+        let terminating = async |name: &str| {
+            let pod: Pod = objects.require(Some("shop"), name).await.unwrap();
+            pod.metadata.is_terminating()
+        };
+        assert!(terminating(&drained.metadata.name).await);
+        assert!(terminating(&other.metadata.name).await);
+        assert!(!terminating(&patient.metadata.name).await);
+
+        // The lease lost too: unreachable replaces not-ready.
+        set_ready(&objects, "wfo-sick", false).await;
+        let lost = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
+        assert_eq!(carried_conditions(&lost), [TAINT_UNREACHABLE]);
+        // Healthy again: no condition taint.
+        set_ready(&objects, "wfo-sick", true).await;
+        set_reason(None).await;
+        let healthy = pass_then_node(&mut eviction, &objects, "wfo-sick").await;
+        assert!(healthy.spec.taints.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_starting_up_is_not_tainted_nor_spends_the_zones_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "wfo-up", true).await;
+        node(&objects, "wfo-new", false).await;
+        let mut eviction = NodeEviction::new(objects.clone(), EvictionConfig::default());
+        let new = pass_then_node(&mut eviction, &objects, "wfo-new").await;
+        assert!(new.spec.taints.is_empty(), "within its startup grace");
+        // Its agent beats; then another node dies: the token is still there.
+        set_ready(&objects, "wfo-new", true).await;
+        node(&objects, "wfo-dies", true).await;
+        objects
+            .modify::<Node>(None, "wfo-dies", |n| {
+                n.metadata.created_at -= 10_000;
+                n.status.ready = false;
+                true
+            })
+            .await
+            .unwrap();
+        let dead = pass_then_node(&mut eviction, &objects, "wfo-dies").await;
+        assert_eq!(carried_conditions(&dead), [TAINT_UNREACHABLE]);
+    }
+
+    #[test]
+    fn the_condition_taint_follows_lease_and_reported_readiness() {
+        let mut node = Node::new("wfo-n", wharf_api::Resources::default());
+        assert_eq!(condition_taint(&node), Some(TAINT_UNREACHABLE));
+        node.status.not_ready_reason = Some("runtime".into());
+        assert_eq!(condition_taint(&node), Some(TAINT_UNREACHABLE));
+        node.status.ready = true;
+        assert_eq!(condition_taint(&node), Some(TAINT_NOT_READY));
+        assert!(!conditions_in_step(&node));
+        node.status.not_ready_reason = None;
+        assert_eq!(condition_taint(&node), None);
+        assert!(conditions_in_step(&node));
+    }
+
+    #[test]
+    fn an_empty_bucket_says_when_its_next_token_comes() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(0.5, start);
+        assert!(bucket.try_take(start));
+        assert!(!bucket.try_take(start + Duration::from_secs(1)));
+        let wait = bucket.until_token().unwrap();
+        assert!(wait.abs_diff(Duration::from_secs(1)) < Duration::from_millis(1));
+        bucket.set_rate(0.0, start + Duration::from_secs(1));
+        assert_eq!(bucket.until_token(), None);
     }
 
     #[tokio::test]

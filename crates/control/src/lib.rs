@@ -23,6 +23,7 @@ mod endpoints;
 mod error;
 mod events;
 mod eviction;
+mod eviction_view;
 mod garbage;
 mod hpa_controller;
 pub mod hpa_replicas;
@@ -53,8 +54,8 @@ pub use endpoints::EndpointsController;
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};
 pub use eviction::{
-    EvictionConfig, NodeEviction, TAINT_NOT_READY, TAINT_UNREACHABLE, ZoneState, eviction_deadline,
-    zone_rate, zone_state,
+    EvictionConfig, NodeEviction, TAINT_NOT_READY, TAINT_UNREACHABLE, ZoneState, condition_taint,
+    eviction_deadline, zone_rate, zone_state,
 };
 pub use garbage::{GarbageCollector, Sweep};
 pub use hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReport, ScaleReporter};

@@ -44,8 +44,10 @@ pub struct RedbStoreOptions {
     /// How many of the latest revisions keep their watch history; watches from
     /// older revisions fail with [`StoreError::Compacted`]. Default 100 000.
     pub history_retention: u64,
-    /// How often expired leases are looked for (and so how late past its TTL a
-    /// lease may be revoked). Default 200 ms; values below 1 ms count as 1 ms.
+    /// The longest time between two looks for expired leases; besides, the
+    /// writer looks at the earliest lease deadline, so a lease is revoked
+    /// within a few milliseconds of its TTL. Default 200 ms; values below
+    /// 1 ms count as 1 ms.
     pub lease_check_interval: Duration,
     /// How many committed write batches a watch may fall behind before it
     /// catches up from the on-disk history instead. Default 256.

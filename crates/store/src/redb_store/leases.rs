@@ -73,6 +73,12 @@ impl LeaseClocks {
             .collect()
     }
 
+    /// The earliest deadline of a live lease: when the next one may expire
+    /// (a renewal only moves it later).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.lock().values().map(|clock| clock.deadline).min()
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<LeaseId, Clock>> {
         // The map is valid after any panic mid-update: every update is a single insert or remove.
         self.clocks.lock().unwrap_or_else(PoisonError::into_inner)
@@ -102,5 +108,9 @@ mod tests {
         assert_eq!(clocks.expired(Instant::now()), vec![2]);
         clocks.remove(2);
         assert!(clocks.expired(Instant::now()).is_empty());
+        let first = clocks.next_deadline().unwrap();
+        assert!(first > Instant::now() + Duration::from_secs(59));
+        clocks.insert(4, Duration::from_secs(1));
+        assert!(clocks.next_deadline().unwrap() < first);
     }
 }

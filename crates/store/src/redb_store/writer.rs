@@ -119,6 +119,9 @@ impl Drop for WriterHandle {
     }
 }
 
+/// The shortest wait between two looks for expired leases.
+const MIN_LEASE_WAIT: Duration = Duration::from_millis(5);
+
 /// The writer thread's state.
 pub(super) struct Writer {
     pub db: Arc<Database>,
@@ -157,10 +160,9 @@ impl Writer {
 
             // Checked on every pass, not only on timeouts, so that a busy store still
             // expires its leases on time.
-            let now = Instant::now();
-            let expired = if now >= next_lease_check {
-                next_lease_check = now + self.lease_check_interval;
-                self.leases.expired(now)
+            let check = Instant::now() >= next_lease_check;
+            let expired = if check {
+                self.leases.expired(Instant::now())
             } else {
                 Vec::new()
             };
@@ -168,6 +170,22 @@ impl Writer {
             if !requests.is_empty() || !expired.is_empty() {
                 self.commit_batch(requests, &expired);
             }
+            if check {
+                next_lease_check = self.next_lease_check(Instant::now());
+            }
+        }
+    }
+
+    /// When to look for expired leases next: at the earliest deadline (a
+    /// node's lease expiry starts its failover, so it is not left waiting
+    /// for the interval), and at least once an interval.
+    fn next_lease_check(&self, now: Instant) -> Instant {
+        let latest = now + self.lease_check_interval;
+        match self.leases.next_deadline() {
+            // Not sooner than MIN_LEASE_WAIT: a lease whose expiry failed
+            // to commit must not make the writer spin.
+            Some(deadline) => latest.min(deadline.max(now + MIN_LEASE_WAIT)),
+            None => latest,
         }
     }
 

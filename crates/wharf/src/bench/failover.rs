@@ -6,9 +6,13 @@
 //!    takes a deployment of `--victim-pods` replicas before the fleet
 //!    joins; the fleet of `--nodes` joins; the victim's agent stops. Timed:
 //!    from the stop to every replacement bound to another node.
-//! 2. An IDC dies (`--idc-kill`): the fleet is two IDCs; one stops. Counted:
-//!    nodes tainted unreachable per second over `--idc-window`, the rate
-//!    the eviction controller actually applied.
+//! 2. An IDC dies (`--idc-window`): the fleet is two IDCs; one stops.
+//!    Counted: nodes tainted unreachable per second over the window, the
+//!    rate the eviction controller actually applied.
+//!
+//! `--runs N` repeats step 1 on a new cluster each time (a victim can only
+//! be filled before the fleet joins, as the scheduler spreads pods) and
+//! prints p50/p99; step 2 runs once, after the last.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +21,7 @@ use tokio_util::task::AbortOnDropHandle;
 use anyhow::Result;
 use clap::Args;
 use wharf_agent::{Simulation, SimulationConfig};
-use wharf_api::{Manifest, Node, Pod};
+use wharf_api::{Event, Manifest, Node, Pod};
 use wharf_control::{ControlPlane, TAINT_UNREACHABLE};
 use wharf_scheduler::SchedulerConfig;
 
@@ -39,9 +43,34 @@ pub struct FailoverBenchArgs {
     /// Then stop one IDC's nodes and count the taints for this long.
     #[arg(long, value_parser = crate::units::parse_duration)]
     idc_window: Option<Duration>,
+    /// Single-node failovers to time, each on a cluster of its own.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 pub async fn run(args: FailoverBenchArgs) -> Result<()> {
+    let mut times = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let last = run == args.runs.max(1);
+        let took = one_cluster(&args, last).await?;
+        eprintln!("run {run}: {:.2} s", took.as_secs_f64());
+        times.push(took);
+    }
+    times.sort();
+    let secs = |p| super::pods::percentile(&times, p).as_secs_f64();
+    println!(
+        "single-node failover over {} runs: p50 {:.2} s, p99 {:.2} s, min {:.2} s",
+        times.len(),
+        secs(50.0),
+        secs(99.0),
+        times[0].as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds a cluster, kills the victim and returns how long its pods took
+/// to be bound elsewhere; with `idc`, then kills an IDC.
+async fn one_cluster(args: &FailoverBenchArgs, idc: bool) -> Result<Duration> {
     let temp = tempfile::tempdir()?;
     let store = wharf_store::RedbStore::open(&temp.path().join("state.redb"), Default::default())?;
     let plane = ControlPlane::new(Arc::new(store), SchedulerConfig::default());
@@ -53,7 +82,8 @@ pub async fn run(args: FailoverBenchArgs) -> Result<()> {
     victim.prefix = "victim".into();
     victim.heartbeat_ttl = wharf_agent::DEFAULT_LEASE_TTL;
     victim.heartbeat_interval = Some(wharf_agent::DEFAULT_HEARTBEAT_INTERVAL);
-    let victim_agent = tokio::spawn(Simulation::new(api.clone(), victim).run());
+    let victim_agent =
+        AbortOnDropHandle::new(tokio::spawn(Simulation::new(api.clone(), victim).run()));
     plane.apply_deployment(deployment(args.victim_pods)).await?;
     wait_until(
         "the victim's pods bound",
@@ -88,6 +118,7 @@ pub async fn run(args: FailoverBenchArgs) -> Result<()> {
     );
 
     let killed = Instant::now();
+    let killed_ms = unix_ms();
     victim_agent.abort();
     wait_until("replacements bound", Duration::from_secs(600), || async {
         let (pods, _) = objects.list::<Pod>(Some("bench"), None).await?;
@@ -100,13 +131,15 @@ pub async fn run(args: FailoverBenchArgs) -> Result<()> {
             }))
     })
     .await?;
+    let took = killed.elapsed();
+    print_trace(&objects, killed_ms).await?;
     println!(
         "one node of {total} died holding {} pods: all replaced and bound in {:.2} s",
         args.victim_pods,
-        killed.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
 
-    if let Some(window) = args.idc_window {
+    if let Some(window) = args.idc_window.filter(|_| idc) {
         drop(fleets.remove(0)); // idc1's agents stop
         let stopped = Instant::now();
         let tainted = async || -> Result<usize> {
@@ -139,6 +172,38 @@ pub async fn run(args: FailoverBenchArgs) -> Result<()> {
             window.as_secs_f64()
         );
     }
+    Ok(took)
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap_or_default().as_millis() as u64
+}
+
+/// Prints, per link of the failover chain, when it first and last happened
+/// after the kill (`killed`, unix ms): the lease expiry noticed
+/// (NodeNotReady), the taint (NodeUnreachable), the evictions.
+async fn print_trace(objects: &wharf_control::Objects, killed: u64) -> Result<()> {
+    // Per reason: first and last time, and how many.
+    let mut spans: std::collections::HashMap<String, (u64, u64, usize)> = Default::default();
+    for project in [wharf_control::CLUSTER_EVENTS, "bench"] {
+        let (events, _) = objects.list::<Event>(Some(project), None).await?;
+        for event in events.iter().filter(|e| e.last_timestamp >= killed) {
+            let at = event.last_timestamp;
+            let span = spans.entry(event.reason.clone()).or_insert((at, at, 0));
+            *span = (span.0.min(at), span.1.max(at), span.2 + 1);
+        }
+    }
+    let mut spans: Vec<(String, (u64, u64, usize))> = spans.into_iter().collect();
+    spans.sort_by_key(|(_, (first, _, _))| *first);
+    let secs = |at: u64| at.saturating_sub(killed) as f64 / 1000.0;
+    let trace: Vec<String> = spans
+        .iter()
+        .map(|(reason, (first, last, n))| {
+            format!("{reason} x{n} +{:.2}..{:.2}s", secs(*first), secs(*last))
+        })
+        .collect();
+    eprintln!("trace: {}", trace.join("; "));
     Ok(())
 }
 

@@ -237,7 +237,8 @@ async fn watch_running(
     Ok(receiver)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The nearest-rank `p` percentile of `sorted`.
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }

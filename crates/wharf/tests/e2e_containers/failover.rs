@@ -56,6 +56,50 @@ fn probe(hosts: Vec<String>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<V
     })
 }
 
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap_or_default().as_millis() as u64
+}
+
+/// Prints when each link of the failover chain happened, in seconds after
+/// the kill (`killed`, unix ms): the lease expiry noticed (NodeNotReady),
+/// the node tainted, the pods evicted, the replacements started by the
+/// agent (startTime; between eviction and it: deployment controller,
+/// scheduler, agent watch) and their containers reported Running.
+async fn print_trace(server: &TestServer, killed: u64, replacements: &[Value]) {
+    let admin = server.admin().await;
+    let mut steps: Vec<(String, u64)> = Vec::new();
+    for path in ["/api/v1/events", "/api/v1/projects/shop/events"] {
+        let (_, events) = admin.call(reqwest::Method::GET, path, None).await;
+        for event in events.as_array().into_iter().flatten() {
+            let at = event["lastTimestamp"].as_u64().unwrap_or_default();
+            let reason = event["reason"].as_str().unwrap_or_default();
+            let wanted = [
+                "NodeNotReady",
+                "NodeUnreachable",
+                "TaintManagerEviction",
+                "Started",
+            ];
+            if at >= killed && wanted.contains(&reason) {
+                let object = event["involvedObject"]["name"].as_str().unwrap_or_default();
+                steps.push((format!("{reason} {object}"), at));
+            }
+        }
+    }
+    for pod in replacements {
+        if let Some(at) = pod["status"]["startTime"].as_u64() {
+            steps.push((format!("startTime {}", name_of(pod)), at));
+        }
+    }
+    steps.sort_by_key(|(_, at)| *at);
+    let trace: Vec<String> = steps
+        .iter()
+        .map(|(step, at)| format!("+{:.2}s {step}", at.saturating_sub(killed) as f64 / 1000.0))
+        .collect();
+    eprintln!("failover trace: {}", trace.join("; "));
+}
+
 fn node_of(pod: &Value) -> &str {
     pod["spec"]["nodeName"].as_str().unwrap_or_default()
 }
@@ -153,6 +197,7 @@ async fn a_dead_hosts_pods_run_elsewhere_within_seconds_and_a_fixed_ip_never_twi
     let prober = probe(host_names.clone(), stop.clone());
     let stale = nodes[doomed].containers();
     let killed = Instant::now();
+    let killed_ms = unix_ms();
     nodes[doomed].crash();
     for (_, pid) in &stale {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
@@ -163,16 +208,27 @@ async fn a_dead_hosts_pods_run_elsewhere_within_seconds_and_a_fixed_ip_never_twi
         .output()
         .unwrap();
 
-    let replaced = wait_for("replacements running", Duration::from_secs(30), || {
+    let (replaced, moved) = wait_for("replacements running", Duration::from_secs(30), || {
         let pinned_now = running_pods(&cli, "pinned-", 1)?;
         let spread_now = running_pods(&cli, "spread-", 4)?;
-        let all: Vec<&Value> = pinned_now.iter().chain(&spread_now).collect();
+        let all: Vec<Value> = pinned_now.iter().chain(&spread_now).cloned().collect();
         all.iter()
             .all(|p| node_of(p) == nodes[survivor].spec.name)
-            .then(|| pinned_now[0].clone())
+            .then(|| (pinned_now[0].clone(), all))
     });
     let took = killed.elapsed();
     eprintln!("failover: all replacements running {took:?} after the kill");
+    let lost_set: Vec<&str> = lost.iter().map(String::as_str).collect();
+    let replacements: Vec<Value> = moved
+        .into_iter()
+        .filter(|p| {
+            p["status"]["startTime"]
+                .as_u64()
+                .is_some_and(|t| t >= killed_ms)
+        })
+        .filter(|p| !lost_set.contains(&name_of(p).as_str()))
+        .collect();
+    print_trace(&server, killed_ms, &replacements).await;
     // 2 s lease + 1 s toleration + starting containers; the benchmark measures.
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
     for name in &lost {
