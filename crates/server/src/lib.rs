@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub failover: wharf_control::EvictionConfig,
     /// Where services' cluster IPs are allocated.
     pub service_range: wharf_api::Subnet,
+    /// The metrics store's budget, per-endpoint series limit and retentions.
+    pub metrics: wharf_tsdb::TsdbConfig,
 }
 
 /// The state store a server uses.
@@ -135,6 +137,7 @@ impl ServerConfig {
             failover: wharf_control::EvictionConfig::default(),
             service_range: wharf_api::Subnet::parse(wharf_control::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
+            metrics: wharf_tsdb::TsdbConfig::default(),
         }
     }
 }
@@ -165,6 +168,9 @@ pub enum ServerError {
     /// The key Secrets are sealed with is unusable.
     #[error("secrets: {0}")]
     Seal(#[from] wharf_seal::SealError),
+    /// The metrics store failed to open.
+    #[error("metrics: {0}")]
+    Metrics(#[from] wharf_tsdb::TsdbError),
     /// Replication could not start.
     #[error("replication: {0}")]
     Replication(#[from] wharf_replication::ReplicationError),
@@ -210,6 +216,8 @@ pub(crate) struct AppState {
     /// Becomes `true` when the server shuts down: watch streams end then,
     /// so that graceful shutdown does not wait on them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Node and container metrics pushed to this server.
+    pub metrics: Arc<wharf_tsdb::Tsdb>,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -227,6 +235,9 @@ pub struct App {
     pub control: ControlPlane,
     /// Replication to and from other registries.
     pub replication: Replication,
+    /// Node and container metrics pushed to this server (not shared with
+    /// other servers of an etcd cluster).
+    pub metrics: Arc<wharf_tsdb::Tsdb>,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
     /// This server's own id (`server.id` in the data directory): the same
@@ -313,6 +324,10 @@ impl App {
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,
         );
+        let metrics = Arc::new(wharf_tsdb::Tsdb::open(
+            &data_dir.join("metrics"),
+            config.metrics.clone(),
+        )?);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
@@ -323,6 +338,7 @@ impl App {
             replication: replication.clone(),
             registry_events,
             stopping,
+            metrics: metrics.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -343,6 +359,7 @@ impl App {
             audit,
             control,
             replication,
+            metrics,
             generated_admin_password,
             server_id,
             stop,
@@ -413,6 +430,9 @@ impl Server {
         // Every server turns its registry events into replication jobs;
         // controllers and the replication executor run only while this
         // server leads (one leader per etcd).
+        let _metrics_flush = AbortOnDropHandle::new(tokio::spawn(flush_metrics_periodically(
+            self.app.metrics.clone(),
+        )));
         let intake = self.app.replication.clone();
         let _intake =
             AbortOnDropHandle::new(tokio::spawn(async move { intake.run_intake().await }));
@@ -452,6 +472,12 @@ impl Server {
             .map_err(|source| ServerError::Listen { addr, source });
         if let Err(err) = self.app.audit.flush().await {
             tracing::warn!(error = %err, "audit events lost at shutdown");
+        }
+        let metrics = self.app.metrics.clone();
+        match tokio::task::spawn_blocking(move || metrics.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "metrics history lost at shutdown"),
+            Err(err) => tracing::warn!(error = %err, "metrics history lost at shutdown"),
         }
         served
     }
@@ -607,6 +633,22 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "wharf".into())
+}
+
+/// How often closed metric buckets are written to disk: at most this much
+/// closed history is lost in a crash.
+const METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn flush_metrics_periodically(metrics: Arc<wharf_tsdb::Tsdb>) {
+    let mut ticker = tokio::time::interval(METRICS_FLUSH_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let metrics = metrics.clone();
+        let flushed = tokio::task::spawn_blocking(move || metrics.flush(api::unix_now())).await;
+        if let Ok(Err(err)) = flushed {
+            tracing::warn!(error = %err, "writing metrics history failed");
+        }
+    }
 }
 
 async fn collect_garbage_periodically(
