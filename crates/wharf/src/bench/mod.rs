@@ -8,6 +8,7 @@ mod registry;
 mod replication;
 mod rollout;
 mod scheduler;
+mod tsdb;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,6 +41,9 @@ pub enum BenchCommand {
     /// Replication filter patterns, adversarial ones included, against
     /// the longest names; fails over a per-match time bound.
     Glob(glob::GlobBenchArgs),
+    /// The metrics store: ingest from a simulated fleet while serving
+    /// queries, memory per series, 24-hour query latency.
+    Tsdb(tsdb::TsdbBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -53,6 +57,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Probes(args) => probes::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
+        BenchCommand::Tsdb(args) => tsdb::run(args).await,
     }
 }
 
