@@ -81,12 +81,12 @@ impl Default for TsdbConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TsdbError {
     /// A sample of the batch is malformed; nothing of the batch was stored.
-    #[error("sample {index}: {source}")]
+    #[error("sample {index}: {problem}")]
     Invalid {
         /// Its position in the batch.
         index: usize,
         /// The field and why.
-        source: SampleError,
+        problem: SampleError,
     },
     /// The batch would give an endpoint more series than allowed; nothing
     /// of the batch was stored.
@@ -291,7 +291,7 @@ impl Tsdb {
     pub fn insert(&self, samples: &[FalconSample], now: i64) -> Result<Ingested, TsdbError> {
         let mut keys = Vec::with_capacity(samples.len());
         for (index, sample) in samples.iter().enumerate() {
-            validate(sample, now).map_err(|source| TsdbError::Invalid { index, source })?;
+            validate(sample, now).map_err(|problem| TsdbError::Invalid { index, problem })?;
             keys.push(SeriesKey {
                 endpoint: sample.endpoint.clone(),
                 metric: sample.metric.clone(),

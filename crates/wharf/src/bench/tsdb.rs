@@ -57,7 +57,8 @@ fn day_query() -> Query {
         metric: "bench.m0".into(),
         matchers: vec![Matcher::Eq("endpoint".into(), "wts-e0".into())],
         start: T0 - DAY,
-        end: T0,
+        // The fleet's pushes start at T0.
+        end: T0 - 1,
         step: 60,
         agg: None,
         by: Vec::new(),
@@ -81,7 +82,7 @@ fn measure(args: TsdbBenchArgs) -> Result<()> {
         .map(|i| sample("wts-e0", 0, T0 - DAY + i * 60, i as f64))
         .collect();
     for chunk in history.chunks(60) {
-        tsdb.insert(chunk, chunk[0].timestamp)?;
+        tsdb.insert(chunk, chunk[chunk.len() - 1].timestamp)?;
     }
     tsdb.flush(T0)?;
 
