@@ -55,7 +55,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn day_query() -> Query {
     Query {
         metric: "bench.m0".into(),
-        matchers: vec![Matcher::Eq("endpoint".into(), "wts-e0".into())],
+        matchers: vec![
+            Matcher::Eq("endpoint".into(), "wts-e0".into()),
+            Matcher::Eq("idx".into(), "0".into()),
+        ],
         start: T0 - DAY,
         // The fleet's pushes start at T0.
         end: T0 - 1,
