@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use wharf_server::{Server, ServerConfig};
+use wharf_server::ServerConfig;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -100,41 +100,26 @@ async fn bad_pushes_and_queries_get_4xx_naming_the_sample_field_or_limit() {
         sample("wts-n1", "cpu.busy", "", t, 1.0, "GAUGE"),
         sample("wts-n1", "cpu busy", "", t, 1.0, "GAUGE"),
     ]);
-    let reply = app
-        .api(&admin, Method::POST, PUSH, bad)
-        .await
-        .expect(StatusCode::BAD_REQUEST)
-        .json();
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("sample 1: metric:"),
-        "{reply}"
-    );
+    let refused = |method: Method, uri: String, body: Value, status: StatusCode| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let reply = app
+                .api(admin, method, &uri, body)
+                .await
+                .expect(status)
+                .json();
+            reply["error"]["message"].as_str().unwrap().to_string()
+        }
+    };
+    let push = |body: Value, status| refused(Method::POST, PUSH.into(), body, status);
+    let message = push(bad, StatusCode::BAD_REQUEST).await;
+    assert!(message.starts_with("sample 1: metric:"), "{message}");
     let future = json!([sample("wts-n1", "cpu.busy", "", t + 3600, 1.0, "GAUGE")]);
-    let reply = app
-        .api(&admin, Method::POST, PUSH, future)
-        .await
-        .expect(StatusCode::BAD_REQUEST)
-        .json();
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("sample 0: timestamp:"),
-        "{reply}"
-    );
+    let message = push(future, StatusCode::BAD_REQUEST).await;
+    assert!(message.starts_with("sample 0: timestamp:"), "{message}");
     let zero_step = json!([{"endpoint": "wts-n1", "metric": "m", "value": 1.0, "timestamp": t, "counterType": "GAUGE", "step": 0}]);
-    let reply = app
-        .api(&admin, Method::POST, PUSH, zero_step)
-        .await
-        .expect(StatusCode::BAD_REQUEST)
-        .json();
-    assert!(
-        reply["error"]["message"].as_str().unwrap().contains("step"),
-        "{reply}"
-    );
+    let message = push(zero_step, StatusCode::BAD_REQUEST).await;
+    assert!(message.starts_with("sample 0: step:"), "{message}");
     // Nothing of the bad batches was stored.
     let uri = "/api/v1/metrics/query?metric=cpu.busy";
     app.api(&admin, Method::GET, uri, Value::Null)
@@ -144,59 +129,24 @@ async fn bad_pushes_and_queries_get_4xx_naming_the_sample_field_or_limit() {
     let flood: Vec<Value> = (0..3)
         .map(|i| sample("wts-n1", "disk.util", &format!("dev=d{i}"), t, 1.0, "GAUGE"))
         .collect();
-    let reply = app
-        .api(&admin, Method::POST, PUSH, Value::Array(flood))
-        .await
-        .expect(StatusCode::UNPROCESSABLE_ENTITY)
-        .json();
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("more than 2 series"),
-        "{reply}"
-    );
+    let message = push(Value::Array(flood), StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(message.contains("more than 2 series"), "{message}");
 
-    app.api(
-        &admin,
-        Method::POST,
-        PUSH,
-        json!([sample("wts-n1", "cpu.busy", "", t, 1.0, "GAUGE")]),
-    )
-    .await
-    .expect(StatusCode::OK);
-    let too_small = format!(
-        "/api/v1/metrics/query?metric=cpu.busy&start={}&end={t}&step=1",
-        t - 86_400
-    );
-    let reply = app
-        .api(&admin, Method::GET, &too_small, Value::Null)
+    let one = json!([sample("wts-n1", "cpu.busy", "", t, 1.0, "GAUGE")]);
+    app.api(&admin, Method::POST, PUSH, one)
         .await
-        .expect(StatusCode::BAD_REQUEST)
-        .json();
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("more than 11000"),
-        "{reply}"
-    );
-    let too_long = format!(
-        "/api/v1/metrics/query?metric=cpu.busy&start={}&end={t}&step=86400",
-        t - 100 * 86_400
-    );
-    let reply = app
-        .api(&admin, Method::GET, &too_long, Value::Null)
-        .await
-        .expect(StatusCode::BAD_REQUEST)
-        .json();
-    assert!(
-        reply["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("kept 2160h"),
-        "{reply}"
-    );
+        .expect(StatusCode::OK);
+    let query = |range: i64, step: i64| {
+        let uri = format!(
+            "/api/v1/metrics/query?metric=cpu.busy&start={}&end={t}&step={step}",
+            t - range
+        );
+        refused(Method::GET, uri, Value::Null, StatusCode::BAD_REQUEST)
+    };
+    let message = query(86_400, 1).await;
+    assert!(message.contains("more than 11000"), "{message}");
+    let message = query(100 * 86_400, 86_400).await;
+    assert!(message.contains("kept 2160h"), "{message}");
     let bad_agg = "/api/v1/metrics/query?metric=cpu.busy&agg=median";
     app.api(&admin, Method::GET, bad_agg, Value::Null)
         .await
@@ -269,36 +219,21 @@ async fn a_server_restart_keeps_the_downsampled_history() {
     config.admin_password = Some(ADMIN_PASSWORD.into());
     config.gc_interval = None;
     let t = now() - now() % 60 - 120;
-    let server = Server::bind(config.clone()).await.unwrap();
-    let url = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+    let serving = serve(config.clone(), ADMIN_PASSWORD).await;
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{url}/api/v1/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap();
     let batch: Vec<Value> = (0..12)
         .map(|i| sample("wts-n1", "load.1min", "", t + i * 10, i as f64, "GAUGE"))
         .collect();
     let pushed = client
-        .post(format!("{url}{PUSH}"))
-        .bearer_auth(token)
+        .post(format!("{}{PUSH}", serving.url))
+        .bearer_auth(&serving.token)
         .json(&batch)
         .send()
         .await
         .unwrap();
     assert_eq!(pushed.status(), StatusCode::OK);
-    stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    serving.stop.send(()).unwrap();
+    serving.running.await.unwrap().unwrap();
 
     let app = wharf_server::App::open(&config).await.unwrap();
     let restarted = TestApp { dir, app };

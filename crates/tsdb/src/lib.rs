@@ -18,10 +18,8 @@
 //!     value: 0.5, timestamp: 1_000, counter_type: CounterType::Gauge, step: 10,
 //! };
 //! tsdb.insert(&[sample], 1_000).unwrap();
-//! let query = Query {
-//!     metric: "load.1min".into(), matchers: Matcher::parse_list("endpoint=node-1").unwrap(),
-//!     start: 900, end: 1_000, step: 10, agg: None, by: vec![], rate: false,
-//! };
+//! let mut query = Query::new("load.1min", 900, 1_000, 10);
+//! query.matchers = Matcher::parse_list("endpoint=node-1").unwrap();
 //! assert_eq!(tsdb.query(&query, 1_000).unwrap().series[0].points, vec![(1_000, 0.5)]);
 //! ```
 

@@ -137,6 +137,23 @@ pub struct Query {
     pub rate: bool,
 }
 
+impl Query {
+    /// Every series of `metric` over `[start, end]` at `step`, each apart,
+    /// as stored; set the other fields to narrow or combine.
+    pub fn new(metric: &str, start: i64, end: i64, step: i64) -> Query {
+        Query {
+            metric: metric.to_owned(),
+            matchers: Vec::new(),
+            start,
+            end,
+            step,
+            agg: None,
+            by: Vec::new(),
+            rate: false,
+        }
+    }
+}
+
 /// One answered series.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SeriesPoints {
@@ -299,16 +316,7 @@ mod tests {
     use super::*;
 
     fn query(start: i64, end: i64, step: i64) -> Query {
-        Query {
-            metric: "m".into(),
-            matchers: Vec::new(),
-            start,
-            end,
-            step,
-            agg: None,
-            by: Vec::new(),
-            rate: false,
-        }
+        Query::new("m", start, end, step)
     }
 
     #[test]

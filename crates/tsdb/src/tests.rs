@@ -23,15 +23,15 @@ fn counter(t: i64, v: f64) -> FalconSample {
 }
 
 fn query(metric: &str, start: i64, end: i64, step: i64) -> Query {
-    Query {
-        metric: metric.into(),
-        matchers: Vec::new(),
-        start,
-        end,
-        step,
-        agg: None,
-        by: Vec::new(),
-        rate: false,
+    Query::new(metric, start, end, step)
+}
+
+/// Pushes `count` samples of one series, 10 s apart from T0, valued 0, 1, 2...
+fn push_every_10s(tsdb: &Tsdb, metric: &str, tags: &str, count: i64) {
+    for i in 0..count {
+        let t = T0 + i * 10;
+        tsdb.insert(&[sample("a", metric, tags, t, i as f64)], t)
+            .unwrap();
     }
 }
 
@@ -138,11 +138,7 @@ fn minute_and_hour_buckets_hold_min_avg_max_and_count() {
     let dir = tempfile::tempdir().unwrap();
     let tsdb = open(dir.path(), TsdbConfig::default());
     // Two minutes of samples every 10 s: 0..6 then 6..12.
-    for i in 0..12 {
-        let t = T0 + i * 10;
-        tsdb.insert(&[sample("a", "m", "", t, i as f64)], t)
-            .unwrap();
-    }
+    push_every_10s(&tsdb, "m", "", 12);
     tsdb.insert(&[sample("a", "m", "", T0 + HOUR, 100.0)], T0 + HOUR)
         .unwrap();
     tsdb.flush(T0 + HOUR).unwrap();
@@ -215,11 +211,7 @@ fn history_survives_a_restart_even_with_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     {
         let tsdb = open(dir.path(), TsdbConfig::default());
-        for i in 0..9 {
-            let t = T0 + i * 10;
-            tsdb.insert(&[sample("a", "cpu.busy", "core=0", t, i as f64)], t)
-                .unwrap();
-        }
+        push_every_10s(&tsdb, "cpu.busy", "core=0", 9);
         tsdb.close().unwrap();
     }
     // A crash halfway through a later append.

@@ -53,20 +53,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn day_query() -> Query {
-    Query {
-        metric: "bench.m0".into(),
-        matchers: vec![
-            Matcher::Eq("endpoint".into(), "wts-e0".into()),
-            Matcher::Eq("idx".into(), "0".into()),
-        ],
-        start: T0 - DAY,
-        // The fleet's pushes start at T0.
-        end: T0 - 1,
-        step: 60,
-        agg: None,
-        by: Vec::new(),
-        rate: false,
-    }
+    // The fleet's pushes start at T0.
+    let mut query = Query::new("bench.m0", T0 - DAY, T0 - 1, 60);
+    query.matchers = vec![
+        Matcher::Eq("endpoint".into(), "wts-e0".into()),
+        Matcher::Eq("idx".into(), "0".into()),
+    ];
+    query
 }
 
 pub async fn run(args: TsdbBenchArgs) -> Result<()> {
