@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub service_range: wharf_api::Subnet,
     /// How often autoscalers are synced.
     pub hpa_sync_period: Duration,
+    /// The metrics store's budget, per-endpoint series limit and retentions.
+    pub metrics: wharf_tsdb::TsdbConfig,
 }
 
 /// The state store a server uses.
@@ -138,6 +140,7 @@ impl ServerConfig {
             service_range: wharf_api::Subnet::parse(wharf_control::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
             hpa_sync_period: wharf_control::DEFAULT_HPA_SYNC_PERIOD,
+            metrics: wharf_tsdb::TsdbConfig::default(),
         }
     }
 }
@@ -168,6 +171,9 @@ pub enum ServerError {
     /// The key Secrets are sealed with is unusable.
     #[error("secrets: {0}")]
     Seal(#[from] wharf_seal::SealError),
+    /// The metrics store failed to open.
+    #[error("metrics: {0}")]
+    Metrics(#[from] wharf_tsdb::TsdbError),
     /// Replication could not start.
     #[error("replication: {0}")]
     Replication(#[from] wharf_replication::ReplicationError),
@@ -213,6 +219,8 @@ pub(crate) struct AppState {
     /// Becomes `true` when the server shuts down: watch streams end then,
     /// so that graceful shutdown does not wait on them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Node and container metrics pushed to this server.
+    pub metrics: Arc<wharf_tsdb::Tsdb>,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -230,6 +238,9 @@ pub struct App {
     pub control: ControlPlane,
     /// Replication to and from other registries.
     pub replication: Replication,
+    /// Node and container metrics pushed to this server (not shared with
+    /// other servers of an etcd cluster).
+    pub metrics: Arc<wharf_tsdb::Tsdb>,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
     /// This server's own id (`server.id` in the data directory): the same
@@ -318,6 +329,10 @@ impl App {
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,
         );
+        let metrics = Arc::new(wharf_tsdb::Tsdb::open(
+            &data_dir.join("metrics"),
+            config.metrics.clone(),
+        )?);
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
@@ -328,6 +343,7 @@ impl App {
             replication: replication.clone(),
             registry_events,
             stopping,
+            metrics: metrics.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -348,6 +364,7 @@ impl App {
             audit,
             control,
             replication,
+            metrics,
             generated_admin_password,
             server_id,
             stop,
@@ -418,6 +435,9 @@ impl Server {
         // Every server turns its registry events into replication jobs;
         // controllers and the replication executor run only while this
         // server leads (one leader per etcd).
+        let _metrics_flush = AbortOnDropHandle::new(tokio::spawn(flush_metrics_periodically(
+            self.app.metrics.clone(),
+        )));
         let intake = self.app.replication.clone();
         let _intake =
             AbortOnDropHandle::new(tokio::spawn(async move { intake.run_intake().await }));
@@ -457,6 +477,12 @@ impl Server {
             .map_err(|source| ServerError::Listen { addr, source });
         if let Err(err) = self.app.audit.flush().await {
             tracing::warn!(error = %err, "audit events lost at shutdown");
+        }
+        let metrics = self.app.metrics.clone();
+        match tokio::task::spawn_blocking(move || metrics.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "metrics history lost at shutdown"),
+            Err(err) => tracing::warn!(error = %err, "metrics history lost at shutdown"),
         }
         served
     }
@@ -625,6 +651,22 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "wharf".into())
+}
+
+/// How often closed metric buckets are written to disk: at most this much
+/// closed history is lost in a crash.
+const METRICS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn flush_metrics_periodically(metrics: Arc<wharf_tsdb::Tsdb>) {
+    let mut ticker = tokio::time::interval(METRICS_FLUSH_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let metrics = metrics.clone();
+        let flushed = tokio::task::spawn_blocking(move || metrics.flush(api::unix_now())).await;
+        if let Ok(Err(err)) = flushed {
+            tracing::warn!(error = %err, "writing metrics history failed");
+        }
+    }
 }
 
 async fn collect_garbage_periodically(

@@ -2,6 +2,8 @@
 //! Wharf servers (one per "IDC"), configures endpoints and policies through
 //! the API, pushes over HTTP and watches the artifacts arrive.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use wharf_replication::{
     EndpointKind, Manifest, RegistryAccess, RegistryCredentials, RemoteOptions, RemoteRegistry,
     ReplicationOptions, TagState,
 };
-use wharf_server::{Server, ServerConfig};
+use wharf_server::ServerConfig;
 
 const PASSWORD: &str = "admin-password-1";
 
@@ -49,23 +51,9 @@ impl Peer {
             ..ReplicationOptions::default()
         };
         adjust(&mut config.replication);
-        let server = Server::bind(config).await.unwrap();
-        let url = format!("http://{}", server.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
+        let serving = common::serve(config, PASSWORD).await;
+        let (url, token, stop) = (serving.url, serving.token, serving.stop);
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{url}/api/v1/login"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap().to_string();
         let registry = RemoteRegistry::new(
             instance,
             EndpointKind::Wharf,

@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, apply, audit, autoscale, create, delete, describe, down, exec, gc, get, image, ippool,
-    login, logs, node, port_forward, project, replication, robot, rollout, scale, server, settings,
-    top, up, user,
+    login, logs, metrics, node, port_forward, project, replication, robot, rollout, scale, server,
+    settings, top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -91,6 +91,9 @@ enum Command {
     Node(node::NodeArgs),
     /// Show pods' CPU (millicores) and memory as their nodes measure them.
     Top(top::TopArgs),
+    /// Query node and container metrics (falcon samples) as a table, JSON,
+    /// CSV or a terminal chart.
+    Metrics(metrics::MetricsArgs),
     /// Print a container's log (-f follows it, --previous shows the run before).
     Logs(logs::LogsArgs),
     /// Run a command in a container (-it for an interactive shell).
@@ -176,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Top(args) => top::run(args).await,
+            Command::Metrics(args) => metrics::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::PortForward(args) => port_forward::run(args).await,

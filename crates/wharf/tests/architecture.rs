@@ -53,6 +53,12 @@ const RULES: &[Rule] = &[
         why: "OCI types do no IO",
     },
     Rule {
+        root: "wharf-tsdb",
+        forbidden: &["tokio", "reqwest", "axum", "redb", "wharf-store"],
+        why: "the metrics store is synchronous file and memory work that callers put off \
+              their async workers, and metrics never go to the Store (etcd)",
+    },
+    Rule {
         root: "wharf",
         forbidden: &["wharf-testkit"],
         why: "test support is never shipped",

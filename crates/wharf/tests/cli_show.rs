@@ -219,3 +219,80 @@ fn scale_takes_a_selector_as_kubectl_does() {
         "",
     ));
 }
+
+/// Samples an agent pushed, read back with `wharf metrics query` in every
+/// output format; an unknown metric is a clear error.
+#[test]
+fn metrics_query_prints_a_table_json_csv_and_a_chart() {
+    let (server, home) = admin_with(&[]);
+    let home = home.path();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // On a step boundary, so that points keep their own timestamps.
+    let start = now - now % 10 - 300;
+    let samples: Vec<Value> = (0..30)
+        .map(|i| {
+            serde_json::json!({"endpoint": "wts-cli", "metric": "cpu.busy", "tags": "core=0",
+                "value": i as f64, "timestamp": start + i * 10, "counterType": "GAUGE", "step": 10})
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(async {
+        let api =
+            common::api::ApiClient::login(&server.url(), &common::server::admin_credentials())
+                .await
+                .unwrap();
+        api.call(
+            reqwest::Method::POST,
+            "/api/v1/nodes/wts-cli/metrics",
+            Some(Value::Array(samples)),
+        )
+        .await
+    });
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
+    let range = [
+        "--start",
+        &start.to_string(),
+        "--end",
+        &(start + 290).to_string(),
+    ];
+    let query = |extra: &[&str]| {
+        let mut args = vec![
+            "metrics", "query", "cpu.busy", "--tags", "core=0", "--step", "10s",
+        ];
+        args.extend_from_slice(&range);
+        args.extend_from_slice(extra);
+        ok(wharf(home, &args, ""))
+    };
+    let table = query(&[]);
+    assert!(table.starts_with("SERIES"), "{table}");
+    assert!(
+        table.contains("core=0,endpoint=wts-cli  30      29    0    14.500  29"),
+        "{table}"
+    );
+    let answer = json(&query(&["-o", "json"]));
+    assert_eq!(answer["resolution"], "raw");
+    assert_eq!(answer["series"][0]["points"][29][1], 29.0);
+    let csv = query(&["-o", "csv"]);
+    assert_eq!(csv.lines().count(), 31, "{csv}");
+    assert!(
+        csv.contains(&format!("\"core=0,endpoint=wts-cli\",{},29", start + 290)),
+        "{csv}"
+    );
+    let chart = query(&["-o", "chart"]);
+    assert!(
+        chart.contains('█') && chart.contains("30 points, 10s step, raw"),
+        "{chart}"
+    );
+    let summed = query(&["--agg", "sum", "--by", "endpoint", "-o", "json"]);
+    assert_eq!(
+        json(&summed)["series"][0]["labels"],
+        serde_json::json!({"endpoint": "wts-cli"})
+    );
+
+    let err = fails(wharf(home, &["metrics", "query", "no.such.metric"], ""));
+    assert!(err.contains("unknown metric \"no.such.metric\""), "{err}");
+}

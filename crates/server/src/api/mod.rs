@@ -13,6 +13,7 @@ mod error;
 mod health;
 mod ippools;
 mod logs;
+mod metrics;
 mod node_proxy;
 mod openapi;
 mod pod_metrics;
@@ -26,6 +27,7 @@ mod system;
 mod users;
 
 pub(crate) use error::{ApiErrorReply, ApiResult};
+pub(crate) use metrics::now as unix_now;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -77,6 +79,7 @@ type Handler = MethodRouter<Arc<AppState>>;
 // One row per route reads as a table; rustfmt would break each row apart.
 #[rustfmt::skip]
 fn routes() -> Vec<(RouteInfo, Handler)> {
+    use axum::extract::DefaultBodyLimit;
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
@@ -132,6 +135,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
         row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Admin,     get(claims::node_claims)),
         row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Admin,           put(pod_metrics::report_usage)),
+        row(Method::POST,   "/api/v1/nodes/{node}/metrics",              Admin,           post(metrics::push).layer(DefaultBodyLimit::max(metrics::MAX_BODY_BYTES))),
+        // Administrators, or readers of the project named by a project= matcher.
+        row(Method::GET,    "/api/v1/metrics/query",                     Authenticated,   get(metrics::query)),
         row(Method::GET,    "/api/v1/nodes/{node}/services",             Admin,           get(cluster::node_services)),
         row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),

@@ -7,8 +7,8 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
-    Node, PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
+    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, FalconSample,
+    HorizontalPodAutoscaler, IpPool, Node, PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
 };
 
 use super::{Access, route_table};
@@ -58,6 +58,7 @@ fn build() -> Value {
             "HorizontalPodAutoscaler",
             generator.subschema_for::<HorizontalPodAutoscaler>(),
         ),
+        ("FalconSample", generator.subschema_for::<FalconSample>()),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -76,12 +77,17 @@ fn build() -> Value {
             Access::Public => json!([]),
             _ => json!([{ "bearer": [] }]),
         };
-        let operation = json!({
+        let mut operation = json!({
             "summary": summary(route.access),
             "parameters": parameters,
             "security": security,
             "responses": responses(&route.method, route.path),
         });
+        if let Some(Value::Object(falcon)) = falcon_operation(route.path) {
+            for (key, value) in falcon {
+                operation[key] = value;
+            }
+        }
         let entry = paths
             .entry(route.path.to_string())
             .or_insert_with(|| json!({}));
@@ -136,6 +142,57 @@ fn metrics_content(path: &str) -> Option<(&'static str, bool)> {
         Some(("PodMetrics", true))
     } else {
         None
+    }
+}
+
+/// The metrics routes' body, parameters and answers, which the generic
+/// rules below cannot guess.
+fn falcon_operation(path: &str) -> Option<Value> {
+    let denied = json!({"description": "not allowed"});
+    let unauthenticated = json!({"description": "not logged in"});
+    let invalid = json!({"description": "a bad sample or parameter; the message names the sample index and field, or the limit"});
+    match path {
+        "/api/v1/nodes/{node}/metrics" => Some(json!({
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "array", "items": {"$ref": "#/components/schemas/FalconSample"}}}}},
+            "responses": {
+                "200": {"description": "stored (all of the batch, or nothing on an error)", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"stored": {"type": "integer"}, "skipped": {"type": "integer"}}}}}},
+                "400": invalid, "401": unauthenticated, "403": denied,
+                "413": {"description": "more than 8 MiB or 50,000 samples"},
+                "422": {"description": "an endpoint would pass its series limit"},
+            },
+        })),
+        "/api/v1/metrics/query" => {
+            let param = |name: &str, kind: &str, description: &str| json!({"name": name, "in": "query", "required": name == "metric", "schema": {"type": kind}, "description": description});
+            let point =
+                json!({"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2});
+            Some(json!({
+                "description": "Administrators read every series; other callers need an exact project=NAME tag matcher for a project they may pull from.",
+                "parameters": [
+                    param("metric", "string", "metric name, e.g. cpu.busy"),
+                    param("tags", "string", "matchers k=v, k!=v, k=a|b, comma-separated"),
+                    param("endpoint", "string", "the endpoint (node or container)"),
+                    param("start", "integer", "seconds since the epoch; default end - 1h"),
+                    param("end", "integer", "seconds since the epoch; default now"),
+                    param("step", "integer", "seconds per point; picks raw (<60), 1m (<3600) or 1h history"),
+                    param("agg", "string", "sum, avg, max or min over the series"),
+                    param("by", "string", "labels that keep series apart when aggregating"),
+                    param("rate", "boolean", "counters as per-second rates"),
+                ],
+                "responses": {
+                    "200": {"description": "the series", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "metric": {"type": "string"}, "resolution": {"type": "string"},
+                        "start": {"type": "integer"}, "end": {"type": "integer"}, "step": {"type": "integer"},
+                        "series": {"type": "array", "items": {"type": "object", "properties": {
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "points": {"type": "array", "items": point}}}}}}}}},
+                    "400": invalid, "401": unauthenticated, "403": denied,
+                    "404": {"description": "no series of that metric"},
+                },
+            }))
+        }
+        _ => None,
     }
 }
 
@@ -275,6 +332,14 @@ mod tests {
             metrics["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/PodMetrics"
         );
+        let push = &doc["paths"]["/api/v1/nodes/{node}/metrics"]["post"];
+        assert_eq!(
+            push["requestBody"]["content"]["application/json"]["schema"]["items"]["$ref"],
+            "#/components/schemas/FalconSample"
+        );
+        let query = &doc["paths"]["/api/v1/metrics/query"]["get"];
+        assert_eq!(query["parameters"][0]["name"], "metric");
+        assert!(query["responses"]["404"].is_object());
         let artifacts =
             &doc["paths"]["/api/v1/projects/{project}/repositories/{repository}/artifacts"];
         assert_eq!(

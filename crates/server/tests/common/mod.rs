@@ -307,3 +307,39 @@ pub async fn watch_events(body: &mut Body, count: usize) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A real server on a loopback port, with an administrator's API token.
+pub struct Serving {
+    pub url: String,
+    pub token: String,
+    /// Send (or drop) to shut the server down.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Ends when the server has shut down.
+    pub running: tokio::task::JoinHandle<Result<(), wharf_server::ServerError>>,
+}
+
+/// Starts `config` as a real server and logs in as `admin` with `password`.
+pub async fn serve(config: ServerConfig, password: &str) -> Serving {
+    let server = wharf_server::Server::bind(config).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let login: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/login"))
+        .json(&json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_string();
+    Serving {
+        url,
+        token,
+        stop,
+        running,
+    }
+}

@@ -9,6 +9,7 @@ mod replication;
 mod rollout;
 mod scheduler;
 mod services;
+mod tsdb;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub enum BenchCommand {
     /// Replication filter patterns, adversarial ones included, against
     /// the longest names; fails over a per-match time bound.
     Glob(glob::GlobBenchArgs),
+    /// The metrics store: ingest from a simulated fleet while serving
+    /// queries, memory per series, 24-hour query latency.
+    Tsdb(tsdb::TsdbBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -58,6 +62,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Services(args) => services::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
+        BenchCommand::Tsdb(args) => tsdb::run(args).await,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod image;
 pub mod ippool;
 pub mod login;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod objects;
 pub mod port_forward;

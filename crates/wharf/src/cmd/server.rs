@@ -117,6 +117,23 @@ pub struct ServerArgs {
     /// scales its deployment (Kubernetes' default: 15 s).
     #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
     hpa_sync_period: Duration,
+    /// Most raw metric samples kept in memory over all series (about 20
+    /// bytes each); past it the oldest go first.
+    #[arg(long, default_value_t = 8_000_000)]
+    metrics_raw_points: usize,
+    /// Most metric series one endpoint (node, container) may have; pushes
+    /// that would create more are refused.
+    #[arg(long, default_value_t = 10_000)]
+    metrics_series_per_endpoint: usize,
+    /// How long raw metric samples are kept (in memory).
+    #[arg(long, default_value = "2h", value_parser = units::parse_duration)]
+    metrics_raw_retention: Duration,
+    /// How long 1-minute metric history is kept (on disk).
+    #[arg(long, default_value = "7d", value_parser = units::parse_duration)]
+    metrics_1m_retention: Duration,
+    /// How long 1-hour metric history is kept (on disk).
+    #[arg(long, default_value = "90d", value_parser = units::parse_duration)]
+    metrics_1h_retention: Duration,
 }
 
 impl ServerArgs {
@@ -149,6 +166,13 @@ impl ServerArgs {
         config.instance = self.instance.clone();
         config.service_range = self.service_cidr;
         config.hpa_sync_period = self.hpa_sync_period;
+        config.metrics = wharf_tsdb::TsdbConfig {
+            raw_points: self.metrics_raw_points,
+            series_per_endpoint: self.metrics_series_per_endpoint,
+            raw_retention: self.metrics_raw_retention.as_secs() as i64,
+            minute_retention: self.metrics_1m_retention.as_secs() as i64,
+            hour_retention: self.metrics_1h_retention.as_secs() as i64,
+        };
         config.failover = wharf_control::EvictionConfig {
             node_lease_ttl: self.node_lease_ttl,
             default_toleration: self.default_toleration,
