@@ -368,7 +368,8 @@ impl Inner {
             "master",
             self.config.bridge.as_str(),
         ];
-        let mut pod_end = vec!["link", "set", "dev", POD_INTERFACE];
+        let mac = spec.mac();
+        let mut pod_end = vec!["link", "set", "dev", POD_INTERFACE, "address", &mac];
         if let Some(mtu) = &mtu {
             host_end.extend(["mtu", mtu.as_str()]);
             pod_end.extend(["mtu", mtu.as_str()]);

@@ -126,6 +126,17 @@ impl PodNetworkSpec {
         Ipv4Cidr::new(self.ip, self.prefix_len)
     }
 
+    /// The pod's MAC address, derived from its IP (`0a:58:` and the four
+    /// address bytes, locally administered). Addresses are reused as pods
+    /// come and go: with a random MAC, neighbours (the node, other pods)
+    /// would keep sending a reused address's traffic to the gone pod's MAC
+    /// until their cache entry expires, and a new pod's first requests
+    /// through a service would time out.
+    pub fn mac(&self) -> String {
+        let [a, b, c, d] = self.ip.octets();
+        format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+    }
+
     /// The gateway with its prefix, as set on the bridge.
     pub fn gateway_address(&self) -> Ipv4Cidr {
         Ipv4Cidr::new(self.gateway, self.prefix_len)
@@ -355,6 +366,16 @@ mod tests {
         spec([192, 168, 1, 2], 30, [192, 168, 1, 1])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn a_reused_address_gets_the_same_locally_administered_mac() {
+        let one = spec([10, 77, 0, 10], 24, [10, 77, 0, 1]);
+        let mut again = spec([10, 77, 0, 10], 24, [10, 77, 0, 1]);
+        again.pod_id = "other".into();
+        assert_eq!(one.mac(), "0a:58:0a:4d:00:0a");
+        assert_eq!(one.mac(), again.mac());
+        assert_ne!(one.mac(), spec([10, 77, 0, 11], 24, [10, 77, 0, 1]).mac());
     }
 
     #[test]

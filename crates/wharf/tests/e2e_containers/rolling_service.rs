@@ -8,6 +8,9 @@
 //! from the new version. The server exits the moment it gets SIGTERM, as
 //! many do: without the `preStop`, about 1% of the requests were refused
 //! (17 of 1810 in one run), sent by rules not yet rid of a stopped pod.
+//! The `preStop` is 5 s, not 2: with 2 s, one request of 173 timed out
+//! while the whole e2e suite loaded the two cores, the rules catching up
+//! later than the stopped pod.
 
 use std::time::Duration;
 
@@ -46,7 +49,7 @@ spec:
             periodSeconds: 1
           lifecycle:
             preStop:
-              sleep: {{seconds: 2}}
+              sleep: {{seconds: 5}}
           command: [/bin/busybox, sh, -c]
           args:
             - |
@@ -73,7 +76,7 @@ fn client(image: &str, host: &str) -> String {
     let env = format!("          env: [{{name: HOST, value: '{host}'}}]\n");
     let script = r#"trap 'exit 0' TERM
 while true; do
-  answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 "$HOST" 80 2>&1 | tail -n 1)
+  answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 "$HOST" 80 2>&1 | tail -n 1)
   case "$answer" in
     v[0-9]*) echo "ok $answer" ;;
     *) echo "fail $answer" ;;
