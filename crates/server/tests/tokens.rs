@@ -351,7 +351,9 @@ async fn disabling_or_repasswording_a_user_revokes_their_tokens() {
 #[tokio::test]
 async fn expired_tokens_are_refused() {
     let app = TestApp::with(|config| {
-        config.identity.registry_token_ttl = std::time::Duration::from_secs(1)
+        // 2 s, not 1: expiry is in whole seconds, so a 1 s token issued
+        // late in a second could expire before its first use.
+        config.identity.registry_token_ttl = std::time::Duration::from_secs(2)
     })
     .await;
     let token = app
@@ -360,7 +362,7 @@ async fn expired_tokens_are_refused() {
     app.v2(&token, Method::GET, "/v2/", &[], Bytes::new())
         .await
         .expect(StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let reply = app
         .v2(&token, Method::GET, "/v2/", &[], Bytes::new())
         .await
