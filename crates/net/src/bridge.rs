@@ -285,13 +285,18 @@ impl Inner {
                     kind: link.kind().to_owned(),
                 });
             }
-            Some(link) if link.is_admin_up() => {}
-            Some(_) => {
-                self.ip_host(&["link", "set", "dev", bridge, "up"]).await?;
+            Some(link) => {
+                self.pin_bridge_mac().await?;
+                if !link.is_admin_up() {
+                    self.ip_host(&["link", "set", "dev", bridge, "up"]).await?;
+                }
             }
             None => {
+                let mac = random_bridge_mac()?;
                 if let Err(error) = self
-                    .ip_host(&["link", "add", "name", bridge, "type", "bridge"])
+                    .ip_host(&[
+                        "link", "add", "name", bridge, "address", &mac, "type", "bridge",
+                    ])
                     .await
                 {
                     // Another agent process on the machine may have won the race.
@@ -307,6 +312,37 @@ impl Inner {
             }
         }
         self.ensure_gateway(spec).await
+    }
+
+    /// Gives a bridge created before its MAC was set at creation (by an
+    /// earlier version, or by hand) a MAC of its own, once. Without one the
+    /// kernel gives the bridge the lowest MAC of its ports, so the pods'
+    /// gateway changes MAC as pods come and go, and a pod that cached the
+    /// MAC of a gone pod's veth loses its gateway until its neighbour
+    /// entry is probed again (seen as requests through a service timing
+    /// out during rolling updates). Only the agent's own namespace is
+    /// checked: `/sys` shows no other.
+    async fn pin_bridge_mac(&self) -> Result<(), NetError> {
+        if self.config.host_netns.is_some() {
+            return Ok(());
+        }
+        let sys = Path::new("/sys/class/net").join(&self.config.bridge);
+        // addr_assign_type 3 (NET_ADDR_SET): the address was chosen for it.
+        let assign = std::fs::read_to_string(sys.join("addr_assign_type")).unwrap_or_default();
+        if assign.trim() == "3" || assign.is_empty() {
+            return Ok(());
+        }
+        let current = std::fs::read_to_string(sys.join("address")).unwrap_or_default();
+        let current = current.trim();
+        let mac = if current.is_empty() || current == "00:00:00:00:00:00" {
+            random_bridge_mac()?
+        } else {
+            current.to_owned()
+        };
+        let bridge = self.config.bridge.as_str();
+        self.ip_host(&["link", "set", "dev", bridge, "address", &mac])
+            .await
+            .map(drop)
     }
 
     /// One address per pool on the bridge: the pods' gateway, and the
@@ -578,4 +614,42 @@ async fn path_exists(path: &Path) -> Result<bool, NetError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// A random unicast, locally administered MAC for a new bridge: random,
+/// not derived from the node, so bridges of nodes sharing a segment never
+/// collide.
+fn random_bridge_mac() -> Result<String, NetError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|source| NetError::Io {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+    Ok(bridge_mac_from(bytes))
+}
+
+/// `bytes` as a MAC with the multicast bit cleared and the locally
+/// administered bit set.
+fn bridge_mac_from(mut bytes: [u8; 6]) -> String {
+    bytes[0] = (bytes[0] & 0b1111_1100) | 0b10;
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bridge_mac_from;
+
+    #[test]
+    fn bridge_macs_are_unicast_and_locally_administered() {
+        assert_eq!(bridge_mac_from([0xff; 6]), "fe:ff:ff:ff:ff:ff");
+        assert_eq!(bridge_mac_from([0; 6]), "02:00:00:00:00:00");
+        assert_eq!(bridge_mac_from([0x0a, 1, 2, 3, 4, 5]), "0a:01:02:03:04:05");
+    }
 }

@@ -267,3 +267,42 @@ async fn gateway_with_another_prefix_length_is_a_conflict() {
     );
     assert!(!config.netns_path(&other.pod_id).exists());
 }
+
+/// The bridge is the pods' gateway: its MAC must not follow its ports,
+/// or a pod that cached the MAC of a gone pod's veth loses its gateway.
+/// A bridge made by hand (or an earlier version) gets one pinned too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_its_mac_as_pods_come_and_go() {
+    if !prerequisites("the_gateway_keeps_its_mac_as_pods_come_and_go", &["ip"]) {
+        return;
+    }
+    let sys = |config: &BridgeConfig, file: &str| {
+        let path = Path::new("/sys/class/net").join(&config.bridge).join(file);
+        std::fs::read_to_string(path).unwrap().trim().to_owned()
+    };
+    for made_by_hand in [false, true] {
+        let config = config("m");
+        let _cleanup = NodeCleanup::new(config.clone());
+        if made_by_hand {
+            ip(&["link", "add", "name", &config.bridge, "type", "bridge"]).await;
+        }
+        let driver = BridgeDriver::new(config.clone()).unwrap();
+        let id = unique();
+        let first = spec(&format!("f{id}"), [10, 76, 0, 10]);
+        driver.setup(&first).await.unwrap();
+        // NET_ADDR_SET: the kernel no longer picks the lowest port MAC.
+        assert_eq!(sys(&config, "addr_assign_type"), "3");
+        let gateway_mac = sys(&config, "address");
+        assert_ne!(gateway_mac, "00:00:00:00:00:00");
+        for n in 0..4u8 {
+            let pod = spec(&format!("p{n}{id}"), [10, 76, 0, 20 + n]);
+            driver.setup(&pod).await.unwrap();
+            assert_eq!(sys(&config, "address"), gateway_mac, "pod {n} added");
+        }
+        driver.teardown(&first.pod_id).await.unwrap();
+        for n in 0..4u8 {
+            driver.teardown(&format!("p{n}{id}")).await.unwrap();
+            assert_eq!(sys(&config, "address"), gateway_mac, "pod {n} removed");
+        }
+    }
+}

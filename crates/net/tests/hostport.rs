@@ -3,9 +3,12 @@
 //!
 //! Needs root and `nft`: skipped without them, failed under `CI=true`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use common::nft_table as table;
 use wharf_net::{HostPortDriver, HostPortForward, NftHostPorts, PortProtocol};
 use wharf_testkit::prereq::require_root_and as prerequisites;
 
@@ -18,18 +21,6 @@ fn forward(host_port: u16, last: u8) -> HostPortForward {
         pod_prefix_len: 24,
         container_port: 80,
     }
-}
-
-async fn table(name: &str) -> Option<String> {
-    let output = tokio::process::Command::new("nft")
-        .args(["list", "table", "ip", name])
-        .output()
-        .await
-        .unwrap();
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[tokio::test]

@@ -3,23 +3,14 @@
 //!
 //! Needs root and `nft`: skipped without them, failed under `CI=true`.
 
+mod common;
+
 use std::net::Ipv4Addr;
 
+use common::nft_table as table;
 use wharf_net::PortProtocol;
 use wharf_net::services::{NftServices, ServiceForward};
 use wharf_testkit::prereq::require_root_and as prerequisites;
-
-async fn table(name: &str) -> Option<String> {
-    let output = tokio::process::Command::new("nft")
-        .args(["list", "table", "ip", name])
-        .output()
-        .await
-        .unwrap();
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 #[tokio::test]
 async fn rules_are_accepted_by_the_kernel_and_removed_with_the_last_service() {

@@ -21,6 +21,19 @@ pub fn unique() -> String {
     format!("{:x}", std::process::id())
 }
 
+/// `nft list table ip NAME`, or `None` when there is no such table.
+pub async fn nft_table(name: &str) -> Option<String> {
+    let output = tokio::process::Command::new("nft")
+        .args(["list", "table", "ip", name])
+        .output()
+        .await
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A spec for `pod_id` at `ip`/24 with gateway `<ip's /24>.1`.
 pub fn spec(pod_id: &str, ip: [u8; 4]) -> PodNetworkSpec {
     PodNetworkSpec {

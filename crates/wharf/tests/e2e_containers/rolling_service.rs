@@ -8,9 +8,11 @@
 //! from the new version. The server exits the moment it gets SIGTERM, as
 //! many do: without the `preStop`, about 1% of the requests were refused
 //! (17 of 1810 in one run), sent by rules not yet rid of a stopped pod.
-//! The `preStop` is 5 s, not 2: with 2 s, one request of 173 timed out
-//! while the whole e2e suite loaded the two cores, the rules catching up
-//! later than the stopped pod.
+//! The `preStop` is 5 s, room for the rules to catch up while the whole
+//! e2e suite loads the two cores. Single requests that timed out (1 of
+//! 173, 1 of 154) were the node bridge's MAC following its ports: the
+//! client's cached gateway MAC left with an old pod's veth. The bridge
+//! now has a MAC of its own (`wharf-net` `the_gateway_keeps_its_mac…`).
 
 use std::time::Duration;
 
