@@ -25,6 +25,8 @@
 
 mod bucket;
 mod index;
+mod latest;
+pub mod prometheus;
 mod query;
 mod segment;
 mod validate;
@@ -37,6 +39,7 @@ use wharf_api::{CounterType, FalconSample, format_tags, parse_tags};
 
 pub use bucket::{Bucket, Resolution};
 pub use index::SeriesKey;
+pub use latest::LatestSample;
 pub use query::{Agg, MAX_POINTS, MAX_SERIES, Matcher, Query, QueryResult, SeriesPoints};
 pub use segment::RECORD_BYTES;
 pub use validate::{MAX_FUTURE_SECS, SampleError, check_metric, validate};

@@ -290,3 +290,43 @@ fn series_are_found_by_tags_in_any_order_and_aggregated_by_label() {
         .collect();
     assert_eq!(sums, vec![("n1".into(), 2.0), ("n2".into(), 5.0)]);
 }
+
+#[test]
+fn latest_gives_the_newest_sample_of_live_series_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TsdbConfig {
+        raw_points: 1,
+        ..TsdbConfig::default()
+    };
+    let tsdb = Tsdb::open(dir.path(), config).unwrap();
+    tsdb.insert(&[sample("old", "cpu.busy", "", T0, 1.0)], T0)
+        .unwrap();
+    let fresh = [
+        sample("n1", "cpu.busy", "", T0 + 100, 2.0),
+        sample("n1", "cpu.busy", "", T0 + 110, 3.0),
+        sample("n1", "mem.memused", "", T0 + 110, 4.0),
+    ];
+    tsdb.insert(&fresh, T0 + 110).unwrap();
+    let mut latest = tsdb.latest(T0 + 50);
+    latest.sort_by(|a, b| a.key.metric.cmp(&b.key.metric));
+    let seen: Vec<(&str, &str, i64, f64)> = latest
+        .iter()
+        .map(|l| {
+            (
+                l.key.endpoint.as_str(),
+                l.key.metric.as_str(),
+                l.timestamp,
+                l.value,
+            )
+        })
+        .collect();
+    // The raw budget of one point evicted n1's cpu.busy raw samples; its
+    // newest value is still there, and the quiet endpoint is left out.
+    assert_eq!(
+        seen,
+        vec![
+            ("n1", "cpu.busy", T0 + 110, 3.0),
+            ("n1", "mem.memused", T0 + 110, 4.0)
+        ]
+    );
+}
