@@ -279,6 +279,44 @@ pub struct RobotPermission {
     pub actions: Actions,
 }
 
+/// A right outside any project that a robot account may hold instead of
+/// project actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SystemPermission {
+    /// Read the cluster's metrics (`GET /metrics`) and nothing else: the
+    /// long-lived credential a Prometheus scrape uses.
+    #[serde(rename = "metrics:read")]
+    MetricsRead,
+}
+
+impl SystemPermission {
+    /// The permission's name, as the CLI and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemPermission::MetricsRead => "metrics:read",
+        }
+    }
+}
+
+impl FromStr for SystemPermission {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "metrics:read" => Ok(SystemPermission::MetricsRead),
+            other => Err(AuthError::Invalid(format!(
+                "unknown permission {other:?}: use metrics:read"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SystemPermission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A robot account as stored (its secret only as a hash).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct RobotRecord {
@@ -288,6 +326,9 @@ pub(crate) struct RobotRecord {
     pub uid: String,
     pub secret_hash: String,
     pub permissions: Vec<RobotPermission>,
+    /// Rights outside projects; a robot holding any has no project actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system_permissions: Vec<SystemPermission>,
     /// Expiry, unix milliseconds; `None` never expires.
     pub expires_at: Option<u64>,
     pub disabled: bool,
@@ -307,6 +348,9 @@ pub struct Robot {
     pub uid: String,
     /// Per-project permissions.
     pub permissions: Vec<RobotPermission>,
+    /// Rights outside projects (`metrics:read`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system_permissions: Vec<SystemPermission>,
     /// Expiry, unix milliseconds.
     pub expires_at: Option<u64>,
     /// Whether it was disabled.
@@ -323,6 +367,7 @@ impl From<&RobotRecord> for Robot {
             name: record.name.clone(),
             uid: effective_uid(&record.uid, record.created_at),
             permissions: record.permissions.clone(),
+            system_permissions: record.system_permissions.clone(),
             expires_at: record.expires_at,
             disabled: record.disabled,
             created_by: record.created_by.clone(),
@@ -394,6 +439,8 @@ pub enum Principal {
         uid: String,
         /// What it may do where.
         permissions: Vec<RobotPermission>,
+        /// Rights outside projects.
+        system_permissions: Vec<SystemPermission>,
     },
 }
 
@@ -409,6 +456,18 @@ impl Principal {
     /// Whether this is a system administrator.
     pub fn is_admin(&self) -> bool {
         matches!(self, Principal::User { admin: true, .. })
+    }
+
+    /// Whether this caller may read the cluster's metrics (`GET /metrics`):
+    /// administrators and `metrics:read` robots.
+    pub fn may_read_metrics(&self) -> bool {
+        self.is_admin() || self.only_reads_metrics()
+    }
+
+    /// Whether this is a `metrics:read` robot, which may do nothing else.
+    pub fn only_reads_metrics(&self) -> bool {
+        matches!(self, Principal::Robot { system_permissions, .. }
+            if system_permissions.contains(&SystemPermission::MetricsRead))
     }
 
     /// The account's identity (empty for anonymous callers).

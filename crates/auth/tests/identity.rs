@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use wharf_auth::{
     Action, Actions, AuthError, Claims, Identity, IdentityConfig, Principal, RobotPermission, Role,
-    Scope, TokenKeys, TokenKind,
+    Scope, SystemPermission, TokenKeys, TokenKind,
 };
 use wharf_store::{RedbStore, RedbStoreOptions, Store, StoreExt};
 
@@ -443,4 +443,38 @@ async fn only_tokens_signed_here_name_their_subject() {
     let foreign = TokenKeys::from_secret([2; 32]).sign(&api_claims_without_uid("admin", 0));
     assert_eq!(id.signed_subject(&foreign), None);
     assert_eq!(id.signed_subject("not a token"), None);
+}
+
+#[tokio::test]
+async fn a_metrics_robot_reads_metrics_only_with_a_long_lived_revocable_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    let admin = admin_with_project(&id, "p").await;
+    let (robot, secret) = id
+        .create_metrics_robot(&admin, "p", "prometheus", None)
+        .await
+        .unwrap();
+    assert_eq!(robot.system_permissions, [SystemPermission::MetricsRead]);
+    assert!(robot.permissions.is_empty());
+    let principal = id.authenticate(&robot.name, &secret, None).await.unwrap();
+    assert!(principal.may_read_metrics() && principal.only_reads_metrics());
+    assert!(admin.may_read_metrics() && !admin.only_reads_metrics());
+    // No project actions, not even pull.
+    assert!(id.require(&principal, "p", Action::Pull).await.is_err());
+
+    let issued = id.issue_api_token(&principal).await.unwrap();
+    assert!(
+        issued.expires_in > 365 * 24 * 3600,
+        "a scrape credential outlives ordinary API tokens: {}",
+        issued.expires_in
+    );
+    assert_eq!(id.verify_api_token(&issued.token).await.unwrap(), principal);
+    id.set_robot_disabled(&robot.name, true).await.unwrap();
+    assert!(id.verify_api_token(&issued.token).await.is_err());
+
+    assert_eq!(
+        "metrics:read".parse::<SystemPermission>().unwrap(),
+        SystemPermission::MetricsRead
+    );
+    assert!("metrics:write".parse::<SystemPermission>().is_err());
 }

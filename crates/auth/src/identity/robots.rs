@@ -8,7 +8,9 @@ use wharf_store::StoreExt;
 use super::records::{ROBOTS, encode};
 use super::{Identity, now_millis};
 use crate::AuthError;
-use crate::model::{Principal, Robot, RobotPermission, RobotRecord, effective_uid, new_uid};
+use crate::model::{
+    Principal, Robot, RobotPermission, RobotRecord, SystemPermission, effective_uid, new_uid,
+};
 use crate::names::robot_name;
 use crate::password::hash_blocking;
 
@@ -23,7 +25,6 @@ impl Identity {
         permissions: Vec<RobotPermission>,
         expires_in: Option<Duration>,
     ) -> Result<(Robot, String), AuthError> {
-        let name = robot_name(project, short)?;
         if permissions.is_empty() || permissions.iter().any(|p| p.actions.is_empty()) {
             return Err(AuthError::Invalid(
                 "a robot needs at least one action in each project".into(),
@@ -32,6 +33,37 @@ impl Identity {
         for permission in &permissions {
             self.project_record(&permission.project).await?;
         }
+        let grants = (permissions, Vec::new());
+        self.store_robot(creator, project, short, grants, expires_in)
+            .await
+    }
+
+    /// Creates robot `short` in `project` that only reads the cluster's
+    /// metrics (`metrics:read`, no project actions); returns it and its
+    /// secret. Only system administrators should hand this out: it reads
+    /// every node's and project's metrics.
+    pub async fn create_metrics_robot(
+        &self,
+        creator: &Principal,
+        project: &str,
+        short: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<(Robot, String), AuthError> {
+        self.project_record(project).await?;
+        let grants = (Vec::new(), vec![SystemPermission::MetricsRead]);
+        self.store_robot(creator, project, short, grants, expires_in)
+            .await
+    }
+
+    async fn store_robot(
+        &self,
+        creator: &Principal,
+        project: &str,
+        short: &str,
+        (permissions, system_permissions): (Vec<RobotPermission>, Vec<SystemPermission>),
+        expires_in: Option<Duration>,
+    ) -> Result<(Robot, String), AuthError> {
+        let name = robot_name(project, short)?;
         let secret = {
             use base64::Engine;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -41,6 +73,7 @@ impl Identity {
             uid: new_uid(),
             secret_hash: hash_blocking(secret.clone()).await?,
             permissions,
+            system_permissions,
             expires_at: expires_in.map(|d| now_millis() + d.as_millis() as u64),
             disabled: false,
             epoch: 0,
@@ -125,5 +158,6 @@ pub(super) fn robot_principal(record: &RobotRecord) -> Result<Principal, AuthErr
         name: record.name.clone(),
         uid: effective_uid(&record.uid, record.created_at),
         permissions: record.permissions.clone(),
+        system_permissions: record.system_permissions.clone(),
     })
 }

@@ -21,6 +21,10 @@ const REFRESH_AUDIENCE: &str = "wharf-refresh";
 /// Clock skew tolerated on `nbf`.
 const LEEWAY_SECS: u64 = 30;
 const TOKEN_CACHE_ENTRIES: usize = 50_000;
+/// Lifetime of the API tokens of `metrics:read` robots: Prometheus reads
+/// one from a file and cannot refresh it, so it lives until the robot is
+/// disabled, deleted or expires (checked on every use).
+const METRICS_TOKEN_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A signed token and its lifetime.
 #[derive(Clone, Debug, Serialize)]
@@ -90,10 +94,11 @@ impl Identity {
         }
     }
 
-    /// How long a token of `kind` lives.
-    fn lifetime(&self, kind: TokenKind) -> Duration {
+    /// How long a token of `kind` for `principal` lives.
+    fn lifetime(&self, kind: TokenKind, principal: &Principal) -> Duration {
         match kind {
             TokenKind::Registry => self.config.registry_token_ttl,
+            TokenKind::Api if principal.only_reads_metrics() => METRICS_TOKEN_TTL,
             TokenKind::Api => self.config.api_token_ttl,
             TokenKind::Refresh => self.config.refresh_token_ttl,
         }
@@ -132,7 +137,7 @@ impl Identity {
         access: Vec<AccessEntry>,
     ) -> Result<IssuedToken, AuthError> {
         let epoch = self.epoch_of(principal).await?;
-        let ttl = self.lifetime(kind);
+        let ttl = self.lifetime(kind, principal);
         let now = now_secs();
         let claims = Claims {
             iss: ISSUER.into(),
