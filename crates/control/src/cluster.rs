@@ -22,7 +22,7 @@ use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
 use crate::objects::{Objects, take_applied_metadata};
 use crate::pod_metrics::PodMetricsStore;
-use crate::scheduling::SchedulingLoop;
+use crate::scheduling::{SchedulingLoop, SchedulingReporter};
 use crate::termination::{DeletionOutcome, PodDeletion};
 
 /// Lifetime of the leader lease: a dead leader is replaced within it.
@@ -50,6 +50,8 @@ pub struct ControlPlane {
     hpa_sync_period: Duration,
     /// Where the autoscaler's scales are reported (the audit log).
     scale_reports: Option<ScaleReporter>,
+    /// Where the scheduler's batches are reported (the server's metrics).
+    scheduling_reports: Option<SchedulingReporter>,
 }
 
 /// Controllers running in the background; they stop when this is dropped
@@ -82,6 +84,7 @@ impl ControlPlane {
             pod_metrics: PodMetricsStore::new(),
             hpa_sync_period: DEFAULT_HPA_SYNC_PERIOD,
             scale_reports: None,
+            scheduling_reports: None,
             service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
         }
@@ -120,6 +123,12 @@ impl ControlPlane {
     /// The same control plane reporting the autoscaler's scales to `reports`.
     pub fn with_scale_reports(mut self, reports: ScaleReporter) -> ControlPlane {
         self.scale_reports = Some(reports);
+        self
+    }
+
+    /// The same control plane reporting the scheduler's batches to `reports`.
+    pub fn with_scheduling_reports(mut self, reports: SchedulingReporter) -> ControlPlane {
+        self.scheduling_reports = Some(reports);
         self
     }
 
@@ -184,6 +193,7 @@ impl ControlPlane {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
         let eviction = self.eviction_config;
+        let scheduling_reports = self.scheduling_reports.clone();
         let autoscaler = Arc::new(
             HpaController::new(
                 objects.clone(),
@@ -199,13 +209,15 @@ impl ControlPlane {
             run_as_leader(store.as_ref(), &candidate, LEADER_TTL, stopped, || {
                 let objects = objects.clone();
                 let autoscaler = autoscaler.clone();
+                let scheduling_reports = scheduling_reports.clone();
                 let extra = tokio::spawn(extra());
                 async move {
                     let _extra = AbortOnDropHandle::new(extra);
                     let deployments =
                         tokio::spawn(DeploymentController::new(objects.clone()).run());
                     let scheduler =
-                        tokio::spawn(SchedulingLoop::new(objects.clone(), config).run());
+                        SchedulingLoop::reporting(objects.clone(), config, scheduling_reports);
+                    let scheduler = tokio::spawn(scheduler.run());
                     let nodes = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
                     let evictions =
                         tokio::spawn(NodeEviction::new(objects.clone(), eviction).run());

@@ -71,6 +71,6 @@ pub use revisions::{revisions_of, undo};
 pub use rollout_status::{
     NEW_REPLICA_SET_AVAILABLE, PROGRESS_DEADLINE_EXCEEDED, REPLICA_SET_UPDATED,
 };
-pub use scheduling::{SchedulingLoop, node_info, pod_info};
+pub use scheduling::{SchedulingLoop, SchedulingReport, SchedulingReporter, node_info, pod_info};
 pub use services::{DEFAULT_SERVICE_RANGE, SERVICE_IPS, service_ip_key};
 pub use termination::{DEFAULT_GRACE_SECONDS, DeletionOutcome, PodDeletion, grace_seconds};

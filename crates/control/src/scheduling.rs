@@ -68,6 +68,20 @@ struct State {
     wants_pool: HashMap<PodKey, String>,
 }
 
+/// What one scheduling batch decided, for the server's `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedulingReport {
+    /// Pods placed on a node.
+    pub placed: usize,
+    /// Pods that fit nowhere (or whose address or claim could not be had).
+    pub unschedulable: usize,
+    /// Time spent deciding, store reads included, binding not.
+    pub elapsed: Duration,
+}
+
+/// Receives a [`SchedulingReport`] after every batch; must not block.
+pub type SchedulingReporter = Arc<dyn Fn(SchedulingReport) + Send + Sync>;
+
 /// Places pending pods on nodes.
 pub struct SchedulingLoop {
     objects: Objects,
@@ -75,6 +89,7 @@ pub struct SchedulingLoop {
     events: EventRecorder,
     state: Mutex<State>,
     queue: WorkQueue<PodKey>,
+    reports: Option<SchedulingReporter>,
 }
 
 fn key_of(pod: &Pod) -> PodKey {
@@ -92,7 +107,17 @@ fn occupies(pod: &Pod) -> bool {
 impl SchedulingLoop {
     /// A loop over `objects` with scheduler settings `config`.
     pub fn new(objects: Objects, config: SchedulerConfig) -> Arc<SchedulingLoop> {
+        SchedulingLoop::reporting(objects, config, None)
+    }
+
+    /// The same loop telling `reports` what each batch decided.
+    pub fn reporting(
+        objects: Objects,
+        config: SchedulerConfig,
+        reports: Option<SchedulingReporter>,
+    ) -> Arc<SchedulingLoop> {
         Arc::new(SchedulingLoop {
+            reports,
             events: EventRecorder::new(objects.clone(), "scheduler"),
             objects,
             scheduler: Scheduler::new(config),
@@ -250,6 +275,7 @@ impl SchedulingLoop {
 
     /// Places a batch against the snapshot, then binds it.
     async fn schedule_batch(&self, keys: Vec<PodKey>) {
+        let started = std::time::Instant::now();
         let mut by_node: BTreeMap<String, Vec<(Pod, PodInfo)>> = BTreeMap::new();
         let mut refused = Vec::new();
         let (addresses, pools) = self.addresses_asked(&keys).await;
@@ -312,6 +338,13 @@ impl SchedulingLoop {
                     }
                 }
             }
+        }
+        if let Some(reports) = &self.reports {
+            reports(SchedulingReport {
+                placed: by_node.values().map(Vec::len).sum(),
+                unschedulable: refused.len(),
+                elapsed: started.elapsed(),
+            });
         }
         let binds = by_node
             .into_iter()

@@ -261,6 +261,7 @@ impl Replication {
                 progress.cancelled,
                 progress.bytes_done
             ),
+            bytes: progress.bytes_done,
             job: job.id,
             policy: job.policy,
             state: job.state,

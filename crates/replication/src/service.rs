@@ -86,6 +86,8 @@ pub enum Report {
         state: State,
         /// Its task counts, as a sentence.
         summary: String,
+        /// Bytes its tasks copied.
+        bytes: u64,
     },
 }
 

@@ -15,6 +15,7 @@
 mod api;
 mod listener;
 mod registry_auth;
+mod telemetry;
 mod token_endpoint;
 
 use std::future::Future;
@@ -221,6 +222,8 @@ pub(crate) struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Node and container metrics pushed to this server.
     pub metrics: Arc<wharf_tsdb::Tsdb>,
+    /// This server's own counters, for `/metrics`.
+    pub telemetry: Arc<telemetry::ServerMetrics>,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -265,7 +268,8 @@ impl App {
         // Password hashes, keys, the audit log and private projects' blobs.
         wharf_fs::private_dir(data_dir).map_err(data_dir_error)?;
         let (server_id, lock) = server_id(data_dir)?;
-        let store: Arc<dyn Store> = match &config.store {
+        let telemetry = Arc::new(telemetry::ServerMetrics::default());
+        let backend: Arc<dyn Store> = match &config.store {
             StoreLocation::Embedded => Arc::new(RedbStore::open(
                 &data_dir.join("state.redb"),
                 RedbStoreOptions::default(),
@@ -274,6 +278,8 @@ impl App {
                 Arc::new(EtcdStore::connect(endpoints, EtcdStoreOptions::default()).await?)
             }
         };
+        let store: Arc<dyn Store> =
+            Arc::new(telemetry::CountedStore::new(backend, telemetry.clone()));
         let keys = TokenKeys::load_or_create(&data_dir.join("token.key"))?;
         let identity = Arc::new(Identity::new(store.clone(), keys, config.identity.clone()));
         let generated_admin_password = identity
@@ -297,6 +303,7 @@ impl App {
         );
         let secrets = SecretBox::load_or_create(&data_dir.join("replication.key"))?;
         let reports = audit.clone();
+        let jobs = telemetry.clone();
         let replication = Replication::new(
             store.clone(),
             registry.clone(),
@@ -304,6 +311,9 @@ impl App {
             config.replication.clone(),
         )
         .with_reports(Arc::new(move |report| {
+            if let Report::JobFinished { state, bytes, .. } = &report {
+                jobs.replication_job(&format!("{state:?}").to_lowercase(), *bytes);
+            }
             reports.record(audit_event_of(report))
         }))
         .with_project_creator(project_creator(identity.clone()));
@@ -324,7 +334,8 @@ impl App {
             .with_eviction(config.failover)
             .with_service_range(config.service_range)
             .with_hpa_sync_period(config.hpa_sync_period)
-            .with_scale_reports(scale_auditor(audit.clone()));
+            .with_scale_reports(scale_auditor(audit.clone()))
+            .with_scheduling_reports(telemetry.scheduling_reporter());
         let config_objects = ConfigObjects::new(
             control.objects().clone(),
             SecretBox::load_or_create(&data_dir.join("secrets.key"))?,
@@ -344,6 +355,7 @@ impl App {
             registry_events,
             stopping,
             metrics: metrics.clone(),
+            telemetry: telemetry.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -356,7 +368,11 @@ impl App {
         make_entries_private(data_dir).map_err(data_dir_error)?;
         let router = wharf_registry::http::router(registry.clone(), gate)
             .merge(token_routes)
-            .merge(api::router(state));
+            .merge(api::router(state))
+            .layer(axum::middleware::from_fn_with_state(
+                telemetry,
+                telemetry::http::observe,
+            ));
         Ok(App {
             router,
             registry,
@@ -538,6 +554,7 @@ fn audit_event_of(report: Report) -> AuditEvent {
             policy,
             state,
             summary,
+            ..
         } => {
             let outcome = match state {
                 ReplicationState::Succeeded | ReplicationState::Skipped => Outcome::Success,

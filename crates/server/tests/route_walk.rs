@@ -167,3 +167,45 @@ async fn no_registry_route_serves_callers_without_a_fitting_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_metrics_robot_reads_metrics_and_nothing_else() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "plain", "plain-password").await;
+    app.create_project(&admin, "walk", false).await;
+    let reply = app
+        .api(
+            &admin,
+            Method::POST,
+            "/api/v1/projects/walk/robots",
+            serde_json::json!({"name": "scraper", "system_permissions": ["metrics:read"]}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let token = reply["token"].as_str().unwrap().to_string();
+
+    let mut scrape_routes = 0;
+    for route in route_table() {
+        let uri = concrete(route.path);
+        let what = format!("{} {}", route.method, route.path);
+        let reply = app
+            .api(&token, route.method.clone(), &uri, serde_json::json!({}))
+            .await;
+        match route.access {
+            Access::Public => {}
+            Access::MetricsReader => {
+                scrape_routes += 1;
+                assert_eq!(reply.status, StatusCode::OK, "{what}");
+            }
+            _ => assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{what} answered a metrics:read robot: {}",
+                String::from_utf8_lossy(&reply.body)
+            ),
+        }
+    }
+    assert_eq!(scrape_routes, 1, "GET /metrics is in the table");
+}

@@ -170,6 +170,42 @@ impl Exposition {
     }
 }
 
+/// Adds this process's CPU time and resident memory, read
+/// from `/proc/self` (Linux; nothing elsewhere). Blocking file reads: call
+/// it off the async workers.
+pub fn process_metrics(out: &mut Exposition) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: split after
+    // it, so that index 0 is proc(5)'s field 3 and utime, stime (fields 14
+    // and 15) are at 11 and 12.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // /proc counts in USER_HZ, 100 a second on every Linux architecture.
+    if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+        out.counter(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent by this process.",
+            &[],
+            (user + system) / 100.0,
+        );
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    if let Some(kib) = rss_kib {
+        out.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of this process.",
+            &[],
+            kib * 1024.0,
+        );
+    }
+}
+
 fn owned(labels: &[(&str, &str)]) -> Labels {
     labels
         .iter()
@@ -374,6 +410,23 @@ mod tests {
         assert_eq!(number(1e21), "1000000000000000000000");
         assert_eq!(number(0.25), "0.25");
         assert_eq!(sanitize("9lives"), "_9lives");
+    }
+
+    #[test]
+    fn this_process_reports_its_cpu_and_memory() {
+        let mut out = Exposition::default();
+        process_metrics(&mut out);
+        let text = out.render();
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("resident memory");
+        assert!(rss > 1e6, "{rss}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use wharf_store::StoreExt;
 
 use super::records::{ROBOTS, encode};
-use super::{Identity, now_millis};
+use super::{Identity, IssuedToken, now_millis};
 use crate::AuthError;
 use crate::model::{
     Principal, Robot, RobotPermission, RobotRecord, SystemPermission, effective_uid, new_uid,
@@ -88,6 +88,14 @@ impl Identity {
             Some(_) => Ok((Robot::from(&record), secret)),
             None => Err(AuthError::Conflict(format!("robot {name}"))),
         }
+    }
+
+    /// An API token for robot `name` as it is now (refused when disabled
+    /// or expired): for a `metrics:read` robot, the long-lived token
+    /// Prometheus sends, handed out by administrators without the secret.
+    pub async fn robot_api_token(&self, name: &str) -> Result<IssuedToken, AuthError> {
+        let (record, _) = self.robot_record(name).await?;
+        self.issue_api_token(&robot_principal(&record)?).await
     }
 
     pub(super) async fn robot_record(&self, name: &str) -> Result<(RobotRecord, u64), AuthError> {

@@ -22,6 +22,7 @@ mod projects;
 mod replication;
 mod repositories;
 mod rollouts;
+mod scrape;
 mod session;
 mod system;
 mod users;
@@ -60,6 +61,8 @@ pub enum Access {
     Project(Action),
     /// The user named by `{name}` themself, or an administrator.
     SelfOrAdmin,
+    /// System administrators and `metrics:read` robots (Prometheus).
+    MetricsReader,
 }
 
 /// One row of the route table.
@@ -94,6 +97,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/healthz",                                  Public,          get(health::livez)),
         row(Method::GET,    "/livez",                                    Public,          get(health::livez)),
         row(Method::GET,    "/readyz",                                   Public,          get(health::readyz)),
+        row(Method::GET,    "/metrics",                                  MetricsReader,   get(scrape::metrics)),
         row(Method::POST,   "/api/v1/login",                             Public,          post(session::login)),
         row(Method::POST,   "/api/v1/token",                             Public,          post(session::refresh)),
         row(Method::GET,    "/api/v1/me",                                Authenticated,   get(session::me)),
@@ -287,6 +291,15 @@ async fn require(
         Access::Public => Ok(()),
         _ if principal == Principal::Anonymous => Err(AuthError::Unauthenticated(
             "log in first (wharf login)".into(),
+        )),
+        // A scrape credential is long-lived and sits in a file: it opens
+        // nothing but /metrics.
+        Access::MetricsReader if principal.may_read_metrics() => Ok(()),
+        Access::MetricsReader => Err(AuthError::Denied(
+            "system administrators and metrics:read robots only".into(),
+        )),
+        _ if principal.only_reads_metrics() => Err(AuthError::Denied(
+            "a metrics:read robot only reads /metrics".into(),
         )),
         Access::Authenticated => Ok(()),
         Access::Admin if principal.is_admin() => Ok(()),

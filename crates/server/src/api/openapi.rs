@@ -118,6 +118,7 @@ fn summary(access: Access) -> String {
         Access::Admin => "system administrators".into(),
         Access::Project(action) => format!("callers allowed to {} in the project", action.as_str()),
         Access::SelfOrAdmin => "the user themself, or administrators".into(),
+        Access::MetricsReader => "system administrators and metrics:read robots".into(),
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wharf_auth::{
     Action, Actions, AuthError, Member, Project, ProjectWithUsage, Robot, RobotPermission, Role,
+    SystemPermission,
 };
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
@@ -243,8 +244,14 @@ pub(crate) async fn list_robots(
 #[derive(Deserialize)]
 pub(crate) struct CreateRobot {
     name: String,
-    /// Actions in this project, e.g. `"pull,push"`.
+    /// Actions in this project, e.g. `"pull,push"`; none for a robot with
+    /// `system_permissions`.
+    #[serde(default)]
     actions: String,
+    /// Rights outside projects, e.g. `["metrics:read"]`: such a robot has
+    /// nothing else, and its reply carries a long-lived API token.
+    #[serde(default)]
+    system_permissions: Vec<String>,
     /// Seconds until it expires; absent never expires.
     expires_in_secs: Option<u64>,
     /// More projects and actions, e.g. `{"other": "pull"}`.
@@ -259,6 +266,9 @@ pub(crate) async fn create_robot(
     Path(project): Path<String>,
     Body(request): Body<CreateRobot>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !request.system_permissions.is_empty() {
+        return create_metrics_robot(state, caller, project, request).await;
+    }
     let work = async {
         let mut permissions = vec![RobotPermission {
             project: project.clone(),
@@ -296,6 +306,47 @@ pub(crate) async fn create_robot(
     Ok((
         StatusCode::CREATED,
         Json(json!({ "robot": robot, "secret": secret })),
+    ))
+}
+
+/// A `metrics:read` robot: only system administrators hand one out (it
+/// reads every node's and project's metrics). The reply adds the API token
+/// Prometheus reads from its `credentials_file`.
+async fn create_metrics_robot(
+    state: Arc<AppState>,
+    caller: ApiCaller,
+    project: String,
+    request: CreateRobot,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let work = async {
+        for permission in &request.system_permissions {
+            permission.parse::<SystemPermission>()?;
+        }
+        if !request.actions.trim().is_empty() {
+            return Err(AuthError::Invalid(
+                "a metrics:read robot has no project actions: drop the actions".into(),
+            ));
+        }
+        if !caller.principal.is_admin() {
+            return Err(AuthError::Denied(
+                "only system administrators create metrics:read robots".into(),
+            ));
+        }
+        let expires_in = request.expires_in_secs.map(Duration::from_secs);
+        let identity = &state.identity;
+        let (robot, secret) = identity
+            .create_metrics_robot(&caller.principal, &project, &request.name, expires_in)
+            .await?;
+        let token = identity.robot_api_token(&robot.name).await?;
+        Ok((robot, secret, token))
+    };
+    let resource = format!("project/{project}/robot/{}", request.name);
+    let (robot, secret, token) = state
+        .audited(&caller, "robot.create", resource, work)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "robot": robot, "secret": secret, "token": token.token })),
     ))
 }
 
