@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::common::TestServer;
+use super::common::cli::wharf;
 use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for};
 
 const NODE: &str = "wma-metrics-1";
@@ -28,22 +29,24 @@ fn hog_deployment(image: &str) -> String {
 }
 
 /// The last value of the one series `wharf metrics query ARGS` answers
-/// with over the last two minutes; `None` while there is none.
+/// with over the last two minutes, and its labels; `None` while there is
+/// none (before the first push the metric is unknown: an error).
 fn last_value(cli: &Cli, args: &[&str]) -> Option<(Value, f64)> {
-    let mut all = vec!["metrics", "query"];
-    all.extend(args);
-    all.extend(["--since", "2m"]);
-    let answer = cli.json(&all);
-    let series = answer["series"].as_array()?;
-    let [only] = series.as_slice() else {
+    let output = wharf(cli.home.path())
+        .args(["metrics", "query"])
+        .args(args)
+        .args(["--since", "2m", "-o", "json"])
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return None;
+    }
+    let answer: Value = serde_json::from_slice(&output.stdout).ok()?;
+    let [only] = answer["series"].as_array()?.as_slice() else {
         return None;
     };
-    let (_, value) = only["points"]
-        .as_array()?
-        .last()?
-        .as_array()
-        .map(|p| (p[0].clone(), p[1].as_f64()))?;
-    Some((only["labels"].clone(), value?))
+    let value = only["points"].as_array()?.last()?[1].as_f64()?;
+    Some((only["labels"].clone(), value))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
