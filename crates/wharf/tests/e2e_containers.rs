@@ -30,6 +30,8 @@ mod lifecycle;
 mod node_metrics;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
+#[path = "e2e_containers/prometheus.rs"]
+mod prometheus;
 #[path = "e2e_containers/pvc.rs"]
 mod pvc;
 #[path = "e2e_containers/rolling_service.rs"]

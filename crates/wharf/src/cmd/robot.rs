@@ -1,6 +1,7 @@
 //! `wharf robot ...`: robot accounts, for CI and other machines.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -33,8 +34,16 @@ pub enum RobotCommand {
         /// Short name; the robot's full name is robot$PROJECT+NAME.
         name: String,
         /// What it may do in PROJECT: pull, push, delete, admin, comma-separated.
-        #[arg(long, value_name = "pull,push")]
-        actions: String,
+        #[arg(long, value_name = "pull,push", required_unless_present = "permission")]
+        actions: Option<String>,
+        /// A right outside projects instead of actions: metrics:read makes a
+        /// robot that only scrapes GET /metrics (system administrators).
+        #[arg(long, value_name = "metrics:read", conflicts_with_all = ["actions", "also"])]
+        permission: Vec<String>,
+        /// Write the metrics:read robot's API token to this file (mode
+        /// 0600), for Prometheus' authorization.credentials_file.
+        #[arg(long, value_name = "PATH", requires = "permission")]
+        token_file: Option<PathBuf>,
         /// Lifetime, e.g. 30d [default: never expires].
         #[arg(long, value_parser = units::parse_duration)]
         expires: Option<Duration>,
@@ -91,11 +100,14 @@ fn parse_also(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The answer to creating a robot: the account and its secret.
+/// The answer to creating a robot: the account and its secret (and for a
+/// metrics:read robot, its long-lived API token).
 #[derive(Deserialize)]
 struct CreatedRobot {
     robot: Robot,
     secret: String,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// Runs a `wharf robot` subcommand.
@@ -106,6 +118,8 @@ pub async fn run(args: RobotArgs) -> Result<()> {
             project,
             name,
             actions,
+            permission,
+            token_file,
             expires,
             also,
             output,
@@ -113,7 +127,8 @@ pub async fn run(args: RobotArgs) -> Result<()> {
             let also: BTreeMap<String, String> = also.into_iter().collect();
             let body = json!({
                 "name": name,
-                "actions": actions,
+                "actions": actions.unwrap_or_default(),
+                "system_permissions": permission,
                 "expires_in_secs": expires.map(|d| d.as_secs()),
                 "also": also,
             });
@@ -121,16 +136,11 @@ pub async fn run(args: RobotArgs) -> Result<()> {
                 .post(&["projects", &project, "robots"], &body)
                 .await
                 .with_context(|| format!("creating robot {name} in project {project}"))?;
+            if let Some(path) = &token_file {
+                write_token_file(path, &answer)?;
+            }
             output::print(output.format, answer, |created: CreatedRobot| {
-                format!(
-                    "created robot {} ({}; expires {})\n\
-                     secret: {}\n\
-                     save the secret now: it cannot be shown again\n",
-                    created.robot.name,
-                    permissions_text(&created.robot.permissions),
-                    expiry_text(created.robot.expires_at),
-                    created.secret
-                )
+                created_text(&created, token_file.as_deref())
             })
         }
         RobotCommand::List { project, output } => {
@@ -159,6 +169,56 @@ pub async fn run(args: RobotArgs) -> Result<()> {
             output,
         } => set_disabled(&mut client, &project, &name, false, output).await,
     }
+}
+
+/// What `robot create` tells people: the secret, and a metrics:read
+/// robot's token unless it went to a file.
+fn created_text(created: &CreatedRobot, token_file: Option<&Path>) -> String {
+    let robot = &created.robot;
+    let rights = if robot.system_permissions.is_empty() {
+        permissions_text(&robot.permissions)
+    } else {
+        let names: Vec<&str> = robot
+            .system_permissions
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        names.join(",")
+    };
+    let mut text = format!(
+        "created robot {} ({rights}; expires {})\nsecret: {}\n",
+        robot.name,
+        expiry_text(robot.expires_at),
+        created.secret
+    );
+    match (&created.token, token_file) {
+        (Some(_), Some(path)) => {
+            text.push_str(&format!("token written to {}\n", path.display()));
+        }
+        (Some(token), None) => text.push_str(&format!("token: {token}\n")),
+        (None, _) => {}
+    }
+    text.push_str("save the secret now: it cannot be shown again\n");
+    text
+}
+
+/// Writes the token of a created metrics:read robot to `path`, readable by
+/// its owner only.
+fn write_token_file(path: &Path, answer: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = answer["token"]
+        .as_str()
+        .context("the server returned no token for this robot")?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing the token to {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("writing the token to {}", path.display()))
 }
 
 async fn set_disabled(
@@ -245,5 +305,29 @@ mod tests {
         assert_eq!(permissions_text(&permissions), "app:pull,push base:pull");
         assert_eq!(expiry_text(None), "never");
         assert_eq!(expiry_text(Some(1000)), "1970-01-01T00:00:01Z (expired)");
+    }
+
+    #[test]
+    fn a_metrics_robot_shows_its_permission_and_token() {
+        let answer = serde_json::json!({
+            "robot": {"name": "robot$ops+prom", "permissions": [],
+                      "system_permissions": ["metrics:read"], "expires_at": null,
+                      "disabled": false, "created_by": "admin", "created_at": 0},
+            "secret": "s3cret",
+            "token": "tok.en",
+        });
+        let created: CreatedRobot = serde_json::from_value(answer.clone()).unwrap();
+        let text = created_text(&created, None);
+        assert!(text.starts_with("created robot robot$ops+prom (metrics:read; expires never)\n"));
+        assert!(text.contains("token: tok.en\n"), "{text}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        write_token_file(&path, &answer).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "tok.en");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(created_text(&created, Some(&path)).contains("token written to "));
     }
 }
