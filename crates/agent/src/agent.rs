@@ -15,7 +15,7 @@ use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
-use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, node::NodeReader};
+use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, LatestSamples, node::NodeReader};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
@@ -59,6 +59,8 @@ pub struct AgentConfig {
     /// How often the node's and its containers' metrics are collected and
     /// pushed ([`crate::metrics`]); zero turns collection off.
     pub metrics_interval: Duration,
+    /// Where each collection is kept for the agent endpoint's `/metrics`.
+    pub latest_samples: LatestSamples,
 }
 
 impl AgentConfig {
@@ -75,6 +77,7 @@ impl AgentConfig {
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
+            latest_samples: LatestSamples::default(),
         }
     }
 
@@ -164,7 +167,8 @@ impl Agent {
                 this.api.clone(),
                 this.runtime.clone(),
                 NodeReader::default(),
-            );
+            )
+            .keeping(this.config.latest_samples.clone());
             AbortOnDropHandle::new(tokio::spawn(collector.run(interval)))
         });
         // Subscribed before the watcher starts, so no view goes unseen.

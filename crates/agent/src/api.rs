@@ -110,6 +110,11 @@ pub trait NodeApi: Send + Sync + 'static {
         name: &str,
         access: PodAccess,
     ) -> Result<bool, AgentError>;
+    /// Whether the server lets the holder of `token` scrape metrics (for
+    /// the agent's own `/metrics`). Nodes without a server say no.
+    async fn may_read_metrics(&self, _token: &str) -> Result<bool, AgentError> {
+        Ok(false)
+    }
     /// ConfigMap `project/name`, which a pod bound to `node` uses (the
     /// server refuses others); `None` when it does not exist.
     async fn config_map(
@@ -377,6 +382,18 @@ impl NodeApi for HttpNodeApi {
             PodAccess::Read => format!("{}/api/v1/projects/{project}/pods/{name}", self.base),
             PodAccess::Exec => format!("{}/api/v1/projects/{project}/pods/{name}/exec", self.base),
         };
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        Ok(response.status().is_success())
+    }
+
+    async fn may_read_metrics(&self, token: &str) -> Result<bool, AgentError> {
+        let url = format!("{}/api/v1/metrics/access", self.base);
         let response = self
             .http
             .get(&url)

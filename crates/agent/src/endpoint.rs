@@ -9,6 +9,7 @@
 //! POST /v1/pods/{project}/{name}/exec?container=C&command=["sh"]&stdin=true&tty=true&cols=80&rows=24
 //! POST /v1/pods/{project}/{name}/portforward?port=8080
 //! POST /v1/push                      falcon's push API, from this machine only
+//! GET  /metrics                      the newest collection, for Prometheus
 //! ```
 //!
 //! `/v1/push` is the exception to the token rule: falcon's plugins and
@@ -27,6 +28,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::api::{NodeApi, PodAccess};
 use crate::containers::ContainerRuntime;
+use crate::metrics::LatestSamples;
 use crate::metrics::push::MAX_PUSHES_IN_FLIGHT;
 
 /// The `Upgrade` protocol of an exec stream ([`crate::exec::Frame`]s).
@@ -41,6 +43,8 @@ pub(crate) struct EndpointState {
     pub node: String,
     /// Room for the user pushes being read and forwarded.
     pub pushes: tokio::sync::Semaphore,
+    /// The collector's newest samples, served by `/metrics`.
+    pub latest: LatestSamples,
 }
 
 /// Serves node `node`'s agent endpoint on `listener` until the task is
@@ -50,6 +54,7 @@ pub async fn serve_endpoint(
     node: &str,
     api: Arc<dyn NodeApi>,
     runtime: Arc<ContainerRuntime>,
+    latest: LatestSamples,
 ) -> std::io::Result<()> {
     let router = Router::new()
         .route("/v1/pods/{project}/{name}/log", get(crate::logs::pod_log))
@@ -59,11 +64,13 @@ pub async fn serve_endpoint(
             post(crate::streams::port_forward),
         )
         .route("/v1/push", post(crate::metrics::push::push))
+        .route("/metrics", get(crate::metrics::exposition::metrics))
         .with_state(Arc::new(EndpointState {
             api,
             runtime,
             node: node.to_owned(),
             pushes: tokio::sync::Semaphore::new(MAX_PUSHES_IN_FLIGHT),
+            latest,
         }));
     // The peer's address tells local pushes from others.
     axum::serve(

@@ -103,22 +103,37 @@ impl Exposition {
     pub fn federate(&mut self, latest: &[LatestSample]) {
         for sample in latest {
             let key = &sample.key;
-            let counter = sample.counter_type == CounterType::Counter;
-            let kind = if counter { Kind::Counter } else { Kind::Gauge };
-            let name = prometheus_name(&key.metric, counter);
-            let help = format!(
-                "falcon metric {} reported by the nodes' agents.",
-                key.metric
-            );
-            self.sample(
-                &name,
-                &help,
-                kind,
-                "",
-                falcon_labels(&key.endpoint, &key.tags),
+            self.falcon(
+                &key.endpoint,
+                &key.metric,
+                &key.tags,
+                sample.counter_type,
                 sample.value,
             );
         }
+    }
+
+    /// Adds one falcon sample under its Prometheus name.
+    pub fn falcon(
+        &mut self,
+        endpoint: &str,
+        metric: &str,
+        tags: &str,
+        kind: CounterType,
+        value: f64,
+    ) {
+        let counter = kind == CounterType::Counter;
+        let family = if counter { Kind::Counter } else { Kind::Gauge };
+        let name = prometheus_name(metric, counter);
+        let help = format!("falcon metric {metric} reported by the nodes' agents.");
+        self.sample(
+            &name,
+            &help,
+            family,
+            "",
+            falcon_labels(endpoint, tags),
+            value,
+        );
     }
 
     fn sample(

@@ -11,6 +11,7 @@
 //! their load on the server).
 
 pub mod containers;
+pub(crate) mod exposition;
 pub mod node;
 pub mod proc;
 pub(crate) mod push;
@@ -88,6 +89,23 @@ impl Batch {
     }
 }
 
+/// The newest collection, shared by the collector that makes it and the
+/// agent's `/metrics` that serves it ([`exposition`]). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct LatestSamples(Arc<std::sync::Mutex<Arc<Vec<FalconSample>>>>);
+
+impl LatestSamples {
+    /// Replaces the newest collection.
+    pub fn set(&self, samples: Vec<FalconSample>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(samples);
+    }
+
+    /// The newest collection (empty before the first).
+    pub fn get(&self) -> Arc<Vec<FalconSample>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Collects a node's metrics and pushes them, one batch a tick.
 pub struct Collector {
     node: String,
@@ -96,6 +114,8 @@ pub struct Collector {
     runtime: Arc<dyn Runtime>,
     /// Moved to a blocking thread for each reading and back.
     reader: Option<NodeReader>,
+    /// Where each collection is kept for the agent's `/metrics`.
+    latest: LatestSamples,
 }
 
 impl Collector {
@@ -114,7 +134,14 @@ impl Collector {
             api,
             runtime,
             reader: Some(reader),
+            latest: LatestSamples::default(),
         }
+    }
+
+    /// The same collector keeping each collection in `latest` as well.
+    pub fn keeping(mut self, latest: LatestSamples) -> Collector {
+        self.latest = latest;
+        self
     }
 
     /// Collects and pushes every `interval` until the task is dropped.
@@ -135,6 +162,7 @@ impl Collector {
         if samples.is_empty() {
             return;
         }
+        self.latest.set(samples.clone());
         if let Err(err) = self.api.push_metrics(&self.node, &samples).await {
             tracing::warn!(error = %err, node = self.node, samples = samples.len(), "metrics push failed; batch dropped");
         }

@@ -98,6 +98,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/livez",                                    Public,          get(health::livez)),
         row(Method::GET,    "/readyz",                                   Public,          get(health::readyz)),
         row(Method::GET,    "/metrics",                                  MetricsReader,   get(scrape::metrics)),
+        // Agents ask it before serving their own /metrics.
+        row(Method::GET,    "/api/v1/metrics/access",                    MetricsReader,   get(scrape::may_scrape)),
         row(Method::POST,   "/api/v1/login",                             Public,          post(session::login)),
         row(Method::POST,   "/api/v1/token",                             Public,          post(session::refresh)),
         row(Method::GET,    "/api/v1/me",                                Authenticated,   get(session::me)),

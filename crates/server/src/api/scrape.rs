@@ -19,6 +19,12 @@ use crate::AppState;
 /// with room for a slow push.
 const FRESH_SECS: i64 = 60;
 
+/// `GET /api/v1/metrics/access`: 204 when the caller may scrape; an
+/// agent asks it with the token its own `/metrics` was sent.
+pub(crate) async fn may_scrape() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
 /// `GET /metrics` (administrators and `metrics:read` robots).
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     let tsdb = state.metrics.clone();

@@ -14,6 +14,7 @@ use clap::Args;
 use tokio::sync::Mutex;
 use wharf_agent::containers::NodeSetup;
 use wharf_agent::dns::DnsServer;
+use wharf_agent::metrics::LatestSamples;
 use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
@@ -328,6 +329,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     args.address.clone(),
                     api.clone(),
                     None,
+                    config.latest_samples.clone(),
                 )
                 .await?;
                 config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
@@ -389,6 +391,7 @@ pub async fn node_runtime(
     host_ip: Option<String>,
     api: Arc<dyn NodeApi>,
     credentials: Option<RegistryCredentials>,
+    latest: LatestSamples,
 ) -> Result<NodeRuntime> {
     if options.runtime == "none" {
         return Ok((
@@ -421,7 +424,7 @@ pub async fn node_runtime(
     let serving = runtime.clone();
     let node = name.to_owned();
     let task = tokio::spawn(async move {
-        if let Err(err) = wharf_agent::serve_endpoint(listener, &node, api, serving).await {
+        if let Err(err) = wharf_agent::serve_endpoint(listener, &node, api, serving, latest).await {
             tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });

@@ -181,9 +181,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // One machine, one operator: the node pulls as admin. Agents on other
     // machines pull with a robot account (--registry-user).
     let admin = RegistryCredentials::new("admin", &password);
-    let (runtime, logs, dns) =
-        node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
     let mut agent_config = AgentConfig::new(&name);
+    let latest = agent_config.latest_samples.clone();
+    let (runtime, logs, dns) =
+        node_runtime(&node, &name, &url, None, api.clone(), Some(admin), latest).await?;
     agent_config.heartbeat_ttl = args.server.node_lease_ttl;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));

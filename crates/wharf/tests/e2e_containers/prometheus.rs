@@ -2,7 +2,8 @@
 //! in `authorization.credentials_file`, one target for the cluster. A real
 //! agent runs a container; Prometheus' query API then answers the node's
 //! CPU (`node_cpu_busy`) and the container's memory
-//! (`container_mem_working_set`). Disabling the robot stops the scrape.
+//! (`container_mem_working_set`); the agent's own `/metrics` takes the same
+//! token. Disabling the robot stops both.
 
 use std::net::TcpListener;
 use std::path::Path;
