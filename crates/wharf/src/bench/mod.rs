@@ -4,6 +4,7 @@ mod failover;
 mod glob;
 mod pods;
 mod probes;
+mod prometheus;
 mod registry;
 mod replication;
 mod rollout;
@@ -48,6 +49,9 @@ pub enum BenchCommand {
     /// The metrics store: ingest from a simulated fleet while serving
     /// queries, memory per series, 24-hour query latency.
     Tsdb(tsdb::TsdbBenchArgs),
+    /// CPU and memory of Debian's Prometheus scraping ENDPOINTS x SERIES
+    /// series beside a wharf server receiving the same series as pushes.
+    Prometheus(prometheus::PrometheusBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -63,6 +67,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
         BenchCommand::Tsdb(args) => tsdb::run(args).await,
+        BenchCommand::Prometheus(args) => prometheus::run(args).await,
     }
 }
 

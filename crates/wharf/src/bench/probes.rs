@@ -104,11 +104,11 @@ async fn phase(
 }
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ: 100 on Linux).
-const USER_HZ: f64 = 100.0;
+pub(super) const USER_HZ: f64 = 100.0;
 
 /// CPU of process `pid` in clock ticks: its own (utime + stime) and that of
 /// the children it reaped (cutime + cstime: `runc` runs, exec probes).
-fn cpu_ticks(pid: u32) -> Result<Ticks> {
+pub(super) fn cpu_ticks(pid: u32) -> Result<Ticks> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').context("malformed stat")?.1;
@@ -123,7 +123,7 @@ fn cpu_ticks(pid: u32) -> Result<Ticks> {
 
 /// CPU ticks of a process and of its reaped children.
 #[derive(Clone, Copy)]
-struct Ticks {
-    own: u64,
+pub(super) struct Ticks {
+    pub(super) own: u64,
     children: u64,
 }
