@@ -376,32 +376,16 @@ impl NodeApi for HttpNodeApi {
         name: &str,
         access: PodAccess,
     ) -> Result<bool, AgentError> {
-        // Each right has a route the server guards with it: asking that
-        // route with the caller's token is asking the server's own rules.
         let url = match access {
             PodAccess::Read => format!("{}/api/v1/projects/{project}/pods/{name}", self.base),
             PodAccess::Exec => format!("{}/api/v1/projects/{project}/pods/{name}/exec", self.base),
         };
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(transport)?;
-        Ok(response.status().is_success())
+        self.token_may_get(&url, token).await
     }
 
     async fn may_read_metrics(&self, token: &str) -> Result<bool, AgentError> {
         let url = format!("{}/api/v1/metrics/access", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(transport)?;
-        Ok(response.status().is_success())
+        self.token_may_get(&url, token).await
     }
 
     async fn config_map(
@@ -460,6 +444,20 @@ impl NodeApi for HttpNodeApi {
 }
 
 impl HttpNodeApi {
+    /// Whether the server answers a GET of `url` with the caller's `token`:
+    /// each right the agent's endpoint checks has a route the server guards
+    /// with it, so asking that route is asking the server's own rules.
+    async fn token_may_get(&self, url: &str, token: &str) -> Result<bool, AgentError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        Ok(response.status().is_success())
+    }
+
     /// The changes a watch at `url` streams, each line read by `parse`
     /// (`None`: a line of no interest).
     async fn watch<C: Send + 'static>(
