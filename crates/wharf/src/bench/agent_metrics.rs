@@ -86,3 +86,12 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .context("no VmRSS in /proc/PID/status")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_process_has_a_resident_size() {
+        let kib = super::rss_kib(std::process::id()).unwrap();
+        assert!(kib > 100, "{kib} KiB");
+    }
+}
