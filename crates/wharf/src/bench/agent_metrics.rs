@@ -65,7 +65,9 @@ pub async fn run(args: AgentMetricsBenchArgs) -> Result<()> {
 /// A fresh `wharf up` collecting every `interval`, measured with the pods
 /// running.
 async fn measure(args: &AgentMetricsBenchArgs, interval: &str, window: Duration) -> Result<Cost> {
-    let extra = ["--metrics-interval", interval];
+    // A long lease: on a loaded machine a late heartbeat would otherwise
+    // fence (stop) the pool-addressed pods and they would never all run.
+    let extra = ["--metrics-interval", interval, "--node-lease-ttl", "30s"];
     with_up_args("agent metrics benchmark", &extra, async |up| {
         let pid = up.pid().context("wharf up has exited")?;
         let cores = phase(up, pid, "idle", args.containers, "", window).await?;
