@@ -186,6 +186,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let (runtime, logs, dns) =
         node_runtime(&node, &name, &url, None, api.clone(), Some(admin), latest).await?;
     agent_config.heartbeat_ttl = args.server.node_lease_ttl;
+    agent_config.metrics_interval = node.metrics_interval;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
     let agent = Agent::new(api, runtime, agent_config);
