@@ -14,6 +14,7 @@ use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
+use crate::health::{HEALTH_EVERY, HEALTH_TIMEOUT, watch_health};
 use crate::machine::{self, CpuLoad};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
@@ -55,6 +56,9 @@ pub struct AgentConfig {
     /// How often the running containers' CPU and memory are sampled and
     /// reported.
     pub usage_interval: Duration,
+    /// How often the container runtime's health is checked (a failing
+    /// one makes the node not ready).
+    pub health_interval: Duration,
 }
 
 impl AgentConfig {
@@ -70,6 +74,7 @@ impl AgentConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            health_interval: HEALTH_EVERY,
         }
     }
 
@@ -112,6 +117,8 @@ pub struct Agent {
     fence: Fence,
     services: watch::Sender<Arc<ServiceView>>,
     service_rules: Option<Arc<dyn ServiceRules>>,
+    /// Why the node cannot run pods, while its runtime fails.
+    not_ready: watch::Sender<Option<String>>,
 }
 
 impl Agent {
@@ -124,6 +131,7 @@ impl Agent {
             config,
             services: watch::channel(Arc::default()).0,
             service_rules: None,
+            not_ready: watch::channel(None).0,
         }
     }
 
@@ -151,6 +159,12 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        let health = tokio::spawn(watch_health(
+            this.runtime.clone(),
+            this.not_ready.clone(),
+            this.config.health_interval,
+            HEALTH_TIMEOUT,
+        ));
         // Subscribed before the watcher starts, so no view goes unseen.
         let rules = this.service_rules.clone().map(|rules| {
             AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
@@ -168,6 +182,7 @@ impl Agent {
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
+            AbortOnDropHandle::new(health),
             AbortOnDropHandle::new(services),
             rules,
         );
@@ -207,6 +222,7 @@ impl Agent {
         let mut lease = None;
         let mut load = CpuLoad::new();
         let mut last_status = tokio::time::Instant::now();
+        let mut not_ready = self.not_ready.subscribe();
         loop {
             let sent = tokio::time::Instant::now();
             match self
@@ -222,10 +238,18 @@ impl Agent {
                     tracing::warn!(error = %err, node = self.config.name, "heartbeat failed")
                 }
             }
-            if last_status.elapsed() >= STATUS_EVERY {
+            // A change of health goes out at once: it moves pods.
+            let health_changed = not_ready.has_changed().unwrap_or(false);
+            if health_changed || last_status.elapsed() >= STATUS_EVERY {
                 last_status = tokio::time::Instant::now();
-                if let Err(err) = self.api.register(self.config.node(load.sample())).await {
+                let mut node = self.config.node(load.sample());
+                node.status.not_ready_reason = not_ready.borrow_and_update().clone();
+                if let Err(err) = self.api.register(node).await {
                     tracing::warn!(error = %err, node = self.config.name, "status report failed");
+                    if health_changed {
+                        // Sent again on the next beat, not in 30 s.
+                        not_ready.mark_changed();
+                    }
                 }
                 self.runtime.release_volumes().await;
             }

@@ -49,6 +49,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn usage(&self) -> Vec<PodUsage> {
         Vec::new()
     }
+    /// Whether the runtime can run pods now; why not otherwise (the node
+    /// then reports itself not ready). A runtime without containers has
+    /// nothing to fail.
+    async fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a
