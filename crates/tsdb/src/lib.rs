@@ -158,6 +158,9 @@ type Pending = HashMap<u32, Vec<(Resolution, Bucket)>>;
 /// bucket exactly once, pending or written.
 const FILE_STRIPES: usize = 64;
 
+/// Series a flush takes from the table and appends under one lock.
+const FLUSH_CHUNK: usize = 64;
+
 impl Series {
     fn new(key: Arc<SeriesKey>, kind: CounterType) -> Series {
         Series {
@@ -431,35 +434,56 @@ impl Tsdb {
             }
             inner.in_flight.keys().copied().collect()
         };
-        ids.sort_unstable();
-        for id in ids {
-            let _file = self.file_lock(id);
-            let Some(mut buckets) = self.lock().in_flight.remove(&id) else {
-                continue;
+        // A stripe's series in chunks: one lock of the table per chunk, not
+        // per series, so inserts are not held up a million times a flush,
+        // and a query of a series waits for one chunk's appends at most.
+        ids.sort_unstable_by_key(|id| (*id as usize % FILE_STRIPES, *id));
+        let chunks = ids.chunk_by(|a, b| *a as usize % FILE_STRIPES == *b as usize % FILE_STRIPES);
+        for chunk in chunks.flat_map(|stripe| stripe.chunks(FLUSH_CHUNK)) {
+            let _file = self.file_lock(chunk[0]);
+            let taken: Vec<(u32, Vec<(Resolution, Bucket)>)> = {
+                let mut inner = self.lock();
+                chunk
+                    .iter()
+                    .filter_map(|id| inner.in_flight.remove(id).map(|b| (*id, b)))
+                    .collect()
             };
-            let file_of = |(resolution, bucket): &(Resolution, Bucket)| {
-                (*resolution, bucket.start.div_euclid(DAY))
-            };
-            buckets.sort_by_key(file_of);
-            for (n, run) in buckets
-                .chunk_by(|a, b| file_of(a) == file_of(b))
-                .enumerate()
-            {
-                let (resolution, first) = run[0];
-                let path = segment::path(&self.dir, resolution, first.start, id);
-                let records: Vec<Bucket> = run.iter().map(|(_, b)| *b).collect();
-                if let Err(err) = segment::append(&path, &records) {
-                    // Runs before this one are written: keep the rest.
-                    let written: usize = buckets
-                        .chunk_by(|a, b| file_of(a) == file_of(b))
-                        .take(n)
-                        .map(<[_]>::len)
-                        .sum();
-                    let rest = buckets.split_off(written);
-                    self.lock().in_flight.insert(id, rest);
-                    return Err(io_error(&path)(err));
+            let mut taken = taken.into_iter();
+            while let Some((id, buckets)) = taken.next() {
+                if let Err((rest, err)) = self.append_series(id, buckets) {
+                    // What is not written stays in flight for the next flush.
+                    let mut inner = self.lock();
+                    inner.in_flight.insert(id, rest);
+                    inner.in_flight.extend(taken);
+                    return Err(err);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Appends one series' buckets to their files; on a failure, gives back
+    /// the buckets not written.
+    #[allow(clippy::type_complexity)]
+    fn append_series(
+        &self,
+        id: u32,
+        mut buckets: Vec<(Resolution, Bucket)>,
+    ) -> Result<(), (Vec<(Resolution, Bucket)>, TsdbError)> {
+        let file_of = |(resolution, bucket): &(Resolution, Bucket)| {
+            (*resolution, bucket.start.div_euclid(DAY))
+        };
+        buckets.sort_by_key(file_of);
+        let mut written = 0;
+        for run in buckets.chunk_by(|a, b| file_of(a) == file_of(b)) {
+            let (resolution, first) = run[0];
+            let path = segment::path(&self.dir, resolution, first.start, id);
+            let records: Vec<Bucket> = run.iter().map(|(_, b)| *b).collect();
+            if let Err(err) = segment::append(&path, &records) {
+                let error = io_error(&path)(err);
+                return Err((buckets.split_off(written), error));
+            }
+            written += run.len();
         }
         Ok(())
     }
