@@ -16,6 +16,7 @@ use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::health::{HEALTH_EVERY, HEALTH_TIMEOUT, watch_health};
 use crate::machine::{self, CpuLoad};
+use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, node::NodeReader};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
@@ -59,6 +60,9 @@ pub struct AgentConfig {
     /// How often the container runtime's health is checked (a failing
     /// one makes the node not ready).
     pub health_interval: Duration,
+    /// How often the node's and its containers' metrics are collected and
+    /// pushed ([`crate::metrics`]); zero turns collection off.
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -75,6 +79,7 @@ impl AgentConfig {
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
             health_interval: HEALTH_EVERY,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -165,6 +170,17 @@ impl Agent {
             this.config.health_interval,
             HEALTH_TIMEOUT,
         ));
+        let interval = this.config.metrics_interval;
+        let metrics = (!interval.is_zero()).then(|| {
+            let collector = Collector::new(
+                &this.config.name,
+                interval,
+                this.api.clone(),
+                this.runtime.clone(),
+                NodeReader::default(),
+            );
+            AbortOnDropHandle::new(tokio::spawn(collector.run(interval)))
+        });
         // Subscribed before the watcher starts, so no view goes unseen.
         let rules = this.service_rules.clone().map(|rules| {
             AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
@@ -185,6 +201,7 @@ impl Agent {
             AbortOnDropHandle::new(health),
             AbortOnDropHandle::new(services),
             rules,
+            metrics,
         );
         let mut workers = Workers::default();
         loop {

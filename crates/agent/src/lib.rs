@@ -19,6 +19,7 @@ mod fencing;
 mod health;
 mod logs;
 pub mod machine;
+pub mod metrics;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
@@ -38,6 +39,7 @@ pub use api::{
 };
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
+pub use metrics::DEFAULT_METRICS_INTERVAL;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
 pub use service_rules::ServiceRules;
 pub use simulate::{Simulation, SimulationConfig};

@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::mount::MsFlags;
-use wharf_api::ContainerUsage;
 use wharf_runc::spec::SpecOptions;
 use wharf_runc::{Bundle, ExitStatus, Runc, RuncError, ShimCommand};
 
 use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
 use super::mounts::{remove_unmounted, unmount};
 use super::volumes;
-use crate::usage::CgroupSampler;
+use crate::usage::{CgroupSampler, CgroupStats};
 
 /// Runs containers with runc through shims.
 pub struct RuncDriver {
@@ -211,12 +210,12 @@ impl ContainerDriver for RuncDriver {
         Some(&self.runc)
     }
 
-    async fn usage(&self, id: &str) -> Option<ContainerUsage> {
+    async fn stats(&self, id: &str) -> Option<CgroupStats> {
         let path = cgroups_path(id);
         let sampler = self.sampler.clone();
-        blocking(move || sampler.sample(&path).map_err(|e| e.to_string()))
+        blocking(move || sampler.stats(&path).map_err(|e| e.to_string()))
             .await
-            .inspect_err(|err| tracing::debug!(container = id, error = %err, "no usage sample"))
+            .inspect_err(|err| tracing::debug!(container = id, error = %err, "no cgroup stats"))
             .ok()
     }
 
