@@ -14,6 +14,9 @@
 //! /cluster/services/<project>/<name>        Service (cluster IPs: see `services`)
 //! /cluster/endpoints/<project>/<name>       Endpoints of the service of that name
 //! /cluster/hpas/<project>/<name>            HorizontalPodAutoscaler (see `autoscalers`)
+//! /cluster/alertrules/[<project>/]<name>    AlertRule (no project: cluster-wide)
+//! /cluster/silences/[<project>/]<name>      Silence (no project: cluster-wide)
+//! /cluster/alertreceivers/[<project>/]<name> AlertReceiver, secret sealed
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -25,8 +28,9 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
-    LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod, Service,
+    AlertReceiver, AlertRule, ConfigMap, Deployment, DeploymentRevision, Endpoints, Event,
+    HorizontalPodAutoscaler, IpPool, LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod,
+    Service, Silence,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -86,6 +90,18 @@ object_kind!(
     DeploymentRevision,
     "DeploymentRevision",
     "/cluster/revisions/",
+    true
+);
+
+// Alerting objects are namespaced, and those without a project are the
+// cluster's: their keys sit directly under the prefix, which no project's
+// key does (names have no '/').
+object_kind!(AlertRule, "AlertRule", "/cluster/alertrules/", true);
+object_kind!(Silence, "Silence", "/cluster/silences/", true);
+object_kind!(
+    AlertReceiver,
+    "AlertReceiver",
+    "/cluster/alertreceivers/",
     true
 );
 
