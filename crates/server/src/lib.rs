@@ -43,7 +43,9 @@ use wharf_replication::{
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
-pub use alerts::{DEFAULT_ALERT_EVAL_INTERVAL, RetryPolicy};
+pub use alerts::{
+    DEFAULT_ALERT_EVAL_INTERVAL, DELIVERY_HEADER, RetryPolicy, SIGNATURE_HEADER, webhook_signature,
+};
 pub use api::{Access, RouteInfo, route_table};
 
 /// Everything a server needs to start.

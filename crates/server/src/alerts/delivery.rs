@@ -17,7 +17,7 @@ use super::signature::{SIGNATURE_HEADER, sign};
 /// Deliveries kept per receiver.
 pub(crate) const LOG_LEN: usize = 100;
 /// Sent with every notification: the delivery's id.
-pub(crate) const DELIVERY_HEADER: &str = "X-Wharf-Delivery";
+pub const DELIVERY_HEADER: &str = "X-Wharf-Delivery";
 /// How long one attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 

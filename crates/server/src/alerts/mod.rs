@@ -12,9 +12,10 @@ mod state;
 
 use std::time::Duration;
 
-pub use delivery::RetryPolicy;
+pub use delivery::{DELIVERY_HEADER, RetryPolicy};
 pub(crate) use delivery::{Sender, read_log, remove_log, secret_name};
 pub(crate) use evaluator::AlertEvaluator;
+pub use signature::{SIGNATURE_HEADER, sign as webhook_signature};
 
 /// How often rules are evaluated unless configured otherwise.
 pub const DEFAULT_ALERT_EVAL_INTERVAL: Duration = Duration::from_secs(15);

@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 /// The header carrying the signature.
-pub(crate) const SIGNATURE_HEADER: &str = "X-Wharf-Signature";
+pub const SIGNATURE_HEADER: &str = "X-Wharf-Signature";
 
 const BLOCK: usize = 64;
 
@@ -32,8 +32,14 @@ pub(crate) fn hmac_sha256(key: &[u8], body: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The header value for `body`: `sha256=<lowercase hex>`.
-pub(crate) fn sign(secret: &[u8], body: &[u8]) -> String {
+/// The header value for `body`: `sha256=<lowercase hex>`. Receivers (and
+/// tests) compute it over the body they read to check a notification.
+///
+/// ```
+/// let header = wharf_server::webhook_signature(b"s3cret", b"{}");
+/// assert!(header.starts_with("sha256="));
+/// ```
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
 }
 
