@@ -15,6 +15,7 @@ use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::machine::{self, CpuLoad};
+use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, node::NodeReader};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
@@ -55,6 +56,9 @@ pub struct AgentConfig {
     /// How often the running containers' CPU and memory are sampled and
     /// reported.
     pub usage_interval: Duration,
+    /// How often the node's and its containers' metrics are collected and
+    /// pushed ([`crate::metrics`]); zero turns collection off.
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -70,6 +74,7 @@ impl AgentConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -151,6 +156,17 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        let interval = this.config.metrics_interval;
+        let metrics = (!interval.is_zero()).then(|| {
+            let collector = Collector::new(
+                &this.config.name,
+                interval,
+                this.api.clone(),
+                this.runtime.clone(),
+                NodeReader::default(),
+            );
+            AbortOnDropHandle::new(tokio::spawn(collector.run(interval)))
+        });
         // Subscribed before the watcher starts, so no view goes unseen.
         let rules = this.service_rules.clone().map(|rules| {
             AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
@@ -170,6 +186,7 @@ impl Agent {
             AbortOnDropHandle::new(usage),
             AbortOnDropHandle::new(services),
             rules,
+            metrics,
         );
         let mut workers = Workers::default();
         loop {

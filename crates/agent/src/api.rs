@@ -11,8 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::{
-    ConfigMap, Endpoints, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport, PodStatus,
-    PodUsage, Secret, Service,
+    ConfigMap, Endpoints, FalconSample, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport,
+    PodStatus, PodUsage, Secret, Service,
 };
 
 use crate::AgentError;
@@ -130,6 +130,9 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError>;
     /// Reports one sample of the usage of `node`'s running containers.
     async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError>;
+    /// Pushes one batch of `node`'s metrics (its own, its containers',
+    /// and user pushes it forwards) into the server's time-series store.
+    async fn push_metrics(&self, node: &str, samples: &[FalconSample]) -> Result<(), AgentError>;
     /// Every service and every endpoints object (each node forwards every
     /// service), and the revision to watch them from.
     async fn node_services(&self, node: &str) -> Result<(ServiceView, u64), AgentError>;
@@ -343,6 +346,12 @@ impl NodeApi for HttpNodeApi {
     async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError> {
         let url = format!("{}/api/v1/nodes/{node}/usage", self.base);
         self.send(|http| http.put(&url).json(pods)).await?;
+        Ok(())
+    }
+
+    async fn push_metrics(&self, node: &str, samples: &[FalconSample]) -> Result<(), AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/metrics", self.base);
+        self.send(|http| http.post(&url).json(samples)).await?;
         Ok(())
     }
 

@@ -8,7 +8,12 @@
 //! GET  /v1/pods/{project}/{name}/log?container=C&follow=true&tailLines=N&previous=true
 //! POST /v1/pods/{project}/{name}/exec?container=C&command=["sh"]&stdin=true&tty=true&cols=80&rows=24
 //! POST /v1/pods/{project}/{name}/portforward?port=8080
+//! POST /v1/push                      falcon's push API, from this machine only
 //! ```
+//!
+//! `/v1/push` is the exception to the token rule: falcon's plugins and
+//! scripts send none, so it is open to local processes only (see
+//! [`crate::metrics::push`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::api::{NodeApi, PodAccess};
 use crate::containers::ContainerRuntime;
+use crate::metrics::push::MAX_PUSHES_IN_FLIGHT;
 
 /// The `Upgrade` protocol of an exec stream ([`crate::exec::Frame`]s).
 pub const EXEC_PROTOCOL: &str = "wharf-exec.v1";
@@ -31,11 +37,17 @@ pub const PORT_FORWARD_PROTOCOL: &str = "wharf-tcp.v1";
 pub(crate) struct EndpointState {
     pub api: Arc<dyn NodeApi>,
     pub runtime: Arc<ContainerRuntime>,
+    /// The node whose metrics user pushes are forwarded as.
+    pub node: String,
+    /// Room for the user pushes being read and forwarded.
+    pub pushes: tokio::sync::Semaphore,
 }
 
-/// Serves the agent's endpoint on `listener` until the task is dropped.
+/// Serves node `node`'s agent endpoint on `listener` until the task is
+/// dropped.
 pub async fn serve_endpoint(
     listener: tokio::net::TcpListener,
+    node: &str,
     api: Arc<dyn NodeApi>,
     runtime: Arc<ContainerRuntime>,
 ) -> std::io::Result<()> {
@@ -46,8 +58,19 @@ pub async fn serve_endpoint(
             "/v1/pods/{project}/{name}/portforward",
             post(crate::streams::port_forward),
         )
-        .with_state(Arc::new(EndpointState { api, runtime }));
-    axum::serve(listener, router).await
+        .route("/v1/push", post(crate::metrics::push::push))
+        .with_state(Arc::new(EndpointState {
+            api,
+            runtime,
+            node: node.to_owned(),
+            pushes: tokio::sync::Semaphore::new(MAX_PUSHES_IN_FLIGHT),
+        }));
+    // The peer's address tells local pushes from others.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }
 
 pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Response {

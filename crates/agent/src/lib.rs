@@ -18,6 +18,7 @@ pub mod exec;
 mod fencing;
 mod logs;
 pub mod machine;
+pub mod metrics;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;
@@ -37,6 +38,7 @@ pub use api::{
 };
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
+pub use metrics::DEFAULT_METRICS_INTERVAL;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
 pub use service_rules::ServiceRules;
 pub use simulate::{Simulation, SimulationConfig};

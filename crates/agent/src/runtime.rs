@@ -5,6 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use wharf_api::{ContainerState, ContainerStatus, Pod, PodPhase, PodStatus, PodUsage};
 
+use crate::metrics::containers::PodStats;
+
 /// Where a runtime reports status while a step is under way (an image
 /// pull's progress, say). The agent sends the latest to the server.
 pub type Progress<'a> = &'a (dyn Fn(PodStatus) + Send + Sync);
@@ -47,6 +49,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// The CPU and memory counters of the running containers of the pods
     /// held here; a runtime without containers measures none.
     async fn usage(&self) -> Vec<PodUsage> {
+        Vec::new()
+    }
+    /// What monitoring reads of the running containers of the pods held
+    /// here (cgroups, the pods' network); none without containers.
+    async fn pod_stats(&self) -> Vec<PodStats> {
         Vec::new()
     }
 }

@@ -26,6 +26,8 @@ mod hostnet;
 mod hpa;
 #[path = "e2e_containers/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e_containers/node_metrics.rs"]
+mod node_metrics;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/pvc.rs"]

@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use wharf_api::{Container, ContainerUsage, EffectiveSecurity};
 use wharf_runc::spec::ProcessDefaults;
 
+use crate::usage::CgroupStats;
+
 /// An image ready to run: its unpacked layers and process defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
@@ -167,6 +169,12 @@ pub trait ContainerDriver: Send + Sync + 'static {
     /// The CPU and memory counters of running container `id`; `None` when
     /// the driver measures none or the container is gone.
     async fn usage(&self, id: &str) -> Option<ContainerUsage> {
+        let _ = id;
+        None
+    }
+    /// What monitoring reads of running container `id`'s cgroup; `None`
+    /// when the driver measures none or the container is gone.
+    async fn stats(&self, id: &str) -> Option<CgroupStats> {
         let _ = id;
         None
     }

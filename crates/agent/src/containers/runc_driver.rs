@@ -25,7 +25,7 @@ use wharf_runc::{Bundle, ExitStatus, Runc, RuncError, ShimCommand};
 use super::driver::{ContainerDriver, ContainerError, Exit, Launch, Liveness};
 use super::mounts::{remove_unmounted, unmount};
 use super::volumes;
-use crate::usage::CgroupSampler;
+use crate::usage::{CgroupSampler, CgroupStats};
 
 /// Runs containers with runc through shims.
 pub struct RuncDriver {
@@ -217,6 +217,15 @@ impl ContainerDriver for RuncDriver {
         blocking(move || sampler.sample(&path).map_err(|e| e.to_string()))
             .await
             .inspect_err(|err| tracing::debug!(container = id, error = %err, "no usage sample"))
+            .ok()
+    }
+
+    async fn stats(&self, id: &str) -> Option<CgroupStats> {
+        let path = cgroups_path(id);
+        let sampler = self.sampler.clone();
+        blocking(move || sampler.stats(&path).map_err(|e| e.to_string()))
+            .await
+            .inspect_err(|err| tracing::debug!(container = id, error = %err, "no cgroup stats"))
             .ok()
     }
 

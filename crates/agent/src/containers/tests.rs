@@ -113,6 +113,9 @@ impl NodeApi for PoolAddresses {
     async fn report_usage(&self, _: &str, _: &[wharf_api::PodUsage]) -> Result<(), AgentError> {
         unreachable!("the runtime reports no usage; the agent does")
     }
+    async fn push_metrics(&self, _: &str, _: &[wharf_api::FalconSample]) -> Result<(), AgentError> {
+        unreachable!("the runtime pushes no metrics; the agent's collector does")
+    }
     async fn node_services(
         &self,
         _: &str,

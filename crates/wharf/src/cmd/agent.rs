@@ -62,6 +62,11 @@ pub struct AgentArgs {
     /// reported (what `wharf top pods` and autoscaling read).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     usage_interval: Duration,
+    /// How often the node's and its containers' metrics (falcon's names)
+    /// are collected and pushed to the server; 0 turns collection off.
+    /// Simulated nodes collect none.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    metrics_interval: Duration,
     /// Register this many hollow nodes instead, which report their pods as
     /// running without containers.
     #[arg(long)]
@@ -314,6 +319,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.heartbeat_interval =
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 config.usage_interval = args.usage_interval;
+                config.metrics_interval = args.metrics_interval;
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs, dns) = node_runtime(
                     &args.node,
@@ -413,8 +419,9 @@ pub async fn node_runtime(
     let endpoint = format!("http://{host}:{}", bound.port());
     let dns = runtime.dns().cloned();
     let serving = runtime.clone();
+    let node = name.to_owned();
     let task = tokio::spawn(async move {
-        if let Err(err) = wharf_agent::serve_endpoint(listener, api, serving).await {
+        if let Err(err) = wharf_agent::serve_endpoint(listener, &node, api, serving).await {
             tracing::error!(error = %err, "the agent endpoint stopped");
         }
     });

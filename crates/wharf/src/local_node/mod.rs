@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use wharf_agent::service_view::ServiceView;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges, ServiceChange, ServiceChanges};
 use wharf_api::{
-    ConfigMap, ConfigRef, Endpoints, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport,
-    PodStatus, PodUsage, Secret, Service,
+    ConfigMap, ConfigRef, Endpoints, FalconSample, IpClaim, Node, PersistentVolumeClaim, Pod,
+    PodEventReport, PodStatus, PodUsage, Secret, Service,
 };
 use wharf_control::{Change, ControlError, EventRecorder, Objects, PodMetricsStore, used_on_node};
 
@@ -210,6 +210,12 @@ impl NodeApi for LocalNodeApi {
     async fn report_usage(&self, node: &str, pods: &[PodUsage]) -> Result<(), AgentError> {
         let now = pods.iter().map(|p| p.timestamp_ms).max().unwrap_or(0);
         self.metrics.record(node, pods.to_vec(), now);
+        Ok(())
+    }
+
+    /// In-process fleets keep no time-series store (`wharf bench tsdb`
+    /// measures ingest on its own): the batch is dropped.
+    async fn push_metrics(&self, _node: &str, _samples: &[FalconSample]) -> Result<(), AgentError> {
         Ok(())
     }
 

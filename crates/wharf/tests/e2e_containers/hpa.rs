@@ -16,7 +16,7 @@ use super::{
 
 /// Held by each test that burns CPU: two burners at once on a small
 /// machine starve each other's measurements.
-static BURNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static BURNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Burns a CPU while /tmp/burn exists, else idles: `wharf exec` turns the
 /// load on and off.
