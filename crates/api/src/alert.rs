@@ -465,28 +465,10 @@ pub struct AlertNotification {
     pub group_labels: BTreeMap<String, String>,
     /// The rule's annotations.
     pub annotations: BTreeMap<String, String>,
-    /// The alerts of the group that changed to `status`.
-    pub alerts: Vec<NotifiedAlert>,
-}
-
-/// One alert in a notification.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NotifiedAlert {
-    /// All its labels: the group's, the rule's, `alertname`, `severity`.
-    pub labels: BTreeMap<String, String>,
-    /// Its state.
-    pub state: AlertState,
-    /// The value last evaluated.
-    pub value: f64,
-    /// When the condition started to hold (ms).
-    pub active_at: u64,
-    /// When it fired (ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fired_at: Option<u64>,
-    /// When it resolved (ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved_at: Option<u64>,
+    /// The alerts of the group that changed to `status`, each with all
+    /// its labels (the group's, the rule's, `alertname`, `severity`,
+    /// `project`).
+    pub alerts: Vec<Alert>,
 }
 
 #[cfg(test)]

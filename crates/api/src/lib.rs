@@ -55,7 +55,7 @@ mod workload;
 pub use alert::{
     ALERT_HISTORY_LEN, Alert, AlertAggregation, AlertNotification, AlertReceiver, AlertRule,
     AlertRuleSpec, AlertRuleStatus, AlertState, AlertTransition, Comparison, Delivery,
-    DeliveryState, MAX_ALERT_WINDOW_SECONDS, NotifiedAlert, ReceiverSpec, Silence, SilenceSpec,
+    DeliveryState, MAX_ALERT_WINDOW_SECONDS, ReceiverSpec, Silence, SilenceSpec,
 };
 pub use autoscaling::{
     HorizontalPodAutoscaler, HpaBehavior, HpaSpec, HpaStatus, MetricSpec, MetricStatus,

@@ -17,30 +17,16 @@ impl Objects {
     ) -> Result<(AlertRule, bool), ControlError> {
         rule.validate()?;
         rule.status = Default::default();
-        let project = rule.metadata.project.clone();
-        let name = rule.metadata.name.clone();
-        if self
-            .get::<AlertRule>(project.as_deref(), &name)
-            .await?
-            .is_none()
-        {
-            match self.create(rule.clone()).await {
-                Ok(created) => return Ok((created, true)),
-                Err(ControlError::Conflict(_)) => {}
-                Err(err) => return Err(err),
+        let applied = rule.clone();
+        self.create_or_modify(rule, |current: &mut AlertRule| {
+            let spec_changed = current.spec != applied.spec;
+            if spec_changed {
+                current.spec = applied.spec.clone();
+                current.metadata.generation += 1;
             }
-        }
-        let updated = self
-            .modify::<AlertRule>(project.as_deref(), &name, |current| {
-                let spec_changed = current.spec != rule.spec;
-                if spec_changed {
-                    current.spec = rule.spec.clone();
-                    current.metadata.generation += 1;
-                }
-                take_applied_metadata(&mut current.metadata, &rule.metadata) || spec_changed
-            })
-            .await?;
-        Ok((updated, false))
+            take_applied_metadata(&mut current.metadata, &applied.metadata) || spec_changed
+        })
+        .await
     }
 
     /// Creates a receiver or replaces its URL and secret (a receiver given
@@ -50,36 +36,29 @@ impl Objects {
         receiver: AlertReceiver,
     ) -> Result<(AlertReceiver, bool), ControlError> {
         receiver.validate()?;
-        let project = receiver.metadata.project.clone();
-        let name = receiver.metadata.name.clone();
-        if self
-            .get::<AlertReceiver>(project.as_deref(), &name)
+        let exists = self
+            .get::<AlertReceiver>(
+                receiver.metadata.project.as_deref(),
+                &receiver.metadata.name,
+            )
             .await?
-            .is_none()
-        {
-            if receiver.spec.secret.is_none() {
-                return Err(ControlError::Invalid(wharf_api::ObjectError::Parse(
-                    "spec.secret: required: notifications are signed with it".into(),
-                )));
-            }
-            match self.create(receiver.clone()).await {
-                Ok(created) => return Ok((created, true)),
-                Err(ControlError::Conflict(_)) => {}
-                Err(err) => return Err(err),
-            }
+            .is_some();
+        if !exists && receiver.spec.secret.is_none() {
+            return Err(ControlError::Invalid(wharf_api::ObjectError::Parse(
+                "spec.secret: required: notifications are signed with it".into(),
+            )));
         }
-        let updated = self
-            .modify::<AlertReceiver>(project.as_deref(), &name, |current| {
-                let before = current.spec.clone();
-                current.spec.url = receiver.spec.url.clone();
-                if receiver.spec.secret.is_some() {
-                    current.spec.secret = receiver.spec.secret.clone();
-                }
-                take_applied_metadata(&mut current.metadata, &receiver.metadata)
-                    || current.spec != before
-            })
-            .await?;
-        Ok((updated, false))
+        let applied = receiver.clone();
+        self.create_or_modify(receiver, |current: &mut AlertReceiver| {
+            let before = current.spec.clone();
+            current.spec.url = applied.spec.url.clone();
+            if applied.spec.secret.is_some() {
+                current.spec.secret = applied.spec.secret.clone();
+            }
+            take_applied_metadata(&mut current.metadata, &applied.metadata)
+                || current.spec != before
+        })
+        .await
     }
 
     /// Objects of a kind in one scope: a project's, or (`None`) the
@@ -98,25 +77,9 @@ impl Objects {
     /// Deletes every alert rule, silence and receiver of `project`;
     /// returns how many.
     pub async fn delete_project_alerting(&self, project: &str) -> Result<usize, ControlError> {
-        let mut count = self.delete_all::<AlertRule>(project).await?;
-        count += self.delete_all::<Silence>(project).await?;
-        count += self.delete_all::<AlertReceiver>(project).await?;
-        Ok(count)
-    }
-
-    async fn delete_all<T: Object>(&self, project: &str) -> Result<usize, ControlError> {
-        let mut count = 0;
-        for object in self.list_scoped::<T>(Some(project)).await? {
-            match self
-                .delete::<T>(Some(project), &object.metadata().name, None)
-                .await
-            {
-                Ok(_) => count += 1,
-                Err(ControlError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(count)
+        Ok(self.delete_in_project::<AlertRule>(project).await?
+            + self.delete_in_project::<Silence>(project).await?
+            + self.delete_in_project::<AlertReceiver>(project).await?)
     }
 }
 

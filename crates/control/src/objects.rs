@@ -331,6 +331,45 @@ impl Objects {
         )))
     }
 
+    /// Creates `object` if no object of its name exists, else changes the
+    /// stored one with `change` (retrying on conflicts; `false` leaves it);
+    /// `true` if it was created. What `apply` does for every kind.
+    pub async fn create_or_modify<T: Object>(
+        &self,
+        object: T,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<(T, bool), ControlError> {
+        let project = object.metadata().project.clone();
+        let name = object.metadata().name.clone();
+        if self.get::<T>(project.as_deref(), &name).await?.is_none() {
+            match self.create(object).await {
+                Ok(created) => return Ok((created, true)),
+                // Created meanwhile: change that one.
+                Err(ControlError::Conflict(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let changed = self.modify::<T>(project.as_deref(), &name, change).await?;
+        Ok((changed, false))
+    }
+
+    /// Deletes every object of a kind in `project`; returns how many.
+    pub async fn delete_in_project<T: Object>(&self, project: &str) -> Result<usize, ControlError> {
+        let (objects, _) = self.list::<T>(Some(project), None).await?;
+        let mut count = 0;
+        for object in objects {
+            match self
+                .delete::<T>(Some(project), &object.metadata().name, None)
+                .await
+            {
+                Ok(_) => count += 1,
+                Err(ControlError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(count)
+    }
+
     /// Deletes an object: only if still at `expected` revision, when given;
     /// otherwise whatever version is there (a concurrent status update by a
     /// controller does not make the delete fail), returning the one deleted.

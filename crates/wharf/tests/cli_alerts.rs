@@ -13,7 +13,7 @@ use common::TestServer;
 use common::api::ApiClient;
 use common::cli::{fails, ok, run as wharf};
 use common::server::{ADMIN_PASSWORD, admin_credentials};
-use common::webhook::Webhook;
+use common::webhook::{Webhook, cpu_rule_args};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -73,17 +73,7 @@ async fn alerts_are_ruled_silenced_and_delivered_through_the_cli() {
         .await
         .unwrap();
     let hook = Webhook::start("127.0.0.1:0", SECRET);
-    let receiver = [
-        "alert",
-        "receiver",
-        "add",
-        "ops",
-        "--url",
-        &hook.url,
-        "--secret-stdin",
-        "-p",
-        "shop",
-    ];
+    let receiver = hook.receiver_args();
     ok(wharf(home, &receiver, &format!("{SECRET}\n")));
     let listed = ok(wharf(
         home,
@@ -112,29 +102,7 @@ async fn alerts_are_ruled_silenced_and_delivered_through_the_cli() {
         "",
     ));
     assert!(err.contains("operator"), "{err}");
-    let rule = [
-        "alert",
-        "rule",
-        "add",
-        "cpu-high",
-        "--metric",
-        "container.cpu.usage_seconds",
-        "--rate",
-        "--agg",
-        "sum",
-        "--by",
-        "pod",
-        "--window",
-        "5s",
-        "--condition",
-        ">0.5",
-        "--severity",
-        "critical",
-        "--annotation",
-        "summary=burning",
-        "-p",
-        "shop",
-    ];
+    let rule = cpu_rule_args("5s");
     ok(wharf(home, &rule, ""));
     let rules = ok(wharf(home, &["alert", "rule", "list", "-p", "shop"], ""));
     assert!(

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use wharf_api::{
-    AlertNotification, AlertReceiver, AlertRule, AlertRuleStatus, NotifiedAlert, Silence,
-};
+use wharf_api::{Alert, AlertNotification, AlertReceiver, AlertRule, AlertRuleStatus, Silence};
 use wharf_control::{ControlError, Objects};
 use wharf_tsdb::{Matcher, Query, Tsdb, TsdbError};
 
@@ -197,13 +195,11 @@ fn notification(
             .iter()
             .map(|&i| {
                 let alert = &status.alerts[i];
-                NotifiedAlert {
+                Alert {
                     labels: full_labels(rule, alert),
-                    state: alert.state,
-                    value: alert.value,
-                    active_at: alert.active_at,
-                    fired_at: alert.fired_at,
-                    resolved_at: alert.resolved_at,
+                    notified: None,
+                    silenced_by: None,
+                    ..alert.clone()
                 }
             })
             .collect(),

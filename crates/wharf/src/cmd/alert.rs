@@ -62,7 +62,7 @@ enum AlertCommand {
 #[derive(Subcommand)]
 enum RuleCommand {
     /// Add a rule, or replace the spec of the rule of that name.
-    Add(RuleSpecArgs),
+    Add(Box<RuleSpecArgs>),
     /// List rules.
     List {
         #[command(flatten)]

@@ -58,6 +58,23 @@ impl Webhook {
         }
     }
 
+    /// `wharf alert receiver add ops` for this webhook in project `shop`,
+    /// to run with the secret on stdin.
+    pub fn receiver_args(&self) -> [&str; 9] {
+        let url = self.url.as_str();
+        [
+            "alert",
+            "receiver",
+            "add",
+            "ops",
+            "--url",
+            url,
+            "--secret-stdin",
+            "-p",
+            "shop",
+        ]
+    }
+
     /// The next notification within `wait`, its signature checked.
     pub fn next(&self, wait: Duration) -> Option<Value> {
         let (signature, body) = self.received.recv_timeout(wait).ok()?;
@@ -68,4 +85,30 @@ impl Webhook {
         );
         Some(serde_json::from_slice(&body).unwrap())
     }
+}
+
+/// `wharf alert rule add cpu-high` in project `shop`: a pod's summed CPU
+/// rate (cores) above half a core over `window`, critical.
+pub fn cpu_rule_args(window: &str) -> [&str; 19] {
+    [
+        "alert",
+        "rule",
+        "add",
+        "cpu-high",
+        "--metric",
+        "container.cpu.usage_seconds",
+        "--rate",
+        "--agg",
+        "sum",
+        "--by",
+        "pod",
+        "--window",
+        window,
+        "--condition",
+        ">0.5",
+        "--severity",
+        "critical",
+        "-p",
+        "shop",
+    ]
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::common::TestServer;
-use super::common::webhook::Webhook;
+use super::common::webhook::{Webhook, cpu_rule_args};
 use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for};
 
 const NODE: &str = "wmc-alerts-1";
@@ -49,39 +49,9 @@ async fn a_cpu_burner_fires_a_signed_alert_that_resolves_and_a_silence_holds_it(
         &["--metrics-interval", "1s"],
     );
     let hook = Webhook::start("127.0.0.1:0", SECRET);
-    let receiver = [
-        "alert",
-        "receiver",
-        "add",
-        "ops",
-        "--url",
-        &hook.url,
-        "--secret-stdin",
-        "-p",
-        "shop",
-    ];
+    let receiver = hook.receiver_args();
     cli.run_with(&receiver, &format!("{SECRET}\n"));
-    let rule = [
-        "alert",
-        "rule",
-        "add",
-        "cpu-high",
-        "--metric",
-        "container.cpu.usage_seconds",
-        "--rate",
-        "--agg",
-        "sum",
-        "--by",
-        "pod",
-        "--window",
-        "10s",
-        "--condition",
-        ">0.5",
-        "--severity",
-        "critical",
-        "-p",
-        "shop",
-    ];
+    let rule = cpu_rule_args("10s");
     cli.run(&rule);
     let image = format!("{}/shop/web:1.0", server.host());
 
