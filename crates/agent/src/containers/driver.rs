@@ -169,8 +169,7 @@ pub trait ContainerDriver: Send + Sync + 'static {
     /// The CPU and memory counters of running container `id`; `None` when
     /// the driver measures none or the container is gone.
     async fn usage(&self, id: &str) -> Option<ContainerUsage> {
-        let _ = id;
-        None
+        self.stats(id).await.map(|stats| stats.usage)
     }
     /// What monitoring reads of running container `id`'s cgroup; `None`
     /// when the driver measures none or the container is gone.

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::mount::MsFlags;
-use wharf_api::ContainerUsage;
 use wharf_runc::spec::SpecOptions;
 use wharf_runc::{Bundle, ExitStatus, Runc, RuncError, ShimCommand};
 
@@ -209,15 +208,6 @@ impl ContainerDriver for RuncDriver {
 
     fn runc(&self) -> Option<&Runc> {
         Some(&self.runc)
-    }
-
-    async fn usage(&self, id: &str) -> Option<ContainerUsage> {
-        let path = cgroups_path(id);
-        let sampler = self.sampler.clone();
-        blocking(move || sampler.sample(&path).map_err(|e| e.to_string()))
-            .await
-            .inspect_err(|err| tracing::debug!(container = id, error = %err, "no usage sample"))
-            .ok()
     }
 
     async fn stats(&self, id: &str) -> Option<CgroupStats> {

@@ -2,6 +2,7 @@
 //! CPU and memory counters for the agent's usage reports, and everything
 //! monitoring reads ([`PodStats`]).
 
+use std::future::Future;
 use std::path::Path;
 
 use futures_util::future::join_all;
@@ -57,13 +58,22 @@ impl ContainerRuntime {
             .collect()
     }
 
-    /// One sample of every running container of the pods held here.
-    pub(super) async fn sample_usage(&self) -> Vec<PodUsage> {
-        join_all(self.running().into_iter().map(|pod| self.sample_pod(pod)))
+    /// `sample` of each pod with running containers, all at once; pods
+    /// it has nothing of are left out.
+    async fn each_running<T, F>(&self, sample: impl Fn(Running) -> F) -> Vec<T>
+    where
+        F: Future<Output = Option<T>>,
+    {
+        join_all(self.running().into_iter().map(sample))
             .await
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// One sample of every running container of the pods held here.
+    pub(super) async fn sample_usage(&self) -> Vec<PodUsage> {
+        self.each_running(|pod| self.sample_pod(pod)).await
     }
 
     async fn sample_pod(&self, pod: Running) -> Option<PodUsage> {
@@ -88,11 +98,7 @@ impl ContainerRuntime {
 
     /// What monitoring reads of every running container held here.
     pub(super) async fn sample_stats(&self) -> Vec<PodStats> {
-        join_all(self.running().into_iter().map(|pod| self.pod_stats_of(pod)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        self.each_running(|pod| self.pod_stats_of(pod)).await
     }
 
     async fn pod_stats_of(&self, pod: Running) -> Option<PodStats> {

@@ -234,6 +234,8 @@ mod tests {
         );
 
         std::fs::write(root.path().join("stat"), "cpu  150 0 150 900 0 0 0 0\n").unwrap();
+        // disk.io.util is a share of the time between readings: some must pass.
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let mut second = Batch::new("n1", 1_700_000_010, 10);
         reader.collect(&mut second);
         let busy = second

@@ -152,6 +152,18 @@ fn proc_fixture(cpu_line: &str) -> tempfile::TempDir {
     root
 }
 
+/// A collector for node `n1` every 10 s of pod `shop/web`, reading the
+/// proc files under `proc_root`.
+fn collector(api: &Arc<Pushes>, proc_root: &std::path::Path) -> Collector {
+    Collector::new(
+        "n1",
+        Duration::from_secs(10),
+        api.clone(),
+        Arc::new(OnePod),
+        NodeReader::new(proc_root),
+    )
+}
+
 fn find<'a>(samples: &'a [FalconSample], metric: &str) -> &'a FalconSample {
     samples
         .iter()
@@ -163,13 +175,7 @@ fn find<'a>(samples: &'a [FalconSample], metric: &str) -> &'a FalconSample {
 async fn the_collector_pushes_node_and_container_metrics_as_one_batch() {
     let api = Arc::new(Pushes::default());
     let root = proc_fixture("cpu  100 0 100 800 0 0 0 0\n");
-    let mut collector = Collector::new(
-        "n1",
-        Duration::from_secs(10),
-        api.clone(),
-        Arc::new(OnePod),
-        NodeReader::new(root.path()),
-    );
+    let mut collector = collector(&api, root.path());
     collector.push_once().await;
     std::fs::write(root.path().join("stat"), "cpu  200 0 100 900 0 0 0 0\n").unwrap();
     collector.push_once().await;
@@ -216,13 +222,7 @@ async fn the_collector_pushes_node_and_container_metrics_as_one_batch() {
 async fn a_failed_push_is_dropped_not_kept() {
     let api = Arc::new(Pushes::default());
     let root = proc_fixture("cpu  1 0 1 8 0 0 0 0\n");
-    let mut collector = Collector::new(
-        "n1",
-        Duration::from_secs(10),
-        api.clone(),
-        Arc::new(OnePod),
-        NodeReader::new(root.path()),
-    );
+    let mut collector = collector(&api, root.path());
     api.failing.store(true, std::sync::atomic::Ordering::SeqCst);
     collector.push_once().await;
     api.failing

@@ -1,5 +1,6 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
+mod agent_metrics;
 mod failover;
 mod glob;
 mod pods;
@@ -34,6 +35,9 @@ pub enum BenchCommand {
     Rollout(rollout::RolloutBenchArgs),
     /// Pod start latency (apply -> Running) with real containers, as root.
     Pods(pods::PodsBenchArgs),
+    /// Monitoring's CPU and memory with 50 real pods: `wharf up` with metrics
+    /// collection off, then every 10 s, as root.
+    AgentMetrics(agent_metrics::AgentMetricsBenchArgs),
     /// Agent CPU with 100 pods probing every second (and exec probes), as root.
     Probes(probes::ProbesBenchArgs),
     /// Service datapath: wrk from a pod to a cluster IP over 3 endpoints
@@ -59,6 +63,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Failover(args) => failover::run(args).await,
         BenchCommand::Probes(args) => probes::run(args).await,
+        BenchCommand::AgentMetrics(args) => agent_metrics::run(args).await,
         BenchCommand::Services(args) => services::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,

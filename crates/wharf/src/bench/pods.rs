@@ -45,7 +45,8 @@ pub(super) struct Up {
 }
 
 impl Up {
-    pub(super) async fn start(dir: &Path) -> Result<Up> {
+    /// Starts `wharf up` with `extra` arguments after the benchmark's own.
+    pub(super) async fn start(dir: &Path, extra: &[&str]) -> Result<Up> {
         let home = tempfile::tempdir()?;
         let password = format!("bench-{:016x}", rand::random::<u64>());
         let mut command = Command::new(std::env::current_exe()?);
@@ -75,6 +76,7 @@ impl Up {
             ])
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .env("HOME", home.path())
             .env_remove("XDG_CONFIG_HOME")
             .env("RUST_LOG", "warn")
@@ -254,15 +256,26 @@ pub(super) async fn with_up(
     benchmark: &str,
     measure: impl AsyncFnOnce(&Up) -> Result<()>,
 ) -> Result<()> {
+    with_up_args(benchmark, &[], measure).await
+}
+
+/// [`with_up`] with more `wharf up` arguments; the measurement's value.
+pub(super) async fn with_up_args<T>(
+    benchmark: &str,
+    extra: &[&str],
+    measure: impl AsyncFnOnce(&Up) -> Result<T>,
+) -> Result<T> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the {benchmark} runs containers: run it as root");
     }
     let dir = tempfile::tempdir()?;
-    let mut up = Up::start(dir.path()).await?;
+    let mut up = Up::start(dir.path(), extra).await?;
     let measured = measure(&up).await;
     // The containers must not outlive the benchmark, whatever happened.
     let torn_down = teardown(&mut up).await;
-    measured.and(torn_down)
+    let value = measured?;
+    torn_down?;
+    Ok(value)
 }
 
 async fn measure(up: &Up, args: &PodsBenchArgs) -> Result<()> {

@@ -61,9 +61,9 @@ async fn measure(up: &Up, args: &ProbesBenchArgs) -> Result<()> {
 
 /// CPU as fractions of one core: the process's own, its children's.
 #[derive(Clone, Copy)]
-struct Cores {
-    own: f64,
-    children: f64,
+pub(super) struct Cores {
+    pub(super) own: f64,
+    pub(super) children: f64,
 }
 
 impl std::fmt::Display for Cores {
@@ -74,7 +74,7 @@ impl std::fmt::Display for Cores {
 
 /// Runs `count` pods of deployment `name` with `probes`, measures the CPU
 /// of process `pid` over `window` once they all run, then deletes them.
-async fn phase(
+pub(super) async fn phase(
     up: &Up,
     pid: u32,
     name: &str,

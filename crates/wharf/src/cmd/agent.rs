@@ -62,11 +62,6 @@ pub struct AgentArgs {
     /// reported (what `wharf top pods` and autoscaling read).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     usage_interval: Duration,
-    /// How often the node's and its containers' metrics (falcon's names)
-    /// are collected and pushed to the server; 0 turns collection off.
-    /// Simulated nodes collect none.
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
-    metrics_interval: Duration,
     /// Register this many hollow nodes instead, which report their pods as
     /// running without containers.
     #[arg(long)]
@@ -122,6 +117,11 @@ pub struct NodeOptions {
     /// `port-forward` here).
     #[arg(long = "logs-listen", default_value = "127.0.0.1:7701")]
     pub logs_listen: SocketAddr,
+    /// How often the node's and its containers' metrics (falcon's names)
+    /// are collected and pushed to the server; 0 turns collection off.
+    /// Simulated nodes collect none.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    pub metrics_interval: Duration,
     /// A layer may unpack to this many times its compressed size (or to
     /// --min-layer-limit, whichever is more): decompression bombs fail.
     #[arg(long, default_value_t = 20)]
@@ -319,7 +319,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.heartbeat_interval =
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 config.usage_interval = args.usage_interval;
-                config.metrics_interval = args.metrics_interval;
+                config.metrics_interval = args.node.metrics_interval;
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs, dns) = node_runtime(
                     &args.node,

@@ -185,6 +185,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         node_runtime(&node, &name, &url, None, api.clone(), Some(admin)).await?;
     let mut agent_config = AgentConfig::new(&name);
     agent_config.heartbeat_ttl = args.server.node_lease_ttl;
+    agent_config.metrics_interval = node.metrics_interval;
     agent_config.endpoint = logs.as_ref().map(|(_, endpoint)| endpoint.clone());
     let _serving_logs = logs.map(|(task, _)| AbortOnDropHandle::new(task));
     let agent = Agent::new(api, runtime, agent_config);
