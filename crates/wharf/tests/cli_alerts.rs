@@ -13,7 +13,7 @@ use common::TestServer;
 use common::api::ApiClient;
 use common::cli::{fails, ok, run as wharf};
 use common::server::{ADMIN_PASSWORD, admin_credentials};
-use common::webhook::{Webhook, cpu_rule_args};
+use common::webhook::{SILENCE_CPU_HIGH, Webhook, cpu_rule_args};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -102,7 +102,7 @@ async fn alerts_are_ruled_silenced_and_delivered_through_the_cli() {
         "",
     ));
     assert!(err.contains("operator"), "{err}");
-    let rule = cpu_rule_args("5s");
+    let rule = cpu_rule_args("5s", ">0.5");
     ok(wharf(home, &rule, ""));
     let rules = ok(wharf(home, &["alert", "rule", "list", "-p", "shop"], ""));
     assert!(
@@ -124,25 +124,9 @@ async fn alerts_are_ruled_silenced_and_delivered_through_the_cli() {
         .expect("a resolved notification");
     assert_eq!(resolved["status"], "resolved", "{resolved}");
 
-    let silenced = ok(wharf(
-        home,
-        &[
-            "alert",
-            "silence",
-            "add",
-            "--matcher",
-            "alertname=cpu-high",
-            "--duration",
-            "1h",
-            "--comment",
-            "load test",
-            "-p",
-            "shop",
-            "-o",
-            "json",
-        ],
-        "",
-    ));
+    let mut add = SILENCE_CPU_HIGH.to_vec();
+    add.extend(["--comment", "load test", "-o", "json"]);
+    let silenced = ok(wharf(home, &add, ""));
     let silence: Value = serde_json::from_str(&silenced).unwrap();
     let name = silence["metadata"]["name"].as_str().unwrap();
     let silences = ok(wharf(home, &["alert", "silence", "list", "-p", "shop"], ""));

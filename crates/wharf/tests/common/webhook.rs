@@ -88,8 +88,8 @@ impl Webhook {
 }
 
 /// `wharf alert rule add cpu-high` in project `shop`: a pod's summed CPU
-/// rate (cores) above half a core over `window`, critical.
-pub fn cpu_rule_args(window: &str) -> [&str; 19] {
+/// rate (cores) over `window` meeting `condition` (e.g. `>0.5`), critical.
+pub fn cpu_rule_args<'a>(window: &'a str, condition: &'a str) -> [&'a str; 19] {
     [
         "alert",
         "rule",
@@ -105,10 +105,23 @@ pub fn cpu_rule_args(window: &str) -> [&str; 19] {
         "--window",
         window,
         "--condition",
-        ">0.5",
+        condition,
         "--severity",
         "critical",
         "-p",
         "shop",
     ]
 }
+
+/// `wharf alert silence add` for rule `cpu-high` in project `shop`, an hour.
+pub const SILENCE_CPU_HIGH: [&str; 9] = [
+    "alert",
+    "silence",
+    "add",
+    "--matcher",
+    "alertname=cpu-high",
+    "--duration",
+    "1h",
+    "-p",
+    "shop",
+];

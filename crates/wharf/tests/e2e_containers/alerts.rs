@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::common::TestServer;
-use super::common::webhook::{Webhook, cpu_rule_args};
+use super::common::webhook::{SILENCE_CPU_HIGH, Webhook, cpu_rule_args};
 use super::{Cli, Node, NodeSpec, name_of, prerequisites, push_demo_image, running_pods, wait_for};
 
 const NODE: &str = "wmc-alerts-1";
@@ -51,19 +51,21 @@ async fn a_cpu_burner_fires_a_signed_alert_that_resolves_and_a_silence_holds_it(
     let hook = Webhook::start("127.0.0.1:0", SECRET);
     let receiver = hook.receiver_args();
     cli.run_with(&receiver, &format!("{SECRET}\n"));
-    let rule = cpu_rule_args("10s");
+    // A tenth of a core: on a loaded CI machine (load 9 on 2 cores) one
+    // busy loop gets about a fifth of a core; an idle pod burns none.
+    let rule = cpu_rule_args("10s", ">0.1");
     cli.run(&rule);
     let image = format!("{}/shop/web:1.0", server.host());
 
     let pod = start_burner(&cli, &image);
     let firing = hook
-        .next(Duration::from_secs(90))
+        .next(Duration::from_secs(120))
         .expect("a firing notification while the burner runs");
     assert_eq!(firing["status"], "firing", "{firing}");
     assert_eq!(firing["groupLabels"]["pod"], pod.as_str());
     let cores = firing["alerts"][0]["value"].as_f64().unwrap();
     assert!(
-        (0.5..=1.1).contains(&cores),
+        (0.1..=1.1).contains(&cores),
         "the burner burns {cores} cores"
     );
 
@@ -74,17 +76,7 @@ async fn a_cpu_burner_fires_a_signed_alert_that_resolves_and_a_silence_holds_it(
     assert_eq!(resolved["status"], "resolved", "{resolved}");
     assert_eq!(resolved["groupLabels"]["pod"], pod.as_str());
 
-    let silence = cli.json(&[
-        "alert",
-        "silence",
-        "add",
-        "--matcher",
-        "alertname=cpu-high",
-        "--duration",
-        "1h",
-        "-p",
-        "shop",
-    ]);
+    let silence = cli.json(&SILENCE_CPU_HIGH);
     let name = silence["metadata"]["name"].as_str().unwrap().to_owned();
     let pod = start_burner(&cli, &image);
     wait_for("the silenced alert firing", Duration::from_secs(90), || {
