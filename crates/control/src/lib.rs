@@ -14,6 +14,7 @@
 //! Controllers are reconcile loops driven by watches, idempotent and safe
 //! to restart: all their state is rebuilt from the store.
 
+mod alerting;
 mod autoscalers;
 mod claims;
 mod cluster;

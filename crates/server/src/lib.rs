@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+mod alerts;
 mod api;
 mod listener;
 mod registry_auth;
@@ -42,6 +43,9 @@ use wharf_replication::{
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
+pub use alerts::{
+    DEFAULT_ALERT_EVAL_INTERVAL, DELIVERY_HEADER, RetryPolicy, SIGNATURE_HEADER, webhook_signature,
+};
 pub use api::{Access, RouteInfo, route_table};
 
 /// Everything a server needs to start.
@@ -84,6 +88,10 @@ pub struct ServerConfig {
     pub hpa_sync_period: Duration,
     /// The metrics store's budget, per-endpoint series limit and retentions.
     pub metrics: wharf_tsdb::TsdbConfig,
+    /// How often the leader evaluates alert rules.
+    pub alert_eval_interval: Duration,
+    /// How alert notifications are retried.
+    pub alert_retry: RetryPolicy,
 }
 
 /// The state store a server uses.
@@ -141,6 +149,8 @@ impl ServerConfig {
                 .expect("the default range parses"),
             hpa_sync_period: wharf_control::DEFAULT_HPA_SYNC_PERIOD,
             metrics: wharf_tsdb::TsdbConfig::default(),
+            alert_eval_interval: DEFAULT_ALERT_EVAL_INTERVAL,
+            alert_retry: RetryPolicy::default(),
         }
     }
 }
@@ -221,6 +231,8 @@ pub(crate) struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Node and container metrics pushed to this server.
     pub metrics: Arc<wharf_tsdb::Tsdb>,
+    /// Seals alert receivers' secrets (the key of Secrets).
+    pub alert_secrets: SecretBox,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -249,6 +261,10 @@ pub struct App {
     pub server_id: String,
     /// Tells long-lived responses (watches) to end.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Sends alert notifications (from the leader's evaluator).
+    alert_sender: alerts::Sender,
+    /// How often the leader evaluates alert rules.
+    alert_eval_interval: Duration,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
     _lock: std::fs::File,
@@ -333,6 +349,13 @@ impl App {
             &data_dir.join("metrics"),
             config.metrics.clone(),
         )?);
+        let alert_secrets = SecretBox::load_or_create(&data_dir.join("secrets.key"))?;
+        let alert_sender = alerts::Sender {
+            store: store.clone(),
+            secrets: alert_secrets.clone(),
+            http: reqwest::Client::new(),
+            retry: config.alert_retry,
+        };
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
@@ -344,6 +367,7 @@ impl App {
             registry_events,
             stopping,
             metrics: metrics.clone(),
+            alert_secrets,
         });
         let token_routes = Router::new()
             .route(
@@ -368,6 +392,8 @@ impl App {
             generated_admin_password,
             server_id,
             stop,
+            alert_sender,
+            alert_eval_interval: config.alert_eval_interval,
             _lock: lock,
         })
     }
@@ -444,9 +470,21 @@ impl Server {
         let replication = self.app.replication.clone();
         let candidate =
             Candidate::new(self.app.server_id.clone(), format!("{}:{addr}", hostname()));
+        let objects = self.app.control.objects().clone();
+        let metrics = self.app.metrics.clone();
+        let sender = self.app.alert_sender.clone();
+        let interval = self.app.alert_eval_interval;
         let controllers = self.app.control.start_with(candidate, move || {
             let replication = replication.clone();
-            async move { replication.run().await }
+            let alerts = alerts::AlertEvaluator::new(
+                objects.clone(),
+                metrics.clone(),
+                sender.clone(),
+                interval,
+            );
+            async move {
+                tokio::join!(replication.run(), alerts.run());
+            }
         });
         let stop = self.app.stop.clone();
         // Each connection's requests carry the client's address, for audit.

@@ -8,6 +8,8 @@
 
 mod common;
 // A crate root finds its modules beside it: the path names the folder.
+#[path = "e2e_containers/alerts.rs"]
+mod alerts;
 #[path = "e2e_containers/config.rs"]
 mod config;
 #[path = "e2e_containers/config_volumes.rs"]
