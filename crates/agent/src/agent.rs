@@ -14,7 +14,8 @@ use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
-use crate::machine::{self, CpuLoad};
+use crate::load::{LoadMeter, LoadSource, LoadSummary};
+use crate::machine;
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
@@ -26,8 +27,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
 /// How often the lease is renewed by default: four tries per lease.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How often the node's status (load, capacity) is re-reported.
-const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// How often the node's status (load summary, capacity) is re-reported by
+/// default.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often the running containers' usage is sampled by default.
 pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(10);
@@ -55,6 +57,10 @@ pub struct AgentConfig {
     /// How often the running containers' CPU and memory are sampled and
     /// reported.
     pub usage_interval: Duration,
+    /// How often the node's status, with its load summary, is reported.
+    pub status_interval: Duration,
+    /// Where the load summary's CPU and memory figures come from.
+    pub load_source: LoadSource,
 }
 
 impl AgentConfig {
@@ -70,14 +76,16 @@ impl AgentConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            load_source: LoadSource::default(),
         }
     }
 
     /// The node object this agent registers, with what the machine has now.
     /// Kubernetes' standard labels (hostname, os, arch) are the agent's:
     /// they replace any of `labels` of the same key (the CLI refuses such
-    /// labels before they get here).
-    pub fn node(&self, cpu_load: Option<f32>) -> Node {
+    /// labels before they get here). `load` is the load summary to report.
+    pub fn node(&self, load: &LoadSummary) -> Node {
         let mut labels = self.labels.clone();
         labels.extend(machine::standard_labels(&self.name));
         Node {
@@ -95,7 +103,10 @@ impl AgentConfig {
             },
             status: NodeStatus {
                 capacity: machine::capacity(self.max_pods),
-                cpu_load,
+                cpu_load: load.cpu_busy,
+                load_average: load.load_average,
+                memory_available_bytes: load.memory_available_bytes,
+                layers: load.layers.clone(),
                 info: machine::info(),
                 endpoint: self.endpoint.clone(),
                 ..NodeStatus::default()
@@ -187,7 +198,11 @@ impl Agent {
     async fn register_until_done(&self) {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.api.register(self.config.node(None)).await {
+            match self
+                .api
+                .register(self.config.node(&LoadSummary::default()))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(node = self.config.name, "node registered");
                     return;
@@ -205,7 +220,10 @@ impl Agent {
     /// the node's status now and then.
     async fn heartbeats(self: Arc<Self>) {
         let mut lease = None;
-        let mut load = CpuLoad::new();
+        let capacity = machine::capacity(self.config.max_pods);
+        let mut load = LoadMeter::new(self.config.load_source, capacity);
+        // The baseline, so the first report already has CPU busy.
+        load.sample(self.runtime.as_ref()).await;
         let mut last_status = tokio::time::Instant::now();
         loop {
             let sent = tokio::time::Instant::now();
@@ -222,9 +240,10 @@ impl Agent {
                     tracing::warn!(error = %err, node = self.config.name, "heartbeat failed")
                 }
             }
-            if last_status.elapsed() >= STATUS_EVERY {
+            if last_status.elapsed() >= self.config.status_interval {
                 last_status = tokio::time::Instant::now();
-                if let Err(err) = self.api.register(self.config.node(load.sample())).await {
+                let summary = load.sample(self.runtime.as_ref()).await;
+                if let Err(err) = self.api.register(self.config.node(&summary)).await {
                     tracing::warn!(error = %err, node = self.config.name, "status report failed");
                 }
                 self.runtime.release_volumes().await;
@@ -527,7 +546,7 @@ mod tests {
         config.labels.insert(LABEL_POOL.into(), "web".into());
         // Set in code, past the CLI's refusal: the agent's value stands.
         config.labels.insert(LABEL_OS.into(), "windows".into());
-        let labels = config.node(None).metadata.labels;
+        let labels = config.node(&LoadSummary::default()).metadata.labels;
         assert_eq!(labels[LABEL_POOL], "web");
         assert_eq!(labels[LABEL_HOSTNAME], "worker-1");
         assert_eq!(labels[LABEL_OS], "linux");

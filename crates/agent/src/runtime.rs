@@ -49,6 +49,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn usage(&self) -> Vec<PodUsage> {
         Vec::new()
     }
+    /// The layers in the node's image cache, for image-locality
+    /// scheduling; `None` for a runtime without one.
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        None
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a

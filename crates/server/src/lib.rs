@@ -13,6 +13,7 @@
 //! ```
 
 mod api;
+mod image_layers;
 mod listener;
 mod registry_auth;
 mod token_endpoint;
@@ -251,6 +252,8 @@ pub struct App {
     stop: tokio::sync::watch::Sender<bool>,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
+    /// Where the scheduler reads the layers of images hosted here.
+    image_layers: Arc<image_layers::RegistryImageLayers>,
     _lock: std::fs::File,
 }
 
@@ -320,7 +323,12 @@ impl App {
             }),
             events: registry_events.clone(),
         };
+        let image_layers = Arc::new(image_layers::RegistryImageLayers::new(
+            registry.clone(),
+            config.public_url.as_deref(),
+        ));
         let control = ControlPlane::new(store.clone(), config.scheduler)
+            .with_image_layers(image_layers.clone())
             .with_eviction(config.failover)
             .with_service_range(config.service_range)
             .with_hpa_sync_period(config.hpa_sync_period)
@@ -368,6 +376,7 @@ impl App {
             generated_admin_password,
             server_id,
             stop,
+            image_layers,
             _lock: lock,
         })
     }
@@ -398,6 +407,9 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        if let Ok(addr) = listener.local_addr() {
+            app.image_layers.listening_on(addr.port());
+        }
         Ok(Server {
             listener,
             app,

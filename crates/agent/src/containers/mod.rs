@@ -1204,6 +1204,10 @@ impl Runtime for ContainerRuntime {
         self.sample_usage().await
     }
 
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        self.images.cached_layers().await
+    }
+
     async fn pods(&self) -> Vec<(String, String)> {
         let cells = self.cells();
         // A locked cell is in use: a step (maybe a pull of many minutes) or

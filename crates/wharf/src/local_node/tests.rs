@@ -318,7 +318,10 @@ async fn an_agent_back_removes_what_is_no_longer_its_own_before_starting_anythin
     let api = Arc::new(LocalNodeApi::new(objects.clone()));
     // The node as it was before the agent restarted: a pod bound to it.
     let config = AgentConfig::new("wtf-back");
-    objects.register_node(config.node(None)).await.unwrap();
+    objects
+        .register_node(config.node(&wharf_agent::LoadSummary::default()))
+        .await
+        .unwrap();
     let ttl = Duration::from_secs(30);
     objects.heartbeat("wtf-back", None, ttl).await.unwrap();
     apply(&plane, 1).await;
