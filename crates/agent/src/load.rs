@@ -95,6 +95,9 @@ struct HostSample {
     memory_available: Option<u64>,
 }
 
+/// CPU nanoseconds used so far per (pod uid, container).
+type CpuCounters = HashMap<(String, String), u64>;
+
 /// Samples the load summary; keeps the previous counters between reports.
 pub struct LoadMeter {
     source: LoadSource,
@@ -102,7 +105,7 @@ pub struct LoadMeter {
     window: BusyWindow,
     last_host: Option<HostSample>,
     /// CPU nanoseconds per (pod uid, container) at the last sample.
-    last_pods: Option<(Instant, HashMap<(String, String), u64>)>,
+    last_pods: Option<(Instant, CpuCounters)>,
     last_at: Option<Instant>,
 }
 
@@ -153,7 +156,7 @@ impl LoadMeter {
     }
 
     fn sample_pods(&mut self, now: Instant, pods: &[PodUsage]) -> LoadSummary {
-        let counters: HashMap<(String, String), u64> = pods
+        let counters: CpuCounters = pods
             .iter()
             .flat_map(|pod| {
                 pod.containers.iter().map(|container| {
@@ -186,10 +189,7 @@ impl LoadMeter {
 
 /// CPU nanoseconds the containers present in both samples used between
 /// them; a container that restarted (its counter went back) counts from 0.
-fn cpu_used_between(
-    before: &HashMap<(String, String), u64>,
-    after: &HashMap<(String, String), u64>,
-) -> u64 {
+fn cpu_used_between(before: &CpuCounters, after: &CpuCounters) -> u64 {
     after
         .iter()
         .filter_map(|(key, &now)| {

@@ -24,11 +24,14 @@ pub trait ImageLayers: Send + Sync {
 /// placed on a slightly old answer only loses some locality.
 const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// When a reference was resolved, and to what.
+type Answer = (Instant, Option<Arc<Vec<Layer>>>);
+
 /// Answers of an [`ImageLayers`] remembered for [`CACHE_TTL`], so a batch
 /// of replicas resolves their image once.
 pub(crate) struct CachedImageLayers {
     source: Arc<dyn ImageLayers>,
-    answers: Mutex<HashMap<String, (Instant, Option<Arc<Vec<Layer>>>)>>,
+    answers: Mutex<HashMap<String, Answer>>,
 }
 
 impl CachedImageLayers {

@@ -26,6 +26,8 @@ mod hostnet;
 mod hpa;
 #[path = "e2e_containers/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e_containers/live_scheduling.rs"]
+mod live_scheduling;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/pvc.rs"]
