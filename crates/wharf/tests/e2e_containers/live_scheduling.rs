@@ -138,9 +138,12 @@ async fn pods_go_to_the_idle_node_and_to_the_node_holding_their_image() {
         &deployment("burner", &image, Some("wmd-a"), burn),
     );
     assert_eq!(running_on(&cli, "burner"), "wmd-a");
-    wait_for("wmd-a busy", Duration::from_secs(60), || {
-        let (a, b) = (node_cpu(&cli, "wmd-a")?, node_cpu(&cli, "wmd-b")?);
-        (a > 0.4 && b < 0.1).then_some(())
+    // The machine is shared (CI, other tests): ask for a clear margin,
+    // not a full core.
+    wait_for("wmd-a busy", Duration::from_secs(90), || {
+        let (a, b) = (node_cpu(&cli, "wmd-a"), node_cpu(&cli, "wmd-b"));
+        eprintln!("cores busy: wmd-a {a:?}, wmd-b {b:?}");
+        (a? > 0.3 && b? < 0.1).then_some(())
     });
     for name in ["next-1", "next-2"] {
         cli.run_with(&["apply", "-f", "-"], &deployment(name, &image, None, idle));
