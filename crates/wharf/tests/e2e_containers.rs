@@ -357,6 +357,23 @@ impl Drop for Node {
     }
 }
 
+/// Network namespaces standing for hosts, one per `(name, subnet)`: the
+/// machine's end of each uplink is `<subnet>.1/24`, the host's `<subnet>.2/24`.
+async fn host_namespaces(hosts: &[(&str, &str)]) -> Vec<wharf_net::testing::HostNamespace> {
+    let mut created = Vec::new();
+    for (name, subnet) in hosts {
+        let host = wharf_net::testing::HostNamespace::create(
+            name,
+            format!("{subnet}.1/24").parse().unwrap(),
+            format!("{subnet}.2/24").parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        created.push(host);
+    }
+    created
+}
+
 /// Project `shop` with the demo image as `shop/web:1.0`, pushed with
 /// skopeo; returns a pull-only robot for the nodes.
 async fn push_demo_image(server: &TestServer, cli: &Cli) -> Credentials {

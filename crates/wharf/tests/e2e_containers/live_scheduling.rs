@@ -76,17 +76,7 @@ async fn pods_go_to_the_idle_node_and_to_the_node_holding_their_image() {
     if !prerequisites("live_scheduling") {
         return;
     }
-    let mut hosts = Vec::new();
-    for (name, net) in [("wmda", 250), ("wmdb", 251)] {
-        let host = wharf_net::testing::HostNamespace::create(
-            name,
-            format!("10.109.{net}.1/24").parse().unwrap(),
-            format!("10.109.{net}.2/24").parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        hosts.push(host);
-    }
+    let _hosts = super::host_namespaces(&[("wmda", "10.109.250"), ("wmdb", "10.109.251")]).await;
     let server = TestServer::start();
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
