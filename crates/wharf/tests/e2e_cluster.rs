@@ -2,6 +2,8 @@
 //! and the CLI applying, scaling and inspecting a Deployment.
 
 mod common;
+#[path = "e2e_cluster/live_load.rs"]
+mod live_load;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -67,6 +69,13 @@ fn start_agent(home: &Path, name: &str, labels: &str) -> AgentProcess {
     AgentProcess(child)
 }
 
+/// Logs the CLI at `home` in to `server` as `admin`.
+fn login(server: &TestServer, home: &Path) {
+    let mut command = wharf(home);
+    command.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
+    ok(run_with_stdin(command, &format!("{ADMIN_PASSWORD}\n")));
+}
+
 fn get_json(home: &Path, args: &[&str]) -> Value {
     let mut command = wharf(home);
     command.arg("get").args(args).args(["-o", "json"]);
@@ -113,14 +122,7 @@ fn two_agents_run_a_deployment_that_scales() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    ok(run_with_stdin(
-        {
-            let mut c = wharf(home);
-            c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
-            c
-        },
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
+    login(&server, home);
     ok(wharf(home)
         .args(["project", "create", "shop"])
         .output()
@@ -232,14 +234,7 @@ fn a_simulated_fleet_registers_and_runs_pods() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    ok(run_with_stdin(
-        {
-            let mut c = wharf(home);
-            c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
-            c
-        },
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
+    login(&server, home);
     ok(wharf(home)
         .args(["project", "create", "shop"])
         .output()
