@@ -2,11 +2,9 @@
 //! `wharf top nodes` shows their load, and the scheduler sends pods to the
 //! less loaded of two otherwise equal nodes, naming the scores.
 
-use std::process::Stdio;
-
 use serde_json::Value;
 
-use super::{AgentProcess, TestServer, get_json, login, wait_for, wharf};
+use super::{TestServer, background_agent, get_json, shop_session, wait_for, wharf};
 use crate::common::cli::{ok, run_with_stdin};
 
 /// One replica on a node of machine class 1 (simulated nodes 1 and 4).
@@ -23,24 +21,19 @@ fn deployment(name: &str) -> String {
 #[test]
 fn simulated_loads_show_in_top_and_steer_pods_to_the_idle_node() {
     let server = TestServer::start();
-    let home = tempfile::tempdir().unwrap();
+    let home = shop_session(&server);
     let home = home.path();
-    login(&server, home);
-    ok(wharf(home)
-        .args(["project", "create", "shop"])
-        .output()
-        .unwrap());
     // Nodes 1 and 4 share machine class 1; node 1 is the busy one, and
     // comes first by name.
-    let _fleet = AgentProcess(
-        wharf(home)
-            .args(["agent", "--name", "wmdsim", "--simulate", "4"])
-            .args(["--load", "0.9,0.5,0.5,0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let args = [
+        "--name",
+        "wmdsim",
+        "--simulate",
+        "4",
+        "--load",
+        "0.9,0.5,0.5,0.1",
+    ];
+    let _fleet = background_agent(home, &args);
     let top = wait_for("4 nodes in top", || {
         let output = wharf(home)
             .args(["top", "nodes", "--sort", "cpu", "-o", "json"])
