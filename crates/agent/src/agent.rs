@@ -162,6 +162,7 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        let status = tokio::spawn(this.clone().report_status());
         // Subscribed before the watcher starts, so no view goes unseen.
         let rules = this.service_rules.clone().map(|rules| {
             AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
@@ -179,6 +180,7 @@ impl Agent {
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
+            AbortOnDropHandle::new(status),
             AbortOnDropHandle::new(services),
             rules,
         );
@@ -216,15 +218,9 @@ impl Agent {
         }
     }
 
-    /// Renews the heartbeat lease every `heartbeat_interval`, and reports
-    /// the node's status now and then.
+    /// Renews the heartbeat lease every `heartbeat_interval`.
     async fn heartbeats(self: Arc<Self>) {
         let mut lease = None;
-        let capacity = machine::capacity(self.config.max_pods);
-        let mut load = LoadMeter::new(self.config.load_source, capacity);
-        // The baseline, so the first report already has CPU busy.
-        load.sample(self.runtime.as_ref()).await;
-        let mut last_status = tokio::time::Instant::now();
         loop {
             let sent = tokio::time::Instant::now();
             match self
@@ -240,15 +236,28 @@ impl Agent {
                     tracing::warn!(error = %err, node = self.config.name, "heartbeat failed")
                 }
             }
-            if last_status.elapsed() >= self.config.status_interval {
-                last_status = tokio::time::Instant::now();
-                let summary = load.sample(self.runtime.as_ref()).await;
-                if let Err(err) = self.api.register(self.config.node(&summary)).await {
-                    tracing::warn!(error = %err, node = self.config.name, "status report failed");
-                }
-                self.runtime.release_volumes().await;
-            }
             tokio::time::sleep(self.config.heartbeat_interval).await;
+        }
+    }
+
+    /// Reports the node's status with its load summary every
+    /// `status_interval`, in a task of its own: reading the layer cache or
+    /// a slow server must not hold up the lease renewals.
+    async fn report_status(self: Arc<Self>) {
+        let capacity = machine::capacity(self.config.max_pods);
+        let mut load = LoadMeter::new(self.config.load_source, capacity);
+        // The baseline, so the first report already has CPU busy.
+        load.sample(self.runtime.as_ref()).await;
+        let mut every = tokio::time::interval(self.config.status_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let summary = load.sample(self.runtime.as_ref()).await;
+            if let Err(err) = self.api.register(self.config.node(&summary)).await {
+                tracing::warn!(error = %err, node = self.config.name, "status report failed");
+            }
+            self.runtime.release_volumes().await;
         }
     }
 
