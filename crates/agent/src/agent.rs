@@ -14,6 +14,7 @@ use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
+use crate::health::{HEALTH_EVERY, HEALTH_TIMEOUT, watch_health};
 use crate::load::{LoadMeter, LoadSource, LoadSummary};
 use crate::machine;
 use crate::runtime::Runtime;
@@ -61,6 +62,9 @@ pub struct AgentConfig {
     pub status_interval: Duration,
     /// Where the load summary's CPU and memory figures come from.
     pub load_source: LoadSource,
+    /// How often the container runtime's health is checked (a failing
+    /// one makes the node not ready).
+    pub health_interval: Duration,
 }
 
 impl AgentConfig {
@@ -78,6 +82,7 @@ impl AgentConfig {
             usage_interval: DEFAULT_USAGE_INTERVAL,
             status_interval: DEFAULT_STATUS_INTERVAL,
             load_source: LoadSource::default(),
+            health_interval: HEALTH_EVERY,
         }
     }
 
@@ -123,6 +128,8 @@ pub struct Agent {
     fence: Fence,
     services: watch::Sender<Arc<ServiceView>>,
     service_rules: Option<Arc<dyn ServiceRules>>,
+    /// Why the node cannot run pods, while its runtime fails.
+    not_ready: watch::Sender<Option<String>>,
 }
 
 impl Agent {
@@ -135,6 +142,7 @@ impl Agent {
             config,
             services: watch::channel(Arc::default()).0,
             service_rules: None,
+            not_ready: watch::channel(None).0,
         }
     }
 
@@ -163,6 +171,12 @@ impl Agent {
         });
         let usage = tokio::spawn(this.clone().report_usage());
         let status = tokio::spawn(this.clone().report_status());
+        let health = tokio::spawn(watch_health(
+            this.runtime.clone(),
+            this.not_ready.clone(),
+            this.config.health_interval,
+            HEALTH_TIMEOUT,
+        ));
         // Subscribed before the watcher starts, so no view goes unseen.
         let rules = this.service_rules.clone().map(|rules| {
             AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
@@ -181,6 +195,7 @@ impl Agent {
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
             AbortOnDropHandle::new(status),
+            AbortOnDropHandle::new(health),
             AbortOnDropHandle::new(services),
             rules,
         );
@@ -241,21 +256,33 @@ impl Agent {
     }
 
     /// Reports the node's status with its load summary every
-    /// `status_interval`, in a task of its own: reading the layer cache or
-    /// a slow server must not hold up the lease renewals.
+    /// `status_interval`, and at once when its health changes (that moves
+    /// pods), in a task of its own: reading the layer cache or a slow
+    /// server must not hold up the lease renewals.
     async fn report_status(self: Arc<Self>) {
         let capacity = machine::capacity(self.config.max_pods);
         let mut load = LoadMeter::new(self.config.load_source, capacity);
         // The baseline, so the first report already has CPU busy.
         load.sample(self.runtime.as_ref()).await;
+        let mut not_ready = self.not_ready.subscribe();
         let mut every = tokio::time::interval(self.config.status_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
-            every.tick().await;
+            let health_changed = tokio::select! {
+                _ = every.tick() => false,
+                changed = not_ready.changed() => changed.is_ok(),
+            };
             let summary = load.sample(self.runtime.as_ref()).await;
-            if let Err(err) = self.api.register(self.config.node(&summary)).await {
+            let mut node = self.config.node(&summary);
+            node.status.not_ready_reason = not_ready.borrow_and_update().clone();
+            if let Err(err) = self.api.register(node).await {
                 tracing::warn!(error = %err, node = self.config.name, "status report failed");
+                if health_changed {
+                    // Sent again after a heartbeat's pause, not in 30 s.
+                    tokio::time::sleep(self.config.heartbeat_interval).await;
+                    not_ready.mark_changed();
+                }
             }
             self.runtime.release_volumes().await;
         }

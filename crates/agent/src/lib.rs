@@ -16,6 +16,7 @@ mod endpoint;
 mod error;
 pub mod exec;
 mod fencing;
+mod health;
 mod load;
 mod logs;
 pub mod machine;

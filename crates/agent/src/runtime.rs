@@ -54,6 +54,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
         None
     }
+    /// Whether the runtime can run pods now; why not otherwise (the node
+    /// then reports itself not ready). A runtime without containers has
+    /// nothing to fail.
+    async fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a

@@ -1208,6 +1208,19 @@ impl Runtime for ContainerRuntime {
         self.images.cached_layers().await
     }
 
+    /// runc answers `list` over its state root: it can be run, and the
+    /// root is readable (a missing or broken runc, a root on a failed
+    /// disk, fail here before any pod would).
+    async fn health(&self) -> Result<(), String> {
+        let Some(runc) = self.runc() else {
+            return Ok(());
+        };
+        match runc.list().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(format!("the container runtime fails: runc list: {err}")),
+        }
+    }
+
     async fn pods(&self) -> Vec<(String, String)> {
         let cells = self.cells();
         // A locked cell is in use: a step (maybe a pull of many minutes) or

@@ -523,3 +523,87 @@ async fn an_agent_follows_services_and_their_endpoints() {
     })
     .await;
 }
+
+/// A runtime with nothing to run whose health the test sets.
+struct Ailing {
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl wharf_agent::Runtime for Ailing {
+    async fn sync(&self, pod: &Pod, progress: wharf_agent::Progress<'_>) -> wharf_agent::Synced {
+        let none = NoRuntime {
+            node: "ailing".into(),
+        };
+        wharf_agent::Runtime::sync(&none, pod, progress).await
+    }
+    async fn remove(&self, _project: &str, _name: &str, _uid: Option<&str>) {}
+    async fn pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    async fn health(&self) -> Result<(), String> {
+        match self.reason.lock().unwrap().clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Kubernetes' `Ready=False`: an agent alive but with a failing runtime
+/// says why in its status at once, the control plane taints the node
+/// not-ready (no new pods), and both go when the runtime recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_runtime_makes_a_live_node_not_ready_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let mut config = AgentConfig::new("ailing");
+    config.health_interval = Duration::from_millis(100);
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let runtime = Arc::new(Ailing {
+        reason: std::sync::Mutex::new(None),
+    });
+    let _agent = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        Agent::new(api.clone(), runtime.clone(), config).run(),
+    ));
+    // A healthy neighbour: with every node of a zone down, nothing is
+    // tainted (a full disruption is the network's, as in Kubernetes).
+    let _neighbour = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        Simulation::new(api, SimulationConfig::new(1)).run(),
+    ));
+    let node = async || objects.get::<Node>(None, "ailing").await.unwrap();
+    let tainted = |n: &Node| {
+        n.spec
+            .taints
+            .iter()
+            .any(|t| t.key == wharf_control::TAINT_NOT_READY)
+    };
+    eventually("the node ready", async || {
+        node().await.filter(|n| n.status.ready && !tainted(n))
+    })
+    .await;
+
+    let why = "the container runtime fails: runc list: exit status 1";
+    *runtime.reason.lock().unwrap() = Some(why.into());
+    eventually("the reason reported", async || {
+        node().await.filter(|n| n.status.not_ready_reason.is_some())
+    })
+    .await;
+    let ill = eventually("the node tainted not-ready", async || {
+        node().await.filter(tainted)
+    })
+    .await;
+    assert_eq!(ill.status.not_ready_reason.as_deref(), Some(why));
+    assert!(
+        ill.status.ready,
+        "its heartbeat goes on: alive, not unreachable"
+    );
+
+    *runtime.reason.lock().unwrap() = None;
+    let well = eventually("the taint gone", async || {
+        node().await.filter(|n| !tainted(n))
+    })
+    .await;
+    assert_eq!(well.status.not_ready_reason, None);
+}
