@@ -92,8 +92,9 @@ pub use meta::{
     parse_label_selector,
 };
 pub use node::{
-    LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS,
-    LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
+    ANNOTATION_SCHEDULING_SCORES, CachedLayer, LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME,
+    LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS, LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus,
+    STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use probe::{
     ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,

@@ -14,6 +14,7 @@
 
 mod alerts;
 mod api;
+mod image_layers;
 mod listener;
 mod registry_auth;
 mod token_endpoint;
@@ -265,6 +266,8 @@ pub struct App {
     alert_sender: alerts::Sender,
     /// How often the leader evaluates alert rules.
     alert_eval_interval: Duration,
+    /// Where the scheduler reads the layers of images hosted here.
+    image_layers: Arc<image_layers::RegistryImageLayers>,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
     _lock: std::fs::File,
@@ -336,7 +339,12 @@ impl App {
             }),
             events: registry_events.clone(),
         };
+        let image_layers = Arc::new(image_layers::RegistryImageLayers::new(
+            registry.clone(),
+            config.public_url.as_deref(),
+        ));
         let control = ControlPlane::new(store.clone(), config.scheduler)
+            .with_image_layers(image_layers.clone())
             .with_eviction(config.failover)
             .with_service_range(config.service_range)
             .with_hpa_sync_period(config.hpa_sync_period)
@@ -394,6 +402,7 @@ impl App {
             stop,
             alert_sender,
             alert_eval_interval: config.alert_eval_interval,
+            image_layers,
             _lock: lock,
         })
     }
@@ -424,6 +433,9 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        if let Ok(addr) = listener.local_addr() {
+            app.image_layers.listening_on(addr.port());
+        }
         Ok(Server {
             listener,
             app,

@@ -1204,6 +1204,10 @@ impl Runtime for ContainerRuntime {
         self.sample_usage().await
     }
 
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        self.images.cached_layers().await
+    }
+
     /// runc answers `list` over its state root: it can be run, and the
     /// root is readable (a missing or broken runc, a root on a failed
     /// disk, fail here before any pod would).

@@ -113,6 +113,65 @@ async fn an_agent_registers_beats_and_reports_its_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_report_a_load_summary_and_hollow_nodes_the_load_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let mut config = AgentConfig::new("worker-1");
+    config.status_interval = Duration::from_millis(200);
+    let runtime = Arc::new(NoRuntime {
+        node: "worker-1".into(),
+    });
+    let _agent = tokio::spawn(Agent::new(api.clone(), runtime, config).run());
+    let node: Node = eventually("a load summary", async || {
+        let node = objects.get::<Node>(None, "worker-1").await.unwrap()?;
+        node.status.cpu_load.is_some().then_some(node)
+    })
+    .await;
+    let status = &node.status;
+    assert!((0.0..=1.0).contains(&status.cpu_load.unwrap()));
+    assert!(status.load_average.is_some_and(|load| load >= 0.0));
+    assert!(
+        status
+            .memory_available_bytes
+            .is_some_and(|free| free <= status.capacity.memory_bytes)
+    );
+    assert_eq!(
+        status.layers, None,
+        "no image cache without a container runtime"
+    );
+
+    let mut fleet = SimulationConfig::new(2);
+    fleet.loads = vec![0.75, 0.25];
+    let _fleet = tokio::spawn(Simulation::new(api, fleet).run());
+    let nodes: Vec<Node> = eventually("2 hollow nodes", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        let hollow: Vec<Node> = nodes
+            .into_iter()
+            .filter(|n| n.metadata.name.starts_with("sim-"))
+            .collect();
+        (hollow.len() == 2).then_some(hollow)
+    })
+    .await;
+    let busy = &nodes
+        .iter()
+        .find(|n| n.metadata.name == "sim-00001")
+        .unwrap()
+        .status;
+    assert_eq!(busy.cpu_load, Some(0.75));
+    assert_eq!(busy.load_average, Some(12.0), "0.75 of 16 cores");
+    assert_eq!(busy.memory_available_bytes, Some(16 << 30));
+    assert_eq!(busy.layers, Some(Vec::new()));
+    let idle = &nodes
+        .iter()
+        .find(|n| n.metadata.name == "sim-00002")
+        .unwrap()
+        .status;
+    assert_eq!(idle.cpu_load, Some(0.25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_fleet_runs_what_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let plane = plane(&dir);
@@ -318,7 +377,10 @@ async fn an_agent_back_removes_what_is_no_longer_its_own_before_starting_anythin
     let api = Arc::new(LocalNodeApi::new(objects.clone()));
     // The node as it was before the agent restarted: a pod bound to it.
     let config = AgentConfig::new("wtf-back");
-    objects.register_node(config.node(None)).await.unwrap();
+    objects
+        .register_node(config.node(&wharf_agent::LoadSummary::default()))
+        .await
+        .unwrap();
     let ttl = Duration::from_secs(30);
     objects.heartbeat("wtf-back", None, ttl).await.unwrap();
     apply(&plane, 1).await;
