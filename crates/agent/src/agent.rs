@@ -14,7 +14,9 @@ use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
-use crate::machine::{self, CpuLoad};
+use crate::health::{HEALTH_EVERY, HEALTH_TIMEOUT, watch_health};
+use crate::load::{LoadMeter, LoadSource, LoadSummary};
+use crate::machine;
 use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, LatestSamples, node::NodeReader};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
@@ -27,8 +29,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
 /// How often the lease is renewed by default: four tries per lease.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How often the node's status (load, capacity) is re-reported.
-const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// How often the node's status (load summary, capacity) is re-reported by
+/// default.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How often the running containers' usage is sampled by default.
 pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(10);
@@ -56,6 +59,13 @@ pub struct AgentConfig {
     /// How often the running containers' CPU and memory are sampled and
     /// reported.
     pub usage_interval: Duration,
+    /// How often the node's status, with its load summary, is reported.
+    pub status_interval: Duration,
+    /// Where the load summary's CPU and memory figures come from.
+    pub load_source: LoadSource,
+    /// How often the container runtime's health is checked (a failing
+    /// one makes the node not ready).
+    pub health_interval: Duration,
     /// How often the node's and its containers' metrics are collected and
     /// pushed ([`crate::metrics`]); zero turns collection off.
     pub metrics_interval: Duration,
@@ -76,6 +86,9 @@ impl AgentConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             endpoint: None,
             usage_interval: DEFAULT_USAGE_INTERVAL,
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            load_source: LoadSource::default(),
+            health_interval: HEALTH_EVERY,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             latest_samples: LatestSamples::default(),
         }
@@ -84,8 +97,8 @@ impl AgentConfig {
     /// The node object this agent registers, with what the machine has now.
     /// Kubernetes' standard labels (hostname, os, arch) are the agent's:
     /// they replace any of `labels` of the same key (the CLI refuses such
-    /// labels before they get here).
-    pub fn node(&self, cpu_load: Option<f32>) -> Node {
+    /// labels before they get here). `load` is the load summary to report.
+    pub fn node(&self, load: &LoadSummary) -> Node {
         let mut labels = self.labels.clone();
         labels.extend(machine::standard_labels(&self.name));
         Node {
@@ -103,7 +116,10 @@ impl AgentConfig {
             },
             status: NodeStatus {
                 capacity: machine::capacity(self.max_pods),
-                cpu_load,
+                cpu_load: load.cpu_busy,
+                load_average: load.load_average,
+                memory_available_bytes: load.memory_available_bytes,
+                layers: load.layers.clone(),
                 info: machine::info(),
                 endpoint: self.endpoint.clone(),
                 ..NodeStatus::default()
@@ -120,6 +136,8 @@ pub struct Agent {
     fence: Fence,
     services: watch::Sender<Arc<ServiceView>>,
     service_rules: Option<Arc<dyn ServiceRules>>,
+    /// Why the node cannot run pods, while its runtime fails.
+    not_ready: watch::Sender<Option<String>>,
 }
 
 impl Agent {
@@ -132,6 +150,7 @@ impl Agent {
             config,
             services: watch::channel(Arc::default()).0,
             service_rules: None,
+            not_ready: watch::channel(None).0,
         }
     }
 
@@ -159,6 +178,13 @@ impl Agent {
             async move { this.fence.watch().await }
         });
         let usage = tokio::spawn(this.clone().report_usage());
+        let status = tokio::spawn(this.clone().report_status());
+        let health = tokio::spawn(watch_health(
+            this.runtime.clone(),
+            this.not_ready.clone(),
+            this.config.health_interval,
+            HEALTH_TIMEOUT,
+        ));
         let interval = this.config.metrics_interval;
         let metrics = (!interval.is_zero()).then(|| {
             let collector = Collector::new(
@@ -188,6 +214,8 @@ impl Agent {
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
+            AbortOnDropHandle::new(status),
+            AbortOnDropHandle::new(health),
             AbortOnDropHandle::new(services),
             rules,
             metrics,
@@ -208,7 +236,11 @@ impl Agent {
     async fn register_until_done(&self) {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.api.register(self.config.node(None)).await {
+            match self
+                .api
+                .register(self.config.node(&LoadSummary::default()))
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(node = self.config.name, "node registered");
                     return;
@@ -222,12 +254,9 @@ impl Agent {
         }
     }
 
-    /// Renews the heartbeat lease every `heartbeat_interval`, and reports
-    /// the node's status now and then.
+    /// Renews the heartbeat lease every `heartbeat_interval`.
     async fn heartbeats(self: Arc<Self>) {
         let mut lease = None;
-        let mut load = CpuLoad::new();
-        let mut last_status = tokio::time::Instant::now();
         loop {
             let sent = tokio::time::Instant::now();
             match self
@@ -243,14 +272,40 @@ impl Agent {
                     tracing::warn!(error = %err, node = self.config.name, "heartbeat failed")
                 }
             }
-            if last_status.elapsed() >= STATUS_EVERY {
-                last_status = tokio::time::Instant::now();
-                if let Err(err) = self.api.register(self.config.node(load.sample())).await {
-                    tracing::warn!(error = %err, node = self.config.name, "status report failed");
-                }
-                self.runtime.release_volumes().await;
-            }
             tokio::time::sleep(self.config.heartbeat_interval).await;
+        }
+    }
+
+    /// Reports the node's status with its load summary every
+    /// `status_interval`, and at once when its health changes (that moves
+    /// pods), in a task of its own: reading the layer cache or a slow
+    /// server must not hold up the lease renewals.
+    async fn report_status(self: Arc<Self>) {
+        let capacity = machine::capacity(self.config.max_pods);
+        let mut load = LoadMeter::new(self.config.load_source, capacity);
+        // The baseline, so the first report already has CPU busy.
+        load.sample(self.runtime.as_ref()).await;
+        let mut not_ready = self.not_ready.subscribe();
+        let mut every = tokio::time::interval(self.config.status_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            let health_changed = tokio::select! {
+                _ = every.tick() => false,
+                changed = not_ready.changed() => changed.is_ok(),
+            };
+            let summary = load.sample(self.runtime.as_ref()).await;
+            let mut node = self.config.node(&summary);
+            node.status.not_ready_reason = not_ready.borrow_and_update().clone();
+            if let Err(err) = self.api.register(node).await {
+                tracing::warn!(error = %err, node = self.config.name, "status report failed");
+                if health_changed {
+                    // Sent again after a heartbeat's pause, not in 30 s.
+                    tokio::time::sleep(self.config.heartbeat_interval).await;
+                    not_ready.mark_changed();
+                }
+            }
+            self.runtime.release_volumes().await;
         }
     }
 
@@ -548,7 +603,7 @@ mod tests {
         config.labels.insert(LABEL_POOL.into(), "web".into());
         // Set in code, past the CLI's refusal: the agent's value stands.
         config.labels.insert(LABEL_OS.into(), "windows".into());
-        let labels = config.node(None).metadata.labels;
+        let labels = config.node(&LoadSummary::default()).metadata.labels;
         assert_eq!(labels[LABEL_POOL], "web");
         assert_eq!(labels[LABEL_HOSTNAME], "worker-1");
         assert_eq!(labels[LABEL_OS], "linux");

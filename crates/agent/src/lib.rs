@@ -16,6 +16,8 @@ mod endpoint;
 mod error;
 pub mod exec;
 mod fencing;
+mod health;
+mod load;
 mod logs;
 pub mod machine;
 pub mod metrics;
@@ -30,7 +32,8 @@ mod streams;
 pub mod usage;
 
 pub use agent::{
-    Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_USAGE_INTERVAL,
+    Agent, AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TTL, DEFAULT_STATUS_INTERVAL,
+    DEFAULT_USAGE_INTERVAL,
 };
 pub use api::{
     HttpNodeApi, NodeApi, PodAccess, PodChange, PodChanges, ServiceChange, ServiceChanges,
@@ -38,6 +41,7 @@ pub use api::{
 };
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
+pub use load::{LoadMeter, LoadSource, LoadSummary};
 pub use metrics::DEFAULT_METRICS_INTERVAL;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};
 pub use service_rules::ServiceRules;

@@ -49,46 +49,6 @@ pub fn info() -> BTreeMap<String, String> {
     info
 }
 
-/// Fraction of CPU time busy since the previous call (from `/proc/stat`).
-pub struct CpuLoad {
-    last: Option<(u64, u64)>,
-}
-
-impl CpuLoad {
-    /// A meter with no previous sample.
-    pub fn new() -> CpuLoad {
-        CpuLoad { last: None }
-    }
-
-    /// Utilisation in `0.0..=1.0` since the last sample (`None` the first time).
-    pub fn sample(&mut self) -> Option<f32> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-        let total: u64 = fields.iter().take(8).sum();
-        let load = self.last.and_then(|(last_idle, last_total)| {
-            let dt = total.checked_sub(last_total)?;
-            let di = idle.checked_sub(last_idle)?;
-            (dt > 0).then(|| 1.0 - di as f32 / dt as f32)
-        });
-        self.last = Some((idle, total));
-        load
-    }
-}
-
-impl Default for CpuLoad {
-    fn default() -> Self {
-        CpuLoad::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,10 +60,6 @@ mod tests {
         assert!(capacity.memory_bytes > 64 << 20);
         assert_eq!(capacity.pods, 110);
         assert!(info().contains_key("kernel"));
-        let mut load = CpuLoad::new();
-        assert!(load.sample().is_none());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(load.sample().is_some_and(|l| (0.0..=1.0).contains(&l)));
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub trait Runtime: Send + Sync + 'static {
     async fn usage(&self) -> Vec<PodUsage> {
         Vec::new()
     }
+    /// The layers in the node's image cache, for image-locality
+    /// scheduling; `None` for a runtime without one.
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        None
+    }
+    /// Whether the runtime can run pods now; why not otherwise (the node
+    /// then reports itself not ready). A runtime without containers has
+    /// nothing to fail.
+    async fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// What monitoring reads of the running containers of the pods held
     /// here (cgroups, the pods' network); none without containers.
     async fn pod_stats(&self) -> Vec<PodStats> {

@@ -44,6 +44,11 @@ pub struct SimulationConfig {
     pub heartbeat_interval: Option<Duration>,
     /// Whether bound pods are reported as running (status writes).
     pub report_running: bool,
+    /// CPU busy (`0.0..=1.0`) each node reports, assigned round-robin;
+    /// empty: no load summary (the scheduler's load score is neutral).
+    /// A node of load `l` reports a load average of `l` per core and
+    /// `1 - l` of its memory available, and an empty layer cache.
+    pub loads: Vec<f32>,
 }
 
 impl SimulationConfig {
@@ -63,6 +68,7 @@ impl SimulationConfig {
             heartbeat_ttl: Duration::from_secs(120),
             heartbeat_interval: None,
             report_running: true,
+            loads: Vec::new(),
         }
     }
 
@@ -97,11 +103,26 @@ impl SimulationConfig {
                 ..ObjectMeta::default()
             },
             spec: NodeSpec::default(),
-            status: NodeStatus {
-                capacity: self.capacity,
-                ..NodeStatus::default()
-            },
+            status: self.status(i),
         }
+    }
+
+    /// Capacity, and the load summary of node `i` if loads are set.
+    fn status(&self, i: usize) -> NodeStatus {
+        let mut status = NodeStatus {
+            capacity: self.capacity,
+            ..NodeStatus::default()
+        };
+        if !self.loads.is_empty() {
+            let load = self.loads[i % self.loads.len()].clamp(0.0, 1.0);
+            let cores = self.capacity.cpu_millis as f32 / 1000.0;
+            status.cpu_load = Some(load);
+            status.load_average = Some(load * cores);
+            status.memory_available_bytes =
+                Some((self.capacity.memory_bytes as f64 * f64::from(1.0 - load)) as u64);
+            status.layers = Some(Vec::new());
+        }
+        status
     }
 }
 

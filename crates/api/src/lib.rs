@@ -23,6 +23,7 @@
 //! assert_eq!(parsed.len(), 1);
 //! ```
 
+mod alert;
 mod autoscaling;
 mod claim;
 mod config;
@@ -51,6 +52,11 @@ mod usage;
 mod volume;
 mod workload;
 
+pub use alert::{
+    ALERT_HISTORY_LEN, Alert, AlertAggregation, AlertNotification, AlertReceiver, AlertRule,
+    AlertRuleSpec, AlertRuleStatus, AlertState, AlertTransition, Comparison, Delivery,
+    DeliveryState, MAX_ALERT_WINDOW_SECONDS, ReceiverSpec, Silence, SilenceSpec,
+};
 pub use autoscaling::{
     HorizontalPodAutoscaler, HpaBehavior, HpaSpec, HpaStatus, MetricSpec, MetricStatus,
     MetricTarget, MetricValueStatus, ResolvedTarget, ResourceMetric, ResourceMetricStatus,
@@ -86,8 +92,9 @@ pub use meta::{
     parse_label_selector,
 };
 pub use node::{
-    LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS,
-    LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus, STANDARD_NODE_LABELS, Taint, TaintEffect,
+    ANNOTATION_SCHEDULING_SCORES, CachedLayer, LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME,
+    LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS, LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus,
+    STANDARD_NODE_LABELS, Taint, TaintEffect,
 };
 pub use probe::{
     ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,

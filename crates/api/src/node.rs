@@ -118,12 +118,31 @@ pub struct NodeStatus {
     /// report, or the node's last return to ready.
     #[serde(default)]
     pub last_heartbeat: u64,
-    /// Live CPU utilisation 0..=1, when the agent reports it.
+    /// CPU busy over the last minute, `0.0..=1.0`, when the agent reports
+    /// it (from `/proc/stat`, or from its pods' cgroups with
+    /// `--load-source pods`). Part of the load summary the scheduler's load
+    /// score reads; cleared when the node goes not ready, so a report
+    /// from before an outage is never taken for a current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_load: Option<f32>,
-    /// Images present on the node, for image-locality scheduling.
+    /// The 1-minute load average (runnable tasks, not divided by cores),
+    /// when the agent reports it; cleared with `cpu_load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<f32>,
+    /// Memory available for new work (`MemAvailable`), in bytes, when the
+    /// agent reports it; cleared with `cpu_load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_available_bytes: Option<u64>,
+    /// Images cached on the node, by the references they were pulled by.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<NodeImage>,
+    /// Layers in the node's layer cache, for image-locality scheduling
+    /// (bytes a pod's image would not have to pull); `None` when the agent
+    /// has not reported them (or the report went stale), which the
+    /// scheduler scores neutral, unlike an empty cache. Cleared with
+    /// `cpu_load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<CachedLayer>>,
     /// Operating system, architecture, kernel, agent version.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub info: std::collections::BTreeMap<String, String>,
@@ -145,6 +164,33 @@ pub struct NodeImage {
     pub name: String,
     /// Size in bytes.
     pub size_bytes: u64,
+}
+
+/// A layer in a node's cache: its blob digest (as image manifests list
+/// it) and compressed size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedLayer {
+    /// Digest of the layer blob, `sha256:...`.
+    pub digest: String,
+    /// Size of the blob in bytes: what a pull would download.
+    pub size_bytes: u64,
+}
+
+/// Annotation the scheduler puts on a pod it binds: the node, its score
+/// and each score's value, which `wharf describe pod` shows.
+pub const ANNOTATION_SCHEDULING_SCORES: &str = "wharf.io/scheduling-scores";
+
+impl NodeStatus {
+    /// Forgets the load summary (CPU busy, load average, free memory,
+    /// cached layers): what a node reported before it went silent is
+    /// stale, so the scheduler scores it neutral until the next report.
+    pub fn clear_load_summary(&mut self) {
+        self.cpu_load = None;
+        self.load_average = None;
+        self.memory_available_bytes = None;
+        self.layers = None;
+    }
 }
 
 impl Node {

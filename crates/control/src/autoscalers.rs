@@ -16,56 +16,28 @@ impl Objects {
     ) -> Result<(HorizontalPodAutoscaler, bool), ControlError> {
         hpa.validate()?;
         hpa.status = Default::default();
-        let project = hpa.metadata.project.clone();
-        let name = hpa.metadata.name.clone();
-        if self
-            .get::<HorizontalPodAutoscaler>(project.as_deref(), &name)
-            .await?
-            .is_none()
-        {
-            match self.create(hpa.clone()).await {
-                Ok(created) => return Ok((created, true)),
-                Err(ControlError::Conflict(_)) => {}
-                Err(err) => return Err(err),
+        let applied = hpa.clone();
+        self.create_or_modify(hpa, |current: &mut HorizontalPodAutoscaler| {
+            let spec_changed = current.spec != applied.spec;
+            if spec_changed {
+                current.spec = applied.spec.clone();
+                current.metadata.generation += 1;
             }
-        }
-        let updated = self
-            .modify::<HorizontalPodAutoscaler>(project.as_deref(), &name, |current| {
-                let spec_changed = current.spec != hpa.spec;
-                if spec_changed {
-                    current.spec = hpa.spec.clone();
-                    current.metadata.generation += 1;
-                }
-                // `wharf autoscale` makes the deployment the owner.
-                let owners = &hpa.metadata.owner_references;
-                let owners_changed = current.metadata.owner_references != *owners;
-                current.metadata.owner_references = owners.clone();
-                take_applied_metadata(&mut current.metadata, &hpa.metadata)
-                    || spec_changed
-                    || owners_changed
-            })
-            .await?;
-        Ok((updated, false))
+            // `wharf autoscale` makes the deployment the owner.
+            let owners = &applied.metadata.owner_references;
+            let owners_changed = current.metadata.owner_references != *owners;
+            current.metadata.owner_references = owners.clone();
+            take_applied_metadata(&mut current.metadata, &applied.metadata)
+                || spec_changed
+                || owners_changed
+        })
+        .await
     }
 
     /// Deletes every autoscaler of `project`; returns how many.
     pub async fn delete_project_hpas(&self, project: &str) -> Result<usize, ControlError> {
-        let (hpas, _) = self
-            .list::<HorizontalPodAutoscaler>(Some(project), None)
-            .await?;
-        let mut count = 0;
-        for hpa in hpas {
-            let name = &hpa.metadata.name;
-            match self
-                .delete::<HorizontalPodAutoscaler>(Some(project), name, None)
-                .await
-            {
-                Ok(_) => count += 1,
-                Err(ControlError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(count)
+        self.delete_in_project::<HorizontalPodAutoscaler>(project)
+            .await
     }
 
     /// Sets a deployment's replica count: what `wharf scale` and the

@@ -177,21 +177,8 @@ impl Objects {
 
     /// Deletes every claim of `project` (a project being deleted).
     pub async fn delete_project_claims(&self, project: &str) -> Result<usize, ControlError> {
-        let (claims, _) = self
-            .list::<PersistentVolumeClaim>(Some(project), None)
-            .await?;
-        let mut count = 0;
-        for claim in claims {
-            match self
-                .delete::<PersistentVolumeClaim>(Some(project), &claim.metadata.name, None)
-                .await
-            {
-                Ok(_) => count += 1,
-                Err(ControlError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(count)
+        self.delete_in_project::<PersistentVolumeClaim>(project)
+            .await
     }
 }
 

@@ -17,6 +17,7 @@ use crate::events::EventRecorder;
 use crate::eviction::{EvictionConfig, NodeEviction};
 use crate::garbage::GarbageCollector;
 use crate::hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReporter};
+use crate::image_layers::ImageLayers;
 use crate::ipam::IpReconciler;
 use crate::leader::{Candidate, run_as_leader};
 use crate::nodes::NodeLifecycle;
@@ -50,6 +51,8 @@ pub struct ControlPlane {
     hpa_sync_period: Duration,
     /// Where the autoscaler's scales are reported (the audit log).
     scale_reports: Option<ScaleReporter>,
+    /// Where the scheduler learns pods' image layers (the local registry).
+    image_layers: Option<Arc<dyn ImageLayers>>,
     /// Where the scheduler's batches are reported (the server's metrics).
     scheduling_reports: Option<SchedulingReporter>,
 }
@@ -84,6 +87,7 @@ impl ControlPlane {
             pod_metrics: PodMetricsStore::new(),
             hpa_sync_period: DEFAULT_HPA_SYNC_PERIOD,
             scale_reports: None,
+            image_layers: None,
             scheduling_reports: None,
             service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
@@ -123,6 +127,13 @@ impl ControlPlane {
     /// The same control plane reporting the autoscaler's scales to `reports`.
     pub fn with_scale_reports(mut self, reports: ScaleReporter) -> ControlPlane {
         self.scale_reports = Some(reports);
+        self
+    }
+
+    /// The same control plane scheduling with image locality from
+    /// `images` (the layers of the images this server's registry hosts).
+    pub fn with_image_layers(mut self, images: Arc<dyn ImageLayers>) -> ControlPlane {
+        self.image_layers = Some(images);
         self
     }
 
@@ -192,6 +203,7 @@ impl ControlPlane {
     {
         let objects = self.objects.clone();
         let config = self.scheduler_config;
+        let images = self.image_layers.clone();
         let eviction = self.eviction_config;
         let scheduling_reports = self.scheduling_reports.clone();
         let autoscaler = Arc::new(
@@ -209,14 +221,19 @@ impl ControlPlane {
             run_as_leader(store.as_ref(), &candidate, LEADER_TTL, stopped, || {
                 let objects = objects.clone();
                 let autoscaler = autoscaler.clone();
+                let images = images.clone();
                 let scheduling_reports = scheduling_reports.clone();
                 let extra = tokio::spawn(extra());
                 async move {
                     let _extra = AbortOnDropHandle::new(extra);
                     let deployments =
                         tokio::spawn(DeploymentController::new(objects.clone()).run());
-                    let scheduler =
-                        SchedulingLoop::reporting(objects.clone(), config, scheduling_reports);
+                    let scheduler = SchedulingLoop::reporting(
+                        objects.clone(),
+                        config,
+                        images,
+                        scheduling_reports,
+                    );
                     let scheduler = tokio::spawn(scheduler.run());
                     let nodes = tokio::spawn(NodeLifecycle::new(objects.clone()).run());
                     let evictions =

@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use wharf_store::{KeyValue, LeaseId, Revision, Store, StoreError, Txn};
 
 const LEADER_KEY: &str = "/cluster/leader";
@@ -110,7 +111,9 @@ pub async fn run_as_leader<F, Fut>(
         match campaigned {
             Ok(Campaign::Leading(lease)) => {
                 tracing::info!(candidate = name, "leading the control plane");
-                let mut work = tokio::spawn(lead());
+                // Aborted with this future too: a dropped `Running` must not
+                // leave the controllers leading on their own.
+                let mut work = AbortOnDropHandle::new(tokio::spawn(lead()));
                 let released = tokio::select! {
                     () = hold(store, lease, ttl) => false,
                     () = stop.cancelled() => true,

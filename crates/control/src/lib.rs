@@ -14,6 +14,7 @@
 //! Controllers are reconcile loops driven by watches, idempotent and safe
 //! to restart: all their state is rebuilt from the store.
 
+mod alerting;
 mod autoscalers;
 mod claims;
 mod cluster;
@@ -27,6 +28,7 @@ mod eviction_view;
 mod garbage;
 mod hpa_controller;
 pub mod hpa_replicas;
+mod image_layers;
 mod ipam;
 mod leader;
 mod nodes;
@@ -59,6 +61,7 @@ pub use eviction::{
 };
 pub use garbage::{GarbageCollector, Sweep};
 pub use hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReport, ScaleReporter};
+pub use image_layers::{ImageLayers, Layer};
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};

@@ -175,6 +175,9 @@ impl NodeLifecycle {
                 node.status.ready = ready;
                 if ready {
                     node.status.last_heartbeat = now_millis();
+                } else {
+                    // Not heard from: its load and cache may have moved on.
+                    node.status.clear_load_summary();
                 }
                 changed
             })

@@ -14,6 +14,9 @@
 //! /cluster/services/<project>/<name>        Service (cluster IPs: see `services`)
 //! /cluster/endpoints/<project>/<name>       Endpoints of the service of that name
 //! /cluster/hpas/<project>/<name>            HorizontalPodAutoscaler (see `autoscalers`)
+//! /cluster/alertrules/[<project>/]<name>    AlertRule (no project: cluster-wide)
+//! /cluster/silences/[<project>/]<name>      Silence (no project: cluster-wide)
+//! /cluster/alertreceivers/[<project>/]<name> AlertReceiver, secret sealed
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -25,8 +28,9 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, HorizontalPodAutoscaler, IpPool,
-    LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod, Service,
+    AlertReceiver, AlertRule, ConfigMap, Deployment, DeploymentRevision, Endpoints, Event,
+    HorizontalPodAutoscaler, IpPool, LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod,
+    Service, Silence,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -86,6 +90,18 @@ object_kind!(
     DeploymentRevision,
     "DeploymentRevision",
     "/cluster/revisions/",
+    true
+);
+
+// Alerting objects are namespaced, and those without a project are the
+// cluster's: their keys sit directly under the prefix, which no project's
+// key does (names have no '/').
+object_kind!(AlertRule, "AlertRule", "/cluster/alertrules/", true);
+object_kind!(Silence, "Silence", "/cluster/silences/", true);
+object_kind!(
+    AlertReceiver,
+    "AlertReceiver",
+    "/cluster/alertreceivers/",
     true
 );
 
@@ -313,6 +329,45 @@ impl Objects {
             "{} {name} keeps changing",
             T::KIND
         )))
+    }
+
+    /// Creates `object` if no object of its name exists, else changes the
+    /// stored one with `change` (retrying on conflicts; `false` leaves it);
+    /// `true` if it was created. What `apply` does for every kind.
+    pub async fn create_or_modify<T: Object>(
+        &self,
+        object: T,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<(T, bool), ControlError> {
+        let project = object.metadata().project.clone();
+        let name = object.metadata().name.clone();
+        if self.get::<T>(project.as_deref(), &name).await?.is_none() {
+            match self.create(object).await {
+                Ok(created) => return Ok((created, true)),
+                // Created meanwhile: change that one.
+                Err(ControlError::Conflict(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let changed = self.modify::<T>(project.as_deref(), &name, change).await?;
+        Ok((changed, false))
+    }
+
+    /// Deletes every object of a kind in `project`; returns how many.
+    pub async fn delete_in_project<T: Object>(&self, project: &str) -> Result<usize, ControlError> {
+        let (objects, _) = self.list::<T>(Some(project), None).await?;
+        let mut count = 0;
+        for object in objects {
+            match self
+                .delete::<T>(Some(project), &object.metadata().name, None)
+                .await
+            {
+                Ok(_) => count += 1,
+                Err(ControlError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(count)
     }
 
     /// Deletes an object: only if still at `expected` revision, when given;

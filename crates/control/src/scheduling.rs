@@ -28,9 +28,12 @@ use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use wharf_api::{EventType, Node, ObjectReference, PersistentVolumeClaim, Pod, PodPhase};
+use wharf_api::{
+    ANNOTATION_SCHEDULING_SCORES, EventType, Node, ObjectReference, PersistentVolumeClaim, Pod,
+    PodPhase,
+};
 use wharf_scheduler::{
-    HostPort, NodeInfo, PodInfo, Resources, Scheduler, SchedulerConfig, Snapshot, Taint,
+    HostPort, NodeInfo, Placement, PodInfo, Resources, Scheduler, SchedulerConfig, Snapshot, Taint,
     TaintEffect, Toleration, TolerationOperator,
 };
 
@@ -38,6 +41,7 @@ use crate::ControlError;
 use crate::claims::uses_claim;
 use crate::deployments::deployment_of;
 use crate::events::EventRecorder;
+use crate::image_layers::{CachedImageLayers, ImageLayers, Layer};
 use crate::ipam::{PoolUse, requested, requested_pool};
 use crate::objects::{Change, Objects};
 use crate::pods::BindOutcome;
@@ -89,6 +93,9 @@ pub struct SchedulingLoop {
     events: EventRecorder,
     state: Mutex<State>,
     queue: WorkQueue<PodKey>,
+    /// Where pods' image layers come from; without it image locality is
+    /// neutral.
+    images: Option<CachedImageLayers>,
     reports: Option<SchedulingReporter>,
 }
 
@@ -107,16 +114,29 @@ fn occupies(pod: &Pod) -> bool {
 impl SchedulingLoop {
     /// A loop over `objects` with scheduler settings `config`.
     pub fn new(objects: Objects, config: SchedulerConfig) -> Arc<SchedulingLoop> {
-        SchedulingLoop::reporting(objects, config, None)
+        SchedulingLoop::with_images(objects, config, None)
     }
 
-    /// The same loop telling `reports` what each batch decided.
+    /// [`new`](SchedulingLoop::new), learning the layers of pods' images
+    /// from `images` for image locality.
+    pub fn with_images(
+        objects: Objects,
+        config: SchedulerConfig,
+        images: Option<Arc<dyn ImageLayers>>,
+    ) -> Arc<SchedulingLoop> {
+        SchedulingLoop::reporting(objects, config, images, None)
+    }
+
+    /// [`with_images`](SchedulingLoop::with_images), also telling
+    /// `reports` what each batch decided.
     pub fn reporting(
         objects: Objects,
         config: SchedulerConfig,
+        images: Option<Arc<dyn ImageLayers>>,
         reports: Option<SchedulingReporter>,
     ) -> Arc<SchedulingLoop> {
         Arc::new(SchedulingLoop {
+            images: images.map(CachedImageLayers::new),
             reports,
             events: EventRecorder::new(objects.clone(), "scheduler"),
             objects,
@@ -280,11 +300,12 @@ impl SchedulingLoop {
         let mut refused = Vec::new();
         let (addresses, pools) = self.addresses_asked(&keys).await;
         let mut claims = self.claims_asked(&keys).await;
+        let mut layers = self.layers_asked(&keys).await;
         {
             let mut state = self.state.lock().expect("scheduler state");
             let mut room = AddressRoom::new(pools, &state);
             for key in keys {
-                let Some(pod) = state.pending.get(&key).cloned() else {
+                let Some(mut pod) = state.pending.get(&key).cloned() else {
                     continue;
                 };
                 let Some(mut info) = pod_info(&pod) else {
@@ -304,8 +325,13 @@ impl SchedulingLoop {
                     }
                 };
                 info.required_node = required.as_ref().map(|(_, node)| node.clone());
+                info.layers = layers.remove(&key).flatten();
                 match self.scheduler.schedule(&mut state.snapshot, &info) {
                     Ok(placement) => {
+                        pod.metadata.annotations.insert(
+                            ANNOTATION_SCHEDULING_SCORES.into(),
+                            self.explain(&placement),
+                        );
                         let assumed = state.snapshot.assume(placement.node, &info);
                         if assumed.is_ok() {
                             room.take(address, &key);
@@ -356,6 +382,40 @@ impl SchedulingLoop {
                 .map(|(pod, message)| self.report_unschedulable(pod, message)),
         )
         .await;
+    }
+
+    /// Why the pod went where it did, for `describe pod`: the node, its
+    /// weighted mean score and each score.
+    fn explain(&self, placement: &Placement) -> String {
+        format!(
+            "{} scored {:.1}, best of {} feasible nodes: {}",
+            placement.node_name,
+            placement.score,
+            placement.feasible_nodes,
+            placement.scores.describe(&self.scheduler.config().weights)
+        )
+    }
+
+    /// The layers of each pod's images, where they are known.
+    async fn layers_asked(&self, keys: &[PodKey]) -> HashMap<PodKey, Option<Vec<Layer>>> {
+        let Some(images) = &self.images else {
+            return HashMap::new();
+        };
+        let pods: Vec<(PodKey, Vec<String>)> = {
+            let state = self.state.lock().expect("scheduler state");
+            keys.iter()
+                .filter_map(|key| {
+                    let pod = state.pending.get(key)?;
+                    let images = pod.spec.containers.iter().map(|c| c.image.clone());
+                    Some((key.clone(), images.collect()))
+                })
+                .collect()
+        };
+        let mut layers = HashMap::new();
+        for (key, references) in pods {
+            layers.insert(key, images.pod_layers(&references).await);
+        }
+        layers
     }
 
     /// The pool (and fixed address) each pod of the batch takes its address
@@ -598,13 +658,13 @@ pub fn node_info(node: &Node) -> NodeInfo {
     info.schedulable = !node.spec.unschedulable;
     info.labels = node.metadata.labels.clone();
     info.taints = node.spec.taints.iter().map(scheduler_taint).collect();
-    info.images = node
+    info.layers = node
         .status
-        .images
-        .iter()
-        .map(|i| (i.name.clone(), i.size_bytes))
-        .collect();
+        .layers
+        .as_ref()
+        .map(|layers| layers.iter().map(|l| l.digest.clone()).collect());
     info.load = node.status.cpu_load;
+    info.load_average = node.status.load_average;
     info
 }
 
@@ -661,12 +721,6 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
             },
             port,
         })
-        .collect();
-    info.images = pod
-        .spec
-        .containers
-        .iter()
-        .map(|c| c.image.clone())
         .collect();
     info.owner = deployment_of(pod).map(|d| {
         format!(

@@ -481,6 +481,43 @@ async fn one_leader_at_a_time() {
     assert_eq!(leading.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// A server's `Running` is dropped without `stop` in tests and benches:
+/// the leader's work must go with it, not lead on unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_candidate_stops_its_leaders_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir);
+    // One reference here, one in the closure, one in the running work.
+    let work = Arc::new(());
+    let held = work.clone();
+    let candidate = tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        let ttl = Duration::from_secs(1);
+        wharf_control::run_as_leader(store.as_ref(), &"a".into(), ttl, stop, move || {
+            let held = held.clone();
+            async move {
+                let _held = held;
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+    });
+    let count_becomes = async |count: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&work) != count {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}",
+                Arc::strong_count(&work)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    count_becomes(3, "the work leads").await;
+    candidate.abort();
+    count_becomes(1, "the work still runs after its candidate was aborted").await;
+}
+
 /// A candidate for the leader test: runs until `stop` is cancelled and
 /// counts how often it started leading in `leading`.
 fn campaign(

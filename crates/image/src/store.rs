@@ -314,6 +314,25 @@ impl ImageStore {
         .await
     }
 
+    /// Every layer of the complete cached images, once each, with its
+    /// compressed size (what a pull downloads): what the node reports for
+    /// image-locality scheduling.
+    pub async fn cached_layers(&self) -> Result<Vec<(Digest, u64)>, ImageError> {
+        let layout = self.layout.clone();
+        blocking(move || {
+            let mut layers: BTreeMap<Digest, u64> = BTreeMap::new();
+            for record in layout.all_images()? {
+                if layout.is_complete(&record) {
+                    for layer in record.layers {
+                        layers.insert(layer.digest, layer.size);
+                    }
+                }
+            }
+            Ok(layers.into_iter().collect())
+        })
+        .await
+    }
+
     /// Garbage collection: forgets every image whose manifest digest is not
     /// in `keep` (and the references to it), then deletes every layer no
     /// kept image uses, except layers a pull in progress needs.

@@ -55,8 +55,7 @@ fn node(rng: &mut Rng, i: usize) -> NodeInfo {
         _ => {}
     }
     for _ in 0..rng.below(8) {
-        let size = (50 + rng.below(450)) << 20;
-        node = node.with_image(image(rng.below(IMAGES as u64) as usize), size);
+        node = node.with_layers([image(rng.below(IMAGES as u64) as usize)]);
     }
     node.ready = rng.below(100) >= 2;
     node.schedulable = rng.below(100) >= 1;
@@ -67,7 +66,10 @@ fn node(rng: &mut Rng, i: usize) -> NodeInfo {
 fn deployment(rng: &mut Rng, i: usize) -> PodInfo {
     let mut pod = PodInfo::new(250 * (1 + rng.below(8)), (256 << 20) * (1 + rng.below(16)))
         .with_owner(format!("project-{}/deploy-{i}", i % 17))
-        .with_image(image(rng.below(IMAGES as u64) as usize))
+        .with_layer(
+            image(rng.below(IMAGES as u64) as usize),
+            (50 + rng.below(450)) << 20,
+        )
         .with_critical(rng.below(4) == 0);
     if rng.below(5) > 0 {
         pod = pod.with_selector(POOL_LABEL, POOLS[rng.below(3) as usize]);

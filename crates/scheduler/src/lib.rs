@@ -11,8 +11,12 @@
 //! node selector (pool first), untolerated taint, pod slots, cpu, memory,
 //! host ports. Scores are soft, each in `0..=100`, weighted by
 //! [`ScoreWeights`]: least- or most-allocated, balanced allocation, owner
-//! spread over nodes and IDCs, image locality, live load, machine class and
-//! `PreferNoSchedule` taints. Equal scores go to the smaller node name.
+//! spread over nodes and IDCs, image locality (the share of the pod's image
+//! bytes in the node's layer cache), live load (cpu busy and load average
+//! per core), machine class and `PreferNoSchedule` taints; what a node does
+//! not report, and images of unknown layers, score a neutral 50. Equal
+//! scores go to the smaller node name. A [`Placement`] carries the
+//! winner's [`ScoreBreakdown`].
 //!
 //! Speed: per distinct (selector, tolerations) the snapshot caches which
 //! nodes pass the label, taint and state filters as a bitmap; the per-pod
@@ -60,6 +64,6 @@ pub use node::{
 };
 pub use pod::PodInfo;
 pub use resources::Resources;
-pub use schedule::{Placement, ReasonCount, Scheduler, Unschedulable};
+pub use schedule::{Placement, ReasonCount, Scheduler, ScoreBreakdown, Unschedulable};
 pub use snapshot::{NodeId, Snapshot};
 pub use taint::{Taint, TaintEffect, Toleration, TolerationOperator, tolerated};

@@ -86,12 +86,16 @@ pub struct NodeInfo {
     pub allocated: Resources,
     /// Host ports in use by the pods already on the node.
     pub host_ports: BTreeSet<HostPort>,
-    /// Images present on the node: reference -> size in bytes.
-    pub images: BTreeMap<String, u64>,
+    /// Digests of the layers in the node's cache; `None` when the node has
+    /// no current report, which makes its image locality neutral.
+    pub layers: Option<BTreeSet<String>>,
     /// Replicas already on the node, per owner (deployment identity).
     pub owners: BTreeMap<String, u32>,
-    /// Live cpu utilisation in `0.0..=1.0`, when the agent reports it.
+    /// Live cpu busy in `0.0..=1.0`, when the agent reports it.
     pub load: Option<f32>,
+    /// The 1-minute load average (not divided by cores), when the agent
+    /// reports it; scored per core of `capacity`.
+    pub load_average: Option<f32>,
 }
 
 impl NodeInfo {
@@ -106,9 +110,10 @@ impl NodeInfo {
             capacity,
             allocated: Resources::ZERO,
             host_ports: BTreeSet::new(),
-            images: BTreeMap::new(),
+            layers: None,
             owners: BTreeMap::new(),
             load: None,
+            load_average: None,
         }
     }
 
@@ -124,9 +129,18 @@ impl NodeInfo {
         self
     }
 
-    /// The same node with an image present.
-    pub fn with_image(mut self, reference: impl Into<String>, size_bytes: u64) -> Self {
-        self.images.insert(reference.into(), size_bytes);
+    /// The same node reporting these layers in its cache (added to any
+    /// it reported before).
+    pub fn with_layers<S: Into<String>>(mut self, digests: impl IntoIterator<Item = S>) -> Self {
+        self.layers
+            .get_or_insert_with(BTreeSet::new)
+            .extend(digests.into_iter().map(Into::into));
+        self
+    }
+
+    /// The same node reporting cpu busy `load` (`0.0..=1.0`).
+    pub fn with_load(mut self, load: f32) -> Self {
+        self.load = Some(load);
         self
     }
 

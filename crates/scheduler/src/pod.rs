@@ -12,7 +12,7 @@ use crate::{HostPort, Resources, Toleration};
 ///     .with_selector("wharf.io/pool", "web")
 ///     .with_toleration(Toleration::exists("dedicated"))
 ///     .with_owner("shop/web")
-///     .with_image("registry.local/shop/web:1.4");
+///     .with_layer("sha256:4f2a...", 30 << 20);
 /// assert_eq!(pod.requests.pods, 1);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,8 +25,10 @@ pub struct PodInfo {
     pub tolerations: Vec<Toleration>,
     /// Host ports the pod binds.
     pub host_ports: Vec<HostPort>,
-    /// Image references of the pod's containers.
-    pub images: Vec<String>,
+    /// The layers of the pod's images (digest, size in bytes), when the
+    /// control plane could resolve them; `None` (an image hosted
+    /// elsewhere) makes image locality neutral on every node.
+    pub layers: Option<Vec<(String, u64)>>,
     /// Deployment identity; replicas of one owner spread over nodes and IDCs.
     pub owner: Option<String>,
     /// Core service: prefers newer machine classes, where others prefer older.
@@ -63,9 +65,11 @@ impl PodInfo {
         self
     }
 
-    /// The same pod with one more container image.
-    pub fn with_image(mut self, reference: impl Into<String>) -> Self {
-        self.images.push(reference.into());
+    /// The same pod with one more image layer of `size_bytes`.
+    pub fn with_layer(mut self, digest: impl Into<String>, size_bytes: u64) -> Self {
+        self.layers
+            .get_or_insert_with(Vec::new)
+            .push((digest.into(), size_bytes));
         self
     }
 

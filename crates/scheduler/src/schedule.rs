@@ -6,7 +6,7 @@ use std::fmt;
 use crate::filter::{self, FilterReason};
 use crate::mask::{self, MaskEntry, PASSES, VACANT};
 use crate::snapshot::{Candidate, HotNode, Scratch, Slot};
-use crate::{NodeId, PodInfo, SchedulerConfig, Snapshot, Strategy, score};
+use crate::{NodeId, PodInfo, SchedulerConfig, ScoreWeights, Snapshot, Strategy, score};
 
 /// Where a pod should go.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +19,71 @@ pub struct Placement {
     pub score: f32,
     /// How many nodes passed the filters (and were scored).
     pub feasible_nodes: usize,
+    /// The chosen node's score on each preference, for explanations.
+    pub scores: ScoreBreakdown,
+}
+
+/// One node's score on each preference, each in `0.0..=100.0` before
+/// weighting.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScoreBreakdown {
+    /// Least- or most-allocated cpu and memory.
+    pub allocation: f32,
+    /// Cpu and memory used in similar proportions.
+    pub balanced: f32,
+    /// Fewer replicas of the owner on the node.
+    pub node_spread: f32,
+    /// Fewer replicas of the owner in the node's IDC.
+    pub idc_spread: f32,
+    /// Share of the pod's image bytes in the node's cache (50: unknown).
+    pub image_locality: f32,
+    /// Lower live load (50: not reported).
+    pub load: f32,
+    /// Machine class preference.
+    pub machine_class: f32,
+    /// Fewer untolerated `PreferNoSchedule` taints.
+    pub prefer_no_schedule: f32,
+}
+
+impl ScoreBreakdown {
+    /// The scores whose weight is not 0, by name, with the weight where
+    /// it is not 1: `allocation 87.5, node spread 100.0 x2, load 12.0`.
+    ///
+    /// ```
+    /// use wharf_scheduler::{ScoreBreakdown, ScoreWeights};
+    /// let scores = ScoreBreakdown { load: 12.0, image_locality: 100.0, ..ScoreBreakdown::default() };
+    /// let weights = ScoreWeights { load: 2, image_locality: 1, ..ScoreWeights::none() };
+    /// assert_eq!(scores.describe(&weights), "image locality 100.0, load 12.0 x2");
+    /// ```
+    pub fn describe(&self, weights: &ScoreWeights) -> String {
+        let named = [
+            ("allocation", self.allocation, weights.allocation),
+            ("balanced", self.balanced, weights.balanced),
+            ("node spread", self.node_spread, weights.node_spread),
+            ("idc spread", self.idc_spread, weights.idc_spread),
+            (
+                "image locality",
+                self.image_locality,
+                weights.image_locality,
+            ),
+            ("load", self.load, weights.load),
+            ("machine class", self.machine_class, weights.machine_class),
+            (
+                "soft taints",
+                self.prefer_no_schedule,
+                weights.prefer_no_schedule,
+            ),
+        ];
+        let parts: Vec<String> = named
+            .iter()
+            .filter(|&&(_, _, weight)| weight > 0)
+            .map(|&(name, score, weight)| match weight {
+                1 => format!("{name} {score:.1}"),
+                weight => format!("{name} {score:.1} x{weight}"),
+            })
+            .collect();
+        parts.join(", ")
+    }
 }
 
 /// How many nodes failed with one reason.
@@ -152,13 +217,19 @@ impl Scheduler {
             .max_nodes_to_score
             .map_or(usize::MAX, |limit| (limit as usize).max(1));
         collect_candidates(snapshot, mask, &plan, pod, start, limit);
-        let outcome = match pick_best(&snapshot.scratch.candidates, &snapshot.hot, &plan) {
-            Some((slot, score)) => Ok(Placement {
-                node: snapshot.id_of(slot),
-                node_name: node_name(snapshot, slot),
-                score,
-                feasible_nodes: snapshot.scratch.candidates.len(),
-            }),
+        let candidates = &snapshot.scratch.candidates;
+        let outcome = match pick_best(candidates, &snapshot.hot, &plan) {
+            Some(best) => {
+                let slot = best.candidate.slot as usize;
+                let image_score = snapshot.scratch.image_scores[slot];
+                Ok(Placement {
+                    node: snapshot.id_of(slot),
+                    node_name: node_name(snapshot, slot),
+                    score: best.score,
+                    feasible_nodes: candidates.len(),
+                    scores: best.breakdown(&plan, &snapshot.hot[slot], image_score),
+                })
+            }
             None => Err(explain(snapshot, snapshot.masks.get(mask), pod)),
         };
         snapshot.finish();
@@ -177,6 +248,9 @@ struct PodPlan {
     most_allocated: bool,
     critical: bool,
     has_ports: bool,
+    /// Whether the pod's image bytes are known (else image locality is
+    /// neutral everywhere).
+    image_known: bool,
     allocation: f32,
     balanced: f32,
     image_locality: f32,
@@ -211,6 +285,10 @@ impl PodPlan {
             most_allocated: config.strategy == Strategy::MostAllocated,
             critical: pod.critical,
             has_ports: !pod.host_ports.is_empty(),
+            image_known: pod
+                .layers
+                .as_ref()
+                .is_some_and(|layers| layers.iter().any(|&(_, size)| size > 0)),
             allocation: weights.allocation as f32,
             balanced: weights.balanced as f32,
             image_locality: weights.image_locality as f32,
@@ -229,10 +307,9 @@ impl PodPlan {
         node.free_pods >= self.pods && node.free_cpu >= self.cpu && node.free_memory >= self.memory
     }
 
-    /// Weighted sum of the scores that need no normalisation over the
-    /// candidates.
+    /// The scores that need no normalisation over the candidates.
     #[inline]
-    fn base_score(&self, node: &HotNode, image_score: f32) -> f32 {
+    fn base_parts(&self, node: &HotNode, image_score: f32) -> BaseParts {
         let free_cpu = score::free_fraction(node.free_cpu, self.score_cpu, node.inverse_cpu);
         let free_memory =
             score::free_fraction(node.free_memory, self.score_memory, node.inverse_memory);
@@ -241,16 +318,70 @@ impl PodPlan {
         } else {
             score::least_allocated(free_cpu, free_memory)
         };
-        let class = if self.critical {
+        let machine_class = if self.critical {
             node.class_score
         } else {
             score::MAX_SCORE - node.class_score
         };
-        self.allocation * allocation
-            + self.balanced * score::balanced(free_cpu, free_memory)
-            + self.image_locality * image_score
-            + self.load * node.load_score
-            + self.machine_class * class
+        let image_locality = if self.image_known && node.layers_known {
+            image_score
+        } else {
+            score::NEUTRAL_SCORE
+        };
+        BaseParts {
+            allocation,
+            balanced: score::balanced(free_cpu, free_memory),
+            image_locality,
+            load: node.load_score,
+            machine_class,
+        }
+    }
+
+    /// Weighted sum of [`base_parts`](PodPlan::base_parts).
+    #[inline]
+    fn base_score(&self, node: &HotNode, image_score: f32) -> f32 {
+        let parts = self.base_parts(node, image_score);
+        self.allocation * parts.allocation
+            + self.balanced * parts.balanced
+            + self.image_locality * parts.image_locality
+            + self.load * parts.load
+            + self.machine_class * parts.machine_class
+    }
+}
+
+/// The scores a node earns on its own, before weighting.
+struct BaseParts {
+    allocation: f32,
+    balanced: f32,
+    image_locality: f32,
+    load: f32,
+    machine_class: f32,
+}
+
+/// The winning candidate, its weighted mean score, and the spreads the
+/// candidates were normalised with.
+struct Best<'a> {
+    candidate: &'a Candidate,
+    score: f32,
+    on_node: score::Spread,
+    in_idc: score::Spread,
+    preferences: score::Spread,
+}
+
+impl Best<'_> {
+    /// Each score of the winner, unweighted.
+    fn breakdown(&self, plan: &PodPlan, node: &HotNode, image_score: f32) -> ScoreBreakdown {
+        let parts = plan.base_parts(node, image_score);
+        ScoreBreakdown {
+            allocation: parts.allocation,
+            balanced: parts.balanced,
+            node_spread: self.on_node.score(self.candidate.node_replicas),
+            idc_spread: self.in_idc.score(self.candidate.idc_replicas),
+            image_locality: parts.image_locality,
+            load: parts.load,
+            machine_class: parts.machine_class,
+            prefer_no_schedule: self.preferences.score(self.candidate.preferences),
+        }
     }
 }
 
@@ -302,13 +433,13 @@ fn collect_candidates(
     }
 }
 
-/// The best candidate's slot and score: highest score, then smallest name.
-fn pick_best(candidates: &[Candidate], hot: &[HotNode], plan: &PodPlan) -> Option<(usize, f32)> {
+/// The best candidate: highest score, then smallest name.
+fn pick_best<'a>(candidates: &'a [Candidate], hot: &[HotNode], plan: &PodPlan) -> Option<Best<'a>> {
     let max = |count: fn(&Candidate) -> u32| candidates.iter().map(count).max().unwrap_or(0);
     let on_node = score::Spread::new(max(|c| c.node_replicas));
     let in_idc = score::Spread::new(max(|c| c.idc_replicas));
     let preferences = score::Spread::new(max(|c| c.preferences));
-    let mut best: Option<(f32, usize)> = None;
+    let mut best: Option<(f32, &Candidate)> = None;
     for candidate in candidates {
         let total = candidate.base
             + plan.node_spread * on_node.score(candidate.node_replicas)
@@ -318,21 +449,27 @@ fn pick_best(candidates: &[Candidate], hot: &[HotNode], plan: &PodPlan) -> Optio
         // Names are compared (through their ranks) only on exact ties.
         let better = match best {
             None => true,
-            Some((score, best_slot)) => {
-                total > score || (total == score && hot[slot].rank < hot[best_slot].rank)
+            Some((score, leader)) => {
+                total > score || (total == score && hot[slot].rank < hot[leader.slot as usize].rank)
             }
         };
         if better {
-            best = Some((total, slot));
+            best = Some((total, candidate));
         }
     }
-    let (total, slot) = best?;
+    let (total, candidate) = best?;
     let score = if plan.total_weight > 0.0 {
         total / plan.total_weight
     } else {
         0.0
     };
-    Some((slot, score))
+    Some(Best {
+        candidate,
+        score,
+        on_node,
+        in_idc,
+        preferences,
+    })
 }
 
 /// Counts, over every node, the first filter it fails: the cached code for

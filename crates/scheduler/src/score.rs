@@ -9,18 +9,15 @@ use crate::Resources;
 
 /// Highest score.
 pub(crate) const MAX_SCORE: f32 = 100.0;
-/// Score of a node that does not report its load: the middle, so it is
-/// neither preferred nor avoided against nodes that do.
-pub(crate) const UNKNOWN_LOAD_SCORE: f32 = 50.0;
+/// Score of what is not known (a node without a current load or cache
+/// report, an image hosted elsewhere): the middle, so such a node is
+/// neither preferred nor avoided against nodes that do report.
+pub(crate) const NEUTRAL_SCORE: f32 = 50.0;
 /// Cpu counted for scoring when a pod requests none (as Kubernetes does), so
 /// that request-less pods still spread instead of piling onto one node.
 pub(crate) const DEFAULT_CPU_MILLIS: u64 = 100;
 /// Memory counted for scoring when a pod requests none.
 pub(crate) const DEFAULT_MEMORY_BYTES: u64 = 200 << 20;
-/// Image bytes below which locality earns nothing (Kubernetes' 23 MB).
-const IMAGE_MIN_BYTES: f64 = 23.0 * 1024.0 * 1024.0;
-/// Image bytes per image at which locality is full (Kubernetes' 1000 MB).
-const IMAGE_MAX_BYTES_PER_IMAGE: f64 = 1000.0 * 1024.0 * 1024.0;
 
 /// Cpu and memory a pod counts as for scoring: its requests, with the
 /// defaults standing in for zero.
@@ -106,21 +103,25 @@ impl Spread {
     }
 }
 
-/// Image locality from the sum over the pod's images present on the node of
-/// `size * nodes_with_image / nodes` (the factor keeps pods from piling onto
-/// the one node that happens to have an image), clamped between 23 MB and
-/// 1000 MB per image, as Kubernetes' ImageLocality.
-pub(crate) fn image_locality(scaled_bytes: f64, images: usize) -> f32 {
-    let max = IMAGE_MAX_BYTES_PER_IMAGE * images.max(1) as f64;
-    let clamped = scaled_bytes.clamp(IMAGE_MIN_BYTES, max);
-    ((clamped - IMAGE_MIN_BYTES) * f64::from(MAX_SCORE) / (max - IMAGE_MIN_BYTES)) as f32
+/// Image locality: the share of the pod's image bytes already in the
+/// node's layer cache, i.e. the bytes the node would not have to pull.
+/// An image of no known bytes is neutral.
+pub(crate) fn image_locality(cached_bytes: u64, total_bytes: u64) -> f32 {
+    if total_bytes == 0 {
+        return NEUTRAL_SCORE;
+    }
+    (cached_bytes.min(total_bytes) as f64 / total_bytes as f64 * f64::from(MAX_SCORE)) as f32
 }
 
-/// Lower live cpu load is better; unknown (or nonsense) load is neutral.
-pub(crate) fn load(load: Option<f32>) -> f32 {
-    match load {
-        Some(load) if load.is_finite() => (1.0 - load.clamp(0.0, 1.0)) * MAX_SCORE,
-        _ => UNKNOWN_LOAD_SCORE,
+/// Lower live load is better. The load is the larger of cpu busy
+/// (`0..=1`) and the load average per core (runnable tasks past the cores
+/// mean waiting even when busy looks moderate), capped at 1. Neither
+/// reported (or nonsense) is neutral.
+pub(crate) fn load(busy: Option<f32>, load_per_core: Option<f32>) -> f32 {
+    let known = |value: Option<f32>| value.filter(|v| v.is_finite()).map(|v| v.clamp(0.0, 1.0));
+    match (known(busy), known(load_per_core)) {
+        (None, None) => NEUTRAL_SCORE,
+        (busy, per_core) => (1.0 - busy.unwrap_or(0.0).max(per_core.unwrap_or(0.0))) * MAX_SCORE,
     }
 }
 
@@ -179,22 +180,29 @@ mod tests {
     }
 
     #[test]
-    fn image_locality_is_clamped_and_scaled_by_image_count() {
-        assert_eq!(image_locality(0.0, 1), 0.0);
-        assert_eq!(image_locality(IMAGE_MIN_BYTES, 1), 0.0);
-        assert_eq!(image_locality(IMAGE_MAX_BYTES_PER_IMAGE * 5.0, 1), 100.0);
-        let half = (IMAGE_MIN_BYTES + IMAGE_MAX_BYTES_PER_IMAGE) / 2.0;
-        assert!((image_locality(half, 1) - 50.0).abs() < 0.01);
-        assert!(image_locality(half, 2) < image_locality(half, 1));
+    fn image_locality_is_the_share_of_bytes_cached() {
+        assert_eq!(image_locality(0, 400), 0.0);
+        assert_eq!(image_locality(100, 400), 25.0);
+        assert_eq!(image_locality(400, 400), 100.0);
+        assert_eq!(image_locality(500, 400), 100.0, "never above full");
+        assert_eq!(image_locality(0, 0), NEUTRAL_SCORE, "no known bytes");
     }
 
     #[test]
     fn load_prefers_idle_nodes_and_is_neutral_when_unknown() {
-        assert_eq!(load(Some(0.0)), 100.0);
-        assert_eq!(load(Some(0.75)), 25.0);
-        assert_eq!(load(Some(3.0)), 0.0);
-        assert_eq!(load(None), UNKNOWN_LOAD_SCORE);
-        assert_eq!(load(Some(f32::NAN)), UNKNOWN_LOAD_SCORE);
+        assert_eq!(load(Some(0.0), None), 100.0);
+        assert_eq!(load(Some(0.75), None), 25.0);
+        assert_eq!(load(Some(3.0), None), 0.0);
+        assert_eq!(load(None, None), NEUTRAL_SCORE);
+        assert_eq!(load(Some(f32::NAN), None), NEUTRAL_SCORE);
+    }
+
+    #[test]
+    fn a_long_run_queue_counts_as_load_even_when_busy_looks_low() {
+        assert_eq!(load(Some(0.2), Some(0.5)), 50.0);
+        assert!((load(Some(0.6), Some(0.1)) - 40.0).abs() < 1e-3);
+        assert_eq!(load(None, Some(2.0)), 0.0, "twice the cores runnable");
+        assert!(load(Some(0.1), Some(0.1)) > load(Some(0.9), Some(0.1)));
     }
 
     #[test]

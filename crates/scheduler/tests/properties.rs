@@ -79,7 +79,7 @@ prop_compose! {
         // exactly what the scheduler must keep.
         node.allocated = Resources::new(cpu * used.0 / 100, memory * used.1 / 100, pods * used.2 / 100);
         node.host_ports = host_ports.into_iter().collect();
-        node.images = images.into_iter().map(|(i, s)| (i.to_string(), s)).collect();
+        node.layers = (!images.is_empty()).then(|| images.into_iter().map(|(i, _)| i.to_string()).collect());
         node.owners = owners.into_iter().map(|(o, n)| (o.to_string(), n)).collect();
         node.load = load;
         node
@@ -94,7 +94,7 @@ prop_compose! {
         disk in prop::option::of(prop::sample::select(vec!["ssd"])),
         tolerations in subset(tolerations(), 2),
         host_ports in subset(ports(), 2),
-        images in subset(IMAGES.iter().map(|(i, _)| i.to_string()).collect(), 2),
+        images in subset(IMAGES.to_vec(), 2),
         owner in prop::option::of(prop::sample::select(vec!["x", "y", "z"])),
         critical in any::<bool>(),
     ) -> PodInfo {
@@ -106,7 +106,7 @@ prop_compose! {
         }
         pod.tolerations = tolerations;
         pod.host_ports = host_ports;
-        pod.images = images;
+        pod.layers = (!images.is_empty()).then(|| images.into_iter().map(|(i, s)| (i.to_string(), s)).collect());
         pod.owner = owner.map(str::to_string);
         pod
     }

@@ -161,33 +161,44 @@ fn image_locality_prefers_nodes_holding_more_image_bytes() {
         image_locality: 1,
         ..ScoreWeights::none()
     });
+    // A base layer of 500 MiB and an app layer of 30 MiB.
     let pod = PodInfo::new(100, GIB)
-        .with_image("app:1")
-        .with_image("base:1");
+        .with_layer("sha256:base", 500 << 20)
+        .with_layer("sha256:app", 30 << 20);
     let nodes = vec![
-        node("a"),
-        node("b").with_image("app:1", 300 << 20),
-        node("c")
-            .with_image("app:1", 300 << 20)
-            .with_image("base:1", 500 << 20),
+        node("a").with_layers(["sha256:other"]),
+        node("b").with_layers(["sha256:app"]),
+        node("c").with_layers(["sha256:base"]),
     ];
-    assert_eq!(pick(&scheduler, nodes, &pod), "c");
-    let nodes = vec![node("a"), node("b").with_image("app:1", 300 << 20)];
+    assert_eq!(pick(&scheduler, nodes, &pod), "c", "most bytes not pulled");
+    let nodes = vec![
+        node("a").with_layers(["sha256:base"]),
+        node("b").with_layers(["sha256:base", "sha256:app"]),
+    ];
     assert_eq!(pick(&scheduler, nodes, &pod), "b");
+    let mut snapshot = Snapshot::from_nodes([node("b").with_layers(["sha256:app"])]);
+    let placed = scheduler.schedule(&mut snapshot, &pod).expect("fits");
+    let share = 100.0 * 30.0 / 530.0;
+    assert!((placed.scores.image_locality - share).abs() < 0.01);
 }
 
 #[test]
-fn tiny_images_do_not_count() {
+fn image_locality_is_neutral_without_a_cache_report_or_known_layers() {
     let scheduler = only(ScoreWeights {
         image_locality: 1,
         ..ScoreWeights::none()
     });
-    // Below 23 MB an image scores nothing, so the name decides.
-    let nodes = vec![node("a"), node("b").with_image("app:1", 1 << 20)];
-    assert_eq!(
-        pick(&scheduler, nodes, &PodInfo::new(1, 1).with_image("app:1")),
-        "a"
-    );
+    let pod = PodInfo::new(100, GIB).with_layer("sha256:base", 100 << 20);
+    // "a" has a report without the layer: 0 < neutral 50 of unreported "b".
+    let nodes = vec![node("a").with_layers(["sha256:other"]), node("b")];
+    assert_eq!(pick(&scheduler, nodes, &pod), "b");
+    let mut snapshot = Snapshot::from_nodes([node("b")]);
+    let placed = scheduler.schedule(&mut snapshot, &pod).expect("fits");
+    assert_eq!(placed.scores.image_locality, 50.0);
+    // An image of unknown layers (hosted elsewhere) is neutral everywhere,
+    // so the name decides.
+    let nodes = vec![node("a"), node("b").with_layers(["sha256:base"])];
+    assert_eq!(pick(&scheduler, nodes, &PodInfo::new(100, GIB)), "a");
 }
 
 #[test]
@@ -201,6 +212,13 @@ fn lower_live_load_wins_and_unknown_load_sits_in_the_middle() {
         n.load = load;
         n
     };
+    let mut snapshot = Snapshot::from_nodes([loaded("c", None)]);
+    let placed = scheduler.schedule(&mut snapshot, &PodInfo::new(100, GIB));
+    assert_eq!(
+        placed.expect("fits").scores.load,
+        50.0,
+        "unreported: neutral"
+    );
     let pod = PodInfo::new(100, GIB);
     let nodes = vec![
         loaded("a", Some(0.9)),
@@ -212,6 +230,25 @@ fn lower_live_load_wins_and_unknown_load_sits_in_the_middle() {
     assert_eq!(pick(&scheduler, nodes, &pod), "c");
     let nodes = vec![loaded("a", Some(0.1)), loaded("c", None)];
     assert_eq!(pick(&scheduler, nodes, &pod), "a");
+}
+
+#[test]
+fn a_loaded_node_loses_to_an_idle_one_with_default_weights() {
+    let scheduler = Scheduler::default();
+    let pod = PodInfo::new(100, GIB);
+    // Same room; "a" runs a cpu burner (busy, and a run queue of 8 on 8 cores).
+    let mut busy = node("a").with_load(0.95);
+    busy.load_average = Some(8.0);
+    let idle = node("b").with_load(0.05);
+    let mut snapshot = Snapshot::from_nodes([busy, idle]);
+    let placed = scheduler.schedule(&mut snapshot, &pod).expect("fits");
+    assert_eq!(placed.node_name, "b");
+    assert!((placed.scores.load - 95.0).abs() < 0.01);
+    let text = placed.scores.describe(&ScoreWeights::default());
+    assert!(
+        text.contains("load 95.0") && text.contains("node spread 100.0 x2"),
+        "{text}"
+    );
 }
 
 #[test]

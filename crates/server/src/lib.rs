@@ -12,7 +12,9 @@
 //! # }
 //! ```
 
+mod alerts;
 mod api;
+mod image_layers;
 mod listener;
 mod registry_auth;
 mod telemetry;
@@ -43,6 +45,9 @@ use wharf_replication::{
 use wharf_store::{RedbStore, RedbStoreOptions, Store};
 use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 
+pub use alerts::{
+    DEFAULT_ALERT_EVAL_INTERVAL, DELIVERY_HEADER, RetryPolicy, SIGNATURE_HEADER, webhook_signature,
+};
 pub use api::{Access, RouteInfo, route_table};
 
 /// Everything a server needs to start.
@@ -85,6 +90,10 @@ pub struct ServerConfig {
     pub hpa_sync_period: Duration,
     /// The metrics store's budget, per-endpoint series limit and retentions.
     pub metrics: wharf_tsdb::TsdbConfig,
+    /// How often the leader evaluates alert rules.
+    pub alert_eval_interval: Duration,
+    /// How alert notifications are retried.
+    pub alert_retry: RetryPolicy,
 }
 
 /// The state store a server uses.
@@ -142,6 +151,8 @@ impl ServerConfig {
                 .expect("the default range parses"),
             hpa_sync_period: wharf_control::DEFAULT_HPA_SYNC_PERIOD,
             metrics: wharf_tsdb::TsdbConfig::default(),
+            alert_eval_interval: DEFAULT_ALERT_EVAL_INTERVAL,
+            alert_retry: RetryPolicy::default(),
         }
     }
 }
@@ -224,6 +235,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<wharf_tsdb::Tsdb>,
     /// This server's own counters, for `/metrics`.
     pub telemetry: Arc<telemetry::ServerMetrics>,
+    /// Seals alert receivers' secrets (the key of Secrets).
+    pub alert_secrets: SecretBox,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -252,6 +265,12 @@ pub struct App {
     pub server_id: String,
     /// Tells long-lived responses (watches) to end.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Sends alert notifications (from the leader's evaluator).
+    alert_sender: alerts::Sender,
+    /// How often the leader evaluates alert rules.
+    alert_eval_interval: Duration,
+    /// Where the scheduler reads the layers of images hosted here.
+    image_layers: Arc<image_layers::RegistryImageLayers>,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
     _lock: std::fs::File,
@@ -330,7 +349,12 @@ impl App {
             }),
             events: registry_events.clone(),
         };
+        let image_layers = Arc::new(image_layers::RegistryImageLayers::new(
+            registry.clone(),
+            config.public_url.as_deref(),
+        ));
         let control = ControlPlane::new(store.clone(), config.scheduler)
+            .with_image_layers(image_layers.clone())
             .with_eviction(config.failover)
             .with_service_range(config.service_range)
             .with_hpa_sync_period(config.hpa_sync_period)
@@ -344,6 +368,13 @@ impl App {
             &data_dir.join("metrics"),
             config.metrics.clone(),
         )?);
+        let alert_secrets = SecretBox::load_or_create(&data_dir.join("secrets.key"))?;
+        let alert_sender = alerts::Sender {
+            store: store.clone(),
+            secrets: alert_secrets.clone(),
+            http: reqwest::Client::new(),
+            retry: config.alert_retry,
+        };
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             identity: identity.clone(),
@@ -356,6 +387,7 @@ impl App {
             stopping,
             metrics: metrics.clone(),
             telemetry: telemetry.clone(),
+            alert_secrets,
         });
         let token_routes = Router::new()
             .route(
@@ -384,6 +416,9 @@ impl App {
             generated_admin_password,
             server_id,
             stop,
+            alert_sender,
+            alert_eval_interval: config.alert_eval_interval,
+            image_layers,
             _lock: lock,
         })
     }
@@ -414,6 +449,9 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        if let Ok(addr) = listener.local_addr() {
+            app.image_layers.listening_on(addr.port());
+        }
         Ok(Server {
             listener,
             app,
@@ -460,9 +498,21 @@ impl Server {
         let replication = self.app.replication.clone();
         let candidate =
             Candidate::new(self.app.server_id.clone(), format!("{}:{addr}", hostname()));
+        let objects = self.app.control.objects().clone();
+        let metrics = self.app.metrics.clone();
+        let sender = self.app.alert_sender.clone();
+        let interval = self.app.alert_eval_interval;
         let controllers = self.app.control.start_with(candidate, move || {
             let replication = replication.clone();
-            async move { replication.run().await }
+            let alerts = alerts::AlertEvaluator::new(
+                objects.clone(),
+                metrics.clone(),
+                sender.clone(),
+                interval,
+            );
+            async move {
+                tokio::join!(replication.run(), alerts.run());
+            }
         });
         let stop = self.app.stop.clone();
         // Each connection's requests carry the client's address, for audit.

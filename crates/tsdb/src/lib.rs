@@ -152,12 +152,17 @@ struct Series {
     latest: i64,
 }
 
-/// A closed bucket waiting to be written.
-struct Closed {
-    resolution: Resolution,
-    series: u32,
-    bucket: Bucket,
-}
+/// Closed buckets waiting to be written, by series: a query finds a
+/// series' own in one probe, however many series have buckets pending.
+type Pending = HashMap<u32, Vec<(Resolution, Bucket)>>;
+
+/// Locks serializing, per series, a flush's append to its files with a
+/// query's read of its pending buckets and files: the query sees each
+/// bucket exactly once, pending or written.
+const FILE_STRIPES: usize = 64;
+
+/// Series a flush takes from the table and appends under one lock.
+const FLUSH_CHUNK: usize = 64;
 
 impl Series {
     fn new(key: Arc<SeriesKey>, kind: CounterType) -> Series {
@@ -172,7 +177,8 @@ impl Series {
     }
 
     /// Adds a sample to the open buckets, closing those it has left behind.
-    fn fold(&mut self, id: u32, time: i64, value: f64, closed: &mut Vec<Closed>) {
+    fn fold(&mut self, id: u32, time: i64, value: f64, closed: &mut Pending) -> usize {
+        let mut count = 0;
         for (resolution, open) in [
             (Resolution::Minute, &mut self.minute),
             (Resolution::Hour, &mut self.hour),
@@ -182,15 +188,13 @@ impl Series {
                 Some(bucket) if bucket.start == start => bucket.add(value),
                 _ => {
                     if let Some(bucket) = open.replace(Bucket::new(start, value)) {
-                        closed.push(Closed {
-                            resolution,
-                            series: id,
-                            bucket,
-                        });
+                        closed.entry(id).or_default().push((resolution, bucket));
+                        count += 1;
                     }
                 }
             }
         }
+        count
     }
 }
 
@@ -202,7 +206,11 @@ struct Inner {
     /// Series ids in the order their raw samples arrived: the front names
     /// the series holding the oldest raw sample.
     raw_order: VecDeque<u32>,
-    closed: Vec<Closed>,
+    /// Closed since the last flush took them.
+    closed: Pending,
+    closed_count: usize,
+    /// Taken by the running flush, each series' until its files have them.
+    in_flight: Pending,
     index: SeriesIndex,
 }
 
@@ -241,6 +249,7 @@ pub struct Tsdb {
     inner: Mutex<Inner>,
     /// One flush at a time, without holding up inserts.
     flushing: Mutex<()>,
+    files: Vec<Mutex<()>>,
 }
 
 impl Tsdb {
@@ -255,7 +264,9 @@ impl Tsdb {
             by_metric: HashMap::new(),
             per_endpoint: HashMap::new(),
             raw_order: VecDeque::new(),
-            closed: Vec::new(),
+            closed: HashMap::new(),
+            closed_count: 0,
+            in_flight: HashMap::new(),
             index,
         };
         for entry in entries {
@@ -275,6 +286,7 @@ impl Tsdb {
             config,
             inner: Mutex::new(inner),
             flushing: Mutex::new(()),
+            files: (0..FILE_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
 
@@ -310,7 +322,8 @@ impl Tsdb {
             }
             series.latest = sample.timestamp;
             series.raw.push_back((sample.timestamp, sample.value));
-            series.fold(id, sample.timestamp, sample.value, &mut inner.closed);
+            inner.closed_count +=
+                series.fold(id, sample.timestamp, sample.value, &mut inner.closed);
             inner.raw_order.push_back(id);
             stored += 1;
         }
@@ -374,8 +387,7 @@ impl Tsdb {
     /// past retention.
     pub fn flush(&self, now: i64) -> Result<(), TsdbError> {
         let _one = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let closed = std::mem::take(&mut self.lock().closed);
-        self.write(closed)?;
+        self.write_pending(|_| {})?;
         for (resolution, retention) in [
             (Resolution::Minute, self.config.minute_retention),
             (Resolution::Hour, self.config.hour_retention),
@@ -392,43 +404,96 @@ impl Tsdb {
     /// which readers merge.
     pub fn close(&self) -> Result<(), TsdbError> {
         let _one = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let closed = {
-            let mut inner = self.lock();
-            let mut closed = std::mem::take(&mut inner.closed);
-            for (id, series) in inner.series.iter_mut().enumerate() {
+        self.write_pending(|inner| {
+            let Inner { series, closed, .. } = inner;
+            for (id, series) in series.iter_mut().enumerate() {
                 for (resolution, open) in [
                     (Resolution::Minute, series.minute.take()),
                     (Resolution::Hour, series.hour.take()),
                 ] {
                     if let Some(bucket) = open {
-                        closed.push(Closed {
-                            resolution,
-                            series: id as u32,
-                            bucket,
-                        });
+                        closed
+                            .entry(id as u32)
+                            .or_default()
+                            .push((resolution, bucket));
                     }
                 }
             }
-            closed
-        };
-        self.write(closed)
+        })
     }
 
-    fn write(&self, mut closed: Vec<Closed>) -> Result<(), TsdbError> {
-        let file_of = |c: &Closed| (c.resolution, c.series, c.bucket.start.div_euclid(DAY));
-        closed.sort_by_key(file_of);
-        for run in closed.chunk_by(|a, b| file_of(a) == file_of(b)) {
-            let first = &run[0];
-            let path = segment::path(
-                &self.dir,
-                first.resolution,
-                first.bucket.start,
-                first.series,
-            );
-            let buckets: Vec<Bucket> = run.iter().map(|c| c.bucket).collect();
-            segment::append(&path, &buckets).map_err(io_error(&path))?;
+    /// Takes the closed buckets (after `prepare` has had the lock) and
+    /// appends them to their files, series by series, each under its file
+    /// stripe. Buckets a failed write leaves stay in flight for the next
+    /// flush, and queries keep seeing them.
+    fn write_pending(&self, prepare: impl FnOnce(&mut Inner)) -> Result<(), TsdbError> {
+        let mut ids: Vec<u32> = {
+            let mut inner = self.lock();
+            prepare(&mut inner);
+            let closed = std::mem::take(&mut inner.closed);
+            inner.closed_count = 0;
+            for (id, mut buckets) in closed {
+                inner.in_flight.entry(id).or_default().append(&mut buckets);
+            }
+            inner.in_flight.keys().copied().collect()
+        };
+        // A stripe's series in chunks: one lock of the table per chunk, not
+        // per series, so inserts are not held up a million times a flush,
+        // and a query of a series waits for one chunk's appends at most.
+        ids.sort_unstable_by_key(|id| (*id as usize % FILE_STRIPES, *id));
+        let chunks = ids.chunk_by(|a, b| *a as usize % FILE_STRIPES == *b as usize % FILE_STRIPES);
+        for chunk in chunks.flat_map(|stripe| stripe.chunks(FLUSH_CHUNK)) {
+            let _file = self.file_lock(chunk[0]);
+            let taken: Vec<(u32, Vec<(Resolution, Bucket)>)> = {
+                let mut inner = self.lock();
+                chunk
+                    .iter()
+                    .filter_map(|id| inner.in_flight.remove(id).map(|b| (*id, b)))
+                    .collect()
+            };
+            let mut taken = taken.into_iter();
+            while let Some((id, buckets)) = taken.next() {
+                if let Err((rest, err)) = self.append_series(id, buckets) {
+                    // What is not written stays in flight for the next flush.
+                    let mut inner = self.lock();
+                    inner.in_flight.insert(id, rest);
+                    inner.in_flight.extend(taken);
+                    return Err(err);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Appends one series' buckets to their files; on a failure, gives back
+    /// the buckets not written.
+    #[allow(clippy::type_complexity)]
+    fn append_series(
+        &self,
+        id: u32,
+        mut buckets: Vec<(Resolution, Bucket)>,
+    ) -> Result<(), (Vec<(Resolution, Bucket)>, TsdbError)> {
+        let file_of = |(resolution, bucket): &(Resolution, Bucket)| {
+            (*resolution, bucket.start.div_euclid(DAY))
+        };
+        buckets.sort_by_key(file_of);
+        let mut written = 0;
+        for run in buckets.chunk_by(|a, b| file_of(a) == file_of(b)) {
+            let (resolution, first) = run[0];
+            let path = segment::path(&self.dir, resolution, first.start, id);
+            let records: Vec<Bucket> = run.iter().map(|(_, b)| *b).collect();
+            if let Err(err) = segment::append(&path, &records) {
+                let error = io_error(&path)(err);
+                return Err((buckets.split_off(written), error));
+            }
+            written += run.len();
+        }
+        Ok(())
+    }
+
+    fn file_lock(&self, id: u32) -> MutexGuard<'_, ()> {
+        let stripe = &self.files[id as usize % FILE_STRIPES];
+        stripe.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sizes, for benchmarks and monitoring.
@@ -437,7 +502,8 @@ impl Tsdb {
         Stats {
             series: inner.series.len(),
             raw_points: inner.raw_order.len(),
-            pending_buckets: inner.closed.len(),
+            pending_buckets: inner.closed_count
+                + inner.in_flight.values().map(Vec::len).sum::<usize>(),
         }
     }
 
@@ -494,11 +560,7 @@ impl Tsdb {
         let mut series = Vec::with_capacity(found.len());
         for (key, kind, mut observations) in found {
             if resolution != Resolution::Raw {
-                // Written history first: equal intervals merge in write order.
-                let mut all = self.read_history(query, resolution, &key)?;
-                all.append(&mut observations);
-                all.sort_by_key(|o| o.time);
-                observations = merge_observations(all);
+                observations = self.buckets(query, resolution, &key)?;
             }
             let counter = kind == CounterType::Counter;
             let points = if counter && query.rate {
@@ -527,8 +589,8 @@ impl Tsdb {
         })
     }
 
-    /// The matching series with what memory holds of them in range: raw
-    /// samples, or open and not yet written buckets.
+    /// The matching series, with their raw samples in range when the
+    /// query reads raw samples.
     #[allow(clippy::type_complexity)]
     fn gather(
         &self,
@@ -556,69 +618,66 @@ impl Tsdb {
                 matching.len()
             )));
         }
-        let mut pending: HashMap<u32, Vec<Observation>> = HashMap::new();
-        if resolution != Resolution::Raw {
-            let wanted: HashSet<u32> = matching.iter().copied().collect();
-            for c in inner
-                .closed
-                .iter()
-                .filter(|c| c.resolution == resolution && wanted.contains(&c.series))
-            {
-                pending
-                    .entry(c.series)
-                    .or_default()
-                    .push(observation(&c.bucket));
-            }
-        }
         let in_range = |t: i64| t >= from && t <= query.end;
         Ok(matching
             .into_iter()
             .map(|id| {
                 let series = &inner.series[id as usize];
-                let mut observations = pending.remove(&id).unwrap_or_default();
-                match resolution {
-                    Resolution::Raw => observations.extend(
-                        series
-                            .raw
-                            .iter()
-                            .filter(|(t, _)| in_range(*t))
-                            .map(|&(t, v)| Observation::single(t, v)),
-                    ),
-                    Resolution::Minute | Resolution::Hour => {
-                        let open = if resolution == Resolution::Minute {
-                            series.minute
-                        } else {
-                            series.hour
-                        };
-                        observations
-                            .extend(open.filter(|b| in_range(b.start)).map(|b| observation(&b)));
-                    }
-                }
-                (KeyWithId(series.key.clone(), id), series.kind, observations)
+                let raw = match resolution {
+                    Resolution::Raw => series
+                        .raw
+                        .iter()
+                        .filter(|(t, _)| in_range(*t))
+                        .map(|&(t, v)| Observation::single(t, v))
+                        .collect(),
+                    Resolution::Minute | Resolution::Hour => Vec::new(),
+                };
+                (KeyWithId(series.key.clone(), id), series.kind, raw)
             })
             .collect())
     }
 
-    /// The written buckets of one series in the query's range.
-    fn read_history(
+    /// One series' buckets in the query's range, merged per interval:
+    /// written, in flight, closed and open. Memory and files are read under
+    /// the series' file stripe, so a flush moving buckets from one to the
+    /// other is either before or after, never half-seen.
+    fn buckets(
         &self,
         query: &Query,
         resolution: Resolution,
         key: &KeyWithId,
     ) -> Result<Vec<Observation>, TsdbError> {
         let from = query::align(query.start, query.step) - query.step.max(resolution.seconds());
+        let in_range = |b: &Bucket| b.start >= from && b.start <= query.end;
+        let _file = self.file_lock(key.1);
+        let mut memory: Vec<Observation> = {
+            let inner = self.lock();
+            let series = &inner.series[key.1 as usize];
+            let open = match resolution {
+                Resolution::Minute => series.minute,
+                _ => series.hour,
+            };
+            let pending = [inner.in_flight.get(&key.1), inner.closed.get(&key.1)];
+            pending
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|(r, b)| *r == resolution && in_range(b))
+                .map(|(_, b)| *b)
+                .chain(open.filter(in_range))
+                .map(|b| observation(&b))
+                .collect()
+        };
+        // Written history first: equal intervals merge in write order.
         let mut observations = Vec::new();
         for day in from.div_euclid(DAY)..=query.end.div_euclid(DAY) {
             let path = segment::path(&self.dir, resolution, day * DAY, key.1);
             let buckets = segment::read(&path).map_err(io_error(&path))?;
-            observations.extend(
-                buckets
-                    .iter()
-                    .filter(|b| b.start >= from && b.start <= query.end)
-                    .map(observation),
-            );
+            observations.extend(buckets.iter().filter(|b| in_range(b)).map(observation));
         }
-        Ok(observations)
+        observations.append(&mut memory);
+        observations.sort_by_key(|o| o.time);
+        Ok(merge_observations(observations))
     }
 }
 

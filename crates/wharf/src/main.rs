@@ -15,9 +15,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, apply, audit, autoscale, create, delete, describe, down, exec, gc, get, image, ippool,
-    login, logs, metrics, node, port_forward, project, replication, robot, rollout, scale, server,
-    settings, top, up, user,
+    agent, alert, apply, audit, autoscale, create, delete, describe, down, exec, gc, get, image,
+    ippool, login, logs, metrics, node, port_forward, project, replication, robot, rollout, scale,
+    server, settings, top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -94,6 +94,9 @@ enum Command {
     /// Query node and container metrics (falcon samples) as a table, JSON,
     /// CSV or a terminal chart.
     Metrics(metrics::MetricsArgs),
+    /// Alert rules over the metrics, their alerts and history, silences,
+    /// and the webhooks notified.
+    Alert(alert::AlertArgs),
     /// Print a container's log (-f follows it, --previous shows the run before).
     Logs(logs::LogsArgs),
     /// Run a command in a container (-it for an interactive shell).
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Replication(args) => replication::run(args).await,
             Command::Top(args) => top::run(args).await,
             Command::Metrics(args) => metrics::run(args).await,
+            Command::Alert(args) => alert::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::PortForward(args) => port_forward::run(args).await,

@@ -2,6 +2,8 @@
 //! and the CLI applying, scaling and inspecting a Deployment.
 
 mod common;
+#[path = "e2e_cluster/live_load.rs"]
+mod live_load;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -45,9 +47,9 @@ impl Drop for AgentProcess {
 }
 
 fn start_agent(home: &Path, name: &str, labels: &str) -> AgentProcess {
-    let child = wharf(home)
-        .args([
-            "agent",
+    background_agent(
+        home,
+        &[
             "--name",
             name,
             "--labels",
@@ -59,7 +61,28 @@ fn start_agent(home: &Path, name: &str, labels: &str) -> AgentProcess {
             // Scheduling only: the containers are e2e_containers' business.
             "--runtime",
             "none",
-        ])
+        ],
+    )
+}
+
+/// A CLI home logged in to `server` as `admin`, with project `shop`.
+fn shop_session(server: &TestServer) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let mut login = wharf(home.path());
+    login.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
+    ok(run_with_stdin(login, &format!("{ADMIN_PASSWORD}\n")));
+    ok(wharf(home.path())
+        .args(["project", "create", "shop"])
+        .output()
+        .unwrap());
+    home
+}
+
+/// `wharf agent ARGS` in the background, killed on drop.
+fn background_agent(home: &Path, args: &[&str]) -> AgentProcess {
+    let child = wharf(home)
+        .arg("agent")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -111,20 +134,8 @@ fn bound_pods(home: &Path) -> Vec<(String, String)> {
 #[test]
 fn two_agents_run_a_deployment_that_scales() {
     let server = TestServer::start();
-    let home = tempfile::tempdir().unwrap();
+    let home = shop_session(&server);
     let home = home.path();
-    ok(run_with_stdin(
-        {
-            let mut c = wharf(home);
-            c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
-            c
-        },
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
-    ok(wharf(home)
-        .args(["project", "create", "shop"])
-        .output()
-        .unwrap());
 
     let _a = start_agent(
         home,
@@ -230,29 +241,9 @@ fn two_agents_run_a_deployment_that_scales() {
 #[test]
 fn a_simulated_fleet_registers_and_runs_pods() {
     let server = TestServer::start();
-    let home = tempfile::tempdir().unwrap();
+    let home = shop_session(&server);
     let home = home.path();
-    ok(run_with_stdin(
-        {
-            let mut c = wharf(home);
-            c.args(["login", &server.url(), "-u", "admin", "--password-stdin"]);
-            c
-        },
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
-    ok(wharf(home)
-        .args(["project", "create", "shop"])
-        .output()
-        .unwrap());
-    let _fleet = {
-        let child = wharf(home)
-            .args(["agent", "--name", "hollow", "--simulate", "40"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        AgentProcess(child)
-    };
+    let _fleet = background_agent(home, &["--name", "hollow", "--simulate", "40"]);
     wait_for("40 ready simulated nodes", || {
         let list = get_json(home, &["nodes"]);
         let items = list["items"]

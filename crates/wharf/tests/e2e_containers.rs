@@ -8,6 +8,8 @@
 
 mod common;
 // A crate root finds its modules beside it: the path names the folder.
+#[path = "e2e_containers/alerts.rs"]
+mod alerts;
 #[path = "e2e_containers/config.rs"]
 mod config;
 #[path = "e2e_containers/config_volumes.rs"]
@@ -26,6 +28,8 @@ mod hostnet;
 mod hpa;
 #[path = "e2e_containers/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e_containers/live_scheduling.rs"]
+mod live_scheduling;
 #[path = "e2e_containers/node_metrics.rs"]
 mod node_metrics;
 #[path = "e2e_containers/probes.rs"]
@@ -357,6 +361,23 @@ impl Drop for Node {
             eprintln!("--- agent {} log ---\n{}", self.spec.name, self.log());
         }
     }
+}
+
+/// Network namespaces standing for hosts, one per `(name, subnet)`: the
+/// machine's end of each uplink is `<subnet>.1/24`, the host's `<subnet>.2/24`.
+async fn host_namespaces(hosts: &[(&str, &str)]) -> Vec<wharf_net::testing::HostNamespace> {
+    let mut created = Vec::new();
+    for (name, subnet) in hosts {
+        let host = wharf_net::testing::HostNamespace::create(
+            name,
+            format!("{subnet}.1/24").parse().unwrap(),
+            format!("{subnet}.2/24").parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        created.push(host);
+    }
+    created
 }
 
 /// Project `shop` with the demo image as `shop/web:1.0`, pushed with

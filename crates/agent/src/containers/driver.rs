@@ -99,6 +99,13 @@ pub trait ImagePuller: Send + Sync + 'static {
         policy: PullPolicy,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> Result<Image, ContainerError>;
+
+    /// The layers in the cache (digest, size), for the node's load
+    /// summary; `None` if they cannot be read (the node then reports no
+    /// cache and scores neutral).
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        None
+    }
 }
 
 /// What starting one container needs.

@@ -62,6 +62,22 @@ fn progress_line(reference: &str, progress: &PullProgress) -> String {
 
 #[async_trait]
 impl ImagePuller for ImageStorePuller {
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        let layers = self
+            .store
+            .cached_layers()
+            .await
+            .inspect_err(|err| tracing::warn!(error = %err, "reading the layer cache failed"))
+            .ok()?;
+        let layers = layers
+            .into_iter()
+            .map(|(digest, size_bytes)| wharf_api::CachedLayer {
+                digest: digest.to_string(),
+                size_bytes,
+            });
+        Some(layers.collect())
+    }
+
     async fn pull(
         &self,
         image: &str,

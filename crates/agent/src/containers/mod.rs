@@ -1204,6 +1204,23 @@ impl Runtime for ContainerRuntime {
         self.sample_usage().await
     }
 
+    async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        self.images.cached_layers().await
+    }
+
+    /// runc answers `list` over its state root: it can be run, and the
+    /// root is readable (a missing or broken runc, a root on a failed
+    /// disk, fail here before any pod would).
+    async fn health(&self) -> Result<(), String> {
+        let Some(runc) = self.runc() else {
+            return Ok(());
+        };
+        match runc.list().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(format!("the container runtime fails: runc list: {err}")),
+        }
+    }
+
     async fn pod_stats(&self) -> Vec<crate::metrics::containers::PodStats> {
         self.sample_stats().await
     }

@@ -10,7 +10,7 @@ mod scratch;
 mod spread;
 mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::filter::{self, FilterReason};
 use crate::mask::MaskCache;
@@ -20,7 +20,7 @@ use crate::{NodeInfo, PodInfo, Resources, SnapshotError};
 pub(crate) use scratch::{Candidate, Scratch};
 use spread::SpreadIndex;
 pub(crate) use state::HotNode;
-use state::{Assumed, Names, NodeState, add_count, take_count};
+use state::{Assumed, Names, NodeState, add_count, load_score, take_count};
 
 /// Handle of a node in a [`Snapshot`].
 ///
@@ -80,8 +80,8 @@ pub struct Snapshot {
     live: usize,
     names: Names,
     spread: SpreadIndex,
-    /// Image id -> slot -> size in bytes.
-    image_nodes: HashMap<u32, HashMap<u32, u64>>,
+    /// Layer id -> the slots whose cache holds it.
+    layer_nodes: HashMap<u32, HashSet<u32>>,
     /// How many live nodes have each machine class.
     classes: BTreeMap<u32, usize>,
     ranks_stale: bool,
@@ -197,7 +197,7 @@ impl Snapshot {
         let slot = self.live_slot(id)?;
         if let Some(state) = self.slots[slot].node.as_mut() {
             state.info.load = load;
-            self.hot[slot].load_score = score::load(load);
+            self.hot[slot].load_score = load_score(&state.info);
         }
         Ok(())
     }
@@ -336,34 +336,35 @@ impl Snapshot {
         }
     }
 
-    /// Sums, per node, the scaled sizes of the pod's images present there
-    /// and turns the sums into image locality scores.
+    /// Sums, per node, the bytes of the pod's layers in its cache and
+    /// turns the sums into image locality scores (nodes not touched hold
+    /// none of them).
     fn fill_image_scores(&mut self, pod: &PodInfo) {
+        let Some(layers) = pod.layers.as_deref() else {
+            return;
+        };
         let scratch = &mut self.scratch;
-        scratch.image_ids.extend(
-            pod.images
-                .iter()
-                .filter_map(|image| self.names.images.get(image)),
-        );
-        scratch.image_ids.sort_unstable();
-        scratch.image_ids.dedup();
-        let first_touched = scratch.touched_slots.len();
-        let live = self.live.max(1) as f64;
-        for image in &scratch.image_ids {
-            let Some(nodes) = self.image_nodes.get(image) else {
+        let mut total = 0u64;
+        for (i, (digest, size)) in layers.iter().enumerate() {
+            // Images of one pod often share their base layers.
+            if layers[..i].iter().any(|(earlier, _)| earlier == digest) {
                 continue;
-            };
-            let spread = nodes.len() as f64 / live;
-            for (&slot, &size) in nodes {
-                scratch.image_bytes[slot as usize] += size as f64 * spread;
+            }
+            total = total.saturating_add(*size);
+            if let Some(id) = self.names.layers.get(digest) {
+                scratch.layer_sizes.push((id, *size));
+            }
+        }
+        let first_touched = scratch.touched_slots.len();
+        for &(layer, size) in &scratch.layer_sizes {
+            for &slot in self.layer_nodes.get(&layer).into_iter().flatten() {
+                scratch.image_bytes[slot as usize] += size;
                 scratch.touched_slots.push(slot);
             }
         }
-        let distinct_images = distinct_count(&pod.images);
         for &slot in &scratch.touched_slots[first_touched..] {
             let slot = slot as usize;
-            scratch.image_scores[slot] =
-                score::image_locality(scratch.image_bytes[slot], distinct_images);
+            scratch.image_scores[slot] = score::image_locality(scratch.image_bytes[slot], total);
         }
     }
 
@@ -422,11 +423,11 @@ impl Snapshot {
         for (owner, count) in state.owner_replicas() {
             self.spread.add(owner, slot, state.idc, count);
         }
-        for &(image, size) in &state.images {
-            self.image_nodes
-                .entry(image)
+        for &layer in &state.layers {
+            self.layer_nodes
+                .entry(layer)
                 .or_default()
-                .insert(slot as u32, size);
+                .insert(slot as u32);
         }
         *self.classes.entry(state.class).or_default() += 1;
     }
@@ -439,11 +440,11 @@ impl Snapshot {
         for (owner, count) in state.owner_replicas() {
             self.spread.remove(owner, slot, state.idc, count);
         }
-        for (image, _) in &state.images {
-            if let Some(nodes) = self.image_nodes.get_mut(image) {
+        for layer in &state.layers {
+            if let Some(nodes) = self.layer_nodes.get_mut(layer) {
                 nodes.remove(&(slot as u32));
                 if nodes.is_empty() {
-                    self.image_nodes.remove(image);
+                    self.layer_nodes.remove(layer);
                 }
             }
         }
@@ -529,12 +530,4 @@ fn same_static_facts(old: &NodeInfo, new: &NodeInfo) -> bool {
         && old.schedulable == new.schedulable
         && old.labels == new.labels
         && old.taints == new.taints
-}
-
-fn distinct_count(items: &[String]) -> usize {
-    items
-        .iter()
-        .enumerate()
-        .filter(|&(i, item)| !items[..i].contains(item))
-        .count()
 }

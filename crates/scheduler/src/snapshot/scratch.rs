@@ -23,12 +23,12 @@ pub(crate) struct Scratch {
     pub(crate) idc_replicas: Vec<u32>,
     /// Image locality score per slot.
     pub(crate) image_scores: Vec<f32>,
-    /// Scaled image bytes per slot, summed before scoring.
-    pub(crate) image_bytes: Vec<f64>,
+    /// Bytes of the pod's layers cached per slot, summed before scoring.
+    pub(crate) image_bytes: Vec<u64>,
     pub(crate) touched_slots: Vec<u32>,
     pub(crate) touched_idcs: Vec<u32>,
-    /// The pod's distinct image ids.
-    pub(crate) image_ids: Vec<u32>,
+    /// The pod's distinct layers that some node holds: id and size.
+    pub(crate) layer_sizes: Vec<(u32, u64)>,
     pub(crate) candidates: Vec<Candidate>,
 }
 
@@ -38,7 +38,7 @@ impl Scratch {
         if self.node_replicas.len() < slots {
             self.node_replicas.resize(slots, 0);
             self.image_scores.resize(slots, 0.0);
-            self.image_bytes.resize(slots, 0.0);
+            self.image_bytes.resize(slots, 0);
         }
         if self.idc_replicas.len() < idcs {
             self.idc_replicas.resize(idcs, 0);
@@ -52,14 +52,14 @@ impl Scratch {
             let slot = slot as usize;
             self.node_replicas[slot] = 0;
             self.image_scores[slot] = 0.0;
-            self.image_bytes[slot] = 0.0;
+            self.image_bytes[slot] = 0;
         }
         for &idc in &self.touched_idcs {
             self.idc_replicas[idc as usize] = 0;
         }
         self.touched_slots.clear();
         self.touched_idcs.clear();
-        self.image_ids.clear();
+        self.layer_sizes.clear();
         self.candidates.clear();
     }
 }

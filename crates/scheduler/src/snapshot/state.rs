@@ -24,6 +24,9 @@ pub(crate) struct HotNode {
     /// Position of the node's name in name order, for tie-breaking
     /// without string comparisons.
     pub(crate) rank: u32,
+    /// Whether the node reports its layer cache (else image locality is
+    /// neutral for it).
+    pub(crate) layers_known: bool,
 }
 
 impl HotNode {
@@ -38,6 +41,7 @@ impl HotNode {
         load_score: 0.0,
         class_score: 0.0,
         rank: u32::MAX,
+        layers_known: false,
     };
 
     /// Updates the fields that follow from the node's own state; rank and
@@ -51,8 +55,20 @@ impl HotNode {
         self.inverse_cpu = score::inverse(capacity.cpu_millis);
         self.inverse_memory = score::inverse(capacity.memory_bytes);
         self.idc = state.idc;
-        self.load_score = score::load(state.info.load);
+        self.load_score = load_score(&state.info);
+        self.layers_known = state.info.layers.is_some();
     }
+}
+
+/// The load score of a node: its load average is counted per core of its
+/// cpu capacity.
+pub(crate) fn load_score(info: &NodeInfo) -> f32 {
+    let cores = info.capacity.cpu_millis as f32 / 1000.0;
+    let per_core = info
+        .load_average
+        .filter(|_| cores > 0.0)
+        .map(|load| load / cores);
+    score::load(info.load, per_core)
 }
 
 /// Usage of the pods recorded with `Snapshot::assume`, kept apart from the
@@ -71,7 +87,7 @@ pub(crate) struct Assumed {
 pub(crate) struct Names {
     pub(crate) idcs: Interner,
     pub(crate) owners: Interner,
-    pub(crate) images: Interner,
+    pub(crate) layers: Interner,
 }
 
 /// A live node.
@@ -82,8 +98,8 @@ pub(crate) struct NodeState {
     pub(crate) class: u32,
     /// Reported replicas per owner id.
     pub(crate) owners: Vec<(u32, u32)>,
-    /// Image ids with sizes.
-    pub(crate) images: Vec<(u32, u64)>,
+    /// Ids of the layer digests in the node's cache.
+    pub(crate) layers: Vec<u32>,
     pub(crate) assumed: Assumed,
     /// Reported and assumed host ports, sorted, without duplicates.
     ports_in_use: Vec<HostPort>,
@@ -99,17 +115,18 @@ impl NodeState {
             .filter(|&(_, &count)| count > 0)
             .map(|(owner, &count)| (names.owners.intern(owner), count))
             .collect();
-        let images = info
-            .images
+        let layers = info
+            .layers
             .iter()
-            .map(|(image, &size)| (names.images.intern(image), size))
+            .flatten()
+            .map(|digest| names.layers.intern(digest))
             .collect();
         let mut state = NodeState {
             class: info.machine_class(),
             info,
             idc,
             owners,
-            images,
+            layers,
             assumed,
             ports_in_use: Vec::new(),
         };

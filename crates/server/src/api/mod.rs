@@ -5,6 +5,7 @@
 //! it; the router is built from that table, so no route can be added without
 //! an access rule, and a test walks the table to prove it.
 
+mod alerts;
 mod audit;
 mod claims;
 mod cluster;
@@ -196,6 +197,30 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/projects/{project}/horizontalpodautoscalers/{name}", Project(Delete), delete(cluster::delete_hpa)),
         row(Method::GET,    "/api/v1/projects/{project}/events",         Project(Pull),   get(cluster::list_events)),
         row(Method::GET,    "/api/v1/events",                            Authenticated,   get(cluster::list_cluster_events)),
+        // Alerting: members read a project's rules and silences; maintainers and up
+        // write them and manage receivers (URLs may carry credentials); the cluster's are the administrators'.
+        row(Method::GET,    "/api/v1/projects/{project}/alerts/rules",   Project(Pull),   get(alerts::list_rules)),
+        row(Method::POST,   "/api/v1/projects/{project}/alerts/rules",   Project(Delete), post(alerts::apply_rule)),
+        row(Method::GET,    "/api/v1/projects/{project}/alerts/rules/{name}", Project(Pull), get(alerts::get_rule)),
+        row(Method::DELETE, "/api/v1/projects/{project}/alerts/rules/{name}", Project(Delete), delete(alerts::delete_rule)),
+        row(Method::GET,    "/api/v1/projects/{project}/alerts/silences", Project(Pull),  get(alerts::list_silences)),
+        row(Method::POST,   "/api/v1/projects/{project}/alerts/silences", Project(Delete), post(alerts::create_silence)),
+        row(Method::POST,   "/api/v1/projects/{project}/alerts/silences/{name}/expire", Project(Delete), post(alerts::expire_silence)),
+        row(Method::GET,    "/api/v1/projects/{project}/alerts/receivers", Project(Delete), get(alerts::list_receivers)),
+        row(Method::POST,   "/api/v1/projects/{project}/alerts/receivers", Project(Delete), post(alerts::apply_receiver)),
+        row(Method::DELETE, "/api/v1/projects/{project}/alerts/receivers/{name}", Project(Delete), delete(alerts::delete_receiver)),
+        row(Method::GET,    "/api/v1/projects/{project}/alerts/receivers/{name}/deliveries", Project(Delete), get(alerts::deliveries)),
+        row(Method::GET,    "/api/v1/alerts/rules",                      Admin,           get(alerts::list_rules)),
+        row(Method::POST,   "/api/v1/alerts/rules",                      Admin,           post(alerts::apply_rule)),
+        row(Method::GET,    "/api/v1/alerts/rules/{name}",               Admin,           get(alerts::get_rule)),
+        row(Method::DELETE, "/api/v1/alerts/rules/{name}",               Admin,           delete(alerts::delete_rule)),
+        row(Method::GET,    "/api/v1/alerts/silences",                   Admin,           get(alerts::list_silences)),
+        row(Method::POST,   "/api/v1/alerts/silences",                   Admin,           post(alerts::create_silence)),
+        row(Method::POST,   "/api/v1/alerts/silences/{name}/expire",     Admin,           post(alerts::expire_silence)),
+        row(Method::GET,    "/api/v1/alerts/receivers",                  Admin,           get(alerts::list_receivers)),
+        row(Method::POST,   "/api/v1/alerts/receivers",                  Admin,           post(alerts::apply_receiver)),
+        row(Method::DELETE, "/api/v1/alerts/receivers/{name}",           Admin,           delete(alerts::delete_receiver)),
+        row(Method::GET,    "/api/v1/alerts/receivers/{name}/deliveries", Admin,          get(alerts::deliveries)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),
         row(Method::POST,   "/api/v1/replication/endpoints",             Admin,           post(replication::add_endpoint)),
         row(Method::DELETE, "/api/v1/replication/endpoints/{name}",      Admin,           delete(replication::delete_endpoint)),

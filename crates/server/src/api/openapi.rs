@@ -7,8 +7,9 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    ConfigMap, Deployment, DeploymentRevision, Endpoints, Event, FalconSample,
-    HorizontalPodAutoscaler, IpPool, Node, PersistentVolumeClaim, Pod, PodMetrics, Secret, Service,
+    AlertNotification, AlertReceiver, AlertRule, ConfigMap, Delivery, Deployment,
+    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool, Node,
+    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service, Silence,
 };
 
 use super::{Access, route_table};
@@ -59,6 +60,15 @@ fn build() -> Value {
             generator.subschema_for::<HorizontalPodAutoscaler>(),
         ),
         ("FalconSample", generator.subschema_for::<FalconSample>()),
+        ("AlertRule", generator.subschema_for::<AlertRule>()),
+        ("Silence", generator.subschema_for::<Silence>()),
+        ("AlertReceiver", generator.subschema_for::<AlertReceiver>()),
+        ("Delivery", generator.subschema_for::<Delivery>()),
+        // Not served: what webhooks receive (docs/monitoring.md).
+        (
+            "AlertNotification",
+            generator.subschema_for::<AlertNotification>(),
+        ),
     ] {
         schemas.insert(name.into(), schema.to_value());
     }
@@ -146,6 +156,29 @@ fn metrics_content(path: &str) -> Option<(&'static str, bool)> {
     }
 }
 
+/// The alerting object a path serves: (schema, is a list). Lists are the
+/// GETs of a collection; writes answer the one object.
+fn alert_content(method: &Method, path: &str) -> Option<(&'static str, bool)> {
+    let list = *method == Method::GET;
+    if path.ends_with("/deliveries") {
+        Some(("Delivery", true))
+    } else if path.ends_with("/alerts/rules") {
+        Some(("AlertRule", list))
+    } else if path.ends_with("/alerts/rules/{name}") {
+        Some(("AlertRule", false))
+    } else if path.ends_with("/alerts/silences") {
+        Some(("Silence", list))
+    } else if path.ends_with("/expire") {
+        Some(("Silence", false))
+    } else if path.ends_with("/alerts/receivers") {
+        Some(("AlertReceiver", list))
+    } else if path.ends_with("/alerts/receivers/{name}") {
+        Some(("AlertReceiver", false))
+    } else {
+        None
+    }
+}
+
 /// The metrics routes' body, parameters and answers, which the generic
 /// rules below cannot guess.
 fn falcon_operation(path: &str) -> Option<Value> {
@@ -223,7 +256,10 @@ fn responses(method: &Method, path: &str) -> Value {
             "403": {"description": "not allowed"},
         });
     }
-    if let Some((schema, list)) = registry_content(path).or_else(|| metrics_content(path)) {
+    if let Some((schema, list)) = registry_content(path)
+        .or_else(|| metrics_content(path))
+        .or_else(|| alert_content(method, path))
+    {
         let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
         let schema = match list {
             true => json!({"type": "array", "items": reference}),

@@ -174,6 +174,11 @@ pub(crate) async fn remove(
             .objects()
             .delete_project_hpas(&project)
             .await?;
+        state
+            .control
+            .objects()
+            .delete_project_alerting(&project)
+            .await?;
         Ok(state.identity.delete_project(&project).await?)
     };
     let resource = format!("project/{project}");

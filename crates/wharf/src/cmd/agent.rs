@@ -63,10 +63,26 @@ pub struct AgentArgs {
     /// reported (what `wharf top pods` and autoscaling read).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     usage_interval: Duration,
+    /// How often the node's status is reported, with the load summary the
+    /// scheduler's load and image-locality scores read (CPU busy over the
+    /// last minute, load average, available memory, cached layers).
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    status_interval: Duration,
+    /// Where the load summary's CPU and memory come from: `host` (this
+    /// machine's /proc) or `pods` (the sum of this node's pods' cgroup
+    /// usage over its capacity: for several agents on one machine, which
+    /// share /proc).
+    #[arg(long, default_value = "host", value_parser = clap::value_parser!(wharf_agent::LoadSource))]
+    load_source: wharf_agent::LoadSource,
     /// Register this many hollow nodes instead, which report their pods as
     /// running without containers.
     #[arg(long)]
     simulate: Option<usize>,
+    /// With --simulate: the CPU busy (0 to 1) the hollow nodes report,
+    /// assigned round-robin (`--load 0.9,0.1`), to model loaded nodes;
+    /// without it they report no load (the scheduler scores it neutral).
+    #[arg(long, value_delimiter = ',', requires = "simulate")]
+    load: Vec<f32>,
     #[command(flatten)]
     node: NodeOptions,
 }
@@ -301,6 +317,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     fleet.heartbeat_ttl = ttl;
                 }
                 fleet.heartbeat_interval = args.heartbeat_interval;
+                fleet.loads = args.load.clone();
                 eprintln!(
                     "simulating {count} nodes named {}-00001.. against {server}",
                     args.name
@@ -321,6 +338,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     args.heartbeat_interval.unwrap_or(config.heartbeat_interval);
                 config.usage_interval = args.usage_interval;
                 config.metrics_interval = args.node.metrics_interval;
+                config.status_interval = args.status_interval;
+                config.load_source = args.load_source;
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs, dns) = node_runtime(
                     &args.node,

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::Value;
+use wharf_api::{ANNOTATION_SCHEDULING_SCORES, Endpoints, HorizontalPodAutoscaler, Service};
 use wharf_api::{
     ConfigMap, Container, ContainerState, ContainerStatus, DEFAULT_CAPABILITIES, Deployment,
     EffectiveSecurity, Event, EventType, LOCAL_STORAGE_CLASS, Node, ObjectMeta,
     PersistentVolumeClaim, Pod, PodSpec, ResourceList, Resources, SeccompProfileType, Secret,
     Toleration, TolerationOperator,
 };
-use wharf_api::{Endpoints, HorizontalPodAutoscaler, Service};
 
 use super::ServerOption;
 use super::get::{phase_name, pod_status};
@@ -503,6 +503,17 @@ fn describe_node(node: &Node, pods: Option<&[Pod]>, now_ms: u64) -> Description 
     if let Some(load) = status.cpu_load {
         description.field(0, "CPU Load", format!("{:.0}%", load * 100.0));
     }
+    if let Some(load) = status.load_average {
+        description.field(0, "Load Average", format!("{load:.2}"));
+    }
+    if let Some(free) = status.memory_available_bytes {
+        description.field(0, "Memory Available", crate::output::memory(free));
+    }
+    if let Some(layers) = &status.layers {
+        let bytes: u64 = layers.iter().map(|layer| layer.size_bytes).sum();
+        let text = format!("{} ({})", layers.len(), crate::output::human_size(bytes));
+        description.field(0, "Cached Layers", text);
+    }
     description.heading(0, "Capacity");
     resource_fields(&mut description, &status.capacity, None);
     let sums = pods.map(sum_requests);
@@ -681,6 +692,9 @@ fn describe_pod(pod: &Pod, now_ms: u64) -> Description {
             (None, _) => none(),
         },
     );
+    if let Some(scores) = pod.metadata.annotations.get(ANNOTATION_SCHEDULING_SCORES) {
+        description.field(0, "Scheduling", scores.clone());
+    }
     description.field(
         0,
         "Start Time",
@@ -1220,6 +1234,42 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_scheduling_scores_and_the_load_summary_are_described() {
+        let scores = "n1 scored 84.2, best of 2 feasible nodes: image locality 100.0, load 95.0";
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "project": "shop",
+                         "annotations": {ANNOTATION_SCHEDULING_SCORES: scores}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "i"}]},
+        }))
+        .unwrap();
+        let text = describe_pod(&pod, NOW).render();
+        let line = text.lines().find(|l| l.starts_with("Scheduling:"));
+        assert!(line.is_some_and(|l| l.ends_with(scores)), "{text}");
+
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"cpuLoad": 0.25, "loadAverage": 1.5, "memoryAvailableBytes": 3u64 << 30,
+                       "layers": [{"digest": "sha256:a", "sizeBytes": 1 << 20},
+                                  {"digest": "sha256:b", "sizeBytes": 1 << 20}],
+                       "capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
+        }))
+        .unwrap();
+        let text = describe_node(&node, None, NOW).render();
+        for (label, value) in [
+            ("CPU Load:", "25%"),
+            ("Load Average:", "1.50"),
+            ("Memory Available:", "3.0Gi"),
+            ("Cached Layers:", "2 (2 MiB)"),
+        ] {
+            let line = text.lines().find(|l| l.starts_with(label));
+            assert!(
+                line.is_some_and(|l| l.ends_with(value)),
+                "{label} {value}\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `node`) share [`objects`]: kinds, projects and shared formatting.
 
 pub mod agent;
+pub mod alert;
 pub mod apply;
 pub mod audit;
 pub mod autoscale;

@@ -117,6 +117,9 @@ pub struct ServerArgs {
     /// scales its deployment (Kubernetes' default: 15 s).
     #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
     hpa_sync_period: Duration,
+    /// How often the leader evaluates alert rules.
+    #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
+    alert_eval_interval: Duration,
     /// Most raw metric samples kept in memory over all series (about 20
     /// bytes each); past it the oldest go first.
     #[arg(long, default_value_t = 8_000_000)]
@@ -166,6 +169,7 @@ impl ServerArgs {
         config.instance = self.instance.clone();
         config.service_range = self.service_cidr;
         config.hpa_sync_period = self.hpa_sync_period;
+        config.alert_eval_interval = self.alert_eval_interval.max(Duration::from_millis(100));
         config.metrics = wharf_tsdb::TsdbConfig {
             raw_points: self.metrics_raw_points,
             series_per_endpoint: self.metrics_series_per_endpoint,

@@ -113,6 +113,65 @@ async fn an_agent_registers_beats_and_reports_its_pods() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_report_a_load_summary_and_hollow_nodes_the_load_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let mut config = AgentConfig::new("worker-1");
+    config.status_interval = Duration::from_millis(200);
+    let runtime = Arc::new(NoRuntime {
+        node: "worker-1".into(),
+    });
+    let _agent = tokio::spawn(Agent::new(api.clone(), runtime, config).run());
+    let node: Node = eventually("a load summary", async || {
+        let node = objects.get::<Node>(None, "worker-1").await.unwrap()?;
+        node.status.cpu_load.is_some().then_some(node)
+    })
+    .await;
+    let status = &node.status;
+    assert!((0.0..=1.0).contains(&status.cpu_load.unwrap()));
+    assert!(status.load_average.is_some_and(|load| load >= 0.0));
+    assert!(
+        status
+            .memory_available_bytes
+            .is_some_and(|free| free <= status.capacity.memory_bytes)
+    );
+    assert_eq!(
+        status.layers, None,
+        "no image cache without a container runtime"
+    );
+
+    let mut fleet = SimulationConfig::new(2);
+    fleet.loads = vec![0.75, 0.25];
+    let _fleet = tokio::spawn(Simulation::new(api, fleet).run());
+    let nodes: Vec<Node> = eventually("2 hollow nodes", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        let hollow: Vec<Node> = nodes
+            .into_iter()
+            .filter(|n| n.metadata.name.starts_with("sim-"))
+            .collect();
+        (hollow.len() == 2).then_some(hollow)
+    })
+    .await;
+    let busy = &nodes
+        .iter()
+        .find(|n| n.metadata.name == "sim-00001")
+        .unwrap()
+        .status;
+    assert_eq!(busy.cpu_load, Some(0.75));
+    assert_eq!(busy.load_average, Some(12.0), "0.75 of 16 cores");
+    assert_eq!(busy.memory_available_bytes, Some(16 << 30));
+    assert_eq!(busy.layers, Some(Vec::new()));
+    let idle = &nodes
+        .iter()
+        .find(|n| n.metadata.name == "sim-00002")
+        .unwrap()
+        .status;
+    assert_eq!(idle.cpu_load, Some(0.25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_fleet_runs_what_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let plane = plane(&dir);
@@ -318,7 +377,10 @@ async fn an_agent_back_removes_what_is_no_longer_its_own_before_starting_anythin
     let api = Arc::new(LocalNodeApi::new(objects.clone()));
     // The node as it was before the agent restarted: a pod bound to it.
     let config = AgentConfig::new("wtf-back");
-    objects.register_node(config.node(None)).await.unwrap();
+    objects
+        .register_node(config.node(&wharf_agent::LoadSummary::default()))
+        .await
+        .unwrap();
     let ttl = Duration::from_secs(30);
     objects.heartbeat("wtf-back", None, ttl).await.unwrap();
     apply(&plane, 1).await;
@@ -460,4 +522,88 @@ async fn an_agent_follows_services_and_their_endpoints() {
         v.services.len() == 1 && v.endpoints.is_empty()
     })
     .await;
+}
+
+/// A runtime with nothing to run whose health the test sets.
+struct Ailing {
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+#[async_trait::async_trait]
+impl wharf_agent::Runtime for Ailing {
+    async fn sync(&self, pod: &Pod, progress: wharf_agent::Progress<'_>) -> wharf_agent::Synced {
+        let none = NoRuntime {
+            node: "ailing".into(),
+        };
+        wharf_agent::Runtime::sync(&none, pod, progress).await
+    }
+    async fn remove(&self, _project: &str, _name: &str, _uid: Option<&str>) {}
+    async fn pods(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    async fn health(&self) -> Result<(), String> {
+        match self.reason.lock().unwrap().clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Kubernetes' `Ready=False`: an agent alive but with a failing runtime
+/// says why in its status at once, the control plane taints the node
+/// not-ready (no new pods), and both go when the runtime recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_runtime_makes_a_live_node_not_ready_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let _running = plane.start("test".into());
+    let mut config = AgentConfig::new("ailing");
+    config.health_interval = Duration::from_millis(100);
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let runtime = Arc::new(Ailing {
+        reason: std::sync::Mutex::new(None),
+    });
+    let _agent = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        Agent::new(api.clone(), runtime.clone(), config).run(),
+    ));
+    // A healthy neighbour: with every node of a zone down, nothing is
+    // tainted (a full disruption is the network's, as in Kubernetes).
+    let _neighbour = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        Simulation::new(api, SimulationConfig::new(1)).run(),
+    ));
+    let node = async || objects.get::<Node>(None, "ailing").await.unwrap();
+    let tainted = |n: &Node| {
+        n.spec
+            .taints
+            .iter()
+            .any(|t| t.key == wharf_control::TAINT_NOT_READY)
+    };
+    eventually("the node ready", async || {
+        node().await.filter(|n| n.status.ready && !tainted(n))
+    })
+    .await;
+
+    let why = "the container runtime fails: runc list: exit status 1";
+    *runtime.reason.lock().unwrap() = Some(why.into());
+    eventually("the reason reported", async || {
+        node().await.filter(|n| n.status.not_ready_reason.is_some())
+    })
+    .await;
+    let ill = eventually("the node tainted not-ready", async || {
+        node().await.filter(tainted)
+    })
+    .await;
+    assert_eq!(ill.status.not_ready_reason.as_deref(), Some(why));
+    assert!(
+        ill.status.ready,
+        "its heartbeat goes on: alive, not unreachable"
+    );
+
+    *runtime.reason.lock().unwrap() = None;
+    let well = eventually("the taint gone", async || {
+        node().await.filter(|n| !tainted(n))
+    })
+    .await;
+    assert_eq!(well.status.not_ready_reason, None);
 }

@@ -16,6 +16,7 @@ pub mod prereq;
 pub mod registry;
 pub mod server;
 pub mod skopeo;
+pub mod webhook;
 
 #[allow(unused_imports)]
 pub use image::{Blob, Image, ImageIndex, Layer, OciLayout};

@@ -116,17 +116,7 @@ async fn a_dead_hosts_pods_run_elsewhere_within_seconds_and_a_fixed_ip_never_twi
     if !prerequisites("failover") {
         return;
     }
-    let mut hosts = Vec::new();
-    for (name, net) in [("wtfa", 250), ("wtfb", 251)] {
-        let host = wharf_net::testing::HostNamespace::create(
-            name,
-            format!("10.93.{net}.1/24").parse().unwrap(),
-            format!("10.93.{net}.2/24").parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        hosts.push(host);
-    }
+    let hosts = super::host_namespaces(&[("wtfa", "10.93.250"), ("wtfb", "10.93.251")]).await;
     let server = TestServer::start();
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
