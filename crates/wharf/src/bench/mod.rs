@@ -76,6 +76,18 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     }
 }
 
+/// `wharf server` on a loopback port with authentication on, its admin
+/// password `password`, no scheduled GC and quiet logs; the caller adds
+/// more options, then `--data-dir`.
+fn server_command(password: &str) -> Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["server", "--listen", "127.0.0.1:0", "--gc-interval", "0"])
+        .env("RUST_LOG", "warn")
+        .env("WHARF_ADMIN_PASSWORD", password);
+    Ok(command)
+}
+
 /// Starts this binary as `command` (a server), with its output piped, and
 /// waits for its `listening on URL` line; returns the child, the URL and the
 /// rest of its output.

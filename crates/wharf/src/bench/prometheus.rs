@@ -108,19 +108,8 @@ async fn measure_prometheus(args: &PrometheusBenchArgs, dir: &Path) -> Result<Co
 
 async fn measure_wharf(args: &PrometheusBenchArgs, dir: &Path) -> Result<Cost> {
     let password = format!("bench-{:016x}", rand::random::<u64>());
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--gc-interval",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("WHARF_ADMIN_PASSWORD", &password);
+    let mut command = super::server_command(&password)?;
+    command.arg("--data-dir").arg(dir);
     let (child, url, _) = super::spawn_listening(command, Duration::from_secs(30)).await?;
     let pid = child.id().context("wharf server exited")?;
     let http = reqwest::Client::new();

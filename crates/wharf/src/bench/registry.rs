@@ -407,23 +407,9 @@ impl Running {
 /// logs in, creates its project and carries a registry token on every
 /// request (a long-lived one, so that the measurement never re-logs in).
 async fn start_wharf(dir: &Path) -> Result<Running> {
-    let exe = std::env::current_exe()?;
     let password = format!("bench-{:016x}", rand::random::<u64>());
-    let mut command = Command::new(exe);
-    command
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--gc-interval",
-            "0",
-            "--token-ttl",
-            "2h",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("WHARF_ADMIN_PASSWORD", &password);
+    let mut command = super::server_command(&password)?;
+    command.args(["--token-ttl", "2h", "--data-dir"]).arg(dir);
     let (child, url, _) = super::spawn_listening(command, Duration::from_secs(30)).await?;
     let token = bench_token(&url, &password).await?;
     Ok(Running {

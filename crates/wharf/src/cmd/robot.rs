@@ -205,19 +205,12 @@ fn created_text(created: &CreatedRobot, token_file: Option<&Path>) -> String {
 /// Writes the token of a created metrics:read robot to `path`, readable by
 /// its owner only.
 fn write_token_file(path: &Path, answer: &serde_json::Value) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let token = answer["token"]
         .as_str()
         .context("the server returned no token for this robot")?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    wharf_fs::AtomicWrite::new(path)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing the token to {}", path.display()))?;
-    file.write_all(token.as_bytes())
+        .write(token.as_bytes())
         .with_context(|| format!("writing the token to {}", path.display()))
 }
 
