@@ -120,42 +120,37 @@ async fn only_admins_and_enabled_metrics_robots_may_scrape() {
 
     // Project admins cannot hand out a cluster-wide reader.
     app.create_user(&admin, "lead", "lead-password").await;
-    app.api(
-        &admin,
-        Method::PUT,
-        "/api/v1/projects/ops/members/lead",
-        json!({"role": "projectAdmin"}),
-    )
-    .await
-    .expect(StatusCode::OK);
+    app.add_member(&admin, "ops", "lead", "projectAdmin").await;
     let lead = app.api_login("lead", "lead-password").await;
-    let refused = app
-        .api(
+    let attempts = [
+        (
             &lead,
-            Method::POST,
-            "/api/v1/projects/ops/robots",
-            json!({"name": "prom", "system_permissions": ["metrics:read"]}),
-        )
-        .await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let unknown = app
-        .api(
+            json!({"system_permissions": ["metrics:read"]}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
             &admin,
-            Method::POST,
-            "/api/v1/projects/ops/robots",
-            json!({"name": "prom", "system_permissions": ["metrics:write"]}),
-        )
-        .await;
-    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
-    let with_actions = app
-        .api(
+            json!({"system_permissions": ["metrics:write"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             &admin,
-            Method::POST,
-            "/api/v1/projects/ops/robots",
-            json!({"name": "prom", "actions": "pull", "system_permissions": ["metrics:read"]}),
-        )
-        .await;
-    assert_eq!(with_actions.status, StatusCode::BAD_REQUEST);
+            json!({"actions": "pull", "system_permissions": ["metrics:read"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (token, mut body, expected) in attempts {
+        body["name"] = json!("prom");
+        let reply = app
+            .api(
+                token,
+                Method::POST,
+                "/api/v1/projects/ops/robots",
+                body.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, expected, "{body}");
+    }
     let denied = app
         .send(
             Method::GET,
