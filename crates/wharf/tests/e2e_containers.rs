@@ -655,13 +655,21 @@ async fn a_deployment_runs_on_pool_addresses_restarts_survives_the_agent_and_cle
 
     // Deleting removes containers, mounts, namespaces, cgroups and addresses.
     cli.run(&["delete", "deployment", "web", "crasher", "-p", "shop"]);
-    wait_for("everything gone", Duration::from_secs(60), || {
-        let gone = cli.pods("shop").is_empty()
-            && node.containers().is_empty()
-            && node.namespaces().is_empty()
-            && node.mounts().is_empty();
-        gone.then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // What is still there, named, so a timeout says which part stayed.
+        let pods: Vec<String> = cli.pods("shop").iter().map(|p| p.to_string()).collect();
+        let (containers, namespaces, mounts) =
+            (node.containers(), node.namespaces(), node.mounts());
+        if pods.is_empty() && containers.is_empty() && namespaces.is_empty() && mounts.is_empty() {
+            break;
+        }
+        let left = format!(
+            "pods {pods:?}; containers {containers:?}; namespaces {namespaces:?}; mounts {mounts:?}"
+        );
+        assert!(Instant::now() < deadline, "not everything gone: {left}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/wharf/{id}")).exists());
     let shown = cli.json(&["ippool", "show", "web-pool"]);
     assert_eq!(shown["summary"]["used"], 0, "{shown}");
