@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use wharf_api::{CachedLayer, PodUsage, Resources};
 
+use crate::metrics::proc;
 use crate::runtime::Runtime;
 
 /// How far back CPU busy looks.
@@ -199,42 +200,19 @@ fn cpu_used_between(before: &CpuCounters, after: &CpuCounters) -> u64 {
         .sum()
 }
 
-/// Reads `/proc/stat`, `/proc/loadavg` and `/proc/meminfo` (blocking).
+/// Reads `/proc/stat`, `/proc/loadavg` and `/proc/meminfo` (blocking),
+/// with the collector's parsers.
 fn read_host() -> HostSample {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let (busy, total) = cpu_jiffies(&read("/proc/stat")).unwrap_or_default();
+    let (busy, total) = proc::cpu_times(&read("/proc/stat"))
+        .map(|times| times.busy_and_total())
+        .unwrap_or_default();
     HostSample {
         busy,
         total,
-        load_average: read("/proc/loadavg")
-            .split_whitespace()
-            .next()
-            .and_then(|first| first.parse().ok()),
-        memory_available: meminfo_bytes(&read("/proc/meminfo"), "MemAvailable:"),
+        load_average: proc::load_averages(&read("/proc/loadavg")).map(|[one, _, _]| one as f32),
+        memory_available: proc::memory_available(&read("/proc/meminfo")),
     }
-}
-
-/// Busy and total jiffies from the `cpu` line of `/proc/stat`: idle and
-/// iowait are not busy; guest time is already in user.
-fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-/// A `/proc/meminfo` line's value in bytes.
-fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -258,11 +236,12 @@ mod tests {
     #[test]
     fn proc_files_are_read_as_the_kernel_writes_them() {
         let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n";
-        assert_eq!(cpu_jiffies(stat), Some((150, 1000)));
-        assert_eq!(cpu_jiffies("intr 1 2"), None);
+        let busy_and_total = |stat| proc::cpu_times(stat).map(|t| t.busy_and_total());
+        assert_eq!(busy_and_total(stat), Some((150, 1000)));
+        assert_eq!(busy_and_total("intr 1 2"), None);
         let meminfo = "MemTotal:  2048 kB\nMemAvailable:  1024 kB\n";
-        assert_eq!(meminfo_bytes(meminfo, "MemAvailable:"), Some(1 << 20));
-        assert_eq!(meminfo_bytes(meminfo, "SwapFree:"), None);
+        assert_eq!(proc::memory_available(meminfo), Some(1 << 20));
+        assert_eq!(proc::memory_available("SwapFree:  1 kB\n"), None);
         let host = read_host();
         assert!(host.total > 0 && host.busy <= host.total);
         assert!(host.load_average.is_some() && host.memory_available.is_some());

@@ -31,6 +31,15 @@ impl CpuTimes {
     }
 }
 
+impl CpuTimes {
+    /// Ticks spent working and all ticks: the scheduler's view of load,
+    /// where waiting for I/O is idle (falcon's `cpu.busy` counts it busy).
+    pub fn busy_and_total(&self) -> (u64, u64) {
+        let total = self.total();
+        (total - self.idle - self.iowait, total)
+    }
+}
+
 /// Reads the first (`cpu `) line of `/proc/stat`.
 pub fn cpu_times(stat: &str) -> Option<CpuTimes> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
@@ -82,22 +91,9 @@ pub fn load_averages(loadavg: &str) -> Option<[f64; 3]> {
 /// Free memory is `MemAvailable` where the kernel has it (what can be had
 /// without swapping), else free + buffers + page cache, as falcon does.
 pub fn memory(meminfo: &str) -> Option<Vec<(&'static str, f64)>> {
-    let fields: BTreeMap<&str, u64> = meminfo
-        .lines()
-        .filter_map(|line| {
-            let (key, rest) = line.split_once(':')?;
-            let kib = rest.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
-            Some((key, kib * 1024))
-        })
-        .collect();
+    let fields = meminfo_fields(meminfo);
     let total = *fields.get("MemTotal")?;
-    let free = match fields.get("MemAvailable") {
-        Some(available) => *available,
-        None => {
-            let field = |key| fields.get(key).copied().unwrap_or(0);
-            field("MemFree") + field("Buffers") + field("Cached")
-        }
-    };
+    let free = available(&fields);
     let swap_total = fields.get("SwapTotal").copied().unwrap_or(0);
     let swap_free = fields.get("SwapFree").copied().unwrap_or(0);
     let free_percent = if total == 0 {
@@ -112,6 +108,35 @@ pub fn memory(meminfo: &str) -> Option<Vec<(&'static str, f64)>> {
         ("mem.memfree.percent", free_percent),
         ("mem.swapused", swap_total.saturating_sub(swap_free) as f64),
     ])
+}
+
+/// Memory that can be had without swapping, in bytes: `mem.memfree`.
+pub fn memory_available(meminfo: &str) -> Option<u64> {
+    let fields = meminfo_fields(meminfo);
+    fields.contains_key("MemTotal").then(|| available(&fields))
+}
+
+/// `/proc/meminfo`'s fields in bytes.
+fn meminfo_fields(meminfo: &str) -> BTreeMap<&str, u64> {
+    meminfo
+        .lines()
+        .filter_map(|line| {
+            let (key, rest) = line.split_once(':')?;
+            let kib = rest.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
+            Some((key, kib * 1024))
+        })
+        .collect()
+}
+
+/// `MemAvailable` where the kernel has it, else free + buffers + cache.
+fn available(fields: &BTreeMap<&str, u64>) -> u64 {
+    match fields.get("MemAvailable") {
+        Some(available) => *available,
+        None => {
+            let field = |key| fields.get(key).copied().unwrap_or(0);
+            field("MemFree") + field("Buffers") + field("Cached")
+        }
+    }
 }
 
 /// One block device's counters from `/proc/diskstats`.
