@@ -54,7 +54,7 @@ pub(crate) async fn keep_service_rules(
             }
             match rules.apply(&forwards).await {
                 Ok(()) => {
-                    tracing::debug!(forwards = forwards.len(), "service rules written");
+                    tracing::debug!(forwards = %describe(&forwards), "service rules written");
                     written = Some(forwards);
                     break;
                 }
@@ -66,6 +66,19 @@ pub(crate) async fn keep_service_rules(
             }
         }
     }
+}
+
+/// `project/name:port -> ip:port ip:port; ...`, for the debug log.
+fn describe(forwards: &[ServiceForward]) -> String {
+    let forward = |f: &ServiceForward| {
+        let endpoints: Vec<String> = f
+            .endpoints
+            .iter()
+            .map(|(ip, port)| format!("{ip}:{port}"))
+            .collect();
+        format!("{} -> {}", f.name, endpoints.join(" "))
+    };
+    forwards.iter().map(forward).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]

@@ -241,6 +241,9 @@ impl Node {
             .args(["--registry-user", &self.robot.user])
             .args(&self.args)
             .env("WHARF_REGISTRY_PASSWORD", &self.robot.password)
+            // Each service rule write with its endpoints, for the tests
+            // that relate a failed request to the rules of the moment.
+            .env("RUST_LOG", "info,wharf_agent::service_rules=debug")
             .stdout(Stdio::null())
             .stderr(
                 std::fs::File::create(self.dir.path().join("agent.log"))

@@ -72,16 +72,20 @@ spec:
 ";
 
 /// The client: one line per request to port 80 of `host` in
-/// /tmp/results, `ok ANSWER` or `fail WHAT-CAME`. busybox `nc`, as the
-/// static busybox's `wget` segfaults on this machine.
+/// /tmp/results, `ok ANSWER @START-END` or `fail WHAT-CAME @START-END`,
+/// the times the machine's uptime in seconds (a failure's time then
+/// finds its place in the agent's log). busybox `nc`, as the static
+/// busybox's `wget` segfaults on this machine.
 fn client(image: &str, host: &str) -> String {
     let env = format!("          env: [{{name: HOST, value: '{host}'}}]\n");
     let script = r#"trap 'exit 0' TERM
 while true; do
+  read start _ < /proc/uptime
   answer=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 "$HOST" 80 2>&1 | tail -n 1)
+  read end _ < /proc/uptime
   case "$answer" in
-    v[0-9]*) echo "ok $answer" ;;
-    *) echo "fail $answer" ;;
+    v[0-9]*) echo "ok $answer @$start-$end" ;;
+    *) echo "fail $answer @$start-$end" ;;
   esac >> /tmp/results
 done"#;
     super::sec::deployment("client", image, "", &env, script)
@@ -116,11 +120,47 @@ fn wait_answers(cli: &Cli, client: &str, version: &str) -> Vec<String> {
     }
 }
 
+/// When a client line's request started and ended, in UTC wall-clock
+/// time as the agent's log writes it (the line has machine uptimes).
+fn wall_clock(line: &str) -> String {
+    let uptime = |text: &str| text.split_whitespace().next()?.parse::<f64>().ok();
+    let now_uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| uptime(&t));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let Some((start, end)) = line.rsplit_once('@').and_then(|(_, t)| t.split_once('-')) else {
+        return line.to_string();
+    };
+    let (Some(start), Some(end), Some(now_uptime)) = (uptime(start), uptime(end), now_uptime)
+    else {
+        return line.to_string();
+    };
+    let utc = |seconds: f64| {
+        let out = std::process::Command::new("date")
+            .args(["-u", "+%FT%T.%3NZ", "-d"])
+            .arg(format!("@{:.2}", now - (now_uptime - seconds)))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!("{} to {}", utc(start), utc(end))
+}
+
 /// Rolls out and waits for it, keeping the client going; then checks
 /// that none of the requests since line `from` failed and that the last
 /// answers are from `version`, given by every replica. Returns the line
 /// count reached.
-fn roll(cli: &Cli, client: &str, from: usize, version: &str, change: impl FnOnce()) -> usize {
+fn roll(
+    cli: &Cli,
+    node: &Node,
+    client: &str,
+    from: usize,
+    version: &str,
+    change: impl FnOnce(),
+) -> usize {
     change();
     let status = wharf(cli.home.path())
         .args(["rollout", "status", "deployment/web", "-p", "shop"])
@@ -146,10 +186,21 @@ fn roll(cli: &Cli, client: &str, from: usize, version: &str, change: impl FnOnce
     let failed: Vec<&String> = during.iter().filter(|l| l.starts_with("fail")).collect();
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed during the rollout to {version}: {:?}",
+        "{} of {} requests failed during the rollout to {version}: {:?}\n\
+         at (UTC): {:?}\nthe agent's service rule writes and warnings:\n{}",
         failed.len(),
         during.len(),
-        &failed[..failed.len().min(5)]
+        &failed[..failed.len().min(5)],
+        failed
+            .iter()
+            .take(5)
+            .map(|l| wall_clock(l))
+            .collect::<Vec<_>>(),
+        node.log()
+            .lines()
+            .filter(|l| l.contains("service rules") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         during.len() > 50,
@@ -159,6 +210,7 @@ fn roll(cli: &Cli, client: &str, from: usize, version: &str, change: impl FnOnce
     let answerers: std::collections::BTreeSet<&str> = during
         .iter()
         .filter_map(|l| l.strip_prefix(&format!("ok {version} ")))
+        .filter_map(|rest| rest.split_whitespace().next())
         .collect();
     assert_eq!(answerers.len(), REPLICAS, "{answerers:?}");
     lines.len()
@@ -173,7 +225,7 @@ async fn a_rolling_update_behind_a_service_loses_no_request() {
     let server = TestServer::start_with(&["--service-cidr", "10.204.0.0/16"]);
     let cli = Cli::login(&server);
     let robot = push_demo_image(&server, &cli).await;
-    let _node = Node::start(
+    let node = Node::start(
         &cli,
         NodeSpec::local("wgr-2", "wgrbr2", "wgr2-", "10.104.2.0/24"),
         &robot,
@@ -196,14 +248,14 @@ async fn a_rolling_update_behind_a_service_loses_no_request() {
     // starts once v1 answers.
     let from = wait_answers(&cli, &client, "v1").len();
 
-    let from = roll(&cli, &client, from, "v2", || {
+    let from = roll(&cli, &node, &client, from, "v2", || {
         cli.run_with(&["apply", "-f", "-"], &web(&image, "v2"));
     });
     let history = cli.run(&["rollout", "history", "deployment/web", "-p", "shop"]);
     let numbers: Vec<&str> = history.lines().skip(2).map(|l| &l[..1]).collect();
     assert_eq!(numbers, ["1", "2"], "{history}");
 
-    roll(&cli, &client, from, "v1", || {
+    roll(&cli, &node, &client, from, "v1", || {
         cli.run(&["rollout", "undo", "deployment/web", "-p", "shop"]);
     });
 }
