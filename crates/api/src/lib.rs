@@ -35,6 +35,7 @@ mod error;
 mod event;
 mod falcon;
 mod fieldref;
+mod inventory;
 mod ippool;
 mod lifecycle;
 mod manifest;
@@ -81,6 +82,11 @@ pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference, PodEventReport};
 pub use falcon::{CounterType, FalconSample, format_tags, parse_tags};
 pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
+pub use inventory::{
+    ANNOTATION_TIER, Cluster, ClusterKind, ClusterSpec, GrantQuota, InitFile, InitProfile,
+    LABEL_CLUSTER, LABEL_TIER, MachineClass, MachineClassSpec, Pool, PoolAutoscale, PoolGrant,
+    PoolGrantSpec, PoolSpec, PoolStatus, ProviderSpec, QuantityRange, Tier,
+};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
