@@ -17,6 +17,10 @@
 //! /cluster/alertrules/[<project>/]<name>    AlertRule (no project: cluster-wide)
 //! /cluster/silences/[<project>/]<name>      Silence (no project: cluster-wide)
 //! /cluster/alertreceivers/[<project>/]<name> AlertReceiver, secret sealed
+//! /cluster/clusters/<name>                  Cluster (the inventory: physical, vm, cloud)
+//! /cluster/pools/<name>                     Pool (service pool of a cluster)
+//! /cluster/machineclasses/<name>            MachineClass
+//! /cluster/poolgrants/<pool>.<project>      PoolGrant (a project's right to a pool)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -28,9 +32,9 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    AlertReceiver, AlertRule, ConfigMap, Deployment, DeploymentRevision, Endpoints, Event,
-    HorizontalPodAutoscaler, IpPool, LabelSelector, Node, ObjectMeta, PersistentVolumeClaim, Pod,
-    Service, Silence,
+    AlertReceiver, AlertRule, Cluster, ConfigMap, Deployment, DeploymentRevision, Endpoints, Event,
+    HorizontalPodAutoscaler, IpPool, LabelSelector, MachineClass, Node, ObjectMeta,
+    PersistentVolumeClaim, Pod, Pool, PoolGrant, Service, Silence,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -71,6 +75,15 @@ object_kind!(Deployment, "Deployment", "/cluster/deployments/", true);
 object_kind!(Pod, "Pod", "/cluster/pods/", true);
 object_kind!(Event, "Event", "/cluster/events/", true);
 object_kind!(IpPool, "IpPool", "/cluster/ippools/", false);
+object_kind!(Cluster, "Cluster", "/cluster/clusters/", false);
+object_kind!(Pool, "Pool", "/cluster/pools/", false);
+object_kind!(
+    MachineClass,
+    "MachineClass",
+    "/cluster/machineclasses/",
+    false
+);
+object_kind!(PoolGrant, "PoolGrant", "/cluster/poolgrants/", false);
 object_kind!(ConfigMap, "ConfigMap", "/cluster/configmaps/", true);
 object_kind!(
     PersistentVolumeClaim,
