@@ -9,6 +9,16 @@
 //! endpoint's own traffic coming back to it through the cluster IP (a pod
 //! reaching itself) is masqueraded, or its answer would bypass the
 //! translation.
+//!
+//! A service port without ready endpoints is rejected (ICMP port
+//! unreachable, so a TCP connect is refused at once), as kube-proxy does,
+//! in filter chains on the forward and output hooks, which see packets
+//! after DNAT: only what was not translated still has the cluster IP.
+//! Letting it through instead would route it out of the node untranslated,
+//! and its connection tracking entry (an unanswered SYN is kept for 120 s)
+//! would then catch a later connection from the same source port once
+//! the service has endpoints: NAT is decided on a connection's first
+//! packet only, so that connection would never be translated.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -39,7 +49,7 @@ impl NftServices {
     }
 
     /// Makes the node's service rules exactly `forwards`, in one atomic
-    /// step; none (or none with endpoints) removes the table.
+    /// step; none removes the table.
     pub async fn apply(&self, forwards: &[ServiceForward]) -> Result<(), NetError> {
         run_script(self.host_netns.as_deref(), &ruleset(&self.table, forwards)).await
     }
@@ -62,16 +72,14 @@ pub struct ServiceForward {
 
 /// The `nft -f` script that replaces table `table` with `forwards` (or
 /// only deletes it when there are none). A service port without ready
-/// endpoints gets no rule.
+/// endpoints is rejected.
 pub fn ruleset(table: &str, forwards: &[ServiceForward]) -> String {
     let mut script = format!("table ip {table}\ndelete table ip {table}\n");
-    let live: Vec<&ServiceForward> = forwards
-        .iter()
-        .filter(|f| !f.endpoints.is_empty())
-        .collect();
-    if live.is_empty() {
+    if forwards.is_empty() {
         return script;
     }
+    let (live, empty): (Vec<&ServiceForward>, Vec<&ServiceForward>) =
+        forwards.iter().partition(|f| !f.endpoints.is_empty());
     let mut dispatch = String::new();
     let mut chains = String::new();
     let mut hairpin = String::new();
@@ -104,10 +112,22 @@ pub fn ruleset(table: &str, forwards: &[ServiceForward]) -> String {
             );
         }
     }
-    let _ = write!(
-        script,
-        "table ip {table} {{
-\tchain prerouting {{
+    let mut rejects = String::new();
+    for f in &empty {
+        let _ = writeln!(
+            rejects,
+            "\t\tip daddr {} {} dport {} reject comment \"{} has no endpoints\"",
+            f.cluster_ip,
+            f.protocol.keyword(),
+            f.port,
+            comment(&f.name)
+        );
+    }
+    let _ = writeln!(script, "table ip {table} {{");
+    if !live.is_empty() {
+        let _ = write!(
+            script,
+            "\tchain prerouting {{
 \t\ttype nat hook prerouting priority dstnat; policy accept;
 \t\tjump services
 \t}}
@@ -120,9 +140,26 @@ pub fn ruleset(table: &str, forwards: &[ServiceForward]) -> String {
 {hairpin}\t}}
 \tchain services {{
 {dispatch}\t}}
-{chains}}}
+{chains}"
+        );
+    }
+    if !rejects.is_empty() {
+        let _ = write!(
+            script,
+            "\tchain reject-forward {{
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tjump no-endpoints
+\t}}
+\tchain reject-output {{
+\t\ttype filter hook output priority filter; policy accept;
+\t\tjump no-endpoints
+\t}}
+\tchain no-endpoints {{
+{rejects}\t}}
 "
-    );
+        );
+    }
+    script.push_str("}\n");
     script
 }
 
@@ -148,12 +185,28 @@ mod tests {
     }
 
     #[test]
-    fn no_ready_endpoints_deletes_the_table() {
-        assert_eq!(
-            ruleset("t", &[web(vec![])]),
-            "table ip t\ndelete table ip t\n"
-        );
+    fn no_services_deletes_the_table() {
         assert_eq!(ruleset("t", &[]), "table ip t\ndelete table ip t\n");
+    }
+
+    #[test]
+    fn a_service_port_without_endpoints_is_rejected_not_routed() {
+        let script = ruleset("t", &[web(vec![])]);
+        assert!(!script.contains("dnat"), "{script}");
+        for line in [
+            "type filter hook forward priority filter; policy accept;",
+            "type filter hook output priority filter; policy accept;",
+            "ip daddr 10.195.0.10 tcp dport 80 reject comment \"shop/web:80 has no endpoints\"",
+        ] {
+            assert!(script.lines().any(|l| l.trim() == line), "{line}\n{script}");
+        }
+        let mut both = ruleset("t", &[web(vec![(Ipv4Addr::new(10, 95, 0, 2), 80)])]);
+        assert!(!both.contains("reject"), "{both}");
+        let mut other = web(vec![]);
+        other.port = 81;
+        both = ruleset("t", &[web(vec![(Ipv4Addr::new(10, 95, 0, 2), 80)]), other]);
+        assert!(both.contains("dnat to 10.95.0.2:80"), "{both}");
+        assert!(both.contains("tcp dport 81 reject"), "{both}");
     }
 
     #[test]

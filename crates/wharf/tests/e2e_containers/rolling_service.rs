@@ -10,9 +10,15 @@
 //! (17 of 1810 in one run), sent by rules not yet rid of a stopped pod.
 //! The `preStop` is 5 s, room for the rules to catch up while the whole
 //! e2e suite loads the two cores. Single requests that timed out (1 of
-//! 173, 1 of 154) were the node bridge's MAC following its ports: the
-//! client's cached gateway MAC left with an old pod's veth. The bridge
-//! now has a MAC of its own (`wharf-net` `the_gateway_keeps_its_mac…`).
+//! 173, 1 of 154, 1 of 393, 1 of 501) had two causes, both fixed in
+//! `wharf-net`: the node bridge's MAC followed its ports, so the client's
+//! cached gateway MAC left with an old pod's veth (`the_gateway_keeps_its
+//! _mac…`); and a connection the client tried before v1 was ready went
+//! out untranslated, its tracking entry then catching a connection from
+//! the same source port minutes later, during a rollout (seen in a
+//! capture: the SYN left by the default route while the service had
+//! three endpoints). Ports without endpoints are now refused
+//! (`a_port_tried_before_the_service_had_endpoints_is_served_after`).
 
 use std::time::Duration;
 
