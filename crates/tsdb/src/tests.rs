@@ -372,3 +372,40 @@ fn latest_gives_the_newest_sample_of_live_series_only() {
         ]
     );
 }
+
+#[test]
+fn endpoint_matchers_pick_their_series_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = open(dir.path(), TsdbConfig::default());
+    let batch: Vec<FalconSample> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            [
+                sample(e, "m", "core=0", T0, i as f64),
+                sample(e, "m", "core=1", T0, i as f64),
+                sample(e, "other", "", T0, 9.0),
+            ]
+        })
+        .collect();
+    tsdb.insert(&batch, T0).unwrap();
+    let endpoints = |matchers: &str| -> Vec<String> {
+        let mut q = query("m", T0, T0 + 10, 10);
+        q.matchers = Matcher::parse_list(matchers).unwrap();
+        let mut seen: Vec<String> = tsdb
+            .query(&q, T0 + 10)
+            .unwrap()
+            .series
+            .iter()
+            .map(|s| format!("{}/{}", s.labels["endpoint"], s.labels["core"]))
+            .collect();
+        seen.sort();
+        seen
+    };
+    assert_eq!(endpoints("endpoint=b"), ["b/0", "b/1"]);
+    assert_eq!(endpoints("endpoint=b,core=1"), ["b/1"]);
+    assert_eq!(endpoints("endpoint=c|a|c"), ["a/0", "a/1", "c/0", "c/1"]);
+    assert_eq!(endpoints("endpoint!=a,core=0"), ["b/0", "c/0"]);
+    assert!(endpoints("endpoint=z").is_empty());
+    assert_eq!(endpoints("core=1").len(), 3);
+}
