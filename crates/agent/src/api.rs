@@ -170,6 +170,7 @@ pub struct HttpNodeApi {
     base: String,
     http: reqwest::Client,
     tokens: Arc<dyn TokenSource>,
+    request_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +200,12 @@ struct WatchLine {
     object: serde_json::Value,
 }
 
+/// How long a call to the server (not a watch) may take by default, answer
+/// included:
+/// a server that accepted the connection and then stalls must not hold a
+/// pod's worker (its stop confirmation, its status) forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl HttpNodeApi {
     /// An API client for the server at `base` (e.g. `http://10.0.0.1:7700`).
     pub fn new(base: &str, tokens: Arc<dyn TokenSource>) -> Result<HttpNodeApi, AgentError> {
@@ -210,11 +217,30 @@ impl HttpNodeApi {
             base: base.trim_end_matches('/').to_string(),
             http,
             tokens,
+            request_timeout: REQUEST_TIMEOUT,
         })
     }
 
-    /// Sends a request built by `build`, refreshing the token once on 401.
+    /// The same client with calls limited to `limit` instead of
+    /// [`REQUEST_TIMEOUT`].
+    pub fn with_request_timeout(mut self, limit: Duration) -> HttpNodeApi {
+        self.request_timeout = limit;
+        self
+    }
+
+    /// Sends a request built by `build`, refreshing the token once on 401;
+    /// it and its answer's body must be done within the request timeout.
     async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AgentError> {
+        let limit = self.request_timeout;
+        self.send_within(|http| build(http).timeout(limit)).await
+    }
+
+    /// [`Self::send`] with no time limit but the caller's (watches stay
+    /// open as long as the server keeps them).
+    async fn send_within(
         &self,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AgentError> {
@@ -465,7 +491,7 @@ impl HttpNodeApi {
         url: &str,
         parse: fn(&str) -> Result<Option<C>, AgentError>,
     ) -> Result<BoxStream<'static, Result<C, AgentError>>, AgentError> {
-        let response = self.send(|http| http.get(url)).await?;
+        let response = self.send_within(|http| http.get(url)).await?;
         let bytes = response.bytes_stream().map_err(transport);
         Ok(ndjson_lines(bytes)
             .filter_map(move |line| {
@@ -581,4 +607,42 @@ fn ndjson_lines(
         },
     )
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+
+    #[async_trait]
+    impl TokenSource for Fixed {
+        async fn token(&self) -> Result<String, AgentError> {
+            Ok("t".into())
+        }
+        async fn refresh(&self) -> Result<String, AgentError> {
+            Ok("t".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stalls_after_accepting_fails_the_call_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts, reads nothing, answers nothing.
+        let stall = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let api = HttpNodeApi::new(&base, Arc::new(Fixed))
+            .unwrap()
+            .with_request_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = api.pod_stopped("shop", "web-1", "u1").await.unwrap_err();
+        assert!(matches!(err, AgentError::Unreachable(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stall.abort();
+    }
 }
