@@ -987,6 +987,46 @@ async fn wharf_up_runs_the_demo_on_one_machine() {
         assert_eq!(answer, name_of(pod));
     }
 
+    // Debian's Prometheus scrapes the running `wharf up` with a
+    // metrics:read robot's token: the node's CPU and the demo containers'
+    // memory come back from its query API.
+    if require_tool("prometheus", "apt-get install prometheus") {
+        let url = printed[0].trim_start_matches("listening on http://");
+        let scraper = dir.path().join("prometheus");
+        std::fs::create_dir_all(&scraper).unwrap();
+        let token_file = scraper.join("wharf.token");
+        logged_in(&[
+            "robot",
+            "create",
+            "demo",
+            "prometheus",
+            "--permission",
+            "metrics:read",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ]);
+        let prometheus = prometheus::Prometheus::start(&scraper, url, &token_file);
+        let wait = Duration::from_secs(90);
+        let (_, busy) = wait_for("the node's CPU in Prometheus", wait, || {
+            prometheus.one("node_cpu_busy{node=\"e2e-up\"}")
+        });
+        assert!((0.0..=100.0).contains(&busy), "node_cpu_busy {busy}");
+        let memory = wait_for("the demo containers' memory in Prometheus", wait, || {
+            let found = prometheus.query("container_mem_working_set{project=\"demo\"}")?;
+            (found.len() == 2 && found.iter().all(|(_, bytes)| *bytes > 0.0)).then_some(found)
+        });
+        let scraped: BTreeSet<&str> = memory
+            .iter()
+            .filter_map(|(labels, _)| labels["pod"].as_str())
+            .collect();
+        let running: BTreeSet<String> = pods.iter().map(name_of).collect();
+        assert_eq!(
+            scraped,
+            running.iter().map(String::as_str).collect(),
+            "{memory:?}"
+        );
+    }
+
     // `wharf down` stops it all with the demo running and keeps the data;
     // `--purge` deletes the data too.
     let state: Value =

@@ -30,7 +30,7 @@ fn sleeper_deployment(image: &str) -> String {
 }
 
 /// A private Prometheus on loopback, killed on drop.
-struct Prometheus {
+pub(super) struct Prometheus {
     child: Child,
     url: String,
 }
@@ -38,7 +38,7 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus scraping `target` (host:port) every second with
     /// the bearer token in `token_file`; its data lives under `dir`.
-    fn start(dir: &Path, target: &str, token_file: &Path) -> Prometheus {
+    pub(super) fn start(dir: &Path, target: &str, token_file: &Path) -> Prometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
              scrape_configs:\n  - job_name: wharf\n    metrics_path: /metrics\n    \
@@ -72,7 +72,7 @@ impl Prometheus {
 
     /// The instant vector `query` answers now: (labels, value) pairs, or
     /// `None` while Prometheus is not answering yet.
-    fn query(&self, query: &str) -> Option<Vec<(Value, f64)>> {
+    pub(super) fn query(&self, query: &str) -> Option<Vec<(Value, f64)>> {
         let output = Command::new("curl")
             .args(["-sS", "--fail", "-G", "--data-urlencode"])
             .arg(format!("query={query}"))
@@ -93,7 +93,7 @@ impl Prometheus {
     }
 
     /// The one value `query` answers, when it answers exactly one.
-    fn one(&self, query: &str) -> Option<(Value, f64)> {
+    pub(super) fn one(&self, query: &str) -> Option<(Value, f64)> {
         match self.query(query)?.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
