@@ -526,6 +526,7 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
         "only the token's hash is stored"
     );
 
+    assert_eq!(id.check_join_token(&token).await.unwrap().pool, "web");
     // Two machines race with one token: exactly one wins.
     let (a, b) = tokio::join!(
         id.redeem_join_token(&token, "n1"),
@@ -544,6 +545,7 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
         .unwrap();
     assert_eq!(principal.node_agent(), Some(node));
 
+    assert!(id.check_join_token(&token).await.is_err(), "used");
     let again = id.redeem_join_token(&token, "n3").await.unwrap_err();
     assert!(
         again.to_string().contains("already used (by node"),

@@ -223,3 +223,51 @@ async fn a_node_credential_opens_only_its_own_node_routes() {
     }
     assert!(node_routes >= 10, "{node_routes}");
 }
+
+#[tokio::test]
+async fn the_join_script_and_the_binary_for_a_usable_join_token() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    let script = app
+        .send(Method::GET, "/api/v1/join/script", &[], Vec::new())
+        .await
+        .expect(StatusCode::OK);
+    let text = String::from_utf8_lossy(&script.body);
+    for part in [
+        "KillMode=process",
+        "Restart=always",
+        "/run/systemd/system",
+        "sha256sum",
+    ] {
+        assert!(text.contains(part), "the script has {part}");
+    }
+
+    let reply = app
+        .api(
+            &admin,
+            Method::POST,
+            "/api/v1/pools/web/join-tokens",
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let token = reply["token"].as_str().unwrap().to_string();
+    let digest = reply["binarySha256"].as_str().unwrap().to_string();
+    app.send(Method::GET, "/api/v1/join/wharf", &[], Vec::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let header = [("wharf-join-token", token.clone())];
+    let binary = app
+        .send(Method::GET, "/api/v1/join/wharf", &header, Vec::new())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(sha256(&binary.body), format!("sha256:{digest}"));
+    let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert_eq!(binary.body.len(), own.len(), "the running executable");
+
+    join(&app, &token, "n1").await.expect(StatusCode::CREATED);
+    app.send(Method::GET, "/api/v1/join/wharf", &header, Vec::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+}

@@ -63,6 +63,10 @@ pub struct NodeJoin {
     pub secret: String,
 }
 
+fn refused(why: &str) -> AuthError {
+    AuthError::Unauthenticated(format!("join token {why}"))
+}
+
 fn key_of(token: &str) -> String {
     let digest = Digest::of(DigestAlgorithm::Sha256, token.as_bytes());
     format!("{JOIN_TOKENS}{}", digest.hex())
@@ -112,6 +116,30 @@ impl Identity {
         Ok((shown, token))
     }
 
+    /// Checks that `token` could still be redeemed (known, unused, not
+    /// expired) without redeeming it: what the join script's download of
+    /// the agent binary is authorized by.
+    pub async fn check_join_token(&self, token: &str) -> Result<JoinToken, AuthError> {
+        let (record, _) = self.usable_join_token(&key_of(token)).await?;
+        Ok(JoinToken {
+            pool: record.pool,
+            expires_at: record.expires_at,
+        })
+    }
+
+    async fn usable_join_token(&self, key: &str) -> Result<(JoinTokenRecord, u64), AuthError> {
+        let Some((record, revision)) = self.read::<JoinTokenRecord>(key).await? else {
+            return Err(refused("not recognised"));
+        };
+        if let Some(by) = &record.used_by {
+            return Err(refused(&format!("already used (by node {by})")));
+        }
+        if record.expires_at <= now_millis() {
+            return Err(refused("expired: ask for a new join command"));
+        }
+        Ok((record, revision))
+    }
+
     /// Redeems `token` for node `node`: marks it used (once, by
     /// compare-and-swap) and creates the node's credential. Unknown,
     /// expired and used tokens are refused, each with its reason.
@@ -119,16 +147,7 @@ impl Identity {
         check_user_name(node)
             .map_err(|_| AuthError::Invalid(format!("invalid node name {node:?}")))?;
         let key = key_of(token);
-        let refused = |why: String| AuthError::Unauthenticated(format!("join token {why}"));
-        let Some((mut record, revision)) = self.read::<JoinTokenRecord>(&key).await? else {
-            return Err(refused("not recognised".into()));
-        };
-        if let Some(by) = &record.used_by {
-            return Err(refused(format!("already used (by node {by})")));
-        }
-        if record.expires_at <= now_millis() {
-            return Err(refused("expired: ask for a new join command".into()));
-        }
+        let (mut record, revision) = self.usable_join_token(&key).await?;
         let credential = robot_name("node", node)?;
         if self.robot(&credential).await.is_ok() {
             return Err(AuthError::Conflict(format!(
@@ -144,7 +163,7 @@ impl Identity {
             .is_none()
         {
             // The only change a record sees is its use.
-            return Err(refused("already used (by another node, just now)".into()));
+            return Err(refused("already used (by another node, just now)"));
         }
         let joiner = Principal::Anonymous;
         let (robot, secret) = self.create_node_robot(&joiner, node).await?;

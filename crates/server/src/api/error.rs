@@ -43,7 +43,7 @@ impl ApiErrorReply {
     }
 
     /// A `500 INTERNAL` reply.
-    fn internal(message: impl Into<String>) -> ApiErrorReply {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiErrorReply {
         ApiErrorReply::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
     }
 }

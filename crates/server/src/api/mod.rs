@@ -148,6 +148,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/pools/{pool}/join-tokens",          Authenticated,   post(node_lifecycle::create_join_token)),
         // Authenticated by the join token in the body, redeemed once.
         row(Method::POST,   "/api/v1/join",                              Public,          post(node_lifecycle::join)),
+        // The join script, and the agent binary for a usable join token
+        // (checked by the handler, in the Wharf-Join-Token header).
+        row(Method::GET,    "/api/v1/join/script",                       Public,          get(node_lifecycle::join_script)),
+        row(Method::GET,    "/api/v1/join/wharf",                        Public,          get(node_lifecycle::join_binary)),
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Node,            put(cluster::heartbeat)),
         row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Node,  get(config::node_config_map)),
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Node,    get(config::node_secret)),

@@ -10,23 +10,36 @@
 //!           revoked, node deleted (its agent gets 401 and stops)
 //! ```
 
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::sync::OnceCell;
 use wharf_api::{EventType, LABEL_POOL, Node, ObjectReference, check_name};
 use wharf_auth::{AuthError, NODE_ROBOT_PREFIX};
 use wharf_control::{DrainOptions, EventRecorder, EvictedPod};
+use wharf_oci::{DigestAlgorithm, StreamHasher};
 
-use super::{ApiCaller, ApiResult, Body as JsonBody};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
 
 /// How long a join token lasts when the request names no ttl.
 const DEFAULT_JOIN_TTL: Duration = Duration::from_secs(3600);
+/// The header the join script sends its join token in: a bearer token
+/// would be taken for an API token, and refused.
+const JOIN_TOKEN_HEADER: &str = "wharf-join-token";
+/// The script the join command's line runs (see `join.sh`).
+const JOIN_SCRIPT: &str = include_str!("join.sh");
+
 /// How long a drain waits when the request names no timeout.
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -69,7 +82,13 @@ pub(crate) async fn create_join_token(
     let (shown, token) = state
         .audited(&caller, "node.join-token", format!("pool/{pool}"), work)
         .await?;
-    let reply = json!({ "pool": shown.pool, "expiresAt": shown.expires_at, "token": token });
+    let (_, digest) = self_binary().await?;
+    let reply = json!({
+        "pool": shown.pool,
+        "expiresAt": shown.expires_at,
+        "token": token,
+        "binarySha256": digest,
+    });
     Ok((StatusCode::CREATED, Json(reply)))
 }
 
@@ -218,4 +237,89 @@ async fn revoke_credential(state: &AppState, node: &str) -> Result<bool, AuthErr
         Err(AuthError::NotFound(_)) => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// The running server's executable and its SHA-256 (hex), hashed once:
+/// what a joining machine downloads and checks.
+static SELF_BINARY: OnceCell<(PathBuf, String)> = OnceCell::const_new();
+
+async fn self_binary() -> ApiResult<&'static (PathBuf, String)> {
+    SELF_BINARY
+        .get_or_try_init(|| async {
+            let hashed = tokio::task::spawn_blocking(hash_own_executable).await;
+            match hashed {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(err)) => Err(ApiErrorReply::internal(format!(
+                    "reading the server's own executable: {err}"
+                ))),
+                Err(err) => Err(ApiErrorReply::internal(err.to_string())),
+            }
+        })
+        .await
+}
+
+fn hash_own_executable() -> std::io::Result<(PathBuf, String)> {
+    let path = std::env::current_exe()?;
+    let mut file = std::fs::File::open(&path)?;
+    let mut hasher = StreamHasher::new(DigestAlgorithm::Sha256);
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok((path, hasher.finish().hex().to_string()))
+}
+
+/// `GET /api/v1/join/script`: the join script (it holds no secret; the
+/// join command's line passes it the server, pool, token and digest).
+pub(crate) async fn join_script() -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8")
+        .body(Body::from(JOIN_SCRIPT))
+        .expect("valid response")
+}
+
+/// `GET /api/v1/join/wharf`: the running server's own executable, for a
+/// caller holding a join token that could still be redeemed (in the
+/// `Wharf-Join-Token` header).
+pub(crate) async fn join_binary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let token = headers
+        .get(JOIN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            AuthError::Unauthenticated("send a join token in Wharf-Join-Token".into())
+        })?;
+    state.identity.check_join_token(token).await?;
+    let (path, digest) = self_binary().await?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiErrorReply::internal(format!("opening the executable: {e}")))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiErrorReply::internal(e.to_string()))?
+        .len();
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut chunk = vec![0; 256 << 10];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(read) => {
+                chunk.truncate(read);
+                Some((Ok::<_, std::io::Error>(chunk), file))
+            }
+            Err(err) => Some((Err(err), file)),
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, size)
+        .header("wharf-binary-sha256", digest.as_str())
+        .body(Body::from_stream(chunks))
+        .expect("valid response"))
 }
