@@ -279,6 +279,10 @@ pub struct RobotPermission {
     pub actions: Actions,
 }
 
+/// How node credentials' robot names start: `node` is a reserved project
+/// name, so no project's robot can take one.
+pub const NODE_ROBOT_PREFIX: &str = "robot$node+";
+
 /// A right outside any project that a robot account may hold instead of
 /// project actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -287,6 +291,11 @@ pub enum SystemPermission {
     /// long-lived credential a Prometheus scrape uses.
     #[serde(rename = "metrics:read")]
     MetricsRead,
+    /// Act as the node agent of the node the robot is named for
+    /// (`robot$node+<node>`): the per-node credential a join hands out,
+    /// revoked by deleting the robot. Never granted by `robot create`.
+    #[serde(rename = "node")]
+    Node,
 }
 
 impl SystemPermission {
@@ -294,6 +303,7 @@ impl SystemPermission {
     pub fn as_str(self) -> &'static str {
         match self {
             SystemPermission::MetricsRead => "metrics:read",
+            SystemPermission::Node => "node",
         }
     }
 }
@@ -468,6 +478,32 @@ impl Principal {
     pub fn only_reads_metrics(&self) -> bool {
         matches!(self, Principal::Robot { system_permissions, .. }
             if system_permissions.contains(&SystemPermission::MetricsRead))
+    }
+
+    /// The node a node credential acts for: a `robot$node+<node>` robot
+    /// holding [`SystemPermission::Node`].
+    ///
+    /// ```
+    /// # use wharf_auth::{Principal, SystemPermission};
+    /// let agent = Principal::Robot {
+    ///     name: "robot$node+n1".into(),
+    ///     uid: "u".into(),
+    ///     permissions: vec![],
+    ///     system_permissions: vec![SystemPermission::Node],
+    /// };
+    /// assert_eq!(agent.node_agent(), Some("n1"));
+    /// ```
+    pub fn node_agent(&self) -> Option<&str> {
+        match self {
+            Principal::Robot {
+                name,
+                system_permissions,
+                ..
+            } if system_permissions.contains(&SystemPermission::Node) => {
+                name.strip_prefix(NODE_ROBOT_PREFIX)
+            }
+            _ => None,
+        }
     }
 
     /// The account's identity (empty for anonymous callers).

@@ -478,3 +478,94 @@ async fn a_metrics_robot_reads_metrics_only_with_a_long_lived_revocable_token() 
     );
     assert!("metrics:write".parse::<SystemPermission>().is_err());
 }
+
+#[tokio::test]
+async fn a_node_credential_acts_for_its_node_pulls_anything_and_is_revocable() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    let admin = admin_with_project(&id, "p").await;
+    let (robot, secret) = id.create_node_robot(&admin, "n1").await.unwrap();
+    assert_eq!(robot.name, "robot$node+n1");
+    assert_eq!(robot.system_permissions, [SystemPermission::Node]);
+    let principal = id.authenticate(&robot.name, &secret, None).await.unwrap();
+    assert_eq!(principal.node_agent(), Some("n1"));
+    assert!(!principal.is_admin() && !principal.may_read_metrics());
+    // No project actions through the API...
+    assert!(id.require(&principal, "p", Action::Pull).await.is_err());
+    // ...but registry tokens pull the images of the pods it runs.
+    let scope = Scope::parse("repository:p/app:pull,push").unwrap();
+    let access = id.grant(&principal, &[scope]).await.unwrap();
+    assert_eq!(access[0].actions, ["pull"]);
+
+    let again = id.create_node_robot(&admin, "n1").await.unwrap_err();
+    assert!(again.to_string().contains("decommission"), "{again}");
+    // "node" is not a permission anyone may ask for.
+    assert!("node".parse::<SystemPermission>().is_err());
+
+    let issued = id.issue_api_token(&principal).await.unwrap();
+    id.delete_robot(&robot.name).await.unwrap();
+    assert!(id.verify_api_token(&issued.token).await.is_err());
+    assert!(id.authenticate(&robot.name, &secret, None).await.is_err());
+    // Revoked, the node may join again.
+    id.create_node_robot(&admin, "n1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_join_token_is_redeemed_once_for_a_node_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Arc::new(identity(&dir));
+    let admin = admin_with_project(&id, "p").await;
+    let hour = std::time::Duration::from_secs(3600);
+    let (shown, token) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    assert_eq!(shown.pool, "web");
+    assert!(token.len() > 40, "256 random bits: {token}");
+    let stored = dir.path().join("state.redb");
+    let raw = std::fs::read(&stored).unwrap();
+    assert!(
+        !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+        "only the token's hash is stored"
+    );
+
+    assert_eq!(id.check_join_token(&token).await.unwrap().pool, "web");
+    // Two machines race with one token: exactly one wins.
+    let (a, b) = tokio::join!(
+        id.redeem_join_token(&token, "n1"),
+        id.redeem_join_token(&token, "n2")
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+        other => panic!("exactly one redemption wins: {other:?}"),
+    };
+    assert_eq!(won.pool, "web");
+    assert!(lost.to_string().contains("already used"), "{lost}");
+    let node = won.robot.name.strip_prefix("robot$node+").unwrap();
+    let principal = id
+        .authenticate(&won.robot.name, &won.secret, None)
+        .await
+        .unwrap();
+    assert_eq!(principal.node_agent(), Some(node));
+
+    assert!(id.check_join_token(&token).await.is_err(), "used");
+    let again = id.redeem_join_token(&token, "n3").await.unwrap_err();
+    assert!(
+        again.to_string().contains("already used (by node"),
+        "{again}"
+    );
+    let unknown = id.redeem_join_token("wjt_nope", "n3").await.unwrap_err();
+    assert!(unknown.to_string().contains("not recognised"), "{unknown}");
+
+    let short = std::time::Duration::from_millis(1);
+    let (_, expiring) = id.create_join_token(&admin, "web", short).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let expired = id.redeem_join_token(&expiring, "n4").await.unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+    let zero = std::time::Duration::ZERO;
+    assert!(id.create_join_token(&admin, "web", zero).await.is_err());
+
+    // A node that still has a credential cannot join again, and the token
+    // stays unused for another machine.
+    let (_, second) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    let taken = id.redeem_join_token(&second, node).await.unwrap_err();
+    assert!(taken.to_string().contains("decommission"), "{taken}");
+    id.redeem_join_token(&second, "n5").await.unwrap();
+}

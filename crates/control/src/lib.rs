@@ -20,6 +20,7 @@ mod claims;
 mod cluster;
 mod config;
 mod deployments;
+mod drain;
 mod endpoints;
 mod error;
 mod events;
@@ -52,6 +53,7 @@ pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     Clock, DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,
 };
+pub use drain::{DrainError, DrainOptions, EvictedPod, eviction_order};
 pub use endpoints::EndpointsController;
 pub use error::ControlError;
 pub use events::{CLUSTER_EVENTS, EventRecorder};

@@ -137,7 +137,11 @@ impl Identity {
         for scope in scopes {
             match scope {
                 Scope::Repository { name, actions } => {
-                    let allowed = self.actions_on(principal, name.project()).await?;
+                    // A node pulls the images of whatever pods land on it.
+                    let allowed = match principal.node_agent() {
+                        Some(_) => Actions::from(Action::Pull),
+                        None => self.actions_on(principal, name.project()).await?,
+                    };
                     // Registry actions only; "admin" is for the API.
                     let granted = actions
                         .intersect(allowed)

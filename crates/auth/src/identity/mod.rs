@@ -8,6 +8,7 @@
 //! lately ([`SubjectCache`]). Everything else lives in the [`Store`].
 
 mod access;
+mod join_tokens;
 mod logins;
 mod projects;
 mod records;
@@ -28,6 +29,7 @@ use subjects::SubjectCache;
 use tokens::SignedTokens;
 
 pub use access::Scope;
+pub use join_tokens::{JoinToken, NodeJoin};
 pub use tokens::{API_AUDIENCE, IssuedToken};
 
 /// Lifetimes and names.

@@ -55,6 +55,26 @@ impl Identity {
             .await
     }
 
+    /// Creates node `node`'s credential: robot `robot$node+<node>` holding
+    /// only [`SystemPermission::Node`]; returns it and its secret. A node
+    /// that has one must be decommissioned (the robot deleted) before it
+    /// joins again.
+    pub async fn create_node_robot(
+        &self,
+        creator: &Principal,
+        node: &str,
+    ) -> Result<(Robot, String), AuthError> {
+        let grants = (Vec::new(), vec![SystemPermission::Node]);
+        self.store_robot(creator, "node", node, grants, None)
+            .await
+            .map_err(|err| match err {
+                AuthError::Conflict(_) => AuthError::Conflict(format!(
+                    "node {node} already has a credential: decommission it before it joins again"
+                )),
+                other => other,
+            })
+    }
+
     async fn store_robot(
         &self,
         creator: &Principal,

@@ -17,7 +17,7 @@ use wharf_api::{
     Deployment, Endpoints, Event, HorizontalPodAutoscaler, LabelSelector, Manifest, Node, Pod,
     PodStatus, Service, Taint, parse_label_selector,
 };
-use wharf_auth::Action;
+use wharf_auth::{Action, AuthError};
 use wharf_control::{Change, DeletionOutcome, NodeRegistration, Object, PodDeletion};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
@@ -156,6 +156,12 @@ pub(crate) async fn register_node(
     JsonBody(node): JsonBody<Node>,
 ) -> ApiResult<Json<Node>> {
     let resource = format!("node/{}", node.metadata.name);
+    if let Some(own) = caller.principal.node_agent()
+        && own != node.metadata.name
+    {
+        let denied = format!("the credential of node {own} registers node {own} only");
+        return Err(AuthError::Denied(denied).into());
+    }
     match state.control.objects().register_node(node).await {
         Ok((node, NodeRegistration::Refreshed)) => Ok(Json(node)),
         result => {
@@ -252,8 +258,15 @@ pub(crate) async fn delete_node(
 /// `GET /api/v1/pods?nodeName=...`: pods across projects, for agents.
 pub(crate) async fn list_all_pods(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
+    if let Some(own) = caller.principal.node_agent()
+        && params.node_name.as_deref() != Some(own)
+    {
+        let denied = format!("the credential of node {own} lists node {own}'s pods only");
+        return Err(AuthError::Denied(denied).into());
+    }
     let keep = on_node(&params);
     list_or_watch::<Pod>(&state, None, &params, keep).await
 }

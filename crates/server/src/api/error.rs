@@ -43,7 +43,7 @@ impl ApiErrorReply {
     }
 
     /// A `500 INTERNAL` reply.
-    fn internal(message: impl Into<String>) -> ApiErrorReply {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiErrorReply {
         ApiErrorReply::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
     }
 }
@@ -101,6 +101,23 @@ impl From<ControlError> for ApiErrorReply {
 }
 
 /// Objects that fail validation (manifests, label selectors, IP pools).
+impl From<wharf_control::DrainError> for ApiErrorReply {
+    fn from(err: wharf_control::DrainError) -> ApiErrorReply {
+        use wharf_control::DrainError;
+        let (status, code) = match &err {
+            DrainError::Unowned { .. } => (StatusCode::CONFLICT, "UNOWNED_PODS"),
+            DrainError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "DRAIN_TIMEOUT"),
+            DrainError::Control(_) => {
+                let DrainError::Control(inner) = err else {
+                    unreachable!("matched above")
+                };
+                return inner.into();
+            }
+        };
+        ApiErrorReply::new(status, code, err.to_string())
+    }
+}
+
 impl From<wharf_api::ObjectError> for ApiErrorReply {
     fn from(err: wharf_api::ObjectError) -> ApiErrorReply {
         ApiErrorReply::invalid(err.to_string())

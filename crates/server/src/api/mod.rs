@@ -15,6 +15,7 @@ mod health;
 mod ippools;
 mod logs;
 mod metrics;
+mod node_lifecycle;
 mod node_proxy;
 mod openapi;
 mod pod_metrics;
@@ -64,6 +65,10 @@ pub enum Access {
     SelfOrAdmin,
     /// System administrators and `metrics:read` robots (Prometheus).
     MetricsReader,
+    /// System administrators and node credentials (`robot$node+<node>`,
+    /// from a join), the latter only for their own `{node}` when the path
+    /// names one: what node agents call.
+    Node,
 }
 
 /// One row of the route table.
@@ -133,20 +138,30 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/audit",                             Authenticated,   get(system::audit)),
         row(Method::GET,    "/api/v1/openapi.json",                      Public,          get(openapi::document)),
         row(Method::GET,    "/api/v1/nodes",                             Authenticated,   get(cluster::list_nodes)),
-        row(Method::POST,   "/api/v1/nodes",                             Admin,           post(cluster::register_node)),
+        row(Method::POST,   "/api/v1/nodes",                             Node,            post(cluster::register_node)),
         row(Method::GET,    "/api/v1/nodes/{node}",                      Authenticated,   get(cluster::get_node)),
         row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
-        row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
-        row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
-        row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Admin,   get(config::node_secret)),
-        row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Admin,     get(claims::node_claims)),
-        row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Admin,           put(pod_metrics::report_usage)),
-        row(Method::POST,   "/api/v1/nodes/{node}/metrics",              Admin,           post(metrics::push).layer(DefaultBodyLimit::max(metrics::MAX_BODY_BYTES))),
+        // Node lifecycle: pool operators (see node_lifecycle::require_pool_operator).
+        row(Method::POST,   "/api/v1/nodes/{node}/drain",                Authenticated,   post(node_lifecycle::drain)),
+        row(Method::POST,   "/api/v1/nodes/{node}/decommission",         Authenticated,   post(node_lifecycle::decommission)),
+        row(Method::POST,   "/api/v1/pools/{pool}/join-tokens",          Authenticated,   post(node_lifecycle::create_join_token)),
+        // Authenticated by the join token in the body, redeemed once.
+        row(Method::POST,   "/api/v1/join",                              Public,          post(node_lifecycle::join)),
+        // The join script, and the agent binary for a usable join token
+        // (checked by the handler, in the Wharf-Join-Token header).
+        row(Method::GET,    "/api/v1/join/script",                       Public,          get(node_lifecycle::join_script)),
+        row(Method::GET,    "/api/v1/join/wharf",                        Public,          get(node_lifecycle::join_binary)),
+        row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Node,            put(cluster::heartbeat)),
+        row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Node,  get(config::node_config_map)),
+        row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Node,    get(config::node_secret)),
+        row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Node,      get(claims::node_claims)),
+        row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Node,            put(pod_metrics::report_usage)),
+        row(Method::POST,   "/api/v1/nodes/{node}/metrics",              Node,            post(metrics::push).layer(DefaultBodyLimit::max(metrics::MAX_BODY_BYTES))),
         // Administrators, or readers of the project named by a project= matcher.
         row(Method::GET,    "/api/v1/metrics/query",                     Authenticated,   get(metrics::query)),
-        row(Method::GET,    "/api/v1/nodes/{node}/services",             Admin,           get(cluster::node_services)),
-        row(Method::GET,    "/api/v1/pods",                              Admin,           get(cluster::list_all_pods)),
+        row(Method::GET,    "/api/v1/nodes/{node}/services",             Node,            get(cluster::node_services)),
+        row(Method::GET,    "/api/v1/pods",                              Node,            get(cluster::list_all_pods)),
         row(Method::POST,   "/api/v1/apply",                             Authenticated,   post(cluster::apply)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments",    Project(Pull),   get(cluster::list_deployments)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}", Project(Pull), get(cluster::get_in_project::<Deployment>)),
@@ -158,9 +173,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),
-        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Admin,       put(cluster::set_pod_status)),
-        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Admin,       post(cluster::record_pod_event)),
-        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/stopped", Admin,      put(cluster::pod_stopped)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/status", Node,        put(cluster::set_pod_status)),
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/events", Node,        post(cluster::record_pod_event)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/stopped", Node,       put(cluster::pod_stopped)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/log", Project(Pull), get(logs::pod_log)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/metrics", Project(Pull), get(pod_metrics::pod_metrics)),
         row(Method::GET,    "/api/v1/projects/{project}/podmetrics",     Project(Pull),   get(pod_metrics::project_metrics)),
@@ -168,8 +183,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), post(pod_streams::exec)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/portforward", Project(Push), post(pod_streams::port_forward)),
-        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Admin,           put(ippools::claim)),
-        row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Admin,           delete(ippools::release)),
+        row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Node,            put(ippools::claim)),
+        row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Node,            delete(ippools::release)),
         row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
@@ -331,6 +346,16 @@ async fn require(
         Access::Authenticated => Ok(()),
         Access::Admin if principal.is_admin() => Ok(()),
         Access::Admin => Err(AuthError::Denied("system administrators only".into())),
+        Access::Node if principal.is_admin() => Ok(()),
+        Access::Node => match principal.node_agent() {
+            Some(own) if params.get("node").is_none_or(|node| node == own) => Ok(()),
+            Some(own) => Err(AuthError::Denied(format!(
+                "the credential of node {own} acts for node {own} only"
+            ))),
+            None => Err(AuthError::Denied(
+                "system administrators and node agents only".into(),
+            )),
+        },
         Access::Project(action) => {
             let project = params
                 .get("project")

@@ -129,6 +129,7 @@ fn summary(access: Access) -> String {
         Access::Project(action) => format!("callers allowed to {} in the project", action.as_str()),
         Access::SelfOrAdmin => "the user themself, or administrators".into(),
         Access::MetricsReader => "system administrators and metrics:read robots".into(),
+        Access::Node => "system administrators and the node's own credential".into(),
     }
 }
 

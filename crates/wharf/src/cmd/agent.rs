@@ -25,8 +25,12 @@ use wharf_net::BridgeConfig;
 use wharf_net::services::NftServices;
 use wharf_runc::ShimCommand;
 
+use super::node_credential::{CredentialLogin, NodeCredential};
 use crate::client::ApiClient;
 use crate::units;
+
+/// The agent's node dir when `--node-dir` names none.
+const DEFAULT_NODE_DIR: &str = "/var/lib/wharf/node";
 
 /// `wharf agent` arguments.
 #[derive(Args)]
@@ -83,6 +87,17 @@ pub struct AgentArgs {
     /// without it they report no load (the scheduler scores it neutral).
     #[arg(long, value_delimiter = ',', requires = "simulate")]
     load: Vec<f32>,
+    /// A single-use join token (`wharf node join-command`): traded once
+    /// for this node's own credential, kept in the node dir (0600) and
+    /// used from then on instead of a login; the node joins the token's
+    /// pool. Without it, a credential already in the node dir is used.
+    #[arg(
+        long,
+        env = "WHARF_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "simulate"
+    )]
+    join_token: Option<String>,
     #[command(flatten)]
     node: NodeOptions,
 }
@@ -215,7 +230,7 @@ impl NodeOptions {
             data_dir: self
                 .node_dir
                 .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/lib/wharf/node")),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR)),
             runc: self.runc.clone(),
             runc_root: self.runc_root_of(name),
             shim: ShimCommand::current_exe(&["shim"]).context("locating the wharf binary")?,
@@ -294,20 +309,64 @@ impl TokenSource for StoredLogin {
     }
 }
 
-/// Runs until interrupted.
-pub async fn run(args: AgentArgs) -> Result<()> {
+/// How the agent authenticates: its node's own credential (from a join)
+/// or the stored login of an administrator.
+struct AgentLogin {
+    server: String,
+    tokens: Arc<dyn TokenSource>,
+    /// Registry credentials for pulls, replacing `--registry-user`.
+    registry: Option<RegistryCredentials>,
+    /// Labels the join gave the node (its pool's).
+    labels: BTreeMap<String, String>,
+}
+
+async fn agent_login(args: &AgentArgs) -> Result<AgentLogin> {
+    let node_dir = args
+        .node
+        .node_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR));
+    let joined = match args.simulate {
+        Some(_) => None,
+        None => {
+            let token = args.join_token.as_deref();
+            NodeCredential::obtain(args.server.as_deref(), &args.name, &node_dir, token).await?
+        }
+    };
+    if let Some(credential) = joined {
+        return Ok(AgentLogin {
+            server: credential.server.clone(),
+            registry: Some(RegistryCredentials::new(
+                credential.name.clone(),
+                credential.secret.clone(),
+            )),
+            labels: credential.labels.clone(),
+            tokens: Arc::new(CredentialLogin::new(credential)),
+        });
+    }
     let client = ApiClient::for_stored_login(args.server.as_deref())?;
     let server = client.server().to_string();
     if client.user().is_none() {
         bail!(
-            "not logged in to {server}: run wharf login {server} -u admin (agents act as an administrator)"
+            "not logged in to {server}: run wharf login {server} -u admin (agents act as an administrator), or join with --join-token"
         );
     }
-    let labels = parse_labels(&args.labels)?;
-    let api = Arc::new(HttpNodeApi::new(
-        &server,
-        Arc::new(StoredLogin(Mutex::new(client))),
-    )?);
+    Ok(AgentLogin {
+        server,
+        tokens: Arc::new(StoredLogin(Mutex::new(client))),
+        registry: None,
+        labels: BTreeMap::new(),
+    })
+}
+
+/// Runs until interrupted.
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let login = agent_login(&args).await?;
+    let server = login.server;
+    let mut labels = login.labels;
+    labels.extend(parse_labels(&args.labels)?);
+    let registry_login = login.registry;
+    let api = Arc::new(HttpNodeApi::new(&server, login.tokens)?);
     let work = async move {
         match args.simulate {
             Some(count) => {
@@ -347,7 +406,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     &server,
                     args.address.clone(),
                     api.clone(),
-                    None,
+                    registry_login,
                     config.latest_samples.clone(),
                 )
                 .await?;

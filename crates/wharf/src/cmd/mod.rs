@@ -24,6 +24,8 @@ pub mod login;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod node_credential;
+pub mod node_lifecycle;
 pub mod objects;
 pub mod port_forward;
 pub mod project;

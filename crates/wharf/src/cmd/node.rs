@@ -1,5 +1,6 @@
 //! `wharf node cordon|uncordon|taint`: what the scheduler may place on a
-//! node (administrators only).
+//! node (administrators only); `drain`, `decommission` and `join-command`
+//! are in [`super::node_lifecycle`].
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -7,6 +8,7 @@ use serde_json::json;
 use wharf_api::{Node, Taint, TaintEffect};
 
 use super::ServerOption;
+use super::node_lifecycle::{self, DrainArgs, JoinCommandArgs};
 use super::objects::{Kind, ObjectName, effect_name, taint_text};
 use crate::client::ApiClient;
 
@@ -48,6 +50,17 @@ pub enum NodeCommand {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Cordon a node and move its pods off: each Deployment's pods one at
+    /// a time, gracefully (grace period, preStop), each waited for until
+    /// its Deployment is available again elsewhere. Pods no Deployment
+    /// owns are refused unless --force.
+    Drain(DrainArgs),
+    /// Drain a node, revoke its credential (its agent stops) and remove it.
+    Decommission(DrainArgs),
+    /// Print the one line that, run as root on a fresh Debian machine,
+    /// installs the agent and joins the machine to a pool with a
+    /// single-use token.
+    JoinCommand(JoinCommandArgs),
 }
 
 /// One taint argument.
@@ -200,6 +213,11 @@ pub async fn run(args: NodeArgs) -> Result<()> {
             changes,
             overwrite,
         } => taint(&mut client, &name, &changes, overwrite).await,
+        NodeCommand::Drain(args) => node_lifecycle::drain(&mut client, "drain", &args).await,
+        NodeCommand::Decommission(args) => {
+            node_lifecycle::drain(&mut client, "decommission", &args).await
+        }
+        NodeCommand::JoinCommand(args) => node_lifecycle::join_command(&mut client, &args).await,
     }
 }
 

@@ -1,0 +1,273 @@
+//! Joining with a single-use token, the node credential it gives, drain
+//! and decommission, through the API.
+
+mod common;
+
+use common::*;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use wharf_server::{Access, route_table};
+
+fn node_body(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": {"wharf.io/pool": "web"}},
+        "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
+    })
+}
+
+/// A join token for pool `web`, as an administrator.
+async fn join_token(app: &TestApp, admin: &str) -> String {
+    let reply = app
+        .api(
+            admin,
+            Method::POST,
+            "/api/v1/pools/web/join-tokens",
+            json!({"ttlSeconds": 600}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    assert_eq!(reply["pool"], "web");
+    reply["token"].as_str().unwrap().to_string()
+}
+
+async fn join(app: &TestApp, token: &str, node: &str) -> Reply {
+    app.send(
+        Method::POST,
+        "/api/v1/join",
+        &[("content-type", "application/json".into())],
+        serde_json::to_vec(&json!({"token": token, "node": node})).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_join_token_gives_a_node_credential_once_and_decommission_revokes_it() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "plain", "plain-password").await;
+    let plain = app.api_login("plain", "plain-password").await;
+    app.api(
+        &plain,
+        Method::POST,
+        "/api/v1/pools/web/join-tokens",
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+
+    let token = join_token(&app, &admin).await;
+    let joined = join(&app, &token, "n1")
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    assert_eq!(joined["pool"], "web");
+    assert_eq!(joined["labels"]["wharf.io/pool"], "web");
+    assert_eq!(joined["name"], "robot$node+n1");
+    let reused = join(&app, &token, "n2").await;
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        reused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used (by node n1)"),
+        "{:?}",
+        reused.json()
+    );
+
+    let secret = joined["secret"].as_str().unwrap();
+    let node = app.api_login("robot$node+n1", secret).await;
+    app.api(&node, Method::POST, "/api/v1/nodes", node_body("n1"))
+        .await
+        .expect(StatusCode::OK);
+    app.api(&node, Method::POST, "/api/v1/nodes", node_body("n2"))
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    app.api(
+        &node,
+        Method::PUT,
+        "/api/v1/nodes/n1/heartbeat",
+        json!({"ttlSeconds": 60}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.api(&node, Method::GET, "/api/v1/pods?nodeName=n1", Value::Null)
+        .await
+        .expect(StatusCode::OK);
+    app.api(&node, Method::GET, "/api/v1/pods", Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    app.api(&node, Method::GET, "/api/v1/users", Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+
+    app.api(
+        &plain,
+        Method::POST,
+        "/api/v1/nodes/n1/decommission",
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    let reply = app
+        .api(
+            &admin,
+            Method::POST,
+            "/api/v1/nodes/n1/decommission",
+            json!({"timeoutSeconds": 10}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(reply["credentialRevoked"], true);
+    app.api(&admin, Method::GET, "/api/v1/nodes/n1", Value::Null)
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let revoked = app
+        .api(
+            &node,
+            Method::PUT,
+            "/api/v1/nodes/n1/heartbeat",
+            json!({"ttlSeconds": 60}),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+
+    // Decommissioned, the machine may join again with a new token.
+    let again = join_token(&app, &admin).await;
+    join(&app, &again, "n1").await.expect(StatusCode::CREATED);
+    app.flush_audit().await;
+    assert!(!app.audit_events("node.join").await.is_empty());
+    assert!(!app.audit_events("node.decommission").await.is_empty());
+}
+
+#[tokio::test]
+async fn drain_cordons_and_reports_what_it_moved() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.api(&admin, Method::POST, "/api/v1/nodes", node_body("n1"))
+        .await
+        .expect(StatusCode::OK);
+    let reply = app
+        .api(&admin, Method::POST, "/api/v1/nodes/n1/drain", json!({}))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(reply["evicted"], json!([]));
+    let node = app
+        .api(&admin, Method::GET, "/api/v1/nodes/n1", Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(node["spec"]["unschedulable"], true);
+    app.api(&admin, Method::POST, "/api/v1/nodes/ghost/drain", json!({}))
+        .await
+        .expect(StatusCode::NOT_FOUND);
+}
+
+/// A node credential reaches the node routes for its own node and nothing
+/// else.
+#[tokio::test]
+async fn a_node_credential_opens_only_its_own_node_routes() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "walk", false).await;
+    let token = join_token(&app, &admin).await;
+    let joined = join(&app, &token, "n1")
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let node = app
+        .api_login("robot$node+n1", joined["secret"].as_str().unwrap())
+        .await;
+    let mut node_routes = 0;
+    for route in route_table() {
+        let lifecycle = ["drain", "decommission", "join-tokens"]
+            .iter()
+            .any(|r| route.path.ends_with(r));
+        // Routes open to any caller decide in their handlers, as for users.
+        if route.access == Access::Public || route.access == Access::Authenticated && !lifecycle {
+            continue;
+        }
+        let what = format!("{} {}", route.method, route.path);
+        let uri = route
+            .path
+            .replace("{project}", "walk")
+            .replace("{name}", "p")
+            .replace("{pool}", "web");
+        // A pod's routes name no node: any node agent reports pods.
+        let names_no_node = route.access == Access::Node && !route.path.contains("{node}");
+        if !names_no_node {
+            let other = uri.replace("{node}", "n2");
+            let reply = app
+                .api(&node, route.method.clone(), &other, json!({}))
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{what} for another node answered node n1's credential: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+        if route.access == Access::Node {
+            node_routes += 1;
+            let own = uri.replace("{node}", "n1");
+            let reply = app.api(&node, route.method.clone(), &own, json!({})).await;
+            // Past the access rule; a handler may still refuse (a Secret
+            // no pod of the node uses).
+            let body = String::from_utf8_lossy(&reply.body);
+            let refused_by_rule = body.contains("node agents only") || body.contains("acts for");
+            assert!(!refused_by_rule, "{what}: {body}");
+            assert_ne!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
+        }
+    }
+    assert!(node_routes >= 10, "{node_routes}");
+}
+
+#[tokio::test]
+async fn the_join_script_and_the_binary_for_a_usable_join_token() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    let script = app
+        .send(Method::GET, "/api/v1/join/script", &[], Vec::new())
+        .await
+        .expect(StatusCode::OK);
+    let text = String::from_utf8_lossy(&script.body);
+    for part in [
+        "KillMode=process",
+        "Restart=always",
+        "/run/systemd/system",
+        "sha256sum",
+    ] {
+        assert!(text.contains(part), "the script has {part}");
+    }
+
+    let reply = app
+        .api(
+            &admin,
+            Method::POST,
+            "/api/v1/pools/web/join-tokens",
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let token = reply["token"].as_str().unwrap().to_string();
+    let digest = reply["binarySha256"].as_str().unwrap().to_string();
+    app.send(Method::GET, "/api/v1/join/wharf", &[], Vec::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+    let header = [("wharf-join-token", token.clone())];
+    let binary = app
+        .send(Method::GET, "/api/v1/join/wharf", &header, Vec::new())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(sha256(&binary.body), format!("sha256:{digest}"));
+    let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert_eq!(binary.body.len(), own.len(), "the running executable");
+
+    join(&app, &token, "n1").await.expect(StatusCode::CREATED);
+    app.send(Method::GET, "/api/v1/join/wharf", &header, Vec::new())
+        .await
+        .expect(StatusCode::UNAUTHORIZED);
+}
