@@ -523,11 +523,7 @@ impl PoolAutoscaler {
                 delay.as_secs(),
                 removed.join(", ")
             );
-            let mut unused = self.unused_since.lock().expect("unused machines");
-            for id in &removed {
-                unused.remove(&(pool.clone(), id.clone()));
-            }
-            drop(unused);
+            self.forget_unused(pool, &removed);
             self.report(&view.pool, PoolScaleAction::Down, removed, &message)
                 .await;
         }
@@ -563,6 +559,13 @@ impl PoolAutoscaler {
         }
         due.sort_by_key(|(since, machine)| (*since, machine.id.clone()));
         due.into_iter().map(|(_, machine)| machine).collect()
+    }
+
+    fn forget_unused(&self, pool: &str, machines: &[String]) {
+        let mut unused = self.unused_since.lock().expect("unused machines");
+        for id in machines {
+            unused.remove(&(pool.to_string(), id.clone()));
+        }
     }
 
     /// Cordons the machine's node, makes sure it still has no pods, then
