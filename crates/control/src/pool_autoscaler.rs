@@ -246,20 +246,12 @@ impl PoolAutoscaler {
     /// missing (also as an event on the pool).
     async fn view(&self, pool: Pool) -> Result<Option<PoolView>, String> {
         let autoscale = pool.spec.autoscale.clone().expect("autoscaled pools only");
-        let reference = pool_reference(&pool);
         let found = self.read_inventory(&pool, &autoscale.machine_class).await;
         let (cluster, class) = match found {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(None),
             Err(message) => {
-                self.events
-                    .record(
-                        &reference,
-                        EventType::Warning,
-                        "AutoscalingUnavailable",
-                        &message,
-                    )
-                    .await;
+                self.unavailable(&pool, &message).await;
                 return Err(message);
             }
         };
@@ -389,15 +381,7 @@ impl PoolAutoscaler {
         let template = match template_node("template", &view.cluster, &view.pool, &view.class) {
             Ok(template) => template,
             Err(message) => {
-                let reference = pool_reference(&view.pool);
-                self.events
-                    .record(
-                        &reference,
-                        EventType::Warning,
-                        "AutoscalingUnavailable",
-                        &message,
-                    )
-                    .await;
+                self.unavailable(&view.pool, &message).await;
                 return nothing;
             }
         };
@@ -695,6 +679,19 @@ impl PoolAutoscaler {
         }
     }
 
+    /// Says on the pool why it cannot be autoscaled now.
+    async fn unavailable(&self, pool: &Pool, message: &str) {
+        let reference = pool_reference(pool);
+        self.events
+            .record(
+                &reference,
+                EventType::Warning,
+                "AutoscalingUnavailable",
+                message,
+            )
+            .await;
+    }
+
     async fn record_on_pod(&self, pod: &Pod, message: &str) {
         let reference = ObjectReference {
             kind: "Pod".into(),
@@ -764,28 +761,21 @@ mod tests {
     }
 
     async fn inventory(objects: &Objects, secrets: &ConfigObjects, min: u32) {
-        objects
-            .create::<Cluster>(from_json(serde_json::json!({
-                "metadata": {"name": "aws"},
-                "spec": {"kind": "cloud", "provider": {"driver": "fake", "credentialsSecret": "aws-keys"}}
-            })))
-            .await
-            .unwrap();
-        objects
-            .create::<MachineClass>(from_json(serde_json::json!({
-                "metadata": {"name": "c2"},
-                "spec": {"cpu": {"min": "2"}, "memory": {"min": "4Gi"}, "pricePerHour": 0.1}
-            })))
-            .await
-            .unwrap();
-        objects
-            .create::<Pool>(from_json(serde_json::json!({
-                "metadata": {"name": "burst"},
-                "spec": {"cluster": "aws", "autoscale": {
-                    "min": min, "max": 5, "machineClass": "c2", "scaleDownDelaySeconds": 0}}
-            })))
-            .await
-            .unwrap();
+        let (mut cluster, mut pool, class) = crate::pool_capacity::tests::inventory();
+        cluster.spec.provider = Some(ProviderSpec {
+            driver: "fake".into(),
+            credentials_secret: Some("aws-keys".into()),
+            ..Default::default()
+        });
+        pool.spec.autoscale = Some(wharf_api::PoolAutoscale {
+            min,
+            max: 5,
+            machine_class: "c2".into(),
+            scale_down_delay_seconds: Some(0),
+        });
+        objects.create(cluster).await.unwrap();
+        objects.create(pool).await.unwrap();
+        objects.create(class).await.unwrap();
         let mut keys: Secret = from_json(serde_json::json!({
             "metadata": {"name": "aws-keys", "namespace": PROVIDER_SECRETS_PROJECT}
         }));

@@ -115,9 +115,9 @@ pub(crate) fn machines_needed(
 const NEW_MACHINE: &str = "new machine ";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use wharf_api::{ClusterKind, MachineClassSpec, ObjectMeta, PoolSpec, Tier};
+    use wharf_api::{ClusterKind, ClusterSpec, MachineClassSpec, ObjectMeta, PoolSpec, Tier};
     use wharf_scheduler::SchedulerConfig;
 
     fn meta(name: &str) -> ObjectMeta {
@@ -127,11 +127,17 @@ mod tests {
         }
     }
 
-    fn inventory() -> (Cluster, Pool, MachineClass) {
-        let mut cluster = Cluster::default();
-        cluster.metadata = meta("aws");
-        cluster.spec.kind = ClusterKind::Cloud;
-        cluster.spec.idc = Some("eu-west-1a".into());
+    /// Cloud cluster `aws`, pool `burst` in it, class `c2` (2 cpu, 4 GiB).
+    pub(crate) fn inventory() -> (Cluster, Pool, MachineClass) {
+        let cluster = Cluster {
+            metadata: meta("aws"),
+            spec: ClusterSpec {
+                kind: ClusterKind::Cloud,
+                idc: Some("eu-west-1a".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let pool = Pool {
             metadata: meta("burst"),
             spec: PoolSpec {
