@@ -21,6 +21,10 @@ use crate::node::Taint;
 pub const LABEL_CLUSTER: &str = "wharf.io/cluster";
 /// The node label giving its machine class's tier.
 pub const LABEL_TIER: &str = "wharf.io/tier";
+/// The node label naming the provider's machine a node runs on (an EC2
+/// instance id, or a listed address): how the pool autoscaler matches
+/// nodes to the machines it made.
+pub const LABEL_INSTANCE_ID: &str = "wharf.io/instance-id";
 /// The annotation (on a Deployment, its template, or a project) asking for
 /// a tier: pods then need (`tier=core`) or prefer (`tier=core;preferred`)
 /// nodes of that tier.

@@ -84,8 +84,9 @@ pub use falcon::{CounterType, FalconSample, format_tags, parse_tags};
 pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
 pub use inventory::{
     ANNOTATION_TIER, Cluster, ClusterKind, ClusterSpec, GrantQuota, InitFile, InitProfile,
-    LABEL_CLUSTER, LABEL_TIER, MachineClass, MachineClassSpec, Pool, PoolAutoscale, PoolGrant,
-    PoolGrantSpec, PoolSpec, PoolStatus, ProviderSpec, QuantityRange, Tier,
+    LABEL_CLUSTER, LABEL_INSTANCE_ID, LABEL_TIER, MachineClass, MachineClassSpec, Pool,
+    PoolAutoscale, PoolGrant, PoolGrantSpec, PoolSpec, PoolStatus, ProviderSpec, QuantityRange,
+    Tier,
 };
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,

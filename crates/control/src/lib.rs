@@ -7,7 +7,8 @@
 //! after their tolerations, rate-limited per zone), ConfigMaps and Secrets
 //! (Secret data sealed at rest), PersistentVolumeClaims bound to the node
 //! of their first pod, graceful pod deletion confirmed by nodes,
-//! garbage collection by owner references, horizontal pod autoscaling, IP pools with addresses
+//! garbage collection by owner references, horizontal pod autoscaling, pool autoscaling (machines
+//! made and removed in cloud pools through `wharf-provider`), IP pools with addresses
 //! claimed by compare-and-swap, events, and leader election
 //! so that several servers on one etcd run one set of controllers.
 //!
@@ -37,6 +38,8 @@ mod objects;
 mod pod_metrics;
 mod pod_status;
 mod pods;
+mod pool_autoscaler;
+mod pool_capacity;
 mod queue;
 mod revisions;
 mod rollout;
@@ -71,6 +74,10 @@ pub use objects::{Change, Object, Objects, decode, encode, key_of, prefix_of, re
 pub use pod_metrics::PodMetricsStore;
 pub use pod_status::{StatusEvent, record_pod_event, report_pod_status, status_events};
 pub use pods::{ALLOCATIONS, Allocation, BindOutcome, allocation_key};
+pub use pool_autoscaler::{
+    DEFAULT_POOL_SCAN_INTERVAL, DEFAULT_SCALE_DOWN_DELAY, JoinCommands, PROVIDER_SECRETS_PROJECT,
+    PoolAutoscaler, PoolScaleAction, PoolScaleReport, PoolScaleReporter, ProviderFactory,
+};
 pub use queue::WorkQueue;
 pub use revisions::{revisions_of, undo};
 pub use rollout_status::{

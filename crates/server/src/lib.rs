@@ -36,7 +36,9 @@ use wharf_audit::{AuditEvent, Outcome};
 use wharf_audit::{AuditLog, AuditOptions};
 use wharf_auth::{Identity, IdentityConfig, TokenKeys};
 use wharf_blob::BlobStore;
-use wharf_control::{Candidate, ConfigObjects, ControlPlane};
+use wharf_control::{
+    Candidate, ConfigObjects, ControlPlane, Objects, PoolAutoscaler, PoolScaleAction,
+};
 use wharf_registry::http::Gate;
 use wharf_registry::{GcOptions, Registry, RegistryConfig};
 use wharf_replication::{
@@ -271,6 +273,8 @@ pub struct App {
     alert_eval_interval: Duration,
     /// Where the scheduler reads the layers of images hosted here.
     image_layers: Arc<image_layers::RegistryImageLayers>,
+    /// Grows and shrinks cloud pools (on the leader).
+    pool_autoscaler: Arc<PoolAutoscaler>,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
     _lock: std::fs::File,
@@ -376,6 +380,11 @@ impl App {
             retry: config.alert_retry,
         };
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let pool_autoscaler = Arc::new(pool_autoscaler(
+            control.objects().clone(),
+            config_objects.clone(),
+            audit.clone(),
+        ));
         let state = Arc::new(AppState {
             identity: identity.clone(),
             registry: registry.clone(),
@@ -419,6 +428,7 @@ impl App {
             alert_sender,
             alert_eval_interval: config.alert_eval_interval,
             image_layers,
+            pool_autoscaler,
             _lock: lock,
         })
     }
@@ -502,8 +512,10 @@ impl Server {
         let metrics = self.app.metrics.clone();
         let sender = self.app.alert_sender.clone();
         let interval = self.app.alert_eval_interval;
+        let pools = self.app.pool_autoscaler.clone();
         let controllers = self.app.control.start_with(candidate, move || {
             let replication = replication.clone();
+            let pools = pools.clone();
             let alerts = alerts::AlertEvaluator::new(
                 objects.clone(),
                 metrics.clone(),
@@ -511,7 +523,7 @@ impl Server {
                 interval,
             );
             async move {
-                tokio::join!(replication.run(), alerts.run());
+                tokio::join!(replication.run(), alerts.run(), pools.run());
             }
         });
         let stop = self.app.stop.clone();
@@ -632,6 +644,27 @@ fn scale_auditor(audit: AuditLog) -> wharf_control::ScaleReporter {
                 .with_detail(report.message),
         );
     })
+}
+
+/// The pool autoscaler, its provider calls through one HTTP client and its
+/// actions in the audit log. New machines get no join command yet
+/// (`with_join_commands` takes the maker once the join flow exists).
+fn pool_autoscaler(objects: Objects, secrets: ConfigObjects, audit: AuditLog) -> PoolAutoscaler {
+    let http = reqwest::Client::new();
+    let providers: wharf_control::ProviderFactory = Arc::new(move |spec, credentials| {
+        wharf_provider::provider_for(spec, credentials, http.clone())
+    });
+    PoolAutoscaler::new(objects, secrets, providers).with_reports(Arc::new(move |report| {
+        let outcome = match report.action {
+            PoolScaleAction::Failed => Outcome::Failed,
+            _ => Outcome::Success,
+        };
+        let resource = format!("pool/{}", report.pool);
+        audit.record(
+            AuditEvent::new("pool-autoscaler", report.action.as_str(), resource, outcome)
+                .with_detail(report.message),
+        );
+    }))
 }
 
 /// Key of this registry's instance id.

@@ -5,7 +5,9 @@
 //!   missing prerequisite fails the test under `CI=true`, where everything
 //!   must be installed, and skips it elsewhere so that `cargo test` works
 //!   on any machine.
+//! - [`moto`]: moto's AWS emulator on a loopback port (the EC2 driver).
 //! - [`http`]: driving an in-process router and reading its [`http::Reply`].
 
 pub mod http;
+pub mod moto;
 pub mod prereq;

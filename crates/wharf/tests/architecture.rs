@@ -59,6 +59,12 @@ const RULES: &[Rule] = &[
               their async workers, and metrics never go to the Store (etcd)",
     },
     Rule {
+        root: "wharf-provider",
+        forbidden: &["axum", "redb", "wharf-store", "wharf-control", "wharf-server"],
+        why: "machine drivers are API clients: no server types and no Store, so the control \
+              plane decides what to make and the drivers only make it",
+    },
+    Rule {
         root: "wharf",
         forbidden: &["wharf-testkit"],
         why: "test support is never shipped",
