@@ -19,6 +19,7 @@ mod autoscalers;
 mod claims;
 mod cluster;
 mod config;
+pub mod cost;
 mod deployments;
 mod endpoints;
 mod error;
