@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use wharf_api::CostMicros;
 
@@ -32,6 +33,18 @@ pub type CostRows = HashMap<RowKey, CostMicros>;
 #[derive(Clone, Debug)]
 pub struct CostHistory {
     dir: PathBuf,
+    /// The newest hour file as the last append left it, so that appends
+    /// do not re-read it; read from disk at the first append.
+    tail: Arc<Mutex<Option<Tail>>>,
+}
+
+/// Where the next append goes.
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    hour: u64,
+    /// The length of its complete blocks.
+    len: u64,
+    last_minute: Option<u64>,
 }
 
 /// What a read of a window found.
@@ -57,6 +70,7 @@ impl CostHistory {
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         Ok(CostHistory {
             dir: dir.to_path_buf(),
+            tail: Arc::default(),
         })
     }
 
@@ -79,37 +93,60 @@ impl CostHistory {
 
     /// The last minute recorded, if any.
     pub fn last_minute(&self) -> io::Result<Option<u64>> {
+        Ok(self.read_tail()?.last_minute)
+    }
+
+    /// The newest hour file's state, from disk.
+    fn read_tail(&self) -> io::Result<Tail> {
         let Some(&hour) = self.hours()?.last() else {
-            return Ok(None);
+            return Ok(Tail {
+                hour: 0,
+                len: 0,
+                last_minute: None,
+            });
         };
-        let (blocks, _) = read_blocks(&self.path(hour, "min"))?;
-        Ok(blocks.last().map(|b| b.minute))
+        let (blocks, len) = read_blocks(&self.path(hour, "min"))?;
+        Ok(Tail {
+            hour,
+            len,
+            last_minute: blocks.last().map(|b| b.minute),
+        })
     }
 
     /// Appends minute `minute`'s rows; `false` (and nothing written) if
     /// that minute or a later one is already recorded: a minute is
     /// recorded once. Summarises finished hours first.
     pub fn append(&self, minute: u64, rows: &[(RowKey, CostMicros)]) -> io::Result<bool> {
-        if self.last_minute()?.is_some_and(|last| last >= minute) {
+        let mut held = self.tail.lock().expect("cost history lock");
+        let mut tail = match *held {
+            Some(tail) => tail,
+            None => self.read_tail()?,
+        };
+        if tail.last_minute.is_some_and(|last| last >= minute) {
             return Ok(false);
         }
         let hour = minute / 60;
-        for earlier in self.hours()?.into_iter().filter(|&h| h < hour) {
-            if !self.path(earlier, "sum").exists() {
-                self.summarise(earlier)?;
+        if tail.hour != hour || tail.last_minute.is_none() {
+            for earlier in self.hours()?.into_iter().filter(|&h| h < hour) {
+                if !self.path(earlier, "sum").exists() {
+                    self.summarise(earlier)?;
+                }
             }
+            tail.hour = hour;
+            tail.len = 0;
         }
-        let path = self.path(hour, "min");
-        let (_, valid_len) = match read_blocks(&path) {
-            Ok(found) => found,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
-            Err(e) => return Err(e),
-        };
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(hour, "min"))?;
         // Drops a block a crash cut short.
-        file.set_len(valid_len)?;
-        file.write_all(&encode_block(minute, 1, rows.iter().map(|(k, m)| (k, m))))?;
+        file.set_len(tail.len)?;
+        let block = encode_block(minute, 1, rows.iter().map(|(k, m)| (k, m)));
+        file.write_all(&block)?;
         file.sync_data()?;
+        tail.len += block.len() as u64;
+        tail.last_minute = Some(minute);
+        *held = Some(tail);
         Ok(true)
     }
 
