@@ -50,20 +50,17 @@ fn fleet(nodes: usize, projects: usize) -> Vec<NodeMinute> {
     let mut fleet: Vec<NodeMinute> = (0..nodes)
         .map(|n| {
             let pool = n % POOLS;
+            // Even pools hold the new machines, odd ones the old.
+            let new = pool.is_multiple_of(2);
             NodeMinute {
                 groups: NodeGroups {
                     pool: format!("pool-{pool}"),
                     cluster: format!("dc{}", pool % 2),
-                    class: if pool % 2 == 0 {
-                        "std-32c32g"
-                    } else {
-                        "legacy-12c16g"
-                    }
-                    .into(),
+                    class: if new { "std-32c32g" } else { "legacy-12c16g" }.into(),
                 },
                 price_micros_per_hour: 200_000 + 50_000 * pool as u64,
-                cpu_millis: if pool % 2 == 0 { 32_000 } else { 12_000 },
-                memory_bytes: if pool % 2 == 0 { 32 << 30 } else { 16 << 30 },
+                cpu_millis: if new { 32_000 } else { 12_000 },
+                memory_bytes: if new { 32 << 30 } else { 16 << 30 },
                 pods: Vec::new(),
             }
         })
