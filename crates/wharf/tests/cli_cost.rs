@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::TestServer;
 use common::api::ApiClient;
-use common::cli::{ok, run as wharf};
-use common::server::{ADMIN_PASSWORD, admin_credentials};
+use common::cli::{log_in_as_admin, ok, run as wharf};
+use common::server::admin_credentials;
 use http::Method;
 use serde_json::{Value, json};
-use wharf_api::{Node, Pod, Resources, rfc3339};
+use wharf_api::{Node, Pod, rfc3339};
 use wharf_control::Objects;
 use wharf_control::cost::{CostHistory, CostRecorder};
 use wharf_store::{RedbStore, RedbStoreOptions};
@@ -28,23 +28,13 @@ const START: u64 = 29_454_720;
 const MINUTES: u64 = 180;
 
 fn node(name: &str, pool: &str, class: &str, price: f64) -> Node {
-    let mut node = Node::new(
-        name,
-        Resources {
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-            pods: 110,
-        },
-    );
-    for (key, value) in [
-        ("wharf.io/pool", pool),
-        ("wharf.io/machine-class", class),
-        ("wharf.io/cluster", "dc1"),
-    ] {
-        node.metadata.labels.insert(key.into(), value.into());
-    }
-    node.spec.cost_per_hour = Some(price);
-    node
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"wharf.io/pool": pool,
+            "wharf.io/machine-class": class, "wharf.io/cluster": "dc1"}},
+        "spec": {"costPerHour": price},
+        "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}}
+    }))
+    .unwrap()
 }
 
 fn pod(project: &str, deployment: &str, node: &str, cpu: &str) -> Pod {
@@ -123,6 +113,16 @@ fn report(home: &Path, by: &str, format: &str) -> String {
 /// The nodes' cost for the three hours: (0.37 + 1.13) x 3.
 const NODE_COST_CENTS: u64 = 450;
 
+/// The groups of a JSON report's rows, in order.
+fn groups(report: &Value) -> Vec<&str> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect()
+}
+
 fn check_json(home: &Path, by: &str) -> Value {
     let answer: Value = serde_json::from_str(&report(home, by, "json")).unwrap();
     assert_eq!(answer["minutesRecorded"], MINUTES, "{answer}");
@@ -185,11 +185,7 @@ async fn a_cost_report_reconciles_to_the_cent_in_every_format() {
     install_history(recorded.path(), &server);
     let home = tempfile::tempdir().unwrap();
     let home = home.path();
-    ok(wharf(
-        home,
-        &["login", &server.url(), "-u", "admin", "--password-stdin"],
-        &format!("{ADMIN_PASSWORD}\n"),
-    ));
+    log_in_as_admin(home, &server.url());
     for by in ["project", "pool", "cluster", "deployment", "class"] {
         check_json(home, by);
         check_csv(home, by);
@@ -202,13 +198,7 @@ async fn a_cost_report_reconciles_to_the_cent_in_every_format() {
     // micro-units each minute's division rounds away (they stay with the
     // node, as unallocated).
     let projects = check_json(home, "project");
-    let groups: Vec<&str> = projects["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["group"].as_str().unwrap())
-        .collect();
-    assert_eq!(groups, ["bank", "shop", "(unallocated)"]);
+    assert_eq!(groups(&projects), ["bank", "shop", "(unallocated)"]);
     let shop = &projects["rows"][1];
     assert_eq!(shop["micros"]["idle"], 138_660, "{shop}");
     assert_eq!(shop["micros"]["used"], 0, "{shop}");
@@ -244,11 +234,5 @@ async fn a_cost_report_reconciles_to_the_cent_in_every_format() {
         "Alice-pass-1\n",
     ));
     let own: Value = serde_json::from_str(&report(alice.path(), "project", "json")).unwrap();
-    let groups: Vec<&str> = own["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["group"].as_str().unwrap())
-        .collect();
-    assert_eq!(groups, ["shop"], "{own}");
+    assert_eq!(groups(&own), ["shop"], "{own}");
 }

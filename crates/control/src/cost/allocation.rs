@@ -135,24 +135,17 @@ fn share(price: u64, capacity: u64, pods: &[(u64, u64)]) -> Vec<(u64, u64)> {
 pub fn allocate(node: &NodeMinute, minute: u64) -> Vec<(RowKey, CostMicros)> {
     let cost = minute_cost(node.price_micros_per_hour, minute);
     let (cpu_price, memory_price) = split_cost(cost, node.cpu_millis, node.memory_bytes);
-    let cpu = share(
-        cpu_price,
-        node.cpu_millis,
-        &node
-            .pods
-            .iter()
-            .map(|p| (p.cpu_request, p.cpu_usage))
-            .collect::<Vec<_>>(),
-    );
-    let memory = share(
-        memory_price,
-        node.memory_bytes,
-        &node
-            .pods
-            .iter()
-            .map(|p| (p.memory_request, p.memory_usage))
-            .collect::<Vec<_>>(),
-    );
+    let shares = |price, capacity, demand: fn(&PodMinute) -> (u64, u64)| {
+        share(
+            price,
+            capacity,
+            &node.pods.iter().map(demand).collect::<Vec<_>>(),
+        )
+    };
+    let cpu = shares(cpu_price, node.cpu_millis, |p| (p.cpu_request, p.cpu_usage));
+    let memory = shares(memory_price, node.memory_bytes, |p| {
+        (p.memory_request, p.memory_usage)
+    });
     let mut rows: Vec<(RowKey, CostMicros)> = Vec::new();
     let mut held = 0;
     for ((pod, cpu), memory) in node.pods.iter().zip(cpu).zip(memory) {

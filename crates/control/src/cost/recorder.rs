@@ -180,11 +180,11 @@ mod tests {
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use wharf_api::{CostGrouping, PodUsage, Resources};
+    use wharf_api::{CostGrouping, PodUsage};
 
     use super::*;
     use crate::cost::{build_report, minute_cost};
-    use crate::test_objects::objects;
+    use crate::test_objects::{four_core_node, objects};
 
     /// A pod of deployment `deployment` in `project` on `node`.
     fn pod(project: &str, deployment: &str, name: &str, node: &str, cpu: &str) -> Pod {
@@ -199,14 +199,7 @@ mod tests {
     }
 
     fn node(name: &str, pool: &str, price: f64) -> Node {
-        let mut node = Node::new(
-            name,
-            Resources {
-                cpu_millis: 4000,
-                memory_bytes: 8 << 30,
-                pods: 110,
-            },
-        );
+        let mut node = four_core_node(name);
         node.metadata.labels.insert(LABEL_POOL.into(), pool.into());
         node.spec.cost_per_hour = Some(price);
         node

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Extension, Query, State};
 use http::StatusCode;
 use wharf_api::{CostGrouping, CostReport, parse_time_bound};
-use wharf_auth::Principal;
+use wharf_auth::{AuthError, Principal};
 use wharf_control::cost::build_report;
 
 use super::{ApiCaller, ApiErrorReply, ApiResult};
@@ -73,7 +73,14 @@ pub(crate) async fn report(
     let projects = if reads_all_cost(&caller.principal) {
         None
     } else {
-        Some(own_projects(&state, &caller.principal).await?)
+        let own = own_projects(&state, &caller.principal).await?;
+        if own.is_empty() {
+            return Err(AuthError::Denied(
+                "cost is read by administrators and by members of a project (its rows)".into(),
+            )
+            .into());
+        }
+        Some(own)
     };
     let history = state.cost_history.clone();
     let window = tokio::task::spawn_blocking(move || history.read(since / 60_000, until / 60_000))
