@@ -28,6 +28,7 @@ mod autoscaling;
 mod claim;
 mod config;
 mod config_volume;
+mod cost;
 mod dns;
 mod endpoints;
 mod env;
@@ -71,6 +72,10 @@ pub use config::{ConfigMap, MAX_CONFIG_BYTES, SECRET_TYPE_OPAQUE, Secret, check_
 pub use config_volume::{
     ConfigMapVolume, DEFAULT_FILE_MODE, DownwardApiFile, DownwardApiVolume, KeyToPath,
     ProjectedFile, Projection, SecretVolume,
+};
+pub use cost::{
+    CostGrouping, CostMicros, CostReport, CostRow, MICROS_PER_CENT, NO_GROUP, UNALLOCATED_GROUP,
+    apportion_cents, cents_text, cost_rows, parse_time_bound,
 };
 pub use dns::{DnsPolicy, MAX_DNS_NAMESERVERS, MAX_DNS_SEARCHES, PodDnsConfig, PodDnsConfigOption};
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};

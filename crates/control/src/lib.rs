@@ -20,6 +20,7 @@ mod autoscalers;
 mod claims;
 mod cluster;
 mod config;
+pub mod cost;
 mod deployments;
 mod drain;
 mod endpoints;

@@ -17,14 +17,19 @@ pub(crate) fn objects(dir: &tempfile::TempDir) -> Objects {
     Objects::new(Arc::new(store))
 }
 
-/// Stores node `name`, ready or not.
-pub(crate) async fn node(objects: &Objects, name: &str, ready: bool) {
+/// Node `name` with 4 CPUs, 8 GiB and room for 110 pods.
+pub(crate) fn four_core_node(name: &str) -> Node {
     let capacity = Resources {
         cpu_millis: 4000,
         memory_bytes: 8 << 30,
         pods: 110,
     };
-    let mut node = Node::new(name, capacity);
+    Node::new(name, capacity)
+}
+
+/// Stores node `name`, ready or not.
+pub(crate) async fn node(objects: &Objects, name: &str, ready: bool) {
+    let mut node = four_core_node(name);
     node.status.ready = ready;
     objects.create(node).await.unwrap();
 }

@@ -239,6 +239,9 @@ pub(crate) struct AppState {
     pub telemetry: Arc<telemetry::ServerMetrics>,
     /// Seals alert receivers' secrets (the key of Secrets).
     pub alert_secrets: SecretBox,
+    /// Minute-level cost history (`<data-dir>/cost`), written by the
+    /// cost recorder while this server leads.
+    pub cost_history: wharf_control::cost::CostHistory,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -275,6 +278,8 @@ pub struct App {
     image_layers: Arc<image_layers::RegistryImageLayers>,
     /// Grows and shrinks cloud pools (on the leader).
     pool_autoscaler: Arc<PoolAutoscaler>,
+    /// Where the leader's cost recorder writes.
+    cost_history: wharf_control::cost::CostHistory,
     /// `server.id`, locked while the server runs: one process per data
     /// directory, so one process per server id.
     _lock: std::fs::File,
@@ -373,6 +378,13 @@ impl App {
             config.metrics.clone(),
         )?);
         let alert_secrets = SecretBox::load_or_create(&data_dir.join("secrets.key"))?;
+        let cost_history =
+            wharf_control::cost::CostHistory::open(&data_dir.join("cost")).map_err(|source| {
+                ServerError::DataDir {
+                    path: data_dir.join("cost").display().to_string(),
+                    source,
+                }
+            })?;
         let alert_sender = alerts::Sender {
             store: store.clone(),
             secrets: alert_secrets.clone(),
@@ -397,6 +409,7 @@ impl App {
             metrics: metrics.clone(),
             telemetry: telemetry.clone(),
             alert_secrets,
+            cost_history: cost_history.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -429,6 +442,7 @@ impl App {
             alert_eval_interval: config.alert_eval_interval,
             image_layers,
             pool_autoscaler,
+            cost_history,
             _lock: lock,
         })
     }
@@ -513,6 +527,8 @@ impl Server {
         let sender = self.app.alert_sender.clone();
         let interval = self.app.alert_eval_interval;
         let pools = self.app.pool_autoscaler.clone();
+        let pod_metrics = self.app.control.pod_metrics().clone();
+        let cost_history = self.app.cost_history.clone();
         let controllers = self.app.control.start_with(candidate, move || {
             let replication = replication.clone();
             let pools = pools.clone();
@@ -522,8 +538,13 @@ impl Server {
                 sender.clone(),
                 interval,
             );
+            let cost = wharf_control::cost::CostRecorder::new(
+                objects.clone(),
+                pod_metrics.clone(),
+                cost_history.clone(),
+            );
             async move {
-                tokio::join!(replication.run(), alerts.run(), pools.run());
+                tokio::join!(replication.run(), alerts.run(), pools.run(), cost.run());
             }
         });
         let stop = self.app.stop.clone();

@@ -15,9 +15,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, alert, apply, audit, autoscale, create, delete, describe, down, exec, gc, get, image,
-    ippool, login, logs, metrics, node, port_forward, project, replication, robot, rollout, scale,
-    server, settings, top, up, user,
+    agent, alert, apply, audit, autoscale, cost, create, delete, describe, down, exec, gc, get,
+    image, ippool, login, logs, metrics, node, port_forward, project, replication, robot, rollout,
+    scale, server, settings, top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -97,6 +97,8 @@ enum Command {
     /// Alert rules over the metrics, their alerts and history, silences,
     /// and the webhooks notified.
     Alert(alert::AlertArgs),
+    /// Cost of the nodes by project, pool, cluster, deployment or class.
+    Cost(cost::CostArgs),
     /// Print a container's log (-f follows it, --previous shows the run before).
     Logs(logs::LogsArgs),
     /// Run a command in a container (-it for an interactive shell).
@@ -182,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Top(args) => top::run(args).await,
+            Command::Cost(args) => cost::run(args).await,
             Command::Metrics(args) => metrics::run(args).await,
             Command::Alert(args) => alert::run(args).await,
             Command::Logs(args) => logs::run(args).await,

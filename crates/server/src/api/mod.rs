@@ -10,6 +10,7 @@ mod audit;
 mod claims;
 mod cluster;
 mod config;
+mod cost;
 mod error;
 mod health;
 mod ippools;
@@ -236,6 +237,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/alerts/receivers",                  Admin,           post(alerts::apply_receiver)),
         row(Method::DELETE, "/api/v1/alerts/receivers/{name}",           Admin,           delete(alerts::delete_receiver)),
         row(Method::GET,    "/api/v1/alerts/receivers/{name}/deliveries", Admin,          get(alerts::deliveries)),
+        // Cost: every project's to administrators, their own projects' to members.
+        row(Method::GET,    "/api/v1/cost/report",                       Authenticated,   get(cost::report)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),
         row(Method::POST,   "/api/v1/replication/endpoints",             Admin,           post(replication::add_endpoint)),
         row(Method::DELETE, "/api/v1/replication/endpoints/{name}",      Admin,           delete(replication::delete_endpoint)),

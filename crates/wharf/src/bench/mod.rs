@@ -1,6 +1,7 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
 mod agent_metrics;
+mod cost;
 mod failover;
 mod glob;
 mod pods;
@@ -53,6 +54,9 @@ pub enum BenchCommand {
     /// The metrics store: ingest from a simulated fleet while serving
     /// queries, memory per series, 24-hour query latency.
     Tsdb(tsdb::TsdbBenchArgs),
+    /// The cost report over DAYS of minute-level history of a simulated
+    /// fleet: time to produce it and the history's size on disk.
+    Cost(cost::CostBenchArgs),
     /// CPU and memory of Debian's Prometheus scraping ENDPOINTS x SERIES
     /// series beside a wharf server receiving the same series as pushes.
     Prometheus(prometheus::PrometheusBenchArgs),
@@ -72,6 +76,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Glob(args) => glob::run(args).await,
         BenchCommand::Tsdb(args) => tsdb::run(args).await,
+        BenchCommand::Cost(args) => cost::run(args).await,
         BenchCommand::Prometheus(args) => prometheus::run(args).await,
     }
 }

@@ -10,6 +10,7 @@ pub mod alert;
 pub mod apply;
 pub mod audit;
 pub mod autoscale;
+pub mod cost;
 pub mod create;
 pub mod delete;
 pub mod describe;

@@ -64,3 +64,12 @@ pub fn ok(output: Output) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// Logs `home`'s client in to `url` as `admin`.
+pub fn log_in_as_admin(home: &Path, url: &str) {
+    ok(run(
+        home,
+        &["login", url, "-u", "admin", "--password-stdin"],
+        &format!("{}\n", super::server::ADMIN_PASSWORD),
+    ));
+}
