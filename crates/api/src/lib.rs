@@ -41,6 +41,8 @@ mod lifecycle;
 mod manifest;
 mod meta;
 mod node;
+mod placement;
+mod pool_grant;
 mod probe;
 mod quantity;
 pub mod replication;
@@ -101,6 +103,10 @@ pub use node::{
     ANNOTATION_SCHEDULING_SCORES, CachedLayer, LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME,
     LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS, LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus,
     STANDARD_NODE_LABELS, Taint, TaintEffect,
+};
+pub use placement::{
+    ANNOTATION_POOL, Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PreferredSchedulingTerm, TierRequest, named_pool,
 };
 pub use probe::{
     ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::{
     ConfigMap, Deployment, HorizontalPodAutoscaler, ObjectError, ObjectMeta, PersistentVolumeClaim,
-    Secret, Service,
+    PoolGrant, Secret, Service,
 };
 
 /// An object read from a manifest.
@@ -25,6 +25,8 @@ pub enum Manifest {
     /// An `autoscaling/v2` HorizontalPodAutoscaler (status dropped: the
     /// autoscaler sets it).
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    /// A `wharf.io/v1` PoolGrant: cluster-wide, in no project.
+    PoolGrant(Box<PoolGrant>),
 }
 
 impl Manifest {
@@ -37,6 +39,7 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Manifest::Service(_) => "Service",
             Manifest::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            Manifest::PoolGrant(_) => "PoolGrant",
         }
     }
 
@@ -49,6 +52,7 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(c) => &c.metadata,
             Manifest::Service(s) => &s.metadata,
             Manifest::HorizontalPodAutoscaler(h) => &h.metadata,
+            Manifest::PoolGrant(g) => &g.metadata,
         }
     }
 
@@ -61,6 +65,7 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(c) => &mut c.metadata,
             Manifest::Service(s) => &mut s.metadata,
             Manifest::HorizontalPodAutoscaler(h) => &mut h.metadata,
+            Manifest::PoolGrant(g) => &mut g.metadata,
         }
     }
 }
@@ -147,6 +152,14 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                 hpa.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::HorizontalPodAutoscaler(Box::new(hpa)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "PoolGrant") => {
+                let (mut grant, unknown_fields) = read::<PoolGrant>(value, index)?;
+                grant.normalize_and_validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::PoolGrant(Box::new(grant)),
                     unknown_fields,
                 }
             }

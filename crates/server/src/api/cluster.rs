@@ -337,6 +337,7 @@ pub(crate) async fn update_deployment(
             .await
             .map_err(ApiErrorReply::invalid)?;
         let objects = state.control.objects();
+        wharf_control::check_pool_grant(objects, &deployment).await?;
         let current: Deployment = objects.require(Some(&project), &name).await?;
         let mut next = current.clone();
         if next.spec != deployment.spec {
@@ -706,6 +707,12 @@ pub(crate) async fn apply(
                 )?;
             }
         }
+        if let Manifest::PoolGrant(_) = &document.manifest {
+            // Cluster-wide: in no project, managed by cluster administrators.
+            super::pool_grants::require_grant_manager(&caller)?;
+            work.push(document);
+            continue;
+        }
         let kind = document.manifest.kind();
         let meta = document.manifest.metadata();
         let project = project_of(
@@ -788,6 +795,10 @@ async fn apply_one(
         Manifest::HorizontalPodAutoscaler(hpa) => {
             let work = state.control.objects().apply_hpa(*hpa);
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::PoolGrant(grant) => {
+            let (applied, created) = super::pool_grants::apply(state, caller, *grant).await?;
             (applied.metadata.generation, created)
         }
     };

@@ -19,6 +19,7 @@ mod node_proxy;
 mod openapi;
 mod pod_metrics;
 mod pod_streams;
+mod pool_grants;
 mod projects;
 mod replication;
 mod repositories;
@@ -174,6 +175,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
+        row(Method::GET,    "/api/v1/poolgrants",                        pool_grants::read_grants(),   get(pool_grants::list)),
+        row(Method::POST,   "/api/v1/poolgrants",                        pool_grants::manage_grants(), post(pool_grants::create)),
+        row(Method::GET,    "/api/v1/poolgrants/{grant}",                pool_grants::read_grants(),   get(pool_grants::show)),
+        row(Method::DELETE, "/api/v1/poolgrants/{grant}",                pool_grants::manage_grants(), delete(pool_grants::remove)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(cluster::list_in_project::<ConfigMap>)),
         row(Method::POST,   "/api/v1/projects/{project}/configmaps",     Project(Push),   post(config::create_config_map)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps/{name}", Project(Pull), get(cluster::get_in_project::<ConfigMap>)),

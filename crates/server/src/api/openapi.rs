@@ -9,7 +9,7 @@ use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
     AlertNotification, AlertReceiver, AlertRule, ConfigMap, Delivery, Deployment,
     DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool, Node,
-    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service, Silence,
+    PersistentVolumeClaim, Pod, PodMetrics, PoolGrant, Secret, Service, Silence,
 };
 
 use super::{Access, route_table};
@@ -34,6 +34,7 @@ fn build() -> Value {
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
+        ("PoolGrant", generator.subschema_for::<PoolGrant>()),
         (
             "RepositorySummary",
             generator.subschema_for::<RepositorySummary>(),
@@ -287,6 +288,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "pods",
         "events",
         "ippools",
+        "poolgrants",
         "nodes",
     ]
     .into_iter()
@@ -304,6 +306,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "deployments" => "Deployment",
         "pods" => "Pod",
         "ippools" => "IpPool",
+        "poolgrants" => "PoolGrant",
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
@@ -356,6 +359,7 @@ mod tests {
             "Pod",
             "Event",
             "IpPool",
+            "PoolGrant",
             "ArtifactDetail",
             "ConfigMap",
             "Secret",

@@ -25,6 +25,8 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod objects;
+pub mod pool;
+pub mod pool_grant;
 pub mod port_forward;
 pub mod project;
 pub mod replication;

@@ -113,16 +113,17 @@ impl Kind {
         }
     }
 
-    /// The kind of a manifest's object.
-    pub fn of_manifest(manifest: &wharf_api::Manifest) -> Kind {
-        match manifest {
+    /// The kind of a manifest's object, if it is one of a project's.
+    pub fn of_manifest(manifest: &wharf_api::Manifest) -> Option<Kind> {
+        Some(match manifest {
             wharf_api::Manifest::Deployment(_) => Kind::Deployment,
             wharf_api::Manifest::ConfigMap(_) => Kind::ConfigMap,
             wharf_api::Manifest::Secret(_) => Kind::Secret,
             wharf_api::Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
             wharf_api::Manifest::Service(_) => Kind::Service,
             wharf_api::Manifest::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
-        }
+            wharf_api::Manifest::PoolGrant(_) => return None,
+        })
     }
 
     /// Whether objects of the kind belong to a project.
