@@ -962,6 +962,31 @@ impl AddressRoom {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_preferred_tier_placed_elsewhere_is_named_in_the_explanation() {
+        let node = |name: &str, tier: &str| {
+            NodeInfo::new(name, Resources::new(1000, 1 << 30, 10)).with_label(LABEL_TIER, tier)
+        };
+        let mut snapshot = Snapshot::from_nodes([node("old", "batch"), node("new", "core")]);
+        let placement = Scheduler::default()
+            .schedule(&mut snapshot, &PodInfo::new(100, 1 << 20))
+            .unwrap();
+        let id = |name| snapshot.node_id(name).unwrap();
+        let on = |node| Placement {
+            node: id(node),
+            ..placement.clone()
+        };
+        let core = wharf_api::Tier::Core;
+        assert_eq!(
+            tier_note(&snapshot, &on("old"), core, "scores".into()),
+            "preferred tier core has no room: placed on batch; scores"
+        );
+        assert_eq!(
+            tier_note(&snapshot, &on("new"), core, "scores".into()),
+            "scores"
+        );
+    }
+
     fn key(name: &str) -> PodKey {
         ("shop".into(), name.into())
     }

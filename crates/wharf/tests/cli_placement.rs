@@ -4,7 +4,9 @@
 //! --cpu --memory`) against a real server. A core deployment lands only on
 //! new machines, a batch one only on old ones; project `b` is refused on
 //! pool `core` (at apply time, and by the scheduler) until granted, then
-//! placed, and its grant's quota stops the pod beyond it with the reason.
+//! placed, and its grant's quota stops the pod beyond it with the reason. A
+//! preferred tier spills over to other machines when it has no room, and
+//! says so.
 
 mod common;
 
@@ -181,6 +183,32 @@ fn core_services_land_on_new_machines_and_pools_obey_grants() {
     wait_for_pods(home, "a", "jobs", "batch pods on old machines", |p| {
         placed_on(p, 6, "old-")
     });
+
+    // A preferred tier fills the new machines (12 GiB pods, two a node),
+    // then spills over to an old one, and the pod says why.
+    let burst = deployment(
+        "burst",
+        "a",
+        5,
+        "  annotations: {wharf.io/tier: core;preferred}",
+    )
+    .replace("memory: 1Gi", "memory: 12Gi");
+    ok(apply(home, "burst", &burst));
+    let burst = wait_for_pods(home, "a", "burst", "a preferred tier spilling over", |p| {
+        p.len() == 5 && p.iter().all(|p| !node_of(p).is_empty())
+    });
+    let spilled: Vec<&Value> = burst
+        .iter()
+        .filter(|p| node_of(p).starts_with("old-"))
+        .collect();
+    assert_eq!(spilled.len(), 1, "{burst:#?}");
+    let why = spilled[0]["metadata"]["annotations"]["wharf.io/scheduling-scores"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.starts_with("preferred tier core has no room: placed on batch; old-"),
+        "{why}"
+    );
 
     // Project b names pool core: refused at apply, nothing stored.
     let pinned = deployment("pinned", "b", 2, "").replace(
