@@ -29,6 +29,7 @@ mod garbage;
 mod hpa_controller;
 pub mod hpa_replicas;
 mod image_layers;
+mod inventory;
 mod ipam;
 mod leader;
 mod nodes;
@@ -62,6 +63,7 @@ pub use eviction::{
 pub use garbage::{GarbageCollector, Sweep};
 pub use hpa_controller::{DEFAULT_HPA_SYNC_PERIOD, HpaController, ScaleReport, ScaleReporter};
 pub use image_layers::{ImageLayers, Layer};
+pub use inventory::InventoryWrite;
 pub use ipam::{IP_ALLOCATIONS, IpReconciler, POD_IPS, ip_allocation_key, pod_ip_key};
 pub use leader::{Candidate, current_leader, run_as_leader};
 pub use nodes::{HEARTBEATS, NodeLifecycle, NodeRegistration};

@@ -7,9 +7,9 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    AlertNotification, AlertReceiver, AlertRule, ConfigMap, Delivery, Deployment,
-    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool, Node,
-    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service, Silence,
+    AlertNotification, AlertReceiver, AlertRule, Cluster, ConfigMap, Delivery, Deployment,
+    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool,
+    MachineClass, Node, PersistentVolumeClaim, Pod, PodMetrics, Pool, Secret, Service, Silence,
 };
 
 use super::{Access, route_table};
@@ -34,6 +34,9 @@ fn build() -> Value {
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
+        ("Cluster", generator.subschema_for::<Cluster>()),
+        ("Pool", generator.subschema_for::<Pool>()),
+        ("MachineClass", generator.subschema_for::<MachineClass>()),
         (
             "RepositorySummary",
             generator.subschema_for::<RepositorySummary>(),
@@ -108,7 +111,7 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret, PersistentVolumeClaim) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret, PersistentVolumeClaim; the inventory: Cluster, Pool, MachineClass) and administration. \
                 Secret values are withheld (key names and sizes only) unless showSecrets=true is asked by a maintainer or above. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
@@ -129,6 +132,10 @@ fn summary(access: Access) -> String {
         Access::Project(action) => format!("callers allowed to {} in the project", action.as_str()),
         Access::SelfOrAdmin => "the user themself, or administrators".into(),
         Access::MetricsReader => "system administrators and metrics:read robots".into(),
+        Access::Inventory(action) => format!(
+            "system administrators and callers whose inventory role allows {}",
+            action.as_str()
+        ),
     }
 }
 
@@ -287,6 +294,9 @@ fn responses(method: &Method, path: &str) -> Value {
         "pods",
         "events",
         "ippools",
+        "machineclasses",
+        "clusters",
+        "pools",
         "nodes",
     ]
     .into_iter()
@@ -304,6 +314,9 @@ fn responses(method: &Method, path: &str) -> Value {
         "deployments" => "Deployment",
         "pods" => "Pod",
         "ippools" => "IpPool",
+        "machineclasses" => "MachineClass",
+        "clusters" => "Cluster",
+        "pools" => "Pool",
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
@@ -356,6 +369,9 @@ mod tests {
             "Pod",
             "Event",
             "IpPool",
+            "Cluster",
+            "Pool",
+            "MachineClass",
             "ArtifactDetail",
             "ConfigMap",
             "Secret",
