@@ -12,16 +12,12 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::cli::{fails, ok, run, wharf};
 use common::server::ADMIN_PASSWORD;
 use serde_json::Value;
-use wharf_api::Pool;
-use wharf_control::Objects;
-use wharf_store::{RedbStore, RedbStoreOptions};
 
 /// A background simulated fleet, killed on drop.
 struct Fleet(Child);
@@ -52,29 +48,34 @@ fn log_in(home: &Path, url: &str) {
     ok(run(home, &login, &format!("{ADMIN_PASSWORD}\n")));
 }
 
-/// Makes `pools` managed pools: written into the stopped server's store,
-/// since the Pool routes and `wharf apply` of kind Pool are another part of
-/// issue 15 (part A); the server is restarted on the same data.
-fn managed_pools(server: &mut TestServer, pools: &[&str]) {
-    server.terminate();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let path = server.data_dir().join("state.redb");
-        let store = RedbStore::open(&path, RedbStoreOptions::default()).unwrap();
-        let objects = Objects::new(Arc::new(store));
-        for name in pools {
-            let mut pool = Pool::default();
-            pool.metadata.name = name.to_string();
-            pool.spec.cluster = "bj-physical".into();
-            objects.create(pool).await.unwrap();
-        }
-    });
-    drop(runtime);
-    server.restart();
-}
+/// The inventory: a physical cluster, the two machine classes and a pool
+/// of each.
+const INVENTORY: &str = r#"
+apiVersion: wharf.io/v1
+kind: Cluster
+metadata: {name: bj-physical}
+spec: {kind: physical, idc: bj1}
+---
+apiVersion: wharf.io/v1
+kind: MachineClass
+metadata: {name: legacy-12c16g}
+spec: {cpu: {max: "12"}, memory: {max: 16Gi}, pricePerHour: 0.12, tier: batch}
+---
+apiVersion: wharf.io/v1
+kind: MachineClass
+metadata: {name: std-32c32g}
+spec: {cpu: {min: "32"}, memory: {min: 32Gi}, pricePerHour: 0.40, tier: core}
+---
+apiVersion: wharf.io/v1
+kind: Pool
+metadata: {name: batch}
+spec: {cluster: bj-physical, machineClasses: [legacy-12c16g]}
+---
+apiVersion: wharf.io/v1
+kind: Pool
+metadata: {name: core}
+spec: {cluster: bj-physical, machineClasses: [std-32c32g]}
+"#;
 
 fn apply(home: &Path, name: &str, yaml: &str) -> std::process::Output {
     let file = home.join(format!("{name}.yaml"));
@@ -158,14 +159,14 @@ fn reason(pod: &Value) -> &str {
 
 #[test]
 fn core_services_land_on_new_machines_and_pools_obey_grants() {
-    let mut server = TestServer::start();
-    managed_pools(&mut server, &["core", "batch"]);
+    let server = TestServer::start();
     let admin = tempfile::tempdir().unwrap();
     let home = admin.path();
     log_in(home, &server.url());
     for project in ["a", "b"] {
         ok(run(home, &["project", "create", project], ""));
     }
+    ok(apply(home, "inventory", INVENTORY));
     for pool in ["core", "batch"] {
         ok(run(home, &["pool", "grant", pool, "a"], ""));
     }

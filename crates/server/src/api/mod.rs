@@ -12,6 +12,8 @@ mod cluster;
 mod config;
 mod error;
 mod health;
+mod inventory;
+mod inventory_access;
 mod ippools;
 mod logs;
 mod metrics;
@@ -30,6 +32,8 @@ mod system;
 mod users;
 
 pub(crate) use error::{ApiErrorReply, ApiResult};
+pub use inventory_access::InventoryAction;
+pub(crate) use inventory_access::authorize_inventory;
 pub(crate) use metrics::now as unix_now;
 
 use std::collections::HashMap;
@@ -65,6 +69,9 @@ pub enum Access {
     SelfOrAdmin,
     /// System administrators and `metrics:read` robots (Prometheus).
     MetricsReader,
+    /// Callers whose inventory role allows the action
+    /// ([`authorize_inventory`]).
+    Inventory(InventoryAction),
 }
 
 /// One row of the route table.
@@ -88,9 +95,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
+    use InventoryAction::{Manage as ManageInventory, Read as ReadInventory};
     use wharf_api::{
-        ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, PersistentVolumeClaim, Pod,
-        Service,
+        Cluster, ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, MachineClass,
+        PersistentVolumeClaim, Pod, Pool, Service,
     };
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
@@ -175,10 +183,25 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
-        row(Method::GET,    "/api/v1/poolgrants",                        pool_grants::read_grants(),   get(pool_grants::list)),
-        row(Method::POST,   "/api/v1/poolgrants",                        pool_grants::manage_grants(), post(pool_grants::create)),
-        row(Method::GET,    "/api/v1/poolgrants/{grant}",                pool_grants::read_grants(),   get(pool_grants::show)),
-        row(Method::DELETE, "/api/v1/poolgrants/{grant}",                pool_grants::manage_grants(), delete(pool_grants::remove)),
+        row(Method::GET,    "/api/v1/clusters",                          Inventory(ReadInventory),   get(inventory::list::<Cluster>)),
+        row(Method::POST,   "/api/v1/clusters",                          Inventory(ManageInventory), post(inventory::create::<Cluster>)),
+        row(Method::GET,    "/api/v1/clusters/{name}",                   Inventory(ReadInventory),   get(inventory::show::<Cluster>)),
+        row(Method::PUT,    "/api/v1/clusters/{name}",                   Inventory(ManageInventory), put(inventory::update::<Cluster>)),
+        row(Method::DELETE, "/api/v1/clusters/{name}",                   Inventory(ManageInventory), delete(inventory::remove::<Cluster>)),
+        row(Method::GET,    "/api/v1/pools",                             Inventory(ReadInventory),   get(inventory::list::<Pool>)),
+        row(Method::POST,   "/api/v1/pools",                             Inventory(ManageInventory), post(inventory::create::<Pool>)),
+        row(Method::GET,    "/api/v1/pools/{name}",                      Inventory(ReadInventory),   get(inventory::show::<Pool>)),
+        row(Method::PUT,    "/api/v1/pools/{name}",                      Inventory(ManageInventory), put(inventory::update::<Pool>)),
+        row(Method::DELETE, "/api/v1/pools/{name}",                      Inventory(ManageInventory), delete(inventory::remove::<Pool>)),
+        row(Method::GET,    "/api/v1/machineclasses",                    Inventory(ReadInventory),   get(inventory::list::<MachineClass>)),
+        row(Method::POST,   "/api/v1/machineclasses",                    Inventory(ManageInventory), post(inventory::create::<MachineClass>)),
+        row(Method::GET,    "/api/v1/machineclasses/{name}",             Inventory(ReadInventory),   get(inventory::show::<MachineClass>)),
+        row(Method::PUT,    "/api/v1/machineclasses/{name}",             Inventory(ManageInventory), put(inventory::update::<MachineClass>)),
+        row(Method::DELETE, "/api/v1/machineclasses/{name}",             Inventory(ManageInventory), delete(inventory::remove::<MachineClass>)),
+        row(Method::GET,    "/api/v1/poolgrants",                        Inventory(ReadInventory), get(pool_grants::list)),
+        row(Method::POST,   "/api/v1/poolgrants",                        Inventory(ManageInventory), post(pool_grants::create)),
+        row(Method::GET,    "/api/v1/poolgrants/{grant}",                Inventory(ReadInventory), get(pool_grants::show)),
+        row(Method::DELETE, "/api/v1/poolgrants/{grant}",                Inventory(ManageInventory), delete(pool_grants::remove)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(cluster::list_in_project::<ConfigMap>)),
         row(Method::POST,   "/api/v1/projects/{project}/configmaps",     Project(Push),   post(config::create_config_map)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps/{name}", Project(Pull), get(cluster::get_in_project::<ConfigMap>)),
@@ -336,6 +359,7 @@ async fn require(
         Access::Authenticated => Ok(()),
         Access::Admin if principal.is_admin() => Ok(()),
         Access::Admin => Err(AuthError::Denied("system administrators only".into())),
+        Access::Inventory(action) => authorize_inventory(&principal, action),
         Access::Project(action) => {
             let project = params
                 .get("project")

@@ -1,6 +1,8 @@
 //! Pool grants over HTTP: which projects may place pods on which managed
 //! pools, with their quotas (`/api/v1/poolgrants[/{pool}.{project}]`).
 //! Also applied as YAML (`kind: PoolGrant`) through `/api/v1/apply`.
+//! Reading them is the inventory's `read`, changing them its `manage`
+//! (`inventory_access.rs`).
 
 use std::sync::Arc;
 
@@ -11,30 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wharf_api::PoolGrant;
 
-use super::{Access, ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
+use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
-
-/// Who manages grants: cluster administrators. Until the inventory roles
-/// exist this is the system administrator; the one place to change.
-pub(crate) fn manage_grants() -> Access {
-    Access::Admin
-}
-
-/// Who reads grants: inventory viewers (for now, as [`manage_grants`]).
-pub(crate) fn read_grants() -> Access {
-    Access::Admin
-}
-
-/// [`manage_grants`] for a grant applied from a manifest, which arrives on
-/// the project-checked `/api/v1/apply` route.
-pub(crate) fn require_grant_manager(caller: &ApiCaller) -> Result<(), ApiErrorReply> {
-    if caller.principal.is_admin() {
-        return Ok(());
-    }
-    Err(ApiErrorReply::from(wharf_auth::AuthError::Denied(
-        "pool grants are managed by cluster administrators".into(),
-    )))
-}
 
 #[derive(Deserialize)]
 pub(crate) struct GrantFilter {

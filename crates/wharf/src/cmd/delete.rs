@@ -243,16 +243,10 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
     parsed
         .into_iter()
         .map(|document| {
+            let kind = Kind::of_manifest(&document.manifest)?;
+            let what = kind.api_kind().to_lowercase();
             let meta = document.manifest.metadata();
             let name = meta.name.clone();
-            let Some(kind) = Kind::of_manifest(&document.manifest) else {
-                bail!(
-                    "{} {name} is cluster-wide: remove it with its own command \
-                     (a pool grant with `wharf pool revoke POOL PROJECT`)",
-                    document.manifest.kind()
-                );
-            };
-            let what = kind.api_kind().to_lowercase();
             let project = match (meta.project.clone(), project) {
                 (Some(own), Some(asked)) if own != asked => bail!(
                     "{what} {name} is in project {own} (metadata.namespace) but project \
