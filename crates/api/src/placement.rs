@@ -263,34 +263,17 @@ mod tests {
                 .to_string()
                 .contains("weight")
         );
-        let mut bad = affinity.clone();
-        let required = bad
-            .node_affinity
-            .as_mut()
-            .unwrap()
-            .required
-            .as_mut()
-            .unwrap();
-        required.node_selector_terms[0].match_expressions[0].operator = "Gt".into();
-        let err = bad.validate("spec").unwrap_err().to_string();
+        // The first required requirement, changed by `change`, and the refusal.
+        let refusal = |change: fn(&mut NodeSelectorRequirement)| {
+            let mut bad = affinity.clone();
+            let required = bad.node_affinity.as_mut().and_then(|n| n.required.as_mut());
+            change(&mut required.unwrap().node_selector_terms[0].match_expressions[0]);
+            bad.validate("spec").unwrap_err().to_string()
+        };
+        let err = refusal(|r| r.operator = "Gt".into());
         assert!(err.contains("Gt is not supported"), "{err}");
-        let mut bad = affinity;
-        let required = bad
-            .node_affinity
-            .as_mut()
-            .unwrap()
-            .required
-            .as_mut()
-            .unwrap();
-        required.node_selector_terms[0].match_expressions[0]
-            .values
-            .clear();
-        assert!(
-            bad.validate("spec")
-                .unwrap_err()
-                .to_string()
-                .contains("values are required")
-        );
+        let err = refusal(|r| r.values.clear());
+        assert!(err.contains("values are required"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,23 @@ async fn managed_pool(app: &TestApp, name: &str) {
     app.app.control.objects().create(pool).await.unwrap();
 }
 
+/// `GET uri` as `token`.
+async fn get(app: &TestApp, token: &str, uri: &str) -> Reply {
+    app.api(token, Method::GET, uri, json!(null)).await
+}
+
+/// `DELETE /api/v1/poolgrants/core.shop`, which must succeed.
+async fn revoke_core_shop(app: &TestApp, admin: &str) {
+    app.api(
+        admin,
+        Method::DELETE,
+        "/api/v1/poolgrants/core.shop",
+        json!(null),
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+}
+
 fn grant(pool: &str, project: &str) -> serde_json::Value {
     json!({"metadata": {"name": format!("{pool}.{project}")},
            "spec": {"pool": pool, "project": project}})
@@ -55,23 +72,9 @@ async fn grants_are_created_listed_applied_and_deleted() {
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert!(again.text().contains("overlaps"), "{}", again.text());
 
-    let listed = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/poolgrants?pool=core",
-            json!(null),
-        )
-        .await;
+    let listed = get(&app, &admin, "/api/v1/poolgrants?pool=core").await;
     assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1);
-    let other_pool = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/poolgrants?pool=batch",
-            json!(null),
-        )
-        .await;
+    let other_pool = get(&app, &admin, "/api/v1/poolgrants?pool=batch").await;
     assert!(other_pool.json()["items"].as_array().unwrap().is_empty());
 
     let applied = app
@@ -82,32 +85,11 @@ async fn grants_are_created_listed_applied_and_deleted() {
         .await;
     assert_eq!(applied.status, StatusCode::OK, "{}", applied.text());
     assert_eq!(applied.json()["results"][0]["action"], "configured");
-    let shown = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/poolgrants/core.shop",
-            json!(null),
-        )
-        .await;
+    let shown = get(&app, &admin, "/api/v1/poolgrants/core.shop").await;
     assert_eq!(shown.json()["spec"]["quota"]["pods"], 2);
 
-    app.api(
-        &admin,
-        Method::DELETE,
-        "/api/v1/poolgrants/core.shop",
-        json!(null),
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
-    let gone = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/poolgrants/core.shop",
-            json!(null),
-        )
-        .await;
+    revoke_core_shop(&app, &admin).await;
+    let gone = get(&app, &admin, "/api/v1/poolgrants/core.shop").await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
 
@@ -142,14 +124,7 @@ async fn a_deployment_on_a_pool_its_project_may_not_use_is_refused() {
         "{}",
         refused.text()
     );
-    let stored = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/projects/shop/deployments/web",
-            json!(null),
-        )
-        .await;
+    let stored = get(&app, &admin, "/api/v1/projects/shop/deployments/web").await;
     assert_eq!(stored.status, StatusCode::NOT_FOUND, "nothing stored");
 
     // Granted, it applies; revoked, an update naming the pool is refused.
@@ -163,21 +138,8 @@ async fn a_deployment_on_a_pool_its_project_may_not_use_is_refused() {
     .expect(StatusCode::CREATED);
     let applied = app.apply_yaml(&admin, WEB_ON_CORE).await;
     assert_eq!(applied.status, StatusCode::OK, "{}", applied.text());
-    app.api(
-        &admin,
-        Method::DELETE,
-        "/api/v1/poolgrants/core.shop",
-        json!(null),
-    )
-    .await
-    .expect(StatusCode::NO_CONTENT);
-    let current = app
-        .api(
-            &admin,
-            Method::GET,
-            "/api/v1/projects/shop/deployments/web",
-            json!(null),
-        )
+    revoke_core_shop(&app, &admin).await;
+    let current = get(&app, &admin, "/api/v1/projects/shop/deployments/web")
         .await
         .json();
     let mut changed = current.clone();
