@@ -49,6 +49,10 @@ pub struct SimulationConfig {
     /// A node of load `l` reports a load average of `l` per core and
     /// `1 - l` of its memory available, and an empty layer cache.
     pub loads: Vec<f32>,
+    /// Labels every node gets, over the round-robin pool and IDC and the
+    /// default class: `--labels`, `--pool` and `--class` model old and new
+    /// machines the way real agents register them.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl SimulationConfig {
@@ -69,6 +73,7 @@ impl SimulationConfig {
             heartbeat_interval: None,
             report_running: true,
             loads: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -93,6 +98,7 @@ impl SimulationConfig {
         }
         labels.insert(LABEL_CLUSTER_KIND.to_string(), "vm".into());
         labels.insert(LABEL_MACHINE_CLASS.to_string(), (1 + i % 3).to_string());
+        labels.extend(self.labels.clone());
         labels.extend(machine::standard_labels(&self.node_name(i)));
         Node {
             api_version: "wharf.io/v1".into(),
@@ -244,5 +250,31 @@ impl Simulation {
         {
             tracing::debug!(error = %err, "simulated status report failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_labels_override_the_round_robin_defaults() {
+        let mut fleet = SimulationConfig::new(2);
+        fleet.capacity.cpu_millis = 12_000;
+        fleet.labels = BTreeMap::from([
+            (LABEL_POOL.to_string(), "batch".to_string()),
+            (LABEL_MACHINE_CLASS.to_string(), "legacy-12c16g".to_string()),
+            ("disk".to_string(), "hdd".to_string()),
+        ]);
+        for i in 0..2 {
+            let node = fleet.node(i);
+            let labels = &node.metadata.labels;
+            assert_eq!(labels[LABEL_POOL], "batch");
+            assert_eq!(labels[LABEL_MACHINE_CLASS], "legacy-12c16g");
+            assert_eq!(labels["disk"], "hdd");
+            assert_eq!(node.status.capacity.cpu_millis, 12_000);
+        }
+        let plain = SimulationConfig::new(2).node(1);
+        assert_eq!(plain.metadata.labels[LABEL_POOL], "b");
     }
 }

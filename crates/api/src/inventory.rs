@@ -314,7 +314,9 @@ pub struct PoolGrant {
     /// Always `PoolGrant`.
     #[serde(default = "pool_grant_kind")]
     pub kind: String,
-    /// Name: `POOL.PROJECT`, one grant per pair.
+    /// Name: `POOL.PROJECT`, one grant per pair (given by the spec when
+    /// a manifest leaves it out).
+    #[serde(default)]
     pub metadata: ObjectMeta,
     /// Pool, project, quota.
     pub spec: PoolGrantSpec,

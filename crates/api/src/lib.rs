@@ -37,11 +37,14 @@ mod event;
 mod falcon;
 mod fieldref;
 mod inventory;
+mod inventory_check;
 mod ippool;
 mod lifecycle;
 mod manifest;
 mod meta;
 mod node;
+mod placement;
+mod pool_grant;
 mod probe;
 mod quantity;
 pub mod replication;
@@ -93,6 +96,7 @@ pub use inventory::{
     PoolAutoscale, PoolGrant, PoolGrantSpec, PoolSpec, PoolStatus, ProviderSpec, QuantityRange,
     Tier,
 };
+pub use inventory_check::{Bounds, INVENTORY_NODE_LABELS, check_price};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
@@ -107,6 +111,10 @@ pub use node::{
     ANNOTATION_SCHEDULING_SCORES, CachedLayer, LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME,
     LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS, LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus,
     STANDARD_NODE_LABELS, Taint, TaintEffect,
+};
+pub use placement::{
+    ANNOTATION_POOL, Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, PreferredSchedulingTerm, TierRequest, named_pool,
 };
 pub use probe::{
     ExecAction, GrpcAction, HttpGetAction, HttpHeader, Probe, ProbeKind, ProbePort, TcpSocketAction,

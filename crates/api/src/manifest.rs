@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use crate::{
-    ConfigMap, Deployment, HorizontalPodAutoscaler, ObjectError, ObjectMeta, PersistentVolumeClaim,
-    Secret, Service,
+    Cluster, ConfigMap, Deployment, HorizontalPodAutoscaler, MachineClass, ObjectError, ObjectMeta,
+    PersistentVolumeClaim, Pool, PoolGrant, Secret, Service,
 };
 
 /// An object read from a manifest.
@@ -25,6 +25,15 @@ pub enum Manifest {
     /// An `autoscaling/v2` HorizontalPodAutoscaler (status dropped: the
     /// autoscaler sets it).
     HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    /// A `wharf.io/v1` PoolGrant: cluster-wide, in no project.
+    PoolGrant(Box<PoolGrant>),
+    /// A `wharf.io/v1` Cluster of the inventory (cluster-wide).
+    Cluster(Box<Cluster>),
+    /// A `wharf.io/v1` Pool (cluster-wide; status dropped: the cluster
+    /// sets it).
+    Pool(Box<Pool>),
+    /// A `wharf.io/v1` MachineClass (cluster-wide).
+    MachineClass(Box<MachineClass>),
 }
 
 impl Manifest {
@@ -37,6 +46,10 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             Manifest::Service(_) => "Service",
             Manifest::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            Manifest::PoolGrant(_) => "PoolGrant",
+            Manifest::Cluster(_) => "Cluster",
+            Manifest::Pool(_) => "Pool",
+            Manifest::MachineClass(_) => "MachineClass",
         }
     }
 
@@ -49,6 +62,10 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(c) => &c.metadata,
             Manifest::Service(s) => &s.metadata,
             Manifest::HorizontalPodAutoscaler(h) => &h.metadata,
+            Manifest::PoolGrant(g) => &g.metadata,
+            Manifest::Cluster(c) => &c.metadata,
+            Manifest::Pool(p) => &p.metadata,
+            Manifest::MachineClass(c) => &c.metadata,
         }
     }
 
@@ -61,7 +78,23 @@ impl Manifest {
             Manifest::PersistentVolumeClaim(c) => &mut c.metadata,
             Manifest::Service(s) => &mut s.metadata,
             Manifest::HorizontalPodAutoscaler(h) => &mut h.metadata,
+            Manifest::PoolGrant(g) => &mut g.metadata,
+            Manifest::Cluster(c) => &mut c.metadata,
+            Manifest::Pool(p) => &mut p.metadata,
+            Manifest::MachineClass(c) => &mut c.metadata,
         }
+    }
+
+    /// Whether the object is cluster-wide (the inventory kinds), so it
+    /// belongs to no project.
+    pub fn is_cluster_wide(&self) -> bool {
+        matches!(
+            self,
+            Manifest::Cluster(_)
+                | Manifest::Pool(_)
+                | Manifest::MachineClass(_)
+                | Manifest::PoolGrant(_)
+        )
     }
 }
 
@@ -147,6 +180,39 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                 hpa.validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::HorizontalPodAutoscaler(Box::new(hpa)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "Cluster") => {
+                let (cluster, unknown_fields) = read::<Cluster>(value, index)?;
+                cluster.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::Cluster(Box::new(cluster)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "Pool") => {
+                let (mut pool, unknown_fields) = read::<Pool>(value, index)?;
+                pool.status = Default::default();
+                pool.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::Pool(Box::new(pool)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "MachineClass") => {
+                let (class, unknown_fields) = read::<MachineClass>(value, index)?;
+                class.validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::MachineClass(Box::new(class)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "PoolGrant") => {
+                let (mut grant, unknown_fields) = read::<PoolGrant>(value, index)?;
+                grant.normalize_and_validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::PoolGrant(Box::new(grant)),
                     unknown_fields,
                 }
             }

@@ -213,6 +213,10 @@ pub struct PodSpec {
     /// Labels a node must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Node affinity: labels a node must or should have (see
+    /// [`crate::Affinity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<crate::Affinity>,
     /// Taints the pod tolerates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
@@ -757,6 +761,9 @@ impl PodSpec {
             ));
         }
         validate_volumes(field, &self.volumes)?;
+        if let Some(affinity) = &self.affinity {
+            affinity.validate(&format!("{field}.affinity"))?;
+        }
         self.dns_policy(field)?;
         let mut names = BTreeSet::new();
         let mut host_ports = BTreeSet::new();
@@ -936,6 +943,20 @@ impl Deployment {
             ));
         }
         self.check_host_network_addresses()?;
+        for (at, annotations) in [
+            ("metadata", &self.metadata.annotations),
+            (
+                "spec.template.metadata",
+                &self.spec.template.metadata.annotations,
+            ),
+        ] {
+            crate::TierRequest::from_annotations(annotations).map_err(|err| match err {
+                ObjectError::Invalid { field, message } => {
+                    ObjectError::invalid(format!("{at}.{field}"), message)
+                }
+                other => other,
+            })?;
+        }
         self.spec.template.spec.validate("spec.template.spec")
     }
 
@@ -1087,6 +1108,24 @@ mod tests {
             Err(ObjectError::Invalid { field, .. }) => field,
             other => panic!("refused with a field: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_tier_annotation_is_checked_where_it_is_set() {
+        let mut d = deployment();
+        d.metadata
+            .annotations
+            .insert(crate::ANNOTATION_TIER.into(), "core;preferred".into());
+        assert!(d.validate().is_ok());
+        d.spec
+            .template
+            .metadata
+            .annotations
+            .insert(crate::ANNOTATION_TIER.into(), "gold".into());
+        assert_eq!(
+            invalid_field(&d),
+            "spec.template.metadata.annotations[wharf.io/tier]"
+        );
     }
 
     #[test]

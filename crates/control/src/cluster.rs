@@ -274,6 +274,7 @@ impl ControlPlane {
         mut deployment: Deployment,
     ) -> Result<(Deployment, bool), ControlError> {
         deployment.validate()?;
+        crate::grants::check_pool_grant(&self.objects, &deployment).await?;
         let project = deployment.metadata.project.clone();
         let name = deployment.metadata.name.clone();
         if self

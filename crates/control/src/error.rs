@@ -12,6 +12,9 @@ pub enum ControlError {
     /// The object exists already, or changed since it was read.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's project may not do this (a pool it has no grant on).
+    #[error("{0}")]
+    Forbidden(String),
     /// The object is not valid.
     #[error("invalid object: {0}")]
     Invalid(#[from] wharf_api::ObjectError),

@@ -29,8 +29,8 @@ use tokio_util::task::AbortOnDropHandle;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use wharf_api::{
-    ANNOTATION_SCHEDULING_SCORES, EventType, Node, ObjectReference, PersistentVolumeClaim, Pod,
-    PodPhase,
+    ANNOTATION_SCHEDULING_SCORES, EventType, LABEL_TIER, Node, ObjectReference,
+    PersistentVolumeClaim, Pod, PodPhase, Pool, PoolGrant,
 };
 use wharf_scheduler::{
     HostPort, NodeInfo, Placement, PodInfo, Resources, Scheduler, SchedulerConfig, Snapshot, Taint,
@@ -44,6 +44,7 @@ use crate::events::EventRecorder;
 use crate::image_layers::{CachedImageLayers, ImageLayers, Layer};
 use crate::ipam::{PoolUse, requested, requested_pool};
 use crate::objects::{Change, Objects};
+use crate::placement;
 use crate::pods::BindOutcome;
 use crate::queue::WorkQueue;
 
@@ -70,6 +71,9 @@ struct State {
     /// The pool each known pod names by annotation: bound ones are
     /// promised an address of it until they claim one.
     wants_pool: HashMap<PodKey, String>,
+    /// Managed node pools and the grants on them, by name, as watched.
+    pools: BTreeMap<String, Pool>,
+    grants: BTreeMap<String, PoolGrant>,
 }
 
 /// What one scheduling batch decided, for the server's `/metrics`.
@@ -147,6 +151,8 @@ impl SchedulingLoop {
                 pending: HashMap::new(),
                 unschedulable: HashSet::new(),
                 wants_pool: HashMap::new(),
+                pools: BTreeMap::new(),
+                grants: BTreeMap::new(),
             }),
             queue: WorkQueue::new(),
         })
@@ -174,9 +180,20 @@ impl SchedulingLoop {
     async fn follow_cluster(self: Arc<Self>) -> Result<(), ControlError> {
         let (nodes, node_revision) = self.objects.list::<Node>(None, None).await?;
         let (pods, pod_revision) = self.objects.list::<Pod>(None, None).await?;
+        let (pools, pool_revision) = self.objects.list::<Pool>(None, None).await?;
+        let (grants, grant_revision) = self.objects.list::<PoolGrant>(None, None).await?;
         {
             let mut state = self.state.lock().expect("scheduler state");
             state.snapshot = Snapshot::from_nodes(nodes.iter().map(node_info));
+            state.pools = pools
+                .into_iter()
+                .map(|p| (p.metadata.name.clone(), p))
+                .collect();
+            state.grants = grants
+                .into_iter()
+                .map(|g| (g.metadata.name.clone(), g))
+                .collect();
+            refresh_pool_access(&mut state);
             state.placed.clear();
             state.pending.clear();
             state.unschedulable.clear();
@@ -186,8 +203,28 @@ impl SchedulingLoop {
         }
         let mut node_changes = Box::pin(self.objects.watch::<Node>(None, node_revision + 1).await?);
         let mut pod_changes = Box::pin(self.objects.watch::<Pod>(None, pod_revision + 1).await?);
+        let mut pool_changes = Box::pin(self.objects.watch::<Pool>(None, pool_revision + 1).await?);
+        let mut grant_changes = Box::pin(
+            self.objects
+                .watch::<PoolGrant>(None, grant_revision + 1)
+                .await?,
+        );
         loop {
             tokio::select! {
+                change = pool_changes.next() => match change {
+                    Some(change) => self.observe_access_change(|state| {
+                        apply_change(&mut state.pools, change?);
+                        Ok(())
+                    })?,
+                    None => return Ok(()),
+                },
+                change = grant_changes.next() => match change {
+                    Some(change) => self.observe_access_change(|state| {
+                        apply_change(&mut state.grants, change?);
+                        Ok(())
+                    })?,
+                    None => return Ok(()),
+                },
                 change = node_changes.next() => match change {
                     Some(change) => self.observe_node_change(change?),
                     None => return Ok(()),
@@ -198,6 +235,19 @@ impl SchedulingLoop {
                 },
             }
         }
+    }
+
+    /// Applies a change of pools or grants and tries waiting pods again:
+    /// a new grant may admit them.
+    fn observe_access_change(
+        &self,
+        apply: impl FnOnce(&mut State) -> Result<(), ControlError>,
+    ) -> Result<(), ControlError> {
+        let mut state = self.state.lock().expect("scheduler state");
+        apply(&mut state)?;
+        refresh_pool_access(&mut state);
+        self.requeue_unschedulable(&mut state);
+        Ok(())
     }
 
     fn observe_node_change(&self, change: Change<Node>) {
@@ -328,10 +378,14 @@ impl SchedulingLoop {
                 info.layers = layers.remove(&key).flatten();
                 match self.scheduler.schedule(&mut state.snapshot, &info) {
                     Ok(placement) => {
-                        pod.metadata.annotations.insert(
-                            ANNOTATION_SCHEDULING_SCORES.into(),
-                            self.explain(&placement),
-                        );
+                        let explanation = self.explain(&placement);
+                        let explanation = match placement::preferred_tier(&pod) {
+                            Some(tier) => tier_note(&state.snapshot, &placement, tier, explanation),
+                            None => explanation,
+                        };
+                        pod.metadata
+                            .annotations
+                            .insert(ANNOTATION_SCHEDULING_SCORES.into(), explanation);
                         let assumed = state.snapshot.assume(placement.node, &info);
                         if assumed.is_ok() {
                             room.take(address, &key);
@@ -647,6 +701,49 @@ impl SchedulingLoop {
     }
 }
 
+/// The explanation of a pod that prefers `tier`, saying so when it went
+/// elsewhere: its weight outweighs every other score, so only a tier with
+/// no feasible node (full, cordoned, not granted) sends it elsewhere.
+fn tier_note(
+    snapshot: &Snapshot,
+    placement: &Placement,
+    tier: wharf_api::Tier,
+    explanation: String,
+) -> String {
+    let landed = snapshot
+        .node(placement.node)
+        .and_then(|node| node.labels.get(LABEL_TIER))
+        .map_or("no tier", String::as_str);
+    if landed == tier.as_str() {
+        return explanation;
+    }
+    format!(
+        "preferred tier {} has no room: placed on {landed}; {explanation}",
+        tier.as_str()
+    )
+}
+
+/// Gives the snapshot the pools and grants last watched.
+fn refresh_pool_access(state: &mut State) {
+    let access = placement::pool_access(state.pools.values(), state.grants.values());
+    state.snapshot.set_pool_access(access);
+}
+
+/// Keeps `objects` (by name) up to date with one watched change.
+fn apply_change<T>(objects: &mut BTreeMap<String, T>, change: Change<T>)
+where
+    T: crate::Object,
+{
+    match change {
+        Change::Added(object) | Change::Modified(object) => {
+            objects.insert(object.metadata().name.clone(), object);
+        }
+        Change::Deleted { name, .. } => {
+            objects.remove(&name);
+        }
+    }
+}
+
 /// What the scheduler core needs of a node.
 pub fn node_info(node: &Node) -> NodeInfo {
     let capacity = node.status.capacity;
@@ -702,7 +799,9 @@ fn taint_effect(effect: wharf_api::TaintEffect) -> TaintEffect {
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     let requests = pod.spec.requests().ok()?;
     let mut info = PodInfo::new(requests.cpu_millis, requests.memory_bytes);
-    info.node_selector = pod.spec.node_selector.clone();
+    info.node_selector = placement::node_selector(pod);
+    info.affinity = placement::node_affinity(pod);
+    info.project = pod.metadata.project.clone();
     info.tolerations = pod
         .spec
         .tolerations
@@ -862,6 +961,31 @@ impl AddressRoom {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preferred_tier_placed_elsewhere_is_named_in_the_explanation() {
+        let node = |name: &str, tier: &str| {
+            NodeInfo::new(name, Resources::new(1000, 1 << 30, 10)).with_label(LABEL_TIER, tier)
+        };
+        let mut snapshot = Snapshot::from_nodes([node("old", "batch"), node("new", "core")]);
+        let placement = Scheduler::default()
+            .schedule(&mut snapshot, &PodInfo::new(100, 1 << 20))
+            .unwrap();
+        let id = |name| snapshot.node_id(name).unwrap();
+        let on = |node| Placement {
+            node: id(node),
+            ..placement.clone()
+        };
+        let core = wharf_api::Tier::Core;
+        assert_eq!(
+            tier_note(&snapshot, &on("old"), core, "scores".into()),
+            "preferred tier core has no room: placed on batch; scores"
+        );
+        assert_eq!(
+            tier_note(&snapshot, &on("new"), core, "scores".into()),
+            "scores"
+        );
+    }
 
     fn key(name: &str) -> PodKey {
         ("shop".into(), name.into())

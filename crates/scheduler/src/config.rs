@@ -37,6 +37,9 @@ pub struct ScoreWeights {
     pub machine_class: u32,
     /// Fewer untolerated `PreferNoSchedule` taints.
     pub prefer_no_schedule: u32,
+    /// More of the pod's preferred node affinity (a preferred tier)
+    /// matched; counts only for pods that prefer something.
+    pub node_affinity: u32,
 }
 
 impl Default for ScoreWeights {
@@ -54,6 +57,9 @@ impl Default for ScoreWeights {
             load: 1,
             machine_class: 1,
             prefer_no_schedule: 3,
+            // More than all the others together (12): a node with the
+            // preferred tier always wins over one without while it has room.
+            node_affinity: 16,
         }
     }
 }
@@ -71,6 +77,7 @@ impl ScoreWeights {
             load: 0,
             machine_class: 0,
             prefer_no_schedule: 0,
+            node_affinity: 0,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Hard constraints. A node that fails gets one reason: the first failing
 //! filter in this order: required node (volume affinity), readiness,
-//! cordon, node selector (pool first), taints, pod slots, cpu, memory,
-//! host ports.
+//! cordon, node selector (pool first), required node affinity (tiers),
+//! pool grant, taints, pod slots, cpu, memory, host ports; a pool quota is
+//! checked with the resources, before them.
 //!
 //! These functions are the reference definition, written plainly over the
 //! node's own fields. The scheduler's hot loop caches their label and taint
@@ -10,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::{HostPort, NodeInfo, POOL_LABEL, PodInfo, Resources, Toleration, taint};
+use crate::{
+    HostPort, NodeAffinity, NodeInfo, POOL_LABEL, PodInfo, PoolAccess, Resources, Toleration, taint,
+};
 
 /// Why a node cannot take a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,6 +28,28 @@ pub enum FilterReason {
     NotInPool(String),
     /// A node selector label other than the pool is missing or different.
     NodeSelectorMismatch,
+    /// The node matches none of the pod's required node affinity terms;
+    /// the text says which (`not in tier core`).
+    NodeAffinityMismatch(String),
+    /// The node's pool is managed and the pod's project has no grant on it.
+    NoPoolGrant {
+        /// The node's pool.
+        pool: String,
+        /// The pod's project.
+        project: String,
+    },
+    /// Placing the pod in the pool would take its project past its grant's
+    /// quota.
+    PoolQuotaExceeded {
+        /// The node's pool.
+        pool: String,
+        /// The pod's project.
+        project: String,
+        /// `cpu`, `memory` or `pods`.
+        resource: &'static str,
+        /// The quota, as text.
+        limit: String,
+    },
     /// A `NoSchedule` or `NoExecute` taint with this key is not tolerated.
     UntoleratedTaint(String),
     /// No pod slot left.
@@ -45,6 +70,19 @@ impl fmt::Display for FilterReason {
             FilterReason::Unschedulable => f.write_str("cordoned"),
             FilterReason::NotInPool(pool) => write!(f, "not in pool {pool}"),
             FilterReason::NodeSelectorMismatch => f.write_str("not matching node selector"),
+            FilterReason::NodeAffinityMismatch(text) => f.write_str(text),
+            FilterReason::NoPoolGrant { pool, project } => {
+                write!(f, "pool {pool}: project {project} has no grant")
+            }
+            FilterReason::PoolQuotaExceeded {
+                pool,
+                project,
+                resource,
+                limit,
+            } => write!(
+                f,
+                "pool {pool}: project {project} would exceed its {resource} quota of {limit}"
+            ),
             FilterReason::UntoleratedTaint(key) => write!(f, "untolerated taint {key}"),
             FilterReason::InsufficientPods => f.write_str("too many pods"),
             FilterReason::InsufficientCpu => f.write_str("insufficient cpu"),
@@ -64,6 +102,8 @@ pub(crate) enum StaticFailure<'a> {
     Unschedulable,
     NotInPool(&'a str),
     NodeSelectorMismatch,
+    NodeAffinity(&'a NodeAffinity),
+    NoPoolGrant { pool: &'a str, project: &'a str },
     UntoleratedTaint(&'a str),
 }
 
@@ -77,6 +117,16 @@ impl StaticFailure<'_> {
             | (StaticFailure::NodeSelectorMismatch, FilterReason::NodeSelectorMismatch) => true,
             (StaticFailure::NotInPool(a), FilterReason::NotInPool(b))
             | (StaticFailure::UntoleratedTaint(a), FilterReason::UntoleratedTaint(b)) => a == b,
+            // A cache entry holds one affinity, so its reasons hold at most
+            // one affinity text: no need to build it again to compare.
+            (StaticFailure::NodeAffinity(_), FilterReason::NodeAffinityMismatch(_)) => true,
+            (
+                StaticFailure::NoPoolGrant { pool, project },
+                FilterReason::NoPoolGrant {
+                    pool: p,
+                    project: q,
+                },
+            ) => pool == p && project == q,
             _ => false,
         }
     }
@@ -89,9 +139,52 @@ impl StaticFailure<'_> {
             StaticFailure::Unschedulable => FilterReason::Unschedulable,
             StaticFailure::NotInPool(pool) => FilterReason::NotInPool(pool.to_owned()),
             StaticFailure::NodeSelectorMismatch => FilterReason::NodeSelectorMismatch,
+            StaticFailure::NodeAffinity(affinity) => {
+                FilterReason::NodeAffinityMismatch(affinity.required_text())
+            }
+            StaticFailure::NoPoolGrant { pool, project } => FilterReason::NoPoolGrant {
+                pool: pool.to_owned(),
+                project: project.to_owned(),
+            },
             StaticFailure::UntoleratedTaint(key) => FilterReason::UntoleratedTaint(key.to_owned()),
         }
     }
+}
+
+/// What the static filters ask of a node for one pod.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StaticAsk<'a> {
+    pub(crate) required_node: Option<&'a str>,
+    pub(crate) selector: &'a BTreeMap<String, String>,
+    pub(crate) tolerations: &'a [Toleration],
+    pub(crate) affinity: &'a NodeAffinity,
+    /// The pod's project, checked against `access` (`None`: no pool is
+    /// managed, nothing to check).
+    pub(crate) project: Option<&'a str>,
+    pub(crate) access: &'a PoolAccess,
+}
+
+impl<'a> StaticAsk<'a> {
+    /// What `pod` asks, with grants from `access`.
+    pub(crate) fn of(pod: &'a PodInfo, access: &'a PoolAccess) -> Self {
+        StaticAsk {
+            required_node: pod.required_node.as_deref(),
+            selector: &pod.node_selector,
+            tolerations: &pod.tolerations,
+            affinity: &pod.affinity,
+            project: granted_project(pod.project.as_deref(), access),
+            access,
+        }
+    }
+}
+
+/// The project grants are checked for: none while no pool is managed, so
+/// the scheduler caches one verdict for all projects then.
+pub(crate) fn granted_project<'a>(
+    project: Option<&'a str>,
+    access: &PoolAccess,
+) -> Option<&'a str> {
+    (!access.is_empty()).then(|| project.unwrap_or_default())
 }
 
 /// The first failing required-node/label/taint/state filter, if any. The
@@ -99,10 +192,16 @@ impl StaticFailure<'_> {
 /// explained by its own state (not ready, full, ...).
 pub(crate) fn static_failure<'a>(
     node: &'a NodeInfo,
-    required_node: Option<&str>,
-    selector: &'a BTreeMap<String, String>,
-    tolerations: &[Toleration],
+    ask: StaticAsk<'a>,
 ) -> Option<StaticFailure<'a>> {
+    let StaticAsk {
+        required_node,
+        selector,
+        tolerations,
+        affinity,
+        project,
+        access,
+    } = ask;
     if required_node.is_some_and(|name| name != node.name) {
         return Some(StaticFailure::VolumeNodeConflict);
     }
@@ -114,6 +213,14 @@ pub(crate) fn static_failure<'a>(
     }
     if let Some(failure) = selector_failure(&node.labels, selector) {
         return Some(failure);
+    }
+    if !affinity.admits(&node.labels) {
+        return Some(StaticFailure::NodeAffinity(affinity));
+    }
+    if let (Some(project), Some(pool)) = (project, node.pool())
+        && !access.allows(pool, project)
+    {
+        return Some(StaticFailure::NoPoolGrant { pool, project });
     }
     untolerated_taint(node, tolerations).map(StaticFailure::UntoleratedTaint)
 }
@@ -181,6 +288,27 @@ mod tests {
     use super::*;
     use crate::{Taint, TaintEffect};
 
+    const NO_AFFINITY: &NodeAffinity = &NodeAffinity {
+        required: Vec::new(),
+        preferred: Vec::new(),
+    };
+
+    fn ask<'a>(
+        required_node: Option<&'a str>,
+        selector: &'a BTreeMap<String, String>,
+        tolerations: &'a [Toleration],
+    ) -> StaticAsk<'a> {
+        static ACCESS: std::sync::OnceLock<PoolAccess> = std::sync::OnceLock::new();
+        StaticAsk {
+            required_node,
+            selector,
+            tolerations,
+            affinity: NO_AFFINITY,
+            project: None,
+            access: ACCESS.get_or_init(PoolAccess::default),
+        }
+    }
+
     fn selector(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -195,12 +323,12 @@ mod tests {
             .with_label("disk", "hdd");
         let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "web")]);
         assert_eq!(
-            static_failure(&node, None, &wanted, &[]),
+            static_failure(&node, ask(None, &wanted, &[])),
             Some(StaticFailure::NotInPool("web"))
         );
         let wanted = selector(&[("disk", "ssd"), (POOL_LABEL, "db")]);
         assert_eq!(
-            static_failure(&node, None, &wanted, &[]),
+            static_failure(&node, ask(None, &wanted, &[])),
             Some(StaticFailure::NodeSelectorMismatch)
         );
     }
@@ -213,12 +341,12 @@ mod tests {
             .with_taint(Taint::new("b", "", TaintEffect::NoSchedule));
         let none = BTreeMap::new();
         assert_eq!(
-            static_failure(&node, None, &none, &[]),
+            static_failure(&node, ask(None, &none, &[])),
             Some(StaticFailure::UntoleratedTaint("a"))
         );
         let tolerate_a = [Toleration::exists("a")];
         assert_eq!(
-            static_failure(&node, None, &none, &tolerate_a),
+            static_failure(&node, ask(None, &none, &tolerate_a)),
             Some(StaticFailure::UntoleratedTaint("b"))
         );
         assert_eq!(untolerated_preferences(&node, &[]), 1);
@@ -235,12 +363,12 @@ mod tests {
         node.schedulable = false;
         let wanted = selector(&[(POOL_LABEL, "web")]);
         assert_eq!(
-            static_failure(&node, None, &wanted, &[]),
+            static_failure(&node, ask(None, &wanted, &[])),
             Some(StaticFailure::NotReady)
         );
         node.ready = true;
         assert_eq!(
-            static_failure(&node, None, &wanted, &[]),
+            static_failure(&node, ask(None, &wanted, &[])),
             Some(StaticFailure::Unschedulable)
         );
     }
@@ -251,15 +379,15 @@ mod tests {
         node.ready = false;
         let none = BTreeMap::new();
         assert_eq!(
-            static_failure(&node, Some("m"), &none, &[]),
+            static_failure(&node, ask(Some("m"), &none, &[])),
             Some(StaticFailure::VolumeNodeConflict)
         );
         assert_eq!(
-            static_failure(&node, Some("n"), &none, &[]),
+            static_failure(&node, ask(Some("n"), &none, &[])),
             Some(StaticFailure::NotReady)
         );
         node.ready = true;
-        assert_eq!(static_failure(&node, Some("n"), &none, &[]), None);
+        assert_eq!(static_failure(&node, ask(Some("n"), &none, &[])), None);
     }
 
     #[test]
@@ -296,10 +424,45 @@ mod tests {
             StaticFailure::Unschedulable,
             StaticFailure::NotInPool("web"),
             StaticFailure::NodeSelectorMismatch,
+            StaticFailure::NoPoolGrant {
+                pool: "core",
+                project: "b",
+            },
             StaticFailure::UntoleratedTaint("k"),
         ] {
             assert!(failure.is(&failure.to_reason()));
         }
         assert!(!StaticFailure::NotInPool("web").is(&FilterReason::NotInPool("db".into())));
+    }
+
+    #[test]
+    fn affinity_then_grants_come_after_the_selector_and_before_taints() {
+        use crate::{LabelRequirement, NodeSelectorTerm, PoolQuota, TIER_LABEL};
+        let node = NodeInfo::new("n", Resources::ZERO)
+            .with_label(POOL_LABEL, "core")
+            .with_label(TIER_LABEL, "batch")
+            .with_taint(Taint::new("k", "", TaintEffect::NoSchedule));
+        let none = BTreeMap::new();
+        let core = NodeAffinity::default().with_required(NodeSelectorTerm::of(
+            LabelRequirement::is_in(TIER_LABEL, ["core"]),
+        ));
+        let access = PoolAccess::default().with_grant("core", "a", PoolQuota::default());
+        let mut wanted = ask(None, &none, &[]);
+        wanted.affinity = &core;
+        wanted.access = &access;
+        wanted.project = Some("b");
+        let failure = static_failure(&node, wanted).unwrap();
+        assert_eq!(failure.to_reason().to_string(), "not in tier core");
+        wanted.affinity = NO_AFFINITY;
+        let failure = static_failure(&node, wanted).unwrap();
+        assert_eq!(
+            failure.to_reason().to_string(),
+            "pool core: project b has no grant"
+        );
+        wanted.project = Some("a");
+        assert_eq!(
+            static_failure(&node, wanted),
+            Some(StaticFailure::UntoleratedTaint("k"))
+        );
     }
 }

@@ -8,12 +8,14 @@
 //!
 //! Scheduling filters, then scores. Filters are hard and give each failing
 //! node one [`FilterReason`] (the first that fails): not ready, cordoned,
-//! node selector (pool first), untolerated taint, pod slots, cpu, memory,
-//! host ports. Scores are soft, each in `0..=100`, weighted by
+//! node selector (pool first), required [`NodeAffinity`] (tiers), pool
+//! grant ([`PoolAccess`]), untolerated taint, pool quota, pod slots, cpu,
+//! memory, host ports. Scores are soft, each in `0..=100`, weighted by
 //! [`ScoreWeights`]: least- or most-allocated, balanced allocation, owner
 //! spread over nodes and IDCs, image locality (the share of the pod's image
 //! bytes in the node's layer cache), live load (cpu busy and load average
-//! per core), machine class and `PreferNoSchedule` taints; what a node does
+//! per core), machine class, preferred node affinity (only for pods that
+//! prefer something) and `PreferNoSchedule` taints; what a node does
 //! not report, and images of unknown layers, score a neutral 50. Equal
 //! scores go to the smaller node name. A [`Placement`] carries the
 //! winner's [`ScoreBreakdown`].
@@ -43,6 +45,8 @@
 //! assert_eq!(placed, ["a", "b"]); // replicas spread
 //! ```
 
+mod access;
+mod affinity;
 mod config;
 mod error;
 mod filter;
@@ -56,6 +60,10 @@ mod score;
 mod snapshot;
 mod taint;
 
+pub use access::{PoolAccess, PoolQuota};
+pub use affinity::{
+    LabelOperator, LabelRequirement, NodeAffinity, NodeSelectorTerm, PreferredTerm, TIER_LABEL,
+};
 pub use config::{SchedulerConfig, ScoreWeights, Strategy};
 pub use error::SnapshotError;
 pub use filter::FilterReason;

@@ -1,5 +1,7 @@
 //! Cache of the filters that depend only on a node's name, state, labels
-//! and taints, per distinct (required node, node selector, tolerations).
+//! and taints, per distinct (required node, node selector, tolerations,
+//! node affinity, project where pool grants apply), with each node's
+//! preferred-affinity score.
 //!
 //! Pods of one deployment share their selector and tolerations, so a batch
 //! of thousands of pods needs only a handful of entries. With an entry, the
@@ -11,8 +13,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 
-use crate::filter::{self, FilterReason, StaticFailure};
-use crate::{NodeInfo, PodInfo, Toleration};
+use crate::filter::{self, FilterReason, StaticAsk, StaticFailure};
+use crate::{NodeAffinity, NodeInfo, PodInfo, PoolAccess, Toleration};
 
 /// Failure code of an empty slot (removed node): neither feasible nor counted.
 pub(crate) const VACANT: u32 = u32::MAX;
@@ -30,37 +32,47 @@ pub(crate) struct MaskEntry {
     required_node: Option<String>,
     selector: BTreeMap<String, String>,
     tolerations: Vec<Toleration>,
+    affinity: NodeAffinity,
+    /// The project grants are checked for; `None` while no pool is managed.
+    project: Option<String>,
     /// Distinct failures seen; code `c > 0` means `reasons[c - 1]`.
     reasons: Vec<FilterReason>,
     /// Per slot: `PASSES`, `VACANT`, or a failure code.
     codes: Vec<u32>,
     /// Per slot: untolerated `PreferNoSchedule` taints.
     preferences: Vec<u16>,
+    /// Per slot: the preferred node affinity score (0 when none is asked).
+    affinity_scores: Vec<u8>,
     /// Per slot: whether the node passes, as a bitmap for fast iteration.
     bits: Vec<u64>,
     last_used: u64,
 }
 
 impl MaskEntry {
-    fn new(hash: u64, pod: &PodInfo) -> Self {
+    fn new(hash: u64, pod: &PodInfo, project: Option<&str>) -> Self {
         MaskEntry {
             hash,
             required_node: pod.required_node.clone(),
             selector: pod.node_selector.clone(),
             tolerations: pod.tolerations.clone(),
+            affinity: pod.affinity.clone(),
+            project: project.map(str::to_owned),
             reasons: Vec::new(),
             codes: Vec::new(),
             preferences: Vec::new(),
+            affinity_scores: Vec::new(),
             bits: Vec::new(),
             last_used: 0,
         }
     }
 
-    fn matches(&self, hash: u64, pod: &PodInfo) -> bool {
+    fn matches(&self, hash: u64, pod: &PodInfo, project: Option<&str>) -> bool {
         self.hash == hash
             && self.required_node == pod.required_node
             && self.selector == pod.node_selector
             && self.tolerations == pod.tolerations
+            && self.affinity == pod.affinity
+            && self.project.as_deref() == project
     }
 
     /// Bitmap of the slots that pass.
@@ -89,31 +101,43 @@ impl MaskEntry {
         self.preferences.get(slot).copied().unwrap_or(0)
     }
 
+    /// The preferred node affinity score of the node in `slot`.
+    #[inline]
+    pub(crate) fn affinity_score(&self, slot: usize) -> u8 {
+        self.affinity_scores.get(slot).copied().unwrap_or(0)
+    }
+
     /// Re-evaluates one slot; `None` marks it empty.
-    fn set(&mut self, slot: usize, node: Option<&NodeInfo>) {
+    fn set(&mut self, slot: usize, node: Option<&NodeInfo>, access: &PoolAccess) {
         if self.codes.len() <= slot {
             self.codes.resize(slot + 1, VACANT);
             self.preferences.resize(slot + 1, 0);
+            self.affinity_scores.resize(slot + 1, 0);
             self.bits.resize((slot + 1).div_ceil(64), 0);
         }
-        let (code, preferences) = match node {
-            None => (VACANT, 0),
+        let (code, preferences, affinity) = match node {
+            None => (VACANT, 0, 0),
             Some(node) => {
-                let failure = filter::static_failure(
-                    node,
-                    self.required_node.as_deref(),
-                    &self.selector,
-                    &self.tolerations,
-                );
+                let ask = StaticAsk {
+                    required_node: self.required_node.as_deref(),
+                    selector: &self.selector,
+                    tolerations: &self.tolerations,
+                    affinity: &self.affinity,
+                    project: self.project.as_deref(),
+                    access,
+                };
+                let failure = filter::static_failure(node, ask);
                 let preferences = filter::untolerated_preferences(node, &self.tolerations);
                 (
                     failure.map_or(PASSES, |f| code_for(&mut self.reasons, f)),
                     u16::try_from(preferences).unwrap_or(u16::MAX),
+                    self.affinity.preference_score(&node.labels).unwrap_or(0),
                 )
             }
         };
         self.codes[slot] = code;
         self.preferences[slot] = preferences;
+        self.affinity_scores[slot] = affinity;
         let bit = 1u64 << (slot % 64);
         if code == PASSES {
             self.bits[slot / 64] |= bit;
@@ -148,23 +172,25 @@ pub(crate) struct MaskCache {
 
 impl MaskCache {
     /// The entry for `pod`, built from `nodes` (every slot in order, `None`
-    /// for empty ones) if it is not cached.
+    /// for empty ones) and the grants in `access` if it is not cached.
     pub(crate) fn entry_for<'n>(
         &mut self,
         pod: &PodInfo,
+        access: &PoolAccess,
         nodes: impl Iterator<Item = Option<&'n NodeInfo>>,
     ) -> usize {
         self.tick += 1;
-        let hash = key_hash(pod);
+        let project = filter::granted_project(pod.project.as_deref(), access);
+        let hash = key_hash(pod, project);
         let found = self.by_hash.get(&hash).and_then(|candidates| {
             candidates
                 .iter()
                 .copied()
-                .find(|&i| self.entries[i].matches(hash, pod))
+                .find(|&i| self.entries[i].matches(hash, pod, project))
         });
         let index = match found {
             Some(index) => index,
-            None => self.insert(build(hash, pod, nodes)),
+            None => self.insert(build(MaskEntry::new(hash, pod, project), access, nodes)),
         };
         self.entries[index].last_used = self.tick;
         index
@@ -176,9 +202,14 @@ impl MaskCache {
     }
 
     /// Re-evaluates `slot` in every entry after the node there changed.
-    pub(crate) fn refresh_slot(&mut self, slot: usize, node: Option<&NodeInfo>) {
+    pub(crate) fn refresh_slot(
+        &mut self,
+        slot: usize,
+        node: Option<&NodeInfo>,
+        access: &PoolAccess,
+    ) {
         for entry in &mut self.entries {
-            entry.set(slot, node);
+            entry.set(slot, node, access);
         }
     }
 
@@ -219,22 +250,23 @@ impl MaskCache {
 }
 
 fn build<'n>(
-    hash: u64,
-    pod: &PodInfo,
+    mut entry: MaskEntry,
+    access: &PoolAccess,
     nodes: impl Iterator<Item = Option<&'n NodeInfo>>,
 ) -> MaskEntry {
-    let mut entry = MaskEntry::new(hash, pod);
     for (slot, node) in nodes.enumerate() {
-        entry.set(slot, node);
+        entry.set(slot, node, access);
     }
     entry
 }
 
-fn key_hash(pod: &PodInfo) -> u64 {
+fn key_hash(pod: &PodInfo, project: Option<&str>) -> u64 {
     let mut hasher = DefaultHasher::new();
     pod.required_node.hash(&mut hasher);
     pod.node_selector.hash(&mut hasher);
     pod.tolerations.hash(&mut hasher);
+    pod.affinity.hash(&mut hasher);
+    project.hash(&mut hasher);
     hasher.finish()
 }
 
@@ -311,17 +343,21 @@ mod tests {
         let web = NodeInfo::new("a", Resources::ZERO).with_label(POOL_LABEL, "web");
         let nodes = [Some(&web), None];
         let mut cache = MaskCache::default();
+        let open = PoolAccess::default();
         let pod = PodInfo::new(1, 1).with_selector(POOL_LABEL, "web");
-        let first = cache.entry_for(&pod, nodes.iter().copied());
-        assert_eq!(cache.entry_for(&pod.clone(), nodes.iter().copied()), first);
+        let first = cache.entry_for(&pod, &open, nodes.iter().copied());
+        assert_eq!(
+            cache.entry_for(&pod.clone(), &open, nodes.iter().copied()),
+            first
+        );
         assert_eq!(cache.get(first).codes(), &[PASSES, VACANT]);
         for i in 0..CAPACITY {
             let other = PodInfo::new(1, 1).with_selector("k", i.to_string());
-            cache.entry_for(&other, nodes.iter().copied());
+            cache.entry_for(&other, &open, nodes.iter().copied());
         }
         assert_eq!(cache.entries.len(), CAPACITY);
-        let rebuilt = cache.entry_for(&pod, nodes.iter().copied());
-        assert!(cache.get(rebuilt).matches(key_hash(&pod), &pod));
+        let rebuilt = cache.entry_for(&pod, &open, nodes.iter().copied());
+        assert!(cache.get(rebuilt).matches(key_hash(&pod, None), &pod, None));
         let total: usize = cache.by_hash.values().map(Vec::len).sum();
         assert_eq!(total, CAPACITY);
     }
@@ -331,17 +367,18 @@ mod tests {
         let mut node = NodeInfo::new("a", Resources::ZERO);
         let mut cache = MaskCache::default();
         let pod = PodInfo::new(1, 1);
-        let index = cache.entry_for(&pod, [Some(&node)].into_iter());
+        let open = PoolAccess::default();
+        let index = cache.entry_for(&pod, &open, [Some(&node)].into_iter());
         assert_eq!(cache.get(index).bits(), &[1]);
         node.ready = false;
-        cache.refresh_slot(0, Some(&node));
+        cache.refresh_slot(0, Some(&node), &open);
         let entry = cache.get(index);
         assert_eq!(entry.bits(), &[0]);
         assert_eq!(
             entry.reason(entry.codes()[0]),
             Some(&FilterReason::NotReady)
         );
-        cache.refresh_slot(3, None);
+        cache.refresh_slot(3, None, &open);
         assert_eq!(cache.get(index).codes(), &[1, VACANT, VACANT, VACANT]);
     }
 }

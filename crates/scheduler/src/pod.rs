@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{HostPort, Resources, Toleration};
+use crate::{HostPort, NodeAffinity, Resources, Toleration};
 
 /// A pod to place, reduced to what placement depends on.
 ///
@@ -36,6 +36,11 @@ pub struct PodInfo {
     /// The one node the pod may go to, if any: where its volumes' data
     /// lives (a claim bound to that node).
     pub required_node: Option<String>,
+    /// Labels the pod requires or prefers on its node (node affinity and
+    /// the `wharf.io/tier` annotation).
+    pub affinity: NodeAffinity,
+    /// The project the pod belongs to, for pool grants and quotas.
+    pub project: Option<String>,
 }
 
 impl PodInfo {
@@ -82,6 +87,18 @@ impl PodInfo {
     /// The same pod allowed only on node `name`.
     pub fn with_required_node(mut self, name: impl Into<String>) -> Self {
         self.required_node = Some(name.into());
+        self
+    }
+
+    /// The same pod with this node affinity.
+    pub fn with_affinity(mut self, affinity: NodeAffinity) -> Self {
+        self.affinity = affinity;
+        self
+    }
+
+    /// The same pod in `project`.
+    pub fn with_project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
         self
     }
 

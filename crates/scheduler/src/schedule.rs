@@ -43,6 +43,9 @@ pub struct ScoreBreakdown {
     pub machine_class: f32,
     /// Fewer untolerated `PreferNoSchedule` taints.
     pub prefer_no_schedule: f32,
+    /// The share of the pod's preferred node affinity the node matches;
+    /// `None` when the pod prefers nothing.
+    pub node_affinity: Option<f32>,
 }
 
 impl ScoreBreakdown {
@@ -74,8 +77,12 @@ impl ScoreBreakdown {
                 weights.prefer_no_schedule,
             ),
         ];
+        let affinity = self
+            .node_affinity
+            .map(|score| ("node affinity", score, weights.node_affinity));
         let parts: Vec<String> = named
             .iter()
+            .chain(affinity.iter())
             .filter(|&&(_, _, weight)| weight > 0)
             .map(|&(name, score, weight)| match weight {
                 1 => format!("{name} {score:.1}"),
@@ -211,7 +218,8 @@ impl Scheduler {
         start: usize,
     ) -> Result<Placement, Unschedulable> {
         let mask = snapshot.prepare(pod);
-        let plan = PodPlan::new(&self.config, pod);
+        let blocked = snapshot.quota_blocked(pod);
+        let plan = PodPlan::new(&self.config, pod, &blocked);
         let limit = self
             .config
             .max_nodes_to_score
@@ -222,15 +230,19 @@ impl Scheduler {
             Some(best) => {
                 let slot = best.candidate.slot as usize;
                 let image_score = snapshot.scratch.image_scores[slot];
+                let mut scores = best.breakdown(&plan, &snapshot.hot[slot], image_score);
+                scores.node_affinity = plan
+                    .prefers
+                    .then(|| f32::from(snapshot.masks.get(mask).affinity_score(slot)));
                 Ok(Placement {
                     node: snapshot.id_of(slot),
                     node_name: node_name(snapshot, slot),
                     score: best.score,
                     feasible_nodes: candidates.len(),
-                    scores: best.breakdown(&plan, &snapshot.hot[slot], image_score),
+                    scores,
                 })
             }
-            None => Err(explain(snapshot, snapshot.masks.get(mask), pod)),
+            None => Err(explain(snapshot, snapshot.masks.get(mask), pod, &blocked)),
         };
         snapshot.finish();
         outcome
@@ -239,7 +251,7 @@ impl Scheduler {
 
 /// What the hot loop needs about the pod and the weights, worked out once
 /// per pod.
-struct PodPlan {
+struct PodPlan<'a> {
     cpu: u64,
     memory: u64,
     pods: u32,
@@ -259,12 +271,24 @@ struct PodPlan {
     node_spread: f32,
     idc_spread: f32,
     preferences: f32,
+    /// Whether the pod prefers some node labels (else node affinity is
+    /// left out of its scores).
+    prefers: bool,
+    node_affinity: f32,
     total_weight: f32,
+    /// Pools where the pod would exceed its project's quota.
+    blocked_pools: &'a [(String, FilterReason)],
 }
 
-impl PodPlan {
-    fn new(config: &SchedulerConfig, pod: &PodInfo) -> Self {
+impl<'a> PodPlan<'a> {
+    fn new(
+        config: &SchedulerConfig,
+        pod: &PodInfo,
+        blocked_pools: &'a [(String, FilterReason)],
+    ) -> Self {
         let weights = config.weights;
+        let prefers = !pod.affinity.preferred.is_empty();
+        let node_affinity = if prefers { weights.node_affinity } else { 0 };
         let (score_cpu, score_memory) = score::scoring_requests(pod.requests);
         let all = [
             weights.allocation,
@@ -275,6 +299,7 @@ impl PodPlan {
             weights.node_spread,
             weights.idc_spread,
             weights.prefer_no_schedule,
+            node_affinity,
         ];
         PodPlan {
             cpu: pod.requests.cpu_millis,
@@ -297,8 +322,16 @@ impl PodPlan {
             node_spread: weights.node_spread as f32,
             idc_spread: weights.idc_spread as f32,
             preferences: weights.prefer_no_schedule as f32,
+            prefers,
+            node_affinity: node_affinity as f32,
             total_weight: all.iter().map(|&w| w as f32).sum(),
+            blocked_pools,
         }
+    }
+
+    /// Whether the node is in a pool where the pod's project is out of quota.
+    fn over_quota(&self, slot: &Slot) -> bool {
+        !self.blocked_pools.is_empty() && quota_failure(self.blocked_pools, slot).is_some()
     }
 
     /// Whether the node has room for the pod.
@@ -370,7 +403,7 @@ struct Best<'a> {
 
 impl Best<'_> {
     /// Each score of the winner, unweighted.
-    fn breakdown(&self, plan: &PodPlan, node: &HotNode, image_score: f32) -> ScoreBreakdown {
+    fn breakdown(&self, plan: &PodPlan<'_>, node: &HotNode, image_score: f32) -> ScoreBreakdown {
         let parts = plan.base_parts(node, image_score);
         ScoreBreakdown {
             allocation: parts.allocation,
@@ -381,17 +414,18 @@ impl Best<'_> {
             load: parts.load,
             machine_class: parts.machine_class,
             prefer_no_schedule: self.preferences.score(self.candidate.preferences),
+            node_affinity: None,
         }
     }
 }
 
 /// Walks the nodes that pass the cached static filters, from `start`
-/// around to it again, and records every one that also has room. Stops
-/// after `limit` candidates.
+/// around to it again, and records every one that also has room (and
+/// quota). Stops after `limit` candidates.
 fn collect_candidates(
     snapshot: &mut Snapshot,
     mask: usize,
-    plan: &PodPlan,
+    plan: &PodPlan<'_>,
     pod: &PodInfo,
     start: usize,
     limit: usize,
@@ -416,12 +450,16 @@ fn collect_candidates(
     let start = start.checked_rem(slot_count).unwrap_or(0);
     let mut visit = |slot: usize| {
         let node = &hot[slot];
-        if !plan.fits(node) || (plan.has_ports && slots[slot].port_conflict(pod)) {
+        if !plan.fits(node)
+            || (plan.has_ports && slots[slot].port_conflict(pod))
+            || plan.over_quota(&slots[slot])
+        {
             return true;
         }
+        let affinity = plan.node_affinity * f32::from(entry.affinity_score(slot));
         candidates.push(Candidate {
             slot: slot as u32,
-            base: plan.base_score(node, image_scores[slot]),
+            base: plan.base_score(node, image_scores[slot]) + affinity,
             node_replicas: node_replicas[slot],
             idc_replicas: idc_replicas[node.idc as usize],
             preferences: u32::from(entry.preferences(slot)),
@@ -434,7 +472,11 @@ fn collect_candidates(
 }
 
 /// The best candidate: highest score, then smallest name.
-fn pick_best<'a>(candidates: &'a [Candidate], hot: &[HotNode], plan: &PodPlan) -> Option<Best<'a>> {
+fn pick_best<'a>(
+    candidates: &'a [Candidate],
+    hot: &[HotNode],
+    plan: &PodPlan<'_>,
+) -> Option<Best<'a>> {
     let max = |count: fn(&Candidate) -> u32| candidates.iter().map(count).max().unwrap_or(0);
     let on_node = score::Spread::new(max(|c| c.node_replicas));
     let in_idc = score::Spread::new(max(|c| c.idc_replicas));
@@ -473,15 +515,26 @@ fn pick_best<'a>(candidates: &'a [Candidate], hot: &[HotNode], plan: &PodPlan) -
 }
 
 /// Counts, over every node, the first filter it fails: the cached code for
-/// the static filters, a fresh check of resources and ports for the rest.
-fn explain(snapshot: &Snapshot, entry: &MaskEntry, pod: &PodInfo) -> Unschedulable {
+/// the static filters, a fresh check of quota, resources and ports for the
+/// rest.
+fn explain(
+    snapshot: &Snapshot,
+    entry: &MaskEntry,
+    pod: &PodInfo,
+    blocked_pools: &[(String, FilterReason)],
+) -> Unschedulable {
     let mut static_counts = vec![0usize; entry.reason_count()];
     let mut dynamic: Vec<ReasonCount> = Vec::new();
     for (slot, &code) in entry.codes().iter().enumerate() {
         match code {
             VACANT => {}
             PASSES => {
-                if let Some(reason) = dynamic_failure(&snapshot.slots[slot], pod) {
+                let node = &snapshot.slots[slot];
+                let failure = match quota_failure(blocked_pools, node) {
+                    Some(reason) => Some(reason.clone()),
+                    None => dynamic_failure(node, pod),
+                };
+                if let Some(reason) = failure {
                     bump(&mut dynamic, reason);
                 }
             }
@@ -502,6 +555,19 @@ fn explain(snapshot: &Snapshot, entry: &MaskEntry, pod: &PodInfo) -> Unschedulab
         });
     let reasons = static_reasons.chain(dynamic).collect();
     Unschedulable::new(snapshot.len(), reasons)
+}
+
+/// The quota the pod would exceed on the node in `slot`, if its pool is
+/// one of `blocked_pools`.
+fn quota_failure<'a>(
+    blocked_pools: &'a [(String, FilterReason)],
+    slot: &Slot,
+) -> Option<&'a FilterReason> {
+    let pool = slot.node.as_ref()?.info.pool()?;
+    blocked_pools
+        .iter()
+        .find(|(blocked, _)| blocked == pool)
+        .map(|(_, reason)| reason)
 }
 
 fn dynamic_failure(slot: &Slot, pod: &PodInfo) -> Option<FilterReason> {

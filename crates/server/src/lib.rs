@@ -50,7 +50,7 @@ use wharf_store_etcd::{EtcdStore, EtcdStoreOptions};
 pub use alerts::{
     DEFAULT_ALERT_EVAL_INTERVAL, DELIVERY_HEADER, RetryPolicy, SIGNATURE_HEADER, webhook_signature,
 };
-pub use api::{Access, RouteInfo, route_table};
+pub use api::{Access, InventoryAction, RouteInfo, route_table};
 
 /// Everything a server needs to start.
 #[derive(Clone, Debug)]

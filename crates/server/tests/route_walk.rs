@@ -16,6 +16,7 @@ fn concrete(path: &str) -> String {
         .replace("{name}", "admin")
         .replace("{node}", "n1")
         .replace("{pool}", "p1")
+        .replace("{grant}", "p1.walk")
 }
 
 /// Routes a user with no role anywhere may legitimately use.

@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, alert, apply, audit, autoscale, cost, create, delete, describe, down, exec, gc, get,
-    image, ippool, login, logs, metrics, node, port_forward, project, replication, robot, rollout,
+    image, ippool, login, logs, metrics, node, pool, port_forward, project, replication, robot,
+    rollout,
     scale, server, settings, top, up, user,
 };
 
@@ -107,6 +108,8 @@ enum Command {
     PortForward(port_forward::PortForwardArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
+    /// Service pools: which projects may use them (grant, revoke, grants).
+    Pool(pool::PoolArgs),
     /// List, inspect or delete images in the registry.
     Image(image::ImageArgs),
     /// Copy images to and from other registries: endpoints, policies, jobs.
@@ -181,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Set(args) => rollout::run_set(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
+            Command::Pool(args) => pool::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Top(args) => top::run(args).await,

@@ -6,17 +6,19 @@
 //! [`Snapshot::remove_node`]) and from its own decisions
 //! ([`Snapshot::assume`], [`Snapshot::forget`]).
 
+mod pools;
 mod scratch;
 mod spread;
 mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::filter::{self, FilterReason};
+use crate::filter::{self, FilterReason, StaticAsk};
 use crate::mask::MaskCache;
 use crate::score;
-use crate::{NodeInfo, PodInfo, Resources, SnapshotError};
+use crate::{NodeInfo, PodInfo, PoolAccess, Resources, SnapshotError};
 
+use pools::PoolUsage;
 pub(crate) use scratch::{Candidate, Scratch};
 use spread::SpreadIndex;
 pub(crate) use state::HotNode;
@@ -88,6 +90,10 @@ pub struct Snapshot {
     classes_stale: bool,
     pub(crate) masks: MaskCache,
     pub(crate) scratch: Scratch,
+    /// Managed pools and their grants.
+    pub(crate) access: PoolAccess,
+    /// Requests of the assumed pods per (pool, project), for quotas.
+    pool_usage: PoolUsage,
 }
 
 impl Snapshot {
@@ -164,6 +170,34 @@ impl Snapshot {
             .unwrap_or(0)
     }
 
+    /// Replaces the managed pools and grants (see [`PoolAccess`]); the
+    /// cached verdicts are dropped if they changed.
+    ///
+    /// ```
+    /// use wharf_scheduler::{
+    ///     NodeInfo, PodInfo, PoolAccess, PoolQuota, Resources, Scheduler, Snapshot, POOL_LABEL,
+    /// };
+    /// let node = NodeInfo::new("n1", Resources::new(4000, 8 << 30, 110)).with_label(POOL_LABEL, "core");
+    /// let mut snapshot = Snapshot::from_nodes([node]);
+    /// snapshot.set_pool_access(PoolAccess::default().with_pool("core"));
+    /// let pod = PodInfo::new(500, 1 << 30).with_project("b");
+    /// let refused = Scheduler::default().schedule(&mut snapshot, &pod).unwrap_err();
+    /// assert_eq!(refused.message, "0/1 nodes are available: 1 pool core: project b has no grant.");
+    /// snapshot.set_pool_access(PoolAccess::default().with_grant("core", "b", PoolQuota::default()));
+    /// assert!(Scheduler::default().schedule(&mut snapshot, &pod).is_ok());
+    /// ```
+    pub fn set_pool_access(&mut self, access: PoolAccess) {
+        if access != self.access {
+            self.access = access;
+            self.masks = MaskCache::default();
+        }
+    }
+
+    /// Requests of `project`'s assumed pods on nodes of `pool`.
+    pub fn pool_requested(&self, pool: &str, project: &str) -> Resources {
+        self.pool_usage.get(pool, project)
+    }
+
     /// Adds a node, or replaces the node with the same name (keeping the
     /// pods assumed on it).
     pub fn upsert_node(&mut self, node: NodeInfo) -> NodeId {
@@ -185,7 +219,7 @@ impl Snapshot {
         self.hot[slot] = HotNode::VACANT;
         self.free_slots.push(slot as u32);
         self.live -= 1;
-        self.masks.refresh_slot(slot, None);
+        self.masks.refresh_slot(slot, None, &self.access);
         self.ranks_stale = true;
         self.classes_stale = true;
         Some(id)
@@ -227,6 +261,7 @@ impl Snapshot {
             add_count(&mut state.assumed.ports, port, 1);
         }
         state.rebuild_ports();
+        self.pool_usage.add(state.info.pool(), pod);
         if let Some(owner) = owner {
             add_count(&mut state.assumed.owners, owner, 1);
             self.spread.add(owner, slot, state.idc, 1);
@@ -271,6 +306,7 @@ impl Snapshot {
             owners,
         };
         state.rebuild_ports();
+        self.pool_usage.remove(state.info.pool(), pod);
         if let Some(Some(owner)) = owner {
             self.spread.remove(owner, slot, state.idc, 1);
         }
@@ -287,14 +323,14 @@ impl Snapshot {
         pod: &PodInfo,
     ) -> Result<Option<FilterReason>, SnapshotError> {
         let state = self.state(id)?;
-        let failure = filter::static_failure(
-            &state.info,
-            pod.required_node.as_deref(),
-            &pod.node_selector,
-            &pod.tolerations,
-        );
+        let failure = filter::static_failure(&state.info, StaticAsk::of(pod, &self.access));
         if let Some(failure) = failure {
             return Ok(Some(failure.to_reason()));
+        }
+        if let Some(pool) = state.info.pool()
+            && let Some((_, reason)) = self.quota_blocked(pod).into_iter().find(|(p, _)| p == pool)
+        {
+            return Ok(Some(reason));
         }
         Ok(filter::dynamic_failure(
             state.free(),
@@ -309,9 +345,11 @@ impl Snapshot {
         self.refresh_ranks();
         self.refresh_classes();
         let slots = &self.slots;
-        let mask = self
-            .masks
-            .entry_for(pod, slots.iter().map(|s| s.node.as_ref().map(|n| &n.info)));
+        let mask = self.masks.entry_for(
+            pod,
+            &self.access,
+            slots.iter().map(|s| s.node.as_ref().map(|n| &n.info)),
+        );
         self.scratch
             .reserve(self.slots.len(), self.names.idcs.len());
         self.fill_owner_replicas(pod);
@@ -369,6 +407,11 @@ impl Snapshot {
     }
 
     /// Gives back the scratch arrays after a pod.
+    /// The pools whose grant quota `pod` would exceed, with the reason.
+    pub(crate) fn quota_blocked(&self, pod: &PodInfo) -> Vec<(String, FilterReason)> {
+        self.pool_usage.blocked(&self.access, pod)
+    }
+
     pub(crate) fn finish(&mut self) {
         self.scratch.clear();
     }
@@ -466,7 +509,7 @@ impl Snapshot {
 
     fn refresh_masks(&mut self, slot: usize) {
         let node = self.slots[slot].node.as_ref().map(|state| &state.info);
-        self.masks.refresh_slot(slot, node);
+        self.masks.refresh_slot(slot, node, &self.access);
     }
 
     /// Renumbers name ranks after nodes came or went; done lazily, once per

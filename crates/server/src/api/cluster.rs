@@ -18,9 +18,14 @@ use wharf_api::{
     PodStatus, Service, Taint, parse_label_selector,
 };
 use wharf_auth::{Action, AuthError};
-use wharf_control::{Change, DeletionOutcome, NodeRegistration, Object, PodDeletion};
+use wharf_control::{
+    Change, DeletionOutcome, InventoryWrite, NodeRegistration, Object, PodDeletion,
+};
 
-use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
+use super::{
+    ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody, InventoryAction, authorize_inventory,
+    inventory,
+};
 use crate::AppState;
 
 /// `?labelSelector=...&watch=true&resourceVersion=N&nodeName=...`
@@ -350,6 +355,7 @@ pub(crate) async fn update_deployment(
             .await
             .map_err(ApiErrorReply::invalid)?;
         let objects = state.control.objects();
+        wharf_control::check_pool_grant(objects, &deployment).await?;
         let current: Deployment = objects.require(Some(&project), &name).await?;
         let mut next = current.clone();
         if next.spec != deployment.spec {
@@ -719,6 +725,11 @@ pub(crate) async fn apply(
                 )?;
             }
         }
+        if document.manifest.is_cluster_wide() {
+            check_cluster_wide(&caller, &document.manifest)?;
+            work.push(document);
+            continue;
+        }
         let kind = document.manifest.kind();
         let meta = document.manifest.metadata();
         let project = project_of(
@@ -750,7 +761,7 @@ pub(crate) async fn apply(
             apply_one(&state, &caller, document.manifest).await?;
         results.push(json!({
             "kind": kind,
-            "project": project,
+            "project": (!project.is_empty()).then_some(project),
             "name": name,
             "action": if created { "created" } else { "configured" },
             "generation": generation,
@@ -760,13 +771,29 @@ pub(crate) async fn apply(
     Ok(Json(json!({ "results": results })))
 }
 
-/// Applies one object, audited: its project, name, whether it was created
-/// and its generation.
+/// A cluster-wide object (the inventory kinds) names no project, and only
+/// callers who manage the inventory apply it.
+fn check_cluster_wide(caller: &ApiCaller, manifest: &Manifest) -> ApiResult<()> {
+    let meta = manifest.metadata();
+    if let Some(project) = &meta.project {
+        return Err(ApiErrorReply::invalid(format!(
+            "{} {} is cluster-wide: drop metadata.namespace {project}",
+            manifest.kind().to_lowercase(),
+            meta.name
+        )));
+    }
+    authorize_inventory(&caller.principal, InventoryAction::Manage)?;
+    Ok(())
+}
+
+/// Applies one object, audited: its project (empty for a cluster-wide
+/// one), name, whether it was created and its generation.
 async fn apply_one(
     state: &AppState,
     caller: &ApiCaller,
     manifest: Manifest,
 ) -> ApiResult<(String, String, bool, u64)> {
+    use InventoryWrite::Apply;
     let kind = manifest.kind();
     let meta = manifest.metadata().clone();
     let project = meta.project.clone().unwrap_or_default();
@@ -801,6 +828,22 @@ async fn apply_one(
         Manifest::HorizontalPodAutoscaler(hpa) => {
             let work = state.control.objects().apply_hpa(*hpa);
             let (applied, created) = state.audited(caller, &action, resource, work).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::Cluster(cluster) => {
+            let (applied, created) = inventory::write(state, caller, *cluster, Apply).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::Pool(pool) => {
+            let (applied, created) = inventory::write(state, caller, *pool, Apply).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::MachineClass(class) => {
+            let (applied, created) = inventory::write(state, caller, *class, Apply).await?;
+            (applied.metadata.generation, created)
+        }
+        Manifest::PoolGrant(grant) => {
+            let (applied, created) = super::pool_grants::apply(state, caller, *grant).await?;
             (applied.metadata.generation, created)
         }
     };

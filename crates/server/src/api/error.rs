@@ -91,6 +91,7 @@ impl From<ControlError> for ApiErrorReply {
         let (status, code) = match &err {
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ControlError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            ControlError::Forbidden(_) => (StatusCode::FORBIDDEN, "DENIED"),
             ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID"),
             ControlError::Store(_) | ControlError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL")

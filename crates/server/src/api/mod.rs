@@ -13,6 +13,8 @@ mod config;
 mod cost;
 mod error;
 mod health;
+mod inventory;
+mod inventory_access;
 mod ippools;
 mod logs;
 mod metrics;
@@ -21,6 +23,7 @@ mod node_proxy;
 mod openapi;
 mod pod_metrics;
 mod pod_streams;
+mod pool_grants;
 mod projects;
 mod replication;
 mod repositories;
@@ -31,6 +34,8 @@ mod system;
 mod users;
 
 pub(crate) use error::{ApiErrorReply, ApiResult};
+pub use inventory_access::InventoryAction;
+pub(crate) use inventory_access::authorize_inventory;
 pub(crate) use metrics::now as unix_now;
 
 use std::collections::HashMap;
@@ -70,6 +75,9 @@ pub enum Access {
     /// from a join), the latter only for their own `{node}` when the path
     /// names one: what node agents call.
     Node,
+    /// Callers whose inventory role allows the action
+    /// ([`authorize_inventory`]).
+    Inventory(InventoryAction),
 }
 
 /// One row of the route table.
@@ -93,9 +101,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
+    use InventoryAction::{Manage as ManageInventory, Read as ReadInventory};
     use wharf_api::{
-        ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, PersistentVolumeClaim, Pod,
-        Service,
+        Cluster, ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, MachineClass,
+        PersistentVolumeClaim, Pod, Pool, Service,
     };
     let row = |method: Method, path: &'static str, access: Access, handler: Handler| {
         (RouteInfo { method, path, access }, handler)
@@ -190,6 +199,25 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/ippools",                           Admin,           post(ippools::import)),
         row(Method::GET,    "/api/v1/ippools/{pool}",                    Authenticated,   get(ippools::show)),
         row(Method::DELETE, "/api/v1/ippools/{pool}",                    Admin,           delete(ippools::remove)),
+        row(Method::GET,    "/api/v1/clusters",                          Inventory(ReadInventory),   get(inventory::list::<Cluster>)),
+        row(Method::POST,   "/api/v1/clusters",                          Inventory(ManageInventory), post(inventory::create::<Cluster>)),
+        row(Method::GET,    "/api/v1/clusters/{name}",                   Inventory(ReadInventory),   get(inventory::show::<Cluster>)),
+        row(Method::PUT,    "/api/v1/clusters/{name}",                   Inventory(ManageInventory), put(inventory::update::<Cluster>)),
+        row(Method::DELETE, "/api/v1/clusters/{name}",                   Inventory(ManageInventory), delete(inventory::remove::<Cluster>)),
+        row(Method::GET,    "/api/v1/pools",                             Inventory(ReadInventory),   get(inventory::list::<Pool>)),
+        row(Method::POST,   "/api/v1/pools",                             Inventory(ManageInventory), post(inventory::create::<Pool>)),
+        row(Method::GET,    "/api/v1/pools/{name}",                      Inventory(ReadInventory),   get(inventory::show::<Pool>)),
+        row(Method::PUT,    "/api/v1/pools/{name}",                      Inventory(ManageInventory), put(inventory::update::<Pool>)),
+        row(Method::DELETE, "/api/v1/pools/{name}",                      Inventory(ManageInventory), delete(inventory::remove::<Pool>)),
+        row(Method::GET,    "/api/v1/machineclasses",                    Inventory(ReadInventory),   get(inventory::list::<MachineClass>)),
+        row(Method::POST,   "/api/v1/machineclasses",                    Inventory(ManageInventory), post(inventory::create::<MachineClass>)),
+        row(Method::GET,    "/api/v1/machineclasses/{name}",             Inventory(ReadInventory),   get(inventory::show::<MachineClass>)),
+        row(Method::PUT,    "/api/v1/machineclasses/{name}",             Inventory(ManageInventory), put(inventory::update::<MachineClass>)),
+        row(Method::DELETE, "/api/v1/machineclasses/{name}",             Inventory(ManageInventory), delete(inventory::remove::<MachineClass>)),
+        row(Method::GET,    "/api/v1/poolgrants",                        Inventory(ReadInventory), get(pool_grants::list)),
+        row(Method::POST,   "/api/v1/poolgrants",                        Inventory(ManageInventory), post(pool_grants::create)),
+        row(Method::GET,    "/api/v1/poolgrants/{grant}",                Inventory(ReadInventory), get(pool_grants::show)),
+        row(Method::DELETE, "/api/v1/poolgrants/{grant}",                Inventory(ManageInventory), delete(pool_grants::remove)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps",     Project(Pull),   get(cluster::list_in_project::<ConfigMap>)),
         row(Method::POST,   "/api/v1/projects/{project}/configmaps",     Project(Push),   post(config::create_config_map)),
         row(Method::GET,    "/api/v1/projects/{project}/configmaps/{name}", Project(Pull), get(cluster::get_in_project::<ConfigMap>)),
@@ -359,6 +387,7 @@ async fn require(
                 "system administrators and node agents only".into(),
             )),
         },
+        Access::Inventory(action) => authorize_inventory(&principal, action),
         Access::Project(action) => {
             let project = params
                 .get("project")

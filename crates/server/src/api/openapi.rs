@@ -7,9 +7,10 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    AlertNotification, AlertReceiver, AlertRule, ConfigMap, Delivery, Deployment,
-    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool, Node,
-    PersistentVolumeClaim, Pod, PodMetrics, Secret, Service, Silence,
+    AlertNotification, AlertReceiver, AlertRule, Cluster, ConfigMap, Delivery, Deployment,
+    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool,
+    MachineClass, Node, PersistentVolumeClaim, Pod, PodMetrics, Pool, PoolGrant, Secret, Service,
+    Silence,
 };
 
 use super::{Access, route_table};
@@ -34,6 +35,10 @@ fn build() -> Value {
         ("Pod", generator.subschema_for::<Pod>()),
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
+        ("PoolGrant", generator.subschema_for::<PoolGrant>()),
+        ("Cluster", generator.subschema_for::<Cluster>()),
+        ("Pool", generator.subschema_for::<Pool>()),
+        ("MachineClass", generator.subschema_for::<MachineClass>()),
         (
             "RepositorySummary",
             generator.subschema_for::<RepositorySummary>(),
@@ -108,7 +113,7 @@ fn build() -> Value {
         "info": {
             "title": "Wharf API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret, PersistentVolumeClaim) and administration. \
+            "description": "Cluster objects (Node, Deployment, Pod, Event, IpPool, ConfigMap, Secret, PersistentVolumeClaim; the inventory: Cluster, Pool, MachineClass) and administration. \
                 Secret values are withheld (key names and sizes only) unless showSecrets=true is asked by a maintainer or above. \
                 Lists accept labelSelector; watch=true&resourceVersion=N streams newline-delimited \
                 JSON events ({type: ADDED|MODIFIED|DELETED, object}) after revision N.",
@@ -130,6 +135,10 @@ fn summary(access: Access) -> String {
         Access::SelfOrAdmin => "the user themself, or administrators".into(),
         Access::MetricsReader => "system administrators and metrics:read robots".into(),
         Access::Node => "system administrators and the node's own credential".into(),
+        Access::Inventory(action) => format!(
+            "system administrators and callers whose inventory role allows {}",
+            action.as_str()
+        ),
     }
 }
 
@@ -288,6 +297,10 @@ fn responses(method: &Method, path: &str) -> Value {
         "pods",
         "events",
         "ippools",
+        "poolgrants",
+        "machineclasses",
+        "clusters",
+        "pools",
         "nodes",
     ]
     .into_iter()
@@ -305,6 +318,10 @@ fn responses(method: &Method, path: &str) -> Value {
         "deployments" => "Deployment",
         "pods" => "Pod",
         "ippools" => "IpPool",
+        "poolgrants" => "PoolGrant",
+        "machineclasses" => "MachineClass",
+        "clusters" => "Cluster",
+        "pools" => "Pool",
         "configmaps" => "ConfigMap",
         "secrets" => "Secret",
         "persistentvolumeclaims" => "PersistentVolumeClaim",
@@ -357,6 +374,10 @@ mod tests {
             "Pod",
             "Event",
             "IpPool",
+            "PoolGrant",
+            "Cluster",
+            "Pool",
+            "MachineClass",
             "ArtifactDetail",
             "ConfigMap",
             "Secret",

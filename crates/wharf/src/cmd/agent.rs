@@ -19,7 +19,7 @@ use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
     SimulationConfig, TokenSource,
 };
-use wharf_api::STANDARD_NODE_LABELS;
+use wharf_api::{LABEL_MACHINE_CLASS, LABEL_POOL, STANDARD_NODE_LABELS};
 use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
 use wharf_net::BridgeConfig;
 use wharf_net::services::NftServices;
@@ -98,6 +98,20 @@ pub struct AgentArgs {
         conflicts_with = "simulate"
     )]
     join_token: Option<String>,
+    /// The service pool the node joins (the `wharf.io/pool` label).
+    #[arg(long)]
+    pool: Option<String>,
+    /// The node's machine class, e.g. legacy-12c16g (the
+    /// `wharf.io/machine-class` label).
+    #[arg(long)]
+    class: Option<String>,
+    /// With --simulate: the CPU of each hollow node, in cores or millicores
+    /// (`12`, `31500m`) [default: 16].
+    #[arg(long, requires = "simulate")]
+    cpu: Option<String>,
+    /// With --simulate: the memory of each hollow node (`16Gi`) [default: 64Gi].
+    #[arg(long, requires = "simulate")]
+    memory: Option<String>,
     #[command(flatten)]
     node: NodeOptions,
 }
@@ -285,6 +299,19 @@ fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(labels)
 }
 
+/// `--labels` with `--pool` and `--class` as the labels a node is placed
+/// by; the flags win over the same keys in `--labels`.
+fn node_labels(args: &AgentArgs) -> Result<BTreeMap<String, String>> {
+    let mut labels = parse_labels(&args.labels)?;
+    if let Some(pool) = &args.pool {
+        labels.insert(LABEL_POOL.to_string(), pool.clone());
+    }
+    if let Some(class) = &args.class {
+        labels.insert(LABEL_MACHINE_CLASS.to_string(), class.clone());
+    }
+    Ok(labels)
+}
+
 /// Access tokens from the stored login, refreshed as needed.
 pub struct StoredLogin(pub Mutex<ApiClient>);
 
@@ -363,8 +390,9 @@ async fn agent_login(args: &AgentArgs) -> Result<AgentLogin> {
 pub async fn run(args: AgentArgs) -> Result<()> {
     let login = agent_login(&args).await?;
     let server = login.server;
+    // The join's labels (its pool), then the flags'.
     let mut labels = login.labels;
-    labels.extend(parse_labels(&args.labels)?);
+    labels.extend(node_labels(&args)?);
     let registry_login = login.registry;
     let api = Arc::new(HttpNodeApi::new(&server, login.tokens)?);
     let work = async move {
@@ -377,6 +405,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 }
                 fleet.heartbeat_interval = args.heartbeat_interval;
                 fleet.loads = args.load.clone();
+                fleet.labels = labels;
+                if let Some(cpu) = &args.cpu {
+                    fleet.capacity.cpu_millis = wharf_api::parse_cpu_millis("--cpu", cpu)?;
+                }
+                if let Some(memory) = &args.memory {
+                    fleet.capacity.memory_bytes =
+                        wharf_api::parse_memory_bytes("--memory", memory)?;
+                }
                 eprintln!(
                     "simulating {count} nodes named {}-00001.. against {server}",
                     args.name
@@ -512,6 +548,42 @@ pub async fn node_runtime(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Command {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    #[test]
+    fn pool_and_class_flags_become_the_labels_placement_reads() {
+        use clap::Parser;
+        let command = Command::try_parse_from([
+            "agent",
+            "--name",
+            "old",
+            "--simulate",
+            "2",
+            "--labels",
+            "wharf.io/pool=x,disk=hdd",
+            "--pool",
+            "batch",
+            "--class",
+            "legacy-12c16g",
+            "--cpu",
+            "12",
+            "--memory",
+            "16Gi",
+        ])
+        .unwrap();
+        let labels = node_labels(&command.agent).unwrap();
+        assert_eq!(labels[LABEL_POOL], "batch");
+        assert_eq!(labels[LABEL_MACHINE_CLASS], "legacy-12c16g");
+        assert_eq!(labels["disk"], "hdd");
+        let sized_without_simulate =
+            Command::try_parse_from(["agent", "--name", "n", "--cpu", "12"]);
+        assert!(sized_without_simulate.is_err());
+    }
 
     #[test]
     fn labels() {

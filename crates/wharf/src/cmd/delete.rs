@@ -243,7 +243,7 @@ fn manifest_targets(text: &str, project: Option<&str>) -> Result<Vec<Target>> {
     parsed
         .into_iter()
         .map(|document| {
-            let kind = Kind::of_manifest(&document.manifest);
+            let kind = Kind::of_manifest(&document.manifest)?;
             let what = kind.api_kind().to_lowercase();
             let meta = document.manifest.metadata();
             let name = meta.name.clone();

@@ -28,6 +28,8 @@ pub mod node;
 pub mod node_credential;
 pub mod node_lifecycle;
 pub mod objects;
+pub mod pool;
+pub mod pool_grant;
 pub mod port_forward;
 pub mod project;
 pub mod replication;

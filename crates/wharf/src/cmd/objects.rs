@@ -113,16 +113,31 @@ impl Kind {
         }
     }
 
-    /// The kind of a manifest's object.
-    pub fn of_manifest(manifest: &wharf_api::Manifest) -> Kind {
-        match manifest {
-            wharf_api::Manifest::Deployment(_) => Kind::Deployment,
-            wharf_api::Manifest::ConfigMap(_) => Kind::ConfigMap,
-            wharf_api::Manifest::Secret(_) => Kind::Secret,
-            wharf_api::Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
-            wharf_api::Manifest::Service(_) => Kind::Service,
-            wharf_api::Manifest::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
-        }
+    /// The kind of a manifest's object; the inventory's kinds have their
+    /// own commands (`wharf cluster|pool|machineclass delete`).
+    pub fn of_manifest(manifest: &wharf_api::Manifest) -> Result<Kind> {
+        use wharf_api::Manifest;
+        Ok(match manifest {
+            Manifest::Deployment(_) => Kind::Deployment,
+            Manifest::ConfigMap(_) => Kind::ConfigMap,
+            Manifest::Secret(_) => Kind::Secret,
+            Manifest::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
+            Manifest::Service(_) => Kind::Service,
+            Manifest::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
+            Manifest::Cluster(_) | Manifest::Pool(_) | Manifest::MachineClass(_) => bail!(
+                "{} {} is inventory: delete it with `wharf {} delete {}`",
+                manifest.kind().to_lowercase(),
+                manifest.metadata().name,
+                manifest.kind().to_lowercase(),
+                manifest.metadata().name
+            ),
+            Manifest::PoolGrant(grant) => bail!(
+                "poolgrant {} is inventory: revoke it with `wharf pool revoke {} {}`",
+                grant.metadata.name,
+                grant.spec.pool,
+                grant.spec.project
+            ),
+        })
     }
 
     /// Whether objects of the kind belong to a project.
