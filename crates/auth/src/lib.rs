@@ -17,8 +17,8 @@ mod token;
 pub use error::AuthError;
 pub use identity::{API_AUDIENCE, Identity, IdentityConfig, IssuedToken, Scope};
 pub use model::{
-    Action, Actions, Member, Principal, Project, ProjectWithUsage, Robot, RobotPermission, Role,
-    Settings, SystemPermission, User,
+    Action, Actions, InventoryRole, Member, Principal, Project, ProjectWithUsage, Robot,
+    RobotPermission, Role, Settings, SystemPermission, User,
 };
 pub use names::{check_project_name, check_user_name, is_robot_name};
 pub use password::{MAX_PASSWORD, MIN_PASSWORD};

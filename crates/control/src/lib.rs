@@ -37,6 +37,7 @@ mod objects;
 mod pod_metrics;
 mod pod_status;
 mod pods;
+mod pool_membership;
 mod queue;
 mod revisions;
 mod rollout;

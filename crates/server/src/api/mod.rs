@@ -94,7 +94,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use InventoryAction::{Manage as ManageInventory, Read as ReadInventory};
+    use InventoryAction::{Manage as ManageInventory, Operate, Read as ReadInventory};
     use wharf_api::{
         Cluster, ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, MachineClass,
         PersistentVolumeClaim, Pod, Pool, Service,
@@ -118,6 +118,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/users/{name}",                      Admin,           delete(users::remove)),
         row(Method::PUT,    "/api/v1/users/{name}/password",             SelfOrAdmin,     put(users::set_password)),
         row(Method::PUT,    "/api/v1/users/{name}/disabled",             Admin,           put(users::set_disabled)),
+        row(Method::PUT,    "/api/v1/users/{name}/inventoryrole",        Admin,           put(users::set_inventory_role)),
         row(Method::GET,    "/api/v1/projects",                          Authenticated,   get(projects::list)),
         row(Method::POST,   "/api/v1/projects",                          Authenticated,   post(projects::create)),
         row(Method::GET,    "/api/v1/projects/{project}",                Project(Pull),   get(projects::show)),
@@ -143,7 +144,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes",                             Authenticated,   get(cluster::list_nodes)),
         row(Method::POST,   "/api/v1/nodes",                             Admin,           post(cluster::register_node)),
         row(Method::GET,    "/api/v1/nodes/{node}",                      Authenticated,   get(cluster::get_node)),
-        row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
+        // Cordon and uncordon: operators; taints and cost: managers (checked inside).
+        row(Method::PATCH,  "/api/v1/nodes/{node}",                      Inventory(Operate), patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Admin,           put(cluster::heartbeat)),
         row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Admin, get(config::node_config_map)),
@@ -354,7 +356,7 @@ async fn require(
         Access::Authenticated => Ok(()),
         Access::Admin if principal.is_admin() => Ok(()),
         Access::Admin => Err(AuthError::Denied("system administrators only".into())),
-        Access::Inventory(action) => authorize_inventory(&principal, action),
+        Access::Inventory(action) => authorize_inventory(&state.identity, &principal, action).await,
         Access::Project(action) => {
             let project = params
                 .get("project")

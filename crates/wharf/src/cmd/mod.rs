@@ -19,6 +19,7 @@ pub mod gc;
 pub mod get;
 pub mod hpa_view;
 pub mod image;
+pub mod inventory;
 pub mod ippool;
 pub mod login;
 pub mod logs;
