@@ -618,6 +618,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pool_and_class_ask_to_join_the_pool() {
+        let mut config = AgentConfig::new("worker-1");
+        config.pool = Some("batch".into());
+        config.machine_class = Some("legacy-12c16g".into());
+        let node = config.node(&LoadSummary::default());
+        assert_eq!(node.metadata.labels[LABEL_POOL], "batch");
+        assert_eq!(node.metadata.labels[LABEL_MACHINE_CLASS], "legacy-12c16g");
+        assert_eq!(node.metadata.annotations[ANNOTATION_JOIN_POOL], "batch");
+        let plain = AgentConfig::new("worker-2").node(&LoadSummary::default());
+        assert!(plain.metadata.annotations.is_empty());
+    }
+
+    #[test]
     fn the_node_carries_the_standard_labels_beside_the_operators() {
         let mut config = AgentConfig::new("worker-1");
         config.labels.insert(LABEL_POOL.into(), "web".into());
