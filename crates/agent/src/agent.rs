@@ -9,7 +9,10 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
-use wharf_api::{Node, NodeSpec, NodeStatus, ObjectMeta, Pod, PodStatus};
+use wharf_api::{
+    ANNOTATION_JOIN_POOL, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeSpec, NodeStatus, ObjectMeta,
+    Pod, PodStatus,
+};
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
@@ -43,6 +46,12 @@ pub struct AgentConfig {
     pub name: String,
     /// Labels: pool, IDC, cluster kind, machine class, anything else.
     pub labels: BTreeMap<String, String>,
+    /// The inventory pool the node joins (`--pool`): the server refuses
+    /// the registration if it does not exist.
+    pub pool: Option<String>,
+    /// The machine class the node says it is (`--class`); else the server
+    /// picks the pool's class whose ranges hold its capacity.
+    pub machine_class: Option<String>,
     /// Address the node is reached at.
     pub address: Option<String>,
     /// Cost of an hour of this machine.
@@ -79,6 +88,8 @@ impl AgentConfig {
         AgentConfig {
             name: name.to_string(),
             labels: BTreeMap::new(),
+            pool: None,
+            machine_class: None,
             address: None,
             cost_per_hour: None,
             max_pods: machine::DEFAULT_MAX_PODS,
@@ -101,12 +112,21 @@ impl AgentConfig {
     pub fn node(&self, load: &LoadSummary) -> Node {
         let mut labels = self.labels.clone();
         labels.extend(machine::standard_labels(&self.name));
+        let mut annotations = BTreeMap::new();
+        if let Some(pool) = &self.pool {
+            labels.insert(LABEL_POOL.into(), pool.clone());
+            annotations.insert(ANNOTATION_JOIN_POOL.into(), pool.clone());
+        }
+        if let Some(class) = &self.machine_class {
+            labels.insert(LABEL_MACHINE_CLASS.into(), class.clone());
+        }
         Node {
             api_version: "wharf.io/v1".into(),
             kind: "Node".into(),
             metadata: ObjectMeta {
                 name: self.name.clone(),
                 labels,
+                annotations,
                 ..ObjectMeta::default()
             },
             spec: NodeSpec {
@@ -596,6 +616,19 @@ mod tests {
     use wharf_api::{LABEL_ARCH, LABEL_HOSTNAME, LABEL_OS, LABEL_POOL};
 
     use super::*;
+
+    #[test]
+    fn pool_and_class_ask_to_join_the_pool() {
+        let mut config = AgentConfig::new("worker-1");
+        config.pool = Some("batch".into());
+        config.machine_class = Some("legacy-12c16g".into());
+        let node = config.node(&LoadSummary::default());
+        assert_eq!(node.metadata.labels[LABEL_POOL], "batch");
+        assert_eq!(node.metadata.labels[LABEL_MACHINE_CLASS], "legacy-12c16g");
+        assert_eq!(node.metadata.annotations[ANNOTATION_JOIN_POOL], "batch");
+        let plain = AgentConfig::new("worker-2").node(&LoadSummary::default());
+        assert!(plain.metadata.annotations.is_empty());
+    }
 
     #[test]
     fn the_node_carries_the_standard_labels_beside_the_operators() {

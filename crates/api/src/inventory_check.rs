@@ -23,6 +23,12 @@ pub const INVENTORY_NODE_LABELS: [&str; 6] = [
     LABEL_TIER,
 ];
 
+/// The annotation an agent started with `--pool` puts on its node: the
+/// registration then asks to join that pool, which must exist. A bare
+/// `wharf.io/pool` label joins only a pool that exists; naming one that
+/// does not is a plain label, as before the inventory.
+pub const ANNOTATION_JOIN_POOL: &str = "wharf.io/join-pool";
+
 /// Refuses a price that is negative, NaN or infinite: cost reports sum
 /// them, and one such price would poison every total.
 pub fn check_price(field: &str, price: f64) -> Result<(), ObjectError> {

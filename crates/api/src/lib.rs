@@ -96,7 +96,7 @@ pub use inventory::{
     PoolAutoscale, PoolGrant, PoolGrantSpec, PoolSpec, PoolStatus, ProviderSpec, QuantityRange,
     Tier,
 };
-pub use inventory_check::{Bounds, INVENTORY_NODE_LABELS, check_price};
+pub use inventory_check::{ANNOTATION_JOIN_POOL, Bounds, INVENTORY_NODE_LABELS, check_price};
 pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,

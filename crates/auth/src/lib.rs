@@ -19,7 +19,8 @@ pub use identity::{
     API_AUDIENCE, Identity, IdentityConfig, IssuedToken, JoinToken, NodeJoin, Scope,
 };
 pub use model::{
-    Action, Actions, Member, NODE_ROBOT_PREFIX, Principal, Project, ProjectWithUsage, Robot,
+    Action, Actions, InventoryRole, Member, NODE_ROBOT_PREFIX, Principal, Project,
+    ProjectWithUsage, Robot,
     RobotPermission, Role, Settings, SystemPermission, User,
 };
 pub use names::{check_project_name, check_user_name, is_robot_name};

@@ -229,6 +229,35 @@ pub(crate) struct UserRecord {
     /// were issued in and die when it moves.
     pub epoch: u64,
     pub created_at: u64,
+    /// What the user may do to the inventory, besides any administrator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_role: Option<InventoryRole>,
+}
+
+/// A user's cluster-wide role over the inventory (clusters, pools,
+/// machine classes, grants and the nodes in them). System administrators
+/// may do everything without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InventoryRole {
+    /// Manages clusters, pools, machine classes and grants, and operates
+    /// nodes.
+    ClusterAdmin,
+    /// Cordons, uncordons, drains, joins and decommissions nodes.
+    PoolOperator,
+    /// Reads the inventory and cost.
+    Viewer,
+}
+
+impl InventoryRole {
+    /// `clusterAdmin`, `poolOperator` or `viewer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventoryRole::ClusterAdmin => "clusterAdmin",
+            InventoryRole::PoolOperator => "poolOperator",
+            InventoryRole::Viewer => "viewer",
+        }
+    }
 }
 
 /// A project: the namespace of the repositories under `<name>/`.
@@ -401,6 +430,9 @@ pub struct User {
     pub disabled: bool,
     /// Creation time, unix milliseconds.
     pub created_at: u64,
+    /// The user's role over the inventory, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_role: Option<InventoryRole>,
 }
 
 impl From<&UserRecord> for User {
@@ -411,6 +443,7 @@ impl From<&UserRecord> for User {
             admin: record.admin,
             disabled: record.disabled,
             created_at: record.created_at,
+            inventory_role: record.inventory_role,
         }
     }
 }

@@ -44,6 +44,7 @@ mod pod_status;
 mod pods;
 mod pool_autoscaler;
 mod pool_capacity;
+mod pool_membership;
 mod queue;
 mod revisions;
 mod rollout;

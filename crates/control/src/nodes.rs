@@ -40,7 +40,8 @@ impl Objects {
     /// cordon, cost), and says whether this was a real registration or a
     /// routine status refresh. A report is the agent's sign of life, as a
     /// kubelet's status update is: it stamps the node's last heartbeat
-    /// (lease renewals cost no write, so they cannot).
+    /// (lease renewals cost no write, so they cannot). A node naming a pool
+    /// is put in it (see `pool_membership`).
     pub async fn register_node(
         &self,
         mut reported: Node,
@@ -48,8 +49,19 @@ impl Objects {
         wharf_api::check_name("metadata.name", &reported.metadata.name)?;
         reported.status.last_heartbeat = now_millis();
         let name = reported.metadata.name.clone();
-        if self.get::<Node>(None, &name).await?.is_none() {
-            match self.create(reported.clone()).await {
+        let stored = self.get::<Node>(None, &name).await?;
+        let join = self.place_in_pool(&mut reported, stored.as_ref()).await?;
+        if let Some(join) = &join {
+            // A pool's node is priced by the inventory when it joins, not
+            // by its agent.
+            reported.spec.cost_per_hour = join.cost_per_hour;
+        }
+        if stored.is_none() {
+            let mut node = reported.clone();
+            if let Some(join) = &join {
+                join.apply_to(&mut node);
+            }
+            match self.create(node).await {
                 Err(ControlError::Conflict(_)) => {}
                 other => return other.map(|node| (node, NodeRegistration::Registered)),
             }
@@ -63,6 +75,9 @@ impl Objects {
                     NodeRegistration::Refreshed
                 };
                 node.metadata.labels = reported.metadata.labels.clone();
+                if let Some(join) = &join {
+                    join.apply_to(node);
+                }
                 node.spec.address = reported.spec.address.clone();
                 if reported.spec.cost_per_hour.is_some() {
                     node.spec.cost_per_hour = reported.spec.cost_per_hour;

@@ -267,3 +267,118 @@ async fn only_inventory_managers_apply_inventory() {
         .json();
     assert_eq!(list["items"], json!([]));
 }
+
+#[tokio::test]
+async fn a_registration_naming_a_pool_joins_it_once_and_for_all() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.apply_yaml(&admin, INVENTORY)
+        .await
+        .expect(StatusCode::OK);
+    let node = |pool: &str| {
+        json!({"metadata": {"name": "n1", "annotations": {"wharf.io/join-pool": pool}},
+               "status": {"capacity": {"cpuMillis": 32000, "memoryBytes": 34359738368u64, "pods": 110}}})
+    };
+    let refused = app
+        .api(&admin, Method::POST, "/api/v1/nodes", node("nope"))
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        refused.text().contains("pool nope, which does not exist"),
+        "{}",
+        refused.text()
+    );
+    let joined = app
+        .api(&admin, Method::POST, "/api/v1/nodes", node("core"))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let labels = &joined["metadata"]["labels"];
+    assert_eq!(labels["team"], "web");
+    assert_eq!(labels["wharf.io/cluster"], "bj-physical");
+    assert_eq!(labels["wharf.io/cluster-kind"], "physical");
+    assert_eq!(labels["wharf.io/idc"], "bj-1");
+    assert_eq!(labels["wharf.io/machine-class"], "std-32c32g");
+    assert_eq!(labels["wharf.io/tier"], "core");
+    assert_eq!(joined["spec"]["taints"][0]["key"], "dedicated");
+    assert_eq!(joined["spec"]["costPerHour"], 0.4);
+    let pool = app
+        .api(&admin, Method::GET, "/api/v1/pools/core", json!(null))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(pool["status"]["nodes"], 1);
+
+    app.apply_yaml(
+        &admin,
+        "apiVersion: wharf.io/v1\nkind: Pool\nmetadata: {name: batch}\nspec: {cluster: bj-physical}\n",
+    )
+    .await
+    .expect(StatusCode::OK);
+    let moved = app
+        .api(&admin, Method::POST, "/api/v1/nodes", node("batch"))
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert!(
+        moved.text().contains("node n1 is in pool core"),
+        "{}",
+        moved.text()
+    );
+    let refused = app
+        .api(&admin, Method::DELETE, "/api/v1/pools/core", json!(null))
+        .await
+        .expect(StatusCode::CONFLICT);
+    assert!(
+        refused.text().contains("still has nodes n1"),
+        "{}",
+        refused.text()
+    );
+
+    // A pool operator cordons; taints and price are the managers'.
+    app.create_user(&admin, "ops", "ops-password").await;
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/users/ops/inventoryrole",
+        json!({"role": "poolOperator"}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let ops = app.api_login("ops", "ops-password").await;
+    let cordoned = app
+        .api(
+            &ops,
+            Method::PATCH,
+            "/api/v1/nodes/n1",
+            json!({"unschedulable": true}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(cordoned["spec"]["unschedulable"], true);
+    let refused = app
+        .api(
+            &ops,
+            Method::PATCH,
+            "/api/v1/nodes/n1",
+            json!({"costPerHour": 0.0}),
+        )
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    assert!(
+        refused.text().contains("clusterAdmin"),
+        "{}",
+        refused.text()
+    );
+    app.api(
+        &ops,
+        Method::POST,
+        "/api/v1/clusters",
+        json!({"metadata": {"name": "x"}}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
+    app.api(&ops, Method::GET, "/api/v1/pools", json!(null))
+        .await
+        .expect(StatusCode::OK);
+}

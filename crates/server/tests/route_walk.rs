@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
-use wharf_server::{Access, route_table};
+use wharf_server::{Access, InventoryAction, route_table};
 
 /// Fills a route template with names that exist in the test's world.
 fn concrete(path: &str) -> String {
@@ -89,6 +89,79 @@ async fn no_api_route_serves_anonymous_or_unauthorized_callers() {
             );
         }
     }
+}
+
+/// Whether an inventory role may do `action`.
+fn role_allows(role: &str, action: InventoryAction) -> bool {
+    match action {
+        InventoryAction::Read => true,
+        InventoryAction::Operate => role != "viewer",
+        InventoryAction::Manage => role == "clusterAdmin",
+    }
+}
+
+#[tokio::test]
+async fn inventory_roles_open_their_inventory_routes_and_nothing_of_the_administrators() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "plain", "plain-password").await;
+    app.create_project(&admin, "walk", false).await;
+    let mut callers = Vec::new();
+    for role in ["clusterAdmin", "poolOperator", "viewer"] {
+        let user = role.to_lowercase();
+        app.create_user(&admin, &user, "role-password").await;
+        app.api(
+            &admin,
+            Method::PUT,
+            &format!("/api/v1/users/{user}/inventoryrole"),
+            serde_json::json!({"role": role}),
+        )
+        .await
+        .expect(StatusCode::OK);
+        callers.push((role, app.api_login(&user, "role-password").await));
+    }
+    let mut inventory_routes = 0;
+    for route in route_table() {
+        let uri = concrete(route.path);
+        let what = format!("{} {}", route.method, route.path);
+        for (role, token) in &callers {
+            let reply = app
+                .api(token, route.method.clone(), &uri, serde_json::json!({}))
+                .await;
+            let allowed = match route.access {
+                Access::Inventory(action) => role_allows(role, action),
+                // A role opens no administrator's route.
+                Access::Admin | Access::MetricsReader => false,
+                _ => continue,
+            };
+            if allowed {
+                assert_ne!(
+                    reply.status,
+                    StatusCode::FORBIDDEN,
+                    "{what} refused a {role}"
+                );
+            } else {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::FORBIDDEN,
+                    "{what} answered a {role}: {}",
+                    String::from_utf8_lossy(&reply.body)
+                );
+            }
+        }
+        inventory_routes += usize::from(matches!(route.access, Access::Inventory(_)));
+    }
+    assert!(inventory_routes >= 16, "clusters, pools, classes, cordon");
+    // Only a system administrator sets roles.
+    let (_, cluster_admin) = &callers[0];
+    app.api(
+        cluster_admin,
+        Method::PUT,
+        "/api/v1/users/plain/inventoryrole",
+        serde_json::json!({"role": "clusterAdmin"}),
+    )
+    .await
+    .expect(StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

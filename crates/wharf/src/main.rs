@@ -16,9 +16,8 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, alert, apply, audit, autoscale, cost, create, delete, describe, down, exec, gc, get,
-    image, ippool, login, logs, metrics, node, pool, port_forward, project, replication, robot,
-    rollout,
-    scale, server, settings, top, up, user,
+    image, inventory, ippool, login, logs, metrics, node, port_forward, project, replication,
+    robot, rollout, scale, server, settings, top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -108,8 +107,13 @@ enum Command {
     PortForward(port_forward::PortForwardArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
-    /// Service pools: which projects may use them (grant, revoke, grants).
-    Pool(pool::PoolArgs),
+    /// Clusters of machines (physical, vm, cloud): create, list, describe, delete.
+    Cluster(inventory::ClusterArgs),
+    /// Service pools of a cluster: create, list, describe, delete; grant,
+    /// revoke and list which projects may use them.
+    Pool(inventory::PoolArgs),
+    /// Machine classes (capacity, price, tier): create, list, describe, delete.
+    Machineclass(inventory::MachineClassArgs),
     /// List, inspect or delete images in the registry.
     Image(image::ImageArgs),
     /// Copy images to and from other registries: endpoints, policies, jobs.
@@ -184,7 +188,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::Set(args) => rollout::run_set(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Ippool(args) => ippool::run(args).await,
-            Command::Pool(args) => pool::run(args).await,
+            Command::Cluster(args) => inventory::run_cluster(args).await,
+            Command::Pool(args) => inventory::run_pool(args).await,
+            Command::Machineclass(args) => inventory::run_machine_class(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Replication(args) => replication::run(args).await,
             Command::Top(args) => top::run(args).await,

@@ -6,7 +6,7 @@ use wharf_store::{StoreExt, Txn};
 use super::records::{MEMBERS, USERS, encode, member_key};
 use super::{Identity, now_millis};
 use crate::AuthError;
-use crate::model::{Member, Principal, User, UserRecord, effective_uid, new_uid};
+use crate::model::{InventoryRole, Member, Principal, User, UserRecord, effective_uid, new_uid};
 use crate::names::check_user_name;
 use crate::password::{self, hash_blocking};
 
@@ -52,6 +52,7 @@ impl Identity {
             disabled: false,
             epoch: 0,
             created_at: now_millis(),
+            inventory_role: None,
         };
         match self
             .store
@@ -118,6 +119,16 @@ impl Identity {
             }
         })
         .await
+    }
+
+    /// Sets (or with `None` removes) the user's inventory role.
+    pub async fn set_inventory_role(
+        &self,
+        name: &str,
+        role: Option<InventoryRole>,
+    ) -> Result<User, AuthError> {
+        self.update_user(name, |record| record.inventory_role = role)
+            .await
     }
 
     /// Deletes a user and their memberships. The last administrator stays.

@@ -218,13 +218,18 @@ pub(crate) struct NodePatch {
     cost_per_hour: Option<f64>,
 }
 
-/// `PATCH /api/v1/nodes/{node}`: cordon, taints, cost.
+/// `PATCH /api/v1/nodes/{node}`: cordon (inventory operators), taints and
+/// cost (inventory managers).
 pub(crate) async fn patch_node(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
     JsonBody(patch): JsonBody<NodePatch>,
 ) -> ApiResult<Json<Node>> {
+    if patch.taints.is_some() || patch.cost_per_hour.is_some() {
+        let manage = InventoryAction::Manage;
+        authorize_inventory(&state.identity, &caller.principal, manage).await?;
+    }
     let objects = state.control.objects();
     let work = objects.modify::<Node>(None, &name, |node| {
         if let Some(unschedulable) = patch.unschedulable {
@@ -726,7 +731,7 @@ pub(crate) async fn apply(
             }
         }
         if document.manifest.is_cluster_wide() {
-            check_cluster_wide(&caller, &document.manifest)?;
+            check_cluster_wide(&state, &caller, &document.manifest).await?;
             work.push(document);
             continue;
         }
@@ -773,7 +778,11 @@ pub(crate) async fn apply(
 
 /// A cluster-wide object (the inventory kinds) names no project, and only
 /// callers who manage the inventory apply it.
-fn check_cluster_wide(caller: &ApiCaller, manifest: &Manifest) -> ApiResult<()> {
+async fn check_cluster_wide(
+    state: &AppState,
+    caller: &ApiCaller,
+    manifest: &Manifest,
+) -> ApiResult<()> {
     let meta = manifest.metadata();
     if let Some(project) = &meta.project {
         return Err(ApiErrorReply::invalid(format!(
@@ -782,7 +791,7 @@ fn check_cluster_wide(caller: &ApiCaller, manifest: &Manifest) -> ApiResult<()> 
             meta.name
         )));
     }
-    authorize_inventory(&caller.principal, InventoryAction::Manage)?;
+    authorize_inventory(&state.identity, &caller.principal, InventoryAction::Manage).await?;
     Ok(())
 }
 

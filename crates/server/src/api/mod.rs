@@ -101,7 +101,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
     use axum::routing::{delete, get, patch, post, put};
     use Access::*;
     use Action::{Admin as Manage, Delete, Pull, Push};
-    use InventoryAction::{Manage as ManageInventory, Read as ReadInventory};
+    use InventoryAction::{Manage as ManageInventory, Operate, Read as ReadInventory};
     use wharf_api::{
         Cluster, ConfigMap, Deployment, Endpoints, HorizontalPodAutoscaler, MachineClass,
         PersistentVolumeClaim, Pod, Pool, Service,
@@ -125,6 +125,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::DELETE, "/api/v1/users/{name}",                      Admin,           delete(users::remove)),
         row(Method::PUT,    "/api/v1/users/{name}/password",             SelfOrAdmin,     put(users::set_password)),
         row(Method::PUT,    "/api/v1/users/{name}/disabled",             Admin,           put(users::set_disabled)),
+        row(Method::PUT,    "/api/v1/users/{name}/inventoryrole",        Admin,           put(users::set_inventory_role)),
         row(Method::GET,    "/api/v1/projects",                          Authenticated,   get(projects::list)),
         row(Method::POST,   "/api/v1/projects",                          Authenticated,   post(projects::create)),
         row(Method::GET,    "/api/v1/projects/{project}",                Project(Pull),   get(projects::show)),
@@ -150,7 +151,8 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes",                             Authenticated,   get(cluster::list_nodes)),
         row(Method::POST,   "/api/v1/nodes",                             Node,            post(cluster::register_node)),
         row(Method::GET,    "/api/v1/nodes/{node}",                      Authenticated,   get(cluster::get_node)),
-        row(Method::PATCH,  "/api/v1/nodes/{node}",                      Admin,           patch(cluster::patch_node)),
+        // Cordon and uncordon: operators; taints and cost: managers (checked inside).
+        row(Method::PATCH,  "/api/v1/nodes/{node}",                      Inventory(Operate), patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
         // Node lifecycle: pool operators (see node_lifecycle::require_pool_operator).
         row(Method::POST,   "/api/v1/nodes/{node}/drain",                Authenticated,   post(node_lifecycle::drain)),
@@ -387,7 +389,7 @@ async fn require(
                 "system administrators and node agents only".into(),
             )),
         },
-        Access::Inventory(action) => authorize_inventory(&principal, action),
+        Access::Inventory(action) => authorize_inventory(&state.identity, &principal, action).await,
         Access::Project(action) => {
             let project = params
                 .get("project")

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use wharf_auth::{AuthError, User};
+use wharf_auth::{AuthError, InventoryRole, User};
 
 use super::{ApiCaller, ApiResult, Body};
 use crate::AppState;
@@ -124,6 +124,34 @@ pub(crate) async fn set_disabled(
     let work = state.identity.set_disabled(&name, request.disabled);
     let user = state
         .audited(&caller, action, format!("user/{name}"), work)
+        .await?;
+    Ok(Json(user))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SetInventoryRole {
+    /// `clusterAdmin`, `poolOperator`, `viewer`, or null for none.
+    role: Option<InventoryRole>,
+}
+
+/// `PUT /api/v1/users/{name}/inventoryrole` with `{"role": ...}`: the
+/// user's role over the inventory (system administrators only).
+pub(crate) async fn set_inventory_role(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
+    Path(name): Path<String>,
+    Body(request): Body<SetInventoryRole>,
+) -> ApiResult<Json<User>> {
+    let role = request.role.map_or("none", InventoryRole::as_str);
+    let work = state.identity.set_inventory_role(&name, request.role);
+    let user = state
+        .audited_request(
+            &caller,
+            "user.set-role",
+            format!("user/{name}"),
+            role.to_string(),
+            work,
+        )
         .await?;
     Ok(Json(user))
 }

@@ -44,7 +44,16 @@ pub struct AgentArgs {
     /// Node labels, e.g. wharf.io/pool=web,wharf.io/idc=bj1,wharf.io/cluster-kind=vm,wharf.io/machine-class=3.
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
-    /// What an hour of this machine costs.
+    /// The inventory pool the node joins; the server refuses a pool that
+    /// does not exist, and a node of another pool.
+    #[arg(long)]
+    pool: Option<String>,
+    /// The node's machine class, which its pool must allow [default: the
+    /// pool's class whose CPU and memory ranges hold the machine's].
+    #[arg(long = "class", requires = "pool")]
+    machine_class: Option<String>,
+    /// What an hour of this machine costs (a pool's node is priced by its
+    /// pool, class or cluster instead).
     #[arg(long)]
     cost_per_hour: Option<f64>,
     /// Address the node is reached at.
@@ -425,6 +434,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             None => {
                 let mut config = AgentConfig::new(&args.name);
                 config.labels = labels;
+                config.pool = args.pool.clone();
+                config.machine_class = args.machine_class.clone();
                 config.cost_per_hour = args.cost_per_hour;
                 config.address = args.address.clone();
                 config.max_pods = args.max_pods;

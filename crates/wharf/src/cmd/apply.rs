@@ -71,10 +71,10 @@ pub async fn run(args: ApplyArgs) -> Result<()> {
 
 /// `deployment.apps/web created`.
 fn result_line(applied: &Applied) -> String {
+    // Kinds with their own commands (the inventory's) read `cluster/bj`.
     let resource = Kind::parse(&applied.kind)
-        .map(Kind::resource)
-        .unwrap_or(&applied.kind)
-        .to_string();
+        .map(|kind| kind.resource().to_string())
+        .unwrap_or_else(|_| applied.kind.to_lowercase());
     format!("{resource}/{} {}", applied.name, applied.action)
 }
 

@@ -9,8 +9,9 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use wharf_api::{
-    ConfigMap, ContainerState, Deployment, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS,
-    LABEL_POOL, LOCAL_STORAGE_CLASS, Node, PersistentVolumeClaim, Pod, PodPhase, Resources, Secret,
+    ConfigMap, ContainerState, Deployment, LABEL_CLUSTER, LABEL_CLUSTER_KIND, LABEL_IDC,
+    LABEL_MACHINE_CLASS, LABEL_POOL, LOCAL_STORAGE_CLASS, Node, PersistentVolumeClaim, Pod,
+    PodPhase, Resources, Secret,
 };
 use wharf_api::{Endpoints, HorizontalPodAutoscaler, Service};
 
@@ -454,9 +455,10 @@ fn headers_of(kind: Kind, wide: bool) -> Vec<&'static str> {
     let (mut headers, more): (Vec<_>, &[&str]) = match kind {
         Kind::Node => (
             vec![
-                "NAME", "STATUS", "POOL", "IDC", "KIND", "CPU", "MEMORY", "PODS", "AGE",
+                "NAME", "STATUS", "CLUSTER", "POOL", "CLASS", "IDC", "KIND", "CPU", "MEMORY",
+                "PODS", "AGE",
             ],
-            &["ADDRESS", "CLASS", "TAINTS", "COST/H"],
+            &["ADDRESS", "TAINTS", "COST/H"],
         ),
         Kind::Deployment => (
             vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
@@ -572,7 +574,9 @@ fn node_row(node: &Node, allocated: Option<Resources>, wide: bool, now_ms: u64) 
     let mut row = vec![
         node.metadata.name.clone(),
         node_status(node),
+        label_or_none(labels, LABEL_CLUSTER),
         label_or_none(labels, LABEL_POOL),
+        label_or_none(labels, LABEL_MACHINE_CLASS),
         label_or_none(labels, LABEL_IDC),
         label_or_none(labels, LABEL_CLUSTER_KIND),
         usage(allocated.map(|a| a.cpu_millis), capacity.cpu_millis, cores),
@@ -592,7 +596,6 @@ fn node_row(node: &Node, allocated: Option<Resources>, wide: bool, now_ms: u64) 
         let taints: Vec<String> = node.spec.taints.iter().map(taint_text).collect();
         row.extend([
             node.spec.address.clone().unwrap_or_else(none),
-            label_or_none(labels, LABEL_MACHINE_CLASS),
             if taints.is_empty() {
                 none()
             } else {
@@ -704,7 +707,7 @@ mod tests {
             "metadata": {
                 "name": "n1",
                 "createdAt": NOW - 4 * 86_400_000,
-                "labels": {"wharf.io/pool": "web", "wharf.io/idc": "sh1",
+                "labels": {"wharf.io/pool": "web", "wharf.io/idc": "sh1", "wharf.io/cluster": "bj",
                            "wharf.io/cluster-kind": "vm", "wharf.io/machine-class": "3"},
             },
             "spec": {
@@ -735,28 +738,23 @@ mod tests {
                 false,
                 vec![node_row(&node(), Some(allocated), false, NOW)]
             ),
-            "NAME  STATUS                    POOL  IDC  KIND  CPU    MEMORY       PODS   AGE\n\
-             n1    Ready,SchedulingDisabled  web   sh1  vm    1.5/4  2.0Gi/8.0Gi  3/110  4d\n"
+            "NAME  STATUS                    CLUSTER  POOL  CLASS  IDC  KIND  CPU    MEMORY       PODS   AGE\n\
+             n1    Ready,SchedulingDisabled  bj       web   3      sh1  vm    1.5/4  2.0Gi/8.0Gi  3/110  4d\n"
         );
         let wide = node_row(&node(), None, true, NOW);
-        assert_eq!(&wide[5..8], ["-/4", "-/8.0Gi", "-/110"]);
+        assert_eq!(&wide[7..10], ["-/4", "-/8.0Gi", "-/110"]);
         assert_eq!(
-            &wide[9..],
-            [
-                "10.0.0.5",
-                "3",
-                "dedicated=web:NoSchedule,gpu:NoExecute",
-                "0.42"
-            ]
+            &wide[11..],
+            ["10.0.0.5", "dedicated=web:NoSchedule,gpu:NoExecute", "0.42"]
         );
         let bare: Node =
             serde_json::from_value(json!({"metadata": {"name": "n2"}, "status": {}})).unwrap();
         let row = node_row(&bare, Some(Resources::default()), true, NOW);
         assert_eq!(row[1], "NotReady");
-        assert_eq!(row[2], "<none>");
-        assert_eq!(row[5], "0/0");
-        assert_eq!(row[8], "<unknown>");
-        assert_eq!(&row[9..], ["<none>", "<none>", "<none>", "<none>"]);
+        assert_eq!(&row[2..5], ["<none>", "<none>", "<none>"]);
+        assert_eq!(row[7], "0/0");
+        assert_eq!(row[10], "<unknown>");
+        assert_eq!(&row[11..], ["<none>", "<none>", "<none>"]);
     }
 
     #[test]

@@ -84,6 +84,19 @@ pub enum UserCommand {
         #[command(flatten)]
         output: OutputOption,
     },
+    /// Set a user's inventory role (administrators only): clusterAdmin
+    /// manages clusters, pools, classes and grants; poolOperator cordons,
+    /// drains, joins and decommissions nodes; viewer reads the inventory
+    /// and cost; none removes it.
+    SetRole {
+        /// User name.
+        name: String,
+        /// The role.
+        #[arg(value_parser = ["clusterAdmin", "poolOperator", "viewer", "none"])]
+        role: String,
+        #[command(flatten)]
+        output: OutputOption,
+    },
 }
 
 /// Runs a `wharf user` subcommand.
@@ -136,15 +149,26 @@ pub async fn run(args: UserArgs) -> Result<()> {
         UserCommand::Enable { name, output } => {
             set_disabled(&mut client, &name, false, output).await
         }
+        UserCommand::SetRole { name, role, output } => {
+            let body = json!({ "role": (role != "none").then_some(&role) });
+            let answer = client
+                .put(&["users", &name, "inventoryrole"], &body)
+                .await
+                .with_context(|| format!("setting the inventory role of {name}"))?;
+            output::print(output.format, answer, |user: User| user_table(vec![user]))
+        }
     }
 }
 
 fn user_table(users: Vec<User>) -> String {
-    let mut table = Table::new(&["NAME", "ADMIN", "DISABLED", "CREATED"]);
+    let mut table = Table::new(&["NAME", "ADMIN", "INVENTORY ROLE", "DISABLED", "CREATED"]);
     for user in users {
         table.row([
             user.name,
             yes_no(user.admin),
+            user.inventory_role
+                .map_or("<none>", |r| r.as_str())
+                .to_string(),
             yes_no(user.disabled),
             rfc3339(user.created_at),
         ]);
