@@ -31,6 +31,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process and matched at once: the size of its largest
+// variants (the server's and the agent's flags) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (registry at /v2/, API at /api/v1/).

@@ -60,7 +60,13 @@ const RULES: &[Rule] = &[
     },
     Rule {
         root: "wharf-provider",
-        forbidden: &["axum", "redb", "wharf-store", "wharf-control", "wharf-server"],
+        forbidden: &[
+            "axum",
+            "redb",
+            "wharf-store",
+            "wharf-control",
+            "wharf-server",
+        ],
         why: "machine drivers are API clients: no server types and no Store, so the control \
               plane decides what to make and the drivers only make it",
     },

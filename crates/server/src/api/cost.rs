@@ -12,16 +12,18 @@ use wharf_api::{CostGrouping, CostReport, parse_time_bound};
 use wharf_auth::{AuthError, Principal};
 use wharf_control::cost::build_report;
 
-use super::{ApiCaller, ApiErrorReply, ApiResult};
+use super::{ApiCaller, ApiErrorReply, ApiResult, InventoryAction, authorize_inventory};
 use crate::AppState;
 
 /// The window read when the request names no start: the last day.
 const DEFAULT_SINCE: &str = "24h";
 
 /// Whether the caller reads every project's cost and the unallocated
-/// cost. Part A's inventory roles (viewer and up) replace this check.
-fn reads_all_cost(principal: &Principal) -> bool {
-    principal.is_admin()
+/// cost: the inventory's readers (viewer and up) and administrators.
+async fn reads_all_cost(state: &AppState, principal: &Principal) -> bool {
+    authorize_inventory(&state.identity, principal, InventoryAction::Read)
+        .await
+        .is_ok()
 }
 
 /// The projects whose cost a caller who does not read everything sees:
@@ -70,7 +72,7 @@ pub(crate) async fn report(
             "since must be at least a minute before until",
         ));
     }
-    let projects = if reads_all_cost(&caller.principal) {
+    let projects = if reads_all_cost(&state, &caller.principal).await {
         None
     } else {
         let own = own_projects(&state, &caller.principal).await?;

