@@ -29,15 +29,16 @@ use std::time::{Duration, Instant};
 
 use wharf_api::{
     Cluster, ClusterKind, EventType, LABEL_INSTANCE_ID, LABEL_POOL, MachineClass, Node,
-    ObjectReference, Pod, PodPhase, Pool, ProviderSpec,
+    ObjectReference, Pod, PodPhase, Pool, PoolGrant, ProviderSpec,
 };
 use wharf_provider::{Credentials, Machine, MachineProvider, MachineRequest, ProviderError};
-use wharf_scheduler::{Scheduler, SchedulerConfig, Snapshot};
+use wharf_scheduler::{PoolAccess, Scheduler, SchedulerConfig, Snapshot};
 
 use crate::ControlError;
 use crate::config::ConfigObjects;
 use crate::events::EventRecorder;
 use crate::objects::Objects;
+use crate::placement::pool_access;
 use crate::pool_capacity::{machines_needed, template_node};
 use crate::scheduling::{node_info, pod_info};
 
@@ -223,6 +224,10 @@ impl PoolAutoscaler {
     /// Looks at every autoscaled pool once.
     pub async fn pass(&self) -> Result<(), ControlError> {
         let (pools, _) = self.objects.list::<Pool>(None, None).await?;
+        // Who may use which pool, as the scheduler sees it: a machine made
+        // for pods their project may not place there would never fill.
+        let (grants, _) = self.objects.list::<PoolGrant>(None, None).await?;
+        let access = pool_access(&pools, &grants);
         for pool in pools.into_iter().filter(|p| p.spec.autoscale.is_some()) {
             let name = pool.metadata.name.clone();
             let view = match self.view(pool).await {
@@ -233,7 +238,7 @@ impl PoolAutoscaler {
                     continue;
                 }
             };
-            match self.scale_up(&view).await {
+            match self.scale_up(&view, &access).await {
                 ScaleUp::Created => {}
                 ScaleUp::None { awaited } => self.scale_down(&view, &awaited).await,
             }
@@ -360,7 +365,7 @@ impl PoolAutoscaler {
     }
 
     /// Creates the machines unschedulable pods need.
-    async fn scale_up(&self, view: &PoolView) -> ScaleUp {
+    async fn scale_up(&self, view: &PoolView, access: &PoolAccess) -> ScaleUp {
         let nothing = ScaleUp::None {
             awaited: BTreeSet::new(),
         };
@@ -394,7 +399,7 @@ impl PoolAutoscaler {
             .filter(|(_, info)| info.is_some())
             .map(|(pod, _)| pod)
             .collect();
-        let snapshot = self.snapshot_of(view, &template);
+        let snapshot = self.snapshot_of(view, &template, access);
         let plan = machines_needed(&self.scheduler, snapshot, &template, &infos, room);
         if plan.new_machines == 0 {
             return ScaleUp::None {
@@ -463,8 +468,14 @@ impl PoolAutoscaler {
 
     /// The pool's nodes with their pods, and its machines that have no
     /// node yet as template nodes: what is there or on its way.
-    fn snapshot_of(&self, view: &PoolView, template: &wharf_scheduler::NodeInfo) -> Snapshot {
+    fn snapshot_of(
+        &self,
+        view: &PoolView,
+        template: &wharf_scheduler::NodeInfo,
+        access: &PoolAccess,
+    ) -> Snapshot {
         let mut snapshot = Snapshot::from_nodes(view.nodes.values().map(node_info));
+        snapshot.set_pool_access(access.clone());
         for (node, pods) in &view.pods_on {
             let Some(id) = snapshot.node_id(node) else {
                 continue;
@@ -776,6 +787,11 @@ mod tests {
         objects.create(cluster).await.unwrap();
         objects.create(pool).await.unwrap();
         objects.create(class).await.unwrap();
+        let grant: PoolGrant = from_json(serde_json::json!({
+            "metadata": {"name": "burst.shop"},
+            "spec": {"pool": "burst", "project": "shop"}
+        }));
+        objects.create(grant).await.unwrap();
         let mut keys: Secret = from_json(serde_json::json!({
             "metadata": {"name": "aws-keys", "namespace": PROVIDER_SECRETS_PROJECT}
         }));
@@ -861,6 +877,19 @@ mod tests {
     fn machine_ids(cloud: &FakeCloud) -> Vec<String> {
         let machines = cloud.machines.lock().unwrap();
         machines.iter().map(|m| m.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn pods_whose_project_has_no_grant_on_the_pool_get_no_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = setup(&dir, 0).await;
+        s.objects
+            .delete::<PoolGrant>(None, "burst.shop", None)
+            .await
+            .unwrap();
+        waiting_pod(&s.objects, "web-0").await;
+        s.autoscaler.pass().await.unwrap();
+        assert!(machine_ids(&s.cloud).is_empty());
     }
 
     #[tokio::test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_api::{
-    Cluster, LABEL_INSTANCE_ID, LABEL_POOL, MachineClass, Manifest, Node, Pod, Pool, Resources,
-    Secret, parse_manifests,
+    Cluster, LABEL_INSTANCE_ID, LABEL_POOL, MachineClass, Manifest, Node, Pod, Pool, PoolGrant,
+    Resources, Secret, parse_manifests,
 };
 use wharf_control::{
     ConfigObjects, DeploymentController, Objects, PROVIDER_SECRETS_PROJECT, PoolAutoscaler,
@@ -50,6 +50,14 @@ async fn inventory(objects: &Objects, secrets: &ConfigObjects, endpoint: &str) {
             "metadata": {"name": "burst"},
             "spec": {"cluster": "aws", "autoscale": {
                 "min": 0, "max": 3, "machineClass": "c2", "scaleDownDelaySeconds": 2}}
+        })))
+        .await
+        .unwrap();
+    // Pool `burst` is managed: project shop needs a grant to use it.
+    objects
+        .create::<PoolGrant>(from_json(serde_json::json!({
+            "metadata": {"name": "burst.shop"},
+            "spec": {"pool": "burst", "project": "shop"}
         })))
         .await
         .unwrap();
