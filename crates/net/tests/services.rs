@@ -64,7 +64,7 @@ async fn rules_are_accepted_by_the_kernel_and_removed_with_the_last_service() {
 async fn a_port_tried_before_the_service_had_endpoints_is_served_after() {
     use std::time::{Duration, Instant};
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use wharf_net::testing::HostNamespace;
 
     if !prerequisites("service forwards", &["nft", "curl"]) {
@@ -87,9 +87,20 @@ async fn a_port_tried_before_the_service_had_endpoints_is_served_after() {
     let listener = tokio::net::TcpListener::bind("10.96.251.1:18087")
         .await
         .unwrap();
+    // Reads the request before answering: closing with it unread would
+    // reset the connection under curl.
     let server = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
             let _ = stream.write_all(b"served\n").await;
+            let _ = stream.shutdown().await;
         }
     });
     let node = NftServices::new("wtk-nft-empty", None);
