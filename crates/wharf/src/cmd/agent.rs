@@ -301,8 +301,8 @@ fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(labels)
 }
 
-/// `--labels` with `--pool` and `--class` as the labels a node is placed
-/// by; the flags win over the same keys in `--labels`.
+/// A simulated fleet's labels: `--labels` with `--pool` and `--class` as
+/// the labels a node is placed by; the flags win over the same keys.
 fn node_labels(args: &AgentArgs) -> Result<BTreeMap<String, String>> {
     let mut labels = parse_labels(&args.labels)?;
     if let Some(pool) = &args.pool {
@@ -392,9 +392,14 @@ async fn agent_login(args: &AgentArgs) -> Result<AgentLogin> {
 pub async fn run(args: AgentArgs) -> Result<()> {
     let login = agent_login(&args).await?;
     let server = login.server;
-    // The join's labels (its pool), then the flags'.
+    // The join's labels (its pool), then the flags'. A real agent's
+    // `--pool`/`--class` are its config's (labels and the join-pool
+    // annotation: `AgentConfig::node`); a hollow fleet's are labels only.
     let mut labels = login.labels;
-    labels.extend(node_labels(&args)?);
+    labels.extend(match args.simulate {
+        Some(_) => node_labels(&args)?,
+        None => parse_labels(&args.labels)?,
+    });
     let registry_login = login.registry;
     let api = Arc::new(HttpNodeApi::new(&server, login.tokens)?);
     let work = async move {
