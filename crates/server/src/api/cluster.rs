@@ -22,6 +22,7 @@ use wharf_control::{
     Change, DeletionOutcome, InventoryWrite, NodeRegistration, Object, PodDeletion,
 };
 
+use super::node_scope::require_pod_of_callers_node;
 use super::{
     ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody, InventoryAction, authorize_inventory,
     inventory,
@@ -544,12 +545,14 @@ pub(crate) struct StoppedParams {
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/stopped?uid=U`: the pod's
 /// agent confirms a Terminating pod's containers stopped and its address
-/// is free; the object goes. Only the agent of the pod's node should call it.
+/// is free; the object goes. Only the agent of the pod's node may call it.
 pub(crate) async fn pod_stopped(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     Query(params): Query<StoppedParams>,
 ) -> ApiResult<StatusCode> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     state
         .control
         .confirm_pod_stopped(&project, &name, &params.uid)
@@ -558,12 +561,14 @@ pub(crate) async fn pod_stopped(
 }
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/status`: the node's agent
-/// reports what runs. Only the agent of the pod's node should call it.
+/// reports what runs. Only the agent of the pod's node may call it.
 pub(crate) async fn set_pod_status(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     JsonBody(status): JsonBody<PodStatus>,
 ) -> ApiResult<Json<Pod>> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     let pod = state
         .control
         .report_pod_status(&project, &name, &status)
@@ -575,9 +580,11 @@ pub(crate) async fn set_pod_status(
 /// reports an event about the pod.
 pub(crate) async fn record_pod_event(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     JsonBody(event): JsonBody<wharf_api::PodEventReport>,
 ) -> ApiResult<StatusCode> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     state
         .control
         .record_pod_event(&project, &name, &event)

@@ -20,6 +20,7 @@ mod logs;
 mod metrics;
 mod node_lifecycle;
 mod node_proxy;
+mod node_scope;
 mod openapi;
 mod pod_metrics;
 mod pod_streams;
