@@ -544,6 +544,10 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
         .await
         .unwrap();
     assert_eq!(principal.node_agent(), Some(node));
+    // The credential is bound to the token's pool; a loser is bound to none.
+    assert_eq!(id.joined_pool(node).await.unwrap().as_deref(), Some("web"));
+    let other = if node == "n1" { "n2" } else { "n1" };
+    assert_eq!(id.joined_pool(other).await.unwrap(), None);
 
     assert!(id.check_join_token(&token).await.is_err(), "used");
     let again = id.redeem_join_token(&token, "n3").await.unwrap_err();

@@ -83,6 +83,25 @@ async fn a_join_token_gives_a_node_credential_once_and_decommission_revokes_it()
     app.api(&node, Method::POST, "/api/v1/nodes", node_body("n2"))
         .await
         .expect(StatusCode::FORBIDDEN);
+    // The token was for pool web: the credential registers there only.
+    let mut elsewhere = node_body("n1");
+    elsewhere["metadata"]["labels"]["wharf.io/pool"] = json!("core");
+    let mut annotated = node_body("n1");
+    annotated["metadata"]["annotations"] = json!({"wharf.io/join-pool": "core"});
+    for body in [elsewhere, annotated] {
+        let refused = app.api(&node, Method::POST, "/api/v1/nodes", body).await;
+        let message = refused.json()["error"]["message"].to_string();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{message}");
+        assert!(message.contains("joined pool web"), "{message}");
+    }
+    let mut unnamed = node_body("n1");
+    unnamed["metadata"]["labels"] = json!({});
+    let registered = app
+        .api(&node, Method::POST, "/api/v1/nodes", unnamed)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(registered["metadata"]["labels"]["wharf.io/pool"], "web");
     app.api(
         &node,
         Method::PUT,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! /auth/jointokens/<sha256 hex of the token>   JoinTokenRecord
+//! /auth/nodepools/<node>                        the pool it joined
 //! ```
 //!
 //! Why SHA-256 and not argon2 as for passwords: a token is 256 random
@@ -26,6 +27,9 @@ use crate::model::{Principal, Robot};
 use crate::names::{check_user_name, robot_name};
 
 const JOIN_TOKENS: &str = "/auth/jointokens/";
+/// The pool each joined node's credential is bound to: a token is for one
+/// pool, so the credential it gives registers the node in that pool only.
+const NODE_POOLS: &str = "/auth/nodepools/";
 /// Every join token starts so, to be recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "wjt_";
 
@@ -167,10 +171,23 @@ impl Identity {
         }
         let joiner = Principal::Anonymous;
         let (robot, secret) = self.create_node_robot(&joiner, node).await?;
+        // After the credential, which only one redeemer gets; before its
+        // secret is shown, so it is never used unbound.
+        let binding = format!("{NODE_POOLS}{node}");
+        self.store
+            .put(&binding, record.pool.as_bytes().to_vec())
+            .await?;
         Ok(NodeJoin {
             pool: record.pool,
             robot,
             secret,
         })
+    }
+
+    /// The pool node `node` joined with a join token, which its credential
+    /// may register it in only; `None` for a node that did not join so.
+    pub async fn joined_pool(&self, node: &str) -> Result<Option<String>, AuthError> {
+        let value = self.store.get(&format!("{NODE_POOLS}{node}")).await?;
+        Ok(value.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
     }
 }

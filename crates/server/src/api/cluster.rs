@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
-    Deployment, Endpoints, Event, HorizontalPodAutoscaler, LabelSelector, Manifest, Node, Pod,
-    PodStatus, Service, Taint, parse_label_selector,
+    ANNOTATION_JOIN_POOL, Deployment, Endpoints, Event, HorizontalPodAutoscaler, LABEL_POOL,
+    LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint, parse_label_selector,
 };
 use wharf_auth::{Action, AuthError};
 use wharf_control::{
@@ -159,14 +159,15 @@ pub(crate) async fn get_node(
 pub(crate) async fn register_node(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
-    JsonBody(node): JsonBody<Node>,
+    JsonBody(mut node): JsonBody<Node>,
 ) -> ApiResult<Json<Node>> {
     let resource = format!("node/{}", node.metadata.name);
-    if let Some(own) = caller.principal.node_agent()
-        && own != node.metadata.name
-    {
-        let denied = format!("the credential of node {own} registers node {own} only");
-        return Err(AuthError::Denied(denied).into());
+    if let Some(own) = caller.principal.node_agent() {
+        if own != node.metadata.name {
+            let denied = format!("the credential of node {own} registers node {own} only");
+            return Err(AuthError::Denied(denied).into());
+        }
+        keep_in_joined_pool(&state, own, &mut node).await?;
     }
     match state.control.objects().register_node(node).await {
         Ok((node, NodeRegistration::Refreshed)) => Ok(Json(node)),
@@ -178,6 +179,28 @@ pub(crate) async fn register_node(
             Ok(Json(node))
         }
     }
+}
+
+/// A node that joined with a token registers in the token's pool only: a
+/// token for pool `batch` must not give a machine the pods (and Secrets)
+/// of pool `core`. A registration naming no pool is put in it.
+async fn keep_in_joined_pool(state: &AppState, own: &str, node: &mut Node) -> ApiResult<()> {
+    let Some(pool) = state.identity.joined_pool(own).await? else {
+        return Ok(());
+    };
+    let meta = &mut node.metadata;
+    let named = [
+        meta.annotations.get(ANNOTATION_JOIN_POOL),
+        meta.labels.get(LABEL_POOL),
+    ];
+    if let Some(other) = named.into_iter().flatten().find(|named| **named != pool) {
+        let denied = format!(
+            "node {own} joined pool {pool} with its token; it cannot register in pool {other}"
+        );
+        return Err(AuthError::Denied(denied).into());
+    }
+    meta.labels.insert(LABEL_POOL.into(), pool);
+    Ok(())
 }
 
 #[derive(Deserialize)]
