@@ -565,6 +565,9 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     assert!(expired.to_string().contains("expired"), "{expired}");
     let zero = std::time::Duration::ZERO;
     assert!(id.create_join_token(&admin, "web", zero).await.is_err());
+    let forever = std::time::Duration::from_secs(u64::MAX);
+    let refused = id.create_join_token(&admin, "web", forever).await;
+    assert!(refused.unwrap_err().to_string().contains("at most 30 days"));
 
     // A node that still has a credential cannot join again, and the token
     // stays unused for another machine.

@@ -30,6 +30,9 @@ const JOIN_TOKENS: &str = "/auth/jointokens/";
 /// The pool each joined node's credential is bound to: a token is for one
 /// pool, so the credential it gives registers the node in that pool only.
 const NODE_POOLS: &str = "/auth/nodepools/";
+/// The longest a join token lives: it is a secret in a shell history or
+/// a machine image, so it should not outlive the rollout it was made for.
+const MAX_JOIN_TTL: Duration = Duration::from_secs(30 * 86_400);
 /// Every join token starts so, to be recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "wjt_";
 
@@ -85,10 +88,11 @@ impl Identity {
         pool: &str,
         ttl: Duration,
     ) -> Result<(JoinToken, String), AuthError> {
-        if ttl.is_zero() {
-            return Err(AuthError::Invalid(
-                "a join token needs a ttl above 0".into(),
-            ));
+        if ttl.is_zero() || ttl > MAX_JOIN_TTL {
+            return Err(AuthError::Invalid(format!(
+                "a join token's ttl is above 0 and at most {} days",
+                MAX_JOIN_TTL.as_secs() / 86_400
+            )));
         }
         let token = {
             use base64::Engine;
