@@ -119,6 +119,10 @@ async fn a_join_token_gives_a_node_credential_once_and_decommission_revokes_it()
     app.api(&node, Method::GET, "/api/v1/users", Value::Null)
         .await
         .expect(StatusCode::FORBIDDEN);
+    // A node pulls every project's images; it reads no project's cost.
+    app.api(&node, Method::GET, "/api/v1/cost/report", Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
 
     app.api(
         &plain,
