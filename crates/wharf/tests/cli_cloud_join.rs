@@ -194,7 +194,9 @@ fn cloud_instances_join_their_pool_with_their_user_data_and_go_when_idle() {
     let admin = tempfile::tempdir().unwrap();
     let home = admin.path();
     log_in_as_admin(home, &server.url());
-    ok(run(home, &["project", "create", "shop"], ""));
+    for project in ["shop", "wharf-system"] {
+        ok(run(home, &["project", "create", project], ""));
+    }
     apply(home, &inventory(&moto.endpoint));
     ok(run(home, &["pool", "grant", "burst", "shop"], ""));
 
