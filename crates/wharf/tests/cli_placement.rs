@@ -146,6 +146,11 @@ fn wait_for_pods(
     }
 }
 
+fn deployment_json(home: &Path, project: &str, name: &str) -> Value {
+    let shown = ["get", "deployment", name, "-p", project, "-o", "json"];
+    serde_json::from_str(&ok(run(home, &shown, ""))).unwrap()
+}
+
 fn node_of(pod: &Value) -> &str {
     pod["spec"]["nodeName"].as_str().unwrap_or("")
 }
@@ -158,21 +163,41 @@ fn reason(pod: &Value) -> &str {
     pod["status"]["message"].as_str().unwrap_or("")
 }
 
+/// The seed's cluster: a server, the inventory, two simulated machines of
+/// each class, and `projects` made, the first granted both pools.
+struct Seed {
+    _fleets: [Fleet; 2],
+    home: tempfile::TempDir,
+    _server: TestServer,
+}
+
+impl Seed {
+    fn start(projects: &[&str]) -> Seed {
+        let server = TestServer::start();
+        let admin = tempfile::tempdir().unwrap();
+        let home = admin.path();
+        log_in(home, &server.url());
+        for project in projects {
+            ok(run(home, &["project", "create", project], ""));
+        }
+        ok(apply(home, "inventory", INVENTORY));
+        for pool in ["core", "batch"] {
+            ok(run(home, &["pool", "grant", pool, projects[0]], ""));
+        }
+        let old = fleet(home, "old", "batch", "legacy-12c16g", "12", "16Gi");
+        let new = fleet(home, "new", "core", "std-32c32g", "32", "32Gi");
+        Seed {
+            _fleets: [old, new],
+            home: admin,
+            _server: server,
+        }
+    }
+}
+
 #[test]
 fn core_services_land_on_new_machines_and_pools_obey_grants() {
-    let server = TestServer::start();
-    let admin = tempfile::tempdir().unwrap();
-    let home = admin.path();
-    log_in(home, &server.url());
-    for project in ["a", "b"] {
-        ok(run(home, &["project", "create", project], ""));
-    }
-    ok(apply(home, "inventory", INVENTORY));
-    for pool in ["core", "batch"] {
-        ok(run(home, &["pool", "grant", pool, "a"], ""));
-    }
-    let _old = fleet(home, "old", "batch", "legacy-12c16g", "12", "16Gi");
-    let _new = fleet(home, "new", "core", "std-32c32g", "32", "32Gi");
+    let seed = Seed::start(&["a", "b"]);
+    let home = seed.home.path();
 
     // Tier core lands only on the new machines, tier batch only on the old.
     let core = deployment("web", "a", 6, "  annotations: {wharf.io/tier: core}");
@@ -271,17 +296,8 @@ fn core_services_land_on_new_machines_and_pools_obey_grants() {
 
 #[test]
 fn a_projects_default_tier_places_deployments_that_name_none() {
-    let server = TestServer::start();
-    let admin = tempfile::tempdir().unwrap();
-    let home = admin.path();
-    log_in(home, &server.url());
-    ok(run(home, &["project", "create", "shop"], ""));
-    ok(apply(home, "inventory", INVENTORY));
-    for pool in ["core", "batch"] {
-        ok(run(home, &["pool", "grant", pool, "shop"], ""));
-    }
-    let _old = fleet(home, "old", "batch", "legacy-12c16g", "12", "16Gi");
-    let _new = fleet(home, "new", "core", "std-32c32g", "32", "32Gi");
+    let seed = Seed::start(&["shop"]);
+    let home = seed.home.path();
 
     // A bad tier is refused with the field named, and nothing changes.
     let bad = fails(run(
@@ -318,12 +334,7 @@ fn a_projects_default_tier_places_deployments_that_name_none() {
         "the project's tier on new machines",
         |p| placed_on(p, 4, "new-"),
     );
-    let web = ok(run(
-        home,
-        &["get", "deployment", "web", "-p", "shop", "-o", "json"],
-        "",
-    ));
-    let web: Value = serde_json::from_str(&web).unwrap();
+    let web = deployment_json(home, "shop", "web");
     assert_eq!(
         web["metadata"]["annotations"]["wharf.io/tier"], "core",
         "{web:#}"
@@ -344,12 +355,7 @@ fn a_projects_default_tier_places_deployments_that_name_none() {
     ));
     assert!(!cleared.contains("default tier"), "{cleared}");
     ok(apply(home, "plain", &deployment("plain", "shop", 1, "")));
-    let plain = ok(run(
-        home,
-        &["get", "deployment", "plain", "-p", "shop", "-o", "json"],
-        "",
-    ));
-    let plain: Value = serde_json::from_str(&plain).unwrap();
+    let plain = deployment_json(home, "shop", "plain");
     assert!(
         plain["metadata"]["annotations"]["wharf.io/tier"].is_null(),
         "{plain:#}"
