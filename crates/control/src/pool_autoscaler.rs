@@ -8,7 +8,9 @@
 //!   with the scheduler core, on a snapshot of the pool's nodes, its
 //!   machines still on their way, and as many new machines of the pool's
 //!   class as they need (at most `max` machines in all). That many are
-//!   created; a pass that creates machines removes none.
+//!   created; a pass that creates machines removes none. With
+//!   [`JoinCommands`] each new machine gets its own join command (a
+//!   single-use token), so machines are then created one at a time.
 //! - **Down:** a machine is unused while it has no node, or its node has
 //!   no pods (Wharf has no daemon pods to discount). One unused for
 //!   `scaleDownDelaySeconds` (600 by default) is removed, never below
