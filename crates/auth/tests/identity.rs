@@ -516,7 +516,10 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     let id = Arc::new(identity(&dir));
     let admin = admin_with_project(&id, "p").await;
     let hour = std::time::Duration::from_secs(3600);
-    let (shown, token) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    let (shown, token) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
     assert_eq!(shown.pool, "web");
     assert!(token.len() > 40, "256 random bits: {token}");
     let stored = dir.path().join("state.redb");
@@ -559,19 +562,29 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     assert!(unknown.to_string().contains("not recognised"), "{unknown}");
 
     let short = std::time::Duration::from_millis(1);
-    let (_, expiring) = id.create_join_token(&admin, "web", short).await.unwrap();
+    let (_, expiring) = id
+        .create_join_token(admin.name(), "web", short)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let expired = id.redeem_join_token(&expiring, "n4").await.unwrap_err();
     assert!(expired.to_string().contains("expired"), "{expired}");
     let zero = std::time::Duration::ZERO;
-    assert!(id.create_join_token(&admin, "web", zero).await.is_err());
+    assert!(
+        id.create_join_token(admin.name(), "web", zero)
+            .await
+            .is_err()
+    );
     let forever = std::time::Duration::from_secs(u64::MAX);
-    let refused = id.create_join_token(&admin, "web", forever).await;
+    let refused = id.create_join_token(admin.name(), "web", forever).await;
     assert!(refused.unwrap_err().to_string().contains("at most 30 days"));
 
     // A node that still has a credential cannot join again, and the token
     // stays unused for another machine.
-    let (_, second) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    let (_, second) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
     let taken = id.redeem_join_token(&second, node).await.unwrap_err();
     assert!(taken.to_string().contains("decommission"), "{taken}");
     id.redeem_join_token(&second, "n5").await.unwrap();

@@ -80,11 +80,12 @@ fn key_of(token: &str) -> String {
 }
 
 impl Identity {
-    /// A new join token for `pool`, valid for `ttl`; returns it and the
-    /// token, which is not stored and cannot be shown again.
+    /// A new join token for `pool`, valid for `ttl`, recorded as made by
+    /// `creator` (a principal's name, or `pool-autoscaler`); returns it
+    /// and the token, which is not stored and cannot be shown again.
     pub async fn create_join_token(
         &self,
-        creator: &Principal,
+        creator: &str,
         pool: &str,
         ttl: Duration,
     ) -> Result<(JoinToken, String), AuthError> {
@@ -104,7 +105,7 @@ impl Identity {
         let record = JoinTokenRecord {
             pool: pool.to_string(),
             expires_at: now + ttl.as_millis() as u64,
-            created_by: creator.name().to_string(),
+            created_by: creator.to_string(),
             created_at: now,
             used_by: None,
             used_at: None,

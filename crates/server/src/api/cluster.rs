@@ -781,10 +781,11 @@ pub(crate) async fn apply(
             .identity
             .require(&caller.principal, &project, Action::Push)
             .await?;
-        if let Manifest::Deployment(deployment) = &document.manifest {
+        if let Manifest::Deployment(deployment) = &mut document.manifest {
             check_privileges(&state, &project, deployment)
                 .await
                 .map_err(|m| ApiErrorReply::invalid(format!("document {}: {m}", index + 1)))?;
+            super::project_tier::apply_default(&state, &project, deployment).await?;
         }
         document.manifest.metadata_mut().project = Some(project);
         work.push(document);

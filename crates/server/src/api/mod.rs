@@ -25,6 +25,7 @@ mod openapi;
 mod pod_metrics;
 mod pod_streams;
 mod pool_grants;
+mod project_tier;
 mod projects;
 mod replication;
 mod repositories;
@@ -38,6 +39,7 @@ pub(crate) use error::{ApiErrorReply, ApiResult};
 pub use inventory_access::InventoryAction;
 pub(crate) use inventory_access::authorize_inventory;
 pub(crate) use metrics::now as unix_now;
+pub(crate) use node_lifecycle::own_binary_sha256;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
