@@ -66,6 +66,11 @@ pub trait JoinCommands: Send + Sync {
     /// A join command for one new machine of `pool`; `Err` says why there
     /// is none (the machine is then not made).
     async fn join_command(&self, pool: &Pool) -> Result<String, String>;
+
+    /// Revokes the credential node `node` joined with, once its machine
+    /// and node are removed: a machine image or a disk that outlives the
+    /// instance must not keep a working node credential.
+    async fn revoke_node(&self, node: &str) -> Result<(), String>;
 }
 
 /// What the pool autoscaler did.
@@ -693,7 +698,15 @@ impl PoolAutoscaler {
     async fn delete_node(&self, node: &str) {
         match self.objects.delete::<Node>(None, node, None).await {
             Ok(_) | Err(ControlError::NotFound { .. }) => {}
-            Err(err) => tracing::warn!(error = %err, node, "could not remove a node"),
+            Err(err) => {
+                tracing::warn!(error = %err, node, "could not remove a node");
+                return;
+            }
+        }
+        if let Some(commands) = &self.join_commands
+            && let Err(err) = commands.revoke_node(node).await
+        {
+            tracing::warn!(error = %err, node, "could not revoke a removed node's credential");
         }
     }
 
@@ -801,19 +814,28 @@ mod tests {
         }
     }
 
-    /// Join commands with a new token each time, as the server's are.
+    /// Join commands with a new token each time, as the server's are; and
+    /// the nodes whose credential was revoked.
     #[derive(Default)]
-    struct NumberedTokens(Mutex<u32>);
+    struct NumberedTokens {
+        made: Mutex<u32>,
+        revoked: Mutex<Vec<String>>,
+    }
 
     #[async_trait]
     impl JoinCommands for NumberedTokens {
         async fn join_command(&self, pool: &Pool) -> Result<String, String> {
-            let mut made = self.0.lock().unwrap();
+            let mut made = self.made.lock().unwrap();
             *made += 1;
             Ok(format!(
                 "wharf join --pool {} --token t{made}",
                 pool.metadata.name
             ))
+        }
+
+        async fn revoke_node(&self, node: &str) -> Result<(), String> {
+            self.revoked.lock().unwrap().push(node.to_string());
+            Ok(())
         }
     }
 
@@ -891,6 +913,7 @@ mod tests {
     struct Setup {
         objects: Objects,
         cloud: Arc<FakeCloud>,
+        tokens: Arc<NumberedTokens>,
         autoscaler: PoolAutoscaler,
         reports: Arc<Mutex<Vec<PoolScaleReport>>>,
         keys_seen: Arc<Mutex<Option<Credentials>>>,
@@ -910,12 +933,14 @@ mod tests {
         });
         let reports = Arc::new(Mutex::new(Vec::new()));
         let sink = reports.clone();
+        let tokens = Arc::new(NumberedTokens::default());
         let autoscaler = PoolAutoscaler::new(objects.clone(), secrets, factory)
-            .with_join_commands(Arc::new(NumberedTokens::default()))
+            .with_join_commands(tokens.clone())
             .with_reports(Arc::new(move |report| sink.lock().unwrap().push(report)));
         Setup {
             objects,
             cloud,
+            tokens,
             autoscaler,
             reports,
             keys_seen,
@@ -946,6 +971,10 @@ mod tests {
     #[async_trait]
     impl JoinCommands for NoTokens {
         async fn join_command(&self, _: &Pool) -> Result<String, String> {
+            Err("store unavailable".into())
+        }
+
+        async fn revoke_node(&self, _: &str) -> Result<(), String> {
             Err("store unavailable".into())
         }
     }
@@ -1076,6 +1105,10 @@ mod tests {
             );
             assert_eq!(reports[1].machines, ["i-1", "i-3"]);
         }
+        // The removed nodes' credentials are revoked; the busy one's kept.
+        let mut revoked = s.tokens.revoked.lock().unwrap().clone();
+        revoked.sort();
+        assert_eq!(revoked, ["i-1", "i-3", "i-99"]);
         // Idle now, but the pool keeps its minimum of one.
         s.objects
             .delete::<Pod>(Some("shop"), "web-0", None)

@@ -3,7 +3,8 @@
 //! one line `wharf node join-command` prints, which the EC2 driver passes
 //! as the instance's UserData (so an image with cloud-init joins at first
 //! boot). A token whose machine never joins expires after
-//! [`MACHINE_JOIN_TTL`].
+//! [`MACHINE_JOIN_TTL`]. When the autoscaler removes a machine's node, the
+//! node's credential is revoked, as `wharf node decommission` does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -73,6 +74,14 @@ impl JoinCommands for MachineJoinCommands {
             .await
             .map_err(|e| e.to_string())?;
         Ok(wharf_api::join_command_line(&server, pool, &token, &digest))
+    }
+
+    async fn revoke_node(&self, node: &str) -> Result<(), String> {
+        let credential = format!("{}{node}", wharf_auth::NODE_ROBOT_PREFIX);
+        match self.identity.delete_robot(&credential).await {
+            Ok(()) | Err(wharf_auth::AuthError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        }
     }
 }
 

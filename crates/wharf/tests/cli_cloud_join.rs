@@ -290,4 +290,16 @@ fn cloud_instances_join_their_pool_with_their_user_data_and_go_when_idle() {
     wait_for("the nodes removed", || {
         items(home, &["get", "nodes"]).is_empty()
     });
+    // And their credentials revoked: a copy of a machine's disk logs in
+    // no more.
+    for instance in &made {
+        let saved = std::fs::read(node_dir(&instance.id).join("credential.json")).unwrap();
+        let saved: Value = serde_json::from_slice(&saved).unwrap();
+        let name = saved["name"].as_str().unwrap();
+        let secret = format!("{}\n", saved["secret"].as_str().unwrap());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let login = ["login", &server.url(), "-u", name, "--password-stdin"];
+        let refused = fails(run(elsewhere.path(), &login, &secret));
+        assert!(!refused.is_empty(), "{name}");
+    }
 }
