@@ -589,3 +589,41 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     assert!(taken.to_string().contains("decommission"), "{taken}");
     id.redeem_join_token(&second, "n5").await.unwrap();
 }
+
+#[tokio::test]
+async fn join_tokens_are_forgotten_a_day_after_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Arc::new(identity(&dir));
+    let admin = admin_with_project(&id, "p").await;
+    let hour = std::time::Duration::from_secs(3600);
+    let (used, token) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
+    id.redeem_join_token(&token, "n1").await.unwrap();
+    let (_, fresh) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
+    let day = 86_400_000;
+    // Within a day of expiring, a late attempt still hears why.
+    assert_eq!(
+        id.prune_join_tokens(used.expires_at + day - 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let late = id.redeem_join_token(&token, "n2").await.unwrap_err();
+    assert!(late.to_string().contains("already used"), "{late}");
+    // A day later both records go, used or not.
+    assert_eq!(
+        id.prune_join_tokens(used.expires_at + 2 * day)
+            .await
+            .unwrap(),
+        2
+    );
+    for token in [&token, &fresh] {
+        let gone = id.check_join_token(token).await.unwrap_err();
+        assert!(gone.to_string().contains("not recognised"), "{gone}");
+    }
+}

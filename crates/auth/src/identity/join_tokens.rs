@@ -33,6 +33,9 @@ const NODE_POOLS: &str = "/auth/nodepools/";
 /// The longest a join token lives: it is a secret in a shell history or
 /// a machine image, so it should not outlive the rollout it was made for.
 const MAX_JOIN_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// How long a token's record stays after it expired, so that a late
+/// attempt still hears "expired" or "already used (by node X)".
+const EXPIRED_KEPT: Duration = Duration::from_secs(86_400);
 /// Every join token starts so, to be recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "wjt_";
 
@@ -122,7 +125,30 @@ impl Identity {
             pool: record.pool,
             expires_at: record.expires_at,
         };
+        // Each new token clears out the long-expired ones, so records stay
+        // as many as the tokens of the last day or so.
+        if let Err(err) = self.prune_join_tokens(now).await {
+            tracing::warn!(error = %err, "could not remove expired join tokens");
+        }
         Ok((shown, token))
+    }
+
+    /// Deletes the records of tokens that expired more than a day before
+    /// `now` (unix ms), used or not; returns how many.
+    pub async fn prune_join_tokens(&self, now: u64) -> Result<usize, AuthError> {
+        let kept = EXPIRED_KEPT.as_millis() as u64;
+        let mut pruned = 0;
+        for kv in self.store.list_all(JOIN_TOKENS, 1000).await? {
+            let Ok(record) = serde_json::from_slice::<JoinTokenRecord>(&kv.value) else {
+                continue;
+            };
+            let stale = record.expires_at.saturating_add(kept) < now;
+            // Conditional: a record redeemed meanwhile is looked at again next time.
+            if stale && self.store.delete_if(&kv.key, kv.mod_revision).await? {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Checks that `token` could still be redeemed (known, unused, not
