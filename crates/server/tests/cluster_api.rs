@@ -766,6 +766,21 @@ async fn a_project_admin_sets_the_default_tier_that_deployments_without_one_get(
             ("web".to_string(), json!("core;preferred"))
         ]
     );
+    // A replacement (PUT) without the annotation gets it too.
+    let path = "/api/v1/projects/shop/deployments/web";
+    let mut web = app
+        .api(&dev, Method::GET, path, Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    web["metadata"]["annotations"] = json!({});
+    let replaced = app
+        .api(&dev, Method::PUT, path, web)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let tier = &replaced["metadata"]["annotations"]["wharf.io/tier"];
+    assert_eq!(tier, "core;preferred", "{replaced}");
 
     // Removed with "".
     let cleared = app

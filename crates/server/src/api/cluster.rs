@@ -383,6 +383,8 @@ pub(crate) async fn update_deployment(
         check_privileges(&state, &project, &deployment)
             .await
             .map_err(ApiErrorReply::invalid)?;
+        // As on apply: a replacement naming no tier gets the project's.
+        super::project_tier::apply_default(&state, &project, &mut deployment).await?;
         let objects = state.control.objects();
         wharf_control::check_pool_grant(objects, &deployment).await?;
         let current: Deployment = objects.require(Some(&project), &name).await?;
