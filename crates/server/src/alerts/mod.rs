@@ -1,10 +1,12 @@
 //! Alerting: the evaluator that runs on the leader (rules over this
 //! server's metrics store, alerts moved through pending, firing and
-//! resolved, silences applied), and the webhook deliveries it starts.
+//! resolved, silences applied), the cost budgets' alerts (`budgets`), and
+//! the webhook deliveries they start.
 //! Rules, silences and receivers are objects in the `Store`
 //! (`wharf-control`); each rule's alerts and history are its status, so a
 //! new leader continues where the old one stopped.
 
+mod budgets;
 mod delivery;
 mod evaluator;
 mod signature;
@@ -12,6 +14,7 @@ mod state;
 
 use std::time::Duration;
 
+pub(crate) use budgets::BudgetAlerts;
 pub use delivery::{DELIVERY_HEADER, RetryPolicy};
 pub(crate) use delivery::{Sender, read_log, remove_log, secret_name};
 pub(crate) use evaluator::AlertEvaluator;
