@@ -7,13 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use wharf_api::{Alert, AlertNotification, AlertReceiver, AlertState, micros_text};
-use wharf_control::Objects;
 use wharf_control::cost::{BudgetAlert, BudgetEvaluator};
+use wharf_control::{ControlError, Objects};
 
 use super::delivery::Sender;
-use super::now_ms;
+use super::{Notification, notify_every, now_ms};
 
 /// The `alertname` (and rule) of budget notifications.
 pub(crate) const BUDGET_ALERT_NAME: &str = "CostBudget";
@@ -44,40 +43,38 @@ impl BudgetAlerts {
     /// Evaluates every interval until dropped; deliveries under way stop
     /// with it.
     pub(crate) async fn run(self) {
-        let mut deliveries = JoinSet::new();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            while deliveries.try_join_next().is_some() {}
-            if let Err(err) = self.notify_crossings(&mut deliveries).await {
-                tracing::warn!(error = %err, "cost budget evaluation failed");
-            }
-        }
+        let this = &self;
+        notify_every(
+            this.interval,
+            &this.sender,
+            "cost budget evaluation",
+            || this.crossings(),
+        )
+        .await;
     }
 
-    async fn notify_crossings(
-        &self,
-        deliveries: &mut JoinSet<()>,
-    ) -> Result<(), wharf_control::ControlError> {
+    /// One evaluation: a notification per crossing and receiver of the
+    /// budget's project.
+    async fn crossings(&self) -> Result<Vec<Notification>, ControlError> {
         let alerts = self.evaluator.evaluate().await?;
         if alerts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (receivers, _) = self.objects.list::<AlertReceiver>(None, None).await?;
+        let mut sends = Vec::new();
         for alert in alerts {
             let project = Some(&alert.budget.spec.project);
             for receiver in receivers
                 .iter()
                 .filter(|r| r.metadata.project.as_ref() == project)
             {
-                let body = notification(&alert, &receiver.metadata.name);
-                let sender = self.sender.clone();
-                let receiver = receiver.clone();
-                deliveries.spawn(async move { sender.deliver(receiver, body).await });
+                sends.push((
+                    receiver.clone(),
+                    notification(&alert, &receiver.metadata.name),
+                ));
             }
         }
-        Ok(())
+        Ok(sends)
     }
 }
 
