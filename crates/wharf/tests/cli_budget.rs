@@ -320,4 +320,13 @@ async fn a_budget_warns_once_when_the_forecast_reaches_a_threshold() {
     ok(wharf(home, &["cost", "budget", "delete", "bank"], ""));
     let listed = ok(wharf(home, &["cost", "budget", "list"], ""));
     assert!(!listed.contains("bank"), "{listed}");
+    // A project's budget goes with it.
+    let (status, reply) = api
+        .call(Method::DELETE, "/api/v1/projects/shop", None)
+        .await;
+    assert!(status.is_success(), "{reply}");
+    let (status, reply) = api
+        .call(Method::GET, "/api/v1/cost/budgets/shop", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
 }

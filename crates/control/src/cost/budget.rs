@@ -87,6 +87,14 @@ pub async fn apply_cost_budget(
         .await
 }
 
+/// Removes `project`'s budget, if it has one (with the project).
+pub async fn delete_project_budget(objects: &Objects, project: &str) -> Result<(), ControlError> {
+    match objects.delete::<CostBudget>(None, project, None).await {
+        Ok(_) | Err(ControlError::NotFound { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Evaluates every budget against the cost history.
 pub struct BudgetEvaluator {
     objects: Objects,

@@ -15,7 +15,7 @@ pub use allocation::{
     CPU_WEIGHT_PER_CORE, MEMORY_WEIGHT_PER_GIB, NodeGroups, NodeMinute, PodMinute, RowKey,
     allocate, minute_cost, split_cost,
 };
-pub use budget::{BudgetAlert, BudgetEvaluator, apply_cost_budget};
+pub use budget::{BudgetAlert, BudgetEvaluator, apply_cost_budget, delete_project_budget};
 pub use history::{CostHistory, CostRows, WindowCost};
 pub use recorder::{CostRecorder, RECORDED_MINUTE_KEY};
 pub use report::build_report;
