@@ -11,7 +11,7 @@
 //! event in the project and returned, for the caller to notify receivers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wharf_api::{
     BudgetCrossing, BudgetMeasure, CostBudget, CostBudgetStatus, EventType,
@@ -101,6 +101,11 @@ pub struct BudgetEvaluator {
     history: CostHistory,
     events: EventRecorder,
     clock: Clock,
+    /// What the last evaluation saw: the minute and the budgets' specs.
+    /// The history grows by the minute, so evaluating again within the
+    /// same minute, budgets unchanged, would find nothing new; a month's
+    /// read is not cheap at scale.
+    last_seen: Mutex<Option<String>>,
 }
 
 /// Each project's cost over a window, and how many minutes it recorded.
@@ -119,6 +124,7 @@ impl BudgetEvaluator {
             objects,
             history,
             clock: Arc::new(now_millis),
+            last_seen: Mutex::default(),
         }
     }
 
@@ -135,6 +141,9 @@ impl BudgetEvaluator {
         let now = (self.clock)();
         let minute = now / 60_000;
         let (budgets, _) = self.objects.list::<CostBudget>(None, None).await?;
+        if !self.changed_since_last(minute, &budgets) {
+            return Ok(Vec::new());
+        }
         let mut windows: HashMap<(u64, u64), WindowSpend> = HashMap::new();
         let mut alerts = Vec::new();
         for budget in budgets {
@@ -180,6 +189,22 @@ impl BudgetEvaluator {
             }
         }
         Ok(alerts)
+    }
+
+    /// Whether `minute` or the budgets differ from the last evaluation's
+    /// (a budget's own status writes do not count).
+    fn changed_since_last(&self, minute: u64, budgets: &[CostBudget]) -> bool {
+        let specs: Vec<(&str, &wharf_api::CostBudgetSpec)> = budgets
+            .iter()
+            .map(|b| (b.metadata.uid.as_str(), &b.spec))
+            .collect();
+        let seen = serde_json::json!([minute, specs]).to_string();
+        let mut last = self.last_seen.lock().expect("budget evaluator lock");
+        if last.as_deref() == Some(seen.as_str()) {
+            return false;
+        }
+        *last = Some(seen);
+        true
     }
 
     /// The spend of `[since, until)` (unix minutes), read once per
@@ -344,6 +369,24 @@ mod tests {
             "{}",
             events[0].message
         );
+
+        // Within the minute, budgets unchanged, nothing is read again: a
+        // status cleared behind the evaluator's back goes unnoticed.
+        objects
+            .modify::<CostBudget>(None, "shop", |b| {
+                b.status.crossed.clear();
+                true
+            })
+            .await
+            .unwrap();
+        assert!(evaluator.evaluate().await.unwrap().is_empty());
+        objects
+            .modify::<CostBudget>(None, "shop", |b| {
+                b.status = stored.status.clone();
+                true
+            })
+            .await
+            .unwrap();
 
         // A minute later nothing new is told, by this evaluator or by a
         // new leader's.
