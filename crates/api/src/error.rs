@@ -28,7 +28,7 @@ pub enum ObjectError {
     },
     /// The `apiVersion`/`kind` pair is not one Wharf accepts.
     #[error(
-        "unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment, v1 ConfigMap, Secret, PersistentVolumeClaim, Service, autoscaling/v2 HorizontalPodAutoscaler and wharf.io/v1 Cluster, Pool, MachineClass and PoolGrant"
+        "unsupported kind {kind} ({api_version}): Wharf accepts apps/v1 Deployment, v1 ConfigMap, Secret, PersistentVolumeClaim, Service, autoscaling/v2 HorizontalPodAutoscaler and wharf.io/v1 Cluster, Pool, MachineClass, PoolGrant and CostBudget"
     )]
     UnsupportedKind {
         /// The manifest's kind.

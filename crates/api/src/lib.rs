@@ -29,6 +29,7 @@ mod claim;
 mod config;
 mod config_volume;
 mod cost;
+mod cost_budget;
 mod dns;
 mod endpoints;
 mod env;
@@ -80,6 +81,11 @@ pub use config_volume::{
 pub use cost::{
     CostGrouping, CostMicros, CostReport, CostRow, MICROS_PER_CENT, NO_GROUP, UNALLOCATED_GROUP,
     apportion_cents, cents_text, cost_rows, parse_time_bound,
+};
+pub use cost_budget::{
+    BudgetCrossing, BudgetMeasure, BudgetPeriod, CostBudget, CostBudgetSpec, CostBudgetStatus,
+    DEFAULT_BUDGET_THRESHOLD, FORECAST_LOOKBACK_MINUTES, MAX_BUDGET_AMOUNT, MAX_BUDGET_THRESHOLD,
+    budget_forecast, micros_text, new_crossings, threshold_micros,
 };
 pub use dns::{DnsPolicy, MAX_DNS_NAMESERVERS, MAX_DNS_SEARCHES, PodDnsConfig, PodDnsConfigOption};
 pub use endpoints::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};

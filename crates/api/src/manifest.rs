@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use crate::{
-    Cluster, ConfigMap, Deployment, HorizontalPodAutoscaler, MachineClass, ObjectError, ObjectMeta,
-    PersistentVolumeClaim, Pool, PoolGrant, Secret, Service,
+    Cluster, ConfigMap, CostBudget, Deployment, HorizontalPodAutoscaler, MachineClass, ObjectError,
+    ObjectMeta, PersistentVolumeClaim, Pool, PoolGrant, Secret, Service,
 };
 
 /// An object read from a manifest.
@@ -34,6 +34,9 @@ pub enum Manifest {
     Pool(Box<Pool>),
     /// A `wharf.io/v1` MachineClass (cluster-wide).
     MachineClass(Box<MachineClass>),
+    /// A `wharf.io/v1` CostBudget: cluster-wide, named after the project
+    /// it budgets (status dropped: the cluster sets it).
+    CostBudget(Box<CostBudget>),
 }
 
 impl Manifest {
@@ -50,6 +53,7 @@ impl Manifest {
             Manifest::Cluster(_) => "Cluster",
             Manifest::Pool(_) => "Pool",
             Manifest::MachineClass(_) => "MachineClass",
+            Manifest::CostBudget(_) => "CostBudget",
         }
     }
 
@@ -66,6 +70,7 @@ impl Manifest {
             Manifest::Cluster(c) => &c.metadata,
             Manifest::Pool(p) => &p.metadata,
             Manifest::MachineClass(c) => &c.metadata,
+            Manifest::CostBudget(b) => &b.metadata,
         }
     }
 
@@ -82,6 +87,7 @@ impl Manifest {
             Manifest::Cluster(c) => &mut c.metadata,
             Manifest::Pool(p) => &mut p.metadata,
             Manifest::MachineClass(c) => &mut c.metadata,
+            Manifest::CostBudget(b) => &mut b.metadata,
         }
     }
 
@@ -94,6 +100,7 @@ impl Manifest {
                 | Manifest::Pool(_)
                 | Manifest::MachineClass(_)
                 | Manifest::PoolGrant(_)
+                | Manifest::CostBudget(_)
         )
     }
 }
@@ -213,6 +220,15 @@ pub fn parse_manifests(text: &str) -> Result<Vec<ParsedManifest>, ObjectError> {
                 grant.normalize_and_validate().map_err(in_document)?;
                 ParsedManifest {
                     manifest: Manifest::PoolGrant(Box::new(grant)),
+                    unknown_fields,
+                }
+            }
+            ("wharf.io/v1", "CostBudget") => {
+                let (mut budget, unknown_fields) = read::<CostBudget>(value, index)?;
+                budget.status = Default::default();
+                budget.normalize_and_validate().map_err(in_document)?;
+                ParsedManifest {
+                    manifest: Manifest::CostBudget(Box::new(budget)),
                     unknown_fields,
                 }
             }

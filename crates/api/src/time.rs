@@ -100,6 +100,20 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// The first days (since 1970-01-01) of the calendar month holding day
+/// `days` and of the month after it.
+pub(crate) fn month_bounds(days: u64) -> (u64, u64) {
+    let (year, month, day) = civil_from_days(days);
+    let start = days - (day - 1);
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let end = days_from_civil(next_year, next_month, 1).map_or(start + 31, |d| d as u64);
+    (start, end)
+}
+
 /// Days since 1970-01-01 of a calendar date (the inverse of
 /// [`civil_from_days`]); `None` before the epoch.
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<i64> {

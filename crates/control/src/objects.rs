@@ -21,6 +21,7 @@
 //! /cluster/pools/<name>                     Pool (service pool of a cluster)
 //! /cluster/machineclasses/<name>            MachineClass
 //! /cluster/poolgrants/<pool>.<project>      PoolGrant (a project's right to a pool)
+//! /cluster/costbudgets/<project>            CostBudget (a project's spend per period)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -32,9 +33,9 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::{
-    AlertReceiver, AlertRule, Cluster, ConfigMap, Deployment, DeploymentRevision, Endpoints, Event,
-    HorizontalPodAutoscaler, IpPool, LabelSelector, MachineClass, Node, ObjectMeta,
-    PersistentVolumeClaim, Pod, Pool, PoolGrant, Service, Silence,
+    AlertReceiver, AlertRule, Cluster, ConfigMap, CostBudget, Deployment, DeploymentRevision,
+    Endpoints, Event, HorizontalPodAutoscaler, IpPool, LabelSelector, MachineClass, Node,
+    ObjectMeta, PersistentVolumeClaim, Pod, Pool, PoolGrant, Service, Silence,
 };
 use wharf_store::{EventKind, KeyValue, Revision, Store, StoreExt, Txn};
 
@@ -84,6 +85,7 @@ object_kind!(
     false
 );
 object_kind!(PoolGrant, "PoolGrant", "/cluster/poolgrants/", false);
+object_kind!(CostBudget, "CostBudget", "/cluster/costbudgets/", false);
 object_kind!(ConfigMap, "ConfigMap", "/cluster/configmaps/", true);
 object_kind!(
     PersistentVolumeClaim,

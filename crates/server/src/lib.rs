@@ -555,8 +555,20 @@ impl Server {
                 pod_metrics.clone(),
                 cost_history.clone(),
             );
+            let budgets = alerts::BudgetAlerts::new(
+                wharf_control::cost::BudgetEvaluator::new(objects.clone(), cost_history.clone()),
+                objects.clone(),
+                sender.clone(),
+                interval,
+            );
             async move {
-                tokio::join!(replication.run(), alerts.run(), pools.run(), cost.run());
+                tokio::join!(
+                    replication.run(),
+                    alerts.run(),
+                    pools.run(),
+                    cost.run(),
+                    budgets.run()
+                );
             }
         });
         let stop = self.app.stop.clone();

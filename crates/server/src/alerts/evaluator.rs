@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use wharf_api::{Alert, AlertNotification, AlertReceiver, AlertRule, AlertRuleStatus, Silence};
 use wharf_control::{ControlError, Objects};
 use wharf_tsdb::{Matcher, Query, Tsdb, TsdbError};
 
 use super::delivery::Sender;
-use super::now_ms;
 use super::state::{Labels, Notice, advance, apply_silences, full_labels, record, take_notices};
+use super::{Notification, notify_every, now_ms};
 
 /// Step of the query inside a rule's window: the agents' default interval.
 const STEP_SECONDS: u64 = 10;
@@ -47,23 +46,21 @@ impl AlertEvaluator {
     /// Evaluates every interval until dropped; deliveries under way stop
     /// with it.
     pub(crate) async fn run(self) {
-        let mut deliveries = JoinSet::new();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            while deliveries.try_join_next().is_some() {}
-            if let Err(err) = self.evaluate(&mut deliveries).await {
-                tracing::warn!(error = %err, "alert evaluation failed");
-            }
-        }
+        let this = &self;
+        notify_every(this.interval, &this.sender, "alert evaluation", || {
+            this.evaluate()
+        })
+        .await;
     }
 
-    async fn evaluate(&self, deliveries: &mut JoinSet<()>) -> Result<(), ControlError> {
+    /// One evaluation: the notifications it produced, each with its
+    /// receiver.
+    async fn evaluate(&self) -> Result<Vec<Notification>, ControlError> {
         let now = now_ms();
         let (rules, _) = self.objects.list::<AlertRule>(None, None).await?;
         let (silences, _) = self.objects.list::<Silence>(None, None).await?;
         let (receivers, _) = self.objects.list::<AlertReceiver>(None, None).await?;
+        let mut sends = Vec::new();
         for rule in rules {
             let mut status = rule.status.clone();
             let notices = match self.observe(&rule, now / 1000).await {
@@ -91,13 +88,11 @@ impl AlertEvaluator {
                     .filter(|r| r.metadata.project == rule.metadata.project)
                 {
                     let body = notification(&rule, &status, &notice, &receiver.metadata.name);
-                    let sender = self.sender.clone();
-                    let receiver = receiver.clone();
-                    deliveries.spawn(async move { sender.deliver(receiver, body).await });
+                    sends.push((receiver.clone(), body));
                 }
             }
         }
-        Ok(())
+        Ok(sends)
     }
 
     /// Stores the status if it changed; `false` if the rule is gone or was

@@ -888,6 +888,10 @@ async fn apply_one(
             let (applied, created) = super::pool_grants::apply(state, caller, *grant).await?;
             (applied.metadata.generation, created)
         }
+        Manifest::CostBudget(budget) => {
+            let (applied, created) = super::cost_budgets::apply(state, caller, *budget).await?;
+            (applied.metadata.generation, created)
+        }
     };
     Ok((project, meta.name, created, generation))
 }

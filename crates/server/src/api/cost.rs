@@ -20,7 +20,7 @@ const DEFAULT_SINCE: &str = "24h";
 
 /// Whether the caller reads every project's cost and the unallocated
 /// cost: the inventory's readers (viewer and up) and administrators.
-async fn reads_all_cost(state: &AppState, principal: &Principal) -> bool {
+pub(super) async fn reads_all_cost(state: &AppState, principal: &Principal) -> bool {
     authorize_inventory(&state.identity, principal, InventoryAction::Read)
         .await
         .is_ok()

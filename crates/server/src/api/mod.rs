@@ -11,6 +11,7 @@ mod claims;
 mod cluster;
 mod config;
 mod cost;
+mod cost_budgets;
 mod error;
 mod health;
 mod inventory;
@@ -272,6 +273,12 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/alerts/receivers/{name}/deliveries", Admin,          get(alerts::deliveries)),
         // Cost: every project's to administrators, their own projects' to members.
         row(Method::GET,    "/api/v1/cost/report",                       Authenticated,   get(cost::report)),
+        // Budgets: set by cluster administrators; read by inventory readers
+        // and by their project's maintainers (checked inside).
+        row(Method::GET,    "/api/v1/cost/budgets",                      Authenticated,   get(cost_budgets::list)),
+        row(Method::POST,   "/api/v1/cost/budgets",                      Inventory(ManageInventory), post(cost_budgets::set)),
+        row(Method::GET,    "/api/v1/cost/budgets/{project}",            Authenticated,   get(cost_budgets::show)),
+        row(Method::DELETE, "/api/v1/cost/budgets/{project}",            Inventory(ManageInventory), delete(cost_budgets::remove)),
         row(Method::GET,    "/api/v1/replication/endpoints",             Admin,           get(replication::list_endpoints)),
         row(Method::POST,   "/api/v1/replication/endpoints",             Admin,           post(replication::add_endpoint)),
         row(Method::DELETE, "/api/v1/replication/endpoints/{name}",      Admin,           delete(replication::delete_endpoint)),

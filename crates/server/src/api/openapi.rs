@@ -7,10 +7,10 @@ use http::Method;
 use serde_json::{Map, Value, json};
 use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
 use wharf_api::{
-    AlertNotification, AlertReceiver, AlertRule, Cluster, ConfigMap, Delivery, Deployment,
-    DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler, IpPool,
-    MachineClass, Node, PersistentVolumeClaim, Pod, PodMetrics, Pool, PoolGrant, Secret, Service,
-    Silence,
+    AlertNotification, AlertReceiver, AlertRule, Cluster, ConfigMap, CostBudget, Delivery,
+    Deployment, DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler,
+    IpPool, MachineClass, Node, PersistentVolumeClaim, Pod, PodMetrics, Pool, PoolGrant, Secret,
+    Service, Silence,
 };
 
 use super::{Access, route_table};
@@ -36,6 +36,7 @@ fn build() -> Value {
         ("Event", generator.subschema_for::<Event>()),
         ("IpPool", generator.subschema_for::<IpPool>()),
         ("PoolGrant", generator.subschema_for::<PoolGrant>()),
+        ("CostBudget", generator.subschema_for::<CostBudget>()),
         ("Cluster", generator.subschema_for::<Cluster>()),
         ("Pool", generator.subschema_for::<Pool>()),
         ("MachineClass", generator.subschema_for::<MachineClass>()),
@@ -298,6 +299,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "events",
         "ippools",
         "poolgrants",
+        "budgets",
         "machineclasses",
         "clusters",
         "pools",
@@ -319,6 +321,7 @@ fn responses(method: &Method, path: &str) -> Value {
         "pods" => "Pod",
         "ippools" => "IpPool",
         "poolgrants" => "PoolGrant",
+        "budgets" => "CostBudget",
         "machineclasses" => "MachineClass",
         "clusters" => "Cluster",
         "pools" => "Pool",
@@ -375,6 +378,7 @@ mod tests {
             "Event",
             "IpPool",
             "PoolGrant",
+            "CostBudget",
             "Cluster",
             "Pool",
             "MachineClass",

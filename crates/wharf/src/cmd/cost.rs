@@ -1,6 +1,7 @@
 //! `wharf cost report`: what nodes cost over a window, by project, pool,
 //! cluster, deployment or machine class, split into used, requested but
-//! idle, and unallocated (docs/cost.md).
+//! idle, and unallocated (docs/cost.md); `wharf cost budget` is in
+//! `cost_budget`.
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,6 +21,8 @@ pub struct CostArgs {
 enum CostCommand {
     /// Cost over a window, grouped; the rows add up to the nodes' cost.
     Report(ReportArgs),
+    /// Budgets per project, with a warning when the forecast reaches them.
+    Budget(super::cost_budget::BudgetArgs),
 }
 
 /// What `wharf cost report` groups by.
@@ -71,6 +74,7 @@ struct ReportArgs {
 pub async fn run(args: CostArgs) -> Result<()> {
     match args.command {
         CostCommand::Report(args) => report(args).await,
+        CostCommand::Budget(args) => super::cost_budget::run(args).await,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod audit;
 pub mod autoscale;
 pub mod cost;
+pub mod cost_budget;
 pub mod create;
 pub mod delete;
 pub mod describe;

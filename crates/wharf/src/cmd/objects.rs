@@ -131,6 +131,11 @@ impl Kind {
                 manifest.kind().to_lowercase(),
                 manifest.metadata().name
             ),
+            Manifest::CostBudget(budget) => bail!(
+                "costbudget {} is set by cluster administrators: delete it with `wharf cost budget delete {}`",
+                budget.metadata.name,
+                budget.spec.project
+            ),
             Manifest::PoolGrant(grant) => bail!(
                 "poolgrant {} is inventory: revoke it with `wharf pool revoke {} {}`",
                 grant.metadata.name,

@@ -100,8 +100,8 @@ impl ServerOptions {
         self
     }
 
-    /// A file at `name` in the data directory, written before the first
-    /// start (e.g. another server's `token.key`).
+    /// A file at `name` in the data directory (its directories created),
+    /// written before the first start (e.g. another server's `token.key`).
     pub fn data_file(mut self, name: &str, bytes: Vec<u8>) -> ServerOptions {
         self.files.push((name.to_string(), bytes));
         self
@@ -159,7 +159,11 @@ impl TestServer {
         };
         std::fs::create_dir_all(server.data_dir()).expect("creating the data directory");
         for (name, bytes) in &server.options.files {
-            std::fs::write(server.data_dir().join(name), bytes)
+            let path = server.data_dir().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("creating a data subdirectory");
+            }
+            std::fs::write(path, bytes)
                 .unwrap_or_else(|e| panic!("writing {name} into the data directory: {e}"));
         }
         server.spawn();
