@@ -26,6 +26,8 @@ mod failover;
 mod hostnet;
 #[path = "e2e_containers/hpa.rs"]
 mod hpa;
+#[path = "e2e_containers/join_init.rs"]
+mod join_init;
 #[path = "e2e_containers/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e_containers/live_scheduling.rs"]
