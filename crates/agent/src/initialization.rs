@@ -66,7 +66,8 @@ impl InitSettings {
     }
 }
 
-fn now_millis() -> u64 {
+/// Now, in unix milliseconds.
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

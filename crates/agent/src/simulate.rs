@@ -269,9 +269,7 @@ impl Simulation {
 
 /// A run of the profile `hash` that a hollow node reports.
 fn simulated_run(hash: String) -> NodeInitialization {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::initialization::now_millis();
     NodeInitialization {
         profile_hash: hash,
         state: InitState::Succeeded,

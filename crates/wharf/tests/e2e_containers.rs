@@ -330,12 +330,17 @@ impl Node {
             }
             None => Command::new("curl"),
         };
-        let output = command.args(["-sf", "-m", "3", &url]).output().ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        trimmed_stdout(command.args(["-sf", "-m", "3", &url]))
     }
+}
+
+/// What `command` printed, trimmed, if it ran and succeeded.
+fn trimmed_stdout(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 impl Drop for Node {
