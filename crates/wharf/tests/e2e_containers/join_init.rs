@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::common::TestServer;
 use super::common::cli::ok;
+use super::common::{TestServer, require_tool};
 use super::{Cli, prerequisites, push_demo_image, trimmed_stdout, wait_for};
 
 const HOST: &str = "wri-m1";
@@ -187,7 +187,8 @@ fn seconds(time: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_in_a_namespace_joins_runs_its_pools_init_profile_then_pods() {
-    if !prerequisites("joining a machine with an init profile") {
+    let test = "joining a machine with an init profile";
+    if !prerequisites(test) || !require_tool("nsenter", "apt-get install util-linux") {
         return;
     }
     let host = wharf_net::testing::HostNamespace::create(
