@@ -159,7 +159,10 @@ pub struct Agent {
     runtime: Arc<dyn Runtime>,
     config: AgentConfig,
     fence: Fence,
+    /// The services as followed from the control plane.
     services: watch::Sender<Arc<ServiceView>>,
+    /// The same once the node's rules forward them: what names resolve to.
+    resolvable: watch::Sender<Arc<ServiceView>>,
     service_rules: Option<Arc<dyn ServiceRules>>,
     /// Why the node cannot run pods, while its runtime fails.
     not_ready: watch::Sender<Option<String>>,
@@ -177,6 +180,7 @@ impl Agent {
             fence: Fence::new(config.heartbeat_ttl),
             config,
             services: watch::channel(Arc::default()).0,
+            resolvable: watch::channel(Arc::default()).0,
             service_rules: None,
             not_ready: watch::channel(None).0,
             initialization: watch::channel(last_applied).0,
@@ -191,10 +195,11 @@ impl Agent {
     }
 
     /// The cluster's services and endpoints as this agent follows them
-    /// once it runs: empty until the first list, then a new value after
-    /// each change (for the node's service rules and its DNS server).
+    /// once it runs, for its DNS server: empty until the first list, then
+    /// a new value after each change, once the node's service rules (if
+    /// it has them) forward that view.
     pub fn services(&self) -> watch::Receiver<Arc<ServiceView>> {
-        self.services.subscribe()
+        self.resolvable.subscribe()
     }
 
     /// Registers the node, then serves it until the task is dropped.
@@ -235,12 +240,14 @@ impl Agent {
             AbortOnDropHandle::new(tokio::spawn(collector.run(interval)))
         });
         // Subscribed before the watcher starts, so no view goes unseen.
-        let rules = this.service_rules.clone().map(|rules| {
-            AbortOnDropHandle::new(tokio::spawn(keep_service_rules(
-                this.services(),
-                rules,
-                RULES_RETRY,
-            )))
+        let followed = this.services.subscribe();
+        let resolvable = this.resolvable.clone();
+        let rules = AbortOnDropHandle::new(match this.service_rules.clone() {
+            Some(rules) => {
+                tokio::spawn(keep_service_rules(followed, rules, RULES_RETRY, resolvable))
+            }
+            // Nothing to wait for: names resolve as soon as they are seen.
+            None => tokio::spawn(pass_views(followed, resolvable)),
         });
         let services = tokio::spawn(follow_services(
             this.api.clone(),
@@ -632,6 +639,17 @@ fn key(pod: &Pod) -> (String, String) {
         pod.metadata.project.clone().unwrap_or_default(),
         pod.metadata.name.clone(),
     )
+}
+
+/// Publishes each view `from` gets to `to`, until `from`'s sender goes.
+async fn pass_views(
+    mut from: watch::Receiver<Arc<ServiceView>>,
+    to: watch::Sender<Arc<ServiceView>>,
+) {
+    while from.changed().await.is_ok() {
+        let view = from.borrow_and_update().clone();
+        to.send_replace(view);
+    }
 }
 
 #[cfg(test)]

@@ -36,13 +36,18 @@ impl ServiceRules for NftServices {
 }
 
 /// Writes the rules of each view `views` publishes after the current one,
-/// until the sender goes. The current value is skipped: it is the empty
-/// view from before the first list, and writing it would drop a previous
-/// run's rules before the real ones are known.
+/// until the sender goes, and then publishes that view to `applied`: what
+/// the node's name server answers from, so that a name resolves only once
+/// its address is forwarded (a connection to a cluster IP without rules
+/// leaves the node untranslated, and its tracking entry can outlive the
+/// rules' arrival). The current value is skipped: it is the empty view
+/// from before the first list, and writing it would drop a previous run's
+/// rules before the real ones are known.
 pub(crate) async fn keep_service_rules(
     mut views: watch::Receiver<Arc<ServiceView>>,
     rules: Arc<dyn ServiceRules>,
     retry: Duration,
+    applied: watch::Sender<Arc<ServiceView>>,
 ) {
     let mut written: Option<Vec<ServiceForward>> = None;
     while views.changed().await.is_ok() {
@@ -50,12 +55,14 @@ pub(crate) async fn keep_service_rules(
             let view = views.borrow_and_update().clone();
             let forwards = service_forwards(&view.services, &view.endpoints);
             if written.as_ref() == Some(&forwards) {
+                applied.send_replace(view);
                 break;
             }
             match rules.apply(&forwards).await {
                 Ok(()) => {
                     tracing::debug!(forwards = %describe(&forwards), "service rules written");
                     written = Some(forwards);
+                    applied.send_replace(view);
                     break;
                 }
                 Err(err) => {
@@ -142,23 +149,30 @@ mod tests {
     #[tokio::test]
     async fn rules_are_written_from_the_first_list_on_and_only_when_they_change() {
         let (sender, views) = watch::channel(Arc::default());
+        let (applied, resolvable) = watch::channel(Arc::default());
         let rules = Arc::new(Recorded::default());
-        *rules.failing.lock().unwrap() = 1;
+        *rules.failing.lock().unwrap() = 2;
         let task = tokio::spawn(keep_service_rules(
             views,
             rules.clone(),
-            Duration::from_millis(10),
+            Duration::from_millis(100),
+            applied,
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             rules.writes.lock().unwrap().is_empty(),
             "the empty view before the first list is not written"
         );
-        // The first write fails, and is tried again.
-        sender.send_replace(view(&["10.95.0.2", "10.95.0.3"]));
+        // The first writes fail, and are tried again; until one succeeds
+        // the name server does not see the view.
+        let first = view(&["10.95.0.2", "10.95.0.3"]);
+        sender.send_replace(first.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(resolvable.borrow().services.is_empty(), "not yet written");
         let writes = writes_become(&rules, 1).await;
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0][0].endpoints.len(), 2);
+        assert_eq!(*resolvable.borrow(), first, "resolvable once written");
         // The same forwards again (another object changed): nothing written.
         sender.send_replace(view(&["10.95.0.3", "10.95.0.2"]));
         // One endpoint unready: written.
@@ -169,6 +183,7 @@ mod tests {
             writes[1][0].endpoints,
             [("10.95.0.3".parse().unwrap(), 8080)]
         );
+        assert_eq!(*resolvable.borrow(), view(&["10.95.0.3"]));
         drop(sender);
         task.await.unwrap();
     }

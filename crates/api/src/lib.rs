@@ -39,6 +39,7 @@ mod fieldref;
 mod inventory;
 mod inventory_check;
 mod ippool;
+mod join;
 mod lifecycle;
 mod manifest;
 mod meta;
@@ -102,6 +103,7 @@ pub use ippool::{
     ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
     MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
 };
+pub use join::join_command_line;
 pub use lifecycle::{HookKind, Lifecycle, LifecycleHandler, SleepAction};
 pub use manifest::{Manifest, ParsedManifest, parse_manifests};
 pub use meta::{

@@ -172,9 +172,23 @@ impl TierRequest {
         let Some(value) = annotations.get(ANNOTATION_TIER) else {
             return Ok(None);
         };
+        TierRequest::parse(value, &format!("annotations[{ANNOTATION_TIER}]")).map(Some)
+    }
+
+    /// Reads `core`, `general` or `batch`, optionally followed by
+    /// `;preferred` (a project's default tier is written so too); the
+    /// error names `field`.
+    ///
+    /// ```
+    /// use wharf_api::{TierRequest, Tier};
+    /// let request = TierRequest::parse("batch", "defaultTier").unwrap();
+    /// assert_eq!(request, TierRequest { tier: Tier::Batch, preferred: false });
+    /// assert!(TierRequest::parse("gold", "defaultTier").unwrap_err().to_string().contains("defaultTier"));
+    /// ```
+    pub fn parse(value: &str, field: &str) -> Result<TierRequest, ObjectError> {
         let invalid = || {
             ObjectError::invalid(
-                format!("annotations[{ANNOTATION_TIER}]"),
+                field,
                 format!(
                     "{value:?} is not a tier: use core, general or batch, \
                      optionally followed by ;preferred"
@@ -184,7 +198,7 @@ impl TierRequest {
         let (tier, preferred) = match value.split_once(';') {
             Some((tier, "preferred")) => (tier, true),
             Some(_) => return Err(invalid()),
-            None => (value.as_str(), false),
+            None => (value, false),
         };
         let tier = match tier.trim() {
             "core" => Tier::Core,
@@ -192,7 +206,7 @@ impl TierRequest {
             "batch" => Tier::Batch,
             _ => return Err(invalid()),
         };
-        Ok(Some(TierRequest { tier, preferred }))
+        Ok(TierRequest { tier, preferred })
     }
 }
 

@@ -274,6 +274,11 @@ pub struct Project {
     /// `Unconfined`. Only system administrators change it.
     #[serde(default)]
     pub allow_privileged: bool,
+    /// The tier its Deployments get when they name none (the grammar of
+    /// the `wharf.io/tier` annotation: `core`, `batch;preferred`);
+    /// project admins set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tier: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at: u64,
 }

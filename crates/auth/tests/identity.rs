@@ -516,7 +516,10 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     let id = Arc::new(identity(&dir));
     let admin = admin_with_project(&id, "p").await;
     let hour = std::time::Duration::from_secs(3600);
-    let (shown, token) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    let (shown, token) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
     assert_eq!(shown.pool, "web");
     assert!(token.len() > 40, "256 random bits: {token}");
     let stored = dir.path().join("state.redb");
@@ -544,6 +547,10 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
         .await
         .unwrap();
     assert_eq!(principal.node_agent(), Some(node));
+    // The credential is bound to the token's pool; a loser is bound to none.
+    assert_eq!(id.joined_pool(node).await.unwrap().as_deref(), Some("web"));
+    let other = if node == "n1" { "n2" } else { "n1" };
+    assert_eq!(id.joined_pool(other).await.unwrap(), None);
 
     assert!(id.check_join_token(&token).await.is_err(), "used");
     let again = id.redeem_join_token(&token, "n3").await.unwrap_err();
@@ -555,17 +562,68 @@ async fn a_join_token_is_redeemed_once_for_a_node_credential() {
     assert!(unknown.to_string().contains("not recognised"), "{unknown}");
 
     let short = std::time::Duration::from_millis(1);
-    let (_, expiring) = id.create_join_token(&admin, "web", short).await.unwrap();
+    let (_, expiring) = id
+        .create_join_token(admin.name(), "web", short)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let expired = id.redeem_join_token(&expiring, "n4").await.unwrap_err();
     assert!(expired.to_string().contains("expired"), "{expired}");
     let zero = std::time::Duration::ZERO;
-    assert!(id.create_join_token(&admin, "web", zero).await.is_err());
+    assert!(
+        id.create_join_token(admin.name(), "web", zero)
+            .await
+            .is_err()
+    );
+    let forever = std::time::Duration::from_secs(u64::MAX);
+    let refused = id.create_join_token(admin.name(), "web", forever).await;
+    assert!(refused.unwrap_err().to_string().contains("at most 30 days"));
 
     // A node that still has a credential cannot join again, and the token
     // stays unused for another machine.
-    let (_, second) = id.create_join_token(&admin, "web", hour).await.unwrap();
+    let (_, second) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
     let taken = id.redeem_join_token(&second, node).await.unwrap_err();
     assert!(taken.to_string().contains("decommission"), "{taken}");
     id.redeem_join_token(&second, "n5").await.unwrap();
+}
+
+#[tokio::test]
+async fn join_tokens_are_forgotten_a_day_after_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Arc::new(identity(&dir));
+    let admin = admin_with_project(&id, "p").await;
+    let hour = std::time::Duration::from_secs(3600);
+    let (used, token) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
+    id.redeem_join_token(&token, "n1").await.unwrap();
+    let (_, fresh) = id
+        .create_join_token(admin.name(), "web", hour)
+        .await
+        .unwrap();
+    let day = 86_400_000;
+    // Within a day of expiring, a late attempt still hears why.
+    assert_eq!(
+        id.prune_join_tokens(used.expires_at + day - 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let late = id.redeem_join_token(&token, "n2").await.unwrap_err();
+    assert!(late.to_string().contains("already used"), "{late}");
+    // A day later both records go, used or not.
+    assert_eq!(
+        id.prune_join_tokens(used.expires_at + 2 * day)
+            .await
+            .unwrap(),
+        2
+    );
+    for token in [&token, &fresh] {
+        let gone = id.check_join_token(token).await.unwrap_err();
+        assert!(gone.to_string().contains("not recognised"), "{gone}");
+    }
 }

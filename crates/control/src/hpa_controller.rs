@@ -302,9 +302,8 @@ impl HpaController {
     /// One pod's usage of `resource` (`cpu` in millicores, `memory` in
     /// bytes) and its request, summed over its containers.
     fn pod_metric(&self, pod: &Pod, resource: &str) -> PodMetric {
-        let project = pod.metadata.project.as_deref().unwrap_or_default();
         let cpu = resource == "cpu";
-        let usage = self.metrics.pod(project, &pod.metadata.name).map(|m| {
+        let usage = self.metrics.pod(pod).map(|m| {
             m.containers
                 .iter()
                 .map(|c| {

@@ -314,6 +314,15 @@ impl Objects {
             })
     }
 
+    /// The address claim pod `project/name` holds, if any.
+    pub async fn pod_ip_claim(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<IpClaim>, ControlError> {
+        Ok(self.pod_claim_entry(project, name).await?.map(|(_, c)| c))
+    }
+
     /// Gives back the address pod `project/name` holds (only if held by the
     /// pod with `uid`, when given). Returns the claim released.
     pub async fn release_pod_ip(

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wharf_api::{ContainerMetrics, PodMetrics, PodUsage};
+use wharf_api::{ContainerMetrics, Pod, PodMetrics, PodUsage};
 
 /// Samples older than this are forgotten (the pod is gone or its node
 /// stopped reporting): no metrics is better than stale ones.
@@ -16,13 +16,17 @@ const STALE_AFTER_MS: u64 = 5 * 60 * 1000;
 /// autoscaler.
 #[derive(Clone, Default)]
 pub struct PodMetricsStore {
-    pods: Arc<Mutex<HashMap<(String, String), Samples>>>,
+    pods: Arc<Mutex<HashMap<Key, Samples>>>,
 }
+
+/// Project, pod name and the node that reported it. Only the samples of
+/// the node a pod is bound to are read: another node (a compromised one)
+/// can neither speak for the pod's usage (its cost, its autoscaling) nor
+/// displace what the pod's own node reports.
+type Key = (String, String, String);
 
 /// A pod's last two samples, from the same pod (uid).
 struct Samples {
-    /// The node that reported them: a pod's samples come from its node.
-    node: String,
     /// When the latest came, by this server's clock (a node's clock may
     /// be off).
     received_ms: u64,
@@ -41,7 +45,7 @@ impl PodMetricsStore {
     pub fn record(&self, node: &str, pods: Vec<PodUsage>, now: u64) {
         let mut held = self.pods.lock().expect("pod metrics lock");
         for usage in pods {
-            let key = (usage.project.clone(), usage.name.clone());
+            let key = (usage.project.clone(), usage.name.clone(), node.to_string());
             let previous = held
                 .remove(&key)
                 .filter(|s| s.latest.uid == usage.uid && s.latest.timestamp_ms < usage.timestamp_ms)
@@ -49,7 +53,6 @@ impl PodMetricsStore {
             held.insert(
                 key,
                 Samples {
-                    node: node.to_string(),
                     received_ms: now,
                     previous,
                     latest: usage,
@@ -59,37 +62,28 @@ impl PodMetricsStore {
         held.retain(|_, s| now.saturating_sub(s.received_ms) < STALE_AFTER_MS);
     }
 
-    /// Pod `project/name`'s usage over its last two samples; `None` until
-    /// there are two (a CPU rate needs both).
-    pub fn pod(&self, project: &str, name: &str) -> Option<PodMetrics> {
+    /// `pod`'s usage over the last two samples its node reported of it
+    /// (of this very pod, by uid); `None` until there are two (a CPU rate
+    /// needs both), and for a pod bound to no node.
+    pub fn pod(&self, pod: &Pod) -> Option<PodMetrics> {
+        let key = (
+            pod.metadata.project.clone().unwrap_or_default(),
+            pod.metadata.name.clone(),
+            pod.spec.node_name.clone()?,
+        );
         let held = self.pods.lock().expect("pod metrics lock");
-        let samples = held.get(&(project.to_string(), name.to_string()))?;
+        let samples = held.get(&key)?;
+        if samples.latest.uid != pod.metadata.uid {
+            return None;
+        }
         rates(samples.previous.as_ref()?, &samples.latest)
     }
 
-    /// The usage of every pod of `project` that has two samples, by name.
-    pub fn in_project(&self, project: &str) -> Vec<PodMetrics> {
-        let held = self.pods.lock().expect("pod metrics lock");
-        let mut pods: Vec<PodMetrics> = held
-            .iter()
-            .filter(|((p, _), _)| p == project)
-            .filter_map(|(_, s)| rates(s.previous.as_ref()?, &s.latest))
-            .collect();
-        pods.sort_by(|a, b| a.name.cmp(&b.name));
-        pods
-    }
-
-    /// The node that last reported pod `project/name`.
-    pub fn node_of(&self, project: &str, name: &str) -> Option<String> {
-        let held = self.pods.lock().expect("pod metrics lock");
-        held.get(&(project.to_string(), name.to_string()))
-            .map(|s| s.node.clone())
-    }
-
-    /// Forgets pod `project/name` (it was deleted).
-    pub fn forget(&self, project: &str, name: &str) {
-        let mut held = self.pods.lock().expect("pod metrics lock");
-        held.remove(&(project.to_string(), name.to_string()));
+    /// The usage of each of `pods` that has two samples, by name.
+    pub fn of_pods<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) -> Vec<PodMetrics> {
+        let mut metrics: Vec<PodMetrics> = pods.into_iter().filter_map(|p| self.pod(p)).collect();
+        metrics.sort_by(|a, b| a.name.cmp(&b.name));
+        metrics
     }
 }
 
@@ -150,6 +144,16 @@ mod tests {
         }
     }
 
+    /// Pod shop/web-1 with `uid`, bound to `node`.
+    fn pod(uid: &str, node: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.project = Some("shop".into());
+        pod.metadata.name = "web-1".into();
+        pod.metadata.uid = uid.into();
+        pod.spec.node_name = Some(node.into());
+        pod
+    }
+
     #[test]
     fn cpu_is_a_rate_over_two_samples() {
         let store = PodMetricsStore::new();
@@ -158,50 +162,76 @@ mod tests {
             vec![sample("u1", 10_000, 1_000_000_000, 1 << 20)],
             10_000,
         );
-        assert_eq!(store.pod("shop", "web-1"), None, "one sample gives no rate");
+        let web = pod("u1", "n1");
+        assert_eq!(store.pod(&web), None, "one sample gives no rate");
         // Half a core for 10 s: 5 s of CPU.
         store.record(
             "n1",
             vec![sample("u1", 20_000, 6_000_000_000, 3 << 20)],
             20_000,
         );
-        let metrics = store.pod("shop", "web-1").unwrap();
+        let metrics = store.pod(&web).unwrap();
         assert_eq!(metrics.window_ms, 10_000);
         assert_eq!(metrics.cpu_millicores(), 500);
         assert_eq!(metrics.memory_bytes(), 3 << 20);
-        assert_eq!(store.node_of("shop", "web-1").as_deref(), Some("n1"));
-        assert_eq!(store.in_project("shop"), vec![metrics]);
-        assert_eq!(store.in_project("other"), Vec::new());
+        assert_eq!(store.of_pods([&web]), vec![metrics]);
+        assert_eq!(store.of_pods([]), Vec::new());
+    }
+
+    #[test]
+    fn only_the_pods_own_node_speaks_for_it() {
+        let store = PodMetricsStore::new();
+        store.record("n1", vec![sample("u1", 10_000, 0, 0)], 10_000);
+        // Another node's samples, even of the same uid, are not the pod's,
+        // and do not displace its own node's.
+        store.record("n2", vec![sample("u1", 15_000, 0, 0)], 15_000);
+        store.record("n2", vec![sample("u1", 18_000, 90_000_000_000, 0)], 18_000);
+        assert_eq!(
+            store.pod(&pod("u1", "n2")).unwrap().cpu_millicores(),
+            30_000
+        );
+        assert_eq!(store.pod(&pod("u1", "n1")), None, "one sample of n1 yet");
+        store.record("n1", vec![sample("u1", 20_000, 1_000_000_000, 0)], 20_000);
+        assert_eq!(store.pod(&pod("u1", "n1")).unwrap().cpu_millicores(), 100);
+        let unbound = Pod {
+            spec: Default::default(),
+            ..pod("u1", "n1")
+        };
+        assert_eq!(store.pod(&unbound), None);
     }
 
     #[test]
     fn a_new_pod_of_the_same_name_starts_over() {
         let store = PodMetricsStore::new();
         store.record("n1", vec![sample("u1", 10_000, 9_000_000_000, 0)], 10_000);
-        store.record("n2", vec![sample("u2", 20_000, 1_000_000, 0)], 20_000);
-        assert_eq!(store.pod("shop", "web-1"), None);
+        store.record("n1", vec![sample("u2", 20_000, 1_000_000, 0)], 20_000);
+        assert_eq!(store.pod(&pod("u2", "n1")), None);
+        assert_eq!(
+            store.pod(&pod("u1", "n1")),
+            None,
+            "not the old pod's either"
+        );
     }
 
     #[test]
     fn a_restarted_container_has_no_rate_until_its_next_sample() {
         let store = PodMetricsStore::new();
+        let web = pod("u1", "n1");
         store.record("n1", vec![sample("u1", 10_000, 9_000_000_000, 0)], 10_000);
         store.record("n1", vec![sample("u1", 20_000, 1_000_000, 0)], 20_000);
-        assert_eq!(store.pod("shop", "web-1"), None);
+        assert_eq!(store.pod(&web), None);
         store.record("n1", vec![sample("u1", 30_000, 101_000_000, 0)], 30_000);
-        assert_eq!(store.pod("shop", "web-1").unwrap().cpu_millicores(), 10);
+        assert_eq!(store.pod(&web).unwrap().cpu_millicores(), 10);
     }
 
     #[test]
-    fn stale_and_forgotten_pods_have_no_metrics() {
+    fn stale_pods_have_no_metrics() {
         let store = PodMetricsStore::new();
+        let web = pod("u1", "n1");
         store.record("n1", vec![sample("u1", 0, 0, 0)], 0);
         store.record("n1", vec![sample("u1", 1_000, 1_000, 0)], 1_000);
-        assert!(store.pod("shop", "web-1").is_some());
-        store.forget("shop", "web-1");
-        assert_eq!(store.pod("shop", "web-1"), None);
-        store.record("n1", vec![sample("u1", 0, 0, 0)], 0);
-        store.record("n1", Vec::new(), STALE_AFTER_MS);
-        assert_eq!(store.node_of("shop", "web-1"), None);
+        assert!(store.pod(&web).is_some());
+        store.record("n1", Vec::new(), STALE_AFTER_MS + 1_000);
+        assert_eq!(store.pod(&web), None);
     }
 }

@@ -8,7 +8,9 @@
 //!   with the scheduler core, on a snapshot of the pool's nodes, its
 //!   machines still on their way, and as many new machines of the pool's
 //!   class as they need (at most `max` machines in all). That many are
-//!   created; a pass that creates machines removes none.
+//!   created; a pass that creates machines removes none. With
+//!   [`JoinCommands`] each new machine gets its own join command (a
+//!   single-use token), so machines are then created one at a time.
 //! - **Down:** a machine is unused while it has no node, or its node has
 //!   no pods (Wharf has no daemon pods to discount). One unused for
 //!   `scaleDownDelaySeconds` (600 by default) is removed, never below
@@ -56,9 +58,20 @@ pub type ProviderFactory = Arc<
         + Sync,
 >;
 
-/// Makes the command a new machine of a pool runs to join it (its
-/// UserData); `None` if there is none, for machines joined otherwise.
-pub type JoinCommands = Arc<dyn Fn(&Pool) -> Option<String> + Send + Sync>;
+/// Makes the command a new machine of a pool runs at first boot to join
+/// it (its UserData). Called once per machine: each gets its own
+/// single-use join token.
+#[async_trait::async_trait]
+pub trait JoinCommands: Send + Sync {
+    /// A join command for one new machine of `pool`; `Err` says why there
+    /// is none (the machine is then not made).
+    async fn join_command(&self, pool: &Pool) -> Result<String, String>;
+
+    /// Revokes the credential node `node` joined with, once its machine
+    /// and node are removed: a machine image or a disk that outlives the
+    /// instance must not keep a working node credential.
+    async fn revoke_node(&self, node: &str) -> Result<(), String>;
+}
 
 /// What the pool autoscaler did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +119,7 @@ pub struct PoolAutoscaler {
     objects: Objects,
     secrets: ConfigObjects,
     providers: ProviderFactory,
-    join_commands: Option<JoinCommands>,
+    join_commands: Option<Arc<dyn JoinCommands>>,
     reports: Option<PoolScaleReporter>,
     events: EventRecorder,
     scheduler: Scheduler,
@@ -185,6 +198,22 @@ fn pool_reference(pool: &Pool) -> ObjectReference {
     }
 }
 
+/// What to ask the provider for: `count` machines of the pool's class.
+fn machine_request(view: &PoolView, count: u32, join_command: Option<String>) -> MachineRequest {
+    MachineRequest {
+        cluster: view.cluster.metadata.name.clone(),
+        pool: view.pool.metadata.name.clone(),
+        count,
+        machine_class: view.class.metadata.name.clone(),
+        join_command,
+        in_use: view
+            .nodes
+            .values()
+            .filter_map(|n| n.spec.address.clone())
+            .collect(),
+    }
+}
+
 impl PoolAutoscaler {
     /// An autoscaler over `objects`, opening providers' credentials with
     /// `secrets` and making their drivers with `providers`.
@@ -202,9 +231,9 @@ impl PoolAutoscaler {
         }
     }
 
-    /// The same autoscaler giving new machines the join command
-    /// `commands` makes for their pool.
-    pub fn with_join_commands(mut self, commands: JoinCommands) -> Self {
+    /// The same autoscaler giving each new machine its own join command
+    /// from `commands` (machines are then made one by one).
+    pub fn with_join_commands(mut self, commands: Arc<dyn JoinCommands>) -> Self {
         self.join_commands = Some(commands);
         self
     }
@@ -417,48 +446,58 @@ impl PoolAutoscaler {
             };
         }
         let (needed, helped) = (plan.new_machines, plan.helped);
-        let request = MachineRequest {
-            cluster: view.cluster.metadata.name.clone(),
-            pool: view.pool.metadata.name.clone(),
-            count: needed,
-            machine_class: view.class.metadata.name.clone(),
-            join_command: self
-                .join_commands
-                .as_ref()
-                .and_then(|make| make(&view.pool)),
-            in_use: view
-                .nodes
-                .values()
-                .filter_map(|n| n.spec.address.clone())
-                .collect(),
-        };
-        match view.provider.create(&request).await {
-            Ok(made) => {
-                let ids: Vec<String> = made.into_iter().map(|m| m.id).collect();
-                let message = format!(
-                    "created {} machine(s) of class {} ({}) for {} unschedulable pod(s)",
-                    ids.len(),
-                    view.class.metadata.name,
-                    ids.join(", "),
-                    helped.len()
-                );
-                self.report(&view.pool, PoolScaleAction::Up, ids, &message)
-                    .await;
-                let for_pods = format!(
-                    "pod triggered scale-up of pool {}: {message}",
-                    view.pool.metadata.name
-                );
-                for index in helped {
-                    self.record_on_pod(pods[index], &for_pods).await;
-                }
-            }
-            Err(err) => {
-                let message = format!("creating {needed} machine(s) failed: {err}");
-                self.report(&view.pool, PoolScaleAction::Failed, Vec::new(), &message)
-                    .await;
+        let (ids, failure) = self.create_machines(view, needed).await;
+        if !ids.is_empty() {
+            let message = format!(
+                "created {} machine(s) of class {} ({}) for {} unschedulable pod(s)",
+                ids.len(),
+                view.class.metadata.name,
+                ids.join(", "),
+                helped.len()
+            );
+            self.report(&view.pool, PoolScaleAction::Up, ids, &message)
+                .await;
+            let for_pods = format!(
+                "pod triggered scale-up of pool {}: {message}",
+                view.pool.metadata.name
+            );
+            for index in helped {
+                self.record_on_pod(pods[index], &for_pods).await;
             }
         }
+        if let Some(err) = failure {
+            let message = format!("creating {needed} machine(s) failed: {err}");
+            self.report(&view.pool, PoolScaleAction::Failed, Vec::new(), &message)
+                .await;
+        }
         ScaleUp::Created
+    }
+
+    /// Makes `count` machines for the pool: with join commands one at a
+    /// time, each with its own (a single-use token cannot be shared),
+    /// else in one call. Returns the ids made and, if it stopped short,
+    /// why.
+    async fn create_machines(&self, view: &PoolView, count: u32) -> (Vec<String>, Option<String>) {
+        let Some(commands) = &self.join_commands else {
+            let request = machine_request(view, count, None);
+            return match view.provider.create(&request).await {
+                Ok(made) => (made.into_iter().map(|m| m.id).collect(), None),
+                Err(err) => (Vec::new(), Some(err.to_string())),
+            };
+        };
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let command = match commands.join_command(&view.pool).await {
+                Ok(command) => command,
+                Err(err) => return (ids, Some(format!("no join command: {err}"))),
+            };
+            let request = machine_request(view, 1, Some(command));
+            match view.provider.create(&request).await {
+                Ok(made) => ids.extend(made.into_iter().map(|m| m.id)),
+                Err(err) => return (ids, Some(err.to_string())),
+            }
+        }
+        (ids, None)
     }
 
     /// Unschedulable pods with what the scheduler core needs of them.
@@ -670,7 +709,15 @@ impl PoolAutoscaler {
     async fn delete_node(&self, node: &str) {
         match self.objects.delete::<Node>(None, node, None).await {
             Ok(_) | Err(ControlError::NotFound { .. }) => {}
-            Err(err) => tracing::warn!(error = %err, node, "could not remove a node"),
+            Err(err) => {
+                tracing::warn!(error = %err, node, "could not remove a node");
+                return;
+            }
+        }
+        if let Some(commands) = &self.join_commands
+            && let Err(err) = commands.revoke_node(node).await
+        {
+            tracing::warn!(error = %err, node, "could not revoke a removed node's credential");
         }
     }
 
@@ -778,6 +825,31 @@ mod tests {
         }
     }
 
+    /// Join commands with a new token each time, as the server's are; and
+    /// the nodes whose credential was revoked.
+    #[derive(Default)]
+    struct NumberedTokens {
+        made: Mutex<u32>,
+        revoked: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl JoinCommands for NumberedTokens {
+        async fn join_command(&self, pool: &Pool) -> Result<String, String> {
+            let mut made = self.made.lock().unwrap();
+            *made += 1;
+            Ok(format!(
+                "wharf join --pool {} --token t{made}",
+                pool.metadata.name
+            ))
+        }
+
+        async fn revoke_node(&self, node: &str) -> Result<(), String> {
+            self.revoked.lock().unwrap().push(node.to_string());
+            Ok(())
+        }
+    }
+
     fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
         serde_json::from_value(value).unwrap()
     }
@@ -859,6 +931,7 @@ mod tests {
     struct Setup {
         objects: Objects,
         cloud: Arc<FakeCloud>,
+        tokens: Arc<NumberedTokens>,
         autoscaler: PoolAutoscaler,
         reports: Arc<Mutex<Vec<PoolScaleReport>>>,
         keys_seen: Arc<Mutex<Option<Credentials>>>,
@@ -878,14 +951,14 @@ mod tests {
         });
         let reports = Arc::new(Mutex::new(Vec::new()));
         let sink = reports.clone();
+        let tokens = Arc::new(NumberedTokens::default());
         let autoscaler = PoolAutoscaler::new(objects.clone(), secrets, factory)
-            .with_join_commands(Arc::new(|pool: &Pool| {
-                Some(format!("wharf join --pool {}", pool.metadata.name))
-            }))
+            .with_join_commands(tokens.clone())
             .with_reports(Arc::new(move |report| sink.lock().unwrap().push(report)));
         Setup {
             objects,
             cloud,
+            tokens,
             autoscaler,
             reports,
             keys_seen,
@@ -910,6 +983,40 @@ mod tests {
         assert!(machine_ids(&s.cloud).is_empty());
     }
 
+    /// A server that cannot make join tokens.
+    struct NoTokens;
+
+    #[async_trait]
+    impl JoinCommands for NoTokens {
+        async fn join_command(&self, _: &Pool) -> Result<String, String> {
+            Err("store unavailable".into())
+        }
+
+        async fn revoke_node(&self, _: &str) -> Result<(), String> {
+            Err("store unavailable".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_machine_is_made_without_its_join_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = setup(&dir, 0).await;
+        let autoscaler = s.autoscaler.with_join_commands(Arc::new(NoTokens));
+        waiting_pod(&s.objects, "web-0").await;
+        autoscaler.pass().await.unwrap();
+        assert!(machine_ids(&s.cloud).is_empty());
+        let reports = s.reports.lock().unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].action, PoolScaleAction::Failed);
+        assert!(
+            reports[0]
+                .message
+                .contains("no join command: store unavailable"),
+            "{}",
+            reports[0].message
+        );
+    }
+
     #[tokio::test]
     async fn unschedulable_pods_get_the_machines_they_need_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -925,10 +1032,22 @@ mod tests {
         );
         let keys = s.keys_seen.lock().unwrap().clone().unwrap();
         assert_eq!(keys.access_key_id, "AKID");
-        let first = s.cloud.machines.lock().unwrap()[0].clone();
+        let commands: Vec<_> = s
+            .cloud
+            .machines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.join_command.clone().unwrap())
+            .collect();
         assert_eq!(
-            first.join_command.as_deref(),
-            Some("wharf join --pool burst")
+            commands,
+            [
+                "wharf join --pool burst --token t1",
+                "wharf join --pool burst --token t2",
+                "wharf join --pool burst --token t3"
+            ],
+            "each machine its own token"
         );
         {
             let reports = s.reports.lock().unwrap();
@@ -1004,6 +1123,10 @@ mod tests {
             );
             assert_eq!(reports[1].machines, ["i-1", "i-3"]);
         }
+        // The removed nodes' credentials are revoked; the busy one's kept.
+        let mut revoked = s.tokens.revoked.lock().unwrap().clone();
+        revoked.sort();
+        assert_eq!(revoked, ["i-1", "i-3", "i-99"]);
         // Idle now, but the pool keeps its minimum of one.
         s.objects
             .delete::<Pod>(Some("shop"), "web-0", None)

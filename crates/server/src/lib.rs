@@ -16,6 +16,7 @@ mod alerts;
 mod api;
 mod image_layers;
 mod listener;
+mod machine_join;
 mod registry_auth;
 mod telemetry;
 mod token_endpoint;
@@ -278,6 +279,8 @@ pub struct App {
     image_layers: Arc<image_layers::RegistryImageLayers>,
     /// Grows and shrinks cloud pools (on the leader).
     pool_autoscaler: Arc<PoolAutoscaler>,
+    /// The join commands it gives new machines (told the listener's address).
+    machine_joins: Arc<machine_join::MachineJoinCommands>,
     /// Where the leader's cost recorder writes.
     cost_history: wharf_control::cost::CostHistory,
     /// `server.id`, locked while the server runs: one process per data
@@ -392,11 +395,18 @@ impl App {
             retry: config.alert_retry,
         };
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let pool_autoscaler = Arc::new(pool_autoscaler(
-            control.objects().clone(),
-            config_objects.clone(),
-            audit.clone(),
+        let machine_joins = Arc::new(machine_join::MachineJoinCommands::new(
+            identity.clone(),
+            config.public_url.clone(),
         ));
+        let pool_autoscaler = Arc::new(
+            pool_autoscaler(
+                control.objects().clone(),
+                config_objects.clone(),
+                audit.clone(),
+            )
+            .with_join_commands(machine_joins.clone()),
+        );
         let state = Arc::new(AppState {
             identity: identity.clone(),
             registry: registry.clone(),
@@ -442,6 +452,7 @@ impl App {
             alert_eval_interval: config.alert_eval_interval,
             image_layers,
             pool_autoscaler,
+            machine_joins,
             cost_history,
             _lock: lock,
         })
@@ -475,6 +486,7 @@ impl Server {
                 })?;
         if let Ok(addr) = listener.local_addr() {
             app.image_layers.listening_on(addr.port());
+            app.machine_joins.listening_on(addr, &hostname());
         }
         Ok(Server {
             listener,
@@ -668,8 +680,7 @@ fn scale_auditor(audit: AuditLog) -> wharf_control::ScaleReporter {
 }
 
 /// The pool autoscaler, its provider calls through one HTTP client and its
-/// actions in the audit log. New machines get no join command yet
-/// (`with_join_commands` takes the maker once the join flow exists).
+/// actions in the audit log.
 fn pool_autoscaler(objects: Objects, secrets: ConfigObjects, audit: AuditLog) -> PoolAutoscaler {
     let http = reqwest::Client::new();
     let providers: wharf_control::ProviderFactory = Arc::new(move |spec, credentials| {

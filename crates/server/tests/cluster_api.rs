@@ -701,3 +701,92 @@ async fn privileged_settings_need_the_projects_allow_privileged() {
         error_message(&reply)
     );
 }
+
+#[tokio::test]
+async fn a_project_admin_sets_the_default_tier_that_deployments_without_one_get() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    for (user, role) in [("owner", "projectAdmin"), ("dev", "developer")] {
+        app.create_user(&admin, user, "user-password-1").await;
+        app.add_member(&admin, "shop", user, role).await;
+    }
+    let owner = app.api_login("owner", "user-password-1").await;
+    let dev = app.api_login("dev", "user-password-1").await;
+    let patch = |tier: &str| json!({"default_tier": tier});
+
+    let bad = app
+        .api(
+            &owner,
+            Method::PATCH,
+            "/api/v1/projects/shop",
+            patch("gold"),
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+    assert!(
+        error_message(&bad).starts_with("default_tier: \"gold\" is not a tier"),
+        "{}",
+        error_message(&bad)
+    );
+    app.api(&dev, Method::PATCH, "/api/v1/projects/shop", patch("core"))
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    let project = app
+        .api(
+            &owner,
+            Method::PATCH,
+            "/api/v1/projects/shop",
+            patch("core;preferred"),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(project["default_tier"], "core;preferred");
+
+    // Applied: the deployment carries the project's tier; its own wins.
+    app.apply_yaml(&dev, SEED).await.expect(StatusCode::OK);
+    let own = SEED.replace("name: web\n", "name: jobs\n").replace(
+        "  namespace: shop\n",
+        "  namespace: shop\n  annotations: {wharf.io/tier: batch}\n",
+    );
+    app.apply_yaml(&dev, &own).await.expect(StatusCode::OK);
+    let tiers: Vec<(String, Value)> = deployments(&app, &admin, "shop")
+        .await
+        .iter()
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap().to_string();
+            (name, d["metadata"]["annotations"]["wharf.io/tier"].clone())
+        })
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            ("jobs".to_string(), json!("batch")),
+            ("web".to_string(), json!("core;preferred"))
+        ]
+    );
+    // A replacement (PUT) without the annotation gets it too.
+    let path = "/api/v1/projects/shop/deployments/web";
+    let mut web = app
+        .api(&dev, Method::GET, path, Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    web["metadata"]["annotations"] = json!({});
+    let replaced = app
+        .api(&dev, Method::PUT, path, web)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let tier = &replaced["metadata"]["annotations"]["wharf.io/tier"];
+    assert_eq!(tier, "core;preferred", "{replaced}");
+
+    // Removed with "".
+    let cleared = app
+        .api(&owner, Method::PATCH, "/api/v1/projects/shop", patch(""))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert!(cleared["default_tier"].is_null(), "{cleared}");
+}

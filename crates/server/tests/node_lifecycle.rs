@@ -83,6 +83,25 @@ async fn a_join_token_gives_a_node_credential_once_and_decommission_revokes_it()
     app.api(&node, Method::POST, "/api/v1/nodes", node_body("n2"))
         .await
         .expect(StatusCode::FORBIDDEN);
+    // The token was for pool web: the credential registers there only.
+    let mut elsewhere = node_body("n1");
+    elsewhere["metadata"]["labels"]["wharf.io/pool"] = json!("core");
+    let mut annotated = node_body("n1");
+    annotated["metadata"]["annotations"] = json!({"wharf.io/join-pool": "core"});
+    for body in [elsewhere, annotated] {
+        let refused = app.api(&node, Method::POST, "/api/v1/nodes", body).await;
+        let message = refused.json()["error"]["message"].to_string();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{message}");
+        assert!(message.contains("joined pool web"), "{message}");
+    }
+    let mut unnamed = node_body("n1");
+    unnamed["metadata"]["labels"] = json!({});
+    let registered = app
+        .api(&node, Method::POST, "/api/v1/nodes", unnamed)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(registered["metadata"]["labels"]["wharf.io/pool"], "web");
     app.api(
         &node,
         Method::PUT,
@@ -98,6 +117,10 @@ async fn a_join_token_gives_a_node_credential_once_and_decommission_revokes_it()
         .await
         .expect(StatusCode::FORBIDDEN);
     app.api(&node, Method::GET, "/api/v1/users", Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    // A node pulls every project's images; it reads no project's cost.
+    app.api(&node, Method::GET, "/api/v1/cost/report", Value::Null)
         .await
         .expect(StatusCode::FORBIDDEN);
 
@@ -195,7 +218,8 @@ async fn a_node_credential_opens_only_its_own_node_routes() {
             .replace("{project}", "walk")
             .replace("{name}", "p")
             .replace("{pool}", "web");
-        // A pod's routes name no node: any node agent reports pods.
+        // A pod's routes name no node: their handlers check the pod's
+        // node (`a_node_credential_speaks_only_for_its_own_nodes_pods`).
         let names_no_node = route.access == Access::Node && !route.path.contains("{node}");
         if !names_no_node {
             let other = uri.replace("{node}", "n2");
@@ -222,6 +246,158 @@ async fn a_node_credential_opens_only_its_own_node_routes() {
         }
     }
     assert!(node_routes >= 10, "{node_routes}");
+}
+
+/// Joins node `name` with its own token and registers it with its own
+/// credential, with `labels` besides the pool's; returns the credential.
+async fn joined_node(app: &TestApp, admin: &str, name: &str, labels: Value) -> String {
+    let token = join_token(app, admin).await;
+    let joined = join(app, &token, name)
+        .await
+        .expect(StatusCode::CREATED)
+        .json();
+    let user = format!("robot$node+{name}");
+    let node = app
+        .api_login(&user, joined["secret"].as_str().unwrap())
+        .await;
+    let mut body = node_body(name);
+    for (key, value) in labels.as_object().unwrap() {
+        body["metadata"]["labels"][key] = value.clone();
+    }
+    app.api(&node, Method::POST, "/api/v1/nodes", body)
+        .await
+        .expect(StatusCode::OK);
+    let heartbeat = format!("/api/v1/nodes/{name}/heartbeat");
+    app.api(&node, Method::PUT, &heartbeat, json!({"ttlSeconds": 60}))
+        .await
+        .expect(StatusCode::OK);
+    node
+}
+
+const PINNED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pinned, namespace: walk, annotations: {wharf.io/ip-pool: scoped}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: pinned}}
+  template:
+    metadata: {labels: {app: pinned}}
+    spec:
+      nodeSelector: {disk: ssd}
+      containers: [{name: c, image: 127.0.0.1:7700/walk/c:1}]
+"#;
+
+/// The pod routes name a project and a pod, not a node: a node credential
+/// may still only report on (and claim or release addresses for) the pods
+/// bound to its own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_credential_speaks_only_for_its_own_nodes_pods() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "walk", false).await;
+    let pool = "apiVersion: wharf.io/v1\nkind: IpPool\nmetadata: {name: scoped}\nspec:\n  cidr: 10.96.252.0/24\n  gateway: 10.96.252.1\n";
+    let yaml = [
+        ("authorization", format!("Bearer {admin}")),
+        ("content-type", "application/yaml".into()),
+    ];
+    app.send(Method::POST, "/api/v1/ippools", &yaml, pool)
+        .await
+        .expect(StatusCode::OK);
+    let n1 = joined_node(&app, &admin, "n1", json!({})).await;
+    let n2 = joined_node(&app, &admin, "n2", json!({"disk": "ssd"})).await;
+    let _controllers = app.app.control.start("test".into());
+    app.apply_yaml(&admin, PINNED).await.expect(StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pod = loop {
+        let pods = app
+            .api(
+                &admin,
+                Method::GET,
+                "/api/v1/projects/walk/pods",
+                Value::Null,
+            )
+            .await
+            .json();
+        if let Some(pod) = pods["items"].as_array().unwrap().first()
+            && pod["spec"]["nodeName"] == "n2"
+        {
+            break pod.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never bound: {pods}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let path = |tail: &str| format!("/api/v1/projects/walk/pods/{name}/{tail}");
+    let claim = app
+        .api(&n2, Method::PUT, &path("ip"), Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(claim["node"], "n2", "{claim}");
+
+    let event = json!({"type": "Warning", "reason": "Forged", "message": "from n1"});
+    let forged = [
+        (Method::PUT, path("status"), json!({"phase": "Failed"})),
+        (Method::POST, path("events"), event.clone()),
+        (Method::PUT, path("ip"), Value::Null),
+        (Method::DELETE, path(&format!("ip?uid={uid}")), Value::Null),
+        (Method::DELETE, path("ip"), Value::Null),
+        (
+            Method::PUT,
+            path(&format!("stopped?uid={uid}")),
+            Value::Null,
+        ),
+    ];
+    for (method, uri, body) in forged {
+        let what = format!("{method} {uri}");
+        let reply = app.api(&n1, method, &uri, body).await;
+        let message = reply.json()["error"]["message"].to_string();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what}: {message}");
+        assert!(message.contains("node n1's pods only"), "{what}: {message}");
+    }
+    // Nothing changed: n2 still holds the address, the pod is not Failed.
+    let held = app
+        .api(&n2, Method::PUT, &path("ip"), Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(held, claim);
+    let events = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/walk/events",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert!(!String::from_utf8_lossy(&events.body).contains("Forged"));
+
+    // The pod's own node reports on it.
+    let now = app
+        .api(
+            &n2,
+            Method::PUT,
+            &path("status"),
+            json!({"phase": "Running"}),
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(now["status"]["phase"], "Running", "{now}");
+    app.api(&n2, Method::POST, &path("events"), event)
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    app.api(
+        &n2,
+        Method::DELETE,
+        &path(&format!("ip?uid={uid}")),
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::OK);
 }
 
 #[tokio::test]

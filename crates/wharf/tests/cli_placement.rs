@@ -6,7 +6,8 @@
 //! pool `core` (at apply time, and by the scheduler) until granted, then
 //! placed, and its grant's quota stops the pod beyond it with the reason. A
 //! preferred tier spills over to other machines when it has no room, and
-//! says so.
+//! says so. A project's default tier places its Deployments that name no
+//! tier; one naming its own tier keeps it.
 
 mod common;
 
@@ -145,6 +146,11 @@ fn wait_for_pods(
     }
 }
 
+fn deployment_json(home: &Path, project: &str, name: &str) -> Value {
+    let shown = ["get", "deployment", name, "-p", project, "-o", "json"];
+    serde_json::from_str(&ok(run(home, &shown, ""))).unwrap()
+}
+
 fn node_of(pod: &Value) -> &str {
     pod["spec"]["nodeName"].as_str().unwrap_or("")
 }
@@ -157,21 +163,41 @@ fn reason(pod: &Value) -> &str {
     pod["status"]["message"].as_str().unwrap_or("")
 }
 
+/// The seed's cluster: a server, the inventory, two simulated machines of
+/// each class, and `projects` made, the first granted both pools.
+struct Seed {
+    _fleets: [Fleet; 2],
+    home: tempfile::TempDir,
+    _server: TestServer,
+}
+
+impl Seed {
+    fn start(projects: &[&str]) -> Seed {
+        let server = TestServer::start();
+        let admin = tempfile::tempdir().unwrap();
+        let home = admin.path();
+        log_in(home, &server.url());
+        for project in projects {
+            ok(run(home, &["project", "create", project], ""));
+        }
+        ok(apply(home, "inventory", INVENTORY));
+        for pool in ["core", "batch"] {
+            ok(run(home, &["pool", "grant", pool, projects[0]], ""));
+        }
+        let old = fleet(home, "old", "batch", "legacy-12c16g", "12", "16Gi");
+        let new = fleet(home, "new", "core", "std-32c32g", "32", "32Gi");
+        Seed {
+            _fleets: [old, new],
+            home: admin,
+            _server: server,
+        }
+    }
+}
+
 #[test]
 fn core_services_land_on_new_machines_and_pools_obey_grants() {
-    let server = TestServer::start();
-    let admin = tempfile::tempdir().unwrap();
-    let home = admin.path();
-    log_in(home, &server.url());
-    for project in ["a", "b"] {
-        ok(run(home, &["project", "create", project], ""));
-    }
-    ok(apply(home, "inventory", INVENTORY));
-    for pool in ["core", "batch"] {
-        ok(run(home, &["pool", "grant", pool, "a"], ""));
-    }
-    let _old = fleet(home, "old", "batch", "legacy-12c16g", "12", "16Gi");
-    let _new = fleet(home, "new", "core", "std-32c32g", "32", "32Gi");
+    let seed = Seed::start(&["a", "b"]);
+    let home = seed.home.path();
 
     // Tier core lands only on the new machines, tier batch only on the old.
     let core = deployment("web", "a", 6, "  annotations: {wharf.io/tier: core}");
@@ -265,5 +291,73 @@ fn core_services_land_on_new_machines_and_pools_obey_grants() {
     assert!(
         pinned.iter().all(|p| !node_of(p).starts_with("old-")),
         "{pinned:#?}"
+    );
+}
+
+#[test]
+fn a_projects_default_tier_places_deployments_that_name_none() {
+    let seed = Seed::start(&["shop"]);
+    let home = seed.home.path();
+
+    // A bad tier is refused with the field named, and nothing changes.
+    let bad = fails(run(
+        home,
+        &["project", "update", "shop", "--tier", "gold"],
+        "",
+    ));
+    assert!(
+        bad.contains("default_tier: \"gold\" is not a tier"),
+        "{bad}"
+    );
+    let shown = ok(run(home, &["project", "show", "shop"], ""));
+    assert!(shown.contains("none"), "{shown}");
+
+    let updated = ok(run(
+        home,
+        &["project", "update", "shop", "--tier", "core"],
+        "",
+    ));
+    assert!(updated.contains("default tier core"), "{updated}");
+    let shown = ok(run(home, &["project", "show", "shop"], ""));
+    let tier_line = shown.lines().find(|l| l.starts_with("default tier"));
+    assert!(
+        tier_line.is_some_and(|l| l.split_whitespace().last() == Some("core")),
+        "{shown}"
+    );
+
+    // No tier of its own: the project's, so only new machines.
+    ok(apply(home, "web", &deployment("web", "shop", 4, "")));
+    wait_for_pods(
+        home,
+        "shop",
+        "web",
+        "the project's tier on new machines",
+        |p| placed_on(p, 4, "new-"),
+    );
+    let web = deployment_json(home, "shop", "web");
+    assert_eq!(
+        web["metadata"]["annotations"]["wharf.io/tier"], "core",
+        "{web:#}"
+    );
+
+    // Its own tier wins.
+    let batch = deployment("jobs", "shop", 4, "  annotations: {wharf.io/tier: batch}");
+    ok(apply(home, "jobs", &batch));
+    wait_for_pods(home, "shop", "jobs", "its own tier on old machines", |p| {
+        placed_on(p, 4, "old-")
+    });
+
+    // Removed, the project's tier no longer applies.
+    let cleared = ok(run(
+        home,
+        &["project", "update", "shop", "--tier", "none"],
+        "",
+    ));
+    assert!(!cleared.contains("default tier"), "{cleared}");
+    ok(apply(home, "plain", &deployment("plain", "shop", 1, "")));
+    let plain = deployment_json(home, "shop", "plain");
+    assert!(
+        plain["metadata"]["annotations"]["wharf.io/tier"].is_null(),
+        "{plain:#}"
     );
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! /auth/jointokens/<sha256 hex of the token>   JoinTokenRecord
+//! /auth/nodepools/<node>                        the pool it joined
 //! ```
 //!
 //! Why SHA-256 and not argon2 as for passwords: a token is 256 random
@@ -26,6 +27,15 @@ use crate::model::{Principal, Robot};
 use crate::names::{check_user_name, robot_name};
 
 const JOIN_TOKENS: &str = "/auth/jointokens/";
+/// The pool each joined node's credential is bound to: a token is for one
+/// pool, so the credential it gives registers the node in that pool only.
+const NODE_POOLS: &str = "/auth/nodepools/";
+/// The longest a join token lives: it is a secret in a shell history or
+/// a machine image, so it should not outlive the rollout it was made for.
+const MAX_JOIN_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// How long a token's record stays after it expired, so that a late
+/// attempt still hears "expired" or "already used (by node X)".
+const EXPIRED_KEPT: Duration = Duration::from_secs(86_400);
 /// Every join token starts so, to be recognisable in logs and scanners.
 const TOKEN_PREFIX: &str = "wjt_";
 
@@ -73,18 +83,20 @@ fn key_of(token: &str) -> String {
 }
 
 impl Identity {
-    /// A new join token for `pool`, valid for `ttl`; returns it and the
-    /// token, which is not stored and cannot be shown again.
+    /// A new join token for `pool`, valid for `ttl`, recorded as made by
+    /// `creator` (a principal's name, or `pool-autoscaler`); returns it
+    /// and the token, which is not stored and cannot be shown again.
     pub async fn create_join_token(
         &self,
-        creator: &Principal,
+        creator: &str,
         pool: &str,
         ttl: Duration,
     ) -> Result<(JoinToken, String), AuthError> {
-        if ttl.is_zero() {
-            return Err(AuthError::Invalid(
-                "a join token needs a ttl above 0".into(),
-            ));
+        if ttl.is_zero() || ttl > MAX_JOIN_TTL {
+            return Err(AuthError::Invalid(format!(
+                "a join token's ttl is above 0 and at most {} days",
+                MAX_JOIN_TTL.as_secs() / 86_400
+            )));
         }
         let token = {
             use base64::Engine;
@@ -96,7 +108,7 @@ impl Identity {
         let record = JoinTokenRecord {
             pool: pool.to_string(),
             expires_at: now + ttl.as_millis() as u64,
-            created_by: creator.name().to_string(),
+            created_by: creator.to_string(),
             created_at: now,
             used_by: None,
             used_at: None,
@@ -113,7 +125,30 @@ impl Identity {
             pool: record.pool,
             expires_at: record.expires_at,
         };
+        // Each new token clears out the long-expired ones, so records stay
+        // as many as the tokens of the last day or so.
+        if let Err(err) = self.prune_join_tokens(now).await {
+            tracing::warn!(error = %err, "could not remove expired join tokens");
+        }
         Ok((shown, token))
+    }
+
+    /// Deletes the records of tokens that expired more than a day before
+    /// `now` (unix ms), used or not; returns how many.
+    pub async fn prune_join_tokens(&self, now: u64) -> Result<usize, AuthError> {
+        let kept = EXPIRED_KEPT.as_millis() as u64;
+        let mut pruned = 0;
+        for kv in self.store.list_all(JOIN_TOKENS, 1000).await? {
+            let Ok(record) = serde_json::from_slice::<JoinTokenRecord>(&kv.value) else {
+                continue;
+            };
+            let stale = record.expires_at.saturating_add(kept) < now;
+            // Conditional: a record redeemed meanwhile is looked at again next time.
+            if stale && self.store.delete_if(&kv.key, kv.mod_revision).await? {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Checks that `token` could still be redeemed (known, unused, not
@@ -167,10 +202,23 @@ impl Identity {
         }
         let joiner = Principal::Anonymous;
         let (robot, secret) = self.create_node_robot(&joiner, node).await?;
+        // After the credential, which only one redeemer gets; before its
+        // secret is shown, so it is never used unbound.
+        let binding = format!("{NODE_POOLS}{node}");
+        self.store
+            .put(&binding, record.pool.as_bytes().to_vec())
+            .await?;
         Ok(NodeJoin {
             pool: record.pool,
             robot,
             secret,
         })
+    }
+
+    /// The pool node `node` joined with a join token, which its credential
+    /// may register it in only; `None` for a node that did not join so.
+    pub async fn joined_pool(&self, node: &str) -> Result<Option<String>, AuthError> {
+        let value = self.store.get(&format!("{NODE_POOLS}{node}")).await?;
+        Ok(value.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
     }
 }

@@ -29,6 +29,7 @@ impl Identity {
             public,
             quota_bytes,
             allow_privileged: false,
+            default_tier: None,
             created_at: now_millis(),
         };
         let member = Member {
@@ -82,13 +83,16 @@ impl Identity {
         Ok(visible)
     }
 
-    /// Changes visibility, quota and whether privileged workloads are allowed.
+    /// Changes visibility, quota, whether privileged workloads are allowed
+    /// and the default tier (`Some(None)` removes it). The caller checks
+    /// the tier's grammar.
     pub async fn update_project(
         &self,
         name: &str,
         public: Option<bool>,
         quota_bytes: Option<Option<u64>>,
         allow_privileged: Option<bool>,
+        default_tier: Option<Option<String>>,
     ) -> Result<Project, AuthError> {
         self.update_record(
             &format!("{PROJECTS}{name}"),
@@ -102,6 +106,9 @@ impl Identity {
                 }
                 if let Some(allow) = allow_privileged {
                     project.allow_privileged = allow;
+                }
+                if let Some(tier) = &default_tier {
+                    project.default_tier = tier.clone();
                 }
             },
         )

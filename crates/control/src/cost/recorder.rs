@@ -163,7 +163,7 @@ impl CostRecorder {
     fn pod_minute(&self, pod: &Pod) -> PodMinute {
         let project = pod.metadata.project.clone().unwrap_or_default();
         let requests = pod.spec.requests().unwrap_or_default();
-        let usage = self.metrics.pod(&project, &pod.metadata.name);
+        let usage = self.metrics.pod(pod);
         PodMinute {
             deployment: deployment_of(pod).unwrap_or_else(|| NO_GROUP.into()),
             project,
@@ -230,7 +230,7 @@ mod tests {
             assert_eq!(recorder.record_closed_minute().await.unwrap(), Some(m - 1));
         }
         assert_eq!(recorder.record_closed_minute().await.unwrap(), None, "once");
-        objects
+        let db = objects
             .create(pod("bank", "db", "db-1", "new-1", "3"))
             .await
             .unwrap();
@@ -239,7 +239,7 @@ mod tests {
             let sample = PodUsage {
                 project: "bank".into(),
                 name: "db-1".into(),
-                uid: "u1".into(),
+                uid: db.metadata.uid.clone(),
                 timestamp_ms: at,
                 containers: vec![wharf_api::ContainerUsageSample {
                     name: "main".into(),

@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine;
 
+use wharf_api::LABEL_INSTANCE_ID;
+
 use crate::{
     Credentials, Machine, MachineProvider, MachineRequest, MachineState, ProviderError,
     TAG_CLUSTER, TAG_POOL,
@@ -221,11 +223,26 @@ fn run_parameters(settings: &Ec2Settings, request: &MachineRequest) -> Vec<(Stri
         params.push(p("SubnetId", subnet));
     }
     if let Some(command) = &request.join_command {
-        let script = format!("#!/bin/sh\n{command}\n");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_data(command));
         params.push(p("UserData", &encoded));
     }
     params
+}
+
+/// An instance's first-boot script: the join command, run with the node
+/// named after the instance and labelled `wharf.io/instance-id` with its
+/// id (how the autoscaler tells which node a machine became), both read
+/// from the instance metadata service (IMDSv2, else v1).
+fn user_data(join_command: &str) -> String {
+    format!(
+        "#!/bin/sh\n\
+         set -eu\n\
+         imds=http://169.254.169.254/latest\n\
+         t=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' $imds/api/token || true)\n\
+         id=$(curl -fsS -H \"X-aws-ec2-metadata-token: $t\" $imds/meta-data/instance-id)\n\
+         export WHARF_NODE_NAME=\"$id\" WHARF_AGENT_ARGS=\"--labels {LABEL_INSTANCE_ID}=$id\"\n\
+         {join_command}\n"
+    )
 }
 
 /// DescribeInstances' filters for a pool's live instances.
@@ -331,8 +348,22 @@ mod tests {
         assert!(body.contains("TagSpecification.1.Tag.2.Key=wharf.io%2Fpool"));
         assert!(body.contains("TagSpecification.1.Tag.2.Value=burst"));
         assert!(body.contains("&SubnetId=subnet-9"));
-        // base64 of "#!/bin/sh\nwharf join\n", form-encoded
-        assert!(body.contains("&UserData=IyEvYmluL3NoCndoYXJmIGpvaW4K"));
+        let encoded = body.split("&UserData=").nth(1).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(
+                encoded
+                    .replace("%2B", "+")
+                    .replace("%2F", "/")
+                    .replace("%3D", "="),
+            )
+            .unwrap();
+        let script = String::from_utf8(decoded).unwrap();
+        assert!(script.starts_with("#!/bin/sh\nset -eu\n"), "{script}");
+        assert!(
+            script.contains("export WHARF_NODE_NAME=\"$id\" WHARF_AGENT_ARGS=\"--labels wharf.io/instance-id=$id\"\n"),
+            "{script}"
+        );
+        assert!(script.ends_with("\nwharf join\n"), "{script}");
     }
 
     #[test]

@@ -14,14 +14,16 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
-    Deployment, Endpoints, Event, HorizontalPodAutoscaler, LabelSelector, Manifest, Node,
-    NodeInitProfile, Pod, PodStatus, Service, Taint, parse_label_selector,
+    ANNOTATION_JOIN_POOL, Deployment, Endpoints, Event, HorizontalPodAutoscaler, LABEL_POOL,
+    LabelSelector, Manifest, Node, NodeInitProfile, Pod, PodStatus, Service, Taint,
+    parse_label_selector,
 };
 use wharf_auth::{Action, AuthError};
 use wharf_control::{
     Change, DeletionOutcome, InventoryWrite, NodeRegistration, Object, PodDeletion,
 };
 
+use super::node_scope::require_pod_of_callers_node;
 use super::{
     ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody, InventoryAction, authorize_inventory,
     inventory,
@@ -158,14 +160,15 @@ pub(crate) async fn get_node(
 pub(crate) async fn register_node(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
-    JsonBody(node): JsonBody<Node>,
+    JsonBody(mut node): JsonBody<Node>,
 ) -> ApiResult<Json<Node>> {
     let resource = format!("node/{}", node.metadata.name);
-    if let Some(own) = caller.principal.node_agent()
-        && own != node.metadata.name
-    {
-        let denied = format!("the credential of node {own} registers node {own} only");
-        return Err(AuthError::Denied(denied).into());
+    if let Some(own) = caller.principal.node_agent() {
+        if own != node.metadata.name {
+            let denied = format!("the credential of node {own} registers node {own} only");
+            return Err(AuthError::Denied(denied).into());
+        }
+        keep_in_joined_pool(&state, own, &mut node).await?;
     }
     match state.control.objects().register_node(node).await {
         Ok((node, NodeRegistration::Refreshed)) => Ok(Json(node)),
@@ -177,6 +180,28 @@ pub(crate) async fn register_node(
             Ok(Json(node))
         }
     }
+}
+
+/// A node that joined with a token registers in the token's pool only: a
+/// token for pool `batch` must not give a machine the pods (and Secrets)
+/// of pool `core`. A registration naming no pool is put in it.
+async fn keep_in_joined_pool(state: &AppState, own: &str, node: &mut Node) -> ApiResult<()> {
+    let Some(pool) = state.identity.joined_pool(own).await? else {
+        return Ok(());
+    };
+    let meta = &mut node.metadata;
+    let named = [
+        meta.annotations.get(ANNOTATION_JOIN_POOL),
+        meta.labels.get(LABEL_POOL),
+    ];
+    if let Some(other) = named.into_iter().flatten().find(|named| **named != pool) {
+        let denied = format!(
+            "node {own} joined pool {pool} with its token; it cannot register in pool {other}"
+        );
+        return Err(AuthError::Denied(denied).into());
+    }
+    meta.labels.insert(LABEL_POOL.into(), pool);
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -369,6 +394,8 @@ pub(crate) async fn update_deployment(
         check_privileges(&state, &project, &deployment)
             .await
             .map_err(ApiErrorReply::invalid)?;
+        // As on apply: a replacement naming no tier gets the project's.
+        super::project_tier::apply_default(&state, &project, &mut deployment).await?;
         let objects = state.control.objects();
         wharf_control::check_pool_grant(objects, &deployment).await?;
         let current: Deployment = objects.require(Some(&project), &name).await?;
@@ -554,12 +581,14 @@ pub(crate) struct StoppedParams {
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/stopped?uid=U`: the pod's
 /// agent confirms a Terminating pod's containers stopped and its address
-/// is free; the object goes. Only the agent of the pod's node should call it.
+/// is free; the object goes. Only the agent of the pod's node may call it.
 pub(crate) async fn pod_stopped(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     Query(params): Query<StoppedParams>,
 ) -> ApiResult<StatusCode> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     state
         .control
         .confirm_pod_stopped(&project, &name, &params.uid)
@@ -568,12 +597,14 @@ pub(crate) async fn pod_stopped(
 }
 
 /// `PUT /api/v1/projects/{project}/pods/{name}/status`: the node's agent
-/// reports what runs. Only the agent of the pod's node should call it.
+/// reports what runs. Only the agent of the pod's node may call it.
 pub(crate) async fn set_pod_status(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     JsonBody(status): JsonBody<PodStatus>,
 ) -> ApiResult<Json<Pod>> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     let pod = state
         .control
         .report_pod_status(&project, &name, &status)
@@ -585,9 +616,11 @@ pub(crate) async fn set_pod_status(
 /// reports an event about the pod.
 pub(crate) async fn record_pod_event(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     JsonBody(event): JsonBody<wharf_api::PodEventReport>,
 ) -> ApiResult<StatusCode> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     state
         .control
         .record_pod_event(&project, &name, &event)
@@ -761,10 +794,11 @@ pub(crate) async fn apply(
             .identity
             .require(&caller.principal, &project, Action::Push)
             .await?;
-        if let Manifest::Deployment(deployment) = &document.manifest {
+        if let Manifest::Deployment(deployment) = &mut document.manifest {
             check_privileges(&state, &project, deployment)
                 .await
                 .map_err(|m| ApiErrorReply::invalid(format!("document {}: {m}", index + 1)))?;
+            super::project_tier::apply_default(&state, &project, deployment).await?;
         }
         document.manifest.metadata_mut().project = Some(project);
         work.push(document);

@@ -27,20 +27,16 @@ async fn reads_all_cost(state: &AppState, principal: &Principal) -> bool {
 }
 
 /// The projects whose cost a caller who does not read everything sees:
-/// those they are a member of (a robot: the private ones it reaches).
+/// those they are a member of. Robots see none: a robot's pull right (a
+/// node's pulls every project) is no right to a project's spending.
 async fn own_projects(state: &AppState, principal: &Principal) -> ApiResult<HashSet<String>> {
     let mut own = HashSet::new();
+    let Principal::User { name, .. } = principal else {
+        return Ok(own);
+    };
     for project in state.identity.list_projects(principal).await? {
-        let member = match principal {
-            Principal::User { name, .. } => state
-                .identity
-                .list_members(&project.name)
-                .await?
-                .iter()
-                .any(|m| &m.user == name),
-            _ => !project.public,
-        };
-        if member {
+        let members = state.identity.list_members(&project.name).await?;
+        if members.iter().any(|m| &m.user == name) {
             own.insert(project.name);
         }
     }

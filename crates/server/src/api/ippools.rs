@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wharf_api::{IpClaim, IpPool};
 
+use super::node_scope::{require_claim_of_callers_node, require_pod_of_callers_node};
 use super::{ApiCaller, ApiErrorReply, ApiResult};
 use crate::AppState;
 
@@ -105,8 +106,10 @@ pub(crate) async fn remove(
 /// asks for no pool.
 pub(crate) async fn claim(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<Json<Option<IpClaim>>> {
+    require_pod_of_callers_node(&state, &caller, &project, &name).await?;
     Ok(Json(
         state
             .control
@@ -126,14 +129,17 @@ pub(crate) struct ReleaseParams {
 /// gives the address back once the pod is torn down.
 pub(crate) async fn release(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     Query(params): Query<ReleaseParams>,
 ) -> ApiResult<Json<Option<IpClaim>>> {
+    let uid = params.uid.as_deref();
+    require_claim_of_callers_node(&state, &caller, &project, &name, uid).await?;
     Ok(Json(
         state
             .control
             .objects()
-            .release_pod_ip(&project, &name, params.uid.as_deref())
+            .release_pod_ip(&project, &name, uid)
             .await?,
     ))
 }

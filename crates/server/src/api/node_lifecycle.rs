@@ -64,7 +64,7 @@ pub(crate) async fn create_join_token(
         .map_or(DEFAULT_JOIN_TTL, Duration::from_secs);
     let work = state
         .identity
-        .create_join_token(&caller.principal, &pool, ttl);
+        .create_join_token(caller.principal.name(), &pool, ttl);
     let (shown, token) = state
         .audited(&caller, "node.join-token", format!("pool/{pool}"), work)
         .await?;
@@ -240,6 +240,15 @@ async fn self_binary() -> ApiResult<&'static (PathBuf, String)> {
             }
         })
         .await
+}
+
+/// The SHA-256 of the server's executable, for join commands made outside
+/// a request (the pool autoscaler's).
+pub(crate) async fn own_binary_sha256() -> Result<String, String> {
+    match self_binary().await {
+        Ok((_, digest)) => Ok(digest.clone()),
+        Err(err) => Err(err.message),
+    }
 }
 
 fn hash_own_executable() -> std::io::Result<(PathBuf, String)> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use wharf_api::{PodMetrics, PodUsage};
+use wharf_api::{Pod, PodMetrics, PodUsage};
 use wharf_control::ControlError;
 
 use super::{ApiResult, Body as JsonBody};
@@ -33,15 +33,19 @@ pub(crate) async fn pod_metrics(
     State(state): State<Arc<AppState>>,
     Path((project, name)): Path<(String, String)>,
 ) -> ApiResult<Json<PodMetrics>> {
-    let metrics =
-        state
-            .control
-            .pod_metrics()
-            .pod(&project, &name)
-            .ok_or(ControlError::NotFound {
-                kind: "pod metrics",
-                name: format!("{project}/{name}"),
-            })?;
+    let pod: Pod = state
+        .control
+        .objects()
+        .require(Some(&project), &name)
+        .await?;
+    let metrics = state
+        .control
+        .pod_metrics()
+        .pod(&pod)
+        .ok_or(ControlError::NotFound {
+            kind: "pod metrics",
+            name: format!("{project}/{name}"),
+        })?;
     Ok(Json(metrics))
 }
 
@@ -51,5 +55,10 @@ pub(crate) async fn project_metrics(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
 ) -> ApiResult<Json<Vec<PodMetrics>>> {
-    Ok(Json(state.control.pod_metrics().in_project(&project)))
+    let (pods, _) = state
+        .control
+        .objects()
+        .list::<Pod>(Some(&project), None)
+        .await?;
+    Ok(Json(state.control.pod_metrics().of_pods(&pods)))
 }

@@ -81,6 +81,8 @@ pub(crate) struct UpdateProject {
     #[serde(default, deserialize_with = "present")]
     quota_bytes: Option<Option<u64>>,
     allow_privileged: Option<bool>,
+    /// A tier as `wharf.io/tier` names one; `""` removes it.
+    default_tier: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(
@@ -89,14 +91,16 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Option::<u64>::deserialize(deserializer).map(Some)
 }
 
-/// `PATCH /api/v1/projects/{project}`: project admins change visibility;
-/// only system administrators change quotas and `allow_privileged`.
+/// `PATCH /api/v1/projects/{project}`: project admins change visibility
+/// and the default tier; only system administrators change quotas and
+/// `allow_privileged`.
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(project): Path<String>,
     Body(request): Body<UpdateProject>,
 ) -> ApiResult<Json<Project>> {
+    let default_tier = super::project_tier::requested(request.default_tier)?;
     let work = async {
         if request.quota_bytes.is_some() && !caller.principal.is_admin() {
             return Err(AuthError::Denied(
@@ -115,6 +119,7 @@ pub(crate) async fn update(
                 request.public,
                 request.quota_bytes,
                 request.allow_privileged,
+                default_tier,
             )
             .await
     };

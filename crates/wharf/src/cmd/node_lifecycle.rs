@@ -92,35 +92,16 @@ pub async fn join_command(client: &mut ApiClient, args: &JoinCommandArgs) -> Res
     else {
         bail!("the server's join token answer is not what wharf expects: {reply}");
     };
-    println!("{}", join_line(client.server(), pool, token, digest));
+    println!(
+        "{}",
+        wharf_api::join_command_line(client.server(), pool, token, digest)
+    );
     Ok(())
-}
-
-/// The shell line: fetch the join script and run it with what it needs.
-/// Values are single-quoted for the shell; none may hold a quote.
-fn join_line(server: &str, pool: &str, token: &str, digest: &str) -> String {
-    let server = server.trim_end_matches('/');
-    format!(
-        "curl -fsSL '{server}/api/v1/join/script' | WHARF_SERVER='{server}' WHARF_POOL='{pool}' \
-         WHARF_JOIN_TOKEN='{token}' WHARF_SHA256='{digest}' sh"
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn join_line_runs_the_script_with_its_settings() {
-        let line = join_line("http://10.0.0.1:7700/", "web", "wjt_abc", "12ab");
-        assert_eq!(
-            line,
-            "curl -fsSL 'http://10.0.0.1:7700/api/v1/join/script' | \
-             WHARF_SERVER='http://10.0.0.1:7700' WHARF_POOL='web' WHARF_JOIN_TOKEN='wjt_abc' \
-             WHARF_SHA256='12ab' sh"
-        );
-        assert!(!line.contains('\n'));
-    }
 
     #[test]
     fn evicted_pods_are_listed_with_their_deployment() {

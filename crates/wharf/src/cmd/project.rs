@@ -62,7 +62,7 @@ pub enum ProjectCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Change a project's visibility, quota or privileged setting.
+    /// Change a project's visibility, quota, privileged setting or default tier.
     Update {
         /// Project name.
         name: String,
@@ -77,6 +77,11 @@ pub enum ProjectCommand {
         /// administrators only).
         #[arg(long, value_name = "true|false", action = ArgAction::Set)]
         allow_privileged: Option<bool>,
+        /// The tier its Deployments get when they name none, as the
+        /// `wharf.io/tier` annotation names one (`core`, `batch;preferred`),
+        /// or `none` to remove it.
+        #[arg(long, value_name = "TIER|none")]
+        tier: Option<String>,
         #[command(flatten)]
         output: OutputOption,
     },
@@ -190,9 +195,14 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             public,
             quota,
             allow_privileged,
+            tier,
             output,
         } => {
             let mut body = json!({});
+            if let Some(tier) = tier {
+                // The server takes "" as "remove".
+                body["default_tier"] = if tier == "none" { "" } else { &tier }.into();
+            }
             if let Some(allow) = allow_privileged {
                 body["allow_privileged"] = allow.into();
             }
@@ -205,7 +215,7 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             }
             if body.as_object().is_some_and(|fields| fields.is_empty()) {
                 bail!(
-                    "nothing to change: give --public true|false, --quota SIZE|none and/or --allow-privileged true|false"
+                    "nothing to change: give --public true|false, --quota SIZE|none, --allow-privileged true|false and/or --tier TIER|none"
                 );
             }
             let answer = client
@@ -213,8 +223,12 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("updating project {name}"))?;
             output::print(output.format, answer, |project: Project| {
+                let tier = match &project.default_tier {
+                    Some(tier) => format!(", default tier {tier}"),
+                    None => String::new(),
+                };
                 format!(
-                    "updated project {}: public {}, quota {}, allow privileged {}\n",
+                    "updated project {}: public {}, quota {}, allow privileged {}{tier}\n",
                     project.name,
                     yes_no(project.public),
                     quota_text(project.quota_bytes),
@@ -293,6 +307,10 @@ fn project_details(view: ProjectWithUsage) -> String {
         ("usage", human_size(view.usage_bytes)),
         ("quota", quota_text(view.project.quota_bytes)),
         ("allow privileged", yes_no(view.project.allow_privileged)),
+        (
+            "default tier",
+            view.project.default_tier.unwrap_or_else(|| "none".into()),
+        ),
         ("created", rfc3339(view.project.created_at)),
     ])
 }
@@ -328,6 +346,7 @@ mod tests {
                 public: true,
                 quota_bytes: Some(10 << 30),
                 allow_privileged: false,
+                default_tier: None,
                 created_at: 0,
             },
             usage_bytes: 1536 << 20,
