@@ -10,14 +10,15 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 use wharf_api::{
-    ANNOTATION_JOIN_POOL, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeSpec, NodeStatus, ObjectMeta,
-    Pod, PodStatus,
+    ANNOTATION_JOIN_POOL, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeInitialization, NodeSpec,
+    NodeStatus, ObjectMeta, Pod, PodStatus,
 };
 
 use crate::AgentError;
 use crate::api::{NodeApi, PodChange};
 use crate::fencing::{Fence, fence_raised, holds_pool_address};
 use crate::health::{HEALTH_EVERY, HEALTH_TIMEOUT, watch_health};
+use crate::initialization::{InitSettings, keep_initialized, profile_of};
 use crate::load::{LoadMeter, LoadSource, LoadSummary};
 use crate::machine;
 use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, LatestSamples, node::NodeReader};
@@ -80,6 +81,9 @@ pub struct AgentConfig {
     pub metrics_interval: Duration,
     /// Where each collection is kept for the agent endpoint's `/metrics`.
     pub latest_samples: LatestSamples,
+    /// Runs the pool's init profile on this machine; `None` leaves the
+    /// machine alone (no status to report either).
+    pub init: Option<InitSettings>,
 }
 
 impl AgentConfig {
@@ -102,6 +106,7 @@ impl AgentConfig {
             health_interval: HEALTH_EVERY,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             latest_samples: LatestSamples::default(),
+            init: None,
         }
     }
 
@@ -161,11 +166,14 @@ pub struct Agent {
     service_rules: Option<Arc<dyn ServiceRules>>,
     /// Why the node cannot run pods, while its runtime fails.
     not_ready: watch::Sender<Option<String>>,
+    /// The latest run of the pool's init profile, for the status report.
+    initialization: watch::Sender<Option<NodeInitialization>>,
 }
 
 impl Agent {
     /// An agent talking to `api`, running pods with `runtime`.
     pub fn new(api: Arc<dyn NodeApi>, runtime: Arc<dyn Runtime>, config: AgentConfig) -> Agent {
+        let last_applied = config.init.as_ref().and_then(InitSettings::last_applied);
         Agent {
             api,
             runtime,
@@ -175,6 +183,7 @@ impl Agent {
             resolvable: watch::channel(Arc::default()).0,
             service_rules: None,
             not_ready: watch::channel(None).0,
+            initialization: watch::channel(last_applied).0,
         }
     }
 
@@ -210,6 +219,14 @@ impl Agent {
             this.config.health_interval,
             HEALTH_TIMEOUT,
         ));
+        let init = this.config.init.clone().map(|settings| {
+            let source = profile_of(this.api.clone(), this.config.name.clone());
+            AbortOnDropHandle::new(tokio::spawn(keep_initialized(
+                source,
+                settings,
+                this.initialization.clone(),
+            )))
+        });
         let interval = this.config.metrics_interval;
         let metrics = (!interval.is_zero()).then(|| {
             let collector = Collector::new(
@@ -246,6 +263,7 @@ impl Agent {
             AbortOnDropHandle::new(services),
             rules,
             metrics,
+            init,
         );
         let mut workers = Workers::default();
         loop {
@@ -263,11 +281,9 @@ impl Agent {
     async fn register_until_done(&self) {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self
-                .api
-                .register(self.config.node(&LoadSummary::default()))
-                .await
-            {
+            let mut node = self.config.node(&LoadSummary::default());
+            node.status.initialization = self.initialization.borrow().clone();
+            match self.api.register(node).await {
                 Ok(_) => {
                     tracing::info!(node = self.config.name, "node registered");
                     return;
@@ -304,8 +320,8 @@ impl Agent {
     }
 
     /// Reports the node's status with its load summary every
-    /// `status_interval`, and at once when its health changes (that moves
-    /// pods), in a task of its own: reading the layer cache or a slow
+    /// `status_interval`, and at once when its health or its init run
+    /// changes (that moves pods), in a task of its own: reading the layer cache or a slow
     /// server must not hold up the lease renewals.
     async fn report_status(self: Arc<Self>) {
         let capacity = machine::capacity(self.config.max_pods);
@@ -313,23 +329,30 @@ impl Agent {
         // The baseline, so the first report already has CPU busy.
         load.sample(self.runtime.as_ref()).await;
         let mut not_ready = self.not_ready.subscribe();
+        let mut initialization = self.initialization.subscribe();
         let mut every = tokio::time::interval(self.config.status_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
-            let health_changed = tokio::select! {
-                _ = every.tick() => false,
-                changed = not_ready.changed() => changed.is_ok(),
+            let (health_changed, init_changed) = tokio::select! {
+                _ = every.tick() => (false, false),
+                changed = not_ready.changed() => (changed.is_ok(), false),
+                changed = initialization.changed() => (false, changed.is_ok()),
             };
             let summary = load.sample(self.runtime.as_ref()).await;
             let mut node = self.config.node(&summary);
             node.status.not_ready_reason = not_ready.borrow_and_update().clone();
+            node.status.initialization = initialization.borrow_and_update().clone();
             if let Err(err) = self.api.register(node).await {
                 tracing::warn!(error = %err, node = self.config.name, "status report failed");
-                if health_changed {
+                if health_changed || init_changed {
                     // Sent again after a heartbeat's pause, not in 30 s.
                     tokio::time::sleep(self.config.heartbeat_interval).await;
-                    not_ready.mark_changed();
+                    if health_changed {
+                        not_ready.mark_changed();
+                    } else {
+                        initialization.mark_changed();
+                    }
                 }
             }
             self.runtime.release_volumes().await;

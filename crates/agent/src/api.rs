@@ -11,8 +11,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::{
-    ConfigMap, Endpoints, FalconSample, IpClaim, Node, PersistentVolumeClaim, Pod, PodEventReport,
-    PodStatus, PodUsage, Secret, Service,
+    ConfigMap, Endpoints, FalconSample, IpClaim, Node, NodeInitProfile, PersistentVolumeClaim, Pod,
+    PodEventReport, PodStatus, PodUsage, Secret, Service,
 };
 
 use crate::AgentError;
@@ -78,6 +78,11 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Changes to those pods after `revision`.
     async fn watch_pods(&self, node: Option<&str>, revision: u64)
     -> Result<PodChanges, AgentError>;
+    /// The init profile of `node`'s pool and its hash; none by default
+    /// (a control plane without inventory).
+    async fn init_profile(&self, _node: &str) -> Result<NodeInitProfile, AgentError> {
+        Ok(NodeInitProfile::default())
+    }
     /// Reports a pod's status.
     async fn set_pod_status(
         &self,
@@ -310,6 +315,12 @@ impl NodeApi for HttpNodeApi {
         answer["lease"]
             .as_u64()
             .ok_or_else(|| AgentError::Api("heartbeat answer has no lease".into()))
+    }
+
+    async fn init_profile(&self, node: &str) -> Result<NodeInitProfile, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/init", self.base);
+        let response = self.send(|http| http.get(&url)).await?;
+        response.json().await.map_err(transport)
     }
 
     async fn list_pods(&self, node: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {

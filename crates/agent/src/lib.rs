@@ -17,6 +17,8 @@ mod error;
 pub mod exec;
 mod fencing;
 mod health;
+pub mod init_profile;
+mod initialization;
 mod load;
 mod logs;
 pub mod machine;
@@ -41,6 +43,7 @@ pub use api::{
 };
 pub use endpoint::{EXEC_PROTOCOL, PORT_FORWARD_PROTOCOL, serve_endpoint};
 pub use error::AgentError;
+pub use initialization::{DEFAULT_INIT_INTERVAL, InitSettings};
 pub use load::{LoadMeter, LoadSource, LoadSummary};
 pub use metrics::DEFAULT_METRICS_INTERVAL;
 pub use runtime::{NoRuntime, Progress, Runtime, SimulatedRuntime, Synced};

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use tokio_util::task::AbortOnDropHandle;
 use wharf_api::{
-    LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node, NodeSpec, NodeStatus,
-    ObjectMeta, Resources,
+    InitState, LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, Node,
+    NodeInitialization, NodeSpec, NodeStatus, ObjectMeta, Resources,
 };
 
 use crate::AgentError;
@@ -151,6 +151,7 @@ impl Simulation {
         for chunk in indexes.chunks(PARALLEL) {
             let started = join_all(chunk.iter().map(|&i| async move {
                 let node = self.api.register(self.config.node(i)).await?;
+                self.report_initialized(i).await?;
                 self.api
                     .heartbeat(&node.metadata.name, None, self.config.heartbeat_ttl)
                     .await
@@ -161,6 +162,19 @@ impl Simulation {
             }
         }
         Ok(leases)
+    }
+
+    /// A hollow node of a pool with an init profile runs nothing on this
+    /// machine: it reports the pool's current profile as applied, saying
+    /// it was simulated, so it turns schedulable as a real node would.
+    async fn report_initialized(&self, i: usize) -> Result<(), AgentError> {
+        let name = self.config.node_name(i);
+        let Some(hash) = self.api.init_profile(&name).await?.hash else {
+            return Ok(());
+        };
+        let mut node = self.config.node(i);
+        node.status.initialization = Some(simulated_run(hash));
+        self.api.register(node).await.map(drop)
     }
 
     /// Registers the fleet, then keeps it alive (and reports its pods as
@@ -250,6 +264,19 @@ impl Simulation {
         {
             tracing::debug!(error = %err, "simulated status report failed");
         }
+    }
+}
+
+/// A run of the profile `hash` that a hollow node reports.
+fn simulated_run(hash: String) -> NodeInitialization {
+    let now = crate::initialization::now_millis();
+    NodeInitialization {
+        profile_hash: hash,
+        state: InitState::Succeeded,
+        message: Some("simulated node: the init profile was not applied".into()),
+        started_at: Some(now),
+        finished_at: Some(now),
+        ..NodeInitialization::default()
     }
 }
 

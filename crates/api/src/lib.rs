@@ -45,6 +45,7 @@ mod lifecycle;
 mod manifest;
 mod meta;
 mod node;
+mod node_init;
 mod placement;
 mod pool_grant;
 mod probe;
@@ -119,6 +120,10 @@ pub use node::{
     ANNOTATION_SCHEDULING_SCORES, CachedLayer, LABEL_ARCH, LABEL_CLUSTER_KIND, LABEL_HOSTNAME,
     LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_OS, LABEL_POOL, Node, NodeImage, NodeSpec, NodeStatus,
     STANDARD_NODE_LABELS, Taint, TaintEffect,
+};
+pub use node_init::{
+    CONDITION_INITIALIZED, InitState, NodeCondition, NodeInitProfile, NodeInitialization,
+    TAINT_NOT_INITIALIZED, initialized_condition, set_condition,
 };
 pub use placement::{
     ANNOTATION_POOL, Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement,

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::ObjectMeta;
+use crate::node_init::{NodeCondition, NodeInitialization};
 use crate::workload::Resources;
 
 /// Label naming a node's service pool.
@@ -154,6 +155,13 @@ pub struct NodeStatus {
     /// control plane then taints it `node.kubernetes.io/not-ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_reason: Option<String>,
+    /// The agent's run of its pool's init profile, when the pool has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialization: Option<NodeInitialization>,
+    /// Kubernetes-style conditions the control plane derives from what the
+    /// agent reports (`Initialized`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<NodeCondition>,
 }
 
 /// An image present on a node.

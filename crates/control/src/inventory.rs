@@ -6,12 +6,13 @@
 //! so it is never stale.
 
 use wharf_api::{
-    Cluster, LABEL_MACHINE_CLASS, LABEL_POOL, LabelSelector, MachineClass, Node, ObjectError, Pool,
-    PoolStatus,
+    Cluster, InitProfile, LABEL_MACHINE_CLASS, LABEL_POOL, LabelSelector, MachineClass, Node,
+    ObjectError, Pool, PoolStatus,
 };
 
 use crate::ControlError;
-use crate::objects::{Object, Objects, take_applied_metadata};
+use crate::objects::{Object, Objects, now_millis, take_applied_metadata};
+use crate::pool_membership::apply_initialization;
 
 /// How an inventory object is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +73,25 @@ impl Objects {
         self.check_pool_references(&pool).await?;
         pool.status = PoolStatus::default();
         let (pool, created) = self.write_inventory(pool, how).await?;
+        self.reinitialize_pool_nodes(&pool).await?;
         Ok((self.with_pool_status(pool).await?, created))
+    }
+
+    /// Brings the pool's nodes in step with its (maybe changed) init
+    /// profile: a node that has not run the current profile is tainted
+    /// not-initialized again until its agent reports it has.
+    async fn reinitialize_pool_nodes(&self, pool: &Pool) -> Result<(), ControlError> {
+        let hash = pool.spec.init.as_ref().map(InitProfile::hash);
+        let nodes = self.nodes_labelled(LABEL_POOL, &pool.metadata.name).await?;
+        for node in nodes {
+            self.modify::<Node>(None, &node.metadata.name, |node| {
+                let before = (node.spec.taints.clone(), node.status.conditions.clone());
+                apply_initialization(node, hash.as_deref(), now_millis());
+                before != (node.spec.taints.clone(), node.status.conditions.clone())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Writes a machine class; `true` if it was created.

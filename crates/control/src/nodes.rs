@@ -16,6 +16,7 @@ use wharf_store::{EventKind, LeaseId, StoreError, Txn};
 use crate::ControlError;
 use crate::events::EventRecorder;
 use crate::objects::{Objects, now_millis};
+use crate::pool_membership::apply_initialization;
 
 /// Key prefix of the nodes' heartbeat keys.
 pub const HEARTBEATS: &str = "/cluster/heartbeats/";
@@ -60,6 +61,7 @@ impl Objects {
             let mut node = reported.clone();
             if let Some(join) = &join {
                 join.apply_to(&mut node);
+                apply_initialization(&mut node, join.init_hash.as_deref(), now_millis());
             }
             match self.create(node).await {
                 Err(ControlError::Conflict(_)) => {}
@@ -83,8 +85,13 @@ impl Objects {
                     node.spec.cost_per_hour = reported.spec.cost_per_hour;
                 }
                 let ready = node.status.ready;
+                let conditions = std::mem::take(&mut node.status.conditions);
                 node.status = reported.status.clone();
                 node.status.ready = ready;
+                node.status.conditions = conditions;
+                if let Some(join) = &join {
+                    apply_initialization(node, join.init_hash.as_deref(), now_millis());
+                }
                 true
             })
             .await?;

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use wharf_api::{
     Cluster, ClusterKind, EventType, LABEL_INSTANCE_ID, LABEL_POOL, MachineClass, Node,
-    ObjectReference, Pod, PodPhase, Pool, PoolGrant, ProviderSpec,
+    ObjectReference, Pod, PodPhase, Pool, PoolGrant, ProviderSpec, TAINT_NOT_INITIALIZED,
 };
 use wharf_provider::{Credentials, Machine, MachineProvider, MachineRequest, ProviderError};
 use wharf_scheduler::{PoolAccess, Scheduler, SchedulerConfig, Snapshot};
@@ -164,6 +164,16 @@ enum ScaleUp {
     /// None were; pending pods would go to these nodes (or machines on
     /// their way), which therefore are not unused.
     None { awaited: BTreeSet<String> },
+}
+
+/// `node` for the autoscaler's plans: without the not-initialized taint,
+/// which goes once its agent has run the pool's profile (as
+/// cluster-autoscaler ignores startup taints), so pods waiting for that
+/// node do not get another machine.
+fn node_on_its_way(node: &Node) -> wharf_scheduler::NodeInfo {
+    let mut info = node_info(node);
+    info.taints.retain(|t| t.key != TAINT_NOT_INITIALIZED);
+    info
 }
 
 /// A pod the scheduler gave up on for now.
@@ -506,14 +516,15 @@ impl PoolAutoscaler {
     }
 
     /// The pool's nodes with their pods, and its machines that have no
-    /// node yet as template nodes: what is there or on its way.
+    /// node yet as template nodes: what is there or on its way (a node
+    /// still running its init profile is on its way too).
     fn snapshot_of(
         &self,
         view: &PoolView,
         template: &wharf_scheduler::NodeInfo,
         access: &PoolAccess,
     ) -> Snapshot {
-        let mut snapshot = Snapshot::from_nodes(view.nodes.values().map(node_info));
+        let mut snapshot = Snapshot::from_nodes(view.nodes.values().map(node_on_its_way));
         snapshot.set_pool_access(access.clone());
         for (node, pods) in &view.pods_on {
             let Some(id) = snapshot.node_id(node) else {
@@ -907,6 +918,13 @@ mod tests {
             .labels
             .insert(LABEL_INSTANCE_ID.into(), id.into());
         node.status.ready = true;
+        // Still running the pool's init profile.
+        node.spec.taints.push(wharf_api::Taint {
+            key: TAINT_NOT_INITIALIZED.into(),
+            value: String::new(),
+            effect: wharf_api::TaintEffect::NoSchedule,
+            time_added: None,
+        });
         objects.create(node).await.unwrap();
     }
 
@@ -1040,7 +1058,7 @@ mod tests {
         // The machines on their way hold the pods: nothing more is made.
         s.autoscaler.pass().await.unwrap();
         assert_eq!(machine_ids(&s.cloud).len(), 3);
-        // Once they joined, they still do.
+        // Once they joined, still initializing, they still do.
         for id in ["i-1", "i-2", "i-3"] {
             joined(&s.objects, id).await;
         }

@@ -5,8 +5,10 @@
 //! one pool for its life: moving is decommissioning and joining again.
 
 use wharf_api::{
-    ANNOTATION_JOIN_POOL, Cluster, LABEL_CLUSTER, LABEL_CLUSTER_KIND, LABEL_IDC,
-    LABEL_MACHINE_CLASS, LABEL_POOL, LABEL_TIER, MachineClass, Node, ObjectError, Pool, Taint,
+    ANNOTATION_JOIN_POOL, CONDITION_INITIALIZED, Cluster, InitProfile, LABEL_CLUSTER,
+    LABEL_CLUSTER_KIND, LABEL_IDC, LABEL_MACHINE_CLASS, LABEL_POOL, LABEL_TIER, MachineClass, Node,
+    NodeInitProfile, ObjectError, Pool, TAINT_NOT_INITIALIZED, Taint, TaintEffect,
+    initialized_condition, set_condition,
 };
 
 use crate::ControlError;
@@ -21,6 +23,10 @@ pub(crate) struct PoolJoin {
     pub taints: Vec<Taint>,
     /// Pool price, else class price, else cluster price.
     pub cost_per_hour: Option<f64>,
+    /// The hash of the pool's init profile, on every registration: until
+    /// the agent reports a successful run of it the node is tainted
+    /// not-initialized.
+    pub init_hash: Option<String>,
 }
 
 impl PoolJoin {
@@ -39,6 +45,34 @@ impl PoolJoin {
         if self.cost_per_hour.is_some() {
             node.spec.cost_per_hour = self.cost_per_hour;
         }
+    }
+}
+
+/// Sets `node`'s `Initialized` condition from its agent's last report and
+/// the pool's current profile (`init_hash`), and keeps the not-initialized
+/// taint on it exactly while that condition is not `True`. The taint is
+/// its own key, apart from the condition taints the node lifecycle keeps
+/// (unreachable, not-ready), so the two never undo each other.
+pub(crate) fn apply_initialization(node: &mut Node, init_hash: Option<&str>, now: u64) {
+    let condition = initialized_condition(init_hash, node.status.initialization.as_ref());
+    let initialized = condition.as_ref().is_none_or(|c| c.status == "True");
+    set_condition(
+        &mut node.status.conditions,
+        CONDITION_INITIALIZED,
+        condition,
+        now,
+    );
+    let taints = &mut node.spec.taints;
+    let tainted = taints.iter().any(|t| t.key == TAINT_NOT_INITIALIZED);
+    if initialized {
+        taints.retain(|t| t.key != TAINT_NOT_INITIALIZED);
+    } else if !tainted {
+        taints.push(Taint {
+            key: TAINT_NOT_INITIALIZED.into(),
+            value: String::new(),
+            effect: TaintEffect::NoSchedule,
+            time_added: Some(now),
+        });
     }
 }
 
@@ -116,8 +150,12 @@ impl Objects {
                 labels.remove(LABEL_TIER);
             }
         }
+        let init_hash = pool.spec.init.as_ref().map(InitProfile::hash);
         if current.is_some() {
-            return Ok(Some(PoolJoin::default()));
+            return Ok(Some(PoolJoin {
+                init_hash,
+                ..PoolJoin::default()
+            }));
         }
         let cost_per_hour = pool
             .spec
@@ -127,7 +165,21 @@ impl Objects {
         Ok(Some(PoolJoin {
             taints: pool.spec.taints.clone(),
             cost_per_hour,
+            init_hash,
         }))
+    }
+
+    /// What `node` is to run before it takes pods: its pool's init
+    /// profile and the profile's hash (none for a node of no pool, or of
+    /// a pool without one).
+    pub async fn node_init_profile(&self, node: &str) -> Result<NodeInitProfile, ControlError> {
+        let node: Node = self.require(None, node).await?;
+        let Some(pool_name) = node.metadata.labels.get(LABEL_POOL) else {
+            return Ok(NodeInitProfile::default());
+        };
+        let pool = self.get::<Pool>(None, pool_name).await?;
+        let profile = pool.and_then(|p| p.spec.init);
+        Ok(NodeInitProfile::new(Some(pool_name.clone()), profile))
     }
 
     /// The node's machine class: the one it names (`--class`), which the
@@ -179,10 +231,10 @@ impl Objects {
 
 #[cfg(test)]
 mod tests {
-    use wharf_api::{ClusterKind, Resources, TaintEffect, Tier};
+    use wharf_api::{ClusterKind, InitState, NodeInitialization, Resources, Tier};
 
     use super::*;
-    use crate::InventoryWrite::Create;
+    use crate::InventoryWrite::{self, Create};
     use crate::test_objects;
 
     async fn inventory(objects: &Objects) {
@@ -315,6 +367,127 @@ mod tests {
         assert!(!node.metadata.labels.contains_key(LABEL_CLUSTER));
         assert_eq!(node.spec.cost_per_hour, Some(0.7));
         assert!(node.spec.taints.is_empty());
+    }
+
+    /// The node `name` as its agent reports it after a run of `hash`.
+    fn reporting(name: &str, hash: &str, state: InitState) -> Node {
+        let mut node = machine(name, None, 12);
+        node.status.initialization = Some(NodeInitialization {
+            profile_hash: hash.into(),
+            state,
+            message: (state == InitState::Failed).then(|| "script: exit status 3".into()),
+            ..NodeInitialization::default()
+        });
+        node
+    }
+
+    fn initialized(node: &Node) -> (bool, &str, bool) {
+        let condition = node
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.kind == CONDITION_INITIALIZED)
+            .unwrap();
+        let tainted = node
+            .spec
+            .taints
+            .iter()
+            .any(|t| t.key == TAINT_NOT_INITIALIZED && t.effect == TaintEffect::NoSchedule);
+        (
+            condition.status == "True",
+            condition.reason.as_str(),
+            tainted,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_node_is_tainted_until_it_ran_its_pools_current_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = test_objects::objects(&dir);
+        inventory(&objects).await;
+        let mut pool: Pool = objects.require(None, "old").await.unwrap();
+        pool.spec.init = Some(InitProfile {
+            script: Some("true".into()),
+            ..InitProfile::default()
+        });
+        let (pool, _) = objects
+            .write_pool(pool, InventoryWrite::Update)
+            .await
+            .unwrap();
+        let first = pool.spec.init.as_ref().unwrap().hash();
+        let profile = objects.node_init_profile("missing").await;
+        assert!(profile.is_err(), "an unknown node has no profile");
+
+        let (node, _) = objects
+            .register_node(machine("old-1", Some("old"), 12))
+            .await
+            .unwrap();
+        assert_eq!(initialized(&node), (false, "Pending", true));
+        assert_eq!(node.spec.taints[0].key, "pool", "the pool's taints too");
+        let asked = objects.node_init_profile("old-1").await.unwrap();
+        assert_eq!(asked.hash.as_deref(), Some(first.as_str()));
+        assert_eq!(asked.pool.as_deref(), Some("old"));
+
+        let report = |state| reporting("old-1", &first, state);
+        let (node, _) = objects
+            .register_node(report(InitState::Running))
+            .await
+            .unwrap();
+        assert_eq!(initialized(&node), (false, "Running", true));
+        let (node, _) = objects
+            .register_node(report(InitState::Failed))
+            .await
+            .unwrap();
+        assert_eq!(initialized(&node), (false, "Failed", true));
+        let condition = &node.status.conditions[0];
+        assert!(condition.message.contains("exit status 3"), "{condition:?}");
+        let since = condition.last_transition_time;
+        let (node, _) = objects
+            .register_node(report(InitState::Succeeded))
+            .await
+            .unwrap();
+        assert_eq!(initialized(&node), (true, "Succeeded", false));
+        assert!(node.status.conditions[0].last_transition_time >= since);
+        assert_eq!(node.spec.taints.len(), 1, "only the pool's taint is left");
+
+        // The pool's profile changes: tainted again until the new one ran.
+        let mut pool: Pool = objects.require(None, "old").await.unwrap();
+        pool.spec.init.as_mut().unwrap().script = Some("echo two".into());
+        let (pool, _) = objects
+            .write_pool(pool, InventoryWrite::Update)
+            .await
+            .unwrap();
+        let second = pool.spec.init.as_ref().unwrap().hash();
+        let node: Node = objects.require(None, "old-1").await.unwrap();
+        assert_eq!(initialized(&node), (false, "ProfileChanged", true));
+        let (node, _) = objects
+            .register_node(report(InitState::Succeeded))
+            .await
+            .unwrap();
+        assert_eq!(
+            initialized(&node),
+            (false, "ProfileChanged", true),
+            "the old hash"
+        );
+        let done = reporting("old-1", &second, InitState::Succeeded);
+        let (node, _) = objects.register_node(done).await.unwrap();
+        assert_eq!(initialized(&node), (true, "Succeeded", false));
+
+        // No profile any more: no condition, no taint.
+        let mut pool: Pool = objects.require(None, "old").await.unwrap();
+        pool.spec.init = None;
+        objects
+            .write_pool(pool, InventoryWrite::Update)
+            .await
+            .unwrap();
+        let node: Node = objects.require(None, "old-1").await.unwrap();
+        assert!(node.status.conditions.is_empty());
+        assert!(
+            node.spec
+                .taints
+                .iter()
+                .all(|t| t.key != TAINT_NOT_INITIALIZED)
+        );
     }
 
     #[tokio::test]

@@ -382,3 +382,64 @@ async fn a_registration_naming_a_pool_joins_it_once_and_for_all() {
         .await
         .expect(StatusCode::OK);
 }
+
+/// A node of a pool with an init profile reads it (with its hash) from
+/// its own route, is tainted until it reports a successful run, and shows
+/// the run and the `Initialized` condition in its status.
+#[tokio::test]
+async fn a_node_reads_its_pools_init_profile_and_is_initialized_by_its_report() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.apply_yaml(&admin, INVENTORY)
+        .await
+        .expect(StatusCode::OK);
+    let node = |initialization: serde_json::Value| {
+        json!({"metadata": {"name": "n1", "annotations": {"wharf.io/join-pool": "core"}},
+               "status": {"capacity": {"cpuMillis": 32000, "memoryBytes": 34359738368u64, "pods": 110},
+                          "initialization": initialization}})
+    };
+    let joined = app
+        .api(&admin, Method::POST, "/api/v1/nodes", node(json!(null)))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let taints = joined["spec"]["taints"].as_array().unwrap();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t["key"] == "wharf.io/not-initialized" && t["effect"] == "NoSchedule"),
+        "{taints:?}"
+    );
+    assert_eq!(joined["status"]["conditions"][0]["type"], "Initialized");
+    assert_eq!(joined["status"]["conditions"][0]["status"], "False");
+
+    let profile = app
+        .api(&admin, Method::GET, "/api/v1/nodes/n1/init", json!(null))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(profile["pool"], "core");
+    assert_eq!(profile["profile"]["sysctls"]["net.ipv4.ip_forward"], "1");
+    let hash = profile["hash"].as_str().unwrap();
+    assert!(hash.starts_with("sha256:"), "{hash}");
+
+    let done = json!({"profileHash": hash, "state": "Succeeded",
+                      "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:03Z"});
+    let node = app
+        .api(&admin, Method::POST, "/api/v1/nodes", node(done))
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let taints = node["spec"]["taints"].as_array().unwrap();
+    assert!(
+        taints
+            .iter()
+            .all(|t| t["key"] != "wharf.io/not-initialized")
+    );
+    assert_eq!(node["status"]["conditions"][0]["status"], "True");
+    assert_eq!(node["status"]["initialization"]["state"], "Succeeded");
+    assert_eq!(
+        node["status"]["initialization"]["finishedAt"],
+        "2026-01-01T00:00:03Z"
+    );
+}

@@ -26,6 +26,8 @@ mod failover;
 mod hostnet;
 #[path = "e2e_containers/hpa.rs"]
 mod hpa;
+#[path = "e2e_containers/join_init.rs"]
+mod join_init;
 #[path = "e2e_containers/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e_containers/live_scheduling.rs"]
@@ -328,12 +330,17 @@ impl Node {
             }
             None => Command::new("curl"),
         };
-        let output = command.args(["-sf", "-m", "3", &url]).output().ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        trimmed_stdout(command.args(["-sf", "-m", "3", &url]))
     }
+}
+
+/// What `command` printed, trimmed, if it ran and succeeded.
+fn trimmed_stdout(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
 impl Drop for Node {

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wharf_api::{
     ANNOTATION_JOIN_POOL, Deployment, Endpoints, Event, HorizontalPodAutoscaler, LABEL_POOL,
-    LabelSelector, Manifest, Node, Pod, PodStatus, Service, Taint, parse_label_selector,
+    LabelSelector, Manifest, Node, NodeInitProfile, Pod, PodStatus, Service, Taint,
+    parse_label_selector,
 };
 use wharf_auth::{Action, AuthError};
 use wharf_control::{
@@ -232,6 +233,16 @@ pub(crate) async fn heartbeat(
         .heartbeat(&node, request.lease, ttl)
         .await?;
     Ok(Json(json!({ "lease": lease })))
+}
+
+/// `GET /api/v1/nodes/{node}/init`: the init profile of the node's pool
+/// and its hash, for the node's agent.
+pub(crate) async fn node_init(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+) -> ApiResult<Json<NodeInitProfile>> {
+    let profile = state.control.objects().node_init_profile(&node).await?;
+    Ok(Json(profile))
 }
 
 #[derive(Deserialize)]

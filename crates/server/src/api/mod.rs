@@ -169,6 +169,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/join/script",                       Public,          get(node_lifecycle::join_script)),
         row(Method::GET,    "/api/v1/join/wharf",                        Public,          get(node_lifecycle::join_binary)),
         row(Method::PUT,    "/api/v1/nodes/{node}/heartbeat",            Node,            put(cluster::heartbeat)),
+        row(Method::GET,    "/api/v1/nodes/{node}/init",                 Node,            get(cluster::node_init)),
         row(Method::GET,    "/api/v1/nodes/{node}/configmaps/{project}/{name}", Node,  get(config::node_config_map)),
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Node,    get(config::node_secret)),
         row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Node,      get(claims::node_claims)),

@@ -16,8 +16,8 @@ use wharf_agent::containers::NodeSetup;
 use wharf_agent::dns::DnsServer;
 use wharf_agent::metrics::LatestSamples;
 use wharf_agent::{
-    Agent, AgentConfig, AgentError, HttpNodeApi, NoRuntime, NodeApi, Runtime, Simulation,
-    SimulationConfig, TokenSource,
+    Agent, AgentConfig, AgentError, HttpNodeApi, InitSettings, NoRuntime, NodeApi, Runtime,
+    Simulation, SimulationConfig, TokenSource,
 };
 use wharf_api::{LABEL_MACHINE_CLASS, LABEL_POOL, STANDARD_NODE_LABELS};
 use wharf_image::{ImageGcPolicy, ImageStoreOptions, RegistryCredentials};
@@ -81,6 +81,11 @@ pub struct AgentArgs {
     /// last minute, load average, available memory, cached layers).
     #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
     status_interval: Duration,
+    /// How often the agent asks for its pool's init profile, which it runs
+    /// (before its node takes pods) whenever the profile's hash differs
+    /// from the last one applied on this machine.
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    init_interval: Duration,
     /// Where the load summary's CPU and memory come from: `host` (this
     /// machine's /proc) or `pods` (the sum of this node's pods' cgroup
     /// usage over its capacity: for several agents on one machine, which
@@ -201,6 +206,13 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// The node dir: `--node-dir`, else `/var/lib/wharf/node`.
+    pub fn data_dir_of(&self) -> PathBuf {
+        self.node_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR))
+    }
+
     /// runc's state directory for node `name`: `--runc-root`, else
     /// `/run/wharf/NAME/runc`.
     pub fn runc_root_of(&self, name: &str) -> PathBuf {
@@ -243,10 +255,7 @@ impl NodeOptions {
         }
         Ok(NodeSetup {
             node: name.to_string(),
-            data_dir: self
-                .node_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR)),
+            data_dir: self.data_dir_of(),
             runc: self.runc.clone(),
             runc_root: self.runc_root_of(name),
             shim: ShimCommand::current_exe(&["shim"]).context("locating the wharf binary")?,
@@ -350,11 +359,7 @@ struct AgentLogin {
 }
 
 async fn agent_login(args: &AgentArgs) -> Result<AgentLogin> {
-    let node_dir = args
-        .node
-        .node_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR));
+    let node_dir = args.node.data_dir_of();
     let joined = match args.simulate {
         Some(_) => None,
         None => {
@@ -444,6 +449,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 config.metrics_interval = args.node.metrics_interval;
                 config.status_interval = args.status_interval;
                 config.load_source = args.load_source;
+                let mut init = InitSettings::new(&args.node.data_dir_of());
+                init.interval = args.init_interval;
+                config.init = Some(init);
                 let api: Arc<dyn NodeApi> = api;
                 let (runtime, logs, dns) = node_runtime(
                     &args.node,

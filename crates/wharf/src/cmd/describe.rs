@@ -329,6 +329,39 @@ fn condition_fields(description: &mut Description, conditions: &[wharf_api::Depl
     }
 }
 
+/// A node's conditions, as kubectl shows them, and its last run of the
+/// pool's init profile.
+fn node_initialization_fields(description: &mut Description, status: &wharf_api::NodeStatus) {
+    if !status.conditions.is_empty() {
+        description.heading(0, "Conditions");
+        for condition in &status.conditions {
+            let since = condition
+                .last_transition_time
+                .map_or_else(none, wharf_api::rfc3339);
+            let text = format!(
+                "{} {} since {since} ({})",
+                condition.status, condition.reason, condition.message
+            );
+            description.field(2, &condition.kind, text);
+        }
+    }
+    let Some(run) = &status.initialization else {
+        return;
+    };
+    description.heading(0, "Initialization");
+    description.field(2, "Profile", run.profile_hash.clone());
+    description.field(2, "State", format!("{:?}", run.state));
+    if let Some(step) = &run.step {
+        description.field(2, "Step", step.clone());
+    }
+    if let Some(message) = &run.message {
+        description.field(2, "Message", message.clone());
+    }
+    let at = |time: Option<u64>| time.map_or_else(none, wharf_api::rfc3339);
+    description.field(2, "Started", at(run.started_at));
+    description.field(2, "Finished", at(run.finished_at));
+}
+
 /// An autoscaler's target, bounds, metrics and conditions, as kubectl
 /// shows them.
 fn describe_hpa(hpa: &HorizontalPodAutoscaler, now_ms: u64) -> Description {
@@ -514,6 +547,7 @@ fn describe_node(node: &Node, pods: Option<&[Pod]>, now_ms: u64) -> Description 
         let text = format!("{} ({})", layers.len(), crate::output::human_size(bytes));
         description.field(0, "Cached Layers", text);
     }
+    node_initialization_fields(&mut description, status);
     description.heading(0, "Capacity");
     resource_fields(&mut description, &status.capacity, None);
     let sums = pods.map(sum_requests);
@@ -1269,6 +1303,37 @@ mod tests {
                 line.is_some_and(|l| l.ends_with(value)),
                 "{label} {value}\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn a_node_shows_its_initialized_condition_and_init_run() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {
+                "conditions": [{"type": "Initialized", "status": "False", "reason": "Failed",
+                                "message": "script: exit status: 3: no disk",
+                                "lastTransitionTime": "2025-06-15T15:06:40Z"}],
+                "initialization": {"profileHash": "sha256:abc", "state": "Failed",
+                                   "step": "script", "message": "script: exit status: 3: no disk",
+                                   "startedAt": "2025-06-15T15:06:38Z",
+                                   "finishedAt": "2025-06-15T15:06:40Z"}},
+        }))
+        .unwrap();
+        let text = describe_node(&node, None, NOW).render();
+        assert!(
+            text.contains(
+                "Initialized:  False Failed since 2025-06-15T15:06:40Z \
+                 (script: exit status: 3: no disk)\n"
+            ),
+            "{text}"
+        );
+        let words: Vec<String> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for line in ["State: Failed", "Step: script", "Profile: sha256:abc"] {
+            assert!(words.iter().any(|l| l == line), "{line}\n{text}");
         }
     }
 

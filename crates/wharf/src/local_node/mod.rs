@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use wharf_agent::service_view::ServiceView;
 use wharf_agent::{AgentError, NodeApi, PodChange, PodChanges, ServiceChange, ServiceChanges};
 use wharf_api::{
-    ConfigMap, ConfigRef, Endpoints, FalconSample, IpClaim, Node, PersistentVolumeClaim, Pod,
-    PodEventReport, PodStatus, PodUsage, Secret, Service,
+    ConfigMap, ConfigRef, Endpoints, FalconSample, IpClaim, Node, NodeInitProfile,
+    PersistentVolumeClaim, Pod, PodEventReport, PodStatus, PodUsage, Secret, Service,
 };
 use wharf_control::{Change, ControlError, EventRecorder, Objects, PodMetricsStore, used_on_node};
 
@@ -68,6 +68,13 @@ impl NodeApi for LocalNodeApi {
     ) -> Result<u64, AgentError> {
         self.objects
             .heartbeat(node, lease, ttl)
+            .await
+            .map_err(agent_error)
+    }
+
+    async fn init_profile(&self, node: &str) -> Result<NodeInitProfile, AgentError> {
+        self.objects
+            .node_init_profile(node)
             .await
             .map_err(agent_error)
     }

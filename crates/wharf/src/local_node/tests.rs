@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wharf_agent::{Agent, AgentConfig, NoRuntime, Simulation, SimulationConfig};
 use wharf_api::{Manifest, Node, Pod, PodPhase};
-use wharf_control::{ControlPlane, DeletionOutcome, Objects, PodDeletion};
+use wharf_control::{ControlPlane, DeletionOutcome, InventoryWrite, Objects, PodDeletion};
 use wharf_scheduler::SchedulerConfig;
 use wharf_store::{RedbStore, Store};
 
@@ -606,4 +606,65 @@ async fn a_failing_runtime_makes_a_live_node_not_ready_until_it_recovers() {
     })
     .await;
     assert_eq!(well.status.not_ready_reason, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_nodes_of_a_pool_with_an_init_profile_report_it_simulated() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = plane(&dir);
+    let objects: Objects = plane.objects().clone();
+    let cluster = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "lab"}, "spec": {"kind": "vm"}
+    }))
+    .unwrap();
+    objects
+        .write_cluster(cluster, InventoryWrite::Create)
+        .await
+        .unwrap();
+    let pool = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"cluster": "lab", "init": {"files": [{"path": "/etc/never-written", "content": "x"}]}}
+    }))
+    .unwrap();
+    objects
+        .write_pool(pool, InventoryWrite::Create)
+        .await
+        .unwrap();
+    let class = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "small"}, "spec": {"pricePerHour": 0.1}
+    }))
+    .unwrap();
+    objects
+        .write_machine_class(class, InventoryWrite::Create)
+        .await
+        .unwrap();
+    let api = Arc::new(LocalNodeApi::new(objects.clone()));
+    let mut fleet = SimulationConfig::new(2);
+    fleet.labels.insert("wharf.io/pool".into(), "web".into());
+    fleet
+        .labels
+        .insert("wharf.io/machine-class".into(), "small".into());
+    let _fleet = tokio::spawn(Simulation::new(api, fleet).run());
+    let nodes: Vec<Node> = eventually("2 initialized hollow nodes", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        let initialized = nodes.iter().filter(|n| {
+            n.status
+                .conditions
+                .iter()
+                .any(|c| c.kind == "Initialized" && c.status == "True")
+        });
+        (initialized.count() == 2).then_some(nodes)
+    })
+    .await;
+    for node in nodes {
+        let condition = &node.status.conditions[0];
+        assert!(condition.message.contains("simulated"), "{condition:?}");
+        assert!(
+            node.spec
+                .taints
+                .iter()
+                .all(|t| t.key != wharf_api::TAINT_NOT_INITIALIZED)
+        );
+    }
+    assert!(!std::path::Path::new("/etc/never-written").exists());
 }

@@ -297,7 +297,14 @@ impl TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
         command
             .arg("server")
-            .args(["--listen", "127.0.0.1:0"])
+            // Loopback unless the test names an address (one reachable
+            // from a network namespace standing for another machine).
+            .args(
+                (!self.options.args.iter().any(|a| a == "--listen"))
+                    .then_some(["--listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             // Tests run collections themselves unless they ask for a schedule.
             .args(
                 (!self.options.args.iter().any(|a| a == "--gc-interval"))
