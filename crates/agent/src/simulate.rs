@@ -53,6 +53,10 @@ pub struct SimulationConfig {
     /// default class: `--labels`, `--pool` and `--class` model old and new
     /// machines the way real agents register them.
     pub labels: BTreeMap<String, String>,
+    /// How often the fleet looks for a changed init profile of its pools
+    /// (a hollow node reports each new profile as applied, as its real
+    /// agent would re-run it).
+    pub init_check: Duration,
 }
 
 impl SimulationConfig {
@@ -74,7 +78,13 @@ impl SimulationConfig {
             report_running: true,
             loads: Vec::new(),
             labels: BTreeMap::new(),
+            init_check: Duration::from_secs(30),
         }
+    }
+
+    /// The pool of node `i`, if any.
+    fn pool_of(&self, i: usize) -> Option<String> {
+        self.node(i).metadata.labels.get(LABEL_POOL).cloned()
     }
 
     /// Name of node `i` (from 0).
@@ -184,7 +194,11 @@ impl Simulation {
         tracing::info!(nodes = self.config.nodes, "simulated nodes registered");
         let this = Arc::new(self);
         let beats = tokio::spawn(this.clone().heartbeats(leases));
-        let _stop = AbortOnDropHandle::new(beats);
+        let profiles = tokio::spawn(this.clone().follow_init_profiles());
+        let _stop = (
+            AbortOnDropHandle::new(beats),
+            AbortOnDropHandle::new(profiles),
+        );
         if !this.config.report_running {
             std::future::pending::<()>().await;
         }
@@ -193,6 +207,49 @@ impl Simulation {
                 tracing::warn!(error = %err, "simulated nodes lost their pod watch");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Reports a pool's changed init profile as applied on each of the
+    /// fleet's nodes of that pool. One node per pool is asked: the
+    /// profile is the pool's.
+    async fn follow_init_profiles(self: Arc<Self>) {
+        let mut seen: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let probes = self.config.nodes.min(self.config.pools.len().max(1));
+        let mut first = true;
+        loop {
+            for probe in 0..probes {
+                let Some(pool) = self.config.pool_of(probe) else {
+                    continue;
+                };
+                let name = self.config.node_name(probe);
+                let hash = match self.api.init_profile(&name).await {
+                    Ok(profile) => profile.hash,
+                    Err(err) => {
+                        tracing::warn!(error = %err, pool, "checking the init profile failed");
+                        continue;
+                    }
+                };
+                let previous = seen.insert(pool.clone(), hash.clone());
+                // Registration reported the profile of the moment.
+                if first || previous.as_ref() == Some(&hash) || hash.is_none() {
+                    continue;
+                }
+                let of_pool: Vec<usize> = (0..self.config.nodes)
+                    .filter(|&i| self.config.pool_of(i).as_ref() == Some(&pool))
+                    .collect();
+                for chunk in of_pool.chunks(PARALLEL) {
+                    let reported =
+                        join_all(chunk.iter().map(|&i| self.report_initialized(i))).await;
+                    for result in reported {
+                        if let Err(err) = result {
+                            tracing::warn!(error = %err, pool, "reporting an init profile failed");
+                        }
+                    }
+                }
+            }
+            first = false;
+            tokio::time::sleep(self.config.init_check).await;
         }
     }
 

@@ -644,6 +644,7 @@ async fn hollow_nodes_of_a_pool_with_an_init_profile_report_it_simulated() {
     fleet
         .labels
         .insert("wharf.io/machine-class".into(), "small".into());
+    fleet.init_check = Duration::from_millis(100);
     let _fleet = tokio::spawn(Simulation::new(api, fleet).run());
     let nodes: Vec<Node> = eventually("2 initialized hollow nodes", async || {
         let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
@@ -667,4 +668,29 @@ async fn hollow_nodes_of_a_pool_with_an_init_profile_report_it_simulated() {
         );
     }
     assert!(!std::path::Path::new("/etc/never-written").exists());
+
+    // A changed profile is reported applied again, under its new hash.
+    let changed: wharf_api::Pool = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"cluster": "lab", "init": {"files": [{"path": "/etc/never-either", "content": "y"}]}}
+    }))
+    .unwrap();
+    let hash = changed.spec.init.as_ref().unwrap().hash();
+    objects
+        .write_pool(changed, InventoryWrite::Apply)
+        .await
+        .unwrap();
+    eventually("2 hollow nodes initialized again", async || {
+        let (nodes, _) = objects.list::<Node>(None, None).await.unwrap();
+        let again = nodes.iter().filter(|n| {
+            let run = n.status.initialization.as_ref();
+            run.is_some_and(|r| r.profile_hash == hash)
+                && n.spec
+                    .taints
+                    .iter()
+                    .all(|t| t.key != wharf_api::TAINT_NOT_INITIALIZED)
+        });
+        (again.count() == 2).then_some(())
+    })
+    .await;
 }
