@@ -49,6 +49,15 @@ fn simulated_loads_show_in_top_and_steer_pods_to_the_idle_node() {
         "{top}"
     );
     assert_eq!(top[3]["name"], "wmdsim-00004", "{top}");
+    // Listed is not yet schedulable: a new server's leader marks nodes
+    // ready as it sees their leases, one by one; a pod placed before both
+    // class-1 nodes are ready could only go to the one that is.
+    wait_for("4 nodes ready", || {
+        let nodes = get_json(home, &["nodes"]);
+        let items = nodes["items"].as_array().or(nodes.as_array())?.clone();
+        let ready = items.iter().filter(|n| n["status"]["ready"] == true);
+        (ready.count() == 4).then_some(())
+    });
 
     for name in ["first", "second"] {
         let mut apply = wharf(home);
