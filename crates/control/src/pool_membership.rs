@@ -102,10 +102,11 @@ impl Objects {
         }
         // Only a pool of the inventory holds a node; a label naming no
         // such pool is a plain label.
-        let current = match stored.and_then(|n| n.metadata.labels.get(LABEL_POOL)) {
-            Some(pool) if self.get::<Pool>(None, pool).await?.is_some() => Some(pool.clone()),
-            _ => None,
+        let held: Option<Pool> = match stored.and_then(|n| n.metadata.labels.get(LABEL_POOL)) {
+            Some(pool) => self.get(None, pool).await?,
+            None => None,
         };
+        let current = held.as_ref().map(|p| p.metadata.name.clone());
         let asked = reported.metadata.labels.get(LABEL_POOL).cloned();
         if let (Some(current), Some(asked)) = (&current, &asked)
             && current != asked
@@ -118,7 +119,13 @@ impl Objects {
         let Some(pool_name) = asked.or(current.clone()) else {
             return Ok(None);
         };
-        let pool: Pool = match self.get(None, &pool_name).await? {
+        // A node's re-registrations (every few seconds) name the pool it
+        // is in: the one read above.
+        let found = match held {
+            Some(pool) if pool.metadata.name == pool_name => Some(pool),
+            _ => self.get(None, &pool_name).await?,
+        };
+        let pool: Pool = match found {
             Some(pool) => pool,
             None if explicit.is_some() => {
                 return Err(ObjectError::Invalid {
