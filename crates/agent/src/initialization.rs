@@ -56,9 +56,8 @@ impl InitSettings {
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.state_dir)?;
             std::fs::write(self.state_dir.join(SCRIPT_LOG), script_output)?;
-            let temp = self.state_dir.join(format!("{APPLIED}.tmp"));
-            std::fs::write(&temp, serde_json::to_vec(run).unwrap_or_default())?;
-            std::fs::rename(temp, self.state_dir.join(APPLIED))
+            let record = serde_json::to_vec(run).unwrap_or_default();
+            wharf_fs::write_atomic(&self.state_dir.join(APPLIED), &record)
         };
         if let Err(err) = write() {
             tracing::warn!(error = %err, "recording the applied init profile failed");

@@ -6,8 +6,6 @@
 //! with [`REVOKED_EXIT`] (which the systemd unit does not restart).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -58,23 +56,13 @@ impl NodeCredential {
     /// Writes it to `node_dir` (created 0700), readable by root only, and
     /// atomically: a crash leaves the old file or the new one.
     pub fn save(&self, node_dir: &Path) -> Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(node_dir)
+        wharf_fs::private_dir(node_dir)
             .with_context(|| format!("creating {}", node_dir.display()))?;
         let path = Self::path(node_dir);
-        let partial = node_dir.join(format!("{FILE}.partial"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
+        wharf_fs::AtomicWrite::new(&path)
             .mode(0o600)
-            .open(&partial)
-            .with_context(|| format!("writing {}", partial.display()))?;
-        file.write_all(&serde_json::to_vec_pretty(self)?)?;
-        file.sync_all()?;
-        std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))
+            .write(&serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Trades `token` at `server` for node `node`'s credential.
