@@ -26,6 +26,7 @@
 mod alert;
 mod autoscaling;
 mod claim;
+pub mod commit;
 mod config;
 mod config_volume;
 mod cost;
