@@ -163,6 +163,8 @@ fn describe(root: &Path, skip: &[&str]) -> BTreeMap<String, String> {
                 format!("symlink {}", fs::read_link(&full).unwrap().display())
             } else if kind.is_fifo() {
                 "fifo".to_string()
+            } else if kind.is_char_device() {
+                format!("char {:x}", meta.rdev())
             } else {
                 format!("file {:?}", sha256(&fs::read(&full).unwrap()))
             };
@@ -237,6 +239,14 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     fs::hard_link(m("new.txt"), m("hard.txt")).unwrap();
     nix::unistd::mkfifo(&m("pipe"), Mode::from_bits_truncate(0o644)).unwrap();
     xattr::set(m("bin/tool"), "security.capability", &CAPABILITY).unwrap();
+    mknod(
+        &m("null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    fs::set_permissions(m("null"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(m("big.bin"), vec![7u8; 100_001]).unwrap();
     let long = format!("deep/{}", "n".repeat(120));
     fs::create_dir(m("deep")).unwrap();
@@ -268,6 +278,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
             "symlink link -> new.txt",
             "dir mnt/",
             "hardlink new.txt -> hard.txt",
+            "char null",
             "dir olddir/",
             "file olddir/.wh..wh..opq",
             "file olddir/fresh",
@@ -284,6 +295,17 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
         CAPABILITY
     );
     assert_eq!(entry("file big.bin").data, vec![7u8; 100_001]);
+    assert_eq!(
+        (
+            entry("char null").mode,
+            entries
+                .iter()
+                .filter(|e| e.line.starts_with("char"))
+                .count()
+        ),
+        (0o666, 1),
+        "a device that is no whiteout is kept as one"
+    );
     assert_eq!(entry("file etc/conf").data, b"changed");
     assert_eq!(entry(&long_line).data, b"long name");
     for e in &entries {
@@ -389,6 +411,24 @@ async fn compresses_with_gzip_and_zstd_in_one_pass_with_digest_and_diff_id() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_upper_directory_makes_an_empty_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let upper = dir.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    let store = open_store(&dir.path().join("cache")).await;
+    assert_eq!(measure_upper(&upper, &[]).unwrap(), Default::default());
+    let snapshot = store.snapshot_upper(&upper, &[]).await.unwrap();
+    assert_eq!((snapshot.entries, snapshot.tar_bytes), (0, 1024));
+    let layer = store
+        .compress_snapshot(snapshot, Compression::Zstd, NO_PROGRESS)
+        .await
+        .unwrap();
+    let tar = zstd::decode_all(&fs::read(&layer.path).unwrap()[..]).unwrap();
+    assert_eq!(tar, vec![0u8; 1024]);
+    assert_eq!(layer.diff_id, sha256(&tar));
+}
+
 #[tokio::test]
 async fn refuses_what_a_layer_cannot_hold_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,6 +448,10 @@ async fn refuses_what_a_layer_cannot_hold_and_leaves_nothing_behind() {
     assert_eq!(size.entries, 4);
     let err = measure_upper(&upper, &[PathBuf::from("etc/hosts")]).unwrap_err();
     assert!(err.to_string().contains("must be absolute"), "{err}");
+    // Sockets cannot be archived; whoever listens makes them anew.
+    let _socket = std::os::unix::net::UnixListener::bind(upper.join("srv/app.sock")).unwrap();
+    let with_socket = measure_upper(&upper, &[PathBuf::from("/srv/.wh.sneaky")]).unwrap();
+    assert_eq!(with_socket, size);
     let err = measure_upper(&dir.path().join("missing"), &[]).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }
@@ -857,6 +901,29 @@ async fn a_target_on_another_registry_is_refused_before_anything_is_sent() {
             assert!(text.contains("names a tag, not a digest"), "{text}");
         }
     }
+    let target = reference(&wharf, "shop/base:snap");
+    let err = store
+        .push_commit(
+            CommitPush {
+                base: &base_ref,
+                base_digest: &digest,
+                layer: &layer,
+                changes: &none,
+                author: None,
+                message: None,
+                created: "yesterday",
+                target: &target,
+            },
+            Some(&admin()),
+            NO_PROGRESS,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"yesterday\" is not an RFC 3339 time"),
+        "{err}"
+    );
     assert_eq!(
         wharf.served.count_containing("/"),
         before,

@@ -48,7 +48,7 @@ pub(crate) async fn push(
     let target_name = target_name.as_str();
     let step = |step: String| move |e: ImageError| step_error(target_name, step, e);
     check_target(push)?;
-    check_created(push.created)?;
+    check_created(target, push.created)?;
     let tag = target
         .tag()
         .map_or_else(|| "latest".to_string(), |t| t.to_string());
@@ -135,7 +135,7 @@ fn check_target(push: &CommitPush<'_>) -> Result<(), ImageError> {
 
 /// `created` must look like RFC 3339 (`2026-01-02T03:04:05Z`): registries
 /// and clients parse it.
-fn check_created(created: &str) -> Result<(), ImageError> {
+fn check_created(image: &ImageRef, created: &str) -> Result<(), ImageError> {
     let bytes = created.as_bytes();
     let digits = |range: std::ops::Range<usize>| {
         bytes
@@ -160,9 +160,10 @@ fn check_created(created: &str) -> Result<(), ImageError> {
     if shaped {
         Ok(())
     } else {
-        Err(ImageError::Internal(format!(
-            "commit time {created:?} is not an RFC 3339 time"
-        )))
+        Err(ImageError::InvalidConfig {
+            image: image.to_string(),
+            reason: format!("the commit time {created:?} is not an RFC 3339 time"),
+        })
     }
 }
 

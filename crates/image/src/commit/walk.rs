@@ -123,7 +123,13 @@ pub(crate) fn walk(
             continue;
         }
         let full = upper.join(&rel);
-        let meta = fs::symlink_metadata(&full).map_err(io_err("inspect", &full))?;
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(meta) => meta,
+            // Deleted since its directory was listed (a container committed
+            // without pausing): it is not part of the changes any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ImageError::io("inspect", &full, e)),
+        };
         let Some(item) = classify(upper, rel, meta, read_xattrs)? else {
             continue;
         };
