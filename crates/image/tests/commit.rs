@@ -25,7 +25,7 @@ use wharf_image::{
     NewLayer, Platform, PullPolicy, PullProgress, RegistryCredentials, UnpackLimits, UnpackOptions,
     measure_upper, unpack_layer,
 };
-use wharf_testkit::prereq::require_root_and;
+use wharf_testkit::prereq::{require_root, require_root_and};
 
 const NO_PROGRESS: &(dyn Fn(u64, u64) + Sync) = &|_, _| {};
 const NO_PULL_PROGRESS: &(dyn Fn(PullProgress) + Sync) = &|_| {};
@@ -754,6 +754,71 @@ async fn pushes_a_commit_over_its_base_reusing_base_layers_and_pulls_it_back() {
 
         let fresh = dir.path().join(format!("fresh-{i}"));
         pull_and_check_view(&wharf, &fresh, &target_ref, &pushed.manifest_digest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_without_access_to_the_target_is_refused_naming_the_step() {
+    if !require_root("a commit's layer holds a whiteout") {
+        return;
+    }
+    let wharf = Wharf::start().await;
+    let (robot, secret) = wharf.project_with_puller("shop").await;
+    wharf.project_with_puller("other").await;
+    wharf.push("shop/base", &oci_base(), "1.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("node")).await;
+    let puller = RegistryCredentials::new(&robot, &secret);
+    let base_ref = reference(&wharf, "shop/base:1.0");
+    let pulled = store
+        .pull(
+            &base_ref,
+            Some(&puller),
+            PullPolicy::Always,
+            NO_PULL_PROGRESS,
+        )
+        .await
+        .unwrap();
+    let layer = make_layer(&store, dir.path(), Compression::Gzip).await;
+    let none = ConfigChanges::default();
+    for target in ["other/app:v1", "shop/base:snap"] {
+        let target_ref = reference(&wharf, target);
+        let err = store
+            .push_commit(
+                CommitPush {
+                    base: &base_ref,
+                    base_digest: &pulled.manifest_digest,
+                    layer: &layer,
+                    changes: &none,
+                    author: None,
+                    message: None,
+                    created: CREATED,
+                    target: &target_ref,
+                },
+                Some(&puller),
+                NO_PROGRESS,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&target_ref.to_string()), "{err}");
+        let ImageError::CommitPush { step, source, .. } = &err else {
+            panic!("{target}: {err}");
+        };
+        assert!(
+            matches!(**source, ImageError::Unauthorized { .. }),
+            "{target}: {err}"
+        );
+        assert!(
+            step.starts_with("reuse base layer") || step.starts_with("upload layer"),
+            "{target}: {err}"
+        );
+        let repo = target_ref.repository().as_str();
+        let tag = target_ref.tag().unwrap().as_str();
+        assert_eq!(
+            wharf.status(repo, "manifests", tag).await,
+            404,
+            "{target}: nothing tagged"
+        );
     }
 }
 

@@ -411,6 +411,13 @@ async fn reuse_layer(
                 cancel_session(session, &response).await;
                 why.push_str(&format!(" and mounting it from {from} was refused"));
             }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let url = session
+                    .registry()
+                    .url(&format!("/v2/{}/blobs/uploads/", session.repository()));
+                let what = format!("mount of {digest} from {from}");
+                return session.success(Ok(response), &url, &what).await.map(|_| ());
+            }
             status => why.push_str(&format!(" and mounting it from {from} answered {status}")),
         }
     }
@@ -486,6 +493,24 @@ async fn upload_file(
     sent: Arc<AtomicU64>,
 ) -> Result<(), ImageError> {
     let upload = start_upload(session).await?;
+    let result = stream_file(session, layer, upload.clone(), sent).await;
+    if result.is_err() {
+        // Best effort: the registry would expire the session anyway.
+        let _ = session
+            .registry()
+            .cancel_upload(session.repository(), &upload)
+            .await;
+    }
+    result
+}
+
+/// The body of [`upload_file`] once the session is open.
+async fn stream_file(
+    session: &Session,
+    layer: &super::NewLayer,
+    upload: reqwest::Url,
+    sent: Arc<AtomicU64>,
+) -> Result<(), ImageError> {
     let path = layer.path.clone();
     let file = tokio::fs::File::open(&path)
         .await
