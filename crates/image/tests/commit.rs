@@ -215,7 +215,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
         ("etc/conf", "old"),
         ("etc/hostname", "base"),
         ("gone.txt", "deleted by the container"),
-        ("keep/a", "kept"),
+        ("keep/a", "deleted with its directory"),
         ("olddir/x", "hidden by the opaque dir"),
         ("olddir/sub/y", "hidden too"),
         ("bin/tool", "#!tool"),
@@ -232,6 +232,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     xattr::set(m("new.txt"), "user.note", b"hello").unwrap();
     fs::write(m("etc/conf"), b"changed").unwrap();
     fs::remove_file(m("gone.txt")).unwrap();
+    fs::remove_dir_all(m("keep")).unwrap();
     fs::remove_dir_all(m("olddir")).unwrap();
     fs::create_dir(m("olddir")).unwrap();
     fs::write(m("olddir/fresh"), b"fresh").unwrap();
@@ -275,6 +276,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
             "file etc/conf",
             "file .wh.gone.txt",
             "file hard.txt",
+            "file .wh.keep",
             "symlink link -> new.txt",
             "dir mnt/",
             "hardlink new.txt -> hard.txt",
@@ -340,6 +342,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     let skip = ["etc/resolv.conf", "mnt/vol"];
     let expected = describe(&merged, &skip);
     assert!(expected.contains_key("new.txt") && !expected.contains_key("gone.txt"));
+    assert!(!expected.contains_key("keep"));
     assert!(!expected.contains_key("olddir/x"));
     assert_eq!(describe(&at("check"), &skip), expected);
 
@@ -427,6 +430,55 @@ async fn an_empty_upper_directory_makes_an_empty_layer() {
     let tar = zstd::decode_all(&fs::read(&layer.path).unwrap()[..]).unwrap();
     assert_eq!(tar, vec![0u8; 1024]);
     assert_eq!(layer.diff_id, sha256(&tar));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_overlay_markers_of_both_namespaces_and_refuses_redirects() {
+    if !require_root("trusted.overlay.* xattrs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let upper = plain_upper(dir.path());
+    let store = open_store(&dir.path().join("cache")).await;
+    // A `userxattr` mount marks opaque directories in the user namespace.
+    fs::create_dir(upper.join("opaque")).unwrap();
+    xattr::set(upper.join("opaque"), "user.overlay.opaque", b"y").unwrap();
+    xattr::set(upper.join("srv"), "trusted.overlay.origin", b"\0\xfb").unwrap();
+    let snapshot = store.snapshot_upper(&upper, &[]).await.unwrap();
+    let entries = read_tar(snapshot.path());
+    let lines: Vec<&str> = entries.iter().map(|e| e.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "dir opaque/",
+            "file opaque/.wh..wh..opq",
+            "dir srv/",
+            "file srv/data.bin",
+            "symlink srv/link -> new.txt",
+            "file srv/new.txt",
+        ]
+    );
+    assert!(
+        entries.iter().all(|e| e.xattrs.is_empty()),
+        "overlay's xattrs are not copied"
+    );
+    drop(snapshot);
+
+    for (path, name, what) in [
+        ("srv", "trusted.overlay.redirect", "redirect_dir"),
+        ("srv/new.txt", "trusted.overlay.metacopy", "metacopy"),
+    ] {
+        xattr::set(upper.join(path), name, b"x").unwrap();
+        let err = measure_upper(&upper, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains(what) && err.to_string().contains(&format!("/{path}")),
+            "{err}"
+        );
+        let err = store.snapshot_upper(&upper, &[]).await.unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+        xattr::remove(upper.join(path), name).unwrap();
+    }
+    assert!(common::names(&store.root().join("tmp")).is_empty());
 }
 
 #[tokio::test]
