@@ -875,6 +875,103 @@ async fn a_credential_without_access_to_the_target_is_refused_naming_the_step() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_arch_base_commits_over_this_platforms_manifest() {
+    if !require_root_and(
+        "a_multi_arch_base (whiteouts, overlay mounts)",
+        &["mount", "umount"],
+    ) {
+        return;
+    }
+    let wharf = Wharf::start().await;
+    wharf.project_with_puller("shop").await;
+    let ours = oci_base();
+    let other_arch = if host_arch() == "s390x" {
+        "riscv64"
+    } else {
+        "s390x"
+    };
+    let theirs = Image::new(base_layers(), other_arch, &["--other"]);
+    wharf
+        .push("shop/multi", &ours, &ours.digest().to_string())
+        .await;
+    wharf
+        .push("shop/multi", &theirs, &theirs.digest().to_string())
+        .await;
+    let index = registry::index_of(&[(other_arch, &theirs), (host_arch().as_str(), &ours)]);
+    wharf.push_index("shop/multi", &index, "1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base_ref = reference(&wharf, "shop/multi:1");
+    let node = open_store(&dir.path().join("node")).await;
+    let pulled = node
+        .pull(
+            &base_ref,
+            Some(&admin()),
+            PullPolicy::Always,
+            NO_PULL_PROGRESS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.manifest_digest,
+        sha256(&index),
+        "the base resolved to the index"
+    );
+    let layer = make_layer(&node, dir.path(), Compression::Gzip).await;
+    let none = ConfigChanges::default();
+    // Pushed by the node that pulled it (its record names the platform
+    // manifest) and by one that did not (the index is resolved again).
+    let fresh = open_store(&dir.path().join("other-node")).await;
+    for (store, tag) in [(&node, "snap"), (&fresh, "snap2")] {
+        let target = reference(&wharf, &format!("shop/multi:{tag}"));
+        let pushed = store
+            .push_commit(
+                CommitPush {
+                    base: &base_ref,
+                    base_digest: &pulled.manifest_digest,
+                    layer: &layer,
+                    changes: &none,
+                    author: None,
+                    message: None,
+                    created: CREATED,
+                    target: &target,
+                },
+                Some(&admin()),
+                NO_PROGRESS,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(pushed.reused_layers, 2);
+        let (content_type, manifest) = wharf.get("shop/multi", "manifests", tag).await;
+        assert_eq!(
+            content_type, OCI_MANIFEST,
+            "{tag}: an image manifest, not an index"
+        );
+        let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+        let (_, config) = wharf
+            .get(
+                "shop/multi",
+                "blobs",
+                manifest["config"]["digest"].as_str().unwrap(),
+            )
+            .await;
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["architecture"], json!(host_arch()), "{tag}");
+        assert_eq!(
+            config["config"]["Cmd"],
+            json!(["--port", "8080"]),
+            "{tag}: this platform's config"
+        );
+        pull_and_check_view(
+            &wharf,
+            &dir.path().join(format!("fresh-{tag}")),
+            &target,
+            &pushed.manifest_digest,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_base_stays_docker_with_gzip_and_becomes_oci_with_zstd() {
     if !require_root_and(
         "a_docker_base_stays_docker (whiteouts, overlay mounts)",
