@@ -33,6 +33,8 @@ impl RegistryError {
             }
             E::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             E::Contention(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            // The distribution registry's code for a backend it cannot reach.
+            E::Upstream(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

@@ -347,6 +347,7 @@ mod tests {
                 quota_bytes: Some(10 << 30),
                 allow_privileged: false,
                 default_tier: None,
+                proxy_cache: None,
                 created_at: 0,
             },
             usage_bytes: 1536 << 20,
