@@ -17,6 +17,7 @@ mod api;
 mod image_layers;
 mod listener;
 mod machine_join;
+mod proxy_cache;
 mod registry_auth;
 mod telemetry;
 mod token_endpoint;
@@ -360,6 +361,12 @@ impl App {
                 public_url: config.public_url.clone(),
             }),
             events: registry_events.clone(),
+            pull_through: Arc::new(proxy_cache::pull_through_cache(
+                registry.clone(),
+                identity.clone(),
+                &replication,
+                audit.clone(),
+            )),
         };
         let image_layers = Arc::new(image_layers::RegistryImageLayers::new(
             registry.clone(),
