@@ -4,8 +4,9 @@
 //! itself is `wharf_replication::proxy`, which reaches the upstream with the
 //! replication endpoint's client and credentials.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use wharf_audit::{AuditEvent, AuditLog, Outcome};
@@ -21,13 +22,28 @@ use wharf_replication::proxy::{
 const MIN_TTL_SECS: u64 = 1;
 const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
 
-/// Projects' proxy settings, from their records.
-pub(crate) struct ProjectProxies(pub Arc<Identity>);
+/// How long a project's setting is reused without reading its record:
+/// every registry read and write asks, and the setting changes only when
+/// a project is created or deleted.
+const SETTING_FRESHNESS: Duration = Duration::from_secs(1);
 
-#[async_trait]
-impl ProxyProjects for ProjectProxies {
-    async fn settings(&self, project: &str) -> Result<Option<ProxySettings>, RegistryError> {
-        match self.0.project(project).await {
+/// Projects' proxy settings, from their records, each read at most once a
+/// second.
+pub(crate) struct ProjectProxies {
+    identity: Arc<Identity>,
+    recent: Mutex<HashMap<String, (Instant, Option<ProxySettings>)>>,
+}
+
+impl ProjectProxies {
+    pub(crate) fn new(identity: Arc<Identity>) -> ProjectProxies {
+        ProjectProxies {
+            identity,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn read(&self, project: &str) -> Result<Option<ProxySettings>, RegistryError> {
+        match self.identity.project(project).await {
             Ok(project) => Ok(project.proxy_cache.map(|proxy| ProxySettings {
                 endpoint: proxy.endpoint,
                 ttl: Duration::from_secs(proxy.ttl_secs),
@@ -40,6 +56,28 @@ impl ProxyProjects for ProjectProxies {
     }
 }
 
+#[async_trait]
+impl ProxyProjects for ProjectProxies {
+    async fn settings(&self, project: &str) -> Result<Option<ProxySettings>, RegistryError> {
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, settings)) = recent.get(project)
+                && at.elapsed() < SETTING_FRESHNESS
+            {
+                return Ok(settings.clone());
+            }
+        }
+        let settings = self.read(project).await?;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        // Names come from requests: keep only the last second's.
+        if recent.len() > 1024 {
+            recent.retain(|_, (at, _)| at.elapsed() < SETTING_FRESHNESS);
+        }
+        recent.insert(project.to_string(), (Instant::now(), settings.clone()));
+        Ok(settings)
+    }
+}
+
 /// The cache the registry routes consult, auditing each fetch.
 pub(crate) fn pull_through_cache(
     registry: Arc<Registry>,
@@ -49,7 +87,7 @@ pub(crate) fn pull_through_cache(
 ) -> PullThroughCache {
     PullThroughCache::new(
         registry,
-        Arc::new(ProjectProxies(identity)),
+        Arc::new(ProjectProxies::new(identity)),
         Arc::new(replication.clone()),
     )
     .with_fetch_hook(fetch_auditor(audit))

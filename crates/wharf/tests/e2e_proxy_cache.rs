@@ -13,7 +13,8 @@ use common::command::checked;
 use common::docker_registry::DockerRegistry;
 use common::skopeo::Skopeo;
 use common::{Image, Layer, OciLayout, TestServer, require_tool};
-use serde_json::Value;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 use wharf_oci::Digest;
 
 /// The tag revalidation interval of the test's proxy project.
@@ -210,6 +211,53 @@ async fn pulls_through_docker_registry_survive_its_outage_and_follow_a_moved_tag
     let by_digest = format!("proxy/library/app@{}", first.manifest.digest);
     let (digest, _) = pull_through(&skopeo, &by_digest, &work.path().join("p5")).await;
     assert_eq!(digest, first.manifest.digest);
+}
+
+/// Settings refused through the API, each naming what is wrong.
+async fn api_refusals(server: &TestServer) {
+    let admin = server.admin().await;
+    let refused = |status: StatusCode, body: &Value, needle: &str| {
+        assert!(body.to_string().contains(needle), "{status} {body}");
+    };
+    // Set at creation only: neither changed nor removed later.
+    for change in [
+        json!({"proxy_cache": null}),
+        json!({"proxy_cache": {"endpoint": "dr"}}),
+    ] {
+        let (status, body) = admin
+            .call(Method::PATCH, "/api/v1/projects/proxy", Some(change))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        refused(
+            status,
+            &body,
+            "proxy_cache: set only when a project is created",
+        );
+    }
+    let create = |name: &str, ttl: u64| json!({"name": name, "proxy_cache": {"endpoint": "dr", "ttl_secs": ttl}});
+    let (status, body) = admin
+        .call(Method::POST, "/api/v1/projects", Some(create("zero", 0)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    refused(status, &body, "proxy_cache.ttl_secs");
+    // Only administrators lend the endpoint's credentials to a project.
+    let user = admin.create_user("carol", "carol-password-1").await;
+    let carol = server.api_as(&user).await;
+    let (status, body) = carol
+        .call(Method::POST, "/api/v1/projects", Some(create("mine", 60)))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    refused(
+        status,
+        &body,
+        "only system administrators create proxy cache projects",
+    );
+    // The endpoint stays while the cache uses it.
+    let (status, body) = admin
+        .call(Method::DELETE, "/api/v1/replication/endpoints/dr", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    refused(status, &body, "upstream of proxy cache project(s) proxy");
 }
 
 /// The `proxy.fetch` audit events, once at least `count` are recorded.

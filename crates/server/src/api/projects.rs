@@ -122,8 +122,15 @@ pub(crate) struct UpdateProject {
     allow_privileged: Option<bool>,
     /// A tier as `wharf.io/tier` names one; `""` removes it.
     default_tier: Option<String>,
-    /// Refused: a project is a proxy cache, or not, from its creation.
-    proxy_cache: Option<Value>,
+    /// Refused, whatever its value (`null` too): a project is a proxy
+    /// cache, or not, from its creation.
+    #[serde(default, deserialize_with = "given")]
+    proxy_cache: Option<()>,
+}
+
+/// `Some(())` when the field is present, whatever it holds.
+fn given<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<()>, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| Some(()))
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(
