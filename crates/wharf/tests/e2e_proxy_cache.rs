@@ -168,6 +168,12 @@ async fn pulls_through_docker_registry_survive_its_outage_and_follow_a_moved_tag
         !push.status.success() && said.contains("proxy cache"),
         "{said}"
     );
+    let refused = fails(cli(&home, &["image", "delete", "proxy/library/app:1"]));
+    assert!(refused.contains("proxy cache of endpoint dr"), "{refused}");
+    // The image is listed as any other.
+    let listed = ok(cli(&home, &["image", "list", "proxy"]));
+    assert!(listed.contains("library/app"), "{listed}");
+    api_refusals(&server).await;
 
     // docker-registry down: the cached tag is served (after its TTL, stale,
     // with a log line); uncached content fails naming the upstream.
