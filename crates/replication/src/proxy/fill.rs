@@ -147,7 +147,7 @@ impl Fetch<'_> {
     }
 
     /// Makes `digest` present in the repository: nothing if it is, a mount
-    /// if another repository here holds it, else a fetch from the upstream
+    /// if another repository of the cache holds it, else a fetch from the upstream
     /// streamed into an upload that is published only if the content
     /// matches the digest. One fetch per digest at a time in this process:
     /// a concurrent pull waits for it and then finds the blob.
@@ -159,8 +159,11 @@ impl Fetch<'_> {
             Err(RegistryError::BlobUnknown(_)) => {}
             Err(err) => return Err(err),
         }
-        for from in registry.repositories_holding(digest, 16).await? {
+        // Only from this cache's own repositories: a mount from another
+        // project would hand its content to whoever names the digest here.
+        for from in registry.repositories_holding(digest, 64).await? {
             if from != *self.repo
+                && from.project() == self.repo.project()
                 && registry
                     .mount_blob(self.repo, digest, &from)
                     .await?

@@ -451,3 +451,97 @@ async fn a_deleted_upstream_tag_leaves_the_cached_one_and_unknown_tags_say_so() 
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_pulls_of_one_tag_check_and_fetch_it_once() {
+    let s = Arc::new(setup(
+        Duration::from_secs(60),
+        None,
+        Duration::from_millis(100),
+    ));
+    let (v1, _) = push_image(&s.upstream_registry, "v1", b"layer one").await;
+    let pulls = (0..8).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { pull_tag(&s, "v1").await })
+    });
+    for pull in futures_util::future::join_all(pulls).await {
+        assert_eq!(pull.unwrap().unwrap(), v1);
+    }
+    assert_eq!(s.upstream.heads.load(Ordering::SeqCst), 1);
+    assert_eq!(s.upstream.blob_reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_index_is_stored_with_every_child_and_blob() {
+    let s = setup(Duration::from_secs(60), None, Duration::ZERO);
+    let (amd64, amd64_layer) = push_image(&s.upstream_registry, "amd64", b"amd64 layer").await;
+    let (arm64, arm64_layer) = push_image(&s.upstream_registry, "arm64", b"arm64 layer").await;
+    let upstream_repo = name("library/app");
+    let mut children = Vec::new();
+    for (digest, arch) in [(&amd64, "amd64"), (&arm64, "arm64")] {
+        let size = s
+            .upstream_registry
+            .get_manifest(&upstream_repo, &Reference::Digest(digest.clone()), false)
+            .await
+            .unwrap()
+            .size;
+        children.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children,
+    });
+    let pushed = s
+        .upstream_registry
+        .put_manifest(
+            &upstream_repo,
+            &tag("multi"),
+            Some("application/vnd.oci.image.index.v1+json"),
+            Bytes::from(serde_json::to_vec(&index).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pull_tag(&s, "multi").await.unwrap(), pushed.digest);
+    let repo = name("cache/library/app");
+    for (digest, layer) in [(&amd64, &amd64_layer), (&arm64, &arm64_layer)] {
+        let by_digest = Reference::Digest(digest.clone());
+        assert!(s.local.get_manifest(&repo, &by_digest, false).await.is_ok());
+        assert!(s.local.stat_blob(&repo, layer).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn content_of_other_projects_is_never_handed_out_through_the_cache() {
+    let s = setup(Duration::from_secs(60), None, Duration::ZERO);
+    // A private project here holds a blob the upstream does not have.
+    let secret = b"private layer".to_vec();
+    let digest = Digest::of(DigestAlgorithm::Sha256, &secret);
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(secret))]);
+    s.local
+        .push_blob(&name("private/app"), &digest, body)
+        .await
+        .unwrap();
+    let repo = name("cache/library/app");
+    let err = s.cache.blob(&caller(), &repo, &digest).await.unwrap_err();
+    assert!(s.local.stat_blob(&repo, &digest).await.is_err(), "{err}");
+    // A blob another repository of the cache holds is mounted, not
+    // fetched again.
+    let (_, layer) = push_image(&s.upstream_registry, "v1", b"shared layer").await;
+    s.cache.blob(&caller(), &repo, &layer).await.unwrap();
+    let reads = s.upstream.blob_reads.load(Ordering::SeqCst);
+    let other = name("cache/other/app");
+    let settings = ProxySettings {
+        endpoint: "hub".into(),
+        ttl: Duration::from_secs(60),
+    };
+    let alice = caller();
+    let fetch = s.cache.fetch(&alice, &other, &settings).await.unwrap();
+    fetch.blob(&layer).await.unwrap();
+    assert_eq!(s.upstream.blob_reads.load(Ordering::SeqCst), reads);
+    assert!(s.local.stat_blob(&other, &layer).await.is_ok());
+}
