@@ -333,6 +333,7 @@ impl App {
             Registry::new(store.clone(), blobs, registry_config)
                 .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
         );
+        let proxies = Arc::new(proxy_cache::ProjectProxies::new(identity.clone()));
         let secrets = SecretBox::load_or_create(&data_dir.join("replication.key"))?;
         let reports = audit.clone();
         let jobs = telemetry.clone();
@@ -348,7 +349,8 @@ impl App {
             }
             reports.record(audit_event_of(report))
         }))
-        .with_project_creator(project_creator(identity.clone()));
+        .with_project_creator(project_creator(identity.clone()))
+        .with_proxy_projects(proxies.clone());
         let registry_events: Arc<dyn wharf_registry::http::EventSink> =
             Arc::new(registry_auth::EventFanOut(vec![
                 Arc::new(registry_auth::AuditSink(audit.clone())),
@@ -363,7 +365,7 @@ impl App {
             events: registry_events.clone(),
             pull_through: Arc::new(proxy_cache::pull_through_cache(
                 registry.clone(),
-                identity.clone(),
+                proxies,
                 &replication,
                 audit.clone(),
             )),

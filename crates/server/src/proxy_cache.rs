@@ -81,16 +81,12 @@ impl ProxyProjects for ProjectProxies {
 /// The cache the registry routes consult, auditing each fetch.
 pub(crate) fn pull_through_cache(
     registry: Arc<Registry>,
-    identity: Arc<Identity>,
+    proxies: Arc<ProjectProxies>,
     replication: &Replication,
     audit: AuditLog,
 ) -> PullThroughCache {
-    PullThroughCache::new(
-        registry,
-        Arc::new(ProjectProxies::new(identity)),
-        Arc::new(replication.clone()),
-    )
-    .with_fetch_hook(fetch_auditor(audit))
+    PullThroughCache::new(registry, proxies, Arc::new(replication.clone()))
+        .with_fetch_hook(fetch_auditor(audit))
 }
 
 /// `proxy.fetch` records: who pulled what from which endpoint, the digest

@@ -545,3 +545,31 @@ async fn content_of_other_projects_is_never_handed_out_through_the_cache() {
     assert_eq!(s.upstream.blob_reads.load(Ordering::SeqCst), reads);
     assert!(s.local.stat_blob(&other, &layer).await.is_ok());
 }
+
+#[tokio::test]
+async fn replication_does_not_write_into_a_proxy_project() {
+    let s = setup(Duration::from_secs(60), None, Duration::ZERO);
+    let mut local = LocalRegistry::new(s.local.clone(), None);
+    local.proxies = Some(Arc::new(Projects(Duration::from_secs(60))));
+    let cached = name("cache/library/app");
+    let err = RegistryAccess::start_upload(&local, &cached)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("proxy cache of endpoint hub"),
+        "{err}"
+    );
+    assert!(!err.is_retryable(), "{err}");
+    let err = RegistryAccess::delete(&local, &cached, "v1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("replication does not write"),
+        "{err}"
+    );
+    assert!(
+        RegistryAccess::start_upload(&local, &name("other/app"))
+            .await
+            .is_ok()
+    );
+}
