@@ -573,3 +573,33 @@ async fn replication_does_not_write_into_a_proxy_project() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn garbage_collection_applies_to_cached_images_and_the_cache_fills_again() {
+    let s = setup(Duration::ZERO, None, Duration::ZERO);
+    let (v1, old_layer) = push_image(&s.upstream_registry, "v1", b"old layer").await;
+    assert_eq!(pull_tag(&s, "v1").await.unwrap(), v1);
+    let (v2, _) = push_image(&s.upstream_registry, "v1", b"new layer").await;
+    assert_eq!(pull_tag(&s, "v1").await.unwrap(), v2);
+    let before = s.local.usage("cache").await.unwrap();
+    let report = s
+        .local
+        .collect_garbage(wharf_registry::GcOptions {
+            delete_untagged: true,
+            ..wharf_registry::GcOptions::with_grace(Duration::ZERO)
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.manifests_removed, 1, "{report:?}");
+    assert!(report.blobs_removed >= 1, "{report:?}");
+    let repo = name("cache/library/app");
+    assert!(s.local.stat_blob(&repo, &old_layer).await.is_err());
+    assert!(s.local.usage("cache").await.unwrap() < before);
+    // Asked for by digest again: fetched again from the upstream.
+    let by_digest = Reference::Digest(v1.clone());
+    s.cache
+        .manifest(&caller(), &repo, &by_digest)
+        .await
+        .unwrap();
+    assert_eq!(s.local.stat_blob(&repo, &old_layer).await.unwrap().size, 9);
+}
