@@ -8,11 +8,12 @@ use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
+use wharf_api::component_commit::ANNOTATION_COMMIT_HOLD;
 use wharf_api::rollout::DEFAULT_PROGRESS_DEADLINE_SECONDS;
 use wharf_api::{
-    ANNOTATION_FIXED_IP, ANNOTATION_REVISION, ContainerState, Deployment, DeploymentStatus,
-    EventType, ObjectMeta, ObjectReference, OwnerReference, Pod, PodPhase, PodSpec, PodStatus,
-    RolloutStrategy,
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_REVISION, ContainerState, Deployment,
+    DeploymentStatus, EventType, ObjectMeta, ObjectReference, OwnerReference, Pod, PodPhase,
+    PodSpec, PodStatus, RolloutStrategy,
 };
 
 use crate::ControlError;
@@ -280,7 +281,11 @@ impl DeploymentController {
             Some(revisions::record(&self.objects, &deployment, &hash, &live_hashes).await?)
         };
 
-        let step = next_step(&census, wanted, strategy, paused, available);
+        let mut step = next_step(&census, wanted, strategy, paused, available);
+        if held_by_commit(&deployment) {
+            // The component flow picks which pod goes, one at a time.
+            step.delete.clear();
+        }
         let created = if step.create > 0 {
             self.create_pods(&deployment, &hash, step.create).await?
         } else {
@@ -493,21 +498,27 @@ pub(crate) fn is_ready(pod: &Pod) -> bool {
             .all(|c| c.ready && matches!(c.state, ContainerState::Running { .. }))
 }
 
+/// Whether the component flow holds the deployment's pods: while it hands
+/// them over (or back), the controller makes missing pods but deletes
+/// none, so the flow alone chooses which pod stops, and when.
+fn held_by_commit(deployment: &Deployment) -> bool {
+    deployment
+        .metadata
+        .annotations
+        .contains_key(ANNOTATION_COMMIT_HOLD)
+}
+
 /// The strategy a deployment's template change follows. Pods with a fixed
 /// IP are replaced stop-first whatever the spec says: the old pod must have
 /// released the address before the new one can claim it. A strategy stored
 /// before it was validated, and now invalid, rolls with the defaults.
 fn effective_strategy(deployment: &Deployment) -> RolloutStrategy {
-    let fixed_ip = deployment
-        .metadata
-        .annotations
-        .contains_key(ANNOTATION_FIXED_IP)
-        || deployment
-            .spec
-            .template
-            .metadata
-            .annotations
-            .contains_key(ANNOTATION_FIXED_IP);
+    let pins = |annotations: &BTreeMap<String, String>| {
+        annotations.contains_key(ANNOTATION_FIXED_IP)
+            || annotations.contains_key(ANNOTATION_FIXED_IPS)
+    };
+    let fixed_ip = pins(&deployment.metadata.annotations)
+        || pins(&deployment.spec.template.metadata.annotations);
     if fixed_ip {
         return RolloutStrategy::Recreate;
     }

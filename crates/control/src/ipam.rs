@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, ObjectError, Pod};
+use wharf_api::{
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_IP_POOL, IpClaim, IpPool, ObjectError,
+    Pod,
+};
 use wharf_store::{KeyValue, Revision, StoreExt, Txn};
 
 use crate::ControlError;
@@ -63,6 +66,33 @@ pub(crate) fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>),
     Ok((pool, fixed))
 }
 
+/// The candidate addresses a pod lists (`wharf.io/fixed-ips`, in order):
+/// it claims the first one free.
+pub(crate) fn candidates(pod: &Pod) -> Result<Vec<Ipv4Addr>, ControlError> {
+    let Some(text) = pod.metadata.annotations.get(ANNOTATION_FIXED_IPS) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            ip.parse::<Ipv4Addr>().map_err(|_| {
+                ControlError::Invalid(ObjectError::Invalid {
+                    field: format!("metadata.annotations[{ANNOTATION_FIXED_IPS}]"),
+                    message: format!("{ip:?} is not an IPv4 address"),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Whether a pod asks for an address of a pool at all (a pool, a fixed
+/// address or candidate addresses).
+pub(crate) fn asks_address(pod: &Pod) -> bool {
+    !matches!(requested(pod), Ok((None, None)))
+        || pod.metadata.annotations.contains_key(ANNOTATION_FIXED_IPS)
+}
+
 /// The pool a pod takes its address from, by annotation: the pool it
 /// names, else the one offering the fixed address it names (`None` for a
 /// node-local address), and that fixed address.
@@ -73,7 +103,10 @@ pub(crate) async fn requested_pool(
     match requested(pod)? {
         (Some(pool), fixed) => Ok(Some((pool, fixed))),
         (None, Some(ip)) => Ok(Some((objects.pool_containing(ip).await?, Some(ip)))),
-        (None, None) => Ok(None),
+        (None, None) => match candidates(pod)?.first() {
+            Some(first) => Ok(Some((objects.pool_containing(*first).await?, None))),
+            None => Ok(None),
+        },
     }
 }
 
@@ -209,7 +242,8 @@ impl Objects {
         for _ in 0..CLAIM_ATTEMPTS {
             let pod: Pod = self.require(Some(project), name).await?;
             let (pool_name, fixed) = requested(&pod)?;
-            if pool_name.is_none() && fixed.is_none() {
+            let candidates = candidates(&pod)?;
+            if pool_name.is_none() && fixed.is_none() && candidates.is_empty() {
                 return Ok(None);
             }
             let node = pod.spec.node_name.clone().ok_or_else(|| {
@@ -227,7 +261,10 @@ impl Objects {
             }
             let pool_name = match pool_name {
                 Some(pool) => pool,
-                None => self.pool_containing(fixed.expect("checked above")).await?,
+                None => {
+                    let ip = fixed.or(candidates.first().copied());
+                    self.pool_containing(ip.expect("checked above")).await?
+                }
             };
             let pool: IpPool = self.require(None, &pool_name).await?;
             let pool_revision = revision_of(&pool)?.unwrap_or(0);
@@ -253,6 +290,9 @@ impl Objects {
                         )));
                     }
                     ip
+                }
+                None if !candidates.is_empty() => {
+                    first_free_candidate(&candidates, &pool_name, &addresses, &in_use)?
                 }
                 None => {
                     let free: Vec<Ipv4Addr> = addresses
@@ -366,6 +406,34 @@ impl Objects {
         let claim = decode_claim(&kv)?;
         Ok(Some((kv, claim)))
     }
+}
+
+/// The first of `candidates` that `pool` offers and nobody holds; an error
+/// naming the holders when none is free.
+fn first_free_candidate(
+    candidates: &[Ipv4Addr],
+    pool: &str,
+    addresses: &wharf_api::PoolAddresses,
+    in_use: &BTreeMap<Ipv4Addr, IpClaim>,
+) -> Result<Ipv4Addr, ControlError> {
+    if let Some(ip) = candidates.iter().find(|ip| !addresses.offers(**ip)) {
+        return Err(ControlError::Invalid(ObjectError::Invalid {
+            field: format!("metadata.annotations[{ANNOTATION_FIXED_IPS}]"),
+            message: format!("pool {pool} does not offer {ip}"),
+        }));
+    }
+    if let Some(ip) = candidates.iter().find(|ip| !in_use.contains_key(ip)) {
+        return Ok(*ip);
+    }
+    let held: Vec<String> = candidates
+        .iter()
+        .filter_map(|ip| in_use.get(ip))
+        .map(|c| format!("{} by {}/{}", c.ip, c.project, c.pod))
+        .collect();
+    Err(ControlError::Conflict(format!(
+        "none of the candidate addresses of pool {pool} is free: {}",
+        held.join(", ")
+    )))
 }
 
 /// `txn` also deleting a claim's two keys, if the pod's key is still at
