@@ -62,10 +62,15 @@ impl PodCommitter for FakeCommitter {
     }
 }
 
-/// Specs kept in memory: (repository, artifact digest) -> (tag, subject, yaml).
+/// (repository, artifact digest).
+type SpecKey = (String, String);
+/// (tag, subject, yaml).
+type StoredSpec = (String, String, String);
+
+/// Specs kept in memory.
 #[derive(Default)]
 struct MemorySpecs {
-    specs: Mutex<HashMap<(String, String), (String, String, String)>>,
+    specs: Mutex<HashMap<SpecKey, StoredSpec>>,
 }
 
 #[async_trait]
@@ -481,7 +486,7 @@ async fn a_pinned_pod_that_never_runs_is_undone_and_the_original_restored_on_its
         .into_iter()
         .map(|d| d.metadata.name)
         .collect();
-    assert_eq!(pinned, [first.pinned_deployment.clone()]);
+    assert_eq!(pinned, std::slice::from_ref(&first.pinned_deployment));
     let original: Deployment = h.objects.require(Some("shop"), "web").await.unwrap();
     assert_eq!(original.spec.replicas, 2);
 
