@@ -388,6 +388,10 @@ impl ControlPlane {
             let name = &deployment.metadata.name;
             gone(self.delete_deployment(project, name).await.map(drop))?;
         }
+        let commits = self
+            .objects
+            .delete_in_project::<wharf_api::component_commit::ComponentCommit>(project);
+        commits.await?;
         for revision in revisions {
             let name = &revision.metadata.name;
             let deleted = self

@@ -8,7 +8,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
-use wharf_api::component_commit::ANNOTATION_COMMIT_HOLD;
+use wharf_api::component_commit::{ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS};
 use wharf_api::rollout::DEFAULT_PROGRESS_DEADLINE_SECONDS;
 use wharf_api::{
     ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_REVISION, ContainerState, Deployment,
@@ -558,6 +558,10 @@ pub fn pod_for(deployment: &Deployment, hash: &str) -> Pod {
         .annotations
         .iter()
         .filter(|(k, _)| k.starts_with("wharf.io/"))
+        // The component flow's marks are the deployment's, not its pods'.
+        .filter(|(k, _)| {
+            ![ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS].contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     annotations.extend(template.metadata.annotations.clone());
@@ -907,6 +911,46 @@ mod rollout_tests {
         h.stop_terminating().await;
         h.reconcile().await;
         assert_eq!(h.count("shop/web:2").await.0, 1);
+    }
+
+    #[tokio::test]
+    async fn a_deployment_held_by_a_commit_makes_pods_but_deletes_none() {
+        let h = Harness::new().await;
+        h.running(3, |d| {
+            d.metadata
+                .annotations
+                .insert(ANNOTATION_COMMIT_HOLD.into(), "web".into());
+        })
+        .await;
+        assert_eq!(h.count("shop/web:1").await, (3, 3));
+        h.objects.scale_deployment("shop", "web", 1).await.unwrap();
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 3, "the flow picks who goes");
+        // The flow deletes the pod it chose: not replaced.
+        let chosen = h.pods().await.remove(0);
+        h.objects
+            .request_pod_deletion("shop", &chosen.metadata.name, GRACEFUL)
+            .await
+            .unwrap();
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 2);
+        // Raised again, it makes the missing pod; its pods never carry the hold.
+        h.objects.scale_deployment("shop", "web", 3).await.unwrap();
+        h.reconcile().await;
+        let pods = h.pods().await;
+        assert_eq!(h.count("shop/web:1").await.0, 3);
+        assert!(
+            pods.iter()
+                .all(|p| !p.metadata.annotations.contains_key(ANNOTATION_COMMIT_HOLD))
+        );
+        // Without the hold the surplus goes as usual.
+        h.objects.scale_deployment("shop", "web", 1).await.unwrap();
+        h.change(|d| {
+            d.metadata.annotations.remove(ANNOTATION_COMMIT_HOLD);
+        })
+        .await;
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 1);
     }
 
     #[tokio::test]

@@ -500,3 +500,87 @@ impl IpReconciler {
         Ok(freed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_objects::{deployment, node, objects, pod};
+    use wharf_api::{IpPoolSpec, ObjectMeta};
+
+    async fn pool(objects: &Objects) {
+        let pool = IpPool {
+            api_version: "wharf.io/v1".into(),
+            kind: "IpPool".into(),
+            metadata: ObjectMeta {
+                name: "pods".into(),
+                ..Default::default()
+            },
+            spec: IpPoolSpec {
+                cidr: "10.92.0.0/24".into(),
+                gateway: "10.92.0.1".into(),
+                ..Default::default()
+            },
+        };
+        objects.import_ip_pools(vec![pool]).await.unwrap();
+    }
+
+    async fn claim(objects: &Objects, pod: &Pod) -> Result<Option<IpClaim>, ControlError> {
+        objects.claim_pod_ip("shop", &pod.metadata.name).await
+    }
+
+    #[tokio::test]
+    async fn a_pod_with_candidate_addresses_claims_the_first_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "n1", true).await;
+        pool(&objects).await;
+        let mut web = deployment(&objects, "web").await;
+        web.metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.7, 10.92.0.8".into());
+        let first = pod(&objects, &web, Some("n1")).await;
+        let second = pod(&objects, &web, Some("n1")).await;
+        let third = pod(&objects, &web, Some("n1")).await;
+        let ip = |text: &str| text.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            claim(&objects, &first).await.unwrap().unwrap().ip,
+            ip("10.92.0.7")
+        );
+        assert_eq!(
+            claim(&objects, &second).await.unwrap().unwrap().ip,
+            ip("10.92.0.8")
+        );
+        let err = claim(&objects, &third).await.unwrap_err().to_string();
+        assert!(err.contains("none of the candidate addresses"), "{err}");
+        assert!(
+            err.contains(&first.metadata.name),
+            "names the holders: {err}"
+        );
+        // Released, the address goes to the next pod asking.
+        objects
+            .release_pod_ip("shop", &first.metadata.name, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(&objects, &third).await.unwrap().unwrap().ip,
+            ip("10.92.0.7")
+        );
+
+        let mut bad = deployment(&objects, "bad").await;
+        bad.metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.7,nope".into());
+        let bad_pod = pod(&objects, &bad, Some("n1")).await;
+        let err = claim(&objects, &bad_pod).await.unwrap_err().to_string();
+        assert!(err.contains("\"nope\" is not an IPv4 address"), "{err}");
+        let mut outside = deployment(&objects, "outside").await;
+        outside
+            .metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.9,10.93.0.1".into());
+        let outside_pod = pod(&objects, &outside, Some("n1")).await;
+        let err = claim(&objects, &outside_pod).await.unwrap_err().to_string();
+        assert!(err.contains("does not offer 10.93.0.1"), "{err}");
+        assert!(asks_address(&outside_pod));
+    }
+}
