@@ -16,6 +16,11 @@ use crate::deployments::DeploymentController;
 use crate::test_objects::{deployment, node, objects};
 
 const TAG: &str = "20261207";
+const TIMING: FlowTiming = FlowTiming {
+    poll: Duration::from_millis(20),
+    release: Duration::from_secs(10),
+    run: Duration::from_secs(3),
+};
 
 /// Stands for `wharf commit POD`: answers a digest per call, and fails
 /// the call numbered `fail_on` (1-based) as a refused push.
@@ -211,11 +216,7 @@ impl Harness {
             AbortOnDropHandle::new(tokio::spawn(controller.run())),
             AbortOnDropHandle::new(tokio::spawn(agent(objects.clone(), broken.clone()))),
         ];
-        let timing = FlowTiming {
-            poll: Duration::from_millis(20),
-            release: Duration::from_secs(10),
-            run: Duration::from_secs(3),
-        };
+        let timing = TIMING;
         let flow =
             CommitFlowController::new(objects.clone(), committer.clone(), specs.clone(), timing);
         let h = Harness {
@@ -645,4 +646,63 @@ async fn pods_without_pool_addresses_or_a_deployment_not_available_are_refused()
         "{text}"
     );
     assert!(h.committer.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_new_leader_resumes_the_flow_where_the_old_one_stopped() {
+    let h = Harness::new("web", None, true).await;
+    let before = h.serving().await;
+    h.start("web").await.unwrap();
+    // The first leader gets one address handed over, then dies.
+    let first = tokio::spawn({
+        let flow = h.flow.clone();
+        async move { flow.drive("shop", "web").await }
+    });
+    let handed_over = async {
+        loop {
+            let c: ComponentCommit = h.objects.require(Some("shop"), "web").await.unwrap();
+            if c.status.pods.iter().any(|r| r.handed_over) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), handed_over)
+        .await
+        .expect("one address handed over");
+    first.abort();
+
+    // The next leader's controller finds the flow in the store and ends it.
+    let leader = CommitFlowController::new(
+        h.objects.clone(),
+        h.committer.clone(),
+        h.specs.clone(),
+        TIMING,
+    );
+    let _leading = AbortOnDropHandle::new(tokio::spawn(leader.run()));
+    let done = async {
+        loop {
+            let c: ComponentCommit = h.objects.require(Some("shop"), "web").await.unwrap();
+            if !c.status.phase.is_active() {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let done = tokio::time::timeout(Duration::from_secs(30), done)
+        .await
+        .expect("the flow ends under the new leader");
+    assert_eq!(done.status.phase, CommitPhase::Done, "{:?}", done.status);
+    assert_eq!(
+        h.committer.calls.lock().unwrap().len(),
+        3,
+        "no pod committed twice"
+    );
+    let after = h.serving().await;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    assert!(after.iter().all(|(ip, (_, image))| *image == image_of(ip)));
+    assert_eq!(h.pinned().await.len(), 3);
 }
