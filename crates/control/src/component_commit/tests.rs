@@ -11,8 +11,19 @@ use wharf_api::{
     parse_manifests,
 };
 
+use std::sync::Arc;
+
+use wharf_api::commit::LABEL_COMMIT_IP;
+use wharf_api::component_commit::{
+    ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS, ANNOTATION_COMMITTED_FROM, CommitPhase,
+    ComponentCommit, ComponentCommitRequest,
+};
+use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, Deployment, ObjectMeta, PodPhase};
+
 use super::*;
+use crate::ControlError;
 use crate::deployments::DeploymentController;
+use crate::objects::Objects;
 use crate::test_objects::{deployment, node, objects};
 
 const TAG: &str = "20261207";
