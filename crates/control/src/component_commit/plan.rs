@@ -69,7 +69,7 @@ impl Objects {
             .contains_key(ANNOTATION_COMMIT_HOLD)
         {
             return Err(ControlError::Conflict(format!(
-                "deployment {project}/{name} is held by a commit"
+                "deployment {project}/{name} is held by a commit that stopped; roll it back first (wharf commit rollback)"
             )));
         }
         let tag = match &request.tag {
