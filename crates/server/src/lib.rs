@@ -296,6 +296,21 @@ pub struct App {
 }
 
 impl App {
+    /// Runs the component flow (`wharf commit deployment`) on this
+    /// server's leader, committing pods with `committer` (`wharf commit
+    /// POD`) and keeping the pinned specs in this registry. Without it, a
+    /// started flow waits in `Pending`.
+    pub fn set_pod_committer(
+        &mut self,
+        committer: Arc<dyn wharf_control::PodCommitter>,
+        timing: wharf_control::FlowTiming,
+    ) {
+        self.control =
+            self.control
+                .clone()
+                .with_commit_flow(committer, self.commit_specs.clone(), timing);
+    }
+
     /// Opens everything under the data directory and builds the router.
     pub async fn open(config: &ServerConfig) -> Result<App, ServerError> {
         let data_dir = &config.data_dir;
