@@ -51,15 +51,21 @@ const COMMIT: &str = "/api/v1/projects/shop/deployments/web/commit";
 struct PushingCommitter {
     registry: Arc<Registry>,
     calls: AtomicUsize,
+    /// The commit (1-based) whose layer is 1 MiB.
+    big_on: Option<usize>,
 }
 
 impl PushingCommitter {
-    async fn push(&self, repo: &RepositoryName, bytes: &[u8]) -> Digest {
+    async fn push(
+        &self,
+        repo: &RepositoryName,
+        bytes: &[u8],
+    ) -> Result<Digest, wharf_registry::RegistryError> {
         let digest = Digest::of(DigestAlgorithm::Sha256, bytes);
         let body =
             futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(bytes))]);
-        self.registry.push_blob(repo, &digest, body).await.unwrap();
-        digest
+        self.registry.push_blob(repo, &digest, body).await?;
+        Ok(digest)
     }
 }
 
@@ -73,16 +79,23 @@ impl PodCommitter for PushingCommitter {
         on_behalf_of: &str,
     ) -> Result<CommitResult, CommitFailure> {
         assert_eq!((container, on_behalf_of), ("main", "dev"));
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let (repository, tag) = split_image(image).unwrap();
         let repo: RepositoryName = repository.parse().unwrap();
         let config = json!({"architecture": "amd64", "os": "linux",
             "config": {"Labels": {"committed-from": pod.metadata.name}},
             "rootfs": {"type": "layers", "diff_ids": []}});
         let config = serde_json::to_vec(&config).unwrap();
-        let layer = format!("the changes of {}", pod.metadata.name).into_bytes();
-        let config_digest = self.push(&repo, &config).await;
-        let layer_digest = self.push(&repo, &layer).await;
+        let mut layer = format!("the changes of {}", pod.metadata.name).into_bytes();
+        if self.big_on == Some(call) {
+            layer.resize(1 << 20, b'x');
+        }
+        let failed = |err: wharf_registry::RegistryError| CommitFailure {
+            step: "push".into(),
+            message: err.to_string(),
+        };
+        let config_digest = self.push(&repo, &config).await.map_err(failed)?;
+        let layer_digest = self.push(&repo, &layer).await.map_err(failed)?;
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -201,73 +214,104 @@ async fn phase_after(app: &TestApp, token: &str, wanted: &str) -> Value {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        assert_ne!(phase, "Failed", "{commit}");
+        if wanted != "Failed" {
+            assert_ne!(phase, "Failed", "{commit}");
+        }
         (phase == wanted).then_some(commit)
     })
     .await
 }
 
+/// A server leading, with pool `pods`, node n1 and its simulated agent,
+/// and deployment shop/web running 3 pods on pool addresses.
+struct Live {
+    app: TestApp,
+    committer: Arc<PushingCommitter>,
+    admin: String,
+    guest: String,
+    developer: String,
+    objects: Objects,
+    before: BTreeMap<String, (String, String)>,
+    _running: (wharf_control::Running, AbortOnDropHandle<()>),
+}
+
+impl Live {
+    /// `big_on`: the commit of that number (1-based) pushes a 1 MiB layer.
+    async fn new(big_on: Option<usize>) -> Live {
+        let mut app = TestApp::new().await;
+        let committer = Arc::new(PushingCommitter {
+            registry: app.app.registry.clone(),
+            calls: AtomicUsize::new(0),
+            big_on,
+        });
+        let timing = FlowTiming {
+            poll: Duration::from_millis(50),
+            release: Duration::from_secs(30),
+            run: Duration::from_secs(30),
+        };
+        app.app.set_pod_committer(committer.clone(), timing);
+        let admin = app.admin_token().await;
+        let (guest, developer) = app.shop_with_guest_and_developer(&admin).await;
+        let objects = app.app.control.objects().clone();
+        let pool = IpPool {
+            api_version: "wharf.io/v1".into(),
+            kind: "IpPool".into(),
+            metadata: ObjectMeta {
+                name: "pods".into(),
+                ..Default::default()
+            },
+            spec: IpPoolSpec {
+                cidr: "10.92.0.0/24".into(),
+                gateway: "10.92.0.1".into(),
+                ..Default::default()
+            },
+        };
+        objects.import_ip_pools(vec![pool]).await.unwrap();
+        let node = json!({"metadata": {"name": "n1"},
+            "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}}});
+        app.api(&admin, Method::POST, "/api/v1/nodes", node)
+            .await
+            .expect(StatusCode::OK);
+        let beat = json!({"ttlSeconds": 60});
+        app.api(&admin, Method::PUT, "/api/v1/nodes/n1/heartbeat", beat)
+            .await
+            .expect(StatusCode::OK);
+        let controllers = app.app.control.start("test".into());
+        let agent = AbortOnDropHandle::new(tokio::spawn(agent(objects.clone())));
+        app.apply_yaml(&developer, WEB).await.expect(StatusCode::OK);
+        let before = wait_for("three pods on pool addresses", || async {
+            let path = "/api/v1/projects/shop/deployments/web";
+            let d = app.api(&guest, Method::GET, path, Value::Null).await.json();
+            let serving = serving(&objects).await;
+            (d["status"]["availableReplicas"] == 3 && serving.len() == 3).then_some(serving)
+        })
+        .await;
+        Live {
+            app,
+            committer,
+            admin,
+            guest,
+            developer,
+            objects,
+            before,
+            _running: (controllers, agent),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_is_committed_taken_over_and_rolled_back_on_the_same_addresses() {
-    let mut app = TestApp::new().await;
-    let committer = Arc::new(PushingCommitter {
-        registry: app.app.registry.clone(),
-        calls: AtomicUsize::new(0),
-    });
-    let timing = FlowTiming {
-        poll: Duration::from_millis(50),
-        release: Duration::from_secs(30),
-        run: Duration::from_secs(30),
-    };
-    app.app.set_pod_committer(committer.clone(), timing);
-    let admin = app.admin_token().await;
-    let (guest, developer) = app.shop_with_guest_and_developer(&admin).await;
-    let objects = app.app.control.objects().clone();
-    let pool = IpPool {
-        api_version: "wharf.io/v1".into(),
-        kind: "IpPool".into(),
-        metadata: ObjectMeta {
-            name: "pods".into(),
-            ..Default::default()
-        },
-        spec: IpPoolSpec {
-            cidr: "10.92.0.0/24".into(),
-            gateway: "10.92.0.1".into(),
-            ..Default::default()
-        },
-    };
-    objects.import_ip_pools(vec![pool]).await.unwrap();
-    let node = json!({"metadata": {"name": "n1"},
-        "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}}});
-    app.api(&admin, Method::POST, "/api/v1/nodes", node)
-        .await
-        .expect(StatusCode::OK);
-    app.api(
-        &admin,
-        Method::PUT,
-        "/api/v1/nodes/n1/heartbeat",
-        json!({"ttlSeconds": 60}),
-    )
-    .await
-    .expect(StatusCode::OK);
-    let _controllers = app.app.control.start("test".into());
-    let _agent = AbortOnDropHandle::new(tokio::spawn(agent(objects.clone())));
-    app.apply_yaml(&developer, WEB).await.expect(StatusCode::OK);
-    let before = wait_for("three pods on pool addresses", || async {
-        let d = app
-            .api(
-                &guest,
-                Method::GET,
-                "/api/v1/projects/shop/deployments/web",
-                Value::Null,
-            )
-            .await
-            .json();
-        let serving = serving(&objects).await;
-        (d["status"]["availableReplicas"] == 3 && serving.len() == 3).then_some(serving)
-    })
-    .await;
-
+    let Live {
+        app,
+        committer,
+        guest,
+        developer,
+        objects,
+        before,
+        // Kept to the end: the leader and the agent.
+        _running,
+        ..
+    } = Live::new(None).await;
     let accepted = app
         .api(&developer, Method::POST, COMMIT, json!({"tag": "20261207"}))
         .await
@@ -405,5 +449,59 @@ async fn a_deployment_is_committed_taken_over_and_rolled_back_on_the_same_addres
         .map(|d| d.metadata.name.as_str())
         .collect();
     assert_eq!(names, ["web"], "the pinned deployments are gone");
+    assert_eq!(deployments[0].spec.replicas, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_registry_refuses_mid_flow_leaves_every_pod_on_its_original() {
+    let live = Live::new(Some(2)).await;
+    let app = &live.app;
+    // The second pod's snapshot does not fit the project's quota.
+    app.api(
+        &live.admin,
+        Method::PATCH,
+        "/api/v1/projects/shop",
+        json!({"quota_bytes": 256 * 1024}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.api(
+        &live.developer,
+        Method::POST,
+        COMMIT,
+        json!({"tag": "20261207"}),
+    )
+    .await
+    .expect(StatusCode::ACCEPTED);
+    let failed = phase_after(app, &live.guest, "Failed").await;
+    let failure = &failed["status"]["failure"];
+    assert_eq!(failure["step"], "commit", "{failed}");
+    assert_eq!(failure["pod"], failed["status"]["pods"][1]["pod"]);
+    assert!(
+        failure["message"].as_str().unwrap().contains("quota"),
+        "the registry's refusal is named: {failure}"
+    );
+    assert_eq!(
+        live.committer.calls.load(Ordering::SeqCst),
+        2,
+        "stopped there"
+    );
+    let serving = serving(&live.objects).await;
+    assert_eq!(
+        serving.keys().collect::<Vec<_>>(),
+        live.before.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        serving
+            .values()
+            .all(|(owner, image)| owner == "web" && image == "shop/web:1"),
+        "every pod on its original: {serving:?}"
+    );
+    let (deployments, _) = live
+        .objects
+        .list::<wharf_api::Deployment>(Some("shop"), None)
+        .await
+        .unwrap();
+    assert_eq!(deployments.len(), 1, "nothing pinned");
     assert_eq!(deployments[0].spec.replicas, 3);
 }

@@ -18,7 +18,9 @@ use wharf_api::component_commit::{
     ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS, ANNOTATION_COMMITTED_FROM, CommitPhase,
     ComponentCommit, ComponentCommitRequest,
 };
-use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, Deployment, ObjectMeta, PodPhase};
+use wharf_api::{
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, Deployment, Node, ObjectMeta, PodPhase,
+};
 
 use super::*;
 use crate::ControlError;
@@ -621,6 +623,19 @@ async fn pods_without_pool_addresses_or_a_deployment_not_available_are_refused()
         err.to_string().contains("no address from an IP pool"),
         "{err}"
     );
+
+    // A pod on a node that is down.
+    let h = Harness::new("web", None, true).await;
+    h.objects
+        .modify::<Node>(None, "n1", |n| {
+            n.status.ready = false;
+            true
+        })
+        .await
+        .unwrap();
+    let err = h.start("web").await.unwrap_err().to_string();
+    assert!(err.contains("on node \"n1\", which is not ready"), "{err}");
+    assert!(err.contains(&h.live("web").await[0].metadata.name), "{err}");
 
     let h = Harness::new("web", None, true).await;
     // One pod stops running: the deployment is no longer available.
