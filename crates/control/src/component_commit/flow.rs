@@ -13,11 +13,12 @@ use wharf_api::component_commit::{
     ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS, CommitFailureRecord, CommitPhase,
     ComponentCommit, PodCommitRecord, deployment_yaml,
 };
-use wharf_api::{ANNOTATION_FIXED_IPS, Deployment, Pod, PodPhase};
+use wharf_api::{ANNOTATION_FIXED_IPS, Deployment, EventType, ObjectReference, Pod, PodPhase};
 use wharf_store::StoreExt;
 
 use crate::ControlError;
 use crate::deployments::is_ready;
+use crate::events::EventRecorder;
 use crate::objects::{Change, Objects};
 use crate::termination::PodDeletion;
 
@@ -60,6 +61,8 @@ pub struct CommitFlowController {
     specs: Arc<dyn SpecStore>,
     timing: FlowTiming,
     running: Mutex<HashSet<(String, String)>>,
+    /// Events on the original Deployment (`wharf describe` shows them).
+    events: EventRecorder,
 }
 
 /// Flows looked at again this often even without a change.
@@ -74,6 +77,7 @@ impl CommitFlowController {
         timing: FlowTiming,
     ) -> Arc<CommitFlowController> {
         Arc::new(CommitFlowController {
+            events: EventRecorder::new(objects.clone(), "component-commit"),
             objects,
             committer,
             specs,
@@ -178,12 +182,47 @@ impl CommitFlowController {
                 }),
                 _ => return Ok(commit),
             };
+            let original = self
+                .objects
+                .get::<Deployment>(Some(project), &commit.spec.deployment)
+                .await?;
+            let reference = ObjectReference {
+                kind: "Deployment".into(),
+                project: Some(project.to_string()),
+                name: commit.spec.deployment.clone(),
+                uid: original.map(|d| d.metadata.uid).unwrap_or_default(),
+            };
             match outcome {
-                Ok((next, message)) => self.set_phase(project, name, next, message).await?,
+                Ok((next, message)) => {
+                    self.set_phase(project, name, next, message).await?;
+                    let reason = match next {
+                        CommitPhase::Done => "CommitTakenOver",
+                        CommitPhase::RolledBack => "CommitRolledBack",
+                        _ => "CommitProgressing",
+                    };
+                    self.events
+                        .record(&reference, EventType::Normal, reason, message)
+                        .await;
+                }
                 Err(failure) if failure.step == "store" => {
                     return Err(ControlError::Internal(failure.message));
                 }
-                Err(failure) => self.fail(project, name, failure).await?,
+                Err(failure) => {
+                    let message = format!(
+                        "stopped at step {}{}: {}",
+                        failure.step,
+                        failure
+                            .pod
+                            .as_ref()
+                            .map(|p| format!(" (pod {p})"))
+                            .unwrap_or_default(),
+                        failure.message
+                    );
+                    self.fail(project, name, failure).await?;
+                    self.events
+                        .record(&reference, EventType::Warning, "CommitFailed", &message)
+                        .await;
+                }
             };
         }
     }

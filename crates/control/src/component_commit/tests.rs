@@ -477,6 +477,18 @@ async fn a_pinned_pod_that_never_runs_is_undone_and_the_original_restored_on_its
     assert_eq!(failure.step, "takeover");
     assert_eq!(failure.pod.as_deref(), Some(second.pod.as_str()));
     assert!(failure.message.contains("undone"), "{failure:?}");
+    let (events, _) = h
+        .objects
+        .list::<wharf_api::Event>(Some("shop"), None)
+        .await
+        .unwrap();
+    let warned = events.iter().find(|e| e.reason == "CommitFailed").unwrap();
+    assert_eq!(warned.involved_object.name, "web");
+    assert!(
+        warned.message.contains("step takeover"),
+        "{}",
+        warned.message
+    );
 
     // The first address is pinned, the second back on the original, the
     // third never left it.
