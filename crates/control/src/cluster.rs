@@ -8,7 +8,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod, Service, Subnet};
 use wharf_scheduler::SchedulerConfig;
-use wharf_store::Store;
+use wharf_store::{Store, StoreExt};
 
 use crate::ControlError;
 use crate::component_commit::{CommitFlowController, FlowTiming, PodCommitter, SpecStore};
@@ -392,6 +392,11 @@ impl ControlPlane {
             .objects
             .delete_in_project::<wharf_api::component_commit::ComponentCommit>(project);
         commits.await?;
+        // The commit index's entries of the project's images.
+        let index = format!("{}{project}/", wharf_api::commit::COMMIT_IPS_PREFIX);
+        for entry in self.objects.store().list_all(&index, 1000).await? {
+            self.objects.store().delete(&entry.key).await?;
+        }
         for revision in revisions {
             let name = &revision.metadata.name;
             let deleted = self

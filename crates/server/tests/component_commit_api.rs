@@ -228,6 +228,21 @@ async fn the_index_shows_each_caller_the_projects_they_read() {
     )
     .await
     .expect(StatusCode::BAD_REQUEST);
+    // Deleting a project deletes its entries.
+    app.api(
+        &admin,
+        Method::DELETE,
+        "/api/v1/projects/other",
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::NO_CONTENT);
+    let left = app
+        .api(&admin, Method::GET, "/api/v1/commits/ips", Value::Null)
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(images(left).len(), 2);
 }
 
 #[tokio::test]
