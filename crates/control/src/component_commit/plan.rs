@@ -12,8 +12,8 @@ use wharf_api::component_commit::{
     ComponentCommitStatus, PodCommitRecord, commit_image, pinned_deployment_name,
 };
 use wharf_api::{
-    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_REVISION, Deployment, Node, ObjectError,
-    ObjectMeta, Pod, PodPhase,
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_REVISION, Deployment,
+    HorizontalPodAutoscaler, Node, ObjectError, ObjectMeta, Pod, PodPhase,
 };
 use wharf_store::StoreExt;
 
@@ -63,6 +63,20 @@ impl Objects {
             }
         }
         let deployment: Deployment = self.require(Some(project), name).await?;
+        // An autoscaler would add pods to the original while its pods are
+        // handed over one by one.
+        let (autoscalers, _) = self
+            .list::<HorizontalPodAutoscaler>(Some(project), None)
+            .await?;
+        if let Some(hpa) = autoscalers
+            .iter()
+            .find(|h| h.spec.scale_target_ref.name == name)
+        {
+            return Err(ControlError::Conflict(format!(
+                "deployment {project}/{name} is scaled by HorizontalPodAutoscaler {}; delete it before committing",
+                hpa.metadata.name
+            )));
+        }
         if deployment
             .metadata
             .annotations

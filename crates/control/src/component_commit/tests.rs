@@ -636,6 +636,15 @@ async fn pods_without_pool_addresses_or_a_deployment_not_available_are_refused()
         "{err}"
     );
 
+    // A deployment an autoscaler scales.
+    let h = Harness::new("web", None, true).await;
+    h.objects
+        .apply_hpa(crate::test_objects::hpa("web", 5))
+        .await
+        .unwrap();
+    let err = h.start("web").await.unwrap_err().to_string();
+    assert!(err.contains("HorizontalPodAutoscaler web"), "{err}");
+
     // A pod on a node that is down.
     let h = Harness::new("web", None, true).await;
     h.objects
