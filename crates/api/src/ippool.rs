@@ -16,6 +16,10 @@ pub const ANNOTATION_IP_POOL: &str = "wharf.io/ip-pool";
 /// Annotation pinning a pod to one address (of its pool, or of the pool
 /// that contains it).
 pub const ANNOTATION_FIXED_IP: &str = "wharf.io/fixed-ip";
+/// Annotation giving a pod candidate addresses, comma-separated, of one
+/// pool: it claims the first one free. A Deployment whose pods must come
+/// back on known addresses (the component flow's rollback) carries it.
+pub const ANNOTATION_FIXED_IPS: &str = "wharf.io/fixed-ips";
 
 /// Largest pool, in addresses: claims scan a pool's allocations.
 pub const MAX_POOL_ADDRESSES: u64 = 1 << 16;

@@ -27,6 +27,7 @@ mod alert;
 mod autoscaling;
 mod claim;
 pub mod commit;
+pub mod component_commit;
 mod config;
 mod config_volume;
 mod cost;
@@ -107,8 +108,8 @@ pub use inventory::{
 };
 pub use inventory_check::{ANNOTATION_JOIN_POOL, Bounds, INVENTORY_NODE_LABELS, check_price};
 pub use ippool::{
-    ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec, IpRange,
-    MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_IP_POOL, IpClaim, IpPool, IpPoolSpec,
+    IpRange, MAX_POOL_ADDRESSES, PoolAddresses, Subnet, parse_ip_pools,
 };
 pub use join::join_command_line;
 pub use lifecycle::{HookKind, Lifecycle, LifecycleHandler, SleepAction};

@@ -974,7 +974,11 @@ impl Deployment {
             ),
         ];
         for (at, annotations) in annotations {
-            for key in [crate::ANNOTATION_IP_POOL, crate::ANNOTATION_FIXED_IP] {
+            for key in [
+                crate::ANNOTATION_IP_POOL,
+                crate::ANNOTATION_FIXED_IP,
+                crate::ANNOTATION_FIXED_IPS,
+            ] {
                 if annotations.contains_key(key) {
                     return Err(ObjectError::invalid(
                         format!("{at}.annotations[{key}]"),

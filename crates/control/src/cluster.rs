@@ -8,9 +8,10 @@ use tokio_util::task::AbortOnDropHandle;
 
 use wharf_api::{ANNOTATION_REVISION, Deployment, DeploymentRevision, Pod, Service, Subnet};
 use wharf_scheduler::SchedulerConfig;
-use wharf_store::Store;
+use wharf_store::{Store, StoreExt};
 
 use crate::ControlError;
+use crate::component_commit::{CommitFlowController, FlowTiming, PodCommitter, SpecStore};
 use crate::deployments::DeploymentController;
 use crate::endpoints::EndpointsController;
 use crate::events::EventRecorder;
@@ -55,7 +56,13 @@ pub struct ControlPlane {
     image_layers: Option<Arc<dyn ImageLayers>>,
     /// Where the scheduler's batches are reported (the server's metrics).
     scheduling_reports: Option<SchedulingReporter>,
+    /// What the component flow commits pods and stores specs with; without
+    /// it, component commits wait (Pending).
+    commit_flow: Option<CommitFlowParts>,
 }
+
+/// The component flow's injected parts.
+type CommitFlowParts = (Arc<dyn PodCommitter>, Arc<dyn SpecStore>, FlowTiming);
 
 /// Controllers running in the background; they stop when this is dropped
 /// (the leader lease, if held, then lapses after its TTL) or, releasing the
@@ -89,6 +96,7 @@ impl ControlPlane {
             scale_reports: None,
             image_layers: None,
             scheduling_reports: None,
+            commit_flow: None,
             service_range: Subnet::parse(crate::services::DEFAULT_SERVICE_RANGE)
                 .expect("the default range parses"),
         }
@@ -140,6 +148,19 @@ impl ControlPlane {
     /// The same control plane reporting the scheduler's batches to `reports`.
     pub fn with_scheduling_reports(mut self, reports: SchedulingReporter) -> ControlPlane {
         self.scheduling_reports = Some(reports);
+        self
+    }
+
+    /// The same control plane running the component flow (`wharf commit
+    /// deployment`) on its leader, committing pods with `committer` and
+    /// storing the pinned Deployments' specs in `specs`.
+    pub fn with_commit_flow(
+        mut self,
+        committer: Arc<dyn PodCommitter>,
+        specs: Arc<dyn SpecStore>,
+        timing: FlowTiming,
+    ) -> ControlPlane {
+        self.commit_flow = Some((committer, specs, timing));
         self
     }
 
@@ -206,6 +227,7 @@ impl ControlPlane {
         let images = self.image_layers.clone();
         let eviction = self.eviction_config;
         let scheduling_reports = self.scheduling_reports.clone();
+        let commit_flow = self.commit_flow.clone();
         let autoscaler = Arc::new(
             HpaController::new(
                 objects.clone(),
@@ -223,6 +245,7 @@ impl ControlPlane {
                 let autoscaler = autoscaler.clone();
                 let images = images.clone();
                 let scheduling_reports = scheduling_reports.clone();
+                let commit_flow = commit_flow.clone();
                 let extra = tokio::spawn(extra());
                 async move {
                     let _extra = AbortOnDropHandle::new(extra);
@@ -243,6 +266,11 @@ impl ControlPlane {
                     );
                     let endpoints = tokio::spawn(EndpointsController::new(objects.clone()).run());
                     let autoscaler = tokio::spawn(autoscaler.run());
+                    let flows = commit_flow.map(|(committer, specs, timing)| {
+                        let flows =
+                            CommitFlowController::new(objects.clone(), committer, specs, timing);
+                        AbortOnDropHandle::new(tokio::spawn(flows.run()))
+                    });
                     let addresses =
                         tokio::spawn(IpReconciler::new(objects, IP_RECONCILE_EVERY).run());
                     let _stop = (
@@ -254,6 +282,7 @@ impl ControlPlane {
                         AbortOnDropHandle::new(addresses),
                         AbortOnDropHandle::new(endpoints),
                         AbortOnDropHandle::new(autoscaler),
+                        flows,
                     );
                     std::future::pending::<()>().await;
                 }
@@ -358,6 +387,15 @@ impl ControlPlane {
         for deployment in deployments {
             let name = &deployment.metadata.name;
             gone(self.delete_deployment(project, name).await.map(drop))?;
+        }
+        let commits = self
+            .objects
+            .delete_in_project::<wharf_api::component_commit::ComponentCommit>(project);
+        commits.await?;
+        // The commit index's entries of the project's images.
+        let index = format!("{}{project}/", wharf_api::commit::COMMIT_IPS_PREFIX);
+        for entry in self.objects.store().list_all(&index, 1000).await? {
+            self.objects.store().delete(&entry.key).await?;
         }
         for revision in revisions {
             let name = &revision.metadata.name;

@@ -8,11 +8,12 @@ use tokio_util::task::AbortOnDropHandle;
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
+use wharf_api::component_commit::{ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS};
 use wharf_api::rollout::DEFAULT_PROGRESS_DEADLINE_SECONDS;
 use wharf_api::{
-    ANNOTATION_FIXED_IP, ANNOTATION_REVISION, ContainerState, Deployment, DeploymentStatus,
-    EventType, ObjectMeta, ObjectReference, OwnerReference, Pod, PodPhase, PodSpec, PodStatus,
-    RolloutStrategy,
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_REVISION, ContainerState, Deployment,
+    DeploymentStatus, EventType, ObjectMeta, ObjectReference, OwnerReference, Pod, PodPhase,
+    PodSpec, PodStatus, RolloutStrategy,
 };
 
 use crate::ControlError;
@@ -280,7 +281,11 @@ impl DeploymentController {
             Some(revisions::record(&self.objects, &deployment, &hash, &live_hashes).await?)
         };
 
-        let step = next_step(&census, wanted, strategy, paused, available);
+        let mut step = next_step(&census, wanted, strategy, paused, available);
+        if held_by_commit(&deployment) {
+            // The component flow picks which pod goes, one at a time.
+            step.delete.clear();
+        }
         let created = if step.create > 0 {
             self.create_pods(&deployment, &hash, step.create).await?
         } else {
@@ -493,21 +498,27 @@ pub(crate) fn is_ready(pod: &Pod) -> bool {
             .all(|c| c.ready && matches!(c.state, ContainerState::Running { .. }))
 }
 
+/// Whether the component flow holds the deployment's pods: while it hands
+/// them over (or back), the controller makes missing pods but deletes
+/// none, so the flow alone chooses which pod stops, and when.
+fn held_by_commit(deployment: &Deployment) -> bool {
+    deployment
+        .metadata
+        .annotations
+        .contains_key(ANNOTATION_COMMIT_HOLD)
+}
+
 /// The strategy a deployment's template change follows. Pods with a fixed
 /// IP are replaced stop-first whatever the spec says: the old pod must have
 /// released the address before the new one can claim it. A strategy stored
 /// before it was validated, and now invalid, rolls with the defaults.
 fn effective_strategy(deployment: &Deployment) -> RolloutStrategy {
-    let fixed_ip = deployment
-        .metadata
-        .annotations
-        .contains_key(ANNOTATION_FIXED_IP)
-        || deployment
-            .spec
-            .template
-            .metadata
-            .annotations
-            .contains_key(ANNOTATION_FIXED_IP);
+    let pins = |annotations: &BTreeMap<String, String>| {
+        annotations.contains_key(ANNOTATION_FIXED_IP)
+            || annotations.contains_key(ANNOTATION_FIXED_IPS)
+    };
+    let fixed_ip = pins(&deployment.metadata.annotations)
+        || pins(&deployment.spec.template.metadata.annotations);
     if fixed_ip {
         return RolloutStrategy::Recreate;
     }
@@ -547,6 +558,10 @@ pub fn pod_for(deployment: &Deployment, hash: &str) -> Pod {
         .annotations
         .iter()
         .filter(|(k, _)| k.starts_with("wharf.io/"))
+        // The component flow's marks are the deployment's, not its pods'.
+        .filter(|(k, _)| {
+            ![ANNOTATION_COMMIT_HOLD, ANNOTATION_COMMIT_REPLICAS].contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     annotations.extend(template.metadata.annotations.clone());
@@ -896,6 +911,46 @@ mod rollout_tests {
         h.stop_terminating().await;
         h.reconcile().await;
         assert_eq!(h.count("shop/web:2").await.0, 1);
+    }
+
+    #[tokio::test]
+    async fn a_deployment_held_by_a_commit_makes_pods_but_deletes_none() {
+        let h = Harness::new().await;
+        h.running(3, |d| {
+            d.metadata
+                .annotations
+                .insert(ANNOTATION_COMMIT_HOLD.into(), "web".into());
+        })
+        .await;
+        assert_eq!(h.count("shop/web:1").await, (3, 3));
+        h.objects.scale_deployment("shop", "web", 1).await.unwrap();
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 3, "the flow picks who goes");
+        // The flow deletes the pod it chose: not replaced.
+        let chosen = h.pods().await.remove(0);
+        h.objects
+            .request_pod_deletion("shop", &chosen.metadata.name, GRACEFUL)
+            .await
+            .unwrap();
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 2);
+        // Raised again, it makes the missing pod; its pods never carry the hold.
+        h.objects.scale_deployment("shop", "web", 3).await.unwrap();
+        h.reconcile().await;
+        let pods = h.pods().await;
+        assert_eq!(h.count("shop/web:1").await.0, 3);
+        assert!(
+            pods.iter()
+                .all(|p| !p.metadata.annotations.contains_key(ANNOTATION_COMMIT_HOLD))
+        );
+        // Without the hold the surplus goes as usual.
+        h.objects.scale_deployment("shop", "web", 1).await.unwrap();
+        h.change(|d| {
+            d.metadata.annotations.remove(ANNOTATION_COMMIT_HOLD);
+        })
+        .await;
+        h.reconcile().await;
+        assert_eq!(h.count("shop/web:1").await.0, 1);
     }
 
     #[tokio::test]

@@ -17,7 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use wharf_api::{ANNOTATION_FIXED_IP, ANNOTATION_IP_POOL, IpClaim, IpPool, ObjectError, Pod};
+use wharf_api::{
+    ANNOTATION_FIXED_IP, ANNOTATION_FIXED_IPS, ANNOTATION_IP_POOL, IpClaim, IpPool, ObjectError,
+    Pod,
+};
 use wharf_store::{KeyValue, Revision, StoreExt, Txn};
 
 use crate::ControlError;
@@ -63,6 +66,33 @@ pub(crate) fn requested(pod: &Pod) -> Result<(Option<String>, Option<Ipv4Addr>),
     Ok((pool, fixed))
 }
 
+/// The candidate addresses a pod lists (`wharf.io/fixed-ips`, in order):
+/// it claims the first one free.
+pub(crate) fn candidates(pod: &Pod) -> Result<Vec<Ipv4Addr>, ControlError> {
+    let Some(text) = pod.metadata.annotations.get(ANNOTATION_FIXED_IPS) else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            ip.parse::<Ipv4Addr>().map_err(|_| {
+                ControlError::Invalid(ObjectError::Invalid {
+                    field: format!("metadata.annotations[{ANNOTATION_FIXED_IPS}]"),
+                    message: format!("{ip:?} is not an IPv4 address"),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Whether a pod asks for an address of a pool at all (a pool, a fixed
+/// address or candidate addresses).
+pub(crate) fn asks_address(pod: &Pod) -> bool {
+    !matches!(requested(pod), Ok((None, None)))
+        || pod.metadata.annotations.contains_key(ANNOTATION_FIXED_IPS)
+}
+
 /// The pool a pod takes its address from, by annotation: the pool it
 /// names, else the one offering the fixed address it names (`None` for a
 /// node-local address), and that fixed address.
@@ -73,7 +103,10 @@ pub(crate) async fn requested_pool(
     match requested(pod)? {
         (Some(pool), fixed) => Ok(Some((pool, fixed))),
         (None, Some(ip)) => Ok(Some((objects.pool_containing(ip).await?, Some(ip)))),
-        (None, None) => Ok(None),
+        (None, None) => match candidates(pod)?.first() {
+            Some(first) => Ok(Some((objects.pool_containing(*first).await?, None))),
+            None => Ok(None),
+        },
     }
 }
 
@@ -209,7 +242,8 @@ impl Objects {
         for _ in 0..CLAIM_ATTEMPTS {
             let pod: Pod = self.require(Some(project), name).await?;
             let (pool_name, fixed) = requested(&pod)?;
-            if pool_name.is_none() && fixed.is_none() {
+            let candidates = candidates(&pod)?;
+            if pool_name.is_none() && fixed.is_none() && candidates.is_empty() {
                 return Ok(None);
             }
             let node = pod.spec.node_name.clone().ok_or_else(|| {
@@ -227,7 +261,10 @@ impl Objects {
             }
             let pool_name = match pool_name {
                 Some(pool) => pool,
-                None => self.pool_containing(fixed.expect("checked above")).await?,
+                None => {
+                    let ip = fixed.or(candidates.first().copied());
+                    self.pool_containing(ip.expect("checked above")).await?
+                }
             };
             let pool: IpPool = self.require(None, &pool_name).await?;
             let pool_revision = revision_of(&pool)?.unwrap_or(0);
@@ -253,6 +290,9 @@ impl Objects {
                         )));
                     }
                     ip
+                }
+                None if !candidates.is_empty() => {
+                    first_free_candidate(&candidates, &pool_name, &addresses, &in_use)?
                 }
                 None => {
                     let free: Vec<Ipv4Addr> = addresses
@@ -368,6 +408,34 @@ impl Objects {
     }
 }
 
+/// The first of `candidates` that `pool` offers and nobody holds; an error
+/// naming the holders when none is free.
+fn first_free_candidate(
+    candidates: &[Ipv4Addr],
+    pool: &str,
+    addresses: &wharf_api::PoolAddresses,
+    in_use: &BTreeMap<Ipv4Addr, IpClaim>,
+) -> Result<Ipv4Addr, ControlError> {
+    if let Some(ip) = candidates.iter().find(|ip| !addresses.offers(**ip)) {
+        return Err(ControlError::Invalid(ObjectError::Invalid {
+            field: format!("metadata.annotations[{ANNOTATION_FIXED_IPS}]"),
+            message: format!("pool {pool} does not offer {ip}"),
+        }));
+    }
+    if let Some(ip) = candidates.iter().find(|ip| !in_use.contains_key(ip)) {
+        return Ok(*ip);
+    }
+    let held: Vec<String> = candidates
+        .iter()
+        .filter_map(|ip| in_use.get(ip))
+        .map(|c| format!("{} by {}/{}", c.ip, c.project, c.pod))
+        .collect();
+    Err(ControlError::Conflict(format!(
+        "none of the candidate addresses of pool {pool} is free: {}",
+        held.join(", ")
+    )))
+}
+
 /// `txn` also deleting a claim's two keys, if the pod's key is still at
 /// the revision read.
 pub(crate) fn with_claim_released(txn: Txn, kv: &KeyValue, claim: &IpClaim) -> Txn {
@@ -430,5 +498,89 @@ impl IpReconciler {
         }
         self.suspects = suspects;
         Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_objects::{deployment, node, objects, pod};
+    use wharf_api::{IpPoolSpec, ObjectMeta};
+
+    async fn pool(objects: &Objects) {
+        let pool = IpPool {
+            api_version: "wharf.io/v1".into(),
+            kind: "IpPool".into(),
+            metadata: ObjectMeta {
+                name: "pods".into(),
+                ..Default::default()
+            },
+            spec: IpPoolSpec {
+                cidr: "10.92.0.0/24".into(),
+                gateway: "10.92.0.1".into(),
+                ..Default::default()
+            },
+        };
+        objects.import_ip_pools(vec![pool]).await.unwrap();
+    }
+
+    async fn claim(objects: &Objects, pod: &Pod) -> Result<Option<IpClaim>, ControlError> {
+        objects.claim_pod_ip("shop", &pod.metadata.name).await
+    }
+
+    #[tokio::test]
+    async fn a_pod_with_candidate_addresses_claims_the_first_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = objects(&dir);
+        node(&objects, "n1", true).await;
+        pool(&objects).await;
+        let mut web = deployment(&objects, "web").await;
+        web.metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.7, 10.92.0.8".into());
+        let first = pod(&objects, &web, Some("n1")).await;
+        let second = pod(&objects, &web, Some("n1")).await;
+        let third = pod(&objects, &web, Some("n1")).await;
+        let ip = |text: &str| text.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            claim(&objects, &first).await.unwrap().unwrap().ip,
+            ip("10.92.0.7")
+        );
+        assert_eq!(
+            claim(&objects, &second).await.unwrap().unwrap().ip,
+            ip("10.92.0.8")
+        );
+        let err = claim(&objects, &third).await.unwrap_err().to_string();
+        assert!(err.contains("none of the candidate addresses"), "{err}");
+        assert!(
+            err.contains(&first.metadata.name),
+            "names the holders: {err}"
+        );
+        // Released, the address goes to the next pod asking.
+        objects
+            .release_pod_ip("shop", &first.metadata.name, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(&objects, &third).await.unwrap().unwrap().ip,
+            ip("10.92.0.7")
+        );
+
+        let mut bad = deployment(&objects, "bad").await;
+        bad.metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.7,nope".into());
+        let bad_pod = pod(&objects, &bad, Some("n1")).await;
+        let err = claim(&objects, &bad_pod).await.unwrap_err().to_string();
+        assert!(err.contains("\"nope\" is not an IPv4 address"), "{err}");
+        let mut outside = deployment(&objects, "outside").await;
+        outside
+            .metadata
+            .annotations
+            .insert(ANNOTATION_FIXED_IPS.into(), "10.92.0.9,10.93.0.1".into());
+        let outside_pod = pod(&objects, &outside, Some("n1")).await;
+        let err = claim(&objects, &outside_pod).await.unwrap_err().to_string();
+        assert!(err.contains("does not offer 10.93.0.1"), "{err}");
+        assert!(asks_address(&outside_pod));
     }
 }

@@ -19,6 +19,7 @@ mod alerting;
 mod autoscalers;
 mod claims;
 mod cluster;
+mod component_commit;
 mod config;
 pub mod cost;
 mod deployments;
@@ -57,6 +58,10 @@ mod test_objects;
 
 pub use claims::{ClaimDeletion, uses_claim};
 pub use cluster::{ControlPlane, Running};
+pub use component_commit::{
+    CommitFailure, CommitFlowController, FlowTiming, PodCommitter, SpecStore, commit_index_key,
+    default_commit_tag, pinned_deployment,
+};
 pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{
     Clock, DeploymentController, TEMPLATE_HASH_LABEL, deployment_of, pod_for, template_hash,

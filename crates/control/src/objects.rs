@@ -22,6 +22,7 @@
 //! /cluster/machineclasses/<name>            MachineClass
 //! /cluster/poolgrants/<pool>.<project>      PoolGrant (a project's right to a pool)
 //! /cluster/costbudgets/<project>            CostBudget (a project's spend per period)
+//! /cluster/componentcommits/<project>/<name> ComponentCommit (see `component_commit`)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use wharf_api::component_commit::ComponentCommit;
 use wharf_api::{
     AlertReceiver, AlertRule, Cluster, ConfigMap, CostBudget, Deployment, DeploymentRevision,
     Endpoints, Event, HorizontalPodAutoscaler, IpPool, LabelSelector, MachineClass, Node,
@@ -99,6 +101,12 @@ object_kind!(
     HorizontalPodAutoscaler,
     "HorizontalPodAutoscaler",
     "/cluster/hpas/",
+    true
+);
+object_kind!(
+    ComponentCommit,
+    "ComponentCommit",
+    "/cluster/componentcommits/",
     true
 );
 object_kind!(

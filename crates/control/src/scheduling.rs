@@ -42,7 +42,7 @@ use crate::claims::uses_claim;
 use crate::deployments::deployment_of;
 use crate::events::EventRecorder;
 use crate::image_layers::{CachedImageLayers, ImageLayers, Layer};
-use crate::ipam::{PoolUse, requested, requested_pool};
+use crate::ipam::{PoolUse, asks_address, requested, requested_pool};
 use crate::objects::{Change, Objects};
 use crate::placement;
 use crate::pods::BindOutcome;
@@ -486,7 +486,7 @@ impl SchedulingLoop {
             let state = self.state.lock().expect("scheduler state");
             keys.iter()
                 .filter_map(|key| Some((key.clone(), state.pending.get(key)?.clone())))
-                .filter(|(_, pod)| !matches!(requested(pod), Ok((None, None))))
+                .filter(|(_, pod)| asks_address(pod))
                 .collect()
         };
         let mut asked = HashMap::new();

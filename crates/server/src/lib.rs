@@ -14,6 +14,7 @@
 
 mod alerts;
 mod api;
+mod commit_specs;
 mod image_layers;
 mod listener;
 mod machine_join;
@@ -244,6 +245,8 @@ pub(crate) struct AppState {
     /// Minute-level cost history (`<data-dir>/cost`), written by the
     /// cost recorder while this server leads.
     pub cost_history: wharf_control::cost::CostHistory,
+    /// The component flow's pinned Deployment specs, in the registry.
+    pub commit_specs: Arc<dyn wharf_control::SpecStore>,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -264,6 +267,10 @@ pub struct App {
     /// Node and container metrics pushed to this server (not shared with
     /// other servers of an etcd cluster).
     pub metrics: Arc<wharf_tsdb::Tsdb>,
+    /// Where the component flow keeps the pinned Deployments' specs (this
+    /// server's registry); given to `ControlPlane::with_commit_flow` with
+    /// the pod committer.
+    pub commit_specs: Arc<dyn wharf_control::SpecStore>,
     /// The generated `admin` password, on the first start only.
     pub generated_admin_password: Option<String>,
     /// This server's own id (`server.id` in the data directory): the same
@@ -290,6 +297,21 @@ pub struct App {
 }
 
 impl App {
+    /// Runs the component flow (`wharf commit deployment`) on this
+    /// server's leader, committing pods with `committer` (`wharf commit
+    /// POD`) and keeping the pinned specs in this registry. Without it, a
+    /// started flow waits in `Pending`.
+    pub fn set_pod_committer(
+        &mut self,
+        committer: Arc<dyn wharf_control::PodCommitter>,
+        timing: wharf_control::FlowTiming,
+    ) {
+        self.control =
+            self.control
+                .clone()
+                .with_commit_flow(committer, self.commit_specs.clone(), timing);
+    }
+
     /// Opens everything under the data directory and builds the router.
     pub async fn open(config: &ServerConfig) -> Result<App, ServerError> {
         let data_dir = &config.data_dir;
@@ -374,6 +396,11 @@ impl App {
             registry.clone(),
             config.public_url.as_deref(),
         ));
+        // The component flow's specs; its pod committer (`wharf commit
+        // POD`) is given with `ControlPlane::with_commit_flow`.
+        let commit_specs: Arc<dyn wharf_control::SpecStore> = Arc::new(
+            commit_specs::RegistrySpecStore::new(registry.clone(), registry_events.clone()),
+        );
         let control = ControlPlane::new(store.clone(), config.scheduler)
             .with_image_layers(image_layers.clone())
             .with_eviction(config.failover)
@@ -429,6 +456,7 @@ impl App {
             telemetry: telemetry.clone(),
             alert_secrets,
             cost_history: cost_history.clone(),
+            commit_specs: commit_specs.clone(),
         });
         let token_routes = Router::new()
             .route(
@@ -448,6 +476,7 @@ impl App {
             ));
         Ok(App {
             router,
+            commit_specs,
             registry,
             identity,
             audit,

@@ -32,6 +32,8 @@ fn open_to_any_user(method: &Method, path: &str) -> bool {
             // Pools are cluster-wide facts, like nodes.
             | ("GET", "/api/v1/ippools")
             | ("GET", "/api/v1/ippools/{pool}")
+            // The commit index shows each caller the projects they read.
+            | ("GET", "/api/v1/commits/ips")
             // Apply checks the project of each object in the body.
             | ("POST", "/api/v1/apply")
     )

@@ -9,6 +9,7 @@ mod alerts;
 mod audit;
 mod claims;
 mod cluster;
+mod component_commits;
 mod config;
 mod cost;
 mod cost_budgets;
@@ -187,6 +188,14 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::PUT,    "/api/v1/projects/{project}/deployments/{name}/scale", Project(Push), put(cluster::scale_deployment)),
         row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}/revisions", Project(Pull), get(rollouts::list_revisions)),
         row(Method::POST,   "/api/v1/projects/{project}/deployments/{name}/rollback", Project(Push), post(rollouts::rollback)),
+        // The component flow (wharf commit deployment): developers and up
+        // start and roll it back (the images go to the same project).
+        row(Method::POST,   "/api/v1/projects/{project}/deployments/{name}/commit", Project(Push), post(component_commits::start)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}/commit", Project(Pull), get(component_commits::show)),
+        row(Method::POST,   "/api/v1/projects/{project}/deployments/{name}/commit/rollback", Project(Push), post(component_commits::rollback)),
+        row(Method::GET,    "/api/v1/projects/{project}/deployments/{name}/commit/specs", Project(Pull), get(component_commits::specs)),
+        // Administrators see every entry, others those of projects they may pull from.
+        row(Method::GET,    "/api/v1/commits/ips",                       Authenticated,   get(component_commits::index)),
         row(Method::GET,    "/api/v1/projects/{project}/pods",           Project(Pull),   get(cluster::list_pods)),
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}",    Project(Pull),   get(cluster::get_in_project::<Pod>)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}",    Project(Delete), delete(cluster::delete_pod)),

@@ -70,6 +70,18 @@ fn build() -> Value {
         ("Silence", generator.subschema_for::<Silence>()),
         ("AlertReceiver", generator.subschema_for::<AlertReceiver>()),
         ("Delivery", generator.subschema_for::<Delivery>()),
+        (
+            "ComponentCommit",
+            generator.subschema_for::<wharf_api::component_commit::ComponentCommit>(),
+        ),
+        (
+            "CommitSpecArtifact",
+            generator.subschema_for::<wharf_api::component_commit::CommitSpecArtifact>(),
+        ),
+        (
+            "CommitIndexEntry",
+            generator.subschema_for::<wharf_api::component_commit::CommitIndexEntry>(),
+        ),
         // Not served: what webhooks receive (docs/monitoring.md).
         (
             "AlertNotification",
@@ -151,6 +163,19 @@ fn registry_content(path: &str) -> Option<(&'static str, bool)> {
         Some(("ArtifactSummary", true))
     } else if path.ends_with("/artifacts/{reference}") {
         Some(("ArtifactDetail", false))
+    } else {
+        None
+    }
+}
+
+/// What the component flow's paths serve: (schema, is a list).
+fn commit_content(path: &str) -> Option<(&'static str, bool)> {
+    if path.ends_with("/commit") || path.ends_with("/commit/rollback") {
+        Some(("ComponentCommit", false))
+    } else if path.ends_with("/commit/specs") {
+        Some(("CommitSpecArtifact", true))
+    } else if path.ends_with("/commits/ips") {
+        Some(("CommitIndexEntry", true))
     } else {
         None
     }
@@ -270,6 +295,7 @@ fn responses(method: &Method, path: &str) -> Value {
     if let Some((schema, list)) = registry_content(path)
         .or_else(|| metrics_content(path))
         .or_else(|| alert_content(method, path))
+        .or_else(|| commit_content(path))
     {
         let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
         let schema = match list {
