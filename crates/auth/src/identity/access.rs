@@ -137,8 +137,12 @@ impl Identity {
         for scope in scopes {
             match scope {
                 Scope::Repository { name, actions } => {
-                    // A node pulls the images of whatever pods land on it.
+                    // A node pulls the images of whatever pods land on it,
+                    // and pushes only where a commit it runs was granted.
                     let allowed = match principal.node_agent() {
+                        Some(node) if self.commit_push_granted(node, name).await? => {
+                            Actions::from(Action::Pull).union(Actions::from(Action::Push))
+                        }
                         Some(_) => Actions::from(Action::Pull),
                         None => self.actions_on(principal, name.project()).await?,
                     };
