@@ -71,6 +71,27 @@ impl Session {
         image: &ImageRef,
         credentials: Option<&RegistryCredentials>,
     ) -> Result<Session, ImageError> {
+        // Tokens are asked for the scope the registry names, as docker does.
+        Session::asking(client, image, credentials, TokenScope::Challenged)
+    }
+
+    /// A session that pushes to `image`'s repository: tokens are asked for
+    /// each request's scope (pull,push), so that the token cached by
+    /// opening an upload serves the streamed upload that follows.
+    pub(crate) fn for_push(
+        client: &RegistryClient,
+        image: &ImageRef,
+        credentials: Option<&RegistryCredentials>,
+    ) -> Result<Session, ImageError> {
+        Session::asking(client, image, credentials, TokenScope::Requested)
+    }
+
+    fn asking(
+        client: &RegistryClient,
+        image: &ImageRef,
+        credentials: Option<&RegistryCredentials>,
+        token_scope: TokenScope,
+    ) -> Result<Session, ImageError> {
         let base = format!(
             "{}://{}/",
             client.scheme(image.registry()),
@@ -80,11 +101,10 @@ impl Session {
             reference: image.to_string(),
             reason: format!("registry {}: {e}", image.registry()),
         })?;
-        // Tokens are asked for the scope the registry names, as docker does.
         let registry = Client::new(image.registry(), base, client.http.clone())
             .with_credentials(credentials.cloned())
             .with_tokens(client.tokens.clone())
-            .asking(TokenScope::Challenged);
+            .asking(token_scope);
         Ok(Session {
             registry,
             image: image.clone(),
@@ -96,7 +116,12 @@ impl Session {
         self.image.to_string()
     }
 
-    fn repository(&self) -> &str {
+    /// The distribution client, for the calls a commit's push makes.
+    pub(crate) fn registry(&self) -> &Client {
+        &self.registry
+    }
+
+    pub(crate) fn repository(&self) -> &str {
         self.image.repository().as_str()
     }
 
@@ -163,7 +188,7 @@ impl Session {
     }
 
     /// A successful answer, or what went wrong as an [`ImageError`].
-    async fn success(
+    pub(crate) async fn success(
         &self,
         sent: Result<Response, SendError>,
         url: &Url,
@@ -179,7 +204,7 @@ impl Session {
         }
     }
 
-    fn send_error(&self, error: SendError) -> ImageError {
+    pub(crate) fn send_error(&self, error: SendError) -> ImageError {
         let unauthorized = |message: String| ImageError::Unauthorized {
             image: self.image(),
             message,

@@ -193,6 +193,52 @@ pub enum ImageError {
         /// What is wrong.
         reason: String,
     },
+    /// The container's upper directory holds something a layer cannot
+    /// carry (a name that reads as a whiteout, an overlayfs redirect or
+    /// metacopy), or changed while it was read.
+    #[error("upper directory {upper}: {path}: {reason}")]
+    UnsupportedChange {
+        /// The upper directory.
+        upper: PathBuf,
+        /// The entry, as the container sees it.
+        path: String,
+        /// Why it cannot be committed.
+        reason: String,
+    },
+    /// A `--change` instruction is malformed or not allowed in a commit.
+    #[error("change {change:?}: {reason}")]
+    InvalidChange {
+        /// The instruction as given.
+        change: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A commit's target is on another registry than its base image: the
+    /// base layers could be neither found nor mounted there.
+    #[error(
+        "cannot commit {base_image} to {target}: the target is on registry {target_registry}, the base image on {base_registry} (a commit pushes to the base image's registry)"
+    )]
+    CrossRegistry {
+        /// The base image.
+        base_image: String,
+        /// The target image.
+        target: String,
+        /// The target's registry.
+        target_registry: String,
+        /// The base image's registry.
+        base_registry: String,
+    },
+    /// A step of a commit's push failed.
+    #[error("commit to {target}: {step}: {source}")]
+    CommitPush {
+        /// The image being pushed.
+        target: String,
+        /// What was being done, e.g. "upload layer sha256:…".
+        step: String,
+        /// What went wrong.
+        #[source]
+        source: Arc<ImageError>,
+    },
     /// A worker task died (a bug or a panic).
     #[error("internal error: {0}")]
     Internal(String),

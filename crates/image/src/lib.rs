@@ -24,6 +24,7 @@
 //! runs on blocking threads, never on the async runtime's workers.
 
 mod client;
+mod commit;
 mod config;
 mod error;
 mod fsutil;
@@ -34,6 +35,10 @@ mod resolve;
 mod store;
 mod unpack;
 
+pub use commit::{
+    ChangeSize, CommitPush, ConfigChange, ConfigChanges, NewLayer, PushedCommit, Snapshot,
+    measure_upper,
+};
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
 pub use reference::ImageRef;

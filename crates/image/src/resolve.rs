@@ -9,7 +9,7 @@ use crate::layout::LayerRecord;
 use crate::{Compression, ImageConfig, ImageError, ImageRef, Platform, blocking};
 
 /// Largest image config accepted.
-const MAX_CONFIG_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 8 << 20;
 
 /// An image manifest and how it was reached.
 pub(crate) struct Resolved {
@@ -54,7 +54,7 @@ pub(crate) async fn resolve(
 }
 
 /// Hashes and parses a manifest; a pinned digest must match.
-async fn verify_manifest(
+pub(crate) async fn verify_manifest(
     image: String,
     content_type: Option<String>,
     body: Bytes,

@@ -189,6 +189,21 @@ impl ImageStore {
         })
     }
 
+    /// The cache's paths and records.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The HTTP client and token cache pulls (and commit pushes) share.
+    pub(crate) fn registry_client(&self) -> &RegistryClient {
+        &self.client
+    }
+
+    /// The platform index entries are chosen for.
+    pub(crate) fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
     /// The cache's directory.
     pub fn root(&self) -> &Path {
         &self.layout.root

@@ -32,6 +32,8 @@ pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub struct Served {
     pub addr: SocketAddr,
     requests: Arc<Mutex<HashMap<String, usize>>>,
+    /// Every request as `METHOD path?query`, in order.
+    uris: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -41,11 +43,18 @@ impl Served {
     /// after `blob_delay` (to make concurrent pulls overlap for certain).
     async fn start(router: Router, blob_delay: Duration) -> Served {
         let requests: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let uris: Arc<Mutex<Vec<String>>> = Arc::default();
         let counter = requests.clone();
+        let uri_log = uris.clone();
         let router = router.layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
                 let counter = counter.clone();
+                let uri_log = uri_log.clone();
                 async move {
+                    uri_log
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} {}", request.method(), request.uri()));
                     let key = format!("{} {}", request.method(), request.uri().path());
                     let is_blob_get = key.starts_with("GET ") && key.contains("/blobs/");
                     *counter.lock().unwrap().entry(key).or_default() += 1;
@@ -73,6 +82,7 @@ impl Served {
         Served {
             addr,
             requests,
+            uris,
             stop: Some(stop),
             task: Some(task),
         }
@@ -100,6 +110,14 @@ impl Served {
             .filter(|(k, _)| k.contains(part))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// How many requests (`METHOD path?query`) contained every one of `parts`.
+    pub fn count_uris_containing(&self, parts: &[&str]) -> usize {
+        let uris = self.uris.lock().unwrap();
+        uris.iter()
+            .filter(|u| parts.iter().all(|p| u.contains(p)))
+            .count()
     }
 
     /// Stops listening and closes open connections.
@@ -232,6 +250,43 @@ impl Wharf {
         }
         self.push_manifest(&token, repo, reference, OCI_MANIFEST, &image.manifest)
             .await;
+    }
+
+    /// Pushes an image whose manifest has media type `media_type` (a
+    /// Docker schema 2 manifest, say).
+    pub async fn push_as(&self, repo: &str, image: &Image, reference: &str, media_type: &str) {
+        let token = self.push_token(repo).await;
+        for blob in image.blobs() {
+            self.push_blob(&token, repo, blob).await;
+        }
+        self.push_manifest(&token, repo, reference, media_type, &image.manifest)
+            .await;
+    }
+
+    /// `GET /v2/<repo>/<kind>/<reference>` as admin: the content type and body.
+    pub async fn get(&self, repo: &str, kind: &str, reference: &str) -> (String, Vec<u8>) {
+        let token = self.push_token(repo).await;
+        let response = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/{kind}/{reference}")))
+            .bearer_auth(token)
+            .header(
+                header::ACCEPT,
+                "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {repo} {kind} {reference}: {}",
+            response.status()
+        );
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (content_type, response.bytes().await.unwrap().to_vec())
     }
 
     /// Pushes an index over already pushed images.
