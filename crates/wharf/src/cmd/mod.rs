@@ -10,6 +10,7 @@ pub mod alert;
 pub mod apply;
 pub mod audit;
 pub mod autoscale;
+pub mod commit;
 pub mod cost;
 pub mod cost_budget;
 pub mod create;
