@@ -12,9 +12,9 @@
 //! ```
 //!
 //! What is left out of the layer: the files the agent bind-mounts into
-//! every container (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`)
-//! and the mount points of the pod's volumes (their content is the
-//! volume's, not the image's).
+//! every container (`/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`),
+//! runc's `/proc`, `/sys` and `/dev`, and the mount points of the pod's
+//! volumes (their content is the volume's, not the image's).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -35,9 +35,18 @@ use crate::AgentError;
 use crate::api::NodeApi;
 use crate::endpoint::{EndpointState, refuse};
 
-/// Files the agent bind-mounts into every container (runc bundle): the
-/// node's, never the image's.
-pub const AGENT_FILES: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+/// What the node mounts into every container, never the image's: the
+/// files the agent bind-mounts (runc bundle) and runc's own filesystems,
+/// whose mount points overlayfs creates in `upper/` when the image lacks
+/// them (what is written there goes to the mounts, not to `upper/`).
+pub const NODE_MOUNTS: [&str; 6] = [
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/proc",
+    "/sys",
+    "/dev",
+];
 
 /// What a node needs to push commits: its image cache (which holds the
 /// base images and a scratch directory on the same filesystem), the
@@ -161,6 +170,7 @@ pub(crate) async fn commit(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
+    tracing::info!(project, pod = name, "commit asked");
     for bad in [&project, &name] {
         if wharf_api::check_name("name", bad).is_err() {
             return refuse(
@@ -299,7 +309,7 @@ async fn prepare(
             format!("image {base_ref} of container {container} is no longer in the node's cache"),
         ));
     };
-    let exclude: Vec<PathBuf> = AGENT_FILES
+    let exclude: Vec<PathBuf> = NODE_MOUNTS
         .iter()
         .map(PathBuf::from)
         .chain(grant.exclude.iter().map(PathBuf::from))
