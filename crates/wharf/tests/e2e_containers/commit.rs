@@ -217,7 +217,10 @@ async fn a_committed_container_runs_again_as_it_was_and_docker_pulls_it() {
     let api = server.admin().await;
     api.create_project("shop", false, None).await;
     api.create_project("vault", false, None).await;
+    // A quota smaller than the container's changes (12 bytes of content).
+    api.create_project("tiny", false, Some(8)).await;
     let developer = api.create_member("shop", "builder", "developer").await;
+    api.set_member("tiny", "builder", "developer").await;
 
     // The base image: two layers, pushed with skopeo.
     let arch = wharf_image::Platform::host().architecture;
@@ -280,6 +283,22 @@ async fn a_committed_container_runs_again_as_it_was_and_docker_pulls_it() {
     );
     let events = cli.run(&["describe", "pod", "-p", "shop", &pod]);
     assert!(!events.contains("Commit"), "{events}");
+    assert_eq!(stored_blobs(&server), before);
+
+    // A snapshot the target's quota cannot hold: refused by the node after
+    // measuring, before pausing.
+    let over = wharf(home.path())
+        .args(["commit", "-p", "shop", &pod, "tiny/snap:1"])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&over.stderr);
+    assert!(!over.status.success(), "{message}");
+    assert!(
+        message.contains("exceed what project tiny's quota leaves (8 bytes)"),
+        "{message}"
+    );
+    assert!(!message.contains("paused"), "{message}");
+    assert_eq!(runc_status(&node, &pod_id), "running");
     assert_eq!(stored_blobs(&server), before);
 
     // The developer commits to shop: progress on stderr, result on stdout.
