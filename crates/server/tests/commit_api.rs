@@ -246,6 +246,35 @@ async fn refusals_come_before_the_node_is_contacted() {
         reply.json()
     );
 
+    // A node whose agent runs no containers (`--runtime none`, simulated
+    // nodes) serves no endpoint: nothing to commit.
+    let node = json!({
+        "metadata": {"name": "hollow", "labels": {"disk": "hollow"}},
+        "status": {"capacity": {"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110}},
+    });
+    app.api(&admin, Method::POST, "/api/v1/nodes", node)
+        .await
+        .expect(StatusCode::OK);
+    app.api(
+        &admin,
+        Method::PUT,
+        "/api/v1/nodes/hollow/heartbeat",
+        json!({"ttlMillis": 60_000}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    app.apply_yaml(&admin, &deployment("hollow", "hollow"))
+        .await
+        .expect(StatusCode::OK);
+    let hollow = pod_of(&app, &admin, "hollow", true).await;
+    let reply = commit(&app, &developer, &hollow, json!({"image": "shop/snap:1"})).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.json());
+    assert!(
+        error_message(&reply).contains("does not serve pods"),
+        "{}",
+        reply.json()
+    );
+
     // Only the not-ready node's attempts could have reached the agent
     // while it was still ready; every other refusal came first.
     let before_ready_loss = agent.calls();
