@@ -309,6 +309,32 @@ async fn prepare(
             format!("image {base_ref} of container {container} is no longer in the node's cache"),
         ));
     };
+    // The layers the container runs on must be the cached image's: a tag
+    // pulled again since (imagePullPolicy Always) names other layers, and
+    // the changes belong on the ones below them.
+    let rootfs = dir.join("rootfs");
+    let mounted = tokio::task::spawn_blocking(move || crate::containers::mounted_layers(&rootfs))
+        .await
+        .unwrap_or_default();
+    match mounted.first() {
+        None => {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "container {container} of pod {project}/{name} has no overlay root mounted: nothing to commit"
+                ),
+            ));
+        }
+        Some(layers) if *layers != base.layers => {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "image {base_ref} in the node's cache is no longer the one container {container} runs (pulled again since it started): restart the pod, or commit before pulling"
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
     let exclude: Vec<PathBuf> = NODE_MOUNTS
         .iter()
         .map(PathBuf::from)
@@ -391,11 +417,12 @@ async fn run(
     let paused_ms = match frozen {
         Some(frozen) => {
             let paused = frozen.resume().await.map_err(failed("resume"))?;
-            paused.as_millis() as u64
+            let paused_ms = paused.as_millis() as u64;
+            let _ = lines.send(CommitProgress::Resumed { paused_ms });
+            paused_ms
         }
         None => 0,
     };
-    let _ = lines.send(CommitProgress::Resumed { paused_ms });
     let snapshot = snapshot.map_err(failed("snapshot"))?;
 
     let compression = match request.compression {

@@ -138,7 +138,7 @@ pub struct CommitResult {
 /// `POST /api/v1/nodes/{node}/commitgrants`: the node's agent, asked to
 /// commit a container, asks the server (as the node) whether the user's
 /// token may; the server answers with a [`NodeCommitGrant`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeCommitGrantRequest {
     /// The API token the user's request carried.
@@ -177,4 +177,16 @@ pub struct NodeCommitGrant {
     /// What the target project may still store, when it has a quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_remaining_bytes: Option<u64>,
+}
+
+/// The user's token stays out of logs.
+impl std::fmt::Debug for NodeCommitGrantRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCommitGrantRequest")
+            .field("token", &"<hidden>")
+            .field("project", &self.project)
+            .field("pod", &self.pod)
+            .field("request", &self.request)
+            .finish()
+    }
 }

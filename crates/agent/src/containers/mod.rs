@@ -48,6 +48,7 @@ pub use mounts::mounted_under;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
 pub use runc_driver::RuncDriver;
 pub use setup::NodeSetup;
+pub(crate) use setup::mounted_layers;
 pub use volumes::VolumeSource;
 
 use self::host_ports::{HostPorts, forwards_of};

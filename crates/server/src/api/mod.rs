@@ -9,7 +9,9 @@ mod alerts;
 mod audit;
 mod claims;
 mod cluster;
-mod commit;
+/// `wharf commit POD`; [`commit::commit_pod`] is the entry point of the
+/// component flow too.
+pub(crate) mod commit;
 mod config;
 mod cost;
 mod cost_budgets;

@@ -409,6 +409,41 @@ async fn a_committed_container_runs_again_as_it_was_and_docker_pulls_it() {
     let described = cli.run(&["describe", "pod", "-p", "shop", &pod]);
     assert!(described.contains("Committed"), "{described}");
 
+    // Without the pause, zstd: nothing frozen, an OCI zstd layer on the
+    // same base layers.
+    let unpaused = wharf(home.path())
+        .args([
+            "commit",
+            "-p",
+            "shop",
+            &pod,
+            "shop/snap:zstd",
+            "--pause=false",
+            "--compression",
+            "zstd",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&unpaused.stderr);
+    assert!(unpaused.status.success(), "{progress}");
+    assert!(
+        !progress.contains("paused") && !progress.contains("resumed"),
+        "{progress}"
+    );
+    let zstd: Value = serde_json::from_slice(&unpaused.stdout).unwrap();
+    assert_eq!(
+        (zstd["pausedMs"].as_u64(), zstd["reusedLayers"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let zstd_manifest: Value =
+        serde_json::from_slice(&skopeo.inspect_raw("shop/snap:zstd").await).unwrap();
+    assert_eq!(
+        zstd_manifest["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+
     // A new Deployment from the snapshot sees exactly the changes.
     let snapshot = result["image"].as_str().unwrap().to_string();
     cli.run_with(
