@@ -25,7 +25,7 @@ use wharf_image::{
     NewLayer, Platform, PullPolicy, PullProgress, RegistryCredentials, UnpackLimits, UnpackOptions,
     measure_upper, unpack_layer,
 };
-use wharf_testkit::prereq::require_root_and;
+use wharf_testkit::prereq::{require_root, require_root_and};
 
 const NO_PROGRESS: &(dyn Fn(u64, u64) + Sync) = &|_, _| {};
 const NO_PULL_PROGRESS: &(dyn Fn(PullProgress) + Sync) = &|_| {};
@@ -215,7 +215,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
         ("etc/conf", "old"),
         ("etc/hostname", "base"),
         ("gone.txt", "deleted by the container"),
-        ("keep/a", "kept"),
+        ("keep/a", "deleted with its directory"),
         ("olddir/x", "hidden by the opaque dir"),
         ("olddir/sub/y", "hidden too"),
         ("bin/tool", "#!tool"),
@@ -232,6 +232,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     xattr::set(m("new.txt"), "user.note", b"hello").unwrap();
     fs::write(m("etc/conf"), b"changed").unwrap();
     fs::remove_file(m("gone.txt")).unwrap();
+    fs::remove_dir_all(m("keep")).unwrap();
     fs::remove_dir_all(m("olddir")).unwrap();
     fs::create_dir(m("olddir")).unwrap();
     fs::write(m("olddir/fresh"), b"fresh").unwrap();
@@ -275,6 +276,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
             "file etc/conf",
             "file .wh.gone.txt",
             "file hard.txt",
+            "file .wh.keep",
             "symlink link -> new.txt",
             "dir mnt/",
             "hardlink new.txt -> hard.txt",
@@ -340,6 +342,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     let skip = ["etc/resolv.conf", "mnt/vol"];
     let expected = describe(&merged, &skip);
     assert!(expected.contains_key("new.txt") && !expected.contains_key("gone.txt"));
+    assert!(!expected.contains_key("keep"));
     assert!(!expected.contains_key("olddir/x"));
     assert_eq!(describe(&at("check"), &skip), expected);
 
@@ -427,6 +430,55 @@ async fn an_empty_upper_directory_makes_an_empty_layer() {
     let tar = zstd::decode_all(&fs::read(&layer.path).unwrap()[..]).unwrap();
     assert_eq!(tar, vec![0u8; 1024]);
     assert_eq!(layer.diff_id, sha256(&tar));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_overlay_markers_of_both_namespaces_and_refuses_redirects() {
+    if !require_root("trusted.overlay.* xattrs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let upper = plain_upper(dir.path());
+    let store = open_store(&dir.path().join("cache")).await;
+    // A `userxattr` mount marks opaque directories in the user namespace.
+    fs::create_dir(upper.join("opaque")).unwrap();
+    xattr::set(upper.join("opaque"), "user.overlay.opaque", b"y").unwrap();
+    xattr::set(upper.join("srv"), "trusted.overlay.origin", b"\0\xfb").unwrap();
+    let snapshot = store.snapshot_upper(&upper, &[]).await.unwrap();
+    let entries = read_tar(snapshot.path());
+    let lines: Vec<&str> = entries.iter().map(|e| e.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "dir opaque/",
+            "file opaque/.wh..wh..opq",
+            "dir srv/",
+            "file srv/data.bin",
+            "symlink srv/link -> new.txt",
+            "file srv/new.txt",
+        ]
+    );
+    assert!(
+        entries.iter().all(|e| e.xattrs.is_empty()),
+        "overlay's xattrs are not copied"
+    );
+    drop(snapshot);
+
+    for (path, name, what) in [
+        ("srv", "trusted.overlay.redirect", "redirect_dir"),
+        ("srv/new.txt", "trusted.overlay.metacopy", "metacopy"),
+    ] {
+        xattr::set(upper.join(path), name, b"x").unwrap();
+        let err = measure_upper(&upper, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains(what) && err.to_string().contains(&format!("/{path}")),
+            "{err}"
+        );
+        let err = store.snapshot_upper(&upper, &[]).await.unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+        xattr::remove(upper.join(path), name).unwrap();
+    }
+    assert!(common::names(&store.root().join("tmp")).is_empty());
 }
 
 #[tokio::test]
@@ -754,6 +806,168 @@ async fn pushes_a_commit_over_its_base_reusing_base_layers_and_pulls_it_back() {
 
         let fresh = dir.path().join(format!("fresh-{i}"));
         pull_and_check_view(&wharf, &fresh, &target_ref, &pushed.manifest_digest).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_without_access_to_the_target_is_refused_naming_the_step() {
+    if !require_root("a commit's layer holds a whiteout") {
+        return;
+    }
+    let wharf = Wharf::start().await;
+    let (robot, secret) = wharf.project_with_puller("shop").await;
+    wharf.project_with_puller("other").await;
+    wharf.push("shop/base", &oci_base(), "1.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir.path().join("node")).await;
+    let puller = RegistryCredentials::new(&robot, &secret);
+    let base_ref = reference(&wharf, "shop/base:1.0");
+    let pulled = store
+        .pull(
+            &base_ref,
+            Some(&puller),
+            PullPolicy::Always,
+            NO_PULL_PROGRESS,
+        )
+        .await
+        .unwrap();
+    let layer = make_layer(&store, dir.path(), Compression::Gzip).await;
+    let none = ConfigChanges::default();
+    for target in ["other/app:v1", "shop/base:snap"] {
+        let target_ref = reference(&wharf, target);
+        let err = store
+            .push_commit(
+                CommitPush {
+                    base: &base_ref,
+                    base_digest: &pulled.manifest_digest,
+                    layer: &layer,
+                    changes: &none,
+                    author: None,
+                    message: None,
+                    created: CREATED,
+                    target: &target_ref,
+                },
+                Some(&puller),
+                NO_PROGRESS,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&target_ref.to_string()), "{err}");
+        let ImageError::CommitPush { step, source, .. } = &err else {
+            panic!("{target}: {err}");
+        };
+        assert!(
+            matches!(**source, ImageError::Unauthorized { .. }),
+            "{target}: {err}"
+        );
+        assert!(
+            step.starts_with("reuse base layer") || step.starts_with("upload layer"),
+            "{target}: {err}"
+        );
+        let repo = target_ref.repository().as_str();
+        let tag = target_ref.tag().unwrap().as_str();
+        assert_eq!(
+            wharf.status(repo, "manifests", tag).await,
+            404,
+            "{target}: nothing tagged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_arch_base_commits_over_this_platforms_manifest() {
+    if !require_root_and(
+        "a_multi_arch_base (whiteouts, overlay mounts)",
+        &["mount", "umount"],
+    ) {
+        return;
+    }
+    let wharf = Wharf::start().await;
+    wharf.project_with_puller("shop").await;
+    let ours = oci_base();
+    let other_arch = if host_arch() == "s390x" {
+        "riscv64"
+    } else {
+        "s390x"
+    };
+    let theirs = Image::new(base_layers(), other_arch, &["--other"]);
+    wharf
+        .push("shop/multi", &ours, &ours.digest().to_string())
+        .await;
+    wharf
+        .push("shop/multi", &theirs, &theirs.digest().to_string())
+        .await;
+    let index = registry::index_of(&[(other_arch, &theirs), (host_arch().as_str(), &ours)]);
+    wharf.push_index("shop/multi", &index, "1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base_ref = reference(&wharf, "shop/multi:1");
+    let node = open_store(&dir.path().join("node")).await;
+    let pulled = node
+        .pull(
+            &base_ref,
+            Some(&admin()),
+            PullPolicy::Always,
+            NO_PULL_PROGRESS,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.manifest_digest,
+        sha256(&index),
+        "the base resolved to the index"
+    );
+    let layer = make_layer(&node, dir.path(), Compression::Gzip).await;
+    let none = ConfigChanges::default();
+    // Pushed by the node that pulled it (its record names the platform
+    // manifest) and by one that did not (the index is resolved again).
+    let fresh = open_store(&dir.path().join("other-node")).await;
+    for (store, tag) in [(&node, "snap"), (&fresh, "snap2")] {
+        let target = reference(&wharf, &format!("shop/multi:{tag}"));
+        let pushed = store
+            .push_commit(
+                CommitPush {
+                    base: &base_ref,
+                    base_digest: &pulled.manifest_digest,
+                    layer: &layer,
+                    changes: &none,
+                    author: None,
+                    message: None,
+                    created: CREATED,
+                    target: &target,
+                },
+                Some(&admin()),
+                NO_PROGRESS,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(pushed.reused_layers, 2);
+        let (content_type, manifest) = wharf.get("shop/multi", "manifests", tag).await;
+        assert_eq!(
+            content_type, OCI_MANIFEST,
+            "{tag}: an image manifest, not an index"
+        );
+        let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+        let (_, config) = wharf
+            .get(
+                "shop/multi",
+                "blobs",
+                manifest["config"]["digest"].as_str().unwrap(),
+            )
+            .await;
+        let config: Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["architecture"], json!(host_arch()), "{tag}");
+        assert_eq!(
+            config["config"]["Cmd"],
+            json!(["--port", "8080"]),
+            "{tag}: this platform's config"
+        );
+        pull_and_check_view(
+            &wharf,
+            &dir.path().join(format!("fresh-{tag}")),
+            &target,
+            &pushed.manifest_digest,
+        )
+        .await;
     }
 }
 

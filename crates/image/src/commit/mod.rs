@@ -11,7 +11,8 @@
 //!                                 diff_id, gzip/zstd, digest
 //! ImageStore::push_commit         push.rs: base manifest and config read back and
 //!                                 verified, base layers found or mounted, new
-//!                                 layer and config uploaded, manifest put
+//!                                 layer and config uploaded, manifest put;
+//!                                 extend.rs builds the new config and manifest
 //! ConfigChanges::parse            changes.rs: docker commit's --change
 //! ```
 //!
@@ -21,6 +22,7 @@
 
 mod changes;
 mod compress;
+mod extend;
 mod push;
 mod snapshot;
 mod walk;

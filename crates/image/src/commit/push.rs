@@ -9,32 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use wharf_distribution::{content_digest, location};
-use wharf_oci::manifest::{DOCKER_IMAGE_CONFIG, DOCKER_MANIFEST, OCI_IMAGE_CONFIG, OCI_MANIFEST};
-use wharf_oci::{Descriptor, Digest, DigestAlgorithm, ParsedManifest};
+use wharf_oci::{Descriptor, Digest, DigestAlgorithm};
 
+use super::extend::{Base, new_config, new_manifest};
 use super::{CommitPush, PushedCommit};
 use crate::client::Session;
 use crate::error::io_err;
 use crate::resolve::{MAX_CONFIG_BYTES, resolve, verify_manifest};
-use crate::{Compression, ImageConfig, ImageError, ImageRef, ImageStore, blocking};
+use crate::{ImageConfig, ImageError, ImageRef, ImageStore, blocking};
 
-/// Docker's gzip layer type, used when a Docker manifest stays Docker.
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 /// Bytes read from the layer file per body chunk.
 const UPLOAD_CHUNK: usize = 1 << 20;
-/// `created_by` of the history entry a commit adds.
-const CREATED_BY: &str = "wharf commit";
-
-/// The base image as the registry holds it: its platform manifest (raw and
-/// parsed) and config (raw).
-struct Base {
-    manifest: ParsedManifest,
-    manifest_json: Value,
-    config: Bytes,
-}
 
 /// Pushes a commit; see [`ImageStore::push_commit`].
 pub(crate) async fn push(
@@ -260,125 +248,6 @@ async fn read_base(
     })
 }
 
-/// The base config with the new layer's diff_id, a history entry, the new
-/// creation time and the changes applied; every other field kept as it is.
-fn new_config(base: &[u8], push: &CommitPush<'_>) -> Result<(Vec<u8>, Digest), ImageError> {
-    let invalid = |reason: &str| ImageError::InvalidConfig {
-        image: push.base.to_string(),
-        reason: reason.to_string(),
-    };
-    let mut config: Value = serde_json::from_slice(base).map_err(|e| invalid(&e.to_string()))?;
-    let root = config
-        .as_object_mut()
-        .ok_or_else(|| invalid("the config is no JSON object"))?;
-    let diff_ids = root
-        .get_mut("rootfs")
-        .and_then(|r| r.get_mut("diff_ids"))
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| invalid("the config has no rootfs.diff_ids"))?;
-    diff_ids.push(Value::String(push.layer.diff_id.to_string()));
-    let mut entry = Map::new();
-    entry.insert("created".into(), json!(push.created));
-    entry.insert("created_by".into(), json!(CREATED_BY));
-    if let Some(author) = push.author {
-        entry.insert("author".into(), json!(author));
-    }
-    if let Some(message) = push.message {
-        entry.insert("comment".into(), json!(message));
-    }
-    match root.get_mut("history").and_then(Value::as_array_mut) {
-        Some(history) => history.push(Value::Object(entry)),
-        None => {
-            root.insert("history".into(), Value::Array(vec![Value::Object(entry)]));
-        }
-    }
-    root.insert("created".into(), json!(push.created));
-    if let Some(author) = push.author {
-        root.insert("author".into(), json!(author));
-    }
-    let container = root
-        .entry("config".to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !container.is_object() {
-        *container = Value::Object(Map::new());
-    }
-    push.changes
-        .apply(container.as_object_mut().expect("made an object above"));
-    let bytes = serde_json::to_vec(&config)
-        .map_err(|e| ImageError::Internal(format!("encode the commit's config: {e}")))?;
-    let digest = Digest::of(DigestAlgorithm::Sha256, &bytes);
-    Ok((bytes, digest))
-}
-
-/// The new manifest's media type and bytes: Docker schema 2 if the base is
-/// and the layer is gzip (Docker has no zstd layers), else OCI. The base
-/// layers' descriptors are kept as the base manifest has them (with their
-/// annotations), their Docker media types renamed to OCI's in an OCI
-/// manifest.
-fn new_manifest(
-    base: &Base,
-    push: &CommitPush<'_>,
-    config_digest: &Digest,
-    config_size: u64,
-) -> Result<(&'static str, Vec<u8>), ImageError> {
-    let docker =
-        base.manifest.media_type == DOCKER_MANIFEST && push.layer.compression == Compression::Gzip;
-    let (manifest_type, config_type, layer_type) = if docker {
-        (DOCKER_MANIFEST, DOCKER_IMAGE_CONFIG, DOCKER_LAYER_GZIP)
-    } else {
-        (
-            OCI_MANIFEST,
-            OCI_IMAGE_CONFIG,
-            push.layer.media_type.as_str(),
-        )
-    };
-    let mut layers: Vec<Value> = base
-        .manifest_json
-        .get("layers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !docker {
-        for layer in &mut layers {
-            if let Some(media_type) = layer.get("mediaType").and_then(Value::as_str)
-                && let Some(oci) = oci_equivalent(media_type)
-            {
-                layer["mediaType"] = json!(oci);
-            }
-        }
-    }
-    layers.push(json!({
-        "mediaType": layer_type,
-        "digest": push.layer.digest.to_string(),
-        "size": push.layer.size,
-    }));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "config": {"mediaType": config_type, "digest": config_digest.to_string(), "size": config_size},
-        "layers": layers,
-    });
-    let bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| ImageError::Internal(format!("encode the commit's manifest: {e}")))?;
-    Ok((manifest_type, bytes))
-}
-
-/// The OCI media type of a Docker layer type (same bytes, same digest).
-fn oci_equivalent(docker: &str) -> Option<&'static str> {
-    match docker {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Some("application/vnd.oci.image.layer.v1.tar+gzip")
-        }
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            Some("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => {
-            Some("application/vnd.oci.image.layer.v1.tar")
-        }
-        _ => None,
-    }
-}
-
 /// Layers fetched from elsewhere than the registry (Windows base layers):
 /// nothing to find or mount.
 fn is_foreign(layer: &Descriptor) -> bool {
@@ -410,6 +279,13 @@ async fn reuse_layer(
                 // Not mounted: the registry opened an upload session instead.
                 cancel_session(session, &response).await;
                 why.push_str(&format!(" and mounting it from {from} was refused"));
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let url = session
+                    .registry()
+                    .url(&format!("/v2/{}/blobs/uploads/", session.repository()));
+                let what = format!("mount of {digest} from {from}");
+                return session.success(Ok(response), &url, &what).await.map(|_| ());
             }
             status => why.push_str(&format!(" and mounting it from {from} answered {status}")),
         }
@@ -486,6 +362,24 @@ async fn upload_file(
     sent: Arc<AtomicU64>,
 ) -> Result<(), ImageError> {
     let upload = start_upload(session).await?;
+    let result = stream_file(session, layer, upload.clone(), sent).await;
+    if result.is_err() {
+        // Best effort: the registry would expire the session anyway.
+        let _ = session
+            .registry()
+            .cancel_upload(session.repository(), &upload)
+            .await;
+    }
+    result
+}
+
+/// The body of [`upload_file`] once the session is open.
+async fn stream_file(
+    session: &Session,
+    layer: &super::NewLayer,
+    upload: reqwest::Url,
+    sent: Arc<AtomicU64>,
+) -> Result<(), ImageError> {
     let path = layer.path.clone();
     let file = tokio::fs::File::open(&path)
         .await

@@ -289,6 +289,19 @@ impl Wharf {
         (content_type, response.bytes().await.unwrap().to_vec())
     }
 
+    /// The status of `GET /v2/<repo>/<kind>/<reference>` as admin.
+    pub async fn status(&self, repo: &str, kind: &str, reference: &str) -> u16 {
+        let token = self.push_token(repo).await;
+        let response = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/{kind}/{reference}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    }
+
     /// Pushes an index over already pushed images.
     pub async fn push_index(&self, repo: &str, index: &[u8], reference: &str) {
         let token = self.push_token(repo).await;
