@@ -472,3 +472,105 @@ async fn run(
         total_ms: started.elapsed().as_millis() as u64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A `runc` that only writes down what it was asked
+    /// (`pause ID`, `resume ID`) in `calls`.
+    fn recording_runc(dir: &std::path::Path) -> (wharf_runc::Runc, PathBuf) {
+        let calls = dir.join("calls");
+        let script = dir.join("runc");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\nshift 2\necho \"$@\" >> {}\n", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (wharf_runc::Runc::new(&script, dir.join("root")), calls)
+    }
+
+    /// A snapshot that fails while the container is frozen still resumes
+    /// it, reports the pause, and fails at `snapshot`.
+    #[tokio::test]
+    async fn a_failed_snapshot_still_resumes_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runc, calls) = recording_runc(dir.path());
+        let store = ImageStore::open(dir.path().join("images"), Default::default())
+            .await
+            .unwrap();
+        let base_ref = ImageRef::parse("127.0.0.1:7700/shop/web:1").unwrap();
+        let prepared = Prepared {
+            source: CommitSource {
+                store: Arc::new(store),
+                credentials: None,
+                default_registry: None,
+            },
+            runc,
+            container_id: "pod1-web".into(),
+            // Gone between the checks and the snapshot.
+            upper: dir.path().join("no-such-upper"),
+            exclude: Vec::new(),
+            base: wharf_image::PulledImage {
+                reference: base_ref.clone(),
+                manifest_digest: format!("sha256:{}", "a".repeat(64)).parse().unwrap(),
+                config_digest: format!("sha256:{}", "b".repeat(64)).parse().unwrap(),
+                config: Default::default(),
+                layers: Vec::new(),
+                size_bytes: 0,
+            },
+            base_ref,
+            target: ImageRef::parse("127.0.0.1:7700/shop/snap:1").unwrap(),
+            changes: Default::default(),
+            measured: Default::default(),
+            started: Instant::now(),
+        };
+        let request: CommitRequest = serde_json::from_str(r#"{"image":"shop/snap:1"}"#).unwrap();
+        let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let failure = run(prepared, &request, &lines)
+            .await
+            .err()
+            .expect("a failure");
+        assert_eq!(failure.step, "snapshot", "{}", failure.message);
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "pause pod1-web\nresume pod1-web\n"
+        );
+        drop(lines);
+        let mut seen = Vec::new();
+        while let Some(line) = receiver.recv().await {
+            seen.push(line);
+        }
+        assert!(matches!(seen[1], CommitProgress::Paused), "{seen:?}");
+        assert!(
+            matches!(seen[2], CommitProgress::Resumed { .. }),
+            "{seen:?}"
+        );
+    }
+
+    /// A pause whose resume is never reached (a panic, a dropped task)
+    /// is thawed all the same.
+    #[tokio::test]
+    async fn a_frozen_container_is_resumed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runc, calls) = recording_runc(dir.path());
+        let frozen = Frozen::pause(&runc, "pod1-web").await.unwrap();
+        drop(frozen);
+        for _ in 0..100 {
+            if std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .contains("resume")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap(),
+            "pause pod1-web\nresume pod1-web\n"
+        );
+    }
+}
