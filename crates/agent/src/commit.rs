@@ -532,8 +532,7 @@ mod tests {
         let (lines, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let failure = run(prepared, &request, &lines)
             .await
-            .err()
-            .expect("a failure");
+            .expect_err("a failure");
         assert_eq!(failure.step, "snapshot", "{}", failure.message);
         assert_eq!(
             std::fs::read_to_string(&calls).unwrap(),
