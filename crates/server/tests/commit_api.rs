@@ -285,6 +285,12 @@ async fn refusals_come_before_the_node_is_contacted() {
     app.flush_audit().await;
     let audited = app.audit_events("pod.commit").await;
     assert!(
+        audited
+            .iter()
+            .any(|e| e.outcome == wharf_audit::Outcome::Denied),
+        "{audited:?}"
+    );
+    assert!(
         audited.iter().any(|e| e
             .detail
             .as_deref()

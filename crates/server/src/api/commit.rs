@@ -291,7 +291,7 @@ pub(crate) async fn commit_pod(
                 project,
                 pod,
                 request,
-                &Err(reply.message.clone()),
+                &Err((reply.status, reply.message.clone())),
             );
             CommitFailure::refused(reply)
         })?;
@@ -341,7 +341,7 @@ async fn run_checked(
                 started.elapsed().as_millis()
             )
         })
-        .map_err(|f| format!("failed at {}: {}", f.step, f.message));
+        .map_err(|f| (f.status, format!("failed at {}: {}", f.step, f.message)));
     audit(state, caller, project, pod, request, &audited);
     outcome
 }
@@ -352,13 +352,21 @@ fn audit(
     project: &str,
     pod: &str,
     request: &CommitRequest,
-    outcome: &Result<String, String>,
+    outcome: &Result<String, (StatusCode, String)>,
 ) {
     let container = request.container.as_deref().unwrap_or("(only)");
     let asked = format!("container {container} to image {}", request.image);
     let (result, detail) = match outcome {
         Ok(done) => (Outcome::Success, format!("{asked}: {done}")),
-        Err(why) => (Outcome::Failed, format!("{asked}: {why}")),
+        Err((status, why)) => {
+            let denied = matches!(*status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED);
+            let outcome = if denied {
+                Outcome::Denied
+            } else {
+                Outcome::Failed
+            };
+            (outcome, format!("{asked}: {why}"))
+        }
     };
     let event = AuditEvent::new(
         caller.principal.name(),
