@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -36,7 +36,6 @@ use wharf_oci::{RepositoryName, Tag};
 use super::node_proxy::{self, http};
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
-use crate::registry_auth::bearer;
 
 /// How long a node may push for one commit: compressing and pushing a
 /// large layer takes minutes; a grant left by an agent that died means
@@ -266,17 +265,18 @@ pub(crate) async fn check_commit(
     })
 }
 
-/// Commits a container of pod `project/pod` for `caller`, whose API
-/// `token` goes to the node (the agent asks the server itself what the
-/// token may): every check first ([`check_commit`]), then the node's
-/// progress to `progress` as it comes. Audited as `pod.commit`, and
+/// Commits a container of pod `project/pod` for `caller`: every check
+/// first ([`check_commit`]), then the node's progress to `progress` as it
+/// comes. The node gets a fresh API token of the caller's (the agent asks
+/// the server itself what the token may, as for logs and exec), so a
+/// caller whose own token is about to expire — or a long component flow
+/// acting for its user — commits all the same. Audited as `pod.commit`, and
 /// recorded as a pod event, `Committed` (image, pause time) or
 /// `CommitFailed` (the step). The one entry point for a commit, for the
 /// route and the component flow alike.
 pub(crate) async fn commit_pod(
     state: &AppState,
     caller: &ApiCaller,
-    token: &str,
     project: &str,
     pod: &str,
     request: &CommitRequest,
@@ -295,7 +295,12 @@ pub(crate) async fn commit_pod(
             );
             CommitFailure::refused(reply)
         })?;
-    run_checked(state, caller, token, &checked, request, progress).await
+    let token = state
+        .identity
+        .issue_api_token(&caller.principal)
+        .await
+        .map_err(|e| CommitFailure::refused(e.into()))?;
+    run_checked(state, caller, &token.token, &checked, request, progress).await
 }
 
 /// The node's part of a commit that passed [`check_commit`].
@@ -473,10 +478,8 @@ pub(crate) async fn commit(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path((project, pod)): Path<(String, String)>,
-    headers: HeaderMap,
     JsonBody(request): JsonBody<CommitRequest>,
 ) -> ApiResult<Response> {
-    let token = bearer(&headers).unwrap_or_default().to_string();
     let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<CommitProgress>();
     let first = tokio::sync::oneshot::channel::<Option<CommitFailure>>();
     tokio::spawn(async move {
@@ -490,7 +493,7 @@ pub(crate) async fn commit(
             answered(None);
             let _ = lines.send(line.clone());
         };
-        let outcome = commit_pod(&state, &caller, &token, &project, &pod, &request, &forward).await;
+        let outcome = commit_pod(&state, &caller, &project, &pod, &request, &forward).await;
         if let Err(failure) = outcome {
             // The node's own failures came as its last line; a broken-off
             // answer gets one here.
