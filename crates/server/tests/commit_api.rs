@@ -212,6 +212,16 @@ async fn refusals_come_before_the_node_is_contacted() {
     .await
     .expect(StatusCode::NOT_FOUND);
 
+    // An administrator may push anywhere, but not to a project that does
+    // not exist.
+    let ghost = commit(&app, &admin, &pod, json!({"image": "ghost/snap:1"})).await;
+    assert_eq!(ghost.status, StatusCode::NOT_FOUND, "{}", ghost.json());
+    assert!(
+        error_message(&ghost).contains("project ghost"),
+        "{}",
+        ghost.json()
+    );
+
     // A pod no node took.
     app.apply_yaml(&admin, &deployment("nowhere", "none"))
         .await

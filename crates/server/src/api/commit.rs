@@ -241,8 +241,11 @@ pub(crate) async fn check_commit(
             )));
         }
     };
+    // Only those who may push there get this far, so the project exists
+    // (but may be deleted meanwhile: then this says so).
     let target_project = target.repository.project();
-    let quota_remaining_bytes = match state.identity.project_quota(target_project).await? {
+    let quota = state.identity.project(target_project).await?.quota_bytes;
+    let quota_remaining_bytes = match quota {
         Some(quota) => {
             let used = state.registry.usage(target_project).await?;
             Some(quota.saturating_sub(used))
