@@ -212,12 +212,12 @@ async fn refusals_come_before_the_node_is_contacted() {
     .await
     .expect(StatusCode::NOT_FOUND);
 
-    // An administrator may push anywhere, but not to a project that does
-    // not exist.
+    // Not even an administrator pushes to a project that does not exist
+    // (the token server would not let them either).
     let ghost = commit(&app, &admin, &pod, json!({"image": "ghost/snap:1"})).await;
-    assert_eq!(ghost.status, StatusCode::NOT_FOUND, "{}", ghost.json());
+    assert_eq!(ghost.status, StatusCode::FORBIDDEN, "{}", ghost.json());
     assert!(
-        error_message(&ghost).contains("project ghost"),
+        error_message(&ghost).contains("ghost/snap"),
         "{}",
         ghost.json()
     );
