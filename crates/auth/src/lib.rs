@@ -21,7 +21,7 @@ pub use identity::{
 };
 pub use model::{
     Action, Actions, InventoryRole, Member, NODE_ROBOT_PREFIX, Principal, Project,
-    ProjectWithUsage, Robot, RobotPermission, Role, Settings, SystemPermission, User,
+    ProjectWithUsage, ProxyCache, Robot, RobotPermission, Role, Settings, SystemPermission, User,
 };
 pub use names::{check_project_name, check_user_name, is_robot_name};
 pub use password::{MAX_PASSWORD, MIN_PASSWORD};

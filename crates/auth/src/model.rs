@@ -279,8 +279,29 @@ pub struct Project {
     /// project admins set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tier: Option<String>,
+    /// Set when the project is a pull-through cache of another registry;
+    /// fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cache: Option<ProxyCache>,
     /// Creation time, unix milliseconds.
     pub created_at: u64,
+}
+
+/// How a proxy cache project reaches its upstream: `PROJECT/<path>` is
+/// pulled from `<path>` at the replication endpoint `endpoint`, whose
+/// credentials it uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyCache {
+    /// The replication endpoint (kind `wharf` or `registry`).
+    pub endpoint: String,
+    /// Seconds a cached tag is served before it is checked again with the
+    /// upstream.
+    pub ttl_secs: u64,
+}
+
+impl ProxyCache {
+    /// A tag is revalidated after an hour unless the project says otherwise.
+    pub const DEFAULT_TTL_SECS: u64 = 3600;
 }
 
 /// A project with the storage its repositories use, as the API shows it.

@@ -96,6 +96,11 @@ pub enum RegistryError {
         /// The `WWW-Authenticate` challenge naming the scope to ask for.
         challenge: String,
     },
+    /// A proxy cache's upstream registry did not deliver what a pull needs
+    /// (unreachable, refused, or content that does not match its digest);
+    /// the message names the upstream.
+    #[error("upstream registry: {0}")]
+    Upstream(String),
     /// Concurrent writers kept conflicting; the client may retry.
     #[error("too much contention on {0}, retry")]
     Contention(String),

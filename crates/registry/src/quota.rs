@@ -87,6 +87,44 @@ impl Registry {
         Ok(())
     }
 
+    /// Refuses, before anything is written, storing `blobs` (digest and
+    /// size) in `project` when together they would take it over its quota;
+    /// digests it already stores cost nothing. A proxy cache checks a whole
+    /// image this way before it fetches any of it, so a pull over the quota
+    /// stores nothing; each write still checks again as it commits.
+    pub async fn check_room(
+        &self,
+        project: &str,
+        blobs: &[(Digest, u64)],
+    ) -> Result<(), RegistryError> {
+        let Some(quota) = self.quotas.quota(project).await else {
+            return Ok(());
+        };
+        let mut needed = 0u64;
+        let mut seen = HashSet::new();
+        for (digest, size) in blobs {
+            if seen.insert(digest)
+                && self
+                    .store
+                    .get(&keys::stored(project, digest))
+                    .await?
+                    .is_none()
+            {
+                needed = needed.saturating_add(*size);
+            }
+        }
+        let usage = self.usage(project).await?;
+        if needed > 0 && usage.saturating_add(needed) > quota {
+            return Err(RegistryError::QuotaExceeded {
+                project: project.to_string(),
+                quota,
+                usage,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
     /// Adds to `txn` one more (`delta` = +1) or one fewer (-1) reference to
     /// `digest` in `project`, adjusting usage when the first reference
     /// appears or the last goes. An increment that would exceed the quota

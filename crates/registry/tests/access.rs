@@ -87,6 +87,7 @@ fn setup() -> (TestRegistry, Arc<Recorder>) {
     let gate = Gate {
         authorizer: Arc::new(authorizer),
         events: events.clone(),
+        pull_through: Arc::new(wharf_registry::http::NoPullThrough),
     };
     (TestRegistry::with_gate(gate), events)
 }

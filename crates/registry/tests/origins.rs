@@ -44,6 +44,7 @@ fn setup_with(config: RegistryConfig) -> (TestRegistry, Arc<Recorder>) {
     let gate = Gate {
         authorizer: Arc::new(OpenAccess),
         events: events.clone(),
+        pull_through: Arc::new(wharf_registry::http::NoPullThrough),
     };
     let config = RegistryConfig {
         instance: HERE.to_string(),

@@ -47,6 +47,7 @@ mod local;
 mod model;
 mod plan;
 mod probe;
+pub mod proxy;
 mod queue;
 mod remote;
 mod schedule;

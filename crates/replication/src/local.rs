@@ -11,6 +11,7 @@ use wharf_registry::{DeleteOutcome, Origin, Registry, RegistryError, TagOutcome,
 
 use crate::ReplicationError;
 use crate::access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
+use crate::proxy::ProxyProjects;
 
 /// Creates a project in this server (the server knows identities; this
 /// crate does not).
@@ -21,13 +22,35 @@ pub type ProjectCreator =
 pub struct LocalRegistry {
     registry: Arc<Registry>,
     projects: Option<ProjectCreator>,
+    /// Proxy cache projects, which take no replicated writes.
+    pub(crate) proxies: Option<Arc<dyn ProxyProjects>>,
 }
 
 impl LocalRegistry {
     /// Wraps the server's registry; `projects` creates missing projects
     /// that pulled artifacts go to.
     pub fn new(registry: Arc<Registry>, projects: Option<ProjectCreator>) -> LocalRegistry {
-        LocalRegistry { registry, projects }
+        LocalRegistry {
+            registry,
+            projects,
+            proxies: None,
+        }
+    }
+
+    /// Refuses to write into a proxy cache project: its content is what
+    /// its upstream serves, fetched by the cache alone.
+    async fn check_write(&self, repo: &RepositoryName) -> Result<(), ReplicationError> {
+        let Some(proxies) = &self.proxies else {
+            return Ok(());
+        };
+        match proxies.settings(repo.project()).await? {
+            None => Ok(()),
+            Some(settings) => Err(ReplicationError::Registry(RegistryError::Denied(format!(
+                "project {} is a proxy cache of endpoint {}: replication does not write into it",
+                repo.project(),
+                settings.endpoint
+            )))),
+        }
     }
 }
 
@@ -181,6 +204,7 @@ impl RegistryAccess for LocalRegistry {
         digest: &Digest,
         from: &RepositoryName,
     ) -> Result<bool, ReplicationError> {
+        self.check_write(repo).await?;
         Ok(self
             .registry
             .mount_blob(repo, digest, from)
@@ -189,6 +213,7 @@ impl RegistryAccess for LocalRegistry {
     }
 
     async fn start_upload(&self, repo: &RepositoryName) -> Result<String, ReplicationError> {
+        self.check_write(repo).await?;
         Ok(self.registry.start_upload(repo).await?.id)
     }
 
@@ -235,6 +260,7 @@ impl RegistryAccess for LocalRegistry {
         manifest: &Manifest,
         origin: Option<&Origin>,
     ) -> Result<TagWrite, ReplicationError> {
+        self.check_write(repo).await?;
         let reference = parse_reference(reference)?;
         let pushed = self
             .registry
@@ -275,6 +301,7 @@ impl RegistryAccess for LocalRegistry {
         reference: &str,
         origin: Option<&Origin>,
     ) -> Result<TagDelete, ReplicationError> {
+        self.check_write(repo).await?;
         let reference = parse_reference(reference)?;
         match absent_as_none(
             self.registry

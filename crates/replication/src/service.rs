@@ -155,7 +155,24 @@ impl Replication {
     /// `creator`. Set before sharing.
     pub fn with_project_creator(mut self, creator: crate::local::ProjectCreator) -> Replication {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.local = Arc::new(LocalRegistry::new(inner.registry.clone(), Some(creator)));
+            let mut local = LocalRegistry::new(inner.registry.clone(), Some(creator));
+            local.proxies = inner.local.proxies.clone();
+            inner.local = Arc::new(local);
+        }
+        self
+    }
+
+    /// Refuses replicated writes into the proxy cache projects `proxies`
+    /// names (a pull policy into one fails its tasks, saying so). Set
+    /// before sharing.
+    pub fn with_proxy_projects(
+        mut self,
+        proxies: Arc<dyn crate::proxy::ProxyProjects>,
+    ) -> Replication {
+        if let Some(inner) = Arc::get_mut(&mut self.inner)
+            && let Some(local) = Arc::get_mut(&mut inner.local)
+        {
+            local.proxies = Some(proxies);
         }
         self
     }

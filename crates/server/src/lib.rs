@@ -17,6 +17,7 @@ mod api;
 mod image_layers;
 mod listener;
 mod machine_join;
+mod proxy_cache;
 mod registry_auth;
 mod telemetry;
 mod token_endpoint;
@@ -332,6 +333,7 @@ impl App {
             Registry::new(store.clone(), blobs, registry_config)
                 .with_quotas(Arc::new(registry_auth::ProjectQuotas(identity.clone()))),
         );
+        let proxies = Arc::new(proxy_cache::ProjectProxies::new(identity.clone()));
         let secrets = SecretBox::load_or_create(&data_dir.join("replication.key"))?;
         let reports = audit.clone();
         let jobs = telemetry.clone();
@@ -347,7 +349,8 @@ impl App {
             }
             reports.record(audit_event_of(report))
         }))
-        .with_project_creator(project_creator(identity.clone()));
+        .with_project_creator(project_creator(identity.clone()))
+        .with_proxy_projects(proxies.clone());
         let registry_events: Arc<dyn wharf_registry::http::EventSink> =
             Arc::new(registry_auth::EventFanOut(vec![
                 Arc::new(registry_auth::AuditSink(audit.clone())),
@@ -360,6 +363,12 @@ impl App {
                 public_url: config.public_url.clone(),
             }),
             events: registry_events.clone(),
+            pull_through: Arc::new(proxy_cache::pull_through_cache(
+                registry.clone(),
+                proxies,
+                &replication,
+                audit.clone(),
+            )),
         };
         let image_layers = Arc::new(image_layers::RegistryImageLayers::new(
             registry.clone(),

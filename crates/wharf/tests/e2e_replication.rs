@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cli::{ok, run_with_stdin, wharf};
+use common::docker_registry::DockerRegistry;
 use common::image::{Blob, sha256};
 use common::registry::RegistryClient;
 use common::server::{ADMIN_PASSWORD, admin_credentials, log_tail, spawn_listening};
@@ -904,57 +905,6 @@ async fn push_with(registry: &dyn RegistryAccess, repo: &str, tag: &str, image: 
         .put_manifest(&repo, tag, &manifest, None)
         .await
         .unwrap();
-}
-
-/// Debian's docker-registry (distribution 2.8) inside a namespace.
-struct DockerRegistry {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl DockerRegistry {
-    fn start(ns: &HostNamespace) -> DockerRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 0.0.0.0:5000\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "docker-registry", "serve"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let registry = DockerRegistry {
-            child,
-            address: ns.ns_side().addr.to_string(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(format!("{}:5000", registry.address)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}:5000", self.address)
-    }
-}
-
-impl Drop for DockerRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Fast deterministic bytes (xorshift), incompressible enough for a layer.

@@ -5,7 +5,7 @@ use wharf_store::{StoreExt, Txn};
 use super::records::{MEMBERS, PROJECTS, ROBOTS, encode, member_key};
 use super::{Identity, now_millis};
 use crate::AuthError;
-use crate::model::{Action, Member, Principal, Project, RobotRecord, Role};
+use crate::model::{Action, Member, Principal, Project, ProxyCache, RobotRecord, Role};
 use crate::names::check_new_project_name;
 
 impl Identity {
@@ -16,6 +16,22 @@ impl Identity {
         name: &str,
         public: bool,
         quota_bytes: Option<u64>,
+    ) -> Result<Project, AuthError> {
+        self.create_project_with(creator, name, public, quota_bytes, None)
+            .await
+    }
+
+    /// Creates a project as [`Identity::create_project`] does, as a proxy
+    /// cache when `proxy_cache` is given (in the same write, so the project
+    /// never exists as an ordinary one). The caller checks that the
+    /// endpoint exists.
+    pub async fn create_project_with(
+        &self,
+        creator: &Principal,
+        name: &str,
+        public: bool,
+        quota_bytes: Option<u64>,
+        proxy_cache: Option<ProxyCache>,
     ) -> Result<Project, AuthError> {
         let Principal::User {
             name: creator_name, ..
@@ -30,6 +46,7 @@ impl Identity {
             quota_bytes,
             allow_privileged: false,
             default_tier: None,
+            proxy_cache,
             created_at: now_millis(),
         };
         let member = Member {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderMap;
-use wharf_oci::{Digest, RepositoryName};
+use wharf_oci::{Digest, Reference, RepositoryName};
 
 use crate::{Origin, RegistryError};
 
@@ -154,6 +154,62 @@ impl EventSink for NoEvents {
     fn record(&self, _: RegistryEvent) {}
 }
 
+/// Pull-through caching: repositories whose content comes from another
+/// registry (a proxy cache project). The routes consult it after the
+/// caller is admitted and before they touch local content, so the service
+/// below only ever serves what is stored; how the content is fetched (and
+/// from where, with which credentials) is the implementation's, which
+/// keeps network clients out of this crate.
+#[async_trait]
+pub trait PullThrough: Send + Sync + 'static {
+    /// Before a manifest GET or HEAD: makes `reference` in `repo` current
+    /// (fetches what is missing, revalidates a tag whose TTL has passed).
+    /// `Ok` also when there is nothing to do or cached content is served
+    /// stale; an error is the answer the client gets.
+    async fn manifest(
+        &self,
+        caller: &Caller,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<(), RegistryError>;
+
+    /// Before a blob GET or HEAD: fetches `digest` into `repo` if it is
+    /// missing there.
+    async fn blob(
+        &self,
+        caller: &Caller,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<(), RegistryError>;
+
+    /// Before a client's push or delete in `repo`: `Denied` if the
+    /// repository is a cache only its own fetches may write.
+    async fn check_write(&self, repo: &RepositoryName) -> Result<(), RegistryError>;
+}
+
+/// No repository is a cache.
+pub struct NoPullThrough;
+
+#[async_trait]
+impl PullThrough for NoPullThrough {
+    async fn manifest(
+        &self,
+        _: &Caller,
+        _: &RepositoryName,
+        _: &Reference,
+    ) -> Result<(), RegistryError> {
+        Ok(())
+    }
+
+    async fn blob(&self, _: &Caller, _: &RepositoryName, _: &Digest) -> Result<(), RegistryError> {
+        Ok(())
+    }
+
+    async fn check_write(&self, _: &RepositoryName) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}
+
 /// The hooks a registry router runs with.
 #[derive(Clone)]
 pub struct Gate {
@@ -161,14 +217,17 @@ pub struct Gate {
     pub authorizer: Arc<dyn Authorizer>,
     /// Event consumer.
     pub events: Arc<dyn EventSink>,
+    /// Proxy cache repositories ([`NoPullThrough`] when there are none).
+    pub pull_through: Arc<dyn PullThrough>,
 }
 
 impl Gate {
-    /// No access control, no events.
+    /// No access control, no events, no proxy caches.
     pub fn open() -> Gate {
         Gate {
             authorizer: Arc::new(OpenAccess),
             events: Arc::new(NoEvents),
+            pull_through: Arc::new(NoPullThrough),
         }
     }
 }

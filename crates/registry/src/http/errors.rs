@@ -33,6 +33,9 @@ impl RegistryError {
             }
             E::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             E::Contention(_) => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            // Not here, and the upstream could not provide it. A 4xx, as
+            // clients (skopeo, docker) show the message only of those.
+            E::Upstream(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

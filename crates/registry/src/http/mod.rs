@@ -23,8 +23,8 @@ use wharf_oci::wire::{INSTANCE_HEADER, TAG_HEADER};
 use wharf_oci::{Digest, Reference, RepositoryName};
 
 pub use access::{
-    Authorizer, Caller, EventKind, EventSink, Gate, Need, NoEvents, OpenAccess, Refusal,
-    RegistryEvent,
+    Authorizer, Caller, EventKind, EventSink, Gate, Need, NoEvents, NoPullThrough, OpenAccess,
+    PullThrough, Refusal, RegistryEvent,
 };
 pub use errors::error_body;
 use path::Endpoint;
@@ -446,16 +446,39 @@ impl Handlers<'_> {
             .map(|q| q.0)
             .unwrap_or_default();
         let attempt = op.attempt(&params);
-        let result = self.run(op, &params, request).await;
+        let result = match self.pull_through(&op).await {
+            Ok(()) => self.run(op, &params, request).await,
+            Err(err) => Err(err),
+        };
         if let (Err(err), Some((action, resource))) = (&result, attempt)
             && matches!(
                 err,
-                RegistryError::QuotaExceeded { .. } | RegistryError::TooLarge { .. }
+                RegistryError::QuotaExceeded { .. }
+                    | RegistryError::TooLarge { .. }
+                    | RegistryError::Denied(_)
             )
         {
             self.refused(action, resource, err.to_string());
         }
         result
+    }
+
+    /// What a proxy cache does before `op` runs: refuses client writes to
+    /// a cache, fetches or revalidates what a read needs.
+    async fn pull_through(&self, op: &Op) -> Result<(), RegistryError> {
+        let hook = &self.gate.pull_through;
+        match op {
+            Op::GetManifest(repo, reference, _) => {
+                hook.manifest(self.caller, repo, reference).await
+            }
+            Op::HeadBlob(repo, digest) | Op::GetBlob(repo, digest) => {
+                hook.blob(self.caller, repo, digest).await
+            }
+            _ => match op.need() {
+                Need::Push(repo) | Need::Delete(repo) => hook.check_write(&repo).await,
+                _ => Ok(()),
+            },
+        }
     }
 
     fn refused(&self, action: &'static str, resource: String, reason: String) {

@@ -44,20 +44,59 @@ pub(crate) struct CreateProject {
     #[serde(default)]
     public: bool,
     quota_bytes: Option<u64>,
+    /// Makes the project a pull-through cache of a replication endpoint.
+    proxy_cache: Option<CreateProxyCache>,
 }
 
-/// `POST /api/v1/projects`: any user may create one and becomes its admin.
+/// `proxy_cache` of a project create: `{"endpoint": "hub", "ttl_secs": 3600}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateProxyCache {
+    endpoint: String,
+    /// Seconds a cached tag is served before it is checked upstream again
+    /// (default one hour).
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /api/v1/projects`: any user may create one and becomes its admin;
+/// with `proxy_cache`, a pull-through cache of a replication endpoint
+/// (docs/proxy-cache.md).
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Body(request): Body<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Project>)> {
-    let work = state.identity.create_project(
-        &caller.principal,
-        &request.name,
-        request.public,
-        request.quota_bytes,
-    );
+    let work = async {
+        let proxy_cache = match request.proxy_cache {
+            // It lends the endpoint's credentials to the project's members.
+            Some(_) if !caller.principal.is_admin() => {
+                return Err(AuthError::Denied(
+                    "only system administrators create proxy cache projects".into(),
+                ));
+            }
+            Some(proxy) => Some(
+                crate::proxy_cache::checked_setting(
+                    &state.replication,
+                    &state.registry,
+                    &request.name,
+                    proxy.endpoint,
+                    proxy.ttl_secs,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        state
+            .identity
+            .create_project_with(
+                &caller.principal,
+                &request.name,
+                request.public,
+                request.quota_bytes,
+                proxy_cache,
+            )
+            .await
+    };
     let resource = format!("project/{}", request.name);
     let project = state
         .audited(&caller, "project.create", resource, work)
@@ -83,6 +122,15 @@ pub(crate) struct UpdateProject {
     allow_privileged: Option<bool>,
     /// A tier as `wharf.io/tier` names one; `""` removes it.
     default_tier: Option<String>,
+    /// Refused, whatever its value (`null` too): a project is a proxy
+    /// cache, or not, from its creation.
+    #[serde(default, deserialize_with = "given")]
+    proxy_cache: Option<()>,
+}
+
+/// `Some(())` when the field is present, whatever it holds.
+fn given<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<()>, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| Some(()))
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(
@@ -102,6 +150,13 @@ pub(crate) async fn update(
 ) -> ApiResult<Json<Project>> {
     let default_tier = super::project_tier::requested(request.default_tier)?;
     let work = async {
+        if request.proxy_cache.is_some() {
+            return Err(AuthError::Invalid(
+                "proxy_cache: set only when a project is created; to change or remove it, \
+                 delete the project (`wharf project delete NAME --force`) and create it again"
+                    .into(),
+            ));
+        }
         if request.quota_bytes.is_some() && !caller.principal.is_admin() {
             return Err(AuthError::Denied(
                 "only system administrators change quotas".into(),

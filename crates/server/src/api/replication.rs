@@ -34,13 +34,35 @@ pub(crate) async fn add_endpoint(
     Ok((StatusCode::CREATED, Json(json!(endpoint))))
 }
 
-/// `DELETE /api/v1/replication/endpoints/{name}`.
+/// `DELETE /api/v1/replication/endpoints/{name}`: refused while a proxy
+/// cache project pulls from it.
 pub(crate) async fn delete_endpoint(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<ApiCaller>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let work = state.replication.delete_endpoint(&name);
+    let work = async {
+        let caches: Vec<String> = state
+            .identity
+            .list_projects(&caller.principal)
+            .await?
+            .into_iter()
+            .filter(|p| p.proxy_cache.as_ref().is_some_and(|c| c.endpoint == name))
+            .map(|p| p.name)
+            .collect();
+        if !caches.is_empty() {
+            return Err(ApiErrorReply::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                format!(
+                    "endpoint {name} is the upstream of proxy cache project(s) {}; \
+                     delete them first",
+                    caches.join(", ")
+                ),
+            ));
+        }
+        Ok(state.replication.delete_endpoint(&name).await?)
+    };
     state
         .audited(&caller, "replication.endpoint.delete", name.clone(), work)
         .await?;

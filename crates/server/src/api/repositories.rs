@@ -29,6 +29,23 @@ fn repository_name(project: &str, repository: &str) -> ApiResult<RepositoryName>
     })
 }
 
+/// Deletes in a proxy cache project are refused, as `/v2/` refuses them:
+/// only the cache writes there.
+async fn refuse_in_proxy_cache(state: &AppState, project: &str) -> ApiResult<()> {
+    match state.identity.project(project).await?.proxy_cache {
+        None => Ok(()),
+        Some(proxy) => Err(ApiErrorReply::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!(
+                "project {project} is a proxy cache of endpoint {}: it takes no pushes or \
+                 deletes; to empty it, delete the project with --force",
+                proxy.endpoint
+            ),
+        )),
+    }
+}
+
 fn reference_of(reference: &str) -> ApiResult<Reference> {
     reference.parse().map_err(|e| {
         ApiErrorReply::new(
@@ -75,6 +92,7 @@ pub(crate) async fn delete_artifact(
 ) -> ApiResult<StatusCode> {
     let repo = repository_name(&project, &repository)?;
     let reference = reference_of(&reference)?;
+    refuse_in_proxy_cache(&state, &project).await?;
     let (outcome, origin) = state
         .registry
         .delete_with_origin(&repo, &reference, None)
@@ -92,6 +110,7 @@ pub(crate) async fn delete_repository(
     Path((project, repository)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let repo = repository_name(&project, &repository)?;
+    refuse_in_proxy_cache(&state, &project).await?;
     let deleted = state.registry.delete_repository(&repo).await?;
     for (digest, origin) in &deleted {
         state.announce_delete(&caller, &repo, digest.to_string(), origin.clone(), false);

@@ -1,6 +1,7 @@
 //! `wharf bench ...`: benchmarks that run the real server code paths.
 
 mod agent_metrics;
+mod commit;
 mod cost;
 mod failover;
 mod glob;
@@ -57,6 +58,9 @@ pub enum BenchCommand {
     /// The cost report over DAYS of minute-level history of a simulated
     /// fleet: time to produce it and the history's size on disk.
     Cost(cost::CostBenchArgs),
+    /// Commit of a running container with 10 MiB .. 1 GiB of changes
+    /// (pause and total time) beside `docker commit` + `docker push`, as root.
+    Commit(commit::CommitBenchArgs),
     /// CPU and memory of Debian's Prometheus scraping ENDPOINTS x SERIES
     /// series beside a wharf server receiving the same series as pushes.
     Prometheus(prometheus::PrometheusBenchArgs),
@@ -78,6 +82,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Tsdb(args) => tsdb::run(args).await,
         BenchCommand::Cost(args) => cost::run(args).await,
         BenchCommand::Prometheus(args) => prometheus::run(args).await,
+        BenchCommand::Commit(args) => commit::run(args).await,
     }
 }
 

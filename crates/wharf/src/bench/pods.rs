@@ -38,9 +38,13 @@ pub struct PodsBenchArgs {
 /// A `wharf up` child on its own bridge, ranges and runc root.
 pub(super) struct Up {
     child: Child,
-    url: String,
-    token: String,
-    http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) token: String,
+    pub(super) http: reqwest::Client,
+    /// The admin's password (registry clients log in with it).
+    pub(super) password: String,
+    /// `wharf up`'s data directory (the node's state is under `node/`).
+    pub(super) dir: std::path::PathBuf,
     _home: tempfile::TempDir,
 }
 
@@ -92,6 +96,8 @@ impl Up {
             url,
             token,
             http,
+            password: password.clone(),
+            dir: dir.to_path_buf(),
             _home: home,
         };
         up.call(

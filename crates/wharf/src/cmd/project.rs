@@ -31,6 +31,14 @@ pub enum ProjectCommand {
         /// Storage quota, e.g. 10GiB (setting one needs a system administrator).
         #[arg(long, value_parser = units::parse_size)]
         quota: Option<u64>,
+        /// Make it a pull-through cache of this replication endpoint
+        /// (system administrators): PROJECT/<path> pulls <path> from it.
+        #[arg(long, value_name = "ENDPOINT")]
+        proxy_endpoint: Option<String>,
+        /// How long a cached tag is served before it is checked upstream
+        /// again, e.g. 30s, 10m (default 1h).
+        #[arg(long, value_parser = units::parse_duration, requires = "proxy_endpoint")]
+        proxy_ttl: Option<std::time::Duration>,
         #[command(flatten)]
         output: OutputOption,
     },
@@ -146,9 +154,15 @@ pub async fn run(args: ProjectArgs) -> Result<()> {
             name,
             public,
             quota,
+            proxy_endpoint,
+            proxy_ttl,
             output,
         } => {
-            let body = json!({ "name": name, "public": public, "quota_bytes": quota });
+            let mut body = json!({ "name": name, "public": public, "quota_bytes": quota });
+            if let Some(endpoint) = proxy_endpoint {
+                body["proxy_cache"] =
+                    json!({ "endpoint": endpoint, "ttl_secs": proxy_ttl.map(|t| t.as_secs()) });
+            }
             let answer = client
                 .post(&["projects"], &body)
                 .await
@@ -311,6 +325,18 @@ fn project_details(view: ProjectWithUsage) -> String {
             "default tier",
             view.project.default_tier.unwrap_or_else(|| "none".into()),
         ),
+        (
+            "proxy cache",
+            view.project.proxy_cache.map_or_else(
+                || "no".into(),
+                |p| {
+                    format!(
+                        "endpoint {}, tags checked after {}s",
+                        p.endpoint, p.ttl_secs
+                    )
+                },
+            ),
+        ),
         ("created", rfc3339(view.project.created_at)),
     ])
 }
@@ -347,6 +373,7 @@ mod tests {
                 quota_bytes: Some(10 << 30),
                 allow_privileged: false,
                 default_tier: None,
+                proxy_cache: None,
                 created_at: 0,
             },
             usage_bytes: 1536 << 20,

@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod command;
 pub mod docker;
+pub mod docker_registry;
 pub mod etcd;
 pub mod image;
 pub mod podman;
