@@ -222,6 +222,31 @@ async fn refusals_come_before_the_node_is_contacted() {
         ghost.json()
     );
 
+    // A proxy cache project holds only what it fetches: nothing is pushed.
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/replication/endpoints",
+        json!({"name": "hub", "url": "http://127.0.0.1:9", "username": "u", "password": "p"}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/projects",
+        json!({"name": "mirror", "public": false, "proxy_cache": {"endpoint": "hub"}}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let cached = commit(&app, &admin, &pod, json!({"image": "mirror/snap:1"})).await;
+    assert_eq!(cached.status, StatusCode::BAD_REQUEST, "{}", cached.json());
+    assert!(
+        error_message(&cached).contains("project mirror is a proxy cache of endpoint hub"),
+        "{}",
+        cached.json()
+    );
+
     // A pod no node took.
     app.apply_yaml(&admin, &deployment("nowhere", "none"))
         .await

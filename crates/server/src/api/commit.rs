@@ -244,8 +244,14 @@ pub(crate) async fn check_commit(
     // Only those who may push there get this far, so the project exists
     // (but may be deleted meanwhile: then this says so).
     let target_project = target.repository.project();
-    let quota = state.identity.project(target_project).await?.quota_bytes;
-    let quota_remaining_bytes = match quota {
+    let found_project = state.identity.project(target_project).await?;
+    if let Some(cache) = &found_project.proxy_cache {
+        return Err(ApiErrorReply::invalid(format!(
+            "image: project {target_project} is a proxy cache of endpoint {}: nothing is pushed to it",
+            cache.endpoint
+        )));
+    }
+    let quota_remaining_bytes = match found_project.quota_bytes {
         Some(quota) => {
             let used = state.registry.usage(target_project).await?;
             Some(quota.saturating_sub(used))
