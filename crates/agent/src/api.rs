@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use wharf_api::commit::{NodeCommitGrant, NodeCommitGrantRequest};
 use wharf_api::{
     ConfigMap, Endpoints, FalconSample, IpClaim, Node, NodeInitProfile, PersistentVolumeClaim, Pod,
     PodEventReport, PodStatus, PodUsage, Secret, Service,
@@ -115,6 +116,31 @@ pub trait NodeApi: Send + Sync + 'static {
         name: &str,
         access: PodAccess,
     ) -> Result<bool, AgentError>;
+    /// Asks the server whether the user's token in `request` may commit
+    /// the container to the image it names; a yes lets node `node`'s
+    /// registry credential push to that one repository until the grant
+    /// ends or expires. A refusal is [`AgentError::Refused`] with the
+    /// server's status. Control planes without a registry grant nothing.
+    async fn commit_grant(
+        &self,
+        node: &str,
+        request: &NodeCommitGrantRequest,
+    ) -> Result<NodeCommitGrant, AgentError> {
+        let _ = (node, request);
+        Err(AgentError::Refused {
+            status: 501,
+            message: "this control plane has no registry to commit to".into(),
+        })
+    }
+    /// Ends a grant [`NodeApi::commit_grant`] gave, once the commit is over.
+    async fn end_commit_grant(
+        &self,
+        node: &str,
+        grant: &NodeCommitGrant,
+    ) -> Result<(), AgentError> {
+        let _ = (node, grant);
+        Ok(())
+    }
     /// Whether the server lets the holder of `token` scrape metrics (for
     /// the agent's own `/metrics`). Nodes without a server say no.
     async fn may_read_metrics(&self, _token: &str) -> Result<bool, AgentError> {
@@ -249,6 +275,23 @@ impl HttpNodeApi {
         &self,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AgentError> {
+        let response = self.answer(build).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let (status, message) = refusal(response).await;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(AgentError::NotFound(message));
+        }
+        Err(AgentError::Api(message))
+    }
+
+    /// The server's answer to the request `build` makes, whatever its
+    /// status, after one refresh of a refused token.
+    async fn answer(
+        &self,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AgentError> {
         let token = self.tokens.token().await?;
         let response = build(&self.http)
             .bearer_auth(token)
@@ -265,21 +308,7 @@ impl HttpNodeApi {
         } else {
             response
         };
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        // The server's message already says what kind of failure it was
-        // ("conflict: ..."); the status line only stands in for a missing one.
-        let message = match body["error"]["message"].as_str() {
-            Some(message) => message.to_string(),
-            None => format!("{status}"),
-        };
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(AgentError::NotFound(message));
-        }
-        Err(AgentError::Api(message))
+        Ok(response)
     }
 
     fn pods_url(&self, node: Option<&str>) -> String {
@@ -288,6 +317,19 @@ impl HttpNodeApi {
             None => format!("{}/api/v1/pods?", self.base),
         }
     }
+}
+
+/// The status of a refusal and the server's message.
+async fn refusal(response: reqwest::Response) -> (reqwest::StatusCode, String) {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    // The server's message already says what kind of failure it was
+    // ("conflict: ..."); the status line only stands in for a missing one.
+    let message = match body["error"]["message"].as_str() {
+        Some(message) => message.to_string(),
+        None => format!("{status}"),
+    };
+    (status, message)
 }
 
 fn transport(err: reqwest::Error) -> AgentError {
@@ -418,6 +460,39 @@ impl NodeApi for HttpNodeApi {
             PodAccess::Exec => format!("{}/api/v1/projects/{project}/pods/{name}/exec", self.base),
         };
         self.token_may_get(&url, token).await
+    }
+
+    async fn commit_grant(
+        &self,
+        node: &str,
+        request: &NodeCommitGrantRequest,
+    ) -> Result<NodeCommitGrant, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/commitgrants", self.base);
+        let limit = self.request_timeout;
+        let response = self
+            .answer(|http| http.post(&url).json(request).timeout(limit))
+            .await?;
+        if response.status().is_success() {
+            return response.json().await.map_err(transport);
+        }
+        let (status, message) = refusal(response).await;
+        Err(AgentError::Refused {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn end_commit_grant(
+        &self,
+        node: &str,
+        grant: &NodeCommitGrant,
+    ) -> Result<(), AgentError> {
+        // Repository names and grant ids need no escaping in a URL.
+        let url = format!(
+            "{}/api/v1/nodes/{node}/commitgrants/{}?repository={}",
+            self.base, grant.id, grant.repository
+        );
+        self.send(|http| http.delete(&url)).await.map(drop)
     }
 
     async fn may_read_metrics(&self, token: &str) -> Result<bool, AgentError> {

@@ -1,6 +1,6 @@
 //! The agent's own HTTP endpoint, which the server proxies to: container
-//! logs ([`crate::logs`]), and `exec` and `port-forward` over upgraded
-//! connections ([`crate::streams`]). A caller must present a token the
+//! logs ([`crate::logs`]), `exec` and `port-forward` over upgraded
+//! connections ([`crate::streams`]), and commits ([`crate::commit`]). A caller must present a token the
 //! server accepts for what it asks: the agent asks the server, so it holds
 //! no credentials of its own to check.
 //!
@@ -8,6 +8,7 @@
 //! GET  /v1/pods/{project}/{name}/log?container=C&follow=true&tailLines=N&previous=true
 //! POST /v1/pods/{project}/{name}/exec?container=C&command=["sh"]&stdin=true&tty=true&cols=80&rows=24
 //! POST /v1/pods/{project}/{name}/portforward?port=8080
+//! POST /v1/pods/{project}/{name}/commit      CommitRequest -> JSON lines of CommitProgress
 //! POST /v1/push                      falcon's push API, from this machine only
 //! GET  /metrics                      the newest collection, for Prometheus
 //! ```
@@ -62,6 +63,10 @@ pub async fn serve_endpoint(
         .route(
             "/v1/pods/{project}/{name}/portforward",
             post(crate::streams::port_forward),
+        )
+        .route(
+            "/v1/pods/{project}/{name}/commit",
+            post(crate::commit::commit),
         )
         .route("/v1/push", post(crate::metrics::push::push))
         .route("/metrics", get(crate::metrics::exposition::metrics))

@@ -10,6 +10,15 @@ pub enum AgentError {
     /// The node cannot run containers as configured.
     #[error("{0}")]
     Setup(String),
+    /// The server refused a request made for a user (a commit grant), with
+    /// the HTTP status to pass on to that user.
+    #[error("server: {message}")]
+    Refused {
+        /// The server's status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
     /// The object asked about does not exist (any more).
     #[error("not found: {0}")]
     NotFound(String),

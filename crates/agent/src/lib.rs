@@ -10,6 +10,7 @@
 
 mod agent;
 mod api;
+pub mod commit;
 pub mod containers;
 pub mod dns;
 mod endpoint;

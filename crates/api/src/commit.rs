@@ -134,3 +134,59 @@ pub struct CommitResult {
     /// The whole commit, from the request to the pushed manifest.
     pub total_ms: u64,
 }
+
+/// `POST /api/v1/nodes/{node}/commitgrants`: the node's agent, asked to
+/// commit a container, asks the server (as the node) whether the user's
+/// token may; the server answers with a [`NodeCommitGrant`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeCommitGrantRequest {
+    /// The API token the user's request carried.
+    pub token: String,
+    /// The pod's project.
+    pub project: String,
+    /// The pod.
+    pub pod: String,
+    /// What the user asked.
+    pub request: CommitRequest,
+}
+
+/// The server's yes to a [`NodeCommitGrantRequest`]: the node's credential
+/// may push to `repository` until `expires_at` (or until the agent ends
+/// the grant with `DELETE .../commitgrants/{id}?repository=`), and what the
+/// agent needs to know of the pod that only the server has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCommitGrant {
+    /// The grant, to end it.
+    pub id: String,
+    /// The one repository the node may push to (`project/repository`).
+    pub repository: String,
+    /// The tag to push.
+    pub tag: String,
+    /// Unix milliseconds after which the grant counts no more.
+    pub expires_at: u64,
+    /// The container (the one asked, or the pod's only one).
+    pub container: String,
+    /// The image the container runs, as the pod names it.
+    pub base_image: String,
+    /// Paths inside the container left out of the layer: where the pod's
+    /// volumes are mounted (the agent adds its own bind-mounted files).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// What the target project may still store, when it has a quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_remaining_bytes: Option<u64>,
+}
+
+/// The user's token stays out of logs.
+impl std::fmt::Debug for NodeCommitGrantRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCommitGrantRequest")
+            .field("token", &"<hidden>")
+            .field("project", &self.project)
+            .field("pod", &self.pod)
+            .field("request", &self.request)
+            .finish()
+    }
+}

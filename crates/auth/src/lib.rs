@@ -16,7 +16,8 @@ mod token;
 
 pub use error::AuthError;
 pub use identity::{
-    API_AUDIENCE, Identity, IdentityConfig, IssuedToken, JoinToken, NodeJoin, Scope,
+    API_AUDIENCE, CommitGrant, Identity, IdentityConfig, IssuedToken, JoinToken,
+    MAX_COMMIT_GRANT_TTL, NodeJoin, Scope,
 };
 pub use model::{
     Action, Actions, InventoryRole, Member, NODE_ROBOT_PREFIX, Principal, Project,

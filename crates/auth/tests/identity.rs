@@ -627,3 +627,83 @@ async fn join_tokens_are_forgotten_a_day_after_they_expire() {
         assert!(gone.to_string().contains("not recognised"), "{gone}");
     }
 }
+
+#[tokio::test]
+async fn a_commit_grant_lets_one_node_push_to_exactly_one_repository_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = identity(&dir);
+    let admin = admin_with_project(&id, "p").await;
+    let (n1, secret1) = id.create_node_robot(&admin, "n1").await.unwrap();
+    let (n2, secret2) = id.create_node_robot(&admin, "n2").await.unwrap();
+    let n1 = id.authenticate(&n1.name, &secret1, None).await.unwrap();
+    let n2 = id.authenticate(&n2.name, &secret2, None).await.unwrap();
+    let actions = |principal: Principal, repository: &str| {
+        let id = &id;
+        let scope = Scope::parse(&format!("repository:{repository}:pull,push")).unwrap();
+        async move {
+            id.grant(&principal, &[scope]).await.unwrap()[0]
+                .actions
+                .clone()
+        }
+    };
+    // Without a grant, a node pushes nowhere.
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull"]);
+
+    let repository: wharf_oci::RepositoryName = "p/snap".parse().unwrap();
+    let grant = id
+        .grant_commit_push(
+            "n1",
+            &repository,
+            "alice",
+            std::time::Duration::from_secs(900),
+        )
+        .await
+        .unwrap();
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull", "push"]);
+    // Exactly that repository: not another, not one below it, not the
+    // project's others, and not for another node.
+    for other in ["p/other", "p/snap/deeper", "p/sna", "q/snap"] {
+        assert_eq!(actions(n1.clone(), other).await, ["pull"], "{other}");
+    }
+    assert_eq!(actions(n2.clone(), "p/snap").await, ["pull"]);
+    // Still no project action through the API.
+    assert!(id.require(&n1, "p", Action::Push).await.is_err());
+
+    // Two commits to one repository: ending one leaves the other's.
+    let second = id
+        .grant_commit_push(
+            "n1",
+            &repository,
+            "bob",
+            std::time::Duration::from_secs(900),
+        )
+        .await
+        .unwrap();
+    assert_ne!(grant.id, second.id);
+    id.revoke_commit_push("n1", &repository, &grant.id)
+        .await
+        .unwrap();
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull", "push"]);
+    id.revoke_commit_push("n1", &repository, &second.id)
+        .await
+        .unwrap();
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull"]);
+    assert!(
+        id.revoke_commit_push("n1", &repository, "../x")
+            .await
+            .is_err()
+    );
+
+    // A grant expires by itself.
+    id.grant_commit_push(
+        "n1",
+        &repository,
+        "alice",
+        std::time::Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull", "push"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(actions(n1.clone(), "p/snap").await, ["pull"]);
+}

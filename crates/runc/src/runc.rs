@@ -253,6 +253,20 @@ impl Runc {
         exit_status(exit_file).await
     }
 
+    /// Freezes every process of the container (the cgroup freezer), so its
+    /// files hold still while they are read (`wharf commit`). Undo with
+    /// [`Runc::resume`].
+    pub async fn pause(&self, id: &str) -> Result<(), RuncError> {
+        check_id(id)?;
+        self.run(&["pause".as_ref(), id.as_ref()]).await.map(drop)
+    }
+
+    /// Thaws a container frozen by [`Runc::pause`].
+    pub async fn resume(&self, id: &str) -> Result<(), RuncError> {
+        check_id(id)?;
+        self.run(&["resume".as_ref(), id.as_ref()]).await.map(drop)
+    }
+
     /// Deletes the container, killing it if it runs. A missing container is
     /// fine.
     pub async fn delete(&self, id: &str) -> Result<(), RuncError> {

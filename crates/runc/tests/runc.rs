@@ -64,6 +64,7 @@ async fn run_cases(tools: Tools, filter: Option<String>) {
         shim_survives_signals,
         stop_after_shim_death,
         missing_binary_fails,
+        pause_and_resume,
     ];
     let fixture = Fixture::new(tools);
     let started = Instant::now();
@@ -307,6 +308,37 @@ async fn exit_code_recorded(f: &Fixture) {
     assert_eq!(log, "bye\n");
     // runc deleted the container when it exited.
     assert_eq!(f.runc.state(&ctr.id).await.unwrap(), None);
+}
+
+/// `pause` freezes the container (runc reports it paused and a process
+/// appending to a file stops appending); `resume` lets it go on.
+async fn pause_and_resume(f: &Fixture) {
+    let container = Fixture::container(&[
+        "sh",
+        "-c",
+        "echo ready; while true; do echo x >> /tmp/ticks; done",
+    ]);
+    let ctr = f
+        .start("pause", &image_with_user(None), &container)
+        .await
+        .unwrap();
+    wait_for_log(&ctr, "ready").await;
+    let size = || fs::metadata(f.rootfs.join("tmp/ticks")).map_or(0, |m| m.len());
+    f.runc.pause(&ctr.id).await.unwrap();
+    let state = f.runc.state(&ctr.id).await.unwrap().unwrap();
+    assert_eq!(state.status, wharf_runc::Status::Paused);
+    let frozen = size();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(size(), frozen, "the container kept running while paused");
+    f.runc.resume(&ctr.id).await.unwrap();
+    let state = f.runc.state(&ctr.id).await.unwrap().unwrap();
+    assert_eq!(state.status, wharf_runc::Status::Running);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(size() > frozen, "the container did not run again");
+    f.runc
+        .stop(&ctr.id, &ctr.exit, Duration::from_secs(1))
+        .await
+        .unwrap();
 }
 
 /// (c1) A process that handles SIGTERM ends well within its grace period.

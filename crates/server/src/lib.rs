@@ -18,6 +18,7 @@ mod commit_specs;
 mod image_layers;
 mod listener;
 mod machine_join;
+mod pod_committer;
 mod proxy_cache;
 mod registry_auth;
 mod telemetry;
@@ -297,10 +298,9 @@ pub struct App {
 }
 
 impl App {
-    /// Runs the component flow (`wharf commit deployment`) on this
-    /// server's leader, committing pods with `committer` (`wharf commit
-    /// POD`) and keeping the pinned specs in this registry. Without it, a
-    /// started flow waits in `Pending`.
+    /// Replaces the component flow's pod committer (by default this
+    /// server's own `wharf commit POD` path), keeping the pinned specs in
+    /// this registry: tests commit without agents with it.
     pub fn set_pod_committer(
         &mut self,
         committer: Arc<dyn wharf_control::PodCommitter>,
@@ -396,12 +396,18 @@ impl App {
             registry.clone(),
             config.public_url.as_deref(),
         ));
-        // The component flow's specs; its pod committer (`wharf commit
-        // POD`) is given with `ControlPlane::with_commit_flow`.
+        // The component flow: its specs go to this registry, its pods are
+        // committed through this server's `wharf commit POD` path.
         let commit_specs: Arc<dyn wharf_control::SpecStore> = Arc::new(
             commit_specs::RegistrySpecStore::new(registry.clone(), registry_events.clone()),
         );
+        let pod_committer = Arc::new(pod_committer::ServerPodCommitter::default());
         let control = ControlPlane::new(store.clone(), config.scheduler)
+            .with_commit_flow(
+                pod_committer.clone(),
+                commit_specs.clone(),
+                wharf_control::FlowTiming::default(),
+            )
             .with_image_layers(image_layers.clone())
             .with_eviction(config.failover)
             .with_service_range(config.service_range)
@@ -458,6 +464,7 @@ impl App {
             cost_history: cost_history.clone(),
             commit_specs: commit_specs.clone(),
         });
+        pod_committer.attach(&state);
         let token_routes = Router::new()
             .route(
                 "/service/token",

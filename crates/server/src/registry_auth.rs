@@ -244,8 +244,9 @@ impl Authorizer for TokenAuthorizer {
         let Some(principal) = caller.context.downcast_ref::<Principal>() else {
             return false;
         };
+        // The same answer the token server gives (a node pulls everywhere).
         self.identity
-            .actions_on(principal, repo.project())
+            .registry_actions(principal, repo)
             .await
             .is_ok_and(|actions| actions.contains(Action::Pull))
     }

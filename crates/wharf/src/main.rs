@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use cmd::{
-    agent, alert, apply, audit, autoscale, cost, create, delete, describe, down, exec, gc, get,
-    image, inventory, ippool, login, logs, metrics, node, port_forward, project, replication,
+    agent, alert, apply, audit, autoscale, commit, cost, create, delete, describe, down, exec, gc,
+    get, image, inventory, ippool, login, logs, metrics, node, port_forward, project, replication,
     robot, rollout, scale, server, settings, top, up, user,
 };
 
@@ -108,6 +108,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Forward local ports to a pod's ports.
     PortForward(port_forward::PortForwardArgs),
+    /// Push a running container's changes as a new image (docker commit).
+    Commit(commit::CommitArgs),
     /// Import, list, show or delete IP pools.
     Ippool(ippool::IpPoolArgs),
     /// Clusters of machines (physical, vm, cloud): create, list, describe, delete.
@@ -203,6 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Logs(args) => logs::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::PortForward(args) => port_forward::run(args).await,
+            Command::Commit(args) => commit::run(args).await,
             Command::Bench(command) => bench::run(command).await,
             Command::DemoImage { output, tag } => {
                 let image = demo::build(std::path::Path::new(demo::BUSYBOX))?;

@@ -10,6 +10,8 @@ mod common;
 // A crate root finds its modules beside it: the path names the folder.
 #[path = "e2e_containers/alerts.rs"]
 mod alerts;
+#[path = "e2e_containers/commit.rs"]
+mod commit;
 #[path = "e2e_containers/config.rs"]
 mod config;
 #[path = "e2e_containers/config_volumes.rs"]
@@ -1091,7 +1093,10 @@ fn tar_of(entries: &[(&str, tar::EntryType, u32, &[u8])]) -> Vec<u8> {
         header.set_uid(0);
         header.set_gid(0);
         header.set_mtime(1_700_000_000);
-        header.set_size(body.len() as u64);
+        // A link's body is its target, kept in the header: no content
+        // follows it (a size would swallow the next entry).
+        let linked = matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link);
+        header.set_size(if linked { 0 } else { body.len() as u64 });
         if matches!(kind, tar::EntryType::Char) {
             header.set_device_major(1).unwrap();
             header.set_device_minor(5).unwrap();

@@ -48,6 +48,7 @@ pub use mounts::mounted_under;
 pub use record::{Address, ContainerRecord, LocalAddresses, PodRecord};
 pub use runc_driver::RuncDriver;
 pub use setup::NodeSetup;
+pub(crate) use setup::mounted_layers;
 pub use volumes::VolumeSource;
 
 use self::host_ports::{HostPorts, forwards_of};
@@ -208,6 +209,9 @@ pub struct ContainerRuntime {
     local: LocalAddresses,
     claim_dirs: claim_dirs::ClaimDirs,
     pods: std::sync::Mutex<HashMap<PodKey, PodCell>>,
+    /// What pushing commits needs, on nodes whose containers have overlay
+    /// roots.
+    commits: Option<crate::commit::CommitSource>,
 }
 
 impl ContainerRuntime {
@@ -251,7 +255,20 @@ impl ContainerRuntime {
             dns: None,
             local,
             pods: std::sync::Mutex::new(pods),
+            commits: None,
         }
+    }
+
+    /// Lets `wharf commit` push this node's containers' changes with
+    /// `source` (its image cache and registry login).
+    pub fn with_commits(mut self, source: crate::commit::CommitSource) -> ContainerRuntime {
+        self.commits = Some(source);
+        self
+    }
+
+    /// What pushing commits needs, if this node commits.
+    pub fn commits(&self) -> Option<&crate::commit::CommitSource> {
+        self.commits.as_ref()
     }
 
     /// Forwards pods' `hostPort`s through `driver` (without, pods asking
@@ -1288,6 +1305,18 @@ impl ContainerRuntime {
             held.running.then(|| held.id.clone())
         })
         .await
+    }
+
+    /// The runtime id and directory of a running container of a pod on
+    /// this node (its overlay's `upper/` is in the directory).
+    pub async fn running_container(
+        &self,
+        project: &str,
+        name: &str,
+        container: &str,
+    ) -> Option<(String, PathBuf)> {
+        let id = self.running_container_id(project, name, container).await?;
+        Some((id, self.container_dir(project, name, container)))
     }
 
     /// The address of a pod on this node.

@@ -116,6 +116,11 @@ impl NodeSetup {
             .host_netns
             .as_ref()
             .map(|ns| Path::new(NETNS_DIR).join(ns));
+        let commits = crate::commit::CommitSource {
+            store: images.clone(),
+            credentials: self.credentials.clone(),
+            default_registry: self.default_registry.clone(),
+        };
         let puller = ImageStorePuller::new(
             images,
             self.credentials.clone(),
@@ -129,7 +134,8 @@ impl NodeSetup {
             Arc::new(driver),
             Arc::new(network),
         )
-        .await;
+        .await
+        .with_commits(commits);
         if let Some(dns) = self.pod_dns().await {
             runtime = runtime.with_dns(dns);
         }

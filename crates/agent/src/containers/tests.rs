@@ -16,8 +16,14 @@ use crate::{AgentError, PodChanges};
 /// The control plane as the pod logic uses it: pool addresses, claimed and
 /// released in a real control plane. Registration, heartbeats and pod
 /// watches are the `Agent`'s business, never the runtime's.
-/// Events the runtime reported are kept in the second field.
-struct PoolAddresses(Objects, Arc<Mutex<Vec<wharf_api::PodEventReport>>>);
+/// Events the runtime reported are kept in the second field; the third
+/// keeps the ids of the commit grants ended. It grants commits to the
+/// token `ok` only.
+struct PoolAddresses(
+    Objects,
+    Arc<Mutex<Vec<wharf_api::PodEventReport>>>,
+    Arc<Mutex<Vec<String>>>,
+);
 
 fn control_error(err: wharf_control::ControlError) -> AgentError {
     AgentError::Api(err.to_string())
@@ -72,6 +78,38 @@ impl NodeApi for PoolAddresses {
 
     async fn pod_stopped(&self, _: &str, _: &str, _: &str) -> Result<(), AgentError> {
         unreachable!("the agent confirms, not the runtime")
+    }
+
+    async fn commit_grant(
+        &self,
+        _node: &str,
+        asked: &wharf_api::commit::NodeCommitGrantRequest,
+    ) -> Result<wharf_api::commit::NodeCommitGrant, AgentError> {
+        if asked.token != "ok" {
+            return Err(AgentError::Refused {
+                status: 403,
+                message: "alice may not push to repository shop/snap".into(),
+            });
+        }
+        Ok(wharf_api::commit::NodeCommitGrant {
+            id: format!("grant-{}", self.2.lock().unwrap().len()),
+            repository: "shop/snap".into(),
+            tag: "1".into(),
+            expires_at: u64::MAX,
+            container: asked.request.container.clone().unwrap_or("web".into()),
+            base_image: "127.0.0.1:7700/shop/web:1".into(),
+            exclude: Vec::new(),
+            quota_remaining_bytes: None,
+        })
+    }
+
+    async fn end_commit_grant(
+        &self,
+        _node: &str,
+        grant: &wharf_api::commit::NodeCommitGrant,
+    ) -> Result<(), AgentError> {
+        self.2.lock().unwrap().push(grant.id.clone());
+        Ok(())
     }
 
     async fn may_access_pod(
@@ -162,6 +200,8 @@ impl ImagePuller for FakeImages {
 #[derive(Default)]
 struct FakeContainers {
     state: Mutex<FakeState>,
+    /// The runc it claims to run under (never run).
+    runc: Option<wharf_runc::Runc>,
 }
 
 #[derive(Default)]
@@ -231,6 +271,10 @@ impl ContainerDriver for FakeContainers {
         self.state.lock().unwrap().removed.push(id.to_string());
         Ok(())
     }
+
+    fn runc(&self) -> Option<&wharf_runc::Runc> {
+        self.runc.as_ref()
+    }
 }
 
 struct Node {
@@ -264,7 +308,11 @@ impl Node {
         config.host_ip = Some("192.0.2.1".into());
         ContainerRuntime::open(
             config,
-            Arc::new(PoolAddresses(self.objects.clone(), self.events.clone())),
+            Arc::new(PoolAddresses(
+                self.objects.clone(),
+                self.events.clone(),
+                Arc::default(),
+            )),
             self.images.clone(),
             self.containers.clone(),
             self.network.clone(),
@@ -1138,4 +1186,96 @@ async fn a_passing_post_start_leaves_the_container_running() {
     assert_eq!(status.phase, PodPhase::Running, "{status:?}");
     assert!(reasons(&node).is_empty(), "{:?}", reasons(&node));
     assert!(node.containers.state.lock().unwrap().stopped.is_empty());
+}
+
+/// The agent's commit endpoint refuses, before anything is paused, what
+/// the server refused (with its status), a container that does not run
+/// here and one without an overlay root; and ends every grant it got.
+#[tokio::test]
+async fn commits_are_refused_before_pausing_and_their_grants_end() {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+
+    let mut node = Node::new();
+    let runc_root = node._dir.path().join("runc");
+    node.containers = Arc::new(FakeContainers {
+        runc: Some(wharf_runc::Runc::new("/nonexistent/runc", &runc_root)),
+        ..FakeContainers::default()
+    });
+    let images = wharf_image::ImageStore::open(
+        node._dir.path().join("images"),
+        wharf_image::ImageStoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let runtime = node
+        .runtime()
+        .await
+        .with_commits(crate::commit::CommitSource {
+            store: Arc::new(images),
+            credentials: None,
+            default_registry: None,
+        });
+    let pod = node.pod("web-1", None, None).await;
+    sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
+    let ended: Arc<Mutex<Vec<String>>> = Arc::default();
+    let state = Arc::new(crate::endpoint::EndpointState {
+        api: Arc::new(PoolAddresses(
+            node.objects.clone(),
+            node.events.clone(),
+            ended.clone(),
+        )),
+        runtime: Arc::new(runtime),
+        node: "node-1".into(),
+        pushes: tokio::sync::Semaphore::new(1),
+        latest: Default::default(),
+    });
+    let ask = |token: &str, body: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let path = UrlPath(("shop".to_string(), "web-1".to_string()));
+        crate::commit::commit(
+            State(state.clone()),
+            path,
+            headers,
+            axum::body::Bytes::from(body.to_string()),
+        )
+    };
+    let text = |response: axum::response::Response| async move {
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    let (status, message) = text(ask("nope", r#"{"image":"shop/snap:1"}"#).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        message.contains("may not push to repository shop/snap"),
+        "{message}"
+    );
+    assert!(ended.lock().unwrap().is_empty(), "no grant was given");
+
+    let (status, message) = text(ask("ok", r#"{"image":"shop/snap:1","pausee":1}"#).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+
+    let body = r#"{"image":"shop/snap:1","container":"sidecar"}"#;
+    let (status, message) = text(ask("ok", body).await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        message.contains("container sidecar of pod shop/web-1 is not running on this node"),
+        "{message}"
+    );
+
+    let (status, message) = text(ask("ok", r#"{"image":"shop/snap:1"}"#).await).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(message.contains("has no overlay root"), "{message}");
+    assert_eq!(*ended.lock().unwrap(), ["grant-0", "grant-1"]);
+    // Nothing was stopped or restarted.
+    let state_now = node.containers.state.lock().unwrap();
+    assert!(state_now.stopped.is_empty() && state_now.starts.len() == 1);
 }

@@ -126,6 +126,26 @@ impl Identity {
         }
     }
 
+    /// What `principal` may do to `repository` in the registry: its
+    /// actions in the repository's project, except for a node's
+    /// credential, which pulls the images of whatever pods land on its
+    /// node, and pushes only where a commit it runs was granted
+    /// ([`Identity::grant_commit_push`]). The token server and the
+    /// registry's own checks (a mount's source) both ask this.
+    pub async fn registry_actions(
+        &self,
+        principal: &Principal,
+        repository: &RepositoryName,
+    ) -> Result<Actions, AuthError> {
+        Ok(match principal.node_agent() {
+            Some(node) if self.commit_push_granted(node, repository).await? => {
+                Actions::from(Action::Pull).union(Actions::from(Action::Push))
+            }
+            Some(_) => Actions::from(Action::Pull),
+            None => self.actions_on(principal, repository.project()).await?,
+        })
+    }
+
     /// What to put in a registry token for the `scopes` asked for: the
     /// intersection of what was asked and what `principal` may do.
     pub async fn grant(
@@ -137,11 +157,7 @@ impl Identity {
         for scope in scopes {
             match scope {
                 Scope::Repository { name, actions } => {
-                    // A node pulls the images of whatever pods land on it.
-                    let allowed = match principal.node_agent() {
-                        Some(_) => Actions::from(Action::Pull),
-                        None => self.actions_on(principal, name.project()).await?,
-                    };
+                    let allowed = self.registry_actions(principal, name).await?;
                     // Registry actions only; "admin" is for the API.
                     let granted = actions
                         .intersect(allowed)

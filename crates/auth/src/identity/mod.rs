@@ -8,6 +8,7 @@
 //! lately ([`SubjectCache`]). Everything else lives in the [`Store`].
 
 mod access;
+mod commit_grants;
 mod join_tokens;
 mod logins;
 mod projects;
@@ -29,6 +30,7 @@ use subjects::SubjectCache;
 use tokens::SignedTokens;
 
 pub use access::Scope;
+pub use commit_grants::{CommitGrant, MAX_COMMIT_GRANT_TTL};
 pub use join_tokens::{JoinToken, NodeJoin};
 pub use tokens::{API_AUDIENCE, IssuedToken};
 

@@ -28,7 +28,16 @@ pub(crate) async fn start(
     Path((project, name)): Path<(String, String)>,
     JsonBody(request): JsonBody<ComponentCommitRequest>,
 ) -> ApiResult<(StatusCode, Json<ComponentCommit>)> {
-    let by = caller.principal.name().to_string();
+    // The leader commits later on the user's behalf, with the user's
+    // rights at that time; robots carry their rights in their token only.
+    let Principal::User { name: by, .. } = &caller.principal else {
+        return Err(ApiErrorReply::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "the component flow commits on behalf of a user: start it as one, not as a robot",
+        ));
+    };
+    let by = by.clone();
     let now = unix_now() as u64 * 1000;
     let objects = state.control.objects();
     let work = objects.start_component_commit(&project, &name, &request, &by, now);

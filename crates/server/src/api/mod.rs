@@ -9,6 +9,9 @@ mod alerts;
 mod audit;
 mod claims;
 mod cluster;
+/// `wharf commit POD`; [`commit::commit_pod`] is the entry point of the
+/// component flow too.
+pub(crate) mod commit;
 mod component_commits;
 mod config;
 mod cost;
@@ -175,6 +178,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/nodes/{node}/secrets/{project}/{name}", Node,    get(config::node_secret)),
         row(Method::GET,    "/api/v1/nodes/{node}/persistentvolumeclaims", Node,      get(claims::node_claims)),
         row(Method::PUT,    "/api/v1/nodes/{node}/usage",                Node,            put(pod_metrics::report_usage)),
+        // The agent asks, with the committing user's token, for leave to push.
+        row(Method::POST,   "/api/v1/nodes/{node}/commitgrants",         Node,            post(commit::grant)),
+        row(Method::DELETE, "/api/v1/nodes/{node}/commitgrants/{id}",    Node,            delete(commit::end_grant)),
         row(Method::POST,   "/api/v1/nodes/{node}/metrics",              Node,            post(metrics::push).layer(DefaultBodyLimit::max(metrics::MAX_BODY_BYTES))),
         // Administrators, or readers of the project named by a project= matcher.
         row(Method::GET,    "/api/v1/metrics/query",                     Authenticated,   get(metrics::query)),
@@ -209,6 +215,9 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), get(pod_streams::may_exec)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/exec", Project(Push), post(pod_streams::exec)),
         row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/portforward", Project(Push), post(pod_streams::port_forward)),
+        // commit reads everything in the container, like exec: developers and up
+        // (and push on the target repository, checked inside).
+        row(Method::POST,   "/api/v1/projects/{project}/pods/{name}/commit", Project(Push), post(commit::commit)),
         row(Method::PUT,    "/api/v1/projects/{project}/pods/{name}/ip", Node,            put(ippools::claim)),
         row(Method::DELETE, "/api/v1/projects/{project}/pods/{name}/ip", Node,            delete(ippools::release)),
         row(Method::GET,    "/api/v1/ippools",                           Authenticated,   get(ippools::list)),

@@ -2,7 +2,7 @@
 //! (logs, exec, port-forward). The caller's own token goes along: the agent
 //! asks this server whether it may, so a node trusts nobody else's word.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -26,7 +26,7 @@ pub(super) fn http() -> &'static reqwest::Client {
 /// The agent endpoint serving pod `project/name`: the node's name and the
 /// URL of `/v1/pods/{project}/{name}/{what}` there.
 pub(super) async fn pod_url(
-    state: &Arc<AppState>,
+    state: &AppState,
     project: &str,
     name: &str,
     what: &str,

@@ -279,6 +279,10 @@ fn responses(method: &Method, path: &str) -> Value {
             "204",
             json!({"description": "the caller may exec into the pod"}),
         )),
+        ("POST", Some("commit")) => Some((
+            "200",
+            json!({"description": "the commit's progress as JSON lines (CommitProgress), the last `done` or `failed` (docs/commit.md); refusals before anything is paused are errors", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}),
+        )),
         ("POST", Some("exec" | "portforward")) => Some((
             "101",
             json!({"description": "switched to the protocol the Upgrade header asked for (docs/exec.md)"}),

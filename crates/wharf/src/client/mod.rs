@@ -142,6 +142,29 @@ impl ApiClient {
         })
     }
 
+    /// `POST /api/v1/<path>` with a JSON body, answered with
+    /// newline-delimited JSON (a commit's progress), read as it arrives.
+    pub async fn post_lines(&mut self, path: &[&str], body: &Value) -> Result<JsonLines> {
+        let request = Request {
+            method: Method::POST,
+            path,
+            query: &[],
+            body: Payload::Json(body),
+            timeout: STREAM_TIMEOUT,
+        };
+        let response = self
+            .respond(&request, Unauthorized::RefreshAndRetry)
+            .await?;
+        if !response.status().is_success() {
+            return Err(ApiRefusal::read(response).await.into());
+        }
+        Ok(JsonLines {
+            response,
+            buffer: Vec::new(),
+            ended: false,
+        })
+    }
+
     /// `GET /api/v1/<path>?<query>` answered with a stream of bytes (a
     /// container's log), returned as it arrives.
     pub async fn get_stream(

@@ -349,32 +349,6 @@ mod tests {
         command: CommitFlowCommand,
     }
 
-    /// How `wharf commit POD [IMAGE]` (cmd/commit.rs) takes the flow's
-    /// subcommands next to its own positional arguments.
-    #[derive(Parser)]
-    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-    struct CommitWithPod {
-        #[command(subcommand)]
-        flow: Option<CommitFlowCommand>,
-        #[arg(required = true)]
-        pod: Option<String>,
-        image: Option<String>,
-    }
-
-    #[test]
-    fn the_flow_hooks_under_wharf_commit_next_to_its_pod_arguments() {
-        let pod = CommitWithPod::try_parse_from(["commit", "web-abc", "shop/snap:1"]).unwrap();
-        assert_eq!(pod.pod.as_deref(), Some("web-abc"));
-        assert!(pod.flow.is_none());
-        let flow = CommitWithPod::try_parse_from(["commit", "deployment", "web"]).unwrap();
-        assert!(matches!(flow.flow, Some(CommitFlowCommand::Deployment(_))));
-        assert!(flow.pod.is_none());
-        assert!(
-            CommitWithPod::try_parse_from(["commit"]).is_err(),
-            "POD or a subcommand"
-        );
-    }
-
     fn commit(phase: CommitPhase) -> ComponentCommit {
         ComponentCommit {
             spec: ComponentCommitSpec {

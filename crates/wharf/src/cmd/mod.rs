@@ -10,9 +10,7 @@ pub mod alert;
 pub mod apply;
 pub mod audit;
 pub mod autoscale;
-// Hooked under `wharf commit` (deployment, list, specs, rollback) once
-// `cmd/commit.rs` (`wharf commit POD`) is merged; until then only its tests use it.
-#[allow(dead_code)]
+pub mod commit;
 pub mod commit_flow;
 pub mod cost;
 pub mod cost_budget;
