@@ -12,6 +12,8 @@ mod common;
 mod alerts;
 #[path = "e2e_containers/commit.rs"]
 mod commit;
+#[path = "e2e_containers/commit_flow.rs"]
+mod commit_flow;
 #[path = "e2e_containers/config.rs"]
 mod config;
 #[path = "e2e_containers/config_volumes.rs"]

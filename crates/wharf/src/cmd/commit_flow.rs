@@ -17,7 +17,7 @@ use wharf_api::component_commit::{
 use super::ServerOption;
 use super::objects::{Kind, ProjectOption};
 use crate::client::ApiClient;
-use crate::output::Table;
+use crate::output::{OutputOption, Table};
 use crate::units;
 
 /// The component flow's subcommands of `wharf commit`.
@@ -88,6 +88,8 @@ pub struct ListArgs {
     /// Only the images committed from this address.
     #[arg(long)]
     ip: Option<String>,
+    #[command(flatten)]
+    output: OutputOption,
 }
 
 /// Runs a component-flow command.
@@ -284,9 +286,11 @@ async fn list(args: ListArgs) -> Result<()> {
         .get_with_query(&["commits", "ips"], &query)
         .await
         .context("reading the commit index")?;
-    let entries: Vec<CommitIndexEntry> = serde_json::from_value(answer)?;
-    print!("{}", render_index(&entries));
-    Ok(())
+    crate::output::print(
+        args.output.format,
+        answer,
+        |entries: Vec<CommitIndexEntry>| render_index(&entries),
+    )
 }
 
 /// The index as a table: image and address.

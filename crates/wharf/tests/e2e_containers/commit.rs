@@ -149,7 +149,7 @@ fn layer_entries(path: &Path) -> BTreeSet<String> {
 }
 
 /// A node credential (`robot$node+NAME`) from a join token.
-async fn node_credential(server: &TestServer, name: &str) -> Credentials {
+pub(super) async fn node_credential(server: &TestServer, name: &str) -> Credentials {
     let api = server.admin().await;
     let token = api
         .expect(
