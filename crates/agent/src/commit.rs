@@ -204,10 +204,11 @@ pub(crate) async fn commit(
             return refuse(StatusCode::BAD_GATEWAY, format!("asking the server: {err}"));
         }
     };
+    // A check gets no push right (the server writes no grant for it).
     let guard = GrantGuard {
         api: state.api.clone(),
         node: state.node.clone(),
-        grant: Some(grant.clone()),
+        grant: (!request.check_only).then(|| grant.clone()),
     };
     let prepared = match prepare(&state, &project, &name, &request, &grant, started).await {
         Ok(prepared) => prepared,
@@ -216,6 +217,19 @@ pub(crate) async fn commit(
             return refuse(status, message);
         }
     };
+    if request.check_only {
+        let measured = CommitProgress::Measured {
+            entries: prepared.measured.entries,
+            bytes: prepared.measured.bytes,
+            quota_remaining_bytes: grant.quota_remaining_bytes,
+        };
+        let mut line = serde_json::to_vec(&measured).expect("progress serializes");
+        line.push(b'\n');
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(line))
+            .expect("valid response");
+    }
     let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<CommitProgress>();
     // The commit runs on its own task: a client that goes away does not
     // stop it half-way (the container is resumed, the grant ended).
@@ -402,6 +416,7 @@ async fn run(
     let _ = lines.send(CommitProgress::Measured {
         entries: measured.entries,
         bytes: measured.bytes,
+        quota_remaining_bytes: None,
     });
     let frozen = if request.pause {
         let frozen = Frozen::pause(&runc, &container_id)

@@ -35,6 +35,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// `POST /api/v1/projects/{project}/pods/{name}/commit`: what to commit and
 /// where to push it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,11 @@ pub struct CommitRequest {
     /// `EXPOSE`, `LABEL`, `USER`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
+    /// Check and measure only: nothing is paused, written or pushed, and
+    /// the answer's one line is `measured`. The component flow checks every
+    /// pod this way before it commits the first.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub check_only: bool,
 }
 
 /// One line of a commit's progress, streamed as JSON lines while it runs;
@@ -77,6 +86,9 @@ pub enum CommitProgress {
         entries: u64,
         /// Bytes of changed file content.
         bytes: u64,
+        /// What the target project may still store, when it has a quota.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quota_remaining_bytes: Option<u64>,
     },
     /// The container is frozen.
     Paused,

@@ -59,8 +59,8 @@ mod test_objects;
 pub use claims::{ClaimDeletion, uses_claim};
 pub use cluster::{ControlPlane, Running};
 pub use component_commit::{
-    CommitFailure, CommitFlowController, FlowTiming, PodCommitter, SpecStore, commit_index_key,
-    default_commit_tag, pinned_deployment,
+    CommitFailure, CommitFlowController, FlowTiming, MeasuredChanges, PodCommitter, SpecStore,
+    commit_index_key, default_commit_tag, pinned_deployment,
 };
 pub use config::{ConfigObjects, SealedSecret, used_on_node};
 pub use deployments::{

@@ -6,13 +6,14 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
 use wharf_api::Pod;
+use wharf_api::commit::CommitProgress;
 use wharf_api::commit::{CommitRequest, CommitResult};
 use wharf_auth::Principal;
-use wharf_control::{CommitFailure, PodCommitter};
+use wharf_control::{CommitFailure, MeasuredChanges, PodCommitter};
 
 use crate::AppState;
 use crate::api::ApiCaller;
-use crate::api::commit::commit_pod;
+use crate::api::commit::{check_pod, commit_pod};
 
 /// Commits through this server's own commit path ([`commit_pod`]). It is
 /// made before the state it needs, which holds the control plane that holds
@@ -29,23 +30,11 @@ impl ServerPodCommitter {
         let _ = self.state.set(Arc::downgrade(state));
     }
 
-    fn failure(step: &str, message: impl Into<String>) -> CommitFailure {
-        CommitFailure {
-            step: step.into(),
-            message: message.into(),
-        }
-    }
-}
-
-#[async_trait]
-impl PodCommitter for ServerPodCommitter {
-    async fn commit(
+    /// The server's state and the flow's user as the caller of a commit.
+    async fn caller(
         &self,
-        pod: &Pod,
-        container: &str,
-        image: &str,
         on_behalf_of: &str,
-    ) -> Result<CommitResult, CommitFailure> {
+    ) -> Result<(Arc<AppState>, ApiCaller), CommitFailure> {
         let state = self
             .state
             .get()
@@ -71,8 +60,11 @@ impl PodCommitter for ServerPodCommitter {
             },
             source: None,
         };
-        let project = pod.metadata.project.as_deref().unwrap_or_default();
-        let request = CommitRequest {
+        Ok((state, caller))
+    }
+
+    fn request(container: &str, image: &str, on_behalf_of: &str) -> CommitRequest {
+        CommitRequest {
             container: Some(container.to_string()),
             image: image.to_string(),
             pause: true,
@@ -80,7 +72,57 @@ impl PodCommitter for ServerPodCommitter {
             author: Some(on_behalf_of.to_string()),
             message: Some("wharf commit deployment".into()),
             changes: Vec::new(),
-        };
+            check_only: false,
+        }
+    }
+
+    fn failure(step: &str, message: impl Into<String>) -> CommitFailure {
+        CommitFailure {
+            step: step.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl PodCommitter for ServerPodCommitter {
+    async fn check(
+        &self,
+        pod: &Pod,
+        container: &str,
+        image: &str,
+        on_behalf_of: &str,
+    ) -> Result<MeasuredChanges, CommitFailure> {
+        let (state, caller) = self.caller(on_behalf_of).await?;
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        let request = Self::request(container, image, on_behalf_of);
+        match check_pod(&state, &caller, project, &pod.metadata.name, &request).await {
+            Ok(CommitProgress::Measured {
+                bytes,
+                quota_remaining_bytes,
+                ..
+            }) => Ok(MeasuredChanges {
+                bytes,
+                quota_remaining_bytes,
+            }),
+            Ok(other) => Err(Self::failure(
+                "check",
+                format!("the node answered the check with {other:?}"),
+            )),
+            Err(failure) => Err(Self::failure(&failure.step, failure.message)),
+        }
+    }
+
+    async fn commit(
+        &self,
+        pod: &Pod,
+        container: &str,
+        image: &str,
+        on_behalf_of: &str,
+    ) -> Result<CommitResult, CommitFailure> {
+        let (state, caller) = self.caller(on_behalf_of).await?;
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        let request = Self::request(container, image, on_behalf_of);
         commit_pod(
             &state,
             &caller,

@@ -315,6 +315,10 @@ impl CommitFlowController {
     async fn commit_all(&self, commit: &ComponentCommit) -> Result<(), StepError> {
         let project = Self::project(commit);
         let original = self.original(commit).await?;
+        // A flow resumed after its first commit passed these checks then.
+        if commit.status.pods.iter().all(|r| r.digest.is_none()) {
+            self.check_all(commit).await?;
+        }
         for record in &commit.status.pods {
             let pod_name = record.pod.as_str();
             let digest = match &record.digest {
@@ -390,6 +394,54 @@ impl CommitFlowController {
                 })
                 .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks every pod's commit and that the project's quota holds all
+    /// the snapshots, before the first pod is paused.
+    async fn check_all(&self, commit: &ComponentCommit) -> Result<(), StepError> {
+        let project = Self::project(commit);
+        let (mut total, mut remaining) = (0u64, None::<u64>);
+        for record in &commit.status.pods {
+            let pod_name = record.pod.as_str();
+            let pod: Option<Pod> = self.objects.get(Some(project), pod_name).await?;
+            let pod = pod
+                .filter(|p| p.status.phase == PodPhase::Running)
+                .ok_or_else(|| StepError::new("check", pod_name, "the pod no longer runs"))?;
+            let measured = self
+                .committer
+                .check(
+                    &pod,
+                    &commit.spec.container,
+                    &record.image,
+                    &commit.spec.requested_by,
+                )
+                .await
+                .map_err(|f| {
+                    StepError::new(
+                        "check",
+                        pod_name,
+                        format!("{} (commit step {})", f.message, f.step),
+                    )
+                })?;
+            total = total.saturating_add(measured.bytes);
+            remaining = match (remaining, measured.quota_remaining_bytes) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(remaining) = remaining
+            && total > remaining
+        {
+            return Err(StepError {
+                step: "check",
+                pod: None,
+                message: format!(
+                    "the {} snapshots hold {total} bytes of changes; project {project}'s quota leaves {remaining} bytes",
+                    commit.status.pods.len()
+                ),
+            });
         }
         Ok(())
     }

@@ -44,10 +44,32 @@ pub struct CommitFailure {
     pub message: String,
 }
 
+/// A pod's changes as its node measured them, nothing paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeasuredChanges {
+    /// Bytes of changed file content.
+    pub bytes: u64,
+    /// What the target project may still store, when it has a quota.
+    pub quota_remaining_bytes: Option<u64>,
+}
+
 /// Commits one container of a running pod to an image and pushes it: what
 /// `wharf commit POD` does, on behalf of the account that asked.
 #[async_trait]
 pub trait PodCommitter: Send + Sync {
+    /// Every check a commit of `container` of `pod` to `image` makes (the
+    /// node's included), and the changes measured; nothing is paused,
+    /// written or pushed. The flow checks every pod so before the first
+    /// commit, so a refusal (no overlay root, a quota too small for all
+    /// the snapshots) comes before anything is paused.
+    async fn check(
+        &self,
+        pod: &Pod,
+        container: &str,
+        image: &str,
+        on_behalf_of: &str,
+    ) -> Result<MeasuredChanges, CommitFailure>;
+
     /// Commits `container` of `pod` to `image` (`project/repository:tag`).
     async fn commit(
         &self,

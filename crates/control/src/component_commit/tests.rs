@@ -41,10 +41,26 @@ const TIMING: FlowTiming = FlowTiming {
 struct FakeCommitter {
     calls: Mutex<Vec<(String, String, String)>>,
     fail_on: Option<usize>,
+    /// Pods checked.
+    checks: Mutex<Vec<String>>,
+    /// What each check measures, and the quota it reports.
+    measured: MeasuredChanges,
 }
 
 #[async_trait]
 impl PodCommitter for FakeCommitter {
+    async fn check(
+        &self,
+        pod: &Pod,
+        _container: &str,
+        _image: &str,
+        on_behalf_of: &str,
+    ) -> Result<MeasuredChanges, CommitFailure> {
+        assert_eq!(on_behalf_of, "alice", "checks are the requester's");
+        self.checks.lock().unwrap().push(pod.metadata.name.clone());
+        Ok(self.measured)
+    }
+
     async fn commit(
         &self,
         pod: &Pod,
@@ -183,6 +199,14 @@ struct Harness {
 impl Harness {
     /// Deployment shop/`name` with 3 replicas on pool addresses, running.
     async fn new(name: &str, fail_on: Option<usize>, pooled: bool) -> Harness {
+        let committer = FakeCommitter {
+            fail_on,
+            ..Default::default()
+        };
+        Harness::with_committer(name, committer, pooled).await
+    }
+
+    async fn with_committer(name: &str, committer: FakeCommitter, pooled: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let objects = objects(&dir);
         node(&objects, "n1", true).await;
@@ -218,10 +242,7 @@ impl Harness {
             .await
             .unwrap();
         drop(created);
-        let committer = Arc::new(FakeCommitter {
-            fail_on,
-            ..Default::default()
-        });
+        let committer = Arc::new(committer);
         let specs = Arc::new(MemorySpecs::default());
         let broken = Arc::new(Mutex::new(HashSet::new()));
         let controller = DeploymentController::new(objects.clone());
@@ -424,6 +445,42 @@ async fn the_whole_flow_moves_three_pods_onto_pinned_deployments_on_the_same_add
     // A second start is refused until the component is rolled back.
     let err = h.start("web").await.unwrap_err();
     assert!(err.to_string().contains("roll it back first"), "{err}");
+}
+
+#[tokio::test]
+async fn snapshots_the_quota_cannot_hold_together_stop_the_flow_before_any_commit() {
+    // Each pod's changes fit what the quota leaves; the three together do not.
+    let committer = FakeCommitter {
+        measured: MeasuredChanges {
+            bytes: 400,
+            quota_remaining_bytes: Some(1000),
+        },
+        ..Default::default()
+    };
+    let h = Harness::with_committer("web", committer, true).await;
+    let before = h.serving().await;
+    h.start("web").await.unwrap();
+    let failed = h.flow.drive("shop", "web").await.unwrap();
+    assert_eq!(failed.status.phase, CommitPhase::Failed);
+    let failure = failed.status.failure.clone().unwrap();
+    assert_eq!(failure.step, "check");
+    assert!(
+        failure.message.contains(
+            "the 3 snapshots hold 1200 bytes of changes; project shop's quota leaves 1000 bytes"
+        ),
+        "{failure:?}"
+    );
+    assert_eq!(
+        h.committer.checks.lock().unwrap().len(),
+        3,
+        "every pod checked"
+    );
+    assert!(
+        h.committer.calls.lock().unwrap().is_empty(),
+        "nothing committed"
+    );
+    assert!(h.pinned().await.is_empty());
+    assert_eq!(h.serving().await, before);
 }
 
 #[tokio::test]

@@ -322,7 +322,15 @@ async fn run_checked(
     progress: &(dyn Fn(&CommitProgress) + Send + Sync),
 ) -> Result<CommitResult, CommitFailure> {
     let started = Instant::now();
-    let outcome = relay(state, token, checked, request, progress).await;
+    let outcome = match relay(state, token, checked, request, progress).await {
+        Ok(CommitProgress::Done(result)) => Ok(result),
+        Ok(other) => Err(CommitFailure {
+            step: "node".into(),
+            message: format!("the node ended the commit with {other:?}"),
+            status: StatusCode::BAD_GATEWAY,
+        }),
+        Err(failure) => Err(failure),
+    };
     let (project, pod) = (&checked.project, &checked.pod);
     let event = match &outcome {
         Ok(result) => PodEventReport {
@@ -393,14 +401,15 @@ fn audit(
     state.audit.record(event);
 }
 
-/// Posts the request to the node's agent and passes its JSON lines on.
+/// Posts the request to the node's agent and passes its JSON lines on;
+/// the last one: `done`, or `measured` for a check.
 async fn relay(
     state: &AppState,
     token: &str,
     checked: &CheckedCommit,
     request: &CommitRequest,
     progress: &(dyn Fn(&CommitProgress) + Send + Sync),
-) -> Result<CommitResult, CommitFailure> {
+) -> Result<CommitProgress, CommitFailure> {
     let node_failure = |message: String| CommitFailure {
         step: "node".into(),
         message,
@@ -427,7 +436,8 @@ async fn relay(
             .map_err(|e| node_failure(format!("node {node} answered {line:?}: {e}")))?;
         progress(&parsed);
         match parsed {
-            CommitProgress::Done(result) => return Ok(result),
+            CommitProgress::Done(_) => return Ok(parsed),
+            CommitProgress::Measured { .. } if request.check_only => return Ok(parsed),
             CommitProgress::Failed { step, message } => {
                 return Err(CommitFailure {
                     step,
@@ -480,6 +490,32 @@ fn ndjson(response: reqwest::Response) -> impl futures_util::Stream<Item = Resul
     )
 }
 
+/// A check of pod `project/pod` for `caller` that pauses, writes and
+/// pushes nothing: every check of [`commit_pod`], the node's included,
+/// and the changes measured. The component flow checks every pod this way
+/// before it commits the first. Answers the `measured` line.
+pub(crate) async fn check_pod(
+    state: &AppState,
+    caller: &ApiCaller,
+    project: &str,
+    pod: &str,
+    request: &CommitRequest,
+) -> Result<CommitProgress, CommitFailure> {
+    let request = CommitRequest {
+        check_only: true,
+        ..request.clone()
+    };
+    let checked = check_commit(state, &caller.principal, project, pod, &request)
+        .await
+        .map_err(CommitFailure::refused)?;
+    let token = state
+        .identity
+        .issue_api_token(&caller.principal)
+        .await
+        .map_err(|e| CommitFailure::refused(e.into()))?;
+    relay(state, &token.token, &checked, &request, &|_| {}).await
+}
+
 /// `POST /api/v1/projects/{project}/pods/{name}/commit`: refusals are
 /// HTTP errors (nothing was paused); once the node has started, `200`
 /// with the JSON lines of [`CommitProgress`], the last `done` or `failed`.
@@ -489,6 +525,17 @@ pub(crate) async fn commit(
     Path((project, pod)): Path<(String, String)>,
     JsonBody(request): JsonBody<CommitRequest>,
 ) -> ApiResult<Response> {
+    if request.check_only {
+        let measured = check_pod(&state, &caller, &project, &pod, &request)
+            .await
+            .map_err(|f| ApiErrorReply::new(f.status, "COMMIT_REFUSED", f.message))?;
+        let mut line = serde_json::to_vec(&measured).expect("progress serializes");
+        line.push(b'\n');
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(line))
+            .expect("valid response"));
+    }
     let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<CommitProgress>();
     let first = tokio::sync::oneshot::channel::<Option<CommitFailure>>();
     tokio::spawn(async move {
@@ -562,6 +609,19 @@ pub(crate) async fn grant(
                 asked.project, asked.pod, checked.node
             ),
         ));
+    }
+    if asked.request.check_only {
+        // Measuring needs no push right: nothing is written.
+        return Ok(axum::Json(NodeCommitGrant {
+            id: String::new(),
+            repository: checked.target.repository.to_string(),
+            tag: checked.target.tag.clone(),
+            expires_at: 0,
+            container: checked.container.clone(),
+            base_image: checked.base_image.clone(),
+            exclude: checked.exclude.clone(),
+            quota_remaining_bytes: checked.quota_remaining_bytes,
+        }));
     }
     let work = async {
         let grant = state
@@ -653,6 +713,7 @@ mod tests {
             author: None,
             message: None,
             changes: changes.iter().map(|c| c.to_string()).collect(),
+            check_only: false,
         };
         check_request(&request(&["CMD [\"sh\"]", "env A=1", "LABEL a=b"])).unwrap();
         let err = check_request(&request(&["ENV A=1", "RUN rm -rf /"])).unwrap_err();

@@ -110,6 +110,7 @@ async fn commit_pod(args: PodCommitArgs) -> Result<()> {
         author: args.author.clone(),
         message: args.message.clone(),
         changes: args.changes.clone(),
+        check_only: false,
     };
     let body = serde_json::to_value(&request)?;
     let started = Instant::now();
@@ -147,7 +148,7 @@ fn describe(progress: &CommitProgress) -> String {
         )
     };
     match progress {
-        CommitProgress::Measured { entries, bytes } => {
+        CommitProgress::Measured { entries, bytes, .. } => {
             format!("changes: {entries} entries, {}", human_size(*bytes))
         }
         CommitProgress::Paused => "paused".into(),

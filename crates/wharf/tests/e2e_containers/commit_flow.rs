@@ -231,6 +231,24 @@ async fn a_component_moves_onto_its_snapshots_on_the_same_addresses_and_back() {
         });
         assert_eq!(&answer, pod);
     }
+    // What the flow asks of every pod first: a check that measures and
+    // pauses, writes and pushes nothing.
+    let some_pod = born.values().next().unwrap();
+    let (status, measured) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/projects/shop/pods/{some_pod}/commit"),
+            Some(serde_json::json!({"image": "shop/checked:1", "checkOnly": true})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{measured}");
+    assert_eq!(measured["phase"], "measured", "{measured}");
+    assert!(measured["bytes"].as_u64() > Some(0), "born.txt: {measured}");
+    let described = cli.run(&["describe", "pod", "-p", "shop", some_pod]);
+    assert!(!described.contains("Commit"), "a check is no commit: {described}");
+    let repositories = cli.run(&["image", "list", "shop"]);
+    assert!(!repositories.contains("checked"), "{repositories}");
+
     let progress = run(
         home.path(),
         &[
