@@ -23,7 +23,7 @@ use crate::objects::{Change, Objects};
 use crate::termination::PodDeletion;
 
 use super::plan::pinned_deployment;
-use super::{FlowTiming, PodCommitter, SpecStore, commit_index_key};
+use super::{CommitFailure, FlowTiming, PodCommitter, SpecStore, commit_index_key};
 
 /// A step that failed: where, on which pod, and why.
 struct StepError {
@@ -39,6 +39,17 @@ impl StepError {
             pod: Some(pod.to_string()),
             message: message.into(),
         }
+    }
+}
+
+impl CommitFailure {
+    /// The flow's `step` failed on `pod` because this commit step did.
+    fn at(self, step: &'static str, pod: &str) -> StepError {
+        StepError::new(
+            step,
+            pod,
+            format!("{} (commit step {})", self.message, self.step),
+        )
     }
 }
 
@@ -324,12 +335,7 @@ impl CommitFlowController {
             let digest = match &record.digest {
                 Some(digest) => digest.clone(),
                 None => {
-                    let pod: Option<Pod> = self.objects.get(Some(project), pod_name).await?;
-                    let pod = pod
-                        .filter(|p| p.status.phase == PodPhase::Running)
-                        .ok_or_else(|| {
-                            StepError::new("check", pod_name, "the pod no longer runs")
-                        })?;
+                    let pod = self.running_pod(project, pod_name).await?;
                     let result = self
                         .committer
                         .commit(
@@ -339,13 +345,7 @@ impl CommitFlowController {
                             &commit.spec.requested_by,
                         )
                         .await
-                        .map_err(|f| {
-                            StepError::new(
-                                "commit",
-                                pod_name,
-                                format!("{} (commit step {})", f.message, f.step),
-                            )
-                        })?;
+                        .map_err(|f| f.at("commit", pod_name))?;
                     let digest = result.digest.clone();
                     self.record(commit, pod_name, |r| r.digest = Some(digest.clone()))
                         .await?;
@@ -398,6 +398,13 @@ impl CommitFlowController {
         Ok(())
     }
 
+    /// Pod `name`, which must still run.
+    async fn running_pod(&self, project: &str, name: &str) -> Result<Pod, StepError> {
+        let pod: Option<Pod> = self.objects.get(Some(project), name).await?;
+        pod.filter(|p| p.status.phase == PodPhase::Running)
+            .ok_or_else(|| StepError::new("check", name, "the pod no longer runs"))
+    }
+
     /// Checks every pod's commit and that the project's quota holds all
     /// the snapshots, before the first pod is paused.
     async fn check_all(&self, commit: &ComponentCommit) -> Result<(), StepError> {
@@ -405,10 +412,7 @@ impl CommitFlowController {
         let (mut total, mut remaining) = (0u64, None::<u64>);
         for record in &commit.status.pods {
             let pod_name = record.pod.as_str();
-            let pod: Option<Pod> = self.objects.get(Some(project), pod_name).await?;
-            let pod = pod
-                .filter(|p| p.status.phase == PodPhase::Running)
-                .ok_or_else(|| StepError::new("check", pod_name, "the pod no longer runs"))?;
+            let pod = self.running_pod(project, pod_name).await?;
             let measured = self
                 .committer
                 .check(
@@ -418,13 +422,7 @@ impl CommitFlowController {
                     &commit.spec.requested_by,
                 )
                 .await
-                .map_err(|f| {
-                    StepError::new(
-                        "check",
-                        pod_name,
-                        format!("{} (commit step {})", f.message, f.step),
-                    )
-                })?;
+                .map_err(|f| f.at("check", pod_name))?;
             total = total.saturating_add(measured.bytes);
             remaining = match (remaining, measured.quota_remaining_bytes) {
                 (Some(a), Some(b)) => Some(a.min(b)),

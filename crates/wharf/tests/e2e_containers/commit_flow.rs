@@ -245,7 +245,10 @@ async fn a_component_moves_onto_its_snapshots_on_the_same_addresses_and_back() {
     assert_eq!(measured["phase"], "measured", "{measured}");
     assert!(measured["bytes"].as_u64() > Some(0), "born.txt: {measured}");
     let described = cli.run(&["describe", "pod", "-p", "shop", some_pod]);
-    assert!(!described.contains("Commit"), "a check is no commit: {described}");
+    assert!(
+        !described.contains("Commit"),
+        "a check is no commit: {described}"
+    );
     let repositories = cli.run(&["image", "list", "shop"]);
     assert!(!repositories.contains("checked"), "{repositories}");
 
