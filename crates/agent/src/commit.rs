@@ -124,22 +124,30 @@ impl Frozen {
                 }
             }
         };
-        let since = Instant::now();
-        match &freezer {
+        // The guard exists before the freeze is asked for: a task cancelled
+        // while the freezer works still thaws the container on drop.
+        let mut frozen = Frozen {
+            freezer,
+            since: Instant::now(),
+            resumed: false,
+        };
+        let result = match &frozen.freezer {
             Freezer::Cgroup(cgroup) => {
                 let cgroup = cgroup.clone();
                 tokio::task::spawn_blocking(move || cgroup.freeze())
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("freezing container {id}: {e}"))?;
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("freezing container {id}: {e}")))
             }
-            Freezer::Runc { runc, id } => runc.pause(id).await.map_err(|e| e.to_string())?,
+            Freezer::Runc { runc, id } => runc.pause(id).await.map_err(|e| e.to_string()),
+        };
+        if let Err(err) = result {
+            // A failed `runc pause` paused nothing; a cgroup is thawed by
+            // the drop (again: thawing a thawed cgroup changes nothing).
+            frozen.resumed = matches!(frozen.freezer, Freezer::Runc { .. });
+            return Err(err);
         }
-        Ok(Frozen {
-            freezer,
-            since,
-            resumed: false,
-        })
+        Ok(frozen)
     }
 
     /// The container's processes, when its cgroup is known: read while
