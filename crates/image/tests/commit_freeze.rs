@@ -351,3 +351,24 @@ sys.stdin.readline()
     );
     assert_eq!(snapshot.copied_bytes, 8192);
 }
+
+/// A frozen pass that finds what a layer cannot hold (here a `.wh.` name
+/// made after the pre-copy) fails naming it, and the pre-copy's staged
+/// contents are gone with it.
+#[tokio::test]
+async fn a_refused_frozen_pass_leaves_nothing_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let upper = dir.path().join("upper");
+    fs::create_dir_all(upper.join("srv")).unwrap();
+    fs::write(upper.join("srv/data.bin"), vec![1u8; 100_000]).unwrap();
+    let store = open_store(&dir.path().join("cache")).await;
+    let precopy = store.precopy_upper(&upper, &[]).await.unwrap();
+    assert_eq!((precopy.files_copied, precopy.bytes_copied), (1, 100_000));
+    fs::write(upper.join("srv/.wh.sneaky"), b"").unwrap();
+    let err = store
+        .snapshot_precopied(precopy, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/srv/.wh.sneaky"), "{err}");
+    assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
+}

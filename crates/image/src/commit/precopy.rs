@@ -19,6 +19,11 @@
 //!   clock by at most one tick (a jiffy: 10 ms at HZ=100, 1 ms at HZ=1000),
 //!   and truncates it to the filesystem's granularity (ext4 and xfs: 1 ns;
 //!   what counts is the tick).
+//! - Since Linux 6.13, ext4, xfs, btrfs and tmpfs stamp with multigrain
+//!   timestamps: once a ctime has been read (our `lstat`), the next change
+//!   gets a fine-grained time, so it differs from the recorded value even
+//!   within the same tick (this machine's kernel does). The margin keeps
+//!   the argument true on kernels and filesystems without them.
 //! - So a change that began after the copy began (at `start`) leaves a
 //!   ctime of at least `start - 1 tick`. A file whose ctime, read while
 //!   frozen, is still the recorded one, and that recorded ctime is older
