@@ -117,7 +117,7 @@ impl Frozen {
         let freezer = match cgroup_freezer(runc, id).await {
             Ok(cgroup) => Freezer::Cgroup(cgroup),
             Err(err) => {
-                tracing::debug!(container = id, error = %err, "no cgroup freezer found; pausing with runc");
+                tracing::warn!(container = id, error = %err, "no cgroup freezer found; pausing with runc, everything copied while frozen");
                 Freezer::Runc {
                     runc: runc.clone(),
                     id: id.to_string(),
