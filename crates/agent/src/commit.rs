@@ -6,8 +6,9 @@
 //! ask the server (as the node, with the user's token) -> grant to push to one repository
 //! measure upper/ -> quota check          nothing paused yet; any refusal is an HTTP error
 //! 200, then JSON lines of CommitProgress:
-//!   runc pause -> snapshot upper/ to an uncompressed tar -> runc resume (always)
-//!   -> compress -> push (node credential, base layers mounted) -> done | failed{step}
+//!   pre-copy upper/ (running) -> freeze the cgroup -> frozen pass: walk, copy
+//!   what changed since -> thaw (always) -> compress (one streaming pass)
+//!   -> push (node credential, base layers mounted) -> done | failed{step}
 //! end the grant
 //! ```
 //!
@@ -34,6 +35,7 @@ use wharf_image::{ImageRef, ImageStore, RegistryCredentials};
 use crate::AgentError;
 use crate::api::NodeApi;
 use crate::endpoint::{EndpointState, refuse};
+use crate::freezer::CgroupFreezer;
 
 /// What the node mounts into every container, never the image's: the
 /// files the agent bind-mounts (runc bundle) and runc's own filesystems,
@@ -92,47 +94,163 @@ impl Drop for GrantGuard {
     }
 }
 
+/// How a container is frozen: through its cgroup's freezer (see
+/// [`crate::freezer`] for why), or by `runc pause` when its cgroup cannot
+/// be found from its process.
+enum Freezer {
+    Cgroup(CgroupFreezer),
+    Runc { runc: wharf_runc::Runc, id: String },
+}
+
 /// A frozen container, thawed by [`Frozen::resume`] or, should that never
 /// be reached (a panic, a cancelled task), on drop.
 struct Frozen {
-    runc: wharf_runc::Runc,
-    id: String,
+    freezer: Freezer,
+    /// When the freeze was asked for: the pause reported runs from here to
+    /// the thaw's completion.
     since: Instant,
     resumed: bool,
 }
 
 impl Frozen {
     async fn pause(runc: &wharf_runc::Runc, id: &str) -> Result<Frozen, String> {
-        runc.pause(id).await.map_err(|e| e.to_string())?;
-        Ok(Frozen {
-            runc: runc.clone(),
-            id: id.to_string(),
+        let freezer = match cgroup_freezer(runc, id).await {
+            Ok(cgroup) => Freezer::Cgroup(cgroup),
+            Err(err) => {
+                tracing::warn!(container = id, error = %err, "no cgroup freezer found; pausing with runc, everything copied while frozen");
+                Freezer::Runc {
+                    runc: runc.clone(),
+                    id: id.to_string(),
+                }
+            }
+        };
+        // The guard exists before the freeze is asked for: a task cancelled
+        // while the freezer works still thaws the container on drop.
+        let mut frozen = Frozen {
+            freezer,
             since: Instant::now(),
             resumed: false,
-        })
+        };
+        let result = match &frozen.freezer {
+            Freezer::Cgroup(cgroup) => {
+                let cgroup = cgroup.clone();
+                tokio::task::spawn_blocking(move || cgroup.freeze())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("freezing container {id}: {e}")))
+            }
+            Freezer::Runc { runc, id } => runc.pause(id).await.map_err(|e| e.to_string()),
+        };
+        if let Err(err) = result {
+            // A failed `runc pause` paused nothing; a cgroup is thawed by
+            // the drop (again: thawing a thawed cgroup changes nothing).
+            frozen.resumed = matches!(frozen.freezer, Freezer::Runc { .. });
+            return Err(err);
+        }
+        Ok(frozen)
+    }
+
+    /// The container's processes, when its cgroup is known: read while
+    /// frozen, that is every process that can write its files.
+    async fn processes(&self) -> Option<Result<Vec<u32>, String>> {
+        let Freezer::Cgroup(cgroup) = &self.freezer else {
+            return None;
+        };
+        let cgroup = cgroup.clone();
+        Some(
+            tokio::task::spawn_blocking(move || cgroup.processes())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| format!("listing the container's processes: {e}"))),
+        )
     }
 
     /// Thaws it; how long it was frozen.
     async fn resume(mut self) -> Result<Duration, String> {
         self.resumed = true;
-        let result = self.runc.resume(&self.id).await;
+        let result = match &self.freezer {
+            Freezer::Cgroup(cgroup) => {
+                let cgroup = cgroup.clone();
+                tokio::task::spawn_blocking(move || cgroup.thaw())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("thawing: {e}")))
+            }
+            Freezer::Runc { runc, id } => runc.resume(id).await.map_err(|e| e.to_string()),
+        };
         let paused = self.since.elapsed();
-        result.map(|()| paused).map_err(|e| e.to_string())
+        result.map(|()| paused)
     }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        if !self.resumed {
-            let runc = self.runc.clone();
-            let id = std::mem::take(&mut self.id);
-            tokio::spawn(async move {
-                if let Err(err) = runc.resume(&id).await {
-                    tracing::error!(container = id, error = %err, "resuming a paused container failed");
+        if self.resumed {
+            return;
+        }
+        match &self.freezer {
+            // One write to the cgroup file, done here and now: nothing
+            // later (a runtime shutting down) can keep it from happening.
+            Freezer::Cgroup(cgroup) => {
+                if let Err(err) = cgroup.thaw() {
+                    tracing::error!(error = %err, "thawing a frozen container failed");
                 }
-            });
+            }
+            Freezer::Runc { runc, id } => {
+                let (runc, id) = (runc.clone(), id.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = runc.resume(&id).await {
+                        tracing::error!(container = id, error = %err, "resuming a paused container failed");
+                    }
+                });
+            }
         }
     }
+}
+
+/// The freezer of container `id`'s cgroup, found from its process.
+async fn cgroup_freezer(runc: &wharf_runc::Runc, id: &str) -> Result<CgroupFreezer, String> {
+    let state = runc
+        .state(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("runc knows no container {id}"))?;
+    if state.pid == 0 {
+        return Err(format!("container {id} has no process"));
+    }
+    tokio::task::spawn_blocking(move || CgroupFreezer::of_process(state.pid))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// While frozen: the layer's snapshot. With the container's processes
+/// known, only what changed since the pre-copy is copied (files mapped
+/// shared-writable by any of them always); otherwise everything is.
+async fn frozen_snapshot(
+    store: &ImageStore,
+    frozen: &Frozen,
+    precopy: wharf_image::PreCopy,
+    upper: &std::path::Path,
+    exclude: &[PathBuf],
+) -> Result<wharf_image::Snapshot, String> {
+    let Some(processes) = frozen.processes().await else {
+        drop(precopy);
+        return store
+            .snapshot_upper(upper, exclude)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let processes = processes?;
+    let mapped =
+        tokio::task::spawn_blocking(move || wharf_image::shared_writable_inodes(&processes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    store
+        .snapshot_precopied(precopy, mapped)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A step that failed: where and why.
@@ -418,25 +536,31 @@ async fn run(
         bytes: measured.bytes,
         quota_remaining_bytes: None,
     });
-    let frozen = if request.pause {
+    let (snapshot, paused_ms) = if request.pause {
+        // Copied while the container runs; the freeze then covers only a
+        // walk and what changed since.
+        let precopy = source
+            .store
+            .precopy_upper(&upper, &exclude)
+            .await
+            .map_err(failed("snapshot"))?;
         let frozen = Frozen::pause(&runc, &container_id)
             .await
             .map_err(failed("pause"))?;
         let _ = lines.send(CommitProgress::Paused);
-        Some(frozen)
+        let snapshot = frozen_snapshot(&source.store, &frozen, precopy, &upper, &exclude).await;
+        // Resumed whatever the snapshot did.
+        let paused = frozen.resume().await.map_err(failed("resume"))?;
+        let paused_ms = paused.as_millis() as u64;
+        let _ = lines.send(CommitProgress::Resumed { paused_ms });
+        (snapshot, paused_ms)
     } else {
-        None
-    };
-    let snapshot = source.store.snapshot_upper(&upper, &exclude).await;
-    // Resumed whatever the snapshot did.
-    let paused_ms = match frozen {
-        Some(frozen) => {
-            let paused = frozen.resume().await.map_err(failed("resume"))?;
-            let paused_ms = paused.as_millis() as u64;
-            let _ = lines.send(CommitProgress::Resumed { paused_ms });
-            paused_ms
-        }
-        None => 0,
+        let snapshot = source
+            .store
+            .snapshot_upper(&upper, &exclude)
+            .await
+            .map_err(|e| e.to_string());
+        (snapshot, 0)
     };
     let snapshot = snapshot.map_err(failed("snapshot"))?;
 
@@ -551,7 +675,8 @@ mod tests {
         assert_eq!(failure.step, "snapshot", "{}", failure.message);
         assert_eq!(
             std::fs::read_to_string(&calls).unwrap(),
-            "pause pod1-web\nresume pod1-web\n"
+            "state pod1-web\npause pod1-web\nresume pod1-web\n",
+            "a container whose cgroup cannot be found is paused with runc"
         );
         drop(lines);
         let mut seen = Vec::new();
@@ -565,8 +690,8 @@ mod tests {
         );
     }
 
-    /// A pause whose resume is never reached (a panic, a dropped task)
-    /// is thawed all the same.
+    /// A pause (by runc) whose resume is never reached (a panic, a dropped
+    /// task) is thawed all the same.
     #[tokio::test]
     async fn a_frozen_container_is_resumed_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -584,7 +709,7 @@ mod tests {
         }
         assert_eq!(
             std::fs::read_to_string(&calls).unwrap(),
-            "pause pod1-web\nresume pod1-web\n"
+            "state pod1-web\npause pod1-web\nresume pod1-web\n"
         );
     }
 }

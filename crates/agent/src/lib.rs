@@ -17,6 +17,7 @@ mod endpoint;
 mod error;
 pub mod exec;
 mod fencing;
+mod freezer;
 mod health;
 pub mod init_profile;
 mod initialization;

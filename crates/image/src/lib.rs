@@ -36,8 +36,8 @@ mod store;
 mod unpack;
 
 pub use commit::{
-    ChangeSize, CommitPush, ConfigChange, ConfigChanges, NewLayer, PushedCommit, Snapshot,
-    measure_upper,
+    CTIME_MARGIN, ChangeSize, CommitPush, ConfigChange, ConfigChanges, NewLayer, PreCopy,
+    PushedCommit, Snapshot, measure_upper, shared_writable_inodes,
 };
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;

@@ -22,8 +22,8 @@ use registry::{ADMIN_PASSWORD, Image, Wharf, manifest_for};
 use serde_json::{Value, json};
 use wharf_image::{
     CommitPush, Compression, ConfigChanges, ImageError, ImageRef, ImageStore, ImageStoreOptions,
-    NewLayer, Platform, PullPolicy, PullProgress, RegistryCredentials, UnpackLimits, UnpackOptions,
-    measure_upper, unpack_layer,
+    NewLayer, Platform, PullPolicy, PullProgress, RegistryCredentials, Snapshot, UnpackLimits,
+    UnpackOptions, measure_upper, unpack_layer,
 };
 use wharf_testkit::prereq::{require_root, require_root_and};
 
@@ -100,8 +100,16 @@ struct Entry {
     data: Vec<u8>,
 }
 
-fn read_tar(path: &Path) -> Vec<Entry> {
-    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+/// The whole uncompressed tar a snapshot makes.
+fn tar_of(snapshot: &Snapshot) -> Vec<u8> {
+    let mut tar = Vec::new();
+    snapshot.tar_reader().read_to_end(&mut tar).unwrap();
+    tar
+}
+
+fn read_tar(snapshot: &Snapshot) -> Vec<Entry> {
+    let tar = tar_of(snapshot);
+    let mut archive = tar::Archive::new(&tar[..]);
     let mut entries = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -261,7 +269,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     let exclude = vec![PathBuf::from("/etc/resolv.conf"), PathBuf::from("/mnt/vol")];
     let measured = measure_upper(&upper, &exclude).unwrap();
     let snapshot = store.snapshot_upper(&upper, &exclude).await.unwrap();
-    let entries = read_tar(snapshot.path());
+    let entries = read_tar(&snapshot);
     let lines: Vec<&str> = entries.iter().map(|e| e.line.as_str()).collect();
     let long_line = format!("file {long}");
     assert_eq!(
@@ -322,10 +330,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     assert_eq!(snapshot.entries, entries.len() as u64);
     let content: u64 = [100_001, 6, 9, 7, 11, 5].iter().sum();
     assert_eq!((measured.bytes, snapshot.content_bytes), (content, content));
-    assert_eq!(
-        snapshot.tar_bytes,
-        fs::metadata(snapshot.path()).unwrap().len()
-    );
+    assert_eq!(snapshot.tar_bytes, tar_of(&snapshot).len() as u64);
 
     // Applied with the crate's own unpack over the untouched lower layer,
     // the layer gives exactly the container's view (minus what was left out).
@@ -337,7 +342,7 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
         limits: UnpackLimits::default(),
         watch: None,
     };
-    unpack_layer(fs::File::open(snapshot.path()).unwrap(), &applied, &options).unwrap();
+    unpack_layer(snapshot.tar_reader(), &applied, &options).unwrap();
     let _check = Mount::overlay(&[&applied, &lower], None, &at("check"));
     let skip = ["etc/resolv.conf", "mnt/vol"];
     let expected = describe(&merged, &skip);
@@ -346,9 +351,10 @@ async fn snapshot_of_a_real_overlay_holds_exactly_the_changes_and_reapplies_to_t
     assert!(!expected.contains_key("olddir/x"));
     assert_eq!(describe(&at("check"), &skip), expected);
 
-    let path = snapshot.path().to_path_buf();
+    let path = snapshot.staging_dir().to_path_buf();
+    assert!(path.exists());
     drop(snapshot);
-    assert!(!path.exists(), "the snapshot file is removed on drop");
+    assert!(!path.exists(), "the staged contents are removed on drop");
 }
 
 /// A plain directory standing in for an upper directory (no whiteouts).
@@ -378,8 +384,8 @@ async fn compresses_with_gzip_and_zstd_in_one_pass_with_digest_and_diff_id() {
         let upper = plain_upper(dir.path());
         let store = open_store(&dir.path().join("cache")).await;
         let snapshot = store.snapshot_upper(&upper, &[]).await.unwrap();
-        let tar = fs::read(snapshot.path()).unwrap();
-        let snapshot_path = snapshot.path().to_path_buf();
+        let tar = tar_of(&snapshot);
+        let snapshot_path = snapshot.staging_dir().to_path_buf();
         let calls = Mutex::new(Vec::new());
         let layer = store
             .compress_snapshot(snapshot, compression, &|done, total| {
@@ -445,7 +451,7 @@ async fn reads_overlay_markers_of_both_namespaces_and_refuses_redirects() {
     xattr::set(upper.join("opaque"), "user.overlay.opaque", b"y").unwrap();
     xattr::set(upper.join("srv"), "trusted.overlay.origin", b"\0\xfb").unwrap();
     let snapshot = store.snapshot_upper(&upper, &[]).await.unwrap();
-    let entries = read_tar(snapshot.path());
+    let entries = read_tar(&snapshot);
     let lines: Vec<&str> = entries.iter().map(|e| e.line.as_str()).collect();
     assert_eq!(
         lines,

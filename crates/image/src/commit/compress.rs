@@ -1,6 +1,8 @@
-//! A snapshot tar to a layer blob in one pass: the uncompressed bytes are
-//! hashed (the `diff_id`) on their way into the compressor, and the
-//! compressed bytes hashed (the digest) on their way to the file.
+//! A snapshot to a layer blob in one streaming pass: the tar is read from
+//! the snapshot's headers and staged contents, its bytes hashed (the
+//! `diff_id`) on their way into the compressor, and the compressed bytes
+//! hashed (the digest) on their way to the file. No uncompressed tar is
+//! ever written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wharf_oci::{Digest, DigestAlgorithm, StreamHasher};
 
-use super::snapshot::remove_temp;
+use super::snapshot::{Snapshot, remove_temp};
 use crate::error::io_err;
 use crate::{Compression, ImageError};
 
@@ -57,10 +59,11 @@ pub(crate) fn oci_layer_type(compression: Compression) -> &'static str {
     }
 }
 
-/// Compresses `tar` into the new file `out`, counting uncompressed bytes
-/// read into `done`. On error `out` is removed. Blocking.
+/// Compresses the tar `snapshot` reads as into the new file `out`,
+/// counting uncompressed bytes read into `done`. On error `out` is
+/// removed. Blocking.
 pub(crate) fn compress_tar(
-    tar: &Path,
+    snapshot: &Snapshot,
     out: PathBuf,
     compression: Compression,
     done: &AtomicU64,
@@ -71,7 +74,7 @@ pub(crate) fn compress_tar(
         .mode(0o600)
         .open(&out)
         .map_err(io_err("create", &out))?;
-    let result = compress_into(tar, &out, file, compression, done);
+    let result = compress_into(snapshot, &out, file, compression, done);
     match result {
         Ok((diff_id, digest, size)) => Ok(NewLayer {
             path: out,
@@ -89,13 +92,13 @@ pub(crate) fn compress_tar(
 }
 
 fn compress_into(
-    tar: &Path,
+    snapshot: &Snapshot,
     out_path: &Path,
     out: File,
     compression: Compression,
     done: &AtomicU64,
 ) -> Result<(Digest, Digest, u64), ImageError> {
-    let mut input = File::open(tar).map_err(io_err("open", tar))?;
+    let mut input = snapshot.tar_reader();
     let sink = HashingWriter {
         inner: BufWriter::with_capacity(READ_CHUNK, out),
         hasher: StreamHasher::new(DigestAlgorithm::Sha256),
@@ -120,7 +123,13 @@ fn compress_into(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ImageError::io("read", tar, e)),
+            Err(e) => {
+                return Err(ImageError::io(
+                    "read the snapshot in",
+                    snapshot.staging_dir(),
+                    e,
+                ));
+            }
         };
         diff.update(&buffer[..n]);
         encoder

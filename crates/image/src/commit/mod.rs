@@ -4,10 +4,18 @@
 //! ```text
 //! measure_upper(upper)            before pausing: entries and bytes, for the
 //!                                 quota check; refuses what a layer cannot hold
-//! ImageStore::snapshot_upper      while frozen: walk.rs + snapshot.rs, an
-//!                                 uncompressed tar in tmp/, contents copied
-//!                                 kernel-side (whiteouts → .wh.x, opaque → .wh..wh..opq)
-//! ImageStore::compress_snapshot   after resuming: compress.rs, one pass:
+//! ImageStore::precopy_upper       before freezing: precopy.rs copies every
+//!                                 changed file into a staging dir in tmp/
+//!                                 (kernel-side), noting each one's lstat
+//! ImageStore::snapshot_precopied  while frozen: walk.rs + snapshot.rs walk
+//!                                 again (all metadata from here), build the
+//!                                 tar headers (whiteouts → .wh.x, opaque →
+//!                                 .wh..wh..opq) and copy again only files
+//!                                 that may have changed (precopy.rs says
+//!                                 which); snapshot_upper is the one-pass
+//!                                 form, without a pre-copy
+//! ImageStore::compress_snapshot   after thawing: compress.rs streams the tar
+//!                                 from headers + staged contents, one pass:
 //!                                 diff_id, gzip/zstd, digest
 //! ImageStore::push_commit         push.rs: base manifest and config read back and
 //!                                 verified, base layers found or mounted, new
@@ -16,15 +24,17 @@
 //! ConfigChanges::parse            changes.rs: docker commit's --change
 //! ```
 //!
-//! **Invariant:** nothing half-written is visible: the snapshot and the
+//! **Invariant:** nothing half-written is visible: the staged contents and the
 //! blob live in the cache's `tmp/` and are removed when dropped or on
 //! error; the registry sees the manifest only after every blob it names.
 
 mod changes;
 mod compress;
 mod extend;
+mod precopy;
 mod push;
 mod snapshot;
+mod staging;
 mod walk;
 
 use std::collections::HashSet;
@@ -38,9 +48,12 @@ use wharf_oci::Digest;
 
 pub use changes::{ConfigChange, ConfigChanges};
 pub use compress::NewLayer;
+pub use precopy::{CTIME_MARGIN, PreCopy, shared_writable_inodes};
 pub use snapshot::Snapshot;
 
 use crate::{Compression, ImageError, ImageRef, ImageStore, RegistryCredentials, blocking};
+use snapshot::Start;
+use staging::StagingDir;
 use walk::{Exclusions, Kind, walk};
 
 /// How often compression and pushing report progress.
@@ -124,9 +137,10 @@ pub struct PushedCommit {
 }
 
 impl ImageStore {
-    /// Writes the changes in the overlayfs upper directory `upper` (minus
-    /// `exclude`, as for [`measure_upper`]) as an uncompressed layer tar in
-    /// the cache's `tmp/`: run it while the container is frozen. Entries in
+    /// Plans the layer of the changes in the overlayfs upper directory
+    /// `upper` (minus `exclude`, as for [`measure_upper`]) in one pass,
+    /// every file's content copied now into a staging directory in the
+    /// cache's `tmp/`: for a commit without freezing, or a test. Entries in
     /// sorted order, each directory before its contents; deleted names
     /// become `.wh.<name>`, opaque directories get `.wh..wh..opq`, hard
     /// links inside `upper` stay links, xattrs other than overlayfs' go
@@ -137,14 +151,54 @@ impl ImageStore {
         upper: &Path,
         exclude: &[PathBuf],
     ) -> Result<Snapshot, ImageError> {
-        let out = self.layout().tmp_path("snapshot");
+        let staging = self.layout().tmp_path("snapshot");
         let (upper, exclude) = (upper.to_path_buf(), exclude.to_vec());
-        blocking(move || snapshot::write_snapshot(&upper, &exclude, out)).await
+        blocking(move || {
+            snapshot::write_snapshot(Start::Fresh {
+                upper,
+                exclude,
+                staging: StagingDir::create(staging)?,
+            })
+        })
+        .await
+    }
+
+    /// Copies every changed regular file of `upper` (minus `exclude`) into
+    /// a staging directory in the cache's `tmp/` while the container still
+    /// runs, noting what each file's `lstat` said and when its copy began;
+    /// hand the result to [`ImageStore::snapshot_precopied`] once the
+    /// container is frozen. What the container changes meanwhile is found
+    /// by that frozen pass.
+    pub async fn precopy_upper(
+        &self,
+        upper: &Path,
+        exclude: &[PathBuf],
+    ) -> Result<PreCopy, ImageError> {
+        let staging = self.layout().tmp_path("snapshot");
+        let (upper, exclude) = (upper.to_path_buf(), exclude.to_vec());
+        blocking(move || precopy::precopy(&upper, &exclude, StagingDir::create(staging)?)).await
+    }
+
+    /// The frozen pass after [`ImageStore::precopy_upper`]: walks the upper
+    /// directory again (every entry and all metadata come from this walk),
+    /// reuses the pre-copied content of the files that have not changed
+    /// since their copy began, and copies the others now: new files, files
+    /// whose inode, size, mtime or ctime moved, files whose ctime is too
+    /// close to their copy's start to tell (see [`CTIME_MARGIN`]), and files
+    /// with an inode in `mapped` (mapped shared-writable in the container,
+    /// [`shared_writable_inodes`]). The layer is as [`ImageStore::snapshot_upper`]
+    /// would plan it at this moment.
+    pub async fn snapshot_precopied(
+        &self,
+        precopy: PreCopy,
+        mapped: HashSet<u64>,
+    ) -> Result<Snapshot, ImageError> {
+        blocking(move || snapshot::write_snapshot(Start::PreCopied { precopy, mapped })).await
     }
 
     /// Compresses a snapshot into a layer blob in the cache's `tmp/`, in one
-    /// pass that also computes its `diff_id` and digest; the snapshot's
-    /// file is removed when this returns. `progress(done, total)` reports
+    /// streaming pass that also computes its `diff_id` and digest; the
+    /// snapshot's staged contents are removed when this returns. `progress(done, total)` reports
     /// uncompressed bytes at most every 200 ms, and once at the end.
     pub async fn compress_snapshot(
         &self,
@@ -157,7 +211,7 @@ impl ImageStore {
         let done = Arc::new(AtomicU64::new(0));
         let counter = done.clone();
         let work = blocking(move || {
-            let layer = compress::compress_tar(snapshot.path(), out, compression, &counter);
+            let layer = compress::compress_tar(&snapshot, out, compression, &counter);
             drop(snapshot);
             layer
         });

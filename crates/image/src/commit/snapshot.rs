@@ -1,18 +1,23 @@
-//! The container's changes as an uncompressed tar file, written while the
-//! container is frozen: headers are built here, file contents are copied
-//! by the kernel (`copy_file_range` through `std::io::copy` from file to
-//! file), so the freeze lasts about as long as reading the changed bytes.
+//! The container's changes as a layer, planned while it is frozen: the
+//! frozen walk gives every entry's metadata and builds its tar headers;
+//! file contents come from the pre-copy's staged copies when they are
+//! still current (precopy.rs says when) and are otherwise copied now, by
+//! the kernel (`copy_file_range` from file to file). The tar itself is
+//! only produced afterwards, streamed into the compressor
+//! ([`Snapshot::tar_reader`]), so nothing is written twice.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tar::{EntryType, Header};
 
+use super::precopy::PreCopy;
+use super::staging::{StagingDir, open_source};
 use super::walk::{Exclusions, Item, Kind, bytes_of, unsupported, walk};
 use crate::ImageError;
 use crate::error::io_err;
@@ -24,31 +29,85 @@ const NAME_FIELD: usize = 100;
 /// The marker that makes a directory opaque in an OCI layer.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
-/// A container's changes as an uncompressed layer tar in the image
-/// cache's `tmp/`; the file is removed when this is dropped.
+/// A container's changes as a layer: the tar's headers in memory and its
+/// file contents staged in the image cache's `tmp/`, removed when this is
+/// dropped. [`Snapshot::tar_reader`] reads the tar.
 #[derive(Debug)]
 pub struct Snapshot {
-    path: PathBuf,
-    /// Tar entries written (whiteouts and opaque markers included).
+    pieces: Vec<Piece>,
+    staging: StagingDir,
+    /// Tar entries (whiteouts and opaque markers included).
     pub entries: u64,
-    /// Bytes of regular file content copied.
+    /// Bytes of regular file content in the layer.
     pub content_bytes: u64,
-    /// Size of the tar file.
+    /// Bytes of content copied during this (the frozen) pass; the rest was
+    /// staged by the pre-copy and found unchanged.
+    pub copied_bytes: u64,
+    /// Size of the tar.
     pub tar_bytes: u64,
-    /// How long reading the upper directory took: the freeze it needs.
+    /// How long this pass took: the freeze it needs.
     pub read_time: Duration,
 }
 
+/// A stretch of the tar: bytes built here (headers, padding, the end
+/// marker) or a staged file's content.
+#[derive(Debug)]
+enum Piece {
+    Bytes(Vec<u8>),
+    Staged { path: PathBuf, size: u64 },
+}
+
 impl Snapshot {
-    /// The tar file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The uncompressed layer tar, read from the headers and the staged
+    /// contents. Blocking.
+    pub fn tar_reader(&self) -> impl Read + '_ {
+        TarReader {
+            pieces: self.pieces.iter(),
+            current: None,
+        }
+    }
+
+    /// The directory holding the staged contents (removed on drop).
+    pub fn staging_dir(&self) -> &Path {
+        self.staging.path()
     }
 }
 
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        remove_temp(&self.path);
+/// Reads a snapshot's pieces one after another.
+struct TarReader<'a> {
+    pieces: std::slice::Iter<'a, Piece>,
+    current: Option<Box<dyn Read + 'a>>,
+}
+
+impl Read for TarReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(current) = &mut self.current {
+                let n = current.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.pieces.next() {
+                None => return Ok(0),
+                Some(Piece::Bytes(bytes)) => self.current = Some(Box::new(&bytes[..])),
+                Some(Piece::Staged { path, size }) => {
+                    let file = File::open(path)?;
+                    let staged = file.metadata()?.len();
+                    if staged != *size {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "{}: staged {staged} bytes, the layer needs {size}",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    self.current = Some(Box::new(file.take(*size)));
+                }
+            }
+        }
     }
 }
 
@@ -63,55 +122,82 @@ pub(crate) fn remove_temp(path: &Path) {
     }
 }
 
-/// Writes the tar of `upper` (minus `exclude`) to `out`, a path that must
-/// not exist; on error the file is removed. Blocking.
-pub(crate) fn write_snapshot(
-    upper: &Path,
-    exclude: &[PathBuf],
-    out: PathBuf,
-) -> Result<Snapshot, ImageError> {
+/// What the frozen pass starts from: a pre-copy, or nothing (every file
+/// copied now, in one pass).
+pub(crate) enum Start {
+    Fresh {
+        upper: PathBuf,
+        exclude: Vec<PathBuf>,
+        staging: StagingDir,
+    },
+    PreCopied {
+        precopy: PreCopy,
+        /// Inodes mapped shared-writable in the container: always copied.
+        mapped: HashSet<u64>,
+    },
+}
+
+/// Walks the upper directory (frozen, or in one unfrozen pass) and plans
+/// the layer: headers built, contents staged. On error the staging
+/// directory is removed. Blocking.
+pub(crate) fn write_snapshot(start: Start) -> Result<Snapshot, ImageError> {
     let started = Instant::now();
-    let exclude = Exclusions::new(upper, exclude)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&out)
-        .map_err(io_err("create", &out))?;
-    // From here on the Snapshot owns the file, so any error removes it.
-    let mut snapshot = Snapshot {
-        path: out,
-        entries: 0,
-        content_bytes: 0,
-        tar_bytes: 0,
-        read_time: Duration::ZERO,
+    let (upper, exclude, staging, staged, mapped) = match start {
+        Start::Fresh {
+            upper,
+            exclude,
+            staging,
+        } => (upper, exclude, staging, HashMap::new(), HashSet::new()),
+        Start::PreCopied { precopy, mapped } => (
+            precopy.upper,
+            precopy.exclude,
+            precopy.staging,
+            precopy.files,
+            mapped,
+        ),
     };
+    let exclusions = Exclusions::new(&upper, &exclude)?;
     let mut writer = TarWriter {
-        upper,
-        out: file,
-        out_path: snapshot.path.clone(),
+        upper: &upper,
+        staging,
+        staged,
+        mapped,
+        pieces: Vec::new(),
         offset: 0,
         entries: 0,
         content_bytes: 0,
+        copied_bytes: 0,
         links: HashMap::new(),
     };
-    walk(upper, &exclude, true, &mut |item| writer.entry(&item))?;
-    writer.finish()?;
-    snapshot.entries = writer.entries;
-    snapshot.content_bytes = writer.content_bytes;
-    snapshot.tar_bytes = writer.offset;
-    snapshot.read_time = started.elapsed();
-    Ok(snapshot)
+    walk(&upper, &exclusions, true, &mut |item| writer.entry(&item))?;
+    writer.finish();
+    // Copies the frozen walk found stale are no longer needed.
+    for stale in writer.staged.values() {
+        remove_temp(&stale.path);
+    }
+    Ok(Snapshot {
+        pieces: writer.pieces,
+        staging: writer.staging,
+        entries: writer.entries,
+        content_bytes: writer.content_bytes,
+        copied_bytes: writer.copied_bytes,
+        tar_bytes: writer.offset,
+        read_time: started.elapsed(),
+    })
 }
 
 struct TarWriter<'a> {
     upper: &'a Path,
-    /// Written to unbuffered: file contents reach it by `copy_file_range`.
-    out: File,
-    out_path: PathBuf,
+    staging: StagingDir,
+    /// The pre-copy's copies not yet used, by relative path.
+    staged: HashMap<PathBuf, super::precopy::Staged>,
+    /// Inode numbers mapped shared-writable in the container.
+    mapped: HashSet<u64>,
+    pieces: Vec<Piece>,
     offset: u64,
     entries: u64,
     content_bytes: u64,
+    copied_bytes: u64,
     /// Files with more than one link already written, by (device, inode):
     /// later names become tar hard links to the first.
     links: HashMap<(u64, u64), PathBuf>,
@@ -155,7 +241,7 @@ impl TarWriter<'_> {
                 let mut header = self.owned(EntryType::Regular, item);
                 header.set_size(size);
                 self.header(header, bytes_of(&item.rel), None, &item.xattrs)?;
-                self.content(&item.rel, size)
+                self.content(&item.rel, meta, size)
             }
             Kind::Symlink => {
                 let full = self.upper.join(&item.rel);
@@ -242,34 +328,42 @@ impl TarWriter<'_> {
         }
         header.set_cksum();
         bytes.extend_from_slice(header.as_bytes());
-        self.write(&bytes)?;
+        self.write(&bytes);
         self.entries += 1;
         Ok(())
     }
 
-    /// Copies `size` bytes of the file at `rel` into the tar, kernel-side,
-    /// and pads them to a block.
-    fn content(&mut self, rel: &Path, size: u64) -> Result<(), ImageError> {
-        let full = self.upper.join(rel);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NOATIME)
-            .open(&full)
-            .or_else(|e| {
-                // O_NOATIME needs ownership of the file (or CAP_FOWNER).
-                if e.raw_os_error() == Some(nix::libc::EPERM) {
-                    OpenOptions::new()
-                        .read(true)
-                        .custom_flags(nix::libc::O_NOFOLLOW)
-                        .open(&full)
-                } else {
-                    Err(e)
+    /// The content of the file at `rel` (frozen `lstat` `meta`, `size`
+    /// bytes): the pre-copy's copy if it is still current, otherwise
+    /// copied now into the staging directory, kernel-side; then padding to
+    /// a block.
+    fn content(&mut self, rel: &Path, meta: &fs::Metadata, size: u64) -> Result<(), ImageError> {
+        let mapped = self.mapped.contains(&meta.ino());
+        let path = match self.staged.remove(rel) {
+            Some(staged) if !mapped && staged.still_current(meta) => staged.path,
+            stale => {
+                if let Some(stale) = stale {
+                    remove_temp(&stale.path);
                 }
-            })
-            .map_err(io_err("open", &full))?;
+                self.copy_now(rel, size)?
+            }
+        };
+        self.pieces.push(Piece::Staged { path, size });
+        self.offset += size;
+        self.content_bytes += size;
+        let padding = (BLOCK - size % BLOCK) % BLOCK;
+        self.write(&vec![0; padding as usize]);
+        Ok(())
+    }
+
+    /// Copies `size` bytes of the file at `rel` into a new staging file.
+    fn copy_now(&mut self, rel: &Path, size: u64) -> Result<PathBuf, ImageError> {
+        let full = self.upper.join(rel);
+        let file = open_source(&full).map_err(io_err("open", &full))?;
+        let (mut out, path) = self.staging.new_file()?;
         // `Take<&File>` into `File`: std copies with copy_file_range (or
         // sendfile), never through a buffer of ours.
-        let copied = io::copy(&mut (&file).take(size), &mut self.out)
+        let copied = io::copy(&mut (&file).take(size), &mut out)
             .map_err(|e| ImageError::io("copy into the snapshot", &full, e))?;
         if copied != size {
             return Err(unsupported(
@@ -280,23 +374,26 @@ impl TarWriter<'_> {
                 ),
             ));
         }
-        self.offset += size;
-        self.content_bytes += size;
-        let padding = (BLOCK - size % BLOCK) % BLOCK;
-        self.write(&vec![0; padding as usize])
+        self.copied_bytes += size;
+        Ok(path)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
-        self.out
-            .write_all(bytes)
-            .map_err(io_err("write", &self.out_path))?;
+    /// Appends bytes built here to the tar.
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         self.offset += bytes.len() as u64;
-        Ok(())
+        if let Some(Piece::Bytes(last)) = self.pieces.last_mut() {
+            last.extend_from_slice(bytes);
+        } else {
+            self.pieces.push(Piece::Bytes(bytes.to_vec()));
+        }
     }
 
     /// The end-of-archive marker: two zero blocks.
-    fn finish(&mut self) -> Result<(), ImageError> {
-        self.write(&[0; 2 * BLOCK as usize])
+    fn finish(&mut self) {
+        self.write(&[0; 2 * BLOCK as usize]);
     }
 }
 
