@@ -197,6 +197,20 @@ impl Authorizer for TokenAuthorizer {
         };
         let (mentioned, granted) = lookup(&claims.access, need);
         if granted {
+            // A node pushes only while a commit it runs holds a grant: its
+            // token may outlive the grant (by up to the token's lifetime),
+            // so the grant is checked again on every push.
+            if let (Need::Push(repo), Some(node)) = (need, principal.node_agent())
+                && !self
+                    .identity
+                    .commit_push_granted(node, repo)
+                    .await
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?
+            {
+                return Err(RegistryError::Denied(format!(
+                    "node {node}'s commit grant for {repo} has ended"
+                )));
+            }
             return Ok(Caller {
                 name: principal.name().to_string(),
                 source,

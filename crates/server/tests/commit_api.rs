@@ -653,6 +653,13 @@ async fn a_grant_gives_the_node_push_on_exactly_the_target_until_it_ends() {
         ["pull"]
     );
 
+    // A push token taken while the grant lives pushes...
+    let pushing = app.token_for(&robot, &secret, push_snap).await;
+    let upload = "/v2/shop/snap/blobs/uploads/";
+    app.v2(&pushing, Method::POST, upload, &[], Vec::new())
+        .await
+        .expect(StatusCode::ACCEPTED);
+
     let end = format!(
         "/api/v1/nodes/n1/commitgrants/{}?repository=shop/snap",
         grant["id"].as_str().unwrap()
@@ -663,6 +670,16 @@ async fn a_grant_gives_the_node_push_on_exactly_the_target_until_it_ends() {
     assert_eq!(
         token_actions(&app, &robot, &secret, push_snap).await,
         ["pull"]
+    );
+    // ...and no more once the commit ended, though the token still lives.
+    let refused = app
+        .v2(&pushing, Method::POST, upload, &[], Vec::new())
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("commit grant for shop/snap has ended"),
+        "{}",
+        String::from_utf8_lossy(&refused.body)
     );
 }
 
