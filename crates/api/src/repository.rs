@@ -121,6 +121,57 @@ pub struct ChildManifest {
     pub platform: Option<String>,
 }
 
+/// Where an image's layers are in the nodes' caches (`wharf image
+/// distribution`): per layer the nodes holding it, per node how much of
+/// the image it holds, from what each node last reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageDistribution {
+    /// `project/repository`.
+    pub repository: String,
+    /// The manifest's digest (an index's for a multi-platform image).
+    pub digest: String,
+    /// Every layer of the image (of all its platforms), in manifest order.
+    pub layers: Vec<LayerDistribution>,
+    /// Nodes holding at least one of the layers, most bytes first.
+    pub nodes: Vec<NodeHolding>,
+    /// Nodes whose cache is not known (no report yet, or not ready).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreported: Vec<String>,
+}
+
+/// One layer and the nodes whose cache holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerDistribution {
+    /// The layer blob's digest.
+    pub digest: String,
+    /// Its compressed size.
+    pub size: u64,
+    /// Nodes holding it, sorted.
+    pub nodes: Vec<String>,
+}
+
+/// How much of an image one node holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHolding {
+    /// The node.
+    pub node: String,
+    /// Its IDC (`wharf.io/idc`), if labelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idc: Option<String>,
+    /// Its pool (`wharf.io/pool`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Layers of the image it holds.
+    pub layers: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether it holds every layer (a pull there downloads nothing).
+    pub complete: bool,
+}
+
 /// `os/arch[/variant]` of an OCI platform object (from an index entry or
 /// an image config), `None` without an architecture.
 pub fn platform_name(platform: &serde_json::Value) -> Option<String> {

@@ -201,3 +201,85 @@ async fn at_equal_load_the_node_with_the_image_layers_gets_the_pod() {
         scores(&pod)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_images_distribution_names_the_nodes_holding_each_layer() {
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let token = app
+        .token_for("admin", ADMIN_PASSWORD, "repository:shop/app:pull,push")
+        .await;
+    let (base, top, config) = (vec![7u8; 3000], vec![9u8; 1000], b"{}".to_vec());
+    for blob in [&base, &top, &config] {
+        let uri = format!("/v2/shop/app/blobs/uploads/?digest={}", sha256(blob));
+        app.v2(&token, Method::POST, &uri, &[], blob.clone())
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let layer = |blob: &Vec<u8>| {
+        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "digest": sha256(blob), "size": blob.len()})
+    };
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": 2},
+        "layers": [layer(&base), layer(&top)]});
+    let content_type = (
+        "content-type",
+        "application/vnd.oci.image.manifest.v1+json".into(),
+    );
+    app.v2(
+        &token,
+        Method::PUT,
+        "/v2/shop/app/manifests/1",
+        &[content_type],
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let cached = |layers: Value| json!({"layers": layers});
+    node(&app, &admin, "a-empty", cached(json!([]))).await;
+    node(
+        &app,
+        &admin,
+        "b-base",
+        cached(json!([{"digest": sha256(&base), "sizeBytes": 3000}])),
+    )
+    .await;
+    let both = json!([{"digest": sha256(&top), "sizeBytes": 1000}, {"digest": sha256(&base), "sizeBytes": 3000},
+        {"digest": sha256(b"another image's"), "sizeBytes": 5}]);
+    let mut status = cached(both);
+    status["capacity"] = json!({"cpuMillis": 4000, "memoryBytes": 8u64 << 30, "pods": 110});
+    let labelled = json!({"metadata": {"name": "c-both", "labels": {"wharf.io/idc": "east"}}, "status": status});
+    app.api(&admin, Method::POST, "/api/v1/nodes", labelled)
+        .await
+        .expect(StatusCode::OK);
+    node(&app, &admin, "d-silent", json!({})).await;
+
+    let uri = "/api/v1/projects/shop/repositories/app/artifacts/1/distribution";
+    let shown = app.api(&admin, Method::GET, uri, Value::Null).await;
+    let shown = shown.expect(StatusCode::OK).json();
+    assert_eq!(shown["repository"], "shop/app");
+    assert_eq!(
+        shown["layers"],
+        json!([
+            {"digest": sha256(&base), "size": 3000, "nodes": ["b-base", "c-both"]},
+            {"digest": sha256(&top), "size": 1000, "nodes": ["c-both"]},
+        ])
+    );
+    assert_eq!(
+        shown["nodes"],
+        json!([
+            {"node": "c-both", "idc": "east", "layers": 2, "bytes": 4000, "complete": true},
+            {"node": "b-base", "layers": 1, "bytes": 3000, "complete": false},
+        ])
+    );
+    assert_eq!(shown["unreported"], json!(["d-silent"]));
+    // Readers of the project only.
+    app.create_user(&admin, "stranger", "stranger-password-1")
+        .await;
+    let stranger = app.api_login("stranger", "stranger-password-1").await;
+    app.api(&stranger, Method::GET, uri, Value::Null)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+}

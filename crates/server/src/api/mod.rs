@@ -144,6 +144,7 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/projects/{project}/repositories/{repository}/artifacts", Project(Pull), get(repositories::artifacts)),
         row(Method::GET,    "/api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}", Project(Pull), get(repositories::inspect)),
         row(Method::DELETE, "/api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}", Project(Delete), delete(repositories::delete_artifact)),
+        row(Method::GET,    "/api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}/distribution", Project(Pull), get(repositories::distribution)),
         row(Method::GET,    "/api/v1/projects/{project}/members",        Project(Pull),   get(projects::list_members)),
         row(Method::PUT,    "/api/v1/projects/{project}/members/{user}", Project(Manage), put(projects::set_member)),
         row(Method::DELETE, "/api/v1/projects/{project}/members/{user}", Project(Manage), delete(projects::remove_member)),

@@ -5,7 +5,9 @@
 use axum::Json;
 use http::Method;
 use serde_json::{Map, Value, json};
-use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
+use wharf_api::repository::{
+    ArtifactDetail, ArtifactSummary, ImageDistribution, RepositorySummary,
+};
 use wharf_api::{
     AlertNotification, AlertReceiver, AlertRule, Cluster, ConfigMap, CostBudget, Delivery,
     Deployment, DeploymentRevision, Endpoints, Event, FalconSample, HorizontalPodAutoscaler,
@@ -51,6 +53,10 @@ fn build() -> Value {
         (
             "ArtifactDetail",
             generator.subschema_for::<ArtifactDetail>(),
+        ),
+        (
+            "ImageDistribution",
+            generator.subschema_for::<ImageDistribution>(),
         ),
         ("ConfigMap", generator.subschema_for::<ConfigMap>()),
         ("Secret", generator.subschema_for::<Secret>()),
@@ -163,6 +169,8 @@ fn registry_content(path: &str) -> Option<(&'static str, bool)> {
         Some(("ArtifactSummary", true))
     } else if path.ends_with("/artifacts/{reference}") {
         Some(("ArtifactDetail", false))
+    } else if path.ends_with("/artifacts/{reference}/distribution") {
+        Some(("ImageDistribution", false))
     } else {
         None
     }
@@ -413,6 +421,7 @@ mod tests {
             "Pool",
             "MachineClass",
             "ArtifactDetail",
+            "ImageDistribution",
             "ConfigMap",
             "Secret",
             "PersistentVolumeClaim",

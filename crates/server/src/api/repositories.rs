@@ -5,12 +5,17 @@
 //! parameter holds it whole. Deletes go out as registry events, as a
 //! `DELETE /v2/...` would: the audit log and replication see them alike.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
+use wharf_api::repository::{
+    ArtifactDetail, ArtifactSummary, ImageDistribution, LayerDistribution, NodeHolding,
+    RepositorySummary,
+};
+use wharf_api::{LABEL_IDC, LABEL_POOL, Node};
 use wharf_oci::{Reference, RepositoryName};
 use wharf_registry::http::{EventKind, RegistryEvent};
 use wharf_registry::{DeleteOutcome, Origin};
@@ -81,6 +86,95 @@ pub(crate) async fn inspect(
     let repo = repository_name(&project, &repository)?;
     let reference = reference_of(&reference)?;
     Ok(Json(state.registry.inspect(&repo, &reference).await?))
+}
+
+/// `GET .../artifacts/{reference}/distribution`: which nodes' caches hold
+/// which layers of the image (all platforms of an index), as each node
+/// last reported its cache.
+pub(crate) async fn distribution(
+    State(state): State<Arc<AppState>>,
+    Path((project, repository, reference)): Path<(String, String, String)>,
+) -> ApiResult<Json<ImageDistribution>> {
+    let repo = repository_name(&project, &repository)?;
+    let reference = reference_of(&reference)?;
+    let detail = state.registry.inspect(&repo, &reference).await?;
+    let mut layers = detail.layers.clone();
+    for child in &detail.manifests {
+        let child = reference_of(&child.digest)?;
+        layers.extend(state.registry.inspect(&repo, &child).await?.layers);
+    }
+    let mut seen = BTreeSet::new();
+    layers.retain(|l| seen.insert(l.digest.clone()));
+    let (nodes, _): (Vec<Node>, _) = state.control.objects().list(None, None).await?;
+    Ok(Json(distribution_of(
+        repo.to_string(),
+        detail.summary.digest,
+        &layers,
+        &nodes,
+    )))
+}
+
+/// The distribution of `layers` over what `nodes` report.
+fn distribution_of(
+    repository: String,
+    digest: String,
+    layers: &[wharf_api::repository::BlobSummary],
+    nodes: &[Node],
+) -> ImageDistribution {
+    let mut by_layer: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut holdings = Vec::new();
+    let mut unreported = Vec::new();
+    for node in nodes {
+        let name = &node.metadata.name;
+        let Some(cached) = &node.status.layers else {
+            unreported.push(name.clone());
+            continue;
+        };
+        let cached: BTreeSet<&str> = cached.iter().map(|l| l.digest.as_str()).collect();
+        let held: Vec<_> = layers
+            .iter()
+            .filter(|l| cached.contains(l.digest.as_str()))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        for layer in &held {
+            by_layer
+                .entry(layer.digest.as_str())
+                .or_default()
+                .push(name.clone());
+        }
+        let label = |key: &str| node.metadata.labels.get(key).cloned();
+        holdings.push(NodeHolding {
+            node: name.clone(),
+            idc: label(LABEL_IDC),
+            pool: label(LABEL_POOL),
+            layers: held.len(),
+            bytes: held.iter().map(|l| l.size).sum(),
+            complete: held.len() == layers.len(),
+        });
+    }
+    holdings.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.node.cmp(&b.node)));
+    unreported.sort();
+    let layers = layers
+        .iter()
+        .map(|l| {
+            let mut nodes = by_layer.remove(l.digest.as_str()).unwrap_or_default();
+            nodes.sort();
+            LayerDistribution {
+                digest: l.digest.clone(),
+                size: l.size,
+                nodes,
+            }
+        })
+        .collect();
+    ImageDistribution {
+        repository,
+        digest,
+        layers,
+        nodes: holdings,
+        unreported,
+    }
 }
 
 /// `DELETE /api/v1/projects/{project}/repositories/{repository}/artifacts/{reference}`:

@@ -5,7 +5,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use wharf_api::repository::{ArtifactDetail, ArtifactSummary, RepositorySummary};
+use wharf_api::repository::{
+    ArtifactDetail, ArtifactSummary, ImageDistribution, RepositorySummary,
+};
 
 use super::ServerOption;
 use crate::client::{ApiClient, unix_now};
@@ -33,6 +35,14 @@ pub enum ImageCommand {
     },
     /// Show an image: digest, tags, size, platforms, config, layers, referrers.
     Inspect {
+        /// `[HOST/]PROJECT/REPOSITORY:TAG` or `...@DIGEST`.
+        reference: String,
+        #[command(flatten)]
+        output: OutputOption,
+    },
+    /// Which nodes' caches hold which layers of an image, as the nodes
+    /// last reported them.
+    Distribution {
         /// `[HOST/]PROJECT/REPOSITORY:TAG` or `...@DIGEST`.
         reference: String,
         #[command(flatten)]
@@ -126,6 +136,25 @@ pub async fn run(args: ImageArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("reading image {}", image.display()))?;
             output::print(output.format, answer, detail_text)
+        }
+        ImageCommand::Distribution { reference, output } => {
+            let image = ImageRef::parse(&reference)?;
+            let Some(tag_or_digest) = &image.reference else {
+                bail!("name the image's tag or digest: {}:TAG", image.name());
+            };
+            let answer = client
+                .get(&[
+                    "projects",
+                    &image.project,
+                    "repositories",
+                    &image.repository,
+                    "artifacts",
+                    tag_or_digest,
+                    "distribution",
+                ])
+                .await
+                .with_context(|| format!("reading where image {} is cached", image.display()))?;
+            output::print(output.format, answer, distribution_text)
         }
         ImageCommand::Delete { reference } => {
             let image = ImageRef::parse(&reference)?;
@@ -235,6 +264,45 @@ fn artifact_table(artifacts: Vec<ArtifactSummary>) -> String {
     table.render()
 }
 
+/// Per node how much of the image it holds, then per layer on how many nodes.
+fn distribution_text(distribution: ImageDistribution) -> String {
+    let total: u64 = distribution.layers.iter().map(|l| l.size).sum();
+    let mut nodes = Table::new(&["NODE", "IDC", "POOL", "LAYERS", "BYTES", "COMPLETE"]);
+    for node in &distribution.nodes {
+        nodes.row([
+            node.node.clone(),
+            node.idc.clone().unwrap_or_else(|| "-".into()),
+            node.pool.clone().unwrap_or_else(|| "-".into()),
+            format!("{}/{}", node.layers, distribution.layers.len()),
+            format!("{} of {}", human_size(node.bytes), human_size(total)),
+            if node.complete { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    let mut layers = Table::new(&["LAYER", "SIZE", "NODES"]);
+    for layer in &distribution.layers {
+        layers.row([
+            short_digest(&layer.digest),
+            human_size(layer.size),
+            layer.nodes.len().to_string(),
+        ]);
+    }
+    let mut text = format!("{}@{}\n", distribution.repository, distribution.digest);
+    if distribution.nodes.is_empty() {
+        text.push_str("no node holds a layer of it\n");
+    } else {
+        text.push_str(&nodes.render());
+    }
+    text.push('\n');
+    text.push_str(&layers.render());
+    if !distribution.unreported.is_empty() {
+        text.push_str(&format!(
+            "\nnot reporting their caches: {}\n",
+            distribution.unreported.join(", ")
+        ));
+    }
+    text
+}
+
 fn detail_text(detail: ArtifactDetail) -> String {
     let summary = &detail.summary;
     let config = |key: &str| -> String {
@@ -329,6 +397,61 @@ mod tests {
     fn parsed(text: &str) -> (String, String, Option<String>) {
         let image = ImageRef::parse(text).unwrap();
         (image.project, image.repository, image.reference)
+    }
+
+    #[test]
+    fn a_distribution_reads_per_node_then_per_layer() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let distribution = ImageDistribution {
+            repository: "shop/web".into(),
+            digest: digest('d'),
+            layers: vec![
+                wharf_api::repository::LayerDistribution {
+                    digest: digest('a'),
+                    size: 3 << 20,
+                    nodes: vec!["n1".into(), "n2".into()],
+                },
+                wharf_api::repository::LayerDistribution {
+                    digest: digest('b'),
+                    size: 1 << 20,
+                    nodes: vec!["n1".into()],
+                },
+            ],
+            nodes: vec![
+                wharf_api::repository::NodeHolding {
+                    node: "n1".into(),
+                    idc: Some("east".into()),
+                    pool: None,
+                    layers: 2,
+                    bytes: 4 << 20,
+                    complete: true,
+                },
+                wharf_api::repository::NodeHolding {
+                    node: "n2".into(),
+                    idc: None,
+                    pool: Some("web".into()),
+                    layers: 1,
+                    bytes: 3 << 20,
+                    complete: false,
+                },
+            ],
+            unreported: vec!["n3".into()],
+        };
+        let text = distribution_text(distribution);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("shop/web@{}", digest('d')));
+        assert!(lines[1].starts_with("NODE") && lines[1].ends_with("COMPLETE"));
+        assert!(
+            lines[2].starts_with("n1") && lines[2].contains("east") && lines[2].contains("2/2"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("4 MiB of 4 MiB") && lines[2].ends_with("yes"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("n2") && lines[3].contains("web") && lines[3].ends_with("no"));
+        assert!(text.contains("sha256:aaaaaaaaaaaa  3 MiB  2"), "{text}");
+        assert!(text.ends_with("not reporting their caches: n3\n"), "{text}");
     }
 
     #[test]

@@ -231,6 +231,17 @@ async fn a_component_moves_onto_its_snapshots_on_the_same_addresses_and_back() {
         });
         assert_eq!(&answer, pod);
     }
+    // The node's cache holds the whole image it runs, as it reports it
+    // (with its status, every 30 s).
+    let distribution = wait_for("the node's cache reported", Duration::from_secs(75), || {
+        let shown = cli.json(&["image", "distribution", "shop/web:1.0"]);
+        (shown["nodes"][0]["complete"] == true).then_some(shown)
+    });
+    assert_eq!(distribution["nodes"][0]["node"], NODE, "{distribution}");
+    for layer in distribution["layers"].as_array().unwrap() {
+        assert_eq!(layer["nodes"], serde_json::json!([NODE]), "{distribution}");
+    }
+
     // What the flow asks of every pod first: a check that measures and
     // pauses, writes and pushes nothing.
     let some_pod = born.values().next().unwrap();
