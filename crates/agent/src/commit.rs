@@ -133,11 +133,12 @@ impl Frozen {
         };
         let result = match &frozen.freezer {
             Freezer::Cgroup(cgroup) => {
-                let cgroup = cgroup.clone();
-                tokio::task::spawn_blocking(move || cgroup.freeze())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| format!("freezing container {id}: {e}")))
+                on_cgroup(
+                    cgroup,
+                    CgroupFreezer::freeze,
+                    &format!("freezing container {id}"),
+                )
+                .await
             }
             Freezer::Runc { runc, id } => runc.pause(id).await.map_err(|e| e.to_string()),
         };
@@ -156,12 +157,13 @@ impl Frozen {
         let Freezer::Cgroup(cgroup) = &self.freezer else {
             return None;
         };
-        let cgroup = cgroup.clone();
         Some(
-            tokio::task::spawn_blocking(move || cgroup.processes())
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| format!("listing the container's processes: {e}"))),
+            on_cgroup(
+                cgroup,
+                CgroupFreezer::processes,
+                "listing the container's processes",
+            )
+            .await,
         )
     }
 
@@ -169,13 +171,7 @@ impl Frozen {
     async fn resume(mut self) -> Result<Duration, String> {
         self.resumed = true;
         let result = match &self.freezer {
-            Freezer::Cgroup(cgroup) => {
-                let cgroup = cgroup.clone();
-                tokio::task::spawn_blocking(move || cgroup.thaw())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| format!("thawing: {e}")))
-            }
+            Freezer::Cgroup(cgroup) => on_cgroup(cgroup, CgroupFreezer::thaw, "thawing").await,
             Freezer::Runc { runc, id } => runc.resume(id).await.map_err(|e| e.to_string()),
         };
         let paused = self.since.elapsed();
@@ -206,6 +202,20 @@ impl Drop for Frozen {
             }
         }
     }
+}
+
+/// `op` on `cgroup`, on a blocking thread (cgroup files are files); its
+/// error prefixed with `what`.
+async fn on_cgroup<T: Send + 'static>(
+    cgroup: &CgroupFreezer,
+    op: fn(&CgroupFreezer) -> std::io::Result<T>,
+    what: &str,
+) -> Result<T, String> {
+    let cgroup = cgroup.clone();
+    tokio::task::spawn_blocking(move || op(&cgroup))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// The freezer of container `id`'s cgroup, found from its process.

@@ -26,6 +26,43 @@ async fn node(app: &TestApp, admin: &str, name: &str, status: Value) {
         .expect(StatusCode::OK);
 }
 
+/// Project `shop` with image `shop/app:1` of two layers (3000 and 1000
+/// bytes, base first); their contents.
+async fn push_two_layer_image(app: &TestApp, admin: &str) -> (Vec<u8>, Vec<u8>) {
+    app.create_project(admin, "shop", false).await;
+    let token = app
+        .token_for("admin", ADMIN_PASSWORD, "repository:shop/app:pull,push")
+        .await;
+    let (base, top, config) = (vec![7u8; 3000], vec![9u8; 1000], b"{}".to_vec());
+    for blob in [&base, &top, &config] {
+        let uri = format!("/v2/shop/app/blobs/uploads/?digest={}", sha256(blob));
+        app.v2(&token, Method::POST, &uri, &[], blob.clone())
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let layer = |blob: &Vec<u8>| {
+        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+               "digest": sha256(blob), "size": blob.len()})
+    };
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": 2},
+        "layers": [layer(&base), layer(&top)]});
+    let content_type = (
+        "content-type",
+        "application/vnd.oci.image.manifest.v1+json".into(),
+    );
+    app.v2(
+        &token,
+        Method::PUT,
+        "/v2/shop/app/manifests/1",
+        &[content_type],
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    (base, top)
+}
+
 /// Starts the controllers once every node is ready.
 async fn start(app: &TestApp, admin: &str) -> wharf_control::Running {
     let running = app.app.control.start("test".into());
@@ -139,39 +176,7 @@ async fn the_less_loaded_node_gets_the_pods_and_a_silent_node_scores_neutral() {
 async fn at_equal_load_the_node_with_the_image_layers_gets_the_pod() {
     let app = TestApp::with(|config| config.public_url = Some(format!("http://{HERE}"))).await;
     let admin = app.admin_token().await;
-    app.create_project(&admin, "shop", false).await;
-    let token = app
-        .token_for("admin", ADMIN_PASSWORD, "repository:shop/app:pull,push")
-        .await;
-    let base = vec![7u8; 3000];
-    let top = vec![9u8; 1000];
-    let config = b"{}".to_vec();
-    for blob in [&base, &top, &config] {
-        let uri = format!("/v2/shop/app/blobs/uploads/?digest={}", sha256(blob));
-        app.v2(&token, Method::POST, &uri, &[], blob.clone())
-            .await
-            .expect(StatusCode::CREATED);
-    }
-    let layer = |blob: &Vec<u8>| {
-        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-               "digest": sha256(blob), "size": blob.len()})
-    };
-    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": 2},
-        "layers": [layer(&base), layer(&top)]});
-    let content_type = (
-        "content-type",
-        "application/vnd.oci.image.manifest.v1+json".into(),
-    );
-    app.v2(
-        &token,
-        Method::PUT,
-        "/v2/shop/app/manifests/1",
-        &[content_type],
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    let (base, top) = push_two_layer_image(&app, &admin).await;
 
     let cached = |layers: Value| json!({"cpuLoad": 0.1, "memoryAvailableBytes": 7u64 << 30, "layers": layers});
     node(&app, &admin, "a-empty", cached(json!([]))).await;
@@ -206,37 +211,7 @@ async fn at_equal_load_the_node_with_the_image_layers_gets_the_pod() {
 async fn an_images_distribution_names_the_nodes_holding_each_layer() {
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
-    app.create_project(&admin, "shop", false).await;
-    let token = app
-        .token_for("admin", ADMIN_PASSWORD, "repository:shop/app:pull,push")
-        .await;
-    let (base, top, config) = (vec![7u8; 3000], vec![9u8; 1000], b"{}".to_vec());
-    for blob in [&base, &top, &config] {
-        let uri = format!("/v2/shop/app/blobs/uploads/?digest={}", sha256(blob));
-        app.v2(&token, Method::POST, &uri, &[], blob.clone())
-            .await
-            .expect(StatusCode::CREATED);
-    }
-    let layer = |blob: &Vec<u8>| {
-        json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-               "digest": sha256(blob), "size": blob.len()})
-    };
-    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": 2},
-        "layers": [layer(&base), layer(&top)]});
-    let content_type = (
-        "content-type",
-        "application/vnd.oci.image.manifest.v1+json".into(),
-    );
-    app.v2(
-        &token,
-        Method::PUT,
-        "/v2/shop/app/manifests/1",
-        &[content_type],
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    let (base, top) = push_two_layer_image(&app, &admin).await;
     let cached = |layers: Value| json!({"layers": layers});
     node(&app, &admin, "a-empty", cached(json!([]))).await;
     node(

@@ -105,6 +105,23 @@ impl ImageRef {
         format!("{}/{}", self.project, self.repository)
     }
 
+    /// The API path of this tag or digest (then `tail`); an error without one.
+    fn artifact_path<'a>(&'a self, tail: Option<&'a str>) -> Result<Vec<&'a str>> {
+        let Some(tag_or_digest) = &self.reference else {
+            bail!("name the image's tag or digest: {}:TAG", self.name());
+        };
+        let mut path = vec![
+            "projects",
+            &self.project,
+            "repositories",
+            &self.repository,
+            "artifacts",
+            tag_or_digest,
+        ];
+        path.extend(tail);
+        Ok(path)
+    }
+
     fn display(&self) -> String {
         match &self.reference {
             Some(r) if r.contains(':') => format!("{}@{r}", self.name()),
@@ -121,37 +138,16 @@ pub async fn run(args: ImageArgs) -> Result<()> {
         ImageCommand::List { target, output } => list(&mut client, target, output).await,
         ImageCommand::Inspect { reference, output } => {
             let image = ImageRef::parse(&reference)?;
-            let Some(tag_or_digest) = &image.reference else {
-                bail!("name the image's tag or digest: {}:TAG", image.name());
-            };
             let answer = client
-                .get(&[
-                    "projects",
-                    &image.project,
-                    "repositories",
-                    &image.repository,
-                    "artifacts",
-                    tag_or_digest,
-                ])
+                .get(&image.artifact_path(None)?)
                 .await
                 .with_context(|| format!("reading image {}", image.display()))?;
             output::print(output.format, answer, detail_text)
         }
         ImageCommand::Distribution { reference, output } => {
             let image = ImageRef::parse(&reference)?;
-            let Some(tag_or_digest) = &image.reference else {
-                bail!("name the image's tag or digest: {}:TAG", image.name());
-            };
             let answer = client
-                .get(&[
-                    "projects",
-                    &image.project,
-                    "repositories",
-                    &image.repository,
-                    "artifacts",
-                    tag_or_digest,
-                    "distribution",
-                ])
+                .get(&image.artifact_path(Some("distribution"))?)
                 .await
                 .with_context(|| format!("reading where image {} is cached", image.display()))?;
             output::print(output.format, answer, distribution_text)
