@@ -34,7 +34,7 @@ use wharf_image::{ImageRef, ImageStore, RegistryCredentials};
 
 use crate::AgentError;
 use crate::api::NodeApi;
-use crate::endpoint::{EndpointState, refuse};
+use crate::endpoint::{EndpointState, bearer, refuse};
 use crate::freezer::CgroupFreezer;
 
 /// What the node mounts into every container, never the image's: the
@@ -382,13 +382,6 @@ pub(crate) async fn commit(
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .expect("valid response")
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The checks of the node's side, before anything is paused: the

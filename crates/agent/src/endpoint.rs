@@ -85,6 +85,14 @@ pub async fn serve_endpoint(
     .await
 }
 
+/// The request's bearer token, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
@@ -108,11 +116,7 @@ impl EndpointState {
                 format!("{bad:?} is not a valid name"),
             ));
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(token) = token else {
+        let Some(token) = bearer(headers) else {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required",

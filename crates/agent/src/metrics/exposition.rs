@@ -18,11 +18,7 @@ pub(crate) async fn metrics(
     State(state): State<Arc<EndpointState>>,
     headers: HeaderMap,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(token) = token else {
+    let Some(token) = crate::endpoint::bearer(&headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "a bearer token is required");
     };
     match state.api.may_read_metrics(token).await {
