@@ -34,4 +34,32 @@ pub enum P2pError {
         #[source]
         source: std::io::Error,
     },
+    /// The tracker could not be reached or refused the call.
+    #[error("tracker: {0}")]
+    Tracker(String),
+    /// The registry (the source) failed to deliver the blob or a range of it.
+    #[error("source: {0}")]
+    Source(String),
+    /// The blob as delivered is not the blob asked for.
+    #[error("blob {digest} failed verification: {reason}")]
+    Verification {
+        /// The blob.
+        digest: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// A local file of the piece store could not be written or read.
+    #[error("{action} {path}: {source}")]
+    Store {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task failed (panicked or was cancelled).
+    #[error("internal: {0}")]
+    Internal(String),
 }

@@ -68,6 +68,18 @@ pub fn encode_grant(
     token
 }
 
+/// The key id a grant's header names (which server key signed it), read
+/// without verifying anything: a peer uses it only to notice that the
+/// server's key changed. `None` for anything that is not a JWS.
+pub fn grant_key_id(token: &str) -> Option<String> {
+    if token.len() > MAX_GRANT_BYTES {
+        return None;
+    }
+    let header = token.split('.').next()?;
+    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    Some(header.kid)
+}
+
 /// Checks grants against the server's public key.
 #[derive(Clone, Debug)]
 pub struct GrantVerifier {
@@ -176,5 +188,7 @@ mod tests {
         );
         assert!(verifier.verify(&tampered, &blob, 200).is_err(), "tampered");
         assert!(verifier.verify("a.b", &blob, 200).is_err());
+        assert_eq!(grant_key_id(&token).as_deref(), Some("k"));
+        assert_eq!(grant_key_id("not a token"), None);
     }
 }

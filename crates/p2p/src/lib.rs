@@ -4,15 +4,20 @@
 //! tracker's and the peers' protocol), and a peer serves a piece only to a
 //! node holding a grant the server signed for that blob ([`grant`]).
 //!
+//! [`peer`] is a node's side: the piece store, the piece server other
+//! nodes fetch from, and the downloader that fetches a blob from parents
+//! and the registry.
+//!
 //! Architecture invariant: this crate does no IO of its own in `pieces`,
-//! `grant` and `wire`; its hot state (who holds which piece) lives in memory
+//! `grant` and `wire` (only `peer` touches files and the network); its hot state (who holds which piece) lives in memory
 //! and never in the `Store`.
 
 pub mod error;
 pub mod grant;
+pub mod peer;
 pub mod pieces;
 pub mod wire;
 
 pub use error::P2pError;
-pub use grant::{GRANT_AUDIENCE, GrantVerifier, PeerGrant, encode_grant};
+pub use grant::{GRANT_AUDIENCE, GrantVerifier, PeerGrant, encode_grant, grant_key_id};
 pub use pieces::{Bitmap, PieceManifest, piece_size_for};
