@@ -147,7 +147,10 @@ impl Downloader {
         };
         let p2p = match tracker.assign(&request).await {
             Ok(assignment) => match self.check(task, &assignment) {
-                Ok(()) => self.with_peers(task, assignment, tracker, source, &counters).await,
+                Ok(()) => {
+                    self.with_peers(task, assignment, tracker, source, &counters)
+                        .await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -187,7 +190,9 @@ impl Downloader {
     ) -> Result<PathBuf, P2pError> {
         let stream = source.range(0..task.size).await?;
         let counted = stream.inspect_ok(|chunk| {
-            counters.source.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            counters
+                .source
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         });
         let (path, _) = self
             .store
@@ -205,7 +210,9 @@ impl Downloader {
         counters: &Counters,
     ) -> Result<PathBuf, P2pError> {
         let Some(partial) = self.store.begin(&assignment.manifest).await? else {
-            return Err(P2pError::Internal("the blob is being fetched already".into()));
+            return Err(P2pError::Internal(
+                "the blob is being fetched already".into(),
+            ));
         };
         let run = Run {
             downloader: self,
@@ -231,7 +238,11 @@ impl Downloader {
                 Err(e)
             }
         };
-        let state = if finished.is_ok() { PeerState::Done } else { PeerState::Failed };
+        let state = if finished.is_ok() {
+            PeerState::Done
+        } else {
+            PeerState::Failed
+        };
         run.report(state, tracker).await;
         finished
     }
@@ -310,7 +321,11 @@ impl RunState {
     fn refresh(&mut self, assignment: &TaskAssignment) {
         self.grant = assignment.grant.clone();
         for parent in &assignment.parents {
-            match self.parents.iter_mut().find(|p| p.parent.node == parent.node) {
+            match self
+                .parents
+                .iter_mut()
+                .find(|p| p.parent.node == parent.node)
+            {
                 Some(known) => known.parent = parent.clone(),
                 None => self.parents.push(ParentState {
                     parent: parent.clone(),
@@ -391,7 +406,8 @@ impl Run<'_> {
                 let want = (range.end - range.start) as usize - piece.len();
                 piece.extend_from_slice(&chunk.split_to(want.min(chunk.len())));
                 if piece.len() as u64 == range.end - range.start {
-                    self.write_source_piece(index, piece.split().freeze()).await?;
+                    self.write_source_piece(index, piece.split().freeze())
+                        .await?;
                     index += 1;
                 }
             }
@@ -425,7 +441,9 @@ impl Run<'_> {
             // The registry is the truth: the manifest is wrong, not the blob.
             Err(P2pError::Verification {
                 digest: self.task.digest.to_string(),
-                reason: format!("the registry's piece {index} does not match the tracker's manifest"),
+                reason: format!(
+                    "the registry's piece {index} does not match the tracker's manifest"
+                ),
             })
         }
     }
@@ -482,7 +500,12 @@ impl Run<'_> {
         }
     }
 
-    async fn piece_from_parent(&self, parent: &Parent, grant: &str, index: u32) -> Result<Bytes, Miss> {
+    async fn piece_from_parent(
+        &self,
+        parent: &Parent,
+        grant: &str,
+        index: u32,
+    ) -> Result<Bytes, Miss> {
         let stall = self.downloader.options.stall_timeout;
         let expected = self
             .partial
@@ -540,7 +563,10 @@ impl Run<'_> {
 
     async fn piece_from_source(&self, index: u32) -> Result<(), P2pError> {
         let range: Range<u64> = self.partial.manifest().piece_range(index)?;
-        tracing::debug!(index, "no parent delivered the piece in time: fetching it from the registry");
+        tracing::debug!(
+            index,
+            "no parent delivered the piece in time: fetching it from the registry"
+        );
         let mut stream = self.source.range(range.clone()).await?;
         let mut piece = BytesMut::with_capacity((range.end - range.start) as usize);
         while let Some(chunk) = stream.next().await {
@@ -556,7 +582,11 @@ impl Run<'_> {
         self.write_source_piece(index, piece.freeze()).await
     }
 
-    async fn report_every(&self, interval: Duration, tracker: &dyn TrackerClient) -> std::convert::Infallible {
+    async fn report_every(
+        &self,
+        interval: Duration,
+        tracker: &dyn TrackerClient,
+    ) -> std::convert::Infallible {
         loop {
             tokio::time::sleep(interval).await;
             self.report(PeerState::Downloading, tracker).await;
@@ -587,7 +617,11 @@ impl Run<'_> {
                 size: self.task.size,
                 state,
                 pieces: self.partial.held(),
-                free_upload_slots: self.downloader.server.as_ref().map_or(0, |s| s.free_slots()),
+                free_upload_slots: self
+                    .downloader
+                    .server
+                    .as_ref()
+                    .map_or(0, |s| s.free_slots()),
                 bad_parents: run.bad.clone(),
                 throughput,
                 source_bytes: self.counters.source.load(Ordering::Relaxed),

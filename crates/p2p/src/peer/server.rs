@@ -100,7 +100,9 @@ impl PieceServer {
                 .decode(&key.public_key)
                 .ok()
                 .and_then(|k| k.try_into().ok())
-                .ok_or_else(|| P2pError::Tracker("the server key is not 32 bytes of base64".into()))?;
+                .ok_or_else(|| {
+                    P2pError::Tracker("the server key is not 32 bytes of base64".into())
+                })?;
             cache.current = Some((key.key_id, GrantVerifier::new(&public)?));
         }
         let (_, verifier) = cache
@@ -171,7 +173,10 @@ async fn serve_piece(
         ),
         Err(e) => {
             tracing::warn!(blob = %digest, index, error = %e, "reading a piece failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "reading the piece failed")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the piece failed",
+            )
         }
     }
 }

@@ -119,7 +119,10 @@ impl PieceStore {
 
     /// Starts a partial blob for `manifest`, or `None` if one is already
     /// being fetched (the caller then fetches without sharing).
-    pub async fn begin(&self, manifest: &PieceManifest) -> Result<Option<Arc<PartialBlob>>, P2pError> {
+    pub async fn begin(
+        &self,
+        manifest: &PieceManifest,
+    ) -> Result<Option<Arc<PartialBlob>>, P2pError> {
         if lock(&self.partials).contains_key(&manifest.digest) {
             return Ok(None);
         }
@@ -173,7 +176,10 @@ impl PieceStore {
             && partial.has(index)
         {
             let range = partial.manifest.piece_range(index)?;
-            return partial.read(range.start, range.end - range.start).await.map(Some);
+            return partial
+                .read(range.start, range.end - range.start)
+                .await
+                .map(Some);
         }
         let path = self.blob_path(digest);
         blocking(move || {
@@ -197,7 +203,12 @@ impl PieceStore {
     /// Verifies piece `index` against the manifest and, if it matches,
     /// writes it and makes it readable. Returns whether it matched; a piece
     /// that does not match changes nothing.
-    pub async fn write_piece(&self, partial: &Arc<PartialBlob>, index: u32, bytes: Bytes) -> Result<bool, P2pError> {
+    pub async fn write_piece(
+        &self,
+        partial: &Arc<PartialBlob>,
+        index: u32,
+        bytes: Bytes,
+    ) -> Result<bool, P2pError> {
         let partial = partial.clone();
         blocking(move || {
             if !partial.manifest.piece_matches(index, &bytes) {
@@ -242,11 +253,21 @@ impl PieceStore {
             if actual.as_ref() != Some(&moved.manifest.digest) {
                 return Err(unverified(format!("the pieces hash to {actual:?}")));
             }
-            let size = moved.file.metadata().map_err(store_err("stat", &moved.path))?.len();
+            let size = moved
+                .file
+                .metadata()
+                .map_err(store_err("stat", &moved.path))?
+                .len();
             if size != moved.manifest.size {
-                return Err(unverified(format!("{size} bytes, expected {}", moved.manifest.size)));
+                return Err(unverified(format!(
+                    "{size} bytes, expected {}",
+                    moved.manifest.size
+                )));
             }
-            moved.file.sync_all().map_err(store_err("sync", &moved.path))?;
+            moved
+                .file
+                .sync_all()
+                .map_err(store_err("sync", &moved.path))?;
             publish(&moved.path, &target_path)
         })
         .await;
@@ -274,7 +295,12 @@ impl PieceStore {
     /// Streams a whole blob (no manifest needed) into the cache, hashing
     /// as it arrives; kept only if digest and size match. Returns the
     /// cache path and the bytes received.
-    pub async fn import_stream<S>(&self, digest: &Digest, size: u64, stream: S) -> Result<(PathBuf, u64), P2pError>
+    pub async fn import_stream<S>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        stream: S,
+    ) -> Result<(PathBuf, u64), P2pError>
     where
         S: Stream<Item = Result<Bytes, P2pError>> + Send,
     {
@@ -306,7 +332,14 @@ impl PieceStore {
         }
     }
 
-    async fn write_stream<S>(&self, digest: &Digest, size: u64, stream: S, file: File, path: &Path) -> Result<u64, P2pError>
+    async fn write_stream<S>(
+        &self,
+        digest: &Digest,
+        size: u64,
+        stream: S,
+        file: File,
+        path: &Path,
+    ) -> Result<u64, P2pError>
     where
         S: Stream<Item = Result<Bytes, P2pError>> + Send,
     {
@@ -318,10 +351,13 @@ impl PieceStore {
             let mut written = 0u64;
             while let Some(chunk) = queue.blocking_recv() {
                 hasher.update(&chunk);
-                file.write_all(&chunk).map_err(store_err("write", &write_path))?;
+                file.write_all(&chunk)
+                    .map_err(store_err("write", &write_path))?;
                 written += chunk.len() as u64;
             }
-            let file = file.into_inner().map_err(|e| store_err("write", &write_path)(e.into_error()))?;
+            let file = file
+                .into_inner()
+                .map_err(|e| store_err("write", &write_path)(e.into_error()))?;
             file.sync_all().map_err(store_err("sync", &write_path))?;
             Ok((hasher.finish(), written))
         });
@@ -376,9 +412,11 @@ impl PieceStore {
 
     fn partial_path(&self, digest: &Digest) -> PathBuf {
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join(PARTIAL_DIR)
-            .join(format!("{}-{}.{n}", digest.algorithm().as_str(), digest.hex()))
+        self.root.join(PARTIAL_DIR).join(format!(
+            "{}-{}.{n}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
     }
 }
 
@@ -490,29 +528,56 @@ mod tests {
         let store = PieceStore::open(dir.path()).await.unwrap();
         let (bytes, manifest) = blob(9 << 20);
         let partial = store.begin(&manifest).await.unwrap().unwrap();
-        assert!(store.begin(&manifest).await.unwrap().is_none(), "one fetch per blob");
+        assert!(
+            store.begin(&manifest).await.unwrap().is_none(),
+            "one fetch per blob"
+        );
 
-        assert!(store.write_piece(&partial, 2, piece(&bytes, &manifest, 2)).await.unwrap());
+        assert!(
+            store
+                .write_piece(&partial, 2, piece(&bytes, &manifest, 2))
+                .await
+                .unwrap()
+        );
         let mut bad = piece(&bytes, &manifest, 0).to_vec();
         bad[3] ^= 1;
         assert!(!store.write_piece(&partial, 0, bad.into()).await.unwrap());
         assert_eq!(store.read_piece(&manifest.digest, 0).await.unwrap(), None);
         assert_eq!(
-            store.read_piece(&manifest.digest, 2).await.unwrap().unwrap(),
+            store
+                .read_piece(&manifest.digest, 2)
+                .await
+                .unwrap()
+                .unwrap(),
             piece(&bytes, &manifest, 2)
         );
         assert!(store.complete(&manifest.digest).await.is_none());
         for index in [1, 0] {
-            assert!(store.write_piece(&partial, index, piece(&bytes, &manifest, index)).await.unwrap());
+            assert!(
+                store
+                    .write_piece(&partial, index, piece(&bytes, &manifest, index))
+                    .await
+                    .unwrap()
+            );
         }
         let path = store.finish(&partial).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(store.held(&manifest.digest).await.unwrap().count(), 3);
         assert_eq!(
-            store.read_piece(&manifest.digest, 1).await.unwrap().unwrap(),
+            store
+                .read_piece(&manifest.digest, 1)
+                .await
+                .unwrap()
+                .unwrap(),
             piece(&bytes, &manifest, 1)
         );
-        assert!(store.read_piece(&manifest.digest, 3).await.unwrap().is_none());
+        assert!(
+            store
+                .read_piece(&manifest.digest, 3)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(store.remove(&manifest.digest).await.unwrap());
         assert!(store.held(&manifest.digest).await.is_none());
     }
@@ -523,17 +588,32 @@ mod tests {
         let store = PieceStore::open(dir.path()).await.unwrap();
         let (bytes, manifest) = blob(5 << 20);
         let partial = store.begin(&manifest).await.unwrap().unwrap();
-        assert!(store.write_piece(&partial, 0, piece(&bytes, &manifest, 0)).await.unwrap());
+        assert!(
+            store
+                .write_piece(&partial, 0, piece(&bytes, &manifest, 0))
+                .await
+                .unwrap()
+        );
         let err = store.finish(&partial).await.unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         assert!(store.complete(&manifest.digest).await.is_none());
 
         let partial = store.begin(&manifest).await.unwrap().unwrap();
-        assert!(store.write_piece(&partial, 0, piece(&bytes, &manifest, 0)).await.unwrap());
+        assert!(
+            store
+                .write_piece(&partial, 0, piece(&bytes, &manifest, 0))
+                .await
+                .unwrap()
+        );
         drop(store);
         let reopened = PieceStore::open(dir.path()).await.unwrap();
         assert!(reopened.held(&manifest.digest).await.is_none());
-        assert_eq!(std::fs::read_dir(dir.path().join(PARTIAL_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -541,14 +621,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PieceStore::open(dir.path()).await.unwrap();
         let (bytes, manifest) = blob(100_000);
-        let chunks = |b: Vec<u8>| futures_util::stream::iter(b.chunks(7000).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>());
+        let chunks = |b: Vec<u8>| {
+            futures_util::stream::iter(
+                b.chunks(7000)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect::<Vec<_>>(),
+            )
+        };
         let mut wrong = bytes.clone();
         wrong[5] ^= 1;
-        assert!(store.import_stream(&manifest.digest, manifest.size, chunks(wrong)).await.is_err());
+        assert!(
+            store
+                .import_stream(&manifest.digest, manifest.size, chunks(wrong))
+                .await
+                .is_err()
+        );
         assert!(store.complete(&manifest.digest).await.is_none());
-        let (path, received) = store.import_stream(&manifest.digest, manifest.size, chunks(bytes.clone())).await.unwrap();
+        let (path, received) = store
+            .import_stream(&manifest.digest, manifest.size, chunks(bytes.clone()))
+            .await
+            .unwrap();
         assert_eq!(received, 100_000);
         assert_eq!(std::fs::read(path).unwrap(), bytes);
-        assert_eq!(std::fs::read_dir(dir.path().join(PARTIAL_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }
