@@ -663,6 +663,7 @@ mod tests {
                 config: Default::default(),
                 layers: Vec::new(),
                 size_bytes: 0,
+                bytes: Default::default(),
             },
             base_ref,
             target: ImageRef::parse("127.0.0.1:7700/shop/snap:1").unwrap(),

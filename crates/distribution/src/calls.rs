@@ -89,6 +89,23 @@ impl Client {
         .await
     }
 
+    /// `GET /v2/<repo>/blobs/<digest>` of the bytes `range` only
+    /// (`Range: bytes=start-(end-1)`); the registry answers 206. An empty
+    /// range is not a valid HTTP range: callers do not ask for one.
+    pub async fn blob_range(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> Result<Response, SendError> {
+        let url = self.blob_url(repo, digest);
+        let value = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+        self.send(&pull_scope(repo), |http| {
+            http.get(url.clone()).header(header::RANGE, value.clone())
+        })
+        .await
+    }
+
     /// `POST /v2/<repo>/blobs/uploads/`: opens an upload session.
     pub async fn start_upload(&self, repo: &str) -> Result<Response, SendError> {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));

@@ -161,6 +161,28 @@ impl Session {
         Ok((response, url.to_string()))
     }
 
+    /// `GET /v2/<repo>/blobs/<digest>` of the bytes `range`, ready to stream.
+    pub(crate) async fn blob_range(
+        &self,
+        digest: &Digest,
+        range: std::ops::Range<u64>,
+    ) -> Result<(Response, String), ImageError> {
+        let url = self.registry.blob_url(self.repository(), digest);
+        let response = self
+            .registry
+            .blob_range(self.repository(), digest, range)
+            .await;
+        let response = self
+            .success(response, &url, &format!("blob {digest}"))
+            .await?;
+        Ok((response, url.to_string()))
+    }
+
+    /// The registry's `host[:port]`.
+    pub(crate) fn registry_host(&self) -> &str {
+        self.image.registry()
+    }
+
     /// A small blob (the config) read whole, at most `limit` bytes.
     pub(crate) async fn small_blob(
         &self,

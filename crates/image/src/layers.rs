@@ -4,27 +4,24 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use tokio::sync::{Semaphore, mpsc, watch};
-use wharf_oci::{Digest, DigestAlgorithm, StreamHasher};
+use tokio::sync::{Semaphore, watch};
+use wharf_oci::{Digest, StreamHasher};
 
 use crate::client::Session;
 use crate::error::io_err;
+use crate::fetch::{BlobFetcher, BlobLocation, BlobRequest, PullBytes, RegistryBlob};
 use crate::fsutil::{remove_tree, sync_parent};
 use crate::layout::{LayerRecord, Layout};
 use crate::{
     Compression, DiskReserve, ImageError, LayerProgress, LayerState, UnpackLimits, UnpackOptions,
     UnpackWatch, blocking, unpack_layer,
 };
-
-/// Chunks buffered between the network and the file writer.
-const CHUNK_QUEUE: usize = 32;
 
 /// A layer download in progress (or already finished), shared by every
 /// pull that needs it; each pull holds its own [`Flight`] handle, and when
@@ -33,7 +30,7 @@ const CHUNK_QUEUE: usize = 32;
 /// wrote is removed.
 pub(crate) struct Flight {
     pub progress: watch::Receiver<LayerProgress>,
-    pub done: Shared<BoxFuture<'static, Result<(), ImageError>>>,
+    pub done: Shared<BoxFuture<'static, Result<PullBytes, ImageError>>>,
     /// Bytes unpacked so far; cancels the work.
     pub control: Arc<FlightControl>,
     /// Set for handles counted in the table (not for layers already there).
@@ -66,7 +63,13 @@ impl Flight {
         });
         Flight {
             progress,
-            done: futures_util::future::ready(Ok(())).boxed().shared(),
+            // Already unpacked: nothing fetched, all from the node.
+            done: futures_util::future::ready(Ok(PullBytes {
+                cache: layer.size,
+                ..PullBytes::default()
+            }))
+            .boxed()
+            .shared(),
             control: Arc::default(),
             ticket: None,
         }
@@ -92,7 +95,7 @@ impl Drop for Flight {
 /// A download in the table, with how many pulls wait for it.
 pub(crate) struct FlightEntry {
     progress: watch::Receiver<LayerProgress>,
-    done: Shared<BoxFuture<'static, Result<(), ImageError>>>,
+    done: Shared<BoxFuture<'static, Result<PullBytes, ImageError>>>,
     control: Arc<FlightControl>,
     waiters: usize,
 }
@@ -137,6 +140,8 @@ pub(crate) struct LayerFetcher {
     pub layout: Layout,
     pub limits: DiskLimits,
     pub downloads: Semaphore,
+    /// Gets layer blobs onto the node.
+    pub blobs: Arc<dyn BlobFetcher>,
     pub table: Mutex<LayerTable>,
     /// Layer downloads started, for observability and tests.
     pub downloads_started: std::sync::atomic::AtomicU64,
@@ -219,7 +224,7 @@ impl LayerFetcher {
         layer: LayerRecord,
         progress: watch::Sender<LayerProgress>,
         control: Arc<FlightControl>,
-    ) -> Result<(), ImageError> {
+    ) -> Result<PullBytes, ImageError> {
         let result = self
             .download_and_install(&session, &layer, &progress, &control)
             .await;
@@ -237,11 +242,11 @@ impl LayerFetcher {
 
     async fn download_and_install(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         layer: &LayerRecord,
         progress: &watch::Sender<LayerProgress>,
         control: &FlightControl,
-    ) -> Result<(), ImageError> {
+    ) -> Result<PullBytes, ImageError> {
         let cancelled = || ImageError::Cancelled {
             layer: layer.digest.to_string(),
         };
@@ -271,20 +276,31 @@ impl LayerFetcher {
         let blob = self.layout.tmp_path("blob");
         let started = std::time::Instant::now();
         let result = async {
-            tokio::select! {
-                downloaded = download(session, layer, &blob, progress) => downloaded?,
+            let request = BlobRequest {
+                blob: RegistryBlob::new(session.clone(), layer.digest.clone(), layer.size),
+                media_type: &layer.media_type,
+                dest: &blob,
+                progress: &|done| progress.send_modify(|p| p.done_bytes = done),
+            };
+            let fetched = tokio::select! {
+                fetched = self.blobs.fetch(request) => fetched?,
                 () = control.cancelled.notified() => return Err(cancelled()),
-            }
+            };
             progress.send_modify(|p| p.state = LayerState::Unpacking);
-            let (layout, limits, layer, blob) = (
+            let source = match fetched.location {
+                BlobLocation::Written => blob.clone(),
+                BlobLocation::Kept(path) => path,
+            };
+            let (layout, limits, layer) = (
                 self.layout.clone(),
                 self.limits.for_layer(layer.size),
                 layer.clone(),
-                blob.clone(),
             );
             let watch = control.unpack.clone();
-            blocking(move || install_layer(&layout, &blob, &layer, limits, false, Some(watch)))
-                .await
+            // The fetcher verified the blob's digest and size.
+            blocking(move || install_layer(&layout, &source, &layer, limits, false, Some(watch)))
+                .await?;
+            Ok(fetched.bytes)
         }
         .await;
         if let Err(e) = tokio::fs::remove_file(&blob).await
@@ -298,93 +314,8 @@ impl LayerFetcher {
             }
             Err(e) => tracing::warn!(layer = %layer.digest, error = %e, "layer failed"),
         }
-        result.map(drop)
+        result
     }
-}
-
-/// Streams the layer blob to `dest`, hashing on a blocking thread as it
-/// arrives; checks size and digest.
-async fn download(
-    session: &Session,
-    layer: &LayerRecord,
-    dest: &Path,
-    progress: &watch::Sender<LayerProgress>,
-) -> Result<(), ImageError> {
-    let what = format!("layer {} of {}", layer.digest, session.image());
-    let size_mismatch = |actual| ImageError::SizeMismatch {
-        what: what.clone(),
-        expected: layer.size,
-        actual,
-    };
-    let (mut response, url) = session.blob(&layer.digest).await?;
-    if let Some(length) = response.content_length()
-        && length != layer.size
-    {
-        return Err(size_mismatch(length));
-    }
-    let (chunks, queue) = mpsc::channel::<Bytes>(CHUNK_QUEUE);
-    let writer = {
-        let (dest, algorithm) = (dest.to_path_buf(), layer.digest.algorithm());
-        tokio::task::spawn_blocking(move || write_hashed(queue, &dest, algorithm))
-    };
-    let streamed = async {
-        let mut received = 0u64;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| session.http_error(&url, e))?
-        {
-            received += chunk.len() as u64;
-            if received > layer.size {
-                return Err(size_mismatch(received));
-            }
-            progress.send_modify(|p| p.done_bytes = received);
-            if chunks.send(chunk).await.is_err() {
-                break; // The writer failed; its error is reported below.
-            }
-        }
-        Ok(())
-    }
-    .await;
-    drop(chunks);
-    let written = writer
-        .await
-        .map_err(|e| ImageError::Internal(format!("blob writer failed: {e}")))?;
-    streamed?;
-    let (actual, size) = written?;
-    if size != layer.size {
-        return Err(size_mismatch(size));
-    }
-    if actual != layer.digest {
-        return Err(ImageError::DigestMismatch {
-            what,
-            expected: layer.digest.clone(),
-            actual,
-        });
-    }
-    Ok(())
-}
-
-fn write_hashed(
-    mut queue: mpsc::Receiver<Bytes>,
-    dest: &Path,
-    algorithm: DigestAlgorithm,
-) -> Result<(Digest, u64), ImageError> {
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(dest)
-        .map_err(io_err("create", dest))?;
-    let mut file = BufWriter::with_capacity(256 << 10, file);
-    let mut hasher = StreamHasher::new(algorithm);
-    let mut size = 0u64;
-    while let Some(chunk) = queue.blocking_recv() {
-        hasher.update(&chunk);
-        file.write_all(&chunk).map_err(io_err("write", dest))?;
-        size += chunk.len() as u64;
-    }
-    file.flush().map_err(io_err("write", dest))?;
-    Ok((hasher.finish(), size))
 }
 
 /// Unpacks the blob at `blob` into the cache unless the layer is there

@@ -225,6 +225,10 @@ impl Layout {
                 .map(|l| self.layer_dir(&l.digest))
                 .collect(),
             size_bytes: record.size_bytes,
+            bytes: crate::PullBytes {
+                cache: record.size_bytes,
+                ..crate::PullBytes::default()
+            },
         }
     }
 }

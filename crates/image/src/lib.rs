@@ -6,7 +6,9 @@
 //! ```text
 //! ImageStore::pull(ref) ─ resolve.rs: manifest (index → this platform) → config
 //!                       ─ layers.rs:  per layer, one shared download (single flight):
-//!                                     blob → tmp/ (hashed while streaming)
+//!                                     fetch.rs: a BlobFetcher gets the blob (default:
+//!                                     registry → tmp/, hashed while streaming; the
+//!                                     agent's: P2P, kept in its blob cache)
 //!                                     → unpack/ (diff_id checked, whiteouts → overlayfs)
 //!                                     → tmp/unpack-* renamed to layers/<alg>/<hex>/
 //!                       ─ layout.rs:  image record + reference record (atomic JSON)
@@ -27,6 +29,7 @@ mod client;
 mod commit;
 mod config;
 mod error;
+mod fetch;
 mod fsutil;
 mod layers;
 mod layout;
@@ -41,6 +44,10 @@ pub use commit::{
 };
 pub use config::{ImageConfig, Platform};
 pub use error::ImageError;
+pub use fetch::{
+    BlobFetcher, BlobLocation, BlobRequest, DirectFetcher, FetchedBlob, PullBytes, RegistryBlob,
+    RegistryStream,
+};
 pub use reference::ImageRef;
 pub use store::{
     CachedImage, GcReport, ImageGcPolicy, ImageStore, ImageStoreOptions, PullPolicy, PulledImage,

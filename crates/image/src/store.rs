@@ -11,6 +11,7 @@ use wharf_oci::{Descriptor, Digest};
 
 use crate::client::{RegistryClient, Session};
 use crate::error::io_err;
+use crate::fetch::{BlobFetcher, DirectFetcher, PullBytes};
 use crate::fsutil::remove_tree;
 use crate::layers::{DiskLimits, Flight, LayerFetcher, LayerTable, install_layer};
 use crate::layout::{ImageRecord, LayerRecord, Layout, RefRecord};
@@ -24,7 +25,7 @@ use crate::{
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of an [`ImageStore`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ImageStoreOptions {
     /// The platform index entries are chosen for; this machine's by default.
     pub platform: Platform,
@@ -49,6 +50,29 @@ pub struct ImageStoreOptions {
     pub max_concurrent_downloads: usize,
     /// Time allowed to connect to a registry.
     pub connect_timeout: Duration,
+    /// Gets layer blobs onto the node; [`DirectFetcher`] (the registry,
+    /// directly) when `None`.
+    pub blob_fetcher: Option<Arc<dyn BlobFetcher>>,
+}
+
+impl std::fmt::Debug for ImageStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStoreOptions")
+            .field("platform", &self.platform)
+            .field("plain_http", &self.plain_http)
+            .field("limits", &self.limits)
+            .field("max_expansion", &self.max_expansion)
+            .field("expansion_floor", &self.expansion_floor)
+            .field("max_image_bytes", &self.max_image_bytes)
+            .field("reserve_bytes", &self.reserve_bytes)
+            .field("max_concurrent_downloads", &self.max_concurrent_downloads)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "blob_fetcher",
+                &self.blob_fetcher.as_ref().map(|_| "custom"),
+            )
+            .finish()
+    }
 }
 
 impl Default for ImageStoreOptions {
@@ -63,6 +87,7 @@ impl Default for ImageStoreOptions {
             reserve_bytes: 1 << 30,
             max_concurrent_downloads: 3,
             connect_timeout: Duration::from_secs(10),
+            blob_fetcher: None,
         }
     }
 }
@@ -97,6 +122,10 @@ pub struct PulledImage {
     pub layers: Vec<PathBuf>,
     /// Bytes a pull downloads: the compressed layers and the config.
     pub size_bytes: u64,
+    /// Where this pull's bytes came from. A layer another pull was already
+    /// fetching counts as that fetch counted it; a pull the cache answered
+    /// counts everything as cache.
+    pub bytes: PullBytes,
 }
 
 /// A cached image as the node reports it for image-locality scheduling.
@@ -171,6 +200,10 @@ impl ImageStore {
                 reserve: options.reserve_bytes,
             },
             downloads: Semaphore::new(options.max_concurrent_downloads.max(1)),
+            blobs: options
+                .blob_fetcher
+                .clone()
+                .unwrap_or_else(|| Arc::new(DirectFetcher)),
             table: std::sync::Mutex::new(LayerTable {
                 present,
                 ..LayerTable::default()
@@ -255,8 +288,9 @@ impl ImageStore {
             .iter()
             .map(|l| self.fetcher.join(&session, l))
             .collect();
-        await_layers(image, &flights, self.max_image_bytes, progress).await?;
+        let mut bytes = await_layers(image, &flights, self.max_image_bytes, progress).await?;
         let config_size = resolved.manifest.config.as_ref().map_or(0, |c| c.size);
+        bytes.registry += config_size;
         let record = ImageRecord {
             manifest_digest: resolved.manifest_digest,
             image_manifest_digest: resolved.image_manifest_digest,
@@ -265,7 +299,8 @@ impl ImageStore {
             size_bytes: config_size + layers.iter().map(|l| l.size).sum::<u64>(),
             layers,
         };
-        self.save(image, record).await
+        let pulled = self.save(image, record).await?;
+        Ok(PulledImage { bytes, ..pulled })
     }
 
     /// The cached image for `image`, without network: by its digest if it
@@ -457,7 +492,7 @@ async fn await_layers(
     flights: &[Flight],
     max_bytes: u64,
     progress: &(dyn Fn(PullProgress) + Sync),
-) -> Result<(), ImageError> {
+) -> Result<PullBytes, ImageError> {
     let all = futures_util::future::try_join_all(flights.iter().map(|f| f.done.clone()));
     tokio::pin!(all);
     let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
@@ -466,9 +501,12 @@ async fn await_layers(
     loop {
         tokio::select! {
             result = &mut all => {
-                result?;
+                let mut bytes = PullBytes::default();
+                for layer in result? {
+                    bytes += layer;
+                }
                 progress(snapshot(image, flights));
-                return Ok(());
+                return Ok(bytes);
             }
             _ = ticker.tick() => {
                 let now = snapshot(image, flights);

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 use common::{Blob, Layer, assert_cache_clean, blob, names, sha256};
 use registry::{FakeRegistry, Image, OCI_MANIFEST, Wharf, index_of, manifest_for};
 use wharf_image::{
-    Compression, ImageError, ImageRef, ImageStore, ImageStoreOptions, LayerState, Platform,
-    PullPolicy, PullProgress, RegistryCredentials,
+    BlobFetcher, BlobLocation, BlobRequest, Compression, FetchedBlob, ImageError, ImageRef,
+    ImageStore, ImageStoreOptions, LayerState, Platform, PullBytes, PullPolicy, PullProgress,
+    PulledImage, RegistryCredentials,
 };
 
 const NO_PROGRESS: &(dyn Fn(PullProgress) + Sync) = &|_| {};
@@ -116,6 +117,22 @@ async fn pulls_with_a_robot_through_token_auth_then_serves_the_cache_offline() {
     );
     let layer_bytes: u64 = image.layers.iter().map(|l| l.descriptor.size).sum();
     assert_eq!(pulled.size_bytes, layer_bytes + image.config.len() as u64);
+    let fetched = PullBytes {
+        registry: pulled.size_bytes,
+        ..PullBytes::default()
+    };
+    assert_eq!(
+        pulled.bytes, fetched,
+        "the default fetcher reads the registry"
+    );
+    // From here on the cache answers: every byte from the node.
+    let pulled = PulledImage {
+        bytes: PullBytes {
+            cache: pulled.size_bytes,
+            ..PullBytes::default()
+        },
+        ..pulled
+    };
 
     let last = reports
         .lock()
@@ -380,7 +397,10 @@ async fn remove_unused_keeps_what_kept_images_use() {
         "the shared base layer stays"
     );
     assert_eq!(store.cached(&api_ref).await, None);
-    assert_eq!(store.cached(&web_ref).await, Some(pulled_web));
+    assert_eq!(
+        store.cached(&web_ref).await.map(|p| p.layers),
+        Some(pulled_web.layers)
+    );
     assert_eq!(store.list().await.unwrap().len(), 1);
 
     let report = store.remove_unused(&HashSet::new()).await.unwrap();
@@ -485,4 +505,100 @@ async fn corrupt_layers_are_refused_and_nothing_is_cached() {
     );
     assert_cache_clean(&store);
     assert!(store.list().await.unwrap().is_empty());
+}
+
+/// A fetcher as the agent's P2P one behaves: reads the registry by ranges,
+/// keeps the verified blob in its own cache, and says where bytes came from.
+struct KeepingFetcher {
+    dir: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl BlobFetcher for KeepingFetcher {
+    async fn fetch(&self, request: BlobRequest<'_>) -> Result<FetchedBlob, ImageError> {
+        use futures_util::StreamExt;
+        let blob = &request.blob;
+        let half = blob.size() / 2;
+        let mut bytes = Vec::new();
+        for range in [0..half, half..blob.size()] {
+            let mut stream = blob.range(range).await?;
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+        }
+        assert_eq!(sha256(&bytes), *blob.digest(), "ranged reads give the blob");
+        assert_eq!(blob.repository(), "shop/web");
+        let path = self.dir.join(blob.digest().hex());
+        fs::write(&path, &bytes).unwrap();
+        (request.progress)(bytes.len() as u64);
+        Ok(FetchedBlob {
+            location: BlobLocation::Kept(path),
+            bytes: PullBytes {
+                registry: half,
+                peers: blob.size() - half,
+                cache: 0,
+            },
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_fetcher_gets_the_layers_and_counts_where_bytes_came_from() {
+    let wharf = Wharf::start().await;
+    let (robot, secret) = wharf.project_with_puller("shop").await;
+    let image = web_image();
+    wharf.push("shop/web", &image, "1.0").await;
+    let other = api_image();
+    wharf.push("shop/web", &other, "api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept");
+    fs::create_dir(&kept).unwrap();
+    let options = ImageStoreOptions {
+        blob_fetcher: Some(std::sync::Arc::new(KeepingFetcher { dir: kept.clone() })),
+        ..ImageStoreOptions::default()
+    };
+    let store = ImageStore::open(dir.path().join("cache"), options)
+        .await
+        .unwrap();
+    let registry = wharf.served.registry();
+    let robot = RegistryCredentials::new(robot, secret);
+
+    let web = reference(&registry, "shop/web:1.0");
+    let pulled = store
+        .pull(&web, Some(&robot), PullPolicy::IfNotPresent, NO_PROGRESS)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        fs::read(pulled.layers[1].join("srv/index.html")).unwrap(),
+        b"<h1>shop</h1>"
+    );
+    let halves: u64 = image.layers.iter().map(|l| l.descriptor.size / 2).sum();
+    let layer_bytes: u64 = image.layers.iter().map(|l| l.descriptor.size).sum();
+    assert_eq!(
+        pulled.bytes,
+        PullBytes {
+            registry: halves + image.config.len() as u64,
+            peers: layer_bytes - halves,
+            cache: 0,
+        }
+    );
+    for layer in &image.layers {
+        assert!(
+            kept.join(layer.descriptor.digest.hex()).is_file(),
+            "kept blobs stay"
+        );
+    }
+
+    // The second image shares the base layer: that one comes from the node.
+    let api = reference(&registry, "shop/web:api");
+    let pulled = store
+        .pull(&api, Some(&robot), PullPolicy::IfNotPresent, NO_PROGRESS)
+        .await
+        .unwrap();
+    assert_eq!(pulled.bytes.cache, other.layers[0].descriptor.size);
+    assert_eq!(
+        pulled.bytes.registry + pulled.bytes.peers,
+        other.layers[1].descriptor.size + other.config.len() as u64
+    );
 }
