@@ -16,6 +16,11 @@ use wharf_api::{
     PodEventReport, PodStatus, PodUsage, Secret, Service,
 };
 
+use wharf_p2p::wire::{
+    PeerReport, ServerKey, TRACKER_KEY_PATH, TRACKER_REPORTS_PATH, TRACKER_TASKS_PATH,
+    TaskAssignment, TaskRequest,
+};
+
 use crate::AgentError;
 use crate::service_view::ServiceView;
 
@@ -175,6 +180,22 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Changes to services and endpoints after `revision`.
     async fn watch_services(&self, node: &str, revision: u64)
     -> Result<ServiceChanges, AgentError>;
+    /// The P2P tracker's grant-signing key (`GET /api/v1/p2p/key`).
+    /// Control planes without a tracker answer `NotFound`: the node then
+    /// pulls from the registry only.
+    async fn p2p_key(&self) -> Result<ServerKey, AgentError> {
+        Err(AgentError::NotFound("no p2p tracker".into()))
+    }
+    /// Starts fetching a blob through P2P (`POST /api/v1/p2p/tasks`).
+    async fn p2p_task(&self, request: &TaskRequest) -> Result<TaskAssignment, AgentError> {
+        let _ = request;
+        Err(AgentError::NotFound("no p2p tracker".into()))
+    }
+    /// Reports a blob's progress (`POST /api/v1/p2p/reports`).
+    async fn p2p_report(&self, report: &PeerReport) -> Result<TaskAssignment, AgentError> {
+        let _ = report;
+        Err(AgentError::NotFound("no p2p tracker".into()))
+    }
 }
 
 /// What a caller of the agent's endpoint wants with a pod.
@@ -552,6 +573,24 @@ impl NodeApi for HttpNodeApi {
             self.base
         );
         self.watch(&url, parse_service_line).await
+    }
+
+    async fn p2p_key(&self) -> Result<ServerKey, AgentError> {
+        let url = format!("{}{TRACKER_KEY_PATH}", self.base);
+        let response = self.send(|http| http.get(&url)).await?;
+        response.json().await.map_err(transport)
+    }
+
+    async fn p2p_task(&self, request: &TaskRequest) -> Result<TaskAssignment, AgentError> {
+        let url = format!("{}{TRACKER_TASKS_PATH}", self.base);
+        let response = self.send(|http| http.post(&url).json(request)).await?;
+        response.json().await.map_err(transport)
+    }
+
+    async fn p2p_report(&self, report: &PeerReport) -> Result<TaskAssignment, AgentError> {
+        let url = format!("{}{TRACKER_REPORTS_PATH}", self.base);
+        let response = self.send(|http| http.post(&url).json(report)).await?;
+        response.json().await.map_err(transport)
     }
 }
 

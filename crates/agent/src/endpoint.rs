@@ -11,6 +11,8 @@
 //! POST /v1/pods/{project}/{name}/commit      CommitRequest -> JSON lines of CommitProgress
 //! POST /v1/push                      falcon's push API, from this machine only
 //! GET  /metrics                      the newest collection, for Prometheus
+//! GET  /v1/p2p/blobs/{digest}/pieces/{index}   a piece of the blob cache, to
+//!                                    peers with a grant ([`crate::p2p`])
 //! ```
 //!
 //! `/v1/push` is the exception to the token rule: falcon's plugins and
@@ -57,6 +59,9 @@ pub async fn serve_endpoint(
     runtime: Arc<ContainerRuntime>,
     latest: LatestSamples,
 ) -> std::io::Result<()> {
+    // Peers fetch pieces of the node's blob cache with grants the server
+    // signed; the piece server checks them itself.
+    let pieces = runtime.p2p().map(|peer| peer.router());
     let router = Router::new()
         .route("/v1/pods/{project}/{name}/log", get(crate::logs::pod_log))
         .route("/v1/pods/{project}/{name}/exec", post(crate::streams::exec))
@@ -77,6 +82,10 @@ pub async fn serve_endpoint(
             pushes: tokio::sync::Semaphore::new(MAX_PUSHES_IN_FLIGHT),
             latest,
         }));
+    let router = match pieces {
+        Some(pieces) => router.merge(pieces),
+        None => router,
+    };
     // The peer's address tells local pushes from others.
     axum::serve(
         listener,

@@ -25,6 +25,7 @@ mod load;
 mod logs;
 pub mod machine;
 pub mod metrics;
+pub mod p2p;
 pub mod probes;
 mod runtime;
 pub mod service_forwards;

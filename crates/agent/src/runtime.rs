@@ -68,6 +68,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn pod_stats(&self) -> Vec<PodStats> {
         Vec::new()
     }
+
+    /// Image bytes pulled since the agent started, by where they came
+    /// from (registry, peers, the node's cache); `None` for a runtime
+    /// without an image cache.
+    fn pull_bytes(&self) -> Option<wharf_image::PullBytes> {
+        None
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a

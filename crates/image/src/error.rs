@@ -239,6 +239,15 @@ pub enum ImageError {
         #[source]
         source: Arc<ImageError>,
     },
+    /// A blob fetcher other than the registry's own failed to deliver a
+    /// layer blob.
+    #[error("fetching layer {layer}: {reason}")]
+    BlobFetch {
+        /// The layer's digest.
+        layer: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A worker task died (a bug or a panic).
     #[error("internal error: {0}")]
     Internal(String),

@@ -301,7 +301,7 @@ impl Peer {
         };
         let downloaded = self
             .downloader
-            .download(&task, &tracker.client(&self.name), &**source)
+            .download(&task, &tracker.client(&self.name), &**source, &|_| {})
             .await
             .unwrap();
         (downloaded, Instant::now())
@@ -609,7 +609,7 @@ async fn full_upload_slots_answer_429_and_the_upload_rate_holds() {
         repository: "shop/web".into(),
     };
     seeder
-        .download(&task, &tracker.client("seed"), &*source)
+        .download(&task, &tracker.client("seed"), &*source, &|_| {})
         .await
         .unwrap();
     // One slot, 2 MiB/s: a 4 MiB piece takes about a second after the

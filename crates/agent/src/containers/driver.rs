@@ -19,6 +19,8 @@ pub struct Image {
     pub layers: Vec<PathBuf>,
     /// Entrypoint, command, environment, working directory, user.
     pub process: ProcessDefaults,
+    /// Where the pull's bytes came from.
+    pub pulled: wharf_image::PullBytes,
 }
 
 /// When a pull may be answered from the node's cache.
@@ -104,6 +106,12 @@ pub trait ImagePuller: Send + Sync + 'static {
     /// summary; `None` if they cannot be read (the node then reports no
     /// cache and scores neutral).
     async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
+        None
+    }
+
+    /// Bytes pulled since the agent started, by origin; `None` if the
+    /// puller does not count them.
+    fn pulled_bytes(&self) -> Option<wharf_image::PullBytes> {
         None
     }
 }

@@ -1,10 +1,10 @@
 //! [`ImagePuller`] over the node's [`ImageStore`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use wharf_image::{
-    ImageRef, ImageStore, LayerProgress, LayerState, PullProgress, RegistryCredentials,
+    ImageRef, ImageStore, LayerProgress, LayerState, PullBytes, PullProgress, RegistryCredentials,
 };
 use wharf_runc::spec::ProcessDefaults;
 
@@ -16,6 +16,8 @@ pub struct ImageStorePuller {
     store: Arc<ImageStore>,
     credentials: Option<RegistryCredentials>,
     default_registry: Option<String>,
+    /// Bytes pulled since the agent started, by origin (for metrics).
+    pulled: Mutex<PullBytes>,
 }
 
 impl ImageStorePuller {
@@ -31,6 +33,7 @@ impl ImageStorePuller {
             store,
             credentials,
             default_registry,
+            pulled: Mutex::default(),
         }
     }
 }
@@ -78,6 +81,10 @@ impl ImagePuller for ImageStorePuller {
         Some(layers.collect())
     }
 
+    fn pulled_bytes(&self) -> Option<PullBytes> {
+        Some(*self.pulled.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     async fn pull(
         &self,
         image: &str,
@@ -107,8 +114,10 @@ impl ImagePuller for ImageStorePuller {
                     .map_err(|e| failed(e.to_string()))?
             }
         };
+        *self.pulled.lock().unwrap_or_else(|p| p.into_inner()) += pulled.bytes;
         let config = pulled.config;
         Ok(Image {
+            pulled: pulled.bytes,
             layers: pulled.layers,
             process: ProcessDefaults {
                 entrypoint: config.entrypoint,

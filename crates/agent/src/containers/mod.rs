@@ -212,6 +212,8 @@ pub struct ContainerRuntime {
     /// What pushing commits needs, on nodes whose containers have overlay
     /// roots.
     commits: Option<crate::commit::CommitSource>,
+    /// The node as a P2P peer, if it shares its layer blobs.
+    p2p: Option<Arc<crate::p2p::PeerNode>>,
 }
 
 impl ContainerRuntime {
@@ -256,7 +258,19 @@ impl ContainerRuntime {
             local,
             pods: std::sync::Mutex::new(pods),
             commits: None,
+            p2p: None,
         }
+    }
+
+    /// Serves the node's blob cache to peers on the agent's endpoint.
+    pub fn with_p2p(mut self, peer: Arc<crate::p2p::PeerNode>) -> ContainerRuntime {
+        self.p2p = Some(peer);
+        self
+    }
+
+    /// The node as a P2P peer, if it is one.
+    pub fn p2p(&self) -> Option<&Arc<crate::p2p::PeerNode>> {
+        self.p2p.as_ref()
     }
 
     /// Lets `wharf commit` push this node's containers' changes with
@@ -853,8 +867,43 @@ impl ContainerRuntime {
             .images
             .pull(&container.image, PullPolicy::of(container), &report)
             .await?;
+        self.pulled_event(pod, container, &image.pulled).await;
         slot.images.insert(container.name.clone(), image.clone());
         Ok(image)
+    }
+
+    /// The pod's `Pulled` event, saying where the image's bytes came from.
+    async fn pulled_event(&self, pod: &Pod, container: &Container, bytes: &wharf_image::PullBytes) {
+        let fetched = bytes.registry + bytes.peers;
+        let message = if fetched == 0 {
+            format!(
+                "image {} already present on the node ({} from the cache)",
+                container.image,
+                human_bytes(bytes.cache)
+            )
+        } else {
+            format!(
+                "pulled image {}: {} from the registry, {} from peers, {} from the node's cache",
+                container.image,
+                human_bytes(bytes.registry),
+                human_bytes(bytes.peers),
+                human_bytes(bytes.cache)
+            )
+        };
+        let event = wharf_api::PodEventReport {
+            event_type: wharf_api::EventType::Normal,
+            reason: "Pulled".into(),
+            message,
+        };
+        let project = pod.metadata.project.as_deref().unwrap_or_default();
+        // The container starts all the same: a lost event is only logged.
+        if let Err(err) = self
+            .api
+            .pod_event(project, &pod.metadata.name, &event)
+            .await
+        {
+            tracing::warn!(pod = pod.metadata.name, error = %err, "{}", event.message);
+        }
     }
 
     /// Starts a run of the container; says when to look at it again.
@@ -1133,6 +1182,11 @@ impl ContainerRuntime {
     }
 }
 
+/// `12.3 MiB`, as pull messages show sizes.
+fn human_bytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
 /// A short id for a pod from its uid: names its namespace and containers.
 fn pod_id(pod: &Pod) -> String {
     let hex: String = pod
@@ -1223,6 +1277,10 @@ impl Runtime for ContainerRuntime {
 
     async fn cached_layers(&self) -> Option<Vec<wharf_api::CachedLayer>> {
         self.images.cached_layers().await
+    }
+
+    fn pull_bytes(&self) -> Option<wharf_image::PullBytes> {
+        self.images.pulled_bytes()
     }
 
     /// runc answers `list` over its state root: it can be run, and the

@@ -18,6 +18,7 @@ use super::{ContainerRuntime, ContainerRuntimeConfig, ImageStorePuller, RuncDriv
 use crate::AgentError;
 use crate::api::NodeApi;
 use crate::dns::{DNS_PORT, DnsServer, Upstreams, nameservers};
+use crate::p2p::{P2pSettings, PeerNode};
 
 /// What a node needs to run containers.
 #[derive(Clone, Debug)]
@@ -54,6 +55,8 @@ pub struct NodeSetup {
     /// The resolv.conf whose name servers the pods' name server forwards
     /// to, and which pods with `dnsPolicy: Default` get.
     pub resolv_conf: PathBuf,
+    /// P2P layer distribution (`None`: layers come from the registry only).
+    pub p2p: Option<P2pSettings>,
 }
 
 impl NodeSetup {
@@ -88,10 +91,23 @@ impl NodeSetup {
         let subnet = wharf_api::Subnet::parse(&self.local_cidr)
             .map_err(|e| setup(format!("--pod-cidr: {e}")))?;
         let gateway = Ipv4Addr::from(u32::from(subnet.network) + 1);
+        let peer = match self.p2p {
+            Some(settings) => Some(
+                PeerNode::open(
+                    self.data_dir.join("blobs"),
+                    api.clone(),
+                    settings,
+                    self.default_registry.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let images = ImageStore::open(
             self.data_dir.join("images"),
             ImageStoreOptions {
                 plain_http: self.plain_http.clone(),
+                blob_fetcher: peer.as_ref().map(|p| p.blob_fetcher()),
                 ..self.images.clone()
             },
         )
@@ -100,6 +116,7 @@ impl NodeSetup {
         let images = Arc::new(images);
         tokio::spawn(collect_images(
             Arc::downgrade(&images),
+            peer.clone(),
             self.data_dir.join("pods"),
             self.image_gc,
             self.image_gc_interval,
@@ -136,6 +153,9 @@ impl NodeSetup {
         )
         .await
         .with_commits(commits);
+        if let Some(peer) = peer {
+            runtime = runtime.with_p2p(peer);
+        }
         if let Some(dns) = self.pod_dns().await {
             runtime = runtime.with_dns(dns);
         }
@@ -189,6 +209,7 @@ async fn found(program: &std::ffi::OsStr) -> bool {
 /// cache is in use, sparing the images of mounted container roots.
 async fn collect_images(
     images: Weak<ImageStore>,
+    peer: Option<Arc<PeerNode>>,
     pods_dir: PathBuf,
     policy: ImageGcPolicy,
     interval: Duration,
@@ -205,11 +226,17 @@ async fn collect_images(
             .await
             .unwrap_or_default();
         match images.collect_garbage(&policy, &in_use).await {
-            Ok(report) if !report.removed_images.is_empty() => tracing::info!(
-                images = report.removed_images.len(),
-                layers = report.removed_layers.len(),
-                "removed unused images"
-            ),
+            Ok(report) if !report.removed_images.is_empty() => {
+                tracing::info!(
+                    images = report.removed_images.len(),
+                    layers = report.removed_layers.len(),
+                    "removed unused images"
+                );
+                // The compressed blobs the layers came from go too.
+                if let Some(peer) = &peer {
+                    peer.forget(&report.removed_layers).await;
+                }
+            }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "image garbage collection failed"),
         }

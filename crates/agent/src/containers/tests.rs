@@ -192,6 +192,7 @@ impl ImagePuller for FakeImages {
         Ok(Image {
             layers: vec![PathBuf::from("/layers/0")],
             process: Default::default(),
+            pulled: Default::default(),
         })
     }
 }

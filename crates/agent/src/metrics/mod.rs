@@ -194,7 +194,26 @@ impl Collector {
         for pod in &pods {
             containers::add_pod(&mut batch, pod);
         }
+        if let Some(pulled) = self.runtime.pull_bytes() {
+            add_pull_bytes(&mut batch, &pulled);
+        }
         batch.into_samples()
+    }
+}
+
+/// Image bytes pulled since the agent started, one counter per origin:
+/// `image.pull.bytes` tagged `source=registry|peers|cache`.
+fn add_pull_bytes(batch: &mut Batch, pulled: &wharf_image::PullBytes) {
+    for (source, bytes) in [
+        ("registry", pulled.registry),
+        ("peers", pulled.peers),
+        ("cache", pulled.cache),
+    ] {
+        batch.counter(
+            "image.pull.bytes",
+            &format!("source={source}"),
+            bytes as f64,
+        );
     }
 }
 

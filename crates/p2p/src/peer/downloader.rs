@@ -123,13 +123,15 @@ impl Downloader {
     }
 
     /// Fetches `task`'s blob into the blob cache (verified) and says where
-    /// its bytes came from. Fails only if the registry fails.
+    /// its bytes came from; `progress` hears the bytes received so far.
+    /// Fails only if the registry fails.
     #[tracing::instrument(skip_all, fields(blob = %task.digest))]
     pub async fn download(
         &self,
         task: &BlobTask,
         tracker: &dyn TrackerClient,
         source: &dyn Source,
+        progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Downloaded, P2pError> {
         if let Some(path) = self.store.complete(&task.digest).await {
             return Ok(Downloaded {
@@ -139,7 +141,11 @@ impl Downloader {
                 cached_bytes: task.size,
             });
         }
-        let counters = Counters::default();
+        let counters = Counters {
+            source: AtomicU64::new(0),
+            peers: AtomicU64::new(0),
+            progress,
+        };
         let request = TaskRequest {
             digest: task.digest.clone(),
             size: task.size,
@@ -186,14 +192,10 @@ impl Downloader {
         &self,
         task: &BlobTask,
         source: &dyn Source,
-        counters: &Counters,
+        counters: &Counters<'_>,
     ) -> Result<PathBuf, P2pError> {
         let stream = source.range(0..task.size).await?;
-        let counted = stream.inspect_ok(|chunk| {
-            counters
-                .source
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        });
+        let counted = stream.inspect_ok(|chunk| counters.add_source(chunk.len()));
         let (path, _) = self
             .store
             .import_stream(&task.digest, task.size, counted)
@@ -207,7 +209,7 @@ impl Downloader {
         assignment: TaskAssignment,
         tracker: &dyn TrackerClient,
         source: &dyn Source,
-        counters: &Counters,
+        counters: &Counters<'_>,
     ) -> Result<PathBuf, P2pError> {
         let Some(partial) = self.store.begin(&assignment.manifest).await? else {
             return Err(P2pError::Internal(
@@ -248,10 +250,28 @@ impl Downloader {
     }
 }
 
-#[derive(Default)]
-struct Counters {
+/// Bytes received for one blob, by origin.
+struct Counters<'a> {
     source: AtomicU64,
     peers: AtomicU64,
+    progress: &'a (dyn Fn(u64) + Send + Sync),
+}
+
+impl Counters<'_> {
+    fn add_source(&self, bytes: usize) {
+        self.source.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.tell();
+    }
+
+    fn add_peers(&self, bytes: u64) {
+        self.peers.fetch_add(bytes, Ordering::Relaxed);
+        self.tell();
+    }
+
+    fn tell(&self) {
+        let received = self.source.load(Ordering::Relaxed) + self.peers.load(Ordering::Relaxed);
+        (self.progress)(received);
+    }
 }
 
 /// One blob's download from parents.
@@ -260,7 +280,7 @@ struct Run<'a> {
     task: &'a BlobTask,
     partial: Arc<PartialBlob>,
     source: &'a dyn Source,
-    counters: &'a Counters,
+    counters: &'a Counters<'a>,
     state: Mutex<RunState>,
     back_to_source: bool,
 }
@@ -398,9 +418,7 @@ impl Run<'_> {
         let mut piece = BytesMut::new();
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk?;
-            self.counters
-                .source
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.counters.add_source(chunk.len());
             while !chunk.is_empty() {
                 let range = manifest.piece_range(index).map_err(|_| self.too_long())?;
                 let want = (range.end - range.start) as usize - piece.len();
@@ -472,7 +490,7 @@ impl Run<'_> {
                         .write_piece(&self.partial, index, bytes)
                         .await?;
                     if matched {
-                        self.counters.peers.fetch_add(len, Ordering::Relaxed);
+                        self.counters.add_peers(len);
                         Ok(len)
                     } else {
                         Err(Miss::Drop(format!(
@@ -571,9 +589,7 @@ impl Run<'_> {
         let mut piece = BytesMut::with_capacity((range.end - range.start) as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            self.counters
-                .source
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.counters.add_source(chunk.len());
             if piece.len() + chunk.len() > (range.end - range.start) as usize {
                 return Err(self.too_long());
             }

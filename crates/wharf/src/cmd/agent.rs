@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use wharf_agent::containers::NodeSetup;
 use wharf_agent::dns::DnsServer;
 use wharf_agent::metrics::LatestSamples;
+use wharf_agent::p2p::P2pSettings;
 use wharf_agent::{
     Agent, AgentConfig, AgentError, HttpNodeApi, InitSettings, NoRuntime, NodeApi, Runtime,
     Simulation, SimulationConfig, TokenSource,
@@ -203,6 +204,20 @@ pub struct NodeOptions {
     /// How often the image garbage collection runs.
     #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
     pub image_gc_interval: Duration,
+    /// Fetch layers of the server's registry from other nodes too (P2P,
+    /// through the server's tracker) and serve this node's to them;
+    /// `--p2p=false` pulls from the registry only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub p2p: bool,
+    /// Bytes per second this node sends to peers (e.g. 50MiB); 0 = unlimited.
+    #[arg(long, default_value = "0", value_parser = units::parse_size)]
+    pub p2p_upload_rate: u64,
+    /// Bytes per second this node takes from peers; 0 = unlimited.
+    #[arg(long, default_value = "0", value_parser = units::parse_size)]
+    pub p2p_download_rate: u64,
+    /// Pieces this node sends to peers at once at most (more get 429).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub p2p_upload_slots: u32,
 }
 
 impl NodeOptions {
@@ -285,6 +300,11 @@ impl NodeOptions {
             },
             image_gc_interval: self.image_gc_interval,
             resolv_conf: self.resolv_conf.clone(),
+            p2p: self.p2p.then_some(P2pSettings {
+                upload_rate: self.p2p_upload_rate,
+                download_rate: self.p2p_download_rate,
+                upload_slots: self.p2p_upload_slots,
+            }),
         })
     }
 }

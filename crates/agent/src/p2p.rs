@@ -1,0 +1,262 @@
+//! P2P layer distribution on the node: the image cache's
+//! [`BlobFetcher`] gets layer blobs of the server's registry through the
+//! [`wharf_p2p::peer::Downloader`] (parents the tracker names, the
+//! registry by range for the rest), keeps them verified in the node's blob
+//! cache (`<data-dir>/blobs/`) and serves their pieces to other nodes on
+//! the agent's endpoint. Blobs of other registries are fetched directly,
+//! as without P2P.
+//!
+//! A server without a tracker (an older one: 404 on the tracker routes)
+//! or a tracker that fails costs one request per layer: the layer then
+//! comes from the registry, and the pull goes on.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
+use wharf_image::{
+    BlobFetcher, BlobLocation, BlobRequest, DirectFetcher, FetchedBlob, ImageError, PullBytes,
+    RegistryBlob,
+};
+use wharf_oci::Digest;
+use wharf_p2p::P2pError;
+use wharf_p2p::peer::{
+    BlobTask, ByteStream, Downloader, DownloaderOptions, PieceServer, PieceStore, Source,
+    TrackerClient,
+};
+use wharf_p2p::wire::{PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest};
+
+use crate::AgentError;
+use crate::api::NodeApi;
+
+/// The agent's P2P flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct P2pSettings {
+    /// Bytes per second the node sends to peers, over all uploads (0 =
+    /// unlimited).
+    pub upload_rate: u64,
+    /// Bytes per second the node takes from peers, over all downloads (0
+    /// = unlimited).
+    pub download_rate: u64,
+    /// Pieces sent to peers at once at most.
+    pub upload_slots: u32,
+}
+
+impl Default for P2pSettings {
+    fn default() -> Self {
+        P2pSettings {
+            upload_rate: 0,
+            download_rate: 0,
+            upload_slots: 8,
+        }
+    }
+}
+
+/// The node as a peer: its blob cache, piece server and downloader.
+pub struct PeerNode {
+    store: Arc<PieceStore>,
+    server: Arc<PieceServer>,
+    downloader: Downloader,
+    tracker: Arc<NodeTracker>,
+    /// The server's registry (`host:port`): only its blobs go through P2P.
+    registry: Option<String>,
+    /// Blob -> (repository, size) of the blobs fetched in this run, to
+    /// tell the tracker when one leaves the cache.
+    fetched: Mutex<HashMap<Digest, (String, u64)>>,
+}
+
+impl PeerNode {
+    /// Opens the blob cache under `dir` (dropping what an interrupted run
+    /// left half-fetched) and sets up the piece server and downloader.
+    pub async fn open(
+        dir: PathBuf,
+        api: Arc<dyn NodeApi>,
+        settings: P2pSettings,
+        registry: Option<String>,
+    ) -> Result<Arc<PeerNode>, AgentError> {
+        let store = PieceStore::open(&dir)
+            .await
+            .map_err(|e| AgentError::Setup(format!("opening the blob cache: {e}")))?;
+        let store = Arc::new(store);
+        let tracker = Arc::new(NodeTracker { api });
+        let server = Arc::new(PieceServer::new(
+            store.clone(),
+            tracker.clone(),
+            settings.upload_slots,
+            settings.upload_rate,
+        ));
+        let options = DownloaderOptions {
+            download_rate: settings.download_rate,
+            ..DownloaderOptions::default()
+        };
+        let downloader = Downloader::new(store.clone(), Some(server.clone()), options)
+            .map_err(|e| AgentError::Setup(format!("p2p downloader: {e}")))?;
+        Ok(Arc::new(PeerNode {
+            store,
+            server,
+            downloader,
+            tracker,
+            registry,
+            fetched: Mutex::default(),
+        }))
+    }
+
+    /// The piece route, for the agent's endpoint.
+    pub fn router(&self) -> axum::Router {
+        self.server.clone().router()
+    }
+
+    /// The blob fetcher the image cache uses.
+    pub fn blob_fetcher(self: &Arc<Self>) -> Arc<dyn BlobFetcher> {
+        Arc::new(PeerFetcher { node: self.clone() })
+    }
+
+    /// Removes the blobs of layers the image cache removed: they are
+    /// served no more, and the tracker hears so.
+    pub async fn forget(&self, digests: &[Digest]) {
+        for digest in digests {
+            match self.store.remove(digest).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(blob = %digest, error = %e, "could not remove a cached blob");
+                    continue;
+                }
+            }
+            let known = self
+                .fetched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(digest);
+            let Some((repository, size)) = known else {
+                continue;
+            };
+            let report = PeerReport {
+                digest: digest.clone(),
+                repository,
+                size,
+                state: PeerState::Left,
+                pieces: wharf_p2p::Bitmap::default(),
+                free_upload_slots: self.server.free_slots(),
+                bad_parents: Vec::new(),
+                throughput: Vec::new(),
+                source_bytes: 0,
+                peer_bytes: 0,
+            };
+            if let Err(e) = self.tracker.report(&report).await {
+                tracing::debug!(blob = %digest, error = %e, "could not tell the tracker a blob left");
+            }
+        }
+    }
+}
+
+/// The tracker, through the agent's client to the server.
+struct NodeTracker {
+    api: Arc<dyn NodeApi>,
+}
+
+fn tracker_error(e: AgentError) -> P2pError {
+    P2pError::Tracker(e.to_string())
+}
+
+#[async_trait]
+impl TrackerClient for NodeTracker {
+    async fn key(&self) -> Result<ServerKey, P2pError> {
+        self.api.p2p_key().await.map_err(tracker_error)
+    }
+
+    async fn assign(&self, request: &TaskRequest) -> Result<TaskAssignment, P2pError> {
+        self.api.p2p_task(request).await.map_err(tracker_error)
+    }
+
+    async fn report(&self, report: &PeerReport) -> Result<TaskAssignment, P2pError> {
+        self.api.p2p_report(report).await.map_err(tracker_error)
+    }
+}
+
+/// The registry as the downloader's source; keeps the registry's own
+/// error, so that a failed pull says what the registry said.
+struct RegistrySource {
+    blob: RegistryBlob,
+    failure: Arc<Mutex<Option<ImageError>>>,
+}
+
+impl RegistrySource {
+    fn note(failure: &Mutex<Option<ImageError>>, e: ImageError) -> P2pError {
+        let message = e.to_string();
+        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        P2pError::Source(message)
+    }
+}
+
+#[async_trait]
+impl Source for RegistrySource {
+    async fn range(&self, range: Range<u64>) -> Result<ByteStream, P2pError> {
+        let stream = match self.blob.range(range).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(Self::note(&self.failure, e)),
+        };
+        let failure = self.failure.clone();
+        Ok(stream.map_err(move |e| Self::note(&failure, e)).boxed())
+    }
+}
+
+struct PeerFetcher {
+    node: Arc<PeerNode>,
+}
+
+#[async_trait]
+impl BlobFetcher for PeerFetcher {
+    async fn fetch(&self, request: BlobRequest<'_>) -> Result<FetchedBlob, ImageError> {
+        let ours = self.node.registry.as_deref() == Some(request.blob.registry());
+        if !ours {
+            return DirectFetcher.fetch(request).await;
+        }
+        let blob = request.blob.clone();
+        let task = BlobTask {
+            digest: blob.digest().clone(),
+            size: blob.size(),
+            repository: blob.repository().to_owned(),
+        };
+        let source = RegistrySource {
+            blob,
+            failure: Arc::default(),
+        };
+        let downloaded = self
+            .node
+            .downloader
+            .download(&task, self.node.tracker.as_ref(), &source, request.progress)
+            .await;
+        match downloaded {
+            Ok(done) => {
+                self.node
+                    .fetched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(task.digest, (task.repository, task.size));
+                Ok(FetchedBlob {
+                    location: BlobLocation::Kept(done.path),
+                    bytes: PullBytes {
+                        registry: done.source_bytes,
+                        peers: done.peer_bytes,
+                        cache: done.cached_bytes,
+                    },
+                })
+            }
+            Err(e) => {
+                let registry = source
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                Err(registry.unwrap_or_else(|| ImageError::BlobFetch {
+                    layer: task.digest.to_string(),
+                    reason: e.to_string(),
+                }))
+            }
+        }
+    }
+}
