@@ -50,6 +50,7 @@ const AGENT_NAMESPACES: &[&str] = &[
     "net.if.",
     "ss.",
     "container.",
+    "image.",
 ];
 
 /// Whether `metric` is in a namespace the agent's collector reports.

@@ -116,6 +116,13 @@ impl Runtime for OnePod {
     async fn pods(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    fn pull_bytes(&self) -> Option<wharf_image::PullBytes> {
+        Some(wharf_image::PullBytes {
+            registry: 300,
+            peers: 700,
+            cache: 50,
+        })
+    }
     async fn pod_stats(&self) -> Vec<PodStats> {
         vec![PodStats {
             project: "shop".into(),
@@ -213,6 +220,19 @@ async fn the_collector_pushes_node_and_container_metrics_as_one_batch() {
     assert_eq!(
         (net.tags.as_str(), net.value),
         ("pod=web,project=shop", 100.0)
+    );
+    let pulled: Vec<(&str, f64, CounterType)> = second
+        .iter()
+        .filter(|s| s.metric == "image.pull.bytes")
+        .map(|s| (s.tags.as_str(), s.value, s.counter_type))
+        .collect();
+    assert_eq!(
+        pulled,
+        [
+            ("source=registry", 300.0, CounterType::Counter),
+            ("source=peers", 700.0, CounterType::Counter),
+            ("source=cache", 50.0, CounterType::Counter),
+        ]
     );
     // Every name the collector reports is one user pushes may not take.
     assert!(second.iter().all(|s| push::is_agent_metric(&s.metric)));

@@ -260,3 +260,6 @@ impl BlobFetcher for PeerFetcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
