@@ -192,7 +192,11 @@ impl ImagePuller for FakeImages {
         Ok(Image {
             layers: vec![PathBuf::from("/layers/0")],
             process: Default::default(),
-            pulled: Default::default(),
+            pulled: wharf_image::PullBytes {
+                registry: 1 << 20,
+                peers: 3 << 20,
+                cache: 0,
+            },
         })
     }
 }
@@ -1046,10 +1050,37 @@ async fn hook_to_nowhere(node: &Node, hook: &str) -> Pod {
     hooked_pod(node, "web-1", &lifecycle).await
 }
 
-/// The reasons of the events reported so far.
+/// The reasons of the events reported so far, but the `Pulled` every
+/// container start reports.
 fn reasons(node: &Node) -> Vec<String> {
     let events = node.events.lock().unwrap();
-    events.iter().map(|e| e.reason.clone()).collect()
+    events
+        .iter()
+        .map(|e| e.reason.clone())
+        .filter(|reason| reason != "Pulled")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_started_container_reports_where_its_image_came_from() {
+    let node = Node::new();
+    let runtime = node.runtime().await;
+    let pod = node.pod("web-1", None, None).await;
+    let status = sync(&runtime, &pod).await.status;
+    assert_eq!(status.phase, PodPhase::Running, "{status:?}");
+    let events = node.events.lock().unwrap();
+    let pulled: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason == "Pulled")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(pulled.len(), 1, "{pulled:?}");
+    assert!(
+        pulled[0].ends_with(
+            ": 1.0 MiB from the registry, 3.0 MiB from peers, 0.0 MiB from the node's cache"
+        ),
+        "{pulled:?}"
+    );
 }
 
 #[tokio::test]
@@ -1107,7 +1138,15 @@ async fn a_failed_pre_stop_is_reported_and_the_container_still_stops() {
     sync_until(&runtime, &pod, |s| s.phase == PodPhase::Running).await;
     runtime.remove("shop", "web-1", None).await;
     assert_eq!(reasons(&node), ["FailedPreStopHook"]);
-    let message = node.events.lock().unwrap()[0].message.clone();
+    let message = node
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.reason == "FailedPreStopHook")
+        .unwrap()
+        .message
+        .clone();
     assert!(
         message.contains("preStop hook of container web failed: dial tcp"),
         "{message}"
