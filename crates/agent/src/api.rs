@@ -252,6 +252,10 @@ struct WatchLine {
     object: serde_json::Value,
 }
 
+/// How long a call to the P2P tracker may take: a pull waits for the
+/// first one, and the registry serves the layer anyway when it fails.
+const TRACKER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a call to the server (not a watch) may take by default, answer
 /// included:
 /// a server that accepted the connection and then stalls must not hold a
@@ -382,7 +386,9 @@ impl NodeApi for HttpNodeApi {
 
     async fn init_profile(&self, node: &str) -> Result<NodeInitProfile, AgentError> {
         let url = format!("{}/api/v1/nodes/{node}/init", self.base);
-        let response = self.send(|http| http.get(&url)).await?;
+        let response = self
+            .send_within(|http| http.get(&url).timeout(TRACKER_TIMEOUT))
+            .await?;
         response.json().await.map_err(transport)
     }
 
@@ -541,7 +547,9 @@ impl NodeApi for HttpNodeApi {
 
     async fn claims(&self, node: &str) -> Result<Vec<PersistentVolumeClaim>, AgentError> {
         let url = format!("{}/api/v1/nodes/{node}/persistentvolumeclaims", self.base);
-        let response = self.send(|http| http.get(&url)).await?;
+        let response = self
+            .send_within(|http| http.get(&url).timeout(TRACKER_TIMEOUT))
+            .await?;
         let list: serde_json::Value = response.json().await.map_err(transport)?;
         serde_json::from_value(list["items"].clone()).map_err(|e| {
             AgentError::Api(format!("the claim list is not what the agent expects: {e}"))
@@ -577,19 +585,25 @@ impl NodeApi for HttpNodeApi {
 
     async fn p2p_key(&self) -> Result<ServerKey, AgentError> {
         let url = format!("{}{TRACKER_KEY_PATH}", self.base);
-        let response = self.send(|http| http.get(&url)).await?;
+        let response = self
+            .send_within(|http| http.get(&url).timeout(TRACKER_TIMEOUT))
+            .await?;
         response.json().await.map_err(transport)
     }
 
     async fn p2p_task(&self, request: &TaskRequest) -> Result<TaskAssignment, AgentError> {
         let url = format!("{}{TRACKER_TASKS_PATH}", self.base);
-        let response = self.send(|http| http.post(&url).json(request)).await?;
+        let response = self
+            .send_within(|http| http.post(&url).json(request).timeout(TRACKER_TIMEOUT))
+            .await?;
         response.json().await.map_err(transport)
     }
 
     async fn p2p_report(&self, report: &PeerReport) -> Result<TaskAssignment, AgentError> {
         let url = format!("{}{TRACKER_REPORTS_PATH}", self.base);
-        let response = self.send(|http| http.post(&url).json(report)).await?;
+        let response = self
+            .send_within(|http| http.post(&url).json(report).timeout(TRACKER_TIMEOUT))
+            .await?;
         response.json().await.map_err(transport)
     }
 }

@@ -652,3 +652,35 @@ async fn full_upload_slots_answer_429_and_the_upload_rate_holds() {
     );
     assert!(second_took < Duration::from_secs(5), "{second_took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_rate_holds_across_pieces() {
+    let (bytes, manifest) = blob(12 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    let source = FakeSource::new(&bytes, Duration::ZERO);
+    let _seed = seeded(&tracker, "seed", &source).await;
+    tracker
+        .parents
+        .lock()
+        .unwrap()
+        .insert("c".into(), vec!["seed".into()]);
+    let c = peer(
+        &tracker,
+        "c",
+        DownloaderOptions {
+            download_rate: 4 << 20,
+            ..options()
+        },
+    )
+    .await;
+
+    let started = Instant::now();
+    let (downloaded, _) = c.fetch(&tracker, &source).await;
+    let took = started.elapsed();
+
+    assert_blob(&downloaded, &bytes);
+    assert_eq!(downloaded.peer_bytes, manifest.size);
+    // 12 MiB at 4 MiB/s with one second's worth up front: about 2 s.
+    assert!(took >= Duration::from_millis(1700), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
