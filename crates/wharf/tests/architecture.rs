@@ -71,6 +71,18 @@ const RULES: &[Rule] = &[
               plane decides what to make and the drivers only make it",
     },
     Rule {
+        root: "wharf-image",
+        forbidden: &["wharf-p2p"],
+        why: "the image cache gets blobs through its BlobFetcher; the agent plugs P2P in, \
+              so the cache works the same with or without it",
+    },
+    Rule {
+        root: "wharf-p2p",
+        forbidden: &["wharf-store", "wharf-store-etcd", "redb", "wharf-image"],
+        why: "who holds which piece is hot state kept in memory, never in the Store; \
+              pieces are bytes, unpacking them is the image cache's",
+    },
+    Rule {
         root: "wharf",
         forbidden: &["wharf-testkit"],
         why: "test support is never shipped",
