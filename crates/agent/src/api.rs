@@ -784,4 +784,41 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         stall.abort();
     }
+
+    /// A server whose tracker routes answer `status`, or the key when
+    /// `status` is 200.
+    async fn tracker_answering(status: u16) -> HttpNodeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let answer = move |headers: axum::http::HeaderMap| async move {
+            assert_eq!(headers["authorization"], "Bearer t", "as the node");
+            let status = axum::http::StatusCode::from_u16(status).unwrap();
+            let body = json!({"keyId": "k1", "publicKey": "AAAA"});
+            (status, axum::Json(body))
+        };
+        let router = axum::Router::new()
+            .route(TRACKER_KEY_PATH, axum::routing::get(answer))
+            .route(TRACKER_TASKS_PATH, axum::routing::post(answer));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        HttpNodeApi::new(&base, Arc::new(Fixed)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_tracker_calls_reach_their_routes_and_refusals_are_errors() {
+        let key = tracker_answering(200).await.p2p_key().await.unwrap();
+        assert_eq!(key.key_id, "k1");
+
+        let request = TaskRequest {
+            digest: wharf_oci::Digest::of(wharf_oci::DigestAlgorithm::Sha256, b"x"),
+            size: 1,
+            repository: "shop/web".into(),
+        };
+        let older = tracker_answering(404).await.p2p_task(&request).await;
+        assert!(matches!(older, Err(AgentError::NotFound(_))), "{older:?}");
+        let unavailable = tracker_answering(503).await.p2p_task(&request).await;
+        assert!(
+            matches!(unavailable, Err(AgentError::Api(_))),
+            "{unavailable:?}"
+        );
+    }
 }
