@@ -5,14 +5,16 @@
 //! node holding a grant the server signed for that blob ([`grant`]).
 //!
 //! Architecture invariant: this crate does no IO of its own in `pieces`,
-//! `grant` and `wire`; its hot state (who holds which piece) lives in memory
-//! and never in the `Store`.
+//! `grant`, `wire` and `tracker` (the clock is passed in); its hot state
+//! (who holds which piece) lives in memory and never in the `Store`.
 
 pub mod error;
 pub mod grant;
 pub mod pieces;
+pub mod tracker;
 pub mod wire;
 
 pub use error::P2pError;
 pub use grant::{GRANT_AUDIENCE, GrantVerifier, PeerGrant, encode_grant};
 pub use pieces::{Bitmap, PieceManifest, piece_size_for};
+pub use tracker::{Assignment, PeerInfo, PeerUpdate, Tracker, TrackerConfig};
