@@ -132,6 +132,10 @@ pub struct Assignment {
     pub parents: Vec<Parent>,
     /// Whether it fetches from the registry.
     pub back_to_source: bool,
+    /// Whether this answer is the first to send the node to the source
+    /// (it just became its IDC's seed, or the tracker is full): what the
+    /// server counts.
+    pub newly_back_to_source: bool,
     /// Whether the tracker records this node (false only when full).
     pub tracked: bool,
 }
@@ -223,13 +227,16 @@ impl Tracker {
             return Ok(Assignment {
                 parents: Vec::new(),
                 back_to_source: false,
+                newly_back_to_source: false,
                 tracked: true,
             });
         }
         if !self.make_room(&manifest.digest, &peer.node) {
+            let back_to_source = update.state == PeerState::Downloading;
             return Ok(Assignment {
                 parents: Vec::new(),
-                back_to_source: update.state == PeerState::Downloading,
+                back_to_source,
+                newly_back_to_source: back_to_source,
                 tracked: false,
             });
         }
@@ -365,6 +372,7 @@ impl Task {
             return Assignment {
                 parents: Vec::new(),
                 back_to_source: false,
+                newly_back_to_source: false,
                 tracked: true,
             };
         }
@@ -381,6 +389,7 @@ impl Task {
         Assignment {
             parents,
             back_to_source,
+            newly_back_to_source: back_to_source && !was_seed,
             tracked: true,
         }
     }
@@ -543,6 +552,16 @@ mod tests {
             )
             .unwrap();
         assert!(first.back_to_source && first.parents.is_empty());
+        assert!(first.newly_back_to_source);
+        let again = t
+            .assign(
+                node("a", "east", "p"),
+                PeerUpdate::starting(PIECES),
+                &m,
+                now,
+            )
+            .unwrap();
+        assert!(again.back_to_source && !again.newly_back_to_source);
 
         // The seed has nothing yet: the second waits, it does not seed.
         let second = t
