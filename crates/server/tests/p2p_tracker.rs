@@ -372,3 +372,50 @@ async fn reports_after_a_restart_rebuild_the_tracker() {
     assert_eq!(parents(&second), ["n1"]);
     assert_eq!(second.parents[0].pieces.held().collect::<Vec<_>>(), [0, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_lead_sends_nodes_to_the_registry_naming_the_leader() {
+    use std::time::{Duration, Instant};
+    use wharf_control::{Candidate, current_leader, run_as_leader};
+
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let blob = layer(7);
+    push_blob(&app, "shop/app", &blob).await;
+    let n1 = join_node(&app, &admin, "n1", "east").await;
+
+    // Another server of the same store leads.
+    let store = app.app.control.objects().store().clone();
+    let other = Candidate::new("another-server", "replica-2:10.0.0.2:7700");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let campaign = tokio::spawn({
+        let (store, other, stop) = (store.clone(), other.clone(), stop.clone());
+        async move {
+            run_as_leader(
+                store.as_ref(),
+                &other,
+                Duration::from_secs(10),
+                stop,
+                std::future::pending::<()>,
+            )
+            .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while current_leader(store.as_ref()).await.unwrap() != Some(other.clone()) {
+        assert!(Instant::now() < deadline, "the other server never led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, message) = refusal(&app, &n1, TASKS, task("shop/app", &blob)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{message}");
+    assert!(message.contains("replica-2:10.0.0.2:7700"), "{message}");
+
+    // It steps down: this server tracks (once its view of the leader,
+    // kept for 2 s, is renewed).
+    stop.cancel();
+    campaign.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let first = assignment(&app, &n1, TASKS, task("shop/app", &blob)).await;
+    assert!(first.back_to_source);
+}
