@@ -214,6 +214,13 @@ impl Tracker {
                 manifest.digest
             )));
         }
+        if update.state == PeerState::Done && !update.pieces.is_complete() {
+            return Err(P2pError::InvalidReport(format!(
+                "pieces: state done with {} of {piece_count} pieces of {}",
+                update.pieces.count(),
+                manifest.digest
+            )));
+        }
         self.sweep_now_and_then(now);
         let stale_after = self.config.stale_after;
         if let Some(task) = self.tasks.get_mut(&manifest.digest) {
@@ -414,10 +421,15 @@ impl Task {
         if !any {
             return true;
         }
-        !seed_or_done && self.candidates(node).next().is_none()
+        !seed_or_done
+            && self
+                .candidates(node)
+                .all(|p| self.fetches_from(&p.info.node, node))
     }
 
-    /// Peers that could give `node` a piece now.
+    /// Peers that could give `node` a piece now, cycles aside: checking
+    /// those walks the parent graph, so it is done only for the few
+    /// handed out ([`Task::fetches_from`]).
     fn candidates<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Peer> + 'a {
         let me = &self.peers[node];
         self.peers.values().filter(move |p| {
@@ -425,7 +437,6 @@ impl Task {
                 && p.info.url.is_some()
                 && !me.blocklist.contains(&p.info.node)
                 && has_piece_missing_from(&p.pieces, &me.pieces)
-                && !self.fetches_from(&p.info.node, node)
         })
     }
 
@@ -450,6 +461,7 @@ impl Task {
         });
         ranked
             .into_iter()
+            .filter(|p| !self.fetches_from(&p.info.node, node))
             .take(max)
             .map(|p| Parent {
                 node: p.info.node.clone(),
@@ -984,12 +996,20 @@ mod tests {
     }
 
     #[test]
-    fn a_bitmap_of_the_wrong_length_is_refused_and_changes_nothing() {
+    fn a_bitmap_that_does_not_fit_is_refused_and_changes_nothing() {
         let (mut t, m, now) = (tracker(), manifest(), Instant::now());
         let err = t
             .assign(node("a", "east", "p"), PeerUpdate::starting(3), &m, now)
             .unwrap_err();
         assert!(err.to_string().contains("pieces"), "{err}");
+        let half_done = PeerUpdate {
+            state: PeerState::Done,
+            ..holding(&[0, 1])
+        };
+        let err = t
+            .assign(node("a", "east", "p"), half_done, &m, now)
+            .unwrap_err();
+        assert!(err.to_string().contains("done with 2 of 8"), "{err}");
         assert_eq!(t.task_count(), 0);
     }
 
