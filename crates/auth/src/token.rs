@@ -121,6 +121,25 @@ impl TokenKeys {
         }
     }
 
+    /// The key's id, as tokens' headers name it.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The Ed25519 public key (32 bytes), with which anyone can check what
+    /// this server signed: P2P peers check peer grants with it.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.verifying.to_bytes()
+    }
+
+    /// The Ed25519 signature of `message`, for other compact JWS formats
+    /// signed with this key (P2P peer grants). Only for messages the server
+    /// composed itself, with an audience of their own: no token of this
+    /// module can be made from them, as they lack its claims (`kind`, `jti`).
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
+    }
+
     /// Encodes and signs `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
         let header = Header {
@@ -237,6 +256,36 @@ mod tests {
         for junk in ["", "a.b", "a.b.c.d", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
             assert!(keys.verify(junk).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn raw_signatures_check_with_the_public_key_and_make_no_token() {
+        let keys = TokenKeys::from_secret([7; 32]);
+        let public = VerifyingKey::from_bytes(&keys.public_key()).unwrap();
+        let signed = keys.sign(&claims());
+        assert!(signed.starts_with(&URL_SAFE_NO_PAD.encode(
+            format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#, keys.key_id()).as_bytes()
+        )));
+        let message = b"header.claims";
+        let signature = Signature::from_bytes(&keys.sign_raw(message));
+        assert!(public.verify_strict(message, &signature).is_ok());
+        assert!(public.verify_strict(b"other", &signature).is_err());
+
+        // A grant-shaped JWS with this key's header and signature is not
+        // one of this module's tokens: its claims lack `kind` and `jti`.
+        let header = URL_SAFE_NO_PAD.encode(
+            format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#, keys.key_id()).as_bytes(),
+        );
+        let grant = URL_SAFE_NO_PAD.encode(
+            br#"{"aud":"wharf-p2p","sub":"n1","blob":"sha256:00","iat":1,"exp":9999999999}"#,
+        );
+        let signed = format!("{header}.{grant}");
+        let token = format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(keys.sign_raw(signed.as_bytes()))
+        );
+        let err = keys.verify(&token).unwrap_err();
+        assert!(err.to_string().contains("malformed claims"), "{err}");
     }
 
     #[test]

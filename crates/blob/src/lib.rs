@@ -119,6 +119,17 @@ impl BlobStore {
         read::open_body(self.blob_path(digest), digest, range).await
     }
 
+    /// Opens a blob's file for reading. Blocking: call it, and read the
+    /// file, off the async workers (`spawn_blocking`). Published blobs are
+    /// immutable, so the file reads as the blob whatever happens meanwhile.
+    pub fn open_blocking(&self, digest: &Digest) -> Result<std::fs::File, BlobError> {
+        let path = self.blob_path(digest);
+        std::fs::File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => BlobError::NotFound(digest.clone()),
+            _ => BlobError::io(&path, e),
+        })
+    }
+
     /// Reads a whole blob into memory, refusing blobs over `max` bytes.
     pub async fn read_to_vec(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, BlobError> {
         let path = self.blob_path(digest);

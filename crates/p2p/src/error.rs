@@ -25,6 +25,10 @@ pub enum P2pError {
         /// What is wrong.
         reason: String,
     },
+    /// A task request or report that does not fit the blob; the message
+    /// names the field.
+    #[error("invalid peer report: {0}")]
+    InvalidReport(String),
     /// Reading a blob to compute its pieces failed.
     #[error("reading {what}: {source}")]
     Io {

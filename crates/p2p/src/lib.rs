@@ -9,15 +9,18 @@
 //! and the registry.
 //!
 //! Architecture invariant: this crate does no IO of its own in `pieces`,
-//! `grant` and `wire` (only `peer` touches files and the network); its hot state (who holds which piece) lives in memory
-//! and never in the `Store`.
+//! `grant`, `wire` and `tracker` (the clock is passed in; only `peer` touches
+//! files and the network); its hot state (who holds which piece) lives in
+//! memory and never in the `Store`.
 
 pub mod error;
 pub mod grant;
 pub mod peer;
 pub mod pieces;
+pub mod tracker;
 pub mod wire;
 
 pub use error::P2pError;
 pub use grant::{GRANT_AUDIENCE, GrantVerifier, PeerGrant, encode_grant, grant_key_id};
 pub use pieces::{Bitmap, PieceManifest, piece_size_for};
+pub use tracker::{Assignment, PeerInfo, PeerUpdate, Tracker, TrackerConfig};

@@ -6,7 +6,15 @@
 //! GET  /api/v1/p2p/key       -> ServerKey: the key grants are checked with
 //! POST /api/v1/p2p/tasks     TaskRequest -> TaskAssignment
 //! POST /api/v1/p2p/reports   PeerReport  -> TaskAssignment (fresh parents)
+//!     400 a field does not fit the blob (the message names it)
+//!     403 not a node credential, or the node may not pull the repository
+//!     404 the blob is not in the repository, or the node is not registered
+//!     503 this server does not track (a follower; the message names the
+//!         leader): fetch the blob from the registry
 //! ```
+//!
+//! An assignment with no parents and `back_to_source` false means "wait":
+//! the IDC's seed has no piece yet; report again after the interval.
 //!
 //! Peers (each agent's endpoint, `Authorization: Bearer <grant>`):
 //!

@@ -18,6 +18,7 @@ mod commit_specs;
 mod image_layers;
 mod listener;
 mod machine_join;
+mod p2p;
 mod pod_committer;
 mod proxy_cache;
 mod registry_auth;
@@ -248,6 +249,8 @@ pub(crate) struct AppState {
     pub cost_history: wharf_control::cost::CostHistory,
     /// The component flow's pinned Deployment specs, in the registry.
     pub commit_specs: Arc<dyn wharf_control::SpecStore>,
+    /// The P2P tracker, piece manifests and peer grants.
+    pub p2p: p2p::P2pService,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -347,6 +350,13 @@ impl App {
             },
         );
         let blobs = BlobStore::open(data_dir.join("registry"))?;
+        let p2p = p2p::P2pService::new(
+            identity.clone(),
+            store.clone(),
+            server_id.clone(),
+            blobs.clone(),
+            telemetry.clone(),
+        );
         let registry_config = RegistryConfig {
             instance: instance_id(store.as_ref(), config.instance.as_deref()).await?,
             ..config.registry.clone()
@@ -463,6 +473,7 @@ impl App {
             alert_secrets,
             cost_history: cost_history.clone(),
             commit_specs: commit_specs.clone(),
+            p2p,
         });
         pod_committer.attach(&state);
         let token_routes = Router::new()

@@ -87,6 +87,11 @@ impl Identity {
     pub fn config(&self) -> &IdentityConfig {
         &self.config
     }
+
+    /// The key this server signs its tokens with (and P2P peer grants).
+    pub fn token_keys(&self) -> &TokenKeys {
+        self.tokens.keys()
+    }
 }
 
 fn now_millis() -> u64 {

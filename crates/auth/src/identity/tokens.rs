@@ -58,6 +58,10 @@ impl SignedTokens {
         self.keys.sign(claims)
     }
 
+    pub(super) fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
     /// The claims of a token this server signed, whatever they say: the
     /// signature is checked once, then the token is remembered.
     fn claims(&self, token: &str) -> Result<Arc<Claims>, AuthError> {

@@ -27,6 +27,7 @@ mod node_lifecycle;
 mod node_proxy;
 mod node_scope;
 mod openapi;
+mod p2p;
 mod pod_metrics;
 mod pod_streams;
 mod pool_grants;
@@ -313,6 +314,11 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    "/api/v1/replication/jobs/{id}",             Admin,           get(replication::show_job)),
         row(Method::POST,   "/api/v1/replication/jobs/{id}/cancel",      Admin,           post(replication::cancel_job)),
         row(Method::POST,   "/api/v1/replication/reconcile",             Admin,           post(replication::reconcile)),
+        // The P2P tracker: node credentials only (checked inside; an
+        // administrator has no node to fetch to).
+        row(Method::GET,    wharf_p2p::wire::TRACKER_KEY_PATH,           Node,            get(p2p::key)),
+        row(Method::POST,   wharf_p2p::wire::TRACKER_TASKS_PATH,         Node,            post(p2p::start_task)),
+        row(Method::POST,   wharf_p2p::wire::TRACKER_REPORTS_PATH,       Node,            post(p2p::report)),
     ]
 }
 

@@ -50,6 +50,16 @@ pub(crate) struct ServerMetrics {
     replication_bytes: AtomicU64,
     registry_bytes_in: Arc<AtomicU64>,
     registry_bytes_out: Arc<AtomicU64>,
+    p2p: P2pStats,
+}
+
+/// The P2P tracker's figures.
+#[derive(Default)]
+struct P2pStats {
+    tasks: AtomicU64,
+    peers: AtomicU64,
+    back_to_source: AtomicU64,
+    manifests_computed: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,6 +106,21 @@ impl ServerMetrics {
         })
     }
 
+    /// Records the tracker's size after an answer, and whether the answer
+    /// newly sent a node to the registry.
+    pub fn p2p_tracked(&self, tasks: u64, peers: u64, newly_back_to_source: bool) {
+        self.p2p.tasks.store(tasks, Ordering::Relaxed);
+        self.p2p.peers.store(peers, Ordering::Relaxed);
+        if newly_back_to_source {
+            self.p2p.back_to_source.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a piece manifest read from the blob store.
+    pub fn p2p_manifest_computed(&self) {
+        self.p2p.manifests_computed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds everything counted to `out`.
     pub fn render(&self, out: &mut Exposition) {
         self.render_http(out);
@@ -129,6 +154,35 @@ impl ServerMetrics {
         for (name, help, value) in counters {
             out.counter(name, help, &[], value as f64);
         }
+        self.render_p2p(out);
+    }
+
+    fn render_p2p(&self, out: &mut Exposition) {
+        let p2p = &self.p2p;
+        out.gauge(
+            "wharf_p2p_tracker_tasks",
+            "Blobs the P2P tracker follows (on the server that tracks).",
+            &[],
+            p2p.tasks.load(Ordering::Relaxed) as f64,
+        );
+        out.gauge(
+            "wharf_p2p_tracker_peers",
+            "Peers (node, blob) the P2P tracker follows.",
+            &[],
+            p2p.peers.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "wharf_p2p_back_to_source_total",
+            "Nodes the P2P tracker sent to the registry: seeds per IDC, and nodes it had no room for.",
+            &[],
+            p2p.back_to_source.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "wharf_p2p_manifests_computed_total",
+            "Piece manifests computed from the blob store.",
+            &[],
+            p2p.manifests_computed.load(Ordering::Relaxed) as f64,
+        );
     }
 
     fn render_http(&self, out: &mut Exposition) {
@@ -219,6 +273,9 @@ mod tests {
             elapsed: Duration::from_millis(7),
         });
         metrics.registry_bytes_in.fetch_add(10, Ordering::Relaxed);
+        metrics.p2p_tracked(2, 5, true);
+        metrics.p2p_tracked(2, 6, false);
+        metrics.p2p_manifest_computed();
         let mut out = Exposition::default();
         metrics.render(&mut out);
         let text = out.render();
@@ -233,6 +290,10 @@ mod tests {
             "wharf_scheduler_decisions_total{result=\"unschedulable\"} 1\n",
             "wharf_scheduler_batch_duration_seconds_count 1\n",
             "wharf_registry_blob_bytes_received_total 10\n",
+            "wharf_p2p_tracker_tasks 2\n",
+            "wharf_p2p_tracker_peers 6\n",
+            "wharf_p2p_back_to_source_total 1\n",
+            "wharf_p2p_manifests_computed_total 1\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
