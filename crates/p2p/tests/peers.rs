@@ -684,3 +684,40 @@ async fn the_download_rate_holds_across_pieces() {
     assert!(took >= Duration::from_millis(1700), "{took:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_tracker_makes_the_seed_mid_download_goes_to_the_registry_at_once() {
+    let (bytes, manifest) = blob(13 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    let source = FakeSource::new(&bytes, Duration::ZERO);
+    // No parent and not the seed: the node waits for parents...
+    let c = peer(
+        &tracker,
+        "c",
+        DownloaderOptions {
+            piece_fallback: Duration::from_secs(30),
+            ..options()
+        },
+    )
+    .await;
+    let promote = {
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // ...until the seed is gone and the tracker promotes it.
+            tracker.seeds.lock().unwrap().push("c".into());
+        })
+    };
+
+    let started = Instant::now();
+    let (downloaded, _) = c.fetch(&tracker, &source).await;
+
+    assert_blob(&downloaded, &bytes);
+    assert_eq!(downloaded.source_bytes, manifest.size);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "not the 30 s fallback: {took:?}"
+    );
+    promote.await.unwrap();
+}

@@ -14,20 +14,22 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
+use tokio_util::task::AbortOnDropHandle;
 use wharf_image::{
     BlobFetcher, BlobLocation, BlobRequest, DirectFetcher, FetchedBlob, ImageError, PullBytes,
     RegistryBlob,
 };
 use wharf_oci::Digest;
-use wharf_p2p::P2pError;
 use wharf_p2p::peer::{
     BlobTask, ByteStream, Downloader, DownloaderOptions, PieceServer, PieceStore, Source,
     TrackerClient,
 };
 use wharf_p2p::wire::{PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest};
+use wharf_p2p::{Bitmap, P2pError, piece_size_for};
 
 use crate::AgentError;
 use crate::api::NodeApi;
@@ -55,7 +57,12 @@ impl Default for P2pSettings {
     }
 }
 
-/// The node as a peer: its blob cache, piece server and downloader.
+/// How long a node keeps telling the tracker that it holds a blob it
+/// fetched (the tracker forgets holders that stop reporting): long enough
+/// for the other nodes of a rollout to find it as a parent.
+const HOLD_REPORTS_FOR: Duration = Duration::from_secs(600);
+
+/// The node as a P2P peer: its blob cache, piece server and downloader.
 pub struct PeerNode {
     store: Arc<PieceStore>,
     server: Arc<PieceServer>,
@@ -66,6 +73,8 @@ pub struct PeerNode {
     /// Blob -> (repository, size) of the blobs fetched in this run, to
     /// tell the tracker when one leaves the cache.
     fetched: Mutex<HashMap<Digest, (String, u64)>>,
+    /// The tasks reporting blobs held, by blob; dropping one stops it.
+    holding: Mutex<HashMap<Digest, AbortOnDropHandle<()>>>,
 }
 
 impl PeerNode {
@@ -101,6 +110,7 @@ impl PeerNode {
             tracker,
             registry,
             fetched: Mutex::default(),
+            holding: Mutex::default(),
         }))
     }
 
@@ -118,6 +128,10 @@ impl PeerNode {
     /// served no more, and the tracker hears so.
     pub async fn forget(&self, digests: &[Digest]) {
         for digest in digests {
+            self.holding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(digest);
             match self.store.remove(digest).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -139,7 +153,7 @@ impl PeerNode {
                 repository,
                 size,
                 state: PeerState::Left,
-                pieces: wharf_p2p::Bitmap::default(),
+                pieces: Bitmap::new(piece_count(size)),
                 free_upload_slots: self.server.free_slots(),
                 bad_parents: Vec::new(),
                 throughput: Vec::new(),
@@ -151,6 +165,53 @@ impl PeerNode {
             }
         }
     }
+}
+
+impl PeerNode {
+    /// Reports `task`'s blob `Done` every `interval` for
+    /// [`HOLD_REPORTS_FOR`], so that the tracker keeps handing the node
+    /// out as a parent.
+    fn keep_reporting(
+        &self,
+        task: &BlobTask,
+        done: &wharf_p2p::peer::Downloaded,
+        interval: Duration,
+    ) {
+        let report = PeerReport {
+            digest: task.digest.clone(),
+            repository: task.repository.clone(),
+            size: task.size,
+            state: PeerState::Done,
+            pieces: Bitmap::full(piece_count(task.size)),
+            free_upload_slots: 0,
+            bad_parents: Vec::new(),
+            throughput: Vec::new(),
+            source_bytes: done.source_bytes,
+            peer_bytes: done.peer_bytes,
+        };
+        let (tracker, server) = (self.tracker.clone(), self.server.clone());
+        let rounds = (HOLD_REPORTS_FOR.as_millis() / interval.as_millis().max(1)) as u64;
+        let reporting = tokio::spawn(async move {
+            for _ in 0..rounds {
+                tokio::time::sleep(interval).await;
+                let report = PeerReport {
+                    free_upload_slots: server.free_slots(),
+                    ..report.clone()
+                };
+                if let Err(e) = tracker.report(&report).await {
+                    tracing::debug!(blob = %report.digest, error = %e, "holder report not delivered");
+                }
+            }
+        });
+        self.holding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.digest.clone(), AbortOnDropHandle::new(reporting));
+    }
+}
+
+fn piece_count(size: u64) -> u32 {
+    size.div_ceil(piece_size_for(size)) as u32
 }
 
 /// The tracker, through the agent's client to the server.
@@ -236,7 +297,10 @@ impl BlobFetcher for PeerFetcher {
                     .fetched
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(task.digest, (task.repository, task.size));
+                    .insert(task.digest.clone(), (task.repository.clone(), task.size));
+                if let Some(interval) = done.report_interval {
+                    self.node.keep_reporting(&task, &done, interval);
+                }
                 Ok(FetchedBlob {
                     location: BlobLocation::Kept(done.path),
                     bytes: PullBytes {

@@ -20,8 +20,10 @@ use serde_json::json;
 use wharf_api::{Node, Pod, PodEventReport, PodStatus};
 use wharf_image::{ImageRef, ImageStore, ImageStoreOptions, Platform, PullBytes, PullPolicy};
 use wharf_oci::{Digest, DigestAlgorithm};
-use wharf_p2p::wire::{Parent, PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest};
-use wharf_p2p::{Bitmap, GRANT_AUDIENCE, PeerGrant, PieceManifest, encode_grant};
+use wharf_p2p::wire::{PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest};
+use wharf_p2p::{
+    GRANT_AUDIENCE, PeerGrant, PeerInfo, PeerUpdate, PieceManifest, TrackerConfig, encode_grant,
+};
 
 use super::*;
 use crate::api::{PodAccess, PodChanges, ServiceChanges};
@@ -152,16 +154,17 @@ async fn start_registry() -> (Arc<Registry>, String) {
     (registry, host)
 }
 
-/// The tracker as the server would run it, reduced to what the test
-/// needs: the first node to ask for a blob is its seed, the others get
-/// every node that asked before as parents.
+/// The tracker as the server runs it (`wharf_p2p::Tracker`, its logic),
+/// with the manifests and grants the server would make.
 struct Tracker {
     key: SigningKey,
     manifests: HashMap<Digest, PieceManifest>,
-    /// Nodes in the order they asked, with their endpoint URL and pieces.
-    peers: Mutex<Vec<(String, String, Bitmap)>>,
+    logic: Mutex<wharf_p2p::Tracker>,
     reports: Mutex<Vec<(String, PeerState)>>,
 }
+
+/// What the agents are told: report every 100 ms (stale after 300 ms).
+const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Tracker {
     fn new(image: &TestImage) -> Arc<Tracker> {
@@ -170,13 +173,33 @@ impl Tracker {
         Arc::new(Tracker {
             key: SigningKey::from_bytes(&[3; 32]),
             manifests: HashMap::from([(sha256(layer), manifest.unwrap())]),
-            peers: Mutex::default(),
+            logic: Mutex::new(wharf_p2p::Tracker::new(TrackerConfig::for_report_interval(
+                REPORT_INTERVAL,
+            ))),
             reports: Mutex::default(),
         })
     }
 
-    fn assignment(&self, node: &str, digest: &Digest) -> TaskAssignment {
+    fn assign(
+        &self,
+        node: &str,
+        url: &str,
+        digest: &Digest,
+        update: PeerUpdate,
+    ) -> Result<TaskAssignment, AgentError> {
         let manifest = self.manifests[digest].clone();
+        let peer = PeerInfo {
+            node: node.into(),
+            url: Some(url.into()),
+            idc: None,
+            pool: None,
+        };
+        let assignment = self
+            .logic
+            .lock()
+            .unwrap()
+            .assign(peer, update, &manifest, std::time::Instant::now())
+            .map_err(|e| AgentError::Api(e.to_string()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -188,28 +211,14 @@ impl Tracker {
             iat: now,
             exp: now + 300,
         };
-        let parents: Vec<Parent> = self
-            .peers
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(name, _, _)| name != node)
-            .map(|(name, url, pieces)| Parent {
-                node: name.clone(),
-                url: url.clone(),
-                idc: None,
-                pool: None,
-                pieces: pieces.clone(),
-            })
-            .collect();
-        TaskAssignment {
+        Ok(TaskAssignment {
             grant: encode_grant(&grant, "k", |m| self.key.sign(m).to_bytes()),
             grant_expires_in: 300,
-            back_to_source: parents.is_empty(),
-            parents,
             manifest,
-            report_interval_ms: 100,
-        }
+            parents: assignment.parents,
+            back_to_source: assignment.back_to_source,
+            report_interval_ms: REPORT_INTERVAL.as_millis() as u64,
+        })
     }
 }
 
@@ -241,22 +250,20 @@ impl NodeApi for ControlPlane {
     async fn p2p_task(&self, request: &TaskRequest) -> Result<TaskAssignment, AgentError> {
         let tracker = self.tracker()?;
         assert_eq!(request.repository, "shop/web");
-        let assignment = tracker.assignment(&self.node, &request.digest);
-        let pieces = Bitmap::new(assignment.manifest.piece_count());
-        let entry = (self.node.clone(), self.url.clone(), pieces);
-        tracker.peers.lock().unwrap().push(entry);
-        Ok(assignment)
+        let pieces = tracker.manifests[&request.digest].piece_count();
+        let update = PeerUpdate::starting(pieces);
+        tracker.assign(&self.node, &self.url, &request.digest, update)
     }
     async fn p2p_report(&self, report: &PeerReport) -> Result<TaskAssignment, AgentError> {
         let tracker = self.tracker()?;
-        for peer in tracker.peers.lock().unwrap().iter_mut() {
-            if peer.0 == self.node {
-                peer.2 = report.pieces.clone();
-            }
-        }
         let entry = (self.node.clone(), report.state);
         tracker.reports.lock().unwrap().push(entry);
-        Ok(tracker.assignment(&self.node, &report.digest))
+        tracker.assign(
+            &self.node,
+            &self.url,
+            &report.digest,
+            PeerUpdate::from(report),
+        )
     }
     async fn register(&self, _: Node) -> Result<Node, AgentError> {
         unreachable!("pulls only use the tracker")
@@ -395,6 +402,9 @@ async fn the_second_node_gets_the_layer_from_the_first() {
 
     let pulled_a = a.pull(&host).await;
     let after_a = registry.blob_bytes.load(Ordering::Relaxed);
+    // Long past the tracker's staleness (300 ms): the first node is still
+    // a parent because it keeps reporting what it holds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let pulled_b = b.pull(&host).await;
 
     assert_eq!(
@@ -469,6 +479,10 @@ async fn blobs_of_other_registries_are_fetched_directly() {
 
     let total = (registry.image.layer.len() + registry.image.config.len()) as u64;
     assert_eq!(pulled.bytes.registry, total);
-    assert!(tracker.peers.lock().unwrap().is_empty(), "no task asked");
+    assert_eq!(
+        tracker.logic.lock().unwrap().task_count(),
+        0,
+        "no task asked"
+    );
     assert!(!elsewhere.blob_path(&registry.image.layer_digest()).exists());
 }

@@ -83,6 +83,11 @@ pub struct Downloaded {
     pub peer_bytes: u64,
     /// Bytes the blob cache already held (the whole blob, or nothing).
     pub cached_bytes: u64,
+    /// How often the tracker wants to hear from holders of the blob, when
+    /// it tracks this node for it (`None`: fetched without the tracker).
+    /// It forgets a node that stops reporting, so a node that keeps
+    /// serving the blob keeps reporting it `Done` at this interval.
+    pub report_interval: Option<Duration>,
 }
 
 /// Fetches blobs for one node. Shared by all its pulls: the download rate
@@ -139,6 +144,7 @@ impl Downloader {
                 source_bytes: 0,
                 peer_bytes: 0,
                 cached_bytes: task.size,
+                report_interval: None,
             });
         }
         let counters = Counters {
@@ -161,11 +167,11 @@ impl Downloader {
             },
             Err(e) => Err(e),
         };
-        let path = match p2p {
-            Ok(path) => path,
+        let (path, report_interval) = match p2p {
+            Ok((path, interval)) => (path, Some(interval)),
             Err(e) => {
                 tracing::info!(error = %e, "p2p unavailable for the blob: fetching it from the registry");
-                self.whole_from_source(task, source, &counters).await?
+                (self.whole_from_source(task, source, &counters).await?, None)
             }
         };
         Ok(Downloaded {
@@ -173,6 +179,7 @@ impl Downloader {
             source_bytes: counters.source.load(Ordering::Relaxed),
             peer_bytes: counters.peers.load(Ordering::Relaxed),
             cached_bytes: 0,
+            report_interval,
         })
     }
 
@@ -210,7 +217,7 @@ impl Downloader {
         tracker: &dyn TrackerClient,
         source: &dyn Source,
         counters: &Counters<'_>,
-    ) -> Result<PathBuf, P2pError> {
+    ) -> Result<(PathBuf, Duration), P2pError> {
         let Some(partial) = self.store.begin(&assignment.manifest).await? else {
             return Err(P2pError::Internal(
                 "the blob is being fetched already".into(),
@@ -246,7 +253,7 @@ impl Downloader {
             PeerState::Failed
         };
         run.report(state, tracker).await;
-        finished
+        finished.map(|path| (path, interval))
     }
 }
 
@@ -288,6 +295,9 @@ struct Run<'a> {
 /// What a run knows of its parents.
 struct RunState {
     grant: String,
+    /// The tracker sends the node to the registry (it became its IDC's
+    /// seed): pieces still missing come from there.
+    back_to_source: bool,
     parents: Vec<ParentState>,
     bad: Vec<BadParent>,
 }
@@ -329,6 +339,7 @@ impl RunState {
     fn new(assignment: &TaskAssignment) -> RunState {
         let mut state = RunState {
             grant: assignment.grant.clone(),
+            back_to_source: assignment.back_to_source,
             parents: Vec::new(),
             bad: Vec::new(),
         };
@@ -340,6 +351,7 @@ impl RunState {
     /// dropped.
     fn refresh(&mut self, assignment: &TaskAssignment) {
         self.grant = assignment.grant.clone();
+        self.back_to_source = assignment.back_to_source;
         for parent in &assignment.parents {
             match self
                 .parents
@@ -471,10 +483,17 @@ impl Run<'_> {
     async fn fetch_piece(&self, index: u32) -> Result<(), P2pError> {
         let deadline = Instant::now() + self.downloader.options.piece_fallback;
         loop {
-            if Instant::now() >= deadline {
+            let chosen = {
+                let mut state = lock(&self.state);
+                if state.back_to_source || Instant::now() >= deadline {
+                    None
+                } else {
+                    Some(state.choose(index))
+                }
+            };
+            let Some(chosen) = chosen else {
                 return self.piece_from_source(index).await;
-            }
-            let chosen = lock(&self.state).choose(index);
+            };
             let Some((at, parent, grant)) = chosen else {
                 tokio::time::sleep(NO_PARENT_WAIT.min(deadline - Instant::now())).await;
                 continue;
