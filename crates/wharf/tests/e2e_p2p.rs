@@ -432,9 +432,7 @@ fn ready_nodes(cli: &Cli, side: Side) -> usize {
             .filter(|n| {
                 n["metadata"]["labels"]["wpp-side"] == side.name()
                     && n["status"]["ready"] == true
-                    && !n["spec"]["taints"]
-                        .as_array()
-                        .is_some_and(|t| !t.is_empty())
+                    && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty())
             })
             .count()
     })
