@@ -14,7 +14,8 @@
 //! joins (its peers then pull with `--p2p`).
 //!
 //! The peers are `wharf p2p-peer` processes: the node's pull code
-//! ([`wharf_image::ImageStore`]) without runc. Their caches and the
+//! ([`wharf_image::ImageStore`]) without runc, each joined as a node of
+//! pool `wpp-peers` (one IDC) with its own node credential, as agents are. Their caches and the
 //! server's data live on a tmpfs sized for the run, so that disk space and
 //! fsyncs are not what is measured.
 
@@ -288,8 +289,10 @@ struct Server {
     http: reqwest::Client,
     token: String,
     password: String,
-    robot: (String, String),
 }
+
+/// The peers' cluster (one IDC) and pool.
+const POOL: &str = "wpp-peers";
 
 impl Server {
     async fn start(lab: &LabNetwork, scratch: &Path) -> Result<Server> {
@@ -302,35 +305,51 @@ impl Server {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let http = reqwest::Client::new();
         let token = super::admin_token(&http, &url, &password).await?;
-        let mut server = Server {
+        let server = Server {
             _child: child,
             url,
             http,
             token,
             password,
-            robot: (String::new(), String::new()),
         };
         server
             .api(reqwest::Method::POST, "projects", json!({"name": "bench"}))
             .await?;
-        let robot = server
-            .api(
-                reqwest::Method::POST,
-                "projects/bench/robots",
-                json!({"name": "peers", "actions": "pull"}),
-            )
-            .await?;
-        server.robot = (
-            robot["robot"]["name"]
-                .as_str()
-                .context("the robot answer has no name")?
-                .to_string(),
-            robot["secret"]
-                .as_str()
-                .context("the robot answer has no secret")?
-                .to_string(),
+        let inventory = format!(
+            "apiVersion: wharf.io/v1\nkind: Cluster\nmetadata: {{name: wpp-lab}}\nspec: {{kind: physical, idc: wpp-idc}}\n---\n\
+             apiVersion: wharf.io/v1\nkind: Pool\nmetadata: {{name: {POOL}}}\nspec: {{cluster: wpp-lab}}\n"
         );
+        server.apply(&inventory).await?;
         Ok(server)
+    }
+
+    /// `POST /api/v1/apply` of `yaml`.
+    async fn apply(&self, yaml: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/apply", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("apply: {status}: {}", response.text().await?);
+        }
+        Ok(())
+    }
+
+    /// A single-use token to join the peers' pool.
+    async fn join_token(&self) -> Result<String> {
+        let path = format!("pools/{POOL}/join-tokens");
+        let answer = self
+            .api(reqwest::Method::POST, &path, json!({"ttlSeconds": 3600}))
+            .await?;
+        Ok(answer["token"]
+            .as_str()
+            .context("the join token answer has no token")?
+            .to_string())
     }
 
     async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
@@ -457,6 +476,8 @@ struct Peer {
 
 impl Peer {
     async fn start(server: &Server, machine: &LabMachine, dir: &Path, side: Side) -> Result<Peer> {
+        let token = server.join_token().await?;
+        let name = format!("wpp-{}-{}", side.name(), machine.index);
         let mut command = machine.command(std::env::current_exe()?);
         command
             .args([
@@ -466,12 +487,12 @@ impl Peer {
                 "--image",
                 &server.image(),
             ])
+            .args(["--name", &name, "--address", &machine.address.to_string()])
             .arg("--dir")
             .arg(dir)
-            .args(["--registry-user", &server.robot.0])
             .args(["--disk-reserve", "16MiB"])
             .args(side.peer_args())
-            .env("WHARF_REGISTRY_PASSWORD", &server.robot.1)
+            .env("WHARF_JOIN_TOKEN", token)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

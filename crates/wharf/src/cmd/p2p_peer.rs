@@ -4,6 +4,12 @@
 //! ([`wharf_image::ImageStore`], as `wharf agent` pulls, without runc or
 //! pods), then stays up until its stdin closes.
 //!
+//! With `--join-token` it is a node as an agent is: it trades the token
+//! for its own node credential (kept in its directory), registers its Node
+//! (name, address, the pool's labels) and pulls as that node, which is
+//! what the server's P2P tracker requires of the nodes it schedules.
+//! Otherwise it pulls as `--registry-user`.
+//!
 //! It speaks one JSON object per line, so that the benchmark can open every
 //! cache first and start all pulls at once:
 //!
@@ -15,13 +21,16 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
+use wharf_agent::{AgentConfig, HttpNodeApi, LoadSummary, NodeApi};
 use wharf_image::{ImageRef, ImageStore, ImageStoreOptions, PullPolicy, RegistryCredentials};
 
+use super::node_credential::{CredentialLogin, NodeCredential};
 use crate::units;
 
 /// `wharf p2p-peer` arguments.
@@ -36,9 +45,30 @@ pub struct P2pPeerArgs {
     /// The cache directory (created).
     #[arg(long)]
     dir: PathBuf,
-    /// Registry user for the pull; its password comes from WHARF_REGISTRY_PASSWORD.
-    #[arg(long, env = "WHARF_REGISTRY_USER")]
-    registry_user: String,
+    /// The node's name (with --join-token).
+    #[arg(long, requires = "join_token")]
+    name: Option<String>,
+    /// The node's address (with --join-token).
+    #[arg(long, requires = "join_token")]
+    address: Option<String>,
+    /// A single-use join token: the peer becomes node --name of the
+    /// token's pool and pulls with that node's credential.
+    #[arg(
+        long,
+        env = "WHARF_JOIN_TOKEN",
+        hide_env_values = true,
+        requires = "name",
+        conflicts_with = "registry_user"
+    )]
+    join_token: Option<String>,
+    /// Registry user for the pull (without --join-token); its password
+    /// comes from WHARF_REGISTRY_PASSWORD.
+    #[arg(
+        long,
+        env = "WHARF_REGISTRY_USER",
+        required_unless_present = "join_token"
+    )]
+    registry_user: Option<String>,
     /// Disk space kept free under the cache: the pull fails below it.
     #[arg(long, default_value = "1GiB", value_parser = units::parse_size)]
     disk_reserve: u64,
@@ -46,15 +76,20 @@ pub struct P2pPeerArgs {
 
 /// Runs one peer until its stdin closes.
 pub async fn run(args: P2pPeerArgs) -> Result<()> {
-    let password = std::env::var("WHARF_REGISTRY_PASSWORD").map_err(|_| {
-        anyhow::anyhow!(
-            "--registry-user {} needs its password in WHARF_REGISTRY_PASSWORD",
-            args.registry_user
-        )
-    })?;
-    let credentials = RegistryCredentials::new(args.registry_user.clone(), password);
+    let credentials = match (&args.join_token, &args.registry_user) {
+        (Some(token), _) => join(&args, token).await?,
+        (None, Some(user)) => {
+            let password = std::env::var("WHARF_REGISTRY_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "--registry-user {user} needs its password in WHARF_REGISTRY_PASSWORD"
+                )
+            })?;
+            RegistryCredentials::new(user.clone(), password)
+        }
+        (None, None) => bail!("give --join-token or --registry-user"),
+    };
     let image = ImageRef::parse(&args.image).with_context(|| format!("--image {}", args.image))?;
-    let store = ImageStore::open(&args.dir, store_options(&args)?)
+    let store = ImageStore::open(args.dir.join("images"), store_options(&args)?)
         .await
         .with_context(|| format!("opening the cache in {}", args.dir.display()))?;
     println!("{}", json!({"ready": true}));
@@ -95,6 +130,25 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
         }
     });
     receiver
+}
+
+/// Trades `token` for the node's credential (or reuses the one kept in the
+/// peer's directory), registers the node and returns its pull credentials.
+async fn join(args: &P2pPeerArgs, token: &str) -> Result<RegistryCredentials> {
+    let name = args.name.as_deref().context("--join-token needs --name")?;
+    let credential = NodeCredential::obtain(Some(&args.server), name, &args.dir, Some(token))
+        .await?
+        .context("no node credential")?;
+    let pull = RegistryCredentials::new(credential.name.clone(), credential.secret.clone());
+    let mut config = AgentConfig::new(name);
+    config.labels = credential.labels.clone();
+    config.address = args.address.clone();
+    config.max_pods = 0;
+    let api = HttpNodeApi::new(&args.server, Arc::new(CredentialLogin::new(credential)))?;
+    api.register(config.node(&LoadSummary::default()))
+        .await
+        .with_context(|| format!("registering node {name}"))?;
+    Ok(pull)
 }
 
 /// The cache's settings: the agent's defaults, the server's registry over
