@@ -1,7 +1,7 @@
 //! Assembles a Wharf server from its parts: opens the state store, the blob
 //! directory and the token key, creates the first administrator, builds the
 //! HTTP router (registry at `/v2/`, token server at `/service/token`, API at
-//! `/api/v1/`), binds the listener and runs background jobs.
+//! `/api/v1/`, the dashboard at `/` and `/ui/`), binds the listener and runs background jobs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wharf_server::ServerError> {
@@ -248,6 +248,9 @@ pub(crate) struct AppState {
     pub cost_history: wharf_control::cost::CostHistory,
     /// The component flow's pinned Deployment specs, in the registry.
     pub commit_specs: Arc<dyn wharf_control::SpecStore>,
+    /// Whether the dashboard's session cookie is marked `Secure`: the
+    /// server is reached over HTTPS (its public URL says so).
+    pub secure_cookies: bool,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -463,6 +466,10 @@ impl App {
             alert_secrets,
             cost_history: cost_history.clone(),
             commit_specs: commit_specs.clone(),
+            secure_cookies: config
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
         });
         pod_committer.attach(&state);
         let token_routes = Router::new()
@@ -477,6 +484,7 @@ impl App {
         let router = wharf_registry::http::router(registry.clone(), gate)
             .merge(token_routes)
             .merge(api::router(state))
+            .merge(wharf_dashboard::router())
             .layer(axum::middleware::from_fn_with_state(
                 telemetry,
                 telemetry::http::observe,
