@@ -19,6 +19,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 const PASSWORD: &str = "a-long-password-1";
+/// WebDriver's key codes for Tab and Enter.
+const TAB: char = '\u{e004}';
+const ENTER: char = '\u{e007}';
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_a_project_adds_a_member_and_a_robot() {
@@ -111,6 +114,38 @@ async fn admin_creates_a_project_adds_a_member_and_a_robot() {
     let source = browser.client.source().await.expect("the page source");
     assert!(!source.contains(&secret), "the secret is shown once only");
     browser.screenshot("robot-listed").await;
+
+    // Administrators' pages: the users, and the audit log filtered to the
+    // dashboard's logins (the filter lives in the query string).
+    browser.click_labelled("#top nav", "Users").await;
+    browser.wait_text("tr[data-key=dora]", "dora").await;
+    browser.screenshot("users").await;
+    browser.click_labelled("#top nav", "Audit log").await;
+    browser
+        .fill("form.filters input[name=action]", "login")
+        .await;
+    browser.click_labelled("form.filters", "Filter").await;
+    let audit = browser.wait_text("main table tbody", "dashboard").await;
+    assert!(audit.contains("admin"), "{audit}");
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.as_str().ends_with("/ui/audit?action=login"), "{url}");
+    browser.screenshot("audit-logins").await;
+    browser.click_labelled("#top nav", "Settings").await;
+    browser.click("input[name=anonymous_pull]").await;
+    browser
+        .fill("textarea[name=host_path_prefixes]", "/srv/data")
+        .await;
+    browser.click_labelled("main", "Save settings").await;
+    browser.wait_text("main .status", "Settings saved").await;
+    let (status, settings) = admin.call(Method::GET, "/api/v1/settings", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["anonymous_pull"], true, "{settings}");
+    assert_eq!(
+        settings["host_path_prefixes"],
+        json!(["/srv/data"]),
+        "{settings}"
+    );
+    browser.screenshot("settings-saved").await;
     browser.finish().await;
 }
 
@@ -164,6 +199,27 @@ async fn pushed_image_shows_with_its_layers() {
     let summary = browser.wait_text("dl.summary", &manifest).await;
     assert!(summary.contains("linux/amd64"), "{summary}");
     browser.screenshot("artifact-layers").await;
+
+    // A narrow window: the page reflows, only tables scroll sideways.
+    browser.client.set_window_size(400, 800).await.unwrap();
+    // When this fails, the elements (outside the scrolling table boxes)
+    // that stick out or overflow name the culprit.
+    let widths = browser
+        .run(
+            "const wide = [...document.querySelectorAll('body *')] \
+               .filter(e => !e.closest('.table-scroll')) \
+               .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 \
+                         || e.scrollWidth > e.clientWidth + 1) \
+               .map(e => e.tagName + '.' + e.className); \
+             return [document.documentElement.scrollWidth, window.innerWidth, wide];",
+        )
+        .await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the page is wider than a 400 px window: {widths}"
+    );
+    browser.find("#top a[href='/ui/projects']").await;
+    browser.screenshot("artifact-narrow").await;
     browser.finish().await;
 }
 
@@ -181,7 +237,25 @@ async fn developer_cannot_see_another_teams_private_project() {
 
     let base = server.url();
     let mut browser = Browser::start("developer_cannot_see_another_teams_private_project").await;
-    browser.log_in(&base, "dev", PASSWORD).await;
+    // Keyboard only: the form starts focused, Tab moves on, Enter submits.
+    browser.open(&format!("{base}/")).await;
+    browser.find("form.login").await;
+    let focused = browser.client.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("name").await.unwrap().as_deref(),
+        Some("username")
+    );
+    focused.send_keys(&format!("dev{TAB}")).await.unwrap();
+    let focused = browser.client.active_element().await.unwrap();
+    assert_eq!(
+        focused.attr("name").await.unwrap().as_deref(),
+        Some("password")
+    );
+    focused
+        .send_keys(&format!("{PASSWORD}{ENTER}"))
+        .await
+        .unwrap();
+    browser.wait_text("#current-user", "dev").await;
     let list = browser.wait_text("main table", "team-a").await;
     assert!(!list.contains("team-b"), "{list}");
     let nav = browser.find("#top nav").await.text().await.unwrap();

@@ -43,3 +43,15 @@ export function usage(used: number, quota: number | null | undefined): HTMLEleme
     ` ${bytes(used)} of ${bytes(quota)} (${percent}%)`,
   );
 }
+
+const MEDIA_TYPES: Record<string, string> = {
+  "application/vnd.oci.image.manifest.v1+json": "OCI image",
+  "application/vnd.oci.image.index.v1+json": "OCI index",
+  "application/vnd.docker.distribution.manifest.v2+json": "Docker image",
+  "application/vnd.docker.distribution.manifest.list.v2+json": "Docker manifest list",
+};
+
+/** A short name for a manifest media type, the full type in the title. */
+export function mediaType(type: string): HTMLElement {
+  return h("span", { title: type }, MEDIA_TYPES[type] ?? type);
+}

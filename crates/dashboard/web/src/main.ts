@@ -13,6 +13,7 @@ import { projectPage } from "./pages/project";
 import { projectsPage } from "./pages/projects";
 import { repositoryPage } from "./pages/repository";
 import { robotsPage } from "./pages/robots";
+import { settingsPage } from "./pages/settings";
 import { usersPage } from "./pages/users";
 import { errorNote, messageOf } from "./widgets";
 
@@ -25,6 +26,7 @@ route("/ui/projects/:project/repositories/:repository", repositoryPage);
 route("/ui/projects/:project/repositories/:repository/artifacts/:reference", artifactPage);
 route("/ui/users", usersPage);
 route("/ui/audit", auditPage);
+route("/ui/settings", settingsPage);
 
 const header = document.getElementById("top") as HTMLElement;
 const main = document.getElementById("main") as HTMLElement;
@@ -50,6 +52,7 @@ function drawNav(): void {
       link("/ui/projects", "Projects"),
       session.admin ? link("/ui/users", "Users") : null,
       link("/ui/audit", "Audit log"),
+      session.admin ? link("/ui/settings", "Settings") : null,
     ),
     h(
       "div",

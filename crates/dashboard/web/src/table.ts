@@ -25,6 +25,8 @@ export interface TableOptions<T> {
   pageSize?: number;
   /** Index of the column sorted by first. */
   initialSort?: number;
+  /** Whether that first sort is descending (e.g. newest first). */
+  initialDescending?: boolean;
   /** Shown when there are no rows at all. */
   empty?: string;
   /** A stable key per row, for test hooks and focus (`data-key`). */
@@ -47,6 +49,7 @@ export class DataTable<T> {
   constructor(private readonly options: TableOptions<T>) {
     this.pageSize = options.pageSize ?? 25;
     this.sortColumn = options.initialSort ?? 0;
+    this.ascending = !options.initialDescending;
     const searchId = uid("search");
     const search = h("input", {
       id: searchId,

@@ -79,6 +79,9 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-default-apps",
+                // No crash handler process outliving the session.
+                "--disable-crash-reporter",
+                "--disable-breakpad",
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         });

@@ -52,8 +52,9 @@ export const auditPage: Page = {
     const table = new DataTable<AuditEvent>({
       caption: "Audit events",
       pageSize: 50,
+      initialDescending: true,
       columns: [
-        { title: "Time", render: (e) => time(e.at_ms), sortBy: (e) => -e.at_ms, searchText: () => "" },
+        { title: "Time", render: (e) => time(e.at_ms), sortBy: (e) => e.at_ms, searchText: () => "" },
         { title: "Actor", render: (e) => e.actor, sortBy: (e) => e.actor },
         { title: "Source", render: (e) => e.source ?? "—", sortBy: (e) => e.source ?? "" },
         { title: "Action", render: (e) => e.action, sortBy: (e) => e.action },

@@ -4,7 +4,7 @@
 
 import { get, send } from "../api";
 import { h } from "../dom";
-import { bytes, shortDigest, time } from "../format";
+import { bytes, mediaType, shortDigest, time } from "../format";
 import { href, Page } from "../router";
 import { DataTable } from "../table";
 import { copyable, errorNote, heading, Status } from "../widgets";
@@ -77,6 +77,7 @@ export const repositoryPage: Page = {
       caption: `Artifacts of ${project}/${repository}`,
       key: (a) => a.digest,
       initialSort: 4,
+      initialDescending: true,
       columns: [
         { title: "Tags", render: tagCell, sortBy: (a) => a.tags[0] ?? "", searchText: (a) => a.tags.join(" ") },
         {
@@ -85,9 +86,9 @@ export const repositoryPage: Page = {
             h("a", { href: href("projects", project, "repositories", repository, "artifacts", a.digest), title: a.digest, class: "mono" }, shortDigest(a.digest)),
           sortBy: (a) => a.digest,
         },
-        { title: "Type", render: (a) => a.artifactType ?? a.mediaType, sortBy: (a) => a.artifactType ?? a.mediaType },
+        { title: "Type", render: (a) => (a.artifactType ? h("span", { title: a.mediaType }, a.artifactType) : mediaType(a.mediaType)), sortBy: (a) => a.artifactType ?? a.mediaType },
         { title: "Size", render: (a) => bytes(a.sizeBytes), sortBy: (a) => a.sizeBytes, searchText: () => "" },
-        { title: "Pushed", render: (a) => time(a.pushedAt), sortBy: (a) => -a.pushedAt, searchText: () => "" },
+        { title: "Pushed", render: (a) => time(a.pushedAt), sortBy: (a) => a.pushedAt, searchText: () => "" },
         { title: "Platforms", render: (a) => a.platforms.join(", ") || "—", sortBy: (a) => a.platforms.join(","), searchText: (a) => a.platforms.join(" ") },
         { title: "Referrers", render: (a) => a.referrerCount, sortBy: (a) => a.referrerCount, searchText: () => "" },
         {
