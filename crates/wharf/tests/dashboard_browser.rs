@@ -60,7 +60,7 @@ async fn admin_creates_a_project_adds_a_member_and_a_robot() {
         .expect("choosing the role");
     browser.click_labelled("main", "Add member").await;
     browser
-        .wait_text("main .status", "dora is now developer of web")
+        .wait_text("main nav.tabs ~ .status", "dora is now developer of web")
         .await;
     browser.wait_text("tr[data-key=dora]", "dora").await;
     browser.screenshot("member-added").await;
@@ -220,6 +220,37 @@ async fn pushed_image_shows_with_its_layers() {
     );
     browser.find("#top a[href='/ui/projects']").await;
     browser.screenshot("artifact-narrow").await;
+    browser.client.set_window_size(1280, 800).await.unwrap();
+
+    // Deleting: the project is refused while it holds a repository (the
+    // API's words shown); the tag goes.
+    browser.open(&format!("{base}/ui/projects/shop")).await;
+    browser
+        .click_and_confirm("main .heading button.danger")
+        .await;
+    let refusal = browser
+        .wait_text("main [role=alert]", "still has 1 repositories")
+        .await;
+    assert!(refusal.contains("shop/app"), "{refusal}");
+    browser.screenshot("project-delete-refused").await;
+    browser.click("tr[data-key='shop/app'] a").await;
+    browser
+        .click_and_confirm("button[aria-label='delete tag v1']")
+        .await;
+    browser
+        .wait_text("main .status", "tag app:v1 deleted")
+        .await;
+    browser.wait_text(&row, "untagged").await;
+    browser.screenshot("tag-deleted").await;
+    let (status, artifacts) = admin
+        .call(
+            Method::GET,
+            "/api/v1/projects/shop/repositories/app/artifacts",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(artifacts[0]["tags"], json!([]), "{artifacts}");
     browser.finish().await;
 }
 

@@ -205,6 +205,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
     }
 
+    /// Clicks the element matching `css`, which asks to confirm, and
+    /// accepts the confirmation.
+    pub async fn click_and_confirm(&self, css: &str) {
+        self.click(css).await;
+        let deadline = Instant::now() + WAIT;
+        while let Err(err) = self.client.accept_alert().await {
+            if Instant::now() > deadline {
+                panic!("no confirmation after clicking {css}: {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Clicks the button (or link) whose text is `label`, within `scope` (CSS).
     pub async fn click_labelled(&self, scope: &str, label: &str) {
         let xpath = format!("//*[self::button or self::a][normalize-space(.)={label:?}]",);

@@ -1,12 +1,12 @@
 // One project: its repositories, members and robots, one tab each (each
 // tab is its own route, so it can be linked and reloaded).
 
-import { get } from "../api";
+import { get, send } from "../api";
 import { h } from "../dom";
 import { bytes, time, usage } from "../format";
-import { href, PageContext, Page } from "../router";
+import { href, navigate, PageContext, Page } from "../router";
 import { DataTable } from "../table";
-import { errorNote, heading } from "../widgets";
+import { errorNote, heading, Status } from "../widgets";
 import type { Project } from "./projects";
 
 /** A repository as GET .../repositories lists it. */
@@ -36,9 +36,29 @@ export function projectTabs(project: string, current: "repositories" | "members"
 export async function projectHeader(main: HTMLElement, name: string): Promise<boolean> {
   try {
     const project = await get<Project>(`/projects/${encodeURIComponent(name)}`);
+    const status = new Status();
+    const remove = h(
+      "button",
+      {
+        type: "button",
+        class: "danger small",
+        onclick: async () => {
+          if (!confirm(`Delete project ${name}?`)) return;
+          status.clear();
+          try {
+            await send("DELETE", `/projects/${encodeURIComponent(name)}`);
+            navigate(href("projects"));
+          } catch (error) {
+            status.error(error);
+          }
+        },
+      },
+      "Delete project",
+    );
     main.append(
-      heading(`Project ${name}`, h("span", { class: "badge" }, project.public ? "public" : "private")),
+      heading(`Project ${name}`, h("span", { class: "badge" }, project.public ? "public" : "private"), remove),
       h("p", null, "Storage: ", usage(project.usage_bytes, project.quota_bytes)),
+      status.element,
     );
     return true;
   } catch (error) {
@@ -57,7 +77,9 @@ export const projectPage: Page = {
   async render({ main, params }: PageContext) {
     const project = params.project;
     if (!(await projectHeader(main, project))) return;
-    const table = new DataTable<Repository>({
+    const base = `/projects/${encodeURIComponent(project)}/repositories`;
+    const status = new Status();
+    const table: DataTable<Repository> = new DataTable<Repository>({
       caption: `Repositories of ${project}`,
       key: (r) => r.name,
       empty: `No repositories yet: push one, e.g. docker push ${location.host}/${project}/app:v1`,
@@ -71,11 +93,39 @@ export const projectPage: Page = {
         { title: "Artifacts", render: (r) => r.artifactCount, sortBy: (r) => r.artifactCount, searchText: () => "" },
         { title: "Size", render: (r) => bytes(r.sizeBytes), sortBy: (r) => r.sizeBytes, searchText: () => "" },
         { title: "Updated", render: (r) => time(r.updatedAt), sortBy: (r) => r.updatedAt, searchText: () => "" },
+        {
+          title: "Actions",
+          render: (r) =>
+            h(
+              "button",
+              {
+                type: "button",
+                class: "danger small",
+                "aria-label": `delete repository ${r.name}`,
+                onclick: async () => {
+                  if (!confirm(`Delete ${r.name} with every artifact and tag in it?`)) return;
+                  status.clear();
+                  try {
+                    await send("DELETE", `${base}/${encodeURIComponent(inner(project, r.name))}`);
+                    status.ok(`${r.name} deleted`);
+                  } catch (error) {
+                    status.error(error);
+                  }
+                  try {
+                    table.setRows(await get<Repository[]>(base));
+                  } catch (error) {
+                    status.error(error);
+                  }
+                },
+              },
+              "Delete",
+            ),
+        },
       ],
     });
-    main.append(projectTabs(project, "repositories"), table.element);
+    main.append(projectTabs(project, "repositories"), status.element, table.element);
     try {
-      table.setRows(await get<Repository[]>(`/projects/${encodeURIComponent(project)}/repositories`));
+      table.setRows(await get<Repository[]>(base));
     } catch (error) {
       main.append(errorNote(error));
     }
