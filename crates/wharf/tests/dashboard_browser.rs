@@ -380,6 +380,28 @@ async fn a_change_by_cookie_without_the_csrf_header_is_refused() {
     browser.wait_text("main table", "allowed").await;
     browser.screenshot("only-the-allowed-project").await;
 
+    // Another tab logs out and in again: the cookie is replaced, this
+    // page's CSRF token is stale; the app fetches the new one and its
+    // change goes through (the stale token alone is refused).
+    let relogin = format!(
+        "const old = (await (await fetch('/api/v1/session')).json()).csrf; \
+         await fetch('/api/v1/session', {{method: 'DELETE', headers: {{'x-wharf-csrf': old}}}}); \
+         const r = await fetch('/api/v1/session', {{method: 'POST', \
+           headers: {{'content-type': 'application/json'}}, \
+           body: JSON.stringify({{username: 'admin', password: '{}'}})}}); \
+         const stale = await fetch('/api/v1/projects', {{method: 'POST', \
+           headers: {{'content-type': 'application/json', 'x-wharf-csrf': old}}, \
+           body: JSON.stringify({{name: 'stale'}})}}); \
+         return [r.status, stale.status];",
+        common::server::ADMIN_PASSWORD
+    );
+    let statuses = browser.run(&relogin).await;
+    assert_eq!(statuses, json!([200, 403]));
+    browser.fill("form input[name=name]", "after-relogin").await;
+    browser.click_labelled("main", "Create project").await;
+    browser.wait_text("main h1", "Project after-relogin").await;
+    browser.screenshot("created-after-relogin").await;
+
     // Logging out clears the cookie: the API sees no session afterwards.
     browser.click_labelled("#top", "Log out").await;
     browser.find("form.login").await;

@@ -48,8 +48,23 @@ async function errorOf(response: Response): Promise<ApiError> {
   return new ApiError(response.status, code, message);
 }
 
-/** Sends a request to `/api/v1${path}`; throws ApiError for non-2xx answers. */
+/**
+ * Sends a request to `/api/v1${path}`; throws ApiError for non-2xx answers.
+ * A change refused for a stale CSRF token (a login in another tab replaced
+ * the session cookie) is retried once with the current session's token.
+ */
 export async function request(method: string, path: string, body?: unknown): Promise<Response> {
+  try {
+    return await sendOnce(method, path, body);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.code === "CSRF")) throw error;
+    const session = await get<Session>("/session");
+    setCsrf(session.csrf);
+    return sendOnce(method, path, body);
+  }
+}
+
+async function sendOnce(method: string, path: string, body?: unknown): Promise<Response> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && method !== "HEAD" && csrf) headers["X-Wharf-CSRF"] = csrf;
