@@ -84,9 +84,8 @@ where
 }
 
 /// The same as [`run`] without waiting, for `Drop` implementations that
-/// cannot await (the test helpers'). Errors are returned for logging;
-/// callers usually ignore them.
-#[cfg(feature = "testing")]
+/// cannot await (the test helpers' and the lab's). Errors are returned
+/// for logging; callers usually ignore them.
 pub(crate) fn run_blocking(program: &str, args: &[&str]) -> Result<(), NetError> {
     let command = command_line(program, args);
     let output = std::process::Command::new(program)

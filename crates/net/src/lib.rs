@@ -18,6 +18,9 @@
 //! Services' cluster IPs are forwarded to their ready endpoints by the
 //! rules [`services::ruleset`] writes (not yet installed by the agent).
 //!
+//! [`lab`] builds many shaped "machines" (network namespaces on one bridge)
+//! for the tests and benchmarks that play a fleet on one host.
+//!
 //! Requires root (`CAP_NET_ADMIN` and `CAP_SYS_ADMIN` for `ip netns`),
 //! iproute2, and nftables' `nft` for host ports. No sysctls are touched.
 
@@ -26,6 +29,7 @@ mod driver;
 mod error;
 pub mod hostport;
 mod ip;
+pub mod lab;
 pub mod services;
 mod spec;
 #[cfg(feature = "testing")]

@@ -1,7 +1,7 @@
 //! Assembles a Wharf server from its parts: opens the state store, the blob
 //! directory and the token key, creates the first administrator, builds the
 //! HTTP router (registry at `/v2/`, token server at `/service/token`, API at
-//! `/api/v1/`), binds the listener and runs background jobs.
+//! `/api/v1/`, the dashboard at `/` and `/ui/`), binds the listener and runs background jobs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), wharf_server::ServerError> {
@@ -251,6 +251,9 @@ pub(crate) struct AppState {
     pub commit_specs: Arc<dyn wharf_control::SpecStore>,
     /// The P2P tracker, piece manifests and peer grants.
     pub p2p: p2p::P2pService,
+    /// Whether the dashboard's session cookie is marked `Secure`: the
+    /// server is reached over HTTPS (its public URL says so).
+    pub secure_cookies: bool,
 }
 
 /// A server's services and router, before it listens. Tests drive the
@@ -474,6 +477,10 @@ impl App {
             cost_history: cost_history.clone(),
             commit_specs: commit_specs.clone(),
             p2p,
+            secure_cookies: config
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
         });
         pod_committer.attach(&state);
         let token_routes = Router::new()
@@ -488,6 +495,7 @@ impl App {
         let router = wharf_registry::http::router(registry.clone(), gate)
             .merge(token_routes)
             .merge(api::router(state))
+            .merge(wharf_dashboard::router())
             .layer(axum::middleware::from_fn_with_state(
                 telemetry,
                 telemetry::http::observe,

@@ -24,6 +24,7 @@ fn open_to_any_user(method: &Method, path: &str) -> bool {
     matches!(
         (method.as_str(), path),
         ("GET", "/api/v1/me")
+            | ("GET", "/api/v1/session")
             | ("GET", "/api/v1/projects")
             | ("POST", "/api/v1/projects")
             | ("GET", "/api/v1/nodes")

@@ -36,7 +36,8 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
+    /// A blob of `bytes` described as `media_type`.
+    pub fn new(media_type: &'static str, bytes: Vec<u8>) -> Blob {
         let digest = Digest::of(DigestAlgorithm::Sha256, &bytes);
         Blob {
             media_type,
@@ -45,7 +46,8 @@ impl Blob {
         }
     }
 
-    fn descriptor(&self) -> Value {
+    /// Its OCI descriptor (media type, digest, size).
+    pub fn descriptor(&self) -> Value {
         json!({
             "mediaType": self.media_type,
             "digest": self.digest.to_string(),
@@ -210,53 +212,86 @@ impl DemoImage {
         user: &str,
         password: &str,
     ) -> Result<()> {
-        let base = reqwest::Url::parse(registry)
-            .with_context(|| format!("the registry address {registry:?} is not a URL"))?;
-        let registry = Client::new(registry, base, reqwest::Client::new())
-            .with_credentials(Some(RegistryCredentials::new(user, password)));
-        for blob in [&self.layer, &self.config] {
-            let exists = registry
-                .blob(reqwest::Method::HEAD, repo, &blob.digest, 0)
-                .await?;
-            if exists.status().is_success() {
-                continue;
-            }
-            let started = registry.start_upload(repo).await?;
-            if !started.status().is_success() {
-                bail!("starting an upload to {repo}: {}", started.status());
-            }
-            let location = location(&started).context("the registry gave no upload location")?;
-            let session = registry.location(&location)?;
-            let finished = registry
-                .finish_upload(
-                    repo,
-                    &session,
-                    &blob.digest,
-                    Some(blob.bytes.clone().into()),
-                )
-                .await?;
-            if !finished.status().is_success() {
-                bail!("uploading {} to {repo}: {}", blob.digest, finished.status());
-            }
+        let target = PushTarget {
+            registry,
+            repo,
+            tag,
+            user,
+            password,
+        };
+        push_image(&target, &[&self.layer, &self.config], &self.manifest).await
+    }
+}
+
+/// Where [`push_image`] pushes, and as whom.
+pub struct PushTarget<'a> {
+    /// The registry, `http://host:port`.
+    pub registry: &'a str,
+    /// The repository, `project/name`.
+    pub repo: &'a str,
+    /// The tag the manifest gets.
+    pub tag: &'a str,
+    /// The user logging in through the registry's token service.
+    pub user: &'a str,
+    /// Their password.
+    pub password: &'a str,
+}
+
+/// Pushes `blobs` (those the registry lacks), then `manifest` as the tag.
+pub async fn push_image(target: &PushTarget<'_>, blobs: &[&Blob], manifest: &Blob) -> Result<()> {
+    let PushTarget {
+        registry,
+        repo,
+        tag,
+        user,
+        password,
+    } = *target;
+    let base = reqwest::Url::parse(registry)
+        .with_context(|| format!("the registry address {registry:?} is not a URL"))?;
+    let registry = Client::new(registry, base, reqwest::Client::new())
+        .with_credentials(Some(RegistryCredentials::new(user, password)));
+    for blob in blobs {
+        let exists = registry
+            .blob(reqwest::Method::HEAD, repo, &blob.digest, 0)
+            .await?;
+        if exists.status().is_success() {
+            continue;
         }
-        let pushed = registry
-            .put_manifest(
+        let started = registry.start_upload(repo).await?;
+        if !started.status().is_success() {
+            bail!("starting an upload to {repo}: {}", started.status());
+        }
+        let location = location(&started).context("the registry gave no upload location")?;
+        let session = registry.location(&location)?;
+        let finished = registry
+            .finish_upload(
                 repo,
-                tag,
-                self.manifest.media_type,
-                self.manifest.bytes.clone().into(),
-                None,
+                &session,
+                &blob.digest,
+                Some(blob.bytes.clone().into()),
             )
             .await?;
-        if !pushed.status().is_success() {
-            let status = pushed.status();
-            bail!(
-                "pushing the manifest of {repo}:{tag}: {status}: {}",
-                pushed.text().await.unwrap_or_default()
-            );
+        if !finished.status().is_success() {
+            bail!("uploading {} to {repo}: {}", blob.digest, finished.status());
         }
-        Ok(())
     }
+    let pushed = registry
+        .put_manifest(
+            repo,
+            tag,
+            manifest.media_type,
+            manifest.bytes.clone().into(),
+            None,
+        )
+        .await?;
+    if !pushed.status().is_success() {
+        let status = pushed.status();
+        bail!(
+            "pushing the manifest of {repo}:{tag}: {status}: {}",
+            pushed.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use cmd::{
     agent, alert, apply, audit, autoscale, commit, cost, create, delete, describe, down, exec, gc,
-    get, image, inventory, ippool, login, logs, metrics, node, port_forward, project, replication,
-    robot, rollout, scale, server, settings, top, up, user,
+    get, image, inventory, ippool, login, logs, metrics, node, p2p_peer, port_forward, project,
+    replication, robot, rollout, scale, server, settings, top, up, user,
 };
 
 /// Wharf: a private image registry and container platform in one binary.
@@ -139,6 +139,10 @@ enum Command {
     /// Supervise one container (started by the agent, not by people).
     #[command(hide = true)]
     Shim(wharf_runc::ShimArgs),
+    /// One lightweight peer of `wharf bench p2p`: pulls an image into a
+    /// cache of its own when told to (started by the benchmark).
+    #[command(hide = true)]
+    P2pPeer(p2p_peer::P2pPeerArgs),
 }
 
 fn main() {
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::PortForward(args) => port_forward::run(args).await,
             Command::Commit(args) => commit::run(args).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::P2pPeer(args) => p2p_peer::run(args).await,
             Command::DemoImage { output, tag } => {
                 let image = demo::build(std::path::Path::new(demo::BUSYBOX))?;
                 image.write_layout(&output, &tag)?;

@@ -48,6 +48,20 @@ const RULES: &[Rule] = &[
         why: "object and wire types do no IO, so the CLI and every service can share them",
     },
     Rule {
+        root: "wharf-dashboard",
+        forbidden: &[
+            "wharf-auth",
+            "wharf-store",
+            "wharf-registry",
+            "wharf-control",
+            "wharf-server",
+            "redb",
+            "reqwest",
+        ],
+        why: "the dashboard serves its files and nothing else: the app is a client of the \
+              public API, so it can neither read state nor decide access",
+    },
+    Rule {
         root: "wharf-oci",
         forbidden: &["tokio", "reqwest", "axum", "redb", "wharf-store"],
         why: "OCI types do no IO",

@@ -7,6 +7,8 @@
 
 mod alerts;
 mod audit;
+/// Browser sessions: the dashboard's cookie and its CSRF token.
+mod browser_session;
 mod claims;
 mod cluster;
 /// `wharf commit POD`; [`commit::commit_pod`] is the entry point of the
@@ -128,6 +130,10 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::POST,   "/api/v1/login",                             Public,          post(session::login)),
         row(Method::POST,   "/api/v1/token",                             Public,          post(session::refresh)),
         row(Method::GET,    "/api/v1/me",                                Authenticated,   get(session::me)),
+        // The dashboard's login: a cookie instead of tokens (browser_session).
+        row(Method::POST,   "/api/v1/session",                           Public,          post(browser_session::create)),
+        row(Method::GET,    "/api/v1/session",                           Authenticated,   get(browser_session::show)),
+        row(Method::DELETE, "/api/v1/session",                           Public,          delete(browser_session::delete)),
         row(Method::GET,    "/api/v1/users",                             Admin,           get(users::list)),
         row(Method::POST,   "/api/v1/users",                             Admin,           post(users::create)),
         row(Method::GET,    "/api/v1/users/{name}",                      SelfOrAdmin,     get(users::show)),
@@ -353,8 +359,11 @@ pub(crate) struct ApiCaller {
     pub source: Option<IpAddr>,
 }
 
-/// Resolves the bearer token (if any) into an [`ApiCaller`]. A present but
-/// unusable token is refused outright, whatever the route.
+/// Resolves the bearer token, or else the dashboard's session cookie, into
+/// an [`ApiCaller`]. A present but unusable bearer token is refused
+/// outright, whatever the route; an unusable cookie counts as no
+/// credential (so that the login page still works with a stale one), and a
+/// usable cookie on a state-changing request needs its CSRF header.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -364,9 +373,8 @@ async fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let principal = match bearer(request.headers()) {
-        None => Principal::Anonymous,
-        Some(token) => match state.identity.verify_api_token(token).await {
+    let principal = if let Some(token) = bearer(request.headers()) {
+        match state.identity.verify_api_token(token).await {
             Ok(principal) => principal,
             Err(err) => {
                 state.audit.record(token_rejected(
@@ -378,7 +386,34 @@ async fn authenticate(
                 ));
                 return ApiErrorReply::from(err).into_response();
             }
-        },
+        }
+    } else if let Some(session) = browser_session::session_cookie(request.headers()) {
+        let session = session.to_string();
+        match state.identity.verify_refresh_token(&session).await {
+            Ok(principal) => {
+                if let Err(refusal) =
+                    browser_session::check_csrf(request.method(), request.headers(), &session)
+                {
+                    return refusal.into_response();
+                }
+                request
+                    .extensions_mut()
+                    .insert(browser_session::CookieSession(session));
+                principal
+            }
+            Err(err) => {
+                state.audit.record(token_rejected(
+                    &state.identity,
+                    &session,
+                    "dashboard",
+                    source,
+                    err.to_string(),
+                ));
+                Principal::Anonymous
+            }
+        }
+    } else {
+        Principal::Anonymous
     };
     request
         .extensions_mut()

@@ -25,17 +25,8 @@ pub(crate) async fn login(
     Extension(caller): Extension<ApiCaller>,
     Body(request): Body<LoginRequest>,
 ) -> ApiResult<Json<Value>> {
-    let outcome = state
-        .identity
-        .authenticate(&request.username, &request.password, caller.source)
-        .await;
-    let event = match &outcome {
-        Ok(_) => AuditEvent::new(&request.username, "login", "api", Outcome::Success),
-        Err(err) => AuditEvent::new(&request.username, "login", "api", Outcome::Failed)
-            .with_detail(err.to_string()),
-    };
-    state.audit.record(event.with_source(caller.source));
-    let principal = outcome?;
+    let principal =
+        password_login(&state, &caller, &request.username, &request.password, "api").await?;
     let access = state.identity.issue_api_token(&principal).await?;
     let refresh = state.identity.issue_refresh_token(&principal).await?;
     Ok(Json(json!({
@@ -46,6 +37,29 @@ pub(crate) async fn login(
         "user": principal.name(),
         "admin": principal.is_admin(),
     })))
+}
+
+/// Checks a password, throttled per user and source, and audits the
+/// attempt as a `login` on `resource` (`api` for the CLI's tokens,
+/// `dashboard` for browser sessions).
+pub(crate) async fn password_login(
+    state: &AppState,
+    caller: &ApiCaller,
+    username: &str,
+    password: &str,
+    resource: &str,
+) -> ApiResult<Principal> {
+    let outcome = state
+        .identity
+        .authenticate(username, password, caller.source)
+        .await;
+    let event = match &outcome {
+        Ok(_) => AuditEvent::new(username, "login", resource, Outcome::Success),
+        Err(err) => AuditEvent::new(username, "login", resource, Outcome::Failed)
+            .with_detail(err.to_string()),
+    };
+    state.audit.record(event.with_source(caller.source));
+    Ok(outcome?)
 }
 
 #[derive(Deserialize)]

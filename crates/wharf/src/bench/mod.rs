@@ -5,6 +5,7 @@ mod commit;
 mod cost;
 mod failover;
 mod glob;
+mod p2p;
 mod pods;
 mod probes;
 mod prometheus;
@@ -64,6 +65,10 @@ pub enum BenchCommand {
     /// CPU and memory of Debian's Prometheus scraping ENDPOINTS x SERIES
     /// series beside a wharf server receiving the same series as pushes.
     Prometheus(prometheus::PrometheusBenchArgs),
+    /// N peers in shaped network namespaces pull one image at once: origin
+    /// bytes at the registry and completion times against the bound
+    /// B/W + log2(N)·p/W, as root.
+    P2p(p2p::P2pBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -83,6 +88,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Cost(args) => cost::run(args).await,
         BenchCommand::Prometheus(args) => prometheus::run(args).await,
         BenchCommand::Commit(args) => commit::run(args).await,
+        BenchCommand::P2p(args) => p2p::run(args).await,
     }
 }
 
@@ -90,9 +96,14 @@ pub async fn run(command: BenchCommand) -> Result<()> {
 /// password `password`, no scheduled GC and quiet logs; the caller adds
 /// more options, then `--data-dir`.
 fn server_command(password: &str) -> Result<Command> {
+    server_command_on("127.0.0.1:0", password)
+}
+
+/// [`server_command`] listening on `listen` (`ADDR:PORT`).
+fn server_command_on(listen: &str, password: &str) -> Result<Command> {
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["server", "--listen", "127.0.0.1:0", "--gc-interval", "0"])
+        .args(["server", "--listen", listen, "--gc-interval", "0"])
         .env("RUST_LOG", "warn")
         .env("WHARF_ADMIN_PASSWORD", password);
     Ok(command)

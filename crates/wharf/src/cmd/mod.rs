@@ -32,6 +32,7 @@ pub mod node;
 pub mod node_credential;
 pub mod node_lifecycle;
 pub mod objects;
+pub mod p2p_peer;
 pub mod pool_grant;
 pub mod port_forward;
 pub mod project;

@@ -168,6 +168,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         .await
         .context("logging the CLI in as admin")?;
     println!("the wharf CLI is logged in to {url} as admin");
+    println!("dashboard: {url}/ (log in as admin)");
     let name = args.name.clone().unwrap_or_else(host_node_name);
     let api: Arc<dyn NodeApi> = Arc::new(HttpNodeApi::new(
         &url,
