@@ -119,6 +119,13 @@ impl PeerNode {
         self.server.clone().router()
     }
 
+    /// Serves the piece route alone on `listener` (a peer without the
+    /// agent's endpoint, as `wharf bench p2p` runs them) until the task is
+    /// dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
     /// The blob fetcher the image cache uses.
     pub fn blob_fetcher(self: &Arc<Self>) -> Arc<dyn BlobFetcher> {
         Arc::new(PeerFetcher { node: self.clone() })

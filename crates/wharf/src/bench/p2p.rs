@@ -9,9 +9,8 @@
 //! ([`wharf_p2p::piece_size_for`]); `eta = T*/T` at p50 and p99.
 //!
 //! Sides, in one run: `registry` (every peer pulls straight from the
-//! registry, P2P off) and `p2p`. The P2P downloader is not in this build
-//! yet, so the `p2p` side is reported as pending; [`SIDES`] is where it
-//! joins (its peers then pull with `--p2p`).
+//! registry, P2P off) and `p2p` (the peers pull with `--p2p`: through the
+//! server's tracker and each other, as agents do).
 //!
 //! The peers are `wharf p2p-peer` processes: the node's pull code
 //! ([`wharf_image::ImageStore`]) without runc, each joined as a node of
@@ -59,12 +58,15 @@ pub struct P2pBenchArgs {
 enum Side {
     /// Straight from the registry: P2P off.
     Registry,
+    /// Through the tracker and the other peers (`--p2p`).
+    P2p,
 }
 
 impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::Registry => "registry",
+            Side::P2p => "p2p",
         }
     }
 
@@ -72,13 +74,13 @@ impl Side {
     fn peer_args(self) -> &'static [&'static str] {
         match self {
             Side::Registry => &[],
+            Side::P2p => &["--p2p"],
         }
     }
 }
 
-/// The sides measured, in order. P2P joins here once the downloader is in
-/// the build: a `Side::P2p` whose peers pull with `--p2p`.
-const SIDES: &[Side] = &[Side::Registry];
+/// The sides measured, in order.
+const SIDES: &[Side] = &[Side::Registry, Side::P2p];
 
 /// Figures of one side.
 struct Outcome {
@@ -205,7 +207,7 @@ async fn measure(server: &Server, lab: &LabNetwork, scratch: &Path, side: Side) 
 fn report(args: &P2pBenchArgs, size_bytes: u64, piece: u64, outcomes: &[Outcome]) -> Value {
     let rate = args.rate as f64;
     let bound = size_bytes as f64 / rate + (args.peers as f64).log2() * piece as f64 / rate;
-    let mut sides: Vec<Value> = outcomes
+    let sides: Vec<Value> = outcomes
         .iter()
         .map(|outcome| {
             let p50 = super::pods::percentile(&outcome.times, 50.0).as_secs_f64();
@@ -222,9 +224,6 @@ fn report(args: &P2pBenchArgs, size_bytes: u64, piece: u64, outcomes: &[Outcome]
             })
         })
         .collect();
-    if !SIDES.iter().any(|s| s.name() == "p2p") {
-        sides.push(json!({"side": "p2p", "pending": "the P2P downloader is not in this build"}));
-    }
     json!({
         "peers": args.peers,
         "sizeBytes": size_bytes,
@@ -258,12 +257,6 @@ fn table(report: &Value) -> String {
     ]);
     for side in report["sides"].as_array().into_iter().flatten() {
         let name = side["side"].as_str().unwrap_or_default().to_string();
-        if let Some(why) = side["pending"].as_str() {
-            let mut cells = vec![name, format!("pending: {why}")];
-            cells.resize(7, String::new());
-            rows.row(cells);
-            continue;
-        }
         let number = |key: &str, digits: usize| {
             format!("{:.*}", digits, side[key].as_f64().unwrap_or_default())
         };
@@ -625,17 +618,23 @@ mod tests {
             origin_bytes: 16 * (512 << 20),
             times: vec![Duration::from_secs(9); 16],
         };
+        let p2p = Outcome {
+            side: Side::P2p,
+            origin_bytes: 512 << 20,
+            times: vec![Duration::from_secs(11); 16],
+        };
         let piece = wharf_p2p::piece_size_for(128 << 20);
-        let report = report(&args, 512 << 20, piece, &[outcome]);
+        let report = report(&args, 512 << 20, piece, &[outcome, p2p]);
         // B/W = 8 s, log2(16)·4 MiB/64 MiB/s = 0.25 s.
         assert_eq!(report["boundSeconds"], 8.25);
         let side = &report["sides"][0];
         assert_eq!(side["originRatio"], 16.0);
         assert!((side["etaP50"].as_f64().unwrap() - 8.25 / 9.0).abs() < 1e-9);
         assert_eq!(report["sides"][1]["side"], "p2p");
+        assert_eq!(report["sides"][1]["originRatio"], 1.0);
         let text = table(&report);
         assert!(text.contains("T* = 8.25 s"), "{text}");
-        assert!(text.contains("pending"), "{text}");
+        assert!(text.contains("p2p"), "{text}");
     }
 
     #[test]

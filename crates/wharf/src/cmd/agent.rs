@@ -623,6 +623,39 @@ mod tests {
     }
 
     #[test]
+    fn p2p_is_on_by_default_and_its_flags_reach_the_node_setup() {
+        use clap::Parser;
+        let setup = |flags: &[&str]| {
+            let mut argv = vec!["agent", "--name", "n1", "--server", "http://127.0.0.1:7700"];
+            argv.extend_from_slice(flags);
+            let command = Command::try_parse_from(argv).unwrap();
+            let options = &command.agent.node;
+            options.setup("n1", "http://127.0.0.1:7700", None).unwrap()
+        };
+        assert_eq!(setup(&[]).p2p, Some(P2pSettings::default()));
+        let tuned = setup(&[
+            "--p2p-upload-rate",
+            "50MiB",
+            "--p2p-download-rate",
+            "1000",
+            "--p2p-upload-slots",
+            "2",
+        ]);
+        assert_eq!(
+            tuned.p2p,
+            Some(P2pSettings {
+                upload_rate: 50 << 20,
+                download_rate: 1000,
+                upload_slots: 2,
+            })
+        );
+        assert_eq!(setup(&["--p2p=false"]).p2p, None);
+        assert!(
+            Command::try_parse_from(["agent", "--name", "n1", "--p2p-upload-slots", "0"]).is_err()
+        );
+    }
+
+    #[test]
     fn labels() {
         let parsed =
             parse_labels(&["wharf.io/pool=web".into(), "a = b".into(), String::new()]).unwrap();

@@ -8,7 +8,9 @@
 //! for its own node credential (kept in its directory), registers its Node
 //! (name, address, the pool's labels) and pulls as that node, which is
 //! what the server's P2P tracker requires of the nodes it schedules.
-//! Otherwise it pulls as `--registry-user`.
+//! Otherwise it pulls as `--registry-user`. With `--p2p` (a node only) it
+//! pulls through P2P as an agent does ([`wharf_agent::p2p::PeerNode`]),
+//! serving its pieces on `--address`:7701 (the endpoint it registers).
 //!
 //! It speaks one JSON object per line, so that the benchmark can open every
 //! cache first and start all pulls at once:
@@ -27,6 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
+use wharf_agent::p2p::{P2pSettings, PeerNode};
 use wharf_agent::{AgentConfig, HttpNodeApi, LoadSummary, NodeApi};
 use wharf_image::{ImageRef, ImageStore, ImageStoreOptions, PullPolicy, RegistryCredentials};
 
@@ -72,24 +75,38 @@ pub struct P2pPeerArgs {
     /// Disk space kept free under the cache: the pull fails below it.
     #[arg(long, default_value = "1GiB", value_parser = units::parse_size)]
     disk_reserve: u64,
+    /// Pull through P2P (the server's tracker, other peers) and serve
+    /// pieces on --address:7701, as an agent does.
+    #[arg(long, requires_all = ["join_token", "address"])]
+    p2p: bool,
 }
+
+/// The port a P2P peer serves pieces on, in its own network namespace.
+const PIECE_PORT: u16 = 7701;
 
 /// Runs one peer until its stdin closes.
 pub async fn run(args: P2pPeerArgs) -> Result<()> {
-    let credentials = match (&args.join_token, &args.registry_user) {
-        (Some(token), _) => join(&args, token).await?,
+    let (credentials, api) = match (&args.join_token, &args.registry_user) {
+        (Some(token), _) => {
+            let (credentials, api) = join(&args, token).await?;
+            (credentials, Some(api))
+        }
         (None, Some(user)) => {
             let password = std::env::var("WHARF_REGISTRY_PASSWORD").map_err(|_| {
                 anyhow::anyhow!(
                     "--registry-user {user} needs its password in WHARF_REGISTRY_PASSWORD"
                 )
             })?;
-            RegistryCredentials::new(user.clone(), password)
+            (RegistryCredentials::new(user.clone(), password), None)
         }
         (None, None) => bail!("give --join-token or --registry-user"),
     };
     let image = ImageRef::parse(&args.image).with_context(|| format!("--image {}", args.image))?;
-    let store = ImageStore::open(args.dir.join("images"), store_options(&args)?)
+    let mut options = store_options(&args)?;
+    if let (true, Some(api)) = (args.p2p, api) {
+        options.blob_fetcher = Some(serve_pieces(&args, api, &image).await?.blob_fetcher());
+    }
+    let store = ImageStore::open(args.dir.join("images"), options)
         .await
         .with_context(|| format!("opening the cache in {}", args.dir.display()))?;
     println!("{}", json!({"ready": true}));
@@ -108,6 +125,8 @@ pub async fn run(args: P2pPeerArgs) -> Result<()> {
             "sizeBytes": pulled.size_bytes,
             "millis": started.elapsed().as_millis() as u64,
             "layers": pulled.layers.len(),
+            "registryBytes": pulled.bytes.registry,
+            "peerBytes": pulled.bytes.peers,
         }}),
         Err(error) => json!({"failed": format!("pulling {image}: {error}")}),
     };
@@ -132,9 +151,38 @@ fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
     receiver
 }
 
+/// Opens the peer's blob cache and serves its pieces on
+/// `--address`:[`PIECE_PORT`]; layers of `image`'s registry then go
+/// through P2P.
+async fn serve_pieces(
+    args: &P2pPeerArgs,
+    api: Arc<HttpNodeApi>,
+    image: &ImageRef,
+) -> Result<Arc<PeerNode>> {
+    let address = args.address.as_deref().context("--p2p needs --address")?;
+    let listener = tokio::net::TcpListener::bind((address, PIECE_PORT))
+        .await
+        .with_context(|| format!("serving pieces on {address}:{PIECE_PORT}"))?;
+    let peer = PeerNode::open(
+        args.dir.join("blobs"),
+        api,
+        P2pSettings::default(),
+        Some(image.registry().to_string()),
+    )
+    .await?;
+    let serving = peer.clone();
+    tokio::spawn(async move {
+        if let Err(error) = serving.serve(listener).await {
+            tracing::error!(%error, "the piece server stopped");
+        }
+    });
+    Ok(peer)
+}
+
 /// Trades `token` for the node's credential (or reuses the one kept in the
-/// peer's directory), registers the node and returns its pull credentials.
-async fn join(args: &P2pPeerArgs, token: &str) -> Result<RegistryCredentials> {
+/// peer's directory), registers the node (with its piece endpoint under
+/// `--p2p`) and returns its pull credentials and API client.
+async fn join(args: &P2pPeerArgs, token: &str) -> Result<(RegistryCredentials, Arc<HttpNodeApi>)> {
     let name = args.name.as_deref().context("--join-token needs --name")?;
     let credential = NodeCredential::obtain(Some(&args.server), name, &args.dir, Some(token))
         .await?
@@ -144,11 +192,16 @@ async fn join(args: &P2pPeerArgs, token: &str) -> Result<RegistryCredentials> {
     config.labels = credential.labels.clone();
     config.address = args.address.clone();
     config.max_pods = 0;
+    if args.p2p
+        && let Some(address) = &args.address
+    {
+        config.endpoint = Some(format!("http://{address}:{PIECE_PORT}"));
+    }
     let api = HttpNodeApi::new(&args.server, Arc::new(CredentialLogin::new(credential)))?;
     api.register(config.node(&LoadSummary::default()))
         .await
         .with_context(|| format!("registering node {name}"))?;
-    Ok(pull)
+    Ok((pull, Arc::new(api)))
 }
 
 /// The cache's settings: the agent's defaults, the server's registry over
