@@ -34,6 +34,7 @@ pub mod node_lifecycle;
 pub mod objects;
 pub mod pool_grant;
 pub mod port_forward;
+pub mod preheat;
 pub mod project;
 pub mod replication;
 pub mod robot;
