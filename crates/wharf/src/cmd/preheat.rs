@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 use wharf_api::preheat::{NodePreheatState, Preheat, PreheatPolicy, PreheatTarget};
 
 use super::image::ImageRef;
@@ -364,7 +364,7 @@ mod tests {
         assert!(text.contains("policy releases, push by ci"), "{text}");
         let c1 = text.lines().find(|l| l.starts_with("c1")).unwrap();
         assert!(
-            c1.contains("Done") && c1.contains("2.0 KiB of 2.0 KiB") && c1.contains("2.5s"),
+            c1.contains("Done") && c1.contains("2 KiB of 2 KiB") && c1.contains("2.5s"),
             "{c1}"
         );
         let c2 = text.lines().find(|l| l.starts_with("c2")).unwrap();
