@@ -180,3 +180,248 @@ impl Preheater {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use wharf_api::{IpClaim, Pod, PodStatus};
+
+    use super::*;
+    use crate::AgentError;
+    use crate::api::{PodChanges, ServiceChanges};
+    use crate::runtime::{Progress, Synced};
+    use crate::service_view::ServiceView;
+
+    /// Hands out one preheat and records the reports on it.
+    #[derive(Default)]
+    struct OnePreheat {
+        reports: Mutex<Vec<PreheatReport>>,
+    }
+
+    fn assignment() -> PreheatAssignment {
+        PreheatAssignment {
+            project: "shop".into(),
+            name: "ph-1".into(),
+            image: "shop/web@sha256:0123".into(),
+        }
+    }
+
+    #[async_trait]
+    impl NodeApi for OnePreheat {
+        async fn preheats(&self, node: &str) -> Result<Vec<PreheatAssignment>, AgentError> {
+            assert_eq!(node, "n1");
+            let finished = self
+                .reports
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.state.is_final());
+            Ok(if finished {
+                Vec::new()
+            } else {
+                vec![assignment()]
+            })
+        }
+
+        async fn report_preheat(
+            &self,
+            node: &str,
+            project: &str,
+            name: &str,
+            report: &PreheatReport,
+        ) -> Result<(), AgentError> {
+            assert_eq!((node, project, name), ("n1", "shop", "ph-1"));
+            self.reports.lock().unwrap().push(report.clone());
+            Ok(())
+        }
+
+        async fn register(&self, _: wharf_api::Node) -> Result<wharf_api::Node, AgentError> {
+            unreachable!("preheat registers no node")
+        }
+        async fn heartbeat(&self, _: &str, _: Option<u64>, _: Duration) -> Result<u64, AgentError> {
+            unreachable!("preheat sends no heartbeat")
+        }
+        async fn list_pods(&self, _: Option<&str>) -> Result<(Vec<Pod>, u64), AgentError> {
+            unreachable!("preheat lists no pods")
+        }
+        async fn watch_pods(&self, _: Option<&str>, _: u64) -> Result<PodChanges, AgentError> {
+            unreachable!("preheat watches no pods")
+        }
+        async fn set_pod_status(&self, _: &str, _: &str, _: &PodStatus) -> Result<(), AgentError> {
+            unreachable!("preheat reports no pod status")
+        }
+        async fn pod_event(
+            &self,
+            _: &str,
+            _: &str,
+            _: &wharf_api::PodEventReport,
+        ) -> Result<(), AgentError> {
+            unreachable!("preheat records no pod event")
+        }
+        async fn claim_ip(&self, _: &str, _: &str) -> Result<Option<IpClaim>, AgentError> {
+            unreachable!("preheat claims no address")
+        }
+        async fn release_ip(&self, _: &str, _: &str, _: &str) -> Result<(), AgentError> {
+            unreachable!("preheat releases no address")
+        }
+        async fn pod_stopped(&self, _: &str, _: &str, _: &str) -> Result<(), AgentError> {
+            unreachable!("preheat stops no pod")
+        }
+        async fn may_access_pod(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: crate::api::PodAccess,
+        ) -> Result<bool, AgentError> {
+            unreachable!("preheat serves no pod")
+        }
+        async fn config_map(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<wharf_api::ConfigMap>, AgentError> {
+            unreachable!("preheat reads no ConfigMap")
+        }
+        async fn secret(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<wharf_api::Secret>, AgentError> {
+            unreachable!("preheat reads no Secret")
+        }
+        async fn claims(
+            &self,
+            _: &str,
+        ) -> Result<Vec<wharf_api::PersistentVolumeClaim>, AgentError> {
+            unreachable!("preheat reads no claim")
+        }
+        async fn report_usage(&self, _: &str, _: &[wharf_api::PodUsage]) -> Result<(), AgentError> {
+            unreachable!("preheat reports no usage")
+        }
+        async fn push_metrics(
+            &self,
+            _: &str,
+            _: &[wharf_api::FalconSample],
+        ) -> Result<(), AgentError> {
+            unreachable!("preheat pushes no metrics")
+        }
+        async fn node_services(&self, _: &str) -> Result<(ServiceView, u64), AgentError> {
+            unreachable!("preheat reads no services")
+        }
+        async fn watch_services(&self, _: &str, _: u64) -> Result<ServiceChanges, AgentError> {
+            unreachable!("preheat watches no services")
+        }
+    }
+
+    /// Fails the first `failures` pulls, then holds the image (1000 bytes).
+    struct FlakyCache {
+        failures: u32,
+        pulls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Runtime for FlakyCache {
+        async fn sync(&self, _: &Pod, _: Progress<'_>) -> Synced {
+            unreachable!("preheat syncs no pod")
+        }
+        async fn remove(&self, _: &str, _: &str, _: Option<&str>) {}
+        async fn pods(&self) -> Vec<(String, String)> {
+            Vec::new()
+        }
+        async fn preheat(
+            &self,
+            image: &str,
+            progress: &(dyn Fn(u64, u64) + Send + Sync),
+        ) -> Result<u64, String> {
+            assert_eq!(image, "shop/web@sha256:0123");
+            let pull = self.pulls.fetch_add(1, Ordering::SeqCst) + 1;
+            if pull <= self.failures {
+                return Err(format!("manifest unknown (pull {pull})"));
+            }
+            progress(1000, 1000);
+            Ok(1000)
+        }
+    }
+
+    fn preheater(failures: u32) -> (Preheater, Arc<OnePreheat>, Arc<FlakyCache>) {
+        let api = Arc::new(OnePreheat::default());
+        let runtime = Arc::new(FlakyCache {
+            failures,
+            pulls: AtomicU32::new(0),
+        });
+        let preheater = Preheater {
+            api: api.clone(),
+            runtime: runtime.clone(),
+            node: "n1".into(),
+            warmed: watch::channel(0).0,
+            retry_after: Duration::from_millis(1),
+        };
+        (preheater, api, runtime)
+    }
+
+    fn states(api: &OnePreheat) -> Vec<NodePreheatState> {
+        api.reports
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.state)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_pull_that_fails_once_is_retried_and_reported_done() {
+        let (preheater, api, runtime) = preheater(1);
+        let warmed = preheater.warmed.subscribe();
+        preheater.preheat(&assignment()).await;
+        use NodePreheatState::*;
+        assert_eq!(states(&api), [Pulling, Pulling, Done]);
+        let reports = api.reports.lock().unwrap().clone();
+        let retry = reports[1].message.as_deref().unwrap();
+        assert!(
+            retry.contains("attempt 2 of 3") && retry.contains("manifest unknown (pull 1)"),
+            "{retry}"
+        );
+        assert_eq!((reports[2].bytes, reports[2].total_bytes), (1000, 1000));
+        assert_eq!(runtime.pulls.load(Ordering::SeqCst), 2);
+        assert_eq!(*warmed.borrow(), 1, "the status report is woken");
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_then_the_node_reports_failed() {
+        let (preheater, api, runtime) = preheater(u32::MAX);
+        preheater.preheat(&assignment()).await;
+        assert_eq!(runtime.pulls.load(Ordering::SeqCst), PREHEAT_PULL_ATTEMPTS);
+        let reports = api.reports.lock().unwrap().clone();
+        let last = reports.last().unwrap();
+        assert_eq!(last.state, NodePreheatState::Failed);
+        let message = last.message.as_deref().unwrap();
+        assert!(
+            message.contains("failed 3 times") && message.contains("(pull 3)"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_loop_takes_listed_preheats_once_until_finished() {
+        let (preheater, api, runtime) = preheater(0);
+        let running = tokio::spawn(preheater.run(Duration::from_millis(5)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !states(&api).contains(&NodePreheatState::Done) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never done: {:?}",
+                states(&api)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Listed no more once done: no second pull.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        running.abort();
+        assert_eq!(runtime.pulls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -117,7 +117,7 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<Value>> {
     let objects = state.control.objects();
     let (mut items, _) = objects.list::<Preheat>(Some(&project), None).await?;
-    items.sort_by(|a, b| b.metadata.created_at.cmp(&a.metadata.created_at));
+    items.sort_by_key(|p| std::cmp::Reverse(p.metadata.created_at));
     Ok(Json(json!({ "items": items })))
 }
 
