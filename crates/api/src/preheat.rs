@@ -32,6 +32,9 @@ pub const LABEL_P2P_SEED: &str = "wharf.io/p2p-seed";
 /// node `Failed`.
 pub const PREHEAT_PULL_ATTEMPTS: u32 = 3;
 
+/// How long a finished preheat is kept (from its last node's finish).
+pub const PREHEAT_RETENTION_MILLIS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Which nodes a preheat warms: `seeds`, or `{pool: P}` (in JSON and
 /// YAML alike).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -416,6 +419,32 @@ impl Preheat {
             .parse::<Digest>()
             .map_err(|e| ObjectError::invalid("spec.digest", format!("{e}")))?;
         check_target("spec.target.pool", &self.spec.target)
+    }
+
+    /// Whether every node finished it more than `keep` milliseconds before
+    /// `now` (a preheat no node was found for counts from its creation).
+    /// Unfinished preheats never expire.
+    ///
+    /// ```
+    /// # use wharf_api::preheat::*;
+    /// let mut job = Preheat::new(&"shop/web".parse().unwrap(), "1", &"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".parse().unwrap(), PreheatTarget::Seeds, vec!["n1".into()], 0);
+    /// assert!(!job.expired(u64::MAX, 10), "n1 has not finished");
+    /// job.record("n1", &PreheatReport { state: NodePreheatState::Done, ..PreheatReport::default() }, 100).unwrap();
+    /// assert!(!job.expired(110, 10));
+    /// assert!(job.expired(111, 10));
+    /// ```
+    pub fn expired(&self, now: u64, keep: u64) -> bool {
+        if !self.status.nodes.iter().all(|n| n.state.is_final()) {
+            return false;
+        }
+        let finished = self
+            .status
+            .nodes
+            .iter()
+            .filter_map(|n| n.finished_at)
+            .max()
+            .unwrap_or(self.metadata.created_at);
+        now.saturating_sub(finished) > keep
     }
 
     /// The image nodes pull: `repository@digest`, without a registry host

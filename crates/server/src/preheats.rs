@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use wharf_api::Node;
-use wharf_api::preheat::{Preheat, PreheatPolicy, PreheatTarget, preheat_targets};
+use wharf_api::preheat::{
+    PREHEAT_RETENTION_MILLIS, Preheat, PreheatPolicy, PreheatTarget, preheat_targets,
+};
 use wharf_control::{ControlError, Objects};
 use wharf_oci::{Digest, Reference, RepositoryName};
 use wharf_registry::http::{EventKind, EventSink, RegistryEvent};
@@ -21,7 +23,8 @@ pub(crate) struct PreheatOrigin {
 }
 
 /// Creates a preheat of `repository@digest` (named by `reference`) for the
-/// nodes `target` resolves to now among the registered nodes.
+/// nodes `target` resolves to now among the registered nodes, and removes
+/// the project's preheats finished more than a week ago.
 pub(crate) async fn start_preheat(
     objects: &Objects,
     repository: &RepositoryName,
@@ -37,6 +40,7 @@ pub(crate) async fn start_preheat(
     preheat.spec.requested_by = origin.requested_by;
     // Two preheats of one image in one millisecond (two policies, say)
     // would share a name: the later one takes the next free millisecond.
+    prune_finished(objects, repository.project(), now_millis()).await;
     for _ in 0..16 {
         match objects.create(preheat.clone()).await {
             Err(ControlError::Conflict(_)) => {
@@ -51,6 +55,32 @@ pub(crate) async fn start_preheat(
         "preheat {} keeps colliding with another of the same image",
         preheat.metadata.name
     )))
+}
+
+/// Deletes `project`'s preheats that expired ([`Preheat::expired`]) by
+/// `now`: what nodes list and `status` shows stays bounded. Best effort:
+/// a failure is logged, the next preheat tries again.
+pub(crate) async fn prune_finished(objects: &Objects, project: &str, now: u64) {
+    let listed = objects.list::<Preheat>(Some(project), None).await;
+    let preheats = match listed {
+        Ok((preheats, _)) => preheats,
+        Err(err) => {
+            tracing::warn!(error = %err, project, "listing preheats to prune failed");
+            return;
+        }
+    };
+    for old in preheats
+        .iter()
+        .filter(|p| p.expired(now, PREHEAT_RETENTION_MILLIS))
+    {
+        let name = &old.metadata.name;
+        let deleted = objects.delete::<Preheat>(Some(project), name, None).await;
+        if let Err(err) = deleted
+            && !matches!(err, ControlError::NotFound { .. })
+        {
+            tracing::warn!(error = %err, project, preheat = name, "pruning a finished preheat failed");
+        }
+    }
 }
 
 /// Creates one preheat per policy of the pushed repository's project that

@@ -435,3 +435,56 @@ async fn a_pool_the_project_has_no_grant_on_is_refused() {
     .await
     .expect(StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preheats_finished_over_a_week_ago_are_pruned_when_the_next_starts() {
+    use wharf_api::preheat::{NodePreheatState, Preheat, PreheatTarget};
+    let app = TestApp::new().await;
+    let admin = app.admin_token().await;
+    app.create_project(&admin, "shop", false).await;
+    let digest = push(&app, "1.0").await;
+    let objects = app.app.control.objects();
+    let week = 7 * 24 * 3600 * 1000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let old = |name: &str, state: NodePreheatState, finished_ago: u64| {
+        let mut job = Preheat::new(
+            &"shop/app".parse().unwrap(),
+            "1.0",
+            &digest.parse().unwrap(),
+            PreheatTarget::Seeds,
+            vec!["n1".into()],
+            0,
+        );
+        job.metadata.name = name.into();
+        job.status.nodes[0].state = state;
+        job.status.nodes[0].finished_at = state.is_final().then(|| now - finished_ago);
+        job
+    };
+    for job in [
+        old("long-done", NodePreheatState::Done, week + 60_000),
+        old("long-failed", NodePreheatState::Failed, week + 60_000),
+        old("recent", NodePreheatState::Done, 60_000),
+        old("unfinished", NodePreheatState::Pulling, 0),
+    ] {
+        objects.create(job).await.unwrap();
+    }
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/projects/shop/preheats",
+        json!({"repository": "app", "reference": "1.0"}),
+    )
+    .await
+    .expect(StatusCode::CREATED);
+    let mut left: Vec<String> = preheats(&app, &admin)
+        .await
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .filter(|name| !name.starts_with("ph-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["recent", "unfinished"]);
+}
