@@ -4,11 +4,13 @@
 //! agents, which pull the image into their caches and report back
 //! (`api/preheats.rs`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use wharf_api::Node;
 use wharf_api::preheat::{
-    PREHEAT_RETENTION_MILLIS, Preheat, PreheatPolicy, PreheatTarget, preheat_targets,
+    NodePreheatState, PREHEAT_RETENTION_MILLIS, Preheat, PreheatPolicy, PreheatReport,
+    PreheatTarget, preheat_targets,
 };
 use wharf_control::{ControlError, Objects};
 use wharf_oci::{Digest, Reference, RepositoryName};
@@ -23,8 +25,8 @@ pub(crate) struct PreheatOrigin {
 }
 
 /// Creates a preheat of `repository@digest` (named by `reference`) for the
-/// nodes `target` resolves to now among the registered nodes, and removes
-/// the project's preheats finished more than a week ago.
+/// nodes `target` resolves to now among the registered nodes, after
+/// tidying the project's preheats ([`tidy_project`]).
 pub(crate) async fn start_preheat(
     objects: &Objects,
     repository: &RepositoryName,
@@ -40,7 +42,8 @@ pub(crate) async fn start_preheat(
     preheat.spec.requested_by = origin.requested_by;
     // Two preheats of one image in one millisecond (two policies, say)
     // would share a name: the later one takes the next free millisecond.
-    prune_finished(objects, repository.project(), now_millis()).await;
+    let registered: BTreeSet<&str> = nodes.iter().map(|n| n.metadata.name.as_str()).collect();
+    tidy_project(objects, repository.project(), &registered, now_millis()).await;
     for _ in 0..16 {
         match objects.create(preheat.clone()).await {
             Err(ControlError::Conflict(_)) => {
@@ -57,28 +60,62 @@ pub(crate) async fn start_preheat(
     )))
 }
 
-/// Deletes `project`'s preheats that expired ([`Preheat::expired`]) by
-/// `now`: what nodes list and `status` shows stays bounded. Best effort:
-/// a failure is logged, the next preheat tries again.
-pub(crate) async fn prune_finished(objects: &Objects, project: &str, now: u64) {
+/// Keeps `project`'s preheats bounded and honest: those that expired
+/// ([`Preheat::expired`]) by `now` are deleted, and a node that is no
+/// longer `registered` (deleted or decommissioned) is marked `Failed` in
+/// the preheats it never finished, which would otherwise wait for it
+/// forever. Best effort: a failure is logged, the next preheat tries again.
+pub(crate) async fn tidy_project(
+    objects: &Objects,
+    project: &str,
+    registered: &BTreeSet<&str>,
+    now: u64,
+) {
     let listed = objects.list::<Preheat>(Some(project), None).await;
     let preheats = match listed {
         Ok((preheats, _)) => preheats,
         Err(err) => {
-            tracing::warn!(error = %err, project, "listing preheats to prune failed");
+            tracing::warn!(error = %err, project, "listing preheats to tidy failed");
             return;
         }
     };
-    for old in preheats
-        .iter()
-        .filter(|p| p.expired(now, PREHEAT_RETENTION_MILLIS))
-    {
-        let name = &old.metadata.name;
-        let deleted = objects.delete::<Preheat>(Some(project), name, None).await;
-        if let Err(err) = deleted
-            && !matches!(err, ControlError::NotFound { .. })
-        {
-            tracing::warn!(error = %err, project, preheat = name, "pruning a finished preheat failed");
+    for preheat in &preheats {
+        let name = &preheat.metadata.name;
+        if preheat.expired(now, PREHEAT_RETENTION_MILLIS) {
+            let deleted = objects.delete::<Preheat>(Some(project), name, None).await;
+            if let Err(err) = deleted
+                && !matches!(err, ControlError::NotFound { .. })
+            {
+                tracing::warn!(error = %err, project, preheat = name, "pruning a finished preheat failed");
+            }
+            continue;
+        }
+        let gone: Vec<String> = preheat
+            .status
+            .nodes
+            .iter()
+            .filter(|n| !n.state.is_final() && !registered.contains(n.node.as_str()))
+            .map(|n| n.node.clone())
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let marked = objects
+            .modify::<Preheat>(Some(project), name, |preheat| {
+                let mut changed = false;
+                for node in &gone {
+                    let report = PreheatReport {
+                        state: NodePreheatState::Failed,
+                        message: Some(format!("node {node} no longer exists")),
+                        ..PreheatReport::default()
+                    };
+                    changed |= preheat.record(node, &report, now).is_ok();
+                }
+                changed
+            })
+            .await;
+        if let Err(err) = marked {
+            tracing::warn!(error = %err, project, preheat = name, "marking removed nodes failed");
         }
     }
 }
@@ -191,7 +228,7 @@ pub(crate) fn trigger(objects: Objects) -> Arc<dyn EventSink> {
     Arc::new(PreheatTrigger(objects))
 }
 
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -437,7 +437,7 @@ async fn a_pool_the_project_has_no_grant_on_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preheats_finished_over_a_week_ago_are_pruned_when_the_next_starts() {
+async fn the_next_preheat_prunes_old_jobs_and_fails_removed_nodes() {
     use wharf_api::preheat::{NodePreheatState, Preheat, PreheatTarget};
     let app = TestApp::new().await;
     let admin = app.admin_token().await;
@@ -471,6 +471,19 @@ async fn preheats_finished_over_a_week_ago_are_pruned_when_the_next_starts() {
     ] {
         objects.create(job).await.unwrap();
     }
+    // n1 exists; a preheat waiting for a node that was removed does not
+    // wait forever.
+    app.api(
+        &admin,
+        Method::POST,
+        "/api/v1/nodes",
+        json!({"metadata": {"name": "n1"}}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let mut orphaned = old("orphaned", NodePreheatState::Pending, 0);
+    orphaned.status.nodes[0].node = "gone".into();
+    objects.create(orphaned).await.unwrap();
     app.api(
         &admin,
         Method::POST,
@@ -486,5 +499,34 @@ async fn preheats_finished_over_a_week_ago_are_pruned_when_the_next_starts() {
         .filter(|name| !name.starts_with("ph-"))
         .collect();
     left.sort();
-    assert_eq!(left, ["recent", "unfinished"]);
+    assert_eq!(left, ["orphaned", "recent", "unfinished"]);
+    let orphaned = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/preheats/orphaned",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(orphaned["status"]["phase"], "Failed");
+    assert_eq!(
+        orphaned["status"]["nodes"][0]["message"],
+        "node gone no longer exists"
+    );
+    let unfinished = app
+        .api(
+            &admin,
+            Method::GET,
+            "/api/v1/projects/shop/preheats/unfinished",
+            Value::Null,
+        )
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(
+        unfinished["status"]["nodes"][0]["state"], "Pulling",
+        "n1 still exists"
+    );
 }

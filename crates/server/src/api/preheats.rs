@@ -21,7 +21,7 @@ use wharf_oci::{Reference, RepositoryName};
 
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body as JsonBody};
 use crate::AppState;
-use crate::preheats::{PreheatOrigin, open_for_node, start_preheat};
+use crate::preheats::{PreheatOrigin, now_millis, open_for_node, start_preheat};
 
 fn bad_request(code: &'static str, message: String) -> ApiErrorReply {
     ApiErrorReply::new(StatusCode::BAD_REQUEST, code, message)
@@ -230,7 +230,7 @@ pub(crate) async fn report(
             format!("node {node} is not a target of preheat {project}/{name}"),
         ));
     }
-    let now = super::unix_now().max(0) as u64 * 1000;
+    let now = now_millis();
     let mut refusal: Option<ObjectError> = None;
     let updated = objects
         .modify::<Preheat>(Some(&project), &name, |preheat| {
