@@ -22,6 +22,7 @@ use crate::initialization::{InitSettings, keep_initialized, profile_of};
 use crate::load::{LoadMeter, LoadSource, LoadSummary};
 use crate::machine;
 use crate::metrics::{Collector, DEFAULT_METRICS_INTERVAL, LatestSamples, node::NodeReader};
+use crate::preheat::{DEFAULT_PREHEAT_INTERVAL, Preheater};
 use crate::runtime::Runtime;
 use crate::service_rules::{RULES_RETRY, ServiceRules, keep_service_rules};
 use crate::service_sync::follow_services;
@@ -84,6 +85,8 @@ pub struct AgentConfig {
     /// Runs the pool's init profile on this machine; `None` leaves the
     /// machine alone (no status to report either).
     pub init: Option<InitSettings>,
+    /// How often the node asks for images to preheat into its cache.
+    pub preheat_interval: Duration,
 }
 
 impl AgentConfig {
@@ -107,6 +110,7 @@ impl AgentConfig {
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             latest_samples: LatestSamples::default(),
             init: None,
+            preheat_interval: DEFAULT_PREHEAT_INTERVAL,
         }
     }
 
@@ -168,6 +172,9 @@ pub struct Agent {
     not_ready: watch::Sender<Option<String>>,
     /// The latest run of the pool's init profile, for the status report.
     initialization: watch::Sender<Option<NodeInitialization>>,
+    /// Bumped when a preheat put an image in the cache: the status report
+    /// then goes out at once, with the cache's layers.
+    warmed: watch::Sender<u64>,
 }
 
 impl Agent {
@@ -184,6 +191,7 @@ impl Agent {
             service_rules: None,
             not_ready: watch::channel(None).0,
             initialization: watch::channel(last_applied).0,
+            warmed: watch::channel(0).0,
         }
     }
 
@@ -254,7 +262,16 @@ impl Agent {
             this.config.name.clone(),
             this.services.clone(),
         ));
+        let preheater = Preheater {
+            api: this.api.clone(),
+            runtime: this.runtime.clone(),
+            node: this.config.name.clone(),
+            warmed: this.warmed.clone(),
+            retry_after: crate::preheat::RETRY_AFTER,
+        };
+        let preheats = tokio::spawn(preheater.run(this.config.preheat_interval));
         let _stop = (
+            AbortOnDropHandle::new(preheats),
             AbortOnDropHandle::new(heartbeat),
             AbortOnDropHandle::new(fence),
             AbortOnDropHandle::new(usage),
@@ -330,6 +347,7 @@ impl Agent {
         load.sample(self.runtime.as_ref()).await;
         let mut not_ready = self.not_ready.subscribe();
         let mut initialization = self.initialization.subscribe();
+        let mut warmed = self.warmed.subscribe();
         let mut every = tokio::time::interval(self.config.status_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
@@ -338,6 +356,9 @@ impl Agent {
                 _ = every.tick() => (false, false),
                 changed = not_ready.changed() => (changed.is_ok(), false),
                 changed = initialization.changed() => (false, changed.is_ok()),
+                // A preheated image: the cache's layers, for image
+                // locality and `wharf image distribution`, at once.
+                _ = warmed.changed() => (false, false),
             };
             let summary = load.sample(self.runtime.as_ref()).await;
             let mut node = self.config.node(&summary);

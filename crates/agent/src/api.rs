@@ -11,6 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use wharf_api::commit::{NodeCommitGrant, NodeCommitGrantRequest};
+use wharf_api::preheat::{PreheatAssignment, PreheatReport};
 use wharf_api::{
     ConfigMap, Endpoints, FalconSample, IpClaim, Node, NodeInitProfile, PersistentVolumeClaim, Pod,
     PodEventReport, PodStatus, PodUsage, Secret, Service,
@@ -195,6 +196,25 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn p2p_report(&self, report: &PeerReport) -> Result<TaskAssignment, AgentError> {
         let _ = report;
         Err(AgentError::NotFound("no p2p tracker".into()))
+    }
+
+    /// The preheats `node` has yet to finish (images to pull into its
+    /// cache); none from a control plane without a registry.
+    async fn preheats(&self, node: &str) -> Result<Vec<PreheatAssignment>, AgentError> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+    /// Reports `node`'s progress on preheat `project/name`. Control planes
+    /// without a registry hand out no preheats to report on.
+    async fn report_preheat(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+        report: &PreheatReport,
+    ) -> Result<(), AgentError> {
+        let _ = (node, project, name, report);
+        Ok(())
     }
 }
 
@@ -605,6 +625,34 @@ impl NodeApi for HttpNodeApi {
             .send_within(|http| http.post(&url).json(report).timeout(TRACKER_TIMEOUT))
             .await?;
         response.json().await.map_err(transport)
+    }
+
+    async fn preheats(&self, node: &str) -> Result<Vec<PreheatAssignment>, AgentError> {
+        let url = format!("{}/api/v1/nodes/{node}/preheats", self.base);
+        let response = self.send(|http| http.get(&url)).await?;
+        let list: serde_json::Value = response.json().await.map_err(transport)?;
+        serde_json::from_value(list["items"].clone()).map_err(|e| {
+            AgentError::Api(format!(
+                "the preheat list is not what the agent expects: {e}"
+            ))
+        })
+    }
+
+    async fn report_preheat(
+        &self,
+        node: &str,
+        project: &str,
+        name: &str,
+        report: &PreheatReport,
+    ) -> Result<(), AgentError> {
+        // Node, project and preheat names need no escaping in a URL.
+        let url = format!(
+            "{}/api/v1/nodes/{node}/preheats/{project}/{name}",
+            self.base
+        );
+        self.send(|http| http.put(&url).json(report))
+            .await
+            .map(drop)
     }
 }
 

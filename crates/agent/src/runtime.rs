@@ -75,6 +75,20 @@ pub trait Runtime: Send + Sync + 'static {
     fn pull_bytes(&self) -> Option<wharf_image::PullBytes> {
         None
     }
+
+    /// Pulls `image` into the node's cache ahead of any pod (a preheat),
+    /// calling `progress` with bytes done and in all; returns the image's
+    /// bytes. A runtime without an image cache refuses, saying so.
+    async fn preheat(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<u64, String> {
+        let _ = progress;
+        Err(format!(
+            "this node keeps no image cache to preheat {image} into"
+        ))
+    }
 }
 
 /// Accepts pods without running containers: what a node agent without a

@@ -39,6 +39,7 @@ mod error;
 mod event;
 mod falcon;
 mod fieldref;
+mod glob;
 mod inventory;
 mod inventory_check;
 mod ippool;
@@ -50,6 +51,7 @@ mod node;
 mod node_init;
 mod placement;
 mod pool_grant;
+pub mod preheat;
 mod probe;
 mod quantity;
 pub mod replication;
@@ -100,6 +102,7 @@ pub use error::ObjectError;
 pub use event::{Event, EventType, ObjectReference, PodEventReport};
 pub use falcon::{CounterType, FalconSample, format_tags, parse_tags};
 pub use fieldref::{FIELD_PATHS, check_field_path, pod_field, resource_field};
+pub use glob::Glob;
 pub use inventory::{
     ANNOTATION_TIER, Cluster, ClusterKind, ClusterSpec, GrantQuota, InitFile, InitProfile,
     LABEL_CLUSTER, LABEL_INSTANCE_ID, LABEL_TIER, MachineClass, MachineClassSpec, Pool,

@@ -23,6 +23,8 @@
 //! /cluster/poolgrants/<pool>.<project>      PoolGrant (a project's right to a pool)
 //! /cluster/costbudgets/<project>            CostBudget (a project's spend per period)
 //! /cluster/componentcommits/<project>/<name> ComponentCommit (see `component_commit`)
+//! /cluster/preheatpolicies/<project>/<name> PreheatPolicy (see `wharf_api::preheat`)
+//! /cluster/preheats/<project>/<name>        Preheat (one job: an image warmed on nodes)
 //! ```
 //!
 //! An object's `resourceVersion` is the store revision of its last write;
@@ -34,6 +36,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::component_commit::ComponentCommit;
+use wharf_api::preheat::{Preheat, PreheatPolicy};
 use wharf_api::{
     AlertReceiver, AlertRule, Cluster, ConfigMap, CostBudget, Deployment, DeploymentRevision,
     Endpoints, Event, HorizontalPodAutoscaler, IpPool, LabelSelector, MachineClass, Node,
@@ -115,6 +118,13 @@ object_kind!(
     "/cluster/revisions/",
     true
 );
+object_kind!(
+    PreheatPolicy,
+    "PreheatPolicy",
+    "/cluster/preheatpolicies/",
+    true
+);
+object_kind!(Preheat, "Preheat", "/cluster/preheats/", true);
 
 // Alerting objects are namespaced, and those without a project are the
 // cluster's: their keys sit directly under the prefix, which no project's

@@ -38,7 +38,6 @@ mod connections;
 mod copy;
 mod error;
 mod executor;
-mod glob;
 mod intake;
 mod keys;
 mod labels;
@@ -55,7 +54,6 @@ mod service;
 
 pub use access::{ByteStream, Manifest, RegistryAccess, TagDelete, TagState, TagWrite};
 pub use error::ReplicationError;
-pub use glob::Glob;
 pub use limit::RateLimit;
 pub use local::{LocalRegistry, ProjectCreator};
 pub use model::{
@@ -65,6 +63,9 @@ pub use model::{
 pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
 pub use service::{Replication, ReplicationOptions, Report, ReportHook};
+/// Name patterns of filters; they live with the API types, whose checks
+/// (replication and preheat policies) parse them.
+pub use wharf_api::Glob;
 /// The credentials a [`RemoteRegistry`] authenticates with.
 pub use wharf_distribution::RegistryCredentials;
 pub use wharf_seal::SecretBox;

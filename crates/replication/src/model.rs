@@ -6,7 +6,7 @@ pub use wharf_api::replication::*;
 use wharf_oci::RepositoryName;
 
 use crate::ReplicationError;
-use crate::glob::Glob;
+use wharf_api::Glob;
 
 /// Checks everything about a policy that can be checked without other
 /// objects.

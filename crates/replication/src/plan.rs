@@ -12,10 +12,10 @@ use wharf_registry::Origin;
 use crate::ReplicationError;
 use crate::access::{RegistryAccess, TagState};
 use crate::connections::{Connection, Connections};
-use crate::glob::Glob;
 use crate::model::{Direction, Filters, Job, Policy, TaskKind, TriggerKind};
 use crate::queue::TaskSpec;
 use crate::service::Replication;
+use wharf_api::Glob;
 
 impl Replication {
     /// The two sides of a policy's copies: (source, destination).

@@ -20,6 +20,7 @@ mod listener;
 mod machine_join;
 mod p2p;
 mod pod_committer;
+mod preheats;
 mod proxy_cache;
 mod registry_auth;
 mod telemetry;
@@ -390,6 +391,7 @@ impl App {
             Arc::new(registry_auth::EventFanOut(vec![
                 Arc::new(registry_auth::AuditSink(audit.clone())),
                 replication.event_sink(),
+                preheats::trigger(wharf_control::Objects::new(store.clone())),
             ]));
         let gate = Gate {
             authorizer: Arc::new(registry_auth::TokenAuthorizer {

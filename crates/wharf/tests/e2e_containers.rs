@@ -38,6 +38,8 @@ mod lifecycle;
 mod live_scheduling;
 #[path = "e2e_containers/node_metrics.rs"]
 mod node_metrics;
+#[path = "e2e_containers/preheat.rs"]
+mod preheat;
 #[path = "e2e_containers/probes.rs"]
 mod probes;
 #[path = "e2e_containers/prometheus.rs"]

@@ -114,6 +114,20 @@ pub trait ImagePuller: Send + Sync + 'static {
     fn pulled_bytes(&self) -> Option<wharf_image::PullBytes> {
         None
     }
+
+    /// Pulls `image` into the cache unless it is there (a preheat),
+    /// calling `progress` with bytes done and in all; returns the image's
+    /// bytes. Pullers without a cache of their own refuse.
+    async fn warm(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<u64, ContainerError> {
+        let _ = progress;
+        Err(ContainerError::ImagePull(format!(
+            "this image puller keeps no cache to preheat {image} into"
+        )))
+    }
 }
 
 /// What starting one container needs.

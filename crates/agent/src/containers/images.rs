@@ -128,4 +128,27 @@ impl ImagePuller for ImageStorePuller {
             },
         })
     }
+
+    async fn warm(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<u64, ContainerError> {
+        let failed = ContainerError::ImagePull;
+        let reference =
+            ImageRef::parse_with_default_registry(image, self.default_registry.as_deref())
+                .map_err(|e| failed(e.to_string()))?;
+        let report = |p: PullProgress| progress(p.done_bytes, p.total_bytes);
+        let pulled = self
+            .store
+            .pull(
+                &reference,
+                self.credentials.as_ref(),
+                wharf_image::PullPolicy::IfNotPresent,
+                &report,
+            )
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(pulled.size_bytes)
+    }
 }

@@ -1283,6 +1283,17 @@ impl Runtime for ContainerRuntime {
         self.images.pulled_bytes()
     }
 
+    async fn preheat(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<u64, String> {
+        self.images
+            .warm(image, progress)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// runc answers `list` over its state root: it can be run, and the
     /// root is readable (a missing or broken runc, a root on a failed
     /// disk, fail here before any pod would).

@@ -33,6 +33,7 @@ mod p2p;
 mod pod_metrics;
 mod pod_streams;
 mod pool_grants;
+mod preheats;
 mod project_tier;
 mod projects;
 mod replication;
@@ -325,6 +326,18 @@ fn routes() -> Vec<(RouteInfo, Handler)> {
         row(Method::GET,    wharf_p2p::wire::TRACKER_KEY_PATH,           Node,            get(p2p::key)),
         row(Method::POST,   wharf_p2p::wire::TRACKER_TASKS_PATH,         Node,            post(p2p::start_task)),
         row(Method::POST,   wharf_p2p::wire::TRACKER_REPORTS_PATH,       Node,            post(p2p::report)),
+        // Preheat: members read; maintainers and up start jobs and write
+        // policies (they decide what the project's pushes cost the nodes).
+        row(Method::GET,    "/api/v1/projects/{project}/preheatpolicies", Project(Pull),  get(preheats::list_policies)),
+        row(Method::POST,   "/api/v1/projects/{project}/preheatpolicies", Project(Delete), post(preheats::create_policy)),
+        row(Method::GET,    "/api/v1/projects/{project}/preheatpolicies/{name}", Project(Pull), get(preheats::show_policy)),
+        row(Method::DELETE, "/api/v1/projects/{project}/preheatpolicies/{name}", Project(Delete), delete(preheats::delete_policy)),
+        row(Method::GET,    "/api/v1/projects/{project}/preheats",       Project(Pull),   get(preheats::list)),
+        row(Method::POST,   "/api/v1/projects/{project}/preheats",       Project(Delete), post(preheats::create)),
+        row(Method::GET,    "/api/v1/projects/{project}/preheats/{name}", Project(Pull),  get(preheats::show)),
+        // A node's own open preheats, and its reports on them.
+        row(Method::GET,    "/api/v1/nodes/{node}/preheats",             Node,            get(preheats::node_assignments)),
+        row(Method::PUT,    "/api/v1/nodes/{node}/preheats/{project}/{name}", Node,       put(preheats::report)),
     ]
 }
 

@@ -88,6 +88,18 @@ fn build() -> Value {
             "CommitIndexEntry",
             generator.subschema_for::<wharf_api::component_commit::CommitIndexEntry>(),
         ),
+        (
+            "PreheatPolicy",
+            generator.subschema_for::<wharf_api::preheat::PreheatPolicy>(),
+        ),
+        (
+            "Preheat",
+            generator.subschema_for::<wharf_api::preheat::Preheat>(),
+        ),
+        (
+            "PreheatAssignment",
+            generator.subschema_for::<wharf_api::preheat::PreheatAssignment>(),
+        ),
         // Not served: what webhooks receive (docs/monitoring.md).
         (
             "AlertNotification",
@@ -184,6 +196,24 @@ fn commit_content(path: &str) -> Option<(&'static str, bool)> {
         Some(("CommitSpecArtifact", true))
     } else if path.ends_with("/commits/ips") {
         Some(("CommitIndexEntry", true))
+    } else {
+        None
+    }
+}
+
+/// What the preheat paths serve: (schema, is a list).
+fn preheat_content(method: &Method, path: &str) -> Option<(&'static str, bool)> {
+    let listing = method == Method::GET;
+    if path.ends_with("/{node}/preheats") {
+        Some(("PreheatAssignment", true))
+    } else if path.ends_with("/preheatpolicies") {
+        Some(("PreheatPolicy", listing))
+    } else if path.ends_with("/preheatpolicies/{name}") {
+        Some(("PreheatPolicy", false))
+    } else if path.ends_with("/preheats") {
+        Some(("Preheat", listing))
+    } else if path.contains("/preheats/") {
+        Some(("Preheat", false))
     } else {
         None
     }
@@ -308,6 +338,7 @@ fn responses(method: &Method, path: &str) -> Value {
         .or_else(|| metrics_content(path))
         .or_else(|| alert_content(method, path))
         .or_else(|| commit_content(path))
+        .or_else(|| preheat_content(method, path))
     {
         let reference = json!({"$ref": format!("#/components/schemas/{schema}")});
         let schema = match list {
@@ -426,6 +457,8 @@ mod tests {
             "Secret",
             "PersistentVolumeClaim",
             "PodMetrics",
+            "Preheat",
+            "PreheatPolicy",
         ] {
             assert!(doc["components"]["schemas"][kind].is_object(), "{kind}");
         }

@@ -240,6 +240,7 @@ pub(crate) async fn remove(
             .delete_project_alerting(&project)
             .await?;
         wharf_control::cost::delete_project_budget(state.control.objects(), &project).await?;
+        crate::preheats::delete_project_preheats(state.control.objects(), &project).await?;
         Ok(state.identity.delete_project(&project).await?)
     };
     let resource = format!("project/{project}");

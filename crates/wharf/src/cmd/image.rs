@@ -1,6 +1,6 @@
-//! `wharf image list|inspect|delete`: what the registry holds, read and
-//! removed through the API (the same rights as `docker pull` and a
-//! registry delete).
+//! `wharf image list|inspect|distribution|delete`: what the registry holds,
+//! read and removed through the API (the same rights as `docker pull` and
+//! a registry delete); `preheat` lives in `preheat.rs`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -48,6 +48,11 @@ pub enum ImageCommand {
         #[command(flatten)]
         output: OutputOption,
     },
+    /// Warm nodes' image caches before a rollout: `preheat IMAGE [--pool P]`
+    /// (the seed peers of every IDC and pool without `--pool`), `preheat
+    /// status [NAME]`, `preheat policy create|list|delete` (pushes that
+    /// start a preheat). Maintainers and above start jobs and write policies.
+    Preheat(super::preheat::PreheatArgs),
     /// Delete a tag (`REPO:TAG`), an artifact with all its tags
     /// (`REPO@DIGEST`), or a whole repository (`REPO`). Storage is freed by
     /// the next garbage collection.
@@ -59,16 +64,16 @@ pub enum ImageCommand {
 
 /// An image reference split as the API paths want it.
 #[derive(Debug, PartialEq, Eq)]
-struct ImageRef {
-    project: String,
+pub(super) struct ImageRef {
+    pub(super) project: String,
     /// The repository inside the project (`team/web` of `shop/team/web`).
-    repository: String,
+    pub(super) repository: String,
     /// Tag or digest.
-    reference: Option<String>,
+    pub(super) reference: Option<String>,
 }
 
 impl ImageRef {
-    fn parse(text: &str) -> Result<ImageRef> {
+    pub(super) fn parse(text: &str) -> Result<ImageRef> {
         // A registry host comes first when the first part looks like one.
         let text = match text.split_once('/') {
             Some((first, rest))
@@ -101,7 +106,7 @@ impl ImageRef {
         })
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         format!("{}/{}", self.project, self.repository)
     }
 
@@ -122,7 +127,7 @@ impl ImageRef {
         Ok(path)
     }
 
-    fn display(&self) -> String {
+    pub(super) fn display(&self) -> String {
         match &self.reference {
             Some(r) if r.contains(':') => format!("{}@{r}", self.name()),
             Some(tag) => format!("{}:{tag}", self.name()),
@@ -152,6 +157,7 @@ pub async fn run(args: ImageArgs) -> Result<()> {
                 .with_context(|| format!("reading where image {} is cached", image.display()))?;
             output::print(output.format, answer, distribution_text)
         }
+        ImageCommand::Preheat(args) => super::preheat::run(&mut client, args).await,
         ImageCommand::Delete { reference } => {
             let image = ImageRef::parse(&reference)?;
             let mut path = vec![

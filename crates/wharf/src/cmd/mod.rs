@@ -35,6 +35,7 @@ pub mod objects;
 pub mod p2p_peer;
 pub mod pool_grant;
 pub mod port_forward;
+pub mod preheat;
 pub mod project;
 pub mod replication;
 pub mod robot;

@@ -1,6 +1,7 @@
-//! Name patterns of replication filters, as Harbor users write them:
-//! `*` matches within one path component, `**` across components, `?` one
-//! character, `{a,b}` either alternative (not nested).
+//! Name patterns of replication and preheat filters, as Harbor users
+//! write them: `*` matches within one path component, `**` across
+//! components, `?` one character, `{a,b}` either alternative (not nested).
+//! Matching is linear in the text (no backtracking).
 
 /// A parsed pattern: one alternative per `{...}` expansion.
 #[derive(Clone, Debug, PartialEq, Eq)]
