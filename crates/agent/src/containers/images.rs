@@ -149,6 +149,8 @@ impl ImagePuller for ImageStorePuller {
             )
             .await
             .map_err(|e| failed(e.to_string()))?;
+        // A preheat's bytes count with the pods' pulls, by origin.
+        *self.pulled.lock().unwrap_or_else(|p| p.into_inner()) += pulled.bytes;
         Ok(pulled.size_bytes)
     }
 }
