@@ -46,6 +46,7 @@ export class LineChart {
     const caption = document.createElement("figcaption");
     caption.textContent = title;
     this.element.append(caption, this.plot, this.legend);
+    this.draw();
   }
 
   /** Replaces the lines and redraws. */
@@ -110,6 +111,9 @@ export class LineChart {
       if (line.points.length) {
         const d = line.points.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join("");
         this.plot.append(svg("path", { d, stroke: color, class: "chart-line" }));
+        // The newest point as a dot: a line of one point draws nothing else.
+        const [t, v] = line.points[line.points.length - 1];
+        this.plot.append(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: color }));
       }
       const key = document.createElement("span");
       key.className = "chart-key";
