@@ -501,6 +501,8 @@ async fn cluster_replication_alert_inventory_and_cost_pages_render() {
     // Nodes, and a node's pods (node -> pods -> pod -> node).
     browser.click_labelled("#top nav", "Nodes").await;
     browser.wait_text("tr[data-key=wdc-node-a]", "Ready").await;
+    // Allocation is the bound pods' requests: "first" and three "api" pods.
+    browser.wait_text("tr[data-key=wdc-node-a]", "4 / 10").await;
     browser.screenshot("nodes").await;
     browser
         .click_labelled("tr[data-key=wdc-node-a]", "wdc-node-a")
@@ -508,6 +510,7 @@ async fn cluster_replication_alert_inventory_and_cost_pages_render() {
     browser.wait_text("main h1", "Node wdc-node-a").await;
     // "first" and the three "api" pods.
     browser.wait_text("#pods ~ .data-table", "(4 rows)").await;
+    browser.wait_text("main dl", "4 of 10").await;
     browser.wait_text(".chart figcaption", "CPU busy").await;
     browser.screenshot("node").await;
 

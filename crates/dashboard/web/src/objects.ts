@@ -42,10 +42,17 @@ export interface Node extends ApiObject {
   };
 }
 
+/** CPU and memory quantities as written (`500m`, `2`, `128Mi`). */
+export interface ResourceList {
+  cpu?: string;
+  memory?: string;
+}
+
 /** A container of a pod spec. */
 export interface Container {
   name: string;
   image: string;
+  resources?: { requests?: ResourceList; limits?: ResourceList };
 }
 
 /** A container's state: one of the three keys. */
@@ -145,4 +152,47 @@ export function rolloutState(deployment: Deployment): { state: string; detail: s
   if (total > updated) return { state: "progressing", detail: `${total - updated} old replicas terminating` };
   if (available < updated) return { state: "progressing", detail: `${available} of ${updated} updated replicas available` };
   return { state: "complete", detail: `${available} of ${want} available` };
+}
+
+const MEMORY_SCALE: Record<string, number> = { "": 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50 };
+
+/** Millicores of a CPU quantity (`500m`, `2`); 0 for what cannot be read (the server validated it). */
+export function cpuMillis(text: string | undefined): number {
+  const match = /^([0-9.]+)(m?)$/.exec((text ?? "").trim());
+  if (!match) return 0;
+  return Math.round(Number(match[1]) * (match[2] ? 1 : 1000));
+}
+
+/** Bytes of a memory quantity (`128Mi`, `1G`, `1048576`); 0 for what cannot be read. */
+export function memoryBytes(text: string | undefined): number {
+  const match = /^([0-9.]+)([a-zA-Z]*)$/.exec((text ?? "").trim());
+  if (!match || !(match[2] in MEMORY_SCALE)) return 0;
+  return Math.round(Number(match[1]) * MEMORY_SCALE[match[2]]);
+}
+
+/**
+ * What a pod takes from its node, as the scheduler counts it: per
+ * container its request, or its limit where it requests nothing; one pod.
+ */
+export function podRequests(pod: Pod): Resources {
+  const total: Resources = { cpuMillis: 0, memoryBytes: 0, pods: 1 };
+  for (const container of pod.spec.containers) {
+    const requests = container.resources?.requests ?? {};
+    const limits = container.resources?.limits ?? {};
+    total.cpuMillis += cpuMillis(requests.cpu ?? limits.cpu);
+    total.memoryBytes += memoryBytes(requests.memory ?? limits.memory);
+  }
+  return total;
+}
+
+/** The requests of `pods` summed (the allocation of the node they are on). */
+export function sumRequests(pods: Pod[]): Resources {
+  const total: Resources = { cpuMillis: 0, memoryBytes: 0, pods: 0 };
+  for (const pod of pods) {
+    const r = podRequests(pod);
+    total.cpuMillis += r.cpuMillis;
+    total.memoryBytes += r.memoryBytes;
+    total.pods += r.pods;
+  }
+  return total;
 }

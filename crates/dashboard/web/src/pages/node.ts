@@ -8,7 +8,7 @@ import { LineChart } from "../chart";
 import { h, replace } from "../dom";
 import { age, bar, bytes, cores, labels, time } from "../format";
 import { watch } from "../live";
-import type { ClusterEvent, Node, Pod } from "../objects";
+import { ClusterEvent, Node, Pod, Resources, sumRequests } from "../objects";
 import { Page } from "../router";
 import { DataTable } from "../table";
 import { errorNote, heading } from "../widgets";
@@ -29,8 +29,10 @@ async function history(node: string, metric: string): Promise<Array<[number, num
   return (answer.series[0]?.points ?? []).map(([t, v]) => [t * 1000, v]);
 }
 
-function details(node: Node): HTMLElement {
-  const { capacity, allocated } = node.status;
+/** `allocated`: the requests of the node's pods when they were listed, else the node's status. */
+function details(node: Node, requested: Resources | null): HTMLElement {
+  const { capacity } = node.status;
+  const allocated = requested ?? node.status.allocated;
   const taints = node.spec.taints ?? [];
   return h(
     "dl",
@@ -45,6 +47,8 @@ function details(node: Node): HTMLElement {
     h("dd", null, bar("memory allocated", allocated.memoryBytes, capacity.memoryBytes, `${bytes(allocated.memoryBytes)} of ${bytes(capacity.memoryBytes)} allocated`)),
     h("dt", null, "Pods"),
     h("dd", null, bar("pods allocated", allocated.pods, capacity.pods, `${allocated.pods} of ${capacity.pods}`)),
+    h("dt", null, "Allocation from"),
+    h("dd", null, requested ? "the requests of the pods listed below (those of projects you can read)" : "the node's status"),
     h("dt", null, "Live load"),
     h(
       "dd",
@@ -70,7 +74,8 @@ export const nodePage: Page = {
   async render({ main, params, signal }) {
     const name = params.node;
     const node = await get<Node>(`/nodes/${encodeURIComponent(name)}`);
-    const summary = h("section", { "aria-label": "node details" }, details(node));
+    let requested: Resources | null = null;
+    const summary = h("section", { "aria-label": "node details" }, details(node, requested));
     const cpu = new LineChart("CPU busy", "%");
     const load = new LineChart("Load average (1 min)");
     const memory = new LineChart("Memory used", "B");
@@ -107,7 +112,8 @@ export const nodePage: Page = {
     };
     void watch<Node>("/nodes", node.metadata.resourceVersion ?? 0, (event) => {
       if (event.object.metadata.name !== name || event.type !== "MODIFIED") return;
-      replace(summary, details(event.object));
+      Object.assign(node, event.object);
+      replace(summary, details(node, requested));
       addLive(event.object);
     }, signal);
     try {
@@ -119,7 +125,10 @@ export const nodePage: Page = {
     try {
       const projects = await get<Project[]>("/projects");
       const lists = await Promise.allSettled(projects.map((p) => get<{ items: Pod[] }>(`/projects/${encodeURIComponent(p.name)}/pods?nodeName=${encodeURIComponent(name)}`)));
-      pods.setRows(lists.flatMap((l) => (l.status === "fulfilled" ? l.value.items : [])));
+      const onNode = lists.flatMap((l) => (l.status === "fulfilled" ? l.value.items : []));
+      pods.setRows(onNode);
+      requested = sumRequests(onNode);
+      replace(summary, details(node, requested));
     } catch (error) {
       main.append(errorNote(error));
     }
