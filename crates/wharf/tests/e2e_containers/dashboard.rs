@@ -104,6 +104,7 @@ async fn a_deployment_turns_running_in_the_dashboard_and_its_log_streams() {
     let pod = pod.as_str().expect("a pod name").to_string();
     browser.click_labelled("#pods ~ .data-table", &pod).await;
     browser.wait_text("#pod-ip", "10.125.2.").await;
+    browser.wait_text("main .charts", "CPU (cores)").await;
     let first = browser.wait_text("#pod-log", "tick ").await;
     let seen = last_tick(&first).expect("a tick line");
     // Lines written after the page opened arrive without a reload.

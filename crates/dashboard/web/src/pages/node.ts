@@ -97,11 +97,12 @@ export const nodePage: Page = {
     if (busy.status === "fulfilled") cpu.setLines([{ name: "cpu.busy", points: busy.value }]);
     if (loadPoints.status === "fulfilled") load.setLines([{ name: "load.1min", points: loadPoints.value }]);
     if (used.status === "fulfilled") memory.setLines([{ name: "mem.memused", points: used.value }]);
-    if (busy.status === "rejected") {
-      // Non-administrators may not read node series; the live points from
-      // the node's heartbeats still draw.
-      const reason = busy.reason instanceof ApiError ? busy.reason : new Error(String(busy.reason));
-      chartNote.append(h("p", { class: "muted" }, `History unavailable (${reason.message}); showing live points only.`));
+    // Non-administrators may not read node series: say so, the live points
+    // from the node's heartbeats still draw. A metric not pushed yet (a new
+    // node) only leaves its chart empty until they do.
+    const refused = [busy, loadPoints, used].find((r) => r.status === "rejected" && r.reason instanceof ApiError && r.reason.status === 403);
+    if (refused?.status === "rejected") {
+      chartNote.append(h("p", { class: "muted" }, `No history: ${(refused.reason as ApiError).message}. Showing live points from the node's heartbeats.`));
     }
     // Heartbeats update the node object: follow it for the bars and the charts.
     const addLive = (current: Node) => {

@@ -2,7 +2,8 @@
 // and a live log view (the API's `log?follow=true` stream, read as it
 // arrives). The pod itself is followed through the project's pods watch.
 
-import { request, get } from "../api";
+import { get, request } from "../api";
+import { LineChart } from "../chart";
 import { h, replace } from "../dom";
 import { age, millis, time } from "../format";
 import { watch } from "../live";
@@ -155,6 +156,41 @@ class LogView {
   }
 }
 
+/** A metrics query answer: series of `[unix seconds, value]` points. */
+interface QueryResult {
+  series: Array<{ labels: Record<string, string>; points: Array<[number, number]> }>;
+}
+
+/**
+ * Charts of the pod's CPU (cores, the rate of its CPU seconds) and memory
+ * (working set) per container over the last hour. Metrics have no watch;
+ * the charts are read with the page and again on Refresh.
+ */
+function podCharts(project: string, name: string): { element: HTMLElement; load: () => Promise<void> } {
+  const cpu = new LineChart("CPU (cores)");
+  const memory = new LineChart("Memory working set", "B");
+  const note = h("div");
+  const load = async () => {
+    const end = Math.floor(Date.now() / 1000);
+    const query = (metric: string, rate: boolean) =>
+      get<QueryResult>(
+        `/metrics/query?${new URLSearchParams({ metric, tags: `project=${project},pod=${name}`, start: String(end - 3600), end: String(end), agg: "sum", by: "container", rate: String(rate) })}`,
+      );
+    const lines = (answer: QueryResult) => answer.series.map((s) => ({ name: s.labels.container ?? name, points: s.points.map(([t, v]) => [t * 1000, v] as [number, number]) }));
+    note.replaceChildren();
+    try {
+      const [c, m] = await Promise.all([query("container.cpu.usage_seconds", true), query("container.mem.working_set", false)]);
+      cpu.setLines(lines(c));
+      memory.setLines(lines(m));
+    } catch (error) {
+      // A pod whose node has pushed nothing yet has no series at all.
+      note.replaceChildren(h("p", { class: "muted" }, `No metrics: ${messageOf(error)}`));
+    }
+  };
+  const refresh = h("button", { type: "button", class: "small", onclick: () => void load() }, "Refresh");
+  return { element: h("section", { "aria-label": "pod metrics" }, h("div", { class: "charts" }, cpu.element, memory.element), h("div", { class: "table-tools" }, refresh), note), load };
+}
+
 export const podPage: Page = {
   title: ({ name }) => `Pod ${name}`,
   async render({ main, params, signal }) {
@@ -164,9 +200,12 @@ export const podPage: Page = {
     const summary = h("section", { "aria-label": "pod details" }, details(pod));
     const events = eventsTable(`Events of pod ${name}`);
     const log = new LogView(path, pod.spec.containers.map((c) => c.name), signal);
+    const charts = podCharts(project, name);
     main.append(
       heading(`Pod ${name}`, h("a", { href: href("projects", project, "pods") }, `all pods of ${project}`)),
       summary,
+      h("h2", null, "Metrics"),
+      charts.element,
       h("h2", null, "Events"),
       events.element,
       h("h2", null, "Log"),
@@ -180,6 +219,7 @@ export const podPage: Page = {
       }
     };
     await loadEvents();
+    void charts.load();
     // The log is served by the pod's node once a container has started there.
     let logging = false;
     const startLog = (current: Pod) => {
