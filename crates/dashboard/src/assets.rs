@@ -92,10 +92,15 @@ mod tests {
         );
     }
 
+    /// The XML namespace of SVG elements (`createElementNS`).
+    const SVG_NAMESPACE: &str = "http://www.w3.org/2000/svg";
+
     #[test]
     fn no_asset_references_another_origin() {
         for asset in ASSETS {
-            let text = String::from_utf8_lossy(asset.body);
+            // The SVG namespace is a name the charts create elements in,
+            // never fetched; it is the one URL the app may spell out.
+            let text = String::from_utf8_lossy(asset.body).replace(SVG_NAMESPACE, "");
             for needle in [
                 "http://",
                 "https://",

@@ -412,3 +412,179 @@ async fn a_change_by_cookie_without_the_csrf_header_is_refused() {
     browser.screenshot("logged-out").await;
     browser.finish().await;
 }
+
+/// Every page of the dashboard's second half renders its data, with no
+/// error, against objects made through the API: a node (registered, no
+/// agent) with a deployment's pods bound to it, an IP pool, a replication
+/// endpoint (this server, checked from the page) and a policy run from the
+/// page, an alert rule, a cluster, pool and machine class, and the cost
+/// page. Pages follow links: pod -> node, node -> pods, deployment -> pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_replication_alert_inventory_and_cost_pages_render() {
+    if !browser_available() {
+        return;
+    }
+    let server = TestServer::start();
+    let admin = server.admin().await;
+    let base = server.url();
+    admin.start_cluster("shop", "wdc-node-a").await;
+    admin
+        .schedule("shop", "api", 3, std::time::Duration::from_secs(30))
+        .await;
+    let pool = json!({"apiVersion": "wharf.io/v1", "kind": "IpPool", "metadata": {"name": "wdc-pool"},
+        "spec": {"cidr": "10.125.9.0/24", "gateway": "10.125.9.1"}});
+    admin
+        .expect(Method::POST, "/api/v1/ippools", Some(pool), StatusCode::OK)
+        .await;
+    let endpoint = json!({"name": "self", "url": base, "username": "admin", "password": common::server::ADMIN_PASSWORD});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/replication/endpoints",
+            Some(endpoint),
+            StatusCode::CREATED,
+        )
+        .await;
+    let policy = json!({"name": "to-self", "endpoint": "self", "filters": {"projects": ["shop"]}, "destNamespace": "mirror"});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/replication/policies",
+            Some(policy),
+            StatusCode::CREATED,
+        )
+        .await;
+    let rule = json!({"metadata": {"name": "busy"}, "spec": {"metric": "cpu.busy", "op": ">", "threshold": 90.0}});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/alerts/rules",
+            Some(rule),
+            StatusCode::CREATED,
+        )
+        .await;
+    let cluster = json!({"metadata": {"name": "dc1"}, "spec": {"kind": "physical", "idc": "east"}});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/clusters",
+            Some(cluster),
+            StatusCode::CREATED,
+        )
+        .await;
+    let pool = json!({"metadata": {"name": "general"}, "spec": {"cluster": "dc1"}});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/pools",
+            Some(pool),
+            StatusCode::CREATED,
+        )
+        .await;
+    let class =
+        json!({"metadata": {"name": "small"}, "spec": {"pricePerHour": 0.05, "tier": "batch"}});
+    admin
+        .expect(
+            Method::POST,
+            "/api/v1/machineclasses",
+            Some(class),
+            StatusCode::CREATED,
+        )
+        .await;
+
+    let mut browser =
+        Browser::start("cluster_replication_alert_inventory_and_cost_pages_render").await;
+    browser
+        .log_in(&base, "admin", common::server::ADMIN_PASSWORD)
+        .await;
+
+    // Nodes, and a node's pods (node -> pods -> pod -> node).
+    browser.click_labelled("#top nav", "Nodes").await;
+    browser.wait_text("tr[data-key=wdc-node-a]", "Ready").await;
+    // Allocation is the bound pods' requests: "first" and three "api" pods.
+    browser.wait_text("tr[data-key=wdc-node-a]", "4 / 10").await;
+    browser.screenshot("nodes").await;
+    browser
+        .click_labelled("tr[data-key=wdc-node-a]", "wdc-node-a")
+        .await;
+    browser.wait_text("main h1", "Node wdc-node-a").await;
+    // "first" and the three "api" pods.
+    browser.wait_text("#pods ~ .data-table", "(4 rows)").await;
+    browser.wait_text("main dl", "4 of 10").await;
+    browser.wait_text(".chart figcaption", "CPU busy").await;
+    browser.screenshot("node").await;
+
+    // Deployments -> deployment -> its pods -> a pod -> its node.
+    browser
+        .open(&format!("{base}/ui/projects/shop/deployments"))
+        .await;
+    browser.wait_text("tr[data-key=api]", "api").await;
+    browser.screenshot("deployments").await;
+    browser.click_labelled("tr[data-key=api]", "api").await;
+    browser.wait_text("main h1", "Deployment api").await;
+    browser.wait_text("#pods ~ .data-table", "(3 rows)").await;
+    let pod = browser
+        .run("return document.querySelector('#pods ~ .data-table tbody tr a').textContent;")
+        .await;
+    let pod = pod.as_str().expect("a pod name").to_string();
+    assert!(pod.starts_with("api-"), "{pod}");
+    browser.click_labelled("#pods ~ .data-table", &pod).await;
+    browser.wait_text("main h1", &format!("Pod {pod}")).await;
+    browser.wait_text("main dl", "wdc-node-a").await;
+    browser.screenshot("pod").await;
+    browser.click_labelled("main dl", "wdc-node-a").await;
+    browser.wait_text("main h1", "Node wdc-node-a").await;
+
+    // The project's pods, live: a scale-up shows without a reload.
+    browser.open(&format!("{base}/ui/projects/shop/pods")).await;
+    browser.wait_text(".pager", "(4 rows)").await;
+    admin.apply_deployment("shop", "api", 5).await;
+    browser.wait_text(".pager", "(6 rows)").await;
+    browser.screenshot("pods").await;
+
+    // IP pools.
+    browser.click_labelled("#top nav", "IP pools").await;
+    browser.wait_text("tr[data-key=wdc-pool]", "0 used").await;
+    browser
+        .click_labelled("tr[data-key=wdc-pool]", "wdc-pool")
+        .await;
+    browser.wait_text("main dl", "10.125.9.0/24").await;
+
+    // Replication: the endpoint's check, and a policy run to its job page.
+    browser.click_labelled("#top nav", "Replication").await;
+    browser.click_labelled("tr[data-key=self]", "Check").await;
+    browser
+        .wait_text("tr[data-key=self] .check-result", "reachable")
+        .await;
+    browser.screenshot("replication").await;
+    browser
+        .click_labelled("tr[data-key=to-self]", "Run now")
+        .await;
+    browser.wait_text("main h1", "Replication job").await;
+    browser.wait_text("#job-state", "succeeded").await;
+    browser.screenshot("replication-job").await;
+
+    // Alerts, inventory, cost.
+    browser.click_labelled("#top nav", "Alerts").await;
+    browser.wait_text("main", "cpu.busy").await;
+    browser.click_labelled("main", "Show chart").await;
+    browser
+        .wait_text(".chart figcaption", "busy: cpu.busy")
+        .await;
+    browser.screenshot("alerts").await;
+    browser.click_labelled("#top nav", "Clusters").await;
+    browser.wait_text("tr[data-key=dc1]", "physical").await;
+    browser.wait_text("tr[data-key=general]", "dc1").await;
+    browser.wait_text("tr[data-key=small]", "batch").await;
+    browser.screenshot("inventory").await;
+    browser.click_labelled("#top nav", "Cost").await;
+    browser
+        .wait_text(".chart figcaption", "Cost by project")
+        .await;
+    browser.screenshot("cost").await;
+    let errors = browser
+        .run("return [...document.querySelectorAll('main .error')].map((e) => e.textContent);")
+        .await;
+    assert_eq!(errors, json!([]), "the cost page shows no error");
+    browser.finish().await;
+}

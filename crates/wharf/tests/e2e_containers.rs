@@ -18,6 +18,8 @@ mod commit_flow;
 mod config;
 #[path = "e2e_containers/config_volumes.rs"]
 mod config_volumes;
+#[path = "e2e_containers/dashboard.rs"]
+mod dashboard;
 #[path = "e2e_containers/deletion.rs"]
 mod deletion;
 #[path = "e2e_containers/dns.rs"]

@@ -55,3 +55,49 @@ const MEDIA_TYPES: Record<string, string> = {
 export function mediaType(type: string): HTMLElement {
   return h("span", { title: type }, MEDIA_TYPES[type] ?? type);
 }
+
+/** Unix milliseconds of an API time: RFC 3339 text or milliseconds. */
+export function millis(value: string | number | null | undefined): number {
+  if (value === null || value === undefined || value === "") return 0;
+  return typeof value === "number" ? value : Date.parse(value) || 0;
+}
+
+/** `1500` millicores -> `1.5 cores`. */
+export function cores(millicores: number): string {
+  return millicores % 1000 === 0 ? `${millicores / 1000} cores` : `${(millicores / 1000).toFixed(2)} cores`;
+}
+
+/** How long ago `ms` was, shortly (`3m`, `2h`, `5d`), with the absolute time in the title. */
+export function age(ms: number): HTMLElement | string {
+  if (!ms) return "—";
+  const seconds = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  const text =
+    seconds < 60 ? `${seconds}s` : seconds < 3600 ? `${Math.floor(seconds / 60)}m` : seconds < 86400 ? `${Math.floor(seconds / 3600)}h` : `${Math.floor(seconds / 86400)}d`;
+  const iso = new Date(ms).toISOString();
+  return h("time", { datetime: iso, title: `${local.format(new Date(ms))} (${iso})` }, text);
+}
+
+/** A labelled bar of `used` out of `total`, e.g. allocation against capacity. */
+export function bar(label: string, used: number, total: number, text: string): HTMLElement {
+  const percent = total > 0 ? Math.min(100, Math.round((used / total) * 100)) : 0;
+  return h(
+    "span",
+    { class: "usage" },
+    h("meter", { min: 0, max: total || 1, value: used, high: (total || 1) * 0.9, "aria-label": label }),
+    ` ${text} (${percent}%)`,
+  );
+}
+
+/** `key=value` labels as small badges. */
+export function labels(values: Record<string, string> | undefined): HTMLElement {
+  const entries = Object.entries(values ?? {});
+  if (entries.length === 0) return h("span", { class: "muted" }, "none");
+  return h("span", { class: "labels" }, ...entries.map(([k, v]) => h("code", { class: "label" }, v ? `${k}=${v}` : k)));
+}
+
+/** The text `labels` shows, for search. */
+export function labelText(values: Record<string, string> | undefined): string {
+  return Object.entries(values ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
+}

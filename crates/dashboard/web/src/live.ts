@@ -2,7 +2,7 @@
 // JSON lines (application/x-ndjson). One long request per watch, resumed
 // from the last resourceVersion seen after a drop, instead of polling.
 
-import { request } from "./api";
+import { get, request } from "./api";
 
 /** One line of a watch stream. */
 export interface WatchEvent<T> {
@@ -64,4 +64,48 @@ async function* lines(response: Response, signal: AbortSignal): AsyncGenerator<s
       if (line) yield line;
     }
   }
+}
+
+/** An object of the cluster API: what a live list keys and resumes by. */
+export interface ApiObject {
+  metadata: { name: string; project?: string; resourceVersion?: string | number };
+}
+
+/** A Kubernetes-style list answer: its items and the revision to watch from. */
+interface ListAnswer<T> {
+  metadata?: { resourceVersion?: string | number };
+  items: T[];
+}
+
+/**
+ * Lists `path` and then follows its watch, calling `onRows` with the whole
+ * current list: at once, then after changes (at most once per animation
+ * frame, so a burst of events redraws once). Stops when `signal` aborts.
+ */
+export async function liveList<T extends ApiObject>(path: string, onRows: (rows: T[]) => void, signal: AbortSignal): Promise<void> {
+  const answer = await get<ListAnswer<T>>(path);
+  const rows = new Map<string, T>();
+  const key = (o: ApiObject) => `${o.metadata.project ?? ""}/${o.metadata.name}`;
+  for (const item of answer.items) rows.set(key(item), item);
+  onRows([...rows.values()]);
+  let scheduled = false;
+  const redraw = () => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      if (!signal.aborted) onRows([...rows.values()]);
+    });
+  };
+  void watch<T>(
+    path,
+    answer.metadata?.resourceVersion ?? 0,
+    (event) => {
+      if (event.type === "DELETED") rows.delete(key(event.object));
+      else if (event.type === "ADDED" || event.type === "MODIFIED") rows.set(key(event.object), event.object);
+      else return;
+      redraw();
+    },
+    signal,
+  );
 }

@@ -5,8 +5,19 @@
 import { currentSession, logout, onUnauthorized, Session } from "./api";
 import { h, replace } from "./dom";
 import { match, navigate, route } from "./router";
+import { alertsPage, projectAlertsPage } from "./pages/alerts";
 import { artifactPage } from "./pages/artifact";
 import { auditPage } from "./pages/audit";
+import { costPage } from "./pages/cost";
+import { deploymentPage } from "./pages/deployment";
+import { deploymentsPage } from "./pages/deployments";
+import { inventoryPage } from "./pages/inventory";
+import { ipPoolPage, ipPoolsPage } from "./pages/ippools";
+import { nodePage } from "./pages/node";
+import { nodesPage } from "./pages/nodes";
+import { podPage } from "./pages/pod";
+import { podsPage } from "./pages/pods";
+import { replicationJobPage, replicationPage } from "./pages/replication";
 import { renderLogin } from "./pages/login";
 import { membersPage } from "./pages/members";
 import { projectPage } from "./pages/project";
@@ -24,6 +35,20 @@ route("/ui/projects/:project/members", membersPage);
 route("/ui/projects/:project/robots", robotsPage);
 route("/ui/projects/:project/repositories/:repository", repositoryPage);
 route("/ui/projects/:project/repositories/:repository/artifacts/:reference", artifactPage);
+route("/ui/projects/:project/deployments", deploymentsPage);
+route("/ui/projects/:project/deployments/:name", deploymentPage);
+route("/ui/projects/:project/pods", podsPage);
+route("/ui/projects/:project/pods/:name", podPage);
+route("/ui/projects/:project/alerts", projectAlertsPage);
+route("/ui/nodes", nodesPage);
+route("/ui/nodes/:node", nodePage);
+route("/ui/ippools", ipPoolsPage);
+route("/ui/ippools/:pool", ipPoolPage);
+route("/ui/replication", replicationPage);
+route("/ui/replication/jobs/:id", replicationJobPage);
+route("/ui/alerts", alertsPage);
+route("/ui/inventory", inventoryPage);
+route("/ui/cost", costPage);
 route("/ui/users", usersPage);
 route("/ui/audit", auditPage);
 route("/ui/settings", settingsPage);
@@ -50,6 +75,12 @@ function drawNav(): void {
       { "aria-label": "main" },
       h("a", { href: "/ui/", class: "brand" }, "Wharf"),
       link("/ui/projects", "Projects"),
+      link("/ui/nodes", "Nodes"),
+      link("/ui/ippools", "IP pools"),
+      session.admin ? link("/ui/replication", "Replication") : null,
+      session.admin ? link("/ui/alerts", "Alerts") : null,
+      link("/ui/inventory", "Clusters"),
+      link("/ui/cost", "Cost"),
       session.admin ? link("/ui/users", "Users") : null,
       link("/ui/audit", "Audit log"),
       session.admin ? link("/ui/settings", "Settings") : null,

@@ -4,29 +4,42 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use futures_util::TryStreamExt;
 
-use super::ApiResult;
 use super::node_proxy::{self, http};
+use super::{ApiCaller, ApiResult};
 use crate::AppState;
 
 /// Proxies the log request to the pod's node.
 pub(crate) async fn pod_log(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<ApiCaller>,
     Path((project, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (node, url) = node_proxy::pod_url(&state, &project, &name, "log").await?;
     let url = format!("{url}?{}", query.unwrap_or_default());
-    let mut request = http().get(&url);
-    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, authorization.clone());
-    }
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        Some(authorization) => authorization.clone(),
+        // A dashboard session has no token of its own to pass on (its
+        // cookie stays with the browser): the node gets a short-lived API
+        // token of the same principal, which it checks with this server as
+        // it checks any caller's.
+        None => {
+            let issued = state.identity.issue_api_token(&caller.principal).await?;
+            HeaderValue::from_str(&format!("Bearer {}", issued.token))
+                .expect("a JWT is a valid header value")
+        }
+    };
+    let request = http()
+        .get(&url)
+        .header(header::AUTHORIZATION, authorization);
     let response = request
         .send()
         .await

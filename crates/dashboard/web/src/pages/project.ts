@@ -20,7 +20,7 @@ interface Repository {
 }
 
 /** The tabs of a project page. */
-export function projectTabs(project: string, current: "repositories" | "members" | "robots"): HTMLElement {
+export function projectTabs(project: string, current: "repositories" | "members" | "robots" | "deployments" | "pods" | "alerts"): HTMLElement {
   const tab = (id: typeof current, label: string, path: string) =>
     h("a", { href: path, "aria-current": id === current ? "page" : null }, label);
   return h(
@@ -29,6 +29,9 @@ export function projectTabs(project: string, current: "repositories" | "members"
     tab("repositories", "Repositories", href("projects", project)),
     tab("members", "Members", href("projects", project, "members")),
     tab("robots", "Robots", href("projects", project, "robots")),
+    tab("deployments", "Deployments", href("projects", project, "deployments")),
+    tab("pods", "Pods", href("projects", project, "pods")),
+    tab("alerts", "Alerts", href("projects", project, "alerts")),
   );
 }
 
