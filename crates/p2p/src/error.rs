@@ -38,9 +38,14 @@ pub enum P2pError {
         #[source]
         source: std::io::Error,
     },
-    /// The tracker could not be reached or refused the call.
+    /// The tracker refused the call, or there is none (an older server, a
+    /// follower): asking again will not help.
     #[error("tracker: {0}")]
     Tracker(String),
+    /// The tracker did not answer in time or could not be reached: a
+    /// congested link or a server restarting, worth asking again.
+    #[error("tracker unreachable: {0}")]
+    TrackerUnreachable(String),
     /// The registry (the source) failed to deliver the blob or a range of it.
     #[error("source: {0}")]
     Source(String),

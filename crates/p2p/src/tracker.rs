@@ -50,12 +50,14 @@ pub struct TrackerConfig {
 
 impl TrackerConfig {
     /// The defaults for agents reporting every `report_interval`: 4
-    /// parents, stale after 3 missed reports, 4,096 blobs and 65,536 peers
+    /// parents, stale after 8 missed reports (a seed whose uplink is full
+    /// of pieces gets its reports through late; taking it for dead sends a
+    /// second node of its IDC to the registry), 4,096 blobs and 65,536 peers
     /// (about 100 bytes plus the bitmap each: some 10 MiB at most).
     pub fn for_report_interval(report_interval: Duration) -> TrackerConfig {
         TrackerConfig {
             max_parents: 4,
-            stale_after: report_interval * 3,
+            stale_after: report_interval * 8,
             max_tasks: 4096,
             max_peers: 65_536,
         }
@@ -521,8 +523,12 @@ mod tests {
         }
     }
 
+    /// Stale after 3 s, which the tests below count on.
     fn tracker() -> Tracker {
-        Tracker::new(TrackerConfig::for_report_interval(Duration::from_secs(1)))
+        Tracker::new(TrackerConfig {
+            stale_after: Duration::from_secs(3),
+            ..TrackerConfig::for_report_interval(Duration::from_secs(1))
+        })
     }
 
     fn node(name: &str, idc: &str, pool: &str) -> PeerInfo {

@@ -246,6 +246,7 @@ fn options() -> DownloaderOptions {
     DownloaderOptions {
         concurrency: 4,
         stall_timeout: Duration::from_millis(500),
+        slow_strikes: 3,
         piece_fallback: Duration::from_secs(5),
         download_rate: 0,
         default_report_interval: Duration::from_millis(50),
@@ -468,7 +469,13 @@ async fn parents_that_stall_or_close_mid_piece_are_dropped_without_failing_the_p
     tracker.parents.lock().unwrap().insert("c".into(), parents);
     let served_before = source.served();
 
-    let c = peer(&tracker, "c", options()).await;
+    // One stall is enough here; `slow_parents_rest_before_they_are_dropped`
+    // shows the default's patience.
+    let once = DownloaderOptions {
+        slow_strikes: 1,
+        ..options()
+    };
+    let c = peer(&tracker, "c", once).await;
     let started = Instant::now();
     let (downloaded, _) = c.fetch(&tracker, &source).await;
 
@@ -490,6 +497,45 @@ async fn parents_that_stall_or_close_mid_piece_are_dropped_without_failing_the_p
     assert!(bad["staller"].contains("stalled"), "{bad:?}");
     assert!(bad["closer"].contains("mid-piece"), "{bad:?}");
     assert!(!bad.contains_key("seed"));
+}
+
+/// Whether [`stalling_once`] has stalled yet (one test uses it).
+static STALLED_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// Stalls its first answer as [`stalling`] does, then serves well: a
+/// parent on a congested link.
+fn stalling_once(piece: Bytes) -> Response {
+    if STALLED_ONCE.swap(true, Ordering::SeqCst) {
+        Response::new(Body::from(piece))
+    } else {
+        stalling(piece)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_parents_rest_before_they_are_dropped() {
+    let (bytes, manifest) = blob(13 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    let source = FakeSource::new(&bytes, Duration::ZERO);
+    rogue_parent(&tracker, "slowpoke", stalling_once, &bytes).await;
+    tracker
+        .parents
+        .lock()
+        .unwrap()
+        .insert("c".into(), vec!["slowpoke".into()]);
+
+    let c = peer(&tracker, "c", options()).await;
+    let (downloaded, _) = c.fetch(&tracker, &source).await;
+
+    assert!(
+        STALLED_ONCE.load(Ordering::SeqCst),
+        "the parent stalled once"
+    );
+    assert_blob(&downloaded, &bytes);
+    assert_eq!(downloaded.peer_bytes, manifest.size, "all from the parent");
+    assert_eq!(source.served(), 0, "no fallback to the registry");
+    let last = tracker.reports_of("c").pop().unwrap();
+    assert!(last.bad_parents.is_empty(), "{:?}", last.bad_parents);
 }
 
 #[tokio::test]

@@ -12,9 +12,8 @@
 //!
 //! Sides, in one run, each with fresh agents and a fresh image: `registry`
 //! (every node pulls straight from the registry: the origin serves 20
-//! images) and `p2p` (the origin serves at most 1.2 images). The agents of
-//! this build have no P2P yet: [`AGENTS_HAVE_P2P`] is the one line that
-//! turns the P2P side on once they do.
+//! images, `--p2p=false`) and `p2p` (the origin serves at most 1.2
+//! images). The test prints the tracker's metrics with each side.
 //!
 //! The nodes' directories live on a tmpfs (20 caches of 128 MiB, twice
 //! over with P2P's blob cache): disk space is not what this shows.
@@ -32,12 +31,6 @@ use common::{Image, Layer, OciLayout, TestServer, require, require_root, require
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use wharf_net::lab::{LabMachine, LabNetwork, LabSpec};
-
-/// Whether `wharf agent` has the P2P downloader (its `--p2p` flag). The
-/// one line to change when it lands: `true` runs the `p2p` side after the
-/// `registry` side, in the same run, and holds its origin bytes to 1.2
-/// images.
-const AGENTS_HAVE_P2P: bool = false;
 
 /// Agents, one per lab machine.
 const NODES: usize = 20;
@@ -67,22 +60,17 @@ impl Side {
         }
     }
 
-    /// The agents' P2P switch for this side (none before agents have one).
+    /// The agents' P2P switch for this side.
     fn agent_args(self) -> &'static [&'static str] {
-        match (self, AGENTS_HAVE_P2P) {
-            (Side::Registry, false) => &[],
-            (Side::Registry, true) => &["--p2p=false"],
-            (Side::P2p, _) => &["--p2p=true"],
+        match self {
+            Side::Registry => &["--p2p=false"],
+            Side::P2p => &["--p2p=true"],
         }
     }
 }
 
 fn sides() -> Vec<Side> {
-    if AGENTS_HAVE_P2P {
-        vec![Side::Registry, Side::P2p]
-    } else {
-        vec![Side::Registry]
-    }
+    vec![Side::Registry, Side::P2p]
 }
 
 fn prerequisites() -> bool {
@@ -450,6 +438,10 @@ async fn origin_bytes(server: &TestServer) -> u64 {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
+    // The tracker's own view, for whoever reads the test's output.
+    for line in text.lines().filter(|l| l.starts_with("wharf_p2p_")) {
+        println!("  {line}");
+    }
     let value = text
         .lines()
         .find_map(|l| l.strip_prefix("wharf_registry_blob_bytes_sent_total "))
@@ -522,7 +514,9 @@ impl Agents {
         command
             .args(["agent", "--server", &server.url(), "--name", &name])
             .args(["--labels", &format!("wpp-side={}", side.name())])
-            .args(["--runtime", "runc", "--lease-ttl", "6s", "--max-pods", "1"])
+            // Heartbeats share the shaped link with the layers: a short
+            // lease fences pods while a node's link is full.
+            .args(["--runtime", "runc", "--lease-ttl", "20s", "--max-pods", "1"])
             .args(["--address", &address])
             .args(["--logs-listen", &format!("{address}:0")])
             .arg("--node-dir")

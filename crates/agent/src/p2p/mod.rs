@@ -227,7 +227,10 @@ struct NodeTracker {
 }
 
 fn tracker_error(e: AgentError) -> P2pError {
-    P2pError::Tracker(e.to_string())
+    match e {
+        AgentError::Unreachable(_) => P2pError::TrackerUnreachable(e.to_string()),
+        e => P2pError::Tracker(e.to_string()),
+    }
 }
 
 #[async_trait]

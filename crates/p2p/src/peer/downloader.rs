@@ -38,8 +38,11 @@ use crate::wire::{
 pub struct DownloaderOptions {
     /// Pieces fetched at once per blob.
     pub concurrency: usize,
-    /// A parent that sends no byte for this long is dropped for the blob.
+    /// A parent that answers or sends no byte for this long rests a while;
+    /// after `slow_strikes` such times it is dropped for the blob.
     pub stall_timeout: Duration,
+    /// See `stall_timeout`.
+    pub slow_strikes: u32,
     /// A piece no parent has delivered this long after it was first
     /// wanted comes from the registry.
     pub piece_fallback: Duration,
@@ -54,6 +57,7 @@ impl Default for DownloaderOptions {
         DownloaderOptions {
             concurrency: 4,
             stall_timeout: Duration::from_secs(5),
+            slow_strikes: 3,
             piece_fallback: Duration::from_secs(10),
             download_rate: 0,
             default_report_interval: Duration::from_secs(3),
@@ -157,7 +161,7 @@ impl Downloader {
             size: task.size,
             repository: task.repository.clone(),
         };
-        let p2p = match tracker.assign(&request).await {
+        let p2p = match assign(tracker, &request).await {
             Ok(assignment) => match self.check(task, &assignment) {
                 Ok(()) => {
                     self.with_peers(task, assignment, tracker, source, &counters)
@@ -257,6 +261,27 @@ impl Downloader {
     }
 }
 
+/// The tracker's assignment, asked again while the tracker is merely
+/// unreachable (a congested link, a server restarting): going to the
+/// registry for the whole blob costs the origin a blob, waiting a second
+/// costs nothing.
+async fn assign(
+    tracker: &dyn TrackerClient,
+    request: &TaskRequest,
+) -> Result<TaskAssignment, P2pError> {
+    let mut attempt = 0;
+    loop {
+        match tracker.assign(request).await {
+            Err(P2pError::TrackerUnreachable(e)) if attempt < TRACKER_RETRIES => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "tracker unreachable: asking again");
+                tokio::time::sleep(TRACKER_RETRY_WAIT * attempt).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Bytes received for one blob, by origin.
 struct Counters<'a> {
     source: AtomicU64,
@@ -300,6 +325,11 @@ struct RunState {
     back_to_source: bool,
     parents: Vec<ParentState>,
     bad: Vec<BadParent>,
+    /// When a parent last answered for this blob (a piece, "not yet" or
+    /// "busy"): while the swarm answers, a piece waits for it rather than
+    /// going to the registry. A seed that dies is replaced by the tracker,
+    /// which sends one node of the IDC to the registry, not all of them.
+    last_heard: Instant,
 }
 
 struct ParentState {
@@ -311,6 +341,8 @@ struct ParentState {
     /// Pieces it answered 404 for, and when to ask again.
     lacking: HashMap<u32, Instant>,
     in_flight: usize,
+    /// Times it answered too slowly or stalled since it last delivered.
+    strikes: u32,
     /// Bytes and time spent on its pieces since the last report.
     bytes: u64,
     busy: Duration,
@@ -322,14 +354,24 @@ enum Miss {
     NotHeld,
     /// No slot free; try again after the duration.
     Busy(Duration),
+    /// No answer or no bytes in time: on a congested link a parent can be
+    /// slow without being gone, so it rests a while and is dropped only
+    /// after `slow_strikes` such times.
+    Slow(String),
     /// Do not use it again for this blob.
     Drop(String),
 }
 
 /// A 404 is asked again after this long: the parent may be downloading.
-const NOT_HELD_RETRY: Duration = Duration::from_millis(200);
+const NOT_HELD_RETRY: Duration = Duration::from_millis(500);
 /// How long a piece waits before looking for a parent again.
 const NO_PARENT_WAIT: Duration = Duration::from_millis(50);
+/// How long a slow parent rests before it is asked again.
+const SLOW_REST: Duration = Duration::from_secs(2);
+/// Times an unreachable tracker is asked again before the whole blob
+/// comes from the registry, and the wait before the first (it grows).
+const TRACKER_RETRIES: u32 = 3;
+const TRACKER_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 fn lock(state: &Mutex<RunState>) -> MutexGuard<'_, RunState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
@@ -342,6 +384,7 @@ impl RunState {
             back_to_source: assignment.back_to_source,
             parents: Vec::new(),
             bad: Vec::new(),
+            last_heard: Instant::now(),
         };
         state.refresh(assignment);
         state
@@ -365,6 +408,7 @@ impl RunState {
                     busy_until: None,
                     lacking: HashMap::new(),
                     in_flight: 0,
+                    strikes: 0,
                     bytes: 0,
                     busy: Duration::ZERO,
                 }),
@@ -479,17 +523,21 @@ impl Run<'_> {
     }
 
     /// One piece from the parents, or from the registry once no parent has
-    /// delivered it within the fallback time.
+    /// answered for the blob within the fallback time: a slow swarm is
+    /// waited for, a silent one is not.
     async fn fetch_piece(&self, index: u32) -> Result<(), P2pError> {
-        let deadline = Instant::now() + self.downloader.options.piece_fallback;
+        let wanted = Instant::now();
+        let fallback = self.downloader.options.piece_fallback;
         loop {
-            let chosen = {
+            let (chosen, deadline) = {
                 let mut state = lock(&self.state);
-                if state.back_to_source || Instant::now() >= deadline {
+                let deadline = wanted.max(state.last_heard) + fallback;
+                let chosen = if state.back_to_source || Instant::now() >= deadline {
                     None
                 } else {
                     Some(state.choose(index))
-                }
+                };
+                (chosen, deadline)
             };
             let Some(chosen) = chosen else {
                 return self.piece_from_source(index).await;
@@ -526,12 +574,31 @@ impl Run<'_> {
                 Ok(len) => {
                     entry.bytes += len;
                     entry.busy += started.elapsed();
+                    entry.strikes = 0;
+                    state.last_heard = Instant::now();
                     return Ok(());
                 }
                 Err(Miss::NotHeld) => {
                     entry.lacking.insert(index, Instant::now() + NOT_HELD_RETRY);
+                    state.last_heard = Instant::now();
                 }
-                Err(Miss::Busy(wait)) => entry.busy_until = Some(Instant::now() + wait),
+                Err(Miss::Busy(wait)) => {
+                    entry.busy_until = Some(Instant::now() + wait);
+                    state.last_heard = Instant::now();
+                }
+                Err(Miss::Slow(reason)) => {
+                    // Requests sent together time out together: one strike
+                    // per rest, not one per piece that was in flight.
+                    let now = Instant::now();
+                    if entry.busy_until.is_none_or(|until| until <= now) {
+                        entry.strikes += 1;
+                    }
+                    entry.busy_until = Some(now + SLOW_REST);
+                    let strikes = entry.strikes;
+                    if strikes >= self.downloader.options.slow_strikes {
+                        state.drop_parent(at, format!("{reason} ({strikes} times)"));
+                    }
+                }
                 Err(Miss::Drop(reason)) => state.drop_parent(at, reason),
             }
         }
@@ -557,7 +624,8 @@ impl Run<'_> {
         );
         let sent = self.downloader.http.get(&url).bearer_auth(grant).send();
         let mut response = match tokio::time::timeout(stall, sent).await {
-            Err(_) => return Err(Miss::Drop(format!("no answer in {stall:?}"))),
+            Err(_) => return Err(Miss::Slow(format!("no answer in {stall:?}"))),
+            Ok(Err(e)) if e.is_timeout() => return Err(Miss::Slow(format!("no answer: {e}"))),
             Ok(Err(e)) => return Err(Miss::Drop(format!("unreachable: {e}"))),
             Ok(Ok(response)) => response,
         };
@@ -578,7 +646,7 @@ impl Run<'_> {
         let mut piece = BytesMut::with_capacity(expected as usize);
         loop {
             let chunk = match tokio::time::timeout(stall, response.chunk()).await {
-                Err(_) => return Err(Miss::Drop(format!("stalled mid-piece for {stall:?}"))),
+                Err(_) => return Err(Miss::Slow(format!("stalled mid-piece for {stall:?}"))),
                 Ok(Err(e)) => return Err(Miss::Drop(format!("disconnected mid-piece: {e}"))),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
