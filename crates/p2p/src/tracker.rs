@@ -6,7 +6,8 @@
 //! - A downloading node gets up to [`TrackerConfig::max_parents`] parents:
 //!   live peers (not stale, not `Failed`/`Left`) holding a piece it lacks,
 //!   never itself, never one it blocklisted for this blob, never one that
-//!   (transitively) fetches from it. Ranked: same IDC, same pool, `Done`
+//!   (transitively) fetches from it. Ranked: same IDC, same pool, fewest
+//!   children handed it already (spreads the swarm's load), `Done`
 //!   before `Downloading`, free upload slots, measured throughput, pieces
 //!   held.
 //! - The first node of a task in an IDC is that IDC's seed: it goes back to
@@ -445,12 +446,23 @@ impl Task {
     /// The best `max` candidates for `node`, best first.
     fn rank_parents(&self, node: &str, max: usize) -> Vec<Parent> {
         let me = &self.peers[node];
+        // Children already handed each peer (other than `node`): without
+        // this every asker within a report interval gets the same best
+        // parents, whose slots then answer "busy" while others idle.
+        let mut children: HashMap<&str, usize> = HashMap::new();
+        for peer in self.peers.values().filter(|p| p.info.node != node) {
+            for parent in &peer.parents {
+                *children.entry(parent.as_str()).or_default() += 1;
+            }
+        }
+        let children_of = |p: &Peer| children.get(p.info.node.as_str()).copied().unwrap_or(0);
         let mut ranked: Vec<&Peer> = self.candidates(node).collect();
         ranked.sort_by(|a, b| {
             let key = |p: &Peer| {
                 (
                     p.info.idc == me.info.idc,
                     p.info.pool == me.info.pool,
+                    std::cmp::Reverse(children_of(p)),
                     p.state == PeerState::Done,
                     p.free_upload_slots,
                 )
@@ -680,7 +692,7 @@ mod tests {
     }
 
     #[test]
-    fn free_slots_then_throughput_then_pieces_break_ties_and_at_most_four_are_given() {
+    fn fewer_children_then_slots_throughput_and_pieces_rank_and_at_most_four_are_given() {
         let (mut t, m, now) = (tracker(), manifest(), Instant::now());
         let with = |pieces: &[u32], slots: u32| PeerUpdate {
             free_upload_slots: slots,
@@ -696,10 +708,11 @@ mod tests {
             .unwrap();
         t.assign(node("few", "east", "p"), with(&[0], 0), &m, now)
             .unwrap();
-        // A child measured "fast" faster than "slow".
+        // A peer measured "fast" faster than "slow"; it holds more than
+        // anyone, so it takes no parent (and no one's slots) itself.
         let report = PeerUpdate {
             throughput: vec![("fast".into(), 9e6), ("slow".into(), 1e6)],
-            ..holding(&[5])
+            ..holding(&[0, 1, 2, 5])
         };
         t.assign(node("reporter", "east", "p"), report, &m, now)
             .unwrap();
@@ -711,7 +724,9 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert_eq!(names(&child), ["slots", "fast", "slow", "many"]);
+        // "many" already serves "few": the idle ones come first, then by
+        // slots, throughput and pieces ("reporter" over "few").
+        assert_eq!(names(&child), ["slots", "fast", "slow", "reporter"]);
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub struct DownloaderOptions {
 impl Default for DownloaderOptions {
     fn default() -> Self {
         DownloaderOptions {
-            concurrency: 4,
+            concurrency: 8,
             stall_timeout: Duration::from_secs(5),
             slow_strikes: 3,
             piece_fallback: Duration::from_secs(10),
@@ -363,7 +363,7 @@ enum Miss {
 }
 
 /// A 404 is asked again after this long: the parent may be downloading.
-const NOT_HELD_RETRY: Duration = Duration::from_millis(500);
+const NOT_HELD_RETRY: Duration = Duration::from_millis(250);
 /// How long a piece waits before looking for a parent again.
 const NO_PARENT_WAIT: Duration = Duration::from_millis(50);
 /// How long a slow parent rests before it is asked again.

@@ -486,7 +486,11 @@ impl Peer {
             .args(["--disk-reserve", "16MiB"])
             .args(side.peer_args())
             .env("WHARF_JOIN_TOKEN", token)
-            .env("RUST_LOG", "warn")
+            // WHARF_BENCH_PEER_LOG (a RUST_LOG filter) shows what the peers do.
+            .env(
+                "RUST_LOG",
+                std::env::var("WHARF_BENCH_PEER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
