@@ -94,10 +94,11 @@ function jobProgress(job: JobSummary): HTMLElement {
 
 /**
  * Follows job `id` through its watch, calling `onDetail` with each version
- * of it, until the job is final or `signal` aborts. A dropped stream is
- * resumed by `watch`, which first sends the job as it is then.
+ * of it (and `status.error` with an error line's message, as the API
+ * worded it), until the job is final or `signal` aborts. A dropped stream
+ * is resumed by `watch`, which first sends the job as it is then.
  */
-function followJob(id: string, onDetail: (job: JobDetail) => void, signal: AbortSignal): void {
+function followJob(id: string, onDetail: (job: JobDetail) => void, status: Status, signal: AbortSignal): void {
   const following = new AbortController();
   signal.addEventListener("abort", () => following.abort(), { once: true });
   // A job has no resourceVersion: each (re)connection sends it as it is.
@@ -105,7 +106,10 @@ function followJob(id: string, onDetail: (job: JobDetail) => void, signal: Abort
     `/replication/jobs/${encodeURIComponent(id)}`,
     0,
     (event) => {
-      if (event.type === "ERROR") return;
+      if (event.type === "ERROR") {
+        status.error(new Error((event.object as unknown as { message: string }).message));
+        return;
+      }
       onDetail(event.object);
       if (isFinal(event.object.state)) following.abort();
     },
@@ -251,6 +255,7 @@ export const replicationPage: Page = {
           jobRows = jobRows.map((j) => (j.id === detail.id ? summaryOf(detail) : j));
           jobs.setRows(jobRows);
         },
+        status,
         signal,
       );
     }
@@ -330,6 +335,7 @@ export const replicationJobPage: Page = {
           job = detail;
           draw();
         },
+        status,
         signal,
       );
     }
