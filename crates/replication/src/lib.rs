@@ -62,7 +62,7 @@ pub use model::{
 };
 pub use remote::{RemoteOptions, RemoteRegistry};
 pub use schedule::Schedule;
-pub use service::{Replication, ReplicationOptions, Report, ReportHook};
+pub use service::{JobWatch, Replication, ReplicationOptions, Report, ReportHook};
 /// Name patterns of filters; they live with the API types, whose checks
 /// (replication and preheat policies) parse them.
 pub use wharf_api::Glob;

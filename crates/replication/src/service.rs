@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use wharf_registry::Registry;
 use wharf_registry::http::EventSink;
 use wharf_store::{Store, StoreExt};
@@ -90,6 +92,9 @@ pub enum Report {
         bytes: u64,
     },
 }
+
+/// A job's details as they change; see [`Replication::watch_job`].
+pub type JobWatch = futures_util::stream::BoxStream<'static, Result<JobDetail, ReplicationError>>;
 
 /// Replication between this registry and others. Cheap to clone.
 #[derive(Clone)]
@@ -344,6 +349,48 @@ impl Replication {
     /// A job with its tasks; running tasks show their live byte counts.
     pub async fn job(&self, id: &str) -> Result<JobDetail, ReplicationError> {
         self.inner.queue.detail(id).await
+    }
+
+    /// A job's detail now and again after every change of the job or one
+    /// of its tasks in the store, ending once a detail shows the job final.
+    /// Both watches start after the revision the first detail was read at,
+    /// so no change in between is lost; changes that are ready together
+    /// become one re-read, so a slow reader holds the store's watch buffers
+    /// and one detail, never a backlog of details.
+    ///
+    /// Bytes a running task has copied since its last save show in the
+    /// next detail sent, not as they are counted.
+    pub async fn watch_job(&self, id: &str) -> Result<JobWatch, ReplicationError> {
+        let store = &self.inner.store;
+        let revision = store.current_revision().await?;
+        let first = self.job(id).await?;
+        let job_changes = store.watch(&keys::job(id), revision + 1).await?;
+        let task_changes = store.watch(&keys::tasks_of(id), revision + 1).await?;
+        let changes = futures_util::stream::select(job_changes, task_changes).ready_chunks(64);
+        let done = first.job.state.is_final();
+        let details = futures_util::stream::unfold(
+            (changes, self.clone(), id.to_string(), done),
+            |(mut changes, replication, id, done)| async move {
+                if done {
+                    return None;
+                }
+                let batch = changes.next().await?;
+                if let Some(Err(err)) = batch.into_iter().find(Result::is_err) {
+                    let err = ReplicationError::from(err);
+                    return Some((Err(err), (changes, replication, id, true)));
+                }
+                let detail = replication.job(&id).await;
+                // An error ends the stream after its line.
+                let done = match &detail {
+                    Ok(detail) => detail.job.state.is_final(),
+                    Err(_) => true,
+                };
+                Some((detail, (changes, replication, id, done)))
+            },
+        );
+        Ok(futures_util::stream::once(std::future::ready(Ok(first)))
+            .chain(details)
+            .boxed())
     }
 
     /// Stops a job: running copies end, pending tasks never start; the job

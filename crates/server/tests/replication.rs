@@ -1042,3 +1042,128 @@ async fn retries_and_a_deferred_reconcile_go_when_the_endpoint_answers_again() {
         "reconcile took {reconciled:?}"
     );
 }
+
+/// The JSON lines of a job's watch, read until the server ends the stream.
+async fn watch_job_lines(peer: &Peer, id: &str) -> Vec<Value> {
+    let response = peer
+        .http
+        .get(format!(
+            "{}/api/v1/replication/jobs/{id}?watch=true",
+            peer.url
+        ))
+        .bearer_auth(&peer.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut body = response.bytes_stream();
+    let mut buffered = Vec::new();
+    let mut lines = Vec::new();
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            buffered.extend_from_slice(&chunk.unwrap());
+            while let Some(end) = buffered.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffered.drain(..=end).collect();
+                lines.push(serde_json::from_slice::<Value>(&line).unwrap());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the watch ends once the job is final");
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_watch_streams_task_progress_until_the_final_state() {
+    let (a, b) = tokio::join!(
+        Peer::start_with("idc-a", |o| o.chunk_size = 1 << 20),
+        Peer::start("idc-b")
+    );
+    a.add_endpoint(&b).await;
+    // 2 MiB/s in 1 MiB chunks: each saved chunk is a change the watch sends.
+    a.add_policy(
+        "paced",
+        "idc-b",
+        json!({"triggers": {"onEvent": false}, "bandwidthLimit": 2 << 20}),
+    )
+    .await;
+    let digest = a.push("shop/big", "1", 9, 5 << 20).await;
+    let job = a
+        .api(
+            "POST",
+            "/api/v1/replication/policies/paced/run",
+            Value::Null,
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // Only administrators may watch a job, as only they may read it.
+    let refused = a
+        .http
+        .get(format!("{}/api/v1/replication/jobs/{id}?watch=true", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    a.api(
+        "POST",
+        "/api/v1/users",
+        json!({"name": "dev", "password": "dev-password-1"}),
+    )
+    .await;
+    let login: Value = a
+        .http
+        .post(format!("{}/api/v1/login", a.url))
+        .json(&json!({"username": "dev", "password": "dev-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dev = login["access_token"].as_str().unwrap();
+    let refused = a
+        .http
+        .get(format!("{}/api/v1/replication/jobs/{id}?watch=true", a.url))
+        .bearer_auth(dev)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+
+    let lines = watch_job_lines(&a, &id).await;
+    assert_eq!(lines[0]["type"], "ADDED", "{lines:?}");
+    assert!(
+        lines[1..].iter().all(|l| l["type"] == "MODIFIED"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l["object"]["id"] == id.as_str()));
+    let done: Vec<u64> = lines
+        .iter()
+        .map(|l| l["object"]["taskList"][0]["bytesDone"].as_u64().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    let running: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["object"]["taskList"][0]["state"] == "running")
+        .map(|l| l["object"]["taskList"][0]["bytesDone"].as_u64().unwrap())
+        .filter(|bytes| *bytes > 0)
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = running.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "the watch showed the copy's progress while it ran: {done:?}"
+    );
+    let last = &lines.last().unwrap()["object"];
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["taskList"][0]["state"], "succeeded");
+    assert!(last["taskList"][0]["bytesDone"].as_u64().unwrap() >= 5 << 20);
+    b.wait_for("shop/big", "1", Some(&digest)).await;
+
+    // A finished job's watch sends it once and ends.
+    let again = watch_job_lines(&a, &id).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["object"]["state"], "succeeded");
+}

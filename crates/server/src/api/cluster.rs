@@ -103,10 +103,11 @@ async fn watch_lines<T: Object>(
 }
 
 /// Watch lines as the response body streams them.
-type WatchLines = futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+pub(super) type WatchLines =
+    futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// A newline-delimited JSON response of `lines`, ended at shutdown.
-fn ndjson(state: &AppState, lines: WatchLines) -> Response {
+pub(super) fn ndjson(state: &AppState, lines: WatchLines) -> Response {
     let mut stopping = state.stopping.clone();
     let lines = lines.take_until(async move {
         let _ = stopping.wait_for(|stop| *stop).await;
@@ -128,7 +129,7 @@ fn matches<T: Object>(
         && keep(object)
 }
 
-fn line(kind: &str, object: &impl Serialize) -> Bytes {
+pub(super) fn line(kind: &str, object: &impl Serialize) -> Bytes {
     let mut text = serde_json::to_string(&json!({ "type": kind, "object": object }))
         .expect("events serialize");
     text.push('\n');

@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wharf_replication::{EndpointCheck, EndpointSpec, JobDetail, Policy};
+use wharf_replication::{EndpointCheck, EndpointSpec, Policy};
 
+use super::cluster::{line, ndjson};
 use super::{ApiCaller, ApiErrorReply, ApiResult, Body};
 use crate::AppState;
 
@@ -176,12 +180,37 @@ pub(crate) async fn list_jobs(
     Ok(Json(json!({ "items": items })))
 }
 
-/// `GET /api/v1/replication/jobs/{id}`: the job and every task's progress.
+/// `?watch=true` on a job.
+#[derive(Deserialize)]
+pub(crate) struct ShowJobQuery {
+    #[serde(default)]
+    watch: bool,
+}
+
+/// `GET /api/v1/replication/jobs/{id}[?watch=true]`: the job and every
+/// task's progress; with `watch=true` a stream of JSON lines, the detail
+/// now (`ADDED`) and after each change (`MODIFIED`), ending once the job is
+/// final (or with an `ERROR` line).
 pub(crate) async fn show_job(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<JobDetail>> {
-    Ok(Json(state.replication.job(&id).await?))
+    Query(query): Query<ShowJobQuery>,
+) -> ApiResult<Response> {
+    if !query.watch {
+        return Ok(Json(state.replication.job(&id).await?).into_response());
+    }
+    let details = state.replication.watch_job(&id).await?;
+    let lines = details
+        .enumerate()
+        .map(|(n, detail)| {
+            Ok::<Bytes, std::io::Error>(match detail {
+                Ok(detail) if n == 0 => line("ADDED", &detail),
+                Ok(detail) => line("MODIFIED", &detail),
+                Err(err) => line("ERROR", &json!({ "message": err.to_string() })),
+            })
+        })
+        .boxed();
+    Ok(ndjson(&state, lines))
 }
 
 /// `POST /api/v1/replication/jobs/{id}/cancel`.

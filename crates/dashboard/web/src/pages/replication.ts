@@ -1,11 +1,12 @@
 // Replication (administrators): endpoints with a connection check,
-// policies with a run button, and jobs with their progress. Jobs have no
-// watch in the API: while a job shown is still pending or running, the
-// page re-reads it (every 2 s, one small request), and stops as soon as
-// every shown job is final or the page is left; nothing is read while
-// all jobs are idle.
+// policies with a run button, and jobs with their progress. A job that is
+// still pending or running is followed through its watch in the API
+// (`/replication/jobs/ID?watch=true`, one long request that sends the job
+// again whenever it or one of its tasks changes and ends when the job is
+// final); nothing is read while all shown jobs are final.
 
 import { get, send } from "../api";
+import { watch } from "../live";
 import { h } from "../dom";
 import { bytes, time } from "../format";
 import { href, navigate, Page } from "../router";
@@ -71,9 +72,6 @@ interface JobDetail extends Omit<JobSummary, "progress"> {
   taskList: Task[];
 }
 
-/** How often a running job is re-read. */
-const REFRESH_MS = 2000;
-
 const isFinal = (state: string) => state !== "pending" && state !== "running";
 
 /** A job state as a coloured badge. */
@@ -94,14 +92,44 @@ function jobProgress(job: JobSummary): HTMLElement {
   );
 }
 
-/** Re-runs `read` every REFRESH_MS while `busy()` holds and the page is open. */
-function whileBusy(busy: () => boolean, read: () => Promise<void>, signal: AbortSignal): void {
-  const tick = async () => {
-    if (signal.aborted || !busy()) return;
-    await read();
-    if (!signal.aborted && busy()) setTimeout(tick, REFRESH_MS);
-  };
-  if (busy()) setTimeout(tick, REFRESH_MS);
+/**
+ * Follows job `id` through its watch, calling `onDetail` with each version
+ * of it (and `status.error` with an error line's message, as the API
+ * worded it), until the job is final or `signal` aborts. A dropped stream
+ * is resumed by `watch`, which first sends the job as it is then.
+ */
+function followJob(id: string, onDetail: (job: JobDetail) => void, status: Status, signal: AbortSignal): void {
+  const following = new AbortController();
+  signal.addEventListener("abort", () => following.abort(), { once: true });
+  // A job has no resourceVersion: each (re)connection sends it as it is.
+  void watch<JobDetail & { metadata?: undefined }>(
+    `/replication/jobs/${encodeURIComponent(id)}`,
+    0,
+    (event) => {
+      if (event.type === "ERROR") {
+        status.error(new Error((event.object as unknown as { message: string }).message));
+        return;
+      }
+      onDetail(event.object);
+      if (isFinal(event.object.state)) following.abort();
+    },
+    following.signal,
+  );
+}
+
+/** The jobs list's row of a job detail: its task counts and bytes. */
+function summaryOf(job: JobDetail): JobSummary {
+  const progress: Progress = { succeeded: 0, skipped: 0, failed: 0, cancelled: 0, remaining: 0, bytesDone: 0 };
+  for (const task of job.taskList) {
+    progress.bytesDone += task.bytesDone;
+    if (task.state === "succeeded") progress.succeeded++;
+    else if (task.state === "skipped") progress.skipped++;
+    else if (task.state === "failed") progress.failed++;
+    else if (task.state === "cancelled") progress.cancelled++;
+    else progress.remaining++;
+  }
+  const { id, policy, trigger, state, createdAt, finishedAt, tasks, error } = job;
+  return { id, policy, trigger, state, createdAt, finishedAt, tasks, error, progress };
 }
 
 export const replicationPage: Page = {
@@ -220,7 +248,17 @@ export const replicationPage: Page = {
     endpoints.setRows(e.items);
     policies.setRows(p.items);
     await readJobs();
-    whileBusy(() => jobRows.some((j) => !isFinal(j.state)), readJobs, signal);
+    for (const row of jobRows.filter((j) => !isFinal(j.state))) {
+      followJob(
+        row.id,
+        (detail) => {
+          jobRows = jobRows.map((j) => (j.id === detail.id ? summaryOf(detail) : j));
+          jobs.setRows(jobRows);
+        },
+        status,
+        signal,
+      );
+    }
   },
 };
 
@@ -260,7 +298,6 @@ export const replicationJobPage: Page = {
           status.clear();
           try {
             await send("POST", `${path}/cancel`);
-            await read();
           } catch (error) {
             status.error(error);
           }
@@ -289,16 +326,18 @@ export const replicationJobPage: Page = {
       cancel.disabled = isFinal(job.state);
       tasks.setRows(job.taskList);
     };
-    const read = async () => {
-      try {
-        job = await get<JobDetail>(path);
-        draw();
-      } catch (error) {
-        status.error(error);
-      }
-    };
     main.append(heading(`Replication job ${params.id}`, h("a", { href: href("replication") }, "replication"), cancel), status.element, summary, tasks.element);
     draw();
-    whileBusy(() => !isFinal(job.state), read, signal);
+    if (!isFinal(job.state)) {
+      followJob(
+        params.id,
+        (detail) => {
+          job = detail;
+          draw();
+        },
+        status,
+        signal,
+      );
+    }
   },
 };
