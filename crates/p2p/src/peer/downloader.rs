@@ -55,7 +55,7 @@ pub struct DownloaderOptions {
 impl Default for DownloaderOptions {
     fn default() -> Self {
         DownloaderOptions {
-            concurrency: 8,
+            concurrency: 4,
             stall_timeout: Duration::from_secs(5),
             slow_strikes: 3,
             piece_fallback: Duration::from_secs(10),
@@ -363,9 +363,12 @@ enum Miss {
 }
 
 /// A 404 is asked again after this long: the parent may be downloading.
-const NOT_HELD_RETRY: Duration = Duration::from_millis(250);
+const NOT_HELD_RETRY: Duration = Duration::from_millis(500);
 /// How long a piece waits before looking for a parent again.
 const NO_PARENT_WAIT: Duration = Duration::from_millis(50);
+/// A piece waits at most this many fallback times for its parents, however
+/// busy they sound.
+const FALLBACK_PATIENCE: u32 = 3;
 /// How long a slow parent rests before it is asked again.
 const SLOW_REST: Duration = Duration::from_secs(2);
 /// Times an unreachable tracker is asked again before the whole blob
@@ -523,15 +526,19 @@ impl Run<'_> {
     }
 
     /// One piece from the parents, or from the registry once no parent has
-    /// answered for the blob within the fallback time: a slow swarm is
-    /// waited for, a silent one is not.
+    /// answered for the blob within the fallback time (a slow swarm is
+    /// waited for, a silent one is not), and in any case once it has waited
+    /// [`FALLBACK_PATIENCE`] fallback times.
     async fn fetch_piece(&self, index: u32) -> Result<(), P2pError> {
         let wanted = Instant::now();
         let fallback = self.downloader.options.piece_fallback;
         loop {
             let (chosen, deadline) = {
                 let mut state = lock(&self.state);
-                let deadline = wanted.max(state.last_heard) + fallback;
+                // Bounded: parents saying "not yet" forever (holding
+                // nothing and getting nothing) must not hold a pull.
+                let deadline = (wanted.max(state.last_heard) + fallback)
+                    .min(wanted + fallback * FALLBACK_PATIENCE);
                 let chosen = if state.back_to_source || Instant::now() >= deadline {
                     None
                 } else {
