@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use http::StatusCode;
 use wharf_api::{LABEL_IDC, LABEL_POOL, Node};
-use wharf_auth::{Action, Actions, Scope};
+use wharf_auth::Action;
 use wharf_oci::{Digest, RepositoryName};
 use wharf_p2p::wire::{PeerReport, ServerKey, TaskAssignment, TaskRequest};
 use wharf_p2p::{PeerInfo, PeerUpdate, PieceManifest};
@@ -123,15 +123,12 @@ async fn checked_manifest(
         ))
     })?;
     require_leader(state).await?;
-    let pull = Scope::Repository {
-        name: repository.clone(),
-        actions: Actions::from(Action::Pull),
-    };
-    let granted = state.identity.grant(&caller.principal, &[pull]).await?;
-    if !granted
-        .iter()
-        .any(|g| g.actions.iter().any(|a| a == "pull"))
-    {
+    // The token server's own decision for this credential.
+    let allowed = state
+        .identity
+        .registry_actions(&caller.principal, &repository)
+        .await?;
+    if !allowed.contains(Action::Pull) {
         return Err(ApiErrorReply::new(
             StatusCode::FORBIDDEN,
             "DENIED",
