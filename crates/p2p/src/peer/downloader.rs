@@ -161,16 +161,13 @@ impl Downloader {
             size: task.size,
             repository: task.repository.clone(),
         };
-        let p2p = match assign(tracker, &request).await {
-            Ok(assignment) => match self.check(task, &assignment) {
-                Ok(()) => {
-                    self.with_peers(task, assignment, tracker, source, &counters)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let p2p = async {
+            let assignment = assign(tracker, &request).await?;
+            self.check(task, &assignment)?;
+            self.with_peers(task, assignment, tracker, source, &counters)
+                .await
+        }
+        .await;
         let (path, report_interval) = match p2p {
             Ok((path, interval)) => (path, Some(interval)),
             Err(e) => {
