@@ -230,6 +230,18 @@ impl Bitmap {
     pub fn held(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.has(i))
     }
+
+    /// Adds the pieces `other` holds (a fresher view of the same peer: a
+    /// peer only gains pieces while it fetches). A bitmap of another length
+    /// is for another blob and changes nothing.
+    pub fn merge(&mut self, other: &Bitmap) {
+        if other.len == self.len {
+            self.bits
+                .iter_mut()
+                .zip(&other.bits)
+                .for_each(|(mine, theirs)| *mine |= theirs);
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -330,6 +342,19 @@ mod tests {
         let mut manifest = PieceManifest::compute(&digest, bytes.len() as u64, &bytes[..]).unwrap();
         manifest.pieces.pop();
         assert!(manifest.validate().is_err());
+    }
+
+    #[test]
+    fn a_merge_adds_pieces_and_ignores_another_blobs_bitmap() {
+        let mut fresh = Bitmap::new(11);
+        fresh.set(0);
+        fresh.set(10);
+        let mut known = Bitmap::new(11);
+        known.set(1);
+        known.merge(&fresh);
+        assert_eq!(known.held().collect::<Vec<_>>(), vec![0, 1, 10]);
+        known.merge(&Bitmap::full(12));
+        assert_eq!(known.count(), 3);
     }
 
     #[test]

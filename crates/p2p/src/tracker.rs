@@ -4,7 +4,8 @@
 //!
 //! Rules, per blob (a "task"):
 //! - A downloading node gets up to [`TrackerConfig::max_parents`] parents:
-//!   live peers (not stale, not `Failed`/`Left`) holding a piece it lacks,
+//!   live peers (not stale, not `Failed`/`Left`) holding a piece it lacks
+//!   (or its IDC's seed, still fetching, before it holds any),
 //!   never itself, never one it blocklisted for this blob, never one that
 //!   (transitively) fetches from it. Ranked: same IDC, same pool, fewest
 //!   children handed it already (spreads the swarm's load), `Done`
@@ -432,14 +433,18 @@ impl Task {
 
     /// Peers that could give `node` a piece now, cycles aside: checking
     /// those walks the parent graph, so it is done only for the few
-    /// handed out ([`Task::fetches_from`]).
+    /// handed out ([`Task::fetches_from`]). A seed still fetching counts
+    /// even before its first piece: its children hold their requests
+    /// until each piece lands, rather than learn of the seed a report
+    /// interval later.
     fn candidates<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Peer> + 'a {
         let me = &self.peers[node];
         self.peers.values().filter(move |p| {
             p.info.node != node
                 && p.info.url.is_some()
                 && !me.blocklist.contains(&p.info.node)
-                && has_piece_missing_from(&p.pieces, &me.pieces)
+                && (has_piece_missing_from(&p.pieces, &me.pieces)
+                    || (p.back_to_source && p.state == PeerState::Downloading))
         })
     }
 
@@ -593,7 +598,8 @@ mod tests {
             .unwrap();
         assert!(again.back_to_source && !again.newly_back_to_source);
 
-        // The seed has nothing yet: the second waits, it does not seed.
+        // The seed has nothing yet: the second does not seed, it gets the
+        // seed as its parent (its requests wait there for the pieces).
         let second = t
             .assign(
                 node("b", "east", "p"),
@@ -602,7 +608,9 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert!(!second.back_to_source && second.parents.is_empty());
+        assert!(!second.back_to_source);
+        assert_eq!(names(&second), ["a"]);
+        assert_eq!(second.parents[0].pieces.count(), 0);
 
         t.assign(node("a", "east", "p"), holding(&[0, 1]), &m, now)
             .unwrap();
@@ -698,6 +706,12 @@ mod tests {
             free_upload_slots: slots,
             ..holding(pieces)
         };
+        // The IDC's seed, still fetching, is everyone's parent: with the
+        // most children it ranks last.
+        let seed = t
+            .assign(node("seed", "east", "p"), with(&[0], 9), &m, now)
+            .unwrap();
+        assert!(seed.back_to_source);
         t.assign(node("slots", "east", "p"), with(&[0], 5), &m, now)
             .unwrap();
         t.assign(node("fast", "east", "p"), with(&[0], 1), &m, now)
@@ -709,7 +723,7 @@ mod tests {
         t.assign(node("few", "east", "p"), with(&[0], 0), &m, now)
             .unwrap();
         // A peer measured "fast" faster than "slow"; it holds more than
-        // anyone, so it takes no parent (and no one's slots) itself.
+        // anyone but the seed, so it takes no other parent itself.
         let report = PeerUpdate {
             throughput: vec![("fast".into(), 9e6), ("slow".into(), 1e6)],
             ..holding(&[0, 1, 2, 5])
@@ -766,7 +780,7 @@ mod tests {
         let b = t
             .assign(node("b", "east", "p"), holding(&[0]), &m, now)
             .unwrap();
-        assert!(b.parents.is_empty(), "{:?}", names(&b));
+        assert_eq!(names(&b), ["seed"], "the seed only: it is fetching");
         let seed = t
             .assign(node("seed", "east", "p"), holding(&[0]), &m, now)
             .unwrap();

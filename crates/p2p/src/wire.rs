@@ -48,6 +48,18 @@ pub fn piece_path(digest: &Digest, index: u32) -> String {
     format!("/v1/p2p/blobs/{digest}/pieces/{index}")
 }
 
+/// A peer's answer to a piece request (the piece, "not yet" or "busy")
+/// carries the pieces it holds now, as JSON ([`Bitmap`]'s wire form): the
+/// asker learns what it can fetch next without waiting for the tracker's
+/// view, which is a report interval old.
+pub const PIECES_HEADER: &str = "x-wharf-pieces";
+
+/// How long a peer holds a request for a piece it is still fetching before
+/// it answers "not yet": the piece is sent the moment it is verified,
+/// instead of when the asker happens to ask again. Below the asker's
+/// stall timeout, so a held request never counts as a slow parent.
+pub const PIECE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The server's grant-signing public key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

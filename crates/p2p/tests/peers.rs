@@ -24,7 +24,8 @@ use wharf_p2p::peer::{
     PieceStore, Source, TrackerClient,
 };
 use wharf_p2p::wire::{
-    Parent, PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest, piece_path,
+    PIECES_HEADER, Parent, PeerReport, PeerState, ServerKey, TaskAssignment, TaskRequest,
+    piece_path,
 };
 use wharf_p2p::{Bitmap, GRANT_AUDIENCE, P2pError, PeerGrant, PieceManifest, encode_grant};
 
@@ -610,8 +611,13 @@ async fn the_piece_server_refuses_grants_that_are_forged_expired_or_for_another_
     let valid = tracker.grant_for("c", &manifest.digest, now() + 60);
     let ok = get(1, Some(valid.clone())).await;
     assert_eq!(ok.status(), 200);
+    // Every answer says what the peer holds: here, the whole blob.
+    let held: Bitmap = serde_json::from_slice(ok.headers()[PIECES_HEADER].as_bytes()).unwrap();
+    assert!(held.is_complete() && held.len() == 2, "{held:?}");
     assert_eq!(ok.bytes().await.unwrap(), bytes.slice(4 * MIB..));
-    assert_eq!(get(2, Some(valid)).await.status(), 404, "no such piece");
+    let missing = get(2, Some(valid)).await;
+    assert_eq!(missing.status(), 404, "no such piece");
+    assert!(missing.headers().contains_key(PIECES_HEADER));
 
     let expired = tracker.grant_for("c", &manifest.digest, now() - 1);
     let other_blob = tracker.grant_for("c", &Digest::of(DigestAlgorithm::Sha256, b"x"), now() + 60);

@@ -1,11 +1,18 @@
 //! The P2P downloader: one blob from parents and the registry into the
 //! node's piece store, serving what it has to others as it goes.
 //!
-//! Pieces are fetched in order, a few at a time. In order rather than
-//! rarest first because each IDC has one seed streaming the blob from the
-//! registry in order: children behind a parent still downloading want the
-//! pieces in the order the parent gets them, and the whole-blob hash then
-//! advances as pieces land, without re-reading the blob at the end.
+//! A few workers per blob each ask one parent for one piece at a time, at
+//! most [`PER_PARENT_IN_FLIGHT`] per parent. A worker picks the rarest
+//! piece among what its parents hold (one of the first few, at random), so
+//! the children of one parent fetch different pieces and trade them
+//! instead of all queueing at the parent's uplink for the same one. What a
+//! parent holds comes from the tracker (a report interval old) and, fresher,
+//! from every answer of the parent itself ([`PIECES_HEADER`]). When no
+//! parent is known to hold a missing piece, the parent furthest along is
+//! asked for the first one it lacks: it holds the request until the piece
+//! lands ([`PIECE_WAIT`]), so pieces flow down a chain of nodes still
+//! downloading as soon as each is verified. The seed streams the blob from
+//! the registry in order.
 //!
 //! A pull never fails because of P2P: a piece no parent delivers in time
 //! comes from the registry by range, and if the tracker cannot be reached
@@ -27,10 +34,11 @@ use wharf_oci::Digest;
 
 use super::store::PartialBlob;
 use super::{PieceServer, PieceStore, Source, TokenBucket, TrackerClient};
+use crate::Bitmap;
 use crate::P2pError;
 use crate::wire::{
-    BadParent, Parent, ParentThroughput, PeerReport, PeerState, TaskAssignment, TaskRequest,
-    piece_path,
+    BadParent, PIECE_WAIT, PIECES_HEADER, Parent, ParentThroughput, PeerReport, PeerState,
+    TaskAssignment, TaskRequest, piece_path,
 };
 
 /// How a node's downloads behave.
@@ -231,6 +239,7 @@ impl Downloader {
             source,
             counters,
             state: Mutex::new(RunState::new(&assignment)),
+            changed: tokio::sync::Notify::new(),
             back_to_source: assignment.back_to_source,
         };
         let interval = match assignment.report_interval_ms {
@@ -311,10 +320,13 @@ struct Run<'a> {
     source: &'a dyn Source,
     counters: &'a Counters<'a>,
     state: Mutex<RunState>,
+    /// Wakes workers waiting for a parent or a piece to pick when a
+    /// request ends or the tracker's parents change.
+    changed: tokio::sync::Notify,
     back_to_source: bool,
 }
 
-/// What a run knows of its parents.
+/// What a run knows of its parents and pieces.
 struct RunState {
     grant: String,
     /// The tracker sends the node to the registry (it became its IDC's
@@ -322,18 +334,24 @@ struct RunState {
     back_to_source: bool,
     parents: Vec<ParentState>,
     bad: Vec<BadParent>,
+    /// Pieces being fetched now, from a parent or the registry.
+    in_flight: Vec<bool>,
     /// When a parent last answered for this blob (a piece, "not yet" or
-    /// "busy"): while the swarm answers, a piece waits for it rather than
-    /// going to the registry. A seed that dies is replaced by the tracker,
+    /// "busy"): while the swarm answers, pieces wait for it rather than
+    /// go to the registry. A seed that dies is replaced by the tracker,
     /// which sends one node of the IDC to the registry, not all of them.
     last_heard: Instant,
+    /// When a parent last delivered a piece (or the run began): parents
+    /// that answer "not yet" forever, holding nothing and getting nothing,
+    /// must not hold a pull.
+    last_delivered: Instant,
 }
 
 struct ParentState {
     parent: Parent,
     /// Why it is not used any more for this blob.
     dropped: Option<String>,
-    /// After a 429: not before then.
+    /// After a 429 or a slow answer: not before then.
     busy_until: Option<Instant>,
     /// Pieces it answered 404 for, and when to ask again.
     lacking: HashMap<u32, Instant>,
@@ -347,7 +365,7 @@ struct ParentState {
 
 /// Why a piece did not come from a parent.
 enum Miss {
-    /// It does not hold the piece yet.
+    /// It does not hold the piece (yet).
     NotHeld,
     /// No slot free; try again after the duration.
     Busy(Duration),
@@ -359,12 +377,40 @@ enum Miss {
     Drop(String),
 }
 
-/// A 404 is asked again after this long: the parent may be downloading.
-const NOT_HELD_RETRY: Duration = Duration::from_millis(500);
-/// How long a piece waits before looking for a parent again.
-const NO_PARENT_WAIT: Duration = Duration::from_millis(50);
-/// A piece waits at most this many fallback times for its parents, however
-/// busy they sound.
+/// What a worker of a run does next.
+enum Step {
+    /// Ask `parent` (at `at` in the run's parents) for `index`.
+    Fetch {
+        index: u32,
+        at: usize,
+        parent: Parent,
+        grant: String,
+    },
+    /// Fetch `index` from the registry.
+    Source(u32),
+    /// Nothing to ask for now: wait for a request to end or a parent.
+    Wait,
+    /// Every piece is held or being fetched by another worker.
+    Finished,
+}
+
+/// A parent is asked for at most this many pieces at once, so that a
+/// node's requests spread over its parents' uplinks instead of queueing
+/// at the best one.
+const PER_PARENT_IN_FLIGHT: usize = 2;
+/// Among the rarest pieces a parent can give, one of the first this many
+/// (by index) is picked at random: children of one parent then fetch
+/// different pieces and can trade them, while the blob still fills
+/// roughly in order (the whole-blob hash advances as pieces land).
+const PICK_WINDOW: usize = 8;
+/// A 404 (after the parent held the request [`PIECE_WAIT`]) is asked
+/// again after this long.
+const NOT_HELD_RETRY: Duration = Duration::from_millis(200);
+/// How long a worker with nothing to ask waits before looking again,
+/// unless a request ends first.
+const NO_PARENT_WAIT: Duration = Duration::from_millis(100);
+/// The run goes to the registry after this many fallback times without a
+/// piece from its parents, however busy they sound.
 const FALLBACK_PATIENCE: u32 = 3;
 /// How long a slow parent rests before it is asked again.
 const SLOW_REST: Duration = Duration::from_secs(2);
@@ -377,21 +423,44 @@ fn lock(state: &Mutex<RunState>) -> MutexGuard<'_, RunState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl ParentState {
+    fn usable(&self, now: Instant) -> bool {
+        self.dropped.is_none()
+            && self.busy_until.is_none_or(|t| t <= now)
+            && self.in_flight < PER_PARENT_IN_FLIGHT
+    }
+
+    /// Whether it may be asked for `index` now: its last known bitmap has
+    /// it (`holding`) or not (`!holding`: a request it holds until the
+    /// piece lands), and it did not just answer "not yet" for it.
+    fn may_ask(&self, index: u32, holding: bool, now: Instant) -> bool {
+        self.parent.pieces.has(index) == holding
+            && self.lacking.get(&index).is_none_or(|t| *t <= now)
+    }
+
+    fn rate(&self) -> f64 {
+        self.bytes as f64 / self.busy.as_secs_f64().max(0.001)
+    }
+}
+
 impl RunState {
     fn new(assignment: &TaskAssignment) -> RunState {
+        let now = Instant::now();
         let mut state = RunState {
             grant: assignment.grant.clone(),
             back_to_source: assignment.back_to_source,
             parents: Vec::new(),
             bad: Vec::new(),
-            last_heard: Instant::now(),
+            in_flight: vec![false; assignment.manifest.piece_count() as usize],
+            last_heard: now,
+            last_delivered: now,
         };
         state.refresh(assignment);
         state
     }
 
     /// Takes a fresh grant and the tracker's parents; dropped parents stay
-    /// dropped.
+    /// dropped, and what a parent told directly is not forgotten.
     fn refresh(&mut self, assignment: &TaskAssignment) {
         self.grant = assignment.grant.clone();
         self.back_to_source = assignment.back_to_source;
@@ -401,7 +470,14 @@ impl RunState {
                 .iter_mut()
                 .find(|p| p.parent.node == parent.node)
             {
-                Some(known) => known.parent = parent.clone(),
+                Some(known) => {
+                    let mut pieces = parent.pieces.clone();
+                    pieces.merge(&known.parent.pieces);
+                    known.parent = Parent {
+                        pieces,
+                        ..parent.clone()
+                    };
+                }
                 None => self.parents.push(ParentState {
                     parent: parent.clone(),
                     dropped: None,
@@ -416,27 +492,112 @@ impl RunState {
         }
     }
 
-    /// The parent to ask for `index`: one whose last report holds it, else
-    /// one that may have it by now (it is downloading), least loaded first.
-    fn choose(&mut self, index: u32) -> Option<(usize, Parent, String)> {
+    /// Whether the swarm has given up on this node: no parent answered
+    /// anything for the fallback time, or none delivered a piece for
+    /// [`FALLBACK_PATIENCE`] times that.
+    fn swarm_gave_up(&self, now: Instant, fallback: Duration) -> bool {
+        now >= self.last_heard + fallback
+            || now >= self.last_delivered + fallback * FALLBACK_PATIENCE
+    }
+
+    /// The next request: the rarest piece (among the parents) a usable
+    /// parent is known to hold, from the least loaded such parent; else a
+    /// held request to the parent furthest along for the first piece it
+    /// lacks; the registry once the swarm gave up.
+    fn next_step(&mut self, held: &Bitmap, fallback: Duration) -> Step {
         let now = Instant::now();
-        let usable = |p: &ParentState| {
-            p.dropped.is_none()
-                && p.busy_until.is_none_or(|t| t <= now)
-                && p.lacking.get(&index).is_none_or(|t| *t <= now)
+        let open: Vec<u32> = (0..held.len())
+            .filter(|&i| !held.has(i) && !self.in_flight[i as usize])
+            .collect();
+        let Some(&first) = open.first() else {
+            return Step::Finished;
         };
-        let best = |holding: bool| {
+        if self.back_to_source || self.swarm_gave_up(now, fallback) {
+            self.in_flight[first as usize] = true;
+            return Step::Source(first);
+        }
+        let usable: Vec<usize> = (0..self.parents.len())
+            .filter(|&at| self.parents[at].usable(now))
+            .collect();
+        let choice = self
+            .rarest_held(&open, &usable, now)
+            .or_else(|| self.furthest_fetching(&open, &usable, now));
+        let Some((index, at)) = choice else {
+            return Step::Wait;
+        };
+        self.in_flight[index as usize] = true;
+        let parent = &mut self.parents[at];
+        parent.in_flight += 1;
+        Step::Fetch {
+            index,
+            at,
+            parent: parent.parent.clone(),
+            grant: self.grant.clone(),
+        }
+    }
+
+    fn rarest_held(&self, open: &[u32], usable: &[usize], now: Instant) -> Option<(u32, usize)> {
+        let holders = |index: u32| {
             self.parents
                 .iter()
-                .enumerate()
-                .filter(|(_, p)| usable(p) && p.parent.pieces.has(index) == holding)
-                .min_by_key(|(_, p)| p.in_flight)
-                .map(|(i, _)| i)
+                .filter(|p| p.dropped.is_none() && p.parent.pieces.has(index))
+                .count()
         };
-        let chosen = best(true).or_else(|| best(false))?;
-        let parent = &mut self.parents[chosen];
-        parent.in_flight += 1;
-        Some((chosen, parent.parent.clone(), self.grant.clone()))
+        let askable: Vec<(u32, usize)> = open
+            .iter()
+            .filter(|&&i| {
+                usable
+                    .iter()
+                    .any(|&at| self.parents[at].may_ask(i, true, now))
+            })
+            .map(|&i| (i, holders(i)))
+            .collect();
+        let rarest = askable.iter().map(|&(_, n)| n).min()?;
+        let window: Vec<u32> = askable
+            .iter()
+            .filter(|&&(_, n)| n == rarest)
+            .map(|&(i, _)| i)
+            .take(PICK_WINDOW)
+            .collect();
+        let index = window[rand::random::<u32>() as usize % window.len()];
+        let at = usable
+            .iter()
+            .copied()
+            .filter(|&at| self.parents[at].may_ask(index, true, now))
+            .min_by(|&a, &b| {
+                let (a, b) = (&self.parents[a], &self.parents[b]);
+                a.in_flight
+                    .cmp(&b.in_flight)
+                    .then(b.rate().total_cmp(&a.rate()))
+            })?;
+        Some((index, at))
+    }
+
+    fn furthest_fetching(
+        &self,
+        open: &[u32],
+        usable: &[usize],
+        now: Instant,
+    ) -> Option<(u32, usize)> {
+        usable
+            .iter()
+            .copied()
+            .filter(|&at| !self.parents[at].parent.pieces.is_complete())
+            .filter_map(|at| {
+                let parent = &self.parents[at];
+                let index = open
+                    .iter()
+                    .copied()
+                    .find(|&i| parent.may_ask(i, false, now))?;
+                Some((index, at))
+            })
+            .max_by_key(|&(_, at)| {
+                let parent = &self.parents[at];
+                (
+                    parent.parent.pieces.count(),
+                    std::cmp::Reverse(parent.in_flight),
+                )
+            })
     }
 
     fn drop_parent(&mut self, at: usize, reason: String) {
@@ -457,12 +618,116 @@ impl Run<'_> {
         if self.back_to_source {
             return self.stream_from_source().await;
         }
-        let concurrency = self.downloader.options.concurrency.max(1);
-        futures_util::stream::iter(0..self.partial.manifest().piece_count())
-            .map(|index| self.fetch_piece(index))
-            .buffer_unordered(concurrency)
-            .try_for_each(|()| async { Ok(()) })
-            .await
+        let workers = self.downloader.options.concurrency.max(1);
+        futures_util::future::try_join_all((0..workers).map(|_| self.work())).await?;
+        Ok(())
+    }
+
+    /// One of the run's workers: asks for pieces until none is left to
+    /// ask for.
+    async fn work(&self) -> Result<(), P2pError> {
+        let fallback = self.downloader.options.piece_fallback;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let step = lock(&self.state).next_step(&self.partial.held(), fallback);
+            match step {
+                Step::Finished => return Ok(()),
+                Step::Wait => {
+                    let _ = tokio::time::timeout(NO_PARENT_WAIT, changed).await;
+                }
+                Step::Source(index) => {
+                    let fetched = self.piece_from_source(index).await;
+                    lock(&self.state).in_flight[index as usize] = false;
+                    self.changed.notify_waiters();
+                    fetched?;
+                }
+                Step::Fetch {
+                    index,
+                    at,
+                    parent,
+                    grant,
+                } => {
+                    let answered = self.ask_parent(index, at, &parent, &grant).await;
+                    self.changed.notify_waiters();
+                    answered?;
+                }
+            }
+        }
+    }
+
+    /// Asks one parent for one piece and records what came of it. Fails
+    /// only if the node's own store fails.
+    async fn ask_parent(
+        &self,
+        index: u32,
+        at: usize,
+        parent: &Parent,
+        grant: &str,
+    ) -> Result<(), P2pError> {
+        let started = Instant::now();
+        let (pieces, fetched) = self.piece_from_parent(parent, grant, index).await;
+        let written = match fetched {
+            Ok(bytes) => {
+                let len = bytes.len() as u64;
+                let matched = self
+                    .downloader
+                    .store
+                    .write_piece(&self.partial, index, bytes)
+                    .await;
+                match matched {
+                    Ok(true) => {
+                        self.counters.add_peers(len);
+                        Ok(Ok(len))
+                    }
+                    Ok(false) => Ok(Err(Miss::Drop(format!(
+                        "sent piece {index} not matching the manifest"
+                    )))),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(miss) => Ok(Err(miss)),
+        };
+        let mut state = lock(&self.state);
+        state.in_flight[index as usize] = false;
+        let now = Instant::now();
+        let entry = &mut state.parents[at];
+        entry.in_flight -= 1;
+        if let Some(pieces) = pieces {
+            entry.parent.pieces.merge(&pieces);
+        }
+        match written? {
+            Ok(len) => {
+                entry.bytes += len;
+                entry.busy += started.elapsed();
+                entry.strikes = 0;
+                state.last_heard = now;
+                state.last_delivered = now;
+            }
+            Err(Miss::NotHeld) => {
+                entry.lacking.insert(index, now + NOT_HELD_RETRY);
+                state.last_heard = now;
+            }
+            Err(Miss::Busy(wait)) => {
+                entry.busy_until = Some(now + wait);
+                state.last_heard = now;
+            }
+            Err(Miss::Slow(reason)) => {
+                // Requests sent together time out together: one strike
+                // per rest, not one per piece that was in flight.
+                if entry.busy_until.is_none_or(|until| until <= now) {
+                    entry.strikes += 1;
+                }
+                entry.busy_until = Some(now + SLOW_REST);
+                let strikes = entry.strikes;
+                if strikes >= self.downloader.options.slow_strikes {
+                    state.drop_parent(at, format!("{reason} ({strikes} times)"));
+                }
+            }
+            Err(Miss::Drop(reason)) => state.drop_parent(at, reason),
+        }
+        Ok(())
     }
 
     /// The seed's way: the whole blob from the registry in order, each
@@ -522,117 +787,49 @@ impl Run<'_> {
         }
     }
 
-    /// One piece from the parents, or from the registry once no parent has
-    /// answered for the blob within the fallback time (a slow swarm is
-    /// waited for, a silent one is not), and in any case once it has waited
-    /// [`FALLBACK_PATIENCE`] fallback times.
-    async fn fetch_piece(&self, index: u32) -> Result<(), P2pError> {
-        let wanted = Instant::now();
-        let fallback = self.downloader.options.piece_fallback;
-        loop {
-            let (chosen, deadline) = {
-                let mut state = lock(&self.state);
-                // Bounded: parents saying "not yet" forever (holding
-                // nothing and getting nothing) must not hold a pull.
-                let deadline = (wanted.max(state.last_heard) + fallback)
-                    .min(wanted + fallback * FALLBACK_PATIENCE);
-                let chosen = if state.back_to_source || Instant::now() >= deadline {
-                    None
-                } else {
-                    Some(state.choose(index))
-                };
-                (chosen, deadline)
-            };
-            let Some(chosen) = chosen else {
-                return self.piece_from_source(index).await;
-            };
-            let Some((at, parent, grant)) = chosen else {
-                tokio::time::sleep(NO_PARENT_WAIT.min(deadline - Instant::now())).await;
-                continue;
-            };
-            let started = Instant::now();
-            let fetched = self.piece_from_parent(&parent, &grant, index).await;
-            let bytes = match fetched {
-                Ok(bytes) => {
-                    let len = bytes.len() as u64;
-                    let matched = self
-                        .downloader
-                        .store
-                        .write_piece(&self.partial, index, bytes)
-                        .await?;
-                    if matched {
-                        self.counters.add_peers(len);
-                        Ok(len)
-                    } else {
-                        Err(Miss::Drop(format!(
-                            "sent piece {index} not matching the manifest"
-                        )))
-                    }
-                }
-                Err(miss) => Err(miss),
-            };
-            let mut state = lock(&self.state);
-            let entry = &mut state.parents[at];
-            entry.in_flight -= 1;
-            match bytes {
-                Ok(len) => {
-                    entry.bytes += len;
-                    entry.busy += started.elapsed();
-                    entry.strikes = 0;
-                    state.last_heard = Instant::now();
-                    return Ok(());
-                }
-                Err(Miss::NotHeld) => {
-                    entry.lacking.insert(index, Instant::now() + NOT_HELD_RETRY);
-                    state.last_heard = Instant::now();
-                }
-                Err(Miss::Busy(wait)) => {
-                    entry.busy_until = Some(Instant::now() + wait);
-                    state.last_heard = Instant::now();
-                }
-                Err(Miss::Slow(reason)) => {
-                    // Requests sent together time out together: one strike
-                    // per rest, not one per piece that was in flight.
-                    let now = Instant::now();
-                    if entry.busy_until.is_none_or(|until| until <= now) {
-                        entry.strikes += 1;
-                    }
-                    entry.busy_until = Some(now + SLOW_REST);
-                    let strikes = entry.strikes;
-                    if strikes >= self.downloader.options.slow_strikes {
-                        state.drop_parent(at, format!("{reason} ({strikes} times)"));
-                    }
-                }
-                Err(Miss::Drop(reason)) => state.drop_parent(at, reason),
-            }
-        }
-    }
-
+    /// Asks `parent` for piece `index`: the piece, or why not, with the
+    /// pieces the parent says it holds now.
     async fn piece_from_parent(
         &self,
         parent: &Parent,
         grant: &str,
         index: u32,
-    ) -> Result<Bytes, Miss> {
+    ) -> (Option<Bitmap>, Result<Bytes, Miss>) {
         let stall = self.downloader.options.stall_timeout;
-        let expected = self
-            .partial
-            .manifest()
-            .piece_range(index)
-            .map(|r| r.end - r.start)
-            .map_err(|e| Miss::Drop(e.to_string()))?;
+        let expected = match self.partial.manifest().piece_range(index) {
+            Ok(range) => range.end - range.start,
+            Err(e) => return (None, Err(Miss::Drop(e.to_string()))),
+        };
         let url = format!(
             "{}{}",
             parent.url.trim_end_matches('/'),
             piece_path(&self.task.digest, index)
         );
         let sent = self.downloader.http.get(&url).bearer_auth(grant).send();
-        let mut response = match tokio::time::timeout(stall, sent).await {
-            Err(_) => return Err(Miss::Slow(format!("no answer in {stall:?}"))),
-            Ok(Err(e)) if e.is_timeout() => return Err(Miss::Slow(format!("no answer: {e}"))),
-            Ok(Err(e)) => return Err(Miss::Drop(format!("unreachable: {e}"))),
+        // The parent may hold the request PIECE_WAIT for a piece it is
+        // fetching before it answers.
+        let response = match tokio::time::timeout(stall + PIECE_WAIT, sent).await {
+            Err(_) => return (None, Err(Miss::Slow(format!("no answer in {stall:?}")))),
+            Ok(Err(e)) if e.is_timeout() => {
+                return (None, Err(Miss::Slow(format!("no answer: {e}"))));
+            }
+            Ok(Err(e)) => return (None, Err(Miss::Drop(format!("unreachable: {e}")))),
             Ok(Ok(response)) => response,
         };
+        let pieces = response
+            .headers()
+            .get(PIECES_HEADER)
+            .and_then(|v| serde_json::from_slice::<Bitmap>(v.as_bytes()).ok());
+        (pieces, self.piece_body(response, index, expected).await)
+    }
+
+    async fn piece_body(
+        &self,
+        mut response: reqwest::Response,
+        index: u32,
+        expected: u64,
+    ) -> Result<Bytes, Miss> {
+        let stall = self.downloader.options.stall_timeout;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Err(Miss::NotHeld),
@@ -738,9 +935,154 @@ impl Run<'_> {
         match tracker.report(&report).await {
             Ok(assignment) if assignment.manifest == *self.partial.manifest() => {
                 lock(&self.state).refresh(&assignment);
+                self.changed.notify_waiters();
             }
             Ok(_) => tracing::warn!("the tracker answered a report with another manifest: ignored"),
             Err(e) => tracing::debug!(error = %e, "report not delivered"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_oci::DigestAlgorithm;
+
+    use super::*;
+    use crate::PieceManifest;
+
+    const FALLBACK: Duration = Duration::from_secs(10);
+
+    /// A run's state over a blob of `pieces` 4 MiB pieces with parents
+    /// holding the given pieces.
+    fn state(pieces: u32, parents: &[(&str, &[u32])]) -> RunState {
+        let manifest = run_manifest(pieces);
+        let parents = parents
+            .iter()
+            .map(|(node, held)| {
+                let mut bitmap = Bitmap::new(pieces);
+                held.iter().for_each(|&i| bitmap.set(i));
+                Parent {
+                    node: (*node).into(),
+                    url: format!("http://{node}"),
+                    idc: None,
+                    pool: None,
+                    pieces: bitmap,
+                }
+            })
+            .collect();
+        RunState::new(&TaskAssignment {
+            grant: "grant".into(),
+            grant_expires_in: 300,
+            manifest,
+            parents,
+            back_to_source: false,
+            report_interval_ms: 1000,
+        })
+    }
+
+    fn fetch(step: Step) -> (u32, String) {
+        match step {
+            Step::Fetch { index, parent, .. } => (index, parent.node),
+            Step::Source(index) => panic!("piece {index} sent to the registry"),
+            Step::Wait => panic!("a worker waits"),
+            Step::Finished => panic!("a worker finished"),
+        }
+    }
+
+    #[test]
+    fn the_rarest_pieces_come_first_and_each_parent_gets_two_requests_at_most() {
+        let mut run = state(6, &[("a", &[0, 1, 2, 3]), ("b", &[0, 1])]);
+        let held = Bitmap::new(6);
+        let mut asked: Vec<(u32, String)> = (0..4)
+            .map(|_| fetch(run.next_step(&held, FALLBACK)))
+            .collect();
+        asked.sort();
+        // Pieces 2 and 3 only "a" holds; then "a" has two requests and 0
+        // and 1 go to "b".
+        assert_eq!(
+            asked,
+            [
+                (0, "b".into()),
+                (1, "b".into()),
+                (2, "a".into()),
+                (3, "a".into())
+            ]
+        );
+        // Both parents busy, pieces 4 and 5 held by neither: wait.
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
+    }
+
+    #[test]
+    fn a_piece_no_parent_holds_is_asked_of_the_parent_furthest_along() {
+        let mut run = state(4, &[("behind", &[0]), ("ahead", &[0, 1])]);
+        let mut held = Bitmap::new(4);
+        held.set(0);
+        held.set(1);
+        // Nothing to take: "ahead" is asked for piece 2 (it holds the
+        // request until the piece lands), then for piece 3; then nothing
+        // is left to ask for.
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (2, "ahead".into()));
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (3, "ahead".into()));
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Finished));
+    }
+
+    #[test]
+    fn held_and_requested_pieces_are_not_asked_for_and_dropped_parents_never() {
+        let mut run = state(3, &[("gone", &[0, 1, 2]), ("here", &[1])]);
+        run.drop_parent(0, "sent a bad piece".into());
+        let mut held = Bitmap::new(3);
+        held.set(0);
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (1, "here".into()));
+        // Piece 2: only the dropped parent holds it; "here" may get it.
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (2, "here".into()));
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Finished));
+        assert_eq!(run.bad.len(), 1);
+    }
+
+    #[test]
+    fn a_silent_or_fruitless_swarm_sends_pieces_to_the_registry() {
+        let mut run = state(2, &[("a", &[0, 1])]);
+        let held = Bitmap::new(2);
+        run.last_heard = Instant::now() - FALLBACK;
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Source(0)));
+
+        let mut run = state(2, &[("a", &[0, 1])]);
+        // Answers keep coming, pieces do not.
+        run.last_delivered = Instant::now() - FALLBACK * FALLBACK_PATIENCE;
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Source(0)));
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Source(1)));
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Finished));
+    }
+
+    #[test]
+    fn a_fresh_tracker_view_adds_to_what_a_parent_said_itself() {
+        let mut run = state(3, &[("a", &[0])]);
+        let mut told = Bitmap::new(3);
+        told.set(2);
+        run.parents[0].parent.pieces.merge(&told);
+        let mut tracker_view = Bitmap::new(3);
+        tracker_view.set(1);
+        run.refresh(&TaskAssignment {
+            parents: vec![Parent {
+                pieces: tracker_view,
+                ..run.parents[0].parent.clone()
+            }],
+            grant: "newer".into(),
+            grant_expires_in: 300,
+            manifest: run_manifest(3),
+            back_to_source: false,
+            report_interval_ms: 1000,
+        });
+        assert_eq!(
+            run.parents[0].parent.pieces.held().collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(run.grant, "newer");
+    }
+
+    fn run_manifest(pieces: u32) -> PieceManifest {
+        let bytes = vec![7u8; pieces as usize * (4 << 20)];
+        let digest = Digest::of(DigestAlgorithm::Sha256, &bytes);
+        PieceManifest::compute(&digest, bytes.len() as u64, &bytes[..]).unwrap()
     }
 }

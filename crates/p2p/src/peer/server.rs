@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use wharf_oci::Digest;
 
 use super::{PieceStore, TokenBucket, TrackerClient};
+use crate::wire::{PIECE_WAIT, PIECES_HEADER};
 use crate::{GrantVerifier, P2pError, grant_key_id};
 
 /// The route, in axum's syntax.
@@ -146,6 +147,22 @@ async fn serve_piece(
             _ => plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
     }
+    server
+        .store
+        .wait_for_piece(&digest, index, PIECE_WAIT)
+        .await;
+    let mut response = piece_response(&server, &digest, index).await;
+    // Whatever the answer, the asker learns what it can ask for next.
+    if let Some(held) = server.store.held(&digest).await
+        && let Ok(json) = serde_json::to_string(&held)
+        && let Ok(value) = HeaderValue::from_str(&json)
+    {
+        response.headers_mut().insert(PIECES_HEADER, value);
+    }
+    response
+}
+
+async fn piece_response(server: &PieceServer, digest: &Digest, index: u32) -> Response {
     let Ok(permit) = server.slots.clone().try_acquire_owned() else {
         let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "no upload slot free");
         response
@@ -153,7 +170,7 @@ async fn serve_piece(
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return response;
     };
-    match server.store.read_piece(&digest, index).await {
+    match server.store.read_piece(digest, index).await {
         Ok(Some(piece)) => {
             let length = piece.len();
             let body = Body::from_stream(paced(piece, server.upload.clone(), permit));

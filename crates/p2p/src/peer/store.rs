@@ -41,6 +41,9 @@ pub struct PartialBlob {
     /// pieces arrive so that finishing never re-reads the whole blob when
     /// pieces come in order.
     whole: Mutex<WholeHash>,
+    /// Wakes requests held for a piece ([`PieceStore::read_piece_within`])
+    /// when one arrives or the partial blob ends.
+    changed: tokio::sync::Notify,
 }
 
 struct WholeHash {
@@ -148,6 +151,7 @@ impl PieceStore {
             manifest: manifest.clone(),
             path,
             file,
+            changed: tokio::sync::Notify::new(),
         });
         let mut partials = lock(&self.partials);
         if partials.contains_key(&manifest.digest) {
@@ -200,6 +204,27 @@ impl PieceStore {
         .await
     }
 
+    /// Waits up to `wait` for piece `index` of `digest` while the blob is
+    /// being fetched here and the piece is not in yet; returns at once
+    /// otherwise. A child asking a parent for the piece the parent is
+    /// fetching then gets it as soon as it is verified.
+    pub async fn wait_for_piece(&self, digest: &Digest, index: u32, wait: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Some(partial) = self.partial(digest) {
+            if index >= partial.manifest.piece_count() {
+                return;
+            }
+            let changed = partial.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check: a piece landing in between
+            // still wakes this request.
+            changed.as_mut().enable();
+            if partial.has(index) || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Verifies piece `index` against the manifest and, if it matches,
     /// writes it and makes it readable. Returns whether it matched; a piece
     /// that does not match changes nothing.
@@ -223,6 +248,7 @@ impl PieceStore {
                 .write_all_at(&bytes, offset)
                 .map_err(store_err("write", &partial.path))?;
             lock(&partial.held).set(index);
+            partial.changed.notify_waiters();
             partial.advance_hash(index, &bytes)?;
             Ok(true)
         })
@@ -273,6 +299,7 @@ impl PieceStore {
         .await;
         // Readers switch to the cache only once it holds the blob.
         lock(&self.partials).remove(&partial.manifest.digest);
+        partial.changed.notify_waiters();
         if result.is_err() {
             remove_quietly(&partial.path);
         }
@@ -289,6 +316,7 @@ impl PieceStore {
             partials.remove(&partial.manifest.digest);
         }
         drop(partials);
+        partial.changed.notify_waiters();
         remove_quietly(&partial.path);
     }
 
@@ -520,6 +548,57 @@ mod tests {
     fn piece(bytes: &[u8], manifest: &PieceManifest, index: u32) -> Bytes {
         let range = manifest.piece_range(index).unwrap();
         Bytes::copy_from_slice(&bytes[range.start as usize..range.end as usize])
+    }
+
+    #[tokio::test]
+    async fn a_request_for_a_piece_on_its_way_is_held_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(PieceStore::open(dir.path()).await.unwrap());
+        let (bytes, manifest) = blob(9 << 20);
+        let partial = store.begin(&manifest).await.unwrap().unwrap();
+        let wait = std::time::Duration::from_secs(30);
+        let started = std::time::Instant::now();
+        let waiter = {
+            let (store, digest) = (store.clone(), manifest.digest.clone());
+            tokio::spawn(async move { store.wait_for_piece(&digest, 1, wait).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiter.is_finished(), "no piece yet: the request is held");
+        // Another piece does not end the wait; piece 1 does.
+        store
+            .write_piece(&partial, 0, piece(&bytes, &manifest, 0))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        store
+            .write_piece(&partial, 1, piece(&bytes, &manifest, 1))
+            .await
+            .unwrap();
+        waiter.await.unwrap();
+        assert!(started.elapsed() < wait / 2);
+        assert!(
+            store
+                .read_piece(&manifest.digest, 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // Past the end, or a blob not being fetched: no wait at all.
+        let started = std::time::Instant::now();
+        store.wait_for_piece(&manifest.digest, 3, wait).await;
+        let other = Digest::of(wharf_oci::DigestAlgorithm::Sha256, b"other");
+        store.wait_for_piece(&other, 0, wait).await;
+        // A blob given up wakes its waiters.
+        let waiter = {
+            let (store, digest) = (store.clone(), manifest.digest.clone());
+            tokio::spawn(async move { store.wait_for_piece(&digest, 2, wait).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store.abandon(&partial);
+        waiter.await.unwrap();
+        assert!(started.elapsed() < wait / 2);
     }
 
     #[tokio::test]
