@@ -40,9 +40,10 @@ use crate::fleet::{
 const MACHINES: usize = 6;
 /// Each machine's link, per direction: 32 MiB/s.
 const RATE: u64 = 32 << 20;
-/// The killed seed's link, per direction: slow enough that it is
-/// mid-download for tens of seconds.
-const SEED_RATE: u64 = 4 << 20;
+/// The killed seed's link, per direction: the image alone takes it a
+/// minute, a wide window for the others to start and take pieces from it
+/// on a loaded machine.
+const SEED_RATE: u64 = 2 << 20;
 /// Two random layers of 64 MiB (16 pieces each) beside busybox's.
 const RANDOM_LAYERS: usize = 2;
 const LAYER_BYTES: usize = 64 << 20;
