@@ -46,16 +46,41 @@ pub struct LabSpec {
 }
 
 impl LabSpec {
-    /// The lab the P2P show and benchmark use: prefix `wpp`, the host at
-    /// 10.123.0.1/16, machines from 10.123.1.1.
-    pub fn wpp(machines: usize, rate_bytes_per_second: Option<u64>) -> LabSpec {
+    /// A lab on `10.<second_octet>.0.0/16`: the host at `10.<second_octet>.0.1`,
+    /// machines from `10.<second_octet>.1.1`.
+    ///
+    /// ```
+    /// use wharf_net::lab::LabSpec;
+    /// let spec = LabSpec::on_ten_slash_16("wpx", 200, 4, None);
+    /// assert_eq!(spec.host.to_string(), "10.200.0.1/16");
+    /// assert_eq!(spec.machine_base.to_string(), "10.200.1.1");
+    /// ```
+    pub fn on_ten_slash_16(
+        prefix: &str,
+        second_octet: u8,
+        machines: usize,
+        rate_bytes_per_second: Option<u64>,
+    ) -> LabSpec {
         LabSpec {
-            prefix: "wpp".into(),
-            host: Ipv4Cidr::new(Ipv4Addr::new(10, 123, 0, 1), 16),
-            machine_base: Ipv4Addr::new(10, 123, 1, 1),
+            prefix: prefix.into(),
+            host: Ipv4Cidr::new(Ipv4Addr::new(10, second_octet, 0, 1), 16),
+            machine_base: Ipv4Addr::new(10, second_octet, 1, 1),
             machines,
             rate_bytes_per_second,
         }
+    }
+
+    /// The lab the P2P show and benchmark use: prefix `wpp`, the host at
+    /// 10.123.0.1/16, machines from 10.123.1.1.
+    pub fn wpp(machines: usize, rate_bytes_per_second: Option<u64>) -> LabSpec {
+        LabSpec::on_ten_slash_16("wpp", 123, machines, rate_bytes_per_second)
+    }
+
+    /// The lab of the P2P fault shows (a corrupt peer, a seed killed
+    /// mid-download): prefix `wpf`, the host at 10.126.0.1/16, machines
+    /// from 10.126.1.1; apart from the `wpp` show, so both can run at once.
+    pub fn wpf(machines: usize, rate_bytes_per_second: Option<u64>) -> LabSpec {
+        LabSpec::on_ten_slash_16("wpf", 126, machines, rate_bytes_per_second)
     }
 
     /// The bridge's name: `<prefix>br0`.
@@ -204,16 +229,27 @@ impl LabNetwork {
         ip::run("ip", ["-n", netns, "addr", "add", &address, "dev", inside]).await?;
         ip::run("ip", ["-n", netns, "link", "set", "dev", inside, "up"]).await?;
         if let Some(rate) = self.spec.rate_bytes_per_second {
-            let tbf = tbf_args(rate);
-            let tbf: Vec<&str> = tbf.iter().map(String::as_str).collect();
-            let mut host_side = vec!["qdisc", "add", "dev", outside, "root"];
-            host_side.extend(&tbf);
-            ip::run("tc", host_side).await?;
-            let mut machine_side = vec!["-n", netns, "qdisc", "add", "dev", inside, "root"];
-            machine_side.extend(&tbf);
-            ip::run("tc", machine_side).await?;
+            shape(machine, rate).await?;
         }
         Ok(())
+    }
+
+    /// Shapes machine `index`'s link to `rate` bytes per second in each
+    /// direction from now on, replacing what it had: one machine with a
+    /// slower (or faster) NIC than the rest of the lab.
+    pub async fn set_rate(&self, index: usize, rate: u64) -> Result<(), NetError> {
+        let machine = self.machines.get(index).ok_or_else(|| {
+            NetError::InvalidConfig(format!(
+                "lab machine {index} does not exist: the lab has {} machines",
+                self.machines.len()
+            ))
+        })?;
+        if rate == 0 {
+            return Err(NetError::InvalidConfig(format!(
+                "lab machine {index}: a link's rate must be above 0 bytes/s"
+            )));
+        }
+        shape(machine, rate).await
     }
 
     /// What the lab was made from.
@@ -236,6 +272,32 @@ impl Drop for LabNetwork {
     fn drop(&mut self) {
         remove_leftovers(&self.spec.prefix);
     }
+}
+
+/// Shapes both ends of `machine`'s link to `rate` bytes/s (`tc qdisc
+/// replace`: the same whether the link was shaped before or not).
+async fn shape(machine: &LabMachine, rate: u64) -> Result<(), NetError> {
+    for command in shaping_commands(machine, rate) {
+        ip::run("tc", command).await?;
+    }
+    Ok(())
+}
+
+/// The `tc` arguments that shape the host end (what flows into the
+/// machine) and the machine's own end (what flows out of it).
+fn shaping_commands(machine: &LabMachine, rate: u64) -> [Vec<String>; 2] {
+    let tbf = tbf_args(rate);
+    let replace = |dev: &str| {
+        let mut args: Vec<String> = ["qdisc", "replace", "dev", dev, "root"]
+            .map(String::from)
+            .to_vec();
+        args.extend(tbf.iter().cloned());
+        args
+    };
+    let host_side = replace(&machine.host_veth);
+    let mut machine_side = vec!["-n".to_string(), machine.netns.clone()];
+    machine_side.extend(replace(&machine.veth));
+    [host_side, machine_side]
 }
 
 /// `tbf` parameters for `rate` bytes/s. The bucket holds 20 ms of the rate
@@ -370,6 +432,50 @@ mod tests {
         assert!(!is_lab_link("wpp", "wppn12"));
         assert!(!is_lab_link("wpp", "wpph"));
         assert!(!is_lab_link("wpp", "eth0"));
+    }
+
+    #[test]
+    fn the_wpf_lab_is_apart_from_the_wpp_lab() {
+        let wpf = LabSpec::wpf(6, None);
+        wpf.validate().unwrap();
+        assert_eq!(wpf.bridge(), "wpfbr0");
+        assert_eq!(wpf.host, Ipv4Cidr::new(Ipv4Addr::new(10, 126, 0, 1), 16));
+        assert_eq!(wpf.machine_base, Ipv4Addr::new(10, 126, 1, 1));
+        let wpp = LabSpec::wpp(6, None);
+        assert!(!wpp.host.contains(wpf.machine_base));
+        assert!(!is_lab_netns("wpp", "wpf0") && !is_lab_link("wpp", "wpfbr0"));
+    }
+
+    #[test]
+    fn a_reshaped_link_replaces_the_qdisc_on_both_ends() {
+        let lab = LabNetwork {
+            spec: LabSpec::wpf(2, Some(32 << 20)),
+            machines: Vec::new(),
+        };
+        let machine = lab.machine_named(1);
+        let [host_side, machine_side] = shaping_commands(&machine, 2 << 20);
+        assert_eq!(
+            host_side[..5],
+            ["qdisc", "replace", "dev", "wpfh1", "root"].map(String::from)
+        );
+        assert_eq!(host_side[5..], tbf_args(2 << 20)[..]);
+        assert_eq!(
+            machine_side[..7],
+            ["-n", "wpf1", "qdisc", "replace", "dev", "wpfn1", "root"].map(String::from)
+        );
+        assert_eq!(machine_side[7..], tbf_args(2 << 20)[..]);
+        std::mem::forget(lab);
+    }
+
+    #[tokio::test]
+    async fn reshaping_a_machine_the_lab_lacks_is_refused() {
+        let lab = LabNetwork {
+            spec: LabSpec::wpf(2, None),
+            machines: Vec::new(),
+        };
+        let error = lab.set_rate(3, 1 << 20).await.unwrap_err().to_string();
+        assert!(error.contains("lab machine 3 does not exist"), "{error}");
+        std::mem::forget(lab);
     }
 
     #[test]

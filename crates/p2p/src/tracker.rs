@@ -140,6 +140,10 @@ pub struct Assignment {
     /// (it just became its IDC's seed, or the tracker is full): what the
     /// server counts.
     pub newly_back_to_source: bool,
+    /// Parents the update named bad that the node had not named before
+    /// for this blob (reports repeat a node's whole list): what the server
+    /// counts as bad parent reports.
+    pub newly_blocklisted: usize,
     /// Whether the tracker records this node (false only when full).
     pub tracked: bool,
 }
@@ -239,6 +243,7 @@ impl Tracker {
                 parents: Vec::new(),
                 back_to_source: false,
                 newly_back_to_source: false,
+                newly_blocklisted: 0,
                 tracked: true,
             });
         }
@@ -248,6 +253,7 @@ impl Tracker {
                 parents: Vec::new(),
                 back_to_source,
                 newly_back_to_source: back_to_source,
+                newly_blocklisted: 0,
                 tracked: false,
             });
         }
@@ -371,9 +377,10 @@ impl Task {
         peer.last_report = now;
         peer.free_upload_slots = update.free_upload_slots;
         peer.source_bytes = update.source_bytes;
+        let mut newly_blocklisted = 0;
         for bad in update.bad_parents {
-            if peer.blocklist.len() < MAX_BLOCKLIST && bad != node {
-                peer.blocklist.insert(bad);
+            if peer.blocklist.len() < MAX_BLOCKLIST && bad != node && peer.blocklist.insert(bad) {
+                newly_blocklisted += 1;
             }
         }
         if peer.state == PeerState::Done {
@@ -384,6 +391,7 @@ impl Task {
                 parents: Vec::new(),
                 back_to_source: false,
                 newly_back_to_source: false,
+                newly_blocklisted,
                 tracked: true,
             };
         }
@@ -401,6 +409,7 @@ impl Task {
             parents,
             back_to_source,
             newly_back_to_source: back_to_source && !was_seed,
+            newly_blocklisted,
             tracked: true,
         }
     }
@@ -825,6 +834,50 @@ mod tests {
             )
             .unwrap();
         assert_eq!(names(&other)[0], "liar");
+    }
+
+    #[test]
+    fn a_bad_parent_counts_once_per_child_and_blob_however_often_reported() {
+        let (mut t, m, now) = (tracker(), manifest(), Instant::now());
+        t.assign(node("liar", "east", "p"), done(), &m, now)
+            .unwrap();
+        let naming = |bad: &[&str]| PeerUpdate {
+            bad_parents: bad.iter().map(|b| b.to_string()).collect(),
+            ..PeerUpdate::starting(PIECES)
+        };
+        let first = t
+            .assign(node("child", "east", "p"), naming(&["liar"]), &m, now)
+            .unwrap();
+        assert_eq!(first.newly_blocklisted, 1);
+        // Every later report repeats the list: nothing new.
+        let again = t
+            .assign(node("child", "east", "p"), naming(&["liar"]), &m, now)
+            .unwrap();
+        assert_eq!(again.newly_blocklisted, 0);
+        // A node naming itself is not a bad parent.
+        let itself = t
+            .assign(
+                node("child", "east", "p"),
+                naming(&["liar", "child"]),
+                &m,
+                now,
+            )
+            .unwrap();
+        assert_eq!(itself.newly_blocklisted, 0);
+        // Another child naming the same parent is a report of its own,
+        // and so is the last report of a child that completed.
+        let other = t
+            .assign(node("other", "east", "p"), naming(&["liar"]), &m, now)
+            .unwrap();
+        assert_eq!(other.newly_blocklisted, 1);
+        let completed = PeerUpdate {
+            bad_parents: vec!["liar".into()],
+            ..done()
+        };
+        let last = t
+            .assign(node("third", "east", "p"), completed, &m, now)
+            .unwrap();
+        assert_eq!(last.newly_blocklisted, 1);
     }
 
     #[test]

@@ -149,6 +149,20 @@ async fn refusal(app: &TestApp, token: &str, uri: &str, body: Value) -> (StatusC
     (reply.status, message)
 }
 
+/// The server's `/metrics`, read as the administrator.
+async fn metrics(app: &TestApp, admin: &str) -> String {
+    let metrics = app
+        .send(
+            Method::GET,
+            "/metrics",
+            &[("authorization", format!("Bearer {admin}"))],
+            Vec::new(),
+        )
+        .await
+        .expect(StatusCode::OK);
+    String::from_utf8_lossy(&metrics.body).to_string()
+}
+
 #[tokio::test]
 async fn a_node_gets_the_servers_manifest_and_a_grant_for_that_blob_only() {
     let app = TestApp::new().await;
@@ -197,20 +211,12 @@ async fn a_node_gets_the_servers_manifest_and_a_grant_for_that_blob_only() {
         .await
         .expect(StatusCode::UNAUTHORIZED);
 
-    let metrics = app
-        .send(
-            Method::GET,
-            "/metrics",
-            &[("authorization", format!("Bearer {admin}"))],
-            Vec::new(),
-        )
-        .await
-        .expect(StatusCode::OK);
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let text = metrics(&app, &admin).await;
     for line in [
         "wharf_p2p_tracker_tasks 1\n",
         "wharf_p2p_tracker_peers 1\n",
         "wharf_p2p_back_to_source_total 1\n",
+        "wharf_p2p_bad_parent_reports_total 0\n",
         "wharf_p2p_manifests_computed_total 1\n",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
@@ -239,6 +245,21 @@ async fn the_second_node_of_an_idc_fetches_from_the_first_and_another_idc_seeds(
     assert_eq!(second.parents[0].url, "http://n1.test:7701");
     assert_eq!(second.parents[0].idc.as_deref(), Some("east"));
     assert_eq!(second.parents[0].pieces.held().collect::<Vec<_>>(), [0]);
+
+    // n1 sent n2 a bad piece: n2 gets it no more for this blob, and its
+    // report counts once however often its reports repeat it.
+    let mut blaming = report("shop/app", &blob, &[]);
+    blaming["badParents"] = json!([
+        {"node": "n1", "reason": "sent piece 0 not matching the manifest"}
+    ]);
+    for _ in 0..2 {
+        let after = assignment(&app, &n2, REPORTS, blaming.clone()).await;
+        assert!(parents(&after).is_empty(), "{:?}", parents(&after));
+        assert!(!after.back_to_source, "the IDC's seed is still live");
+    }
+    let text = metrics(&app, &admin).await;
+    let line = "wharf_p2p_bad_parent_reports_total 1\n";
+    assert!(text.contains(line), "{line} missing from\n{text}");
 
     let west = assignment(&app, &n3, TASKS, task("shop/app", &blob)).await;
     assert!(west.back_to_source, "another IDC has its own seed");

@@ -139,10 +139,15 @@ impl P2pService {
             parents,
             back_to_source,
             newly_back_to_source,
+            newly_blocklisted,
             ..
         } = assignment;
-        self.telemetry
-            .p2p_tracked(tasks as u64, peers as u64, newly_back_to_source);
+        self.telemetry.p2p_tracked(
+            tasks as u64,
+            peers as u64,
+            newly_back_to_source,
+            newly_blocklisted as u64,
+        );
         Ok(TaskAssignment {
             grant: self.sign_grant(&node, &manifest.digest),
             grant_expires_in: GRANT_TTL.as_secs(),

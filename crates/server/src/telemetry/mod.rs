@@ -59,6 +59,7 @@ struct P2pStats {
     tasks: AtomicU64,
     peers: AtomicU64,
     back_to_source: AtomicU64,
+    bad_parent_reports: AtomicU64,
     manifests_computed: AtomicU64,
 }
 
@@ -106,14 +107,24 @@ impl ServerMetrics {
         })
     }
 
-    /// Records the tracker's size after an answer, and whether the answer
-    /// newly sent a node to the registry.
-    pub fn p2p_tracked(&self, tasks: u64, peers: u64, newly_back_to_source: bool) {
+    /// Records the tracker's size after an answer, whether the answer
+    /// newly sent a node to the registry, and how many parents the
+    /// node's report newly named bad.
+    pub fn p2p_tracked(
+        &self,
+        tasks: u64,
+        peers: u64,
+        newly_back_to_source: bool,
+        newly_bad_parents: u64,
+    ) {
         self.p2p.tasks.store(tasks, Ordering::Relaxed);
         self.p2p.peers.store(peers, Ordering::Relaxed);
         if newly_back_to_source {
             self.p2p.back_to_source.fetch_add(1, Ordering::Relaxed);
         }
+        self.p2p
+            .bad_parent_reports
+            .fetch_add(newly_bad_parents, Ordering::Relaxed);
     }
 
     /// Counts a piece manifest read from the blob store.
@@ -176,6 +187,12 @@ impl ServerMetrics {
             "Nodes the P2P tracker sent to the registry: seeds per IDC, and nodes it had no room for.",
             &[],
             p2p.back_to_source.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "wharf_p2p_bad_parent_reports_total",
+            "Parents nodes reported bad (a piece not matching the manifest, a refused connection, stalls), once per node, parent and blob.",
+            &[],
+            p2p.bad_parent_reports.load(Ordering::Relaxed) as f64,
         );
         out.counter(
             "wharf_p2p_manifests_computed_total",
@@ -273,8 +290,8 @@ mod tests {
             elapsed: Duration::from_millis(7),
         });
         metrics.registry_bytes_in.fetch_add(10, Ordering::Relaxed);
-        metrics.p2p_tracked(2, 5, true);
-        metrics.p2p_tracked(2, 6, false);
+        metrics.p2p_tracked(2, 5, true, 0);
+        metrics.p2p_tracked(2, 6, false, 2);
         metrics.p2p_manifest_computed();
         let mut out = Exposition::default();
         metrics.render(&mut out);
@@ -293,6 +310,7 @@ mod tests {
             "wharf_p2p_tracker_tasks 2\n",
             "wharf_p2p_tracker_peers 6\n",
             "wharf_p2p_back_to_source_total 1\n",
+            "wharf_p2p_bad_parent_reports_total 2\n",
             "wharf_p2p_manifests_computed_total 1\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
