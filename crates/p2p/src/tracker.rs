@@ -421,11 +421,15 @@ impl Task {
     fn must_seed(&self, node: &str) -> bool {
         let me = &self.peers[node];
         // A peer without an endpoint serves no one: it neither seeds nor
-        // completes for its IDC.
-        let mut same_idc = self
-            .peers
-            .values()
-            .filter(|p| p.info.node != node && p.info.url.is_some() && p.info.idc == me.info.idc);
+        // completes for its IDC; nor, for this node, does one it
+        // blocklisted (a complete peer serving corrupt pieces must not
+        // keep everyone from the registry).
+        let mut same_idc = self.peers.values().filter(|p| {
+            p.info.node != node
+                && p.info.url.is_some()
+                && p.info.idc == me.info.idc
+                && !me.blocklist.contains(&p.info.node)
+        });
         let (mut any, mut seed_or_done) = (false, false);
         for p in &mut same_idc {
             any = true;
@@ -878,6 +882,42 @@ mod tests {
             .assign(node("third", "east", "p"), completed, &m, now)
             .unwrap();
         assert_eq!(last.newly_blocklisted, 1);
+    }
+
+    #[test]
+    fn a_child_that_blocklisted_the_only_complete_peer_goes_to_the_source() {
+        let (mut t, m, now) = (tracker(), manifest(), Instant::now());
+        t.assign(node("rotten", "east", "p"), done(), &m, now)
+            .unwrap();
+        let child = t
+            .assign(
+                node("child", "east", "p"),
+                PeerUpdate::starting(PIECES),
+                &m,
+                now,
+            )
+            .unwrap();
+        assert_eq!(names(&child), ["rotten"]);
+        assert!(!child.back_to_source);
+        let report = PeerUpdate {
+            bad_parents: vec!["rotten".into()],
+            ..PeerUpdate::starting(PIECES)
+        };
+        let child = t
+            .assign(node("child", "east", "p"), report, &m, now)
+            .unwrap();
+        assert!(child.back_to_source && child.parents.is_empty());
+        // The others of the IDC now fetch from the new seed as well.
+        let other = t
+            .assign(
+                node("other", "east", "p"),
+                PeerUpdate::starting(PIECES),
+                &m,
+                now,
+            )
+            .unwrap();
+        assert!(!other.back_to_source);
+        assert!(names(&other).contains(&"child"), "{:?}", names(&other));
     }
 
     #[test]
