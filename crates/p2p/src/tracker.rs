@@ -501,6 +501,7 @@ impl Task {
                 idc: p.info.idc.clone(),
                 pool: p.info.pool.clone(),
                 pieces: p.pieces.clone(),
+                seed: p.back_to_source && p.state == PeerState::Downloading,
             })
             .collect()
     }
@@ -624,6 +625,7 @@ mod tests {
         assert!(!second.back_to_source);
         assert_eq!(names(&second), ["a"]);
         assert_eq!(second.parents[0].pieces.count(), 0);
+        assert!(second.parents[0].seed, "children know their seed");
 
         t.assign(node("a", "east", "p"), holding(&[0, 1]), &m, now)
             .unwrap();

@@ -119,6 +119,10 @@ pub struct Parent {
     pub pool: Option<String>,
     /// The pieces it held at its last report.
     pub pieces: Bitmap,
+    /// Whether it is its IDC's seed for the blob (fetching from the
+    /// registry): the one uplink every new piece crosses first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed: bool,
 }
 
 /// Where a node's fetch of a blob stands.

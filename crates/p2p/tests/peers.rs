@@ -105,6 +105,7 @@ impl FakeTracker {
                 node: name,
                 idc: None,
                 pool: None,
+                seed: false,
             })
             .collect();
         TaskAssignment {

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -110,6 +110,12 @@ pub struct Downloader {
     options: DownloaderOptions,
     bucket: TokenBucket,
     server: Option<Arc<PieceServer>>,
+    /// Blobs this node is streaming from the registry as its IDC's seed.
+    /// Its other downloads from peers wait meanwhile: flows on one link
+    /// share it about equally, and the seed's stream, which every other
+    /// node of the IDC waits on, would get a fraction of the downlink.
+    seeding: AtomicUsize,
+    seeding_ended: tokio::sync::Notify,
 }
 
 impl Downloader {
@@ -131,6 +137,8 @@ impl Downloader {
             http,
             options,
             server,
+            seeding: AtomicUsize::new(0),
+            seeding_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -284,6 +292,24 @@ async fn assign(
                 tokio::time::sleep(TRACKER_RETRY_WAIT * attempt).await;
             }
             answer => return answer,
+        }
+    }
+}
+
+/// Counts a seed's stream in [`Downloader::seeding`] while it lives.
+struct Seeding<'a>(&'a Downloader);
+
+impl<'a> Seeding<'a> {
+    fn start(downloader: &'a Downloader) -> Seeding<'a> {
+        downloader.seeding.fetch_add(1, Ordering::AcqRel);
+        Seeding(downloader)
+    }
+}
+
+impl Drop for Seeding<'_> {
+    fn drop(&mut self) {
+        if self.0.seeding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.seeding_ended.notify_waiters();
         }
     }
 }
@@ -516,8 +542,17 @@ impl RunState {
             self.in_flight[first as usize] = true;
             return Step::Source(first);
         }
+        // The seed's uplink carries every new piece into the IDC: a node
+        // with other parents asks it for one piece at a time.
+        let other_parents = self
+            .parents
+            .iter()
+            .any(|p| p.dropped.is_none() && !p.parent.seed);
         let usable: Vec<usize> = (0..self.parents.len())
-            .filter(|&at| self.parents[at].usable(now))
+            .filter(|&at| {
+                let parent = &self.parents[at];
+                parent.usable(now) && !(other_parents && parent.parent.seed && parent.in_flight > 0)
+            })
             .collect();
         let choice = self
             .rarest_held(&open, &usable, now)
@@ -536,6 +571,11 @@ impl RunState {
         }
     }
 
+    /// A piece a usable parent holds: first those a parent other than
+    /// the seed can give, then the rarest among the parents; one of the
+    /// first [`PICK_WINDOW`] such at random. From the holder that is not
+    /// the seed, has the fewest of this node's requests and delivered the
+    /// fastest.
     fn rarest_held(&self, open: &[u32], usable: &[usize], now: Instant) -> Option<(u32, usize)> {
         let holders = |index: u32| {
             self.parents
@@ -543,19 +583,22 @@ impl RunState {
                 .filter(|p| p.dropped.is_none() && p.parent.pieces.has(index))
                 .count()
         };
-        let askable: Vec<(u32, usize)> = open
+        let askable: Vec<(u32, (bool, usize))> = open
             .iter()
-            .filter(|&&i| {
-                usable
+            .filter_map(|&i| {
+                let mut askable = usable
                     .iter()
-                    .any(|&at| self.parents[at].may_ask(i, true, now))
+                    .map(|&at| &self.parents[at])
+                    .filter(|p| p.may_ask(i, true, now));
+                let first = askable.next()?;
+                let only_seed = first.parent.seed && askable.all(|p| p.parent.seed);
+                Some((i, (only_seed, holders(i))))
             })
-            .map(|&i| (i, holders(i)))
             .collect();
-        let rarest = askable.iter().map(|&(_, n)| n).min()?;
+        let best = askable.iter().map(|&(_, key)| key).min()?;
         let window: Vec<u32> = askable
             .iter()
-            .filter(|&&(_, n)| n == rarest)
+            .filter(|&&(_, key)| key == best)
             .map(|&(i, _)| i)
             .take(PICK_WINDOW)
             .collect();
@@ -566,8 +609,10 @@ impl RunState {
             .filter(|&at| self.parents[at].may_ask(index, true, now))
             .min_by(|&a, &b| {
                 let (a, b) = (&self.parents[a], &self.parents[b]);
-                a.in_flight
-                    .cmp(&b.in_flight)
+                a.parent
+                    .seed
+                    .cmp(&b.parent.seed)
+                    .then(a.in_flight.cmp(&b.in_flight))
                     .then(b.rate().total_cmp(&a.rate()))
             })?;
         Some((index, at))
@@ -616,6 +661,7 @@ impl RunState {
 impl Run<'_> {
     async fn fetch(&self) -> Result<(), P2pError> {
         if self.back_to_source {
+            let _seeding = Seeding::start(self.downloader);
             return self.stream_from_source().await;
         }
         let workers = self.downloader.options.concurrency.max(1);
@@ -628,6 +674,10 @@ impl Run<'_> {
     async fn work(&self) -> Result<(), P2pError> {
         let fallback = self.downloader.options.piece_fallback;
         loop {
+            if self.downloader.seeding.load(Ordering::Acquire) > 0 {
+                self.yield_to_seeding().await;
+                continue;
+            }
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -655,6 +705,22 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Waits (a while at most) for the node's seeding to end. Parents are
+    /// not being asked meanwhile, so their silence is not held against
+    /// them.
+    async fn yield_to_seeding(&self) {
+        let ended = self.downloader.seeding_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if self.downloader.seeding.load(Ordering::Acquire) > 0 {
+            let _ = tokio::time::timeout(NO_PARENT_WAIT, ended).await;
+        }
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        state.last_heard = now;
+        state.last_delivered = now;
     }
 
     /// Asks one parent for one piece and records what came of it. Fails
@@ -967,6 +1033,7 @@ mod tests {
                     idc: None,
                     pool: None,
                     pieces: bitmap,
+                    seed: false,
                 }
             })
             .collect();
@@ -1009,6 +1076,30 @@ mod tests {
             ]
         );
         // Both parents busy, pieces 4 and 5 held by neither: wait.
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
+    }
+
+    #[test]
+    fn the_seed_is_asked_for_one_piece_at_a_time_and_only_for_what_no_one_else_has() {
+        let mut run = state(6, &[("seed", &[0, 1, 2, 3, 4, 5]), ("peer", &[0, 1])]);
+        run.parents[0].parent.seed = true;
+        let held = Bitmap::new(6);
+        let mut asked: Vec<(u32, String)> = (0..3)
+            .map(|_| fetch(run.next_step(&held, FALLBACK)))
+            .collect();
+        asked.sort();
+        // What "peer" holds comes from it, though the seed holds it too;
+        // then one piece only the seed has.
+        assert_eq!(&asked[..2], [(0, "peer".into()), (1, "peer".into())]);
+        assert_eq!(asked[2].1, "seed");
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
+
+        // With no other parent left, the seed takes the usual two.
+        run.drop_parent(1, "gone".into());
+        run.parents[0].in_flight = 0;
+        run.in_flight.iter_mut().for_each(|f| *f = false);
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)).1, "seed");
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)).1, "seed");
         assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
     }
 

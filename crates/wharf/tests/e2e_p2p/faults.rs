@@ -48,18 +48,16 @@ const SEED_RATE: u64 = 2 << 20;
 const RANDOM_LAYERS: usize = 2;
 const LAYER_BYTES: usize = 64 << 20;
 /// The most the origin may serve for the corrupt peer's show, in images:
-/// the corrupt node's own pull, then, per other node, what no honest peer
-/// held when it dropped the corrupt one: the corrupted piece of each blob
-/// and those behind it that were not yet in flight. Nodes share what one
-/// of them fetched, but they drop the corrupt node at about the same time
-/// and wait out the same piece fallback, so much of that tail comes from
-/// the registry several times (1.17 to 1.72 images measured here; 6 would
-/// be every node back at the registry).
-const CORRUPT_ORIGIN_LIMIT: f64 = 2.5;
+/// the corrupt node's own pull, then the image once more through the node
+/// the tracker makes the IDC's seed once the others have blocklisted the
+/// only complete peer, with a few range fallbacks on top (1.29 measured
+/// with the rarest-first downloader; 6 would be every node back at the
+/// registry).
+const CORRUPT_ORIGIN_LIMIT: f64 = 2.0;
 /// The most the origin may serve when the seed is killed, in images: what
 /// the dead seed fetched, and the rest once more through a promoted seed,
-/// with range fallbacks on top.
-const SEED_KILLED_ORIGIN_LIMIT: f64 = 2.5;
+/// with range fallbacks on top (1.12 measured).
+const SEED_KILLED_ORIGIN_LIMIT: f64 = 2.0;
 /// Six caches of a 129 MiB image, each twice (P2P's blob cache and the
 /// unpacked layers), with room to spare.
 const SCRATCH_BYTES: u64 = 3 << 30;
