@@ -127,7 +127,10 @@ impl Downloader {
         options: DownloaderOptions,
     ) -> Result<Downloader, P2pError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(options.stall_timeout)
+            // A SYN dropped by a full queue is sent again after 1 s, then
+            // 2 s more, then 4 s more: a connection can take 7 s on a busy
+            // link that is not dead.
+            .connect_timeout(CONNECT_TIMEOUT.max(options.stall_timeout))
             .user_agent(concat!("wharf-p2p/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| P2pError::Internal(format!("cannot build the http client: {e}")))?;
@@ -402,6 +405,9 @@ enum Miss {
     /// Do not use it again for this blob.
     Drop(String),
 }
+
+/// How long connecting to a parent may take (see [`Downloader::new`]).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a worker of a run does next.
 enum Step {
