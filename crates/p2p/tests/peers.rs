@@ -774,3 +774,44 @@ async fn a_node_the_tracker_makes_the_seed_mid_download_goes_to_the_registry_at_
     );
     promote.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_seeding_one_blob_fetches_another_from_peers_after_it() {
+    let (bytes_a, manifest_a) = blob(8 * MIB);
+    let (bytes_b, manifest_b) = blob(8 * MIB + 1);
+    let (tracker_a, tracker_b) = (FakeTracker::new(&manifest_a), FakeTracker::new(&manifest_b));
+    // 128 chunks of 64 KiB at 10 ms each: more than a second of seeding.
+    let source_a = FakeSource::new(&bytes_a, Duration::from_millis(10));
+    let source_b = FakeSource::new(&bytes_b, Duration::ZERO);
+    let seed_b = seeded(&tracker_b, "seed", &source_b).await;
+    let node = peer(&tracker_a, "node", options()).await;
+    tracker_a.seeds.lock().unwrap().push("node".into());
+    tracker_b
+        .parents
+        .lock()
+        .unwrap()
+        .insert("node".into(), vec!["seed".into()]);
+
+    let started = Instant::now();
+    let seeding = async {
+        let (downloaded, done) = node.fetch(&tracker_a, &source_a).await;
+        assert_eq!(downloaded.source_bytes, manifest_a.size);
+        done
+    };
+    let fetching = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        node.fetch(&tracker_b, &source_b).await
+    };
+    let (seeded_at, (downloaded_b, _)) = tokio::join!(seeding, fetching);
+    assert_blob(&downloaded_b, &bytes_b);
+    assert_eq!(downloaded_b.peer_bytes, manifest_b.size);
+    // The second blob's pieces were asked for only once the node's own
+    // stream from the registry ended (less the time to finish it).
+    let first_piece = seed_b.first_served().unwrap();
+    assert!(
+        first_piece.duration_since(started) >= seeded_at.duration_since(started) * 3 / 4,
+        "first piece of the other blob after {:?}, seeding done after {:?}",
+        first_piece.duration_since(started),
+        seeded_at.duration_since(started)
+    );
+}

@@ -111,9 +111,10 @@ pub struct Downloader {
     bucket: TokenBucket,
     server: Option<Arc<PieceServer>>,
     /// Blobs this node is streaming from the registry as its IDC's seed.
-    /// Its other downloads from peers wait meanwhile: flows on one link
-    /// share it about equally, and the seed's stream, which every other
-    /// node of the IDC waits on, would get a fraction of the downlink.
+    /// Its other downloads from peers wait meanwhile (up to
+    /// [`SEEDING_YIELD_LIMIT`] each): flows on one link share it about
+    /// equally, and the seed's stream, which every other node of the IDC
+    /// waits on, would get a fraction of the downlink.
     seeding: AtomicUsize,
     seeding_ended: tokio::sync::Notify,
 }
@@ -374,6 +375,9 @@ struct RunState {
     /// that answer "not yet" forever, holding nothing and getting nothing,
     /// must not hold a pull.
     last_delivered: Instant,
+    /// Time spent waiting for the node's seeding to end (bounded: a seed
+    /// stuck on a slow registry must not hold other pulls).
+    yielded: Duration,
 }
 
 struct ParentState {
@@ -406,6 +410,9 @@ enum Miss {
     Drop(String),
 }
 
+/// A run waits at most this long in all for the node's seeding of other
+/// blobs to end ([`Downloader::seeding`]).
+const SEEDING_YIELD_LIMIT: Duration = Duration::from_secs(10);
 /// How long connecting to a parent may take (see [`Downloader::new`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -486,6 +493,7 @@ impl RunState {
             in_flight: vec![false; assignment.manifest.piece_count() as usize],
             last_heard: now,
             last_delivered: now,
+            yielded: Duration::ZERO,
         };
         state.refresh(assignment);
         state
@@ -680,7 +688,9 @@ impl Run<'_> {
     async fn work(&self) -> Result<(), P2pError> {
         let fallback = self.downloader.options.piece_fallback;
         loop {
-            if self.downloader.seeding.load(Ordering::Acquire) > 0 {
+            if self.downloader.seeding.load(Ordering::Acquire) > 0
+                && lock(&self.state).yielded < SEEDING_YIELD_LIMIT
+            {
                 self.yield_to_seeding().await;
                 continue;
             }
@@ -717,6 +727,7 @@ impl Run<'_> {
     /// not being asked meanwhile, so their silence is not held against
     /// them.
     async fn yield_to_seeding(&self) {
+        let started = Instant::now();
         let ended = self.downloader.seeding_ended.notified();
         tokio::pin!(ended);
         ended.as_mut().enable();
@@ -727,6 +738,7 @@ impl Run<'_> {
         let now = Instant::now();
         state.last_heard = now;
         state.last_delivered = now;
+        state.yielded += now - started;
     }
 
     /// Asks one parent for one piece and records what came of it. Fails
