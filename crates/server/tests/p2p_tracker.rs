@@ -246,8 +246,9 @@ async fn the_second_node_of_an_idc_fetches_from_the_first_and_another_idc_seeds(
     assert_eq!(second.parents[0].idc.as_deref(), Some("east"));
     assert_eq!(second.parents[0].pieces.held().collect::<Vec<_>>(), [0]);
 
-    // n1 sent n2 a bad piece: n2 gets it no more for this blob, and its
-    // report counts once however often its reports repeat it.
+    // n1 sent n2 a bad piece: n2 gets it no more for this blob and, with
+    // no other peer of its IDC to trust, fetches from the registry itself;
+    // its report counts once however often its reports repeat it.
     let mut blaming = report("shop/app", &blob, &[]);
     blaming["badParents"] = json!([
         {"node": "n1", "reason": "sent piece 0 not matching the manifest"}
@@ -255,7 +256,7 @@ async fn the_second_node_of_an_idc_fetches_from_the_first_and_another_idc_seeds(
     for _ in 0..2 {
         let after = assignment(&app, &n2, REPORTS, blaming.clone()).await;
         assert!(parents(&after).is_empty(), "{:?}", parents(&after));
-        assert!(!after.back_to_source, "the IDC's seed is still live");
+        assert!(after.back_to_source, "n2 trusts no peer of its IDC");
     }
     let text = metrics(&app, &admin).await;
     let line = "wharf_p2p_bad_parent_reports_total 1\n";

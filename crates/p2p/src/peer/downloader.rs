@@ -382,6 +382,11 @@ struct RunState {
 
 struct ParentState {
     parent: Parent,
+    /// Whether the tracker's latest answer lists it. Only listed parents
+    /// are asked: the tracker keeps the graph of who fetches from whom
+    /// free of cycles as of its latest answers, and a parent it stopped
+    /// listing may by now fetch from this node.
+    listed: bool,
     /// Why it is not used any more for this blob.
     dropped: Option<String>,
     /// After a 429 or a slow answer: not before then.
@@ -464,7 +469,8 @@ fn lock(state: &Mutex<RunState>) -> MutexGuard<'_, RunState> {
 
 impl ParentState {
     fn usable(&self, now: Instant) -> bool {
-        self.dropped.is_none()
+        self.listed
+            && self.dropped.is_none()
             && self.busy_until.is_none_or(|t| t <= now)
             && self.in_flight < PER_PARENT_IN_FLIGHT
     }
@@ -504,6 +510,7 @@ impl RunState {
     fn refresh(&mut self, assignment: &TaskAssignment) {
         self.grant = assignment.grant.clone();
         self.back_to_source = assignment.back_to_source;
+        self.parents.iter_mut().for_each(|p| p.listed = false);
         for parent in &assignment.parents {
             match self
                 .parents
@@ -517,9 +524,11 @@ impl RunState {
                         pieces,
                         ..parent.clone()
                     };
+                    known.listed = true;
                 }
                 None => self.parents.push(ParentState {
                     parent: parent.clone(),
+                    listed: true,
                     dropped: None,
                     busy_until: None,
                     lacking: HashMap::new(),
@@ -561,7 +570,7 @@ impl RunState {
         let other_parents = self
             .parents
             .iter()
-            .any(|p| p.dropped.is_none() && !p.parent.seed);
+            .any(|p| p.listed && p.dropped.is_none() && !p.parent.seed);
         let usable: Vec<usize> = (0..self.parents.len())
             .filter(|&at| {
                 let parent = &self.parents[at];
@@ -594,7 +603,7 @@ impl RunState {
         let holders = |index: u32| {
             self.parents
                 .iter()
-                .filter(|p| p.dropped.is_none() && p.parent.pieces.has(index))
+                .filter(|p| p.listed && p.dropped.is_none() && p.parent.pieces.has(index))
                 .count()
         };
         let askable: Vec<(u32, (bool, usize))> = open
@@ -1187,6 +1196,29 @@ mod tests {
             [0, 1, 2]
         );
         assert_eq!(run.grant, "newer");
+    }
+
+    #[test]
+    fn only_the_parents_the_tracker_lists_now_are_asked() {
+        let mut run = state(3, &[("old", &[0, 1, 2]), ("new", &[0])]);
+        let mut new = run.parents[1].parent.clone();
+        new.pieces.set(1);
+        run.refresh(&TaskAssignment {
+            parents: vec![new],
+            grant: "newer".into(),
+            grant_expires_in: 300,
+            manifest: run_manifest(3),
+            back_to_source: false,
+            report_interval_ms: 1000,
+        });
+        // "old" may fetch from this node by now: only "new" is asked, for
+        // the two pieces it holds; then there is nothing to ask.
+        let held = Bitmap::new(3);
+        let asked: Vec<(u32, String)> = (0..2)
+            .map(|_| fetch(run.next_step(&held, FALLBACK)))
+            .collect();
+        assert!(asked.iter().all(|(_, node)| node == "new"), "{asked:?}");
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
     }
 
     fn run_manifest(pieces: u32) -> PieceManifest {

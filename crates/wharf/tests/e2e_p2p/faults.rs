@@ -50,10 +50,11 @@ const LAYER_BYTES: usize = 64 << 20;
 /// The most the origin may serve for the corrupt peer's show, in images:
 /// the corrupt node's own pull, then the image once more through the node
 /// the tracker makes the IDC's seed once the others have blocklisted the
-/// only complete peer, with a few range fallbacks on top (1.29 measured
-/// with the rarest-first downloader; 6 would be every node back at the
-/// registry).
-const CORRUPT_ORIGIN_LIMIT: f64 = 2.0;
+/// only complete peer (the pieces it still lacks), with a few range
+/// fallbacks on top: 1.29 and 1.50 measured with the rarest-first
+/// downloader, up to 1.72 before it; 6 would be every node back at the
+/// registry.
+const CORRUPT_ORIGIN_LIMIT: f64 = 2.5;
 /// The most the origin may serve when the seed is killed, in images: what
 /// the dead seed fetched, and the rest once more through a promoted seed,
 /// with range fallbacks on top (1.12 measured).
