@@ -382,10 +382,10 @@ struct RunState {
 
 struct ParentState {
     parent: Parent,
-    /// Whether the tracker's latest answer lists it. Only listed parents
-    /// are asked: the tracker keeps the graph of who fetches from whom
-    /// free of cycles as of its latest answers, and a parent it stopped
-    /// listing may by now fetch from this node.
+    /// Whether the tracker's latest answer lists it. The tracker keeps
+    /// the graph of who fetches from whom free of cycles as of its latest
+    /// answers; a parent it stopped listing may by now fetch from this
+    /// node, so it is asked only for what it holds, after listed ones.
     listed: bool,
     /// Why it is not used any more for this blob.
     dropped: Option<String>,
@@ -469,8 +469,7 @@ fn lock(state: &Mutex<RunState>) -> MutexGuard<'_, RunState> {
 
 impl ParentState {
     fn usable(&self, now: Instant) -> bool {
-        self.listed
-            && self.dropped.is_none()
+        self.dropped.is_none()
             && self.busy_until.is_none_or(|t| t <= now)
             && self.in_flight < PER_PARENT_IN_FLIGHT
     }
@@ -571,15 +570,19 @@ impl RunState {
             .parents
             .iter()
             .any(|p| p.listed && p.dropped.is_none() && !p.parent.seed);
-        let usable: Vec<usize> = (0..self.parents.len())
+        let (listed, former): (Vec<usize>, Vec<usize>) = (0..self.parents.len())
             .filter(|&at| {
                 let parent = &self.parents[at];
                 parent.usable(now) && !(other_parents && parent.parent.seed && parent.in_flight > 0)
             })
-            .collect();
+            .partition(|&at| self.parents[at].listed);
+        // A parent the tracker stopped listing may by now fetch from this
+        // node: it is asked only for pieces it holds (answered at once),
+        // never held waiting, so no two nodes ever wait on each other.
         let choice = self
-            .rarest_held(&open, &usable, now)
-            .or_else(|| self.furthest_fetching(&open, &usable, now));
+            .rarest_held(&open, &listed, now)
+            .or_else(|| self.rarest_held(&open, &former, now))
+            .or_else(|| self.furthest_fetching(&open, &listed, now));
         let Some((index, at)) = choice else {
             return Step::Wait;
         };
@@ -1199,7 +1202,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_parents_the_tracker_lists_now_are_asked() {
+    fn parents_no_longer_listed_are_asked_last_and_only_for_pieces_they_hold() {
         let mut run = state(3, &[("old", &[0, 1, 2]), ("new", &[0])]);
         let mut new = run.parents[1].parent.clone();
         new.pieces.set(1);
@@ -1211,14 +1214,34 @@ mod tests {
             back_to_source: false,
             report_interval_ms: 1000,
         });
-        // "old" may fetch from this node by now: only "new" is asked, for
-        // the two pieces it holds; then there is nothing to ask.
+        // "old" may fetch from this node by now: "new" is asked first, for
+        // the two pieces it holds; then "old", for the one only it holds.
         let held = Bitmap::new(3);
+        let mut asked: Vec<(u32, String)> = (0..2)
+            .map(|_| fetch(run.next_step(&held, FALLBACK)))
+            .collect();
+        asked.sort();
+        assert_eq!(asked, [(0, "new".into()), (1, "new".into())]);
+        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (2, "old".into()));
+
+        // A piece none holds is never a held request to "old".
+        let mut run = state(3, &[("old", &[0]), ("new", &[0])]);
+        let new = run.parents[1].parent.clone();
+        run.refresh(&TaskAssignment {
+            parents: vec![new],
+            grant: "newer".into(),
+            grant_expires_in: 300,
+            manifest: run_manifest(3),
+            back_to_source: false,
+            report_interval_ms: 1000,
+        });
+        let mut held = Bitmap::new(3);
+        held.set(0);
         let asked: Vec<(u32, String)> = (0..2)
             .map(|_| fetch(run.next_step(&held, FALLBACK)))
             .collect();
-        assert!(asked.iter().all(|(_, node)| node == "new"), "{asked:?}");
-        assert!(matches!(run.next_step(&held, FALLBACK), Step::Wait));
+        assert_eq!(asked, [(1, "new".into()), (2, "new".into())]);
+        assert!(matches!(run.next_step(&held, FALLBACK), Step::Finished));
     }
 
     fn run_manifest(pieces: u32) -> PieceManifest {
