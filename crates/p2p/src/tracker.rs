@@ -327,6 +327,12 @@ impl Tracker {
     }
 }
 
+/// Whether `peer` is its IDC's seed still fetching the blob from the
+/// registry.
+fn is_fetching_seed(peer: &Peer) -> bool {
+    peer.back_to_source && peer.state == PeerState::Downloading
+}
+
 /// Whether `peer` may serve or seed: it reported recently and did not give
 /// up.
 fn is_live(peer: &Peer, now: Instant, stale_after: Duration) -> bool {
@@ -456,8 +462,7 @@ impl Task {
             p.info.node != node
                 && p.info.url.is_some()
                 && !me.blocklist.contains(&p.info.node)
-                && (has_piece_missing_from(&p.pieces, &me.pieces)
-                    || (p.back_to_source && p.state == PeerState::Downloading))
+                && (has_piece_missing_from(&p.pieces, &me.pieces) || is_fetching_seed(p))
         })
     }
 
@@ -501,7 +506,7 @@ impl Task {
                 idc: p.info.idc.clone(),
                 pool: p.info.pool.clone(),
                 pieces: p.pieces.clone(),
-                seed: p.back_to_source && p.state == PeerState::Downloading,
+                seed: is_fetching_seed(p),
             })
             .collect()
     }

@@ -764,26 +764,22 @@ impl Run<'_> {
     ) -> Result<(), P2pError> {
         let started = Instant::now();
         let (pieces, fetched) = self.piece_from_parent(parent, grant, index).await;
+        // A store failure ends the run (the blob then comes whole from the
+        // registry), so its bookkeeping need not be undone.
         let written = match fetched {
             Ok(bytes) => {
                 let len = bytes.len() as u64;
-                let matched = self
-                    .downloader
-                    .store
-                    .write_piece(&self.partial, index, bytes)
-                    .await;
-                match matched {
-                    Ok(true) => {
-                        self.counters.add_peers(len);
-                        Ok(Ok(len))
-                    }
-                    Ok(false) => Ok(Err(Miss::Drop(format!(
+                let store = &self.downloader.store;
+                if store.write_piece(&self.partial, index, bytes).await? {
+                    self.counters.add_peers(len);
+                    Ok(len)
+                } else {
+                    Err(Miss::Drop(format!(
                         "sent piece {index} not matching the manifest"
-                    )))),
-                    Err(e) => Err(e),
+                    )))
                 }
             }
-            Err(miss) => Ok(Err(miss)),
+            Err(miss) => Err(miss),
         };
         let mut state = lock(&self.state);
         state.in_flight[index as usize] = false;
@@ -793,7 +789,7 @@ impl Run<'_> {
         if let Some(pieces) = pieces {
             entry.parent.pieces.merge(&pieces);
         }
-        match written? {
+        match written {
             Ok(len) => {
                 entry.bytes += len;
                 entry.busy += started.elapsed();
@@ -1067,14 +1063,19 @@ mod tests {
                 }
             })
             .collect();
-        RunState::new(&TaskAssignment {
-            grant: "grant".into(),
+        RunState::new(&assignment(manifest, parents, "grant"))
+    }
+
+    /// The tracker's answer listing `parents`, with `grant`.
+    fn assignment(manifest: PieceManifest, parents: Vec<Parent>, grant: &str) -> TaskAssignment {
+        TaskAssignment {
+            grant: grant.into(),
             grant_expires_in: 300,
             manifest,
             parents,
             back_to_source: false,
             report_interval_ms: 1000,
-        })
+        }
     }
 
     fn fetch(step: Step) -> (u32, String) {
@@ -1183,17 +1184,11 @@ mod tests {
         run.parents[0].parent.pieces.merge(&told);
         let mut tracker_view = Bitmap::new(3);
         tracker_view.set(1);
-        run.refresh(&TaskAssignment {
-            parents: vec![Parent {
-                pieces: tracker_view,
-                ..run.parents[0].parent.clone()
-            }],
-            grant: "newer".into(),
-            grant_expires_in: 300,
-            manifest: run_manifest(3),
-            back_to_source: false,
-            report_interval_ms: 1000,
-        });
+        let parent = Parent {
+            pieces: tracker_view,
+            ..run.parents[0].parent.clone()
+        };
+        run.refresh(&assignment(run_manifest(3), vec![parent], "newer"));
         assert_eq!(
             run.parents[0].parent.pieces.held().collect::<Vec<_>>(),
             [0, 1, 2]
@@ -1206,14 +1201,7 @@ mod tests {
         let mut run = state(3, &[("old", &[0, 1, 2]), ("new", &[0])]);
         let mut new = run.parents[1].parent.clone();
         new.pieces.set(1);
-        run.refresh(&TaskAssignment {
-            parents: vec![new],
-            grant: "newer".into(),
-            grant_expires_in: 300,
-            manifest: run_manifest(3),
-            back_to_source: false,
-            report_interval_ms: 1000,
-        });
+        run.refresh(&assignment(run_manifest(3), vec![new], "newer"));
         // "old" may fetch from this node by now: "new" is asked first, for
         // the two pieces it holds; then "old", for the one only it holds.
         let held = Bitmap::new(3);
@@ -1227,14 +1215,7 @@ mod tests {
         // A piece none holds is never a held request to "old".
         let mut run = state(3, &[("old", &[0]), ("new", &[0])]);
         let new = run.parents[1].parent.clone();
-        run.refresh(&TaskAssignment {
-            parents: vec![new],
-            grant: "newer".into(),
-            grant_expires_in: 300,
-            manifest: run_manifest(3),
-            back_to_source: false,
-            report_interval_ms: 1000,
-        });
+        run.refresh(&assignment(run_manifest(3), vec![new], "newer"));
         let mut held = Bitmap::new(3);
         held.set(0);
         let asked: Vec<(u32, String)> = (0..2)
