@@ -3,10 +3,12 @@
 //! venv under `/opt/wharf-ci/moto`; `WHARF_MOTO_SERVER` names another
 //! `moto_server`.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::listen::wait_until_listening;
 
 use crate::prereq::{find_executable, require};
 
@@ -44,29 +46,32 @@ impl MotoServer {
         if !installed {
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(server.expect("checked"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let moto = MotoServer {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let server = server.expect("checked");
+        // Another process may take the port between our probe and moto's
+        // bind; moto then exits and a fresh port is tried.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let mut moto = MotoServer {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match wait_until_listening(addr, &mut moto.child, Duration::from_secs(60)) {
+                Ok(()) => return Some(moto),
+                Err(e) => last_error = e,
+            }
         }
-        Some(moto)
+        panic!("moto_server: {last_error}");
     }
 }
 

@@ -168,12 +168,9 @@ impl Ec2Machines {
             .body(body)
             .send()
             .await
-            .map_err(|e| ProviderError::Transport(format!("{action}: {e}")))?;
+            .map_err(|e| transport(action, &e))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ProviderError::Transport(format!("{action}: {e}")))?;
+        let text = response.text().await.map_err(|e| transport(action, &e))?;
         if status.is_success() {
             return Ok(text);
         }
@@ -185,6 +182,16 @@ impl Ec2Machines {
             }),
         )
     }
+}
+
+/// A failed exchange, named with its innermost cause: reqwest's own
+/// message only says that sending failed, the cause says why.
+fn transport(action: &str, err: &reqwest::Error) -> ProviderError {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    ProviderError::Transport(format!("{action}: {err}: {cause}"))
 }
 
 /// The form body of an action: `Action`, `Version`, then the parameters.

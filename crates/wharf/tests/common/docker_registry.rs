@@ -3,10 +3,12 @@
 //! its own config (the package's service listens on every interface) and a
 //! data directory that outlives a stop, so a restart serves what it had.
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wharf_net::testing::HostNamespace;
+use wharf_testkit::listen::wait_until_listening;
 
 /// A private docker-registry process.
 pub struct DockerRegistry {
@@ -74,22 +76,18 @@ impl DockerRegistry {
             .append(true)
             .open(self.dir.path().join("log"))
             .unwrap();
-        let child = command
+        let mut child = command
             .arg("serve")
             .arg(self.dir.path().join("config.yml"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
+        let addr = SocketAddr::new(self.address.parse().expect("an IP address"), self.port);
+        let listening = wait_until_listening(addr, &mut child, Duration::from_secs(20));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.host()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = listening {
+            panic!("docker-registry did not start: {e}: {}", self.log());
         }
     }
 

@@ -1,8 +1,10 @@
 //! A private single-member etcd on loopback for tests of the etcd store.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use wharf_testkit::listen::wait_until_listening;
 
 /// A private single-member etcd on loopback, killed on drop.
 pub struct Etcd {
@@ -25,7 +27,7 @@ impl Etcd {
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
+        let mut child = Command::new("etcd")
             .args(["--name", "e2e", "--data-dir"])
             .arg(dir.path().join("data"))
             .args([
@@ -45,10 +47,9 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting etcd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(100));
+        let addr = SocketAddr::from(([127, 0, 0, 1], client));
+        if let Err(e) = wait_until_listening(addr, &mut child, Duration::from_secs(20)) {
+            panic!("etcd did not start: {e}");
         }
         Etcd {
             child,
