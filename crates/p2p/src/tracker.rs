@@ -11,6 +11,13 @@
 //!   children handed it already (spreads the swarm's load), `Done`
 //!   before `Downloading`, free upload slots, measured throughput, pieces
 //!   held.
+//! - It also gets up to [`TrackerConfig::max_neighbors`] neighbors: other
+//!   such peers holding pieces it lacks, whichever way the parent graph
+//!   runs between them. A node asks a neighbor only for pieces it holds
+//!   (answered at once, never held waiting), so no two nodes ever wait on
+//!   each other, while pieces flow both ways between peers: the only way
+//!   for every uplink to carry its share, instead of each node taking
+//!   everything from the few peers ahead of it in the graph.
 //! - The first node of a task in an IDC is that IDC's seed: it goes back to
 //!   source (the registry). An IDC has at most one live seed per blob; when
 //!   the seed goes stale or fails before any peer of the IDC is `Done`, the
@@ -41,6 +48,8 @@ const MAX_BLOCKLIST: usize = 256;
 pub struct TrackerConfig {
     /// Most parents handed to one node at a time.
     pub max_parents: usize,
+    /// Most neighbors handed to one node at a time.
+    pub max_neighbors: usize,
     /// A peer not heard from for this long is stale: handed to no one,
     /// no longer a seed, and forgotten.
     pub stale_after: Duration,
@@ -52,13 +61,14 @@ pub struct TrackerConfig {
 
 impl TrackerConfig {
     /// The defaults for agents reporting every `report_interval`: 4
-    /// parents, stale after 8 missed reports (a seed whose uplink is full
+    /// parents and 4 neighbors, stale after 8 missed reports (a seed whose uplink is full
     /// of pieces gets its reports through late; taking it for dead sends a
     /// second node of its IDC to the registry), 4,096 blobs and 65,536 peers
     /// (about 100 bytes plus the bitmap each: some 10 MiB at most).
     pub fn for_report_interval(report_interval: Duration) -> TrackerConfig {
         TrackerConfig {
             max_parents: 4,
+            max_neighbors: 4,
             stale_after: report_interval * 8,
             max_tasks: 4096,
             max_peers: 65_536,
@@ -134,6 +144,9 @@ impl From<&PeerReport> for PeerUpdate {
 pub struct Assignment {
     /// Peers to fetch pieces from, best first.
     pub parents: Vec<Parent>,
+    /// Peers to fetch held pieces from, whichever way the parent graph
+    /// runs (see the module's rules).
+    pub neighbors: Vec<Parent>,
     /// Whether it fetches from the registry.
     pub back_to_source: bool,
     /// Whether this answer is the first to send the node to the source
@@ -241,6 +254,7 @@ impl Tracker {
             self.forget(&manifest.digest, &peer.node);
             return Ok(Assignment {
                 parents: Vec::new(),
+                neighbors: Vec::new(),
                 back_to_source: false,
                 newly_back_to_source: false,
                 newly_blocklisted: 0,
@@ -251,6 +265,7 @@ impl Tracker {
             let back_to_source = update.state == PeerState::Downloading;
             return Ok(Assignment {
                 parents: Vec::new(),
+                neighbors: Vec::new(),
                 back_to_source,
                 newly_back_to_source: back_to_source,
                 newly_blocklisted: 0,
@@ -395,6 +410,7 @@ impl Task {
             peer.back_to_source = false;
             return Assignment {
                 parents: Vec::new(),
+                neighbors: Vec::new(),
                 back_to_source: false,
                 newly_back_to_source: false,
                 newly_blocklisted,
@@ -403,16 +419,19 @@ impl Task {
         }
         let was_seed = peer.back_to_source;
         let back_to_source = was_seed || self.must_seed(&node);
-        let parents = if back_to_source {
-            Vec::new()
+        let (parents, neighbors) = if back_to_source {
+            (Vec::new(), Vec::new())
         } else {
-            self.rank_parents(&node, config.max_parents)
+            let parents = self.rank_parents(&node, config.max_parents);
+            let neighbors = self.rank_neighbors(&node, &parents, config.max_neighbors);
+            (parents, neighbors)
         };
         let peer = self.peers.get_mut(&node).expect("recorded above");
         peer.back_to_source = back_to_source;
         peer.parents = parents.iter().map(|p| p.node.clone()).collect();
         Assignment {
             parents,
+            neighbors,
             back_to_source,
             newly_back_to_source: back_to_source && !was_seed,
             newly_blocklisted,
@@ -500,15 +519,31 @@ impl Task {
             .into_iter()
             .filter(|p| !self.fetches_from(&p.info.node, node))
             .take(max)
-            .map(|p| Parent {
-                node: p.info.node.clone(),
-                url: p.info.url.clone().unwrap_or_default(),
-                idc: p.info.idc.clone(),
-                pool: p.info.pool.clone(),
-                pieces: p.pieces.clone(),
-                seed: is_fetching_seed(p),
-            })
+            .map(as_parent)
             .collect()
+    }
+
+    /// Up to `max` peers outside `parents` holding pieces `node` lacks:
+    /// same IDC, then same pool, then those holding the most such pieces;
+    /// ties broken by a hash of the pair, so that nodes alike in every
+    /// other way are not all handed the same neighbors.
+    fn rank_neighbors(&self, node: &str, parents: &[Parent], max: usize) -> Vec<Parent> {
+        let me = &self.peers[node];
+        let useful = |p: &Peer| p.pieces.held().filter(|&i| !me.pieces.has(i)).count();
+        let mut ranked: Vec<&Peer> = self
+            .candidates(node)
+            .filter(|p| !parents.iter().any(|parent| parent.node == p.info.node))
+            .filter(|p| useful(p) > 0)
+            .collect();
+        ranked.sort_by_cached_key(|p| {
+            std::cmp::Reverse((
+                p.info.idc == me.info.idc,
+                p.info.pool == me.info.pool,
+                useful(p),
+                pair_hash(node, &p.info.node),
+            ))
+        });
+        ranked.into_iter().take(max).map(as_parent).collect()
     }
 
     /// Whether `from` fetches, directly or through its parents' parents,
@@ -532,6 +567,26 @@ impl Task {
         }
         false
     }
+}
+
+/// `peer` as the wire names a peer to fetch from.
+fn as_parent(peer: &Peer) -> Parent {
+    Parent {
+        node: peer.info.node.clone(),
+        url: peer.info.url.clone().unwrap_or_default(),
+        idc: peer.info.idc.clone(),
+        pool: peer.info.pool.clone(),
+        pieces: peer.pieces.clone(),
+        seed: is_fetching_seed(peer),
+    }
+}
+
+/// A number fixed for the pair and scattered over pairs.
+fn pair_hash(a: &str, b: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (a, b).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Whether `theirs` holds a piece `mine` lacks.
@@ -805,6 +860,74 @@ mod tests {
             .assign(node("seed", "east", "p"), holding(&[0]), &m, now)
             .unwrap();
         assert!(seed.back_to_source, "the seed stays on the source");
+    }
+
+    #[test]
+    fn neighbors_hold_pieces_the_node_lacks_whichever_way_the_graph_runs() {
+        let (mut t, m, now) = (tracker(), manifest(), Instant::now());
+        let seed = t
+            .assign(node("seed", "east", "p"), holding(&[0]), &m, now)
+            .unwrap();
+        assert!(
+            seed.neighbors.is_empty(),
+            "the seed fetches from the registry"
+        );
+        t.assign(node("b", "east", "p"), holding(&[0]), &m, now)
+            .unwrap();
+        let c = t
+            .assign(node("c", "east", "p"), holding(&[1]), &m, now)
+            .unwrap();
+        assert!(names(&c).contains(&"b"));
+        // c fetches from b, so it cannot be b's parent; b may still take
+        // the piece c holds from it, and e, holding nothing b lacks, is no
+        // one's neighbor.
+        t.assign(node("e", "east", "p"), holding(&[0]), &m, now)
+            .unwrap();
+        let b = t
+            .assign(node("b", "east", "p"), holding(&[0]), &m, now)
+            .unwrap();
+        let neighbors = |a: &Assignment| {
+            a.neighbors
+                .iter()
+                .map(|p| p.node.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!names(&b).contains(&"c"));
+        assert_eq!(neighbors(&b), ["c"]);
+        assert!(
+            b.neighbors
+                .iter()
+                .all(|n| !names(&b).contains(&n.node.as_str()))
+        );
+
+        // At most four, outside the parents, those holding the most
+        // pieces b lacks first; none b blocklisted.
+        let others: [(&str, &[u32]); 8] = [
+            ("f", &[2, 3, 4]),
+            ("g", &[2, 3]),
+            ("h", &[2]),
+            ("i", &[2]),
+            ("j", &[2]),
+            ("k", &[2]),
+            ("l", &[2]),
+            ("m", &[2]),
+        ];
+        for (name, pieces) in others {
+            t.assign(node(name, "east", "p"), holding(pieces), &m, now)
+                .unwrap();
+        }
+        let report = PeerUpdate {
+            bad_parents: vec!["c".into()],
+            ..holding(&[0])
+        };
+        let b = t.assign(node("b", "east", "p"), report, &m, now).unwrap();
+        // Each of them got b as a parent, so none can be b's parent: b
+        // could take their pieces only as a neighbor's.
+        assert_eq!(names(&b), ["seed"]);
+        let listed = neighbors(&b);
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert_eq!(listed[..2], ["f", "g"], "those holding the most first");
+        assert!(!listed.contains(&"c".to_string()), "c is blocklisted");
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //! GET /v1/p2p/blobs/{digest}/pieces/{index}
 //!     200 the piece's bytes (Content-Length = the piece's length)
 //!     403 the grant is missing, forged, expired or for another blob
-//!     404 the peer does not hold that piece (yet)
+//!     404 the peer does not hold that piece (yet); or, when its
+//!         x-wharf-pieces header holds the piece, the peer is its IDC's
+//!         seed and sent that piece to others already: fetch it from them
 //!     429 no upload slot free now (Retry-After in seconds)
 //! ```
 
@@ -96,6 +98,11 @@ pub struct TaskAssignment {
     /// Peers to fetch pieces from, best first. Empty with
     /// `back_to_source`.
     pub parents: Vec<Parent>,
+    /// Peers holding pieces this node lacks, outside its parents and
+    /// whichever way the parent graph runs between them: asked only for
+    /// pieces they hold, never to hold a request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbors: Vec<Parent>,
     /// Whether this node fetches from the registry: it is the first in its
     /// IDC (the seed for this blob there), or no peer can serve it.
     pub back_to_source: bool,

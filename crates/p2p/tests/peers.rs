@@ -113,6 +113,7 @@ impl FakeTracker {
             grant_expires_in: 300,
             manifest: self.manifest.clone(),
             parents,
+            neighbors: Vec::new(),
             back_to_source: self.seeds.lock().unwrap().iter().any(|s| s == node),
             report_interval_ms: 50,
         }
@@ -187,6 +188,8 @@ struct FakeSource {
     bytes: Bytes,
     served: Arc<AtomicU64>,
     chunk_delay: Duration,
+    /// Bytes from this offset on never come (the stream hangs there).
+    hang_at: usize,
 }
 
 impl FakeSource {
@@ -195,6 +198,15 @@ impl FakeSource {
             bytes: bytes.clone(),
             served: Arc::default(),
             chunk_delay,
+            hang_at: usize::MAX,
+        })
+    }
+
+    /// A registry that sends the first `at` bytes and then nothing.
+    fn hanging_at(bytes: &Bytes, at: usize) -> Arc<FakeSource> {
+        Arc::new(FakeSource {
+            hang_at: at,
+            ..(*FakeSource::new(bytes, Duration::ZERO)).clone()
         })
     }
 
@@ -215,6 +227,9 @@ impl Source for FakeSource {
             .then(move |r| {
                 let this = this.clone();
                 async move {
+                    if r.start >= this.hang_at {
+                        std::future::pending::<()>().await;
+                    }
                     if !this.chunk_delay.is_zero() {
                         tokio::time::sleep(this.chunk_delay).await;
                     }
@@ -645,6 +660,61 @@ async fn the_piece_server_refuses_grants_that_are_forged_expired_or_for_another_
         assert_eq!(response.status(), 403, "{what}");
     }
     assert!(seed.store.complete(&manifest.digest).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_sends_a_piece_twice_only_once_every_piece_it_holds_went_out() {
+    let (bytes, manifest) = blob(12 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    // The registry sends pieces 0 and 1, then hangs: the seed is still
+    // fetching for the whole test.
+    let source = FakeSource::hanging_at(&bytes, 8 * MIB);
+    let seed = peer(&tracker, "seed", options()).await;
+    tracker.seeds.lock().unwrap().push("seed".into());
+    let fetching = {
+        let (tracker, source) = (tracker.clone(), source.clone());
+        tokio::spawn(async move { seed.fetch(&tracker, &source).await })
+    };
+    let url = tracker.urls.lock().unwrap()["seed"].clone();
+    let http = reqwest::Client::new();
+    let get = |index: u32, node: &str| {
+        let grant = tracker.grant_for(node, &manifest.digest, now() + 60);
+        let request = http
+            .get(format!("{url}{}", piece_path(&manifest.digest, index)))
+            .bearer_auth(grant);
+        async move { request.send().await.unwrap() }
+    };
+    // Any answer says what the seed holds; piece 3 does not exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(3, "b").await;
+        let held = answer
+            .headers()
+            .get(PIECES_HEADER)
+            .and_then(|v| serde_json::from_slice::<Bitmap>(v.as_bytes()).ok());
+        if held.is_some_and(|h| h.has(0) && h.has(1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the seed fetches two pieces");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = get(0, "b").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.bytes().await.unwrap(), bytes.slice(..4 * MIB));
+
+    let again = get(0, "c").await;
+    assert_eq!(again.status(), 404, "piece 1 has not gone out yet");
+    let held: Bitmap = serde_json::from_slice(again.headers()[PIECES_HEADER].as_bytes()).unwrap();
+    assert!(
+        held.has(0) && held.has(1),
+        "the refusal says the seed holds it"
+    );
+
+    assert_eq!(get(1, "c").await.status(), 200);
+    let second_copy = get(0, "c").await;
+    assert_eq!(second_copy.status(), 200, "each piece went once");
+    assert_eq!(second_copy.bytes().await.unwrap(), bytes.slice(..4 * MIB));
+    fetching.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

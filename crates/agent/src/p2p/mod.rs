@@ -47,12 +47,19 @@ pub struct P2pSettings {
     pub upload_slots: u32,
 }
 
+/// Pieces a node sends at once by default. Each upload gets an equal
+/// share of the uplink: with fewer at once a piece reaches its first child
+/// sooner, and that child can pass it on. Measured at 10 peers, 8 MiB/s
+/// links (`wharf bench p2p`): 8 slots 38.2 s, 4 slots 25.8 s, 3 slots
+/// 27.7 s, 2 slots 27.4 s.
+pub const DEFAULT_UPLOAD_SLOTS: u32 = 4;
+
 impl Default for P2pSettings {
     fn default() -> Self {
         P2pSettings {
             upload_rate: 0,
             download_rate: 0,
-            upload_slots: 8,
+            upload_slots: DEFAULT_UPLOAD_SLOTS,
         }
     }
 }

@@ -216,6 +216,7 @@ impl Tracker {
             grant_expires_in: 300,
             manifest,
             parents: assignment.parents,
+            neighbors: assignment.neighbors,
             back_to_source: assignment.back_to_source,
             report_interval_ms: REPORT_INTERVAL.as_millis() as u64,
         })

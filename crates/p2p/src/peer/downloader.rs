@@ -450,6 +450,9 @@ const PICK_WINDOW: usize = 8;
 /// A 404 (after the parent held the request [`PIECE_WAIT`]) is asked
 /// again after this long.
 const NOT_HELD_RETRY: Duration = Duration::from_millis(200);
+/// A piece the seed sent to others already is asked of it again after
+/// this long, about when the tracker lists the peers that got it.
+const RATIONED_RETRY: Duration = Duration::from_secs(1);
 /// How long a worker with nothing to ask waits before looking again,
 /// unless a request ends first.
 const NO_PARENT_WAIT: Duration = Duration::from_millis(100);
@@ -504,13 +507,16 @@ impl RunState {
         state
     }
 
-    /// Takes a fresh grant and the tracker's parents; dropped parents stay
-    /// dropped, and what a parent told directly is not forgotten.
+    /// Takes a fresh grant and the tracker's parents and neighbors;
+    /// dropped parents stay dropped, and what a parent told directly is
+    /// not forgotten.
     fn refresh(&mut self, assignment: &TaskAssignment) {
         self.grant = assignment.grant.clone();
         self.back_to_source = assignment.back_to_source;
         self.parents.iter_mut().for_each(|p| p.listed = false);
-        for parent in &assignment.parents {
+        let parents = assignment.parents.iter().map(|p| (p, true));
+        let neighbors = assignment.neighbors.iter().map(|p| (p, false));
+        for (parent, listed) in parents.chain(neighbors) {
             match self
                 .parents
                 .iter_mut()
@@ -523,11 +529,11 @@ impl RunState {
                         pieces,
                         ..parent.clone()
                     };
-                    known.listed = true;
+                    known.listed |= listed;
                 }
                 None => self.parents.push(ParentState {
                     parent: parent.clone(),
-                    listed: true,
+                    listed,
                     dropped: None,
                     busy_until: None,
                     lacking: HashMap::new(),
@@ -570,18 +576,23 @@ impl RunState {
             .parents
             .iter()
             .any(|p| p.listed && p.dropped.is_none() && !p.parent.seed);
-        let (listed, former): (Vec<usize>, Vec<usize>) = (0..self.parents.len())
+        let usable: Vec<usize> = (0..self.parents.len())
             .filter(|&at| {
                 let parent = &self.parents[at];
                 parent.usable(now) && !(other_parents && parent.parent.seed && parent.in_flight > 0)
             })
-            .partition(|&at| self.parents[at].listed);
-        // A parent the tracker stopped listing may by now fetch from this
-        // node: it is asked only for pieces it holds (answered at once),
-        // never held waiting, so no two nodes ever wait on each other.
+            .collect();
+        let listed: Vec<usize> = usable
+            .iter()
+            .copied()
+            .filter(|&at| self.parents[at].listed)
+            .collect();
+        // A neighbor, or a parent the tracker stopped listing, may fetch
+        // from this node: it is asked only for pieces it holds (answered
+        // at once), never held waiting, so no two nodes ever wait on each
+        // other.
         let choice = self
-            .rarest_held(&open, &listed, now)
-            .or_else(|| self.rarest_held(&open, &former, now))
+            .rarest_held(&open, &usable, now)
             .or_else(|| self.furthest_fetching(&open, &listed, now));
         let Some((index, at)) = choice else {
             return Step::Wait;
@@ -606,7 +617,7 @@ impl RunState {
         let holders = |index: u32| {
             self.parents
                 .iter()
-                .filter(|p| p.listed && p.dropped.is_none() && p.parent.pieces.has(index))
+                .filter(|p| p.dropped.is_none() && p.parent.pieces.has(index))
                 .count()
         };
         let askable: Vec<(u32, (bool, usize))> = open
@@ -688,6 +699,7 @@ impl Run<'_> {
     async fn fetch(&self) -> Result<(), P2pError> {
         if self.back_to_source {
             let _seeding = Seeding::start(self.downloader);
+            self.partial.ration_uploads();
             return self.stream_from_source().await;
         }
         let workers = self.downloader.options.concurrency.max(1);
@@ -781,11 +793,28 @@ impl Run<'_> {
             }
             Err(miss) => Err(miss),
         };
+        tracing::debug!(
+            blob = %self.task.digest,
+            index,
+            parent = %parent.node,
+            outcome = match &written {
+                Ok(_) => "piece",
+                Err(Miss::NotHeld) => "not-held",
+                Err(Miss::Busy(_)) => "busy",
+                Err(Miss::Slow(_)) => "slow",
+                Err(Miss::Drop(_)) => "drop",
+            },
+            millis = started.elapsed().as_millis() as u64,
+            "piece asked"
+        );
         let mut state = lock(&self.state);
         state.in_flight[index as usize] = false;
         let now = Instant::now();
         let entry = &mut state.parents[at];
         entry.in_flight -= 1;
+        // "Not held" from a parent whose bitmap holds the piece: a seed
+        // that sent it to others already (see `PieceStore::claim_upload`).
+        let rationed = pieces.as_ref().is_some_and(|p| p.has(index));
         if let Some(pieces) = pieces {
             entry.parent.pieces.merge(&pieces);
         }
@@ -798,7 +827,12 @@ impl Run<'_> {
                 state.last_delivered = now;
             }
             Err(Miss::NotHeld) => {
-                entry.lacking.insert(index, now + NOT_HELD_RETRY);
+                let retry = if rationed {
+                    RATIONED_RETRY
+                } else {
+                    NOT_HELD_RETRY
+                };
+                entry.lacking.insert(index, now + retry);
                 state.last_heard = now;
             }
             Err(Miss::Busy(wait)) => {
@@ -1073,6 +1107,7 @@ mod tests {
             grant_expires_in: 300,
             manifest,
             parents,
+            neighbors: Vec::new(),
             back_to_source: false,
             report_interval_ms: 1000,
         }
@@ -1197,25 +1232,37 @@ mod tests {
     }
 
     #[test]
-    fn parents_no_longer_listed_are_asked_last_and_only_for_pieces_they_hold() {
-        let mut run = state(3, &[("old", &[0, 1, 2]), ("new", &[0])]);
+    fn neighbors_and_parents_no_longer_listed_are_asked_only_for_pieces_they_hold() {
+        let mut run = state(4, &[("old", &[0, 1, 2]), ("new", &[0])]);
         let mut new = run.parents[1].parent.clone();
         new.pieces.set(1);
-        run.refresh(&assignment(run_manifest(3), vec![new], "newer"));
-        // "old" may fetch from this node by now: "new" is asked first, for
-        // the two pieces it holds; then "old", for the one only it holds.
-        let held = Bitmap::new(3);
-        let mut asked: Vec<(u32, String)> = (0..2)
+        let mut next = assignment(run_manifest(4), vec![new], "newer");
+        let mut neighbor = next.parents[0].clone();
+        neighbor.node = "beside".into();
+        neighbor.pieces = Bitmap::new(4);
+        neighbor.pieces.set(3);
+        next.neighbors = vec![neighbor];
+        run.refresh(&next);
+        assert!(!run.parents[0].listed && run.parents[1].listed && !run.parents[2].listed);
+        // Held pieces are asked of whoever holds them, the rarest first:
+        // 2 only "old" holds, 3 only the neighbor.
+        let held = Bitmap::new(4);
+        let mut first: Vec<(u32, String)> = (0..2)
             .map(|_| fetch(run.next_step(&held, FALLBACK)))
             .collect();
-        asked.sort();
-        assert_eq!(asked, [(0, "new".into()), (1, "new".into())]);
-        assert_eq!(fetch(run.next_step(&held, FALLBACK)), (2, "old".into()));
+        first.sort();
+        assert_eq!(first, [(2, "old".into()), (3, "beside".into())]);
+        let (index, _) = fetch(run.next_step(&held, FALLBACK));
+        assert!(index < 2);
 
-        // A piece none holds is never a held request to "old".
+        // A piece none holds is a held request to a listed parent only.
         let mut run = state(3, &[("old", &[0]), ("new", &[0])]);
         let new = run.parents[1].parent.clone();
-        run.refresh(&assignment(run_manifest(3), vec![new], "newer"));
+        let mut next = assignment(run_manifest(3), vec![new], "newer");
+        let mut neighbor = next.parents[0].clone();
+        neighbor.node = "beside".into();
+        next.neighbors = vec![neighbor];
+        run.refresh(&next);
         let mut held = Bitmap::new(3);
         held.set(0);
         let asked: Vec<(u32, String)> = (0..2)

@@ -170,6 +170,14 @@ async fn piece_response(server: &PieceServer, digest: &Digest, index: u32) -> Re
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return response;
     };
+    if !server.store.claim_upload(digest, index) {
+        // The header that goes with it holds the piece: the asker tells
+        // this from "not yet" and fetches it from another peer.
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("piece {index} of {digest} went to other peers first: fetch it from them"),
+        );
+    }
     match server.store.read_piece(digest, index).await {
         Ok(Some(piece)) => {
             let length = piece.len();

@@ -44,6 +44,10 @@ pub struct PartialBlob {
     /// Wakes requests held for a piece ([`PieceStore::read_piece_within`])
     /// when one arrives or the partial blob ends.
     changed: tokio::sync::Notify,
+    /// Times each piece was sent to a peer, counted only while the node
+    /// fetches the blob from the registry as its IDC's seed
+    /// ([`PartialBlob::ration_uploads`]).
+    uploads: Mutex<Option<Vec<u32>>>,
 }
 
 struct WholeHash {
@@ -152,6 +156,7 @@ impl PieceStore {
             path,
             file,
             changed: tokio::sync::Notify::new(),
+            uploads: Mutex::new(None),
         });
         let mut partials = lock(&self.partials);
         if partials.contains_key(&manifest.digest) {
@@ -202,6 +207,36 @@ impl PieceStore {
             read_at(&file, &path, start, len).map(Some)
         })
         .await
+    }
+
+    /// Whether piece `index` of `digest` may be sent to a peer now, and if
+    /// so counts the send. Always, unless the node is its IDC's seed for a
+    /// blob it is still fetching ([`PartialBlob::ration_uploads`]): then a
+    /// piece goes again only when every piece held went as often. The
+    /// seed's uplink is the one every new piece must cross; a piece it
+    /// sent once is fetched from the peer that got it, while the seed's
+    /// uplink carries pieces no peer has yet.
+    pub fn claim_upload(&self, digest: &Digest, index: u32) -> bool {
+        let Some(partial) = self.partial(digest) else {
+            return true;
+        };
+        let held = partial.held();
+        if !held.has(index) {
+            return true;
+        }
+        let mut uploads = lock(&partial.uploads);
+        let Some(uploads) = uploads.as_mut() else {
+            return true;
+        };
+        let least = held.held().map(|i| uploads[i as usize]).min();
+        let Some(sent) = uploads.get_mut(index as usize) else {
+            return true;
+        };
+        if least.is_some_and(|least| *sent > least) {
+            return false;
+        }
+        *sent += 1;
+        true
     }
 
     /// Waits up to `wait` for piece `index` of `digest` while the blob is
@@ -464,6 +499,16 @@ impl PartialBlob {
         lock(&self.held).has(index)
     }
 
+    /// Rations this blob's pieces to peers from now on: the node is its
+    /// IDC's seed, fetching it from the registry (see
+    /// [`PieceStore::claim_upload`]).
+    pub fn ration_uploads(&self) {
+        let mut uploads = lock(&self.uploads);
+        if uploads.is_none() {
+            *uploads = Some(vec![0; self.manifest.piece_count() as usize]);
+        }
+    }
+
     async fn read(self: &Arc<Self>, offset: u64, len: u64) -> Result<Bytes, P2pError> {
         let this = self.clone();
         blocking(move || read_at(&this.file, &this.path, offset, len)).await
@@ -599,6 +644,55 @@ mod tests {
         store.abandon(&partial);
         waiter.await.unwrap();
         assert!(started.elapsed() < wait / 2);
+    }
+
+    #[tokio::test]
+    async fn a_seed_sends_a_piece_again_only_once_every_held_piece_went_as_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PieceStore::open(dir.path()).await.unwrap();
+        let (bytes, manifest) = blob(13 << 20);
+        let digest = manifest.digest.clone();
+        let partial = store.begin(&manifest).await.unwrap().unwrap();
+        for index in [0, 1] {
+            store
+                .write_piece(&partial, index, piece(&bytes, &manifest, index))
+                .await
+                .unwrap();
+        }
+        // Not the seed: anything held goes, as often as asked.
+        assert!(store.claim_upload(&digest, 0));
+        assert!(store.claim_upload(&digest, 0));
+
+        partial.ration_uploads();
+        assert!(store.claim_upload(&digest, 0), "piece 0's first send");
+        assert!(!store.claim_upload(&digest, 0), "piece 1 has not gone yet");
+        assert!(!store.claim_upload(&digest, 0), "a refusal counts nothing");
+        // A piece not held is not counted: the read answers "not yet".
+        assert!(store.claim_upload(&digest, 3));
+        assert!(store.claim_upload(&digest, 1));
+        assert!(
+            store.claim_upload(&digest, 0),
+            "both went once: a second copy"
+        );
+        assert!(!store.claim_upload(&digest, 0));
+        // A new piece goes first; the next copies wait for it.
+        store
+            .write_piece(&partial, 2, piece(&bytes, &manifest, 2))
+            .await
+            .unwrap();
+        assert!(!store.claim_upload(&digest, 1), "piece 2 has not gone yet");
+        assert!(store.claim_upload(&digest, 2));
+
+        // Once the blob is whole in the cache, nothing is rationed.
+        for index in 3..manifest.piece_count() {
+            store
+                .write_piece(&partial, index, piece(&bytes, &manifest, index))
+                .await
+                .unwrap();
+        }
+        store.finish(&partial).await.unwrap();
+        assert!(store.claim_upload(&digest, 0));
+        assert!(store.claim_upload(&digest, 0));
     }
 
     #[tokio::test]

@@ -137,6 +137,7 @@ impl P2pService {
         };
         let Assignment {
             parents,
+            neighbors,
             back_to_source,
             newly_back_to_source,
             newly_blocklisted,
@@ -153,6 +154,7 @@ impl P2pService {
             grant_expires_in: GRANT_TTL.as_secs(),
             manifest: manifest.clone(),
             parents,
+            neighbors,
             back_to_source,
             report_interval_ms: REPORT_INTERVAL.as_millis() as u64,
         })

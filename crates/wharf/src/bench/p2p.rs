@@ -494,6 +494,14 @@ impl Peer {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
+        // WHARF_BENCH_PEER_LOG_DIR keeps each peer's log apart, named as
+        // the peer, to follow pieces from node to node.
+        if let Ok(logs) = std::env::var("WHARF_BENCH_PEER_LOG_DIR") {
+            let path = Path::new(&logs).join(format!("{name}.log"));
+            let log = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            command.stderr(log);
+        }
         let mut child = command
             .spawn()
             .context("starting a peer under nsenter (apt-get install util-linux)")?;

@@ -216,7 +216,7 @@ pub struct NodeOptions {
     #[arg(long, default_value = "0", value_parser = units::parse_size)]
     pub p2p_download_rate: u64,
     /// Pieces this node sends to peers at once at most (more get 429).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = wharf_agent::p2p::DEFAULT_UPLOAD_SLOTS, value_parser = clap::value_parser!(u32).range(1..))]
     pub p2p_upload_slots: u32,
 }
 
