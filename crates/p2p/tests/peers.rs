@@ -516,6 +516,101 @@ async fn parents_that_stall_or_close_mid_piece_are_dropped_without_failing_the_p
     assert!(!bad.contains_key("seed"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_never_answers_rests_and_is_not_reported_bad() {
+    let (bytes, manifest) = blob(13 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    let source = FakeSource::new(&bytes, Duration::ZERO);
+    let _seed = seeded(&tracker, "seed", &source).await;
+    // Connections are accepted (the backlog) and never read: as on a link
+    // whose queues drop every request.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    tracker.urls.lock().unwrap().insert("silent".into(), url);
+    tracker
+        .held
+        .lock()
+        .unwrap()
+        .insert("silent".into(), Bitmap::full(manifest.piece_count()));
+    let parents = vec!["silent".into(), "seed".into()];
+    tracker.parents.lock().unwrap().insert("c".into(), parents);
+    let served_before = source.served();
+
+    let once = DownloaderOptions {
+        slow_strikes: 1,
+        ..options()
+    };
+    let c = peer(&tracker, "c", once).await;
+    let (downloaded, _) = c.fetch(&tracker, &source).await;
+
+    assert_blob(&downloaded, &bytes);
+    assert_eq!(source.served(), served_before, "the seed served it all");
+    let reports = tracker.reports_of("c");
+    assert!(
+        reports.iter().all(|r| r.bad_parents.is_empty()),
+        "{:?}",
+        reports.last().map(|r| &r.bad_parents)
+    );
+}
+
+/// Requests at once over a set of parents: now and the most seen.
+#[derive(Clone, Default)]
+struct AtOnce {
+    now: Arc<AtomicU64>,
+    most: Arc<AtomicU64>,
+}
+
+/// A parent holding everything that answers each request after 50 ms,
+/// counting in `at_once` the requests it has open.
+async fn counting_parent(tracker: &Arc<FakeTracker>, name: &str, bytes: &Bytes, at_once: &AtOnce) {
+    let (bytes, manifest, at_once) = (bytes.clone(), tracker.manifest.clone(), at_once.clone());
+    let router = Router::new().route(
+        PIECE_ROUTE,
+        axum::routing::get(move |Path((_, index)): Path<(String, u32)>| {
+            let range = manifest.piece_range(index).unwrap();
+            let piece = bytes.slice(range.start as usize..range.end as usize);
+            let at_once = at_once.clone();
+            async move {
+                let open = at_once.now.fetch_add(1, Ordering::SeqCst) + 1;
+                at_once.most.fetch_max(open, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                at_once.now.fetch_sub(1, Ordering::SeqCst);
+                piece
+            }
+        }),
+    );
+    let url = serve(router).await;
+    tracker.urls.lock().unwrap().insert(name.into(), url);
+    let full = Bitmap::full(tracker.manifest.piece_count());
+    tracker.held.lock().unwrap().insert(name.into(), full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_has_six_piece_requests_in_flight_at_most() {
+    let (bytes, manifest) = blob(64 * MIB);
+    let tracker = FakeTracker::new(&manifest);
+    let source = FakeSource::new(&bytes, Duration::ZERO);
+    let at_once = AtOnce::default();
+    let names: Vec<String> = (0..8).map(|i| format!("parent{i}")).collect();
+    for name in &names {
+        counting_parent(&tracker, name, &bytes, &at_once).await;
+    }
+    tracker.parents.lock().unwrap().insert("c".into(), names);
+
+    // 16 workers, 2 requests per parent: 16 at once without the node's
+    // limit.
+    let eager = DownloaderOptions {
+        concurrency: 16,
+        ..options()
+    };
+    let c = peer(&tracker, "c", eager).await;
+    let (downloaded, _) = c.fetch(&tracker, &source).await;
+    assert_blob(&downloaded, &bytes);
+    assert_eq!(source.served(), 0);
+    let most = at_once.most.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&most), "{most} requests at once");
+}
+
 /// Whether [`stalling_once`] has stalled yet (one test uses it).
 static STALLED_ONCE: AtomicBool = AtomicBool::new(false);
 

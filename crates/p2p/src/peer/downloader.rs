@@ -117,6 +117,9 @@ pub struct Downloader {
     /// waits on, would get a fraction of the downlink.
     seeding: AtomicUsize,
     seeding_ended: tokio::sync::Notify,
+    /// Piece requests in flight over all of the node's downloads
+    /// ([`NODE_REQUESTS`]).
+    requests: tokio::sync::Semaphore,
 }
 
 impl Downloader {
@@ -143,6 +146,7 @@ impl Downloader {
             server,
             seeding: AtomicUsize::new(0),
             seeding_ended: tokio::sync::Notify::new(),
+            requests: tokio::sync::Semaphore::new(NODE_REQUESTS),
         })
     }
 
@@ -394,8 +398,10 @@ struct ParentState {
     /// Pieces it answered 404 for, and when to ask again.
     lacking: HashMap<u32, Instant>,
     in_flight: usize,
-    /// Times it answered too slowly or stalled since it last delivered.
+    /// Times it stalled mid-piece since it last delivered.
     strikes: u32,
+    /// Times in a row its answer did not come in time.
+    unanswered: u32,
     /// Bytes and time spent on its pieces since the last report.
     bytes: u64,
     busy: Duration,
@@ -407,10 +413,16 @@ enum Miss {
     NotHeld,
     /// No slot free; try again after the duration.
     Busy(Duration),
-    /// No answer or no bytes in time: on a congested link a parent can be
+    /// No bytes in time mid-piece: on a congested link a parent can be
     /// slow without being gone, so it rests a while and is dropped only
     /// after `slow_strikes` such times.
     Slow(String),
+    /// No answer in time. On a saturated link connections and requests
+    /// wait on dropped packets' retransmissions (a SYN is sent again
+    /// after 1, 3 and 7 s): the parent rests, longer each time in a row,
+    /// and is never dropped for it; a parent that is gone answers nothing
+    /// to anyone, and the run's fallback takes over.
+    Unanswered,
     /// Do not use it again for this blob.
     Drop(String),
 }
@@ -438,6 +450,13 @@ enum Step {
     Finished,
 }
 
+/// Piece requests a node has in flight at most, over all the blobs it
+/// fetches (each run has `concurrency` workers; 3 layers are pulled at
+/// once). On a saturated downlink every further TCP flow means more
+/// dropped packets, and each drop a retransmission timeout on some flow:
+/// at 50 peers on 4 MiB/s links, 12 requests per node left thousands of
+/// answers more than 7 s late.
+const NODE_REQUESTS: usize = 6;
 /// A parent is asked for at most this many pieces at once, so that a
 /// node's requests spread over its parents' uplinks instead of queueing
 /// at the best one.
@@ -539,6 +558,7 @@ impl RunState {
                     lacking: HashMap::new(),
                     in_flight: 0,
                     strikes: 0,
+                    unanswered: 0,
                     bytes: 0,
                     busy: Duration::ZERO,
                 }),
@@ -718,6 +738,21 @@ impl Run<'_> {
                 self.yield_to_seeding().await;
                 continue;
             }
+            let waiting = Instant::now();
+            let request = self
+                .downloader
+                .requests
+                .acquire()
+                .await
+                .map_err(|_| P2pError::Internal("the request limit closed".into()))?;
+            let waited = waiting.elapsed();
+            if waited >= NO_PARENT_WAIT {
+                // The run asked no one meanwhile: their silence is not the
+                // parents' fault.
+                let mut state = lock(&self.state);
+                state.last_heard += waited;
+                state.last_delivered += waited;
+            }
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
@@ -725,6 +760,7 @@ impl Run<'_> {
             match step {
                 Step::Finished => return Ok(()),
                 Step::Wait => {
+                    drop(request);
                     let _ = tokio::time::timeout(NO_PARENT_WAIT, changed).await;
                 }
                 Step::Source(index) => {
@@ -802,6 +838,7 @@ impl Run<'_> {
                 Err(Miss::NotHeld) => "not-held",
                 Err(Miss::Busy(_)) => "busy",
                 Err(Miss::Slow(_)) => "slow",
+                Err(Miss::Unanswered) => "unanswered",
                 Err(Miss::Drop(_)) => "drop",
             },
             millis = started.elapsed().as_millis() as u64,
@@ -823,6 +860,7 @@ impl Run<'_> {
                 entry.bytes += len;
                 entry.busy += started.elapsed();
                 entry.strikes = 0;
+                entry.unanswered = 0;
                 state.last_heard = now;
                 state.last_delivered = now;
             }
@@ -838,6 +876,15 @@ impl Run<'_> {
             Err(Miss::Busy(wait)) => {
                 entry.busy_until = Some(now + wait);
                 state.last_heard = now;
+            }
+            Err(Miss::Unanswered) => {
+                // Requests sent together time out together: one more rest
+                // in a row per rest, not per piece that was in flight.
+                if entry.busy_until.is_none_or(|until| until <= now) {
+                    entry.unanswered += 1;
+                }
+                let doublings = entry.unanswered.clamp(1, 3) - 1;
+                entry.busy_until = Some(now + SLOW_REST * 2u32.pow(doublings));
             }
             Err(Miss::Slow(reason)) => {
                 // Requests sent together time out together: one strike
@@ -935,10 +982,8 @@ impl Run<'_> {
         // The parent may hold the request PIECE_WAIT for a piece it is
         // fetching before it answers.
         let response = match tokio::time::timeout(stall + PIECE_WAIT, sent).await {
-            Err(_) => return (None, Err(Miss::Slow(format!("no answer in {stall:?}")))),
-            Ok(Err(e)) if e.is_timeout() => {
-                return (None, Err(Miss::Slow(format!("no answer: {e}"))));
-            }
+            Err(_) => return (None, Err(Miss::Unanswered)),
+            Ok(Err(e)) if e.is_timeout() => return (None, Err(Miss::Unanswered)),
             Ok(Err(e)) => return (None, Err(Miss::Drop(format!("unreachable: {e}")))),
             Ok(Ok(response)) => response,
         };

@@ -29,6 +29,9 @@ pub struct PieceStore {
     root: PathBuf,
     partials: Mutex<HashMap<Digest, Arc<PartialBlob>>>,
     next_file: AtomicU64,
+    /// Upload counts of blobs this node seeded and completed before every
+    /// piece went out once (see [`PieceStore::claim_upload`]).
+    seeded: Mutex<HashMap<Digest, Vec<u32>>>,
 }
 
 /// A blob being fetched: its manifest, its file and which pieces are in it.
@@ -53,6 +56,25 @@ pub struct PartialBlob {
 struct WholeHash {
     hasher: Option<StreamHasher>,
     next: u32,
+}
+
+/// [`PieceStore::claim_upload`]'s rule over `uploads`, the send counts,
+/// for the pieces in `held`: piece `index` goes (and is counted) unless it
+/// went more often than another held piece.
+fn ration(uploads: &mut [u32], held: &Bitmap, index: u32) -> bool {
+    let least = held
+        .held()
+        .filter_map(|i| uploads.get(i as usize))
+        .min()
+        .copied();
+    let Some(sent) = uploads.get_mut(index as usize) else {
+        return true;
+    };
+    if least.is_some_and(|least| *sent > least) {
+        return false;
+    }
+    *sent += 1;
+    true
 }
 
 fn store_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> P2pError + 'a {
@@ -99,6 +121,7 @@ impl PieceStore {
             root,
             partials: Mutex::default(),
             next_file: AtomicU64::new(0),
+            seeded: Mutex::default(),
         })
     }
 
@@ -210,33 +233,32 @@ impl PieceStore {
     }
 
     /// Whether piece `index` of `digest` may be sent to a peer now, and if
-    /// so counts the send. Always, unless the node is its IDC's seed for a
-    /// blob it is still fetching ([`PartialBlob::ration_uploads`]): then a
-    /// piece goes again only when every piece held went as often. The
-    /// seed's uplink is the one every new piece must cross; a piece it
-    /// sent once is fetched from the peer that got it, while the seed's
-    /// uplink carries pieces no peer has yet.
+    /// so counts the send. Always, unless the node is its IDC's seed for
+    /// the blob ([`PartialBlob::ration_uploads`]): then a piece goes again
+    /// only when every piece held went as often, while the node fetches
+    /// the blob and after, until every piece went out once. The seed's
+    /// uplink is the one every new piece must cross; a piece it sent once
+    /// is fetched from the peer that got it, while the seed's uplink
+    /// carries pieces no peer has yet.
     pub fn claim_upload(&self, digest: &Digest, index: u32) -> bool {
-        let Some(partial) = self.partial(digest) else {
-            return true;
-        };
-        let held = partial.held();
-        if !held.has(index) {
-            return true;
+        if let Some(partial) = self.partial(digest) {
+            let held = partial.held();
+            let mut uploads = lock(&partial.uploads);
+            return match uploads.as_mut() {
+                Some(uploads) if held.has(index) => ration(uploads, &held, index),
+                _ => true,
+            };
         }
-        let mut uploads = lock(&partial.uploads);
-        let Some(uploads) = uploads.as_mut() else {
+        let mut seeded = lock(&self.seeded);
+        let Some(uploads) = seeded.get_mut(digest) else {
             return true;
         };
-        let least = held.held().map(|i| uploads[i as usize]).min();
-        let Some(sent) = uploads.get_mut(index as usize) else {
-            return true;
-        };
-        if least.is_some_and(|least| *sent > least) {
-            return false;
+        let all = Bitmap::full(uploads.len() as u32);
+        let claimed = ration(uploads, &all, index);
+        if uploads.iter().all(|&sent| sent > 0) {
+            seeded.remove(digest);
         }
-        *sent += 1;
-        true
+        claimed
     }
 
     /// Waits up to `wait` for piece `index` of `digest` while the blob is
@@ -332,6 +354,12 @@ impl PieceStore {
             publish(&moved.path, &target_path)
         })
         .await;
+        if result.is_ok()
+            && let Some(uploads) = lock(&partial.uploads).take()
+            && uploads.contains(&0)
+        {
+            lock(&self.seeded).insert(partial.manifest.digest.clone(), uploads);
+        }
         // Readers switch to the cache only once it holds the blob.
         lock(&self.partials).remove(&partial.manifest.digest);
         partial.changed.notify_waiters();
@@ -461,6 +489,7 @@ impl PieceStore {
     /// Removes the complete blob `digest` from the cache (the image GC
     /// removed its layer); it is served no more.
     pub async fn remove(&self, digest: &Digest) -> Result<bool, P2pError> {
+        lock(&self.seeded).remove(digest);
         let path = self.blob_path(digest);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(true),
@@ -683,7 +712,8 @@ mod tests {
         assert!(!store.claim_upload(&digest, 1), "piece 2 has not gone yet");
         assert!(store.claim_upload(&digest, 2));
 
-        // Once the blob is whole in the cache, nothing is rationed.
+        // Whole in the cache, its pieces are rationed until each went out
+        // once (piece 3 had not), then no more.
         for index in 3..manifest.piece_count() {
             store
                 .write_piece(&partial, index, piece(&bytes, &manifest, index))
@@ -691,8 +721,12 @@ mod tests {
                 .unwrap();
         }
         store.finish(&partial).await.unwrap();
-        assert!(store.claim_upload(&digest, 0));
-        assert!(store.claim_upload(&digest, 0));
+        assert!(store.complete(&digest).await.is_some());
+        assert!(!store.claim_upload(&digest, 0));
+        assert!(store.claim_upload(&digest, 3));
+        for _ in 0..3 {
+            assert!(store.claim_upload(&digest, 0), "every piece went once");
+        }
     }
 
     #[tokio::test]
