@@ -61,10 +61,11 @@ pub struct TrackerConfig {
 
 impl TrackerConfig {
     /// The defaults for agents reporting every `report_interval`: 4
-    /// parents and 4 neighbors, stale after 8 missed reports (a seed whose uplink is full
-    /// of pieces gets its reports through late; taking it for dead sends a
-    /// second node of its IDC to the registry), 4,096 blobs and 65,536 peers
-    /// (about 100 bytes plus the bitmap each: some 10 MiB at most).
+    /// parents and 4 neighbors, stale after 8 missed reports (a seed whose
+    /// uplink is full of pieces gets its reports through late; taking it
+    /// for dead sends a second node of its IDC to the registry), 4,096
+    /// blobs and 65,536 peers (about 100 bytes plus the bitmap each: some
+    /// 10 MiB at most).
     pub fn for_report_interval(report_interval: Duration) -> TrackerConfig {
         TrackerConfig {
             max_parents: 4,
@@ -529,21 +530,28 @@ impl Task {
     /// other way are not all handed the same neighbors.
     fn rank_neighbors(&self, node: &str, parents: &[Parent], max: usize) -> Vec<Parent> {
         let me = &self.peers[node];
-        let useful = |p: &Peer| p.pieces.held().filter(|&i| !me.pieces.has(i)).count();
-        let mut ranked: Vec<&Peer> = self
+        let mut ranked: Vec<(usize, &Peer)> = self
             .candidates(node)
             .filter(|p| !parents.iter().any(|parent| parent.node == p.info.node))
-            .filter(|p| useful(p) > 0)
+            .map(|p| {
+                let useful = p.pieces.held().filter(|&i| !me.pieces.has(i)).count();
+                (useful, p)
+            })
+            .filter(|&(useful, _)| useful > 0)
             .collect();
-        ranked.sort_by_cached_key(|p| {
+        ranked.sort_by_key(|&(useful, p)| {
             std::cmp::Reverse((
                 p.info.idc == me.info.idc,
                 p.info.pool == me.info.pool,
-                useful(p),
+                useful,
                 pair_hash(node, &p.info.node),
             ))
         });
-        ranked.into_iter().take(max).map(as_parent).collect()
+        ranked
+            .into_iter()
+            .take(max)
+            .map(|(_, p)| as_parent(p))
+            .collect()
     }
 
     /// Whether `from` fetches, directly or through its parents' parents,

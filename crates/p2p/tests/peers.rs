@@ -119,6 +119,13 @@ impl FakeTracker {
         }
     }
 
+    /// Registers `name` at `url` as a peer holding the whole blob.
+    fn holds_everything(&self, name: &str, url: String) {
+        self.urls.lock().unwrap().insert(name.into(), url);
+        let full = Bitmap::full(self.manifest.piece_count());
+        self.held.lock().unwrap().insert(name.into(), full);
+    }
+
     fn check_up(&self) -> Result<(), P2pError> {
         if self.down.load(Ordering::Relaxed) {
             Err(P2pError::Tracker("connection refused".into()))
@@ -270,6 +277,15 @@ fn options() -> DownloaderOptions {
     }
 }
 
+/// One stall is enough to drop a parent; `slow_parents_rest_before_they_are_dropped`
+/// shows the default's patience.
+fn strike_once() -> DownloaderOptions {
+    DownloaderOptions {
+        slow_strikes: 1,
+        ..options()
+    }
+}
+
 async fn peer(tracker: &Arc<FakeTracker>, name: &str, options: DownloaderOptions) -> Peer {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(PieceStore::open(dir.path().join("blobs")).await.unwrap());
@@ -401,9 +417,7 @@ async fn rogue_parent(
         }),
     );
     let url = serve(router).await;
-    tracker.urls.lock().unwrap().insert(name.into(), url);
-    let full = Bitmap::full(tracker.manifest.piece_count());
-    tracker.held.lock().unwrap().insert(name.into(), full);
+    tracker.holds_everything(name, url);
 }
 
 fn corrupted(piece: Bytes) -> Response {
@@ -486,13 +500,7 @@ async fn parents_that_stall_or_close_mid_piece_are_dropped_without_failing_the_p
     tracker.parents.lock().unwrap().insert("c".into(), parents);
     let served_before = source.served();
 
-    // One stall is enough here; `slow_parents_rest_before_they_are_dropped`
-    // shows the default's patience.
-    let once = DownloaderOptions {
-        slow_strikes: 1,
-        ..options()
-    };
-    let c = peer(&tracker, "c", once).await;
+    let c = peer(&tracker, "c", strike_once()).await;
     let started = Instant::now();
     let (downloaded, _) = c.fetch(&tracker, &source).await;
 
@@ -525,25 +533,17 @@ async fn a_parent_that_never_answers_rests_and_is_not_reported_bad() {
     // Connections are accepted (the backlog) and never read: as on a link
     // whose queues drop every request.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    tracker.urls.lock().unwrap().insert("silent".into(), url);
-    tracker
-        .held
-        .lock()
-        .unwrap()
-        .insert("silent".into(), Bitmap::full(manifest.piece_count()));
+    tracker.holds_everything("silent", format!("http://{}", silent.local_addr().unwrap()));
     let parents = vec!["silent".into(), "seed".into()];
     tracker.parents.lock().unwrap().insert("c".into(), parents);
     let served_before = source.served();
 
-    let once = DownloaderOptions {
-        slow_strikes: 1,
-        ..options()
-    };
-    let c = peer(&tracker, "c", once).await;
+    let c = peer(&tracker, "c", strike_once()).await;
     let (downloaded, _) = c.fetch(&tracker, &source).await;
 
     assert_blob(&downloaded, &bytes);
+    silent.set_nonblocking(true).unwrap();
+    assert!(silent.accept().is_ok(), "the silent parent was asked");
     assert_eq!(source.served(), served_before, "the seed served it all");
     let reports = tracker.reports_of("c");
     assert!(
@@ -580,9 +580,7 @@ async fn counting_parent(tracker: &Arc<FakeTracker>, name: &str, bytes: &Bytes, 
         }),
     );
     let url = serve(router).await;
-    tracker.urls.lock().unwrap().insert(name.into(), url);
-    let full = Bitmap::full(tracker.manifest.piece_count());
-    tracker.held.lock().unwrap().insert(name.into(), full);
+    tracker.holds_everything(name, url);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

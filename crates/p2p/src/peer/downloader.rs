@@ -386,10 +386,11 @@ struct RunState {
 
 struct ParentState {
     parent: Parent,
-    /// Whether the tracker's latest answer lists it. The tracker keeps
-    /// the graph of who fetches from whom free of cycles as of its latest
-    /// answers; a parent it stopped listing may by now fetch from this
-    /// node, so it is asked only for what it holds, after listed ones.
+    /// Whether the tracker's latest answer lists it as a parent. The
+    /// tracker keeps the graph of who fetches from whom free of cycles as
+    /// of its latest answers; a neighbor, or a parent it stopped listing,
+    /// may by now fetch from this node, so it is asked only for what it
+    /// holds, never to hold a request.
     listed: bool,
     /// Why it is not used any more for this blob.
     dropped: Option<String>,
@@ -450,9 +451,9 @@ enum Step {
     Finished,
 }
 
-/// Piece requests a node has in flight at most, over all the blobs it
-/// fetches (each run has `concurrency` workers; 3 layers are pulled at
-/// once). On a saturated downlink every further TCP flow means more
+/// Piece requests (to peers, or by range to the registry) a node has in
+/// flight at most, over all the blobs it fetches (each run has
+/// `concurrency` workers; 3 layers are pulled at once). On a saturated downlink every further TCP flow means more
 /// dropped packets, and each drop a retransmission timeout on some flow:
 /// at 50 peers on 4 MiB/s links, 12 requests per node left thousands of
 /// answers more than 7 s late.

@@ -59,14 +59,10 @@ struct WholeHash {
 }
 
 /// [`PieceStore::claim_upload`]'s rule over `uploads`, the send counts,
-/// for the pieces in `held`: piece `index` goes (and is counted) unless it
+/// for the pieces `held`: piece `index` goes (and is counted) unless it
 /// went more often than another held piece.
-fn ration(uploads: &mut [u32], held: &Bitmap, index: u32) -> bool {
-    let least = held
-        .held()
-        .filter_map(|i| uploads.get(i as usize))
-        .min()
-        .copied();
+fn ration(uploads: &mut [u32], held: impl Iterator<Item = u32>, index: u32) -> bool {
+    let least = held.filter_map(|i| uploads.get(i as usize)).min().copied();
     let Some(sent) = uploads.get_mut(index as usize) else {
         return true;
     };
@@ -242,19 +238,19 @@ impl PieceStore {
     /// carries pieces no peer has yet.
     pub fn claim_upload(&self, digest: &Digest, index: u32) -> bool {
         if let Some(partial) = self.partial(digest) {
-            let held = partial.held();
             let mut uploads = lock(&partial.uploads);
-            return match uploads.as_mut() {
-                Some(uploads) if held.has(index) => ration(uploads, &held, index),
-                _ => true,
+            let Some(uploads) = uploads.as_mut() else {
+                return true;
             };
+            let held = partial.held();
+            return !held.has(index) || ration(uploads, held.held(), index);
         }
         let mut seeded = lock(&self.seeded);
         let Some(uploads) = seeded.get_mut(digest) else {
             return true;
         };
-        let all = Bitmap::full(uploads.len() as u32);
-        let claimed = ration(uploads, &all, index);
+        let pieces = uploads.len() as u32;
+        let claimed = ration(uploads, 0..pieces, index);
         if uploads.iter().all(|&sent| sent > 0) {
             seeded.remove(digest);
         }
